@@ -1,0 +1,24 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/', 'node_modules/', 'native/build/', 'coverage/'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/consistent-type-imports': 'error',
+      'no-console': ['error', { allow: ['error'] }],
+      // TypeScript already reports undefined names; the rule misfires on Node globals in bin/*.js.
+      'no-undef': 'off',
+    },
+  },
+  // Browser-safe code: the client SDK and the attestation verifier must not pull in Node built-ins.
+  {
+    files: ['src/client/**/*.ts', 'src/attestation/verify.ts', 'src/attestation/document.ts', 'src/util/**/*.ts', 'src/noise/**/*.ts', 'src/wire/messages.ts'],
+    ignores: ['src/noise/suite-node.ts', 'src/client/node.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
+  },
+  { files: ['scripts/**', 'test/**', 'bin/**', 'src/cli.ts', 'src/cli/**'], rules: { 'no-console': 'off' } },
+);

@@ -1,0 +1,9 @@
+import type { CliCommand } from './types.ts';
+
+/** Every command of the CLI. Add one line per command file. */
+export async function loadCommands(): Promise<CliCommand[]> {
+  const modules = await Promise.all([
+    // commands register here, e.g. import('./attestation-inspect.ts'),
+  ] as Promise<{ command: CliCommand }>[]);
+  return modules.map((m) => m.command);
+}

@@ -1,0 +1,61 @@
+import { AgentError } from '../errors.ts';
+import { loadCommands } from './commands.ts';
+import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+
+const defaultIo: CliIo = {
+  out: (line) => process.stdout.write(line + '\n'),
+  err: (line) => process.stderr.write(line + '\n'),
+  stdin: async () => {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return new Uint8Array(Buffer.concat(chunks));
+  },
+};
+
+function usage(commands: CliCommand[]): string {
+  const width = Math.max(...commands.map((c) => c.path.join(' ').length), 4);
+  const lines = commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`);
+  return ['Usage: enclave-agent <command> [options]', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
+}
+
+/** Picks the command whose path is the longest prefix of argv. */
+function findCommand(commands: CliCommand[], argv: string[]): CliCommand | undefined {
+  let best: CliCommand | undefined;
+  for (const c of commands) {
+    if (c.path.every((w, i) => argv[i] === w) && (!best || c.path.length > best.path.length)) best = c;
+  }
+  return best;
+}
+
+export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  const commands = await loadCommands();
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    io.out(usage(commands));
+    return argv.length === 0 ? 2 : 0;
+  }
+  const command = findCommand(commands, argv);
+  if (!command) {
+    io.err(`enclave-agent: unknown command "${argv.join(' ')}"\n\n${usage(commands)}`);
+    return 2;
+  }
+  const args = argv.slice(command.path.length);
+  if (args.includes('--help') || args.includes('-h')) {
+    io.out(command.help);
+    return 0;
+  }
+  try {
+    return await command.run(args, io);
+  } catch (err) {
+    if (err instanceof CliUsageError) {
+      io.err(`enclave-agent ${command.path.join(' ')}: ${err.message} (see --help)`);
+      return 2;
+    }
+    if (err instanceof AgentError) {
+      io.err(`enclave-agent ${command.path.join(' ')}: ${err.code}: ${err.message}`);
+      return 1;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    io.err(`enclave-agent ${command.path.join(' ')}: unexpected error: ${message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,2 @@
+// Public API of the agent package. Modules add their exports here as they land.
+export { AgentError, isAgentError } from './errors.ts';

@@ -1,0 +1,31 @@
+import type { Duplex } from 'node:stream';
+
+/**
+ * What the session knows about the connection a request came in on. Raw mode uses `client` for the
+ * PROXY v2 header it may write to the app; HTTP mode uses all of it (client IP, attestation endpoint).
+ */
+export interface ForwardContext {
+  /** Short random id of the session, for logs. */
+  readonly sessionId: string;
+  /** 'data' = one-shot Data request (read the app's reply to EOF); 'stream' = OpenStream. */
+  readonly kind: 'data' | 'stream';
+  /** Client address from the bridge's PROXY v2 header, when accepted. */
+  readonly client?: { address: string; port: number; family: 'IPv4' | 'IPv6' };
+  /** This session's Noise handshake hash (the attestation nonce). */
+  readonly handshakeHash: Uint8Array;
+  /** Produces a fresh attestation document bound to this session (nonce = handshake hash). */
+  attest(extra?: { userData?: Uint8Array; publicKey?: Uint8Array }): Promise<Uint8Array>;
+}
+
+/**
+ * The session hands every `Data` and every stream to a Forwarder. It returns one Duplex per request:
+ * the session writes the client's bytes into it (and ends it for Data / StreamClose{Write}) and reads
+ * the answer back. Raw mode connects to 127.0.0.1:<app port>; HTTP mode returns one end of an in-process
+ * pair whose other end is a connection on the agent's http.Server. Rejects with a typed error whose
+ * message is safe to send to the client in `Error{id, message}`.
+ */
+export interface Forwarder {
+  connect(ctx: ForwardContext): Promise<Duplex>;
+  /** Releases pools and timers. */
+  close?(): Promise<void>;
+}

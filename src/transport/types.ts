@@ -1,0 +1,26 @@
+import type { Duplex } from 'node:stream';
+
+/**
+ * Every transport (tcp, unix, vsock) yields the same thing: a Node Duplex per accepted connection,
+ * so the responder never knows which address family it is serving.
+ */
+export interface ConnectionInfo {
+  /** Human-readable peer description for logs: "127.0.0.1:53122", "unix", "vsock:3:1234". */
+  readonly remote: string;
+  readonly transport: 'tcp' | 'unix' | 'vsock';
+}
+
+export type ConnectionHandler = (stream: Duplex, info: ConnectionInfo) => void;
+
+export interface Listener {
+  /** Where it listens: "127.0.0.1:5000", "/run/agent.sock", "vsock:*:5000". */
+  readonly address: string;
+  /** TCP: the bound port (useful with port 0). */
+  readonly port?: number;
+  /** Stop accepting; resolves when the listening socket is closed (open connections are the caller's). */
+  close(): Promise<void>;
+}
+
+export interface ListenOptions {
+  onConnection: ConnectionHandler;
+}

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { fromBase64, fromHex, toBase64, toHex, equalBytes, concatBytes } from '../../src/util/bytes.ts';
+
+describe('bytes helpers', () => {
+  it('round-trips hex and base64 against Buffer for every length up to 64', () => {
+    for (let n = 0; n <= 64; n++) {
+      const b = new Uint8Array(n).map((_, i) => (i * 37 + n) & 0xff);
+      expect(toHex(b)).toBe(Buffer.from(b).toString('hex'));
+      expect(fromHex(toHex(b))).toEqual(b);
+      const b64 = Buffer.from(b).toString('base64');
+      expect(toBase64(b)).toBe(b64);
+      expect(fromBase64(b64)).toEqual(b);
+      expect(fromBase64(b64.replace(/=+$/, ''))).toEqual(b);
+      expect(toBase64(b, false)).toBe(b64.replace(/=+$/, ''));
+    }
+  });
+
+  it('rejects malformed hex and base64', () => {
+    expect(() => fromHex('abc')).toThrow(TypeError);
+    expect(() => fromHex('zz')).toThrow(TypeError);
+    expect(() => fromBase64('a')).toThrow(TypeError);
+    expect(() => fromBase64('ab$d')).toThrow(TypeError);
+    expect(() => fromBase64('ab=d')).toThrow(TypeError);
+  });
+
+  it('compares and concatenates', () => {
+    expect(equalBytes(new Uint8Array([1, 2]), new Uint8Array([1, 2]))).toBe(true);
+    expect(equalBytes(new Uint8Array([1, 2]), new Uint8Array([1, 3]))).toBe(false);
+    expect(equalBytes(new Uint8Array([1]), new Uint8Array([1, 2]))).toBe(false);
+    expect(concatBytes(new Uint8Array([1]), new Uint8Array([]), new Uint8Array([2, 3]))).toEqual(new Uint8Array([1, 2, 3]));
+  });
+});
