@@ -1,0 +1,21 @@
+// `npm run bench [-- name...]`: runs every scripts/bench/<name>.ts (or the named ones) in this process.
+// Each bench module default-exports an async function that prints its own table.
+import { readdirSync } from 'node:fs';
+import { machine } from './lib.ts';
+
+const dir = new URL('.', import.meta.url);
+const all = readdirSync(dir)
+  .filter((f) => f.endsWith('.ts') && f !== 'run.ts' && f !== 'lib.ts')
+  .map((f) => f.slice(0, -3))
+  .sort();
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const unknown = wanted.filter((w) => !all.includes(w));
+if (unknown.length > 0) {
+  console.error(`unknown bench: ${unknown.join(', ')} (have: ${all.join(', ')})`);
+  process.exit(2);
+}
+console.log(`# enclave-agent benchmarks — ${machine()} — ${new Date().toISOString()}`);
+for (const name of wanted.length > 0 ? wanted : all) {
+  const mod = (await import(new URL(`./${name}.ts`, dir).href)) as { default: () => Promise<void> };
+  await mod.default();
+}
