@@ -1,0 +1,240 @@
+/**
+ * enclave.toml → one validated, typed Config. Every key is declared once in SCHEMA (type, default, bounds, doc);
+ * unknown keys are errors naming the key, because a typo must never silently disable a security setting.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import { AgentError } from './errors.ts';
+
+export class ConfigError extends AgentError {}
+
+export type Mode = 'http' | 'raw';
+export type RestartPolicy = 'never' | 'on-failure' | 'always';
+
+export interface Config {
+  version: number;
+  name: string;
+  debug: boolean;
+  mode: Mode;
+  trx_logging: boolean;
+  forward_proxy_protocol: boolean;
+  accept_proxy_protocol: boolean;
+  trusted_headers: string[];
+  healthcheck: { path: string; port: number | null; interval_ms: number } | null;
+  app: { port: number; command: string[]; restart: RestartPolicy; startup_grace_ms: number; upstream_timeout_ms: number };
+  listen: { public_port: number; control_port: number };
+  api: { enabled: boolean; port: number; max_body_bytes: number };
+  limits: {
+    max_sessions: number;
+    max_in_flight: number;
+    max_request_bytes: number;
+    max_buffered_body_bytes: number;
+    handshake_timeout_ms: number;
+    idle_timeout_ms: number;
+  };
+  keyring: { source: 'dev' | 'sealed-file'; path: string | null };
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
+  control: { public_key: string | null };
+  attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null };
+  egress: { enabled: boolean; destinations: string[] };
+}
+
+// ---- schema -------------------------------------------------------------------------------------------
+
+type Field =
+  | { kind: 'int'; default: number; min: number; max: number }
+  | { kind: 'bool'; default: boolean }
+  | { kind: 'string'; default: string | null; pattern?: RegExp; nonEmpty?: boolean }
+  | { kind: 'enum'; default: string; values: readonly string[] }
+  | { kind: 'strings'; default: string[]; pattern?: RegExp }
+  | { kind: 'table'; fields: Schema }
+  | { kind: 'custom'; default: unknown; parse: (value: unknown, key: string) => unknown };
+type Schema = Record<string, Field>;
+
+const int = (def: number, min: number, max: number): Field => ({ kind: 'int', default: def, min, max });
+const bool = (def: boolean): Field => ({ kind: 'bool', default: def });
+const str = (def: string | null, pattern?: RegExp): Field => ({ kind: 'string', default: def, pattern });
+const oneOf = (def: string, values: readonly string[]): Field => ({ kind: 'enum', default: def, values });
+const PORT_MAX = 65535;
+const HEX48 = /^[0-9a-fA-F]{96}$/;
+const SEC = 1000;
+const MiB = 1024 * 1024;
+
+const SCHEMA: Schema = {
+  version: int(1, 1, 1),
+  name: { kind: 'string', default: 'enclave', nonEmpty: true, pattern: /^[A-Za-z0-9._-]{1,64}$/ },
+  debug: bool(false),
+  mode: oneOf('http', ['http', 'raw']),
+  trx_logging: bool(true),
+  forward_proxy_protocol: bool(false),
+  accept_proxy_protocol: bool(false),
+  trusted_headers: { kind: 'strings', default: [], pattern: /^[A-Za-z0-9!#$%&'*+.^_`|~-]+\*?$/ },
+  healthcheck: { kind: 'custom', default: null, parse: parseHealthcheck },
+  app: {
+    kind: 'table',
+    fields: {
+      port: int(8008, 1, PORT_MAX),
+      command: { kind: 'strings', default: [] },
+      restart: oneOf('on-failure', ['never', 'on-failure', 'always']),
+      startup_grace_ms: int(30 * SEC, 0, 600 * SEC),
+      upstream_timeout_ms: int(60 * SEC, 100, 3600 * SEC),
+    },
+  },
+  listen: { kind: 'table', fields: { public_port: int(5000, 1, PORT_MAX), control_port: int(5007, 1, PORT_MAX) } },
+  api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
+  limits: {
+    kind: 'table',
+    fields: {
+      max_sessions: int(1024, 1, 100_000),
+      max_in_flight: int(64, 1, 10_000),
+      max_request_bytes: int(16 * MiB, 1024, 1024 * MiB),
+      max_buffered_body_bytes: int(8 * MiB, 1024, 1024 * MiB),
+      handshake_timeout_ms: int(10 * SEC, 100, 600 * SEC),
+      idle_timeout_ms: int(300 * SEC, 1 * SEC, 86_400 * SEC),
+    },
+  },
+  keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file']), path: str(null) } },
+  log: {
+    kind: 'table',
+    fields: {
+      level: oneOf('info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+      sink: oneOf('stdout', ['stdout', 'file', 'vsock']),
+      path: str(null),
+      vsock_port: int(5008, 1, 0xffffffff),
+    },
+  },
+  control: { kind: 'table', fields: { public_key: str(null) } },
+  attestation: { kind: 'table', fields: { PCR0: str(null, HEX48), PCR1: str(null, HEX48), PCR2: str(null, HEX48), PCR8: str(null, HEX48) } },
+  egress: { kind: 'table', fields: { enabled: bool(false), destinations: { kind: 'strings', default: [] } } },
+};
+
+function describe(value: unknown): string {
+  if (Array.isArray(value)) return 'an array';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return value instanceof Date ? 'a date' : 'a table';
+  return `${typeof value} ${JSON.stringify(value)}`;
+}
+
+function bad(key: string, expected: string, value: unknown): never {
+  throw new ConfigError('CONFIG_BAD_VALUE', `${key}: expected ${expected}, found ${describe(value)}`);
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function parseHealthcheck(value: unknown, key: string): Config['healthcheck'] {
+  const path = typeof value === 'string' ? value : isTable(value) ? value.path : undefined;
+  if (typeof path !== 'string' || !path.startsWith('/')) bad(key, 'a path starting with "/" or { path, port }', value);
+  if (isTable(value)) {
+    const known = new Set(['path', 'port', 'interval_ms']);
+    for (const k of Object.keys(value)) if (!known.has(k)) throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${key}.${k}"`);
+  }
+  const sub = isTable(value) ? value : {};
+  const port = sub.port === undefined ? null : (readField(int(0, 1, PORT_MAX), sub.port, `${key}.port`) as number);
+  const interval = readField(int(10 * SEC, 100, 3600 * SEC), sub.interval_ms, `${key}.interval_ms`) as number;
+  return { path, port, interval_ms: interval };
+}
+
+function readField(field: Field, value: unknown, key: string): unknown {
+  if (field.kind === 'table') return readTable(field.fields, value === undefined ? {} : value, key);
+  if (value === undefined) return field.kind === 'strings' ? [...field.default] : field.default;
+  switch (field.kind) {
+    case 'int':
+      if (typeof value !== 'number' || !Number.isInteger(value)) bad(key, 'an integer', value);
+      if (value < field.min || value > field.max) bad(key, `an integer in ${field.min}..${field.max}`, value);
+      return value;
+    case 'bool':
+      if (typeof value !== 'boolean') bad(key, 'true or false', value);
+      return value;
+    case 'string':
+      if (typeof value !== 'string') bad(key, 'a string', value);
+      if (field.nonEmpty && value.length === 0) bad(key, 'a non-empty string', value);
+      if (field.pattern && !field.pattern.test(value)) bad(key, `a string matching ${field.pattern}`, value);
+      return value;
+    case 'enum':
+      if (typeof value !== 'string' || !field.values.includes(value)) bad(key, `one of ${field.values.map((v) => `"${v}"`).join(', ')}`, value);
+      return value;
+    case 'strings':
+      if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) bad(key, 'an array of strings', value);
+      for (const v of value as string[]) if (field.pattern && !field.pattern.test(v)) bad(`${key}[]`, `a string matching ${field.pattern}`, v);
+      return [...(value as string[])];
+    case 'custom':
+      return field.parse(value, key);
+  }
+}
+
+function readTable(schema: Schema, value: unknown, prefix: string): Record<string, unknown> {
+  if (!isTable(value)) bad(prefix || '(root)', 'a table', value);
+  for (const k of Object.keys(value)) {
+    if (!(k in schema)) throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${prefix ? `${prefix}.` : ''}${k}"`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, field] of Object.entries(schema)) out[k] = readField(field, value[k], prefix ? `${prefix}.${k}` : k);
+  return out;
+}
+
+// ---- public API ---------------------------------------------------------------------------------------
+
+/** Validates an already-parsed TOML document (or `{}` for all defaults). */
+export function configFromObject(doc: unknown, env: Record<string, string | undefined> = {}): Config {
+  const config = readTable(SCHEMA, doc, '') as unknown as Config;
+  // Cross-field rules the schema cannot express.
+  if (config.listen.public_port === config.listen.control_port) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `listen.control_port: must differ from listen.public_port (both ${config.listen.public_port})`);
+  }
+  if (config.keyring.source === 'sealed-file' && !config.keyring.path) {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.path: required when keyring.source = "sealed-file"');
+  }
+  if (config.log.sink === 'file' && !config.log.path) {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'log.path: required when log.sink = "file"');
+  }
+  if (config.debug && (config.attestation.PCR0 ?? '').replace(/0/g, '') !== '') {
+    // Debug enclaves always report zero PCRs; pinning real ones would make `attest` fail confusingly.
+    throw new ConfigError('CONFIG_BAD_VALUE', 'attestation.PCR0: debug enclaves report all-zero PCRs; remove the pins or set debug = false');
+  }
+  const flag = env.FORWARD_PROXY_PROTOCOL;
+  if (flag !== undefined) {
+    if (!/^(1|0|true|false)$/i.test(flag)) bad('env FORWARD_PROXY_PROTOCOL', 'true/false/1/0', flag);
+    config.forward_proxy_protocol = /^(1|true)$/i.test(flag);
+  }
+  return config;
+}
+
+/** Parses TOML text; `source` names the file in error messages. */
+export function parseConfig(text: string, source = 'enclave.toml', env: Record<string, string | undefined> = {}): Config {
+  let doc: unknown;
+  try {
+    doc = parseToml(text);
+  } catch (err) {
+    const where = err instanceof TomlError ? ` at line ${err.line}, column ${err.column}` : '';
+    const reason = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new ConfigError('CONFIG_PARSE', `${source}: invalid TOML${where}: ${reason}`);
+  }
+  try {
+    return configFromObject(doc, env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(err.code, `${source}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Reads and validates a config file; with no path, every default. */
+export function loadConfig(path?: string, env: Record<string, string | undefined> = process.env): Config {
+  if (path === undefined) return configFromObject({}, env);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new ConfigError('CONFIG_READ', `cannot read ${path} (${code})`);
+  }
+  return parseConfig(text, path, env);
+}
+
+/** The pinned PCRs of `[attestation]`, when PCR0..2 are all set. */
+export function pinnedPcrs(config: Config): { PCR0: string; PCR1: string; PCR2: string; PCR8?: string } | null {
+  const { PCR0, PCR1, PCR2, PCR8 } = config.attestation;
+  if (!PCR0 || !PCR1 || !PCR2) return null;
+  return PCR8 ? { PCR0, PCR1, PCR2, PCR8 } : { PCR0, PCR1, PCR2 };
+}
