@@ -1,0 +1,70 @@
+// A Noise transport CipherState (spec rev 34 §5.1): one key, one 64-bit counter, one direction.
+import { NoiseError } from './errors.ts';
+import { KEY_LEN, MAX_MESSAGE_LEN, MAX_NONCE, TAG_LEN, checkKeyLength, type CipherName, type NoisePrimitives } from './primitives.ts';
+
+const EMPTY = new Uint8Array(0);
+
+export class CipherState {
+  readonly #primitives: NoisePrimitives;
+  readonly #cipher: CipherName;
+  readonly #key: Uint8Array;
+  #nonce: bigint;
+
+  /**
+   * Usually obtained from `Handshake.split()`. `initialNonce` exists so a state can be resumed at a
+   * known counter (and so tests can start next to the reserved 2^64−1); it must be < 2^64.
+   */
+  constructor(primitives: NoisePrimitives, cipher: CipherName, key: Uint8Array, initialNonce = 0n) {
+    if (cipher !== 'ChaChaPoly' && cipher !== 'AESGCM') {
+      throw new NoiseError('NOISE_UNSUPPORTED_PROTOCOL', `cipher: expected ChaChaPoly or AESGCM, found ${String(cipher)}`);
+    }
+    checkKeyLength('cipher key', key, KEY_LEN);
+    if (typeof initialNonce !== 'bigint' || initialNonce < 0n || initialNonce > MAX_NONCE) {
+      throw new NoiseError('NOISE_BAD_STATE', `initial nonce: expected 0 ≤ n ≤ 2^64−1, found ${String(initialNonce)}`);
+    }
+    this.#primitives = primitives;
+    this.#cipher = cipher;
+    this.#key = key.slice();
+    this.#nonce = initialNonce;
+  }
+
+  /** The counter the next message will use. */
+  get nonce(): bigint {
+    return this.#nonce;
+  }
+
+  get cipher(): CipherName {
+    return this.#cipher;
+  }
+
+  /** ciphertext ‖ 16-byte tag. Advances the nonce only on success. */
+  encrypt(plaintext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array {
+    if (plaintext.length + TAG_LEN > MAX_MESSAGE_LEN) {
+      throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN - TAG_LEN} bytes of plaintext, found ${plaintext.length}`);
+    }
+    const n = this.#checkedNonce();
+    const out = this.#primitives.encrypt(this.#cipher, this.#key, n, ad, plaintext);
+    this.#nonce = n + 1n;
+    return out;
+  }
+
+  /** Authenticates and decrypts ciphertext ‖ tag. A failure never advances the nonce. */
+  decrypt(ciphertext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array {
+    if (ciphertext.length > MAX_MESSAGE_LEN) {
+      throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN} bytes, found ${ciphertext.length}`);
+    }
+    if (ciphertext.length < TAG_LEN) {
+      throw new NoiseError('NOISE_BAD_MESSAGE', `transport message: expected at least ${TAG_LEN} bytes (the tag), found ${ciphertext.length}`);
+    }
+    const n = this.#checkedNonce();
+    const out = this.#primitives.decrypt(this.#cipher, this.#key, n, ad, ciphertext);
+    this.#nonce = n + 1n;
+    return out;
+  }
+
+  #checkedNonce(): bigint {
+    const n = this.#nonce;
+    if (n >= MAX_NONCE) throw new NoiseError('NOISE_NONCE_EXHAUSTED', 'transport nonce: expected < 2^64−1, found 2^64−1 (reserved); the session must end');
+    return n;
+  }
+}
