@@ -1,0 +1,322 @@
+// The enclave's two long-lived ECDH key pairs for `ev:` values: P-256 (Tk9D/QkTC) and secp256k1
+// (RFVC/S0lS). Private keys live only inside Keyring/KeyMaterial instances; both redact themselves in
+// JSON.stringify and util.inspect, and no error message ever includes key bytes.
+//
+// Key sources:
+//   devKeySource(stateDir)          generated once into <stateDir>/keys.json (mode 0600), reused afterwards
+//   encryptedFileKeySource(path, k) a blob sealed with AES-256-GCM under a 32-byte unseal key handed in by
+//                                   the host (format below). KMS-with-attestation unsealing comes later and
+//                                   will be one more KeySource.
+import { createECDH, createHash, createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import type { ECDH } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { inspect } from 'node:util';
+import { concatBytes, fromHex, toHex, utf8 } from '../util/bytes.ts';
+import { KeyringError } from './errors.ts';
+import { NODE_CURVE } from './ev-kdf.ts';
+import type { EvCurve } from './ev-kdf.ts';
+
+const REDACTED = '[redacted]';
+const CURVES: readonly EvCurve[] = ['p256', 'secp256k1'];
+
+/** Private scalars (32 bytes each). Redacted in logs; copy out with `privateKey(curve)`. */
+export class KeyMaterial {
+  readonly #keys: Record<EvCurve, Uint8Array>;
+
+  constructor(keys: { p256: Uint8Array; secp256k1: Uint8Array }) {
+    for (const c of CURVES) {
+      if (!(keys[c] instanceof Uint8Array) || keys[c].length !== 32) {
+        throw new KeyringError('KEYRING_BAD_KEY', `${c} private key: expected 32 bytes, found ${keys[c] instanceof Uint8Array ? keys[c].length : typeof keys[c]}`);
+      }
+    }
+    this.#keys = { p256: Uint8Array.from(keys.p256), secp256k1: Uint8Array.from(keys.secp256k1) };
+  }
+
+  static generate(): KeyMaterial {
+    const gen = (c: EvCurve): Uint8Array => {
+      const e = createECDH(NODE_CURVE[c]);
+      e.generateKeys();
+      return new Uint8Array(e.getPrivateKey());
+    };
+    return new KeyMaterial({ p256: gen('p256'), secp256k1: gen('secp256k1') });
+  }
+
+  privateKey(curve: EvCurve): Uint8Array {
+    return Uint8Array.from(this.#keys[curve]);
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  [inspect.custom](): string {
+    return `KeyMaterial ${REDACTED}`;
+  }
+
+  override toString(): string {
+    return `KeyMaterial ${REDACTED}`;
+  }
+}
+
+export interface KeySource {
+  load(): Promise<KeyMaterial>;
+}
+
+export interface PublicKeys {
+  /** Compressed points (33 bytes). */
+  p256: Uint8Array;
+  secp256k1: Uint8Array;
+}
+
+/** Key id: the first 8 bytes of SHA-256(compressed public key), hex. */
+function keyId(pub: Uint8Array): string {
+  return createHash('sha256').update(pub).digest('hex').slice(0, 16);
+}
+
+export class Keyring {
+  readonly #ecdh: Record<EvCurve, ECDH>;
+  readonly #pub: Record<EvCurve, Uint8Array>;
+  readonly keyIds: Readonly<{ p256: string; secp256k1: string }>;
+
+  private constructor(material: KeyMaterial) {
+    const ecdh = {} as Record<EvCurve, ECDH>;
+    const pub = {} as Record<EvCurve, Uint8Array>;
+    for (const c of CURVES) {
+      const e = createECDH(NODE_CURVE[c]);
+      try {
+        e.setPrivateKey(material.privateKey(c));
+      } catch {
+        throw new KeyringError('KEYRING_BAD_KEY', `${c} private key is not a valid scalar for the curve`);
+      }
+      ecdh[c] = e;
+      pub[c] = new Uint8Array(e.getPublicKey(null, 'compressed'));
+    }
+    this.#ecdh = ecdh;
+    this.#pub = pub;
+    this.keyIds = Object.freeze({ p256: keyId(pub.p256), secp256k1: keyId(pub.secp256k1) });
+  }
+
+  static fromMaterial(material: KeyMaterial): Keyring {
+    return new Keyring(material);
+  }
+
+  /** A fresh in-memory keyring (tests, ephemeral dev runs). */
+  static generate(): Keyring {
+    return new Keyring(KeyMaterial.generate());
+  }
+
+  /** Compressed public points, fresh copies. */
+  publicKeys(): PublicKeys {
+    return { p256: Uint8Array.from(this.#pub.p256), secp256k1: Uint8Array.from(this.#pub.secp256k1) };
+  }
+
+  /** The compressed public point of one curve (a view; do not mutate). */
+  publicKey(curve: EvCurve): Uint8Array {
+    return this.#pub[curve];
+  }
+
+  /**
+   * The bytes bound into the attestation document's `public_key`: deterministic CBOR
+   *   { "p256": bstr(33), "secp256k1": bstr(33) }   (86 bytes, keys in canonical length-first order)
+   * so a client verifying the document learns which ev: keys this enclave holds.
+   */
+  attestationPublicKey(): Uint8Array {
+    return encodeAttestationPublicKey(this.#pub);
+  }
+
+  /**
+   * ECDH with a peer's (ephemeral) public point: returns the shared x-coordinate Z — secret material,
+   * for the ev: codec only. Throws a plain Error when the point is not on the curve.
+   */
+  sharedSecret(curve: EvCurve, peerPublicKey: Uint8Array): Buffer {
+    return this.#ecdh[curve].computeSecret(peerPublicKey);
+  }
+
+  toJSON(): object {
+    return { keyIds: this.keyIds, privateKeys: REDACTED };
+  }
+
+  [inspect.custom](): string {
+    return `Keyring { keyIds: ${JSON.stringify(this.keyIds)}, privateKeys: ${REDACTED} }`;
+  }
+}
+
+function cborText(s: string): number[] {
+  return [0x60 | s.length, ...utf8.encode(s)];
+}
+function cborBytes(b: Uint8Array): number[] {
+  return b.length < 24 ? [0x40 | b.length, ...b] : [0x58, b.length, ...b];
+}
+
+/** CBOR map { "p256": bstr, "secp256k1": bstr } (see Keyring.attestationPublicKey). */
+export function encodeAttestationPublicKey(keys: PublicKeys): Uint8Array {
+  return Uint8Array.from([0xa2, ...cborText('p256'), ...cborBytes(keys.p256), ...cborText('secp256k1'), ...cborBytes(keys.secp256k1)]);
+}
+
+export async function loadKeyring(source: KeySource): Promise<Keyring> {
+  return Keyring.fromMaterial(await source.load());
+}
+
+// --- development source: <stateDir>/keys.json ----------------------------------------------------
+
+export const DEV_KEY_FILE = 'keys.json';
+
+interface DevKeyFile {
+  version: 1;
+  p256: string;
+  secp256k1: string;
+  createdAt: string;
+}
+
+function ioError(what: string, err: unknown): KeyringError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? 'unknown error';
+  return new KeyringError('KEYRING_IO', `${what}: ${code}`);
+}
+
+async function readDevFile(file: string): Promise<KeyMaterial | null> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(`cannot open ${file}`, err);
+  }
+  try {
+    const st = await handle.stat();
+    if ((st.mode & 0o077) !== 0) {
+      throw new KeyringError('KEYRING_INSECURE_FILE', `${file} must be readable by its owner only: expected mode 0600, found 0${(st.mode & 0o777).toString(8)}`);
+    }
+    const text = await handle.readFile('utf8');
+    let parsed: Partial<DevKeyFile>;
+    try {
+      parsed = JSON.parse(text) as Partial<DevKeyFile>;
+    } catch {
+      throw new KeyringError('KEYRING_BAD_FILE', `${file}: expected JSON, found unparseable text`);
+    }
+    if (parsed.version !== 1 || typeof parsed.p256 !== 'string' || typeof parsed.secp256k1 !== 'string' || !/^[0-9a-f]{64}$/.test(parsed.p256) || !/^[0-9a-f]{64}$/.test(parsed.secp256k1)) {
+      throw new KeyringError('KEYRING_BAD_FILE', `${file}: expected {"version":1,"p256":<64 hex>,"secp256k1":<64 hex>}`);
+    }
+    return new KeyMaterial({ p256: fromHex(parsed.p256), secp256k1: fromHex(parsed.secp256k1) });
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Development keys: `<stateDir>/keys.json` ({"version":1,"p256":hex,"secp256k1":hex,"createdAt":iso}),
+ * created on first use with mode 0600 (directory 0700) and reused on every later start. A file readable
+ * by group/others is refused (KEYRING_INSECURE_FILE). Creation is atomic (temp file + link), so two
+ * processes starting together end up with the same keys.
+ */
+export function devKeySource(stateDir: string): KeySource {
+  const file = path.join(stateDir, DEV_KEY_FILE);
+  return {
+    async load(): Promise<KeyMaterial> {
+      const existing = await readDevFile(file);
+      if (existing) return existing;
+      try {
+        await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
+      } catch (err) {
+        throw ioError(`cannot create ${stateDir}`, err);
+      }
+      const material = KeyMaterial.generate();
+      const body: DevKeyFile = {
+        version: 1,
+        p256: toHex(material.privateKey('p256')),
+        secp256k1: toHex(material.privateKey('secp256k1')),
+        createdAt: new Date().toISOString(),
+      };
+      const tmp = path.join(stateDir, `.${DEV_KEY_FILE}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+      try {
+        await fs.writeFile(tmp, JSON.stringify(body) + '\n', { mode: 0o600, flag: 'wx' });
+        try {
+          await fs.link(tmp, file);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          // Another process won the race: use its keys.
+          const theirs = await readDevFile(file);
+          if (theirs) return theirs;
+          throw err;
+        }
+      } catch (err) {
+        if (err instanceof KeyringError) throw err;
+        throw ioError(`cannot write ${file}`, err);
+      } finally {
+        await fs.rm(tmp, { force: true });
+      }
+      return material;
+    },
+  };
+}
+
+// --- sealed blob: encryptedFileKeySource --------------------------------------------------------
+//
+// Sealed key file format (97 bytes):
+//   0   4  magic "EAKS"
+//   4   1  format version 0x01
+//   5  12  IV
+//  17  80  AES-256-GCM(unsealKey, IV, AAD = bytes 0..4) of (p256 scalar 32 ‖ secp256k1 scalar 32) ‖ tag 16
+
+const SEAL_MAGIC = Uint8Array.of(0x45, 0x41, 0x4b, 0x53, 0x01);
+const SEALED_LENGTH = 5 + 12 + 64 + 16;
+
+function checkUnsealKey(key: Uint8Array): void {
+  if (!(key instanceof Uint8Array) || key.length !== 32) {
+    throw new KeyringError('KEYRING_BAD_UNSEAL_KEY', `unseal key: expected 32 bytes, found ${key instanceof Uint8Array ? key.length : typeof key}`);
+  }
+}
+
+/** Seals key material for `encryptedFileKeySource` (used by the host-side tooling and tests). */
+export function sealKeyMaterial(material: KeyMaterial, unsealKey: Uint8Array): Uint8Array {
+  checkUnsealKey(unsealKey);
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', unsealKey, iv, { authTagLength: 16 });
+  c.setAAD(SEAL_MAGIC);
+  const pt = concatBytes(material.privateKey('p256'), material.privateKey('secp256k1'));
+  const ct = concatBytes(c.update(pt), c.final(), c.getAuthTag());
+  pt.fill(0);
+  return concatBytes(SEAL_MAGIC, iv, ct);
+}
+
+/** Opens a sealed blob (format above). Throws KEYRING_BAD_FILE / KEYRING_UNSEAL_FAILED. */
+export function unsealKeyMaterial(blob: Uint8Array, unsealKey: Uint8Array): KeyMaterial {
+  checkUnsealKey(unsealKey);
+  if (blob.length !== SEALED_LENGTH || !SEAL_MAGIC.every((b, i) => blob[i] === b)) {
+    throw new KeyringError('KEYRING_BAD_FILE', `sealed key file: expected ${SEALED_LENGTH} bytes starting "EAKS" v1, found ${blob.length} bytes`);
+  }
+  const iv = blob.subarray(5, 17);
+  const ct = blob.subarray(17, SEALED_LENGTH - 16);
+  const tag = blob.subarray(SEALED_LENGTH - 16);
+  let pt: Buffer;
+  try {
+    const d = createDecipheriv('aes-256-gcm', unsealKey, iv, { authTagLength: 16 });
+    d.setAAD(SEAL_MAGIC);
+    d.setAuthTag(tag);
+    pt = Buffer.concat([d.update(ct), d.final()]);
+  } catch {
+    throw new KeyringError('KEYRING_UNSEAL_FAILED', 'sealed key file does not open with this unseal key (wrong key or tampered file)');
+  }
+  try {
+    return new KeyMaterial({ p256: pt.subarray(0, 32), secp256k1: pt.subarray(32, 64) });
+  } finally {
+    pt.fill(0);
+  }
+}
+
+/** Keys from a sealed blob handed in by the host, opened with `unsealKey` (32 bytes). */
+export function encryptedFileKeySource(file: string, unsealKey: Uint8Array): KeySource {
+  checkUnsealKey(unsealKey);
+  const key = Uint8Array.from(unsealKey);
+  return {
+    async load(): Promise<KeyMaterial> {
+      let blob: Uint8Array;
+      try {
+        blob = await fs.readFile(file);
+      } catch (err) {
+        throw ioError(`cannot read ${file}`, err);
+      }
+      return unsealKeyMaterial(blob, key);
+    },
+  };
+}
