@@ -1,0 +1,214 @@
+/**
+ * verifyAttestation: everything a client must check before it trusts an enclave (WIRE.md §6), in order:
+ * 1. structure (document.ts); 2. unless `debug`: the chain from `certificate` through `cabundle` to a
+ * trusted root at `now`, then the ES384 COSE signature with the leaf key; 3. nonce; 4. PCRs 0/1/2/8 present
+ * and the pinned ones equal; 5. optional maximum age. Each failure is an AttestationError with its own code.
+ *
+ * Browser-safe: no node:* imports, no Buffer; signatures and hashes go through globalThis.crypto.subtle
+ * (Node ≥ 20 and every browser have it).
+ */
+import { equalBytes, fromHex, toHex } from '../util/bytes.ts';
+import { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256 } from './aws-root.ts';
+import { coseSign1SigStructure, parseAttestationDocument, type AttestationDocument } from './document.ts';
+import { AttestationError } from './errors.ts';
+import { importEcKey, parseTrustAnchor, pemToDer, verifyChain, type TrustAnchor } from './x509.ts';
+
+export { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256 } from './aws-root.ts';
+
+/** Pinned PCR values, hex (any case) or bytes. PCR8 is compared only when given. */
+export interface PcrPins {
+  PCR0: string | Uint8Array;
+  PCR1: string | Uint8Array;
+  PCR2: string | Uint8Array;
+  PCR8?: string | Uint8Array;
+}
+
+export interface VerifyExpectations {
+  /** Trusted roots, DER or PEM. Default: the AWS Nitro root G1 (checked against its pinned SHA-256). */
+  roots?: (Uint8Array | string)[];
+  /**
+   * The PCR set the enclave must report, or several allowed sets (rolling deploys): the document passes when
+   * it matches any one. Omitted: PCRs 0/1/2/8 must still be present, but no value is compared — only for
+   * callers that inspect `pcrs` themselves.
+   */
+  pcrs?: PcrPins | PcrPins[];
+  /** Must equal the document's nonce byte for byte (e.g. the Noise handshake hash). */
+  nonce?: Uint8Array;
+  /** Reject documents whose `timestamp` is more than this many ms before `now`. */
+  maxAgeMs?: number;
+  /** Verification time (certificate windows, maxAgeMs). Default: the current time. */
+  now?: Date | number;
+  /** Skip the chain and the COSE signature (debug-mode clients); every other check still runs. */
+  debug?: boolean;
+  /** Treat an empty `public_key` as absent instead of rejecting the document (see document.ts). */
+  allowEmptyPublicKey?: boolean;
+}
+
+const REQUIRED_PCRS = [0, 1, 2, 8] as const;
+const PIN_KEYS = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
+
+let awsAnchor: Promise<TrustAnchor> | undefined;
+const anchorCache = new Map<string, TrustAnchor>();
+const ANCHOR_CACHE_MAX = 16;
+
+async function defaultAnchor(): Promise<TrustAnchor> {
+  awsAnchor ??= (async () => {
+    const der = pemToDer(AWS_NITRO_ROOT_G1_PEM);
+    const digest = toHex(new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', der as Uint8Array<ArrayBuffer>)));
+    if (digest !== AWS_NITRO_ROOT_G1_SHA256) {
+      throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `embedded AWS root has SHA-256 ${digest}; expected ${AWS_NITRO_ROOT_G1_SHA256}`);
+    }
+    return parseTrustAnchor(der, 'AWS Nitro root G1');
+  })();
+  awsAnchor.catch(() => (awsAnchor = undefined));
+  return awsAnchor;
+}
+
+function anchorFor(root: Uint8Array | string, i: number): TrustAnchor {
+  if (typeof root !== 'string' && !(root instanceof Uint8Array)) {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `roots[${i}] must be DER bytes or PEM text`);
+  }
+  const id = typeof root === 'string' ? root : toHex(root);
+  let a = anchorCache.get(id);
+  if (!a) {
+    a = parseTrustAnchor(root, `roots[${i}]`);
+    if (anchorCache.size >= ANCHOR_CACHE_MAX) anchorCache.delete(anchorCache.keys().next().value!);
+    anchorCache.set(id, a);
+  }
+  return a;
+}
+
+function pinBytes(v: string | Uint8Array | undefined, name: string): Uint8Array | undefined {
+  if (v === undefined) return undefined;
+  if (v instanceof Uint8Array) return v;
+  if (typeof v === 'string') {
+    const hex = v.startsWith('0x') ? v.slice(2) : v;
+    try {
+      return fromHex(hex);
+    } catch {
+      /* fall through */
+    }
+  }
+  throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${name} must be hex text or bytes; found ${JSON.stringify(String(v)).slice(0, 40)}`);
+}
+
+type NormalizedPins = Partial<Record<(typeof PIN_KEYS)[number], Uint8Array>>;
+
+function normalizePins(pins: PcrPins | PcrPins[]): NormalizedPins[] {
+  const list = Array.isArray(pins) ? pins : [pins];
+  if (list.length === 0) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'pcrs is an empty list; give at least one allowed PCR set');
+  return list.map((p, i) => {
+    const where = list.length > 1 ? `pcrs[${i}].` : 'pcrs.';
+    const out: NormalizedPins = {};
+    for (const k of PIN_KEYS) {
+      const b = pinBytes(p?.[k], where + k);
+      if (b === undefined) {
+        if (k !== 'PCR8') throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}${k} is required`);
+        continue;
+      }
+      if (b.length !== 32 && b.length !== 48 && b.length !== 64) {
+        throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}${k} must be 32, 48 or 64 bytes (SHA-384 PCRs are 48); found ${b.length}`);
+      }
+      out[k] = b;
+    }
+    return out;
+  });
+}
+
+function checkPcrs(doc: AttestationDocument, pins: NormalizedPins[]): void {
+  const mismatches: string[] = [];
+  for (const set of pins) {
+    const wrong = PIN_KEYS.filter((k) => {
+      const want = set[k];
+      return want !== undefined && !equalBytes(want, doc.pcrs.get(Number(k.slice(3)))!);
+    });
+    if (wrong.length === 0) return;
+    mismatches.push(
+      wrong.map((k) => `${k} expected ${toHex(set[k]!)}, found ${toHex(doc.pcrs.get(Number(k.slice(3)))!)}`).join('; '),
+    );
+  }
+  const message =
+    pins.length === 1
+      ? mismatches[0]!
+      : `the document matches none of the ${pins.length} allowed PCR sets: ${mismatches.map((m, i) => `[${i}] ${m}`).join(' | ')}`;
+  throw new AttestationError('ATTESTATION_PCR_MISMATCH', message);
+}
+
+function toDate(now: Date | number | undefined): Date {
+  if (now === undefined) return new Date();
+  const d = now instanceof Date ? now : new Date(now);
+  if (Number.isNaN(d.getTime())) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'now is not a valid time');
+  return d;
+}
+
+/**
+ * Verifies a Nitro attestation document (COSE_Sign1 bytes) against `exp`. Resolves to the decoded document
+ * when every check passes; rejects with an AttestationError naming the first failed check otherwise.
+ */
+export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations = {}): Promise<AttestationDocument> {
+  // Validate expectations before touching the document, so a caller's mistake never reads as a bad enclave.
+  const at = toDate(exp.now);
+  const pins = exp.pcrs === undefined ? undefined : normalizePins(exp.pcrs);
+  if (exp.nonce !== undefined && !(exp.nonce instanceof Uint8Array)) {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'nonce must be a Uint8Array');
+  }
+  if (exp.maxAgeMs !== undefined && !(Number.isFinite(exp.maxAgeMs) && exp.maxAgeMs >= 0)) {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `maxAgeMs must be a non-negative number; found ${exp.maxAgeMs}`);
+  }
+  const anchors = exp.debug
+    ? []
+    : exp.roots === undefined
+      ? [await defaultAnchor()]
+      : exp.roots.map((r, i) => anchorFor(r, i));
+  if (!exp.debug && anchors.length === 0) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'roots is empty');
+
+  // 1. Structure.
+  const { cose, document } = parseAttestationDocument(doc, { allowEmptyPublicKey: exp.allowEmptyPublicKey === true });
+
+  if (!exp.debug) {
+    // 2. Chain, then the COSE signature with the leaf key.
+    const leaf = await verifyChain(document.certificate, document.cabundle, anchors, at);
+    const key = await importEcKey(leaf.publicKey, 'P-384');
+    const ok = await globalThis.crypto.subtle.verify(
+      { name: 'ECDSA', hash: 'SHA-384' },
+      key,
+      cose.signature as Uint8Array<ArrayBuffer>,
+      coseSign1SigStructure(cose.protectedBytes, cose.payload) as Uint8Array<ArrayBuffer>,
+    );
+    if (!ok) {
+      throw new AttestationError('ATTESTATION_SIGNATURE', `COSE_Sign1 ES384 signature does not verify with the key of certificate (${leaf.subject})`);
+    }
+  }
+
+  // 3. Nonce.
+  if (exp.nonce !== undefined) {
+    if (document.nonce === null || !equalBytes(exp.nonce, document.nonce)) {
+      throw new AttestationError(
+        'ATTESTATION_NONCE_MISMATCH',
+        `nonce expected ${toHex(exp.nonce)} (${exp.nonce.length} bytes), found ${document.nonce === null ? 'none' : `${toHex(document.nonce)} (${document.nonce.length} bytes)`}`,
+      );
+    }
+  }
+
+  // 4. PCRs.
+  const missing = REQUIRED_PCRS.filter((i) => !document.pcrs.has(i));
+  if (missing.length > 0) {
+    throw new AttestationError(
+      'ATTESTATION_PCR_MISSING',
+      `PCR ${missing.join(', ')} missing; expected PCRs 0, 1, 2 and 8, found ${[...document.pcrs.keys()].join(', ')}`,
+    );
+  }
+  if (pins) checkPcrs(document, pins);
+
+  // 5. Age.
+  if (exp.maxAgeMs !== undefined) {
+    const age = at.getTime() - document.timestamp;
+    if (age > exp.maxAgeMs) {
+      throw new AttestationError(
+        'ATTESTATION_TOO_OLD',
+        `document timestamp ${new Date(document.timestamp).toISOString()} is ${age} ms before ${at.toISOString()}; at most ${exp.maxAgeMs} ms accepted`,
+      );
+    }
+  }
+  return document;
+}
