@@ -107,11 +107,13 @@ export function explicitSpki(curve: EvCurve, uncompressedPoint: Uint8Array): Uin
 
 // One scratch ECDH per curve, used only to decompress points (setPublicKey + getPublicKey is ~2× faster
 // than the static ECDH.convertKey, which builds a group per call). Synchronous use only.
-const scratch: Partial<Record<EvCurve, ECDH>> = {};
+// (setPublicKey is documentation-deprecated and absent from @types/node, hence the local type.)
+type ScratchEcdh = ECDH & { setPublicKey(key: Uint8Array): void };
+const scratch: Partial<Record<EvCurve, ScratchEcdh>> = {};
 
 /** 33-byte compressed point → 65-byte uncompressed point. Throws (a plain Error) on an invalid point. */
 export function decompressPoint(curve: EvCurve, compressed: Uint8Array): Buffer {
-  const ecdh = (scratch[curve] ??= createECDH(NODE_CURVE[curve]));
+  const ecdh = (scratch[curve] ??= createECDH(NODE_CURVE[curve]) as ScratchEcdh);
   ecdh.setPublicKey(compressed);
   return ecdh.getPublicKey(null, 'uncompressed');
 }

@@ -54,7 +54,7 @@ export class KeyMaterial {
     return `KeyMaterial ${REDACTED}`;
   }
 
-  override toString(): string {
+  toString(): string {
     return `KeyMaterial ${REDACTED}`;
   }
 }
