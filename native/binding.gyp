@@ -1,0 +1,18 @@
+{
+  "targets": [
+    {
+      "target_name": "enclave_native",
+      "sources": [
+        "src/addon.c",
+        "src/socket.c",
+        "src/nsm.c",
+        "src/loopback.c"
+      ],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "conditions": [
+        ["OS!='linux'", { "defines": ["ENCLAVE_NATIVE_UNSUPPORTED_OS=1"] }]
+      ]
+    }
+  ]
+}

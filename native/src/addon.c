@@ -1,0 +1,104 @@
+/* Module entry: error helpers, the syscall counters, and registration of the three parts. */
+#include "common.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+en_stats_t en_stats;
+
+void en_throw_napi_failure(napi_env env, const char* what) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) return;
+  const napi_extended_error_info* info = NULL;
+  napi_get_last_error_info(env, &info);
+  char msg[256];
+  snprintf(msg, sizeof msg, "enclave_native: %s failed (%s)", what,
+           info && info->error_message ? info->error_message : "unknown napi error");
+  napi_throw_error(env, "ERR_NATIVE_NAPI", msg);
+}
+
+static void set_str(napi_env env, napi_value obj, const char* key, const char* val) {
+  napi_value v;
+  if (napi_create_string_utf8(env, val, NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_named_property(env, obj, key, v);
+}
+
+napi_value en_errno_error(napi_env env, int err, const char* syscall, const char* detail) {
+  /* libuv's error codes on Unix are -errno, and node exports uv_err_name: "ECONNRESET", "ENOTTY", ... */
+  const char* name = uv_err_name(-err);
+  if (name == NULL || strncmp(name, "Unknown", 7) == 0) name = "EUNKNOWN";
+  char msg[512];
+  if (detail && detail[0])
+    snprintf(msg, sizeof msg, "%s %s (%s): %s", syscall, name, strerror(err), detail);
+  else
+    snprintf(msg, sizeof msg, "%s %s (%s)", syscall, name, strerror(err));
+  napi_value m, e, errno_v;
+  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) != napi_ok) return NULL;
+  if (napi_create_error(env, NULL, m, &e) != napi_ok) return NULL;
+  set_str(env, e, "code", name);
+  set_str(env, e, "syscall", syscall);
+  if (napi_create_int32(env, -err, &errno_v) == napi_ok) napi_set_named_property(env, e, "errno", errno_v);
+  return e;
+}
+
+void en_throw_errno(napi_env env, int err, const char* syscall, const char* detail) {
+  napi_value e = en_errno_error(env, err, syscall, detail);
+  if (e) napi_throw(env, e);
+  else en_throw_napi_failure(env, "creating an errno error");
+}
+
+void en_throw_code(napi_env env, const char* code, const char* message) { napi_throw_error(env, code, message); }
+
+napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb) {
+  napi_value fn;
+  napi_status s = napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
+  if (s != napi_ok) return s;
+  return napi_set_named_property(env, obj, name, fn);
+}
+
+napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t v) {
+  napi_value n;
+  napi_status s = napi_create_double(env, (double)v, &n); /* exact below 2^53 */
+  if (s != napi_ok) return s;
+  return napi_set_named_property(env, obj, name, n);
+}
+
+/* stats(): the counters since load (or the last resetStats()). */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  napi_value o;
+  EN_CALL(env, napi_create_object(env, &o), NULL);
+  EN_CALL(env, en_set_u64(env, o, "writes", en_stats.writes), NULL);
+  EN_CALL(env, en_set_u64(env, o, "bytesWritten", en_stats.bytes_written), NULL);
+  EN_CALL(env, en_set_u64(env, o, "maxWrite", en_stats.max_write), NULL);
+  EN_CALL(env, en_set_u64(env, o, "eagainWrites", en_stats.eagain_writes), NULL);
+  EN_CALL(env, en_set_u64(env, o, "reads", en_stats.reads), NULL);
+  EN_CALL(env, en_set_u64(env, o, "bytesRead", en_stats.bytes_read), NULL);
+  EN_CALL(env, en_set_u64(env, o, "maxRead", en_stats.max_read), NULL);
+  EN_CALL(env, en_set_u64(env, o, "opened", en_stats.opened), NULL);
+  EN_CALL(env, en_set_u64(env, o, "closed", en_stats.closed), NULL);
+  return o;
+}
+
+static napi_value js_reset_stats(napi_env env, napi_callback_info info) {
+  /* opened/closed are kept: they count live sockets, which a reset must not forget. */
+  uint64_t opened = en_stats.opened, closed = en_stats.closed;
+  memset(&en_stats, 0, sizeof en_stats);
+  en_stats.opened = opened;
+  en_stats.closed = closed;
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value max_write;
+  EN_CALL(env, napi_create_uint32(env, EN_MAX_WRITE, &max_write), NULL);
+  EN_CALL(env, napi_set_named_property(env, exports, "MAX_WRITE", max_write), NULL);
+  EN_CALL(env, en_set_fn(env, exports, "stats", js_stats), NULL);
+  EN_CALL(env, en_set_fn(env, exports, "resetStats", js_reset_stats), NULL);
+  EN_CALL(env, en_socket_init(env, exports), NULL);
+  EN_CALL(env, en_nsm_init(env, exports), NULL);
+  EN_CALL(env, en_loopback_init(env, exports), NULL);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,53 @@
+/*
+ * enclave_native: the agent's production I/O (AF_VSOCK sockets, the /dev/nsm ioctl, loopback bring-up).
+ * Shared declarations. Plain C, plain node_api.h; libuv (shipped inside node) for the poll handles.
+ */
+#ifndef ENCLAVE_NATIVE_COMMON_H
+#define ENCLAVE_NATIVE_COMMON_H
+
+#include <node_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The vsock write limit (WIRE.md §2): no single write() syscall may exceed this many bytes. */
+#define EN_MAX_WRITE 32768
+
+/* Every napi call in this addon goes through this: on failure, throw (if nothing is pending) and bail. */
+#define EN_CALL(env, call, ret)                                          \
+  do {                                                                   \
+    if ((call) != napi_ok) {                                             \
+      en_throw_napi_failure((env), #call);                               \
+      return ret;                                                        \
+    }                                                                    \
+  } while (0)
+
+void en_throw_napi_failure(napi_env env, const char* what);
+/* Builds an Error like Node's own: message "<syscall> <CODE> (<strerror>)[: detail]", err.code = "ECONNRESET",
+ * err.errno = -104, err.syscall = "read". `err` is a positive errno. */
+napi_value en_errno_error(napi_env env, int err, const char* syscall, const char* detail);
+void en_throw_errno(napi_env env, int err, const char* syscall, const char* detail);
+/* An Error with a non-errno code (e.g. "ERR_NSM_REQUEST_TOO_LARGE"). */
+void en_throw_code(napi_env env, const char* code, const char* message);
+
+/* Write/read counters, recorded at the syscall (so tests can assert on what the kernel was really asked). */
+typedef struct {
+  uint64_t writes;        /* send() calls issued */
+  uint64_t bytes_written; /* bytes the kernel accepted */
+  uint64_t max_write;     /* largest length ever passed to one send() */
+  uint64_t eagain_writes; /* send() calls that returned EAGAIN */
+  uint64_t reads;
+  uint64_t bytes_read;
+  uint64_t max_read;
+  uint64_t opened;        /* sockets created (listen/connect/accept) */
+  uint64_t closed;        /* sockets closed */
+} en_stats_t;
+extern en_stats_t en_stats;
+
+napi_status en_socket_init(napi_env env, napi_value exports);
+napi_status en_nsm_init(napi_env env, napi_value exports);
+napi_status en_loopback_init(napi_env env, napi_value exports);
+
+napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
+napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t v);
+
+#endif

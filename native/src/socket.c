@@ -1,0 +1,600 @@
+/*
+ * Non-blocking stream sockets (AF_VSOCK and AF_UNIX through the same code) driven by libuv poll handles.
+ *
+ * One NativeSocket JS object wraps one en_sock. The JS side (src/transport/native-stream.ts) owns the
+ * stream logic; this file only does syscalls and delivers readiness events:
+ *   listen(spec, backlog) / connect(spec)  -> NativeSocket
+ *   s.setCallback((status, events) => ...) ; s.poll(events)   (1 = readable, 2 = writable, 0 = stop)
+ *   s.read()  -> Buffer | null (EOF) | undefined (EAGAIN)
+ *   s.write(u8, offset) -> bytes written (one send() of at most EN_MAX_WRITE bytes) | -1 (EAGAIN)
+ *   s.accept() -> NativeSocket | null (EAGAIN) ; s.connectResult() ; s.shutdown() ; s.close()
+ *
+ * Lifetime rules (the reason this file is careful):
+ *  - close() is idempotent. It stops the poll handle BEFORE closing the fd (libuv must never watch a closed
+ *    fd: the number could be reused), hands the handle to uv_close (freed in its close callback, never
+ *    touched again), closes the fd exactly once and drops the callback reference.
+ *  - The en_sock struct is freed only by the wrapper's finalizer, so a poll callback that calls close()
+ *    through JS never sees freed memory; after uv_poll_stop no further poll callback is delivered.
+ *  - The finalizer closes an fd that JS forgot (an unreachable, never-closed socket), so nothing leaks.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+#ifdef __linux__
+#include <linux/vm_sockets.h>
+#endif
+
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+
+#define EN_READ_SIZE 65536
+
+typedef struct {
+  int fd;
+  int family;
+  uv_poll_t* poll; /* NULL until the first poll(); given to uv_close on close */
+  int events;      /* events currently being watched (0 = stopped) */
+  napi_env env;
+  napi_ref cb;       /* strong: the event callback, until close() */
+  napi_ref wrapper;  /* weak: the JS object, used as `this` for callbacks */
+  napi_async_context actx;
+} en_sock;
+
+typedef struct {
+  napi_ref ctor;
+} en_instance;
+
+/* Token that lets only this file construct NativeSocket objects. */
+typedef struct {
+  int fd;
+  int family;
+  int taken; /* set once the new object's finalizer owns the fd */
+} en_ctor_arg;
+
+static uint8_t read_scratch[EN_READ_SIZE];
+
+/* ---------- helpers ---------- */
+
+static en_instance* instance(napi_env env) {
+  void* data = NULL;
+  napi_get_instance_data(env, &data);
+  return (en_instance*)data;
+}
+
+static void free_poll(uv_handle_t* h) { free(h); }
+
+static void sock_close(en_sock* s) {
+  if (s->poll != NULL) {
+    uv_poll_stop(s->poll);
+    s->poll->data = NULL;
+    uv_close((uv_handle_t*)s->poll, free_poll);
+    s->poll = NULL;
+  }
+  s->events = 0;
+  if (s->fd >= 0) {
+    /* Linux closes the descriptor even when close() reports EINTR: never retry. */
+    close(s->fd);
+    s->fd = -1;
+    en_stats.closed++;
+  }
+  if (s->cb != NULL) {
+    napi_delete_reference(s->env, s->cb);
+    s->cb = NULL;
+  }
+}
+
+static void sock_finalize(napi_env env, void* data, void* hint) {
+  en_sock* s = (en_sock*)data;
+  sock_close(s);
+  if (s->actx != NULL) napi_async_destroy(env, s->actx);
+  if (s->wrapper != NULL) napi_delete_reference(env, s->wrapper);
+  free(s);
+}
+
+/* Fetches `this` and the en_sock; throws EBADF if it is closed and `need_open`. */
+static en_sock* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* argv, bool need_open) {
+  napi_value self;
+  en_sock* s = NULL;
+  size_t dummy = 0;
+  EN_CALL(env, napi_get_cb_info(env, info, argc ? argc : &dummy, argv, &self, NULL), NULL);
+  EN_CALL(env, napi_unwrap(env, self, (void**)&s), NULL);
+  if (need_open && s->fd < 0) {
+    en_throw_errno(env, EBADF, "use", "the socket is closed");
+    return NULL;
+  }
+  return s;
+}
+
+static napi_value make_socket(napi_env env, int fd, int family) {
+  en_instance* inst = instance(env);
+  napi_value ctor, ext, obj;
+  en_ctor_arg arg = {fd, family, 0};
+  if (napi_get_reference_value(env, inst->ctor, &ctor) != napi_ok ||
+      napi_create_external(env, &arg, NULL, NULL, &ext) != napi_ok ||
+      napi_new_instance(env, ctor, 1, &ext, &obj) != napi_ok) {
+    /* Close here unless the constructor already gave the fd to a wrapper: never twice, never leaked. */
+    if (!arg.taken) close(fd);
+    en_throw_napi_failure(env, "creating a NativeSocket");
+    return NULL;
+  }
+  return obj;
+}
+
+static napi_value ctor_fn(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], self;
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL), NULL);
+  napi_valuetype t = napi_undefined;
+  if (argc == 1) napi_typeof(env, argv[0], &t);
+  if (t != napi_external) {
+    napi_throw_type_error(env, "ERR_ILLEGAL_CONSTRUCTOR", "NativeSocket objects come from listen(), connect() and accept()");
+    return NULL;
+  }
+  en_ctor_arg* arg = NULL;
+  EN_CALL(env, napi_get_value_external(env, argv[0], (void**)&arg), NULL);
+  en_sock* s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    en_throw_errno(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  s->fd = arg->fd;
+  s->family = arg->family;
+  s->env = env;
+  if (napi_wrap(env, self, s, sock_finalize, NULL, NULL) != napi_ok) {
+    free(s);
+    en_throw_napi_failure(env, "napi_wrap");
+    return NULL;
+  }
+  /* From here the finalizer owns s and the fd (and closes the fd if JS never does). */
+  arg->taken = 1;
+  en_stats.opened++;
+  napi_value name;
+  EN_CALL(env, napi_create_reference(env, self, 0, &s->wrapper), NULL);
+  EN_CALL(env, napi_create_string_utf8(env, "enclave_native:socket", NAPI_AUTO_LENGTH, &name), NULL);
+  EN_CALL(env, napi_async_init(env, self, name, &s->actx), NULL);
+  return self;
+}
+
+static void on_poll(uv_poll_t* h, int status, int events) {
+  en_sock* s = (en_sock*)h->data;
+  if (s == NULL || s->fd < 0 || s->cb == NULL) return;
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value fn = NULL, recv = NULL, argv[2], result;
+  napi_get_reference_value(env, s->cb, &fn);
+  napi_get_reference_value(env, s->wrapper, &recv);
+  if (recv == NULL) napi_get_global(env, &recv);
+  napi_create_int32(env, status, &argv[0]);
+  napi_create_int32(env, events, &argv[1]);
+  /* napi_make_callback (not napi_call_function): process.nextTick and promise jobs queued by the stream
+   * machinery run when it returns, exactly as for Node's own handles. `s` may be closed by JS meanwhile
+   * (never freed: only the finalizer frees it), so it is not touched after this call. */
+  if (fn != NULL && napi_make_callback(env, s->actx, recv, fn, 2, argv, &result) == napi_pending_exception) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* ---------- addresses ---------- */
+
+typedef struct {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int family;
+  char desc[160];
+} en_addr;
+
+static bool get_prop(napi_env env, napi_value obj, const char* key, napi_value* out, napi_valuetype* type) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return false;
+  napi_typeof(env, *out, type);
+  return *type != napi_undefined;
+}
+
+/* spec: { family: 'unix', path } | { family: 'vsock', cid?, port } */
+static bool parse_addr(napi_env env, napi_value spec, en_addr* a) {
+  memset(a, 0, sizeof *a);
+  napi_valuetype t;
+  napi_value v;
+  char family[16] = {0};
+  size_t n = 0;
+  if (napi_typeof(env, spec, &t) != napi_ok || t != napi_object || !get_prop(env, spec, "family", &v, &t) ||
+      t != napi_string || napi_get_value_string_utf8(env, v, family, sizeof family, &n) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "address must be { family: 'unix', path } or { family: 'vsock', cid?, port }");
+    return false;
+  }
+  if (strcmp(family, "unix") == 0) {
+    struct sockaddr_un* un = (struct sockaddr_un*)&a->ss;
+    char path[sizeof un->sun_path + 1];
+    if (!get_prop(env, spec, "path", &v, &t) || t != napi_string) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "unix address needs a string path");
+      return false;
+    }
+    EN_CALL(env, napi_get_value_string_utf8(env, v, path, sizeof path, &n), false);
+    if (n == 0 || n >= sizeof un->sun_path) {
+      en_throw_errno(env, n == 0 ? EINVAL : ENAMETOOLONG, "bind", "unix socket path must be 1..107 bytes");
+      return false;
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n);
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    a->family = AF_UNIX;
+    snprintf(a->desc, sizeof a->desc, "unix:%s", path);
+    return true;
+  }
+  if (strcmp(family, "vsock") == 0) {
+#ifdef __linux__
+    struct sockaddr_vm* vm = (struct sockaddr_vm*)&a->ss;
+    uint32_t cid = VMADDR_CID_ANY, port = 0;
+    if (get_prop(env, spec, "cid", &v, &t)) {
+      if (t != napi_number || napi_get_value_uint32(env, v, &cid) != napi_ok) {
+        napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "vsock cid must be a number");
+        return false;
+      }
+    }
+    if (!get_prop(env, spec, "port", &v, &t) || t != napi_number || napi_get_value_uint32(env, v, &port) != napi_ok) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "vsock address needs a numeric port");
+      return false;
+    }
+    vm->svm_family = AF_VSOCK;
+    vm->svm_cid = cid;
+    vm->svm_port = port == 0 ? VMADDR_PORT_ANY : port; /* port 0 = "pick one", as for TCP */
+    a->len = sizeof *vm;
+    a->family = AF_VSOCK;
+    if (cid == VMADDR_CID_ANY) snprintf(a->desc, sizeof a->desc, "vsock:*:%u", port);
+    else snprintf(a->desc, sizeof a->desc, "vsock:%u:%u", cid, port);
+    return true;
+#else
+    en_throw_errno(env, EAFNOSUPPORT, "socket", "AF_VSOCK needs Linux");
+    return false;
+#endif
+  }
+  napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "address family must be 'unix' or 'vsock'");
+  return false;
+}
+
+static napi_value addr_to_js(napi_env env, const struct sockaddr_storage* ss, socklen_t len, int family) {
+  napi_value o, v;
+  EN_CALL(env, napi_create_object(env, &o), NULL);
+  if (family == AF_UNIX) {
+    const struct sockaddr_un* un = (const struct sockaddr_un*)ss;
+    size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+    if (n > 0 && un->sun_path[0] == '\0') n = 0; /* abstract names are not reported */
+    size_t l = strnlen(un->sun_path, n);
+    EN_CALL(env, napi_create_string_utf8(env, "unix", NAPI_AUTO_LENGTH, &v), NULL);
+    EN_CALL(env, napi_set_named_property(env, o, "family", v), NULL);
+    EN_CALL(env, napi_create_string_utf8(env, un->sun_path, l, &v), NULL);
+    EN_CALL(env, napi_set_named_property(env, o, "path", v), NULL);
+  }
+#ifdef __linux__
+  else if (family == AF_VSOCK) {
+    const struct sockaddr_vm* vm = (const struct sockaddr_vm*)ss;
+    EN_CALL(env, napi_create_string_utf8(env, "vsock", NAPI_AUTO_LENGTH, &v), NULL);
+    EN_CALL(env, napi_set_named_property(env, o, "family", v), NULL);
+    EN_CALL(env, napi_create_uint32(env, vm->svm_cid, &v), NULL);
+    EN_CALL(env, napi_set_named_property(env, o, "cid", v), NULL);
+    EN_CALL(env, napi_create_uint32(env, vm->svm_port, &v), NULL);
+    EN_CALL(env, napi_set_named_property(env, o, "port", v), NULL);
+  }
+#endif
+  return o;
+}
+
+/* ---------- module functions ---------- */
+
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  en_addr a;
+  if (!parse_addr(env, argc > 0 ? argv[0] : NULL, &a)) return NULL;
+  int32_t backlog = 511;
+  napi_valuetype t = napi_undefined;
+  if (argc > 1) napi_typeof(env, argv[1], &t);
+  if (t == napi_number) napi_get_value_int32(env, argv[1], &backlog);
+  int fd = socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    en_throw_errno(env, errno, "socket", a.desc);
+    return NULL;
+  }
+  if (bind(fd, (struct sockaddr*)&a.ss, a.len) != 0) {
+    int e = errno;
+    close(fd);
+    en_throw_errno(env, e, "bind", a.desc);
+    return NULL;
+  }
+  if (listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    en_throw_errno(env, e, "listen", a.desc);
+    return NULL;
+  }
+  return make_socket(env, fd, a.family);
+}
+
+/* Starts a non-blocking connect. The caller polls for writable, then calls connectResult(). */
+static napi_value js_connect(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  en_addr a;
+  if (!parse_addr(env, argc > 0 ? argv[0] : NULL, &a)) return NULL;
+  int fd = socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    en_throw_errno(env, errno, "socket", a.desc);
+    return NULL;
+  }
+  int r;
+  do r = connect(fd, (struct sockaddr*)&a.ss, a.len);
+  while (r != 0 && errno == EINTR);
+  /* EAGAIN on AF_UNIX means the listener's backlog is full: an error, as in libuv. */
+  if (r != 0 && errno != EINPROGRESS) {
+    int e = errno;
+    close(fd);
+    en_throw_errno(env, e, "connect", a.desc);
+    return NULL;
+  }
+  return make_socket(env, fd, a.family);
+}
+
+/* ---------- methods ---------- */
+
+static napi_value m_set_callback(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  en_sock* s = unwrap(env, info, &argc, argv, true);
+  if (s == NULL) return NULL;
+  napi_valuetype t = napi_undefined;
+  if (argc > 0) napi_typeof(env, argv[0], &t);
+  if (t != napi_function) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setCallback needs a function");
+    return NULL;
+  }
+  if (s->cb != NULL) napi_delete_reference(env, s->cb);
+  s->cb = NULL;
+  EN_CALL(env, napi_create_reference(env, argv[0], 1, &s->cb), NULL);
+  return NULL;
+}
+
+static napi_value m_poll(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  en_sock* s = unwrap(env, info, &argc, argv, true);
+  if (s == NULL) return NULL;
+  int32_t events = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &events) != napi_ok || events < 0 || events > 3) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "poll events must be 0..3 (1 readable, 2 writable)");
+    return NULL;
+  }
+  if (events == s->events) return NULL;
+  if (events == 0) {
+    if (s->poll != NULL) uv_poll_stop(s->poll);
+    s->events = 0;
+    return NULL;
+  }
+  if (s->cb == NULL) {
+    napi_throw_error(env, "ERR_NATIVE_NO_CALLBACK", "setCallback before poll");
+    return NULL;
+  }
+  if (s->poll == NULL) {
+    uv_loop_t* loop = NULL;
+    EN_CALL(env, napi_get_uv_event_loop(env, &loop), NULL);
+    uv_poll_t* p = malloc(sizeof *p);
+    if (p == NULL) {
+      en_throw_errno(env, ENOMEM, "malloc", NULL);
+      return NULL;
+    }
+    int r = uv_poll_init(loop, p, s->fd);
+    if (r != 0) {
+      free(p);
+      en_throw_errno(env, -r, "uv_poll_init", NULL);
+      return NULL;
+    }
+    p->data = s;
+    s->poll = p;
+  }
+  int r = uv_poll_start(s->poll, events, on_poll);
+  if (r != 0) {
+    en_throw_errno(env, -r, "uv_poll_start", NULL);
+    return NULL;
+  }
+  s->events = events;
+  return NULL;
+}
+
+static napi_value m_read(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, true);
+  if (s == NULL) return NULL;
+  ssize_t n;
+  do n = read(s->fd, read_scratch, sizeof read_scratch);
+  while (n < 0 && errno == EINTR);
+  napi_value out;
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      EN_CALL(env, napi_get_undefined(env, &out), NULL);
+      return out;
+    }
+    en_throw_errno(env, errno, "read", NULL);
+    return NULL;
+  }
+  en_stats.reads++;
+  if (n == 0) {
+    EN_CALL(env, napi_get_null(env, &out), NULL);
+    return out;
+  }
+  en_stats.bytes_read += (uint64_t)n;
+  if ((uint64_t)n > en_stats.max_read) en_stats.max_read = (uint64_t)n;
+  EN_CALL(env, napi_create_buffer_copy(env, (size_t)n, read_scratch, NULL, &out), NULL);
+  return out;
+}
+
+/* write(u8, offset): ONE send() of min(length - offset, EN_MAX_WRITE) bytes. Returns the bytes the kernel
+ * took (possibly fewer), or -1 when the socket buffer is full (poll for writable, then call again). */
+static napi_value m_write(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  en_sock* s = unwrap(env, info, &argc, argv, true);
+  if (s == NULL) return NULL;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* data = NULL;
+  bool is_ta = false;
+  if (argc > 0) napi_is_typedarray(env, argv[0], &is_ta);
+  if (!is_ta || napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "write needs a Uint8Array");
+    return NULL;
+  }
+  int64_t offset = 0;
+  if (argc > 1) napi_get_value_int64(env, argv[1], &offset);
+  if (offset < 0 || (uint64_t)offset > length) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "write offset outside the buffer");
+    return NULL;
+  }
+  size_t n = length - (size_t)offset;
+  if (n > EN_MAX_WRITE) n = EN_MAX_WRITE;
+  napi_value out;
+  if (n == 0) {
+    EN_CALL(env, napi_create_int32(env, 0, &out), NULL);
+    return out;
+  }
+  ssize_t w;
+  do {
+    en_stats.writes++;
+    if (n > en_stats.max_write) en_stats.max_write = n;
+    w = send(s->fd, (const uint8_t*)data + offset, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      en_stats.eagain_writes++;
+      EN_CALL(env, napi_create_int32(env, -1, &out), NULL);
+      return out;
+    }
+    en_throw_errno(env, errno, "write", NULL);
+    return NULL;
+  }
+  en_stats.bytes_written += (uint64_t)w;
+  EN_CALL(env, napi_create_int64(env, (int64_t)w, &out), NULL);
+  return out;
+}
+
+static napi_value m_accept(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, true);
+  if (s == NULL) return NULL;
+  for (;;) {
+    int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) return make_socket(env, fd, s->family);
+    int e = errno;
+    /* A connection that died in the backlog, or a signal: try the next one. */
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      napi_value out;
+      EN_CALL(env, napi_get_null(env, &out), NULL);
+      return out;
+    }
+    en_throw_errno(env, e, "accept", NULL);
+    return NULL;
+  }
+}
+
+static napi_value m_connect_result(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, true);
+  if (s == NULL) return NULL;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err != 0) {
+    en_throw_errno(env, err, "connect", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value m_shutdown(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, true);
+  if (s == NULL) return NULL;
+  if (shutdown(s->fd, SHUT_WR) != 0) {
+    en_throw_errno(env, errno, "shutdown", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value m_close(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, false);
+  if (s == NULL) return NULL;
+  sock_close(s);
+  return NULL;
+}
+
+static napi_value name_of(napi_env env, napi_callback_info info, bool peer) {
+  en_sock* s = unwrap(env, info, NULL, NULL, true);
+  if (s == NULL) return NULL;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t len = sizeof ss;
+  int r = peer ? getpeername(s->fd, (struct sockaddr*)&ss, &len) : getsockname(s->fd, (struct sockaddr*)&ss, &len);
+  if (r != 0) {
+    en_throw_errno(env, errno, peer ? "getpeername" : "getsockname", NULL);
+    return NULL;
+  }
+  return addr_to_js(env, &ss, len, s->family);
+}
+
+static napi_value m_address(napi_env env, napi_callback_info info) { return name_of(env, info, false); }
+static napi_value m_peer(napi_env env, napi_callback_info info) { return name_of(env, info, true); }
+
+static napi_value m_fd(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, false);
+  if (s == NULL) return NULL;
+  napi_value out;
+  EN_CALL(env, napi_create_int32(env, s->fd, &out), NULL);
+  return out;
+}
+
+static void instance_finalize(napi_env env, void* data, void* hint) {
+  en_instance* inst = (en_instance*)data;
+  if (inst->ctor) napi_delete_reference(env, inst->ctor);
+  free(inst);
+}
+
+napi_status en_socket_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"setCallback", NULL, m_set_callback, NULL, NULL, NULL, napi_default_method, NULL},
+      {"poll", NULL, m_poll, NULL, NULL, NULL, napi_default_method, NULL},
+      {"read", NULL, m_read, NULL, NULL, NULL, napi_default_method, NULL},
+      {"write", NULL, m_write, NULL, NULL, NULL, napi_default_method, NULL},
+      {"accept", NULL, m_accept, NULL, NULL, NULL, napi_default_method, NULL},
+      {"connectResult", NULL, m_connect_result, NULL, NULL, NULL, napi_default_method, NULL},
+      {"shutdown", NULL, m_shutdown, NULL, NULL, NULL, napi_default_method, NULL},
+      {"close", NULL, m_close, NULL, NULL, NULL, napi_default_method, NULL},
+      {"address", NULL, m_address, NULL, NULL, NULL, napi_default_method, NULL},
+      {"peer", NULL, m_peer, NULL, NULL, NULL, napi_default_method, NULL},
+      {"fd", NULL, NULL, m_fd, NULL, NULL, napi_default, NULL},
+  };
+  napi_value ctor;
+  napi_status st = napi_define_class(env, "NativeSocket", NAPI_AUTO_LENGTH, ctor_fn, NULL,
+                                     sizeof props / sizeof props[0], props, &ctor);
+  if (st != napi_ok) return st;
+  en_instance* inst = calloc(1, sizeof *inst);
+  if (inst == NULL) return napi_generic_failure;
+  if ((st = napi_create_reference(env, ctor, 1, &inst->ctor)) != napi_ok) {
+    free(inst);
+    return st;
+  }
+  if ((st = napi_set_instance_data(env, inst, instance_finalize, NULL)) != napi_ok) return st;
+  if ((st = napi_set_named_property(env, exports, "NativeSocket", ctor)) != napi_ok) return st;
+  if ((st = en_set_fn(env, exports, "listen", js_listen)) != napi_ok) return st;
+  return en_set_fn(env, exports, "connect", js_connect);
+}

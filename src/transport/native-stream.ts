@@ -1,0 +1,178 @@
+/**
+ * A Node Duplex over one addon socket (AF_VSOCK or AF_UNIX: same code). The addon only does syscalls and
+ * reports readiness; this class is the stream:
+ *  - _read pulls chunks until push() says stop, the kernel says EAGAIN (then waits for readable) or EOF
+ *    (push(null) → 'end'). Readable polling is on only while the stream wants data.
+ *  - _write issues one send() of ≤ MAX_WRITE (32768) bytes at a time, from one chunk only: chunks are never
+ *    merged (no _writev), so no syscall can exceed the vsock limit. On EAGAIN it waits for writable; the
+ *    Writable's own buffering gives write() === false, i.e. backpressure.
+ *  - _final = shutdown(SHUT_WR): the peer reads EOF and can still answer (allowHalfOpen).
+ *  - _destroy closes the fd exactly once (the addon stops the poll handle first).
+ */
+import { Duplex } from 'node:stream';
+import { getSystemErrorName } from 'node:util';
+import type { ConnectionInfo } from './types.ts';
+import { NativeError, POLL_READABLE, POLL_WRITABLE, toNativeError } from './native.ts';
+import type { NativeSocket } from './native.ts';
+
+/** Reads per readiness event before yielding to the event loop (64 KiB each). */
+const READS_PER_EVENT = 16;
+const HIGH_WATER_MARK = 64 * 1024;
+
+type WriteCallback = (err?: Error | null) => void;
+
+/** A poll status < 0 is a libuv error code (-errno). */
+export function pollError(status: number, syscall: string): NativeError {
+  let name = 'EUNKNOWN';
+  try {
+    name = getSystemErrorName(status);
+  } catch {
+    // not an errno
+  }
+  return new NativeError(name, `${syscall} ${name} (poll status ${status})`, { errno: name, syscall });
+}
+
+export class NativeStream extends Duplex {
+  /** Peer description and transport, as given to the connection handler. */
+  readonly info: ConnectionInfo;
+  #sock: NativeSocket | null;
+  #events = 0;
+  #wantRead = false;
+  #pending: { chunk: Uint8Array; offset: number; cb: WriteCallback } | null = null;
+
+  constructor(sock: NativeSocket, info: ConnectionInfo) {
+    super({ allowHalfOpen: true, readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
+    this.info = info;
+    this.#sock = sock;
+    sock.setCallback(this.#onEvent);
+  }
+
+  /** The socket's fd, or -1 once closed (diagnostics). */
+  get fd(): number {
+    return this.#sock?.fd ?? -1;
+  }
+
+  #updatePoll(): void {
+    const sock = this.#sock;
+    if (sock === null) return;
+    const events = (this.#wantRead ? POLL_READABLE : 0) | (this.#pending !== null ? POLL_WRITABLE : 0);
+    if (events !== this.#events) {
+      this.#events = events;
+      sock.poll(events);
+    }
+  }
+
+  readonly #onEvent = (status: number, events: number): void => {
+    if (this.#sock === null) return;
+    if (status < 0) {
+      this.destroy(pollError(status, 'poll'));
+      return;
+    }
+    if ((events & POLL_WRITABLE) !== 0 && this.#pending !== null) {
+      const p = this.#pending;
+      this.#writeFrom(p.chunk, p.offset, p.cb);
+    }
+    if ((events & POLL_READABLE) !== 0 && this.#wantRead && this.#sock !== null) this.#readSome(READS_PER_EVENT);
+  };
+
+  override _read(): void {
+    this.#readSome(Infinity);
+  }
+
+  #readSome(budget: number): void {
+    for (let i = 0; i < budget; i++) {
+      const sock = this.#sock;
+      if (sock === null) return;
+      let chunk: Buffer | null | undefined;
+      try {
+        chunk = sock.read();
+      } catch (err) {
+        this.destroy(toNativeError(err));
+        return;
+      }
+      if (chunk === undefined) {
+        this.#wantRead = true; // wait for readable
+        this.#updatePoll();
+        return;
+      }
+      if (chunk === null) {
+        this.#wantRead = false; // EOF: a level-triggered poll would fire forever
+        this.#updatePoll();
+        this.push(null);
+        return;
+      }
+      if (!this.push(chunk)) {
+        this.#wantRead = false; // the consumer is full: _read() will be called again
+        this.#updatePoll();
+        return;
+      }
+    }
+    // Budget spent with data still flowing: continue on the next loop iteration (poll is level-triggered).
+    this.#wantRead = true;
+    this.#updatePoll();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: WriteCallback): void {
+    this.#writeFrom(chunk, 0, cb);
+  }
+
+  #writeFrom(chunk: Uint8Array, offset: number, cb: WriteCallback): void {
+    const sock = this.#sock;
+    if (sock === null) {
+      this.#pending = null;
+      cb(new NativeError('ERR_STREAM_DESTROYED', 'write after the native socket was closed'));
+      return;
+    }
+    while (offset < chunk.length) {
+      let n: number;
+      try {
+        n = sock.write(chunk, offset); // one send() of ≤ MAX_WRITE bytes
+      } catch (err) {
+        this.#pending = null;
+        this.#updatePoll();
+        cb(toNativeError(err));
+        return;
+      }
+      if (n < 0) {
+        this.#pending = { chunk, offset, cb }; // EAGAIN: wait for writable
+        this.#updatePoll();
+        return;
+      }
+      offset += n;
+    }
+    if (this.#pending !== null) {
+      this.#pending = null;
+      this.#updatePoll();
+    }
+    cb();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    const sock = this.#sock;
+    if (sock === null) {
+      cb();
+      return;
+    }
+    try {
+      sock.shutdown();
+    } catch (err) {
+      const e = toNativeError(err);
+      cb(e.code === 'ENOTCONN' ? null : e); // the peer is already gone: nothing left to half-close
+      return;
+    }
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const sock = this.#sock;
+    this.#sock = null;
+    this.#wantRead = false;
+    const pending = this.#pending;
+    this.#pending = null;
+    sock?.close(); // stops polling, then closes the fd; idempotent in the addon as well
+    if (pending !== null) {
+      pending.cb(err ?? new NativeError('ERR_STREAM_DESTROYED', 'the stream was destroyed with a write in progress'));
+    }
+    cb(err);
+  }
+}

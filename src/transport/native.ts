@@ -1,0 +1,159 @@
+/**
+ * The native addon (native/, built by scripts/build-native.mjs at install): AF_VSOCK/AF_UNIX sockets on
+ * libuv poll handles, the /dev/nsm ioctl, loopback bring-up. Loaded lazily on first use, so a machine where
+ * the optional build failed still runs everything else; using it there throws NativeUnavailableError.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { AgentError } from '../errors.ts';
+
+/** Events for NativeSocket.poll(): libuv's UV_READABLE / UV_WRITABLE. */
+export const POLL_READABLE = 1;
+export const POLL_WRITABLE = 2;
+
+export type NativeAddress = { family: 'unix'; path: string } | { family: 'vsock'; cid?: number; port: number };
+export type NativeBoundAddress = { family: 'unix'; path: string } | { family: 'vsock'; cid: number; port: number };
+
+/** One socket owned by the addon (see native/src/socket.c for the exact contract). */
+export interface NativeSocket {
+  /** The descriptor, -1 once closed (diagnostics only: never close it yourself). */
+  readonly fd: number;
+  /** `status` < 0 is a libuv error (-errno); `events` is a mask of POLL_READABLE | POLL_WRITABLE. */
+  setCallback(cb: (status: number, events: number) => void): void;
+  /** Level-triggered readiness to watch: 0 stops. */
+  poll(events: number): void;
+  /** A chunk (≤ 64 KiB), null at EOF, undefined when nothing is ready (EAGAIN). */
+  read(): Buffer | null | undefined;
+  /** ONE send() of at most MAX_WRITE bytes from `buf[offset..]`: bytes taken, or -1 when full (EAGAIN). */
+  write(buf: Uint8Array, offset: number): number;
+  /** An accepted connection, or null when none is pending. */
+  accept(): NativeSocket | null;
+  /** After a connect() became writable: throws the connect error (ECONNREFUSED, ETIMEDOUT, ...), if any. */
+  connectResult(): void;
+  /** shutdown(SHUT_WR): the peer reads EOF; we can still read. */
+  shutdown(): void;
+  /** Stops polling and closes the fd. Idempotent. */
+  close(): void;
+  address(): NativeBoundAddress;
+  peer(): NativeBoundAddress;
+}
+
+export interface NativeStats {
+  /** send() calls issued, bytes accepted, and the largest length ever passed to one send(). */
+  writes: number;
+  bytesWritten: number;
+  maxWrite: number;
+  eagainWrites: number;
+  reads: number;
+  bytesRead: number;
+  maxRead: number;
+  /** Sockets created and closed since load (live sockets = opened - closed). */
+  opened: number;
+  closed: number;
+}
+
+export interface NativeBinding {
+  readonly MAX_WRITE: number;
+  readonly NSM_REQUEST_MAX: number;
+  readonly NSM_RESPONSE_MAX: number;
+  listen(addr: NativeAddress, backlog?: number): NativeSocket;
+  connect(addr: NativeAddress): NativeSocket;
+  stats(): NativeStats;
+  resetStats(): void;
+  nsmRequest(request: Uint8Array, devicePath?: string): Promise<Buffer>;
+  bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] };
+}
+
+/** Errors of the native layer. `code` is the errno name ('ECONNRESET', 'EPERM', ...) or NATIVE_*. */
+export class NativeError extends AgentError {
+  /** The errno name for system errors ('ECONNRESET'), undefined otherwise. */
+  readonly errno: string | undefined;
+  readonly syscall: string | undefined;
+
+  constructor(code: string, message: string, options?: { cause?: unknown; errno?: string; syscall?: string }) {
+    super(code, message, options);
+    this.errno = options?.errno;
+    this.syscall = options?.syscall;
+  }
+}
+
+export class NativeUnavailableError extends NativeError {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super('NATIVE_UNAVAILABLE', `vsock/NSM unavailable: the native addon was not built (${reason})`, options);
+  }
+}
+
+interface SystemErrorLike {
+  message: string;
+  code?: unknown;
+  syscall?: unknown;
+}
+
+/** Turns an addon exception (Error with code/syscall, like Node's) into a NativeError; keeps NativeErrors. */
+export function toNativeError(err: unknown): NativeError {
+  if (err instanceof NativeError) return err;
+  const e = (typeof err === 'object' && err !== null ? err : { message: String(err) }) as SystemErrorLike;
+  const code = typeof e.code === 'string' ? e.code : 'NATIVE_ERROR';
+  const syscall = typeof e.syscall === 'string' ? e.syscall : undefined;
+  const errno = /^E[A-Z0-9]+$/.test(code) ? code : undefined;
+  return new NativeError(code, e.message, { cause: err, errno, syscall });
+}
+
+/** Where the addon is: $ENCLAVE_AGENT_NATIVE_ADDON, else native/build/Release next to this checkout. */
+export function addonPath(): string {
+  return (
+    process.env.ENCLAVE_AGENT_NATIVE_ADDON ??
+    fileURLToPath(new URL('../../native/build/Release/enclave_native.node', import.meta.url))
+  );
+}
+
+let cached: { binding: NativeBinding } | { error: NativeUnavailableError } | undefined;
+
+/** The addon, loaded on first call. Throws NativeUnavailableError when it is missing or will not load. */
+export function loadNative(): NativeBinding {
+  if (cached === undefined) {
+    const file = addonPath();
+    if (process.platform !== 'linux') {
+      cached = { error: new NativeUnavailableError(`AF_VSOCK and /dev/nsm need Linux, this is ${process.platform}`) };
+    } else if (!existsSync(file)) {
+      cached = { error: new NativeUnavailableError(`${file} does not exist; run \`node scripts/build-native.mjs\` and read native/build-native.log`) };
+    } else {
+      try {
+        cached = { binding: createRequire(import.meta.url)(file) as NativeBinding };
+      } catch (err) {
+        cached = { error: new NativeUnavailableError(`loading ${file} failed: ${(err as Error).message}`, { cause: err }) };
+      }
+    }
+  }
+  if ('error' in cached) throw cached.error;
+  return cached.binding;
+}
+
+/** True when the addon loads (tests skip on false; production fails loudly through loadNative()). */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Syscall counters of the addon (write sizes as issued to the kernel). */
+export function nativeStats(): NativeStats {
+  return loadNative().stats();
+}
+
+/**
+ * Raises `lo` with 127.0.0.1/8 (enclaves boot with it down). Idempotent; returns the steps it had to take.
+ * Throws NativeError with code 'EPERM' without CAP_NET_ADMIN.
+ */
+export function bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] } {
+  const native = loadNative();
+  try {
+    return native.bringUpLoopback();
+  } catch (err) {
+    throw toNativeError(err);
+  }
+}
