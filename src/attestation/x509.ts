@@ -253,7 +253,7 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
     const trusted = anchors.map((a) => a.parsed.subject).join(' | ');
     throw new AttestationError(
       'ATTESTATION_UNTRUSTED_ROOT',
-      `the chain ends at "${top.subject}" (issued by "${top.issuer}"), which is not a trusted root nor issued by one; trusted: ${trusted}`,
+      `the chain ends at "${top.subject}" (issued by "${top.issuer}"), which is neither a trusted root nor issued by one; trusted: ${trusted}`,
     );
   }
   const full = anchoredInPath ? path : [...path, anchor.parsed];

@@ -1,0 +1,385 @@
+/**
+ * An in-process NSM for development and tests (node-only). It answers the device's own request shape through
+ * `handle(requestCbor)` and produces documents in the real format: COSE_Sign1 (untagged), protected {1: -35},
+ * payload keys module_id, digest, timestamp, pcrs, certificate, cabundle, public_key, user_data, nonce in that
+ * order, 16 PCRs of 48 bytes, cabundle [root, intermediate], a 3-hour leaf, ES384 signature.
+ *
+ * PKI. `stateDir/nsm-ca/` holds the simulated root and intermediate (P-384; keys PKCS#8 PEM, mode 0600). It is
+ * created once (atomically: built in a temporary directory, then renamed into place — a concurrent start uses
+ * whichever CA won) and reused across restarts, so clients can pin `rootPath`. The root and intermediate
+ * are valid from one day before creation for 20 years. The leaf key and certificate live in memory only:
+ * 3 hours like AWS's, replaced when less than 30 minutes remain (checked on every document).
+ *
+ * PCRs (SHA-384; lp(x) = 4-byte big-endian length ‖ x; text as UTF-8; D = "enclave-agent/nsm-simulator/v1"):
+ *   PCR0 = SHA384(D ‖ "/PCR0" ‖ lp(agentVersion) ‖ lp(app) ‖ lp(config))   — the whole "image"
+ *   PCR1 = SHA384(D ‖ "/PCR1" ‖ lp(agentVersion))                            — the agent ("kernel + bootstrap")
+ *   PCR2 = SHA384(D ‖ "/PCR2" ‖ lp(app))                                     — the application
+ *   PCR3 = zeros (no IAM role)
+ *   PCR4 = SHA384(D ‖ "/PCR4" ‖ lp(moduleId))                               — the "parent instance"
+ *   PCR8 = SHA384(D ‖ "/PCR8" ‖ lp(signingCert)) when identity.signingCert is set, else zeros (unsigned image)
+ *   PCR5–7, 9–15 = zeros.
+ * Debug mode: PCR0, 1, 2 and 8 are all zero, as on real hardware.
+ */
+import { createHash, randomBytes, webcrypto } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { concatBytes, fromBase64, toBase64, toHex, utf8 } from '../util/bytes.ts';
+import { COSE_ALG_ES384, coseSign1SigStructure } from './document.ts';
+import type { AttestationRequest, Nsm } from './nsm.ts';
+import { createDeviceNsm } from './nsm-device.ts';
+import {
+  decodeNsmRequest,
+  encodeCbor,
+  encodeNsmResponse,
+  NSM_MAX_NONCE,
+  NSM_MAX_PUBLIC_KEY,
+  NSM_MAX_USER_DATA,
+} from './nsm-messages.ts';
+
+/** What is being run: every PCR the simulator reports derives from this (see the file header). */
+export interface SimulatorIdentity {
+  /** The enclave-agent version (stands in for the kernel/bootstrap measured into PCR1). */
+  agentVersion: string;
+  /** The application: its command line or image digest (PCR2). */
+  app: string;
+  /** The enclave configuration, e.g. the bytes of enclave.toml. */
+  config: Uint8Array | string;
+  /** Stand-in for the image signing certificate (PCR8); absent = unsigned image, PCR8 all zero. */
+  signingCert?: string;
+}
+
+export interface NsmSimulatorOptions {
+  stateDir: string;
+  identity: SimulatorIdentity;
+  /** Debug-mode enclave: PCR0/1/2/8 all zero. */
+  debug?: boolean;
+  /** Clock in ms since the epoch (document timestamps, certificate windows, leaf rotation). */
+  now?: () => number;
+  /** Default: derived from the CA, stable per stateDir ("i-<17 hex>-enc<16 hex>"). */
+  moduleId?: string;
+}
+
+/** For tests and tooling: adjust the payload map (real key order) before it is signed. */
+export interface DocumentTweak {
+  payload?: (payload: Map<string, unknown>) => void;
+}
+
+export interface NsmSimulator extends Nsm {
+  /** The simulated root certificate, PEM and DER; `rootPath` is its PEM file in stateDir. */
+  readonly rootPem: string;
+  readonly rootDer: Uint8Array;
+  readonly rootPath: string;
+  readonly moduleId: string;
+  /** The 16 PCRs documents report. */
+  readonly pcrs: Record<number, Uint8Array>;
+  /** Device-shaped: NSM request CBOR in, NSM response CBOR out (`{"Error": ...}` for bad requests). */
+  handle(requestCbor: Uint8Array): Promise<Uint8Array>;
+  /** Signs a document without the request limits, after `tweak` (tests build malformed-but-signed documents). */
+  issueDocument(req: AttestationRequest, tweak?: DocumentTweak): Promise<Uint8Array>;
+}
+
+const DOMAIN = 'enclave-agent/nsm-simulator/v1';
+const PCR_COUNT = 16;
+const PCR_BYTES = 48;
+const LEAF_LIFETIME_MS = 3 * 60 * 60 * 1000;
+const LEAF_ROTATE_BEFORE_MS = 30 * 60 * 1000;
+const CA_BACKDATE_MS = 24 * 60 * 60 * 1000;
+const CA_LIFETIME_MS = 20 * 365 * 24 * 60 * 60 * 1000;
+const RANDOM_BYTES_PER_CALL = 256;
+const PROTECTED_HEADER = encodeCbor(new Map([[1, COSE_ALG_ES384]]));
+
+function lp(x: Uint8Array | string): Uint8Array {
+  const b = typeof x === 'string' ? utf8.encode(x) : x;
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, b.length);
+  return concatBytes(len, b);
+}
+
+function measure(label: string, ...parts: (Uint8Array | string)[]): Uint8Array {
+  const h = createHash('sha384');
+  h.update(utf8.encode(`${DOMAIN}/${label}`));
+  for (const p of parts) h.update(lp(p));
+  return new Uint8Array(h.digest());
+}
+
+function checkIdentity(identity: SimulatorIdentity): void {
+  if (!identity || typeof identity.agentVersion !== 'string' || typeof identity.app !== 'string') {
+    throw new TypeError('SimulatorIdentity needs agentVersion and app as strings');
+  }
+  if (typeof identity.config !== 'string' && !(identity.config instanceof Uint8Array)) {
+    throw new TypeError('SimulatorIdentity.config must be a string or bytes');
+  }
+}
+
+/** PCR0, 1, 2 and 8 the simulator reports for `identity` (hex-ready for pinning; no state needed). */
+export function simulatorPcrs(identity: SimulatorIdentity, debug = false): Record<0 | 1 | 2 | 8, Uint8Array> {
+  checkIdentity(identity);
+  if (debug) {
+    const z = () => new Uint8Array(PCR_BYTES);
+    return { 0: z(), 1: z(), 2: z(), 8: z() };
+  }
+  return {
+    0: measure('PCR0', identity.agentVersion, identity.app, identity.config),
+    1: measure('PCR1', identity.agentVersion),
+    2: measure('PCR2', identity.app),
+    8: identity.signingCert === undefined ? new Uint8Array(PCR_BYTES) : measure('PCR8', identity.signingCert),
+  };
+}
+
+function allPcrs(identity: SimulatorIdentity, debug: boolean, moduleId: string): Record<number, Uint8Array> {
+  const out: Record<number, Uint8Array> = {};
+  for (let i = 0; i < PCR_COUNT; i++) out[i] = new Uint8Array(PCR_BYTES);
+  Object.assign(out, simulatorPcrs(identity, debug));
+  out[4] = measure('PCR4', moduleId.split('-enc')[0]!);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- X.509 minting
+
+const subtle = webcrypto.subtle as SubtleCrypto;
+const engine = new pkijs.CryptoEngine({ name: 'enclave-agent-simulator', crypto: webcrypto as Crypto });
+const EC_P384 = { name: 'ECDSA', namedCurve: 'P-384' } as const;
+
+interface Issuer {
+  der: Uint8Array;
+  cert: pkijs.Certificate;
+  key: CryptoKey;
+}
+
+function name(attrs: [string, string][]): pkijs.RelativeDistinguishedNames {
+  const rdn = new pkijs.RelativeDistinguishedNames();
+  for (const [type, value] of attrs) {
+    const v = type === '2.5.4.6' ? new asn1js.PrintableString({ value }) : new asn1js.Utf8String({ value });
+    rdn.typesAndValues.push(new pkijs.AttributeTypeAndValue({ type, value: v }));
+  }
+  return rdn;
+}
+
+const C = '2.5.4.6', O = '2.5.4.10', OU = '2.5.4.11', CN = '2.5.4.3';
+
+function time(ms: number): pkijs.Time {
+  const value = new Date(Math.floor(ms / 1000) * 1000);
+  return new pkijs.Time({ type: value.getUTCFullYear() >= 2050 ? 1 : 0, value });
+}
+
+async function mint(opts: {
+  subject: pkijs.RelativeDistinguishedNames;
+  issuer: Issuer | 'self';
+  publicKey: CryptoKey;
+  signingKey: CryptoKey;
+  notBefore: number;
+  notAfter: number;
+  ca: boolean;
+  pathLen?: number;
+}): Promise<Uint8Array> {
+  const cert = new pkijs.Certificate();
+  cert.version = 2;
+  const serial = randomBytes(16);
+  serial[0] = (serial[0]! & 0x7f) | 0x01; // positive and minimal
+  cert.serialNumber = new asn1js.Integer({ valueHex: serial });
+  cert.subject = opts.subject;
+  cert.issuer = opts.issuer === 'self' ? opts.subject : opts.issuer.cert.subject;
+  cert.notBefore = time(opts.notBefore);
+  cert.notAfter = time(opts.notAfter);
+  const bc = new pkijs.BasicConstraints(opts.ca ? (opts.pathLen === undefined ? { cA: true } : { cA: true, pathLenConstraint: opts.pathLen }) : {});
+  // keyUsage bits: digitalSignature(0x80) nonRepudiation(0x40) keyCertSign(0x04) cRLSign(0x02)
+  const ku = opts.ca ? new asn1js.BitString({ valueHex: Uint8Array.of(0x86), unusedBits: 1 }) : new asn1js.BitString({ valueHex: Uint8Array.of(0xc0), unusedBits: 6 });
+  cert.extensions = [
+    new pkijs.Extension({ extnID: '2.5.29.19', critical: true, extnValue: bc.toSchema().toBER(false), parsedValue: bc }),
+    new pkijs.Extension({ extnID: '2.5.29.15', critical: opts.ca, extnValue: ku.toBER(false) }),
+  ];
+  await cert.subjectPublicKeyInfo.importKey(opts.publicKey, engine);
+  await cert.sign(opts.signingKey, 'SHA-384', engine);
+  return new Uint8Array(cert.toSchema(true).toBER(false));
+}
+
+function parseDer(der: Uint8Array): pkijs.Certificate {
+  return pkijs.Certificate.fromBER(der as Uint8Array<ArrayBuffer>);
+}
+
+function pem(label: string, der: Uint8Array): string {
+  const b64 = toBase64(der);
+  return `-----BEGIN ${label}-----\n${b64.replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`;
+}
+
+function unpem(text: string, label: string): Uint8Array {
+  const m = new RegExp(`-----BEGIN ${label}-----([\\s\\S]*?)-----END ${label}-----`).exec(text);
+  if (!m) throw new Error(`no ${label} block`);
+  return fromBase64(m[1]!.replace(/\s+/g, ''));
+}
+
+interface Ca {
+  root: Issuer;
+  intermediate: Issuer;
+  rootPem: string;
+  rootPath: string;
+}
+
+const CA_DIR = 'nsm-ca';
+
+async function createCa(stateDir: string, now: number): Promise<void> {
+  const tmp = await mkdtemp(join(stateDir, '.nsm-ca-'));
+  try {
+    const rootKeys = (await subtle.generateKey(EC_P384, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const interKeys = (await subtle.generateKey(EC_P384, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const notBefore = now - CA_BACKDATE_MS;
+    const notAfter = now + CA_LIFETIME_MS;
+    const tag = toHex(randomBytes(8));
+    const rootSubject = name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.nitro-enclaves`]]);
+    const rootDer = await mint({ subject: rootSubject, issuer: 'self', publicKey: rootKeys.publicKey, signingKey: rootKeys.privateKey, notBefore, notAfter, ca: true });
+    const root: Issuer = { der: rootDer, cert: parseDer(rootDer), key: rootKeys.privateKey };
+    const interDer = await mint({
+      subject: name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.intermediate.nitro-enclaves`]]),
+      issuer: root,
+      publicKey: interKeys.publicKey,
+      signingKey: rootKeys.privateKey,
+      notBefore,
+      notAfter,
+      ca: true,
+      pathLen: 0,
+    });
+    const pkcs8 = async (k: CryptoKey) => pem('PRIVATE KEY', new Uint8Array(await subtle.exportKey('pkcs8', k)));
+    await writeFile(join(tmp, 'root.pem'), pem('CERTIFICATE', rootDer), { mode: 0o644 });
+    await writeFile(join(tmp, 'root.key.pem'), await pkcs8(rootKeys.privateKey), { mode: 0o600 });
+    await writeFile(join(tmp, 'intermediate.pem'), pem('CERTIFICATE', interDer), { mode: 0o644 });
+    await writeFile(join(tmp, 'intermediate.key.pem'), await pkcs8(interKeys.privateKey), { mode: 0o600 });
+    await rename(tmp, join(stateDir, CA_DIR));
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw err; // someone else created it first: use theirs
+  }
+}
+
+async function loadCa(stateDir: string): Promise<Ca> {
+  const dir = join(stateDir, CA_DIR);
+  const read = (f: string) => readFile(join(dir, f), 'utf8');
+  const importKey = async (f: string) =>
+    subtle.importKey('pkcs8', unpem(await read(f), 'PRIVATE KEY') as Uint8Array<ArrayBuffer>, EC_P384, false, ['sign']);
+  const rootPem = await read('root.pem');
+  const rootDer = unpem(rootPem, 'CERTIFICATE');
+  const interDer = unpem(await read('intermediate.pem'), 'CERTIFICATE');
+  return {
+    root: { der: rootDer, cert: parseDer(rootDer), key: await importKey('root.key.pem') },
+    intermediate: { der: interDer, cert: parseDer(interDer), key: await importKey('intermediate.key.pem') },
+    rootPem,
+    rootPath: join(dir, 'root.pem'),
+  };
+}
+
+async function openCa(stateDir: string, now: number): Promise<Ca> {
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  try {
+    return await loadCa(stateDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`NSM simulator CA in ${join(stateDir, CA_DIR)} is unreadable: ${(err as Error).message}`, { cause: err });
+  }
+  await createCa(stateDir, now);
+  return loadCa(stateDir);
+}
+
+// ---------------------------------------------------------------------------------------------- simulator
+
+interface Leaf {
+  der: Uint8Array;
+  key: CryptoKey;
+  notBefore: number;
+  notAfter: number;
+}
+
+export async function createNsmSimulator(opts: NsmSimulatorOptions): Promise<NsmSimulator> {
+  checkIdentity(opts.identity);
+  const now = opts.now ?? Date.now;
+  const ca = await openCa(opts.stateDir, now());
+  const caId = toHex(createHash('sha256').update(ca.root.der).digest());
+  const moduleId = opts.moduleId ?? `i-0${caId.slice(0, 16)}-enc0${caId.slice(16, 31)}`;
+  const pcrs = allPcrs(opts.identity, opts.debug === true, moduleId);
+
+  let leaf: Leaf | undefined;
+  let minting: Promise<Leaf> | undefined;
+
+  async function mintLeaf(t: number): Promise<Leaf> {
+    const keys = (await subtle.generateKey(EC_P384, false, ['sign', 'verify'])) as CryptoKeyPair;
+    const notBefore = Math.floor(t / 1000) * 1000;
+    const notAfter = notBefore + LEAF_LIFETIME_MS;
+    const der = await mint({
+      subject: name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `${moduleId}.sim`]]),
+      issuer: ca.intermediate,
+      publicKey: keys.publicKey,
+      signingKey: ca.intermediate.key,
+      notBefore,
+      notAfter,
+      ca: false,
+    });
+    return { der, key: keys.privateKey, notBefore, notAfter };
+  }
+
+  async function currentLeaf(t: number): Promise<Leaf> {
+    if (leaf && t >= leaf.notBefore && leaf.notAfter - t >= LEAF_ROTATE_BEFORE_MS) return leaf;
+    minting ??= mintLeaf(t).finally(() => (minting = undefined));
+    leaf = await minting;
+    return leaf;
+  }
+
+  async function issueDocument(req: AttestationRequest, tweak?: DocumentTweak): Promise<Uint8Array> {
+    const t = now();
+    const signer = await currentLeaf(t);
+    const pcrMap = new Map<number, Uint8Array>();
+    for (let i = 0; i < PCR_COUNT; i++) pcrMap.set(i, pcrs[i]!);
+    const payload = new Map<string, unknown>([
+      ['module_id', moduleId],
+      ['digest', 'SHA384'],
+      ['timestamp', BigInt(Math.floor(t))],
+      ['pcrs', pcrMap],
+      ['certificate', signer.der],
+      ['cabundle', [ca.root.der, ca.intermediate.der]],
+      ['public_key', req.publicKey ?? null],
+      ['user_data', req.userData ?? null],
+      ['nonce', req.nonce ?? null],
+    ]);
+    tweak?.payload?.(payload);
+    const payloadBytes = encodeCbor(payload);
+    const toSign = coseSign1SigStructure(PROTECTED_HEADER, payloadBytes);
+    const signature = new Uint8Array(await subtle.sign({ name: 'ECDSA', hash: 'SHA-384' }, signer.key, toSign as Uint8Array<ArrayBuffer>));
+    return encodeCbor([PROTECTED_HEADER, new Map(), payloadBytes, signature]);
+  }
+
+  async function handle(requestCbor: Uint8Array): Promise<Uint8Array> {
+    let req;
+    try {
+      req = decodeNsmRequest(requestCbor);
+    } catch {
+      return encodeNsmResponse({ kind: 'Error', code: 'InvalidArgument' });
+    }
+    if (req.kind === 'GetRandom') return encodeNsmResponse({ kind: 'GetRandom', random: new Uint8Array(randomBytes(RANDOM_BYTES_PER_CALL)) });
+    if (req.kind === 'Other') return encodeNsmResponse({ kind: 'Error', code: 'InvalidOperation' });
+    if (
+      (req.userData?.length ?? 0) > NSM_MAX_USER_DATA ||
+      (req.nonce?.length ?? 0) > NSM_MAX_NONCE ||
+      (req.publicKey?.length ?? 0) > NSM_MAX_PUBLIC_KEY
+    ) {
+      return encodeNsmResponse({ kind: 'Error', code: 'InputTooLarge' });
+    }
+    try {
+      return encodeNsmResponse({ kind: 'Attestation', document: await issueDocument(req) });
+    } catch {
+      return encodeNsmResponse({ kind: 'Error', code: 'InternalError' });
+    }
+  }
+
+  // attest/random go through the device client: the same request/response bytes as on hardware.
+  const device = createDeviceNsm(handle);
+  return {
+    rootPem: ca.rootPem,
+    rootDer: ca.root.der,
+    rootPath: ca.rootPath,
+    moduleId,
+    pcrs,
+    handle,
+    issueDocument,
+    attest: (req) => device.attest(req),
+    random: (n) => device.random(n),
+  };
+}
