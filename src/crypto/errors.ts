@@ -13,7 +13,10 @@ export class EvFormatError extends AgentError {}
  * EV_UNSAFE_HEADER_VALUE (decrypted text cannot be placed in an HTTP header).
  * Messages never contain plaintext, key bytes or ciphertext.
  */
-export class EvDecryptError extends AgentError {}
+export class EvDecryptError extends AgentError {
+  /** HTTP status the request pipeline and the local API answer with (Unprocessable Content). */
+  readonly status = 422;
+}
 
 /** Loading, generating or unsealing the enclave's key pairs. Codes: KEYRING_*. */
 export class KeyringError extends AgentError {}

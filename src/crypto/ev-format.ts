@@ -127,6 +127,19 @@ export class EvEncryptor {
 
   encrypt(value: EvValue): string {
     const { type, text } = toPlaintext(value);
+    return this.#seal(type, text);
+  }
+
+  /**
+   * Encrypts a number given as its JSON text, keeping that exact text as the plaintext (no float
+   * rounding: `12345678901234567890` stays those digits). Throws EV_BAD_VALUE if it is not a JSON number.
+   */
+  encryptJsonNumber(text: string): string {
+    if (!JSON_NUMBER.test(text)) throw new EvFormatError('EV_BAD_VALUE', 'expected a JSON number text');
+    return this.#seal('number', text);
+  }
+
+  #seal(type: EvType, text: string): string {
     const iv = randomBytes(12);
     const c = createCipheriv('aes-256-gcm', this.#key, iv, { authTagLength: TAG_LENGTH });
     let data: Uint8Array = Buffer.from(text, 'utf8');

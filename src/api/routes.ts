@@ -1,0 +1,135 @@
+// The four routes of the local API. Each takes the request body (already capped) and returns a response;
+// errors are thrown as ApiError / EvFormatError / EvDecryptError and mapped to statuses by server.ts.
+//
+//   POST /encrypt          JSON value → same shape, every string/number/boolean value an `ev:` string.
+//                          Header `x-evervault-data-role: <role>` adds a data role (QkTC / S0lS).
+//                          Query `?curve=p256|secp256k1` picks the key (default p256). Numbers keep their
+//                          exact digits; null, keys and whitespace are kept.
+//   POST /decrypt          JSON value → every `ev:` string replaced by its typed value (exact number text).
+//                          Strings that are not valid `ev:` values are returned unaltered.
+//   POST /attestation-doc  {"challenge"?, "nonce"?, "publicKey"?} → raw COSE_Sign1 (application/cbor).
+//                          ONE rule: all three are standard base64 (padding optional) of raw bytes;
+//                          challenge → user_data (≤ 512 bytes), nonce → nonce (≤ 512), publicKey →
+//                          public_key (≤ 1024). Without publicKey, public_key is the keyring's
+//                          attestationPublicKey() (CBOR {"p256": bstr33, "secp256k1": bstr33}), so the
+//                          document binds this enclave's ev: keys. Unknown fields are refused. An empty
+//                          body means {}.
+//   GET  /health           {"status":"ok","keyIds":{...}}
+import type { Nsm } from '../attestation/nsm.ts';
+import type { EvCurve } from '../crypto/ev-kdf.ts';
+import { decryptJsonTokens } from '../crypto/json-decrypt.ts';
+import { encryptJsonText } from '../crypto/json-encrypt.ts';
+import type { Keyring } from '../crypto/keyring.ts';
+import { fromBase64 } from '../util/bytes.ts';
+import { ApiError } from './errors.ts';
+
+export interface RouteContext {
+  keyring: Keyring;
+  nsm: Nsm;
+}
+
+export interface RouteRequest {
+  body: Buffer;
+  headers: Record<string, string | string[] | undefined>;
+  query: URLSearchParams;
+}
+
+export interface RouteResponse {
+  status: number;
+  contentType: string;
+  body: string | Uint8Array;
+  /** Values encrypted or decrypted (for the log line; never the values themselves). */
+  count?: number;
+}
+
+export type Route = (ctx: RouteContext, req: RouteRequest) => Promise<RouteResponse> | RouteResponse;
+
+export const MAX_USER_DATA = 512;
+export const MAX_NONCE = 512;
+export const MAX_PUBLIC_KEY = 1024;
+
+const JSON_TYPE = 'application/json';
+
+/** The body as JSON text, validated. */
+function jsonText(body: Buffer): string {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    throw new ApiError('API_BAD_JSON', 400, 'request body is not valid UTF-8');
+  }
+  if (text.trim() === '') throw new ApiError('API_BAD_JSON', 400, 'request body is empty: expected a JSON value');
+  try {
+    JSON.parse(text);
+  } catch {
+    throw new ApiError('API_BAD_JSON', 400, 'request body is not valid JSON');
+  }
+  return text;
+}
+
+function singleHeader(headers: RouteRequest['headers'], name: string): string | undefined {
+  const v = headers[name];
+  if (Array.isArray(v)) throw new ApiError('API_BAD_INPUT', 400, `header ${name} given ${v.length} times, expected once`);
+  return v;
+}
+
+const encrypt: Route = ({ keyring }, req) => {
+  const role = singleHeader(req.headers, 'x-evervault-data-role');
+  const curveParam = req.query.get('curve') ?? 'p256';
+  if (curveParam !== 'p256' && curveParam !== 'secp256k1') {
+    throw new ApiError('API_BAD_INPUT', 400, `query parameter curve must be p256 or secp256k1, found ${JSON.stringify(curveParam.slice(0, 32))}`);
+  }
+  const text = jsonText(req.body);
+  const out = encryptJsonText(text, keyring, { curve: curveParam as EvCurve, ...(role !== undefined && role !== '' ? { role } : {}) });
+  return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
+};
+
+const decrypt: Route = ({ keyring }, req) => {
+  const out = decryptJsonTokens(jsonText(req.body), keyring);
+  return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
+};
+
+function base64Field(obj: Record<string, unknown>, name: string, max: number): Uint8Array | undefined {
+  const v = obj[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new ApiError('API_BAD_INPUT', 400, `${name} must be a base64 string, found ${Array.isArray(v) ? 'array' : typeof v}`);
+  let bytes: Uint8Array;
+  try {
+    bytes = fromBase64(v);
+  } catch {
+    throw new ApiError('API_BAD_INPUT', 400, `${name} must be standard base64`);
+  }
+  if (bytes.length > max) throw new ApiError('API_BAD_INPUT', 400, `${name} is ${bytes.length} bytes, at most ${max} allowed`);
+  return bytes;
+}
+
+const ATTESTATION_FIELDS = new Set(['challenge', 'nonce', 'publicKey']);
+
+const attestationDoc: Route = async ({ keyring, nsm }, req) => {
+  const body: unknown = req.body.length === 0 ? {} : JSON.parse(jsonText(req.body));
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ApiError('API_BAD_INPUT', 400, 'expected a JSON object {challenge?, nonce?, publicKey?}');
+  const obj = body as Record<string, unknown>;
+  const unknown = Object.keys(obj).filter((k) => !ATTESTATION_FIELDS.has(k));
+  if (unknown.length > 0) throw new ApiError('API_BAD_INPUT', 400, `unknown field ${JSON.stringify(unknown[0]!.slice(0, 32))}: expected challenge, nonce, publicKey`);
+  const userData = base64Field(obj, 'challenge', MAX_USER_DATA);
+  const nonce = base64Field(obj, 'nonce', MAX_NONCE);
+  const publicKey = base64Field(obj, 'publicKey', MAX_PUBLIC_KEY) ?? keyring.attestationPublicKey();
+  let doc: Uint8Array;
+  try {
+    doc = await nsm.attest({ userData: userData ?? null, nonce: nonce ?? null, publicKey });
+  } catch (err) {
+    throw new ApiError('API_ATTESTATION_FAILED', 500, 'the NSM did not produce an attestation document', { cause: err });
+  }
+  return { status: 200, contentType: 'application/cbor', body: doc };
+};
+
+const health: Route = ({ keyring }) => ({ status: 200, contentType: JSON_TYPE, body: JSON.stringify({ status: 'ok', keyIds: keyring.keyIds }) });
+
+/** path → method → handler */
+export const ROUTES: Record<string, Record<string, Route>> = {
+  '/encrypt': { POST: encrypt },
+  '/decrypt': { POST: decrypt },
+  '/attestation-doc': { POST: attestationDoc },
+  '/health': { GET: health },
+};
+

@@ -1,0 +1,141 @@
+// The in-enclave API on 127.0.0.1:9999 (ENCRYPTION.md §2; routes in routes.ts). node:http directly.
+// It binds the IPv4 loopback address only: any other host is refused with API_BAD_HOST before anything
+// listens. Statuses: 404 unknown route, 405 wrong method (with Allow), 400 bad JSON / bad input,
+// 413 body over the cap, 422 a valid ev: value that does not decrypt, 500 NSM failure. Error bodies are
+// {"error": CODE, "message": text}; messages never carry plaintext, keys or bodies, and nothing is logged
+// but method, path, status, counts and error codes.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import type { Logger } from 'pino';
+import type { Nsm } from '../attestation/nsm.ts';
+import { AgentError } from '../errors.ts';
+import { EvDecryptError, EvFormatError } from '../crypto/errors.ts';
+import type { Keyring } from '../crypto/keyring.ts';
+import { ApiError } from './errors.ts';
+import { ROUTES } from './routes.ts';
+import type { RouteResponse } from './routes.ts';
+
+export const API_HOST = '127.0.0.1';
+export const API_PORT = 9999;
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+export interface ApiServerOptions {
+  keyring: Keyring;
+  nsm: Nsm;
+  /** Only '127.0.0.1' is accepted. */
+  host?: string;
+  /** Default 9999; 0 picks a free port (tests). */
+  port?: number;
+  /** Request body cap in bytes (default 4 MiB); larger bodies get 413. */
+  maxBodyBytes?: number;
+  logger?: Logger;
+}
+
+export interface ApiServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+async function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) throw tooLarge(max);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > max) throw tooLarge(max);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+function tooLarge(max: number): ApiError {
+  return new ApiError('API_BODY_TOO_LARGE', 413, `request body larger than the ${max}-byte limit`);
+}
+
+function toErrorResponse(err: unknown): { status: number; code: string; message: string } {
+  if (err instanceof ApiError) return { status: err.status, code: err.code, message: err.message };
+  if (err instanceof EvDecryptError) return { status: 422, code: err.code, message: err.message };
+  if (err instanceof EvFormatError) return { status: 400, code: err.code, message: err.message };
+  if (err instanceof AgentError) return { status: 500, code: err.code, message: 'internal error' };
+  return { status: 500, code: 'API_INTERNAL', message: 'internal error' };
+}
+
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const host = opts.host ?? API_HOST;
+  if (host !== API_HOST) {
+    throw new ApiError('API_BAD_HOST', 0, `the local API binds ${API_HOST} only, refused host ${JSON.stringify(host)}`);
+  }
+  const port = opts.port ?? API_PORT;
+  const max = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const logger = opts.logger ?? pino({ name: 'enclave-agent:api' });
+  const ctx = { keyring: opts.keyring, nsm: opts.nsm };
+
+  const send = (res: http.ServerResponse, r: RouteResponse, extra: Record<string, string> = {}): void => {
+    const body = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body;
+    res.writeHead(r.status, { 'content-type': r.contentType, 'content-length': String(body.length), 'cache-control': 'no-store', ...extra });
+    res.end(body);
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const started = performance.now();
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const method = req.method ?? 'GET';
+    let status = 500;
+    let count: number | undefined;
+    try {
+      const methods = ROUTES[url.pathname];
+      if (!methods) throw new ApiError('API_NOT_FOUND', 404, `no route ${url.pathname.slice(0, 64)}: expected /encrypt, /decrypt, /attestation-doc or /health`);
+      const route = methods[method];
+      if (!route) {
+        const allow = Object.keys(methods).join(', ');
+        status = 405;
+        send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: 'API_METHOD_NOT_ALLOWED', message: `${url.pathname} accepts ${allow}, found ${method.slice(0, 16)}` }) }, { allow });
+        return;
+      }
+      const body = method === 'GET' ? Buffer.alloc(0) : await readBody(req, max);
+      const r = await route(ctx, { body, headers: req.headers, query: url.searchParams });
+      status = r.status;
+      count = r.count;
+      send(res, r);
+    } catch (err) {
+      const e = toErrorResponse(err);
+      status = e.status;
+      if (status >= 500) logger.error({ code: e.code, cause: (err as { cause?: { code?: string } }).cause?.code, path: url.pathname }, 'local API request failed');
+      const extra: Record<string, string> = status === 413 ? { connection: 'close' } : {};
+      if (!res.headersSent) send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: e.code, message: e.message }) }, extra);
+      else res.destroy();
+    } finally {
+      logger.debug({ method, path: url.pathname, status, count, ms: Math.round((performance.now() - started) * 10) / 10 }, 'local API request');
+    }
+  };
+
+  const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    void handle(req, res);
+  });
+  server.on('clientError', (_err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => reject(new ApiError('API_LISTEN_FAILED', 0, `cannot listen on ${host}:${port}: ${err.code ?? err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen({ host, port, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const bound = (server.address() as AddressInfo).port;
+  logger.info({ host, port: bound }, 'local API listening');
+
+  return {
+    port: bound,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}

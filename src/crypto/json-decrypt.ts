@@ -1,0 +1,109 @@
+// Decrypting `ev:` values inside request bodies, header values and decoded JSON (ENCRYPTION.md §3).
+//
+// decryptJsonTokens scans the JSON text lexically (no parse, no re-serialisation): every JSON string
+// whose content is a valid `ev:` value is replaced by the decrypted value as a typed JSON value —
+// `123` (the exact decrypted number text), `true`, `"text"` (JSON-escaped). A token used as an object
+// key becomes a JSON string whatever its type, so the output stays valid JSON. Strings that look like
+// tokens but fail the grammar (or carry an unsupported version) pass through unchanged; a valid token
+// that does not decrypt throws EvDecryptError (the HTTP pipeline answers 422 and does not forward).
+import { EvDecryptError, EvFormatError } from './errors.ts';
+import { decryptTokenDetailed, parseEv } from './ev-format.ts';
+import type { EvToken, EvValue } from './ev-format.ts';
+import { looksLikeEv } from './ev-parse.ts';
+import { MAX_DEPTH, followedByColon, stringEnd } from './json-lex.ts';
+import type { Keyring } from './keyring.ts';
+
+export { walkEncrypt, encryptJsonText } from './json-encrypt.ts';
+
+/** Parses `s` as a token, or null when it is not one (never throws for grammar problems). */
+function tokenOrNull(s: string): EvToken | null {
+  if (!looksLikeEv(s)) return null;
+  try {
+    return parseEv(s);
+  } catch (err) {
+    if (err instanceof EvFormatError) return null;
+    throw err;
+  }
+}
+
+export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
+  if (json.indexOf('ev:') < 0) return { json, count: 0 };
+  const out: string[] = [];
+  let last = 0;
+  let count = 0;
+  let i = 0;
+  for (;;) {
+    const q = json.indexOf('"', i);
+    if (q < 0) break;
+    const e = stringEnd(json, q);
+    if (e < 0) break;
+    i = e + 1;
+    // Quick reject before any allocation: content must start with ev: and end with :$
+    if (e - q < 10 || json.charCodeAt(q + 1) !== 0x65 /* e */ || json.charCodeAt(q + 2) !== 0x76 || json.charCodeAt(q + 3) !== 0x3a || json.charCodeAt(e - 1) !== 0x24 /* $ */) continue;
+    let content = json.slice(q + 1, e);
+    if (content.includes('\\')) {
+      // e.g. PHP writes "\/" inside base64; decode the JSON string first.
+      try {
+        content = JSON.parse(json.slice(q, e + 1)) as string;
+      } catch {
+        continue;
+      }
+    }
+    const token = tokenOrNull(content);
+    if (!token) continue;
+    const d = decryptTokenDetailed(token, keyring);
+    const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
+    out.push(json.slice(last, q), replacement);
+    last = e + 1;
+    count++;
+  }
+  if (count === 0) return { json, count: 0 };
+  out.push(json.slice(last));
+  return { json: out.join(''), count };
+}
+
+// A token anywhere in a header value (e.g. "Bearer ev:Tk9D:…:$"); candidates are then checked by parseEv.
+const HEADER_TOKEN = /ev:(?:debug:)?[A-Za-z0-9+/]{4}:(?:(?:number|boolean):)?[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:\$/g;
+// RFC 9110 field-value characters: HTAB, SP, VCHAR, obs-text. No CR, LF, NUL or other controls.
+const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Replaces each `ev:` token in a header value by its decrypted text. Throws EvDecryptError when a token
+ * does not decrypt, or EV_UNSAFE_HEADER_VALUE when the decrypted text holds characters a header value
+ * cannot carry (CR/LF/NUL/controls or characters above U+00FF) — header injection is refused.
+ */
+export function decryptHeaderValue(value: string, keyring: Keyring): { value: string; count: number } {
+  if (value.indexOf('ev:') < 0) return { value, count: 0 };
+  let count = 0;
+  const replaced = value.replace(HEADER_TOKEN, (match) => {
+    const token = tokenOrNull(match);
+    if (!token) return match;
+    const { text } = decryptTokenDetailed(token, keyring);
+    if (!HEADER_SAFE.test(text)) {
+      throw new EvDecryptError('EV_UNSAFE_HEADER_VALUE', 'decrypted ev: value contains characters not allowed in an HTTP header value (control characters or above U+00FF)');
+    }
+    count++;
+    return text;
+  });
+  return { value: count === 0 ? value : replaced, count };
+}
+
+/**
+ * Decoded-JSON walk: every string that is a valid `ev:` value is replaced by its decrypted typed value
+ * (numbers become JS numbers — use decryptJsonTokens on the text to keep exact digits); everything else
+ * is returned unchanged. Object keys are left as they are. Arrays/objects are copied, not mutated.
+ */
+export function walkDecrypt(value: unknown, keyring: Keyring): unknown {
+  return walk(value, keyring, 0);
+}
+
+function walk(value: unknown, keyring: Keyring, depth: number): unknown {
+  if (typeof value === 'string') {
+    const token = tokenOrNull(value);
+    return token ? (decryptTokenDetailed(token, keyring).value as EvValue) : value;
+  }
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= MAX_DEPTH) throw new EvFormatError('EV_BAD_VALUE', `value nested deeper than ${MAX_DEPTH} levels`);
+  if (Array.isArray(value)) return value.map((v) => walk(v, keyring, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, walk(v, keyring, depth + 1)]));
+}

@@ -1,0 +1,28 @@
+// Two lexical helpers shared by the JSON scanners. They assume JSON's string grammar: a string starts at
+// an unescaped `"` outside any string and ends at the next `"` preceded by an even number of backslashes.
+
+/** Index of the closing quote of the string opening at `open`, or -1 when unterminated. */
+export function stringEnd(text: string, open: number): number {
+  let e = open + 1;
+  for (;;) {
+    e = text.indexOf('"', e);
+    if (e < 0) return -1;
+    let k = e - 1;
+    while (text.charCodeAt(k) === 92 /* \ */) k--;
+    if ((e - 1 - k) % 2 === 0) return e;
+    e++;
+  }
+}
+
+/** True when the first non-whitespace character at or after `from` is `:` (the string was an object key). */
+export function followedByColon(text: string, from: number): boolean {
+  for (let i = from; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) continue;
+    return c === 0x3a;
+  }
+  return false;
+}
+
+/** Walk depth limit for decoded JSON values (JSON.parse accepts nesting deep enough to overflow recursion). */
+export const MAX_DEPTH = 512;
