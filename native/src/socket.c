@@ -167,6 +167,14 @@ static void on_poll(uv_poll_t* h, int status, int events) {
   en_sock* s = (en_sock*)h->data;
   if (s == NULL || s->fd < 0 || s->cb == NULL) return;
   napi_env env = s->env;
+  if (status < 0) {
+    /* libuv reports EPOLLERR as UV_EBADF and stops the handle. The socket's real error (ECONNRESET, EPIPE,
+     * ECONNREFUSED for a pending connect, ...) is in SO_ERROR; report that. */
+    s->events = 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) status = -err;
+  }
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn = NULL, recv = NULL, argv[2], result;

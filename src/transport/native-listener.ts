@@ -72,7 +72,9 @@ class NativeListenerImpl implements NativeListener {
   readonly #onEvent = (status: number): void => {
     if (this.#sock === null) return;
     if (status < 0) {
+      // libuv stopped the handle on the error; report it and re-arm after a pause.
       this.#report(pollError(status, 'accept'));
+      this.#pause();
       return;
     }
     for (let i = 0; i < ACCEPTS_PER_EVENT; i++) {
@@ -108,6 +110,7 @@ class NativeListenerImpl implements NativeListener {
   }
 
   #pause(): void {
+    if (this.#retry !== undefined) return;
     this.#sock?.poll(0);
     this.#retry = setTimeout(() => {
       this.#retry = undefined;

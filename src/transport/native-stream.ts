@@ -29,7 +29,7 @@ export function pollError(status: number, syscall: string): NativeError {
   } catch {
     // not an errno
   }
-  return new NativeError(name, `${syscall} ${name} (poll status ${status})`, { errno: name, syscall });
+  return new NativeError(name, `${syscall} ${name} (reported by the event loop's poll, status ${status})`, { errno: name, syscall });
 }
 
 export class NativeStream extends Duplex {
