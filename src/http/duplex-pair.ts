@@ -1,0 +1,157 @@
+// Two connected in-memory Duplex streams, the in-process stand-in for a socket pair: what one end writes,
+// the other end reads. Node 20 has no `stream.duplexPair` (22.6+), and the HTTP server needs a few
+// net.Socket extras (setTimeout with 'timeout', destroySoon, setNoDelay), so this is our own.
+//
+// Semantics, chosen to match a TCP connection as seen by each side:
+// - Backpressure: a write completes when the peer's readable buffer has room (the peer read), so a slow
+//   reader stalls the writer, never an unbounded buffer.
+// - Half-close: `end()` on one end is EOF on the other; each direction closes independently.
+// - Destroy: the peer still reads everything already delivered, then EOF (a destroyed end never discards
+//   bytes the peer was sent). Writes the peer makes afterwards are discarded, as bytes sent to a closed
+//   socket are. A caller that wants "the other side is gone, abort" links the ends itself
+//   (`a.once('close', () => b.destroy())`): which side may abort the other is a policy, not the pair's.
+import { Duplex } from 'node:stream';
+
+export interface DuplexPairOptions {
+  /** Readable/writable high-water mark of each end in bytes (default 64 KiB). */
+  highWaterMark?: number;
+}
+
+export class PairEnd extends Duplex {
+  /** The other end. */
+  peer!: PairEnd;
+  /** Filled in by whoever knows (the HTTP forwarder sets the client's address); informational. */
+  remoteAddress: string | undefined;
+  remotePort: number | undefined;
+  remoteFamily: string | undefined;
+  /** Bytes written to / read from this end so far. */
+  bytesWritten = 0;
+  bytesRead = 0;
+
+  private pendingWrite: ((err?: Error | null) => void) | null = null;
+  private peerGone = false;
+  private timeoutMs = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private lastActivity = 0;
+
+  constructor(opts: DuplexPairOptions) {
+    super({ allowHalfOpen: true, highWaterMark: opts.highWaterMark ?? 64 * 1024 });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.peerGone) {
+      cb();
+      return;
+    }
+    this.bytesWritten += chunk.length;
+    this.touch();
+    this.peer.delivered(chunk.length);
+    if (this.peer.push(chunk)) cb();
+    else this.pendingWrite = cb;
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    if (!this.peerGone) this.peer.push(null);
+    cb();
+  }
+
+  override _read(): void {
+    // The reader wants more: release the peer's write that was waiting for room.
+    const cb = this.peer.pendingWrite;
+    if (cb !== null) {
+      this.peer.pendingWrite = null;
+      cb();
+    }
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.clearTimer();
+    const peer = this.peer;
+    peer.peerGone = true;
+    // EOF for the peer after what it already has; a write of the peer waiting for us to read is released
+    // (its bytes go nowhere, like bytes sent to a closed socket).
+    if (!peer.destroyed) peer.push(null);
+    const waiting = peer.pendingWrite;
+    peer.pendingWrite = null;
+    if (waiting !== null) waiting();
+    // Our own pending write: the peer may still read it; nothing more to do for it.
+    const own = this.pendingWrite;
+    this.pendingWrite = null;
+    if (own !== null) own();
+    cb(err);
+  }
+
+  /** net.Socket compatibility: idle timeout; emits 'timeout' after `ms` without reads or writes (0 = off). */
+  setTimeout(ms: number, callback?: () => void): this {
+    if (callback !== undefined) {
+      if (ms === 0) this.removeListener('timeout', callback);
+      else this.once('timeout', callback);
+    }
+    this.timeoutMs = ms;
+    this.clearTimer();
+    if (ms > 0 && !this.destroyed) {
+      this.lastActivity = performance.now();
+      this.arm(ms);
+    }
+    return this;
+  }
+
+  /** net.Socket compatibility: ends the writable side, destroys once it has been flushed. */
+  destroySoon(): void {
+    if (this.writable) this.end();
+    if (this.writableFinished) this.destroy();
+    else this.once('finish', () => this.destroy());
+  }
+
+  setNoDelay(_noDelay?: boolean): this {
+    return this;
+  }
+
+  setKeepAlive(_enable?: boolean, _delay?: number): this {
+    return this;
+  }
+
+  ref(): this {
+    return this;
+  }
+
+  unref(): this {
+    return this;
+  }
+
+  private delivered(n: number): void {
+    this.bytesRead += n;
+    this.touch();
+  }
+
+  private touch(): void {
+    if (this.timeoutMs > 0) this.lastActivity = performance.now();
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.destroyed || this.timeoutMs === 0) return;
+      const idle = performance.now() - this.lastActivity;
+      if (idle + 1 >= this.timeoutMs) this.emit('timeout');
+      else this.arm(this.timeoutMs - idle);
+    }, ms);
+    this.timer.unref();
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+  }
+}
+
+/** Two connected ends: `a` writes are `b` reads and the other way round. */
+export function createDuplexPair(opts: DuplexPairOptions = {}): [PairEnd, PairEnd] {
+  const a = new PairEnd(opts);
+  const b = new PairEnd(opts);
+  a.peer = b;
+  b.peer = a;
+  return [a, b];
+}

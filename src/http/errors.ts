@@ -1,0 +1,29 @@
+// The error class of src/http. A stage that refuses a request throws an HttpModeError carrying the HTTP
+// status to answer with; the pipeline turns it into a JSON error response ({"error": code, "message": ...}).
+// Messages are sent to the client: they say what was expected and what was found, never body bytes or
+// header values.
+import { AgentError } from '../errors.ts';
+
+export type HttpModeErrorCode =
+  | 'HTTP_BAD_OPTIONS'
+  | 'HTTP_FORWARDER_CLOSED'
+  | 'HTTP_BAD_REQUEST'
+  | 'HTTP_BODY_TOO_LARGE'
+  | 'HTTP_METHOD_NOT_ALLOWED'
+  | 'HTTP_APP_UNREACHABLE'
+  | 'HTTP_APP_TIMEOUT'
+  | 'HTTP_APP_BAD_RESPONSE'
+  | 'HTTP_ATTESTATION_UNAVAILABLE'
+  | 'HTTP_DECRYPT_FAILED'
+  | 'HTTP_INTERNAL';
+
+export class HttpModeError extends AgentError {
+  declare readonly code: HttpModeErrorCode;
+  /** HTTP status the client gets for this error. */
+  readonly status: number;
+
+  constructor(code: HttpModeErrorCode, status: number, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.status = status;
+  }
+}

@@ -1,0 +1,320 @@
+// HTTP mode: every `Data` and every stream becomes a connection into ONE in-process http.Server that never
+// listens on a port. `connect(ctx)` builds a duplex pair, hands one end to the server as a connection
+// (remembering the session's context for it) and returns the other end to the session. Requests then pass
+// the stages in order —
+//   /.well-known/attestation · /.well-known/health · request id + transaction log · client address ·
+//   decrypt (slot) · forward (undici keep-alive pool)
+// — and Upgrade requests take request id + log · client address · raw tunnel. Malformed requests get a
+// 400 (431, 408) JSON answer and the connection is closed. Nothing a client or the app does throws past
+// this module.
+import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import pino from 'pino';
+import type { Logger } from 'pino';
+import type { ForwardContext, Forwarder } from '../responder/forwarder.ts';
+import { createDuplexPair } from './duplex-pair.ts';
+import type { PairEnd } from './duplex-pair.ts';
+import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
+import type { Stage } from './exchange.ts';
+import { endToEndHeaders } from './headers.ts';
+import { HttpModeError } from './errors.ts';
+import type { LogSink } from './log-sink.ts';
+import { createStdoutLogSink } from './log-sink.ts';
+import { attestationEndpointStage } from './stages/attestation-endpoint.ts';
+import { AppHealthMonitor, healthEndpointStage } from './stages/health.ts';
+import { DEFAULT_REQUEST_ID_HEADER, requestIdStage } from './stages/request-id.ts';
+import { createHeaderMasker, logExchange, trxLogStage } from './stages/trx-log.ts';
+import type { TrxLogOptions } from './stages/trx-log.ts';
+import { clientAddressStage } from './stages/client-address.ts';
+import { decryptStage } from './stages/decrypt.ts';
+import type { DecryptStage } from './stages/decrypt.ts';
+import { Upstream, forwardStage } from './stages/forward.ts';
+import { upgradeStage } from './stages/upgrade.ts';
+import { randomUUID } from 'node:crypto';
+
+export interface HttpModeOptions {
+  /** The app's port on the loopback interface. */
+  appPort: number;
+  appHost?: '127.0.0.1' | '::1' | 'localhost';
+  /** One transaction-log record per request (default true). */
+  trxLogging?: boolean;
+  /** Header names logged in clear (trailing `*` = prefix); credentials stay masked regardless. */
+  trustedHeaders?: string[];
+  /** Keep client-supplied X-Forwarded-For/Forwarded and append to them (default false: replace). */
+  trustForwardedFromClient?: boolean;
+  /** Cap for stages that must buffer a body (default 16 MiB); over it → 413. */
+  maxBufferedBodyBytes?: number;
+  /** App response-head timeout and longest body gap (default 60 s) → 504. */
+  upstreamTimeoutMs?: number;
+  /** Time a client has to send a complete request head (default 30 s) → 408. */
+  headersTimeoutMs?: number;
+  /** Idle time after which a keep-alive stream is closed (default 60 s). */
+  keepAliveTimeoutMs?: number;
+  /** Largest request head (default 16 KiB) → 431. */
+  maxHeaderBytes?: number;
+  /** While the app has never answered, refused connections are retried this long (default 0 ms). */
+  appStartupGraceMs?: number;
+  /** Access-Control-Allow-Origin of /.well-known/attestation (default '*'). */
+  corsOrigin?: string;
+  /** Header carrying the request id to the app and back (default x-request-id). */
+  requestIdHeader?: string;
+  /** Where transaction records go (default: stdout). */
+  logSink?: LogSink;
+  /** Operational log (default: pino to stdout). */
+  logger?: Logger;
+  /** The decrypt slot (next issue). */
+  decrypt?: DecryptStage;
+  /** App health probe; without it /.well-known/health probes the app port by TCP. */
+  healthcheck?: { path: string; port?: number; intervalMs?: number };
+}
+
+export interface HttpForwarder extends Forwarder {
+  connect(ctx: ForwardContext): Promise<Duplex>;
+  close(): Promise<void>;
+  /** The app health monitor behind /.well-known/health. */
+  readonly health: AppHealthMonitor;
+  /** Connections currently open into the server. */
+  readonly connectionCount: number;
+}
+
+export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
+  if (!Number.isInteger(opts.appPort) || opts.appPort < 1 || opts.appPort > 65535) {
+    throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `appPort: expected an integer in 1..65535, found ${String(opts.appPort)}`);
+  }
+  const host = opts.appHost ?? '127.0.0.1';
+  const upstreamTimeoutMs = opts.upstreamTimeoutMs ?? 60_000;
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 30_000;
+  const maxBufferedBodyBytes = opts.maxBufferedBodyBytes ?? 16 * 1024 * 1024;
+  const logger = opts.logger ?? pino({ name: 'enclave-agent:http' });
+  const ownSink = opts.logSink === undefined && opts.trxLogging !== false;
+  const sink: LogSink = opts.logSink ?? (opts.trxLogging === false ? { write() {}, async close() {} } : createStdoutLogSink());
+  const requestIdHeader = (opts.requestIdHeader ?? DEFAULT_REQUEST_ID_HEADER).toLowerCase();
+  const agentHeaders = new Set([requestIdHeader]);
+  const startedAt = Date.now();
+
+  const upstream = new Upstream({
+    host,
+    port: opts.appPort,
+    timeoutMs: upstreamTimeoutMs,
+    keepAliveTimeoutMs: 30_000,
+    startupGraceMs: opts.appStartupGraceMs ?? 0,
+  });
+  const health = new AppHealthMonitor({
+    host,
+    port: opts.healthcheck?.port ?? opts.appPort,
+    path: opts.healthcheck?.path,
+    intervalMs: opts.healthcheck?.intervalMs,
+    logger,
+  });
+  if (opts.healthcheck !== undefined) health.start();
+
+  const trx: TrxLogOptions = {
+    enabled: opts.trxLogging ?? true,
+    sink,
+    mask: createHeaderMasker(opts.trustedHeaders ?? [], [requestIdHeader]),
+    onError: (err) => logger.warn({ err: String(err) }, 'transaction record not written'),
+  };
+  const common: Stage[] = [
+    requestIdStage({ header: requestIdHeader }),
+    trxLogStage(trx),
+    clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient }),
+  ];
+  const httpPipeline = compose([
+    attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }),
+    healthEndpointStage(health, { startedAt }),
+    ...common,
+    decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes }),
+    forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
+  ]);
+  const upgradePipeline = compose([
+    ...common,
+    upgradeStage({ host, port: opts.appPort, timeoutMs: upstreamTimeoutMs, dropResponseHeaders: agentHeaders }),
+  ]);
+
+  const contexts = new WeakMap<object, ForwardContext>();
+  const open = new Set<PairEnd>();
+  let closed = false;
+
+  const server = http.createServer({
+    maxHeaderSize: opts.maxHeaderBytes ?? 16 * 1024,
+    requestTimeout: 0,
+    headersTimeout: headersTimeoutMs,
+    keepAliveTimeout: opts.keepAliveTimeoutMs ?? 60_000,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeoutMs / 4))),
+    // Checked by us, to answer in the same JSON shape as every other refusal.
+    requireHostHeader: false,
+  });
+  // A client that ends its side after the request (every Data request does) still gets the response.
+  (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  // The headers timeout is enforced by Node's connection tracking, which starts on 'listening'. The server
+  // never listens on a port; this starts the tracking alone (server.close() stops it).
+  server.emit('listening');
+
+  const newExchange = (req: IncomingMessage, res: ServerResponse | null, type: 'HTTP' | 'WebSocket'): Exchange | null => {
+    const socket = req.socket as unknown as PairEnd;
+    const conn = contexts.get(socket);
+    if (conn === undefined) return null;
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    const declared = req.headers['content-length'];
+    const ex = new Exchange({
+      req,
+      res,
+      socket,
+      conn,
+      type,
+      upstreamHeaders: type === 'HTTP' ? endToEndHeaders(req.rawHeaders) : req.rawHeaders.slice(),
+      body: type === 'HTTP' && hasBody ? req : null,
+      bodyLength: hasBody && declared !== undefined && req.headers['transfer-encoding'] === undefined ? Number(declared) : null,
+    });
+    ex.remoteIp = conn.client?.address;
+    if (type === 'HTTP' && hasBody) {
+      // Count body bytes on whatever path consumes them, without starting the flow ourselves.
+      req.pause();
+      req.on('data', (c: Buffer) => {
+        ex.bytesIn += c.length;
+      });
+    }
+    return ex;
+  };
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    res.on('error', () => {});
+    const ex = newExchange(req, res, 'HTTP');
+    if (ex === null) {
+      res.destroy();
+      return;
+    }
+    res.once('close', () => {
+      // A response finished before the request body was read (an early answer): drain the rest so the
+      // next request on a keep-alive stream is parsed.
+      if (!req.complete && !req.destroyed) req.resume();
+      ex.finish();
+    });
+    const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);
+    if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1)) {
+      respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
+      return;
+    }
+    httpPipeline(ex).catch((err: unknown) => {
+      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
+      try {
+        respondError(ex, err);
+      } catch {
+        res.destroy();
+      }
+    });
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    const ex = newExchange(req, null, 'WebSocket');
+    if (ex === null) {
+      socket.destroy();
+      return;
+    }
+    ex.upgradeHead = head;
+    upgradePipeline(ex).catch((err: unknown) => {
+      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'upgrade stage failed');
+      try {
+        respondError(ex, err);
+      } catch {
+        socket.destroy();
+      }
+    });
+  });
+
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+    socket.on('error', () => {});
+    writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported');
+    logRejected(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', req.method ?? 'CONNECT', req.url ?? '');
+  });
+
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    const sock = socket as PairEnd;
+    const inFlight = (sock as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || !sock.writable || inFlight?.headersSent === true) {
+      sock.destroy();
+      return;
+    }
+    const [status, code] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'HTTP_HEADERS_TOO_LARGE']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'HTTP_REQUEST_TIMEOUT']
+          : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+            ? [413, 'HTTP_CHUNK_EXTENSIONS_TOO_LARGE']
+            : [400, 'HTTP_BAD_REQUEST'];
+    const message = status === 400 ? `malformed HTTP request (${err.code ?? 'parse error'})` : statusText(status);
+    writeRawError(sock, status, code, message);
+    logRejected(sock, status, err.code ?? code, '', '');
+  });
+
+  /** An answer written straight onto the connection (no request object), then the connection closes. */
+  function writeRawError(sock: PairEnd, status: number, code: string, message: string): void {
+    const body = Buffer.from(errorBody(code, message, ''), 'utf8');
+    sock.write(
+      `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,
+      'latin1',
+    );
+    sock.write(body);
+    sock.destroySoon();
+  }
+
+  function logRejected(sock: PairEnd, status: number, error: string, method: string, url: string): void {
+    if (!trx.enabled) return;
+    const conn = contexts.get(sock);
+    const fake = {
+      requestId: randomUUID(),
+      startedAt: Date.now(),
+      started: performance.now(),
+      conn: conn ?? { sessionId: '' },
+      type: 'HTTP',
+      req: { method, url, rawHeaders: [] },
+      sentStatus: status,
+      sentHeaders: [],
+      bytesIn: 0,
+      bytesOut: 0,
+      remoteIp: conn?.client?.address,
+      decryptedFields: 0,
+      errorCode: error,
+    } as unknown as Exchange;
+    logExchange(fake, trx);
+  }
+
+  return {
+    async connect(ctx: ForwardContext): Promise<Duplex> {
+      if (closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
+      const [outer, inner] = createDuplexPair();
+      if (ctx.client !== undefined) {
+        inner.remoteAddress = ctx.client.address;
+        inner.remotePort = ctx.client.port;
+        inner.remoteFamily = ctx.client.family;
+      }
+      contexts.set(inner, ctx);
+      open.add(inner);
+      inner.once('close', () => open.delete(inner));
+      inner.on('error', () => {});
+      // The session gave up on the connection: abort everything running on it (and its app requests).
+      outer.once('close', () => inner.destroy());
+      server.emit('connection', inner);
+      return outer;
+    },
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      for (const s of open) s.destroy();
+      open.clear();
+      server.close();
+      await Promise.all([upstream.close(), health.close()]);
+      if (ownSink) await sink.close();
+    },
+
+    health,
+
+    get connectionCount() {
+      return open.size;
+    },
+  };
+}

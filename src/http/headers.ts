@@ -1,0 +1,77 @@
+// Header lists as flat arrays `[name, value, name, value, ...]` — the shape of `req.rawHeaders`, of undici's
+// raw response headers and of what `res.writeHead` accepts — so order, case and duplicates (Set-Cookie)
+// survive the trip. Names are compared case-insensitively.
+
+/** Flat `[name, value, ...]` list. */
+export type HeaderList = string[];
+
+/** Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies drop) and `Expect`, which is per hop here. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'trailer', 'upgrade', 'expect']);
+
+/** Lower-cased tokens of every Connection header in the list. */
+export function connectionTokens(list: HeaderList): Set<string> {
+  const out = new Set<string>();
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.toLowerCase() !== 'connection') continue;
+    for (const t of list[i + 1]!.split(',')) {
+      const token = t.trim().toLowerCase();
+      if (token !== '') out.add(token);
+    }
+  }
+  return out;
+}
+
+/**
+ * Copy of `list` without hop-by-hop fields and without the fields the Connection header names.
+ * `keep` names hop-by-hop fields to retain (the upgrade path keeps `upgrade`); `drop` adds names to remove.
+ */
+export function endToEndHeaders(list: HeaderList, opts: { keep?: ReadonlySet<string>; drop?: ReadonlySet<string> } = {}): HeaderList {
+  const named = connectionTokens(list);
+  const out: HeaderList = [];
+  for (let i = 0; i < list.length; i += 2) {
+    const name = list[i]!;
+    const lower = name.toLowerCase();
+    const hop = HOP_BY_HOP.has(lower) || named.has(lower);
+    if ((hop && !(opts.keep?.has(lower) ?? false)) || (opts.drop?.has(lower) ?? false)) continue;
+    out.push(name, list[i + 1]!);
+  }
+  return out;
+}
+
+/** Values of `name` (lower-case) in order. */
+export function getHeaders(list: HeaderList, name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) out.push(list[i + 1]!);
+  return out;
+}
+
+/** First value of `name` (lower-case), or undefined. */
+export function getHeader(list: HeaderList, name: string): string | undefined {
+  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) return list[i + 1];
+  return undefined;
+}
+
+/** Removes every field called `name` (lower-case) in place. */
+export function removeHeader(list: HeaderList, name: string): void {
+  let w = 0;
+  for (let r = 0; r < list.length; r += 2) {
+    if (list[r]!.toLowerCase() === name) continue;
+    list[w] = list[r]!;
+    list[w + 1] = list[r + 1]!;
+    w += 2;
+  }
+  list.length = w;
+}
+
+/** Replaces every field called `name` (lower-case) with one `name: value` at the end. */
+export function setHeader(list: HeaderList, name: string, value: string): void {
+  removeHeader(list, name);
+  list.push(name, value);
+}
+
+/** `Name: value\r\n` lines for a hand-written HTTP head. Values come from Node's or undici's parser, or from us. */
+export function serializeHeaders(list: HeaderList): string {
+  let out = '';
+  for (let i = 0; i < list.length; i += 2) out += `${list[i]!}: ${list[i + 1]!}\r\n`;
+  return out;
+}

@@ -1,0 +1,51 @@
+// Stage: `/.well-known/attestation`. Answers `{"attestation_doc": "<base64 COSE_Sign1>"}` with a fresh
+// document per request, bound to this session (nonce = the session's handshake hash, via ctx.attest()), so
+// an SDK that polls it sees new PCRs after a redeploy. CORS is open by default (`*`): the document is
+// public and meant to be fetched from browsers. Every other path goes to the next stage.
+import type { Logger } from 'pino';
+import type { Stage } from '../exchange.ts';
+import { errorBody, respond } from '../exchange.ts';
+import { toBase64 } from '../../util/bytes.ts';
+
+export const ATTESTATION_PATH = '/.well-known/attestation';
+
+export function pathOf(url: string | undefined): string {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return q < 0 ? u : u.slice(0, q);
+}
+
+export function attestationEndpointStage(opts: { corsOrigin?: string; logger?: Logger } = {}): Stage {
+  const origin = opts.corsOrigin ?? '*';
+  const cors = ['Access-Control-Allow-Origin', origin, ...(origin === '*' ? [] : ['Vary', 'Origin'])];
+  return async (ex, next) => {
+    if (pathOf(ex.req.url) !== ATTESTATION_PATH) return next();
+    const method = ex.req.method;
+    if (method === 'OPTIONS') {
+      const requested = ex.req.headers['access-control-request-headers'];
+      respond(ex, 204, [
+        ...cors,
+        'Access-Control-Allow-Methods',
+        'GET, HEAD, OPTIONS',
+        'Access-Control-Allow-Headers',
+        typeof requested === 'string' && /^[!#$%&'*+.^_`|~0-9A-Za-z, -]*$/.test(requested) ? requested : '*',
+        'Access-Control-Max-Age',
+        '600',
+      ], null);
+      return;
+    }
+    if (method !== 'GET' && method !== 'HEAD') {
+      respond(ex, 405, [...cors, 'Allow', 'GET, HEAD, OPTIONS'], errorBody('HTTP_METHOD_NOT_ALLOWED', `expected GET, HEAD or OPTIONS, found ${method ?? '?'}`, ''));
+      return;
+    }
+    let doc: Uint8Array;
+    try {
+      doc = await ex.conn.attest();
+    } catch (err) {
+      opts.logger?.error({ err: (err as { code?: string }).code ?? String(err), sessionId: ex.conn.sessionId }, 'attestation for /.well-known/attestation failed');
+      respond(ex, 503, [...cors, 'Cache-Control', 'no-store'], errorBody('HTTP_ATTESTATION_UNAVAILABLE', 'no attestation document available', ''));
+      return;
+    }
+    respond(ex, 200, [...cors, 'Cache-Control', 'no-store'], JSON.stringify({ attestation_doc: toBase64(doc) }));
+  };
+}

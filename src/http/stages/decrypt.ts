@@ -1,0 +1,80 @@
+// Stage: automatic decryption of `ev:` values (ENCRYPTION.md §3). This file is the slot: the pipeline calls
+// a DecryptStage when one is configured and passes the request through otherwise. The implementation (next
+// issue) receives the head and the body stream, may rewrite headers, and returns the body to forward:
+// - a streaming transform (return it with `contentLength: null`: the app then gets a chunked body), or
+// - a fully read body (use `readBodyCapped`, which answers 413 past `maxBufferedBodyBytes`) with its
+//   recomputed length.
+// To refuse a request (a token that parses but does not decrypt), throw an HttpModeError (or any AgentError
+// with a numeric `status`): the client gets that status as JSON and nothing reaches the app. Throw before
+// returning: once the body is handed on, the request is already on its way to the app.
+import type { Readable } from 'node:stream';
+import type { Stage } from '../exchange.ts';
+import type { HeaderList } from '../headers.ts';
+import { HttpModeError } from '../errors.ts';
+
+export interface DecryptInput {
+  readonly method: string;
+  /** Request target as received (path and query). */
+  readonly url: string;
+  /** Headers going to the app; edit in place (values may be decrypted too). */
+  readonly headers: HeaderList;
+  /** The request body, or null when the request has none. */
+  readonly body: Readable | null;
+  /** Declared body length, null for chunked. */
+  readonly contentLength: number | null;
+  /** The cap for stages that buffer the body. */
+  readonly maxBufferedBodyBytes: number;
+  readonly requestId: string;
+}
+
+export interface DecryptOutput {
+  /** The body to forward (null = none). */
+  body: Readable | null;
+  /** Its length, or null to send it chunked. */
+  contentLength: number | null;
+  /** Number of values decrypted; a function when the count is only known after streaming. */
+  decryptedFields: number | (() => number);
+}
+
+/** Returns null to pass the request through unchanged. */
+export type DecryptStage = (input: DecryptInput) => DecryptOutput | null | Promise<DecryptOutput | null>;
+
+export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number }): Stage {
+  const decrypt = opts.decrypt;
+  if (decrypt === undefined) return (_ex, next) => next();
+  return async (ex, next) => {
+    const out = await decrypt({
+      method: ex.req.method ?? 'GET',
+      url: ex.req.url ?? '/',
+      headers: ex.upstreamHeaders,
+      body: ex.body,
+      contentLength: ex.bodyLength,
+      maxBufferedBodyBytes: opts.maxBufferedBodyBytes,
+      requestId: ex.requestId,
+    });
+    if (out !== null) {
+      ex.body = out.body;
+      ex.bodyLength = out.contentLength;
+      ex.decryptedFields = out.decryptedFields;
+    }
+    return next();
+  };
+}
+
+/**
+ * Reads a whole body into memory, refusing with 413 as soon as it exceeds `max` bytes (or when the
+ * declared length already does). For stages that need the complete body.
+ */
+export async function readBodyCapped(body: Readable, max: number, declaredLength: number | null = null): Promise<Buffer> {
+  const tooLarge = (): HttpModeError =>
+    new HttpModeError('HTTP_BODY_TOO_LARGE', 413, `request body larger than the ${max}-byte limit for bodies the agent must buffer`);
+  if (declaredLength !== null && declaredLength > max) throw tooLarge();
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > max) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}

@@ -1,0 +1,178 @@
+// Stage: Upgrade requests (WebSocket). undici's pool does not tunnel, so the agent opens a raw TCP
+// connection to the app, writes the request head (with the stages' header changes), and reads the app's
+// response head. On 101 the request id is added to it and both directions are piped raw, half-closes
+// included. On any other status the response is relayed with `Connection: close` and nothing more the
+// client sends reaches the app: a refused upgrade must not become a raw tunnel past the stages.
+import net from 'node:net';
+import type { Stage } from '../exchange.ts';
+import { endToEndHeaders, removeHeader, serializeHeaders } from '../headers.ts';
+import type { HeaderList } from '../headers.ts';
+import { HttpModeError } from '../errors.ts';
+
+export interface UpgradeOptions {
+  host: string;
+  port: number;
+  /** Time to connect and to receive the app's response head (ms). */
+  timeoutMs: number;
+  /** Largest response head accepted from the app (default 64 KiB). */
+  maxHeadBytes?: number;
+  /** Response headers the agent sets itself (removed from the app's head). */
+  dropResponseHeaders?: ReadonlySet<string>;
+}
+
+const KEEP_FOR_UPGRADE = new Set(['upgrade']);
+const HEAD_END = Buffer.from('\r\n\r\n');
+
+interface ParsedHead {
+  status: number;
+  reason: string;
+  headers: HeaderList;
+}
+
+/** Parses an HTTP/1.x response head (without the final CRLF CRLF); null if malformed. */
+function parseResponseHead(text: string): ParsedHead | null {
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
+  if (m === null) return null;
+  const headers: HeaderList = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const colon = line.indexOf(':');
+    if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(line.slice(0, colon))) return null;
+    headers.push(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return { status: Number(m[1]), reason: m[2] ?? '', headers };
+}
+
+export function upgradeStage(opts: UpgradeOptions): Stage {
+  const maxHead = opts.maxHeadBytes ?? 64 * 1024;
+  return (ex) =>
+    new Promise<void>((resolve, reject) => {
+      const client = ex.socket;
+      const req = ex.req;
+      const head = ex.upgradeHead ?? Buffer.alloc(0);
+      const app = net.connect({ host: opts.host, port: opts.port, allowHalfOpen: true });
+      app.setNoDelay(true);
+      let phase: 'connecting' | 'head' | 'tunnel' | 'done' = 'connecting';
+      let buffered: Buffer[] = [];
+      let bufferedLen = 0;
+      const timer = setTimeout(() => fail(new HttpModeError('HTTP_APP_TIMEOUT', 504, 'the app did not answer the upgrade in time')), opts.timeoutMs);
+
+      const fail = (err: HttpModeError): void => {
+        if (phase === 'tunnel' || phase === 'done') return;
+        phase = 'done';
+        clearTimeout(timer);
+        app.destroy();
+        reject(err);
+      };
+
+      app.once('error', (err: Error & { code?: string }) => {
+        if (phase === 'connecting' || phase === 'head') {
+          fail(new HttpModeError('HTTP_APP_UNREACHABLE', 502, 'the app is unreachable', { cause: err }));
+        } else {
+          client.destroy();
+        }
+      });
+      client.once('close', () => {
+        if (phase !== 'tunnel') {
+          clearTimeout(timer);
+          app.destroy();
+          if (phase !== 'done') {
+            phase = 'done';
+            ex.errorCode ??= 'CLIENT_GONE';
+            ex.finish();
+            resolve();
+          }
+        }
+      });
+
+      app.once('connect', () => {
+        if (phase !== 'connecting') return;
+        phase = 'head';
+        const headers = endToEndHeaders(ex.upstreamHeaders, { keep: KEEP_FOR_UPGRADE });
+        removeHeader(headers, 'connection');
+        headers.push('Connection', 'Upgrade');
+        app.write(`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n${serializeHeaders(headers)}\r\n`, 'latin1');
+        if (head.length > 0) {
+          ex.bytesIn += head.length;
+          app.write(head);
+        }
+        app.on('data', onHeadData);
+        app.once('end', onHeadEnd);
+      });
+
+      const onHeadEnd = (): void => fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app closed the connection before answering the upgrade'));
+
+      const onHeadData = (chunk: Buffer): void => {
+        buffered.push(chunk);
+        bufferedLen += chunk.length;
+        const all = buffered.length === 1 ? chunk : Buffer.concat(buffered, bufferedLen);
+        buffered = [all];
+        const end = all.indexOf(HEAD_END);
+        if (end < 0) {
+          if (bufferedLen > maxHead) fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, `the app's response head exceeds ${maxHead} bytes`));
+          return;
+        }
+        const parsed = parseResponseHead(all.subarray(0, end).toString('latin1'));
+        if (parsed === null || parsed.status < 101) {
+          fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a malformed response to the upgrade'));
+          return;
+        }
+        app.removeListener('data', onHeadData);
+        app.removeListener('end', onHeadEnd);
+        clearTimeout(timer);
+        startTunnel(parsed, all.subarray(end + HEAD_END.length));
+      };
+
+      const startTunnel = (parsed: ParsedHead, rest: Buffer): void => {
+        phase = 'tunnel';
+        const upgraded = parsed.status === 101;
+        let headers = parsed.headers;
+        for (const name of opts.dropResponseHeaders ?? []) removeHeader(headers, name);
+        if (!upgraded) {
+          headers = endToEndHeaders(headers);
+          headers.push('Connection', 'close');
+        }
+        headers.push(...ex.responseHeaders);
+        ex.sentStatus = parsed.status;
+        ex.sentHeaders = headers;
+        client.write(`HTTP/1.1 ${parsed.status} ${parsed.reason}\r\n${serializeHeaders(headers)}\r\n`, 'latin1');
+        if (rest.length > 0) {
+          ex.bytesOut += rest.length;
+          client.write(rest);
+        }
+
+        let open = 2;
+        const closed = (): void => {
+          if (--open === 0) {
+            phase = 'done';
+            ex.finish();
+            resolve();
+          }
+        };
+        app.once('close', closed);
+        client.once('close', () => {
+          app.destroy();
+          closed();
+        });
+        app.on('error', () => client.destroy());
+        client.on('error', () => app.destroy());
+
+        app.on('data', (c: Buffer) => {
+          ex.bytesOut += c.length;
+        });
+        app.pipe(client);
+        if (upgraded) {
+          client.on('data', (c: Buffer) => {
+            ex.bytesIn += c.length;
+          });
+          client.pipe(app);
+        } else {
+          // Relay the app's answer to the end, then close; the client's further bytes are read and dropped.
+          app.end();
+          client.resume();
+          app.once('end', () => client.destroySoon());
+        }
+      };
+    });
+}
