@@ -15,17 +15,25 @@ export interface ForwardContext {
   readonly handshakeHash: Uint8Array;
   /** Produces a fresh attestation document bound to this session (nonce = handshake hash). */
   attest(extra?: { userData?: Uint8Array; publicKey?: Uint8Array }): Promise<Uint8Array>;
+  /** Aborted when the session closes: a forwarder still connecting (e.g. retrying during the app's start-up grace) should give up. */
+  readonly signal?: AbortSignal;
 }
 
 /**
  * The session hands every `Data` and every stream to a Forwarder. It returns one Duplex per request:
- * the session writes the client's bytes into it (and ends it for Data / StreamClose{Write}) and reads
- * the answer back. Raw mode connects to 127.0.0.1:<app port>; HTTP mode returns one end of an in-process
+ * the session writes the client's bytes into it (and ends it for StreamClose{Write}, and for Data unless
+ * `halfCloseData` is false) and reads the answer back. Raw mode connects to 127.0.0.1:<app port>; HTTP mode returns one end of an in-process
  * pair whose other end is a connection on the agent's http.Server. Rejects with a typed error whose
  * message is safe to send to the client in `Error{id, message}`.
  */
 export interface Forwarder {
   connect(ctx: ForwardContext): Promise<Duplex>;
+  /**
+   * Whether the session calls end() on a Data request's Duplex after writing the payload (default true).
+   * The raw forwarder sets false: some HTTP servers (uvicorn) abort a request whose connection is
+   * half-closed, so, like the Enclavia server, it relies on the client's `Connection: close` instead.
+   */
+  readonly halfCloseData?: boolean;
   /** Releases pools and timers. */
   close?(): Promise<void>;
 }

@@ -1,0 +1,82 @@
+// Per-responder and per-session limits. Every number bounds memory or time that a client (or a slow app)
+// could otherwise grow without bound; the defaults are sized for a 2-vCPU enclave with a few GiB of memory.
+import { ResponderError } from './errors.ts';
+
+export interface Limits {
+  /**
+   * Concurrent sessions per responder. A connection beyond it is destroyed on accept, before any crypto.
+   * An idle session costs ~10–30 KiB (socket, reader, cipher states). Default 1024.
+   */
+  maxSessions: number;
+  /**
+   * Per session: Data requests whose reply is not yet written + open streams. One more gets
+   * `Error{id, "too many in-flight requests (limit N)"}` at once; the session keeps reading and writing.
+   * A Data slot is released only when its reply has been handed to the client socket, so a client that
+   * does not read cannot pile up replies. Default 64 (the Enclavia client's own window).
+   */
+  maxInFlight: number;
+  /** From accept to a complete hs1 (PROXY header included). Default 10 000 ms. */
+  handshakeTimeoutMs: number;
+  /**
+   * Closes a session that received no frame for this long — but never while a request, a stream or a
+   * session request (attestation, control) is in flight. Default 60 000 ms.
+   */
+  idleTimeoutMs: number;
+  /**
+   * Data: bytes of the app's response read before giving up on it (the reply must fit one frame:
+   * 65535 − 16 bytes of CBOR, so nothing larger can be delivered). Default 65519.
+   */
+  maxResponseBytes: number;
+  /** Data: the app must send its whole response (EOF) within this. Default 60 000 ms. */
+  dataResponseTimeoutMs: number;
+  /**
+   * Client bytes queued toward ONE stream's app (written, not yet accepted by its socket). Above it the
+   * session stops decoding frames (and pauses its socket) until the queue drains below half. Default 1 MiB.
+   */
+  maxStreamQueuedBytes: number;
+  /** The same, summed over every stream and Data request of the session. Default 4 MiB. */
+  maxSessionQueuedBytes: number;
+  /**
+   * Encrypted bytes queued toward the client (the client reads slower than apps answer). Above it the
+   * session stops reading from its apps and from the client until the queue drains below half.
+   * Default 1 MiB.
+   */
+  maxClientQueuedBytes: number;
+  /**
+   * RequestAttestation / GetControlNonce / Control being answered at once per session; the session stops
+   * decoding frames while this many are pending (each attestation is an NSM call). Default 4.
+   */
+  maxPendingSessionRequests: number;
+  /** Largest PROXY v2 header accepted (signature to last TLV byte). Default 4096. */
+  maxProxyHeaderBytes: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxSessions: 1024,
+  maxInFlight: 64,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  maxResponseBytes: 65_519,
+  dataResponseTimeoutMs: 60_000,
+  maxStreamQueuedBytes: 1 << 20,
+  maxSessionQueuedBytes: 4 << 20,
+  maxClientQueuedBytes: 1 << 20,
+  maxPendingSessionRequests: 4,
+  maxProxyHeaderBytes: 4096,
+});
+
+/** DEFAULT_LIMITS overridden by `partial`; throws RESPONDER_BAD_OPTIONS on a non-positive or non-integer value. */
+export function resolveLimits(partial: Partial<Limits> = {}): Limits {
+  const out: Limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(partial) as [keyof Limits, unknown][]) {
+    if (value === undefined) continue;
+    if (!(key in DEFAULT_LIMITS)) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits: unknown limit "${String(key)}" (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
+    }
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits.${key}: expected a positive integer, found ${String(value)}`);
+    }
+    out[key] = value;
+  }
+  return out;
+}

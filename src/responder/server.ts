@@ -1,0 +1,221 @@
+// The responder: admits connections (up to maxSessions, refusing the rest before any crypto), runs one
+// Session per connection, and drains or closes them. `startAgent` binds it to listeners.
+import type { Duplex } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import type { Nsm } from '../attestation/nsm.ts';
+import type { NoisePrimitives } from '../noise/primitives.ts';
+import { nodePrimitives } from '../noise/suite-node.ts';
+import { listenTcp, type TcpListenAddress } from '../transport/tcp.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
+import { listenUnix, type UnixListenAddress } from '../transport/unix.ts';
+import { createControlNonce, parseControlPublicKey, type ControlHandler, type ControlNonceState, type ControlPublicKeyInput } from './control.ts';
+import { ResponderError } from './errors.ts';
+import type { Forwarder } from './forwarder.ts';
+import { resolveLimits, type Limits } from './limits.ts';
+import { Session, type Channel, type SessionSummary } from './session.ts';
+
+export interface ResponderOptions {
+  nsm: Nsm;
+  forwarder: Forwarder;
+  /** 'public' (port 5000: attestation, Data, streams) or 'control' (port 5007: attestation, control nonce, Control). */
+  channel: Channel;
+  /** Default: node:crypto suite. */
+  primitives?: NoisePrimitives;
+  limits?: Partial<Limits>;
+  /** Expect a PROXY v2 header (from the host bridge) before hs1. */
+  acceptProxyProtocol?: boolean;
+  /** Advertised in Attestation.features. Default ['bstr']; [] advertises nothing (pure compat). */
+  features?: string[];
+  /** Public key(s) to bind into every attestation document's `public_key`. */
+  attestationPublicKey?: () => Uint8Array | undefined;
+  /** The operator's P-256 key that signs Control commands (PEM, SPKI DER, SEC1 point or KeyObject). */
+  controlPublicKey?: ControlPublicKeyInput;
+  /** Executes verified control commands. */
+  controlHandler?: ControlHandler;
+  /** Share one between the public and the control responder (startAgent does). Default: a fresh one. */
+  controlNonce?: ControlNonceState;
+  logger?: Logger;
+  /** Called after each session ends (metrics, tests). */
+  onSessionClosed?: (summary: SessionSummary) => void;
+  /** Fixed responder ephemeral key per session. Tests and transcript vectors only — never in production. */
+  ephemeralKeyForTests?: () => Uint8Array;
+}
+
+export interface Responder {
+  readonly channel: Channel;
+  readonly limits: Readonly<Limits>;
+  /** The per-process control nonce this responder uses. */
+  readonly controlNonce: ControlNonceState;
+  /** Takes ownership of one accepted connection. Never throws. */
+  handle(stream: Duplex, info: ConnectionInfo): void;
+  readonly sessionCount: number;
+  /** Connections refused at admission (over maxSessions, draining, closed). */
+  readonly refusedCount: number;
+  /** Refuses new connections, lets sessions finish what is in flight, closes what remains after `timeoutMs`. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Closes every session now. Does not close the forwarder (it may be shared). */
+  close(): Promise<void>;
+}
+
+export function createResponder(opts: ResponderOptions): Responder {
+  if (opts.channel !== 'public' && opts.channel !== 'control') {
+    throw new ResponderError('RESPONDER_BAD_OPTIONS', `channel: expected "public" or "control", found ${JSON.stringify(opts.channel)}`);
+  }
+  if (opts.nsm === undefined || opts.forwarder === undefined) {
+    throw new ResponderError('RESPONDER_BAD_OPTIONS', 'nsm and forwarder are required');
+  }
+  const limits = resolveLimits(opts.limits);
+  const logger = opts.logger ?? pino({ enabled: false });
+  const controlNonce = opts.controlNonce ?? createControlNonce();
+  const controlKey = opts.controlPublicKey === undefined ? undefined : parseControlPublicKey(opts.controlPublicKey);
+  const features = opts.features ?? ['bstr'];
+  const sessions = new Set<Session>();
+  let refused = 0;
+  let state: 'running' | 'draining' | 'closed' = 'running';
+  let idleWaiters: (() => void)[] = [];
+
+  const sessionConfig = {
+    channel: opts.channel,
+    nsm: opts.nsm,
+    forwarder: opts.forwarder,
+    primitives: opts.primitives ?? nodePrimitives,
+    limits,
+    acceptProxyProtocol: opts.acceptProxyProtocol === true,
+    features,
+    ...(opts.attestationPublicKey === undefined ? {} : { attestationPublicKey: opts.attestationPublicKey }),
+    control: {
+      nonce: controlNonce,
+      ...(controlKey === undefined ? {} : { publicKey: controlKey }),
+      ...(opts.controlHandler === undefined ? {} : { handler: opts.controlHandler }),
+    },
+    logger,
+    ...(opts.ephemeralKeyForTests === undefined ? {} : { ephemeralKey: opts.ephemeralKeyForTests }),
+  };
+
+  const onClosed = (session: Session, summary: SessionSummary): void => {
+    sessions.delete(session);
+    try {
+      opts.onSessionClosed?.(summary);
+    } catch {
+      // a metrics hook must not break the responder
+    }
+    if (sessions.size === 0 && idleWaiters.length > 0) {
+      const waiters = idleWaiters;
+      idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  };
+
+  const whenEmpty = (): Promise<void> => (sessions.size === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve)));
+
+  return {
+    channel: opts.channel,
+    limits,
+    controlNonce,
+    get sessionCount() {
+      return sessions.size;
+    },
+    get refusedCount() {
+      return refused;
+    },
+    handle(stream, info) {
+      if (state !== 'running' || sessions.size >= limits.maxSessions) {
+        refused++;
+        stream.on('error', () => {});
+        stream.destroy();
+        logger.warn({ remote: info.remote, sessions: sessions.size, limit: limits.maxSessions, state }, 'connection refused');
+        return;
+      }
+      try {
+        sessions.add(new Session(stream, info, sessionConfig, onClosed));
+      } catch (err) {
+        refused++;
+        stream.destroy();
+        logger.error({ remote: info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot start a session');
+      }
+    },
+    async drain(timeoutMs) {
+      if (state === 'closed') return;
+      state = 'draining';
+      for (const s of [...sessions]) s.drain();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([whenEmpty(), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+      for (const s of [...sessions]) s.destroy();
+    },
+    async close() {
+      state = 'closed';
+      for (const s of [...sessions]) s.destroy();
+      await whenEmpty();
+    },
+  };
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// startAgent: listeners + responders
+
+/** Where to listen: TCP, a Unix socket, or any Listener factory (e.g. vsock). */
+export type ListenTarget = TcpListenAddress | UnixListenAddress | ((opts: ListenOptions) => Promise<Listener>);
+
+export interface AgentOptions extends Omit<ResponderOptions, 'channel' | 'controlNonce'> {
+  /** The public channel (production: vsock port 5000). */
+  listen: ListenTarget;
+  /** The control channel (production: vsock port 5007); omitted = no control channel. */
+  controlListen?: ListenTarget;
+  /** Limits for the control channel (default: the same as public, with maxSessions 4). */
+  controlLimits?: Partial<Limits>;
+}
+
+export interface Agent {
+  readonly public: { listener: Listener; responder: Responder };
+  readonly control?: { listener: Listener; responder: Responder };
+  readonly controlNonce: ControlNonceState;
+  /** Stops listening, drains both responders (up to `timeoutMs`), closes the forwarder. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Stops listening, closes every session and the forwarder. */
+  close(): Promise<void>;
+}
+
+function listenOn(target: ListenTarget, onConnection: ListenOptions['onConnection']): Promise<Listener> {
+  if (typeof target === 'function') return target({ onConnection });
+  if ('path' in target) return listenUnix(target, { onConnection });
+  return listenTcp(target, { onConnection });
+}
+
+export async function startAgent(opts: AgentOptions): Promise<Agent> {
+  const { listen, controlListen, controlLimits, ...shared } = opts;
+  const controlNonce = createControlNonce();
+  const publicResponder = createResponder({ ...shared, channel: 'public', controlNonce });
+  const controlResponder =
+    controlListen === undefined
+      ? undefined
+      : createResponder({ ...shared, channel: 'control', controlNonce, limits: { ...shared.limits, maxSessions: 4, ...controlLimits } });
+  const listeners: Listener[] = [];
+  try {
+    const publicListener = await listenOn(listen, (s, info) => publicResponder.handle(s, info));
+    listeners.push(publicListener);
+    let control: Agent['control'];
+    if (controlResponder !== undefined && controlListen !== undefined) {
+      const controlListener = await listenOn(controlListen, (s, info) => controlResponder.handle(s, info));
+      listeners.push(controlListener);
+      control = { listener: controlListener, responder: controlResponder };
+    }
+    opts.logger?.info({ public: publicListener.address, control: control?.listener.address }, 'agent listening');
+    const responders = [publicResponder, ...(controlResponder === undefined ? [] : [controlResponder])];
+    const stop = async (fn: (r: Responder) => Promise<void>): Promise<void> => {
+      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all(responders.map(fn));
+      await opts.forwarder.close?.();
+    };
+    return {
+      public: { listener: publicListener, responder: publicResponder },
+      ...(control === undefined ? {} : { control }),
+      controlNonce,
+      drain: (timeoutMs) => stop((r) => r.drain(timeoutMs)),
+      close: () => stop((r) => r.close()),
+    };
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close()));
+    throw err;
+  }
+}

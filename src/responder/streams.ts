@@ -1,0 +1,187 @@
+// One OpenStream: a byte pipe between the client (through the session's frames) and one app connection.
+//
+// Client → app: StreamData payloads are written to the app socket (queued in `pending` until the
+// forwarder has connected). The session reads `queuedBytes` (pending + the socket's own write buffer) and
+// stops decoding frames while the sum over its streams is over budget — the protocol has no per-stream
+// credit, so pausing the whole session (like TCP would) is the only lossless choice; it lasts only until
+// the slow app drains below half the budget.
+// App → client: every read becomes StreamData frames of ≤ 16 KiB; the session pauses every stream's app
+// socket while the client connection's write queue is over budget.
+// App EOF → one StreamClose{id} (the client may keep writing: app sockets are half-open capable);
+// app error → Error{id, message}; StreamClose{Write} → end() the app side; StreamClose{Both} → destroy.
+import type { Duplex } from 'node:stream';
+import type { ByteEncoding } from '../wire/messages.ts';
+
+/** Largest StreamData payload we send (WIRE.md §5: one per read, ≤ 16 KiB). */
+export const STREAM_CHUNK = 16 * 1024;
+
+/** What a stream needs from its session. */
+export interface StreamOwner {
+  /** App bytes for the client (≤ STREAM_CHUNK). */
+  streamData(stream: AppStream, payload: Uint8Array): void;
+  /** The app closed its side (EOF), or went away without error. */
+  streamClosed(stream: AppStream): void;
+  /** The stream failed; `message` is safe to send to the client. */
+  streamError(stream: AppStream, message: string): void;
+  /** The stream is over: remove it, release its in-flight slot. Called exactly once. */
+  streamFinished(stream: AppStream): void;
+  /** The stream's queued bytes toward the app changed (a write, a drain). */
+  queueChanged(): void;
+}
+
+export class AppStream {
+  readonly id: number;
+  /** Encoding of the OpenStream; every message the agent sends for this stream uses it. */
+  readonly encoding: ByteEncoding;
+  readonly #owner: StreamOwner;
+  #app: Duplex | null = null;
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  /** The client sent StreamClose{Write}. */
+  #writeClosed = false;
+  /** We told the client the stream is over on the app side (StreamClose or Error). */
+  #closeSent = false;
+  #finished = false;
+  #appPaused: boolean;
+  #failure: string | null = null;
+  /** App bytes relayed to the client / client bytes written to the app (for logs). */
+  bytesToClient = 0;
+  bytesToApp = 0;
+
+  constructor(owner: StreamOwner, id: number, encoding: ByteEncoding, firstBytes: Uint8Array, appPaused: boolean) {
+    this.#owner = owner;
+    this.id = id;
+    this.encoding = encoding;
+    this.#appPaused = appPaused;
+    if (firstBytes.length > 0) this.#queue(firstBytes);
+  }
+
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  /** Client bytes waiting for the app (before connect) plus the app socket's unflushed write buffer. */
+  get queuedBytes(): number {
+    return this.#pendingBytes + (this.#app?.writableLength ?? 0);
+  }
+
+  /** The forwarder connected. */
+  attach(app: Duplex): void {
+    if (this.#finished) {
+      app.destroy();
+      return;
+    }
+    this.#app = app;
+    app.on('data', this.#onData);
+    app.on('end', this.#onEnd);
+    app.on('error', this.#onError);
+    app.on('close', this.#onClose);
+    app.on('drain', this.#onDrain);
+    if (this.#appPaused) app.pause();
+    const pending = this.#pending;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    for (const bytes of pending) this.#writeToApp(bytes);
+    if (this.#writeClosed) app.end();
+    this.#owner.queueChanged();
+  }
+
+  /** The forwarder failed; `message` is safe for the client. */
+  connectFailed(message: string): void {
+    if (this.#finished) return;
+    this.#closeSent = true;
+    this.#owner.streamError(this, message);
+    this.#finish();
+  }
+
+  /** Client StreamData. Returns false when the client already closed its write side. */
+  write(payload: Uint8Array): boolean {
+    if (this.#writeClosed) return false;
+    if (payload.length === 0) return true;
+    if (this.#app === null) this.#queue(payload);
+    else this.#writeToApp(payload);
+    return true;
+  }
+
+  /** Client StreamClose{Write}: half-close the app socket once everything queued is written. */
+  closeWrite(): void {
+    if (this.#writeClosed) return;
+    this.#writeClosed = true;
+    if (this.#app !== null && !this.#app.destroyed) this.#app.end();
+  }
+
+  /** Client StreamClose{Both}, or the session is going away: tear down without telling the client. */
+  destroy(): void {
+    if (this.#finished) return;
+    this.#closeSent = true;
+    this.#app?.destroy();
+    this.#finish();
+  }
+
+  pauseApp(): void {
+    this.#appPaused = true;
+    this.#app?.pause();
+  }
+
+  resumeApp(): void {
+    this.#appPaused = false;
+    this.#app?.resume();
+  }
+
+  #queue(bytes: Uint8Array): void {
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.length;
+  }
+
+  #writeToApp(bytes: Uint8Array): void {
+    const app = this.#app!;
+    if (app.destroyed || app.writableEnded) return;
+    this.bytesToApp += bytes.length;
+    app.write(bytes);
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (this.#closeSent) return;
+    this.bytesToClient += chunk.length;
+    for (let off = 0; off < chunk.length; off += STREAM_CHUNK) {
+      this.#owner.streamData(this, chunk.subarray(off, Math.min(chunk.length, off + STREAM_CHUNK)));
+    }
+  };
+
+  readonly #onEnd = (): void => {
+    if (this.#closeSent) return;
+    this.#closeSent = true;
+    this.#owner.streamClosed(this);
+  };
+
+  readonly #onError = (err: NodeJS.ErrnoException): void => {
+    this.#failure ??= err.code ?? 'error';
+  };
+
+  readonly #onClose = (): void => {
+    if (!this.#closeSent) {
+      this.#closeSent = true;
+      if (this.#failure !== null) this.#owner.streamError(this, `stream to the app failed (${this.#failure})`);
+      else this.#owner.streamClosed(this);
+    }
+    this.#finish();
+  };
+
+  readonly #onDrain = (): void => {
+    this.#owner.queueChanged();
+  };
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    const app = this.#app;
+    if (app !== null) {
+      app.off('data', this.#onData);
+      app.off('drain', this.#onDrain);
+      // keep 'error' handled after teardown: a late ECONNRESET must not become an uncaught exception
+    }
+    this.#owner.streamFinished(this);
+  }
+}
