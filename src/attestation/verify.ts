@@ -168,7 +168,9 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
   if (!exp.debug) {
     // 2. Chain, then the COSE signature with the leaf key.
     const leaf = await verifyChain(document.certificate, document.cabundle, anchors, at);
-    const key = await importEcKey(leaf.publicKey, 'P-384');
+    const key = await importEcKey(leaf.publicKey, 'P-384').catch((err: unknown) => {
+      throw new AttestationError('ATTESTATION_CHAIN', `certificate (${leaf.subject}) has an invalid P-384 public key`, { cause: err });
+    });
     const ok = await globalThis.crypto.subtle.verify(
       { name: 'ECDSA', hash: 'SHA-384' },
       key,

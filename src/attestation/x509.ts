@@ -180,7 +180,9 @@ async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): P
   if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${algo}; expected ECDSA with SHA-256/384/512`);
   const raw = ecdsaDerToRaw(c.signatureValue.valueBlock.valueHexView, issuer.curve.size);
   if (!raw) return false;
-  const key = await importEcKey(issuer.publicKey, issuer.curve.name);
+  const key = await importEcKey(issuer.publicKey, issuer.curve.name).catch((err: unknown) =>
+    chainError(`${label === 'certificate' ? 'issuer' : 'issuer of ' + label} (${issuer.subject}) has an invalid ${issuer.curve.name} public key`, err),
+  );
   return subtle().verify({ name: 'ECDSA', hash }, key, raw as Uint8Array<ArrayBuffer>, c.tbsView as Uint8Array<ArrayBuffer>);
 }
 

@@ -1,0 +1,3 @@
+import { defineVerifyTests } from './verify-cases.ts';
+
+defineVerifyTests('node');
