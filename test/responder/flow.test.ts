@@ -1,5 +1,5 @@
 // Memory bounds under slow peers, PROXY v2 handling, the bridge path, and many sessions at once.
-import net from 'node:net';
+import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
 import { verifyAttestation } from '../../src/attestation/verify.ts';
