@@ -1,0 +1,180 @@
+/**
+ * The host-side WebSocket bridge (runs on the parent instance, outside the enclave): each WebSocket from a
+ * client becomes one byte stream to the agent (vsock in production; tcp/unix in development). The bridge never
+ * parses or sees plaintext: it copies ciphertext, enforces limits and timeouts, and logs byte counts only.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+import { describeTarget, type StreamTarget } from '../transport/connect.ts';
+import { BridgeConnection } from './bridge-connection.ts';
+import { CloseCode } from './close-codes.ts';
+import { BridgeError } from './errors.ts';
+
+export interface BridgeOptions {
+  /** Where clients connect. Port 0 picks a free port (read it back from the result). */
+  listen: { host: string; port: number };
+  /** The agent's stream endpoint. */
+  target: StreamTarget;
+  /** PEM certificate chain and key: serve wss:// instead of ws://. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Write a PROXY protocol v2 header (the client's address) at the start of each agent stream. Default false. */
+  proxyProtocol?: boolean;
+  /** Concurrent WebSockets; more are answered HTTP 503 before the upgrade. Default 1024. */
+  maxConnections?: number;
+  /** Connecting to the agent plus its 48-byte handshake reply must fit in this. Default 10 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Close a connection with no bytes either way for this long; 0 disables. Default 600 000 ms. */
+  idleTimeoutMs?: number;
+  /** Largest WS message accepted from a client (larger → close 1009). Default 1 MiB. */
+  maxPayload?: number;
+  /** Per direction and connection: bytes queued before the producer is paused. Default 1 MiB. */
+  highWaterMark?: number;
+  logger?: Logger;
+}
+
+export interface Bridge {
+  /** "ws://127.0.0.1:8443/" or "wss://…". */
+  readonly url: string;
+  readonly port: number;
+  /** WebSockets currently open (and upgrades in progress). */
+  readonly connections: number;
+  /** Stops accepting, closes every connection (1001), and resolves when all sockets are gone. */
+  close(): Promise<void>;
+}
+
+const DEFAULTS = {
+  maxConnections: 1024,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 600_000,
+  maxPayload: 1 << 20,
+  highWaterMark: 1 << 20,
+};
+
+/** How long shutdown waits for clients to answer the close handshake before cutting them off. */
+const SHUTDOWN_GRACE_MS = 2000;
+
+export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
+  const cfg = { ...DEFAULTS, ...definedOnly(opts) };
+  checkPositiveInt('maxConnections', cfg.maxConnections, 1);
+  checkPositiveInt('handshakeTimeoutMs', cfg.handshakeTimeoutMs, 1);
+  checkPositiveInt('idleTimeoutMs', cfg.idleTimeoutMs, 0);
+  checkPositiveInt('maxPayload', cfg.maxPayload, 1);
+  checkPositiveInt('highWaterMark', cfg.highWaterMark, 1);
+  const log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'bridge' });
+
+  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : http.createServer();
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    maxPayload: cfg.maxPayload,
+    perMessageDeflate: false, // ciphertext does not compress; and no compression oracle across the bridge
+    skipUTF8Validation: true, // text frames are refused anyway
+  });
+  const live = new Set<BridgeConnection>();
+  const sockets = new Set<Duplex>();
+  let active = 0;
+  let closing = false;
+
+  server.on('request', (_req, res) => {
+    res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'close' });
+    res.end('this endpoint speaks WebSocket only\n');
+  });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {});
+    if (closing || active >= cfg.maxConnections) {
+      log.warn({ remote: (socket as net.Socket).remoteAddress, active, limit: cfg.maxConnections }, closing ? 'refused: shutting down' : 'refused: connection limit');
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n');
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
+    // The slot is held from the upgrade until the socket is gone, whether the handshake succeeds or not.
+    active++;
+    sockets.add(socket);
+    socket.once('close', () => {
+      active--;
+      sockets.delete(socket);
+    });
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      if (closing) {
+        ws.close(CloseCode.GOING_AWAY, 'bridge shutting down');
+        return;
+      }
+      const conn = new BridgeConnection(ws, req, {
+        target: opts.target,
+        proxyProtocol: opts.proxyProtocol ?? false,
+        handshakeTimeoutMs: cfg.handshakeTimeoutMs,
+        idleTimeoutMs: cfg.idleTimeoutMs,
+        highWaterMark: cfg.highWaterMark,
+        logger: log,
+      });
+      live.add(conn);
+      ws.once('close', () => live.delete(conn));
+      conn.start();
+    });
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void =>
+      reject(new BridgeError('BRIDGE_LISTEN_FAILED', `cannot listen on ${opts.listen.host}:${opts.listen.port}: ${err.code ?? err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen({ host: opts.listen.host, port: opts.listen.port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err: err.message }, 'server error'));
+
+  const port = (server.address() as net.AddressInfo).port;
+  const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host;
+  const url = `${opts.tls ? 'wss' : 'ws'}://${host}:${port}/`;
+  log.info({ event: 'listening', url, agent: describeTarget(opts.target), proxyProtocol: opts.proxyProtocol ?? false }, 'bridge listening');
+
+  let closed: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    get connections() {
+      return active;
+    },
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        for (const conn of live) conn.finish(CloseCode.GOING_AWAY, 'bridge shutting down');
+        const allGone = new Promise<void>((resolve) => {
+          const check = (): void => {
+            if (sockets.size === 0) resolve();
+            else setTimeout(check, 20);
+          };
+          check();
+        });
+        const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());
+        await Promise.race([allGone, grace]);
+        for (const conn of live) conn.terminate();
+        for (const s of sockets) s.destroy();
+        server.closeAllConnections();
+        await serverClosed;
+        wss.close();
+        log.info({ event: 'stopped' }, 'bridge stopped');
+      })();
+      return closed;
+    },
+  };
+}
+
+function checkPositiveInt(name: string, value: number, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new BridgeError('BRIDGE_BAD_OPTIONS', `${name} must be an integer ≥ ${min}, found ${value}`);
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,323 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startBridge, type Bridge, type BridgeOptions } from '../../src/host/bridge.ts';
+import { CloseCode } from '../../src/host/close-codes.ts';
+import { HS2, startFakeAgent, type FakeAgent, type FakeAgentOptions } from './fake-agent.ts';
+import { selfSignedCert } from './self-signed.ts';
+import { TestClient } from './ws-client.ts';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const HS1 = Buffer.alloc(32, 0xa1);
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function setup(agentOpts: FakeAgentOptions = {}, bridgeOpts: Partial<BridgeOptions> = {}): Promise<{ agent: FakeAgent; bridge: Bridge }> {
+  const agent = await startFakeAgent(agentOpts);
+  cleanups.push(() => agent.close());
+  const bridge = await startBridge({
+    listen: { host: '127.0.0.1', port: 0 },
+    target: { kind: 'tcp', host: '127.0.0.1', port: agent.port },
+    ...bridgeOpts,
+  });
+  cleanups.push(() => bridge.close());
+  return { agent, bridge };
+}
+
+async function open(url: string, opts = {}): Promise<TestClient> {
+  const c = await TestClient.open(url, opts);
+  cleanups.push(async () => {
+    c.ws.terminate();
+  });
+  return c;
+}
+
+/** Opens a client and completes the 32/48-byte exchange. */
+async function handshake(bridge: Bridge): Promise<TestClient> {
+  const c = await open(bridge.url);
+  c.ws.send(HS1);
+  await c.message(0);
+  return c;
+}
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+describe('startBridge', () => {
+  it('delivers the agent hs2, written in 3 delayed pieces, as exactly one 48-byte WS frame', async () => {
+    const { agent, bridge } = await setup({ hs2Writes: [10, 20, 18], delayMs: 30 });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    const first = await c.message(0);
+    expect(first.length).toBe(48);
+    expect(first.equals(HS2)).toBe(true);
+    expect((await agent.next()).hs1.equals(HS1)).toBe(true);
+    c.ws.send(Buffer.from('after'));
+    await c.until(() => c.received >= 48 + 5);
+    expect(c.bytes().subarray(48).toString()).toBe('after');
+  });
+
+  it('sends hs2 alone even when the agent writes it together with the next bytes', async () => {
+    const { bridge } = await setup({ hs2Writes: [48], appendToHs2: Buffer.from('frame-bytes') });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    await c.until(() => c.received >= 48 + 11);
+    expect(c.messages[0]!.equals(HS2)).toBe(true);
+    expect(Buffer.concat(c.messages.slice(1)).toString()).toBe('frame-bytes');
+  });
+
+  it('carries 5 MB both ways intact, splitting large client messages for the agent', async () => {
+    const { bridge } = await setup();
+    const c = await handshake(bridge);
+    const payload = randomBytes(5 * 1024 * 1024);
+    // Frame-sized messages plus some larger than the 32768-byte write cap.
+    for (let off = 0, i = 0; off < payload.length; i++) {
+      const size = i % 5 === 0 ? 200_000 : 65_539;
+      c.ws.send(payload.subarray(off, Math.min(payload.length, off + size)));
+      off += size;
+    }
+    await c.until(() => c.received >= 48 + payload.length, 30_000);
+    expect(sha(c.bytes().subarray(48))).toBe(sha(payload));
+  });
+
+  it('closes the WebSocket with 1000 when the agent ends its stream, after delivering its last bytes', async () => {
+    const { bridge } = await setup({
+      after: (conn) => {
+        conn.socket.end(Buffer.from('bye'));
+      },
+    });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    const closed = await c.closed;
+    expect(closed.code).toBe(CloseCode.AGENT_CLOSED);
+    expect(c.bytes().subarray(48).toString()).toBe('bye');
+    await c.until(() => bridge.connections === 0);
+  });
+
+  it('closes the WebSocket with 1011 when the agent stream is reset', async () => {
+    const { bridge } = await setup({ after: (conn) => setTimeout(() => conn.socket.resetAndDestroy(), 50) });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    expect((await c.closed).code).toBe(CloseCode.AGENT_ERROR);
+  });
+
+  it('closes the agent stream when the client closes, after writing what the client sent', async () => {
+    const got: Buffer[] = [];
+    const { agent, bridge } = await setup({ after: (conn) => conn.socket.on('data', (d: Buffer) => got.push(d)).resume() });
+    const c = await handshake(bridge);
+    c.ws.send(Buffer.from('last words'));
+    c.ws.close(1000);
+    const conn = await agent.next();
+    await conn.closed;
+    expect(Buffer.concat(got).toString()).toBe('last words');
+    await c.until(() => bridge.connections === 0);
+  });
+
+  it('writes a PROXY v2 header with the client address and port before any client byte', async () => {
+    const { agent, bridge } = await setup({ proxy: true }, { proxyProtocol: true });
+    const c = await handshake(bridge);
+    const conn = await agent.next();
+    const clientSocket = (c.ws as unknown as { _socket: Socket })._socket;
+    expect(conn.proxy).toEqual({
+      consumed: 28,
+      command: 'PROXY',
+      source: { address: '127.0.0.1', port: clientSocket.localPort, family: 'IPv4' },
+      destination: { address: '127.0.0.1', port: bridge.port, family: 'IPv4' },
+    });
+    expect(conn.hs1.equals(HS1)).toBe(true);
+  });
+
+  it('answers HTTP 503 beyond maxConnections and accepts again once a slot frees up', async () => {
+    const { bridge } = await setup({}, { maxConnections: 2 });
+    const a = await handshake(bridge);
+    await handshake(bridge);
+    expect(bridge.connections).toBe(2);
+    await expect(TestClient.open(bridge.url)).rejects.toMatchObject({ statusCode: 503 });
+    a.ws.close();
+    await a.closed;
+    await a.until(() => bridge.connections === 1);
+    const c = await handshake(bridge);
+    expect(c.messages[0]!.equals(HS2)).toBe(true);
+  });
+
+  it('closes with 4000 when the agent sends no 48-byte reply within the handshake timeout', async () => {
+    const { bridge } = await setup({ silent: true }, { handshakeTimeoutMs: 200 });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    const started = Date.now();
+    expect((await c.closed).code).toBe(CloseCode.HANDSHAKE_TIMEOUT);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(c.received).toBe(0);
+  });
+
+  it('closes with 4000 when the agent answers only part of hs2, without forwarding the part', async () => {
+    const { bridge } = await setup({ hs2Writes: [40, 8], delayMs: 2000 }, { handshakeTimeoutMs: 200 });
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    expect((await c.closed).code).toBe(CloseCode.HANDSHAKE_TIMEOUT);
+    expect(c.received).toBe(0);
+  });
+
+  it('closes with 1014 when the agent is unreachable', async () => {
+    const { agent, bridge } = await setup();
+    await agent.close();
+    const c = await open(bridge.url);
+    const started = Date.now();
+    expect((await c.closed).code).toBe(CloseCode.BAD_GATEWAY);
+    expect(Date.now() - started).toBeLessThan(5000); // the close handshake completes (the WS is not left paused)
+  });
+
+  it('closes with 1003 on a text frame and drops the agent stream', async () => {
+    const { agent, bridge } = await setup();
+    const c = await handshake(bridge);
+    c.ws.send('hello');
+    expect((await c.closed).code).toBe(CloseCode.UNSUPPORTED_DATA);
+    await (await agent.next()).closed;
+  });
+
+  it('closes with 1009 on a message above maxPayload', async () => {
+    const { bridge } = await setup({}, { maxPayload: 1000 });
+    const c = await handshake(bridge);
+    c.ws.send(Buffer.alloc(1001));
+    expect((await c.closed).code).toBe(1009);
+  });
+
+  it('closes with 4001 after idleTimeoutMs without traffic, and not while traffic flows', async () => {
+    const { bridge } = await setup({}, { idleTimeoutMs: 300 });
+    const c = await handshake(bridge);
+    for (let i = 0; i < 5; i++) {
+      await sleep(100);
+      c.ws.send(Buffer.from([i]));
+    }
+    expect(c.ws.readyState).toBe(c.ws.OPEN);
+    expect((await c.closed).code).toBe(CloseCode.IDLE_TIMEOUT);
+  });
+
+  it('answers plain HTTP requests with 426', async () => {
+    const { bridge } = await setup();
+    const res = await fetch(bridge.url.replace('ws:', 'http:'));
+    expect(res.status).toBe(426);
+  });
+
+  it('serves wss:// with a certificate and bridges through TLS', async () => {
+    const tls = await selfSignedCert();
+    const { bridge } = await setup({}, { tls });
+    expect(bridge.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/$/);
+    const c = await open(bridge.url, { ca: tls.cert });
+    c.ws.send(HS1);
+    expect((await c.message(0)).equals(HS2)).toBe(true);
+    c.ws.send(Buffer.from('over tls'));
+    await c.until(() => c.received >= 56);
+    expect(c.bytes().subarray(48).toString()).toBe('over tls');
+  });
+
+  it('closes every connection with 1001 on close() and stops accepting', async () => {
+    const { bridge } = await setup();
+    const a = await handshake(bridge);
+    const b = await handshake(bridge);
+    await bridge.close();
+    expect((await a.closed).code).toBe(CloseCode.GOING_AWAY);
+    expect((await b.closed).code).toBe(CloseCode.GOING_AWAY);
+    expect(bridge.connections).toBe(0);
+    await expect(TestClient.open(bridge.url)).rejects.toThrow();
+  });
+
+  it('logs open and close with the remote address and byte counts, never payload bytes', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const { bridge } = await setup({}, { logger: pino({ level: 'debug' }, sink) });
+    const c = await handshake(bridge);
+    const secret = Buffer.from('SECRET-PAYLOAD-0123456789');
+    c.ws.send(secret);
+    await c.until(() => c.received >= 48 + secret.length);
+    c.ws.close();
+    await c.until(() => lines.some((l) => l.event === 'close'));
+    const opened = lines.find((l) => l.event === 'open')!;
+    const closed = lines.find((l) => l.event === 'close')!;
+    expect(opened.remote).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(closed).toMatchObject({ remote: opened.remote, bytesIn: 32 + secret.length, bytesOut: 48 + secret.length });
+    const all = JSON.stringify(lines);
+    for (const needle of ['SECRET', secret.toString('hex'), secret.toString('base64'), HS2.toString('hex'), HS2.toString('base64')]) {
+      expect(all).not.toContain(needle);
+    }
+  });
+
+  it('keeps its memory bounded when a client stops reading while the agent sends 50 MB', async () => {
+    const total = 50 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 0x5a);
+    let accepted = 0;
+    const { bridge } = await setup({
+      after: (conn) => {
+        // Write with backpressure so the only unbounded buffer could be the bridge's.
+        const pump = (): void => {
+          while (accepted < total) {
+            accepted += chunk.length;
+            if (!conn.socket.write(chunk)) {
+              conn.socket.once('drain', pump);
+              return;
+            }
+          }
+        };
+        pump();
+      },
+    });
+    const c = await open(bridge.url);
+    c.ws.pause(); // stop reading the socket: the bridge must stop reading the agent
+    c.ws.send(HS1);
+    const before = process.memoryUsage().arrayBuffers;
+    let peak = 0;
+    for (let i = 0; i < 20; i++) {
+      await sleep(50);
+      peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+    }
+    const stalledAt = accepted;
+    expect(stalledAt).toBeLessThan(total / 2);
+    expect(peak).toBeLessThan(24 * 1024 * 1024);
+    c.ws.resume();
+    await c.until(() => c.received >= 48 + total, 60_000);
+    expect(c.received).toBe(48 + total);
+    expect(c.messages[0]!.equals(HS2)).toBe(true);
+    expect(c.bytes().subarray(48).every((b) => b === 0x5a)).toBe(true);
+  });
+
+  it('stops reading the WebSocket while the agent does not read, then delivers everything', async () => {
+    const got: Buffer[] = [];
+    let agentSocket: Socket | undefined;
+    const { bridge } = await setup({
+      after: (conn) => {
+        agentSocket = conn.socket;
+        conn.socket.pause();
+        conn.socket.on('data', (d: Buffer) => got.push(d));
+        conn.socket.pause();
+      },
+    });
+    const c = await handshake(bridge);
+    const total = 40 * 1024 * 1024;
+    const payload = randomBytes(64 * 1024);
+    for (let sent = 0; sent < total; sent += payload.length) c.ws.send(payload);
+    await sleep(1000);
+    // The bridge paused its WS reads: most of the 40 MB still waits in the client's own send buffer.
+    expect(c.ws.bufferedAmount).toBeGreaterThan(total / 2);
+    agentSocket!.resume();
+    const deadline = Date.now() + 60_000;
+    while (got.reduce((n, b) => n + b.length, 0) < total && Date.now() < deadline) await sleep(50);
+    const all = Buffer.concat(got);
+    expect(all.length).toBe(total);
+    expect(all.subarray(total - payload.length).equals(payload)).toBe(true);
+  });
+
+  it('rejects invalid options with BRIDGE_BAD_OPTIONS', async () => {
+    await expect(startBridge({ listen: { host: '127.0.0.1', port: 0 }, target: { kind: 'tcp', host: '127.0.0.1', port: 1 }, maxConnections: 0 })).rejects.toMatchObject({
+      code: 'BRIDGE_BAD_OPTIONS',
+    });
+  });
+});
