@@ -14,3 +14,16 @@ export {
   clientMessageSize, serverMessageSize, MAX_MESSAGE_LEN, NONCE_LEN, MAX_SKIP_DEPTH,
 } from './wire/messages.ts';
 export type { ByteEncoding, ClientMessage, ServerMessage, DecodeOptions } from './wire/messages.ts';
+// responder
+export { createResponder, startAgent } from './responder/server.ts';
+export type { Responder, ResponderOptions, Agent, AgentOptions, ListenTarget } from './responder/server.ts';
+export { createRawForwarder } from './responder/raw-forwarder.ts';
+export type { RawForwarder, RawForwarderOptions } from './responder/raw-forwarder.ts';
+export type { Forwarder, ForwardContext } from './responder/forwarder.ts';
+export { DEFAULT_LIMITS, resolveLimits } from './responder/limits.ts';
+export type { Limits } from './responder/limits.ts';
+export { createControlNonce, handleControl, parseControlPublicKey } from './responder/control.ts';
+export type { ControlCommand, ControlHandler, ControlResult, ControlNonceState, ControlPublicKeyInput } from './responder/control.ts';
+export { ResponderError, ForwardError } from './responder/errors.ts';
+export type { ResponderErrorCode, ForwardErrorCode } from './responder/errors.ts';
+export type { Channel, CloseReason, SessionStats, SessionSummary } from './responder/session.ts';
