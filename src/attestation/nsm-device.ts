@@ -26,8 +26,9 @@ async function call(ioctl: NsmIoctl, request: Uint8Array, want: NsmResponse['kin
   }
   if (!(raw instanceof Uint8Array)) throw new AttestationError('NSM_ERROR', `NSM ioctl returned ${typeof raw}; expected bytes`);
   const res = decodeNsmResponse(raw);
-  if (res.kind === 'Error') throw new NsmError(res.code, `NSM replied Error "${res.code}" to a ${want} request`);
-  if (res.kind !== want) throw new AttestationError('NSM_ERROR', `NSM replied ${res.kind} to a ${want} request`);
+  const what = want === 'Attestation' ? 'an Attestation' : 'a GetRandom';
+  if (res.kind === 'Error') throw new NsmError(res.code, `NSM replied Error "${res.code}" to ${what} request`);
+  if (res.kind !== want) throw new AttestationError('NSM_ERROR', `NSM replied ${res.kind} to ${what} request`);
   return res;
 }
 
