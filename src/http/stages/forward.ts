@@ -9,7 +9,7 @@ import type { Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Exchange, Stage } from '../exchange.ts';
-import { endToEndHeaders } from '../headers.ts';
+import { endToEndHeaders, removeHeader } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
 
 export interface UpstreamOptions {
@@ -90,6 +90,11 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     // (undici takes async iterables at run time; its types only list Readable.)
     const requestBody: Readable | undefined =
       body === null ? undefined : body === ex.req ? (body.iterator({ destroyOnReturn: false }) as unknown as Readable) : body;
+
+    // The length the app is told is the length of the body it gets (a decrypt stage may have changed it);
+    // without one, undici sends the body chunked.
+    removeHeader(ex.upstreamHeaders, 'content-length');
+    if (body !== null && ex.bodyLength !== null) ex.upstreamHeaders.push('content-length', String(ex.bodyLength));
 
     const started = performance.now();
     let response: Dispatcher.ResponseData;
