@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeStrict } from '../../src/attestation/cbor.ts';
 import { coseSign1SigStructure, parseAttestationDocument, PAYLOAD_KEYS } from '../../src/attestation/document.ts';
-import { AttestationError, NsmError } from '../../src/attestation/errors.ts';
+import { NsmError, type AttestationError } from '../../src/attestation/errors.ts';
 import { createNsmSimulator, simulatorPcrs, type SimulatorIdentity } from '../../src/attestation/simulator.ts';
 import { verifyAttestation } from '../../src/attestation/verify.ts';
 import { fromHex, toHex } from '../../src/util/bytes.ts';
