@@ -51,7 +51,7 @@ afterAll(async () => {
 });
 
 async function post(path: string, body: string | Uint8Array, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(base + path, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+  return fetch(base + path, { method: 'POST', body: typeof body === 'string' ? body : Buffer.from(body), headers: { 'content-type': 'application/json', ...headers } });
 }
 
 describe('POST /encrypt and /decrypt', () => {
