@@ -1,0 +1,148 @@
+// `enclave-agent bridge`: run the host-side WebSocket bridge until SIGINT/SIGTERM.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import pino, { type Logger } from 'pino';
+import { startBridge, type BridgeOptions } from '../host/bridge.ts';
+import { parseTarget, TransportError } from '../transport/connect.ts';
+import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+
+const DEFAULT_HOST = '127.0.0.1';
+const DEFAULT_PORT = 8443;
+const AGENT_PORT = 5000;
+
+const help = `Usage: enclave-agent bridge --agent TARGET [options]
+
+Runs the host-side WebSocket bridge: each WebSocket becomes one byte stream to the agent. The bridge only
+copies ciphertext; it never sees plaintext. Runs until SIGINT or SIGTERM.
+
+Where clients connect (default ${DEFAULT_HOST}:${DEFAULT_PORT}; listening on all interfaces is explicit):
+  --listen HOST:PORT        e.g. 0.0.0.0:8443 or [::]:8443
+  --port N                  port, with --host H (default ${DEFAULT_HOST}); 0 picks a free port
+
+Where the agent is (one of):
+  --agent TARGET            tcp:127.0.0.1:5000 | unix:/path/agent.sock | vsock:CID:PORT
+  --enclave-cid CID         shorthand for vsock:CID:${AGENT_PORT}
+
+Options:
+  --cert FILE --key FILE    serve wss:// with this PEM certificate chain and key
+  --proxy-protocol          send a PROXY v2 header (client address) first on each agent stream;
+                            the agent must be configured to expect it
+  --max-connections N       concurrent WebSockets, more get HTTP 503 (default 1024)
+  --handshake-timeout MS    agent connect + 48-byte handshake reply (default 10000)
+  --idle-timeout MS         close after no traffic for this long, 0 = never (default 600000)
+  --log-level LEVEL         fatal|error|warn|info|debug|silent (default info); JSON logs go to stderr
+
+Prints the listening URL on stdout.`;
+
+/** Turns the command line into bridge options (no I/O besides reading --cert/--key). */
+export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string } {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        listen: { type: 'string' },
+        port: { type: 'string' },
+        host: { type: 'string' },
+        agent: { type: 'string' },
+        'enclave-cid': { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
+        'proxy-protocol': { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'handshake-timeout': { type: 'string' },
+        'idle-timeout': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    throw new CliUsageError((err as Error).message);
+  }
+
+  let listen = { host: DEFAULT_HOST, port: DEFAULT_PORT };
+  if (values.listen !== undefined) {
+    if (values.port !== undefined || values.host !== undefined) throw new CliUsageError('give either --listen or --port/--host, not both');
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(values.listen);
+    if (!m) throw new CliUsageError(`--listen expects HOST:PORT or [IPv6]:PORT, found "${values.listen}"`);
+    listen = { host: m[1] ?? m[2]!, port: int('--listen port', m[3]!, 0, 65535) };
+  } else {
+    if (values.port !== undefined) listen.port = int('--port', values.port, 0, 65535);
+    if (values.host !== undefined) listen.host = values.host;
+  }
+
+  if ((values.agent === undefined) === (values['enclave-cid'] === undefined)) {
+    throw new CliUsageError('give exactly one of --agent TARGET or --enclave-cid CID');
+  }
+  let target;
+  try {
+    target = parseTarget(values.agent ?? `vsock:${int('--enclave-cid', values['enclave-cid']!, 0, 0xffffffff)}:${AGENT_PORT}`);
+  } catch (err) {
+    if (err instanceof TransportError) throw new CliUsageError(`--agent: ${err.message}`);
+    throw err;
+  }
+
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new CliUsageError('--cert and --key go together');
+  const opts: BridgeOptions & { logLevel: string } = {
+    listen,
+    target,
+    proxyProtocol: values['proxy-protocol'] ?? false,
+    logLevel: values['log-level'] ?? 'info',
+  };
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(opts.logLevel)) {
+    throw new CliUsageError(`--log-level expects fatal|error|warn|info|debug|trace|silent, found "${opts.logLevel}"`);
+  }
+  if (values.cert !== undefined && values.key !== undefined) opts.tls = { cert: readPem(values.cert, '--cert'), key: readPem(values.key, '--key') };
+  if (values['max-connections'] !== undefined) opts.maxConnections = int('--max-connections', values['max-connections'], 1, 1_000_000);
+  if (values['handshake-timeout'] !== undefined) opts.handshakeTimeoutMs = int('--handshake-timeout', values['handshake-timeout'], 1, 3_600_000);
+  if (values['idle-timeout'] !== undefined) opts.idleTimeoutMs = int('--idle-timeout', values['idle-timeout'], 0, 86_400_000);
+  return opts;
+}
+
+function int(flag: string, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new CliUsageError(`${flag} expects an integer, found "${text}"`);
+  const n = Number(text);
+  if (n < min || n > max) throw new CliUsageError(`${flag} expects ${min}..${max}, found ${n}`);
+  return n;
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new CliUsageError(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/** Starts the bridge, prints its URL, waits until `stop()` resolves, then shuts down. Returns the exit code. */
+export async function serveBridge(args: string[], io: CliIo, stop: () => Promise<unknown>, logger?: Logger): Promise<number> {
+  const { logLevel, ...opts } = parseBridgeArgs(args);
+  const log = logger ?? pino({ level: logLevel, base: { name: 'enclave-agent-bridge' } }, pino.destination(2));
+  const bridge = await startBridge({ ...opts, logger: log });
+  io.out(bridge.url);
+  await stop();
+  await bridge.close();
+  return 0;
+}
+
+export const command: CliCommand = {
+  path: ['bridge'],
+  summary: 'Run the host-side WebSocket ⇄ agent stream bridge',
+  help,
+  run(args, io) {
+    return serveBridge(args, io, untilSignal);
+  },
+};
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const onSignal = (): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
