@@ -5,6 +5,8 @@ export async function loadCommands(): Promise<CliCommand[]> {
   const modules = await Promise.all([
     // commands register here, e.g. import('./attestation-inspect.ts'),
     import('./bridge.ts'),
+    import('./keys-public.ts'),
+    import('./encrypt.ts'),
   ] as Promise<{ command: CliCommand }>[]);
   return modules.map((m) => m.command);
 }
