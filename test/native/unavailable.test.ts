@@ -1,0 +1,65 @@
+// The addon is optional: the install hook never fails the install, and a missing addon is a clear typed error.
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { tempDir } from './helpers.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+const root = process.cwd();
+
+it('the install hook prints one line and exits 0 when the compiler is missing', () => {
+  // A copy of the script and native/ sources, so the real build output is never touched.
+  mkdirSync(path.join(tmp.dir, 'scripts'));
+  cpSync(path.join(root, 'scripts/build-native.mjs'), path.join(tmp.dir, 'scripts/build-native.mjs'));
+  cpSync(path.join(root, 'native/binding.gyp'), path.join(tmp.dir, 'native/binding.gyp'));
+  cpSync(path.join(root, 'native/src'), path.join(tmp.dir, 'native/src'), { recursive: true });
+  const r = spawnSync(process.execPath, [path.join(tmp.dir, 'scripts/build-native.mjs')], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, CC: '/nonexistent/cc', CXX: '/nonexistent/c++' },
+  });
+  expect(r.status).toBe(0);
+  const lines = r.stdout.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^enclave-agent: native addon not built \(.+\); vsock and \/dev\/nsm unavailable — see native\/build-native\.log$/);
+  expect(existsSync(path.join(tmp.dir, 'native/build-native.log'))).toBe(true);
+  expect(existsSync(path.join(tmp.dir, 'native/build/Release/enclave_native.node'))).toBe(false);
+});
+
+it('the install hook can be skipped explicitly', () => {
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts/build-native.mjs')], {
+    encoding: 'utf8',
+    env: { ...process.env, ENCLAVE_AGENT_SKIP_NATIVE: '1' },
+  });
+  expect(r.status).toBe(0);
+  expect(r.stdout.trim()).toMatch(/^enclave-agent: native addon build skipped/);
+});
+
+it('without the addon, vsock and the NSM ioctl fail with NativeUnavailableError (NATIVE_UNAVAILABLE)', () => {
+  const script = `
+    import { listenVsock } from './src/transport/vsock.ts';
+    import { nativeNsmIoctl } from './src/attestation/nsm-native.ts';
+    import { nativeAvailable } from './src/transport/native.ts';
+    const seen = [];
+    for (const f of [() => listenVsock({ port: 0 }, { onConnection() {} }), () => nativeNsmIoctl()(new Uint8Array([1]))]) {
+      try { await f(); seen.push('no error'); } catch (e) { seen.push({ name: e.name, code: e.code, message: e.message }); }
+    }
+    console.log(JSON.stringify({ available: nativeAvailable(), seen }));
+  `;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    encoding: 'utf8',
+    cwd: root,
+    timeout: 30_000,
+    env: { ...process.env, ENCLAVE_AGENT_NATIVE_ADDON: path.join(tmp.dir, 'missing.node') },
+  });
+  expect(r.stderr).toBe('');
+  const out = JSON.parse(r.stdout.trim()) as { available: boolean; seen: { name: string; code: string; message: string }[] };
+  expect(out.available).toBe(false);
+  expect(out.seen).toHaveLength(2);
+  for (const e of out.seen) {
+    expect(e).toMatchObject({ name: 'NativeUnavailableError', code: 'NATIVE_UNAVAILABLE' });
+    expect(e.message).toMatch(/^vsock\/NSM unavailable: the native addon was not built \(.*missing\.node does not exist/);
+  }
+});
