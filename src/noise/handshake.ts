@@ -74,7 +74,6 @@ export function createHandshake(opts: HandshakeOptions): Handshake {
 }
 
 const EMPTY = new Uint8Array(0);
-const encoder = new TextEncoder();
 
 type Step = 'message1' | 'message2' | 'complete' | 'failed';
 
@@ -110,8 +109,7 @@ class NNHandshake implements Handshake {
     if (opts.ephemeralPrivateKey !== undefined) checkKeyLength('ephemeralPrivateKey', opts.ephemeralPrivateKey, DH_LEN);
     this.#ePriv = opts.ephemeralPrivateKey?.slice() ?? null;
 
-    this.#ss = new SymmetricState(this.#p, encoder.encode(this.protocol), this.#info.cipher, this.#info.hash);
-    this.#ss.mixHash(opts.prologue ?? EMPTY);
+    this.#ss = new SymmetricState(this.#p, this.protocol, this.#info.cipher, this.#info.hash, opts.prologue ?? EMPTY);
   }
 
   get complete(): boolean {

@@ -5,6 +5,36 @@ import { HASH_LEN, KEY_LEN, MAX_NONCE, type CipherName, type HashName, type Nois
 
 const EMPTY = new Uint8Array(0);
 const BYTE_1 = Uint8Array.of(1);
+const encoder = new TextEncoder();
+
+interface InitialHashes {
+  /** h = ck after InitializeSymmetric. */
+  h0: Uint8Array;
+  /** h after MixHash(empty prologue): the production case, so it is computed once per suite and name. */
+  hEmptyPrologue: Uint8Array;
+}
+// Public values (derived from the protocol name only); names are validated before they get here,
+// so each suite's map holds at most the 32 supported names.
+const initialCache = new WeakMap<NoisePrimitives, Map<string, InitialHashes>>();
+
+function initialHashes(p: NoisePrimitives, protocolName: string, hash: HashName, hashLen: number): InitialHashes {
+  let bySuite = initialCache.get(p);
+  if (bySuite === undefined) initialCache.set(p, (bySuite = new Map()));
+  let hit = bySuite.get(protocolName);
+  if (hit === undefined) {
+    const name = encoder.encode(protocolName);
+    let h0: Uint8Array;
+    if (name.length <= hashLen) {
+      h0 = new Uint8Array(hashLen);
+      h0.set(name);
+    } else {
+      h0 = p.hash(hash, name);
+    }
+    hit = { h0, hEmptyPrologue: p.hash(hash, h0) };
+    bySuite.set(protocolName, hit);
+  }
+  return hit;
+}
 
 export class SymmetricState {
   readonly #p: NoisePrimitives;
@@ -16,18 +46,20 @@ export class SymmetricState {
   #k: Uint8Array | null = null;
   #n = 0n;
 
-  constructor(primitives: NoisePrimitives, protocolName: Uint8Array, cipher: CipherName, hash: HashName) {
+  /** InitializeSymmetric(protocolName) followed by MixHash(prologue). */
+  constructor(primitives: NoisePrimitives, protocolName: string, cipher: CipherName, hash: HashName, prologue: Uint8Array) {
     this.#p = primitives;
     this.#cipher = cipher;
     this.#hash = hash;
     this.#hashLen = HASH_LEN[hash];
-    if (protocolName.length <= this.#hashLen) {
-      this.#h = new Uint8Array(this.#hashLen);
-      this.#h.set(protocolName);
+    const start = initialHashes(primitives, protocolName, hash, this.#hashLen);
+    this.#ck = start.h0.slice();
+    if (prologue.length === 0) {
+      this.#h = start.hEmptyPrologue.slice();
     } else {
-      this.#h = primitives.hash(hash, protocolName);
+      this.#h = start.h0.slice();
+      this.mixHash(prologue);
     }
-    this.#ck = this.#h.slice();
   }
 
   get handshakeHash(): Uint8Array {
