@@ -27,3 +27,14 @@ export type { ControlCommand, ControlHandler, ControlResult, ControlNonceState, 
 export { ResponderError, ForwardError } from './responder/errors.ts';
 export type { ResponderErrorCode, ForwardErrorCode } from './responder/errors.ts';
 export type { Channel, CloseReason, SessionStats, SessionSummary } from './responder/session.ts';
+// crypto (ev: values, keyring)
+export { encryptValue, decryptToken, decryptTokenDetailed, parseEv, formatEv, isEvToken, EvEncryptor, ROLE_PATTERN } from './crypto/ev-format.ts';
+export type { EvToken, EvType, EvVersion, EvCurve, EvValue, EvMetadata, EncryptionPublicKey, EncryptOptions, DecryptedValue } from './crypto/ev-format.ts';
+export { decryptJsonTokens, decryptHeaderValue, walkDecrypt, walkEncrypt, encryptJsonText } from './crypto/json-decrypt.ts';
+export { Keyring, KeyMaterial, loadKeyring, devKeySource, encryptedFileKeySource, sealKeyMaterial, unsealKeyMaterial, encodeAttestationPublicKey } from './crypto/keyring.ts';
+export type { KeySource, PublicKeys } from './crypto/keyring.ts';
+export { EvFormatError, EvDecryptError, KeyringError } from './crypto/errors.ts';
+// local API (127.0.0.1:9999)
+export { startApiServer, API_HOST, API_PORT } from './api/server.ts';
+export type { ApiServer, ApiServerOptions } from './api/server.ts';
+export { ApiError } from './api/errors.ts';
