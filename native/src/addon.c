@@ -64,28 +64,31 @@ napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t 
   return napi_set_named_property(env, obj, name, n);
 }
 
-/* stats(): the counters since load (or the last resetStats()). */
+/* stats(): process-wide counters since load (or the last resetStats()). */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_value o;
   EN_CALL(env, napi_create_object(env, &o), NULL);
-  EN_CALL(env, en_set_u64(env, o, "writes", en_stats.writes), NULL);
-  EN_CALL(env, en_set_u64(env, o, "bytesWritten", en_stats.bytes_written), NULL);
-  EN_CALL(env, en_set_u64(env, o, "maxWrite", en_stats.max_write), NULL);
-  EN_CALL(env, en_set_u64(env, o, "eagainWrites", en_stats.eagain_writes), NULL);
-  EN_CALL(env, en_set_u64(env, o, "reads", en_stats.reads), NULL);
-  EN_CALL(env, en_set_u64(env, o, "bytesRead", en_stats.bytes_read), NULL);
-  EN_CALL(env, en_set_u64(env, o, "maxRead", en_stats.max_read), NULL);
-  EN_CALL(env, en_set_u64(env, o, "opened", en_stats.opened), NULL);
-  EN_CALL(env, en_set_u64(env, o, "closed", en_stats.closed), NULL);
+  EN_CALL(env, en_set_u64(env, o, "writes", EN_STAT_GET(writes)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "bytesWritten", EN_STAT_GET(bytes_written)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "maxWrite", EN_STAT_GET(max_write)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "eagainWrites", EN_STAT_GET(eagain_writes)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "reads", EN_STAT_GET(reads)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "bytesRead", EN_STAT_GET(bytes_read)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "maxRead", EN_STAT_GET(max_read)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "opened", EN_STAT_GET(opened)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "closed", EN_STAT_GET(closed)), NULL);
   return o;
 }
 
 static napi_value js_reset_stats(napi_env env, napi_callback_info info) {
   /* opened/closed are kept: they count live sockets, which a reset must not forget. */
-  uint64_t opened = en_stats.opened, closed = en_stats.closed;
-  memset(&en_stats, 0, sizeof en_stats);
-  en_stats.opened = opened;
-  en_stats.closed = closed;
+  __atomic_store_n(&en_stats.writes, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.bytes_written, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.max_write, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.eagain_writes, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.reads, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.bytes_read, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.max_read, 0, __ATOMIC_RELAXED);
   return NULL;
 }
 

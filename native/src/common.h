@@ -41,7 +41,17 @@ typedef struct {
   uint64_t opened;        /* sockets created (listen/connect/accept) */
   uint64_t closed;        /* sockets closed */
 } en_stats_t;
+/* Process-wide (shared by every worker thread that loads the addon), hence atomic. */
 extern en_stats_t en_stats;
+#define EN_STAT_ADD(field, n) __atomic_fetch_add(&en_stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+#define EN_STAT_MAX(field, n)                                                                   \
+  do {                                                                                          \
+    uint64_t v_ = (uint64_t)(n), cur_ = __atomic_load_n(&en_stats.field, __ATOMIC_RELAXED);     \
+    while (v_ > cur_ &&                                                                         \
+           !__atomic_compare_exchange_n(&en_stats.field, &cur_, v_, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) \
+      ;                                                                                         \
+  } while (0)
+#define EN_STAT_GET(field) __atomic_load_n(&en_stats.field, __ATOMIC_RELAXED)
 
 napi_status en_socket_init(napi_env env, napi_value exports);
 napi_status en_nsm_init(napi_env env, napi_value exports);

@@ -59,8 +59,6 @@ typedef struct {
   int taken; /* set once the new object's finalizer owns the fd */
 } en_ctor_arg;
 
-static uint8_t read_scratch[EN_READ_SIZE];
-
 /* ---------- helpers ---------- */
 
 static en_instance* instance(napi_env env) {
@@ -83,7 +81,7 @@ static void sock_close(en_sock* s) {
     /* Linux closes the descriptor even when close() reports EINTR: never retry. */
     close(s->fd);
     s->fd = -1;
-    en_stats.closed++;
+    EN_STAT_ADD(closed, 1);
   }
   if (s->cb != NULL) {
     napi_delete_reference(s->env, s->cb);
@@ -155,7 +153,7 @@ static napi_value ctor_fn(napi_env env, napi_callback_info info) {
   }
   /* From here the finalizer owns s and the fd (and closes the fd if JS never does). */
   arg->taken = 1;
-  en_stats.opened++;
+  EN_STAT_ADD(opened, 1);
   napi_value name;
   EN_CALL(env, napi_create_reference(env, self, 0, &s->wrapper), NULL);
   EN_CALL(env, napi_create_string_utf8(env, "enclave_native:socket", NAPI_AUTO_LENGTH, &name), NULL);
@@ -424,8 +422,9 @@ static napi_value m_poll(napi_env env, napi_callback_info info) {
 static napi_value m_read(napi_env env, napi_callback_info info) {
   en_sock* s = unwrap(env, info, NULL, NULL, true);
   if (s == NULL) return NULL;
+  uint8_t buf[EN_READ_SIZE]; /* on the stack: no state shared between worker threads */
   ssize_t n;
-  do n = read(s->fd, read_scratch, sizeof read_scratch);
+  do n = read(s->fd, buf, sizeof buf);
   while (n < 0 && errno == EINTR);
   napi_value out;
   if (n < 0) {
@@ -436,14 +435,14 @@ static napi_value m_read(napi_env env, napi_callback_info info) {
     en_throw_errno(env, errno, "read", NULL);
     return NULL;
   }
-  en_stats.reads++;
+  EN_STAT_ADD(reads, 1);
   if (n == 0) {
     EN_CALL(env, napi_get_null(env, &out), NULL);
     return out;
   }
-  en_stats.bytes_read += (uint64_t)n;
-  if ((uint64_t)n > en_stats.max_read) en_stats.max_read = (uint64_t)n;
-  EN_CALL(env, napi_create_buffer_copy(env, (size_t)n, read_scratch, NULL, &out), NULL);
+  EN_STAT_ADD(bytes_read, n);
+  EN_STAT_MAX(max_read, n);
+  EN_CALL(env, napi_create_buffer_copy(env, (size_t)n, buf, NULL, &out), NULL);
   return out;
 }
 
@@ -479,20 +478,20 @@ static napi_value m_write(napi_env env, napi_callback_info info) {
   }
   ssize_t w;
   do {
-    en_stats.writes++;
-    if (n > en_stats.max_write) en_stats.max_write = n;
+    EN_STAT_ADD(writes, 1);
+    EN_STAT_MAX(max_write, n);
     w = send(s->fd, (const uint8_t*)data + offset, n, MSG_NOSIGNAL | MSG_DONTWAIT);
   } while (w < 0 && errno == EINTR);
   if (w < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      en_stats.eagain_writes++;
+      EN_STAT_ADD(eagain_writes, 1);
       EN_CALL(env, napi_create_int32(env, -1, &out), NULL);
       return out;
     }
     en_throw_errno(env, errno, "write", NULL);
     return NULL;
   }
-  en_stats.bytes_written += (uint64_t)w;
+  EN_STAT_ADD(bytes_written, w);
   EN_CALL(env, napi_create_int64(env, (int64_t)w, &out), NULL);
   return out;
 }
