@@ -4,6 +4,7 @@ import type { CliCommand } from './types.ts';
 export async function loadCommands(): Promise<CliCommand[]> {
   const modules = await Promise.all([
     // commands register here, e.g. import('./attestation-inspect.ts'),
+    import('./attestation-inspect.ts'),
     import('./bridge.ts'),
     import('./keys-public.ts'),
     import('./encrypt.ts'),

@@ -130,7 +130,7 @@ describe('NSM simulator', () => {
   });
 
   it('reports all-zero PCR0/1/2/8 in debug mode, and its documents pass a debug-mode check with zero pins', async () => {
-    expect([0, 1, 2, 8].map((i) => toHex(simulatorPcrs({ ...identity, signingCert: 'x' }, true)[i]!))).toEqual(Array(4).fill('00'.repeat(48)));
+    expect(([0, 1, 2, 8] as const).map((i) => toHex(simulatorPcrs({ ...identity, signingCert: 'x' }, true)[i]!))).toEqual(Array(4).fill('00'.repeat(48)));
     const sim = await createNsmSimulator({ stateDir: tmp(), identity: { ...identity, signingCert: 'x' }, debug: true });
     const doc = await sim.attest({});
     const zero = '00'.repeat(48);

@@ -198,7 +198,7 @@ export function defineVerifyTests(env: string): void {
     it('fails with a wrong nonce, and with no nonce in the document when one is expected', async () => {
       const doc = await sim.attest({ nonce });
       const other = nonce.slice();
-      other[31] ^= 1;
+      other[31]! ^= 1;
       const err = await failure(verifyAttestation(doc, simExp(other)));
       expect(err.code).toBe('ATTESTATION_NONCE_MISMATCH');
       expect(err.message).toBe(`nonce expected ${toHex(other)} (32 bytes), found ${toHex(nonce)} (32 bytes)`);
