@@ -2,6 +2,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { AgentError } from '../errors.ts';
+import type * as VsockModule from './vsock.ts';
 
 export type TransportErrorCode =
   | 'TRANSPORT_LISTEN_FAILED'
@@ -42,13 +43,6 @@ export function describeTarget(t: StreamTarget): string {
   }
 }
 
-interface VsockModule {
-  connectVsock(addr: { cid: number; port: number }): Promise<Duplex>;
-}
-// Not a literal on purpose: the vsock module loads a native addon, and machines without it must still be able to
-// use tcp/unix. It is only loaded when a vsock target is actually used.
-const VSOCK_MODULE = './vsock.ts';
-
 /** Connects to `target` and resolves with the connected Duplex (TCP_NODELAY set for tcp). */
 export async function connectStream(target: StreamTarget, opts: ConnectOptions = {}): Promise<Duplex> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
@@ -56,9 +50,10 @@ export async function connectStream(target: StreamTarget, opts: ConnectOptions =
     if (!Number.isInteger(target.cid) || target.cid < 0 || target.cid > 0xffffffff || !validPort(target.port)) {
       throw new TransportError('TRANSPORT_BAD_TARGET', `expected a vsock cid in 0..2^32-1 and port in 1..2^32-1, found ${describeTarget(target)}`);
     }
-    let mod: VsockModule;
+    // Loaded on first use only: it wraps the native addon, and machines without it still use tcp/unix.
+    let mod: typeof VsockModule;
     try {
-      mod = (await import(VSOCK_MODULE)) as VsockModule;
+      mod = await import('./vsock.ts');
     } catch (err) {
       throw new TransportError('TRANSPORT_VSOCK_UNAVAILABLE', `vsock support is not available here: ${(err as Error).message}`, { cause: err });
     }
