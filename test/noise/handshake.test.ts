@@ -94,6 +94,21 @@ describe('Noise NN handshake', () => {
         expect(init.split().handshakeHash.length).toBe(32);
       });
 
+      it('reads messages that are views at an offset into a larger buffer (as stream chunks are)', () => {
+        const [init, resp] = handshakePair(suite, suite);
+        const inside = (msg: Uint8Array) => {
+          const big = new Uint8Array(msg.length + 13).fill(0xee);
+          big.set(msg, 7);
+          return big.subarray(7, 7 + msg.length);
+        };
+        resp.readMessage(inside(init.writeMessage()));
+        init.readMessage(inside(resp.writeMessage()));
+        const [ti, tr] = [init.split(), resp.split()];
+        expect(toHex(ti.handshakeHash)).toBe(toHex(tr.handshakeHash));
+        expect(utf8.decode(tr.recv.decrypt(inside(ti.send.encrypt(utf8.encode('framed')))))).toBe('framed');
+        expect(utf8.decode(ti.recv.decrypt(inside(tr.send.encrypt(utf8.encode('back')))))).toBe('back');
+      });
+
       it('uses a fresh ephemeral key per handshake', () => {
         const a = createHandshake({ role: 'initiator', primitives: suite }).writeMessage();
         const b = createHandshake({ role: 'initiator', primitives: suite }).writeMessage();
