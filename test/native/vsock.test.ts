@@ -25,11 +25,22 @@ it.skipIf(!available || !haveVsock)('binds and listens on AF_VSOCK (CID any, ker
 
 it.skipIf(!available || !haveVsock)('binds a fixed high port on VMADDR_CID_ANY', async () => {
   const native = loadNative();
-  const port = 40_000 + (process.pid % 20_000);
-  const sock = native.listen({ family: 'vsock', cid: VMADDR_CID_ANY, port });
-  try {
-    expect(sock.address()).toEqual({ family: 'vsock', cid: VMADDR_CID_ANY, port });
-  } finally {
-    sock.close();
+  // A few candidates, in case something else on this VM holds one of them.
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = 40_000 + ((process.pid + attempt * 7919) % 20_000);
+    let sock;
+    try {
+      sock = native.listen({ family: 'vsock', cid: VMADDR_CID_ANY, port });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'EADDRINUSE') continue;
+      throw err;
+    }
+    try {
+      expect(sock.address()).toEqual({ family: 'vsock', cid: VMADDR_CID_ANY, port });
+    } finally {
+      sock.close();
+    }
+    return;
   }
+  throw new Error('five high vsock ports in use');
 });
