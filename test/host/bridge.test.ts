@@ -187,10 +187,11 @@ describe('startBridge', () => {
   });
 
   it('closes with 4001 after idleTimeoutMs without traffic, and not while traffic flows', async () => {
-    const { bridge } = await setup({}, { idleTimeoutMs: 300 });
+    const { bridge } = await setup({}, { idleTimeoutMs: 1000 });
     const c = await handshake(bridge);
-    for (let i = 0; i < 5; i++) {
-      await sleep(100);
+    // 8 × 150 ms of steady traffic outlasts the 1000 ms idle timeout.
+    for (let i = 0; i < 8; i++) {
+      await sleep(150);
       c.ws.send(Buffer.from([i]));
     }
     expect(c.ws.readyState).toBe(c.ws.OPEN);
