@@ -21,8 +21,22 @@ export interface Config {
   accept_proxy_protocol: boolean;
   trusted_headers: string[];
   healthcheck: { path: string; port: number | null; interval_ms: number } | null;
-  app: { port: number; command: string[]; restart: RestartPolicy; startup_grace_ms: number; upstream_timeout_ms: number };
-  listen: { public_port: number; control_port: number };
+  app: {
+    port: number;
+    command: string[];
+    restart: RestartPolicy;
+    startup_grace_ms: number;
+    upstream_timeout_ms: number;
+    /** After the app was sent its stop signal: SIGKILL its process group if it is still running after this long. */
+    stop_timeout_ms: number;
+    /** Delay before the first restart; doubles per consecutive failure up to restart_backoff_max_ms. */
+    restart_backoff_ms: number;
+    restart_backoff_max_ms: number;
+    /** More than max_restarts restarts within restart_window_ms: give up and exit with the app's code. */
+    max_restarts: number;
+    restart_window_ms: number;
+  };
+  listen: { public_port: number; control_port: number; drain_timeout_ms: number };
   api: { enabled: boolean; port: number; max_body_bytes: number };
   limits: {
     max_sessions: number;
@@ -78,9 +92,17 @@ const SCHEMA: Schema = {
       restart: oneOf('on-failure', ['never', 'on-failure', 'always']),
       startup_grace_ms: int(30 * SEC, 0, 600 * SEC),
       upstream_timeout_ms: int(60 * SEC, 100, 3600 * SEC),
+      stop_timeout_ms: int(10 * SEC, 0, 600 * SEC),
+      restart_backoff_ms: int(500, 0, 600 * SEC),
+      restart_backoff_max_ms: int(30 * SEC, 0, 3600 * SEC),
+      max_restarts: int(5, 0, 10_000),
+      restart_window_ms: int(60 * SEC, 1 * SEC, 86_400 * SEC),
     },
   },
-  listen: { kind: 'table', fields: { public_port: int(5000, 1, PORT_MAX), control_port: int(5007, 1, PORT_MAX) } },
+  listen: {
+    kind: 'table',
+    fields: { public_port: int(5000, 1, PORT_MAX), control_port: int(5007, 1, PORT_MAX), drain_timeout_ms: int(30 * SEC, 0, 3600 * SEC) },
+  },
   api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
   limits: {
     kind: 'table',
@@ -182,6 +204,12 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   // Cross-field rules the schema cannot express.
   if (config.listen.public_port === config.listen.control_port) {
     throw new ConfigError('CONFIG_BAD_VALUE', `listen.control_port: must differ from listen.public_port (both ${config.listen.public_port})`);
+  }
+  if (config.app.restart_backoff_max_ms < config.app.restart_backoff_ms) {
+    throw new ConfigError(
+      'CONFIG_BAD_VALUE',
+      `app.restart_backoff_max_ms: must be at least app.restart_backoff_ms (${config.app.restart_backoff_ms}), found ${config.app.restart_backoff_max_ms}`,
+    );
   }
   if (config.keyring.source === 'sealed-file' && !config.keyring.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.path: required when keyring.source = "sealed-file"');

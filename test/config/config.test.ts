@@ -18,7 +18,7 @@ describe('enclave.toml', () => {
     expect(c.mode).toBe('http');
     expect(c.trx_logging).toBe(true);
     expect(c.forward_proxy_protocol).toBe(false);
-    expect(c.listen).toEqual({ public_port: 5000, control_port: 5007 });
+    expect(c.listen).toEqual({ public_port: 5000, control_port: 5007, drain_timeout_ms: 30000 });
     expect(c.api.port).toBe(9999);
     expect(c.healthcheck).toBeNull();
     expect(c.limits.max_in_flight).toBe(64);
