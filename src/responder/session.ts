@@ -11,6 +11,7 @@
 // time); frames are encrypted when queued, so the nonce order is the write order. Replies go out in
 // completion order.
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
@@ -146,6 +147,8 @@ export class Session implements StreamOwner {
     this.#limits = cfg.limits;
     this.#onClosed = onClosed;
     this.#writer = new FrameWriter(sock);
+    // One abort listener per connect in flight (up to maxInFlight): not a leak.
+    setMaxListeners(0, this.#abort.signal);
     this.#state = cfg.acceptProxyProtocol ? 'proxy' : 'handshake';
     this.#hsTimer = setTimeout(() => this.#close('handshake-timeout'), this.#limits.handshakeTimeoutMs);
     sock.on('data', this.#onSockData);

@@ -137,8 +137,21 @@ export class AppStream {
     const app = this.#app!;
     if (app.destroyed || app.writableEnded) return;
     this.bytesToApp += bytes.length;
+    // The frames of one read from the client usually carry several StreamData for this stream: cork until
+    // the current tick ends so they reach the app in one writev (loopback; no vsock write limit here).
+    if (!this.#corked) {
+      this.#corked = true;
+      app.cork();
+      process.nextTick(this.#uncork);
+    }
     app.write(bytes);
   }
+
+  #corked = false;
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#app?.uncork();
+  };
 
   readonly #onData = (chunk: Buffer): void => {
     if (this.#closeSent) return;

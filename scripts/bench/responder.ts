@@ -1,0 +1,387 @@
+// The responder end to end, with the agent in its own process (as in an enclave) and the client and the
+// apps in this one:
+//   streams  client → agent → echo app → agent → client, bstr and int-array encodings, vs a plain TCP relay
+//            (same process layout, no crypto) between the same endpoints            targets ≥ 0.5× / ≥ 0.25×
+//   requests small Data requests (HTTP, Connection: close; 64 in flight on one session) vs direct HTTP to the
+//            same app with a new connection per request (64 concurrent)            target ≥ 0.5×
+//   sessions attested sessions/s (connect + handshake + RequestAttestation), vs TCP connect + one echo round trip
+//   memory   agent RSS added by 1,000 idle attested sessions                       target ≤ 64 MB
+// Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtemp } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createHandshake } from '../../src/noise/handshake.ts';
+import type { CipherState } from '../../src/noise/cipher-state.ts';
+import { nodePrimitives } from '../../src/noise/suite-node.ts';
+import { encodeFrame, FrameReader } from '../../src/wire/frames.ts';
+import { decodeServerMessage, encodeClientMessage, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
+import { printTable, ratio } from './lib.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The agent process
+
+interface StartCmd {
+  cmd: 'start';
+  echoPort: number;
+  httpPort: number;
+}
+interface Ports {
+  streamAgent: number;
+  dataAgent: number;
+  relay: number;
+}
+
+async function agentChild(): Promise<void> {
+  const { createNsmSimulator } = await import('../../src/attestation/simulator.ts');
+  const { createResponder } = await import('../../src/responder/server.ts');
+  const { createRawForwarder } = await import('../../src/responder/raw-forwarder.ts');
+  const { listenTcp } = await import('../../src/transport/tcp.ts');
+  const send = (m: unknown): void => void process.send!(m);
+  const responders: { sessionCount: number }[] = [];
+  process.on('message', (m: StartCmd | { cmd: 'rss' | 'stop' }) => {
+    void (async () => {
+      if (m.cmd === 'start') {
+        const nsm = await createNsmSimulator({
+          stateDir: await mkdtemp(path.join(os.tmpdir(), 'bench-nsm-')),
+          identity: { agentVersion: 'bench', app: 'bench', config: 'bench' },
+        });
+        const limits = { maxSessions: 4096, idleTimeoutMs: 600_000 };
+        const listen = async (appPort: number): Promise<number> => {
+          const r = createResponder({ nsm, channel: 'public', forwarder: createRawForwarder({ appPort }), limits });
+          responders.push(r);
+          const l = await listenTcp({ port: 0 }, { onConnection: (s, info) => r.handle(s, info) });
+          return l.port!;
+        };
+        const relay = net.createServer((c) => {
+          const up = net.connect({ host: '127.0.0.1', port: m.echoPort, noDelay: true });
+          c.setNoDelay(true);
+          c.on('error', () => up.destroy());
+          up.on('error', () => c.destroy());
+          c.pipe(up).pipe(c);
+        });
+        await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+        const ports: Ports = { streamAgent: await listen(m.echoPort), dataAgent: await listen(m.httpPort), relay: (relay.address() as net.AddressInfo).port };
+        send(ports);
+      } else if (m.cmd === 'rss') {
+        for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();
+        await new Promise((r) => setTimeout(r, 100));
+        send({ rss: process.memoryUsage().rss, sessions: responders.reduce((n, r) => n + r.sessionCount, 0) });
+      } else {
+        process.exitCode = 0;
+        setImmediate(() => process.exit(0));
+      }
+    })();
+  });
+  send({ ready: true });
+}
+
+function request<T>(child: ChildProcess, msg: unknown): Promise<T> {
+  return new Promise((resolve) => {
+    child.once('message', (m) => resolve(m as T));
+    child.send(msg as never);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A minimal client: initiator handshake, FrameReader, codec, socket backpressure
+
+class Client {
+  readonly socket: net.Socket;
+  readonly #reader = new FrameReader();
+  #send!: CipherState;
+  #recv!: CipherState;
+  onMessage: (m: ServerMessage) => void = () => {};
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+  }
+
+  static async connect(port: number): Promise<Client> {
+    const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+    const c = new Client(socket);
+    const hs = createHandshake({ role: 'initiator', primitives: nodePrimitives });
+    await new Promise<void>((resolve, reject) => {
+      socket.on('error', reject);
+      socket.on('data', (chunk: Buffer) => {
+        c.#reader.push(chunk);
+        if (c.#recv === undefined) {
+          const hs2 = c.#reader.readExact(48);
+          if (hs2 === null) return;
+          hs.readMessage(hs2);
+          const t = hs.split();
+          c.#send = t.send;
+          c.#recv = t.recv;
+          resolve();
+        }
+        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decrypt(ct)).message);
+      });
+      socket.write(hs.writeMessage());
+    });
+    return c;
+  }
+
+  /** false: the socket buffer is full, wait for drain. */
+  send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
+    return this.socket.write(encodeFrame(this.#send.encrypt(encodeClientMessage(m, enc))));
+  }
+
+  next(): Promise<ServerMessage> {
+    return new Promise((resolve) => (this.onMessage = resolve));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+const drain = (s: net.Socket): Promise<void> => new Promise((r) => s.once('drain', r));
+
+// ---------------------------------------------------------------------------------------------------------------
+// Measurements
+
+async function streamThroughput(port: number, totalBytes: number, enc: ByteEncoding): Promise<number> {
+  const c = await Client.connect(port);
+  const block = new Uint8Array(16 * 1024).map((_, i) => (i * 13) & 0xff);
+  let received = 0;
+  const t0 = performance.now();
+  const done = new Promise<void>((resolve) => {
+    c.onMessage = (m) => {
+      if (m.type === 'StreamData') received += m.payload.length;
+      else if (m.type === 'StreamClose') resolve();
+    };
+  });
+  c.send({ type: 'OpenStream', id: 1, payload: new Uint8Array(0) }, enc);
+  for (let sent = 0; sent < totalBytes; sent += block.length) {
+    if (!c.send({ type: 'StreamData', id: 1, payload: block }, enc)) await drain(c.socket);
+  }
+  c.send({ type: 'StreamClose', id: 1, half: 'Write' });
+  await done;
+  const ms = performance.now() - t0;
+  c.close();
+  if (received !== totalBytes) throw new Error(`stream echoed ${received} of ${totalBytes} bytes`);
+  return totalBytes / 2 ** 20 / (ms / 1000);
+}
+
+async function relayThroughput(port: number, totalBytes: number): Promise<number> {
+  const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+  await new Promise<void>((r) => s.once('connect', r));
+  const block = Buffer.alloc(64 * 1024, 0x5a);
+  let received = 0;
+  const t0 = performance.now();
+  const done = new Promise<void>((resolve) => {
+    s.on('data', (c: Buffer) => {
+      received += c.length;
+      if (received >= totalBytes) resolve();
+    });
+  });
+  for (let sent = 0; sent < totalBytes; sent += block.length) if (!s.write(block)) await drain(s);
+  await done;
+  const ms = performance.now() - t0;
+  s.destroy();
+  return totalBytes / 2 ** 20 / (ms / 1000);
+}
+
+const HTTP_REQ = new TextEncoder().encode('GET /ping HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
+
+async function dataRequestsPerSec(port: number, ms: number, inFlight: number): Promise<number> {
+  const c = await Client.connect(port);
+  let nextId = 1;
+  let completed = 0;
+  let failures = 0;
+  const end = performance.now() + ms;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  let outstanding = 0;
+  const launch = (): void => {
+    outstanding++;
+    c.send({ type: 'Data', id: nextId++, payload: HTTP_REQ }, 'bstr');
+  };
+  c.onMessage = (m) => {
+    outstanding--;
+    if (m.type === 'Data') completed++;
+    else failures++;
+    if (performance.now() < end) launch();
+    else if (outstanding === 0) resolveDone();
+  };
+  const t0 = performance.now();
+  for (let i = 0; i < inFlight; i++) launch();
+  await done;
+  const elapsed = performance.now() - t0;
+  c.close();
+  if (failures > 0) throw new Error(`${failures} Data requests failed`);
+  return (completed * 1000) / elapsed;
+}
+
+async function directHttpPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  let completed = 0;
+  const end = performance.now() + ms;
+  const one = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/ping', agent: false, headers: { connection: 'close' } }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          completed++;
+          resolve();
+        });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) await one();
+    }),
+  );
+  return (completed * 1000) / (performance.now() - t0);
+}
+
+async function attestedSessionsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  let done = 0;
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const c = await Client.connect(port);
+        const reply = c.next();
+        c.send({ type: 'RequestAttestation' });
+        const m = await reply;
+        if (m.type !== 'Attestation') throw new Error(`expected Attestation, got ${m.type}`);
+        c.close();
+        done++;
+      }
+    }),
+  );
+  return (done * 1000) / (performance.now() - t0);
+}
+
+async function tcpRoundTripsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  let done = 0;
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+        await new Promise<void>((r) => s.once('connect', r));
+        const echoed = new Promise<void>((r) => s.once('data', () => r()));
+        s.write('ping');
+        await echoed;
+        s.destroy();
+        done++;
+      }
+    }),
+  );
+  return (done * 1000) / (performance.now() - t0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export default async function bench(): Promise<void> {
+  // The apps live in this process: an echo server and a tiny HTTP server.
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.setNoDelay(true);
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  const httpApp = http.createServer((_req, res) => {
+    res.setHeader('content-type', 'text/plain');
+    res.end('pong');
+  });
+  await new Promise<void>((r) => httpApp.listen(0, '127.0.0.1', r));
+  const echoPort = (echo.address() as net.AddressInfo).port;
+  const httpPort = (httpApp.address() as net.AddressInfo).port;
+
+  // RESPONDER_BENCH_PROFILE=<dir>: write a CPU profile of the agent process there.
+  const profile = process.env.RESPONDER_BENCH_PROFILE;
+  const execArgv = ['--import', 'tsx', '--expose-gc', ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])];
+  const child = fork(SELF, ['--agent-child'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  try {
+    await new Promise<void>((r) => child.once('message', () => r()));
+    const ports = await request<Ports>(child, { cmd: 'start', echoPort, httpPort });
+
+    // Streams (warm up each path once with a small transfer first).
+    const MB = 2 ** 20;
+    await relayThroughput(ports.relay, 8 * MB);
+    await streamThroughput(ports.streamAgent, 4 * MB, 'bstr');
+    await streamThroughput(ports.streamAgent, 4 * MB, 'array');
+    const relay = await relayThroughput(ports.relay, 256 * MB);
+    if (process.env.RESPONDER_BENCH_ONLY === 'streams') {
+      console.log(relay, await streamThroughput(ports.streamAgent, 96 * MB, 'bstr'), await streamThroughput(ports.streamAgent, 48 * MB, 'array'));
+      return;
+    }
+    const bstr = await streamThroughput(ports.streamAgent, 96 * MB, 'bstr');
+    const array = await streamThroughput(ports.streamAgent, 48 * MB, 'array');
+    printTable('responder: stream echo throughput (MiB/s of payload, agent in its own process)', [
+      ['path', 'MiB/s', 'vs plain TCP relay'],
+      ['plain TCP relay (baseline)', relay, '1.00×'],
+      ['agent stream, bstr', bstr, ratio(bstr, relay, 0.5)],
+      ['agent stream, int-array', array, ratio(array, relay, 0.25)],
+    ]);
+
+    // Small requests.
+    await dataRequestsPerSec(ports.dataAgent, 300, 64);
+    await directHttpPerSec(httpPort, 300, 64);
+    const direct = await directHttpPerSec(httpPort, 3000, 64);
+    const viaAgent = await dataRequestsPerSec(ports.dataAgent, 3000, 64);
+    printTable('responder: small HTTP requests/s', [
+      ['path', 'req/s', 'vs direct'],
+      ['direct HTTP, new connection per request, 64 concurrent (baseline)', direct, '1.00×'],
+      ['Data via agent, one session, 64 in flight', viaAgent, ratio(viaAgent, direct, 0.5)],
+    ]);
+
+    // Sessions.
+    const rtt = await tcpRoundTripsPerSec(ports.relay, 2000, 8);
+    const attested = await attestedSessionsPerSec(ports.streamAgent, 3000, 8);
+    printTable('responder: new sessions/s (8 concurrent)', [
+      ['what', 'per s', 'vs baseline'],
+      ['TCP connect + one echo round trip via relay (baseline)', rtt, '1.00×'],
+      ['connect + Noise handshake + attestation (NSM simulator)', attested, ratio(attested, rtt)],
+    ]);
+
+    // Memory.
+    const before = await request<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
+    const idle: Client[] = [];
+    for (let wave = 0; wave < 10; wave++) {
+      idle.push(
+        ...(await Promise.all(
+          Array.from({ length: 100 }, async () => {
+            const c = await Client.connect(ports.streamAgent);
+            const reply = c.next();
+            c.send({ type: 'RequestAttestation' });
+            await reply;
+            return c;
+          }),
+        )),
+      );
+    }
+    const after = await request<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
+    for (const c of idle) c.close();
+    const added = (after.rss - before.rss) / MB;
+    printTable('responder: agent memory with idle sessions', [
+      ['state', 'sessions', 'RSS MiB', 'added MiB', 'per session KiB', 'target'],
+      ['before', before.sessions, before.rss / MB, '', '', ''],
+      ['1,000 idle attested sessions', after.sessions, after.rss / MB, added, (added * 1024) / 1000, added <= 64 ? '≤ 64 MB ✓' : '> 64 MB ✗'],
+    ]);
+  } finally {
+    child.send({ cmd: 'stop' });
+    echo.close();
+    httpApp.close();
+    echo.unref();
+  }
+}
+
+if (process.argv.includes('--agent-child')) {
+  void agentChild();
+} else if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) {
+  void bench();
+}
