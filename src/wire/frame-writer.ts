@@ -65,9 +65,18 @@ export class FrameWriter {
     return this.#enqueue(bytes.slice());
   }
 
-  /** `len:u32be ‖ ciphertext`, split into writes of ≤ maxWrite. Throws (synchronously) on a bad length. */
+  /**
+   * `len:u32be ‖ ciphertext`, split into writes of ≤ maxWrite. Rejects with WIRE_FRAME_TOO_LARGE /
+   * WIRE_FRAME_TOO_SMALL on a bad length (nothing is written then; the writer stays usable).
+   */
   writeFrame(ciphertext: Uint8Array): Promise<void> {
-    return this.#enqueue(encodeFrame(ciphertext));
+    let framed: Uint8Array;
+    try {
+      framed = encodeFrame(ciphertext);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.#enqueue(framed);
   }
 
   /** Removes the writer's 'error'/'close' listeners from the sink. Later writes still work until it fails. */
