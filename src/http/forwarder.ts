@@ -188,7 +188,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     res.once('close', () => {
       // A response finished before the request body was read (an early answer): drain the rest so the
       // next request on a keep-alive stream is parsed.
-      if (!req.complete && !req.destroyed) req.resume();
+      if (!req.complete && !req.destroyed) {
+        req.unpipe();
+        req.resume();
+      }
       ex.finish();
     });
     const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);

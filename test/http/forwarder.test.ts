@@ -239,6 +239,89 @@ describe('HTTP forwarding', () => {
     expect(f.connectionCount).toBe(0);
   });
 
+  it('answers pipelined requests of one Data payload in order, then closes', async () => {
+    app = await startApp((req, res) => res.end(req.url));
+    const f = forwarder(app.port);
+    const d = await f.connect(fakeContext());
+    const reader = new ResponseReader(d);
+    d.end(get('/1', {}, { close: false }) + get('/2', {}, { close: false }) + get('/3'));
+    const bodies = [];
+    for (let i = 0; i < 3; i++) bodies.push((await reader.next()).body.toString());
+    expect(bodies).toEqual(['/1', '/2', '/3']);
+    await reader.waitEnd();
+  });
+
+  it('answers HEAD with the app headers and no body', async () => {
+    app = await startApp((_req, res) => {
+      res.setHeader('Content-Length', '1234');
+      res.end();
+    });
+    const f = forwarder(app.port);
+    const d = await f.connect(fakeContext());
+    const reader = new ResponseReader(d);
+    d.end('HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    const res = await reader.next({ head: true });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-length']).toBe('1234');
+    const rest = await reader.readToEnd();
+    expect(rest.length).toBe(0);
+  });
+
+  it('handles Expect: 100-continue (100 from the agent, the app never sees Expect)', async () => {
+    app = await startApp((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => res.end(`expect=${String(req.headers.expect)};${Buffer.concat(chunks).toString()}`));
+    });
+    const f = forwarder(app.port);
+    const d = await f.connect(fakeContext({ kind: 'stream' }));
+    const reader = new ResponseReader(d);
+    d.write('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\n');
+    const cont = await reader.next({ head: true });
+    expect(cont.status).toBe(100);
+    d.write('body');
+    const res = await reader.next();
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('expect=undefined;body');
+  });
+
+  it('keeps a stream usable after the app answers before reading the request body', async () => {
+    app = await startApp((req, res) => {
+      if (req.url === '/early') {
+        res.statusCode = 403;
+        res.end('denied');
+        req.resume();
+        return;
+      }
+      res.end('second');
+    });
+    const f = forwarder(app.port);
+    const d = await f.connect(fakeContext({ kind: 'stream' }));
+    const reader = new ResponseReader(d);
+    const big = 'z'.repeat(200_000);
+    d.write(`POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: ${big.length}\r\n\r\n${big.slice(0, 1000)}`);
+    const first = await reader.next();
+    expect(first.status).toBe(403);
+    d.write(big.slice(1000));
+    d.write(get('/after', {}, { close: false }));
+    const second = await reader.next();
+    expect(second.body.toString()).toBe('second');
+    d.end();
+    await reader.waitEnd();
+  });
+
+  it('retries a refused connection during app start-up within appStartupGraceMs', async () => {
+    const probe = await startApp(() => {});
+    const port = probe.port;
+    await probe.close();
+    const f = forwarder(port, { appStartupGraceMs: 5000 });
+    const pending = dataRequest(f, get('/'));
+    await new Promise((r) => setTimeout(r, 300));
+    app = await startAppOnPort(port);
+    const res = await pending;
+    expect(res.status).toBe(200);
+  });
+
   it('keeps serving after a flood of hostile inputs (never throws)', async () => {
     app = await startApp((_req, res) => res.end('ok'));
     const f = forwarder(app.port);

@@ -6,6 +6,7 @@
 // head was sent can only cut the connection.
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
+import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Exchange, Stage } from '../exchange.ts';
@@ -84,12 +85,27 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     res.once('close', onClose);
 
     const body = ex.body;
+    let bodyStarted = (): boolean => body !== null && body.readableDidRead;
     const method = ex.req.method ?? 'GET';
-    // The request body reaches undici through an iterator that does not destroy the request when undici
-    // gives up on it: the client connection must survive an app failure to receive the 502.
-    // (undici takes async iterables at run time; its types only list Readable.)
-    const requestBody: Readable | undefined =
-      body === null ? undefined : body === ex.req ? (body.iterator({ destroyOnReturn: false }) as unknown as Readable) : body;
+    // The client's body reaches undici through a PassThrough it may destroy without touching the request:
+    // the client connection must survive an app failure to receive the 502, and once the exchange is over
+    // the forwarder drains whatever the app did not read (a keep-alive stream goes on).
+    // It is handed over as an async iterable so the framing stays what the client chose: undici would
+    // otherwise turn a chunked body that happens to be fully buffered into a Content-Length one.
+    let requestBody: Readable | undefined;
+    if (body === ex.req) {
+      const pass = new PassThrough({ highWaterMark: 64 * 1024 });
+      pass.on('error', () => {});
+      body.pipe(pass);
+      res.once('close', () => {
+        body.unpipe(pass);
+        pass.destroy();
+      });
+      requestBody = iterate(pass) as unknown as Readable;
+      bodyStarted = () => pass.readableDidRead;
+    } else {
+      requestBody = body ?? undefined;
+    }
 
     // The length the app is told is the length of the body it gets (a decrypt stage may have changed it);
     // without one, undici sends the body chunked.
@@ -121,7 +137,7 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
           code === 'ECONNREFUSED' &&
           !upstream.answered &&
           performance.now() - started < upstream.startupGraceMs &&
-          (body === null || !body.readableDidRead);
+          !bodyStarted();
         if (canRetry) {
           await sleep(100);
           continue;
@@ -150,6 +166,10 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     }
     await relay(appBody, ex);
   };
+}
+
+async function* iterate(stream: Readable): AsyncGenerator<Buffer> {
+  for await (const chunk of stream) yield chunk as Buffer;
 }
 
 /** Streams the app's body into the client's response with backpressure, counting bytes. */
