@@ -11,7 +11,7 @@ import { equalBytes, fromHex, toHex } from '../util/bytes.ts';
 import { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256 } from './aws-root.ts';
 import { coseSign1SigStructure, parseAttestationDocument, type AttestationDocument } from './document.ts';
 import { AttestationError } from './errors.ts';
-import { importEcKey, parseTrustAnchor, pemToDer, verifyChain, type TrustAnchor } from './x509.ts';
+import { importEcKey, parseCertificateCached, parseTrustAnchor, pemToDer, verifyChain, type TrustAnchor } from './x509.ts';
 
 export { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256 } from './aws-root.ts';
 
@@ -166,17 +166,27 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
   const { cose, document } = parseAttestationDocument(doc, { allowEmptyPublicKey: exp.allowEmptyPublicKey === true });
 
   if (!exp.debug) {
-    // 2. Chain, then the COSE signature with the leaf key.
+    // 2. Chain, then the COSE signature with the leaf key. The signature check starts alongside the chain's
+    //    (WebCrypto runs them off the main thread); its result is only looked at once the chain has passed.
+    const early = parseCertificateCached(document.certificate, 'certificate');
+    const coseCheck = importEcKey(early.publicKey, 'P-384')
+      .then((key) =>
+        globalThis.crypto.subtle.verify(
+          { name: 'ECDSA', hash: 'SHA-384' },
+          key,
+          cose.signature as Uint8Array<ArrayBuffer>,
+          coseSign1SigStructure(cose.protectedBytes, cose.payload) as Uint8Array<ArrayBuffer>,
+        ),
+      )
+      .then(
+        (ok) => ({ ok, err: undefined as unknown }),
+        (err: unknown) => ({ ok: false, err }),
+      );
     const leaf = await verifyChain(document.certificate, document.cabundle, anchors, at);
-    const key = await importEcKey(leaf.publicKey, 'P-384').catch((err: unknown) => {
+    const { ok, err } = await coseCheck;
+    if (err !== undefined) {
       throw new AttestationError('ATTESTATION_CHAIN', `certificate (${leaf.subject}) has an invalid P-384 public key`, { cause: err });
-    });
-    const ok = await globalThis.crypto.subtle.verify(
-      { name: 'ECDSA', hash: 'SHA-384' },
-      key,
-      cose.signature as Uint8Array<ArrayBuffer>,
-      coseSign1SigStructure(cose.protectedBytes, cose.payload) as Uint8Array<ArrayBuffer>,
-    );
+    }
     if (!ok) {
       throw new AttestationError('ATTESTATION_SIGNATURE', `COSE_Sign1 ES384 signature does not verify with the key of certificate (${leaf.subject})`);
     }

@@ -34,6 +34,8 @@ const KU_KEY_CERT_SIGN = 0x04;
 
 export interface ParsedCert {
   der: Uint8Array;
+  /** Hex of the DER: the cache identity of this exact certificate. */
+  id: string;
   cert: pkijs.Certificate;
   subject: string;
   issuer: string;
@@ -115,6 +117,7 @@ export function parseCertificate(der: Uint8Array, label: string): ParsedCert {
   }
   return {
     der,
+    id: toHex(der),
     cert,
     subject,
     issuer: formatName(cert.issuer),
@@ -125,6 +128,39 @@ export function parseCertificate(der: Uint8Array, label: string): ParsedCert {
     ca,
     keyUsage,
   };
+}
+
+/**
+ * Content-addressed caches. The CA part of a Nitro chain is shared by every document of an instance for hours
+ * (and the leaf by every document for up to 3 h), and pkijs parsing plus ECDSA dominate verification. Entries
+ * are keyed by the exact DER bytes (and, for signatures, the exact issuer key), so a hit is the same
+ * computation on the same input; only successes are cached. Validity times and names are re-checked on
+ * every call. Bounded, oldest evicted first.
+ */
+const CACHE_MAX = 256;
+const parsedCache = new Map<string, ParsedCert>();
+const verifiedLinks = new Set<string>();
+
+function remember<K>(cache: { size: number; keys(): IterableIterator<K>; delete(k: K): boolean }, add: () => void): void {
+  if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as K);
+  add();
+}
+
+/** parseCertificate through the content-addressed cache. Callers must treat the result as read-only. */
+export function parseCertificateCached(der: Uint8Array, label: string): ParsedCert {
+  const id = toHex(der);
+  const hit = parsedCache.get(id);
+  if (hit) return hit;
+  const parsed = parseCertificate(der, label);
+  remember(parsedCache, () => parsedCache.set(id, parsed));
+  return parsed;
+}
+
+/** Forgets parsed certificates, verified signatures and imported keys (benchmarks measure the cold path). */
+export function clearVerifierCaches(): void {
+  parsedCache.clear();
+  verifiedLinks.clear();
+  keyCache.clear();
 }
 
 /** Strict DER ECDSA-Sig-Value → r ‖ s (each left-padded to the curve size). */
@@ -178,6 +214,15 @@ async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): P
   if (algo !== c.signature.algorithmId) chainError(`${label} (${child.subject}) has mismatched signature algorithms`);
   const hash = SIG_HASH[algo];
   if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${algo}; expected ECDSA with SHA-256/384/512`);
+  const link = `${child.id}|${issuer.curve.name}|${toHex(issuer.publicKey)}`;
+  if (verifiedLinks.has(link)) return true;
+  const ok = await verifySignature(child, issuer, label, hash);
+  if (ok) remember(verifiedLinks, () => verifiedLinks.add(link));
+  return ok;
+}
+
+async function verifySignature(child: ParsedCert, issuer: ParsedCert, label: string, hash: string): Promise<boolean> {
+  const c = child.cert;
   const raw = ecdsaDerToRaw(c.signatureValue.valueBlock.valueHexView, issuer.curve.size);
   if (!raw) return false;
   const key = await importEcKey(issuer.publicKey, issuer.curve.name).catch((err: unknown) =>
@@ -237,7 +282,7 @@ export function parseTrustAnchor(root: Uint8Array | string, label = 'trusted roo
  */
 export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[], anchors: TrustAnchor[], at: Date): Promise<ParsedCert> {
   const labels = ['certificate', ...cabundle.map((_, i) => `cabundle[${i}]`).reverse()];
-  const path = [certificate, ...[...cabundle].reverse()].map((der, i) => parseCertificate(der, labels[i]!));
+  const path = [certificate, ...[...cabundle].reverse()].map((der, i) => parseCertificateCached(der, labels[i]!));
   const top = path[path.length - 1]!;
 
   // 1. Anchor: which trusted root does this path end at?
