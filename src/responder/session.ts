@@ -200,7 +200,8 @@ export class Session implements StreamOwner {
   readonly #onSockEnd = (): void => {
     if (this.#state === 'closed') return;
     this.#inputEnded = true;
-    if (this.#state !== 'open') {
+    // A transport that is not half-open capable (net default) ends our side too: nothing can be answered.
+    if (this.#state !== 'open' || (this.#sock as { allowHalfOpen?: boolean }).allowHalfOpen === false) {
       this.#close('client-closed');
       return;
     }

@@ -510,6 +510,34 @@ describe('session lifecycle', () => {
     await slow.close();
   });
 
+  it('answers requests in flight after the client half-closes (half-open transport), then closes', async () => {
+    const slow = await startReplyApp(async (req) => {
+      await sleep(200);
+      return req;
+    });
+    const { createResponder } = await import('../../src/responder/server.ts');
+    const closed: string[] = [];
+    const responder = createResponder({
+      nsm: sim,
+      channel: 'public',
+      forwarder: createRawForwarder({ appPort: slow.port, halfCloseData: true }),
+      onSessionClosed: (s) => closed.push(s.reason),
+    });
+    const server = net.createServer({ allowHalfOpen: true }, (s) => responder.handle(s, { remote: 'test', transport: 'tcp' }));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { handshake, tcpPipe } = await import('./helpers.ts');
+    const socket = await connectTcp((server.address() as net.AddressInfo).port);
+    const c = await handshake(tcpPipe(socket));
+    c.send({ type: 'Data', id: 1, payload: utf8.encode('last words') });
+    socket.end(); // FIN after the request
+    expect((await c.next()).message).toEqual({ type: 'Data', id: 1, payload: utf8.encode('last words') });
+    await closedWithin(c);
+    expect(closed).toEqual(['client-closed']);
+    await responder.close();
+    server.close();
+    await slow.close();
+  });
+
   it('destroys connections beyond maxSessions before any crypto', async () => {
     const a = await startTestAgent({ nsm: sim, channel: 'public', forwarder: createRawForwarder({ appPort: echoApp.port, halfCloseData: true }), limits: { maxSessions: 2 } });
     const c1 = await connectClient(a.port);
