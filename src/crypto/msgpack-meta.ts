@@ -55,6 +55,8 @@ export function unwrapMetadata(plaintext: Uint8Array): { metadata: EvMetadata; d
 
 type Scalar = string | number | boolean | null;
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 /** Reads a msgpack map of string → scalar. Returns null on anything else or on trailing bytes. */
 export function decodeMetadata(bytes: Uint8Array): EvMetadata | null {
   const r = new Reader(bytes);
@@ -107,13 +109,21 @@ class Reader {
 
   str(len: number | null): string | undefined {
     if (len === null || this.pos + len > this.b.length) return undefined;
-    const s = this.b.subarray(this.pos, this.pos + len);
+    const start = this.pos;
     this.pos += len;
-    try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(s);
-    } catch {
-      return undefined;
+    let ascii = '';
+    for (let i = start; i < this.pos; i++) {
+      const c = this.b[i]!;
+      if (c >= 0x80) {
+        try {
+          return UTF8.decode(this.b.subarray(start, this.pos));
+        } catch {
+          return undefined;
+        }
+      }
+      ascii += String.fromCharCode(c);
     }
+    return ascii;
   }
 
   float(n: 4 | 8): number | undefined {
