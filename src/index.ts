@@ -38,3 +38,9 @@ export { EvFormatError, EvDecryptError, KeyringError } from './crypto/errors.ts'
 export { startApiServer, API_HOST, API_PORT } from './api/server.ts';
 export type { ApiServer, ApiServerOptions } from './api/server.ts';
 export { ApiError } from './api/errors.ts';
+// attestation (browser-safe parts also from ./attestation/index.ts)
+export * from './attestation/index.ts';
+export { createDeviceNsm, NSM_MAX_RANDOM_BYTES, type NsmIoctl } from './attestation/nsm-device.ts';
+export { createNsmSimulator, simulatorPcrs } from './attestation/simulator.ts';
+export type { NsmSimulator, NsmSimulatorOptions, SimulatorIdentity, DocumentTweak } from './attestation/simulator.ts';
+export { NSM_MAX_REQUEST_BYTES, NSM_RESPONSE_BUFFER_BYTES, NSM_MAX_USER_DATA, NSM_MAX_NONCE, NSM_MAX_PUBLIC_KEY } from './attestation/nsm-messages.ts';
