@@ -37,7 +37,12 @@ export class KeyMaterial {
     const gen = (c: EvCurve): Uint8Array => {
       const e = createECDH(NODE_CURVE[c]);
       e.generateKeys();
-      return new Uint8Array(e.getPrivateKey());
+      // getPrivateKey() drops leading zero bytes (1 key in 256 is 31 bytes): left-pad to 32.
+      const k = e.getPrivateKey();
+      const out = new Uint8Array(32);
+      out.set(k, 32 - k.length);
+      k.fill(0);
+      return out;
     };
     return new KeyMaterial({ p256: gen('p256'), secp256k1: gen('secp256k1') });
   }

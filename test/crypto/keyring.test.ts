@@ -86,6 +86,18 @@ describe('Keyring', () => {
     expect(inspect(kr)).toContain('[redacted]');
   });
 
+  it('accepts scalars with leading zero bytes (generated keys are always 32 bytes)', () => {
+    const scalar = (c: 'p256' | 'secp256k1'): Uint8Array => {
+      const k = KeyMaterial.generate().privateKey(c);
+      k[0] = 0;
+      return k;
+    };
+    const m = new KeyMaterial({ p256: scalar('p256'), secp256k1: scalar('secp256k1') });
+    const k = Keyring.fromMaterial(m);
+    expect(decryptToken(encryptValue('z', k.publicKeys()), k)).toBe('z');
+    for (let i = 0; i < 50; i++) expect(KeyMaterial.generate().privateKey('p256').length).toBe(32);
+  });
+
   it('publishes compressed points, stable key ids and an 86-byte CBOR attestation key', () => {
     const pub = kr.publicKeys();
     expect(pub.p256.length).toBe(33);
