@@ -8,6 +8,7 @@ export async function loadCommands(): Promise<CliCommand[]> {
     import('./bridge.ts'),
     import('./keys-public.ts'),
     import('./encrypt.ts'),
+    import('./run-command.ts'),
   ] as Promise<{ command: CliCommand }>[]);
   return modules.map((m) => m.command);
 }

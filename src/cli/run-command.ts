@@ -1,0 +1,240 @@
+// `enclave-agent run -- <app command...>`: the in-enclave entrypoint (the Docker image's ENTRYPOINT).
+// Loads enclave.toml, brings up `lo` when inside an enclave, opens the public and control listeners, starts
+// the local API, supervises the app, reports healthy once the app's port answers, drains on SIGTERM.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig, type Config } from '../config.ts';
+import { isAgentError } from '../errors.ts';
+import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../runtime/agent.ts';
+import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
+import { createRuntimeLogs } from '../runtime/logs.ts';
+import { insideEnclave, openNsm } from '../runtime/nsm.ts';
+import { startSupervisor } from '../runtime/supervisor.ts';
+import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
+import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
+import { fromHex } from '../util/bytes.ts';
+import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+
+const HELP = `Usage: enclave-agent run [options] -- <app command...>
+
+The in-enclave entrypoint: loads enclave.toml, brings up lo (inside an enclave), listens on the public and
+control ports, starts the local API (127.0.0.1:[api] port), starts the app as a supervised child, and logs
+"agent healthy" once the app's port ([app] port) accepts connections.
+
+Options:
+  --config FILE        enclave.toml to load. Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it
+                       exists, else every default.
+  --listen WHERE       vsock (default): [listen] public_port and control_port on any CID
+                       tcp:PUBLIC,CONTROL: 127.0.0.1 ports standing in for vsock (0 picks a free port)
+                       unix:DIR: DIR/public.sock and DIR/control.sock
+  --nsm KIND           device (default): /dev/nsm through the native addon
+                       simulator: the NSM simulator (development and tests; never trusted by clients)
+  --state-dir DIR      development keys and the simulator's CA. Default: $ENCLAVE_AGENT_STATE_DIR, else ./.state
+  --loopback MODE      auto (default: when /dev/nsm exists) | on | off — configure lo as 127.0.0.1/8
+  --log-target TARGET  with [log] sink = "vsock": connect here instead of vsock:2:<vsock_port>
+                       (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
+
+The app command comes after "--", else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
+finish in-flight requests up to [listen] drain_timeout_ms, then forward the signal to the app and exit 0;
+a second one forces); SIGHUP/SIGUSR1/SIGUSR2 are forwarded to the app. When the app exits and [app] restart
+does not restart it, the agent exits with the app's exit code.
+
+Sealed keys ([keyring] source = "sealed-file"): the unseal key is read as 64 hex characters from the file
+named by $ENCLAVE_AGENT_UNSEAL_KEY_FILE.`;
+
+export interface RunArgs {
+  configPath: string | undefined;
+  listen: RuntimeListen;
+  nsm: 'device' | 'simulator';
+  stateDir: string;
+  loopback: 'auto' | 'on' | 'off';
+  logTarget: StreamTarget | undefined;
+  command: string[];
+}
+
+function parsePort(text: string, what: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new CliUsageError(`--listen: ${what} port must be 0..65535, found "${text}"`);
+  return Number(text);
+}
+
+export function parseListen(text: string): RuntimeListen {
+  if (text === 'vsock') return { kind: 'vsock' };
+  if (text.startsWith('tcp:')) {
+    const m = /^tcp:([^,]+),([^,]+)$/.exec(text);
+    if (!m) throw new CliUsageError(`--listen: expected tcp:PUBLIC,CONTROL, found "${text}"`);
+    const publicPort = parsePort(m[1]!, 'public');
+    const controlPort = parsePort(m[2]!, 'control');
+    if (publicPort !== 0 && publicPort === controlPort) throw new CliUsageError('--listen: the public and control ports must differ');
+    return { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort };
+  }
+  if (text.startsWith('unix:') && text.length > 5) return { kind: 'unix', dir: path.resolve(text.slice(5)) };
+  throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
+}
+
+/** Splits at the first "--": options before, the app command after. */
+export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.env): RunArgs {
+  const dash = args.indexOf('--');
+  const flags = dash < 0 ? args : args.slice(0, dash);
+  const command = dash < 0 ? [] : args.slice(dash + 1);
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: flags,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string' },
+        nsm: { type: 'string' },
+        'state-dir': { type: 'string' },
+        loopback: { type: 'string' },
+        'log-target': { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    throw new CliUsageError(`${(err as Error).message}; put the app command after "--"`);
+  }
+  const nsm = values.nsm ?? 'device';
+  if (nsm !== 'device' && nsm !== 'simulator') throw new CliUsageError(`--nsm: expected device or simulator, found "${nsm}"`);
+  const loopback = values.loopback ?? 'auto';
+  if (loopback !== 'auto' && loopback !== 'on' && loopback !== 'off') throw new CliUsageError(`--loopback: expected auto, on or off, found "${loopback}"`);
+  let logTarget: StreamTarget | undefined;
+  if (values['log-target'] !== undefined) {
+    try {
+      logTarget = parseTarget(values['log-target']);
+    } catch (err) {
+      if (err instanceof TransportError) throw new CliUsageError(`--log-target: ${err.message}`);
+      throw err;
+    }
+  }
+  let configPath = values.config ?? env.ENCLAVE_AGENT_CONFIG;
+  if (configPath === undefined && existsSync('enclave.toml')) configPath = 'enclave.toml';
+  return {
+    configPath,
+    listen: parseListen(values.listen ?? 'vsock'),
+    nsm,
+    stateDir: path.resolve(values['state-dir'] ?? env.ENCLAVE_AGENT_STATE_DIR ?? '.state'),
+    loopback,
+    logTarget,
+    command,
+  };
+}
+
+function readUnsealKey(env: NodeJS.ProcessEnv): Uint8Array | undefined {
+  const file = env.ENCLAVE_AGENT_UNSEAL_KEY_FILE;
+  if (file === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    throw new CliUsageError(`ENCLAVE_AGENT_UNSEAL_KEY_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'EIO'})`);
+  }
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new CliUsageError(`ENCLAVE_AGENT_UNSEAL_KEY_FILE: expected 64 hex characters in ${file}, found ${text.length} characters`);
+  return fromHex(text);
+}
+
+/** The one line for a missing addon: "vsock is unavailable: the native addon was not built (…)". */
+function nativeReason(err: unknown): string {
+  if (err instanceof NativeUnavailableError) return err.message.replace(/^.*?the native addon was not built /, '');
+  return `(${err instanceof Error ? err.message : String(err)})`;
+}
+
+export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const a = parseRunArgs(args, env);
+  const config: Config = loadConfig(a.configPath, env);
+  const command = a.command.length > 0 ? a.command : config.app.command;
+  if (command.length === 0) throw new CliUsageError('no app command: give it after "--" or set [app] command in enclave.toml');
+
+  // Fail early and in one line on what cannot work here.
+  if (a.listen.kind === 'vsock') {
+    try {
+      loadNative();
+    } catch (err) {
+      io.err(`enclave-agent run: vsock is unavailable: the native addon was not built ${nativeReason(err)}`);
+      return 1;
+    }
+  }
+  if (config.log.sink === 'vsock' && a.logTarget === undefined && a.listen.kind !== 'vsock') {
+    throw new CliUsageError('[log] sink = "vsock" needs --log-target when not listening on vsock (the default target is the parent, vsock CID 2)');
+  }
+  let nsm;
+  try {
+    nsm = await openNsm(
+      a.nsm === 'device'
+        ? { kind: 'device' }
+        : { kind: 'simulator', stateDir: path.join(a.stateDir, 'nsm-simulator'), app: command.join(' '), config: a.configPath === undefined ? '' : readFileSync(a.configPath), debug: config.debug },
+    );
+  } catch (err) {
+    if (isAgentError(err, 'RUNTIME_NSM_UNAVAILABLE')) {
+      io.err(`enclave-agent run: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+
+  const logs = createRuntimeLogs(config.log, a.logTarget === undefined ? {} : { target: a.logTarget });
+  const logger = logs.logger;
+  logger.info({ config: a.configPath ?? '(defaults)', listen: a.listen.kind, nsm: a.nsm, logs: logs.where, pid: process.pid }, 'enclave-agent run starting');
+
+  if (a.loopback === 'on' || (a.loopback === 'auto' && insideEnclave())) {
+    const { changed } = bringUpLoopback();
+    logger.info({ changed }, 'loopback up');
+  }
+
+  let runtime: AgentRuntime;
+  try {
+    runtime = await startAgentRuntime({ config, listen: a.listen, nsm, stateDir: a.stateDir, logger, trxSink: logs.trxSink, unsealKey: readUnsealKey(env) });
+  } catch (err) {
+    await logs.close();
+    throw err;
+  }
+
+  const supervisor = startSupervisor({
+    command,
+    restart: config.app.restart,
+    restartBackoffMs: config.app.restart_backoff_ms,
+    restartBackoffMaxMs: config.app.restart_backoff_max_ms,
+    maxRestarts: config.app.max_restarts,
+    restartWindowMs: config.app.restart_window_ms,
+    appPort: config.app.port,
+    readyWarnAfterMs: config.app.startup_grace_ms,
+    logger,
+    onState: (state) => {
+      if (state === 'healthy') {
+        logger.info(
+          { public: runtime.publicAddress, control: runtime.controlAddress, publicPort: runtime.publicPort, controlPort: runtime.controlPort, apiPort: runtime.apiPort, appPort: config.app.port },
+          'agent healthy',
+        );
+      }
+    },
+  });
+
+  const code = await new Promise<number>((resolve) => {
+    const shutdown = createShutdown({
+      runtime,
+      app: supervisor,
+      drainTimeoutMs: config.listen.drain_timeout_ms,
+      stopTimeoutMs: config.app.stop_timeout_ms,
+      logger,
+      exit: resolve,
+    });
+    // Installed for the rest of the process: a late second signal still forces.
+    installSignalHandlers(shutdown, supervisor, logger);
+    void supervisor.done.then((result) => {
+      if (result.reason === 'stopped') return; // the shutdown sequence stopped it
+      void shutdown.begin({ reason: result.reason === 'restart-limit' ? 'app restart limit reached' : 'app exited', exitCode: result.exitCode });
+    });
+  });
+  await logs.close().catch(() => {});
+  // Something (a pool, a stray socket) must not keep a stopped agent alive.
+  setTimeout(() => process.exit(code), 2_000).unref();
+  return code;
+}
+
+export const command: CliCommand = {
+  path: ['run'],
+  summary: 'in-enclave entrypoint: listen, attest, supervise the app (run -- <app command>)',
+  help: HELP,
+  run: (args, io) => runAgent(args, io),
+};

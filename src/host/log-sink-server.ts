@@ -1,0 +1,206 @@
+/**
+ * The host side of the agent's log stream (runs on the parent instance): accepts the agent's connection(s)
+ * over vsock (production), a Unix socket or TCP (development), and writes each JSON line it receives to an
+ * output (stdout or a file). The enclave is not trusted to be well-behaved here: every line must parse as a
+ * JSON object or it is dropped and counted, a line longer than `maxLineBytes` is dropped (up to its
+ * newline) without being buffered, connections are capped, and a slow output pauses the sockets instead of
+ * buffering without bound.
+ */
+import type { Duplex, Writable } from 'node:stream';
+import pino, { type Logger } from 'pino';
+import { AgentError } from '../errors.ts';
+import { listenTcp } from '../transport/tcp.ts';
+import type { ConnectionInfo, Listener } from '../transport/types.ts';
+import { listenUnix } from '../transport/unix.ts';
+
+export type LogSinkServerErrorCode = 'LOG_SINK_SERVER_BAD_OPTIONS';
+
+export class LogSinkServerError extends AgentError {
+  declare readonly code: LogSinkServerErrorCode;
+  constructor(code: LogSinkServerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+export type LogSinkListen =
+  | { kind: 'tcp'; host?: string; port: number }
+  | { kind: 'unix'; path: string; mode?: number }
+  /** Production: the host listens on this vsock port for the enclave's connection (any CID by default). */
+  | { kind: 'vsock'; port: number; cid?: number };
+
+export interface LogSinkServerOptions {
+  listen: LogSinkListen;
+  /** Where the JSON lines go (process.stdout, a file stream). Not ended by close(). */
+  output: Writable;
+  /** Longest accepted line, newline excluded. Default 64 KiB. */
+  maxLineBytes?: number;
+  /** Concurrent agent connections (the agent keeps one; reconnects replace it). Default 16. */
+  maxConnections?: number;
+  /** Diagnostics (dropped lines, connections) — never the lines themselves. */
+  logger?: Logger;
+}
+
+export interface LogSinkServerStats {
+  /** Lines written to the output. */
+  lines: number;
+  /** Lines dropped because they were not a JSON object. */
+  invalid: number;
+  /** Lines dropped because they were longer than maxLineBytes. */
+  oversized: number;
+  /** Connections accepted so far / refused over maxConnections. */
+  connections: number;
+  refused: number;
+}
+
+export interface LogSinkServer {
+  /** The listener's address ("127.0.0.1:5008", "/run/logs.sock", "vsock:*:5008"). */
+  readonly address: string;
+  /** TCP/vsock: the bound port. */
+  readonly port: number | undefined;
+  readonly stats: Readonly<LogSinkServerStats>;
+  /** Stops listening and closes the connections (a partial last line is dropped). */
+  close(): Promise<void>;
+}
+
+const NEWLINE = 0x0a;
+
+/** Splits a byte stream into lines, refusing to buffer more than `max` bytes of one line. */
+export class LineSplitter {
+  #parts: Buffer[] = [];
+  #size = 0;
+  #discarding = false;
+
+  constructor(
+    private readonly max: number,
+    private readonly onLine: (line: Buffer) => void,
+    private readonly onOversized: () => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(NEWLINE, start);
+      const end = nl < 0 ? chunk.length : nl;
+      if (!this.#discarding) {
+        const piece = chunk.subarray(start, end);
+        if (this.#size + piece.length > this.max) {
+          this.#discarding = true;
+          this.#parts = [];
+          this.#size = 0;
+          this.onOversized();
+        } else if (piece.length > 0) {
+          this.#parts.push(piece);
+          this.#size += piece.length;
+        }
+      }
+      if (nl < 0) return;
+      if (!this.#discarding) {
+        const line = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#size);
+        this.#parts = [];
+        this.#size = 0;
+        if (line.length > 0) this.onLine(line);
+      }
+      this.#discarding = false;
+      start = nl + 1;
+    }
+  }
+}
+
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+/** The line as text when it is one JSON object (trailing \r tolerated), else null. */
+export function validJsonLine(line: Buffer): string | null {
+  let text = decoder.decode(line);
+  if (text.endsWith('\r')) text = text.slice(0, -1);
+  if (text.length === 0 || text.charCodeAt(0) !== 0x7b /* { */) return null;
+  try {
+    const value: unknown = JSON.parse(text);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? text : null;
+  } catch {
+    return null;
+  }
+}
+
+export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<LogSinkServer> {
+  const maxLine = opts.maxLineBytes ?? 64 * 1024;
+  const maxConnections = opts.maxConnections ?? 16;
+  if (!Number.isInteger(maxLine) || maxLine < 2 || maxLine > 64 * 1024 * 1024) {
+    throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `maxLineBytes: expected an integer in 2..67108864, found ${String(maxLine)}`);
+  }
+  if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+    throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `maxConnections: expected a positive integer, found ${String(maxConnections)}`);
+  }
+  const logger = opts.logger ?? pino({ enabled: false });
+  const output = opts.output;
+  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0 };
+  const open = new Set<Duplex>();
+  let outputBlocked = false;
+
+  output.on('error', (err: NodeJS.ErrnoException) => logger.error({ err: err.code ?? err.message }, 'log output failed'));
+  output.on('drain', () => {
+    outputBlocked = false;
+    for (const s of open) s.resume();
+  });
+
+  const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
+    if (open.size >= maxConnections) {
+      stats.refused++;
+      logger.warn({ remote: info.remote, limit: maxConnections }, 'log connection refused: too many');
+      stream.destroy();
+      return;
+    }
+    stats.connections++;
+    open.add(stream);
+    logger.info({ remote: info.remote }, 'agent log stream connected');
+    const splitter = new LineSplitter(
+      maxLine,
+      (line) => {
+        const text = validJsonLine(line);
+        if (text === null) {
+          stats.invalid++;
+          logger.warn({ remote: info.remote, bytes: line.length }, 'log line dropped: not a JSON object');
+          return;
+        }
+        stats.lines++;
+        if (!output.write(text + '\n') && !outputBlocked) {
+          outputBlocked = true;
+          for (const s of open) s.pause();
+        }
+      },
+      () => {
+        stats.oversized++;
+        logger.warn({ remote: info.remote, limit: maxLine }, 'log line dropped: too long');
+      },
+    );
+    stream.on('error', () => {});
+    stream.on('data', (chunk: Buffer) => {
+      splitter.push(chunk);
+      if (outputBlocked) stream.pause();
+    });
+    stream.on('end', () => stream.end());
+    stream.once('close', () => {
+      open.delete(stream);
+      logger.info({ remote: info.remote }, 'agent log stream closed');
+    });
+  };
+
+  let listener: Listener;
+  const l = opts.listen;
+  if (l.kind === 'tcp') listener = await listenTcp({ host: l.host ?? '127.0.0.1', port: l.port }, { onConnection });
+  else if (l.kind === 'unix') listener = await listenUnix({ path: l.path, ...(l.mode === undefined ? {} : { mode: l.mode }) }, { onConnection });
+  else {
+    // Loaded only here: it wraps the native addon, which development machines may lack.
+    const { listenVsock } = await import('../transport/vsock.ts');
+    listener = await listenVsock({ port: l.port, ...(l.cid === undefined ? {} : { cid: l.cid }) }, { onConnection });
+  }
+
+  return {
+    address: listener.address,
+    port: listener.port,
+    stats,
+    async close() {
+      await listener.close();
+      for (const s of [...open]) s.destroy();
+    },
+  };
+}

@@ -1,0 +1,18 @@
+import { AgentError } from '../errors.ts';
+
+export type RuntimeErrorCode =
+  | 'RUNTIME_BAD_OPTIONS'
+  | 'RUNTIME_VSOCK_UNAVAILABLE'
+  | 'RUNTIME_NSM_UNAVAILABLE'
+  | 'RUNTIME_NO_COMMAND'
+  | 'RUNTIME_KEYRING'
+  | 'RUNTIME_ABORTED'
+  | 'LOG_SINK_BAD_OPTIONS';
+
+/** The error class of src/runtime (the in-enclave runtime: supervision, drain, wiring). */
+export class RuntimeError extends AgentError {
+  declare readonly code: RuntimeErrorCode;
+  constructor(code: RuntimeErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}

@@ -1,0 +1,83 @@
+// Where the runtime's logs go, from enclave.toml [log]: the operational log (pino, JSON) and the
+// transaction records (LogSink) share one destination per process, so their lines never interleave
+// mid-line:
+//   stdout  JSON lines on fd 1 (development; inside an enclave only the debug console sees them)
+//   file    JSON lines appended to log.path
+//   vsock   JSON lines over a reconnecting stream to the host's log sink (src/host/log-sink-server.ts),
+//           vsock CID 2 (the parent) port log.vsock_port unless a target is given
+import pino, { type Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { LogSink } from '../http/log-sink.ts';
+import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
+import { VMADDR_CID_HOST } from '../transport/vsock.ts';
+import { createReconnectingLogSink } from './stream-log-sink.ts';
+
+export interface RuntimeLogs {
+  /** The operational log. */
+  readonly logger: Logger;
+  /** Transaction records (HTTP mode). */
+  readonly trxSink: LogSink;
+  /** Where lines go, for the first log line: "stdout", a path, "vsock:2:5008". */
+  readonly where: string;
+  /** Flushes and releases the destination. */
+  close(): Promise<void>;
+}
+
+export interface RuntimeLogsOptions {
+  /** For log.sink = "vsock": connect here instead of vsock:2:<vsock_port> (development, tests). */
+  target?: StreamTarget;
+  /** Extra base fields of the operational log (default { name: 'enclave-agent' }). */
+  base?: Record<string, unknown>;
+}
+
+const TRX_OPTIONS: pino.LoggerOptions = { base: null, timestamp: false, formatters: { level: (label) => ({ level: label }) } };
+
+function trxSinkOver(dest: pino.DestinationStream): LogSink {
+  const trx = pino(TRX_OPTIONS, dest);
+  let closed = false;
+  return {
+    write(record) {
+      if (!closed) trx.info(record);
+    },
+    async close() {
+      closed = true;
+    },
+  };
+}
+
+export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions = {}): RuntimeLogs {
+  const loggerOptions: pino.LoggerOptions = { level: log.level, base: opts.base ?? { name: 'enclave-agent' } };
+  if (log.sink === 'vsock') {
+    const target: StreamTarget = opts.target ?? { kind: 'vsock', cid: VMADDR_CID_HOST, port: log.vsock_port };
+    let lastError: string | undefined;
+    const sink = createReconnectingLogSink({
+      connect: () => connectStream(target, { timeoutMs: 5_000 }),
+      onStatus: (e) => {
+        // The stream itself cannot report that it is down: say it once on stderr.
+        if (!e.connected && e.error !== undefined && e.error !== lastError) process.stderr.write(`enclave-agent: log stream ${describeTarget(target)} down (${e.error}); buffering\n`);
+        lastError = e.connected ? undefined : e.error;
+      },
+    });
+    return {
+      logger: pino(loggerOptions, sink.destination),
+      trxSink: trxSinkOver(sink.destination),
+      where: describeTarget(target),
+      close: () => sink.close(),
+    };
+  }
+  // Synchronous writes: low volume, and nothing is lost when the process exits right after a line.
+  const dest = log.sink === 'file' && log.path !== null ? pino.destination({ dest: log.path, append: true, mkdir: true, sync: true }) : pino.destination({ dest: 1, sync: true });
+  return {
+    logger: pino(loggerOptions, dest),
+    trxSink: trxSinkOver(dest),
+    where: log.sink === 'file' && log.path !== null ? log.path : 'stdout',
+    async close() {
+      try {
+        dest.flushSync();
+      } catch {
+        // nothing buffered, or the fd is gone
+      }
+      if (log.sink === 'file') dest.end();
+    },
+  };
+}
