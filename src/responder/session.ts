@@ -493,13 +493,14 @@ export class Session implements StreamOwner {
     this.#stats.streams++;
     const stream = new AppStream(this, id, enc, payload, this.#clientQueueBlocked);
     this.#streams.set(id, stream);
-    this.#cfg.forwarder.connect(this.#context('stream')).then(
-      (app) => {
-        if (this.#state === 'closed') app.destroy();
-        else stream.attach(app);
-      },
-      (err: unknown) => stream.connectFailed(forwardErrorMessage(err)),
-    );
+    const ctx = this.#context('stream');
+    const attach = (app: Duplex): void => {
+      if (this.#state === 'closed') app.destroy();
+      else stream.attach(app);
+    };
+    Promise.resolve()
+      .then(() => this.#cfg.forwarder.connect(ctx))
+      .then(attach, (err: unknown) => stream.connectFailed(forwardErrorMessage(err)));
   }
 
   streamData(stream: AppStream, payload: Uint8Array): void {
