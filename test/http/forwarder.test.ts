@@ -368,3 +368,18 @@ async function startAppOnPort(port: number): Promise<TestApp> {
   } as TestApp;
 }
 
+
+describe('keep-alive streams', () => {
+  it('closes an idle keep-alive stream after keepAliveTimeoutMs', async () => {
+    app = await startApp((_req, res) => res.end('ok'));
+    const f = forwarder(app.port, { keepAliveTimeoutMs: 100 });
+    const d = await f.connect(fakeContext({ kind: 'stream' }));
+    const reader = new ResponseReader(d);
+    d.write(get('/', {}, { close: false }));
+    expect((await reader.next()).status).toBe(200);
+    const t = performance.now();
+    await reader.waitEnd();
+    // Node adds a 1 s buffer to the advertised keep-alive timeout.
+    expect(performance.now() - t).toBeLessThan(5000);
+  });
+});

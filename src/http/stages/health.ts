@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { Pool } from 'undici';
 import type { Logger } from 'pino';
-import type { Stage } from '../exchange.ts';
+import type { Exchange, Stage } from '../exchange.ts';
 import { errorBody, respond } from '../exchange.ts';
 import { pathOf } from './attestation-endpoint.ts';
 
@@ -127,8 +127,7 @@ function tcpProbe(host: string, port: number, timeoutMs: number): Promise<void> 
 }
 
 export function healthEndpointStage(monitor: AppHealthMonitor, agent: { startedAt: number }): Stage {
-  return async (ex, next) => {
-    if (pathOf(ex.req.url) !== HEALTH_PATH) return next();
+  const serve = async (ex: Exchange): Promise<void> => {
     if (ex.req.method !== 'GET' && ex.req.method !== 'HEAD') {
       respond(ex, 405, ['Allow', 'GET, HEAD'], errorBody('HTTP_METHOD_NOT_ALLOWED', `expected GET or HEAD, found ${ex.req.method ?? '?'}`, ''));
       return;
@@ -142,4 +141,5 @@ export function healthEndpointStage(monitor: AppHealthMonitor, agent: { startedA
     };
     respond(ex, up ? 200 : 503, ['Cache-Control', 'no-store'], JSON.stringify(body));
   };
+  return (ex, next) => (pathOf(ex.req.url) === HEALTH_PATH ? serve(ex) : next());
 }
