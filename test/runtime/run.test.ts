@@ -1,7 +1,11 @@
 // `enclave-agent run -- node app.js` as a real child process: TCP stands in for vsock (--listen tcp:0,0) and
 // the NSM simulator for /dev/nsm. The app (fixtures/app.mjs) logs what it sees to an events file.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { startLogSinkServer } from '../../src/host/log-sink-server.ts';
 import { afterEach, describe, expect, it } from 'vitest';
 import { utf8 } from '../../src/util/bytes.ts';
 import { connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
@@ -154,6 +158,36 @@ describe('enclave-agent run (TCP for vsock, NSM simulator)', () => {
     await until(() => (alive(appPid) ? undefined : true), 5_000, 'the app to be killed');
     expect(a.events()).not.toContain('signal SIGTERM');
   }, 60_000);
+
+  it('sends its logs and transaction records to the host log sink with log.sink = "vsock" (over a Unix socket here)', async () => {
+    const sock = path.join(mkdtempSync(path.join(os.tmpdir(), 'ea-run-logs-')), 'logs.sock');
+    const out = new PassThrough();
+    let text = '';
+    out.setEncoding('utf8');
+    out.on('data', (c: string) => (text += c));
+    const host = await startLogSinkServer({ listen: { kind: 'unix', path: sock }, output: out });
+    try {
+      // The agent runs in its temp dir (cwd): relative paths; the log target stands in for vsock CID 2.
+      const b = await run({
+        toml: '[log]\nsink = "vsock"',
+        args: ['--config', 'enclave.toml', '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', 'state', '--log-target', `unix:${sock}`],
+      });
+      const records = (): Record<string, unknown>[] => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const healthy = await until(() => records().find((r) => r.msg === 'agent healthy'), 30_000, 'agent healthy on the host');
+      expect(b.lines).toEqual([]); // nothing on stdout
+      const c = await client(healthy.publicPort as number);
+      c.send({ type: 'Data', id: 1, payload: httpGet('/') });
+      await dataReply(c, 1);
+      const trx = await until(() => records().find((r) => typeof r.txid === 'string'), 10_000, 'a transaction record');
+      expect(trx).toMatchObject({ level: 'info', method: 'GET', status: 200 });
+      b.kill('SIGTERM');
+      expect((await b.exited).code).toBe(0);
+      await until(() => records().find((r) => r.msg === 'agent stopped'), 5_000, 'agent stopped on the host');
+      expect(host.stats.invalid).toBe(0);
+    } finally {
+      await host.close();
+    }
+  }, 90_000);
 
   it('explains in one line that vsock is unavailable when the native addon is missing', async () => {
     const a = await run({ args: [], env: { ENCLAVE_AGENT_NATIVE_ADDON: '/nonexistent/enclave_native.node' } });

@@ -1,0 +1,224 @@
+// The agent's log stream (createReconnectingLogSink) and the host's log sink server, over AF_UNIX — the same
+// code paths as vsock with another address family.
+import { mkdtempSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LineSplitter, startLogSinkServer, validJsonLine, type LogSinkServer } from '../../src/host/log-sink-server.ts';
+import { createReconnectingLogSink, type ReconnectingLogSink } from '../../src/runtime/stream-log-sink.ts';
+import { connectStream } from '../../src/transport/connect.ts';
+import { until } from './harness.ts';
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+function sockPath(): string {
+  return path.join(mkdtempSync(path.join(os.tmpdir(), 'ea-logs-')), 'logs.sock');
+}
+
+function collector(): { stream: PassThrough; lines: () => Record<string, unknown>[]; text: () => string } {
+  const stream = new PassThrough();
+  let text = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (c: string) => (text += c));
+  return { stream, text: () => text, lines: () => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+async function server(p: string, output: Writable, extra: { maxLineBytes?: number; maxConnections?: number } = {}): Promise<LogSinkServer> {
+  const s = await startLogSinkServer({ listen: { kind: 'unix', path: p }, output, ...extra });
+  cleanup.push(() => s.close());
+  return s;
+}
+
+function sink(p: string, extra: { maxQueuedBytes?: number; maxLineBytes?: number } = {}): ReconnectingLogSink {
+  const s = createReconnectingLogSink({ connect: () => connectStream({ kind: 'unix', path: p }, { timeoutMs: 1_000 }), reconnectInitialMs: 20, reconnectMaxMs: 100, ...extra });
+  cleanup.push(() => s.close(500));
+  return s;
+}
+
+function rawClient(p: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ path: p });
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+    cleanup.push(() => void s.destroy());
+  });
+}
+
+describe('agent log stream → host log sink (AF_UNIX)', () => {
+  it('delivers operational logs and transaction records as JSON lines, in order', async () => {
+    const p = sockPath();
+    const out = collector();
+    await server(p, out.stream);
+    const s = sink(p);
+    const logger = pino({ base: { name: 'enclave-agent' } }, s.destination);
+    logger.info({ port: 5000 }, 'agent listening');
+    s.write({ txid: 'a1', status: 200 });
+    for (let i = 0; i < 100; i++) s.write({ n: i });
+    await until(() => (out.lines().length === 102 ? true : undefined), 5_000, '102 lines');
+    const lines = out.lines();
+    expect(lines[0]).toMatchObject({ level: 30, name: 'enclave-agent', port: 5000, msg: 'agent listening' });
+    expect(lines[1]).toEqual({ level: 'info', txid: 'a1', status: 200 });
+    expect(lines.slice(2).map((l) => l.n)).toEqual([...Array(100).keys()]);
+    expect(s.dropped).toBe(0);
+  });
+
+  it('buffers while the host is down, keeps the newest lines within the bound, and reports the loss first', async () => {
+    const p = sockPath();
+    const s = sink(p, { maxQueuedBytes: 4096, maxLineBytes: 512 });
+    for (let i = 0; i < 500; i++) s.write({ n: i });
+    expect(s.connected).toBe(false);
+    expect(s.queuedBytes).toBeLessThanOrEqual(4096);
+    expect(s.dropped).toBeGreaterThan(0);
+    const dropped = s.dropped;
+
+    const out = collector();
+    await server(p, out.stream);
+    await until(() => (out.lines().some((l) => l.n === 499) ? true : undefined), 5_000, 'the newest record');
+    const lines = out.lines();
+    expect(lines[0]).toEqual({ level: 'warn', msg: 'log records dropped (log stream down or backed up)', dropped });
+    const ns = lines.slice(1).map((l) => l.n as number);
+    expect(ns).toEqual([...Array(ns.length).keys()].map((i) => 500 - ns.length + i));
+    expect(ns.length + dropped).toBe(500);
+  });
+
+  it('reconnects after the host restarts and goes on delivering', async () => {
+    const p = sockPath();
+    const out1 = collector();
+    const first = await server(p, out1.stream);
+    const s = sink(p);
+    s.write({ n: 1 });
+    await until(() => (out1.lines().length === 1 ? true : undefined), 5_000, 'first line');
+    await first.close();
+    await until(() => (s.connected ? undefined : true), 5_000, 'the sink to see the close');
+
+    const out2 = collector();
+    await server(p, out2.stream);
+    s.write({ n: 2 });
+    await until(() => (out2.lines().length === 1 ? true : undefined), 5_000, 'a line on the new server');
+    expect(out2.lines()[0]).toEqual({ level: 'info', n: 2 });
+  });
+
+  it('replaces a record larger than maxLineBytes with a warning instead of sending it', async () => {
+    const p = sockPath();
+    const out = collector();
+    await server(p, out.stream);
+    const s = sink(p, { maxLineBytes: 1024 });
+    s.write({ big: 'x'.repeat(5000) });
+    s.write({ after: true });
+    await until(() => (out.lines().length === 2 ? true : undefined), 5_000, 'two lines');
+    expect(out.lines()[0]).toMatchObject({ level: 'warn', msg: 'log record too large; replaced', limit: 1024 });
+    expect(out.lines()[1]).toEqual({ level: 'info', after: true });
+  });
+
+  it('flushes what is queued on close and ends the stream', async () => {
+    const p = sockPath();
+    const out = collector();
+    const srv = await server(p, out.stream);
+    const s = sink(p);
+    await until(() => (s.connected ? true : undefined), 5_000, 'connected');
+    for (let i = 0; i < 1000; i++) s.write({ n: i, pad: 'y'.repeat(100) });
+    await s.close();
+    await until(() => (out.lines().length === 1000 ? true : undefined), 5_000, 'all lines');
+    s.write({ late: true });
+    expect(s.dropped).toBe(1);
+    expect(srv.stats.lines).toBe(1000);
+  });
+});
+
+describe('host log sink server', () => {
+  it('drops lines that are not JSON objects and lines over the limit, and keeps the rest', async () => {
+    const p = sockPath();
+    const out = collector();
+    const srv = await server(p, out.stream, { maxLineBytes: 100 });
+    const c = await rawClient(p);
+    c.write('{"a":1}\nnot json\n[1,2]\n"str"\n{"b":');
+    c.write('2}\r\n{"big":"' + 'z'.repeat(60));
+    c.write('z'.repeat(60) + '"}\n\n{"c":3}\n{"unterminated":');
+    await until(() => (srv.stats.lines === 3 ? true : undefined), 5_000, 'three lines');
+    c.end();
+    expect(out.lines()).toEqual([{ a: 1 }, { b: 2 }, { c: 3 }]);
+    expect(srv.stats).toMatchObject({ lines: 3, invalid: 3, oversized: 1 });
+  });
+
+  it('reassembles a multi-byte character split across chunks', async () => {
+    const p = sockPath();
+    const out = collector();
+    const srv = await server(p, out.stream);
+    const c = await rawClient(p);
+    const bytes = Buffer.from('{"msg":"héllo ✓"}\n');
+    for (const b of bytes) {
+      c.write(Buffer.of(b));
+      await new Promise((r) => setImmediate(r));
+    }
+    await until(() => (srv.stats.lines === 1 ? true : undefined), 5_000, 'one line');
+    expect(out.lines()).toEqual([{ msg: 'héllo ✓' }]);
+  });
+
+  it('refuses connections over maxConnections', async () => {
+    const p = sockPath();
+    const srv = await server(p, collector().stream, { maxConnections: 1 });
+    await rawClient(p);
+    await until(() => (srv.stats.connections === 1 ? true : undefined), 5_000, 'first connection');
+    const second = await rawClient(p);
+    await new Promise<void>((resolve) => second.once('close', () => resolve()));
+    expect(srv.stats).toMatchObject({ connections: 1, refused: 1 });
+  });
+
+  it('stops reading from the agent while the output is backed up, then catches up', async () => {
+    const p = sockPath();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let written = 0;
+    const output = new Writable({
+      highWaterMark: 1024,
+      write(_chunk, _enc, cb) {
+        written++;
+        void released.then(() => cb());
+      },
+    });
+    const srv = await server(p, output);
+    const c = await rawClient(p);
+    const line = JSON.stringify({ pad: 'q'.repeat(200) }) + '\n';
+    const total = 20_000; // ~4 MB
+    let i = 0;
+    const writeMore = (): void => {
+      while (i < total) {
+        i++;
+        if (!c.write(line)) {
+          c.once('drain', writeMore);
+          return;
+        }
+      }
+    };
+    writeMore();
+    await new Promise((r) => setTimeout(r, 500));
+    // Paused: far fewer lines taken than sent, so the server is not buffering the rest in memory.
+    expect(srv.stats.lines).toBeLessThan(total / 2);
+    expect(written).toBe(1);
+    release();
+    await until(() => (srv.stats.lines === total ? true : undefined), 20_000, 'every line');
+  });
+
+  it('splits lines exactly and validates JSON objects only (unit)', () => {
+    const got: string[] = [];
+    let over = 0;
+    const s = new LineSplitter(
+      8,
+      (l) => got.push(l.toString()),
+      () => over++,
+    );
+    s.push(Buffer.from('ab\ncd'));
+    s.push(Buffer.from('ef\n123456789\nx\n'));
+    expect(got).toEqual(['ab', 'cdef', 'x']);
+    expect(over).toBe(1);
+    expect(validJsonLine(Buffer.from('{"a":1}\r'))).toBe('{"a":1}');
+    expect(validJsonLine(Buffer.from('{"a":1} trailing'))).toBeNull();
+    expect(validJsonLine(Buffer.from('null'))).toBeNull();
+  });
+});

@@ -1,0 +1,138 @@
+// The supervisor and the shutdown sequence in-process, with small `node -e` apps and fakes.
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createShutdown } from '../../src/runtime/drain.ts';
+import { signalExitCode, startSupervisor, type Supervisor, type SupervisorResult } from '../../src/runtime/supervisor.ts';
+import { freePort, zombieChildren } from './harness.ts';
+
+const node = process.execPath;
+const live: Supervisor[] = [];
+afterEach(async () => {
+  for (const s of live.splice(0)) await s.stop('SIGKILL', 0);
+});
+
+function memoryLogger(): { logger: pino.Logger; records: Record<string, unknown>[] } {
+  const records: Record<string, unknown>[] = [];
+  return { logger: pino({ level: 'debug' }, { write: (l: string) => void records.push(JSON.parse(l) as Record<string, unknown>) }), records };
+}
+
+function supervise(opts: Partial<Parameters<typeof startSupervisor>[0]> & { command: string[] }): Supervisor {
+  const s = startSupervisor({ restart: 'never', appPort: 1, stdio: 'ignore', restartBackoffMs: 10, ...opts });
+  live.push(s);
+  return s;
+}
+
+describe('supervisor', () => {
+  it('reports a command that cannot be started as exit code 127', async () => {
+    const s = supervise({ command: ['/nonexistent/app'], restart: 'never' });
+    const r = await s.done;
+    expect(r).toMatchObject({ reason: 'exited', exitCode: 127, last: { code: null, spawnError: 'ENOENT' } });
+  });
+
+  it('on-failure does not restart an app that exited 0 and propagates the 0', async () => {
+    const s = supervise({ command: [node, '-e', 'process.exit(0)'], restart: 'on-failure' });
+    expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
+    expect(s.restarts).toBe(0);
+  });
+
+  it('propagates death by signal as 128 + the signal number', async () => {
+    const s = supervise({ command: [node, '-e', 'process.kill(process.pid, "SIGKILL")'], restart: 'never' });
+    expect(await s.done).toMatchObject({ exitCode: 137, last: { signal: 'SIGKILL', code: null } });
+    expect(signalExitCode('SIGTERM')).toBe(143);
+  });
+
+  it('doubles the restart delay per consecutive failure up to the ceiling, then gives up at the rate limit', async () => {
+    const { logger, records } = memoryLogger();
+    const s = supervise({ command: [node, '-e', 'process.exit(5)'], restart: 'on-failure', restartBackoffMs: 10, restartBackoffMaxMs: 40, maxRestarts: 4, logger });
+    const r = await s.done;
+    expect(r).toMatchObject({ reason: 'restart-limit', exitCode: 5 });
+    expect(records.filter((x) => x.msg === 'restarting app').map((x) => x.delayMs)).toEqual([10, 20, 40, 40]);
+    expect(s.restarts).toBe(4);
+    expect(zombieChildren(process.pid)).toEqual([]);
+  });
+
+  it('is healthy only once the app port accepts connections', async () => {
+    const port = await freePort();
+    const app = `setTimeout(() => require('net').createServer().listen(${port}, '127.0.0.1'), 400); setInterval(() => {}, 1000)`;
+    const states: string[] = [];
+    const s = supervise({ command: [node, '-e', app], appPort: port, readyIntervalMs: 20, onState: (st) => states.push(st) });
+    expect(s.state).toBe('starting');
+    await s.whenHealthy();
+    expect(s.state).toBe('healthy');
+    expect(states).toEqual(['starting', 'healthy']);
+    expect(await s.stop('SIGTERM', 5_000)).toMatchObject({ reason: 'stopped', exitCode: 0, killed: false });
+  });
+
+  it('SIGKILLs an app that ignores the stop signal after the stop timeout', async () => {
+    const port = await freePort();
+    const app = `process.on('SIGTERM', () => {}); require('net').createServer().listen(${port}, '127.0.0.1')`;
+    const s = startSupervisor({ command: [node, '-e', app], restart: 'always', appPort: port, readyIntervalMs: 20, stdio: 'ignore' });
+    await s.whenHealthy(); // the handler is installed before the port opens
+    const r = await s.stop('SIGTERM', 200);
+    expect(r).toMatchObject({ reason: 'stopped', exitCode: 0, killed: true, last: { signal: 'SIGKILL' } });
+    expect(s.restarts).toBe(0);
+  });
+
+  it('rejects whenHealthy when supervision ends first', async () => {
+    const s = supervise({ command: [node, '-e', 'process.exit(2)'], appPort: 1 });
+    await expect(s.whenHealthy()).rejects.toMatchObject({ code: 'RUNTIME_ABORTED' });
+  });
+});
+
+describe('shutdown sequence', () => {
+  function fakes(): { calls: string[]; runtime: { drain(ms: number): Promise<void>; close(): Promise<void> }; app: { stop(s: NodeJS.Signals, ms: number): Promise<SupervisorResult>; signal(s: NodeJS.Signals): boolean }; release: () => void } {
+    const calls: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    return {
+      calls,
+      release,
+      runtime: {
+        async drain(ms) {
+          calls.push(`drain ${ms}`);
+          await gate;
+        },
+        async close() {
+          calls.push('close');
+        },
+      },
+      app: {
+        async stop(sig, ms) {
+          calls.push(`stop ${sig} ${ms}`);
+          return { reason: 'stopped', last: null, exitCode: 0, killed: false };
+        },
+        signal(sig) {
+          calls.push(`signal ${sig}`);
+          return true;
+        },
+      },
+    };
+  }
+
+  it('drains first, then stops the app with the same signal, closes and exits with the cause\'s code', async () => {
+    const f = fakes();
+    const exits: number[] = [];
+    const sd = createShutdown({ runtime: f.runtime, app: f.app, drainTimeoutMs: 1234, stopTimeoutMs: 99, logger: pino({ enabled: false }), exit: (c) => exits.push(c) });
+    const p = sd.begin({ reason: 'SIGINT', signal: 'SIGINT', exitCode: 0 });
+    expect(sd.phase).toBe('draining');
+    expect(sd.begin({ reason: 'again', exitCode: 9 })).toBe(p);
+    f.release();
+    await p;
+    expect(f.calls).toEqual(['drain 1234', 'stop SIGINT 99', 'close']);
+    expect(exits).toEqual([0]);
+    expect(sd.phase).toBe('done');
+  });
+
+  it('forces while draining: SIGKILL to the app, exit 128 + signal, nothing after', async () => {
+    const f = fakes();
+    const exits: number[] = [];
+    const sd = createShutdown({ runtime: f.runtime, app: f.app, drainTimeoutMs: 60_000, stopTimeoutMs: 10, logger: pino({ enabled: false }), exit: (c) => exits.push(c) });
+    const p = sd.begin({ reason: 'SIGTERM', signal: 'SIGTERM', exitCode: 0 });
+    sd.force('SIGTERM');
+    expect(exits).toEqual([143]);
+    f.release();
+    await p;
+    expect(f.calls).toEqual(['drain 60000', 'signal SIGKILL', 'close']);
+    expect(exits).toEqual([143]);
+  });
+});
