@@ -53,7 +53,10 @@ export interface HttpModeOptions {
   keepAliveTimeoutMs?: number;
   /** Largest request head (default 16 KiB) → 431. */
   maxHeaderBytes?: number;
-  /** While the app has never answered, refused connections are retried this long (default 0 ms). */
+  /**
+   * While the app has never answered, refused connections are retried this long (default 10 s; WIRE.md §5
+   * start-up grace), so requests that arrive while the app boots wait instead of failing. 0 disables.
+   */
   appStartupGraceMs?: number;
   /** Access-Control-Allow-Origin of /.well-known/attestation (default '*'). */
   corsOrigin?: string;
@@ -98,7 +101,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     port: opts.appPort,
     timeoutMs: upstreamTimeoutMs,
     keepAliveTimeoutMs: 30_000,
-    startupGraceMs: opts.appStartupGraceMs ?? 0,
+    startupGraceMs: opts.appStartupGraceMs ?? 10_000,
   });
   const health = new AppHealthMonitor({
     host,

@@ -88,7 +88,7 @@ describe('transaction log', () => {
     await app.close();
     app = undefined;
     const sink = createMemoryLogSink();
-    fwd = createHttpForwarder({ appPort: port, logger: silentLogger, logSink: sink });
+    fwd = createHttpForwarder({ appPort: port, logger: silentLogger, logSink: sink, appStartupGraceMs: 0 });
     const res = await dataRequest(fwd, get('/x'));
     expect(res.status).toBe(502);
     await waitRecords(sink, 1);
