@@ -262,21 +262,29 @@ function fTexts(key: K, v: unknown): EncField {
   return { key, kind: Kind.texts, n: 0, bytes: null, list: v.map((s: string) => textEncoder.encode(s)), size: 0 };
 }
 
+/** For a big-endian u32 of four bytes: 0x80 in each byte that is ≥ 24 (SWAR; no carries between bytes). */
+function bigMask(x: number): number {
+  return (((x & 0x7f7f7f7f) + 0x68686868) | x) & 0x80808080;
+}
+const ALL_BIG = 0x80808080 | 0;
+
 /** Elements ≥ 24, which take two bytes (0x18 v) in an int array; the others take one. */
 function countBig(b: Uint8Array): number {
   const n = b.length;
   let big = 0;
-  for (let i = 0; i < n; i++) if (b[i]! >= 24) big++;
+  let i = 0;
+  if (n >= 8) {
+    const src = new DataView(b.buffer, b.byteOffset, n);
+    for (; i + 4 <= n; i += 4) big += Math.imul(bigMask(src.getUint32(i)) >>> 7, 0x01010101) >>> 24;
+  }
+  for (; i < n; i++) if (b[i]! >= 24) big++;
   return big;
 }
 
-/** True on little-endian platforms (all the ones we run on); decides how a 0x18 v pair is packed in a u16. */
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
 /**
  * Writes `b` as the elements of a CBOR int array (head already written) at out[p..]; returns the end.
- * `big` = countBig(b). Two-byte elements are stored as one u16 while the output position is even in the
- * underlying buffer; one-byte elements flip the parity and fall back to byte stores until the next one.
+ * `big` = countBig(b). Four elements at a time when all four are ≥ 24 (one u32 read, two u32 writes),
+ * else one element at a time until the next such block.
  */
 function writeIntArray(out: Uint8Array, p: number, b: Uint8Array, big: number): number {
   const n = b.length;
@@ -284,31 +292,23 @@ function writeIntArray(out: Uint8Array, p: number, b: Uint8Array, big: number): 
     out.set(b, p); // every element < 24 encodes as itself
     return p + n;
   }
-  const base = out.byteOffset;
-  const u16 = new Uint16Array(out.buffer, base & 1, (out.buffer.byteLength - (base & 1)) >> 1);
-  const pair = LITTLE_ENDIAN ? 0x18 : 0x1800;
-  const shift = LITTLE_ENDIAN ? 8 : 0;
+  const dst = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const src = new DataView(b.buffer, b.byteOffset, n);
   let i = 0;
   while (i < n) {
-    if (((base + p) & 1) === 0) {
-      // aligned: u16 stores for the run of two-byte elements
-      let j = (base + p - (base & 1)) >> 1;
-      const j0 = j;
-      for (; i < n; i++) {
-        const v = b[i]!;
-        if (v < 24) break;
-        u16[j++] = pair | (v << shift);
-      }
-      p += (j - j0) << 1;
-      if (i < n) out[p++] = b[i++]!; // the one-byte element that ended the run
-    } else {
-      for (; i < n; i++) {
-        const v = b[i]!;
-        if (v < 24) {
-          out[p++] = v;
-          i++;
-          break;
-        }
+    for (; i + 4 <= n; i += 4) {
+      const x = src.getUint32(i);
+      if (bigMask(x) !== ALL_BIG) break;
+      // [0x18, b0, 0x18, b1] and [0x18, b2, 0x18, b3], big-endian
+      dst.setUint32(p, 0x18001800 | ((x >>> 8) & 0xff0000) | ((x >>> 16) & 0xff));
+      dst.setUint32(p + 4, 0x18001800 | ((x << 8) & 0xff0000) | (x & 0xff));
+      p += 8;
+    }
+    if (i < n) {
+      const v = b[i++]!;
+      if (v < 24) {
+        out[p++] = v;
+      } else {
         out[p] = 0x18;
         out[p + 1] = v;
         p += 2;
@@ -694,25 +694,36 @@ class Cursor {
     this.need(n, name); // every element takes at least one byte: no allocation beyond the input size
     const out = new Uint8Array(n);
     const dv = this.view();
-    const last = this.len - 1; // a u16 read at p needs p < last
+    const end = this.len;
     let p = this.p;
     let i = 0;
     while (i < n) {
-      // Fast path: one big-endian u16 read per element covers both `v` (< 24) and `0x18 v`.
-      while (i < n && p < last) {
+      // Fast path: two `0x18 v` elements per big-endian u32 read.
+      const pairs = Math.min((n - i) >> 1, (end - p) >> 2);
+      for (let k = 0; k < pairs; k++) {
+        const w = dv.getUint32(p);
+        if ((w & 0xff00ff00) !== 0x18001800) break;
+        out[i] = (w >>> 16) & 0xff;
+        out[i + 1] = w & 0xff;
+        i += 2;
+        p += 4;
+      }
+      if (i === n) break;
+      // One element: `v` (< 24) or `0x18 v` from a u16 read; anything else (the last input byte, a
+      // non-minimal int, an invalid element) through the general reader.
+      if (p + 1 < end) {
         const w = dv.getUint16(p);
         if (w < 0x1800) {
           out[i++] = w >> 8;
           p += 1;
-        } else if (w < 0x1900) {
+          continue;
+        }
+        if (w < 0x1900) {
           out[i++] = w & 0xff;
           p += 2;
-        } else {
-          break;
+          continue;
         }
       }
-      if (i === n) break;
-      // Slow path: the last byte of the input, a non-minimal int, or an invalid element.
       this.p = p;
       out[i] = this.byteElement(name, i);
       i++;

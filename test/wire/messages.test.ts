@@ -115,6 +115,31 @@ describe('encoding', () => {
     }
   });
 
+  it('writes int arrays exactly like a naive element-by-element encoder, at any length, content and alignment', () => {
+    const naive = (b: Uint8Array) => head(4, b.length) + [...b].map((v) => u(v)).join('');
+    const backing = new Uint8Array(600);
+    let seed = 12345;
+    const next = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 24;
+    for (let len = 0; len <= 70; len++) {
+      for (let offset = 0; offset < 4; offset++) {
+        for (const mode of ['random', 'big', 'small', 'edges'] as const) {
+          const payload = backing.subarray(offset, offset + len);
+          for (let i = 0; i < len; i++) {
+            payload[i] = mode === 'random' ? next() : mode === 'big' ? 24 + (next() % 232) : mode === 'small' ? next() % 24 : [23, 24, 0, 255, 127, 128][next() % 6]!;
+          }
+          const bytes = encodeClientMessage({ type: 'StreamData', id: 3, payload });
+          expect(toHex(bytes)).toBe(map(t('type'), t('StreamData'), t('id'), u(3), t('payload'), naive(payload)));
+          const { message } = decodeClientMessage(bytes);
+          expect(toHex((message as { payload: Uint8Array }).payload)).toBe(toHex(payload));
+          // and from an unaligned input buffer
+          const shifted = new Uint8Array(bytes.length + offset).fill(0xaa).subarray(offset);
+          shifted.set(bytes);
+          expect(toHex((decodeClientMessage(shifted).message as { payload: Uint8Array }).payload)).toBe(toHex(payload));
+        }
+      }
+    }
+  });
+
   it('writes byte fields as byte strings in bstr mode and reads them back', () => {
     const payload = new Uint8Array(300).map((_, i) => i & 0xff);
     const bytes = encodeClientMessage({ type: 'Data', id: 7, payload }, 'bstr');
