@@ -35,7 +35,7 @@ Options:
   --log-target TARGET  with [log] sink = "vsock": connect here instead of vsock:2:<vsock_port>
                        (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
 
-The app command comes after "--", else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
+The app command comes after "--" (or after the last option), else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
 finish in-flight requests up to [listen] drain_timeout_ms, then forward the signal to the app and exit 0;
 a second one forces); SIGHUP/SIGUSR1/SIGUSR2 are forwarded to the app. When the app exits and [app] restart
 does not restart it, the agent exits with the app's exit code.
@@ -72,11 +72,25 @@ export function parseListen(text: string): RuntimeListen {
   throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
 }
 
-/** Splits at the first "--": options before, the app command after. */
+const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target']);
+
+/**
+ * Splits options from the app command: at the first "--", else at the first argument that is neither an
+ * option nor an option's value (so a Dockerfile's `CMD ["node", "server.js"]` after
+ * `ENTRYPOINT ["enclave-agent", "run"]` works without "--").
+ */
+export function splitRunArgs(args: string[]): { flags: string[]; command: string[] } {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return { flags: args.slice(0, i), command: args.slice(i + 1) };
+    if (!a.startsWith('-')) return { flags: args.slice(0, i), command: args.slice(i) };
+    if (VALUE_FLAGS.has(a)) i++;
+  }
+  return { flags: args, command: [] };
+}
+
 export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.env): RunArgs {
-  const dash = args.indexOf('--');
-  const flags = dash < 0 ? args : args.slice(0, dash);
-  const command = dash < 0 ? [] : args.slice(dash + 1);
+  const { flags, command } = splitRunArgs(args);
   let values;
   try {
     ({ values } = parseArgs({
