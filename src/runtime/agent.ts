@@ -88,14 +88,22 @@ function keySourceFor(opts: AgentRuntimeOptions): KeySource {
   return encryptedFileKeySource(k.path!, opts.unsealKey);
 }
 
+/**
+ * HTTP mode answers a silent app itself (504 JSON after upstream_timeout_ms); the session's whole-response
+ * timer is only the backstop, so it runs this much longer — at the same value it fired first and the client
+ * got a bare Error instead of the 504.
+ */
+const HTTP_DATA_TIMEOUT_MARGIN_MS = 5_000;
+
 function limitsFrom(config: Config): Partial<Limits> {
   const l = config.limits;
+  const upstream = config.app.upstream_timeout_ms;
   return {
     maxSessions: l.max_sessions,
     maxInFlight: l.max_in_flight,
     handshakeTimeoutMs: l.handshake_timeout_ms,
     idleTimeoutMs: l.idle_timeout_ms,
-    dataResponseTimeoutMs: config.app.upstream_timeout_ms,
+    dataResponseTimeoutMs: config.mode === 'http' ? upstream + HTTP_DATA_TIMEOUT_MARGIN_MS : upstream,
   };
 }
 
