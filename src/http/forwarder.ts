@@ -258,6 +258,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   /** An answer written straight onto the connection (no request object), then the connection closes. */
   function writeRawError(sock: PairEnd, status: number, code: string, message: string): void {
+    if (!sock.writable) {
+      sock.destroy();
+      return;
+    }
     const body = Buffer.from(errorBody(code, message, ''), 'utf8');
     sock.write(
       `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`,

@@ -383,3 +383,50 @@ describe('keep-alive streams', () => {
     expect(performance.now() - t).toBeLessThan(5000);
   });
 });
+
+describe('hostile input', () => {
+  it('survives 300 mutated requests, each answered or closed, and then serves a valid one', async () => {
+    app = await startApp((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
+    const f = forwarder(app.port, { headersTimeoutMs: 500, upstreamTimeoutMs: 2000, appStartupGraceMs: 0 });
+    const base = Buffer.from('POST /p?q=1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n5\r\nhello\r\n0\r\n\r\n');
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const statuses = new Map<number, number>();
+    for (let i = 0; i < 300; i++) {
+      const buf = Buffer.from(base);
+      for (let m = 0; m < 1 + rand(4); m++) buf[rand(buf.length)] = rand(256);
+      const d = await f.connect(fakeContext());
+      const reader = new ResponseReader(d);
+      d.on('error', () => {});
+      // Fragmented writes, as frames may split the bytes anywhere.
+      const cut = rand(buf.length);
+      d.write(buf.subarray(0, cut));
+      d.end(buf.subarray(cut));
+      await reader.waitEnd();
+      const raw = (await reader.readToEnd()).toString('latin1');
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0);
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+    }
+    // Mutations produce a mix of accepted requests and refusals; nothing hangs or throws.
+    expect([...statuses.keys()].every((s) => s === 0 || (s >= 200 && s < 600))).toBe(true);
+    expect(statuses.get(400) ?? 0).toBeGreaterThan(0);
+    expect((await dataRequest(f, get('/'))).status).toBe(200);
+  });
+
+  it('parses a request delivered one byte at a time', async () => {
+    app = await startApp((req, res) => res.end(req.url));
+    const f = forwarder(app.port);
+    const d = await f.connect(fakeContext());
+    const reader = new ResponseReader(d);
+    for (const b of Buffer.from(get('/bytewise'))) d.write(Buffer.of(b));
+    d.end();
+    const res = await reader.next();
+    expect(res.body.toString()).toBe('/bytewise');
+  });
+});

@@ -66,7 +66,7 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
         reject(err);
       };
 
-      app.once('error', (err: Error & { code?: string }) => {
+      app.on('error', (err: Error & { code?: string }) => {
         if (phase === 'connecting' || phase === 'head') {
           fail(new HttpModeError('HTTP_APP_UNREACHABLE', 502, 'the app is unreachable', { cause: err }));
         } else {
@@ -155,7 +155,6 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
           app.destroy();
           closed();
         });
-        app.on('error', () => client.destroy());
         client.on('error', () => app.destroy());
 
         app.on('data', (c: Buffer) => {
