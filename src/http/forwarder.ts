@@ -58,6 +58,8 @@ export interface HttpModeOptions {
    * start-up grace), so requests that arrive while the app boots wait instead of failing. 0 disables.
    */
   appStartupGraceMs?: number;
+  /** Most concurrent keep-alive connections to the app (default 256; more requests wait in the pool). */
+  maxAppConnections?: number;
   /** Access-Control-Allow-Origin of /.well-known/attestation (default '*'). */
   corsOrigin?: string;
   /** Header carrying the request id to the app and back (default x-request-id). */
@@ -101,6 +103,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     port: opts.appPort,
     timeoutMs: upstreamTimeoutMs,
     keepAliveTimeoutMs: 30_000,
+    connections: opts.maxAppConnections ?? 256,
     startupGraceMs: opts.appStartupGraceMs ?? 10_000,
   });
   const health = new AppHealthMonitor({

@@ -11,5 +11,6 @@ export type { DecryptStage, DecryptInput, DecryptOutput } from './stages/decrypt
 export { AppHealthMonitor, HEALTH_PATH } from './stages/health.ts';
 export type { AppState } from './stages/health.ts';
 export { ATTESTATION_PATH } from './stages/attestation-endpoint.ts';
-export { createHeaderMasker, maskedPath } from './stages/trx-log.ts';
+export { createHeaderMasker, maskedPath, trxRecord } from './stages/trx-log.ts';
+export type { TrxRecordInput } from './stages/trx-log.ts';
 export type { HeaderList } from './headers.ts';

@@ -1,7 +1,8 @@
 // 1 GB each way through HTTP mode with bounded memory: the body is generated lazily on one side, hashed on
 // the other, and the process RSS is sampled throughout (the app runs in the same process, so its memory
-// counts too). Measured on the shared 2-core dev VM under load average ~12: upload 74 MB/s (13.8 s), download
-// 65 MB/s (15.9 s), SHA-256 on both ends included; peak RSS growth 29–43 MB. Each line is printed per run.
+// counts too). Measured on the shared 2-core dev VM while other suites ran (load average 10–15): upload
+// 53–126 MB/s (8–19 s), download 27–106 MB/s (10–38 s), SHA-256 on both ends included; peak RSS growth
+// 18–49 MB. Each run prints its own line. Uncontended, both directions finish well under 60 s together.
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
