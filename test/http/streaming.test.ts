@@ -2,7 +2,7 @@
 // the other, and the process RSS is sampled throughout (the app runs in the same process, so its memory
 // counts too). Measured on the shared 2-core dev VM while other suites ran (load average 10–15): upload
 // 53–126 MB/s (8–19 s), download 27–106 MB/s (10–38 s), SHA-256 on both ends included; peak RSS growth
-// 18–49 MB. Each run prints its own line. Uncontended, both directions finish well under 60 s together.
+// 18–49 MB. Each run prints its own line (no uncontended figure yet).
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Duplex } from 'node:stream';
