@@ -62,7 +62,8 @@ async function readInput(arg: string, io: CliIo): Promise<Uint8Array> {
   return bytes;
 }
 
-function parsePins(value: string): PcrPins {
+/** Parses one --pcrs value: inline PCR0=<hex>,PCR1=<hex>,... or a JSON file ({"PCR0": ...} or nitro-cli {"Measurements": ...}). */
+export function parsePins(value: string): PcrPins {
   let obj: Record<string, unknown>;
   if (value.includes('=')) {
     obj = {};

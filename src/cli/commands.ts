@@ -9,6 +9,10 @@ export async function loadCommands(): Promise<CliCommand[]> {
     import('./keys-public.ts'),
     import('./encrypt.ts'),
     import('./run-command.ts'),
+    import('./start.ts'),
+    import('./pcrs.ts'),
+    import('./fetch.ts'),
+    import('./attest.ts'),
   ] as Promise<{ command: CliCommand }>[]);
   return modules.map((m) => m.command);
 }

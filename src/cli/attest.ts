@@ -1,0 +1,155 @@
+/**
+ * `enclave-agent attest <url> [--config enclave.toml] [--pcrs ...] [--root PEM] [--debug] [--json]` (the
+ * `ev-enclave attest` equivalent): connects through the bridge, runs the handshake, requests the attestation
+ * document and verifies everything but the PCR values (chain to the root, ES384 signature, nonce = this
+ * session's handshake hash), then prints the live PCRs and whether they match [attestation] in enclave.toml
+ * (or --pcrs). Exit 0 when they match (or nothing was pinned), 1 on a mismatch or a failed verification.
+ */
+import { WebSocket as UndiciWebSocket } from 'undici';
+import { AttestationError } from '../attestation/errors.ts';
+import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
+import { Channel, type WebSocketConstructor } from '../client/channel.ts';
+import { ClientError } from '../client/errors.ts';
+import { loadConfig, pinnedPcrs } from '../config.ts';
+import { nodePrimitives } from '../noise/suite-node.ts';
+import { toHex } from '../util/bytes.ts';
+import { parsePins } from './attestation-inspect.ts';
+import { rootsFromFlags } from './fetch.ts';
+import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
+import { CliUsageError, type CliCommand } from './types.ts';
+
+const HELP = `Usage: enclave-agent attest <url> [options]
+
+Connects to an enclave through its host bridge (ws:// or wss://), verifies its attestation document (chain to
+the root, ES384 signature, nonce bound to this session's handshake) and prints the live PCR0/1/2/8 with
+whether they match the [attestation] table of enclave.toml.
+
+Options:
+  --config FILE   enclave.toml whose [attestation] PCR0/PCR1/PCR2 (and PCR8 if set) are the expected values.
+                  Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists.
+  --pcrs FILE|PCR0=<hex>,...  Compare with these instead (the format of fetch --pcrs).
+  --root PEM      Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
+                  For \`enclave-agent start\`: the simulator root it prints.
+  --debug         Debug-mode enclave: skip the certificate chain and signature.
+  --timeout MS    Connect + attestation budget (default 30000).
+  --json          One JSON line: {"url", "moduleId", "time", "pcrs", "expected", "match", "mismatches"}
+
+\`enclave-agent pcrs --toml\` prints the [attestation] table the local stack matches.
+Exit status: 0 the PCRs match (or nothing is pinned: "match": null), 1 mismatch or verification failure,
+2 usage error.`;
+
+const NAMES = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
+type Expected = Partial<Record<(typeof NAMES)[number], string>>;
+
+function normalize(pins: PcrPins): Expected {
+  const out: Expected = {};
+  for (const n of NAMES) {
+    const v = pins[n];
+    if (v !== undefined) out[n] = typeof v === 'string' ? v.replace(/^0x/, '').toLowerCase() : toHex(v);
+  }
+  return out;
+}
+
+/** Handshake + RequestAttestation on a fresh channel; resolves to the document bytes and the handshake hash. */
+async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array }> {
+  const WebSocket = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (UndiciWebSocket as unknown as WebSocketConstructor);
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `no attestation from ${url} within ${timeoutMs} ms`)), timeoutMs);
+  try {
+    const channel = await Channel.open({ url, WebSocket, primitives: nodePrimitives, signal: ctl.signal });
+    return await new Promise((resolve, reject) => {
+      const onAbort = (): void => channel.close(ctl.signal.reason as ClientError);
+      ctl.signal.addEventListener('abort', onAbort, { once: true });
+      let done = false;
+      channel.listen({
+        message: (m) => {
+          if (done) return;
+          done = true;
+          if (m.type === 'Attestation') resolve({ document: m.data, nonce: channel.handshakeHash });
+          else reject(new ClientError('CLIENT_PROTOCOL', `expected Attestation as the agent's first message, found ${m.type}`));
+          channel.close();
+        },
+        closed: (err) => {
+          if (!done) reject(err);
+          done = true;
+        },
+      });
+      channel.send({ type: 'RequestAttestation' });
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export const command: CliCommand = {
+  path: ['attest'],
+  summary: "verify a live enclave's attestation and compare its PCRs with enclave.toml [attestation]",
+  help: HELP,
+  async run(args, io) {
+    const { values, positionals } = parseFlags(
+      args,
+      {
+        config: { type: 'string' },
+        pcrs: { type: 'string' },
+        root: { type: 'string', multiple: true },
+        debug: { type: 'boolean', default: false },
+        timeout: { type: 'string' },
+        json: { type: 'boolean', default: false },
+      },
+      true,
+    );
+    if (positionals.length !== 1) throw new CliUsageError(`expected one <url>, found ${positionals.length}`);
+    const url = positionals[0]!;
+    if (!/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge), found "${url}"`);
+    const roots = rootsFromFlags(values.root);
+    const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
+    let expected: Expected | null;
+    let source: string;
+    if (values.pcrs !== undefined) {
+      expected = normalize(parsePins(values.pcrs));
+      source = '--pcrs';
+    } else {
+      const configPath = resolveConfigPath(values.config);
+      const pinned = pinnedPcrs(loadConfig(configPath));
+      expected = pinned === null ? null : normalize(pinned);
+      source = `${configPath ?? '(default config)'} [attestation]`;
+    }
+
+    const { document, nonce } = await fetchDocument(url, timeoutMs);
+    let doc;
+    try {
+      doc = await verifyAttestation(document, { nonce, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
+    } catch (err) {
+      if (!(err instanceof AttestationError)) throw err;
+      if (values.json) io.out(JSON.stringify({ url, verified: false, code: err.code, message: err.message }));
+      else io.err(`enclave-agent attest: attestation failed: ${err.code}: ${err.message}`);
+      return 1;
+    }
+
+    const live: Expected = {};
+    for (const n of NAMES) {
+      const v = doc.pcrs.get(Number(n.slice(3)));
+      if (v !== undefined) live[n] = toHex(v);
+    }
+    const mismatches = expected === null ? [] : NAMES.filter((n) => expected[n] !== undefined && expected[n] !== live[n]);
+    const match = expected === null ? null : mismatches.length === 0;
+
+    if (values.json) {
+      io.out(JSON.stringify({ url, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches }));
+    } else {
+      const how = values.debug ? 'DEBUG: chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'}, ES384 signature`;
+      io.out(`Attestation of ${url} verified (${how}; nonce bound to this session)`);
+      io.out(`  module  ${doc.moduleId}`);
+      io.out(`  time    ${new Date(doc.timestamp).toISOString()}`);
+      for (const n of NAMES) {
+        const e = expected?.[n];
+        const mark = e === undefined ? '' : e === live[n] ? '  matches' : `  MISMATCH, expected ${e}`;
+        io.out(`  ${n}    ${live[n] ?? '(absent)'}${mark}`);
+      }
+      if (match === null) io.out(`Not compared: ${source} pins no PCRs (enclave-agent pcrs --toml prints the table for the local stack).`);
+      else if (match) io.out(`MATCH: the enclave reports the PCRs pinned in ${source}.`);
+      else io.out(`MISMATCH: ${mismatches.join(', ')} differ from ${source}.`);
+    }
+    return match === false ? 1 : 0;
+  },
+};

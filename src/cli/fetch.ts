@@ -1,0 +1,188 @@
+/**
+ * `enclave-agent fetch <url> <path> [-X M] [-d BODY] [-H 'N: v']... --pcrs FILE|--pcr0.. [--root PEM] [--debug]`:
+ * curl through the attested channel. Connects to the bridge, verifies the enclave's attestation (chain to the
+ * root, nonce = handshake hash, pinned PCRs) before sending anything, sends one request and prints the
+ * response body. Exit 0 on any HTTP answer (22 with --fail on ≥ 400), 1 on attestation or connection failure
+ * with one line naming the reason (e.g. ATTESTATION_PCR_MISMATCH), 2 on bad usage.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { PcrPins } from '../attestation/verify.ts';
+import { ClientError, connect, type Client } from '../client/node.ts';
+import { toHex } from '../util/bytes.ts';
+import { parsePins } from './attestation-inspect.ts';
+import { intFlag, parseFlags } from './flags.ts';
+import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+
+const HELP = `Usage: enclave-agent fetch <url> <path> [options]
+
+Sends one HTTP request to the app inside the enclave through the attested, end-to-end encrypted channel
+(like curl), and prints the response body. Nothing is sent before the attestation verified.
+
+  <url>   the host bridge, ws://host:port/ or wss://host:port/
+  <path>  the request path, e.g. / or /echo?x=1
+
+Request:
+  -X, --request METHOD   Default GET, or POST with -d.
+  -d, --data BODY        Request body; @FILE reads a file, @- standard input.
+  -H, --header 'N: v'    Request header (repeatable).
+  --timeout MS           Connect + request budget, each (default 30000).
+
+Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
+  --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR8=<hex>]
+                         Pinned PCRs: a JSON file {"PCR0": "<hex>", ...} (what \`enclave-agent start\` writes to
+                         <state dir>/pcrs.json; a nitro-cli "Measurements" object works too) or inline.
+                         Repeat for several allowed sets.
+  --pcr0 HEX --pcr1 HEX --pcr2 HEX [--pcr8 HEX]
+  --root PEM             Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
+                         For \`enclave-agent start\`: the simulator root it prints.
+  --debug                Debug-mode enclave: skip the certificate chain and signature (PCRs still compared).
+
+Output:
+  -i, --include          Print the status line and response headers before the body.
+  -v, --verbose          Print the verified attestation (module, PCRs, features) to stderr.
+  -f, --fail             Exit 22 when the status is 400 or more.
+  --json                 One JSON line: {"status", "headers", "body", "attestation": {"moduleId", "pcrs", ...}}
+
+Exit status: 0 a response arrived, 1 attestation/connection/request failure (one line says why),
+2 usage error, 22 --fail and status ≥ 400.`;
+
+function readBody(arg: string, io: CliIo): Promise<Uint8Array> | Uint8Array | string {
+  if (!arg.startsWith('@')) return arg;
+  const file = arg.slice(1);
+  if (file === '-') return io.stdin();
+  if (!existsSync(file)) throw new CliUsageError(`--data: ${file} does not exist`);
+  return new Uint8Array(readFileSync(file));
+}
+
+function parseHeader(text: string): [string, string] {
+  const i = text.indexOf(':');
+  if (i <= 0) throw new CliUsageError(`--header: expected "Name: value", found "${text}"`);
+  return [text.slice(0, i).trim(), text.slice(i + 1).trim()];
+}
+
+function hexPin(flag: string, v: string): string {
+  const hex = v.replace(/^0x/, '');
+  if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new CliUsageError(`${flag} must be hex`);
+  return hex.toLowerCase();
+}
+
+/** --pcrs (repeatable) or --pcr0/1/2[/8]; at least one set. */
+export function pinsFromFlags(values: { pcrs?: string[]; pcr0?: string; pcr1?: string; pcr2?: string; pcr8?: string }): PcrPins[] {
+  const sets = (values.pcrs ?? []).map(parsePins);
+  const single = [values.pcr0, values.pcr1, values.pcr2, values.pcr8];
+  if (single.some((v) => v !== undefined)) {
+    if (values.pcr0 === undefined || values.pcr1 === undefined || values.pcr2 === undefined) throw new CliUsageError('--pcr0, --pcr1 and --pcr2 go together (--pcr8 optional)');
+    sets.push({
+      PCR0: hexPin('--pcr0', values.pcr0),
+      PCR1: hexPin('--pcr1', values.pcr1),
+      PCR2: hexPin('--pcr2', values.pcr2),
+      ...(values.pcr8 === undefined ? {} : { PCR8: hexPin('--pcr8', values.pcr8) }),
+    });
+  }
+  if (sets.length === 0) throw new CliUsageError('give the PCRs to pin: --pcrs FILE (enclave-agent start writes <state dir>/pcrs.json) or --pcr0/--pcr1/--pcr2');
+  return sets;
+}
+
+/** --root files as PEM text. */
+export function rootsFromFlags(files: string[] | undefined): string[] | undefined {
+  return files?.map((f) => {
+    if (!existsSync(f)) throw new CliUsageError(`--root: ${f} does not exist`);
+    return readFileSync(f, 'utf8');
+  });
+}
+
+/** The attestation summary --verbose and --json show. */
+export function attestationSummary(client: Client): { moduleId: string; time: string; pcrs: Record<string, string>; features: readonly string[]; publicKey: boolean } {
+  const d = client.attestation;
+  const pick = [0, 1, 2, 8];
+  const pcrs: Record<string, string> = {};
+  for (const i of pick) {
+    const v = d.pcrs.get(i);
+    if (v !== undefined) pcrs[`PCR${i}`] = toHex(v);
+  }
+  return { moduleId: d.moduleId, time: new Date(d.timestamp).toISOString(), pcrs, features: client.features, publicKey: d.publicKey !== null };
+}
+
+/** One line for a failed attestation, naming the verifier's code. */
+export function attestationFailureLine(command: string, err: ClientError): string {
+  const cause = err.cause instanceof Error ? err.cause.message : err.message.replace(/^attestation failed: /, '');
+  return `enclave-agent ${command}: attestation failed: ${err.attestationCode ?? err.code}: ${cause}`;
+}
+
+export const command: CliCommand = {
+  path: ['fetch'],
+  summary: 'send one HTTP request through the attested channel (curl for the enclave)',
+  help: HELP,
+  async run(args, io) {
+    const { values, positionals } = parseFlags(
+      args,
+      {
+        request: { type: 'string', short: 'X' },
+        data: { type: 'string', short: 'd' },
+        header: { type: 'string', short: 'H', multiple: true },
+        include: { type: 'boolean', short: 'i', default: false },
+        verbose: { type: 'boolean', short: 'v', default: false },
+        fail: { type: 'boolean', short: 'f', default: false },
+        pcrs: { type: 'string', multiple: true },
+        pcr0: { type: 'string' },
+        pcr1: { type: 'string' },
+        pcr2: { type: 'string' },
+        pcr8: { type: 'string' },
+        root: { type: 'string', multiple: true },
+        debug: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        timeout: { type: 'string' },
+      },
+      true,
+    );
+    if (positionals.length !== 2) throw new CliUsageError(`expected <url> <path>, found ${positionals.length} argument${positionals.length === 1 ? '' : 's'}`);
+    const [url, reqPath] = positionals as [string, string];
+    if (!/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge), found "${url}"`);
+    if (!reqPath.startsWith('/')) throw new CliUsageError(`<path> must start with "/", found "${reqPath}"`);
+    const pins = pinsFromFlags(values);
+    const roots = rootsFromFlags(values.root);
+    const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
+    const headers = (values.header ?? []).map(parseHeader);
+    const body = values.data === undefined ? undefined : await readBody(values.data, io);
+    const method = values.request ?? (body === undefined ? 'GET' : 'POST');
+
+    let client: Client;
+    try {
+      client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false });
+    } catch (err) {
+      if (err instanceof ClientError && err.code === 'CLIENT_ATTESTATION_FAILED') {
+        io.err(attestationFailureLine('fetch', err));
+        return 1;
+      }
+      throw err;
+    }
+    try {
+      const summary = attestationSummary(client);
+      if (values.verbose) {
+        io.err(`* connected to ${url}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, nonce, PCRs)`);
+        io.err(`* module ${summary.moduleId}, document time ${summary.time}, features [${summary.features.join(', ')}]`);
+        for (const [k, v] of Object.entries(summary.pcrs)) io.err(`* ${k} ${v}`);
+        io.err(`> ${method} ${reqPath}`);
+        for (const [k, v] of headers) io.err(`> ${k}: ${v}`);
+      }
+      const res = await client.fetch(reqPath, { method, headers, ...(body === undefined ? {} : { body }), timeoutMs });
+      const text = await res.text();
+      if (values.json) {
+        const h: Record<string, string> = {};
+        res.headers.forEach((v, k) => (h[k] = v));
+        io.out(JSON.stringify({ status: res.status, headers: h, body: text, attestation: summary }));
+      } else {
+        if (values.include || values.verbose) {
+          const head = [`HTTP/1.1 ${res.status} ${res.statusText}`.trimEnd()];
+          res.headers.forEach((v, k) => head.push(`${k}: ${v}`));
+          if (values.include) io.out(head.join('\n') + '\n');
+          else for (const line of head) io.err(`< ${line}`);
+        }
+        if (text.length > 0) io.out(text.endsWith('\n') ? text.slice(0, -1) : text);
+      }
+      return values.fail && res.status >= 400 ? 22 : 0;
+    } finally {
+      await client.close().catch(() => {});
+    }
+  },
+};

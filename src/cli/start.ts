@@ -1,0 +1,292 @@
+/**
+ * `enclave-agent start` (what `npm start` runs): the local stack in one process on loopback — the agent
+ * (src/runtime/agent.ts with TCP listeners standing in for vsock), the NSM simulator, the host bridge, and the
+ * built-in demo app when nothing listens on the app port. Prints the bridge URL, the PCRs to pin, the simulator
+ * root and a fetch line to copy (or, with --json, one JSON line once everything is ready). SIGINT/SIGTERM drain
+ * and stop everything and exit 0; a second signal forces.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pino, { type Logger } from 'pino';
+import { createNsmSimulator } from '../attestation/simulator.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { startBridge, type Bridge } from '../host/bridge.ts';
+import type { LogSink } from '../http/log-sink.ts';
+import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
+import { startDemoApp, type DemoApp } from '../runtime/demo-app.ts';
+import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
+import { resolveStateDir } from './keys-public.ts';
+import { parseFlags, portFlag, resolveConfigPath, shellWord } from './flags.ts';
+import { chooseLocalApp, localIdentity, pcrHex, readConfigText, type LocalApp, type PcrHex } from './pcrs.ts';
+import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+
+const DEFAULT_BRIDGE_PORT = 8443;
+/** Ctrl-C should not wait [listen] drain_timeout_ms (30 s by default) for a development stack. */
+const START_DRAIN_CAP_MS = 5_000;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+const HELP = `Usage: enclave-agent start [options]
+
+Runs the local stack on 127.0.0.1, in one process: the agent (TCP listeners standing in for vsock), the NSM
+simulator, and the host WebSocket bridge, forwarding to the app port of enclave.toml. When nothing listens
+on that port, a built-in demo app answers there: GET / (a JSON greeting), POST /echo (exactly what the app
+received, as JSON), GET /health. Prints the bridge URL, the PCRs to pin, the simulator's root certificate
+and an \`enclave-agent fetch\` line to copy; the PCRs are also written to <state dir>/pcrs.json.
+Ctrl-C (SIGINT) or SIGTERM stops everything and exits 0; a second one forces.
+
+Options:
+  --config FILE        enclave.toml. Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists.
+  --state-dir DIR      Development keys and the simulator's CA. Default: $ENCLAVE_AGENT_STATE_DIR, else ./.state
+  --bridge-port N      Where clients connect: ws://127.0.0.1:N/ (default ${DEFAULT_BRIDGE_PORT}; 0 picks a free port)
+  --agent-port N       The agent's public TCP listener, standing in for vsock (default [listen] public_port)
+  --control-port N     The control listener (default [listen] control_port; 0 when --agent-port is given)
+  --app-port N         The app port (default [app] port); 0 runs the demo app on a free port
+  --api-port N         The local encrypt/decrypt API (default [api] port)
+  --debug              Debug-mode enclave: PCR0/1/2/8 all zero (clients must connect with --debug)
+  --log-level LEVEL    Operational log on stderr: fatal|error|warn|info|debug|trace|silent (default warn).
+                       Request records (trx_logging) go to stderr too: one line each, JSON with --json.
+  --json               Print exactly one JSON line once ready:
+                       {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
+                        "appPort", "apiUrl", "pcrsFile", "app"}
+
+[log] sink in enclave.toml is ignored here: start always logs to stderr.`;
+
+export interface LocalStackOptions {
+  /** enclave.toml path; undefined = every default. */
+  configPath: string | undefined;
+  stateDir: string;
+  bridgePort: number;
+  agentPort: number | undefined;
+  controlPort: number | undefined;
+  appPort: number | undefined;
+  apiPort: number | undefined;
+  debug: boolean;
+  logger: Logger;
+  trxSink?: LogSink;
+}
+
+export interface LocalStack {
+  readonly bridgeUrl: string;
+  /** The agent's public listener, "127.0.0.1:<port>". */
+  readonly agentAddress: string;
+  readonly controlAddress: string;
+  /** The simulator's root certificate (PEM file): what clients give as --root. */
+  readonly rootPem: string;
+  readonly pcrs: PcrHex;
+  /** <stateDir>/pcrs.json, the --pcrs FILE for clients. */
+  readonly pcrsFile: string;
+  readonly appPort: number;
+  readonly app: LocalApp;
+  /** http://127.0.0.1:<port> of the local API, null when [api] enabled = false. */
+  readonly apiUrl: string | null;
+  readonly config: Config;
+  readonly runtime: AgentRuntime;
+  readonly bridge: Bridge;
+  readonly demo: DemoApp | null;
+}
+
+/** Starts the simulator, the demo app (if needed), the agent runtime and the bridge. Undoes what started on failure. */
+export async function startLocalStack(opts: LocalStackOptions): Promise<LocalStack> {
+  const loaded = loadConfig(opts.configPath);
+  const debug = loaded.debug || opts.debug;
+  const appPortWanted = opts.appPort ?? loaded.app.port;
+  const app = await chooseLocalApp(appPortWanted);
+  const identity = localIdentity(readConfigText(opts.configPath), app);
+  const nsm = await createNsmSimulator({ stateDir: path.join(opts.stateDir, 'nsm-simulator'), identity, debug });
+
+  let demo: DemoApp | null = null;
+  let runtime: AgentRuntime | undefined;
+  try {
+    // A demo app that another `start` already runs on that port is reused, not started twice.
+    if (app.kind === 'demo' && app.running !== true) demo = await startDemoApp({ port: appPortWanted, name: loaded.name, maxBodyBytes: loaded.limits.max_request_bytes });
+    const appPort = demo?.port ?? appPortWanted;
+    const config: Config = { ...loaded, debug, app: { ...loaded.app, port: appPort } };
+
+    const publicPort = opts.agentPort ?? config.listen.public_port;
+    const controlPort = opts.controlPort ?? (opts.agentPort !== undefined ? 0 : config.listen.control_port);
+    if (publicPort !== 0 && publicPort === controlPort) throw new CliUsageError(`--agent-port and --control-port must differ (both ${publicPort})`);
+    runtime = await startAgentRuntime({
+      config,
+      listen: { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort },
+      nsm,
+      stateDir: opts.stateDir,
+      logger: opts.logger,
+      ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
+      ...(opts.apiPort === undefined ? {} : { apiPort: opts.apiPort }),
+    });
+    const bridge = await startBridge({
+      listen: { host: '127.0.0.1', port: opts.bridgePort },
+      target: { kind: 'tcp', host: '127.0.0.1', port: runtime.publicPort! },
+      proxyProtocol: config.accept_proxy_protocol,
+      logger: opts.logger,
+    });
+
+    const pcrs = pcrHex(identity, debug);
+    const pcrsFile = path.join(opts.stateDir, 'pcrs.json');
+    await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+    await writeFile(pcrsFile, JSON.stringify(pcrs, null, 2) + '\n');
+    return {
+      bridgeUrl: bridge.url,
+      agentAddress: runtime.publicAddress,
+      controlAddress: runtime.controlAddress,
+      rootPem: nsm.rootPath,
+      pcrs,
+      pcrsFile,
+      appPort,
+      app,
+      apiUrl: runtime.apiPort === null ? null : `http://127.0.0.1:${runtime.apiPort}`,
+      config,
+      runtime,
+      bridge,
+      demo,
+    };
+  } catch (err) {
+    await runtime?.close().catch(() => {});
+    await demo?.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** A path as short as possible for a line to copy: relative to the cwd when inside it. */
+function shortPath(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : p;
+}
+
+/** The `fetch` line start prints (and the README shows). */
+export function fetchLine(stack: Pick<LocalStack, 'bridgeUrl' | 'pcrsFile' | 'rootPem'>, debug: boolean): string {
+  const words = ['npx', 'enclave-agent', 'fetch', stack.bridgeUrl, '/', '--pcrs', shortPath(stack.pcrsFile), '--root', shortPath(stack.rootPem)];
+  if (debug) words.push('--debug');
+  return words.map(shellWord).join(' ');
+}
+
+function humanTrxSink(io: CliIo): LogSink {
+  return {
+    write(record) {
+      const r = record as { method?: string; path?: string; status?: number; elapsed_ms?: number; bytes_in?: number; bytes_out?: number; remote_ip?: string | null; error?: unknown };
+      const status = r.status === 0 || r.status === undefined ? 'no response' : String(r.status);
+      const from = r.remote_ip ? ` from ${r.remote_ip}` : '';
+      const err = r.error === undefined ? '' : ` (${typeof r.error === 'string' ? r.error : JSON.stringify(r.error)})`;
+      io.err(`[request] ${r.method ?? ''} ${r.path ?? ''} → ${status} in ${(r.elapsed_ms ?? 0).toFixed(1)} ms, ${r.bytes_in ?? 0} B in, ${r.bytes_out ?? 0} B out${from}${err}`);
+    },
+    async close() {},
+  };
+}
+
+function jsonTrxSink(): LogSink {
+  const trx = pino({ base: null, timestamp: false, formatters: { level: (label) => ({ level: label }) } }, pino.destination({ dest: 2, sync: true }));
+  return {
+    write: (record) => trx.info(record),
+    async close() {},
+  };
+}
+
+export async function runStart(args: string[], io: CliIo): Promise<number> {
+  const { values } = parseFlags(args, {
+    config: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'bridge-port': { type: 'string' },
+    'agent-port': { type: 'string' },
+    'control-port': { type: 'string' },
+    'app-port': { type: 'string' },
+    'api-port': { type: 'string' },
+    debug: { type: 'boolean', default: false },
+    'log-level': { type: 'string' },
+    json: { type: 'boolean', default: false },
+  });
+  const logLevel = values['log-level'] ?? 'warn';
+  if (!LOG_LEVELS.includes(logLevel)) throw new CliUsageError(`--log-level expects ${LOG_LEVELS.join('|')}, found "${logLevel}"`);
+  const optPort = (flag: string, text: string | undefined): number | undefined => (text === undefined ? undefined : portFlag(flag, text, 0));
+  const logger = pino({ level: logLevel, base: { name: 'enclave-agent-start' } }, pino.destination({ dest: 2, sync: true }));
+  const configPath = resolveConfigPath(values.config);
+
+  const stack = await startLocalStack({
+    configPath,
+    stateDir: resolveStateDir(values['state-dir']),
+    bridgePort: portFlag('--bridge-port', values['bridge-port'], DEFAULT_BRIDGE_PORT),
+    agentPort: optPort('--agent-port', values['agent-port']),
+    controlPort: optPort('--control-port', values['control-port']),
+    appPort: optPort('--app-port', values['app-port']),
+    apiPort: optPort('--api-port', values['api-port']),
+    debug: values.debug,
+    logger,
+    trxSink: values.json ? jsonTrxSink() : humanTrxSink(io),
+  });
+  const debug = stack.config.debug;
+
+  if (values.json) {
+    io.out(
+      JSON.stringify({
+        bridgeUrl: stack.bridgeUrl,
+        agentAddress: stack.agentAddress,
+        rootPem: stack.rootPem,
+        pcrs: stack.pcrs,
+        appPort: stack.appPort,
+        apiUrl: stack.apiUrl,
+        pcrsFile: stack.pcrsFile,
+        app: stack.app.kind === 'demo' ? 'demo' : `127.0.0.1:${stack.appPort}`,
+        debug,
+      }),
+    );
+  } else {
+    const appLine =
+      stack.demo !== null
+        ? `demo app on 127.0.0.1:${stack.appPort} (nothing else listened there): GET /, POST /echo, GET /health`
+        : stack.app.kind === 'demo'
+          ? `the demo app already running on 127.0.0.1:${stack.appPort}`
+          : `your app on 127.0.0.1:${stack.appPort}`;
+    io.out(`enclave-agent local stack "${stack.config.name}" is up (${stack.config.mode} mode, simulated NSM${debug ? ', DEBUG enclave' : ''})`);
+    io.out(`  bridge     ${stack.bridgeUrl}              clients connect here`);
+    io.out(`  agent      ${stack.agentAddress} (stands in for vsock port ${stack.config.listen.public_port})${stack.config.accept_proxy_protocol ? ', PROXY v2 from the bridge' : ''}`);
+    io.out(`  app        ${appLine}`);
+    if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc; for the app)`);
+    io.out(`  root       ${stack.rootPem}`);
+    io.out(`             the simulator's CA: clients trust it with --root (never the AWS root)`);
+    io.out(`  PCRs       written to ${stack.pcrsFile}${debug ? ' (debug enclave: all zero)' : ''}`);
+    for (const [k, v] of Object.entries(stack.pcrs)) io.out(`    ${k}  ${v}`);
+    io.out('');
+    io.out('Try it (attested, end-to-end encrypted):');
+    io.out(`  ${fetchLine(stack, debug)}`);
+    io.out(`  ${fetchLine(stack, debug).replace(' / ', ' /echo ')} -X POST -d '{"hello":"enclave"}' -H 'content-type: application/json'`);
+    io.out('Ctrl-C stops everything.');
+  }
+
+  const shutdownStack = (): Promise<number> =>
+    new Promise<number>((resolve) => {
+      const shutdown = createShutdown({
+        runtime: {
+          drain: (ms) => stack.runtime.drain(ms),
+          close: async () => {
+            await stack.bridge.close();
+            await stack.runtime.close();
+          },
+        },
+        app: {
+          async stop() {
+            await stack.demo?.close();
+            return { reason: 'stopped', last: null, exitCode: 0, killed: false };
+          },
+          signal: () => false,
+        },
+        drainTimeoutMs: Math.min(stack.config.listen.drain_timeout_ms, START_DRAIN_CAP_MS),
+        stopTimeoutMs: 1_000,
+        logger,
+        exit: resolve,
+      });
+      installSignalHandlers(shutdown, { stop: async () => ({ reason: 'stopped', last: null, exitCode: 0, killed: false }), signal: () => false }, logger);
+    });
+
+  const code = await shutdownStack();
+  if (!values.json) io.out('stopped');
+  // A forced stop (second signal) exits at once; a clean one must not be held up by a stray handle either.
+  if (code !== 0) process.exit(code);
+  setTimeout(() => process.exit(code), 2_000).unref();
+  return code;
+}
+
+export const command: CliCommand = {
+  path: ['start'],
+  summary: 'run the local stack: agent + bridge + simulated NSM (+ a demo app), print how to connect',
+  help: HELP,
+  run: (args, io) => runStart(args, io),
+};
