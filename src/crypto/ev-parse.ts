@@ -84,7 +84,7 @@ export function parseEv(token: string): EvToken {
   }
   const v = parts[i];
   if (v === undefined) throw malformed('missing version');
-  if (!(v in VERSIONS)) {
+  if (!Object.hasOwn(VERSIONS, v)) {
     if (KNOWN_UNSUPPORTED.has(v) || v === 'number' || v === 'boolean' || v.length === 16) {
       throw new EvFormatError('EV_UNSUPPORTED_VERSION', `unsupported ev: version: expected Tk9D, QkTC, RFVC or S0lS, found ${v.length === 4 ? v : 'none (legacy format)'}`);
     }
