@@ -111,6 +111,43 @@ describe('fetch through the bridge', () => {
   });
 });
 
+describe('response bodies that stop early', () => {
+  it('errors the body with CLIENT_ABORTED when the signal aborts mid-body, and frees the stream', async () => {
+    const ctl = new AbortController();
+    const res = await client.fetch(`/big?n=${20 * 1024 * 1024}`, { signal: ctl.signal });
+    const reader = res.body!.getReader();
+    await reader.read();
+    ctl.abort();
+    let err: unknown;
+    try {
+      for (;;) if ((await reader.read()).done) break;
+    } catch (e) {
+      err = e;
+    }
+    expect((err as ClientError).code).toBe('CLIENT_ABORTED');
+    expect(await (await client.fetch('/hello')).text()).toBe('hello');
+  });
+
+  it('releases the stream when the caller cancels the body (a one-slot client keeps working)', async () => {
+    const one = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], maxInFlight: 1 });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await one.fetch(`/big?n=${4 * 1024 * 1024}`);
+        await res.body!.cancel();
+      }
+      expect(await (await one.fetch('/hello', { timeoutMs: 5000 })).text()).toBe('hello');
+    } finally {
+      await one.close();
+    }
+  });
+
+  it('accepts a Request object as input', async () => {
+    const res = await client.fetch(new Request('https://ignored.example/echo?x=1', { method: 'POST', body: 'from a Request', headers: { 'content-type': 'text/x-req' } }));
+    expect(res.headers.get('content-type')).toBe('text/x-req');
+    expect(await res.text()).toBe('from a Request');
+  });
+});
+
 describe('WebSocket through upgrade()', () => {
   it('echoes WebSocket messages through an upgraded stream', async () => {
     const up = await client.upgrade('/ws', {

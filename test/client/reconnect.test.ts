@@ -80,6 +80,14 @@ describe('reconnect', () => {
     expect(await res?.text()).toBe('hello');
   });
 
+  it('reconnects transparently after the agent closed an idle session', async () => {
+    stack = await startStack({ limits: { idleTimeoutMs: 200 } });
+    client = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem] });
+    await until(() => !client!.connected, 'the idle session to be closed by the agent');
+    expect(await (await client.fetch('/hello')).text()).toBe('hello');
+    expect(stack.sessions.some((s) => s.reason === 'idle')).toBe(true);
+  });
+
   it('with reconnect off, a dead session makes later requests fail CLIENT_CLOSED', async () => {
     stack = await startStack();
     client = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], reconnect: false });
