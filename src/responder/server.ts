@@ -57,6 +57,9 @@ export interface Responder {
   close(): Promise<void>;
 }
 
+/** After the drain timeout: how long sessions get to hand their final Error frames to the client. */
+const EXPIRE_FLUSH_MS = 2_000;
+
 export function createResponder(opts: ResponderOptions): Responder {
   if (opts.channel !== 'public' && opts.channel !== 'control') {
     throw new ResponderError('RESPONDER_BAD_OPTIONS', `channel: expected "public" or "control", found ${JSON.stringify(opts.channel)}`);
@@ -139,8 +142,13 @@ export function createResponder(opts: ResponderOptions): Responder {
       state = 'draining';
       for (const s of [...sessions]) s.drain();
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([whenEmpty(), new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-      clearTimeout(timer);
+      const bounded = (ms: number): Promise<void> =>
+        Promise.race([whenEmpty(), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+      await bounded(timeoutMs);
+      // What is still in flight gets an Error frame (never silence), then the sessions close; a client that
+      // does not take those frames within EXPIRE_FLUSH_MS is cut off.
+      for (const s of [...sessions]) s.expire(`agent is shutting down: the request did not finish within the ${timeoutMs} ms drain timeout`);
+      await bounded(EXPIRE_FLUSH_MS);
       for (const s of [...sessions]) s.destroy();
     },
     async close() {

@@ -101,6 +101,12 @@ export interface SessionConfig {
 
 type State = 'proxy' | 'handshake' | 'open' | 'closing' | 'closed';
 
+interface DataRequest {
+  readonly id: number;
+  readonly enc: ByteEncoding;
+  answered: boolean;
+}
+
 export class Session implements StreamOwner {
   readonly id = toHex(randomBytes(6));
   readonly info: ConnectionInfo;
@@ -128,6 +134,8 @@ export class Session implements StreamOwner {
   /** Attestation / Control requests being answered. */
   #pendingSession = 0;
   readonly #streams = new Map<number, AppStream>();
+  /** Data requests not yet answered (expire() answers them when the drain timeout hits). */
+  readonly #dataRequests = new Set<DataRequest>();
   /** App connections of Data requests (destroyed on close). */
   readonly #dataApps = new Set<Duplex>();
 
@@ -177,6 +185,30 @@ export class Session implements StreamOwner {
   /** Immediate teardown (responder shutdown). */
   destroy(): void {
     this.#close('shutdown');
+  }
+
+  /**
+   * The drain timeout hit: answers every Data request and stream still in flight with `Error{id, message}`
+   * (a client must never be left waiting on a request the agent silently dropped), lets those frames reach
+   * the socket, then closes. The responder destroys the session if the client does not take them in time.
+   */
+  expire(message: string): void {
+    if (this.#state === 'closed' || this.#state === 'closing') return;
+    if (this.#state !== 'open') {
+      this.#close('drain');
+      return;
+    }
+    this.#draining = true;
+    for (const req of this.#dataRequests) {
+      req.answered = true;
+      void this.#sendError(req.id, message, req.enc);
+    }
+    this.#dataRequests.clear();
+    for (const stream of [...this.#streams.values()]) {
+      void this.#sendError(stream.id, message, stream.encoding);
+      stream.destroy();
+    }
+    this.#closeGracefully('drain');
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -415,13 +447,18 @@ export class Session implements StreamOwner {
     if (!this.#admit(id, enc)) return;
     this.#inFlight++;
     this.#stats.data++;
-    void this.#runData(id, payload, enc);
+    const req: DataRequest = { id, enc, answered: false };
+    this.#dataRequests.add(req);
+    void this.#runData(req, payload);
   }
 
-  async #runData(id: number, payload: Uint8Array, enc: ByteEncoding): Promise<void> {
+  async #runData(req: DataRequest, payload: Uint8Array): Promise<void> {
+    const { id, enc } = req;
     try {
       let reply = await this.#forwardData(id, payload);
-      if (this.#state !== 'open' && this.#state !== 'closing') return;
+      this.#dataRequests.delete(req);
+      if (req.answered || (this.#state !== 'open' && this.#state !== 'closing')) return;
+      req.answered = true;
       if (reply.type === 'Data') {
         const size = serverMessageSize(reply, enc);
         if (size > MAX_MESSAGE_LEN) reply = { type: 'Error', id, message: `response too large for one frame (${size} bytes; max ${MAX_MESSAGE_LEN})` };
