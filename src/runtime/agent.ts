@@ -14,6 +14,7 @@ import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type K
 import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
+import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
@@ -46,7 +47,7 @@ export interface AgentRuntimeOptions {
   unsealKey?: Uint8Array;
   /** Overrides config.api.port (0 picks a free port). */
   apiPort?: number;
-  /** The ev: decryption stage of HTTP mode (ENCRYPTION.md §3), when one exists. */
+  /** Replaces HTTP mode's ev: decryption stage (default: createDecryptStage(keyring), ENCRYPTION.md §3). */
   decrypt?: DecryptStage;
   /** Executes verified Control commands on the control channel. */
   controlHandler?: ControlHandler;
@@ -122,7 +123,7 @@ function listenTargets(listen: RuntimeListen, config: Config): { public: ListenT
   }
 }
 
-function createForwarder(opts: AgentRuntimeOptions, logger: Logger): Forwarder {
+function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring): Forwarder {
   const c = opts.config;
   if (c.mode === 'raw') {
     return createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol });
@@ -138,7 +139,7 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger): Forwarder {
     logSink: opts.trxSink ?? { write() {}, async close() {} },
     logger,
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
-    ...(opts.decrypt === undefined ? {} : { decrypt: opts.decrypt }),
+    decrypt: opts.decrypt ?? createDecryptStage(keyring),
   });
 }
 
@@ -150,7 +151,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const attestationKey = keyring.attestationPublicKey();
   const controlKey = config.control.public_key === null ? undefined : fromBase64(config.control.public_key);
 
-  const forwarder = createForwarder(opts, logger);
+  const forwarder = createForwarder(opts, logger, keyring);
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   try {

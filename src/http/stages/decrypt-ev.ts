@@ -1,0 +1,224 @@
+// The decrypt stage of HTTP mode (ENCRYPTION.md §3): `ev:` values in request header values and JSON
+// request bodies are decrypted inside the enclave before the request reaches the app.
+//
+// Headers: every header going to the app except `Host` (hop-by-hop fields are already gone) is scanned;
+// each token in a value is replaced by its decrypted text. Duplicate fields stay separate fields, in order.
+//
+// Bodies: only JSON is touched, recognised by its Content-Type — `application/json` or
+// `application/<anything>+json`, parameters allowed. The body is buffered (up to the cap, 413 past it),
+// every JSON string that is a whole `ev:` value is replaced by the decrypted value as a typed JSON value
+// (`123`, `true`, `"text"`), and the result is forwarded with its new Content-Length (a chunked request
+// leaves as a Content-Length one). A body without any `ev:` is forwarded byte for byte.
+// Everything else is never read here: the stage returns without touching the stream, so non-JSON bodies of
+// any size flow to the app untouched and unbuffered. Also passed through untouched, by design:
+//   - a JSON media type with a `charset` other than UTF-8 (JSON is UTF-8, RFC 8259 §8.1; rewriting another
+//     encoding would need transcoding we do not do), and a Content-Encoding other than `identity`
+//     (a compressed body cannot be scanned without inflating it);
+//   - form bodies, text, NDJSON and every other media type — no content-type-blind scanning (Evervault's
+//     quirk of JSON-quoting tokens found in form bodies is not copied).
+//
+// Refusals (nothing is forwarded; the message names where, never a value):
+//   - 422 HTTP_DECRYPT_FAILED: a grammatically valid token that does not decrypt (another key, tampered,
+//     truncated ciphertext), or a header whose decrypted text cannot be a header value (CR/LF, controls).
+//   - 400 HTTP_BAD_REQUEST: a body declared JSON that is not valid JSON (or not UTF-8) AND holds a valid
+//     token. Why not "forward unchanged" or "decrypt anyway": forwarding would hand the app ciphertext it
+//     cannot read, silently; decrypting a document we cannot parse means guessing where its strings are.
+//     A not-quite-JSON body with no token in it (empty body, trailing garbage, JSON5-ish text) is still
+//     forwarded byte for byte, so such apps keep working; only the ambiguous case is refused, loudly.
+//   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
+//     could disagree on whether it is JSON).
+// Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
+import { Readable } from 'node:stream';
+import { EvDecryptError } from '../../crypto/errors.ts';
+import { isEvToken } from '../../crypto/ev-parse.ts';
+import { decryptHeaderValue, decryptJsonTokens } from '../../crypto/json-decrypt.ts';
+import { stringEnd } from '../../crypto/json-lex.ts';
+import type { Keyring } from '../../crypto/keyring.ts';
+import { HttpModeError } from '../errors.ts';
+import { getHeaders } from '../headers.ts';
+import type { DecryptInput, DecryptOutput, DecryptStage } from './decrypt.ts';
+import { readBodyCapped } from './decrypt.ts';
+
+export interface DecryptStageOptions {
+  /** Cap for buffered JSON bodies; defaults to the pipeline's `maxBufferedBodyBytes` (16 MiB). Over it → 413. */
+  maxBufferedBodyBytes?: number;
+}
+
+/** How a request body is treated, from its Content-Type / Content-Encoding. */
+export type BodyKind = 'json' | 'passthrough';
+
+/**
+ * `json` for `application/json` / `application/*+json` (any parameters) whose charset, if given, is UTF-8;
+ * `passthrough` for everything else, a missing or malformed Content-Type included.
+ */
+export function bodyKind(contentType: string | undefined, contentEncoding?: string): BodyKind {
+  if (contentType === undefined) return 'passthrough';
+  if (contentEncoding !== undefined && contentEncoding.trim().toLowerCase() !== 'identity' && contentEncoding.trim() !== '') return 'passthrough';
+  const [essence = '', ...params] = contentType.split(';');
+  const m = /^([a-z0-9!#$%&'*+.^_`|~-]+)\/([a-z0-9!#$%&'*+.^_`|~-]+)$/.exec(essence.trim().toLowerCase());
+  if (m === null || m[1] !== 'application' || !(m[2] === 'json' || m[2]!.endsWith('+json'))) return 'passthrough';
+  for (const p of params) {
+    const eq = p.indexOf('=');
+    if (eq < 0 || p.slice(0, eq).trim().toLowerCase() !== 'charset') continue;
+    let v = p.slice(eq + 1).trim();
+    if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+    v = v.toLowerCase();
+    if (v !== 'utf-8' && v !== 'utf8') return 'passthrough';
+  }
+  return 'json';
+}
+
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+// A token candidate at a given `ev:`; `\/` allowed since JSON writers may escape the slashes of base64.
+const CANDIDATE = /ev:(?:[A-Za-z0-9+/=:]|\\\/)+?:\$/y;
+
+/** True when `text` holds a grammatically valid token anywhere (for bodies we could not parse). */
+function holdsToken(text: string): boolean {
+  for (let i = text.indexOf('ev:'); i >= 0; i = text.indexOf('ev:', i + 3)) {
+    CANDIDATE.lastIndex = i;
+    const m = CANDIDATE.exec(text);
+    if (m !== null && isEvToken(m[0].replaceAll('\\/', '/'))) return true;
+  }
+  return false;
+}
+
+/** Valid JSON text (a leading BOM tolerated, RFC 8259 §8.1), or null. */
+function jsonText(buf: Buffer): string | null {
+  let text: string;
+  try {
+    text = UTF8_STRICT.decode(buf);
+  } catch {
+    return null;
+  }
+  try {
+    JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+  } catch {
+    return null;
+  }
+  return text;
+}
+
+// Each value with its own ephemeral key costs an ECDH (about 0.2 ms on P-256, more on secp256k1, several
+// times that on a loaded machine): a body holding thousands would block the event loop — and every other
+// session — for seconds. The text is cut into slices of a few candidate values, each decrypted by
+// decryptJsonTokens, yielding to the event loop whenever a few milliseconds have been spent.
+const SLICE_CANDIDATES = 8;
+const SLICE_MS = 4;
+
+/** decryptJsonTokens(text) in slices with yields in between; same output, same count, same errors. */
+async function decryptJsonSliced(text: string, keyring: Keyring): Promise<{ json: string; count: number }> {
+  // Cut points are opening quotes of strings, found with the same lexing decryptJsonTokens does, so each
+  // slice starts outside any string and an object key's colon is always in the key's slice.
+  const cuts: number[] = [0];
+  let candidates = 0;
+  for (let i = 0; ; ) {
+    const q = text.indexOf('"', i);
+    if (q < 0) break;
+    const e = stringEnd(text, q);
+    if (e < 0) break;
+    if (text.startsWith('ev:', q + 1) && text.charCodeAt(e - 1) === 0x24 /* $ */) {
+      if (candidates === SLICE_CANDIDATES) {
+        cuts.push(q);
+        candidates = 0;
+      }
+      candidates++;
+    }
+    i = e + 1;
+  }
+  if (cuts.length === 1) return decryptJsonTokens(text, keyring);
+  const parts: string[] = [];
+  let count = 0;
+  let sliceStart = performance.now();
+  for (let k = 0; k < cuts.length; k++) {
+    const out = decryptJsonTokens(text.slice(cuts[k], cuts[k + 1]), keyring);
+    parts.push(out.json);
+    count += out.count;
+    if (performance.now() - sliceStart >= SLICE_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      sliceStart = performance.now();
+    }
+  }
+  return { json: count === 0 ? text : parts.join(''), count };
+}
+
+function refused(where: string, err: EvDecryptError): HttpModeError {
+  // err.message names the version, curve and key id, never the value or its plaintext.
+  return new HttpModeError('HTTP_DECRYPT_FAILED', 422, `${where}: ${err.message}`, { cause: err });
+}
+
+/** Decrypts header values in place; returns how many tokens were replaced. */
+function decryptHeaders(headers: string[], keyring: Keyring): number {
+  let count = 0;
+  for (let i = 0; i < headers.length; i += 2) {
+    const value = headers[i + 1]!;
+    if (value.indexOf('ev:') < 0) continue;
+    const name = headers[i]!;
+    if (name.toLowerCase() === 'host') continue;
+    try {
+      const out = decryptHeaderValue(value, keyring);
+      if (out.count > 0) {
+        headers[i + 1] = out.value;
+        count += out.count;
+      }
+    } catch (err) {
+      if (err instanceof EvDecryptError) throw refused(`request header ${name}`, err);
+      throw err;
+    }
+  }
+  return count;
+}
+
+async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Keyring, cap: number): Promise<{ body: Buffer; count: number }> {
+  const raw = await readBodyCapped(input.body, cap, input.contentLength);
+  if (raw.indexOf('ev:') < 0) return { body: raw, count: 0 };
+  const text = jsonText(raw);
+  if (text === null) {
+    // Not JSON (or not UTF-8) despite its Content-Type. Harmless without tokens; refused with them.
+    if (holdsToken(raw.toString('latin1'))) {
+      throw new HttpModeError(
+        'HTTP_BAD_REQUEST',
+        400,
+        'request body: Content-Type says JSON but the body is not valid UTF-8 JSON, and it holds ev: values; the agent decrypts ev: values only in valid JSON and does not forward them undecrypted',
+      );
+    }
+    return { body: raw, count: 0 };
+  }
+  let out: { json: string; count: number };
+  try {
+    out = await decryptJsonSliced(text, keyring);
+  } catch (err) {
+    if (err instanceof EvDecryptError) throw refused('request body', err);
+    throw err;
+  }
+  return out.count === 0 ? { body: raw, count: 0 } : { body: Buffer.from(out.json, 'utf8'), count: out.count };
+}
+
+/**
+ * The HTTP pipeline's decrypt stage for `keyring` (pass it as `decrypt` to createHttpForwarder).
+ * Returns null (request untouched, body not read) when there is nothing to do.
+ */
+export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions = {}): DecryptStage {
+  const own = opts.maxBufferedBodyBytes;
+  if (own !== undefined && (!Number.isSafeInteger(own) || own < 0)) {
+    throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxBufferedBodyBytes: expected a non-negative integer, found ${String(own)}`);
+  }
+  return (input): DecryptOutput | null | Promise<DecryptOutput | null> => {
+    const headerCount = decryptHeaders(input.headers, keyring);
+    const body = input.body;
+    let kind: BodyKind = 'passthrough';
+    if (body !== null) {
+      const types = getHeaders(input.headers, 'content-type');
+      if (types.length > 1) throw new HttpModeError('HTTP_BAD_REQUEST', 400, `expected at most one Content-Type header on a request with a body, found ${types.length}`);
+      kind = bodyKind(types[0], getHeaders(input.headers, 'content-encoding').join(','));
+    }
+    if (body === null || kind === 'passthrough') {
+      // Synchronous: the body stream is not touched and flows on as it came.
+      return headerCount === 0 ? null : { body, contentLength: input.contentLength, decryptedFields: headerCount };
+    }
+    return decryptBody({ ...input, body }, keyring, own ?? input.maxBufferedBodyBytes).then((out) => ({
+      body: Readable.from([out.body], { objectMode: false }),
+      contentLength: out.body.length,
+      decryptedFields: headerCount + out.count,
+    }));
+  };
+}
