@@ -141,6 +141,22 @@ describe('response bodies that stop early', () => {
     }
   });
 
+  it('aborts a request still waiting for a window slot without sending it', async () => {
+    const one = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], maxInFlight: 1 });
+    try {
+      const before = stack.app.requests;
+      const slow = one.fetch('/slow?ms=300');
+      const ctl = new AbortController();
+      const queued = one.fetch('/hello', { signal: ctl.signal }).catch((e: unknown) => e);
+      setTimeout(() => ctl.abort(), 50); // while it waits in the window queue
+      expect(((await queued) as ClientError).code).toBe('CLIENT_ABORTED');
+      expect(await (await slow).text()).toBe('slow');
+      expect(stack.app.requests - before).toBe(1);
+    } finally {
+      await one.close();
+    }
+  });
+
   it('accepts a Request object as input', async () => {
     const res = await client.fetch(new Request('https://ignored.example/echo?x=1', { method: 'POST', body: 'from a Request', headers: { 'content-type': 'text/x-req' } }));
     expect(res.headers.get('content-type')).toBe('text/x-req');
