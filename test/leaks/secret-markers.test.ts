@@ -1,0 +1,279 @@
+// Leak check: known secret markers go through every path of the agent — request bodies (Data and streams),
+// ev: values decrypted in HTTP mode (JSON body and header), credential and custom header values, query
+// values, the local API (/encrypt, /decrypt, /attestation-doc), and on purpose through the error paths
+// (undecryptable token → 422, oversized body → 413, malformed request → 400, undecodable frame, app down →
+// 502, API 422/413). Then nothing the agent produced may contain a marker or any encoding of its private
+// keys: every operational log line (pino at trace level, agent and bridge), every transaction record, every
+// error message and error body returned to a client, every file under the state dir but the key file.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encryptValue } from '../../src/crypto/ev-format.ts';
+import { decryptHeaderValue, decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
+import { devKeySource, DEV_KEY_FILE, loadKeyring, type Keyring } from '../../src/crypto/keyring.ts';
+import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
+import { readBodyCapped } from '../../src/http/stages/decrypt.ts';
+import { fromHex, toBase64, utf8 } from '../../src/util/bytes.ts';
+import type { ServerMessage } from '../../src/wire/messages.ts';
+import { handshake, wsPipe, type TestClient } from '../responder/helpers.ts';
+import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
+
+const markers = new Map<string, string>();
+/** A fresh marker for one path (the name says which path leaked). */
+function marker(where: string): string {
+  const m = `SECRET-MARKER-${randomBytes(8).toString('hex')}`;
+  markers.set(m, where);
+  return m;
+}
+
+/**
+ * HTTP-mode auto-decryption for this test, built on the crypto module's decryptJsonTokens and
+ * decryptHeaderValue. (The runtime has the DecryptStage slot; `run`/`start` wire no implementation yet.)
+ */
+function decryptStageFor(keyring: Keyring): DecryptStage {
+  return async (input) => {
+    let count = 0;
+    for (let i = 1; i < input.headers.length; i += 2) {
+      const d = decryptHeaderValue(input.headers[i]!, keyring);
+      input.headers[i] = d.value;
+      count += d.count;
+    }
+    if (input.body === null) return { body: null, contentLength: input.contentLength, decryptedFields: count };
+    const body = await readBodyCapped(input.body, input.maxBufferedBodyBytes, input.contentLength);
+    const out = decryptJsonTokens(body.toString('utf8'), keyring);
+    const bytes = Buffer.from(out.json, 'utf8');
+    return { body: Readable.from([bytes]), contentLength: bytes.length, decryptedFields: count + out.count };
+  };
+}
+
+/** An app on 127.0.0.1:0 that keeps what reached it (to prove each path delivered the plaintext). */
+interface App {
+  port: number;
+  received: string[];
+  close(): Promise<void>;
+}
+
+async function startApp(): Promise<App> {
+  const received: string[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      received.push(`${req.method} ${req.url}\n${JSON.stringify(req.headers)}\n${body}`);
+      res.setHeader('content-type', 'application/json');
+      res.end(body === '' ? '{}' : body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function tamper(token: string): string {
+  // Flip one base64 character in the middle of the ciphertext segment: still well-formed, no longer decrypts.
+  const parts = token.split(':');
+  const ct = parts[parts.length - 2]!;
+  const i = Math.floor(ct.length / 2);
+  parts[parts.length - 2] = ct.slice(0, i) + (ct[i] === 'A' ? 'B' : 'A') + ct.slice(i + 1);
+  return parts.join(':');
+}
+
+let app: App;
+let stack: AgentStack;
+let keyring: Keyring;
+let stateDir: string;
+/** Every error message and error body that went back to a client. */
+const returnedErrors: string[] = [];
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  app = await startApp();
+  stateDir = mkdtempSync(path.join(os.tmpdir(), 'ea-leaks-'));
+  // The same dev key file the runtime then loads: the test knows the keys (to encrypt, and to search for).
+  keyring = await loadKeyring(devKeySource(stateDir));
+  stack = await startAgentStack({
+    appPort: app.port,
+    stateDir,
+    bridge: true,
+    decrypt: decryptStageFor(keyring),
+    limits: { max_buffered_body_bytes: 2048 },
+    extra: { api: { port: 0, max_body_bytes: 1024 }, trusted_headers: ['x-trusted-*'] },
+  });
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await stack.close();
+  await app.close();
+  rmSync(stateDir, { recursive: true, force: true });
+});
+
+async function client(): Promise<TestClient> {
+  const c = await handshake(await wsPipe(stack.bridge!.url));
+  clients.push(c);
+  c.send({ type: 'RequestAttestation' });
+  expect((await c.next()).message.type).toBe('Attestation');
+  return c;
+}
+
+let nextId = 1;
+/** Sends one Data request; returns status and body; records error bodies and Error messages. */
+async function data(c: TestClient, payload: Uint8Array | string): Promise<{ status: number; body: string }> {
+  const id = nextId++;
+  c.send({ type: 'Data', id, payload: typeof payload === 'string' ? utf8.encode(payload) : payload });
+  const got = await c.until((m) => (m.type === 'Data' || m.type === 'Error') && m.id === id, 15_000);
+  const m = got.at(-1)!.message as Extract<ServerMessage, { type: 'Data' | 'Error' }>;
+  if (m.type === 'Error') {
+    returnedErrors.push(m.message);
+    return { status: 0, body: m.message };
+  }
+  const text = utf8.decode(m.payload);
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1]);
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  if (status >= 400) returnedErrors.push(text);
+  return { status, body };
+}
+
+async function api(pathname: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${stack.runtime.apiPort!}${pathname}`, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+  const text = res.status === 200 && pathname === '/attestation-doc' ? '' : await res.text();
+  if (res.status >= 400) returnedErrors.push(text);
+  return { status: res.status, text };
+}
+
+function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const p = path.join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...filesUnder(p));
+    else out.push(p);
+  }
+  return out;
+}
+
+describe('secret markers never reach logs, error messages or files', () => {
+  it('pushes markers through every path (success and failure), then finds none of them, nor the private keys, in anything the agent wrote', async () => {
+    const pub = keyring.publicKeys();
+    const c = await client();
+
+    // 1. Data: body, credential headers, a custom header, a trusted header, query values.
+    const m = { body: marker('Data body'), auth: marker('authorization'), cookie: marker('cookie'), custom: marker('custom header'), query: marker('query value') };
+    const r1 = await data(c, httpRequest('POST', `/echo?token=${m.query}&x=1`, JSON.stringify({ note: m.body }), {
+      authorization: `Bearer ${m.auth}`,
+      cookie: `sid=${m.cookie}`,
+      'x-custom-secret': m.custom,
+      'content-type': 'application/json',
+    }));
+    expect(r1).toMatchObject({ status: 200, body: JSON.stringify({ note: m.body }) });
+
+    // 2. ev: values: a JSON string and a number in the body, a token in a header; the app gets plaintext.
+    const evBody = marker('ev: body plaintext');
+    const evHeader = marker('ev: header plaintext');
+    const body2 = JSON.stringify({ card: encryptValue(evBody, pub), n: encryptValue(4242, pub), plain: 'x' });
+    const r2 = await data(c, httpRequest('POST', '/pay', body2, { 'content-type': 'application/json', 'x-api-token': encryptValue(evHeader, pub) }));
+    expect(r2.status).toBe(200);
+    expect(JSON.parse(r2.body)).toEqual({ card: evBody, n: 4242, plain: 'x' });
+    expect(app.received.at(-1)).toContain(evHeader);
+
+    // 3. A stream: the request head and part of the body in OpenStream, the rest in StreamData.
+    const s1 = marker('stream first bytes');
+    const s2 = marker('stream data');
+    const streamBody = JSON.stringify({ a: s1, b: s2 });
+    const cut = streamBody.indexOf(s2);
+    c.send({ type: 'OpenStream', id: 500, payload: utf8.encode(`POST /echo HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: ${streamBody.length}\r\nConnection: close\r\n\r\n${streamBody.slice(0, cut)}`) });
+    c.send({ type: 'StreamData', id: 500, payload: utf8.encode(streamBody.slice(cut)) });
+    const streamed = await c.until((x) => x.type === 'StreamClose' && x.id === 500, 10_000);
+    const streamText = streamed.map((x) => (x.message.type === 'StreamData' ? utf8.decode(x.message.payload) : '')).join('');
+    expect(streamText).toContain(s2);
+
+    // 4. Error paths.
+    const bad = marker('body next to an undecryptable token');
+    const r4 = await data(c, httpRequest('POST', '/pay', JSON.stringify({ secret: bad, card: tamper(encryptValue(marker('tampered plaintext'), pub)) }), { 'content-type': 'application/json', authorization: `Bearer ${marker('authorization on 422')}` }));
+    expect(r4.status).toBe(422);
+    const big = marker('oversized body');
+    const r5 = await data(c, httpRequest('POST', '/pay', JSON.stringify({ pad: 'x'.repeat(4000), big, t: encryptValue('y', pub) }), { 'content-type': 'application/json' }));
+    expect(r5.status).toBe(413);
+    const r6 = await data(c, `GET /echo?q=${marker('query of malformed request')} HTTP/1.1\r\nHost: app\r\nBroken header ${marker('malformed header line')}\r\n\r\n`);
+    expect(r6.status).toBe(400);
+
+    // An undecodable frame carrying a marker ends its session without a reply.
+    const doomed = await client();
+    doomed.sendPlaintext(utf8.encode(`not CBOR ${marker('undecodable frame plaintext')}`));
+    await waitUntil(() => doomed.isClosed, 5_000, 'the session with the undecodable frame to close');
+
+    // 5. The local API.
+    const apiSecret = marker('API /encrypt body');
+    const enc = await api('/encrypt', JSON.stringify({ ssn: apiSecret, n: 7 }), { 'x-evervault-data-role': 'leak-test' });
+    expect(enc.status).toBe(200);
+    expect(enc.text).not.toContain(apiSecret);
+    const dec = await api('/decrypt', enc.text);
+    expect(JSON.parse(dec.text)).toEqual({ ssn: apiSecret, n: 7 });
+    const apiBad = await api('/decrypt', JSON.stringify({ other: marker('API body next to a bad token'), t: tamper(encryptValue(marker('API tampered plaintext'), pub)) }));
+    expect(apiBad.status).toBe(422);
+    const apiBig = await api('/encrypt', JSON.stringify({ pad: 'x'.repeat(2000), s: marker('API oversized body') }));
+    expect(apiBig.status).toBe(413);
+    const apiJunk = await api('/decrypt', `{"unterminated": "${marker('API malformed JSON')}`);
+    expect(apiJunk.status).toBe(400);
+    const doc = await api('/attestation-doc', JSON.stringify({ challenge: toBase64(utf8.encode(marker('attestation challenge'))) }));
+    expect(doc.status).toBe(200);
+
+    // 6. App down: 502 for a request full of markers.
+    await app.close();
+    const r7 = await data(c, httpRequest('POST', '/echo', JSON.stringify({ s: marker('body while the app is down') }), { authorization: `Bearer ${marker('authorization on 502')}`, cookie: `k=${marker('cookie on 502')}` }));
+    expect(r7.status).toBe(502);
+    c.close();
+    await waitUntil(() => stack.runtime.sessionCount() === 0, 5_000, 'the sessions to close');
+    await new Promise((r) => setTimeout(r, 100)); // trx records are written after the response
+
+    // ---- search
+    const keys = JSON.parse(readFileSync(path.join(stateDir, DEV_KEY_FILE), 'utf8')) as { p256: string; secp256k1: string };
+    const keyEncodings = new Map<string, string>();
+    for (const curve of ['p256', 'secp256k1'] as const) {
+      const raw = fromHex(keys[curve]);
+      keyEncodings.set(keys[curve], `${curve} private key (hex)`);
+      keyEncodings.set(keys[curve].toUpperCase(), `${curve} private key (HEX)`);
+      const b64 = toBase64(raw);
+      keyEncodings.set(b64.replace(/=+$/, ''), `${curve} private key (base64)`);
+      keyEncodings.set(b64.replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_'), `${curve} private key (base64url)`);
+    }
+    const sources = new Map<string, string>([
+      ['agent log', stack.log.text()],
+      ['bridge log', stack.bridgeLog.text()],
+      ['transaction records', stack.trx.records.map((r) => JSON.stringify(r)).join('\n')],
+      ['errors returned to clients', returnedErrors.join('\n')],
+    ]);
+    for (const f of filesUnder(stateDir)) {
+      if (path.basename(f) === DEV_KEY_FILE) continue;
+      sources.set(`file ${path.relative(stateDir, f)}`, readFileSync(f).toString('latin1'));
+    }
+    // Not vacuous: there is something to search in each place.
+    expect(stack.trx.records.length).toBeGreaterThanOrEqual(6);
+    expect(stack.log.text()).toContain('session closed');
+    expect(returnedErrors.length).toBeGreaterThanOrEqual(7);
+    expect([...sources.keys()].some((k) => k.startsWith('file '))).toBe(true);
+
+    const found: string[] = [];
+    for (const [where, text] of sources) {
+      for (const [m2, what] of markers) if (text.includes(m2)) found.push(`${what} found in ${where}`);
+      for (const [enc2, what] of keyEncodings) if (text.includes(enc2)) found.push(`${what} found in ${where}`);
+      if (/SECRET-MARKER-/.test(text) && !found.some((f) => f.endsWith(where))) found.push(`a marker prefix found in ${where}`);
+    }
+    expect(found).toEqual([]);
+    // The masking is what kept headers out: the record shows the header, not its value.
+    const pay = stack.trx.records.find((r) => JSON.stringify(r).includes('x-custom-secret'));
+    expect(JSON.stringify(pay)).toContain('***');
+  }, 60_000);
+});
