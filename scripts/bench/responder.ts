@@ -44,7 +44,7 @@ async function agentChild(): Promise<void> {
   const { listenTcp } = await import('../../src/transport/tcp.ts');
   const send = (m: unknown): void => void process.send!(m);
   const responders: { sessionCount: number }[] = [];
-  process.on('message', (m: StartCmd | { cmd: 'rss' | 'stop' }) => {
+  process.on('message', (m: StartCmd | { cmd: 'cpu' | 'rss' | 'stop' }) => {
     void (async () => {
       if (m.cmd === 'start') {
         const nsm = await createNsmSimulator({
@@ -68,6 +68,9 @@ async function agentChild(): Promise<void> {
         await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
         const ports: Ports = { streamAgent: await listen(m.echoPort), dataAgent: await listen(m.httpPort), relay: (relay.address() as net.AddressInfo).port };
         send(ports);
+      } else if (m.cmd === 'cpu') {
+        const u = process.cpuUsage();
+        send({ cpuUs: u.user + u.system });
       } else if (m.cmd === 'rss') {
         for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();
         await new Promise((r) => setTimeout(r, 100));
@@ -146,9 +149,12 @@ const drain = (s: net.Socket): Promise<void> => new Promise((r) => s.once('drain
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements
 
+/** Application bytes per client write on both paths (the agent path sends one StreamData per block). */
+const BLOCK = 16 * 1024;
+
 async function streamThroughput(port: number, totalBytes: number, enc: ByteEncoding): Promise<number> {
   const c = await Client.connect(port);
-  const block = new Uint8Array(16 * 1024).map((_, i) => (i * 13) & 0xff);
+  const block = new Uint8Array(BLOCK).map((_, i) => (i * 13) & 0xff);
   let received = 0;
   const t0 = performance.now();
   const done = new Promise<void>((resolve) => {
@@ -172,7 +178,7 @@ async function streamThroughput(port: number, totalBytes: number, enc: ByteEncod
 async function relayThroughput(port: number, totalBytes: number): Promise<number> {
   const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
   await new Promise<void>((r) => s.once('connect', r));
-  const block = Buffer.alloc(64 * 1024, 0x5a);
+  const block = Buffer.from(new Uint8Array(BLOCK).map((_, i) => (i * 13) & 0xff));
   let received = 0;
   const t0 = performance.now();
   const done = new Promise<void>((resolve) => {
@@ -309,24 +315,47 @@ export default async function bench(): Promise<void> {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await request<Ports>(child, { cmd: 'start', echoPort, httpPort });
 
-    // Streams (warm up each path once with a small transfer first).
+    // Streams. Both paths move the same bytes in the same 16 KiB client writes through the same process layout
+    // (client + echo app here, relay or agent in the child). The machine may be shared: the three paths run in
+    // interleaved rounds and each ratio is the median of the per-round ratios. CPU ms per MiB (both processes,
+    // user + system) is printed too: it is far less sensitive to other load than wall-clock throughput.
     const MB = 2 ** 20;
     await relayThroughput(ports.relay, 8 * MB);
     await streamThroughput(ports.streamAgent, 4 * MB, 'bstr');
     await streamThroughput(ports.streamAgent, 4 * MB, 'array');
-    const relay = await relayThroughput(ports.relay, 256 * MB);
-    if (process.env.RESPONDER_BENCH_ONLY === 'streams') {
-      console.log(relay, await streamThroughput(ports.streamAgent, 96 * MB, 'bstr'), await streamThroughput(ports.streamAgent, 48 * MB, 'array'));
-      return;
-    }
-    const bstr = await streamThroughput(ports.streamAgent, 96 * MB, 'bstr');
-    const array = await streamThroughput(ports.streamAgent, 48 * MB, 'array');
-    printTable('responder: stream echo throughput (MiB/s of payload, agent in its own process)', [
-      ['path', 'MiB/s', 'vs plain TCP relay'],
-      ['plain TCP relay (baseline)', relay, '1.00×'],
-      ['agent stream, bstr', bstr, ratio(bstr, relay, 0.5)],
-      ['agent stream, int-array', array, ratio(array, relay, 0.25)],
-    ]);
+    const rounds = Number(process.env.RESPONDER_BENCH_ROUNDS ?? 3);
+    const total = { relay: 64 * MB, bstr: 64 * MB, array: 32 * MB };
+    type PathName = keyof typeof total;
+    const runs: Record<PathName, { mibs: number; childMs: number; selfMs: number }[]> = { relay: [], bstr: [], array: [] };
+    const run = async (name: PathName): Promise<void> => {
+      const c0 = (await request<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
+      const s0 = process.cpuUsage();
+      const mibs = name === 'relay' ? await relayThroughput(ports.relay, total.relay) : await streamThroughput(ports.streamAgent, total[name], name === 'bstr' ? 'bstr' : 'array');
+      const s = process.cpuUsage(s0);
+      const c1 = (await request<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
+      const mib = total[name] / MB;
+      runs[name].push({ mibs, childMs: (c1 - c0) / 1000 / mib, selfMs: (s.user + s.system) / 1000 / mib });
+    };
+    for (let r = 0; r < rounds; r++) for (const name of ['relay', 'bstr', 'array'] as const) await run(name);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const ratios = (name: PathName): number[] => runs[name].map((x, i) => x.mibs / runs.relay[i]!.mibs);
+    const range = (xs: number[]): string => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
+    const row = (label: string, name: PathName, target?: number): (string | number)[] => [
+      label,
+      median(runs[name].map((x) => x.mibs)),
+      name === 'relay' ? '1.00×' : ratio(median(ratios(name)), 1, target),
+      name === 'relay' ? '' : range(ratios(name)),
+      median(runs[name].map((x) => x.childMs)),
+      median(runs[name].map((x) => x.selfMs)),
+    ];
+    const rows = [
+      ['path', 'MiB/s', 'vs plain TCP relay', 'per-round range', 'relay/agent CPU ms/MiB', 'client+app CPU ms/MiB'],
+      row('plain TCP relay (baseline)', 'relay'),
+      row('agent stream, bstr', 'bstr', 0.5),
+      row('agent stream, int-array', 'array', 0.25),
+    ];
+    printTable(`responder: stream echo throughput (MiB/s of payload, agent in its own process, median of ${rounds} interleaved rounds)`, rows);
+    if (process.env.RESPONDER_BENCH_ONLY === 'streams') return;
 
     // Small requests.
     await dataRequestsPerSec(ports.dataAgent, 300, 64);
