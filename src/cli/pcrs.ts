@@ -6,6 +6,7 @@
  *   agentVersion  the enclave-agent version                                   → PCR1 (and PCR0)
  *   app           "demo" for the built-in demo app, else "127.0.0.1:<app port>" → PCR2 (and PCR0)
  *   config        the bytes of enclave.toml without its [attestation] table    → PCR0
+ *                 (nor trailing whitespace)
  * [attestation] holds the measurements clients expect, so it is not itself measured: pasting the printed PCRs
  * into it does not change them.
  */
@@ -24,7 +25,10 @@ export type LocalApp = { kind: 'demo'; /** a demo app (another start's) already 
 
 export type PcrHex = { PCR0: string; PCR1: string; PCR2: string; PCR8: string };
 
-/** Removes the [attestation] table (and top-level `attestation.…` / `attestation = {…}` keys) from TOML text. */
+/**
+ * Removes the [attestation] table (and top-level `attestation.…` / `attestation = {…}` keys) from TOML text, and
+ * trailing whitespace (appending the table after a blank line must not change the rest either).
+ */
 export function withoutAttestationTable(text: string): string {
   const out: string[] = [];
   let inAttestation = false;
@@ -39,7 +43,8 @@ export function withoutAttestationTable(text: string): string {
     if (!inAnyTable && /^\s*attestation\s*[.=]/.test(line)) continue;
     out.push(line);
   }
-  return out.join('\n');
+  const kept = out.join('\n').trimEnd();
+  return kept === '' ? '' : kept + '\n';
 }
 
 /** The identity the simulator measures for this config text (undefined = no config file) and app. */

@@ -136,8 +136,8 @@ export async function startDemoApp(opts: DemoAppOptions): Promise<DemoApp> {
 export function isDemoApp(port: number, timeoutMs = 1_000): Promise<boolean> {
   return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/health', timeout: timeoutMs, agent: false }, (res) => {
-      res.resume();
       resolve(res.headers[DEMO_HEADER] === '1');
+      req.destroy(); // a probe: never keep the connection (an app that answers early would hold it open)
     });
     req.on('timeout', () => req.destroy());
     req.on('error', () => resolve(false));
