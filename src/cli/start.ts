@@ -236,16 +236,16 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
           ? `the demo app already running on 127.0.0.1:${stack.appPort}`
           : `your app on 127.0.0.1:${stack.appPort}`;
     io.out(`enclave-agent local stack "${stack.config.name}" is up (${stack.config.mode} mode, simulated NSM${debug ? ', DEBUG enclave' : ''})`);
-    io.out(`  bridge     ${stack.bridgeUrl}              clients connect here`);
-    io.out(`  agent      ${stack.agentAddress} (stands in for vsock port ${stack.config.listen.public_port})${stack.config.accept_proxy_protocol ? ', PROXY v2 from the bridge' : ''}`);
+    io.out(`  bridge     ${stack.bridgeUrl}  (clients connect here)`);
+    io.out(`  agent      ${stack.agentAddress}  (TCP standing in for vsock port ${stack.config.listen.public_port}${stack.config.accept_proxy_protocol ? '; PROXY v2 from the bridge' : ''})`);
     io.out(`  app        ${appLine}`);
-    if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc; for the app)`);
+    if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc, for the app)`);
     io.out(`  root       ${stack.rootPem}`);
-    io.out(`             the simulator's CA: clients trust it with --root (never the AWS root)`);
-    io.out(`  PCRs       written to ${stack.pcrsFile}${debug ? ' (debug enclave: all zero)' : ''}`);
-    for (const [k, v] of Object.entries(stack.pcrs)) io.out(`    ${k}  ${v}`);
+    io.out(`             (the simulator's CA: clients trust it with --root; never trusted by default)`);
+    io.out(`  PCRs       to pin, also in ${stack.pcrsFile}${debug ? ' (debug enclave: all zero)' : ''}`);
+    for (const [k, v] of Object.entries(stack.pcrs)) io.out(`    ${k}     ${v}`);
     io.out('');
-    io.out('Try it (attested, end-to-end encrypted):');
+    io.out('Try it (attested, end-to-end encrypted; other terminal, same directory):');
     io.out(`  ${fetchLine(stack, debug)}`);
     io.out(`  ${fetchLine(stack, debug).replace(' / ', ' /echo ')} -X POST -d '{"hello":"enclave"}' -H 'content-type: application/json'`);
     io.out('Ctrl-C stops everything.');
