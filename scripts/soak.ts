@@ -251,6 +251,7 @@ async function main(): Promise<void> {
       warmupSeconds: WARMUP,
       seconds: Math.round(elapsed),
       requests: measuredOk,
+      requestsIncludingWarmup: totalOk,
       requestsPerSecond: Math.round(measuredOk / elapsed),
       latencyMs: { p50: round(quantile(s, 0.5)), p99: round(quantile(s, 0.99)), p999: round(quantile(s, 0.999)), max: round(s[s.length - 1] ?? NaN) },
       errors: Object.fromEntries(errors),
