@@ -69,15 +69,26 @@ export function bodyKind(contentType: string | undefined, contentEncoding?: stri
 }
 
 const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-// A token candidate at a given `ev:`; `\/` allowed since JSON writers may escape the slashes of base64.
-const CANDIDATE = /ev:(?:[A-Za-z0-9+/=:]|\\\/)+?:\$/y;
+/** Characters a token (or its JSON-escaped form, `\/`) is made of, `$` excepted. */
+function tokenChar(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x3a) || c === 0x2b || c === 0x2f || c === 0x3d || c === 0x5c;
+}
 
-/** True when `text` holds a grammatically valid token anywhere (for bodies we could not parse). */
+/**
+ * True when `text` holds a grammatically valid token anywhere (for bodies we could not parse). Linear:
+ * a token ends at `:$`, and from each end the start can only be one of the few `ev:` among the last seven
+ * colons before it (ev, debug, version, type, IV, key, ciphertext), reached without leaving token characters.
+ */
 function holdsToken(text: string): boolean {
-  for (let i = text.indexOf('ev:'); i >= 0; i = text.indexOf('ev:', i + 3)) {
-    CANDIDATE.lastIndex = i;
-    const m = CANDIDATE.exec(text);
-    if (m !== null && isEvToken(m[0].replaceAll('\\/', '/'))) return true;
+  for (let end = text.indexOf(':$'); end >= 0; end = text.indexOf(':$', end + 2)) {
+    let colons = 0;
+    for (let i = end - 1; i >= 2 && colons < 7; i--) {
+      const c = text.charCodeAt(i);
+      if (!tokenChar(c)) break;
+      if (c !== 0x3a) continue;
+      colons++;
+      if (text.charCodeAt(i - 1) === 0x76 /* v */ && text.charCodeAt(i - 2) === 0x65 /* e */ && isEvToken(text.slice(i - 2, end + 2).replaceAll('\\/', '/'))) return true;
+    }
   }
   return false;
 }
