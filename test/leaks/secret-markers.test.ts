@@ -11,13 +11,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
-import { decryptHeaderValue, decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
 import { devKeySource, DEV_KEY_FILE, loadKeyring, type Keyring } from '../../src/crypto/keyring.ts';
-import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
-import { readBodyCapped } from '../../src/http/stages/decrypt.ts';
 import { fromHex, toBase64, utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { handshake, wsPipe, type TestClient } from '../responder/helpers.ts';
@@ -29,26 +25,6 @@ function marker(where: string): string {
   const m = `SECRET-MARKER-${randomBytes(8).toString('hex')}`;
   markers.set(m, where);
   return m;
-}
-
-/**
- * HTTP-mode auto-decryption for this test, built on the crypto module's decryptJsonTokens and
- * decryptHeaderValue. (The runtime has the DecryptStage slot; `run`/`start` wire no implementation yet.)
- */
-function decryptStageFor(keyring: Keyring): DecryptStage {
-  return async (input) => {
-    let count = 0;
-    for (let i = 1; i < input.headers.length; i += 2) {
-      const d = decryptHeaderValue(input.headers[i]!, keyring);
-      input.headers[i] = d.value;
-      count += d.count;
-    }
-    if (input.body === null) return { body: null, contentLength: input.contentLength, decryptedFields: count };
-    const body = await readBodyCapped(input.body, input.maxBufferedBodyBytes, input.contentLength);
-    const out = decryptJsonTokens(body.toString('utf8'), keyring);
-    const bytes = Buffer.from(out.json, 'utf8');
-    return { body: Readable.from([bytes]), contentLength: bytes.length, decryptedFields: count + out.count };
-  };
 }
 
 /** An app on 127.0.0.1:0 that keeps what reached it (to prove each path delivered the plaintext). */
@@ -103,12 +79,12 @@ beforeAll(async () => {
   app = await startApp();
   stateDir = mkdtempSync(path.join(os.tmpdir(), 'ea-leaks-'));
   // The same dev key file the runtime then loads: the test knows the keys (to encrypt, and to search for).
+  // HTTP mode decrypts with the runtime's default stage (createDecryptStage(keyring)).
   keyring = await loadKeyring(devKeySource(stateDir));
   stack = await startAgentStack({
     appPort: app.port,
     stateDir,
     bridge: true,
-    decrypt: decryptStageFor(keyring),
     limits: { max_buffered_body_bytes: 2048 },
     extra: { api: { port: 0, max_body_bytes: 1024 }, trusted_headers: ['x-trusted-*'] },
   });
