@@ -10,6 +10,7 @@ import path from 'node:path';
 import pino, { type Logger } from 'pino';
 import { createNsmSimulator } from '../attestation/simulator.ts';
 import { loadConfig, type Config } from '../config.ts';
+import { AgentError } from '../errors.ts';
 import { startBridge, type Bridge } from '../host/bridge.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
@@ -42,7 +43,7 @@ Options:
   --control-port N     The control listener (default [listen] control_port; 0 when --agent-port is given)
   --app-port N         The app port (default [app] port); 0 runs the demo app on a free port
   --api-port N         The local encrypt/decrypt API (default [api] port)
-  --debug              Debug-mode enclave: PCR0/1/2/8 all zero (clients must connect with --debug)
+  --debug              Debug-mode enclave: PCR0/1/2/8 all zero (the fetch line it prints uses fetch --debug)
   --log-level LEVEL    Operational log on stderr: fatal|error|warn|info|debug|trace|silent (default warn).
                        Request records (trx_logging) go to stderr too: one line each, JSON with --json.
   --json               Print exactly one JSON line once ready:
@@ -200,18 +201,27 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
   const logger = pino({ level: logLevel, base: { name: 'enclave-agent-start' } }, pino.destination({ dest: 2, sync: true }));
   const configPath = resolveConfigPath(values.config);
 
-  const stack = await startLocalStack({
-    configPath,
-    stateDir: resolveStateDir(values['state-dir']),
-    bridgePort: portFlag('--bridge-port', values['bridge-port'], DEFAULT_BRIDGE_PORT),
-    agentPort: optPort('--agent-port', values['agent-port']),
-    controlPort: optPort('--control-port', values['control-port']),
-    appPort: optPort('--app-port', values['app-port']),
-    apiPort: optPort('--api-port', values['api-port']),
-    debug: values.debug,
-    logger,
-    trxSink: values.json ? jsonTrxSink() : humanTrxSink(io),
-  });
+  let stack: LocalStack;
+  try {
+    stack = await startLocalStack({
+      configPath,
+      stateDir: resolveStateDir(values['state-dir']),
+      bridgePort: portFlag('--bridge-port', values['bridge-port'], DEFAULT_BRIDGE_PORT),
+      agentPort: optPort('--agent-port', values['agent-port']),
+      controlPort: optPort('--control-port', values['control-port']),
+      appPort: optPort('--app-port', values['app-port']),
+      apiPort: optPort('--api-port', values['api-port']),
+      debug: values.debug,
+      logger,
+      trxSink: values.json ? jsonTrxSink() : humanTrxSink(io),
+    });
+  } catch (err) {
+    if (err instanceof AgentError && /LISTEN_FAILED$/.test(err.code) && /EADDRINUSE/.test(err.message)) {
+      io.err(`enclave-agent start: ${err.code}: ${err.message} (another enclave-agent start running? --bridge-port, --agent-port, --app-port and --api-port choose others; 0 picks a free one)`);
+      return 1;
+    }
+    throw err;
+  }
   const debug = stack.config.debug;
 
   if (values.json) {

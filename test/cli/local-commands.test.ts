@@ -141,6 +141,7 @@ describe('startLocalStack with an app already listening', () => {
     });
     await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
     appPort = (app.address() as net.AddressInfo).port;
+    writeFileSync(path.join(dir, 'user.toml'), 'name = "user"\n');
   });
   afterEach(async () => {
     await stack?.bridge.close();
@@ -150,9 +151,50 @@ describe('startLocalStack with an app already listening', () => {
   });
   afterAll(() => new Promise<void>((r) => app.close(() => r())));
 
+  it('start with a taken bridge port is one line with a hint, exit 1, and leaves nothing listening', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const r = await cli('start', '--config', path.join(dir, 'user.toml'), '--state-dir', path.join(dir, 'state-taken'), '--bridge-port', String(port), '--agent-port', '0', '--app-port', String(appPort), '--api-port', '0');
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr.split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^enclave-agent start: BRIDGE_LISTEN_FAILED: .*EADDRINUSE \(another enclave-agent start running\? .*0 picks a free one\)$/);
+    } finally {
+      await new Promise<void>((r) => taken.close(() => r()));
+    }
+  });
+
+  it('--debug: all-zero PCRs; a debug-mode client needs no root', async () => {
+    stack = await startLocalStack({
+      configPath: path.join(dir, 'user.toml'),
+      stateDir: path.join(dir, 'state-debug'),
+      bridgePort: 0,
+      agentPort: 0,
+      controlPort: undefined,
+      appPort,
+      apiPort: 0,
+      debug: true,
+      logger: pino({ enabled: false }),
+    });
+    expect(Object.values(stack.pcrs)).toEqual(Array(4).fill('0'.repeat(96)));
+    const root = readFileSync(stack.rootPem, 'utf8');
+    const client = await connect(stack.bridgeUrl, { pcrs: stack.pcrs, debug: true });
+    try {
+      expect(await (await client.fetch('/')).text()).toBe('user app saw GET /');
+    } finally {
+      await client.close();
+    }
+    // Without --debug the chain is checked: the simulator root is not trusted by default.
+    await expect(connect(stack.bridgeUrl, { pcrs: stack.pcrs })).rejects.toMatchObject({ code: 'CLIENT_ATTESTATION_FAILED', attestationCode: 'ATTESTATION_UNTRUSTED_ROOT' });
+    // Pinned to the live (zero) PCRs with the simulator root, it verifies too: debug documents are signed documents.
+    const strict = await connect(stack.bridgeUrl, { pcrs: stack.pcrs, roots: [root] });
+    await strict.close();
+  });
+
   it('forwards to that app (no demo), pins PCRs naming it, and serves it through the attested channel', async () => {
     const cfg = path.join(dir, 'user.toml');
-    writeFileSync(cfg, 'name = "user"\n');
     stack = await startLocalStack({
       configPath: cfg,
       stateDir: path.join(dir, 'state-user'),
