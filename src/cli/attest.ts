@@ -82,8 +82,6 @@ async function fetchDocument(url: string, timeoutMs: number): Promise<{ document
 }
 
 export const command: CliCommand = {
-  path: ['attest'],
-  summary: "verify a live enclave's attestation and compare its PCRs with enclave.toml [attestation]",
   help: HELP,
   async run(args, io) {
     const { values, positionals } = parseFlags(

@@ -146,8 +146,6 @@ function printHuman(io: CliIo, desc: ReturnType<typeof describeDocument>): void 
 }
 
 export const command: CliCommand = {
-  path: ['attestation', 'inspect'],
-  summary: 'decode a Nitro attestation document and verify it (PCRs, root, time, nonce)',
   help: HELP,
   async run(args: string[], io: CliIo): Promise<number> {
     let parsed;

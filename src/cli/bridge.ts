@@ -127,8 +127,6 @@ export async function serveBridge(args: string[], io: CliIo, stop: () => Promise
 }
 
 export const command: CliCommand = {
-  path: ['bridge'],
-  summary: 'Run the host-side WebSocket ⇄ agent stream bridge',
   help,
   run(args, io) {
     return serveBridge(args, io, untilSignal);

@@ -1,18 +1,22 @@
 import type { CliCommand } from './types.ts';
 
-/** Every command of the CLI. Add one line per command file. */
-export async function loadCommands(): Promise<CliCommand[]> {
-  const modules = await Promise.all([
-    // commands register here, e.g. import('./attestation-inspect.ts'),
-    import('./attestation-inspect.ts'),
-    import('./bridge.ts'),
-    import('./keys-public.ts'),
-    import('./encrypt.ts'),
-    import('./run-command.ts'),
-    import('./start.ts'),
-    import('./pcrs.ts'),
-    import('./fetch.ts'),
-    import('./attest.ts'),
-  ] as Promise<{ command: CliCommand }>[]);
-  return modules.map((m) => m.command);
+export interface CommandEntry {
+  /** Words that select it: ['start'] or ['attestation', 'inspect']. */
+  readonly path: readonly string[];
+  readonly summary: string;
+  /** Imported only when the command runs, so one command never pays for the others' start-up. */
+  load(): Promise<{ command: CliCommand }>;
 }
+
+/** Every command of the CLI: one line per command file. */
+export const COMMANDS: readonly CommandEntry[] = [
+  { path: ['start'], summary: 'run the local stack: agent + bridge + simulated NSM (+ a demo app), print how to connect', load: () => import('./start.ts') },
+  { path: ['fetch'], summary: 'send one HTTP request through the attested channel (curl for the enclave)', load: () => import('./fetch.ts') },
+  { path: ['attest'], summary: "verify a live enclave's attestation and compare its PCRs with enclave.toml [attestation]", load: () => import('./attest.ts') },
+  { path: ['pcrs'], summary: 'print the PCRs the local simulator reports for the current config', load: () => import('./pcrs.ts') },
+  { path: ['run'], summary: 'in-enclave entrypoint: listen, attest, supervise the app (run -- <app command>)', load: () => import('./run-command.ts') },
+  { path: ['bridge'], summary: 'run the host-side WebSocket ⇄ agent stream bridge', load: () => import('./bridge.ts') },
+  { path: ['attestation', 'inspect'], summary: 'decode a Nitro attestation document and verify it (PCRs, root, time, nonce)', load: () => import('./attestation-inspect.ts') },
+  { path: ['keys', 'public'], summary: "print the enclave's ev: public keys (P-256 and secp256k1)", load: () => import('./keys-public.ts') },
+  { path: ['encrypt'], summary: 'encrypt the values of a JSON document into ev: strings', load: () => import('./encrypt.ts') },
+];

@@ -24,8 +24,6 @@ Options:
   --curve C        p256 (default: Tk9D / QkTC) or secp256k1 (RFVC / S0lS).`;
 
 export const command: CliCommand = {
-  path: ['encrypt'],
-  summary: 'encrypt the values of a JSON document into ev: strings',
   help: HELP,
   async run(args, io) {
     let values: { key?: string; 'state-dir'?: string; role?: string; curve?: string };

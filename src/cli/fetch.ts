@@ -110,8 +110,6 @@ export function attestationFailureLine(command: string, err: ClientError): strin
 }
 
 export const command: CliCommand = {
-  path: ['fetch'],
-  summary: 'send one HTTP request through the attested channel (curl for the enclave)',
   help: HELP,
   async run(args, io) {
     const { values, positionals } = parseFlags(

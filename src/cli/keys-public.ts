@@ -26,8 +26,6 @@ Options:
   --json          {"p256": "<base64>", "secp256k1": "<base64>"}`;
 
 export const command: CliCommand = {
-  path: ['keys', 'public'],
-  summary: "print the enclave's ev: public keys (P-256 and secp256k1)",
   help: HELP,
   async run(args, io) {
     let values: { 'state-dir'?: string; json?: boolean };

@@ -92,8 +92,6 @@ Options:
   --toml          An [attestation] table to paste into enclave.toml (for \`enclave-agent attest\`).`;
 
 export const command: CliCommand = {
-  path: ['pcrs'],
-  summary: 'print the PCRs the local simulator reports for the current config',
   help: HELP,
   async run(args, io) {
     const { values } = parseFlags(args, {

@@ -247,8 +247,6 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
 }
 
 export const command: CliCommand = {
-  path: ['run'],
-  summary: 'in-enclave entrypoint: listen, attest, supervise the app (run -- <app command>)',
   help: HELP,
   run: (args, io) => runAgent(args, io),
 };

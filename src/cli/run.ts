@@ -1,6 +1,6 @@
 import { AgentError } from '../errors.ts';
-import { loadCommands } from './commands.ts';
-import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+import { COMMANDS, type CommandEntry } from './commands.ts';
+import { CliUsageError, type CliIo } from './types.ts';
 
 const defaultIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),
@@ -12,15 +12,15 @@ const defaultIo: CliIo = {
   },
 };
 
-function usage(commands: CliCommand[]): string {
+function usage(commands: readonly CommandEntry[]): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length), 4);
   const lines = commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`);
   return ['Usage: enclave-agent <command> [options]', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
 }
 
 /** Picks the command whose path is the longest prefix of argv. */
-function findCommand(commands: CliCommand[], argv: string[]): CliCommand | undefined {
-  let best: CliCommand | undefined;
+function findCommand(commands: readonly CommandEntry[], argv: string[]): CommandEntry | undefined {
+  let best: CommandEntry | undefined;
   for (const c of commands) {
     if (c.path.every((w, i) => argv[i] === w) && (!best || c.path.length > best.path.length)) best = c;
   }
@@ -28,17 +28,18 @@ function findCommand(commands: CliCommand[], argv: string[]): CliCommand | undef
 }
 
 export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  const commands = await loadCommands();
+  const commands = COMMANDS;
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     io.out(usage(commands));
     return argv.length === 0 ? 2 : 0;
   }
-  const command = findCommand(commands, argv);
-  if (!command) {
+  const entry = findCommand(commands, argv);
+  if (!entry) {
     io.err(`enclave-agent: unknown command "${argv.join(' ')}"\n\n${usage(commands)}`);
     return 2;
   }
-  const args = argv.slice(command.path.length);
+  const command = { ...(await entry.load()).command, path: entry.path };
+  const args = argv.slice(entry.path.length);
   if (args.includes('--help') || args.includes('-h')) {
     io.out(command.help);
     return 0;

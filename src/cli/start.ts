@@ -295,8 +295,6 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
 }
 
 export const command: CliCommand = {
-  path: ['start'],
-  summary: 'run the local stack: agent + bridge + simulated NSM (+ a demo app), print how to connect',
   help: HELP,
   run: (args, io) => runStart(args, io),
 };

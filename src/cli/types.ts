@@ -5,10 +5,8 @@ export interface CliIo {
   stdin: () => Promise<Uint8Array>;
 }
 
+/** What a command file exports as `command`; its path and summary live in src/cli/commands.ts. */
 export interface CliCommand {
-  /** Words that select it: ['start'] or ['attestation', 'inspect']. */
-  readonly path: readonly string[];
-  readonly summary: string;
   /** Full --help text. */
   readonly help: string;
   /** Returns the exit code. Throw CliUsageError for bad flags; any AgentError prints as one line. */
