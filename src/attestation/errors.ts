@@ -21,6 +21,8 @@ export type AttestationErrorCode =
   /** PCR 0, 1, 2 or 8 is absent. */
   | 'ATTESTATION_PCR_MISSING'
   | 'ATTESTATION_PCR_MISMATCH'
+  /** PCR0/1/2 all zero: a debug-mode enclave, whose memory the host can read; refused unless allowed. */
+  | 'ATTESTATION_DEBUG_ENCLAVE'
   /** The document's timestamp is older than `maxAgeMs` (or too far in the future). */
   | 'ATTESTATION_TOO_OLD'
   /** The caller's expectations are unusable (bad PCR hex, bad root PEM, ...). */

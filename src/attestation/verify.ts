@@ -42,9 +42,17 @@ export interface VerifyExpectations {
   debug?: boolean;
   /** Treat an empty `public_key` as absent instead of rejecting the document (see document.ts). */
   allowEmptyPublicKey?: boolean;
+  /**
+   * Accept a document from a debug-mode enclave (PCR0/1/2 all zero) while still checking its chain and
+   * signature. Without this (or `debug`), such a document is refused even when the caller pinned zeros:
+   * anyone can launch any code in debug mode, and the host can read its memory.
+   */
+  allowDebugEnclave?: boolean;
 }
 
 const REQUIRED_PCRS = [0, 1, 2, 8] as const;
+/** All zero in a debug-mode enclave. */
+const DEBUG_PCRS = [0, 1, 2] as const;
 const PIN_KEYS = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
 
 let awsAnchor: Promise<TrustAnchor> | undefined;
@@ -208,6 +216,12 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
     throw new AttestationError(
       'ATTESTATION_PCR_MISSING',
       `PCR ${missing.join(', ')} missing; expected PCRs 0, 1, 2 and 8, found ${[...document.pcrs.keys()].join(', ')}`,
+    );
+  }
+  if (!exp.debug && !exp.allowDebugEnclave && DEBUG_PCRS.every((i) => document.pcrs.get(i)!.every((b) => b === 0))) {
+    throw new AttestationError(
+      'ATTESTATION_DEBUG_ENCLAVE',
+      'PCR0, PCR1 and PCR2 are all zero: the document comes from a debug-mode enclave; expected a production enclave (use debug or allowDebugEnclave to accept it)',
     );
   }
   if (pins) checkPcrs(document, pins);

@@ -28,6 +28,8 @@ Options:
   --nonce <hex>       The nonce the document must carry.
   --max-age <ms>      Reject documents older than this at --at.
   --debug             Debug-mode check: skip the certificate chain and the signature.
+  --allow-debug-enclave
+                      Accept a debug-mode enclave's document (all-zero PCR0/1/2) with the full chain check.
   --allow-empty-public-key
                       Treat an empty public_key as absent (rejected by default, like the reference client).
   --json              Machine-readable output.
@@ -162,6 +164,7 @@ export const command: CliCommand = {
           'max-age': { type: 'string' },
           debug: { type: 'boolean', default: false },
           'allow-empty-public-key': { type: 'boolean', default: false },
+          'allow-debug-enclave': { type: 'boolean', default: false },
           json: { type: 'boolean', default: false },
         },
       });
@@ -219,6 +222,7 @@ export const command: CliCommand = {
         now: when,
         debug: values.debug,
         allowEmptyPublicKey: values['allow-empty-public-key'],
+        allowDebugEnclave: values['allow-debug-enclave'],
       });
       const notes = [
         values.debug ? 'debug: certificate chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'} and ES384 signature valid at ${when.toISOString()}`,

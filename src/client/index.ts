@@ -37,6 +37,8 @@ export interface ConnectOptions {
   debug?: boolean;
   /** Reject attestation documents older than this. */
   maxAgeMs?: number;
+  /** Accept a debug-mode enclave (all-zero PCR0/1/2) while still checking its chain; refused by default. */
+  allowDebugEnclave?: boolean;
   /** Extra headers on the WebSocket upgrade (needs a WebSocket that takes them: undici on Node; not browsers). */
   headers?: Record<string, string>;
   /** Noise primitives. Default: the portable @noble suite (node.ts passes the node:crypto suite). */
@@ -129,6 +131,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
     ...(options.roots === undefined ? {} : { roots: options.roots }),
     ...(options.debug === undefined ? {} : { debug: options.debug }),
     ...(options.maxAgeMs === undefined ? {} : { maxAgeMs: options.maxAgeMs }),
+    ...(options.allowDebugEnclave === undefined ? {} : { allowDebugEnclave: options.allowDebugEnclave }),
     now,
   };
 

@@ -21,6 +21,7 @@ export interface VerifyOptions {
   roots?: (Uint8Array | string)[];
   debug?: boolean;
   maxAgeMs?: number;
+  allowDebugEnclave?: boolean;
   now?: () => number;
 }
 
@@ -165,6 +166,7 @@ export class Session {
             ...(verify.roots === undefined ? {} : { roots: verify.roots }),
             ...(verify.debug === undefined ? {} : { debug: verify.debug }),
             ...(verify.maxAgeMs === undefined ? {} : { maxAgeMs: verify.maxAgeMs }),
+            ...(verify.allowDebugEnclave === undefined ? {} : { allowDebugEnclave: verify.allowDebugEnclave }),
             ...(verify.now === undefined ? {} : { now: verify.now() }),
           }).then(
             (doc) => {

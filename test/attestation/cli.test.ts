@@ -16,7 +16,7 @@ async function cli(args: string[], stdin = new Uint8Array(0)) {
 }
 
 const inline = (f: NitroFixture) => `PCR0=${f.pcr0},PCR1=${f.pcr1},PCR2=${f.pcr2}`;
-const passArgs = (f: NitroFixture) => ['--at', f.verify_at, '--pcrs', inline(f), ...(isEmptyPublicKeyFixture(f) ? ['--allow-empty-public-key'] : [])];
+const passArgs = (f: NitroFixture) => ['--at', f.verify_at, '--pcrs', inline(f), ...(isEmptyPublicKeyFixture(f) ? ['--allow-empty-public-key'] : []), ...(f.debug_mode ? ['--allow-debug-enclave'] : [])];
 const tmp = mkdtempSync(join(tmpdir(), 'inspect-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -33,7 +33,7 @@ describe('enclave-agent attestation inspect', () => {
       expect(pass.code).toBe(0);
 
       const wrongPcr0 = (f.pcr0.startsWith('00') ? 'ff' : '00') + f.pcr0.slice(2);
-      const fail = await cli(['attestation', 'inspect', fixturePath(f), ...passArgs(f).slice(0, 2), '--pcrs', inline({ ...f, pcr0: wrongPcr0 }), '--allow-empty-public-key']);
+      const fail = await cli(['attestation', 'inspect', fixturePath(f), ...passArgs(f).slice(0, 2), '--pcrs', inline({ ...f, pcr0: wrongPcr0 }), '--allow-empty-public-key', ...(f.debug_mode ? ['--allow-debug-enclave'] : [])]);
       expect(fail.out).toContain(`Verdict: FAIL ATTESTATION_PCR_MISMATCH: PCR0 expected ${wrongPcr0}, found ${f.pcr0}`);
       expect(fail.code).toBe(1);
     });

@@ -36,7 +36,7 @@ async function failure(p: Promise<unknown>): Promise<AttestationError> {
 
 /** Expectations under which fixture `f` passes. */
 function passing(f: NitroFixture): VerifyExpectations {
-  return { now: new Date(f.verify_at), pcrs: pinsOf(f), allowEmptyPublicKey: isEmptyPublicKeyFixture(f) };
+  return { now: new Date(f.verify_at), pcrs: pinsOf(f), allowEmptyPublicKey: isEmptyPublicKeyFixture(f), allowDebugEnclave: f.debug_mode };
 }
 
 export function defineVerifyTests(env: string): void {
@@ -153,6 +153,15 @@ export function defineVerifyTests(env: string): void {
     it('still checks PCRs in debug mode: a production document fails zero pins', async () => {
       const f = nitroIndex.documents.find((d) => !d.debug_mode)!;
       expect(await codeOf(verifyAttestation(fixtureBytes(f), { debug: true, pcrs: ZERO_PINS }))).toBe('ATTESTATION_PCR_MISMATCH');
+    });
+
+    it('refuses a genuine debug-mode document in production mode even when the caller pinned zeros', async () => {
+      const f = nitroIndex.documents.find((d) => d.debug_mode && !isEmptyPublicKeyFixture(d))!;
+      const prod = { now: new Date(f.verify_at), pcrs: ZERO_PINS };
+      expect(await codeOf(verifyAttestation(fixtureBytes(f), prod))).toBe('ATTESTATION_DEBUG_ENCLAVE');
+      // Opting in keeps the chain and signature check: the same document still verifies against AWS.
+      await expect(verifyAttestation(fixtureBytes(f), { ...prod, allowDebugEnclave: true })).resolves.toBeTruthy();
+      expect(await codeOf(verifyAttestation(fixtureBytes(f), { ...prod, allowDebugEnclave: true, roots: [simRootPem()] }))).toBe('ATTESTATION_UNTRUSTED_ROOT');
     });
 
     it('rejects unusable expectations with ATTESTATION_BAD_EXPECTATIONS before reading the document', async () => {

@@ -188,8 +188,10 @@ describe('startLocalStack with an app already listening', () => {
     }
     // Without --debug the chain is checked: the simulator root is not trusted by default.
     await expect(connect(stack.bridgeUrl, { pcrs: stack.pcrs })).rejects.toMatchObject({ code: 'CLIENT_ATTESTATION_FAILED', attestationCode: 'ATTESTATION_UNTRUSTED_ROOT' });
-    // Pinned to the live (zero) PCRs with the simulator root, it verifies too: debug documents are signed documents.
-    const strict = await connect(stack.bridgeUrl, { pcrs: stack.pcrs, roots: [root] });
+    // Pinned to the live (zero) PCRs with the simulator root, a production client still refuses a debug enclave...
+    await expect(connect(stack.bridgeUrl, { pcrs: stack.pcrs, roots: [root] })).rejects.toMatchObject({ code: 'CLIENT_ATTESTATION_FAILED', attestationCode: 'ATTESTATION_DEBUG_ENCLAVE' });
+    // ...unless it opts in, and then the chain is still checked: debug documents are signed documents.
+    const strict = await connect(stack.bridgeUrl, { pcrs: stack.pcrs, roots: [root], allowDebugEnclave: true });
     await strict.close();
   });
 
