@@ -40,7 +40,9 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   }
   const command = { ...(await entry.load()).command, path: entry.path };
   const args = argv.slice(entry.path.length);
-  if (args.includes('--help') || args.includes('-h')) {
+  // Only flags before `--` are ours: `run -- app --help` passes --help to the app.
+  const own = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
+  if (own.includes('--help') || own.includes('-h')) {
     io.out(command.help);
     return 0;
   }
