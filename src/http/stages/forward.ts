@@ -8,6 +8,7 @@ import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
 import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Exchange, Stage } from '../exchange.ts';
 import { endToEndHeaders, removeHeader } from '../headers.ts';
@@ -78,11 +79,6 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
   return async (ex) => {
     const res = ex.res;
     if (res === null) throw new HttpModeError('HTTP_INTERNAL', 500, 'forward stage reached without a response');
-    const abort = new AbortController();
-    const onClose = (): void => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.once('close', onClose);
 
     const body = ex.body;
     let bodyStarted = (): boolean => body !== null && body.readableDidRead;
@@ -113,58 +109,31 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     if (body !== null && ex.bodyLength !== null) ex.upstreamHeaders.push('content-length', String(ex.bodyLength));
 
     const started = performance.now();
-    let response: Dispatcher.ResponseData;
     for (;;) {
-      try {
-        response = await upstream.pool.request({
-          origin: upstream.origin,
-          path: ex.req.url ?? '/',
-          method: method as Dispatcher.HttpMethod,
-          headers: ex.upstreamHeaders,
-          body: requestBody,
-          signal: abort.signal,
-          responseHeaders: 'raw',
-          // Big responses stream through; the default highWaterMark of the body is fine.
-        });
-        break;
-      } catch (err) {
-        if (abort.signal.aborted) {
+      const exchange = new UpstreamExchange(ex, res, upstream, opts.dropResponseHeaders);
+      const failure = await exchange.run({
+        origin: upstream.origin,
+        path: ex.req.url ?? '/',
+        method: method as Dispatcher.HttpMethod,
+        headers: ex.upstreamHeaders,
+        body: requestBody,
+      });
+      if (failure === null) return;
+      if (failure instanceof HttpModeError) throw failure;
+      const code = (failure as { code?: unknown }).code;
+      const canRetry = code === 'ECONNREFUSED' && !upstream.answered && performance.now() - started < upstream.startupGraceMs && !bodyStarted();
+      if (canRetry) {
+        await sleep(100);
+        if (res.destroyed) {
           ex.errorCode ??= 'CLIENT_GONE';
           return;
         }
-        const code = (err as { code?: unknown }).code;
-        const canRetry =
-          code === 'ECONNREFUSED' &&
-          !upstream.answered &&
-          performance.now() - started < upstream.startupGraceMs &&
-          !bodyStarted();
-        if (canRetry) {
-          await sleep(100);
-          continue;
-        }
-        const mapped = upstreamError(err);
-        opts.logger?.warn({ requestId: ex.requestId, code: mapped.code, cause: (err as { code?: string }).code }, 'upstream request failed');
-        throw mapped;
+        continue;
       }
+      const mapped = upstreamError(failure);
+      opts.logger?.warn({ requestId: ex.requestId, code: mapped.code, cause: (failure as { code?: string }).code }, 'upstream request failed');
+      throw mapped;
     }
-    upstream.answered = true;
-
-    const headers = endToEndHeaders(response.headers as unknown as string[], { drop: opts.dropResponseHeaders });
-    for (let i = 0; i < ex.responseHeaders.length; i++) headers.push(ex.responseHeaders[i]!);
-    const appBody = response.body;
-    if (res.destroyed) {
-      appBody.destroy();
-      return;
-    }
-    ex.sentStatus = response.statusCode;
-    ex.sentHeaders = headers;
-    try {
-      res.writeHead(response.statusCode, headers);
-    } catch (err) {
-      appBody.destroy();
-      throw new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a response the agent cannot relay', { cause: err });
-    }
-    await relay(appBody, ex);
   };
 }
 
@@ -172,40 +141,130 @@ async function* iterate(stream: Readable): AsyncGenerator<Buffer> {
   for await (const chunk of stream) yield chunk as Buffer;
 }
 
-/** Streams the app's body into the client's response with backpressure, counting bytes. */
-function relay(appBody: Readable, ex: Exchange): Promise<void> {
-  const res = ex.res!;
-  return new Promise<void>((resolve) => {
-    let settled = false;
-    const done = (): void => {
-      if (settled) return;
-      settled = true;
-      res.removeListener('drain', onDrain);
-      res.removeListener('close', onResClose);
-      resolve();
-    };
-    const onDrain = (): void => {
-      appBody.resume();
-    };
-    const onResClose = (): void => {
-      if (!appBody.readableEnded) appBody.destroy();
-      done();
-    };
-    appBody.on('data', (chunk: Buffer) => {
-      ex.bytesOut += chunk.length;
-      if (!res.write(chunk)) appBody.pause();
+/**
+ * One request to the app through undici's dispatcher API (no AbortController, no intermediate body stream):
+ * the response head goes to the client as soon as it is in, body chunks are written straight into the
+ * client's response with backpressure (undici's socket pauses while the client is not reading). `run`
+ * resolves with null once the exchange is over (answered, the client gone, or cut after the head), or with
+ * the error that happened before any response head (the caller maps it to 502/504 or retries).
+ */
+class UpstreamExchange implements Dispatcher.DispatchHandler {
+  #abort: ((err?: Error) => void) | null = null;
+  #resume: (() => void) | null = null;
+  #clientGone = false;
+  #headSent = false;
+  #settle: ((failure: unknown) => void) | null = null;
+
+  readonly #onResClose = (): void => {
+    if (this.#res.writableFinished) return;
+    this.#clientGone = true;
+    this.#abort?.(new undiciErrors.RequestAbortedError());
+    if (this.#headSent) this.#done(null);
+  };
+
+  readonly #onDrain = (): void => {
+    this.#resume?.();
+  };
+
+  readonly ex: Exchange;
+  readonly #res: ServerResponse;
+  readonly #upstream: Upstream;
+  readonly #drop: ReadonlySet<string> | undefined;
+
+  constructor(ex: Exchange, res: ServerResponse, upstream: Upstream, drop: ReadonlySet<string> | undefined) {
+    this.ex = ex;
+    this.#res = res;
+    this.#upstream = upstream;
+    this.#drop = drop;
+  }
+
+  run(opts: Dispatcher.DispatchOptions): Promise<unknown> {
+    if (this.#res.destroyed) {
+      this.ex.errorCode ??= 'CLIENT_GONE';
+      return Promise.resolve(null);
+    }
+    return new Promise<unknown>((resolve) => {
+      this.#settle = resolve;
+      this.#res.once('close', this.#onResClose);
+      this.#upstream.pool.dispatch(opts, this);
     });
-    appBody.once('end', () => {
-      res.end();
-      done();
-    });
-    appBody.once('error', (err: Error & { code?: string }) => {
-      // The head is out; all we can do is cut the connection so the client sees a truncated response.
-      ex.errorCode ??= err.code === 'UND_ERR_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
-      res.destroy();
-      done();
-    });
-    res.on('drain', onDrain);
-    res.once('close', onResClose);
-  });
+  }
+
+  #done(failure: unknown): void {
+    const settle = this.#settle;
+    if (settle === null) return;
+    this.#settle = null;
+    this.#res.removeListener('close', this.#onResClose);
+    this.#res.removeListener('drain', this.#onDrain);
+    settle(failure);
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.#clientGone) abort(new undiciErrors.RequestAbortedError());
+    else this.#abort = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // Interim responses (100 Continue, 103 Early Hints) are not relayed.
+    if (statusCode < 200) return true;
+    this.#upstream.answered = true;
+    const res = this.#res;
+    const ex = this.ex;
+    if (res.destroyed) {
+      this.#clientGone = true;
+      this.#abort?.(new undiciErrors.RequestAbortedError());
+      return false;
+    }
+    const list: string[] = new Array<string>(rawHeaders.length);
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      list[i] = rawHeaders[i]!.toString();
+      list[i + 1] = rawHeaders[i + 1]!.toString('latin1');
+    }
+    const headers = endToEndHeaders(list, { drop: this.#drop });
+    for (let i = 0; i < ex.responseHeaders.length; i++) headers.push(ex.responseHeaders[i]!);
+    ex.sentStatus = statusCode;
+    ex.sentHeaders = headers;
+    try {
+      res.writeHead(statusCode, headers);
+    } catch (err) {
+      ex.sentStatus = 0;
+      ex.sentHeaders = [];
+      this.#abort?.(new undiciErrors.RequestAbortedError());
+      this.#done(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a response the agent cannot relay', { cause: err }));
+      return false;
+    }
+    this.#headSent = true;
+    this.#resume = resume;
+    res.on('drain', this.#onDrain);
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.#settle === null) return false;
+    this.ex.bytesOut += chunk.length;
+    return this.#res.write(chunk);
+  }
+
+  onComplete(): void {
+    if (this.#settle === null) return;
+    this.#res.end();
+    this.#done(null);
+  }
+
+  onError(err: Error & { code?: string }): void {
+    if (this.#settle === null) return;
+    if (this.#clientGone) {
+      this.ex.errorCode ??= 'CLIENT_GONE';
+      this.#done(null);
+      return;
+    }
+    if (!this.#headSent) {
+      this.#done(err);
+      return;
+    }
+    // The head is out; all we can do is cut the connection so the client sees a truncated response.
+    this.ex.errorCode ??= err.code === 'UND_ERR_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
+    this.#res.destroy();
+    this.#done(null);
+  }
 }
