@@ -154,7 +154,8 @@ export class Session implements StreamOwner {
     this.#cfg = cfg;
     this.#limits = cfg.limits;
     this.#onClosed = onClosed;
-    this.#writer = new FrameWriter(sock);
+    // Frames queued together share writes (≤ 32768 bytes each, one at a time: WIRE.md §2).
+    this.#writer = new FrameWriter(sock, { coalesce: true });
     // One abort listener per connect in flight (up to maxInFlight): not a leak.
     setMaxListeners(0, this.#abort.signal);
     this.#state = cfg.acceptProxyProtocol ? 'proxy' : 'handshake';

@@ -3,14 +3,33 @@
 // a writev() of queued chunks that adds up to more than the cap.
 import type { Writable } from 'node:stream';
 import { WireError } from './errors.ts';
-import { encodeFrame, MAX_WRITE } from './frames.ts';
+import { encodeFrame, encodeFrameHeader, MAX_WRITE } from './frames.ts';
 
 interface Job {
-  pieces: Uint8Array[];
-  next: number;
-  bytes: number;
+  /** The job's bytes, in order (a frame: [length prefix, ciphertext]; raw bytes: one part). */
+  parts: Uint8Array[];
+  /** Next part / offset in it not yet handed to the sink. */
+  part: number;
+  off: number;
+  /** Bytes not yet handed to the sink. */
+  left: number;
+  /** Raw bytes (hs2, a bridge's client record) are never merged with another job's bytes. */
+  raw: boolean;
   resolve: () => void;
   reject: (err: WireError) => void;
+}
+
+export interface FrameWriterOptions {
+  /** Largest single write (default and maximum sensible value: MAX_WRITE = 32768). */
+  maxWrite?: number;
+  /**
+   * Merge queued frames into shared writes of up to `maxWrite` bytes (default false: one frame per write,
+   * split at `maxWrite`). The output is the same byte stream either way; merged writes cut across frame
+   * boundaries where `maxWrite` falls, exactly like the split of a frame larger than `maxWrite`. Writes stay
+   * one at a time, so nothing can coalesce past `maxWrite`; raw writes are never merged. With merging on, the
+   * first write of a burst starts on the next tick, so the frames queued by one synchronous run share writes.
+   */
+  coalesce?: boolean;
 }
 
 /**
@@ -20,10 +39,13 @@ interface Job {
  *   writev can never coalesce queued chunks into a larger syscall (this holds only if nothing else writes to
  *   the same sink — route every write of the connection through one FrameWriter);
  * - FIFO order across concurrent callers, and the pieces of one frame are never interleaved with another's;
+ * - `writeRaw` bytes of ≤ maxWrite go out as exactly one write holding nothing else;
+ * - with `coalesce`, consecutive queued frames are packed into writes of up to `maxWrite` bytes (one copy
+ *   into a fresh buffer per merged write);
  * - once the sink errors, ends or closes, every pending and later call rejects with WIRE_SINK_CLOSED.
  *
- * Backpressure: each promise resolves when the sink has accepted the last piece (for a net.Socket: handed to
- * the kernel). `queuedBytes` tells how much is waiting; callers that produce faster should await.
+ * Backpressure: each promise resolves when the sink has accepted the last byte of that call (for a net.Socket:
+ * handed to the kernel). `queuedBytes` tells how much is waiting; callers that produce faster should await.
  *
  * The writer listens for the sink's 'error' and 'close' events (so a sink error also becomes a rejection
  * here); call `detach()` to remove those listeners if the sink outlives the writer.
@@ -31,8 +53,10 @@ interface Job {
 export class FrameWriter {
   readonly #sink: Writable;
   readonly #maxWrite: number;
+  readonly #coalesce: boolean;
   #jobs: Job[] = [];
   #active = false;
+  #scheduled = false;
   #queuedBytes = 0;
   #failure: WireError | null = null;
   readonly #onError = (err: Error): void => {
@@ -41,14 +65,19 @@ export class FrameWriter {
   readonly #onClose = (): void => {
     this.#failAll(new WireError('WIRE_SINK_CLOSED', 'sink closed'));
   };
+  readonly #scheduledPump = (): void => {
+    this.#scheduled = false;
+    this.#pump();
+  };
 
-  constructor(sink: Writable, opts: { maxWrite?: number } = {}) {
+  constructor(sink: Writable, opts: FrameWriterOptions = {}) {
     const maxWrite = opts.maxWrite ?? MAX_WRITE;
     if (!Number.isSafeInteger(maxWrite) || maxWrite < 1) {
       throw new RangeError(`maxWrite must be a positive integer, got ${maxWrite}`);
     }
     this.#sink = sink;
     this.#maxWrite = maxWrite;
+    this.#coalesce = opts.coalesce === true;
     sink.on('error', this.#onError);
     sink.on('close', this.#onClose);
   }
@@ -62,21 +91,45 @@ export class FrameWriter {
   writeRaw(bytes: Uint8Array): Promise<void> {
     if (bytes.length === 0) return this.#failure === null ? Promise.resolve() : Promise.reject(this.#failure);
     // Copy: the caller may reuse its buffer as soon as this returns.
-    return this.#enqueue(bytes.slice());
+    return this.#enqueue([bytes.slice()], true);
   }
 
   /**
    * `len:u32be ‖ ciphertext`, split into writes of ≤ maxWrite. Rejects with WIRE_FRAME_TOO_LARGE /
    * WIRE_FRAME_TOO_SMALL on a bad length (nothing is written then; the writer stays usable).
+   * The writer keeps a reference to `ciphertext` until the promise settles: the caller must not modify it.
    */
   writeFrame(ciphertext: Uint8Array): Promise<void> {
-    let framed: Uint8Array;
+    let parts: Uint8Array[];
     try {
-      framed = encodeFrame(ciphertext);
+      // With merging on, the prefix and the ciphertext are copied straight into the merged write buffer.
+      parts = this.#coalesce ? [encodeFrameHeader(ciphertext.length), ciphertext] : [encodeFrame(ciphertext)];
     } catch (err) {
       return Promise.reject(err as Error);
     }
-    return this.#enqueue(framed);
+    return this.#enqueue(parts, false);
+  }
+
+  /**
+   * Like `writeFrame` for a ciphertext given as consecutive parts (e.g. body and tag from
+   * CipherState.encryptParts): the frame is their concatenation. With `coalesce`, the parts are copied straight
+   * into the write buffer (no intermediate concatenation). The writer keeps the parts until the promise settles.
+   */
+  writeFrameParts(ciphertext: readonly Uint8Array[]): Promise<void> {
+    let len = 0;
+    for (const p of ciphertext) len += p.length;
+    let parts: Uint8Array[];
+    try {
+      if (this.#coalesce) {
+        parts = [encodeFrameHeader(len)];
+        for (const p of ciphertext) if (p.length > 0) parts.push(p);
+      } else {
+        parts = [encodeFrame(ciphertext.length === 1 ? ciphertext[0]! : concatParts(ciphertext, len))];
+      }
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return this.#enqueue(parts, false);
   }
 
   /** Removes the writer's 'error'/'close' listeners from the sink. Later writes still work until it fails. */
@@ -85,42 +138,93 @@ export class FrameWriter {
     this.#sink.off('close', this.#onClose);
   }
 
-  #enqueue(buf: Uint8Array): Promise<void> {
+  #enqueue(parts: Uint8Array[], raw: boolean): Promise<void> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    const pieces: Uint8Array[] = [];
-    for (let off = 0; off < buf.length; off += this.#maxWrite) {
-      pieces.push(buf.subarray(off, Math.min(buf.length, off + this.#maxWrite)));
-    }
+    let bytes = 0;
+    for (const p of parts) bytes += p.length;
     return new Promise<void>((resolve, reject) => {
-      this.#jobs.push({ pieces, next: 0, bytes: buf.length, resolve, reject });
-      this.#queuedBytes += buf.length;
-      this.#pump();
+      this.#jobs.push({ parts, part: 0, off: 0, left: bytes, raw, resolve, reject });
+      this.#queuedBytes += bytes;
+      if (!this.#coalesce || this.#active) this.#pump();
+      else if (!this.#scheduled) {
+        this.#scheduled = true;
+        process.nextTick(this.#scheduledPump);
+      }
     });
+  }
+
+  /** The bytes of the next write, taken from the head job (and, when merging, the frame jobs after it). */
+  #nextChunk(): { chunk: Uint8Array; jobs: number } {
+    const jobs = this.#jobs;
+    const head = jobs[0]!;
+    const max = this.#maxWrite;
+    const part = head.parts[head.part]!;
+    const inPart = part.length - head.off;
+    // One contiguous slice of one part: no copy. (Raw jobs always take this path: one part.)
+    if (inPart >= max || (inPart === head.left && (head.raw || !this.#coalesce || jobs.length === 1 || jobs[1]!.raw))) {
+      const n = Math.min(inPart, max);
+      const chunk = part.subarray(head.off, head.off + n);
+      this.#advance(head, n);
+      return { chunk, jobs: head.left === 0 ? 1 : 0 };
+    }
+    // Merge: copy from the head job onwards (frame jobs only) into one buffer of ≤ max bytes.
+    let total = 0;
+    let k = 0;
+    while (k < jobs.length && total < max) {
+      const job = jobs[k]!;
+      if (job.raw && k > 0) break;
+      total += job.left;
+      k++;
+    }
+    const size = Math.min(total, max);
+    const chunk = Buffer.allocUnsafe(size);
+    let filled = 0;
+    let done = 0;
+    for (let j = 0; filled < size; j++) {
+      const job = jobs[j]!;
+      while (job.left > 0 && filled < size) {
+        const p = job.parts[job.part]!;
+        const n = Math.min(p.length - job.off, size - filled);
+        chunk.set(p.subarray(job.off, job.off + n), filled);
+        filled += n;
+        this.#advance(job, n);
+      }
+      if (job.left === 0) done++;
+    }
+    return { chunk, jobs: done };
+  }
+
+  #advance(job: Job, n: number): void {
+    job.left -= n;
+    job.off += n;
+    if (job.off === job.parts[job.part]!.length) {
+      job.parts[job.part] = EMPTY; // drop the reference early
+      job.part++;
+      job.off = 0;
+    }
   }
 
   #pump(): void {
     if (this.#active || this.#failure !== null) return;
-    const job = this.#jobs[0];
-    if (job === undefined) return;
+    if (this.#jobs.length === 0) return;
     const sink = this.#sink;
     if (sink.destroyed || sink.writableEnded || !sink.writable) {
       this.#failAll(new WireError('WIRE_SINK_CLOSED', `sink is ${sink.destroyed ? 'destroyed' : 'ended'}`));
       return;
     }
-    const piece = job.pieces[job.next]!;
+    const { chunk, jobs: finished } = this.#nextChunk();
     this.#active = true;
-    sink.write(piece, (err?: Error | null) => {
+    sink.write(chunk, (err?: Error | null) => {
       this.#active = false;
       if (this.#failure !== null) return; // already rejected (e.g. 'close' fired first)
       if (err) {
         this.#failAll(new WireError('WIRE_SINK_CLOSED', `write failed: ${err.message}`, { cause: err }));
         return;
       }
-      this.#queuedBytes -= piece.length;
-      job.next++;
-      if (job.next === job.pieces.length) {
-        this.#jobs.shift();
-        job.resolve();
+      this.#queuedBytes -= chunk.length;
+      if (finished > 0) {
+        const done = this.#jobs.splice(0, finished);
+        for (const job of done) job.resolve();
       }
       this.#pump();
     });
@@ -134,4 +238,16 @@ export class FrameWriter {
     this.#queuedBytes = 0;
     for (const job of jobs) job.reject(err);
   }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function concatParts(parts: readonly Uint8Array[], len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
 }

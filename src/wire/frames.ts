@@ -26,12 +26,24 @@ export function encodeFrame(ciphertext: Uint8Array): Uint8Array {
   const len = ciphertext.length;
   checkFrameLen(len);
   const out = new Uint8Array(FRAME_HEADER_LEN + len);
+  writeU32(out, len);
+  out.set(ciphertext, FRAME_HEADER_LEN);
+  return out;
+}
+
+/** The 4-byte `len:u32be` prefix of a frame whose ciphertext is `len` bytes. Throws like encodeFrame. */
+export function encodeFrameHeader(len: number): Uint8Array {
+  checkFrameLen(len);
+  const out = new Uint8Array(FRAME_HEADER_LEN);
+  writeU32(out, len);
+  return out;
+}
+
+function writeU32(out: Uint8Array, len: number): void {
   out[0] = len >>> 24;
   out[1] = (len >>> 16) & 0xff;
   out[2] = (len >>> 8) & 0xff;
   out[3] = len & 0xff;
-  out.set(ciphertext, FRAME_HEADER_LEN);
-  return out;
 }
 
 /** Chunks shorter than this are copied into a staging buffer so a stream of tiny reads costs O(1) per byte. */

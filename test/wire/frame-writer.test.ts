@@ -187,3 +187,195 @@ describe('FrameWriter', () => {
     });
   });
 });
+
+describe('FrameWriter with coalesce', () => {
+  /** Frames of assorted sizes: tiny, typical StreamData, and the largest frame. */
+  function mixedFrames(count: number, seed: number): Uint8Array[] {
+    return Array.from({ length: count }, (_, i) => {
+      const r = (i * 7919 + seed * 104729) % 97;
+      const len = r < 40 ? 16 + (r * 37) % 300 : r < 80 ? 16400 + (r % 7) * 50 : r < 90 ? 32764 + (r % 3) : MAX_FRAME_LEN;
+      return frameOf(len, i + seed);
+    });
+  }
+
+  function reassemble(bytes: Buffer, rawLen = 0): Uint8Array[] {
+    const reader = new FrameReader();
+    reader.push(new Uint8Array(bytes));
+    if (rawLen > 0) reader.readExact(rawLen);
+    reader.end();
+    const out: Uint8Array[] = [];
+    for (let f = reader.nextFrame(); f !== null; f = reader.nextFrame()) out.push(f);
+    return out;
+  }
+
+  for (const delay of ['sync', 'immediate', 'timer'] as const) {
+    it(`merges queued frames into writes of at most 32768 bytes, never a writev, frames intact (${delay} sink)`, async () => {
+      const sink = new RecordingSink(delay);
+      const w = new FrameWriter(sink, { coalesce: true });
+      const frames = mixedFrames(120, 3);
+      await Promise.all(frames.map((f) => w.writeFrame(f)));
+      expect(sink.writevs).toEqual([]);
+      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(MAX_WRITE);
+      // merged: every write but the last is full, so far fewer writes than frames
+      const total = frames.reduce((n, f) => n + 4 + f.length, 0);
+      expect(sink.writes.length).toBe(Math.ceil(total / MAX_WRITE));
+      expect(sink.output.equals(Buffer.concat(frames.map(encodeFrame)))).toBe(true);
+      const back = reassemble(sink.output);
+      expect(back.length).toBe(frames.length);
+      back.forEach((f, i) => expect(Buffer.compare(f, frames[i]!)).toBe(0));
+      expect(w.queuedBytes).toBe(0);
+    });
+  }
+
+  it('merges two typical 16 KiB StreamData frames into one full write and the rest of the second into the next', async () => {
+    const sink = new RecordingSink('timer');
+    const w = new FrameWriter(sink, { coalesce: true });
+    const a = frameOf(16420, 1);
+    const b = frameOf(16420, 2);
+    await Promise.all([w.writeFrame(a), w.writeFrame(b)]);
+    expect(sink.writes).toEqual([32768, 2 * 16424 - 32768]);
+    expect(sink.output.equals(Buffer.concat([encodeFrame(a), encodeFrame(b)]))).toBe(true);
+  });
+
+  it('keeps every write within a smaller maxWrite for random frame sizes and arrival patterns', async () => {
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    for (let round = 0; round < 20; round++) {
+      const maxWrite = 1 + rand(5000);
+      const sink = new RecordingSink(round % 2 === 0 ? 'immediate' : 'sync');
+      const w = new FrameWriter(sink, { coalesce: true, maxWrite });
+      const frames: Uint8Array[] = [];
+      const pending: Promise<void>[] = [];
+      for (let burst = 0; burst < 6; burst++) {
+        for (let i = rand(8); i >= 0; i--) {
+          const f = frameOf(16 + rand(rand(2) === 0 ? 100 : 20000), frames.length);
+          frames.push(f);
+          pending.push(w.writeFrame(f));
+        }
+        if (rand(2) === 0) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all(pending);
+      expect(sink.writevs).toEqual([]);
+      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(maxWrite);
+      expect(sink.output.equals(Buffer.concat(frames.map(encodeFrame)))).toBe(true);
+    }
+  });
+
+  it('never merges raw bytes with frames: hs2 is exactly one 48-byte write', async () => {
+    const sink = new RecordingSink('timer');
+    const w = new FrameWriter(sink, { coalesce: true });
+    const hs2 = new Uint8Array(48).fill(9);
+    const before = [frameOf(100, 1), frameOf(200, 2)];
+    const after = [frameOf(300, 3), frameOf(400, 4)];
+    await Promise.all([...before.map((f) => w.writeFrame(f)), w.writeRaw(hs2), ...after.map((f) => w.writeFrame(f))]);
+    expect(sink.writes).toEqual([104 + 204, 48, 304 + 404]);
+    expect(sink.output.equals(Buffer.concat([...before.map(encodeFrame), hs2, ...after.map(encodeFrame)]))).toBe(true);
+  });
+
+  it('resolves each frame only after its last byte was accepted, in call order', async () => {
+    const sink = new RecordingSink('timer');
+    const w = new FrameWriter(sink, { coalesce: true });
+    const order: [number, number][] = [];
+    const sizes = [40000, 16, 30000, 16, 16];
+    const frames = sizes.map((n, i) => frameOf(n, i));
+    const total = sizes.reduce((n, s) => n + 4 + s, 0);
+    const all = frames.map((f, i) => w.writeFrame(f).then(() => order.push([i, sink.writes.reduce((n, x) => n + x, 0)])));
+    expect(w.queuedBytes).toBe(total);
+    await Promise.all(all);
+    expect(order.map(([i]) => i)).toEqual([0, 1, 2, 3, 4]);
+    let end = 0;
+    for (const [i, written] of order) {
+      end += 4 + sizes[i]!;
+      expect(written).toBeGreaterThanOrEqual(end);
+    }
+    expect(w.queuedBytes).toBe(0);
+  });
+
+  it('rejects frames merged into a failed write and every later one', async () => {
+    const boom = new Error('EPIPE-like failure');
+    let calls = 0;
+    const sizes: number[] = [];
+    const sink = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _enc, cb) {
+        calls++;
+        sizes.push(chunk.length);
+        setImmediate(() => cb(calls === 2 ? boom : null));
+      },
+    });
+    const w = new FrameWriter(sink, { coalesce: true });
+    const first = w.writeFrame(new Uint8Array(32764)); // exactly one full write
+    const merged = [w.writeFrame(new Uint8Array(16)), w.writeFrame(new Uint8Array(16))];
+    await first;
+    const results = await Promise.allSettled(merged);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(((results[0] as PromiseRejectedResult).reason as WireError).cause).toBe(boom);
+    expect(sizes).toEqual([32768, 40]);
+    expect((await rejection(w.writeFrame(new Uint8Array(16)))).code).toBe('WIRE_SINK_CLOSED');
+  });
+
+  for (const coalesce of [true, false]) {
+    it(`writes a ciphertext given in parts as one frame (coalesce: ${coalesce})`, async () => {
+      const sink = new RecordingSink('timer');
+      const w = new FrameWriter(sink, { coalesce });
+      const a = frameOf(16400, 1);
+      const b = frameOf(40000, 2);
+      const split = (f: Uint8Array, at: number): Uint8Array[] => [f.subarray(0, at), f.subarray(at, at), f.subarray(at)];
+      await Promise.all([w.writeFrameParts(split(a, a.length - 16)), w.writeFrameParts([b]), w.writeFrameParts(split(a, 5))]);
+      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(MAX_WRITE);
+      expect(sink.writevs).toEqual([]);
+      expect(sink.output.equals(Buffer.concat([encodeFrame(a), encodeFrame(b), encodeFrame(a)]))).toBe(true);
+      expect((await rejection(w.writeFrameParts([new Uint8Array(8), new Uint8Array(7)]))).code).toBe('WIRE_FRAME_TOO_SMALL');
+      expect((await rejection(w.writeFrameParts([new Uint8Array(MAX_FRAME_LEN), new Uint8Array(1)]))).code).toBe('WIRE_FRAME_TOO_LARGE');
+    });
+  }
+
+  it('rejects a bad frame size without writing anything and stays usable', async () => {
+    const sink = new RecordingSink();
+    const w = new FrameWriter(sink, { coalesce: true });
+    expect((await rejection(w.writeFrame(new Uint8Array(MAX_FRAME_LEN + 1)))).code).toBe('WIRE_FRAME_TOO_LARGE');
+    expect((await rejection(w.writeFrame(new Uint8Array(15)))).code).toBe('WIRE_FRAME_TOO_SMALL');
+    expect(sink.writes).toEqual([]);
+    await w.writeFrame(new Uint8Array(16));
+    expect(sink.writes).toEqual([20]);
+  });
+
+  it('delivers merged frames over loopback TCP that a FrameReader reassembles', async () => {
+    let server: net.Server | undefined;
+    try {
+      const chunks: Buffer[] = [];
+      const done = new Promise<void>((resolve) => {
+        server = net.createServer((sock) => {
+          sock.on('data', (d) => chunks.push(d));
+          sock.on('end', () => resolve());
+        });
+      });
+      await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+      const { port } = server!.address() as net.AddressInfo;
+      const client = net.connect(port, '127.0.0.1');
+      await new Promise<void>((r) => client.once('connect', () => r()));
+      const writes: number[] = [];
+      const realWrite = client.write.bind(client) as (chunk: Uint8Array, cb?: (err?: Error | null) => void) => boolean;
+      (client as unknown as { write: typeof realWrite }).write = (chunk, cb) => {
+        writes.push(chunk.length);
+        return realWrite(chunk, cb);
+      };
+      const w = new FrameWriter(client, { coalesce: true });
+      const frames = mixedFrames(60, 5);
+      await Promise.all([w.writeRaw(new Uint8Array(48).fill(7)), ...frames.map((f) => w.writeFrame(f))]);
+      client.end();
+      await done;
+      expect(writes[0]).toBe(48);
+      expect(Math.max(...writes)).toBeLessThanOrEqual(MAX_WRITE);
+      const back = reassemble(Buffer.concat(chunks), 48);
+      expect(back.length).toBe(frames.length);
+      back.forEach((f, i) => expect(Buffer.compare(f, frames[i]!)).toBe(0));
+      w.detach();
+    } finally {
+      server?.close();
+    }
+  });
+});
