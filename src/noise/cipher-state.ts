@@ -4,6 +4,11 @@ import { KEY_LEN, MAX_MESSAGE_LEN, MAX_NONCE, TAG_LEN, checkKeyLength, type Ciph
 
 const EMPTY = new Uint8Array(0);
 
+/** Primitives that can return a ciphertext as (body, tag) without concatenating them (suite-node.ts). */
+interface PartsPrimitives {
+  encryptParts?: (cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: Uint8Array) => Uint8Array[];
+}
+
 export class CipherState {
   readonly #primitives: NoisePrimitives;
   readonly #cipher: CipherName;
@@ -44,6 +49,23 @@ export class CipherState {
     }
     const n = this.#checkedNonce();
     const out = this.#primitives.encrypt(this.#cipher, this.#key, n, ad, plaintext);
+    this.#nonce = n + 1n;
+    return out;
+  }
+
+  /**
+   * Like `encrypt`, but the ciphertext may come back in consecutive parts (body, tag) when the primitives can
+   * produce them without the final concatenating copy (the node suite); their concatenation is exactly what
+   * `encrypt` would have returned. For callers that copy the bytes onward anyway (FrameWriter.writeFrameParts).
+   */
+  encryptParts(plaintext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array[] {
+    const parts = (this.#primitives as PartsPrimitives).encryptParts;
+    if (parts === undefined) return [this.encrypt(plaintext, ad)];
+    if (plaintext.length + TAG_LEN > MAX_MESSAGE_LEN) {
+      throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN - TAG_LEN} bytes of plaintext, found ${plaintext.length}`);
+    }
+    const n = this.#checkedNonce();
+    const out = parts(this.#cipher, this.#key, n, ad, plaintext);
     this.#nonce = n + 1n;
     return out;
   }

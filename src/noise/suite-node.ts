@@ -7,8 +7,8 @@ import {
   createPublicKey,
   createSecretKey,
   diffieHellman,
-  generateKeyPairSync,
   hash as oneShotHash,
+  randomFillSync,
   type KeyObject,
 } from 'node:crypto';
 import { NoiseError } from './errors.ts';
@@ -23,6 +23,7 @@ import {
   decryptFailed,
   isAllZero,
   writeNonce,
+  type CipherName,
   type HashName,
   type NoisePrimitives,
 } from './primitives.ts';
@@ -128,17 +129,38 @@ function view(buf: Buffer): Uint8Array {
 // One scratch IV: createCipheriv copies it, and everything here is synchronous.
 const iv = new Uint8Array(12);
 
-export const nodePrimitives: NoisePrimitives = {
+/**
+ * AEAD encrypt as two parts, ciphertext body and 16-byte tag (what `encrypt` returns, concatenated), so a caller
+ * that copies them into a larger buffer anyway (a FrameWriter merging frames) saves a copy and an allocation.
+ */
+function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: Uint8Array): [Uint8Array, Uint8Array] {
+  checkCipher(cipher);
+  checkNonce(nonce);
+  const k = secretKeyObject(key);
+  const n = writeNonce(cipher, nonce, iv);
+  const c =
+    cipher === 'ChaChaPoly'
+      ? createCipheriv('chacha20-poly1305', k, n, { authTagLength: TAG_LEN })
+      : createCipheriv('aes-256-gcm', k, n, { authTagLength: TAG_LEN });
+  if (ad.length > 0) c.setAAD(ad, { plaintextLength: plaintext.length });
+  const body = c.update(plaintext);
+  c.final(); // stream ciphers: always empty
+  return [view(body), view(c.getAuthTag())];
+}
+
+export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptParts } = {
   name: 'node',
 
   generatePrivateKey(): Uint8Array {
-    // OpenSSL keygen, then export: the KeyObject and public key are cached for the ephemeral's
-    // x25519PublicKey / x25519 calls, so the key never needs importing.
-    const { privateKey, publicKey } = generateKeyPairSync('x25519');
-    const d = fromB64u(privateKey.export({ format: 'jwk' }).d);
-    const pub = fromB64u(publicKey.export({ format: 'jwk' }).x);
-    if (d.length !== DH_LEN || pub.length !== DH_LEN) throw new NoiseError('NOISE_BAD_KEY', `X25519 keygen: expected 32-byte keys, found ${d.length}/${pub.length}`);
-    privateKeys.set(d, { copy: d.slice(), key: privateKey, pub });
+    // 32 random bytes imported as JWK (X25519 clamps the scalar itself) — NOT generateKeyPairSync + export:
+    // on Node 20 a KeyObject's JWK export holds the key's mutex while it allocates, and a GC there that
+    // collects the finished key-generation job (whose destructor takes the same mutex) deadlocks the whole
+    // process (test/fuzz/handshake.fuzz.test.ts hung after a few thousand handshakes). This path is also
+    // faster. The KeyObject and public key are cached for the ephemeral's x25519PublicKey / x25519 calls.
+    const d = randomFillSync(new Uint8Array(DH_LEN));
+    const entry = privateEntry(d);
+    entry.pub = fromB64u(createPublicKey(entry.key).export({ format: 'jwk' }).x);
+    if (entry.pub.length !== DH_LEN) throw new NoiseError('NOISE_BAD_KEY', `X25519 keygen: expected a 32-byte public key, found ${entry.pub.length}`);
     return d;
   },
 
@@ -163,22 +185,14 @@ export const nodePrimitives: NoisePrimitives = {
   },
 
   encrypt(cipher, key, nonce, ad, plaintext): Uint8Array {
-    checkCipher(cipher);
-    checkNonce(nonce);
-    const k = secretKeyObject(key);
-    const n = writeNonce(cipher, nonce, iv);
-    const c =
-      cipher === 'ChaChaPoly'
-        ? createCipheriv('chacha20-poly1305', k, n, { authTagLength: TAG_LEN })
-        : createCipheriv('aes-256-gcm', k, n, { authTagLength: TAG_LEN });
-    if (ad.length > 0) c.setAAD(ad, { plaintextLength: plaintext.length });
-    const body = c.update(plaintext);
-    c.final(); // stream ciphers: always empty
+    const [body, tag] = encryptParts(cipher, key, nonce, ad, plaintext);
     const out = new Uint8Array(body.length + TAG_LEN);
     out.set(body, 0);
-    out.set(c.getAuthTag(), body.length);
+    out.set(tag, body.length);
     return out;
   },
+
+  encryptParts,
 
   decrypt(cipher, key, nonce, ad, ciphertext): Uint8Array {
     checkCipher(cipher);

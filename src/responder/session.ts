@@ -573,15 +573,16 @@ export class Session implements StreamOwner {
   /** Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects. */
   #sendMessage(msg: ServerMessage, enc: ByteEncoding): Promise<void> {
     if (this.#state === 'closed' || this.#send === null) return Promise.resolve();
-    let ct: Uint8Array;
+    let ct: Uint8Array[];
     try {
-      ct = this.#send.encrypt(encodeServerMessage(msg, enc));
+      // body and tag separately: the writer copies them straight into its write buffer
+      ct = this.#send.encryptParts(encodeServerMessage(msg, enc));
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();
     }
     this.#stats.framesOut++;
-    const written = this.#track(this.#writer.writeFrame(ct));
+    const written = this.#track(this.#writer.writeFrameParts(ct));
     this.#updateFlow();
     return written;
   }

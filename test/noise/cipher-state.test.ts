@@ -87,6 +87,27 @@ for (const suite of suites) {
         expect(rx.nonce).toBe(1n);
       });
 
+      it('encryptParts yields exactly the bytes encrypt would, advances the nonce once and enforces the same limits', () => {
+        const [a, b] = pair(suite, cipher);
+        const rx = new CipherState(suite, cipher, key);
+        for (const len of [0, 1, 100, 16 * 1024, 65519]) {
+          const pt = Uint8Array.from({ length: len }, (_, i) => (i * 7 + len) & 0xff);
+          const ad = len % 2 === 0 ? new Uint8Array(0) : Uint8Array.of(9, 9);
+          const parts = a.encryptParts(pt, ad);
+          const whole = b.encrypt(pt, ad);
+          const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+          parts.reduce((off, p) => (joined.set(p, off), off + p.length), 0);
+          expect(toHex(joined)).toBe(toHex(whole));
+          for (const p of parts) expect(Object.getPrototypeOf(p)).toBe(Uint8Array.prototype);
+          expect(equalBytes(rx.decrypt(joined, ad), pt)).toBe(true);
+          expect(a.nonce).toBe(b.nonce);
+        }
+        expect(code(() => a.encryptParts(new Uint8Array(65520)))).toBe('NOISE_MESSAGE_TOO_LARGE');
+        const spent = new CipherState(suite, cipher, key, MAX_NONCE);
+        expect(code(() => spent.encryptParts(Uint8Array.of(1)))).toBe('NOISE_NONCE_EXHAUSTED');
+        expect(a.nonce).toBe(5n);
+      });
+
       it('returns plain Uint8Arrays that the caller owns', () => {
         const [tx, rx] = pair(suite, cipher);
         const ct = tx.encrypt(Uint8Array.of(1, 2));
