@@ -5,8 +5,10 @@
 // stops decoding frames while the sum over its streams is over budget — the protocol has no per-stream
 // credit, so pausing the whole session (like TCP would) is the only lossless choice; it lasts only until
 // the slow app drains below half the budget.
-// App → client: every read becomes StreamData frames of ≤ 16 KiB; the session pauses every stream's app
-// socket while the client connection's write queue is over budget.
+// App → client: app reads become StreamData frames of ≤ 16 KiB: full 16 KiB pieces go out at once, and the
+// tail of a read waits until the end of the current I/O phase (setImmediate) so that the small reads the app
+// produced meanwhile share its frame — no timer, no added latency beyond one event-loop turn. The session
+// pauses every stream's app socket while the client connection's write queue is over budget.
 // App EOF → one StreamClose{id} (the client may keep writing: app sockets are half-open capable);
 // app error → Error{id, message}; StreamClose{Write} → end() the app side; StreamClose{Both} → destroy.
 import type { Duplex } from 'node:stream';
@@ -153,16 +155,68 @@ export class AppStream {
     this.#app?.uncork();
   };
 
+  /** App bytes read but not yet sent (< STREAM_CHUNK in total): views of the app's read buffers. */
+  #tail: Uint8Array[] = [];
+  #tailBytes = 0;
+  #flushScheduled = false;
+
   readonly #onData = (chunk: Buffer): void => {
     if (this.#closeSent) return;
     this.bytesToClient += chunk.length;
-    for (let off = 0; off < chunk.length; off += STREAM_CHUNK) {
-      this.#owner.streamData(this, chunk.subarray(off, Math.min(chunk.length, off + STREAM_CHUNK)));
+    let off = 0;
+    if (this.#tailBytes > 0) {
+      const need = STREAM_CHUNK - this.#tailBytes;
+      if (chunk.length < need) {
+        this.#tail.push(chunk);
+        this.#tailBytes += chunk.length;
+        return; // the scheduled flush sends it
+      }
+      this.#tail.push(chunk.subarray(0, need));
+      this.#tailBytes = STREAM_CHUNK;
+      this.#flushTail();
+      off = need;
+    }
+    for (; chunk.length - off >= STREAM_CHUNK; off += STREAM_CHUNK) {
+      this.#owner.streamData(this, chunk.subarray(off, off + STREAM_CHUNK));
+    }
+    if (off < chunk.length) {
+      this.#tail.push(off === 0 ? chunk : chunk.subarray(off));
+      this.#tailBytes = chunk.length - off;
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#scheduledFlush);
+      }
     }
   };
 
+  readonly #scheduledFlush = (): void => {
+    this.#flushScheduled = false;
+    if (!this.#closeSent) this.#flushTail();
+  };
+
+  /** Sends the held bytes as one StreamData. */
+  #flushTail(): void {
+    const n = this.#tailBytes;
+    if (n === 0) return;
+    const parts = this.#tail;
+    this.#tail = [];
+    this.#tailBytes = 0;
+    let payload: Uint8Array;
+    if (parts.length === 1) payload = parts[0]!;
+    else {
+      payload = new Uint8Array(n);
+      let at = 0;
+      for (const p of parts) {
+        payload.set(p, at);
+        at += p.length;
+      }
+    }
+    this.#owner.streamData(this, payload);
+  }
+
   readonly #onEnd = (): void => {
     if (this.#closeSent) return;
+    this.#flushTail();
     this.#closeSent = true;
     this.#owner.streamClosed(this);
   };
@@ -173,6 +227,7 @@ export class AppStream {
 
   readonly #onClose = (): void => {
     if (!this.#closeSent) {
+      this.#flushTail(); // bytes read before the failure still reach the client, then the Error
       this.#closeSent = true;
       if (this.#failure !== null) this.#owner.streamError(this, `stream to the app failed (${this.#failure})`);
       else this.#owner.streamClosed(this);
@@ -189,6 +244,8 @@ export class AppStream {
     this.#finished = true;
     this.#pending = [];
     this.#pendingBytes = 0;
+    this.#tail = [];
+    this.#tailBytes = 0;
     const app = this.#app;
     if (app !== null) {
       app.off('data', this.#onData);
