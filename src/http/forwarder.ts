@@ -321,6 +321,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       open.clear();
       server.close();
       await Promise.all([upstream.close(), health.close()]);
+      // Transaction records are written one setImmediate after their exchange: let the last batch out.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (ownSink) await sink.close();
     },
 

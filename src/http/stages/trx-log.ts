@@ -157,8 +157,8 @@ export interface TrxLogOptions {
   onError?: (err: unknown) => void;
 }
 
-/** Writes the exchange's record when it is over. */
-export function logExchange(ex: Exchange, opts: TrxLogOptions): void {
+/** Writes the exchange's record (`endedAt`: performance.now() when it was over; default now). */
+export function logExchange(ex: Exchange, opts: TrxLogOptions, endedAt = performance.now()): void {
   try {
     const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
     opts.sink.write(
@@ -166,7 +166,7 @@ export function logExchange(ex: Exchange, opts: TrxLogOptions): void {
         {
           txid: ex.requestId,
           startedAt: ex.startedAt,
-          elapsedMs: performance.now() - ex.started,
+          elapsedMs: endedAt - ex.started,
           sessionId: ex.conn.sessionId,
           type: ex.type,
           method: ex.req.method ?? '',
@@ -188,10 +188,25 @@ export function logExchange(ex: Exchange, opts: TrxLogOptions): void {
   }
 }
 
+/**
+ * Records are built and written after the exchange, in a batch per event-loop turn (setImmediate): the
+ * serialization and the sink's write are off the path of the response, which is already on its way to the
+ * client when the exchange ends. The elapsed time is taken when the exchange ends. Whoever closes the sink
+ * lets one setImmediate pass first (immediates run in order), so no record is lost at shutdown.
+ */
 export function trxLogStage(opts: TrxLogOptions): Stage {
   if (!opts.enabled) return (_ex, next) => next();
+  let queue: { ex: Exchange; endedAt: number }[] = [];
+  const flush = (): void => {
+    const batch = queue;
+    queue = [];
+    for (const item of batch) logExchange(item.ex, opts, item.endedAt);
+  };
   return (ex, next) => {
-    ex.onDone(() => logExchange(ex, opts));
+    ex.onDone(() => {
+      if (queue.length === 0) setImmediate(flush);
+      queue.push({ ex, endedAt: performance.now() });
+    });
     return next();
   };
 }
