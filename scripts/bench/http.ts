@@ -4,8 +4,9 @@
 // Process layout (as in production, each side has its own event loop):
 //   this process   the clients: undici keep-alive Pool (baseline), a lean raw Noise client, the SDK
 //   app child      a node:http app answering GET /small with an 11-byte JSON body (keep-alive)
-//   agent child    startAgent + createHttpForwarder → app, on TCP loopback; one agent with transaction logging
-//                  on (the default; records serialized by pino into /dev/null) and one with it off
+//   agent child    startAgent + createHttpForwarder → app, on TCP loopback, configured as the runtime does
+//                  (ev: decrypt stage on); one agent with transaction logging on (the default; records
+//                  serialized by pino, written to /dev/null by the file sink) and one with it off
 //   bridge child   the host WebSocket bridge in front of the trx-on agent (for the SDK rows)
 // Rows:
 //   direct keep-alive (undici Pool → app)                          the baseline, `connections` = concurrency
@@ -21,7 +22,9 @@
 // Targets (issue acceptance): raw Data at c=64 ≥ 0.5× direct; added p50 (agent p50 − direct p50) at c=1 ≤ 0.5 ms.
 //
 // Env: BENCH_HTTP_MS (per row, default 700), BENCH_HTTP_ROUNDS (default 3), BENCH_HTTP_ROWS (comma-separated
-// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream), BENCH_HTTP_PROFILE=<dir> (CPU profile of the
+// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx), BENCH_HTTP_BASELINE_SRC=<dir>
+// (a second agent process built from another checkout's src/, e.g. `git archive <rev> src | tar -x -C /tmp/x`,
+// measured in the same interleaved rounds: the base-* rows), BENCH_HTTP_PROFILE=<dir> (CPU profile of the
 // agent process), BENCH_HTTP_SECONDS_ONLY=<key> with BENCH_HTTP_LOAD_MS (drive one row at c=64 for that long:
 // for profiling).
 // Run: npx tsx scripts/bench/run.ts http
@@ -31,9 +34,15 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
 import type { PcrPins } from '../../src/attestation/verify.ts';
+import type * as Sim from '../../src/attestation/simulator.ts';
+import type * as Server from '../../src/responder/server.ts';
+import type * as Fwd from '../../src/http/forwarder.ts';
+import type * as LogSinkMod from '../../src/http/log-sink.ts';
+import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
+import type * as KeyringMod from '../../src/crypto/keyring.ts';
 import { createHandshake } from '../../src/noise/handshake.ts';
 import type { CipherState } from '../../src/noise/cipher-state.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
@@ -50,9 +59,9 @@ const CONCURRENCY = [1, 64];
 // ---------------------------------------------------------------------------------------------------------------
 // Children
 
-type ChildMsg = { cmd: 'start'; appPort?: number; agentPort?: number } | { cmd: 'cpu' } | { cmd: 'stop' };
+type ChildMsg = { cmd: 'start'; appPort?: number; agentPort?: number; src?: string } | { cmd: 'cpu' } | { cmd: 'stop' };
 
-function serveChild(start: (m: { appPort?: number; agentPort?: number }) => Promise<unknown>): void {
+function serveChild(start: (m: { appPort?: number; agentPort?: number; src?: string }) => Promise<unknown>): void {
   const send = (m: unknown): void => void process.send!(m);
   process.on('message', (m: ChildMsg) => {
     void (async () => {
@@ -89,14 +98,22 @@ interface AgentPorts {
 }
 
 function agentChild(): void {
-  serveChild(async ({ appPort }) => {
+  serveChild(async ({ appPort, src }) => {
     const pino = (await import('pino')).default;
-    const { createNsmSimulator } = await import('../../src/attestation/simulator.ts');
-    const { startAgent } = await import('../../src/responder/server.ts');
-    const { createHttpForwarder } = await import('../../src/http/forwarder.ts');
-    const { createFileLogSink } = await import('../../src/http/log-sink.ts');
+    // `src`: another checkout's src/ (BENCH_HTTP_BASELINE_SRC), to compare two versions of the agent in one run.
+    const root = src ?? path.resolve(path.dirname(SELF), '../../src');
+    const load = <T>(rel: string): Promise<T> => import(pathToFileURL(path.join(root, rel)).href) as Promise<T>;
+    const { createNsmSimulator } = await load<typeof Sim>('attestation/simulator.ts');
+    const { startAgent } = await load<typeof Server>('responder/server.ts');
+    const { createHttpForwarder } = await load<typeof Fwd>('http/forwarder.ts');
+    const { createFileLogSink } = await load<typeof LogSinkMod>('http/log-sink.ts');
+    const { createDecryptStage } = await load<typeof DecryptEv>('http/stages/decrypt-ev.ts');
+    const { devKeySource, loadKeyring } = await load<typeof KeyringMod>('crypto/keyring.ts');
+    const stateDir = await mkdtemp(path.join(os.tmpdir(), 'bench-http-nsm-'));
+    // As the runtime configures HTTP mode: ev: decryption on (nothing to decrypt in these requests).
+    const keyring = await loadKeyring(devKeySource(stateDir));
     const sim = await createNsmSimulator({
-      stateDir: await mkdtemp(path.join(os.tmpdir(), 'bench-http-nsm-')),
+      stateDir,
       identity: { agentVersion: 'bench', app: 'bench', config: 'bench' },
     });
     const silent = pino({ level: 'silent' });
@@ -105,6 +122,7 @@ function agentChild(): void {
         appPort: appPort!,
         logger: silent,
         trxLogging,
+        decrypt: createDecryptStage(keyring),
         // The records are built and serialized by pino (the real cost) and written to /dev/null.
         ...(trxLogging ? { logSink: createFileLogSink('/dev/null') } : {}),
       });
@@ -235,6 +253,8 @@ class RawClient {
 interface Env {
   appPort: number;
   agent: AgentPorts;
+  /** The agent built from BENCH_HTTP_BASELINE_SRC, if given. */
+  base?: AgentPorts;
   bridgeUrl: string;
 }
 
@@ -305,6 +325,8 @@ const ROWS: Row[] = [
   rawRow('data', 'raw client → agent (TCP), Data', (e) => e.agent.trx, 'data'),
   rawRow('data-notrx', 'raw client → agent (TCP), Data, trx log off', (e) => e.agent.noTrx, 'data'),
   rawRow('stream', 'raw client → agent (TCP), stream per request', (e) => e.agent.trx, 'stream'),
+  rawRow('base-data', 'raw client → BASELINE agent (TCP), Data', (e) => e.base!.trx, 'data'),
+  rawRow('base-data-notrx', 'raw client → BASELINE agent (TCP), Data, trx log off', (e) => e.base!.noTrx, 'data'),
   sdkRow('sdk-data', "SDK fetch → bridge → agent, transport 'data'", 'data'),
   sdkRow('sdk-stream', "SDK fetch → bridge → agent, transport 'stream'", 'stream'),
 ];
@@ -360,7 +382,8 @@ const range = (xs: number[], digits = 2): string => `${Math.min(...xs).toFixed(d
 
 export default async function bench(): Promise<void> {
   const wanted = process.env.BENCH_HTTP_ROWS?.split(',');
-  const rows = ROWS.filter((r) => r.key === 'direct' || wanted === undefined || wanted.includes(r.key));
+  const baseSrc = process.env.BENCH_HTTP_BASELINE_SRC;
+  const rows = ROWS.filter((r) => (baseSrc !== undefined || !r.key.startsWith('base-')) && (r.key === 'direct' || wanted === undefined || wanted.includes(r.key)));
   const profile = process.env.BENCH_HTTP_PROFILE;
   const children: ChildProcess[] = [];
   try {
@@ -370,18 +393,29 @@ export default async function bench(): Promise<void> {
     const agent = await spawn('--http-bench-agent', profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
     children.push(agent);
     const agentPorts = await ask<AgentPorts>(agent, { cmd: 'start', appPort });
+    let base: AgentPorts | undefined;
+    let baseAgent: ChildProcess | undefined;
+    if (baseSrc !== undefined) {
+      baseAgent = await spawn('--http-bench-agent');
+      children.push(baseAgent);
+      base = await ask<AgentPorts>(baseAgent, { cmd: 'start', appPort, src: path.resolve(baseSrc) });
+    }
     const bridge = await spawn('--http-bench-bridge');
     children.push(bridge);
     const bridgeUrl = (await ask<{ url: string }>(bridge, { cmd: 'start', agentPort: agentPorts.trx })).url;
-    const env: Env = { appPort, agent: agentPorts, bridgeUrl };
+    const env: Env = { appPort, agent: agentPorts, bridgeUrl, ...(base === undefined ? {} : { base }) };
 
     const only = process.env.BENCH_HTTP_SECONDS_ONLY;
     if (only !== undefined) {
-      // Profiling aid: one row at concurrency 64 for BENCH_HTTP_LOAD_MS.
+      // Profiling aid: one row at concurrency BENCH_HTTP_LOAD_C (default 64) for BENCH_HTTP_LOAD_MS.
       const row = ROWS.find((r) => r.key === only);
       if (row === undefined) throw new Error(`unknown row ${only}`);
-      const client = await row.open(env, 64);
-      const n = await drive(client, 64, Number(process.env.BENCH_HTTP_LOAD_MS ?? 5000), null);
+      const c = Number(process.env.BENCH_HTTP_LOAD_C ?? 64);
+      const client = await row.open(env, c);
+      await drive(client, c, 1000, null);
+      const c0 = await cpuOf(agent);
+      const n = await drive(client, c, Number(process.env.BENCH_HTTP_LOAD_MS ?? 5000), null);
+      console.log(`agent CPU ${((await cpuOf(agent)) - c0) / n} µs/request`);
       await client.close();
       console.log(`${row.name}: ${n} requests`);
       return;
@@ -396,7 +430,7 @@ export default async function bench(): Promise<void> {
 
     for (const c of CONCURRENCY) {
       const results = new Map<Row, Result[]>(rows.map((r) => [r, []]));
-      for (let round = 0; round < ROUNDS; round++) for (const r of rows) results.get(r)!.push(await measureRow(r, env, c, agent, app));
+      for (let round = 0; round < ROUNDS; round++) for (const r of rows) results.get(r)!.push(await measureRow(r, env, c, r.key.startsWith('base-') ? baseAgent! : agent, app));
       const base = results.get(rows[0]!)!;
       const table: (string | number)[][] = [['path', 'req/s', 'vs direct (range)', 'p50 ms', 'p99 ms', ...(c === 1 ? ['added p50 ms (range)'] : []), 'agent CPU µs/req', 'app CPU µs/req']];
       for (const r of rows) {
