@@ -16,6 +16,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   { path: ['pcrs'], summary: 'print the PCRs the local simulator reports for the current config', load: () => import('./pcrs.ts') },
   { path: ['run'], summary: 'in-enclave entrypoint: listen, attest, supervise the app (run -- <app command>)', load: () => import('./run-command.ts') },
   { path: ['bridge'], summary: 'run the host-side WebSocket ⇄ agent stream bridge', load: () => import('./bridge.ts') },
+  { path: ['logs'], summary: "run the host-side log sink: receive the agent's JSON-line log stream (vsock), write it to stdout or a file", load: () => import('./logs.ts') },
   { path: ['attestation', 'inspect'], summary: 'decode a Nitro attestation document and verify it (PCRs, root, time, nonce)', load: () => import('./attestation-inspect.ts') },
   { path: ['keys', 'public'], summary: "print the enclave's ev: public keys (P-256 and secp256k1)", load: () => import('./keys-public.ts') },
   { path: ['encrypt'], summary: 'encrypt the values of a JSON document into ev: strings', load: () => import('./encrypt.ts') },
