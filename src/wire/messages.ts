@@ -14,6 +14,7 @@
 //
 // Ids are u64 on the wire and JS numbers here: ids above Number.MAX_SAFE_INTEGER (2^53 − 1) are rejected with
 // WIRE_INT_RANGE on decode and WIRE_ENCODE on encode. Our own client counts from 1 and never gets near that.
+import { concatBytes } from '../util/bytes.ts';
 import { decodeError, WireError } from './errors.ts';
 
 /** 'array' = CBOR array of uints (compat default), 'bstr' = CBOR byte string (our extension). */
@@ -100,7 +101,7 @@ const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
 const KEY_RAW = KEY_NAMES.map((k) => textEncoder.encode(k));
 /** The CBOR encoding of each key (text header + UTF-8), ready to copy. */
-const KEY_CBOR = KEY_RAW.map((raw) => concat(textHeader(raw.length), raw));
+const KEY_CBOR = KEY_RAW.map((raw) => concatBytes(textHeader(raw.length), raw));
 const WRITE_RAW = textEncoder.encode('Write');
 const BOTH_RAW = textEncoder.encode('Both');
 
@@ -119,7 +120,7 @@ function variant(name: string, required: K[], optional: K[] = []): Variant {
   const raw = textEncoder.encode(name);
   let mask = 0;
   for (const k of [...required, ...optional]) mask |= 1 << k;
-  return { name, raw, prefix: concat(KEY_CBOR[K.type]!, textHeader(raw.length), raw), required, optional, mask };
+  return { name, raw, prefix: concatBytes(KEY_CBOR[K.type]!, textHeader(raw.length), raw), required, optional, mask };
 }
 
 const CLIENT_VARIANTS: Variant[] = [
@@ -142,18 +143,6 @@ const SERVER_VARIANTS: Variant[] = [
 ];
 const CLIENT_BY_NAME = new Map(CLIENT_VARIANTS.map((v) => [v.name, v]));
 const SERVER_BY_NAME = new Map(SERVER_VARIANTS.map((v) => [v.name, v]));
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function textHeader(len: number): Uint8Array {
   const out = new Uint8Array(uintSize(len));
