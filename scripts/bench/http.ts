@@ -31,7 +31,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -43,12 +43,9 @@ import type * as Fwd from '../../src/http/forwarder.ts';
 import type * as LogSinkMod from '../../src/http/log-sink.ts';
 import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
 import type * as KeyringMod from '../../src/crypto/keyring.ts';
-import { createHandshake } from '../../src/noise/handshake.ts';
-import type { CipherState } from '../../src/noise/cipher-state.ts';
-import { nodePrimitives } from '../../src/noise/suite-node.ts';
-import { encodeFrame, FrameReader } from '../../src/wire/frames.ts';
-import { decodeServerMessage, encodeClientMessage, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
-import { percentile, printTable, ratio } from './lib.ts';
+import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
+import { askChild, percentile, printTable, ratio } from './lib.ts';
+import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROW_MS = Number(process.env.BENCH_HTTP_MS ?? 700);
@@ -86,7 +83,7 @@ function appChild(): void {
     });
     app.keepAliveTimeout = 60_000;
     await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-    return { port: (app.address() as net.AddressInfo).port };
+    return { port: (app.address() as AddressInfo).port };
   });
 }
 
@@ -154,59 +151,30 @@ function spawn(flag: string, execArgv: string[] = []): Promise<ChildProcess> {
   return new Promise((resolve) => child.once('message', () => resolve(child)));
 }
 
-function ask<T>(child: ChildProcess, msg: ChildMsg): Promise<T> {
-  return new Promise((resolve) => {
-    child.once('message', (m) => resolve(m as T));
-    child.send(msg);
-  });
-}
+const ask = <T>(child: ChildProcess, msg: ChildMsg): Promise<T> => askChild<T>(child, msg);
 
 // ---------------------------------------------------------------------------------------------------------------
-// A lean raw client: initiator handshake, FrameReader, codec; many requests in flight on one session by id.
+// A lean raw client on NoiseClient (./noise-client.ts): many requests in flight on one session by id.
 
 class RawClient {
-  readonly #socket: net.Socket;
-  readonly #reader = new FrameReader();
-  #send!: CipherState;
-  #recv!: CipherState;
+  readonly #client: NoiseClient;
   #nextId = 1;
   readonly #pending = new Map<number, (m: ServerMessage) => void>();
 
-  private constructor(socket: net.Socket) {
-    this.#socket = socket;
+  private constructor(client: NoiseClient) {
+    this.#client = client;
+    client.onMessage = (m) => {
+      if (m.type === 'Attestation' || m.type === 'ControlNonce' || m.type === 'ControlResult') return;
+      this.#pending.get(m.id)?.(m);
+    };
   }
 
   static async connect(port: number): Promise<RawClient> {
-    const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
-    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
-    const c = new RawClient(socket);
-    const hs = createHandshake({ role: 'initiator', primitives: nodePrimitives });
-    await new Promise<void>((resolve, reject) => {
-      socket.on('error', reject);
-      socket.on('data', (chunk: Buffer) => {
-        c.#reader.push(chunk);
-        if (c.#recv === undefined) {
-          const hs2 = c.#reader.readExact(48);
-          if (hs2 === null) return;
-          hs.readMessage(hs2);
-          const t = hs.split();
-          c.#send = t.send;
-          c.#recv = t.recv;
-          resolve();
-        }
-        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) {
-          const m = decodeServerMessage(c.#recv.decrypt(ct)).message;
-          if (m.type === 'Attestation' || m.type === 'ControlNonce' || m.type === 'ControlResult') continue;
-          c.#pending.get(m.id)?.(m);
-        }
-      });
-      socket.write(hs.writeMessage());
-    });
-    return c;
+    return new RawClient(await NoiseClient.connect(port));
   }
 
   #write(m: ClientMessage): void {
-    this.#socket.write(encodeFrame(this.#send.encrypt(encodeClientMessage(m, 'bstr'))));
+    this.#client.send(m, 'bstr');
   }
 
   /** One Data request; resolves with the raw response. */
@@ -243,7 +211,7 @@ class RawClient {
   }
 
   close(): void {
-    this.#socket.destroy();
+    this.#client.close();
   }
 }
 

@@ -1,5 +1,6 @@
 // Shared benchmark helpers: every bench prints a table whose figures sit next to a baseline
 // measured in the same run, so the ratio (not the absolute number) is what we compare.
+import type { ChildProcess } from 'node:child_process';
 import os from 'node:os';
 
 export interface Measurement {
@@ -81,4 +82,12 @@ export function ratio(value: number, baseline: number, target?: number): string 
   const r = value / baseline;
   const mark = target === undefined ? '' : r >= target ? ` (≥ ${target} ✓)` : ` (< ${target} ✗)`;
   return `${r.toFixed(2)}×${mark}`;
+}
+
+/** Sends one IPC message to a bench child process and resolves with its next message (the reply). */
+export function askChild<T>(child: ChildProcess, msg: unknown): Promise<T> {
+  return new Promise((resolve) => {
+    child.once('message', (m) => resolve(m as T));
+    child.send(msg as never);
+  });
 }

@@ -7,19 +7,16 @@
 //   sessions attested sessions/s (connect + handshake + RequestAttestation), vs TCP connect + one echo round trip
 //   memory   agent RSS added by 1,000 idle attested sessions                       target ≤ 64 MB
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createHandshake } from '../../src/noise/handshake.ts';
-import type { CipherState } from '../../src/noise/cipher-state.ts';
-import { nodePrimitives } from '../../src/noise/suite-node.ts';
-import { encodeFrame, FrameReader } from '../../src/wire/frames.ts';
-import { decodeServerMessage, encodeClientMessage, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
-import { printTable, ratio } from './lib.ts';
+import type { ByteEncoding } from '../../src/wire/messages.ts';
+import { askChild, printTable, ratio } from './lib.ts';
+import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -84,66 +81,6 @@ async function agentChild(): Promise<void> {
   send({ ready: true });
 }
 
-function request<T>(child: ChildProcess, msg: unknown): Promise<T> {
-  return new Promise((resolve) => {
-    child.once('message', (m) => resolve(m as T));
-    child.send(msg as never);
-  });
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// A minimal client: initiator handshake, FrameReader, codec, socket backpressure
-
-class Client {
-  readonly socket: net.Socket;
-  readonly #reader = new FrameReader();
-  #send!: CipherState;
-  #recv!: CipherState;
-  onMessage: (m: ServerMessage) => void = () => {};
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-  }
-
-  static async connect(port: number): Promise<Client> {
-    const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
-    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
-    const c = new Client(socket);
-    const hs = createHandshake({ role: 'initiator', primitives: nodePrimitives });
-    await new Promise<void>((resolve, reject) => {
-      socket.on('error', reject);
-      socket.on('data', (chunk: Buffer) => {
-        c.#reader.push(chunk);
-        if (c.#recv === undefined) {
-          const hs2 = c.#reader.readExact(48);
-          if (hs2 === null) return;
-          hs.readMessage(hs2);
-          const t = hs.split();
-          c.#send = t.send;
-          c.#recv = t.recv;
-          resolve();
-        }
-        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decrypt(ct)).message);
-      });
-      socket.write(hs.writeMessage());
-    });
-    return c;
-  }
-
-  /** false: the socket buffer is full, wait for drain. */
-  send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
-    return this.socket.write(encodeFrame(this.#send.encrypt(encodeClientMessage(m, enc))));
-  }
-
-  next(): Promise<ServerMessage> {
-    return new Promise((resolve) => (this.onMessage = resolve));
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
 const drain = (s: net.Socket): Promise<void> => new Promise((r) => s.once('drain', r));
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -153,7 +90,7 @@ const drain = (s: net.Socket): Promise<void> => new Promise((r) => s.once('drain
 const BLOCK = 16 * 1024;
 
 async function streamThroughput(port: number, totalBytes: number, enc: ByteEncoding): Promise<number> {
-  const c = await Client.connect(port);
+  const c = await NoiseClient.connect(port);
   const block = new Uint8Array(BLOCK).map((_, i) => (i * 13) & 0xff);
   let received = 0;
   const t0 = performance.now();
@@ -197,7 +134,7 @@ async function relayThroughput(port: number, totalBytes: number): Promise<number
 const HTTP_REQ = new TextEncoder().encode('GET /ping HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
 
 async function dataRequestsPerSec(port: number, ms: number, inFlight: number): Promise<number> {
-  const c = await Client.connect(port);
+  const c = await NoiseClient.connect(port);
   let nextId = 1;
   let completed = 0;
   let failures = 0;
@@ -256,7 +193,7 @@ async function attestedSessionsPerSec(port: number, ms: number, concurrency: num
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < end) {
-        const c = await Client.connect(port);
+        const c = await NoiseClient.connect(port);
         const reply = c.next();
         c.send({ type: 'RequestAttestation' });
         const m = await reply;
@@ -313,7 +250,7 @@ export default async function bench(): Promise<void> {
   const child = fork(SELF, ['--agent-child'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
-    const ports = await request<Ports>(child, { cmd: 'start', echoPort, httpPort });
+    const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
 
     // Streams. Both paths move the same bytes in the same 16 KiB client writes through the same process layout
     // (client + echo app here, relay or agent in the child). The machine may be shared: the three paths run in
@@ -328,11 +265,11 @@ export default async function bench(): Promise<void> {
     type PathName = keyof typeof total;
     const runs: Record<PathName, { mibs: number; childMs: number; selfMs: number }[]> = { relay: [], bstr: [], array: [] };
     const run = async (name: PathName): Promise<void> => {
-      const c0 = (await request<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
+      const c0 = (await askChild<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
       const s0 = process.cpuUsage();
       const mibs = name === 'relay' ? await relayThroughput(ports.relay, total.relay) : await streamThroughput(ports.streamAgent, total[name], name === 'bstr' ? 'bstr' : 'array');
       const s = process.cpuUsage(s0);
-      const c1 = (await request<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
+      const c1 = (await askChild<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
       const mib = total[name] / MB;
       runs[name].push({ mibs, childMs: (c1 - c0) / 1000 / mib, selfMs: (s.user + s.system) / 1000 / mib });
     };
@@ -378,13 +315,13 @@ export default async function bench(): Promise<void> {
     ]);
 
     // Memory.
-    const before = await request<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
-    const idle: Client[] = [];
+    const before = await askChild<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
+    const idle: NoiseClient[] = [];
     for (let wave = 0; wave < 10; wave++) {
       idle.push(
         ...(await Promise.all(
           Array.from({ length: 100 }, async () => {
-            const c = await Client.connect(ports.streamAgent);
+            const c = await NoiseClient.connect(ports.streamAgent);
             const reply = c.next();
             c.send({ type: 'RequestAttestation' });
             await reply;
@@ -393,7 +330,7 @@ export default async function bench(): Promise<void> {
         )),
       );
     }
-    const after = await request<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
+    const after = await askChild<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
     for (const c of idle) c.close();
     const added = (after.rss - before.rss) / MB;
     printTable('responder: agent memory with idle sessions', [

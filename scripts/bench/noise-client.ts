@@ -1,0 +1,59 @@
+// A minimal benchmark client for the agent's TCP listener: initiator handshake, FrameReader, codec, socket
+// backpressure. Every server message after the handshake goes to `onMessage` (set it before the request that
+// provokes the reply). Shared by the responder and http benches; not a bench itself (run.ts skips it).
+import net from 'node:net';
+import { createHandshake } from '../../src/noise/handshake.ts';
+import type { CipherState } from '../../src/noise/cipher-state.ts';
+import { nodePrimitives } from '../../src/noise/suite-node.ts';
+import { encodeFrame, FrameReader } from '../../src/wire/frames.ts';
+import { decodeServerMessage, encodeClientMessage, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
+
+export class NoiseClient {
+  readonly socket: net.Socket;
+  readonly #reader = new FrameReader();
+  #send!: CipherState;
+  #recv!: CipherState;
+  onMessage: (m: ServerMessage) => void = () => {};
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+  }
+
+  static async connect(port: number): Promise<NoiseClient> {
+    const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    await new Promise<void>((r, j) => socket.once('connect', r).once('error', j));
+    const c = new NoiseClient(socket);
+    const hs = createHandshake({ role: 'initiator', primitives: nodePrimitives });
+    await new Promise<void>((resolve, reject) => {
+      socket.on('error', reject);
+      socket.on('data', (chunk: Buffer) => {
+        c.#reader.push(chunk);
+        if (c.#recv === undefined) {
+          const hs2 = c.#reader.readExact(48);
+          if (hs2 === null) return;
+          hs.readMessage(hs2);
+          const t = hs.split();
+          c.#send = t.send;
+          c.#recv = t.recv;
+          resolve();
+        }
+        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decrypt(ct)).message);
+      });
+      socket.write(hs.writeMessage());
+    });
+    return c;
+  }
+
+  /** false: the socket buffer is full, wait for drain. */
+  send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
+    return this.socket.write(encodeFrame(this.#send.encrypt(encodeClientMessage(m, enc))));
+  }
+
+  next(): Promise<ServerMessage> {
+    return new Promise((resolve) => (this.onMessage = resolve));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
