@@ -43,6 +43,8 @@ export interface Config {
     max_in_flight: number;
     max_request_bytes: number;
     max_buffered_body_bytes: number;
+    /** HTTP mode: most ev: values decrypted for one request (headers and body); more → 413, nothing forwarded. */
+    max_decrypt_fields: number;
     handshake_timeout_ms: number;
     idle_timeout_ms: number;
   };
@@ -111,6 +113,7 @@ const SCHEMA: Schema = {
       max_in_flight: int(64, 1, 10_000),
       max_request_bytes: int(16 * MiB, 1024, 1024 * MiB),
       max_buffered_body_bytes: int(8 * MiB, 1024, 1024 * MiB),
+      max_decrypt_fields: int(1024, 1, 1_000_000),
       handshake_timeout_ms: int(10 * SEC, 100, 600 * SEC),
       idle_timeout_ms: int(300 * SEC, 1 * SEC, 86_400 * SEC),
     },

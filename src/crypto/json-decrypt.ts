@@ -26,17 +26,13 @@ function tokenOrNull(s: string): EvToken | null {
   }
 }
 
-export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
-  if (json.indexOf('ev:') < 0) return { json, count: 0 };
-  const out: string[] = [];
-  let last = 0;
-  let count = 0;
-  let i = 0;
-  for (;;) {
+/** The next JSON string at or after `from` whose content is a valid token: its quotes and the token. */
+function nextJsonToken(json: string, from: number): { q: number; e: number; token: EvToken } | null {
+  for (let i = from; ; ) {
     const q = json.indexOf('"', i);
-    if (q < 0) break;
+    if (q < 0) return null;
     const e = stringEnd(json, q);
-    if (e < 0) break;
+    if (e < 0) return null;
     i = e + 1;
     // Quick reject before any allocation: content must start with ev: and end with :$
     if (e - q < 10 || json.charCodeAt(q + 1) !== 0x65 /* e */ || json.charCodeAt(q + 2) !== 0x76 || json.charCodeAt(q + 3) !== 0x3a || json.charCodeAt(e - 1) !== 0x24 /* $ */) continue;
@@ -50,7 +46,17 @@ export function decryptJsonTokens(json: string, keyring: Keyring): { json: strin
       }
     }
     const token = tokenOrNull(content);
-    if (!token) continue;
+    if (token) return { q, e, token };
+  }
+}
+
+export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
+  if (json.indexOf('ev:') < 0) return { json, count: 0 };
+  const out: string[] = [];
+  let last = 0;
+  let count = 0;
+  for (let found = nextJsonToken(json, 0); found !== null; found = nextJsonToken(json, found.e + 1)) {
+    const { q, e, token } = found;
     const d = decryptTokenDetailed(token, keyring);
     const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
     out.push(json.slice(last, q), replacement);
@@ -62,10 +68,29 @@ export function decryptJsonTokens(json: string, keyring: Keyring): { json: strin
   return { json: out.join(''), count };
 }
 
+/**
+ * How many values decryptJsonTokens(json) would decrypt, without decrypting anything (no ECDH: a lexical
+ * scan and a parse of each candidate, a few µs each). Stops once the count exceeds `stopAfter`.
+ */
+export function countJsonTokens(json: string, stopAfter = Infinity): number {
+  if (json.indexOf('ev:') < 0) return 0;
+  let count = 0;
+  for (let found = nextJsonToken(json, 0); found !== null && count <= stopAfter; found = nextJsonToken(json, found.e + 1)) count++;
+  return count;
+}
+
 // A token anywhere in a header value (e.g. "Bearer ev:Tk9D:…:$"); candidates are then checked by parseEv.
 const HEADER_TOKEN = /ev:(?:debug:)?[A-Za-z0-9+/]{4}:(?:(?:number|boolean):)?[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:\$/g;
 // RFC 9110 field-value characters: HTAB, SP, VCHAR, obs-text. No CR, LF, NUL or other controls.
 const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** How many values decryptHeaderValue(value) would decrypt, without decrypting anything. */
+export function countHeaderTokens(value: string): number {
+  if (value.indexOf('ev:') < 0) return 0;
+  let count = 0;
+  for (const m of value.matchAll(HEADER_TOKEN)) if (tokenOrNull(m[0]) !== null) count++;
+  return count;
+}
 
 /**
  * Replaces each `ev:` token in a header value by its decrypted text. Throws EvDecryptError when a token

@@ -15,6 +15,7 @@ export type HttpModeErrorCode =
   | 'HTTP_APP_BAD_RESPONSE'
   | 'HTTP_ATTESTATION_UNAVAILABLE'
   | 'HTTP_DECRYPT_FAILED'
+  | 'HTTP_TOO_MANY_ENCRYPTED_FIELDS'
   | 'HTTP_INTERNAL';
 
 export class HttpModeError extends AgentError {

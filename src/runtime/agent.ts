@@ -139,7 +139,7 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Key
     logSink: opts.trxSink ?? { write() {}, async close() {} },
     logger,
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
-    decrypt: opts.decrypt ?? createDecryptStage(keyring),
+    decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields }),
   });
 }
 

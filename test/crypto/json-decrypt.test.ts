@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { EvDecryptError } from '../../src/crypto/errors.ts';
 import { decryptToken, encryptValue } from '../../src/crypto/ev-format.ts';
-import { decryptHeaderValue, decryptJsonTokens, encryptJsonText, walkDecrypt } from '../../src/crypto/json-decrypt.ts';
+import { countHeaderTokens, countJsonTokens, decryptHeaderValue, decryptJsonTokens, encryptJsonText, walkDecrypt } from '../../src/crypto/json-decrypt.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import { sdkFor } from './sdk.ts';
 
@@ -116,5 +116,27 @@ describe('encryptJsonText and walkDecrypt', () => {
   it('walkDecrypt refuses absurd nesting with a typed error instead of overflowing the stack', () => {
     const deep = JSON.parse('['.repeat(5000) + ']'.repeat(5000)) as unknown;
     expect(() => walkDecrypt(deep, keyring)).toThrow(expect.objectContaining({ code: 'EV_BAD_VALUE' }));
+  });
+});
+
+describe('countJsonTokens / countHeaderTokens', () => {
+  it('count exactly what decryption would decrypt, without decrypting (a token for another keyring counts too)', () => {
+    const other = Keyring.generate();
+    const escaped = JSON.stringify(enc('slashes')).replaceAll('/', '\\/');
+    const doc = `{${JSON.stringify(enc('key'))}: ${JSON.stringify(enc(1))}, "list": [${escaped}, "ev:Tk9D:x:$", "ev:nope", ${JSON.stringify(enc(true))}], "plain": "ev: not a token :$"}`;
+    expect(countJsonTokens(doc)).toBe(4);
+    expect(decryptJsonTokens(doc, keyring).count).toBe(4);
+    expect(countJsonTokens(JSON.stringify([encryptValue(1, other.publicKeys())]))).toBe(1);
+    expect(countJsonTokens('{"a": 1}')).toBe(0);
+    const header = `Bearer ${enc('t')}, ${enc(2)} ev:Tk9D:x:$`;
+    expect(countHeaderTokens(header)).toBe(2);
+    expect(decryptHeaderValue(header, keyring).count).toBe(2);
+  });
+
+  it('stops counting once past stopAfter', () => {
+    const doc = JSON.stringify(Array.from({ length: 20 }, (_, i) => enc(i)));
+    expect(countJsonTokens(doc, 5)).toBe(6);
+    expect(countJsonTokens(doc, 0)).toBe(1);
+    expect(countJsonTokens(doc)).toBe(20);
   });
 });

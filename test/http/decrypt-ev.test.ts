@@ -342,6 +342,87 @@ describe('decrypt stage: JSON bodies', () => {
   });
 });
 
+describe('decrypt stage: per-request cap on encrypted fields', () => {
+  /** A keyring whose ECDH calls are counted (every distinct ephemeral key costs one). */
+  function countingKeyring(): { ring: Keyring; ecdh: () => number } {
+    const ring = Keyring.generate();
+    const real = ring.sharedSecret.bind(ring);
+    let calls = 0;
+    ring.sharedSecret = (curve, peer) => {
+      calls++;
+      return real(curve, peer);
+    };
+    return { ring, ecdh: () => calls };
+  }
+
+  it('refuses a body with one value over the cap with 413 before any ECDH, and forwards nothing', async () => {
+    const { ring, ecdh } = countingKeyring();
+    const { sink } = await setup({}, createDecryptStage(ring, { maxFields: 8 }));
+    const values = Array.from({ length: 9 }, (_, i) => encryptValue(i, ring.publicKeys(), { curve: i % 2 === 0 ? 'p256' : 'secp256k1' }));
+    const res = await dataRequest(fwd!, post(JSON.stringify({ values })));
+    expect(res.status).toBe(413);
+    expect(json(res.body)).toMatchObject({
+      error: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS',
+      message: 'too many encrypted fields in one request (more than 8, the most the agent decrypts per request); nothing was forwarded',
+    });
+    expect(ecdh()).toBe(0);
+    expect(app!.seen).toHaveLength(0);
+    expect((await records(sink))[0]).toMatchObject({ status: 413, error: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS' });
+    // Exactly at the cap: decrypted (one ECDH per distinct ephemeral key), the session's next request works.
+    const atCap = await dataRequest(fwd!, post(JSON.stringify({ values: values.slice(0, 8) })));
+    expect(JSON.parse(echoOf(atCap).body)).toEqual({ values: [0, 1, 2, 3, 4, 5, 6, 7] });
+    expect(ecdh()).toBe(8);
+  });
+
+  it('counts only valid tokens: look-alikes that fail the grammar do not use up the cap', async () => {
+    await setup({}, createDecryptStage(keyring, { maxFields: 2 }));
+    const body = JSON.stringify({ a: encryptValue(1, pub), b: encryptValue(2, pub), fake: Array.from({ length: 50 }, (_, i) => `ev:Tk9D:${i}:$`) });
+    const echo = echoOf(await dataRequest(fwd!, post(body)));
+    expect(JSON.parse(echo.body)).toMatchObject({ a: 1, b: 2 });
+  });
+
+  it('applies the default cap of 1024 and answers 1025 values at once without decrypting any', { timeout: 30_000 }, async () => {
+    const { ring, ecdh } = countingKeyring();
+    await setup({}, createDecryptStage(ring));
+    // One ephemeral key for all (as the SDK does): cheap to build; the cap counts values, not keys.
+    const enc = new EvEncryptor(ring.publicKeys());
+    const over = JSON.stringify(Array.from({ length: 1025 }, (_, i) => enc.encrypt(i)));
+    const res = await dataRequest(fwd!, post(over));
+    expect(res.status).toBe(413);
+    expect((json(res.body) as { message: string }).message).toContain('more than 1024');
+    expect(ecdh()).toBe(0);
+    expect(app!.seen).toHaveLength(0);
+    const at = JSON.stringify(Array.from({ length: 1024 }, (_, i) => enc.encrypt(i)));
+    expect(JSON.parse(echoOf(await dataRequest(fwd!, post(at))).body)).toHaveLength(1024);
+  });
+
+  it('counts header and body values together; header values over the cap are refused before any is decrypted', async () => {
+    const { ring, ecdh } = countingKeyring();
+    await setup({}, createDecryptStage(ring, { maxFields: 3 }));
+    const rp = ring.publicKeys();
+    const headers = `X-A: ${encryptValue('a', rp)}\r\nX-B: ${encryptValue('b', rp)}\r\n`;
+    // 2 in headers + 2 in the body > 3: refused, nothing forwarded.
+    const mixed = await dataRequest(fwd!, post(JSON.stringify([encryptValue(1, rp), encryptValue(2, rp)]), { headers }));
+    expect(mixed.status).toBe(413);
+    expect(app!.seen).toHaveLength(0);
+    // 4 in headers (one field holding two) > 3: refused before reading the body or decrypting anything.
+    const before = ecdh();
+    const many = `${headers}X-C: ${encryptValue('c', rp)} ${encryptValue('d', rp)}\r\n`;
+    const res = await dataRequest(fwd!, post('{}', { headers: many }));
+    expect(res.status).toBe(413);
+    expect(ecdh()).toBe(before);
+    expect(app!.seen).toHaveLength(0);
+    // 2 + 1 = 3: forwarded, decrypted.
+    const ok = echoOf(await dataRequest(fwd!, post(JSON.stringify([encryptValue(1, rp)]), { headers })));
+    expect(headerValues(ok.rawHeaders, 'x-a')).toEqual(['a']);
+    expect(JSON.parse(ok.body)).toEqual([1]);
+  });
+
+  it('rejects a bad maxFields option', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => createDecryptStage(keyring, { maxFields: bad }), String(bad)).toThrow(/maxFields: expected a positive integer/);
+  });
+});
+
 describe('decrypt stage: refusals', () => {
   const good = (): string => encryptValue(SECRET, pub);
   const cases: [string, () => string][] = [

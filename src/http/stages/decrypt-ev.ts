@@ -27,11 +27,18 @@
 //     forwarded byte for byte, so such apps keep working; only the ambiguous case is refused, loudly.
 //   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
 //     could disagree on whether it is JSON).
+//   - 413 HTTP_TOO_MANY_ENCRYPTED_FIELDS: more than `maxFields` values (headers and body together; default
+//     1024, enclave.toml [limits] max_decrypt_fields) in one request. Each value with its own ephemeral key
+//     costs an ECDH (~1 ms P-256, ~4 ms secp256k1), so an 8 MiB body of distinct-key values would burn
+//     minutes of CPU. The values are counted first (a lexical scan and a parse of each candidate, no ECDH)
+//     and the request is refused before any of them is decrypted: header values are counted before any
+//     header is decrypted, the body's values before any of the body's (so at most `maxFields` header values
+//     are ever decrypted for a refused request).
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
 import { Readable } from 'node:stream';
 import { EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
-import { decryptHeaderValue, decryptJsonTokens } from '../../crypto/json-decrypt.ts';
+import { countHeaderTokens, countJsonTokens, decryptHeaderValue, decryptJsonTokens } from '../../crypto/json-decrypt.ts';
 import { stringEnd } from '../../crypto/json-lex.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { HttpModeError } from '../errors.ts';
@@ -42,7 +49,12 @@ import { readBodyCapped } from './decrypt.ts';
 export interface DecryptStageOptions {
   /** Cap for buffered JSON bodies; default: the pipeline's `maxBufferedBodyBytes`. Over it → 413. */
   maxBufferedBodyBytes?: number;
+  /** Most `ev:` values decrypted for one request, headers and body together. Default 1024. Over it → 413. */
+  maxFields?: number;
 }
+
+/** Default of `maxFields` (and of enclave.toml [limits] max_decrypt_fields). */
+export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
 
 /** How a request body is treated, from its Content-Type / Content-Encoding. */
 export type BodyKind = 'json' | 'passthrough';
@@ -158,6 +170,25 @@ function refused(where: string, err: EvDecryptError): HttpModeError {
   return new HttpModeError('HTTP_DECRYPT_FAILED', 422, `${where}: ${err.message}`, { cause: err });
 }
 
+function tooManyFields(max: number): HttpModeError {
+  return new HttpModeError(
+    'HTTP_TOO_MANY_ENCRYPTED_FIELDS',
+    413,
+    `too many encrypted fields in one request (more than ${max}, the most the agent decrypts per request); nothing was forwarded`,
+  );
+}
+
+/** Header values holding tokens, counted without decrypting (Host excepted, as in decryptHeaders). */
+function countHeaders(headers: string[]): number {
+  let count = 0;
+  for (let i = 0; i < headers.length; i += 2) {
+    const value = headers[i + 1]!;
+    if (value.indexOf('ev:') < 0 || headers[i]!.toLowerCase() === 'host') continue;
+    count += countHeaderTokens(value);
+  }
+  return count;
+}
+
 /** Decrypts header values in place; returns how many tokens were replaced. */
 function decryptHeaders(headers: string[], keyring: Keyring): number {
   let count = 0;
@@ -180,7 +211,7 @@ function decryptHeaders(headers: string[], keyring: Keyring): number {
   return count;
 }
 
-async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Keyring, cap: number): Promise<{ body: Buffer; count: number }> {
+async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Keyring, cap: number, fields: { left: number; max: number }): Promise<{ body: Buffer; count: number }> {
   const raw = await readBodyCapped(input.body, cap, input.contentLength);
   if (raw.indexOf('ev:') < 0) return { body: raw, count: 0 };
   const text = jsonText(raw);
@@ -195,6 +226,8 @@ async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Ke
     }
     return { body: raw, count: 0 };
   }
+  // Counted before the first ECDH: over the budget, nothing in the body is decrypted.
+  if (countJsonTokens(text, fields.left) > fields.left) throw tooManyFields(fields.max);
   let out: { json: string; count: number };
   try {
     out = await decryptJsonSliced(text, keyring);
@@ -214,7 +247,12 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
   if (own !== undefined && (!Number.isSafeInteger(own) || own < 0)) {
     throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxBufferedBodyBytes: expected a non-negative integer, found ${String(own)}`);
   }
+  const maxFields = opts.maxFields ?? DEFAULT_MAX_DECRYPT_FIELDS;
+  if (!Number.isSafeInteger(maxFields) || maxFields < 1) {
+    throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxFields: expected a positive integer, found ${String(opts.maxFields)}`);
+  }
   return (input): DecryptOutput | null | Promise<DecryptOutput | null> => {
+    if (countHeaders(input.headers) > maxFields) throw tooManyFields(maxFields);
     const headerCount = decryptHeaders(input.headers, keyring);
     const body = input.body;
     let kind: BodyKind = 'passthrough';
@@ -227,7 +265,7 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       // Synchronous: the body stream is not touched and flows on as it came.
       return headerCount === 0 ? null : { body, contentLength: input.contentLength, decryptedFields: headerCount };
     }
-    return decryptBody({ ...input, body }, keyring, own ?? input.maxBufferedBodyBytes).then((out) => ({
+    return decryptBody({ ...input, body }, keyring, own ?? input.maxBufferedBodyBytes, { left: maxFields - headerCount, max: maxFields }).then((out) => ({
       body: Readable.from([out.body], { objectMode: false }),
       contentLength: out.body.length,
       decryptedFields: headerCount + out.count,
