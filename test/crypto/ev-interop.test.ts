@@ -4,39 +4,10 @@ import { explicitSpki, decompressPoint } from '../../src/crypto/ev-kdf.ts';
 import { walkDecrypt, walkEncrypt } from '../../src/crypto/json-decrypt.ts';
 import { KeyMaterial, Keyring } from '../../src/crypto/keyring.ts';
 import { utf8 } from '../../src/util/bytes.ts';
-import { SDK_TOKEN_SHAPE, oracleDecrypt, sdkFor, sdkSpki } from './sdk.ts';
-import type { SdkCurve } from './sdk.ts';
+import { SDK_TOKEN_SHAPE, oracleDecrypt, SDK_SAMPLE as SAMPLE, SDK_CASES as CASES, leaves, sdkFor, sdkSpki } from './sdk.ts';
 
 const material = KeyMaterial.generate();
 const keyring = Keyring.fromMaterial(material);
-
-const SAMPLE = {
-  name: 'Ada Lovelace',
-  unicode: 'zürich — 東京 🚀',
-  quote: 'she said "hi" \\ bye',
-  empty: '',
-  n: 42,
-  neg: -7.25,
-  big: 1e21,
-  t: true,
-  f: false,
-  none: null,
-  nested: { card: { number: '4242424242424242', cvc: 123, ok: true }, list: [1, 'two', false, [3.5, 'deep']] },
-};
-
-const CASES: { curve: SdkCurve; role: string | null; version: string }[] = [
-  { curve: 'prime256v1', role: null, version: 'Tk9D' },
-  { curve: 'prime256v1', role: 'pii', version: 'QkTC' },
-  { curve: 'secp256k1', role: null, version: 'RFVC' },
-  { curve: 'secp256k1', role: 'card-data-2', version: 'S0lS' },
-];
-
-function leaves(v: unknown): string[] {
-  if (typeof v === 'string') return [v];
-  if (Array.isArray(v)) return v.flatMap(leaves);
-  if (v && typeof v === 'object') return Object.values(v).flatMap(leaves);
-  return [];
-}
 
 describe('values produced by the real @evervault/sdk', () => {
   for (const { curve, role, version } of CASES) {

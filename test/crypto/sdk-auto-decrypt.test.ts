@@ -14,33 +14,12 @@ import { dataRequest, json, silentLogger, startApp } from '../http/helpers.ts';
 import type { TestApp } from '../http/helpers.ts';
 import { httpRequest, startAgentStack, statusOf } from '../faults/stack.ts';
 import { connectClient } from '../responder/helpers.ts';
-import { SDK_TOKEN_SHAPE, sdkFor } from './sdk.ts';
-import type { SdkCurve } from './sdk.ts';
+import { SDK_TOKEN_SHAPE, SDK_SAMPLE as SAMPLE, SDK_CASES as CASES, leaves, sdkFor } from './sdk.ts';
 
 const keyring = Keyring.fromMaterial(KeyMaterial.generate());
 const other = Keyring.generate();
 
-const SAMPLE = {
-  name: 'Ada Lovelace',
-  unicode: 'zürich — 東京 🚀',
-  quote: 'she said "hi" \\ bye',
-  empty: '',
-  n: 42,
-  neg: -7.25,
-  big: 1e21,
-  t: true,
-  f: false,
-  none: null,
-  nested: { card: { number: '4242424242424242', cvc: 123, ok: true }, list: [1, 'two', false, [3.5, 'deep']] },
-};
 const SAMPLE_LEAVES = 17;
-
-const CASES: { curve: SdkCurve; role: string | null; version: string }[] = [
-  { curve: 'prime256v1', role: null, version: 'Tk9D' },
-  { curve: 'prime256v1', role: 'pii', version: 'QkTC' },
-  { curve: 'secp256k1', role: null, version: 'RFVC' },
-  { curve: 'secp256k1', role: 'card-data-2', version: 'S0lS' },
-];
 
 let app: TestApp | undefined;
 let fwd: HttpForwarder | undefined;
@@ -93,13 +72,6 @@ function chunked(body: string, size: number): string {
 async function lastRecord(n: number): Promise<Record<string, unknown>> {
   for (let i = 0; i < 100 && sink.records.length < n; i++) await new Promise((r) => setTimeout(r, 10));
   return sink.records[n - 1]!;
-}
-
-function leaves(v: unknown): string[] {
-  if (typeof v === 'string') return [v];
-  if (Array.isArray(v)) return v.flatMap(leaves);
-  if (v && typeof v === 'object') return Object.values(v).flatMap(leaves);
-  return [];
 }
 
 describe('automatic decryption of values from the real @evervault/sdk', () => {

@@ -54,3 +54,34 @@ export function oracleDecrypt(token: string, material: KeyMaterial): { version: 
 
 /** The shape every SDK-produced value has. */
 export const SDK_TOKEN_SHAPE = /^ev:(Tk9D|QkTC|RFVC|S0lS)(:number|:boolean)?:[A-Za-z0-9+/]{16}:[A-Za-z0-9+/]{44}:[A-Za-z0-9+/]+:\$$/;
+
+/** The sample document the SDK interop tests encrypt: strings (unicode, escapes, empty), numbers, booleans, null, nesting. */
+export const SDK_SAMPLE = {
+  name: 'Ada Lovelace',
+  unicode: 'zürich — 東京 🚀',
+  quote: 'she said "hi" \\ bye',
+  empty: '',
+  n: 42,
+  neg: -7.25,
+  big: 1e21,
+  t: true,
+  f: false,
+  none: null,
+  nested: { card: { number: '4242424242424242', cvc: 123, ok: true }, list: [1, 'two', false, [3.5, 'deep']] },
+};
+
+/** The SDK's four ev: versions: curve × role (a role adds the metadata, QkTC / S0lS). */
+export const SDK_CASES: { curve: SdkCurve; role: string | null; version: string }[] = [
+  { curve: 'prime256v1', role: null, version: 'Tk9D' },
+  { curve: 'prime256v1', role: 'pii', version: 'QkTC' },
+  { curve: 'secp256k1', role: null, version: 'RFVC' },
+  { curve: 'secp256k1', role: 'card-data-2', version: 'S0lS' },
+];
+
+/** The string leaves of a JSON value, depth first (the ev: tokens of an encrypted document). */
+export function leaves(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.flatMap(leaves);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(leaves);
+  return [];
+}
