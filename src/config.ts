@@ -41,6 +41,7 @@ export interface Config {
   limits: {
     max_sessions: number;
     max_in_flight: number;
+    /** HTTP mode: largest request body forwarded (Content-Length or chunked); more → 413. Raw mode: unused. */
     max_request_bytes: number;
     max_buffered_body_bytes: number;
     /** HTTP mode: most ev: values decrypted for one request (headers and body); more → 413, nothing forwarded. */

@@ -27,6 +27,7 @@ import { DEFAULT_REQUEST_ID_HEADER, requestIdStage } from './stages/request-id.t
 import { createHeaderMasker, logExchange, trxLogStage } from './stages/trx-log.ts';
 import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
+import { bodyLimitStage } from './stages/body-limit.ts';
 import { decryptStage } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
@@ -45,6 +46,8 @@ export interface HttpModeOptions {
   trustForwardedFromClient?: boolean;
   /** Cap for stages that must buffer a body (default 16 MiB); over it → 413. */
   maxBufferedBodyBytes?: number;
+  /** Largest request body forwarded, declared or chunked (default: no limit); over it → 413 (stages/body-limit.ts). */
+  maxRequestBodyBytes?: number;
   /** App response-head timeout and longest body gap (default 60 s) → 504. */
   upstreamTimeoutMs?: number;
   /** Time a client has to send a complete request head (default 30 s) → 408. */
@@ -130,6 +133,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }),
     healthEndpointStage(health, { startedAt }),
     ...common,
+    ...(opts.maxRequestBodyBytes === undefined ? [] : [bodyLimitStage({ maxBodyBytes: opts.maxRequestBodyBytes })]),
     decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes }),
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
   ]);

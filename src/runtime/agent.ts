@@ -134,6 +134,7 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Key
     trxLogging: c.trx_logging,
     trustedHeaders: c.trusted_headers,
     maxBufferedBodyBytes: c.limits.max_buffered_body_bytes,
+    maxRequestBodyBytes: c.limits.max_request_bytes,
     upstreamTimeoutMs: c.app.upstream_timeout_ms,
     appStartupGraceMs: c.app.startup_grace_ms,
     logSink: opts.trxSink ?? { write() {}, async close() {} },
