@@ -170,7 +170,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     }
   }
   if (config.log.sink === 'vsock' && a.logTarget === undefined && a.listen.kind !== 'vsock') {
-    throw new CliUsageError('[log] sink = "vsock" needs --log-target when not listening on vsock (the default target is the parent, vsock CID 2)');
+    throw new CliUsageError('[log] sink = "vsock" needs --log-target when not listening on vsock (the default target is the parent instance, vsock CID 3)');
   }
   let nsm;
   try {

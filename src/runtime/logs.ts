@@ -4,12 +4,12 @@
 //   stdout  JSON lines on fd 1 (development; inside an enclave only the debug console sees them)
 //   file    JSON lines appended to log.path
 //   vsock   JSON lines over a reconnecting stream to the host's log sink (src/host/log-sink-server.ts),
-//           vsock CID 2 (the parent) port log.vsock_port unless a target is given
+//           vsock CID 3 (the parent instance) port log.vsock_port unless a target is given
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
-import { VMADDR_CID_HOST } from '../transport/vsock.ts';
+import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { createReconnectingLogSink } from './stream-log-sink.ts';
 
 export interface RuntimeLogs {
@@ -45,10 +45,15 @@ function trxSinkOver(dest: pino.DestinationStream): LogSink {
   };
 }
 
+/** Where `sink = "vsock"` sends the log stream by default: the parent instance. */
+export function defaultLogTarget(log: Config['log']): StreamTarget {
+  return { kind: 'vsock', cid: NITRO_PARENT_CID, port: log.vsock_port };
+}
+
 export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions = {}): RuntimeLogs {
   const loggerOptions: pino.LoggerOptions = { level: log.level, base: opts.base ?? { name: 'enclave-agent' } };
   if (log.sink === 'vsock') {
-    const target: StreamTarget = opts.target ?? { kind: 'vsock', cid: VMADDR_CID_HOST, port: log.vsock_port };
+    const target: StreamTarget = opts.target ?? defaultLogTarget(log);
     let lastError: string | undefined;
     const sink = createReconnectingLogSink({
       connect: () => connectStream(target, { timeoutMs: 5_000 }),

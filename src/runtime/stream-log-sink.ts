@@ -11,7 +11,7 @@ import type { LogSink } from '../http/log-sink.ts';
 import { RuntimeError } from './errors.ts';
 
 export interface ReconnectingLogSinkOptions {
-  /** Opens the stream (e.g. `() => connectStream({ kind: 'vsock', cid: 2, port: 5008 })`). */
+  /** Opens the stream (e.g. `() => connectStream({ kind: 'vsock', cid: 3, port: 5008 })`). */
   connect: () => Promise<Duplex>;
   /** Default 1 MiB. */
   maxQueuedBytes?: number;

@@ -10,8 +10,11 @@ import type { NativeListenOptions } from './native-listener.ts';
 
 /** Any CID: listen on whatever this VM/enclave is. */
 export const VMADDR_CID_ANY = 0xffffffff;
-/** The parent instance, as seen from an enclave. */
-export const VMADDR_CID_HOST = 2;
+/**
+ * The parent instance, as seen from a Nitro enclave: always CID 3 (AWS Nitro Enclaves docs; vsock-proxy dials it).
+ * CID 2 (VMADDR_CID_HOST) is the hypervisor's host, which an enclave never talks to.
+ */
+export const NITRO_PARENT_CID = 3;
 
 export interface VsockListenAddress {
   /** 0 lets the kernel pick (read it back from Listener.port). */

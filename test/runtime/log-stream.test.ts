@@ -10,6 +10,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { LineSplitter, startLogSinkServer, validJsonLine, type LogSinkServer } from '../../src/host/log-sink-server.ts';
 import { createReconnectingLogSink, type ReconnectingLogSink } from '../../src/runtime/stream-log-sink.ts';
 import { connectStream } from '../../src/transport/connect.ts';
+import { defaultLogTarget } from '../../src/runtime/logs.ts';
+import { configFromObject } from '../../src/config.ts';
 import { until } from './harness.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -49,6 +51,13 @@ function rawClient(p: string): Promise<net.Socket> {
     cleanup.push(() => void s.destroy());
   });
 }
+
+describe('default log target', () => {
+  it('is the parent instance, vsock CID 3 (never CID 2, the hypervisor host), on [log] vsock_port', () => {
+    const log = configFromObject({ log: { sink: 'vsock', vsock_port: 6001 } }).log;
+    expect(defaultLogTarget(log)).toEqual({ kind: 'vsock', cid: 3, port: 6001 });
+  });
+});
 
 describe('agent log stream → host log sink (AF_UNIX)', () => {
   it('delivers operational logs and transaction records as JSON lines, in order', async () => {
