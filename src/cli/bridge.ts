@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino';
 import { startBridge, type BridgeOptions } from '../host/bridge.ts';
 import { parseTarget, TransportError } from '../transport/connect.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+import { untilSignal } from './signals.ts';
 
 const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_PORT = 8443;
@@ -132,15 +133,3 @@ export const command: CliCommand = {
     return serveBridge(args, io, untilSignal);
   },
 };
-
-function untilSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    const onSignal = (): void => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
-}
