@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { configFromObject, loadConfig, parseConfig } from '../../src/config.ts';
-import { isAgentError } from '../../src/errors.ts';
-
-function errorOf(fn: () => unknown): { code: string; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (isAgentError(err)) return { code: err.code, message: err.message };
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
+import { errorOf } from './helpers.ts';
 
 describe('enclave.toml keys of `enclave-agent run` (supervision and drain)', () => {
   it('defaults the restart, stop and drain settings', () => {
