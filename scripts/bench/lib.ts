@@ -49,6 +49,22 @@ export async function medianMs(fn: () => unknown, n = 200, warmup = 20): Promise
   return times[Math.floor(times.length / 2)]!;
 }
 
+/** Closed loop: `concurrency` workers each run `one` back to back until `ms` have passed; completions per second. */
+export async function closedLoopPerSec(ms: number, concurrency: number, one: () => Promise<void>): Promise<number> {
+  let done = 0;
+  const end = performance.now() + ms;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await one();
+        done++;
+      }
+    }),
+  );
+  return (done * 1000) / (performance.now() - t0);
+}
+
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
-import { askChild, printTable, ratio } from './lib.ts';
+import { askChild, closedLoopPerSec, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -162,68 +162,42 @@ async function dataRequestsPerSec(port: number, ms: number, inFlight: number): P
   return (completed * 1000) / elapsed;
 }
 
-async function directHttpPerSec(port: number, ms: number, concurrency: number): Promise<number> {
-  let completed = 0;
-  const end = performance.now() + ms;
-  const one = (): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port, path: '/ping', agent: false, headers: { connection: 'close' } }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          completed++;
-          resolve();
+function directHttpPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  return closedLoopPerSec(
+    ms,
+    concurrency,
+    () =>
+      new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: '/ping', agent: false, headers: { connection: 'close' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve());
         });
-      });
-      req.on('error', reject);
-      req.end();
-    });
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) await one();
-    }),
+        req.on('error', reject);
+        req.end();
+      }),
   );
-  return (completed * 1000) / (performance.now() - t0);
 }
 
-async function attestedSessionsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
-  let done = 0;
-  const end = performance.now() + ms;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const c = await NoiseClient.connect(port);
-        const reply = c.next();
-        c.send({ type: 'RequestAttestation' });
-        const m = await reply;
-        if (m.type !== 'Attestation') throw new Error(`expected Attestation, got ${m.type}`);
-        c.close();
-        done++;
-      }
-    }),
-  );
-  return (done * 1000) / (performance.now() - t0);
+function attestedSessionsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  return closedLoopPerSec(ms, concurrency, async () => {
+    const c = await NoiseClient.connect(port);
+    const reply = c.next();
+    c.send({ type: 'RequestAttestation' });
+    const m = await reply;
+    if (m.type !== 'Attestation') throw new Error(`expected Attestation, got ${m.type}`);
+    c.close();
+  });
 }
 
-async function tcpRoundTripsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
-  let done = 0;
-  const end = performance.now() + ms;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
-        await new Promise<void>((r) => s.once('connect', r));
-        const echoed = new Promise<void>((r) => s.once('data', () => r()));
-        s.write('ping');
-        await echoed;
-        s.destroy();
-        done++;
-      }
-    }),
-  );
-  return (done * 1000) / (performance.now() - t0);
+function tcpRoundTripsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+  return closedLoopPerSec(ms, concurrency, async () => {
+    const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
+    await new Promise<void>((r) => s.once('connect', r));
+    const echoed = new Promise<void>((r) => s.once('data', () => r()));
+    s.write('ping');
+    await echoed;
+    s.destroy();
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
