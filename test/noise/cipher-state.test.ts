@@ -1,23 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CipherState, MAX_NONCE, NoiseError, type CipherName, type NoisePrimitives } from '../../src/noise/index.ts';
+import { CipherState, MAX_NONCE, type CipherName, type NoisePrimitives } from '../../src/noise/index.ts';
 import { noblePrimitives } from '../../src/noise/suite-noble.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
 import { equalBytes, toHex } from '../../src/util/bytes.ts';
+import { code, suites } from './helpers.ts';
 
-const suites: NoisePrimitives[] = [nodePrimitives, noblePrimitives];
 const ciphers: CipherName[] = ['ChaChaPoly', 'AESGCM'];
 const key = Uint8Array.from({ length: 32 }, (_, i) => i + 1);
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(NoiseError);
-    return (err as NoiseError).code;
-  }
-  throw new Error('expected a NoiseError, nothing was thrown');
-}
 
 function pair(suite: NoisePrimitives, cipher: CipherName, nonce = 0n): [CipherState, CipherState] {
   return [new CipherState(suite, cipher, key, nonce), new CipherState(suite, cipher, key, nonce)];

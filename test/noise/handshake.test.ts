@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_PROTOCOL,
-  NoiseError,
+  type NoiseError,
   createHandshake,
   type Handshake,
   type HandshakeOptions,
@@ -11,19 +11,9 @@ import {
 import { noblePrimitives } from '../../src/noise/suite-noble.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
 import { fromHex, toHex, utf8 } from '../../src/util/bytes.ts';
+import { code, suites } from './helpers.ts';
 
-const suites: NoisePrimitives[] = [nodePrimitives, noblePrimitives];
 const psk = (b: number) => new Uint8Array(32).fill(b);
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(NoiseError);
-    return (err as NoiseError).code;
-  }
-  throw new Error('expected a NoiseError, nothing was thrown');
-}
 
 function handshakePair(
   initSuite: NoisePrimitives,
