@@ -242,6 +242,7 @@ export class FrameWriter {
 
 const EMPTY = new Uint8Array(0);
 
+// Not util/bytes concatBytes: on the write path, reuses the length the caller already summed and takes the array without a spread.
 function concatParts(parts: readonly Uint8Array[], len: number): Uint8Array {
   const out = new Uint8Array(len);
   let off = 0;
