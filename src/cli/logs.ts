@@ -9,6 +9,7 @@ import { loadConfig } from '../config.ts';
 import { startLogSinkServer, type LogSinkListen } from '../host/log-sink-server.ts';
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+import { untilSignal } from './signals.ts';
 
 const help = `Usage: enclave-agent logs [--listen ADDRESS] [--out FILE] [options]
 
@@ -148,15 +149,3 @@ export const command: CliCommand = {
     return serveLogs(args, io, untilSignal);
   },
 };
-
-function untilSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    const onSignal = (): void => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
-}
