@@ -20,5 +20,5 @@ export default tseslint.config(
     ignores: ['src/noise/suite-node.ts', 'src/client/node.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
   },
-  { files: ['scripts/**', 'test/**', 'bin/**', 'src/cli.ts', 'src/cli/**'], rules: { 'no-console': 'off' } },
+  { files: ['scripts/**', 'test/**', 'bin/**', 'src/cli.ts', 'src/cli/**', 'docker/examples/**'], rules: { 'no-console': 'off' } },
 );
