@@ -2,7 +2,7 @@
 // more cases than CI runs (FUZZ_RUNS, default here 100,000 per property) and an optional seed (FUZZ_SEED;
 // default: the fixed CI seed). To replay a failure, pass the seed and path fast-check printed and narrow to
 // the one test: `npm run fuzz -- --seed 123 --path "4:1:0" -t 'answers random bytes'`.
-// Anything not recognised is handed to vitest (e.g. a file filter: `npm run fuzz -- proxy`).
+// Anything else is handed to vitest; a bare word is a file filter inside test/fuzz (`npm run fuzz -- proxy`).
 import { spawn } from 'node:child_process';
 
 const USAGE = 'usage: npm run fuzz -- [--runs N] [--seed S] [--path P] [vitest args…]';
@@ -38,12 +38,20 @@ function main(argv: string[]): void {
       case '-h':
         console.log(USAGE);
         return;
+      case '-t':
+      case '--testNamePattern':
+        passthrough.push(arg, value());
+        break;
       default:
         passthrough.push(arg);
     }
   }
+  // vitest ORs its positional filters: narrow bare words to test/fuzz instead of adding them to it.
+  const files = passthrough.filter((a, i) => !a.startsWith('-') && !['-t', '--testNamePattern'].includes(passthrough[i - 1] ?? ''));
+  const rest = passthrough.filter((a) => !files.includes(a));
+  const targets = files.length === 0 ? ['test/fuzz'] : files.map((f) => (f.startsWith('test/') ? f : `test/fuzz/${f}`));
   console.log(`fuzz: ${env.FUZZ_RUNS} runs per property, seed ${env.FUZZ_SEED ?? '(CI default)'}${env.FUZZ_PATH ? `, path ${env.FUZZ_PATH}` : ''}`);
-  const child = spawn('npx', ['vitest', 'run', 'test/fuzz', ...passthrough], { stdio: 'inherit', env });
+  const child = spawn('npx', ['vitest', 'run', ...targets, ...rest], { stdio: 'inherit', env });
   child.on('exit', (code, signal) => {
     process.exitCode = code ?? (signal ? 1 : 0);
   });

@@ -238,7 +238,6 @@ describe('Noise NN handshake under fuzzing', () => {
         fc.assert(
           fc.property(hs1Input, (hs1) => {
             respond(nodePrimitives, hs1);
-            outcome(() => honestStart(nodePrimitives).hs.readMessage(Uint8Array.of(...hs1, ...new Uint8Array(16))), NoiseError, HANDSHAKE_CODES);
           }),
           { ...fuzzParams(0.5), seed: FUZZ_SEED + pass },
         );
