@@ -20,7 +20,7 @@
 //   encrypting and treat them as undecryptable when reading (a number value must hold a JSON number).
 import { createCipheriv, createDecipheriv, createECDH, randomBytes } from 'node:crypto';
 import { EvDecryptError, EvFormatError } from './errors.ts';
-import { NODE_CURVE, deriveEvKey } from './ev-kdf.ts';
+import { NODE_CURVE, decompressPoint, deriveEvKey } from './ev-kdf.ts';
 import type { EvCurve } from './ev-kdf.ts';
 import { TAG_LENGTH, formatEv, parseEv, versionFor } from './ev-parse.ts';
 import type { EvToken, EvType } from './ev-parse.ts';
@@ -122,7 +122,7 @@ export class EvEncryptor {
     } catch {
       throw new EvFormatError('EV_BAD_KEY', `recipient ${this.curve} public key is not a point on the curve`);
     }
-    this.#key = this.curve === 'secp256k1' && this.#role === undefined ? z : deriveEvKey(this.curve, z, this.#ephemeral);
+    this.#key = this.curve === 'secp256k1' && this.#role === undefined ? z : deriveEvKey(this.curve, z, eph.getPublicKey(null, 'uncompressed'));
   }
 
   encrypt(value: EvValue): string {
@@ -172,6 +172,8 @@ export interface DecryptedValue {
 
 interface CacheEntry {
   z: Buffer;
+  /** The ephemeral point uncompressed: decompressed once, used for Z and for the KDF's SPKI. */
+  point: Buffer;
   kdf?: Buffer;
 }
 
@@ -186,13 +188,16 @@ function sharedFor(keyring: Keyring, t: EvToken): CacheEntry {
   const id = (t.curve === 'p256' ? 'P' : 'K') + t.ephemeralSegment;
   let entry = cache.get(id);
   if (!entry) {
+    // Decompress once: handing OpenSSL the compressed point would decompress it a second time inside ECDH.
     let z: Buffer;
+    let point: Buffer;
     try {
-      z = keyring.sharedSecret(t.curve, t.ephemeralPublicKey);
+      point = decompressPoint(t.curve, t.ephemeralPublicKey);
+      z = keyring.sharedSecret(t.curve, point);
     } catch {
       throw new EvDecryptError('EV_DECRYPT_FAILED', `ev: value does not decrypt: its ephemeral key is not a point on ${t.curve}`);
     }
-    entry = { z };
+    entry = { z, point };
     if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
     cache.set(id, entry);
   }
@@ -200,7 +205,7 @@ function sharedFor(keyring: Keyring, t: EvToken): CacheEntry {
 }
 
 function kdfKey(entry: CacheEntry, t: EvToken): Buffer {
-  return (entry.kdf ??= deriveEvKey(t.curve, entry.z, t.ephemeralPublicKey));
+  return (entry.kdf ??= deriveEvKey(t.curve, entry.z, entry.point));
 }
 
 function gcmOpen(key: Buffer, iv: Uint8Array, aad: Uint8Array | null, body: Uint8Array): Buffer | null {

@@ -118,8 +118,7 @@ export function decompressPoint(curve: EvCurve, compressed: Uint8Array): Buffer 
   return ecdh.getPublicKey(null, 'uncompressed');
 }
 
-/** SHA-256(Z ‖ 00000001 ‖ explicit-SPKI(ephemeral)). `ephemeral` is the compressed point from the token. */
-export function deriveEvKey(curve: EvCurve, sharedX: Uint8Array, ephemeralCompressed: Uint8Array): Buffer {
-  const uncompressed = decompressPoint(curve, ephemeralCompressed);
-  return createHash('sha256').update(sharedX).update(COUNTER).update(SPKI_PREFIX[curve]).update(uncompressed).digest();
+/** SHA-256(Z ‖ 00000001 ‖ explicit-SPKI(ephemeral)), with the ephemeral point uncompressed (65 bytes). */
+export function deriveEvKey(curve: EvCurve, sharedX: Uint8Array, ephemeralUncompressed: Uint8Array): Buffer {
+  return createHash('sha256').update(sharedX).update(COUNTER).update(SPKI_PREFIX[curve]).update(ephemeralUncompressed).digest();
 }
