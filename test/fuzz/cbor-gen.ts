@@ -4,6 +4,7 @@
 // info, breaks, lying lengths). `keys` steers map keys toward the names a decoder looks up.
 import fc from 'fast-check';
 import { bytes } from './mutate.ts';
+import { concatBytes } from '../../src/util/bytes.ts';
 
 /** A CBOR head of major type `major` with argument n; `width` forces a (possibly non-minimal) encoding. */
 export function cborHead(major: number, n: number, width?: 0 | 1 | 2 | 4 | 8): Uint8Array {
@@ -20,17 +21,7 @@ export function cborHead(major: number, n: number, width?: 0 | 1 | 2 | 4 | 8): U
   return out;
 }
 
-export function cborConcat(parts: readonly Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+export const cborConcat = (parts: readonly Uint8Array[]): Uint8Array => concatBytes(...parts);
 
 const te = new TextEncoder();
 export const cborText = (s: string): Uint8Array => {

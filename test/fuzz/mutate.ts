@@ -2,6 +2,7 @@
 // (bit flips, byte set/insert/delete, truncation, length-field corruption, CBOR head corruption, duplication,
 // splice of two valid inputs). Every generator is bounded in size so a single case always runs fast.
 import fc from 'fast-check';
+import { concatBytes } from '../../src/util/bytes.ts';
 
 /** Arbitrary bytes up to `maxLength`, lengths spread over the whole range (not fast-check's "small" default). */
 export function bytes(maxLength: number, minLength = 0): fc.Arbitrary<Uint8Array> {
@@ -61,17 +62,6 @@ function writeUint(b: Uint8Array, at: number, width: number, value: number, litt
   for (let i = 0; i < width && at + i < b.length; i++) b[at + i] = out[i]!;
 }
 
-function cat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 /**
  * Applies `muts` in order to a copy of `input`. `other` (a second valid input) is the source of splices:
@@ -83,13 +73,13 @@ export function applyMutations(input: Uint8Array, muts: readonly Mutation[], oth
     const len = b.length;
     if (m.op === 'insert') {
       const at = m.at % (len + 1);
-      b = cat(b.subarray(0, at), Uint8Array.from(m.values), b.subarray(at));
+      b = concatBytes(b.subarray(0, at), Uint8Array.from(m.values), b.subarray(at));
       continue;
     }
     if (m.op === 'splice') {
       const at = m.at % (len + 1);
       const from = other.length === 0 ? 0 : m.from % other.length;
-      b = cat(b.subarray(0, at), other.subarray(from));
+      b = concatBytes(b.subarray(0, at), other.subarray(from));
       continue;
     }
     if (len === 0) continue;
@@ -102,7 +92,7 @@ export function applyMutations(input: Uint8Array, muts: readonly Mutation[], oth
         b[at] = m.value;
         break;
       case 'delete':
-        b = cat(b.subarray(0, at), b.subarray(at + m.count));
+        b = concatBytes(b.subarray(0, at), b.subarray(at + m.count));
         break;
       case 'truncate':
         b = b.slice(0, at);
@@ -114,7 +104,7 @@ export function applyMutations(input: Uint8Array, muts: readonly Mutation[], oth
         b[at] = (b[at]! & 0xe0) | m.info;
         break;
       case 'duplicate':
-        b = cat(b.subarray(0, at + m.count), b.subarray(at));
+        b = concatBytes(b.subarray(0, at + m.count), b.subarray(at));
         break;
     }
   }
