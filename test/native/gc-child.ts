@@ -1,17 +1,32 @@
 // Run by gc.test.ts with --expose-gc: sockets dropped without close() are closed by the addon's finalizer,
 // including one whose poll handle is active-then-stopped and one mid-connect.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { loadNative, POLL_READABLE } from '../../src/transport/native.ts';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error('run with --expose-gc');
-const fds = (): number => readdirSync('/proc/self/fd').length;
+// Socket fds by number → inode. Only sockets are compared: the loader (tsx/esbuild) opens and closes pipes and
+// files of its own meanwhile, which made a raw fd count flaky.
+const sockets = (): Map<string, string> => {
+  const out = new Map<string, string>();
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith('socket:')) out.set(fd, target);
+    } catch {
+      // closed between readdir and readlink
+    }
+  }
+  return out;
+};
+const added = (from: Map<string, string>, to: Map<string, string>): number =>
+  [...to].filter(([fd, target]) => from.get(fd) !== target).length;
 const native = loadNative();
 const dir = process.argv[2]!;
 const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
 
-const before = fds();
+const before = sockets();
 (() => {
   const l = native.listen({ family: 'unix', path: path.join(dir, 'gc.sock') });
   const c = native.connect({ family: 'unix', path: path.join(dir, 'gc.sock') });
@@ -22,11 +37,11 @@ const before = fds();
   void c;
   void a;
 })();
-const during = fds();
+const during = sockets();
 for (let i = 0; i < 10; i++) {
   gc();
   await tick();
 }
-const after = fds();
+const after = sockets();
 const s = native.stats();
-console.log(JSON.stringify({ before, during, after, opened: s.opened, closed: s.closed }));
+console.log(JSON.stringify({ during: added(before, during), after: added(before, after), opened: s.opened, closed: s.closed }));
