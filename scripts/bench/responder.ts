@@ -14,6 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
 import { askChild, closedLoopPerSec, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
@@ -86,12 +87,15 @@ const drain = (s: net.Socket): Promise<void> => new Promise((r) => s.once('drain
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements
 
-/** Application bytes per client write on both paths (the agent path sends one StreamData per block). */
-const BLOCK = 16 * 1024;
+/**
+ * Application bytes per client write: on the agent path what our client SDK puts in one StreamData (its chunk
+ * budget: 64,000 B bstr, 32,000 B int-array); the relay gets 64,000-byte writes.
+ */
+const RELAY_BLOCK = chunkBudget('bstr');
 
 async function streamThroughput(port: number, totalBytes: number, enc: ByteEncoding): Promise<number> {
   const c = await NoiseClient.connect(port);
-  const block = new Uint8Array(BLOCK).map((_, i) => (i * 13) & 0xff);
+  const block = new Uint8Array(chunkBudget(enc)).map((_, i) => (i * 13) & 0xff);
   let received = 0;
   const t0 = performance.now();
   const done = new Promise<void>((resolve) => {
@@ -102,7 +106,8 @@ async function streamThroughput(port: number, totalBytes: number, enc: ByteEncod
   });
   c.send({ type: 'OpenStream', id: 1, payload: new Uint8Array(0) }, enc);
   for (let sent = 0; sent < totalBytes; sent += block.length) {
-    if (!c.send({ type: 'StreamData', id: 1, payload: block }, enc)) await drain(c.socket);
+    const payload = totalBytes - sent < block.length ? block.subarray(0, totalBytes - sent) : block;
+    if (!c.send({ type: 'StreamData', id: 1, payload }, enc)) await drain(c.socket);
   }
   c.send({ type: 'StreamClose', id: 1, half: 'Write' });
   await done;
@@ -115,7 +120,7 @@ async function streamThroughput(port: number, totalBytes: number, enc: ByteEncod
 async function relayThroughput(port: number, totalBytes: number): Promise<number> {
   const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
   await new Promise<void>((r) => s.once('connect', r));
-  const block = Buffer.from(new Uint8Array(BLOCK).map((_, i) => (i * 13) & 0xff));
+  const block = Buffer.from(new Uint8Array(RELAY_BLOCK).map((_, i) => (i * 13) & 0xff));
   let received = 0;
   const t0 = performance.now();
   const done = new Promise<void>((resolve) => {
@@ -124,7 +129,9 @@ async function relayThroughput(port: number, totalBytes: number): Promise<number
       if (received >= totalBytes) resolve();
     });
   });
-  for (let sent = 0; sent < totalBytes; sent += block.length) if (!s.write(block)) await drain(s);
+  for (let sent = 0; sent < totalBytes; sent += block.length) {
+    if (!s.write(totalBytes - sent < block.length ? block.subarray(0, totalBytes - sent) : block)) await drain(s);
+  }
   await done;
   const ms = performance.now() - t0;
   s.destroy();
@@ -220,13 +227,13 @@ export default async function bench(): Promise<void> {
 
   // RESPONDER_BENCH_PROFILE=<dir>: write a CPU profile of the agent process there.
   const profile = process.env.RESPONDER_BENCH_PROFILE;
-  const execArgv = ['--import', 'tsx', '--expose-gc', ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])];
+  const execArgv = ['--import', 'tsx', '--expose-gc', ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])];
   const child = fork(SELF, ['--agent-child'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
 
-    // Streams. Both paths move the same bytes in the same 16 KiB client writes through the same process layout
+    // Streams. Both paths move the same bytes in client writes of the SDK's chunk size through the same process layout
     // (client + echo app here, relay or agent in the child). The machine may be shared: the three paths run in
     // interleaved rounds and each ratio is the median of the per-round ratios. CPU ms per MiB (both processes,
     // user + system) is printed too: it is far less sensitive to other load than wall-clock throughput.
@@ -247,7 +254,9 @@ export default async function bench(): Promise<void> {
       const mib = total[name] / MB;
       runs[name].push({ mibs, childMs: (c1 - c0) / 1000 / mib, selfMs: (s.user + s.system) / 1000 / mib });
     };
-    for (let r = 0; r < rounds; r++) for (const name of ['relay', 'bstr', 'array'] as const) await run(name);
+    // RESPONDER_BENCH_PATHS=relay,bstr: run only those paths (e.g. to profile one encoding).
+    const paths = (process.env.RESPONDER_BENCH_PATHS ?? 'relay,bstr,array').split(',') as PathName[];
+    for (let r = 0; r < rounds; r++) for (const name of paths) await run(name);
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const ratios = (name: PathName): number[] => runs[name].map((x, i) => x.mibs / runs.relay[i]!.mibs);
     const range = (xs: number[]): string => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
@@ -262,8 +271,8 @@ export default async function bench(): Promise<void> {
     const rows = [
       ['path', 'MiB/s', 'vs plain TCP relay', 'per-round range', 'relay/agent CPU ms/MiB', 'client+app CPU ms/MiB'],
       row('plain TCP relay (baseline)', 'relay'),
-      row('agent stream, bstr', 'bstr', 0.5),
-      row('agent stream, int-array', 'array', 0.25),
+      ...(paths.includes('bstr') ? [row('agent stream, bstr', 'bstr', 0.5)] : []),
+      ...(paths.includes('array') ? [row('agent stream, int-array', 'array', 0.25)] : []),
     ];
     printTable(`responder: stream echo throughput (MiB/s of payload, agent in its own process, median of ${rounds} interleaved rounds)`, rows);
     if (process.env.RESPONDER_BENCH_ONLY === 'streams') return;

@@ -5,7 +5,7 @@
 // stops decoding frames while the sum over its streams is over budget — the protocol has no per-stream
 // credit, so pausing the whole session (like TCP would) is the only lossless choice; it lasts only until
 // the slow app drains below half the budget.
-// App → client: app reads become StreamData frames of ≤ 16 KiB: full 16 KiB pieces go out at once, and the
+// App → client: app reads become StreamData frames of ≤ streamChunk(encoding): full pieces go out at once, and the
 // tail of a read waits until the end of the current I/O phase (setImmediate) so that the small reads the app
 // produced meanwhile share its frame — no timer, no added latency beyond one event-loop turn. The session
 // pauses every stream's app socket while the client connection's write queue is over budget.
@@ -14,12 +14,22 @@
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 
-/** Largest StreamData payload we send (WIRE.md §5: one per read, ≤ 16 KiB). */
+/** Largest StreamData payload we send on an int-array stream (WIRE.md §5: what the compat client expects, ≤ 16 KiB). */
 export const STREAM_CHUNK = 16 * 1024;
+/**
+ * Largest StreamData payload on a bstr stream. Only our client speaks bstr ([ours]), and it reads any frame up to
+ * the 65,535-byte limit; 64,000 bytes (our client's own write budget) fills a frame, so a bulk stream costs a
+ * quarter of the messages — AEAD calls, CBOR heads, writes — of 16 KiB pieces.
+ */
+export const BSTR_STREAM_CHUNK = 64_000;
+
+export function streamChunk(enc: ByteEncoding): number {
+  return enc === 'bstr' ? BSTR_STREAM_CHUNK : STREAM_CHUNK;
+}
 
 /** What a stream needs from its session. */
 export interface StreamOwner {
-  /** App bytes for the client (≤ STREAM_CHUNK). */
+  /** App bytes for the client (≤ streamChunk(stream.encoding)). */
   streamData(stream: AppStream, payload: Uint8Array): void;
   /** The app closed its side (EOF), or went away without error. */
   streamClosed(stream: AppStream): void;
@@ -35,6 +45,7 @@ export class AppStream {
   readonly id: number;
   /** Encoding of the OpenStream; every message the agent sends for this stream uses it. */
   readonly encoding: ByteEncoding;
+  readonly #chunk: number;
   readonly #owner: StreamOwner;
   #app: Duplex | null = null;
   #pending: Uint8Array[] = [];
@@ -54,6 +65,7 @@ export class AppStream {
     this.#owner = owner;
     this.id = id;
     this.encoding = encoding;
+    this.#chunk = streamChunk(encoding);
     this.#appPaused = appPaused;
     if (firstBytes.length > 0) this.#queue(firstBytes);
   }
@@ -155,7 +167,7 @@ export class AppStream {
     this.#app?.uncork();
   };
 
-  /** App bytes read but not yet sent (< STREAM_CHUNK in total): views of the app's read buffers. */
+  /** App bytes read but not yet sent (< one chunk in total): views of the app's read buffers. */
   #tail: Uint8Array[] = [];
   #tailBytes = 0;
   #flushScheduled = false;
@@ -163,21 +175,22 @@ export class AppStream {
   readonly #onData = (chunk: Buffer): void => {
     if (this.#closeSent) return;
     this.bytesToClient += chunk.length;
+    const max = this.#chunk;
     let off = 0;
     if (this.#tailBytes > 0) {
-      const need = STREAM_CHUNK - this.#tailBytes;
+      const need = max - this.#tailBytes;
       if (chunk.length < need) {
         this.#tail.push(chunk);
         this.#tailBytes += chunk.length;
         return; // the scheduled flush sends it
       }
       this.#tail.push(chunk.subarray(0, need));
-      this.#tailBytes = STREAM_CHUNK;
+      this.#tailBytes = max;
       this.#flushTail();
       off = need;
     }
-    for (; chunk.length - off >= STREAM_CHUNK; off += STREAM_CHUNK) {
-      this.#owner.streamData(this, chunk.subarray(off, off + STREAM_CHUNK));
+    for (; chunk.length - off >= max; off += max) {
+      this.#owner.streamData(this, chunk.subarray(off, off + max));
     }
     if (off < chunk.length) {
       this.#tail.push(off === 0 ? chunk : chunk.subarray(off));

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { AppStream, STREAM_CHUNK, type StreamOwner } from '../../src/responder/streams.ts';
+import { AppStream, BSTR_STREAM_CHUNK, STREAM_CHUNK, type StreamOwner } from '../../src/responder/streams.ts';
 
 type Event = { kind: 'data'; payload: Uint8Array } | { kind: 'close' } | { kind: 'error'; message: string };
 
@@ -36,7 +36,7 @@ function dataOf(events: Event[]): Uint8Array[] {
 describe('AppStream app → client', () => {
   it('coalesces small app reads of one event-loop turn into StreamData of up to 16 KiB, bytes in order', async () => {
     const o = owner();
-    const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
+    const s = new AppStream(o, 1, 'array', new Uint8Array(0), false);
     const app = fakeApp();
     s.attach(app);
     const reads = Array.from({ length: 300 }, (_, i) => pattern(100, i)); // 30,000 bytes in 300 reads
@@ -64,9 +64,9 @@ describe('AppStream app → client', () => {
     s.destroy();
   });
 
-  it('never sends a StreamData above 16 KiB and keeps every byte across mixed read sizes', async () => {
+  it('never sends a StreamData above 16 KiB on an int-array (compat) stream and keeps every byte across mixed read sizes', async () => {
     const o = owner();
-    const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
+    const s = new AppStream(o, 1, 'array', new Uint8Array(0), false);
     const app = fakeApp();
     s.attach(app);
     const reads: Buffer[] = [];
@@ -80,6 +80,40 @@ describe('AppStream app → client', () => {
     await turn();
     const sent = dataOf(o.events);
     expect(Math.max(...sent.map((p) => p.length))).toBeLessThanOrEqual(STREAM_CHUNK);
+    expect(Buffer.concat(sent).equals(Buffer.concat(reads))).toBe(true);
+    s.destroy();
+  });
+
+  it('fills bstr StreamData (our clients only) up to 64,000 bytes: a 150,000-byte read is three messages', async () => {
+    const o = owner();
+    const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
+    const app = fakeApp();
+    s.attach(app);
+    const big = pattern(150_000, 5);
+    app.push(big);
+    await turn();
+    await turn();
+    expect(dataOf(o.events).map((p) => p.length)).toEqual([BSTR_STREAM_CHUNK, BSTR_STREAM_CHUNK, 150_000 - 2 * BSTR_STREAM_CHUNK]);
+    expect(Buffer.concat(dataOf(o.events)).equals(big)).toBe(true);
+    s.destroy();
+  });
+
+  it('coalesces small bstr reads of one turn into one StreamData, never above 64,000 bytes', async () => {
+    const o = owner();
+    const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
+    const app = fakeApp();
+    s.attach(app);
+    const reads: Buffer[] = [];
+    for (let i = 0; i < 200; i++) {
+      const r = pattern([1, 700, 16_384, 63_999, 64_000, 64_001, 100_000][i % 7]!, i);
+      reads.push(r);
+      app.push(r);
+      if (i % 5 === 0) await turn();
+    }
+    await turn();
+    await turn();
+    const sent = dataOf(o.events);
+    expect(Math.max(...sent.map((p) => p.length))).toBe(BSTR_STREAM_CHUNK);
     expect(Buffer.concat(sent).equals(Buffer.concat(reads))).toBe(true);
     s.destroy();
   });
