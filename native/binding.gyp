@@ -6,7 +6,8 @@
         "src/addon.c",
         "src/socket.c",
         "src/nsm.c",
-        "src/loopback.c"
+        "src/loopback.c",
+        "src/intarray.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

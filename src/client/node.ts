@@ -4,6 +4,7 @@ import { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
 import { WebSocket as UndiciWebSocket } from 'undici';
 import { nodePrimitives } from '../noise/suite-node.ts';
+import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import type { WebSocketConstructor } from './channel.ts';
 import { connect as connectBrowser, type Client, type ClientStream, type ConnectOptions } from './index.ts';
 
@@ -11,6 +12,7 @@ export * from './index.ts';
 
 /** connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket. */
 export function connect(url: string, options: ConnectOptions): Promise<Client> {
+  installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
   const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (UndiciWebSocket as unknown as WebSocketConstructor);
   return connectBrowser(url, { primitives: nodePrimitives, ...options, WebSocket });
 }

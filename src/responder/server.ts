@@ -8,6 +8,7 @@ import { nodePrimitives } from '../noise/suite-node.ts';
 import { listenTcp, type TcpListenAddress } from '../transport/tcp.ts';
 import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix, type UnixListenAddress } from '../transport/unix.ts';
+import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import { createControlNonce, parseControlPublicKey, type ControlHandler, type ControlNonceState, type ControlPublicKeyInput } from './control.ts';
 import { ResponderError } from './errors.ts';
 import type { Forwarder } from './forwarder.ts';
@@ -67,6 +68,7 @@ export function createResponder(opts: ResponderOptions): Responder {
   if (opts.nsm === undefined || opts.forwarder === undefined) {
     throw new ResponderError('RESPONDER_BAD_OPTIONS', 'nsm and forwarder are required');
   }
+  installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
   const limits = resolveLimits(opts.limits);
   const logger = opts.logger ?? pino({ enabled: false });
   const controlNonce = opts.controlNonce ?? createControlNonce();

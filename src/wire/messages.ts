@@ -257,9 +257,49 @@ function bigMask(x: number): number {
 }
 const ALL_BIG = 0x80808080 | 0;
 
+/**
+ * A faster implementation of the int-array loops (countBig, writeIntArray, the int-array branch of Cursor.bytes)
+ * that node-only code may install: src/wire/native-int-array.ts puts the C addon here. This file stays
+ * browser-safe: it never loads anything; without a codec (the default, and always in browsers) the JS loops run.
+ */
+export interface IntArrayCodec {
+  /** Elements of `src` that are ≥ 24. */
+  count(src: Uint8Array): number;
+  /** Writes `src` as int-array elements (no array head) at dst[dstOffset..]; returns the end offset. */
+  encode(src: Uint8Array, dst: Uint8Array, dstOffset: number): number;
+  /**
+   * Decodes up to `n` (< 2^26) elements at src[srcOffset..] into dst[dstOffset..] while each is `v` (v < 24) or
+   * `0x18 v`; stops at any other element and at the end of `src`. Returns decoded + consumed × 2^26 (elements
+   * written, input bytes read). The JS reader continues from there (non-minimal heads, errors).
+   */
+  decode(src: Uint8Array, srcOffset: number, n: number, dst: Uint8Array, dstOffset: number): number;
+}
+
+/** Default for setIntArrayCodec: below ~256 bytes the ~0.2 µs of an N-API call outweighs the faster loop. */
+export const INT_ARRAY_CODEC_THRESHOLD = 256;
+const DECODE_SCALE = 0x4000000; // 2^26
+let intCodec: IntArrayCodec | null = null;
+let intCodecMin = Infinity;
+
+/**
+ * Installs `codec` for byte fields of at least `threshold` bytes (elements, on decode), or with null restores
+ * the JS loops. Process-wide. The codec must give exactly what the JS loops give.
+ */
+export function setIntArrayCodec(codec: IntArrayCodec | null, threshold: number = INT_ARRAY_CODEC_THRESHOLD): void {
+  if (!Number.isSafeInteger(threshold) || threshold < 0) throw new RangeError(`threshold must be an integer ≥ 0, got ${threshold}`);
+  intCodec = codec;
+  intCodecMin = codec === null ? Infinity : threshold;
+}
+
+/** The installed codec, or null. */
+export function getIntArrayCodec(): IntArrayCodec | null {
+  return intCodec;
+}
+
 /** Elements ≥ 24, which take two bytes (0x18 v) in an int array; the others take one. */
 function countBig(b: Uint8Array): number {
   const n = b.length;
+  if (n >= intCodecMin) return intCodec!.count(b);
   let big = 0;
   let i = 0;
   if (n >= 8) {
@@ -281,6 +321,7 @@ function writeIntArray(out: Uint8Array, p: number, b: Uint8Array, big: number): 
     out.set(b, p); // every element < 24 encodes as itself
     return p + n;
   }
+  if (n >= intCodecMin) return intCodec!.encode(b, out, p);
   const dst = new DataView(out.buffer, out.byteOffset, out.byteLength);
   const src = new DataView(b.buffer, b.byteOffset, n);
   let i = 0;
@@ -686,6 +727,22 @@ class Cursor {
     const end = this.len;
     let p = this.p;
     let i = 0;
+    // The installed codec (if any) for long arrays; after it stops, the element at p is one the fast paths
+    // below would not take either: byteElement decodes it (or throws), then the codec again while it pays.
+    let codec = n >= intCodecMin && n < DECODE_SCALE ? intCodec : null;
+    while (codec !== null) {
+      const r = codec.decode(this.b, p, n - i, out, i);
+      const done = r % DECODE_SCALE;
+      i += done;
+      p += (r - done) / DECODE_SCALE;
+      if (i === n) break;
+      this.p = p;
+      out[i] = this.byteElement(name, i);
+      i++;
+      p = this.p;
+      // a run shorter than the threshold (e.g. every other element non-minimal): the JS loop, without calls
+      if (done < intCodecMin || n - i < intCodecMin) codec = null;
+    }
     while (i < n) {
       // Fast path: two `0x18 v` elements per big-endian u32 read.
       const pairs = Math.min((n - i) >> 1, (end - p) >> 2);
