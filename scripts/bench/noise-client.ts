@@ -5,8 +5,8 @@ import net from 'node:net';
 import { createHandshake } from '../../src/noise/handshake.ts';
 import type { CipherState } from '../../src/noise/cipher-state.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
-import { encodeFrame, FrameReader } from '../../src/wire/frames.ts';
-import { decodeServerMessage, encodeClientMessage, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
+import { encodeFrameHeader, FrameReader } from '../../src/wire/frames.ts';
+import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
 
 export class NoiseClient {
   readonly socket: net.Socket;
@@ -46,7 +46,18 @@ export class NoiseClient {
 
   /** false: the socket buffer is full, wait for drain. */
   send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
-    return this.socket.write(encodeFrame(this.#send.encrypt(encodeClientMessage(m, enc))));
+    // Header and ciphertext parts as one corked writev: a large bstr payload is encrypted without being copied
+    // into the message first, and the ciphertext is not copied into a frame (what the SDK's node transport does).
+    const ct = this.#send.encryptParts(encodeClientMessageParts(m, enc));
+    let len = 0;
+    for (const p of ct) len += p.length;
+    const s = this.socket;
+    s.cork();
+    s.write(encodeFrameHeader(len));
+    for (let i = 0; i < ct.length - 1; i++) s.write(ct[i]!);
+    const ok = s.write(ct[ct.length - 1]!);
+    s.uncork();
+    return ok;
   }
 
   next(): Promise<ServerMessage> {

@@ -8,8 +8,8 @@
 import { createHandshake } from '../noise/handshake.ts';
 import type { CipherState } from '../noise/cipher-state.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
-import { encodeFrame, FrameReader } from '../wire/frames.ts';
-import { decodeServerMessage, encodeClientMessage, type ByteEncoding, type ClientMessage, type ServerMessage } from '../wire/messages.ts';
+import { encodeFrameParts, FrameReader } from '../wire/frames.ts';
+import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../wire/messages.ts';
 import { abortError, ClientError } from './errors.ts';
 
 const HS2_LEN = 48;
@@ -170,7 +170,8 @@ export class Channel {
     }
     let frame: Uint8Array;
     try {
-      frame = encodeFrame(this.#send.encrypt(encodeClientMessage(msg, this.encoding)));
+      // in parts: a large bstr payload is encrypted where it lies, and the ciphertext copied once, into the frame
+      frame = encodeFrameParts(this.#send.encryptParts(encodeClientMessageParts(msg, this.encoding)));
     } catch (err) {
       // An encoding problem is the caller's (sizes are checked before); an encryption failure poisons the channel.
       throw new ClientError('CLIENT_PROTOCOL', `cannot send ${msg.type}: ${(err as Error)?.message ?? String(err)}`, { cause: err });

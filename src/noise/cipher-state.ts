@@ -1,12 +1,13 @@
 // A Noise transport CipherState (spec rev 34 §5.1): one key, one 64-bit counter, one direction.
+import { concatBytes } from '../util/bytes.ts';
 import { NoiseError } from './errors.ts';
 import { KEY_LEN, MAX_MESSAGE_LEN, MAX_NONCE, TAG_LEN, checkKeyLength, type CipherName, type NoisePrimitives } from './primitives.ts';
 
 const EMPTY = new Uint8Array(0);
 
-/** Primitives that can return a ciphertext as (body, tag) without concatenating them (suite-node.ts). */
+/** Primitives that encrypt a plaintext given in parts into ciphertext parts + tag, without concatenating (suite-node.ts). */
 interface PartsPrimitives {
-  encryptParts?: (cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: Uint8Array) => Uint8Array[];
+  encryptParts?: (cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: readonly Uint8Array[]) => Uint8Array[];
 }
 
 export class CipherState {
@@ -54,18 +55,22 @@ export class CipherState {
   }
 
   /**
-   * Like `encrypt`, but the ciphertext may come back in consecutive parts (body, tag) when the primitives can
-   * produce them without the final concatenating copy (the node suite); their concatenation is exactly what
-   * `encrypt` would have returned. For callers that copy the bytes onward anyway (FrameWriter.writeFrameParts).
+   * Like `encrypt` for a plaintext given as consecutive parts (their concatenation is the message); the
+   * ciphertext may come back in consecutive parts (the node suite: one per plaintext part, then the tag) whose
+   * concatenation is exactly what `encrypt` returns for the concatenated plaintext. For callers that copy the
+   * bytes onward anyway (FrameWriter.writeFrameParts): no plaintext or ciphertext concatenation.
    */
-  encryptParts(plaintext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array[] {
-    const parts = (this.#primitives as PartsPrimitives).encryptParts;
-    if (parts === undefined) return [this.encrypt(plaintext, ad)];
-    if (plaintext.length + TAG_LEN > MAX_MESSAGE_LEN) {
-      throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN - TAG_LEN} bytes of plaintext, found ${plaintext.length}`);
+  encryptParts(plaintext: Uint8Array | readonly Uint8Array[], ad: Uint8Array = EMPTY): Uint8Array[] {
+    const parts = plaintext instanceof Uint8Array ? [plaintext] : plaintext;
+    let len = 0;
+    for (const p of parts) len += p.length;
+    if (len + TAG_LEN > MAX_MESSAGE_LEN) {
+      throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN - TAG_LEN} bytes of plaintext, found ${len}`);
     }
+    const encryptParts = (this.#primitives as PartsPrimitives).encryptParts;
+    if (encryptParts === undefined) return [this.encrypt(parts.length === 1 ? parts[0]! : concatBytes(...parts), ad)];
     const n = this.#checkedNonce();
-    const out = parts(this.#cipher, this.#key, n, ad, plaintext);
+    const out = encryptParts(this.#cipher, this.#key, n, ad, parts);
     this.#nonce = n + 1n;
     return out;
   }

@@ -128,24 +128,34 @@ function view(buf: Buffer): Uint8Array {
 
 // One scratch IV: createCipheriv copies it, and everything here is synchronous.
 const iv = new Uint8Array(12);
+const EMPTY = new Uint8Array(0);
 
 /**
- * AEAD encrypt as two parts, ciphertext body and 16-byte tag (what `encrypt` returns, concatenated), so a caller
- * that copies them into a larger buffer anyway (a FrameWriter merging frames) saves a copy and an allocation.
+ * AEAD encrypt of a plaintext given as consecutive parts (its concatenation is the message) into ciphertext
+ * parts: one per plaintext part, then the 16-byte tag. The concatenation is what `encrypt` returns for the
+ * concatenated plaintext (ChaCha20 and GCM are stream modes: `update` per part continues the keystream). A caller
+ * that copies the bytes onward anyway (a FrameWriter) saves the plaintext and ciphertext concatenations.
  */
-function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: Uint8Array): [Uint8Array, Uint8Array] {
+function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: Uint8Array | readonly Uint8Array[]): Uint8Array[] {
   checkCipher(cipher);
   checkNonce(nonce);
+  const parts = plaintext instanceof Uint8Array ? [plaintext] : plaintext;
   const k = secretKeyObject(key);
   const n = writeNonce(cipher, nonce, iv);
   const c =
     cipher === 'ChaChaPoly'
       ? createCipheriv('chacha20-poly1305', k, n, { authTagLength: TAG_LEN })
       : createCipheriv('aes-256-gcm', k, n, { authTagLength: TAG_LEN });
-  if (ad.length > 0) c.setAAD(ad, { plaintextLength: plaintext.length });
-  const body = c.update(plaintext);
+  if (ad.length > 0) {
+    let len = 0;
+    for (const p of parts) len += p.length;
+    c.setAAD(ad, { plaintextLength: len });
+  }
+  const out: Uint8Array[] = [];
+  for (const p of parts) if (p.length > 0) out.push(view(c.update(p)));
   c.final(); // stream ciphers: always empty
-  return [view(body), view(c.getAuthTag())];
+  out.push(view(c.getAuthTag()));
+  return out;
 }
 
 export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptParts } = {
@@ -185,7 +195,9 @@ export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptPar
   },
 
   encrypt(cipher, key, nonce, ad, plaintext): Uint8Array {
-    const [body, tag] = encryptParts(cipher, key, nonce, ad, plaintext);
+    const parts = encryptParts(cipher, key, nonce, ad, plaintext);
+    const tag = parts[parts.length - 1]!;
+    const body = parts.length === 2 ? parts[0]! : EMPTY; // one plaintext part (none when it is empty)
     const out = new Uint8Array(body.length + TAG_LEN);
     out.set(body, 0);
     out.set(tag, body.length);

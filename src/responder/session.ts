@@ -25,7 +25,7 @@ import { FrameWriter } from '../wire/frame-writer.ts';
 import { FrameReader } from '../wire/frames.ts';
 import {
   decodeClientMessage,
-  encodeServerMessage,
+  encodeServerMessageParts,
   MAX_MESSAGE_LEN,
   serverMessageSize,
   type ByteEncoding,
@@ -575,8 +575,8 @@ export class Session implements StreamOwner {
     if (this.#state === 'closed' || this.#send === null) return Promise.resolve();
     let ct: Uint8Array[];
     try {
-      // body and tag separately: the writer copies them straight into its write buffer
-      ct = this.#send.encryptParts(encodeServerMessage(msg, enc));
+      // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as they are.
+      ct = this.#send.encryptParts(encodeServerMessageParts(msg, enc));
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();

@@ -3,7 +3,7 @@
 // a writev() of queued chunks that adds up to more than the cap.
 import type { Writable } from 'node:stream';
 import { WireError } from './errors.ts';
-import { encodeFrame, encodeFrameHeader, MAX_WRITE } from './frames.ts';
+import { encodeFrame, encodeFrameHeader, encodeFrameParts, MAX_WRITE } from './frames.ts';
 
 interface Job {
   /** The job's bytes, in order (a frame: [length prefix, ciphertext]; raw bytes: one part). */
@@ -24,7 +24,8 @@ export interface FrameWriterOptions {
   maxWrite?: number;
   /**
    * Merge queued frames into shared writes of up to `maxWrite` bytes (default false: one frame per write,
-   * split at `maxWrite`). The output is the same byte stream either way; merged writes cut across frame
+   * split at `maxWrite`). A sink with `_writev` (net.Socket) gets a merged write as corked views of the parts —
+   * one writev syscall, no copy of large parts; other sinks get one buffer. The output is the same byte stream either way; merged writes cut across frame
    * boundaries where `maxWrite` falls, exactly like the split of a frame larger than `maxWrite`. Writes stay
    * one at a time, so nothing can coalesce past `maxWrite`; raw writes are never merged. With merging on, the
    * first write of a burst starts on the next tick, so the frames queued by one synchronous run share writes.
@@ -34,14 +35,14 @@ export interface FrameWriterOptions {
 
 /**
  * Serialises every write of one connection. Guarantees:
- * - no single `sink.write()` larger than `maxWrite` (default 32768);
+ * - no single write larger than `maxWrite` (default 32768): one `sink.write()`, or (merging into a sink with
+ *   `_writev`) a corked run of chunks that add up to at most `maxWrite` — one writev syscall;
  * - writes are issued strictly one at a time: the next only after the previous write's callback, so Node's
  *   writev can never coalesce queued chunks into a larger syscall (this holds only if nothing else writes to
  *   the same sink — route every write of the connection through one FrameWriter);
  * - FIFO order across concurrent callers, and the pieces of one frame are never interleaved with another's;
  * - `writeRaw` bytes of ≤ maxWrite go out as exactly one write holding nothing else;
- * - with `coalesce`, consecutive queued frames are packed into writes of up to `maxWrite` bytes (one copy
- *   into a fresh buffer per merged write);
+ * - with `coalesce`, consecutive queued frames are packed into writes of up to `maxWrite` bytes;
  * - once the sink errors, ends or closes, every pending and later call rejects with WIRE_SINK_CLOSED.
  *
  * Backpressure: each promise resolves when the sink has accepted the last byte of that call (for a net.Socket:
@@ -54,6 +55,8 @@ export class FrameWriter {
   readonly #sink: Writable;
   readonly #maxWrite: number;
   readonly #coalesce: boolean;
+  /** The sink gathers corked chunks into one writev (net.Socket); otherwise merged writes are copied into one buffer. */
+  readonly #gather: boolean;
   #jobs: Job[] = [];
   #active = false;
   #scheduled = false;
@@ -78,6 +81,7 @@ export class FrameWriter {
     this.#sink = sink;
     this.#maxWrite = maxWrite;
     this.#coalesce = opts.coalesce === true;
+    this.#gather = typeof (sink as { _writev?: unknown })._writev === 'function';
     sink.on('error', this.#onError);
     sink.on('close', this.#onClose);
   }
@@ -111,20 +115,21 @@ export class FrameWriter {
   }
 
   /**
-   * Like `writeFrame` for a ciphertext given as consecutive parts (e.g. body and tag from
-   * CipherState.encryptParts): the frame is their concatenation. With `coalesce`, the parts are copied straight
-   * into the write buffer (no intermediate concatenation). The writer keeps the parts until the promise settles.
+   * Like `writeFrame` for a ciphertext given as consecutive parts (e.g. from CipherState.encryptParts): the
+   * frame is their concatenation. With `coalesce`, the parts go to the sink as they are (or are copied straight
+   * into a merged write buffer); without, they are copied once into the frame. The writer keeps the parts until
+   * the promise settles.
    */
   writeFrameParts(ciphertext: readonly Uint8Array[]): Promise<void> {
-    let len = 0;
-    for (const p of ciphertext) len += p.length;
     let parts: Uint8Array[];
     try {
       if (this.#coalesce) {
+        let len = 0;
+        for (const p of ciphertext) len += p.length;
         parts = [encodeFrameHeader(len)];
         for (const p of ciphertext) if (p.length > 0) parts.push(p);
       } else {
-        parts = [encodeFrame(ciphertext.length === 1 ? ciphertext[0]! : concatParts(ciphertext, len))];
+        parts = [encodeFrameParts(ciphertext)];
       }
     } catch (err) {
       return Promise.reject(err as Error);
@@ -153,8 +158,11 @@ export class FrameWriter {
     });
   }
 
-  /** The bytes of the next write, taken from the head job (and, when merging, the frame jobs after it). */
-  #nextChunk(): { chunk: Uint8Array; jobs: number } {
+  /**
+   * The next write, taken from the head job (and, when merging, the frame jobs after it): ≤ maxWrite bytes in
+   * one or more chunks. Several chunks only go to a sink that gathers (writev), as one syscall.
+   */
+  #nextWrite(): { chunks: Uint8Array[]; bytes: number; jobs: number } {
     const jobs = this.#jobs;
     const head = jobs[0]!;
     const max = this.#maxWrite;
@@ -165,33 +173,26 @@ export class FrameWriter {
       const n = Math.min(inPart, max);
       const chunk = part.subarray(head.off, head.off + n);
       this.#advance(head, n);
-      return { chunk, jobs: head.left === 0 ? 1 : 0 };
+      return { chunks: [chunk], bytes: n, jobs: head.left === 0 ? 1 : 0 };
     }
-    // Merge: copy from the head job onwards (frame jobs only) into one buffer of ≤ max bytes.
-    let total = 0;
-    let k = 0;
-    while (k < jobs.length && total < max) {
-      const job = jobs[k]!;
-      if (job.raw && k > 0) break;
-      total += job.left;
-      k++;
-    }
-    const size = Math.min(total, max);
-    const chunk = Buffer.allocUnsafe(size);
-    let filled = 0;
+    // Merge from the head job onwards (frame jobs only) up to max bytes, as views of the parts.
+    const views: Uint8Array[] = [];
+    let bytes = 0;
     let done = 0;
-    for (let j = 0; filled < size; j++) {
+    for (let j = 0; j < jobs.length && bytes < max; j++) {
       const job = jobs[j]!;
-      while (job.left > 0 && filled < size) {
+      if (job.raw && j > 0) break;
+      while (job.left > 0 && bytes < max) {
         const p = job.parts[job.part]!;
-        const n = Math.min(p.length - job.off, size - filled);
-        chunk.set(p.subarray(job.off, job.off + n), filled);
-        filled += n;
+        const n = Math.min(p.length - job.off, max - bytes);
+        views.push(p.subarray(job.off, job.off + n));
+        bytes += n;
         this.#advance(job, n);
       }
-      if (job.left === 0) done++;
+      if (job.left > 0) break;
+      done++;
     }
-    return { chunk, jobs: done };
+    return { chunks: this.#gather ? packSmall(views) : [concatParts(views, bytes)], bytes, jobs: done };
   }
 
   #advance(job: Job, n: number): void {
@@ -212,22 +213,32 @@ export class FrameWriter {
       this.#failAll(new WireError('WIRE_SINK_CLOSED', `sink is ${sink.destroyed ? 'destroyed' : 'ended'}`));
       return;
     }
-    const { chunk, jobs: finished } = this.#nextChunk();
+    const { chunks, bytes, jobs: finished } = this.#nextWrite();
     this.#active = true;
-    sink.write(chunk, (err?: Error | null) => {
+    const done = (err?: Error | null): void => {
       this.#active = false;
       if (this.#failure !== null) return; // already rejected (e.g. 'close' fired first)
       if (err) {
         this.#failAll(new WireError('WIRE_SINK_CLOSED', `write failed: ${err.message}`, { cause: err }));
         return;
       }
-      this.#queuedBytes -= chunk.length;
+      this.#queuedBytes -= bytes;
       if (finished > 0) {
-        const done = this.#jobs.splice(0, finished);
-        for (const job of done) job.resolve();
+        const settled = this.#jobs.splice(0, finished);
+        for (const job of settled) job.resolve();
       }
       this.#pump();
-    });
+    };
+    if (chunks.length === 1) {
+      sink.write(chunks[0], done);
+      return;
+    }
+    // Corked, the chunks reach the sink's _writev together: one syscall of `bytes` ≤ maxWrite.
+    sink.cork();
+    const last = chunks.length - 1;
+    for (let i = 0; i < last; i++) sink.write(chunks[i]);
+    sink.write(chunks[last], done);
+    sink.uncork();
   }
 
   #failAll(err: WireError): void {
@@ -241,6 +252,27 @@ export class FrameWriter {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Pieces shorter than this are copied together (a writev entry costs more than copying a few hundred bytes). */
+const GATHER_MIN = 1024;
+
+/** The views as writev chunks: runs of short views packed into one buffer each, long views as they are. */
+function packSmall(views: Uint8Array[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let i = 0;
+  while (i < views.length) {
+    if (views[i]!.length >= GATHER_MIN) {
+      out.push(views[i++]!);
+      continue;
+    }
+    let j = i;
+    let len = 0;
+    while (j < views.length && views[j]!.length < GATHER_MIN) len += views[j++]!.length;
+    out.push(j - i === 1 ? views[i]! : concatParts(views.slice(i, j), len));
+    i = j;
+  }
+  return out;
+}
 
 // Not util/bytes concatBytes: on the write path, reuses the length the caller already summed and takes the array without a spread.
 function concatParts(parts: readonly Uint8Array[], len: number): Uint8Array {

@@ -31,6 +31,21 @@ export function encodeFrame(ciphertext: Uint8Array): Uint8Array {
   return out;
 }
 
+/** `encodeFrame` of the concatenation of `ciphertext` (e.g. CipherState.encryptParts output): one copy. */
+export function encodeFrameParts(ciphertext: readonly Uint8Array[]): Uint8Array {
+  let len = 0;
+  for (const p of ciphertext) len += p.length;
+  checkFrameLen(len);
+  const out = new Uint8Array(FRAME_HEADER_LEN + len);
+  writeU32(out, len);
+  let at = FRAME_HEADER_LEN;
+  for (const p of ciphertext) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** The 4-byte `len:u32be` prefix of a frame whose ciphertext is `len` bytes. Throws like encodeFrame. */
 export function encodeFrameHeader(len: number): Uint8Array {
   checkFrameLen(len);

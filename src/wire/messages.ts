@@ -480,17 +480,48 @@ function sizeOf(v: Variant, fields: EncField[], enc: ByteEncoding): number {
 function encode(v: Variant, fields: EncField[], enc: ByteEncoding): Uint8Array {
   const size = sizeOf(v, fields, enc);
   const out = new Uint8Array(size);
+  const p = writeMessage(out, v, fields, enc, fields.length);
+  if (p !== size) throw encodeError(`internal: encoded ${p} bytes, sized ${size}`);
+  return out;
+}
+
+/** Writes the map head, the type and the first `count` fields at out[0..]; returns the end. */
+function writeMessage(out: Uint8Array, v: Variant, fields: EncField[], enc: ByteEncoding, count: number): number {
   out[0] = 0xa0 | (fields.length + 1);
   out.set(v.prefix, 1);
   let p = 1 + v.prefix.length;
-  for (const f of fields) {
+  for (let i = 0; i < count; i++) {
+    const f = fields[i]!;
     const key = KEY_CBOR[f.key]!;
     out.set(key, p);
     p += key.length;
     p = writeValue(out, p, f, enc);
   }
-  if (p !== size) throw encodeError(`internal: encoded ${p} bytes, sized ${size}`);
-  return out;
+  return p;
+}
+
+/** Below this, a byte-string payload is copied into the message: one small buffer beats two parts. */
+const PARTS_MIN_PAYLOAD = 1024;
+
+/**
+ * The encoding as consecutive parts: for a byte-string payload that ends the message (Data, OpenStream,
+ * StreamData in bstr), [everything up to the payload's head, the payload itself] — the payload is not copied;
+ * otherwise one part. Their concatenation is exactly `encode`'s output.
+ */
+function encodeParts(v: Variant, fields: EncField[], enc: ByteEncoding): Uint8Array[] {
+  const last = fields[fields.length - 1];
+  if (enc !== 'bstr' || last === undefined || last.kind !== Kind.bytes || last.bytes!.length < PARTS_MIN_PAYLOAD) {
+    return [encode(v, fields, enc)];
+  }
+  const payload = last.bytes!;
+  const size = sizeOf(v, fields, enc);
+  const head = new Uint8Array(size - payload.length);
+  let p = writeMessage(head, v, fields, enc, fields.length - 1);
+  const key = KEY_CBOR[last.key]!;
+  head.set(key, p);
+  p = writeHead(head, p + key.length, 0x40, payload.length);
+  if (p !== head.length) throw encodeError(`internal: encoded a ${p}-byte head, sized ${head.length}`);
+  return [head, payload];
 }
 
 /** CBOR of a client→agent message. `enc` defaults to 'array' (what compat peers understand). */
@@ -503,6 +534,21 @@ export function encodeClientMessage(m: ClientMessage, enc: ByteEncoding = 'array
 export function encodeServerMessage(m: ServerMessage, enc: ByteEncoding = 'array'): Uint8Array {
   const { v, fields } = serverFields(m);
   return encode(v, fields, checkEncoding(enc));
+}
+
+/**
+ * `encodeClientMessage` as consecutive parts whose concatenation is its output: a large byte-string payload
+ * comes back as its own part, uncopied (for CipherState.encryptParts, which encrypts parts in sequence).
+ */
+export function encodeClientMessageParts(m: ClientMessage, enc: ByteEncoding = 'array'): Uint8Array[] {
+  const { v, fields } = clientFields(m);
+  return encodeParts(v, fields, checkEncoding(enc));
+}
+
+/** `encodeServerMessage` as consecutive parts (see encodeClientMessageParts). */
+export function encodeServerMessageParts(m: ServerMessage, enc: ByteEncoding = 'array'): Uint8Array[] {
+  const { v, fields } = serverFields(m);
+  return encodeParts(v, fields, checkEncoding(enc));
 }
 
 /** Encoded length of a client message without encoding it (compare with MAX_MESSAGE_LEN). */

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { CipherState, MAX_NONCE, type CipherName, type NoisePrimitives } from '../../src/noise/index.ts';
 import { noblePrimitives } from '../../src/noise/suite-noble.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
-import { equalBytes, toHex } from '../../src/util/bytes.ts';
+import { concatBytes, equalBytes, toHex } from '../../src/util/bytes.ts';
 import { code, suites } from './helpers.ts';
 
 const ciphers: CipherName[] = ['ChaChaPoly', 'AESGCM'];
@@ -92,10 +92,19 @@ for (const suite of suites) {
           expect(equalBytes(rx.decrypt(joined, ad), pt)).toBe(true);
           expect(a.nonce).toBe(b.nonce);
         }
+        // a plaintext in parts (empty parts included) encrypts as its concatenation
+        for (const cuts of [[0], [0, 0], [3, 0, 5], [1, 1, 1], [30, 64_000], [65_000, 503]]) {
+          const pieces = cuts.map((n, k) => Uint8Array.from({ length: n }, (_, i) => (i * 11 + k) & 0xff));
+          const whole = b.encrypt(concatBytes(...pieces));
+          const parts = a.encryptParts(pieces);
+          expect(toHex(concatBytes(...parts))).toBe(toHex(whole));
+          expect(equalBytes(rx.decrypt(whole), concatBytes(...pieces))).toBe(true);
+        }
+        expect(code(() => a.encryptParts([new Uint8Array(65_000), new Uint8Array(520)]))).toBe('NOISE_MESSAGE_TOO_LARGE');
         expect(code(() => a.encryptParts(new Uint8Array(65520)))).toBe('NOISE_MESSAGE_TOO_LARGE');
         const spent = new CipherState(suite, cipher, key, MAX_NONCE);
         expect(code(() => spent.encryptParts(Uint8Array.of(1)))).toBe('NOISE_NONCE_EXHAUSTED');
-        expect(a.nonce).toBe(5n);
+        expect(a.nonce).toBe(11n);
       });
 
       it('returns plain Uint8Arrays that the caller owns', () => {

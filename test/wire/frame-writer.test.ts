@@ -10,6 +10,10 @@ class RecordingSink extends Writable {
   readonly writes: number[] = [];
   readonly writevs: number[][] = [];
   readonly chunks: Buffer[] = [];
+  /** The chunks as handed over (not copied): to check that large parts reach the sink uncopied. */
+  readonly given: Buffer[] = [];
+  /** Bytes per syscall the sink would make, in order: each write, and each writev as a whole. */
+  readonly syscalls: number[] = [];
   constructor(private readonly delay: 'sync' | 'immediate' | 'timer' = 'immediate') {
     super({ highWaterMark: 1 }); // a tiny buffer: any queued second write would be a writev candidate
   }
@@ -20,14 +24,19 @@ class RecordingSink extends Writable {
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.writes.push(chunk.length);
+    this.syscalls.push(chunk.length);
     this.chunks.push(Buffer.from(chunk));
+    this.given.push(chunk);
     this.done(cb);
   }
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     this.writevs.push(chunks.map((c) => c.chunk.length));
+    this.syscalls.push(chunks.reduce((n, c) => n + c.chunk.length, 0));
     for (const c of chunks) this.chunks.push(Buffer.from(c.chunk));
+    for (const c of chunks) this.given.push(c.chunk);
     this.done(cb);
   }
+
   get output(): Buffer {
     return Buffer.concat(this.chunks);
   }
@@ -209,16 +218,15 @@ describe('FrameWriter with coalesce', () => {
   }
 
   for (const delay of ['sync', 'immediate', 'timer'] as const) {
-    it(`merges queued frames into writes of at most 32768 bytes, never a writev, frames intact (${delay} sink)`, async () => {
+    it(`merges queued frames into writes (or writevs) of at most 32768 bytes in all, frames intact (${delay} sink)`, async () => {
       const sink = new RecordingSink(delay);
       const w = new FrameWriter(sink, { coalesce: true });
       const frames = mixedFrames(120, 3);
       await Promise.all(frames.map((f) => w.writeFrame(f)));
-      expect(sink.writevs).toEqual([]);
-      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(MAX_WRITE);
-      // merged: every write but the last is full, so far fewer writes than frames
+      expect(Math.max(...sink.syscalls)).toBeLessThanOrEqual(MAX_WRITE);
+      // merged: every syscall but the last is full, so far fewer than frames
       const total = frames.reduce((n, f) => n + 4 + f.length, 0);
-      expect(sink.writes.length).toBe(Math.ceil(total / MAX_WRITE));
+      expect(sink.syscalls.length).toBe(Math.ceil(total / MAX_WRITE));
       expect(sink.output.equals(Buffer.concat(frames.map(encodeFrame)))).toBe(true);
       const back = reassemble(sink.output);
       expect(back.length).toBe(frames.length);
@@ -233,7 +241,8 @@ describe('FrameWriter with coalesce', () => {
     const a = frameOf(16420, 1);
     const b = frameOf(16420, 2);
     await Promise.all([w.writeFrame(a), w.writeFrame(b)]);
-    expect(sink.writes).toEqual([32768, 2 * 16424 - 32768]);
+    expect(sink.syscalls).toEqual([32768, 2 * 16424 - 32768]);
+    expect(sink.writevs.length).toBeGreaterThan(0); // the large parts went out as views, gathered
     expect(sink.output.equals(Buffer.concat([encodeFrame(a), encodeFrame(b)]))).toBe(true);
   });
 
@@ -258,10 +267,36 @@ describe('FrameWriter with coalesce', () => {
         if (rand(2) === 0) await new Promise((r) => setImmediate(r));
       }
       await Promise.all(pending);
-      expect(sink.writevs).toEqual([]);
-      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(maxWrite);
+      expect(Math.max(...sink.syscalls)).toBeLessThanOrEqual(maxWrite);
       expect(sink.output.equals(Buffer.concat(frames.map(encodeFrame)))).toBe(true);
     }
+  });
+
+  it('hands large parts to a gathering sink uncopied and packs small ones together', async () => {
+    const sink = new RecordingSink('immediate');
+    const w = new FrameWriter(sink, { coalesce: true });
+    const big = frameOf(20_000, 1);
+    const tag = frameOf(16, 2);
+    const small = [frameOf(100, 3), frameOf(200, 4)];
+    await Promise.all([w.writeFrameParts([big, tag]), ...small.map((f) => w.writeFrame(f))]);
+    expect(sink.output.equals(Buffer.concat([encodeFrame(Buffer.concat([big, tag])), ...small.map(encodeFrame)]))).toBe(true);
+    expect(sink.given.some((c) => c.buffer === big.buffer)).toBe(true);
+    // header before the big part; tag + the two small frames after it, packed into one chunk
+    expect(sink.writevs).toEqual([[4, 20_000, 16 + 104 + 204]]);
+  });
+
+  it('gives a sink without writev each merged write as one buffer', async () => {
+    const sizes: number[] = [];
+    const sink = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _enc, cb) {
+        sizes.push(chunk.length);
+        setImmediate(cb);
+      },
+    });
+    const w = new FrameWriter(sink, { coalesce: true });
+    await Promise.all([w.writeFrameParts([frameOf(20_000, 1), frameOf(16, 2)]), w.writeFrame(frameOf(30_000, 3))]);
+    expect(sizes).toEqual([32768, 4 + 20_016 + 4 + 30_000 - 32768]);
   });
 
   it('never merges raw bytes with frames: hs2 is exactly one 48-byte write', async () => {
@@ -282,7 +317,7 @@ describe('FrameWriter with coalesce', () => {
     const sizes = [40000, 16, 30000, 16, 16];
     const frames = sizes.map((n, i) => frameOf(n, i));
     const total = sizes.reduce((n, s) => n + 4 + s, 0);
-    const all = frames.map((f, i) => w.writeFrame(f).then(() => order.push([i, sink.writes.reduce((n, x) => n + x, 0)])));
+    const all = frames.map((f, i) => w.writeFrame(f).then(() => order.push([i, sink.syscalls.reduce((n, x) => n + x, 0)])));
     expect(w.queuedBytes).toBe(total);
     await Promise.all(all);
     expect(order.map(([i]) => i)).toEqual([0, 1, 2, 3, 4]);
@@ -325,8 +360,8 @@ describe('FrameWriter with coalesce', () => {
       const b = frameOf(40000, 2);
       const split = (f: Uint8Array, at: number): Uint8Array[] => [f.subarray(0, at), f.subarray(at, at), f.subarray(at)];
       await Promise.all([w.writeFrameParts(split(a, a.length - 16)), w.writeFrameParts([b]), w.writeFrameParts(split(a, 5))]);
-      expect(Math.max(...sink.writes)).toBeLessThanOrEqual(MAX_WRITE);
-      expect(sink.writevs).toEqual([]);
+      expect(Math.max(...sink.syscalls)).toBeLessThanOrEqual(MAX_WRITE);
+      if (!coalesce) expect(sink.writevs).toEqual([]); // one frame per write, one buffer per write
       expect(sink.output.equals(Buffer.concat([encodeFrame(a), encodeFrame(b), encodeFrame(a)]))).toBe(true);
       expect((await rejection(w.writeFrameParts([new Uint8Array(8), new Uint8Array(7)]))).code).toBe('WIRE_FRAME_TOO_SMALL');
       expect((await rejection(w.writeFrameParts([new Uint8Array(MAX_FRAME_LEN), new Uint8Array(1)]))).code).toBe('WIRE_FRAME_TOO_LARGE');
@@ -363,6 +398,13 @@ describe('FrameWriter with coalesce', () => {
         writes.push(chunk.length);
         return realWrite(chunk, cb);
       };
+      const writevs: number[] = [];
+      const sock = client as unknown as { _writev: (chunks: { chunk: Buffer }[], cb: () => void) => void };
+      const realWritev = sock._writev.bind(client);
+      sock._writev = (chunks, cb) => {
+        writevs.push(chunks.reduce((n, c) => n + c.chunk.length, 0));
+        realWritev(chunks, cb);
+      };
       const w = new FrameWriter(client, { coalesce: true });
       const frames = mixedFrames(60, 5);
       await Promise.all([w.writeRaw(new Uint8Array(48).fill(7)), ...frames.map((f) => w.writeFrame(f))]);
@@ -370,6 +412,7 @@ describe('FrameWriter with coalesce', () => {
       await done;
       expect(writes[0]).toBe(48);
       expect(Math.max(...writes)).toBeLessThanOrEqual(MAX_WRITE);
+      expect(Math.max(...writevs)).toBeLessThanOrEqual(MAX_WRITE);
       const back = reassemble(Buffer.concat(chunks), 48);
       expect(back.length).toBe(frames.length);
       back.forEach((f, i) => expect(Buffer.compare(f, frames[i]!)).toBe(0));

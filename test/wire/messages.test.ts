@@ -1,14 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { decode as cborxDecode } from 'cbor-x';
 import { describe, expect, it } from 'vitest';
-import { fromHex, toHex } from '../../src/util/bytes.ts';
+import { concatBytes, fromHex, toHex } from '../../src/util/bytes.ts';
 import {
   MAX_MESSAGE_LEN,
   clientMessageSize,
   decodeClientMessage,
   decodeServerMessage,
   encodeClientMessage,
+  encodeClientMessageParts,
   encodeServerMessage,
+  encodeServerMessageParts,
   serverMessageSize,
 } from '../../src/wire/messages.ts';
 import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
@@ -153,6 +155,38 @@ describe('encoding', () => {
     expect(decodeClientMessage(encodeClientMessage(control, 'bstr'))).toEqual({ message: control, encoding: 'bstr' });
     const nonce: ServerMessage = { type: 'ControlNonce', nonce: new Uint8Array(32).fill(0xee) };
     expect(decodeServerMessage(encodeServerMessage(nonce, 'bstr'))).toEqual({ message: nonce, encoding: 'bstr' });
+  });
+
+  it('encodes in parts whose concatenation is the encoding, with a large bstr payload as its own uncopied part', () => {
+    const sizes = [0, 1, 1023, 1024, 1025, 64_000, 65_480];
+    for (const enc of ['array', 'bstr'] as const) {
+      for (const n of sizes) {
+        const payload = new Uint8Array(n).map((_, i) => (i * 29) & 0xff);
+        const msgs: [ClientMessage | ServerMessage, 'client' | 'server'][] = [
+          [{ type: 'StreamData', id: 2 ** 40, payload }, 'server'],
+          [{ type: 'Data', id: 7, payload }, 'server'],
+          [{ type: 'StreamData', id: 1, payload }, 'client'],
+          [{ type: 'OpenStream', id: 23, payload }, 'client'],
+          [{ type: 'Data', id: 24, payload }, 'client'],
+        ];
+        for (const [m, side] of msgs) {
+          if (enc === 'array' && n > 30_000) continue; // does not fit one message as an int array
+          const whole = side === 'server' ? encodeServerMessage(m as ServerMessage, enc) : encodeClientMessage(m as ClientMessage, enc);
+          const parts = side === 'server' ? encodeServerMessageParts(m as ServerMessage, enc) : encodeClientMessageParts(m as ClientMessage, enc);
+          expect(toHex(concatBytes(...parts))).toBe(toHex(whole));
+          if (enc === 'bstr' && n >= 1024) {
+            expect(parts).toHaveLength(2);
+            expect(parts[1]).toBe(payload); // the caller's array itself: no copy
+          } else expect(parts).toHaveLength(1);
+        }
+      }
+    }
+    const others: ServerMessage[] = [
+      { type: 'Error', id: 3, message: 'x'.repeat(2000) },
+      { type: 'StreamClose', id: 3 },
+      { type: 'Attestation', data: new Uint8Array(5000), control_nonce: new Uint8Array(32), features: ['bstr'] },
+    ];
+    for (const m of others) expect(encodeServerMessageParts(m, 'bstr')).toEqual([encodeServerMessage(m, 'bstr')]);
   });
 
   it('returns byte-string fields as views into the input unless asked to copy', () => {
