@@ -7,7 +7,8 @@
         "src/socket.c",
         "src/nsm.c",
         "src/loopback.c",
-        "src/intarray.c"
+        "src/intarray.c",
+        "src/aead.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

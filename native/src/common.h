@@ -57,6 +57,7 @@ napi_status en_socket_init(napi_env env, napi_value exports);
 napi_status en_nsm_init(napi_env env, napi_value exports);
 napi_status en_loopback_init(napi_env env, napi_value exports);
 napi_status en_intarray_init(napi_env env, napi_value exports);
+napi_status en_aead_init(napi_env env, napi_value exports);
 
 napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
 napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t v);
