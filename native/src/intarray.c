@@ -57,14 +57,66 @@ static size_t count_big(const uint8_t* s, size_t n) {
 }
 
 /*
- * Encodes s[0..k) at d; returns the bytes written. d must have room for 2k bytes. When `last_exact` is false the
- * byte after the returned end may be overwritten too (inside the 2k); the caller only passes false when more
- * elements follow, which overwrite it.
+ * Encodes s[0..k) at d; returns the bytes written. d must have room for 2k bytes. `after` = elements of the array
+ * that follow this run (encoded right after it by the caller). The block loops may write past the end of an
+ * element, inside the 2k: up to 8 bytes (SSSE3 blocks) or 1 byte (the others), so they only run while at least
+ * that many elements follow, whose bytes overwrite it — nothing is ever left past the array's end.
  */
-static size_t encode_run(const uint8_t* s, size_t k, uint8_t* d, int last_exact) {
+#if defined(__x86_64__) || defined(__i386__)
+#define IA_X86 1
+#include <immintrin.h>
+#include <pthread.h>
+/* Per 8-bit mask of the elements ≥ 24 in a block of 8: where each output byte comes from (0x80: nothing) and the
+ * 0x18 heads to OR in. 8 KiB, built once. */
+static uint8_t enc_shuf[256][16], enc_heads[256][16];
+static int have_ssse3;
+static pthread_once_t enc_once = PTHREAD_ONCE_INIT;
+static void enc_init(void) {
+  for (int m = 0; m < 256; m++) {
+    int o = 0;
+    memset(enc_shuf[m], 0x80, 16);
+    memset(enc_heads[m], 0, 16);
+    for (int j = 0; j < 8; j++) {
+      if ((m >> j) & 1) enc_heads[m][o++] = 0x18;
+      enc_shuf[m][o++] = (uint8_t)j;
+    }
+  }
+  __builtin_cpu_init();
+  have_ssse3 = __builtin_cpu_supports("ssse3");
+}
+
+__attribute__((target("ssse3"))) static size_t encode_blocks_ssse3(const uint8_t* s, size_t blocks, uint8_t* d) {
+  size_t p = 0;
+  for (size_t b = 0; b < blocks; b++) {
+    const uint64_t x = load64(s + 8 * b);
+    /* bit j of m = lane j ≥ 24 (the multiply gathers bit 7 of each lane into the top byte) */
+    const uint64_t bits = big_mask(x) >> 7;
+    const unsigned m = (unsigned)((bits * 0x0102040810204080ULL) >> 56);
+    const __m128i v = _mm_cvtsi64_si128((long long)x);
+    const __m128i o = _mm_or_si128(_mm_shuffle_epi8(v, _mm_loadu_si128((const __m128i*)enc_shuf[m])),
+                                   _mm_loadu_si128((const __m128i*)enc_heads[m]));
+    _mm_storeu_si128((__m128i*)(d + p), o); /* 16 bytes, 8 + popcount(m) of them this block's */
+    p += 8 + (size_t)((bits * ONES8) >> 56); /* popcount without needing the popcnt instruction */
+  }
+  return p;
+}
+#else
+#define IA_X86 0
+#endif
+
+static size_t encode_run(const uint8_t* s, size_t k, uint8_t* d, size_t after) {
   size_t i = 0, p = 0;
-  /* the element-at-a-time code may write one byte past an element: never for the array's last element */
-  const size_t stop = last_exact && k > 0 ? k - 1 : k;
+#if IA_X86
+  if (have_ssse3) {
+    /* block [i, i+8) may spill 8 bytes: at least 8 elements must follow it */
+    const size_t blocks = k + after >= 16 ? (k + after - 16) / 8 + 1 : 0;
+    const size_t nb = blocks < k / 8 ? blocks : k / 8;
+    p = encode_blocks_ssse3(s, nb, d);
+    i = 8 * nb;
+  }
+#endif
+  /* below: may spill 1 byte, so at least one element must follow */
+  const size_t stop = after > 0 ? k : k > 0 ? k - 1 : 0;
 #if IA_LITTLE_ENDIAN
   for (; i + 8 <= stop; i += 8) {
     const uint64_t x = load64(s + i);
@@ -83,13 +135,16 @@ static size_t encode_run(const uint8_t* s, size_t k, uint8_t* d, int last_exact)
       store64(d + p + 8, (hi << 8) | 0x0018001800180018ULL);
       p += 16;
     } else {
-      for (size_t j = 0; j < 8; j++) {
-        const uint8_t v = s[i + j];
-        const size_t b = v >= 24;
-        d[p] = b ? 0x18 : v;
-        d[p + 1] = v; /* overwritten by the next element when v < 24 */
-        p += 1 + b;
+      /* mixed: each element's output offset from a SWAR prefix sum of the big flags, then independent 16-bit
+       * stores (`0x18 v`, or `v 00` whose 00 the next element overwrites) — no serial chain through p */
+      const uint64_t bits = m >> 7;
+      const uint64_t excl = bits * ONES8 - bits; /* lane j: big elements before j */
+      for (unsigned j = 0; j < 8; j++) {
+        const uint16_t v = (uint16_t)((x >> (8 * j)) & 0xff);
+        const uint16_t w = (bits >> (8 * j)) & 1 ? (uint16_t)(0x18 | (v << 8)) : v;
+        memcpy(d + p + j + ((excl >> (8 * j)) & 0xff), &w, 2);
       }
+      p += 8 + (size_t)((bits * ONES8) >> 56);
     }
   }
 #endif
@@ -100,7 +155,7 @@ static size_t encode_run(const uint8_t* s, size_t k, uint8_t* d, int last_exact)
     d[p + 1] = v;
     p += 1 + b;
   }
-  if (i < k) { /* the very last element: write exactly its bytes */
+  if (i < k) { /* the array's very last element: exactly its bytes */
     const uint8_t v = s[i];
     if (v < 24) {
       d[p++] = v;
@@ -134,7 +189,7 @@ static size_t encode_bounded(const uint8_t* s, size_t n, uint8_t* d, size_t cap)
       i++;
       continue;
     }
-    p += encode_run(s + i, k, d + p, i + k == n);
+    p += encode_run(s + i, k, d + p, n - i - k);
     i += k;
   }
   return p;
@@ -165,13 +220,17 @@ static size_t decode_run(const uint8_t* s, size_t len, size_t n, uint8_t* d, siz
       p += 8;
       continue;
     }
-    /* mixed: eight single elements, branch-free except for the stop */
-    for (int j = 0; j < 8 && i < n && p + 1 < len; j++) {
-      const uint8_t v = s[p];
-      const size_t small = v < 24;
-      if (!small && v != 0x18) goto done;
-      d[i++] = small ? v : s[p + 1];
-      p += 2 - small;
+    /* mixed: four elements (at most the eight bytes loaded) parsed from the register, not from memory — the
+     * next position then depends on a shift, not on a load */
+    uint64_t w = x;
+    for (int j = 0; j < 4; j++) {
+      const unsigned b0 = (unsigned)(w & 0xff);
+      const unsigned small = b0 < 24;
+      if (!small && b0 != 0x18) goto done;
+      d[i++] = (uint8_t)(small ? b0 : (w >> 8) & 0xff);
+      const unsigned sh = small ? 8 : 16;
+      w >>= sh;
+      p += sh >> 3;
     }
   }
 #endif
@@ -300,6 +359,9 @@ static napi_value js_int_array_decode(napi_env env, napi_callback_info info) {
 }
 
 napi_status en_intarray_init(napi_env env, napi_value exports) {
+#if IA_X86
+  pthread_once(&enc_once, enc_init);
+#endif
   napi_status s = en_set_fn(env, exports, "intArrayCount", js_int_array_count);
   if (s != napi_ok) return s;
   s = en_set_fn(env, exports, "intArrayEncode", js_int_array_encode);

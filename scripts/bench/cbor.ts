@@ -2,9 +2,12 @@
 // codec, in int-array mode (what the Enclavia client speaks) and bstr mode (our extension), next to baselines
 // measured in the same run: cbor-x (generic CBOR) on the same message shape — payload as Array<number>, which
 // is what a generic encoder needs to produce serde's int arrays — and as bytes, and a plain 32 KiB copy.
+// Second table: int-array StreamData encode and decode with the JS loops vs the native addon's (setIntArrayCodec,
+// src/wire/native-int-array.ts), 16 and 32 KiB, in the same run (skipped when the addon is not built).
 import { Decoder, Encoder } from 'cbor-x';
-import { decodeServerMessage, encodeServerMessage } from '../../src/wire/messages.ts';
-import type { ServerMessage } from '../../src/wire/messages.ts';
+import { decodeServerMessage, encodeServerMessage, getIntArrayCodec, setIntArrayCodec } from '../../src/wire/messages.ts';
+import type { IntArrayCodec, ServerMessage } from '../../src/wire/messages.ts';
+import { nativeIntArrayCodec } from '../../src/wire/native-int-array.ts';
 import { measure, printTable, ratio } from './lib.ts';
 
 // The machine is shared: cases are measured in alternating short windows and the best window of each is
@@ -39,6 +42,8 @@ function randomBinary(size: number): Uint8Array {
 interface Case {
   name: string;
   fn: () => unknown;
+  /** The int-array codec installed while this case runs (null: the JS loops). */
+  codec?: IntArrayCodec | null;
 }
 
 interface Result {
@@ -46,11 +51,13 @@ interface Result {
   cpuOpsPerSec: number;
 }
 
-async function window(fn: () => unknown): Promise<Result> {
+async function window(fn: () => unknown, codec: IntArrayCodec | null = null): Promise<Result> {
+  setIntArrayCodec(codec, 0); // the threshold does not matter at 16/32 KiB
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const m = await measure(fn, { minMs: WINDOW_MS, warmupMs: 50 });
   const cpu = process.cpuUsage(c0);
+  setIntArrayCodec(null);
   const wallMs = performance.now() - t0;
   const cpuMs = (cpu.user + cpu.system) / 1000;
   // the CPU share of the whole window (warm-up included) applies to the measured part too
@@ -97,11 +104,38 @@ export default async function cbor(): Promise<void> {
     { name: 'baseline: cbor-x encode+decode, payload as bytes', fn: cborxBytes },
     { name: 'baseline: Uint8Array copy of 32 KiB', fn: () => http.slice() },
   ];
+  const mainCount = cases.length;
+
+  // JS vs native int-array loops on StreamData (the agent's stream payloads)
+  const native = nativeIntArrayCodec();
+  const installed = getIntArrayCodec();
+  interface Pair { label: string; size: number; js: string; native: string }
+  const pairs: Pair[] = [];
+  if (native !== null) {
+    const payloads: [string, Uint8Array][] = [
+      ['16 KiB HTTP', httpResponse(16 * 1024)],
+      ['16 KiB random', randomBinary(16 * 1024)],
+      ['32 KiB HTTP', http],
+    ];
+    for (const [label, payload] of payloads) {
+      const m: ServerMessage = { type: 'StreamData', id: 42, payload };
+      const bytes = encodeServerMessage(m);
+      for (const [op, fn] of [
+        ['encode', () => encodeServerMessage(m)],
+        ['decode', () => decodeServerMessage(bytes)],
+      ] as const) {
+        const js = `int-array StreamData ${op} ${label}: JS`;
+        const nat = `int-array StreamData ${op} ${label}: native`;
+        cases.push({ name: js, fn, codec: null }, { name: nat, fn, codec: native });
+        pairs.push({ label: `${op} ${label}`, size: payload.length, js, native: nat });
+      }
+    }
+  }
 
   const best = new Map<string, Result>();
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of cases) {
-      const res = await window(c.fn);
+      const res = await window(c.fn, c.codec ?? null);
       const prev = best.get(c.name);
       best.set(c.name, {
         opsPerSec: Math.max(prev?.opsPerSec ?? 0, res.opsPerSec),
@@ -113,7 +147,7 @@ export default async function cbor(): Promise<void> {
   const cborxInt = best.get(cases[5]!.name)!;
   const copy = best.get(cases[7]!.name)!;
   const rows: (string | number)[][] = [['32 KiB Data message', 'ops/s', 'ops/s (CPU time)', 'payload MB/s', 'vs cbor-x ints', 'vs 32 KiB copy', 'target']];
-  for (const c of cases) {
+  for (const c of cases.slice(0, mainCount)) {
     const r = best.get(c.name)!;
     const target =
       c.name === cases[0]!.name
@@ -122,4 +156,18 @@ export default async function cbor(): Promise<void> {
     rows.push([c.name, r.opsPerSec, r.cpuOpsPerSec, (r.opsPerSec * SIZE) / 1e6, ratio(r.opsPerSec, cborxInt.opsPerSec), ratio(r.opsPerSec, copy.opsPerSec), target]);
   }
   printTable(`Wire CBOR — one 32 KiB Data message (best of ${ROUNDS} × ${WINDOW_MS} ms windows)`, rows);
+
+  if (native === null) {
+    console.log('int-array JS vs native: skipped (the native addon is not built)');
+  } else {
+    const nsPerByte = (r: Result, size: number) => 1e9 / r.opsPerSec / size;
+    const table: (string | number)[][] = [['StreamData, int-array', 'JS ops/s', 'native ops/s', 'JS ns/byte', 'native ns/byte', 'native vs JS']];
+    for (const p of pairs) {
+      const js = best.get(p.js)!;
+      const nat = best.get(p.native)!;
+      table.push([p.label, js.opsPerSec, nat.opsPerSec, nsPerByte(js, p.size), nsPerByte(nat, p.size), ratio(nat.opsPerSec, js.opsPerSec)]);
+    }
+    printTable(`Int-array loops: JS vs native addon, whole message encode/decode (best of ${ROUNDS} × ${WINDOW_MS} ms windows)`, table);
+  }
+  setIntArrayCodec(installed);
 }
