@@ -150,16 +150,19 @@ static napi_value js_aead_new(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "cipher must be a string");
     return NULL;
   }
+  /* exact length: an embedded NUL ('chacha20-poly1305\0…') or a truncated long string is no match */
+#define NAME_IS(lit) (name_len == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
   const char* fetch_name;
-  if (strcmp(name, "chacha20-poly1305") == 0) {
+  if (NAME_IS("chacha20-poly1305")) {
     fetch_name = "ChaCha20-Poly1305";
-  } else if (strcmp(name, "aes-256-gcm") == 0) {
+  } else if (NAME_IS("aes-256-gcm")) {
     fetch_name = "AES-256-GCM";
   } else {
     /* never echo the string (it is JS's, and a long one was truncated anyway) */
     napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "cipher must be 'chacha20-poly1305' or 'aes-256-gcm'");
     return NULL;
   }
+#undef NAME_IS
   uint8_t* key;
   if (!get_u8_len(env, argv[1], "key", AEAD_KEY_LEN, &key)) return NULL;
 
