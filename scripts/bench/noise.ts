@@ -6,6 +6,7 @@ import { createCipheriv, createDecipheriv, diffieHellman, generateKeyPairSync, r
 import { x25519 as nobleX25519 } from '@noble/curves/ed25519.js';
 import { CipherState, createHandshake, type NoisePrimitives } from '../../src/noise/index.ts';
 import { noblePrimitives } from '../../src/noise/suite-noble.ts';
+import { nativeAead, type NativeAead, type NativeAeadCipher } from '../../src/noise/native-aead.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
 import { measure, printTable, ratio } from './lib.ts';
 
@@ -61,6 +62,42 @@ function rawChaChaRoundTrip(key: Buffer, plaintext: Buffer): () => void {
   };
 }
 
+/** node:crypto seal + open of one message, a fresh Cipher/Decipher per message (what suite-node does today). */
+function rawAeadRoundTrip(cipher: NativeAeadCipher, key: Buffer, plaintext: Buffer): () => void {
+  const nonce = Buffer.alloc(12);
+  let n = 0;
+  return () => {
+    nonce.writeUInt32LE(n++, 4);
+    const c = createCipheriv(cipher as 'aes-256-gcm', key, nonce, { authTagLength: 16 });
+    const ct = c.update(plaintext);
+    c.final();
+    const tag = c.getAuthTag();
+    const d = createDecipheriv(cipher as 'aes-256-gcm', key, nonce, { authTagLength: 16 });
+    d.setAuthTag(tag);
+    d.update(ct);
+    d.final();
+  };
+}
+
+/** The addon's in-place seal + open of one message in one buffer (ciphertext ‖ tag), one context per direction. */
+function nativeAeadRoundTrip(a: NativeAead, cipher: NativeAeadCipher, key: Buffer, plaintext: Buffer): () => void {
+  const tx = a.aeadNew(cipher, key);
+  const rx = a.aeadNew(cipher, key);
+  const nonce = Buffer.alloc(12);
+  const ad = new Uint8Array(0);
+  const buf = Buffer.alloc(plaintext.length + 16);
+  plaintext.copy(buf);
+  const body = buf.subarray(0, plaintext.length);
+  const tag = buf.subarray(plaintext.length);
+  const parts = [body];
+  let n = 0;
+  return () => {
+    nonce.writeUInt32LE(n++, 4);
+    a.aeadSeal(tx, nonce, ad, parts, tag);
+    if (!a.aeadOpen(rx, nonce, ad, buf)) throw new Error('native open failed');
+  };
+}
+
 function noiseRoundTrip(p: NoisePrimitives, key: Uint8Array, plaintext: Uint8Array): () => void {
   const tx = new CipherState(p, 'ChaChaPoly', key);
   const rx = new CipherState(p, 'ChaChaPoly', key);
@@ -102,4 +139,21 @@ export default async function bench(): Promise<void> {
     rows.push([`noble ${label}`, mbps(nob), mbps(raw), ratio(nob, raw)]);
   }
   printTable('Noise transport (CipherState pair, one Noise message per op)', rows);
+
+  const a = nativeAead();
+  if (a === null) {
+    console.log('\n(native in-place AEAD: addon unavailable, rows skipped)');
+    return;
+  }
+  const aeadRows: (string | number)[][] = [
+    ['seal+open one message', 'native MB/s', 'native ns/msg', 'node:crypto MB/s', 'node:crypto ns/msg', 'ratio'],
+  ];
+  for (const cipher of ['chacha20-poly1305', 'aes-256-gcm'] as const) {
+    for (const [label, size] of [['16 KiB', 16384], ['64 KiB (65519 B)', 65519]] as [string, number][]) {
+      const pt = randomBytes(size);
+      const [raw, nat] = (await bestOf([rawAeadRoundTrip(cipher, key, pt), nativeAeadRoundTrip(a, cipher, key, pt)])) as [number, number];
+      aeadRows.push([`${cipher} ${label}`, (nat * size) / 1e6, 1e9 / nat, (raw * size) / 1e6, 1e9 / raw, ratio(nat, raw)]);
+    }
+  }
+  printTable('AEAD: native in-place (one EVP context per key) vs node:crypto createCipheriv/createDecipheriv per message', aeadRows);
 }
