@@ -30,6 +30,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Weak: a node without OpenSSL 3 (built --without-ssl, or against an old shared libcrypto) still loads the addon
+ * (vsock, NSM); en_aead_init then registers no aead* function and src/noise/native-aead.ts reports null. */
+#pragma weak ERR_clear_error
+#pragma weak ERR_error_string_n
+#pragma weak ERR_get_error
+#pragma weak EVP_CIPHER_CTX_ctrl
+#pragma weak EVP_CIPHER_CTX_free
+#pragma weak EVP_CIPHER_CTX_new
+#pragma weak EVP_CIPHER_fetch
+#pragma weak EVP_CIPHER_free
+#pragma weak EVP_CipherFinal_ex
+#pragma weak EVP_CipherInit_ex
+#pragma weak EVP_CipherUpdate
+
 #define AEAD_KEY_LEN 32
 #define AEAD_NONCE_LEN 12
 #define AEAD_TAG_LEN 16
@@ -369,6 +383,10 @@ static napi_value js_aead_stats(napi_env env, napi_callback_info info) {
 }
 
 napi_status en_aead_init(napi_env env, napi_value exports) {
+  if (ERR_clear_error == NULL || ERR_error_string_n == NULL || ERR_get_error == NULL || EVP_CIPHER_CTX_ctrl == NULL ||
+      EVP_CIPHER_CTX_free == NULL || EVP_CIPHER_CTX_new == NULL || EVP_CIPHER_fetch == NULL || EVP_CIPHER_free == NULL ||
+      EVP_CipherFinal_ex == NULL || EVP_CipherInit_ex == NULL || EVP_CipherUpdate == NULL)
+    return napi_ok; /* no OpenSSL 3 in this process: no aead* */
   napi_status s;
   if ((s = en_set_fn(env, exports, "aeadNew", js_aead_new)) != napi_ok) return s;
   if ((s = en_set_fn(env, exports, "aeadSeal", js_aead_seal)) != napi_ok) return s;
