@@ -6,7 +6,11 @@ import { createHandshake } from '../../src/noise/handshake.ts';
 import type { CipherState } from '../../src/noise/cipher-state.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
 import { encodeFrameHeader, FrameReader } from '../../src/wire/frames.ts';
+import { installNativeIntArrayCodec } from '../../src/wire/native-int-array.ts';
 import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
+
+// Like the SDK's node entry: the addon's int-array loops when it is built.
+installNativeIntArrayCodec();
 
 export class NoiseClient {
   readonly socket: net.Socket;
@@ -37,7 +41,7 @@ export class NoiseClient {
           c.#recv = t.recv;
           resolve();
         }
-        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decrypt(ct)).message);
+        for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decryptOwned(ct)).message);
       });
       socket.write(hs.writeMessage());
     });
@@ -48,7 +52,9 @@ export class NoiseClient {
   send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
     // Header and ciphertext parts as one corked writev: a large bstr payload is encrypted without being copied
     // into the message first, and the ciphertext is not copied into a frame (what the SDK's node transport does).
-    const ct = this.#send.encryptParts(encodeClientMessageParts(m, enc));
+    const pt = encodeClientMessageParts(m, enc);
+    // one part: a fresh encoding, ours to encrypt in place; else the payload is the caller's
+    const ct = pt.length === 1 ? this.#send.encryptOwned(pt) : this.#send.encryptParts(pt);
     let len = 0;
     for (const p of ct) len += p.length;
     const s = this.socket;

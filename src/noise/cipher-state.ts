@@ -5,11 +5,6 @@ import { KEY_LEN, MAX_MESSAGE_LEN, MAX_NONCE, TAG_LEN, checkKeyLength, type Ciph
 
 const EMPTY = new Uint8Array(0);
 
-/** Primitives that encrypt a plaintext given in parts into ciphertext parts + tag, without concatenating (suite-node.ts). */
-interface PartsPrimitives {
-  encryptParts?: (cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: readonly Uint8Array[]) => Uint8Array[];
-}
-
 export class CipherState {
   readonly #primitives: NoisePrimitives;
   readonly #cipher: CipherName;
@@ -61,22 +56,48 @@ export class CipherState {
    * bytes onward anyway (FrameWriter.writeFrameParts): no plaintext or ciphertext concatenation.
    */
   encryptParts(plaintext: Uint8Array | readonly Uint8Array[], ad: Uint8Array = EMPTY): Uint8Array[] {
+    return this.#encryptParts(plaintext, ad, false);
+  }
+
+  /**
+   * `encryptParts` for a plaintext the caller hands over: its parts may be encrypted in place and come back as
+   * the ciphertext parts (the node suite with the native addon), so nothing is allocated for the body. The
+   * caller must not use the parts afterwards except as this ciphertext.
+   */
+  encryptOwned(plaintext: Uint8Array | readonly Uint8Array[], ad: Uint8Array = EMPTY): Uint8Array[] {
+    return this.#encryptParts(plaintext, ad, true);
+  }
+
+  #encryptParts(plaintext: Uint8Array | readonly Uint8Array[], ad: Uint8Array, owned: boolean): Uint8Array[] {
     const parts = plaintext instanceof Uint8Array ? [plaintext] : plaintext;
     let len = 0;
     for (const p of parts) len += p.length;
     if (len + TAG_LEN > MAX_MESSAGE_LEN) {
       throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN - TAG_LEN} bytes of plaintext, found ${len}`);
     }
-    const encryptParts = (this.#primitives as PartsPrimitives).encryptParts;
-    if (encryptParts === undefined) return [this.encrypt(parts.length === 1 ? parts[0]! : concatBytes(...parts), ad)];
+    const p = this.#primitives;
+    const encrypt = (owned ? p.encryptOwned : undefined) ?? p.encryptParts;
+    if (encrypt === undefined) return [this.encrypt(parts.length === 1 ? parts[0]! : concatBytes(...parts), ad)];
     const n = this.#checkedNonce();
-    const out = encryptParts(this.#cipher, this.#key, n, ad, parts);
+    const out = encrypt.call(p, this.#cipher, this.#key, n, ad, parts);
     this.#nonce = n + 1n;
     return out;
   }
 
   /** Authenticates and decrypts ciphertext ‖ tag. A failure never advances the nonce. */
   decrypt(ciphertext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array {
+    return this.#decrypt(ciphertext, ad, false);
+  }
+
+  /**
+   * `decrypt` of a ciphertext the caller hands over: it may be decrypted in place and the plaintext returned as a
+   * view of it (the node suite with the native addon). After a failure its contents are unspecified (zeroed).
+   */
+  decryptOwned(ciphertext: Uint8Array, ad: Uint8Array = EMPTY): Uint8Array {
+    return this.#decrypt(ciphertext, ad, true);
+  }
+
+  #decrypt(ciphertext: Uint8Array, ad: Uint8Array, owned: boolean): Uint8Array {
     if (ciphertext.length > MAX_MESSAGE_LEN) {
       throw new NoiseError('NOISE_MESSAGE_TOO_LARGE', `transport message: expected at most ${MAX_MESSAGE_LEN} bytes, found ${ciphertext.length}`);
     }
@@ -84,7 +105,8 @@ export class CipherState {
       throw new NoiseError('NOISE_BAD_MESSAGE', `transport message: expected at least ${TAG_LEN} bytes (the tag), found ${ciphertext.length}`);
     }
     const n = this.#checkedNonce();
-    const out = this.#primitives.decrypt(this.#cipher, this.#key, n, ad, ciphertext);
+    const p = this.#primitives;
+    const out = owned && p.decryptOwned !== undefined ? p.decryptOwned(this.#cipher, this.#key, n, ad, ciphertext) : p.decrypt(this.#cipher, this.#key, n, ad, ciphertext);
     this.#nonce = n + 1n;
     return out;
   }

@@ -18,6 +18,21 @@ export interface NoisePrimitives {
   decrypt(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
   hash(hash: HashName, data: Uint8Array): Uint8Array;
   hmac(hash: HashName, key: Uint8Array, data: Uint8Array): Uint8Array;
+  /**
+   * Optional (the node suite): `encrypt` of the concatenation of `plaintext`, returned as consecutive ciphertext
+   * parts (their concatenation is what `encrypt` returns) — no concatenating copies. The inputs are not modified.
+   */
+  encryptParts?(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: readonly Uint8Array[]): Uint8Array[];
+  /**
+   * Optional (the node suite): like `encryptParts`, but the caller hands the parts over — they may be encrypted
+   * in place and returned as the ciphertext parts (then the tag), so nothing is allocated for the body.
+   */
+  encryptOwned?(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: readonly Uint8Array[]): Uint8Array[];
+  /**
+   * Optional (the node suite): `decrypt`, but the caller hands `ciphertext` over — it may be decrypted in place
+   * and the plaintext returned as a view of it. On failure its body may have been zeroed.
+   */
+  decryptOwned?(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
 }
 
 /** Largest Noise message (handshake or transport), in bytes. */

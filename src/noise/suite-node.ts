@@ -12,6 +12,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { NoiseError } from './errors.ts';
+import { nativeAead, type NativeAead, type NativeAeadCipher, type NativeAeadContext } from './native-aead.ts';
 import {
   DH_LEN,
   KEY_LEN,
@@ -140,6 +141,7 @@ function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Ui
   checkCipher(cipher);
   checkNonce(nonce);
   const parts = plaintext instanceof Uint8Array ? [plaintext] : plaintext;
+  if (aead !== null) return [sealCopy(aead, cipher, key, nonce, ad, parts)];
   const k = secretKeyObject(key);
   const n = writeNonce(cipher, nonce, iv);
   const c =
@@ -158,7 +160,60 @@ function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Ui
   return out;
 }
 
-export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptParts } = {
+// The native addon's AEAD (native/src/aead.c; optional): one OpenSSL context per key, reused for every message —
+// no per-message createCipheriv — and in-place sealing/opening of buffers the caller hands over, so a stream's
+// 64 KB messages allocate nothing (each Buffer that update() returns is external memory, and V8 runs a full GC
+// every ~64 MB of it). Without the addon, node:crypto as before.
+const aead = nativeAead();
+const OPENSSL_CIPHER: Record<CipherName, NativeAeadCipher> = { ChaChaPoly: 'chacha20-poly1305', AESGCM: 'aes-256-gcm' };
+const contexts = new WeakMap<Uint8Array, { copy: Uint8Array; cipher: CipherName; ctx: NativeAeadContext }>();
+
+/** The context for `key` (cached by the key array, like secretKeys). */
+function aeadContext(a: NativeAead, cipher: CipherName, key: Uint8Array): NativeAeadContext {
+  const hit = contexts.get(key);
+  if (hit !== undefined && hit.cipher === cipher && sameBytes(hit.copy, key)) return hit.ctx;
+  checkKeyLength('cipher key', key, KEY_LEN);
+  const entry = { copy: key.slice(), cipher, ctx: a.aeadNew(OPENSSL_CIPHER[cipher], key) };
+  contexts.set(key, entry);
+  return entry.ctx;
+}
+
+/** body ‖ tag in one new buffer: the parts copied in and sealed there (one allocation, no cipher object). */
+function sealCopy(a: NativeAead, cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, parts: readonly Uint8Array[]): Uint8Array {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = new Uint8Array(len + TAG_LEN);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  a.aeadSeal(aeadContext(a, cipher, key), writeNonce(cipher, nonce, iv), ad, [out.subarray(0, len)], out.subarray(len));
+  return out;
+}
+
+function encryptOwned(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, plaintext: readonly Uint8Array[]): Uint8Array[] {
+  if (aead === null) return encryptParts(cipher, key, nonce, ad, plaintext);
+  checkCipher(cipher);
+  checkNonce(nonce);
+  const tag = new Uint8Array(TAG_LEN);
+  aead.aeadSeal(aeadContext(aead, cipher, key), writeNonce(cipher, nonce, iv), ad, plaintext as Uint8Array[], tag);
+  const out: Uint8Array[] = [];
+  for (const p of plaintext) if (p.length > 0) out.push(p);
+  out.push(tag);
+  return out;
+}
+
+function decryptOwned(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
+  if (aead === null) return nodePrimitives.decrypt(cipher, key, nonce, ad, ciphertext);
+  checkCipher(cipher);
+  checkCiphertextLength(ciphertext);
+  checkNonce(nonce);
+  if (!aead.aeadOpen(aeadContext(aead, cipher, key), writeNonce(cipher, nonce, iv), ad, ciphertext)) throw decryptFailed();
+  return new Uint8Array(ciphertext.buffer, ciphertext.byteOffset, ciphertext.length - TAG_LEN);
+}
+
+export const nodePrimitives: NoisePrimitives & Required<Pick<NoisePrimitives, 'encryptParts' | 'encryptOwned' | 'decryptOwned'>> = {
   name: 'node',
 
   generatePrivateKey(): Uint8Array {
@@ -195,6 +250,11 @@ export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptPar
   },
 
   encrypt(cipher, key, nonce, ad, plaintext): Uint8Array {
+    if (aead !== null) {
+      checkCipher(cipher);
+      checkNonce(nonce);
+      return sealCopy(aead, cipher, key, nonce, ad, [plaintext]);
+    }
     const parts = encryptParts(cipher, key, nonce, ad, plaintext);
     const tag = parts[parts.length - 1]!;
     const body = parts.length === 2 ? parts[0]! : EMPTY; // one plaintext part (none when it is empty)
@@ -205,8 +265,11 @@ export const nodePrimitives: NoisePrimitives & { encryptParts: typeof encryptPar
   },
 
   encryptParts,
+  encryptOwned,
+  decryptOwned,
 
   decrypt(cipher, key, nonce, ad, ciphertext): Uint8Array {
+    if (aead !== null) return decryptOwned(cipher, key, nonce, ad, ciphertext.slice());
     checkCipher(cipher);
     checkCiphertextLength(ciphertext);
     checkNonce(nonce);

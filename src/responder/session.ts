@@ -287,7 +287,8 @@ export class Session implements StreamOwner {
       while (this.#state === 'open' && !this.#readBlocked()) {
         const ct = this.#reader.nextFrame();
         if (ct === null) break;
-        const pt = this.#recv!.decrypt(ct);
+        // The frame is ours (socket read buffers, or the reader's own copy): decrypted in place where possible.
+        const pt = this.#recv!.decryptOwned(ct);
         const { message, encoding } = decodeClientMessage(pt);
         this.#stats.framesIn++;
         this.#idleTimer?.refresh();
@@ -542,7 +543,7 @@ export class Session implements StreamOwner {
   }
 
   streamData(stream: AppStream, payload: Uint8Array): void {
-    this.#sendMessage({ type: 'StreamData', id: stream.id, payload }, stream.encoding);
+    this.#sendMessage({ type: 'StreamData', id: stream.id, payload }, stream.encoding, true);
   }
 
   streamClosed(stream: AppStream): void {
@@ -570,13 +571,18 @@ export class Session implements StreamOwner {
     return this.#sendMessage({ type: 'Error', id, message: truncate(message) }, enc);
   }
 
-  /** Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects. */
-  #sendMessage(msg: ServerMessage, enc: ByteEncoding): Promise<void> {
+  /**
+   * Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects.
+   * `ownedPayload`: the payload is handed over (app read buffers) and may be encrypted in place.
+   */
+  #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false): Promise<void> {
     if (this.#state === 'closed' || this.#send === null) return Promise.resolve();
     let ct: Uint8Array[];
     try {
-      // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as they are.
-      ct = this.#send.encryptParts(encodeServerMessageParts(msg, enc));
+      // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as
+      // they are. One part is a fresh encoding, ours to encrypt in place; a separate payload part only if owned.
+      const pt = encodeServerMessageParts(msg, enc);
+      ct = pt.length === 1 || ownedPayload ? this.#send.encryptOwned(pt) : this.#send.encryptParts(pt);
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();

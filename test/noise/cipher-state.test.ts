@@ -77,6 +77,35 @@ for (const suite of suites) {
         expect(rx.nonce).toBe(1n);
       });
 
+      it('encryptOwned / decryptOwned (in place where the suite can) give exactly the bytes encrypt / decrypt give', () => {
+        const [a, b] = pair(suite, cipher);
+        const rxOwned = new CipherState(suite, cipher, key);
+        const rx = new CipherState(suite, cipher, key);
+        for (const cuts of [[0], [1], [30, 0, 64_000], [5, 16_384], [100, 200, 300]]) {
+          const pieces = cuts.map((n, k) => Uint8Array.from({ length: n }, (_, i) => (i * 13 + k) & 0xff));
+          const plain = concatBytes(...pieces);
+          const ad = cuts.length % 2 === 0 ? Uint8Array.of(1, 2, 3) : new Uint8Array(0);
+          const whole = b.encrypt(plain, ad);
+          // owned pieces as views at odd offsets inside a larger buffer (what socket reads look like)
+          const host = new Uint8Array(plain.length + 7);
+          host.set(plain, 3);
+          let at = 3;
+          const owned = pieces.map((p) => host.subarray(at, (at += p.length)));
+          const ct = concatBytes(...a.encryptOwned(owned, ad));
+          expect(toHex(ct)).toBe(toHex(whole));
+          expect(host[0]).toBe(0); // nothing outside the views was touched
+          const frame = new Uint8Array(ct.length + 5);
+          frame.set(ct, 2);
+          const view = frame.subarray(2, 2 + ct.length);
+          expect(toHex(rxOwned.decryptOwned(view, ad))).toBe(toHex(plain));
+          expect(toHex(rx.decrypt(whole, ad))).toBe(toHex(plain));
+        }
+        const bad = a.encrypt(Uint8Array.of(1, 2, 3));
+        bad[0]! ^= 1;
+        expect(code(() => rxOwned.decryptOwned(bad))).toBe('NOISE_DECRYPT_FAILED');
+        expect(rxOwned.nonce).toBe(5n); // a failure does not advance the nonce
+      });
+
       it('encryptParts yields exactly the bytes encrypt would, advances the nonce once and enforces the same limits', () => {
         const [a, b] = pair(suite, cipher);
         const rx = new CipherState(suite, cipher, key);
