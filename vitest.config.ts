@@ -2,10 +2,22 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    reporters: process.env.CI ? ['default'] : ['default'],
+    reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'all', include: ['test/**/*.test.ts'] } },
+      {
+        // The hot paths again without the native addon (what a machine without a compiler, or macOS, runs): the
+        // node:crypto AEAD and the JS int-array loops must give the same bytes and behaviour.
+        extends: true,
+        test: {
+          name: 'no-addon',
+          include: ['test/noise/**/*.test.ts', 'test/wire/**/*.test.ts', 'test/responder/**/*.test.ts'],
+          env: { ENCLAVE_AGENT_NATIVE_ADDON: '/nonexistent/enclave_native.node' },
+        },
+      },
+    ],
   },
 });

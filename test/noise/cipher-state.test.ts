@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CipherState, MAX_NONCE, type CipherName, type NoisePrimitives } from '../../src/noise/index.ts';
 import { noblePrimitives } from '../../src/noise/suite-noble.ts';
+import { nativeAead } from '../../src/noise/native-aead.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
 import { concatBytes, equalBytes, toHex } from '../../src/util/bytes.ts';
 import { code, suites } from './helpers.ts';
@@ -203,4 +204,9 @@ describe('the node and noble suites agree (oracle)', () => {
       { numRuns: 100 },
     );
   });
+});
+
+// The vitest project "no-addon" runs this folder with the addon path pointing nowhere: prove the fallback is what ran.
+it.runIf(process.env.ENCLAVE_AGENT_NATIVE_ADDON === '/nonexistent/enclave_native.node')('runs on node:crypto when the addon is missing', () => {
+  expect(nativeAead()).toBeNull();
 });
