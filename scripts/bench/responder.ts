@@ -241,7 +241,7 @@ export default async function bench(): Promise<void> {
     await relayThroughput(ports.relay, 8 * MB);
     await streamThroughput(ports.streamAgent, 4 * MB, 'bstr');
     await streamThroughput(ports.streamAgent, 4 * MB, 'array');
-    const rounds = Number(process.env.RESPONDER_BENCH_ROUNDS ?? 3);
+    const rounds = Number(process.env.RESPONDER_BENCH_ROUNDS ?? 5);
     const total = { relay: 64 * MB, bstr: 64 * MB, array: 32 * MB };
     type PathName = keyof typeof total;
     const runs: Record<PathName, { mibs: number; childMs: number; selfMs: number }[]> = { relay: [], bstr: [], array: [] };
