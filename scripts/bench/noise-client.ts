@@ -5,9 +5,10 @@ import net from 'node:net';
 import { createHandshake } from '../../src/noise/handshake.ts';
 import type { CipherState } from '../../src/noise/cipher-state.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
-import { encodeFrameHeader, FrameReader } from '../../src/wire/frames.ts';
+import { TAG_LEN } from '../../src/noise/primitives.ts';
+import { encodeFrameHeader, FRAME_HEADER_LEN, FrameReader, MAX_FRAME_LEN } from '../../src/wire/frames.ts';
 import { installNativeIntArrayCodec } from '../../src/wire/native-int-array.ts';
-import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
+import { decodeServerMessage, encodeClientMessageInto, type ByteEncoding, type ClientMessage, type ServerMessage } from '../../src/wire/messages.ts';
 
 // Like the SDK's node entry: the addon's int-array loops when it is built.
 installNativeIntArrayCodec();
@@ -48,22 +49,22 @@ export class NoiseClient {
     return c;
   }
 
+  /** Frame buffers whose write completed, reused for the next frames (a load generator should not spend its CPU in GC). */
+  readonly #pool: Uint8Array[] = [];
+
   /** false: the socket buffer is full, wait for drain. */
   send(m: ClientMessage, enc: ByteEncoding = 'array'): boolean {
-    // Header and ciphertext parts as one corked writev: a large bstr payload is encrypted without being copied
-    // into the message first, and the ciphertext is not copied into a frame (what the SDK's node transport does).
-    const pt = encodeClientMessageParts(m, enc);
-    // one part: a fresh encoding, ours to encrypt in place; else the payload is the caller's
-    const ct = pt.length === 1 ? this.#send.encryptOwned(pt) : this.#send.encryptParts(pt);
-    let len = 0;
-    for (const p of ct) len += p.length;
-    const s = this.socket;
-    s.cork();
-    s.write(encodeFrameHeader(len));
-    for (let i = 0; i < ct.length - 1; i++) s.write(ct[i]!);
-    const ok = s.write(ct[ct.length - 1]!);
-    s.uncork();
-    return ok;
+    // The frame is assembled in a pooled buffer: the message encoded straight into it, sealed there in place (the
+    // addon's AEAD; node:crypto's parts are copied in instead), written as one view, the buffer reused after the write.
+    const buf = this.#pool.pop() ?? new Uint8Array(FRAME_HEADER_LEN + MAX_FRAME_LEN);
+    const len = encodeClientMessageInto(m, enc, buf.subarray(0, buf.length - TAG_LEN), FRAME_HEADER_LEN) - FRAME_HEADER_LEN;
+    buf.set(encodeFrameHeader(len + TAG_LEN), 0);
+    let at = FRAME_HEADER_LEN;
+    for (const c of this.#send.encryptOwned(buf.subarray(FRAME_HEADER_LEN, at + len))) {
+      if (c.buffer !== buf.buffer || c.byteOffset !== buf.byteOffset + at) buf.set(c, at);
+      at += c.length;
+    }
+    return this.socket.write(buf.subarray(0, at), () => this.#pool.push(buf));
   }
 
   next(): Promise<ServerMessage> {

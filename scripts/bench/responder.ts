@@ -254,8 +254,8 @@ export default async function bench(): Promise<void> {
       const mib = total[name] / MB;
       runs[name].push({ mibs, childMs: (c1 - c0) / 1000 / mib, selfMs: (s.user + s.system) / 1000 / mib });
     };
-    // RESPONDER_BENCH_PATHS=relay,bstr: run only those paths (e.g. to profile one encoding).
-    const paths = (process.env.RESPONDER_BENCH_PATHS ?? 'relay,bstr,array').split(',') as PathName[];
+    // RESPONDER_BENCH_PATHS=bstr: run only those agent paths, and the relay (e.g. to profile one encoding).
+    const paths = ['relay', ...(process.env.RESPONDER_BENCH_PATHS ?? 'bstr,array').split(',').filter((p) => p !== 'relay')] as PathName[];
     for (let r = 0; r < rounds; r++) for (const name of paths) await run(name);
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const ratios = (name: PathName): number[] => runs[name].map((x, i) => x.mibs / runs.relay[i]!.mibs);

@@ -545,6 +545,22 @@ export function encodeClientMessageParts(m: ClientMessage, enc: ByteEncoding = '
   return encodeParts(v, fields, checkEncoding(enc));
 }
 
+/**
+ * `encodeClientMessage` written into `out` at `offset` (e.g. a reused frame buffer: no allocation); returns the
+ * end offset. Throws WIRE_ENCODE (nothing written) when the message does not fit.
+ */
+export function encodeClientMessageInto(m: ClientMessage, enc: ByteEncoding, out: Uint8Array, offset: number): number {
+  const { v, fields } = clientFields(m);
+  const e = checkEncoding(enc);
+  const size = sizeOf(v, fields, e);
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > out.length) {
+    throw encodeError(`a ${size}-byte message does not fit at offset ${offset} of a ${out.length}-byte buffer`);
+  }
+  const end = offset + writeMessage(offset === 0 ? out : out.subarray(offset), v, fields, e, fields.length);
+  if (end !== offset + size) throw encodeError(`internal: encoded ${end - offset} bytes, sized ${size}`);
+  return end;
+}
+
 /** `encodeServerMessage` as consecutive parts (see encodeClientMessageParts). */
 export function encodeServerMessageParts(m: ServerMessage, enc: ByteEncoding = 'array'): Uint8Array[] {
   const { v, fields } = serverFields(m);

@@ -8,6 +8,7 @@ import {
   decodeClientMessage,
   decodeServerMessage,
   encodeClientMessage,
+  encodeClientMessageInto,
   encodeClientMessageParts,
   encodeServerMessage,
   encodeServerMessageParts,
@@ -187,6 +188,22 @@ describe('encoding', () => {
       { type: 'Attestation', data: new Uint8Array(5000), control_nonce: new Uint8Array(32), features: ['bstr'] },
     ];
     for (const m of others) expect(encodeServerMessageParts(m, 'bstr')).toEqual([encodeServerMessage(m, 'bstr')]);
+  });
+
+  it('encodes into a caller buffer at an offset exactly what encodeClientMessage returns, or throws without writing', () => {
+    for (const enc of ['array', 'bstr'] as const) {
+      for (const n of [0, 1, 300, 20_000]) {
+        const m: ClientMessage = { type: 'StreamData', id: 77, payload: new Uint8Array(n).map((_, i) => (i * 7) & 0xff) };
+        const whole = encodeClientMessage(m, enc);
+        const out = new Uint8Array(whole.length + 9).fill(0xee);
+        expect(encodeClientMessageInto(m, enc, out, 4)).toBe(4 + whole.length);
+        expect(toHex(out.subarray(4, 4 + whole.length))).toBe(toHex(whole));
+        expect([...out.subarray(0, 4), ...out.subarray(4 + whole.length)].every((b) => b === 0xee)).toBe(true);
+        const small = new Uint8Array(whole.length + 3).fill(0xee);
+        expectWireError(() => encodeClientMessageInto(m, enc, small, 4), 'WIRE_ENCODE');
+        expect(small.every((b) => b === 0xee)).toBe(true);
+      }
+    }
   });
 
   it('returns byte-string fields as views into the input unless asked to copy', () => {
