@@ -3,22 +3,49 @@
 // log reports. Stages are `(ex, next) => Promise<void>`; a stage answers by itself (and does not call
 // `next`) or adjusts the exchange and calls `next`. Any error a stage throws becomes a JSON error response.
 import { STATUS_CODES } from 'node:http';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Duplex, Readable } from 'node:stream';
 import type { ForwardContext } from '../responder/forwarder.ts';
-import type { PairEnd } from './duplex-pair.ts';
 import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
 import { isAgentError } from '../errors.ts';
 
 export type RequestType = 'HTTP' | 'WebSocket';
 
+/**
+ * What the stages read of a request: an IncomingMessage from the http.Server path, or the parsed head of a
+ * one-shot Data request on the fast path (fast-path.ts).
+ */
+export interface RequestHead {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  /** `[name, value, ...]` as received. */
+  readonly rawHeaders: string[];
+  readonly headers: IncomingHttpHeaders;
+  /** The whole request (head and body) has been received. */
+  readonly complete: boolean;
+}
+
+/** What the stages use of a response: a ServerResponse, or the fast path's DataResponse. */
+export interface ResponseChannel {
+  readonly headersSent: boolean;
+  readonly destroyed: boolean;
+  readonly writableFinished: boolean;
+  writeHead(status: number, headers: HeaderList): unknown;
+  write(chunk: Buffer): boolean;
+  end(chunk?: Buffer): unknown;
+  destroy(): unknown;
+  on(event: 'close' | 'drain' | 'error', listener: () => void): unknown;
+  once(event: 'close' | 'drain', listener: () => void): unknown;
+  removeListener(event: 'close' | 'drain', listener: () => void): unknown;
+}
+
 export class Exchange {
-  readonly req: IncomingMessage;
+  readonly req: RequestHead;
   /** The response, for ordinary requests; null on the upgrade path (which answers on `socket`). */
-  readonly res: ServerResponse | null;
-  /** The server end of the connection the request came on. */
-  readonly socket: PairEnd;
+  readonly res: ResponseChannel | null;
+  /** The server end of the connection the request came on (the upgrade path writes on it). */
+  readonly socket: Duplex;
   /** What the session knows: client address, handshake hash, attest(). */
   readonly conn: ForwardContext;
   readonly type: RequestType;
@@ -53,7 +80,7 @@ export class Exchange {
   private doneCallbacks: (() => void)[] = [];
   private isDone = false;
 
-  constructor(init: { req: IncomingMessage; res: ServerResponse | null; socket: PairEnd; conn: ForwardContext; type: RequestType; upstreamHeaders: HeaderList; body: Readable | null; bodyLength: number | null }) {
+  constructor(init: { req: RequestHead; res: ResponseChannel | null; socket: Duplex; conn: ForwardContext; type: RequestType; upstreamHeaders: HeaderList; body: Readable | null; bodyLength: number | null }) {
     this.req = init.req;
     this.res = init.res;
     this.socket = init.socket;
@@ -131,7 +158,7 @@ export function respond(ex: Exchange, status: number, headers: HeaderList, body:
     return;
   }
   // Upgrade path: the socket is ours; write a complete response and close.
-  const sock = ex.socket;
+  const sock = ex.socket as Duplex & { destroySoon(): void };
   if (!sock.writable) {
     sock.destroy();
     return;

@@ -16,6 +16,7 @@ import type { ForwardContext, Forwarder } from '../responder/forwarder.ts';
 import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
+import { BufferBody, DataConnection, DataResponse, FastRequest, parseSimpleRequest } from './fast-path.ts';
 import type { Stage } from './exchange.ts';
 import { endToEndHeaders } from './headers.ts';
 import { HttpModeError } from './errors.ts';
@@ -82,8 +83,10 @@ export interface HttpForwarder extends Forwarder {
   close(): Promise<void>;
   /** The app health monitor behind /.well-known/health. */
   readonly health: AppHealthMonitor;
-  /** Connections currently open into the server. */
+  /** Connections currently open into the server (Data connections included, fast path or not). */
   readonly connectionCount: number;
+  /** Requests answered on the Data fast path (fast-path.ts) so far; the rest went through the http.Server. */
+  readonly fastPathRequests: number;
 }
 
 export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
@@ -143,11 +146,13 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   ]);
 
   const contexts = new WeakMap<object, ForwardContext>();
-  const open = new Set<PairEnd>();
+  const open = new Set<Duplex>();
   let closed = false;
+  let fastPathRequests = 0;
+  const maxHeaderBytes = opts.maxHeaderBytes ?? 16 * 1024;
 
   const server = http.createServer({
-    maxHeaderSize: opts.maxHeaderBytes ?? 16 * 1024,
+    maxHeaderSize: maxHeaderBytes,
     requestTimeout: 0,
     headersTimeout: headersTimeoutMs,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 60_000,
@@ -299,23 +304,71 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     logExchange(fake, trx);
   }
 
+  /** A connection on the http.Server for `ctx`; returns the session's end. */
+  function serverConnection(ctx: ForwardContext, track: boolean): PairEnd {
+    const [outer, inner] = createDuplexPair();
+    if (ctx.client !== undefined) {
+      inner.remoteAddress = ctx.client.address;
+      inner.remotePort = ctx.client.port;
+      inner.remoteFamily = ctx.client.family;
+    }
+    contexts.set(inner, ctx);
+    if (track) {
+      open.add(inner);
+      inner.once('close', () => open.delete(inner));
+    }
+    inner.on('error', () => {});
+    // The session gave up on the connection: abort everything running on it (and its app requests).
+    outer.once('close', () => inner.destroy());
+    server.emit('connection', inner);
+    return outer;
+  }
+
+  /**
+   * The fast path (fast-path.ts): the same stages as the 'request' handler, on a request parsed by
+   * parseSimpleRequest and a DataResponse. False leaves the bytes to the http.Server.
+   */
+  function serveFast(conn: DataConnection, ctx: ForwardContext, bytes: Buffer): boolean {
+    if (closed) return false;
+    const parsed = parseSimpleRequest(bytes, maxHeaderBytes);
+    if (parsed === null) return false;
+    fastPathRequests++;
+    const res = new DataResponse(conn, parsed.method);
+    conn.response = res;
+    const ex: Exchange = new Exchange({
+      req: new FastRequest(parsed),
+      res,
+      socket: conn,
+      conn: ctx,
+      type: 'HTTP',
+      upstreamHeaders: endToEndHeaders(parsed.rawHeaders),
+      body: parsed.body === null ? null : new BufferBody(parsed.body, (n) => (ex.bytesIn += n)),
+      bodyLength: parsed.body === null ? null : parsed.contentLength,
+    });
+    ex.remoteIp = ctx.client?.address;
+    res.once('close', () => ex.finish());
+    httpPipeline(ex).catch((err: unknown) => {
+      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
+      try {
+        respondError(ex, err);
+      } catch {
+        res.destroy();
+      }
+    });
+    return true;
+  }
+
   return {
     async connect(ctx: ForwardContext): Promise<Duplex> {
       if (closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
-      const [outer, inner] = createDuplexPair();
-      if (ctx.client !== undefined) {
-        inner.remoteAddress = ctx.client.address;
-        inner.remotePort = ctx.client.port;
-        inner.remoteFamily = ctx.client.family;
+      if (ctx.kind === 'data') {
+        // One-shot Data request: the fast path when it is a plainly simple request, else the http.Server.
+        const conn = new DataConnection({ fast: (c, bytes) => serveFast(c, ctx, bytes), full: () => serverConnection(ctx, false) });
+        open.add(conn);
+        conn.once('close', () => open.delete(conn));
+        return conn;
       }
-      contexts.set(inner, ctx);
-      open.add(inner);
-      inner.once('close', () => open.delete(inner));
-      inner.on('error', () => {});
-      // The session gave up on the connection: abort everything running on it (and its app requests).
-      outer.once('close', () => inner.destroy());
-      server.emit('connection', inner);
-      return outer;
+      return serverConnection(ctx, true);
     },
 
     async close(): Promise<void> {
@@ -334,6 +387,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
     get connectionCount() {
       return open.size;
+    },
+
+    get fastPathRequests() {
+      return fastPathRequests;
     },
   };
 }

@@ -1,5 +1,5 @@
-// Where transaction-log records leave the agent. Every sink serializes through pino (one JSON line per
-// record); they differ in where the line goes: stdout or a file in development, any byte stream (the vsock
+// Where transaction-log records leave the agent. Every sink writes one JSON line per record, the line pino
+// would write (recordLine); they differ in where the line goes: stdout or a file in development, any byte stream (the vsock
 // stream to the host bridge, which writes what it receives as JSON lines) in production, memory in tests.
 // A sink never blocks and never grows without bound: the stream sink drops records while its stream is
 // backed up and counts the drops.
@@ -8,22 +8,42 @@ import type { Writable } from 'node:stream';
 
 export interface LogSink {
   write(record: object): void;
+  /**
+   * Several records at once (the transaction log hands over one batch per event-loop turn): sinks that
+   * write to a file descriptor join the lines into one write.
+   */
+  writeBatch?(records: readonly object[]): void;
   /** Flushes and releases the sink. */
   close(): Promise<void>;
 }
 
-const PINO_OPTIONS: pino.LoggerOptions = {
-  base: null,
-  timestamp: false,
-  formatters: { level: (label) => ({ level: label }) },
-};
+/**
+ * One record as the JSON line pino writes for `logger.info(record)` with `base: null`, no timestamp and
+ * the level as a label: `{"level":"info",...record}`. Built with JSON.stringify directly: a record is a
+ * plain object of strings, numbers, null and nested plain objects/arrays, and going through a logger per
+ * record cost more than building the record.
+ */
+export function recordLine(record: object): string {
+  const json = JSON.stringify(record);
+  return json.length <= 2 ? '{"level":"info"}\n' : `{"level":"info",${json.slice(1)}\n`;
+}
 
-function pinoSink(dest: pino.DestinationStream, onClose: () => Promise<void>): LogSink {
-  const logger = pino(PINO_OPTIONS, dest);
+/** The lines of `records`, concatenated. */
+export function recordLines(records: readonly object[]): string {
+  let out = '';
+  for (const r of records) out += recordLine(r);
+  return out;
+}
+
+/** A sink writing lines to a pino destination (a sonic-boom stream or anything with write(string)). */
+export function destinationSink(dest: { write(line: string): unknown }, onClose: () => Promise<void>): LogSink {
   let closed = false;
   return {
     write(record) {
-      if (!closed) logger.info(record);
+      if (!closed) dest.write(recordLine(record));
+    },
+    writeBatch(records) {
+      if (!closed && records.length > 0) dest.write(recordLines(records));
     },
     async close() {
       if (closed) return;
@@ -36,13 +56,13 @@ function pinoSink(dest: pino.DestinationStream, onClose: () => Promise<void>): L
 /** JSON lines on stdout (development). */
 export function createStdoutLogSink(): LogSink {
   const dest = pino.destination({ dest: 1, sync: false });
-  return pinoSink(dest, () => new Promise<void>((resolve) => dest.flush(() => resolve())));
+  return destinationSink(dest, () => new Promise<void>((resolve) => dest.flush(() => resolve())));
 }
 
 /** JSON lines appended to `path` (development). */
 export function createFileLogSink(path: string): LogSink {
   const dest = pino.destination({ dest: path, append: true, mkdir: true, sync: false });
-  return pinoSink(
+  return destinationSink(
     dest,
     () =>
       new Promise<void>((resolve) => {
@@ -70,16 +90,17 @@ export function createStreamLogSink(stream: Writable, opts: { maxQueuedBytes?: n
   stream.on('error', () => {
     // A dead log stream must not take the agent down; records are dropped from now on.
   });
-  const dest: pino.DestinationStream = {
+  const dest = {
     write(line: string) {
       if (stream.destroyed || stream.writableEnded || stream.writableLength > max) {
-        dropped++;
+        // A batch is dropped whole: count its records.
+        for (let i = line.indexOf('\n'); i >= 0; i = line.indexOf('\n', i + 1)) dropped++;
         return;
       }
       stream.write(line);
     },
   };
-  const sink = pinoSink(
+  const sink = destinationSink(
     dest,
     () =>
       new Promise<void>((resolve) => {
@@ -91,6 +112,7 @@ export function createStreamLogSink(stream: Writable, opts: { maxQueuedBytes?: n
   );
   return {
     write: sink.write,
+    writeBatch: sink.writeBatch!,
     close: sink.close,
     get dropped() {
       return dropped;
@@ -106,6 +128,13 @@ export interface MemoryLogSink extends LogSink {
 /** Keeps the records in memory (tests, embedding). */
 export function createMemoryLogSink(): MemoryLogSink {
   const records: Record<string, unknown>[] = [];
-  const sink = pinoSink({ write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>) }, async () => {});
-  return { write: sink.write, close: sink.close, records };
+  const sink = destinationSink(
+    {
+      write: (lines: string) => {
+        for (const line of lines.split('\n')) if (line !== '') records.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+    async () => {},
+  );
+  return { write: sink.write, writeBatch: sink.writeBatch!, close: sink.close, records };
 }

@@ -7,7 +7,7 @@
 //           vsock CID 3 (the parent instance) port log.vsock_port unless a target is given
 import pino, { type Logger } from 'pino';
 import type { Config } from '../config.ts';
-import type { LogSink } from '../http/log-sink.ts';
+import { destinationSink, type LogSink } from '../http/log-sink.ts';
 import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { createReconnectingLogSink } from './stream-log-sink.ts';
@@ -30,19 +30,17 @@ export interface RuntimeLogsOptions {
   base?: Record<string, unknown>;
 }
 
-const TRX_OPTIONS: pino.LoggerOptions = { base: null, timestamp: false, formatters: { level: (label) => ({ level: label }) } };
-
-function trxSinkOver(dest: pino.DestinationStream): LogSink {
-  const trx = pino(TRX_OPTIONS, dest);
-  let closed = false;
-  return {
-    write(record) {
-      if (!closed) trx.info(record);
-    },
-    async close() {
-      closed = true;
-    },
-  };
+/**
+ * Transaction records on the shared destination, as the JSON lines pino writes (recordLine). On a file
+ * descriptor (`batch`) a batch goes in one write: the trx stage hands over one batch per event-loop turn,
+ * so the synchronous destination makes one write(2) per turn instead of one per request. Whole lines per
+ * write, so they never interleave with the operational log's lines. The vsock sink takes one line per
+ * write (it bounds and queues lines itself, and sends them asynchronously).
+ */
+function trxSinkOver(dest: { write(line: string): unknown }, batch: boolean): LogSink {
+  const sink = destinationSink(dest, async () => {});
+  if (batch) return sink;
+  return { write: sink.write, close: sink.close };
 }
 
 /** Where `sink = "vsock"` sends the log stream by default: the parent instance. */
@@ -65,7 +63,7 @@ export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions =
     });
     return {
       logger: pino(loggerOptions, sink.destination),
-      trxSink: trxSinkOver(sink.destination),
+      trxSink: trxSinkOver(sink.destination, false),
       where: describeTarget(target),
       close: () => sink.close(),
     };
@@ -74,7 +72,7 @@ export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions =
   const dest = log.sink === 'file' && log.path !== null ? pino.destination({ dest: log.path, append: true, mkdir: true, sync: true }) : pino.destination({ dest: 1, sync: true });
   return {
     logger: pino(loggerOptions, dest),
-    trxSink: trxSinkOver(dest),
+    trxSink: trxSinkOver(dest, true),
     where: log.sink === 'file' && log.path !== null ? log.path : 'stdout',
     async close() {
       try {

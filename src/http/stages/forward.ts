@@ -8,9 +8,9 @@ import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
 import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
-import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { Exchange, Stage } from '../exchange.ts';
+import type { Exchange, ResponseChannel, Stage } from '../exchange.ts';
+import { BufferBody } from '../fast-path.ts';
 import { endToEndHeaders, removeHeader } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
 
@@ -88,8 +88,13 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     // the forwarder drains whatever the app did not read (a keep-alive stream goes on).
     // It is handed over as an async iterable so the framing stays what the client chose: undici would
     // otherwise turn a chunked body that happens to be fully buffered into a Content-Length one.
-    let requestBody: Readable | undefined;
-    if (body === ex.req) {
+    let requestBody: Readable | Buffer | undefined;
+    const whole = body instanceof BufferBody ? body.takeBuffer() : null;
+    if (whole !== null) {
+      // A fast-path body in memory: undici sends the buffer with its length (and can resend it on a retry).
+      requestBody = whole;
+      bodyStarted = () => false;
+    } else if (body !== null && (body as unknown) === ex.req) {
       const pass = new PassThrough({ highWaterMark: 64 * 1024 });
       pass.on('error', () => {});
       body.pipe(pass);
@@ -167,11 +172,11 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
   };
 
   readonly ex: Exchange;
-  readonly #res: ServerResponse;
+  readonly #res: ResponseChannel;
   readonly #upstream: Upstream;
   readonly #drop: ReadonlySet<string> | undefined;
 
-  constructor(ex: Exchange, res: ServerResponse, upstream: Upstream, drop: ReadonlySet<string> | undefined) {
+  constructor(ex: Exchange, res: ResponseChannel, upstream: Upstream, drop: ReadonlySet<string> | undefined) {
     this.ex = ex;
     this.#res = res;
     this.#upstream = upstream;

@@ -157,32 +157,35 @@ export interface TrxLogOptions {
   onError?: (err: unknown) => void;
 }
 
+/** The exchange's record (`endedAt`: performance.now() when it was over; default now). */
+export function exchangeRecord(ex: Exchange, mask: HeaderMasker, endedAt = performance.now()): Record<string, unknown> {
+  const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+  return trxRecord(
+    {
+      txid: ex.requestId,
+      startedAt: ex.startedAt,
+      elapsedMs: endedAt - ex.started,
+      sessionId: ex.conn.sessionId,
+      type: ex.type,
+      method: ex.req.method ?? '',
+      url: ex.req.url ?? '',
+      status: ex.sentStatus,
+      bytesIn: ex.bytesIn,
+      bytesOut: ex.bytesOut,
+      remoteIp: ex.remoteIp,
+      requestHeaders: ex.req.rawHeaders,
+      responseHeaders: ex.sentHeaders,
+      decryptedFields: fields,
+      error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
+    },
+    mask,
+  );
+}
+
 /** Writes the exchange's record (`endedAt`: performance.now() when it was over; default now). */
 export function logExchange(ex: Exchange, opts: TrxLogOptions, endedAt = performance.now()): void {
   try {
-    const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
-    opts.sink.write(
-      trxRecord(
-        {
-          txid: ex.requestId,
-          startedAt: ex.startedAt,
-          elapsedMs: endedAt - ex.started,
-          sessionId: ex.conn.sessionId,
-          type: ex.type,
-          method: ex.req.method ?? '',
-          url: ex.req.url ?? '',
-          status: ex.sentStatus,
-          bytesIn: ex.bytesIn,
-          bytesOut: ex.bytesOut,
-          remoteIp: ex.remoteIp,
-          requestHeaders: ex.req.rawHeaders,
-          responseHeaders: ex.sentHeaders,
-          decryptedFields: fields,
-          error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
-        },
-        opts.mask,
-      ),
-    );
+    opts.sink.write(exchangeRecord(ex, opts.mask, endedAt));
   } catch (err) {
     opts.onError?.(err);
   }
@@ -191,21 +194,44 @@ export function logExchange(ex: Exchange, opts: TrxLogOptions, endedAt = perform
 /**
  * Records are built and written after the exchange, in a batch per event-loop turn (setImmediate): the
  * serialization and the sink's write are off the path of the response, which is already on its way to the
- * client when the exchange ends. The elapsed time is taken when the exchange ends. Whoever closes the sink
- * lets one setImmediate pass first (immediates run in order), so no record is lost at shutdown.
+ * client when the exchange ends, and a sink that writes to a file descriptor makes one write per batch
+ * (LogSink.writeBatch) instead of one per record. The elapsed time is taken when the exchange ends. Whoever
+ * closes the sink lets one setImmediate pass first (immediates run in order), so no record is lost at
+ * shutdown.
  */
 export function trxLogStage(opts: TrxLogOptions): Stage {
   if (!opts.enabled) return (_ex, next) => next();
-  let queue: { ex: Exchange; endedAt: number }[] = [];
+  let queue: Exchange[] = [];
+  let ends: number[] = [];
   const flush = (): void => {
     const batch = queue;
+    const endedAt = ends;
     queue = [];
-    for (const item of batch) logExchange(item.ex, opts, item.endedAt);
+    ends = [];
+    const writeBatch = opts.sink.writeBatch;
+    if (writeBatch === undefined || batch.length === 1) {
+      for (let i = 0; i < batch.length; i++) logExchange(batch[i]!, opts, endedAt[i]);
+      return;
+    }
+    const records: Record<string, unknown>[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      try {
+        records.push(exchangeRecord(batch[i]!, opts.mask, endedAt[i]));
+      } catch (err) {
+        opts.onError?.(err);
+      }
+    }
+    try {
+      writeBatch.call(opts.sink, records);
+    } catch (err) {
+      opts.onError?.(err);
+    }
   };
   return (ex, next) => {
     ex.onDone(() => {
       if (queue.length === 0) setImmediate(flush);
-      queue.push({ ex, endedAt: performance.now() });
+      queue.push(ex);
+      ends.push(performance.now());
     });
     return next();
   };

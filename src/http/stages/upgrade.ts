@@ -3,6 +3,7 @@
 // response head. On 101 the request id is added to it and both directions are piped raw, half-closes
 // included. On any other status the response is relayed with `Connection: close` and nothing more the
 // client sends reaches the app: a refused upgrade must not become a raw tunnel past the stages.
+import type { PairEnd } from '../duplex-pair.ts';
 import net from 'node:net';
 import type { Stage } from '../exchange.ts';
 import { endToEndHeaders, removeHeader, serializeHeaders } from '../headers.ts';
@@ -48,7 +49,8 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
   const maxHead = opts.maxHeadBytes ?? 64 * 1024;
   return (ex) =>
     new Promise<void>((resolve, reject) => {
-      const client = ex.socket;
+      // The upgrade path only runs on http.Server connections, whose sockets are pair ends.
+      const client = ex.socket as PairEnd;
       const req = ex.req;
       const head = ex.upgradeHead ?? Buffer.alloc(0);
       const app = net.connect({ host: opts.host, port: opts.port, allowHalfOpen: true });
