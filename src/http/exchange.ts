@@ -109,13 +109,12 @@ export type Stage = (ex: Exchange, next: () => Promise<void>) => Promise<void>;
 
 /** Runs `stages` in order; each decides whether to call the next. */
 export function compose(stages: readonly Stage[]): (ex: Exchange) => Promise<void> {
-  return (ex) => {
-    const dispatch = (i: number): Promise<void> => {
-      const stage = stages[i];
-      return stage === undefined ? Promise.resolve() : stage(ex, () => dispatch(i + 1));
-    };
-    return dispatch(0);
-  };
+  return (ex) => dispatchStage(stages, ex, 0);
+}
+
+function dispatchStage(stages: readonly Stage[], ex: Exchange, i: number): Promise<void> {
+  const stage = stages[i];
+  return stage === undefined ? Promise.resolve() : stage(ex, () => dispatchStage(stages, ex, i + 1));
 }
 
 /** The JSON error body every agent-generated error uses. */

@@ -26,6 +26,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Duplex, Readable } from 'node:stream';
+import type { ForwardContext } from '../responder/forwarder.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import type { RequestHead, ResponseChannel } from './exchange.ts';
 import type { HeaderList } from './headers.ts';
@@ -324,7 +325,7 @@ export interface DataConnectionHandlers {
   /** The session ended the connection after `bytes`: answer on the fast path (true) or decline (false). */
   fast(conn: DataConnection, bytes: Buffer): boolean;
   /** A connection on the http.Server; returns the session's end of the pair. */
-  full(): PairEnd;
+  full(conn: DataConnection): PairEnd;
 }
 
 /**
@@ -341,9 +342,12 @@ export class DataConnection extends Duplex {
   /** Set by the fast path once it answers. */
   response: DataResponse | null = null;
   readonly #handlers: DataConnectionHandlers;
+  /** What the session knows about the connection. */
+  readonly ctx: ForwardContext;
 
-  constructor(handlers: DataConnectionHandlers) {
+  constructor(ctx: ForwardContext, handlers: DataConnectionHandlers) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    this.ctx = ctx;
     this.#handlers = handlers;
   }
 
@@ -395,7 +399,7 @@ export class DataConnection extends Duplex {
       return;
     }
     this.#mode = 'full';
-    const outer = this.#handlers.full();
+    const outer = this.#handlers.full(this);
     this.#outer = outer;
     outer.on('data', (c: Buffer) => {
       if (!this.push(c)) outer.pause();

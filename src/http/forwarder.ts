@@ -17,6 +17,7 @@ import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
 import { BufferBody, DataConnection, DataResponse, FastRequest, parseSimpleRequest } from './fast-path.ts';
+import type { DataConnectionHandlers } from './fast-path.ts';
 import type { Stage } from './exchange.ts';
 import { endToEndHeaders } from './headers.ts';
 import { HttpModeError } from './errors.ts';
@@ -328,8 +329,9 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
    * The fast path (fast-path.ts): the same stages as the 'request' handler, on a request parsed by
    * parseSimpleRequest and a DataResponse. False leaves the bytes to the http.Server.
    */
-  function serveFast(conn: DataConnection, ctx: ForwardContext, bytes: Buffer): boolean {
+  function serveFast(conn: DataConnection, bytes: Buffer): boolean {
     if (closed) return false;
+    const ctx = conn.ctx;
     const parsed = parseSimpleRequest(bytes, maxHeaderBytes);
     if (parsed === null) return false;
     fastPathRequests++;
@@ -358,12 +360,14 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     return true;
   }
 
+  const dataHandlers: DataConnectionHandlers = { fast: serveFast, full: (conn) => serverConnection(conn.ctx, false) };
+
   return {
     async connect(ctx: ForwardContext): Promise<Duplex> {
       if (closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
       if (ctx.kind === 'data') {
         // One-shot Data request: the fast path when it is a plainly simple request, else the http.Server.
-        const conn = new DataConnection({ fast: (c, bytes) => serveFast(c, ctx, bytes), full: () => serverConnection(ctx, false) });
+        const conn = new DataConnection(ctx, dataHandlers);
         open.add(conn);
         conn.once('close', () => open.delete(conn));
         return conn;

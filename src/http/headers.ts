@@ -8,11 +8,21 @@ export type HeaderList = string[];
 /** Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies drop) and `Expect`, which is per hop here. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'trailer', 'upgrade', 'expect']);
 
+/** Lengths of the HOP_BY_HOP names: other names are never lower-cased just to be looked up there. */
+const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length));
+
+/** `name` is `lower` (already lower-case), ignoring case; the length is compared first (most names differ there). */
+export function isHeader(name: string, lower: string): boolean {
+  return name.length === lower.length && (name === lower || name.toLowerCase() === lower);
+}
+
+const EMPTY: ReadonlySet<string> = new Set();
+
 /** Lower-cased tokens of every Connection header in the list. */
 export function connectionTokens(list: HeaderList): Set<string> {
   const out = new Set<string>();
   for (let i = 0; i < list.length; i += 2) {
-    if (list[i]!.toLowerCase() !== 'connection') continue;
+    if (!isHeader(list[i]!, 'connection')) continue;
     for (const t of list[i + 1]!.split(',')) {
       const token = t.trim().toLowerCase();
       if (token !== '') out.add(token);
@@ -27,12 +37,20 @@ export function connectionTokens(list: HeaderList): Set<string> {
  */
 export function endToEndHeaders(list: HeaderList, opts: { keep?: ReadonlySet<string>; drop?: ReadonlySet<string> } = {}): HeaderList {
   const named = connectionTokens(list);
+  const drop = opts.drop ?? EMPTY;
+  // Names that cannot be hop-by-hop, named by Connection, or dropped (their length says so) are copied
+  // without lower-casing them.
+  const checkAll = named.size > 0;
+  let dropLengths = 0;
+  for (const d of drop) dropLengths |= 1 << Math.min(d.length, 31);
   const out: HeaderList = [];
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i]!;
-    const lower = name.toLowerCase();
-    const hop = HOP_BY_HOP.has(lower) || named.has(lower);
-    if ((hop && !(opts.keep?.has(lower) ?? false)) || (opts.drop?.has(lower) ?? false)) continue;
+    if (checkAll || HOP_BY_HOP_LENGTHS.has(name.length) || (dropLengths & (1 << Math.min(name.length, 31))) !== 0) {
+      const lower = name.toLowerCase();
+      const hop = HOP_BY_HOP.has(lower) || named.has(lower);
+      if ((hop && !(opts.keep?.has(lower) ?? false)) || drop.has(lower)) continue;
+    }
     out.push(name, list[i + 1]!);
   }
   return out;
@@ -41,13 +59,13 @@ export function endToEndHeaders(list: HeaderList, opts: { keep?: ReadonlySet<str
 /** Values of `name` (lower-case) in order. */
 export function getHeaders(list: HeaderList, name: string): string[] {
   const out: string[] = [];
-  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) out.push(list[i + 1]!);
+  for (let i = 0; i < list.length; i += 2) if (isHeader(list[i]!, name)) out.push(list[i + 1]!);
   return out;
 }
 
 /** First value of `name` (lower-case), or undefined. */
 export function getHeader(list: HeaderList, name: string): string | undefined {
-  for (let i = 0; i < list.length; i += 2) if (list[i]!.toLowerCase() === name) return list[i + 1];
+  for (let i = 0; i < list.length; i += 2) if (isHeader(list[i]!, name)) return list[i + 1];
   return undefined;
 }
 
@@ -55,7 +73,7 @@ export function getHeader(list: HeaderList, name: string): string | undefined {
 export function removeHeader(list: HeaderList, name: string): void {
   let w = 0;
   for (let r = 0; r < list.length; r += 2) {
-    if (list[r]!.toLowerCase() === name) continue;
+    if (isHeader(list[r]!, name)) continue;
     list[w] = list[r]!;
     list[w + 1] = list[r + 1]!;
     w += 2;

@@ -81,19 +81,21 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
     if (res === null) throw new HttpModeError('HTTP_INTERNAL', 500, 'forward stage reached without a response');
 
     const body = ex.body;
-    let bodyStarted = (): boolean => body !== null && body.readableDidRead;
     const method = ex.req.method ?? 'GET';
     // The client's body reaches undici through a PassThrough it may destroy without touching the request:
     // the client connection must survive an app failure to receive the 502, and once the exchange is over
     // the forwarder drains whatever the app did not read (a keep-alive stream goes on).
     // It is handed over as an async iterable so the framing stays what the client chose: undici would
     // otherwise turn a chunked body that happens to be fully buffered into a Content-Length one.
+    // A fast-path body in memory goes as the buffer itself (undici sends it with its length, and can send
+    // it again on a retry).
     let requestBody: Readable | Buffer | undefined;
+    /** What a retry checks: once the app may have read part of the body, it cannot be sent again. */
+    let sent: Readable | null = body;
     const whole = body instanceof BufferBody ? body.takeBuffer() : null;
     if (whole !== null) {
-      // A fast-path body in memory: undici sends the buffer with its length (and can resend it on a retry).
       requestBody = whole;
-      bodyStarted = () => false;
+      sent = null;
     } else if (body !== null && (body as unknown) === ex.req) {
       const pass = new PassThrough({ highWaterMark: 64 * 1024 });
       pass.on('error', () => {});
@@ -103,7 +105,7 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
         pass.destroy();
       });
       requestBody = iterate(pass) as unknown as Readable;
-      bodyStarted = () => pass.readableDidRead;
+      sent = pass;
     } else {
       requestBody = body ?? undefined;
     }
@@ -126,7 +128,7 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
       if (failure === null) return;
       if (failure instanceof HttpModeError) throw failure;
       const code = (failure as { code?: unknown }).code;
-      const canRetry = code === 'ECONNREFUSED' && !upstream.answered && performance.now() - started < upstream.startupGraceMs && !bodyStarted();
+      const canRetry = code === 'ECONNREFUSED' && !upstream.answered && performance.now() - started < upstream.startupGraceMs && !(sent?.readableDidRead ?? false);
       if (canRetry) {
         await sleep(100);
         if (res.destroyed) {
