@@ -25,7 +25,7 @@ export class CipherState {
     }
     this.#primitives = primitives;
     this.#cipher = cipher;
-    this.#key = key.slice();
+    this.#key = new Uint8Array(key); // a copy even of a Buffer (whose slice() is a view)
     this.#nonce = initialNonce;
   }
 

@@ -104,10 +104,10 @@ class NNHandshake implements Handshake {
     const psks = opts.psks ?? [];
     if (psks.length !== wanted) throw new NoiseError('NOISE_BAD_KEY', `psks: ${this.protocol} expects ${wanted} PSK(s), found ${psks.length}`);
     psks.forEach((psk, i) => checkKeyLength(`psks[${i}]`, psk, PSK_LEN));
-    this.#psks = psks.map((psk) => psk.slice());
+    this.#psks = psks.map((psk) => new Uint8Array(psk)); // copies, even of Buffers (whose slice() is a view)
 
     if (opts.ephemeralPrivateKey !== undefined) checkKeyLength('ephemeralPrivateKey', opts.ephemeralPrivateKey, DH_LEN);
-    this.#ePriv = opts.ephemeralPrivateKey?.slice() ?? null;
+    this.#ePriv = opts.ephemeralPrivateKey === undefined ? null : new Uint8Array(opts.ephemeralPrivateKey);
 
     this.#ss = new SymmetricState(this.#p, this.protocol, this.#info.cipher, this.#info.hash, opts.prologue ?? EMPTY);
   }
@@ -159,7 +159,7 @@ class NNHandshake implements Handshake {
       if (!first) this.#finishMessage2Tokens(this.#p.x25519(this.#ePriv!, re));
       const payload = this.#ss.decryptAndHash(message.subarray(DH_LEN));
       this.#advance();
-      return encrypted ? payload : payload.slice(); // an unencrypted payload would otherwise alias `message`
+      return encrypted ? payload : new Uint8Array(payload); // an unencrypted payload would otherwise alias `message` (a Buffer's slice() would too)
     });
   }
 

@@ -59,6 +59,8 @@ interface PrivateEntry {
   pub: Uint8Array | null;
 }
 
+// (Copies below are `new Uint8Array(x)`: a Buffer's slice() is a view, which would make the guard compare a key
+// with itself.)
 // KeyObject caches keyed by the caller's key array: a CipherState (and a handshake's ephemeral)
 // passes the same Uint8Array on every call, so each key is imported into OpenSSL once, not per
 // message. Entries go away with the arrays. An entry is reused only while the array still holds
@@ -103,7 +105,7 @@ function privateEntry(privateKey: Uint8Array): PrivateEntry {
   const hit = privateKeys.get(privateKey);
   if (hit !== undefined && sameBytes(hit.copy, privateKey)) return hit;
   checkKeyLength('X25519 private key', privateKey, DH_LEN);
-  const entry: PrivateEntry = { copy: privateKey.slice(), key: importPrivateKey(privateKey), pub: null };
+  const entry: PrivateEntry = { copy: new Uint8Array(privateKey), key: importPrivateKey(privateKey), pub: null };
   privateKeys.set(privateKey, entry);
   return entry;
 }
@@ -117,7 +119,7 @@ function secretKeyObject(key: Uint8Array): KeyObject {
   const hit = secretKeys.get(key);
   if (hit !== undefined && sameBytes(hit.copy, key)) return hit.key;
   checkKeyLength('cipher key', key, KEY_LEN);
-  const entry = { copy: key.slice(), key: createSecretKey(key) };
+  const entry = { copy: new Uint8Array(key), key: createSecretKey(key) };
   secretKeys.set(key, entry);
   return entry.key;
 }
@@ -173,7 +175,7 @@ function aeadContext(a: NativeAead, cipher: CipherName, key: Uint8Array): Native
   const hit = contexts.get(key);
   if (hit !== undefined && hit.cipher === cipher && sameBytes(hit.copy, key)) return hit.ctx;
   checkKeyLength('cipher key', key, KEY_LEN);
-  const entry = { copy: key.slice(), cipher, ctx: a.aeadNew(OPENSSL_CIPHER[cipher], key) };
+  const entry = { copy: new Uint8Array(key), cipher, ctx: a.aeadNew(OPENSSL_CIPHER[cipher], key) };
   contexts.set(key, entry);
   return entry.ctx;
 }
@@ -269,7 +271,7 @@ export const nodePrimitives: NoisePrimitives & Required<Pick<NoisePrimitives, 'e
   decryptOwned,
 
   decrypt(cipher, key, nonce, ad, ciphertext): Uint8Array {
-    if (aead !== null) return decryptOwned(cipher, key, nonce, ad, ciphertext.slice());
+    if (aead !== null) return decryptOwned(cipher, key, nonce, ad, new Uint8Array(ciphertext)); // a copy, even of a Buffer
     checkCipher(cipher);
     checkCiphertextLength(ciphertext);
     checkNonce(nonce);

@@ -78,6 +78,19 @@ for (const suite of suites) {
         expect(rx.nonce).toBe(1n);
       });
 
+      it('copies Buffer inputs it keeps or decrypts (a Buffer slice() is a view): the key and a ciphertext stay the caller\'s', () => {
+        const bufKey = Buffer.from(key);
+        const a = new CipherState(suite, cipher, bufKey);
+        bufKey.fill(0); // the caller wipes its copy
+        const b = new CipherState(suite, cipher, key);
+        const ct = a.encrypt(Uint8Array.of(1, 2, 3));
+        expect(toHex(ct)).toBe(toHex(b.encrypt(Uint8Array.of(1, 2, 3))));
+        const rx = new CipherState(suite, cipher, key);
+        const asBuffer = Buffer.from(ct);
+        expect([...rx.decrypt(asBuffer)]).toEqual([1, 2, 3]);
+        expect(toHex(asBuffer)).toBe(toHex(ct)); // decrypt() never works in the caller's bytes
+      });
+
       it('encryptOwned / decryptOwned (in place where the suite can) give exactly the bytes encrypt / decrypt give', () => {
         const [a, b] = pair(suite, cipher);
         const rxOwned = new CipherState(suite, cipher, key);
