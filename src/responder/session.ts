@@ -542,8 +542,8 @@ export class Session implements StreamOwner {
       .then(attach, (err: unknown) => stream.connectFailed(forwardErrorMessage(err)));
   }
 
-  streamData(stream: AppStream, payload: Uint8Array): void {
-    this.#sendMessage({ type: 'StreamData', id: stream.id, payload }, stream.encoding, true);
+  streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void {
+    this.#sendMessage({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned);
   }
 
   streamClosed(stream: AppStream): void {
@@ -573,7 +573,7 @@ export class Session implements StreamOwner {
 
   /**
    * Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects.
-   * `ownedPayload`: the payload is handed over (app read buffers) and may be encrypted in place.
+   * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
    */
   #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false): Promise<void> {
     if (this.#state === 'closed' || this.#send === null) return Promise.resolve();

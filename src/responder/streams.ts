@@ -11,6 +11,7 @@
 // pauses every stream's app socket while the client connection's write queue is over budget.
 // App EOF → one StreamClose{id} (the client may keep writing: app sockets are half-open capable);
 // app error → Error{id, message}; StreamClose{Write} → end() the app side; StreamClose{Both} → destroy.
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 
@@ -29,8 +30,11 @@ export function streamChunk(enc: ByteEncoding): number {
 
 /** What a stream needs from its session. */
 export interface StreamOwner {
-  /** App bytes for the client (≤ streamChunk(stream.encoding)). */
-  streamData(stream: AppStream, payload: Uint8Array): void;
+  /**
+   * App bytes for the client (≤ streamChunk(stream.encoding)). `owned`: the payload is ours alone (a socket's read
+   * buffer, or a concatenation) and may be encrypted in place.
+   */
+  streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void;
   /** The app closed its side (EOF), or went away without error. */
   streamClosed(stream: AppStream): void;
   /** The stream failed; `message` is safe to send to the client. */
@@ -48,6 +52,11 @@ export class AppStream {
   readonly #chunk: number;
   readonly #owner: StreamOwner;
   #app: Duplex | null = null;
+  /**
+   * The app's read chunks are fresh buffers nobody else holds: true for a socket. An in-process Duplex (HTTP mode)
+   * may pass on a buffer its writer keeps (a constant body), which must never be encrypted in place.
+   */
+  #ownsReads = false;
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   /** The client sent StreamClose{Write}. */
@@ -86,6 +95,7 @@ export class AppStream {
       return;
     }
     this.#app = app;
+    this.#ownsReads = app instanceof Socket;
     app.on('data', this.#onData);
     app.on('end', this.#onEnd);
     app.on('error', this.#onError);
@@ -190,7 +200,7 @@ export class AppStream {
       off = need;
     }
     for (; chunk.length - off >= max; off += max) {
-      this.#owner.streamData(this, chunk.subarray(off, off + max));
+      this.#owner.streamData(this, chunk.subarray(off, off + max), this.#ownsReads);
     }
     if (off < chunk.length) {
       this.#tail.push(off === 0 ? chunk : chunk.subarray(off));
@@ -215,8 +225,11 @@ export class AppStream {
     this.#tail = [];
     this.#tailBytes = 0;
     let payload: Uint8Array;
-    if (parts.length === 1) payload = parts[0]!;
-    else {
+    let owned = true;
+    if (parts.length === 1) {
+      payload = parts[0]!;
+      owned = this.#ownsReads;
+    } else {
       payload = new Uint8Array(n);
       let at = 0;
       for (const p of parts) {
@@ -224,7 +237,7 @@ export class AppStream {
         at += p.length;
       }
     }
-    this.#owner.streamData(this, payload);
+    this.#owner.streamData(this, payload, owned);
   }
 
   readonly #onEnd = (): void => {

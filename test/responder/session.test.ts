@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAttestation } from '../../src/attestation/verify.ts';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
@@ -289,6 +290,41 @@ describe('forwarding failures', () => {
 });
 
 describe('streams', () => {
+  it('never encrypts in place a buffer an in-process app Duplex passes on (its writer may keep it: a constant body)', async () => {
+    const CONSTANT = Buffer.alloc(40_000, 0x61); // what an HTTP stage might write again and again
+    const agent = await startTestAgent({
+      nsm: sim,
+      channel: 'public',
+      forwarder: {
+        connect: async () =>
+          new Duplex({
+            read() {},
+            write(_chunk, _enc, cb) {
+              this.push(CONSTANT); // the very same Buffer object every time
+              cb();
+            },
+          }),
+      },
+    });
+    const client = await connectClient(agent.port);
+    for (const enc of ['bstr', 'array'] as const) {
+      const id = enc === 'bstr' ? 1 : 2;
+      client.send({ type: 'OpenStream', id, payload: Uint8Array.of(1) }, enc);
+      client.send({ type: 'StreamData', id, payload: Uint8Array.of(2) }, enc);
+      let got = 0;
+      while (got < 2 * CONSTANT.length) {
+        const { message } = await client.next(10_000);
+        if (message.type !== 'StreamData' || message.id !== id) throw new Error(`unexpected ${message.type}`);
+        expect(message.payload.every((b) => b === 0x61)).toBe(true);
+        got += message.payload.length;
+      }
+      client.send({ type: 'StreamClose', id, half: 'Both' });
+    }
+    expect(CONSTANT.every((b) => b === 0x61)).toBe(true);
+    client.close();
+    await agent.close();
+  });
+
   it('echoes 10 MB through a stream with half-close', async () => {
     const client = await connectClient(agent.port);
     const total = 10 * 1024 * 1024;
