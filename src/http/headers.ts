@@ -18,17 +18,17 @@ export function isHeader(name: string, lower: string): boolean {
 
 const EMPTY: ReadonlySet<string> = new Set();
 
-/** Lower-cased tokens of every Connection header in the list. */
-export function connectionTokens(list: HeaderList): Set<string> {
-  const out = new Set<string>();
+/** Lower-cased tokens of every Connection header in the list (a shared empty set when there is none). */
+export function connectionTokens(list: HeaderList): ReadonlySet<string> {
+  let out: Set<string> | null = null;
   for (let i = 0; i < list.length; i += 2) {
     if (!isHeader(list[i]!, 'connection')) continue;
     for (const t of list[i + 1]!.split(',')) {
       const token = t.trim().toLowerCase();
-      if (token !== '') out.add(token);
+      if (token !== '') (out ??= new Set<string>()).add(token);
     }
   }
-  return out;
+  return out ?? EMPTY;
 }
 
 /**

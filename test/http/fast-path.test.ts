@@ -124,6 +124,47 @@ describe('fast path through the forwarder', () => {
     expect(reader.isEnded).toBe(true);
   });
 
+  it.each([
+    ['padded values, duplicates and a Connection-named header', 'GET /q?a=1 HTTP/1.1\r\nHost: a\r\nX-Pad: \t spaced \t\r\nX-Dup: 1\r\nx-dup: 2\r\nConnection: x-hop, keep-alive\r\nX-Hop: gone\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Empty:\r\n\r\n'],
+    ['a Content-Length body and client forwarding headers', 'PUT /p HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello'],
+    ['Content-Length: 0 on a POST', 'POST /empty HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n'],
+  ])('sends the app the same request as the http.Server path: %s', async (_name, raw) => {
+    const bodies: string[] = [];
+    app = await startApp((req, res) => {
+      let body = '';
+      req.setEncoding('latin1');
+      req.on('data', (c: string) => (body += c));
+      req.on('end', () => {
+        bodies.push(body);
+        res.end('ok');
+      });
+    });
+    const f = forwarder(app.port);
+    const client = { address: '198.51.100.4', port: 5, family: 'IPv4' as const };
+    const ref = await f.connect(fakeContext({ kind: 'stream', client }));
+    const refReader = new ResponseReader(ref);
+    ref.end(raw);
+    const refRes = await refReader.next();
+    await refReader.waitEnd();
+    const fast = await dataRequest(f, raw, fakeContext({ client }));
+    expect(f.fastPathRequests).toBe(1);
+    expect(fast.status).toBe(refRes.status);
+    expect(fast.body.toString()).toBe(refRes.body.toString());
+    const [viaServer, viaFast] = app.seen;
+    const withoutId = (h: string[]): string[] => h.filter((_v, i) => (i % 2 === 0 ? h[i]!.toLowerCase() !== 'x-request-id' : h[i - 1]!.toLowerCase() !== 'x-request-id'));
+    expect(viaFast!.method).toBe(viaServer!.method);
+    expect(viaFast!.url).toBe(viaServer!.url);
+    expect(withoutId(viaFast!.rawHeaders)).toEqual(withoutId(viaServer!.rawHeaders));
+    expect(bodies[1]).toBe(bodies[0]);
+    // The client sees the same response headers, but for the connection handling: one request per Data.
+    const comparable = (h: Record<string, string>): Record<string, string> => {
+      const { date: _d, connection: _c, 'keep-alive': _k, 'x-request-id': _id, ...rest } = h;
+      return rest;
+    };
+    expect(comparable(fast.headers)).toEqual(comparable(refRes.headers));
+    expect(fast.headers['connection']).toBe('close');
+  });
+
   it('refuses smuggling shapes with 400 and a closed connection, and the app never sees them', async () => {
     app = await startApp((_req, res) => res.end('ok'));
     const f = forwarder(app.port);
