@@ -12,12 +12,14 @@
 // completion order.
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { createHandshake } from '../noise/handshake.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
+import { NativeStream } from '../transport/native-stream.ts';
 import { parseProxyV2 } from '../transport/proxy-v2.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
 import { concatBytes, toHex } from '../util/bytes.ts';
@@ -114,6 +116,8 @@ export class Session implements StreamOwner {
   readonly #cfg: SessionConfig;
   readonly #limits: Limits;
   readonly #sock: Duplex;
+  /** Read chunks are fresh buffers nobody else holds (a socket); another Duplex's writer may keep what it wrote. */
+  readonly #ownsReads: boolean;
   readonly #reader = new FrameReader();
   readonly #writer: FrameWriter;
   readonly #onClosed: (s: Session, summary: SessionSummary) => void;
@@ -150,6 +154,7 @@ export class Session implements StreamOwner {
 
   constructor(sock: Duplex, info: ConnectionInfo, cfg: SessionConfig, onClosed: (s: Session, summary: SessionSummary) => void) {
     this.#sock = sock;
+    this.#ownsReads = sock instanceof Socket || sock instanceof NativeStream;
     this.info = info;
     this.#cfg = cfg;
     this.#limits = cfg.limits;
@@ -287,8 +292,8 @@ export class Session implements StreamOwner {
       while (this.#state === 'open' && !this.#readBlocked()) {
         const ct = this.#reader.nextFrame();
         if (ct === null) break;
-        // The frame is ours (socket read buffers, or the reader's own copy): decrypted in place where possible.
-        const pt = this.#recv!.decryptOwned(ct);
+        // From a socket the frame is ours alone (its read buffers, or the reader's own copy): decrypted in place.
+        const pt = this.#ownsReads ? this.#recv!.decryptOwned(ct) : this.#recv!.decrypt(ct);
         const { message, encoding } = decodeClientMessage(pt);
         this.#stats.framesIn++;
         this.#idleTimer?.refresh();

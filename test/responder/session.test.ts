@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyAttestation } from '../../src/attestation/verify.ts';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
 import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
+import { createResponder } from '../../src/responder/server.ts';
 import { equalBytes, utf8 } from '../../src/util/bytes.ts';
 import { clientMessageSize, MAX_MESSAGE_LEN, type ServerMessage } from '../../src/wire/messages.ts';
 import {
@@ -12,6 +13,7 @@ import {
   closedWithin,
   connectClient,
   connectTcp,
+  handshake,
   sleep,
   startEchoApp,
   startReplyApp,
@@ -286,6 +288,39 @@ describe('forwarding failures', () => {
     expect(Date.now() - t0).toBeLessThan(2000);
     client.close();
     await a.close();
+  });
+});
+
+describe('in-process transports', () => {
+  it('leaves the bytes a non-socket Duplex was given untouched (frames from sockets alone are decrypted in place)', async () => {
+    const app = await startEchoApp();
+    const responder = createResponder({ nsm: sim, channel: 'public', forwarder: createRawForwarder({ appPort: app.port, halfCloseData: true }) });
+    const written: { copy: Uint8Array; given: Uint8Array }[] = [];
+    let toClient: (b: Uint8Array) => void = () => {};
+    const transport = new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        toClient(new Uint8Array(chunk));
+        cb();
+      },
+    });
+    responder.handle(transport, { transport: 'tcp', remote: 'in-process' });
+    const client = await handshake({
+      write: (b) => {
+        written.push({ copy: b.slice(), given: b });
+        transport.push(b); // the very buffer the client keeps
+      },
+      onData: (cb) => (toClient = cb),
+      onClose: () => {},
+      close: () => transport.destroy(),
+    });
+    client.send({ type: 'Data', id: 1, payload: utf8.encode(`GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ${'p'.repeat(2000)}\r\nConnection: close\r\n\r\n`) }, 'bstr'); // > the reader's 256-byte copy threshold
+    const { message } = await client.next(5000);
+    expect(message.type).toBe('Data');
+    for (const w of written) expect(equalBytes(w.given, w.copy)).toBe(true);
+    client.close();
+    await responder.close();
+    await app.close();
   });
 });
 
