@@ -273,12 +273,21 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
     if (chunk !== undefined) this.write(chunk);
     else if (!this.headersSent) this.writeHead(200, []);
     if (this.#chunked) this.#add(LAST_CHUNK);
-    this.#flush();
     this.writableFinished = true;
-    if (!this.#conn.destroyed) this.#conn.push(null);
+    // The rest of the answer and its end reach the session with those of every other Data response that
+    // ended in this event-loop turn (see deliverEnded).
+    if (ended.length === 0) setImmediate(deliverEnded);
+    ended.push(this);
     this.emit('finish');
     this.#emitClose();
     return this;
+  }
+
+  /** Hands what is left of the finished answer, and its end, to the session. */
+  deliver(): void {
+    if (this.#conn.destroyed) return;
+    this.#flush();
+    this.#conn.push(null);
   }
 
   destroy(): this {
@@ -319,6 +328,21 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
     this.#closed = true;
     this.emit('close');
   }
+}
+
+/**
+ * Responses that ended in this event-loop turn. Under load many Data answers complete in one poll phase
+ * (one app socket callback each); handing them to their sessions together, from one setImmediate, lets a
+ * session's frame writer (which merges what is queued by the end of the tick) send them in one socket
+ * write instead of one write per answer. The cost is the rest of the turn: the check phase follows the
+ * poll phase directly.
+ */
+let ended: DataResponse[] = [];
+
+function deliverEnded(): void {
+  const list = ended;
+  ended = [];
+  for (const res of list) res.deliver();
 }
 
 export interface DataConnectionHandlers {
