@@ -6,7 +6,8 @@
 //   app child      a node:http app answering GET /small with an 11-byte JSON body (keep-alive)
 //   agent child    startAgent + createHttpForwarder → app, on TCP loopback, configured as the runtime does
 //                  (ev: decrypt stage on); one agent with transaction logging on (the default; records
-//                  serialized by pino, written to /dev/null by the file sink) and one with it off
+//                  built, serialized and written to /dev/null through the sink `enclave-agent run` uses for
+//                  [log] sink = "file": src/runtime/logs.ts, synchronous writes) and one with it off
 //   bridge child   the host WebSocket bridge in front of the trx-on agent (for the SDK rows)
 // Rows:
 //   direct keep-alive (undici Pool → app)                          the baseline, `connections` = concurrency
@@ -15,7 +16,8 @@
 //   raw client → agent, stream per request                         OpenStream(request) … StreamClose, then Both
 //   SDK → bridge → agent, transport 'data' / 'stream'              client.fetch(), one Client, maxInFlight 64
 // The request is the same on every path (GET /small, Host, User-Agent); the agent paths add `Connection: close`
-// as the SDK does (each Data/stream is its own connection into the agent's HTTP server).
+// as the SDK does (each Data/stream is its own connection; a Data request this simple takes the agent's fast
+// path, src/http/fast-path.ts, and a stream the in-process http.Server).
 // Rows run in interleaved rounds (the machine may be shared); each ratio is the median of the per-round ratios,
 // with its range. "agent CPU µs/req" (user+system of the agent process over the row / requests) is far less
 // sensitive to other load than wall-clock throughput.
@@ -40,7 +42,7 @@ import type { PcrPins } from '../../src/attestation/verify.ts';
 import type * as Sim from '../../src/attestation/simulator.ts';
 import type * as Server from '../../src/responder/server.ts';
 import type * as Fwd from '../../src/http/forwarder.ts';
-import type * as LogSinkMod from '../../src/http/log-sink.ts';
+import type * as RuntimeLogsMod from '../../src/runtime/logs.ts';
 import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
 import type * as KeyringMod from '../../src/crypto/keyring.ts';
 import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
@@ -103,7 +105,7 @@ function agentChild(): void {
     const { createNsmSimulator } = await load<typeof Sim>('attestation/simulator.ts');
     const { startAgent } = await load<typeof Server>('responder/server.ts');
     const { createHttpForwarder } = await load<typeof Fwd>('http/forwarder.ts');
-    const { createFileLogSink } = await load<typeof LogSinkMod>('http/log-sink.ts');
+    const { createRuntimeLogs } = await load<typeof RuntimeLogsMod>('runtime/logs.ts');
     const { createDecryptStage } = await load<typeof DecryptEv>('http/stages/decrypt-ev.ts');
     const { devKeySource, loadKeyring } = await load<typeof KeyringMod>('crypto/keyring.ts');
     const stateDir = await mkdtemp(path.join(os.tmpdir(), 'bench-http-nsm-'));
@@ -120,8 +122,8 @@ function agentChild(): void {
         logger: silent,
         trxLogging,
         decrypt: createDecryptStage(keyring),
-        // The records are built and serialized by pino (the real cost) and written to /dev/null.
-        ...(trxLogging ? { logSink: createFileLogSink('/dev/null') } : {}),
+        // The records are built, serialized and written (the real cost) as the runtime does for a file sink, to /dev/null.
+        ...(trxLogging ? { logSink: createRuntimeLogs({ level: 'info', sink: 'file', path: '/dev/null', vsock_port: 5008 }).trxSink } : {}),
       });
       const agent = await startAgent({ nsm: sim, forwarder, listen: { host: '127.0.0.1', port: 0 }, limits: { maxSessions: 4096, idleTimeoutMs: 600_000 } });
       return agent.public.listener.port!;
