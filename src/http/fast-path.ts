@@ -291,7 +291,8 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   }
 
   destroy(): this {
-    if (this.destroyed) return this;
+    // A complete answer is delivered whatever happens next (as bytes already written to a socket are).
+    if (this.destroyed || this.writableFinished) return this;
     this.destroyed = true;
     this.#conn.destroy();
     this.#emitClose();
