@@ -75,6 +75,7 @@ export function createFileLogSink(path: string): LogSink {
 }
 
 export interface StreamLogSink extends LogSink {
+  writeBatch(records: readonly object[]): void;
   /** Records dropped because the stream was backed up or gone. */
   readonly dropped: number;
 }
@@ -121,6 +122,7 @@ export function createStreamLogSink(stream: Writable, opts: { maxQueuedBytes?: n
 }
 
 export interface MemoryLogSink extends LogSink {
+  writeBatch(records: readonly object[]): void;
   /** The records, parsed back from their JSON lines. */
   readonly records: Record<string, unknown>[];
 }
