@@ -10,106 +10,38 @@
 // Writing: every byte toward the client goes through one FrameWriter (≤ 32 KiB per write, one write at a
 // time); frames are encrypted when queued, so the nonce order is the write order. Replies go out in
 // completion order.
+//
+// This file keeps the session's lifecycle, the frame loop, the send path and the budgets; it dispatches
+// each message through message-dispatch.ts to session-requests.ts (RequestAttestation, Control),
+// data-requests.ts (Data) and session-streams.ts (OpenStream, StreamData, StreamClose), which reach back
+// through a SessionHost.
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
-import type { Nsm } from '../attestation/nsm.ts';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { createHandshake } from '../noise/handshake.ts';
-import type { NoisePrimitives } from '../noise/primitives.ts';
 import { NativeStream } from '../transport/native-stream.ts';
 import { parseProxyV2 } from '../transport/proxy-v2.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
 import { concatBytes, toHex } from '../util/bytes.ts';
-import { FrameWriter } from '../wire/frame-writer.ts';
 import { FrameReader } from '../wire/frames.ts';
-import {
-  decodeClientMessage,
-  encodeServerMessageParts,
-  MAX_MESSAGE_LEN,
-  serverMessageSize,
-  type ByteEncoding,
-  type ClientMessage,
-  type ServerMessage,
-} from '../wire/messages.ts';
-import { handleControl, type ControlConfig } from './control.ts';
-import type { ForwardContext, Forwarder } from './forwarder.ts';
+import { decodeClientMessage, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
+import { DataRequests } from './data-requests.ts';
+import { truncate } from './error-text.ts';
+import type { ForwardContext } from './forwarder.ts';
 import type { Limits } from './limits.ts';
-import { AppStream, type StreamOwner } from './streams.ts';
+import { dispatchMessage } from './message-dispatch.ts';
+import { MessageSender } from './message-sender.ts';
+import { SessionStreams } from './session-streams.ts';
+import { logSessionClosed, type CloseReason, type SessionConfig, type SessionHost, type SessionState, type SessionStats, type SessionSummary } from './session-types.ts';
 
-export type Channel = 'public' | 'control';
+export type { Channel, CloseReason, SessionConfig, SessionStats, SessionSummary } from './session-types.ts';
 
 /** Noise message 1 (client ephemeral) and 2 (server ephemeral ‖ tag) sizes. */
 const HS1_LEN = 32;
-/** Longest `Error.message` we send (forwarder messages are bounded here, whatever they say). */
-const MAX_ERROR_TEXT = 1024;
 
-const PUBLIC_TYPES: ReadonlySet<ClientMessage['type']> = new Set(['RequestAttestation', 'Data', 'OpenStream', 'StreamData', 'StreamClose']);
-const CONTROL_TYPES: ReadonlySet<ClientMessage['type']> = new Set(['RequestAttestation', 'GetControlNonce', 'Control']);
-
-/** Why a session ended (logged; tests read it through the responder's onSessionClosed hook). */
-export type CloseReason =
-  | 'client-closed'
-  | 'transport-error'
-  | 'proxy-header'
-  | 'handshake-timeout'
-  | 'handshake-failed'
-  | 'receive-failed'
-  | 'send-failed'
-  | 'wrong-channel'
-  | 'attestation-failed'
-  | 'idle'
-  | 'drain'
-  | 'shutdown';
-
-export interface SessionStats {
-  framesIn: number;
-  framesOut: number;
-  data: number;
-  streams: number;
-  attestations: number;
-  controls: number;
-  /** Requests answered with Error because of a limit (in-flight, draining). */
-  refused: number;
-}
-
-export interface SessionSummary {
-  id: string;
-  remote: string;
-  channel: Channel;
-  reason: CloseReason;
-  /** Stable code of the error behind the reason, if any. */
-  errorCode?: string;
-  durationMs: number;
-  stats: SessionStats;
-}
-
-export interface SessionConfig {
-  channel: Channel;
-  nsm: Nsm;
-  forwarder: Forwarder;
-  primitives: NoisePrimitives;
-  limits: Limits;
-  acceptProxyProtocol: boolean;
-  features: readonly string[];
-  attestationPublicKey?: () => Uint8Array | undefined;
-  control: ControlConfig;
-  logger: Logger;
-  /** Fixed ephemeral private key per session (tests and transcript vectors only). */
-  ephemeralKey?: () => Uint8Array;
-}
-
-type State = 'proxy' | 'handshake' | 'open' | 'closing' | 'closed';
-
-interface DataRequest {
-  readonly id: number;
-  readonly enc: ByteEncoding;
-  answered: boolean;
-}
-
-export class Session implements StreamOwner {
+export class Session {
   readonly id = toHex(randomBytes(6));
   readonly info: ConnectionInfo;
   readonly #startedAt = performance.now();
@@ -119,16 +51,18 @@ export class Session implements StreamOwner {
   /** Read chunks are fresh buffers nobody else holds (a socket); another Duplex's writer may keep what it wrote. */
   readonly #ownsReads: boolean;
   readonly #reader = new FrameReader();
-  readonly #writer: FrameWriter;
+  readonly #out: MessageSender;
   readonly #onClosed: (s: Session, summary: SessionSummary) => void;
   readonly #abort = new AbortController();
   readonly #stats: SessionStats = { framesIn: 0, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 };
+  readonly #host: SessionHost;
+  readonly #data: DataRequests;
+  readonly #streams: SessionStreams;
 
-  #state: State;
+  #state: SessionState;
   #proxyBuf: Uint8Array | null = null;
   #client: ForwardContext['client'];
   #recv: CipherState | null = null;
-  #send: CipherState | null = null;
   #hash: Uint8Array | null = null;
   #hsTimer: NodeJS.Timeout | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
@@ -137,20 +71,12 @@ export class Session implements StreamOwner {
   #inFlight = 0;
   /** Attestation / Control requests being answered. */
   #pendingSession = 0;
-  readonly #streams = new Map<number, AppStream>();
-  /** Data requests not yet answered (expire() answers them when the drain timeout hits). */
-  readonly #dataRequests = new Set<DataRequest>();
-  /** App connections of Data requests (destroyed on close). */
-  readonly #dataApps = new Set<Duplex>();
 
   #driving = false;
   #sockPaused = false;
-  #appQueueBlocked = false;
   #clientQueueBlocked = false;
   #inputEnded = false;
   #draining = false;
-  /** Resolves when everything queued so far has been written. */
-  #lastWrite: Promise<void> = Promise.resolve();
 
   constructor(sock: Duplex, info: ConnectionInfo, cfg: SessionConfig, onClosed: (s: Session, summary: SessionSummary) => void) {
     this.#sock = sock;
@@ -159,8 +85,10 @@ export class Session implements StreamOwner {
     this.#cfg = cfg;
     this.#limits = cfg.limits;
     this.#onClosed = onClosed;
-    // Frames queued together share writes (≤ 32768 bytes each, one at a time: WIRE.md §2).
-    this.#writer = new FrameWriter(sock, { coalesce: true });
+    this.#host = this.#hostView();
+    this.#data = new DataRequests(this.#host);
+    this.#streams = new SessionStreams(this.#host);
+    this.#out = new MessageSender(sock, () => this.#updateFlow(), (err: unknown) => this.#close('send-failed', err));
     // One abort listener per connect in flight (up to maxInFlight): not a leak.
     setMaxListeners(0, this.#abort.signal);
     this.#state = cfg.acceptProxyProtocol ? 'proxy' : 'handshake';
@@ -205,16 +133,40 @@ export class Session implements StreamOwner {
       return;
     }
     this.#draining = true;
-    for (const req of this.#dataRequests) {
-      req.answered = true;
-      void this.#sendError(req.id, message, req.enc);
-    }
-    this.#dataRequests.clear();
-    for (const stream of [...this.#streams.values()]) {
-      void this.#sendError(stream.id, message, stream.encoding);
-      stream.destroy();
-    }
+    this.#data.expire(message);
+    this.#streams.expire(message);
     this.#closeGracefully('drain');
+  }
+
+  /** What message-dispatch.ts, session-requests.ts, data-requests.ts and session-streams.ts may see and do of this session. */
+  #hostView(): SessionHost {
+    return {
+      id: this.id,
+      cfg: this.#cfg,
+      stats: this.#stats,
+      signal: this.#abort.signal,
+      state: () => this.#state,
+      handshakeHash: () => this.#hash!,
+      client: () => this.#client,
+      clientQueueBlocked: () => this.#clientQueueBlocked,
+      admit: (id, enc) => this.#admit(id, enc),
+      release: () => {
+        this.#inFlight--;
+        this.#afterWork();
+      },
+      sessionRequestStarted: () => {
+        this.#pendingSession++;
+      },
+      sessionRequestDone: () => {
+        this.#pendingSession--;
+        this.#afterWork();
+      },
+      send: (msg, enc, ownedPayload) => this.#sendMessage(msg, enc, ownedPayload),
+      sendError: (id, message, enc) => this.#sendError(id, message, enc),
+      updateFlow: () => this.#updateFlow(),
+      close: (reason, err) => this.#close(reason, err),
+      closeGracefully: (reason) => this.#closeGracefully(reason),
+    };
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -297,7 +249,7 @@ export class Session implements StreamOwner {
         const { message, encoding } = decodeClientMessage(pt);
         this.#stats.framesIn++;
         this.#idleTimer?.refresh();
-        this.#dispatch(message, encoding);
+        dispatchMessage(this.#host, this.#data, this.#streams, message, encoding);
       }
     } catch (err) {
       this.#close(this.#state === 'handshake' ? 'handshake-failed' : 'receive-failed', err);
@@ -316,126 +268,18 @@ export class Session implements StreamOwner {
     const hs2 = hs.writeMessage();
     const transport = hs.split();
     this.#recv = transport.recv;
-    this.#send = transport.send;
+    this.#out.start(transport.send);
     this.#hash = transport.handshakeHash;
     this.#state = 'open';
     clearTimeout(this.#hsTimer!);
     this.#hsTimer = null;
     this.#idleTimer = setTimeout(this.#onIdle, this.#limits.idleTimeoutMs);
-    this.#track(this.#writer.writeRaw(hs2));
+    void this.#out.writeRaw(hs2);
     if (this.#draining) this.#maybeFinish();
     return true;
   }
 
-  #dispatch(msg: ClientMessage, enc: ByteEncoding): void {
-    const allowed = this.#cfg.channel === 'public' ? PUBLIC_TYPES : CONTROL_TYPES;
-    if (!allowed.has(msg.type)) {
-      this.#refuseWrongChannel(msg.type);
-      return;
-    }
-    switch (msg.type) {
-      case 'RequestAttestation':
-        void this.#attest(enc);
-        return;
-      case 'GetControlNonce':
-        this.#sendMessage({ type: 'ControlNonce', nonce: this.#cfg.control.nonce.current() }, enc);
-        return;
-      case 'Control':
-        void this.#controlCommand(msg.payload, msg.signature, enc);
-        return;
-      case 'Data':
-        this.#startData(msg.id, msg.payload, enc);
-        return;
-      case 'OpenStream':
-        this.#openStream(msg.id, msg.payload, enc);
-        return;
-      case 'StreamData': {
-        const stream = this.#streams.get(msg.id);
-        if (stream === undefined) this.#sendError(msg.id, 'unknown stream id', enc);
-        else if (!stream.write(msg.payload)) this.#sendError(msg.id, 'stream write side already closed', enc);
-        return;
-      }
-      case 'StreamClose': {
-        const stream = this.#streams.get(msg.id);
-        if (stream === undefined) return; // already over (e.g. the app closed first): nothing to do
-        if (msg.half === 'Write') stream.closeWrite();
-        else stream.destroy();
-        return;
-      }
-    }
-  }
-
-  #refuseWrongChannel(type: string): void {
-    this.#cfg.logger.warn({ session: this.id, channel: this.#cfg.channel, type }, 'message not accepted on this channel; closing');
-    this.#sendMessage({ type: 'ControlResult', success: false, message: `message not accepted on the ${this.#cfg.channel} channel` }, 'array');
-    this.#closeGracefully('wrong-channel');
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
-  // Session-level requests
-
-  #context(kind: 'data' | 'stream'): ForwardContext {
-    const hash = this.#hash!;
-    const ctx: ForwardContext = {
-      sessionId: this.id,
-      kind,
-      handshakeHash: hash,
-      signal: this.#abort.signal,
-      attest: (extra) => this.#attestDocument(extra?.userData, extra?.publicKey),
-    };
-    return this.#client === undefined ? ctx : { ...ctx, client: this.#client };
-  }
-
-  #attestDocument(userData?: Uint8Array, publicKey?: Uint8Array): Promise<Uint8Array> {
-    return this.#cfg.nsm.attest({
-      nonce: this.#hash!,
-      userData: userData ?? this.#cfg.control.nonce.current(),
-      publicKey: publicKey ?? this.#cfg.attestationPublicKey?.() ?? null,
-    });
-  }
-
-  async #attest(enc: ByteEncoding): Promise<void> {
-    this.#pendingSession++;
-    try {
-      const controlNonce = this.#cfg.control.nonce.current();
-      const data = await this.#attestDocument(controlNonce);
-      if (this.#state !== 'open') return;
-      const features = this.#cfg.features;
-      const msg: ServerMessage =
-        features.length > 0
-          ? { type: 'Attestation', data, control_nonce: controlNonce, features: [...features] }
-          : { type: 'Attestation', data, control_nonce: controlNonce };
-      const size = serverMessageSize(msg, enc);
-      if (size > MAX_MESSAGE_LEN) throw new RangeError(`attestation reply of ${size} bytes exceeds one frame (${MAX_MESSAGE_LEN})`);
-      this.#stats.attestations++;
-      await this.#sendMessage(msg, enc);
-    } catch (err) {
-      this.#cfg.logger.error({ session: this.id, err: errorCode(err) }, 'attestation failed; closing the session');
-      this.#close('attestation-failed', err);
-    } finally {
-      this.#pendingSession--;
-      this.#afterWork();
-    }
-  }
-
-  async #controlCommand(payload: Uint8Array, signature: Uint8Array, enc: ByteEncoding): Promise<void> {
-    this.#pendingSession++;
-    this.#stats.controls++;
-    try {
-      const result = await handleControl(payload, signature, this.#cfg.control);
-      const log = result.success ? this.#cfg.logger.info.bind(this.#cfg.logger) : this.#cfg.logger.warn.bind(this.#cfg.logger);
-      log({ session: this.id, success: result.success, result: result.message }, 'control command');
-      await this.#sendMessage({ type: 'ControlResult', success: result.success, message: truncate(result.message) }, enc);
-    } finally {
-      this.#pendingSession--;
-      this.#afterWork();
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
-  // Data
-
-  /** Refuses a Data/OpenStream beyond the limits; true if it may start. */
+  /** Refuses a Data/OpenStream beyond the limits; true if it may start (it then holds an in-flight slot). */
   #admit(id: number, enc: ByteEncoding): boolean {
     if (this.#draining) {
       this.#stats.refused++;
@@ -447,126 +291,8 @@ export class Session implements StreamOwner {
       this.#sendError(id, `too many in-flight requests (limit ${this.#limits.maxInFlight})`, enc);
       return false;
     }
+    this.#inFlight++;
     return true;
-  }
-
-  #startData(id: number, payload: Uint8Array, enc: ByteEncoding): void {
-    if (!this.#admit(id, enc)) return;
-    this.#inFlight++;
-    this.#stats.data++;
-    const req: DataRequest = { id, enc, answered: false };
-    this.#dataRequests.add(req);
-    void this.#runData(req, payload);
-  }
-
-  async #runData(req: DataRequest, payload: Uint8Array): Promise<void> {
-    const { id, enc } = req;
-    try {
-      let reply = await this.#forwardData(id, payload);
-      this.#dataRequests.delete(req);
-      if (req.answered || (this.#state !== 'open' && this.#state !== 'closing')) return;
-      req.answered = true;
-      if (reply.type === 'Data') {
-        const size = serverMessageSize(reply, enc);
-        if (size > MAX_MESSAGE_LEN) reply = { type: 'Error', id, message: `response too large for one frame (${size} bytes; max ${MAX_MESSAGE_LEN})` };
-      }
-      // The slot is held until the reply is handed to the socket: a client that stops reading cannot pile up replies.
-      await this.#sendMessage(reply, enc);
-    } finally {
-      this.#inFlight--;
-      this.#afterWork();
-    }
-  }
-
-  /** Connects, writes the request, reads the app's response to EOF. Never rejects. */
-  async #forwardData(id: number, payload: Uint8Array): Promise<ServerMessage> {
-    let app: Duplex;
-    try {
-      app = await this.#cfg.forwarder.connect(this.#context('data'));
-    } catch (err) {
-      return { type: 'Error', id, message: forwardErrorMessage(err) };
-    }
-    if (this.#state === 'closed') {
-      app.destroy();
-      return { type: 'Error', id, message: 'session closed' };
-    }
-    this.#dataApps.add(app);
-    const max = this.#limits.maxResponseBytes;
-    return new Promise<ServerMessage>((resolve) => {
-      const chunks: Uint8Array[] = [];
-      let total = 0;
-      let done = false;
-      const finish = (msg: ServerMessage): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        app.off('data', onData);
-        app.destroy();
-        this.#dataApps.delete(app);
-        resolve(msg);
-      };
-      const onData = (chunk: Buffer): void => {
-        total += chunk.length;
-        if (total > max) {
-          finish({ type: 'Error', id, message: `response too large for one frame (more than ${max} bytes; max ${MAX_MESSAGE_LEN})` });
-        } else chunks.push(chunk);
-      };
-      const timer = setTimeout(
-        () => finish({ type: 'Error', id, message: `the app did not finish its response within ${Math.round(this.#limits.dataResponseTimeoutMs / 1000)} s` }),
-        this.#limits.dataResponseTimeoutMs,
-      );
-      app.on('data', onData);
-      app.once('end', () => finish({ type: 'Data', id, payload: chunks.length === 1 ? chunks[0]! : concatBytes(...chunks) }));
-      app.on('error', (err: NodeJS.ErrnoException) => finish({ type: 'Error', id, message: `app connection failed (${err.code ?? 'error'})` }));
-      app.once('close', () => finish({ type: 'Error', id, message: 'the app closed the connection before the end of its response' }));
-      app.write(payload);
-      if (this.#cfg.forwarder.halfCloseData !== false) app.end();
-    });
-  }
-
-  // ---------------------------------------------------------------------------------------------------------
-  // Streams
-
-  #openStream(id: number, payload: Uint8Array, enc: ByteEncoding): void {
-    if (this.#streams.has(id)) {
-      this.#sendError(id, 'stream id already in use', enc);
-      return;
-    }
-    if (!this.#admit(id, enc)) return;
-    this.#inFlight++;
-    this.#stats.streams++;
-    const stream = new AppStream(this, id, enc, payload, this.#clientQueueBlocked);
-    this.#streams.set(id, stream);
-    const ctx = this.#context('stream');
-    const attach = (app: Duplex): void => {
-      if (this.#state === 'closed') app.destroy();
-      else stream.attach(app);
-    };
-    Promise.resolve()
-      .then(() => this.#cfg.forwarder.connect(ctx))
-      .then(attach, (err: unknown) => stream.connectFailed(forwardErrorMessage(err)));
-  }
-
-  streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void {
-    this.#sendMessage({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned);
-  }
-
-  streamClosed(stream: AppStream): void {
-    this.#sendMessage({ type: 'StreamClose', id: stream.id }, stream.encoding);
-  }
-
-  streamError(stream: AppStream, message: string): void {
-    this.#sendError(stream.id, message, stream.encoding);
-  }
-
-  streamFinished(stream: AppStream): void {
-    if (this.#streams.get(stream.id) === stream) this.#streams.delete(stream.id);
-    this.#inFlight--;
-    this.#afterWork();
-  }
-
-  queueChanged(): void {
-    this.#updateFlow();
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -581,30 +307,18 @@ export class Session implements StreamOwner {
    * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
    */
   #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false): Promise<void> {
-    if (this.#state === 'closed' || this.#send === null) return Promise.resolve();
+    if (this.#state === 'closed' || !this.#out.ready) return Promise.resolve();
     let ct: Uint8Array[];
     try {
-      // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as
-      // they are. One part is a fresh encoding, ours to encrypt in place; a separate payload part only if owned.
-      const pt = encodeServerMessageParts(msg, enc);
-      ct = pt.length === 1 || ownedPayload ? this.#send.encryptOwned(pt) : this.#send.encryptParts(pt);
+      ct = this.#out.seal(msg, enc, ownedPayload);
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();
     }
     this.#stats.framesOut++;
-    const written = this.#track(this.#writer.writeFrameParts(ct));
+    const written = this.#out.writeFrame(ct);
     this.#updateFlow();
     return written;
-  }
-
-  #track(write: Promise<void>): Promise<void> {
-    const done = write.then(
-      () => this.#updateFlow(),
-      (err: unknown) => this.#close('send-failed', err),
-    );
-    this.#lastWrite = done;
-    return done;
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -612,39 +326,22 @@ export class Session implements StreamOwner {
 
   /** True while the session must not decode more frames. Hysteresis: a budget blocks above its limit and frees below half. */
   #readBlocked(): boolean {
-    const l = this.#limits;
     if (this.#clientQueueBlocked) return true;
-    if (this.#pendingSession >= l.maxPendingSessionRequests) return true;
-    if (this.#streams.size === 0) {
-      this.#appQueueBlocked = false;
-      return false;
-    }
-    let total = 0;
-    let worst = 0;
-    for (const s of this.#streams.values()) {
-      const q = s.queuedBytes;
-      total += q;
-      if (q > worst) worst = q;
-    }
-    if (this.#appQueueBlocked) {
-      if (total <= l.maxSessionQueuedBytes / 2 && worst <= l.maxStreamQueuedBytes / 2) this.#appQueueBlocked = false;
-    } else if (total > l.maxSessionQueuedBytes || worst > l.maxStreamQueuedBytes) {
-      this.#appQueueBlocked = true;
-    }
-    return this.#appQueueBlocked;
+    if (this.#pendingSession >= this.#limits.maxPendingSessionRequests) return true;
+    return this.#streams.appQueueBlocked();
   }
 
   /** Re-evaluates every budget: pauses/resumes app reads and the client socket, resumes decoding buffered frames. */
   #updateFlow(): void {
     if (this.#state === 'closed') return;
-    const queued = this.#writer.queuedBytes;
+    const queued = this.#out.queuedBytes;
     const max = this.#limits.maxClientQueuedBytes;
     if (!this.#clientQueueBlocked && queued > max) {
       this.#clientQueueBlocked = true;
-      for (const s of this.#streams.values()) s.pauseApp();
+      this.#streams.pauseApps();
     } else if (this.#clientQueueBlocked && queued <= max / 2) {
       this.#clientQueueBlocked = false;
-      for (const s of this.#streams.values()) s.resumeApp();
+      this.#streams.resumeApps();
     }
     if (this.#driving) return;
     const blocked = this.#state === 'open' && this.#readBlocked();
@@ -677,7 +374,7 @@ export class Session implements StreamOwner {
 
   readonly #onIdle = (): void => {
     if (this.#state !== 'open') return;
-    if (this.#busy() || this.#writer.queuedBytes > 0) {
+    if (this.#busy() || this.#out.queuedBytes > 0) {
       this.#idleTimer?.refresh();
       return;
     }
@@ -688,7 +385,7 @@ export class Session implements StreamOwner {
   #closeGracefully(reason: CloseReason): void {
     if (this.#state !== 'open') return;
     this.#state = 'closing';
-    const flushed = this.#lastWrite;
+    const flushed = this.#out.flushed;
     void flushed.then(() => {
       if (this.#state === 'closed') return;
       if (!this.#sock.destroyed && !this.#sock.writableEnded) this.#sock.end();
@@ -702,9 +399,8 @@ export class Session implements StreamOwner {
     if (this.#hsTimer !== null) clearTimeout(this.#hsTimer);
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#abort.abort();
-    for (const s of [...this.#streams.values()]) s.destroy();
-    for (const app of this.#dataApps) app.destroy();
-    this.#dataApps.clear();
+    this.#streams.destroyAll();
+    this.#data.destroyApps();
     this.#sock.off('data', this.#onSockData);
     if (graceful) {
       // end() was called: give the FIN a moment to go out, then free the handle whatever the peer does.
@@ -722,35 +418,7 @@ export class Session implements StreamOwner {
       durationMs: Math.round(performance.now() - this.#startedAt),
       stats: { ...this.#stats },
     };
-    const code = err === undefined ? undefined : errorCode(err);
-    if (code !== undefined) summary.errorCode = code;
-    const level = reason === 'client-closed' || reason === 'idle' || reason === 'drain' || reason === 'shutdown' ? 'info' : 'warn';
-    this.#cfg.logger[level]({ session: this.id, remote: this.info.remote, channel: this.#cfg.channel, reason, errorCode: code, durationMs: summary.durationMs, ...this.#stats }, 'session closed');
+    logSessionClosed(this.#cfg.logger, summary, err);
     this.#onClosed(this, summary);
   }
-}
-
-/** The stable code of an error (AgentError code, errno code) or its class name; never its message. */
-function errorCode(err: unknown): string {
-  if (err !== null && typeof err === 'object') {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string') return code;
-    const name = (err as { name?: unknown }).name;
-    if (typeof name === 'string') return name;
-  }
-  return 'unknown';
-}
-
-/** ForwardError messages are written to be sent to the client; anything else is reduced to its code. */
-function forwardErrorMessage(err: unknown): string {
-  if (err !== null && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string') {
-    const e = err as { code: string; message?: unknown };
-    if (e.code.startsWith('FORWARD_') && typeof e.message === 'string') return truncate(e.message);
-    return `cannot reach the app (${e.code})`;
-  }
-  return 'cannot reach the app';
-}
-
-function truncate(text: string): string {
-  return text.length <= MAX_ERROR_TEXT ? text : `${text.slice(0, MAX_ERROR_TEXT - 1)}…`;
 }

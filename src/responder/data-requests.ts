@@ -1,0 +1,118 @@
+// A session's Data requests (WIRE.md §5): each one gets its own app connection from the forwarder, the
+// payload is written (and the connection half-closed unless the forwarder says otherwise), the app's response
+// is read to EOF and goes back as one `Data{id}` — or `Error{id, message}` when the app cannot be reached,
+// fails, is too slow or answers more than one frame can carry. Replies go out in completion order.
+import type { Duplex } from 'node:stream';
+import { concatBytes } from '../util/bytes.ts';
+import { MAX_MESSAGE_LEN, serverMessageSize, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
+import { forwardErrorMessage } from './error-text.ts';
+import { forwardContext } from './session-requests.ts';
+import type { SessionHost } from './session-types.ts';
+
+interface DataRequest {
+  readonly id: number;
+  readonly enc: ByteEncoding;
+  answered: boolean;
+}
+
+export class DataRequests {
+  readonly #host: SessionHost;
+  /** Data requests not yet answered (expire() answers them when the drain timeout hits). */
+  readonly #unanswered = new Set<DataRequest>();
+  /** App connections of Data requests (destroyed on close). */
+  readonly #apps = new Set<Duplex>();
+
+  constructor(host: SessionHost) {
+    this.#host = host;
+  }
+
+  /** A Data request from the client: admitted (or refused by the session's limits), then forwarded. */
+  start(id: number, payload: Uint8Array, enc: ByteEncoding): void {
+    if (!this.#host.admit(id, enc)) return;
+    this.#host.stats.data++;
+    const req: DataRequest = { id, enc, answered: false };
+    this.#unanswered.add(req);
+    void this.#run(req, payload);
+  }
+
+  /** Answers every request not yet answered with `Error{id, message}` (the drain timeout hit). */
+  expire(message: string): void {
+    for (const req of this.#unanswered) {
+      req.answered = true;
+      void this.#host.sendError(req.id, message, req.enc);
+    }
+    this.#unanswered.clear();
+  }
+
+  /** The session closed: destroys the app connections still open. */
+  destroyApps(): void {
+    for (const app of this.#apps) app.destroy();
+    this.#apps.clear();
+  }
+
+  async #run(req: DataRequest, payload: Uint8Array): Promise<void> {
+    const { id, enc } = req;
+    try {
+      let reply = await this.#forward(id, payload);
+      this.#unanswered.delete(req);
+      const state = this.#host.state();
+      if (req.answered || (state !== 'open' && state !== 'closing')) return;
+      req.answered = true;
+      if (reply.type === 'Data') {
+        const size = serverMessageSize(reply, enc);
+        if (size > MAX_MESSAGE_LEN) reply = { type: 'Error', id, message: `response too large for one frame (${size} bytes; max ${MAX_MESSAGE_LEN})` };
+      }
+      // The slot is held until the reply is handed to the socket: a client that stops reading cannot pile up replies.
+      await this.#host.send(reply, enc);
+    } finally {
+      this.#host.release();
+    }
+  }
+
+  /** Connects, writes the request, reads the app's response to EOF. Never rejects. */
+  async #forward(id: number, payload: Uint8Array): Promise<ServerMessage> {
+    const { forwarder, limits } = this.#host.cfg;
+    let app: Duplex;
+    try {
+      app = await forwarder.connect(forwardContext(this.#host, 'data'));
+    } catch (err) {
+      return { type: 'Error', id, message: forwardErrorMessage(err) };
+    }
+    if (this.#host.state() === 'closed') {
+      app.destroy();
+      return { type: 'Error', id, message: 'session closed' };
+    }
+    this.#apps.add(app);
+    const max = limits.maxResponseBytes;
+    return new Promise<ServerMessage>((resolve) => {
+      const chunks: Uint8Array[] = [];
+      let total = 0;
+      let done = false;
+      const finish = (msg: ServerMessage): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        app.off('data', onData);
+        app.destroy();
+        this.#apps.delete(app);
+        resolve(msg);
+      };
+      const onData = (chunk: Buffer): void => {
+        total += chunk.length;
+        if (total > max) {
+          finish({ type: 'Error', id, message: `response too large for one frame (more than ${max} bytes; max ${MAX_MESSAGE_LEN})` });
+        } else chunks.push(chunk);
+      };
+      const timer = setTimeout(
+        () => finish({ type: 'Error', id, message: `the app did not finish its response within ${Math.round(limits.dataResponseTimeoutMs / 1000)} s` }),
+        limits.dataResponseTimeoutMs,
+      );
+      app.on('data', onData);
+      app.once('end', () => finish({ type: 'Data', id, payload: chunks.length === 1 ? chunks[0]! : concatBytes(...chunks) }));
+      app.on('error', (err: NodeJS.ErrnoException) => finish({ type: 'Error', id, message: `app connection failed (${err.code ?? 'error'})` }));
+      app.once('close', () => finish({ type: 'Error', id, message: 'the app closed the connection before the end of its response' }));
+      app.write(payload);
+      if (forwarder.halfCloseData !== false) app.end();
+    });
+  }
+}
