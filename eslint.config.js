@@ -16,8 +16,8 @@ export default tseslint.config(
   },
   // Browser-safe code: the client SDK and the attestation verifier must not pull in Node built-ins.
   {
-    files: ['src/client/**/*.ts', 'src/attestation/verify.ts', 'src/attestation/document.ts', 'src/util/**/*.ts', 'src/noise/**/*.ts', 'src/wire/messages.ts'],
-    ignores: ['src/noise/suite-node.ts', 'src/client/node.ts'],
+    files: ['src/client/**/*.ts', 'src/attestation/verify.ts', 'src/attestation/document.ts', 'src/util/**/*.ts', 'src/noise/**/*.ts', 'src/wire/{messages,schema,cbor-head,int-array,encode,cursor,decode}.ts'],
+    ignores: ['src/noise/suite-node.ts', 'src/noise/native-aead.ts', 'src/client/node.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
   },
   { files: ['scripts/**', 'test/**', 'bin/**', 'src/cli.ts', 'src/cli/**', 'docker/examples/**'], rules: { 'no-console': 'off' } },

@@ -1,7 +1,7 @@
 /*
  * The int-array byte encoding of the wire CBOR (WIRE.md §4): every byte v < 24 is the one byte `v`, every v ≥ 24
- * the two bytes `0x18 v`. The fast path of src/wire/messages.ts (countBig, writeIntArray, the int-array branch of
- * Cursor.bytes), installed there by src/wire/native-int-array.ts above a size threshold. Pure computation: no
+ * the two bytes `0x18 v`. The fast path of src/wire/int-array.ts (countBig, writeIntArray, readIntArray),
+ * installed there by src/wire/native-int-array.ts above a size threshold. Pure computation: no
  * syscalls, no allocation, no state. Every argument is validated here, whatever JS passes: a wrong type is a
  * TypeError (ERR_INVALID_ARG_TYPE), an offset/count outside the buffers a RangeError (ERR_OUT_OF_RANGE), and
  * nothing is read or written outside [data, data + length) of the typed arrays given (their byteOffset honoured).
