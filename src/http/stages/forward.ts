@@ -162,16 +162,17 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
   #headSent = false;
   #settle: ((failure: unknown) => void) | null = null;
 
-  readonly #onResClose = (): void => {
+  // Listeners on the client's response, made in the constructor (plain assignments: no per-request
+  // function naming under a keepNames transpiler such as tsx).
+  readonly #onResClose: () => void;
+  readonly #onDrain: () => void;
+
+  #resClosed(): void {
     if (this.#res.writableFinished) return;
     this.#clientGone = true;
     this.#abort?.(new undiciErrors.RequestAbortedError());
     if (this.#headSent) this.#done(null);
-  };
-
-  readonly #onDrain = (): void => {
-    this.#resume?.();
-  };
+  }
 
   readonly ex: Exchange;
   readonly #res: ResponseChannel;
@@ -183,6 +184,8 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
     this.#res = res;
     this.#upstream = upstream;
     this.#drop = drop;
+    this.#onResClose = () => this.#resClosed();
+    this.#onDrain = () => this.#resume?.();
   }
 
   run(opts: Dispatcher.DispatchOptions): Promise<unknown> {
@@ -224,7 +227,8 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
     }
     const list: string[] = new Array<string>(rawHeaders.length);
     for (let i = 0; i < rawHeaders.length; i += 2) {
-      list[i] = rawHeaders[i]!.toString();
+      // Names are tokens (ASCII): latin1 decodes them as utf8 would, and faster.
+      list[i] = rawHeaders[i]!.toString('latin1');
       list[i + 1] = rawHeaders[i + 1]!.toString('latin1');
     }
     const headers = endToEndHeaders(list, { drop: this.#drop });

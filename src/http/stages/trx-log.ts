@@ -50,6 +50,7 @@ const SAFE_HEADERS = new Set([
 const ALWAYS_MASKED = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'api-key', 'x-api-key']);
 
 const MASK = '***';
+const MAX_CACHED_NAMES = 512;
 const MAX_VALUE_CHARS = 512;
 
 export interface HeaderMasker {
@@ -66,11 +67,24 @@ export function createHeaderMasker(trustedHeaders: readonly string[] = [], extra
     else exact.add(lower);
   }
   const visible = (name: string): boolean => !ALWAYS_MASKED.has(name) && (exact.has(name) || prefixes.some((p) => name.startsWith(p)));
+  // Header names repeat from request to request: remember each spelling's lower-case form and verdict
+  // (bounded: past MAX_CACHED_NAMES spellings, new ones are worked out every time).
+  const known = new Map<string, { lower: string; visible: boolean }>();
+  const lookup = (raw: string): { lower: string; visible: boolean } => {
+    let entry = known.get(raw);
+    if (entry === undefined) {
+      const lower = raw.toLowerCase();
+      entry = { lower, visible: visible(lower) };
+      if (known.size < MAX_CACHED_NAMES) known.set(raw, entry);
+    }
+    return entry;
+  };
   return (list) => {
     const out: Record<string, string | string[]> = {};
     for (let i = 0; i < list.length; i += 2) {
-      const name = list[i]!.toLowerCase();
-      const value = visible(name) ? truncate(list[i + 1]!) : MASK;
+      const entry = lookup(list[i]!);
+      const name = entry.lower;
+      const value = entry.visible ? truncate(list[i + 1]!) : MASK;
       const prev = out[name];
       if (prev === undefined) out[name] = value;
       else if (Array.isArray(prev)) prev.push(value);
@@ -118,6 +132,18 @@ export interface TrxRecordInput {
   error: string | undefined;
 }
 
+let isoAt = NaN;
+let isoText = '';
+
+/** `new Date(ms).toISOString()`, remembered for the last millisecond asked (records come in bursts). */
+function isoTime(ms: number): string {
+  if (ms !== isoAt) {
+    isoAt = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
 /** The record ENCRYPTION.md §4 describes, as one flat JSON object. */
 export function trxRecord(input: TrxRecordInput, mask: HeaderMasker): Record<string, unknown> {
   let userAgent: string | undefined;
@@ -130,7 +156,7 @@ export function trxRecord(input: TrxRecordInput, mask: HeaderMasker): Record<str
   return {
     kind: 'trx',
     txid: input.txid,
-    ts: new Date(input.startedAt).toISOString(),
+    ts: isoTime(input.startedAt),
     session_id: input.sessionId,
     type: input.type,
     method: input.method,
