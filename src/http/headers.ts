@@ -8,9 +8,6 @@ export type HeaderList = string[];
 /** Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies drop) and `Expect`, which is per hop here. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'trailer', 'upgrade', 'expect']);
 
-/** Lengths of the HOP_BY_HOP names: other names are never lower-cased just to be looked up there. */
-const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length));
-
 /** `name` is `lower` (already lower-case), ignoring case; the length is compared first (most names differ there). */
 export function isHeader(name: string, lower: string): boolean {
   return name.length === lower.length && (name === lower || name.toLowerCase() === lower);
@@ -31,6 +28,15 @@ export function connectionTokens(list: HeaderList): ReadonlySet<string> {
   return out ?? EMPTY;
 }
 
+/** Bit `min(length, 31)` set for each name: a name whose bit is clear is certainly not in `names`. */
+function lengthMask(names: ReadonlySet<string>): number {
+  let mask = 0;
+  for (const n of names) mask |= 1 << Math.min(n.length, 31);
+  return mask;
+}
+
+const HOP_BY_HOP_MASK = lengthMask(HOP_BY_HOP);
+
 /**
  * Copy of `list` without hop-by-hop fields and without the fields the Connection header names.
  * `keep` names hop-by-hop fields to retain (the upgrade path keeps `upgrade`); `drop` adds names to remove.
@@ -38,15 +44,13 @@ export function connectionTokens(list: HeaderList): ReadonlySet<string> {
 export function endToEndHeaders(list: HeaderList, opts: { keep?: ReadonlySet<string>; drop?: ReadonlySet<string> } = {}): HeaderList {
   const named = connectionTokens(list);
   const drop = opts.drop ?? EMPTY;
-  // Names that cannot be hop-by-hop, named by Connection, or dropped (their length says so) are copied
-  // without lower-casing them.
-  const checkAll = named.size > 0;
-  let dropLengths = 0;
-  for (const d of drop) dropLengths |= 1 << Math.min(d.length, 31);
+  // A name whose length matches no hop-by-hop, Connection-named or dropped name is copied without being
+  // lower-cased and looked up.
+  const lengths = HOP_BY_HOP_MASK | lengthMask(named) | lengthMask(drop);
   const out: HeaderList = [];
   for (let i = 0; i < list.length; i += 2) {
     const name = list[i]!;
-    if (checkAll || HOP_BY_HOP_LENGTHS.has(name.length) || (dropLengths & (1 << Math.min(name.length, 31))) !== 0) {
+    if ((lengths & (1 << Math.min(name.length, 31))) !== 0) {
       const lower = name.toLowerCase();
       const hop = HOP_BY_HOP.has(lower) || named.has(lower);
       if ((hop && !(opts.keep?.has(lower) ?? false)) || drop.has(lower)) continue;
