@@ -4,7 +4,12 @@
 import type { Duplex } from 'node:stream';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { FrameWriter } from '../wire/frame-writer.ts';
-import { encodeServerMessageParts, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
+import { encodeServerMessageInto, encodeServerMessageParts, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
+import { returnMessageBuffer, takeMessageBuffer } from './message-buffers.ts';
+
+/** Payloads from this size on are encoded into a reused buffer (below, a fresh small one costs less). */
+const POOLED_MIN = 4096;
+const NOOP = (): void => {};
 
 export class MessageSender {
   readonly #writer: FrameWriter;
@@ -46,19 +51,41 @@ export class MessageSender {
   }
 
   /**
-   * Encodes and encrypts one message (throws if it cannot); only once ready.
+   * Encodes, encrypts and queues one message; only once ready. Throws (nothing queued) if it cannot be sealed;
+   * the promise resolves when written or failed (never rejects).
    * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
    */
-  seal(msg: ServerMessage, enc: ByteEncoding, ownedPayload: boolean): Uint8Array[] {
+  send(msg: ServerMessage, enc: ByteEncoding, ownedPayload: boolean): Promise<void> {
+    const payload = (msg as { payload?: Uint8Array }).payload;
+    if (payload !== undefined && payload.length >= POOLED_MIN && !(ownedPayload && enc === 'bstr')) return this.#sendPooled(msg, enc);
     // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as
     // they are. One part is a fresh encoding, ours to encrypt in place; a separate payload part only if owned.
     const pt = encodeServerMessageParts(msg, enc);
-    return pt.length === 1 || ownedPayload ? this.#send!.encryptOwned(pt) : this.#send!.encryptParts(pt);
+    const ct = pt.length === 1 || ownedPayload ? this.#send!.encryptOwned(pt) : this.#send!.encryptParts(pt);
+    return this.#track(this.#writer.writeFrameParts(ct));
   }
 
-  /** Queues one sealed frame; resolves when written or failed (never rejects). */
-  writeFrame(ct: Uint8Array[]): Promise<void> {
-    return this.#track(this.#writer.writeFrameParts(ct));
+  /** A large message encoded into a reused buffer and sealed there; the buffer comes back once written. */
+  #sendPooled(msg: ServerMessage, enc: ByteEncoding): Promise<void> {
+    const buf = takeMessageBuffer();
+    let ct: Uint8Array[];
+    try {
+      const pt = buf.subarray(0, encodeServerMessageInto(msg, enc, buf, 0));
+      ct = this.#send!.encryptOwned(pt);
+      if (ct[0] !== pt && pt.length > 0) {
+        // not sealed in place (no addon): the ciphertext is elsewhere, the plaintext is wiped and the buffer free
+        pt.fill(0);
+        returnMessageBuffer(buf);
+        return this.#track(this.#writer.writeFrameParts(ct));
+      }
+    } catch (err) {
+      returnMessageBuffer(buf);
+      throw err;
+    }
+    const written = this.#writer.writeFrameParts(ct);
+    // After a failed write the sink may still hold a view: that buffer is dropped, not reused.
+    written.then(() => returnMessageBuffer(buf), NOOP);
+    return this.#track(written);
   }
 
   #track(write: Promise<void>): Promise<void> {

@@ -308,15 +308,14 @@ export class Session {
    */
   #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false): Promise<void> {
     if (this.#state === 'closed' || !this.#out.ready) return Promise.resolve();
-    let ct: Uint8Array[];
+    let written: Promise<void>;
     try {
-      ct = this.#out.seal(msg, enc, ownedPayload);
+      written = this.#out.send(msg, enc, ownedPayload);
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();
     }
     this.#stats.framesOut++;
-    const written = this.#out.writeFrame(ct);
     this.#updateFlow();
     return written;
   }

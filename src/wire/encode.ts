@@ -264,12 +264,21 @@ export function encodeClientMessageParts(m: ClientMessage, enc: ByteEncoding = '
  */
 export function encodeClientMessageInto(m: ClientMessage, enc: ByteEncoding, out: Uint8Array, offset: number): number {
   const { v, fields } = clientFields(m);
-  const e = checkEncoding(enc);
-  const size = sizeOf(v, fields, e);
+  return encodeInto(v, fields, checkEncoding(enc), out, offset);
+}
+
+/** `encodeServerMessage` written into `out` at `offset` (see encodeClientMessageInto). */
+export function encodeServerMessageInto(m: ServerMessage, enc: ByteEncoding, out: Uint8Array, offset: number): number {
+  const { v, fields } = serverFields(m);
+  return encodeInto(v, fields, checkEncoding(enc), out, offset);
+}
+
+function encodeInto(v: Variant, fields: EncField[], enc: ByteEncoding, out: Uint8Array, offset: number): number {
+  const size = sizeOf(v, fields, enc);
   if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > out.length) {
     throw encodeError(`a ${size}-byte message does not fit at offset ${offset} of a ${out.length}-byte buffer`);
   }
-  const end = offset + writeMessage(offset === 0 ? out : out.subarray(offset), v, fields, e, fields.length);
+  const end = offset + writeMessage(offset === 0 ? out : out.subarray(offset), v, fields, enc, fields.length);
   if (end !== offset + size) throw encodeError(`internal: encoded ${end - offset} bytes, sized ${size}`);
   return end;
 }

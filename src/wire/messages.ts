@@ -26,6 +26,7 @@ export {
   clientMessageSize,
   encodeClientMessage,
   encodeClientMessageInto,
+  encodeServerMessageInto,
   encodeClientMessageParts,
   encodeServerMessage,
   encodeServerMessageParts,

@@ -399,6 +399,40 @@ describe('streams', () => {
     client.close();
   }, 60_000);
 
+  it('echoes int-array streams byte-exact on three sessions at once (their replies share reused message buffers)', async () => {
+    const total = 3 * 1024 * 1024;
+    const chunk = 16 * 1024;
+    const one = async (seed: number): Promise<void> => {
+      const client = await connectClient(agent.port);
+      const hashIn = createHash('sha256');
+      const hashOut = createHash('sha256');
+      client.send({ type: 'OpenStream', id: 1, payload: new Uint8Array(0) }, 'array');
+      let received = 0;
+      const reading = (async () => {
+        for (;;) {
+          const { message, encoding } = await client.next(20_000);
+          if (message.type === 'StreamClose') return;
+          if (message.type !== 'StreamData') throw new Error(`unexpected ${message.type}`);
+          expect(encoding).toBe('array');
+          received += message.payload.length;
+          hashOut.update(message.payload);
+        }
+      })();
+      for (let sent = 0; sent < total; sent += chunk) {
+        const block = bytesOf(chunk, (i) => (i * 31 + sent / chunk + seed) & 0xff);
+        hashIn.update(block);
+        client.send({ type: 'StreamData', id: 1, payload: block }, 'array');
+        if (sent % (256 * 1024) === 0) await sleep(0);
+      }
+      client.send({ type: 'StreamClose', id: 1, half: 'Write' });
+      await reading;
+      expect(received).toBe(total);
+      expect(hashOut.digest('hex')).toBe(hashIn.digest('hex'));
+      client.close();
+    };
+    await Promise.all([one(1), one(2), one(3)]);
+  }, 60_000);
+
   it('keeps a stream writable after the app closes its side, and tears it down on StreamClose{Both}', async () => {
     const got: Buffer[] = [];
     const app = await (await import('./helpers.ts')).startApp((s) => {
