@@ -13,6 +13,12 @@ export interface LogSink {
    * write to a file descriptor join the lines into one write.
    */
   writeBatch?(records: readonly object[]): void;
+  /**
+   * Lines already serialized (each exactly what recordLine gives for its record, '\n' included), one or
+   * several concatenated: the transaction log builds its lines directly (trx-log.ts trxLine) instead of a
+   * record object for JSON.stringify. Sinks without it get record objects.
+   */
+  writeLines?(lines: string): void;
   /** Flushes and releases the sink. */
   close(): Promise<void>;
 }
@@ -26,6 +32,15 @@ export interface LogSink {
 export function recordLine(record: object): string {
   const json = JSON.stringify(record);
   return json.length <= 2 ? '{"level":"info"}\n' : `{"level":"info",${json.slice(1)}\n`;
+}
+
+// Quotes, backslashes, control characters and surrogates (JSON.stringify escapes lone ones) take JSON.stringify.
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `s` as JSON.stringify writes a string (the plain case without calling it). */
+export function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
 /** The lines of `records`, concatenated. */
@@ -44,6 +59,9 @@ export function destinationSink(dest: { write(line: string): unknown }, onClose:
     },
     writeBatch(records) {
       if (!closed && records.length > 0) dest.write(recordLines(records));
+    },
+    writeLines(lines) {
+      if (!closed && lines !== '') dest.write(lines);
     },
     async close() {
       if (closed) return;
@@ -76,6 +94,7 @@ export function createFileLogSink(path: string): LogSink {
 
 export interface StreamLogSink extends LogSink {
   writeBatch(records: readonly object[]): void;
+  writeLines(lines: string): void;
   /** Records dropped because the stream was backed up or gone. */
   readonly dropped: number;
 }
@@ -114,6 +133,7 @@ export function createStreamLogSink(stream: Writable, opts: { maxQueuedBytes?: n
   return {
     write: sink.write,
     writeBatch: sink.writeBatch!,
+    writeLines: sink.writeLines!,
     close: sink.close,
     get dropped() {
       return dropped;
@@ -123,6 +143,7 @@ export function createStreamLogSink(stream: Writable, opts: { maxQueuedBytes?: n
 
 export interface MemoryLogSink extends LogSink {
   writeBatch(records: readonly object[]): void;
+  writeLines(lines: string): void;
   /** The records, parsed back from their JSON lines. */
   readonly records: Record<string, unknown>[];
 }
@@ -138,5 +159,5 @@ export function createMemoryLogSink(): MemoryLogSink {
     },
     async () => {},
   );
-  return { write: sink.write, writeBatch: sink.writeBatch!, close: sink.close, records };
+  return { write: sink.write, writeBatch: sink.writeBatch!, writeLines: sink.writeLines!, close: sink.close, records };
 }

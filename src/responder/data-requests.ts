@@ -83,36 +83,62 @@ export class DataRequests {
       return { type: 'Error', id, message: 'session closed' };
     }
     this.#apps.add(app);
-    const max = limits.maxResponseBytes;
     return new Promise<ServerMessage>((resolve) => {
-      const chunks: Uint8Array[] = [];
-      let total = 0;
-      let done = false;
-      const finish = (msg: ServerMessage): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        app.off('data', onData);
-        app.destroy();
-        this.#apps.delete(app);
-        resolve(msg);
-      };
-      const onData = (chunk: Buffer): void => {
-        total += chunk.length;
-        if (total > max) {
-          finish({ type: 'Error', id, message: `response too large for one frame (more than ${max} bytes; max ${MAX_MESSAGE_LEN})` });
-        } else chunks.push(chunk);
-      };
-      const timer = setTimeout(
-        () => finish({ type: 'Error', id, message: `the app did not finish its response within ${Math.round(limits.dataResponseTimeoutMs / 1000)} s` }),
-        limits.dataResponseTimeoutMs,
-      );
-      app.on('data', onData);
-      app.once('end', () => finish({ type: 'Data', id, payload: chunks.length === 1 ? chunks[0]! : concatBytes(...chunks) }));
-      app.on('error', (err: NodeJS.ErrnoException) => finish({ type: 'Error', id, message: `app connection failed (${err.code ?? 'error'})` }));
-      app.once('close', () => finish({ type: 'Error', id, message: 'the app closed the connection before the end of its response' }));
+      new DataReply(id, app, this.#apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, resolve);
       app.write(payload);
       if (forwarder.halfCloseData !== false) app.end();
     });
+  }
+}
+
+/**
+ * Reads one Data request's app connection to EOF and resolves with the reply (or the Error that ended it).
+ * Its listeners are made once per request as plain member assignments (no per-request function naming
+ * under a keepNames transpiler such as tsx).
+ */
+class DataReply {
+  readonly #id: number;
+  readonly #app: Duplex;
+  readonly #apps: Set<Duplex>;
+  readonly #max: number;
+  readonly #resolve: (msg: ServerMessage) => void;
+  readonly #timer: NodeJS.Timeout;
+  readonly #onData: (chunk: Buffer) => void;
+  #chunks: Uint8Array[] = [];
+  #total = 0;
+  #done = false;
+
+  constructor(id: number, app: Duplex, apps: Set<Duplex>, max: number, timeoutMs: number, resolve: (msg: ServerMessage) => void) {
+    this.#id = id;
+    this.#app = app;
+    this.#apps = apps;
+    this.#max = max;
+    this.#resolve = resolve;
+    this.#onData = (chunk) => this.#data(chunk);
+    this.#timer = setTimeout(() => this.#finish({ type: 'Error', id, message: `the app did not finish its response within ${Math.round(timeoutMs / 1000)} s` }), timeoutMs);
+    app.on('data', this.#onData);
+    app.once('end', () => {
+      const chunks = this.#chunks;
+      this.#finish({ type: 'Data', id, payload: chunks.length === 1 ? chunks[0]! : concatBytes(...chunks) });
+    });
+    app.on('error', (err: NodeJS.ErrnoException) => this.#finish({ type: 'Error', id, message: `app connection failed (${err.code ?? 'error'})` }));
+    app.once('close', () => this.#finish({ type: 'Error', id, message: 'the app closed the connection before the end of its response' }));
+  }
+
+  #data(chunk: Buffer): void {
+    this.#total += chunk.length;
+    if (this.#total > this.#max) {
+      this.#finish({ type: 'Error', id: this.#id, message: `response too large for one frame (more than ${this.#max} bytes; max ${MAX_MESSAGE_LEN})` });
+    } else this.#chunks.push(chunk);
+  }
+
+  #finish(msg: ServerMessage): void {
+    if (this.#done) return;
+    this.#done = true;
+    clearTimeout(this.#timer);
+    this.#app.off('data', this.#onData);
+    this.#app.destroy();
+    this.#apps.delete(this.#app);
+    this.#resolve(msg);
   }
 }

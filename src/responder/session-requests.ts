@@ -12,8 +12,27 @@ import { errorCode, truncate } from './error-text.ts';
 import type { ForwardContext } from './forwarder.ts';
 import type { SessionHost } from './session-types.ts';
 
+interface SessionContexts {
+  readonly client: ForwardContext['client'];
+  readonly hash: Uint8Array;
+  data?: ForwardContext;
+  stream?: ForwardContext;
+}
+
+/** The contexts a session hands out, built once per session (and kind) instead of once per request. */
+const contexts = new WeakMap<SessionHost, SessionContexts>();
+
 export function forwardContext(host: SessionHost, kind: 'data' | 'stream'): ForwardContext {
   const hash = host.handshakeHash();
+  const client = host.client();
+  let known = contexts.get(host);
+  // What a context carries is fixed once the session is open; rebuilt should it ever change.
+  if (known === undefined || known.client !== client || known.hash !== hash) {
+    known = { client, hash };
+    contexts.set(host, known);
+  }
+  const cached = known[kind];
+  if (cached !== undefined) return cached;
   const ctx: ForwardContext = {
     sessionId: host.id,
     kind,
@@ -21,8 +40,9 @@ export function forwardContext(host: SessionHost, kind: 'data' | 'stream'): Forw
     signal: host.signal,
     attest: (extra) => attestDocument(host, extra?.userData, extra?.publicKey),
   };
-  const client = host.client();
-  return client === undefined ? ctx : { ...ctx, client };
+  const made = client === undefined ? ctx : { ...ctx, client };
+  known[kind] = made;
+  return made;
 }
 
 function attestDocument(host: SessionHost, userData?: Uint8Array, publicKey?: Uint8Array): Promise<Uint8Array> {

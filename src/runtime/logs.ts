@@ -40,7 +40,8 @@ export interface RuntimeLogsOptions {
 function trxSinkOver(dest: { write(line: string): unknown }, batch: boolean): LogSink {
   const sink = destinationSink(dest, async () => {});
   if (batch) return sink;
-  return { write: sink.write, close: sink.close };
+  // No writeBatch: the transaction log hands writeLines one line per call.
+  return { write: sink.write, writeLines: sink.writeLines!, close: sink.close };
 }
 
 /** Where `sink = "vsock"` sends the log stream by default: the parent instance. */

@@ -5,6 +5,7 @@
 // values are masked in the path. Bodies are never logged.
 import type { Exchange, Stage } from '../exchange.ts';
 import type { HeaderList } from '../headers.ts';
+import { jsonString, recordLine } from '../log-sink.ts';
 import type { LogSink } from '../log-sink.ts';
 
 /** Headers whose values are logged as they are. */
@@ -55,7 +56,24 @@ const MAX_VALUE_CHARS = 512;
 
 export interface HeaderMasker {
   (list: HeaderList): Record<string, string | string[]>;
+  /**
+   * The JSON text JSON.stringify gives for `mask(list)`, built without the object; null when it cannot be
+   * built that way (a name an object would put first: an array index; very long lists).
+   */
+  json?(list: HeaderList): string | null;
 }
+
+interface NameEntry {
+  lower: string;
+  visible: boolean;
+  /** `"lower":` as JSON, or null when an object key would not keep its place (an array index). */
+  key: string | null;
+}
+
+/** Object keys JavaScript orders before the others (array indices). */
+const ODD_KEY = /^(?:0|[1-9][0-9]*)$/;
+/** Past this many fields the object path (with its map) is used. */
+const MAX_JSON_FIELDS = 64;
 
 /** Builds the masking function for an allow-list of extra trusted names (`x-trace-*` = prefix). */
 export function createHeaderMasker(trustedHeaders: readonly string[] = [], extraSafe: readonly string[] = []): HeaderMasker {
@@ -69,18 +87,19 @@ export function createHeaderMasker(trustedHeaders: readonly string[] = [], extra
   const visible = (name: string): boolean => !ALWAYS_MASKED.has(name) && (exact.has(name) || prefixes.some((p) => name.startsWith(p)));
   // Header names repeat from request to request: remember each spelling's lower-case form and verdict
   // (bounded: past MAX_CACHED_NAMES spellings, new ones are worked out every time).
-  const known = new Map<string, { lower: string; visible: boolean }>();
-  const lookup = (raw: string): { lower: string; visible: boolean } => {
+  const known = new Map<string, NameEntry>();
+  const lookup = (raw: string): NameEntry => {
     let entry = known.get(raw);
     if (entry === undefined) {
       const lower = raw.toLowerCase();
-      entry = { lower, visible: visible(lower) };
+      entry = { lower, visible: visible(lower), key: ODD_KEY.test(lower) ? null : `${jsonString(lower)}:` };
       if (known.size < MAX_CACHED_NAMES) known.set(raw, entry);
     }
     return entry;
   };
-  return (list) => {
-    const out: Record<string, string | string[]> = {};
+  const mask: HeaderMasker = (list) => {
+    // No prototype: a header called `constructor` or `__proto__` is a field like any other.
+    const out = Object.create(null) as Record<string, string | string[]>;
     for (let i = 0; i < list.length; i += 2) {
       const entry = lookup(list[i]!);
       const name = entry.lower;
@@ -92,7 +111,50 @@ export function createHeaderMasker(trustedHeaders: readonly string[] = [], extra
     }
     return out;
   };
+  const entries: NameEntry[] = [];
+  mask.json = (list) => {
+    const n = list.length >> 1;
+    if (n === 0) return '{}';
+    if (n > MAX_JSON_FIELDS) return null;
+    entries.length = n;
+    let repeated = false;
+    for (let k = 0; k < n; k++) {
+      const entry = lookup(list[2 * k]!);
+      if (entry.key === null) return null;
+      for (let j = 0; j < k && !repeated; j++) if (entries[j]!.lower === entry.lower) repeated = true;
+      entries[k] = entry;
+    }
+    let out = '{';
+    for (let k = 0; k < n; k++) {
+      const entry = entries[k]!;
+      if (repeated) {
+        // A name seen before was written with its first occurrence; a repeated name becomes an array
+        // there, in order (as the object path does).
+        let earlier = false;
+        for (let j = 0; j < k && !earlier; j++) if (entries[j]!.lower === entry.lower) earlier = true;
+        if (earlier) continue;
+        let values: string | null = null;
+        for (let j = k + 1; j < n; j++) {
+          if (entries[j]!.lower !== entry.lower) continue;
+          values = `${values ?? jsonValue(entry, list[2 * k + 1]!)},${jsonValue(entry, list[2 * j + 1]!)}`;
+        }
+        if (values !== null) {
+          out += `${out.length > 1 ? ',' : ''}${entry.key!}[${values}]`;
+          continue;
+        }
+      }
+      out += `${out.length > 1 ? ',' : ''}${entry.key!}${jsonValue(entry, list[2 * k + 1]!)}`;
+    }
+    return `${out}}`;
+  };
+  return mask;
 }
+
+function jsonValue(entry: NameEntry, value: string): string {
+  return entry.visible ? jsonString(truncate(value)) : MASKED_JSON;
+}
+
+const MASKED_JSON = JSON.stringify(MASK);
 
 function truncate(v: string): string {
   return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) + '…' : v;
@@ -175,6 +237,46 @@ export function trxRecord(input: TrxRecordInput, mask: HeaderMasker): Record<str
   };
 }
 
+/** A JSON number as JSON.stringify writes it, or null for anything but a finite number. */
+function jsonNumber(n: unknown): string | null {
+  return typeof n === 'number' && Number.isFinite(n) ? String(n) : null;
+}
+
+/**
+ * The record's line, exactly `recordLine(trxRecord(input, mask))`, written directly (no record object, no
+ * JSON.stringify of the whole) when the masker can write its headers as JSON; else through the record.
+ */
+export function trxLine(input: TrxRecordInput, mask: HeaderMasker): string {
+  const reqHeaders = mask.json?.(input.requestHeaders) ?? null;
+  const resHeaders = reqHeaders === null ? null : (mask.json?.(input.responseHeaders) ?? null);
+  const status = jsonNumber(input.status);
+  const elapsed = jsonNumber(Math.round(input.elapsedMs * 1000) / 1000);
+  const bytesIn = jsonNumber(input.bytesIn);
+  const bytesOut = jsonNumber(input.bytesOut);
+  const fields = jsonNumber(input.decryptedFields);
+  if (resHeaders === null || reqHeaders === null || status === null || elapsed === null || bytesIn === null || bytesOut === null || fields === null) {
+    return recordLine(trxRecord(input, mask));
+  }
+  let userAgent = 'null';
+  const req = input.requestHeaders;
+  for (let i = 0; i < req.length; i += 2) {
+    if (req[i]!.toLowerCase() === 'user-agent') {
+      userAgent = jsonString(truncate(req[i + 1]!));
+      break;
+    }
+  }
+  const group = input.status === 0 ? '"none"' : `"${Math.floor(input.status / 100)}xx"`;
+  const remoteIp = input.remoteIp === undefined ? 'null' : jsonString(input.remoteIp);
+  const error = input.error === undefined ? '' : `,"error":${jsonString(input.error)}`;
+  return (
+    `{"level":"info","kind":"trx","txid":${jsonString(input.txid)},"ts":${jsonString(isoTime(input.startedAt))},` +
+    `"session_id":${jsonString(input.sessionId)},"type":${jsonString(input.type)},"method":${jsonString(input.method)},` +
+    `"path":${jsonString(maskedPath(input.url))},"status":${status},"status_group":${group},"elapsed_ms":${elapsed},` +
+    `"bytes_in":${bytesIn},"bytes_out":${bytesOut},"remote_ip":${remoteIp},"user_agent":${userAgent},` +
+    `"decrypted_fields":${fields},"request_headers":${reqHeaders},"response_headers":${resHeaders}${error}}\n`
+  );
+}
+
 export interface TrxLogOptions {
   enabled: boolean;
   sink: LogSink;
@@ -183,35 +285,39 @@ export interface TrxLogOptions {
   onError?: (err: unknown) => void;
 }
 
+/** What the record of `ex` is made of (`endedAt`: performance.now() when it was over). */
+function exchangeInput(ex: Exchange, endedAt: number): TrxRecordInput {
+  const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+  return {
+    txid: ex.requestId,
+    startedAt: ex.startedAt,
+    elapsedMs: endedAt - ex.started,
+    sessionId: ex.conn.sessionId,
+    type: ex.type,
+    method: ex.req.method ?? '',
+    url: ex.req.url ?? '',
+    status: ex.sentStatus,
+    bytesIn: ex.bytesIn,
+    bytesOut: ex.bytesOut,
+    remoteIp: ex.remoteIp,
+    requestHeaders: ex.req.rawHeaders,
+    responseHeaders: ex.sentHeaders,
+    decryptedFields: fields,
+    error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
+  };
+}
+
 /** The exchange's record (`endedAt`: performance.now() when it was over; default now). */
 export function exchangeRecord(ex: Exchange, mask: HeaderMasker, endedAt = performance.now()): Record<string, unknown> {
-  const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
-  return trxRecord(
-    {
-      txid: ex.requestId,
-      startedAt: ex.startedAt,
-      elapsedMs: endedAt - ex.started,
-      sessionId: ex.conn.sessionId,
-      type: ex.type,
-      method: ex.req.method ?? '',
-      url: ex.req.url ?? '',
-      status: ex.sentStatus,
-      bytesIn: ex.bytesIn,
-      bytesOut: ex.bytesOut,
-      remoteIp: ex.remoteIp,
-      requestHeaders: ex.req.rawHeaders,
-      responseHeaders: ex.sentHeaders,
-      decryptedFields: fields,
-      error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
-    },
-    mask,
-  );
+  return trxRecord(exchangeInput(ex, endedAt), mask);
 }
 
 /** Writes the exchange's record (`endedAt`: performance.now() when it was over; default now). */
 export function logExchange(ex: Exchange, opts: TrxLogOptions, endedAt = performance.now()): void {
   try {
-    opts.sink.write(exchangeRecord(ex, opts.mask, endedAt));
+    const sink = opts.sink;
+    if (sink.writeLines !== undefined) sink.writeLines(trxLine(exchangeInput(ex, endedAt), opts.mask));
+    else sink.write(exchangeRecord(ex, opts.mask, endedAt));
   } catch (err) {
     opts.onError?.(err);
   }
@@ -221,9 +327,10 @@ export function logExchange(ex: Exchange, opts: TrxLogOptions, endedAt = perform
  * Records are built and written after the exchange, in a batch per event-loop turn (setImmediate): the
  * serialization and the sink's write are off the path of the response, which is already on its way to the
  * client when the exchange ends, and a sink that writes to a file descriptor makes one write per batch
- * (LogSink.writeBatch) instead of one per record. The elapsed time is taken when the exchange ends. Whoever
- * closes the sink lets one setImmediate pass first (immediates run in order), so no record is lost at
- * shutdown.
+ * (LogSink.writeBatch / writeLines) instead of one per record. A sink with writeLines gets lines built
+ * directly (trxLine): all of a batch in one call when it batches (has writeBatch), one line per call when
+ * not. The elapsed time is taken when the exchange ends. Whoever closes the sink lets one setImmediate pass
+ * first (immediates run in order), so no record is lost at shutdown.
  */
 export function trxLogStage(opts: TrxLogOptions): Stage {
   if (!opts.enabled) return (_ex, next) => next();
@@ -234,9 +341,25 @@ export function trxLogStage(opts: TrxLogOptions): Stage {
     const endedAt = ends;
     queue = [];
     ends = [];
-    const writeBatch = opts.sink.writeBatch;
-    if (writeBatch === undefined || batch.length === 1) {
+    const sink = opts.sink;
+    if (sink.writeBatch === undefined || batch.length === 1) {
       for (let i = 0; i < batch.length; i++) logExchange(batch[i]!, opts, endedAt[i]);
+      return;
+    }
+    if (sink.writeLines !== undefined) {
+      let lines = '';
+      for (let i = 0; i < batch.length; i++) {
+        try {
+          lines += trxLine(exchangeInput(batch[i]!, endedAt[i]!), opts.mask);
+        } catch (err) {
+          opts.onError?.(err);
+        }
+      }
+      try {
+        sink.writeLines(lines);
+      } catch (err) {
+        opts.onError?.(err);
+      }
       return;
     }
     const records: Record<string, unknown>[] = [];
@@ -248,7 +371,7 @@ export function trxLogStage(opts: TrxLogOptions): Stage {
       }
     }
     try {
-      writeBatch.call(opts.sink, records);
+      sink.writeBatch.call(sink, records);
     } catch (err) {
       opts.onError?.(err);
     }
