@@ -15,17 +15,41 @@ export function isHeader(name: string, lower: string): boolean {
 
 const EMPTY: ReadonlySet<string> = new Set();
 
+/** Token sets of single Connection values seen before (`close`, `keep-alive`, ...), bounded. */
+const knownTokens = new Map<string, ReadonlySet<string>>();
+const MAX_KNOWN_TOKENS = 64;
+
+function tokensOf(value: string, into: Set<string> | null): Set<string> | null {
+  for (const t of value.split(',')) {
+    const token = t.trim().toLowerCase();
+    if (token !== '') (into ??= new Set<string>()).add(token);
+  }
+  return into;
+}
+
 /** Lower-cased tokens of every Connection header in the list (a shared empty set when there is none). */
 export function connectionTokens(list: HeaderList): ReadonlySet<string> {
   let out: Set<string> | null = null;
+  let only: string | null = null;
+  let count = 0;
   for (let i = 0; i < list.length; i += 2) {
     if (!isHeader(list[i]!, 'connection')) continue;
-    for (const t of list[i + 1]!.split(',')) {
-      const token = t.trim().toLowerCase();
-      if (token !== '') (out ??= new Set<string>()).add(token);
+    count++;
+    if (count === 1) only = list[i + 1]!;
+    else {
+      if (count === 2) out = tokensOf(only!, out);
+      out = tokensOf(list[i + 1]!, out);
     }
   }
-  return out ?? EMPTY;
+  if (count === 0) return EMPTY;
+  if (count > 1) return out ?? EMPTY;
+  // One Connection header (the usual case): its set is shared by every list with the same value. Callers
+  // only read it.
+  const known = knownTokens.get(only!);
+  if (known !== undefined) return known;
+  const tokens: ReadonlySet<string> = tokensOf(only!, null) ?? EMPTY;
+  if (knownTokens.size < MAX_KNOWN_TOKENS) knownTokens.set(only!, tokens);
+  return tokens;
 }
 
 /** Bit `min(length, 31)` set for each name: a name whose bit is clear is certainly not in `names`. */

@@ -111,12 +111,11 @@ export function createHeaderMasker(trustedHeaders: readonly string[] = [], extra
     }
     return out;
   };
-  const entries: NameEntry[] = [];
+  const entries = new Array<NameEntry>(MAX_JSON_FIELDS);
   mask.json = (list) => {
     const n = list.length >> 1;
     if (n === 0) return '{}';
     if (n > MAX_JSON_FIELDS) return null;
-    entries.length = n;
     let repeated = false;
     for (let k = 0; k < n; k++) {
       const entry = lookup(list[2 * k]!);
