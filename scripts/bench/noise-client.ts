@@ -45,7 +45,12 @@ export class NoiseClient {
         // What onMessage sends in answer to the frames of one read leaves in one writev, not a syscall each.
         socket.cork();
         try {
-          for (let ct = c.#reader.nextFrame(); ct !== null; ct = c.#reader.nextFrame()) c.onMessage(decodeServerMessage(c.#recv.decryptOwned(ct)).message);
+          for (let ct = c.#reader.nextFrame(c.#assemble); ct !== null; ct = c.#reader.nextFrame(c.#assemble)) {
+            const { message, encoding } = decodeServerMessage(c.#recv.decryptOwned(ct));
+            // a byte-string payload is a view of the frame: a frame assembled in the scratch buffer keeps it
+            if (encoding === 'bstr' && c.#reader.lastFrameCopied) c.#scratch = new Uint8Array(MAX_FRAME_LEN);
+            c.onMessage(message);
+          }
         } finally {
           socket.uncork();
         }
@@ -54,6 +59,10 @@ export class NoiseClient {
     });
     return c;
   }
+
+  /** Where a received frame that spans socket reads is assembled (reused while nothing keeps a view of it). */
+  #scratch = new Uint8Array(MAX_FRAME_LEN);
+  readonly #assemble = (n: number): Uint8Array => this.#scratch.subarray(0, n);
 
   /** Frame buffers whose write completed, reused for the next frames (a load generator should not spend its CPU in GC). */
   readonly #pool: Uint8Array[] = [];

@@ -26,6 +26,7 @@ import { parseProxyV2 } from '../transport/proxy-v2.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
 import { concatBytes, toHex } from '../util/bytes.ts';
 import { FrameReader } from '../wire/frames.ts';
+import { returnFrameBuffer, takeFrameBuffer } from './message-buffers.ts';
 import { decodeClientMessage, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
 import { DataRequests } from './data-requests.ts';
 import { truncate } from './error-text.ts';
@@ -242,11 +243,15 @@ export class Session {
     try {
       if (this.#state === 'handshake' && !this.#handshake()) return;
       while (this.#state === 'open' && !this.#readBlocked()) {
-        const ct = this.#reader.nextFrame();
+        const ct = this.#reader.nextFrame(takeFrameBuffer);
         if (ct === null) break;
-        // From a socket the frame is ours alone (its read buffers, or the reader's own copy): decrypted in place.
-        const pt = this.#ownsReads ? this.#recv!.decryptOwned(ct) : this.#recv!.decrypt(ct);
+        // The frame is ours alone when the reader copied it (it spanned reads) or when it is a socket's read
+        // buffer: then it is decrypted in place.
+        const copied = this.#reader.lastFrameCopied;
+        const pt = copied || this.#ownsReads ? this.#recv!.decryptOwned(ct) : this.#recv!.decrypt(ct);
         const { message, encoding } = decodeClientMessage(pt);
+        // An int-array message keeps no view of its frame (byte fields are decoded into new arrays).
+        if (copied && encoding === 'array') returnFrameBuffer(ct);
         this.#stats.framesIn++;
         this.#idleTimer?.refresh();
         dispatchMessage(this.#host, this.#data, this.#streams, message, encoding);

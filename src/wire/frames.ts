@@ -153,10 +153,12 @@ export class FrameReader {
 
   /**
    * The ciphertext of the next complete frame, or null. Throws WIRE_FRAME_TOO_LARGE / WIRE_FRAME_TOO_SMALL as
-   * soon as the 4 length bytes are buffered.
+   * soon as the 4 length bytes are buffered. A frame that spans pushed chunks is copied into `alloc(len)` (a
+   * reused buffer, say) instead of a new array; `lastFrameCopied` tells which happened.
    */
-  nextFrame(): Uint8Array | null {
+  nextFrame(alloc?: (n: number) => Uint8Array): Uint8Array | null {
     if (this.#failure !== null) throw this.#failure;
+    this.#copied = false;
     if (this.#frameLen < 0) {
       if (this.#buffered < FRAME_HEADER_LEN) {
         if (this.#ended && this.#buffered > 0) {
@@ -181,8 +183,14 @@ export class FrameReader {
       return null;
     }
     this.#frameLen = -1;
-    return this.#take(len);
+    return this.#take(len, alloc);
   }
+
+  /** Whether the frame nextFrame() returned last was copied (it spanned pushed chunks) rather than a view. */
+  get lastFrameCopied(): boolean {
+    return this.#copied;
+  }
+  #copied = false;
 
   /**
    * The stream ended. Throws WIRE_TRUNCATED if the buffered bytes end inside a pending handshake read or
@@ -266,7 +274,7 @@ export class FrameReader {
     }
   }
 
-  #take(n: number): Uint8Array {
+  #take(n: number, alloc?: (n: number) => Uint8Array): Uint8Array {
     if (n === 0) return new Uint8Array(0);
     this.#buffered -= n;
     const first = this.#chunks[this.#head]!;
@@ -277,7 +285,8 @@ export class FrameReader {
       else this.#off += n;
       return view;
     }
-    const out = new Uint8Array(n);
+    const out = alloc === undefined ? new Uint8Array(n) : alloc(n);
+    this.#copied = true;
     let filled = 0;
     while (filled < n) {
       const chunk = this.#chunks[this.#head]!;

@@ -61,6 +61,30 @@ describe('FrameReader', () => {
     reader.end();
   });
 
+  it('copies a frame that spans chunks into alloc(len) and says so; a frame inside one chunk stays a view', () => {
+    const a = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
+    const b = Uint8Array.from({ length: 700 }, (_, i) => (i * 3) & 0xff);
+    const wire = new Uint8Array([...encodeFrame(a), ...encodeFrame(b)]);
+    const r = new FrameReader();
+    const first = wire.subarray(0, 1004); // frame a, whole
+    r.push(first);
+    r.push(wire.subarray(1004, 1300)); // frame b, split across two chunks
+    r.push(wire.subarray(1300));
+    const scratch = new Uint8Array(4096).fill(0xee);
+    const lens: number[] = [];
+    const alloc = (n: number): Uint8Array => (lens.push(n), scratch.subarray(0, n));
+    const fa = r.nextFrame(alloc)!;
+    expect(r.lastFrameCopied).toBe(false);
+    expect(fa.buffer).toBe(first.buffer);
+    expect([...fa]).toEqual([...a]);
+    const fb = r.nextFrame(alloc)!;
+    expect(r.lastFrameCopied).toBe(true);
+    expect(lens).toEqual([700]);
+    expect(fb.buffer).toBe(scratch.buffer);
+    expect([...fb]).toEqual([...b]);
+    expect(r.nextFrame(alloc)).toBeNull();
+  });
+
   it('returns several frames delivered in one chunk, in order', () => {
     const frames = [20, 30, 40].map((n, i) => new Uint8Array(n).fill(i + 1));
     const reader = new FrameReader();
