@@ -42,6 +42,24 @@ napi_value en_errno_error(napi_env env, int err, const char* syscall, const char
   return e;
 }
 
+bool en_get_u8(napi_env env, napi_value v, const char* what, uint8_t** data, size_t* length) {
+  napi_typedarray_type type;
+  void* ptr = NULL;
+  size_t len = 0;
+  /* no napi_is_typedarray first: get_typedarray_info answers napi_invalid_arg for anything else (nothing thrown),
+   * and one N-API call less is ~20 ns of the ~150 ns a call costs */
+  if (napi_get_typedarray_info(env, v, &type, &len, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return false;
+  }
+  /* a detached buffer reports length 0 (and possibly NULL data): nothing is ever read through it */
+  *data = (uint8_t*)ptr;
+  *length = ptr == NULL ? 0 : len;
+  return true;
+}
+
 void en_throw_errno(napi_env env, int err, const char* syscall, const char* detail) {
   napi_value e = en_errno_error(env, err, syscall, detail);
   if (e) napi_throw(env, e);

@@ -90,25 +90,9 @@ static void aead_finalize(napi_env env, void* data, void* hint) {
   napi_adjust_external_memory(env, -AEAD_EXTERNAL_BYTES, &ignored);
 }
 
-static bool get_u8(napi_env env, napi_value v, const char* what, uint8_t** data, size_t* length) {
-  napi_typedarray_type type;
-  void* ptr = NULL;
-  size_t len = 0;
-  if (napi_get_typedarray_info(env, v, &type, &len, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s must be a Uint8Array", what);
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-    return false;
-  }
-  /* a detached buffer reports length 0 (and possibly NULL data): nothing is ever read through it */
-  *data = (uint8_t*)ptr;
-  *length = ptr == NULL ? 0 : len;
-  return true;
-}
-
 static bool get_u8_len(napi_env env, napi_value v, const char* what, size_t want, uint8_t** data) {
   size_t len;
-  if (!get_u8(env, v, what, data, &len)) return false;
+  if (!en_get_u8(env, v, what, data, &len)) return false;
   if (len != want) {
     char msg[128];
     snprintf(msg, sizeof msg, "%s must be %zu bytes, got %zu", what, want, len);
@@ -265,10 +249,10 @@ static napi_value js_aead_seal(napi_env env, napi_callback_info info) {
   uint8_t *nonce, *ad, *tag;
   size_t ad_len;
   if (!get_u8_len(env, argv[1], "nonce", AEAD_NONCE_LEN, &nonce)) goto out;
-  if (!get_u8(env, argv[2], "ad", &ad, &ad_len)) goto out;
+  if (!en_get_u8(env, argv[2], "ad", &ad, &ad_len)) goto out;
   if (!get_u8_len(env, argv[4], "tag", AEAD_TAG_LEN, &tag)) goto out;
   for (uint32_t i = 0; i < n; i++) {
-    if (!get_u8(env, vals[i], "every element of parts", &spans[i].p, &spans[i].len)) goto out;
+    if (!en_get_u8(env, vals[i], "every element of parts", &spans[i].p, &spans[i].len)) goto out;
   }
   /* 3. the message */
   if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1) {
@@ -319,8 +303,8 @@ static napi_value js_aead_open(napi_env env, napi_callback_info info) {
   uint8_t *nonce, *ad, *data;
   size_t ad_len, len;
   if (!get_u8_len(env, argv[1], "nonce", AEAD_NONCE_LEN, &nonce)) return NULL;
-  if (!get_u8(env, argv[2], "ad", &ad, &ad_len)) return NULL;
-  if (!get_u8(env, argv[3], "data", &data, &len)) return NULL;
+  if (!en_get_u8(env, argv[2], "ad", &ad, &ad_len)) return NULL;
+  if (!en_get_u8(env, argv[3], "data", &data, &len)) return NULL;
   if (len < AEAD_TAG_LEN) {
     char msg[128];
     snprintf(msg, sizeof msg, "data must be at least %d bytes (ciphertext and tag), got %zu", AEAD_TAG_LEN, len);

@@ -6,6 +6,7 @@
 #define ENCLAVE_NATIVE_COMMON_H
 
 #include <node_api.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,9 @@ napi_status en_intarray_init(napi_env env, napi_value exports);
 napi_status en_aead_init(napi_env env, napi_value exports);
 
 napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
+/* A Uint8Array argument's bytes (byteOffset honoured); false with a TypeError ERR_INVALID_ARG_TYPE thrown for
+ * anything else. A detached buffer reports length 0. */
+bool en_get_u8(napi_env env, napi_value v, const char* what, uint8_t** data, size_t* length);
 napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t v);
 
 #endif

@@ -141,6 +141,17 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes }),
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
   ]);
+  /** Runs a request through the stages; a failure becomes its error answer (or a destroyed response). */
+  const runHttpPipeline = (ex: Exchange, res: { destroy(): unknown }): void => {
+    httpPipeline(ex).catch((err: unknown) => {
+      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
+      try {
+        respondError(ex, err);
+      } catch {
+        res.destroy();
+      }
+    });
+  };
   const upgradePipeline = compose([
     ...common,
     upgradeStage({ host, port: opts.appPort, timeoutMs: upstreamTimeoutMs, dropResponseHeaders: agentHeaders }),
@@ -215,14 +226,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
       return;
     }
-    httpPipeline(ex).catch((err: unknown) => {
-      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
-      try {
-        respondError(ex, err);
-      } catch {
-        res.destroy();
-      }
-    });
+    runHttpPipeline(ex, res);
   });
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -349,14 +353,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     });
     ex.remoteIp = ctx.client?.address;
     res.once('close', () => ex.finish());
-    httpPipeline(ex).catch((err: unknown) => {
-      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
-      try {
-        respondError(ex, err);
-      } catch {
-        res.destroy();
-      }
-    });
+    runHttpPipeline(ex, res);
     return true;
   }
 
