@@ -14,7 +14,7 @@ export type RequestType = 'HTTP' | 'WebSocket';
 
 /**
  * What the stages read of a request: an IncomingMessage from the http.Server path, or the parsed head of a
- * one-shot Data request on the fast path (fast-path.ts).
+ * one-shot Data request on the fast path (simple-request.ts, data-connection.ts, data-response.ts).
  */
 export interface RequestHead {
   readonly method?: string | undefined;

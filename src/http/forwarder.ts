@@ -16,8 +16,10 @@ import type { ForwardContext, Forwarder } from '../responder/forwarder.ts';
 import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
-import { BufferBody, DataConnection, DataResponse, FastRequest, parseSimpleRequest } from './fast-path.ts';
-import type { DataConnectionHandlers } from './fast-path.ts';
+import { DataConnection } from './data-connection.ts';
+import { DataResponse } from './data-response.ts';
+import { BufferBody, FastRequest, parseSimpleRequest } from './simple-request.ts';
+import type { DataConnectionHandlers } from './data-connection.ts';
 import type { Stage } from './exchange.ts';
 import { endToEndHeaders } from './headers.ts';
 import { HttpModeError } from './errors.ts';
@@ -86,7 +88,7 @@ export interface HttpForwarder extends Forwarder {
   readonly health: AppHealthMonitor;
   /** Connections currently open into the server (Data connections included, fast path or not). */
   readonly connectionCount: number;
-  /** Requests answered on the Data fast path (fast-path.ts) so far; the rest went through the http.Server. */
+  /** Requests answered on the Data fast path (simple-request.ts, data-connection.ts, data-response.ts) so far; the rest went through the http.Server. */
   readonly fastPathRequests: number;
 }
 
@@ -330,7 +332,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   }
 
   /**
-   * The fast path (fast-path.ts): the same stages as the 'request' handler, on a request parsed by
+   * The fast path (simple-request.ts, data-connection.ts, data-response.ts): the same stages as the 'request' handler, on a request parsed by
    * parseSimpleRequest and a DataResponse. False leaves the bytes to the http.Server.
    */
   function serveFast(conn: DataConnection, bytes: Buffer): boolean {

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseSimpleRequest, MAX_FAST_HEADERS } from '../../src/http/fast-path.ts';
+import { parseSimpleRequest, MAX_FAST_HEADERS } from '../../src/http/simple-request.ts';
 import { createHttpForwarder } from '../../src/http/forwarder.ts';
 import type { HttpForwarder, HttpModeOptions } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';

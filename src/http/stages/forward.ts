@@ -10,7 +10,7 @@ import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Exchange, ResponseChannel, Stage } from '../exchange.ts';
-import { BufferBody } from '../fast-path.ts';
+import { BufferBody } from '../simple-request.ts';
 import { endToEndHeaders, removeHeader } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
 

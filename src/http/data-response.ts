@@ -1,0 +1,171 @@
+// The response of a fast-path request (see simple-request.ts for which requests take the fast path).
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
+import type { ResponseChannel } from './exchange.ts';
+import type { HeaderList } from './headers.ts';
+import type { DataConnection } from './data-connection.ts';
+let dateCache = '';
+let dateSecond = -1;
+
+/** The IMF-fixdate for now, computed once a second (as Node's server does for its Date header). */
+function utcDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateCache = new Date(now).toUTCString();
+  }
+  return dateCache;
+}
+
+const FLUSH_BYTES = 64 * 1024;
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+const CRLF = Buffer.from('\r\n', 'latin1');
+
+/**
+ * The response of a fast-path request, written onto its DataConnection as HTTP/1.1 — what a ServerResponse
+ * would have sent: the status line, the headers as given (validated as Node validates them), a Date unless
+ * present, `Connection: close` (a Data connection carries one request), and the body with a Content-Length
+ * when the headers have one, chunked otherwise; no body for HEAD, 1xx, 204 and 304. Small pieces are
+ * coalesced (the session collects the whole answer into one Data reply anyway).
+ */
+export class DataResponse extends EventEmitter implements ResponseChannel {
+  headersSent = false;
+  destroyed = false;
+  writableFinished = false;
+  readonly #conn: DataConnection;
+  readonly #isHead: boolean;
+  #noBody = false;
+  #chunked = false;
+  #parts: Buffer[] = [];
+  #partBytes = 0;
+  #closed = false;
+
+  constructor(conn: DataConnection, method: string) {
+    super();
+    this.#conn = conn;
+    this.#isHead = method === 'HEAD';
+  }
+
+  writeHead(status: number, headers: HeaderList): this {
+    if (this.headersSent) throw new Error('response head already sent');
+    if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError(`status: expected 100..999, found ${status}`);
+    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
+    let hasDate = false;
+    let hasLength = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+      const n = name.length;
+      if (n === 4 || n === 10 || n === 14 || n === 17) {
+        const lower = name.toLowerCase();
+        if (lower === 'date') hasDate = true;
+        else if (lower === 'connection') continue;
+        else if (lower === 'content-length') hasLength = true;
+        else if (lower === 'transfer-encoding') throw new Error('transfer-encoding is set by the agent');
+      }
+      head += `${name}: ${value}\r\n`;
+    }
+    this.#noBody = this.#isHead || status === 204 || status === 304 || status < 200;
+    if (!hasDate) head += `Date: ${utcDate()}\r\n`;
+    head += 'Connection: close\r\n';
+    if (!this.#noBody && !hasLength) {
+      head += 'Transfer-Encoding: chunked\r\n';
+      this.#chunked = true;
+    }
+    this.headersSent = true;
+    this.#add(Buffer.from(head + '\r\n', 'latin1'));
+    return this;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.destroyed || this.writableFinished) return false;
+    if (!this.headersSent) this.writeHead(200, []);
+    if (this.#noBody || chunk.length === 0) return true;
+    if (this.#chunked) {
+      this.#add(Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1'));
+      this.#add(chunk);
+      this.#add(CRLF);
+    } else this.#add(chunk);
+    return this.#partBytes < FLUSH_BYTES || this.#flush();
+  }
+
+  end(chunk?: Buffer): this {
+    if (this.destroyed || this.writableFinished) return this;
+    if (chunk !== undefined) this.write(chunk);
+    else if (!this.headersSent) this.writeHead(200, []);
+    if (this.#chunked) this.#add(LAST_CHUNK);
+    this.writableFinished = true;
+    // The rest of the answer and its end reach the session with those of every other Data response that
+    // ended in this event-loop turn (see deliverEnded).
+    if (ended.length === 0) setImmediate(deliverEnded);
+    ended.push(this);
+    this.emit('finish');
+    this.#emitClose();
+    return this;
+  }
+
+  /** Hands what is left of the finished answer, and its end, to the session. */
+  deliver(): void {
+    if (this.#conn.destroyed) return;
+    this.#flush();
+    this.#conn.push(null);
+  }
+
+  destroy(): this {
+    // A complete answer is delivered whatever happens next (as bytes already written to a socket are).
+    if (this.destroyed || this.writableFinished) return this;
+    this.destroyed = true;
+    this.#conn.destroy();
+    this.#emitClose();
+    return this;
+  }
+
+  /** The connection went away (the session gave up on the request). */
+  connectionClosed(): void {
+    if (this.writableFinished) return;
+    this.destroyed = true;
+    this.#emitClose();
+  }
+
+  /** The session read what was pushed: a writer waiting for room may go on. */
+  readMore(): void {
+    if (!this.writableFinished && !this.destroyed) this.emit('drain');
+  }
+
+  #add(b: Buffer): void {
+    this.#parts.push(b);
+    this.#partBytes += b.length;
+  }
+
+  #flush(): boolean {
+    if (this.#parts.length === 0) return true;
+    const out = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#partBytes);
+    this.#parts = [];
+    this.#partBytes = 0;
+    return this.#conn.destroyed ? false : this.#conn.push(out);
+  }
+
+  #emitClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.emit('close');
+  }
+}
+
+/**
+ * Responses that ended in this event-loop turn. Under load many Data answers complete in one poll phase
+ * (one app socket callback each); handing them to their sessions together, from one setImmediate, lets a
+ * session's frame writer (which merges what is queued by the end of the tick) send them in one socket
+ * write instead of one write per answer. The cost is the rest of the turn: the check phase follows the
+ * poll phase directly.
+ */
+let ended: DataResponse[] = [];
+
+function deliverEnded(): void {
+  const list = ended;
+  ended = [];
+  for (const res of list) res.deliver();
+}
