@@ -24,9 +24,11 @@
 // Targets (issue acceptance): raw Data at c=64 ≥ 0.5× direct; added p50 (agent p50 − direct p50) at c=1 ≤ 0.5 ms.
 //
 // Env: BENCH_HTTP_MS (per row, default 700), BENCH_HTTP_ROUNDS (default 5), BENCH_HTTP_ROWS (comma-separated
-// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx), BENCH_HTTP_BASELINE_SRC=<dir>
-// (a second agent process built from another checkout's src/, e.g. `git archive <rev> src | tar -x -C /tmp/x`,
-// measured in the same interleaved rounds: the base-* rows), BENCH_HTTP_PROFILE=<dir> (CPU profile of the
+// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx), BENCH_HTTP_AGENT_FLAGS
+// (extra node flags for the agent process), BENCH_HTTP_BASELINE_SRC=<dir>
+// (a second agent process from another revision's src/, measured in the same interleaved rounds: the base-* rows;
+// its packages resolve only with node_modules beside it: `mkdir /tmp/x && git archive <rev> src | tar -x -C /tmp/x
+// && ln -s "$PWD/node_modules" "$PWD/native" /tmp/x/`, then BENCH_HTTP_BASELINE_SRC=/tmp/x/src), BENCH_HTTP_PROFILE=<dir> (CPU profile of the
 // agent process), BENCH_HTTP_SECONDS_ONLY=<key> with BENCH_HTTP_LOAD_MS (drive one row at c=64 for that long:
 // for profiling).
 // Run: npx tsx scripts/bench/run.ts http
@@ -360,7 +362,9 @@ export default async function bench(): Promise<void> {
     const app = await spawn('--http-bench-app');
     children.push(app);
     const appPort = (await ask<{ port: number }>(app, { cmd: 'start' })).port;
-    const agent = await spawn('--http-bench-agent', profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : []);
+    // BENCH_HTTP_AGENT_FLAGS: extra node flags for the agent process (e.g. V8 heap tuning, for an A/B).
+    const agentFlags = (process.env.BENCH_HTTP_AGENT_FLAGS ?? '').split(' ').filter(Boolean);
+    const agent = await spawn('--http-bench-agent', [...agentFlags, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])]);
     children.push(agent);
     const agentPorts = await ask<AgentPorts>(agent, { cmd: 'start', appPort });
     let base: AgentPorts | undefined;
