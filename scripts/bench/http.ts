@@ -69,7 +69,7 @@ function serveChild(start: (m: { appPort?: number; agentPort?: number; src?: str
       if (m.cmd === 'start') send(await start(m));
       else if (m.cmd === 'cpu') {
         const u = process.cpuUsage();
-        send({ cpuUs: u.user + u.system });
+        send({ cpuUs: u.user + u.system, sysUs: u.system });
       } else setImmediate(() => process.exit(0));
     })();
   });
@@ -313,6 +313,8 @@ interface Result {
   /** Agent / app CPU (user + system) per request, µs. */
   agentUs: number;
   appUs: number;
+  /** This process (the client side) per request, µs. */
+  clientUs: number;
 }
 
 async function drive(client: BenchClient, concurrency: number, ms: number, latencies: number[] | null): Promise<number> {
@@ -338,12 +340,14 @@ async function measureRow(row: Row, env: Env, concurrency: number, agent: ChildP
     await drive(client, concurrency, WARMUP_MS, null);
     const latencies: number[] = [];
     const [c0, a0] = await Promise.all([cpuOf(agent), cpuOf(app)]);
+    const self0 = process.cpuUsage();
     const started = performance.now();
     const count = await drive(client, concurrency, ROW_MS, latencies);
     const elapsed = performance.now() - started;
+    const self1 = process.cpuUsage(self0);
     const [c1, a1] = await Promise.all([cpuOf(agent), cpuOf(app)]);
     latencies.sort((a, b) => a - b);
-    return { rps: (count * 1000) / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), agentUs: (c1 - c0) / count, appUs: (a1 - a0) / count };
+    return { rps: (count * 1000) / elapsed, p50: percentile(latencies, 50), p99: percentile(latencies, 99), agentUs: (c1 - c0) / count, appUs: (a1 - a0) / count, clientUs: (self1.user + self1.system) / count };
   } finally {
     await client.close();
   }
@@ -387,9 +391,12 @@ export default async function bench(): Promise<void> {
       const c = Number(process.env.BENCH_HTTP_LOAD_C ?? 64);
       const client = await row.open(env, c);
       await drive(client, c, 1000, null);
-      const c0 = await cpuOf(agent);
+      const u0 = await ask<{ cpuUs: number; sysUs: number }>(agent, { cmd: 'cpu' });
+      const t0 = performance.now();
       const n = await drive(client, c, Number(process.env.BENCH_HTTP_LOAD_MS ?? 5000), null);
-      console.log(`agent CPU ${((await cpuOf(agent)) - c0) / n} µs/request`);
+      const secs = (performance.now() - t0) / 1000;
+      const u1 = await ask<{ cpuUs: number; sysUs: number }>(agent, { cmd: 'cpu' });
+      console.log(`${Math.round(n / secs)} req/s; agent CPU ${((u1.cpuUs - u0.cpuUs) / n).toFixed(1)} µs/request (system ${((u1.sysUs - u0.sysUs) / n).toFixed(1)})`);
       await client.close();
       console.log(`${row.name}: ${n} requests`);
       return;
@@ -406,7 +413,7 @@ export default async function bench(): Promise<void> {
       const results = new Map<Row, Result[]>(rows.map((r) => [r, []]));
       for (let round = 0; round < ROUNDS; round++) for (const r of rows) results.get(r)!.push(await measureRow(r, env, c, r.key.startsWith('base-') ? baseAgent! : agent, app));
       const base = results.get(rows[0]!)!;
-      const table: (string | number)[][] = [['path', 'req/s', 'vs direct (range)', 'p50 ms', 'p99 ms', ...(c === 1 ? ['added p50 ms (range)'] : []), 'agent CPU µs/req', 'app CPU µs/req']];
+      const table: (string | number)[][] = [['path', 'req/s', 'vs direct (range)', 'p50 ms', 'p99 ms', ...(c === 1 ? ['added p50 ms (range)'] : []), 'agent CPU µs/req', 'app CPU µs/req', 'client CPU µs/req']];
       for (const r of rows) {
         const rs = results.get(r)!;
         const ratios = rs.map((x, i) => x.rps / base[i]!.rps);
@@ -417,7 +424,8 @@ export default async function bench(): Promise<void> {
         const addedCell = isBase ? '' : `${median(added).toFixed(3)}${r.key === 'data' ? (median(added) <= 0.5 ? ' (≤ 0.5 ✓)' : ' (> 0.5 ✗)') : ''} (${range(added, 3)})`;
         const cpu = isBase ? '' : median(rs.map((x) => x.agentUs));
         const appCpu = median(rs.map((x) => x.appUs));
-        table.push([r.name, median(rs.map((x) => x.rps)), ratioCell, median(rs.map((x) => x.p50)), median(rs.map((x) => x.p99)), ...(c === 1 ? [addedCell] : []), cpu, appCpu]);
+        const clientCpu = median(rs.map((x) => x.clientUs));
+        table.push([r.name, median(rs.map((x) => x.rps)), ratioCell, median(rs.map((x) => x.p50)), median(rs.map((x) => x.p99)), ...(c === 1 ? [addedCell] : []), cpu, appCpu, clientCpu]);
       }
       printTable(`HTTP mode: small GET, concurrency ${c} (app, agent, bridge each in its own process; median of ${ROUNDS} interleaved rounds of ${ROW_MS} ms)`, table);
     }

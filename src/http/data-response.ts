@@ -3,7 +3,16 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { ResponseChannel } from './exchange.ts';
 import type { HeaderList } from './headers.ts';
-import type { DataConnection } from './data-connection.ts';
+
+/** Where a fast-path answer goes: a Data connection's readable side (data-connection.ts) or a one-shot collector (one-shot-answer.ts). */
+export interface AnswerTarget {
+  readonly destroyed: boolean;
+  /** Bytes of the answer; null = the answer is complete. False asks the writer to wait for readMore(). */
+  push(chunk: Buffer | null): boolean;
+  destroy(): unknown;
+  /** Set by the fast path once it answers (the target tells it when it goes away). */
+  response: DataResponse | null;
+}
 let dateCache = '';
 let dateSecond = -1;
 
@@ -23,7 +32,7 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const CRLF = Buffer.from('\r\n', 'latin1');
 
 /**
- * The response of a fast-path request, written onto its DataConnection as HTTP/1.1 — what a ServerResponse
+ * The response of a fast-path request, written onto its AnswerTarget as HTTP/1.1 — what a ServerResponse
  * would have sent: the status line, the headers as given (validated as Node validates them), a Date unless
  * present, `Connection: close` (a Data connection carries one request), and the body with a Content-Length
  * when the headers have one, chunked otherwise; no body for HEAD, 1xx, 204 and 304. Small pieces are
@@ -33,7 +42,7 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   headersSent = false;
   destroyed = false;
   writableFinished = false;
-  readonly #conn: DataConnection;
+  readonly #conn: AnswerTarget;
   readonly #isHead: boolean;
   #noBody = false;
   #chunked = false;
@@ -41,7 +50,7 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   #partBytes = 0;
   #closed = false;
 
-  constructor(conn: DataConnection, method: string) {
+  constructor(conn: AnswerTarget, method: string) {
     super();
     this.#conn = conn;
     this.#isHead = method === 'HEAD';

@@ -44,8 +44,8 @@ export class Exchange {
   readonly req: RequestHead;
   /** The response, for ordinary requests; null on the upgrade path (which answers on `socket`). */
   readonly res: ResponseChannel | null;
-  /** The server end of the connection the request came on (the upgrade path writes on it). */
-  readonly socket: Duplex;
+  /** The server end of the connection the request came on (the upgrade path writes on it); null on the fast path. */
+  readonly socket: Duplex | null;
   /** What the session knows: client address, handshake hash, attest(). */
   readonly conn: ForwardContext;
   readonly type: RequestType;
@@ -80,7 +80,7 @@ export class Exchange {
   private doneCallbacks: (() => void)[] = [];
   private isDone = false;
 
-  constructor(init: { req: RequestHead; res: ResponseChannel | null; socket: Duplex; conn: ForwardContext; type: RequestType; upstreamHeaders: HeaderList; body: Readable | null; bodyLength: number | null }) {
+  constructor(init: { req: RequestHead; res: ResponseChannel | null; socket: Duplex | null; conn: ForwardContext; type: RequestType; upstreamHeaders: HeaderList; body: Readable | null; bodyLength: number | null }) {
     this.req = init.req;
     this.res = init.res;
     this.socket = init.socket;
@@ -157,7 +157,8 @@ export function respond(ex: Exchange, status: number, headers: HeaderList, body:
     return;
   }
   // Upgrade path: the socket is ours; write a complete response and close.
-  const sock = ex.socket as Duplex & { destroySoon(): void };
+  const sock = ex.socket as (Duplex & { destroySoon(): void }) | null;
+  if (sock === null) throw new HttpModeError('HTTP_INTERNAL', 500, 'an exchange without a response or a connection');
   if (!sock.writable) {
     sock.destroy();
     return;

@@ -12,12 +12,14 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import type { Logger } from 'pino';
-import type { ForwardContext, Forwarder } from '../responder/forwarder.ts';
+import type { ForwardContext, Forwarder, OneShotData } from '../responder/forwarder.ts';
 import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
 import { DataConnection } from './data-connection.ts';
 import { DataResponse } from './data-response.ts';
+import type { AnswerTarget } from './data-response.ts';
+import { OneShotAnswer } from './one-shot-answer.ts';
 import { BufferBody, FastRequest, parseSimpleRequest } from './simple-request.ts';
 import type { DataConnectionHandlers } from './data-connection.ts';
 import type { Stage } from './exchange.ts';
@@ -160,7 +162,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   ]);
 
   const contexts = new WeakMap<object, ForwardContext>();
-  const open = new Set<Duplex>();
+  /** Everything a close() must end: server connections, Data connections, one-shot answers. */
+  const open = new Set<{ destroy(): unknown }>();
   let closed = false;
   let fastPathRequests = 0;
   const maxHeaderBytes = opts.maxHeaderBytes ?? 16 * 1024;
@@ -332,21 +335,21 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   }
 
   /**
-   * The fast path (simple-request.ts, data-connection.ts, data-response.ts): the same stages as the 'request' handler, on a request parsed by
-   * parseSimpleRequest and a DataResponse. False leaves the bytes to the http.Server.
+   * The fast path (simple-request.ts, data-response.ts): the same stages as the 'request' handler, on a
+   * request parsed by parseSimpleRequest, answered into `target` (a DataConnection, or a OneShotAnswer).
+   * False leaves the bytes to the http.Server.
    */
-  function serveFast(conn: DataConnection, bytes: Buffer): boolean {
+  function serveFast(target: AnswerTarget, ctx: ForwardContext, bytes: Buffer): boolean {
     if (closed) return false;
-    const ctx = conn.ctx;
     const parsed = parseSimpleRequest(bytes, maxHeaderBytes);
     if (parsed === null) return false;
     fastPathRequests++;
-    const res = new DataResponse(conn, parsed.method);
-    conn.response = res;
+    const res = new DataResponse(target, parsed.method);
+    target.response = res;
     const ex: Exchange = new Exchange({
       req: new FastRequest(parsed),
       res,
-      socket: conn,
+      socket: null,
       conn: ctx,
       type: 'HTTP',
       upstreamHeaders: endToEndHeaders(parsed.rawHeaders),
@@ -359,7 +362,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     return true;
   }
 
-  const dataHandlers: DataConnectionHandlers = { fast: serveFast, full: (conn) => serverConnection(conn.ctx, false) };
+  const dataHandlers: DataConnectionHandlers = { fast: (conn, bytes) => serveFast(conn, conn.ctx, bytes), full: (conn) => serverConnection(conn.ctx, false) };
+  const untrack = (a: OneShotAnswer): void => void open.delete(a);
 
   return {
     async connect(ctx: ForwardContext): Promise<Duplex> {
@@ -372,6 +376,16 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
         return conn;
       }
       return serverConnection(ctx, true);
+    },
+
+    exchangeData(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null {
+      if (closed) return null;
+      const answer = new OneShotAnswer(maxResponseBytes, untrack);
+      open.add(answer);
+      const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+      if (serveFast(answer, ctx, bytes)) return answer;
+      open.delete(answer);
+      return null;
     },
 
     async close(): Promise<void> {

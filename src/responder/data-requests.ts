@@ -8,6 +8,11 @@ import { MAX_MESSAGE_LEN, serverMessageSize, type ByteEncoding, type ServerMessa
 import { forwardErrorMessage } from './error-text.ts';
 import { forwardContext } from './session-requests.ts';
 import type { SessionHost } from './session-types.ts';
+import type { OneShotData } from './forwarder.ts';
+
+const tooLargeText = (max: number): string => `response too large for one frame (more than ${max} bytes; max ${MAX_MESSAGE_LEN})`;
+const timeoutText = (ms: number): string => `the app did not finish its response within ${Math.round(ms / 1000)} s`;
+const CLOSED_EARLY = 'the app closed the connection before the end of its response';
 
 interface DataRequest {
   readonly id: number;
@@ -21,6 +26,8 @@ export class DataRequests {
   readonly #unanswered = new Set<DataRequest>();
   /** App connections of Data requests (destroyed on close). */
   readonly #apps = new Set<Duplex>();
+  /** Data requests on the forwarder's one-shot path (cancelled on close). */
+  readonly #oneShots = new Set<OneShotData>();
 
   constructor(host: SessionHost) {
     this.#host = host;
@@ -48,6 +55,8 @@ export class DataRequests {
   destroyApps(): void {
     for (const app of this.#apps) app.destroy();
     this.#apps.clear();
+    for (const one of this.#oneShots) one.cancel();
+    this.#oneShots.clear();
   }
 
   async #run(req: DataRequest, payload: Uint8Array): Promise<void> {
@@ -69,9 +78,11 @@ export class DataRequests {
     }
   }
 
-  /** Connects, writes the request, reads the app's response to EOF. Never rejects. */
+  /** Connects, writes the request, reads the app's response to EOF (or takes the one-shot path). Never rejects. */
   async #forward(id: number, payload: Uint8Array): Promise<ServerMessage> {
     const { forwarder, limits } = this.#host.cfg;
+    const oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
+    if (oneShot !== null) return this.#awaitOneShot(id, oneShot, limits.maxResponseBytes, limits.dataResponseTimeoutMs);
     let app: Duplex;
     try {
       app = await forwarder.connect(forwardContext(this.#host, 'data'));
@@ -87,6 +98,23 @@ export class DataRequests {
       new DataReply(id, app, this.#apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, resolve);
       app.write(payload);
       if (forwarder.halfCloseData !== false) app.end();
+    });
+  }
+
+  /** The answer of a one-shot request, under the same response timeout as a connection's. */
+  #awaitOneShot(id: number, one: OneShotData, max: number, timeoutMs: number): Promise<ServerMessage> {
+    this.#oneShots.add(one);
+    return new Promise<ServerMessage>((resolve) => {
+      const timer = setTimeout(() => {
+        resolve({ type: 'Error', id, message: timeoutText(timeoutMs) });
+        one.cancel();
+      }, timeoutMs);
+      void one.done.then((r) => {
+        clearTimeout(timer);
+        this.#oneShots.delete(one);
+        if ('bytes' in r) resolve({ type: 'Data', id, payload: r.bytes });
+        else resolve({ type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : CLOSED_EARLY });
+      });
     });
   }
 }
@@ -115,20 +143,20 @@ class DataReply {
     this.#max = max;
     this.#resolve = resolve;
     this.#onData = (chunk) => this.#data(chunk);
-    this.#timer = setTimeout(() => this.#finish({ type: 'Error', id, message: `the app did not finish its response within ${Math.round(timeoutMs / 1000)} s` }), timeoutMs);
+    this.#timer = setTimeout(() => this.#finish({ type: 'Error', id, message: timeoutText(timeoutMs) }), timeoutMs);
     app.on('data', this.#onData);
     app.once('end', () => {
       const chunks = this.#chunks;
       this.#finish({ type: 'Data', id, payload: chunks.length === 1 ? chunks[0]! : concatBytes(...chunks) });
     });
     app.on('error', (err: NodeJS.ErrnoException) => this.#finish({ type: 'Error', id, message: `app connection failed (${err.code ?? 'error'})` }));
-    app.once('close', () => this.#finish({ type: 'Error', id, message: 'the app closed the connection before the end of its response' }));
+    app.once('close', () => this.#finish({ type: 'Error', id, message: CLOSED_EARLY }));
   }
 
   #data(chunk: Buffer): void {
     this.#total += chunk.length;
     if (this.#total > this.#max) {
-      this.#finish({ type: 'Error', id: this.#id, message: `response too large for one frame (more than ${this.#max} bytes; max ${MAX_MESSAGE_LEN})` });
+      this.#finish({ type: 'Error', id: this.#id, message: tooLargeText(this.#max) });
     } else this.#chunks.push(chunk);
   }
 

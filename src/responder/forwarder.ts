@@ -34,6 +34,22 @@ export interface Forwarder {
    * half-closed, so, like the Enclavia server, it relies on the client's `Connection: close` instead.
    */
   readonly halfCloseData?: boolean;
+  /**
+   * Optional one-shot path for a Data request (HTTP mode's fast path): answers `payload` without a Duplex,
+   * or returns null to leave the request to `connect`. The answer is capped at `maxResponseBytes`.
+   */
+  exchangeData?(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null;
   /** Releases pools and timers. */
   close?(): Promise<void>;
+}
+
+/** How a one-shot Data request ended: the whole answer, or why there is none. */
+export type OneShotResult = { readonly bytes: Uint8Array } | { readonly failed: 'too-large' | 'closed' };
+
+/** A Data request in flight on a forwarder's one-shot path. */
+export interface OneShotData {
+  /** Settles exactly once and never rejects. */
+  readonly done: Promise<OneShotResult>;
+  /** The session gave up on the request (closed, timed out): stop it and release what it holds. */
+  cancel(): void;
 }
