@@ -13,6 +13,9 @@ import type { Exchange, ResponseChannel, Stage } from '../exchange.ts';
 import { BufferBody } from '../simple-request.ts';
 import { endToEndHeaders, removeHeader } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
+import { AppClient } from '../app-client.ts';
+import type { AppRequest, AppResponseHandler } from '../app-client.ts';
+import type { HeaderList } from '../headers.ts';
 
 export interface UpstreamOptions {
   host: string;
@@ -27,9 +30,14 @@ export interface UpstreamOptions {
   startupGraceMs?: number;
 }
 
-/** The keep-alive pool to the app plus what the health probe and the forward stage share. */
+/**
+ * The keep-alive pools to the app plus what the health probe and the forward stage share: undici for
+ * everything, and the lean client (app-client.ts) for fast-path requests, whose bodies are in memory.
+ * Each pool holds at most `connections`.
+ */
 export class Upstream {
   readonly pool: Pool;
+  readonly lean: AppClient;
   readonly origin: string;
   readonly timeoutMs: number;
   readonly startupGraceMs: number;
@@ -49,19 +57,29 @@ export class Upstream {
       bodyTimeout: opts.timeoutMs,
       connect: { timeout: Math.min(opts.timeoutMs, 10_000) },
     });
+    this.lean = new AppClient({
+      host: opts.host,
+      port: opts.port,
+      maxConnections: opts.connections ?? 256,
+      keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 30_000,
+      headersTimeoutMs: opts.timeoutMs,
+      bodyTimeoutMs: opts.timeoutMs,
+    });
   }
 
   async close(): Promise<void> {
+    this.lean.close();
     await this.pool.destroy().catch(() => {});
   }
 }
 
-const REFUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EADDRNOTAVAIL']);
+const REFUSED = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EADDRNOTAVAIL', 'APP_CONNECTION_CLOSED']);
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'APP_HEADERS_TIMEOUT', 'APP_BODY_TIMEOUT']);
 
 /** Maps an upstream failure before the response head to the client's status. */
 export function upstreamError(err: unknown): HttpModeError {
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+  if (typeof code === 'string' && TIMEOUTS.has(code)) {
     return new HttpModeError('HTTP_APP_TIMEOUT', 504, 'the app did not answer in time', { cause: err });
   }
   if (err instanceof undiciErrors.InvalidArgumentError || err instanceof undiciErrors.NotSupportedError) {
@@ -110,21 +128,20 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
       requestBody = body ?? undefined;
     }
 
+    // A fast-path request (no connection of its own) whose body is in memory goes through the lean client.
+    const lean = ex.socket === null && (body === null || whole !== null);
     // The length the app is told is the length of the body it gets (a decrypt stage may have changed it);
-    // without one, undici sends the body chunked.
+    // without one, undici sends the body chunked. The lean client writes it from the buffer.
     removeHeader(ex.upstreamHeaders, 'content-length');
-    if (body !== null && ex.bodyLength !== null) ex.upstreamHeaders.push('content-length', String(ex.bodyLength));
+    if (!lean && body !== null && ex.bodyLength !== null) ex.upstreamHeaders.push('content-length', String(ex.bodyLength));
 
     const started = performance.now();
     for (;;) {
       const exchange = new UpstreamExchange(ex, res, upstream, opts.dropResponseHeaders);
-      const failure = await exchange.run({
-        origin: upstream.origin,
-        path: ex.req.url ?? '/',
-        method: method as Dispatcher.HttpMethod,
-        headers: ex.upstreamHeaders,
-        body: requestBody,
-      });
+      const path = ex.req.url ?? '/';
+      const failure = await (lean
+        ? exchange.runLean({ method, path, headers: ex.upstreamHeaders, body: whole })
+        : exchange.run({ origin: upstream.origin, path, method: method as Dispatcher.HttpMethod, headers: ex.upstreamHeaders, body: requestBody }));
       if (failure === null) return;
       if (failure instanceof HttpModeError) throw failure;
       const code = (failure as { code?: unknown }).code;
@@ -155,7 +172,7 @@ async function* iterate(stream: Readable): AsyncGenerator<Buffer> {
  * resolves with null once the exchange is over (answered, the client gone, or cut after the head), or with
  * the error that happened before any response head (the caller maps it to 502/504 or retries).
  */
-class UpstreamExchange implements Dispatcher.DispatchHandler {
+class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler {
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #clientGone = false;
@@ -188,7 +205,23 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
     this.#onDrain = () => this.#resume?.();
   }
 
+  /** Through undici. */
   run(opts: Dispatcher.DispatchOptions): Promise<unknown> {
+    return this.#start(() => this.#upstream.pool.dispatch(opts, this));
+  }
+
+  /** Through the lean client (a body in memory). */
+  runLean(req: AppRequest): Promise<unknown> {
+    return this.#start(() => {
+      try {
+        this.#abort = this.#upstream.lean.request(req, this);
+      } catch (err) {
+        this.#done(err);
+      }
+    });
+  }
+
+  #start(send: () => void): Promise<unknown> {
     if (this.#res.destroyed) {
       this.ex.errorCode ??= 'CLIENT_GONE';
       return Promise.resolve(null);
@@ -196,7 +229,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
     return new Promise<unknown>((resolve) => {
       this.#settle = resolve;
       this.#res.once('close', this.#onResClose);
-      this.#upstream.pool.dispatch(opts, this);
+      send();
     });
   }
 
@@ -231,6 +264,36 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
       list[i] = rawHeaders[i]!.toString('latin1');
       list[i + 1] = rawHeaders[i + 1]!.toString('latin1');
     }
+    return this.#head(statusCode, list, resume);
+  }
+
+  onAppHead(status: number, headers: HeaderList, resume: () => void): void {
+    if (status < 200) return;
+    this.#upstream.answered = true;
+    if (this.#res.destroyed) {
+      this.#clientGone = true;
+      this.#abort?.(new undiciErrors.RequestAbortedError());
+      return;
+    }
+    this.#head(status, headers, resume);
+  }
+
+  onAppData(chunk: Buffer): boolean {
+    return this.onData(chunk);
+  }
+
+  onAppComplete(): void {
+    this.onComplete();
+  }
+
+  onAppError(err: Error & { code?: string }): void {
+    this.onError(err);
+  }
+
+  /** The app's response head, relayed to the client (false: it could not be, the request is aborted). */
+  #head(statusCode: number, list: HeaderList, resume: () => void): boolean {
+    const res = this.#res;
+    const ex = this.ex;
     const headers = endToEndHeaders(list, { drop: this.#drop });
     for (let i = 0; i < ex.responseHeaders.length; i++) headers.push(ex.responseHeaders[i]!);
     ex.sentStatus = statusCode;
@@ -240,8 +303,9 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
     } catch (err) {
       ex.sentStatus = 0;
       ex.sentHeaders = [];
-      this.#abort?.(new undiciErrors.RequestAbortedError());
+      // Settled first: an abort may report back at once (the lean client does).
       this.#done(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a response the agent cannot relay', { cause: err }));
+      this.#abort?.(new undiciErrors.RequestAbortedError());
       return false;
     }
     this.#headSent = true;
@@ -274,7 +338,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler {
       return;
     }
     // The head is out; all we can do is cut the connection so the client sees a truncated response.
-    this.ex.errorCode ??= err.code === 'UND_ERR_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
+    this.ex.errorCode ??= err.code === 'UND_ERR_BODY_TIMEOUT' || err.code === 'APP_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
     this.#res.destroy();
     this.#done(null);
   }
