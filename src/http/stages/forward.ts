@@ -250,14 +250,6 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     // Interim responses (100 Continue, 103 Early Hints) are not relayed.
     if (statusCode < 200) return true;
-    this.#upstream.answered = true;
-    const res = this.#res;
-    const ex = this.ex;
-    if (res.destroyed) {
-      this.#clientGone = true;
-      this.#abort?.(new undiciErrors.RequestAbortedError());
-      return false;
-    }
     const list: string[] = new Array<string>(rawHeaders.length);
     for (let i = 0; i < rawHeaders.length; i += 2) {
       // Names are tokens (ASCII): latin1 decodes them as utf8 would, and faster.
@@ -268,13 +260,6 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
   }
 
   onAppHead(status: number, headers: HeaderList, resume: () => void): void {
-    if (status < 200) return;
-    this.#upstream.answered = true;
-    if (this.#res.destroyed) {
-      this.#clientGone = true;
-      this.#abort?.(new undiciErrors.RequestAbortedError());
-      return;
-    }
     this.#head(status, headers, resume);
   }
 
@@ -292,8 +277,14 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
 
   /** The app's response head, relayed to the client (false: it could not be, the request is aborted). */
   #head(statusCode: number, list: HeaderList, resume: () => void): boolean {
+    this.#upstream.answered = true;
     const res = this.#res;
     const ex = this.ex;
+    if (res.destroyed) {
+      this.#clientGone = true;
+      this.#abort?.(new undiciErrors.RequestAbortedError());
+      return false;
+    }
     const headers = endToEndHeaders(list, { drop: this.#drop });
     for (let i = 0; i < ex.responseHeaders.length; i++) headers.push(ex.responseHeaders[i]!);
     ex.sentStatus = statusCode;
