@@ -46,14 +46,19 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   readonly #isHead: boolean;
   #noBody = false;
   #chunked = false;
+  /** The head not yet handed on (a string until then: it goes out in one buffer with the first body bytes). */
+  #head: string | null = null;
   #parts: Buffer[] = [];
   #partBytes = 0;
   #closed = false;
+  readonly #onClose: () => void;
 
-  constructor(conn: AnswerTarget, method: string) {
+  /** `onClose` runs once, before the 'close' listeners, when the response is over either way. */
+  constructor(conn: AnswerTarget, method: string, onClose: () => void) {
     super();
     this.#conn = conn;
     this.#isHead = method === 'HEAD';
+    this.#onClose = onClose;
   }
 
   writeHead(status: number, headers: HeaderList): this {
@@ -85,7 +90,8 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
       this.#chunked = true;
     }
     this.headersSent = true;
-    this.#add(Buffer.from(head + '\r\n', 'latin1'));
+    this.#head = head + '\r\n';
+    this.#partBytes += this.#head.length;
     return this;
   }
 
@@ -150,8 +156,17 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   }
 
   #flush(): boolean {
-    if (this.#parts.length === 0) return true;
-    const out = this.#parts.length === 1 ? this.#parts[0]! : Buffer.concat(this.#parts, this.#partBytes);
+    const head = this.#head;
+    const parts = this.#parts;
+    if (head === null && parts.length === 0) return true;
+    let out: Buffer;
+    if (head === null) out = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.#partBytes);
+    else {
+      out = Buffer.allocUnsafe(this.#partBytes);
+      let at = out.write(head, 0, 'latin1');
+      for (const p of parts) at += p.copy(out, at);
+      this.#head = null;
+    }
     this.#parts = [];
     this.#partBytes = 0;
     return this.#conn.destroyed ? false : this.#conn.push(out);
@@ -160,6 +175,7 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
   #emitClose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#onClose();
     this.emit('close');
   }
 }

@@ -344,7 +344,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     const parsed = parseSimpleRequest(bytes, maxHeaderBytes);
     if (parsed === null) return false;
     fastPathRequests++;
-    const res = new DataResponse(target, parsed.method);
+    const res = new DataResponse(target, parsed.method, () => ex.finish());
     target.response = res;
     const ex: Exchange = new Exchange({
       req: new FastRequest(parsed),
@@ -357,7 +357,6 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       bodyLength: parsed.body === null ? null : parsed.contentLength,
     });
     ex.remoteIp = ctx.client?.address;
-    res.once('close', () => ex.finish());
     runHttpPipeline(ex, res);
     return true;
   }

@@ -24,8 +24,12 @@ export interface ResponseEvents {
 }
 
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?$/;
-/** Name, colon, optional whitespace, value (obs-text allowed, no leading/trailing whitespace), optional whitespace. */
-const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[\t ]*$/;
+/**
+ * Name, colon, optional whitespace, value (obs-text allowed, no leading/trailing whitespace), optional whitespace.
+ * The trailing whitespace belongs to the optional value group, so an empty value does not leave two adjacent
+ * `[\t ]*` (which backtrack quadratically on a long run of blanks before a refused byte).
+ */
+const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*(?:([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)[\t ]*)?$/;
 const DIGITS = /^[0-9]{1,15}$/;
 /** Chunk size (hex, at most 12 digits: below 2^48), then optional extensions (ignored). */
 const CHUNK_LINE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
@@ -193,7 +197,7 @@ export class ResponseParser {
       const h = HEADER_LINE.exec(lines[i]!);
       if (h === null) throw bad('header line');
       const name = h[1]!;
-      const value = h[2]!;
+      const value = h[2] ?? '';
       headers[2 * i - 2] = name;
       headers[2 * i - 1] = value;
       switch (name.length) {

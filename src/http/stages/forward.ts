@@ -228,7 +228,8 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
     }
     return new Promise<unknown>((resolve) => {
       this.#settle = resolve;
-      this.#res.once('close', this.#onResClose);
+      // `on`, not `once` (no wrapper per request): #done removes it, and 'close' comes once.
+      this.#res.on('close', this.#onResClose);
       send();
     });
   }
