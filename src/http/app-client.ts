@@ -86,7 +86,11 @@ class AppConnection implements ResponseEvents {
     this.#pool = pool;
     this.keepAliveMs = opts.keepAliveTimeoutMs;
     this.#resume = () => {
-      if (!this.closed) this.socket.resume();
+      if (this.closed) return;
+      // The body timeout starts again from the resume (a paused response is the caller's wait, not the app's).
+      const p = this.current;
+      if (p !== null && p.deadline === Infinity) p.deadline = this.#pool.bodyDeadline();
+      this.socket.resume();
     };
     this.socket = net.connect({ host: opts.host, port: opts.port, noDelay: true });
     this.socket.on('data', (chunk: Buffer) => this.#data(chunk));
@@ -120,7 +124,11 @@ class AppConnection implements ResponseEvents {
     const p = this.current;
     if (p === null) return;
     p.deadline = this.#pool.bodyDeadline();
-    if (!p.handler.onAppData(chunk)) this.socket.pause();
+    if (!p.handler.onAppData(chunk)) {
+      // No body timeout while the caller holds the response (as undici); resume() restarts it.
+      if (this.current === p) p.deadline = Infinity;
+      this.socket.pause();
+    }
   }
 
   complete(): void {
@@ -152,6 +160,8 @@ class AppConnection implements ResponseEvents {
     this.current = null;
     this.served++;
     if (parser.keepAliveHintMs !== null) this.keepAliveMs = Math.min(this.keepAliveMs, Math.max(0, parser.keepAliveHintMs - 1000));
+    // A pause asked for by the caller ends with its response: nobody would resume the next request's reads.
+    if (this.socket.isPaused()) this.socket.resume();
     p.handler.onAppComplete();
     this.#pool.released(this, !extra && parser.keepAlive && this.keepAliveMs > 0);
   }
@@ -373,6 +383,7 @@ const EXPECTS_PAYLOAD = new Set(['PUT', 'POST', 'PATCH']);
  * bytes whichever client sent them. Throws 400 for what cannot be sent.
  */
 function serialize(req: AppRequest): string {
+  if (!TOKEN.test(req.method)) throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'request not forwardable: invalid method');
   if (!TARGET.test(req.path)) throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'request not forwardable: invalid request target');
   const h = req.headers;
   let host: string | null = null;
