@@ -25,8 +25,12 @@ export const MAX_FAST_HEADERS = 64;
 
 const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 const REQUEST_LINE = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
-/** Name, colon, optional whitespace, value (no leading/trailing whitespace), optional whitespace. */
-const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*((?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?)[\t ]*$/;
+/**
+ * Name, colon, optional whitespace, value (no leading/trailing whitespace), optional whitespace. The trailing
+ * whitespace sits inside the optional value group: two adjacent `[\t ]*` around an empty value backtrack
+ * quadratically on a long run of blanks before a refused byte (16 KiB of spaces cost ~0.4 s per request).
+ */
+const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*(?:([\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)[\t ]*)?$/;
 /** Any byte outside HTAB, CR, LF, SP..~ (controls, DEL, obs-text). */
 const UNUSUAL_BYTE = /[^\t\r\n\x20-\x7e]/;
 /** A Content-Length the fast path takes: no sign, no leading zeros, at most 15 digits. */
@@ -65,7 +69,7 @@ export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleR
     const m = HEADER_LINE.exec(lines[i]!);
     if (m === null) return null;
     const name = m[1]!;
-    const value = m[2]!;
+    const value = m[2] ?? '';
     rawHeaders[2 * i - 2] = name;
     rawHeaders[2 * i - 1] = value;
     switch (name.length) {
