@@ -102,6 +102,7 @@ class AppConnection implements ResponseEvents {
   send(p: Pending, maxHead: number): void {
     this.current = p;
     p.conn = this;
+    p.deadline = this.#pool.headDeadline();
     this.parser = new ResponseParser(p.req.method === 'HEAD', maxHead, this);
     const body = p.req.body;
     if (body === null) this.socket.write(p.wire, 'latin1');
@@ -192,23 +193,28 @@ class AppConnection implements ResponseEvents {
     const p = this.current;
     const started = this.parser?.started ?? false;
     this.current = null;
-    this.destroy();
-    if (p === null) return;
-    if (!started && this.served > 0 && p.attempts === 0 && IDEMPOTENT.has(p.req.method)) {
+    if (p !== null && !started && this.served > 0 && p.attempts === 0 && IDEMPOTENT.has(p.req.method)) {
+      // The retry takes this connection's place (ahead of queued requests, within the cap).
+      this.destroy(false);
       p.attempts++;
       this.#pool.retry(p);
       return;
     }
+    this.destroy();
+    if (p === null) return;
     p.conn = null;
     p.handler.onAppError(err);
   }
 
-  /** Closes the connection; a request still on it is not reported (the caller did that, or aborted). */
-  destroy(): void {
+  /**
+   * Closes the connection; a request still on it is not reported (the caller did that, or aborted).
+   * `handOn`: its place in the pool goes to a queued request (false: the caller reuses the place).
+   */
+  destroy(handOn = true): void {
     if (this.closed) return;
     this.closed = true;
     this.socket.destroy();
-    this.#pool.removed(this);
+    this.#pool.removed(this, handOn);
   }
 
   /** The request on this connection timed out. */
@@ -253,7 +259,8 @@ export class AppClient {
   request(req: AppRequest, handler: AppResponseHandler): (reason?: Error) => void {
     if (this.#closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
     const p = new Pending(req, serialize(req), handler);
-    p.deadline = performance.now() + this.#opts.headersTimeoutMs;
+    // Also the longest wait in the queue for a connection.
+    p.deadline = this.headDeadline();
     this.#start();
     const conn = this.#take();
     if (conn !== null) conn.send(p, this.#maxHead);
@@ -278,12 +285,20 @@ export class AppClient {
 
   /** An idle connection, or a new one while under the cap; null when every connection is busy. */
   #take(): AppConnection | null {
-    const idle = this.#idle.pop();
-    if (idle !== undefined) return idle;
+    const now = performance.now();
+    for (let idle = this.#idle.pop(); idle !== undefined; idle = this.#idle.pop()) {
+      // Expiry is exact here (the sweep only reclaims): a connection the app is about to close is not reused.
+      if (now - idle.idleSince < idle.keepAliveMs) return idle;
+      idle.destroy(false);
+    }
     if (this.#all.size >= this.#opts.maxConnections) return null;
     const conn = new AppConnection(this, this.#opts);
     this.#all.add(conn);
     return conn;
+  }
+
+  headDeadline(): number {
+    return performance.now() + this.#opts.headersTimeoutMs;
   }
 
   bodyDeadline(): number {
@@ -298,7 +313,6 @@ export class AppClient {
     }
     const next = this.#queue.shift();
     if (next !== undefined) {
-      next.deadline = performance.now() + this.#opts.headersTimeoutMs;
       conn.send(next, this.#maxHead);
       return;
     }
@@ -309,18 +323,17 @@ export class AppClient {
   /** A request sent again on a new connection (see the file comment). */
   retry(p: Pending): void {
     p.conn = null;
-    p.deadline = performance.now() + this.#opts.headersTimeoutMs;
     const conn = new AppConnection(this, this.#opts);
     this.#all.add(conn);
     conn.send(p, this.#maxHead);
   }
 
-  removed(conn: AppConnection): void {
+  removed(conn: AppConnection, handOn: boolean): void {
     if (!this.#all.delete(conn)) return;
     const i = this.#idle.indexOf(conn);
     if (i >= 0) this.#idle.splice(i, 1);
     // Room for a waiting request.
-    if (this.#queue.length > 0 && !this.#closed) {
+    if (handOn && this.#queue.length > 0 && !this.#closed) {
       const next = this.#queue.shift()!;
       const fresh = this.#take();
       if (fresh !== null) fresh.send(next, this.#maxHead);
@@ -338,16 +351,17 @@ export class AppClient {
 
   #check(): void {
     const now = performance.now();
-    for (const conn of [...this.#all]) {
-      const p = conn.current;
-      if (p !== null && now >= p.deadline) conn.timedOut(p);
-    }
+    // The queue first: a place freed by a timed-out request below must not go to an expired one.
     for (let i = 0; i < this.#queue.length; ) {
       const p = this.#queue[i]!;
       if (now >= p.deadline) {
         this.#queue.splice(i, 1);
         p.handler.onAppError(codeError('APP_HEADERS_TIMEOUT', 'no connection to the app became free in time'));
       } else i++;
+    }
+    for (const conn of [...this.#all]) {
+      const p = conn.current;
+      if (p !== null && now >= p.deadline) conn.timedOut(p);
     }
     for (const conn of [...this.#idle]) if (now - conn.idleSince >= conn.keepAliveMs) conn.destroy();
     if (this.#all.size === 0 && this.#queue.length === 0 && this.#sweep !== null) {
