@@ -23,7 +23,6 @@ export interface ResponseEvents {
   complete(): void;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?$/;
 /**
  * Name, colon, optional whitespace, value (obs-text allowed, no leading/trailing whitespace), optional whitespace.
  * The trailing whitespace belongs to the optional value group, so an empty value does not leave two adjacent
@@ -184,22 +183,13 @@ export class ResponseParser {
   #head(chunk: Buffer, at: number): number {
     const found = this.#take(chunk, at, CRLF_CRLF, this.#maxHead, `head larger than ${this.#maxHead} bytes`);
     if (found === null) return chunk.length;
-    const lines = found.text.toString('latin1').split('\r\n');
-    const m = STATUS_LINE.exec(lines[0]!);
-    if (m === null) throw bad('status line');
-    const status = Number(m[2]);
-    const http10 = m[1] === '0';
-    const headers: HeaderList = new Array<string>((lines.length - 1) * 2);
+    const { status, http10, headers } = scanHead(found.text);
     let length: number | null = null;
     let chunked = false;
     let close = http10;
-    for (let i = 1; i < lines.length; i++) {
-      const h = HEADER_LINE.exec(lines[i]!);
-      if (h === null) throw bad('header line');
-      const name = h[1]!;
-      const value = h[2] ?? '';
-      headers[2 * i - 2] = name;
-      headers[2 * i - 1] = value;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
       switch (name.length) {
         case 10: {
           const lower = name.toLowerCase();
@@ -278,4 +268,57 @@ export class ResponseParser {
     this.#trailerBytes += found.text.length + 2;
     return found.next;
   }
+}
+
+/** tchar (RFC 9110 §5.6.2): 1; else 0. */
+const TCHAR = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TCHAR[c.charCodeAt(0)] = 1;
+/** Bytes a field value or reason phrase may hold: HTAB, SP, VCHAR, obs-text. */
+const VALUE_BYTE = new Uint8Array(256);
+VALUE_BYTE[0x09] = 1;
+for (let b = 0x20; b <= 0xff; b++) if (b !== 0x7f) VALUE_BYTE[b] = 1;
+const HTTP_1_ = Buffer.from('HTTP/1.', 'latin1');
+
+const isDigit = (b: number | undefined): boolean => b !== undefined && b >= 0x30 && b <= 0x39;
+
+/**
+ * The status line and header lines of a head (`text`: up to, not including, the blank line), scanned byte
+ * by byte in one pass (no string of the whole head, no split, no match object per line):
+ * `HTTP/1.0|1` SP 3DIGIT (first 1-9) [SP reason of HTAB/SP/VCHAR/obs-text], then lines of the HEADER_LINE
+ * grammar, each after a CRLF. test/fuzz/response.fuzz.test.ts holds it to the regular-expression form.
+ */
+function scanHead(text: Buffer): { status: number; http10: boolean; headers: HeaderList } {
+  const n = text.length;
+  if (n < 12 || text.compare(HTTP_1_, 0, 7, 0, 7) !== 0) throw bad('status line');
+  const minor = text[7];
+  const d0 = text[9]!;
+  if ((minor !== 0x30 && minor !== 0x31) || text[8] !== 0x20 || d0 < 0x31 || d0 > 0x39 || !isDigit(text[10]) || !isDigit(text[11])) throw bad('status line');
+  const status = (d0 - 0x30) * 100 + (text[10]! - 0x30) * 10 + (text[11]! - 0x30);
+  let i = 12;
+  if (i < n && text[i] !== 0x0d) {
+    if (text[i] !== 0x20) throw bad('status line');
+    for (i++; i < n && text[i] !== 0x0d; i++) if (VALUE_BYTE[text[i]!] === 0) throw bad('status line');
+  }
+  const headers: HeaderList = [];
+  // Each header line starts after a CRLF.
+  while (i < n) {
+    if (text[i + 1] !== 0x0a) throw bad('header line');
+    i += 2;
+    const nameStart = i;
+    while (i < n && TCHAR[text[i]!] === 1) i++;
+    if (i === nameStart || i >= n || text[i] !== 0x3a) throw bad('header line');
+    const name = text.toString('latin1', nameStart, i);
+    i++;
+    while (i < n && (text[i] === 0x20 || text[i] === 0x09)) i++;
+    const valueStart = i;
+    let valueEnd = i;
+    for (; i < n; i++) {
+      const b = text[i]!;
+      if (b === 0x0d) break;
+      if (VALUE_BYTE[b] === 0) throw bad('header line');
+      if (b !== 0x20 && b !== 0x09) valueEnd = i + 1;
+    }
+    headers.push(name, text.toString('latin1', valueStart, valueEnd));
+  }
+  return { status, http10: minor === 0x30, headers };
 }

@@ -201,6 +201,53 @@ describe('fuzz: app response parser', () => {
     fuzzTimeout(),
   );
 
+  it(
+    'head lines: accepted and read exactly as the regular-expression grammar says',
+    () => {
+      // The grammar as regular expressions (what the byte scanner in response-parser.ts implements).
+      const STATUS = /^HTTP\/1\.[01] [1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?$/;
+      const LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*(?:([\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)[\t ]*)?$/;
+      // Mostly near-valid lines: a name, a colon, a value of mostly good bytes with a bad one now and then.
+      const ch = fc.oneof(
+        { weight: 12, arbitrary: fc.constantFrom('a', 'Z', '0', '-', '!', '~', ' ', '\t', ':', '\xe9', '\xff', '"', '(') },
+        { weight: 1, arbitrary: fc.constantFrom('\x00', '\x01', '\x7f', '\r', '\n', '\x1f') },
+      );
+      const text = (max: number): fc.Arbitrary<string> => fc.array(ch, { maxLength: max }).map((c) => c.join(''));
+      const line = fc.oneof(
+        fc.tuple(text(6), fc.constantFrom(':', ': ', ':\t', ' :', ''), text(10)).map(([n, c, v]) => n + c + v),
+        // eslint-disable-next-line no-control-regex -- any bytes
+        fc.stringMatching(/^[\x00-\xff]{0,12}$/),
+      );
+      const status = fc.oneof(
+        fc.tuple(fc.constantFrom('HTTP/1.1 ', 'HTTP/1.0 ', 'HTTP/1.2 ', 'HTTP/1.1  ', 'http/1.1 '), fc.constantFrom('200', '404', '099', '20', '2000', '999', '103'), fc.constantFrom('', ' OK', ' ', ' a\tb', ' \x7f', ' \xe9', 'x')).map(
+          ([a, b, c]) => a + b + c,
+        ),
+        line,
+      );
+      fc.assert(
+        fc.property(status, fc.array(line, { maxLength: 3 }), (status, lines) => {
+          if (status.includes('\r\n') || lines.some((l) => l.includes('\r\n') || l === '')) return;
+          const head = [status, ...lines].join('\r\n');
+          if (head.includes('\r\n\r\n') || head.endsWith('\r')) return;
+          const r = run([latin1(`${head}\r\n\r\n`)], true);
+          const expected = STATUS.test(status) && lines.every((l) => LINE.test(l));
+          if ((r.error === null) !== expected && !(expected && /^HTTP\/1\.[01] 1/.test(status))) {
+            throw new Error(`${JSON.stringify(head)}: scanner ${r.error ?? 'accepted'}, grammar ${expected ? 'accepts' : 'refuses'}`);
+          }
+          if (r.error === null && r.headers !== null) {
+            const want = lines.flatMap((l) => {
+              const m = LINE.exec(l)!;
+              return [m[1]!, m[2] ?? ''];
+            });
+            if (JSON.stringify(r.headers) !== JSON.stringify(want)) throw new Error(`${JSON.stringify(head)}: read ${JSON.stringify(r.headers)}, grammar ${JSON.stringify(want)}`);
+          }
+        }),
+        fuzzParams(0.3),
+      );
+    },
+    fuzzTimeout(),
+  );
+
   it('never holds more than its limits when a head or a line never ends', () => {
     const endless = latin1('HTTP/1.1 200 OK\r\nX-A: ' + 'a'.repeat(64));
     const parser = new ResponseParser(false, MAX_HEAD, { head() {}, body() {}, complete() {} });
