@@ -39,7 +39,15 @@ export class DataRequests {
     this.#host.stats.data++;
     const req: DataRequest = { id, enc, answered: false };
     this.#unanswered.add(req);
-    void this.#run(req, payload);
+    const { forwarder, limits } = this.#host.cfg;
+    const oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
+    if (oneShot !== null) this.#awaitOneShot(req, oneShot, limits.maxResponseBytes, limits.dataResponseTimeoutMs);
+    else {
+      void this.#forward(id, payload).then(
+        (reply) => this.#reply(req, reply),
+        (err: unknown) => this.#reply(req, { type: 'Error', id, message: forwardErrorMessage(err) }),
+      );
+    }
   }
 
   /** Answers every request not yet answered with `Error{id, message}` (the drain timeout hit). */
@@ -59,10 +67,11 @@ export class DataRequests {
     this.#oneShots.clear();
   }
 
-  async #run(req: DataRequest, payload: Uint8Array): Promise<void> {
+  /** Sends the request's reply (unless it was answered meanwhile) and frees its slot. */
+  async #reply(req: DataRequest, answer: ServerMessage): Promise<void> {
     const { id, enc } = req;
+    let reply = answer;
     try {
-      let reply = await this.#forward(id, payload);
       this.#unanswered.delete(req);
       const state = this.#host.state();
       if (req.answered || (state !== 'open' && state !== 'closing')) return;
@@ -78,11 +87,9 @@ export class DataRequests {
     }
   }
 
-  /** Connects, writes the request, reads the app's response to EOF (or takes the one-shot path). Never rejects. */
+  /** Connects, writes the request, reads the app's response to EOF. Never rejects. */
   async #forward(id: number, payload: Uint8Array): Promise<ServerMessage> {
     const { forwarder, limits } = this.#host.cfg;
-    const oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
-    if (oneShot !== null) return this.#awaitOneShot(id, oneShot, limits.maxResponseBytes, limits.dataResponseTimeoutMs);
     let app: Duplex;
     try {
       app = await forwarder.connect(forwardContext(this.#host, 'data'));
@@ -101,20 +108,21 @@ export class DataRequests {
     });
   }
 
-  /** The answer of a one-shot request, under the same response timeout as a connection's. */
-  #awaitOneShot(id: number, one: OneShotData, max: number, timeoutMs: number): Promise<ServerMessage> {
+  /** Replies to a one-shot request when it is done, or when the response timeout (a connection's) passes. */
+  #awaitOneShot(req: DataRequest, one: OneShotData, max: number, timeoutMs: number): void {
+    const id = req.id;
     this.#oneShots.add(one);
-    return new Promise<ServerMessage>((resolve) => {
-      const timer = setTimeout(() => {
-        resolve({ type: 'Error', id, message: timeoutText(timeoutMs) });
-        one.cancel();
-      }, timeoutMs);
-      void one.done.then((r) => {
-        clearTimeout(timer);
-        this.#oneShots.delete(one);
-        if ('bytes' in r) resolve({ type: 'Data', id, payload: r.bytes });
-        else resolve({ type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : CLOSED_EARLY });
-      });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void this.#reply(req, { type: 'Error', id, message: timeoutText(timeoutMs) });
+      one.cancel();
+    }, timeoutMs);
+    void one.done.then((r) => {
+      clearTimeout(timer);
+      this.#oneShots.delete(one);
+      if (timedOut) return;
+      return this.#reply(req, 'bytes' in r ? { type: 'Data', id, payload: r.bytes } : { type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : CLOSED_EARLY });
     });
   }
 }
