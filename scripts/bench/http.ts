@@ -23,7 +23,7 @@
 // sensitive to other load than wall-clock throughput.
 // Targets (issue acceptance): raw Data at c=64 ≥ 0.5× direct; added p50 (agent p50 − direct p50) at c=1 ≤ 0.5 ms.
 //
-// Env: BENCH_HTTP_MS (per row, default 700), BENCH_HTTP_ROUNDS (default 5), BENCH_HTTP_ROWS (comma-separated
+// Env: BENCH_HTTP_MS (per row, default 700), BENCH_HTTP_ROUNDS (default 7), BENCH_HTTP_ROWS (comma-separated
 // row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx), BENCH_HTTP_AGENT_FLAGS
 // (extra node flags for the agent process), BENCH_HTTP_BASELINE_SRC=<dir>
 // (a second agent process from another revision's src/, measured in the same interleaved rounds: the base-* rows;
@@ -54,7 +54,7 @@ import { NoiseClient } from './noise-client.ts';
 const SELF = fileURLToPath(import.meta.url);
 const ROW_MS = Number(process.env.BENCH_HTTP_MS ?? 700);
 const WARMUP_MS = 200;
-const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_HTTP_ROUNDS ?? 7);
 const CONCURRENCY = [1, 64];
 
 // ---------------------------------------------------------------------------------------------------------------
