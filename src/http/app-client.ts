@@ -7,12 +7,14 @@
 //
 // Behaviour, as the forward stage expects of undici: one request per connection at a time (no pipelining:
 // a slow answer never holds up another request); at most `maxConnections`, further requests wait FIFO;
-// idle connections are reused most-recent first and closed after `keepAliveTimeoutMs` (or the app's
+// idle connections are reused most-recent first while idle for less than `keepAliveTimeoutMs` (or the app's
 // `Keep-Alive: timeout` less a second, whichever is shorter); a connection the app closes while idle is
 // dropped. A request that fails on a reused connection before any response byte (the app closed it as the
-// request went out) is sent once more on a new connection when its method is idempotent. Timeouts: no
+// request went out) is sent once more, on a new connection that takes the old one's place (ahead of the
+// queue, within the cap), when its method is idempotent. Timeouts: no
 // response head within `headersTimeoutMs` → APP_HEADERS_TIMEOUT; a gap longer than `bodyTimeoutMs` between
-// body bytes → APP_BODY_TIMEOUT (checked by one sweep per pool, not a timer per request).
+// body bytes → APP_BODY_TIMEOUT, not counted while the caller holds the response paused (checked by one
+// sweep per pool, not a timer per request).
 import net from 'node:net';
 import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
