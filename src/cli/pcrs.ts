@@ -34,10 +34,12 @@ export function withoutAttestationTable(text: string): string {
   let inAttestation = false;
   let inAnyTable = false;
   for (const line of text.split('\n')) {
-    const header = /^\s*\[\[?\s*([^\]]*?)\s*\]\]?\s*(#.*)?$/.exec(line.replace(/\r$/, ''));
+    // Trimmed first, then one greedy run that cannot overlap its neighbours: linear in the line's length.
+    const header = /^\[\[?([^\]]*)\]\]?(?:\s*#.*)?$/.exec(line.trim());
     if (header) {
       inAnyTable = true;
-      inAttestation = header[1] === 'attestation' || header[1]!.startsWith('attestation.');
+      const name = header[1]!.trim();
+      inAttestation = name === 'attestation' || name.startsWith('attestation.');
     }
     if (inAttestation) continue;
     if (!inAnyTable && /^\s*attestation\s*[.=]/.test(line)) continue;

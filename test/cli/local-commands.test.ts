@@ -91,6 +91,14 @@ describe('the simulated identity (pcrs)', () => {
     expect(withoutAttestationTable(text)).toBe('name = "x"\n[api]\nport = 1\n');
   });
 
+  it('reads table headers with blanks, comments and array-of-tables forms, in linear time on a long unclosed one', { timeout: 3000 }, () => {
+    const text = `a = 1\n  [ attestation ]  # pins\nPCR0 = "11"\n[[ api.x ]]\nport = 1\n[attestation.more]\nk = 2\n[apix]\nz = 3\n`;
+    expect(withoutAttestationTable(text)).toBe('a = 1\n[[ api.x ]]\nport = 1\n[apix]\nz = 3\n');
+    // Overlapping whitespace runs around a lazy name used to backtrack on this: not a header, kept as is.
+    const long = `[${' '.repeat(20_000)}x`;
+    expect(withoutAttestationTable(`${long}\n`)).toBe(`${long}\n`);
+  });
+
   it('another config changes PCR0 only; another app changes PCR0 and PCR2; debug zeroes them all', () => {
     const a = pcrHex(localIdentity(base, demo), false);
     const otherConfig = pcrHex(localIdentity(base + 'trx_logging = false\n', demo), false);
