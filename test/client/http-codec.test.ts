@@ -137,9 +137,9 @@ describe('response head', () => {
     expect(parseSplit('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nframes').head.status).toBe(101);
   });
 
-  it('trims a header value with a long run of blanks inside it in linear time', { timeout: 3000 }, () => {
+  it('trims a header value with a long run of blanks inside it in linear time', { timeout: 2000 }, () => {
     // `/[ \t]+$/` retried at every blank of such a run: seconds for 40 KB, on bytes the enclave's app chooses.
-    const value = `a${' '.repeat(40_000)}b`;
+    const value = `a${' '.repeat(60_000)}b`;
     const r = new HeadParser().push(utf8.encode(`HTTP/1.1 200 OK\r\nX-Long: \t ${value}  \t\r\n\r\n`));
     expect(r?.head.headers).toEqual([['X-Long', value]]);
   });
