@@ -17,6 +17,8 @@ import { AgentError } from '../errors.ts';
  * - CLIENT_PROTOCOL: the agent or the app broke the protocol (undecodable frame, malformed HTTP response, ...).
  * - CLIENT_REMOTE_ERROR: the agent answered `Error{id, message}` (`remoteMessage`).
  * - CLIENT_UPGRADE_FAILED: upgrade() got a status other than 101 (`status`).
+ * - CLIENT_BUFFER_FULL: more than `maxBufferedBytes` of a response body or stream arrived and were not read (the
+ *   protocol has no per-stream flow control: the agent cannot be told to wait). The stream was closed.
  */
 export type ClientErrorCode =
   | 'CLIENT_BAD_OPTIONS'
@@ -28,7 +30,8 @@ export type ClientErrorCode =
   | 'CLIENT_ABORTED'
   | 'CLIENT_PROTOCOL'
   | 'CLIENT_REMOTE_ERROR'
-  | 'CLIENT_UPGRADE_FAILED';
+  | 'CLIENT_UPGRADE_FAILED'
+  | 'CLIENT_BUFFER_FULL';
 
 export interface ClientErrorOptions {
   cause?: unknown;

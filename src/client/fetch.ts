@@ -22,6 +22,7 @@
 // some servers abort a request whose connection was shut down for writing; `Connection: close` makes the app end
 // the connection after its response instead. Redirects are not followed (the 3xx Response is returned).
 import { concatBytes } from '../util/bytes.ts';
+import { bufferFull, byteQueue, overCap } from './buffer-cap.ts';
 import { abortError, ClientError } from './errors.ts';
 import {
   BodyDecoder,
@@ -45,6 +46,8 @@ export interface FetchContext {
   transport: Transport;
   /** Default per-request timeout (0 = none). */
   timeoutMs: number;
+  /** Unread bytes of one response body before it is given up (buffer-cap.ts). */
+  maxBufferedBytes: number;
 }
 
 function protocol(message: string, cause?: unknown): ClientError {
@@ -139,7 +142,7 @@ export async function clientFetch(ctx: FetchContext, input: string | URL | Reque
         if (pref === 'data') throw new ClientError('CLIENT_BAD_OPTIONS', `the request (${raw.length} bytes) does not fit one Data message; use transport "stream" or "auto"`);
         transport = 'stream';
       }
-      return fetchOverStream(session, req, ctx.host, deadline);
+      return fetchOverStream(session, req, ctx.host, deadline, ctx.maxBufferedBytes);
     }, deadline.signal);
   } catch (err) {
     deadline.done();
@@ -148,7 +151,7 @@ export async function clientFetch(ctx: FetchContext, input: string | URL | Reque
 }
 
 /** The exchange over one stream; resolves at the response head, the body streams on. */
-async function fetchOverStream(session: Session, req: NormalizedRequest, host: string, deadline: Deadline): Promise<Response> {
+async function fetchOverStream(session: Session, req: NormalizedRequest, host: string, deadline: Deadline, maxBufferedBytes: number): Promise<Response> {
   const body = req.body;
   let framing: number | 'chunked' | undefined;
   let chunked = false;
@@ -210,6 +213,7 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
   const feed = (bytes: Uint8Array): void => {
     for (const part of decoder!.push(bytes)) controller?.enqueue(part);
     if (decoder!.done) finish();
+    else if (controller !== null && overCap(controller)) finish(bufferFull('response body', maxBufferedBytes));
   };
 
   const handlers = {
@@ -227,15 +231,18 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
         const bodyStream =
           decoder.done || NULL_BODY.has(parsed.head.status)
             ? null
-            : new ReadableStream<Uint8Array>({
-                start: (c) => {
-                  controller = c;
+            : new ReadableStream<Uint8Array>(
+                {
+                  start: (c) => {
+                    controller = c;
+                  },
+                  cancel: () => {
+                    controller = null;
+                    finish();
+                  },
                 },
-                cancel: () => {
-                  controller = null;
-                  finish();
-                },
-              });
+                byteQueue(maxBufferedBytes),
+              );
         const response = makeResponse(parsed.head, bodyStream);
         headDone = true;
         resolveHead(response);

@@ -13,6 +13,7 @@ import type { PcrPins } from '../attestation/verify.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
 import { noblePrimitives } from '../noise/suite-noble.ts';
 import { Channel, type WebSocketConstructor } from './channel.ts';
+import { DEFAULT_MAX_BUFFERED_BYTES } from './buffer-cap.ts';
 import { ClientError } from './errors.ts';
 import { clientFetch, type FetchContext } from './fetch.ts';
 import { SessionManager } from './reconnect.ts';
@@ -55,6 +56,12 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   /** Data requests + streams in flight per session (the agent's limit; default 64); more wait their turn. */
   maxInFlight?: number;
+  /**
+   * Bytes of one response body or stream that may arrive before the caller reads them (default 64 MiB). The
+   * protocol has no per-stream flow control, so past this the stream is closed and reading it fails with
+   * CLIENT_BUFFER_FULL instead of memory growing without bound. Per stream: `openStream`/`upgrade` options.
+   */
+  maxBufferedBytes?: number;
   /** Default transport of fetch (see ClientRequestInit.transport). Default 'auto'. */
   transport?: Transport;
   /** Aborts connecting. */
@@ -124,6 +131,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   const connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);
   const maxInFlight = positive('maxInFlight', options.maxInFlight, 64, 1);
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 0);
+  const maxBufferedBytes = positive('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES, 1);
   const transport = options.transport ?? 'auto';
   if (transport !== 'auto' && transport !== 'data' && transport !== 'stream') throw new ClientError('CLIENT_BAD_OPTIONS', `transport: expected auto, data or stream, found ${String(transport)}`);
   const verify = {
@@ -155,7 +163,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   let last: Session = await establish(options.signal);
   manager.adopt(last);
   manager.onSession((s) => (last = s));
-  const ctx: FetchContext = { manager, host, transport, timeoutMs: requestTimeoutMs };
+  const ctx: FetchContext = { manager, host, transport, timeoutMs: requestTimeoutMs, maxBufferedBytes };
 
   const fetch = (input: string | URL | Request, init?: ClientRequestInit): Promise<Response> => clientFetch(ctx, input, init);
   const request = (method: string, path: string | URL, init?: Omit<ClientRequestInit, 'method'>): Promise<Response> => clientFetch(ctx, path, { ...init, method });
@@ -190,8 +198,8 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
         throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON`, { cause: err });
       }
     },
-    openStream: (payload, opts) => clientOpenStream(manager, payload, opts),
-    upgrade: (path, opts) => clientUpgrade(manager, host, path, opts),
+    openStream: (payload, opts) => clientOpenStream(manager, payload, { maxBufferedBytes, ...opts }),
+    upgrade: (path, opts) => clientUpgrade(manager, host, path, { maxBufferedBytes, ...opts }),
     close: async () => manager.close(),
   };
 }

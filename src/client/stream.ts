@@ -11,6 +11,7 @@
 // upgrade(): sends the request head (Host added, no Connection: close) as the OpenStream payload, reads the
 // response head (≤ 64 KiB), requires 101 (else CLIENT_UPGRADE_FAILED with the status, stream torn down) and
 // keeps any bytes after the head as the first bytes of `readable`.
+import { bufferFull, byteQueue, DEFAULT_MAX_BUFFERED_BYTES, overCap } from './buffer-cap.ts';
 import { utf8 } from '../util/bytes.ts';
 import { abortError, ClientError } from './errors.ts';
 import { Deadline } from './fetch.ts';
@@ -43,6 +44,8 @@ export interface OpenStreamOptions {
   signal?: AbortSignal | null;
   /** For opening only (the stream itself has no deadline). */
   timeoutMs?: number;
+  /** Unread bytes the stream may hold before it is closed with CLIENT_BUFFER_FULL (default: the client's, 64 MiB). */
+  maxBufferedBytes?: number;
 }
 
 export interface UpgradeOptions extends OpenStreamOptions {
@@ -60,14 +63,17 @@ class StreamState {
   #writeDone = false;
   /** Bytes that arrived before the readable existed (upgrade head parsing) or before start(). */
   #early: Uint8Array[] = [];
+  #earlyBytes = 0;
+  readonly #max: number;
   #earlyEnd: ClientError | 'eof' | null = null;
   /** While set, app bytes go here instead of the readable (upgrade head parsing). */
   interceptor: ((bytes: Uint8Array) => void) | null = null;
   onEnd: (() => void) | null = null;
   onError: ((err: ClientError) => void) | null = null;
 
-  constructor(stream: SessionStream) {
+  constructor(stream: SessionStream, maxBufferedBytes: number) {
     this.stream = stream;
+    this.#max = maxBufferedBytes;
   }
 
   /** Handlers for Session.openStream; they route to this state once it exists. */
@@ -99,8 +105,22 @@ class StreamState {
 
   #data(bytes: Uint8Array): void {
     if (this.interceptor !== null) this.interceptor(bytes);
-    else if (this.#controller !== null) this.#controller.enqueue(bytes);
-    else if (!this.#readDone) this.#early.push(bytes);
+    else if (this.#controller !== null) {
+      this.#controller.enqueue(bytes);
+      if (overCap(this.#controller)) this.#overflow();
+    } else if (!this.#readDone) {
+      this.#early.push(bytes);
+      this.#earlyBytes += bytes.length;
+      if (this.#earlyBytes > this.#max) this.#overflow();
+    }
+  }
+
+  /** More unread bytes than allowed: the stream is given up, what was not read dropped (see buffer-cap.ts). */
+  #overflow(): void {
+    this.#early = [];
+    this.#earlyBytes = 0;
+    this.#error(bufferFull(`stream ${this.stream.id}`, this.#max));
+    this.stream.close();
   }
 
   #end(): void {
@@ -135,18 +155,22 @@ class StreamState {
   }
 
   readable(): ReadableStream<Uint8Array> {
-    return new ReadableStream<Uint8Array>({
-      start: (c) => {
-        this.#controller = c;
-        for (const b of this.#early.splice(0)) c.enqueue(b);
-        if (this.#earlyEnd !== null) this.#finishRead(this.#earlyEnd);
+    return new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.#controller = c;
+          for (const b of this.#early.splice(0)) c.enqueue(b);
+          this.#earlyBytes = 0;
+          if (this.#earlyEnd !== null) this.#finishRead(this.#earlyEnd);
+        },
+        cancel: () => {
+          this.#readDone = true;
+          this.#controller = null;
+          this.close();
+        },
       },
-      cancel: () => {
-        this.#readDone = true;
-        this.#controller = null;
-        this.close();
-      },
-    });
+      byteQueue(this.#max),
+    );
   }
 
   writable(): WritableStream<Uint8Array> {
@@ -204,12 +228,12 @@ function publicStream(state: StreamState): ClientStream {
   };
 }
 
-async function open(session: Session, payload: Uint8Array, signal: AbortSignal): Promise<StreamState> {
+async function open(session: Session, payload: Uint8Array, signal: AbortSignal, maxBufferedBytes: number): Promise<StreamState> {
   const budget = chunkBudget(session.encoding);
   const early = { bytes: [] as Uint8Array[], end: null as ClientError | 'eof' | null };
   let state: StreamState | null = null;
   const stream = await session.openStream(payload.subarray(0, budget), StreamState.handlers(() => state, early), signal);
-  state = new StreamState(stream);
+  state = new StreamState(stream, maxBufferedBytes);
   state.adoptEarly(early);
   if (payload.length > budget) await stream.write(payload.subarray(budget), signal);
   return state;
@@ -220,7 +244,7 @@ export async function clientOpenStream(manager: SessionManager, payload: Uint8Ar
   const bytes = typeof payload === 'string' ? utf8.encode(payload) : payload;
   const deadline = new Deadline(opts.signal, opts.timeoutMs ?? 0);
   try {
-    const state = await manager.run((session) => open(session, bytes, deadline.signal), deadline.signal);
+    const state = await manager.run((session) => open(session, bytes, deadline.signal, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES), deadline.signal);
     return publicStream(state);
   } finally {
     deadline.done();
@@ -234,7 +258,7 @@ export async function clientUpgrade(manager: SessionManager, host: string, path:
   const deadline = new Deadline(opts.signal, opts.timeoutMs ?? 0);
   try {
     return await manager.run(async (session) => {
-      const state = await open(session, head, deadline.signal);
+      const state = await open(session, head, deadline.signal, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
       const parser = new HeadParser({ skipInterim: false });
       const result = await new Promise<{ head: ResponseHead; rest: Uint8Array }>((resolve, reject) => {
         const fail = (err: ClientError): void => {

@@ -16,6 +16,11 @@ afterAll(async () => {
   await stack?.close();
 });
 
+/** The reader's `closed` promise, or a rejection naming the wait when it does not settle within `ms`. */
+function closedWithin(reader: ReadableStreamDefaultReader<Uint8Array>, ms: number): Promise<unknown> {
+  return Promise.race([reader.closed, new Promise((_, reject) => setTimeout(() => reject(new Error(`not closed within ${ms} ms`)), ms))]);
+}
+
 describe('fetch through the bridge', () => {
   it('exposes the verified attestation bound to the session', () => {
     expect(client.attestation.moduleId).toBe(stack.sim.moduleId);
@@ -138,6 +143,31 @@ describe('response bodies that stop early', () => {
       expect(await (await one.fetch('/hello', { timeoutMs: 5000 })).text()).toBe('hello');
     } finally {
       await one.close();
+    }
+  });
+
+  it('gives up a body nobody reads past maxBufferedBytes (CLIENT_BUFFER_FULL), delivers it to a reader that keeps up, and keeps the session', async () => {
+    const capped = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], maxInFlight: 1, maxBufferedBytes: 256 * 1024 });
+    try {
+      const n = 4 * 1024 * 1024;
+      // Read as it arrives: the queue never holds more than a few frames.
+      const fast = await capped.fetch(`/big?n=${n}`);
+      expect(sha256Hex(new Uint8Array(await fast.arrayBuffer()))).toBe(sha256Hex(patternBytes(n)));
+      // Not read while it arrives: the body errors instead of buffering 4 MiB.
+      const slow = await capped.fetch(`/big?n=${n}`);
+      const reader = slow.body!.getReader();
+      await expect(closedWithin(reader, 10_000)).rejects.toMatchObject({ code: 'CLIENT_BUFFER_FULL' });
+      await expect(reader.read()).rejects.toMatchObject({ code: 'CLIENT_BUFFER_FULL' });
+      // The stream's slot was released (maxInFlight 1) and the session goes on.
+      expect(await (await capped.fetch('/hello', { timeoutMs: 5000 })).text()).toBe('hello');
+      // The same for a raw stream nobody reads.
+      const raw = await capped.openStream(`GET /big?n=${n} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n`);
+      const rawReader = raw.readable.getReader();
+      await expect(closedWithin(rawReader, 10_000)).rejects.toMatchObject({ code: 'CLIENT_BUFFER_FULL' });
+      expect(await (await capped.fetch('/hello', { timeoutMs: 5000 })).text()).toBe('hello');
+      await expect(connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], maxBufferedBytes: 0 })).rejects.toMatchObject({ code: 'CLIENT_BAD_OPTIONS' });
+    } finally {
+      await capped.close();
     }
   });
 
