@@ -40,7 +40,13 @@ export class DataRequests {
     const req: DataRequest = { id, enc, answered: false };
     this.#unanswered.add(req);
     const { forwarder, limits } = this.#host.cfg;
-    const oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
+    let oneShot: OneShotData | null;
+    try {
+      oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
+    } catch (err) {
+      void this.#reply(req, { type: 'Error', id, message: forwardErrorMessage(err) });
+      return;
+    }
     if (oneShot !== null) this.#awaitOneShot(req, oneShot, limits.maxResponseBytes, limits.dataResponseTimeoutMs);
     else {
       void this.#forward(id, payload).then(

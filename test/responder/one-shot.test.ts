@@ -40,6 +40,7 @@ function heldForwarder(): Forwarder & { held: HeldRequest[]; connects: number } 
     exchangeData(_ctx: ForwardContext, payload: Uint8Array): OneShotData | null {
       const text = utf8.decode(payload);
       if (text.startsWith('connect')) return null;
+      if (text === 'throw') throw new Error('forwarder broke');
       const h = new HeldRequest(text);
       fw.held.push(h);
       return h;
@@ -87,6 +88,11 @@ describe('one-shot Data requests (session side)', () => {
     client.send({ type: 'Data', id: 4, payload: utf8.encode('connect me') });
     expect(reply((await client.next()).message)).toBe('Data 4 CONNECT ME');
     expect(fw.connects).toBe(1);
+    // A forwarder that throws costs that request only.
+    client.send({ type: 'Data', id: 5, payload: utf8.encode('throw') });
+    expect(reply((await client.next()).message)).toMatch(/^Error 5 /);
+    client.send({ type: 'Data', id: 6, payload: utf8.encode('connect again') });
+    expect(reply((await client.next()).message)).toBe('Data 6 CONNECT AGAIN');
     client.close();
     await agent.close();
   });
