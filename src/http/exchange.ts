@@ -107,9 +107,18 @@ export class Exchange {
 
 export type Stage = (ex: Exchange, next: () => Promise<void>) => Promise<void>;
 
-/** Runs `stages` in order; each decides whether to call the next. */
+/**
+ * Runs `stages` in order; each decides whether to call the next. A stage that throws instead of rejecting
+ * (a plain function, not async) rejects the whole run the same way.
+ */
 export function compose(stages: readonly Stage[]): (ex: Exchange) => Promise<void> {
-  return (ex) => dispatchStage(stages, ex, 0);
+  return (ex) => {
+    try {
+      return dispatchStage(stages, ex, 0);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  };
 }
 
 function dispatchStage(stages: readonly Stage[], ex: Exchange, i: number): Promise<void> {

@@ -35,7 +35,7 @@
 //     header is decrypted, the body's values before any of the body's (so at most `maxFields` header values
 //     are ever decrypted for a refused request).
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
 import { countHeaderTokens, countJsonTokens, decryptHeaderValue, decryptJsonTokens } from '../../crypto/json-decrypt.ts';
@@ -45,6 +45,10 @@ import { HttpModeError } from '../errors.ts';
 import { getHeaders } from '../headers.ts';
 import type { DecryptInput, DecryptOutput, DecryptStage } from './decrypt.ts';
 import { readBodyCapped } from './decrypt.ts';
+import { BufferBody } from '../simple-request.ts';
+
+/** The bytes in were counted when the original body was read: the buffer handed on counts nothing again. */
+const counted = (): void => {};
 
 export interface DecryptStageOptions {
   /** Cap for buffered JSON bodies; default: the pipeline's `maxBufferedBodyBytes`. Over it → 413. */
@@ -265,8 +269,9 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       // Synchronous: the body stream is not touched and flows on as it came.
       return headerCount === 0 ? null : { body, contentLength: input.contentLength, decryptedFields: headerCount };
     }
+    // The body goes on as a buffer in memory: a fast-path request then reaches the app through the lean client.
     return decryptBody({ ...input, body }, keyring, own ?? input.maxBufferedBodyBytes, { left: maxFields - headerCount, max: maxFields }).then((out) => ({
-      body: Readable.from([out.body], { objectMode: false }),
+      body: new BufferBody(out.body, counted),
       contentLength: out.body.length,
       decryptedFields: headerCount + out.count,
     }));

@@ -8,7 +8,7 @@
 // with a numeric `status`): the client gets that status as JSON and nothing reaches the app. Throw before
 // returning: once the body is handed on, the request is already on its way to the app.
 import type { Readable } from 'node:stream';
-import type { Stage } from '../exchange.ts';
+import type { Exchange, Stage } from '../exchange.ts';
 import type { HeaderList } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
 
@@ -42,8 +42,15 @@ export type DecryptStage = (input: DecryptInput) => DecryptOutput | null | Promi
 export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number }): Stage {
   const decrypt = opts.decrypt;
   if (decrypt === undefined) return (_ex, next) => next();
-  return async (ex, next) => {
-    const out = await decrypt({
+  const apply = (ex: Exchange, out: DecryptOutput | null): void => {
+    if (out === null) return;
+    ex.body = out.body;
+    ex.bodyLength = out.contentLength;
+    ex.decryptedFields = out.decryptedFields;
+  };
+  return (ex, next) => {
+    // A refusal thrown here (422, 400, ...) becomes the pipeline's error answer (compose turns it into a rejection).
+    const out = decrypt({
       method: ex.req.method ?? 'GET',
       url: ex.req.url ?? '/',
       headers: ex.upstreamHeaders,
@@ -52,12 +59,15 @@ export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyByte
       maxBufferedBodyBytes: opts.maxBufferedBodyBytes,
       requestId: ex.requestId,
     });
-    if (out !== null) {
-      ex.body = out.body;
-      ex.bodyLength = out.contentLength;
-      ex.decryptedFields = out.decryptedFields;
+    // Most requests are decided without reading the body: no promise to wait for then.
+    if (out === null || !(out instanceof Promise)) {
+      apply(ex, out);
+      return next();
     }
-    return next();
+    return out.then((o) => {
+      apply(ex, o);
+      return next();
+    });
   };
 }
 
