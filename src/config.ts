@@ -36,7 +36,24 @@ export interface Config {
     max_restarts: number;
     restart_window_ms: number;
   };
-  listen: { public_port: number; control_port: number; drain_timeout_ms: number };
+  /** ops_port: the host-only ops channel (GET /metrics, GET /health, the clock channel; src/ops/). */
+  listen: { public_port: number; control_port: number; ops_port: number; drain_timeout_ms: number };
+  /** Drift against the host's clock (src/ops/clock.ts). The host controls this input: see README "Operating it". */
+  clock: { interval_ms: number; warn_ms: number; correct: boolean; max_step_ms: number; allow_backwards: boolean };
+  /** Access-Control-Allow-Origin of /.well-known/attestation (Evervault's [attestation_cors] origin). */
+  attestation_cors: { origin: string };
+  /** Written by Evervault's `ev enclave` CLI for its own tools; kept as information, logged once at debug. */
+  evervault: {
+    uuid: string | null;
+    app_uuid: string | null;
+    team_uuid: string | null;
+    dockerfile: string | null;
+    scaling: { desired_replicas: number | null };
+    signing: { certPath: string | null; keyPath: string | null };
+    runtime: { data_plane_version: string | null; installer_version: string | null };
+    HashAlgorithm: string | null;
+    signature: string | null;
+  };
   api: { enabled: boolean; port: number; max_body_bytes: number };
   limits: {
     max_sessions: number;
@@ -52,7 +69,7 @@ export interface Config {
   keyring: { source: 'dev' | 'sealed-file'; path: string | null };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
   control: { public_key: string | null };
-  attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null };
+  attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null; HashAlgorithm: string | null; signature: string | null };
   egress: { enabled: boolean; destinations: string[] };
 }
 
@@ -76,6 +93,36 @@ const PORT_MAX = 65535;
 const HEX48 = /^[0-9a-fA-F]{96}$/;
 const SEC = 1000;
 const MiB = 1024 * 1024;
+
+/**
+ * What Evervault's `ev enclave init`/`build` writes (evervault-cli crates/ev-enclave/src/config.rs), so such a
+ * file loads unchanged. Read at the top level, then moved: uuids, dockerfile, [scaling], [signing], [runtime]
+ * into config.evervault (information for other tools); [service] port, [attestation_cors] origin and [acceptor]
+ * onto the agent's own keys (applyEvervaultKeys). tls_termination and api_key_auth switch on capabilities the
+ * agent does not have yet: true fails to load naming the key (never accepted and ignored).
+ */
+const EVERVAULT_SCHEMA: Schema = {
+  uuid: str(null),
+  app_uuid: str(null),
+  team_uuid: str(null),
+  dockerfile: str(null),
+  tls_termination: bool(false),
+  api_key_auth: bool(false),
+  scaling: { kind: 'table', fields: { desired_replicas: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 0, 10_000), v, k) } } },
+  signing: { kind: 'table', fields: { certPath: str(null), keyPath: str(null) } },
+  runtime: { kind: 'table', fields: { data_plane_version: str(null), installer_version: str(null) } },
+  service: { kind: 'table', fields: { port: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 1, PORT_MAX), v, k) } } },
+  attestation_cors: { kind: 'table', fields: { origin: str('*', /^(\*|null|https?:\/\/[^\s/]+)$/) } },
+  acceptor: {
+    kind: 'table',
+    fields: {
+      max_concurrent_connections: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 1, 100_000), v, k) },
+      max_concurrent_handshakes: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 1, 100_000), v, k) },
+      /** Seconds, as Evervault's acceptor takes it. */
+      handshake_timeout: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 1, 600), v, k) },
+    },
+  },
+};
 
 const SCHEMA: Schema = {
   version: int(1, 1, 1),
@@ -104,8 +151,19 @@ const SCHEMA: Schema = {
   },
   listen: {
     kind: 'table',
-    fields: { public_port: int(5000, 1, PORT_MAX), control_port: int(5007, 1, PORT_MAX), drain_timeout_ms: int(30 * SEC, 0, 3600 * SEC) },
+    fields: { public_port: int(5000, 1, PORT_MAX), control_port: int(5007, 1, PORT_MAX), ops_port: int(5009, 1, PORT_MAX), drain_timeout_ms: int(30 * SEC, 0, 3600 * SEC) },
   },
+  clock: {
+    kind: 'table',
+    fields: {
+      interval_ms: int(60 * SEC, 1 * SEC, 86_400 * SEC),
+      warn_ms: int(1 * SEC, 1, 3600 * SEC),
+      correct: bool(false),
+      max_step_ms: int(5 * SEC, 1, 3600 * SEC),
+      allow_backwards: bool(false),
+    },
+  },
+  ...EVERVAULT_SCHEMA,
   api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
   limits: {
     kind: 'table',
@@ -130,7 +188,11 @@ const SCHEMA: Schema = {
     },
   },
   control: { kind: 'table', fields: { public_key: str(null) } },
-  attestation: { kind: 'table', fields: { PCR0: str(null, HEX48), PCR1: str(null, HEX48), PCR2: str(null, HEX48), PCR8: str(null, HEX48) } },
+  attestation: {
+    kind: 'table',
+    // HashAlgorithm and signature: what `ev enclave build` writes next to the PCRs (information).
+    fields: { PCR0: str(null, HEX48), PCR1: str(null, HEX48), PCR2: str(null, HEX48), PCR8: str(null, HEX48), HashAlgorithm: str(null), signature: str(null) },
+  },
   egress: { kind: 'table', fields: { enabled: bool(false), destinations: { kind: 'strings', default: [] } } },
 };
 
@@ -202,9 +264,69 @@ function readTable(schema: Schema, value: unknown, prefix: string): Record<strin
 
 // ---- public API ---------------------------------------------------------------------------------------
 
+function unsupported(key: string, what: string): never {
+  throw new ConfigError('CONFIG_UNSUPPORTED', `${key} = true: ${what} is not supported yet; set ${key} = false or remove it`);
+}
+
+/** Where an Evervault key and the agent's own key both set one value, they must agree. */
+function alias(ownKey: string, own: unknown, evKey: string, ev: number, current: number): number {
+  if (own !== undefined && own !== ev) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `${evKey}: ${ev} contradicts ${ownKey} = ${String(own)} (they set the same value; keep one)`);
+  }
+  return own === undefined ? ev : current;
+}
+
+/** Moves the Evervault keys (EVERVAULT_SCHEMA) off the top level: onto the agent's keys or into config.evervault. */
+function applyEvervaultKeys(config: Config, doc: Record<string, unknown>): void {
+  const raw = config as unknown as Record<string, unknown>;
+  const take = <T>(key: string): T => {
+    const v = raw[key] as T;
+    delete raw[key];
+    return v;
+  };
+  if (take<boolean>('tls_termination')) unsupported('tls_termination', 'TLS termination in the enclave (TLS ingress)');
+  if (take<boolean>('api_key_auth')) unsupported('api_key_auth', 'API-key authentication of requests');
+  const sub = (key: string): Record<string, unknown> => (isTable(doc[key]) ? (doc[key] as Record<string, unknown>) : {});
+  const service = take<{ port: number | null }>('service');
+  if (service.port !== null) config.app.port = alias('app.port', sub('app').port, 'service.port', service.port, config.app.port);
+  const acceptor = take<{ max_concurrent_connections: number | null; max_concurrent_handshakes: number | null; handshake_timeout: number | null }>('acceptor');
+  const limitsDoc = sub('limits');
+  if (acceptor.max_concurrent_connections !== null) {
+    config.limits.max_sessions = alias('limits.max_sessions', limitsDoc.max_sessions, 'acceptor.max_concurrent_connections', acceptor.max_concurrent_connections, config.limits.max_sessions);
+  }
+  if (acceptor.handshake_timeout !== null) {
+    const ms = acceptor.handshake_timeout * SEC;
+    config.limits.handshake_timeout_ms = alias('limits.handshake_timeout_ms', limitsDoc.handshake_timeout_ms, 'acceptor.handshake_timeout (seconds) × 1000', ms, config.limits.handshake_timeout_ms);
+  }
+  if (acceptor.max_concurrent_handshakes !== null) {
+    const limits = config.limits as unknown as Record<string, number>;
+    if (!('max_concurrent_handshakes' in limits)) {
+      throw new ConfigError('CONFIG_UNSUPPORTED', 'acceptor.max_concurrent_handshakes: handshake admission is not supported yet; remove the key');
+    }
+    limits.max_concurrent_handshakes = alias('limits.max_concurrent_handshakes', limitsDoc.max_concurrent_handshakes, 'acceptor.max_concurrent_handshakes', acceptor.max_concurrent_handshakes, limits.max_concurrent_handshakes!);
+  }
+  const { HashAlgorithm, signature } = config.attestation;
+  config.evervault = {
+    uuid: take('uuid'),
+    app_uuid: take('app_uuid'),
+    team_uuid: take('team_uuid'),
+    dockerfile: take('dockerfile'),
+    scaling: take('scaling'),
+    signing: take('signing'),
+    runtime: take('runtime'),
+    HashAlgorithm,
+    signature,
+  };
+}
+
 /** Validates an already-parsed TOML document (or `{}` for all defaults). */
 export function configFromObject(doc: unknown, env: Record<string, string | undefined> = {}): Config {
   const config = readTable(SCHEMA, doc, '') as unknown as Config;
+  applyEvervaultKeys(config, doc as Record<string, unknown>);
+  const ports = [config.listen.public_port, config.listen.control_port];
+  if (ports.includes(config.listen.ops_port)) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `listen.ops_port: must differ from listen.public_port and listen.control_port (${config.listen.ops_port})`);
+  }
   // Cross-field rules the schema cannot express.
   if (config.listen.public_port === config.listen.control_port) {
     throw new ConfigError('CONFIG_BAD_VALUE', `listen.control_port: must differ from listen.public_port (both ${config.listen.public_port})`);
@@ -220,10 +342,6 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   }
   if (config.log.sink === 'file' && !config.log.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'log.path: required when log.sink = "file"');
-  }
-  if (config.debug && (config.attestation.PCR0 ?? '').replace(/0/g, '') !== '') {
-    // Debug enclaves always report zero PCRs; pinning real ones would make `attest` fail confusingly.
-    throw new ConfigError('CONFIG_BAD_VALUE', 'attestation.PCR0: debug enclaves report all-zero PCRs; remove the pins or set debug = false');
   }
   const flag = env.FORWARD_PROXY_PROTOCOL;
   if (flag !== undefined) {
@@ -264,8 +382,13 @@ export function loadConfig(path?: string, env: Record<string, string | undefined
   return parseConfig(text, path, env);
 }
 
-/** The pinned PCRs of `[attestation]`, when PCR0..2 are all set. */
+/**
+ * The pinned PCRs of `[attestation]`, when PCR0..2 are all set and the enclave is not a debug one. With
+ * debug = true (Evervault writes the build's PCRs and debug together) they are information: a debug enclave
+ * reports all-zero PCRs, so pinning the build's values could only fail.
+ */
 export function pinnedPcrs(config: Config): { PCR0: string; PCR1: string; PCR2: string; PCR8?: string } | null {
+  if (config.debug) return null;
   const { PCR0, PCR1, PCR2, PCR8 } = config.attestation;
   if (!PCR0 || !PCR1 || !PCR2) return null;
   return PCR8 ? { PCR0, PCR1, PCR2, PCR8 } : { PCR0, PCR1, PCR2 };
