@@ -75,24 +75,33 @@ static void nsm_execute(napi_env env, void* data) {
   close(fd);
 }
 
+/* Settles the promise with Error{code, message} whatever fails on the way: a promise from nsmRequest always
+ * settles (with undefined as the reason when not even an Error can be built). */
+static void reject_code(napi_env env, napi_deferred deferred, const char* code, const char* message) {
+  napi_value c = NULL, m = NULL, e = NULL;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok ||
+      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &m) != napi_ok || napi_create_error(env, c, m, &e) != napi_ok) {
+    e = NULL;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) napi_get_and_clear_last_exception(env, &e);
+    if (e == NULL) napi_get_undefined(env, &e);
+  }
+  napi_reject_deferred(env, deferred, e);
+}
+
 static void nsm_complete(napi_env env, napi_status status, void* data) {
   nsm_job* job = (nsm_job*)data;
   napi_value v = NULL;
   if (status != napi_ok) {
-    napi_value msg;
-    napi_create_string_utf8(env, "NSM request was cancelled", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &v);
-    napi_reject_deferred(env, job->deferred, v);
+    reject_code(env, job->deferred, "ERR_NSM_CANCELLED", "NSM request was cancelled");
   } else if (job->err != 0) {
     v = en_errno_error(env, job->err, job->syscall, job->path);
-    napi_reject_deferred(env, job->deferred, v);
-  } else if (napi_create_buffer_copy(env, job->response_len, job->response, NULL, &v) == napi_ok) {
-    napi_resolve_deferred(env, job->deferred, v);
-  } else {
-    napi_value msg;
-    napi_create_string_utf8(env, "cannot allocate the NSM response buffer", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &v);
-    napi_reject_deferred(env, job->deferred, v);
+    if (v == NULL || napi_reject_deferred(env, job->deferred, v) != napi_ok)
+      reject_code(env, job->deferred, "ERR_NATIVE_NAPI", "NSM request failed and its error could not be built");
+  } else if (napi_create_buffer_copy(env, job->response_len, job->response, NULL, &v) != napi_ok ||
+             napi_resolve_deferred(env, job->deferred, v) != napi_ok) {
+    reject_code(env, job->deferred, "ERR_NATIVE_NAPI", "cannot allocate the NSM response buffer");
   }
   napi_delete_async_work(env, job->work);
   free(job);
@@ -134,6 +143,12 @@ static napi_value js_nsm_request(napi_env env, napi_callback_info info) {
       napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "NSM device path must be a non-empty string below 4 KiB");
       return NULL;
     }
+    /* open() stops at the first NUL: "/dev/nsm\0…" must not name another file than it says */
+    if (memchr(job->path, '\0', n) != NULL) {
+      free(job);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "NSM device path must not contain NUL bytes");
+      return NULL;
+    }
   } else if (t != napi_undefined && t != napi_null) {
     free(job);
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "NSM device path must be a string");
@@ -142,18 +157,24 @@ static napi_value js_nsm_request(napi_env env, napi_callback_info info) {
   memcpy(job->request, data, length); /* copied: the caller may reuse its buffer while the ioctl runs */
   job->request_len = length;
   napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
-      napi_create_string_utf8(env, "enclave_native:nsm", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, nsm_execute, nsm_complete, job, &job->work) != napi_ok) {
-    free(job); /* a created-but-unresolved promise is simply dropped */
-    en_throw_napi_failure(env, "starting the NSM request");
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) {
+    free(job);
+    en_throw_napi_failure(env, "napi_create_promise");
     return NULL;
   }
+  /* From here the promise is what the caller gets: every failure rejects it (a promise that never settles
+   * would hang whoever awaits the attestation). */
+  if (napi_create_string_utf8(env, "enclave_native:nsm", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, nsm_execute, nsm_complete, job, &job->work) != napi_ok) {
+    reject_code(env, job->deferred, "ERR_NATIVE_NAPI", "enclave_native: creating the NSM async work failed");
+    free(job);
+    return promise;
+  }
   if (napi_queue_async_work(env, job->work) != napi_ok) {
+    reject_code(env, job->deferred, "ERR_NATIVE_NAPI", "enclave_native: queueing the NSM async work failed");
     napi_delete_async_work(env, job->work);
     free(job);
-    en_throw_napi_failure(env, "napi_queue_async_work");
-    return NULL;
+    return promise;
   }
   return promise;
 }

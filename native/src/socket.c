@@ -20,6 +20,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -52,6 +53,10 @@ typedef struct {
   napi_ref ctor;
 } en_instance;
 
+/* Marks NativeSocket wrappers: a method called with another wrapped object as `this` (an AEAD context, another
+ * addon's object) must be refused, not read as an en_sock (it would read an EVP_CIPHER_CTX* as an fd). */
+static const napi_type_tag SOCK_TAG = {0x736f636b65747631ULL, 0x656e636c61766961ULL};
+
 /* Token that lets only this file construct NativeSocket objects. */
 typedef struct {
   int fd;
@@ -61,9 +66,13 @@ typedef struct {
 
 /* ---------- helpers ---------- */
 
+/* This file's per-env state (set by en_socket_init); NULL with an exception pending if it is missing. */
 static en_instance* instance(napi_env env) {
   void* data = NULL;
-  napi_get_instance_data(env, &data);
+  if (napi_get_instance_data(env, &data) != napi_ok || data == NULL || ((en_instance*)data)->ctor == NULL) {
+    en_throw_code(env, "ERR_NATIVE_NAPI", "enclave_native: the socket module's instance data is missing");
+    return NULL;
+  }
   return (en_instance*)data;
 }
 
@@ -103,7 +112,15 @@ static en_sock* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi
   en_sock* s = NULL;
   size_t dummy = 0;
   EN_CALL(env, napi_get_cb_info(env, info, argc ? argc : &dummy, argv, &self, NULL), NULL);
-  EN_CALL(env, napi_unwrap(env, self, (void**)&s), NULL);
+  napi_valuetype t = napi_undefined;
+  bool ours = false;
+  if (napi_typeof(env, self, &t) != napi_ok || t != napi_object || napi_check_object_type_tag(env, self, &SOCK_TAG, &ours) != napi_ok ||
+      !ours || napi_unwrap(env, self, (void**)&s) != napi_ok || s == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "this must be a NativeSocket from listen(), connect() or accept()");
+    return NULL;
+  }
   if (need_open && s->fd < 0) {
     en_throw_errno(env, EBADF, "use", "the socket is closed");
     return NULL;
@@ -113,9 +130,13 @@ static en_sock* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi
 
 static napi_value make_socket(napi_env env, int fd, int family) {
   en_instance* inst = instance(env);
-  napi_value ctor, ext, obj;
+  napi_value ctor = NULL, ext, obj;
   en_ctor_arg arg = {fd, family, 0};
-  if (napi_get_reference_value(env, inst->ctor, &ctor) != napi_ok ||
+  if (inst == NULL) {
+    close(fd);
+    return NULL;
+  }
+  if (napi_get_reference_value(env, inst->ctor, &ctor) != napi_ok || ctor == NULL ||
       napi_create_external(env, &arg, NULL, NULL, &ext) != napi_ok ||
       napi_new_instance(env, ctor, 1, &ext, &obj) != napi_ok) {
     /* Close here unless the constructor already gave the fd to a wrapper: never twice, never leaked. */
@@ -146,9 +167,10 @@ static napi_value ctor_fn(napi_env env, napi_callback_info info) {
   s->fd = arg->fd;
   s->family = arg->family;
   s->env = env;
-  if (napi_wrap(env, self, s, sock_finalize, NULL, NULL) != napi_ok) {
+  /* tag first: a wrapper is never without its tag (and tagging a fresh object cannot be refused twice) */
+  if (napi_type_tag_object(env, self, &SOCK_TAG) != napi_ok || napi_wrap(env, self, s, sock_finalize, NULL, NULL) != napi_ok) {
     free(s);
-    en_throw_napi_failure(env, "napi_wrap");
+    en_throw_napi_failure(env, "tagging and wrapping a NativeSocket");
     return NULL;
   }
   /* From here the finalizer owns s and the fd (and closes the fd if JS never does). */
@@ -176,11 +198,11 @@ static void on_poll(uv_poll_t* h, int status, int events) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn = NULL, recv = NULL, argv[2], result;
-  napi_get_reference_value(env, s->cb, &fn);
-  napi_get_reference_value(env, s->wrapper, &recv);
-  if (recv == NULL) napi_get_global(env, &recv);
-  napi_create_int32(env, status, &argv[0]);
-  napi_create_int32(env, events, &argv[1]);
+  /* A failure here cannot be thrown (no JS frame): skip the event rather than call with half-built arguments. */
+  if (napi_get_reference_value(env, s->cb, &fn) != napi_ok) fn = NULL;
+  if (s->wrapper == NULL || napi_get_reference_value(env, s->wrapper, &recv) != napi_ok) recv = NULL;
+  if (recv == NULL && napi_get_global(env, &recv) != napi_ok) fn = NULL;
+  if (napi_create_int32(env, status, &argv[0]) != napi_ok || napi_create_int32(env, events, &argv[1]) != napi_ok) fn = NULL;
   /* napi_make_callback (not napi_call_function): process.nextTick and promise jobs queued by the stream
    * machinery run when it returns, exactly as for Node's own handles. `s` may be closed by JS meanwhile
    * (never freed: only the finalizer frees it), so it is not touched after this call. */
@@ -204,8 +226,23 @@ static bool get_prop(napi_env env, napi_value obj, const char* key, napi_value* 
   bool has = false;
   if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
   if (napi_get_named_property(env, obj, key, out) != napi_ok) return false;
-  napi_typeof(env, *out, type);
+  if (napi_typeof(env, *out, type) != napi_ok) return false;
   return *type != napi_undefined;
+}
+
+/* An integer 0..max from a JS number: no NaN, no fraction, no negative (napi_get_value_uint32 wraps −1 to
+ * 0xFFFFFFFF and truncates 1.5; here both are a RangeError). */
+static bool get_u32(napi_env env, napi_value v, const char* what, uint32_t max, uint32_t* out) {
+  double d = 0;
+  EN_CALL(env, napi_get_value_double(env, v, &d), false);
+  if (!(d >= 0) || d > (double)max || (double)(uint32_t)d != d) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s must be an integer 0..%u, got %.17g", what, max, d);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    return false;
+  }
+  *out = (uint32_t)d;
+  return true;
 }
 
 /* spec: { family: 'unix', path } | { family: 'vsock', cid?, port } */
@@ -227,9 +264,16 @@ static bool parse_addr(napi_env env, napi_value spec, en_addr* a) {
       napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "unix address needs a string path");
       return false;
     }
+    size_t full = 0;
+    EN_CALL(env, napi_get_value_string_utf8(env, v, NULL, 0, &full), false); /* the whole UTF-8 length */
+    if (full == 0 || full >= sizeof un->sun_path) {
+      en_throw_errno(env, full == 0 ? EINVAL : ENAMETOOLONG, "bind", "unix socket path must be 1..107 bytes");
+      return false;
+    }
     EN_CALL(env, napi_get_value_string_utf8(env, v, path, sizeof path, &n), false);
-    if (n == 0 || n >= sizeof un->sun_path) {
-      en_throw_errno(env, n == 0 ? EINVAL : ENAMETOOLONG, "bind", "unix socket path must be 1..107 bytes");
+    /* the kernel reads sun_path up to the first NUL: "/tmp/a\0/etc/x" would bind or reach "/tmp/a" */
+    if (n != full || memchr(path, '\0', n) != NULL) {
+      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "unix socket path must not contain NUL bytes");
       return false;
     }
     un->sun_family = AF_UNIX;
@@ -244,15 +288,19 @@ static bool parse_addr(napi_env env, napi_value spec, en_addr* a) {
     struct sockaddr_vm* vm = (struct sockaddr_vm*)&a->ss;
     uint32_t cid = VMADDR_CID_ANY, port = 0;
     if (get_prop(env, spec, "cid", &v, &t)) {
-      if (t != napi_number || napi_get_value_uint32(env, v, &cid) != napi_ok) {
+      if (t != napi_number) {
         napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "vsock cid must be a number");
         return false;
       }
+      /* 0xFFFFFFFF is VMADDR_CID_ANY, asked for by name; -1 must not silently become it */
+      if (!get_u32(env, v, "vsock cid", 0xFFFFFFFFu, &cid)) return false;
     }
-    if (!get_prop(env, spec, "port", &v, &t) || t != napi_number || napi_get_value_uint32(env, v, &port) != napi_ok) {
+    if (!get_prop(env, spec, "port", &v, &t) || t != napi_number) {
       napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "vsock address needs a numeric port");
       return false;
     }
+    /* 0 means "pick one"; 0xFFFFFFFF (VMADDR_PORT_ANY) is only reachable that way */
+    if (!get_u32(env, v, "vsock port", 0xFFFFFFFEu, &port)) return false;
     vm->svm_family = AF_VSOCK;
     vm->svm_cid = cid;
     vm->svm_port = port == 0 ? VMADDR_PORT_ANY : port; /* port 0 = "pick one", as for TCP */
@@ -305,10 +353,15 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
   en_addr a;
   if (!parse_addr(env, argc > 0 ? argv[0] : NULL, &a)) return NULL;
-  int32_t backlog = 511;
+  uint32_t backlog = 511;
   napi_valuetype t = napi_undefined;
-  if (argc > 1) napi_typeof(env, argv[1], &t);
-  if (t == napi_number) napi_get_value_int32(env, argv[1], &backlog);
+  if (argc > 1) EN_CALL(env, napi_typeof(env, argv[1], &t), NULL);
+  if (t == napi_number) {
+    if (!get_u32(env, argv[1], "backlog", 65535, &backlog)) return NULL;
+  } else if (t != napi_undefined) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "backlog must be a number");
+    return NULL;
+  }
   int fd = socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     en_throw_errno(env, errno, "socket", a.desc);
@@ -320,7 +373,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     en_throw_errno(env, e, "bind", a.desc);
     return NULL;
   }
-  if (listen(fd, backlog) != 0) {
+  if (listen(fd, (int)backlog) != 0) {
     int e = errno;
     close(fd);
     en_throw_errno(env, e, "listen", a.desc);
@@ -464,8 +517,17 @@ static napi_value m_write(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int64_t offset = 0;
-  if (argc > 1) napi_get_value_int64(env, argv[1], &offset);
-  if (offset < 0 || (uint64_t)offset > length) {
+  double offset_d = 0;
+  if (argc > 1 && napi_get_value_double(env, argv[1], &offset_d) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "write offset must be a number");
+    return NULL;
+  }
+  if (!(offset_d >= 0) || offset_d > (double)length || (double)(int64_t)offset_d != offset_d) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "write offset outside the buffer");
+    return NULL;
+  }
+  offset = (int64_t)offset_d;
+  if ((uint64_t)offset > length) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "write offset outside the buffer");
     return NULL;
   }
