@@ -2,7 +2,8 @@
 // loopback bring-up) with node-gyp. The addon is optional: on a machine without a compiler, Python or
 // Node headers, this prints ONE line saying so and exits 0, and the agent still runs over tcp/unix with the
 // NSM simulator. The full build log goes to native/build-native.log.
-// Set ENCLAVE_AGENT_SKIP_NATIVE=1 to skip the build.
+// Set ENCLAVE_AGENT_SKIP_NATIVE=1 to skip the build. With ENCLAVE_AGENT_REQUIRE_ADDON=1 (CI on Linux x64: .ci/run
+// sets it) every outcome other than "built" exits 1 instead, so a C compile error fails the install.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,15 +13,26 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nativeDir = path.join(root, 'native');
 const logFile = path.join(nativeDir, 'build-native.log');
 const prefix = 'enclave-agent: native addon';
+const required = process.env.ENCLAVE_AGENT_REQUIRE_ADDON === '1';
 
 function done(line, code = 0) {
   console.log(`${prefix} ${line}`);
   process.exit(code);
 }
 
-if (process.env.ENCLAVE_AGENT_SKIP_NATIVE === '1') done('build skipped (ENCLAVE_AGENT_SKIP_NATIVE=1); vsock and /dev/nsm unavailable');
-if (process.platform !== 'linux') done(`not built: ${process.platform} has no AF_VSOCK (Linux only); vsock and /dev/nsm unavailable`);
-if (!existsSync(path.join(nativeDir, 'binding.gyp'))) done('not built: native/binding.gyp is missing');
+/** Not built: one line and exit 0 (the addon is optional), or exit 1 when it is required. */
+function notBuilt(line) {
+  if (required) {
+    console.error(`${prefix} ${line}`);
+    console.error(`${prefix} is required (ENCLAVE_AGENT_REQUIRE_ADDON=1): failing`);
+    process.exit(1);
+  }
+  done(line);
+}
+
+if (process.env.ENCLAVE_AGENT_SKIP_NATIVE === '1') notBuilt('build skipped (ENCLAVE_AGENT_SKIP_NATIVE=1); vsock and /dev/nsm unavailable');
+if (process.platform !== 'linux') notBuilt(`not built: ${process.platform} has no AF_VSOCK (Linux only); vsock and /dev/nsm unavailable`);
+if (!existsSync(path.join(nativeDir, 'binding.gyp'))) notBuilt('not built: native/binding.gyp is missing');
 
 // node-gyp, without touching the network: the one npm runs us with, else npm's bundled copy next to node.
 const candidates = [
@@ -30,7 +42,7 @@ const candidates = [
   '/usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js',
 ].filter((p) => typeof p === 'string' && p.length > 0);
 const nodeGyp = candidates.find((p) => existsSync(p));
-if (nodeGyp === undefined) done('not built: node-gyp not found (looked next to npm); vsock and /dev/nsm unavailable');
+if (nodeGyp === undefined) notBuilt('not built: node-gyp not found (looked next to npm); vsock and /dev/nsm unavailable');
 
 const args = [nodeGyp, 'rebuild', '--directory', nativeDir];
 // Local headers (e.g. Debian's nodejs-dev at /usr/include/node) avoid a header download.
@@ -54,4 +66,4 @@ const out = `${r.stderr ?? ''}\n${r.stdout ?? ''}`;
 const firstError =
   out.split('\n').find((l) => /error/i.test(l) && !/^gyp (info|verb)/.test(l) && !/not ok/.test(l))?.trim() ??
   (r.error ? String(r.error.message) : `node-gyp exited with ${r.status ?? r.signal}`);
-done(`not built (${firstError.slice(0, 200)}); vsock and /dev/nsm unavailable — see native/build-native.log`);
+notBuilt(`not built (${firstError.slice(0, 200)}); vsock and /dev/nsm unavailable — see native/build-native.log`);

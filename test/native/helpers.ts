@@ -5,8 +5,15 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { nativeAvailable } from '../../src/transport/native.ts';
 
-/** Tests skip ONLY when the addon did not build (it builds here and in CI). */
-export const available = nativeAvailable();
+/**
+ * ENCLAVE_AGENT_REQUIRE_ADDON=1 (set by .ci/run): the addon must be there. Tests that would skip without it run
+ * instead and fail on NATIVE_UNAVAILABLE, and required.test.ts names the load error: a C compile error cannot
+ * leave CI green. (The vitest 'no-addon' project hides the addon on purpose and turns the requirement off.)
+ */
+export const addonRequired = process.env.ENCLAVE_AGENT_REQUIRE_ADDON === '1';
+
+/** Tests skip ONLY when the addon did not build and is not required. */
+export const available = addonRequired || nativeAvailable();
 
 export function tempDir(): { dir: string; sock: (name?: string) => string; cleanup: () => void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'enclave-native-'));

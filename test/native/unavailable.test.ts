@@ -8,6 +8,9 @@ import { tempDir } from './helpers.ts';
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const root = process.cwd();
+// .ci/run exports ENCLAVE_AGENT_REQUIRE_ADDON=1; the optional-addon behaviour is checked with it off.
+const optional = { ...process.env, ENCLAVE_AGENT_REQUIRE_ADDON: '' };
+const brokenCompiler = { CC: '/nonexistent/cc', CXX: '/nonexistent/c++' };
 
 it('the install hook prints one line and exits 0 when the compiler is missing', () => {
   // A copy of the script and native/ sources, so the real build output is never touched.
@@ -18,7 +21,7 @@ it('the install hook prints one line and exits 0 when the compiler is missing', 
   const r = spawnSync(process.execPath, [path.join(tmp.dir, 'scripts/build-native.mjs')], {
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, CC: '/nonexistent/cc', CXX: '/nonexistent/c++' },
+    env: { ...optional, ...brokenCompiler },
   });
   expect(r.status).toBe(0);
   const lines = r.stdout.trim().split('\n');
@@ -28,10 +31,30 @@ it('the install hook prints one line and exits 0 when the compiler is missing', 
   expect(existsSync(path.join(tmp.dir, 'native/build/Release/enclave_native.node'))).toBe(false);
 });
 
+it('the install hook fails (exit 1) when ENCLAVE_AGENT_REQUIRE_ADDON=1 and the build fails or is skipped', () => {
+  // the copy made by the test above (vitest runs a file's tests in order)
+  const script = path.join(tmp.dir, 'scripts/build-native.mjs');
+  expect(existsSync(script)).toBe(true);
+  const failed = spawnSync(process.execPath, [script], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, ...brokenCompiler, ENCLAVE_AGENT_REQUIRE_ADDON: '1' },
+  });
+  expect(failed.status).toBe(1);
+  expect(failed.stderr).toMatch(/^enclave-agent: native addon not built \(.+\)/);
+  expect(failed.stderr).toContain('is required (ENCLAVE_AGENT_REQUIRE_ADDON=1): failing');
+  const skipped = spawnSync(process.execPath, [script], {
+    encoding: 'utf8',
+    env: { ...process.env, ENCLAVE_AGENT_SKIP_NATIVE: '1', ENCLAVE_AGENT_REQUIRE_ADDON: '1' },
+  });
+  expect(skipped.status).toBe(1);
+  expect(skipped.stderr).toContain('is required (ENCLAVE_AGENT_REQUIRE_ADDON=1)');
+});
+
 it('the install hook can be skipped explicitly', () => {
   const r = spawnSync(process.execPath, [path.join(root, 'scripts/build-native.mjs')], {
     encoding: 'utf8',
-    env: { ...process.env, ENCLAVE_AGENT_SKIP_NATIVE: '1' },
+    env: { ...optional, ENCLAVE_AGENT_SKIP_NATIVE: '1' },
   });
   expect(r.status).toBe(0);
   expect(r.stdout.trim()).toMatch(/^enclave-agent: native addon build skipped/);

@@ -58,6 +58,11 @@ const codecs: { name: string; codec: IntArrayCodec | null }[] = [
 
 afterEach(() => setIntArrayCodec(null));
 
+// ENCLAVE_AGENT_REQUIRE_ADDON=1 (CI; the 'no-addon' project turns it off): the native cases below must run, not skip.
+it.runIf(process.env.ENCLAVE_AGENT_REQUIRE_ADDON === '1')('has the native codec when the addon is required', () => {
+  expect(native).not.toBeNull();
+});
+
 function withCodec<T>(codec: IntArrayCodec | null, threshold: number, fn: () => T): T {
   const before = getIntArrayCodec();
   setIntArrayCodec(codec, threshold);
