@@ -2,7 +2,7 @@
 // Prints one JSON line describing what happened.
 import net from 'node:net';
 import os from 'node:os';
-import { bringUpLoopback } from '../../src/transport/native.ts';
+import { bringUpLoopback, loadNative } from '../../src/transport/native.ts';
 
 function tcpRoundTrip(): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -37,6 +37,9 @@ if (mode === 'up') {
   out.lo = (os.networkInterfaces().lo ?? []).filter((a) => a.family === 'IPv4').map((a) => `${a.address}/${a.netmask}`);
 } else if (mode === 'eperm') {
   if (process.setgid === undefined || process.setuid === undefined) throw new Error('setuid/setgid unavailable');
+  // Load the addon while still root (as the agent does: it starts privileged): after the drop, uid 65534 may not
+  // be able to read it at all (a checkout under a 0700 directory), which would test file modes, not CAP_NET_ADMIN.
+  loadNative();
   process.setgid(65534);
   process.setuid(65534);
   try {
