@@ -23,8 +23,10 @@ export type AttestationErrorCode =
   | 'ATTESTATION_PCR_MISMATCH'
   /** PCR0/1/2 all zero: a debug-mode enclave, whose memory the host can read; refused unless allowed. */
   | 'ATTESTATION_DEBUG_ENCLAVE'
-  /** The document's timestamp is older than `maxAgeMs` (or too far in the future). */
+  /** The document's timestamp is older than `maxAgeMs`. */
   | 'ATTESTATION_TOO_OLD'
+  /** With `maxAgeMs`: the document's timestamp is later than now + the allowed clock skew. */
+  | 'ATTESTATION_FROM_FUTURE'
   /** The caller's expectations are unusable (bad PCR hex, bad root PEM, ...). */
   | 'ATTESTATION_BAD_EXPECTATIONS'
   /** The NSM (device or simulator) answered `{"Error": "<code>"}` or something that is not a valid reply. */

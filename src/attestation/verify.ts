@@ -2,7 +2,8 @@
  * verifyAttestation: everything a client must check before it trusts an enclave (WIRE.md §6), in order:
  * 1. structure (document.ts); 2. unless `debug`: the chain from `certificate` through `cabundle` to a
  * trusted root at `now`, then the ES384 COSE signature with the leaf key; 3. nonce; 4. PCRs 0/1/2/8 present
- * and the pinned ones equal; 5. optional maximum age. Each failure is an AttestationError with its own code.
+ * and the pinned ones equal; 5. optional maximum age (and, with it, no timestamp beyond now + the allowed clock
+ * skew). Each failure is an AttestationError with its own code.
  *
  * Browser-safe: no node:* imports, no Buffer; signatures and hashes go through globalThis.crypto.subtle
  * (Node ≥ 20 and every browser have it).
@@ -34,8 +35,14 @@ export interface VerifyExpectations {
   pcrs?: PcrPins | PcrPins[];
   /** Must equal the document's nonce byte for byte (e.g. the Noise handshake hash). */
   nonce?: Uint8Array;
-  /** Reject documents whose `timestamp` is more than this many ms before `now`. */
+  /**
+   * Reject documents whose `timestamp` is more than this many ms before `now` — and, since a freshness bound
+   * means nothing for a document dated later, documents dated more than `maxFutureSkewMs` after `now`
+   * (ATTESTATION_FROM_FUTURE).
+   */
   maxAgeMs?: number;
+  /** With `maxAgeMs`: how far the document's clock may run ahead of `now`. Default 60 000 ms (DEFAULT_MAX_FUTURE_SKEW_MS). */
+  maxFutureSkewMs?: number;
   /** Verification time (certificate windows, maxAgeMs). Default: the current time. */
   now?: Date | number;
   /** Skip the chain and the COSE signature (debug-mode clients); every other check still runs. */
@@ -49,6 +56,9 @@ export interface VerifyExpectations {
    */
   allowDebugEnclave?: boolean;
 }
+
+/** How far a document's timestamp may lie after the verifier's clock when `maxAgeMs` is checked. */
+export const DEFAULT_MAX_FUTURE_SKEW_MS = 60_000;
 
 const REQUIRED_PCRS = [0, 1, 2, 8] as const;
 /** All zero in a debug-mode enclave. */
@@ -142,6 +152,12 @@ function checkPcrs(doc: AttestationDocument, pins: NormalizedPins[]): void {
   throw new AttestationError('ATTESTATION_PCR_MISMATCH', message);
 }
 
+/** A timestamp as ISO text, or the raw number when it lies outside Date's range. */
+function isoOrNumber(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `${ms} ms` : d.toISOString();
+}
+
 function toDate(now: Date | number | undefined): Date {
   if (now === undefined) return new Date();
   const d = now instanceof Date ? now : new Date(now);
@@ -162,6 +178,10 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
   }
   if (exp.maxAgeMs !== undefined && !(Number.isFinite(exp.maxAgeMs) && exp.maxAgeMs >= 0)) {
     throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `maxAgeMs must be a non-negative number; found ${exp.maxAgeMs}`);
+  }
+  const skew = exp.maxFutureSkewMs ?? DEFAULT_MAX_FUTURE_SKEW_MS;
+  if (!(typeof skew === 'number' && Number.isFinite(skew) && skew >= 0)) {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `maxFutureSkewMs must be a non-negative number; found ${String(exp.maxFutureSkewMs)}`);
   }
   const anchors = exp.debug
     ? []
@@ -233,6 +253,12 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
       throw new AttestationError(
         'ATTESTATION_TOO_OLD',
         `document timestamp ${new Date(document.timestamp).toISOString()} is ${age} ms before ${at.toISOString()}; at most ${exp.maxAgeMs} ms accepted`,
+      );
+    }
+    if (-age > skew) {
+      throw new AttestationError(
+        'ATTESTATION_FROM_FUTURE',
+        `document timestamp ${isoOrNumber(document.timestamp)} is ${-age} ms after ${at.toISOString()}; at most ${skew} ms of clock skew accepted`,
       );
     }
   }

@@ -214,6 +214,32 @@ export function defineVerifyTests(env: string): void {
       expect(await codeOf(verifyAttestation(await sim.attest({}), simExp(nonce)))).toBe('ATTESTATION_NONCE_MISMATCH');
     });
 
+    it('with maxAgeMs, refuses a document dated beyond now + the clock skew as ATTESTATION_FROM_FUTURE', async () => {
+      const at = simNow + 1000;
+      const dated = (ms: number) => sim.issueDocument({ nonce }, { payload: (p) => p.set('timestamp', BigInt(ms)) });
+      const tenMinutesAhead = await dated(at + 10 * 60_000);
+      const err = await failure(verifyAttestation(tenMinutesAhead, { ...simExp(nonce), maxAgeMs: 5 * 60_000 }));
+      expect(err.code).toBe('ATTESTATION_FROM_FUTURE');
+      expect(err.message).toBe(`document timestamp ${new Date(at + 600_000).toISOString()} is 600000 ms after ${new Date(at).toISOString()}; at most 60000 ms of clock skew accepted`);
+      // Within the default 60 s skew it passes; a stricter skew refuses it; the skew is stated, not unbounded.
+      const halfMinuteAhead = await dated(at + 30_000);
+      await expect(verifyAttestation(halfMinuteAhead, { ...simExp(nonce), maxAgeMs: 5 * 60_000 })).resolves.toBeTruthy();
+      expect(await codeOf(verifyAttestation(halfMinuteAhead, { ...simExp(nonce), maxAgeMs: 5 * 60_000, maxFutureSkewMs: 10_000 }))).toBe('ATTESTATION_FROM_FUTURE');
+      expect(await codeOf(verifyAttestation(await dated(at + 60_001), { ...simExp(nonce), maxAgeMs: 5 * 60_000 }))).toBe('ATTESTATION_FROM_FUTURE');
+      expect(await codeOf(verifyAttestation(await dated(at + 60_000), { ...simExp(nonce), maxAgeMs: 5 * 60_000 }))).toBe('PASSED');
+      // A timestamp past Date's range is named in ms instead of throwing a RangeError.
+      const far = await failure(verifyAttestation(await dated(Number.MAX_SAFE_INTEGER), { ...simExp(nonce), maxAgeMs: 1000 }));
+      expect([far.code, far.message.startsWith(`document timestamp ${Number.MAX_SAFE_INTEGER} ms is`)]).toEqual(['ATTESTATION_FROM_FUTURE', true]);
+    });
+
+    it('checks no timestamp bound without maxAgeMs, and refuses an unusable maxFutureSkewMs', async () => {
+      const doc = await sim.issueDocument({ nonce }, { payload: (p) => p.set('timestamp', BigInt(simNow + 10 * 60_000)) });
+      await expect(verifyAttestation(doc, simExp(nonce))).resolves.toBeTruthy();
+      for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) {
+        expect(await codeOf(verifyAttestation(doc, { ...simExp(nonce), maxAgeMs: 1000, maxFutureSkewMs: bad }))).toBe('ATTESTATION_BAD_EXPECTATIONS');
+      }
+    });
+
     it('fails with PCR8 missing even when the other PCRs match', async () => {
       const doc = await sim.issueDocument({ nonce }, { payload: (p) => (p.get('pcrs') as Map<number, Uint8Array>).delete(8) });
       const err = await failure(verifyAttestation(doc, { ...simExp(nonce), pcrs: { ...simPins(), PCR8: undefined } }));
