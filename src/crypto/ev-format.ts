@@ -182,6 +182,11 @@ interface CacheEntry {
 const CACHE_MAX = 4096;
 const caches = new WeakMap<Keyring, Map<string, CacheEntry>>();
 
+/** What an operator needs to place a refusal (EvDecryptError.detail): public facts only. */
+function describe(t: EvToken, keyring: Keyring): string {
+  return `${t.debug ? 'debug ' : ''}${t.version}${t.type === 'string' ? '' : `:${t.type}`} value, ${t.curve} key ${keyring.keyIds[t.curve]}`;
+}
+
 function sharedFor(keyring: Keyring, t: EvToken): CacheEntry {
   let cache = caches.get(keyring);
   if (!cache) caches.set(keyring, (cache = new Map()));
@@ -195,7 +200,7 @@ function sharedFor(keyring: Keyring, t: EvToken): CacheEntry {
       point = decompressPoint(t.curve, t.ephemeralPublicKey);
       z = keyring.sharedSecret(t.curve, point);
     } catch {
-      throw new EvDecryptError('EV_DECRYPT_FAILED', `ev: value does not decrypt: its ephemeral key is not a point on ${t.curve}`);
+      throw new EvDecryptError('EPHEMERAL_KEY_NOT_ON_CURVE', describe(t, keyring));
     }
     entry = { z, point };
     if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
@@ -241,17 +246,17 @@ function openToken(t: EvToken, keyring: Keyring): Buffer {
       if (pt) return pt;
     }
   }
-  throw new EvDecryptError('EV_DECRYPT_FAILED', `ev: ${t.version} value does not decrypt with this enclave's ${t.curve} key (${keyring.keyIds[t.curve]}): wrong key or tampered value`);
+  throw new EvDecryptError('AUTHENTICATION_FAILED', describe(t, keyring));
 }
 
-function typed(t: EvToken, text: string): EvValue {
+function typed(t: EvToken, text: string, keyring: Keyring): EvValue {
   if (t.type === 'string') return text;
   if (t.type === 'boolean') {
     if (text === 'true') return true;
     if (text === 'false') return false;
-    throw new EvDecryptError('EV_DECRYPT_FAILED', 'ev: boolean value does not hold true or false');
+    throw new EvDecryptError('NOT_A_BOOLEAN', describe(t, keyring));
   }
-  if (!JSON_NUMBER.test(text)) throw new EvDecryptError('EV_DECRYPT_FAILED', 'ev: number value does not hold a JSON number');
+  if (!JSON_NUMBER.test(text)) throw new EvDecryptError('NOT_A_JSON_NUMBER', describe(t, keyring));
   return Number(text);
 }
 
@@ -263,7 +268,7 @@ export function decryptTokenDetailed(token: string | EvToken, keyring: Keyring):
   let metadata: EvMetadata | undefined;
   if (t.hasMetadata) {
     const unwrapped = unwrapMetadata(pt);
-    if (!unwrapped) throw new EvDecryptError('EV_DECRYPT_FAILED', `ev: ${t.version} value has a malformed metadata block`);
+    if (!unwrapped) throw new EvDecryptError('MALFORMED_METADATA', describe(t, keyring));
     data = unwrapped.data;
     metadata = unwrapped.metadata;
   }
@@ -271,11 +276,11 @@ export function decryptTokenDetailed(token: string | EvToken, keyring: Keyring):
   try {
     text = UTF8.decode(data);
   } catch {
-    throw new EvDecryptError('EV_DECRYPT_FAILED', 'ev: value plaintext is not valid UTF-8');
+    throw new EvDecryptError('PLAINTEXT_NOT_UTF8', describe(t, keyring));
   } finally {
     pt.fill(0);
   }
-  const value = typed(t, text);
+  const value = typed(t, text, keyring);
   return metadata ? { value, type: t.type, text, metadata } : { value, type: t.type, text };
 }
 

@@ -6,6 +6,7 @@
 // key becomes a JSON string whatever its type, so the output stays valid JSON. Strings that look like
 // tokens but fail the grammar (or carry an unsupported version) pass through unchanged; a valid token
 // that does not decrypt throws EvDecryptError (the HTTP pipeline answers 422 and does not forward).
+import { drain } from './decrypt-scheduler.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { decryptTokenDetailed, parseEv } from './ev-format.ts';
 import type { EvToken, EvValue } from './ev-format.ts';
@@ -13,7 +14,7 @@ import { looksLikeEv } from './ev-parse.ts';
 import { MAX_DEPTH, followedByColon, stringEnd } from './json-lex.ts';
 import type { Keyring } from './keyring.ts';
 
-export { walkEncrypt, encryptJsonText } from './json-encrypt.ts';
+export { walkEncrypt, encryptJsonText, encryptJsonSteps } from './json-encrypt.ts';
 
 /** Parses `s` as a token, or null when it is not one (never throws for grammar problems). */
 function tokenOrNull(s: string): EvToken | null {
@@ -50,7 +51,11 @@ function nextJsonToken(json: string, from: number): { q: number; e: number; toke
   }
 }
 
-export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
+/**
+ * decryptJsonTokens as steps: each next() decrypts one value (at most one ECDH), so a scheduler can run a
+ * body of many values in slices (DecryptScheduler). The generator's return value is decryptJsonTokens'.
+ */
+export function* decryptJsonSteps(json: string, keyring: Keyring): Generator<void, { json: string; count: number }, void> {
   if (json.indexOf('ev:') < 0) return { json, count: 0 };
   const out: string[] = [];
   let last = 0;
@@ -62,10 +67,15 @@ export function decryptJsonTokens(json: string, keyring: Keyring): { json: strin
     out.push(json.slice(last, q), replacement);
     last = e + 1;
     count++;
+    yield;
   }
   if (count === 0) return { json, count: 0 };
   out.push(json.slice(last));
   return { json: out.join(''), count };
+}
+
+export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
+  return drain(decryptJsonSteps(json, keyring));
 }
 
 /**
@@ -94,23 +104,32 @@ export function countHeaderTokens(value: string): number {
 
 /**
  * Replaces each `ev:` token in a header value by its decrypted text. Throws EvDecryptError when a token
- * does not decrypt, or EV_UNSAFE_HEADER_VALUE when the decrypted text holds characters a header value
- * cannot carry (CR/LF/NUL/controls or characters above U+00FF) — header injection is refused.
+ * does not decrypt, or (reason UNSAFE_HEADER_VALUE) when the decrypted text holds characters a header
+ * value cannot carry (CR/LF/NUL/controls or characters above U+00FF) — header injection is refused.
+ * As steps: each next() decrypts one value.
  */
-export function decryptHeaderValue(value: string, keyring: Keyring): { value: string; count: number } {
+export function* decryptHeaderValueSteps(value: string, keyring: Keyring): Generator<void, { value: string; count: number }, void> {
   if (value.indexOf('ev:') < 0) return { value, count: 0 };
+  const parts: string[] = [];
+  let last = 0;
   let count = 0;
-  const replaced = value.replace(HEADER_TOKEN, (match) => {
-    const token = tokenOrNull(match);
-    if (!token) return match;
+  for (const m of value.matchAll(HEADER_TOKEN)) {
+    const token = tokenOrNull(m[0]);
+    if (!token) continue;
     const { text } = decryptTokenDetailed(token, keyring);
-    if (!HEADER_SAFE.test(text)) {
-      throw new EvDecryptError('EV_UNSAFE_HEADER_VALUE', 'decrypted ev: value contains characters not allowed in an HTTP header value (control characters or above U+00FF)');
-    }
+    if (!HEADER_SAFE.test(text)) throw new EvDecryptError('UNSAFE_HEADER_VALUE', `${token.version} value in a header`);
+    parts.push(value.slice(last, m.index), text);
+    last = m.index + m[0].length;
     count++;
-    return text;
-  });
-  return { value: count === 0 ? value : replaced, count };
+    yield;
+  }
+  if (count === 0) return { value, count: 0 };
+  parts.push(value.slice(last));
+  return { value: parts.join(''), count };
+}
+
+export function decryptHeaderValue(value: string, keyring: Keyring): { value: string; count: number } {
+  return drain(decryptHeaderValueSteps(value, keyring));
 }
 
 /**

@@ -1,6 +1,7 @@
 // Encrypting every primitive leaf of a JSON value (the /encrypt endpoint, the `encrypt` CLI).
 // One EvEncryptor (one ephemeral key, one ECDH) per call; one AES-GCM per leaf. null stays null,
 // object keys stay as they are.
+import { drain } from './decrypt-scheduler.ts';
 import { EvFormatError } from './errors.ts';
 import { EvEncryptor } from './ev-format.ts';
 import type { EncryptOptions, EncryptionPublicKey } from './ev-format.ts';
@@ -34,7 +35,19 @@ const NUMBER_AT = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
  * is lexical and throws EV_BAD_VALUE on anything it does not recognise.
  */
 export function encryptJsonText(json: string, key: Keyring | EncryptionPublicKey, opts: EncryptOptions = {}): { json: string; count: number } {
+  return drain(encryptJsonSteps(json, key, opts));
+}
+
+// One AES-GCM is ~10 µs: a step of 32 values keeps a step well under a millisecond.
+const ENCRYPT_STEP_VALUES = 32;
+
+/**
+ * encryptJsonText as steps for DecryptScheduler: the first next() does the ECDH of the encryptor, each
+ * later one encrypts up to 32 values. The generator's return value is encryptJsonText's.
+ */
+export function* encryptJsonSteps(json: string, key: Keyring | EncryptionPublicKey, opts: EncryptOptions = {}): Generator<void, { json: string; count: number }, void> {
   const enc = encryptorFor(key, opts);
+  yield;
   const out: string[] = [];
   let last = 0;
   let count = 0;
@@ -44,7 +57,12 @@ export function encryptJsonText(json: string, key: Keyring | EncryptionPublicKey
     last = end;
     count++;
   };
+  let stepStart = 0;
   while (i < json.length) {
+    if (count - stepStart >= ENCRYPT_STEP_VALUES) {
+      stepStart = count;
+      yield;
+    }
     const c = json.charCodeAt(i);
     if (c === 0x22 /* " */) {
       const e = stringEnd(json, i);

@@ -1,11 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EvDecryptError, EvFormatError } from '../../src/crypto/errors.ts';
+import { EV_DECRYPT_MESSAGE, EvDecryptError, EvFormatError } from '../../src/crypto/errors.ts';
 import { decryptToken, decryptTokenDetailed, encryptValue, isEvToken, parseEv } from '../../src/crypto/ev-format.ts';
 import { formatEv } from '../../src/crypto/ev-parse.ts';
 import { decodeMetadata, encodeMetadata } from '../../src/crypto/msgpack-meta.ts';
 import { KeyMaterial, Keyring } from '../../src/crypto/keyring.ts';
 import { toBase64, toHex } from '../../src/util/bytes.ts';
+import { failingValues } from './ev-forge.ts';
 
 const material = KeyMaterial.generate();
 const keyring = Keyring.fromMaterial(material);
@@ -107,9 +108,22 @@ describe('decryptToken failures', () => {
     // Tk9D's AAD does not cover the type segment: anyone can turn a string value into a "number" one.
     const t = parseEv(encryptValue('1, "admin": true', keyring.publicKeys()));
     const forged = formatEv({ ...t, type: 'number' });
-    expect(decryptError(forged).message).toMatch(/JSON number/);
+    expect(decryptError(forged).reason).toBe('NOT_A_JSON_NUMBER');
     const forgedBool = formatEv({ ...t, type: 'boolean' });
-    expect(decryptError(forgedBool).message).toMatch(/true or false/);
+    expect(decryptError(forgedBool).reason).toBe('NOT_A_BOOLEAN');
+  });
+
+  it('gives every reason the same code and message; only the operator fields (reason, detail) tell them apart', () => {
+    const values = failingValues(keyring);
+    const errors = Object.entries(values).map(([reason, token]) => [reason, decryptError(token)] as const);
+    for (const [reason, err] of errors) {
+      expect(err, reason).toBeInstanceOf(EvDecryptError);
+      expect(err.reason).toBe(reason);
+      expect({ code: err.code, message: err.message, status: err.status }).toEqual({ code: 'EV_DECRYPT_FAILED', message: EV_DECRYPT_MESSAGE, status: 422 });
+      expect(err.detail).toMatch(/^(Tk9D|QkTC)(:number|:boolean)? value, p256 key [0-9a-f]{16}$/);
+    }
+    expect(new Set(errors.map(([, e]) => e.reason)).size).toBe(6);
+    expect(EV_DECRYPT_MESSAGE).not.toMatch(/number|boolean|UTF-8|metadata|curve|Tk9D|key [0-9a-f]/);
   });
 
   it('binds the type into the AAD of role-carrying values', () => {

@@ -95,7 +95,7 @@ describe('decryptHeaderValue', () => {
 
   it('refuses decrypted text that would inject header lines', () => {
     for (const bad of ['a\r\nx-admin: 1', 'nul\u0000', '東京']) {
-      expect(() => decryptHeaderValue(enc(bad), keyring)).toThrow(expect.objectContaining({ code: 'EV_UNSAFE_HEADER_VALUE' }));
+      expect(() => decryptHeaderValue(enc(bad), keyring)).toThrow(expect.objectContaining({ code: 'EV_DECRYPT_FAILED', reason: 'UNSAFE_HEADER_VALUE' }));
     }
   });
 });

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pino from 'pino';
+import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { EvEncryptor, encryptValue } from '../../src/crypto/ev-format.ts';
 import { decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
@@ -16,6 +17,7 @@ import type { MemoryLogSink } from '../../src/http/log-sink.ts';
 import { bodyKind, createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
 import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
 import { fromBase64, toBase64 } from '../../src/util/bytes.ts';
+import { failingValues, headerUnsafeValue } from '../crypto/ev-forge.ts';
 import { ResponseReader, dataRequest, fakeContext, json, startApp } from './helpers.ts';
 import type { TestApp } from './helpers.ts';
 
@@ -469,10 +471,39 @@ describe('decrypt stage: refusals', () => {
 
   it('refuses a header value whose plaintext would inject a header line (422, nothing forwarded)', async () => {
     await setup();
-    const res = await dataRequest(fwd!, post('{}', { headers: `X-Card: ${encryptValue('a\r\nX-Admin: yes', pub)}\r\n` }));
+    const res = await dataRequest(fwd!, post('{}', { headers: `X-Card: ${headerUnsafeValue(keyring)}\r\n` }));
     expect(res.status).toBe(422);
-    expect((json(res.body) as { message: string }).message).toContain('not allowed in an HTTP header value');
+    expect(json(res.body)).toMatchObject({ error: 'HTTP_DECRYPT_FAILED', message: `request header X-Card: ${EV_DECRYPT_MESSAGE}` });
     expect(app!.seen).toHaveLength(0);
+  });
+
+  it('answers every reason with the same status and text (no oracle); the operator log names the reason', async () => {
+    const { logger, lines } = capturedLogger();
+    await setup({}, createDecryptStage(keyring, { logger }));
+    const values = failingValues(keyring);
+    const seen = new Map<string, string[]>();
+    const answer = async (raw: Buffer): Promise<string> => {
+      const res = await dataRequest(fwd!, raw);
+      const { request_id: _id, ...rest } = json(res.body) as Record<string, unknown>;
+      return JSON.stringify({ status: res.status, type: res.headers['content-type'], ...rest });
+    };
+    const cases: [string, string, Buffer][] = [
+      ...Object.entries(values).map(([reason, v]) => [reason, 'body', post(JSON.stringify({ ok: encryptValue(SECRET, pub), v }))] as [string, string, Buffer]),
+      ...Object.entries(values).map(([reason, v]) => [reason, 'header', post('{}', { headers: `X-Card: ${v}\r\n` })] as [string, string, Buffer]),
+      ['UNSAFE_HEADER_VALUE', 'header', post('{}', { headers: `X-Card: ${headerUnsafeValue(keyring)}\r\n` })],
+    ];
+    for (const [reason, where, raw] of cases) {
+      const text = await answer(raw);
+      seen.set(where, [...(seen.get(where) ?? []), text]);
+      expect(lines.join(''), `${reason} in ${where}`).toContain(`"reason":"${reason}"`);
+    }
+    expect(seen.get('body')).toHaveLength(6);
+    expect(new Set(seen.get('body'))).toEqual(new Set([JSON.stringify({ status: 422, type: 'application/json', error: 'HTTP_DECRYPT_FAILED', message: `request body: ${EV_DECRYPT_MESSAGE}` })]));
+    expect(seen.get('header')).toHaveLength(7);
+    expect(new Set(seen.get('header'))).toEqual(new Set([JSON.stringify({ status: 422, type: 'application/json', error: 'HTTP_DECRYPT_FAILED', message: `request header X-Card: ${EV_DECRYPT_MESSAGE}` })]));
+    expect(app!.seen).toHaveLength(0);
+    expect(lines.join('')).not.toContain(SECRET);
+    expect(lines.join('')).not.toContain('not a number');
   });
 });
 

@@ -31,21 +31,29 @@
 //     1024, enclave.toml [limits] max_decrypt_fields) in one request. Each value with its own ephemeral key
 //     costs an ECDH (~1 ms P-256, ~4 ms secp256k1), so an 8 MiB body of distinct-key values would burn
 //     minutes of CPU. The values are counted first (a lexical scan and a parse of each candidate, no ECDH)
-//     and the request is refused before any of them is decrypted: header values are counted before any
-//     header is decrypted, the body's values before any of the body's (so at most `maxFields` header values
-//     are ever decrypted for a refused request).
+//     and the request is refused before any of them is decrypted (headers are counted before the body is
+//     read, the body before anything is decrypted).
+//   - 503 HTTP_DECRYPT_BUSY: the agent's global budget of requests decrypting at once ([limits]
+//     max_concurrent_decrypts, shared with the local API) is spent; nothing was decrypted or forwarded.
+//   The client-visible text of a 422 names only where (body, header name): every cause gets the same words
+//   (telling them apart is an oracle on the plaintext); the operator log gets the reason.
+// Decryption runs on a DecryptScheduler: one value per step, in slices, so a request of many values never
+// holds the event loop for more than a few milliseconds at a time.
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
 import type { Readable } from 'node:stream';
-import { EvDecryptError } from '../../crypto/errors.ts';
+import type { Logger } from 'pino';
+import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../../crypto/decrypt-scheduler.ts';
+import { EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
-import { countHeaderTokens, countJsonTokens, decryptHeaderValue, decryptJsonTokens } from '../../crypto/json-decrypt.ts';
-import { stringEnd } from '../../crypto/json-lex.ts';
+import { countHeaderTokens, countJsonTokens, decryptHeaderValueSteps, decryptJsonSteps } from '../../crypto/json-decrypt.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { HttpModeError } from '../errors.ts';
 import { getHeaders } from '../headers.ts';
 import type { DecryptInput, DecryptOutput, DecryptStage } from './decrypt.ts';
 import { readBodyCapped } from './decrypt.ts';
 import { BufferBody } from '../simple-request.ts';
+
+export { DEFAULT_MAX_DECRYPT_FIELDS };
 
 /** The bytes in were counted when the original body was read: the buffer handed on counts nothing again. */
 const counted = (): void => {};
@@ -55,10 +63,11 @@ export interface DecryptStageOptions {
   maxBufferedBodyBytes?: number;
   /** Most `ev:` values decrypted for one request, headers and body together. Default 1024. Over it → 413. */
   maxFields?: number;
+  /** Where decryption runs, and the global budget (share one with the local API). Default: the stage's own. */
+  scheduler?: DecryptScheduler;
+  /** Operator log: the reason a value was refused (never the value). */
+  logger?: Logger;
 }
-
-/** Default of `maxFields` (and of enclave.toml [limits] max_decrypt_fields). */
-export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
 
 /** How a request body is treated, from its Content-Type / Content-Encoding. */
 export type BodyKind = 'json' | 'passthrough';
@@ -126,51 +135,9 @@ function jsonText(buf: Buffer): string | null {
   return text;
 }
 
-// Each value with its own ephemeral key costs an ECDH and a KDF (measured 0.9 ms for P-256 and 4 ms for
-// secp256k1 per value on the shared 2-core dev VM at load average 10): a body holding thousands would block
-// the event loop — and every other session — for seconds. The text is cut into slices of a few candidate values, each decrypted by
-// decryptJsonTokens, yielding to the event loop whenever a few milliseconds have been spent.
-const SLICE_CANDIDATES = 8;
-const SLICE_MS = 4;
-
-/** decryptJsonTokens(text) in slices with yields in between; same output, same count, same errors. */
-async function decryptJsonSliced(text: string, keyring: Keyring): Promise<{ json: string; count: number }> {
-  // Cut points are opening quotes of strings, found with the same lexing decryptJsonTokens does, so each
-  // slice starts outside any string and an object key's colon is always in the key's slice.
-  const cuts: number[] = [0];
-  let candidates = 0;
-  for (let i = 0; ; ) {
-    const q = text.indexOf('"', i);
-    if (q < 0) break;
-    const e = stringEnd(text, q);
-    if (e < 0) break;
-    if (text.startsWith('ev:', q + 1) && text.charCodeAt(e - 1) === 0x24 /* $ */) {
-      if (candidates === SLICE_CANDIDATES) {
-        cuts.push(q);
-        candidates = 0;
-      }
-      candidates++;
-    }
-    i = e + 1;
-  }
-  if (cuts.length === 1) return decryptJsonTokens(text, keyring);
-  const parts: string[] = [];
-  let count = 0;
-  let sliceStart = performance.now();
-  for (let k = 0; k < cuts.length; k++) {
-    const out = decryptJsonTokens(text.slice(cuts[k], cuts[k + 1]), keyring);
-    parts.push(out.json);
-    count += out.count;
-    if (performance.now() - sliceStart >= SLICE_MS) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      sliceStart = performance.now();
-    }
-  }
-  return { json: count === 0 ? text : parts.join(''), count };
-}
-
-function refused(where: string, err: EvDecryptError): HttpModeError {
-  // err.message names the version, curve and key id, never the value or its plaintext.
+function refused(where: string, err: EvDecryptError, requestId: string, logger: Logger | undefined): HttpModeError {
+  logger?.warn({ requestId, where, ...err.toLog() }, 'ev: value refused');
+  // err.message is the same for every reason; `where` is what the client sent (body, a header name).
   return new HttpModeError('HTTP_DECRYPT_FAILED', 422, `${where}: ${err.message}`, { cause: err });
 }
 
@@ -182,7 +149,7 @@ function tooManyFields(max: number): HttpModeError {
   );
 }
 
-/** Header values holding tokens, counted without decrypting (Host excepted, as in decryptHeaders). */
+/** Header values holding tokens, counted without decrypting (Host excepted, as in headerSteps). */
 function countHeaders(headers: string[]): number {
   let count = 0;
   for (let i = 0; i < headers.length; i += 2) {
@@ -193,8 +160,16 @@ function countHeaders(headers: string[]): number {
   return count;
 }
 
-/** Decrypts header values in place; returns how many tokens were replaced. */
-function decryptHeaders(headers: string[], keyring: Keyring): number {
+/** A refusal that says where the failing value was (header name or body), as the stage throws it. */
+class Located {
+  constructor(
+    readonly where: string,
+    readonly err: EvDecryptError,
+  ) {}
+}
+
+/** Decrypts header values in place, one value per step; returns how many tokens were replaced. */
+function* headerSteps(headers: string[], keyring: Keyring): Generator<void, number, void> {
   let count = 0;
   for (let i = 0; i < headers.length; i += 2) {
     const value = headers[i + 1]!;
@@ -202,22 +177,35 @@ function decryptHeaders(headers: string[], keyring: Keyring): number {
     const name = headers[i]!;
     if (name.toLowerCase() === 'host') continue;
     try {
-      const out = decryptHeaderValue(value, keyring);
+      const out = yield* decryptHeaderValueSteps(value, keyring);
       if (out.count > 0) {
         headers[i + 1] = out.value;
         count += out.count;
       }
     } catch (err) {
-      if (err instanceof EvDecryptError) throw refused(`request header ${name}`, err);
+      if (err instanceof EvDecryptError) throw new Located(`request header ${name}`, err);
       throw err;
     }
   }
   return count;
 }
 
-async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Keyring, cap: number, fields: { left: number; max: number }): Promise<{ body: Buffer; count: number }> {
+/** Header values, then the body's JSON text (if any): one job, so one request takes one slot of the budget. */
+function* requestSteps(headers: string[], headerCount: number, text: string | null, keyring: Keyring): Generator<void, { headers: number; body: { json: string; count: number } | null }, void> {
+  const h = headerCount > 0 ? yield* headerSteps(headers, keyring) : 0;
+  if (text === null) return { headers: h, body: null };
+  try {
+    return { headers: h, body: yield* decryptJsonSteps(text, keyring) };
+  } catch (err) {
+    if (err instanceof EvDecryptError) throw new Located('request body', err);
+    throw err;
+  }
+}
+
+/** The request's body bytes and its JSON text when it holds ev: values to decrypt (null: forward as is). */
+async function readJsonBody(input: DecryptInput & { body: Readable }, cap: number): Promise<{ raw: Buffer; text: string | null }> {
   const raw = await readBodyCapped(input.body, cap, input.contentLength);
-  if (raw.indexOf('ev:') < 0) return { body: raw, count: 0 };
+  if (raw.indexOf('ev:') < 0) return { raw, text: null };
   const text = jsonText(raw);
   if (text === null) {
     // Not JSON (or not UTF-8) despite its Content-Type. Harmless without tokens; refused with them.
@@ -228,18 +216,9 @@ async function decryptBody(input: DecryptInput & { body: Readable }, keyring: Ke
         'request body: Content-Type says JSON but the body is not valid UTF-8 JSON, and it holds ev: values; the agent decrypts ev: values only in valid JSON and does not forward them undecrypted',
       );
     }
-    return { body: raw, count: 0 };
+    return { raw, text: null };
   }
-  // Counted before the first ECDH: over the budget, nothing in the body is decrypted.
-  if (countJsonTokens(text, fields.left) > fields.left) throw tooManyFields(fields.max);
-  let out: { json: string; count: number };
-  try {
-    out = await decryptJsonSliced(text, keyring);
-  } catch (err) {
-    if (err instanceof EvDecryptError) throw refused('request body', err);
-    throw err;
-  }
-  return out.count === 0 ? { body: raw, count: 0 } : { body: Buffer.from(out.json, 'utf8'), count: out.count };
+  return { raw, text };
 }
 
 /**
@@ -255,9 +234,36 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
   if (!Number.isSafeInteger(maxFields) || maxFields < 1) {
     throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxFields: expected a positive integer, found ${String(opts.maxFields)}`);
   }
+  const scheduler = opts.scheduler ?? new DecryptScheduler();
+  const logger = opts.logger;
+
+  /** Counts (413 before any ECDH), then decrypts headers and body as one scheduled job. */
+  const decryptRequest = async (input: DecryptInput, headerCount: number, body: (DecryptInput & { body: Readable }) | null): Promise<DecryptOutput | null> => {
+    let raw: Buffer | null = null;
+    let text: string | null = null;
+    if (body !== null) {
+      ({ raw, text } = await readJsonBody(body, own ?? input.maxBufferedBodyBytes));
+      const left = maxFields - headerCount;
+      if (text !== null && countJsonTokens(text, left) > left) throw tooManyFields(maxFields);
+    }
+    let out: { headers: number; body: { json: string; count: number } | null };
+    try {
+      out = headerCount === 0 && text === null ? { headers: 0, body: null } : await scheduler.run(requestSteps(input.headers, headerCount, text, keyring));
+    } catch (err) {
+      if (err instanceof Located) throw refused(err.where, err.err, input.requestId, logger);
+      if (err instanceof EvBusyError) throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, `${err.message}; nothing was forwarded`, { cause: err });
+      throw err;
+    }
+    const bodyCount = out.body?.count ?? 0;
+    if (raw === null) return out.headers === 0 ? null : { body: input.body, contentLength: input.contentLength, decryptedFields: out.headers };
+    // The body goes on as a buffer in memory: a fast-path request then reaches the app through the lean client.
+    const bytes = bodyCount === 0 ? raw : Buffer.from(out.body!.json, 'utf8');
+    return { body: new BufferBody(bytes, counted), contentLength: bytes.length, decryptedFields: out.headers + bodyCount };
+  };
+
   return (input): DecryptOutput | null | Promise<DecryptOutput | null> => {
-    if (countHeaders(input.headers) > maxFields) throw tooManyFields(maxFields);
-    const headerCount = decryptHeaders(input.headers, keyring);
+    const headerCount = countHeaders(input.headers);
+    if (headerCount > maxFields) throw tooManyFields(maxFields);
     const body = input.body;
     let kind: BodyKind = 'passthrough';
     if (body !== null) {
@@ -265,15 +271,9 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       if (types.length > 1) throw new HttpModeError('HTTP_BAD_REQUEST', 400, `expected at most one Content-Type header on a request with a body, found ${types.length}`);
       kind = bodyKind(types[0], getHeaders(input.headers, 'content-encoding').join(','));
     }
-    if (body === null || kind === 'passthrough') {
-      // Synchronous: the body stream is not touched and flows on as it came.
-      return headerCount === 0 ? null : { body, contentLength: input.contentLength, decryptedFields: headerCount };
-    }
-    // The body goes on as a buffer in memory: a fast-path request then reaches the app through the lean client.
-    return decryptBody({ ...input, body }, keyring, own ?? input.maxBufferedBodyBytes, { left: maxFields - headerCount, max: maxFields }).then((out) => ({
-      body: new BufferBody(out.body, counted),
-      contentLength: out.body.length,
-      decryptedFields: headerCount + out.count,
-    }));
+    const json = body !== null && kind === 'json';
+    // Synchronous when there is nothing to decrypt and no body to read: the body stream flows on as it came.
+    if (headerCount === 0 && !json) return null;
+    return decryptRequest(input, headerCount, json ? { ...input, body } : null);
   };
 }

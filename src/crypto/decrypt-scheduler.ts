@@ -1,0 +1,110 @@
+// Where ev: work (decrypting and encrypting request values) runs: on the event loop, in slices, under one
+// global budget. Each value under its own ephemeral key costs an ECDH (~1 ms P-256, ~4 ms secp256k1 on a
+// slow core); done in one go, a 514 KB body of such values held the event loop — every session, every
+// request — for 5.2 s.
+//
+// A job is an iterator whose next() does one unit of work (one value: at most one ECDH). The scheduler
+// runs the units of all queued jobs round-robin until `sliceMs` has passed, then yields with setImmediate,
+// so the I/O callbacks of everything else run before the next slice. One slice per event-loop turn for all
+// jobs together (not one per job): ten floods cost other requests the same slice per turn as one. The event
+// loop is therefore never held for more than sliceMs plus one unit (≤ 5 + 4 ms by default).
+//
+// The budget: at most `maxConcurrent` jobs at once across the agent (HTTP mode and the local API share one
+// scheduler); run() beyond it rejects at once with EvBusyError, before any work (429 / 503 to the client).
+// Why on the event loop and not a worker pool: measured in scripts/bench/decrypt-flood.ts (README,
+// Reliability) — slicing keeps the p99 of small requests within a few ms of no flood at all.
+import { EvBusyError } from './errors.ts';
+
+/** Default of enclave.toml [limits] max_decrypt_fields: most ev: values decrypted for one request. */
+export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
+/** Default of enclave.toml [limits] max_concurrent_decrypts. */
+export const DEFAULT_MAX_CONCURRENT_DECRYPTS = 16;
+/** Default slice: the event loop runs other callbacks at least this often while values are decrypted. */
+export const DEFAULT_SLICE_MS = 5;
+
+export interface DecryptSchedulerOptions {
+  /** Most jobs queued or running at once; more are refused with EvBusyError. */
+  maxConcurrent?: number;
+  /** Time spent in units before yielding to the event loop (ms). */
+  sliceMs?: number;
+}
+
+interface Job {
+  steps: Iterator<unknown, unknown>;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+/** Runs steps to completion synchronously, for callers that hold the event loop knowingly (CLI, tests). */
+export function drain<T>(steps: Iterator<unknown, T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+  }
+}
+
+function positive(name: string, value: number, integer: boolean): number {
+  if (!(value > 0) || !Number.isFinite(value) || (integer && !Number.isSafeInteger(value))) {
+    throw new RangeError(`DecryptScheduler ${name}: expected a positive ${integer ? 'integer' : 'number'}, found ${String(value)}`);
+  }
+  return value;
+}
+
+export class DecryptScheduler {
+  readonly maxConcurrent: number;
+  readonly sliceMs: number;
+  readonly #jobs: Job[] = [];
+  #next = 0;
+  #scheduled = false;
+
+  constructor(opts: DecryptSchedulerOptions = {}) {
+    this.maxConcurrent = positive('maxConcurrent', opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_DECRYPTS, true);
+    this.sliceMs = positive('sliceMs', opts.sliceMs ?? DEFAULT_SLICE_MS, false);
+  }
+
+  /** Jobs queued or running. */
+  get active(): number {
+    return this.#jobs.length;
+  }
+
+  /** Runs `steps` to completion in slices; resolves with its return value, rejects with what a step throws. */
+  run<T>(steps: Iterator<unknown, T>): Promise<T> {
+    if (this.#jobs.length >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
+    return new Promise<T>((resolve, reject) => {
+      this.#jobs.push({ steps, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(this.#slice);
+      }
+    });
+  }
+
+  readonly #slice = (): void => {
+    this.#scheduled = false;
+    const jobs = this.#jobs;
+    const end = performance.now() + this.sliceMs;
+    while (jobs.length > 0) {
+      if (this.#next >= jobs.length) this.#next = 0;
+      const job = jobs[this.#next]!;
+      let r: IteratorResult<unknown, unknown>;
+      try {
+        r = job.steps.next();
+      } catch (err) {
+        jobs.splice(this.#next, 1);
+        job.reject(err);
+        continue;
+      }
+      if (r.done === true) {
+        jobs.splice(this.#next, 1);
+        job.resolve(r.value);
+      } else {
+        this.#next++;
+      }
+      if (performance.now() >= end) break;
+    }
+    if (jobs.length > 0) {
+      this.#scheduled = true;
+      setImmediate(this.#slice);
+    }
+  };
+}
