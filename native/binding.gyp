@@ -8,13 +8,21 @@
         "src/nsm.c",
         "src/loopback.c",
         "src/intarray.c",
-        "src/aead.c"
+        "src/aead.c",
+        "src/origdst.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "conditions": [
         ["OS!='linux'", { "defines": ["ENCLAVE_NATIVE_UNSUPPORTED_OS=1"] }]
       ]
+    },
+    {
+      "target_name": "enclave_die_with_parent",
+      "type": "executable",
+      "sources": ["src/die-with-parent.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
+      "defines": ["_GNU_SOURCE"]
     }
   ]
 }

@@ -3,8 +3,11 @@
  * unknown keys are errors naming the key, because a typo must never silently disable a security setting.
  */
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { AgentError } from './errors.ts';
+import { EgressError } from './egress/errors.ts';
+import { parseDestination } from './egress/policy.ts';
 
 export class ConfigError extends AgentError {}
 
@@ -63,14 +66,39 @@ export interface Config {
     max_buffered_body_bytes: number;
     /** HTTP mode: most ev: values decrypted for one request (headers and body); more → 413, nothing forwarded. */
     max_decrypt_fields: number;
+    /** Most requests (HTTP mode and local API /encrypt, /decrypt) doing ev: work at once; more → 503 / 429. */
+    max_concurrent_decrypts: number;
     handshake_timeout_ms: number;
     idle_timeout_ms: number;
+    /** Sessions per client address (the bridge's PROXY v2 source); more are closed before any crypto. */
+    max_sessions_per_client: number;
+    /** Queued output toward a client that does not finish writing one message within this closes the session. */
+    write_stall_timeout_ms: number;
+    /** Encrypted output queued toward all clients together; past it new requests get Error. */
+    max_queued_bytes: number;
+    /** Connections between accept and the end of their handshake; more wait in the queue below. */
+    max_concurrent_handshakes: number;
+    /** Connections waiting for a handshake slot; more are closed before any crypto. */
+    max_queued_handshakes: number;
   };
   keyring: { source: 'dev' | 'sealed-file'; path: string | null };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
   control: { public_key: string | null };
   attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null; HashAlgorithm: string | null; signature: string | null };
-  egress: { enabled: boolean; destinations: string[] };
+  egress: {
+    enabled: boolean;
+    /** The allow-list (src/egress/policy.ts grammar), each entry validated at load. */
+    destinations: string[];
+    /** explicit: the HTTP(S)_PROXY on 127.0.0.1:proxy_port only; transparent: also iptables REDIRECT + DNS stub (root, in `run`). */
+    mode: 'explicit' | 'transparent';
+    proxy_port: number;
+    transparent_port: number;
+    /** The host dialer's vsock port on the parent (CID 3). */
+    host_port: number;
+    connect_timeout_ms: number;
+    /** A TLS flow to a name entry must carry that name as its SNI. */
+    sni_check: boolean;
+  };
 }
 
 // ---- schema -------------------------------------------------------------------------------------------
@@ -173,8 +201,14 @@ const SCHEMA: Schema = {
       max_request_bytes: int(16 * MiB, 1024, 1024 * MiB),
       max_buffered_body_bytes: int(8 * MiB, 1024, 1024 * MiB),
       max_decrypt_fields: int(1024, 1, 1_000_000),
+      max_concurrent_decrypts: int(16, 1, 10_000),
       handshake_timeout_ms: int(10 * SEC, 100, 600 * SEC),
       idle_timeout_ms: int(300 * SEC, 1 * SEC, 86_400 * SEC),
+      max_sessions_per_client: int(64, 1, 100_000),
+      write_stall_timeout_ms: int(30 * SEC, 100, 3600 * SEC),
+      max_queued_bytes: int(256 * MiB, 1 * MiB, 64 * 1024 * MiB),
+      max_concurrent_handshakes: int(4 * availableParallelism(), 1, 100_000),
+      max_queued_handshakes: int(256, 0, 100_000),
     },
   },
   keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file']), path: str(null) } },
@@ -193,7 +227,19 @@ const SCHEMA: Schema = {
     // HashAlgorithm and signature: what `ev enclave build` writes next to the PCRs (information).
     fields: { PCR0: str(null, HEX48), PCR1: str(null, HEX48), PCR2: str(null, HEX48), PCR8: str(null, HEX48), HashAlgorithm: str(null), signature: str(null) },
   },
-  egress: { kind: 'table', fields: { enabled: bool(false), destinations: { kind: 'strings', default: [] } } },
+  egress: {
+    kind: 'table',
+    fields: {
+      enabled: bool(false),
+      destinations: { kind: 'custom', default: [], parse: parseDestinations },
+      mode: oneOf('explicit', ['explicit', 'transparent']),
+      proxy_port: int(3128, 1, PORT_MAX),
+      transparent_port: int(15001, 1, PORT_MAX),
+      host_port: int(8001, 1, 0xffffffff),
+      connect_timeout_ms: int(10 * SEC, 100, 120 * SEC),
+      sni_check: bool(false),
+    },
+  },
 };
 
 function describe(value: unknown): string {
@@ -209,6 +255,20 @@ function bad(key: string, expected: string, value: unknown): never {
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+/** [egress] destinations: an array of strings, each a valid entry; the error names the entry. */
+function parseDestinations(value: unknown, key: string): string[] {
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) bad(key, 'an array of strings', value);
+  for (const entry of value as string[]) {
+    try {
+      parseDestination(entry);
+    } catch (err) {
+      if (err instanceof EgressError) throw new ConfigError('CONFIG_BAD_VALUE', err.message);
+      throw err;
+    }
+  }
+  return [...(value as string[])];
 }
 
 function parseHealthcheck(value: unknown, key: string): Config['healthcheck'] {
@@ -339,6 +399,9 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   }
   if (config.keyring.source === 'sealed-file' && !config.keyring.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.path: required when keyring.source = "sealed-file"');
+  }
+  if (config.egress.mode === 'transparent' && !config.egress.enabled) {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'egress.mode: "transparent" needs egress.enabled = true');
   }
   if (config.log.sink === 'file' && !config.log.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'log.path: required when log.sink = "file"');

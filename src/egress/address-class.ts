@@ -1,0 +1,71 @@
+// Which IP addresses are not on the public internet. A name on the allow-list that resolves into one of these
+// ranges is refused (DNS rebinding to 127.0.0.1 or the metadata service 169.254.169.254), unless an IP or
+// CIDR entry of the policy names the address itself. net.BlockList does the prefix arithmetic.
+import net from 'node:net';
+
+const NON_GLOBAL_V4: readonly [string, number][] = [
+  ['0.0.0.0', 8], // "this network"
+  ['10.0.0.0', 8], // RFC 1918
+  ['100.64.0.0', 10], // CGNAT (RFC 6598)
+  ['127.0.0.0', 8], // loopback
+  ['169.254.0.0', 16], // link-local, incl. 169.254.169.254 (instance metadata)
+  ['172.16.0.0', 12], // RFC 1918
+  ['192.0.0.0', 24], // IETF protocol assignments
+  ['192.168.0.0', 16], // RFC 1918
+  ['224.0.0.0', 4], // multicast
+  ['240.0.0.0', 4], // reserved, incl. broadcast
+];
+const NON_GLOBAL_V6: readonly [string, number][] = [
+  ['::', 128], // unspecified
+  ['::1', 128], // loopback
+  ['::ffff:0:0', 96], // IPv4-mapped: judged as the IPv4 address instead (see isNonGlobal)
+  ['64:ff9b:1::', 48], // local-use NAT64
+  ['fc00::', 7], // ULA
+  ['fe80::', 10], // link-local
+  ['ff00::', 8], // multicast
+];
+
+const nonGlobal = new net.BlockList();
+for (const [a, p] of NON_GLOBAL_V4) nonGlobal.addSubnet(a, p, 'ipv4');
+for (const [a, p] of NON_GLOBAL_V6) nonGlobal.addSubnet(a, p, 'ipv6');
+
+/** 4 or 6 for an IP literal (IPv6 without brackets), 0 otherwise. */
+export function ipFamily(text: string): 0 | 4 | 6 {
+  return net.isIP(text) as 0 | 4 | 6;
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address ("::ffff:1.2.3.4"), else the input. */
+export function unmapIpv4(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m ? m[1]! : ip;
+}
+
+/** True for loopback, RFC 1918, link-local, CGNAT, ULA, multicast and the other special-purpose ranges. */
+export function isNonGlobal(ip: string): boolean {
+  const v = unmapIpv4(ip);
+  const family = ipFamily(v);
+  if (family === 0) return true; // not an address at all: never "global"
+  return nonGlobal.check(v, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+/** A BlockList of extra prefixes ("198.18.0.0/15", "10.1.2.3"), for the host dialer's --allow-nonglobal. */
+export function prefixList(prefixes: readonly string[]): net.BlockList {
+  const list = new net.BlockList();
+  for (const p of prefixes) {
+    const [addr, len] = p.split('/');
+    const family = ipFamily(addr ?? '');
+    if (family === 0) throw new TypeError(`expected an IP address or CIDR, found ${JSON.stringify(p)}`);
+    const max = family === 4 ? 32 : 128;
+    const bits = len === undefined ? max : Number(len);
+    if (!/^\d+$/.test(len ?? String(max)) || bits > max) throw new TypeError(`expected a prefix length 0..${max}, found ${JSON.stringify(p)}`);
+    list.addSubnet(addr!, bits, family === 4 ? 'ipv4' : 'ipv6');
+  }
+  return list;
+}
+
+/** BlockList.check with the family worked out (false for anything that is not an IP literal). */
+export function inList(list: net.BlockList, ip: string): boolean {
+  const v = unmapIpv4(ip);
+  const family = ipFamily(v);
+  return family !== 0 && list.check(v, family === 4 ? 'ipv4' : 'ipv6');
+}

@@ -1,0 +1,92 @@
+// Every egress decision, allowed or denied, becomes a transaction-log record of type "egress" (name, IP,
+// port, bytes each way, duration — never payload) and a count; denied ones are also logged at warn, at most
+// WARN_BURST per WARN_WINDOW_MS (the rest are counted and summarised), so a looping app cannot flood the log.
+import type { Logger } from 'pino';
+import type { LogSink } from '../http/log-sink.ts';
+
+export type EgressVia = 'explicit' | 'transparent' | 'dns';
+
+export interface EgressDecision {
+  allowed: boolean;
+  via: EgressVia;
+  /** The name the app asked for ("" for a raw IP). */
+  name: string;
+  /** The address dialled or refused (null when refused before resolution). */
+  ip: string | null;
+  port: number;
+  /** App → destination, destination → app. */
+  bytesOut: number;
+  bytesIn: number;
+  durationMs: number;
+  /** Why refused or how it ended: "not on the allow-list", "non-global address", "connect failed", ... */
+  reason?: string;
+}
+
+/**
+ * The egress counters, by outcome. src/ops/metrics.ts did not exist when egress was built: the metrics module
+ * reads this object (or passes `onDecision`) to export egress_flows_total{allowed,via} and the byte totals.
+ */
+export const egressCounters = {
+  allowed: 0,
+  denied: 0,
+  bytesOut: 0,
+  bytesIn: 0,
+};
+
+export const WARN_BURST = 10;
+export const WARN_WINDOW_MS = 10_000;
+
+export interface DecisionLogOptions {
+  trxSink?: LogSink;
+  logger?: Logger;
+  /** Extra observer (metrics). */
+  onDecision?: (d: EgressDecision) => void;
+  now?: () => number;
+}
+
+export class DecisionLog {
+  private windowStart = -Infinity;
+  private warned = 0;
+  private suppressed = 0;
+  private readonly now: () => number;
+  constructor(private readonly opts: DecisionLogOptions = {}) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  record(d: EgressDecision): void {
+    if (d.allowed) egressCounters.allowed++;
+    else egressCounters.denied++;
+    egressCounters.bytesOut += d.bytesOut;
+    egressCounters.bytesIn += d.bytesIn;
+    this.opts.trxSink?.write({
+      type: 'egress',
+      allowed: d.allowed,
+      via: d.via,
+      name: d.name,
+      ip: d.ip,
+      port: d.port,
+      bytes_out: d.bytesOut,
+      bytes_in: d.bytesIn,
+      duration_ms: Math.round(d.durationMs * 10) / 10,
+      ...(d.reason === undefined ? {} : { reason: d.reason }),
+    });
+    if (!d.allowed) this.warnDenied(d);
+    this.opts.onDecision?.(d);
+  }
+
+  private warnDenied(d: EgressDecision): void {
+    const t = this.now();
+    if (t - this.windowStart >= WARN_WINDOW_MS) {
+      if (this.suppressed > 0) this.opts.logger?.warn({ suppressed: this.suppressed, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
+      this.windowStart = t;
+      this.warned = 0;
+      this.suppressed = 0;
+    }
+    if (this.warned < WARN_BURST) {
+      this.warned++;
+      this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason }, 'egress denied');
+    } else {
+      this.suppressed++;
+    }
+  }
+}

@@ -1,0 +1,111 @@
+// Transparent mode's resolver on 127.0.0.1:53 (UDP and TCP; iptables sends every DNS packet here):
+//   a name no entry allows       → REFUSED, and no query leaves the enclave
+//   an allowed name, type A      → resolved through the host; non-global answers dropped (unless an IP entry
+//                                  names them); each address pinned to the name for max(TTL, 30 s)
+//   an allowed name, other types → empty NOERROR (IPv6 is off: AAAA gets no address)
+// The answer is rebuilt from the question and the kept A records (CNAME chains flattened onto the name).
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { DecisionLog } from './decision-log.ts';
+import { buildResponse, parseQuery, QTYPE, RCODE, type Answer, type Query } from './dns-message.ts';
+import { EgressError } from './errors.ts';
+import type { PinTable } from './pin-table.ts';
+import { normalizeName, type EgressPolicy } from './policy.ts';
+import { resolveA, type DnsTransport } from './resolver.ts';
+
+const UDP_MAX = 512;
+const TCP_IDLE_MS = 10_000;
+
+export interface DnsStubOptions {
+  policy: EgressPolicy;
+  dns: DnsTransport;
+  pins: PinTable;
+  log: DecisionLog;
+  host?: string;
+  /** Default 53; 0 picks a free port (tests). */
+  port?: number;
+}
+
+export interface DnsStub {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** The answer to one query message (null: not even a DNS header, drop it). */
+export async function answerQuery(opts: DnsStubOptions, msg: Buffer, maxBytes: number): Promise<Buffer | null> {
+  let q: Query;
+  try {
+    q = parseQuery(msg);
+  } catch {
+    if (msg.length < 12) return null;
+    const id = msg.readUInt16BE(0);
+    return buildResponse({ id, rd: false, opcode: 0, question: { name: '', type: 0, class: 1 } }, RCODE.FORMERR, []).subarray(0, 12);
+  }
+  const started = performance.now();
+  const name = normalizeName(q.question.name);
+  const deny = (reason: string): Buffer => {
+    opts.log.record({ allowed: false, via: 'dns', name: q.question.name.slice(0, 253), ip: null, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason });
+    return buildResponse(q, RCODE.REFUSED, [], maxBytes);
+  };
+  if (q.opcode !== 0 || q.question.class !== 1) return deny('not a standard IN query');
+  if (name === null || !opts.policy.allowsNameOnSomePort(name)) return deny('name not on the allow-list');
+  if (q.question.type !== QTYPE.A) return buildResponse(q, RCODE.NOERROR, [], maxBytes);
+  try {
+    const r = await resolveA(name, opts.dns, opts.policy);
+    for (const { ip, ttl } of r.allowed) opts.pins.pin(name, ip, ttl);
+    if (r.allowed.length === 0 && r.refused.length > 0) {
+      opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });
+    }
+    const answers: Answer[] = r.allowed.map(({ ip, ttl }) => ({ name: q.question.name, type: QTYPE.A, ttl, address: ip }));
+    return buildResponse(q, RCODE.NOERROR, answers, maxBytes);
+  } catch (err) {
+    const nx = err instanceof EgressError && /NXDOMAIN/.test(err.message);
+    return buildResponse(q, nx ? RCODE.NXDOMAIN : RCODE.SERVFAIL, [], maxBytes);
+  }
+}
+
+export async function startDnsStub(opts: DnsStubOptions): Promise<DnsStub> {
+  const host = opts.host ?? '127.0.0.1';
+  const udp = dgram.createSocket('udp4');
+  udp.on('error', () => {});
+  udp.on('message', (msg, from) => {
+    void answerQuery(opts, msg, UDP_MAX).then((res) => {
+      if (res !== null) udp.send(res, from.port, from.address);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    udp.once('error', (err) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot bind udp ${host}:${opts.port ?? 53}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
+    udp.bind({ address: host, port: opts.port ?? 53 }, () => resolve());
+  });
+  const port = udp.address().port;
+  const tcp = net.createServer((s) => {
+    s.on('error', () => {});
+    s.setTimeout(TCP_IDLE_MS, () => s.destroy());
+    let buf = Buffer.alloc(0);
+    s.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + msg.length);
+        void answerQuery(opts, msg, 0xffff).then((res) => {
+          if (res === null || s.destroyed) return;
+          const len = Buffer.alloc(2);
+          len.writeUInt16BE(res.length);
+          s.write(Buffer.concat([len, res]));
+        });
+      }
+    });
+  });
+  tcp.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', (err: NodeJS.ErrnoException) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot listen on tcp ${host}:${port}: ${err.code ?? err.message}`)));
+    tcp.listen({ host, port }, () => resolve());
+  });
+  return {
+    port,
+    close: async () => {
+      udp.close();
+      tcp.close();
+    },
+  };
+}

@@ -1,0 +1,161 @@
+// The explicit egress proxy on 127.0.0.1 (HTTP_PROXY / HTTPS_PROXY for the app):
+//   CONNECT host:port              → policy, resolve, dial over the host dialer → 200, then raw bytes
+//   GET http://host[:port]/path    → the same checks; the request goes upstream in origin-form with Host
+//                                    set, hop-by-hop headers removed and Connection: close (one request per
+//                                    proxy connection)
+//   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
+//   origin-form or anything else   → 400
+// Refused → 403, dial failure or dialer down → 502, connect timeout → 504.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { DecisionLog } from './decision-log.ts';
+import { authorizeAndDial, EgressDenied, type DialDeps } from './dial.ts';
+import { EgressError } from './errors.ts';
+import type { FlowTracker } from './flow-tracker.ts';
+import { readHead, type ProxyHead } from './proxy-head.ts';
+import { peekSni } from './sni.ts';
+import { allowHalfOpen } from './splice.ts';
+
+const HEAD_TIMEOUT_MS = 30_000;
+const SNI_TIMEOUT_MS = 10_000;
+const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade']);
+
+export interface ExplicitProxyOptions extends DialDeps {
+  /** 0 picks a free port. */
+  port: number;
+  log: DecisionLog;
+  flows: FlowTracker;
+  /** CONNECT to a name: the TLS ClientHello must name the same host. */
+  sniCheck: boolean;
+}
+
+export interface ExplicitProxy {
+  readonly port: number;
+  /** "http://127.0.0.1:PORT" */
+  readonly url: string;
+  /** Stops accepting (open flows are the tracker's). */
+  close(): Promise<void>;
+}
+
+function reply(socket: Duplex, status: number, reason: string, body: string): void {
+  const text = body + '\n';
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+}
+
+/** Where a request goes: host, port, and for absolute http:// the origin-form path. */
+function targetOf(head: ProxyHead): { host: string; port: number; path: string | null } | { error: string; status: number } {
+  if (head.method === 'CONNECT') {
+    const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]/]+):(\d{1,5})$/.exec(head.target);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return { status: 400, error: `CONNECT needs host:port, found ${JSON.stringify(head.target.slice(0, 100))}` };
+    return { host: m[1]!, port: Number(m[2]), path: null };
+  }
+  if (/^https:\/\//i.test(head.target)) return { status: 400, error: 'use CONNECT: this proxy does not fetch https:// URLs for you (set HTTPS_PROXY and let the client tunnel)' };
+  if (!/^http:\/\//i.test(head.target)) return { status: 400, error: 'this is an egress proxy: send CONNECT host:port or an absolute http:// URL' };
+  let url: URL;
+  try {
+    url = new URL(head.target);
+  } catch {
+    return { status: 400, error: `bad URL ${JSON.stringify(head.target.slice(0, 100))}` };
+  }
+  if (url.username !== '' || url.password !== '') return { status: 400, error: 'credentials in the URL are not forwarded' };
+  return { host: url.hostname, port: url.port === '' ? 80 : Number(url.port), path: `${url.pathname}${url.search}` };
+}
+
+function originRequest(head: ProxyHead, host: string, port: number, path: string): string {
+  const lines = [`${head.method} ${path} HTTP/1.1`, `host: ${port === 80 ? host : `${host}:${port}`}`];
+  const named = new Set((head.headers.find(([n]) => n.toLowerCase() === 'connection')?.[1] ?? '').toLowerCase().split(',').map((s) => s.trim()));
+  for (const [n, v] of head.headers) {
+    const l = n.toLowerCase();
+    if (l === 'host' || HOP_BY_HOP.has(l) || named.has(l)) continue;
+    lines.push(`${n}: ${v}`);
+  }
+  lines.push('connection: close');
+  return lines.join('\r\n') + '\r\n\r\n';
+}
+
+function statusFor(err: unknown): [number, string] {
+  if (err instanceof EgressError) {
+    switch (err.code) {
+      case 'EGRESS_DENIED':
+        return [403, 'Forbidden'];
+      case 'EGRESS_TIMEOUT':
+        return [504, 'Gateway Timeout'];
+      default:
+        return [502, 'Bad Gateway'];
+    }
+  }
+  return [502, 'Bad Gateway'];
+}
+
+export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<ExplicitProxy> {
+  const handle = async (socket: net.Socket): Promise<void> => {
+    const startedAt = performance.now();
+    allowHalfOpen(socket);
+    socket.on('error', () => {});
+    let head: ProxyHead;
+    try {
+      head = await readHead(socket, HEAD_TIMEOUT_MS);
+    } catch (err) {
+      reply(socket, 400, 'Bad Request', (err as Error).message);
+      return;
+    }
+    const target = targetOf(head);
+    if ('error' in target) {
+      reply(socket, target.status, 'Bad Request', target.error);
+      return;
+    }
+    const deny = (reason: string, ip: string | null): void =>
+      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason });
+    let dialed;
+    try {
+      dialed = await authorizeAndDial(opts, target.host, target.port);
+    } catch (err) {
+      const [status, reason] = statusFor(err);
+      deny((err as Error).message, err instanceof EgressDenied ? err.ip : null);
+      reply(socket, status, reason, status === 403 ? `egress denied: ${(err as Error).message}` : `egress failed: ${(err as Error).message}`);
+      return;
+    }
+    if (socket.destroyed) {
+      dialed.stream.destroy();
+      return;
+    }
+    if (target.path === null) {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      if (opts.sniCheck && dialed.name !== '') {
+        const sni = await peekSni(socket, SNI_TIMEOUT_MS);
+        if (sni.kind !== 'sni' || sni.name !== dialed.name) {
+          deny(sni.kind === 'sni' ? `TLS SNI ${sni.name} is not ${dialed.name}` : 'no TLS SNI (sni_check)', dialed.ip);
+          dialed.stream.destroy();
+          socket.destroy();
+          return;
+        }
+      }
+    } else {
+      dialed.stream.write(originRequest(head, dialed.name === '' ? dialed.ip : dialed.name, target.port, target.path));
+    }
+    await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt });
+  };
+
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void handle(socket).catch(() => socket.destroy()));
+  server.on('error', () => {});
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void =>
+      reject(new EgressError('EGRESS_SETUP_FAILED', `egress proxy: cannot listen on 127.0.0.1:${opts.port}: ${err.code ?? err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen({ host: '127.0.0.1', port: opts.port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
+        server.close();
+        setImmediate(resolve);
+      }),
+  };
+}

@@ -1,0 +1,90 @@
+// Copies bytes both ways between two streams until both directions are done: end of one side's input is
+// passed on as a half-close (end() = shutdown(SHUT_WR)), so a request/response over a half-closed socket
+// works; an error or reset on either side destroys both. Each write is at most 32 KiB (vsock single writes
+// above that wedge on Nitro kernels, EGRESS.md §3.2), and backpressure pauses the reading side.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export const MAX_WRITE = 32 * 1024;
+
+export interface SpliceResult {
+  /** Bytes copied a → b and b → a. */
+  readonly aToB: number;
+  readonly bToA: number;
+  /** True when both directions ended with a clean half-close (no error, reset or destroy). */
+  readonly clean: boolean;
+}
+
+export interface Splice {
+  readonly done: Promise<SpliceResult>;
+  /** Bytes so far, a → b and b → a. */
+  counts(): { aToB: number; bToA: number };
+  /** Ends both sides at once (drain deadline, shutdown). */
+  destroy(): void;
+}
+
+/** Keeps half-open sockets half-open: net.Socket ends its writable side when its readable side ends unless told. */
+export function allowHalfOpen(s: Duplex): void {
+  (s as { allowHalfOpen: boolean }).allowHalfOpen = true;
+}
+
+function abort(s: Duplex): void {
+  if (s.destroyed) return;
+  // A reset, not a FIN: the peer must not take a truncated transfer for a complete one.
+  if (s instanceof net.Socket && typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
+  else s.destroy();
+}
+
+export function splice(a: Duplex, b: Duplex): Splice {
+  allowHalfOpen(a);
+  allowHalfOpen(b);
+  let aToB = 0;
+  let bToA = 0;
+  let ended = 0;
+  let failed = false;
+  let resolveDone!: (r: SpliceResult) => void;
+  const done = new Promise<SpliceResult>((resolve) => (resolveDone = resolve));
+  let closed = 0;
+
+  const pump = (from: Duplex, to: Duplex, add: (n: number) => void): void => {
+    from.on('data', (chunk: Buffer) => {
+      add(chunk.length);
+      let ok = true;
+      for (let off = 0; off < chunk.length; off += MAX_WRITE) ok = to.write(chunk.subarray(off, off + MAX_WRITE));
+      if (!ok && !to.destroyed) {
+        from.pause();
+        to.once('drain', () => from.resume());
+      }
+    });
+    from.once('end', () => {
+      ended++;
+      // Each side closes itself (autoDestroy) once its input ended and its output finished.
+      if (!to.destroyed) to.end();
+    });
+  };
+  pump(a, b, (n) => (aToB += n));
+  pump(b, a, (n) => (bToA += n));
+
+  const onFail = (): void => {
+    if (ended === 2) return;
+    failed = true;
+    abort(a);
+    abort(b);
+  };
+  const onClose = (): void => {
+    // A side that closes before both directions ended was reset or destroyed: take the other one down too.
+    if (ended < 2) onFail();
+    if (++closed === 2) resolveDone({ aToB, bToA, clean: !failed && ended === 2 });
+  };
+  for (const s of [a, b]) {
+    s.on('error', onFail);
+    s.once('close', onClose);
+    if (s.closed) queueMicrotask(onClose);
+    else s.resume();
+  }
+  return {
+    done,
+    counts: () => ({ aToB, bToA }),
+    destroy: onFail,
+  };
+}

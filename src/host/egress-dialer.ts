@@ -1,0 +1,172 @@
+// The parent instance's side of egress: one stream per flow from the enclave (vsock; TCP or a UNIX socket in
+// the local stack and tests). It reads one framed request (EGRESS.md §3.3, src/egress/flow-frame.ts) and
+//   CONNECT ip:port → dials exactly that address (never a name), answers the status, then copies raw bytes
+//                     both ways with half-close and ≤ 32 KiB writes;
+//   DNS query       → forwards it to the parent's resolvers and answers with the raw response.
+// The enclave is the enforcement point; this side refuses non-global addresses unless configured
+// (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import pino from 'pino';
+import { inList, isNonGlobal, prefixList } from '../egress/address-class.ts';
+import { EgressError } from '../egress/errors.ts';
+import {
+  decodeRequestBody,
+  decodeRequestHeader,
+  encodeResponse,
+  REQUEST_HEADER_BYTES,
+  Status,
+  type ConnectRequest,
+  type FlowRequest,
+} from '../egress/flow-frame.ts';
+import { readBytes } from '../egress/read-bytes.ts';
+import { allowHalfOpen, splice, type Splice } from '../egress/splice.ts';
+import { listenTcp } from '../transport/tcp.ts';
+import type { Listener, ListenOptions } from '../transport/types.ts';
+import { listenUnix } from '../transport/unix.ts';
+import { forwardDnsQuery, systemResolvers, type ResolverAddress } from './egress-dialer-dns.ts';
+
+export const DEFAULT_EGRESS_VSOCK_PORT = 8001;
+const HEADER_TIMEOUT_MS = 5_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const MAX_CONNECT_TIMEOUT_MS = 120_000;
+const DNS_TIMEOUT_MS = 3_000;
+
+export type EgressDialerListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
+
+export interface EgressDialerOptions {
+  listen: EgressDialerListen;
+  /** Non-global prefixes this dialer may still dial ("10.0.0.0/8"): e.g. a VPC-internal service. */
+  allowNonGlobal?: readonly string[];
+  /** Default: the parent's /etc/resolv.conf servers. */
+  resolvers?: readonly ResolverAddress[];
+  logger?: Logger;
+}
+
+export interface EgressDialer {
+  readonly address: string;
+  readonly port: number | undefined;
+  /** Flows currently spliced. */
+  readonly activeFlows: number;
+  /** Stops accepting and cuts every open flow. */
+  close(): Promise<void>;
+}
+
+async function listenOn(where: EgressDialerListen, opts: ListenOptions): Promise<Listener> {
+  switch (where.kind) {
+    case 'tcp':
+      return listenTcp({ host: where.host ?? '127.0.0.1', port: where.port }, opts);
+    case 'unix':
+      return listenUnix({ path: where.path }, opts);
+    case 'vsock': {
+      const { listenVsock } = await import('../transport/vsock.ts');
+      return listenVsock({ port: where.port }, opts);
+    }
+  }
+}
+
+export async function startEgressDialer(opts: EgressDialerOptions): Promise<EgressDialer> {
+  const logger = opts.logger ?? pino({ enabled: false });
+  let extra: net.BlockList;
+  try {
+    extra = prefixList(opts.allowNonGlobal ?? []);
+  } catch (err) {
+    throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: --allow-nonglobal: ${(err as Error).message}`);
+  }
+  const resolvers = opts.resolvers ?? systemResolvers();
+  const streams = new Set<Duplex>();
+  const flows = new Set<Splice>();
+
+  const answer = (stream: Duplex, status: (typeof Status)[keyof typeof Status], body: string | Buffer, errno = 0): void => {
+    stream.write(encodeResponse({ status, errno, body }));
+  };
+
+  const connect = (stream: Duplex, req: ConnectRequest): void => {
+    if (isNonGlobal(req.ip) && !inList(extra, req.ip)) {
+      logger.warn({ ip: req.ip, port: req.port, name: req.name }, 'egress dialer: non-global address refused');
+      answer(stream, Status.HOST_POLICY_DENY, `${req.ip} is not a global address`);
+      stream.end();
+      return;
+    }
+    const timeoutMs = Math.min(req.timeoutMs || DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONNECT_TIMEOUT_MS);
+    const upstream = net.connect({ host: req.ip, port: req.port, noDelay: true, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      upstream.destroy();
+      answer(stream, Status.TIMEOUT, `no connection to ${req.ip}:${req.port} within ${timeoutMs} ms`);
+      stream.end();
+    }, timeoutMs);
+    const onEnclaveGone = (): void => {
+      clearTimeout(timer);
+      upstream.destroy();
+    };
+    stream.once('close', onEnclaveGone);
+    upstream.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      stream.off('close', onEnclaveGone);
+      if (stream.destroyed) return;
+      answer(stream, Status.CONNECT_FAILED, `connecting to ${req.ip}:${req.port}: ${err.code ?? err.message}`, Math.abs(err.errno ?? 0));
+      stream.end();
+    });
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      stream.off('close', onEnclaveGone);
+      answer(stream, Status.OK, '');
+      logger.debug({ ip: req.ip, port: req.port, name: req.name }, 'egress dialer: flow open');
+      const s = splice(stream, upstream);
+      flows.add(s);
+      void s.done.then((r) => {
+        flows.delete(s);
+        logger.debug({ ip: req.ip, port: req.port, name: req.name, bytesOut: r.aToB, bytesIn: r.bToA, clean: r.clean }, 'egress dialer: flow closed');
+      });
+    });
+  };
+
+  const dnsQuery = (stream: Duplex, query: Buffer): void => {
+    forwardDnsQuery(resolvers, query, DNS_TIMEOUT_MS).then(
+      (res) => {
+        answer(stream, Status.OK, res);
+        stream.end();
+      },
+      (err: unknown) => {
+        answer(stream, Status.RESOLVER_ERROR, (err as Error).message);
+        stream.end();
+      },
+    );
+  };
+
+  const onConnection = (stream: Duplex): void => {
+    allowHalfOpen(stream);
+    stream.on('error', () => {});
+    streams.add(stream);
+    stream.once('close', () => streams.delete(stream));
+    void (async () => {
+      let req: FlowRequest;
+      try {
+        const { op, len } = decodeRequestHeader(await readBytes(stream, REQUEST_HEADER_BYTES, HEADER_TIMEOUT_MS, 'egress request header'));
+        req = decodeRequestBody(op, await readBytes(stream, len, HEADER_TIMEOUT_MS, 'egress request body'));
+      } catch (err) {
+        logger.warn({ err: (err as EgressError).code ?? String(err), reason: (err as Error).message }, 'egress dialer: bad request; stream closed');
+        stream.destroy();
+        return;
+      }
+      if (req.op === 'connect') connect(stream, req);
+      else dnsQuery(stream, req.query);
+    })();
+  };
+
+  const listener = await listenOn(opts.listen, { onConnection });
+  logger.info({ listen: listener.address, resolvers: resolvers.map((r) => `${r.host}:${r.port}`), allowNonGlobal: opts.allowNonGlobal ?? [] }, 'egress dialer listening');
+  return {
+    address: listener.address,
+    port: listener.port,
+    get activeFlows() {
+      return flows.size;
+    },
+    async close() {
+      await listener.close();
+      for (const f of flows) f.destroy();
+      for (const s of streams) s.destroy();
+    },
+  };
+}
