@@ -6,7 +6,10 @@
 //                          Query `?curve=p256|secp256k1` picks the key (default p256). Numbers keep their
 //                          exact digits; null, keys and whitespace are kept.
 //   POST /decrypt          JSON value → every `ev:` string replaced by its typed value (exact number text).
-//                          Strings that are not valid `ev:` values are returned unaltered.
+//                          Strings that are not valid `ev:` values are returned unaltered. More values
+//                          than [limits] max_decrypt_fields → 413 before any is decrypted.
+//                          Both run sliced on the agent's DecryptScheduler; past its global budget
+//                          ([limits] max_concurrent_decrypts) → 429 API_BUSY.
 //   POST /attestation-doc  {"challenge"?, "nonce"?, "publicKey"?} → raw COSE_Sign1 (application/cbor).
 //                          ONE rule: all three are standard base64 (padding optional) of raw bytes;
 //                          challenge → user_data (≤ 512 bytes), nonce → nonce (≤ 512), publicKey →
@@ -17,8 +20,10 @@
 //   GET  /health           {"status":"ok","keyIds":{...}}
 import type { Nsm } from '../attestation/nsm.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
-import { decryptJsonTokens } from '../crypto/json-decrypt.ts';
-import { encryptJsonText } from '../crypto/json-encrypt.ts';
+import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
+import { EvBusyError } from '../crypto/errors.ts';
+import { countJsonTokens, decryptJsonSteps } from '../crypto/json-decrypt.ts';
+import { encryptJsonSteps } from '../crypto/json-encrypt.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { ApiError } from './errors.ts';
@@ -26,6 +31,8 @@ import { ApiError } from './errors.ts';
 export interface RouteContext {
   keyring: Keyring;
   nsm: Nsm;
+  /** /encrypt and /decrypt: most ev: values decrypted per request (413 past it) and where the work runs (429 when busy). */
+  ev: { maxDecryptFields: number; scheduler: DecryptScheduler };
 }
 
 export interface RouteRequest {
@@ -73,19 +80,36 @@ function singleHeader(headers: RouteRequest['headers'], name: string): string | 
   return v;
 }
 
-const encrypt: Route = ({ keyring }, req) => {
+/** Runs ev: work on the shared scheduler: sliced, and refused with 429 past the global budget. */
+async function scheduled<T>(scheduler: DecryptScheduler, steps: Iterator<unknown, T>): Promise<T> {
+  try {
+    return await scheduler.run(steps);
+  } catch (err) {
+    if (err instanceof EvBusyError) throw new ApiError('API_BUSY', 429, err.message, { cause: err });
+    throw err;
+  }
+}
+
+const encrypt: Route = async ({ keyring, ev }, req) => {
   const role = singleHeader(req.headers, 'x-evervault-data-role');
   const curveParam = req.query.get('curve') ?? 'p256';
   if (curveParam !== 'p256' && curveParam !== 'secp256k1') {
     throw new ApiError('API_BAD_INPUT', 400, `query parameter curve must be p256 or secp256k1, found ${JSON.stringify(curveParam.slice(0, 32))}`);
   }
   const text = jsonText(req.body);
-  const out = encryptJsonText(text, keyring, { curve: curveParam as EvCurve, ...(role !== undefined && role !== '' ? { role } : {}) });
+  // Per-request cost: one ECDH, then ~10 µs per value; the body cap bounds it, the scheduler slices it.
+  const out = await scheduled(ev.scheduler, encryptJsonSteps(text, keyring, { curve: curveParam as EvCurve, ...(role !== undefined && role !== '' ? { role } : {}) }));
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 
-const decrypt: Route = ({ keyring }, req) => {
-  const out = decryptJsonTokens(jsonText(req.body), keyring);
+const decrypt: Route = async ({ keyring, ev }, req) => {
+  const text = jsonText(req.body);
+  // Counted before the first ECDH (up to ~4 ms per value under its own key): past the cap, nothing is decrypted.
+  const max = ev.maxDecryptFields;
+  if (countJsonTokens(text, max) > max) {
+    throw new ApiError('API_TOO_MANY_ENCRYPTED_FIELDS', 413, `too many ev: values in one request (more than ${max}, [limits] max_decrypt_fields); nothing was decrypted`);
+  }
+  const out = await scheduled(ev.scheduler, decryptJsonSteps(text, keyring));
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 

@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from '../crypto/errors.ts';
+import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { ApiError } from './errors.ts';
 import { ROUTES } from './routes.ts';
@@ -29,6 +30,10 @@ export interface ApiServerOptions {
   port?: number;
   /** Request body cap in bytes (default 4 MiB); larger bodies get 413. */
   maxBodyBytes?: number;
+  /** Most ev: values /decrypt decrypts per request (default 1024, [limits] max_decrypt_fields); more get 413. */
+  maxDecryptFields?: number;
+  /** Where /encrypt and /decrypt work runs; share the HTTP stage's (one global budget). Default: its own. */
+  decryptScheduler?: DecryptScheduler;
   logger?: Logger;
 }
 
@@ -70,7 +75,11 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const port = opts.port ?? API_PORT;
   const max = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const logger = opts.logger ?? pino({ name: 'enclave-agent:api' });
-  const ctx = { keyring: opts.keyring, nsm: opts.nsm };
+  const ctx = {
+    keyring: opts.keyring,
+    nsm: opts.nsm,
+    ev: { maxDecryptFields: opts.maxDecryptFields ?? DEFAULT_MAX_DECRYPT_FIELDS, scheduler: opts.decryptScheduler ?? new DecryptScheduler() },
+  };
 
   const send = (res: http.ServerResponse, r: RouteResponse, extra: Record<string, string> = {}): void => {
     const body = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body;
@@ -102,6 +111,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     } catch (err) {
       const e = toErrorResponse(err);
       status = e.status;
+      // The client gets one message for every refused ev: value; the operator gets the reason (never the value).
+      if (err instanceof EvDecryptError) logger.warn({ path: url.pathname, ...err.toLog() }, 'ev: value refused');
       if (status >= 500) logger.error({ code: e.code, cause: (err as { cause?: { code?: string } }).cause?.code, path: url.pathname }, 'local API request failed');
       const extra: Record<string, string> = status === 413 ? { connection: 'close' } : {};
       if (!res.headersSent) send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: e.code, message: e.message }) }, extra);

@@ -16,6 +16,7 @@ export type HttpModeErrorCode =
   | 'HTTP_ATTESTATION_UNAVAILABLE'
   | 'HTTP_DECRYPT_FAILED'
   | 'HTTP_TOO_MANY_ENCRYPTED_FIELDS'
+  | 'HTTP_DECRYPT_BUSY'
   | 'HTTP_INTERNAL';
 
 export class HttpModeError extends AgentError {

@@ -15,6 +15,7 @@ import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
 import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
+import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
@@ -123,7 +124,7 @@ function listenTargets(listen: RuntimeListen, config: Config): { public: ListenT
   }
 }
 
-function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring): Forwarder {
+function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring, decryptScheduler: DecryptScheduler): Forwarder {
   const c = opts.config;
   if (c.mode === 'raw') {
     return createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol });
@@ -140,7 +141,7 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Key
     logSink: opts.trxSink ?? { write() {}, async close() {} },
     logger,
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
-    decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields }),
+    decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: decryptScheduler, logger }),
   });
 }
 
@@ -152,12 +153,14 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const attestationKey = keyring.attestationPublicKey();
   const controlKey = config.control.public_key === null ? undefined : fromBase64(config.control.public_key);
 
-  const forwarder = createForwarder(opts, logger, keyring);
+  // One budget for all ev: work (HTTP mode and the local API share the event loop it protects).
+  const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts });
+  const forwarder = createForwarder(opts, logger, keyring, decryptScheduler);
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   try {
     if (config.api.enabled) {
-      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, logger });
+      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger });
     }
     agent = await startAgent({
       listen: targets.public,
