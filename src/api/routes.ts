@@ -106,10 +106,12 @@ const decrypt: Route = async ({ keyring, ev }, req) => {
   const text = jsonText(req.body);
   // Counted before the first ECDH (up to ~4 ms per value under its own key): past the cap, nothing is decrypted.
   const max = ev.maxDecryptFields;
-  if (countJsonTokens(text, max) > max) {
+  const count = countJsonTokens(text, max);
+  if (count > max) {
     throw new ApiError('API_TOO_MANY_ENCRYPTED_FIELDS', 413, `too many ev: values in one request (more than ${max}, [limits] max_decrypt_fields); nothing was decrypted`);
   }
-  const out = await scheduled(ev.scheduler, decryptJsonSteps(text, keyring));
+  // No value, no work: such requests never wait for (or take) a slot of the budget.
+  const out = count === 0 ? { json: text, count: 0 } : await scheduled(ev.scheduler, decryptJsonSteps(text, keyring));
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 

@@ -95,7 +95,10 @@ export class DataConnection extends Duplex {
     outer.on('data', (c: Buffer) => {
       if (!this.push(c)) outer.pause();
     });
-    outer.once('end', () => this.push(null));
+    // The server cut the connection (the app's response failed after its head was relayed): what was read
+    // is a truncated answer, and the session must answer Error, as on the fast path — not a Data reply
+    // that looks complete.
+    outer.once('end', () => (outer.peerAborted ? this.destroy() : this.push(null)));
     outer.once('error', (err) => this.destroy(err));
     if (bytes.length > 0) outer.write(bytes);
     if (this.writableEnded) {

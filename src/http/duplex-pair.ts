@@ -7,8 +7,8 @@
 //   reader stalls the writer, never an unbounded buffer.
 // - Half-close: `end()` on one end is EOF on the other; each direction closes independently.
 // - Destroy: the peer still reads everything already delivered, then EOF (a destroyed end never discards
-//   bytes the peer was sent). Writes the peer makes afterwards are discarded, as bytes sent to a closed
-//   socket are. A caller that wants "the other side is gone, abort" links the ends itself
+//   bytes the peer was sent); `peerAborted` tells that EOF from an end() (a reset from a FIN). Writes the
+//   peer makes afterwards are discarded, as bytes sent to a closed socket are. A caller that wants "the other side is gone, abort" links the ends itself
 //   (`a.once('close', () => b.destroy())`): which side may abort the other is a policy, not the pair's.
 import { Duplex } from 'node:stream';
 
@@ -27,6 +27,13 @@ export class PairEnd extends Duplex {
   /** Bytes written to / read from this end so far. */
   bytesWritten = 0;
   bytesRead = 0;
+
+  /**
+   * The peer was destroyed before it ended its writable side: the EOF this end reads is a cut, not the end
+   * of what the peer meant to send (a socket reset rather than a FIN). Readers that must tell a complete
+   * answer from a truncated one check it on 'end'.
+   */
+  peerAborted = false;
 
   private pendingWrite: ((err?: Error | null) => void) | null = null;
   private peerGone = false;
@@ -68,6 +75,7 @@ export class PairEnd extends Duplex {
     this.clearTimer();
     const peer = this.peer;
     peer.peerGone = true;
+    if (!this.writableEnded) peer.peerAborted = true;
     // EOF for the peer after what it already has; a write of the peer waiting for us to read is released
     // (its bytes go nowhere, like bytes sent to a closed socket).
     if (!peer.destroyed) peer.push(null);

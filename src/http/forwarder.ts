@@ -81,6 +81,8 @@ export interface HttpModeOptions {
   decrypt?: DecryptStage;
   /** App health probe; without it /.well-known/health probes the app port by TCP. */
   healthcheck?: { path: string; port?: number; intervalMs?: number };
+  /** Called once per exchange when it is over (metrics: src/ops/metrics.ts); must not throw. */
+  observe?: (ex: Exchange) => void;
 }
 
 export interface HttpForwarder extends Forwarder {
@@ -137,7 +139,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     trxLogStage(trx),
     clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient }),
   ];
+  const observe = opts.observe;
+  const observed: Stage[] = observe === undefined ? [] : [(ex, next) => (ex.onDone(() => observe(ex)), next())];
   const httpPipeline = compose([
+    ...observed,
     attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }),
     healthEndpointStage(health, { startedAt }),
     ...common,
@@ -157,6 +162,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     });
   };
   const upgradePipeline = compose([
+    ...observed,
     ...common,
     upgradeStage({ host, port: opts.appPort, timeoutMs: upstreamTimeoutMs, dropResponseHeaders: agentHeaders }),
   ]);
@@ -232,6 +238,15 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       return;
     }
     runHttpPipeline(ex, res);
+  });
+
+  // Expect: 100-continue. A stream's client may wait for the interim 100 before sending its body, so it gets
+  // one at once (Node's default). A Data request carries its whole body already, and its reply is one
+  // message read to EOF: an interim 100 would become the start of it (a compat client reads the 100 as the
+  // answer), so it gets none. The app never sees Expect (a hop-by-hop field here, headers.ts).
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    if (contexts.get(req.socket)?.kind !== 'data') res.writeContinue();
+    server.emit('request', req, res);
   });
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

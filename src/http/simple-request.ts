@@ -9,8 +9,10 @@
 //   - request line `METHOD SP /origin-form SP HTTP/1.1` with a common method and a target of visible ASCII;
 //   - header lines `token ":" OWS value OWS`, value bytes HTAB / SP / VCHAR only (no obs-text, no obs-fold,
 //     no bare CR or LF anywhere), at most MAX_FAST_HEADERS of them, the head no larger than the server's cap;
-//   - exactly one Host; no Transfer-Encoding, Upgrade or Expect; at most one Content-Length of plain digits,
-//     and exactly that many bytes after the head (nothing pipelined, nothing missing);
+//   - exactly one Host; no Transfer-Encoding or Upgrade; no Expect but a single `100-continue` (the body is
+//     all there: the expectation is met without an interim 100, which would start the Data reply, and the
+//     field is not forwarded); at most one Content-Length of plain digits, and exactly that many bytes after
+//     the head (nothing pipelined, nothing missing);
 //   - not under /.well-known/ (the agent's own endpoints stay on the full path).
 // Everything refused here (smuggling attempts, malformed or unusual heads, pipelined requests, chunked
 // bodies, upgrades, HTTP/1.0) goes to the http.Server exactly as before, which gives its own answer (400 and
@@ -63,6 +65,7 @@ export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleR
   if (url.startsWith('/.well-known')) return null;
   const rawHeaders: string[] = new Array<string>((lines.length - 1) * 2);
   let hosts = 0;
+  let expects = 0;
   let contentLength: number | null = null;
   for (let i = 1; i < lines.length; i++) {
     // A bare CR or LF left inside a line fails the pattern (neither is in its character classes).
@@ -77,7 +80,7 @@ export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleR
         if (name.toLowerCase() === 'host') hosts++;
         break;
       case 6:
-        if (name.toLowerCase() === 'expect') return null;
+        if (name.toLowerCase() === 'expect' && (++expects > 1 || value.toLowerCase() !== '100-continue')) return null;
         break;
       case 7:
         if (name.toLowerCase() === 'upgrade') return null;

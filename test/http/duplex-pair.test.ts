@@ -90,4 +90,23 @@ describe('duplex pair', () => {
     await closed;
     expect(Buffer.concat(chunks).toString()).toBe('bye');
   });
+
+  it('tells an EOF from a destroy before end() (peerAborted) from one after end()', async () => {
+    for (const [how, aborted] of [['destroy', true], ['end then destroy', false], ['destroySoon', false]] as const) {
+      const [a, b] = createDuplexPair();
+      const got: Buffer[] = [];
+      b.on('data', (c: Buffer) => got.push(c));
+      const ended = new Promise<void>((r) => b.once('end', () => r()));
+      a.write('part');
+      if (how === 'destroy') a.destroy();
+      else if (how === 'destroySoon') a.destroySoon();
+      else {
+        a.end();
+        a.destroy();
+      }
+      await ended;
+      expect(Buffer.concat(got).toString()).toBe('part');
+      expect(b.peerAborted).toBe(aborted);
+    }
+  });
 });

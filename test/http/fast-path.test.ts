@@ -62,7 +62,7 @@ const HOSTILE: [string, string][] = [
   ['CONNECT', 'CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n'],
   ['two spaces after the method', 'GET  / HTTP/1.1\r\nHost: a\r\n\r\n'],
   ['an Upgrade request', 'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'],
-  ['Expect: 100-continue', 'POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\na'],
+  ['an expectation other than 100-continue (417)', 'POST / HTTP/1.1\r\nHost: a\r\nExpect: x-other\r\nContent-Length: 1\r\n\r\na'],
   ['a pipelined second request', 'GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n'],
   ['a smuggled request after a Content-Length: 0 body', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n'],
   ['fewer body bytes than declared', 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc'],
@@ -81,6 +81,11 @@ describe('fast path request parsing (parseSimpleRequest)', () => {
     const r = parse('POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello');
     expect(r?.contentLength).toBe(5);
     expect(r?.body?.toString()).toBe('hello');
+  });
+
+  it('takes Expect: 100-continue (the body is all there), but not two Expect fields', () => {
+    expect(parse('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\na')?.body?.toString()).toBe('a');
+    expect(parse('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\na')).toBeNull();
   });
 
   it.each(HOSTILE)('leaves %s to the http.Server', (_name, raw) => {

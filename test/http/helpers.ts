@@ -161,6 +161,14 @@ export class ResponseReader {
     return { status, headers, rawHeaders, body };
   }
 
+  /** The next `n` bytes (after what next() consumed), waiting for them. */
+  async readBytes(n: number): Promise<Buffer> {
+    while (this.buf.length < n) if (!(await this.more())) throw new Error(`stream ended after ${this.buf.length}/${n} bytes`);
+    const out = Buffer.from(this.buf.subarray(0, n));
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
   /** Bytes received but not consumed by next(). */
   takeBuffered(): Buffer {
     const b = this.buf;

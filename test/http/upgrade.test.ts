@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import WebSocket from 'ws';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHttpForwarder } from '../../src/http/forwarder.ts';
 import type { HttpForwarder } from '../../src/http/forwarder.ts';
@@ -31,6 +33,7 @@ async function echoApp(): Promise<TestApp> {
   wss = new WebSocketServer({ noServer: true });
   a.server.on('upgrade', (req, socket, head) => {
     a.seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
+    if (req.url === '/early-hints') socket.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n');
     if (req.url === '/refuse') {
       socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nno');
       return;
@@ -100,6 +103,55 @@ describe('Upgrade (WebSocket) through HTTP mode', () => {
     expect(app.seen.map((s) => s.url)).toEqual(['/refuse']);
   });
 
+  it('writes the bytes sent with the head only after the 101, and skips an interim 103 before it', async () => {
+    app = await echoApp();
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    const reader = new ResponseReader(d);
+    // The head and a first (masked) text frame in one write: Node hands the frame over as the upgrade's `head`.
+    const mask = Buffer.from([1, 2, 3, 4]);
+    const frame = Buffer.concat([Buffer.from([0x81, 0x80 | 5]), mask, Buffer.from('hello').map((b, i) => b ^ mask[i % 4]!)]);
+    d.write(Buffer.concat([Buffer.from(WS_HEAD('/early-hints')), frame]));
+    const res = await reader.next();
+    expect(res.status).toBe(101);
+    expect(await reader.readBytes(7)).toEqual(Buffer.from([0x81, 5, ...Buffer.from('hello')]));
+    d.destroy();
+  });
+
+  it('cuts a refused upgrade whose app keeps the connection open after its answer (after the timeout)', async () => {
+    // Answers, then ignores the agent's half-close: the connection stays open from its side.
+    const sockets: net.Socket[] = [];
+    const held = net.createServer({ allowHalfOpen: true }, (s) => {
+      sockets.push(s);
+      s.on('error', () => {});
+      s.once('data', () => s.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno'));
+      s.resume();
+    });
+    await new Promise<void>((r) => held.listen(0, '127.0.0.1', r));
+    try {
+      fwd = createHttpForwarder({ appPort: (held.address() as AddressInfo).port, logger: silentLogger, logSink: createMemoryLogSink(), upstreamTimeoutMs: 300 });
+      const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+      const reader = new ResponseReader(d);
+      d.write(WS_HEAD('/ws'));
+      const res = await reader.next();
+      expect(res.status).toBe(403);
+      expect(res.body.toString()).toBe('no');
+      await reader.waitEnd();
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => held.close(() => r()));
+    }
+  });
+
+  it('refuses an upgrade request that declares a body (400), without contacting the app', async () => {
+    app = await echoApp();
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    const res = await dataRequest(fwd, WS_HEAD('/echo', 'Content-Length: 5\r\n') + 'helloPOST /admin HTTP/1.1\r\nHost: a\r\n\r\n', fakeContext({ kind: 'stream' }));
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body.toString())).toMatchObject({ error: 'HTTP_BAD_REQUEST' });
+    expect(app.connections).toBe(0);
+  });
+
   it('answers 502 JSON to an upgrade when the app is down', async () => {
     app = await echoApp();
     const port = app.port;
@@ -132,6 +184,10 @@ describe('Upgrade (WebSocket) through HTTP mode', () => {
     for (const s of held) s.destroy();
   });
 });
+
+function WS_HEAD(path: string, extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
+}
 
 async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
   const end = Date.now() + ms;

@@ -1,8 +1,12 @@
 // Stage: Upgrade requests (WebSocket). undici's pool does not tunnel, so the agent opens a raw TCP
 // connection to the app, writes the request head (with the stages' header changes), and reads the app's
-// response head. On 101 the request id is added to it and both directions are piped raw, half-closes
-// included. On any other status the response is relayed with `Connection: close` and nothing more the
-// client sends reaches the app: a refused upgrade must not become a raw tunnel past the stages.
+// response head. On 101 the request id is added to it, the bytes the client sent after its head are
+// written, and both directions are piped raw, half-closes included. On any other status the response is
+// relayed with `Connection: close` and no byte the client sent after its head reaches the app — neither
+// those that came with the head nor later ones: a keep-alive app that does not speak WebSocket would parse
+// them as its next request, one that never passed the stages (request id, client address, decryption,
+// body limit, transaction log). The app connection is then closed (half-closed at once, destroyed if the
+// app has not finished its answer within the timeout).
 import type { PairEnd } from '../duplex-pair.ts';
 import net from 'node:net';
 import type { Stage } from '../exchange.ts';
@@ -52,6 +56,13 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
       // The upgrade path only runs on http.Server connections, whose sockets are pair ends.
       const client = ex.socket as PairEnd;
       const req = ex.req;
+      // A handshake has no body. Node hands a declared body over with the bytes after the head, which the
+      // app would only get after a 101, so it would wait for it; such a request is refused instead.
+      const length = req.headers['content-length'];
+      if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
+        reject(new HttpModeError('HTTP_BAD_REQUEST', 400, 'an Upgrade request with a body is not supported'));
+        return;
+      }
       const head = ex.upgradeHead ?? Buffer.alloc(0);
       const app = net.connect({ host: opts.host, port: opts.port, allowHalfOpen: true });
       app.setNoDelay(true);
@@ -94,11 +105,8 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
         const headers = endToEndHeaders(ex.upstreamHeaders, { keep: KEEP_FOR_UPGRADE });
         removeHeader(headers, 'connection');
         headers.push('Connection', 'Upgrade');
+        // Only the head: what follows it is held until the app has agreed to switch protocols (startTunnel).
         app.write(`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n${serializeHeaders(headers)}\r\n`, 'latin1');
-        if (head.length > 0) {
-          ex.bytesIn += head.length;
-          app.write(head);
-        }
         app.on('data', onHeadData);
         app.once('end', onHeadEnd);
       });
@@ -108,22 +116,28 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
       const onHeadData = (chunk: Buffer): void => {
         buffered.push(chunk);
         bufferedLen += chunk.length;
-        const all = buffered.length === 1 ? chunk : Buffer.concat(buffered, bufferedLen);
+        let all = buffered.length === 1 ? chunk : Buffer.concat(buffered, bufferedLen);
+        for (;;) {
+          const end = all.indexOf(HEAD_END);
+          if (end < 0) break;
+          const parsed = parseResponseHead(all.subarray(0, end).toString('latin1'));
+          if (parsed === null || parsed.status < 100) {
+            fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a malformed response to the upgrade'));
+            return;
+          }
+          all = all.subarray(end + HEAD_END.length);
+          // Interim answers (100 Continue, 103 Early Hints) are not relayed; the final one follows.
+          if (parsed.status < 200 && parsed.status !== 101) continue;
+          app.removeListener('data', onHeadData);
+          app.removeListener('end', onHeadEnd);
+          clearTimeout(timer);
+          buffered = [];
+          startTunnel(parsed, all);
+          return;
+        }
         buffered = [all];
-        const end = all.indexOf(HEAD_END);
-        if (end < 0) {
-          if (bufferedLen > maxHead) fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, `the app's response head exceeds ${maxHead} bytes`));
-          return;
-        }
-        const parsed = parseResponseHead(all.subarray(0, end).toString('latin1'));
-        if (parsed === null || parsed.status < 101) {
-          fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a malformed response to the upgrade'));
-          return;
-        }
-        app.removeListener('data', onHeadData);
-        app.removeListener('end', onHeadEnd);
-        clearTimeout(timer);
-        startTunnel(parsed, all.subarray(end + HEAD_END.length));
+        bufferedLen = all.length;
+        if (bufferedLen > maxHead) fail(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, `the app's response head exceeds ${maxHead} bytes`));
       };
 
       const startTunnel = (parsed: ParsedHead, rest: Buffer): void => {
@@ -164,15 +178,26 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
         });
         app.pipe(client);
         if (upgraded) {
+          if (head.length > 0) {
+            ex.bytesIn += head.length;
+            app.write(head);
+          }
           client.on('data', (c: Buffer) => {
             ex.bytesIn += c.length;
           });
           client.pipe(app);
         } else {
-          // Relay the app's answer to the end, then close; the client's further bytes are read and dropped.
+          // Relay the app's answer to the end, then close; the bytes the client sent after its head (`head`,
+          // and whatever comes later) are dropped. An app that keeps the connection open past its answer is
+          // cut after the timeout.
           app.end();
           client.resume();
           app.once('end', () => client.destroySoon());
+          const cut = setTimeout(() => {
+            app.destroy();
+            client.destroy();
+          }, opts.timeoutMs);
+          app.once('close', () => clearTimeout(cut));
         }
       };
     });
