@@ -148,16 +148,22 @@ interface Issuer {
   key: CryptoKey;
 }
 
+/**
+ * An X.501 Name as AWS's Nitro certificates encode it: one attribute per RDN, in the order given, countryName as
+ * PrintableString and everything else as UTF8String. (pkijs's own encoder puts every attribute into ONE
+ * multi-valued RDN with an unsorted SET OF, which is not DER: strict parsers such as Python's `cryptography`
+ * refuse it.) The Name is built as bytes and handed to pkijs pre-encoded, so it is written exactly so.
+ */
 function name(attrs: [string, string][]): pkijs.RelativeDistinguishedNames {
-  const rdn = new pkijs.RelativeDistinguishedNames();
-  for (const [type, value] of attrs) {
-    const v = type === '2.5.4.6' ? new asn1js.PrintableString({ value }) : new asn1js.Utf8String({ value });
-    rdn.typesAndValues.push(new pkijs.AttributeTypeAndValue({ type, value: v }));
-  }
-  return rdn;
+  const rdns = attrs.map(([type, value]) => {
+    const v = type === C ? new asn1js.PrintableString({ value }) : new asn1js.Utf8String({ value });
+    return new asn1js.Set({ value: [new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: type }), v] })] });
+  });
+  const der = new asn1js.Sequence({ value: rdns }).toBER(false);
+  return new pkijs.RelativeDistinguishedNames({ schema: asn1js.fromBER(der).result });
 }
 
-const C = '2.5.4.6', O = '2.5.4.10', OU = '2.5.4.11', CN = '2.5.4.3';
+const C = '2.5.4.6', ST = '2.5.4.8', L = '2.5.4.7', O = '2.5.4.10', OU = '2.5.4.11', CN = '2.5.4.3';
 
 function time(ms: number): pkijs.Time {
   const value = new Date(Math.floor(ms / 1000) * 1000);
@@ -305,7 +311,8 @@ export async function createNsmSimulator(opts: NsmSimulatorOptions): Promise<Nsm
     const notBefore = Math.floor(t / 1000) * 1000;
     const notAfter = notBefore + LEAF_LIFETIME_MS;
     const der = await mint({
-      subject: name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `${moduleId}.sim`]]),
+      // AWS's enclave leaf adds ST and L after C; root and intermediate are C, O, OU, CN.
+      subject: name([[C, 'US'], [ST, 'Washington'], [L, 'Seattle'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `${moduleId}.sim`]]),
       issuer: ca.intermediate,
       publicKey: keys.publicKey,
       signingKey: ca.intermediate.key,
