@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'native/build/', 'coverage/'] },
+  { ignores: ['dist/', 'dist-bundle/', 'node_modules/', 'native/build/', 'coverage/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -20,5 +20,7 @@ export default tseslint.config(
     ignores: ['src/noise/suite-node.ts', 'src/noise/native-aead.ts', 'src/client/node.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
   },
-  { files: ['scripts/**', 'test/**', 'bin/**', 'src/cli.ts', 'src/cli/**', 'docker/examples/**'], rules: { 'no-console': 'off' } },
+  // The CommonJS example shows require() of the package on purpose.
+  { files: ['examples/**/*.cjs'], rules: { '@typescript-eslint/no-require-imports': 'off' } },
+  { files: ['scripts/**', 'test/**', 'bin/**', 'examples/**', 'src/cli.ts', 'src/cli/**', 'docker/examples/**'], rules: { 'no-console': 'off' } },
 );

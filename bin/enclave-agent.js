@@ -1,12 +1,15 @@
 #!/usr/bin/env node
-// Runs the compiled CLI when `npm run build` produced dist/, else the TypeScript sources through tsx (development).
+// The `enclave-agent` command. An installed package runs the compiled CLI (dist/, built by `npm run build` at
+// pack time) with production dependencies only. A git checkout (src/ beside bin/; the package does not ship
+// src/) runs the TypeScript sources through tsx, a devDependency, so a dist/ left from an earlier build is never
+// what runs there.
 import { existsSync } from 'node:fs';
 
-const compiled = new URL('../dist/cli.js', import.meta.url);
-if (existsSync(compiled)) {
-  await import(compiled.href);
-} else {
+const sources = new URL('../src/cli.ts', import.meta.url);
+if (existsSync(sources)) {
   const { register } = await import('tsx/esm/api');
   register();
-  await import(new URL('../src/cli.ts', import.meta.url).href);
+  await import(sources.href);
+} else {
+  await import(new URL('../dist/cli.js', import.meta.url).href);
 }

@@ -5,9 +5,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliUsageError } from './types.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
+/** Spelled out so the build can emit a declaration (node's own result types are not exported). */
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: boolean; strict: true }>>;
 
 /** parseArgs (strict) whose errors are usage errors. */
-export function parseFlags<O extends Options>(args: string[], options: O, allowPositionals = false) {
+export function parseFlags<O extends Options>(args: string[], options: O, allowPositionals = false): Parsed<O> {
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {

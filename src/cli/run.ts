@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { AgentError } from '../errors.ts';
 import { COMMANDS, type CommandEntry } from './commands.ts';
 import { CliUsageError, type CliIo } from './types.ts';
@@ -15,7 +16,12 @@ const defaultIo: CliIo = {
 function usage(commands: readonly CommandEntry[]): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length), 4);
   const lines = commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`);
-  return ['Usage: enclave-agent <command> [options]', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
+  return ['Usage: enclave-agent <command> [options]', '       enclave-agent --version', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
+}
+
+/** The package's version: package.json is two levels up from src/cli/ and from dist/cli/ alike. */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
 /** Picks the command whose path is the longest prefix of argv. */
@@ -32,6 +38,10 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     io.out(usage(commands));
     return argv.length === 0 ? 2 : 0;
+  }
+  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
+    io.out(packageVersion());
+    return 0;
   }
   const entry = findCommand(commands, argv);
   if (!entry) {

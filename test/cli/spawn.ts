@@ -1,4 +1,6 @@
-// Runs bin/enclave-agent.js as a child process, bounded in time; collects its output.
+// Runs bin/enclave-agent.js as a child process, bounded in time; collects its output. In this checkout the bin
+// always runs the current TypeScript sources (src/cli.ts through tsx), never a dist/ from an earlier build
+// (test/cli/bin.test.ts holds that); the compiled package is tested as shipped by test/package/pack-install.test.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 
