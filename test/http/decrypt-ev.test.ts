@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pino from 'pino';
+import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { EvEncryptor, encryptValue } from '../../src/crypto/ev-format.ts';
 import { decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
@@ -418,6 +419,30 @@ describe('decrypt stage: per-request cap on encrypted fields', () => {
     const ok = echoOf(await dataRequest(fwd!, post(JSON.stringify([encryptValue(1, rp)]), { headers })));
     expect(headerValues(ok.rawHeaders, 'x-a')).toEqual(['a']);
     expect(JSON.parse(ok.body)).toEqual([1]);
+  });
+
+  it('answers 503 HTTP_DECRYPT_BUSY past the global budget without decrypting or forwarding; requests without values pass', async () => {
+    const { ring, ecdh } = countingKeyring();
+    const scheduler = new DecryptScheduler({ maxConcurrent: 1 });
+    await setup({}, createDecryptStage(ring, { scheduler }));
+    let released = false;
+    const slot = scheduler.run(
+      (function* () {
+        while (!released) yield;
+      })(),
+    );
+    const rp = ring.publicKeys();
+    for (const raw of [post(JSON.stringify([encryptValue(1, rp)])), post('{}', { headers: `X-A: ${encryptValue('a', rp)}\r\n` })]) {
+      const res = await dataRequest(fwd!, raw);
+      expect(res.status).toBe(503);
+      expect(json(res.body)).toMatchObject({ error: 'HTTP_DECRYPT_BUSY', message: expect.stringContaining('nothing was forwarded') as unknown });
+    }
+    expect(ecdh()).toBe(0);
+    expect(app!.seen).toHaveLength(0);
+    expect(JSON.parse(echoOf(await dataRequest(fwd!, post('{"plain":1}'))).body)).toEqual({ plain: 1 });
+    released = true;
+    await slot;
+    expect(JSON.parse(echoOf(await dataRequest(fwd!, post(JSON.stringify([encryptValue(1, rp)])))).body)).toEqual([1]);
   });
 
   it('rejects a bad maxFields option', () => {

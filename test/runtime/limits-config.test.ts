@@ -73,4 +73,15 @@ describe('[limits] through startAgentRuntime', () => {
     expect(ok.status).toBe(200);
     expect(JSON.parse(ok.body)).toEqual([1, 2, 3]);
   });
+
+  it('max_decrypt_fields caps the local API /decrypt the same way (413 past it, decrypted at it)', async () => {
+    const pub = stack.runtime.keyring.publicKeys();
+    const base = `http://127.0.0.1:${stack.runtime.apiPort!}/decrypt`;
+    const post = (values: number[]): Promise<Response> =>
+      fetch(base, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(values.map((v) => encryptValue(v, pub))) });
+    const over = await post([1, 2, 3, 4]);
+    expect(over.status).toBe(413);
+    expect(await over.json()).toMatchObject({ error: 'API_TOO_MANY_ENCRYPTED_FIELDS' });
+    expect(await (await post([1, 2, 3])).json()).toEqual([1, 2, 3]);
+  });
 });

@@ -1,0 +1,127 @@
+// The local API's /encrypt and /decrypt under load: the per-request cap on ev: values (413 before any
+// ECDH), the global budget of requests doing ev: work at once (429), and other requests being served while
+// a flood of distinct-key values is decrypted. Assertions are on status, ECDH counts and completion order.
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startApiServer } from '../../src/api/server.ts';
+import type { ApiServer } from '../../src/api/server.ts';
+import type { Nsm } from '../../src/attestation/nsm.ts';
+import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
+import { encryptValue } from '../../src/crypto/ev-format.ts';
+import { Keyring } from '../../src/crypto/keyring.ts';
+
+const nsm: Nsm = { attest: async () => Uint8Array.of(0x84), random: async (n) => new Uint8Array(n) };
+const logger = pino({ level: 'silent' });
+let api: ApiServer | undefined;
+
+afterEach(async () => {
+  await api?.close();
+  api = undefined;
+});
+
+/** A keyring whose ECDH calls are counted (every distinct ephemeral key costs one). */
+function countingKeyring(): { ring: Keyring; ecdh: () => number } {
+  const ring = Keyring.generate();
+  const real = ring.sharedSecret.bind(ring);
+  let calls = 0;
+  ring.sharedSecret = (curve, peer) => {
+    calls++;
+    return real(curve, peer);
+  };
+  return { ring, ecdh: () => calls };
+}
+
+async function start(ring: Keyring, opts: { maxDecryptFields?: number; decryptScheduler?: DecryptScheduler } = {}): Promise<string> {
+  api = await startApiServer({ keyring: ring, nsm, port: 0, logger, maxBodyBytes: 4 << 20, ...opts });
+  return `http://127.0.0.1:${api.port}`;
+}
+
+function post(base: string, path: string, body: string): Promise<Response> {
+  return fetch(base + path, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+}
+
+/** A job that holds one slot of the scheduler until released. */
+function holdSlot(s: DecryptScheduler): { release(): Promise<unknown> } {
+  let released = false;
+  const done = s.run(
+    (function* () {
+      while (!released) yield;
+    })(),
+  );
+  return {
+    release: () => {
+      released = true;
+      return done;
+    },
+  };
+}
+
+describe('local API: ev: limits', () => {
+  it('refuses /decrypt with more values than max_decrypt_fields with 413 before any ECDH; at the cap it decrypts', async () => {
+    const { ring, ecdh } = countingKeyring();
+    const base = await start(ring, { maxDecryptFields: 4 });
+    const values = Array.from({ length: 5 }, (_, i) => encryptValue(i, ring.publicKeys(), { curve: i % 2 === 0 ? 'p256' : 'secp256k1' }));
+    const over = await post(base, '/decrypt', JSON.stringify({ values }));
+    expect(over.status).toBe(413);
+    expect(await over.json()).toEqual({
+      error: 'API_TOO_MANY_ENCRYPTED_FIELDS',
+      message: 'too many ev: values in one request (more than 4, [limits] max_decrypt_fields); nothing was decrypted',
+    });
+    expect(ecdh()).toBe(0);
+    const at = await post(base, '/decrypt', JSON.stringify({ values: values.slice(0, 4) }));
+    expect(await at.json()).toEqual({ values: [0, 1, 2, 3] });
+    expect(ecdh()).toBe(4);
+  });
+
+  it('applies the default cap of 1024', async () => {
+    const { ring, ecdh } = countingKeyring();
+    const base = await start(ring);
+    const one = encryptValue(1, ring.publicKeys()); // one ephemeral key for all: the cap counts values, not keys
+    expect((await post(base, '/decrypt', JSON.stringify(Array(1025).fill(one)))).status).toBe(413);
+    expect(ecdh()).toBe(0);
+    expect(await (await post(base, '/decrypt', JSON.stringify(Array(1024).fill(one)))).json()).toHaveLength(1024);
+  });
+
+  it('answers 429 API_BUSY for /decrypt and /encrypt past the global budget, without decrypting; serves again once a slot frees', async () => {
+    const { ring, ecdh } = countingKeyring();
+    const scheduler = new DecryptScheduler({ maxConcurrent: 1 });
+    const base = await start(ring, { decryptScheduler: scheduler });
+    const token = encryptValue('x', ring.publicKeys());
+    const slot = holdSlot(scheduler);
+    const busy = await post(base, '/decrypt', JSON.stringify([token]));
+    expect(busy.status).toBe(429);
+    expect(await busy.json()).toMatchObject({ error: 'API_BUSY', message: expect.stringContaining('limit 1') as unknown });
+    expect((await post(base, '/encrypt', '"x"')).status).toBe(429);
+    expect(ecdh()).toBe(0);
+    // Nothing to decrypt: no slot needed.
+    expect(await (await post(base, '/decrypt', '{"plain":1}')).json()).toEqual({ plain: 1 });
+    await slot.release();
+    expect(await (await post(base, '/decrypt', JSON.stringify([token]))).json()).toEqual(['x']);
+  });
+
+  it('serves a small request while a flood of distinct-key values is being decrypted', { timeout: 60_000 }, async () => {
+    const { ring, ecdh } = countingKeyring();
+    const base = await start(ring);
+    const pub = ring.publicKeys();
+    // 3 requests × 250 values, each under its own ephemeral key: 750 ECDHs (~1 ms each), ~150 slices.
+    const bodies = Array.from({ length: 3 }, () => JSON.stringify(Array.from({ length: 250 }, (_, i) => encryptValue(i, pub))));
+    const order: string[] = [];
+    const flood = bodies.map((b, i) =>
+      post(base, '/decrypt', b).then(async (r) => {
+        expect(r.status).toBe(200);
+        expect(await r.json()).toHaveLength(250);
+        order.push(`flood${i}`);
+      }),
+    );
+    // Once decryption has begun (the test's own code runs again: the loop is not held), a small request.
+    while (ecdh() === 0) await new Promise((r) => setImmediate(r));
+    const health = fetch(`${base}/health`).then(async (r) => {
+      expect(r.status).toBe(200);
+      await r.arrayBuffer();
+      order.push('health');
+    });
+    await Promise.all([...flood, health]);
+    expect(order[0]).toBe('health');
+    expect(ecdh()).toBe(750);
+  });
+});
