@@ -11,12 +11,13 @@
 //                          Both run sliced on the agent's DecryptScheduler; past its global budget
 //                          ([limits] max_concurrent_decrypts) → 429 API_BUSY.
 //   POST /attestation-doc  {"challenge"?, "nonce"?, "publicKey"?} → raw COSE_Sign1 (application/cbor).
-//                          ONE rule: all three are standard base64 (padding optional) of raw bytes;
-//                          challenge → user_data (≤ 512 bytes), nonce → nonce (≤ 512), publicKey →
-//                          public_key (≤ 1024). Without publicKey, public_key is the keyring's
-//                          attestationPublicKey() (CBOR {"p256": bstr33, "secp256k1": bstr33}), so the
-//                          document binds this enclave's ev: keys. Unknown fields are refused. An empty
-//                          body means {}.
+//                          ONE rule: all three are standard base64 (padding optional) of raw bytes
+//                          (challenge ≤ 512 bytes, nonce ≤ 512, publicKey ≤ 1024), and NONE is signed
+//                          verbatim: user_data / nonce / public_key carry SHA-256("enclave-agent/app/
+//                          <field>/v1" ‖ value) (app-fields.ts says why). Without publicKey, public_key is
+//                          the keyring's attestationPublicKey() (CBOR {"p256": bstr33, "secp256k1":
+//                          bstr33}), so the document binds this enclave's ev: keys. Unknown fields are
+//                          refused. An empty body means {}.
 //   GET  /health           {"status":"ok","keyIds":{...}}
 import type { Nsm } from '../attestation/nsm.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
@@ -26,6 +27,7 @@ import { countJsonTokens, decryptJsonSteps } from '../crypto/json-decrypt.ts';
 import { encryptJsonSteps } from '../crypto/json-encrypt.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { fromBase64 } from '../util/bytes.ts';
+import { appFieldDigest } from './app-fields.ts';
 import { ApiError } from './errors.ts';
 
 export interface RouteContext {
@@ -137,12 +139,17 @@ const attestationDoc: Route = async ({ keyring, nsm }, req) => {
   const obj = body as Record<string, unknown>;
   const unknown = Object.keys(obj).filter((k) => !ATTESTATION_FIELDS.has(k));
   if (unknown.length > 0) throw new ApiError('API_BAD_INPUT', 400, `unknown field ${JSON.stringify(unknown[0]!.slice(0, 32))}: expected challenge, nonce, publicKey`);
-  const userData = base64Field(obj, 'challenge', MAX_USER_DATA);
+  const challenge = base64Field(obj, 'challenge', MAX_USER_DATA);
   const nonce = base64Field(obj, 'nonce', MAX_NONCE);
-  const publicKey = base64Field(obj, 'publicKey', MAX_PUBLIC_KEY) ?? keyring.attestationPublicKey();
+  const publicKey = base64Field(obj, 'publicKey', MAX_PUBLIC_KEY);
+  const request = {
+    userData: challenge === undefined ? null : appFieldDigest('user_data', challenge),
+    nonce: nonce === undefined ? null : appFieldDigest('nonce', nonce),
+    publicKey: publicKey === undefined ? keyring.attestationPublicKey() : appFieldDigest('public_key', publicKey),
+  };
   let doc: Uint8Array;
   try {
-    doc = await nsm.attest({ userData: userData ?? null, nonce: nonce ?? null, publicKey });
+    doc = await nsm.attest(request);
   } catch (err) {
     throw new ApiError('API_ATTESTATION_FAILED', 500, 'the NSM did not produce an attestation document', { cause: err });
   }

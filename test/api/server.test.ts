@@ -3,6 +3,7 @@ import os from 'node:os';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appFieldDigest } from '../../src/api/app-fields.ts';
 import { startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { AttestationRequest, Nsm } from '../../src/attestation/nsm.ts';
@@ -157,7 +158,7 @@ describe('routing', () => {
 });
 
 describe('POST /attestation-doc', () => {
-  it('passes base64 challenge/nonce/publicKey to the NSM and returns the raw COSE bytes', async () => {
+  it('passes the labelled digests of base64 challenge/nonce/publicKey to the NSM and returns the raw COSE bytes', async () => {
     nsm.requests.length = 0;
     const challenge = Uint8Array.from([1, 2, 3]);
     const nonce = new Uint8Array(512).fill(9);
@@ -167,9 +168,9 @@ describe('POST /attestation-doc', () => {
     expect(res.headers.get('content-type')).toBe('application/cbor');
     expect(new Uint8Array(await res.arrayBuffer())).toEqual(Uint8Array.from([0x84, 0x40, 0xa0, 0x40, 0x40]));
     expect(nsm.requests).toHaveLength(1);
-    expect(nsm.requests[0]!.userData).toEqual(challenge);
-    expect(nsm.requests[0]!.nonce).toEqual(nonce);
-    expect(nsm.requests[0]!.publicKey).toEqual(publicKey);
+    expect(nsm.requests[0]!.userData).toEqual(appFieldDigest('user_data', challenge));
+    expect(nsm.requests[0]!.nonce).toEqual(appFieldDigest('nonce', nonce));
+    expect(nsm.requests[0]!.publicKey).toEqual(appFieldDigest('public_key', publicKey));
   });
 
   it("binds the keyring's ev: public keys when no publicKey is given (empty body allowed)", async () => {
