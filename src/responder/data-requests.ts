@@ -33,9 +33,9 @@ export class DataRequests {
     this.#host = host;
   }
 
-  /** A Data request from the client: admitted (or refused by the session's limits), then forwarded. */
-  start(id: number, payload: Uint8Array, enc: ByteEncoding): void {
-    if (!this.#host.admit(id, enc)) return;
+  /** A Data request from the client: admitted (or refused by the session's limits), then forwarded. True if admitted. */
+  start(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
+    if (!this.#host.admit(id, enc)) return false;
     this.#host.stats.data++;
     const req: DataRequest = { id, enc, answered: false };
     this.#unanswered.add(req);
@@ -45,7 +45,7 @@ export class DataRequests {
       oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
     } catch (err) {
       void this.#reply(req, { type: 'Error', id, message: forwardErrorMessage(err) });
-      return;
+      return true;
     }
     if (oneShot !== null) this.#awaitOneShot(req, oneShot, limits.maxResponseBytes, limits.dataResponseTimeoutMs);
     else {
@@ -54,6 +54,7 @@ export class DataRequests {
         (err: unknown) => this.#reply(req, { type: 'Error', id, message: forwardErrorMessage(err) }),
       );
     }
+    return true;
   }
 
   /** Answers every request not yet answered with `Error{id, message}` (the drain timeout hit). */

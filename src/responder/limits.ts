@@ -1,5 +1,6 @@
 // Per-responder and per-session limits. Every number bounds memory or time that a client (or a slow app)
 // could otherwise grow without bound; the defaults are sized for a 2-vCPU enclave with a few GiB of memory.
+import { availableParallelism } from 'node:os';
 import { ResponderError } from './errors.ts';
 
 export interface Limits {
@@ -49,6 +50,29 @@ export interface Limits {
   maxPendingSessionRequests: number;
   /** Largest PROXY v2 header accepted (signature to last TLV byte). Default 4096. */
   maxProxyHeaderBytes: number;
+  /**
+   * Sessions per client address (the PROXY v2 source address; connections without one are not counted). One
+   * more is closed right after its PROXY header, before any crypto. Default 64.
+   */
+  maxSessionsPerClient: number;
+  /**
+   * Output queued toward a client that finishes writing no message for this long closes the session (a client
+   * that keeps its connection alive but never reads). Default 30 000 ms.
+   */
+  writeStallTimeoutMs: number;
+  /**
+   * Encrypted output queued toward clients, summed over every session sharing the budget (startAgent: both
+   * channels). Past it new Data/OpenStream get `Error`, Data replies that would not fit become `Error`, and
+   * sessions holding queued output stop reading until it drains. Default 256 MiB.
+   */
+  maxQueuedBytes: number;
+  /**
+   * Connections between accept and a completed handshake. More wait in a queue (not read, no crypto) until one
+   * finishes; beyond the queue they are closed at once. Default 4 × CPUs.
+   */
+  maxConcurrentHandshakes: number;
+  /** Connections waiting for a handshake slot; 0 = none wait. Default 256. */
+  maxQueuedHandshakes: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -63,7 +87,15 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxClientQueuedBytes: 1 << 20,
   maxPendingSessionRequests: 4,
   maxProxyHeaderBytes: 4096,
+  maxSessionsPerClient: 64,
+  writeStallTimeoutMs: 30_000,
+  maxQueuedBytes: 256 << 20,
+  maxConcurrentHandshakes: 4 * availableParallelism(),
+  maxQueuedHandshakes: 256,
 });
+
+/** Limits where 0 is meaningful. */
+const ZERO_ALLOWED: ReadonlySet<keyof Limits> = new Set(['maxQueuedHandshakes']);
 
 /** DEFAULT_LIMITS overridden by `partial`; throws RESPONDER_BAD_OPTIONS on a non-positive or non-integer value. */
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
@@ -73,8 +105,9 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
     if (!(key in DEFAULT_LIMITS)) {
       throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits: unknown limit "${String(key)}" (known: ${Object.keys(DEFAULT_LIMITS).join(', ')})`);
     }
-    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-      throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits.${key}: expected a positive integer, found ${String(value)}`);
+    const min = ZERO_ALLOWED.has(key) ? 0 : 1;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits.${key}: expected an integer ≥ ${min}, found ${String(value)}`);
     }
     out[key] = value;
   }

@@ -10,34 +10,40 @@ import type { SessionHost } from './session-types.ts';
 const PUBLIC_TYPES: ReadonlySet<ClientMessage['type']> = new Set(['RequestAttestation', 'Data', 'OpenStream', 'StreamData', 'StreamClose']);
 const CONTROL_TYPES: ReadonlySet<ClientMessage['type']> = new Set(['RequestAttestation', 'GetControlNonce', 'Control']);
 
-export function dispatchMessage(host: SessionHost, data: DataRequests, streams: SessionStreams, msg: ClientMessage, enc: ByteEncoding): void {
+/**
+ * Dispatches one message. Returns true when it started or advanced something (a request, a stream); false for
+ * frames that change nothing (StreamClose or StreamData for an unknown stream, a refused request, ...), which
+ * therefore do not count as activity for the idle timeout.
+ */
+export function dispatchMessage(host: SessionHost, data: DataRequests, streams: SessionStreams, msg: ClientMessage, enc: ByteEncoding): boolean {
   const allowed = host.cfg.channel === 'public' ? PUBLIC_TYPES : CONTROL_TYPES;
   if (!allowed.has(msg.type)) {
     refuseWrongChannel(host, msg.type);
-    return;
+    return false;
   }
   switch (msg.type) {
     case 'RequestAttestation':
       void answerAttestation(host, enc);
-      return;
+      return true;
     case 'GetControlNonce':
       host.send({ type: 'ControlNonce', nonce: host.cfg.control.nonce.current() }, enc);
-      return;
+      return false;
     case 'Control':
       void answerControl(host, msg.payload, msg.signature, enc);
-      return;
+      return true;
     case 'Data':
-      data.start(msg.id, msg.payload, enc);
-      return;
+      // A reply Data{id} would be read as the open stream's: the id must be free.
+      if (streams.has(msg.id)) {
+        host.sendError(msg.id, 'id already in use by an open stream', enc);
+        return false;
+      }
+      return data.start(msg.id, msg.payload, enc);
     case 'OpenStream':
-      streams.open(msg.id, msg.payload, enc);
-      return;
+      return streams.open(msg.id, msg.payload, enc);
     case 'StreamData':
-      streams.write(msg.id, msg.payload, enc);
-      return;
+      return streams.write(msg.id, msg.payload, enc);
     case 'StreamClose':
-      streams.close(msg.id, msg.half);
-      return;
+      return streams.close(msg.id, msg.half);
   }
 }
 

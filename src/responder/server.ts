@@ -1,5 +1,6 @@
-// The responder: admits connections (up to maxSessions, refusing the rest before any crypto), runs one
-// Session per connection, and drains or closes them. `startAgent` binds it to listeners.
+// The responder: admits connections (up to maxSessions and maxConcurrentHandshakes + a bounded wait queue,
+// refusing the rest before any crypto), runs one Session per connection, and drains or closes them.
+// `startAgent` binds it to listeners. Refusals and accept errors are logged once per interval with counts.
 import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
@@ -10,9 +11,12 @@ import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types
 import { listenUnix, type UnixListenAddress } from '../transport/unix.ts';
 import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import { createControlNonce, parseControlPublicKey, type ControlHandler, type ControlNonceState, type ControlPublicKeyInput } from './control.ts';
+import { ClientSessions, createCounters, HandshakeAdmission, type ResponderCounters } from './admission.ts';
 import { ResponderError } from './errors.ts';
 import type { Forwarder } from './forwarder.ts';
 import { resolveLimits, type Limits } from './limits.ts';
+import { OutputBudget } from './output-budget.ts';
+import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from './refusal-log.ts';
 import { Session, type Channel, type SessionSummary } from './session.ts';
 
 export interface ResponderOptions {
@@ -40,6 +44,10 @@ export interface ResponderOptions {
   onSessionClosed?: (summary: SessionSummary) => void;
   /** Fixed responder ephemeral key per session. Tests and transcript vectors only — never in production. */
   ephemeralKeyForTests?: () => Uint8Array;
+  /** The queued-output budget to share with other responders (startAgent shares one). Default: a fresh one of limits.maxQueuedBytes. */
+  outputBudget?: OutputBudget;
+  /** How often refused connections and accept errors are logged (one line with counts). Default 10 000 ms. */
+  refusalLogIntervalMs?: number;
 }
 
 export interface Responder {
@@ -52,6 +60,13 @@ export interface Responder {
   readonly sessionCount: number;
   /** Connections refused at admission (over maxSessions, draining, closed). */
   readonly refusedCount: number;
+  /**
+   * Live counters for metrics (refusals by cause, handshake slots and queue, write stalls, queued output):
+   * a plain object updated in place — read it at scrape time.
+   */
+  readonly counters: Readonly<ResponderCounters>;
+  /** A listener feeding this responder failed to accept (EMFILE, ...): counted and logged (rate-limited). */
+  acceptError(err: Error): void;
   /** Refuses new connections, lets sessions finish what is in flight, closes what remains after `timeoutMs`. */
   drain(timeoutMs: number): Promise<void>;
   /** Closes every session now. Does not close the forwarder (it may be shared). */
@@ -75,6 +90,10 @@ export function createResponder(opts: ResponderOptions): Responder {
   const controlKey = opts.controlPublicKey === undefined ? undefined : parseControlPublicKey(opts.controlPublicKey);
   const features = opts.features ?? ['bstr'];
   const sessions = new Set<Session>();
+  const budget = opts.outputBudget ?? new OutputBudget(limits.maxQueuedBytes);
+  const counters = createCounters(budget);
+  const refusals = new RateLimitedLog(logger, `connections refused (${opts.channel} channel)`, opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS);
+  const acceptErrors = new RateLimitedLog(logger, `listener accept errors (${opts.channel} channel)`, opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS);
   let refused = 0;
   let state: 'running' | 'draining' | 'closed' = 'running';
   let idleWaiters: (() => void)[] = [];
@@ -95,7 +114,15 @@ export function createResponder(opts: ResponderOptions): Responder {
     },
     logger,
     ...(opts.ephemeralKeyForTests === undefined ? {} : { ephemeralKey: opts.ephemeralKeyForTests }),
+    shared: {
+      budget,
+      counters,
+      clients: new ClientSessions(limits.maxSessionsPerClient),
+      handshakes: new HandshakeAdmission(limits, counters),
+      refused: (reason: string) => refusals.note(reason),
+    },
   };
+
 
   const onClosed = (session: Session, summary: SessionSummary): void => {
     sessions.delete(session);
@@ -123,12 +150,18 @@ export function createResponder(opts: ResponderOptions): Responder {
     get refusedCount() {
       return refused;
     },
+    counters,
+    acceptError(err) {
+      counters.acceptErrors++;
+      acceptErrors.note((err as NodeJS.ErrnoException).code ?? 'error');
+    },
     handle(stream, info) {
       if (state !== 'running' || sessions.size >= limits.maxSessions) {
         refused++;
+        counters.refusedSessions++;
+        refusals.note(state === 'running' ? 'max-sessions' : state);
         stream.on('error', () => {});
         stream.destroy();
-        logger.warn({ remote: info.remote, sessions: sessions.size, limit: limits.maxSessions, state }, 'connection refused');
         return;
       }
       try {
@@ -152,11 +185,15 @@ export function createResponder(opts: ResponderOptions): Responder {
       for (const s of [...sessions]) s.expire(`agent is shutting down: the request did not finish within the ${timeoutMs} ms drain timeout`);
       await bounded(EXPIRE_FLUSH_MS);
       for (const s of [...sessions]) s.destroy();
+      refusals.flush();
+      acceptErrors.flush();
     },
     async close() {
       state = 'closed';
       for (const s of [...sessions]) s.destroy();
       await whenEmpty();
+      refusals.flush();
+      acceptErrors.flush();
     },
   };
 }
@@ -186,27 +223,30 @@ export interface Agent {
   close(): Promise<void>;
 }
 
-function listenOn(target: ListenTarget, onConnection: ListenOptions['onConnection']): Promise<Listener> {
-  if (typeof target === 'function') return target({ onConnection });
-  if ('path' in target) return listenUnix(target, { onConnection });
-  return listenTcp(target, { onConnection });
+function listenOn(target: ListenTarget, responder: Responder): Promise<Listener> {
+  const opts: ListenOptions = { onConnection: (s, info) => responder.handle(s, info), onError: (err) => responder.acceptError(err) };
+  if (typeof target === 'function') return target(opts);
+  if ('path' in target) return listenUnix(target, opts);
+  return listenTcp(target, opts);
 }
 
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
   const { listen, controlListen, controlLimits, ...shared } = opts;
   const controlNonce = createControlNonce();
-  const publicResponder = createResponder({ ...shared, channel: 'public', controlNonce });
+  // One queued-output budget for the whole process: both channels draw on it.
+  const outputBudget = shared.outputBudget ?? new OutputBudget(resolveLimits(shared.limits).maxQueuedBytes);
+  const publicResponder = createResponder({ ...shared, channel: 'public', controlNonce, outputBudget });
   const controlResponder =
     controlListen === undefined
       ? undefined
-      : createResponder({ ...shared, channel: 'control', controlNonce, limits: { ...shared.limits, maxSessions: 4, ...controlLimits } });
+      : createResponder({ ...shared, channel: 'control', controlNonce, outputBudget, limits: { ...shared.limits, maxSessions: 4, ...controlLimits } });
   const listeners: Listener[] = [];
   try {
-    const publicListener = await listenOn(listen, (s, info) => publicResponder.handle(s, info));
+    const publicListener = await listenOn(listen, publicResponder);
     listeners.push(publicListener);
     let control: Agent['control'];
     if (controlResponder !== undefined && controlListen !== undefined) {
-      const controlListener = await listenOn(controlListen, (s, info) => controlResponder.handle(s, info));
+      const controlListener = await listenOn(controlListen, controlResponder);
       listeners.push(controlListener);
       control = { listener: controlListener, responder: controlResponder };
     }

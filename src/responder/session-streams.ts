@@ -22,14 +22,18 @@ export class SessionStreams implements StreamOwner {
     return this.#streams.size;
   }
 
-  /** OpenStream: admitted (or refused by the session's limits), then connected by the forwarder. */
-  open(id: number, payload: Uint8Array, enc: ByteEncoding): void {
+  has(id: number): boolean {
+    return this.#streams.has(id);
+  }
+
+  /** OpenStream: admitted (or refused by the session's limits), then connected by the forwarder. True if admitted. */
+  open(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
     const host = this.#host;
     if (this.#streams.has(id)) {
       host.sendError(id, 'stream id already in use', enc);
-      return;
+      return false;
     }
-    if (!host.admit(id, enc)) return;
+    if (!host.admit(id, enc)) return false;
     host.stats.streams++;
     const stream = new AppStream(this, id, enc, payload, host.clientQueueBlocked());
     this.#streams.set(id, stream);
@@ -41,21 +45,25 @@ export class SessionStreams implements StreamOwner {
     Promise.resolve()
       .then(() => host.cfg.forwarder.connect(ctx))
       .then(attach, (err: unknown) => stream.connectFailed(forwardErrorMessage(err)));
+    return true;
   }
 
-  /** StreamData from the client. */
-  write(id: number, payload: Uint8Array, enc: ByteEncoding): void {
+  /** StreamData from the client. True if it carried bytes to an open stream. */
+  write(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
     const stream = this.#streams.get(id);
     if (stream === undefined) this.#host.sendError(id, 'unknown stream id', enc);
     else if (!stream.write(payload)) this.#host.sendError(id, 'stream write side already closed', enc);
+    else return payload.length > 0;
+    return false;
   }
 
-  /** StreamClose from the client. */
-  close(id: number, half: 'Write' | 'Both'): void {
+  /** StreamClose from the client. True if it closed (part of) an open stream. */
+  close(id: number, half: 'Write' | 'Both'): boolean {
     const stream = this.#streams.get(id);
-    if (stream === undefined) return; // already over (e.g. the app closed first): nothing to do
+    if (stream === undefined) return false; // already over (e.g. the app closed first): nothing to do
     if (half === 'Write') stream.closeWrite();
     else stream.destroy();
+    return true;
   }
 
   /**

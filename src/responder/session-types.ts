@@ -6,10 +6,12 @@ import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
 import type { ByteEncoding, ServerMessage } from '../wire/messages.ts';
+import type { ClientSessions, HandshakeAdmission, ResponderCounters } from './admission.ts';
 import type { ControlConfig } from './control.ts';
 import { errorCode } from './error-text.ts';
 import type { ForwardContext, Forwarder } from './forwarder.ts';
 import type { Limits } from './limits.ts';
+import type { OutputBudget } from './output-budget.ts';
 
 export type Channel = 'public' | 'control';
 
@@ -25,6 +27,9 @@ export type CloseReason =
   | 'wrong-channel'
   | 'attestation-failed'
   | 'idle'
+  | 'client-limit'
+  | 'handshake-refused'
+  | 'write-stall'
   | 'drain'
   | 'shutdown';
 
@@ -55,7 +60,8 @@ export function logSessionClosed(logger: Logger, summary: SessionSummary, err: u
   const { id, remote, channel, reason, durationMs, stats } = summary;
   const code = err === undefined ? undefined : errorCode(err);
   if (code !== undefined) summary.errorCode = code;
-  const level = reason === 'client-closed' || reason === 'idle' || reason === 'drain' || reason === 'shutdown' ? 'info' : 'warn';
+  // A refused client is counted in the responder's rate-limited log line, never one line per connection.
+  const level = reason === 'client-limit' || reason === 'handshake-refused' ? 'debug' : reason === 'client-closed' || reason === 'idle' || reason === 'drain' || reason === 'shutdown' ? 'info' : 'warn';
   logger[level]({ session: id, remote, channel, reason, errorCode: code, durationMs, ...stats }, 'session closed');
 }
 
@@ -72,6 +78,17 @@ export interface SessionConfig {
   logger: Logger;
   /** Fixed ephemeral private key per session (tests and transcript vectors only). */
   ephemeralKey?: () => Uint8Array;
+  /** What the sessions of one responder share (admission.ts, output-budget.ts). */
+  shared: SessionShared;
+}
+
+export interface SessionShared {
+  readonly budget: OutputBudget;
+  readonly counters: ResponderCounters;
+  readonly clients: ClientSessions;
+  readonly handshakes: HandshakeAdmission;
+  /** A refused connection, for the rate-limited log. */
+  refused(reason: string): void;
 }
 
 export type SessionState = 'proxy' | 'handshake' | 'open' | 'closing' | 'closed';

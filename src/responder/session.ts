@@ -33,7 +33,7 @@ import { truncate } from './error-text.ts';
 import type { ForwardContext } from './forwarder.ts';
 import type { Limits } from './limits.ts';
 import { dispatchMessage } from './message-dispatch.ts';
-import { MessageSender } from './message-sender.ts';
+import { SessionOutput, OVER_BUDGET_TEXT } from './session-output.ts';
 import { SessionStreams } from './session-streams.ts';
 import { logSessionClosed, type CloseReason, type SessionConfig, type SessionHost, type SessionState, type SessionStats, type SessionSummary } from './session-types.ts';
 
@@ -52,7 +52,7 @@ export class Session {
   /** Read chunks are fresh buffers nobody else holds (a socket); another Duplex's writer may keep what it wrote. */
   readonly #ownsReads: boolean;
   readonly #reader = new FrameReader();
-  readonly #out: MessageSender;
+  readonly #out: SessionOutput;
   readonly #onClosed: (s: Session, summary: SessionSummary) => void;
   readonly #abort = new AbortController();
   readonly #stats: SessionStats = { framesIn: 0, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 };
@@ -67,6 +67,11 @@ export class Session {
   #hash: Uint8Array | null = null;
   #hsTimer: NodeJS.Timeout | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
+  /** Handshake admission: may run its crypto now / waits for a later turn (see admission.ts). */
+  #hsAdmitted = false;
+  #hsWaiting = false;
+  /** The PROXY v2 source address this session counts against (maxSessionsPerClient). */
+  #clientKey: string | null = null;
 
   /** Data requests whose reply is not yet written + open streams. */
   #inFlight = 0;
@@ -89,7 +94,14 @@ export class Session {
     this.#host = this.#hostView();
     this.#data = new DataRequests(this.#host);
     this.#streams = new SessionStreams(this.#host);
-    this.#out = new MessageSender(sock, () => this.#updateFlow(), (err: unknown) => this.#close('send-failed', err));
+    this.#out = new SessionOutput(sock, cfg.shared.budget, cfg.shared.counters, cfg.limits.writeStallTimeoutMs, {
+      onWritten: () => this.#updateFlow(),
+      onFailed: (err: unknown) => this.#close('send-failed', err),
+      onStall: () => {
+        cfg.shared.counters.writeStalls++;
+        this.#close('write-stall');
+      },
+    });
     // One abort listener per connect in flight (up to maxInFlight): not a leak.
     setMaxListeners(0, this.#abort.signal);
     this.#state = cfg.acceptProxyProtocol ? 'proxy' : 'handshake';
@@ -229,7 +241,17 @@ export class Session {
       return false;
     }
     this.#proxyBuf = null;
-    if (header.source !== undefined) this.#client = { ...header.source };
+    if (header.source !== undefined) {
+      // Before any crypto: one client address holds at most maxSessionsPerClient sessions.
+      if (!this.#cfg.shared.clients.claim(header.source.address)) {
+        this.#cfg.shared.counters.refusedPerClient++;
+        this.#cfg.shared.refused('sessions-per-client');
+        this.#close('client-limit');
+        return false;
+      }
+      this.#clientKey = header.source.address;
+      this.#client = { ...header.source };
+    }
     this.#state = 'handshake';
     const rest = buf.subarray(header.consumed);
     if (rest.length > 0) this.#reader.push(rest.slice());
@@ -253,8 +275,8 @@ export class Session {
         // An int-array message keeps no view of its frame (byte fields are decoded into new arrays).
         if (copied && encoding === 'array') returnFrameBuffer(ct);
         this.#stats.framesIn++;
-        this.#idleTimer?.refresh();
-        dispatchMessage(this.#host, this.#data, this.#streams, message, encoding);
+        // Only frames that start or advance something count as activity (a no-op frame must not hold a slot).
+        if (dispatchMessage(this.#host, this.#data, this.#streams, message, encoding)) this.#idleTimer?.refresh();
       }
     } catch (err) {
       this.#close(this.#state === 'handshake' ? 'handshake-failed' : 'receive-failed', err);
@@ -266,8 +288,8 @@ export class Session {
 
   /** True once the handshake is done (hs2 queued as one 48-byte write). */
   #handshake(): boolean {
-    const hs1 = this.#reader.readExact(HS1_LEN);
-    if (hs1 === null) return false;
+    if (this.#reader.buffered < HS1_LEN || !this.#admitHandshake()) return false;
+    const hs1 = this.#reader.readExact(HS1_LEN)!;
     const hs = createHandshake({ role: 'responder', primitives: this.#cfg.primitives, ephemeralPrivateKey: this.#cfg.ephemeralKey?.() });
     hs.readMessage(hs1);
     const hs2 = hs.writeMessage();
@@ -284,6 +306,34 @@ export class Session {
     return true;
   }
 
+  /** A complete hs1 is here: may its crypto run now? Else it waits for a later turn (socket paused), or the session closes. */
+  #admitHandshake(): boolean {
+    if (this.#hsAdmitted) return true;
+    if (this.#hsWaiting) return false;
+    const shared = this.#cfg.shared;
+    const r = shared.handshakes.request(this.#onHandshakeTurn);
+    if (r === 'refused') {
+      shared.refused('handshakes');
+      this.#close('handshake-refused');
+      return false;
+    }
+    if (r === 'queued') {
+      this.#hsWaiting = true;
+      this.#sockPaused = true;
+      this.#sock.pause();
+    }
+    return this.#hsAdmitted;
+  }
+
+  readonly #onHandshakeTurn = (): void => {
+    this.#hsAdmitted = true;
+    if (!this.#hsWaiting || this.#state === 'closed') return;
+    this.#hsWaiting = false;
+    this.#sockPaused = false;
+    this.#sock.resume();
+    this.#drive();
+  };
+
   /** Refuses a Data/OpenStream beyond the limits; true if it may start (it then holds an in-flight slot). */
   #admit(id: number, enc: ByteEncoding): boolean {
     if (this.#draining) {
@@ -294,6 +344,12 @@ export class Session {
     if (this.#inFlight >= this.#limits.maxInFlight) {
       this.#stats.refused++;
       this.#sendError(id, `too many in-flight requests (limit ${this.#limits.maxInFlight})`, enc);
+      return false;
+    }
+    if (this.#cfg.shared.budget.over) {
+      this.#stats.refused++;
+      this.#cfg.shared.counters.overBudget++;
+      this.#sendError(id, OVER_BUDGET_TEXT, enc);
       return false;
     }
     this.#inFlight++;
@@ -330,7 +386,7 @@ export class Session {
 
   /** True while the session must not decode more frames. Hysteresis: a budget blocks above its limit and frees below half. */
   #readBlocked(): boolean {
-    if (this.#clientQueueBlocked) return true;
+    if (this.#clientQueueBlocked || this.#out.deferred > 0) return true;
     if (this.#pendingSession >= this.#limits.maxPendingSessionRequests) return true;
     return this.#streams.appQueueBlocked();
   }
@@ -338,17 +394,20 @@ export class Session {
   /** Re-evaluates every budget: pauses/resumes app reads and the client socket, resumes decoding buffered frames. */
   #updateFlow(): void {
     if (this.#state === 'closed') return;
+    this.#out.sync();
     const queued = this.#out.queuedBytes;
     const max = this.#limits.maxClientQueuedBytes;
-    if (!this.#clientQueueBlocked && queued > max) {
+    // Over the shared budget, a session that holds output of its own waits until it drained.
+    const overShared = queued > 0 && this.#cfg.shared.budget.over;
+    if (!this.#clientQueueBlocked && (queued > max || overShared)) {
       this.#clientQueueBlocked = true;
       this.#streams.pauseApps();
-    } else if (this.#clientQueueBlocked && queued <= max / 2) {
+    } else if (this.#clientQueueBlocked && queued <= max / 2 && !overShared) {
       this.#clientQueueBlocked = false;
       this.#streams.resumeApps();
     }
     if (this.#driving) return;
-    const blocked = this.#state === 'open' && this.#readBlocked();
+    const blocked = this.#hsWaiting || (this.#state === 'open' && this.#readBlocked());
     if (blocked && !this.#sockPaused) {
       this.#sockPaused = true;
       this.#sock.pause();
@@ -378,7 +437,7 @@ export class Session {
 
   readonly #onIdle = (): void => {
     if (this.#state !== 'open') return;
-    if (this.#busy() || this.#out.queuedBytes > 0) {
+    if (this.#busy() || this.#out.queuedBytes > 0 || this.#out.deferred > 0) {
       this.#idleTimer?.refresh();
       return;
     }
@@ -402,6 +461,10 @@ export class Session {
     this.#state = 'closed';
     if (this.#hsTimer !== null) clearTimeout(this.#hsTimer);
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#out.close();
+    if (this.#hsWaiting) this.#cfg.shared.handshakes.cancel(this.#onHandshakeTurn);
+    if (this.#clientKey !== null) this.#cfg.shared.clients.release(this.#clientKey);
+    this.#clientKey = null;
     this.#abort.abort();
     this.#streams.destroyAll();
     this.#data.destroyApps();

@@ -3,14 +3,14 @@
  * unix-native.ts (the same engine over AF_UNIX, how it is tested) are thin wrappers around these.
  */
 import { unlinkSync } from 'node:fs';
+import { AcceptErrors } from './accept-errors.ts';
 import type { Listener, ListenOptions } from './types.ts';
 import { loadNative, NativeError, POLL_READABLE, POLL_WRITABLE, toNativeError } from './native.ts';
 import type { NativeAddress, NativeBoundAddress, NativeSocket } from './native.ts';
 import { NativeStream, pollError } from './native-stream.ts';
 
+/** `onError` (ListenOptions) gets accept/poll errors of the listening socket as NativeError; they are also counted. */
 export interface NativeListenOptions extends ListenOptions {
-  /** Accept/poll errors on the listening socket (EMFILE, ...). The listener keeps going. Default: ignored. */
-  onError?: (err: NativeError) => void;
   /** listen(2) backlog. Default 511, as Node. */
   backlog?: number;
 }
@@ -57,6 +57,7 @@ class NativeListenerImpl implements NativeListener {
   #transport: 'unix' | 'vsock';
   #opts: NativeListenOptions;
   #retry: NodeJS.Timeout | undefined;
+  readonly #errors: AcceptErrors;
 
   constructor(sock: NativeSocket, bound: NativeBoundAddress, opts: NativeListenOptions) {
     this.#sock = sock;
@@ -64,6 +65,7 @@ class NativeListenerImpl implements NativeListener {
     this.#transport = transportOf(bound);
     this.#opts = opts;
     this.address = describeBound(bound);
+    this.#errors = new AcceptErrors(opts, this.address);
     this.port = bound.family === 'vsock' ? bound.port : undefined;
     sock.setCallback(this.#onEvent);
     sock.poll(POLL_READABLE);
@@ -101,12 +103,12 @@ class NativeListenerImpl implements NativeListener {
     }
   };
 
+  get acceptErrors(): number {
+    return this.#errors.count;
+  }
+
   #report(err: NativeError): void {
-    try {
-      this.#opts.onError?.(err);
-    } catch {
-      // a throwing error hook must not stop the listener
-    }
+    this.#errors.report(err);
   }
 
   #pause(): void {

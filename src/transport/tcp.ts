@@ -1,5 +1,6 @@
 // TCP listener (development and the host side): one Duplex per accepted connection, TCP_NODELAY on.
 import net from 'node:net';
+import { AcceptErrors } from './accept-errors.ts';
 import { TransportError } from './connect.ts';
 import type { Listener, ListenOptions } from './types.ts';
 
@@ -37,12 +38,17 @@ export async function listenTcp({ host = '127.0.0.1', port }: TcpListenAddress, 
       resolve();
     });
   });
-  // After listen, accept errors (EMFILE, ...) must not crash the process; the server keeps listening.
-  server.on('error', () => {});
   const bound = (server.address() as net.AddressInfo).port;
+  // After listen, accept errors (EMFILE, ...) must not crash the process; the server keeps listening, and
+  // each is counted and reported.
+  const errors = new AcceptErrors(opts, formatHostPort(host, bound));
+  server.on('error', errors.report);
   return {
     address: formatHostPort(host, bound),
     port: bound,
+    get acceptErrors() {
+      return errors.count;
+    },
     close: () => closeServer(server),
   };
 }

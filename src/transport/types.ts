@@ -17,10 +17,17 @@ export interface Listener {
   readonly address: string;
   /** TCP: the bound port (useful with port 0). */
   readonly port?: number;
+  /** Accept errors seen so far (EMFILE, ENFILE, ...); the listener keeps listening after each. */
+  readonly acceptErrors?: number;
   /** Stop accepting; resolves when the listening socket is closed (open connections are the caller's). */
   close(): Promise<void>;
 }
 
 export interface ListenOptions {
   onConnection: ConnectionHandler;
+  /**
+   * An accept failed (EMFILE, ENFILE, ...); the listener keeps listening. Without it, the first error of a
+   * listener becomes a process warning: accept errors are never swallowed silently.
+   */
+  onError?: (err: Error) => void;
 }

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, rename, unlink, chmod } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { AcceptErrors } from './accept-errors.ts';
 import { TransportError } from './connect.ts';
 import { closeServer } from './tcp.ts';
 import type { Listener, ListenOptions } from './types.ts';
@@ -37,7 +38,9 @@ export async function listenUnix({ path: sockPath, mode }: UnixListenAddress, op
       resolve();
     });
   });
-  server.on('error', () => {});
+  // Accept errors (EMFILE, ...) are counted and reported; the server keeps listening.
+  const errors = new AcceptErrors(opts, sockPath);
+  server.on('error', errors.report);
   if (mode !== undefined) {
     try {
       await chmod(bindPath, mode);
@@ -50,6 +53,9 @@ export async function listenUnix({ path: sockPath, mode }: UnixListenAddress, op
   }
   return {
     address: sockPath,
+    get acceptErrors() {
+      return errors.count;
+    },
     async close() {
       const wasListening = server.listening;
       await closeServer(server);

@@ -1,0 +1,66 @@
+// The process-wide budget for encrypted output queued toward clients (limits.maxQueuedBytes). Each session
+// reports the change of its own queue (MessageSender.queuedBytes) here; the budget never refuses bytes
+// already queued, it tells sessions what they may queue next:
+// - `fits(n)`: a message of n bytes can be queued without the total passing the budget (a session defers or
+//   replaces what does not fit, see session.ts);
+// - `over`: less than one full frame of room is left (new requests are refused, sessions with output of
+//   their own stop reading).
+// Sessions whose deferred messages wait for room register with `waitForRoom` and are called back (on a later
+// tick) once bytes drain.
+import { MAX_FRAME_LEN } from '../wire/frames.ts';
+
+export class OutputBudget {
+  readonly limit: number;
+  #queued = 0;
+  #peak = 0;
+  readonly #waiters = new Set<() => void>();
+  #wakeScheduled = false;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Bytes queued toward clients right now, over every session. */
+  get queuedBytes(): number {
+    return this.#queued;
+  }
+
+  /** The highest `queuedBytes` seen (tests and metrics). */
+  get peakQueuedBytes(): number {
+    return this.#peak;
+  }
+
+  get over(): boolean {
+    return this.#queued + MAX_FRAME_LEN > this.limit;
+  }
+
+  fits(bytes: number): boolean {
+    return this.#queued + bytes <= this.limit;
+  }
+
+  /** A session's queue grew (delta > 0) or drained (delta < 0). */
+  adjust(delta: number): void {
+    this.#queued += delta;
+    if (this.#queued > this.#peak) this.#peak = this.#queued;
+    if (delta < 0 && this.#waiters.size > 0 && !this.#wakeScheduled) {
+      this.#wakeScheduled = true;
+      setImmediate(this.#wake);
+    }
+  }
+
+  /** `cb` is called once, on a later tick, after some bytes drained. */
+  waitForRoom(cb: () => void): void {
+    this.#waiters.add(cb);
+  }
+
+  cancelWait(cb: () => void): void {
+    this.#waiters.delete(cb);
+  }
+
+  readonly #wake = (): void => {
+    this.#wakeScheduled = false;
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const cb of waiters) cb();
+  };
+}
