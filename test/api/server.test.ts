@@ -175,7 +175,7 @@ describe('POST /attestation-doc', () => {
 
   it("binds the keyring's ev: public keys when no publicKey is given (empty body allowed)", async () => {
     nsm.requests.length = 0;
-    const res = await fetch(base + '/attestation-doc', { method: 'POST' });
+    const res = await fetch(base + '/attestation-doc', { method: 'POST', headers: { 'content-type': 'application/json' } });
     expect(res.status).toBe(200);
     expect(nsm.requests[0]).toEqual({ userData: null, nonce: null, publicKey: keyring.attestationPublicKey() });
   });
