@@ -23,12 +23,22 @@ import { createRawForwarder } from '../responder/raw-forwarder.ts';
 import { startAgent, type Agent, type ListenTarget } from '../responder/server.ts';
 import type { SessionSummary } from '../responder/session.ts';
 import { listenVsock } from '../transport/vsock.ts';
+import { listenTcp } from '../transport/tcp.ts';
+import { listenUnix } from '../transport/unix.ts';
+import type { Listener, ListenOptions } from '../transport/types.ts';
+import { AppHealthMonitor } from '../http/stages/health.ts';
+import { ClockChannelHub } from '../ops/clock-channel.ts';
+import { ClockMonitor, type ClockStepper } from '../ops/clock.ts';
+import type { AgentPhase, AppSupervision } from '../ops/health.ts';
+import { AgentMetrics, setCurrentMetrics } from '../ops/metrics.ts';
+import { startOpsServer, type OpsServer } from '../ops/ops-server.ts';
+import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
 
 export type RuntimeListen =
   | { kind: 'vsock' }
-  | { kind: 'tcp'; host: '127.0.0.1'; publicPort: number; controlPort: number }
+  | { kind: 'tcp'; host: '127.0.0.1'; publicPort: number; controlPort: number; /** The ops port (default 0: pick). */ opsPort?: number }
   | { kind: 'unix'; dir: string };
 
 export interface AgentRuntimeOptions {
@@ -56,6 +66,12 @@ export interface AgentRuntimeOptions {
   features?: string[];
   /** Metrics/tests: after each session. */
   onSessionClosed?: (summary: SessionSummary) => void;
+  /** [clock] correct = true steps the clock through this (only `enclave-agent run` gives one: the addon). */
+  clockStepper?: ClockStepper;
+  /** [log] sink = "vsock": the log stream's counters, for the metrics. */
+  logStream?: () => { dropped: number; queuedBytes: number };
+  /** Node's process metrics in /metrics (default true). */
+  processMetrics?: boolean;
 }
 
 export interface AgentRuntime {
@@ -71,6 +87,12 @@ export interface AgentRuntime {
   readonly forwarder: Forwarder;
   /** Sessions open on the public and the control channel. */
   sessionCount(): number;
+  /** The ops port (GET /metrics, GET /health, the clock channel): "vsock:*:5009", "127.0.0.1:41235", ".../ops.sock". */
+  readonly opsAddress: string;
+  readonly opsPort: number | undefined;
+  readonly metrics: AgentMetrics;
+  /** The supervisor's state for /health (`run`); without it /health goes by the probe alone. */
+  superviseApp(state: () => AppSupervision | undefined): void;
   /**
    * Stops accepting on both channels, lets sessions finish what is in flight for up to `timeoutMs`, closes
    * the rest and the forwarder. The local API keeps serving (the app may still need it) until close().
@@ -109,6 +131,17 @@ function limitsFrom(config: Config): Partial<Limits> {
   };
 }
 
+function opsListen(listen: RuntimeListen, config: Config): (o: ListenOptions) => Promise<Listener> {
+  switch (listen.kind) {
+    case 'vsock':
+      return (o) => listenVsock({ port: config.listen.ops_port }, o);
+    case 'tcp':
+      return (o) => listenTcp({ host: listen.host, port: listen.opsPort ?? 0 }, o);
+    case 'unix':
+      return (o) => listenUnix({ path: path.join(listen.dir, 'ops.sock'), mode: 0o600 }, o);
+  }
+}
+
 function listenTargets(listen: RuntimeListen, config: Config): { public: ListenTarget; control: ListenTarget } {
   switch (listen.kind) {
     case 'vsock':
@@ -124,10 +157,20 @@ function listenTargets(listen: RuntimeListen, config: Config): { public: ListenT
   }
 }
 
-function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring, decryptScheduler: DecryptScheduler): Forwarder {
+/** Raw mode: counts each Data request and stream handed to the app (the forwarder itself is unchanged). */
+function countedRaw(inner: Forwarder, metrics: AgentMetrics): Forwarder {
+  const counted = Object.create(inner) as Forwarder;
+  counted.connect = (ctx) => {
+    metrics.rawRequest(ctx.kind);
+    return inner.connect(ctx);
+  };
+  return counted;
+}
+
+function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring, decryptScheduler: DecryptScheduler, metrics: AgentMetrics): Forwarder {
   const c = opts.config;
   if (c.mode === 'raw') {
-    return createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol });
+    return countedRaw(createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol }), metrics);
   }
   const hc = c.healthcheck;
   return createHttpForwarder({
@@ -142,6 +185,8 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Key
     logger,
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
     decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: decryptScheduler, logger }),
+    corsOrigin: c.attestation_cors.origin,
+    observe: metrics.observeExchange,
   });
 }
 
@@ -155,12 +200,13 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
 
   // One budget for all ev: work (HTTP mode and the local API share the event loop it protects).
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts });
-  const forwarder = createForwarder(opts, logger, keyring, decryptScheduler);
+  const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
+  const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   try {
     if (config.api.enabled) {
-      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger });
+      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
     agent = await startAgent({
       listen: targets.public,
@@ -173,7 +219,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       ...(controlKey === undefined ? {} : { controlPublicKey: controlKey }),
       ...(opts.controlHandler === undefined ? {} : { controlHandler: opts.controlHandler }),
       ...(opts.features === undefined ? {} : { features: opts.features }),
-      ...(opts.onSessionClosed === undefined ? {} : { onSessionClosed: opts.onSessionClosed }),
+      onSessionClosed: opts.onSessionClosed === undefined ? metrics.sessionClosed : (s) => (metrics.sessionClosed(s), opts.onSessionClosed!(s)),
       logger,
     });
   } catch (err) {
@@ -186,8 +232,47 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const control = a.control!;
   let drained: Promise<void> | undefined;
   let closed: Promise<void> | undefined;
+
+  // The ops port: metrics, health and the clock channel, for the host only (src/ops/).
+  let phase: AgentPhase = 'ready';
+  let supervision: (() => AppSupervision | undefined) | undefined;
+  const probe = 'health' in forwarder ? (forwarder.health as AppHealthMonitor) : rawModeProbe(config, logger);
+  probe.start();
+  // Handshake admission's live counters (src/responder/admission.ts), when the responder has them.
+  const waiting = (r: unknown): number | undefined => (r as { counters?: { handshakesWaiting?: number } }).counters?.handshakesWaiting;
+  metrics.sources = {
+    sessionsOpen: () => ({ public: a.public.responder.sessionCount, control: control.responder.sessionCount }),
+    refusedConnections: () => a.public.responder.refusedCount + control.responder.refusedCount,
+    handshakesQueued: () => (waiting(a.public.responder) ?? 0) + (waiting(control.responder) ?? 0),
+    appUp: () => probe.current().status,
+    ...(opts.logStream === undefined ? {} : { logStream: opts.logStream }),
+  };
+  const clockHub = new ClockChannelHub(() => void clock.sampleNow());
+  const clock = new ClockMonitor({ hub: clockHub, config: config.clock, metrics, logger, ...(opts.clockStepper === undefined ? {} : { stepper: opts.clockStepper }) });
+  let ops: OpsServer;
+  try {
+    ops = await startOpsServer({
+      listen: opsListen(opts.listen, config),
+      metrics,
+      health: { phase: () => phase, startedAt: Date.now(), probe, supervision: () => supervision?.() },
+      clock: clockHub,
+      logger,
+    });
+  } catch (err) {
+    await a.close().catch(() => {});
+    await api?.close().catch(() => {});
+    await forwarder.close?.().catch(() => {});
+    await probe.close();
+    throw err;
+  }
+  clock.start();
+  setCurrentMetrics(metrics);
+  const ev = config.evervault;
+  if (Object.values(ev).some((v) => v !== null && (typeof v !== 'object' || Object.values(v).some((x) => x !== null)))) {
+    logger.debug({ evervault: ev }, 'enclave.toml: Evervault keys kept as information');
+  }
   logger.info(
-    { public: a.public.listener.address, control: control.listener.address, api: api === undefined ? null : `127.0.0.1:${api.port}`, mode: config.mode, keyIds: keyring.keyIds },
+    { public: a.public.listener.address, control: control.listener.address, ops: ops.address, api: api === undefined ? null : `127.0.0.1:${api.port}`, mode: config.mode, keyIds: keyring.keyIds },
     'runtime started',
   );
 
@@ -200,16 +285,41 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     keyring,
     forwarder,
     sessionCount: () => a.public.responder.sessionCount + control.responder.sessionCount,
+    opsAddress: ops.address,
+    opsPort: ops.port,
+    metrics,
+    superviseApp(state) {
+      supervision = state;
+    },
     drain(timeoutMs) {
+      // /health answers 503 from here on; the ops port itself stays up until close().
+      phase = 'draining';
+      metrics.draining(true);
       drained ??= a.drain(timeoutMs);
       return drained;
     },
     close() {
       closed ??= (async () => {
+        phase = 'draining';
+        clock.stop();
         await (drained ?? a.close());
         await api?.close();
+        await ops.close();
+        await probe.close();
+        setCurrentMetrics(null);
       })();
       return closed;
     },
   };
+}
+
+/** Raw mode has no HTTP forwarder (and so no health monitor): the ops /health probes the app the same way. */
+function rawModeProbe(config: Config, logger: Logger): AppHealthMonitor {
+  const hc = config.healthcheck;
+  return new AppHealthMonitor({
+    host: '127.0.0.1',
+    port: hc?.port ?? config.app.port,
+    ...(hc === null ? {} : { path: hc.path, intervalMs: hc.interval_ms }),
+    logger,
+  });
 }

@@ -21,6 +21,8 @@ export interface RuntimeLogs {
   readonly where: string;
   /** Flushes and releases the destination. */
   close(): Promise<void>;
+  /** [log] sink = "vsock": lines dropped so far and bytes waiting (ops metrics); absent for stdout/file. */
+  stream?: () => { dropped: number; queuedBytes: number };
 }
 
 export interface RuntimeLogsOptions {
@@ -67,6 +69,7 @@ export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions =
       trxSink: trxSinkOver(sink.destination, false),
       where: describeTarget(target),
       close: () => sink.close(),
+      stream: () => ({ dropped: sink.dropped, queuedBytes: sink.queuedBytes }),
     };
   }
   // Synchronous writes: low volume, and nothing is lost when the process exits right after a line.

@@ -1,0 +1,312 @@
+// The agent's Prometheus metrics (prom-client), served on the ops port (ops-server.ts). On the request path
+// only plain numbers move: a counter is a `Tally` bound once to its labels and incremented in place; prom-client
+// reads the tallies when scraped (each metric's collect()). The request-duration histogram is prom-client's own
+// unlabelled one (no label hashing per observation). Labels are closed sets (channel, close reason, status
+// class, route among the known ones, ...): never a path, header, body, key or client address.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CloseReason, SessionSummary } from '../responder/session.ts';
+
+/** One counter value, bound to its labels once; the hot path does `tally.n++`. */
+export interface Tally {
+  n: number;
+}
+
+/** A counter family whose children are Tallies (created on first use, then kept). */
+class TallyCounter<L extends string> {
+  readonly #children = new Map<string, { labels: Record<L, string>; tally: Tally }>();
+
+  constructor(registry: Registry, name: string, help: string, labelNames: readonly L[]) {
+    const children = this.#children;
+    new Counter<L>({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { labels, tally } of children.values()) this.inc(labels as never, tally.n);
+      },
+    });
+  }
+
+  child(labels: Record<L, string>): Tally {
+    const key = Object.values<string>(labels).join('\u0000');
+    let c = this.#children.get(key);
+    if (c === undefined) {
+      c = { labels, tally: { n: 0 } };
+      this.#children.set(key, c);
+    }
+    return c.tally;
+  }
+}
+
+export type HandshakeResult = 'ok' | 'failed' | 'timeout' | 'refused';
+export type EgressOutcome = 'allowed' | 'denied' | 'error';
+export type ClockSampleResult = 'ok' | 'error';
+
+/** What one finished HTTP exchange tells the metrics (src/http/exchange.ts Exchange has these fields). */
+export interface ExchangeFacts {
+  readonly started: number;
+  readonly sentStatus: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly decryptedFields: number | (() => number);
+  readonly errorCode: string | undefined;
+}
+
+/** Values read at scrape time from the running parts (the runtime wires them). */
+export interface MetricSources {
+  sessionsOpen?: () => { public: number; control: number };
+  /** Connections refused at admission (responders' refusedCount, summed). */
+  refusedConnections?: () => number;
+  /** The log stream's counters, when [log] sink = "vsock". */
+  logStream?: () => { dropped: number; queuedBytes: number };
+  /** Handshakes waiting for a slot (handshake admission, src/responder/admission.ts). */
+  handshakesQueued?: () => number;
+  /** The app's last health-check result. */
+  appUp?: () => 'up' | 'down' | 'unknown';
+}
+
+const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+const API_ROUTES = new Set(['/encrypt', '/decrypt', '/attestation-doc', '/health']);
+/** Seconds; the agent adds ~0.1 ms, apps take what they take. */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** prom-client's default process metrics that are gauges named *_total (promtool rejects those). */
+const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+function statusIndex(status: number): number {
+  const i = Math.floor(status / 100);
+  return i >= 1 && i <= 5 ? i : 0;
+}
+
+export interface AgentMetricsOptions {
+  mode: 'http' | 'raw';
+  version: string;
+  /** Node's process metrics (event-loop lag, heap, RSS, GC). Default true. */
+  processMetrics?: boolean;
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  sources: MetricSources = {};
+
+  readonly #sessions: TallyCounter<'channel' | 'outcome'>;
+  readonly #handshakes: TallyCounter<'result'>;
+  readonly #handshakeByResult: Record<Exclude<HandshakeResult, 'refused'>, Tally>;
+  readonly #requests: Tally[];
+  readonly #rawRequests: Record<'data' | 'stream', Tally>;
+  readonly #bytesIn: Tally;
+  readonly #bytesOut: Tally;
+  readonly #decryptOk: Tally;
+  readonly #decryptFailed: Tally;
+  readonly #decryptRefused: Tally;
+  readonly #duration: Histogram;
+  readonly #api: TallyCounter<'route' | 'status_class'>;
+  readonly #appRestarts: Tally;
+  readonly #egress: Record<EgressOutcome, Tally>;
+  readonly #clockSamples: Record<ClockSampleResult, Tally>;
+  readonly #clockSteps: Record<'forward' | 'backward' | 'refused', Tally>;
+  #draining = false;
+  #drift: number | null = null;
+
+  constructor(opts: AgentMetricsOptions) {
+    const r = this.registry;
+    const p = 'enclave_agent_';
+    const sources = (): MetricSources => this.sources;
+    new Gauge({ name: `${p}build_info`, help: 'Always 1; the agent version and mode as labels.', labelNames: ['version', 'mode'], registers: [r] }).set({ version: opts.version, mode: opts.mode }, 1);
+    new Gauge({
+      name: `${p}draining`,
+      help: '1 while the agent drains (SIGTERM): it accepts no new connections.',
+      registers: [r],
+      collect: ((self: AgentMetrics) =>
+        function (this: Gauge) {
+          this.set(self.#draining ? 1 : 0);
+        })(this),
+    });
+    new Gauge({
+      name: `${p}sessions_open`,
+      help: 'Sessions open now, by channel (public: clients; control: the operator).',
+      labelNames: ['channel'],
+      registers: [r],
+      collect() {
+        const open = sources().sessionsOpen?.() ?? { public: 0, control: 0 };
+        this.set({ channel: 'public' }, open.public);
+        this.set({ channel: 'control' }, open.control);
+      },
+    });
+    this.#sessions = new TallyCounter(r, `${p}sessions_total`, 'Sessions ended, by channel and outcome (why they ended).', ['channel', 'outcome']);
+    this.#handshakes = new TallyCounter(r, `${p}handshakes_total`, 'Noise handshakes by result: ok, failed, timeout (counted when the session ends), refused (at admission, before any crypto).', ['result']);
+    this.#handshakeByResult = { ok: this.#handshakes.child({ result: 'ok' }), failed: this.#handshakes.child({ result: 'failed' }), timeout: this.#handshakes.child({ result: 'timeout' }) };
+    const refused = this.#handshakes.child({ result: 'refused' });
+    let refusedSeen = 0;
+    const syncRefused = (): void => {
+      const s = sources();
+      const now = s.refusedConnections?.() ?? 0;
+      if (now > refusedSeen) refused.n += now - refusedSeen;
+      refusedSeen = Math.max(refusedSeen, now);
+    };
+    new Gauge({
+      name: `${p}handshakes_queued`,
+      help: 'Handshakes waiting for an admission slot now.',
+      registers: [r],
+      collect() {
+        syncRefused();
+        this.set(sources().handshakesQueued?.() ?? 0);
+      },
+    });
+
+    const requests = new TallyCounter(r, `${p}requests_total`, 'Requests forwarded to the app, by mode and the status class answered (none: no response, the client went away).', ['mode', 'status_class']);
+    this.#requests = STATUS_CLASSES.map((status_class) => requests.child({ mode: 'http', status_class }));
+    this.#rawRequests = { data: requests.child({ mode: 'raw', status_class: 'none' }), stream: requests.child({ mode: 'raw-stream', status_class: 'none' }) };
+    const bytes = new TallyCounter(r, `${p}http_body_bytes_total`, 'HTTP mode: request body bytes from clients (in) and response body bytes to them (out).', ['direction']);
+    this.#bytesIn = bytes.child({ direction: 'in' });
+    this.#bytesOut = bytes.child({ direction: 'out' });
+    this.#duration = new Histogram({ name: `${p}request_duration_seconds`, help: 'HTTP mode: from the request head to the end of the response.', buckets: DURATION_BUCKETS, registers: [r] });
+    const decrypt = new TallyCounter(r, `${p}ev_decrypt_total`, 'ev: values in requests: decrypted (ok), one that did not decrypt (failed: 422, nothing forwarded), over the per-request cap (refused: 413).', ['result']);
+    this.#decryptOk = decrypt.child({ result: 'ok' });
+    this.#decryptFailed = decrypt.child({ result: 'failed' });
+    this.#decryptRefused = decrypt.child({ result: 'refused' });
+    this.#api = new TallyCounter(r, `${p}api_requests_total`, 'Local API (127.0.0.1:9999) calls by route and status class.', ['route', 'status_class']);
+
+    new Gauge({
+      name: `${p}app_up`,
+      help: '1 when the app answered its last health check, 0 when not; absent until first known.',
+      registers: [r],
+      collect() {
+        const state = sources().appUp?.() ?? 'unknown';
+        if (state !== 'unknown') this.set(state === 'up' ? 1 : 0);
+      },
+    });
+    this.#appRestarts = new TallyCounter(r, `${p}app_restarts_total`, 'Times the supervisor restarted the app.', []).child({});
+
+    new Counter({
+      name: `${p}log_records_dropped_total`,
+      help: 'Log lines dropped because the host log sink was unreachable and the buffer was full.',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(sources().logStream?.().dropped ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${p}log_queued_bytes`,
+      help: 'Log bytes buffered for the host log sink, not yet sent.',
+      registers: [r],
+      collect() {
+        this.set(sources().logStream?.().queuedBytes ?? 0);
+      },
+    });
+
+    new Gauge({
+      name: `${p}clock_drift_seconds`,
+      help: "The enclave's clock minus the host's, at the last sample (positive: the enclave is ahead). The host supplies its time.",
+      registers: [r],
+      collect: ((self: AgentMetrics) =>
+        function (this: Gauge) {
+          if (self.#drift !== null) this.set(self.#drift);
+        })(this),
+    });
+    const samples = new TallyCounter(r, `${p}clock_samples_total`, 'Time samples asked of the host, by result.', ['result']);
+    this.#clockSamples = { ok: samples.child({ result: 'ok' }), error: samples.child({ result: 'error' }) };
+    const steps = new TallyCounter(r, `${p}clock_steps_total`, 'Clock corrections ([clock] correct = true): stepped forward, backward, or refused (out of bounds).', ['direction']);
+    this.#clockSteps = { forward: steps.child({ direction: 'forward' }), backward: steps.child({ direction: 'backward' }), refused: steps.child({ direction: 'refused' }) };
+
+    const egress = new TallyCounter(r, `${p}egress_decisions_total`, 'Outbound connections the egress policy decided, by outcome.', ['outcome']);
+    this.#egress = { allowed: egress.child({ outcome: 'allowed' }), denied: egress.child({ outcome: 'denied' }), error: egress.child({ outcome: 'error' }) };
+
+    if (opts.processMetrics !== false) {
+      collectDefaultMetrics({ register: r });
+      for (const name of GAUGES_NAMED_TOTAL) r.removeSingleMetric(name);
+    }
+  }
+
+  /** An HTTP exchange is over (forwarder's observe hook): one request, its status class, bytes, time, ev: values. */
+  readonly observeExchange = (ex: ExchangeFacts): void => {
+    this.#requests[statusIndex(ex.sentStatus)]!.n++;
+    this.#bytesIn.n += ex.bytesIn;
+    this.#bytesOut.n += ex.bytesOut;
+    this.#duration.observe((performance.now() - ex.started) / 1000);
+    const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+    if (fields > 0) this.#decryptOk.n += fields;
+    const code = ex.errorCode;
+    if (code !== undefined) {
+      if (code === 'HTTP_DECRYPT_FAILED') this.#decryptFailed.n++;
+      else if (code === 'HTTP_TOO_MANY_ENCRYPTED_FIELDS') this.#decryptRefused.n++;
+    }
+  };
+
+  /** Raw mode: one Data request or stream handed to the app. */
+  rawRequest(kind: 'data' | 'stream'): void {
+    this.#rawRequests[kind].n++;
+  }
+
+  /** A session ended (responder's onSessionClosed hook). */
+  readonly sessionClosed = (s: SessionSummary): void => {
+    this.#sessions.child({ channel: s.channel, outcome: s.reason }).n++;
+    const result = handshakeResult(s);
+    if (result !== null) this.#handshakeByResult[result].n++;
+  };
+
+  apiRequest(path: string, status: number): void {
+    this.#api.child({ route: API_ROUTES.has(path) ? path : 'other', status_class: STATUS_CLASSES[statusIndex(status)]! }).n++;
+  }
+
+  appRestarted(): void {
+    this.#appRestarts.n++;
+  }
+
+  draining(on: boolean): void {
+    this.#draining = on;
+  }
+
+  clockSample(result: ClockSampleResult, driftMs?: number): void {
+    this.#clockSamples[result].n++;
+    if (driftMs !== undefined) this.#drift = driftMs / 1000;
+  }
+
+  clockStep(direction: 'forward' | 'backward' | 'refused'): void {
+    this.#clockSteps[direction].n++;
+  }
+
+  egressDecision(outcome: EgressOutcome): void {
+    this.#egress[outcome].n++;
+  }
+
+  /** The exposition text (Prometheus text format 0.0.4). */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
+
+/** Reasons a session can only end with once its handshake completed. */
+const OPEN_ONLY: ReadonlySet<CloseReason> = new Set(['idle', 'receive-failed', 'send-failed', 'wrong-channel', 'attestation-failed']);
+
+/**
+ * What a session's end says about its handshake: timeout/failed when that ended it; ok when the session got
+ * past it (a reason only an open session ends with, or at least one transport frame read); null when the
+ * client left before finishing (or finished and sent nothing: no client does that).
+ */
+export function handshakeResult(s: Pick<SessionSummary, 'reason' | 'stats'>): Exclude<HandshakeResult, 'refused'> | null {
+  if (s.reason === 'handshake-timeout') return 'timeout';
+  if (s.reason === 'handshake-failed' || s.reason === 'proxy-header') return 'failed';
+  if (OPEN_ONLY.has(s.reason) || s.stats.framesIn > 0) return 'ok';
+  return null;
+}
+
+// ---- the process's current metrics (one agent per process in production) ----------------------------------
+
+let current: AgentMetrics | null = null;
+
+/** Makes `m` the target of the module-level recorders below (the runtime calls this; null detaches). */
+export function setCurrentMetrics(m: AgentMetrics | null): void {
+  current = m;
+}
+
+/** Egress (src/egress/): one decision of the policy. A no-op when no agent runtime is running. */
+export function recordEgressDecision(outcome: EgressOutcome): void {
+  current?.egressDecision(outcome);
+}
