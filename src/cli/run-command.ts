@@ -11,7 +11,8 @@ import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { createRuntimeLogs } from '../runtime/logs.ts';
 import { insideEnclave, openNsm } from '../runtime/nsm.ts';
 import { startSupervisor } from '../runtime/supervisor.ts';
-import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
+import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
+import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
 import { fromHex } from '../util/bytes.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
@@ -34,6 +35,13 @@ Options:
   --loopback MODE      auto (default: when /dev/nsm exists) | on | off — configure lo as 127.0.0.1/8
   --log-target TARGET  with [log] sink = "vsock": connect here instead of vsock:2:<vsock_port>
                        (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
+  --egress-target TARGET
+                       with [egress] enabled: the host egress dialer (enclave-agent bridge --egress), default
+                       vsock:3:<[egress] host_port> (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
+
+Egress ([egress] enabled = true): explicit mode serves a proxy on 127.0.0.1:[egress] proxy_port and gives the
+app HTTP_PROXY, HTTPS_PROXY, NO_PROXY (both cases); transparent mode (needs root) also installs iptables rules
+that send the enclave's outbound TCP and DNS to the agent, before the app starts.
 
 The app command comes after "--" (or after the last option), else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
 finish in-flight requests up to [listen] drain_timeout_ms, then forward the signal to the app and exit 0;
@@ -43,6 +51,9 @@ does not restart it, the agent exits with the app's exit code.
 Sealed keys ([keyring] source = "sealed-file"): the unseal key is read as 64 hex characters from the file
 named by $ENCLAVE_AGENT_UNSEAL_KEY_FILE.`;
 
+/** Opening a stream to the host egress dialer (vsock connect is local; a slow one means the parent is gone). */
+const EGRESS_DIALER_CONNECT_TIMEOUT_MS = 5_000;
+
 export interface RunArgs {
   configPath: string | undefined;
   listen: RuntimeListen;
@@ -50,6 +61,7 @@ export interface RunArgs {
   stateDir: string;
   loopback: 'auto' | 'on' | 'off';
   logTarget: StreamTarget | undefined;
+  egressTarget: StreamTarget | undefined;
   command: string[];
 }
 
@@ -72,7 +84,7 @@ export function parseListen(text: string): RuntimeListen {
   throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
 }
 
-const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target']);
+const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target', '--egress-target']);
 
 /**
  * Splits options from the app command: at the first "--", else at the first argument that is neither an
@@ -104,6 +116,7 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
         'state-dir': { type: 'string' },
         loopback: { type: 'string' },
         'log-target': { type: 'string' },
+        'egress-target': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -122,6 +135,15 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
       throw err;
     }
   }
+  let egressTarget: StreamTarget | undefined;
+  if (values['egress-target'] !== undefined) {
+    try {
+      egressTarget = parseTarget(values['egress-target']);
+    } catch (err) {
+      if (err instanceof TransportError) throw new CliUsageError(`--egress-target: ${err.message}`);
+      throw err;
+    }
+  }
   let configPath = values.config ?? env.ENCLAVE_AGENT_CONFIG;
   if (configPath === undefined && existsSync('enclave.toml')) configPath = 'enclave.toml';
   return {
@@ -131,6 +153,7 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
     stateDir: path.resolve(values['state-dir'] ?? env.ENCLAVE_AGENT_STATE_DIR ?? '.state'),
     loopback,
     logTarget,
+    egressTarget,
     command,
   };
 }
@@ -196,9 +219,24 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     logger.info({ changed }, 'loopback up');
   }
 
+  if (config.egress.enabled && config.egress.mode === 'transparent' && process.getuid?.() !== 0) {
+    io.err('enclave-agent run: [egress] mode = "transparent" installs iptables rules and binds port 53: run the agent as root');
+    await logs.close();
+    return 1;
+  }
+  const egressTarget: StreamTarget = a.egressTarget ?? { kind: 'vsock', cid: NITRO_PARENT_CID, port: config.egress.host_port };
   let runtime: AgentRuntime;
   try {
-    runtime = await startAgentRuntime({ config, listen: a.listen, nsm, stateDir: a.stateDir, logger, trxSink: logs.trxSink, unsealKey: readUnsealKey(env) });
+    runtime = await startAgentRuntime({
+      config,
+      listen: a.listen,
+      nsm,
+      stateDir: a.stateDir,
+      logger,
+      trxSink: logs.trxSink,
+      unsealKey: readUnsealKey(env),
+      egress: { dialer: () => connectStream(egressTarget, { timeoutMs: EGRESS_DIALER_CONNECT_TIMEOUT_MS }) },
+    });
   } catch (err) {
     await logs.close();
     throw err;
@@ -212,6 +250,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     maxRestarts: config.app.max_restarts,
     restartWindowMs: config.app.restart_window_ms,
     appPort: config.app.port,
+    ...(runtime.egress === null ? {} : { env: { ...process.env, ...runtime.egress.appEnv } }),
     readyWarnAfterMs: config.app.startup_grace_ms,
     logger,
     onState: (state) => {

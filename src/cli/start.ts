@@ -12,6 +12,9 @@ import { createNsmSimulator } from '../attestation/simulator.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { AgentError } from '../errors.ts';
 import { startBridge, type Bridge } from '../host/bridge.ts';
+import { startEgressDialer, type EgressDialer } from '../host/egress-dialer.ts';
+import { EgressPolicy } from '../egress/policy.ts';
+import { connectStream } from '../transport/connect.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
 import { startDemoApp, type DemoApp } from '../runtime/demo-app.ts';
@@ -48,7 +51,12 @@ Options:
                        Request records (trx_logging) go to stderr too: one line each, JSON with --json.
   --json               Print exactly one JSON line once ready:
                        {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
-                        "appPort", "apiUrl", "pcrsFile", "app"}
+                        "appPort", "apiUrl", "pcrsFile", "app", "egressProxy"}
+
+Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
+on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
+[egress] is not enabled; transparent mode needs \`run\` as root, so start serves the explicit proxy). The demo
+app's GET /fetch?url=URL fetches through it.
 
 [log] sink in enclave.toml is ignored here: start always logs to stderr.`;
 
@@ -80,6 +88,9 @@ export interface LocalStack {
   readonly app: LocalApp;
   /** http://127.0.0.1:<port> of the local API, null when [api] enabled = false. */
   readonly apiUrl: string | null;
+  /** http://127.0.0.1:<port> of the explicit egress proxy. */
+  readonly egressProxy: string;
+  readonly egressDialer: EgressDialer;
   readonly config: Config;
   readonly runtime: AgentRuntime;
   readonly bridge: Bridge;
@@ -97,11 +108,19 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
 
   let demo: DemoApp | null = null;
   let runtime: AgentRuntime | undefined;
+  let egressDialer: EgressDialer | undefined;
+  let egressProxy: string | null = null;
   try {
     // A demo app that another `start` already runs on that port is reused, not started twice.
-    if (app.kind === 'demo' && app.running !== true) demo = await startDemoApp({ port: appPortWanted, name: loaded.name, maxBodyBytes: loaded.limits.max_request_bytes });
+    if (app.kind === 'demo' && app.running !== true) {
+      demo = await startDemoApp({ port: appPortWanted, name: loaded.name, maxBodyBytes: loaded.limits.max_request_bytes, egressProxy: () => egressProxy });
+    }
     const appPort = demo?.port ?? appPortWanted;
-    const config: Config = { ...loaded, debug, app: { ...loaded.app, port: appPort } };
+    const config: Config = { ...loaded, debug, app: { ...loaded.app, port: appPort }, egress: { ...loaded.egress, mode: 'explicit' } };
+    // Loopback and private servers the policy names by IP entry are reachable in development too; nothing else non-global.
+    const namedPrefixes = new EgressPolicy(config.egress.enabled ? config.egress.destinations : []).destinations.flatMap((d) => (d.kind === 'ip' ? [d.prefix] : []));
+    egressDialer = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, allowNonGlobal: namedPrefixes, logger: opts.logger });
+    const dialerPort = egressDialer.port!;
 
     const publicPort = opts.agentPort ?? config.listen.public_port;
     const controlPort = opts.controlPort ?? (opts.agentPort !== undefined ? 0 : config.listen.control_port);
@@ -114,7 +133,9 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       logger: opts.logger,
       ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
       ...(opts.apiPort === undefined ? {} : { apiPort: opts.apiPort }),
+      egress: { dialer: () => connectStream({ kind: 'tcp', host: '127.0.0.1', port: dialerPort }), proxyPort: 0, always: true },
     });
+    egressProxy = runtime.egress!.proxyUrl;
     const bridge = await startBridge({
       listen: { host: '127.0.0.1', port: opts.bridgePort },
       target: { kind: 'tcp', host: '127.0.0.1', port: runtime.publicPort! },
@@ -136,6 +157,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       appPort,
       app,
       apiUrl: runtime.apiPort === null ? null : `http://127.0.0.1:${runtime.apiPort}`,
+      egressProxy,
+      egressDialer,
       config,
       runtime,
       bridge,
@@ -143,6 +166,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     };
   } catch (err) {
     await runtime?.close().catch(() => {});
+    await egressDialer?.close().catch(() => {});
     await demo?.close().catch(() => {});
     throw err;
   }
@@ -235,13 +259,14 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         apiUrl: stack.apiUrl,
         pcrsFile: stack.pcrsFile,
         app: stack.app.kind === 'demo' ? 'demo' : `127.0.0.1:${stack.appPort}`,
+        egressProxy: stack.egressProxy,
         debug,
       }),
     );
   } else {
     const appLine =
       stack.demo !== null
-        ? `demo app on 127.0.0.1:${stack.appPort} (nothing else listened there): GET /, POST /echo, GET /health`
+        ? `demo app on 127.0.0.1:${stack.appPort} (nothing else listened there): GET /, POST /echo, GET /fetch?url=, GET /health`
         : stack.app.kind === 'demo'
           ? `the demo app already running on 127.0.0.1:${stack.appPort}`
           : `your app on 127.0.0.1:${stack.appPort}`;
@@ -250,6 +275,8 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     io.out(`  agent      ${stack.agentAddress}  (TCP standing in for vsock port ${stack.config.listen.public_port}${stack.config.accept_proxy_protocol ? '; PROXY v2 from the bridge' : ''})`);
     io.out(`  app        ${appLine}`);
     if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc, for the app)`);
+    const eg = stack.config.egress;
+    io.out(`  egress     ${stack.egressProxy}  (HTTP_PROXY/HTTPS_PROXY for the app; ${eg.enabled ? `${eg.destinations.length} destination(s) allowed` : '[egress] not enabled: every destination refused'})`);
     io.out(`  root       ${stack.rootPem}`);
     io.out(`             (the simulator's CA: clients trust it with --root; never trusted by default)`);
     io.out(`  PCRs       to pin, also in ${stack.pcrsFile}${debug ? ' (debug enclave: all zero)' : ''}`);
@@ -269,6 +296,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
           close: async () => {
             await stack.bridge.close();
             await stack.runtime.close();
+            await stack.egressDialer.close();
           },
         },
         app: {

@@ -3,6 +3,7 @@
 // WARN_BURST per WARN_WINDOW_MS (the rest are counted and summarised), so a looping app cannot flood the log.
 import type { Logger } from 'pino';
 import type { LogSink } from '../http/log-sink.ts';
+import { recordEgressDecision } from '../ops/metrics.ts';
 
 export type EgressVia = 'explicit' | 'transparent' | 'dns';
 
@@ -20,15 +21,15 @@ export interface EgressDecision {
   durationMs: number;
   /** Why refused or how it ended: "not on the allow-list", "non-global address", "connect failed", ... */
   reason?: string;
+  /** Not refused by the policy but failed on the way (dialer down, connect refused, resolver error). */
+  failed?: boolean;
 }
 
-/**
- * The egress counters, by outcome. src/ops/metrics.ts did not exist when egress was built: the metrics module
- * reads this object (or passes `onDecision`) to export egress_flows_total{allowed,via} and the byte totals.
- */
+/** Process-wide egress totals (the Prometheus counter is src/ops/metrics.ts egress_decisions_total{outcome}). */
 export const egressCounters = {
   allowed: 0,
   denied: 0,
+  failed: 0,
   bytesOut: 0,
   bytesIn: 0,
 };
@@ -54,8 +55,11 @@ export class DecisionLog {
   }
 
   record(d: EgressDecision): void {
-    if (d.allowed) egressCounters.allowed++;
-    else egressCounters.denied++;
+    const outcome = d.allowed ? 'allowed' : d.failed === true ? 'error' : 'denied';
+    if (outcome === 'allowed') egressCounters.allowed++;
+    else if (outcome === 'denied') egressCounters.denied++;
+    else egressCounters.failed++;
+    recordEgressDecision(outcome);
     egressCounters.bytesOut += d.bytesOut;
     egressCounters.bytesIn += d.bytesIn;
     this.opts.trxSink?.write({
@@ -69,6 +73,7 @@ export class DecisionLog {
       bytes_in: d.bytesIn,
       duration_ms: Math.round(d.durationMs * 10) / 10,
       ...(d.reason === undefined ? {} : { reason: d.reason }),
+      ...(d.failed === true ? { failed: true } : {}),
     });
     if (!d.allowed) this.warnDenied(d);
     this.opts.onDecision?.(d);

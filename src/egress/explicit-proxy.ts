@@ -104,14 +104,14 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       reply(socket, target.status, 'Bad Request', target.error);
       return;
     }
-    const deny = (reason: string, ip: string | null): void =>
-      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason });
+    const deny = (reason: string, ip: string | null, failed = false): void =>
+      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason, failed });
     let dialed;
     try {
       dialed = await authorizeAndDial(opts, target.host, target.port);
     } catch (err) {
       const [status, reason] = statusFor(err);
-      deny((err as Error).message, err instanceof EgressDenied ? err.ip : null);
+      deny((err as Error).message, err instanceof EgressDenied ? err.ip : null, status !== 403);
       reply(socket, status, reason, status === 403 ? `egress denied: ${(err as Error).message}` : `egress failed: ${(err as Error).message}`);
       return;
     }

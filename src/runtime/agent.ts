@@ -10,6 +10,8 @@ import pino, { type Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { Config } from '../config.ts';
+import type { DialerConnect } from '../egress/flow-client.ts';
+import { startEgress, type EgressService } from '../egress/service.ts';
 import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type KeySource } from '../crypto/keyring.ts';
 import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
@@ -72,6 +74,11 @@ export interface AgentRuntimeOptions {
   logStream?: () => { dropped: number; queuedBytes: number };
   /** Node's process metrics in /metrics (default true). */
   processMetrics?: boolean;
+  /**
+   * [egress]: where flows go (the host dialer: vsock CID 3 in an enclave, TCP in the local stack). Egress
+   * starts when given and [egress] enabled = true (or `always`: the local stack's deny-all proxy when disabled).
+   */
+  egress?: { dialer: DialerConnect; proxyPort?: number; installRules?: boolean; always?: boolean };
 }
 
 export interface AgentRuntime {
@@ -83,6 +90,8 @@ export interface AgentRuntime {
   readonly controlPort: number | undefined;
   /** The local API's port, null when [api] enabled = false. */
   readonly apiPort: number | null;
+  /** The egress proxy and, in transparent mode, the DNS stub and REDIRECT listener; null when egress is off. */
+  readonly egress: EgressService | null;
   readonly keyring: Keyring;
   readonly forwarder: Forwarder;
   /** Sessions open on the public and the control channel. */
@@ -119,6 +128,9 @@ function keySourceFor(opts: AgentRuntimeOptions): KeySource {
  */
 const HTTP_DATA_TIMEOUT_MARGIN_MS = 5_000;
 
+/** On close (after the app stopped): how long open egress flows may take to end before they are cut. */
+const EGRESS_CLOSE_GRACE_MS = 1_000;
+
 function limitsFrom(config: Config): Partial<Limits> {
   const l = config.limits;
   const upstream = config.app.upstream_timeout_ms;
@@ -127,6 +139,11 @@ function limitsFrom(config: Config): Partial<Limits> {
     maxInFlight: l.max_in_flight,
     handshakeTimeoutMs: l.handshake_timeout_ms,
     idleTimeoutMs: l.idle_timeout_ms,
+    maxSessionsPerClient: l.max_sessions_per_client,
+    writeStallTimeoutMs: l.write_stall_timeout_ms,
+    maxQueuedBytes: l.max_queued_bytes,
+    maxConcurrentHandshakes: l.max_concurrent_handshakes,
+    maxQueuedHandshakes: l.max_queued_handshakes,
     dataResponseTimeoutMs: config.mode === 'http' ? upstream + HTTP_DATA_TIMEOUT_MARGIN_MS : upstream,
   };
 }
@@ -204,7 +221,19 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
+  let egress: EgressService | null = null;
   try {
+    const eg = opts.egress;
+    if (eg !== undefined && (config.egress.enabled || eg.always === true)) {
+      egress = await startEgress({
+        egress: config.egress.enabled ? config.egress : { ...config.egress, mode: 'explicit', destinations: [] },
+        dialer: eg.dialer,
+        ...(eg.proxyPort === undefined ? {} : { proxyPort: eg.proxyPort }),
+        ...(eg.installRules === undefined ? {} : { installRules: eg.installRules }),
+        logger,
+        ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
+      });
+    }
     if (config.api.enabled) {
       api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
@@ -223,6 +252,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       logger,
     });
   } catch (err) {
+    await egress?.close().catch(() => {});
     await api?.close().catch(() => {});
     await forwarder.close?.().catch(() => {});
     throw err;
@@ -260,6 +290,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     });
   } catch (err) {
     await a.close().catch(() => {});
+    await egress?.close().catch(() => {});
     await api?.close().catch(() => {});
     await forwarder.close?.().catch(() => {});
     await probe.close();
@@ -282,6 +313,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     publicPort: a.public.listener.port,
     controlPort: control.listener.port,
     apiPort: api?.port ?? null,
+    egress,
     keyring,
     forwarder,
     sessionCount: () => a.public.responder.sessionCount + control.responder.sessionCount,
@@ -303,6 +335,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
         phase = 'draining';
         clock.stop();
         await (drained ?? a.close());
+        // Egress served the app through the drain; the app is stopped now: let its last flows end, cut the rest.
+        await egress?.drain(EGRESS_CLOSE_GRACE_MS);
         await api?.close();
         await ops.close();
         await probe.close();

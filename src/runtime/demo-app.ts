@@ -3,9 +3,13 @@
 //   GET  /        a short JSON greeting
 //   ANY  /echo    {"method", "path", "headers", "body"}: exactly what the app received (after the agent)
 //   GET  /health  200 {"status": "ok"}
+//   GET  /fetch?url=URL  fetches URL through the egress proxy (what an app does with HTTPS_PROXY) and answers
+//                 {"url", "status", "bytes", "body" (the first 2 KiB as text)}, or 502 {"error"} when egress
+//                 refused or failed
 // Every response carries `x-enclave-agent-demo: 1`, so `start` and `pcrs` can tell the demo from a real app.
 import http from 'node:http';
 import type net from 'node:net';
+import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { toBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
 
@@ -18,6 +22,8 @@ export interface DemoAppOptions {
   name?: string;
   /** Bodies above this get 413. Default 16 MiB. */
   maxBodyBytes?: number;
+  /** The egress proxy URL for GET /fetch (read per request: the stack starts it after the app). */
+  egressProxy?: () => string | null;
 }
 
 export interface DemoApp {
@@ -57,6 +63,27 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
+const FETCH_PREVIEW_BYTES = 2048;
+const FETCH_TIMEOUT_MS = 15_000;
+
+/** GET /fetch?url=: the URL fetched through the egress proxy, as an app in the enclave would. */
+async function fetchThroughEgress(path: string, proxy: string | null): Promise<[number, unknown]> {
+  const url = new URL(path, 'http://demo').searchParams.get('url');
+  if (url === null || !/^https?:\/\//i.test(url)) return [400, { error: 'give ?url=http://… or https://…' }];
+  if (proxy === null) return [503, { error: 'no egress proxy in this stack' }];
+  const dispatcher = new ProxyAgent(proxy);
+  try {
+    const res = await undiciFetch(url, { dispatcher, redirect: 'manual', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+    const bytes = Buffer.from(await res.arrayBuffer());
+    return [200, { url, via: proxy, status: res.status, bytes: bytes.length, body: bytes.subarray(0, FETCH_PREVIEW_BYTES).toString('utf8') }];
+  } catch (err) {
+    const cause = (err as { cause?: { message?: string } }).cause?.message;
+    return [502, { url, via: proxy, error: `egress refused or failed: ${cause ?? (err as Error).message}` }];
+  } finally {
+    void dispatcher.close().catch(() => {});
+  }
+}
+
 export async function startDemoApp(opts: DemoAppOptions): Promise<DemoApp> {
   const name = opts.name ?? 'enclave';
   const maxBody = opts.maxBodyBytes ?? 16 * 1024 * 1024;
@@ -92,12 +119,16 @@ export async function startDemoApp(opts: DemoAppOptions): Promise<DemoApp> {
       return;
     }
     req.resume();
+    if (req.method === 'GET' && pathname === '/fetch') {
+      void fetchThroughEgress(path, opts.egressProxy?.() ?? null).then(([status, body]) => send(res, status, body));
+      return;
+    }
     if (req.method === 'GET' && pathname === '/') {
       send(res, 200, { message: `Hello from ${name}, running behind enclave-agent (demo app)`, try: 'POST /echo shows exactly what the app received' });
     } else if ((req.method === 'GET' || req.method === 'HEAD') && pathname === '/health') {
       send(res, 200, { status: 'ok' });
     } else {
-      send(res, 404, { error: `no route ${req.method ?? ''} ${pathname ?? ''}`, routes: ['GET /', 'POST /echo', 'GET /health'] });
+      send(res, 404, { error: `no route ${req.method ?? ''} ${pathname ?? ''}`, routes: ['GET /', 'POST /echo', 'GET /fetch?url=', 'GET /health'] });
     }
   });
   server.keepAliveTimeout = 65_000;

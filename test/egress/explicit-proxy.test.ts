@@ -1,0 +1,218 @@
+// The explicit proxy end to end on loopback: app → proxy (policy, resolution through the host) → host dialer
+// over TCP standing in for vsock → servers on 127.0.0.2. The test DNS server maps names; its query log
+// proves a refused name never reached DNS.
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEgress } from '../../src/egress/service.ts';
+import { configFromObject } from '../../src/config.ts';
+import { encodeResponse, Status } from '../../src/egress/flow-frame.ts';
+import { connectVia, exchange, rawRequest, sha256, startExchangeServer, startHttpServer, startStack, startTestDns, type ExchangeServer, type Stack, type TestDns } from './helpers.ts';
+
+const SERVER_IP = '127.0.0.2';
+let dns: TestDns;
+let echo: ExchangeServer;
+let web: { port: number; close(): Promise<void> };
+let stack: Stack;
+const reply = (got: Buffer): Buffer => Buffer.concat([Buffer.from(sha256(got), 'hex'), Buffer.alloc(80 * 1024, got.length % 251)]);
+
+beforeAll(async () => {
+  dns = await startTestDns({
+    'ok.test': [SERVER_IP],
+    'a.wild.test': [SERVER_IP],
+    'b.c.wild.test': [SERVER_IP],
+    'wild.test': [SERVER_IP],
+    'wild.test.evil.test': [SERVER_IP],
+    'badwild.test': [SERVER_IP],
+    'rebind.test': ['127.0.0.1', '169.254.169.254'],
+    'evil.test': [SERVER_IP],
+  });
+  echo = await startExchangeServer(SERVER_IP, reply);
+  web = await startHttpServer(SERVER_IP);
+  stack = await startStack(
+    [`ok.test:${echo.port}`, `ok.test:${web.port}`, `*.wild.test:${echo.port}`, `rebind.test`, `${SERVER_IP}:1`],
+    dns.port,
+  );
+});
+afterAll(async () => {
+  await stack?.close();
+  await echo?.close();
+  await web?.close();
+  await dns?.close();
+});
+
+describe('explicit proxy: CONNECT', () => {
+  it('carries more than 32 KiB each way byte-exact, with a half-close in between, and records the flow', async () => {
+    const out = randomBytes(100 * 1024 + 7);
+    const { status, socket, rest } = await connectVia(stack.egress.proxyUrl.split(':').map(Number)[2]!, `ok.test:${echo.port}`);
+    expect(status).toBe(200);
+    const back = await exchange(socket, out, rest);
+    expect(back.equals(reply(out))).toBe(true);
+    expect(echo.received.at(-1)).toEqual({ hash: sha256(out), length: out.length });
+    await waitFor(() => stack.decisions.some((d) => d.allowed && d.bytesOut === out.length));
+    const d = stack.decisions.find((x) => x.allowed && x.bytesOut === out.length)!;
+    expect(d).toMatchObject({ via: 'explicit', name: 'ok.test', ip: SERVER_IP, port: echo.port, bytesIn: back.length, reason: 'closed' });
+    const rec = stack.records.find((r) => (r as { bytes_out?: number }).bytes_out === out.length) as Record<string, unknown>;
+    expect(rec).toMatchObject({ type: 'egress', allowed: true, name: 'ok.test', ip: SERVER_IP, port: echo.port, bytes_in: back.length });
+    expect(JSON.stringify(stack.records)).not.toContain(out.subarray(0, 16).toString('hex'));
+  });
+
+  it.each([
+    ['a name off the list', 'evil.test'],
+    ['the apex of a wildcard', 'wild.test'],
+    ['a wildcard suffix inside another domain', 'wild.test.evil.test'],
+    ['a name ending in the suffix without a dot', 'badwild.test'],
+  ])('refuses %s with 403 before any DNS query', async (_what, name) => {
+    const before = dns.queries.length;
+    const { status } = await connectVia(proxyPort(), `${name}:${echo.port}`);
+    expect(status).toBe(403);
+    expect(dns.queries.slice(before)).not.toContain(name);
+  });
+
+  it('refuses an allowed name on a port its entry does not list, before any DNS query', async () => {
+    const before = dns.queries.length;
+    const { status } = await connectVia(proxyPort(), `ok.test:${echo.port + 1 === web.port ? echo.port + 2 : echo.port + 1}`);
+    expect(status).toBe(403);
+    expect(dns.queries.length).toBe(before);
+  });
+
+  it('allows one and several labels below a wildcard', async () => {
+    for (const name of ['a.wild.test', 'B.C.Wild.Test.']) {
+      const { status, socket, rest } = await connectVia(proxyPort(), `${name}:${echo.port}`);
+      expect(status).toBe(200);
+      const back = await exchange(socket, Buffer.from('x'), rest);
+      expect(back.equals(reply(Buffer.from('x')))).toBe(true);
+    }
+  });
+
+  it('refuses an allowed name rebound to 127.0.0.1 and 169.254.169.254 (403, logged with the address)', async () => {
+    const { status, head } = await connectVia(proxyPort(), 'rebind.test:80');
+    expect(status).toBe(403);
+    expect(head).toContain('403');
+    await waitFor(() => stack.decisions.some((d) => !d.allowed && d.name === 'rebind.test'));
+    const d = stack.decisions.find((x) => !x.allowed && x.name === 'rebind.test')!;
+    expect(d.reason).toMatch(/non-global/);
+    expect(['127.0.0.1', '169.254.169.254']).toContain(d.ip);
+  });
+
+  it('refuses a raw IP with no IP entry for that port, and a non-global literal', async () => {
+    expect((await connectVia(proxyPort(), `${SERVER_IP}:${echo.port}`)).status).toBe(403);
+    expect((await connectVia(proxyPort(), `169.254.169.254:80`)).status).toBe(403);
+    expect((await connectVia(proxyPort(), `[::1]:80`)).status).toBe(403);
+  });
+
+  it('carries 100 concurrent flows, each byte-exact', async () => {
+    const outs = Array.from({ length: 100 }, (_, i) => randomBytes(4096 + i));
+    const results = await Promise.all(
+      outs.map(async (out) => {
+        const { status, socket, rest } = await connectVia(proxyPort(), `ok.test:${echo.port}`);
+        expect(status).toBe(200);
+        return exchange(socket, out, rest);
+      }),
+    );
+    results.forEach((back, i) => expect(back.equals(reply(outs[i]!))).toBe(true));
+    await waitFor(() => stack.egress.activeFlows() === 0 && stack.dialer.activeFlows === 0);
+  });
+});
+
+describe('explicit proxy: HTTP', () => {
+  it('forwards an absolute http:// request in origin-form with Host set and proxy headers removed', async () => {
+    const res = await rawRequest(
+      proxyPort(),
+      `GET http://ok.test:${web.port}/path?x=1 HTTP/1.1\r\nhost: ok.test:${web.port}\r\nproxy-connection: keep-alive\r\nproxy-authorization: Basic c2VjcmV0\r\n\r\n`,
+    );
+    expect(res.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    const body = JSON.parse(res.slice(res.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+    expect(body).toEqual({ method: 'GET', url: '/path?x=1', host: `ok.test:${web.port}`, proxyConnection: null, proxyAuthorization: null });
+  });
+
+  it('answers an absolute https:// request with 400 "use CONNECT"', async () => {
+    const res = await rawRequest(proxyPort(), `GET https://ok.test:${web.port}/ HTTP/1.1\r\nhost: ok.test\r\n\r\n`);
+    expect(res.split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(res).toContain('use CONNECT');
+  });
+
+  it('answers an origin-form request and a malformed request line with 400', async () => {
+    expect((await rawRequest(proxyPort(), 'GET / HTTP/1.1\r\nhost: x\r\n\r\n')).split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect((await rawRequest(proxyPort(), 'NOT A REQUEST\r\n\r\n')).split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+  });
+
+  it('is what curl uses with HTTPS_PROXY/HTTP_PROXY from appEnv', async () => {
+    const { execFile } = await import('node:child_process');
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('curl', ['-sS', '--max-time', '10', `http://ok.test:${web.port}/via-curl`], { env: { ...process.env, ...stack.egress.appEnv } }, (err, stdout, stderr) =>
+        err ? reject(new Error(stderr)) : resolve(stdout),
+      ),
+    );
+    expect(JSON.parse(out)).toMatchObject({ url: '/via-curl', host: `ok.test:${web.port}` });
+    const denied = await new Promise<string>((resolve) =>
+      execFile('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '10', `http://evil.test:${web.port}/`], { env: { ...process.env, ...stack.egress.appEnv } }, (_e, stdout) => resolve(stdout)),
+    );
+    expect(denied).toBe('403');
+  });
+});
+
+describe('explicit proxy: failures', () => {
+  it('answers 502 when the host dialer is down', async () => {
+    const config = configFromObject({ egress: { enabled: true, destinations: ['ok.test'] } });
+    const dead = await freePort();
+    const egress = await startEgress({ egress: config.egress, proxyPort: 0, dialer: () => connectTcp(dead) });
+    try {
+      const { status, head } = await connectVia(egress.proxyUrl.split(':').map(Number)[2]!, 'ok.test:443');
+      expect(status).toBe(502);
+      expect(head).toContain('Bad Gateway');
+    } finally {
+      await egress.close();
+    }
+  });
+
+  it('answers 504 when the dialer reports a connect timeout, 502 for a refused connect and for a malformed answer', async () => {
+    for (const [answer, expected] of [
+      [encodeResponse({ status: Status.TIMEOUT, body: 'timeout' }), 504],
+      [encodeResponse({ status: Status.CONNECT_FAILED, errno: 111, body: 'ECONNREFUSED' }), 502],
+      [Buffer.from('HTTP/1.1 200 OK\r\n\r\n'), 502],
+    ] as const) {
+      const fake = net.createServer((s) => {
+        s.on('error', () => {});
+        s.once('data', () => s.end(answer));
+      });
+      await new Promise<void>((r) => fake.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+      const port = (fake.address() as net.AddressInfo).port;
+      const config = configFromObject({ egress: { enabled: true, destinations: [`${SERVER_IP}:443`] } });
+      const egress = await startEgress({ egress: config.egress, proxyPort: 0, dialer: () => connectTcp(port) });
+      try {
+        expect((await connectVia(egress.proxyUrl.split(':').map(Number)[2]!, `${SERVER_IP}:443`)).status).toBe(expected);
+      } finally {
+        await egress.close();
+        fake.close();
+      }
+    }
+  });
+});
+
+function proxyPort(): number {
+  return Number(new URL(stack.egress.proxyUrl).port);
+}
+
+function connectTcp(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
+    s.once('error', reject);
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export async function waitFor(cond: () => boolean, what = 'condition'): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
