@@ -60,7 +60,9 @@ try {
   // the log is a courtesy; never fail the install over it
 }
 const built = path.join(nativeDir, 'build/Release/enclave_native.node');
-if (r.status === 0 && existsSync(built)) done(`built in ${((Date.now() - started) / 1000).toFixed(1)} s (${path.relative(root, built)})`);
+// the app's die-with-the-agent wrapper (PR_SET_PDEATHSIG) is the second target of binding.gyp
+const wrapper = path.join(nativeDir, 'build/Release/enclave_die_with_parent');
+if (r.status === 0 && existsSync(built) && existsSync(wrapper)) done(`built in ${((Date.now() - started) / 1000).toFixed(1)} s (${path.relative(root, built)})`);
 
 const out = `${r.stderr ?? ''}\n${r.stdout ?? ''}`;
 const firstError =

@@ -10,10 +10,18 @@
 // The backoff (restartBackoffMs, doubling up to restartBackoffMaxMs) starts over once a run lasted at least
 // restartWindowMs. After each exit, whatever is left of the app's process group is SIGKILLed, so a crashed
 // app's workers do not outlive it.
-import { spawn, type ChildProcess } from 'node:child_process';
+//
+// The app dies with the agent even when the agent is SIGKILLed: it is exec'd through the addon's
+// die-with-parent wrapper (PR_SET_PDEATHSIG = SIGKILL, see die-with-agent.ts). Without the wrapper the app is
+// spawned directly and a warning says that it would outlive a SIGKILLed agent. PR_SET_PDEATHSIG covers the
+// app's main process; its own children are the app's to manage (the agent SIGKILLs the group on every exit
+// it sees).
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
+import type { Readable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { RestartPolicy } from '../config.ts';
+import { execErrorName, locateDieWithAgent, wrapCommand, EXEC_ERROR_FD } from './die-with-agent.ts';
 import { RuntimeError } from './errors.ts';
 import { waitForPort } from './wait-for-port.ts';
 
@@ -68,6 +76,8 @@ export interface SupervisorOptions {
   signalGroup?: boolean;
   /** Default 'inherit': the app writes to the agent's stdout/stderr. */
   stdio?: 'inherit' | 'ignore';
+  /** The die-with-parent wrapper (default: built next to the addon). When it is unusable the app is spawned directly, with a warning. */
+  dieWithAgentWrapper?: string;
   logger?: Logger;
   /** Every state change (tests, health reporting). */
   onState?: (state: SupervisorState, pid: number | undefined) => void;
@@ -116,6 +126,10 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const warnAfterMs = opts.readyWarnAfterMs ?? 30_000;
   const group = opts.signalGroup !== false;
   const [file, ...args] = opts.command as [string, ...string[]];
+  const dieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
+  if ('unavailable' in dieWithAgent) {
+    logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
+  }
 
   let state: SupervisorState = 'starting';
   let child: ChildProcess | undefined;
@@ -187,9 +201,20 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
     runStarted = Date.now();
     setState('starting');
     let proc: ChildProcess;
+    const io = opts.stdio ?? 'inherit';
+    const wrapper = 'wrapper' in dieWithAgent ? dieWithAgent.wrapper : undefined;
     try {
       // detached: setsid() in the child, so the app leads its own process group and session.
-      proc = spawn(file, args, { stdio: opts.stdio ?? 'inherit', detached: true, env: opts.env ?? process.env, cwd: opts.cwd });
+      const common = { detached: true, env: opts.env ?? process.env, cwd: opts.cwd };
+      if (wrapper === undefined) {
+        proc = spawn(file, args, { ...common, stdio: io });
+      } else {
+        // fd 3: the wrapper's exec errno (close-on-exec: the app never sees it; EOF alone means the exec worked)
+        const stdio: StdioOptions = [io, io, io];
+        stdio[EXEC_ERROR_FD] = 'pipe';
+        const [wfile, wargs] = wrapCommand(wrapper, file, args);
+        proc = spawn(wfile, wargs, { ...common, stdio });
+      }
     } catch (err) {
       onExit(undefined, null, null, (err as NodeJS.ErrnoException).code ?? 'ESPAWN');
       return;
@@ -203,10 +228,21 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
         onExit(proc, null, null, err.code ?? 'ESPAWN');
       }
     });
-    proc.once('exit', (code, signal) => {
+    let execError = '';
+    // an extra 'pipe' fd is a duplex socket; the agent only reads from it
+    const errPipe = wrapper === undefined ? null : ((proc.stdio[EXEC_ERROR_FD] ?? null) as Readable | null);
+    if (errPipe) {
+      errPipe.setEncoding('utf8');
+      errPipe.on('data', (d: string) => (execError += d));
+      errPipe.on('error', () => {}); // the wrapper's end closes with it; nothing to report
+    }
+    // Through the wrapper: 'close' (after 'exit' and the errno pipe's EOF) so a failed exec is known in time.
+    proc.once(errPipe ? 'close' : 'exit', (code: number | null, signal: NodeJS.Signals | null) => {
       if (exited) return;
       exited = true;
-      onExit(proc, code, signal);
+      const failedExec = errPipe && code === SPAWN_FAILED_EXIT ? execErrorName(execError) : undefined;
+      if (failedExec !== undefined) onExit(proc, null, null, failedExec);
+      else onExit(proc, code, signal);
     });
     if (proc.pid !== undefined) {
       logger.info({ pid: proc.pid, command: file, args: args.length, restarts }, 'app started');

@@ -1,0 +1,43 @@
+// The app dies with the agent, even when the agent is SIGKILLed: the supervisor spawns the app through
+// native/src/die-with-parent.c (built next to the addon), which sets PR_SET_PDEATHSIG = SIGKILL between fork
+// and exec — something Node cannot do itself. Without that program (no compiler at install, not Linux) the
+// supervisor spawns the app directly and says so once, at warn level.
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
+import { addonPath } from '../transport/native.ts';
+
+/** The fd of the pipe on which the wrapper reports a failed exec (its errno, in decimal). */
+export const EXEC_ERROR_FD = 3;
+
+export type DieWithAgent = { wrapper: string } | { unavailable: string };
+
+/** Where the wrapper is by default: next to the addon (native/build/Release, or $ENCLAVE_AGENT_NATIVE_ADDON's directory). */
+export function defaultWrapperPath(): string {
+  return path.join(path.dirname(addonPath()), 'enclave_die_with_parent');
+}
+
+/** The wrapper at `file` (default: next to the addon) when it can be used here, else why not. */
+export function locateDieWithAgent(file: string = defaultWrapperPath()): DieWithAgent {
+  if (process.platform !== 'linux') return { unavailable: `PR_SET_PDEATHSIG needs Linux, this is ${process.platform}` };
+  try {
+    accessSync(file, fsConstants.X_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    return { unavailable: `${file} is not usable (${code}); run \`node scripts/build-native.mjs\`` };
+  }
+  return { wrapper: file };
+}
+
+/** [file, args] that run `command` through the wrapper, as a child of this process. */
+export function wrapCommand(wrapper: string, file: string, args: readonly string[]): [string, string[]] {
+  return [wrapper, [String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
+}
+
+/** The errno name for the decimal the wrapper wrote ("2" → "ENOENT"); undefined for anything else. */
+export function execErrorName(text: string): string | undefined {
+  const n = Number(text.trim());
+  if (!Number.isInteger(n) || n <= 0) return undefined;
+  for (const [name, value] of Object.entries(osConstants.errno)) if (value === n) return name;
+  return `errno ${n}`;
+}

@@ -1,0 +1,63 @@
+// native/src/die-with-parent.c on its own: PR_SET_PDEATHSIG survives the exec, a parent that is already gone
+// means the command never runs, and a failed exec reports its errno on the given fd.
+import { spawnSync } from 'node:child_process';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { defaultWrapperPath, execErrorName } from '../../src/runtime/die-with-agent.ts';
+import { available, tempDir } from './helpers.ts';
+
+const tmp = tempDir();
+afterAll(() => tmp.cleanup());
+const wrapper = defaultWrapperPath();
+const PYTHON = '/usr/bin/python3';
+
+describe.skipIf(!available)('enclave_die_with_parent', () => {
+  it('is built next to the addon', () => {
+    expect(existsSync(wrapper)).toBe(true);
+  });
+
+  it('execs the command with PR_SET_PDEATHSIG = SIGKILL still set', () => {
+    // PR_GET_PDEATHSIG (2) from inside the exec'd program: 9 = SIGKILL
+    const py = 'import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)';
+    const r = spawnSync(wrapper, [String(process.pid), '-', PYTHON, '-c', py], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe('9');
+    // and without the wrapper there is none (0): the flag is the wrapper's doing
+    expect(spawnSync(PYTHON, ['-c', py], { encoding: 'utf8' }).stdout.trim()).toBe('0');
+  });
+
+  it('never runs the command when its parent is not the pid it was given (the agent died before the prctl)', () => {
+    const marker = path.join(tmp.dir, 'ran');
+    const r = spawnSync(wrapper, [String(process.ppid), '-', 'touch', marker], { encoding: 'utf8' });
+    expect(r.signal).toBe('SIGKILL');
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it('reports a failed exec as its errno on the error fd (close-on-exec otherwise) and exits 127', () => {
+    const errFile = path.join(tmp.dir, 'errno');
+    const fd = openSync(errFile, 'w');
+    try {
+      const r = spawnSync(wrapper, [String(process.pid), '3', path.join(tmp.dir, 'no-such-app')], { stdio: ['ignore', 'pipe', 'pipe', fd] });
+      expect(r.status).toBe(127);
+    } finally {
+      closeSync(fd);
+    }
+    expect(execErrorName(readFileSync(errFile, 'utf8'))).toBe('ENOENT');
+    // the exec'd app does not inherit the error fd
+    const ok = spawnSync(wrapper, [String(process.pid), '3', 'sh', '-c', 'test -e /proc/self/fd/3 && echo open || echo closed'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    expect(ok.stdout.trim()).toBe('closed');
+  });
+
+  it('refuses malformed arguments with a usage line and exit 2', () => {
+    for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
+      const r = spawnSync(wrapper, args, { encoding: 'utf8' });
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent PPID ERRFD FILE/);
+    }
+  });
+});
