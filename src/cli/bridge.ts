@@ -3,13 +3,15 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
 import { startBridge, type BridgeOptions } from '../host/bridge.ts';
-import { parseTarget, TransportError } from '../transport/connect.ts';
+import { DEFAULT_EGRESS_VSOCK_PORT, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
+import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
 
 const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_PORT = 8443;
 const AGENT_PORT = 5000;
+const OPS_PORT = 5009;
 
 const help = `Usage: enclave-agent bridge --agent TARGET [options]
 
@@ -33,10 +35,23 @@ Options:
   --idle-timeout MS         close after no traffic for this long, 0 = never (default 600000)
   --log-level LEVEL         fatal|error|warn|info|debug|silent (default info); JSON logs go to stderr
 
+The ops port (for a load balancer and Prometheus; keep it off the internet):
+  --ops-listen HOST:PORT    re-serve the agent's GET /health and GET /metrics here, and answer the agent's
+                            time requests (clock drift) over its ops channel
+  --ops-agent TARGET        the agent's ops port (default with a vsock agent: vsock:CID:${OPS_PORT}; required
+                            with tcp/unix)
+
+Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless given):
+  --egress WHERE            run the host egress dialer: vsock (port ${DEFAULT_EGRESS_VSOCK_PORT}) | vsock:PORT |
+                            tcp:HOST:PORT | unix:/path. It dials only the IP:port each flow names, and resolves
+                            DNS with this host's resolvers (/etc/resolv.conf)
+  --egress-allow-nonglobal CIDR   also dial this private/loopback prefix (repeatable; default: global only)
+  --egress-resolver IP[:PORT]     resolve with this server instead (repeatable)
+
 Prints the listening URL on stdout.`;
 
 /** Turns the command line into bridge options (no I/O besides reading --cert/--key). */
-export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string } {
+export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'> } {
   let values;
   try {
     ({ values } = parseArgs({
@@ -56,6 +71,11 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
         'handshake-timeout': { type: 'string' },
         'idle-timeout': { type: 'string' },
         'log-level': { type: 'string' },
+        'ops-listen': { type: 'string' },
+        'ops-agent': { type: 'string' },
+        egress: { type: 'string' },
+        'egress-allow-nonglobal': { type: 'string', multiple: true },
+        'egress-resolver': { type: 'string', multiple: true },
       },
     }));
   } catch (err) {
@@ -84,12 +104,33 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
     throw err;
   }
 
+  let ops: BridgeOptions['ops'];
+  if (values['ops-listen'] !== undefined) {
+    let opsTarget: StreamTarget;
+    if (values['ops-agent'] !== undefined) {
+      try {
+        opsTarget = parseTarget(values['ops-agent']);
+      } catch (err) {
+        if (err instanceof TransportError) throw new CliUsageError(`--ops-agent: ${err.message}`);
+        throw err;
+      }
+    } else if (target.kind === 'vsock') {
+      opsTarget = { kind: 'vsock', cid: target.cid, port: OPS_PORT };
+    } else {
+      throw new CliUsageError("--ops-listen with a tcp/unix agent needs --ops-agent TARGET (the agent's ops port)");
+    }
+    ops = { listen: hostPort('--ops-listen', values['ops-listen']), target: opsTarget };
+  } else if (values['ops-agent'] !== undefined) {
+    throw new CliUsageError('--ops-agent goes with --ops-listen');
+  }
+
   if ((values.cert === undefined) !== (values.key === undefined)) throw new CliUsageError('--cert and --key go together');
-  const opts: BridgeOptions & { logLevel: string } = {
+  const opts: BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'> } = {
     listen,
     target,
     proxyProtocol: values['proxy-protocol'] ?? false,
     logLevel: values['log-level'] ?? 'info',
+    ...(ops === undefined ? {} : { ops }),
   };
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(opts.logLevel)) {
     throw new CliUsageError(`--log-level expects fatal|error|warn|info|debug|trace|silent, found "${opts.logLevel}"`);
@@ -98,7 +139,44 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   if (values['max-connections'] !== undefined) opts.maxConnections = int('--max-connections', values['max-connections'], 1, 1_000_000);
   if (values['handshake-timeout'] !== undefined) opts.handshakeTimeoutMs = int('--handshake-timeout', values['handshake-timeout'], 1, 3_600_000);
   if (values['idle-timeout'] !== undefined) opts.idleTimeoutMs = int('--idle-timeout', values['idle-timeout'], 0, 86_400_000);
+  if (values.egress !== undefined) {
+    opts.egress = {
+      listen: parseEgressListen(values.egress),
+      allowNonGlobal: values['egress-allow-nonglobal'] ?? [],
+      ...(values['egress-resolver'] === undefined ? {} : { resolvers: values['egress-resolver'].map(parseResolver) }),
+    };
+  } else if (values['egress-allow-nonglobal'] !== undefined || values['egress-resolver'] !== undefined) {
+    throw new CliUsageError('--egress-allow-nonglobal and --egress-resolver need --egress');
+  }
   return opts;
+}
+
+function parseEgressListen(text: string): EgressDialerListen {
+  if (text === 'vsock') return { kind: 'vsock', port: DEFAULT_EGRESS_VSOCK_PORT };
+  const v = /^vsock:(\d+)$/.exec(text);
+  if (v) return { kind: 'vsock', port: int('--egress vsock port', v[1]!, 1, 0xffffffff) };
+  let t;
+  try {
+    t = parseTarget(text);
+  } catch (err) {
+    if (err instanceof TransportError) throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
+    throw err;
+  }
+  if (t.kind === 'tcp') return { kind: 'tcp', host: t.host, port: t.port };
+  if (t.kind === 'unix') return { kind: 'unix', path: t.path };
+  throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
+}
+
+function parseResolver(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+))(?::(\d+))?$/.exec(text);
+  if (!m) throw new CliUsageError(`--egress-resolver expects IP[:PORT] or [IPv6][:PORT], found "${text}"`);
+  return { host: m[1] ?? m[2]!, port: m[3] === undefined ? 53 : int('--egress-resolver port', m[3], 1, 65535) };
+}
+
+function hostPort(flag: string, text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(text);
+  if (!m) throw new CliUsageError(`${flag} expects HOST:PORT or [IPv6]:PORT, found "${text}"`);
+  return { host: m[1] ?? m[2]!, port: int(`${flag} port`, m[3]!, 0, 65535) };
 }
 
 function int(flag: string, text: string, min: number, max: number): number {
@@ -118,12 +196,22 @@ function readPem(file: string, flag: string): Buffer {
 
 /** Starts the bridge, prints its URL, waits until `stop()` resolves, then shuts down. Returns the exit code. */
 export async function serveBridge(args: string[], io: CliIo, stop: () => Promise<unknown>, logger?: Logger): Promise<number> {
-  const { logLevel, ...opts } = parseBridgeArgs(args);
+  const { logLevel, egress, ...opts } = parseBridgeArgs(args);
   const log = logger ?? pino({ level: logLevel, base: { name: 'enclave-agent-bridge' } }, pino.destination(2));
-  const bridge = await startBridge({ ...opts, logger: log });
+  const dialer = egress === undefined ? undefined : await startEgressDialer({ ...egress, logger: log });
+  let bridge;
+  try {
+    bridge = await startBridge({ ...opts, logger: log });
+  } catch (err) {
+    await dialer?.close();
+    throw err;
+  }
   io.out(bridge.url);
+  if (bridge.opsUrl !== null) io.out(bridge.opsUrl);
+  if (dialer !== undefined) io.out(`egress dialer ${dialer.address}`);
   await stop();
   await bridge.close();
+  await dialer?.close();
   return 0;
 }
 

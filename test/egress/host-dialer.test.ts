@@ -1,0 +1,123 @@
+// The host dialer and the flow protocol: exact frame bytes, what it dials and refuses, DNS forwarding, and
+// malformed frames (each closes its own stream; the dialer goes on serving).
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseBridgeArgs } from '../../src/cli/bridge.ts';
+import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
+import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
+import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
+import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { exchange, startExchangeServer, startTestDns, type ExchangeServer, type TestDns } from './helpers.ts';
+
+let dns: TestDns;
+let echo: ExchangeServer;
+let strict: EgressDialer; // global addresses only
+let lenient: EgressDialer; // 127.0.0.2 allowed
+
+const tcp = (port: number) => (): Promise<Duplex> =>
+  new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
+    s.once('error', reject);
+  });
+
+beforeAll(async () => {
+  dns = await startTestDns({ 'ok.test': ['127.0.0.2'] });
+  echo = await startExchangeServer('127.0.0.2', (b) => Buffer.concat([b, b]));
+  strict = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: dns.port }] });
+  lenient = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: dns.port }], allowNonGlobal: ['127.0.0.2/32'] });
+});
+afterAll(async () => {
+  await strict?.close();
+  await lenient?.close();
+  await echo?.close();
+  await dns?.close();
+});
+
+describe('flow frames', () => {
+  it('encodes CONNECT 1.2.3.4:443 for api.example.com byte for byte and decodes it back', () => {
+    const req = { op: 'connect' as const, ip: '1.2.3.4', port: 443, timeoutMs: 10_000, name: 'api.example.com' };
+    const bytes = encodeRequest(req);
+    expect(bytes.toString('hex')).toBe('45475231' + '01' + '01' + '001b' + '04' + '01020304' + '01bb' + '00002710' + '0f' + Buffer.from('api.example.com').toString('hex'));
+    const { op, len } = decodeRequestHeader(bytes.subarray(0, 8));
+    expect(decodeRequestBody(op, bytes.subarray(8, 8 + len))).toEqual(req);
+  });
+
+  it('round-trips an IPv6 CONNECT and a response header', () => {
+    const req = { op: 'connect' as const, ip: '2001:db8::1', port: 8443, timeoutMs: 1, name: '' };
+    const bytes = encodeRequest(req);
+    expect(decodeRequestBody(1, bytes.subarray(8))).toEqual(req);
+    expect(encodeResponse({ status: Status.CONNECT_FAILED, errno: 111, body: 'x' }).toString('hex')).toBe('45475231' + '01' + '02' + '0000006f' + '0001' + '78');
+  });
+});
+
+describe('host dialer', () => {
+  it('dials the IP it is told (when allowed) and copies bytes both ways with half-close', async () => {
+    const flow = await openFlow(tcp(lenient.port!), { ip: '127.0.0.2', port: echo.port, timeoutMs: 2_000, name: 'ok.test' });
+    const out = Buffer.alloc(70 * 1024, 7);
+    const back = await exchange(flow as net.Socket, out);
+    expect(back.equals(Buffer.concat([out, out]))).toBe(true);
+  });
+
+  it('refuses a non-global address unless configured (HOST_POLICY_DENY)', async () => {
+    await expect(openFlow(tcp(strict.port!), { ip: '127.0.0.2', port: echo.port, timeoutMs: 2_000, name: 'ok.test' })).rejects.toMatchObject({ code: 'EGRESS_DENIED' });
+    await expect(openFlow(tcp(lenient.port!), { ip: '169.254.169.254', port: 80, timeoutMs: 2_000, name: '' })).rejects.toMatchObject({ code: 'EGRESS_DENIED' });
+  });
+
+  it('reports a refused connect with its errno', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((r) => closed.listen({ host: '127.0.0.2', port: 0 }, () => r()));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    await expect(openFlow(tcp(lenient.port!), { ip: '127.0.0.2', port, timeoutMs: 2_000, name: '' })).rejects.toMatchObject({ code: 'EGRESS_CONNECT_FAILED', message: expect.stringMatching(/ECONNREFUSED.*errno 111/) });
+  });
+
+  it('forwards a DNS query to its resolvers and returns the raw answer; a dead resolver is RESOLVER_ERROR', async () => {
+    const answer = parseResponse(await dnsExchange(tcp(strict.port!), buildQuery(0x1234, 'ok.test', 1), 2_000));
+    expect(answer.id).toBe(0x1234);
+    expect(answer.answers).toEqual([{ name: 'ok.test', type: 1, ttl: 60, address: '127.0.0.2' }]);
+    const dead = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: 9 }] });
+    try {
+      await expect(dnsExchange(tcp(dead.port!), buildQuery(1, 'ok.test', 1), 1_000)).rejects.toMatchObject({ code: 'EGRESS_RESOLVER_ERROR' });
+    } finally {
+      await dead.close();
+    }
+  });
+
+  const valid = encodeRequest({ op: 'connect', ip: '127.0.0.2', port: 80, timeoutMs: 100, name: 'x' });
+  const withLen = (b: Buffer, len: number): Buffer => {
+    const c = Buffer.from(b);
+    c.writeUInt16BE(len, 6);
+    return c;
+  };
+  it.each([
+    ['bad magic', Buffer.concat([Buffer.from('EGR2'), valid.subarray(4)])],
+    ['bad version', Buffer.concat([valid.subarray(0, 4), Buffer.from([2]), valid.subarray(5)])],
+    ['unknown op', Buffer.concat([valid.subarray(0, 5), Buffer.from([9]), valid.subarray(6)])],
+    ['CONNECT body over 1024 bytes', withLen(valid.subarray(0, 8), 2000)],
+    ['a name with a non-printable byte', Buffer.concat([withLen(valid.subarray(0, 8), valid.length - 8), valid.subarray(8, -1), Buffer.from([0x7f])])],
+    ['address family 5', Buffer.concat([valid.subarray(0, 8), Buffer.from([5]), valid.subarray(9)])],
+    ['a body cut short by EOF', valid.subarray(0, 12)],
+    ['a DNS query shorter than a header', Buffer.from('45475231010200050000000000', 'hex')],
+    ['an HTTP request', Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n')],
+  ])('closes the stream on %s without answering, and keeps serving', async (_what, bytes) => {
+    const s = net.connect({ host: '127.0.0.1', port: strict.port! });
+    const got: Buffer[] = [];
+    s.on('data', (c: Buffer) => got.push(c));
+    s.on('error', () => {});
+    s.end(bytes);
+    await new Promise((r) => s.once('close', r));
+    expect(Buffer.concat(got).length).toBe(0);
+    const answer = parseResponse(await dnsExchange(tcp(strict.port!), buildQuery(7, 'ok.test', 1), 2_000));
+    expect(answer.answers).toHaveLength(1);
+  });
+});
+
+describe('bridge --egress', () => {
+  it('parses where the dialer listens, its resolvers and allowed prefixes', () => {
+    const o = parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'unix:/run/egress.sock', '--egress-resolver', '10.0.0.2', '--egress-allow-nonglobal', '10.1.0.0/16']);
+    expect(o.egress).toEqual({ listen: { kind: 'unix', path: '/run/egress.sock' }, allowNonGlobal: ['10.1.0.0/16'], resolvers: [{ host: '10.0.0.2', port: 53 }] });
+    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.listen).toEqual({ kind: 'vsock', port: 8001 });
+    expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-resolver', '1.1.1.1'])).toThrow(/need --egress/);
+  });
+});
