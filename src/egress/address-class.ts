@@ -18,7 +18,6 @@ const NON_GLOBAL_V4: readonly [string, number][] = [
 const NON_GLOBAL_V6: readonly [string, number][] = [
   ['::', 128], // unspecified
   ['::1', 128], // loopback
-  ['::ffff:0:0', 96], // IPv4-mapped: judged as the IPv4 address instead (see isNonGlobal)
   ['64:ff9b:1::', 48], // local-use NAT64
   ['fc00::', 7], // ULA
   ['fe80::', 10], // link-local
@@ -34,9 +33,13 @@ export function ipFamily(text: string): 0 | 4 | 6 {
   return net.isIP(text) as 0 | 4 | 6;
 }
 
-/** The IPv4 address inside an IPv4-mapped IPv6 address ("::ffff:1.2.3.4"), else the input. */
+/**
+ * The IPv4 address inside an IPv4-mapped IPv6 address ("::ffff:1.2.3.4", "::ffff:7f00:1"), else the input.
+ * (No "::ffff:0:0/96" rule in the lists: BlockList matches every IPv4 address against it.)
+ */
 export function unmapIpv4(ip: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  const canon = net.isIPv6(ip) ? new net.SocketAddress({ address: ip, family: 'ipv6' }).address : ip;
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(canon);
   return m ? m[1]! : ip;
 }
 

@@ -1,0 +1,98 @@
+// The allow-list grammar and matching, the non-global ranges, config validation naming the entry, and real
+// Evervault enclave.toml files ([egress] enabled/destinations unchanged) enforcing their destinations.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseToml } from 'smol-toml';
+import { describe, expect, it } from 'vitest';
+import { configFromObject } from '../../src/config.ts';
+import { isNonGlobal } from '../../src/egress/address-class.ts';
+import { EgressPolicy, parseDestination } from '../../src/egress/policy.ts';
+
+describe('destinations grammar', () => {
+  it('parses names, wildcards, ports, ranges, IP literals and CIDRs', () => {
+    expect(parseDestination('API.Stripe.com.')).toMatchObject({ kind: 'name', name: 'api.stripe.com', ports: { from: 1, to: 65535 } });
+    expect(parseDestination('*.example.com:443')).toMatchObject({ kind: 'suffix', suffix: 'example.com', ports: { from: 443, to: 443 } });
+    expect(parseDestination('db.internal:5432-5433')).toMatchObject({ kind: 'name', ports: { from: 5432, to: 5433 } });
+    expect(parseDestination('*')).toMatchObject({ kind: 'any-name' });
+    expect(parseDestination('10.0.0.0/8:443')).toMatchObject({ kind: 'ip', family: 4, prefix: '10.0.0.0/8' });
+    expect(parseDestination('1.2.3.4')).toMatchObject({ kind: 'ip', family: 4, prefix: '1.2.3.4/32' });
+    expect(parseDestination('[2001:db8::/32]:443')).toMatchObject({ kind: 'ip', family: 6, prefix: '2001:db8::/32', ports: { from: 443, to: 443 } });
+    expect(parseDestination('2001:db8::1')).toMatchObject({ kind: 'ip', family: 6, prefix: '2001:db8::1/128' });
+    expect(parseDestination('host:*')).toMatchObject({ kind: 'name', ports: { from: 1, to: 65535 } });
+  });
+
+  it.each(['', 'a..b', '*foo.com', 'foo.*.com', '*.', 'host:0', 'host:70000', 'host:9-3', 'host:x', '1.2.3.4/33', '300.1.1.1', '[1.2.3.4]', '[::1]/129', '-bad.com', 'a_b c'])(
+    'rejects %j, naming the entry in the config error',
+    (entry) => {
+      expect(() => configFromObject({ egress: { enabled: true, destinations: ['ok.com', entry] } })).toThrow(new RegExp(`egress\\.destinations: invalid entry ${JSON.stringify(entry).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    },
+  );
+
+  it('rejects transparent mode without enabled and any unknown [egress] key', () => {
+    expect(() => configFromObject({ egress: { mode: 'transparent' } })).toThrow(/transparent.*enabled/);
+    expect(() => configFromObject({ egress: { enabled: true, ports: [443] } })).toThrow(/unknown key "egress.ports"/);
+  });
+});
+
+describe('matching', () => {
+  const p = new EgressPolicy(['*.example.com:443', 'api.stripe.com', 'db.test:5432-5433', '10.1.0.0/16:8080', '[2001:db8::/32]:443']);
+  it('matches wildcards on label boundaries only, never the apex', () => {
+    expect(p.matchName('a.example.com', 443)).not.toBeNull();
+    expect(p.matchName('a.b.example.com', 443)).not.toBeNull();
+    expect(p.matchName('A.EXAMPLE.COM.', 443)).not.toBeNull();
+    expect(p.matchName('example.com', 443)).toBeNull();
+    expect(p.matchName('badexample.com', 443)).toBeNull();
+    expect(p.matchName('example.com.evil.com', 443)).toBeNull();
+    expect(p.matchName('a.example.com.evil.com', 443)).toBeNull();
+    expect(p.matchName('a.example.com', 80)).toBeNull();
+  });
+  it('matches exact names on any port when no port is given, ranges inclusively', () => {
+    expect(p.matchName('api.stripe.com', 1)).not.toBeNull();
+    expect(p.matchName('x.api.stripe.com', 443)).toBeNull();
+    expect(p.matchName('db.test', 5433)).not.toBeNull();
+    expect(p.matchName('db.test', 5434)).toBeNull();
+  });
+  it('never matches an IP literal with a name entry, nor a name with an IP entry', () => {
+    expect(new EgressPolicy(['*']).matchName('1.2.3.4', 443)).toBeNull();
+    expect(p.matchIp('10.1.2.3', 8080)).not.toBeNull();
+    expect(p.matchIp('10.2.0.1', 8080)).toBeNull();
+    expect(p.matchIp('10.1.2.3', 8081)).toBeNull();
+    expect(p.matchIp('2001:db8::5', 443)).not.toBeNull();
+    expect(p.matchIp('::ffff:10.1.2.3', 8080)).not.toBeNull();
+  });
+  it('refuses non-global answers unless an IP entry names the address', () => {
+    for (const ip of ['127.0.0.1', '169.254.169.254', '10.0.0.1', '172.16.5.5', '192.168.1.1', '100.64.0.1', '224.0.0.1', '0.0.0.0', '::1', 'fd00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe']) {
+      expect(isNonGlobal(ip)).toBe(true);
+      expect(p.resolvedAddressAllowed(ip)).toBe(false);
+    }
+    expect(p.resolvedAddressAllowed('10.1.0.7')).toBe(true); // named by 10.1.0.0/16
+    expect(p.resolvedAddressAllowed('93.184.216.34')).toBe(true);
+    for (const ip of ['8.8.8.8', '1.1.1.1', '2606:4700::1111', '::ffff:8.8.8.8']) expect(isNonGlobal(ip)).toBe(false);
+  });
+});
+
+describe('Evervault enclave.toml files', () => {
+  const dir = path.resolve('test/config/fixtures/evervault');
+  // Their [egress] table as written, through our config loader (the other tables are another test's subject).
+  const loadConfig = (file: string, _env: object) => configFromObject({ egress: (parseToml(readFileSync(file, 'utf8')) as { egress: unknown }).egress });
+  it('debug-pcrs: wildcard and exact destinations, any port, enforced as written', () => {
+    const c = loadConfig(path.join(dir, 'debug-pcrs.enclave.toml'), {});
+    expect(c.egress).toMatchObject({ enabled: true, destinations: ['*.metrics.example.com', 'relay.example.org'], mode: 'explicit' });
+    const p = new EgressPolicy(c.egress.destinations);
+    expect(p.matchName('eu.metrics.example.com', 443)).not.toBeNull();
+    expect(p.matchName('relay.example.org', 8545)).not.toBeNull();
+    expect(p.matchName('metrics.example.com', 443)).toBeNull();
+    expect(p.matchName('relay.example.org.attacker.net', 443)).toBeNull();
+    expect(p.matchName('evil.example.org', 443)).toBeNull();
+  });
+  it('egress-scaling: two exact names, nothing else', () => {
+    const c = loadConfig(path.join(dir, 'egress-scaling.enclave.toml'), {});
+    const p = new EgressPolicy(c.egress.destinations);
+    expect(p.matchName('rpc.example.org', 443)).not.toBeNull();
+    expect(p.matchName('backend.example.net', 80)).not.toBeNull();
+    expect(p.matchName('www.example.org', 443)).toBeNull();
+  });
+  it('enabled = false: egress stays off', () => {
+    expect(loadConfig(path.join(dir, 'api-key-auth.enclave.toml'), {}).egress.enabled).toBe(false);
+  });
+});
