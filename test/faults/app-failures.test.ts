@@ -3,13 +3,15 @@
 // HTTP error status, a typed Error frame, or StreamClose) within a bound, the session survives, and the
 // agent serves again as soon as the app is back.
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { utf8 } from '../../src/util/bytes.ts';
 import { connectClient, type TestClient } from '../responder/helpers.ts';
+import { settledLeftovers } from '../runtime/harness.ts';
 import { httpRequest, startAgentStack, startAppProcess, statusOf, waitUntil, type AgentStack, type AppProcess } from './stack.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
+afterAll(async () => expect(await settledLeftovers()).toEqual([]));
 afterEach(async () => {
   for (const fn of cleanup.splice(0).reverse()) await fn();
 });

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClientError, connect, type Client } from '../../src/client/node.ts';
 import { startBridge, type Bridge } from '../../src/host/bridge.ts';
+import { settledLeftovers } from '../runtime/harness.ts';
 import { memoryLog, sleep, startAgentStack, startAppProcess, waitUntil, type AgentStack, type AppProcess } from './stack.ts';
 
 let app: AppProcess;
@@ -15,6 +16,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack.close();
   await app.kill();
+  expect(await settledLeftovers()).toEqual([]);
 });
 
 const CLIENTS = 8;

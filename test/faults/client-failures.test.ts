@@ -7,6 +7,7 @@ import type { HttpForwarder } from '../../src/http/forwarder.ts';
 import { utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { connectClient, type TestClient } from '../responder/helpers.ts';
+import { settledLeftovers } from '../runtime/harness.ts';
 import { httpRequest, sleep, startAgentStack, startAppProcess, statusOf, waitUntil, type AppProcess } from './stack.ts';
 
 let app: AppProcess;
@@ -15,6 +16,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await app.kill();
+  expect(await settledLeftovers()).toEqual([]);
 });
 
 type Reply = Extract<ServerMessage, { type: 'Data' | 'Error' }>;

@@ -2,21 +2,19 @@
 // 200 requests are in flight over 4 sessions. Every request gets exactly one answer — its response when it
 // finishes within the drain timeout, a clean Error frame otherwise — before its session closes; none is
 // lost silently.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
-import { startRun, until, type RunningAgent } from '../runtime/harness.ts';
+import { settledLeftovers, startRun, until, type RunningAgent } from '../runtime/harness.ts';
 import { httpRequest, statusOf } from './stack.ts';
 
 const running: RunningAgent[] = [];
 const clients: TestClient[] = [];
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
-  for (const a of running.splice(0)) {
-    a.kill('SIGKILL');
-    await a.exited;
-  }
+  for (const a of running.splice(0)) await a.dispose();
 });
+afterAll(async () => expect(await settledLeftovers()).toEqual([]));
 
 const SESSIONS = 4;
 const PER_SESSION = 50;

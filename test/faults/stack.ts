@@ -16,7 +16,7 @@ import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
 import type { SessionSummary } from '../../src/responder/session.ts';
 import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
 import { utf8 } from '../../src/util/bytes.ts';
-import { freePort } from '../runtime/harness.ts';
+import { freePort, OWNER_ENV } from '../runtime/harness.ts';
 
 export const APP_SCRIPT = path.join(import.meta.dirname, 'fixtures/app.mjs');
 export const IDENTITY = { agentVersion: 'fault-suite', app: 'node app.mjs', config: 'faults' };
@@ -49,7 +49,7 @@ export async function startAppProcess(port?: number, opts: { raw?: boolean; rawP
   const p = port ?? (await freePort());
   const rawPort = opts.rawPort ?? (opts.raw === true ? await freePort() : undefined);
   const child = spawn(process.execPath, [APP_SCRIPT], {
-    env: { ...process.env, APP_PORT: String(p), ...(rawPort === undefined ? {} : { APP_RAW_PORT: String(rawPort) }) },
+    env: { ...process.env, APP_PORT: String(p), ...(rawPort === undefined ? {} : { APP_RAW_PORT: String(rawPort) }), [OWNER_ENV]: String(process.pid) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines: string[] = [];

@@ -7,6 +7,13 @@ import os from 'node:os';
 import path from 'node:path';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
+
+/**
+ * Every process the runtime and fault suites start carries this variable (inherited by the agent's app and the
+ * app's children), valued with the test worker's pid: leftovers() finds them in /proc/<pid>/environ.
+ */
+export const OWNER_ENV = 'ENCLAVE_AGENT_TEST_OWNER';
+export const OWNER = `${OWNER_ENV}=${process.pid}`;
 export const APP = path.join(REPO, 'test/runtime/fixtures/app.mjs');
 const BIN = path.join(REPO, 'bin/enclave-agent.js');
 
@@ -49,6 +56,8 @@ export interface RunningAgent {
   waitForEvent(pred: (line: string) => boolean, timeoutMs?: number): Promise<string>;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal: NodeJS.Signals): void;
+  /** SIGKILLs the agent, waits for its exit, then SIGKILLs the process group of every app run it had (and their children). */
+  dispose(): Promise<void>;
 }
 
 export async function until<T>(fn: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
@@ -71,7 +80,7 @@ export async function startRun(opts: RunOptions = {}): Promise<RunningAgent> {
   const command = opts.command ?? [process.execPath, APP];
   const child = spawn(process.execPath, [BIN, 'run', ...args, '--', ...command], {
     cwd: dir,
-    env: { ...process.env, APP_PORT: String(appPort), APP_EVENTS: events, ...opts.env },
+    env: { ...process.env, APP_PORT: String(appPort), APP_EVENTS: events, ...opts.env, [OWNER_ENV]: String(process.pid) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: LogLine[] = [];
@@ -124,7 +133,56 @@ export async function startRun(opts: RunOptions = {}): Promise<RunningAgent> {
     kill(signal) {
       if (!done) child.kill(signal);
     },
+    async dispose() {
+      if (!done) child.kill('SIGKILL');
+      await exited;
+      // The agent's app dies with it (PR_SET_PDEATHSIG), but not what the app started (APP_CHILD): end the groups.
+      for (const line of readEvents()) {
+        const m = /^(?:start|child) (\d+)$/.exec(line);
+        if (m) killGroup(Number(m[1]));
+      }
+    },
   };
+}
+
+/** SIGKILL to the process group `pgid` and to `pgid` itself; ESRCH (already gone) is fine. */
+export function killGroup(pgid: number): void {
+  for (const target of [-pgid, pgid]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** Live (non-zombie) processes started by this test worker's suites: those whose environment holds OWNER. */
+export function leftovers(): { pid: number; cmdline: string }[] {
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/environ`, 'latin1').split('\0').includes(OWNER)) continue;
+      if (!alive(Number(entry))) continue;
+      out.push({ pid: Number(entry), cmdline: readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0').join(' ').trim() });
+    } catch {
+      // exited while we looked, or not ours to read
+    }
+  }
+  return out;
+}
+
+/**
+ * Waits (bounded) until no process started by this worker's suites is alive, and returns those still alive
+ * after `timeoutMs` — [] when every child was ended. SIGKILL is asynchronous, hence the wait.
+ */
+export async function settledLeftovers(timeoutMs = 10_000): Promise<{ pid: number; cmdline: string }[]> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const left = leftovers();
+    if (left.length === 0 || Date.now() > end) return left;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** Children of `pid` that are zombies (state Z in /proc/<child>/stat). */

@@ -6,21 +6,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { startLogSinkServer } from '../../src/host/log-sink-server.ts';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { utf8 } from '../../src/util/bytes.ts';
 import { connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
-import { alive, startRun, until, zombieChildren, type RunningAgent } from './harness.ts';
+import { alive, settledLeftovers, startRun, until, zombieChildren, type RunningAgent } from './harness.ts';
 
 const running: RunningAgent[] = [];
 const clients: TestClient[] = [];
 
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
-  for (const a of running.splice(0)) {
-    a.kill('SIGKILL');
-    await a.exited;
-  }
+  for (const a of running.splice(0)) await a.dispose();
 });
+// Every agent, app and app child this file started has ended (they used to outlive the suite).
+afterAll(async () => expect(await settledLeftovers()).toEqual([]));
 
 async function run(opts: Parameters<typeof startRun>[0] = {}): Promise<RunningAgent> {
   const a = await startRun(opts);
