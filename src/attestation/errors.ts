@@ -29,6 +29,8 @@ export type AttestationErrorCode =
   | 'ATTESTATION_FROM_FUTURE'
   /** The caller's expectations are unusable (bad PCR hex, bad root PEM, ...). */
   | 'ATTESTATION_BAD_EXPECTATIONS'
+  /** The simulator's state directory or CA files could be swapped or read by others (loose modes, other owner). */
+  | 'NSM_SIMULATOR_INSECURE'
   /** The NSM (device or simulator) answered `{"Error": "<code>"}` or something that is not a valid reply. */
   | 'NSM_ERROR';
 

@@ -4,7 +4,9 @@
  * payload keys module_id, digest, timestamp, pcrs, certificate, cabundle, public_key, user_data, nonce in that
  * order, 16 PCRs of 48 bytes, cabundle [root, intermediate], a 3-hour leaf, ES384 signature.
  *
- * PKI. `stateDir/nsm-ca/` holds the simulated root and intermediate (P-384; keys PKCS#8 PEM, mode 0600). It is
+ * PKI. `stateDir/nsm-ca/` holds the simulated root and intermediate (P-384; keys PKCS#8 PEM, mode 0600; a
+ * group/world-writable or foreign-owned stateDir or nsm-ca/, or a key file others can access, is refused with
+ * NSM_SIMULATOR_INSECURE). It is
  * created once (atomically: built in a temporary directory, then renamed into place — a concurrent start uses
  * whichever CA won) and reused across restarts, so clients can pin `rootPath`. The root and intermediate
  * are valid from one day before creation for 20 years. The leaf key and certificate live in memory only:
@@ -21,12 +23,15 @@
  * Debug mode: PCR0, 1, 2 and 8 are all zero, as on real hardware.
  */
 import { createHash, randomBytes, webcrypto } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { concatBytes, fromBase64, toBase64, toHex, utf8 } from '../util/bytes.ts';
+import { currentUid, unsafeDirReason, unsafePublicFileReason, unsafeSecretFileReason } from '../util/private-files.ts';
 import { COSE_ALG_ES384, coseSign1SigStructure } from './document.ts';
+import { AttestationError } from './errors.ts';
 import type { AttestationRequest, Nsm } from './nsm.ts';
 import { createDeviceNsm } from './nsm-device.ts';
 import {
@@ -259,7 +264,37 @@ async function createCa(stateDir: string, now: number): Promise<void> {
   }
 }
 
+/**
+ * Refuses CA state others could have replaced or read: stateDir and nsm-ca/ group- or world-writable or another
+ * user's, a key file with any group/other access or another owner, a certificate others can write. ENOENT passes
+ * (the CA is created next).
+ */
+async function checkCaFiles(stateDir: string): Promise<void> {
+  const dir = join(stateDir, CA_DIR);
+  const uid = currentUid();
+  const checks: [string, (st: Stats, uid: number | undefined) => string | null][] = [
+    [stateDir, unsafeDirReason],
+    [dir, unsafeDirReason],
+    [join(dir, 'root.key.pem'), unsafeSecretFileReason],
+    [join(dir, 'intermediate.key.pem'), unsafeSecretFileReason],
+    [join(dir, 'root.pem'), unsafePublicFileReason],
+    [join(dir, 'intermediate.pem'), unsafePublicFileReason],
+  ];
+  for (const [file, check] of checks) {
+    let st: Stats;
+    try {
+      st = await stat(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    const problem = check(st, uid);
+    if (problem) throw new AttestationError('NSM_SIMULATOR_INSECURE', `NSM simulator state ${file} is ${problem}; the simulated CA is refused`);
+  }
+}
+
 async function loadCa(stateDir: string): Promise<Ca> {
+  await checkCaFiles(stateDir);
   const dir = join(stateDir, CA_DIR);
   const read = (f: string) => readFile(join(dir, f), 'utf8');
   const importKey = async (f: string) =>
@@ -280,6 +315,7 @@ async function openCa(stateDir: string, now: number): Promise<Ca> {
   try {
     return await loadCa(stateDir);
   } catch (err) {
+    if (err instanceof AttestationError) throw err;
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`NSM simulator CA in ${join(stateDir, CA_DIR)} is unreadable: ${(err as Error).message}`, { cause: err });
   }
   await createCa(stateDir, now);

@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { concatBytes, fromHex, toHex, utf8 } from '../util/bytes.ts';
+import { currentUid, unsafeDirReason, unsafeSecretFileReason } from '../util/private-files.ts';
 import { KeyringError } from './errors.ts';
 import { NODE_CURVE } from './ev-kdf.ts';
 import type { EvCurve } from './ev-kdf.ts';
@@ -179,7 +180,22 @@ function ioError(what: string, err: unknown): KeyringError {
   return new KeyringError('KEYRING_IO', `${what}: ${code}`);
 }
 
+/**
+ * Reads keys.json, or null when it (or its directory) does not exist yet. Refused before a byte is read: a state
+ * directory others can write (KEYRING_INSECURE_DIR: they could swap the file), a key file others can read or
+ * write, that is not a regular file, or that another user owns (KEYRING_INSECURE_FILE).
+ */
 async function readDevFile(file: string): Promise<KeyMaterial | null> {
+  const dir = path.dirname(file);
+  const uid = currentUid();
+  try {
+    const problem = unsafeDirReason(await fs.stat(dir), uid);
+    if (problem) throw new KeyringError('KEYRING_INSECURE_DIR', `state directory ${dir} is ${problem}`);
+  } catch (err) {
+    if (err instanceof KeyringError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(`cannot stat ${dir}`, err);
+  }
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(file, 'r');
@@ -188,10 +204,8 @@ async function readDevFile(file: string): Promise<KeyMaterial | null> {
     throw ioError(`cannot open ${file}`, err);
   }
   try {
-    const st = await handle.stat();
-    if ((st.mode & 0o077) !== 0) {
-      throw new KeyringError('KEYRING_INSECURE_FILE', `${file} must be readable by its owner only: expected mode 0600, found 0${(st.mode & 0o777).toString(8)}`);
-    }
+    const problem = unsafeSecretFileReason(await handle.stat(), uid);
+    if (problem) throw new KeyringError('KEYRING_INSECURE_FILE', `key file ${file} is ${problem}`);
     const text = await handle.readFile('utf8');
     let parsed: Partial<DevKeyFile>;
     try {
@@ -211,7 +225,8 @@ async function readDevFile(file: string): Promise<KeyMaterial | null> {
 /**
  * Development keys: `<stateDir>/keys.json` ({"version":1,"p256":hex,"secp256k1":hex,"createdAt":iso}),
  * created on first use with mode 0600 (directory 0700) and reused on every later start. A file readable
- * by group/others is refused (KEYRING_INSECURE_FILE). Creation is atomic (temp file + link), so two
+ * by group/others or owned by another user is refused (KEYRING_INSECURE_FILE), and so is a group- or
+ * world-writable state directory (KEYRING_INSECURE_DIR). Creation is atomic (temp file + link), so two
  * processes starting together end up with the same keys.
  */
 export function devKeySource(stateDir: string): KeySource {
