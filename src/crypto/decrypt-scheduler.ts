@@ -11,8 +11,10 @@
 //
 // The budget: at most `maxConcurrent` jobs at once across the agent (HTTP mode and the local API share one
 // scheduler); run() beyond it rejects at once with EvBusyError, before any work (429 / 503 to the client).
-// Why on the event loop and not a worker pool: measured in scripts/bench/decrypt-flood.ts (README,
-// Reliability) — slicing keeps the p99 of small requests within a few ms of no flood at all.
+// On the event loop, not a worker pool: scripts/bench/decrypt-flood.ts measures both (README, Reliability).
+// A pool of worker_threads served the request beside a flood faster still (it takes the ECDHs off this
+// thread) but needs the private keys copied into every worker and a worker entry that loads under tsx,
+// vitest and dist/ alike; slicing bounds the loop's stalls with none of that.
 import { EvBusyError } from './errors.ts';
 
 /** Default of enclave.toml [limits] max_decrypt_fields: most ev: values decrypted for one request. */
