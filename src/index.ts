@@ -38,6 +38,7 @@ export { EvFormatError, EvDecryptError, KeyringError } from './crypto/errors.ts'
 export { startApiServer, API_HOST, API_PORT } from './api/server.ts';
 export type { ApiServer, ApiServerOptions } from './api/server.ts';
 export { ApiError } from './api/errors.ts';
+export { appFieldDigest, APP_FIELD_LABELS, type AppField } from './api/app-fields.ts';
 // attestation (browser-safe parts also from ./attestation/index.ts)
 export * from './attestation/index.ts';
 export { createDeviceNsm, NSM_MAX_RANDOM_BYTES, type NsmIoctl } from './attestation/nsm-device.ts';
