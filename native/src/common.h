@@ -54,11 +54,14 @@ extern en_stats_t en_stats;
   } while (0)
 #define EN_STAT_GET(field) __atomic_load_n(&en_stats.field, __ATOMIC_RELAXED)
 
+/* socket.c owns the env's instance data (N-API keeps ONE pointer per addon per env): other parts must not call
+ * napi_set_instance_data, or NativeSocket construction would read their struct as its own. */
 napi_status en_socket_init(napi_env env, napi_value exports);
 napi_status en_nsm_init(napi_env env, napi_value exports);
 napi_status en_loopback_init(napi_env env, napi_value exports);
 napi_status en_intarray_init(napi_env env, napi_value exports);
 napi_status en_aead_init(napi_env env, napi_value exports);
+napi_status en_clock_init(napi_env env, napi_value exports);
 napi_status en_origdst_init(napi_env env, napi_value exports);
 
 napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
