@@ -30,9 +30,17 @@ export function allowHalfOpen(s: Duplex): void {
 
 function abort(s: Duplex): void {
   if (s.destroyed) return;
-  // A reset, not a FIN: the peer must not take a truncated transfer for a complete one.
-  if (s instanceof net.Socket && typeof s.resetAndDestroy === 'function' && !s.connecting) s.resetAndDestroy();
-  else s.destroy();
+  // A reset, not a FIN: the peer must not take a truncated transfer for a complete one. Only TCP handles can
+  // reset; on a UNIX socket (the dialer link in the local stack) resetAndDestroy throws, so that one is closed.
+  if (s instanceof net.Socket && !s.connecting && s.remoteFamily !== undefined) {
+    try {
+      s.resetAndDestroy();
+      return;
+    } catch {
+      // not a TCP handle after all
+    }
+  }
+  s.destroy();
 }
 
 export function splice(a: Duplex, b: Duplex): Splice {

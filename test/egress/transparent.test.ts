@@ -1,0 +1,173 @@
+// Transparent mode for real, as root, in network namespaces this test creates: `enclave-agent run` in the
+// "enc" namespace (only `lo`) installs its iptables rules and DNS stub at boot; apps there (real curl, node)
+// use plain URLs; the host dialer runs in the root namespace on a UNIX socket (standing in for vsock) and
+// reaches python's http.server in the "net" namespace over a veth pair. Skipped only when not root.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { BIN } from '../cli/spawn.ts';
+import { sha256, startTestDns, type TestDns } from './helpers.ts';
+import { createNetns, type Netns } from './netns.ts';
+
+const isRoot = process.getuid?.() === 0;
+
+describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
+  let ns: Netns;
+  let dir: string;
+  let dns: TestDns;
+  let dialer: EgressDialer;
+  let web: ChildProcess;
+  let holder: ChildProcess;
+  let webLog = '';
+  let agent: ChildProcess;
+  let agentOut = '';
+  let agentExit: Promise<number | null>;
+  const file = randomBytes(200 * 1024);
+
+  const waitFor = async (cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await cond()) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`timed out waiting for ${what}; agent output: ${agentOut.slice(-3000)}`);
+  };
+  const egressRecords = (): Record<string, unknown>[] =>
+    agentOut
+      .split('\n')
+      .filter((l) => l.includes('"type":"egress"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const curl = (args: string[], timeoutMs = 20_000) => ns.exec(ns.enc, ['curl', '-sS', '--max-time', '15', ...args], { timeoutMs });
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'enclave-agent-egress-ns-'));
+    ns = await createNetns();
+    mkdirSync(path.join(dir, 'www'));
+    writeFileSync(path.join(dir, 'www', 'file.bin'), file);
+    writeFileSync(path.join(dir, 'www', 'big.bin'), randomBytes(4 * 1024 * 1024));
+    web = ns.spawn(ns.net, ['/usr/bin/python3', '-m', 'http.server', '8080', '--bind', '0.0.0.0', '--directory', path.join(dir, 'www')]);
+    web.stderr!.on('data', (c: Buffer) => (webLog += c.toString()));
+    // A server that greets and then holds the connection open (a flow that is still open when it matters).
+    holder = ns.spawn(ns.net, [process.execPath, '-e', "require('node:net').createServer((s) => { s.on('error', () => {}); s.resume(); s.write('hello\\n'); }).listen(9090, '0.0.0.0')"]);
+    await waitFor(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const s = net.connect({ host: ns.serverIp, port: 8080 }, () => {
+            s.destroy();
+            resolve(true);
+          });
+          s.on('error', () => resolve(false));
+        }),
+      'python http.server in the net namespace',
+    );
+    dns = await startTestDns({ 'ok.test': [ns.serverIp], 'deny.test': [ns.otherIp], 'rebind.test': ['127.0.0.1', '169.254.169.254'] });
+    dialer = await startEgressDialer({ listen: { kind: 'unix', path: path.join(dir, 'host.sock') }, resolvers: [{ host: '127.0.0.1', port: dns.port }] });
+    const cfg = path.join(dir, 'enclave.toml');
+    writeFileSync(cfg, '[listen]\ndrain_timeout_ms = 2000\n\n[egress]\nenabled = true\nmode = "transparent"\ndestinations = ["ok.test:8080", "ok.test:9090", "rebind.test"]\n');
+    agent = ns.spawn(ns.enc, [
+      process.execPath, BIN, 'run', '--config', cfg, '--listen', `unix:${path.join(dir, 'agent')}`, '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'),
+      '--loopback', 'off', '--egress-target', `unix:${path.join(dir, 'host.sock')}`, '--', process.execPath, '-e', 'setInterval(() => {}, 1e9)',
+    ]);
+    mkdirSync(path.join(dir, 'agent'), { recursive: true });
+    agent.stdout!.on('data', (c: Buffer) => (agentOut += c.toString()));
+    agent.stderr!.on('data', (c: Buffer) => (agentOut += c.toString()));
+    agentExit = new Promise((resolve) => agent.once('exit', (code) => resolve(code)));
+    await waitFor(() => agentOut.includes('"msg":"egress ready"'), 'the agent to install transparent egress', 60_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    if (agent && agent.exitCode === null && agent.signalCode === null) {
+      agent.kill('SIGKILL');
+      await agentExit;
+    }
+    if (web && web.exitCode === null) web.kill('SIGKILL');
+    if (holder && holder.exitCode === null) holder.kill('SIGKILL');
+    await dialer?.close();
+    await dns?.close();
+    await ns?.remove();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('lets an app reach an allowed server by name, byte-exact, and records the flow', async () => {
+    const out = path.join(dir, 'out.bin');
+    const r = await curl(['-o', out, 'http://ok.test:8080/file.bin']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(sha256(readFileSync(out))).toBe(sha256(file));
+    await waitFor(() => egressRecords().some((x) => x.allowed === true && x.name === 'ok.test'), 'the egress record');
+    const rec = egressRecords().find((x) => x.allowed === true && x.name === 'ok.test')!;
+    expect(rec).toMatchObject({ via: 'transparent', ip: ns.serverIp, port: 8080 });
+    expect(rec.bytes_in as number).toBeGreaterThan(file.length);
+  });
+
+  it('refuses the app a raw IP (never resolved through the stub): nothing reaches the server', async () => {
+    const r = await curl([`http://${ns.otherIp}:8080/raw-ip-probe`]);
+    expect(r.code).not.toBe(0);
+    expect(webLog).not.toContain('raw-ip-probe');
+    expect(egressRecords().some((x) => x.allowed === false && x.ip === ns.otherIp && x.via === 'transparent')).toBe(true);
+  });
+
+  it('refuses a name off the list: DNS answers REFUSED without asking upstream, and its address is not reachable', async () => {
+    const before = dns.queries.length;
+    const q = await ns.exec(ns.enc, [process.execPath, '-e', "require('node:dns').promises.resolve4('deny.test').then((a) => console.log('resolved', a), (e) => console.log(e.code))"]);
+    expect(q.stdout.trim()).toBe('EREFUSED');
+    const c = await curl(['http://deny.test:8080/deny-by-name']);
+    expect(c.code).toBe(6); // could not resolve host
+    const pinned = await curl(['--resolve', `deny.test:8080:${ns.otherIp}`, 'http://deny.test:8080/deny-probe']);
+    expect(pinned.code).not.toBe(0);
+    expect(webLog).not.toContain('deny-');
+    expect(dns.queries.slice(before)).not.toContain('deny.test');
+  });
+
+  it('drops rebinding answers and gives AAAA no address (IPv6 off)', async () => {
+    const q = await ns.exec(ns.enc, [
+      process.execPath,
+      '-e',
+      "const d = require('node:dns').promises; Promise.all([d.resolve4('rebind.test').catch((e) => e.code), d.resolve6('ok.test').catch((e) => e.code)]).then((r) => console.log(JSON.stringify(r)))",
+    ]);
+    expect(JSON.parse(q.stdout)).toEqual(['ENODATA', 'ENODATA']);
+  });
+
+  /** An app in the enclave holding a flow to ok.test:9090 open; resolves once the greeting came through. */
+  const holdingApp = async (): Promise<{ child: ChildProcess; out: () => string; exit: Promise<number | null> }> => {
+    const child = ns.spawn(ns.enc, [
+      process.execPath,
+      '-e',
+      "const s = require('node:net').connect(9090, 'ok.test'); s.on('data', (d) => { if (String(d).includes('hello')) console.log('open'); }); s.on('error', (e) => console.log('error', e.code)); s.on('close', () => { console.log('closed'); process.exit(0); });",
+    ]);
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await waitFor(() => out.includes('open'), 'the held flow to open');
+    return { child, out: () => out, exit };
+  };
+
+  it('survives the app being killed mid-flow: the flow is torn down on both sides and logged', async () => {
+    const app = await holdingApp();
+    expect(dialer.activeFlows).toBe(1);
+    const recordsBefore = egressRecords().length;
+    app.child.kill('SIGKILL');
+    await waitFor(() => dialer.activeFlows === 0, 'the host side of the flow to close');
+    await waitFor(() => egressRecords().length > recordsBefore, 'the killed flow record');
+    expect(egressRecords().at(-1)).toMatchObject({ allowed: true, name: 'ok.test', port: 9090, bytes_in: 6 });
+    const after = await curl(['-o', '/dev/null', '-w', '%{http_code}', 'http://ok.test:8080/file.bin']);
+    expect(after.stdout).toBe('200');
+  });
+
+  it('on SIGTERM, the agent drains: a flow still open is closed, recorded, and the agent exits 0', async () => {
+    const app = await holdingApp();
+    const recordsBefore = egressRecords().length;
+    agent.kill('SIGTERM');
+    expect(await agentExit).toBe(0);
+    await app.exit;
+    expect(app.out()).toContain('closed');
+    expect(dialer.activeFlows).toBe(0);
+    expect(egressRecords().slice(recordsBefore)).toEqual([expect.objectContaining({ allowed: true, name: 'ok.test', port: 9090, bytes_in: 6, reason: 'reset' })]);
+    expect(agentOut).toContain('"msg":"agent stopped"');
+  });
+});
