@@ -1,7 +1,9 @@
 // The in-enclave API on 127.0.0.1:9999 (ENCRYPTION.md §2; routes in routes.ts). node:http directly.
 // It binds the IPv4 loopback address only: any other host is refused with API_BAD_HOST before anything
 // listens. Statuses: 404 unknown route, 405 wrong method (with Allow), 400 bad JSON / bad input,
-// 413 body over the cap, 422 a valid ev: value that does not decrypt, 500 NSM failure. Error bodies are
+// 413 body over the cap, 422 a valid ev: value that does not decrypt, 500 NSM failure; before any route, 403 for
+// a Host other than 127.0.0.1:<port>/localhost:<port> or any Origin header, and 415 for a POST whose Content-Type
+// is not application/json (request-guards.ts: DNS rebinding and cross-site requests). Error bodies are
 // {"error": CODE, "message": text}; messages never carry plaintext, keys or bodies, and nothing is logged
 // but method, path, status, counts and error codes.
 import http from 'node:http';
@@ -14,6 +16,7 @@ import { EvDecryptError, EvFormatError } from '../crypto/errors.ts';
 import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { ApiError } from './errors.ts';
+import { checkHost, checkJsonContentType, checkNoOrigin } from './request-guards.ts';
 import { ROUTES } from './routes.ts';
 import type { RouteResponse } from './routes.ts';
 
@@ -96,6 +99,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     let status = 500;
     let count: number | undefined;
     try {
+      // Before routing: a rebinding page or a cross-site form learns nothing, not even which routes exist.
+      checkHost(req);
+      checkNoOrigin(req);
       const methods = ROUTES[url.pathname];
       if (!methods) throw new ApiError('API_NOT_FOUND', 404, `no route ${url.pathname.slice(0, 64)}: expected /encrypt, /decrypt, /attestation-doc or /health`);
       const route = methods[method];
@@ -105,6 +111,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: 'API_METHOD_NOT_ALLOWED', message: `${url.pathname} accepts ${allow}, found ${method.slice(0, 16)}` }) }, { allow });
         return;
       }
+      if (method !== 'GET') checkJsonContentType(req); // every POST route takes a JSON body
       const body = method === 'GET' ? Buffer.alloc(0) : await readBody(req, max);
       const r = await route(ctx, { body, headers: req.headers, query: url.searchParams });
       status = r.status;
