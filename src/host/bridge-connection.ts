@@ -28,6 +28,8 @@ export interface BridgeConnectionOptions {
   handshakeTimeoutMs: number;
   /** 0 disables. */
   idleTimeoutMs: number;
+  /** Bytes queued toward the client that the client takes none of for this long close the connection. */
+  writeStallTimeoutMs: number;
   /** Pause the producing side once this many bytes wait in either direction. */
   highWaterMark: number;
   logger: Logger;
@@ -58,6 +60,8 @@ export class BridgeConnection {
   #lastActivity = Date.now();
   #handshakeTimer: NodeJS.Timeout | null = null;
   #idleTimer: NodeJS.Timeout | null = null;
+  /** Armed while bytes wait for the client; refreshed whenever a send completes. */
+  #stallTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
   constructor(ws: WebSocket, req: IncomingMessage, opts: BridgeConnectionOptions) {
@@ -181,8 +185,13 @@ export class BridgeConnection {
   #send(bytes: Buffer): void {
     const len = bytes.length;
     this.#wsPending += len;
+    // A client that keeps the connection alive (any byte resets the idle timer) but never reads: no send
+    // completes, and the connection is cut after writeStallTimeoutMs.
+    if (this.#stallTimer === null) this.#stallTimer = setTimeout(this.#onStall, this.#opts.writeStallTimeoutMs);
+    else if (this.#wsPending === len) this.#stallTimer.refresh();
     this.#ws.send(bytes, { binary: true }, () => {
       this.#wsPending -= len;
+      if (this.#wsPending > 0) this.#stallTimer?.refresh(); // progress
       if (this.#agentPaused && this.#wsPending <= this.#opts.highWaterMark / 4 && !this.#finished) {
         this.#agentPaused = false;
         this.#agent?.resume();
@@ -204,10 +213,20 @@ export class BridgeConnection {
     }, ms);
   }
 
+  readonly #onStall = (): void => {
+    if (this.#finished || this.#wsPending === 0) return;
+    this.#finished = true;
+    this.#clearTimers();
+    this.#logClose('write stall', CloseCode.WRITE_STALL);
+    this.#agent?.destroy();
+    this.#ws.terminate();
+  };
+
   #clearTimers(): void {
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
     if (this.#idleTimer) clearTimeout(this.#idleTimer);
-    this.#handshakeTimer = this.#idleTimer = null;
+    if (this.#stallTimer) clearTimeout(this.#stallTimer);
+    this.#handshakeTimer = this.#idleTimer = this.#stallTimer = null;
   }
 
   /** The client went away: deliver what it already sent (bounded), then drop the agent stream. */

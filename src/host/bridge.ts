@@ -13,6 +13,7 @@ import { describeTarget, type StreamTarget } from '../transport/connect.ts';
 import { BridgeConnection } from './bridge-connection.ts';
 import { CloseCode } from './close-codes.ts';
 import { BridgeError } from './errors.ts';
+import { startOpsProxy, type OpsProxy, type OpsProxyOptions } from './ops-proxy.ts';
 
 export interface BridgeOptions {
   /** Where clients connect. Port 0 picks a free port (read it back from the result). */
@@ -29,11 +30,18 @@ export interface BridgeOptions {
   handshakeTimeoutMs?: number;
   /** Close a connection with no bytes either way for this long; 0 disables. Default 600 000 ms. */
   idleTimeoutMs?: number;
+  /**
+   * Cut a connection whose client takes none of the bytes waiting for it for this long (it may still send:
+   * one byte a minute defeats the idle timeout, not this). Default 30 000 ms.
+   */
+  writeStallTimeoutMs?: number;
   /** Largest WS message accepted from a client (larger → close 1009). Default 1 MiB. */
   maxPayload?: number;
   /** Per direction and connection: bytes queued before the producer is paused. Default 1 MiB. */
   highWaterMark?: number;
   logger?: Logger;
+  /** Also re-serve the agent's GET /metrics and GET /health here, read from its ops port (src/host/ops-proxy.ts). */
+  ops?: Pick<OpsProxyOptions, 'listen' | 'target' | 'now' | 'clockRetryMs' | 'timeoutMs'>;
 }
 
 export interface Bridge {
@@ -42,6 +50,8 @@ export interface Bridge {
   readonly port: number;
   /** WebSockets currently open (and upgrades in progress). */
   readonly connections: number;
+  /** The ops port's base URL ("http://127.0.0.1:9090"), when `ops` was given. */
+  readonly opsUrl: string | null;
   /** Stops accepting, closes every connection (1001), and resolves when all sockets are gone. */
   close(): Promise<void>;
 }
@@ -50,6 +60,7 @@ const DEFAULTS = {
   maxConnections: 1024,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 600_000,
+  writeStallTimeoutMs: 30_000,
   maxPayload: 1 << 20,
   highWaterMark: 1 << 20,
 };
@@ -62,6 +73,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   checkPositiveInt('maxConnections', cfg.maxConnections, 1);
   checkPositiveInt('handshakeTimeoutMs', cfg.handshakeTimeoutMs, 1);
   checkPositiveInt('idleTimeoutMs', cfg.idleTimeoutMs, 0);
+  checkPositiveInt('writeStallTimeoutMs', cfg.writeStallTimeoutMs, 1);
   checkPositiveInt('maxPayload', cfg.maxPayload, 1);
   checkPositiveInt('highWaterMark', cfg.highWaterMark, 1);
   const log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'bridge' });
@@ -109,6 +121,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         proxyProtocol: opts.proxyProtocol ?? false,
         handshakeTimeoutMs: cfg.handshakeTimeoutMs,
         idleTimeoutMs: cfg.idleTimeoutMs,
+        writeStallTimeoutMs: cfg.writeStallTimeoutMs,
         highWaterMark: cfg.highWaterMark,
         logger: log,
       });
@@ -130,6 +143,15 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   });
   server.on('error', (err) => log.error({ err: err.message }, 'server error'));
 
+  let opsProxy: OpsProxy | null = null;
+  if (opts.ops !== undefined) {
+    try {
+      opsProxy = await startOpsProxy({ ...opts.ops, logger: log });
+    } catch (err) {
+      server.close();
+      throw err;
+    }
+  }
   const port = (server.address() as net.AddressInfo).port;
   const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host;
   const url = `${opts.tls ? 'wss' : 'ws'}://${host}:${port}/`;
@@ -142,9 +164,11 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     get connections() {
       return active;
     },
+    opsUrl: opsProxy?.url ?? null,
     close() {
       closed ??= (async () => {
         closing = true;
+        await opsProxy?.close();
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         for (const conn of live) conn.finish(CloseCode.GOING_AWAY, 'bridge shutting down');

@@ -19,6 +19,11 @@ export const CloseCode = {
   HANDSHAKE_TIMEOUT: 4000,
   /** No bytes in either direction within the idle timeout. */
   IDLE_TIMEOUT: 4001,
+  /**
+   * Bytes waited for the client, which took none within the write-stall timeout (a client that never reads).
+   * Logged only: the socket is cut without a close frame, which such a client would not read either.
+   */
+  WRITE_STALL: 4002,
 } as const;
 
 export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];

@@ -290,6 +290,83 @@ describe('startBridge', () => {
     expect(c.bytes().subarray(48).every((b) => b === 0x5a)).toBe(true);
   });
 
+  it('cuts a client kept alive by a byte at a time that never reads, after writeStallTimeoutMs (4002 in the log)', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const chunk = Buffer.alloc(64 * 1024, 0x33);
+    let agentGone = false;
+    const { bridge } = await setup(
+      {
+        after: (conn) => {
+          void conn.closed.then(() => (agentGone = true));
+          const pump = (): void => {
+            while (!conn.socket.destroyed) {
+              if (!conn.socket.write(chunk)) {
+                conn.socket.once('drain', pump);
+                return;
+              }
+            }
+          };
+          pump();
+        },
+      },
+      { writeStallTimeoutMs: 500, idleTimeoutMs: 60_000, logger: pino({ level: 'info' }, sink) },
+    );
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    await c.message(0);
+    c.ws.pause(); // never reads again
+    const keepAlive = setInterval(() => c.ws.send(Buffer.of(1)), 50);
+    try {
+      const deadline = Date.now() + 20_000;
+      while (bridge.connections > 0 && Date.now() < deadline) await sleep(50);
+    } finally {
+      clearInterval(keepAlive);
+    }
+    expect(bridge.connections).toBe(0);
+    expect(lines.find((l) => l.event === 'close')).toMatchObject({ reason: 'write stall', code: CloseCode.WRITE_STALL });
+    while (!agentGone) await sleep(20);
+  });
+
+  it('does not cut a client that reads slowly', async () => {
+    const total = 8 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 0x44);
+    const { bridge } = await setup(
+      {
+        after: (conn) => {
+          let sent = 0;
+          const pump = (): void => {
+            while (sent < total) {
+              sent += chunk.length;
+              if (!conn.socket.write(chunk)) {
+                conn.socket.once('drain', pump);
+                return;
+              }
+            }
+          };
+          pump();
+        },
+      },
+      { writeStallTimeoutMs: 300 },
+    );
+    const c = await open(bridge.url);
+    c.ws.send(HS1);
+    await c.message(0);
+    while (c.received < 48 + total) {
+      c.ws.pause();
+      await sleep(150);
+      c.ws.resume();
+      await sleep(20);
+      expect(bridge.connections).toBe(1);
+    }
+    expect(c.received).toBe(48 + total);
+  });
+
   it('stops reading the WebSocket while the agent does not read, then delivers everything', async () => {
     const got: Buffer[] = [];
     let agentSocket: Socket | undefined;
