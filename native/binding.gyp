@@ -9,6 +9,7 @@
         "src/loopback.c",
         "src/intarray.c",
         "src/aead.c",
+        "src/clock.c",
         "src/origdst.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

@@ -25,6 +25,8 @@ import { chooseLocalApp, localIdentity, pcrHex, readConfigText, type LocalApp, t
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 
 const DEFAULT_BRIDGE_PORT = 8443;
+/** The bridge's ops port: GET /health and GET /metrics of the agent, re-served (src/host/ops-proxy.ts). */
+const DEFAULT_OPS_PORT = 8444;
 /** Ctrl-C should not wait [listen] drain_timeout_ms (30 s by default) for a development stack. */
 const START_DRAIN_CAP_MS = 5_000;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -42,6 +44,8 @@ Options:
   --config FILE        enclave.toml. Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists.
   --state-dir DIR      Development keys and the simulator's CA. Default: $ENCLAVE_AGENT_STATE_DIR, else ./.state
   --bridge-port N      Where clients connect: ws://127.0.0.1:N/ (default ${DEFAULT_BRIDGE_PORT}; 0 picks a free port)
+  --ops-port N         GET /health and GET /metrics for a load balancer and Prometheus: http://127.0.0.1:N/
+                       (default ${DEFAULT_OPS_PORT}, or a free one with --bridge-port 0; 0 picks a free port)
   --agent-port N       The agent's public TCP listener, standing in for vsock (default [listen] public_port)
   --control-port N     The control listener (default [listen] control_port; 0 when --agent-port is given)
   --app-port N         The app port (default [app] port); 0 runs the demo app on a free port
@@ -51,7 +55,7 @@ Options:
                        Request records (trx_logging) go to stderr too: one line each, JSON with --json.
   --json               Print exactly one JSON line once ready:
                        {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
-                        "appPort", "apiUrl", "pcrsFile", "app", "egressProxy"}
+                        "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy"}
 
 Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
 on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
@@ -65,6 +69,8 @@ export interface LocalStackOptions {
   configPath: string | undefined;
   stateDir: string;
   bridgePort: number;
+  /** The bridge's ops port (default ${DEFAULT_OPS_PORT}; 0 picks one). */
+  opsPort?: number;
   agentPort: number | undefined;
   controlPort: number | undefined;
   appPort: number | undefined;
@@ -88,6 +94,9 @@ export interface LocalStack {
   readonly app: LocalApp;
   /** http://127.0.0.1:<port> of the local API, null when [api] enabled = false. */
   readonly apiUrl: string | null;
+  /** The bridge's ops port: http://127.0.0.1:<port>/metrics and /health. */
+  readonly metricsUrl: string;
+  readonly healthUrl: string;
   /** http://127.0.0.1:<port> of the explicit egress proxy. */
   readonly egressProxy: string;
   readonly egressDialer: EgressDialer;
@@ -127,7 +136,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     if (publicPort !== 0 && publicPort === controlPort) throw new CliUsageError(`--agent-port and --control-port must differ (both ${publicPort})`);
     runtime = await startAgentRuntime({
       config,
-      listen: { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort },
+      // The agent's ops port is internal here (the bridge re-serves it): any free port.
+      listen: { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort, opsPort: 0 },
       nsm,
       stateDir: opts.stateDir,
       logger: opts.logger,
@@ -141,6 +151,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       target: { kind: 'tcp', host: '127.0.0.1', port: runtime.publicPort! },
       proxyProtocol: config.accept_proxy_protocol,
       logger: opts.logger,
+      ops: { listen: { host: '127.0.0.1', port: opts.opsPort ?? DEFAULT_OPS_PORT }, target: { kind: 'tcp', host: '127.0.0.1', port: runtime.opsPort! } },
     });
 
     const pcrs = pcrHex(identity, debug);
@@ -157,6 +168,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       appPort,
       app,
       apiUrl: runtime.apiPort === null ? null : `http://127.0.0.1:${runtime.apiPort}`,
+      metricsUrl: `${bridge.opsUrl!}/metrics`,
+      healthUrl: `${bridge.opsUrl!}/health`,
       egressProxy,
       egressDialer,
       config,
@@ -211,6 +224,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     config: { type: 'string' },
     'state-dir': { type: 'string' },
     'bridge-port': { type: 'string' },
+    'ops-port': { type: 'string' },
     'agent-port': { type: 'string' },
     'control-port': { type: 'string' },
     'app-port': { type: 'string' },
@@ -231,6 +245,8 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
       configPath,
       stateDir: resolveStateDir(values['state-dir']),
       bridgePort: portFlag('--bridge-port', values['bridge-port'], DEFAULT_BRIDGE_PORT),
+      // With --bridge-port 0 (tests, several stacks at once) the ops port is a free one too, unless given.
+      opsPort: portFlag('--ops-port', values['ops-port'], values['bridge-port'] === '0' ? 0 : DEFAULT_OPS_PORT),
       agentPort: optPort('--agent-port', values['agent-port']),
       controlPort: optPort('--control-port', values['control-port']),
       appPort: optPort('--app-port', values['app-port']),
@@ -241,7 +257,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     });
   } catch (err) {
     if (err instanceof AgentError && /LISTEN_FAILED$/.test(err.code) && /EADDRINUSE/.test(err.message)) {
-      io.err(`enclave-agent start: ${err.code}: ${err.message} (another enclave-agent start running? --bridge-port, --agent-port, --app-port and --api-port choose others; 0 picks a free one)`);
+      io.err(`enclave-agent start: ${err.code}: ${err.message} (another enclave-agent start running? --bridge-port, --ops-port, --agent-port, --app-port and --api-port choose others; 0 picks a free one)`);
       return 1;
     }
     throw err;
@@ -257,6 +273,8 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         pcrs: stack.pcrs,
         appPort: stack.appPort,
         apiUrl: stack.apiUrl,
+        metricsUrl: stack.metricsUrl,
+        healthUrl: stack.healthUrl,
         pcrsFile: stack.pcrsFile,
         app: stack.app.kind === 'demo' ? 'demo' : `127.0.0.1:${stack.appPort}`,
         egressProxy: stack.egressProxy,
@@ -275,6 +293,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     io.out(`  agent      ${stack.agentAddress}  (TCP standing in for vsock port ${stack.config.listen.public_port}${stack.config.accept_proxy_protocol ? '; PROXY v2 from the bridge' : ''})`);
     io.out(`  app        ${appLine}`);
     if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc, for the app)`);
+    io.out(`  ops        ${stack.healthUrl}, ${stack.metricsUrl}  (load balancer, Prometheus)`);
     const eg = stack.config.egress;
     io.out(`  egress     ${stack.egressProxy}  (HTTP_PROXY/HTTPS_PROXY for the app; ${eg.enabled ? `${eg.destinations.length} destination(s) allowed` : '[egress] not enabled: every destination refused'})`);
     io.out(`  root       ${stack.rootPem}`);

@@ -6,6 +6,7 @@
 // The host's answer is trusted for nothing but a drift figure (clock.ts says what the agent does with it).
 // A line longer than MAX_LINE, bad JSON or an unknown id closes the channel.
 import type { Duplex } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { OpsError } from './errors.ts';
 
 export const CLOCK_UPGRADE = 'enclave-clock';
@@ -15,9 +16,10 @@ const MAX_LINE = 256;
 /** Splits a stream into lines of at most MAX_LINE bytes; `onLine` false or a longer line closes it. */
 function readLines(sock: Duplex, onLine: (line: string) => boolean): void {
   let buf = '';
-  sock.setEncoding('utf8');
-  sock.on('data', (chunk: string) => {
-    buf += chunk;
+  // Not sock.setEncoding(): a socket taken over from an HTTP server (Upgrade) refuses it.
+  const decoder = new StringDecoder('utf8');
+  sock.on('data', (chunk: Buffer) => {
+    buf += decoder.write(chunk);
     let nl: number;
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl);

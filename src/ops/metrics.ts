@@ -74,6 +74,11 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 /** prom-client's default process metrics that are gauges named *_total (promtool rejects those). */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
+/** An unlabelled gauge with no sample (prom-client would print 0, which would read as a measurement). */
+function absent(g: Gauge): void {
+  (g as unknown as { hashMap: Record<string, unknown> }).hashMap = {};
+}
+
 function statusIndex(status: number): number {
   const i = Math.floor(status / 100);
   return i >= 1 && i <= 5 ? i : 0;
@@ -174,7 +179,8 @@ export class AgentMetrics {
       registers: [r],
       collect() {
         const state = sources().appUp?.() ?? 'unknown';
-        if (state !== 'unknown') this.set(state === 'up' ? 1 : 0);
+        if (state === 'unknown') absent(this);
+        else this.set(state === 'up' ? 1 : 0);
       },
     });
     this.#appRestarts = new TallyCounter(r, `${p}app_restarts_total`, 'Times the supervisor restarted the app.', []).child({});
@@ -203,7 +209,8 @@ export class AgentMetrics {
       registers: [r],
       collect: ((self: AgentMetrics) =>
         function (this: Gauge) {
-          if (self.#drift !== null) this.set(self.#drift);
+          if (self.#drift === null) absent(this);
+          else this.set(self.#drift);
         })(this),
     });
     const samples = new TallyCounter(r, `${p}clock_samples_total`, 'Time samples asked of the host, by result.', ['result']);
