@@ -30,6 +30,11 @@ export interface BridgeOptions {
   handshakeTimeoutMs?: number;
   /** Close a connection with no bytes either way for this long; 0 disables. Default 600 000 ms. */
   idleTimeoutMs?: number;
+  /**
+   * Cut a connection whose client takes none of the bytes waiting for it for this long (it may still send:
+   * one byte a minute defeats the idle timeout, not this). Default 30 000 ms.
+   */
+  writeStallTimeoutMs?: number;
   /** Largest WS message accepted from a client (larger → close 1009). Default 1 MiB. */
   maxPayload?: number;
   /** Per direction and connection: bytes queued before the producer is paused. Default 1 MiB. */
@@ -55,6 +60,7 @@ const DEFAULTS = {
   maxConnections: 1024,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 600_000,
+  writeStallTimeoutMs: 30_000,
   maxPayload: 1 << 20,
   highWaterMark: 1 << 20,
 };
@@ -67,6 +73,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   checkPositiveInt('maxConnections', cfg.maxConnections, 1);
   checkPositiveInt('handshakeTimeoutMs', cfg.handshakeTimeoutMs, 1);
   checkPositiveInt('idleTimeoutMs', cfg.idleTimeoutMs, 0);
+  checkPositiveInt('writeStallTimeoutMs', cfg.writeStallTimeoutMs, 1);
   checkPositiveInt('maxPayload', cfg.maxPayload, 1);
   checkPositiveInt('highWaterMark', cfg.highWaterMark, 1);
   const log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'bridge' });
@@ -114,6 +121,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         proxyProtocol: opts.proxyProtocol ?? false,
         handshakeTimeoutMs: cfg.handshakeTimeoutMs,
         idleTimeoutMs: cfg.idleTimeoutMs,
+        writeStallTimeoutMs: cfg.writeStallTimeoutMs,
         highWaterMark: cfg.highWaterMark,
         logger: log,
       });
