@@ -11,6 +11,8 @@ const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const wrapper = defaultWrapperPath();
 const PYTHON = '/usr/bin/python3';
+/** Prints PR_GET_PDEATHSIG (prctl option 2) of the running program: 9 = SIGKILL, 0 = none. */
+const PDEATHSIG_PY = 'import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)';
 
 describe.skipIf(!available)('enclave_die_with_parent', () => {
   it('is built next to the addon', () => {
@@ -18,14 +20,24 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
   });
 
   it('execs the command with PR_SET_PDEATHSIG = SIGKILL still set', () => {
-    // PR_GET_PDEATHSIG (2) from inside the exec'd program: 9 = SIGKILL
-    const py = 'import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)';
+    const py = PDEATHSIG_PY;
     const r = spawnSync(wrapper, [String(process.pid), '-', PYTHON, '-c', py], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toBe('9');
     // and without the wrapper there is none (0): the flag is the wrapper's doing
     expect(spawnSync(PYTHON, ['-c', py], { encoding: 'utf8' }).stdout.trim()).toBe('0');
+  });
+
+  // The docker examples drop privileges with setpriv in CMD: a uid change clears PR_SET_PDEATHSIG (prctl(2)), so
+  // they pass --pdeathsig=keep. Root and util-linux's setpriv are needed to show it.
+  const canSetpriv = process.getuid?.() === 0 && spawnSync('setpriv', ['--pdeathsig=keep', 'true']).status === 0;
+  it.skipIf(!canSetpriv)('a uid change through setpriv clears the flag unless setpriv --pdeathsig=keep restores it', () => {
+    const drop = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+    const get = (extra: string[]): string =>
+      spawnSync(wrapper, [String(process.pid), '-', ...drop, ...extra, '--', PYTHON, '-c', PDEATHSIG_PY], { encoding: 'utf8', cwd: '/' }).stdout.trim();
+    expect(get([])).toBe('0');
+    expect(get(['--pdeathsig=keep'])).toBe('9');
   });
 
   it('never runs the command when its parent is not the pid it was given (the agent died before the prctl)', () => {
