@@ -1,14 +1,17 @@
 // The local API's /encrypt and /decrypt under load: the per-request cap on ev: values (413 before any
 // ECDH), the global budget of requests doing ev: work at once (429), and other requests being served while
 // a flood of distinct-key values is decrypted. Assertions are on status, ECDH counts and completion order.
+// And refusals: one answer whatever the reason a value does not decrypt.
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { Nsm } from '../../src/attestation/nsm.ts';
 import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
+import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
+import { failingValues } from '../crypto/ev-forge.ts';
 
 const nsm: Nsm = { attest: async () => Uint8Array.of(0x84), random: async (n) => new Uint8Array(n) };
 const logger = pino({ level: 'silent' });
@@ -55,6 +58,24 @@ function holdSlot(s: DecryptScheduler): { release(): Promise<unknown> } {
     },
   };
 }
+
+describe('local API: refused ev: values', () => {
+  it('answers /decrypt with the same status and body for every reason; the operator log names the reason, never the value', async () => {
+    const lines: string[] = [];
+    const ring = Keyring.generate();
+    api = await startApiServer({ keyring: ring, nsm, port: 0, logger: pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) }) });
+    const base = `http://127.0.0.1:${api.port}`;
+    const answers = new Set<string>();
+    for (const [reason, value] of Object.entries(failingValues(ring))) {
+      const res = await post(base, '/decrypt', JSON.stringify({ ok: encryptValue('PLAINTEXT-7777', ring.publicKeys()), value }));
+      answers.add(JSON.stringify({ status: res.status, type: res.headers.get('content-type'), body: await res.text() }));
+      expect(lines.join(''), reason).toContain(`"reason":"${reason}"`);
+    }
+    expect([...answers]).toEqual([JSON.stringify({ status: 422, type: 'application/json', body: JSON.stringify({ error: 'EV_DECRYPT_FAILED', message: EV_DECRYPT_MESSAGE }) })]);
+    expect(lines.join('')).not.toContain('PLAINTEXT-7777');
+    expect(lines.join('')).not.toContain('not a number');
+  });
+});
 
 describe('local API: ev: limits', () => {
   it('refuses /decrypt with more values than max_decrypt_fields with 413 before any ECDH; at the cap it decrypts', async () => {
