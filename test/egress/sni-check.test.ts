@@ -1,0 +1,79 @@
+// [egress] sni_check = true: a CONNECT to a name carries TLS for that name only. Real TLS (node:tls client and
+// server) through the proxy: the right SNI completes a handshake with the server; another name sharing the
+// address (a CDN front), or no SNI, is cut before any byte reaches the server.
+import type net from 'node:net';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sniFromClientHello } from '../../src/egress/sni.ts';
+import { selfSignedCert } from '../host/self-signed.ts';
+import { connectVia, startStack, startTestDns, type Stack, type TestDns } from './helpers.ts';
+
+let dns: TestDns;
+let stack: Stack;
+let server: tls.Server;
+let port: number;
+let bytesAtServer = 0;
+
+beforeAll(async () => {
+  const { cert, key } = await selfSignedCert('ok.test');
+  server = tls.createServer({ cert, key }, (s) => {
+    s.on('error', () => {});
+    s.end('hello over tls\n');
+  });
+  server.on('connection', (raw: net.Socket) => raw.on('data', (c: Buffer) => (bytesAtServer += c.length)));
+  await new Promise<void>((r) => server.listen({ host: '127.0.0.2', port: 0 }, () => r()));
+  port = (server.address() as net.AddressInfo).port;
+  dns = await startTestDns({ 'ok.test': ['127.0.0.2'], 'front.test': ['127.0.0.2'] });
+  stack = await startStack([`ok.test:${port}`, `front.test:${port}`, '127.0.0.2:1'], dns.port, { sni_check: true });
+});
+afterAll(async () => {
+  await stack?.close();
+  server?.close();
+  await dns?.close();
+});
+
+/** What the TLS client read before its connection ended ('' when cut during the handshake). */
+function tlsThrough(target: string, servername: string): Promise<string> {
+  return connectVia(Number(new URL(stack.egress.proxyUrl).port), target).then(
+    ({ status, socket }) =>
+      new Promise((resolve) => {
+        expect(status).toBe(200);
+        socket.resume();
+        // servername '' sends no SNI extension at all
+        const t = tls.connect({ socket, servername, rejectUnauthorized: false });
+        let got = '';
+        t.on('data', (c: Buffer) => (got += c.toString()));
+        t.on('end', () => resolve(got));
+        t.on('close', () => resolve(got));
+        t.on('error', () => {});
+      }),
+  );
+}
+
+describe('sni_check', () => {
+  it('passes a TLS session whose SNI is the CONNECT name', async () => {
+    expect(await tlsThrough(`ok.test:${port}`, 'ok.test')).toBe('hello over tls\n');
+  });
+
+  it('cuts a session for another name on the same address, and one without SNI, before the server sees a byte', async () => {
+    const before = bytesAtServer;
+    expect(await tlsThrough(`ok.test:${port}`, 'front.test')).toBe('');
+    expect(await tlsThrough(`ok.test:${port}`, '')).toBe('');
+    expect(bytesAtServer).toBe(before);
+    const denied = stack.decisions.filter((d) => !d.allowed).map((d) => d.reason);
+    expect(denied).toEqual(expect.arrayContaining([expect.stringMatching(/SNI front\.test is not ok\.test/), expect.stringMatching(/no TLS SNI/)]));
+  });
+
+  it('reads the server name from a ClientHello, and nothing from other bytes', () => {
+    const hello = Buffer.from(
+      // handshake type 1, length, version 0303, 32-byte random, empty session id, one suite, null compression,
+      // extensions: server_name (0) with one host_name "a.example"
+      '0100003a0303' + '00'.repeat(32) + '00' + '0002c02f' + '0100' + '000e' + '0000000a0008000005612e6578',
+      'hex',
+    );
+    expect(sniFromClientHello(hello)).toEqual({ kind: 'not-tls' }); // the name runs past its extension
+    const good = Buffer.from('0100003e0303' + '00'.repeat(32) + '00' + '0002c02f' + '0100' + '0012' + '0000000e000c0000096132657861' + '6d706c65', 'hex');
+    expect(sniFromClientHello(good)).toEqual({ kind: 'sni', name: 'a2example' });
+    expect(sniFromClientHello(Buffer.from('GET / HTTP/1.1\r\n'))).toEqual({ kind: 'not-tls' });
+  });
+});
