@@ -9,7 +9,9 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
 import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
-import { createResponder, type Responder, type ResponderOptions } from '../../src/responder/server.ts';
+import { createResponder, startAgent, type Responder, type ResponderOptions } from '../../src/responder/server.ts';
+import { listenTcp } from '../../src/transport/tcp.ts';
+import type { ListenOptions } from '../../src/transport/types.ts';
 import type { SessionSummary } from '../../src/responder/session.ts';
 import { listenUnix } from '../../src/transport/unix.ts';
 import { OVER_BUDGET_TEXT } from '../../src/responder/session-output.ts';
@@ -299,6 +301,37 @@ describe('refusals', () => {
     expect(refusalLines[0]).toMatchObject({ total: 30, counts: { 'max-sessions': 30 } });
     expect(agent.responder.counters.refusedSessions).toBe(30);
     for (const c of kept) c.close();
+    await agent.close();
+  });
+});
+
+describe('listener accept errors', () => {
+  it('reach the responder through startAgent: counted, and logged once per interval with a count', async () => {
+    const { logger, lines } = captureLogger();
+    let opts: ListenOptions | undefined;
+    const agent = await startAgent({
+      nsm: sim,
+      forwarder: createRawForwarder({ appPort: echoApp.port, halfCloseData: true }),
+      logger,
+      refusalLogIntervalMs: 200,
+      listen: (o) => {
+        opts = o;
+        return listenTcp({ port: 0 }, o);
+      },
+    });
+    const emfile = Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' });
+    for (let i = 0; i < 25; i++) opts!.onError!(emfile);
+    opts!.onError!(Object.assign(new Error('accept ENFILE'), { code: 'ENFILE' }));
+    expect(agent.public.responder.counters.acceptErrors).toBe(26);
+    await waitFor(() => lines.some((l) => String(l.msg).startsWith('listener accept errors')), 5000, 'the accept-error line');
+    expect(lines.filter((l) => String(l.msg).startsWith('listener accept errors'))).toEqual([
+      expect.objectContaining({ total: 26, counts: { EMFILE: 25, ENFILE: 1 } }),
+    ]);
+    // Still serving.
+    const c = await connectClient(agent.public.listener.port!);
+    c.send({ type: 'Data', id: 1, payload: Uint8Array.of(1) });
+    expect((await c.next()).message).toMatchObject({ type: 'Data', id: 1 });
+    c.close();
     await agent.close();
   });
 });

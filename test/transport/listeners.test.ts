@@ -3,7 +3,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { connectStream, parseTarget, TransportError } from '../../src/transport/connect.ts';
 import { listenTcp } from '../../src/transport/tcp.ts';
 import type { ConnectionInfo, Listener } from '../../src/transport/types.ts';
@@ -204,5 +204,69 @@ describe('parseTarget', () => {
     for (const bad of ['127.0.0.1:5000', 'http:x:1', 'tcp:127.0.0.1', 'tcp::1:5000', 'tcp:h:0', 'vsock:x:1', 'vsock:3', 'unix:']) {
       expect(() => parseTarget(bad), bad).toThrow(TransportError);
     }
+  });
+});
+
+describe('accept errors', () => {
+  /** Captures the net.Server a listener creates, to make it report an accept error as libuv would. */
+  function captureServers(): { servers: net.Server[]; restore: () => void } {
+    const servers: net.Server[] = [];
+    const spy = vi.spyOn(net, 'createServer').mockImplementation(((...args: [net.ServerOpts?]) => {
+      const server = new net.Server(...args);
+      servers.push(server);
+      return server;
+    }) as typeof net.createServer);
+    return { servers, restore: () => spy.mockRestore() };
+  }
+
+  const emfile = (): NodeJS.ErrnoException => Object.assign(new Error('accept EMFILE'), { code: 'EMFILE', syscall: 'accept' });
+
+  for (const kind of ['tcp', 'unix'] as const) {
+    it(`${kind}: counts each accept error, hands it to onError and keeps listening`, async () => {
+      const { servers, restore } = captureServers();
+      const errors: Error[] = [];
+      const seen: ConnectionInfo[] = [];
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'accept-err-'));
+      let listener: Listener;
+      try {
+        listener =
+          kind === 'tcp'
+            ? await listenTcp({ port: 0 }, { onConnection: echo(seen), onError: (e) => errors.push(e) })
+            : await listenUnix({ path: path.join(dir, 's.sock') }, { onConnection: echo(seen), onError: (e) => errors.push(e) });
+      } finally {
+        restore();
+      }
+      servers[0]!.emit('error', emfile());
+      servers[0]!.emit('error', emfile());
+      expect(listener.acceptErrors).toBe(2);
+      expect(errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['EMFILE', 'EMFILE']);
+      const stream = kind === 'tcp' ? net.connect({ host: '127.0.0.1', port: listener.port! }) : net.connect({ path: listener.address });
+      expect((await roundTrip(stream, Buffer.from('still here'))).toString()).toBe('still here');
+      await listener.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+  }
+
+  it('without onError, the first accept error becomes a process warning (never swallowed)', async () => {
+    const { servers, restore } = captureServers();
+    let listener: Listener;
+    try {
+      listener = await listenTcp({ port: 0 }, { onConnection: echo([]) });
+    } finally {
+      restore();
+    }
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      servers[0]!.emit('error', emfile());
+      servers[0]!.emit('error', emfile());
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(listener.acceptErrors).toBe(2);
+    expect(warnings.filter((w) => w.name === 'ListenerAcceptError').map((w) => w.message)).toEqual([expect.stringMatching(/accept failed \(EMFILE\)/)]);
+    await listener.close();
   });
 });
