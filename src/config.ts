@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { AgentError } from './errors.ts';
 import { EgressError } from './egress/errors.ts';
 import { parseDestination } from './egress/policy.ts';
+import { didYouMean } from './util/suggest.ts';
 
 export class ConfigError extends AgentError {}
 
@@ -315,7 +316,7 @@ function readField(field: Field, value: unknown, key: string): unknown {
 function readTable(schema: Schema, value: unknown, prefix: string): Record<string, unknown> {
   if (!isTable(value)) bad(prefix || '(root)', 'a table', value);
   for (const k of Object.keys(value)) {
-    if (!(k in schema)) throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${prefix ? `${prefix}.` : ''}${k}"`);
+    if (!(k in schema)) throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${prefix ? `${prefix}.` : ''}${k}"${didYouMean(k, Object.keys(schema))}`);
   }
   const out: Record<string, unknown> = {};
   for (const [k, field] of Object.entries(schema)) out[k] = readField(field, value[k], prefix ? `${prefix}.${k}` : k);

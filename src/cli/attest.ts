@@ -14,7 +14,7 @@ import { loadConfig, pinnedPcrs } from '../config.ts';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { toHex } from '../util/bytes.ts';
 import { parsePins } from './attestation-inspect.ts';
-import { rootsFromFlags } from './fetch.ts';
+import { reportConnectError, rootsFromFlags, UNTRUSTED_ROOT_HINT } from './fetch.ts';
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
@@ -113,14 +113,25 @@ export const command: CliCommand = {
       source = `${configPath ?? '(default config)'} [attestation]`;
     }
 
-    const { document, nonce } = await fetchDocument(url, timeoutMs);
+    let fetched: { document: Uint8Array; nonce: Uint8Array };
+    try {
+      fetched = await fetchDocument(url, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof ClientError) || err.code !== 'CLIENT_CONNECT_FAILED') throw err;
+      return await reportConnectError('attest', url, err, io, roots !== undefined);
+    }
+    const { document, nonce } = fetched;
     let doc;
     try {
       doc = await verifyAttestation(document, { nonce, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
     } catch (err) {
       if (!(err instanceof AttestationError)) throw err;
+      if (err.code === 'ATTESTATION_BAD_EXPECTATIONS') throw new CliUsageError(err.message);
       if (values.json) io.out(JSON.stringify({ url, verified: false, code: err.code, message: err.message }));
-      else io.err(`enclave-agent attest: attestation failed: ${err.code}: ${err.message}`);
+      else {
+        io.err(`enclave-agent attest: attestation failed: ${err.code}: ${err.message}`);
+        if (err.code === 'ATTESTATION_UNTRUSTED_ROOT' && roots === undefined) io.err(UNTRUSTED_ROOT_HINT);
+      }
       return 1;
     }
 

@@ -12,6 +12,7 @@ import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
 import { parseCertificate } from '../attestation/x509.ts';
 import { fromBase64, fromHex, toHex } from '../util/bytes.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+import { rootsFromFlags } from './flags.ts';
 
 const HELP = `Usage: enclave-agent attestation inspect <file|-|base64> [options]
 
@@ -91,6 +92,8 @@ export function parsePins(value: string): PcrPins {
       continue;
     }
     if (typeof v !== 'string' || !/^(0x)?([0-9a-fA-F]{2})+$/.test(v)) throw new CliUsageError(`--pcrs: ${name} must be hex`);
+    const bytes = v.replace(/^0x/, '').length / 2;
+    if (bytes !== 48 && bytes !== 32 && bytes !== 64) throw new CliUsageError(`--pcrs: ${name} must be 96 hex digits (48 bytes, SHA-384; 64 or 128 for other banks), found ${bytes * 2}`);
     pins[name] = v.replace(/^0x/, '').toLowerCase();
   }
   return pins as unknown as PcrPins;
@@ -175,10 +178,7 @@ export const command: CliCommand = {
     if (positionals.length !== 1) throw new CliUsageError(`expected one document (<file|-|base64>); found ${positionals.length}`);
 
     const pins = values.pcrs?.map(parsePins);
-    const roots = values.root?.map((f) => {
-      if (!existsSync(f)) throw new CliUsageError(`--root: ${f} does not exist`);
-      return readFileSync(f, 'utf8');
-    });
+    const roots = rootsFromFlags(values.root);
     let at: Date | undefined;
     if (values.at !== undefined) {
       at = new Date(values.at);

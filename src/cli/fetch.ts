@@ -10,7 +10,8 @@ import type { PcrPins } from '../attestation/verify.ts';
 import { ClientError, connect, type Client } from '../client/node.ts';
 import { toHex } from '../util/bytes.ts';
 import { parsePins } from './attestation-inspect.ts';
-import { intFlag, parseFlags } from './flags.ts';
+import { explainConnectFailure } from './connect-diagnosis.ts';
+import { intFlag, parseFlags, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
@@ -63,6 +64,7 @@ function parseHeader(text: string): [string, string] {
 function hexPin(flag: string, v: string): string {
   const hex = v.replace(/^0x/, '');
   if (!/^([0-9a-fA-F]{2})+$/.test(hex)) throw new CliUsageError(`${flag} must be hex`);
+  if (![64, 96, 128].includes(hex.length)) throw new CliUsageError(`${flag} must be 96 hex digits (48 bytes, SHA-384; 64 or 128 for other banks), found ${hex.length}`);
   return hex.toLowerCase();
 }
 
@@ -83,13 +85,7 @@ export function pinsFromFlags(values: { pcrs?: string[]; pcr0?: string; pcr1?: s
   return sets;
 }
 
-/** --root files as PEM text. */
-export function rootsFromFlags(files: string[] | undefined): string[] | undefined {
-  return files?.map((f) => {
-    if (!existsSync(f)) throw new CliUsageError(`--root: ${f} does not exist`);
-    return readFileSync(f, 'utf8');
-  });
-}
+export { rootsFromFlags } from './flags.ts';
 
 /** The attestation summary --verbose and --json show. */
 export function attestationSummary(client: Client): { moduleId: string; time: string; pcrs: Record<string, string>; features: readonly string[]; publicKey: boolean } {
@@ -107,6 +103,32 @@ export function attestationSummary(client: Client): { moduleId: string; time: st
 export function attestationFailureLine(command: string, err: ClientError): string {
   const cause = err.cause instanceof Error ? err.cause.message : err.message.replace(/^attestation failed: /, '');
   return `enclave-agent ${command}: attestation failed: ${err.attestationCode ?? err.code}: ${cause}`;
+}
+
+/** The hint under ATTESTATION_UNTRUSTED_ROOT when no --root was given (the local stack's documents need one). */
+export const UNTRUSTED_ROOT_HINT =
+  'hint: without --root only the AWS Nitro root G1 is trusted; the local stack (`enclave-agent start`) signs with its simulator CA: pass --root <state dir>/nsm-simulator/nsm-ca/root.pem (start prints the path)';
+
+/**
+ * Reports a failed connect and returns the exit status: 2 when our own expectations were malformed (a usage
+ * error), else 1 — an untrusted root gets the --root hint, a connect failure its diagnosed cause.
+ */
+export async function reportConnectError(command: string, url: string, err: unknown, io: CliIo, rootGiven: boolean): Promise<number> {
+  if (!(err instanceof ClientError)) throw err;
+  if (err.code === 'CLIENT_ATTESTATION_FAILED') {
+    if (err.attestationCode === 'ATTESTATION_BAD_EXPECTATIONS') {
+      io.err(`enclave-agent ${command}: ${err.cause instanceof Error ? err.cause.message : err.message} (see --help)`);
+      return 2;
+    }
+    io.err(attestationFailureLine(command, err));
+    if (err.attestationCode === 'ATTESTATION_UNTRUSTED_ROOT' && !rootGiven) io.err(UNTRUSTED_ROOT_HINT);
+    return 1;
+  }
+  if (err.code === 'CLIENT_CONNECT_FAILED') {
+    io.err(`enclave-agent ${command}: CLIENT_CONNECT_FAILED: ${(await explainConnectFailure(url)) ?? err.message}`);
+    return 1;
+  }
+  throw err;
 }
 
 export const command: CliCommand = {
@@ -148,11 +170,7 @@ export const command: CliCommand = {
     try {
       client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false });
     } catch (err) {
-      if (err instanceof ClientError && err.code === 'CLIENT_ATTESTATION_FAILED') {
-        io.err(attestationFailureLine('fetch', err));
-        return 1;
-      }
-      throw err;
+      return await reportConnectError('fetch', url, err, io, roots !== undefined);
     }
     try {
       const summary = attestationSummary(client);

@@ -1,7 +1,10 @@
 // Flag helpers shared by the local-stack commands (start, fetch, attest, pcrs): node:util parseArgs with
 // every failure turned into a CliUsageError, port and integer flags, and where enclave.toml comes from.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AttestationError } from '../attestation/errors.ts';
+import { parseTrustAnchor } from '../attestation/x509.ts';
+import { didYouMean } from '../util/suggest.ts';
 import { CliUsageError } from './types.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -13,8 +16,25 @@ export function parseFlags<O extends Options>(args: string[], options: O, allowP
   try {
     return parseArgs({ args, options, allowPositionals, strict: true });
   } catch (err) {
-    throw new CliUsageError((err as Error).message);
+    const known = Object.entries(options).flatMap(([name, o]) => [`--${name}`, ...(o.short === undefined ? [] : [`-${o.short}`])]);
+    throw new CliUsageError(clarifyUsageMessage((err as Error).message, known));
   }
+}
+
+/**
+ * node's parseArgs "Unknown option '--x'. To specify a positional argument starting with a '-', … as in '-- "--x"'"
+ * quotes unevenly and suggests nothing: this says `unknown option "--x" (did you mean "--y"?)` instead, keeping
+ * any text a command appended. Other messages pass unchanged.
+ */
+export function clarifyUsageMessage(message: string, knownFlags: Iterable<string>): string {
+  const m = /^Unknown option '(-[^']*)'(?:\. To specify a positional argument starting with a '-', place it at the end of the command after '--', as in '-- "\1")?(.*)$/s.exec(message);
+  if (m === null) return message;
+  return `unknown option "${m[1]!}"${didYouMean(m[1]!, knownFlags)}${m[2]!}`;
+}
+
+/** The flags a command's --help text names (--long and -s), for suggestions. */
+export function flagsInHelp(help: string): string[] {
+  return [...new Set(help.match(/(?<![\w-])--?[A-Za-z0-9][\w-]*/g) ?? [])];
 }
 
 /** An integer flag within [min, max]. */
@@ -41,6 +61,21 @@ export function resolveConfigPath(flag: string | undefined, env: NodeJS.ProcessE
     return chosen;
   }
   return existsSync('enclave.toml') ? 'enclave.toml' : undefined;
+}
+
+/** --root files as PEM text, each checked to be a certificate (a usage error, exit 2, when it is not). */
+export function rootsFromFlags(files: string[] | undefined): string[] | undefined {
+  return files?.map((f) => {
+    if (!existsSync(f)) throw new CliUsageError(`--root: ${f} does not exist`);
+    const pem = readFileSync(f, 'utf8');
+    try {
+      parseTrustAnchor(pem);
+    } catch (err) {
+      if (err instanceof AttestationError) throw new CliUsageError(`--root: ${f}: ${err.message}`);
+      throw err;
+    }
+    return pem;
+  });
 }
 
 /** Quotes a shell word only when it needs it (for the copy-pasteable lines start prints). */

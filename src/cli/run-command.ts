@@ -6,6 +6,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config.ts';
 import { isAgentError } from '../errors.ts';
+import { nativeClockStep } from '../ops/clock-step.ts';
 import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../runtime/agent.ts';
 import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { createRuntimeLogs } from '../runtime/logs.ts';
@@ -27,13 +28,14 @@ Options:
   --config FILE        enclave.toml to load. Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it
                        exists, else every default.
   --listen WHERE       vsock (default): [listen] public_port and control_port on any CID
-                       tcp:PUBLIC,CONTROL: 127.0.0.1 ports standing in for vsock (0 picks a free port)
+                       tcp:PUBLIC,CONTROL[,OPS]: 127.0.0.1 ports standing in for vsock (0 picks a free
+                       port; the ops port, GET /health and /metrics for the host, defaults to 0)
                        unix:DIR: DIR/public.sock and DIR/control.sock
   --nsm KIND           device (default): /dev/nsm through the native addon
                        simulator: the NSM simulator (development and tests; never trusted by clients)
   --state-dir DIR      development keys and the simulator's CA. Default: $ENCLAVE_AGENT_STATE_DIR, else ./.state
   --loopback MODE      auto (default: when /dev/nsm exists) | on | off — configure lo as 127.0.0.1/8
-  --log-target TARGET  with [log] sink = "vsock": connect here instead of vsock:2:<vsock_port>
+  --log-target TARGET  with [log] sink = "vsock": connect here instead of vsock:${NITRO_PARENT_CID}:<vsock_port> (the parent instance)
                        (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
   --egress-target TARGET
                        with [egress] enabled: the host egress dialer (enclave-agent bridge --egress), default
@@ -73,12 +75,14 @@ function parsePort(text: string, what: string): number {
 export function parseListen(text: string): RuntimeListen {
   if (text === 'vsock') return { kind: 'vsock' };
   if (text.startsWith('tcp:')) {
-    const m = /^tcp:([^,]+),([^,]+)$/.exec(text);
-    if (!m) throw new CliUsageError(`--listen: expected tcp:PUBLIC,CONTROL, found "${text}"`);
+    const m = /^tcp:([^,]+),([^,]+)(?:,([^,]+))?$/.exec(text);
+    if (!m) throw new CliUsageError(`--listen: expected tcp:PUBLIC,CONTROL[,OPS], found "${text}"`);
     const publicPort = parsePort(m[1]!, 'public');
     const controlPort = parsePort(m[2]!, 'control');
     if (publicPort !== 0 && publicPort === controlPort) throw new CliUsageError('--listen: the public and control ports must differ');
-    return { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort };
+    const opsPort = m[3] === undefined ? 0 : parsePort(m[3], 'ops');
+    if (opsPort !== 0 && (opsPort === publicPort || opsPort === controlPort)) throw new CliUsageError('--listen: the ops port must differ from the public and control ports');
+    return { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort, ...(m[3] === undefined ? {} : { opsPort }) };
   }
   if (text.startsWith('unix:') && text.length > 5) return { kind: 'unix', dir: path.resolve(text.slice(5)) };
   throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
@@ -235,6 +239,9 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       logger,
       trxSink: logs.trxSink,
       unsealKey: readUnsealKey(env),
+      ...(logs.stream === undefined ? {} : { logStream: logs.stream }),
+      // [clock] correct = true: only here, inside the enclave's own process, is the clock ever stepped.
+      ...(config.clock.correct ? { clockStepper: nativeClockStep } : {}),
       egress: { dialer: () => connectStream(egressTarget, { timeoutMs: EGRESS_DIALER_CONNECT_TIMEOUT_MS }) },
     });
   } catch (err) {
@@ -256,12 +263,14 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     onState: (state) => {
       if (state === 'healthy') {
         logger.info(
-          { public: runtime.publicAddress, control: runtime.controlAddress, publicPort: runtime.publicPort, controlPort: runtime.controlPort, apiPort: runtime.apiPort, appPort: config.app.port },
+          { public: runtime.publicAddress, control: runtime.controlAddress, publicPort: runtime.publicPort, controlPort: runtime.controlPort, apiPort: runtime.apiPort, appPort: config.app.port, ops: runtime.opsAddress },
           'agent healthy',
         );
       }
     },
   });
+
+  runtime.superviseApp(() => supervisor.state, () => supervisor.restarts);
 
   const code = await new Promise<number>((resolve) => {
     const shutdown = createShutdown({

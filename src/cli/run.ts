@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { AgentError } from '../errors.ts';
 import { COMMANDS, type CommandEntry } from './commands.ts';
+import { didYouMean } from '../util/suggest.ts';
+import { clarifyUsageMessage, flagsInHelp } from './flags.ts';
 import { CliUsageError, type CliIo } from './types.ts';
 
 const defaultIo: CliIo = {
@@ -13,9 +15,13 @@ const defaultIo: CliIo = {
   },
 };
 
-function usage(commands: readonly CommandEntry[]): string {
+function listCommands(commands: readonly CommandEntry[]): string {
   const width = Math.max(...commands.map((c) => c.path.join(' ').length), 4);
-  const lines = commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`);
+  return commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`).join('\n');
+}
+
+function usage(commands: readonly CommandEntry[]): string {
+  const lines = [listCommands(commands)];
   return ['Usage: enclave-agent <command> [options]', '       enclave-agent --version', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
 }
 
@@ -45,7 +51,18 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   }
   const entry = findCommand(commands, argv);
   if (!entry) {
-    io.err(`enclave-agent: unknown command "${argv.join(' ')}"\n\n${usage(commands)}`);
+    // A group word alone (`keys`, `attestation`) or with an unknown subcommand: list what it has.
+    const group = commands.filter((c) => c.path.length > 1 && c.path[0] === argv[0]);
+    if (group.length > 0) {
+      const asked = argv[1] === undefined || argv[1] === '--help' || argv[1] === '-h';
+      const sub = asked ? '' : `unknown subcommand "${argv[1]}"${didYouMean(argv[1]!, group.map((c) => c.path[1]!))}\n\n`;
+      const text = `${sub}Usage: enclave-agent ${argv[0]} <subcommand> [options]\n\nSubcommands:\n${listCommands(group)}\n\nRun \`enclave-agent ${argv[0]} <subcommand> --help\` for details.`;
+      if (asked) io.out(text);
+      else io.err(`enclave-agent ${argv[0]}: ${text}`);
+      return argv[1] === '--help' || argv[1] === '-h' ? 0 : 2;
+    }
+    const word = argv[0]!;
+    io.err(`enclave-agent: unknown command "${word}"${didYouMean(word, new Set(commands.map((c) => c.path[0]!)))}\n\n${usage(commands)}`);
     return 2;
   }
   const command = { ...(await entry.load()).command, path: entry.path };
@@ -60,7 +77,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     return await command.run(args, io);
   } catch (err) {
     if (err instanceof CliUsageError) {
-      io.err(`enclave-agent ${command.path.join(' ')}: ${err.message} (see --help)`);
+      io.err(`enclave-agent ${command.path.join(' ')}: ${clarifyUsageMessage(err.message, flagsInHelp(command.help))} (see --help)`);
       return 2;
     }
     if (err instanceof AgentError) {

@@ -192,8 +192,8 @@ function shortPath(p: string): string {
 }
 
 /** The `fetch` line start prints (and the README shows). */
-export function fetchLine(stack: Pick<LocalStack, 'bridgeUrl' | 'pcrsFile' | 'rootPem'>, debug: boolean): string {
-  const words = ['npx', 'enclave-agent', 'fetch', stack.bridgeUrl, '/', '--pcrs', shortPath(stack.pcrsFile), '--root', shortPath(stack.rootPem)];
+export function fetchLine(stack: Pick<LocalStack, 'bridgeUrl' | 'pcrsFile' | 'rootPem'>, debug: boolean, route = '/'): string {
+  const words = ['npx', 'enclave-agent', 'fetch', stack.bridgeUrl, route, '--pcrs', shortPath(stack.pcrsFile), '--root', shortPath(stack.rootPem)];
   if (debug) words.push('--debug');
   return words.map(shellWord).join(' ');
 }
@@ -302,8 +302,15 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     for (const [k, v] of Object.entries(stack.pcrs)) io.out(`    ${k}     ${v}`);
     io.out('');
     io.out('Try it (attested, end-to-end encrypted; other terminal, same directory):');
-    io.out(`  ${fetchLine(stack, debug)}`);
-    io.out(`  ${fetchLine(stack, debug).replace(' / ', ' /echo ')} -X POST -d '{"hello":"enclave"}' -H 'content-type: application/json'`);
+    if (stack.app.kind === 'demo') {
+      io.out(`  ${fetchLine(stack, debug)}`);
+      io.out(`  ${fetchLine(stack, debug, '/echo')} -X POST -d '{"hello":"enclave"}' -H 'content-type: application/json'`);
+    } else {
+      // Your app's routes are unknown here, except its health check when it has one on the app port.
+      const hc = stack.config.healthcheck;
+      const known = hc !== null && (hc.port === null || hc.port === stack.appPort);
+      io.out(`  ${fetchLine(stack, debug, known ? hc.path : '/')}   (${known ? 'your app\'s [healthcheck] path' : 'or any path your app serves'})`);
+    }
     io.out('Ctrl-C stops everything.');
   }
 

@@ -1,6 +1,8 @@
 // The user's first hour, as real processes: `enclave-agent start --json` (ports 0 everywhere), then
 // `enclave-agent fetch` / `attest` / `pcrs` against it, then Ctrl-C.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -101,11 +103,34 @@ describe('enclave-agent fetch against start', () => {
     expect(lines[0]).toMatch(/^enclave-agent fetch: attestation failed: ATTESTATION_PCR_MISMATCH: .*PCR0/);
   });
 
-  it('without --root the simulator is not trusted: exit 1 naming ATTESTATION_UNTRUSTED_ROOT', async () => {
-    const r = await runBin(['fetch', info.bridgeUrl, '/', '--pcrs', pcrsFile]);
+  it('without --root the simulator is not trusted: exit 1 naming ATTESTATION_UNTRUSTED_ROOT, and a hint to pass --root', async () => {
+    for (const argv of [['fetch', info.bridgeUrl, '/', '--pcrs', pcrsFile], ['attest', info.bridgeUrl, '--pcrs', pcrsFile]]) {
+      const r = await runBin(argv);
+      expect(r.code).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatch(new RegExp(`^enclave-agent ${argv[0]}: attestation failed: ATTESTATION_UNTRUSTED_ROOT: `));
+      expect(lines[1]).toMatch(/^hint: .* pass --root <state dir>\/nsm-simulator\/nsm-ca\/root\.pem/);
+    }
+  });
+
+  it("the README's wrong-pin example prints exactly what the README shows", async () => {
+    // The lines after "$ " in the README block that has the stale-pcrs example, and the output line after them.
+    const readme = readFileSync(path.resolve('README.md'), 'utf8');
+    const block = /```\n(\$ sed [^\n]*stale-pcrs\.json\n\$ npx enclave-agent fetch [^\n]*\n)([^\n]*)\n```/.exec(readme);
+    expect(block, 'the example block in README.md').not.toBeNull();
+    const [sedLine, fetchLine] = block![1]!.trim().split('\n').map((l) => l.slice(2));
+    // Run where `start` keeps its state as .state, against this test's bridge.
+    const cwd = path.join(dir, 'readme');
+    mkdirSync(cwd);
+    symlinkSync(path.join(dir, 'state'), path.join(cwd, '.state'));
+    const sed = spawnSync('/bin/sh', ['-c', sedLine!], { cwd, encoding: 'utf8' });
+    expect(sed.status).toBe(0);
+    const args = fetchLine!.split(' ').slice(2).map((w) => (w === 'ws://127.0.0.1:8443/' ? info.bridgeUrl : w));
+    const r = await runBin(args, { cwd });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/attestation failed: ATTESTATION_UNTRUSTED_ROOT/);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`${block![2]!}\n`);
   });
 });
 
@@ -133,6 +158,41 @@ describe('enclave-agent attest and pcrs against start', () => {
     const r = await runBin(['pcrs', '--config', configFile, '--app-port', '0', '--json']);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(info.pcrs);
+  });
+});
+
+describe("start with the user's own app", () => {
+  it('suggests a route that app has (its [healthcheck] path), not the demo\'s /echo', async () => {
+    const app = http.createServer((req, res) => res.end(req.url === '/health' ? 'ok' : 'mine'));
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    const appPort = (app.address() as { port: number }).port;
+    const cfg = path.join(dir, 'own-app.toml');
+    writeFileSync(cfg, `name = "own-app"\nhealthcheck = "/health"\n\n[app]\nport = ${appPort}\n`);
+    const own = startBin(['start', '--config', cfg, '--state-dir', path.join(dir, 'own-state'), '--bridge-port', '0', '--agent-port', '0', '--api-port', '0']);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no banner; stderr: ${own.stderr()}`)), 60_000);
+        const poll = setInterval(() => {
+          if (!own.stdout().includes('Ctrl-C stops everything.')) return;
+          clearInterval(poll);
+          clearTimeout(timer);
+          resolve();
+        }, 100);
+      });
+      const banner = own.stdout();
+      expect(banner).toContain(`your app on 127.0.0.1:${appPort}`);
+      expect(banner).not.toContain('/echo');
+      const tryLine = banner.split('\n').find((l) => l.includes('enclave-agent fetch'))!;
+      expect(tryLine).toMatch(/ fetch ws:\/\/127\.0\.0\.1:\d+\/ \/health --pcrs .*\(your app's \[healthcheck\] path\)$/);
+      // And that line works: it reaches the user's app.
+      const words = tryLine.trim().split(/\s+/);
+      const r = await runBin(words.slice(2, words.indexOf('(your')), { cwd: process.cwd() });
+      expect(r.stdout).toBe('ok\n');
+    } finally {
+      own.child.kill('SIGKILL');
+      await own.exited;
+      await new Promise((r) => app.close(r));
+    }
   });
 });
 
