@@ -56,7 +56,7 @@ export interface RunningAgent {
   waitForEvent(pred: (line: string) => boolean, timeoutMs?: number): Promise<string>;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill(signal: NodeJS.Signals): void;
-  /** SIGKILLs the agent, waits for its exit, then SIGKILLs the process group of every app run it had (and their children). */
+  /** SIGKILLs the agent, waits for its exit, then SIGKILLs every process that inherited its environment (its apps and their children). */
   dispose(): Promise<void>;
 }
 
@@ -136,40 +136,39 @@ export async function startRun(opts: RunOptions = {}): Promise<RunningAgent> {
     async dispose() {
       if (!done) child.kill('SIGKILL');
       await exited;
-      // The agent's app dies with it (PR_SET_PDEATHSIG), but not what the app started (APP_CHILD): end the groups.
-      for (const line of readEvents()) {
-        const m = /^(?:start|child) (\d+)$/.exec(line);
-        if (m) killGroup(Number(m[1]));
+      // The agent's app dies with it (PR_SET_PDEATHSIG), but not what the app started (APP_CHILD). Found by the
+      // environment this run passed down (APP_EVENTS is unique to it), never by a pid or group that may have been
+      // reused by someone else's process since.
+      for (const p of processesWithEnv(`APP_EVENTS=${events}`)) {
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
       }
     },
   };
 }
 
-/** SIGKILL to the process group `pgid` and to `pgid` itself; ESRCH (already gone) is fine. */
-export function killGroup(pgid: number): void {
-  for (const target of [-pgid, pgid]) {
-    try {
-      process.kill(target, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-/** Live (non-zombie) processes started by this test worker's suites: those whose environment holds OWNER. */
-export function leftovers(): { pid: number; cmdline: string }[] {
+/** Live (non-zombie) processes other than this one whose environment holds `entry` ("NAME=value"). */
+export function processesWithEnv(entry: string): { pid: number; cmdline: string }[] {
   const out: { pid: number; cmdline: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
     try {
-      if (!readFileSync(`/proc/${entry}/environ`, 'latin1').split('\0').includes(OWNER)) continue;
-      if (!alive(Number(entry))) continue;
-      out.push({ pid: Number(entry), cmdline: readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0').join(' ').trim() });
+      if (!readFileSync(`/proc/${e}/environ`, 'latin1').split('\0').includes(entry)) continue;
+      if (!alive(Number(e))) continue;
+      out.push({ pid: Number(e), cmdline: readFileSync(`/proc/${e}/cmdline`, 'latin1').split('\0').join(' ').trim() });
     } catch {
       // exited while we looked, or not ours to read
     }
   }
   return out;
+}
+
+/** Live (non-zombie) processes started by this test worker's suites: those whose environment holds OWNER. */
+export function leftovers(): { pid: number; cmdline: string }[] {
+  return processesWithEnv(OWNER);
 }
 
 /**
