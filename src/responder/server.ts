@@ -58,7 +58,10 @@ export interface Responder {
   /** Takes ownership of one accepted connection. Never throws. */
   handle(stream: Duplex, info: ConnectionInfo): void;
   readonly sessionCount: number;
-  /** Connections refused at admission (over maxSessions, draining, closed). */
+  /**
+   * Connections refused before any crypto: over maxSessions, draining/closed, over maxSessionsPerClient, or no
+   * room for their handshake (counters tells them apart).
+   */
   readonly refusedCount: number;
   /**
    * Live counters for metrics (refusals by cause, handshake slots and queue, write stalls, queued output):
@@ -119,7 +122,10 @@ export function createResponder(opts: ResponderOptions): Responder {
       counters,
       clients: new ClientSessions(limits.maxSessionsPerClient),
       handshakes: new HandshakeAdmission(limits, counters),
-      refused: (reason: string) => refusals.note(reason),
+      refused: (reason: string) => {
+        refused++;
+        refusals.note(reason);
+      },
     },
   };
 

@@ -164,6 +164,7 @@ describe('sessions per client address', () => {
     await expect(handshake(tcpPipe(socket), { preamble: proxyFrom('198.51.100.9', 40009) })).rejects.toThrow(/connection closed/);
     expect(received).toEqual([]);
     expect(agent.responder.counters.refusedPerClient).toBe(1);
+    expect(agent.responder.refusedCount).toBe(1);
     expect(agent.closedSessions.at(-1)?.reason).toBe('client-limit');
     // Another address is not affected.
     const other = await handshake(tcpPipe(await connectTcp(agent.port)), { preamble: proxyFrom('198.51.100.10') });
@@ -367,6 +368,7 @@ describe('handshake admission', () => {
     expect(closedWithoutReply).toBe(counters.refusedHandshakes);
     expect(answered + closedWithoutReply).toBe(400);
     expect(counters.handshakesWaiting).toBe(0);
+    expect(agent.responder.refusedCount).toBe(counters.refusedHandshakes);
     expect(agent.closedSessions.filter((s) => s.reason === 'handshake-refused')).toHaveLength(counters.refusedHandshakes);
     for (const s of flood) s.destroy();
     established.close();
