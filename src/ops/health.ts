@@ -1,6 +1,6 @@
 // GET /health on the ops port, for a load balancer: 200 when the agent is ready and the app answers its health
-// check; 503 with a JSON reason while starting, draining, while the app is restarting (supervisor backoff) or
-// down. The app is probed on every call (the probe is one TCP connect, or GET [healthcheck] path): a load
+// check; 503 with a JSON reason while starting, draining, while the app is restarting (supervisor backoff), starting
+// (started, port not answering yet) or down. The app is probed on every call (the probe is one TCP connect, or GET [healthcheck] path): a load
 // balancer polls every few seconds and must see a killed app at once, not one probe interval later.
 import type { AppHealthMonitor, AppState } from '../http/stages/health.ts';
 
@@ -8,7 +8,7 @@ export type AgentPhase = 'starting' | 'ready' | 'draining';
 /** The supervisor's state (src/runtime/supervisor.ts), when the agent supervises the app (`run`). */
 export type AppSupervision = 'starting' | 'healthy' | 'backoff' | 'stopping' | 'stopped';
 
-export type UnhealthyReason = 'starting' | 'draining' | 'app-restarting' | 'app-stopped' | 'app-down';
+export type UnhealthyReason = 'starting' | 'draining' | 'app-restarting' | 'app-starting' | 'app-stopped' | 'app-down';
 
 export interface HealthReport {
   status: 200 | 503;
@@ -39,7 +39,9 @@ export async function healthReport(src: HealthSources): Promise<HealthReport> {
         : supervisor === 'stopping' || supervisor === 'stopped'
           ? 'app-stopped'
           : app.status !== 'up'
-            ? 'app-down'
+            ? supervisor === 'starting'
+              ? 'app-starting'
+              : 'app-down'
             : undefined;
   const agent = { phase, uptime_s: Math.round((Date.now() - src.startedAt) / 1000) };
   return reason === undefined

@@ -65,6 +65,8 @@ export interface MetricSources {
   handshakesQueued?: () => number;
   /** The app's last health-check result. */
   appUp?: () => 'up' | 'down' | 'unknown';
+  /** Restarts by the supervisor so far (`run`). */
+  appRestarts?: () => number;
 }
 
 const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -107,7 +109,6 @@ export class AgentMetrics {
   readonly #decryptRefused: Tally;
   readonly #duration: Histogram;
   readonly #api: TallyCounter<'route' | 'status_class'>;
-  readonly #appRestarts: Tally;
   readonly #egress: Record<EgressOutcome, Tally>;
   readonly #clockSamples: Record<ClockSampleResult, Tally>;
   readonly #clockSteps: Record<'forward' | 'backward' | 'refused', Tally>;
@@ -183,7 +184,15 @@ export class AgentMetrics {
         else this.set(state === 'up' ? 1 : 0);
       },
     });
-    this.#appRestarts = new TallyCounter(r, `${p}app_restarts_total`, 'Times the supervisor restarted the app.', []).child({});
+    new Counter({
+      name: `${p}app_restarts_total`,
+      help: 'Times the supervisor restarted the app (enclave-agent run).',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(sources().appRestarts?.() ?? 0);
+      },
+    });
 
     new Counter({
       name: `${p}log_records_dropped_total`,
@@ -256,10 +265,6 @@ export class AgentMetrics {
 
   apiRequest(path: string, status: number): void {
     this.#api.child({ route: API_ROUTES.has(path) ? path : 'other', status_class: STATUS_CLASSES[statusIndex(status)]! }).n++;
-  }
-
-  appRestarted(): void {
-    this.#appRestarts.n++;
   }
 
   draining(on: boolean): void {

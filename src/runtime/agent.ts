@@ -100,8 +100,8 @@ export interface AgentRuntime {
   readonly opsAddress: string;
   readonly opsPort: number | undefined;
   readonly metrics: AgentMetrics;
-  /** The supervisor's state for /health (`run`); without it /health goes by the probe alone. */
-  superviseApp(state: () => AppSupervision | undefined): void;
+  /** The supervisor's state for /health and its restart count for the metrics (`run`); without it /health goes by the probe alone. */
+  superviseApp(state: () => AppSupervision | undefined, restarts: () => number): void;
   /**
    * Stops accepting on both channels, lets sessions finish what is in flight for up to `timeoutMs`, closes
    * the rest and the forwarder. The local API keeps serving (the app may still need it) until close().
@@ -320,8 +320,9 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     opsAddress: ops.address,
     opsPort: ops.port,
     metrics,
-    superviseApp(state) {
+    superviseApp(state, restarts) {
       supervision = state;
+      metrics.sources.appRestarts = restarts;
     },
     drain(timeoutMs) {
       // /health answers 503 from here on; the ops port itself stays up until close().
