@@ -2,6 +2,9 @@
  * `enclave-agent <command>`: a thin dispatcher. Each command lives in src/cli/<name>.ts and exports
  * `command: CliCommand`; this file only finds it, runs it, and turns errors into one clear line.
  */
+import { installFatalHandlers } from './cli/fatal.ts';
 import { runCli } from './cli/run.ts';
 
+// First, so even a failure while a command loads is reported with its code and exits non-zero (src/cli/fatal.ts).
+installFatalHandlers();
 process.exitCode = await runCli(process.argv.slice(2));
