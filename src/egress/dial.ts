@@ -7,6 +7,7 @@ import { EgressError } from './errors.ts';
 import { openFlow, type DialerConnect } from './flow-client.ts';
 import type { EgressPolicy } from './policy.ts';
 import { normalizeName } from './policy.ts';
+import type { NameCache } from './name-cache.ts';
 import { resolveA, type DnsTransport } from './resolver.ts';
 
 export interface DialDeps {
@@ -14,6 +15,8 @@ export interface DialDeps {
   dialer: DialerConnect;
   dns: DnsTransport;
   connectTimeoutMs: number;
+  /** Resolved names, reused until their TTL (explicit mode). */
+  names?: NameCache;
 }
 
 export interface Dialed {
@@ -42,7 +45,11 @@ export async function authorizeAndDial(deps: DialDeps, host: string, port: numbe
   const name = normalizeName(host);
   if (name === null) throw new EgressDenied(`${JSON.stringify(host.slice(0, 100))} is not a DNS name`, null);
   if (deps.policy.matchName(name, port) === null) throw new EgressDenied(`${name} port ${port} is not on the allow-list`, null);
-  const resolved = await resolveA(name, deps.dns, deps.policy);
+  let resolved = deps.names?.get(name);
+  if (resolved === undefined) {
+    resolved = await resolveA(name, deps.dns, deps.policy);
+    deps.names?.set(name, resolved);
+  }
   if (resolved.allowed.length === 0) {
     if (resolved.refused.length > 0) throw new EgressDenied(`${name} resolves only to non-global addresses (${resolved.refused.join(', ')})`, resolved.refused[0]!);
     throw new EgressError('EGRESS_RESOLVER_ERROR', `${name} has no IPv4 address`);

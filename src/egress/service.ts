@@ -8,6 +8,7 @@ import type { LogSink } from '../http/log-sink.ts';
 import { DecisionLog, type EgressDecision } from './decision-log.ts';
 import { startDnsStub, type DnsStub } from './dns-stub.ts';
 import { startExplicitProxy, type ExplicitProxy } from './explicit-proxy.ts';
+import { NameCache } from './name-cache.ts';
 import { dnsExchange, type DialerConnect } from './flow-client.ts';
 import { FlowTracker } from './flow-tracker.ts';
 import { originalDstReader } from './original-dst.ts';
@@ -94,6 +95,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
       log,
       flows,
       sniCheck: cfg.sni_check,
+      names: new NameCache(),
     });
     closers.push(() => proxy.close());
     if (cfg.mode === 'transparent' && opts.installRules !== false) await installTransparentRules({ transparentPort: transparent!.port, dnsPort: stub!.port });

@@ -1,11 +1,15 @@
 // Copies bytes both ways between two streams until both directions are done: end of one side's input is
 // passed on as a half-close (end() = shutdown(SHUT_WR)), so a request/response over a half-closed socket
-// works; an error or reset on either side destroys both. Each write is at most 32 KiB (vsock single writes
-// above that wedge on Nitro kernels, EGRESS.md §3.2), and backpressure pauses the reading side.
+// works; an error or reset on either side destroys both. Writes to anything but a kernel TCP/UNIX socket are cut
+// to ≤ 32 KiB (vsock single writes above that wedge on Nitro kernels, EGRESS.md §3.2; the vsock stream also
+// issues one send() ≤ 32 KiB per call itself, src/transport/native-stream.ts). Backpressure pauses the reading
+// side once MAX_BUFFERED bytes wait on the writing side (not at the 16 KiB default mark: pausing on nearly
+// every 64 KiB read halved bulk throughput).
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 
 export const MAX_WRITE = 32 * 1024;
+export const MAX_BUFFERED = 512 * 1024;
 
 export interface SpliceResult {
   /** Bytes copied a → b and b → a. */
@@ -55,11 +59,12 @@ export function splice(a: Duplex, b: Duplex): Splice {
   let closed = 0;
 
   const pump = (from: Duplex, to: Duplex, add: (n: number) => void): void => {
+    const slice = !(to instanceof net.Socket);
     from.on('data', (chunk: Buffer) => {
       add(chunk.length);
-      let ok = true;
-      for (let off = 0; off < chunk.length; off += MAX_WRITE) ok = to.write(chunk.subarray(off, off + MAX_WRITE));
-      if (!ok && !to.destroyed) {
+      if (slice && chunk.length > MAX_WRITE) for (let off = 0; off < chunk.length; off += MAX_WRITE) to.write(chunk.subarray(off, off + MAX_WRITE));
+      else to.write(chunk);
+      if (to.writableLength > MAX_BUFFERED && !to.destroyed) {
         from.pause();
         to.once('drain', () => from.resume());
       }

@@ -1,0 +1,249 @@
+// Egress: bulk throughput through the egress path vs a direct TCP connection to the same server, and the
+// connect time it adds. Three processes, as deployed: this one (the app, and the servers on 127.0.0.2), an
+// "enclave" child (the explicit proxy of src/egress), a "host" child (the host dialer and a DNS server), the
+// two children linked by a UNIX socket standing in for vsock (one stream per flow, ≤ 32 KiB writes).
+// Targets (issue 15): throughput ≥ 0.5× direct; added connect time ≤ 1 ms on loopback.
+//   npx tsx scripts/bench/egress.ts            (or: npm run bench -- egress)
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { askChild, printTable, ratio } from './lib.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+const SERVER_IP = '127.0.0.2';
+const BULK_BYTES = 64 * 1024 * 1024;
+const ROUNDS = 5;
+const CONNECTS = 300;
+
+// ---- children ------------------------------------------------------------------------------------------------
+
+function serveChild(start: (msg: Record<string, unknown>) => Promise<unknown>): void {
+  process.once('message', (msg) => {
+    void start(msg as Record<string, unknown>).then((reply) => process.send!(reply));
+  });
+  process.send!({ ready: true });
+}
+
+function hostChild(): void {
+  serveChild(async (msg) => {
+    const { startEgressDialer } = await import('../../src/host/egress-dialer.ts');
+    const dgram = await import('node:dgram');
+    // The parent's resolver: answers ok.test → 127.0.0.2 (A, TTL 60).
+    const dns = dgram.createSocket('udp4');
+    dns.on('message', (q, from) => {
+      const end = q.indexOf(0, 12) + 5;
+      const head = Buffer.from(q.subarray(0, 12));
+      head.writeUInt16BE(0x8180, 2);
+      head.writeUInt16BE(1, 6);
+      const rr = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+      dns.send(Buffer.concat([head, q.subarray(12, end), rr]), from.port, from.address);
+    });
+    await new Promise<void>((r) => dns.bind({ address: '127.0.0.1', port: 0 }, () => r()));
+    await startEgressDialer({ listen: { kind: 'unix', path: msg.sock as string }, resolvers: [{ host: '127.0.0.1', port: dns.address().port }], allowNonGlobal: [`${SERVER_IP}/32`] });
+    return { ok: true };
+  });
+}
+
+function enclaveChild(): void {
+  serveChild(async (msg) => {
+    const { startEgress } = await import('../../src/egress/service.ts');
+    const { configFromObject } = await import('../../src/config.ts');
+    const { connectStream } = await import('../../src/transport/connect.ts');
+    const ports = msg.ports as number[];
+    const destinations = [...ports.map((p) => `ok.test:${p}`), ...ports.map((p) => `${SERVER_IP}:${p}`)];
+    const config = configFromObject({ egress: { enabled: true, destinations } });
+    const egress = await startEgress({ egress: config.egress, proxyPort: 0, dialer: () => connectStream({ kind: 'unix', path: msg.sock as string }) });
+    return { port: Number(new URL(egress.proxyUrl).port) };
+  });
+}
+
+function spawnChild(flag: string): Promise<ChildProcess> {
+  const child = fork(SELF, [flag], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve) => child.once('message', () => resolve(child)));
+}
+
+// ---- servers and clients (this process) --------------------------------------------------------------------------
+
+async function listen(onConn: (s: net.Socket) => void): Promise<net.Server> {
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
+    s.on('error', () => {});
+    onConn(s);
+  });
+  await new Promise<void>((r) => server.listen({ host: SERVER_IP, port: 0 }, () => r()));
+  return server;
+}
+const portOf = (s: net.Server): number => (s.address() as net.AddressInfo).port;
+
+/** A connected socket to `port` on SERVER_IP, directly or through CONNECT on the proxy (`host` = name or IP). */
+function open(port: number, via: { proxy: number; host: string } | null): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: via ? '127.0.0.1' : SERVER_IP, port: via ? via.proxy : port, noDelay: true, allowHalfOpen: true });
+    s.once('error', reject);
+    if (!via) {
+      s.once('connect', () => resolve(s));
+      return;
+    }
+    s.once('connect', () => s.write(`CONNECT ${via.host}:${port} HTTP/1.1\r\nhost: ${via.host}:${port}\r\n\r\n`));
+    let head = Buffer.alloc(0);
+    const onData = (c: Buffer): void => {
+      head = Buffer.concat([head, c]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      s.off('data', onData);
+      if (!head.subarray(0, 12).toString().includes(' 200')) reject(new Error(head.toString()));
+      else {
+        s.pause();
+        if (end + 4 < head.length) s.unshift(head.subarray(end + 4));
+        resolve(s);
+      }
+    };
+    s.on('data', onData);
+  });
+}
+
+const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
+
+/** Upload: write BULK_BYTES, half-close, wait for the server's byte count. MB/s. */
+async function upload(port: number, via: { proxy: number; host: string } | null): Promise<number> {
+  const s = await open(port, via);
+  const t = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    s.on('error', reject);
+    s.on('data', () => {});
+    s.on('end', () => resolve());
+    s.resume();
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < BULK_BYTES) {
+        sent += CHUNK.length;
+        if (!s.write(CHUNK)) return void s.once('drain', pump);
+      }
+      s.end();
+    };
+    pump();
+  });
+  s.destroy();
+  return BULK_BYTES / 1e6 / ((performance.now() - t) / 1000);
+}
+
+/** Download: read BULK_BYTES until the server's FIN. MB/s. */
+async function download(port: number, via: { proxy: number; host: string } | null): Promise<number> {
+  const s = await open(port, via);
+  const t = performance.now();
+  let got = 0;
+  await new Promise<void>((resolve, reject) => {
+    s.on('error', reject);
+    s.on('data', (c: Buffer) => (got += c.length));
+    s.on('end', () => resolve());
+    s.resume();
+    s.end('go');
+  });
+  s.destroy();
+  if (got !== BULK_BYTES) throw new Error(`download got ${got} bytes`);
+  return BULK_BYTES / 1e6 / ((performance.now() - t) / 1000);
+}
+
+/** One connection: ms until usable (direct: connected; egress: the proxy's 200 after the host dialed), and ms for a 1-byte round trip on it. */
+async function connectOnce(port: number, via: { proxy: number; host: string } | null): Promise<[number, number]> {
+  const t0 = performance.now();
+  const s = await open(port, via);
+  const t1 = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    s.once('data', () => resolve());
+    s.once('error', reject);
+    s.resume();
+    s.write('x');
+  });
+  const t2 = performance.now();
+  s.destroy();
+  return [t1 - t0, t2 - t1];
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export default async function bench(): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'egress-bench-'));
+  const sock = path.join(dir, 'host.sock');
+  const sink = await listen((s) => {
+    let n = 0;
+    s.on('data', (c: Buffer) => (n += c.length));
+    s.on('end', () => s.end(String(n)));
+  });
+  const source = await listen((s) => {
+    s.once('data', () => {
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < BULK_BYTES) {
+          sent += CHUNK.length;
+          if (!s.write(CHUNK)) return void s.once('drain', pump);
+        }
+        s.end();
+      };
+      pump();
+    });
+    s.on('end', () => {});
+  });
+  const echo = await listen((s) => s.on('data', (c: Buffer) => s.write(c)));
+  const host = await spawnChild('--egress-bench-host');
+  const enclave = await spawnChild('--egress-bench-enclave');
+  try {
+    await askChild(host, { sock });
+    const { port: proxy } = await askChild<{ port: number }>(enclave, { sock, ports: [portOf(sink), portOf(source), portOf(echo)] });
+    const byName = { proxy, host: 'ok.test' };
+    const byIp = { proxy, host: SERVER_IP };
+
+    const up = { direct: [] as number[], egress: [] as number[] };
+    const down = { direct: [] as number[], egress: [] as number[] };
+    await upload(portOf(sink), byName); // warm-up
+    for (let r = 0; r < ROUNDS; r++) {
+      up.direct.push(await upload(portOf(sink), null));
+      up.egress.push(await upload(portOf(sink), byName));
+      down.direct.push(await download(portOf(source), null));
+      down.egress.push(await download(portOf(source), byName));
+    }
+    const mb = (x: number): string => `${x.toFixed(0)} MB/s`;
+    printTable(`egress bulk throughput (${BULK_BYTES / 2 ** 20} MiB per transfer, median of ${ROUNDS} interleaved rounds)`, [
+      ['direction', 'direct TCP', 'through egress', 'ratio (target ≥ 0.5×)'],
+      ['app → server (upload)', mb(median(up.direct)), mb(median(up.egress)), ratio(median(up.egress), median(up.direct), 0.5)],
+      ['server → app (download)', mb(median(down.direct)), mb(median(down.egress)), ratio(median(down.egress), median(down.direct), 0.5)],
+    ]);
+
+    // Interleaved, so load on the machine falls on all three alike. The name is resolved once, then cached (TTL).
+    const paths = { direct: null, ip: byIp, name: byName } as const;
+    const times = { direct: [[], []], ip: [[], []], name: [[], []] } as Record<keyof typeof paths, [number[], number[]]>;
+    for (let i = 0; i < CONNECTS + 20; i++) {
+      for (const k of Object.keys(paths) as (keyof typeof paths)[]) {
+        const [c, rt] = await connectOnce(portOf(echo), paths[k]);
+        if (i >= 20) {
+          times[k][0].push(c);
+          times[k][1].push(rt);
+        }
+      }
+    }
+    const m = (k: keyof typeof paths, j: 0 | 1): number => median(times[k][j]);
+    const added = (k: keyof typeof paths): string => {
+      const d = m(k, 0) - m('direct', 0);
+      return `+${d.toFixed(3)} ms${d <= 1 ? ' (≤ 1 ✓)' : ' (> 1 ✗)'}`;
+    };
+    printTable(`egress connect time (median of ${CONNECTS}, interleaved)`, [
+      ['path', 'connect (until usable)', 'added (target ≤ 1 ms)', '1-byte round trip after'],
+      ['direct TCP', `${m('direct', 0).toFixed(3)} ms`, '', `${m('direct', 1).toFixed(3)} ms`],
+      ['egress, IP entry (CONNECT 127.0.0.2:p)', `${m('ip', 0).toFixed(3)} ms`, added('ip'), `${m('ip', 1).toFixed(3)} ms`],
+      ['egress, name entry (cached after the first DNS)', `${m('name', 0).toFixed(3)} ms`, added('name'), `${m('name', 1).toFixed(3)} ms`],
+    ]);
+  } finally {
+    host.kill();
+    enclave.kill();
+    sink.close();
+    source.close();
+    echo.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv.includes('--egress-bench-host')) hostChild();
+else if (process.argv.includes('--egress-bench-enclave')) enclaveChild();
+else if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) void bench().then(() => process.exit(0));

@@ -1,0 +1,26 @@
+// Explicit mode reuses a resolved name until its TTL, never longer, and never remembers a refusal.
+import { describe, expect, it } from 'vitest';
+import { NameCache } from '../../src/egress/name-cache.ts';
+
+describe('NameCache', () => {
+  it('keeps allowed answers for their TTL (at most 300 s), then forgets them', () => {
+    let now = 0;
+    const c = new NameCache(() => now);
+    c.set('a.test', { allowed: [{ ip: '1.2.3.4', ttl: 10 }, { ip: '1.2.3.5', ttl: 20 }], refused: [] });
+    c.set('b.test', { allowed: [{ ip: '1.2.3.6', ttl: 86_400 }], refused: [] });
+    now = 9_999;
+    expect(c.get('a.test')?.allowed.map((a) => a.ip)).toEqual(['1.2.3.4', '1.2.3.5']);
+    now = 10_000;
+    expect(c.get('a.test')).toBeUndefined();
+    now = 300_000;
+    expect(c.get('b.test')).toBeUndefined();
+  });
+
+  it('does not keep an answer with no allowed address, nor one with TTL 0', () => {
+    const c = new NameCache(() => 0);
+    c.set('r.test', { allowed: [], refused: ['127.0.0.1'] });
+    c.set('z.test', { allowed: [{ ip: '1.2.3.4', ttl: 0 }], refused: [] });
+    expect(c.get('r.test')).toBeUndefined();
+    expect(c.get('z.test')).toBeUndefined();
+  });
+});
