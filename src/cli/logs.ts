@@ -2,11 +2,14 @@
 // the parent instance next to the bridge: listens (vsock any CID by default, port log.vsock_port) for the
 // enclave's connection and writes every JSON line it receives to stdout or a file, until SIGINT/SIGTERM.
 // The enclave connects to us; this command never connects anywhere.
-import { closeSync, createWriteStream, openSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { loadConfig } from '../config.ts';
 import { startLogSinkServer, type LogSinkListen } from '../host/log-sink-server.ts';
+import type { EnclaveInfo } from '../host/activity-enclave.ts';
+import { isLoopback } from '../host/activity-server.ts';
+import { startActivityService, type ActivityService } from '../host/activity-service.ts';
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
@@ -30,6 +33,18 @@ Options:
   --log-level LEVEL         fatal|error|warn|info|debug|silent (default info); diagnostics (connections,
                             dropped lines — never their content) go to stderr as JSON
 
+The activity store and page (see README "Activity page"):
+  --db FILE                 keep the transaction records in SQLite (WAL; created 0600 if missing). Records
+                            then go to the database only, operational lines to stdout (or, with --out,
+                            every line to FILE as well)
+  --retain-days N           delete records older than N days (default 7)
+  --retain-rows N           keep at most N records, the oldest go first (default 1000000)
+  --ui HOST:PORT            serve the activity page (needs --db); e.g. 127.0.0.1:8090. Any address but
+                            loopback requires --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters
+  --ui-token TOKEN          the token the page asks for
+  --ops URL                 the agent's ops endpoint (/health, /metrics) shown on the page
+  --pcrs FILE               the enclave's PCRs for the page: {"PCR0": ...} or nitro-cli's {"Measurements": ...}
+
 Prints one status line on stderr once listening, and the counts when it stops.`;
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -41,6 +56,34 @@ export interface LogsOptions {
   maxLineBytes?: number;
   maxConnections?: number;
   logLevel: string;
+  db?: { file: string; retainDays?: number; retainRows?: number };
+  ui?: { host: string; port: number; token?: string };
+  ops?: string;
+  enclave?: Partial<EnclaveInfo>;
+}
+
+/** "HOST:PORT" / "[v6]:PORT" for --ui. */
+export function parseUi(text: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(text);
+  if (!m) throw new CliUsageError(`--ui expects HOST:PORT (e.g. 127.0.0.1:8090), found "${text}"`);
+  return { host: m[1] ?? m[2]!, port: intFlag('--ui port', m[3]!, 0, 65535) };
+}
+
+/** The PCRs of a pcrs.json ({"PCR0": hex, ...}) or of nitro-cli's build output ({"Measurements": {...}}). */
+export function readPcrs(file: string): Record<string, string> {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new CliUsageError(`--pcrs: cannot read ${file} as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const source = (value as { Measurements?: unknown }).Measurements ?? value;
+  const pcrs: Record<string, string> = {};
+  if (typeof source === 'object' && source !== null) {
+    for (const [k, v] of Object.entries(source)) if (/^PCR\d{1,2}$/.test(k) && typeof v === 'string' && /^[0-9a-fA-F]{64,128}$/.test(v)) pcrs[k] = v.toLowerCase();
+  }
+  if (Object.keys(pcrs).length === 0) throw new CliUsageError(`--pcrs: ${file} holds no "PCRn": hex entries`);
+  return pcrs;
 }
 
 /** Parses "vsock:PORT", "unix:PATH", "tcp:HOST:PORT" / "tcp:[v6]:PORT" into where the sink listens. */
@@ -75,19 +118,55 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     'max-connections': { type: 'string' },
     config: { type: 'string' },
     'log-level': { type: 'string' },
+    db: { type: 'string' },
+    'retain-days': { type: 'string' },
+    'retain-rows': { type: 'string' },
+    ui: { type: 'string' },
+    'ui-token': { type: 'string' },
+    ops: { type: 'string' },
+    pcrs: { type: 'string' },
   });
   let listen: LogSinkListen;
+  const configFile = resolveConfigPath(values.config, env);
+  const config = values.listen === undefined || (values.db !== undefined && configFile !== undefined) ? loadConfig(configFile, env) : null;
   if (values.listen !== undefined) {
     listen = parseListen(values.listen);
   } else {
-    const file = resolveConfigPath(values.config, env);
-    listen = { kind: 'vsock', port: loadConfig(file, env).log.vsock_port };
+    listen = { kind: 'vsock', port: config!.log.vsock_port };
   }
   const opts: LogsOptions = { listen, out: values.out ?? null, logLevel: values['log-level'] ?? 'info' };
   if (opts.out === '') throw new CliUsageError('--out expects a file name');
   if (!LEVELS.includes(opts.logLevel)) throw new CliUsageError(`--log-level expects ${LEVELS.join('|')}, found "${opts.logLevel}"`);
   if (values['max-line-bytes'] !== undefined) opts.maxLineBytes = intFlag('--max-line-bytes', values['max-line-bytes'], 2, 64 * 1024 * 1024);
   if (values['max-connections'] !== undefined) opts.maxConnections = intFlag('--max-connections', values['max-connections'], 1, 10_000);
+  if (values.db === undefined) {
+    for (const f of ['retain-days', 'retain-rows', 'ui', 'ui-token', 'ops', 'pcrs'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --db FILE`);
+    return opts;
+  }
+  if (values.db === '') throw new CliUsageError('--db expects a file name');
+  opts.db = { file: values.db };
+  if (values['retain-days'] !== undefined) opts.db.retainDays = intFlag('--retain-days', values['retain-days'], 1, 36_500);
+  if (values['retain-rows'] !== undefined) opts.db.retainRows = intFlag('--retain-rows', values['retain-rows'], 1, 1_000_000_000);
+  const token = values['ui-token'] ?? env.ENCLAVE_AGENT_UI_TOKEN;
+  if (values.ui !== undefined) {
+    opts.ui = parseUi(values.ui);
+    if (token !== undefined) {
+      if (token.length < 16) throw new CliUsageError('--ui-token: at least 16 characters');
+      opts.ui.token = token;
+    } else if (!isLoopback(opts.ui.host)) {
+      throw new CliUsageError(`--ui ${values.ui}: an address other than loopback needs --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters`);
+    }
+  } else {
+    for (const f of ['ui-token', 'ops'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --ui HOST:PORT`);
+  }
+  if (values.ops !== undefined) {
+    if (!/^https?:\/\/[^\s]+$/.test(values.ops)) throw new CliUsageError(`--ops expects an http:// or https:// URL, found "${values.ops}"`);
+    opts.ops = values.ops;
+  }
+  opts.enclave = {
+    ...(config === null ? {} : { name: config.name, mode: config.mode }),
+    ...(values.pcrs === undefined ? {} : { pcrs: readPcrs(values.pcrs), pcrsSource: values.pcrs }),
+  };
   return opts;
 }
 
@@ -120,26 +199,48 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   const logger = opts.logger ?? pino({ level: o.logLevel, base: { name: 'enclave-agent-logs' } }, pino.destination(2));
   const file = o.out === null ? null : openOutput(o.out);
   const output = file ?? opts.output ?? process.stdout;
-  let server;
+  let server: Awaited<ReturnType<typeof startLogSinkServer>> | undefined;
+  let activity: ActivityService | null = null;
   try {
+    if (o.db !== undefined) {
+      activity = await startActivityService({
+        ...o.db,
+        ...(o.ui === undefined ? {} : { ui: o.ui }),
+        ops: o.ops ?? null,
+        ...(o.enclave === undefined ? {} : { enclave: o.enclave }),
+        sinkStats: () => ({ ...server?.stats }),
+        logger,
+      });
+    }
+    const store = activity;
     server = await startLogSinkServer({
       listen: o.listen,
       output,
       logger,
+      // With --out, every line still goes to the file; without, records go to the database only.
+      ...(store === null ? {} : { onLine: (text: string) => store.takeLine(text) && o.out === null }),
       ...(o.maxLineBytes === undefined ? {} : { maxLineBytes: o.maxLineBytes }),
       ...(o.maxConnections === undefined ? {} : { maxConnections: o.maxConnections }),
     });
   } catch (err) {
     // Listen failures and a missing vsock addon are AgentErrors: the dispatcher prints them as one line.
     file?.destroy();
+    await activity?.close();
     throw err;
   }
-  io.err(`enclave-agent logs: listening on ${server.address} (${describeListen(o.listen)}), writing JSON lines to ${o.out ?? 'stdout'}`);
+  const where = activity === null ? (o.out ?? 'stdout') : `${o.db!.file}${o.out === null ? ' (operational lines to stdout)' : ` and ${o.out}`}`;
+  io.err(`enclave-agent logs: listening on ${server.address} (${describeListen(o.listen)}), writing JSON lines to ${where}`);
+  if (activity?.url) io.err(`enclave-agent logs: activity page on ${activity.url}${o.ui?.token === undefined ? '' : ' (asks for the --ui-token)'}`);
   await stop();
   await server.close();
+  await activity?.close();
   if (file !== null) await new Promise<void>((resolve) => file.end(resolve));
   const s = server.stats;
   io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused`);
+  if (activity !== null) {
+    const a = activity.store.stats;
+    io.err(`enclave-agent logs: database ${o.db!.file}: ${a.inserted} records stored, ${a.dropped} dropped, ${a.rejected} not valid records, ${a.expired} expired, ${a.rows} rows`);
+  }
   return 0;
 }
 

@@ -38,10 +38,15 @@ export interface LogSinkServerOptions {
   maxConnections?: number;
   /** Diagnostics (dropped lines, connections) — never the lines themselves. */
   logger?: Logger;
+  /**
+   * Sees every accepted line first (the activity store: `logs --db`); returning true keeps the line out of
+   * `output`. Must not block: it queues.
+   */
+  onLine?: (text: string) => boolean;
 }
 
 export interface LogSinkServerStats {
-  /** Lines written to the output. */
+  /** Lines accepted: written to the output, or taken by onLine. */
   lines: number;
   /** Lines dropped because they were not a JSON object. */
   invalid: number;
@@ -162,6 +167,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
           return;
         }
         stats.lines++;
+        if (opts.onLine?.(text) === true) return;
         if (!output.write(text + '\n') && !outputBlocked) {
           outputBlocked = true;
           for (const s of open) s.pause();

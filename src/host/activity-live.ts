@@ -1,0 +1,76 @@
+// The live tail: Server-Sent Events carrying each stored batch (summaries, no headers) to the pages that
+// listen. The sink must never wait for a browser: a page whose connection is backed up (more than
+// MAX_BUFFERED bytes unsent) misses batches — counted, and told with a `gap` event once it catches up, so the
+// page reloads its listing instead of showing a hole as if nothing happened.
+import type { ServerResponse } from 'node:http';
+import type { ActivitySummary } from './activity-store.ts';
+
+const MAX_BUFFERED = 256 * 1024;
+const KEEPALIVE_MS = 15_000;
+
+interface Client {
+  res: ServerResponse;
+  /** Batches missed since the last one delivered. */
+  missed: number;
+}
+
+export interface LiveTail {
+  /** Takes over the response: headers, then events until the page goes away. */
+  attach(res: ServerResponse): void;
+  publish(rows: ActivitySummary[]): void;
+  readonly clients: number;
+  /** Batches not sent to some page because its connection was backed up. */
+  readonly missedBatches: number;
+  close(): void;
+}
+
+export function createLiveTail(): LiveTail {
+  const clients = new Set<Client>();
+  let missedBatches = 0;
+  const keepalive = setInterval(() => {
+    for (const c of clients) if (c.res.writableLength < MAX_BUFFERED) c.res.write(': keepalive\n\n');
+  }, KEEPALIVE_MS);
+  keepalive.unref();
+
+  return {
+    attach(res) {
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      res.write('retry: 2000\n\n');
+      const client: Client = { res, missed: 0 };
+      clients.add(client);
+      res.on('close', () => clients.delete(client));
+    },
+    publish(rows) {
+      if (clients.size === 0 || rows.length === 0) return;
+      const data = `event: records\ndata: ${JSON.stringify(rows)}\n\n`;
+      for (const c of clients) {
+        if (c.res.writableLength > MAX_BUFFERED) {
+          c.missed++;
+          missedBatches++;
+          continue;
+        }
+        if (c.missed > 0) {
+          c.res.write(`event: gap\ndata: ${c.missed}\n\n`);
+          c.missed = 0;
+        }
+        c.res.write(data);
+      }
+    },
+    get clients() {
+      return clients.size;
+    },
+    get missedBatches() {
+      return missedBatches;
+    },
+    close() {
+      clearInterval(keepalive);
+      for (const c of clients) c.res.end();
+      clients.clear();
+    },
+  };
+}

@@ -1,0 +1,287 @@
+// The activity page's HTTP server (host side): the single-page app (one HTML shell, one script, one
+// stylesheet — no inline script or style, so the Content-Security-Policy can be `default-src 'self'`), and
+// the JSON API it calls: the listing (keyset pages), a record's detail, traffic aggregates, the store's and
+// sink's counters, the enclave, the agent's ops endpoint, and the live tail (SSE).
+//
+// Access: on a loopback address the page is open to the machine (and requests must name a loopback Host, so
+// a web page elsewhere cannot reach it by DNS rebinding); on any other address a token is required: the page
+// asks for it, POST /api/login compares it in constant time and sets an HttpOnly, SameSite=Strict session
+// cookie that every API call (EventSource included) then carries.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { AgentError } from '../errors.ts';
+import type { EnclaveInfo } from './activity-enclave.ts';
+import type { LiveTail } from './activity-live.ts';
+import { fetchOps } from './activity-ops.ts';
+import { MAX_PAGE, parseCursor, type ListQuery } from './activity-queries.ts';
+import type { ActivityReader } from './activity-reader.ts';
+import type { ActivityStore } from './activity-store.ts';
+import { loadUiAssets } from './activity-ui-assets.ts';
+
+export type ActivityServerErrorCode = 'ACTIVITY_SERVER_TOKEN_REQUIRED' | 'ACTIVITY_SERVER_LISTEN_FAILED';
+
+export class ActivityServerError extends AgentError {
+  declare readonly code: ActivityServerErrorCode;
+  constructor(code: ActivityServerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+  }
+}
+
+export interface ActivityServerOptions {
+  host: string;
+  port: number;
+  /** Required unless `host` is a loopback address; at least 16 characters. */
+  token?: string;
+  store: ActivityStore;
+  reader: ActivityReader;
+  live: LiveTail;
+  enclave: () => EnclaveInfo;
+  /** The log sink's counters (lines, invalid, oversized, connections...), shown with the store's. */
+  sinkStats?: () => object;
+  /** Base URL of the agent's ops endpoint (/health, /metrics); null: not configured. */
+  ops?: string | null;
+  logger?: Logger;
+}
+
+export interface ActivityServer {
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export const CONTENT_SECURITY_POLICY =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>enclave-agent · activity</title>
+<link rel="stylesheet" href="/app.css">
+<script type="module" src="/app.js"></script>
+</head>
+<body></body>
+</html>
+`;
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+const COOKIE = 'ea_activity';
+const MAX_SESSIONS = 1000;
+
+class BadRequest extends Error {}
+
+function intParam(params: URLSearchParams, name: string, min: number, max: number): number | undefined {
+  const v = params.get(name);
+  if (v === null || v === '') return undefined;
+  if (!/^-?\d{1,16}$/.test(v)) throw new BadRequest(`${name}: expected an integer, found "${v.slice(0, 40)}"`);
+  const n = Number(v);
+  if (n < min || n > max) throw new BadRequest(`${name}: expected ${min}..${max}, found ${n}`);
+  return n;
+}
+
+const STATUS_CLASSES: Record<string, number> = { none: 0, '1xx': 1, '2xx': 2, '3xx': 3, '4xx': 4, '5xx': 5 };
+
+/** The listing's query from the URL (validated: a bad parameter is a 400, not a slow or wrong query). */
+export function listQuery(params: URLSearchParams): ListQuery {
+  const q: ListQuery = {};
+  const limit = intParam(params, 'limit', 1, MAX_PAGE);
+  if (limit !== undefined) q.limit = limit;
+  const before = params.get('before');
+  if (before !== null && before !== '') {
+    if (parseCursor(before) === null) throw new BadRequest('before: expected a cursor "<ts>.<id>"');
+    q.before = before;
+  }
+  const txid = params.get('txid')?.trim();
+  if (txid) q.txid = txid.slice(0, 256);
+  const pathPrefix = params.get('path');
+  if (pathPrefix) q.pathPrefix = pathPrefix.slice(0, 2048);
+  const status = params.get('status');
+  if (status) {
+    const c = STATUS_CLASSES[status];
+    if (c === undefined) throw new BadRequest(`status: expected none|1xx|2xx|3xx|4xx|5xx, found "${status.slice(0, 10)}"`);
+    q.statusClass = c;
+  }
+  const method = params.get('method');
+  if (method) {
+    if (!/^[A-Z]{1,16}$/.test(method)) throw new BadRequest('method: expected an HTTP method in capitals');
+    q.method = method;
+  }
+  const from = intParam(params, 'from', 0, 8.64e15);
+  const to = intParam(params, 'to', 0, 8.64e15);
+  if (from !== undefined) q.from = from;
+  if (to !== undefined) q.to = to;
+  return q;
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+function cookieValue(req: IncomingMessage, name: string): string | null {
+  const header = req.headers.cookie;
+  if (header === undefined) return null;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return null;
+}
+
+async function readSmallBody(req: IncomingMessage, max: number): Promise<string> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) throw new BadRequest('body too large');
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function startActivityServer(opts: ActivityServerOptions): Promise<ActivityServer> {
+  const loopback = isLoopback(opts.host);
+  const token = opts.token;
+  if (!loopback && (token === undefined || token.length < 16)) {
+    throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters (--ui-token)`);
+  }
+  if (token !== undefined && token.length < 16) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', '--ui-token: at least 16 characters');
+  const tokenDigest = token === undefined ? null : sha256(token);
+  const sessions = new Set<string>();
+  const logger = opts.logger ?? pino({ enabled: false });
+  let boundPort = opts.port;
+
+  const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
+    res.writeHead(status, {
+      'content-type': type,
+      'content-length': String(Buffer.byteLength(body)),
+      'content-security-policy': CONTENT_SECURITY_POLICY,
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'x-frame-options': 'DENY',
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-resource-policy': 'same-origin',
+      'cache-control': 'no-store',
+      ...extra,
+    });
+    res.end(body);
+  };
+  const json = (res: ServerResponse, status: number, value: unknown, extra?: Record<string, string>): void => send(res, status, 'application/json; charset=utf-8', JSON.stringify(value), extra);
+  const fail = (res: ServerResponse, status: number, code: string, message: string): void => json(res, status, { error: { code, message } });
+
+  const authorized = (req: IncomingMessage): boolean => {
+    if (tokenDigest === null) return true;
+    const s = cookieValue(req, COOKIE);
+    return s !== null && sessions.has(s);
+  };
+  /** Loopback without a token: the Host must be a loopback name, or a rebinding page could read the API. */
+  const hostAllowed = (req: IncomingMessage): boolean => {
+    if (tokenDigest !== null) return true;
+    const host = req.headers.host ?? '';
+    const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
+    return isLoopback(name);
+  };
+
+  const api = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    const p = url.pathname;
+    if (p === '/api/login') {
+      if (req.method !== 'POST') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'POST only');
+      if (tokenDigest === null) return json(res, 200, { ok: true, token: false });
+      let given = '';
+      try {
+        const body = JSON.parse(await readSmallBody(req, 4096)) as { token?: unknown };
+        given = typeof body.token === 'string' ? body.token : '';
+      } catch {
+        return fail(res, 400, 'BAD_REQUEST', 'expected {"token": "..."}');
+      }
+      // Digests of equal length: the comparison takes the same time whatever the token given.
+      if (!timingSafeEqual(sha256(given), tokenDigest)) {
+        logger.warn({ remote: req.socket.remoteAddress }, 'activity page: wrong token');
+        return fail(res, 401, 'UNAUTHORIZED', 'wrong token');
+      }
+      if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.values().next().value!);
+      const session = randomBytes(32).toString('base64url');
+      sessions.add(session);
+      return json(res, 200, { ok: true }, { 'set-cookie': `${COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=/` });
+    }
+    if (req.method !== 'GET') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'GET only');
+    if (!authorized(req)) return fail(res, 401, 'UNAUTHORIZED', 'this page needs its token');
+    if (p === '/api/status') {
+      const s = opts.store.stats;
+      return json(res, 200, {
+        token: tokenDigest !== null,
+        store: { rows: s.rows, inserted: s.inserted, dropped: s.dropped, rejected: s.rejected, expired: s.expired, pending: s.pending, retainDays: opts.store.retainDays, retainRows: opts.store.retainRows },
+        sink: opts.sinkStats?.() ?? null,
+        live: { clients: opts.live.clients, missedBatches: opts.live.missedBatches },
+      });
+    }
+    if (p === '/api/records') return json(res, 200, await opts.reader.list(listQuery(url.searchParams)));
+    const detail = /^\/api\/records\/(\d{1,15})$/.exec(p);
+    if (detail !== null) {
+      const r = await opts.reader.get(Number(detail[1]));
+      return r === null ? fail(res, 404, 'NOT_FOUND', 'no such record') : json(res, 200, r);
+    }
+    if (p === '/api/traffic') {
+      const now = Date.now();
+      const to = intParam(url.searchParams, 'to', 0, 8.64e15) ?? now;
+      const from = intParam(url.searchParams, 'from', 0, 8.64e15) ?? to - 3_600_000;
+      if (from >= to) throw new BadRequest('from must be before to');
+      const buckets = intParam(url.searchParams, 'buckets', 1, 500) ?? 120;
+      return json(res, 200, await opts.reader.traffic({ from, to, buckets }));
+    }
+    if (p === '/api/enclave') {
+      const info = opts.enclave();
+      return json(res, 200, { ...info, uptimeS: info.startedAt === null ? null : Math.round((Date.now() - info.startedAt) / 1000) });
+    }
+    if (p === '/api/ops') return json(res, 200, await fetchOps(opts.ops ?? null));
+    if (p === '/api/live') {
+      opts.live.attach(res);
+      return;
+    }
+    return fail(res, 404, 'NOT_FOUND', 'no such endpoint');
+  };
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      if (!hostAllowed(req)) return fail(res, 403, 'FORBIDDEN', 'Host must be a loopback name');
+      const url = new URL(req.url ?? '/', 'http://activity');
+      try {
+        if (url.pathname.startsWith('/api/')) return await api(req, res, url);
+        if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'GET only');
+        if (url.pathname === '/' || url.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE);
+        if (url.pathname === '/app.js') return send(res, 200, 'text/javascript; charset=utf-8', (await loadUiAssets()).js);
+        if (url.pathname === '/app.css') return send(res, 200, 'text/css; charset=utf-8', (await loadUiAssets()).css);
+        return send(res, 404, 'text/plain; charset=utf-8', 'not found');
+      } catch (err) {
+        if (err instanceof BadRequest) return fail(res, 400, 'BAD_REQUEST', err.message);
+        logger.error({ err: (err as { code?: string }).code ?? (err as Error).message, path: url.pathname }, 'activity page request failed');
+        if (!res.headersSent) fail(res, 500, 'INTERNAL', (err as { code?: string }).code ?? 'internal error');
+        else res.destroy();
+      }
+    })();
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 0; // the live tail is one long response
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })));
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  boundPort = (server.address() as AddressInfo).port;
+  const hostForUrl = opts.host.includes(':') && !opts.host.startsWith('[') ? `[${opts.host}]` : opts.host;
+
+  return {
+    url: `http://${hostForUrl}:${boundPort}/`,
+    port: boundPort,
+    async close() {
+      opts.live.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

@@ -1,0 +1,97 @@
+// The activity store, its reader, the live tail and (optionally) the page's server, put together the one way
+// both `enclave-agent logs --db` and `enclave-agent start` use them: lines or records in, the page out.
+import type { Logger } from 'pino';
+import type { LogSink } from '../http/log-sink.ts';
+import { createEnclaveTracker, type EnclaveInfo, type EnclaveTracker } from './activity-enclave.ts';
+import { createLiveTail } from './activity-live.ts';
+import { parseLine } from './activity-record.ts';
+import { openActivityReader } from './activity-reader.ts';
+import { startActivityServer, type ActivityServer } from './activity-server.ts';
+import { openActivityStore, type ActivityStore } from './activity-store.ts';
+
+export interface ActivityServiceOptions {
+  file: string;
+  retainDays?: number;
+  retainRows?: number;
+  /** Serve the page; absent: store only. */
+  ui?: { host: string; port: number; token?: string };
+  ops?: string | null;
+  enclave?: Partial<EnclaveInfo>;
+  sinkStats?: () => object;
+  logger?: Logger;
+}
+
+export interface ActivityService {
+  readonly store: ActivityStore;
+  readonly enclave: EnclaveTracker;
+  /** The page's URL, null without `ui`. */
+  readonly url: string | null;
+  /**
+   * One line from the agent's stream (already checked to be a JSON object): a transaction record goes to the
+   * store (true), an operational line is looked at for the Enclave view and left to the caller (false).
+   */
+  takeLine(text: string): boolean;
+  /** A LogSink for an in-process agent (the local stack). */
+  sink(): LogSink;
+  close(): Promise<void>;
+}
+
+export async function startActivityService(opts: ActivityServiceOptions): Promise<ActivityService> {
+  const store = openActivityStore({
+    file: opts.file,
+    ...(opts.retainDays === undefined ? {} : { retainDays: opts.retainDays }),
+    ...(opts.retainRows === undefined ? {} : { retainRows: opts.retainRows }),
+    ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+  });
+  const enclave = createEnclaveTracker(opts.enclave);
+  const live = createLiveTail();
+  store.onInserted((rows) => live.publish(rows));
+  const reader = openActivityReader(opts.file);
+  let server: ActivityServer | null = null;
+  if (opts.ui !== undefined) {
+    try {
+      server = await startActivityServer({
+        ...opts.ui,
+        store,
+        reader,
+        live,
+        enclave: () => enclave.info,
+        ...(opts.sinkStats === undefined ? {} : { sinkStats: opts.sinkStats }),
+        ops: opts.ops ?? null,
+        ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+      });
+    } catch (err) {
+      await reader.close();
+      store.close();
+      throw err;
+    }
+  }
+  const takeRecord = (record: Record<string, unknown>): boolean => {
+    if (store.addRecord(record) !== 'other') return true;
+    enclave.observe(record);
+    return false;
+  };
+  return {
+    store,
+    enclave,
+    url: server?.url ?? null,
+    takeLine(text) {
+      const record = parseLine(text);
+      return record === null ? false : takeRecord(record);
+    },
+    sink() {
+      return {
+        write: (record) => void takeRecord(record as Record<string, unknown>),
+        writeBatch: (records) => {
+          for (const r of records) takeRecord(r as Record<string, unknown>);
+        },
+        close: async () => store.flush(),
+      };
+    },
+    async close() {
+      await server?.close();
+      await reader.close();
+      store.close();
+    },
+  };
+}

@@ -1,0 +1,72 @@
+// The activity page: plain DOM and TypeScript (no framework: three views and a table do not need one),
+// bundled by esbuild with uPlot into one script and one stylesheet. Views switch by the URL hash.
+import './styles.css';
+import { activityView } from './activity-view.ts';
+import { api, Unauthorized } from './api.ts';
+import { h } from './dom.ts';
+import { enclaveView } from './enclave-view.ts';
+import { trafficView } from './traffic-view.ts';
+
+const VIEWS = ['activity', 'traffic', 'enclave'] as const;
+type ViewName = (typeof VIEWS)[number];
+
+function loginForm(): HTMLElement {
+  const input = h('input', { id: 'token', type: 'password', placeholder: 'token (--ui-token)', autocomplete: 'current-password' });
+  const msg = h('p', { class: 'muted', id: 'login-msg' }, 'This page needs the token it was started with.');
+  const form = h('form', { class: 'login', id: 'login' }, h('h2', {}, 'enclave-agent activity'), msg, input, h('button', { type: 'submit' }, 'Open'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    void api.login(input.value).then((ok) => {
+      if (ok) location.reload();
+      else msg.textContent = 'Wrong token.';
+    });
+  });
+  return form;
+}
+
+async function main(): Promise<void> {
+  try {
+    await api.status();
+  } catch (err) {
+    if (err instanceof Unauthorized) {
+      document.body.append(loginForm());
+      return;
+    }
+    throw err;
+  }
+  const banner = h('div', { id: 'banner', class: 'banner hidden' });
+  const onError = (err: unknown): void => {
+    if (err instanceof Unauthorized) return location.reload();
+    banner.textContent = err instanceof Error ? err.message : String(err);
+    banner.classList.remove('hidden');
+  };
+  const views = { activity: activityView(onError), traffic: trafficView(onError), enclave: enclaveView(onError) };
+  const drops = h('span', { id: 'drops', class: 'badge' });
+  const tabs = h('nav', {}, ...VIEWS.map((v) => h('a', { href: `#${v}`, id: `tab-${v}` }, v[0]!.toUpperCase() + v.slice(1))));
+  document.body.append(h('header', {}, h('h1', {}, 'enclave-agent'), tabs, drops), banner, ...VIEWS.map((v) => views[v].root));
+
+  const route = (): void => {
+    const name = (VIEWS as readonly string[]).includes(location.hash.slice(1)) ? (location.hash.slice(1) as ViewName) : 'activity';
+    for (const v of VIEWS) {
+      document.getElementById(`tab-${v}`)!.classList.toggle('active', v === name);
+      if (v === name) views[v].show();
+      else views[v].hide();
+    }
+  };
+  window.addEventListener('hashchange', route);
+  route();
+
+  const counters = async (): Promise<void> => {
+    try {
+      const s = await api.status();
+      drops.textContent = `${s.store.rows} stored · ${s.store.dropped} dropped`;
+      drops.classList.toggle('warn', s.store.dropped > 0);
+    } catch (err) {
+      onError(err);
+    }
+  };
+  void counters();
+  window.setInterval(() => void counters(), 5000);
+}
+
+void main();
