@@ -24,7 +24,8 @@
 // Targets (issue acceptance): raw Data at c=64 ≥ 0.5× direct; added p50 (agent p50 − direct p50) at c=1 ≤ 0.5 ms.
 //
 // Env: BENCH_HTTP_MS (per row, default 700), BENCH_HTTP_ROUNDS (default 7), BENCH_HTTP_ROWS (comma-separated
-// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx), BENCH_HTTP_AGENT_FLAGS
+// row keys: direct,data,data-notrx,stream,sdk-data,sdk-stream,base-data,base-data-notrx,data-metrics — the last only
+// when named: the ops metrics on, in a third agent process, for the metrics-cost A/B), BENCH_HTTP_AGENT_FLAGS
 // (extra node flags for the agent process), BENCH_HTTP_BASELINE_SRC=<dir>
 // (a second agent process from another revision's src/, measured in the same interleaved rounds: the base-* rows;
 // its packages resolve only with node_modules beside it: `mkdir /tmp/x && git archive <rev> src | tar -x -C /tmp/x
@@ -47,6 +48,7 @@ import type * as Fwd from '../../src/http/forwarder.ts';
 import type * as RuntimeLogsMod from '../../src/runtime/logs.ts';
 import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
 import type * as KeyringMod from '../../src/crypto/keyring.ts';
+import type * as OpsMetrics from '../../src/ops/metrics.ts';
 import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
 import { askChild, percentile, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
@@ -60,9 +62,9 @@ const CONCURRENCY = [1, 64];
 // ---------------------------------------------------------------------------------------------------------------
 // Children
 
-type ChildMsg = { cmd: 'start'; appPort?: number; agentPort?: number; src?: string } | { cmd: 'cpu' } | { cmd: 'stop' };
+type ChildMsg = { cmd: 'start'; appPort?: number; agentPort?: number; src?: string; metrics?: boolean } | { cmd: 'cpu' } | { cmd: 'stop' };
 
-function serveChild(start: (m: { appPort?: number; agentPort?: number; src?: string }) => Promise<unknown>): void {
+function serveChild(start: (m: { appPort?: number; agentPort?: number; src?: string; metrics?: boolean }) => Promise<unknown>): void {
   const send = (m: unknown): void => void process.send!(m);
   process.on('message', (m: ChildMsg) => {
     void (async () => {
@@ -99,7 +101,7 @@ interface AgentPorts {
 }
 
 function agentChild(): void {
-  serveChild(async ({ appPort, src }) => {
+  serveChild(async ({ appPort, src, metrics: withMetrics }) => {
     const pino = (await import('pino')).default;
     // `src`: another checkout's src/ (BENCH_HTTP_BASELINE_SRC), to compare two versions of the agent in one run.
     const root = src ?? path.resolve(path.dirname(SELF), '../../src');
@@ -118,6 +120,9 @@ function agentChild(): void {
       identity: { agentVersion: 'bench', app: 'bench', config: 'bench' },
     });
     const silent = pino({ level: 'silent' });
+    // `metrics` (the data-metrics row, its own process): the ops metrics wired as the runtime wires them, Node's
+    // process metrics included (src/runtime/agent.ts: the forwarder's observe hook, the responder's onSessionClosed).
+    const metrics = withMetrics === true ? new (await load<typeof OpsMetrics>('ops/metrics.ts')).AgentMetrics({ mode: 'http', version: 'bench' }) : undefined;
     const start = async (trxLogging: boolean): Promise<number> => {
       const forwarder = createHttpForwarder({
         appPort: appPort!,
@@ -126,8 +131,15 @@ function agentChild(): void {
         decrypt: createDecryptStage(keyring),
         // The records are built, serialized and written (the real cost) as the runtime does for a file sink, to /dev/null.
         ...(trxLogging ? { logSink: createRuntimeLogs({ level: 'info', sink: 'file', path: '/dev/null', vsock_port: 5008 }).trxSink } : {}),
+        ...(metrics === undefined ? {} : { observe: metrics.observeExchange }),
       });
-      const agent = await startAgent({ nsm: sim, forwarder, listen: { host: '127.0.0.1', port: 0 }, limits: { maxSessions: 4096, idleTimeoutMs: 600_000 } });
+      const agent = await startAgent({
+        nsm: sim,
+        forwarder,
+        listen: { host: '127.0.0.1', port: 0 },
+        limits: { maxSessions: 4096, idleTimeoutMs: 600_000 },
+        ...(metrics === undefined ? {} : { onSessionClosed: metrics.sessionClosed }),
+      });
       return agent.public.listener.port!;
     };
     const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -227,6 +239,8 @@ interface Env {
   agent: AgentPorts;
   /** The agent built from BENCH_HTTP_BASELINE_SRC, if given. */
   base?: AgentPorts;
+  /** The same agent with the ops metrics on, in its own process (the data-metrics row). */
+  metrics?: AgentPorts;
   bridgeUrl: string;
 }
 
@@ -297,6 +311,7 @@ const ROWS: Row[] = [
   rawRow('data', 'raw client → agent (TCP), Data', (e) => e.agent.trx, 'data'),
   rawRow('data-notrx', 'raw client → agent (TCP), Data, trx log off', (e) => e.agent.noTrx, 'data'),
   rawRow('stream', 'raw client → agent (TCP), stream per request', (e) => e.agent.trx, 'stream'),
+  rawRow('data-metrics', 'raw client → agent (TCP), Data, ops metrics on (own process)', (e) => e.metrics!.trx, 'data'),
   rawRow('base-data', 'raw client → BASELINE agent (TCP), Data', (e) => e.base!.trx, 'data'),
   rawRow('base-data-notrx', 'raw client → BASELINE agent (TCP), Data, trx log off', (e) => e.base!.noTrx, 'data'),
   sdkRow('sdk-data', "SDK fetch → bridge → agent, transport 'data'", 'data'),
@@ -359,7 +374,11 @@ const range = (xs: number[], digits = 2): string => `${Math.min(...xs).toFixed(d
 export default async function bench(): Promise<void> {
   const wanted = process.env.BENCH_HTTP_ROWS?.split(',');
   const baseSrc = process.env.BENCH_HTTP_BASELINE_SRC;
-  const rows = ROWS.filter((r) => (baseSrc !== undefined || !r.key.startsWith('base-')) && (r.key === 'direct' || wanted === undefined || wanted.includes(r.key)));
+  // data-metrics (a third agent process) runs only when BENCH_HTTP_ROWS names it: the same-run A/B of the ops metrics'
+  // cost is `BENCH_HTTP_ROWS=direct,data,data-metrics` (compare the two "vs direct" ratios at c=64).
+  const rows = ROWS.filter(
+    (r) => (baseSrc !== undefined || !r.key.startsWith('base-')) && (r.key !== 'data-metrics' || wanted?.includes(r.key) === true) && (r.key === 'direct' || wanted === undefined || wanted.includes(r.key)),
+  );
   const profile = process.env.BENCH_HTTP_PROFILE;
   const children: ChildProcess[] = [];
   try {
@@ -373,6 +392,13 @@ export default async function bench(): Promise<void> {
     const agentPorts = await ask<AgentPorts>(agent, { cmd: 'start', appPort });
     let base: AgentPorts | undefined;
     let baseAgent: ChildProcess | undefined;
+    let metricsAgent: ChildProcess | undefined;
+    let metricsPorts: AgentPorts | undefined;
+    if (rows.some((r) => r.key === 'data-metrics')) {
+      metricsAgent = await spawn('--http-bench-agent', agentFlags);
+      children.push(metricsAgent);
+      metricsPorts = await ask<AgentPorts>(metricsAgent, { cmd: 'start', appPort, metrics: true });
+    }
     if (baseSrc !== undefined) {
       baseAgent = await spawn('--http-bench-agent');
       children.push(baseAgent);
@@ -381,7 +407,7 @@ export default async function bench(): Promise<void> {
     const bridge = await spawn('--http-bench-bridge');
     children.push(bridge);
     const bridgeUrl = (await ask<{ url: string }>(bridge, { cmd: 'start', agentPort: agentPorts.trx })).url;
-    const env: Env = { appPort, agent: agentPorts, bridgeUrl, ...(base === undefined ? {} : { base }) };
+    const env: Env = { appPort, agent: agentPorts, bridgeUrl, ...(base === undefined ? {} : { base }), ...(metricsPorts === undefined ? {} : { metrics: metricsPorts }) };
 
     const only = process.env.BENCH_HTTP_SECONDS_ONLY;
     if (only !== undefined) {
@@ -411,7 +437,7 @@ export default async function bench(): Promise<void> {
 
     for (const c of CONCURRENCY) {
       const results = new Map<Row, Result[]>(rows.map((r) => [r, []]));
-      for (let round = 0; round < ROUNDS; round++) for (const r of rows) results.get(r)!.push(await measureRow(r, env, c, r.key.startsWith('base-') ? baseAgent! : agent, app));
+      for (let round = 0; round < ROUNDS; round++) for (const r of rows) results.get(r)!.push(await measureRow(r, env, c, r.key.startsWith('base-') ? baseAgent! : r.key === 'data-metrics' ? metricsAgent! : agent, app));
       const base = results.get(rows[0]!)!;
       const table: (string | number)[][] = [['path', 'req/s', 'vs direct (range)', 'p50 ms', 'p99 ms', ...(c === 1 ? ['added p50 ms (range)'] : []), 'agent CPU µs/req', 'app CPU µs/req', 'client CPU µs/req']];
       for (const r of rows) {
