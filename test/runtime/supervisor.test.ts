@@ -3,6 +3,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createShutdown } from '../../src/runtime/drain.ts';
 import { signalExitCode, startSupervisor, type Supervisor, type SupervisorResult } from '../../src/runtime/supervisor.ts';
+import { available } from '../native/helpers.ts';
 import { freePort, zombieChildren } from './harness.ts';
 
 const node = process.execPath;
@@ -134,5 +135,28 @@ describe('shutdown sequence', () => {
     await p;
     expect(f.calls).toEqual(['drain 60000', 'signal SIGKILL', 'close']);
     expect(exits).toEqual([143]);
+  });
+});
+
+describe('supervisor: the app dies with the agent', () => {
+  // The app exits with its own PR_GET_PDEATHSIG (prctl option 2): 9 when SIGKILL is armed, 0 when not.
+  const pdeathsigApp = ['/usr/bin/python3', '-c', 'import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl(2, ctypes.byref(s)); raise SystemExit(s.value)'];
+
+  it.skipIf(!available)('spawns the app through the wrapper: PR_SET_PDEATHSIG = SIGKILL is set in the app, nothing is logged', async () => {
+    const { logger, records } = memoryLogger();
+    const s = supervise({ command: pdeathsigApp, logger });
+    expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 9 });
+    expect(records.filter((r) => /outlive/.test(String(r.msg)))).toEqual([]);
+  });
+
+  it('without a usable wrapper spawns the app directly and warns that it would outlive a SIGKILLed agent', async () => {
+    const { logger, records } = memoryLogger();
+    const s = supervise({ command: pdeathsigApp, logger, dieWithAgentWrapper: '/nonexistent/enclave_die_with_parent' });
+    expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
+    expect(records.find((r) => /outlive/.test(String(r.msg)))).toMatchObject({
+      level: 40,
+      msg: 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)',
+      reason: expect.stringMatching(/^\/nonexistent\/enclave_die_with_parent is not usable \(ENOENT\)/),
+    });
   });
 });
