@@ -55,7 +55,7 @@ describe('demo app', () => {
     expect((await fetch(`http://127.0.0.1:${app.port}/health`)).status).toBe(200);
     const res = await fetch(`http://127.0.0.1:${app.port}/nope`);
     expect(res.status).toBe(404);
-    expect(await res.json()).toMatchObject({ routes: ['GET /', 'POST /echo', 'GET /health'] });
+    expect(await res.json()).toMatchObject({ routes: ['GET /', 'POST /echo', 'GET /fetch?url=', 'GET /health'] });
   });
 
   it('isDemoApp tells the demo from another server and from a closed port', async () => {
