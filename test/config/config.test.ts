@@ -26,7 +26,7 @@ describe('enclave.toml', () => {
   it('rejects an unknown key and names it, at any depth', () => {
     expect(errorOf(() => parseConfig('trx_loging = false'))).toEqual({
       code: 'CONFIG_UNKNOWN_KEY',
-      message: 'enclave.toml: unknown key "trx_loging"',
+      message: 'enclave.toml: unknown key "trx_loging" (did you mean "trx_logging"?)',
     });
     expect(errorOf(() => parseConfig('[limits]\nmax_sesions = 3')).message).toContain('"limits.max_sesions"');
     expect(errorOf(() => parseConfig('healthcheck = { path = "/h", prot = 1 }')).message).toContain('"healthcheck.prot"');

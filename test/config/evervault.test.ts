@@ -3,7 +3,7 @@
 // off, every key lands where it should.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { parseConfig, pinnedPcrs, type Config } from '../../src/config.ts';
+import { loadConfig, parseConfig, pinnedPcrs, type Config } from '../../src/config.ts';
 import { errorOf } from './helpers.ts';
 
 const dir = new URL('./fixtures/evervault/', import.meta.url);
@@ -118,6 +118,7 @@ describe('Evervault keys against the agent\'s own', () => {
   it('[acceptor] and [limits] must agree when both set one value', () => {
     expect(errorOf(() => parseConfig('[acceptor]\nmax_concurrent_connections = 10\n[limits]\nmax_sessions = 20')).message).toContain('acceptor.max_concurrent_connections');
     expect(parseConfig('[acceptor]\nhandshake_timeout = 3').limits.handshake_timeout_ms).toBe(3000);
+    expect(parseConfig('[acceptor]\nmax_concurrent_handshakes = 8').limits.max_concurrent_handshakes).toBe(8);
   });
 
   it('refuses a bad CORS origin, unknown keys inside the Evervault tables, and a bad port', () => {
@@ -138,7 +139,14 @@ describe('[listen] ops_port and [clock]', () => {
     expect(parseConfig('[listen]\nops_port = 6000').listen.ops_port).toBe(6000);
   });
 
-  it('[clock] bounds', () => {
+  it('the example enclave.toml documents ops_port and [clock] at their defaults', () => {
+    const example = loadConfig('enclave.toml', {});
+    const defaults = parseConfig('');
+    expect(example.listen.ops_port).toBe(5009);
+    expect(example.clock).toEqual(defaults.clock);
+  });
+
+    it('[clock] bounds', () => {
     expect(parseConfig('[clock]\ncorrect = true\nmax_step_ms = 200\nallow_backwards = true').clock).toMatchObject({ correct: true, max_step_ms: 200, allow_backwards: true });
     expect(errorOf(() => parseConfig('[clock]\ninterval_ms = 10')).code).toBe('CONFIG_BAD_VALUE');
     expect(errorOf(() => parseConfig('[clock]\nslew = true')).code).toBe('CONFIG_UNKNOWN_KEY');

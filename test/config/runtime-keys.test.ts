@@ -29,7 +29,7 @@ describe('enclave.toml keys of `enclave-agent run` (supervision and drain)', () 
     expect(c.listen.drain_timeout_ms).toBe(0);
     expect(errorOf(() => parseConfig('[app]\nmax_restarts = -1')).message).toContain('app.max_restarts: expected an integer in 0..10000, found number -1');
     expect(errorOf(() => parseConfig('[app]\nrestart = "sometimes"')).message).toContain('one of "never", "on-failure", "always"');
-    expect(errorOf(() => parseConfig('[listen]\ndrain_timeout = 5')).message).toBe('enclave.toml: unknown key "listen.drain_timeout"');
+    expect(errorOf(() => parseConfig('[listen]\ndrain_timeout = 5')).message).toBe('enclave.toml: unknown key "listen.drain_timeout" (did you mean "drain_timeout_ms"?)');
   });
 
   it('refuses a backoff ceiling below the first delay', () => {
