@@ -94,6 +94,8 @@ export interface HttpForwarder extends Forwarder {
   readonly connectionCount: number;
   /** Requests answered on the Data fast path (simple-request.ts, data-connection.ts, data-response.ts) so far; the rest went through the http.Server. */
   readonly fastPathRequests: number;
+  /** Serves an already-decrypted connection (TLS ingress, src/ingress/) on the http.Server with `ctx`. */
+  attach(socket: Duplex, ctx: ForwardContext): void;
 }
 
 export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
@@ -390,6 +392,18 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
         return conn;
       }
       return serverConnection(ctx, true);
+    },
+
+    attach(socket: Duplex, ctx: ForwardContext): void {
+      if (closed) {
+        socket.destroy();
+        return;
+      }
+      contexts.set(socket, ctx);
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+      socket.on('error', () => {});
+      server.emit('connection', socket);
     },
 
     exchangeData(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null {

@@ -1,0 +1,154 @@
+// What the TLS ingress presents: the boot key, the certificate carrying the current attestation document
+// (re-issued before the NSM certificate inside it expires), fresh-nonce certificates for SNI
+// `<nonce>.attest.<host>` (rate-limited, a small bounded cache), and the /.well-known/attestation document.
+// Format: attested-cert.ts. The clock is injectable so rotation is testable.
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { Nsm } from '../attestation/nsm.ts';
+import { parseAttestationDocument } from '../attestation/document.ts';
+import { parseCertificate } from '../attestation/x509.ts';
+import { buildAttestedCertificate, certificatePem, generateIngressKey, type IngressKey } from './attested-cert.ts';
+import { IngressError } from './errors.ts';
+import { nonceFromSni } from './sni-nonce.ts';
+
+export interface AttestedIdentityOptions {
+  nsm: Nsm;
+  /** `<host>` of the default certificate (default "localhost"). */
+  host?: string;
+  /** ms since the epoch (default Date.now). */
+  now?: () => number;
+  /** Re-issue this long before the NSM certificate's notAfter (default 10 min). */
+  rotateBeforeMs?: number;
+  /** Fresh-nonce certificates: a token bucket of `burst` refilled at `perSecond` (default 20 and 20). */
+  nonceRate?: { perSecond: number; burst: number };
+  /** Fresh-nonce certificates kept for a client that reconnects with the same SNI (default 64). */
+  nonceCacheSize?: number;
+}
+
+export interface IssuedCertificate {
+  readonly der: Uint8Array;
+  readonly document: Uint8Array;
+  /** ms since the epoch: the NSM signing certificate's notAfter (also the leaf's). */
+  readonly notAfter: number;
+  readonly context: SecureContext;
+}
+
+const TLS_OPTIONS = { minVersion: 'TLSv1.2', ecdhCurve: 'X25519:P-256:P-384' } as const;
+
+export class AttestedIdentity {
+  readonly host: string;
+  readonly #nsm: Nsm;
+  readonly #now: () => number;
+  readonly #rotateBeforeMs: number;
+  readonly #rate: { perSecond: number; burst: number };
+  readonly #cacheSize: number;
+  #key: IngressKey | undefined;
+  #current: IssuedCertificate | undefined;
+  #issuing: Promise<IssuedCertificate> | undefined;
+  #tokens: number;
+  #refilledAt: number;
+  readonly #nonceCache = new Map<string, IssuedCertificate>();
+  /** Certificates issued so far (the boot one and rotations; not the fresh-nonce ones). */
+  rotations = 0;
+
+  constructor(opts: AttestedIdentityOptions) {
+    this.#nsm = opts.nsm;
+    this.host = (opts.host ?? 'localhost').toLowerCase();
+    this.#now = opts.now ?? Date.now;
+    this.#rotateBeforeMs = opts.rotateBeforeMs ?? 10 * 60_000;
+    this.#rate = opts.nonceRate ?? { perSecond: 20, burst: 20 };
+    this.#cacheSize = opts.nonceCacheSize ?? 64;
+    this.#tokens = this.#rate.burst;
+    this.#refilledAt = this.#now();
+  }
+
+  /** The key served by default: its SPKI DER is every default document's user_data. */
+  get spkiDer(): Uint8Array {
+    if (this.#key === undefined) throw new IngressError('INGRESS_BAD_OPTIONS', 'AttestedIdentity used before current()');
+    return this.#key.spkiDer;
+  }
+
+  /** The default certificate, re-issued first when it is due (now ≥ notAfter − rotateBeforeMs). */
+  async current(): Promise<IssuedCertificate> {
+    const c = this.#current;
+    if (c !== undefined && !this.#due(c)) return c;
+    this.#issuing ??= this.#issueDefault().finally(() => (this.#issuing = undefined));
+    return this.#issuing;
+  }
+
+  /** The certificate in use now without waiting (undefined before the first current()). */
+  get served(): IssuedCertificate | undefined {
+    return this.#current;
+  }
+
+  /** Whether the default certificate must be re-issued before the next handshake. */
+  get due(): boolean {
+    return this.#current === undefined || this.#due(this.#current);
+  }
+
+  /** ms until the default certificate is due (for the rotation timer). */
+  msUntilDue(): number {
+    return this.#current === undefined ? 0 : Math.max(0, this.#current.notAfter - this.#rotateBeforeMs - this.#now());
+  }
+
+  /** The context for a handshake's SNI: a fresh-nonce certificate, or the default one. */
+  async contextFor(servername: string | undefined): Promise<SecureContext> {
+    const nonce = nonceFromSni(servername);
+    if (nonce === null) return (await this.current()).context;
+    const name = servername!;
+    const cached = this.#nonceCache.get(name);
+    if (cached !== undefined && !this.#due(cached)) return cached.context;
+    if (!this.#take()) throw new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many fresh-nonce certificates requested; retry later');
+    const key = await generateIngressKey();
+    const issued = await this.#issue(key, name, nonce);
+    this.#nonceCache.delete(name);
+    this.#nonceCache.set(name, issued);
+    while (this.#nonceCache.size > this.#cacheSize) this.#nonceCache.delete(this.#nonceCache.keys().next().value!);
+    return issued.context;
+  }
+
+  /** /.well-known/attestation: a fresh document bound to the key served by default (32 random nonce bytes). */
+  async wellKnownDocument(): Promise<Uint8Array> {
+    await this.current();
+    return this.#attest(this.#key!, new Uint8Array(randomBytes(32)));
+  }
+
+  #due(c: IssuedCertificate): boolean {
+    return this.#now() >= c.notAfter - this.#rotateBeforeMs;
+  }
+
+  #take(): boolean {
+    const t = this.#now();
+    this.#tokens = Math.min(this.#rate.burst, this.#tokens + ((t - this.#refilledAt) / 1000) * this.#rate.perSecond);
+    this.#refilledAt = t;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  async #issueDefault(): Promise<IssuedCertificate> {
+    this.#key ??= await generateIngressKey();
+    const issued = await this.#issue(this.#key, this.host, new Uint8Array(randomBytes(32)));
+    this.#current = issued;
+    this.rotations++;
+    return issued;
+  }
+
+  async #attest(key: IngressKey, nonce: Uint8Array): Promise<Uint8Array> {
+    try {
+      // public_key stays absent: no caller-supplied bytes reach the NSM request but the nonce (TLS-INGRESS.md R2).
+      return await this.#nsm.attest({ userData: key.spkiDer, nonce });
+    } catch (err) {
+      throw new IngressError('INGRESS_ATTESTATION_FAILED', `the NSM gave no document for the TLS certificate: ${(err as { code?: string }).code ?? 'error'}`, { cause: err });
+    }
+  }
+
+  async #issue(key: IngressKey, host: string, nonce: Uint8Array): Promise<IssuedCertificate> {
+    const document = await this.#attest(key, nonce);
+    const nsmCert = parseCertificate(parseAttestationDocument(document).document.certificate, 'certificate');
+    const notAfter = nsmCert.notAfter.getTime();
+    const der = await buildAttestedCertificate({ key, document, host, now: this.#now(), notAfter });
+    const context = createSecureContext({ ...TLS_OPTIONS, key: key.keyPem, cert: certificatePem(der) });
+    return { der, document, notAfter, context };
+  }
+}
