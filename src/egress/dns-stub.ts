@@ -65,6 +65,17 @@ export async function answerQuery(opts: DnsStubOptions, msg: Buffer, maxBytes: n
 }
 
 export async function startDnsStub(opts: DnsStubOptions): Promise<DnsStub> {
+  // Port 0 (tests): UDP picks a free port, TCP may find it taken; then try again with another.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await bindStub(opts);
+    } catch (err) {
+      if (opts.port !== 0 || attempt >= 10 || !(err instanceof EgressError) || !/EADDRINUSE/.test(err.message)) throw err;
+    }
+  }
+}
+
+async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   const host = opts.host ?? '127.0.0.1';
   const udp = dgram.createSocket('udp4');
   udp.on('error', () => {});
@@ -97,10 +108,15 @@ export async function startDnsStub(opts: DnsStubOptions): Promise<DnsStub> {
     });
   });
   tcp.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', (err: NodeJS.ErrnoException) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot listen on tcp ${host}:${port}: ${err.code ?? err.message}`)));
-    tcp.listen({ host, port }, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', (err: NodeJS.ErrnoException) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot listen on tcp ${host}:${port}: ${err.code ?? err.message}`)));
+      tcp.listen({ host, port }, () => resolve());
+    });
+  } catch (err) {
+    udp.close();
+    throw err;
+  }
   return {
     port,
     close: async () => {

@@ -1,0 +1,99 @@
+// The transparent-mode DNS stub's answers (answerQuery, the code behind UDP and TCP port 53), checked with
+// Node's own resolver over real UDP and TCP sockets where it matters.
+import { Resolver } from 'node:dns/promises';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DecisionLog } from '../../src/egress/decision-log.ts';
+import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
+import { answerQuery, startDnsStub, type DnsStub } from '../../src/egress/dns-stub.ts';
+import { PinTable } from '../../src/egress/pin-table.ts';
+import { EgressPolicy } from '../../src/egress/policy.ts';
+import type { DnsTransport } from '../../src/egress/resolver.ts';
+
+const many = Array.from({ length: 40 }, (_, i) => `203.0.113.${i + 1}`);
+let upstreamQueries: string[] = [];
+/** The host's resolver, answering from a table (stands in for the flow protocol's DNS op). */
+const upstream: DnsTransport = async (q) => {
+  const query = parseResponse(Buffer.concat([q.subarray(0, 2), Buffer.from([0x81, 0x80]), q.subarray(4)]));
+  const name = query.question!.name;
+  upstreamQueries.push(name);
+  const ips = name === 'ok.test' ? ['203.0.113.7'] : name === 'many.test' ? many : name === 'rebind.test' ? ['127.0.0.1'] : [];
+  const head = Buffer.from(q.subarray(0, 12));
+  head.writeUInt16BE(0x8180, 2);
+  head.writeUInt16BE(ips.length, 6);
+  const end = q.indexOf(0, 12) + 5;
+  const rrs = ips.map((ip) => Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 120, 0, 4, ...ip.split('.').map(Number)]));
+  return Buffer.concat([head, q.subarray(12, end), ...rrs]);
+};
+
+const policy = new EgressPolicy(['ok.test:443', 'many.test', 'rebind.test']);
+const pins = new PinTable();
+const opts = { policy, dns: upstream, pins, log: new DecisionLog() };
+let stub: DnsStub;
+let resolver: Resolver;
+
+beforeAll(async () => {
+  stub = await startDnsStub({ ...opts, port: 0 });
+  resolver = new Resolver({ timeout: 2_000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${stub.port}`]);
+});
+afterAll(async () => {
+  await stub?.close();
+});
+
+describe('DNS stub', () => {
+  it('answers an allowed name with its addresses and pins them to the name', async () => {
+    expect(await resolver.resolve4('ok.test')).toEqual(['203.0.113.7']);
+    expect(pins.namesFor('203.0.113.7')).toEqual(['ok.test']);
+  });
+
+  it('refuses a name off the list without asking upstream', async () => {
+    upstreamQueries = [];
+    await expect(resolver.resolve4('evil.test')).rejects.toMatchObject({ code: 'EREFUSED' });
+    await expect(resolver.resolveMx('evil.test')).rejects.toMatchObject({ code: 'EREFUSED' });
+    expect(upstreamQueries).toEqual([]);
+  });
+
+  it('gives AAAA and other types of an allowed name an empty NOERROR (IPv6 off)', async () => {
+    await expect(resolver.resolve6('ok.test')).rejects.toMatchObject({ code: 'ENODATA' });
+  });
+
+  it('drops non-global answers (rebinding) and pins nothing for them', async () => {
+    await expect(resolver.resolve4('rebind.test')).rejects.toMatchObject({ code: 'ENODATA' });
+    expect(pins.namesFor('127.0.0.1')).toEqual([]);
+  });
+
+  it('sets TC over UDP when the answer exceeds 512 bytes, and answers in full over TCP', async () => {
+    const udp = parseResponse((await answerQuery(opts, buildQuery(9, 'many.test', 1), 512))!);
+    expect(udp.truncated).toBe(true);
+    expect(udp.answers).toEqual([]);
+    const full = await new Promise<Buffer>((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: stub.port });
+      const q = buildQuery(10, 'many.test', 1);
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(q.length);
+      let buf = Buffer.alloc(0);
+      s.on('data', (c: Buffer) => {
+        buf = Buffer.concat([buf, c]);
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          s.destroy();
+          resolve(buf.subarray(2));
+        }
+      });
+      s.on('error', reject);
+      s.write(Buffer.concat([len, q]));
+    });
+    const r = parseResponse(full);
+    expect(r.rcode).toBe(RCODE.NOERROR);
+    expect(r.answers.map((a) => ('address' in a ? a.address : ''))).toEqual(many);
+  });
+
+  it('answers a malformed query with FORMERR and ignores what is not even a header', async () => {
+    const bad = Buffer.from(buildQuery(11, 'ok.test', 1));
+    bad.writeUInt16BE(2, 4); // two questions announced, one present
+    const res = (await answerQuery(opts, bad, 512))!;
+    expect(res.readUInt16BE(0)).toBe(11);
+    expect(res.readUInt16BE(2) & 0xf).toBe(RCODE.FORMERR);
+    expect(await answerQuery(opts, Buffer.from([1, 2, 3]), 512)).toBeNull();
+  });
+});

@@ -1,0 +1,64 @@
+// `enclave-agent run` with [egress] enabled (explicit mode): the app it starts gets HTTP_PROXY, HTTPS_PROXY and
+// NO_PROXY in both cases, and real curl in the app reaches an allowed server through the proxy and the host
+// dialer (here on TCP, standing in for vsock), and is refused (403) elsewhere.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { startBin, type Running } from '../cli/spawn.ts';
+import { startHttpServer } from './helpers.ts';
+
+let dir: string;
+let dialer: EgressDialer;
+let web: { port: number; close(): Promise<void> };
+let agent: Running;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'enclave-agent-egress-run-'));
+  web = await startHttpServer('127.0.0.2');
+  dialer = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, allowNonGlobal: ['127.0.0.2/32'], resolvers: [] });
+  const proxyPort = await freePort();
+  const cfg = path.join(dir, 'enclave.toml');
+  writeFileSync(cfg, `[api]\nenabled = false\n\n[egress]\nenabled = true\nproxy_port = ${proxyPort}\ndestinations = ["127.0.0.2:${web.port}"]\n`);
+  const app = [
+    'env | grep -i _proxy= | sort > env.txt',
+    `curl -sS --max-time 10 http://127.0.0.2:${web.port}/from-app > allowed.txt`,
+    `curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.2:${web.port + 1}/ > denied.txt`,
+    'touch done',
+    'sleep 60',
+  ].join('; ');
+  agent = startBin(['run', '--config', cfg, '--listen', `unix:${dir}`, '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'), '--loopback', 'off', '--egress-target', `tcp:127.0.0.1:${dialer.port}`, '--', 'sh', '-c', app], { cwd: dir });
+}, 60_000);
+
+afterAll(async () => {
+  if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+    agent.child.kill('SIGTERM');
+    await agent.exited;
+  }
+  await dialer?.close();
+  await web?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('run: explicit egress for the app', () => {
+  it('exports the proxy to the app, and the app reaches the allowed server and is refused elsewhere', async () => {
+    await expect.poll(() => { try { readFileSync(path.join(dir, 'done')); return true; } catch { return false; } }, { timeout: 40_000, interval: 100 }).toBe(true);
+    const env = readFileSync(path.join(dir, 'env.txt'), 'utf8').trim().split('\n');
+    const url = env.find((l) => l.startsWith('HTTP_PROXY='))!.split('=')[1]!;
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(env).toEqual([`HTTPS_PROXY=${url}`, `HTTP_PROXY=${url}`, 'NO_PROXY=localhost,127.0.0.1', `http_proxy=${url}`, `https_proxy=${url}`, 'no_proxy=localhost,127.0.0.1']);
+    expect(JSON.parse(readFileSync(path.join(dir, 'allowed.txt'), 'utf8'))).toMatchObject({ url: '/from-app', host: `127.0.0.2:${web.port}` });
+    expect(readFileSync(path.join(dir, 'denied.txt'), 'utf8')).toBe('403');
+    expect(agent.stdout()).toMatch(/"type":"egress","allowed":true,"via":"explicit"/);
+  });
+});
