@@ -337,7 +337,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         logger,
         exit: resolve,
       });
-      installSignalHandlers(shutdown, { stop: async () => ({ reason: 'stopped', last: null, exitCode: 0, killed: false }), signal: () => false }, logger);
+      installSignalHandlers(shutdown, { stop: () => Promise.resolve({ reason: 'stopped' as const, last: null, exitCode: 0, killed: false }), signal: () => false }, logger);
     });
 
   const code = await shutdownStack();

@@ -75,7 +75,7 @@ describe('enclave-agent fetch / attest on a failed connect', () => {
     const pins = ['--pcrs', `PCR0=${'ab'.repeat(48)},PCR1=${'ab'.repeat(48)},PCR2=${'ab'.repeat(48)}`];
     for (const argv of [['fetch', `ws://127.0.0.1:${closedPort}/`, '/', ...pins], ['attest', `ws://127.0.0.1:${port(httpServer)}/`, ...pins]]) {
       const err: string[] = [];
-      const code = await runCli(argv, { out: () => {}, err: (l) => err.push(l), stdin: async () => new Uint8Array() });
+      const code = await runCli(argv, { out: () => {}, err: (l) => err.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
       expect(code, argv[0]).toBe(1);
       expect(err.join('\n')).toMatch(argv[0] === 'fetch' ? /^enclave-agent fetch: CLIENT_CONNECT_FAILED: connection refused by 127\.0\.0\.1:\d+: / : /^enclave-agent attest: CLIENT_CONNECT_FAILED: 127\.0\.0\.1:\d+ answered the WebSocket upgrade with HTTP 200: not a WebSocket endpoint/);
     }

@@ -17,7 +17,7 @@ import { startDemoApp } from '../../src/runtime/demo-app.ts';
 function capture(): CliIo & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
   const stderr: string[] = [];
-  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l), stdin: async () => new Uint8Array() };
+  return { stdout, stderr, out: (l) => stdout.push(l), err: (l) => stderr.push(l), stdin: () => Promise.resolve(new Uint8Array()) };
 }
 
 async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -27,7 +27,7 @@ async function tmpDir(): Promise<string> {
 function capture(): CliIo & { outLines: string[]; errLines: string[] } {
   const outLines: string[] = [];
   const errLines: string[] = [];
-  return { outLines, errLines, out: (l) => outLines.push(l), err: (l) => errLines.push(l), stdin: async () => new Uint8Array() };
+  return { outLines, errLines, out: (l) => outLines.push(l), err: (l) => errLines.push(l), stdin: () => Promise.resolve(new Uint8Array()) };
 }
 
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {

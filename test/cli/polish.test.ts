@@ -17,7 +17,7 @@ let dir: string;
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), stdin: async () => new Uint8Array() });
+  const code = await runCli(argv, { out: (l) => out.push(l), err: (l) => err.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
