@@ -218,7 +218,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
       output,
       logger,
       // With --out, every line still goes to the file; without, records go to the database only.
-      ...(store === null ? {} : { onLine: (text: string) => store.takeLine(text) && o.out === null }),
+      ...(store === null ? {} : { onLine: (_text: string, value: Record<string, unknown>) => store.takeRecord(value) && o.out === null }),
       ...(o.maxLineBytes === undefined ? {} : { maxLineBytes: o.maxLineBytes }),
       ...(o.maxConnections === undefined ? {} : { maxConnections: o.maxConnections }),
     });

@@ -38,15 +38,15 @@ function count(v: unknown): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null;
 }
 
-/** The header map as JSON when it is a flat object of strings / string arrays, else '{}'. */
+/** The header map as JSON when it is a flat object of strings / string arrays (what the agent writes), else '{}'. */
 function headers(v: unknown): string {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return '{}';
-  const out: Record<string, string | string[]> = {};
-  for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-    if (typeof val === 'string') out[k] = val;
-    else if (Array.isArray(val) && val.every((x) => typeof x === 'string')) out[k] = val as string[];
+  const map = v as Record<string, unknown>;
+  for (const k in map) {
+    const val = map[k];
+    if (typeof val !== 'string' && !(Array.isArray(val) && val.every((x) => typeof x === 'string'))) return '{}';
   }
-  const json = JSON.stringify(out);
+  const json = JSON.stringify(map);
   return json.length > MAX_HEADERS_JSON ? '{}' : json;
 }
 

@@ -31,6 +31,8 @@ export interface ActivityService {
    * store (true), an operational line is looked at for the Enclave view and left to the caller (false).
    */
   takeLine(text: string): boolean;
+  /** The same for a line the sink already parsed. */
+  takeRecord(record: Record<string, unknown>): boolean;
   /** A LogSink for an in-process agent (the local stack). */
   sink(): LogSink;
   close(): Promise<void>;
@@ -75,6 +77,7 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
     store,
     enclave,
     url: server?.url ?? null,
+    takeRecord,
     takeLine(text) {
       const record = parseLine(text);
       return record === null ? false : takeRecord(record);

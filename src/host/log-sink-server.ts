@@ -42,7 +42,7 @@ export interface LogSinkServerOptions {
    * Sees every accepted line first (the activity store: `logs --db`); returning true keeps the line out of
    * `output`. Must not block: it queues.
    */
-  onLine?: (text: string) => boolean;
+  onLine?: (text: string, value: Record<string, unknown>) => boolean;
 }
 
 export interface LogSinkServerStats {
@@ -113,17 +113,22 @@ export class LineSplitter {
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
-/** The line as text when it is one JSON object (trailing \r tolerated), else null. */
-export function validJsonLine(line: Buffer): string | null {
+/** The line as text and as the object it parses to, when it is one JSON object (trailing \r tolerated), else null. */
+export function parseJsonLine(line: Buffer): { text: string; value: Record<string, unknown> } | null {
   let text = decoder.decode(line);
   if (text.endsWith('\r')) text = text.slice(0, -1);
   if (text.length === 0 || text.charCodeAt(0) !== 0x7b /* { */) return null;
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? text : null;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? { text, value: value as Record<string, unknown> } : null;
   } catch {
     return null;
   }
+}
+
+/** The line as text when it is one JSON object (trailing \r tolerated), else null. */
+export function validJsonLine(line: Buffer): string | null {
+  return parseJsonLine(line)?.text ?? null;
 }
 
 export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<LogSinkServer> {
@@ -160,14 +165,15 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
     const splitter = new LineSplitter(
       maxLine,
       (line) => {
-        const text = validJsonLine(line);
-        if (text === null) {
+        const parsed = parseJsonLine(line);
+        if (parsed === null) {
           stats.invalid++;
           logger.warn({ remote: info.remote, bytes: line.length }, 'log line dropped: not a JSON object');
           return;
         }
         stats.lines++;
-        if (opts.onLine?.(text) === true) return;
+        const text = parsed.text;
+        if (opts.onLine?.(text, parsed.value) === true) return;
         if (!output.write(text + '\n') && !outputBlocked) {
           outputBlocked = true;
           for (const s of open) s.pause();
