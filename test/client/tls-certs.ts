@@ -1,0 +1,75 @@
+// Attested certificates for the client tests, built here independently of src/ingress following the documented
+// format (src/ingress/attested-cert.ts header, TLS-INGRESS.md §1.4): a P-384 self-signed leaf, SAN =
+// [`<host>`, `<lowercase hex of the COSE_Sign1>.<host>`], the document's user_data = the leaf's SPKI DER.
+import { generateKeyPairSync, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import type { NsmSimulator } from '../../src/attestation/simulator.ts';
+
+const engine = new pkijs.CryptoEngine({ name: 'test-certs', crypto: webcrypto as Crypto });
+
+export interface TestKey {
+  spkiDer: Uint8Array;
+  keyPem: string;
+  privateKey: KeyObject;
+}
+
+export function p384Key(): TestKey {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  return {
+    spkiDer: new Uint8Array(publicKey.export({ type: 'spki', format: 'der' })),
+    keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    privateKey,
+  };
+}
+
+export function pem(der: Uint8Array): string {
+  return `-----BEGIN CERTIFICATE-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END CERTIFICATE-----\n`;
+}
+
+/** A self-signed leaf for `key` with the given dNSNames (the document goes in as `<hex>.<host>`). */
+export async function buildCert(key: TestKey, dnsNames: string[], notAfter = new Date(Date.now() + 3 * 3600_000)): Promise<Uint8Array> {
+  const cert = new pkijs.Certificate();
+  cert.version = 2;
+  const serial = randomBytes(16);
+  serial[0] = (serial[0]! & 0x7f) | 1;
+  cert.serialNumber = new asn1js.Integer({ valueHex: serial });
+  const name = new pkijs.RelativeDistinguishedNames({
+    typesAndValues: [new pkijs.AttributeTypeAndValue({ type: '2.5.4.3', value: new asn1js.Utf8String({ value: (dnsNames[0] ?? 'test').slice(0, 64) }) })],
+  });
+  cert.subject = name;
+  cert.issuer = name;
+  cert.notBefore.value = new Date(Date.now() - 10_000);
+  cert.notAfter.value = notAfter;
+  cert.subjectPublicKeyInfo = new pkijs.PublicKeyInfo({ schema: asn1js.fromBER(key.spkiDer.slice().buffer).result });
+  cert.extensions = [
+    new pkijs.Extension({ extnID: '2.5.29.19', critical: false, extnValue: new pkijs.BasicConstraints({}).toSchema().toBER(false) }),
+    new pkijs.Extension({
+      extnID: '2.5.29.17',
+      critical: false,
+      extnValue: new pkijs.GeneralNames({ names: dnsNames.map((value) => new pkijs.GeneralName({ type: 2, value })) }).toSchema().toBER(false),
+    }),
+  ];
+  const pkcs8 = key.privateKey.export({ type: 'pkcs8', format: 'der' });
+  const signer = await webcrypto.subtle.importKey('pkcs8', pkcs8, { name: 'ECDSA', namedCurve: 'P-384' }, false, ['sign']);
+  await cert.sign(signer as CryptoKey, 'SHA-384', engine);
+  return new Uint8Array(cert.toSchema(true).toBER(false));
+}
+
+export interface AttestedCert {
+  der: Uint8Array;
+  pem: string;
+  key: TestKey;
+  document: Uint8Array;
+}
+
+/**
+ * An attested certificate from the simulator. `userData` overrides the SPKI put in the document (tampering);
+ * `nonce` is the document's nonce (default 32 random bytes).
+ */
+export async function attestedCert(sim: NsmSimulator, host = 'localhost', opts: { userData?: Uint8Array; nonce?: Uint8Array; key?: TestKey } = {}): Promise<AttestedCert> {
+  const key = opts.key ?? p384Key();
+  const document = await sim.attest({ userData: opts.userData ?? key.spkiDer, nonce: opts.nonce ?? new Uint8Array(randomBytes(32)) });
+  const der = await buildCert(key, [host, `${Buffer.from(document).toString('hex')}.${host}`]);
+  return { der, pem: pem(der), key, document };
+}
