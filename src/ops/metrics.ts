@@ -162,8 +162,21 @@ export class AgentMetrics {
     });
 
     const requests = new TallyCounter(r, `${p}requests_total`, 'Requests forwarded to the app, by mode and the status class answered (none: no response, the client went away).', ['mode', 'status_class']);
-    this.#requests = STATUS_CLASSES.map((status_class) => requests.child({ mode: 'http', status_class }));
-    this.#rawRequests = { data: requests.child({ mode: 'raw', status_class: 'none' }), stream: requests.child({ mode: 'raw-stream', status_class: 'none' }) };
+    // Bound lazily on first use: a raw-mode agent shows no http series, and the other way round.
+    const lazy = (labels: { mode: string; status_class: string }): Tally => {
+      let t: Tally | undefined;
+      return {
+        get n() {
+          return t?.n ?? 0;
+        },
+        set n(v: number) {
+          (t ??= requests.child(labels)).n = v;
+        },
+      };
+    };
+    const bound = (labels: { mode: string; status_class: string }): Tally => (labels.mode.startsWith(opts.mode) ? requests.child(labels) : lazy(labels));
+    this.#requests = STATUS_CLASSES.map((status_class) => bound({ mode: 'http', status_class }));
+    this.#rawRequests = { data: bound({ mode: 'raw', status_class: 'none' }), stream: bound({ mode: 'raw-stream', status_class: 'none' }) };
     const bytes = new TallyCounter(r, `${p}http_body_bytes_total`, 'HTTP mode: request body bytes from clients (in) and response body bytes to them (out).', ['direction']);
     this.#bytesIn = bytes.child({ direction: 'in' });
     this.#bytesOut = bytes.child({ direction: 'out' });

@@ -1,7 +1,7 @@
 // /metrics and /health on the ops port of a runtime assembled as `run` and `start` assemble it: promtool
 // accepts the real output, counters move by exactly what a test sends, /health follows the app and the drain.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { devKeySource, loadKeyring } from '../../src/crypto/keyring.ts';
@@ -89,7 +89,9 @@ describe('GET /metrics', () => {
     const body = JSON.stringify({ a: encryptValue('x', pub), b: encryptValue(2, pub) });
     expect(await data(httpRequest('POST', '/echo', body, { 'content-type': 'application/json' }))).toBe(200);
     // A well-formed value for another keyring: it does not decrypt here (422, nothing forwarded).
-    const other = await loadKeyring(devKeySource(mkdtempSync(path.join(os.tmpdir(), 'ea-ops-other-'))));
+    const otherDir = mkdtempSync(path.join(os.tmpdir(), 'ea-ops-other-'));
+    const other = await loadKeyring(devKeySource(otherDir));
+    rmSync(otherDir, { recursive: true, force: true });
     const bad = JSON.stringify({ a: encryptValue('x', other.publicKeys()) });
     expect(await data(httpRequest('POST', '/echo', bad, { 'content-type': 'application/json' }))).toBe(422);
     const after = await scrape();
@@ -147,4 +149,27 @@ describe('GET /health', () => {
     expect((await fetch(`${ops}/health`, { method: 'POST' })).status).toBe(405);
     expect((await fetch(`${ops}/nope`)).status).toBe(404);
   });
+});
+
+describe('raw mode', () => {
+  it('counts each stream handed to the app under mode="raw-stream"', async () => {
+    const rawApp = await startAppProcess(undefined, { raw: true });
+    const raw = await startAgentStack({ appPort: rawApp.rawPort!, mode: 'raw' });
+    const c = await connectClient(raw.port);
+    try {
+      for (let id = 1; id <= 3; id++) {
+        c.send({ type: 'OpenStream', id, payload: utf8.encode(`ping ${id}`) });
+        await c.until((m) => m.type === 'StreamData' && m.id === id, 10_000);
+        c.send({ type: 'StreamClose', id, half: 'Both' });
+      }
+      const text = await (await fetch(`http://127.0.0.1:${raw.runtime.opsPort!}/metrics`)).text();
+      expect(sample(text, 'enclave_agent_requests_total{mode="raw-stream",status_class="none"}')).toBe(3);
+      expect(sample(text, 'enclave_agent_requests_total{mode="raw",status_class="none"}')).toBe(0);
+      expect(text).not.toMatch(/^enclave_agent_requests_total\{mode="http"/m);
+    } finally {
+      c.close();
+      await raw.close();
+      await rawApp.kill();
+    }
+  }, 30_000);
 });
