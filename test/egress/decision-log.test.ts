@@ -1,0 +1,41 @@
+// Each decision is one transaction record of type "egress" (no payload) and a count; refusals are logged at
+// warn, at most WARN_BURST per window, the rest summarised once the window has passed.
+import pino from 'pino';
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { DecisionLog, egressCounters, WARN_BURST, WARN_WINDOW_MS, type EgressDecision } from '../../src/egress/decision-log.ts';
+
+const denied: EgressDecision = { allowed: false, via: 'explicit', name: 'evil.test', ip: null, port: 443, bytesOut: 0, bytesIn: 0, durationMs: 0.42, reason: 'not on the allow-list' };
+
+describe('DecisionLog', () => {
+  it('writes one egress record per decision and counts it', () => {
+    const records: object[] = [];
+    const before = { ...egressCounters };
+    const log = new DecisionLog({ trxSink: { write: (r) => records.push(r), close: async () => {} } });
+    log.record({ ...denied, allowed: true, ip: '203.0.113.7', bytesOut: 10, bytesIn: 20, reason: 'closed' });
+    log.record(denied);
+    log.record({ ...denied, failed: true, reason: 'connect failed' });
+    expect(records).toEqual([
+      { type: 'egress', allowed: true, via: 'explicit', name: 'evil.test', ip: '203.0.113.7', port: 443, bytes_out: 10, bytes_in: 20, duration_ms: 0.4, reason: 'closed' },
+      { type: 'egress', allowed: false, via: 'explicit', name: 'evil.test', ip: null, port: 443, bytes_out: 0, bytes_in: 0, duration_ms: 0.4, reason: 'not on the allow-list' },
+      { type: 'egress', allowed: false, via: 'explicit', name: 'evil.test', ip: null, port: 443, bytes_out: 0, bytes_in: 0, duration_ms: 0.4, reason: 'connect failed', failed: true },
+    ]);
+    expect(egressCounters.allowed - before.allowed).toBe(1);
+    expect(egressCounters.denied - before.denied).toBe(1);
+    expect(egressCounters.failed - before.failed).toBe(1);
+  });
+
+  it('logs refusals at warn, at most WARN_BURST per window, then one summary line', () => {
+    const lines: { level: number; msg: string; suppressed?: number }[] = [];
+    const logger = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString())), cb()) }));
+    let now = 0;
+    const log = new DecisionLog({ logger, now: () => now });
+    for (let i = 0; i < WARN_BURST + 15; i++) log.record(denied);
+    expect(lines.filter((l) => l.msg === 'egress denied')).toHaveLength(WARN_BURST);
+    now = WARN_WINDOW_MS;
+    log.record(denied);
+    const summary = lines.find((l) => l.suppressed !== undefined);
+    expect(summary).toMatchObject({ level: 40, suppressed: 15 });
+    expect(lines.filter((l) => l.msg === 'egress denied')).toHaveLength(WARN_BURST + 1);
+  });
+});
