@@ -37,8 +37,25 @@ export function transparentRuleCommands(o: TransparentRulesOptions): string[][] 
   ];
 }
 
-/** Installs the rules; fails naming the command. Run once per (fresh) network namespace, as root. */
+/** Removes what an earlier run installed (each may fail: nothing to remove). */
+export function cleanupRuleCommands(): string[][] {
+  return [
+    ['iptables', '-w', '-t', 'nat', '-D', 'OUTPUT', '-j', NAT_CHAIN],
+    ['iptables', '-w', '-t', 'nat', '-F', NAT_CHAIN],
+    ['iptables', '-w', '-t', 'nat', '-X', NAT_CHAIN],
+    ['iptables', '-w', '-D', 'OUTPUT', '-j', FILTER_CHAIN],
+    ['iptables', '-w', '-F', FILTER_CHAIN],
+    ['iptables', '-w', '-X', FILTER_CHAIN],
+    ['ip6tables', '-w', '-D', 'OUTPUT', '!', '-o', 'lo', '-j', 'REJECT'],
+  ];
+}
+
+/**
+ * Installs the rules as root; fails naming the command. Idempotent: an agent restarted in the same enclave
+ * first removes the rules a previous run left, so they are never doubled and never fail on "chain exists".
+ */
 export async function installTransparentRules(o: TransparentRulesOptions): Promise<void> {
+  for (const [cmd, ...args] of cleanupRuleCommands()) await run(cmd!, args, { timeout: 10_000 }).catch(() => {});
   for (const [cmd, ...args] of transparentRuleCommands(o)) {
     try {
       await run(cmd!, args, { timeout: 10_000 });
