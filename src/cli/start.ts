@@ -12,11 +12,13 @@ import { createNsmSimulator } from '../attestation/simulator.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { AgentError } from '../errors.ts';
 import { startBridge, type Bridge } from '../host/bridge.ts';
+import { startActivityService, teeLogSink, type ActivityService } from '../host/activity-service.ts';
 import { startEgressDialer, type EgressDialer } from '../host/egress-dialer.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import { connectStream } from '../transport/connect.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
+import { startTcpRelay, type TcpRelay } from '../host/tcp-relay.ts';
 import { startDemoApp, type DemoApp } from '../runtime/demo-app.ts';
 import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { resolveStateDir } from './keys-public.ts';
@@ -27,6 +29,7 @@ import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 const DEFAULT_BRIDGE_PORT = 8443;
 /** The bridge's ops port: GET /health and GET /metrics of the agent, re-served (src/host/ops-proxy.ts). */
 const DEFAULT_OPS_PORT = 8444;
+const DEFAULT_DASHBOARD_PORT = 8445;
 /** Ctrl-C should not wait [listen] drain_timeout_ms (30 s by default) for a development stack. */
 const START_DRAIN_CAP_MS = 5_000;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -46,6 +49,8 @@ Options:
   --bridge-port N      Where clients connect: ws://127.0.0.1:N/ (default ${DEFAULT_BRIDGE_PORT}; 0 picks a free port)
   --ops-port N         GET /health and GET /metrics for a load balancer and Prometheus: http://127.0.0.1:N/
                        (default ${DEFAULT_OPS_PORT}, or a free one with --bridge-port 0; 0 picks a free port)
+  --dashboard-port N   The activity page (requests, traffic, enclave): http://127.0.0.1:N/ (default
+                       ${DEFAULT_DASHBOARD_PORT}, or a free one with --bridge-port 0); records kept in <state dir>/activity.db
   --agent-port N       The agent's public TCP listener, standing in for vsock (default [listen] public_port)
   --control-port N     The control listener (default [listen] control_port; 0 when --agent-port is given)
   --app-port N         The app port (default [app] port); 0 runs the demo app on a free port
@@ -55,7 +60,8 @@ Options:
                        Request records (trx_logging) go to stderr too: one line each, JSON with --json.
   --json               Print exactly one JSON line once ready:
                        {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
-                        "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy"}
+                        "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy",
+                        "dashboardUrl", "httpsUrl" (null unless tls_termination = true)}
 
 Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
 on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
@@ -99,6 +105,9 @@ export interface LocalStack {
   readonly healthUrl: string;
   /** http://127.0.0.1:<port> of the explicit egress proxy. */
   readonly egressProxy: string;
+  /** tls_termination = true: https://localhost:<port>/ (the relay standing in for the bridge's --tls-listen); else null. */
+  readonly httpsUrl: string | null;
+  readonly tlsRelay: TcpRelay | null;
   readonly egressDialer: EgressDialer;
   readonly config: Config;
   readonly runtime: AgentRuntime;
@@ -119,6 +128,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let runtime: AgentRuntime | undefined;
   let egressDialer: EgressDialer | undefined;
   let egressProxy: string | null = null;
+  let tlsRelay: TcpRelay | null = null;
   try {
     // A demo app that another `start` already runs on that port is reused, not started twice.
     if (app.kind === 'demo' && app.running !== true) {
@@ -154,6 +164,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       ops: { listen: { host: '127.0.0.1', port: opts.opsPort ?? DEFAULT_OPS_PORT }, target: { kind: 'tcp', host: '127.0.0.1', port: runtime.opsPort! } },
     });
 
+    // TLS ingress: a relay in front of the agent's TLS port, as `bridge --tls-listen` in production.
+    tlsRelay = runtime.tlsPort === undefined
+      ? null
+      : await startTcpRelay({ listen: { host: '127.0.0.1', port: 0 }, target: { kind: 'tcp', host: '127.0.0.1', port: runtime.tlsPort }, proxyProtocol: config.accept_proxy_protocol, logger: opts.logger });
     const pcrs = pcrHex(identity, debug);
     const pcrsFile = path.join(opts.stateDir, 'pcrs.json');
     await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
@@ -171,6 +185,8 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       metricsUrl: `${bridge.opsUrl!}/metrics`,
       healthUrl: `${bridge.opsUrl!}/health`,
       egressProxy,
+      httpsUrl: tlsRelay === null ? null : `https://localhost:${tlsRelay.port}/`,
+      tlsRelay,
       egressDialer,
       config,
       runtime,
@@ -178,6 +194,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       demo,
     };
   } catch (err) {
+    await tlsRelay?.close().catch(() => {});
     await runtime?.close().catch(() => {});
     await egressDialer?.close().catch(() => {});
     await demo?.close().catch(() => {});
@@ -225,6 +242,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     'state-dir': { type: 'string' },
     'bridge-port': { type: 'string' },
     'ops-port': { type: 'string' },
+    'dashboard-port': { type: 'string' },
     'agent-port': { type: 'string' },
     'control-port': { type: 'string' },
     'app-port': { type: 'string' },
@@ -240,7 +258,16 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
   const configPath = resolveConfigPath(values.config);
 
   let stack: LocalStack;
+  let activity: ActivityService | undefined;
   try {
+    // The activity page: every request record also goes to <state dir>/activity.db (src/host/activity-*.ts).
+    const stateDir = resolveStateDir(values['state-dir']);
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    activity = await startActivityService({
+      file: path.join(stateDir, 'activity.db'),
+      ui: { host: '127.0.0.1', port: portFlag('--dashboard-port', values['dashboard-port'], values['bridge-port'] === '0' ? 0 : DEFAULT_DASHBOARD_PORT) },
+      logger,
+    });
     stack = await startLocalStack({
       configPath,
       stateDir: resolveStateDir(values['state-dir']),
@@ -253,16 +280,20 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
       apiPort: optPort('--api-port', values['api-port']),
       debug: values.debug,
       logger,
-      trxSink: values.json ? jsonTrxSink() : humanTrxSink(io),
+      trxSink: teeLogSink(values.json ? jsonTrxSink() : humanTrxSink(io), activity.sink()),
     });
   } catch (err) {
+    await activity?.close();
     if (err instanceof AgentError && /LISTEN_FAILED$/.test(err.code) && /EADDRINUSE/.test(err.message)) {
-      io.err(`enclave-agent start: ${err.code}: ${err.message} (another enclave-agent start running? --bridge-port, --ops-port, --agent-port, --app-port and --api-port choose others; 0 picks a free one)`);
+      io.err(`enclave-agent start: ${err.code}: ${err.message} (another enclave-agent start running? --bridge-port, --ops-port, --dashboard-port, --agent-port, --app-port and --api-port choose others; 0 picks a free one)`);
       return 1;
     }
     throw err;
   }
   const debug = stack.config.debug;
+  const dashboard = activity!;
+  dashboard.setOps(stack.healthUrl.replace(/\/health$/, ''));
+  Object.assign(dashboard.enclave.info, { name: stack.config.name, mode: stack.config.mode, pcrs: stack.pcrs, pcrsSource: 'the local stack (simulated NSM)', startedAt: Date.now() });
 
   if (values.json) {
     io.out(
@@ -278,6 +309,8 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         pcrsFile: stack.pcrsFile,
         app: stack.app.kind === 'demo' ? 'demo' : `127.0.0.1:${stack.appPort}`,
         egressProxy: stack.egressProxy,
+        httpsUrl: stack.httpsUrl,
+        dashboardUrl: dashboard.url,
         debug,
       }),
     );
@@ -290,12 +323,14 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
           : `your app on 127.0.0.1:${stack.appPort}`;
     io.out(`enclave-agent local stack "${stack.config.name}" is up (${stack.config.mode} mode, simulated NSM${debug ? ', DEBUG enclave' : ''})`);
     io.out(`  bridge     ${stack.bridgeUrl}  (clients connect here)`);
+    if (stack.httpsUrl !== null) io.out(`  https      ${stack.httpsUrl}  (TLS ingress: attested self-signed certificate; curl -k, or verify the document in it)`);
     io.out(`  agent      ${stack.agentAddress}  (TCP standing in for vsock port ${stack.config.listen.public_port}${stack.config.accept_proxy_protocol ? '; PROXY v2 from the bridge' : ''})`);
     io.out(`  app        ${appLine}`);
     if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc, for the app)`);
     io.out(`  ops        ${stack.healthUrl}, ${stack.metricsUrl}  (load balancer, Prometheus)`);
     const eg = stack.config.egress;
     io.out(`  egress     ${stack.egressProxy}  (HTTP_PROXY/HTTPS_PROXY for the app; ${eg.enabled ? `${eg.destinations.length} destination(s) allowed` : '[egress] not enabled: every destination refused'})`);
+    io.out(`  dashboard  ${dashboard.url}  (activity page: your requests as they happen, traffic, the enclave)`);
     io.out(`  root       ${stack.rootPem}`);
     io.out(`             (the simulator's CA: clients trust it with --root; never trusted by default)`);
     io.out(`  PCRs       to pin, also in ${stack.pcrsFile}${debug ? ' (debug enclave: all zero)' : ''}`);
@@ -321,7 +356,9 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
           drain: (ms) => stack.runtime.drain(ms),
           close: async () => {
             await stack.bridge.close();
+            await stack.tlsRelay?.close();
             await stack.runtime.close();
+            await dashboard.close();
             await stack.egressDialer.close();
           },
         },

@@ -41,7 +41,7 @@ export interface ActivityServerOptions {
   /** The log sink's counters (lines, invalid, oversized, connections...), shown with the store's. */
   sinkStats?: () => object;
   /** Base URL of the agent's ops endpoint (/health, /metrics); null: not configured. */
-  ops?: string | null;
+  ops?: string | null | (() => string | null);
   logger?: Logger;
 }
 
@@ -238,7 +238,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       const info = opts.enclave();
       return json(res, 200, { ...info, uptimeS: info.startedAt === null ? null : Math.round((Date.now() - info.startedAt) / 1000) });
     }
-    if (p === '/api/ops') return json(res, 200, await fetchOps(opts.ops ?? null));
+    if (p === '/api/ops') return json(res, 200, await fetchOps(typeof opts.ops === 'function' ? opts.ops() : (opts.ops ?? null)));
     if (p === '/api/live') {
       opts.live.attach(res);
       return;

@@ -35,6 +35,8 @@ export interface ActivityService {
   takeRecord(record: Record<string, unknown>): boolean;
   /** A LogSink for an in-process agent (the local stack). */
   sink(): LogSink;
+  /** Sets the ops endpoint the page reads (known only once the agent is up, in the local stack). */
+  setOps(url: string | null): void;
   close(): Promise<void>;
 }
 
@@ -50,6 +52,7 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
   store.onInserted((rows) => live.publish(rows));
   const reader = openActivityReader(opts.file);
   let server: ActivityServer | null = null;
+  let ops = opts.ops ?? null;
   if (opts.ui !== undefined) {
     try {
       server = await startActivityServer({
@@ -59,7 +62,7 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
         live,
         enclave: () => enclave.info,
         ...(opts.sinkStats === undefined ? {} : { sinkStats: opts.sinkStats }),
-        ops: opts.ops ?? null,
+        ops: () => ops,
         ...(opts.logger === undefined ? {} : { logger: opts.logger }),
       });
     } catch (err) {
@@ -91,10 +94,26 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
         close: async () => store.flush(),
       };
     },
+    setOps(url) {
+      ops = url;
+    },
     async close() {
       await server?.close();
       await reader.close();
       store.close();
+    },
+  };
+}
+
+/** Both sinks get every record (the local stack: its stderr lines and the activity store). */
+export function teeLogSink(a: LogSink, b: LogSink): LogSink {
+  return {
+    write(record) {
+      a.write(record);
+      b.write(record);
+    },
+    async close() {
+      await Promise.all([a.close(), b.close()]);
     },
   };
 }
