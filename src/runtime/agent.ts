@@ -18,6 +18,7 @@ import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
 import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
+import { DecryptPool } from '../crypto/decrypt-pool.ts';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
@@ -216,7 +217,9 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const controlKey = config.control.public_key === null ? undefined : fromBase64(config.control.public_key);
 
   // One budget for all ev: work (HTTP mode and the local API share the event loop it protects).
-  const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts });
+  // Bodies are decrypted in worker threads (one per CPU, started on first use), off the sessions' event loop.
+  const decryptPool = new DecryptPool(keyring);
+  const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
   const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
   let api: ApiServer | undefined;
@@ -339,6 +342,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
         // Egress served the app through the drain; the app is stopped now: let its last flows end, cut the rest.
         await egress?.drain(EGRESS_CLOSE_GRACE_MS);
         await api?.close();
+        await decryptPool.close();
         await ops.close();
         await probe.close();
         setCurrentMetrics(null);

@@ -4,7 +4,8 @@
 // (undecryptable token → 422, oversized body → 413, malformed request → 400, undecodable frame, app down →
 // 502, API 422/413). Then nothing the agent produced may contain a marker or any encoding of its private
 // keys: every operational log line (pino at trace level, agent and bridge), every transaction record, every
-// error message and error body returned to a client, every file under the state dir but the key file.
+// error message and error body returned to a client, every file under the state dir but the key file — the
+// activity database (the host's store of those records) included — and every answer of the activity page's API.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -18,6 +19,7 @@ import { fromHex, toBase64, utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { handshake, wsPipe, type TestClient } from '../responder/helpers.ts';
 import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
+import { startActivityService } from '../../src/host/activity-service.ts';
 
 const markers = new Map<string, string>();
 /** A fresh marker for one path (the name says which path leaked). */
@@ -214,6 +216,29 @@ describe('secret markers never reach logs, error messages or files', () => {
     await waitUntil(() => stack.runtime.sessionCount() === 0, 5_000, 'the sessions to close');
     await new Promise((r) => setTimeout(r, 100)); // trx records are written after the response
 
+    // The host's activity store gets the same records (as `enclave-agent logs --db` would), into the state
+    // dir so the file search below covers the database; every answer of the page's API is searched too.
+    const activity = await startActivityService({ file: path.join(stateDir, 'activity.db'), ui: { host: '127.0.0.1', port: 0 } });
+    const apiAnswers: string[] = [];
+    try {
+      const sink = activity.sink();
+      for (const r of stack.trx.records) sink.write(r);
+      await sink.close();
+      const get = async (p: string): Promise<string> => {
+        const text = await (await fetch(activity.url! + p)).text();
+        apiAnswers.push(text);
+        return text;
+      };
+      const list = JSON.parse(await get('api/records?limit=200')) as { records: { id: number }[] };
+      expect(list.records.length).toBe(stack.trx.records.length);
+      for (const r of list.records) await get(`api/records/${r.id}`);
+      await get(`api/traffic?from=${Date.now() - 3_600_000}&to=${Date.now() + 1000}`);
+      for (const p of ['api/status', 'api/enclave', 'api/ops', 'api/records?path=%2Fecho', 'api/records?status=5xx']) await get(p);
+    } finally {
+      await activity.close();
+    }
+    expect(apiAnswers.join('\n')).toContain('x-custom-secret');
+
     // ---- search
     const keys = JSON.parse(readFileSync(path.join(stateDir, DEV_KEY_FILE), 'utf8')) as { p256: string; secp256k1: string };
     const keyEncodings = new Map<string, string>();
@@ -230,6 +255,7 @@ describe('secret markers never reach logs, error messages or files', () => {
       ['bridge log', stack.bridgeLog.text()],
       ['transaction records', stack.trx.records.map((r) => JSON.stringify(r)).join('\n')],
       ['errors returned to clients', returnedErrors.join('\n')],
+      ['activity page API answers', apiAnswers.join('\n')],
     ]);
     for (const f of filesUnder(stateDir)) {
       if (path.basename(f) === DEV_KEY_FILE) continue;
@@ -240,6 +266,7 @@ describe('secret markers never reach logs, error messages or files', () => {
     expect(stack.log.text()).toContain('session closed');
     expect(returnedErrors.length).toBeGreaterThanOrEqual(7);
     expect([...sources.keys()].some((k) => k.startsWith('file '))).toBe(true);
+    expect(sources.get('file activity.db')).toContain('x-custom-secret');
 
     const found: string[] = [];
     for (const [where, text] of sources) {
