@@ -4,7 +4,7 @@
 // runs the clients. The flood: BENCH_FLOOD_CLIENTS clients, each posting /decrypt bodies of 1,024 values
 // (the per-request cap), every value under its own ephemeral key, P-256 and secp256k1 alternating — 8
 // bodies cycled in order, 8,192 keys, more than the 4,096-entry ECDH cache holds, so every value pays its
-// ECDH (the prototype's workers have caches of their own, as cold). The probe: one client sending
+// ECDH (the pool's workers have caches of their own, as cold). The probe: one client sending
 // GET /health back to back to the same server; its p50/p99 latency,
 // and the server's event-loop delay (perf_hooks.monitorEventLoopDelay, 1 ms resolution), are reported.
 //
@@ -12,31 +12,26 @@
 //   no flood                the probe alone (the baseline of the ratios)
 //   before: one go          each request's values decrypted in one go, no budget (the old code path: a
 //                           DecryptScheduler with sliceMs 1e9 and maxConcurrent 1e6 runs every job whole)
-//   after: sliced, budget   the default DecryptScheduler (5 ms slices, 16 requests at once)
-//   worker pool (prototype) the alternative the issue named, measured to choose: a node:http server of the
-//                           same /decrypt + /health in the child, whose /decrypt validates and counts the
-//                           body on the event loop as the route does and hands the decryption to one of
-//                           os.cpus().length worker_threads (each holding the keyring), least-loaded first
+//   sliced, budget          a DecryptScheduler without a pool (5 ms slices on the event loop, 16 requests at once)
+//   worker pool, budget     a DecryptScheduler with a DecryptPool of os.availableParallelism() workers: what
+//                           the runtime runs (the body leaves the event loop; headers would stay sliced)
 // Each ratio is the median of the per-round ratios.
 //
 // Env: BENCH_FLOOD_MS (per row, default 3000), BENCH_FLOOD_ROUNDS (default 3), BENCH_FLOOD_CLIENTS (default 4).
 // Run: npx tsx scripts/bench/run.ts decrypt-flood
 import { fork, type ChildProcess } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { Pool } from 'undici';
 import { startApiServer } from '../../src/api/server.ts';
 import type { Nsm } from '../../src/attestation/nsm.ts';
 import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
-import { KeyMaterial, Keyring } from '../../src/crypto/keyring.ts';
-import { countJsonTokens, decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
+import { Keyring } from '../../src/crypto/keyring.ts';
+import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
 import { askChild, percentile, printTable, ratio } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -46,7 +41,7 @@ const CLIENTS = Number(process.env.BENCH_FLOOD_CLIENTS ?? 4);
 const VALUES = 1024;
 const BODIES = 8; // 8,192 keys: with 4 bodies in progress at once, a body's keys are evicted before its turn comes again
 
-type Mode = 'before' | 'after' | 'worker';
+type Mode = 'before' | 'sliced' | 'pool';
 type ChildMsg = { cmd: 'start' } | { cmd: 'eld-reset' } | { cmd: 'eld' } | { cmd: 'stop' };
 interface Started {
   ports: Record<Mode, number>;
@@ -63,15 +58,14 @@ function serverChild(): void {
   process.on('message', (m: ChildMsg) => {
     void (async () => {
       if (m.cmd === 'start') {
-        const material = KeyMaterial.generate();
-        const keyring = Keyring.fromMaterial(material);
+        const keyring = Keyring.generate();
         const logger = pino({ level: 'silent' });
         const common = { keyring, nsm, port: 0, logger, maxBodyBytes: 4 << 20 };
         const before = await startApiServer({ ...common, decryptScheduler: new DecryptScheduler({ sliceMs: 1e9, maxConcurrent: 1e6 }) });
-        const after = await startApiServer({ ...common, decryptScheduler: new DecryptScheduler() });
-        const worker = await workerPoolServer(material);
+        const sliced = await startApiServer({ ...common, decryptScheduler: new DecryptScheduler() });
+        const pool = await startApiServer({ ...common, decryptScheduler: new DecryptScheduler({ pool: new DecryptPool(keyring) }) });
         const pub = keyring.publicKeys();
-        send({ ports: { before: before.port, after: after.port, worker }, pub: { p256: [...pub.p256], secp256k1: [...pub.secp256k1] } } satisfies Started);
+        send({ ports: { before: before.port, sliced: sliced.port, pool: pool.port }, pub: { p256: [...pub.p256], secp256k1: [...pub.secp256k1] } } satisfies Started);
       } else if (m.cmd === 'eld-reset') {
         eld.reset();
         eld.enable();
@@ -84,55 +78,6 @@ function serverChild(): void {
   });
   process.on('disconnect', () => process.exit(0));
   send({ ready: true });
-}
-
-// Node 20 does not hand the tsx loader to worker threads: register it in the worker, then load this file.
-const WORKER_BOOT = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(pathToFileURL(SELF).href)}); })`;
-
-/** The worker-pool prototype: /decrypt handed to worker_threads, /health answered on the event loop. */
-async function workerPoolServer(material: KeyMaterial): Promise<number> {
-  const keys = { p256: [...material.privateKey('p256')], secp256k1: [...material.privateKey('secp256k1')] };
-  const workers = Array.from({ length: os.cpus().length }, () => ({ w: new Worker(WORKER_BOOT, { eval: true, workerData: { floodWorker: keys } }), load: 0 }));
-  let nextId = 0;
-  const pending = new Map<number, (r: { json?: string; error?: string }) => void>();
-  for (const x of workers) x.w.on('message', (m: { id: number; json?: string; error?: string }) => pending.get(m.id)!(m));
-  const server = http.createServer((req, res) => {
-    if (req.url === '/health') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"status":"ok"}');
-      return;
-    }
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      JSON.parse(text); // as the route validates
-      if (countJsonTokens(text, 1024) > 1024) throw new Error('over the cap');
-      const x = workers.reduce((a, b) => (b.load < a.load ? b : a));
-      x.load++;
-      const id = nextId++;
-      pending.set(id, (r) => {
-        pending.delete(id);
-        x.load--;
-        res.writeHead(r.error === undefined ? 200 : 422, { 'content-type': 'application/json' });
-        res.end(r.json ?? '{}');
-      });
-      x.w.postMessage({ id, text });
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as AddressInfo).port;
-}
-
-function floodWorker(keys: { p256: number[]; secp256k1: number[] }): void {
-  const keyring = Keyring.fromMaterial(new KeyMaterial({ p256: Uint8Array.from(keys.p256), secp256k1: Uint8Array.from(keys.secp256k1) }));
-  parentPort!.on('message', ({ id, text }: { id: number; text: string }) => {
-    try {
-      parentPort!.postMessage({ id, json: decryptJsonTokens(text, keyring).json });
-    } catch {
-      parentPort!.postMessage({ id, error: 'refused' });
-    }
-  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -220,12 +165,12 @@ export default async function bench(): Promise<void> {
   try {
     const started = await askChild<Started>(child, { cmd: 'start' });
     const bodies = makeBodies({ p256: Uint8Array.from(started.pub.p256), secp256k1: Uint8Array.from(started.pub.secp256k1) });
-    const rows: Record<'none' | Mode, Row[]> = { none: [], before: [], after: [], worker: [] };
+    const rows: Record<'none' | Mode, Row[]> = { none: [], before: [], sliced: [], pool: [] };
     for (let r = 0; r < ROUNDS; r++) {
-      rows.none.push(await phase(child, started.ports.after, false, bodies));
+      rows.none.push(await phase(child, started.ports.pool, false, bodies));
       rows.before.push(await phase(child, started.ports.before, true, bodies));
-      rows.after.push(await phase(child, started.ports.after, true, bodies));
-      rows.worker.push(await phase(child, started.ports.worker, true, bodies));
+      rows.sliced.push(await phase(child, started.ports.sliced, true, bodies));
+      rows.pool.push(await phase(child, started.ports.pool, true, bodies));
     }
     const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const m = (key: 'none' | Mode, f: (r: Row) => number): number => median(rows[key].map(f));
@@ -234,10 +179,10 @@ export default async function bench(): Promise<void> {
     const names: Record<'none' | Mode, string> = {
       none: 'no flood',
       before: 'before: one go, no budget',
-      after: 'after: 5 ms slices, budget 16',
-      worker: `worker pool of ${os.cpus().length} (prototype, no budget)`,
+      sliced: 'after, no pool: 5 ms slices, budget 16',
+      pool: `after, runtime default: pool of ${os.availableParallelism()} workers, budget 16`,
     };
-    for (const key of ['none', 'before', 'after', 'worker'] as const) {
+    for (const key of ['none', 'before', 'sliced', 'pool'] as const) {
       table.push([
         names[key],
         m(key, (x) => x.probeP50),
@@ -256,13 +201,12 @@ export default async function bench(): Promise<void> {
       table,
     );
     const thr = (key: Mode): string => median(rows[key].map((x, i) => x.valuesPerSec / rows.before[i]!.valuesPerSec)).toFixed(2);
-    console.log(`flood throughput vs before: after ${thr('after')}×, worker pool ${thr('worker')}×`);
+    console.log(`flood throughput vs before: sliced ${thr('sliced')}×, pool ${thr('pool')}×`);
   } finally {
     child.send({ cmd: 'stop' });
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
   }
 }
 
-if (!isMainThread && (workerData as { floodWorker?: unknown } | null)?.floodWorker !== undefined) floodWorker((workerData as { floodWorker: { p256: number[]; secp256k1: number[] } }).floodWorker);
-else if (process.argv.includes('--decrypt-flood-server')) serverChild();
+if (process.argv.includes('--decrypt-flood-server')) serverChild();
 else if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) void bench();

@@ -23,7 +23,7 @@ import type { Nsm } from '../attestation/nsm.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { EvBusyError } from '../crypto/errors.ts';
-import { countJsonTokens, decryptJsonSteps } from '../crypto/json-decrypt.ts';
+import { countJsonTokens } from '../crypto/json-decrypt.ts';
 import { encryptJsonSteps } from '../crypto/json-encrypt.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { fromBase64 } from '../util/bytes.ts';
@@ -82,10 +82,10 @@ function singleHeader(headers: RouteRequest['headers'], name: string): string | 
   return v;
 }
 
-/** Runs ev: work on the shared scheduler: sliced, and refused with 429 past the global budget. */
-async function scheduled<T>(scheduler: DecryptScheduler, steps: Iterator<unknown, T>): Promise<T> {
+/** ev: work on the shared scheduler (sliced, or in its worker pool), refused with 429 past the global budget. */
+async function scheduled<T>(work: Promise<T>): Promise<T> {
   try {
-    return await scheduler.run(steps);
+    return await work;
   } catch (err) {
     if (err instanceof EvBusyError) throw new ApiError('API_BUSY', 429, err.message, { cause: err });
     throw err;
@@ -100,7 +100,7 @@ const encrypt: Route = async ({ keyring, ev }, req) => {
   }
   const text = jsonText(req.body);
   // Per-request cost: one ECDH, then ~10 µs per value; the body cap bounds it, the scheduler slices it.
-  const out = await scheduled(ev.scheduler, encryptJsonSteps(text, keyring, { curve: curveParam as EvCurve, ...(role !== undefined && role !== '' ? { role } : {}) }));
+  const out = await scheduled(ev.scheduler.run(encryptJsonSteps(text, keyring, { curve: curveParam as EvCurve, ...(role !== undefined && role !== '' ? { role } : {}) })));
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 
@@ -113,7 +113,7 @@ const decrypt: Route = async ({ keyring, ev }, req) => {
     throw new ApiError('API_TOO_MANY_ENCRYPTED_FIELDS', 413, `too many ev: values in one request (more than ${max}, [limits] max_decrypt_fields); nothing was decrypted`);
   }
   // No value, no work: such requests never wait for (or take) a slot of the budget.
-  const out = count === 0 ? { json: text, count: 0 } : await scheduled(ev.scheduler, decryptJsonSteps(text, keyring));
+  const out = count === 0 ? { json: text, count: 0 } : await scheduled(ev.scheduler.decryptJson(text, keyring));
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 

@@ -15,7 +15,11 @@
 // A pool of worker_threads served the request beside a flood faster still (it takes the ECDHs off this
 // thread) but needs the private keys copied into every worker and a worker entry that loads under tsx,
 // vitest and dist/ alike; slicing bounds the loop's stalls with none of that.
+import type { DecryptPool } from './decrypt-pool.ts';
 import { EvBusyError } from './errors.ts';
+import { decryptJsonSteps } from './json-decrypt.ts';
+export { drain } from './steps.ts';
+import type { Keyring } from './keyring.ts';
 
 /** Default of enclave.toml [limits] max_decrypt_fields: most ev: values decrypted for one request. */
 export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
@@ -29,20 +33,14 @@ export interface DecryptSchedulerOptions {
   maxConcurrent?: number;
   /** Time spent in units before yielding to the event loop (ms). */
   sliceMs?: number;
+  /** Worker threads for whole JSON texts (decryptJson): off the event loop, under the same budget. */
+  pool?: DecryptPool;
 }
 
 interface Job {
   steps: Iterator<unknown, unknown>;
   resolve(value: unknown): void;
   reject(err: unknown): void;
-}
-
-/** Runs steps to completion synchronously, for callers that hold the event loop knowingly (CLI, tests). */
-export function drain<T>(steps: Iterator<unknown, T>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done === true) return r.value;
-  }
 }
 
 function positive(name: string, value: number, integer: boolean): number {
@@ -55,23 +53,38 @@ function positive(name: string, value: number, integer: boolean): number {
 export class DecryptScheduler {
   readonly maxConcurrent: number;
   readonly sliceMs: number;
+  readonly pool: DecryptPool | undefined;
   readonly #jobs: Job[] = [];
+  #pooled = 0;
   #next = 0;
   #scheduled = false;
 
   constructor(opts: DecryptSchedulerOptions = {}) {
     this.maxConcurrent = positive('maxConcurrent', opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_DECRYPTS, true);
     this.sliceMs = positive('sliceMs', opts.sliceMs ?? DEFAULT_SLICE_MS, false);
+    this.pool = opts.pool;
   }
 
-  /** Jobs queued or running. */
+  /** Jobs queued or running, here and in the pool. */
   get active(): number {
-    return this.#jobs.length;
+    return this.#jobs.length + this.#pooled;
+  }
+
+  /**
+   * decryptJsonTokens(text, keyring), under the budget: in the pool's workers when the pool serves this
+   * keyring, else in slices here.
+   */
+  decryptJson(text: string, keyring: Keyring): Promise<{ json: string; count: number }> {
+    const pool = this.pool;
+    if (pool === undefined || pool.keyring !== keyring) return this.run(decryptJsonSteps(text, keyring));
+    if (this.active >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
+    this.#pooled++;
+    return pool.decryptJson(text).finally(() => void this.#pooled--);
   }
 
   /** Runs `steps` to completion in slices; resolves with its return value, rejects with what a step throws. */
   run<T>(steps: Iterator<unknown, T>): Promise<T> {
-    if (this.#jobs.length >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
+    if (this.active >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
     return new Promise<T>((resolve, reject) => {
       this.#jobs.push({ steps, resolve: resolve as (v: unknown) => void, reject });
       if (!this.#scheduled) {

@@ -61,5 +61,17 @@ export class EvBusyError extends AgentError {
   }
 }
 
+/**
+ * The decrypt worker pool could not do a job: it was closed (EV_POOL_CLOSED) or a worker stopped or failed
+ * outside decryption (EV_POOL_WORKER_FAILED). Answered as an internal error; nothing was forwarded.
+ */
+export class EvPoolError extends AgentError {
+  declare readonly code: 'EV_POOL_CLOSED' | 'EV_POOL_WORKER_FAILED';
+
+  constructor(code: 'EV_POOL_CLOSED' | 'EV_POOL_WORKER_FAILED', message: string) {
+    super(code, message);
+  }
+}
+
 /** Loading, generating or unsealing the enclave's key pairs. Codes: KEYRING_*. */
 export class KeyringError extends AgentError {}

@@ -6,7 +6,7 @@
 // key becomes a JSON string whatever its type, so the output stays valid JSON. Strings that look like
 // tokens but fail the grammar (or carry an unsupported version) pass through unchanged; a valid token
 // that does not decrypt throws EvDecryptError (the HTTP pipeline answers 422 and does not forward).
-import { drain } from './decrypt-scheduler.ts';
+import { drain } from './steps.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { decryptTokenDetailed, parseEv } from './ev-format.ts';
 import type { EvToken, EvValue } from './ev-format.ts';

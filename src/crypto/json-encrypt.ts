@@ -1,7 +1,7 @@
 // Encrypting every primitive leaf of a JSON value (the /encrypt endpoint, the `encrypt` CLI).
 // One EvEncryptor (one ephemeral key, one ECDH) per call; one AES-GCM per leaf. null stays null,
 // object keys stay as they are.
-import { drain } from './decrypt-scheduler.ts';
+import { drain } from './steps.ts';
 import { EvFormatError } from './errors.ts';
 import { EvEncryptor } from './ev-format.ts';
 import type { EncryptOptions, EncryptionPublicKey } from './ev-format.ts';

@@ -85,7 +85,11 @@ export class Keyring {
   readonly #pub: Record<EvCurve, Uint8Array>;
   readonly keyIds: Readonly<{ p256: string; secp256k1: string }>;
 
+  /** Kept for DecryptPool's workers (each builds its own Keyring); redacted like everything here. */
+  readonly #material: KeyMaterial;
+
   private constructor(material: KeyMaterial) {
+    this.#material = material;
     const ecdh = {} as Record<EvCurve, ECDH>;
     const pub = {} as Record<EvCurve, Uint8Array>;
     for (const c of CURVES) {
@@ -110,6 +114,11 @@ export class Keyring {
   /** A fresh in-memory keyring (tests, ephemeral dev runs). */
   static generate(): Keyring {
     return new Keyring(KeyMaterial.generate());
+  }
+
+  /** The private scalars, for DecryptPool's worker threads only (they decrypt with their own Keyring). */
+  keyMaterial(): KeyMaterial {
+    return this.#material;
   }
 
   /** Compressed public points, fresh copies. */

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { Nsm } from '../../src/attestation/nsm.ts';
+import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
 import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
@@ -144,5 +145,34 @@ describe('local API: ev: limits', () => {
     await Promise.all([...flood, health]);
     expect(order[0]).toBe('health');
     expect(ecdh()).toBe(750);
+  });
+
+  it('with a worker pool (as the runtime runs it): the same flood leaves the event loop to the small request', { timeout: 60_000 }, async () => {
+    const ring = Keyring.generate();
+    const pool = new DecryptPool(ring, { size: 2 });
+    const scheduler = new DecryptScheduler({ pool });
+    try {
+      const base = await start(ring, { decryptScheduler: scheduler });
+      const pub = ring.publicKeys();
+      const bodies = Array.from({ length: 3 }, () => JSON.stringify(Array.from({ length: 120 }, (_, i) => encryptValue(i, pub, { curve: 'secp256k1' }))));
+      const order: string[] = [];
+      const flood = bodies.map((b, i) =>
+        post(base, '/decrypt', b).then(async (r) => {
+          expect(await r.json()).toEqual(Array.from({ length: 120 }, (_, k) => k));
+          order.push(`flood${i}`);
+        }),
+      );
+      while (scheduler.active < 3) await new Promise((r) => setImmediate(r));
+      const health = fetch(`${base}/health`).then(async (r) => {
+        expect(r.status).toBe(200);
+        await r.arrayBuffer();
+        order.push('health');
+      });
+      await Promise.all([...flood, health]);
+      expect(order[0]).toBe('health');
+      expect(pool.workers).toBe(2);
+    } finally {
+      await pool.close();
+    }
   });
 });

@@ -37,15 +37,16 @@
 //     max_concurrent_decrypts, shared with the local API) is spent; nothing was decrypted or forwarded.
 //   The client-visible text of a 422 names only where (body, header name): every cause gets the same words
 //   (telling them apart is an oracle on the plaintext); the operator log gets the reason.
-// Decryption runs on a DecryptScheduler: one value per step, in slices, so a request of many values never
-// holds the event loop for more than a few milliseconds at a time.
+// Decryption runs on a DecryptScheduler: header values one per step, in slices, so a request of many values
+// never holds the event loop for more than a few milliseconds at a time; a body likewise, or in the
+// scheduler's worker pool when it has one (the runtime gives it one).
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../../crypto/decrypt-scheduler.ts';
 import { EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
-import { countHeaderTokens, countJsonTokens, decryptHeaderValueSteps, decryptJsonSteps } from '../../crypto/json-decrypt.ts';
+import { countHeaderTokens, countJsonTokens, decryptHeaderValueSteps } from '../../crypto/json-decrypt.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { HttpModeError } from '../errors.ts';
 import { getHeaders } from '../headers.ts';
@@ -190,18 +191,6 @@ function* headerSteps(headers: string[], keyring: Keyring): Generator<void, numb
   return count;
 }
 
-/** Header values, then the body's JSON text (if any): one job, so one request takes one slot of the budget. */
-function* requestSteps(headers: string[], headerCount: number, text: string | null, keyring: Keyring): Generator<void, { headers: number; body: { json: string; count: number } | null }, void> {
-  const h = headerCount > 0 ? yield* headerSteps(headers, keyring) : 0;
-  if (text === null) return { headers: h, body: null };
-  try {
-    return { headers: h, body: yield* decryptJsonSteps(text, keyring) };
-  } catch (err) {
-    if (err instanceof EvDecryptError) throw new Located('request body', err);
-    throw err;
-  }
-}
-
 /** The request's body bytes and its JSON text when it holds ev: values to decrypt (null: forward as is). */
 async function readJsonBody(input: DecryptInput & { body: Readable }, cap: number): Promise<{ raw: Buffer; text: string | null }> {
   const raw = await readBodyCapped(input.body, cap, input.contentLength);
@@ -237,7 +226,7 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
   const scheduler = opts.scheduler ?? new DecryptScheduler();
   const logger = opts.logger;
 
-  /** Counts (413 before any ECDH), then decrypts headers and body as one scheduled job. */
+  /** Counts (413 before any ECDH), then decrypts the headers (sliced here) and the body (scheduler.decryptJson). */
   const decryptRequest = async (input: DecryptInput, headerCount: number, body: (DecryptInput & { body: Readable }) | null): Promise<DecryptOutput | null> => {
     let raw: Buffer | null = null;
     let text: string | null = null;
@@ -246,11 +235,14 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       const left = maxFields - headerCount;
       if (text !== null && countJsonTokens(text, left) > left) throw tooManyFields(maxFields);
     }
-    let out: { headers: number; body: { json: string; count: number } | null };
+    const out: { headers: number; body: { json: string; count: number } | null } = { headers: 0, body: null };
     try {
-      out = headerCount === 0 && text === null ? { headers: 0, body: null } : await scheduler.run(requestSteps(input.headers, headerCount, text, keyring));
+      if (headerCount > 0) out.headers = await scheduler.run(headerSteps(input.headers, keyring));
+      // The body: in the scheduler's worker pool when it has one, else sliced on this event loop.
+      if (text !== null) out.body = await scheduler.decryptJson(text, keyring);
     } catch (err) {
       if (err instanceof Located) throw refused(err.where, err.err, input.requestId, logger);
+      if (err instanceof EvDecryptError) throw refused('request body', err, input.requestId, logger);
       if (err instanceof EvBusyError) throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, `${err.message}; nothing was forwarded`, { cause: err });
       throw err;
     }

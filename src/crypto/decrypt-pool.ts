@@ -1,0 +1,114 @@
+// worker_threads that decrypt the ev: values of JSON texts off the event loop (DecryptScheduler hands them
+// bodies when it has a pool). Measured against slicing on the event loop in scripts/bench/decrypt-flood.ts:
+// the request beside a flood is served as if there were none, and the flood uses every core.
+//
+// Each worker holds its own Keyring, built from copies of the private scalars (same process, same memory:
+// no new place the keys leave to). Workers start on first use, take jobs least-loaded first, are unref'd
+// (they never keep the process alive) and are replaced when one dies (its jobs fail as EvPoolError).
+// From a TypeScript checkout (tsx, vitest) a worker registers tsx before loading decrypt-worker.ts; from
+// dist/ it loads decrypt-worker.js.
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { EvDecryptError, EvPoolError } from './errors.ts';
+import type { EvDecryptReason } from './errors.ts';
+import type { Keyring } from './keyring.ts';
+
+type Reply = { id: number; json: string; count: number } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; failed: string };
+
+interface Slot {
+  worker: Worker;
+  load: number;
+  pending: Map<number, { resolve(v: { json: string; count: number }): void; reject(err: unknown): void }>;
+}
+
+const SELF = import.meta.url;
+
+function spawn(scalars: { p256: Uint8Array; secp256k1: Uint8Array }): Worker {
+  if (!SELF.endsWith('.ts')) return new Worker(new URL('./decrypt-worker.js', SELF), { workerData: scalars });
+  const api = path.join(path.dirname(createRequire(SELF).resolve('tsx/esm/api')), 'index.mjs');
+  const entry = new URL('./decrypt-worker.ts', SELF).href;
+  const boot = `import(${JSON.stringify(pathToFileURL(api).href)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(boot, { eval: true, workerData: scalars });
+}
+
+export interface DecryptPoolOptions {
+  /** Worker threads; default os.availableParallelism(). */
+  size?: number;
+}
+
+export class DecryptPool {
+  readonly size: number;
+  readonly keyring: Keyring;
+  readonly #slots: (Slot | undefined)[];
+  #nextId = 0;
+  #closed = false;
+
+  constructor(keyring: Keyring, opts: DecryptPoolOptions = {}) {
+    const size = opts.size ?? os.availableParallelism();
+    if (!Number.isSafeInteger(size) || size < 1) throw new RangeError(`DecryptPool size: expected a positive integer, found ${String(opts.size)}`);
+    this.size = size;
+    this.keyring = keyring;
+    this.#slots = new Array<Slot | undefined>(size).fill(undefined);
+  }
+
+  /** Live worker threads. */
+  get workers(): number {
+    return this.#slots.filter((s) => s !== undefined).length;
+  }
+
+  /** decryptJsonTokens(text, keyring) in a worker: same result, same EvDecryptError (reason, detail). */
+  decryptJson(text: string): Promise<{ json: string; count: number }> {
+    if (this.#closed) return Promise.reject(new EvPoolError('EV_POOL_CLOSED', 'the decrypt pool is closed'));
+    const slot = this.#pick();
+    const id = this.#nextId++;
+    if (slot.load++ === 0) slot.worker.ref(); // busy workers keep the process alive; idle ones do not
+    return new Promise((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ id, text });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const slots = this.#slots.splice(0, this.#slots.length, ...new Array<undefined>(this.size).fill(undefined));
+    await Promise.all(slots.map((s) => s?.worker.terminate()));
+  }
+
+  #pick(): Slot {
+    let best: Slot | undefined;
+    for (let i = 0; i < this.size; i++) {
+      const s = (this.#slots[i] ??= this.#start(i));
+      if (best === undefined || s.load < best.load) best = s;
+      if (best.load === 0) break;
+    }
+    return best!;
+  }
+
+  #start(index: number): Slot {
+    const keys = this.keyring.keyMaterial();
+    const worker = spawn({ p256: keys.privateKey('p256'), secp256k1: keys.privateKey('secp256k1') });
+    worker.unref();
+    const slot: Slot = { worker, load: 0, pending: new Map() };
+    const fail = (why: string): void => {
+      if (this.#slots[index] === slot) this.#slots[index] = undefined;
+      for (const p of slot.pending.values()) p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker stopped (${why}); the request was not decrypted`));
+      slot.pending.clear();
+    };
+    worker.on('message', (m: Reply | { ready: true }) => {
+      if (!('id' in m)) return;
+      const p = slot.pending.get(m.id);
+      if (p === undefined) return;
+      slot.pending.delete(m.id);
+      if (--slot.load === 0) slot.worker.unref();
+      if ('json' in m) p.resolve({ json: m.json, count: m.count });
+      else if ('reason' in m) p.reject(new EvDecryptError(m.reason, m.detail));
+      else p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker failed (${m.failed}); the request was not decrypted`));
+    });
+    worker.on('error', (err) => fail(err.name));
+    worker.on('exit', (code) => fail(`exit ${code}`));
+    return slot;
+  }
+}
