@@ -1,9 +1,9 @@
 // The agent's Prometheus metrics (prom-client), served on the ops port (ops-server.ts). On the request path
 // only plain numbers move: a counter is a `Tally` bound once to its labels and incremented in place; prom-client
-// reads the tallies when scraped (each metric's collect()). The request-duration histogram is prom-client's own
-// unlabelled one (no label hashing per observation). Labels are closed sets (channel, close reason, status
+// reads the tallies when scraped (each metric's collect()). The request-duration histogram is a TallyHistogram
+// (a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CloseReason, SessionSummary } from '../responder/session.ts';
 
 /** One counter value, bound to its labels once; the hot path does `tally.n++`. */
@@ -37,6 +37,53 @@ class TallyCounter<L extends string> {
       this.#children.set(key, c);
     }
     return c.tally;
+  }
+}
+
+/**
+ * An unlabelled histogram observed with a bucket scan and three additions (prom-client's Histogram.observe
+ * validates and hashes labels on every call: ~0.7 µs here, against ~0.1 µs of the whole request-path hook).
+ * Registered as a prom-client metric: get() gives the same series prom-client's own histogram would.
+ */
+class TallyHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly #bounds: Float64Array;
+  readonly #counts: Float64Array;
+  #sum = 0;
+  #count = 0;
+
+  constructor(
+    registry: Registry,
+    readonly name: string,
+    readonly help: string,
+    buckets: readonly number[],
+  ) {
+    this.#bounds = Float64Array.from(buckets);
+    this.#counts = new Float64Array(buckets.length);
+    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
+  }
+
+  observe(v: number): void {
+    const bounds = this.#bounds;
+    let i = 0;
+    while (i < bounds.length && v > bounds[i]!) i++;
+    if (i < bounds.length) this.#counts[i]!++;
+    this.#sum += v;
+    this.#count++;
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string | number>; value: number }[] } {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.#bounds.length; i++) {
+      cumulative += this.#counts[i]!;
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: this.#bounds[i]! }, value: cumulative });
+    }
+    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: this.#count });
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.#sum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: this.#count });
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
 }
 
@@ -107,7 +154,7 @@ export class AgentMetrics {
   readonly #decryptOk: Tally;
   readonly #decryptFailed: Tally;
   readonly #decryptRefused: Tally;
-  readonly #duration: Histogram;
+  readonly #duration: TallyHistogram;
   readonly #api: TallyCounter<'route' | 'status_class'>;
   readonly #egress: Record<EgressOutcome, Tally>;
   readonly #clockSamples: Record<ClockSampleResult, Tally>;
@@ -180,7 +227,7 @@ export class AgentMetrics {
     const bytes = new TallyCounter(r, `${p}http_body_bytes_total`, 'HTTP mode: request body bytes from clients (in) and response body bytes to them (out).', ['direction']);
     this.#bytesIn = bytes.child({ direction: 'in' });
     this.#bytesOut = bytes.child({ direction: 'out' });
-    this.#duration = new Histogram({ name: `${p}request_duration_seconds`, help: 'HTTP mode: from the request head to the end of the response.', buckets: DURATION_BUCKETS, registers: [r] });
+    this.#duration = new TallyHistogram(r, `${p}request_duration_seconds`, 'HTTP mode: from the request head to the end of the response.', DURATION_BUCKETS);
     const decrypt = new TallyCounter(r, `${p}ev_decrypt_total`, 'ev: values in requests: decrypted (ok), one that did not decrypt (failed: 422, nothing forwarded), over the per-request cap (refused: 413).', ['result']);
     this.#decryptOk = decrypt.child({ result: 'ok' });
     this.#decryptFailed = decrypt.child({ result: 'failed' });

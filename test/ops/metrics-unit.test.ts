@@ -1,0 +1,66 @@
+// AgentMetrics on its own: the histogram's cumulative buckets, the handshake result a session's end implies,
+// label hygiene (unknown API paths become "other"), gauges absent until known, egress decisions.
+import { describe, expect, it } from 'vitest';
+import { AgentMetrics, handshakeResult, recordEgressDecision, setCurrentMetrics, type ExchangeFacts } from '../../src/ops/metrics.ts';
+
+const stats = (framesIn: number) => ({ framesIn, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 });
+const fresh = (): AgentMetrics => new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
+const lines = async (m: AgentMetrics, prefix: string): Promise<string[]> => (await m.metrics()).split('\n').filter((l) => l.startsWith(prefix));
+
+describe('AgentMetrics', () => {
+  it('request durations land in cumulative buckets with +Inf, sum and count', async () => {
+    const m = fresh();
+    const ex = (seconds: number): ExchangeFacts => ({ started: performance.now() - seconds * 1000, sentStatus: 200, bytesIn: 0, bytesOut: 0, decryptedFields: 0, errorCode: undefined });
+    for (const s of [0.0002, 0.003, 0.2, 120]) m.observeExchange(ex(s));
+    const b = await lines(m, 'enclave_agent_request_duration_seconds_bucket');
+    expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="0.0005"} 1');
+    expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="0.005"} 2');
+    expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="60"} 3');
+    expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="+Inf"} 4');
+    expect(await lines(m, 'enclave_agent_request_duration_seconds_count')).toEqual(['enclave_agent_request_duration_seconds_count 4']);
+  });
+
+  it('the handshake result a session end implies', () => {
+    expect(handshakeResult({ reason: 'handshake-timeout', stats: stats(0) })).toBe('timeout');
+    expect(handshakeResult({ reason: 'handshake-failed', stats: stats(0) })).toBe('failed');
+    expect(handshakeResult({ reason: 'proxy-header', stats: stats(0) })).toBe('failed');
+    expect(handshakeResult({ reason: 'idle', stats: stats(0) })).toBe('ok');
+    expect(handshakeResult({ reason: 'client-closed', stats: stats(3) })).toBe('ok');
+    expect(handshakeResult({ reason: 'client-closed', stats: stats(0) })).toBeNull();
+  });
+
+  it('keeps API paths out of labels unless they are known routes', async () => {
+    const m = fresh();
+    m.apiRequest('/decrypt', 422);
+    m.apiRequest('/decrypt/../../etc/passwd', 404);
+    const l = await lines(m, 'enclave_agent_api_requests_total');
+    expect(l).toEqual(['enclave_agent_api_requests_total{route="/decrypt",status_class="4xx"} 1', 'enclave_agent_api_requests_total{route="other",status_class="4xx"} 1']);
+  });
+
+  it('leaves app_up and clock drift out until known', async () => {
+    const m = fresh();
+    expect(await lines(m, 'enclave_agent_app_up')).toEqual([]);
+    expect(await lines(m, 'enclave_agent_clock_drift_seconds')).toEqual([]);
+    m.sources.appUp = () => 'down';
+    m.clockSample('ok', -1500);
+    expect(await lines(m, 'enclave_agent_app_up')).toEqual(['enclave_agent_app_up 0']);
+    expect(await lines(m, 'enclave_agent_clock_drift_seconds')).toEqual(['enclave_agent_clock_drift_seconds -1.5']);
+  });
+
+  it('recordEgressDecision counts on the current runtime\'s metrics, and is a no-op without one', async () => {
+    const m = fresh();
+    recordEgressDecision('denied');
+    setCurrentMetrics(m);
+    try {
+      recordEgressDecision('allowed');
+      recordEgressDecision('denied');
+      recordEgressDecision('denied');
+    } finally {
+      setCurrentMetrics(null);
+    }
+    recordEgressDecision('allowed');
+    const l = await lines(m, 'enclave_agent_egress_decisions_total');
+    expect(l).toContain('enclave_agent_egress_decisions_total{outcome="allowed"} 1');
+    expect(l).toContain('enclave_agent_egress_decisions_total{outcome="denied"} 2');
+  });
+});
