@@ -59,6 +59,11 @@ export interface Config {
     signature: string | null;
   };
   api: { enabled: boolean; port: number; max_body_bytes: number };
+  /**
+   * TLS ingress (src/ingress/): `tls` is Evervault's top-level `tls_termination`; tls_port is the vsock port in
+   * `run` (the bridge relays a public TCP port to it); host is the default certificate's name.
+   */
+  ingress: { tls: boolean; tls_port: number; host: string };
   limits: {
     max_sessions: number;
     max_in_flight: number;
@@ -127,8 +132,8 @@ const MiB = 1024 * 1024;
  * What Evervault's `ev enclave init`/`build` writes (evervault-cli crates/ev-enclave/src/config.rs), so such a
  * file loads unchanged. Read at the top level, then moved: uuids, dockerfile, [scaling], [signing], [runtime]
  * into config.evervault (information for other tools); [service] port, [attestation_cors] origin and [acceptor]
- * onto the agent's own keys (applyEvervaultKeys). tls_termination and api_key_auth switch on capabilities the
- * agent does not have yet: true fails to load naming the key (never accepted and ignored).
+ * onto the agent's own keys (applyEvervaultKeys); tls_termination onto ingress.tls (TLS ingress, src/ingress/).
+ * api_key_auth switches on a capability the agent does not have yet: true fails to load naming the key.
  */
 const EVERVAULT_SCHEMA: Schema = {
   uuid: str(null),
@@ -193,6 +198,10 @@ const SCHEMA: Schema = {
     },
   },
   ...EVERVAULT_SCHEMA,
+  ingress: {
+    kind: 'table',
+    fields: { tls_port: int(5443, 1, PORT_MAX), host: { kind: 'string', default: 'localhost', pattern: /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/ } },
+  },
   api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
   limits: {
     kind: 'table',
@@ -345,7 +354,10 @@ function applyEvervaultKeys(config: Config, doc: Record<string, unknown>): void 
     delete raw[key];
     return v;
   };
-  if (take<boolean>('tls_termination')) unsupported('tls_termination', 'TLS termination in the enclave (TLS ingress)');
+  (config.ingress as { tls: boolean }).tls = take<boolean>('tls_termination');
+  if (config.ingress.tls && config.mode !== 'http') {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'tls_termination = true: TLS ingress serves the HTTP pipeline; it needs mode = "http"');
+  }
   if (take<boolean>('api_key_auth')) unsupported('api_key_auth', 'API-key authentication of requests');
   const sub = (key: string): Record<string, unknown> => (isTable(doc[key]) ? (doc[key] as Record<string, unknown>) : {});
   const service = take<{ port: number | null }>('service');
@@ -385,6 +397,9 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   const config = readTable(SCHEMA, doc, '') as unknown as Config;
   applyEvervaultKeys(config, doc as Record<string, unknown>);
   const ports = [config.listen.public_port, config.listen.control_port];
+  if (config.ingress.tls && [...ports, config.listen.ops_port].includes(config.ingress.tls_port)) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `ingress.tls_port: must differ from listen.public_port, control_port and ops_port (${config.ingress.tls_port})`);
+  }
   if (ports.includes(config.listen.ops_port)) {
     throw new ConfigError('CONFIG_BAD_VALUE', `listen.ops_port: must differ from listen.public_port and listen.control_port (${config.listen.ops_port})`);
   }

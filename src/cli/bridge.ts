@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
 import { startBridge, type BridgeOptions } from '../host/bridge.ts';
+import { startTcpRelay, type TcpRelayOptions } from '../host/tcp-relay.ts';
 import { DEFAULT_EGRESS_VSOCK_PORT, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
 import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
@@ -12,6 +13,7 @@ const DEFAULT_HOST = '127.0.0.1';
 const DEFAULT_PORT = 8443;
 const AGENT_PORT = 5000;
 const OPS_PORT = 5009;
+const TLS_PORT = 5443;
 
 const help = `Usage: enclave-agent bridge --agent TARGET [options]
 
@@ -41,6 +43,12 @@ The ops port (for a load balancer and Prometheus; keep it off the internet):
   --ops-agent TARGET        the agent's ops port (default with a vsock agent: vsock:CID:${OPS_PORT}; required
                             with tcp/unix)
 
+TLS ingress (tls_termination = true; TLS ends inside the enclave, this only relays bytes):
+  --tls-listen HOST:PORT    relay raw TCP from here to the agent's TLS port (e.g. 0.0.0.0:443); with
+                            --proxy-protocol a PROXY v2 header goes first here too
+  --tls-agent TARGET        the agent's TLS port (default with a vsock agent: vsock:CID:${TLS_PORT}; required
+                            with tcp/unix)
+
 Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless given):
   --egress WHERE            run the host egress dialer: vsock (port ${DEFAULT_EGRESS_VSOCK_PORT}) | vsock:PORT |
                             tcp:HOST:PORT | unix:/path. It dials only the IP:port each flow names, and resolves
@@ -51,7 +59,7 @@ Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless
 Prints the listening URL on stdout.`;
 
 /** Turns the command line into bridge options (no I/O besides reading --cert/--key). */
-export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'> } {
+export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'> } {
   let values;
   try {
     ({ values } = parseArgs({
@@ -73,6 +81,8 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
         'log-level': { type: 'string' },
         'ops-listen': { type: 'string' },
         'ops-agent': { type: 'string' },
+        'tls-listen': { type: 'string' },
+        'tls-agent': { type: 'string' },
         egress: { type: 'string' },
         'egress-allow-nonglobal': { type: 'string', multiple: true },
         'egress-resolver': { type: 'string', multiple: true },
@@ -125,7 +135,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   }
 
   if ((values.cert === undefined) !== (values.key === undefined)) throw new CliUsageError('--cert and --key go together');
-  const opts: BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'> } = {
+  const opts: BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'> } = {
     listen,
     target,
     proxyProtocol: values['proxy-protocol'] ?? false,
@@ -139,6 +149,24 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   if (values['max-connections'] !== undefined) opts.maxConnections = int('--max-connections', values['max-connections'], 1, 1_000_000);
   if (values['handshake-timeout'] !== undefined) opts.handshakeTimeoutMs = int('--handshake-timeout', values['handshake-timeout'], 1, 3_600_000);
   if (values['idle-timeout'] !== undefined) opts.idleTimeoutMs = int('--idle-timeout', values['idle-timeout'], 0, 86_400_000);
+  if (values['tls-listen'] !== undefined) {
+    let tlsTarget: StreamTarget;
+    if (values['tls-agent'] !== undefined) {
+      try {
+        tlsTarget = parseTarget(values['tls-agent']);
+      } catch (err) {
+        if (err instanceof TransportError) throw new CliUsageError(`--tls-agent: ${err.message}`);
+        throw err;
+      }
+    } else if (target.kind === 'vsock') {
+      tlsTarget = { kind: 'vsock', cid: target.cid, port: TLS_PORT };
+    } else {
+      throw new CliUsageError("--tls-listen with a tcp/unix agent needs --tls-agent TARGET (the agent's TLS port)");
+    }
+    opts.tlsRelay = { listen: hostPort('--tls-listen', values['tls-listen']), target: tlsTarget, proxyProtocol: opts.proxyProtocol ?? false };
+  } else if (values['tls-agent'] !== undefined) {
+    throw new CliUsageError('--tls-agent goes with --tls-listen');
+  }
   if (values.egress !== undefined) {
     opts.egress = {
       listen: parseEgressListen(values.egress),
@@ -196,20 +224,27 @@ function readPem(file: string, flag: string): Buffer {
 
 /** Starts the bridge, prints its URL, waits until `stop()` resolves, then shuts down. Returns the exit code. */
 export async function serveBridge(args: string[], io: CliIo, stop: () => Promise<unknown>, logger?: Logger): Promise<number> {
-  const { logLevel, egress, ...opts } = parseBridgeArgs(args);
+  const { logLevel, egress, tlsRelay, ...opts } = parseBridgeArgs(args);
   const log = logger ?? pino({ level: logLevel, base: { name: 'enclave-agent-bridge' } }, pino.destination(2));
   const dialer = egress === undefined ? undefined : await startEgressDialer({ ...egress, logger: log });
   let bridge;
+  let relay;
   try {
     bridge = await startBridge({ ...opts, logger: log });
+    relay = tlsRelay === undefined ? undefined : await startTcpRelay({ ...tlsRelay, logger: log }).catch(async (err: unknown) => {
+      await bridge!.close();
+      throw err;
+    });
   } catch (err) {
     await dialer?.close();
     throw err;
   }
   io.out(bridge.url);
   if (bridge.opsUrl !== null) io.out(bridge.opsUrl);
+  if (relay !== undefined) io.out(`tls relay ${relay.address}`);
   if (dialer !== undefined) io.out(`egress dialer ${dialer.address}`);
   await stop();
+  await relay?.close();
   await bridge.close();
   await dialer?.close();
   return 0;

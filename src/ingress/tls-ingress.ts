@@ -32,6 +32,8 @@ export interface TlsIngress {
   readonly identity: AttestedIdentity;
   /** Connections refused before a handshake (too many pending, bad PROXY header, failed handshake). */
   readonly refused: number;
+  /** Drain: stop accepting (connections being served carry on until close()). */
+  stopAccepting(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -48,6 +50,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   let pending = 0;
   let refused = 0;
   let closed = false;
+  let stopped: Promise<void> | undefined;
   let rotationTimer: NodeJS.Timeout | undefined;
   const scheduleRotation = (): void => {
     if (closed) return;
@@ -144,11 +147,15 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     get refused() {
       return refused;
     },
+    stopAccepting() {
+      stopped ??= listener.close();
+      return stopped;
+    },
     async close() {
       if (closed) return;
       closed = true;
       clearTimeout(rotationTimer);
-      await listener.close();
+      await (stopped ??= listener.close());
       for (const s of open) s.destroy();
       open.clear();
     },

@@ -13,7 +13,7 @@ import type { Config } from '../config.ts';
 import type { DialerConnect } from '../egress/flow-client.ts';
 import { startEgress, type EgressService } from '../egress/service.ts';
 import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type KeySource } from '../crypto/keyring.ts';
-import { createHttpForwarder } from '../http/forwarder.ts';
+import { createHttpForwarder, type HttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
 import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
@@ -38,10 +38,12 @@ import { startOpsServer, type OpsServer } from '../ops/ops-server.ts';
 import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
+import { AttestedIdentity } from '../ingress/attested-identity.ts';
+import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
 
 export type RuntimeListen =
   | { kind: 'vsock' }
-  | { kind: 'tcp'; host: '127.0.0.1'; publicPort: number; controlPort: number; /** The ops port (default 0: pick). */ opsPort?: number }
+  | { kind: 'tcp'; host: '127.0.0.1'; publicPort: number; controlPort: number; /** The ops port (default 0: pick). */ opsPort?: number; /** TLS ingress port (default 0: pick). */ tlsPort?: number }
   | { kind: 'unix'; dir: string };
 
 export interface AgentRuntimeOptions {
@@ -100,6 +102,9 @@ export interface AgentRuntime {
   /** The ops port (GET /metrics, GET /health, the clock channel): "vsock:*:5009", "127.0.0.1:41235", ".../ops.sock". */
   readonly opsAddress: string;
   readonly opsPort: number | undefined;
+  /** TLS ingress (tls_termination = true): "vsock:*:5443", "127.0.0.1:41236", ".../tls.sock"; null when off. */
+  readonly tlsAddress: string | null;
+  readonly tlsPort: number | undefined;
   readonly metrics: AgentMetrics;
   /** The supervisor's state for /health and its restart count for the metrics (`run`); without it /health goes by the probe alone. */
   superviseApp(state: () => AppSupervision | undefined, restarts: () => number): void;
@@ -175,6 +180,34 @@ function listenTargets(listen: RuntimeListen, config: Config): { public: ListenT
   }
 }
 
+function tlsListen(listen: RuntimeListen, config: Config): (o: ListenOptions) => Promise<Listener> {
+  switch (listen.kind) {
+    case 'vsock':
+      return (o) => listenVsock({ port: config.ingress.tls_port }, o);
+    case 'tcp':
+      return (o) => listenTcp({ host: listen.host, port: listen.tlsPort ?? 0 }, o);
+    case 'unix':
+      return (o) => listenUnix({ path: path.join(listen.dir, 'tls.sock'), mode: 0o600 }, o);
+  }
+}
+
+/** tls_termination = true: the attested TLS ingress on the HTTP forwarder (src/ingress/). */
+async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, logger: Logger): Promise<TlsIngress | null> {
+  const c = opts.config;
+  if (!c.ingress.tls) return null;
+  if (!('attach' in forwarder)) throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'tls_termination = true needs mode = "http"');
+  const http = forwarder as HttpForwarder;
+  return startTlsIngress({
+    listen: tlsListen(opts.listen, c),
+    identity: new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host }),
+    attach: (socket, ctx) => http.attach(socket, ctx),
+    acceptProxyProtocol: c.accept_proxy_protocol,
+    handshakeTimeoutMs: c.limits.handshake_timeout_ms,
+    maxPendingHandshakes: c.limits.max_queued_handshakes + c.limits.max_concurrent_handshakes,
+    logger,
+  });
+}
+
 /** Raw mode: counts each Data request and stream handed to the app (the forwarder itself is unchanged). */
 function countedRaw(inner: Forwarder, metrics: AgentMetrics): Forwarder {
   const counted = Object.create(inner) as Forwarder;
@@ -225,6 +258,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   let egress: EgressService | null = null;
+  let ingress: TlsIngress | null = null;
   try {
     const eg = opts.egress;
     if (eg !== undefined && (config.egress.enabled || eg.always === true)) {
@@ -254,7 +288,9 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       onSessionClosed: opts.onSessionClosed === undefined ? metrics.sessionClosed : (s) => (metrics.sessionClosed(s), opts.onSessionClosed!(s)),
       logger,
     });
+    ingress = await startIngress(opts, forwarder, logger);
   } catch (err) {
+    await agent?.close().catch(() => {});
     await egress?.close().catch(() => {});
     await api?.close().catch(() => {});
     await forwarder.close?.().catch(() => {});
@@ -292,6 +328,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       logger,
     });
   } catch (err) {
+    await ingress?.close().catch(() => {});
     await a.close().catch(() => {});
     await egress?.close().catch(() => {});
     await api?.close().catch(() => {});
@@ -322,6 +359,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     sessionCount: () => a.public.responder.sessionCount + control.responder.sessionCount,
     opsAddress: ops.address,
     opsPort: ops.port,
+    tlsAddress: ingress?.address ?? null,
+    tlsPort: ingress?.port,
     metrics,
     superviseApp(state, restarts) {
       supervision = state;
@@ -331,14 +370,14 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       // /health answers 503 from here on; the ops port itself stays up until close().
       phase = 'draining';
       metrics.draining(true);
-      drained ??= a.drain(timeoutMs);
+      drained ??= Promise.all([ingress?.stopAccepting(), a.drain(timeoutMs)]).then(() => ingress?.close());
       return drained;
     },
     close() {
       closed ??= (async () => {
         phase = 'draining';
         clock.stop();
-        await (drained ?? a.close());
+        await (drained ?? Promise.all([ingress?.close(), a.close()]));
         // Egress served the app through the drain; the app is stopped now: let its last flows end, cut the rest.
         await egress?.drain(EGRESS_CLOSE_GRACE_MS);
         await api?.close();

@@ -1,6 +1,6 @@
-// Evervault's enclave.toml (fixtures/evervault/README.md): the files load unchanged except for the capability
-// switches the agent does not have yet (tls_termination, api_key_auth), which fail naming the key; with those
-// off, every key lands where it should.
+// Evervault's enclave.toml (fixtures/evervault/README.md): the files load unchanged, tls_termination = true
+// switching on the TLS ingress (ingress.tls), except for api_key_auth = true (not built yet), which fails naming
+// the key; with that off, every key lands where it should.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig, pinnedPcrs, type Config } from '../../src/config.ts';
@@ -10,26 +10,24 @@ const dir = new URL('./fixtures/evervault/', import.meta.url);
 const read = (name: string): string => readFileSync(new URL(name, dir), 'utf8');
 const FILES = ['cli-test', 'egress-scaling', 'api-key-auth', 'debug-pcrs', 'debug-no-pcrs', 'service-acceptor'].map((n) => `${n}.enclave.toml`);
 
-/** The file with the two unbuilt capabilities switched off, nothing else touched. */
+/** The file with the unbuilt capability switched off, nothing else touched. */
 function withoutUnbuilt(text: string): string {
-  return text.replace(/^tls_termination = true$/m, 'tls_termination = false').replace(/^api_key_auth = true$/m, 'api_key_auth = false');
+  return text.replace(/^api_key_auth = true$/m, 'api_key_auth = false');
 }
 const load = (name: string): Config => parseConfig(withoutUnbuilt(read(name)), name, {});
 /** PCR lines of the file, as written. */
 const pcr = (text: string, k: string): string | undefined => new RegExp(`^${k} = "([0-9a-f]{96})"$`, 'm').exec(text)?.[1];
 
 describe('Evervault enclave.toml files', () => {
-  it.each(FILES)('%s as written fails to load naming tls_termination (not supported yet)', (name) => {
+  it.each(FILES)('%s: tls_termination = true switches the TLS ingress on', (name) => {
     const text = read(name);
     expect(text).toMatch(/^tls_termination = true$/m);
-    const e = errorOf(() => parseConfig(text, name, {}));
-    expect(e.code).toBe('CONFIG_UNSUPPORTED');
-    expect(e.message).toContain(`${name}: tls_termination = true`);
-    expect(e.message).toContain('not supported yet');
+    const c = load(name);
+    expect(c.ingress).toEqual({ tls: true, tls_port: 5443, host: 'localhost' });
   });
 
-  it.each(FILES.filter((n) => /^api_key_auth = true$/m.test(read(n))))('%s with TLS off still fails naming api_key_auth', (name) => {
-    const text = read(name).replace(/^tls_termination = true$/m, 'tls_termination = false');
+  it.each(FILES.filter((n) => /^api_key_auth = true$/m.test(read(n))))('%s as written still fails naming api_key_auth', (name) => {
+    const text = read(name);
     const e = errorOf(() => parseConfig(text, name, {}));
     expect(e.code).toBe('CONFIG_UNSUPPORTED');
     expect(e.message).toContain('api_key_auth = true');
@@ -127,8 +125,13 @@ describe('Evervault keys against the agent\'s own', () => {
     expect(errorOf(() => parseConfig('[service]\nport = 0')).code).toBe('CONFIG_BAD_VALUE');
   });
 
-  it('api_key_auth / tls_termination = false load; = true fail', () => {
+  it('api_key_auth / tls_termination = false load; tls_termination = true loads (http mode only); api_key_auth = true fails', () => {
     expect(() => parseConfig('tls_termination = false\napi_key_auth = false')).not.toThrow();
+    expect(parseConfig('tls_termination = true\n[ingress]\ntls_port = 6443').ingress).toEqual({ tls: true, tls_port: 6443, host: 'localhost' });
+    expect(parseConfig('').ingress.tls).toBe(false);
+    expect(errorOf(() => parseConfig('tls_termination = true\nmode = "raw"')).message).toContain('needs mode = "http"');
+    expect(errorOf(() => parseConfig('tls_termination = true\n[ingress]\ntls_port = 5000')).message).toContain('ingress.tls_port');
+    expect(errorOf(() => parseConfig('[ingress]\nhost = "not a host!"')).code).toBe('CONFIG_BAD_VALUE');
     expect(errorOf(() => parseConfig('api_key_auth = true')).message).toContain('api_key_auth = true: API-key authentication of requests is not supported yet');
   });
 });
