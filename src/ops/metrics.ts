@@ -355,7 +355,7 @@ export class AgentMetrics {
 }
 
 /** Reasons a session can only end with once its handshake completed. */
-const OPEN_ONLY: ReadonlySet<CloseReason> = new Set(['idle', 'receive-failed', 'send-failed', 'wrong-channel', 'attestation-failed']);
+const OPEN_ONLY: ReadonlySet<CloseReason> = new Set(['idle', 'receive-failed', 'send-failed', 'wrong-channel', 'attestation-failed', 'write-stall']);
 
 /**
  * What a session's end says about its handshake: timeout/failed when that ended it; ok when the session got
