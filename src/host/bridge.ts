@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { describeTarget, type StreamTarget } from '../transport/connect.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import { BridgeConnection } from './bridge-connection.ts';
 import { CloseCode } from './close-codes.ts';
 import { BridgeError } from './errors.ts';
@@ -90,6 +91,8 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const sockets = new Set<Duplex>();
   let active = 0;
   let closing = false;
+  // One line per interval with counts, never one per refused connection (a flood must not flood the log).
+  const refusals = new RateLimitedLog(log, 'connections refused');
 
   server.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'close' });
@@ -99,7 +102,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
     if (closing || active >= cfg.maxConnections) {
-      log.warn({ remote: (socket as net.Socket).remoteAddress, active, limit: cfg.maxConnections }, closing ? 'refused: shutting down' : 'refused: connection limit');
+      refusals.note(closing ? 'shutting-down' : 'connection-limit');
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n');
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
@@ -186,6 +189,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         server.closeAllConnections();
         await serverClosed;
         wss.close();
+        refusals.flush();
         log.info({ event: 'stopped' }, 'bridge stopped');
       })();
       return closed;

@@ -16,7 +16,7 @@ import { ResponderError } from './errors.ts';
 import type { Forwarder } from './forwarder.ts';
 import { resolveLimits, type Limits } from './limits.ts';
 import { OutputBudget } from './output-budget.ts';
-import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from './refusal-log.ts';
+import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 import { Session, type Channel, type SessionSummary } from './session.ts';
 
 export interface ResponderOptions {

@@ -144,6 +144,22 @@ describe('startBridge', () => {
     expect(c.messages[0]!.equals(HS2)).toBe(true);
   });
 
+  it('logs refused upgrades as one line with a count, never one per connection', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const { bridge } = await setup({}, { maxConnections: 1, logger: pino({ level: 'info' }, sink) });
+    await handshake(bridge);
+    const refused = await Promise.all(Array.from({ length: 10 }, () => TestClient.open(bridge.url).then(() => 0, (e: { statusCode?: number }) => e.statusCode)));
+    expect(refused).toEqual(Array.from({ length: 10 }, () => 503));
+    await bridge.close();
+    expect(lines.filter((l) => /refused/.test(String(l.msg)))).toEqual([expect.objectContaining({ total: 10, counts: { 'connection-limit': 10 } })]);
+  });
+
   it('closes with 4000 when the agent sends no 48-byte reply within the handshake timeout', async () => {
     const { bridge } = await setup({ silent: true }, { handshakeTimeoutMs: 200 });
     const c = await open(bridge.url);
