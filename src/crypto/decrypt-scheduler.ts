@@ -11,15 +11,15 @@
 //
 // The budget: at most `maxConcurrent` jobs at once across the agent (HTTP mode and the local API share one
 // scheduler); run() beyond it rejects at once with EvBusyError, before any work (429 / 503 to the client).
-// On the event loop, not a worker pool: scripts/bench/decrypt-flood.ts measures both (README, Reliability).
-// A pool of worker_threads served the request beside a flood faster still (it takes the ECDHs off this
-// thread) but needs the private keys copied into every worker and a worker entry that loads under tsx,
-// vitest and dist/ alike; slicing bounds the loop's stalls with none of that.
+// With a DecryptPool (the runtime gives it one), whole JSON bodies go to worker threads instead, under the
+// same budget (decryptJson); header values, /encrypt and keyrings the pool does not hold stay sliced here.
+// scripts/bench/decrypt-flood.ts measures both against the old one-go decryption (README, Reliability).
 import type { DecryptPool } from './decrypt-pool.ts';
 import { EvBusyError } from './errors.ts';
 import { decryptJsonSteps } from './json-decrypt.ts';
-export { drain } from './steps.ts';
 import type { Keyring } from './keyring.ts';
+
+export { drain } from './steps.ts';
 
 /** Default of enclave.toml [limits] max_decrypt_fields: most ev: values decrypted for one request. */
 export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
