@@ -55,6 +55,9 @@ export async function answerQuery(opts: DnsStubOptions, msg: Buffer, maxBytes: n
     for (const { ip, ttl } of r.allowed) opts.pins.pin(name, ip, ttl);
     if (r.allowed.length === 0 && r.refused.length > 0) {
       opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });
+    } else if (r.allowed.length > 0) {
+      const dropped = r.refused.length > 0 ? `; dropped non-global ${r.refused.join(', ')}` : '';
+      opts.log.record({ allowed: true, via: 'dns', name, ip: r.allowed[0]!.ip, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: `answered ${r.allowed.length} address(es), pinned${dropped}` });
     }
     const answers: Answer[] = r.allowed.map(({ ip, ttl }) => ({ name: q.question.name, type: QTYPE.A, ttl, address: ip }));
     return buildResponse(q, RCODE.NOERROR, answers, maxBytes);

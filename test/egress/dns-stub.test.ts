@@ -3,7 +3,7 @@
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DecisionLog } from '../../src/egress/decision-log.ts';
+import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
 import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
 import { answerQuery, startDnsStub, type DnsStub } from '../../src/egress/dns-stub.ts';
 import { PinTable } from '../../src/egress/pin-table.ts';
@@ -28,7 +28,8 @@ const upstream: DnsTransport = async (q) => {
 
 const policy = new EgressPolicy(['ok.test:443', 'many.test', 'rebind.test']);
 const pins = new PinTable();
-const opts = { policy, dns: upstream, pins, log: new DecisionLog() };
+const decisions: EgressDecision[] = [];
+const opts = { policy, dns: upstream, pins, log: new DecisionLog({ onDecision: (d) => decisions.push(d) }) };
 let stub: DnsStub;
 let resolver: Resolver;
 
@@ -45,6 +46,7 @@ describe('DNS stub', () => {
   it('answers an allowed name with its addresses and pins them to the name', async () => {
     expect(await resolver.resolve4('ok.test')).toEqual(['203.0.113.7']);
     expect(pins.namesFor('203.0.113.7')).toEqual(['ok.test']);
+    expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', ip: '203.0.113.7' });
   });
 
   it('refuses a name off the list without asking upstream', async () => {
@@ -52,6 +54,7 @@ describe('DNS stub', () => {
     await expect(resolver.resolve4('evil.test')).rejects.toMatchObject({ code: 'EREFUSED' });
     await expect(resolver.resolveMx('evil.test')).rejects.toMatchObject({ code: 'EREFUSED' });
     expect(upstreamQueries).toEqual([]);
+    expect(decisions.at(-1)).toMatchObject({ allowed: false, via: 'dns', name: 'evil.test', reason: 'name not on the allow-list' });
   });
 
   it('gives AAAA and other types of an allowed name an empty NOERROR (IPv6 off)', async () => {
