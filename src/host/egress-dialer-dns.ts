@@ -32,7 +32,7 @@ function udpQuery(r: ResolverAddress, query: Buffer, timeoutMs: number): Promise
     sock.on('error', (err) => finish(err));
     sock.on('message', (msg, from) => {
       // Only the resolver's answer to this query id counts.
-      if (from.port !== r.port || msg.length < 12 || msg.readUInt16BE(0) !== query.readUInt16BE(0)) return;
+      if (from.address !== r.host || from.port !== r.port || msg.length < 12 || msg.readUInt16BE(0) !== query.readUInt16BE(0)) return;
       finish(null, msg);
     });
     sock.send(query, r.port, r.host);
