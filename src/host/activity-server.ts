@@ -255,6 +255,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
         if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'GET only');
         if (url.pathname === '/' || url.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE);
         if (url.pathname === '/app.js') return send(res, 200, 'text/javascript; charset=utf-8', (await loadUiAssets()).js);
+        if (url.pathname === '/favicon.ico') return send(res, 204, 'image/x-icon', '');
         if (url.pathname === '/app.css') return send(res, 200, 'text/css; charset=utf-8', (await loadUiAssets()).css);
         return send(res, 404, 'text/plain; charset=utf-8', 'not found');
       } catch (err) {

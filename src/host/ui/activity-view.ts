@@ -14,7 +14,7 @@ function select(id: string, options: [string, string][]): HTMLSelectElement {
   return h('select', { id }, ...options.map(([value, label]) => h('option', { value }, label)));
 }
 
-export function activityView(onError: (err: unknown) => void): { root: HTMLElement; show(): void; hide(): void } {
+export function activityView(onError: (err: unknown) => void, onRecords: () => void = () => {}): { root: HTMLElement; show(): void; hide(): void } {
   const txid = h('input', { id: 'q-txid', type: 'search', placeholder: 'request id (exact)', autocomplete: 'off', spellcheck: 'false' });
   const path = h('input', { id: 'q-path', type: 'search', placeholder: 'path prefix, e.g. /pay', autocomplete: 'off', spellcheck: 'false' });
   const status = select('q-status', [['', 'any status'], ['2xx', '2xx'], ['3xx', '3xx'], ['4xx', '4xx'], ['5xx', '5xx'], ['none', 'no response']]);
@@ -163,6 +163,7 @@ export function activityView(onError: (err: unknown) => void): { root: HTMLEleme
         shown++;
       }
       while (tbody.rows.length > MAX_SHOWN) tbody.lastElementChild?.remove();
+      onRecords();
       empty.classList.toggle('hidden', shown > 0);
     });
     // The server skipped batches while this page's connection was backed up: reload rather than show a hole.

@@ -40,8 +40,22 @@ async function main(): Promise<void> {
     banner.textContent = err instanceof Error ? err.message : String(err);
     banner.classList.remove('hidden');
   };
-  const views = { activity: activityView(onError), traffic: trafficView(onError), enclave: enclaveView(onError) };
+  let counting = false;
+  const counters = async (): Promise<void> => {
+    if (counting) return;
+    counting = true;
+    try {
+      const s = await api.status();
+      drops.textContent = `${s.store.rows} stored · ${s.store.dropped} dropped`;
+      drops.classList.toggle('warn', s.store.dropped > 0);
+    } catch (err) {
+      onError(err);
+    } finally {
+      counting = false;
+    }
+  };
   const drops = h('span', { id: 'drops', class: 'badge' });
+  const views = { activity: activityView(onError, () => void counters()), traffic: trafficView(onError), enclave: enclaveView(onError) };
   const tabs = h('nav', {}, ...VIEWS.map((v) => h('a', { href: `#${v}`, id: `tab-${v}` }, v[0]!.toUpperCase() + v.slice(1))));
   document.body.append(h('header', {}, h('h1', {}, 'enclave-agent'), tabs, drops), banner, ...VIEWS.map((v) => views[v].root));
 
@@ -56,15 +70,6 @@ async function main(): Promise<void> {
   window.addEventListener('hashchange', route);
   route();
 
-  const counters = async (): Promise<void> => {
-    try {
-      const s = await api.status();
-      drops.textContent = `${s.store.rows} stored · ${s.store.dropped} dropped`;
-      drops.classList.toggle('warn', s.store.dropped > 0);
-    } catch (err) {
-      onError(err);
-    }
-  };
   void counters();
   window.setInterval(() => void counters(), 5000);
 }
