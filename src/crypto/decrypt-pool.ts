@@ -89,7 +89,10 @@ export class DecryptPool {
 
   #start(index: number): Slot {
     const keys = this.keyring.keyMaterial();
-    const worker = spawn({ p256: keys.privateKey('p256'), secp256k1: keys.privateKey('secp256k1') });
+    const scalars = { p256: keys.privateKey('p256'), secp256k1: keys.privateKey('secp256k1') };
+    const worker = spawn(scalars); // workerData is cloned here: the copies on this side are wiped at once
+    scalars.p256.fill(0);
+    scalars.secp256k1.fill(0);
     worker.unref();
     const slot: Slot = { worker, load: 0, pending: new Map() };
     const fail = (why: string): void => {
