@@ -22,6 +22,7 @@ export type { RawForwarder, RawForwarderOptions } from './responder/raw-forwarde
 export type { Forwarder, ForwardContext } from './responder/forwarder.ts';
 export { DEFAULT_LIMITS, resolveLimits } from './responder/limits.ts';
 export type { Limits } from './responder/limits.ts';
+export type { ResponderCounters } from './responder/admission.ts';
 export { createControlNonce, handleControl, parseControlPublicKey } from './responder/control.ts';
 export type { ControlCommand, ControlHandler, ControlResult, ControlNonceState, ControlPublicKeyInput } from './responder/control.ts';
 export { ResponderError, ForwardError } from './responder/errors.ts';
