@@ -99,10 +99,11 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(sha256(readFileSync(out))).toBe(sha256(file));
-    await waitFor(() => egressRecords().some((x) => x.allowed === true && x.name === 'ok.test'), 'the egress record');
-    const rec = egressRecords().find((x) => x.allowed === true && x.name === 'ok.test')!;
+    await waitFor(() => egressRecords().some((x) => x.allowed === true && x.via === 'transparent' && x.name === 'ok.test'), 'the egress record');
+    const rec = egressRecords().find((x) => x.allowed === true && x.via === 'transparent' && x.name === 'ok.test')!;
     expect(rec).toMatchObject({ via: 'transparent', ip: ns.serverIp, port: 8080 });
     expect(rec.bytes_in as number).toBeGreaterThan(file.length);
+    expect(egressRecords().find((x) => x.via === 'dns' && x.name === 'ok.test')).toMatchObject({ allowed: true, ip: ns.serverIp });
   });
 
   it('refuses the app a raw IP (never resolved through the stub): nothing reaches the server', async () => {
