@@ -440,6 +440,7 @@ describe('decrypt stage: per-request cap on encrypted fields', () => {
     expect(ecdh()).toBe(0);
     expect(app!.seen).toHaveLength(0);
     expect(JSON.parse(echoOf(await dataRequest(fwd!, post('{"plain":1}'))).body)).toEqual({ plain: 1 });
+    expect(JSON.parse(echoOf(await dataRequest(fwd!, post('{"note":"ev:not-a-token:$"}'))).body)).toEqual({ note: 'ev:not-a-token:$' });
     released = true;
     await slot;
     expect(JSON.parse(echoOf(await dataRequest(fwd!, post(JSON.stringify([encryptValue(1, rp)])))).body)).toEqual([1]);
