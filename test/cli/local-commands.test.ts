@@ -50,7 +50,7 @@ describe('--help and usage errors', () => {
     [['fetch', 'ws://127.0.0.1:1/', 'nope', '--pcr0', '00'], /must start with "\/"/],
     [['fetch', 'ws://127.0.0.1:1/', '/', '--pcr0', 'aa'], /--pcr0, --pcr1 and --pcr2 go together/],
     [['fetch', 'ws://127.0.0.1:1/', '/', '--pcrs', '/nonexistent.json'], /--pcrs: .* neither/],
-    [['fetch', 'ws://127.0.0.1:1/', '/', '--bogus'], /Unknown option '--bogus'/],
+    [['fetch', 'ws://127.0.0.1:1/', '/', '--bogus'], /unknown option "--bogus"/],
     [['start', '--bridge-port', '70000'], /--bridge-port expects 0\.\.65535/],
     [['start', '--config', '/nonexistent/enclave.toml'], /--config: \/nonexistent\/enclave.toml does not exist/],
     [['attest'], /expected one <url>/],

@@ -66,13 +66,14 @@ beforeAll(async () => {
   delete env.ENCLAVE_AGENT_NATIVE_ADDON; // the installed package must find its own addon
   delete env.NODE_OPTIONS;
 
-  const packed = await run('npm', ['pack', '--pack-destination', tmp, '--silent'], { cwd: REPO, timeoutMs: 180_000 });
+  // Bounds for a loaded machine: the pack compiles src/ (tsc), the install compiles the addon (node-gyp).
+  const packed = await run('npm', ['pack', '--pack-destination', tmp, '--silent'], { cwd: REPO, timeoutMs: 300_000 });
   expect(packed.code, `npm pack failed: ${(packed.stdout + packed.stderr).slice(-3000)}`).toBe(0);
   const tarball = readdirSync(tmp).find((f) => f.endsWith('.tgz'));
   expect(tarball).toBeDefined();
 
   writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-  const installed = await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(tmp, tarball!)], { timeoutMs: 240_000 });
+  const installed = await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(tmp, tarball!)], { timeoutMs: 480_000 });
   expect(installed.code, `npm install failed: ${installed.stderr.slice(-3000)}`).toBe(0);
   for (const f of readdirSync(EXAMPLES)) copyFileSync(path.join(EXAMPLES, f), path.join(app, f));
 
@@ -116,7 +117,7 @@ beforeAll(async () => {
     });
   });
   info = JSON.parse(line) as StartLine;
-}, 480_000);
+}, 900_000);
 
 afterAll(async () => {
   if (start !== undefined && start.exitCode === null && start.signalCode === null) {
@@ -196,7 +197,7 @@ describe('the packed package, installed with --omit=dev', () => {
     const r = await node(['typescript.mjs', info.bridgeUrl, stateDir], recordLoads());
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('{"hello":"enclave"}\n');
-  });
+   }, 300_000);
 
   it('esbuild bundles enclave-agent/client for the browser with no node: import, and the bundle attests and fetches', async () => {
     const result = await build({
