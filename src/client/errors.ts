@@ -1,5 +1,6 @@
 // The one error class of the client SDK. Browser-safe.
 import type { AttestationErrorCode } from '../attestation/errors.ts';
+import type { AttestedCertErrorCode } from './attested-cert-errors.ts';
 import { AgentError } from '../errors.ts';
 
 /**
@@ -36,7 +37,7 @@ export type ClientErrorCode =
 export interface ClientErrorOptions {
   cause?: unknown;
   retryable?: boolean;
-  attestationCode?: AttestationErrorCode;
+  attestationCode?: AttestationErrorCode | AttestedCertErrorCode;
   remoteMessage?: string;
   status?: number;
 }
@@ -45,8 +46,8 @@ export class ClientError extends AgentError {
   declare readonly code: ClientErrorCode;
   /** True when repeating the call may succeed (the session is re-established on the next request). */
   readonly retryable: boolean;
-  /** CLIENT_ATTESTATION_FAILED: the verifier's code. */
-  readonly attestationCode: AttestationErrorCode | undefined;
+  /** CLIENT_ATTESTATION_FAILED: the verifier's code (https: also ATTESTED_CERT_*). */
+  readonly attestationCode: AttestationErrorCode | AttestedCertErrorCode | undefined;
   /** CLIENT_REMOTE_ERROR: the agent's `Error.message`. */
   readonly remoteMessage: string | undefined;
   /** CLIENT_UPGRADE_FAILED: the status the app answered. */

@@ -27,6 +27,15 @@ export type { ClientStream, UpgradedStream, OpenStreamOptions, UpgradeOptions } 
 export type { WebSocketConstructor, WebSocketLike } from './channel.ts';
 export type { AttestationDocument } from '../attestation/document.ts';
 export type { PcrPins } from '../attestation/verify.ts';
+export {
+  verifyAttestedCertificate,
+  parseAttestedCertificate,
+  AttestedCertError,
+  type AttestedCertErrorCode,
+  type AttestedCertificate,
+  type AttestedCertExpectations,
+  type VerifiedCertificate,
+} from './attested-cert.ts';
 export type { NoisePrimitives } from '../noise/primitives.ts';
 
 export interface ConnectOptions {

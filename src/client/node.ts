@@ -6,12 +6,21 @@ import { WebSocket as UndiciWebSocket } from 'undici';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import type { WebSocketConstructor } from './channel.ts';
-import { connect as connectBrowser, type Client, type ClientStream, type ConnectOptions } from './index.ts';
+import { ClientError } from './errors.ts';
+import { connect as connectBrowser, type Client, type ClientStream } from './index.ts';
+import { connectHttps, type HttpsConnectOptions } from './tls-client.ts';
 
 export * from './index.ts';
+export type { HttpsConnectOptions } from './tls-client.ts';
 
-/** connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket. */
-export function connect(url: string, options: ConnectOptions): Promise<Client> {
+/**
+ * connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket. An https://
+ * URL goes to the enclave's attested TLS ingress instead (tls-client.ts): same Client API, trust from the
+ * attestation document in the certificate (never from system roots), verified on every TLS connection.
+ */
+export function connect(url: string, options: HttpsConnectOptions): Promise<Client> {
+  if (typeof url === 'string' && /^https:/i.test(url)) return connectHttps(url, options);
+  if (options?.nonce !== undefined) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'nonce: applies to https:// only (the Noise channel binds its own handshake hash)'));
   installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
   const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (UndiciWebSocket as unknown as WebSocketConstructor);
   return connectBrowser(url, { primitives: nodePrimitives, ...options, WebSocket });

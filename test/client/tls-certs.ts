@@ -73,3 +73,92 @@ export async function attestedCert(sim: NsmSimulator, host = 'localhost', opts: 
   const der = await buildCert(key, [host, `${Buffer.from(document).toString('hex')}.${host}`]);
   return { der, pem: pem(der), key, document };
 }
+
+export interface AttestedHttpsServer {
+  port: number;
+  /** Requests that reached the handler. */
+  readonly requests: { method: string; url: string; headers: Record<string, unknown> }[];
+  /** TLS connections that finished a handshake, and the application bytes each one received. */
+  readonly connections: { servername: string | false; bytes: number }[];
+  /** SNI names the server minted a fresh-nonce certificate for. */
+  readonly nonceNames: string[];
+  closeConnections(): void;
+  close(): Promise<void>;
+}
+
+export interface AttestedHttpsOptions {
+  host?: string;
+  /** Put this SPKI in every document instead of the served key's (a server attesting another key). */
+  userData?: Uint8Array;
+  /** Serve the default certificate even for `<nonce>.attest.` SNI (a server ignoring nonces). */
+  ignoreNonce?: boolean;
+  port?: number;
+}
+
+/**
+ * A minimal attested HTTPS server (node:https = node:tls + http) in the documented format, standing in for the
+ * ingress: the default certificate, and a fresh one per `<nonce>.attest.<host>` SNI whose document carries the
+ * nonce. Routes: /hello → "hello"; /echo → the body back; anything else → 404.
+ */
+export async function startAttestedHttpsServer(sim: NsmSimulator, opts: AttestedHttpsOptions = {}): Promise<AttestedHttpsServer> {
+  const { createServer } = await import('node:https');
+  const { createSecureContext } = await import('node:tls');
+  const host = opts.host ?? 'localhost';
+  const key = p384Key();
+  const base = await attestedCert(sim, host, { key, ...(opts.userData === undefined ? {} : { userData: opts.userData }) });
+  const requests: AttestedHttpsServer['requests'] = [];
+  const connections: AttestedHttpsServer['connections'] = [];
+  const nonceNames: string[] = [];
+  const server = createServer(
+    {
+      key: key.keyPem,
+      cert: base.pem,
+      SNICallback: (name, cb) => {
+        const labels = name.split('.');
+        if (opts.ignoreNonce || labels.length < 3 || labels[1] !== 'attest') {
+          cb(null, createSecureContext({ key: key.keyPem, cert: base.pem }));
+          return;
+        }
+        nonceNames.push(name);
+        const nonce = new Uint8Array(Buffer.from(labels[0]!, /[-_]/.test(labels[0]!) ? 'base64url' : 'base64'));
+        const fresh = p384Key();
+        attestedCert(sim, name, { key: fresh, nonce, ...(opts.userData === undefined ? {} : { userData: opts.userData }) }).then(
+          (c) => cb(null, createSecureContext({ key: fresh.keyPem, cert: c.pem })),
+          (err: Error) => cb(err),
+        );
+      },
+    },
+    (req, res) => {
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } });
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (req.url === '/hello') res.end('hello');
+        else if (req.url === '/echo') {
+          res.setHeader('content-type', req.headers['content-type'] ?? 'application/octet-stream');
+          res.end(Buffer.concat(chunks));
+        } else {
+          res.statusCode = 404;
+          res.end('not found');
+        }
+      });
+    },
+  );
+  server.on('secureConnection', (socket) => {
+    const entry = { servername: (socket as unknown as { servername: string | false }).servername, bytes: 0 };
+    connections.push(entry);
+    socket.on('data', (b: Buffer) => (entry.bytes += b.length));
+  });
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    requests,
+    connections,
+    nonceNames,
+    closeConnections: () => server.closeAllConnections(),
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

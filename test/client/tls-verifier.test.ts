@@ -105,5 +105,10 @@ describe('verifyAttestedCertificate', () => {
     const { files, offenders } = walkImports(resolve(ROOT, 'src/client/attested-cert.ts'), { skipTypeOnly: true, forbiddenPackages: ['undici', 'ws'] });
     expect(offenders).toEqual([]);
     expect(files.map((f) => f.slice(ROOT.length + 1))).toContain('src/attestation/verify.ts');
+    // The browser entry exports the verifier but never reaches the Node-only https client.
+    const sdk = walkImports(resolve(ROOT, 'src/client/index.ts'), { skipTypeOnly: true }).files.map((f) => f.slice(ROOT.length + 1));
+    expect(sdk).toContain('src/client/attested-cert.ts');
+    expect(sdk).not.toContain('src/client/tls-client.ts');
+    expect(sdk).not.toContain('src/client/tls-connect.ts');
   });
 });

@@ -1,0 +1,148 @@
+// The Node SDK over https:// (src/client/tls-client.ts): connect() verifies the certificate-embedded document of
+// every TLS connection before a request byte goes out, then offers the same Fetch-compatible API. The server is a
+// minimal node:https server serving certificates in the documented format (tls-certs.ts).
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
+import { ClientError, connect } from '../../src/client/node.ts';
+import { p384Key, startAttestedHttpsServer, type AttestedHttpsServer } from './tls-certs.ts';
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+let dir: string;
+let sim: NsmSimulator;
+let other: NsmSimulator;
+let pins: { PCR0: string; PCR1: string; PCR2: string };
+const servers: AttestedHttpsServer[] = [];
+
+async function server(s: NsmSimulator, opts: Parameters<typeof startAttestedHttpsServer>[1] = {}): Promise<AttestedHttpsServer> {
+  const srv = await startAttestedHttpsServer(s, opts);
+  servers.push(srv);
+  return srv;
+}
+
+async function failure(p: Promise<unknown>): Promise<ClientError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ClientError);
+    return err as ClientError;
+  }
+  throw new Error('expected a rejection');
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'tls-sdk-'));
+  sim = await createNsmSimulator({ stateDir: path.join(dir, 'a'), identity: { agentVersion: 'v', app: 'app', config: '' } });
+  other = await createNsmSimulator({ stateDir: path.join(dir, 'b'), identity: { agentVersion: 'v', app: 'other app', config: '' } });
+  pins = { PCR0: hex(sim.pcrs[0]!), PCR1: hex(sim.pcrs[1]!), PCR2: hex(sim.pcrs[2]!) };
+});
+
+afterAll(async () => {
+  for (const s of servers) await s.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('connect(https://…)', () => {
+  it('verifies the certificate, then fetches over one keep-alive TLS connection (Response, json, post)', async () => {
+    const srv = await server(sim);
+    const client = await connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    try {
+      expect(client.connected).toBe(true);
+      expect(hex(client.attestation.pcrs.get(0)!)).toBe(pins.PCR0);
+      const res = await client.fetch('/hello');
+      expect(res).toBeInstanceOf(Response);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe('hello');
+      expect(await client.json('/echo', { method: 'POST', json: { a: 1 } })).toEqual({ a: 1 });
+      const big = new Uint8Array(300_000).fill(9);
+      const echoed = new Uint8Array(await (await client.post('/echo', { body: big })).arrayBuffer());
+      expect(echoed.length).toBe(big.length);
+      expect((await client.get('/missing')).status).toBe(404);
+      // Keep-alive: the pool reuses verified connections (the first one is connect()'s own).
+      expect(srv.connections.length).toBeLessThan(srv.requests.length);
+      expect(srv.requests.map((r) => r.url)).toEqual(['/hello', '/echo', '/echo', '/missing']);
+    } finally {
+      await client.close();
+    }
+    await expect(client.fetch('/hello')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
+  });
+
+  it('a wrong PCR pin fails connect() with the attestation code; the server received no application byte', async () => {
+    const srv = await server(sim);
+    const err = await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: { ...pins, PCR1: '11'.repeat(48) }, roots: [sim.rootPem] }));
+    expect(err.code).toBe('CLIENT_ATTESTATION_FAILED');
+    expect(err.attestationCode).toBe('ATTESTATION_PCR_MISMATCH');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(srv.connections.length).toBe(1);
+    expect(srv.connections[0]!.bytes).toBe(0);
+    expect(srv.requests).toEqual([]);
+  });
+
+  it('refuses the wrong root and a certificate whose document attests another key', async () => {
+    const srv = await server(sim);
+    expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [other.rootPem] }))).attestationCode).toBe('ATTESTATION_UNTRUSTED_ROOT');
+    expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins }))).attestationCode).toBe('ATTESTATION_UNTRUSTED_ROOT'); // AWS root by default
+    const liar = await server(sim, { userData: p384Key().spkiDer });
+    expect((await failure(connect(`https://127.0.0.1:${liar.port}/`, { pcrs: pins, roots: [sim.rootPem] }))).attestationCode).toBe('ATTESTED_CERT_KEY_MISMATCH');
+    expect(srv.requests.length + liar.requests.length).toBe(0);
+  });
+
+  it('nonce: sends <nonce>.attest.<host> as SNI and requires that nonce in the document', async () => {
+    const srv = await server(sim);
+    const client = await connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], nonce: true });
+    try {
+      expect(await (await client.fetch('/hello')).text()).toBe('hello');
+      expect(srv.nonceNames).toHaveLength(1);
+      const label = srv.nonceNames[0]!.split('.')[0]!;
+      expect(srv.nonceNames[0]).toBe(`${label}.attest.127.0.0.1`);
+      expect(label).toMatch(/^[A-Za-z0-9]{32}$/);
+      expect(Buffer.from(client.attestation.nonce!).toString('base64')).toBe(label);
+    } finally {
+      await client.close();
+    }
+    const deaf = await server(sim, { ignoreNonce: true });
+    const err = await failure(connect(`https://127.0.0.1:${deaf.port}/`, { pcrs: pins, roots: [sim.rootPem], nonce: true }));
+    expect(err.attestationCode).toBe('ATTESTATION_NONCE_MISMATCH');
+    expect(deaf.requests).toEqual([]);
+  });
+
+  it('verifies every new connection: after the enclave is replaced by another identity, requests fail and never reach it', async () => {
+    const first = await server(sim);
+    const port = first.port;
+    const client = await connect(`https://127.0.0.1:${port}/`, { pcrs: pins, roots: [sim.rootPem, other.rootPem] });
+    try {
+      expect(await (await client.fetch('/hello')).text()).toBe('hello');
+      // Same enclave, connections dropped: the next request reconnects and verifies again.
+      first.closeConnections();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(await (await client.fetch('/hello')).text()).toBe('hello');
+      expect(first.connections.length).toBe(2);
+      // Another enclave (other PCRs) takes the port over.
+      await first.close();
+      const impostor = await server(other, { port });
+      const err = await failure(client.fetch('/hello'));
+      expect(err.code).toBe('CLIENT_ATTESTATION_FAILED');
+      expect(err.attestationCode).toBe('ATTESTATION_PCR_MISMATCH');
+      expect(impostor.requests).toEqual([]);
+      expect(impostor.connections.every((c) => c.bytes === 0)).toBe(true);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('refuses options that only apply to the Noise channel, and openStream', async () => {
+    const srv = await server(sim);
+    expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], headers: { a: 'b' } }))).code).toBe('CLIENT_BAD_OPTIONS');
+    expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], transport: 'data' }))).code).toBe('CLIENT_BAD_OPTIONS');
+    expect((await failure(connect('ws://127.0.0.1:1/', { pcrs: pins, nonce: true }))).code).toBe('CLIENT_BAD_OPTIONS');
+    const client = await connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    try {
+      expect((await failure(client.openStream())).code).toBe('CLIENT_BAD_OPTIONS');
+    } finally {
+      await client.close();
+    }
+  });
+});
