@@ -110,6 +110,8 @@ export interface MetricSources {
   logStream?: () => { dropped: number; queuedBytes: number };
   /** Handshakes waiting for a slot (handshake admission, src/responder/admission.ts). */
   handshakesQueued?: () => number;
+  /** Encrypted bytes queued toward clients now (the responders' shared output budget). */
+  outputQueuedBytes?: () => number;
   /** The app's last health-check result. */
   appUp?: () => 'up' | 'down' | 'unknown';
   /** Restarts by the supervisor so far (`run`). */
@@ -205,6 +207,15 @@ export class AgentMetrics {
       collect() {
         syncRefused();
         this.set(sources().handshakesQueued?.() ?? 0);
+      },
+    });
+
+    new Gauge({
+      name: `${p}output_queued_bytes`,
+      help: 'Encrypted bytes queued toward clients now, over every session ([limits] max_queued_bytes caps it).',
+      registers: [r],
+      collect() {
+        this.set(sources().outputQueuedBytes?.() ?? 0);
       },
     });
 

@@ -37,6 +37,17 @@ describe('AgentMetrics', () => {
     expect(l).toEqual(['enclave_agent_api_requests_total{route="/decrypt",status_class="4xx"} 1', 'enclave_agent_api_requests_total{route="other",status_class="4xx"} 1']);
   });
 
+  it('reads the gauges from their sources at scrape time', async () => {
+    const m = fresh();
+    let queued = 0;
+    m.sources = { outputQueuedBytes: () => queued, sessionsOpen: () => ({ public: 3, control: 1 }), handshakesQueued: () => 2 };
+    expect(await lines(m, 'enclave_agent_output_queued_bytes')).toEqual(['enclave_agent_output_queued_bytes 0']);
+    queued = 65_536;
+    expect(await lines(m, 'enclave_agent_output_queued_bytes')).toEqual(['enclave_agent_output_queued_bytes 65536']);
+    expect(await lines(m, 'enclave_agent_sessions_open')).toEqual(['enclave_agent_sessions_open{channel="public"} 3', 'enclave_agent_sessions_open{channel="control"} 1']);
+    expect(await lines(m, 'enclave_agent_handshakes_queued')).toEqual(['enclave_agent_handshakes_queued 2']);
+  });
+
   it('leaves app_up and clock drift out until known', async () => {
     const m = fresh();
     expect(await lines(m, 'enclave_agent_app_up')).toEqual([]);
