@@ -64,6 +64,12 @@ export interface Config {
    * `run` (the bridge relays a public TCP port to it); host is the default certificate's name.
    */
   ingress: { tls: boolean; tls_port: number; host: string };
+  /**
+   * Evervault's `api_key_auth = true`, or the table `[api_key_auth] keys = ["<sha256 hex>", ...]` (which implies
+   * enabled; TOML cannot hold both forms): requests need an `api-key` header whose SHA-256 is listed. Enabled
+   * with no key: `run` refuses to boot, `start` generates a development key.
+   */
+  api_key_auth: { enabled: boolean; keys: string[] };
   limits: {
     max_sessions: number;
     max_in_flight: number;
@@ -132,8 +138,8 @@ const MiB = 1024 * 1024;
  * What Evervault's `ev enclave init`/`build` writes (evervault-cli crates/ev-enclave/src/config.rs), so such a
  * file loads unchanged. Read at the top level, then moved: uuids, dockerfile, [scaling], [signing], [runtime]
  * into config.evervault (information for other tools); [service] port, [attestation_cors] origin and [acceptor]
- * onto the agent's own keys (applyEvervaultKeys); tls_termination onto ingress.tls (TLS ingress, src/ingress/).
- * api_key_auth switches on a capability the agent does not have yet: true fails to load naming the key.
+ * onto the agent's own keys (applyEvervaultKeys); tls_termination onto ingress.tls (TLS ingress, src/ingress/);
+ * api_key_auth stays (src/http/stages/api-key.ts). `[secrets]` (Evervault's other home for keys) does not exist yet.
  */
 const EVERVAULT_SCHEMA: Schema = {
   uuid: str(null),
@@ -141,7 +147,7 @@ const EVERVAULT_SCHEMA: Schema = {
   team_uuid: str(null),
   dockerfile: str(null),
   tls_termination: bool(false),
-  api_key_auth: bool(false),
+  api_key_auth: { kind: 'custom', default: { enabled: false, keys: [] }, parse: parseApiKeyAuth },
   scaling: { kind: 'table', fields: { desired_replicas: { kind: 'custom', default: null, parse: (v, k) => readField(int(0, 0, 10_000), v, k) } } },
   signing: { kind: 'table', fields: { certPath: str(null), keyPath: str(null) } },
   runtime: { kind: 'table', fields: { data_plane_version: str(null), installer_version: str(null) } },
@@ -281,6 +287,23 @@ function parseDestinations(value: unknown, key: string): string[] {
   return [...(value as string[])];
 }
 
+/** api_key_auth: true/false (Evervault), or a table { enabled = true, keys = [SHA-256 hex, ...] }. */
+function parseApiKeyAuth(value: unknown, key: string): Config['api_key_auth'] {
+  if (typeof value === 'boolean') return { enabled: value, keys: [] };
+  if (!isTable(value)) bad(key, 'true, false or a table { keys = ["<sha256 hex>", ...] }', value);
+  for (const k of Object.keys(value)) if (k !== 'enabled' && k !== 'keys') throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${key}.${k}"`);
+  const enabled = readField(bool(true), value.enabled, `${key}.enabled`) as boolean;
+  const keys = value.keys ?? [];
+  if (!Array.isArray(keys)) bad(`${key}.keys`, 'an array of SHA-256 hex strings', keys);
+  keys.forEach((h, i) => {
+    // Never echo the value: someone may have put a key itself here instead of its hash.
+    if (typeof h !== 'string' || !/^[0-9a-fA-F]{64}$/.test(h)) {
+      throw new ConfigError('CONFIG_BAD_VALUE', `${key}.keys[${i}]: expected the SHA-256 of a key as 64 hex digits (not the key itself; value not shown)`);
+    }
+  });
+  return { enabled, keys: (keys as string[]).map((h) => h.toLowerCase()) };
+}
+
 function parseHealthcheck(value: unknown, key: string): Config['healthcheck'] {
   const path = typeof value === 'string' ? value : isTable(value) ? value.path : undefined;
   if (typeof path !== 'string' || !path.startsWith('/')) bad(key, 'a path starting with "/" or { path, port }', value);
@@ -334,10 +357,6 @@ function readTable(schema: Schema, value: unknown, prefix: string): Record<strin
 
 // ---- public API ---------------------------------------------------------------------------------------
 
-function unsupported(key: string, what: string): never {
-  throw new ConfigError('CONFIG_UNSUPPORTED', `${key} = true: ${what} is not supported yet; set ${key} = false or remove it`);
-}
-
 /** Where an Evervault key and the agent's own key both set one value, they must agree. */
 function alias(ownKey: string, own: unknown, evKey: string, ev: number, current: number): number {
   if (own !== undefined && own !== ev) {
@@ -358,7 +377,9 @@ function applyEvervaultKeys(config: Config, doc: Record<string, unknown>): void 
   if (config.ingress.tls && config.mode !== 'http') {
     throw new ConfigError('CONFIG_BAD_VALUE', 'tls_termination = true: TLS ingress serves the HTTP pipeline; it needs mode = "http"');
   }
-  if (take<boolean>('api_key_auth')) unsupported('api_key_auth', 'API-key authentication of requests');
+  if (config.api_key_auth.enabled && config.mode !== 'http') {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'api_key_auth: API-key auth is an HTTP stage; it needs mode = "http"');
+  }
   const sub = (key: string): Record<string, unknown> => (isTable(doc[key]) ? (doc[key] as Record<string, unknown>) : {});
   const service = take<{ port: number | null }>('service');
   if (service.port !== null) config.app.port = alias('app.port', sub('app').port, 'service.port', service.port, config.app.port);

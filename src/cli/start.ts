@@ -19,6 +19,8 @@ import { connectStream } from '../transport/connect.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
 import { startTcpRelay, type TcpRelay } from '../host/tcp-relay.ts';
+import { randomBytes } from 'node:crypto';
+import { apiKeyHash } from '../http/stages/api-key.ts';
 import { startDemoApp, type DemoApp } from '../runtime/demo-app.ts';
 import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { resolveStateDir } from './keys-public.ts';
@@ -61,7 +63,8 @@ Options:
   --json               Print exactly one JSON line once ready:
                        {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
                         "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy",
-                        "dashboardUrl", "httpsUrl" (null unless tls_termination = true)}
+                        "dashboardUrl", "httpsUrl" (null unless tls_termination = true),
+                        "apiKey" (the development key when api_key_auth = true has no keys, else null)}
 
 Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
 on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
@@ -108,6 +111,8 @@ export interface LocalStack {
   /** tls_termination = true: https://localhost:<port>/ (the relay standing in for the bridge's --tls-listen); else null. */
   readonly httpsUrl: string | null;
   readonly tlsRelay: TcpRelay | null;
+  /** api_key_auth = true with no [api_key_auth] keys: the development key generated for this run; else null. */
+  readonly apiKey: string | null;
   readonly egressDialer: EgressDialer;
   readonly config: Config;
   readonly runtime: AgentRuntime;
@@ -129,6 +134,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
   let egressDialer: EgressDialer | undefined;
   let egressProxy: string | null = null;
   let tlsRelay: TcpRelay | null = null;
+  let apiKey: string | null = null;
   try {
     // A demo app that another `start` already runs on that port is reused, not started twice.
     if (app.kind === 'demo' && app.running !== true) {
@@ -144,7 +150,10 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     const publicPort = opts.agentPort ?? config.listen.public_port;
     const controlPort = opts.controlPort ?? (opts.agentPort !== undefined ? 0 : config.listen.control_port);
     if (publicPort !== 0 && publicPort === controlPort) throw new CliUsageError(`--agent-port and --control-port must differ (both ${publicPort})`);
+    // api_key_auth without keys: `run` refuses to boot; the local stack makes a development key and prints it.
+    apiKey = config.api_key_auth.enabled && config.api_key_auth.keys.length === 0 ? `dev-${randomBytes(24).toString('base64url')}` : null;
     runtime = await startAgentRuntime({
+      ...(apiKey === null ? {} : { apiKeyHashes: [apiKeyHash(apiKey)] }),
       config,
       // The agent's ops port is internal here (the bridge re-serves it): any free port.
       listen: { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort, opsPort: 0 },
@@ -187,6 +196,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       egressProxy,
       httpsUrl: tlsRelay === null ? null : `https://localhost:${tlsRelay.port}/`,
       tlsRelay,
+      apiKey,
       egressDialer,
       config,
       runtime,
@@ -310,6 +320,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         app: stack.app.kind === 'demo' ? 'demo' : `127.0.0.1:${stack.appPort}`,
         egressProxy: stack.egressProxy,
         httpsUrl: stack.httpsUrl,
+        apiKey: stack.apiKey,
         dashboardUrl: dashboard.url,
         debug,
       }),
@@ -324,6 +335,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
     io.out(`enclave-agent local stack "${stack.config.name}" is up (${stack.config.mode} mode, simulated NSM${debug ? ', DEBUG enclave' : ''})`);
     io.out(`  bridge     ${stack.bridgeUrl}  (clients connect here)`);
     if (stack.httpsUrl !== null) io.out(`  https      ${stack.httpsUrl}  (TLS ingress: attested self-signed certificate; curl -k, or verify the document in it)`);
+    if (stack.apiKey !== null) io.out(`  api key    ${stack.apiKey}  (api_key_auth: development key for this run; send it as the api-key header)`);
     io.out(`  agent      ${stack.agentAddress}  (TCP standing in for vsock port ${stack.config.listen.public_port}${stack.config.accept_proxy_protocol ? '; PROXY v2 from the bridge' : ''})`);
     io.out(`  app        ${appLine}`);
     if (stack.apiUrl !== null) io.out(`  local API  ${stack.apiUrl}  (POST /encrypt, /decrypt, /attestation-doc, for the app)`);

@@ -17,6 +17,10 @@ export type HttpModeErrorCode =
   | 'HTTP_DECRYPT_FAILED'
   | 'HTTP_TOO_MANY_ENCRYPTED_FIELDS'
   | 'HTTP_DECRYPT_BUSY'
+  /** api_key_auth: no api-key header (401). */
+  | 'HTTP_API_KEY_MISSING'
+  /** api_key_auth: an api-key header that is none of the configured keys (401). */
+  | 'HTTP_API_KEY_INVALID'
   | 'HTTP_INTERNAL';
 
 export class HttpModeError extends AgentError {

@@ -34,6 +34,7 @@ import { createHeaderMasker, logExchange, trxLogStage } from './stages/trx-log.t
 import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
 import { bodyLimitStage } from './stages/body-limit.ts';
+import { apiKeyStage } from './stages/api-key.ts';
 import { decryptStage } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
@@ -81,6 +82,8 @@ export interface HttpModeOptions {
   decrypt?: DecryptStage;
   /** App health probe; without it /.well-known/health probes the app port by TCP. */
   healthcheck?: { path: string; port?: number; intervalMs?: number };
+  /** api_key_auth: SHA-256 hex hashes of the accepted `api-key` header values (stages/api-key.ts); absent = off. */
+  apiKeyHashes?: readonly string[];
   /** Called once per exchange when it is over (metrics: src/ops/metrics.ts); must not throw. */
   observe?: (ex: Exchange) => void;
 }
@@ -140,6 +143,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     requestIdStage({ header: requestIdHeader }),
     trxLogStage(trx),
     clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient }),
+    // Before anything that touches the app (body limit, decrypt, forward, upgrade).
+    ...(opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })]),
   ];
   const observe = opts.observe;
   const observed: Stage[] = observe === undefined ? [] : [(ex, next) => (ex.onDone(() => observe(ex)), next())];

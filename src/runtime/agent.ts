@@ -61,6 +61,8 @@ export interface AgentRuntimeOptions {
   keySource?: KeySource;
   /** keyring.source = "sealed-file": the 32-byte key that opens keyring.path. */
   unsealKey?: Uint8Array;
+  /** api_key_auth: SHA-256 hex hashes used instead of [api_key_auth] keys (the local stack's development key). */
+  apiKeyHashes?: string[];
   /** Overrides config.api.port (0 picks a free port). */
   apiPort?: number;
   /** Replaces HTTP mode's ev: decryption stage (default: createDecryptStage(keyring), ENCRYPTION.md §3). */
@@ -237,6 +239,7 @@ function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Key
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
     decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: decryptScheduler, logger }),
     corsOrigin: c.attestation_cors.origin,
+    ...(c.api_key_auth.enabled ? { apiKeyHashes: opts.apiKeyHashes ?? c.api_key_auth.keys } : {}),
     observe: metrics.observeExchange,
   });
 }
@@ -245,6 +248,12 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const { config } = opts;
   const logger = opts.logger ?? pino({ enabled: false });
   const targets = listenTargets(opts.listen, config);
+  if (config.api_key_auth.enabled && (opts.apiKeyHashes ?? config.api_key_auth.keys).length === 0) {
+    throw new RuntimeError(
+      'RUNTIME_NO_API_KEY',
+      'api_key_auth = true but no API key is configured: replace it with [api_key_auth] keys = ["<SHA-256 hex of each key>"] (e.g. printf %s "$KEY" | sha256sum); refusing to serve without one',
+    );
+  }
   const keyring = await loadKeyring(keySourceFor(opts));
   const attestationKey = keyring.attestationPublicKey();
   const controlKey = config.control.public_key === null ? undefined : fromBase64(config.control.public_key);

@@ -6,6 +6,8 @@ export type RuntimeErrorCode =
   | 'RUNTIME_NSM_UNAVAILABLE'
   | 'RUNTIME_NO_COMMAND'
   | 'RUNTIME_KEYRING'
+  /** api_key_auth = true with no key configured: `run` refuses to boot. */
+  | 'RUNTIME_NO_API_KEY'
   | 'RUNTIME_ABORTED'
   | 'LOG_SINK_BAD_OPTIONS';
 

@@ -1,6 +1,6 @@
 // Evervault's enclave.toml (fixtures/evervault/README.md): the files load unchanged, tls_termination = true
-// switching on the TLS ingress (ingress.tls), except for api_key_auth = true (not built yet), which fails naming
-// the key; with that off, every key lands where it should.
+// switching on the TLS ingress (ingress.tls) and api_key_auth = true the API-key stage; every key lands where
+// it should.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig, pinnedPcrs, type Config } from '../../src/config.ts';
@@ -10,11 +10,7 @@ const dir = new URL('./fixtures/evervault/', import.meta.url);
 const read = (name: string): string => readFileSync(new URL(name, dir), 'utf8');
 const FILES = ['cli-test', 'egress-scaling', 'api-key-auth', 'debug-pcrs', 'debug-no-pcrs', 'service-acceptor'].map((n) => `${n}.enclave.toml`);
 
-/** The file with the unbuilt capability switched off, nothing else touched. */
-function withoutUnbuilt(text: string): string {
-  return text.replace(/^api_key_auth = true$/m, 'api_key_auth = false');
-}
-const load = (name: string): Config => parseConfig(withoutUnbuilt(read(name)), name, {});
+const load = (name: string): Config => parseConfig(read(name), name, {});
 /** PCR lines of the file, as written. */
 const pcr = (text: string, k: string): string | undefined => new RegExp(`^${k} = "([0-9a-f]{96})"$`, 'm').exec(text)?.[1];
 
@@ -26,12 +22,9 @@ describe('Evervault enclave.toml files', () => {
     expect(c.ingress).toEqual({ tls: true, tls_port: 5443, host: 'localhost' });
   });
 
-  it.each(FILES.filter((n) => /^api_key_auth = true$/m.test(read(n))))('%s as written still fails naming api_key_auth', (name) => {
-    const text = read(name);
-    const e = errorOf(() => parseConfig(text, name, {}));
-    expect(e.code).toBe('CONFIG_UNSUPPORTED');
-    expect(e.message).toContain('api_key_auth = true');
-    expect(e.message).toContain('not supported yet');
+  it.each(FILES)('%s: api_key_auth as written is honoured (enabled, no keys: run refuses, start makes one)', (name) => {
+    const on = /^api_key_auth = true$/m.test(read(name));
+    expect(load(name).api_key_auth).toEqual({ enabled: on, keys: [] });
   });
 
   it('cli-test: identity, signing, runtime and the attestation block become information; PCRs are pins', () => {
@@ -56,7 +49,7 @@ describe('Evervault enclave.toml files', () => {
     });
     expect(pinnedPcrs(c)).toEqual({ PCR0: pcr(text, 'PCR0'), PCR1: pcr(text, 'PCR1'), PCR2: pcr(text, 'PCR2'), PCR8: pcr(text, 'PCR8') });
     // Nothing Evervault-only is left at the top level of the config.
-    for (const k of ['uuid', 'app_uuid', 'team_uuid', 'dockerfile', 'scaling', 'signing', 'runtime', 'service', 'acceptor', 'tls_termination', 'api_key_auth']) expect(c).not.toHaveProperty(k);
+    for (const k of ['uuid', 'app_uuid', 'team_uuid', 'dockerfile', 'scaling', 'signing', 'runtime', 'service', 'acceptor', 'tls_termination']) expect(c).not.toHaveProperty(k);
   });
 
   it('egress-scaling: [egress] destinations and [scaling] desired_replicas', () => {
@@ -67,7 +60,7 @@ describe('Evervault enclave.toml files', () => {
     expect(pinnedPcrs(c)).toBeNull();
   });
 
-  it('api-key-auth: with api_key_auth off the rest loads with defaults for the agent keys', () => {
+  it('api-key-auth: the rest loads with defaults for the agent keys', () => {
     const c = load('api-key-auth.enclave.toml');
     expect(c.evervault.dockerfile).toBe('./enclave/Dockerfile');
     expect(c.app.port).toBe(8008);
@@ -125,14 +118,22 @@ describe('Evervault keys against the agent\'s own', () => {
     expect(errorOf(() => parseConfig('[service]\nport = 0')).code).toBe('CONFIG_BAD_VALUE');
   });
 
-  it('api_key_auth / tls_termination = false load; tls_termination = true loads (http mode only); api_key_auth = true fails', () => {
+  it('api_key_auth / tls_termination: false load; true loads (http mode only); [api_key_auth] keys', () => {
     expect(() => parseConfig('tls_termination = false\napi_key_auth = false')).not.toThrow();
     expect(parseConfig('tls_termination = true\n[ingress]\ntls_port = 6443').ingress).toEqual({ tls: true, tls_port: 6443, host: 'localhost' });
     expect(parseConfig('').ingress.tls).toBe(false);
     expect(errorOf(() => parseConfig('tls_termination = true\nmode = "raw"')).message).toContain('needs mode = "http"');
     expect(errorOf(() => parseConfig('tls_termination = true\n[ingress]\ntls_port = 5000')).message).toContain('ingress.tls_port');
     expect(errorOf(() => parseConfig('[ingress]\nhost = "not a host!"')).code).toBe('CONFIG_BAD_VALUE');
-    expect(errorOf(() => parseConfig('api_key_auth = true')).message).toContain('api_key_auth = true: API-key authentication of requests is not supported yet');
+    expect(parseConfig('api_key_auth = true').api_key_auth).toEqual({ enabled: true, keys: [] });
+    const h = 'AB'.repeat(32);
+    expect(parseConfig(`[api_key_auth]\nkeys = ["${h}"]`).api_key_auth).toEqual({ enabled: true, keys: [h.toLowerCase()] });
+    expect(parseConfig(`[api_key_auth]\nenabled = false\nkeys = ["${h}"]`).api_key_auth.enabled).toBe(false);
+    const clear = errorOf(() => parseConfig('[api_key_auth]\nkeys = ["secret-in-clear"]')).message;
+    expect(clear).toContain('api_key_auth.keys[0]');
+    expect(clear).not.toContain('secret-in-clear');
+    expect(errorOf(() => parseConfig('[api_key_auth]\nkey = []')).message).toContain('unknown key "api_key_auth.key"');
+    expect(errorOf(() => parseConfig('api_key_auth = true\nmode = "raw"')).message).toContain('needs mode = "http"');
   });
 });
 

@@ -1,0 +1,36 @@
+// Stage: API-key auth (`api_key_auth = true`, Evervault's key). Every request must carry an `api-key` header
+// whose SHA-256 is one of the configured hashes; otherwise 401 before any stage that touches the app (body
+// limit, decryption, forward, upgrade). The header is removed before forwarding. Comparison: the presented
+// key is hashed, then compared with every configured hash by timingSafeEqual (no early exit), so neither the
+// key's content nor which hash matched changes the time taken. The transaction log records the refusal
+// (`error`: HTTP_API_KEY_MISSING / HTTP_API_KEY_INVALID); the header itself is always masked there.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Stage } from '../exchange.ts';
+import { HttpModeError } from '../errors.ts';
+import { removeHeader } from '../headers.ts';
+
+export const API_KEY_HEADER = 'api-key';
+
+/** SHA-256 hex of a key, as `[api_key_auth] keys` stores it. */
+export function apiKeyHash(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+export function apiKeyStage(opts: { hashes: readonly string[] }): Stage {
+  const hashes = opts.hashes.map((h) => {
+    if (!/^[0-9a-fA-F]{64}$/.test(h)) throw new HttpModeError('HTTP_BAD_OPTIONS', 500, 'api-key hashes: expected 64 hex digits (SHA-256)');
+    return Buffer.from(h, 'hex');
+  });
+  if (hashes.length === 0) throw new HttpModeError('HTTP_BAD_OPTIONS', 500, 'api-key auth needs at least one key hash');
+  return (ex, next) => {
+    const value = ex.req.headers[API_KEY_HEADER];
+    if (value === undefined) return Promise.reject(new HttpModeError('HTTP_API_KEY_MISSING', 401, `this enclave requires an ${API_KEY_HEADER} header`));
+    // Node joins repeated api-key headers with ", ": such a value never hashes to a configured key.
+    const presented = createHash('sha256').update(Array.isArray(value) ? value.join(', ') : value, 'utf8').digest();
+    let ok = 0;
+    for (const h of hashes) ok |= timingSafeEqual(presented, h) ? 1 : 0;
+    if (ok === 0) return Promise.reject(new HttpModeError('HTTP_API_KEY_INVALID', 401, `the ${API_KEY_HEADER} header is not a valid key for this enclave`));
+    removeHeader(ex.upstreamHeaders, API_KEY_HEADER);
+    return next();
+  };
+}
