@@ -42,6 +42,35 @@ export function encryptJsonText(json: string, key: Keyring | EncryptionPublicKey
 const ENCRYPT_STEP_VALUES = 32;
 
 /**
+ * How many values encryptJsonText(json) would encrypt (strings that are not object keys, numbers, booleans),
+ * without encrypting: a lexical scan of valid JSON. Stops once the count exceeds `stopAfter`.
+ */
+export function countJsonValues(json: string, stopAfter = Infinity): number {
+  let count = 0;
+  for (let i = 0; i < json.length && count <= stopAfter; ) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const e = stringEnd(json, i);
+      if (e < 0) break;
+      if (!followedByColon(json, e + 1)) count++;
+      i = e + 1;
+    } else if (c === 0x74 /* t */ || c === 0x66 /* f */) {
+      count++;
+      i += c === 0x74 ? 4 : 5;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      NUMBER_AT.lastIndex = i;
+      const m = NUMBER_AT.exec(json);
+      if (!m) break;
+      count++;
+      i += m[0].length;
+    } else {
+      i++; // structure, whitespace, null's letters
+    }
+  }
+  return count;
+}
+
+/**
  * encryptJsonText as steps for DecryptScheduler: the first next() does the ECDH of the encryptor, each
  * later one encrypts up to 32 values. The generator's return value is encryptJsonText's.
  */

@@ -95,6 +95,20 @@ describe('local API: ev: limits', () => {
     expect(ecdh()).toBe(4);
   });
 
+  it('refuses /encrypt with more values than max_decrypt_fields with 413 before encrypting; keys and null do not count', async () => {
+    const base = await start(Keyring.generate(), { maxDecryptFields: 4 });
+    const over = await post(base, '/encrypt', JSON.stringify({ a: 'x', b: [1, true, false, 'z'] }));
+    expect(over.status).toBe(413);
+    expect(await over.json()).toEqual({
+      error: 'API_TOO_MANY_ENCRYPTED_FIELDS',
+      message: 'too many values in one request (more than 4, [limits] max_decrypt_fields); nothing was encrypted',
+    });
+    const at = await post(base, '/encrypt', JSON.stringify({ a: 'x', b: [1.5e3, true], c: null, 'd"\\': 'y' }));
+    expect(at.status).toBe(200);
+    const enc = (await at.json()) as { a: string; b: string[]; c: null; 'd"\\': string };
+    expect(await (await post(base, '/decrypt', JSON.stringify(enc))).json()).toEqual({ a: 'x', b: [1500, true], c: null, 'd"\\': 'y' });
+  });
+
   it('applies the default cap of 1024', async () => {
     const { ring, ecdh } = countingKeyring();
     const base = await start(ring);

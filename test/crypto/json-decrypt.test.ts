@@ -1,7 +1,9 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { EvDecryptError } from '../../src/crypto/errors.ts';
 import { decryptToken, encryptValue } from '../../src/crypto/ev-format.ts';
 import { countHeaderTokens, countJsonTokens, decryptHeaderValue, decryptJsonTokens, encryptJsonText, walkDecrypt } from '../../src/crypto/json-decrypt.ts';
+import { countJsonValues } from '../../src/crypto/json-encrypt.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import { sdkFor } from './sdk.ts';
 
@@ -138,5 +140,21 @@ describe('countJsonTokens / countHeaderTokens', () => {
     expect(countJsonTokens(doc, 5)).toBe(6);
     expect(countJsonTokens(doc, 0)).toBe(1);
     expect(countJsonTokens(doc)).toBe(20);
+  });
+});
+
+describe('countJsonValues', () => {
+  it('counts exactly the values encryptJsonText encrypts, for arbitrary JSON', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        const text = JSON.stringify(v);
+        expect(countJsonValues(text)).toBe(encryptJsonText(text, keyring).count);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('stops counting past stopAfter', () => {
+    expect(countJsonValues(JSON.stringify(Array(100).fill(1)), 3)).toBe(4);
   });
 });
