@@ -76,7 +76,7 @@ export interface Config {
     /** HTTP mode: largest request body forwarded (Content-Length or chunked); more → 413. Raw mode: unused. */
     max_request_bytes: number;
     max_buffered_body_bytes: number;
-    /** HTTP mode: most ev: values decrypted for one request (headers and body); more → 413, nothing forwarded. */
+    /** Most ev: values decrypted for one request (HTTP mode: headers and body; local API /decrypt) or encrypted by /encrypt; more → 413. */
     max_decrypt_fields: number;
     /** Most requests (HTTP mode and local API /encrypt, /decrypt) doing ev: work at once; more → 503 / 429. */
     max_concurrent_decrypts: number;
