@@ -25,8 +25,12 @@ function usage(commands: readonly CommandEntry[]): string {
   return ['Usage: enclave-agent <command> [options]', '       enclave-agent --version', '', 'Commands:', ...lines, '', 'Run `enclave-agent <command> --help` for details.'].join('\n');
 }
 
+/** Compiled in by scripts/build-bundle.mjs (the Docker layer's single file has no package.json beside it). */
+declare const __ENCLAVE_AGENT_VERSION__: string | undefined;
+
 /** The package's version: package.json is two levels up from src/cli/ and from dist/cli/ alike. */
 export function packageVersion(): string {
+  if (typeof __ENCLAVE_AGENT_VERSION__ === 'string') return __ENCLAVE_AGENT_VERSION__;
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 

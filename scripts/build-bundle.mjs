@@ -1,0 +1,24 @@
+// `npm run build:bundle [-- OUTFILE]`: the whole CLI and its dependencies in one ESM file (default
+// dist-bundle/cli.js) for the Docker base layer, which ships no node_modules and no package.json. CommonJS
+// dependencies get a `require`; the version `--version` prints is compiled in (there is no package.json to read).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+const outfile = path.resolve(process.argv[2] ?? path.join(root, 'dist-bundle/cli.js'));
+
+await build({
+  entryPoints: [path.join(root, 'src/cli.ts')],
+  outfile,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { __ENCLAVE_AGENT_VERSION__: JSON.stringify(version) },
+  banner: { js: "import { createRequire as __eaCreateRequire } from 'node:module'; const require = __eaCreateRequire(import.meta.url);" },
+});
