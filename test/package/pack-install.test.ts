@@ -73,7 +73,21 @@ beforeAll(async () => {
   expect(tarball).toBeDefined();
 
   writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-  const installed = await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(tmp, tarball!)], { timeoutMs: 480_000 });
+  // better-sqlite3 installs a prebuilt binary it downloads from GitHub, else compiles SQLite (minutes here). The
+  // test offers it this checkout's own build as that prebuilt (prebuild-install's local-prebuilds directory):
+  // the same binary, no download, no compile. Any other version falls back to the package's own install.
+  const installEnv: NodeJS.ProcessEnv = { ...env };
+  const sqlite = path.join(REPO, 'node_modules/better-sqlite3');
+  if (existsSync(path.join(sqlite, 'build/Release/better_sqlite3.node'))) {
+    const { version } = JSON.parse(readFileSync(path.join(sqlite, 'package.json'), 'utf8')) as { version: string };
+    const prebuilds = path.join(tmp, 'prebuilds');
+    mkdirSync(prebuilds);
+    const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+    const tar = await run('tar', ['-czf', path.join(prebuilds, name), 'build/Release/better_sqlite3.node'], { cwd: sqlite });
+    expect(tar.code, tar.stderr).toBe(0);
+    installEnv.npm_config_better_sqlite3_local_prebuilds = prebuilds;
+  }
+  const installed = await run('npm', ['install', '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', path.join(tmp, tarball!)], { timeoutMs: 480_000, env: installEnv });
   expect(installed.code, `npm install failed: ${installed.stderr.slice(-3000)}`).toBe(0);
   for (const f of readdirSync(EXAMPLES)) copyFileSync(path.join(EXAMPLES, f), path.join(app, f));
 
