@@ -12,6 +12,7 @@ export interface CommandEntry {
 export const COMMANDS: readonly CommandEntry[] = [
   { path: ['start'], summary: 'run the local stack: agent + bridge + simulated NSM (+ a demo app), print how to connect', load: () => import('./start.ts') },
   { path: ['fetch'], summary: 'send one HTTP request through the attested channel (curl for the enclave)', load: () => import('./fetch.ts') },
+  { path: ['proxy'], summary: 'plain HTTP on 127.0.0.1 to an attested enclave (ws:// bridge or https://), for any language', load: () => import('./proxy.ts') },
   { path: ['attest'], summary: "verify a live enclave's attestation and compare its PCRs with enclave.toml [attestation]", load: () => import('./attest.ts') },
   { path: ['pcrs'], summary: 'print the PCRs the local simulator reports for the current config', load: () => import('./pcrs.ts') },
   { path: ['run'], summary: 'in-enclave entrypoint: listen, attest, supervise the app (run -- <app command>)', load: () => import('./run-command.ts') },

@@ -1,0 +1,242 @@
+// `enclave-agent proxy`: a plain HTTP/1.1 door on 127.0.0.1 for any language (curl, Python, Go, a browser on the
+// same machine) to an enclave reached through an attested client — the Noise channel over the host bridge
+// (ws:// or wss://) or the attested TLS ingress (https://). The attestation is the client's (src/client): pinned
+// PCRs and roots, checked before the first request and again on every reconnect.
+//
+// Guarantees:
+// - Nothing is forwarded before the attestation passed. A request that arrives while the enclave cannot be
+//   verified is answered here with 502 and `x-enclave-agent-error: <code>` (ATTESTATION_PCR_MISMATCH, ...,
+//   CLIENT_CONNECT_FAILED); the enclave and the app see nothing of it.
+// - When the bridge or the enclave restarts, the client reconnects and verifies again on the next request (the
+//   SDK's reconnect); while it is gone, requests get 502 CLIENT_CONNECT_FAILED and are not queued.
+// - A request that was in flight when the connection died is never re-sent (it may have reached the app): 502
+//   CLIENT_RETRYABLE.
+// The local side is plain HTTP on loopback: whoever can reach 127.0.0.1 on this machine can use the enclave.
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
+import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
+import type { Logger } from 'pino';
+import type { Client } from '../client/index.ts';
+
+/** The header carrying the error code of a 502 the proxy answered itself. */
+export const ERROR_HEADER = 'x-enclave-agent-error';
+
+export interface AttestedProxyOptions {
+  /** Connects and verifies (connect from enclave-agent/client/node with the pins bound). */
+  connect: () => Promise<Client>;
+  /** Where to listen (default 127.0.0.1:0). */
+  host?: string;
+  port?: number;
+  /** Wait after a failed connect before trying again on the next request (default 1000 ms). */
+  retryAfterMs?: number;
+  logger?: Logger;
+}
+
+export interface AttestedProxy {
+  readonly url: string;
+  readonly port: number;
+  /** The verified client, once the first connect passed. */
+  readonly client: Client | null;
+  /** The last connect failure's code, until a connect passes. */
+  readonly lastError: string | null;
+  /** Connects now (the CLI does it at start to report the attestation); resolves to the error code or null. */
+  ready(): Promise<string | null>;
+  close(): Promise<void>;
+}
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and Host: the client sets its own. */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'host']);
+
+function errorCode(err: unknown): string {
+  const e = err as { attestationCode?: string; code?: string };
+  return e?.attestationCode ?? e?.code ?? 'PROXY_ERROR';
+}
+
+function forwardHeaders(raw: string[], keepUpgrade = false): [string, string][] {
+  const connectionTokens = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === 'connection') for (const t of raw[i + 1]!.split(',')) connectionTokens.add(t.trim().toLowerCase());
+  }
+  const out: [string, string][] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const k = raw[i]!;
+    const lower = k.toLowerCase();
+    if (keepUpgrade && (lower === 'upgrade' || lower === 'connection')) out.push([k, raw[i + 1]!]);
+    else if (!HOP.has(lower) && !connectionTokens.has(lower)) out.push([k, raw[i + 1]!]);
+  }
+  return out;
+}
+
+function hasBody(req: http.IncomingMessage): boolean {
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined) return true;
+  const cl = req.headers['content-length'];
+  return cl !== undefined && cl !== '0';
+}
+
+export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<AttestedProxy> {
+  const logger = opts.logger;
+  const retryAfterMs = opts.retryAfterMs ?? 1000;
+  let client: Client | null = null;
+  let connecting: Promise<Client> | null = null;
+  let lastError: string | null = null;
+  let failedAt = 0;
+  let lastFailure: unknown = null;
+  let closed = false;
+
+  /** The verified client; connects (single flight) when there is none yet. */
+  const getClient = async (): Promise<Client> => {
+    if (client !== null) return client;
+    if (connecting === null) {
+      if (lastFailure !== null && Date.now() - failedAt < retryAfterMs) throw lastFailure;
+      connecting = opts.connect().then(
+        (c) => {
+          connecting = null;
+          if (closed) {
+            void c.close();
+            throw Object.assign(new Error('the proxy is closed'), { code: 'PROXY_CLOSED' });
+          }
+          client = c;
+          lastError = null;
+          lastFailure = null;
+          logger?.info({ moduleId: c.attestation.moduleId }, 'enclave attestation verified; forwarding');
+          return c;
+        },
+        (err: unknown) => {
+          connecting = null;
+          lastError = errorCode(err);
+          lastFailure = err;
+          failedAt = Date.now();
+          logger?.warn({ code: lastError }, 'enclave attestation or connection failed; answering 502');
+          throw err;
+        },
+      );
+    }
+    return connecting;
+  };
+
+  const refuse = (res: http.ServerResponse, err: unknown): void => {
+    const code = errorCode(err);
+    // A verification failure after a reconnect: the client stays closed to requests until it verifies again.
+    if ((err as { code?: string })?.code === 'CLIENT_ATTESTATION_FAILED') lastError = code;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = `enclave-agent proxy: ${code}: ${(err as Error)?.message ?? String(err)}\n`;
+    res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: code, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      let c: Client;
+      try {
+        c = await getClient();
+      } catch (err) {
+        req.resume();
+        refuse(res, err);
+        return;
+      }
+      const abort = new AbortController();
+      res.once('close', () => {
+        if (!res.writableFinished) abort.abort();
+      });
+      try {
+        const upstream = await c.fetch(req.url ?? '/', {
+          method: req.method ?? 'GET',
+          headers: forwardHeaders(req.rawHeaders),
+          ...(hasBody(req) ? { body: req as AsyncIterable<Uint8Array> } : {}),
+          signal: abort.signal,
+        });
+        const headers: [string, string][] = [];
+        upstream.headers.forEach((v, k) => {
+          if (k === 'set-cookie' || HOP.has(k)) return;
+          headers.push([k, v]);
+        });
+        for (const cookie of upstream.headers.getSetCookie()) headers.push(['set-cookie', cookie]);
+        res.writeHead(upstream.status, upstream.statusText, headers.flat());
+        if (upstream.body === null) {
+          res.end();
+          return;
+        }
+        Readable.fromWeb(upstream.body as NodeReadable<Uint8Array>)
+          .on('error', () => res.destroy())
+          .pipe(res);
+      } catch (err) {
+        req.resume();
+        refuse(res, err);
+      }
+    })();
+  });
+
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    upgraded.add(socket);
+    socket.once('close', () => upgraded.delete(socket));
+    const fail = (status: number, code: string, message: string): void => {
+      const body = `enclave-agent proxy: ${code}: ${message}\n`;
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    void (async () => {
+      let c: Client;
+      try {
+        c = await getClient();
+      } catch (err) {
+        fail(502, errorCode(err), (err as Error)?.message ?? String(err));
+        return;
+      }
+      try {
+        const up = await c.upgrade(req.url ?? '/', { method: req.method ?? 'GET', headers: forwardHeaders(req.rawHeaders, true) });
+        const lines = [`HTTP/1.1 101 ${up.statusText || 'Switching Protocols'}`];
+        up.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
+        socket.write(lines.join('\r\n') + '\r\n\r\n');
+        const toEnclave = Writable.fromWeb(up.writable as NodeWritable<Uint8Array>);
+        const fromEnclave = Readable.fromWeb(up.readable as NodeReadable<Uint8Array>);
+        if (head.length > 0) toEnclave.write(head);
+        socket.pipe(toEnclave).on('error', () => socket.destroy());
+        fromEnclave.on('error', () => socket.destroy()).pipe(socket);
+        socket.once('close', () => up.close());
+      } catch (err) {
+        const status = (err as { status?: number })?.status;
+        if ((err as { code?: string })?.code === 'CLIENT_UPGRADE_FAILED' && status !== undefined) fail(status, 'CLIENT_UPGRADE_FAILED', `the app answered ${status}`);
+        else fail(502, errorCode(err), (err as Error)?.message ?? String(err));
+      }
+    })();
+  });
+  server.on('clientError', (_err, socket: Socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const hostText = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    url: `http://${hostText}:${addr.port}`,
+    port: addr.port,
+    get client() {
+      return client;
+    },
+    get lastError() {
+      return lastError;
+    },
+    ready: () => getClient().then(
+      () => null,
+      (err: unknown) => errorCode(err),
+    ),
+    async close() {
+      closed = true;
+      server.closeAllConnections();
+      for (const s of upgraded) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await client?.close().catch(() => {});
+    },
+  };
+}
