@@ -6,6 +6,8 @@ import { startBridge, type BridgeOptions } from '../host/bridge.ts';
 import { startTcpRelay, type TcpRelayOptions } from '../host/tcp-relay.ts';
 import { DEFAULT_EGRESS_VSOCK_PORT, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
 import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
+import { startCredentialsServer, type CredentialsListen } from '../host/credentials-server.ts';
+import { DEFAULT_CREDENTIALS_VSOCK_PORT } from '../host/credentials-protocol.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
 
@@ -56,10 +58,16 @@ Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless
   --egress-allow-nonglobal CIDR   also dial this private/loopback prefix (repeatable; default: global only)
   --egress-resolver IP[:PORT]     resolve with this server instead (repeatable)
 
+AWS credentials for the enclave (the KMS keyring; off unless given):
+  --credentials WHERE       serve short-lived credentials from this host's AWS credential chain (the instance
+                            role through IMDSv2 on EC2) to the agent on request: vsock (port ${DEFAULT_CREDENTIALS_VSOCK_PORT}) |
+                            vsock:PORT | tcp:HOST:PORT | unix:/path. Refreshed 5 minutes before they expire;
+                            never logged. The KMS key policy's PCR conditions, not these credentials, guard the key.
+
 Prints the listening URL on stdout.`;
 
 /** Turns the command line into bridge options (no I/O besides reading --cert/--key). */
-export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'> } {
+export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'>; credentials?: CredentialsListen } {
   let values;
   try {
     ({ values } = parseArgs({
@@ -86,6 +94,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
         egress: { type: 'string' },
         'egress-allow-nonglobal': { type: 'string', multiple: true },
         'egress-resolver': { type: 'string', multiple: true },
+        credentials: { type: 'string' },
       },
     }));
   } catch (err) {
@@ -135,7 +144,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   }
 
   if ((values.cert === undefined) !== (values.key === undefined)) throw new CliUsageError('--cert and --key go together');
-  const opts: BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'> } = {
+  const opts: BridgeOptions & { logLevel: string; egress?: Omit<EgressDialerOptions, 'logger'>; tlsRelay?: Omit<TcpRelayOptions, 'logger'>; credentials?: CredentialsListen } = {
     listen,
     target,
     proxyProtocol: values['proxy-protocol'] ?? false,
@@ -176,7 +185,25 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   } else if (values['egress-allow-nonglobal'] !== undefined || values['egress-resolver'] !== undefined) {
     throw new CliUsageError('--egress-allow-nonglobal and --egress-resolver need --egress');
   }
+  if (values.credentials !== undefined) opts.credentials = parseCredentialsListen(values.credentials);
   return opts;
+}
+
+function parseCredentialsListen(text: string): CredentialsListen {
+  if (text === 'vsock') return { kind: 'vsock', port: DEFAULT_CREDENTIALS_VSOCK_PORT };
+  const v = /^vsock:(\d+)$/.exec(text);
+  if (v) return { kind: 'vsock', port: int('--credentials vsock port', v[1]!, 1, 0xffffffff) };
+  const usage = `--credentials: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`;
+  let t;
+  try {
+    t = parseTarget(text);
+  } catch (err) {
+    if (err instanceof TransportError) throw new CliUsageError(usage);
+    throw err;
+  }
+  if (t.kind === 'tcp') return { kind: 'tcp', host: t.host, port: t.port };
+  if (t.kind === 'unix') return { kind: 'unix', path: t.path };
+  throw new CliUsageError(usage);
 }
 
 function parseEgressListen(text: string): EgressDialerListen {
@@ -224,9 +251,16 @@ function readPem(file: string, flag: string): Buffer {
 
 /** Starts the bridge, prints its URL, waits until `stop()` resolves, then shuts down. Returns the exit code. */
 export async function serveBridge(args: string[], io: CliIo, stop: () => Promise<unknown>, logger?: Logger): Promise<number> {
-  const { logLevel, egress, tlsRelay, ...opts } = parseBridgeArgs(args);
+  const { logLevel, egress, tlsRelay, credentials, ...opts } = parseBridgeArgs(args);
   const log = logger ?? pino({ level: logLevel, base: { name: 'enclave-agent-bridge' } }, pino.destination(2));
   const dialer = egress === undefined ? undefined : await startEgressDialer({ ...egress, logger: log });
+  let creds;
+  try {
+    creds = credentials === undefined ? undefined : await startCredentialsServer({ listen: credentials, logger: log });
+  } catch (err) {
+    await dialer?.close();
+    throw err;
+  }
   let bridge;
   let relay;
   try {
@@ -237,16 +271,19 @@ export async function serveBridge(args: string[], io: CliIo, stop: () => Promise
     });
   } catch (err) {
     await dialer?.close();
+    await creds?.close();
     throw err;
   }
   io.out(bridge.url);
   if (bridge.opsUrl !== null) io.out(bridge.opsUrl);
   if (relay !== undefined) io.out(`tls relay ${relay.address}`);
   if (dialer !== undefined) io.out(`egress dialer ${dialer.address}`);
+  if (creds !== undefined) io.out(`credentials ${creds.address}`);
   await stop();
   await relay?.close();
   await bridge.close();
   await dialer?.close();
+  await creds?.close();
   return 0;
 }
 

@@ -1,0 +1,113 @@
+// The credentials channel between the host bridge and the agent inside the enclave (a host-only vsock port).
+// One frame = u32 big-endian length ‖ UTF-8 JSON object. The enclave sends {"Operation":"GetCredentials"}; the
+// host answers {"Status":"Ok","AccessKeyId","SecretAccessKey","SessionToken"?,"Expiration"?} or
+// {"Status":"Error","Code","Message"}. A connection may carry several requests, one after the other. A frame
+// that is too long, not JSON, or not a known request closes that connection only.
+import { CredentialsError } from './credentials-errors.ts';
+
+/** The parent's vsock port the bridge serves credentials on (`bridge --credentials vsock`). */
+export const DEFAULT_CREDENTIALS_VSOCK_PORT = 8002;
+/** A request is one tiny JSON object. */
+export const MAX_REQUEST_BYTES = 1024;
+/** Session tokens run to a few KiB; an answer longer than this is not credentials. */
+export const MAX_RESPONSE_BYTES = 64 * 1024;
+
+export const GET_CREDENTIALS = 'GetCredentials';
+
+/** The shape of the AWS SDK's AwsCredentialIdentity (what its credential providers resolve to). */
+export interface AwsCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+  expiration?: Date;
+}
+
+/** An AwsCredentialIdentityProvider-shaped function: the SDK calls it with { forceRefresh } after an auth error. */
+export type CredentialSource = (options?: { forceRefresh?: boolean }) => Promise<AwsCredentials>;
+
+export function encodeFrame(message: object): Buffer {
+  const body = Buffer.from(JSON.stringify(message), 'utf8');
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+/** Splits a byte stream into JSON objects; throws CredentialsError on a frame over `maxBytes` or one that is not a JSON object. */
+export class FrameReader {
+  #buffered: Buffer = Buffer.alloc(0);
+  readonly #maxBytes: number;
+
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Bytes received that do not make a whole frame yet. */
+  get pending(): number {
+    return this.#buffered.length;
+  }
+
+  push(chunk: Buffer): Record<string, unknown>[] {
+    this.#buffered = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk]);
+    const out: Record<string, unknown>[] = [];
+    while (this.#buffered.length >= 4) {
+      const len = this.#buffered.readUInt32BE(0);
+      if (len > this.#maxBytes) throw new CredentialsError('CREDENTIALS_FRAME_TOO_LARGE', `frame of ${len} bytes, the limit is ${this.#maxBytes}`);
+      if (this.#buffered.length < 4 + len) break;
+      const body = this.#buffered.subarray(4, 4 + len);
+      this.#buffered = this.#buffered.subarray(4 + len);
+      let value: unknown;
+      try {
+        value = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new CredentialsError('CREDENTIALS_BAD_FRAME', `a ${len}-byte frame that is not JSON`);
+      }
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'a frame that is not a JSON object');
+      out.push(value as Record<string, unknown>);
+    }
+    return out;
+  }
+}
+
+export function credentialsAnswer(c: AwsCredentials): Record<string, string> {
+  return {
+    Status: 'Ok',
+    AccessKeyId: c.accessKeyId,
+    SecretAccessKey: c.secretAccessKey,
+    ...(c.sessionToken === undefined ? {} : { SessionToken: c.sessionToken }),
+    ...(c.expiration === undefined ? {} : { Expiration: c.expiration.toISOString() }),
+  };
+}
+
+export function errorAnswer(code: string, message: string): Record<string, string> {
+  return { Status: 'Error', Code: code, Message: message };
+}
+
+const PRINTABLE = /^[\x21-\x7e]+$/;
+
+/** Validates the host's answer (never echoing its fields: they are secrets). */
+export function parseCredentialsAnswer(m: Record<string, unknown>): AwsCredentials {
+  if (m.Status === 'Error') {
+    const code = typeof m.Code === 'string' && /^[A-Z_]{1,64}$/.test(m.Code) ? m.Code : 'unknown';
+    const message = typeof m.Message === 'string' ? m.Message.slice(0, 300) : '';
+    throw new CredentialsError('CREDENTIALS_UNAVAILABLE', `the host has no credentials to give (${code}: ${message})`);
+  }
+  if (m.Status !== 'Ok') throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'an answer without Status "Ok" or "Error"');
+  const field = (name: string, required: boolean): string | undefined => {
+    const v = m[name];
+    if (v === undefined && !required) return undefined;
+    if (typeof v !== 'string' || v.length === 0 || v.length > 16_384 || !PRINTABLE.test(v)) {
+      throw new CredentialsError('CREDENTIALS_BAD_FRAME', `an answer whose ${name} is missing or not printable ASCII`);
+    }
+    return v;
+  };
+  const accessKeyId = field('AccessKeyId', true)!;
+  const secretAccessKey = field('SecretAccessKey', true)!;
+  const sessionToken = field('SessionToken', false);
+  const exp = field('Expiration', false);
+  let expiration: Date | undefined;
+  if (exp !== undefined) {
+    expiration = new Date(exp);
+    if (Number.isNaN(expiration.getTime())) throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'an answer whose Expiration is not a date');
+  }
+  return { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }), ...(expiration === undefined ? {} : { expiration }) };
+}

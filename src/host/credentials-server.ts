@@ -1,0 +1,147 @@
+// The bridge's credentials service: answers the enclave's GetCredentials requests with short-lived AWS
+// credentials from the parent instance's own credential chain (the instance role through IMDSv2 on EC2),
+// refreshed before they expire. It listens on a host-only vsock port: reachable from the enclaves on this
+// instance, never from the network. Credentials are never logged; a malformed frame closes its connection only.
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import pino from 'pino';
+import { listenTcp } from '../transport/tcp.ts';
+import type { Listener, ListenOptions } from '../transport/types.ts';
+import { listenUnix } from '../transport/unix.ts';
+import { refreshingCredentials, type RefreshingCredentials } from './credentials-cache.ts';
+import { CredentialsError } from './credentials-errors.ts';
+import { credentialsAnswer, encodeFrame, errorAnswer, FrameReader, GET_CREDENTIALS, MAX_REQUEST_BYTES, type CredentialSource } from './credentials-protocol.ts';
+
+export type CredentialsListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
+
+/** Refresh once fewer than 5 minutes remain (instance-role credentials live for hours). */
+export const BRIDGE_REFRESH_MARGIN_MS = 5 * 60_000;
+/** A connection with no complete request for this long is closed. */
+const IDLE_TIMEOUT_MS = 30_000;
+/** Requests queued on one connection before it counts as a flood and is closed. */
+const MAX_QUEUED_REQUESTS = 8;
+
+export interface CredentialsServerOptions {
+  listen: CredentialsListen;
+  /** Default: the AWS SDK's default credential chain (env, shared files, SSO, process, web identity, ECS, IMDSv2). */
+  source?: CredentialSource;
+  logger?: Logger;
+  refreshMarginMs?: number;
+  now?: () => number;
+  idleTimeoutMs?: number;
+}
+
+export interface CredentialsServer {
+  readonly address: string;
+  readonly port: number | undefined;
+  /** The cache in front of the source (its `fetches` say how often the chain was asked). */
+  readonly credentials: RefreshingCredentials;
+  /** Requests answered with credentials / connections closed for a malformed frame. */
+  readonly counters: { served: number; refused: number; failed: number };
+  close(): Promise<void>;
+}
+
+/** The parent's credential chain, loaded only when no source is given (tests give one). */
+async function defaultChain(): Promise<CredentialSource> {
+  const { defaultProvider } = await import('@aws-sdk/credential-provider-node');
+  const chain = defaultProvider();
+  return async (options) => {
+    const c = await chain(options);
+    return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, ...(c.sessionToken === undefined ? {} : { sessionToken: c.sessionToken }), ...(c.expiration === undefined ? {} : { expiration: c.expiration }) };
+  };
+}
+
+async function listenOn(where: CredentialsListen, opts: ListenOptions): Promise<Listener> {
+  switch (where.kind) {
+    case 'tcp':
+      return listenTcp({ host: where.host ?? '127.0.0.1', port: where.port }, opts);
+    case 'unix':
+      return listenUnix({ path: where.path, mode: 0o600 }, opts);
+    case 'vsock': {
+      const { listenVsock } = await import('../transport/vsock.ts');
+      return listenVsock({ port: where.port }, opts);
+    }
+  }
+}
+
+export async function startCredentialsServer(opts: CredentialsServerOptions): Promise<CredentialsServer> {
+  const logger = opts.logger ?? pino({ level: 'silent' });
+  const source = opts.source ?? (await defaultChain());
+  const credentials = refreshingCredentials(source, {
+    refreshMarginMs: opts.refreshMarginMs ?? BRIDGE_REFRESH_MARGIN_MS,
+    ...(opts.now === undefined ? {} : { now: opts.now }),
+    onStaleServed: (err) => logger.warn({ type: 'credentials', error: errorName(err) }, 'credential refresh failed; serving the cached credentials until they expire'),
+  });
+  const counters = { served: 0, refused: 0, failed: 0 };
+  const streams = new Set<Duplex>();
+  const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+
+  const onConnection = (stream: Duplex, info: { remote: string }): void => {
+    streams.add(stream);
+    const reader = new FrameReader(MAX_REQUEST_BYTES);
+    let queue = Promise.resolve();
+    let queued = 0;
+    let idle = setTimeout(() => stream.destroy(), idleMs);
+    const refuse = (reason: string): void => {
+      counters.refused++;
+      // The reason names the frame's fault (length, not JSON, unknown operation), never its content.
+      logger.warn({ type: 'credentials', remote: info.remote, reason }, 'credentials request refused; connection closed');
+      stream.destroy();
+    };
+    const answer = async (): Promise<void> => {
+      try {
+        const c = await credentials();
+        counters.served++;
+        logger.debug({ type: 'credentials', remote: info.remote, expires: c.expiration?.toISOString() ?? null }, 'credentials served');
+        if (!stream.destroyed) stream.write(encodeFrame(credentialsAnswer(c)));
+      } catch (err) {
+        counters.failed++;
+        logger.error({ type: 'credentials', error: errorName(err) }, "the host's credential chain gave no credentials");
+        if (!stream.destroyed) stream.write(encodeFrame(errorAnswer('CREDENTIALS_UNAVAILABLE', `the host's credential chain failed (${errorName(err)})`)));
+      }
+    };
+    stream.on('data', (chunk: Buffer) => {
+      let frames;
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        refuse(err instanceof CredentialsError ? err.code : 'CREDENTIALS_BAD_FRAME');
+        return;
+      }
+      for (const f of frames) {
+        if (f.Operation !== GET_CREDENTIALS) return refuse('unknown Operation');
+        if (++queued > MAX_QUEUED_REQUESTS) return refuse('too many queued requests');
+        clearTimeout(idle);
+        idle = setTimeout(() => stream.destroy(), idleMs);
+        queue = queue.then(answer).finally(() => queued--);
+      }
+    });
+    stream.on('error', () => stream.destroy());
+    stream.on('close', () => {
+      clearTimeout(idle);
+      streams.delete(stream);
+    });
+  };
+
+  const listener = await listenOn(opts.listen, { onConnection, onError: (err) => logger.warn({ type: 'credentials', error: err.message }, 'credentials accept failed') });
+  logger.info({ type: 'credentials', address: listener.address }, 'credentials service listening');
+  return {
+    address: listener.address,
+    port: listener.port,
+    credentials,
+    counters,
+    async close() {
+      await listener.close();
+      for (const s of streams) s.destroy();
+    },
+  };
+}
+
+/** A source error's class and code: SDK messages may quote files or URLs, never worth the risk in a log. */
+function errorName(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' ? `${err.name} ${code}` : err.name;
+  }
+  return typeof err;
+}

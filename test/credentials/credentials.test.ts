@@ -1,0 +1,228 @@
+// Credentials into the enclave: the bridge's credentials service in front of the parent's real AWS credential
+// chain (the SDK's default chain reaching a fake IMDSv2 on loopback), the agent's provider in front of the
+// bridge (TCP and unix standing in for vsock), refresh before expiry (driven by Expiration values and injected
+// clocks; the assertions are on fetch counts), malformed frames, and nothing secret in the bridge's log.
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseBridgeArgs } from '../../src/cli/bridge.ts';
+import { CliUsageError } from '../../src/cli/types.ts';
+import { encodeFrame, type AwsCredentials } from '../../src/host/credentials-protocol.ts';
+import { startCredentialsServer, type CredentialsServer } from '../../src/host/credentials-server.ts';
+import { bridgeCredentialProvider } from '../../src/runtime/credentials-provider.ts';
+import { startFakeImds, type FakeImds } from './fake-imds.ts';
+
+const savedEnv = { ...process.env };
+let dir: string;
+let imds: FakeImds;
+const servers: CredentialsServer[] = [];
+const logLines: string[] = [];
+const logger = pino(
+  { level: 'trace' },
+  new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logLines.push(chunk.toString());
+      cb();
+    },
+  }),
+);
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'ea-creds-'));
+  imds = await startFakeImds();
+  // Only the instance-metadata link of the default chain may answer: no env keys, no profile files, no ECS.
+  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+  process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(dir, 'no-credentials');
+  process.env.AWS_CONFIG_FILE = path.join(dir, 'no-config');
+  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.endpoint;
+});
+
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+afterAll(async () => {
+  await imds.close();
+  for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
+  Object.assign(process.env, savedEnv);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function serve(opts: Partial<Parameters<typeof startCredentialsServer>[0]> = {}): Promise<CredentialsServer> {
+  const s = await startCredentialsServer({ listen: { kind: 'tcp', port: 0 }, logger, ...opts });
+  servers.push(s);
+  return s;
+}
+
+function expectIssued(c: AwsCredentials, i: number): void {
+  const want = imds.issued[i]!;
+  expect(c).toEqual({ accessKeyId: want.AccessKeyId, secretAccessKey: want.SecretAccessKey, sessionToken: want.Token, expiration: new Date(want.Expiration) });
+}
+
+describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () => {
+  it('serves the instance role credentials, caches on both sides, and refreshes each side before expiry', async () => {
+    imds.expiresInMs = () => 3_600_000;
+    const base = imds.counts.credentials;
+    const issuedBase = imds.issued.length;
+    let bridgeNow = Date.now();
+    let agentNow = Date.now();
+    const bridge = await serve({ now: () => bridgeNow });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => agentNow });
+
+    const first = await provider();
+    expectIssued(first, issuedBase);
+    expect(imds.counts.unauthorized).toBe(0); // IMDSv2: every metadata GET carried the session token
+    expect(imds.counts.token).toBeGreaterThanOrEqual(1);
+
+    // Fresh on both sides: nobody asks again.
+    expect(await provider()).toBe(first);
+    expect(provider.fetches).toBe(1);
+    expect(bridge.counters.served).toBe(1);
+
+    // The agent's copy nears expiry (within its 2-minute margin): it asks the bridge, which still holds fresh ones.
+    agentNow = first.expiration!.getTime() - 60_000;
+    expect(await provider()).toEqual(first);
+    expect(provider.fetches).toBe(2);
+    expect(bridge.counters.served).toBe(2);
+    expect(imds.counts.credentials - base).toBe(1);
+
+    // The bridge's copy nears expiry too (within its 5-minute margin): it goes back to IMDS for a new pair.
+    bridgeNow = first.expiration!.getTime() - 4 * 60_000;
+    const second = await provider();
+    expect(imds.counts.credentials - base).toBe(2);
+    expectIssued(second, issuedBase + 1);
+    expect(second.accessKeyId).not.toBe(first.accessKeyId);
+    expect(provider.fetches).toBe(3);
+
+    // The SDK's forceRefresh (after an ExpiredToken answer) goes to the bridge even when the copy looks fresh.
+    agentNow = Date.now();
+    await provider({ forceRefresh: true });
+    expect(provider.fetches).toBe(4);
+  });
+
+  it('short-lived credentials (Expiration inside both margins) are fetched again on every use, mid-run', async () => {
+    imds.expiresInMs = () => 60_000;
+    const base = imds.counts.credentials;
+    const issuedBase = imds.issued.length;
+    const bridge = await serve();
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
+    const got = [await provider(), await provider(), await provider()];
+    expect(imds.counts.credentials - base).toBe(3);
+    expect(bridge.counters.served).toBe(3);
+    got.forEach((c, i) => expectIssued(c, issuedBase + i));
+    imds.expiresInMs = () => 3_600_000;
+  });
+
+  it('works over a unix socket (standing in for vsock), and concurrent callers share one fetch', async () => {
+    const sock = path.join(dir, 'creds.sock');
+    const bridge = await serve({ listen: { kind: 'unix', path: sock } });
+    const provider = bridgeCredentialProvider({ target: { kind: 'unix', path: sock } });
+    const all = await Promise.all([provider(), provider(), provider()]);
+    expect(provider.fetches).toBe(1);
+    expect(bridge.counters.served).toBe(1);
+    expect(all[1]).toBe(all[0]);
+  });
+
+  it('a failing chain gives the enclave a typed error; a failed refresh serves the still-valid copy', async () => {
+    let fail = true;
+    let now = Date.now();
+    const good: AwsCredentials = { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret-of-test', sessionToken: 'tok', expiration: new Date(now + 3_600_000) };
+    const bridge = await serve({
+      now: () => now,
+      source: async () => {
+        if (fail) throw Object.assign(new Error('no role attached (body with http://169.254.169.254/...)'), { name: 'CredentialsProviderError' });
+        return good;
+      },
+    });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
+    await expect(provider()).rejects.toMatchObject({ code: 'CREDENTIALS_UNAVAILABLE', message: expect.stringContaining('CredentialsProviderError') });
+    expect(bridge.counters.failed).toBe(1);
+    fail = false;
+    expect(await provider()).toEqual(good);
+    fail = true;
+    now = good.expiration!.getTime() - 60_000; // the bridge wants a refresh, the chain fails, the copy is still valid
+    expect(await provider({ forceRefresh: true })).toEqual(good);
+    expect(bridge.credentials.fetches).toBe(3);
+    expect(logLines.join('')).toContain('serving the cached credentials until they expire');
+  });
+
+  it('the agent reports an unreachable bridge and a malformed answer without echoing it', async () => {
+    const closed = await serve();
+    const port = closed.port!;
+    await closed.close();
+    servers.splice(servers.indexOf(closed), 1);
+    await expect(bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port } })()).rejects.toMatchObject({ code: 'CREDENTIALS_UNREACHABLE' });
+
+    const answers = [encodeFrame({ Status: 'Ok', AccessKeyId: 'AKID-LEAK-CHECK' }), Buffer.from([0, 0, 0, 3, 0x7b, 0x7b, 0x7b]), Buffer.from([0xff, 0xff, 0xff, 0xff])];
+    const fake = net.createServer((s) => {
+      s.once('data', () => s.write(answers.shift()!));
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const fport = (fake.address() as net.AddressInfo).port;
+    try {
+      const p = (): Promise<AwsCredentials> => bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: fport } })();
+      const e1 = await p().catch((e: Error & { code: string }) => e);
+      expect(e1).toMatchObject({ code: 'CREDENTIALS_BAD_FRAME' });
+      expect(String((e1 as Error).message)).not.toContain('AKID-LEAK-CHECK');
+      await expect(p()).rejects.toMatchObject({ code: 'CREDENTIALS_BAD_FRAME' });
+      await expect(p()).rejects.toMatchObject({ code: 'CREDENTIALS_FRAME_TOO_LARGE' });
+    } finally {
+      await new Promise<void>((r) => fake.close(() => r()));
+    }
+  });
+
+  it('a malformed frame closes only its own connection; the other connections keep being served', async () => {
+    const bridge = await serve({ source: async () => ({ accessKeyId: 'AKIDOTHER', secretAccessKey: 's' }) });
+    const open = (): Promise<net.Socket> => new Promise((resolve) => { const s = net.connect(bridge.port!, '127.0.0.1', () => resolve(s)); });
+    const closedAfter = (s: net.Socket, bytes: Buffer): Promise<void> => new Promise((resolve) => { s.on('close', () => resolve()); s.on('error', () => {}); s.write(bytes); });
+    const good = await open();
+    const answers: Buffer[] = [];
+    good.on('data', (b: Buffer) => answers.push(b));
+
+    const big = Buffer.alloc(4);
+    big.writeUInt32BE(10_000_000);
+    const framed = (text: string): Buffer => Buffer.concat([Buffer.from([0, 0, 0, Buffer.byteLength(text)]), Buffer.from(text)]);
+    await closedAfter(await open(), big);
+    await closedAfter(await open(), framed('not json'));
+    await closedAfter(await open(), framed('[1,2]'));
+    await closedAfter(await open(), encodeFrame({ Operation: 'SetClient', AwsAccessKeyId: 'x' }));
+    expect(bridge.counters.refused).toBe(4);
+
+    // The long-lived connection, opened before the bad ones, still gets two answers in a row.
+    good.write(Buffer.concat([encodeFrame({ Operation: 'GetCredentials' }), encodeFrame({ Operation: 'GetCredentials' })]));
+    await expect.poll(() => Buffer.concat(answers).length, { timeout: 5_000 }).toBeGreaterThan(8);
+    const all = Buffer.concat(answers);
+    const first = JSON.parse(all.subarray(4, 4 + all.readUInt32BE(0)).toString()) as Record<string, string>;
+    expect(first).toEqual({ Status: 'Ok', AccessKeyId: 'AKIDOTHER', SecretAccessKey: 's' });
+    await expect.poll(() => bridge.counters.served, { timeout: 5_000 }).toBe(2);
+    good.destroy();
+  });
+
+  it('never logs credentials (the bridge at trace level, through all the cases above)', () => {
+    const text = logLines.join('');
+    expect(text).toContain('credentials served');
+    expect(imds.issued.length).toBeGreaterThan(3);
+    for (const c of imds.issued) {
+      for (const v of [c.AccessKeyId, c.SecretAccessKey, c.Token]) expect(text).not.toContain(v);
+    }
+    for (const v of ['AKIDTEST', 'secret-of-test', 'AKIDOTHER', '169.254.169.254']) expect(text).not.toContain(v);
+  });
+});
+
+describe('bridge --credentials', () => {
+  const agent = ['--agent', 'tcp:127.0.0.1:5000'];
+  it('parses vsock, vsock:PORT, tcp and unix, and refuses anything else', () => {
+    expect(parseBridgeArgs([...agent, '--credentials', 'vsock']).credentials).toEqual({ kind: 'vsock', port: 8002 });
+    expect(parseBridgeArgs([...agent, '--credentials', 'vsock:9100']).credentials).toEqual({ kind: 'vsock', port: 9100 });
+    expect(parseBridgeArgs([...agent, '--credentials', 'tcp:127.0.0.1:9100']).credentials).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 9100 });
+    expect(parseBridgeArgs([...agent, '--credentials', 'unix:/run/c.sock']).credentials).toEqual({ kind: 'unix', path: '/run/c.sock' });
+    expect(parseBridgeArgs(agent).credentials).toBeUndefined();
+    expect(() => parseBridgeArgs([...agent, '--credentials', 'vsock:3:8002'])).toThrow(CliUsageError);
+    expect(() => parseBridgeArgs([...agent, '--credentials', 'imds'])).toThrow(/--credentials: expected vsock/);
+  });
+});
