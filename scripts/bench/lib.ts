@@ -75,8 +75,117 @@ export function machine(): string {
   return `${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
 }
 
-/** Prints a fixed-width table: first row is the header. */
+/** `--json` on the command line (`npm run bench -- --json [name...]`): every table row is printed as one JSON object. */
+export const jsonMode = (): boolean => process.argv.includes('--json');
+
+/** "11.97 13.67 13.74": the 1/5/15-minute load averages, printed with every figure (the machine may be shared). */
+export function loadAverage(): string {
+  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+}
+
+/** One result row in the machine-readable form `--json` prints. */
+export interface JsonRow {
+  /** The table it belongs to. */
+  bench: string;
+  name: string;
+  figure: number | null;
+  unit: string;
+  /** The baseline's figure in the same run and unit, when the row is compared with one. */
+  baseline: number | null;
+  /** figure / baseline (or the median of per-round ratios), when there is a baseline. */
+  ratio: number | null;
+  /** Rounds (or samples) the figure is the median of. */
+  rounds: number | null;
+  /** [min, max] over the rounds, of the ratio when there is one, else of the figure. */
+  spread: [number, number] | null;
+  /** 1-minute load average when the row was printed. */
+  load: number;
+  /** Every cell of the printed row, by header (printTable rows). */
+  columns?: Record<string, string | number>;
+}
+
+/** A row for printRows: a figure, its unit, and optionally its baseline, ratio, rounds and spread. */
+export interface BenchRow {
+  name: string;
+  figure: number;
+  unit: string;
+  baseline?: number;
+  ratio?: number;
+  rounds?: number;
+  spread?: [number, number];
+  target?: string;
+  pass?: boolean;
+}
+
+export const spreadOf = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+export const formatSpread = (s: [number, number], digits = 2): string => `${s[0].toFixed(digits)}–${s[1].toFixed(digits)}`;
+
+function printJson(rows: JsonRow[]): void {
+  for (const r of rows) console.log(JSON.stringify(r));
+}
+
+/** Prints rows with explicit units and baselines: a table, or JSON lines with --json. */
+export function printRows(title: string, rows: BenchRow[]): void {
+  if (jsonMode()) {
+    const load = os.loadavg()[0]!;
+    printJson(rows.map((r) => ({ bench: title, name: r.name, figure: r.figure, unit: r.unit, baseline: r.baseline ?? null, ratio: r.ratio ?? null, rounds: r.rounds ?? null, spread: r.spread ?? null, load })));
+    return;
+  }
+  const hasRatio = rows.some((r) => r.ratio !== undefined);
+  const hasTarget = rows.some((r) => r.target !== undefined);
+  printTable(title, [
+    ['row', 'figure', 'unit', ...(hasRatio ? ['vs baseline'] : []), 'rounds', 'spread (min–max)', ...(hasTarget ? ['target'] : [])],
+    ...rows.map((r) => [
+      r.name,
+      r.figure,
+      r.unit,
+      ...(hasRatio ? [r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`] : []),
+      r.rounds === undefined ? '' : String(r.rounds),
+      r.spread === undefined ? '' : `${formatNumber(r.spread[0])}–${formatNumber(r.spread[1])}`,
+      ...(hasTarget ? [r.target === undefined ? '' : `${r.target} ${r.pass ? '✓' : '✗'}`] : []),
+    ]),
+  ]);
+}
+
+const RANGE = /\(?(-?[\d.,]+)–(-?[\d.,]+)\)?/;
+const num = (s: string): number => Number(s.replace(/,/g, ''));
+
+/**
+ * A printed table row as a JsonRow: the figure is the first numeric cell after the name (its header is the
+ * unit), the baseline that column's value in the table's first data row, the ratio the first "N×" cell, the
+ * spread the first "a–b" cell and the rounds the title's "median of N" — with every cell kept in `columns`.
+ */
+function tableRowToJson(title: string, header: string[], row: (string | number)[], first: (string | number)[]): JsonRow {
+  const columns: Record<string, string | number> = {};
+  header.forEach((h, i) => (columns[h] = row[i] ?? ''));
+  const fi = row.findIndex((c, i) => i > 0 && typeof c === 'number');
+  const figure = fi === -1 ? null : (row[fi] as number);
+  const base = fi === -1 || typeof first[fi] !== 'number' ? null : (first[fi] as number);
+  const ratioCell = row.find((c) => typeof c === 'string' && /^-?[\d.]+×/.test(c)) as string | undefined;
+  const spreadCell = row.find((c) => typeof c === 'string' && RANGE.test(c)) as string | undefined;
+  const m = spreadCell === undefined ? null : RANGE.exec(spreadCell);
+  const rounds = /median of (\d+)/.exec(title);
+  return {
+    bench: title,
+    name: String(row[0]),
+    figure,
+    unit: fi === -1 ? '' : header[fi]!,
+    baseline: row === first ? null : base,
+    ratio: ratioCell !== undefined ? parseFloat(ratioCell) : row !== first && figure !== null && base ? figure / base : null,
+    rounds: rounds ? Number(rounds[1]) : null,
+    spread: m ? [num(m[1]!), num(m[2]!)] : null,
+    load: os.loadavg()[0]!,
+    columns,
+  };
+}
+
+/** Prints a fixed-width table: first row is the header. With --json, one JsonRow per data row instead. */
 export function printTable(title: string, rows: (string | number)[][]): void {
+  if (jsonMode()) {
+    const [header, ...data] = rows;
+    printJson(data.map((r) => tableRowToJson(title, header!.map(String), r, data[0]!)));
+    return;
+  }
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c)));
   const widths = cells[0]!.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   console.log(`\n## ${title}`);

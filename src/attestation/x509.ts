@@ -65,6 +65,18 @@ export function formatName(name: pkijs.RelativeDistinguishedNames): string {
     .join(', ');
 }
 
+/**
+ * RFC 5280 name match. Byte-identical DER names (what every Nitro chain has) match without pkijs's
+ * isEqual, whose per-attribute string preparation is the largest single cost of a first verification
+ * in a fresh process; anything else goes through isEqual as before.
+ */
+export function sameName(a: pkijs.RelativeDistinguishedNames, b: pkijs.RelativeDistinguishedNames): boolean {
+  const x = a.valueBeforeDecode;
+  const y = b.valueBeforeDecode;
+  if (x.byteLength > 0 && x.byteLength === y.byteLength && equalBytes(new Uint8Array(x), new Uint8Array(y))) return true;
+  return a.isEqual(b);
+}
+
 /** asn1js reports offsets relative to the underlying buffer: give it a view that starts at 0 and spans it all. */
 function standalone(b: Uint8Array): Uint8Array {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
@@ -269,7 +281,8 @@ export function pemToDer(pem: string): Uint8Array {
 export function parseTrustAnchor(root: Uint8Array | string, label = 'trusted root'): TrustAnchor {
   const der = typeof root === 'string' ? pemToDer(root) : root;
   try {
-    return { parsed: parseCertificate(der, label) };
+    // Cached: the AWS root is also the top of every Nitro cabundle, so it is parsed once per process.
+    return { parsed: parseCertificateCached(der, label) };
   } catch (err) {
     if (err instanceof AttestationError) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', err.message, { cause: err });
     throw err;
@@ -290,7 +303,7 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
   const anchoredInPath = anchor !== undefined;
   if (!anchor) {
     for (const a of anchors) {
-      if (a.parsed.cert.subject.isEqual(top.cert.issuer) && (await signedBy(top, a.parsed, labels[path.length - 1]!).catch(() => false))) {
+      if (sameName(a.parsed.cert.subject, top.cert.issuer) && (await signedBy(top, a.parsed, labels[path.length - 1]!).catch(() => false))) {
         anchor = a;
         break;
       }
@@ -317,7 +330,7 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
   for (let i = 0; i + 1 < full.length; i++) {
     const child = full[i]!;
     const issuer = full[i + 1]!;
-    if (!issuer.cert.subject.isEqual(child.cert.issuer)) {
+    if (!sameName(issuer.cert.subject, child.cert.issuer)) {
       chainError(`${fullLabels[i]} is issued by "${child.issuer}" but the next certificate up, ${fullLabels[i + 1]}, is "${issuer.subject}"`);
     }
     checkIssuerRights(issuer, fullLabels[i + 1]!, i /* CA certificates between issuer and leaf */);
