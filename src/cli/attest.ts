@@ -9,7 +9,10 @@ import { WebSocket as UndiciWebSocket } from 'undici';
 import { AttestationError } from '../attestation/errors.ts';
 import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
 import { Channel, type WebSocketConstructor } from '../client/channel.ts';
+import type { AttestationDocument } from '../attestation/document.ts';
+import { AttestedCertError } from '../client/attested-cert-errors.ts';
 import { ClientError } from '../client/errors.ts';
+import { connectVerifiedTls } from '../client/tls-connect.ts';
 import { loadConfig, pinnedPcrs } from '../config.ts';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { toHex } from '../util/bytes.ts';
@@ -24,6 +27,10 @@ Connects to an enclave through its host bridge (ws:// or wss://), verifies its a
 the root, ES384 signature, nonce bound to this session's handshake) and prints the live PCR0/1/2/8 with
 whether they match the [attestation] table of enclave.toml.
 
+With https://host:port/ (the enclave's attested TLS ingress, or an Evervault enclave) the document comes from the
+TLS certificate the server presents (hex in a subjectAltName): same checks, plus user_data = that certificate's
+key; a fresh nonce is asked for via SNI <nonce>.attest.<host> (--no-nonce: take the certificate's document).
+
 Options:
   --config FILE   enclave.toml whose [attestation] PCR0/PCR1/PCR2 (and PCR8 if set) are the expected values.
                   Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists.
@@ -32,6 +39,7 @@ Options:
                   For \`enclave-agent start\`: the simulator root it prints.
   --debug         Debug-mode enclave: skip the certificate chain and signature.
   --timeout MS    Connect + attestation budget (default 30000).
+  --no-nonce      https:// only: do not ask for a fresh document (the certificate's may be hours old).
   --json          One JSON line: {"url", "moduleId", "time", "pcrs", "expected", "match", "mismatches"}
 
 \`enclave-agent pcrs --toml\` prints the [attestation] table the local stack matches.
@@ -81,6 +89,23 @@ async function fetchDocument(url: string, timeoutMs: number): Promise<{ document
   }
 }
 
+/**
+ * https://: one TLS connection; the presented certificate's document verified (chain, signature, user_data = the
+ * certificate's key, the SNI nonce) with no PCR pins — they are compared below. Rejects with the verifier's error.
+ */
+async function certificateAttestation(url: string, o: { roots: string[] | undefined; debug: boolean; nonce: boolean; timeoutMs: number }): Promise<AttestationDocument> {
+  const u = new URL(url);
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  try {
+    const v = await connectVerifiedTls({ host, port: u.port === '' ? 443 : Number(u.port), verify: { debug: o.debug, ...(o.roots === undefined ? {} : { roots: o.roots }) }, nonce: o.nonce, timeoutMs: o.timeoutMs });
+    v.socket.destroy();
+    return v.verified.attestation;
+  } catch (err) {
+    if (err instanceof ClientError && err.code === 'CLIENT_ATTESTATION_FAILED' && (err.cause instanceof AttestationError || err.cause instanceof AttestedCertError)) throw err.cause;
+    throw err;
+  }
+}
+
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
@@ -93,12 +118,15 @@ export const command: CliCommand = {
         debug: { type: 'boolean', default: false },
         timeout: { type: 'string' },
         json: { type: 'boolean', default: false },
+        'no-nonce': { type: 'boolean', default: false },
       },
       true,
     );
     if (positionals.length !== 1) throw new CliUsageError(`expected one <url>, found ${positionals.length}`);
     const url = positionals[0]!;
-    if (!/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge), found "${url}"`);
+    const https = /^https:\/\//i.test(url);
+    if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
+    if (values['no-nonce'] && !https) throw new CliUsageError('--no-nonce applies to https:// only');
     const roots = rootsFromFlags(values.root);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
     let expected: Expected | null;
@@ -113,19 +141,21 @@ export const command: CliCommand = {
       source = `${configPath ?? '(default config)'} [attestation]`;
     }
 
-    let fetched: { document: Uint8Array; nonce: Uint8Array };
+    let fetched: { document: Uint8Array; nonce: Uint8Array } | undefined;
+    let fromCertificate: Promise<AttestationDocument> | undefined;
     try {
-      fetched = await fetchDocument(url, timeoutMs);
+      if (https) fromCertificate = certificateAttestation(url, { roots, debug: values.debug, nonce: !values['no-nonce'], timeoutMs });
+      else fetched = await fetchDocument(url, timeoutMs);
     } catch (err) {
       if (!(err instanceof ClientError) || err.code !== 'CLIENT_CONNECT_FAILED') throw err;
       return await reportConnectError('attest', url, err, io, roots !== undefined);
     }
-    const { document, nonce } = fetched;
     let doc;
     try {
-      doc = await verifyAttestation(document, { nonce, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
+      doc = fromCertificate !== undefined ? await fromCertificate : await verifyAttestation(fetched!.document, { nonce: fetched!.nonce, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
     } catch (err) {
-      if (!(err instanceof AttestationError)) throw err;
+      if (err instanceof ClientError && err.code === 'CLIENT_CONNECT_FAILED') return await reportConnectError('attest', url, err, io, roots !== undefined);
+      if (!(err instanceof AttestationError) && !(err instanceof AttestedCertError)) throw err;
       if (err.code === 'ATTESTATION_BAD_EXPECTATIONS') throw new CliUsageError(err.message);
       if (values.json) io.out(JSON.stringify({ url, verified: false, code: err.code, message: err.message }));
       else {
@@ -147,7 +177,8 @@ export const command: CliCommand = {
       io.out(JSON.stringify({ url, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches }));
     } else {
       const how = values.debug ? 'DEBUG: chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'}, ES384 signature`;
-      io.out(`Attestation of ${url} verified (${how}; nonce bound to this session)`);
+      const bound = https ? `document in the TLS certificate, user_data = its key; ${values['no-nonce'] ? 'no nonce asked: the document may be hours old' : 'fresh nonce via SNI'}` : 'nonce bound to this session';
+      io.out(`Attestation of ${url} verified (${how}; ${bound})`);
       io.out(`  module  ${doc.moduleId}`);
       io.out(`  time    ${new Date(doc.timestamp).toISOString()}`);
       for (const n of NAMES) {

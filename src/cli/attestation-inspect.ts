@@ -11,6 +11,7 @@ import { AttestationError } from '../attestation/errors.ts';
 import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
 import { parseCertificate } from '../attestation/x509.ts';
 import { fromBase64, fromHex, toHex } from '../util/bytes.ts';
+import { AttestedCertError, parseAttestedCertificate, verifyAttestedCertificate, type AttestedCertificate } from '../client/attested-cert.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { rootsFromFlags } from './flags.ts';
 
@@ -18,6 +19,11 @@ const HELP = `Usage: enclave-agent attestation inspect <file|-|base64> [options]
 
 Decodes a Nitro attestation document (COSE_Sign1, raw CBOR or base64; "-" reads standard input), prints
 module, time, PCRs, certificates and field sizes, then verifies it and prints the verdict.
+
+The input may also be an attested TLS certificate (PEM or DER) carrying the document hex-encoded in its
+subjectAltName, as our TLS ingress and Evervault's enclaves serve it (e.g. saved with
+\`openssl s_client -connect host:443 </dev/null | openssl x509 > cert.pem\`): the document is taken from it and
+must also attest the certificate's key (user_data = its SubjectPublicKeyInfo DER).
 
 Options:
   --pcrs <file|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR8=<hex>]>
@@ -33,6 +39,8 @@ Options:
                       Accept a debug-mode enclave's document (all-zero PCR0/1/2) with the full chain check.
   --allow-empty-public-key
                       Treat an empty public_key as absent (rejected by default, like the reference client).
+  --cert <file>       Check the document (e.g. from /.well-known/attestation) against this certificate
+                      (PEM or DER): its user_data must be the certificate's key.
   --json              Machine-readable output.
 
 Exit status: 0 the document passed, 1 it is malformed or failed a check, 2 usage error.`;
@@ -97,6 +105,16 @@ export function parsePins(value: string): PcrPins {
     pins[name] = v.replace(/^0x/, '').toLowerCase();
   }
   return pins as unknown as PcrPins;
+}
+
+/** PEM text, or DER (a SEQUENCE: 0x30) — a COSE document starts 0x84 or 0xd2. */
+function looksLikeCertificate(bytes: Uint8Array): boolean {
+  return bytes[0] === 0x30 || new TextDecoder().decode(bytes.subarray(0, 64)).includes('-----BEGIN CERTIFICATE-----');
+}
+
+function readCertFile(file: string): Uint8Array {
+  if (!existsSync(file)) throw new CliUsageError(`--cert: ${file} does not exist`);
+  return new Uint8Array(readFileSync(file));
 }
 
 function certSummary(der: Uint8Array, label: string) {
@@ -169,6 +187,7 @@ export const command: CliCommand = {
           'allow-empty-public-key': { type: 'boolean', default: false },
           'allow-debug-enclave': { type: 'boolean', default: false },
           json: { type: 'boolean', default: false },
+          cert: { type: 'string' },
         },
       });
     } catch (err) {
@@ -198,8 +217,27 @@ export const command: CliCommand = {
       if (!Number.isFinite(maxAgeMs) || maxAgeMs < 0) throw new CliUsageError('--max-age must be a number of milliseconds');
     }
 
-    const bytes = await readInput(positionals[0]!, io);
+    const input = await readInput(positionals[0]!, io);
     const when = at ?? new Date();
+    const fail = (code: string, message: string): number => {
+      if (values.json) io.out(JSON.stringify({ document: null, verdict: { ok: false, code, message } }, null, 2));
+      else io.out(`Verdict: FAIL ${code}: ${message}`);
+      return 1;
+    };
+
+    // A certificate: the document is in its SAN, or --cert pairs a separate document with it.
+    let cert: AttestedCertificate | undefined;
+    const certInput = values.cert !== undefined ? readCertFile(values.cert) : looksLikeCertificate(input) ? input : undefined;
+    if (certInput !== undefined) {
+      try {
+        cert = parseAttestedCertificate(certInput);
+      } catch (err) {
+        if (!(err instanceof AttestedCertError)) throw err;
+        return fail(err.code, `${values.cert ?? 'the input'}: ${err.message}`);
+      }
+    }
+    const bytes = values.cert !== undefined || cert === undefined ? input : cert.document;
+    if (bytes === null) return fail('ATTESTED_CERT_NO_DOCUMENT', `the certificate (${cert!.subject}) carries no attestation document in its subjectAltName`);
 
     // Decode leniently for display (an empty public_key is shown, not hidden); verification applies the rules.
     let desc: ReturnType<typeof describeDocument>;
@@ -214,7 +252,7 @@ export const command: CliCommand = {
 
     let verdict: { ok: true; notes: string[] } | { ok: false; code: string; message: string };
     try {
-      await verifyAttestation(bytes, {
+      const exp = {
         ...(roots ? { roots } : {}),
         ...(pins ? { pcrs: pins } : {}),
         ...(nonce ? { nonce } : {}),
@@ -223,21 +261,31 @@ export const command: CliCommand = {
         debug: values.debug,
         allowEmptyPublicKey: values['allow-empty-public-key'],
         allowDebugEnclave: values['allow-debug-enclave'],
-      });
+      };
+      if (cert !== undefined) await verifyAttestedCertificate(cert.der, { ...exp, document: bytes });
+      else await verifyAttestation(bytes, exp);
       const notes = [
+        ...(cert !== undefined ? [`user_data = the certificate's key (SPKI, ${cert.spkiDer.length} bytes)`] : []),
         values.debug ? 'debug: certificate chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'} and ES384 signature valid at ${when.toISOString()}`,
         pins ? `PCRs match ${pins.length === 1 ? 'the pinned set' : `one of ${pins.length} pinned sets`}` : 'PCR values NOT pinned (give --pcrs)',
         ...(nonce ? ['nonce matches'] : []),
       ];
       verdict = { ok: true, notes };
     } catch (err) {
-      if (!(err instanceof AttestationError)) throw err;
+      if (!(err instanceof AttestationError) && !(err instanceof AttestedCertError)) throw err;
       verdict = { ok: false, code: err.code, message: err.message };
     }
 
+    const certDesc =
+      cert === undefined
+        ? undefined
+        : { subject: cert.subject, hostnames: cert.hostnames, notAfter: cert.notAfter.toISOString(), spkiBytes: cert.spkiDer.length, document: values.cert !== undefined ? 'separate (positional)' : 'subjectAltName' };
     if (values.json) {
-      io.out(JSON.stringify({ document: desc, verdict: { ...verdict, at: when.toISOString(), debug: values.debug } }, null, 2));
+      io.out(JSON.stringify({ ...(certDesc === undefined ? {} : { tlsCertificate: certDesc }), document: desc, verdict: { ...verdict, at: when.toISOString(), debug: values.debug } }, null, 2));
     } else {
+      if (certDesc !== undefined) {
+        io.out(`TLS certificate: ${certDesc.subject}; names ${certDesc.hostnames.join(', ') || '(none)'}; valid to ${certDesc.notAfter}; document from ${certDesc.document}`);
+      }
       printHuman(io, desc);
       io.out(verdict.ok ? `Verdict: PASS (${verdict.notes.join('; ')})` : `Verdict: FAIL ${verdict.code}: ${verdict.message}`);
     }

@@ -19,7 +19,8 @@ const HELP = `Usage: enclave-agent fetch <url> <path> [options]
 Sends one HTTP request to the app inside the enclave through the attested, end-to-end encrypted channel
 (like curl), and prints the response body. Nothing is sent before the attestation verified.
 
-  <url>   the host bridge, ws://host:port/ or wss://host:port/
+  <url>   the host bridge, ws://host:port/ or wss://host:port/, or the enclave's attested TLS ingress,
+          https://host:port/ (the document in its self-signed certificate is verified; system CAs play no part)
   <path>  the request path, e.g. / or /echo?x=1
 
 Request:
@@ -37,6 +38,7 @@ Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
   --root PEM             Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
                          For \`enclave-agent start\`: the simulator root it prints.
   --debug                Debug-mode enclave: skip the certificate chain and signature (PCRs still compared).
+  --nonce                https:// only: ask for a fresh document (SNI <nonce>.attest.<host>) and check its nonce.
 
 Output:
   -i, --include          Print the status line and response headers before the body.
@@ -125,7 +127,8 @@ export async function reportConnectError(command: string, url: string, err: unkn
     return 1;
   }
   if (err.code === 'CLIENT_CONNECT_FAILED') {
-    io.err(`enclave-agent ${command}: CLIENT_CONNECT_FAILED: ${(await explainConnectFailure(url)) ?? err.message}`);
+    // The diagnosis probes a WebSocket upgrade; an https:// failure already names its cause.
+    io.err(`enclave-agent ${command}: CLIENT_CONNECT_FAILED: ${(/^https:/i.test(url) ? null : await explainConnectFailure(url)) ?? err.message}`);
     return 1;
   }
   throw err;
@@ -152,12 +155,14 @@ export const command: CliCommand = {
         debug: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         timeout: { type: 'string' },
+        nonce: { type: 'boolean', default: false },
       },
       true,
     );
     if (positionals.length !== 2) throw new CliUsageError(`expected <url> <path>, found ${positionals.length} argument${positionals.length === 1 ? '' : 's'}`);
     const [url, reqPath] = positionals as [string, string];
-    if (!/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge), found "${url}"`);
+    if (!/^(wss?|https):\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
+    if (values.nonce && !/^https:/i.test(url)) throw new CliUsageError('--nonce applies to https:// only (the Noise channel binds its own handshake hash)');
     if (!reqPath.startsWith('/')) throw new CliUsageError(`<path> must start with "/", found "${reqPath}"`);
     const pins = pinsFromFlags(values);
     const roots = rootsFromFlags(values.root);
@@ -168,14 +173,14 @@ export const command: CliCommand = {
 
     let client: Client;
     try {
-      client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false });
+      client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false, ...(values.nonce ? { nonce: true } : {}) });
     } catch (err) {
       return await reportConnectError('fetch', url, err, io, roots !== undefined);
     }
     try {
       const summary = attestationSummary(client);
       if (values.verbose) {
-        io.err(`* connected to ${url}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, nonce, PCRs)`);
+        io.err(`* connected to ${url}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, ${/^https:/i.test(url) ? `user_data = the TLS key${values.nonce ? ', SNI nonce' : ''}` : 'nonce'}, PCRs)`);
         io.err(`* module ${summary.moduleId}, document time ${summary.time}, features [${summary.features.join(', ')}]`);
         for (const [k, v] of Object.entries(summary.pcrs)) io.err(`* ${k} ${v}`);
         io.err(`> ${method} ${reqPath}`);
