@@ -51,6 +51,8 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
   const live = createLiveTail();
   store.onInserted((rows) => live.publish(rows));
   const reader = openActivityReader(opts.file);
+  // Starts the reader's worker now, so the page's first query does not wait for it.
+  reader.list({ limit: 1 }).catch(() => {});
   let server: ActivityServer | null = null;
   let ops = opts.ops ?? null;
   if (opts.ui !== undefined) {

@@ -32,7 +32,7 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
     h('thead', {}, h('tr', {}, ...['Time', 'Request id', 'Method', 'Path', 'Status', 'Duration', 'In', 'Out', 'Client', 'Decrypted'].map((c) => h('th', {}, c)))),
     tbody,
   );
-  const older = h('button', { id: 'older', type: 'button' }, 'Older');
+  const older = h('button', { id: 'older', type: 'button', class: 'hidden' }, 'Older');
   const empty = h('p', { id: 'empty', class: 'muted' }, 'No records match.');
   const detail = h('aside', { id: 'detail', class: 'detail hidden' });
   const root = h('section', { id: 'view-activity', class: 'view' }, form, h('div', { class: 'split' }, h('div', { class: 'list' }, table, empty, older), detail));
