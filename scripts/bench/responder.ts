@@ -5,7 +5,9 @@
 //   requests small Data requests (HTTP, Connection: close; 64 in flight on one session) vs direct HTTP to the
 //            same app with a new connection per request (64 concurrent)            target ≥ 0.5×
 //   sessions attested sessions/s (connect + handshake + RequestAttestation), vs TCP connect + one echo round trip
-//   memory   agent RSS added by 1,000 idle attested sessions                       target ≤ 64 MB
+//   memory   from a fresh agent process: RSS added by the first 1,000 idle attested sessions, returned when they
+//            close, added by a second 1,000 (the steady state), returned again          target ≤ 16 KiB/session
+// RESPONDER_BENCH_ONLY=streams|memory runs only those rows.
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
 import { fork } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
@@ -16,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
-import { askChild, closedLoopPerSec, printTable, ratio } from './lib.ts';
+import { askChild, closedLoopPerSec, loadAverage, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -228,6 +230,19 @@ export default async function bench(): Promise<void> {
   // RESPONDER_BENCH_PROFILE=<dir>: write a CPU profile of the agent process there.
   const profile = process.env.RESPONDER_BENCH_PROFILE;
   const execArgv = ['--import', 'tsx', '--expose-gc', ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])];
+  const only = process.env.RESPONDER_BENCH_ONLY;
+  try {
+    if (only !== 'memory') await throughputRows(execArgv, echoPort, httpPort);
+    if (only === undefined || only === 'memory') await memoryRows(execArgv, echoPort, httpPort);
+  } finally {
+    echo.close();
+    httpApp.close();
+    echo.unref();
+  }
+}
+
+/** Streams, small requests and new sessions, against one agent child. */
+async function throughputRows(execArgv: string[], echoPort: number, httpPort: number): Promise<void> {
   const child = fork(SELF, ['--agent-child'], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
@@ -296,36 +311,78 @@ export default async function bench(): Promise<void> {
       ['TCP connect + one echo round trip via relay (baseline)', rtt, '1.00×'],
       ['connect + Noise handshake + attestation (NSM simulator)', attested, ratio(attested, rtt)],
     ]);
+  } finally {
+    child.send({ cmd: 'stop' });
+  }
+}
 
-    // Memory.
-    const before = await askChild<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
-    const idle: NoiseClient[] = [];
-    for (let wave = 0; wave < 10; wave++) {
-      idle.push(
-        ...(await Promise.all(
-          Array.from({ length: 100 }, async () => {
-            const c = await NoiseClient.connect(ports.streamAgent);
-            const reply = c.next();
-            c.send({ type: 'RequestAttestation' });
-            await reply;
-            return c;
-          }),
-        )),
-      );
-    }
-    const after = await askChild<{ rss: number; sessions: number }>(child, { cmd: 'rss' });
-    for (const c of idle) c.close();
-    const added = (after.rss - before.rss) / MB;
-    printTable('responder: agent memory with idle sessions', [
-      ['state', 'sessions', 'RSS MiB', 'added MiB', 'per session KiB', 'target'],
-      ['before', before.sessions, before.rss / MB, '', '', ''],
-      ['1,000 idle attested sessions', after.sessions, after.rss / MB, added, (added * 1024) / 1000, added <= 64 ? '≤ 64 MB ✓' : '> 64 MB ✗'],
+/** Opens `n` idle attested sessions (connect + Noise handshake + RequestAttestation), 100 at a time. */
+async function openIdleSessions(port: number, n: number): Promise<NoiseClient[]> {
+  const out: NoiseClient[] = [];
+  while (out.length < n) {
+    out.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(100, n - out.length) }, async () => {
+          const c = await NoiseClient.connect(port);
+          const reply = c.next();
+          c.send({ type: 'RequestAttestation' });
+          const m = await reply;
+          if (m.type !== 'Attestation') throw new Error(`expected Attestation, got ${m.type}`);
+          return c;
+        }),
+      )),
+    );
+  }
+  return out;
+}
+
+interface RssReply {
+  rss: number;
+  sessions: number;
+}
+
+/**
+ * Memory, from a fresh agent process (nothing else has run in it, so nothing earlier has grown its heap): RSS
+ * after start, with the first 1,000 idle attested sessions, after they close (what came back), with a second
+ * 1,000, and after those close. Each reading follows three forced GCs and 100 ms (--expose-gc in the child).
+ */
+async function memoryRows(execArgv: string[], echoPort: number, httpPort: number): Promise<void> {
+  const MB = 2 ** 20;
+  const N = 1000;
+  const child = fork(SELF, ['--agent-child'], { execArgv: execArgv.filter((a) => !a.startsWith('--cpu-prof')), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  try {
+    await new Promise<void>((r) => child.once('message', () => r()));
+    const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
+    const rss = (): Promise<RssReply> => askChild<RssReply>(child, { cmd: 'rss' });
+    const closeAll = async (cs: NoiseClient[]): Promise<RssReply> => {
+      for (const c of cs) c.close();
+      // Wait until the agent has seen every close.
+      for (let i = 0; i < 100; i++) {
+        const r = await rss();
+        if (r.sessions === 0) return r;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      throw new Error('sessions did not close');
+    };
+    const fresh = await rss();
+    const first = await openIdleSessions(ports.streamAgent, N);
+    const withFirst = await rss();
+    const afterFirst = await closeAll(first);
+    const second = await openIdleSessions(ports.streamAgent, N);
+    const withSecond = await rss();
+    const afterSecond = await closeAll(second);
+    const kib = (bytes: number): number => bytes / 1024 / N;
+    const load = loadAverage();
+    printTable(`responder: agent memory, fresh process, ${N.toLocaleString('en-US')} idle attested sessions at a time (RSS after 3 forced GCs); load average ${load}`, [
+      ['state', 'sessions', 'RSS MiB', 'added MiB', 'per session KiB', 'returned on close MiB', 'target'],
+      ['fresh agent process (listening, nothing run)', String(fresh.sessions), fresh.rss / MB, '', '', '', ''],
+      [`first ${N.toLocaleString('en-US')} idle attested sessions`, String(withFirst.sessions), withFirst.rss / MB, (withFirst.rss - fresh.rss) / MB, kib(withFirst.rss - fresh.rss), '', kib(withFirst.rss - fresh.rss) <= 16 ? '≤ 16 KiB ✓' : '> 16 KiB ✗'],
+      ['after closing them', String(afterFirst.sessions), afterFirst.rss / MB, '', '', (withFirst.rss - afterFirst.rss) / MB, ''],
+      [`second ${N.toLocaleString('en-US')} (from the level after closing the first)`, String(withSecond.sessions), withSecond.rss / MB, (withSecond.rss - afterFirst.rss) / MB, kib(withSecond.rss - afterFirst.rss), '', kib(withSecond.rss - afterFirst.rss) <= 16 ? '≤ 16 KiB ✓' : '> 16 KiB ✗'],
+      ['after closing them', String(afterSecond.sessions), afterSecond.rss / MB, '', '', (withSecond.rss - afterSecond.rss) / MB, ''],
     ]);
   } finally {
     child.send({ cmd: 'stop' });
-    echo.close();
-    httpApp.close();
-    echo.unref();
   }
 }
 
