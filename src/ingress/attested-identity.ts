@@ -76,6 +76,19 @@ export class AttestedIdentity {
     return this.#issuing;
   }
 
+  /**
+   * What a handshake gets by default: current(), or — when re-issuing fails (the NSM is unreachable) — the
+   * certificate served so far, until a later attempt succeeds. Fails only when there is none yet.
+   */
+  async serving(): Promise<IssuedCertificate> {
+    try {
+      return await this.current();
+    } catch (err) {
+      if (this.#current !== undefined) return this.#current;
+      throw err;
+    }
+  }
+
   /** The certificate in use now without waiting (undefined before the first current()). */
   get served(): IssuedCertificate | undefined {
     return this.#current;
@@ -94,7 +107,7 @@ export class AttestedIdentity {
   /** The context for a handshake's SNI: a fresh-nonce certificate, or the default one. */
   async contextFor(servername: string | undefined): Promise<SecureContext> {
     const nonce = nonceFromSni(servername);
-    if (nonce === null) return (await this.current()).context;
+    if (nonce === null) return (await this.serving()).context;
     const name = servername!;
     const cached = this.#nonceCache.get(name);
     if (cached !== undefined && !this.#due(cached)) return cached.context;
@@ -109,7 +122,7 @@ export class AttestedIdentity {
 
   /** /.well-known/attestation: a fresh document bound to the key served by default (32 random nonce bytes). */
   async wellKnownDocument(): Promise<Uint8Array> {
-    await this.current();
+    await this.serving();
     return this.#attest(this.#key!, new Uint8Array(randomBytes(32)));
   }
 

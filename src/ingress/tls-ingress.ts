@@ -86,8 +86,9 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         if (rest.length > 0) raw.unshift(Buffer.from(rest));
       }
       // Rotation due (checked per handshake, and by the timer): the next handshake waits for the new certificate.
-      const current = identity.due ? await identity.current() : identity.served!;
-      if (raw.destroyed) throw new Error('closed');
+      // If the NSM cannot give one, the certificate served so far stays until the timer's retry succeeds.
+      const current = identity.due ? await identity.serving() : identity.served!;
+      if (raw.destroyed) throw new Error('closed before the handshake');
       const tls = new TLSSocket(raw as unknown as Socket, {
         isServer: true,
         secureContext: current.context,

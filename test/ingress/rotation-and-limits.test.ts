@@ -67,6 +67,30 @@ describe('rotation under a moved clock', () => {
   });
 });
 
+describe('rotation when the NSM fails', () => {
+  let s: IngressStack;
+  let failing = false;
+  beforeAll(async () => {
+    s = await startIngressStack();
+  }, 30_000);
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  it('keeps serving the current certificate when re-issuing fails, and rotates once the NSM answers again', async () => {
+    const original = s.sim.attest.bind(s.sim);
+    const sim = s.sim as { attest: typeof original };
+    sim.attest = (req) => (failing ? Promise.reject(Object.assign(new Error('NSM down'), { code: 'NSM_ERROR' })) : original(req));
+    const first = await servedCert(s.port);
+    const signerNotAfter = new Date(new X509Certificate(documentOf(first).certificate).validTo).getTime();
+    s.advance(signerNotAfter - Date.now() - 5 * 60_000);
+    failing = true;
+    expect((await servedCert(s.port)).fingerprint256).toBe(first.fingerprint256);
+    failing = false;
+    expect((await servedCert(s.port)).fingerprint256).not.toBe(first.fingerprint256);
+  });
+});
+
 describe('SNI nonces', () => {
   let dir: string;
   let sim: NsmSimulator;
