@@ -120,13 +120,13 @@ export function parseAttestedCertificate(input: Uint8Array | string): AttestedCe
     if (longest < 0 || label.length > names[longest]!.split('.', 1)[0]!.length) longest = i;
   }
   let document: Uint8Array | null = null;
-  let docIndex = -1;
+  let docLabel: string | null = null;
   if (longest >= 0) {
     const label = names[longest]!.split('.', 1)[0]!;
     // A document is kilobytes; a short label is a plain host name.
     if (label.length > 64 && label.length <= MAX_DOCUMENT_BYTES * 2 && HEX_LABEL.test(label)) {
       document = fromHex(label.toLowerCase());
-      docIndex = longest;
+      docLabel = label;
     }
   }
   return {
@@ -135,7 +135,8 @@ export function parseAttestedCertificate(input: Uint8Array | string): AttestedCe
     subject: nameText(cert.subject),
     notBefore: cert.notBefore.value,
     notAfter: cert.notAfter.value,
-    hostnames: names.filter((_, i) => i !== docIndex),
+    // Evervault repeats the document under every host name: none of those copies is a host name.
+    hostnames: names.filter((n) => docLabel === null || n.split('.', 1)[0] !== docLabel),
     document,
   };
 }

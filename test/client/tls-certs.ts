@@ -56,6 +56,47 @@ export async function buildCert(key: TestKey, dnsNames: string[], notAfter = new
   return new Uint8Array(cert.toSchema(true).toBER(false));
 }
 
+/**
+ * Evervault's shape (TLS-INGRESS.md §1.1): the leaf is issued by a separate RSA CA (sha256WithRSAEncryption),
+ * subject C=IE/ST=DUB/O=Evervault/CN=<first host>, and the SAN has the hex document under EVERY host name next to
+ * the plain names: [h1, <hex>.h1, h2, <hex>.h2].
+ */
+export async function evervaultShapedCert(sim: NsmSimulator, hosts: string[]): Promise<{ der: Uint8Array; key: TestKey; document: Uint8Array }> {
+  const key = p384Key();
+  const document = await sim.attest({ userData: key.spkiDer, nonce: new Uint8Array(randomBytes(256)) });
+  const hexDoc = Buffer.from(document).toString('hex');
+  const ca = (await webcrypto.subtle.generateKey(
+    { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+    false,
+    ['sign', 'verify'],
+  )) as CryptoKeyPair;
+  const attr = (type: string, value: string) => new pkijs.AttributeTypeAndValue({ type, value: new asn1js.Utf8String({ value }) });
+  const cert = new pkijs.Certificate();
+  cert.version = 2;
+  cert.serialNumber = new asn1js.Integer({ valueHex: randomBytes(20).fill(0x1a, 0, 1) });
+  cert.issuer = new pkijs.RelativeDistinguishedNames({ typesAndValues: [attr('2.5.4.6', 'IE'), attr('2.5.4.10', 'Evervault'), attr('2.5.4.3', 'cages.evervault.com')] });
+  cert.subject = new pkijs.RelativeDistinguishedNames({
+    typesAndValues: [attr('2.5.4.6', 'IE'), attr('2.5.4.8', 'DUB'), attr('2.5.4.10', 'Evervault'), attr('2.5.4.3', hosts[0]!)],
+  });
+  cert.notBefore.value = new Date(Date.now() - 10_000);
+  cert.notAfter.value = new Date(Date.now() + 365 * 86_400_000);
+  cert.subjectPublicKeyInfo = new pkijs.PublicKeyInfo({ schema: asn1js.fromBER(key.spkiDer.slice().buffer).result });
+  const ku = new asn1js.BitString({ valueHex: Uint8Array.of(0xe0), unusedBits: 5 });
+  cert.extensions = [
+    new pkijs.Extension({ extnID: '2.5.29.19', critical: false, extnValue: new pkijs.BasicConstraints({}).toSchema().toBER(false) }),
+    new pkijs.Extension({ extnID: '2.5.29.15', critical: true, extnValue: ku.toBER(false) }),
+    new pkijs.Extension({
+      extnID: '2.5.29.17',
+      critical: false,
+      extnValue: new pkijs.GeneralNames({ names: hosts.flatMap((h) => [new pkijs.GeneralName({ type: 2, value: h }), new pkijs.GeneralName({ type: 2, value: `${hexDoc}.${h}` })]) })
+        .toSchema()
+        .toBER(false),
+    }),
+  ];
+  await cert.sign(ca.privateKey, 'SHA-256', engine);
+  return { der: new Uint8Array(cert.toSchema(true).toBER(false)), key, document };
+}
+
 export interface AttestedCert {
   der: Uint8Array;
   pem: string;

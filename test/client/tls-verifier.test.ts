@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { parseAttestedCertificate, verifyAttestedCertificate } from '../../src/client/attested-cert.ts';
 import { ROOT, walkImports } from '../util/import-graph.ts';
-import { attestedCert, buildCert, p384Key, type AttestedCert } from './tls-certs.ts';
+import { attestedCert, buildCert, evervaultShapedCert, p384Key, type AttestedCert } from './tls-certs.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -93,6 +93,17 @@ describe('verifyAttestedCertificate', () => {
     const parsed = parseAttestedCertificate(der);
     expect(parsed.document).toEqual(doc);
     expect(parsed.hostnames).toEqual(['cafe.example', 'beef.enclave.test']);
+  });
+
+  it("verifies Evervault's shape: RSA-CA-issued leaf, the document under every host name, a 256-byte nonce", async () => {
+    const hosts = ['synthetic-cage.app-1bba8ba15402.cages.evervault.com', 'synthetic-cage.app_1bba8ba15402.cages.evervault.com'];
+    const ev = await evervaultShapedCert(sim, hosts);
+    const v = await verifyAttestedCertificate(ev.der, { roots: [sim.rootPem], pcrs: pins });
+    expect(v.documentBytes).toEqual(ev.document);
+    expect(v.attestation.nonce?.length).toBe(256);
+    // The document's copies under each host name are not host names.
+    expect(v.certificate.hostnames).toEqual(hosts);
+    expect(v.certificate.subject).toContain('Evervault');
   });
 
   it('names garbage as ATTESTED_CERT_MALFORMED', async () => {
