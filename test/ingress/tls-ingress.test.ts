@@ -8,6 +8,9 @@ import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
+import { encryptValue } from '../../src/crypto/ev-format.ts';
+import { Keyring } from '../../src/crypto/keyring.ts';
+import { createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
 import { run, sniNonce, startIngressStack, verifyWithPython, type IngressStack } from './helpers.ts';
 
 let s: IngressStack;
@@ -163,6 +166,29 @@ describe('TLS ingress behind the bridge (PROXY v2 in front)', () => {
   it('a connection without the header is refused before any TLS', async () => {
     await expect(connectTls(p.port, 'localhost')).rejects.toThrow();
     expect(p.app.seen.length).toBe(1);
+  });
+});
+
+describe('ev: decryption over TLS (the same decrypt stage as Noise requests)', () => {
+  const keyring = Keyring.generate();
+  let d: IngressStack;
+  beforeAll(async () => {
+    d = await startIngressStack({ forwarder: { decrypt: createDecryptStage(keyring) } });
+  }, 30_000);
+  afterAll(async () => {
+    await d?.stop();
+  });
+
+  it('an ev: header sent through curl reaches the app decrypted; the log has no plaintext', async () => {
+    const secret = 'card-4242-secret';
+    const token = encryptValue(secret, keyring.publicKeys());
+    const r = await run('curl', ['-sS', '-k', '--resolve', `localhost:${d.port}:127.0.0.1`, '-H', `x-card: ${token}`, `https://localhost:${d.port}/decrypt-me`]);
+    expect(r.stdout).toBe('hello');
+    const seen = d.app.seen.find((x) => x.path === '/decrypt-me')!;
+    expect(seen.headers['x-card']).toBe(secret);
+    await new Promise((res) => setTimeout(res, 50));
+    expect(JSON.stringify(d.sink.records)).not.toContain(secret);
+    expect(d.sink.records.find((x) => JSON.stringify(x).includes('/decrypt-me'))).toMatchObject({ decrypted_fields: 1 });
   });
 });
 
