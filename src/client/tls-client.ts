@@ -12,9 +12,9 @@
 // HTTP is undici's keep-alive pool over those verified sockets; responses are the platform's `Response`, like the
 // Noise client's. Differences from ws:// (documented, refused rather than ignored): no openStream (a raw byte
 // stream needs the Noise channel), no `headers`/`transport`/`primitives`/`WebSocket` options.
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { AttestationDocument } from '../attestation/document.ts';
 import type { VerifiedCertificate } from './attested-cert.ts';
 import { abortError, ClientError } from './errors.ts';
@@ -180,16 +180,50 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
     const upgradeTo = headers.find(([k]) => k.toLowerCase() === 'upgrade')?.[1] ?? 'websocket';
     const deadline = new Deadline(opts.signal, opts.timeoutMs ?? 0);
     try {
-      const up = await pool.upgrade({
-        path: target,
-        method: opts.method ?? 'GET',
-        headers: headers.filter(([k]) => !['upgrade', 'connection'].includes(k.toLowerCase())).flat(),
-        protocol: upgradeTo,
-        signal: deadline.signal,
+      // dispatch rather than pool.upgrade(), which reports a refused upgrade without its status.
+      const up = await new Promise<{ rawHeaders: Buffer[]; socket: Duplex }>((resolve, reject) => {
+        let abortDispatch: ((err: Error) => void) | undefined;
+        const onAbort = (): void => abortDispatch?.(abortError(deadline.signal));
+        if (deadline.signal.aborted) {
+          reject(abortError(deadline.signal));
+          return;
+        }
+        deadline.signal.addEventListener('abort', onAbort, { once: true });
+        const settle = (): void => deadline.signal.removeEventListener('abort', onAbort);
+        pool.dispatch(
+          {
+            path: target,
+            method: opts.method ?? 'GET',
+            headers: headers.filter(([k]) => !['upgrade', 'connection'].includes(k.toLowerCase())).flat(),
+            upgrade: upgradeTo,
+          },
+          {
+            onConnect: (abort: (err?: Error) => void) => {
+              abortDispatch = abort;
+            },
+            onHeaders: (statusCode: number) => {
+              settle();
+              reject(new ClientError('CLIENT_UPGRADE_FAILED', `the app answered ${statusCode}, not 101`, { status: statusCode }));
+              abortDispatch?.(new ClientError('CLIENT_UPGRADE_FAILED', 'not upgraded'));
+              return false;
+            },
+            onData: () => true,
+            onComplete: () => {},
+            onError: (err: Error) => {
+              settle();
+              reject(err);
+            },
+            onUpgrade: (_status: number, rawHeaders: Buffer[] | string[] | null, socket: Duplex) => {
+              settle();
+              resolve({ rawHeaders: (rawHeaders ?? []).map((h) => (typeof h === 'string' ? Buffer.from(h) : h)), socket });
+            },
+          } as unknown as Dispatcher.DispatchHandler,
+        );
       });
       deadline.done();
       const socket = up.socket;
-      const pairs = headerPairs(up.headers);
+      const pairs: [string, string][] = [];
+      for (let i = 0; i + 1 < up.rawHeaders.length; i += 2) pairs.push([up.rawHeaders[i]!.toString('latin1'), up.rawHeaders[i + 1]!.toString('latin1')]);
       const h = new Headers();
       for (const [k, v] of pairs) h.append(k, v);
       return {
@@ -209,10 +243,7 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
       };
     } catch (err) {
       deadline.done();
-      const e = requestError(err, deadline.signal);
-      const status = (err as { statusCode?: number })?.statusCode;
-      if (e.code === 'CLIENT_PROTOCOL' && status !== undefined) throw new ClientError('CLIENT_UPGRADE_FAILED', `the app answered ${status}, not 101`, { status, cause: err });
-      throw e;
+      throw requestError(err, deadline.signal);
     }
   };
 

@@ -139,7 +139,7 @@ export interface AttestedHttpsOptions {
 /**
  * A minimal attested HTTPS server (node:https = node:tls + http) in the documented format, standing in for the
  * ingress: the default certificate, and a fresh one per `<nonce>.attest.<host>` SNI whose document carries the
- * nonce. Routes: /hello → "hello"; /echo → the body back; anything else → 404.
+ * nonce. Routes: /hello → "hello"; /echo → the body back; /ws → WebSocket echo; anything else → 404.
  */
 export async function startAttestedHttpsServer(sim: NsmSimulator, opts: AttestedHttpsOptions = {}): Promise<AttestedHttpsServer> {
   const { createServer } = await import('node:https');
@@ -185,6 +185,17 @@ export async function startAttestedHttpsServer(sim: NsmSimulator, opts: Attested
       });
     },
   );
+  // /ws: a WebSocket echo (upgrades over the attested TLS connection).
+  const { WebSocketServer } = await import('ws');
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    requests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } });
+    if (req.url !== '/ws') {
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d, binary) => ws.send(d, { binary })));
+  });
   server.on('secureConnection', (socket) => {
     const entry = { servername: (socket as unknown as { servername: string | false }).servername, bytes: 0 };
     connections.push(entry);
@@ -198,6 +209,7 @@ export async function startAttestedHttpsServer(sim: NsmSimulator, opts: Attested
     nonceNames,
     closeConnections: () => server.closeAllConnections(),
     close: async () => {
+      for (const c of wss.clients) c.terminate();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

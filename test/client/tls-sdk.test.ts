@@ -133,6 +133,30 @@ describe('connect(https://…)', () => {
     }
   });
 
+  it('upgrade() over https: a WebSocket handshake and frames on a verified connection; a 404 is CLIENT_UPGRADE_FAILED', async () => {
+    const srv = await server(sim);
+    const client = await connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    try {
+      const up = await client.upgrade('/ws', {
+        headers: { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+      });
+      expect(up.status).toBe(101);
+      expect(up.headers.get('sec-websocket-accept')).toBe('s3pPLMBiTxaQ9kYGzzhZRbK+xOo=');
+      // One masked client text frame "hi" (RFC 6455 §5.3), echoed back unmasked.
+      const mask = [1, 2, 3, 4];
+      const payload = [...Buffer.from('hi')].map((b, i) => b ^ mask[i % 4]!);
+      const writer = up.writable.getWriter();
+      await writer.write(Uint8Array.from([0x81, 0x80 | 2, ...mask, ...payload]));
+      const reader = up.readable.getReader();
+      const { value } = await reader.read();
+      expect(Buffer.from(value!).subarray(0, 4)).toEqual(Buffer.from([0x81, 2, 0x68, 0x69]));
+      up.close();
+      expect((await failure(client.upgrade('/nope', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }))).code).toBe('CLIENT_UPGRADE_FAILED');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('refuses options that only apply to the Noise channel, and openStream', async () => {
     const srv = await server(sim);
     expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], headers: { a: 'b' } }))).code).toBe('CLIENT_BAD_OPTIONS');
