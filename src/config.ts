@@ -93,7 +93,8 @@ export interface Config {
     /** Connections waiting for a handshake slot; more are closed before any crypto. */
     max_queued_handshakes: number;
   };
-  keyring: { source: 'dev' | 'sealed-file'; path: string | null };
+  /** kms: the sealed-keyring file `keys seal` wrote (`file`), opened with KMS in `region` (optional `endpoint`, https). */
+  keyring: { source: 'dev' | 'sealed-file' | 'kms'; path: string | null; file: string | null; region: string | null; endpoint: string | null };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
   control: { public_key: string | null };
   attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null; HashAlgorithm: string | null; signature: string | null };
@@ -227,7 +228,7 @@ const SCHEMA: Schema = {
       max_queued_handshakes: int(256, 0, 100_000),
     },
   },
-  keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file']), path: str(null) } },
+  keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file', 'kms']), path: str(null), file: str(null), region: str(null, /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/), endpoint: str(null, /^https:\/\/[^\s/]+\/?$/) } },
   log: {
     kind: 'table',
     fields: {
@@ -436,6 +437,14 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   }
   if (config.keyring.source === 'sealed-file' && !config.keyring.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.path: required when keyring.source = "sealed-file"');
+  }
+  if (config.keyring.source === 'kms') {
+    if (!config.keyring.file) throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.file: required when keyring.source = "kms" (the file `enclave-agent keys seal` wrote)');
+    if (!config.keyring.region) throw new ConfigError('CONFIG_BAD_VALUE', 'keyring.region: required when keyring.source = "kms"');
+  } else {
+    for (const k of ['file', 'region', 'endpoint'] as const) {
+      if (config.keyring[k] !== null) throw new ConfigError('CONFIG_BAD_VALUE', `keyring.${k}: only used with keyring.source = "kms" (source is "${config.keyring.source}")`);
+    }
   }
   if (config.egress.mode === 'transparent' && !config.egress.enabled) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'egress.mode: "transparent" needs egress.enabled = true');

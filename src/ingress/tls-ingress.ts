@@ -23,6 +23,8 @@ export interface TlsIngressOptions {
   handshakeTimeoutMs?: number;
   /** Connections between accept and the end of their handshake; more are closed at once (default 256). */
   maxPendingHandshakes?: number;
+  /** Connections open in all (handshaking or served); more are closed at once (default 1024). */
+  maxConnections?: number;
   logger?: Logger;
 }
 
@@ -44,10 +46,12 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   const logger = opts.logger;
   const timeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const maxPending = opts.maxPendingHandshakes ?? 256;
+  const maxConnections = opts.maxConnections ?? 1024;
   await identity.current();
 
   const open = new Set<Duplex>();
   let pending = 0;
+  let connections = 0;
   let refused = 0;
   let closed = false;
   let stopped: Promise<void> | undefined;
@@ -128,12 +132,14 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   const listener = await opts.listen({
     onConnection: (raw) => {
       raw.on('error', () => {});
-      if (closed || pending >= maxPending) {
+      if (closed || pending >= maxPending || connections >= maxConnections) {
         refused++;
         raw.destroy();
         return;
       }
       pending++;
+      connections++;
+      raw.once('close', () => connections--);
       open.add(raw);
       raw.once('close', () => open.delete(raw));
       void serve(raw).finally(() => pending--);

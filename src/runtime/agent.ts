@@ -13,6 +13,7 @@ import type { Config } from '../config.ts';
 import type { DialerConnect } from '../egress/flow-client.ts';
 import { startEgress, type EgressService } from '../egress/service.ts';
 import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type KeySource } from '../crypto/keyring.ts';
+import { kmsKeySource, type KmsKeySourceOptions } from '../crypto/kms-keyring.ts';
 import { createHttpForwarder, type HttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
@@ -61,6 +62,8 @@ export interface AgentRuntimeOptions {
   keySource?: KeySource;
   /** keyring.source = "sealed-file": the 32-byte key that opens keyring.path. */
   unsealKey?: Uint8Array;
+  /** keyring.source = "kms": credentials (default: the AWS chain), extra CA roots, retry policy (tests, the local stack). */
+  kms?: Pick<KmsKeySourceOptions, 'credentials' | 'extraCa' | 'attempts' | 'backoffMs'>;
   /** api_key_auth: SHA-256 hex hashes used instead of [api_key_auth] keys (the local stack's development key). */
   apiKeyHashes?: string[];
   /** Overrides config.api.port (0 picks a free port). */
@@ -119,10 +122,24 @@ export interface AgentRuntime {
   close(): Promise<void>;
 }
 
-function keySourceFor(opts: AgentRuntimeOptions): KeySource {
+function keySourceFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger: Logger): KeySource {
   if (opts.keySource !== undefined) return opts.keySource;
   const k = opts.config.keyring;
   if (k.source === 'dev') return devKeySource(opts.stateDir);
+  if (k.source === 'kms') {
+    // With [egress] enabled (always, inside an enclave) KMS is reached through the explicit proxy: the policy
+    // must allow kms.<region>.amazonaws.com:443 (or the endpoint's host).
+    const proxyUrl = opts.config.egress.enabled && egress !== null ? new URL(egress.proxyUrl) : null;
+    return kmsKeySource({
+      file: k.file!,
+      region: k.region!,
+      endpoint: k.endpoint,
+      nsm: opts.nsm,
+      proxy: proxyUrl === null ? null : { host: proxyUrl.hostname, port: Number(proxyUrl.port) },
+      ...opts.kms,
+      onRetry: (attempt, reason) => logger.warn({ attempt, reason }, 'KMS Decrypt did not answer; retrying'),
+    });
+  }
   if (opts.unsealKey === undefined) {
     throw new RuntimeError('RUNTIME_KEYRING', `keyring.source = "sealed-file" needs an unseal key for ${k.path ?? '(no path)'}; none was given`);
   }
@@ -206,6 +223,7 @@ async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, log
     acceptProxyProtocol: c.accept_proxy_protocol,
     handshakeTimeoutMs: c.limits.handshake_timeout_ms,
     maxPendingHandshakes: c.limits.max_queued_handshakes + c.limits.max_concurrent_handshakes,
+    maxConnections: c.limits.max_sessions,
     logger,
   });
 }
@@ -254,7 +272,26 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       'api_key_auth = true but no API key is configured: replace it with [api_key_auth] keys = ["<SHA-256 hex of each key>"] (e.g. printf %s "$KEY" | sha256sum); refusing to serve without one',
     );
   }
-  const keyring = await loadKeyring(keySourceFor(opts));
+  // Egress first: inside an enclave the KMS keyring reaches KMS through its explicit proxy.
+  let egress: EgressService | null = null;
+  const eg = opts.egress;
+  if (eg !== undefined && (config.egress.enabled || eg.always === true)) {
+    egress = await startEgress({
+      egress: config.egress.enabled ? config.egress : { ...config.egress, mode: 'explicit', destinations: [] },
+      dialer: eg.dialer,
+      ...(eg.proxyPort === undefined ? {} : { proxyPort: eg.proxyPort }),
+      ...(eg.installRules === undefined ? {} : { installRules: eg.installRules }),
+      logger,
+      ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
+    });
+  }
+  let keyring: Keyring;
+  try {
+    keyring = await loadKeyring(keySourceFor(opts, egress, logger));
+  } catch (err) {
+    await egress?.close().catch(() => {});
+    throw err;
+  }
   const attestationKey = keyring.attestationPublicKey();
   const controlKey = config.control.public_key === null ? undefined : fromBase64(config.control.public_key);
 
@@ -266,20 +303,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
-  let egress: EgressService | null = null;
   let ingress: TlsIngress | null = null;
   try {
-    const eg = opts.egress;
-    if (eg !== undefined && (config.egress.enabled || eg.always === true)) {
-      egress = await startEgress({
-        egress: config.egress.enabled ? config.egress : { ...config.egress, mode: 'explicit', destinations: [] },
-        dialer: eg.dialer,
-        ...(eg.proxyPort === undefined ? {} : { proxyPort: eg.proxyPort }),
-        ...(eg.installRules === undefined ? {} : { installRules: eg.installRules }),
-        logger,
-        ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
-      });
-    }
     if (config.api.enabled) {
       api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
@@ -355,7 +380,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     logger.debug({ evervault: ev }, 'enclave.toml: Evervault keys kept as information');
   }
   logger.info(
-    { public: a.public.listener.address, control: control.listener.address, ops: ops.address, api: api === undefined ? null : `127.0.0.1:${api.port}`, mode: config.mode, keyIds: keyring.keyIds },
+    { public: a.public.listener.address, control: control.listener.address, tls: ingress?.address ?? null, ops: ops.address, api: api === undefined ? null : `127.0.0.1:${api.port}`, mode: config.mode, keyIds: keyring.keyIds },
     'runtime started',
   );
 

@@ -133,6 +133,33 @@ describe('SNI nonces', () => {
   });
 });
 
+describe('the connection cap (limits.max_sessions)', () => {
+  let s: IngressStack;
+  beforeAll(async () => {
+    s = await startIngressStack({ ingress: { maxConnections: 3 } });
+  }, 30_000);
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  it('refuses connections past the cap and admits new ones as served connections close', async () => {
+    const open = [await connectTls(s.port), await connectTls(s.port), await connectTls(s.port)];
+    await expect(connectTls(s.port)).rejects.toThrow();
+    const closed = new Promise((r) => open[0]!.once('close', r));
+    open[0]!.destroy();
+    await closed;
+    let admitted: tls.TLSSocket | undefined;
+    // The server side sees the close a moment later: retry a bounded number of times.
+    for (let i = 0; i < 50 && admitted === undefined; i++) {
+      admitted = await connectTls(s.port).catch(() => undefined);
+      if (admitted === undefined) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(admitted).toBeDefined();
+    admitted?.destroy();
+    for (const t of open) t.destroy();
+  });
+});
+
 describe('a TLS handshake flood', () => {
   let s: IngressStack;
   beforeAll(async () => {
