@@ -46,8 +46,11 @@ export interface AttestedProxy {
   close(): Promise<void>;
 }
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and Host: the client sets its own. */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'host']);
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), Host (the client sets its own) and Expect (Node's server already answered
+ * 100-continue to the local client; the app must not be asked again).
+ */
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'host', 'expect']);
 
 function errorCode(err: unknown): string {
   const e = err as { attestationCode?: string; code?: string };

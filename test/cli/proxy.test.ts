@@ -148,6 +148,22 @@ describe('enclave-agent proxy (Noise upstream through the bridge)', () => {
     expect(res.status).toBe(200);
     expect(res.body).toBe('hello');
   });
+
+  it('a large upload with Expect: 100-continue (curl sends it past 1 MiB) reaches the app whole', async () => {
+    const file = path.join(dir, 'big.bin');
+    writeFileSync(file, Buffer.alloc(3 * 1024 * 1024, 7));
+    const r = await run('curl', ['-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--data-binary', `@${file}`, `${line.url}/echo`]);
+    expect(r.stdout).toBe(`200 ${3 * 1024 * 1024}`);
+  });
+
+  it('stops forwarding when the enclave comes back as another build: 502 with the PCR error, nothing at the app', async () => {
+    await stack.restartAgent({ identity: { agentVersion: 'client-test', app: 'a different app', config: 'mode = "test"' } });
+    const before = stack.app.requests;
+    const res = await curl('--data-binary', 'must not arrive', `${line.url}/echo`);
+    expect(res.status).toBe(502);
+    expect(res.headers.toLowerCase()).toContain('x-enclave-agent-error: attestation_pcr_mismatch');
+    expect(stack.app.requests).toBe(before);
+  });
 });
 
 describe('enclave-agent proxy with a wrong pin', () => {
