@@ -8,6 +8,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { AgentError } from './errors.ts';
 import { EgressError } from './egress/errors.ts';
 import { parseDestination } from './egress/policy.ts';
+import { checkSecretEntry, SecretsError } from './crypto/secrets.ts';
 import { didYouMean } from './util/suggest.ts';
 
 export class ConfigError extends AgentError {}
@@ -95,6 +96,8 @@ export interface Config {
   };
   /** kms: the sealed-keyring file `keys seal` wrote (`file`), opened with KMS in `region` (optional `endpoint`, https). */
   keyring: { source: 'dev' | 'sealed-file' | 'kms'; path: string | null; file: string | null; region: string | null; endpoint: string | null };
+  /** [secrets]: the app's environment variables, as ev: values `run` decrypts once the keyring is open. */
+  secrets: Readonly<Record<string, string>>;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
   control: { public_key: string | null };
   attestation: { PCR0: string | null; PCR1: string | null; PCR2: string | null; PCR8: string | null; HashAlgorithm: string | null; signature: string | null };
@@ -229,6 +232,7 @@ const SCHEMA: Schema = {
     },
   },
   keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file', 'kms']), path: str(null), file: str(null), region: str(null, /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/), endpoint: str(null, /^https:\/\/[^\s/]+\/?$/) } },
+  secrets: { kind: 'custom', default: Object.freeze({}), parse: parseSecrets },
   log: {
     kind: 'table',
     fields: {
@@ -303,6 +307,21 @@ function parseApiKeyAuth(value: unknown, key: string): Config['api_key_auth'] {
     }
   });
   return { enabled, keys: (keys as string[]).map((h) => h.toLowerCase()) };
+}
+
+/** [secrets] NAME = "ev:…": names checked, values well-formed ev: strings (never quoted in an error). */
+function parseSecrets(value: unknown, key: string): Readonly<Record<string, string>> {
+  if (!isTable(value)) bad(key, 'a table of NAME = "ev:…" entries', value);
+  const out: Record<string, string> = {};
+  for (const [name, v] of Object.entries(value)) {
+    try {
+      out[name] = checkSecretEntry(name, v);
+    } catch (err) {
+      if (err instanceof SecretsError) throw new ConfigError(err.code === 'SECRET_UNSUPPORTED' ? 'CONFIG_UNSUPPORTED' : 'CONFIG_BAD_VALUE', err.message);
+      throw err;
+    }
+  }
+  return Object.freeze(out);
 }
 
 function parseHealthcheck(value: unknown, key: string): Config['healthcheck'] {

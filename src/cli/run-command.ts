@@ -5,6 +5,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config.ts';
+import { appEnvironment, decryptSecrets, SecretsError } from '../crypto/secrets.ts';
+import { keyringWarning } from './keyring-warning.ts';
 import { isAgentError } from '../errors.ts';
 import { nativeClockStep } from '../ops/clock-step.ts';
 import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../runtime/agent.ts';
@@ -217,6 +219,11 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   const logs = createRuntimeLogs(config.log, a.logTarget === undefined ? {} : { target: a.logTarget });
   const logger = logs.logger;
   logger.info({ config: a.configPath ?? '(defaults)', listen: a.listen.kind, nsm: a.nsm, logs: logs.where, pid: process.pid }, 'enclave-agent run starting');
+  const warning = keyringWarning(config, a.stateDir);
+  if (warning !== null) {
+    io.err(`enclave-agent run: WARNING: ${warning}`);
+    logger.warn({ keyring: config.keyring.source }, warning);
+  }
 
   if (a.loopback === 'on' || (a.loopback === 'auto' && insideEnclave())) {
     const { changed } = bringUpLoopback();
@@ -249,6 +256,21 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     throw err;
   }
 
+  // [secrets]: decrypted only now that the keyring is open, and only into the app's environment.
+  let secrets: Record<string, string>;
+  try {
+    secrets = decryptSecrets(config.secrets, runtime.keyring);
+  } catch (err) {
+    if (!(err instanceof SecretsError)) throw err;
+    io.err(`enclave-agent run: ${err.code}: ${err.message}`);
+    logger.error({ code: err.code, variable: err.variable }, 'a secret does not decrypt; not starting the app');
+    await runtime.close();
+    await logs.close();
+    return 1;
+  }
+  const names = Object.keys(secrets);
+  if (names.length > 0) logger.info({ secrets: names }, 'secrets decrypted for the app');
+
   const supervisor = startSupervisor({
     command,
     restart: config.app.restart,
@@ -257,7 +279,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     maxRestarts: config.app.max_restarts,
     restartWindowMs: config.app.restart_window_ms,
     appPort: config.app.port,
-    ...(runtime.egress === null ? {} : { env: { ...process.env, ...runtime.egress.appEnv } }),
+    env: appEnvironment(process.env, runtime.egress?.appEnv ?? {}, secrets),
     readyWarnAfterMs: config.app.startup_grace_ms,
     logger,
     onState: (state) => {

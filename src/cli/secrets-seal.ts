@@ -1,0 +1,109 @@
+/**
+ * `enclave-agent secrets seal NAME`: reads a secret from standard input (never from the command line, where
+ * `ps` and shell history would keep it), encrypts it into an `ev:` value for the enclave's public keys, and
+ * prints the value and the [secrets] line to paste into enclave.toml.
+ */
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.ts';
+import type { EvCurve } from '../crypto/ev-kdf.ts';
+import { devKeySource, loadKeyring, type PublicKeys } from '../crypto/keyring.ts';
+import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret } from '../crypto/secrets.ts';
+import { fromBase64 } from '../util/bytes.ts';
+import { resolveStateDir } from './keys-public.ts';
+import { CliUsageError, type CliCommand } from './types.ts';
+
+const HELP = `Usage: enclave-agent secrets seal NAME [--key <base64> | --state-dir D] [--config FILE] [--curve C] [--type T]
+
+Reads the secret's value from standard input (a single trailing newline is dropped), encrypts it into an ev:
+value for the enclave's public key, and prints two lines: the ev: value, and the line to paste under
+[secrets] in enclave.toml:  NAME = "ev:…". \`run\` decrypts it once the keyring is open and passes the
+plaintext to the app as the environment variable NAME, and nowhere else. The value is never a command-line
+argument: those show in \`ps\` and in shell history.
+
+  printf '%s' "$DB_PASSWORD" | enclave-agent secrets seal DB_PASSWORD --key <p256 public key>
+
+NAME is an environment variable name: [A-Z_][A-Z0-9_]*.
+
+Which keys (the enclave that will run the app must hold the private half):
+  --key <base64>   the enclave's public key, a 33-byte compressed point of --curve, as printed by
+                   "enclave-agent keys public", "keys seal", or "start --json" (publicKeys)
+  --state-dir D    the development keyring in D/keys.json ([keyring] source = "dev"); the default when
+                   --key is not given: $ENCLAVE_AGENT_STATE_DIR, else ./.state
+  --config FILE    enclave.toml: refuses to guess keys for a keyring source other than "dev"
+                   (default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists)
+
+Options:
+  --curve C        p256 (default) or secp256k1
+  --type T         string (default), number or boolean: the app receives the same text either way`;
+
+const TYPES = ['string', 'number', 'boolean'] as const;
+
+export const command: CliCommand = {
+  help: HELP,
+  async run(args, io) {
+    let values: { key?: string; 'state-dir'?: string; config?: string; curve?: string; type?: string };
+    let positionals: string[];
+    try {
+      ({ values, positionals } = parseArgs({
+        args,
+        options: { key: { type: 'string' }, 'state-dir': { type: 'string' }, config: { type: 'string' }, curve: { type: 'string' }, type: { type: 'string' } },
+        allowPositionals: true,
+        strict: true,
+      }));
+    } catch (err) {
+      throw new CliUsageError((err as Error).message);
+    }
+    if (positionals.length !== 1) {
+      throw new CliUsageError(`expected one argument, the variable NAME (the value comes from standard input), found ${positionals.length}`);
+    }
+    const name = positionals[0]!;
+    if (!SECRET_NAME.test(name)) throw new CliUsageError(`NAME must be an environment variable name ([A-Z_][A-Z0-9_]*), found "${name.slice(0, 64)}"`);
+    const curve = values.curve ?? 'p256';
+    if (curve !== 'p256' && curve !== 'secp256k1') throw new CliUsageError(`--curve must be p256 or secp256k1, found "${curve}"`);
+    const type = values.type ?? 'string';
+    if (!(TYPES as readonly string[]).includes(type)) throw new CliUsageError(`--type must be string, number or boolean, found "${type}"`);
+    if (values.key !== undefined && values['state-dir'] !== undefined) throw new CliUsageError('give --key or --state-dir, not both');
+
+    let key: Uint8Array | PublicKeys;
+    if (values.key !== undefined) {
+      try {
+        key = fromBase64(values.key);
+      } catch {
+        throw new CliUsageError('--key is not standard base64');
+      }
+      if (key.length !== 33) throw new CliUsageError(`--key must be a 33-byte compressed point, found ${key.length} bytes`);
+    } else {
+      const configPath = values.config ?? process.env.ENCLAVE_AGENT_CONFIG ?? (existsSync('enclave.toml') ? 'enclave.toml' : undefined);
+      const source = loadConfig(configPath).keyring.source;
+      if (source !== 'dev') {
+        throw new CliUsageError(`[keyring] source = "${source}": give the enclave's public key with --key (printed by "keys seal" or "start --json")`);
+      }
+      key = (await loadKeyring(devKeySource(resolveStateDir(values['state-dir'])))).publicKeys();
+    }
+
+    const raw = await io.stdin();
+    if (raw.length > MAX_SECRET_BYTES) throw new CliUsageError(`the value on standard input is ${raw.length} bytes; an environment variable secret is at most ${MAX_SECRET_BYTES}`);
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    } catch {
+      throw new CliUsageError('the value on standard input is not UTF-8 text');
+    }
+    text = text.replace(/\r?\n$/, '');
+    if (text.length === 0) throw new CliUsageError('no value on standard input (pipe it in: printf %s "$VALUE" | enclave-agent secrets seal NAME)');
+    if (text.includes('\0')) throw new CliUsageError('the value holds a NUL character, which an environment variable cannot carry');
+    let value: string | number | boolean = text;
+    if (type === 'number') {
+      if (!/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(text) || !Number.isFinite(Number(text))) throw new CliUsageError('--type number: the value on standard input is not a JSON number');
+      value = Number(text);
+    } else if (type === 'boolean') {
+      if (text !== 'true' && text !== 'false') throw new CliUsageError('--type boolean: the value on standard input must be true or false');
+      value = text === 'true';
+    }
+    const sealed = sealSecret(value, key, curve as EvCurve);
+    io.out(sealed);
+    io.out(`${name} = "${sealed}"`);
+    return 0;
+  },
+};

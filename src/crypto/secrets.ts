@@ -1,0 +1,73 @@
+// Secrets for the app ([secrets] in enclave.toml): environment variable names mapped to `ev:` values. `run`
+// decrypts them with the agent's keyring once it is open and hands the plaintext to the app's environment
+// only — never to the agent's own process.env, its log, or a file. Errors name the variable, never the value.
+import { AgentError } from '../errors.ts';
+import { EvDecryptError, EvFormatError } from './errors.ts';
+import { decryptTokenDetailed, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';
+import type { Keyring } from './keyring.ts';
+
+/** What a POSIX shell accepts as a variable name, upper case only (so a typo'd lower-case key stands out). */
+export const SECRET_NAME = /^[A-Z_][A-Z0-9_]*$/;
+/** Variables the agent itself sets for the app (egress); a secret may not replace them. */
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']);
+/** An environment variable larger than this is not a secret but a file. */
+export const MAX_SECRET_BYTES = 64 * 1024;
+
+export type SecretsErrorCode = 'SECRET_BAD_NAME' | 'SECRET_BAD_VALUE' | 'SECRET_UNSUPPORTED' | 'SECRET_DOES_NOT_DECRYPT' | 'SECRET_RESERVED_NAME';
+
+export class SecretsError extends AgentError {
+  declare readonly code: SecretsErrorCode;
+  /** The variable concerned (its name only). */
+  readonly variable: string;
+  constructor(code: SecretsErrorCode, variable: string, message: string) {
+    super(code, message);
+    this.variable = variable;
+  }
+}
+
+/**
+ * Checks one [secrets] entry without decrypting it. The message never quotes the value: a plaintext pasted
+ * here by mistake must not reach a log through the error meant to catch it.
+ */
+export function checkSecretEntry(name: string, value: unknown): string {
+  if (!SECRET_NAME.test(name)) throw new SecretsError('SECRET_BAD_NAME', name.slice(0, 64), `secrets: "${name.slice(0, 64)}" is not an environment variable name ([A-Z_][A-Z0-9_]*)`);
+  if (RESERVED_NAMES.has(name)) throw new SecretsError('SECRET_RESERVED_NAME', name, `secrets.${name}: the agent sets ${name} for the app itself ([egress]); pick another name`);
+  if (typeof value !== 'string') throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: expected an ev: string (from \`enclave-agent secrets seal ${name}\`), found ${Array.isArray(value) ? 'an array' : typeof value}`);
+  if (/^kms:/i.test(value)) {
+    throw new SecretsError('SECRET_UNSUPPORTED', name, `secrets.${name}: KMS-sealed values are not supported yet; seal it as an ev: value with \`enclave-agent secrets seal ${name}\``);
+  }
+  if (!looksLikeEv(value) || !isEvToken(value)) {
+    throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: expected an ev: value (from \`enclave-agent secrets seal ${name}\`); plaintext does not belong in enclave.toml (value not shown)`);
+  }
+  return value;
+}
+
+/** Decrypts every secret; the first one that does not open stops everything (its name in the error). */
+export function decryptSecrets(secrets: Readonly<Record<string, string>>, keyring: Keyring): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, token] of Object.entries(secrets)) {
+    try {
+      // Numbers keep their exact text (no float round trip); booleans become "true"/"false".
+      const text = decryptTokenDetailed(token, keyring).text;
+      if (text.includes('\0')) throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: decrypts to text holding a NUL character, which an environment variable cannot carry`);
+      out[name] = text;
+    } catch (err) {
+      if (err instanceof EvDecryptError || err instanceof EvFormatError) {
+        const why = err instanceof EvDecryptError ? `${err.reason}${err.detail === '' ? '' : `, ${err.detail}`}` : err.code;
+        throw new SecretsError('SECRET_DOES_NOT_DECRYPT', name, `secrets.${name}: does not decrypt with this enclave's keys (${why}); seal it again for this keyring with \`enclave-agent secrets seal ${name}\``);
+      }
+      throw err;
+    }
+  }
+  return out;
+}
+
+/** The app's environment: what the agent inherited, the agent's own variables for the app, then the secrets. */
+export function appEnvironment(inherited: NodeJS.ProcessEnv, agentVars: Readonly<Record<string, string>>, secrets: Readonly<Record<string, string>>): NodeJS.ProcessEnv {
+  return { ...inherited, ...agentVars, ...secrets };
+}
+
+/** Encrypts one secret for [secrets] (a fresh ephemeral key each time). */
+export function sealSecret(value: EvValue, key: EncryptionPublicKey, curve: EvCurve = 'p256'): string {
+  return encryptValue(value, key, { curve });
+}
