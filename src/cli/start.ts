@@ -17,7 +17,8 @@ import { startEgressDialer, type EgressDialer } from '../host/egress-dialer.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import { connectStream } from '../transport/connect.ts';
 import type { LogSink } from '../http/log-sink.ts';
-import { startAgentRuntime, type AgentRuntime } from '../runtime/agent.ts';
+import { startAgentRuntime, type AgentRuntime, type AgentRuntimeOptions } from '../runtime/agent.ts';
+import { toBase64 } from '../util/bytes.ts';
 import { startTcpRelay, type TcpRelay } from '../host/tcp-relay.ts';
 import { randomBytes } from 'node:crypto';
 import { apiKeyHash } from '../http/stages/api-key.ts';
@@ -64,7 +65,8 @@ Options:
                        {"bridgeUrl", "agentAddress", "rootPem", "pcrs": {"PCR0", "PCR1", "PCR2", "PCR8"},
                         "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy",
                         "dashboardUrl", "httpsUrl" (null unless tls_termination = true),
-                        "apiKey" (the development key when api_key_auth = true has no keys, else null)}
+                        "apiKey" (the development key when api_key_auth = true has no keys, else null),
+                        "publicKeys": {"p256", "secp256k1"} (the running agent's ev: keys, base64)}
 
 Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
 on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
@@ -87,6 +89,8 @@ export interface LocalStackOptions {
   debug: boolean;
   logger: Logger;
   trxSink?: LogSink;
+  /** [keyring] source = "kms": credentials, extra CA roots, retries (tests); default the AWS chain and bundled roots. */
+  kms?: AgentRuntimeOptions['kms'];
 }
 
 export interface LocalStack {
@@ -162,6 +166,7 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
       logger: opts.logger,
       ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
       ...(opts.apiPort === undefined ? {} : { apiPort: opts.apiPort }),
+      ...(opts.kms === undefined ? {} : { kms: opts.kms }),
       egress: { dialer: () => connectStream({ kind: 'tcp', host: '127.0.0.1', port: dialerPort }), proxyPort: 0, always: true },
     });
     egressProxy = runtime.egress!.proxyUrl;
@@ -210,6 +215,12 @@ export async function startLocalStack(opts: LocalStackOptions): Promise<LocalSta
     await demo?.close().catch(() => {});
     throw err;
   }
+}
+
+/** The running agent's ev: public keys (compressed points, base64): equal on replicas sharing a KMS-sealed keyring. */
+export function publicKeysBase64(stack: Pick<LocalStack, 'runtime'>): { p256: string; secp256k1: string } {
+  const k = stack.runtime.keyring.publicKeys();
+  return { p256: toBase64(k.p256), secp256k1: toBase64(k.secp256k1) };
 }
 
 /** A path as short as possible for a line to copy: relative to the cwd when inside it. */
@@ -323,6 +334,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         apiKey: stack.apiKey,
         dashboardUrl: dashboard.url,
         debug,
+        publicKeys: publicKeysBase64(stack),
       }),
     );
   } else {

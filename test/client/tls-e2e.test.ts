@@ -143,6 +143,14 @@ describe('the https:// client side against the agent’s TLS ingress', () => {
     const r = await curl(['-d', 'via proxy', `${line.url}/echo`]);
     expect(r.code, r.stderr).toBe(0);
     expect((JSON.parse(r.stdout) as { body: string }).body).toBe('via proxy');
+
+    const wrong = startBin(['proxy', info.httpsUrl!, '--json', '--pcr0', 'ab'.repeat(48), '--pcr1', info.pcrs.PCR1, '--pcr2', info.pcrs.PCR2, '--root', info.rootPem, '--log-level', 'silent']);
+    procs.push(wrong);
+    const refused = JSON.parse(await wrong.firstLine(60_000)) as { url: string; attestation: string };
+    expect(refused.attestation).toBe('ATTESTATION_PCR_MISMATCH');
+    const head = await curl(['-i', '-d', 'must not arrive', `${refused.url}/echo`]);
+    expect(head.stdout).toMatch(/^HTTP\/1\.1 502/);
+    expect(head.stdout.toLowerCase()).toContain('x-enclave-agent-error: attestation_pcr_mismatch');
   });
 });
 
