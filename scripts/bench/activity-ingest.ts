@@ -152,9 +152,10 @@ async function browserLoad(url: string): Promise<number | null> {
   if (!existsSync('/usr/bin/chromium')) return null;
   const { chromium } = await import('playwright-core');
   const profile = mkdtempSync(path.join(os.tmpdir(), 'ea-bench-chromium-'));
-  const browser = await chromium.launch({
+  const browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${profile}`],
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
   try {
     const times: number[] = [];
@@ -198,20 +199,36 @@ export default async function bench(): Promise<void> {
     ]);
     console.log('(records per CPU-s: records over the CPU time this process used, sender included: what one core does; the query loop runs in the reader worker, which this counts too)');
 
-    // 1,000,000 rows over the last 7 days.
-    const big = fresh(dir, 'million.db');
-    const fill = openActivityStore({ file: big, batchSize: 10_000, retainRows: MILLION });
+    // 1,000,000 rows over the last 7 days. ACTIVITY_BENCH_DB=FILE keeps them for the next run (filling takes
+    // minutes on a busy machine); a kept file is reused when it holds them.
     const week = 7 * 86_400_000;
-    const t0 = Date.now() - week;
-    const tFill = performance.now();
-    for (let done = 0; done < MILLION; done += N) {
-      const chunk = lines(N, t0 + Math.floor((done * week) / MILLION), Math.floor((N * week) / MILLION));
-      for (const l of chunk) fill.add(activityRow(parseLine(l)!)!);
-      fill.flush();
+    const kept = process.env.ACTIVITY_BENCH_DB;
+    const big = kept ?? fresh(dir, 'million.db');
+    const fill = openActivityStore({ file: big, batchSize: 10_000, retainRows: MILLION, retainDays: 30 });
+    if (fill.stats.rows < MILLION) {
+      const t0 = Date.now() - week;
+      const tFill = timer();
+      for (let done = fill.stats.rows; done < MILLION; done += N) {
+        const chunk = lines(Math.min(N, MILLION - done), t0 + Math.floor((done * week) / MILLION), Math.floor((N * week) / MILLION));
+        for (const l of chunk) fill.add(activityRow(parseLine(l)!)!);
+        fill.flush();
+      }
+      const r = tFill(MILLION);
+      console.log(`\n(filled ${formatNumber(MILLION)} rows over 7 days: ${formatNumber(r.wall)} records/s wall, ${formatNumber(r.cpu)} per CPU-s)`);
     }
-    const fillRate = (MILLION * 1000) / (performance.now() - tFill);
+    // Steady state: a store that already holds 1,000,000 rows takes the agent's records while retention keeps
+    // it at 1,000,000 (the random request-id index no longer fits the page cache).
+    const extra = lines(50_000, Date.now() - 60_000, 60_000);
+    const steady = timer();
+    for (const l of extra) fill.addLine(l.slice(0, -1));
+    fill.flush();
+    fill.expireNow();
+    const st = steady(extra.length);
     fill.close();
-    console.log(`\n(filled ${formatNumber(MILLION)} rows over 7 days at ${formatNumber(fillRate)} records/s)`);
+    printTable('activity ingest into a store holding 1,000,000 rows (retention on)', [
+      ['path', 'records/s (wall)', 'records per CPU-s', '≥ 20k (wall / CPU)'],
+      ['store: parse + batched INSERT + retention (in process)', st.wall, st.cpu, `${st.wall >= TARGET_PER_SEC ? '✓' : '✗'} / ${st.cpu >= TARGET_PER_SEC ? '✓' : '✗'}`],
+    ]);
 
     const service = await startActivityService({ file: big, ui: { host: '127.0.0.1', port: 0 } });
     try {
@@ -241,9 +258,12 @@ export default async function bench(): Promise<void> {
         const fn = p === '' ? () => Promise.all([get('')(), get('app.js')(), get('app.css')()]) : get(p);
         rows.push([name, await median(p.includes('7 days') || name.includes('7 days') ? 3 : 7, fn)]);
       }
-      const load = await browserLoad(url);
-      rows.push(['chromium: page load until the first 50 rows show', load === null ? 'no /usr/bin/chromium' : load]);
       printTable('activity page with 1,000,000 stored records', rows);
+      const load = await browserLoad(url);
+      printTable('activity page with 1,000,000 stored records, in chromium', [
+        ['what', 'median ms'],
+        ['page load until the first 50 rows show', load === null ? 'no /usr/bin/chromium' : load],
+      ]);
     } finally {
       await service.close();
     }
