@@ -6,6 +6,8 @@
 // keys: every operational log line (pino at trace level, agent and bridge), every transaction record, every
 // error message and error body returned to a client, every file under the state dir but the key file — the
 // activity database (the host's store of those records) included — and every answer of the activity page's API.
+// Secrets for the app ([secrets] in enclave.toml) go through a real `enclave-agent run`: the app's environment
+// gets them; the agent's log (trace level), its transaction records, stderr and state files never do.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -17,7 +19,8 @@ import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { devKeySource, DEV_KEY_FILE, loadKeyring, type Keyring } from '../../src/crypto/keyring.ts';
 import { fromHex, toBase64, utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
-import { handshake, wsPipe, type TestClient } from '../responder/helpers.ts';
+import { connectTcp, handshake, tcpPipe, wsPipe, type TestClient } from '../responder/helpers.ts';
+import { APP, startRun, until, type RunningAgent } from '../runtime/harness.ts';
 import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { startActivityService } from '../../src/host/activity-service.ts';
 
@@ -279,4 +282,65 @@ describe('secret markers never reach logs, error messages or files', () => {
     const pay = stack.trx.records.find((r) => JSON.stringify(r).includes('x-custom-secret'));
     expect(JSON.stringify(pay)).toContain('***');
   }, 60_000);
+});
+
+describe('secret markers given to the app through [secrets] (enclave-agent run)', () => {
+  let runDir: string | undefined;
+  let agent: RunningAgent | undefined;
+  afterAll(async () => {
+    await agent?.dispose();
+    if (agent) rmSync(agent.dir, { recursive: true, force: true });
+    if (runDir) rmSync(runDir, { recursive: true, force: true });
+  });
+
+  it("pass to the app's environment, and appear in none of the agent's logs, records, stderr or state files", async () => {
+    runDir = mkdtempSync(path.join(os.tmpdir(), 'ea-leaks-run-'));
+    const state = path.join(runDir, 'state');
+    const pub = (await loadKeyring(devKeySource(state))).publicKeys(); // the keys run then opens
+    const s1 = marker('[secrets] string value (P-256)');
+    const s2 = marker('[secrets] value with a role (secp256k1)');
+    const toml = `[log]\nlevel = "trace"\n[secrets]\nLEAK_SECRET = "${encryptValue(s1, pub)}"\nLEAK_SECRET_ROLE = "${encryptValue(s2, pub, { curve: 'secp256k1', role: 'leak-test' })}"\n`;
+    agent = await startRun({
+      toml,
+      args: ['--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', state, '--loopback', 'off'],
+      command: ['sh', '-c', 'printf "%s\\n%s" "$LEAK_SECRET" "$LEAK_SECRET_ROLE" > "$APP_EVENTS.secret"; exec "$0" "$1"', process.execPath, APP],
+    });
+    const healthy = await agent.waitForLog('agent healthy');
+    expect(agent.lines.find((l) => l.msg === 'secrets decrypted for the app')).toMatchObject({ secrets: ['LEAK_SECRET', 'LEAK_SECRET_ROLE'] });
+    const got = await until(() => {
+      try {
+        const t = readFileSync(path.join(agent!.dir, 'events.secret'), 'utf8');
+        return t.includes('\n') ? t : undefined;
+      } catch {
+        return undefined;
+      }
+    }, 10_000, "the app's copy of its secrets");
+    expect(got).toBe(`${s1}\n${s2}`);
+    const environ = readFileSync(`/proc/${agent.pid}/environ`, 'latin1');
+
+    // One request through the agent, so there is a transaction record to search.
+    const c = await handshake(tcpPipe(await connectTcp(healthy.publicPort as number)));
+    c.send({ type: 'Data', id: 1, payload: httpRequest('GET', '/', '', {}) });
+    const reply = await c.until((m) => (m.type === 'Data' || m.type === 'Error') && m.id === 1, 15_000);
+    expect(reply.at(-1)!.message.type).toBe('Data');
+    c.close();
+    await until(() => (agent!.lines.some((l) => l.type === 'HTTP') ? true : undefined), 10_000, 'the transaction record');
+    agent.kill('SIGTERM');
+    await agent.exited;
+
+    const sources = new Map<string, string>([
+      ['run log lines (stdout, trace level, trx records included)', agent.lines.map((l) => JSON.stringify(l)).join('\n')],
+      ['run stderr', agent.stderr()],
+      ["the agent's own environment", environ],
+    ]);
+    for (const f of filesUnder(state)) {
+      if (path.basename(f) === DEV_KEY_FILE) continue;
+      sources.set(`file ${path.relative(state, f)}`, readFileSync(f).toString('latin1'));
+    }
+    expect([...sources.keys()].some((k) => k.startsWith('file '))).toBe(true);
+    expect(sources.get('run log lines (stdout, trace level, trx records included)')).toContain('"type":"HTTP"');
+    const found: string[] = [];
+    for (const [where, text] of sources) for (const m2 of [s1, s2]) if (text.includes(m2)) found.push(`${markers.get(m2)} found in ${where}`);
+    expect(found).toEqual([]);
+  }, 90_000);
 });
