@@ -69,10 +69,14 @@ export const command: CliCommand = {
     const roots = rootsFromFlags(values.root);
     const port = portFlag('--port', values.port, 0);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
+    const host = values.host ?? '127.0.0.1';
+    if (!/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host)) {
+      io.err(`enclave-agent proxy: warning: --host ${host} is not loopback: anyone who reaches it uses the enclave as this proxy, in plain HTTP`);
+    }
     const logger = pino({ level: values['log-level'] ?? 'info', base: { component: 'proxy' } }, pino.destination(2));
 
     const proxy = await startAttestedProxy({
-      host: values.host ?? '127.0.0.1',
+      host,
       port,
       logger,
       connect: () =>
