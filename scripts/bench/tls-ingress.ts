@@ -290,7 +290,7 @@ export default async function bench(): Promise<void> {
       const r64: Record<string, number> = {};
       const l1: Record<string, number> = {};
       for (const t of targets) {
-        const cpu = t === targets[1] ? async () => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs : t === targets[2] ? async () => procCpuUs(nginx!.pid) : null;
+        const cpu = t === targets[1] ? async () => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs : t === targets[2] ? () => Promise.resolve(procCpuUs(nginx!.pid)) : null;
         const c0 = await cpu?.();
         const row = await measureRow(pools.get(`${t.name}/64`)!, 64);
         const c1 = await cpu?.();
