@@ -3,12 +3,13 @@
  * `ps` and shell history would keep it), encrypts it into an `ev:` value for the enclave's public keys, and
  * prints the value and the [secrets] line to paste into enclave.toml.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import { devKeySource, loadKeyring, type PublicKeys } from '../crypto/keyring.ts';
 import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret } from '../crypto/secrets.ts';
+import { parseSealedKeyring } from '../crypto/sealed-keyring.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { resolveStateDir } from './keys-public.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
@@ -30,7 +31,8 @@ Which keys (the enclave that will run the app must hold the private half):
                    "enclave-agent keys public", "keys seal", or "start --json" (publicKeys)
   --state-dir D    the development keyring in D/keys.json ([keyring] source = "dev"); the default when
                    --key is not given: $ENCLAVE_AGENT_STATE_DIR, else ./.state
-  --config FILE    enclave.toml: refuses to guess keys for a keyring source other than "dev"
+  --config FILE    enclave.toml: with [keyring] source = "kms", the public keys recorded in its sealed-keyring
+                   file ([keyring] file, written by "keys seal"); "sealed-file" needs --key
                    (default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists)
 
 Options:
@@ -38,6 +40,17 @@ Options:
   --type T         string (default), number or boolean: the app receives the same text either way`;
 
 const TYPES = ['string', 'number', 'boolean'] as const;
+
+/** The public keys `keys seal` recorded in the sealed-keyring file ([keyring] source = "kms"): no KMS call needed. */
+function sealedFilePublicKeys(file: string): PublicKeys {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CliUsageError(`[keyring] file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'EIO'})`);
+  }
+  return parseSealedKeyring(text).publicKeys;
+}
 
 export const command: CliCommand = {
   help: HELP,
@@ -75,11 +88,14 @@ export const command: CliCommand = {
       if (key.length !== 33) throw new CliUsageError(`--key must be a 33-byte compressed point, found ${key.length} bytes`);
     } else {
       const configPath = values.config ?? process.env.ENCLAVE_AGENT_CONFIG ?? (existsSync('enclave.toml') ? 'enclave.toml' : undefined);
-      const source = loadConfig(configPath).keyring.source;
-      if (source !== 'dev') {
-        throw new CliUsageError(`[keyring] source = "${source}": give the enclave's public key with --key (printed by "keys seal" or "start --json")`);
+      const k = loadConfig(configPath).keyring;
+      if (k.source === 'kms' && values['state-dir'] === undefined) {
+        key = sealedFilePublicKeys(k.file!);
+      } else if (k.source !== 'dev') {
+        throw new CliUsageError(`[keyring] source = "${k.source}": give the enclave's public key with --key (printed by "keys public" or "start --json")`);
+      } else {
+        key = (await loadKeyring(devKeySource(resolveStateDir(values['state-dir'])))).publicKeys();
       }
-      key = (await loadKeyring(devKeySource(resolveStateDir(values['state-dir'])))).publicKeys();
     }
 
     const raw = await io.stdin();

@@ -1,6 +1,7 @@
 // [secrets]: the config rules (names, ev: values only, never echoing a value), decryption into the app's
 // environment (string/number/boolean text, a value that does not open names its variable), and
 // `enclave-agent secrets seal NAME` (value from stdin only, output that run can decrypt).
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,8 @@ import { runCli } from '../../src/cli/run.ts';
 import type { CliIo } from '../../src/cli/types.ts';
 import { configFromObject, parseConfig } from '../../src/config.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
-import { devKeySource, Keyring, loadKeyring } from '../../src/crypto/keyring.ts';
+import { devKeySource, KeyMaterial, Keyring, loadKeyring } from '../../src/crypto/keyring.ts';
+import { sealKeyring } from '../../src/crypto/sealed-keyring.ts';
 import { appEnvironment, decryptSecrets } from '../../src/crypto/secrets.ts';
 import { toBase64, utf8 } from '../../src/util/bytes.ts';
 
@@ -134,6 +136,18 @@ describe('enclave-agent secrets seal NAME', () => {
     const b = io('maybe');
     expect(await runCli(['secrets', 'seal', 'FLAG', '--key', toBase64(keyring.publicKey('p256')), '--type', 'boolean'], b)).toBe(2);
     expect(b.stderr.join('')).toMatch(/--type boolean/);
+  });
+
+  it('with [keyring] source = "kms": seals for the public keys recorded in the sealed-keyring file (no KMS call)', async () => {
+    const material = KeyMaterial.generate();
+    const file = path.join(dir, 'keyring.sealed.json');
+    writeFileSync(file, sealKeyring(material, randomBytes(32), { keyId: 'arn:aws:kms:us-east-1:111122223333:key/test', region: 'us-east-1', ciphertextBlob: randomBytes(64) }));
+    const cfg = path.join(dir, 'kms.toml');
+    writeFileSync(cfg, `[keyring]\nsource = "kms"\nfile = "${file}"\nregion = "us-east-1"\n`);
+    const t = io(MARKER);
+    expect(await runCli(['secrets', 'seal', 'API_TOKEN', '--config', cfg], t)).toBe(0);
+    expect(decryptSecrets({ API_TOKEN: t.stdout[0]! }, Keyring.fromMaterial(material))).toEqual({ API_TOKEN: MARKER });
+    expect(() => decryptSecrets({ API_TOKEN: t.stdout[0]! }, keyring)).toThrow(/secrets\.API_TOKEN: does not decrypt/);
   });
 
   it('never takes the value from the command line, and refuses bad names, empty input and non-dev keyrings without --key', async () => {
