@@ -143,7 +143,7 @@ const MiB = 1024 * 1024;
  * file loads unchanged. Read at the top level, then moved: uuids, dockerfile, [scaling], [signing], [runtime]
  * into config.evervault (information for other tools); [service] port, [attestation_cors] origin and [acceptor]
  * onto the agent's own keys (applyEvervaultKeys); tls_termination onto ingress.tls (TLS ingress, src/ingress/);
- * api_key_auth stays (src/http/stages/api-key.ts). `[secrets]` (Evervault's other home for keys) does not exist yet.
+ * api_key_auth stays (src/http/stages/api-key.ts; its keys come from [api_key_auth] keys, not from [secrets]).
  */
 const EVERVAULT_SCHEMA: Schema = {
   uuid: str(null),
