@@ -14,6 +14,18 @@ export default tseslint.config(
       'no-undef': 'off',
     },
   },
+  // Type-aware rules for the TypeScript the project compiles (tsconfig.json): a promise nobody awaits or
+  // handles, a promise where a callback's void was expected, `await` on a non-promise, `async` with no await.
+  {
+    files: ['src/**/*.ts', 'test/**/*.ts', 'scripts/**/*.ts', '*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+      '@typescript-eslint/await-thenable': 'error',
+      '@typescript-eslint/require-await': 'error',
+    },
+  },
   // Browser-safe code: the client SDK and the attestation verifier must not pull in Node built-ins.
   {
     files: ['src/client/**/*.ts', 'src/attestation/verify.ts', 'src/attestation/document.ts', 'src/util/**/*.ts', 'src/noise/**/*.ts', 'src/wire/{messages,schema,cbor-head,int-array,encode,cursor,decode}.ts'],

@@ -82,7 +82,7 @@ async function decryptRate(tokens: string[], keyring: Keyring): Promise<number> 
   return r;
 }
 
-const fakeNsm: Nsm = { attest: async () => new Uint8Array(0), random: async (n) => new Uint8Array(n) };
+const fakeNsm: Nsm = { attest: () => Promise.resolve(new Uint8Array(0)), random: (n) => Promise.resolve(new Uint8Array(n)) };
 
 function tenFields(i: number): Record<string, string | number | boolean> {
   return { name: `User ${i}`, email: `user${i}@example.com`, phone: '+353 1 234 5678', card: '4242424242424242', cvc: 123, expMonth: 12, expYear: 2030, zip: 'D02 X285', vip: true, balance: 1234.56 };

@@ -270,7 +270,7 @@ const rawRow = (key: string, name: string, port: (e: Env) => number, kind: 'data
       async request() {
         checkOk(kind === 'data' ? await c.data(AGENT_REQUEST) : await c.stream(AGENT_REQUEST));
       },
-      close: async () => c.close(),
+      close: () => Promise.resolve(c.close()),
     };
   },
 });
@@ -296,16 +296,16 @@ const ROWS: Row[] = [
   {
     key: 'direct',
     name: 'direct keep-alive (undici Pool → app)',
-    async open(env, concurrency) {
+    open(env, concurrency) {
       const pool = new Pool(`http://127.0.0.1:${env.appPort}`, { connections: concurrency, pipelining: 1 });
-      return {
+      return Promise.resolve({
         async request() {
           const res = await pool.request({ path: '/small', method: 'GET', headers: { host: 'bench', 'user-agent': 'bench' } });
           await res.body.arrayBuffer();
           if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
         },
         close: () => pool.close(),
-      };
+      });
     },
   },
   rawRow('data', 'raw client → agent (TCP), Data', (e) => e.agent.trx, 'data'),

@@ -100,9 +100,11 @@ export function parsePins(value: string): PcrPins {
       continue;
     }
     if (typeof v !== 'string' || !/^(0x)?([0-9a-fA-F]{2})+$/.test(v)) throw new CliUsageError(`--pcrs: ${name} must be hex`);
-    const bytes = v.replace(/^0x/, '').length / 2;
-    if (bytes !== 48 && bytes !== 32 && bytes !== 64) throw new CliUsageError(`--pcrs: ${name} must be 96 hex digits (48 bytes, SHA-384; 64 or 128 for other banks), found ${bytes * 2}`);
     pins[name] = v.replace(/^0x/, '').toLowerCase();
+  }
+  // Lengths after presence, so a missing PCR is named first.
+  for (const [name, hex] of Object.entries(pins)) {
+    if (![64, 96, 128].includes(hex.length)) throw new CliUsageError(`--pcrs: ${name} must be 96 hex digits (48 bytes, SHA-384; 64 or 128 for other banks), found ${hex.length}`);
   }
   return pins as unknown as PcrPins;
 }

@@ -209,6 +209,9 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
     },
     openStream: (payload, opts) => clientOpenStream(manager, payload, { maxBufferedBytes, ...opts }),
     upgrade: (path, opts) => clientUpgrade(manager, host, path, { maxBufferedBytes, ...opts }),
-    close: async () => manager.close(),
+    close: () => new Promise<void>((resolve) => {
+      manager.close();
+      resolve();
+    }),
   };
 }

@@ -74,7 +74,7 @@ export class DecryptPool {
   async close(): Promise<void> {
     this.#closed = true;
     const slots = this.#slots.splice(0, this.#slots.length, ...new Array<undefined>(this.size).fill(undefined));
-    await Promise.all(slots.map((s) => s?.worker.terminate()));
+    await Promise.all(slots.flatMap((s) => (s === undefined ? [] : [s.worker.terminate()])));
   }
 
   #pick(): Slot {

@@ -122,9 +122,11 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   }
   return {
     port,
-    close: async () => {
-      udp.close();
-      tcp.close();
-    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        udp.close();
+        tcp.close();
+        resolve();
+      }),
   };
 }

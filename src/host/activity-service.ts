@@ -93,7 +93,7 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
         writeBatch: (records) => {
           for (const r of records) takeRecord(r as Record<string, unknown>);
         },
-        close: async () => store.flush(),
+        close: () => new Promise<void>((resolve) => resolve(store.flush())),
       };
     },
     setOps(url) {

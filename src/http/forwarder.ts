@@ -387,16 +387,20 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   const untrack = (a: OneShotAnswer): void => void open.delete(a);
 
   return {
-    async connect(ctx: ForwardContext): Promise<Duplex> {
-      if (closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
-      if (ctx.kind === 'data') {
-        // One-shot Data request: the fast path when it is a plainly simple request, else the http.Server.
-        const conn = new DataConnection(ctx, dataHandlers);
-        open.add(conn);
-        conn.once('close', () => open.delete(conn));
-        return conn;
-      }
-      return serverConnection(ctx, true);
+    connect(ctx: ForwardContext): Promise<Duplex> {
+      // Nothing here waits, but a refusal must be a rejection: the executor turns a throw into one.
+      return new Promise<Duplex>((resolve) => {
+        if (closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
+        if (ctx.kind === 'data') {
+          // One-shot Data request: the fast path when it is a plainly simple request, else the http.Server.
+          const conn = new DataConnection(ctx, dataHandlers);
+          open.add(conn);
+          conn.once('close', () => open.delete(conn));
+          resolve(conn);
+          return;
+        }
+        resolve(serverConnection(ctx, true));
+      });
     },
 
     attach(socket: Duplex, ctx: ForwardContext): void {

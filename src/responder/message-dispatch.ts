@@ -26,7 +26,7 @@ export function dispatchMessage(host: SessionHost, data: DataRequests, streams: 
       void answerAttestation(host, enc);
       return true;
     case 'GetControlNonce':
-      host.send({ type: 'ControlNonce', nonce: host.cfg.control.nonce.current() }, enc);
+      void host.send({ type: 'ControlNonce', nonce: host.cfg.control.nonce.current() }, enc);
       return false;
     case 'Control':
       void answerControl(host, msg.payload, msg.signature, enc);
@@ -34,7 +34,7 @@ export function dispatchMessage(host: SessionHost, data: DataRequests, streams: 
     case 'Data':
       // A reply Data{id} would be read as the open stream's: the id must be free.
       if (streams.has(msg.id)) {
-        host.sendError(msg.id, 'id already in use by an open stream', enc);
+        void host.sendError(msg.id, 'id already in use by an open stream', enc);
         return false;
       }
       return data.start(msg.id, msg.payload, enc);
@@ -49,6 +49,6 @@ export function dispatchMessage(host: SessionHost, data: DataRequests, streams: 
 
 function refuseWrongChannel(host: SessionHost, type: string): void {
   host.cfg.logger.warn({ session: host.id, channel: host.cfg.channel, type }, 'message not accepted on this channel; closing');
-  host.send({ type: 'ControlResult', success: false, message: `message not accepted on the ${host.cfg.channel} channel` }, 'array');
+  void host.send({ type: 'ControlResult', success: false, message: `message not accepted on the ${host.cfg.channel} channel` }, 'array');
   host.closeGracefully('wrong-channel');
 }

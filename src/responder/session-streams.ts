@@ -30,7 +30,7 @@ export class SessionStreams implements StreamOwner {
   open(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
     const host = this.#host;
     if (this.#streams.has(id)) {
-      host.sendError(id, 'stream id already in use', enc);
+      void host.sendError(id, 'stream id already in use', enc);
       return false;
     }
     if (!host.admit(id, enc)) return false;
@@ -51,8 +51,8 @@ export class SessionStreams implements StreamOwner {
   /** StreamData from the client. True if it carried bytes to an open stream. */
   write(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
     const stream = this.#streams.get(id);
-    if (stream === undefined) this.#host.sendError(id, 'unknown stream id', enc);
-    else if (!stream.write(payload)) this.#host.sendError(id, 'stream write side already closed', enc);
+    if (stream === undefined) void this.#host.sendError(id, 'unknown stream id', enc);
+    else if (!stream.write(payload)) void this.#host.sendError(id, 'stream write side already closed', enc);
     else return payload.length > 0;
     return false;
   }
@@ -116,15 +116,15 @@ export class SessionStreams implements StreamOwner {
   // StreamOwner
 
   streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void {
-    this.#host.send({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned);
+    void this.#host.send({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned);
   }
 
   streamClosed(stream: AppStream): void {
-    this.#host.send({ type: 'StreamClose', id: stream.id }, stream.encoding);
+    void this.#host.send({ type: 'StreamClose', id: stream.id }, stream.encoding);
   }
 
   streamError(stream: AppStream, message: string): void {
-    this.#host.sendError(stream.id, message, stream.encoding);
+    void this.#host.sendError(stream.id, message, stream.encoding);
   }
 
   streamFinished(stream: AppStream): void {

@@ -338,18 +338,18 @@ export class Session {
   #admit(id: number, enc: ByteEncoding): boolean {
     if (this.#draining) {
       this.#stats.refused++;
-      this.#sendError(id, 'agent is shutting down', enc);
+      void this.#sendError(id, 'agent is shutting down', enc);
       return false;
     }
     if (this.#inFlight >= this.#limits.maxInFlight) {
       this.#stats.refused++;
-      this.#sendError(id, `too many in-flight requests (limit ${this.#limits.maxInFlight})`, enc);
+      void this.#sendError(id, `too many in-flight requests (limit ${this.#limits.maxInFlight})`, enc);
       return false;
     }
     if (this.#cfg.shared.budget.over) {
       this.#stats.refused++;
       this.#cfg.shared.counters.overBudget++;
-      this.#sendError(id, OVER_BUDGET_TEXT, enc);
+      void this.#sendError(id, OVER_BUDGET_TEXT, enc);
       return false;
     }
     this.#inFlight++;

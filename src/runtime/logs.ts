@@ -78,13 +78,15 @@ export function createRuntimeLogs(log: Config['log'], opts: RuntimeLogsOptions =
     logger: pino(loggerOptions, dest),
     trxSink: trxSinkOver(dest, true),
     where: log.sink === 'file' && log.path !== null ? log.path : 'stdout',
-    async close() {
-      try {
-        dest.flushSync();
-      } catch {
-        // nothing buffered, or the fd is gone
-      }
-      if (log.sink === 'file') dest.end();
-    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        try {
+          dest.flushSync();
+        } catch {
+          // nothing buffered, or the fd is gone
+        }
+        if (log.sink === 'file') dest.end();
+        resolve();
+      }),
   };
 }

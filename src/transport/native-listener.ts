@@ -140,8 +140,12 @@ class NativeListenerImpl implements NativeListener {
   }
 }
 
-/** Binds and listens; connections arrive as NativeStream (a Duplex) through opts.onConnection. */
-export async function listenNative(addr: NativeAddress, opts: NativeListenOptions): Promise<NativeListener> {
+/** Binds and listens; connections arrive as NativeStream (a Duplex) through opts.onConnection. Rejects with a NativeError. */
+export function listenNative(addr: NativeAddress, opts: NativeListenOptions): Promise<NativeListener> {
+  return new Promise((resolve) => resolve(listenNow(addr, opts)));
+}
+
+function listenNow(addr: NativeAddress, opts: NativeListenOptions): NativeListener {
   const native = loadNative();
   let sock: NativeSocket;
   try {

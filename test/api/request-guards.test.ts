@@ -14,12 +14,12 @@ import { Keyring } from '../../src/crypto/keyring.ts';
 
 class CountingNsm implements Nsm {
   requests: AttestationRequest[] = [];
-  async attest(req: AttestationRequest): Promise<Uint8Array> {
+  attest(req: AttestationRequest): Promise<Uint8Array> {
     this.requests.push(req);
-    return Uint8Array.from([0x84, 0x40, 0xa0, 0x40, 0x40]);
+    return Promise.resolve(Uint8Array.from([0x84, 0x40, 0xa0, 0x40, 0x40]));
   }
-  async random(n: number): Promise<Uint8Array> {
-    return new Uint8Array(n);
+  random(n: number): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(n));
   }
 }
 

@@ -19,13 +19,13 @@ const SECRET = 'top-secret-plaintext-9876';
 class FakeNsm implements Nsm {
   requests: AttestationRequest[] = [];
   fail = false;
-  async attest(req: AttestationRequest): Promise<Uint8Array> {
+  attest(req: AttestationRequest): Promise<Uint8Array> {
     this.requests.push(req);
-    if (this.fail) throw new Error('device gone');
-    return Uint8Array.from([0x84, 0x40, 0xa0, 0x40, 0x40]);
+    if (this.fail) return Promise.reject(new Error('device gone'));
+    return Promise.resolve(Uint8Array.from([0x84, 0x40, 0xa0, 0x40, 0x40]));
   }
-  async random(n: number): Promise<Uint8Array> {
-    return new Uint8Array(n);
+  random(n: number): Promise<Uint8Array> {
+    return Promise.resolve(new Uint8Array(n));
   }
 }
 

@@ -11,7 +11,7 @@ import { fixturePath, isEmptyPublicKeyFixture, nitroIndex, type NitroFixture } f
 async function cli(args: string[], stdin = new Uint8Array(0)) {
   const out: string[] = [];
   const err: string[] = [];
-  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l), stdin: async () => stdin });
+  const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l), stdin: () => Promise.resolve(stdin) });
   return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
@@ -112,7 +112,7 @@ describe('enclave-agent attestation inspect', () => {
     [['--pcrs', 'PCR0=00'], /--pcrs: PCR1 is required/],
     [['--pcrs', 'PCR0=xyz,PCR1=00,PCR2=00'], /--pcrs: PCR0 must be hex/],
     [['--nonce', 'zz'], /--nonce must be hex/],
-    [['--frobnicate'], /Unknown option '--frobnicate'/],
+    [['--frobnicate'], /unknown option "--frobnicate"/],
   ])('exits 2 on bad usage %j', async (extra, message) => {
     const r = await cli(['attestation', 'inspect', fixturePath(nitroIndex.documents[1]!), ...extra]);
     expect(r.code).toBe(2);

@@ -133,9 +133,9 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     const good: AwsCredentials = { accessKeyId: 'AKIDTEST', secretAccessKey: 'secret-of-test', sessionToken: 'tok', expiration: new Date(now + 3_600_000) };
     const bridge = await serve({
       now: () => now,
-      source: async () => {
-        if (fail) throw Object.assign(new Error('no role attached (body with http://169.254.169.254/...)'), { name: 'CredentialsProviderError' });
-        return good;
+      source: () => {
+        if (fail) return Promise.reject(Object.assign(new Error('no role attached (body with http://169.254.169.254/...)'), { name: 'CredentialsProviderError' }));
+        return Promise.resolve(good);
       },
     });
     const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
@@ -177,7 +177,7 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
   });
 
   it('a malformed frame closes only its own connection; the other connections keep being served', async () => {
-    const bridge = await serve({ source: async () => ({ accessKeyId: 'AKIDOTHER', secretAccessKey: 's' }) });
+    const bridge = await serve({ source: () => Promise.resolve({ accessKeyId: 'AKIDOTHER', secretAccessKey: 's' }) });
     const open = (): Promise<net.Socket> => new Promise((resolve) => { const s = net.connect(bridge.port!, '127.0.0.1', () => resolve(s)); });
     const closedAfter = (s: net.Socket, bytes: Buffer): Promise<void> => new Promise((resolve) => { s.on('close', () => resolve()); s.on('error', () => {}); s.write(bytes); });
     const good = await open();

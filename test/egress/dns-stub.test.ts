@@ -13,7 +13,7 @@ import type { DnsTransport } from '../../src/egress/resolver.ts';
 const many = Array.from({ length: 40 }, (_, i) => `203.0.113.${i + 1}`);
 let upstreamQueries: string[] = [];
 /** The host's resolver, answering from a table (stands in for the flow protocol's DNS op). */
-const upstream: DnsTransport = async (q) => {
+const upstream: DnsTransport = (q) => {
   const query = parseResponse(Buffer.concat([q.subarray(0, 2), Buffer.from([0x81, 0x80]), q.subarray(4)]));
   const name = query.question!.name;
   upstreamQueries.push(name);
@@ -23,7 +23,7 @@ const upstream: DnsTransport = async (q) => {
   head.writeUInt16BE(ips.length, 6);
   const end = q.indexOf(0, 12) + 5;
   const rrs = ips.map((ip) => Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 120, 0, 4, ...ip.split('.').map(Number)]));
-  return Buffer.concat([head, q.subarray(12, end), ...rrs]);
+  return Promise.resolve(Buffer.concat([head, q.subarray(12, end), ...rrs]));
 };
 
 const policy = new EgressPolicy(['ok.test:443', 'many.test', 'rebind.test']);

@@ -38,7 +38,7 @@ const ctx: ForwardContext = {
   sessionId: 'fuzz',
   kind: 'data',
   handshakeHash: new Uint8Array(32).fill(3),
-  attest: async () => Uint8Array.of(1, 2, 3),
+  attest: () => Promise.resolve(Uint8Array.of(1, 2, 3)),
   client: { address: '203.0.113.9', port: 4242, family: 'IPv4' },
 };
 

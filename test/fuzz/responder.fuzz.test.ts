@@ -25,19 +25,19 @@ const DOCUMENT = Uint8Array.of(0x84, 0x40, 0xa0, 0x40, 0x40);
 
 /** A forwarder whose "app" answers every request with a fixed response once the request is complete. */
 const forwarder: Forwarder = {
-  async connect(_ctx: ForwardContext) {
+  connect(_ctx: ForwardContext) {
     const [session, app] = createDuplexPair();
     app.on('error', () => {});
     app.resume();
     app.on('end', () => app.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok'));
-    return session;
+    return Promise.resolve(session);
   },
 };
 
 const summaries: SessionSummary[] = [];
 const responder = createResponder({
   channel: 'public',
-  nsm: { attest: async () => DOCUMENT, random: async (n) => new Uint8Array(randomBytes(n)) },
+  nsm: { attest: () => Promise.resolve(DOCUMENT), random: (n) => Promise.resolve(new Uint8Array(randomBytes(n))) },
   forwarder,
   logger: pino({ level: 'silent' }),
   limits: { handshakeTimeoutMs: 5_000, idleTimeoutMs: 5_000 },

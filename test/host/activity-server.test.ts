@@ -166,7 +166,7 @@ describe('enclave-agent logs --db --ui', () => {
     const pcrs = path.join(dir, 'pcrs.json');
     await (await import('node:fs/promises')).writeFile(pcrs, JSON.stringify({ PCR0: 'ab'.repeat(48), PCR1: 'cd'.repeat(48) }));
     const errLines: string[] = [];
-    const io: CliIo = { out: () => {}, err: (l) => errLines.push(l), stdin: async () => new Uint8Array() };
+    const io: CliIo = { out: () => {}, err: (l) => errLines.push(l), stdin: () => Promise.resolve(new Uint8Array()) };
     let out = '';
     const output = new Writable({
       write(chunk: Buffer, _enc, cb) {

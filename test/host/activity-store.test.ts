@@ -110,7 +110,7 @@ describe('activity store', () => {
     expect((await reader.list({})).records).toEqual([]);
   });
 
-  it('refuses options that make no sense, naming them', async () => {
+  it('refuses options that make no sense, naming them', () => {
     expect(() => openActivityStore({ file: '/nonexistent-dir/x.db' })).toThrow(ActivityStoreError);
     expect(() => openActivityStore({ file: 'x.db', retainRows: 0 })).toThrow(/retainRows/);
   });

@@ -57,7 +57,7 @@ describe('enclave-agent bridge flags', () => {
       const out: string[] = [];
       let stop!: () => void;
       const stopped = new Promise<void>((r) => (stop = r));
-      const io = { out: (l: string) => out.push(l), err: () => {}, stdin: async () => new Uint8Array() };
+      const io = { out: (l: string) => out.push(l), err: () => {}, stdin: () => Promise.resolve(new Uint8Array()) };
       const args = ['--port', '0', '--agent', `tcp:127.0.0.1:${agent.port}`, '--cert', path.join(dir, 'cert.pem'), '--key', path.join(dir, 'key.pem')];
       const done = serveBridge(args, io, () => stopped, pino({ level: 'silent' }));
       while (out.length === 0) await new Promise((r) => setTimeout(r, 10));

@@ -31,8 +31,9 @@ async function setup(agentOpts: FakeAgentOptions = {}, bridgeOpts: Partial<Bridg
 
 async function open(url: string, opts = {}): Promise<TestClient> {
   const c = await TestClient.open(url, opts);
-  cleanups.push(async () => {
+  cleanups.push(() => {
     c.ws.terminate();
+    return Promise.resolve();
   });
   return c;
 }

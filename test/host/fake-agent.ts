@@ -41,7 +41,9 @@ export async function startFakeAgent(opts: FakeAgentOptions = {}): Promise<FakeA
   const waiters: ((c: AgentConn) => void)[] = [];
   let consumed = 0;
   const sockets = new Set<net.Socket>();
-  const server = net.createServer(async (socket) => {
+  // The handler is async; net wants a void callback: run it and let a failure surface as a rejection.
+  const server = net.createServer((socket) => void serveSocket(socket));
+  async function serveSocket(socket: net.Socket): Promise<void> {
     sockets.add(socket);
     socket.on('error', () => {});
     const closed = new Promise<void>((resolve) => {
@@ -98,7 +100,7 @@ export async function startFakeAgent(opts: FakeAgentOptions = {}): Promise<FakeA
       if (leftover.length) socket.write(leftover);
       socket.pipe(socket);
     }
-  });
+  }
   await new Promise<void>((r) => server.listen({ host: '127.0.0.1', port: 0 }, () => r()));
   return {
     port: (server.address() as net.AddressInfo).port,

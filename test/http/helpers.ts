@@ -48,7 +48,7 @@ export function fakeContext(over: Partial<ForwardContext> = {}): ForwardContext 
     sessionId: 'test-session',
     kind: 'data',
     handshakeHash: new Uint8Array(32).fill(7),
-    attest: async () => new Uint8Array([1, 2, 3]),
+    attest: () => Promise.resolve(new Uint8Array([1, 2, 3])),
     ...over,
   };
 }

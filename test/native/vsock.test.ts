@@ -23,7 +23,7 @@ it.skipIf(!available || !haveVsock)('binds and listens on AF_VSOCK (CID any, ker
   await again.close();
 });
 
-it.skipIf(!available || !haveVsock)('binds a fixed high port on VMADDR_CID_ANY', async () => {
+it.skipIf(!available || !haveVsock)('binds a fixed high port on VMADDR_CID_ANY', () => {
   const native = loadNative();
   // A few candidates, in case something else on this VM holds one of them.
   for (let attempt = 0; attempt < 5; attempt++) {

@@ -26,7 +26,7 @@ describe.runIf(available)('ops port over the addon (AF_UNIX for vsock)', () => {
     server = await startOpsServer({
       listen: (o) => listenUnixNative(sock, o),
       metrics,
-      health: { phase: () => 'ready', startedAt: Date.now(), probe: { check: async () => ({ status: 'up', checked_at: null, probe: 'test' }) } },
+      health: { phase: () => 'ready', startedAt: Date.now(), probe: { check: () => Promise.resolve({ status: 'up' as const, checked_at: null, probe: 'test' }) } },
       clock: hub,
       logger: pino({ enabled: false }),
     });

@@ -45,7 +45,7 @@ function heldForwarder(): Forwarder & { held: HeldRequest[]; connects: number } 
       fw.held.push(h);
       return h;
     },
-    async connect(): Promise<Duplex> {
+    connect(): Promise<Duplex> {
       fw.connects++;
       // Echoes what it is given, upper-cased, at EOF.
       let got = '';
@@ -61,7 +61,7 @@ function heldForwarder(): Forwarder & { held: HeldRequest[]; connects: number } 
         },
         read() {},
       });
-      return d;
+      return Promise.resolve(d);
     },
   };
   return fw;

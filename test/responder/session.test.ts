@@ -331,14 +331,16 @@ describe('streams', () => {
       nsm: sim,
       channel: 'public',
       forwarder: {
-        connect: async () =>
-          new Duplex({
-            read() {},
-            write(_chunk, _enc, cb) {
-              this.push(CONSTANT); // the very same Buffer object every time
-              cb();
-            },
-          }),
+        connect: () =>
+          Promise.resolve(
+            new Duplex({
+              read() {},
+              write(_chunk, _enc, cb) {
+                this.push(CONSTANT); // the very same Buffer object every time
+                cb();
+              },
+            }),
+          ),
       },
     });
     const client = await connectClient(agent.port);

@@ -31,7 +31,7 @@ const t = vectors.transcript;
 /** Answers "ok" to "hi" once the request is complete. */
 function okForwarder(seen: ForwardContext[]): Forwarder {
   return {
-    async connect(ctx) {
+    connect(ctx) {
       seen.push(ctx);
       const chunks: Buffer[] = [];
       const d: Duplex = new Duplex({
@@ -46,7 +46,7 @@ function okForwarder(seen: ForwardContext[]): Forwarder {
           cb();
         },
       });
-      return d;
+      return Promise.resolve(d);
     },
   };
 }
@@ -60,7 +60,7 @@ describe('Enclavia wire transcript', () => {
         await attestationHeld;
         return Uint8Array.of(0x84, 0x41, 0xa0, 0xa0, 0x40, 0xf6);
       },
-      random: async (n) => new Uint8Array(n),
+      random: (n) => Promise.resolve(new Uint8Array(n)),
     };
     const seen: ForwardContext[] = [];
     const agent = await startTestAgent({

@@ -93,14 +93,15 @@ describe('shutdown sequence', () => {
           calls.push(`drain ${ms}`);
           await gate;
         },
-        async close() {
+        close() {
           calls.push('close');
+          return Promise.resolve();
         },
       },
       app: {
-        async stop(sig, ms) {
+        stop(sig, ms) {
           calls.push(`stop ${sig} ${ms}`);
-          return { reason: 'stopped', last: null, exitCode: 0, killed: false };
+          return Promise.resolve({ reason: 'stopped' as const, last: null, exitCode: 0, killed: false });
         },
         signal(sig) {
           calls.push(`signal ${sig}`);
