@@ -1,6 +1,8 @@
 // Shared benchmark helpers: every bench prints a table whose figures sit next to a baseline
 // measured in the same run, so the ratio (not the absolute number) is what we compare.
 import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
 export interface Measurement {
@@ -124,11 +126,15 @@ function printJson(rows: JsonRow[]): void {
   for (const r of rows) console.log(JSON.stringify(r));
 }
 
+function benchRowsToJson(title: string, rows: BenchRow[]): JsonRow[] {
+  const load = os.loadavg()[0]!;
+  return rows.map((r) => ({ bench: title, name: r.name, figure: r.figure, unit: r.unit, baseline: r.baseline ?? null, ratio: r.ratio ?? null, rounds: r.rounds ?? null, spread: r.spread ?? null, load }));
+}
+
 /** Prints rows with explicit units and baselines: a table, or JSON lines with --json. */
 export function printRows(title: string, rows: BenchRow[]): void {
   if (jsonMode()) {
-    const load = os.loadavg()[0]!;
-    printJson(rows.map((r) => ({ bench: title, name: r.name, figure: r.figure, unit: r.unit, baseline: r.baseline ?? null, ratio: r.ratio ?? null, rounds: r.rounds ?? null, spread: r.spread ?? null, load })));
+    printJson(benchRowsToJson(title, rows));
     return;
   }
   const hasRatio = rows.some((r) => r.ratio !== undefined);
@@ -179,8 +185,15 @@ function tableRowToJson(title: string, header: string[], row: (string | number)[
   };
 }
 
-/** Prints a fixed-width table: first row is the header. With --json, one JsonRow per data row instead. */
-export function printTable(title: string, rows: (string | number)[][]): void {
+/**
+ * Prints a fixed-width table: first row is the header. With --json, one JsonRow per data row instead — or, when
+ * the bench gives them, `json`: explicit rows (one per figure) for tables with several figures per line.
+ */
+export function printTable(title: string, rows: (string | number)[][], json?: BenchRow[]): void {
+  if (jsonMode() && json !== undefined) {
+    printJson(benchRowsToJson(title, json));
+    return;
+  }
   if (jsonMode()) {
     const [header, ...data] = rows;
     printJson(data.map((r) => tableRowToJson(title, header!.map(String), r, data[0]!)));
@@ -193,6 +206,52 @@ export function printTable(title: string, rows: (string | number)[][]): void {
     console.log('| ' + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |');
     if (idx === 0) console.log('|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|');
   });
+}
+
+/**
+ * CPU time (user + system, all threads) of process `pid` so far, µs. From /proc/<pid>/task/<tid>/schedstat (the
+ * scheduler's on-CPU time, ns) summed over the threads when the kernel has it; else /proc/<pid>/stat utime + stime,
+ * whose clock ticks (10 ms) are too coarse for a row of a few hundred requests. The same source for every
+ * process in a run (nginx and node children alike), so per-request figures compare.
+ */
+export function procCpuUs(pid: number): number {
+  if (SCHEDSTAT) {
+    let ns = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return ns / 1000;
+  }
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "pid (comm) ": state ppid … utime (14th field overall) stime (15th).
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS;
+}
+
+const SCHEDSTAT = existsSync('/proc/self/schedstat');
+/** Which source procCpuUs reads, for the tables' titles. */
+export const procCpuSource = SCHEDSTAT ? '/proc/<pid>/task/*/schedstat' : '/proc/<pid>/stat utime+stime';
+
+/** USER_HZ: what /proc/<pid>/stat counts in. */
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** Pids whose parent is `ppid` (e.g. nginx's worker under its master). */
+export function childPids(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 export function formatNumber(n: number): string {
