@@ -44,7 +44,8 @@ export interface CredentialsServer {
 /** The parent's credential chain, loaded only when no source is given (tests give one). */
 async function defaultChain(): Promise<CredentialSource> {
   const { defaultProvider } = await import('@aws-sdk/credential-provider-node');
-  const chain = defaultProvider();
+  // IMDS: the SDK's 1 s and no retry are tight on a busy parent; a refresh runs at most every few minutes.
+  const chain = defaultProvider({ timeout: 3_000, maxRetries: 2 });
   return async (options) => {
     const c = await chain(options);
     return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, ...(c.sessionToken === undefined ? {} : { sessionToken: c.sessionToken }), ...(c.expiration === undefined ? {} : { expiration: c.expiration }) };
