@@ -13,6 +13,7 @@ import path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Client } from '../../src/client/node.ts';
+import { startActivityService } from '../../src/host/activity-service.ts';
 import { startBin, type Running } from '../cli/spawn.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -91,7 +92,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await context?.close().catch(() => {});
-  client?.close();
+  await client?.close();
   if (start && start.child.exitCode === null && start.child.signalCode === null) {
     start.child.kill('SIGINT');
     const quit = await Promise.race([start.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
@@ -154,17 +155,28 @@ describe('the activity page in chromium', () => {
 
   it('filters to 5xx after the app fails', async () => {
     await stopApp();
-    const failed = [await send('/pay/9', { method: 'POST', body: '{"amount":1}' }), await send('/users/1')];
-    expect(failed.map((f) => f.status)).toEqual([502, 502]);
-    await page.selectOption('#q-status', '5xx');
-    await page.waitForFunction(() => document.querySelectorAll('#rows tr').length >= 2);
-    const txids = await rowsTxids();
-    expect(txids).toEqual(failed.map((f) => f.txid).reverse());
-    const statuses = await page.$$eval('#rows tr td.status', (tds) => tds.map((td) => td.textContent));
-    expect(statuses).toEqual(['502', '502']);
-    await shot('activity-5xx');
+    try {
+      const failed = [await send('/pay/9', { method: 'POST', body: '{"amount":1}' }), await send('/users/1')];
+      expect(failed.map((f) => f.status)).toEqual([502, 502]);
+      await page.selectOption('#q-status', '5xx');
+      // The filtered listing replaces the table: wait for it (the old rows are there until it answers).
+      await page
+        .waitForFunction(() => {
+          const statuses = Array.from(document.querySelectorAll('#rows tr td.status'), (td) => td.textContent);
+          return statuses.length >= 2 && statuses.every((s) => s === '502');
+        })
+        .catch(async (err: unknown) => {
+          const seen = await page.evaluate(() => ({ status: (document.getElementById('q-status') as HTMLSelectElement).value, rows: Array.from(document.querySelectorAll('#rows tr'), (tr) => tr.textContent), banner: document.getElementById('banner')?.textContent }));
+          throw new Error(`5xx filter not applied: ${JSON.stringify(seen)}`, { cause: err });
+        });
+      const txids = await rowsTxids();
+      expect(txids).toEqual(failed.map((f) => f.txid).reverse());
+      await shot('activity-5xx');
+    } finally {
+      await startApp(appPort);
+    }
     await page.selectOption('#q-status', '');
-    await startApp(appPort);
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('#rows tr td.status'), (td) => td.textContent).includes('200'));
   });
 
   it('pauses the live tail: a request made while paused shows only after resuming', async () => {
@@ -217,5 +229,29 @@ describe('the activity page in chromium', () => {
     expect(await page.textContent('#s-dropped .v')).toBe('0');
     await shot('enclave');
     expect(errors).toEqual([]);
+  });
+});
+
+describe('the activity page with a token, in chromium', () => {
+  it('asks for the token, refuses a wrong one, and opens with the right one', async () => {
+    const token = 'a-token-long-enough-for-the-rule';
+    const service = await startActivityService({ file: path.join(dir, 'token.db'), ui: { host: '127.0.0.1', port: 0, token } });
+    try {
+      const tab = await context!.newPage();
+      await tab.goto(service.url!);
+      await tab.waitForSelector('#login');
+      expect(await tab.$('#view-activity')).toBeNull();
+      await tab.fill('#token', 'not-the-token-at-all-no');
+      await tab.click('#login button');
+      await tab.waitForFunction(() => document.getElementById('login-msg')?.textContent === 'Wrong token.');
+      await tab.fill('#token', token);
+      await tab.click('#login button');
+      await tab.waitForSelector('#view-activity');
+      await tab.waitForFunction(() => document.getElementById('live-state')?.textContent === 'live');
+      await tab.screenshot({ path: path.join(ARTIFACTS, 'token-login-done.png') });
+      await tab.close();
+    } finally {
+      await service.close();
+    }
   });
 });

@@ -43,6 +43,8 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
   let source: EventSource | null = null;
   let filters = new URLSearchParams();
   let selected: number | null = null;
+  /** Live rows that arrived while a fresh listing was on its way (it may have been read before them). */
+  let arrivedDuringLoad: ActivitySummary[] | null = null;
 
   const currentFilters = (): URLSearchParams => {
     const p = new URLSearchParams();
@@ -128,8 +130,17 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
     );
   };
 
+  const prependLive = (r: ActivitySummary): void => {
+    if (!matches(r) || tbody.querySelector(`tr[data-id="${r.id}"]`) !== null) return;
+    tbody.prepend(row(r));
+    shown++;
+  };
+
   const load = async (append: boolean): Promise<void> => {
-    if (!append) filters = currentFilters();
+    if (!append) {
+      filters = currentFilters();
+      arrivedDuringLoad = [];
+    }
     const p = new URLSearchParams(filters);
     p.set('limit', '50');
     if (append && next !== null) p.set('before', next);
@@ -141,10 +152,15 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
       }
       for (const r of res.records) tbody.append(row(r));
       shown += res.records.length;
+      if (!append && arrivedDuringLoad !== null) {
+        for (const r of arrivedDuringLoad) prependLive(r);
+        arrivedDuringLoad = null;
+      }
       next = res.next;
       older.classList.toggle('hidden', next === null);
       empty.classList.toggle('hidden', shown > 0);
     } catch (err) {
+      arrivedDuringLoad = null;
       onError(err);
     }
   };
@@ -157,11 +173,8 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
     source.addEventListener('records', (e) => {
       const rows = JSON.parse((e as MessageEvent<string>).data) as ActivitySummary[];
       // Batches arrive oldest first; the table is newest first.
-      for (const r of rows) {
-        if (!matches(r)) continue;
-        tbody.prepend(row(r));
-        shown++;
-      }
+      arrivedDuringLoad?.push(...rows);
+      for (const r of rows) prependLive(r);
       while (tbody.rows.length > MAX_SHOWN) tbody.lastElementChild?.remove();
       onRecords();
       empty.classList.toggle('hidden', shown > 0);

@@ -49,7 +49,8 @@ export function trafficView(onError: (err: unknown) => void): { root: HTMLElemen
       {
         width,
         height: 180,
-        series: [{}, ...series],
+        // Points as well as lines: a bucket between two quiet ones is a dot, not nothing.
+        series: [{}, ...series.map((x) => ({ ...x, points: { show: true, size: 5, fill: x.stroke as string } }))],
         axes: [{}, { label: yLabel, size: 60 }],
         scales: { x: { time: true } },
         legend: { live: false },
