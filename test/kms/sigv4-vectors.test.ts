@@ -4,6 +4,7 @@
 // two signatures (checked when these values were written).
 import { createHash, createHmac } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
+import type { SourceData } from '@smithy/types';
 import aws4 from 'aws4';
 import { describe, expect, it } from 'vitest';
 
@@ -14,14 +15,16 @@ const VECTORS = [
 ];
 const expected = (sig: string) => `AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=${sig}`;
 
+const bytes = (d: SourceData): Uint8Array => (typeof d === 'string' ? Buffer.from(d) : d instanceof ArrayBuffer ? new Uint8Array(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+
 /** The Checksum shape the signer wants, over node:crypto. */
 class Sha256 {
   readonly #h: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
-  constructor(secret?: string | Uint8Array) {
-    this.#h = secret === undefined ? createHash('sha256') : createHmac('sha256', typeof secret === 'string' ? Buffer.from(secret) : secret);
+  constructor(secret?: SourceData) {
+    this.#h = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
   }
-  update(d: string | Uint8Array): void {
-    this.#h.update(typeof d === 'string' ? Buffer.from(d) : d);
+  update(d: SourceData): void {
+    this.#h.update(bytes(d));
   }
   digest(): Promise<Uint8Array> {
     return Promise.resolve(new Uint8Array(this.#h.digest()));
