@@ -40,7 +40,7 @@ export function trafficView(onError: (err: unknown) => void): { root: HTMLElemen
     ops,
   );
 
-  const draw = (c: Chart, data: uPlot.AlignedData, series: uPlot.Series[], yLabel: string): void => {
+  const draw = (c: Chart, data: uPlot.AlignedData, series: uPlot.Series[], yLabel: string, dots = true): void => {
     const width = Math.max(300, c.el.clientWidth || root.clientWidth - 40);
     c.plot?.destroy();
     // How many buckets hold data (what the test checks was drawn).
@@ -49,8 +49,8 @@ export function trafficView(onError: (err: unknown) => void): { root: HTMLElemen
       {
         width,
         height: 180,
-        // Points as well as lines: a bucket between two quiet ones is a dot, not nothing.
-        series: [{}, ...series.map((x) => ({ ...x, points: { show: true, size: 5, fill: x.stroke as string } }))],
+        // Charts with gaps (no latency without requests) get points: a bucket between two quiet ones is a dot.
+        series: [{}, ...series.map((x) => ({ ...x, points: { show: dots, size: 5, fill: x.stroke as string } }))],
         axes: [{}, { label: yLabel, size: 60 }],
         scales: { x: { time: true } },
         legend: { live: false },
@@ -69,7 +69,7 @@ export function trafficView(onError: (err: unknown) => void): { root: HTMLElemen
     for (let at = t.from; at < t.to; at += t.bucketMs) points.push(byT.get(at) ?? { t: at, requests: 0, errors: 0, p50: null, p95: null, p99: null });
     const xs = points.map((p) => p.t / 1000);
     const perSec = t.bucketMs / 1000;
-    draw(charts.rps, [xs, points.map((p) => p.requests / perSec)], [{ label: 'req/s', stroke: '#2f6fde', fill: 'rgba(47,111,222,0.15)', width: 2 }], 'req/s');
+    draw(charts.rps, [xs, points.map((p) => p.requests / perSec)], [{ label: 'req/s', stroke: '#2f6fde', fill: 'rgba(47,111,222,0.15)', width: 2 }], 'req/s', false);
     draw(
       charts.latency,
       [xs, points.map((p) => p.p50), points.map((p) => p.p95), points.map((p) => p.p99)],
