@@ -6,7 +6,8 @@
 //   3. KMS Decrypt(CiphertextBlob, Recipient{RSAES_OAEP_SHA_256, document}) → CiphertextForRecipient
 //   4. the CMS envelope opened with the RSA key → the data key → the keyring; the data key is wiped
 // KMS evaluates the key policy's kms:RecipientAttestation:PCR<n> conditions against the document.
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPair } from 'node:crypto';
+import { promisify } from 'node:util';
 import { promises as fs } from 'node:fs';
 import { DecryptCommand } from '@aws-sdk/client-kms';
 import type { Nsm } from '../attestation/nsm.ts';
@@ -70,7 +71,8 @@ export function kmsKeySource(o: KmsKeySourceOptions): KeySource {
       if (sealed.kms.region !== o.region) {
         throw new KmsKeyringError('KMS_BAD_SEALED_FILE', `sealed keyring ${o.file} was sealed in region ${sealed.kms.region}; [keyring] region is ${o.region}`);
       }
-      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      // Off the event loop (libuv's pool): ~100–500 ms of CPU here, while the egress proxy already serves.
+      const { privateKey, publicKey } = await promisify(generateKeyPair)('rsa', { modulusLength: 2048 });
       const spki = new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }));
       const kms = createKmsClient({
         region: o.region,
