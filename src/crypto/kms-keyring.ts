@@ -104,6 +104,9 @@ export function kmsKeySource(o: KmsKeySourceOptions): KeySource {
             if (name === 'AccessDeniedException') {
               throw new KmsKeyringError('KMS_ACCESS_DENIED', `KMS Decrypt refused: AccessDeniedException for key ${sealed.kms.keyId}; compare the key policy's kms:RecipientAttestation conditions with this enclave's ${pcrLine(doc)}`);
             }
+            if (name === 'CredentialsProviderError') {
+              throw new KmsKeyringError('KMS_REQUEST_FAILED', `no AWS credentials for KMS Decrypt: ${reasonOf(err)}`);
+            }
             if (!retryable(err)) {
               throw new KmsKeyringError('KMS_REQUEST_FAILED', `KMS Decrypt failed: ${reasonOf(err)} for key ${sealed.kms.keyId}`);
             }

@@ -130,6 +130,16 @@ describe('KMS keyring source', () => {
     }
   });
 
+  it('no credentials at all: a clear refusal at once, not retried as if KMS were down', async () => {
+    let asked = 0;
+    const none = () => {
+      asked++;
+      return Promise.reject(Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }));
+    };
+    await expect(source({ credentials: none }).load()).rejects.toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining('no AWS credentials') });
+    expect(asked).toBe(1);
+  });
+
   it('wrong credentials: a clear refusal, not retried', async () => {
     await expect(source({ credentials: { ...credentials, secretAccessKey: 'wrong' } }).load()).rejects.toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining('InvalidSignatureException') });
   });
