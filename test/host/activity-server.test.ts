@@ -42,10 +42,12 @@ function line(i: number, status = 200): string {
   );
 }
 
-async function service(extra: Partial<Parameters<typeof startActivityService>[0]> = {}): Promise<ActivityService> {
+/** A service with its page (so `url` is set). */
+async function service(extra: Partial<Parameters<typeof startActivityService>[0]> = {}): Promise<ActivityService & { url: string }> {
   const s = await startActivityService({ file: path.join(await tmpDir(), 'a.db'), ui: { host: '127.0.0.1', port: 0 }, ...extra });
   cleanup.push(() => s.close());
-  return s;
+  if (s.url === null) throw new Error('the page did not start');
+  return s as ActivityService & { url: string };
 }
 
 /** A raw GET with chosen headers (fetch will not send a Host of our choosing). */
