@@ -1,6 +1,6 @@
 // The operator's `keys seal` and an enclave's `start --json`, as real processes: AWS credentials from the
 // environment (the standard chain), the test KMS's certificate trusted through NODE_EXTRA_CA_CERTS.
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,17 @@ afterAll(async () => {
 });
 
 describe('keys seal → start --json', () => {
+  it('refuses PCRs of a debug-mode enclave (all-zero PCR0) before calling KMS', async () => {
+    const { command } = await import('../../src/cli/keys-seal.ts');
+    const pcrsFile = path.join(dir, 'debug-pcrs.json');
+    writeFileSync(pcrsFile, JSON.stringify({ PCR0: '0'.repeat(96), PCR1: '0'.repeat(96), PCR2: '0'.repeat(96) }));
+    const before = kms.calls.length;
+    const io = { out: () => {}, err: () => {}, stdin: () => Promise.resolve(new Uint8Array(0)) };
+    await expect(command.run(['--kms-key-id', 'arn:aws:kms:eu-west-1:111122223333:key/x', '--region', 'eu-west-1', '--out', path.join(dir, 'never.json'), '--pcrs', pcrsFile], io)).rejects.toThrow(/PCR0 is all zero/);
+    expect(kms.calls.length).toBe(before);
+    expect(existsSync(path.join(dir, 'never.json'))).toBe(false);
+  });
+
   it('seals, prints the policy with the PCRs, and start opens the file with the same public keys', async () => {
     const sealed = path.join(dir, 'keyring.sealed.json');
     const config = path.join(dir, 'enclave.toml');
