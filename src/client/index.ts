@@ -19,6 +19,7 @@ import { clientFetch, type FetchContext } from './fetch.ts';
 import { SessionManager } from './reconnect.ts';
 import type { ClientRequestInit, Transport } from './request.ts';
 import { Session } from './session.ts';
+import { clientVerbs, positiveOption } from './verbs.ts';
 import { clientOpenStream, clientUpgrade, type ClientStream, type OpenStreamOptions, type UpgradedStream, type UpgradeOptions } from './stream.ts';
 
 export { ClientError, type ClientErrorCode } from './errors.ts';
@@ -120,11 +121,6 @@ function hostOf(url: string): string {
   return u.hostname;
 }
 
-function positive(name: string, v: number | undefined, dflt: number, min = 0): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new ClientError('CLIENT_BAD_OPTIONS', `${name}: expected a number ≥ ${min}, found ${String(v)}`);
-  return v;
-}
 
 /** Connects, verifies the enclave and resolves to a Client. Rejects CLIENT_ATTESTATION_FAILED (nothing sent), CLIENT_CONNECT_FAILED, ... */
 export async function connect(url: string, options: ConnectOptions): Promise<Client> {
@@ -137,10 +133,10 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   }
   const primitives = options.primitives ?? noblePrimitives;
   const now = options.now ?? Date.now;
-  const connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);
-  const maxInFlight = positive('maxInFlight', options.maxInFlight, 64, 1);
-  const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 0);
-  const maxBufferedBytes = positive('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES, 1);
+  const connectTimeoutMs = positiveOption('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);
+  const maxInFlight = positiveOption('maxInFlight', options.maxInFlight, 64, 1);
+  const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 0);
+  const maxBufferedBytes = positiveOption('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES, 1);
   const transport = options.transport ?? 'auto';
   if (transport !== 'auto' && transport !== 'data' && transport !== 'stream') throw new ClientError('CLIENT_BAD_OPTIONS', `transport: expected auto, data or stream, found ${String(transport)}`);
   const verify = {
@@ -175,7 +171,6 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   const ctx: FetchContext = { manager, host, transport, timeoutMs: requestTimeoutMs, maxBufferedBytes };
 
   const fetch = (input: string | URL | Request, init?: ClientRequestInit): Promise<Response> => clientFetch(ctx, input, init);
-  const request = (method: string, path: string | URL, init?: Omit<ClientRequestInit, 'method'>): Promise<Response> => clientFetch(ctx, path, { ...init, method });
   return {
     url,
     host,
@@ -191,22 +186,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
     get connected() {
       return !manager.closed && manager.current !== null && manager.current.alive;
     },
-    fetch,
-    request,
-    get: (path, init) => request('GET', path, init),
-    delete: (path, init) => request('DELETE', path, init),
-    post: (path, init) => request('POST', path, init),
-    put: (path, init) => request('PUT', path, init),
-    patch: (path, init) => request('PATCH', path, init),
-    async json<T>(path: string | URL, init?: ClientRequestInit): Promise<T> {
-      const res = await fetch(path, init);
-      const text = await res.text();
-      try {
-        return JSON.parse(text) as T;
-      } catch (err) {
-        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON`, { cause: err });
-      }
-    },
+    ...clientVerbs(fetch),
     openStream: (payload, opts) => clientOpenStream(manager, payload, { maxBufferedBytes, ...opts }),
     upgrade: (path, opts) => clientUpgrade(manager, host, path, { maxBufferedBytes, ...opts }),
     close: () => new Promise<void>((resolve) => {

@@ -22,6 +22,7 @@ import { Deadline, makeResponse } from './fetch.ts';
 import type { ResponseHead } from './http-codec.ts';
 import type { Client, ConnectOptions } from './index.ts';
 import { normalizeRequest, headerList, type ClientRequestInit } from './request.ts';
+import { clientVerbs, positiveOption } from './verbs.ts';
 import type { UpgradedStream, UpgradeOptions } from './stream.ts';
 import { connectVerifiedTls, type VerifiedTls } from './tls-connect.ts';
 
@@ -47,11 +48,6 @@ function parseHttpsUrl(url: string): { host: string; port: number; origin: strin
   return { host, port: u.port === '' ? 443 : Number(u.port), origin: u.origin };
 }
 
-function positive(name: string, v: number | undefined, dflt: number, min = 0): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new ClientError('CLIENT_BAD_OPTIONS', `${name}: expected a number ≥ ${min}, found ${String(v)}`);
-  return v;
-}
 
 /** undici's header record → a list (set-cookie and friends stay separate). */
 function headerPairs(h: Record<string, string | string[] | undefined>): [string, string][] {
@@ -89,11 +85,11 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
   }
   const { host, port, origin } = parseHttpsUrl(url);
   const now = options.now ?? Date.now;
-  const connectTimeoutMs = positive('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);
-  const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 0);
+  const connectTimeoutMs = positiveOption('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);
+  const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 0);
   // One request at a time per connection (no pipelining), so the in-flight cap is the connection count.
-  const maxInFlight = positive('maxInFlight', options.maxInFlight, 8, 1);
-  positive('maxBufferedBytes', options.maxBufferedBytes, 0, 1); // TCP has flow control: unread bodies never pile up
+  const maxInFlight = positiveOption('maxInFlight', options.maxInFlight, 8, 1);
+  positiveOption('maxBufferedBytes', options.maxBufferedBytes, 0, 1); // TCP has flow control: unread bodies never pile up
   const reconnect = options.reconnect ?? true;
   const verify = {
     pcrs: options.pcrs,
@@ -171,7 +167,6 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
       throw requestError(err, deadline.signal);
     }
   };
-  const request = (method: string, path: string | URL, init?: Omit<ClientRequestInit, 'method'>): Promise<Response> => fetch(path, { ...init, method });
 
   const upgrade = async (path: string | URL, opts: UpgradeOptions = {}): Promise<UpgradedStream> => {
     if (closed) throw new ClientError('CLIENT_CLOSED', 'the client was closed');
@@ -260,22 +255,7 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
     get connected() {
       return !closed && live > 0;
     },
-    fetch,
-    request,
-    get: (path, init) => request('GET', path, init),
-    delete: (path, init) => request('DELETE', path, init),
-    post: (path, init) => request('POST', path, init),
-    put: (path, init) => request('PUT', path, init),
-    patch: (path, init) => request('PATCH', path, init),
-    async json<T>(path: string | URL, init?: ClientRequestInit): Promise<T> {
-      const res = await fetch(path, init);
-      const text = await res.text();
-      try {
-        return JSON.parse(text) as T;
-      } catch (err) {
-        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON`, { cause: err });
-      }
-    },
+    ...clientVerbs(fetch),
     openStream: () => Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'openStream needs the Noise channel (ws:// or wss://); over https:// use fetch or upgrade')),
     upgrade,
     close: async () => {

@@ -14,6 +14,7 @@ import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import { BridgeConnection } from './bridge-connection.ts';
 import { CloseCode } from './close-codes.ts';
 import { BridgeError } from './errors.ts';
+import { listenOrFail } from './listen.ts';
 import { startOpsProxy, type OpsProxy, type OpsProxyOptions } from './ops-proxy.ts';
 
 export interface BridgeOptions {
@@ -135,15 +136,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   });
   server.on('clientError', (_err, socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void =>
-      reject(new BridgeError('BRIDGE_LISTEN_FAILED', `cannot listen on ${opts.listen.host}:${opts.listen.port}: ${err.code ?? err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen({ host: opts.listen.host, port: opts.listen.port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  await listenOrFail(server, opts.listen);
   server.on('error', (err) => log.error({ err: err.message }, 'server error'));
 
   let opsProxy: OpsProxy | null = null;

@@ -11,6 +11,7 @@ import pino, { type Logger } from 'pino';
 import { CLOCK_PATH, CLOCK_UPGRADE, serveClockChannel } from '../ops/clock-channel.ts';
 import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
 import { BridgeError } from './errors.ts';
+import { listenOrFail } from './listen.ts';
 
 export interface OpsProxyOptions {
   /** Where the load balancer and Prometheus connect (port 0 picks one). */
@@ -122,15 +123,7 @@ export async function startOpsProxy(opts: OpsProxyOptions): Promise<OpsProxy> {
   });
   server.on('clientError', (_err, socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void =>
-      reject(new BridgeError('BRIDGE_LISTEN_FAILED', `cannot listen on ${opts.listen.host}:${opts.listen.port} (ops): ${err.code ?? err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen({ host: opts.listen.host, port: opts.listen.port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  await listenOrFail(server, opts.listen, 'ops');
   const port = (server.address() as net.AddressInfo).port;
   const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host;
 

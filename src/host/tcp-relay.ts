@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
 import { encodeProxyV2 } from '../transport/proxy-v2.ts';
-import { BridgeError } from './errors.ts';
+import { listenOrFail } from './listen.ts';
 
 export interface TcpRelayOptions {
   listen: { host: string; port: number };
@@ -90,15 +90,7 @@ export async function startTcpRelay(opts: TcpRelayOptions): Promise<TcpRelay> {
       },
     );
   });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void =>
-      reject(new BridgeError('BRIDGE_LISTEN_FAILED', `cannot listen on ${opts.listen.host}:${opts.listen.port}: ${err.code ?? err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen({ host: opts.listen.host, port: opts.listen.port }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  await listenOrFail(server, opts.listen);
   server.on('error', (err) => log.error({ err: err.message }, 'relay server error'));
   const port = (server.address() as net.AddressInfo).port;
   const host = opts.listen.host.includes(':') ? `[${opts.listen.host}]` : opts.listen.host;

@@ -1,0 +1,36 @@
+// What both clients (the Noise channel and attested TLS) build on their fetch: the option check and the verbs.
+import { ClientError } from './errors.ts';
+import type { Client } from './index.ts';
+import type { ClientRequestInit } from './request.ts';
+
+/** A numeric option ≥ min, or its default; anything else is CLIENT_BAD_OPTIONS naming the option. */
+export function positiveOption(name: string, v: number | undefined, dflt: number, min = 0): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new ClientError('CLIENT_BAD_OPTIONS', `${name}: expected a number ≥ ${min}, found ${String(v)}`);
+  return v;
+}
+
+export type ClientVerbs = Pick<Client, 'fetch' | 'request' | 'get' | 'delete' | 'post' | 'put' | 'patch' | 'json'>;
+
+/** request/get/post/... and json, all through the one fetch. */
+export function clientVerbs(fetch: Client['fetch']): ClientVerbs {
+  const request: Client['request'] = (method, path, init) => fetch(path, { ...init, method });
+  return {
+    fetch,
+    request,
+    get: (path, init) => request('GET', path, init),
+    delete: (path, init) => request('DELETE', path, init),
+    post: (path, init) => request('POST', path, init),
+    put: (path, init) => request('PUT', path, init),
+    patch: (path, init) => request('PATCH', path, init),
+    async json<T>(path: string | URL, init?: ClientRequestInit): Promise<T> {
+      const res = await fetch(path, init);
+      const text = await res.text();
+      try {
+        return JSON.parse(text) as T;
+      } catch (err) {
+        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON`, { cause: err });
+      }
+    },
+  };
+}
