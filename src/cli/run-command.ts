@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config.ts';
 import { appEnvironment, decryptSecrets, SecretsError } from '../crypto/secrets.ts';
 import { keyringWarning } from './keyring-warning.ts';
+import { bridgeCredentialProvider } from '../runtime/credentials-provider.ts';
 import { isAgentError } from '../errors.ts';
 import { nativeClockStep } from '../ops/clock-step.ts';
 import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../runtime/agent.ts';
@@ -42,6 +43,9 @@ Options:
   --egress-target TARGET
                        with [egress] enabled: the host egress dialer (enclave-agent bridge --egress), default
                        vsock:3:<[egress] host_port> (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
+  --credentials-target TARGET
+                       with [keyring] source = "kms": where the bridge serves AWS credentials
+                       (enclave-agent bridge --credentials), default vsock:3:8002 (tcp:HOST:PORT | unix:/path | vsock:CID:PORT)
 
 Egress ([egress] enabled = true): explicit mode serves a proxy on 127.0.0.1:[egress] proxy_port and gives the
 app HTTP_PROXY, HTTPS_PROXY, NO_PROXY (both cases); transparent mode (needs root) also installs iptables rules
@@ -66,6 +70,7 @@ export interface RunArgs {
   loopback: 'auto' | 'on' | 'off';
   logTarget: StreamTarget | undefined;
   egressTarget: StreamTarget | undefined;
+  credentialsTarget: StreamTarget | undefined;
   command: string[];
 }
 
@@ -90,7 +95,7 @@ export function parseListen(text: string): RuntimeListen {
   throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
 }
 
-const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target', '--egress-target']);
+const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target', '--egress-target', '--credentials-target']);
 
 /**
  * Splits options from the app command: at the first "--", else at the first argument that is neither an
@@ -123,6 +128,7 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
         loopback: { type: 'string' },
         'log-target': { type: 'string' },
         'egress-target': { type: 'string' },
+        'credentials-target': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -150,6 +156,15 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
       throw err;
     }
   }
+  let credentialsTarget: StreamTarget | undefined;
+  if (values['credentials-target'] !== undefined) {
+    try {
+      credentialsTarget = parseTarget(values['credentials-target']);
+    } catch (err) {
+      if (err instanceof TransportError) throw new CliUsageError(`--credentials-target: ${err.message}`);
+      throw err;
+    }
+  }
   let configPath = values.config ?? env.ENCLAVE_AGENT_CONFIG;
   if (configPath === undefined && existsSync('enclave.toml')) configPath = 'enclave.toml';
   return {
@@ -160,6 +175,7 @@ export function parseRunArgs(args: string[], env: NodeJS.ProcessEnv = process.en
     loopback,
     logTarget,
     egressTarget,
+    credentialsTarget,
     command,
   };
 }
@@ -250,6 +266,8 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       // [clock] correct = true: only here, inside the enclave's own process, is the clock ever stepped.
       ...(config.clock.correct ? { clockStepper: nativeClockStep } : {}),
       egress: { dialer: () => connectStream(egressTarget, { timeoutMs: EGRESS_DIALER_CONNECT_TIMEOUT_MS }) },
+      // Inside an enclave there is no credential chain: the bridge hands in the parent's (README "Credentials").
+      ...(config.keyring.source === 'kms' ? { kms: { credentials: bridgeCredentialProvider(a.credentialsTarget === undefined ? {} : { target: a.credentialsTarget }) } } : {}),
     });
   } catch (err) {
     await logs.close();
