@@ -25,7 +25,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-beforeAll(async () => {
+beforeAll(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'ea-run-kms-creds-'));
 });
 
