@@ -92,7 +92,7 @@ export function parseListen(text: string): RuntimeListen {
     return { kind: 'tcp', host: '127.0.0.1', publicPort, controlPort, ...(m[3] === undefined ? {} : { opsPort }) };
   }
   if (text.startsWith('unix:') && text.length > 5) return { kind: 'unix', dir: path.resolve(text.slice(5)) };
-  throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL or unix:DIR, found "${text}"`);
+  throw new CliUsageError(`--listen: expected vsock, tcp:PUBLIC,CONTROL[,OPS] or unix:DIR, found "${text}"`);
 }
 
 const VALUE_FLAGS = new Set(['--config', '--listen', '--nsm', '--state-dir', '--loopback', '--log-target', '--egress-target', '--credentials-target']);

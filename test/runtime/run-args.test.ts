@@ -14,14 +14,16 @@ describe('enclave-agent run arguments', () => {
     expect(a).toMatchObject({ listen: { kind: 'vsock' }, nsm: 'device', loopback: 'auto', command: ['node', 'app.js'] });
     expect(parseListen('tcp:0,0')).toEqual({ kind: 'tcp', host: '127.0.0.1', publicPort: 0, controlPort: 0 });
     expect(parseListen('tcp:5000,5007')).toEqual({ kind: 'tcp', host: '127.0.0.1', publicPort: 5000, controlPort: 5007 });
+    expect(parseListen('tcp:5000,5007,5009')).toEqual({ kind: 'tcp', host: '127.0.0.1', publicPort: 5000, controlPort: 5007, opsPort: 5009 });
     expect(parseListen('unix:/run/agent')).toEqual({ kind: 'unix', dir: '/run/agent' });
   });
 
   it('refuses bad flags with a usage error that names the flag', () => {
-    expect(() => parseListen('tcp:5000')).toThrow('--listen: expected tcp:PUBLIC,CONTROL, found "tcp:5000"');
+    expect(() => parseListen('tcp:5000')).toThrow('--listen: expected tcp:PUBLIC,CONTROL[,OPS], found "tcp:5000"');
+    expect(() => parseListen('tcp:5000,5007,5000')).toThrow('the ops port must differ');
     expect(() => parseListen('tcp:5000,5000')).toThrow('must differ');
     expect(() => parseListen('tcp:70000,1')).toThrow('public port must be 0..65535');
-    expect(() => parseListen('vsock:5000')).toThrow('expected vsock, tcp:PUBLIC,CONTROL or unix:DIR');
+    expect(() => parseListen('vsock:5000')).toThrow('expected vsock, tcp:PUBLIC,CONTROL[,OPS] or unix:DIR');
     expect(() => parseRunArgs(['--nsm', 'fake', '--', 'x'], {})).toThrow('--nsm: expected device or simulator, found "fake"');
     expect(() => parseRunArgs(['--loopback', 'maybe', '--', 'x'], {})).toThrow('--loopback: expected auto, on or off');
     expect(() => parseRunArgs(['--log-target', 'udp:1', '--', 'x'], {})).toThrow('--log-target');
