@@ -104,8 +104,15 @@ export function kmsKeySource(o: KmsKeySourceOptions): KeySource {
             if (name === 'AccessDeniedException') {
               throw new KmsKeyringError('KMS_ACCESS_DENIED', `KMS Decrypt refused: AccessDeniedException for key ${sealed.kms.keyId}; compare the key policy's kms:RecipientAttestation conditions with this enclave's ${pcrLine(doc)}`);
             }
-            if (name === 'CredentialsProviderError') {
+            // The bridge's credential channel: reachable but without credentials is final; not reachable (yet) is
+            // retried like KMS, and the last error says it was the bridge, not KMS, that did not answer.
+            const code = (err as { code?: unknown }).code;
+            const fromBridge = typeof code === 'string' && code.startsWith('CREDENTIALS_');
+            if (name === 'CredentialsProviderError' || code === 'CREDENTIALS_UNAVAILABLE' || code === 'CREDENTIALS_BAD_FRAME' || code === 'CREDENTIALS_FRAME_TOO_LARGE') {
               throw new KmsKeyringError('KMS_REQUEST_FAILED', `no AWS credentials for KMS Decrypt: ${reasonOf(err)}`);
+            }
+            if (fromBridge && attempt >= attempts) {
+              throw new KmsKeyringError('KMS_REQUEST_FAILED', `no AWS credentials for KMS Decrypt: the bridge's credentials port did not answer after ${attempts} attempts: ${reasonOf(err)}`);
             }
             if (!retryable(err)) {
               throw new KmsKeyringError('KMS_REQUEST_FAILED', `KMS Decrypt failed: ${reasonOf(err)} for key ${sealed.kms.keyId}`);

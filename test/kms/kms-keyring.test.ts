@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createNsmSimulator, simulatorPcrs, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import { kmsKeySource } from '../../src/crypto/kms-keyring.ts';
+import { CredentialsError } from '../../src/host/credentials-errors.ts';
 import { sealNewKeyring } from '../../src/crypto/kms-seal.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { startStack, startTestDns, type Stack, type TestDns } from '../egress/helpers.ts';
@@ -138,6 +139,25 @@ describe('KMS keyring source', () => {
     };
     await expect(source({ credentials: none }).load()).rejects.toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining('no AWS credentials') });
     expect(asked).toBe(1);
+  });
+
+  it("the bridge's credential channel: no credentials there is final; an unreachable bridge is retried, then named", async () => {
+    let asked = 0;
+    const unavailable = () => {
+      asked++;
+      return Promise.reject(new CredentialsError('CREDENTIALS_UNAVAILABLE', 'the bridge has no credentials: no instance role'));
+    };
+    await expect(source({ credentials: unavailable }).load()).rejects.toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining('no AWS credentials') });
+    expect(asked).toBe(1);
+
+    asked = 0;
+    const unreachable = () => {
+      asked++;
+      return Promise.reject(new CredentialsError('CREDENTIALS_UNREACHABLE', 'cannot reach the bridge'));
+    };
+    const err = await source({ credentials: unreachable, attempts: 2, backoffMs: 1 }).load().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining("the bridge's credentials port did not answer after 2 attempts") });
+    expect(asked).toBe(2);
   });
 
   it('wrong credentials: a clear refusal, not retried', async () => {
