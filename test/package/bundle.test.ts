@@ -1,7 +1,8 @@
 // The Docker base layer's CLI: `npm run build:bundle` makes one file that runs with no node_modules and no
 // package.json beside it (the layer has neither) — --version, --help, and a command that loads its modules.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,6 +33,29 @@ describe('the single-file CLI bundle', () => {
   it('--version prints the compiled-in package version, with no package.json anywhere above it', async () => {
     const { version } = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
     expect(await run([bundle, '--version'], dir)).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+
+  // The agent decrypts JSON bodies in worker threads started from decrypt-worker.js beside cli.js: a layer
+  // without it would fail the first JSON request with ev: values.
+  it('ships the decrypt pool worker beside cli.js, and it answers a job from the bundle alone', async () => {
+    const probe = path.join(dir, 'probe.mjs');
+    writeFileSync(
+      probe,
+      `import { Worker } from 'node:worker_threads';
+const w = new Worker(process.argv[2], { workerData: { p256: Buffer.from(process.argv[3], 'hex'), secp256k1: Buffer.from(process.argv[3], 'hex') } });
+w.on('error', (e) => { console.error(String(e)); process.exit(3); });
+w.on('message', (m) => {
+  if (m.ready) return w.postMessage({ id: 7, text: '{"card":"4242","n":1}' });
+  console.log(JSON.stringify(m));
+  void w.terminate();
+});
+`,
+    );
+    const scalar = Buffer.concat([Buffer.from([0x01]), randomBytes(31)]).toString('hex'); // below both curve orders
+    const r = await run([probe, path.join(path.dirname(bundle), 'decrypt-worker.js'), scalar], dir);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout) as unknown).toEqual({ id: 7, json: '{"card":"4242","n":1}', count: 0 });
   });
 
   it('--help and a command that loads its modules run from the bundle alone', async () => {
