@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import { encryptJsonText } from '../crypto/json-encrypt.ts';
 import { devKeySource, loadKeyring } from '../crypto/keyring.ts';
-import { fromBase64 } from '../util/bytes.ts';
+import { publicKeyFlag } from './flags.ts';
 import { resolveStateDir } from './keys-public.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
@@ -50,12 +50,7 @@ export const command: CliCommand = {
     }
     let key: Uint8Array | Awaited<ReturnType<typeof loadKeyring>>;
     if (values.key !== undefined) {
-      try {
-        key = fromBase64(values.key);
-      } catch {
-        throw new CliUsageError('--key is not standard base64');
-      }
-      if (key.length !== 33) throw new CliUsageError(`--key must be a 33-byte compressed point, found ${key.length} bytes`);
+      key = publicKeyFlag(values.key);
     } else {
       key = await loadKeyring(devKeySource(resolveStateDir(values['state-dir'])));
     }

@@ -11,7 +11,7 @@ import { ClientError, connect, type Client } from '../client/node.ts';
 import { toHex } from '../util/bytes.ts';
 import { parsePins } from './attestation-inspect.ts';
 import { explainConnectFailure } from './connect-diagnosis.ts';
-import { intFlag, parseFlags, rootsFromFlags } from './flags.ts';
+import { intFlag, parseFlags, PIN_FLAGS, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
@@ -146,13 +146,7 @@ export const command: CliCommand = {
         include: { type: 'boolean', short: 'i', default: false },
         verbose: { type: 'boolean', short: 'v', default: false },
         fail: { type: 'boolean', short: 'f', default: false },
-        pcrs: { type: 'string', multiple: true },
-        pcr0: { type: 'string' },
-        pcr1: { type: 'string' },
-        pcr2: { type: 'string' },
-        pcr8: { type: 'string' },
-        root: { type: 'string', multiple: true },
-        debug: { type: 'boolean', default: false },
+        ...PIN_FLAGS,
         json: { type: 'boolean', default: false },
         timeout: { type: 'string' },
         nonce: { type: 'boolean', default: false },

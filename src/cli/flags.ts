@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AttestationError } from '../attestation/errors.ts';
 import { parseTrustAnchor } from '../attestation/x509.ts';
+import { fromBase64 } from '../util/bytes.ts';
 import { didYouMean } from '../util/suggest.ts';
 import { CliUsageError } from './types.ts';
 
@@ -76,6 +77,29 @@ export function rootsFromFlags(files: string[] | undefined): string[] | undefine
     }
     return pem;
   });
+}
+
+/** The pinning flags of the commands that verify an enclave (fetch, proxy): parsed by pinsFromFlags. */
+export const PIN_FLAGS = {
+  pcrs: { type: 'string', multiple: true },
+  pcr0: { type: 'string' },
+  pcr1: { type: 'string' },
+  pcr2: { type: 'string' },
+  pcr8: { type: 'string' },
+  root: { type: 'string', multiple: true },
+  debug: { type: 'boolean', default: false },
+} as const;
+
+/** --key: an ev: public key given directly, a 33-byte compressed point in standard base64. */
+export function publicKeyFlag(text: string): Uint8Array {
+  let key: Uint8Array;
+  try {
+    key = fromBase64(text);
+  } catch {
+    throw new CliUsageError('--key is not standard base64');
+  }
+  if (key.length !== 33) throw new CliUsageError(`--key must be a 33-byte compressed point, found ${key.length} bytes`);
+  return key;
 }
 
 /** Quotes a shell word only when it needs it (for the copy-pasteable lines start prints). */

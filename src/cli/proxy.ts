@@ -7,7 +7,7 @@ import pino from 'pino';
 import { connect } from '../client/node.ts';
 import { startAttestedProxy } from '../host/attested-proxy.ts';
 import { pinsFromFlags } from './fetch.ts';
-import { intFlag, parseFlags, portFlag, rootsFromFlags } from './flags.ts';
+import { intFlag, parseFlags, PIN_FLAGS, portFlag, rootsFromFlags } from './flags.ts';
 import { untilSignal } from './signals.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
@@ -46,14 +46,8 @@ export const command: CliCommand = {
       {
         port: { type: 'string' },
         host: { type: 'string' },
-        pcrs: { type: 'string', multiple: true },
-        pcr0: { type: 'string' },
-        pcr1: { type: 'string' },
-        pcr2: { type: 'string' },
-        pcr8: { type: 'string' },
-        root: { type: 'string', multiple: true },
+        ...PIN_FLAGS,
         nonce: { type: 'boolean', default: false },
-        debug: { type: 'boolean', default: false },
         timeout: { type: 'string' },
         json: { type: 'boolean', default: false },
         'log-level': { type: 'string' },

@@ -10,7 +10,7 @@ import type { EvCurve } from '../crypto/ev-kdf.ts';
 import { devKeySource, loadKeyring, type PublicKeys } from '../crypto/keyring.ts';
 import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret } from '../crypto/secrets.ts';
 import { parseSealedKeyring } from '../crypto/sealed-keyring.ts';
-import { fromBase64 } from '../util/bytes.ts';
+import { publicKeyFlag } from './flags.ts';
 import { resolveStateDir } from './keys-public.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
@@ -80,12 +80,7 @@ export const command: CliCommand = {
 
     let key: Uint8Array | PublicKeys;
     if (values.key !== undefined) {
-      try {
-        key = fromBase64(values.key);
-      } catch {
-        throw new CliUsageError('--key is not standard base64');
-      }
-      if (key.length !== 33) throw new CliUsageError(`--key must be a 33-byte compressed point, found ${key.length} bytes`);
+      key = publicKeyFlag(values.key);
     } else {
       const configPath = values.config ?? process.env.ENCLAVE_AGENT_CONFIG ?? (existsSync('enclave.toml') ? 'enclave.toml' : undefined);
       const k = loadConfig(configPath).keyring;
