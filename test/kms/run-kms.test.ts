@@ -1,5 +1,5 @@
-// `enclave-agent run` with [keyring] source = "kms", as a real process against the test KMS: the app starts only
-// once the keyring opened; a policy naming other PCRs stops the boot with one line naming KMS's error code and
+// `enclave-agent run` with [keyring] source = "kms", as a real process against the test KMS, with its AWS
+// credentials from the bridge's credentials port (as inside an enclave): the app starts only once the keyring opened; a policy naming other PCRs stops the boot with one line naming KMS's error code and
 // this enclave's PCRs, before the app runs.
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, simulatorPcrs } from '../../src/attestation/simulator.ts';
 import { sealNewKeyring } from '../../src/crypto/kms-seal.ts';
+import { startCredentialsServer, type CredentialsServer } from '../../src/host/credentials-server.ts';
 import { AGENT_VERSION } from '../../src/runtime/nsm.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { runBin } from '../cli/spawn.ts';
@@ -17,6 +18,7 @@ let dir: string;
 let kms: KmsTestServer;
 let env: Record<string, string>;
 let rootDir: string;
+let bridge: CredentialsServer;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'run-kms-'));
@@ -24,11 +26,14 @@ beforeAll(async () => {
   const root = (await createNsmSimulator({ stateDir: rootDir, identity: { agentVersion: 'x', app: 'x', config: '' } })).rootPem;
   kms = await KmsTestServer.start({ credentials: creds, roots: [root] });
   writeFileSync(path.join(dir, 'kms-ca.pem'), kms.caPem);
-  env = { NODE_EXTRA_CA_CERTS: path.join(dir, 'kms-ca.pem'), AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey, AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: path.join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'none') };
+  // `run` takes its credentials from the bridge only; the environment's chain is left empty on purpose.
+  bridge = await startCredentialsServer({ listen: { kind: 'tcp', port: 0 }, source: () => Promise.resolve({ ...creds, expiration: new Date(Date.now() + 3_600_000) }) });
+  env = { NODE_EXTRA_CA_CERTS: path.join(dir, 'kms-ca.pem'), AWS_EC2_METADATA_DISABLED: 'true', AWS_CONFIG_FILE: path.join(dir, 'none'), AWS_SHARED_CREDENTIALS_FILE: path.join(dir, 'none') };
 }, 60_000);
 
 afterAll(async () => {
   await kms?.stop();
+  await bridge?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -45,7 +50,7 @@ async function runWith(name: string, policyFor: (pcrs: { PCR0: string; PCR1: str
   const mine = { PCR0: toHex(p[0]), PCR1: toHex(p[1]), PCR2: toHex(p[2]) };
   const keyId = kms.createKey(attestedPolicy(policyFor(mine)));
   writeFileSync(sealed, (await sealNewKeyring({ keyId, region: kms.region, endpoint: kms.endpoint, extraCa: [kms.caPem], credentials: creds })).text);
-  const r = await runBin(['run', '--config', cfg, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(d, 'state'), '--loopback', 'off', '--', ...app], { env, timeoutMs: 45_000 });
+  const r = await runBin(['run', '--config', cfg, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(d, 'state'), '--loopback', 'off', '--credentials-target', `tcp:127.0.0.1:${bridge.port}`, '--', ...app], { env, timeoutMs: 45_000 });
   return { ...r, appRan: existsSync(ran), mine };
 }
 
