@@ -19,7 +19,7 @@ import { clientFetch, type FetchContext } from './fetch.ts';
 import { SessionManager } from './reconnect.ts';
 import type { ClientRequestInit, Transport } from './request.ts';
 import { Session } from './session.ts';
-import { clientVerbs, positiveOption } from './verbs.ts';
+import { clientVerbs, positiveOption, verifyOptions } from './verbs.ts';
 import { clientOpenStream, clientUpgrade, type ClientStream, type OpenStreamOptions, type UpgradedStream, type UpgradeOptions } from './stream.ts';
 
 export { ClientError, type ClientErrorCode } from './errors.ts';
@@ -140,11 +140,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   const transport = options.transport ?? 'auto';
   if (transport !== 'auto' && transport !== 'data' && transport !== 'stream') throw new ClientError('CLIENT_BAD_OPTIONS', `transport: expected auto, data or stream, found ${String(transport)}`);
   const verify = {
-    pcrs: options.pcrs,
-    ...(options.roots === undefined ? {} : { roots: options.roots }),
-    ...(options.debug === undefined ? {} : { debug: options.debug }),
-    ...(options.maxAgeMs === undefined ? {} : { maxAgeMs: options.maxAgeMs }),
-    ...(options.allowDebugEnclave === undefined ? {} : { allowDebugEnclave: options.allowDebugEnclave }),
+    ...verifyOptions(options),
     now,
   };
 

@@ -22,7 +22,7 @@ import { Deadline, makeResponse } from './fetch.ts';
 import type { ResponseHead } from './http-codec.ts';
 import type { Client, ConnectOptions } from './index.ts';
 import { normalizeRequest, headerList, type ClientRequestInit } from './request.ts';
-import { clientVerbs, positiveOption } from './verbs.ts';
+import { clientVerbs, positiveOption, verifyOptions } from './verbs.ts';
 import type { UpgradedStream, UpgradeOptions } from './stream.ts';
 import { connectVerifiedTls, type VerifiedTls } from './tls-connect.ts';
 
@@ -92,11 +92,7 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
   positiveOption('maxBufferedBytes', options.maxBufferedBytes, 0, 1); // TCP has flow control: unread bodies never pile up
   const reconnect = options.reconnect ?? true;
   const verify = {
-    pcrs: options.pcrs,
-    ...(options.roots === undefined ? {} : { roots: options.roots }),
-    ...(options.debug === undefined ? {} : { debug: options.debug }),
-    ...(options.maxAgeMs === undefined ? {} : { maxAgeMs: options.maxAgeMs }),
-    ...(options.allowDebugEnclave === undefined ? {} : { allowDebugEnclave: options.allowDebugEnclave }),
+    ...verifyOptions(options),
   };
   const dial = (signal?: AbortSignal): Promise<VerifiedTls> =>
     connectVerifiedTls({ host, port, verify: { ...verify, now: now() }, timeoutMs: connectTimeoutMs, ...(options.nonce === undefined ? {} : { nonce: options.nonce }), ...(signal === undefined ? {} : { signal }) });

@@ -1,6 +1,6 @@
-// What both clients (the Noise channel and attested TLS) build on their fetch: the option check and the verbs.
+// What both clients (the Noise channel and attested TLS) share: the option checks and the verbs on their fetch.
 import { ClientError } from './errors.ts';
-import type { Client } from './index.ts';
+import type { Client, ConnectOptions } from './index.ts';
 import type { ClientRequestInit } from './request.ts';
 
 /** A numeric option ≥ min, or its default; anything else is CLIENT_BAD_OPTIONS naming the option. */
@@ -8,6 +8,17 @@ export function positiveOption(name: string, v: number | undefined, dflt: number
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new ClientError('CLIENT_BAD_OPTIONS', `${name}: expected a number ≥ ${min}, found ${String(v)}`);
   return v;
+}
+
+/** What the attestation check takes from the connect options (the pins, roots and the document's age). */
+export function verifyOptions(options: ConnectOptions): Pick<ConnectOptions, 'pcrs' | 'roots' | 'debug' | 'maxAgeMs' | 'allowDebugEnclave'> {
+  return {
+    pcrs: options.pcrs,
+    ...(options.roots === undefined ? {} : { roots: options.roots }),
+    ...(options.debug === undefined ? {} : { debug: options.debug }),
+    ...(options.maxAgeMs === undefined ? {} : { maxAgeMs: options.maxAgeMs }),
+    ...(options.allowDebugEnclave === undefined ? {} : { allowDebugEnclave: options.allowDebugEnclave }),
+  };
 }
 
 export type ClientVerbs = Pick<Client, 'fetch' | 'request' | 'get' | 'delete' | 'post' | 'put' | 'patch' | 'json'>;
