@@ -31,20 +31,10 @@ export interface ActivityStoreOptions {
 }
 
 /** A stored record as the listing and the live tail show it (no headers). */
-export interface ActivitySummary {
-  id: number;
-  ts: number;
-  txid: string;
-  method: string;
-  path: string;
-  status: number;
-  elapsedMs: number;
-  bytesIn: number;
-  bytesOut: number;
-  remoteIp: string | null;
-  decryptedFields: number;
-  error: string | null;
-}
+export type ActivitySummary = { id: number } & Pick<
+  ActivityRow,
+  'ts' | 'txid' | 'method' | 'path' | 'status' | 'elapsedMs' | 'bytesIn' | 'bytesOut' | 'remoteIp' | 'decryptedFields' | 'error'
+>;
 
 export interface ActivityStoreStats {
   /** Records inserted since the store opened. */
