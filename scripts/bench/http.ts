@@ -35,8 +35,6 @@
 // Run: npx tsx scripts/bench/run.ts http
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -50,7 +48,7 @@ import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
 import type * as KeyringMod from '../../src/crypto/keyring.ts';
 import type * as OpsMetrics from '../../src/ops/metrics.ts';
 import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
-import { askChild, percentile, printTable, ratio } from './lib.ts';
+import { askChild, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -62,35 +60,14 @@ const CONCURRENCY = [1, 64];
 // ---------------------------------------------------------------------------------------------------------------
 // Children
 
-type ChildMsg = { cmd: 'start'; appPort?: number; agentPort?: number; src?: string; metrics?: boolean } | { cmd: 'cpu' } | { cmd: 'stop' };
 
-function serveChild(start: (m: { appPort?: number; agentPort?: number; src?: string; metrics?: boolean }) => Promise<unknown>): void {
-  const send = (m: unknown): void => void process.send!(m);
-  process.on('message', (m: ChildMsg) => {
-    void (async () => {
-      if (m.cmd === 'start') send(await start(m));
-      else if (m.cmd === 'cpu') {
-        const u = process.cpuUsage();
-        send({ cpuUs: u.user + u.system, sysUs: u.system });
-      } else setImmediate(() => process.exit(0));
-    })();
-  });
-  process.on('disconnect', () => process.exit(0));
-  send({ ready: true });
-}
 
-const BODY = Buffer.from('{"ok":true}');
+
+type StartMsg = { appPort?: number; agentPort?: number; src?: string; metrics?: boolean };
+type ChildMsg = ({ cmd: 'start' } & StartMsg) | { cmd: 'cpu' } | { cmd: 'stop' };
 
 function appChild(): void {
-  serveChild(async () => {
-    const app = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': BODY.length });
-      res.end(BODY);
-    });
-    app.keepAliveTimeout = 60_000;
-    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-    return { port: (app.address() as AddressInfo).port };
-  });
+  serveChild(startSmallJsonApp);
 }
 
 interface AgentPorts {
@@ -101,7 +78,7 @@ interface AgentPorts {
 }
 
 function agentChild(): void {
-  serveChild(async ({ appPort, src, metrics: withMetrics }) => {
+  serveChild<StartMsg>(async ({ appPort, src, metrics: withMetrics }) => {
     const pino = (await import('pino')).default;
     // `src`: another checkout's src/ (BENCH_HTTP_BASELINE_SRC), to compare two versions of the agent in one run.
     const root = src ?? path.resolve(path.dirname(SELF), '../../src');
@@ -154,7 +131,7 @@ function agentChild(): void {
 }
 
 function bridgeChild(): void {
-  serveChild(async ({ agentPort }) => {
+  serveChild<StartMsg>(async ({ agentPort }) => {
     const pino = (await import('pino')).default;
     const { startBridge } = await import('../../src/host/bridge.ts');
     const bridge = await startBridge({ listen: { host: '127.0.0.1', port: 0 }, target: { kind: 'tcp', host: '127.0.0.1', port: agentPort! }, logger: pino({ level: 'silent' }) });

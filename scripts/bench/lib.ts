@@ -3,6 +3,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 
 export interface Measurement {
@@ -274,4 +276,35 @@ export function askChild<T>(child: ChildProcess, msg: unknown): Promise<T> {
     child.once('message', (m) => resolve(m as T));
     child.send(msg as never);
   });
+}
+
+/**
+ * A forked bench child: answers `{cmd:'start', ...}` with what `start` returns, `{cmd:'cpu'}` with its own CPU
+ * time (µs, and the system part), anything else by exiting; it exits with its parent too.
+ */
+export function serveChild<M extends object>(start: (m: M) => Promise<unknown>): void {
+  const send = (m: unknown): void => void process.send!(m);
+  process.on('message', (m: ({ cmd: 'start' } & M) | { cmd: 'cpu' } | { cmd: 'stop' }) => {
+    void (async () => {
+      if (m.cmd === 'start') send(await start(m as M));
+      else if (m.cmd === 'cpu') {
+        const u = process.cpuUsage();
+        send({ cpuUs: u.user + u.system, sysUs: u.system });
+      } else setImmediate(() => process.exit(0));
+    })();
+  });
+  process.on('disconnect', () => process.exit(0));
+  send({ ready: true });
+}
+
+/** The benches' app: every request gets the same small JSON body over keep-alive; resolves to its port. */
+export async function startSmallJsonApp(): Promise<{ port: number }> {
+  const body = Buffer.from('{"ok":true}');
+  const app = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.end(body);
+  });
+  app.keepAliveTimeout = 60_000;
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  return { port: (app.address() as AddressInfo).port };
 }

@@ -20,52 +20,28 @@
 import { execFileSync, fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { askChild, machine, percentile, printTable, ratio } from './lib.ts';
+import { askChild, machine, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROW_MS = Number(process.env.BENCH_TLS_MS ?? 800);
 const ROUNDS = Number(process.env.BENCH_TLS_ROUNDS ?? 5);
 const HS_CONCURRENCY = Number(process.env.BENCH_TLS_HS_CONCURRENCY ?? 8);
 const WARMUP_MS = 200;
-const BODY = Buffer.from('{"ok":true}');
 
-type ChildMsg = { cmd: 'start'; appPort?: number } | { cmd: 'cpu' } | { cmd: 'stop' };
 
-function serveChild(start: (m: { appPort?: number }) => Promise<unknown>): void {
-  process.on('message', (m: ChildMsg) => {
-    void (async () => {
-      if (m.cmd === 'start') process.send!(await start(m));
-      else if (m.cmd === 'cpu') {
-        const u = process.cpuUsage();
-        process.send!({ cpuUs: u.user + u.system });
-      } else setImmediate(() => process.exit(0));
-    })();
-  });
-  process.on('disconnect', () => process.exit(0));
-  process.send!({ ready: true });
-}
 
 function appChild(): void {
-  serveChild(async () => {
-    const app = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': BODY.length });
-      res.end(BODY);
-    });
-    app.keepAliveTimeout = 60_000;
-    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-    return { port: (app.address() as AddressInfo).port };
-  });
+  serveChild(startSmallJsonApp);
 }
 
 function agentChild(): void {
-  serveChild(async ({ appPort }) => {
+  serveChild<{ appPort?: number }>(async ({ appPort }) => {
     const pino = (await import('pino')).default;
     const { createNsmSimulator } = await import('../../src/attestation/simulator.ts');
     const { createHttpForwarder } = await import('../../src/http/forwarder.ts');
