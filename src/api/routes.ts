@@ -23,7 +23,8 @@
 import type { Nsm } from '../attestation/nsm.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
-import { EvBusyError } from '../crypto/errors.ts';
+import { EcdhBudget } from '../crypto/ecdh-budget.ts';
+import { EvBudgetError, EvBusyError } from '../crypto/errors.ts';
 import { countJsonTokens } from '../crypto/json-decrypt.ts';
 import { countJsonValues, encryptJsonSteps } from '../crypto/json-encrypt.ts';
 import type { Keyring } from '../crypto/keyring.ts';
@@ -119,7 +120,14 @@ const decrypt: Route = async ({ keyring, ev }, req) => {
     throw new ApiError('API_TOO_MANY_ENCRYPTED_FIELDS', 413, `too many ev: values in one request (more than ${max}, [limits] max_decrypt_fields); nothing was decrypted`);
   }
   // No value, no work: such requests never wait for (or take) a slot of the budget.
-  const out = count === 0 ? { json: text, count: 0 } : await scheduled(ev.scheduler.decryptJson(text, keyring));
+  // The same cap bounds the ECDHs (after `keys rotate` a value under a retired key costs one per generation tried).
+  let out: { json: string; count: number };
+  try {
+    out = count === 0 ? { json: text, count: 0 } : await scheduled(ev.scheduler.decryptJson(text, keyring, new EcdhBudget(max)));
+  } catch (err) {
+    if (err instanceof EvBudgetError) throw new ApiError('API_TOO_MANY_ENCRYPTED_FIELDS', 413, `the ev: values in this request need more than ${max} key agreements to decrypt ([limits] max_decrypt_fields); nothing was decrypted`);
+    throw err;
+  }
   return { status: 200, contentType: JSON_TYPE, body: out.json, count: out.count };
 };
 

@@ -12,11 +12,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { EvDecryptError, EvPoolError } from './errors.ts';
+import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
-import type { Keyring } from './keyring.ts';
+import type { Keyring, KeyScalars } from './keyring.ts';
 
-type Reply = { id: number; json: string; count: number } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; failed: string };
+type Reply = { id: number; json: string; count: number } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
 
 interface Slot {
   worker: Worker;
@@ -26,7 +26,7 @@ interface Slot {
 
 const SELF = import.meta.url;
 
-function spawn(scalars: { p256: Uint8Array; secp256k1: Uint8Array }): Worker {
+function spawn(scalars: KeyScalars[]): Worker {
   if (!SELF.endsWith('.ts')) return new Worker(new URL('./decrypt-worker.js', SELF), { workerData: scalars });
   const api = path.join(path.dirname(createRequire(SELF).resolve('tsx/esm/api')), 'index.mjs');
   const entry = new URL('./decrypt-worker.ts', SELF).href;
@@ -59,15 +59,18 @@ export class DecryptPool {
     return this.#slots.filter((s) => s !== undefined).length;
   }
 
-  /** decryptJsonTokens(text, keyring) in a worker: same result, same EvDecryptError (reason, detail). */
-  decryptJson(text: string): Promise<{ json: string; count: number }> {
+  /**
+   * decryptJsonTokens(text, keyring) in a worker: same result, same EvDecryptError (reason, detail); with
+   * `maxEcdh`, the worker charges an EcdhBudget of that size (EvBudgetError past it).
+   */
+  decryptJson(text: string, maxEcdh?: number): Promise<{ json: string; count: number }> {
     if (this.#closed) return Promise.reject(new EvPoolError('EV_POOL_CLOSED', 'the decrypt pool is closed'));
     const slot = this.#pick();
     const id = this.#nextId++;
     if (slot.load++ === 0) slot.worker.ref(); // busy workers keep the process alive; idle ones do not
     return new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, text });
+      slot.worker.postMessage(maxEcdh === undefined ? { id, text } : { id, text, maxEcdh });
     });
   }
 
@@ -88,11 +91,12 @@ export class DecryptPool {
   }
 
   #start(index: number): Slot {
-    const keys = this.keyring.keyMaterial();
-    const scalars = { p256: keys.privateKey('p256'), secp256k1: keys.privateKey('secp256k1') };
+    const scalars = this.keyring.keyMaterial().scalars(); // every generation, newest first
     const worker = spawn(scalars); // workerData is cloned here: the copies on this side are wiped at once
-    scalars.p256.fill(0);
-    scalars.secp256k1.fill(0);
+    for (const g of scalars) {
+      g.p256.fill(0);
+      g.secp256k1.fill(0);
+    }
     worker.unref();
     const slot: Slot = { worker, load: 0, pending: new Map() };
     const fail = (why: string): void => {
@@ -108,6 +112,7 @@ export class DecryptPool {
       if (--slot.load === 0) slot.worker.unref();
       if ('json' in m) p.resolve({ json: m.json, count: m.count });
       else if ('reason' in m) p.reject(new EvDecryptError(m.reason, m.detail));
+      else if ('budget' in m) p.reject(new EvBudgetError(m.budget));
       else p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker failed (${m.failed}); the request was not decrypted`));
     });
     worker.on('error', (err) => fail(err.name));

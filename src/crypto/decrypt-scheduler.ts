@@ -3,7 +3,8 @@
 // slow core); done in one go, a 514 KB body of such values held the event loop — every session, every
 // request — for 5.2 s.
 //
-// A job is an iterator whose next() does one unit of work (one value: at most one ECDH). The scheduler
+// A job is an iterator whose next() does one unit of work (one value: at most one ECDH per key generation,
+// and a keyring holds at most MAX_KEY_GENERATIONS = 4 after `keys rotate`; one ECDH before any rotation). The scheduler
 // runs the units of all queued jobs round-robin until `sliceMs` has passed, then yields with setImmediate,
 // so the I/O callbacks of everything else run before the next slice. One slice per event-loop turn for all
 // jobs together (not one per job): ten floods cost other requests the same slice per turn as one. The event
@@ -17,6 +18,7 @@
 import type { DecryptPool } from './decrypt-pool.ts';
 import { EvBusyError } from './errors.ts';
 import { decryptJsonSteps } from './json-decrypt.ts';
+import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 
 export { drain } from './steps.ts';
@@ -72,14 +74,14 @@ export class DecryptScheduler {
 
   /**
    * decryptJsonTokens(text, keyring), under the budget: in the pool's workers when the pool serves this
-   * keyring, else in slices here.
+   * keyring, else in slices here. `budget` caps the ECDHs (ecdh-budget.ts); a pool worker gets what is left of it.
    */
-  decryptJson(text: string, keyring: Keyring): Promise<{ json: string; count: number }> {
+  decryptJson(text: string, keyring: Keyring, budget?: EcdhBudget): Promise<{ json: string; count: number }> {
     const pool = this.pool;
-    if (pool === undefined || pool.keyring !== keyring) return this.run(decryptJsonSteps(text, keyring));
+    if (pool === undefined || pool.keyring !== keyring) return this.run(decryptJsonSteps(text, keyring, budget));
     if (this.active >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
     this.#pooled++;
-    return pool.decryptJson(text).finally(() => void this.#pooled--);
+    return pool.decryptJson(text, budget?.remaining).finally(() => void this.#pooled--);
   }
 
   /** Runs `steps` to completion in slices; resolves with its return value, rejects with what a step throws. */

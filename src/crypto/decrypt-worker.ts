@@ -1,23 +1,28 @@
 // A DecryptPool worker thread: opens the ev: values of whole JSON texts with its own Keyring, built from the
 // scalars it was started with (the pool's workerData). It answers each {id, text} with {id, json, count}, or
 // {id, reason, detail} for a value that does not decrypt (the EvDecryptError fields; the main thread rebuilds
-// the error), or {id, failed} for anything else. Nothing here logs.
+// the error), {id, budget} when the request's ECDH budget ran out, or {id, failed} for anything else. Nothing here logs.
 import { parentPort, workerData } from 'node:worker_threads';
-import { EvDecryptError } from './errors.ts';
+import { EcdhBudget } from './ecdh-budget.ts';
+import { EvBudgetError, EvDecryptError } from './errors.ts';
 import { decryptJsonTokens } from './json-decrypt.ts';
-import { KeyMaterial, Keyring } from './keyring.ts';
+import { KeyMaterial, Keyring, type KeyScalars } from './keyring.ts';
 
-const scalars = workerData as { p256: Uint8Array; secp256k1: Uint8Array };
-const keyring = Keyring.fromMaterial(new KeyMaterial(scalars));
-scalars.p256.fill(0);
-scalars.secp256k1.fill(0);
+// Every key generation, newest first (keys rotate): the worker opens values under retired keys too.
+const generations = workerData as KeyScalars[];
+const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(generations));
+for (const g of generations) {
+  g.p256.fill(0);
+  g.secp256k1.fill(0);
+}
 
-parentPort!.on('message', ({ id, text }: { id: number; text: string }) => {
+parentPort!.on('message', ({ id, text, maxEcdh }: { id: number; text: string; maxEcdh?: number }) => {
   try {
-    const out = decryptJsonTokens(text, keyring);
+    const out = decryptJsonTokens(text, keyring, maxEcdh === undefined ? undefined : new EcdhBudget(maxEcdh));
     parentPort!.postMessage({ id, json: out.json, count: out.count });
   } catch (err) {
     if (err instanceof EvDecryptError) parentPort!.postMessage({ id, reason: err.reason, detail: err.detail });
+    else if (err instanceof EvBudgetError) parentPort!.postMessage({ id, budget: err.limit });
     else parentPort!.postMessage({ id, failed: err instanceof Error ? err.name : 'unknown' });
   }
 });

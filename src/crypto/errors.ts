@@ -62,6 +62,21 @@ export class EvBusyError extends AgentError {
 }
 
 /**
+ * A request's ECDH budget is spent (ecdh-budget.ts): its values needed more key agreements than [limits]
+ * max_decrypt_fields allows — after `keys rotate`, values under retired keys cost one ECDH per generation tried.
+ * Code EV_DECRYPT_BUDGET; answered 413 like too many fields, and nothing is forwarded.
+ */
+export class EvBudgetError extends AgentError {
+  declare readonly code: 'EV_DECRYPT_BUDGET';
+  readonly limit: number;
+
+  constructor(limit: number) {
+    super('EV_DECRYPT_BUDGET', `the values in this request need more than ${limit} key agreements to decrypt (the most the agent does per request)`);
+    this.limit = limit;
+  }
+}
+
+/**
  * The decrypt worker pool could not do a job: it was closed (EV_POOL_CLOSED) or a worker stopped or failed
  * outside decryption (EV_POOL_WORKER_FAILED). Answered as an internal error; nothing was forwarded.
  */

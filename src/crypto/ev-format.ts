@@ -24,6 +24,7 @@ import { NODE_CURVE, decompressPoint, deriveEvKey } from './ev-kdf.ts';
 import type { EvCurve } from './ev-kdf.ts';
 import { TAG_LENGTH, formatEv, parseEv, versionFor } from './ev-parse.ts';
 import type { EvToken, EvType } from './ev-parse.ts';
+import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 import { encodeMetadata, unwrapMetadata, wrapWithMetadata } from './msgpack-meta.ts';
 import type { EvMetadata } from './msgpack-meta.ts';
@@ -184,21 +185,23 @@ const caches = new WeakMap<Keyring, Map<string, CacheEntry>>();
 
 /** What an operator needs to place a refusal (EvDecryptError.detail): public facts only. */
 function describe(t: EvToken, keyring: Keyring): string {
-  return `${t.debug ? 'debug ' : ''}${t.version}${t.type === 'string' ? '' : `:${t.type}`} value, ${t.curve} key ${keyring.keyIds[t.curve]}`;
+  const retired = keyring.generations - 1;
+  return `${t.debug ? 'debug ' : ''}${t.version}${t.type === 'string' ? '' : `:${t.type}`} value, ${t.curve} key ${keyring.keyIds[t.curve]}${retired > 0 ? ` and ${retired} retired` : ''}`;
 }
 
-function sharedFor(keyring: Keyring, t: EvToken): CacheEntry {
+function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: EcdhBudget | undefined): CacheEntry {
   let cache = caches.get(keyring);
   if (!cache) caches.set(keyring, (cache = new Map()));
-  const id = (t.curve === 'p256' ? 'P' : 'K') + t.ephemeralSegment;
+  const id = generation + (t.curve === 'p256' ? 'P' : 'K') + t.ephemeralSegment;
   let entry = cache.get(id);
   if (!entry) {
+    budget?.spend();
     // Decompress once: handing OpenSSL the compressed point would decompress it a second time inside ECDH.
     let z: Buffer;
     let point: Buffer;
     try {
       point = decompressPoint(t.curve, t.ephemeralPublicKey);
-      z = keyring.sharedSecret(t.curve, point);
+      z = keyring.sharedSecret(t.curve, point, generation);
     } catch {
       throw new EvDecryptError('EPHEMERAL_KEY_NOT_ON_CURVE', describe(t, keyring));
     }
@@ -227,9 +230,10 @@ function gcmOpen(key: Buffer, iv: Uint8Array, aad: Uint8Array | null, body: Uint
   return out;
 }
 
-function openToken(t: EvToken, keyring: Keyring): Buffer {
-  const entry = sharedFor(keyring, t);
-  const enclaveKey = keyring.publicKey(t.curve);
+/** Opens `t` with one key generation, or null when AES-GCM does not authenticate under it. */
+function openWith(t: EvToken, keyring: Keyring, generation: number, budget: EcdhBudget | undefined): Buffer | null {
+  const entry = sharedFor(keyring, t, generation, budget);
+  const enclaveKey = keyring.publicKey(t.curve, generation);
   const aads: (Uint8Array | null)[] = [];
   if (t.hasMetadata) {
     const cfg = configByte(t.type, t.curve, false);
@@ -246,6 +250,19 @@ function openToken(t: EvToken, keyring: Keyring): Buffer {
       if (pt) return pt;
     }
   }
+  return null;
+}
+
+/**
+ * An `ev:` string names no key (the enclave key is only in the AAD of some versions), so after `keys rotate`
+ * the generations are tried newest first and AES-GCM's tag says which one it was made for: one ECDH per
+ * generation tried, each charged to `budget`. Forgery bound: 2^-127 per key tried.
+ */
+function openToken(t: EvToken, keyring: Keyring, budget: EcdhBudget | undefined): Buffer {
+  for (let g = 0; g < keyring.generations; g++) {
+    const pt = openWith(t, keyring, g, budget);
+    if (pt) return pt;
+  }
   throw new EvDecryptError('AUTHENTICATION_FAILED', describe(t, keyring));
 }
 
@@ -260,10 +277,13 @@ function typed(t: EvToken, text: string, keyring: Keyring): EvValue {
   return Number(text);
 }
 
-/** Decrypts a token (string or parsed) with full detail. Throws EvFormatError for a malformed string, EvDecryptError otherwise. */
-export function decryptTokenDetailed(token: string | EvToken, keyring: Keyring): DecryptedValue {
+/**
+ * Decrypts a token (string or parsed) with full detail. Throws EvFormatError for a malformed string,
+ * EvBudgetError when `budget` is spent before the right key generation was found, EvDecryptError otherwise.
+ */
+export function decryptTokenDetailed(token: string | EvToken, keyring: Keyring, budget?: EcdhBudget): DecryptedValue {
   const t = typeof token === 'string' ? parseEv(token) : token;
-  const pt = openToken(t, keyring);
+  const pt = openToken(t, keyring, budget);
   let data: Uint8Array = pt;
   let metadata: EvMetadata | undefined;
   if (t.hasMetadata) {

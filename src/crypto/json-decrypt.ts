@@ -12,6 +12,7 @@ import { decryptTokenDetailed, parseEv } from './ev-format.ts';
 import type { EvToken, EvValue } from './ev-format.ts';
 import { looksLikeEv } from './ev-parse.ts';
 import { MAX_DEPTH, followedByColon, stringEnd } from './json-lex.ts';
+import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 
 export { walkEncrypt, encryptJsonText, encryptJsonSteps } from './json-encrypt.ts';
@@ -54,15 +55,16 @@ function nextJsonToken(json: string, from: number): { q: number; e: number; toke
 /**
  * decryptJsonTokens as steps: each next() decrypts one value (at most one ECDH), so a scheduler can run a
  * body of many values in slices (DecryptScheduler). The generator's return value is decryptJsonTokens'.
+ * `budget` caps the ECDHs (ecdh-budget.ts: a value under a retired key costs one per generation tried).
  */
-export function* decryptJsonSteps(json: string, keyring: Keyring): Generator<void, { json: string; count: number }, void> {
+export function* decryptJsonSteps(json: string, keyring: Keyring, budget?: EcdhBudget): Generator<void, { json: string; count: number }, void> {
   if (json.indexOf('ev:') < 0) return { json, count: 0 };
   const out: string[] = [];
   let last = 0;
   let count = 0;
   for (let found = nextJsonToken(json, 0); found !== null; found = nextJsonToken(json, found.e + 1)) {
     const { q, e, token } = found;
-    const d = decryptTokenDetailed(token, keyring);
+    const d = decryptTokenDetailed(token, keyring, budget);
     const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
     out.push(json.slice(last, q), replacement);
     last = e + 1;
@@ -74,8 +76,8 @@ export function* decryptJsonSteps(json: string, keyring: Keyring): Generator<voi
   return { json: out.join(''), count };
 }
 
-export function decryptJsonTokens(json: string, keyring: Keyring): { json: string; count: number } {
-  return drain(decryptJsonSteps(json, keyring));
+export function decryptJsonTokens(json: string, keyring: Keyring, budget?: EcdhBudget): { json: string; count: number } {
+  return drain(decryptJsonSteps(json, keyring, budget));
 }
 
 /**
@@ -108,7 +110,7 @@ export function countHeaderTokens(value: string): number {
  * value cannot carry (CR/LF/NUL/controls or characters above U+00FF) — header injection is refused.
  * As steps: each next() decrypts one value.
  */
-export function* decryptHeaderValueSteps(value: string, keyring: Keyring): Generator<void, { value: string; count: number }, void> {
+export function* decryptHeaderValueSteps(value: string, keyring: Keyring, budget?: EcdhBudget): Generator<void, { value: string; count: number }, void> {
   if (value.indexOf('ev:') < 0) return { value, count: 0 };
   const parts: string[] = [];
   let last = 0;
@@ -116,7 +118,7 @@ export function* decryptHeaderValueSteps(value: string, keyring: Keyring): Gener
   for (const m of value.matchAll(HEADER_TOKEN)) {
     const token = tokenOrNull(m[0]);
     if (!token) continue;
-    const { text } = decryptTokenDetailed(token, keyring);
+    const { text } = decryptTokenDetailed(token, keyring, budget);
     if (!HEADER_SAFE.test(text)) throw new EvDecryptError('UNSAFE_HEADER_VALUE', `${token.version} value in a header`);
     parts.push(value.slice(last, m.index), text);
     last = m.index + m[0].length;
@@ -128,8 +130,8 @@ export function* decryptHeaderValueSteps(value: string, keyring: Keyring): Gener
   return { value: parts.join(''), count };
 }
 
-export function decryptHeaderValue(value: string, keyring: Keyring): { value: string; count: number } {
-  return drain(decryptHeaderValueSteps(value, keyring));
+export function decryptHeaderValue(value: string, keyring: Keyring, budget?: EcdhBudget): { value: string; count: number } {
+  return drain(decryptHeaderValueSteps(value, keyring, budget));
 }
 
 /**

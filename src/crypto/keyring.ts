@@ -21,17 +21,49 @@ import type { EvCurve } from './ev-kdf.ts';
 const REDACTED = '[redacted]';
 const CURVES: readonly EvCurve[] = ['p256', 'secp256k1'];
 
-/** Private scalars (32 bytes each). Redacted in logs; copy out with `privateKey(curve)`. */
-export class KeyMaterial {
-  readonly #keys: Record<EvCurve, Uint8Array>;
+/** One generation's private scalars (32 bytes each). */
+export interface KeyScalars {
+  p256: Uint8Array;
+  secp256k1: Uint8Array;
+}
 
-  constructor(keys: { p256: Uint8Array; secp256k1: Uint8Array }) {
-    for (const c of CURVES) {
-      if (!(keys[c] instanceof Uint8Array) || keys[c].length !== 32) {
-        throw new KeyringError('KEYRING_BAD_KEY', `${c} private key: expected 32 bytes, found ${keys[c] instanceof Uint8Array ? keys[c].length : typeof keys[c]}`);
-      }
+/**
+ * Most key generations a keyring holds: the current pair and up to three retired ones (`keys rotate`). A value
+ * is opened by trying the generations newest first (an `ev:` string does not name its key), so each one beyond
+ * the first can cost one more ECDH per value; this bounds it, and the per-request budget counts each try.
+ */
+export const MAX_KEY_GENERATIONS = 4;
+
+function checkScalars(keys: KeyScalars, label: string): void {
+  for (const c of CURVES) {
+    if (!(keys[c] instanceof Uint8Array) || keys[c].length !== 32) {
+      throw new KeyringError('KEYRING_BAD_KEY', `${label}${c} private key: expected 32 bytes, found ${keys[c] instanceof Uint8Array ? keys[c].length : typeof keys[c]}`);
     }
-    this.#keys = { p256: Uint8Array.from(keys.p256), secp256k1: Uint8Array.from(keys.secp256k1) };
+  }
+}
+
+/**
+ * Private scalars (32 bytes each), one pair per generation, newest (current) first. Redacted in logs; copy out
+ * with `privateKey(curve, generation)`.
+ */
+export class KeyMaterial {
+  readonly #gens: Record<EvCurve, Uint8Array>[];
+
+  /** One generation (dev keys, sealed files, a fresh keyring). */
+  constructor(keys: KeyScalars) {
+    checkScalars(keys, '');
+    this.#gens = [{ p256: Uint8Array.from(keys.p256), secp256k1: Uint8Array.from(keys.secp256k1) }];
+  }
+
+  /** Several generations, newest first: the first encrypts, all decrypt. 1..MAX_KEY_GENERATIONS. */
+  static fromGenerations(gens: readonly KeyScalars[]): KeyMaterial {
+    if (gens.length < 1 || gens.length > MAX_KEY_GENERATIONS) {
+      throw new KeyringError('KEYRING_BAD_KEY', `key generations: expected 1 to ${MAX_KEY_GENERATIONS}, found ${gens.length}`);
+    }
+    gens.forEach((g, i) => checkScalars(g, `generation ${i}: `));
+    const m = new KeyMaterial(gens[0]!);
+    for (const g of gens.slice(1)) m.#gens.push({ p256: Uint8Array.from(g.p256), secp256k1: Uint8Array.from(g.secp256k1) });
+    return m;
   }
 
   static generate(): KeyMaterial {
@@ -48,8 +80,20 @@ export class KeyMaterial {
     return new KeyMaterial({ p256: gen('p256'), secp256k1: gen('secp256k1') });
   }
 
-  privateKey(curve: EvCurve): Uint8Array {
-    return Uint8Array.from(this.#keys[curve]);
+  /** How many generations (1 = never rotated). */
+  get generations(): number {
+    return this.#gens.length;
+  }
+
+  privateKey(curve: EvCurve, generation = 0): Uint8Array {
+    const g = this.#gens[generation];
+    if (g === undefined) throw new KeyringError('KEYRING_BAD_KEY', `no key generation ${generation} (this keyring holds ${this.#gens.length})`);
+    return Uint8Array.from(g[curve]);
+  }
+
+  /** Copies of every generation's scalars, newest first (DecryptPool's workers; sealing). The caller wipes them. */
+  scalars(): KeyScalars[] {
+    return this.#gens.map((g) => ({ p256: Uint8Array.from(g.p256), secp256k1: Uint8Array.from(g.secp256k1) }));
   }
 
   toJSON(): string {
@@ -80,9 +124,37 @@ function keyId(pub: Uint8Array): string {
   return createHash('sha256').update(pub).digest('hex').slice(0, 16);
 }
 
+interface Generation {
+  ecdh: Record<EvCurve, ECDH>;
+  pub: Record<EvCurve, Uint8Array>;
+}
+
+function openGeneration(material: KeyMaterial, g: number): Generation {
+  const ecdh = {} as Record<EvCurve, ECDH>;
+  const pub = {} as Record<EvCurve, Uint8Array>;
+  for (const c of CURVES) {
+    const e = createECDH(NODE_CURVE[c]);
+    const k = material.privateKey(c, g);
+    try {
+      e.setPrivateKey(k);
+    } catch {
+      throw new KeyringError('KEYRING_BAD_KEY', `${g === 0 ? '' : `generation ${g}: `}${c} private key is not a valid scalar for the curve`);
+    } finally {
+      k.fill(0);
+    }
+    ecdh[c] = e;
+    pub[c] = new Uint8Array(e.getPublicKey(null, 'compressed'));
+  }
+  return { ecdh, pub };
+}
+
+/**
+ * The enclave's ev: keys: the current pair (encrypts; published; bound into attestation documents) and, after
+ * `keys rotate`, the retired pairs (decrypt only), newest first.
+ */
 export class Keyring {
-  readonly #ecdh: Record<EvCurve, ECDH>;
-  readonly #pub: Record<EvCurve, Uint8Array>;
+  readonly #gens: Generation[];
+  /** The current pair's key ids. */
   readonly keyIds: Readonly<{ p256: string; secp256k1: string }>;
 
   /** Kept for DecryptPool's workers (each builds its own Keyring); redacted like everything here. */
@@ -90,20 +162,8 @@ export class Keyring {
 
   private constructor(material: KeyMaterial) {
     this.#material = material;
-    const ecdh = {} as Record<EvCurve, ECDH>;
-    const pub = {} as Record<EvCurve, Uint8Array>;
-    for (const c of CURVES) {
-      const e = createECDH(NODE_CURVE[c]);
-      try {
-        e.setPrivateKey(material.privateKey(c));
-      } catch {
-        throw new KeyringError('KEYRING_BAD_KEY', `${c} private key is not a valid scalar for the curve`);
-      }
-      ecdh[c] = e;
-      pub[c] = new Uint8Array(e.getPublicKey(null, 'compressed'));
-    }
-    this.#ecdh = ecdh;
-    this.#pub = pub;
+    this.#gens = Array.from({ length: material.generations }, (_, g) => openGeneration(material, g));
+    const pub = this.#gens[0]!.pub;
     this.keyIds = Object.freeze({ p256: keyId(pub.p256), secp256k1: keyId(pub.secp256k1) });
   }
 
@@ -116,44 +176,60 @@ export class Keyring {
     return new Keyring(KeyMaterial.generate());
   }
 
+  /** How many key generations this keyring decrypts with (1 = never rotated). */
+  get generations(): number {
+    return this.#gens.length;
+  }
+
   /** The private scalars, for DecryptPool's worker threads only (they decrypt with their own Keyring). */
   keyMaterial(): KeyMaterial {
     return this.#material;
   }
 
-  /** Compressed public points, fresh copies. */
+  /** The current compressed public points (what clients encrypt to), fresh copies. */
   publicKeys(): PublicKeys {
-    return { p256: Uint8Array.from(this.#pub.p256), secp256k1: Uint8Array.from(this.#pub.secp256k1) };
+    const pub = this.#gens[0]!.pub;
+    return { p256: Uint8Array.from(pub.p256), secp256k1: Uint8Array.from(pub.secp256k1) };
   }
 
-  /** The compressed public point of one curve (a view; do not mutate). */
-  publicKey(curve: EvCurve): Uint8Array {
-    return this.#pub[curve];
+  /** The retired pairs' public points, newest first (decrypt only: nobody should encrypt to them any more). */
+  retiredPublicKeys(): PublicKeys[] {
+    return this.#gens.slice(1).map((g) => ({ p256: Uint8Array.from(g.pub.p256), secp256k1: Uint8Array.from(g.pub.secp256k1) }));
+  }
+
+  /** The retired pairs' key ids, newest first. */
+  retiredKeyIds(): { p256: string; secp256k1: string }[] {
+    return this.#gens.slice(1).map((g) => ({ p256: keyId(g.pub.p256), secp256k1: keyId(g.pub.secp256k1) }));
+  }
+
+  /** The compressed public point of one curve and generation (0 = current; a view; do not mutate). */
+  publicKey(curve: EvCurve, generation = 0): Uint8Array {
+    return this.#gens[generation]!.pub[curve];
   }
 
   /**
    * The bytes bound into the attestation document's `public_key`: deterministic CBOR
    *   { "p256": bstr(33), "secp256k1": bstr(33) }   (86 bytes, keys in canonical length-first order)
-   * so a client verifying the document learns which ev: keys this enclave holds.
+   * so a client verifying the document learns which ev: keys this enclave holds (the current pair).
    */
   attestationPublicKey(): Uint8Array {
-    return encodeAttestationPublicKey(this.#pub);
+    return encodeAttestationPublicKey(this.#gens[0]!.pub);
   }
 
   /**
-   * ECDH with a peer's (ephemeral) public point: returns the shared x-coordinate Z — secret material,
-   * for the ev: codec only. Throws a plain Error when the point is not on the curve.
+   * ECDH with a peer's (ephemeral) public point and one generation's key: returns the shared x-coordinate Z —
+   * secret material, for the ev: codec only. Throws a plain Error when the point is not on the curve.
    */
-  sharedSecret(curve: EvCurve, peerPublicKey: Uint8Array): Buffer {
-    return this.#ecdh[curve].computeSecret(peerPublicKey);
+  sharedSecret(curve: EvCurve, peerPublicKey: Uint8Array, generation = 0): Buffer {
+    return this.#gens[generation]!.ecdh[curve].computeSecret(peerPublicKey);
   }
 
   toJSON(): object {
-    return { keyIds: this.keyIds, privateKeys: REDACTED };
+    return { keyIds: this.keyIds, generations: this.#gens.length, privateKeys: REDACTED };
   }
 
   [inspect.custom](): string {
-    return `Keyring { keyIds: ${JSON.stringify(this.keyIds)}, privateKeys: ${REDACTED} }`;
+    return `Keyring { keyIds: ${JSON.stringify(this.keyIds)}, generations: ${this.#gens.length}, privateKeys: ${REDACTED} }`;
   }
 }
 

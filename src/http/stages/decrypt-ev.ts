@@ -28,7 +28,8 @@
 //   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
 //     could disagree on whether it is JSON).
 //   - 413 HTTP_TOO_MANY_ENCRYPTED_FIELDS: more than `maxFields` values (headers and body together; default
-//     1024, enclave.toml [limits] max_decrypt_fields) in one request. Each value with its own ephemeral key
+//     1024, enclave.toml [limits] max_decrypt_fields) in one request. The same number caps the ECDHs the request may cost
+//     (after `keys rotate`, a value under a retired key costs one per key generation tried): past it, 413 too. Each value with its own ephemeral key
 //     costs an ECDH (~1 ms P-256, ~4 ms secp256k1), so an 8 MiB body of distinct-key values would burn
 //     minutes of CPU. The values are counted first (a lexical scan and a parse of each candidate, no ECDH)
 //     and the request is refused before any of them is decrypted (headers are counted before the body is
@@ -44,7 +45,8 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../../crypto/decrypt-scheduler.ts';
-import { EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
+import { EcdhBudget } from '../../crypto/ecdh-budget.ts';
+import { EvBudgetError, EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
 import { countHeaderTokens, countJsonTokens, decryptHeaderValueSteps } from '../../crypto/json-decrypt.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
@@ -170,7 +172,7 @@ class Located {
 }
 
 /** Decrypts header values in place, one value per step; returns how many tokens were replaced. */
-function* headerSteps(headers: string[], keyring: Keyring): Generator<void, number, void> {
+function* headerSteps(headers: string[], keyring: Keyring, budget: EcdhBudget): Generator<void, number, void> {
   let count = 0;
   for (let i = 0; i < headers.length; i += 2) {
     const value = headers[i + 1]!;
@@ -178,7 +180,7 @@ function* headerSteps(headers: string[], keyring: Keyring): Generator<void, numb
     const name = headers[i]!;
     if (name.toLowerCase() === 'host') continue;
     try {
-      const out = yield* decryptHeaderValueSteps(value, keyring);
+      const out = yield* decryptHeaderValueSteps(value, keyring, budget);
       if (out.count > 0) {
         headers[i + 1] = out.value;
         count += out.count;
@@ -238,11 +240,14 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       if (count === 0) text = null; // "ev:" in some string, no value: nothing to decrypt, no budget slot taken
     }
     const out: { headers: number; body: { json: string; count: number } | null } = { headers: 0, body: null };
+    // ECDHs, headers and body together: after `keys rotate` a value may cost one per key generation tried.
+    const budget = new EcdhBudget(maxFields);
     try {
-      if (headerCount > 0) out.headers = await scheduler.run(headerSteps(input.headers, keyring));
+      if (headerCount > 0) out.headers = await scheduler.run(headerSteps(input.headers, keyring, budget));
       // The body: in the scheduler's worker pool when it has one, else sliced on this event loop.
-      if (text !== null) out.body = await scheduler.decryptJson(text, keyring);
+      if (text !== null) out.body = await scheduler.decryptJson(text, keyring, budget);
     } catch (err) {
+      if (err instanceof EvBudgetError) throw tooManyFields(maxFields);
       if (err instanceof Located) throw refused(err.where, err.err, input.requestId, logger);
       if (err instanceof EvDecryptError) throw refused('request body', err, input.requestId, logger);
       if (err instanceof EvBusyError) throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, `${err.message}; nothing was forwarded`, { cause: err });
