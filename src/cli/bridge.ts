@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import pino, { type Logger } from 'pino';
 import { startBridge, type BridgeOptions } from '../host/bridge.ts';
 import { startTcpRelay, type TcpRelayOptions } from '../host/tcp-relay.ts';
-import { DEFAULT_EGRESS_VSOCK_PORT, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
+import { DEFAULT_EGRESS_VSOCK_PORT, DEFAULT_MAX_EGRESS_FLOWS, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
 import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { startCredentialsServer, type CredentialsListen } from '../host/credentials-server.ts';
 import { DEFAULT_CREDENTIALS_VSOCK_PORT } from '../host/credentials-protocol.ts';
@@ -57,6 +57,7 @@ Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless
                             DNS with this host's resolvers (/etc/resolv.conf)
   --egress-allow-nonglobal CIDR   also dial this private/loopback prefix (repeatable; default: global only)
   --egress-resolver IP[:PORT]     resolve with this server instead (repeatable)
+  --egress-max-flows N      flows served at once (default ${DEFAULT_MAX_EGRESS_FLOWS}); more are refused (the app gets 503)
 
 AWS credentials for the enclave (the KMS keyring; off unless given):
   --credentials WHERE       serve short-lived credentials from this host's AWS credential chain (the instance
@@ -94,6 +95,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
         egress: { type: 'string' },
         'egress-allow-nonglobal': { type: 'string', multiple: true },
         'egress-resolver': { type: 'string', multiple: true },
+        'egress-max-flows': { type: 'string' },
         credentials: { type: 'string' },
       },
     }));
@@ -181,9 +183,10 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
       listen: parseEgressListen(values.egress),
       allowNonGlobal: values['egress-allow-nonglobal'] ?? [],
       ...(values['egress-resolver'] === undefined ? {} : { resolvers: values['egress-resolver'].map(parseResolver) }),
+      ...(values['egress-max-flows'] === undefined ? {} : { maxFlows: int('--egress-max-flows', values['egress-max-flows'], 1, 1_000_000) }),
     };
-  } else if (values['egress-allow-nonglobal'] !== undefined || values['egress-resolver'] !== undefined) {
-    throw new CliUsageError('--egress-allow-nonglobal and --egress-resolver need --egress');
+  } else if (values['egress-allow-nonglobal'] !== undefined || values['egress-resolver'] !== undefined || values['egress-max-flows'] !== undefined) {
+    throw new CliUsageError('--egress-allow-nonglobal, --egress-resolver and --egress-max-flows need --egress');
   }
   if (values.credentials !== undefined) opts.credentials = parseCredentialsListen(values.credentials);
   return opts;

@@ -23,6 +23,8 @@ export interface EgressDecision {
   reason?: string;
   /** Not refused by the policy but failed on the way (dialer down, connect refused, resolver error). */
   failed?: boolean;
+  /** Failed because the host dialer was at its cap of concurrent flows. */
+  busy?: boolean;
 }
 
 /** Process-wide egress totals (the Prometheus counter is src/ops/metrics.ts egress_decisions_total{outcome}). */
@@ -30,6 +32,7 @@ export const egressCounters = {
   allowed: 0,
   denied: 0,
   failed: 0,
+  busy: 0,
   bytesOut: 0,
   bytesIn: 0,
 };
@@ -55,9 +58,10 @@ export class DecisionLog {
   }
 
   record(d: EgressDecision): void {
-    const outcome = d.allowed ? 'allowed' : d.failed === true ? 'error' : 'denied';
+    const outcome = d.allowed ? 'allowed' : d.busy === true ? 'busy' : d.failed === true ? 'error' : 'denied';
     if (outcome === 'allowed') egressCounters.allowed++;
     else if (outcome === 'denied') egressCounters.denied++;
+    else if (outcome === 'busy') egressCounters.busy++;
     else egressCounters.failed++;
     recordEgressDecision(outcome);
     egressCounters.bytesOut += d.bytesOut;
@@ -74,6 +78,7 @@ export class DecisionLog {
       duration_ms: Math.round(d.durationMs * 10) / 10,
       ...(d.reason === undefined ? {} : { reason: d.reason }),
       ...(d.failed === true ? { failed: true } : {}),
+      ...(d.busy === true ? { busy: true } : {}),
     });
     if (!d.allowed) this.warnDenied(d);
     this.opts.onDecision?.(d);

@@ -1,11 +1,14 @@
 // The explicit egress proxy on 127.0.0.1 (HTTP_PROXY / HTTPS_PROXY for the app):
 //   CONNECT host:port              → policy, resolve, dial over the host dialer → 200, then raw bytes
 //   GET http://host[:port]/path    → the same checks; the request goes upstream in origin-form with Host
-//                                    set, hop-by-hop headers removed and Connection: close (one request per
-//                                    proxy connection)
+//                                    set to the checked authority (the app's own Host, which could name a
+//                                    denied host on a shared address, is dropped), hop-by-hop headers removed
+//                                    and Connection: close; then its Content-Length body and not a byte more
+//                                    (a pipelined second request, with any Host, never leaves). One request
+//                                    per proxy connection; a Transfer-Encoding body gets 411.
 //   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
 //   origin-form or anything else   → 400
-// Refused → 403, dial failure or dialer down → 502, connect timeout → 504.
+// Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout → 504.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DecisionLog } from './decision-log.ts';
@@ -61,6 +64,15 @@ function targetOf(head: ProxyHead): { host: string; port: number; path: string |
   return { host: url.hostname, port: url.port === '' ? 80 : Number(url.port), path: `${url.pathname}${url.search}` };
 }
 
+/** The request body's length from Content-Length (0 without one), or why it cannot be forwarded. */
+function bodyLength(head: ProxyHead): number | { error: string; status: number } {
+  if (head.headers.some(([n]) => n.toLowerCase() === 'transfer-encoding')) return { status: 411, error: 'send the request body with Content-Length (Transfer-Encoding bodies are not forwarded)' };
+  const values = head.headers.filter(([n]) => n.toLowerCase() === 'content-length').flatMap(([, v]) => v.split(',').map((x) => x.trim()));
+  if (values.length === 0) return 0;
+  if (!values.every((v) => /^\d{1,15}$/.test(v) && v === values[0])) return { status: 400, error: 'conflicting or malformed Content-Length' };
+  return Number(values[0]);
+}
+
 function originRequest(head: ProxyHead, host: string, port: number, path: string): string {
   const lines = [`${head.method} ${path} HTTP/1.1`, `host: ${port === 80 ? host : `${host}:${port}`}`];
   const named = new Set((head.headers.find(([n]) => n.toLowerCase() === 'connection')?.[1] ?? '').toLowerCase().split(',').map((s) => s.trim()));
@@ -80,6 +92,8 @@ function statusFor(err: unknown): [number, string] {
         return [403, 'Forbidden'];
       case 'EGRESS_TIMEOUT':
         return [504, 'Gateway Timeout'];
+      case 'EGRESS_DIALER_BUSY':
+        return [503, 'Service Unavailable'];
       default:
         return [502, 'Bad Gateway'];
     }
@@ -104,14 +118,19 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       reply(socket, target.status, 'Bad Request', target.error);
       return;
     }
-    const deny = (reason: string, ip: string | null, failed = false): void =>
-      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason, failed });
+    const body = target.path === null ? 0 : bodyLength(head);
+    if (typeof body !== 'number') {
+      reply(socket, body.status, body.status === 411 ? 'Length Required' : 'Bad Request', body.error);
+      return;
+    }
+    const deny = (reason: string, ip: string | null, failed = false, busy = false): void =>
+      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason, failed, busy });
     let dialed;
     try {
       dialed = await authorizeAndDial(opts, target.host, target.port);
     } catch (err) {
       const [status, reason] = statusFor(err);
-      deny((err as Error).message, err instanceof EgressDenied ? err.ip : null, status !== 403);
+      deny((err as Error).message, err instanceof EgressDenied ? err.ip : null, status !== 403, status === 503);
       reply(socket, status, reason, status === 403 ? `egress denied: ${(err as Error).message}` : `egress failed: ${(err as Error).message}`);
       return;
     }
@@ -133,7 +152,7 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     } else {
       dialed.stream.write(originRequest(head, dialed.name === '' ? dialed.ip : dialed.name, target.port, target.path));
     }
-    await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt });
+    await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };
 
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void handle(socket).catch(() => socket.destroy()));

@@ -19,6 +19,7 @@ const CODE_OF: Record<StatusCode, EgressErrorCode> = {
   [Status.TIMEOUT]: 'EGRESS_TIMEOUT',
   [Status.BAD_REQUEST]: 'EGRESS_BAD_FRAME',
   [Status.RESOLVER_ERROR]: 'EGRESS_RESOLVER_ERROR',
+  [Status.BUSY]: 'EGRESS_DIALER_BUSY',
 };
 
 async function openStream(connect: DialerConnect): Promise<Duplex> {

@@ -5,6 +5,7 @@
 //   Response: "EGR1" | ver u8 = 1 | status u8 | errno i32 | len u16 | body[len]
 //     CONNECT: body = a UTF-8 message; after status OK the stream carries raw bytes both ways.
 //     DNS    : body = the raw DNS response, then the stream closes.
+//   Status 6 BUSY: the host dialer is at its cap of concurrent flows (the enclave answers 503).
 import net from 'node:net';
 import { EgressError } from './errors.ts';
 
@@ -16,7 +17,7 @@ export const MAX_CONNECT_BODY = 1024;
 export const MAX_BODY = 0xffff;
 
 export const Op = { CONNECT: 1, DNS: 2 } as const;
-export const Status = { OK: 0, HOST_POLICY_DENY: 1, CONNECT_FAILED: 2, TIMEOUT: 3, BAD_REQUEST: 4, RESOLVER_ERROR: 5 } as const;
+export const Status = { OK: 0, HOST_POLICY_DENY: 1, CONNECT_FAILED: 2, TIMEOUT: 3, BAD_REQUEST: 4, RESOLVER_ERROR: 5, BUSY: 6 } as const;
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
 export interface ConnectRequest {
@@ -109,7 +110,7 @@ export function decodeRequestBody(op: number, body: Buffer): FlowRequest {
 export function decodeResponseHeader(h: Buffer): { status: StatusCode; errno: number; len: number } {
   const len = checkHeader(h, 10);
   const status = h[5]!;
-  if (status > Status.RESOLVER_ERROR) badFrame(`unknown status ${status}`);
+  if (status > Status.BUSY) badFrame(`unknown status ${status}`);
   return { status: status as StatusCode, errno: h.readInt32BE(6), len };
 }
 

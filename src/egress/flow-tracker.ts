@@ -3,7 +3,7 @@
 // then cut the rest).
 import type { Duplex } from 'node:stream';
 import type { DecisionLog, EgressVia } from './decision-log.ts';
-import { splice, type Splice } from './splice.ts';
+import { splice, type Splice, type SpliceOptions } from './splice.ts';
 
 export interface FlowMeta {
   via: EgressVia;
@@ -25,8 +25,8 @@ export class FlowTracker {
   }
 
   /** Splices app ↔ upstream; the decision record is written when both sides have closed. */
-  run(app: Duplex, upstream: Duplex, meta: FlowMeta): Promise<void> {
-    const s = splice(app, upstream);
+  run(app: Duplex, upstream: Duplex, meta: FlowMeta, opts: SpliceOptions = {}): Promise<void> {
+    const s = splice(app, upstream, opts);
     this.active.add(s);
     return s.done.then((r) => {
       this.active.delete(s);

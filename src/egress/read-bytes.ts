@@ -3,6 +3,16 @@
 import type { Duplex } from 'node:stream';
 import { EgressError } from './errors.ts';
 
+/** The stream ended before n bytes; `received` says how many came (0: closed without a byte). */
+export class StreamEndedEarly extends EgressError {
+  constructor(
+    readonly received: number,
+    message: string,
+  ) {
+    super('EGRESS_BAD_FRAME', message);
+  }
+}
+
 export function readBytes(stream: Duplex, n: number, timeoutMs: number, what: string): Promise<Buffer> {
   if (n === 0) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve, reject) => {
@@ -20,12 +30,12 @@ export function readBytes(stream: Duplex, n: number, timeoutMs: number, what: st
     };
     const onEnd = (): void => {
       const rest = stream.read() as Buffer | null;
-      finish(new EgressError('EGRESS_BAD_FRAME', `stream ended after ${rest?.length ?? 0} of the ${n} bytes of the ${what}`));
+      finish(new StreamEndedEarly(rest?.length ?? 0, `stream ended after ${rest?.length ?? 0} of the ${n} bytes of the ${what}`));
     };
     const tryRead = (): void => {
       const buf = stream.read(n) as Buffer | null;
       if (buf === null) return;
-      if (buf.length < n) finish(new EgressError('EGRESS_BAD_FRAME', `stream ended after ${buf.length} of the ${n} bytes of the ${what}`));
+      if (buf.length < n) finish(new StreamEndedEarly(buf.length, `stream ended after ${buf.length} of the ${n} bytes of the ${what}`));
       else finish(null, buf);
     };
     const timer = setTimeout(() => finish(new EgressError('EGRESS_FRAME_TIMEOUT', `no complete ${what} within ${timeoutMs} ms`)), timeoutMs);

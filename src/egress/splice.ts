@@ -47,7 +47,12 @@ function abort(s: Duplex): void {
   s.destroy();
 }
 
-export function splice(a: Duplex, b: Duplex): Splice {
+export interface SpliceOptions {
+  /** Copy at most this many bytes a → b and drop the rest (a plain-HTTP request's body, nothing after it). */
+  maxAToB?: number;
+}
+
+export function splice(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   allowHalfOpen(a);
   allowHalfOpen(b);
   let aToB = 0;
@@ -58,9 +63,13 @@ export function splice(a: Duplex, b: Duplex): Splice {
   const done = new Promise<SpliceResult>((resolve) => (resolveDone = resolve));
   let closed = 0;
 
-  const pump = (from: Duplex, to: Duplex, add: (n: number) => void): void => {
+  const pump = (from: Duplex, to: Duplex, add: (n: number) => void, limit = Infinity): void => {
     const slice = !(to instanceof net.Socket);
-    from.on('data', (chunk: Buffer) => {
+    let left = limit;
+    from.on('data', (data: Buffer) => {
+      const chunk = data.length <= left ? data : data.subarray(0, left);
+      left -= chunk.length;
+      if (chunk.length === 0) return;
       add(chunk.length);
       if (slice && chunk.length > MAX_WRITE) for (let off = 0; off < chunk.length; off += MAX_WRITE) to.write(chunk.subarray(off, off + MAX_WRITE));
       else to.write(chunk);
@@ -75,7 +84,7 @@ export function splice(a: Duplex, b: Duplex): Splice {
       if (!to.destroyed) to.end();
     });
   };
-  pump(a, b, (n) => (aToB += n));
+  pump(a, b, (n) => (aToB += n), opts.maxAToB);
   pump(b, a, (n) => (bToA += n));
 
   const onFail = (): void => {

@@ -71,7 +71,7 @@ export async function startTransparentListener(opts: TransparentOptions): Promis
     try {
       upstream = await openFlow(opts.dialer, { ip: dst.address, port: dst.port, timeoutMs: opts.connectTimeoutMs, name });
     } catch (err) {
-      opts.log.record({ allowed: false, via: 'transparent', name, ip: dst.address, port: dst.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason: err instanceof EgressError ? err.message : String(err), failed: !(err instanceof EgressError && err.code === 'EGRESS_DENIED') });
+      opts.log.record({ allowed: false, via: 'transparent', name, ip: dst.address, port: dst.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason: err instanceof EgressError ? err.message : String(err), failed: !(err instanceof EgressError && err.code === 'EGRESS_DENIED'), busy: err instanceof EgressError && err.code === 'EGRESS_DIALER_BUSY' });
       socket.resetAndDestroy();
       return;
     }

@@ -5,6 +5,8 @@
 //   DNS query       → forwards it to the parent's resolvers and answers with the raw response.
 // The enclave is the enforcement point; this side refuses non-global addresses unless configured
 // (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
+// At most maxFlows requests are served at once (connecting, spliced or resolving); one more is answered BUSY
+// (the enclave's proxy answers 503), so a runaway enclave cannot take every file descriptor of the parent.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -20,7 +22,7 @@ import {
   type ConnectRequest,
   type FlowRequest,
 } from '../egress/flow-frame.ts';
-import { readBytes } from '../egress/read-bytes.ts';
+import { readBytes, StreamEndedEarly } from '../egress/read-bytes.ts';
 import { allowHalfOpen, splice, type Splice } from '../egress/splice.ts';
 import { listenTcp } from '../transport/tcp.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
@@ -32,6 +34,8 @@ const HEADER_TIMEOUT_MS = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const MAX_CONNECT_TIMEOUT_MS = 120_000;
 const DNS_TIMEOUT_MS = 3_000;
+/** Concurrent flows (CONNECT or DNS) served at once; two file descriptors each on this side. */
+export const DEFAULT_MAX_EGRESS_FLOWS = 1024;
 
 export type EgressDialerListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
 
@@ -41,6 +45,8 @@ export interface EgressDialerOptions {
   allowNonGlobal?: readonly string[];
   /** Default: the parent's /etc/resolv.conf servers. */
   resolvers?: readonly ResolverAddress[];
+  /** Requests served at once; more are answered BUSY. Default DEFAULT_MAX_EGRESS_FLOWS. */
+  maxFlows?: number;
   logger?: Logger;
 }
 
@@ -49,6 +55,8 @@ export interface EgressDialer {
   readonly port: number | undefined;
   /** Flows currently spliced. */
   readonly activeFlows: number;
+  /** Requests refused BUSY (at maxFlows) since start. */
+  readonly refusedBusy: number;
   /** Stops accepting and cuts every open flow. */
   close(): Promise<void>;
 }
@@ -75,8 +83,14 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: --allow-nonglobal: ${(err as Error).message}`);
   }
   const resolvers = opts.resolvers ?? systemResolvers();
+  const maxFlows = opts.maxFlows ?? DEFAULT_MAX_EGRESS_FLOWS;
+  if (!Number.isInteger(maxFlows) || maxFlows < 1) throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: the flow cap must be a positive integer, found ${maxFlows}`);
   const streams = new Set<Duplex>();
   const flows = new Set<Splice>();
+  /** Streams whose request is being served (from its decoding until the stream closes). */
+  let serving = 0;
+  let refusedBusy = 0;
+  let saturated = false;
 
   const answer = (stream: Duplex, status: (typeof Status)[keyof typeof Status], body: string | Buffer, errno = 0): void => {
     stream.write(encodeResponse({ status, errno, body }));
@@ -146,10 +160,23 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
         const { op, len } = decodeRequestHeader(await readBytes(stream, REQUEST_HEADER_BYTES, HEADER_TIMEOUT_MS, 'egress request header'));
         req = decodeRequestBody(op, await readBytes(stream, len, HEADER_TIMEOUT_MS, 'egress request body'));
       } catch (err) {
-        logger.warn({ err: (err as EgressError).code ?? String(err), reason: (err as Error).message }, 'egress dialer: bad request; stream closed');
+        // Closed before a byte: a stream the enclave opened ahead of need and did not use (src/egress/dialer-pool.ts).
+        if (err instanceof StreamEndedEarly && err.received === 0) logger.debug('egress dialer: unused stream closed');
+        else logger.warn({ err: (err as EgressError).code ?? String(err), reason: (err as Error).message }, 'egress dialer: bad request; stream closed');
         stream.destroy();
         return;
       }
+      if (serving >= maxFlows) {
+        refusedBusy++;
+        if (!saturated) logger.warn({ maxFlows }, 'egress dialer: at the cap of concurrent flows; refusing more until some close');
+        saturated = true;
+        answer(stream, Status.BUSY, `the host egress dialer is serving its maximum of ${maxFlows} flows`);
+        stream.end();
+        return;
+      }
+      saturated = false;
+      serving++;
+      stream.once('close', () => serving--);
       if (req.op === 'connect') connect(stream, req);
       else dnsQuery(stream, req.query);
     })();
@@ -162,6 +189,9 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     port: listener.port,
     get activeFlows() {
       return flows.size;
+    },
+    get refusedBusy() {
+      return refusedBusy;
     },
     async close() {
       await listener.close();

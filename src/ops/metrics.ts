@@ -88,7 +88,7 @@ class TallyHistogram {
 }
 
 export type HandshakeResult = 'ok' | 'failed' | 'timeout' | 'refused';
-export type EgressOutcome = 'allowed' | 'denied' | 'error';
+export type EgressOutcome = 'allowed' | 'denied' | 'error' | 'busy';
 export type ClockSampleResult = 'ok' | 'error';
 
 /** What one finished HTTP exchange tells the metrics (src/http/exchange.ts Exchange has these fields). */
@@ -299,7 +299,7 @@ export class AgentMetrics {
     this.#clockSteps = { forward: steps.child({ direction: 'forward' }), backward: steps.child({ direction: 'backward' }), refused: steps.child({ direction: 'refused' }) };
 
     const egress = new TallyCounter(r, `${p}egress_decisions_total`, 'Outbound connections the egress policy decided, by outcome.', ['outcome']);
-    this.#egress = { allowed: egress.child({ outcome: 'allowed' }), denied: egress.child({ outcome: 'denied' }), error: egress.child({ outcome: 'error' }) };
+    this.#egress = { allowed: egress.child({ outcome: 'allowed' }), denied: egress.child({ outcome: 'denied' }), error: egress.child({ outcome: 'error' }), busy: egress.child({ outcome: 'busy' }) };
 
     if (opts.processMetrics !== false) {
       collectDefaultMetrics({ register: r });

@@ -95,8 +95,19 @@ export async function startExchangeServer(host: string, reply: (got: Buffer) => 
   };
 }
 
-export async function startHttpServer(host: string): Promise<{ port: number; close(): Promise<void> }> {
+export interface HttpServer {
+  port: number;
+  /** Every request the server saw: path, Host and body. */
+  requests: { url: string; host: string | undefined; body: string }[];
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(host: string): Promise<HttpServer> {
+  const requests: HttpServer['requests'] = [];
   const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => requests.push({ url: req.url ?? '', host: req.headers.host, body: Buffer.concat(chunks).toString('latin1') }));
     const body = JSON.stringify({ method: req.method, url: req.url, host: req.headers.host, proxyConnection: req.headers['proxy-connection'] ?? null, proxyAuthorization: req.headers['proxy-authorization'] ?? null });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
@@ -104,6 +115,7 @@ export async function startHttpServer(host: string): Promise<{ port: number; clo
   await new Promise<void>((r) => server.listen({ host, port: 0 }, () => r()));
   return {
     port: (server.address() as net.AddressInfo).port,
+    requests,
     close: () =>
       new Promise((r) => {
         server.closeAllConnections();

@@ -84,6 +84,27 @@ describe('host dialer', () => {
     }
   });
 
+  it('serves at most maxFlows at once: one more CONNECT or DNS query is answered BUSY, and served once a flow closes', async () => {
+    const capped = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: dns.port }], allowNonGlobal: ['127.0.0.2/32'], maxFlows: 2 });
+    try {
+      const req = { ip: '127.0.0.2', port: echo.port, timeoutMs: 2_000, name: 'ok.test' };
+      const a = await openFlow(tcp(capped.port!), req);
+      const b = await openFlow(tcp(capped.port!), req);
+      await expect(openFlow(tcp(capped.port!), req)).rejects.toMatchObject({ code: 'EGRESS_DIALER_BUSY', message: expect.stringContaining('maximum of 2 flows') });
+      await expect(dnsExchange(tcp(capped.port!), buildQuery(2, 'ok.test', 1), 2_000)).rejects.toMatchObject({ code: 'EGRESS_DIALER_BUSY' });
+      expect(capped.refusedBusy).toBe(2);
+      expect(capped.activeFlows).toBe(2);
+      a.destroy();
+      await waitUntil(() => capped.activeFlows === 1);
+      const c = await openFlow(tcp(capped.port!), req);
+      expect((await exchange(c as net.Socket, Buffer.from('ping'))).toString()).toBe('pingping');
+      b.destroy();
+    } finally {
+      await capped.close();
+    }
+    await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, maxFlows: 0 })).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED' });
+  });
+
   const valid = encodeRequest({ op: 'connect', ip: '127.0.0.2', port: 80, timeoutMs: 100, name: 'x' });
   const withLen = (b: Buffer, len: number): Buffer => {
     const c = Buffer.from(b);
@@ -119,5 +140,14 @@ describe('bridge --egress', () => {
     expect(o.egress).toEqual({ listen: { kind: 'unix', path: '/run/egress.sock' }, allowNonGlobal: ['10.1.0.0/16'], resolvers: [{ host: '10.0.0.2', port: 53 }] });
     expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.listen).toEqual({ kind: 'vsock', port: 8001 });
     expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-resolver', '1.1.1.1'])).toThrow(/need --egress/);
+    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock', '--egress-max-flows', '64']).egress?.maxFlows).toBe(64);
+    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.maxFlows).toBeUndefined();
+    expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock', '--egress-max-flows', '0'])).toThrow(/--egress-max-flows/);
+    expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-max-flows', '8'])).toThrow(/need --egress/);
   });
 });
+
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(cond()).toBe(true);
+}

@@ -66,6 +66,7 @@ describe('AgentMetrics', () => {
       recordEgressDecision('allowed');
       recordEgressDecision('denied');
       recordEgressDecision('denied');
+      recordEgressDecision('busy');
     } finally {
       setCurrentMetrics(null);
     }
@@ -73,5 +74,6 @@ describe('AgentMetrics', () => {
     const l = await lines(m, 'enclave_agent_egress_decisions_total');
     expect(l).toContain('enclave_agent_egress_decisions_total{outcome="allowed"} 1');
     expect(l).toContain('enclave_agent_egress_decisions_total{outcome="denied"} 2');
+    expect(l).toContain('enclave_agent_egress_decisions_total{outcome="busy"} 1');
   });
 });
