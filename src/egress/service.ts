@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import { DecisionLog, type EgressDecision } from './decision-log.ts';
+import { dialerPool } from './dialer-pool.ts';
 import { startDnsStub, type DnsStub } from './dns-stub.ts';
 import { startExplicitProxy, type ExplicitProxy } from './explicit-proxy.ts';
 import { NameCache } from './name-cache.ts';
@@ -22,6 +23,8 @@ const DNS_TIMEOUT_MS = 5_000;
 export interface EgressServiceOptions {
   egress: Config['egress'];
   dialer: DialerConnect;
+  /** Streams to the dialer kept open ahead of need (default POOL_SIZE; 0 = connect per flow: benchmarks). */
+  dialerPoolSize?: number;
   /** Overrides egress.proxy_port (0 picks a free port: the local stack). */
   proxyPort?: number;
   /** Transparent mode only: overrides the DNS stub's port 53 and egress.transparent_port (tests). */
@@ -60,8 +63,11 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
   const policy = new EgressPolicy(cfg.destinations);
   const log = new DecisionLog({ trxSink: opts.trxSink, logger: opts.logger, onDecision: opts.onDecision });
   const flows = new FlowTracker(log);
-  const dns = (q: Buffer): Promise<Buffer> => dnsExchange(opts.dialer, q, DNS_TIMEOUT_MS);
-  const closers: (() => Promise<void>)[] = [];
+  // Every flow and DNS query takes a stream opened ahead of need (src/egress/dialer-pool.ts).
+  const pool = dialerPool(opts.dialer, { size: opts.dialerPoolSize });
+  const dialer = pool.connect;
+  const dns = (q: Buffer): Promise<Buffer> => dnsExchange(dialer, q, DNS_TIMEOUT_MS);
+  const closers: (() => Promise<void>)[] = [() => Promise.resolve(pool.close())];
   const closeAll = async (): Promise<void> => {
     for (const c of closers.splice(0).reverse()) await c().catch(() => {});
   };
@@ -77,7 +83,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
         port: opts.transparentPort ?? cfg.transparent_port,
         policy,
         pins,
-        dialer: opts.dialer,
+        dialer,
         connectTimeoutMs: cfg.connect_timeout_ms,
         sniCheck: cfg.sni_check,
         log,
@@ -89,7 +95,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
     const proxy: ExplicitProxy = await startExplicitProxy({
       port: opts.proxyPort ?? cfg.proxy_port,
       policy,
-      dialer: opts.dialer,
+      dialer,
       dns,
       connectTimeoutMs: cfg.connect_timeout_ms,
       log,
