@@ -20,6 +20,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   { path: ['logs'], summary: "run the host-side log sink: receive the agent's JSON-line log stream (vsock), write it to stdout or a file", load: () => import('./logs.ts') },
   { path: ['attestation', 'inspect'], summary: 'decode a Nitro attestation document and verify it (PCRs, root, time, nonce)', load: () => import('./attestation-inspect.ts') },
   { path: ['keys', 'seal'], summary: 'seal a fresh ev: keyring under an AWS KMS data key; print the public keys and a PCR-conditioned key policy', load: () => import('./keys-seal.ts') },
+  { path: ['keys', 'rotate'], summary: 'add a new current ev: key pair to a KMS-sealed keyring, keeping the older pairs for decryption', load: () => import('./keys-rotate.ts') },
   { path: ['keys', 'public'], summary: "print the enclave's ev: public keys (P-256 and secp256k1)", load: () => import('./keys-public.ts') },
   { path: ['secrets', 'seal'], summary: 'encrypt a secret from standard input into an ev: value for [secrets] in enclave.toml', load: () => import('./secrets-seal.ts') },
   { path: ['encrypt'], summary: 'encrypt the values of a JSON document into ev: strings', load: () => import('./encrypt.ts') },

@@ -66,7 +66,9 @@ Options:
                         "appPort", "apiUrl", "metricsUrl", "healthUrl", "pcrsFile", "app", "egressProxy",
                         "dashboardUrl", "httpsUrl" (null unless tls_termination = true),
                         "apiKey" (the development key when api_key_auth = true has no keys, else null),
-                        "publicKeys": {"p256", "secp256k1"} (the running agent's ev: keys, base64)}
+                        "publicKeys": {"p256", "secp256k1"} (the running agent's current ev: keys, base64: what
+                        clients encrypt to), "retiredPublicKeys": [{"p256", "secp256k1"}, …] (older pairs kept
+                        by \`keys rotate\` for decryption only, newest first; [] before any rotation)}
 
 Egress: the host egress dialer runs in this process (TCP standing in for vsock) and the explicit egress proxy
 on a free 127.0.0.1 port ("egressProxy"), enforcing [egress] destinations (every destination refused when
@@ -223,6 +225,11 @@ export function publicKeysBase64(stack: Pick<LocalStack, 'runtime'>): { p256: st
   return { p256: toBase64(k.p256), secp256k1: toBase64(k.secp256k1) };
 }
 
+/** The retired pairs (`keys rotate`), newest first: the agent still decrypts with them, nobody should encrypt to them. */
+export function retiredPublicKeysBase64(stack: Pick<LocalStack, 'runtime'>): { p256: string; secp256k1: string }[] {
+  return stack.runtime.keyring.retiredPublicKeys().map((k) => ({ p256: toBase64(k.p256), secp256k1: toBase64(k.secp256k1) }));
+}
+
 /** A path as short as possible for a line to copy: relative to the cwd when inside it. */
 function shortPath(p: string): string {
   const rel = path.relative(process.cwd(), p);
@@ -335,6 +342,7 @@ export async function runStart(args: string[], io: CliIo): Promise<number> {
         dashboardUrl: dashboard.url,
         debug,
         publicKeys: publicKeysBase64(stack),
+        retiredPublicKeys: retiredPublicKeysBase64(stack),
       }),
     );
   } else {

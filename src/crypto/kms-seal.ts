@@ -1,17 +1,20 @@
-// The operator side of the KMS keyring (`enclave-agent keys seal`): a fresh keyring sealed under a data key
-// from KMS GenerateDataKey, with the operator's own credentials. GenerateDataKey returns the data key and its
-// CiphertextBlob together, so the operator's role needs no kms:Decrypt at all; only the enclave decrypts.
+// The operator side of the KMS keyring: `keys seal` (a fresh keyring) and `keys rotate` (a new current key pair
+// on top of an existing file). Both seal under a data key from KMS GenerateDataKey, with the operator's own
+// credentials: GenerateDataKey returns the data key and its CiphertextBlob together, so the operator's role needs
+// no kms:Decrypt at all — `keys rotate` carries the older generations over still sealed (it never opens them),
+// and only the attested enclave decrypts.
 import { GenerateDataKeyCommand } from '@aws-sdk/client-kms';
-import { KeyMaterial, Keyring, type PublicKeys } from './keyring.ts';
+import { KeyMaterial, Keyring, MAX_KEY_GENERATIONS, type PublicKeys } from './keyring.ts';
 import { createKmsClient, type KmsClientOptions } from './kms-client.ts';
 import { KmsKeyringError } from './kms-errors.ts';
-import { sealKeyring } from './sealed-keyring.ts';
+import { parseSealedKeyring, sealKeyring, sealRotated, type SealedGeneration } from './sealed-keyring.ts';
 
 export interface SealOptions extends Omit<KmsClientOptions, 'proxy' | 'maxAttempts'> {
   keyId: string;
 }
 
-export async function sealNewKeyring(o: SealOptions): Promise<{ text: string; publicKeys: PublicKeys; keyIds: Keyring['keyIds'] }> {
+/** A 32-byte data key and its CiphertextBlob from KMS GenerateDataKey (the caller wipes `plaintext`). */
+export async function generateDataKey(o: SealOptions): Promise<{ keyId: string; plaintext: Uint8Array; ciphertextBlob: Uint8Array }> {
   const { keyId, ...clientOpts } = o;
   const kms = createKmsClient({ ...clientOpts, maxAttempts: 3 });
   let out;
@@ -24,13 +27,54 @@ export async function sealNewKeyring(o: SealOptions): Promise<{ text: string; pu
   } finally {
     kms.close();
   }
-  if (!out.Plaintext || out.Plaintext.length !== 32 || !out.CiphertextBlob) throw new KmsKeyringError('KMS_REQUEST_FAILED', 'KMS GenerateDataKey answered without a 32-byte Plaintext and a CiphertextBlob');
+  if (!out.Plaintext || out.Plaintext.length !== 32 || !out.CiphertextBlob) {
+    out.Plaintext?.fill(0);
+    throw new KmsKeyringError('KMS_REQUEST_FAILED', 'KMS GenerateDataKey answered without a 32-byte Plaintext and a CiphertextBlob');
+  }
+  return { keyId: out.KeyId ?? keyId, plaintext: out.Plaintext, ciphertextBlob: out.CiphertextBlob };
+}
+
+export async function sealNewKeyring(o: SealOptions): Promise<{ text: string; publicKeys: PublicKeys; keyIds: Keyring['keyIds'] }> {
+  const dk = await generateDataKey(o);
   const material = KeyMaterial.generate();
   try {
-    const text = sealKeyring(material, out.Plaintext, { keyId: out.KeyId ?? keyId, region: o.region, ciphertextBlob: out.CiphertextBlob });
+    const text = sealKeyring(material, dk.plaintext, { keyId: dk.keyId, region: o.region, ciphertextBlob: dk.ciphertextBlob });
     const ring = Keyring.fromMaterial(material);
     return { text, publicKeys: ring.publicKeys(), keyIds: ring.keyIds };
   } finally {
-    out.Plaintext.fill(0);
+    dk.plaintext.fill(0);
+  }
+}
+
+export interface RotateOptions extends Omit<SealOptions, 'keyId' | 'region'> {
+  /** The current sealed-keyring file's text (version 1 or 2). */
+  previous: string;
+  /** The KMS key for the new generation; default the file's current one. */
+  keyId?: string;
+  /** Leave the oldest generation out (needed once the file holds MAX_KEY_GENERATIONS). */
+  dropOldest?: boolean;
+}
+
+/**
+ * `keys rotate`: a fresh key pair becomes the current generation; the file's generations are kept, sealed as
+ * they are, for decryption. The region stays the file's ([keyring] region names it).
+ */
+export async function rotateSealedKeyring(o: RotateOptions): Promise<{ text: string; publicKeys: PublicKeys; keyIds: Keyring['keyIds']; retired: PublicKeys[]; dropped: SealedGeneration | null }> {
+  const { previous: text, dropOldest, keyId, ...clientOpts } = o;
+  const previous = parseSealedKeyring(text);
+  // Checked before KMS is asked: a full file without --drop-oldest is refused without a GenerateDataKey.
+  const kept = previous.generations.length - (dropOldest ? 1 : 0);
+  if (kept + 1 > MAX_KEY_GENERATIONS) {
+    throw new KmsKeyringError('KMS_BAD_SEALED_FILE', `sealed keyring: holds ${previous.generations.length} key generations, the most a keyring keeps is ${MAX_KEY_GENERATIONS}: retire the oldest (--drop-oldest; values encrypted to it stop decrypting)`);
+  }
+  const dk = await generateDataKey({ ...clientOpts, keyId: keyId ?? previous.kms.keyId, region: previous.kms.region });
+  const material = KeyMaterial.generate();
+  try {
+    const out = sealRotated(previous, material, dk.plaintext, { keyId: dk.keyId, ciphertextBlob: dk.ciphertextBlob }, dropOldest === true);
+    const ring = Keyring.fromMaterial(material);
+    const retired = previous.generations.slice(0, dropOldest ? -1 : undefined).map((g) => g.publicKeys);
+    return { text: out.text, publicKeys: ring.publicKeys(), keyIds: ring.keyIds, retired, dropped: out.dropped };
+  } finally {
+    dk.plaintext.fill(0);
   }
 }

@@ -1,67 +1,132 @@
-// The sealed-keyring file `keys seal` writes and `[keyring] source = "kms"` opens. It holds nothing usable
-// without KMS: the keyring is AES-256-GCM under a KMS data key, and only the data key's CiphertextBlob is
-// stored (KMS releases its plaintext to an attested enclave the key policy names).
+// The sealed-keyring file `keys seal` writes, `keys rotate` extends and `[keyring] source = "kms"` opens. It
+// holds nothing usable without KMS: each key generation is AES-256-GCM under its own KMS data key, and only
+// the data key's CiphertextBlob is stored (KMS releases its plaintext to an attested enclave the key policy
+// names). Version 2 (written now):
 //
-//   {"format":"enclave-agent/sealed-keyring","version":1,"kms":{"keyId":ARN,"region":R},
-//    "ciphertextBlob":b64,"publicKeys":{"p256":b64,"secp256k1":b64},"iv":b64,"keyring":b64}
+//   {"format":"enclave-agent/sealed-keyring","version":2,"kms":{"keyId":ARN,"region":R},"createdAt":ISO,
+//    "ciphertextBlob":b64,"publicKeys":{"p256":b64,"secp256k1":b64},"chain":hex,"iv":b64,"keyring":b64,
+//    "retired":[{"version":1|2,"keyId","createdAt","ciphertextBlob","publicKeys","chain","iv","keyring"},…]}
 //
+// The top level is the current generation (it encrypts; its public keys are the ones clients get); `retired`
+// holds the older generations, newest first, for decryption only (at most MAX_KEY_GENERATIONS in all).
 // keyring = AES-256-GCM(dataKey, iv, AAD) of (p256 scalar 32 ‖ secp256k1 scalar 32) ‖ tag 16, where AAD is
-// the canonical JSON of every other field: editing the key id, region, blob or the printed public keys makes
-// the file refuse to open (KMS_BAD_SEALED_FILE) instead of loading something else.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+//   v2: JSON [format, 2, keyId, region, ciphertextBlob, p256, secp256k1, createdAt, chain]
+//   v1: JSON [format, 1, keyId, region, ciphertextBlob, p256, secp256k1]  (a generation first sealed in a v1 file)
+// and `chain` is SHA-256 over every field of the retired generations below it, so the current generation
+// authenticates the whole file: editing, dropping or reordering any generation, the key id, region or a
+// printed public key makes the file refuse to open (KMS_BAD_SEALED_FILE). `keys rotate` needs no kms:Decrypt:
+// it seals only the new generation (GenerateDataKey) and carries the older ones over byte for byte; the
+// enclave Decrypts one CiphertextBlob per generation at boot. What a chain cannot stop: replacing the whole
+// file by an earlier, complete version of it (that is a rollback to keys the policy still releases).
+//
+// Version 1 (one generation, no chain, no retired) is still read.
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { concatBytes, equalBytes, fromBase64, toBase64, utf8 } from '../util/bytes.ts';
-import { Keyring, KeyMaterial } from './keyring.ts';
+import { Keyring, KeyMaterial, MAX_KEY_GENERATIONS, type KeyScalars, type PublicKeys } from './keyring.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 
 export const SEALED_KEYRING_FORMAT = 'enclave-agent/sealed-keyring';
-export const SEALED_KEYRING_VERSION = 1;
+export const SEALED_KEYRING_VERSION = 2;
 const MAX_FILE_BYTES = 64 * 1024;
 
-export interface SealedKeyring {
-  kms: { keyId: string; region: string };
+/** One key generation as stored: its KMS-wrapped data key and its scalars encrypted under that data key. */
+export interface SealedGeneration {
+  /** The file version that sealed it: 1 (AAD without createdAt and chain) or 2. */
+  version: 1 | 2;
+  keyId: string;
   ciphertextBlob: Uint8Array;
-  publicKeys: { p256: Uint8Array; secp256k1: Uint8Array };
+  publicKeys: PublicKeys;
+  /** ISO time of sealing (null for a generation sealed by a version-1 file). */
+  createdAt: string | null;
+  /** SHA-256 hex of the generations older than this one when it was sealed ('' for version 1). */
+  chain: string;
   iv: Uint8Array;
   /** The encrypted scalars and the GCM tag (80 bytes). */
   keyring: Uint8Array;
+}
+
+export interface SealedKeyring {
+  /** The version the file was read as. */
+  version: 1 | 2;
+  /** keyId: the current generation's KMS key. */
+  kms: { keyId: string; region: string };
+  /** The current generation's public keys. */
+  publicKeys: PublicKeys;
+  /** Every generation, newest (current) first. */
+  generations: SealedGeneration[];
 }
 
 function bad(what: string): KmsKeyringError {
   return new KmsKeyringError('KMS_BAD_SEALED_FILE', `sealed keyring: ${what}`);
 }
 
-function aad(s: Omit<SealedKeyring, 'iv' | 'keyring'>): Uint8Array {
-  return utf8.encode(
-    JSON.stringify([SEALED_KEYRING_FORMAT, SEALED_KEYRING_VERSION, s.kms.keyId, s.kms.region, toBase64(s.ciphertextBlob), toBase64(s.publicKeys.p256), toBase64(s.publicKeys.secp256k1)]),
-  );
+function aad(g: SealedGeneration, region: string): Uint8Array {
+  const common = [SEALED_KEYRING_FORMAT, g.version, g.keyId, region, toBase64(g.ciphertextBlob), toBase64(g.publicKeys.p256), toBase64(g.publicKeys.secp256k1)];
+  return utf8.encode(JSON.stringify(g.version === 1 ? common : [...common, g.createdAt, g.chain]));
 }
 
-/** Encrypts `material` under the 32-byte data key (the caller wipes it) and returns the file's text. */
-export function sealKeyring(material: KeyMaterial, dataKey: Uint8Array, kms: { keyId: string; region: string; ciphertextBlob: Uint8Array }): string {
+/** SHA-256 hex over every field of `gens` (in order): what a newer generation's AAD binds. */
+export function chainOf(gens: readonly SealedGeneration[]): string {
+  const rows = gens.map((g) => [g.version, g.keyId, g.createdAt, toBase64(g.ciphertextBlob), toBase64(g.publicKeys.p256), toBase64(g.publicKeys.secp256k1), g.chain, toBase64(g.iv), toBase64(g.keyring)]);
+  return createHash('sha256').update(JSON.stringify(rows)).digest('hex');
+}
+
+function seal(material: KeyMaterial, dataKey: Uint8Array, region: string, head: Omit<SealedGeneration, 'iv' | 'keyring' | 'publicKeys'>): SealedGeneration {
   if (dataKey.length !== 32) throw bad(`data key: expected 32 bytes, found ${dataKey.length}`);
-  const publicKeys = Keyring.fromMaterial(material).publicKeys();
-  const head = { kms: { keyId: kms.keyId, region: kms.region }, ciphertextBlob: kms.ciphertextBlob, publicKeys };
-  const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', dataKey, iv, { authTagLength: 16 });
-  c.setAAD(aad(head));
+  if (material.generations !== 1) throw bad('a new generation is one key pair');
+  const g: SealedGeneration = { ...head, publicKeys: Keyring.fromMaterial(material).publicKeys(), iv: randomBytes(12), keyring: new Uint8Array(0) };
+  const c = createCipheriv('aes-256-gcm', dataKey, g.iv, { authTagLength: 16 });
+  c.setAAD(aad(g, region));
   const pt = concatBytes(material.privateKey('p256'), material.privateKey('secp256k1'));
-  const ct = concatBytes(c.update(pt), c.final(), c.getAuthTag());
+  g.keyring = concatBytes(c.update(pt), c.final(), c.getAuthTag());
   pt.fill(0);
+  return g;
+}
+
+const pk = (k: PublicKeys) => ({ p256: toBase64(k.p256), secp256k1: toBase64(k.secp256k1) });
+
+function serialize(region: string, gens: readonly SealedGeneration[]): string {
+  const [top, ...retired] = gens as [SealedGeneration, ...SealedGeneration[]];
   return (
     JSON.stringify(
       {
         format: SEALED_KEYRING_FORMAT,
         version: SEALED_KEYRING_VERSION,
-        kms: head.kms,
-        ciphertextBlob: toBase64(kms.ciphertextBlob),
-        publicKeys: { p256: toBase64(publicKeys.p256), secp256k1: toBase64(publicKeys.secp256k1) },
-        iv: toBase64(iv),
-        keyring: toBase64(ct),
+        kms: { keyId: top.keyId, region },
+        createdAt: top.createdAt,
+        ciphertextBlob: toBase64(top.ciphertextBlob),
+        publicKeys: pk(top.publicKeys),
+        chain: top.chain,
+        iv: toBase64(top.iv),
+        keyring: toBase64(top.keyring),
+        retired: retired.map((g) => ({ version: g.version, keyId: g.keyId, createdAt: g.createdAt, ciphertextBlob: toBase64(g.ciphertextBlob), publicKeys: pk(g.publicKeys), chain: g.chain, iv: toBase64(g.iv), keyring: toBase64(g.keyring) })),
       },
       null,
       2,
     ) + '\n'
   );
+}
+
+/** A new file holding `material` (one generation) under the 32-byte data key (the caller wipes it). */
+export function sealKeyring(material: KeyMaterial, dataKey: Uint8Array, kms: { keyId: string; region: string; ciphertextBlob: Uint8Array }): string {
+  const top = seal(material, dataKey, kms.region, { version: 2, keyId: kms.keyId, ciphertextBlob: kms.ciphertextBlob, createdAt: new Date().toISOString(), chain: chainOf([]) });
+  return serialize(kms.region, [top]);
+}
+
+/**
+ * `keys rotate`: `material` (one fresh pair) becomes the current generation of a new file, sealed under a new
+ * data key; the previous file's generations follow as retired, unchanged (nothing of theirs is decrypted here).
+ * With `dropOldest`, the oldest is left out first. Throws KMS_BAD_SEALED_FILE when the result would hold more
+ * than MAX_KEY_GENERATIONS.
+ */
+export function sealRotated(previous: SealedKeyring, material: KeyMaterial, dataKey: Uint8Array, kms: { keyId: string; ciphertextBlob: Uint8Array }, dropOldest = false): { text: string; dropped: SealedGeneration | null } {
+  const kept = dropOldest ? previous.generations.slice(0, -1) : previous.generations.slice();
+  const dropped = dropOldest ? previous.generations.at(-1)! : null;
+  if (kept.length + 1 > MAX_KEY_GENERATIONS) {
+    throw bad(`holds ${previous.generations.length} key generations, the most a keyring keeps is ${MAX_KEY_GENERATIONS}: retire the oldest (--drop-oldest; values encrypted to it stop decrypting)`);
+  }
+  const top = seal(material, dataKey, previous.kms.region, { version: 2, keyId: kms.keyId, ciphertextBlob: kms.ciphertextBlob, createdAt: new Date().toISOString(), chain: chainOf(kept) });
+  return { text: serialize(previous.kms.region, [top, ...kept]), dropped };
 }
 
 function b64(v: unknown, field: string, len?: number): Uint8Array {
@@ -76,7 +141,26 @@ function b64(v: unknown, field: string, len?: number): Uint8Array {
   return out;
 }
 
-/** Parses the file's text; checks the shape, not the seal (see openSealedKeyring). */
+function parseGeneration(j: Record<string, unknown>, field: string, version: 1 | 2, keyId: unknown): SealedGeneration {
+  if (typeof keyId !== 'string' || keyId === '') throw bad(`${field}keyId: expected a KMS key ARN`);
+  const pkj = (j.publicKeys ?? {}) as Record<string, unknown>;
+  const createdAt = version === 1 ? null : j.createdAt;
+  if (version === 2 && (typeof createdAt !== 'string' || createdAt.length > 64)) throw bad(`${field}createdAt: expected an ISO time`);
+  const chain = version === 1 ? '' : j.chain;
+  if (typeof chain !== 'string' || (version === 2 && !/^[0-9a-f]{64}$/.test(chain))) throw bad(`${field}chain: expected 64 hex digits`);
+  return {
+    version,
+    keyId,
+    ciphertextBlob: b64(j.ciphertextBlob, `${field}ciphertextBlob`),
+    publicKeys: { p256: b64(pkj.p256, `${field}publicKeys.p256`, 33), secp256k1: b64(pkj.secp256k1, `${field}publicKeys.secp256k1`, 33) },
+    createdAt: createdAt as string | null,
+    chain,
+    iv: b64(j.iv, `${field}iv`, 12),
+    keyring: b64(j.keyring, `${field}keyring`, 80),
+  };
+}
+
+/** Parses the file's text (version 1 or 2); checks the shape and the chain, not the seals (see openSealedGeneration). */
 export function parseSealedKeyring(text: string | Uint8Array): SealedKeyring {
   if (text.length > MAX_FILE_BYTES) throw bad(`expected at most ${MAX_FILE_BYTES} bytes, found ${text.length}`);
   let j: Record<string, unknown>;
@@ -86,38 +170,52 @@ export function parseSealedKeyring(text: string | Uint8Array): SealedKeyring {
     throw bad('expected JSON');
   }
   if (j === null || typeof j !== 'object' || j.format !== SEALED_KEYRING_FORMAT) throw bad(`expected "format": "${SEALED_KEYRING_FORMAT}"`);
-  if (j.version !== SEALED_KEYRING_VERSION) throw bad(`expected "version": ${SEALED_KEYRING_VERSION}, found ${JSON.stringify(j.version)}`);
+  if (j.version !== 1 && j.version !== 2) throw bad(`expected "version": 1 or 2, found ${JSON.stringify(j.version)}`);
+  const version = j.version;
   const kms = j.kms as Record<string, unknown> | undefined;
   if (!kms || typeof kms.keyId !== 'string' || kms.keyId === '' || typeof kms.region !== 'string' || !/^[a-z0-9-]{1,32}$/.test(kms.region)) {
     throw bad('"kms" must be {"keyId": <key ARN>, "region": <AWS region>}');
   }
-  const pk = (j.publicKeys ?? {}) as Record<string, unknown>;
-  return {
-    kms: { keyId: kms.keyId, region: kms.region },
-    ciphertextBlob: b64(j.ciphertextBlob, 'ciphertextBlob'),
-    publicKeys: { p256: b64(pk.p256, 'publicKeys.p256', 33), secp256k1: b64(pk.secp256k1, 'publicKeys.secp256k1', 33) },
-    iv: b64(j.iv, 'iv', 12),
-    keyring: b64(j.keyring, 'keyring', 80),
-  };
+  const top = parseGeneration(j, '', version, kms.keyId);
+  const generations = [top];
+  if (version === 2) {
+    if (!Array.isArray(j.retired)) throw bad('retired: expected an array (the older key generations, newest first)');
+    if (j.retired.length + 1 > MAX_KEY_GENERATIONS) throw bad(`holds ${j.retired.length + 1} key generations, at most ${MAX_KEY_GENERATIONS} allowed`);
+    j.retired.forEach((r: unknown, i) => {
+      const rj = (r ?? {}) as Record<string, unknown>;
+      if (rj.version !== 1 && rj.version !== 2) throw bad(`retired[${i}].version: expected 1 or 2`);
+      generations.push(parseGeneration(rj, `retired[${i}].`, rj.version, rj.keyId));
+    });
+    // Checked again by AES-GCM when the current generation opens (chain is in its AAD); here it fails early.
+    if (top.chain !== chainOf(generations.slice(1))) throw bad('its retired key generations are not the ones it was sealed with (edited, dropped or reordered)');
+  }
+  return { version, kms: { keyId: kms.keyId, region: kms.region }, publicKeys: top.publicKeys, generations };
 }
 
-/** Opens the keyring with the data key KMS released (the caller wipes it). */
-export function openSealedKeyring(s: SealedKeyring, dataKey: Uint8Array): KeyMaterial {
+/** Opens generation `g` (0 = current) with the data key KMS released for it (the caller wipes both). */
+export function openSealedGeneration(s: SealedKeyring, g: number, dataKey: Uint8Array): KeyScalars {
+  const gen = s.generations[g];
+  if (gen === undefined) throw bad(`no key generation ${g}`);
+  const where = g === 0 ? '' : `retired key generation ${g}: `;
   if (dataKey.length !== 32) throw bad(`data key: expected 32 bytes, found ${dataKey.length}`);
   let pt: Buffer;
   try {
-    const d = createDecipheriv('aes-256-gcm', dataKey, s.iv, { authTagLength: 16 });
-    d.setAAD(aad(s));
-    d.setAuthTag(s.keyring.subarray(64));
-    pt = Buffer.concat([d.update(s.keyring.subarray(0, 64)), d.final()]);
+    const d = createDecipheriv('aes-256-gcm', dataKey, gen.iv, { authTagLength: 16 });
+    d.setAAD(aad(gen, s.kms.region));
+    d.setAuthTag(gen.keyring.subarray(64));
+    pt = Buffer.concat([d.update(gen.keyring.subarray(0, 64)), d.final()]);
   } catch {
-    throw bad('does not open with the data key KMS released (the file was altered, or sealed under another data key)');
+    throw bad(`${where}does not open with the data key KMS released (the file was altered, or sealed under another data key)`);
   }
   try {
-    const material = new KeyMaterial({ p256: pt.subarray(0, 32), secp256k1: pt.subarray(32, 64) });
-    const pub = Keyring.fromMaterial(material).publicKeys();
-    if (!equalBytes(pub.p256, s.publicKeys.p256) || !equalBytes(pub.secp256k1, s.publicKeys.secp256k1)) throw bad('the keys inside do not match its publicKeys');
-    return material;
+    const scalars = { p256: Uint8Array.from(pt.subarray(0, 32)), secp256k1: Uint8Array.from(pt.subarray(32, 64)) };
+    const pub = Keyring.fromMaterial(new KeyMaterial(scalars)).publicKeys();
+    if (!equalBytes(pub.p256, gen.publicKeys.p256) || !equalBytes(pub.secp256k1, gen.publicKeys.secp256k1)) {
+      scalars.p256.fill(0);
+      scalars.secp256k1.fill(0);
+      throw bad(`${where}the keys inside do not match its publicKeys`);
+    }
+    return scalars;
   } finally {
     pt.fill(0);
   }

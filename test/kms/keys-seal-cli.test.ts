@@ -61,7 +61,7 @@ describe('keys seal → start --json', () => {
     const decrypt = out.keyPolicy.Statement.find((s) => s.Action.includes('kms:Decrypt'))!;
     expect(decrypt.Condition!.StringEqualsIgnoreCase).toEqual({ 'kms:RecipientAttestation:PCR0': pcrs.PCR0, 'kms:RecipientAttestation:PCR1': pcrs.PCR1, 'kms:RecipientAttestation:PCR2': pcrs.PCR2 });
     expect(out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:Decrypt'))).toHaveLength(1);
-    expect(JSON.parse(readFileSync(sealed, 'utf8'))).toMatchObject({ format: 'enclave-agent/sealed-keyring', version: 1, kms: { keyId, region: kms.region } });
+    expect(JSON.parse(readFileSync(sealed, 'utf8'))).toMatchObject({ format: 'enclave-agent/sealed-keyring', version: 2, kms: { keyId, region: kms.region }, retired: [] });
 
     const again = await runBin(['keys', 'seal', '--kms-key-id', keyId, '--region', kms.region, '--endpoint', kms.endpoint, '--out', sealed], { env });
     expect(again.code).toBe(2);

@@ -48,7 +48,8 @@ describe('KMS keyring source', () => {
   it('the sealed file holds the public keys but nothing that opens without KMS', () => {
     const text = readFileSync(sealedFile, 'utf8');
     const j = JSON.parse(text) as Record<string, unknown>;
-    expect(Object.keys(j).sort()).toEqual(['ciphertextBlob', 'format', 'iv', 'keyring', 'kms', 'publicKeys', 'version']);
+    expect(Object.keys(j).sort()).toEqual(['chain', 'ciphertextBlob', 'createdAt', 'format', 'iv', 'keyring', 'kms', 'publicKeys', 'retired', 'version']);
+    expect(j).toMatchObject({ version: 2, retired: [] });
     expect(j.kms).toEqual({ keyId, region: kms.region });
   });
 
@@ -109,7 +110,7 @@ describe('KMS keyring source', () => {
     await expect(source({ file: write({ ...j, keyring: flip(j.keyring) }) }).load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE' });
     await expect(source({ file: write({ ...j, publicKeys: { ...j.publicKeys, p256: flip(j.publicKeys.p256) } }) }).load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE' });
     await expect(source({ file: write({ ...j, ciphertextBlob: flip(j.ciphertextBlob as string) }) }).load()).rejects.toMatchObject({ code: 'KMS_REQUEST_FAILED', message: expect.stringContaining('InvalidCiphertextException') });
-    await expect(source({ file: write({ ...j, version: 2 }) }).load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE' });
+    await expect(source({ file: write({ ...j, version: 3 }) }).load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE' });
     await expect(source({ region: 'us-east-1' }).load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE' });
   });
 
