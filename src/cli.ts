@@ -2,6 +2,7 @@
  * `enclave-agent <command>`: a thin dispatcher. Each command lives in src/cli/<name>.ts and exports
  * `command: CliCommand`; this file only finds it, runs it, and turns errors into one clear line.
  */
+import './attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 import { installFatalHandlers } from './cli/fatal.ts';
 import { runCli } from './cli/run.ts';
 

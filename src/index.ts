@@ -1,4 +1,5 @@
 // Public API of the agent package. Modules add their exports here as they land.
+import './attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 export { AgentError, isAgentError } from './errors.ts';
 // noise
 export { createHandshake, DEFAULT_PROTOCOL, CipherState, NoiseError, noblePrimitives, parseProtocol } from './noise/index.ts';

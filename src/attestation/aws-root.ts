@@ -1,7 +1,7 @@
 /**
  * The AWS Nitro Enclaves root certificate G1 (commercial partition), embedded so that browsers need no file.
  * CN=aws.nitro-enclaves, OU=AWS, O=Amazon, C=US; P-384; 2019-10-28 → 2049-10-28.
- * verify.ts checks the DER against AWS_NITRO_ROOT_G1_SHA256 before trusting it.
+ * test/attestation/aws-root.test.ts checks the DER against AWS's published AWS_NITRO_ROOT_G1_SHA256.
  */
 export const AWS_NITRO_ROOT_G1_PEM = `-----BEGIN CERTIFICATE-----
 MIICETCCAZagAwIBAgIRAPkxdWgbkK/hHUbMtOTn+FYwCgYIKoZIzj0EAwMwSTEL

@@ -1,6 +1,6 @@
 /**
- * Certificate parsing and path checks for the attestation chain. Browser-safe: pkijs/asn1js for parsing,
- * WebCrypto (globalThis.crypto.subtle) for signatures.
+ * Certificate parsing and path checks for the attestation chain. Browser-safe: a strict DER reader (der.ts)
+ * for parsing, the installed ECDSA backend (ecdsa.ts: WebCrypto, or node:crypto in Node) for signatures.
  *
  * The path is fixed by the document — [certificate, cabundle[n-1], …, cabundle[0]] — so there is no path
  * building: each certificate must name the next as issuer and carry its signature; issuers must be CAs
@@ -9,18 +9,18 @@
  * the trust anchor included, must be valid at the verification time. No revocation (AWS publishes none
  * that clients are expected to check; the reference client does not either).
  */
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
 import { equalBytes, fromBase64, toHex } from '../util/bytes.ts';
+import { DerError, DerReader, readBitString, readBoolean, readOid, readOne, readSmallUint, readString, readTime, TAG, type Tlv } from './der.ts';
+import { CURVE_SIZE, ecdsaDerToRaw, ecdsaVerifier, type CurveName, type EcdsaHash } from './ecdsa.ts';
 import { AttestationError } from './errors.ts';
 
 const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
-const CURVES: Record<string, { name: 'P-256' | 'P-384' | 'P-521'; size: number }> = {
-  '1.2.840.10045.3.1.7': { name: 'P-256', size: 32 },
-  '1.3.132.0.34': { name: 'P-384', size: 48 },
-  '1.3.132.0.35': { name: 'P-521', size: 66 },
+const CURVES: Record<string, CurveName> = {
+  '1.2.840.10045.3.1.7': 'P-256',
+  '1.3.132.0.34': 'P-384',
+  '1.3.132.0.35': 'P-521',
 };
-const SIG_HASH: Record<string, 'SHA-256' | 'SHA-384' | 'SHA-512'> = {
+const SIG_HASH: Record<string, EcdsaHash> = {
   '1.2.840.10045.4.3.2': 'SHA-256',
   '1.2.840.10045.4.3.3': 'SHA-384',
   '1.2.840.10045.4.3.4': 'SHA-512',
@@ -32,18 +32,31 @@ const KNOWN_CRITICAL = new Set([OID_BASIC_CONSTRAINTS, OID_KEY_USAGE]);
 const KU_DIGITAL_SIGNATURE = 0x80;
 const KU_KEY_CERT_SIGN = 0x04;
 
+/** A distinguished name: its DER and its attributes in certificate order (RDNs flattened). */
+export interface Name {
+  der: Uint8Array;
+  attributes: { type: string; value: string }[];
+}
+
 export interface ParsedCert {
   der: Uint8Array;
   /** Hex of the DER: the cache identity of this exact certificate. */
   id: string;
-  cert: pkijs.Certificate;
   subject: string;
   issuer: string;
+  subjectName: Name;
+  issuerName: Name;
   notBefore: Date;
   notAfter: Date;
-  curve: { name: 'P-256' | 'P-384' | 'P-521'; size: number };
+  curve: { name: CurveName; size: number };
   /** Uncompressed EC point. */
   publicKey: Uint8Array;
+  /** SubjectPublicKeyInfo DER: what the signature backends import. */
+  spki: Uint8Array;
+  /** The signed bytes (TBSCertificate DER), the signature algorithm and the DER ECDSA-Sig-Value. */
+  tbs: Uint8Array;
+  signatureAlgorithm: string;
+  signature: Uint8Array;
   /** undefined when the extension is absent. */
   ca: { cA: boolean; pathLen?: number } | undefined;
   /** First byte of the keyUsage bit string; undefined when the extension is absent. */
@@ -58,85 +71,185 @@ const ATTR_NAMES: Record<string, string> = {
   '2.5.4.3': 'CN', '2.5.4.6': 'C', '2.5.4.7': 'L', '2.5.4.8': 'ST', '2.5.4.10': 'O', '2.5.4.11': 'OU',
 };
 
+function readName(el: Tlv, what: string): Name {
+  if (el.tag !== TAG.SEQUENCE) throw new DerError(`${what}: not a Name`);
+  const attributes: Name['attributes'] = [];
+  const rdns = DerReader.of(el);
+  while (!rdns.done()) {
+    const set = DerReader.of(rdns.next(TAG.SET, `${what} RDN`));
+    if (set.done()) throw new DerError(`${what}: empty RDN`);
+    while (!set.done()) {
+      const atv = DerReader.of(set.next(TAG.SEQUENCE, `${what} attribute`));
+      const type = readOid(atv.next(TAG.OID), `${what} attribute type`);
+      const v = atv.next(undefined, `${what} attribute value`);
+      atv.expectDone(`${what} attribute`);
+      let value: string;
+      try {
+        value = readString(v, `${what} ${ATTR_NAMES[type] ?? type}`);
+      } catch {
+        value = `#${toHex(v.tlv)}`; // not a string type: RFC 4514's hex form, compared byte for byte
+      }
+      attributes.push({ type, value });
+    }
+  }
+  return { der: el.tlv, attributes };
+}
+
+/** Parses a DER Name (exported for tests and tools). */
+export function parseName(der: Uint8Array): Name {
+  return readName(readOne(der, TAG.SEQUENCE, 'Name'), 'Name');
+}
+
 /** "CN=…, OU=…, O=…, C=…" in certificate order. */
-export function formatName(name: pkijs.RelativeDistinguishedNames): string {
-  return name.typesAndValues
-    .map((tv) => `${ATTR_NAMES[tv.type] ?? tv.type}=${String((tv.value.valueBlock as { value?: unknown }).value ?? '')}`)
-    .join(', ');
+export function formatName(name: Name): string {
+  return name.attributes.map((a) => `${ATTR_NAMES[a.type] ?? a.type}=${a.value}`).join(', ');
+}
+
+/** RFC 5280 §7.1's caseIgnoreMatch, as commonly implemented: trimmed, inner spaces collapsed, case folded. */
+function prepared(value: string): string {
+  return value.trim().replace(/\s+/g, ' ').toLowerCase();
 }
 
 /**
- * RFC 5280 name match. Byte-identical DER names (what every Nitro chain has) match without pkijs's
- * isEqual, whose per-attribute string preparation is the largest single cost of a first verification
- * in a fresh process; anything else goes through isEqual as before.
+ * RFC 5280 name match. Byte-identical DER names (what every Nitro chain has) match at once; otherwise the
+ * attributes must agree in order and type, with values compared after string preparation.
  */
-export function sameName(a: pkijs.RelativeDistinguishedNames, b: pkijs.RelativeDistinguishedNames): boolean {
-  const x = a.valueBeforeDecode;
-  const y = b.valueBeforeDecode;
-  if (x.byteLength > 0 && x.byteLength === y.byteLength && equalBytes(new Uint8Array(x), new Uint8Array(y))) return true;
-  return a.isEqual(b);
+export function sameName(a: Name, b: Name): boolean {
+  if (equalBytes(a.der, b.der)) return true;
+  if (a.attributes.length !== b.attributes.length) return false;
+  return a.attributes.every((x, i) => {
+    const y = b.attributes[i]!;
+    return x.type === y.type && prepared(x.value) === prepared(y.value);
+  });
 }
 
-/** asn1js reports offsets relative to the underlying buffer: give it a view that starts at 0 and spans it all. */
-function standalone(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
+interface Extensions {
+  ca: ParsedCert['ca'];
+  keyUsage: number | undefined;
+}
+
+function readExtensions(el: Tlv | undefined, fail: (m: string) => never): Extensions {
+  const out: Extensions = { ca: undefined, keyUsage: undefined };
+  if (!el) return out;
+  const wrapper = DerReader.of(el);
+  const list = DerReader.of(wrapper.next(TAG.SEQUENCE, 'extensions'));
+  wrapper.expectDone('extensions');
+  const seen = new Set<string>();
+  while (!list.done()) {
+    const ext = DerReader.of(list.next(TAG.SEQUENCE, 'extension'));
+    const id = readOid(ext.next(TAG.OID), 'extnID');
+    const crit = ext.optional(TAG.BOOLEAN);
+    const critical = crit ? readBoolean(crit, `extension ${id} critical`) : false;
+    if (crit && !critical) throw new DerError(`extension ${id}: critical FALSE must be omitted in DER`);
+    const value = ext.next(TAG.OCTET_STRING, `extension ${id} value`).value;
+    ext.expectDone(`extension ${id}`);
+    if (seen.has(id)) fail(`repeats extension ${id}`);
+    seen.add(id);
+    try {
+      if (id === OID_BASIC_CONSTRAINTS) {
+        const outer = new DerReader(value);
+        const bc = DerReader.of(outer.next(TAG.SEQUENCE));
+        outer.expectDone('basicConstraints');
+        const caEl = bc.optional(TAG.BOOLEAN);
+        const cA = caEl ? readBoolean(caEl, 'cA') : false;
+        const pl = bc.optional(TAG.INTEGER);
+        bc.expectDone('basicConstraints');
+        out.ca = pl ? { cA, pathLen: readSmallUint(pl, 'pathLenConstraint') } : { cA };
+      } else if (id === OID_KEY_USAGE) {
+        const r = new DerReader(value);
+        const ku = readBitString(r.next(TAG.BIT_STRING), 'keyUsage');
+        r.expectDone('keyUsage');
+        out.keyUsage = ku.bits[0] ?? 0;
+      }
+    } catch (err) {
+      fail(`has an unreadable ${id === OID_KEY_USAGE ? 'keyUsage' : 'basicConstraints'} extension: ${(err as Error).message}`);
+    }
+    if (critical && !KNOWN_CRITICAL.has(id)) fail(`has an unsupported critical extension ${id}`);
+  }
+  return out;
 }
 
 /** Parses one DER certificate. `label` names it in errors ("certificate", "cabundle[2]"). */
 export function parseCertificate(der: Uint8Array, label: string): ParsedCert {
-  let cert: pkijs.Certificate;
   try {
-    const asn1 = asn1js.fromBER(standalone(der));
-    if (asn1.offset === -1) throw new Error(asn1.result.error || 'BER decoding failed');
-    if (asn1.offset !== der.byteLength) throw new Error(`${der.byteLength - asn1.offset} trailing byte(s)`);
-    cert = new pkijs.Certificate({ schema: asn1.result });
+    return parseCertificateDer(der, label);
   } catch (err) {
+    if (err instanceof AttestationError) throw err;
     chainError(`${label} is not a valid X.509 certificate: ${err instanceof Error ? err.message : String(err)}`, err);
   }
-  const subject = formatName(cert.subject);
-  const spki = cert.subjectPublicKeyInfo;
-  if (spki.algorithm.algorithmId !== OID_EC_PUBLIC_KEY) {
-    chainError(`${label} (${subject}) has a ${spki.algorithm.algorithmId} key; expected an EC key`);
-  }
-  const params = spki.algorithm.algorithmParams;
-  const curveOid = params instanceof asn1js.ObjectIdentifier ? params.valueBlock.toString() : '';
-  const curve = CURVES[curveOid];
-  if (!curve) chainError(`${label} (${subject}) uses unsupported curve ${curveOid || '(none)'}; expected P-256, P-384 or P-521`);
-  const publicKey = spki.subjectPublicKey.valueBlock.valueHexView;
-  if (publicKey.length !== 1 + 2 * curve.size || publicKey[0] !== 0x04) {
-    chainError(`${label} (${subject}) public key is not an uncompressed ${curve.name} point`);
-  }
+}
 
-  let ca: ParsedCert['ca'];
-  let keyUsage: number | undefined;
-  const seen = new Set<string>();
-  for (const ext of cert.extensions ?? []) {
-    if (seen.has(ext.extnID)) chainError(`${label} (${subject}) repeats extension ${ext.extnID}`);
-    seen.add(ext.extnID);
-    if (ext.extnID === OID_BASIC_CONSTRAINTS) {
-      const bc = ext.parsedValue as pkijs.BasicConstraints | undefined;
-      if (!(bc instanceof pkijs.BasicConstraints)) chainError(`${label} (${subject}) has an unreadable basicConstraints extension`);
-      const pl = bc.pathLenConstraint;
-      const pathLen = pl === undefined ? undefined : typeof pl === 'number' ? pl : pl.valueBlock.valueDec;
-      ca = pathLen === undefined ? { cA: bc.cA } : { cA: bc.cA, pathLen };
-    } else if (ext.extnID === OID_KEY_USAGE) {
-      const ku = ext.parsedValue as asn1js.BitString | undefined;
-      if (!(ku instanceof asn1js.BitString)) chainError(`${label} (${subject}) has an unreadable keyUsage extension`);
-      keyUsage = ku.valueBlock.valueHexView[0] ?? 0;
-    } else if (ext.critical && !KNOWN_CRITICAL.has(ext.extnID)) {
-      chainError(`${label} (${subject}) has an unsupported critical extension ${ext.extnID}`);
-    }
+function parseCertificateDer(der: Uint8Array, label: string): ParsedCert {
+  const top = new DerReader(der);
+  const certEl = top.next(TAG.SEQUENCE, 'Certificate');
+  if (!top.done()) throw new DerError(`${der.length - certEl.tlv.length} trailing byte(s)`);
+  const cert = DerReader.of(certEl);
+  const tbsEl = cert.next(TAG.SEQUENCE, 'tbsCertificate');
+  const outerAlg = cert.next(TAG.SEQUENCE, 'signatureAlgorithm');
+  const signature = readBitString(cert.next(TAG.BIT_STRING, 'signatureValue'), 'signatureValue');
+  cert.expectDone('Certificate');
+  if (signature.unused !== 0) throw new DerError('signatureValue has unused bits');
+
+  const tbs = DerReader.of(tbsEl);
+  const versionEl = tbs.optional(0xa0, 'version');
+  let version = 0;
+  if (versionEl) {
+    const v = DerReader.of(versionEl);
+    version = readSmallUint(v.next(TAG.INTEGER), 'version');
+    v.expectDone('version');
+    if (version === 0 || version > 2) throw new DerError(`version ${version + 1} is not 2 or 3`);
   }
+  tbs.next(TAG.INTEGER, 'serialNumber');
+  const innerAlg = tbs.next(TAG.SEQUENCE, 'signature');
+  const issuerName = readName(tbs.next(TAG.SEQUENCE, 'issuer'), 'issuer');
+  const validity = DerReader.of(tbs.next(TAG.SEQUENCE, 'validity'));
+  const notBefore = readTime(validity.next(undefined, 'notBefore'), 'notBefore');
+  const notAfter = readTime(validity.next(undefined, 'notAfter'), 'notAfter');
+  validity.expectDone('validity');
+  const subjectName = readName(tbs.next(TAG.SEQUENCE, 'subject'), 'subject');
+  const spkiEl = tbs.next(TAG.SEQUENCE, 'subjectPublicKeyInfo');
+  tbs.optional(0x81, 'issuerUniqueID');
+  tbs.optional(0x82, 'subjectUniqueID');
+  const extEl = tbs.optional(0xa3, 'extensions');
+  tbs.expectDone('tbsCertificate');
+  if (extEl && version !== 2) throw new DerError('extensions in a certificate that is not version 3');
+
+  const subject = formatName(subjectName);
+  const fail = (m: string): never => chainError(`${label} (${subject}) ${m}`);
+  if (!equalBytes(outerAlg.tlv, innerAlg.tlv)) fail('has mismatched signature algorithms');
+  const algR = DerReader.of(outerAlg);
+  const signatureAlgorithm = readOid(algR.next(TAG.OID), 'signature algorithm');
+
+  const spki = DerReader.of(spkiEl);
+  const alg = DerReader.of(spki.next(TAG.SEQUENCE, 'SPKI algorithm'));
+  const keyAlg = readOid(alg.next(TAG.OID), 'SPKI algorithm');
+  if (keyAlg !== OID_EC_PUBLIC_KEY) fail(`has a ${keyAlg} key; expected an EC key`);
+  const params = alg.optional(TAG.OID);
+  const curveOid = params ? readOid(params, 'curve') : '';
+  alg.expectDone('SPKI algorithm');
+  const key = readBitString(spki.next(TAG.BIT_STRING, 'subjectPublicKey'), 'subjectPublicKey');
+  spki.expectDone('subjectPublicKeyInfo');
+  const curveName = CURVES[curveOid];
+  if (!curveName) return fail(`uses unsupported curve ${curveOid || '(none)'}; expected P-256, P-384 or P-521`);
+  const size = CURVE_SIZE[curveName];
+  if (key.unused !== 0 || key.bits.length !== 1 + 2 * size || key.bits[0] !== 0x04) fail(`public key is not an uncompressed ${curveName} point`);
+
+  const { ca, keyUsage } = readExtensions(extEl, fail);
   return {
     der,
     id: toHex(der),
-    cert,
     subject,
-    issuer: formatName(cert.issuer),
-    notBefore: cert.notBefore.value,
-    notAfter: cert.notAfter.value,
-    curve,
-    publicKey: new Uint8Array(publicKey),
+    issuer: formatName(issuerName),
+    subjectName,
+    issuerName,
+    notBefore,
+    notAfter,
+    curve: { name: curveName, size },
+    publicKey: key.bits.slice(),
+    spki: spkiEl.tlv,
+    tbs: tbsEl.tlv,
+    signatureAlgorithm,
+    signature: signature.bits,
     ca,
     keyUsage,
   };
@@ -144,7 +257,7 @@ export function parseCertificate(der: Uint8Array, label: string): ParsedCert {
 
 /**
  * Content-addressed caches. The CA part of a Nitro chain is shared by every document of an instance for hours
- * (and the leaf by every document for up to 3 h), and pkijs parsing plus ECDSA dominate verification. Entries
+ * (and the leaf by every document for up to 3 h), and parsing plus ECDSA dominate verification. Entries
  * are keyed by the exact DER bytes (and, for signatures, the exact issuer key), so a hit is the same
  * computation on the same input; only successes are cached. Validity times and names are re-checked on
  * every call. Bounded, oldest evicted first.
@@ -172,75 +285,25 @@ export function parseCertificateCached(der: Uint8Array, label: string): ParsedCe
 export function clearVerifierCaches(): void {
   parsedCache.clear();
   verifiedLinks.clear();
-  keyCache.clear();
-}
-
-/** Strict DER ECDSA-Sig-Value → r ‖ s (each left-padded to the curve size). */
-export function ecdsaDerToRaw(sig: Uint8Array, size: number): Uint8Array | undefined {
-  const asn1 = asn1js.fromBER(standalone(sig));
-  if (asn1.offset !== sig.byteLength) return undefined;
-  const seq = asn1.result;
-  if (!(seq instanceof asn1js.Sequence) || seq.valueBlock.value.length !== 2) return undefined;
-  const out = new Uint8Array(2 * size);
-  for (let i = 0; i < 2; i++) {
-    const int = seq.valueBlock.value[i];
-    if (!(int instanceof asn1js.Integer)) return undefined;
-    let v = int.valueBlock.valueHexView;
-    if (v.length === 0 || (v[0]! & 0x80) !== 0) return undefined; // empty or negative
-    if (v.length > 1 && v[0] === 0) {
-      if ((v[1]! & 0x80) === 0) return undefined; // non-minimal DER
-      v = v.subarray(1);
-    }
-    if (v.length > size) return undefined;
-    out.set(v, i * size + size - v.length);
-  }
-  return out;
-}
-
-function subtle(): SubtleCrypto {
-  const s = globalThis.crypto?.subtle;
-  if (!s) throw new AttestationError('ATTESTATION_CHAIN', 'WebCrypto (globalThis.crypto.subtle) is not available');
-  return s;
-}
-
-const keyCache = new Map<string, Promise<CryptoKey>>();
-const KEY_CACHE_MAX = 64;
-
-/** Imports (and caches) an EC public key for ECDSA verification. */
-export function importEcKey(point: Uint8Array, curve: string): Promise<CryptoKey> {
-  const id = curve + toHex(point);
-  let key = keyCache.get(id);
-  if (!key) {
-    key = subtle().importKey('raw', point as Uint8Array<ArrayBuffer>, { name: 'ECDSA', namedCurve: curve }, false, ['verify']);
-    key.catch(() => keyCache.delete(id));
-    if (keyCache.size >= KEY_CACHE_MAX) keyCache.delete(keyCache.keys().next().value!);
-    keyCache.set(id, key);
-  }
-  return key;
+  ecdsaVerifier().clearCache();
 }
 
 /** True when `issuer`'s key made `child`'s signature. */
 async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): Promise<boolean> {
-  const c = child.cert;
-  const algo = c.signatureAlgorithm.algorithmId;
-  if (algo !== c.signature.algorithmId) chainError(`${label} (${child.subject}) has mismatched signature algorithms`);
-  const hash = SIG_HASH[algo];
-  if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${algo}; expected ECDSA with SHA-256/384/512`);
-  const link = `${child.id}|${issuer.curve.name}|${toHex(issuer.publicKey)}`;
+  const hash = SIG_HASH[child.signatureAlgorithm];
+  if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${child.signatureAlgorithm}; expected ECDSA with SHA-256/384/512`);
+  const link = `${child.id}|${toHex(issuer.spki)}`;
   if (verifiedLinks.has(link)) return true;
-  const ok = await verifySignature(child, issuer, label, hash);
+  const raw = ecdsaDerToRaw(child.signature, issuer.curve.size);
+  if (!raw) return false;
+  let ok: boolean;
+  try {
+    ok = await ecdsaVerifier().verify(issuer.spki, issuer.curve.name, hash, raw, child.tbs);
+  } catch (err) {
+    chainError(`${label === 'certificate' ? 'issuer' : 'issuer of ' + label} (${issuer.subject}) has an invalid ${issuer.curve.name} public key`, err);
+  }
   if (ok) remember(verifiedLinks, () => verifiedLinks.add(link));
   return ok;
-}
-
-async function verifySignature(child: ParsedCert, issuer: ParsedCert, label: string, hash: string): Promise<boolean> {
-  const c = child.cert;
-  const raw = ecdsaDerToRaw(c.signatureValue.valueBlock.valueHexView, issuer.curve.size);
-  if (!raw) return false;
-  const key = await importEcKey(issuer.publicKey, issuer.curve.name).catch((err: unknown) =>
-    chainError(`${label === 'certificate' ? 'issuer' : 'issuer of ' + label} (${issuer.subject}) has an invalid ${issuer.curve.name} public key`, err),
-  );
-  return subtle().verify({ name: 'ECDSA', hash }, key, raw as Uint8Array<ArrayBuffer>, c.tbsView as Uint8Array<ArrayBuffer>);
 }
 
 function checkIssuerRights(issuer: ParsedCert, label: string, caCertsBelow: number): void {
@@ -303,7 +366,7 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
   const anchoredInPath = anchor !== undefined;
   if (!anchor) {
     for (const a of anchors) {
-      if (sameName(a.parsed.cert.subject, top.cert.issuer) && (await signedBy(top, a.parsed, labels[path.length - 1]!).catch(() => false))) {
+      if (sameName(a.parsed.subjectName, top.issuerName) && (await signedBy(top, a.parsed, labels[path.length - 1]!).catch(() => false))) {
         anchor = a;
         break;
       }
@@ -330,7 +393,7 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
   for (let i = 0; i + 1 < full.length; i++) {
     const child = full[i]!;
     const issuer = full[i + 1]!;
-    if (!sameName(issuer.cert.subject, child.cert.issuer)) {
+    if (!sameName(issuer.subjectName, child.issuerName)) {
       chainError(`${fullLabels[i]} is issued by "${child.issuer}" but the next certificate up, ${fullLabels[i + 1]}, is "${issuer.subject}"`);
     }
     checkIssuerRights(issuer, fullLabels[i + 1]!, i /* CA certificates between issuer and leaf */);

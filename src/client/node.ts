@@ -1,5 +1,6 @@
 // The Node entry of the client SDK: the only file of src/client allowed Node built-ins and undici. It injects the
 // node:crypto Noise suite (13–30× faster than @noble) and, where Node has no global WebSocket (Node 20), undici's.
+import '../attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 import { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
 import { WebSocket as UndiciWebSocket } from 'undici';

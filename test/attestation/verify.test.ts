@@ -1,3 +1,3 @@
 import { defineVerifyTests } from './verify-cases.ts';
 
-defineVerifyTests('node');
+defineVerifyTests('node, WebCrypto');
