@@ -1,8 +1,8 @@
 // The response of a fast-path request (see simple-request.ts for which requests take the fast path).
 import { EventEmitter } from 'node:events';
-import { STATUS_CODES, validateHeaderName, validateHeaderValue } from 'node:http';
 import type { ResponseChannel } from './exchange.ts';
 import type { HeaderList } from './headers.ts';
+import { buildResponseHead } from './response-head.ts';
 
 /** Where a fast-path answer goes: a Data connection's readable side (data-connection.ts) or a one-shot collector (one-shot-answer.ts). */
 export interface AnswerTarget {
@@ -12,19 +12,6 @@ export interface AnswerTarget {
   destroy(): unknown;
   /** Set by the fast path once it answers (the target tells it when it goes away). */
   response: DataResponse | null;
-}
-let dateCache = '';
-let dateSecond = -1;
-
-/** The IMF-fixdate for now, computed once a second (as Node's server does for its Date header). */
-function utcDate(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateCache = new Date(now).toUTCString();
-  }
-  return dateCache;
 }
 
 const FLUSH_BYTES = 64 * 1024;
@@ -63,35 +50,13 @@ export class DataResponse extends EventEmitter implements ResponseChannel {
 
   writeHead(status: number, headers: HeaderList): this {
     if (this.headersSent) throw new Error('response head already sent');
-    if (!Number.isInteger(status) || status < 100 || status > 999) throw new RangeError(`status: expected 100..999, found ${status}`);
-    let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'unknown'}\r\n`;
-    let hasDate = false;
-    let hasLength = false;
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i]!;
-      const value = headers[i + 1]!;
-      validateHeaderName(name);
-      validateHeaderValue(name, value);
-      const n = name.length;
-      if (n === 4 || n === 10 || n === 14 || n === 17) {
-        const lower = name.toLowerCase();
-        if (lower === 'date') hasDate = true;
-        else if (lower === 'connection') continue;
-        else if (lower === 'content-length') hasLength = true;
-        else if (lower === 'transfer-encoding') throw new Error('transfer-encoding is set by the agent');
-      }
-      head += `${name}: ${value}\r\n`;
-    }
-    this.#noBody = this.#isHead || status === 204 || status === 304 || status < 200;
-    if (!hasDate) head += `Date: ${utcDate()}\r\n`;
-    head += 'Connection: close\r\n';
-    if (!this.#noBody && !hasLength) {
-      head += 'Transfer-Encoding: chunked\r\n';
-      this.#chunked = true;
-    }
+    // A Data connection carries one request: always `Connection: close`.
+    const head = buildResponseHead(status, headers, this.#isHead, true);
+    this.#noBody = head.noBody;
+    this.#chunked = head.chunked;
     this.headersSent = true;
-    this.#head = head + '\r\n';
-    this.#partBytes += this.#head.length;
+    this.#head = head.text;
+    this.#partBytes += head.text.length;
     return this;
   }
 

@@ -21,6 +21,8 @@ import { DataResponse } from './data-response.ts';
 import type { AnswerTarget } from './data-response.ts';
 import { OneShotAnswer } from './one-shot-answer.ts';
 import { BufferBody, FastRequest, parseSimpleRequest } from './simple-request.ts';
+import { KeepAliveConnection, KeepAliveSweep } from './keep-alive-connection.ts';
+import type { AttachedConnection, KeepAliveHandlers } from './keep-alive-connection.ts';
 import type { DataConnectionHandlers } from './data-connection.ts';
 import type { Stage } from './exchange.ts';
 import { endToEndHeaders } from './headers.ts';
@@ -97,8 +99,13 @@ export interface HttpForwarder extends Forwarder {
   readonly connectionCount: number;
   /** Requests answered on the Data fast path (simple-request.ts, data-connection.ts, data-response.ts) so far; the rest went through the http.Server. */
   readonly fastPathRequests: number;
-  /** Serves an already-decrypted connection (TLS ingress, src/ingress/) on the http.Server with `ctx`. */
-  attach(socket: Duplex, ctx: ForwardContext): void;
+  /** Requests answered on the keep-alive fast path (keep-alive-connection.ts) so far. */
+  readonly keepAliveFastPathRequests: number;
+  /**
+   * Serves an already-decrypted keep-alive connection (TLS ingress, src/ingress/) with `ctx`: on the keep-alive
+   * fast path, handed to the http.Server from the first request the fast path does not take.
+   */
+  attach(socket: Duplex, ctx: ForwardContext): AttachedConnection;
 }
 
 export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
@@ -225,6 +232,12 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     res.on('error', () => {});
+    // A keep-alive connection relayed from the fast path: its drain waits for this answer.
+    const owner = relays.get(req.socket);
+    if (owner !== undefined) {
+      if (!owner.relayRequestStarted().keepAlive) res.shouldKeepAlive = false;
+      res.once('close', () => owner.relayRequestDone());
+    }
     const ex = newExchange(req, res, 'HTTP');
     if (ex === null) {
       res.destroy();
@@ -258,6 +271,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
+    relays.get(socket)?.relayUpgraded();
     const ex = newExchange(req, null, 'WebSocket');
     if (ex === null) {
       socket.destroy();
@@ -277,7 +291,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => {});
     writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported');
-    logRejected(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', req.method ?? 'CONNECT', req.url ?? '');
+    logRejected(contexts.get(socket), 405, 'HTTP_METHOD_NOT_ALLOWED', req.method ?? 'CONNECT', req.url ?? '');
   });
 
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
@@ -297,7 +311,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
             : [400, 'HTTP_BAD_REQUEST'];
     const message = status === 400 ? `malformed HTTP request (${err.code ?? 'parse error'})` : statusText(status);
     writeRawError(sock, status, code, message);
-    logRejected(sock, status, err.code ?? code, '', '');
+    logRejected(contexts.get(sock), status, err.code ?? code, '', '');
   });
 
   /** An answer written straight onto the connection (no request object), then the connection closes. */
@@ -315,9 +329,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     sock.destroySoon();
   }
 
-  function logRejected(sock: PairEnd, status: number, error: string, method: string, url: string): void {
+  function logRejected(conn: ForwardContext | undefined, status: number, error: string, method: string, url: string): void {
     if (!trx.enabled) return;
-    const conn = contexts.get(sock);
     const fake = {
       requestId: randomUUID(),
       startedAt: Date.now(),
@@ -383,6 +396,39 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     return true;
   }
 
+  /** Connections relayed from the keep-alive fast path to the http.Server, by the server's end of the pair. */
+  const relays = new WeakMap<object, KeepAliveConnection>();
+  const keepAliveLimits = { maxHeaderBytes, headersTimeoutMs, keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000 };
+  const sweep = new KeepAliveSweep(keepAliveLimits);
+  let keepAliveFastPathRequests = 0;
+  /** The keep-alive fast path (keep-alive-connection.ts): the same stages as the 'request' handler. */
+  const keepAliveHandlers: KeepAliveHandlers = {
+    serve(conn, head, body, res) {
+      keepAliveFastPathRequests++;
+      res.onClose = () => ex.finish();
+      const ex: Exchange = new Exchange({
+        req: new FastRequest(head),
+        res,
+        socket: null,
+        conn: conn.ctx,
+        type: 'HTTP',
+        upstreamHeaders: endToEndHeaders(head.rawHeaders),
+        body: body === null ? null : new BufferBody(body, (n) => (ex.bytesIn += n)),
+        bodyLength: body === null ? null : body.length,
+      });
+      ex.remoteIp = conn.ctx.client?.address;
+      runHttpPipeline(ex, res);
+    },
+    fallback(conn) {
+      const outer = serverConnection(conn.ctx, false);
+      relays.set(outer.peer, conn);
+      return outer;
+    },
+    rejected(conn, status, code) {
+      logRejected(conn.ctx, status, code, '', '');
+    },
+  };
+
   const dataHandlers: DataConnectionHandlers = { fast: (conn, bytes) => serveFast(conn, conn.ctx, bytes), full: (conn) => serverConnection(conn.ctx, false) };
   const untrack = (a: OneShotAnswer): void => void open.delete(a);
 
@@ -403,16 +449,16 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       });
     },
 
-    attach(socket: Duplex, ctx: ForwardContext): void {
+    attach(socket: Duplex, ctx: ForwardContext): AttachedConnection {
+      socket.on('error', () => {});
       if (closed) {
         socket.destroy();
-        return;
+        return { drain() {} };
       }
-      contexts.set(socket, ctx);
-      open.add(socket);
-      socket.once('close', () => open.delete(socket));
-      socket.on('error', () => {});
-      server.emit('connection', socket);
+      const conn = new KeepAliveConnection(socket, ctx, keepAliveHandlers, keepAliveLimits, sweep);
+      open.add(conn);
+      socket.once('close', () => open.delete(conn));
+      return conn;
     },
 
     exchangeData(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null {
@@ -445,6 +491,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
     get fastPathRequests() {
       return fastPathRequests;
+    },
+
+    get keepAliveFastPathRequests() {
+      return keepAliveFastPathRequests;
     },
   };
 }

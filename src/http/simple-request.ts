@@ -25,7 +25,7 @@ import type { RequestHead } from './exchange.ts';
 /** More header lines than this → the full path. */
 export const MAX_FAST_HEADERS = 64;
 
-const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
+export const HEAD_END = Buffer.from('\r\n\r\n', 'latin1');
 const REQUEST_LINE = /^(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) (\/[\x21-\x7e]*) HTTP\/1\.1$/;
 /**
  * Name, colon, optional whitespace, value (no leading/trailing whitespace), optional whitespace. The trailing
@@ -48,21 +48,33 @@ export interface SimpleRequest {
   body: Buffer | null;
 }
 
+/** The head of a plainly simple request (see the file comment), as parseSimpleHead reads it. */
+export interface SimpleHead {
+  method: string;
+  url: string;
+  rawHeaders: string[];
+  /** Declared body length (null: no Content-Length header). */
+  contentLength: number | null;
+  /** The request carries `Expect: 100-continue` (its only accepted expectation). */
+  expectContinue: boolean;
+  /** Where the body starts in the buffer (just past the head's CRLFCRLF). */
+  bodyStart: number;
+}
+
 /**
- * The request in `bytes` if it is one plainly simple HTTP/1.1 request (see the file comment), else null.
- * `maxHeadBytes` is the server's head cap: a larger head is left to the server (431).
+ * The head at the start of `bytes`, which ends at `end` (the index of its CRLFCRLF), if it is plainly simple
+ * (see the file comment: request line, header grammar, one Host, no Transfer-Encoding or Upgrade, at most one
+ * plain Content-Length, no Expect but `100-continue`); else null. The caller checks the size cap and the body,
+ * and decides about `/.well-known` and `Expect` (a Data request refuses both; a keep-alive connection serves
+ * the agent's endpoints like any request and leaves a client that waits for a 100 to the server).
  */
-export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleRequest | null {
-  const end = bytes.indexOf(HEAD_END);
-  if (end < 0 || end + HEAD_END.length > maxHeadBytes) return null;
+export function parseSimpleHead(bytes: Buffer, end: number): SimpleHead | null {
   const head = bytes.toString('latin1', 0, end);
   if (UNUSUAL_BYTE.test(head)) return null;
   const lines = head.split('\r\n');
   if (lines.length - 1 > MAX_FAST_HEADERS) return null;
   const first = REQUEST_LINE.exec(lines[0]!);
   if (first === null) return null;
-  const url = first[2]!;
-  if (url.startsWith('/.well-known')) return null;
   const rawHeaders: string[] = new Array<string>((lines.length - 1) * 2);
   let hosts = 0;
   let expects = 0;
@@ -99,12 +111,24 @@ export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleR
     }
   }
   if (hosts !== 1) return null;
-  const bodyStart = end + HEAD_END.length;
+  return { method: first[1]!, url: first[2]!, rawHeaders, contentLength, expectContinue: expects > 0, bodyStart: end + HEAD_END.length };
+}
+
+/**
+ * The request in `bytes` if it is one plainly simple HTTP/1.1 request (see the file comment), else null.
+ * `maxHeadBytes` is the server's head cap: a larger head is left to the server (431).
+ */
+export function parseSimpleRequest(bytes: Buffer, maxHeadBytes: number): SimpleRequest | null {
+  const end = bytes.indexOf(HEAD_END);
+  if (end < 0 || end + HEAD_END.length > maxHeadBytes) return null;
+  const head = parseSimpleHead(bytes, end);
+  if (head === null || head.url.startsWith('/.well-known')) return null;
+  const { contentLength, bodyStart } = head;
   if (bytes.length - bodyStart !== (contentLength ?? 0)) return null;
   return {
-    method: first[1]!,
-    url,
-    rawHeaders,
+    method: head.method,
+    url: head.url,
+    rawHeaders: head.rawHeaders,
     contentLength,
     body: contentLength !== null && contentLength > 0 ? bytes.subarray(bodyStart) : null,
   };
@@ -118,7 +142,7 @@ export class FastRequest implements RequestHead {
   readonly complete = true;
   #headers: IncomingHttpHeaders | null = null;
 
-  constructor(r: SimpleRequest) {
+  constructor(r: Pick<SimpleRequest, 'method' | 'url' | 'rawHeaders'>) {
     this.method = r.method;
     this.url = r.url;
     this.rawHeaders = r.rawHeaders;

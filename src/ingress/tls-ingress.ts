@@ -1,24 +1,43 @@
 // TLS ingress: raw connections (vsock in `run`, TCP in the local stack) → optional PROXY v2 header (the
 // bridge's, when accept_proxy_protocol) → TLS 1.3/1.2 terminated here with the attested certificate
 // (attested-identity.ts) → the very same HTTP pipeline as Noise Data requests and streams, through
-// `attach` (src/http/forwarder.ts): request id, transaction log, client address, API key, decryption,
-// forward. /.well-known/attestation on this port answers a document bound to the key being served.
+// `attach` (src/http/forwarder.ts; its keep-alive fast path, src/http/keep-alive-connection.ts): request id,
+// transaction log, client address, API key, decryption, forward. /.well-known/attestation on this port answers
+// a document bound to the key being served. drain() (SIGTERM): no new connections, in-flight requests are
+// answered, idle keep-alive connections closed.
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import { TLSSocket, type SecureContext, type TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ForwardContext } from '../responder/forwarder.ts';
+import type { AttachedConnection } from '../http/keep-alive-connection.ts';
 import { readProxyHeader } from '../transport/proxy-v2.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
 import type { AttestedIdentity } from './attested-identity.ts';
+
+/** ALPN protocol of tls-alpn-01 validation (RFC 8737). */
+const ACME_TLS_ALPN = 'acme-tls/1';
+
+/**
+ * An ACME certificate for one domain (acme-certificate.ts): its context for SNI = domain once obtained, the
+ * tls-alpn-01 challenge certificate while validation is pending; started once the listener accepts.
+ */
+export interface AcmeSni {
+  contextFor(servername: string | undefined): SecureContext | undefined;
+  challengeContext(servername: string | undefined): SecureContext | undefined;
+  start(): void;
+  stop(): void;
+}
 
 export interface TlsIngressOptions {
   listen: (o: ListenOptions) => Promise<Listener>;
   identity: AttestedIdentity;
   /** Serves one decrypted connection on the HTTP pipeline (HttpForwarder.attach). */
-  attach: (socket: Duplex, ctx: ForwardContext) => void;
+  attach: (socket: Duplex, ctx: ForwardContext) => AttachedConnection;
   acceptProxyProtocol?: boolean;
+  /** [ingress.acme]: SNI = its domain gets the ACME certificate; ALPN acme-tls/1 gets the challenge (RFC 8737). */
+  acme?: AcmeSni;
   /** PROXY header + TLS handshake must be done within this (default 10 s). */
   handshakeTimeoutMs?: number;
   /** Connections between accept and the end of their handshake; more are closed at once (default 256). */
@@ -34,8 +53,14 @@ export interface TlsIngress {
   readonly identity: AttestedIdentity;
   /** Connections refused before a handshake (too many pending, bad PROXY header, failed handshake). */
   readonly refused: number;
-  /** Drain: stop accepting (connections being served carry on until close()). */
+  /** Stop accepting (connections being served carry on until drain() or close()). */
   stopAccepting(): Promise<void>;
+  /**
+   * Graceful stop: no new connections (handshakes in progress are cut); every served connection answers what
+   * it has in flight and then closes (idle keep-alive connections at once). Resolves when all are closed, or
+   * after `timeoutMs`, when the rest are cut.
+   */
+  drain(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -50,6 +75,11 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   await identity.current();
 
   const open = new Set<Duplex>();
+  /** Connections past their handshake, served on the HTTP pipeline. */
+  const served = new Map<Duplex, AttachedConnection>();
+  /** Raw connections before the end of their PROXY header and handshake. */
+  const handshaking = new Set<Duplex>();
+  let draining = false;
   let pending = 0;
   let connections = 0;
   let refused = 0;
@@ -80,6 +110,32 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     );
   };
 
+  const acme = opts.acme;
+  /**
+   * With ACME, per connection: OpenSSL asks for the ALPN choice before the certificate (Node's SNICallback), so
+   * a handshake offering acme-tls/1 for a name with a pending challenge gets the challenge certificate; SNI =
+   * the domain gets the ACME certificate once there is one; everything else the attested one. Like
+   * ALPNProtocols ['http/1.1'], a client offering neither protocol is refused (no_application_protocol).
+   */
+  const acmeRouting = (): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> => {
+    let challenge = false;
+    return {
+      ALPNCallback: ({ servername, protocols }) => {
+        if (protocols.includes(ACME_TLS_ALPN)) {
+          challenge = acme!.challengeContext(servername) !== undefined;
+          return challenge ? ACME_TLS_ALPN : undefined;
+        }
+        return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+      },
+      SNICallback: (servername, cb) => {
+        const ctx = challenge ? acme!.challengeContext(servername) : acme!.contextFor(servername);
+        if (ctx !== undefined) cb(null, ctx);
+        else if (challenge) cb(new Error('the tls-alpn-01 challenge ended during the handshake'));
+        else sniCallback(servername, cb);
+      },
+    };
+  };
+
   async function serve(raw: Duplex): Promise<void> {
     const timer = setTimeout(() => raw.destroy(), timeoutMs);
     try {
@@ -96,8 +152,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       const tls = new TLSSocket(raw as unknown as Socket, {
         isServer: true,
         secureContext: current.context,
-        SNICallback: sniCallback,
-        ALPNProtocols: ['http/1.1'],
+        ...(acme === undefined ? { SNICallback: sniCallback, ALPNProtocols: ['http/1.1'] } : acmeRouting()),
       });
       tls.on('error', () => tls.destroy());
       await new Promise<void>((resolve, reject) => {
@@ -105,6 +160,12 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         tls.once('close', () => reject(new Error('closed during the handshake')));
       });
       clearTimeout(timer);
+      if (tls.alpnProtocol === ACME_TLS_ALPN) {
+        // The CA saw the challenge certificate in the handshake; nothing is served on such a connection.
+        logger?.info({ servername: tls.servername }, 'ACME tls-alpn-01 challenge answered');
+        tls.end();
+        return;
+      }
       const sessionId = randomBytes(4).toString('hex');
       const ctx: ForwardContext = {
         sessionId: `tls-${sessionId}`,
@@ -118,9 +179,14 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         Object.defineProperty(tls, 'remoteAddress', { value: client.address });
         Object.defineProperty(tls, 'remotePort', { value: client.port });
       }
+      if (draining) throw new Error('draining');
       open.add(tls);
-      tls.once('close', () => open.delete(tls));
-      opts.attach(tls, ctx);
+      tls.once('close', () => {
+        open.delete(tls);
+        served.delete(tls);
+        if (served.size === 0) onAllClosed?.();
+      });
+      served.set(tls, opts.attach(tls, ctx));
     } catch (err) {
       clearTimeout(timer);
       refused++;
@@ -128,6 +194,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       raw.destroy();
     }
   }
+
+  let onAllClosed: (() => void) | undefined;
 
   const listener = await opts.listen({
     onConnection: (raw) => {
@@ -142,10 +210,15 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       raw.once('close', () => connections--);
       open.add(raw);
       raw.once('close', () => open.delete(raw));
-      void serve(raw).finally(() => pending--);
+      handshaking.add(raw);
+      void serve(raw).finally(() => {
+        pending--;
+        handshaking.delete(raw);
+      });
     },
     onError: (err) => logger?.warn({ err: String(err) }, 'TLS ingress accept failed'),
   });
+  acme?.start();
 
   return {
     address: listener.address,
@@ -158,13 +231,35 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       stopped ??= listener.close();
       return stopped;
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearTimeout(rotationTimer);
-      await (stopped ??= listener.close());
-      for (const s of open) s.destroy();
-      open.clear();
+    async drain(timeoutMs) {
+      draining = true;
+      stopped ??= listener.close();
+      // Connections still in their PROXY header or handshake have asked nothing yet.
+      for (const s of handshaking) s.destroy();
+      for (const c of served.values()) c.drain();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.all([
+        stopped,
+        Promise.race([
+          new Promise<void>((resolve) => {
+            onAllClosed = resolve;
+            if (served.size === 0) resolve();
+          }),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+        ]),
+      ]).finally(() => clearTimeout(timer));
+      await close();
     },
+    close,
   };
+
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    clearTimeout(rotationTimer);
+    acme?.stop();
+    await (stopped ??= listener.close());
+    for (const s of open) s.destroy();
+    open.clear();
+  }
 }

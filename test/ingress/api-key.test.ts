@@ -82,6 +82,8 @@ describe('api-key auth on the Noise path (Data requests and streams, same forwar
     expect(await viaSession('stream', '/noise-stream-missing')).toBe(401);
     expect(await viaSession('stream', '/noise-stream-wrong', WRONG)).toBe(401);
     expect(await viaSession('stream', '/noise-stream-right', RIGHT)).toBe(200);
+    // The app reports each request on its stdout, which may arrive after the answer did.
+    await expect.poll(() => s.app.seen.filter((r) => r.path.startsWith('/noise-')).length).toBe(2);
     const seen = s.app.seen.filter((r) => r.path.startsWith('/noise-'));
     expect(seen.map((r) => r.path)).toEqual(['/noise-data-right', '/noise-stream-right']);
     for (const r of seen) expect(Object.keys(r.headers)).not.toContain('api-key');

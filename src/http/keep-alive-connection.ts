@@ -1,0 +1,443 @@
+// The keep-alive fast path: an already-decrypted connection (TLS ingress, src/ingress/) served without the
+// in-process http.Server. Requests are parsed here with the Data fast path's strict head parser
+// (simple-request.ts) and run through the very same stages (the forwarder's `serve` handler), answered by
+// KeepAliveResponse (one socket write per response in the usual case). What is taken:
+//   - requests whose head parseSimpleHead accepts (HTTP/1.1, common methods, origin-form target, one Host,
+//     strict header grammar, no Transfer-Encoding, no Upgrade), with no body or a Content-Length body of at
+//     most MAX_FAST_BODY bytes (buffered here, then sent to the app from memory);
+//   - pipelined requests: parsed as they arrive (at most MAX_PIPELINED in flight), answered in order.
+// The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
+// may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
+// included: the server decides what they mean and answers 400) — hands the connection, from that request
+// on, to the http.Server through an in-process duplex pair (the forwarder's `fallback`), once every earlier
+// response is sent. The connection stays there until it closes.
+// Refused here, then the connection closes: a head larger than the cap (431), a request not complete within
+// the headers timeout (408). An idle connection closes after the keep-alive timeout. A request with
+// `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
+// response says `Connection: close`), then the connection closes.
+import type { Duplex } from 'node:stream';
+import type { ForwardContext } from '../responder/forwarder.ts';
+import type { PairEnd } from './duplex-pair.ts';
+import { errorBody, statusText } from './exchange.ts';
+import { connectionTokens } from './headers.ts';
+import { KeepAliveResponse, type ResponseQueue } from './keep-alive-response.ts';
+import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts';
+
+/** Largest request body the fast path buffers; a larger declared body goes to the http.Server (streamed). */
+export const MAX_FAST_BODY = 64 * 1024;
+/** Requests in flight on one connection; past it, reading stops until a response is sent. */
+export const MAX_PIPELINED = 32;
+
+export interface KeepAliveHandlers {
+  /** Runs one request through the stages, answering into `res` (already queued in order). */
+  serve(conn: KeepAliveConnection, head: SimpleHead, body: Buffer | null, res: KeepAliveResponse): void;
+  /** A connection on the http.Server for the rest of this one; returns the session's end of the pair. */
+  fallback(conn: KeepAliveConnection): PairEnd;
+  /** A request refused here (431, 408), for the transaction log. */
+  rejected(conn: KeepAliveConnection, status: number, code: string): void;
+}
+
+export interface KeepAliveLimits {
+  /** Largest request head (request line and headers, CRLFCRLF included) → 431. */
+  maxHeaderBytes: number;
+  /** Time from a request's first byte to its last → 408. */
+  headersTimeoutMs: number;
+  /** Idle time after which the connection closes. */
+  keepAliveTimeoutMs: number;
+}
+
+/** What the connection's owner (the TLS ingress) may ask of it. */
+export interface AttachedConnection {
+  /** Answers what is in flight, takes no new request, then closes; closes at once when idle. */
+  drain(): void;
+}
+
+type Mode = 'fast' | 'waiting-fallback' | 'relay' | 'closing';
+
+/**
+ * The timeouts of every keep-alive connection of a forwarder, checked by one sweep (no timer per request):
+ * connections mark times with the sweep's clock, read once per sweep.
+ */
+export class KeepAliveSweep {
+  now = performance.now();
+  readonly everyMs: number;
+  readonly #conns = new Set<KeepAliveConnection>();
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(limits: KeepAliveLimits) {
+    this.everyMs = Math.max(50, Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.keepAliveTimeoutMs) / 4)));
+  }
+
+  add(c: KeepAliveConnection): void {
+    this.#conns.add(c);
+    if (this.#timer === null) {
+      this.now = performance.now();
+      this.#timer = setInterval(() => this.#tick(), this.everyMs);
+      this.#timer.unref();
+    }
+  }
+
+  delete(c: KeepAliveConnection): void {
+    this.#conns.delete(c);
+    if (this.#conns.size === 0 && this.#timer !== null) {
+      clearInterval(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  #tick(): void {
+    this.now = performance.now();
+    for (const c of this.#conns) c.checkTimers(this.now);
+  }
+}
+
+export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
+  readonly socket: Duplex;
+  readonly ctx: ForwardContext;
+  readonly #handlers: KeepAliveHandlers;
+  readonly #limits: KeepAliveLimits;
+  readonly #sweep: KeepAliveSweep;
+  #mode: Mode = 'fast';
+  /** Responses in request order; the first is the one being sent. */
+  #queue: KeepAliveResponse[] = [];
+  /** Bytes received and not yet parsed (a view of a received chunk, or of #store). */
+  #buf: Buffer | null = null;
+  /** Where received bytes are gathered when a request spans chunks (grown by doubling). */
+  #store: Buffer | null = null;
+  /** Where to resume looking for the end of the head in #buf. */
+  #scanFrom = 0;
+  /** The head of a request whose body is still arriving. */
+  #pendingHead: SimpleHead | null = null;
+  #readingPaused = false;
+  #parsing = false;
+  #clientEnded = false;
+  #draining = false;
+  /** Sweep-clock times: the current partial request's first byte; the moment the connection went idle. */
+  #requestSince = 0;
+  #idleSince: number;
+  #relay: PairEnd | null = null;
+  /** Relayed requests (http.Server path) not yet answered, and whether the relay was upgraded (a tunnel). */
+  #relayInFlight = 0;
+  #relayUpgraded = false;
+  readonly #onData = (chunk: Buffer): void => this.#received(chunk);
+
+  constructor(socket: Duplex, ctx: ForwardContext, handlers: KeepAliveHandlers, limits: KeepAliveLimits, sweep: KeepAliveSweep) {
+    this.socket = socket;
+    this.ctx = ctx;
+    this.#handlers = handlers;
+    this.#limits = limits;
+    this.#sweep = sweep;
+    this.#idleSince = sweep.now;
+    // The client's EOF ends reading only: answers to requests already received still go out (then we close).
+    (socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    socket.on('data', this.#onData);
+    socket.on('end', () => this.#ended());
+    socket.on('drain', () => this.#drained());
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => this.#closed());
+    sweep.add(this);
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    if (this.#mode === 'relay') {
+      if (this.#relayInFlight === 0 && !this.#relayUpgraded) this.#endRelay();
+      return;
+    }
+    // Bytes of a request not yet complete are dropped: only what is in flight is answered.
+    this.#buf = null;
+    this.#pendingHead = null;
+    this.#enterClosing();
+  }
+
+  /** The forwarder's http.Server started answering a request relayed from this connection. */
+  relayRequestStarted(): { keepAlive: boolean } {
+    this.#relayInFlight++;
+    return { keepAlive: !this.#draining };
+  }
+
+  relayRequestDone(): void {
+    this.#relayInFlight--;
+    if (this.#draining && this.#relayInFlight === 0 && !this.#relayUpgraded) this.#endRelay();
+  }
+
+  /** A relayed request became a tunnel (WebSocket): a drain waits for it to end (or for the drain timeout). */
+  relayUpgraded(): void {
+    this.#relayUpgraded = true;
+  }
+
+  closesAfter(res: KeepAliveResponse): boolean {
+    return this.#mode === 'closing' && res === this.#queue[this.#queue.length - 1];
+  }
+
+  progressed(res: KeepAliveResponse): boolean {
+    if (res !== this.#queue[0]) return true;
+    const socket = this.socket;
+    let ok = true;
+    let corked = false;
+    for (;;) {
+      const cur = this.#queue[0];
+      if (cur === undefined) break;
+      const bytes = cur.take();
+      if (bytes !== null && !socket.destroyed) {
+        // Several finished responses in a row (pipelining): one write for all of them.
+        if (!corked && cur.writableFinished && this.#queue.length > 1) {
+          socket.cork();
+          corked = true;
+        }
+        ok = socket.write(bytes);
+      }
+      if (!cur.writableFinished) break;
+      this.#queue.shift();
+      if (cur.closeAfter) {
+        this.#mode = 'closing';
+        for (const r of this.#queue.splice(0)) r.connectionClosed();
+        break;
+      }
+      const next = this.#queue[0];
+      if (next !== undefined) {
+        next.active = true;
+        next.readMore();
+      }
+    }
+    if (corked) socket.uncork();
+    if (this.#queue.length === 0) this.#idle();
+    return ok;
+  }
+
+  aborted(res: KeepAliveResponse): void {
+    // A response cut after its head (the app failed mid-body) cannot be followed by another on this connection.
+    if (this.#queue.includes(res)) this.socket.destroy();
+  }
+
+  /** Called by the sweep: headers timeout (408) and keep-alive timeout. */
+  checkTimers(now: number): void {
+    if (this.#mode !== 'fast' || this.#queue.length > 0) return;
+    // The sweep's clock moves once per tick: a mark may be up to one tick old, so one tick is added.
+    const slack = this.#sweep.everyMs;
+    if (this.#buf !== null) {
+      if (now - this.#requestSince > this.#limits.headersTimeoutMs + slack) this.#refuse(408, 'HTTP_REQUEST_TIMEOUT', statusText(408));
+    } else if (now - this.#idleSince > this.#limits.keepAliveTimeoutMs + slack) {
+      this.#enterClosing();
+    }
+  }
+
+  #received(chunk: Buffer): void {
+    if (this.#mode !== 'fast') return; // closing: nothing more is read; waiting-fallback: reading is paused
+    if (this.#buf === null) this.#requestSince = this.#sweep.now;
+    this.#append(chunk);
+    this.#parse();
+  }
+
+  #append(chunk: Buffer): void {
+    const buf = this.#buf;
+    if (buf === null) {
+      this.#buf = chunk;
+      return;
+    }
+    const need = buf.length + chunk.length;
+    const store = this.#store;
+    const at = store !== null && buf.buffer === store.buffer ? buf.byteOffset - store.byteOffset : -1;
+    if (at >= 0 && at + need <= store!.length) {
+      chunk.copy(store!, at + buf.length);
+      this.#buf = store!.subarray(at, at + need);
+      return;
+    }
+    // A store of its own (not a pooled slice), so that `buffer` identifies it.
+    const next = Buffer.allocUnsafeSlow(Math.max(2 * need, 4096));
+    buf.copy(next, 0);
+    chunk.copy(next, buf.length);
+    this.#store = next;
+    this.#buf = next.subarray(0, need);
+  }
+
+  #parse(): void {
+    if (this.#parsing) return;
+    this.#parsing = true;
+    try {
+      this.#parseLoop();
+    } finally {
+      this.#parsing = false;
+    }
+  }
+
+  #parseLoop(): void {
+    const max = this.#limits.maxHeaderBytes;
+    for (;;) {
+      if (this.#mode !== 'fast') return;
+      const buf = this.#buf;
+      if (buf === null) {
+        if (this.#clientEnded) this.#enterClosing();
+        else this.#resumeReading();
+        return;
+      }
+      if (this.#queue.length >= MAX_PIPELINED || (this.socket as { writableNeedDrain?: boolean }).writableNeedDrain === true) {
+        this.#pauseReading();
+        return;
+      }
+      let head = this.#pendingHead;
+      if (head === null) {
+        const end = buf.indexOf(HEAD_END, this.#scanFrom);
+        if (end < 0 || end + HEAD_END.length > max) {
+          if (buf.length >= max) {
+            this.#refuse(431, 'HTTP_HEADERS_TOO_LARGE', statusText(431));
+            return;
+          }
+          this.#scanFrom = Math.max(0, buf.length - (HEAD_END.length - 1));
+          this.#needMore();
+          return;
+        }
+        head = parseSimpleHead(buf, end);
+        if (head === null || head.expectContinue || (head.contentLength ?? 0) > MAX_FAST_BODY) {
+          this.#fallback();
+          return;
+        }
+        this.#pendingHead = head;
+      }
+      const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
+      if (buf.length < bodyEnd) {
+        this.#needMore();
+        return;
+      }
+      this.#pendingHead = null;
+      this.#scanFrom = 0;
+      const body = bodyEnd > head.bodyStart ? buf.subarray(head.bodyStart, bodyEnd) : null;
+      this.#buf = bodyEnd === buf.length ? null : buf.subarray(bodyEnd);
+      this.#requestSince = this.#sweep.now;
+      if (connectionTokens(head.rawHeaders).has('close')) {
+        // The last request: whatever follows it is not read.
+        this.#buf = null;
+        this.#mode = 'closing';
+        this.#pauseReading();
+      }
+      const res = new KeepAliveResponse(this, head.method);
+      res.active = this.#queue.length === 0;
+      this.#queue.push(res);
+      this.#handlers.serve(this, head, body, res);
+    }
+  }
+
+  /** The request in #buf is incomplete: read on, unless the client has ended (then it never completes). */
+  #needMore(): void {
+    if (!this.#clientEnded) {
+      this.#resumeReading();
+      return;
+    }
+    this.#buf = null;
+    this.#pendingHead = null;
+    this.#enterClosing();
+  }
+
+  /** Answers `status` after what is in flight, then closes (431, 408: the request is not read further). */
+  #refuse(status: number, code: string, message: string): void {
+    this.#buf = null;
+    this.#pendingHead = null;
+    this.#mode = 'closing';
+    this.#pauseReading();
+    const res = new KeepAliveResponse(this, 'GET');
+    res.active = this.#queue.length === 0;
+    this.#queue.push(res);
+    const body = Buffer.from(errorBody(code, message, ''), 'utf8');
+    res.writeHead(status, ['Content-Type', 'application/json', 'Content-Length', String(body.length)]);
+    res.end(body);
+    this.#handlers.rejected(this, status, code);
+  }
+
+  /** From the request at the start of #buf on, the http.Server serves the connection (after what is in flight). */
+  #fallback(): void {
+    this.#mode = 'waiting-fallback';
+    this.#pendingHead = null;
+    this.#pauseReading();
+    if (this.#queue.length === 0) this.#startRelay();
+  }
+
+  #startRelay(): void {
+    this.#mode = 'relay';
+    const socket = this.socket;
+    socket.off('data', this.#onData);
+    const outer = this.#handlers.fallback(this);
+    this.#relay = outer;
+    outer.on('error', () => {});
+    // The server cut its side (a reset, not an end): so is the client's connection.
+    outer.once('end', () => {
+      if (outer.peerAborted) socket.destroy();
+    });
+    outer.once('close', () => socket.destroy());
+    const rest = this.#buf;
+    this.#buf = null;
+    if (rest !== null) outer.write(rest);
+    if (this.#clientEnded) outer.end();
+    else socket.pipe(outer);
+    outer.pipe(socket);
+    this.#readingPaused = false;
+  }
+
+  /**
+   * EOF to the server's side: it closes the connection once its answers are out, and that end reaches the
+   * client through the pipe, after every byte before it.
+   */
+  #endRelay(): void {
+    const outer = this.#relay;
+    if (outer === null || outer.writableEnded) return;
+    this.socket.unpipe(outer);
+    outer.end();
+  }
+
+  #enterClosing(): void {
+    if (this.#mode === 'relay') return;
+    this.#mode = 'closing';
+    this.#pauseReading();
+    if (this.#queue.length === 0) this.#closeSocket();
+  }
+
+  #idle(): void {
+    this.#idleSince = this.#sweep.now;
+    if (this.#mode === 'closing') this.#closeSocket();
+    else if (this.#mode === 'waiting-fallback') this.#startRelay();
+    else this.#parse();
+  }
+
+  #closeSocket(): void {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    // As net.Socket#destroySoon: end (TLS close_notify, FIN) once everything written is flushed, then destroy.
+    if (socket.writable) socket.end();
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', () => socket.destroy());
+  }
+
+  #ended(): void {
+    this.#clientEnded = true;
+    if (this.#mode === 'fast') this.#parse();
+  }
+
+  #drained(): void {
+    this.#queue[0]?.readMore();
+    if (this.#mode === 'fast') this.#parse();
+  }
+
+  #closed(): void {
+    this.#sweep.delete(this);
+    this.#buf = null;
+    this.#store = null;
+    for (const r of this.#queue.splice(0)) r.connectionClosed();
+    this.#relay?.destroy();
+  }
+
+  #pauseReading(): void {
+    if (this.#readingPaused) return;
+    this.#readingPaused = true;
+    this.socket.pause();
+  }
+
+  #resumeReading(): void {
+    if (!this.#readingPaused) return;
+    this.#readingPaused = false;
+    this.socket.resume();
+  }
+}
