@@ -1,8 +1,11 @@
 // Transparent mode for real, as root, in network namespaces this test creates: `enclave-agent run` in the
 // "enc" namespace (only `lo`) installs its iptables rules and DNS stub at boot; apps there (real curl, node)
 // use plain URLs; the host dialer runs in the root namespace on a UNIX socket (standing in for vsock) and
-// reaches python's http.server in the "net" namespace over a veth pair. Skipped only when not root.
+// reaches python's http.server in the "net" namespace over a veth pair. A direct enc ↔ net link (which a real
+// enclave lacks) shows UDP other than DNS and IPv6 are stopped by the rules, not by a missing route: probes over
+// it arrive before the agent starts and not after. Skipped only when not root.
 import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -16,6 +19,31 @@ import { createNetns, type Netns } from './netns.ts';
 
 const isRoot = process.getuid?.() === 0;
 
+// In "net": a TCP listener on [::]:9091 and UDP on 0.0.0.0:9999 and [::]:9999, printing what arrives.
+const SINK = `const log = (s) => console.log(s);
+require('node:net').createServer((s) => { s.on('error', () => {}); s.on('data', (d) => log('tcp ' + String(d).trim())); }).listen(9091, '::');
+const dgram = require('node:dgram');
+const u4 = dgram.createSocket('udp4'); u4.on('message', (m) => log('udp ' + m)); u4.bind(9999, '0.0.0.0');
+const u6 = dgram.createSocket({ type: 'udp6', ipv6Only: true }); u6.on('message', (m) => log('udp ' + m));
+u6.bind(9999, '::', () => log('ready'));`;
+// In "enc": UDP to IPv4 and IPv6 port 9999 and TCP to IPv6 port 9091 of "net" over the direct link, each tagged;
+// prints what each attempt returned.
+const PROBE = `const [tag, ip4, ip6] = process.argv.slice(1);
+const res = {};
+const udp = (type, ip) => new Promise((r) => {
+  const s = require('node:dgram').createSocket(type);
+  s.on('error', (e) => { res[type] = e.code; r(); });
+  s.send(tag + '-' + type, 9999, ip, (e) => { res[type] = e ? e.code : 'sent'; setTimeout(() => { s.close(); r(); }, 100); });
+});
+const tcp = () => new Promise((r) => {
+  const s = require('node:net').connect({ host: ip6, port: 9091 });
+  s.on('connect', () => { res.tcp6 = 'connected'; s.end(tag + '-tcp6'); });
+  s.on('error', (e) => { res.tcp6 = e.code; });
+  s.on('close', () => r());
+  setTimeout(() => { res.tcp6 ??= 'timeout'; s.destroy(); }, 5000).unref();
+});
+udp('udp4', ip4).then(() => udp('udp6', ip6)).then(tcp).then(() => console.log(JSON.stringify(res)));`;
+
 describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
   let ns: Netns;
   let dir: string;
@@ -24,6 +52,8 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
   let web: ChildProcess;
   let holder: ChildProcess;
   let webLog = '';
+  let sink: ChildProcess;
+  let sinkLog = '';
   let agent: ChildProcess;
   let agentOut = '';
   let agentExit: Promise<number | null>;
@@ -65,6 +95,13 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
         }),
       'python http.server in the net namespace',
     );
+    // Before the agent's rules: the direct link carries UDP (v4, v6) and IPv6 TCP from "enc" to "net".
+    sink = ns.spawn(ns.net, [process.execPath, '-e', SINK]);
+    sink.stdout!.on('data', (c: Buffer) => (sinkLog += c.toString()));
+    await waitFor(() => sinkLog.includes('ready'), 'the UDP/TCP sink in the net namespace');
+    const control = await ns.exec(ns.enc, [process.execPath, '-e', PROBE, 'control', ns.linkIp, ns.linkIp6]);
+    expect(JSON.parse(control.stdout)).toEqual({ udp4: 'sent', udp6: 'sent', tcp6: 'connected' });
+    await waitFor(() => ['udp control-udp4', 'udp control-udp6', 'tcp control-tcp6'].every((l) => sinkLog.includes(l)), 'the control probes to arrive');
     dns = await startTestDns({ 'ok.test': [ns.serverIp], 'deny.test': [ns.otherIp], 'rebind.test': ['127.0.0.1', '169.254.169.254'] });
     dialer = await startEgressDialer({ listen: { kind: 'unix', path: path.join(dir, 'host.sock') }, resolvers: [{ host: '127.0.0.1', port: dns.port }] });
     const cfg = path.join(dir, 'enclave.toml');
@@ -87,6 +124,7 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     }
     if (web && web.exitCode === null) web.kill('SIGKILL');
     if (holder && holder.exitCode === null) holder.kill('SIGKILL');
+    if (sink && sink.exitCode === null) sink.kill('SIGKILL');
     await dialer?.close();
     await dns?.close();
     await ns?.remove();
@@ -132,6 +170,25 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
       "const d = require('node:dns').promises; Promise.all([d.resolve4('rebind.test').catch((e) => e.code), d.resolve6('ok.test').catch((e) => e.code)]).then((r) => console.log(JSON.stringify(r)))",
     ]);
     expect(JSON.parse(q.stdout)).toEqual(['ENODATA', 'ENODATA']);
+  });
+
+  it('refuses UDP other than DNS, and IPv6 TCP and UDP, though a path to them exists: nothing arrives', async () => {
+    const probe = await ns.exec(ns.enc, [process.execPath, '-e', PROBE, 'probe', ns.linkIp, ns.linkIp6]);
+    // Refused, not dropped in silence: the app sees an error at once (REJECT in OUTPUT).
+    expect(JSON.parse(probe.stdout)).toEqual({ udp4: 'EPERM', udp6: 'EPERM', tcp6: 'ECONNREFUSED' });
+    // A marker sent afterwards from the root namespace over the other link: once it is in, the probes had their chance.
+    const marker = await new Promise<void>((resolve, reject) => {
+      const s = dgram.createSocket('udp4');
+      s.send('marker', 9999, ns.serverIp, (e) => {
+        s.close();
+        if (e) reject(e);
+        else resolve();
+      });
+    });
+    expect(marker).toBeUndefined();
+    await waitFor(() => sinkLog.includes('udp marker'), 'the marker datagram');
+    expect(sinkLog).not.toContain('probe');
+    expect(dialer.activeFlows).toBe(0);
   });
 
   /** An app in the enclave holding a flow to ok.test:9090 open; resolves once the greeting came through. */
