@@ -7,8 +7,8 @@ import { availableParallelism } from 'node:os';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { AgentError } from './errors.ts';
 import { EgressError } from './egress/errors.ts';
-import { parseDestination } from './egress/policy.ts';
-import { checkSecretEntry, SecretsError } from './crypto/secrets.ts';
+import { EgressPolicy, parseDestination } from './egress/policy.ts';
+import { checkKmsSecrets, checkSecretEntry, SecretsError } from './crypto/secrets.ts';
 import { didYouMean } from './util/suggest.ts';
 
 export class ConfigError extends AgentError {}
@@ -64,7 +64,7 @@ export interface Config {
    * TLS ingress (src/ingress/): `tls` is Evervault's top-level `tls_termination`; tls_port is the vsock port in
    * `run` (the bridge relays a public TCP port to it); host is the default certificate's name.
    */
-  ingress: { tls: boolean; tls_port: number; host: string };
+  ingress: { tls: boolean; tls_port: number; host: string; acme: AcmeConfig | null };
   /**
    * Evervault's `api_key_auth = true`, or the table `[api_key_auth] keys = ["<sha256 hex>", ...]` (which implies
    * enabled; TOML cannot hold both forms): requests need an `api-key` header whose SHA-256 is listed. Enabled
@@ -96,7 +96,7 @@ export interface Config {
   };
   /** kms: the sealed-keyring file `keys seal` wrote (`file`), opened with KMS in `region` (optional `endpoint`, https). */
   keyring: { source: 'dev' | 'sealed-file' | 'kms'; path: string | null; file: string | null; region: string | null; endpoint: string | null };
-  /** [secrets]: the app's environment variables, as ev: values `run` decrypts once the keyring is open. */
+  /** [secrets]: the app's environment variables, as ev: or KMS-sealed kms: values `run` decrypts once the keyring is open. */
   secrets: Readonly<Record<string, string>>;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'; sink: 'stdout' | 'file' | 'vsock'; path: string | null; vsock_port: number };
   control: { public_key: string | null };
@@ -115,6 +115,24 @@ export interface Config {
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;
   };
+}
+
+/**
+ * [ingress.acme]: a browser-trusted certificate for `domain` from an ACME CA (src/ingress/acme-certificate.ts),
+ * served by TLS ingress to SNI = domain; every other SNI keeps the attested certificate. The CA is reached
+ * through the egress proxy, so [egress] must allow the directory's host and port.
+ */
+export interface AcmeConfig {
+  domain: string;
+  /** The CA's directory URL (https), e.g. Let's Encrypt's https://acme-v02.api.letsencrypt.org/directory. */
+  directory: string;
+  /** The account's contact (mailto:), optional. */
+  email: string | null;
+  /** Sent as termsOfServiceAgreed when the account is created; Let's Encrypt refuses an account without it. */
+  terms_of_service_agreed: boolean;
+  /** After a failed attempt: wait this long, doubling per consecutive failure up to retry_backoff_max_ms. */
+  retry_backoff_ms: number;
+  retry_backoff_max_ms: number;
 }
 
 // ---- schema -------------------------------------------------------------------------------------------
@@ -137,6 +155,7 @@ const PORT_MAX = 65535;
 const HEX48 = /^[0-9a-fA-F]{96}$/;
 const SEC = 1000;
 const MiB = 1024 * 1024;
+const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 /**
  * What Evervault's `ev enclave init`/`build` writes (evervault-cli crates/ev-enclave/src/config.rs), so such a
@@ -210,7 +229,7 @@ const SCHEMA: Schema = {
   ...EVERVAULT_SCHEMA,
   ingress: {
     kind: 'table',
-    fields: { tls_port: int(5443, 1, PORT_MAX), host: { kind: 'string', default: 'localhost', pattern: /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/ } },
+    fields: { tls_port: int(5443, 1, PORT_MAX), host: { kind: 'string', default: 'localhost', pattern: HOSTNAME }, acme: { kind: 'custom', default: null, parse: parseAcme } },
   },
   api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
   limits: {
@@ -292,6 +311,45 @@ function parseDestinations(value: unknown, key: string): string[] {
   return [...(value as string[])];
 }
 
+const ACME_SCHEMA: Schema = {
+  // tls-alpn-01 validates one exact name: no wildcard.
+  domain: { kind: 'string', default: null, pattern: HOSTNAME },
+  directory: str(null, /^https:\/\/[^\s/?#]+(\/[^\s?#]*)?$/),
+  email: str(null, /^[^\s@:]+@[^\s@]+$/),
+  terms_of_service_agreed: bool(false),
+  retry_backoff_ms: int(60 * SEC, 100, 3600 * SEC),
+  retry_backoff_max_ms: int(3600 * SEC, 100, 86_400 * SEC),
+};
+
+/** [ingress.acme]: domain and directory required; the cross-table rules (TLS ingress, egress) are in configFromObject. */
+function parseAcme(value: unknown, key: string): AcmeConfig {
+  const acme = readTable(ACME_SCHEMA, value, key) as unknown as AcmeConfig;
+  if (acme.domain === null) throw new ConfigError('CONFIG_BAD_VALUE', `${key}.domain: required (the operator's domain the certificate is for)`);
+  if (acme.directory === null) throw new ConfigError('CONFIG_BAD_VALUE', `${key}.directory: required (the CA's ACME directory URL, https)`);
+  if (acme.retry_backoff_max_ms < acme.retry_backoff_ms) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `${key}.retry_backoff_max_ms: must be at least ${key}.retry_backoff_ms (${acme.retry_backoff_ms}), found ${acme.retry_backoff_max_ms}`);
+  }
+  return { ...acme, domain: acme.domain.toLowerCase() };
+}
+
+/** [ingress.acme] needs TLS ingress, and egress allowing the directory's host:port (the CA is reached through it). */
+function checkAcme(config: Config): void {
+  const acme = config.ingress.acme;
+  if (acme === null) return;
+  if (!config.ingress.tls) throw new ConfigError('CONFIG_BAD_VALUE', 'ingress.acme: the certificate is served by TLS ingress; it needs tls_termination = true');
+  const url = new URL(acme.directory);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const port = url.port === '' ? 443 : Number(url.port);
+  const where = `${url.host}${url.port === '' ? ':443' : ''}`;
+  if (!config.egress.enabled) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `ingress.acme.directory: the CA is reached through egress; set [egress] enabled = true with "${where}" in destinations`);
+  }
+  const policy = new EgressPolicy(config.egress.destinations);
+  if (policy.matchName(host, port) === null && policy.matchIp(host, port) === null) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `ingress.acme.directory: ${where} is not allowed by egress.destinations; add "${where}"`);
+  }
+}
+
 /** api_key_auth: true/false (Evervault), or a table { enabled = true, keys = [SHA-256 hex, ...] }. */
 function parseApiKeyAuth(value: unknown, key: string): Config['api_key_auth'] {
   if (typeof value === 'boolean') return { enabled: value, keys: [] };
@@ -317,7 +375,7 @@ function parseSecrets(value: unknown, key: string): Readonly<Record<string, stri
     try {
       out[name] = checkSecretEntry(name, v);
     } catch (err) {
-      if (err instanceof SecretsError) throw new ConfigError(err.code === 'SECRET_UNSUPPORTED' ? 'CONFIG_UNSUPPORTED' : 'CONFIG_BAD_VALUE', err.message);
+      if (err instanceof SecretsError) throw new ConfigError('CONFIG_BAD_VALUE', err.message);
       throw err;
     }
   }
@@ -465,9 +523,17 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
       if (config.keyring[k] !== null) throw new ConfigError('CONFIG_BAD_VALUE', `keyring.${k}: only used with keyring.source = "kms" (source is "${config.keyring.source}")`);
     }
   }
+  // [secrets] kms: values are opened with the KMS keyring's region, endpoint and credentials.
+  try {
+    checkKmsSecrets(config.secrets, config.keyring);
+  } catch (err) {
+    if (err instanceof SecretsError) throw new ConfigError('CONFIG_BAD_VALUE', err.message);
+    throw err;
+  }
   if (config.egress.mode === 'transparent' && !config.egress.enabled) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'egress.mode: "transparent" needs egress.enabled = true');
   }
+  checkAcme(config);
   if (config.log.sink === 'file' && !config.log.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'log.path: required when log.sink = "file"');
   }

@@ -5,7 +5,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from '../config.ts';
-import { appEnvironment, decryptSecrets, SecretsError } from '../crypto/secrets.ts';
+import { openKmsSecrets } from '../crypto/kms-secrets.ts';
+import { appEnvironment, decryptSecrets, SecretsError, splitSecrets } from '../crypto/secrets.ts';
 import { keyringWarning } from './keyring-warning.ts';
 import { bridgeCredentialProvider } from '../runtime/credentials-provider.ts';
 import { isAgentError } from '../errors.ts';
@@ -252,6 +253,9 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     return 1;
   }
   const egressTarget: StreamTarget = a.egressTarget ?? { kind: 'vsock', cid: NITRO_PARENT_CID, port: config.egress.host_port };
+  // Inside an enclave there is no credential chain: the bridge hands in the parent's (README "Credentials").
+  // One provider for the keyring and KMS-sealed [secrets].
+  const kmsCredentials = config.keyring.source === 'kms' ? bridgeCredentialProvider(a.credentialsTarget === undefined ? {} : { target: a.credentialsTarget }) : undefined;
   let runtime: AgentRuntime;
   try {
     runtime = await startAgentRuntime({
@@ -266,8 +270,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       // [clock] correct = true: only here, inside the enclave's own process, is the clock ever stepped.
       ...(config.clock.correct ? { clockStepper: nativeClockStep } : {}),
       egress: { dialer: () => connectStream(egressTarget, { timeoutMs: EGRESS_DIALER_CONNECT_TIMEOUT_MS }) },
-      // Inside an enclave there is no credential chain: the bridge hands in the parent's (README "Credentials").
-      ...(config.keyring.source === 'kms' ? { kms: { credentials: bridgeCredentialProvider(a.credentialsTarget === undefined ? {} : { target: a.credentialsTarget }) } } : {}),
+      ...(kmsCredentials === undefined ? {} : { kms: { credentials: kmsCredentials } }),
     });
   } catch (err) {
     await logs.close();
@@ -277,7 +280,24 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   // [secrets]: decrypted only now that the keyring is open, and only into the app's environment.
   let secrets: Record<string, string>;
   try {
-    secrets = decryptSecrets(config.secrets, runtime.keyring);
+    const { ev, kms } = splitSecrets(config.secrets);
+    secrets = decryptSecrets(ev, runtime.keyring);
+    if (Object.keys(kms).length > 0) {
+      // kms: values: KMS Decrypt + Recipient, as the keyring (config checked that source = "kms"), through egress.
+      const proxyUrl = config.egress.enabled && runtime.egress !== null ? new URL(runtime.egress.proxyUrl) : null;
+      Object.assign(
+        secrets,
+        await openKmsSecrets(kms, {
+          region: config.keyring.region!,
+          endpoint: config.keyring.endpoint,
+          nsm,
+          proxy: proxyUrl === null ? null : { host: proxyUrl.hostname, port: Number(proxyUrl.port) },
+          ...(kmsCredentials === undefined ? {} : { credentials: kmsCredentials }),
+          onRetry: (attempt, reason) => logger.warn({ attempt, reason }, 'KMS Decrypt did not answer; retrying'),
+        }),
+      );
+      secrets = Object.fromEntries(Object.keys(config.secrets).map((n) => [n, secrets[n]!])); // enclave.toml's order
+    }
   } catch (err) {
     if (!(err instanceof SecretsError)) throw err;
     io.err(`enclave-agent run: ${err.code}: ${err.message}`);

@@ -1,13 +1,15 @@
 /**
  * `enclave-agent secrets seal NAME`: reads a secret from standard input (never from the command line, where
- * `ps` and shell history would keep it), encrypts it into an `ev:` value for the enclave's public keys, and
- * prints the value and the [secrets] line to paste into enclave.toml.
+ * `ps` and shell history would keep it), encrypts it into an `ev:` value for the enclave's public keys — or,
+ * with --kms-key-id, into a KMS-sealed `kms:` value — and prints the value and the [secrets] line to paste
+ * into enclave.toml.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import { devKeySource, loadKeyring, type PublicKeys } from '../crypto/keyring.ts';
+import { arnRegion } from '../crypto/kms-secret-format.ts';
 import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret } from '../crypto/secrets.ts';
 import { parseSealedKeyring } from '../crypto/sealed-keyring.ts';
 import { publicKeyFlag } from './flags.ts';
@@ -15,6 +17,7 @@ import { resolveStateDir } from './keys-public.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
 const HELP = `Usage: enclave-agent secrets seal NAME [--key <base64> | --state-dir D] [--config FILE] [--curve C] [--type T]
+       enclave-agent secrets seal NAME --kms-key-id ARN --region R [--endpoint URL] [--type T]
 
 Reads the secret's value from standard input (a single trailing newline is dropped), encrypts it into an ev:
 value for the enclave's public key, and prints two lines: the ev: value, and the line to paste under
@@ -34,6 +37,15 @@ Which keys (the enclave that will run the app must hold the private half):
   --config FILE    enclave.toml: with [keyring] source = "kms", the public keys recorded in its sealed-keyring
                    file ([keyring] file, written by "keys seal"); "sealed-file" needs --key
                    (default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists)
+
+KMS-sealed instead (a kms: value; needs [keyring] source = "kms" in the same region):
+  --kms-key-id ARN a symmetric KMS key whose policy releases Decrypt to the attested enclave (the keyring's
+                   key will do); the value is AES-256-GCM under a data key from KMS GenerateDataKey, with your
+                   own AWS credentials (the standard chain) — your role needs kms:GenerateDataKey only. The
+                   enclave opens it at boot with KMS Decrypt and an attestation document, like the keyring.
+                   Bound to NAME: under another variable name it does not open. Up to 64 KiB.
+  --region R       AWS region of the key
+  --endpoint URL   https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
 
 Options:
   --curve C        p256 (default) or secp256k1
@@ -55,12 +67,21 @@ function sealedFilePublicKeys(file: string): PublicKeys {
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
-    let values: { key?: string; 'state-dir'?: string; config?: string; curve?: string; type?: string };
+    let values: { key?: string; 'state-dir'?: string; config?: string; curve?: string; type?: string; 'kms-key-id'?: string; region?: string; endpoint?: string };
     let positionals: string[];
     try {
       ({ values, positionals } = parseArgs({
         args,
-        options: { key: { type: 'string' }, 'state-dir': { type: 'string' }, config: { type: 'string' }, curve: { type: 'string' }, type: { type: 'string' } },
+        options: {
+          key: { type: 'string' },
+          'state-dir': { type: 'string' },
+          config: { type: 'string' },
+          curve: { type: 'string' },
+          type: { type: 'string' },
+          'kms-key-id': { type: 'string' },
+          region: { type: 'string' },
+          endpoint: { type: 'string' },
+        },
         allowPositionals: true,
         strict: true,
       }));
@@ -77,9 +98,23 @@ export const command: CliCommand = {
     const type = values.type ?? 'string';
     if (!(TYPES as readonly string[]).includes(type)) throw new CliUsageError(`--type must be string, number or boolean, found "${type}"`);
     if (values.key !== undefined && values['state-dir'] !== undefined) throw new CliUsageError('give --key or --state-dir, not both');
+    const kmsKeyId = values['kms-key-id'];
+    if (kmsKeyId !== undefined) {
+      for (const f of ['key', 'state-dir', 'config', 'curve'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} is for ev: values; a KMS-sealed value (--kms-key-id) uses the KMS key only`);
+      const region = values.region;
+      if (!region || !/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) throw new CliUsageError(`--region must be an AWS region such as eu-west-1${region ? `, found "${region.slice(0, 40)}"` : ''}`);
+      const inArn = arnRegion(kmsKeyId);
+      if (inArn !== null && inArn !== region) throw new CliUsageError(`--kms-key-id is a key in ${inArn}, --region is ${region}`);
+      if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
+    } else if (values.region !== undefined || values.endpoint !== undefined) {
+      throw new CliUsageError('--region and --endpoint go with --kms-key-id (a KMS-sealed value)');
+    }
 
-    let key: Uint8Array | PublicKeys;
-    if (values.key !== undefined) {
+    // ev: values: the enclave's public keys (a KMS-sealed value needs none: KMS seals it, below).
+    let key: Uint8Array | PublicKeys | null = null;
+    if (kmsKeyId !== undefined) {
+      key = null;
+    } else if (values.key !== undefined) {
       key = publicKeyFlag(values.key);
     } else {
       const configPath = values.config ?? process.env.ENCLAVE_AGENT_CONFIG ?? (existsSync('enclave.toml') ? 'enclave.toml' : undefined);
@@ -112,7 +147,10 @@ export const command: CliCommand = {
       if (text !== 'true' && text !== 'false') throw new CliUsageError('--type boolean: the value on standard input must be true or false');
       value = text === 'true';
     }
-    const sealed = sealSecret(value, key, curve as EvCurve);
+    const sealed =
+      kmsKeyId !== undefined
+        ? await (await import('../crypto/kms-secrets.ts')).sealKmsSecret(name, text, { keyId: kmsKeyId, region: values.region!, ...(values.endpoint ? { endpoint: values.endpoint } : {}) })
+        : sealSecret(value, key!, curve as EvCurve);
     io.out(sealed);
     io.out(`${name} = "${sealed}"`);
     return 0;

@@ -1,10 +1,11 @@
-// Secrets for the app ([secrets] in enclave.toml): environment variable names mapped to `ev:` values. `run`
-// decrypts them with the agent's keyring once it is open and hands the plaintext to the app's environment
+// Secrets for the app ([secrets] in enclave.toml): environment variable names mapped to `ev:` values or KMS-sealed
+// `kms:` values (kms-secret-format.ts; opened by kms-secrets.ts). `run` decrypts them once the keyring is open and hands the plaintext to the app's environment
 // only — never to the agent's own process.env, its log, or a file. Errors name the variable, never the value.
 import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { decryptTokenDetailed, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';
 import type { Keyring } from './keyring.ts';
+import { arnRegion, isKmsSecret, parseKmsSecretValue } from './kms-secret-format.ts';
 
 /** What a POSIX shell accepts as a variable name, upper case only (so a typo'd lower-case key stands out). */
 export const SECRET_NAME = /^[A-Z_][A-Z0-9_]*$/;
@@ -13,7 +14,7 @@ export const RESERVED_NAMES: ReadonlySet<string> = new Set(['HTTP_PROXY', 'HTTPS
 /** An environment variable larger than this is not a secret but a file. */
 export const MAX_SECRET_BYTES = 64 * 1024;
 
-export type SecretsErrorCode = 'SECRET_BAD_NAME' | 'SECRET_BAD_VALUE' | 'SECRET_UNSUPPORTED' | 'SECRET_DOES_NOT_DECRYPT' | 'SECRET_RESERVED_NAME';
+export type SecretsErrorCode = 'SECRET_BAD_NAME' | 'SECRET_BAD_VALUE' | 'SECRET_DOES_NOT_DECRYPT' | 'SECRET_RESERVED_NAME';
 
 export class SecretsError extends AgentError {
   declare readonly code: SecretsErrorCode;
@@ -32,9 +33,12 @@ export class SecretsError extends AgentError {
 export function checkSecretEntry(name: string, value: unknown): string {
   if (!SECRET_NAME.test(name)) throw new SecretsError('SECRET_BAD_NAME', name.slice(0, 64), `secrets: "${name.slice(0, 64)}" is not an environment variable name ([A-Z_][A-Z0-9_]*)`);
   if (RESERVED_NAMES.has(name)) throw new SecretsError('SECRET_RESERVED_NAME', name, `secrets.${name}: the agent sets ${name} for the app itself ([egress]); pick another name`);
-  if (typeof value !== 'string') throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: expected an ev: string (from \`enclave-agent secrets seal ${name}\`), found ${Array.isArray(value) ? 'an array' : typeof value}`);
+  if (typeof value !== 'string') throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: expected an ev: or kms: string (from \`enclave-agent secrets seal ${name}\`), found ${Array.isArray(value) ? 'an array' : typeof value}`);
   if (/^kms:/i.test(value)) {
-    throw new SecretsError('SECRET_UNSUPPORTED', name, `secrets.${name}: KMS-sealed values are not supported yet; seal it as an ev: value with \`enclave-agent secrets seal ${name}\``);
+    if (parseKmsSecretValue(value) === null) {
+      throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: not a well-formed kms: value (from \`enclave-agent secrets seal ${name} --kms-key-id …\`; value not shown)`);
+    }
+    return value;
   }
   if (!looksLikeEv(value) || !isEvToken(value)) {
     throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: expected an ev: value (from \`enclave-agent secrets seal ${name}\`); plaintext does not belong in enclave.toml (value not shown)`);
@@ -42,7 +46,31 @@ export function checkSecretEntry(name: string, value: unknown): string {
   return value;
 }
 
-/** Decrypts every secret; the first one that does not open stops everything (its name in the error). */
+/** The [secrets] entries by kind: `ev:` values (the keyring opens them) and `kms:` values (KMS Decrypt). */
+export function splitSecrets(secrets: Readonly<Record<string, string>>): { ev: Record<string, string>; kms: Record<string, string> } {
+  const ev: Record<string, string> = {};
+  const kms: Record<string, string> = {};
+  for (const [name, value] of Object.entries(secrets)) (isKmsSecret(value) ? kms : ev)[name] = value;
+  return { ev, kms };
+}
+
+/**
+ * KMS-sealed values are opened with [keyring] source = "kms"'s region, endpoint and credentials: refused
+ * otherwise, and when the value's KMS key is in another region (names the variable, never the value).
+ */
+export function checkKmsSecrets(secrets: Readonly<Record<string, string>>, keyring: { source: string; region: string | null }): void {
+  for (const [name, value] of Object.entries(splitSecrets(secrets).kms)) {
+    if (keyring.source !== 'kms') {
+      throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: a KMS-sealed value needs [keyring] source = "kms" (the agent reaches KMS with its region, endpoint and credentials); source is "${keyring.source}"`);
+    }
+    const region = arnRegion(parseKmsSecretValue(value)!.keyId);
+    if (region !== null && region !== keyring.region) {
+      throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: sealed under a KMS key in ${region}; [keyring] region is ${keyring.region ?? '(none)'}`);
+    }
+  }
+}
+
+/** Decrypts every ev: secret; the first one that does not open stops everything (its name in the error). */
 export function decryptSecrets(secrets: Readonly<Record<string, string>>, keyring: Keyring): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [name, token] of Object.entries(secrets)) {

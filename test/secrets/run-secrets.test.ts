@@ -70,10 +70,10 @@ describe('run: [secrets] and keyring warnings', () => {
     expect(r.appRan).toBe(false);
   }, 60_000);
 
-  it('a KMS-sealed value fails to load, naming the variable', async () => {
+  it('a malformed KMS-sealed value fails to load, naming the variable', async () => {
     const r = await run('kms', '[secrets]\nAPI_KEY = "kms:AQICAHhsomething"\n');
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/CONFIG_UNSUPPORTED: .*secrets\.API_KEY: KMS-sealed values are not supported yet/);
+    expect(r.stderr).toMatch(/CONFIG_BAD_VALUE: .*secrets\.API_KEY: not a well-formed kms: value/);
     expect(r.appRan).toBe(false);
   }, 60_000);
 });

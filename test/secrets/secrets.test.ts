@@ -52,7 +52,7 @@ describe('[secrets] in enclave.toml', () => {
     expect(configFromObject({}).secrets).toEqual({});
   });
 
-  it('refuses bad names, non-ev values (without quoting them), KMS-sealed values (not supported yet), reserved names', () => {
+  it('refuses bad names, non-ev values (without quoting them), malformed kms: values, reserved names', () => {
     const ev = encryptValue('x', keyring.publicKeys());
     for (const name of ['db_password', '1ABC', 'A-B', 'A B', '']) {
       expect(configError({ [name]: ev })).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringContaining('is not an environment variable name') });
@@ -61,8 +61,9 @@ describe('[secrets] in enclave.toml', () => {
     expect(plain).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringContaining('secrets.API_TOKEN: expected an ev: value') });
     expect(plain.message).not.toContain(MARKER);
     expect(configError({ API_TOKEN: `ev:Tk9D:${MARKER}` }).message).not.toContain(MARKER); // ev-looking but malformed
-    expect(configError({ PORT: 5 })).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringContaining('secrets.PORT: expected an ev: string') });
-    expect(configError({ DB: 'kms:AQICAHh…' })).toMatchObject({ code: 'CONFIG_UNSUPPORTED', message: expect.stringMatching(/secrets\.DB: KMS-sealed values are not supported yet/) });
+    expect(configError({ PORT: 5 })).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringContaining('secrets.PORT: expected an ev: or kms: string') });
+    expect(configError({ DB: `kms:${MARKER}` })).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringMatching(/secrets\.DB: not a well-formed kms: value/) });
+    expect(configError({ DB: `kms:${MARKER}` }).message).not.toContain(MARKER);
     expect(configError({ HTTPS_PROXY: ev })).toMatchObject({ code: 'CONFIG_BAD_VALUE', message: expect.stringContaining('secrets.HTTPS_PROXY') });
     expect(() => configFromObject({ secrets: 'x' })).toThrow(/secrets: expected a table/);
   });
