@@ -126,6 +126,14 @@ export class AttestedIdentity {
     return this.#attest(this.#key!, new Uint8Array(randomBytes(32)));
   }
 
+  /**
+   * /.well-known/attestation on a connection served another key (the ACME certificate, acme-certificate.ts): a
+   * fresh document whose user_data is that key's SPKI DER, so a client can check it against that certificate.
+   */
+  documentFor(spkiDer: Uint8Array): Promise<Uint8Array> {
+    return this.#attest({ spkiDer }, new Uint8Array(randomBytes(32)));
+  }
+
   #due(c: IssuedCertificate): boolean {
     return this.#now() >= c.notAfter - this.#rotateBeforeMs;
   }
@@ -147,7 +155,7 @@ export class AttestedIdentity {
     return issued;
   }
 
-  async #attest(key: IngressKey, nonce: Uint8Array): Promise<Uint8Array> {
+  async #attest(key: Pick<IngressKey, 'spkiDer'>, nonce: Uint8Array): Promise<Uint8Array> {
     try {
       // public_key stays absent: no caller-supplied bytes reach the NSM request but the nonce (TLS-INGRESS.md R2).
       return await this.#nsm.attest({ userData: key.spkiDer, nonce });

@@ -20,11 +20,11 @@ import type { AttestedIdentity } from './attested-identity.ts';
 const ACME_TLS_ALPN = 'acme-tls/1';
 
 /**
- * An ACME certificate for one domain (acme-certificate.ts): its context for SNI = domain once obtained, the
- * tls-alpn-01 challenge certificate while validation is pending; started once the listener accepts.
+ * An ACME certificate for one domain (acme-certificate.ts): its context and key for SNI = domain once obtained,
+ * the tls-alpn-01 challenge certificate while validation is pending; started once the listener accepts.
  */
 export interface AcmeSni {
-  contextFor(servername: string | undefined): SecureContext | undefined;
+  issuedFor(servername: string | undefined): { context: SecureContext; spkiDer: Uint8Array } | undefined;
   challengeContext(servername: string | undefined): SecureContext | undefined;
   start(): void;
   stop(): void;
@@ -116,10 +116,12 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
    * a handshake offering acme-tls/1 for a name with a pending challenge gets the challenge certificate; SNI =
    * the domain gets the ACME certificate once there is one; everything else the attested one. Like
    * ALPNProtocols ['http/1.1'], a client offering neither protocol is refused (no_application_protocol).
+   * `servedKey` is the ACME key's SPKI when the connection got the ACME certificate.
    */
-  const acmeRouting = (): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> => {
+  const acmeRouting = (): { options: Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'>; servedKey: () => Uint8Array | undefined } => {
     let challenge = false;
-    return {
+    let servedKey: Uint8Array | undefined;
+    const options: Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> = {
       ALPNCallback: ({ servername, protocols }) => {
         if (protocols.includes(ACME_TLS_ALPN)) {
           challenge = acme!.challengeContext(servername) !== undefined;
@@ -128,12 +130,18 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
       },
       SNICallback: (servername, cb) => {
-        const ctx = challenge ? acme!.challengeContext(servername) : acme!.contextFor(servername);
-        if (ctx !== undefined) cb(null, ctx);
-        else if (challenge) cb(new Error('the tls-alpn-01 challenge ended during the handshake'));
-        else sniCallback(servername, cb);
+        if (challenge) {
+          const ctx = acme!.challengeContext(servername);
+          cb(ctx === undefined ? new Error('the tls-alpn-01 challenge ended during the handshake') : null, ctx);
+          return;
+        }
+        const issued = acme!.issuedFor(servername);
+        if (issued === undefined) return sniCallback(servername, cb);
+        servedKey = issued.spkiDer;
+        cb(null, issued.context);
       },
     };
+    return { options, servedKey: () => servedKey };
   };
 
   async function serve(raw: Duplex): Promise<void> {
@@ -149,10 +157,11 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       // If the NSM cannot give one, the certificate served so far stays until the timer's retry succeeds.
       const current = identity.due ? await identity.serving() : identity.served!;
       if (raw.destroyed) throw new Error('closed before the handshake');
+      const routing = acme === undefined ? undefined : acmeRouting();
       const tls = new TLSSocket(raw as unknown as Socket, {
         isServer: true,
         secureContext: current.context,
-        ...(acme === undefined ? { SNICallback: sniCallback, ALPNProtocols: ['http/1.1'] } : acmeRouting()),
+        ...(routing === undefined ? { SNICallback: sniCallback, ALPNProtocols: ['http/1.1'] } : routing.options),
       });
       tls.on('error', () => tls.destroy());
       await new Promise<void>((resolve, reject) => {
@@ -172,7 +181,11 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         kind: 'stream',
         ...(client === undefined ? {} : { client }),
         handshakeHash: EMPTY,
-        attest: () => identity.wellKnownDocument(),
+        // Bound to the key this connection was served: the ACME certificate's, or the attested default one.
+        attest: () => {
+          const acmeKey = routing?.servedKey();
+          return acmeKey === undefined ? identity.wellKnownDocument() : identity.documentFor(acmeKey);
+        },
       };
       if (client !== undefined) {
         // The http server reads the client address off the socket for its own bookkeeping.

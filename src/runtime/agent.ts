@@ -41,6 +41,8 @@ import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
 import { AttestedIdentity } from '../ingress/attested-identity.ts';
 import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
+import { AcmeCertificate } from '../ingress/acme-certificate.ts';
+import { routeAcmeThroughEgress } from '../ingress/acme-transport.ts';
 
 export type RuntimeListen =
   | { kind: 'vsock' }
@@ -87,6 +89,8 @@ export interface AgentRuntimeOptions {
    * starts when given and [egress] enabled = true (or `always`: the local stack's deny-all proxy when disabled).
    */
   egress?: { dialer: DialerConnect; proxyPort?: number; installRules?: boolean; always?: boolean };
+  /** [ingress.acme]: extra roots for the CA's HTTPS endpoint, acme-client's first poll wait, the renewal clock (tests: Pebble). */
+  acme?: { extraCa?: string[]; pollMinMs?: number; now?: () => number };
 }
 
 export interface AgentRuntime {
@@ -210,13 +214,38 @@ function tlsListen(listen: RuntimeListen, config: Config): (o: ListenOptions) =>
   }
 }
 
+/** [ingress.acme]: the domain's ACME certificate, its CA reached through the explicit egress proxy. */
+function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger: Logger): AcmeCertificate | undefined {
+  const a = opts.config.ingress.acme;
+  if (a === null) return undefined;
+  if (egress === null || !opts.config.egress.enabled) {
+    throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'ingress.acme: the CA is reached through egress, which is not running ([egress] enabled = true and a host dialer are needed)');
+  }
+  const proxy = new URL(egress.proxyUrl);
+  const transport = routeAcmeThroughEgress({ proxy: { host: proxy.hostname, port: Number(proxy.port) }, ...(opts.acme?.extraCa === undefined ? {} : { extraCa: opts.acme.extraCa }) });
+  return new AcmeCertificate({
+    domain: a.domain,
+    directoryUrl: a.directory,
+    email: a.email,
+    termsOfServiceAgreed: a.terms_of_service_agreed,
+    retryBackoffMs: a.retry_backoff_ms,
+    retryBackoffMaxMs: a.retry_backoff_max_ms,
+    transportError: transport.takeLastError,
+    ...(opts.acme?.pollMinMs === undefined ? {} : { pollMinMs: opts.acme.pollMinMs }),
+    ...(opts.acme?.now === undefined ? {} : { now: opts.acme.now }),
+    logger,
+  });
+}
+
 /** tls_termination = true: the attested TLS ingress on the HTTP forwarder (src/ingress/). */
-async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, logger: Logger): Promise<TlsIngress | null> {
+async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, egress: EgressService | null, logger: Logger): Promise<TlsIngress | null> {
   const c = opts.config;
   if (!c.ingress.tls) return null;
   if (!('attach' in forwarder)) throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'tls_termination = true needs mode = "http"');
   const http = forwarder as HttpForwarder;
+  const acme = acmeFor(opts, egress, logger);
   return startTlsIngress({
+    ...(acme === undefined ? {} : { acme }),
     listen: tlsListen(opts.listen, c),
     identity: new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host }),
     attach: (socket, ctx) => http.attach(socket, ctx),
@@ -301,6 +330,14 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
   const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
+  // The sessions' drain closes the forwarder when the last session is done; TLS connections share it and may
+  // still be answering then: it closes once the TLS ingress has drained too.
+  let ingressDrained: Promise<void> | undefined;
+  const sessionsForwarder = Object.create(forwarder) as Forwarder;
+  sessionsForwarder.close = async () => {
+    await ingressDrained;
+    await forwarder.close?.();
+  };
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   let ingress: TlsIngress | null = null;
@@ -312,7 +349,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       listen: targets.public,
       controlListen: targets.control,
       nsm: opts.nsm,
-      forwarder,
+      forwarder: sessionsForwarder,
       limits: limitsFrom(config),
       acceptProxyProtocol: config.accept_proxy_protocol,
       attestationPublicKey: () => attestationKey,
@@ -322,7 +359,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       onSessionClosed: opts.onSessionClosed === undefined ? metrics.sessionClosed : (s) => (metrics.sessionClosed(s), opts.onSessionClosed!(s)),
       logger,
     });
-    ingress = await startIngress(opts, forwarder, logger);
+    ingress = await startIngress(opts, forwarder, egress, logger);
   } catch (err) {
     await agent?.close().catch(() => {});
     await egress?.close().catch(() => {});
@@ -407,7 +444,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       // /health answers 503 from here on; the ops port itself stays up until close().
       phase = 'draining';
       metrics.draining(true);
-      drained ??= Promise.all([ingress?.stopAccepting(), a.drain(timeoutMs)]).then(() => ingress?.close());
+      ingressDrained ??= ingress?.drain(timeoutMs);
+      drained ??= Promise.all([ingressDrained, a.drain(timeoutMs)]).then(() => ingress?.close());
       return drained;
     },
     close() {

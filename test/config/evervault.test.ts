@@ -19,7 +19,7 @@ describe('Evervault enclave.toml files', () => {
     const text = read(name);
     expect(text).toMatch(/^tls_termination = true$/m);
     const c = load(name);
-    expect(c.ingress).toEqual({ tls: true, tls_port: 5443, host: 'localhost' });
+    expect(c.ingress).toEqual({ tls: true, tls_port: 5443, host: 'localhost', acme: null });
   });
 
   it.each(FILES)('%s: api_key_auth as written is honoured (enabled, no keys: run refuses, start makes one)', (name) => {
@@ -120,7 +120,7 @@ describe('Evervault keys against the agent\'s own', () => {
 
   it('api_key_auth / tls_termination: false load; true loads (http mode only); [api_key_auth] keys', () => {
     expect(() => parseConfig('tls_termination = false\napi_key_auth = false')).not.toThrow();
-    expect(parseConfig('tls_termination = true\n[ingress]\ntls_port = 6443').ingress).toEqual({ tls: true, tls_port: 6443, host: 'localhost' });
+    expect(parseConfig('tls_termination = true\n[ingress]\ntls_port = 6443').ingress).toEqual({ tls: true, tls_port: 6443, host: 'localhost', acme: null });
     expect(parseConfig('').ingress.tls).toBe(false);
     expect(errorOf(() => parseConfig('tls_termination = true\nmode = "raw"')).message).toContain('needs mode = "http"');
     expect(errorOf(() => parseConfig('tls_termination = true\n[ingress]\ntls_port = 5000')).message).toContain('ingress.tls_port');
