@@ -7,6 +7,7 @@ import { GenerateDataKeyCommand } from '@aws-sdk/client-kms';
 import { KeyMaterial, Keyring, MAX_KEY_GENERATIONS, type PublicKeys } from './keyring.ts';
 import { createKmsClient, type KmsClientOptions } from './kms-client.ts';
 import { KmsKeyringError } from './kms-errors.ts';
+import { arnRegion } from './kms-secret-format.ts';
 import { parseSealedKeyring, sealKeyring, sealRotated, type SealedGeneration } from './sealed-keyring.ts';
 
 export interface SealOptions extends Omit<KmsClientOptions, 'proxy' | 'maxAttempts'> {
@@ -66,6 +67,10 @@ export async function rotateSealedKeyring(o: RotateOptions): Promise<{ text: str
   const kept = previous.generations.length - (dropOldest ? 1 : 0);
   if (kept + 1 > MAX_KEY_GENERATIONS) {
     throw new KmsKeyringError('KMS_BAD_SEALED_FILE', `sealed keyring: holds ${previous.generations.length} key generations, the most a keyring keeps is ${MAX_KEY_GENERATIONS}: retire the oldest (--drop-oldest; values encrypted to it stop decrypting)`);
+  }
+  const inArn = keyId === undefined ? null : arnRegion(keyId);
+  if (inArn !== null && inArn !== previous.kms.region) {
+    throw new KmsKeyringError('KMS_BAD_SEALED_FILE', `sealed keyring: sealed in region ${previous.kms.region}; the new pair's KMS key is in ${inArn} (one file, one region: [keyring] region names it)`);
   }
   const dk = await generateDataKey({ ...clientOpts, keyId: keyId ?? previous.kms.keyId, region: previous.kms.region });
   const material = KeyMaterial.generate();

@@ -178,6 +178,8 @@ describe('keys rotate', () => {
     const calls = kms.calls.length;
     await expect(rotateSealedKeyring({ previous: four.text, endpoint: kms.endpoint, extraCa: [kms.caPem], credentials })).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE', message: expect.stringContaining('--drop-oldest') });
     expect(kms.calls.length).toBe(calls); // refused before asking KMS
+    await expect(rotateSealedKeyring({ previous: three, keyId: 'arn:aws:kms:us-east-1:111122223333:key/x', endpoint: kms.endpoint, extraCa: [kms.caPem], credentials })).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE', message: expect.stringContaining('in us-east-1') });
+    expect(kms.calls.length).toBe(calls);
     const five = await rotateSealedKeyring({ previous: four.text, endpoint: kms.endpoint, extraCa: [kms.caPem], credentials, dropOldest: true });
     expect(five.dropped?.publicKeys.p256).toEqual(fromBase64(keysA.p256));
     expect(five.retired.map((k) => toBase64(k.p256))).toEqual([toBase64(four.publicKeys.p256), keysC.p256, keysB.p256]);
