@@ -3,7 +3,12 @@
 // (exact) and path (prefix) and filters by status class, method and time range; one record's detail; and the
 // traffic aggregates (requests/s, p50/p95/p99 latency, error rate) bucketed by time in SQL, so only one row
 // per bucket leaves the database. Runs on the reader's read-only connection (activity-reader-worker.ts).
+// The records live in partitions (activity-schema.ts): each question is asked of every partition at once, as
+// one compound SELECT (UNION ALL) ordered on the outside — SQLite merges the partitions' index-ordered
+// streams, so a newest-first page still reads about as many rows as it shows — inside one read transaction,
+// so the list of partitions and the rows are the same snapshot while the writer drops and creates them.
 import type Database from 'better-sqlite3';
+import { listPartitions } from './activity-schema.ts';
 import type { ActivitySummary } from './activity-store.ts';
 
 export interface ListQuery {
@@ -71,7 +76,22 @@ export function parseCursor(cursor: string): { ts: number; id: number } | null {
   return m === null ? null : { ts: Number(m[1]), id: Number(m[2]) };
 }
 
+/** Runs `fn` with the partitions' table names, in one read transaction (one snapshot). */
+function withPartitions<T>(db: Database.Database, fn: (tables: string[]) => T): T {
+  return db.transaction(() => fn(listPartitions(db).map((p) => p.name)))();
+}
+
+/** The same SELECT over every partition: `arm(table)` is one partition's; its `args` are bound once per partition. */
+function union(tables: string[], arm: (table: string) => string, args: readonly (string | number)[]): { sql: string; args: (string | number)[] } {
+  return { sql: tables.map(arm).join(' UNION ALL '), args: tables.flatMap(() => args) };
+}
+
 export function listRecords(db: Database.Database, q: ListQuery): ListResult {
+  return withPartitions(db, (tables) => list(db, tables, q));
+}
+
+function list(db: Database.Database, tables: string[], q: ListQuery): ListResult {
+  if (tables.length === 0) return { records: [], next: null };
   const where: string[] = [];
   const args: (string | number)[] = [];
   if (q.txid !== undefined) {
@@ -105,8 +125,9 @@ export function listRecords(db: Database.Database, q: ListQuery): ListResult {
     args.push(cursor.ts, cursor.id);
   }
   const limit = Math.max(1, Math.min(MAX_PAGE, Math.floor(q.limit ?? 50)));
-  const sql = `SELECT ${SUMMARY_COLUMNS} FROM trx ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ts DESC, id DESC LIMIT ${limit + 1}`;
-  const rows = db.prepare(sql).all(...args) as ActivitySummary[];
+  const cond = where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '';
+  const u = union(tables, (t) => `SELECT ${SUMMARY_COLUMNS} FROM ${t}${cond}`, args);
+  const rows = db.prepare(`${u.sql} ORDER BY ts DESC, id DESC LIMIT ${limit + 1}`).all(...u.args) as ActivitySummary[];
   const more = rows.length > limit;
   if (more) rows.pop();
   const last = rows.at(-1);
@@ -131,9 +152,15 @@ function headerMap(json: string): Record<string, string | string[]> {
 }
 
 export function getRecord(db: Database.Database, id: number): ActivityDetail | null {
-  const row = db
-    .prepare(`SELECT ${SUMMARY_COLUMNS}, type, session_id AS sessionId, user_agent AS userAgent, request_headers AS requestHeaders, response_headers AS responseHeaders FROM trx WHERE id = ?`)
-    .get(id) as DetailRow | undefined;
+  const row = withPartitions(db, (tables) => {
+    if (tables.length === 0) return undefined;
+    const u = union(
+      tables,
+      (t) => `SELECT ${SUMMARY_COLUMNS}, type, session_id AS sessionId, user_agent AS userAgent, request_headers AS requestHeaders, response_headers AS responseHeaders FROM ${t} WHERE id = ?`,
+      [id],
+    );
+    return db.prepare(u.sql).get(...u.args) as DetailRow | undefined;
+  });
   if (row === undefined) return null;
   return { ...row, requestHeaders: headerMap(row.requestHeaders), responseHeaders: headerMap(row.responseHeaders) };
 }
@@ -149,19 +176,25 @@ export function traffic(db: Database.Database, q: TrafficQuery): TrafficResult {
   // Bucket starts are aligned to the bucket width, so the same bucket means the same instants in every query.
   const from = Math.floor(q.from / bucketMs) * bucketMs;
   const to = q.to;
-  const points = db
-    .prepare(
-      `SELECT (ts / CAST(? AS INTEGER)) * CAST(? AS INTEGER) AS t, count(*) AS requests, sum(status >= 500 OR status = 0) AS errors,
-              percentile(elapsed_ms, 50) AS p50, percentile(elapsed_ms, 95) AS p95, percentile(elapsed_ms, 99) AS p99
-       FROM trx WHERE ts >= ? AND ts < ? GROUP BY t ORDER BY t`,
-    )
-    .all(bucketMs, bucketMs, from, to) as TrafficPoint[];
-  const total = db
-    .prepare(
-      `SELECT count(*) AS requests, coalesce(sum(status >= 500 OR status = 0), 0) AS errors,
-              percentile(elapsed_ms, 50) AS p50, percentile(elapsed_ms, 95) AS p95, percentile(elapsed_ms, 99) AS p99
-       FROM trx WHERE ts >= ? AND ts < ?`,
-    )
-    .get(from, to) as TrafficResult['total'];
-  return { from, to, bucketMs, points, total };
+  const empty = { requests: 0, errors: 0, p50: null, p95: null, p99: null };
+  return withPartitions(db, (tables) => {
+    if (tables.length === 0) return { from, to, bucketMs, points: [], total: empty };
+    // Only the three columns the aggregates need leave each partition.
+    const rows = union(tables, (t) => `SELECT ts, status, elapsed_ms FROM ${t} WHERE ts >= ? AND ts < ?`, [from, to]);
+    const points = db
+      .prepare(
+        `SELECT (ts / CAST(? AS INTEGER)) * CAST(? AS INTEGER) AS t, count(*) AS requests, sum(status >= 500 OR status = 0) AS errors,
+                percentile(elapsed_ms, 50) AS p50, percentile(elapsed_ms, 95) AS p95, percentile(elapsed_ms, 99) AS p99
+         FROM (${rows.sql}) GROUP BY t ORDER BY t`,
+      )
+      .all(bucketMs, bucketMs, ...rows.args) as TrafficPoint[];
+    const total = db
+      .prepare(
+        `SELECT count(*) AS requests, coalesce(sum(status >= 500 OR status = 0), 0) AS errors,
+                percentile(elapsed_ms, 50) AS p50, percentile(elapsed_ms, 95) AS p95, percentile(elapsed_ms, 99) AS p99
+         FROM (${rows.sql})`,
+      )
+      .get(...rows.args) as TrafficResult['total'];
+    return { from, to, bucketMs, points, total };
+  });
 }

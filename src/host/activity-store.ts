@@ -1,15 +1,18 @@
 // The writing side of the activity database (host, parent instance): transaction records arrive from the log
 // sink one at a time and are inserted in batches — one SQLite transaction per batch, flushed when the batch is
-// full or after a short timer — so ingest costs a few microseconds per record. WAL mode: the page reads from
-// its own connection (a worker thread, activity-reader.ts) without ever blocking this writer. A record is
-// dropped only when the queue is full (the disk cannot keep up) or SQLite refuses the batch (disk full): both
-// are counted and shown on the page, never silent. Retention (age and row count) deletes the oldest rows in
-// small chunks on a timer, so a large purge never holds the event loop for long.
-import { closeSync, openSync } from 'node:fs';
+// full or after a short timer. WAL mode: the page reads from its own connection (a worker thread,
+// activity-reader.ts) without ever blocking this writer. A record is dropped only when the queue is full (the
+// disk cannot keep up) or SQLite refuses the batch (disk full): both are counted and shown on the page, never
+// silent. Rows go into the newest partition (activity-schema.ts) until it holds ⌈retainRows / 16⌉, then a new
+// one starts. Retention: by row count, the oldest partition is dropped whole as soon as the rows exceed
+// retainRows (so between retainRows − ⌈retainRows / 16⌉ and retainRows are kept); by age, exactly: every row
+// older than retainDays goes (a partition all older is dropped, otherwise rows are deleted in 5,000-row
+// chunks). One drop or one chunk per event-loop turn, so a large purge never holds the loop for long.
+import { closeSync, openSync, renameSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import pino, { type Logger } from 'pino';
 import { activityRow, parseLine, type ActivityRow } from './activity-record.ts';
-import { ActivityStoreError, ensureSchema } from './activity-schema.ts';
+import { ActivityStoreError, ensureSchema, listPartitions, partitionDdl, partitionName, partitionRows, schemaVersion, SCHEMA_VERSION } from './activity-schema.ts';
 
 export interface ActivityStoreOptions {
   file: string;
@@ -77,6 +80,29 @@ function positive(name: string, v: number, max = Number.MAX_SAFE_INTEGER): numbe
 
 const DELETE_CHUNK = 5000;
 
+/** One partition as the writer tracks it. */
+interface Part {
+  k: number;
+  name: string;
+  rows: number;
+  /** Its smallest id; null while empty. */
+  first: number | null;
+  insert: Database.Statement | null;
+}
+
+const INSERT_COLUMNS =
+  'id, ts, txid, method, path, status, status_class, elapsed_ms, bytes_in, bytes_out, remote_ip, decrypted_fields, type, session_id, user_agent, error, request_headers, response_headers';
+
+function openFile(file: string): Database.Database {
+  try {
+    // Created owner-only before SQLite opens it (the WAL and shm files take the database file's mode).
+    closeSync(openSync(file, 'a', 0o600));
+    return new Database(file);
+  } catch (err) {
+    throw new ActivityStoreError('ACTIVITY_STORE_OPEN_FAILED', `cannot open the activity database ${file}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export function openActivityStore(opts: ActivityStoreOptions): ActivityStore {
   const retainDays = positive('retainDays', opts.retainDays ?? 7, 36_500);
   const retainRows = Math.floor(positive('retainRows', opts.retainRows ?? 1_000_000, 1e12));
@@ -87,37 +113,53 @@ export function openActivityStore(opts: ActivityStoreOptions): ActivityStore {
   const logger = opts.logger ?? pino({ enabled: false });
   const now = opts.now ?? Date.now;
   const file = opts.file;
+  const perPartition = partitionRows(retainRows);
 
-  let db: Database.Database;
+  let db = openFile(file);
   try {
-    // Created owner-only before SQLite opens it (the WAL and shm files take the database file's mode).
-    closeSync(openSync(file, 'a', 0o600));
-    db = new Database(file);
-  } catch (err) {
-    throw new ActivityStoreError('ACTIVITY_STORE_OPEN_FAILED', `cannot open the activity database ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
+    // The database is a cache of the agent's stream, so a file of the old one-table schema is moved aside
+    // (kept, not converted: a million rows would take minutes to copy) and a new one started.
+    if (schemaVersion(db) === 1) {
+      db.close();
+      const old = `${file}.schema-1`;
+      renameSync(file, old);
+      logger.warn({ file, movedTo: old, schema: SCHEMA_VERSION }, 'activity database of schema 1 moved aside; a new one is started (delete the old file when done with it)');
+      db = openFile(file);
+    }
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 50');
-    // The request-id and path indexes take inserts and retention's deletes at random places: at 1,000,000 rows
-    // they outgrow SQLite's default 16 MiB page cache, and every batch then rereads pages (measured: ~1.4×).
+    // The newest partition's indexes take every batch; the page cache keeps them (and the other partitions'
+    // upper levels) in memory.
     db.pragma('cache_size = -65536');
     ensureSchema(db, file);
   } catch (err) {
-    db.close();
+    if (db.open) db.close();
     if (err instanceof ActivityStoreError) throw err;
     throw new ActivityStoreError('ACTIVITY_STORE_OPEN_FAILED', `cannot use ${file} as an activity database: ${(err as Error).message}`, { cause: err });
   }
 
-  const insert = db.prepare(
-    `INSERT INTO trx (ts, txid, method, path, status, status_class, elapsed_ms, bytes_in, bytes_out, remote_ip, decrypted_fields, type, session_id, user_agent, error, request_headers, response_headers)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  );
-  const deleteOlder = db.prepare(`DELETE FROM trx WHERE id IN (SELECT id FROM trx WHERE ts < ? ORDER BY ts LIMIT ${DELETE_CHUNK})`);
-  const deleteOldest = db.prepare('DELETE FROM trx WHERE id IN (SELECT id FROM trx ORDER BY id LIMIT ?)');
+  let parts: Part[] = [];
+  let nextId = 1;
+  /** Reads the partitions, their row counts and the next id from the database (at open, and after a failed batch). */
+  const load = (): void => {
+    parts = listPartitions(db).map(({ k, name }) => {
+      const r = db.prepare(`SELECT count(*) AS n, min(id) AS first, max(id) AS last FROM ${name}`).get() as { n: number; first: number | null; last: number | null };
+      nextId = Math.max(nextId, (r.last ?? 0) + 1);
+      return { k, name, rows: r.n, first: r.first, insert: null };
+    });
+  };
+  load();
+  const current = (): Part => parts[parts.length - 1]!;
+  const newPartition = (): Part => {
+    const k = current().k + 1;
+    db.exec(partitionDdl(k));
+    const p: Part = { k, name: partitionName(k), rows: 0, first: null, insert: null };
+    parts.push(p);
+    return p;
+  };
 
-  const stats: ActivityStoreStats = { inserted: 0, dropped: 0, rejected: 0, expired: 0, rows: (db.prepare('SELECT count(*) AS n FROM trx').get() as { n: number }).n, pending: 0 };
+  const stats: ActivityStoreStats = { inserted: 0, dropped: 0, rejected: 0, expired: 0, rows: parts.reduce((n, p) => n + p.rows, 0), pending: 0 };
   const listeners = new Set<(rows: ActivitySummary[]) => void>();
   let queue: ActivityRow[] = [];
   let timer: NodeJS.Timeout | null = null;
@@ -125,20 +167,28 @@ export function openActivityStore(opts: ActivityStoreOptions): ActivityStore {
 
   const writeBatch = db.transaction((rows: ActivityRow[]): ActivitySummary[] => {
     const out: ActivitySummary[] = new Array(rows.length);
+    let part = current();
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i]!;
-      const info = insert.run(
-        r.ts, r.txid, r.method, r.path, r.status, Math.floor(r.status / 100), r.elapsedMs, r.bytesIn, r.bytesOut, r.remoteIp,
+      if (part.first !== null && nextId - part.first >= perPartition) part = newPartition();
+      part.insert ??= db.prepare(`INSERT INTO ${part.name} (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      const id = nextId;
+      part.insert.run(
+        id, r.ts, r.txid, r.method, r.path, r.status, Math.floor(r.status / 100), r.elapsedMs, r.bytesIn, r.bytesOut, r.remoteIp,
         r.decryptedFields, r.type, r.sessionId, r.userAgent, r.error, r.requestHeaders, r.responseHeaders,
       );
+      nextId++;
+      part.first ??= id;
+      part.rows++;
       out[i] = {
-        id: Number(info.lastInsertRowid), ts: r.ts, txid: r.txid, method: r.method, path: r.path, status: r.status, elapsedMs: r.elapsedMs,
+        id, ts: r.ts, txid: r.txid, method: r.method, path: r.path, status: r.status, elapsedMs: r.elapsedMs,
         bytesIn: r.bytesIn, bytesOut: r.bytesOut, remoteIp: r.remoteIp, decryptedFields: r.decryptedFields, error: r.error,
       };
     }
     return out;
   });
 
+  let retentionQueued = false;
   const flush = (): void => {
     if (timer !== null) {
       clearTimeout(timer);
@@ -154,10 +204,20 @@ export function openActivityStore(opts: ActivityStoreOptions): ActivityStore {
     } catch (err) {
       stats.dropped += rows.length;
       logger.error({ err: (err as { code?: string }).code ?? (err as Error).message, records: rows.length }, 'activity batch not stored; records dropped');
+      // The transaction was rolled back (a partition it created included): count again from the database.
+      try {
+        load();
+      } catch {
+        // the next batch fails the same way, and is counted the same way
+      }
       return;
     }
     stats.inserted += stored.length;
     stats.rows += stored.length;
+    if (stats.rows > retainRows && !retentionQueued) {
+      retentionQueued = true;
+      setImmediate(retention);
+    }
     for (const l of listeners) {
       try {
         l(stored);
@@ -189,27 +249,61 @@ export function openActivityStore(opts: ActivityStoreOptions): ActivityStore {
     return add(row) ? 'queued' : 'dropped';
   };
 
-  /** One chunk of retention; true when there is more to delete. */
+  const drop = (p: Part): void => {
+    db.exec(`DROP TABLE ${p.name}`);
+    parts = parts.filter((q) => q !== p);
+    stats.rows -= p.rows;
+    stats.expired += p.rows;
+  };
+  const deleted = (p: Part, n: number): void => {
+    p.rows -= n;
+    stats.rows -= n;
+    stats.expired += n;
+  };
+  const one = (sql: string, ...args: number[]): number | null => (db.prepare(sql).pluck().get(...args) as number | null | undefined) ?? null;
+
+  /** One step of retention (one partition dropped or one chunk deleted); true when it did something. */
   const expireChunk = (): boolean => {
     try {
-      let deleted = deleteOlder.run(now() - retainDays * 86_400_000).changes;
-      const over = stats.rows - deleted - retainRows;
-      if (over > 0) deleted += deleteOldest.run(Math.min(over, DELETE_CHUNK)).changes;
-      stats.rows -= deleted;
-      stats.expired += deleted;
-      return deleted >= DELETE_CHUNK;
+      // By age, exactly: late records can put old timestamps in newer partitions, so every partition is looked at.
+      const cutoff = now() - retainDays * 86_400_000;
+      const newest = current();
+      for (const p of parts) {
+        if (p !== newest && p.rows === 0) {
+          drop(p);
+          return true;
+        }
+        const oldest = one(`SELECT min(ts) FROM ${p.name}`);
+        if (oldest === null || oldest >= cutoff) continue;
+        if (p !== newest && one(`SELECT max(ts) FROM ${p.name}`)! < cutoff) drop(p);
+        else deleted(p, db.prepare(`DELETE FROM ${p.name} WHERE id IN (SELECT id FROM ${p.name} WHERE ts < ? ORDER BY ts LIMIT ${DELETE_CHUNK})`).run(cutoff).changes);
+        return true;
+      }
+      // By row count: the oldest partition whole; the newest (never dropped) only when it alone is over (a
+      // smaller --retain-rows than the partitions were sized for), oldest rows first.
+      if (stats.rows <= retainRows) return false;
+      if (parts.length > 1) drop(parts[0]!);
+      else deleted(newest, db.prepare(`DELETE FROM ${newest.name} WHERE id IN (SELECT id FROM ${newest.name} ORDER BY id LIMIT ?)`).run(Math.min(stats.rows - retainRows, DELETE_CHUNK)).changes);
+      return true;
     } catch (err) {
       logger.error({ err: (err as { code?: string }).code ?? (err as Error).message }, 'activity retention failed');
       return false;
     }
   };
   const retention = (): void => {
+    retentionQueued = false;
     if (closed) return;
-    // One chunk per turn: ingest (socket reads, batches) runs between chunks.
-    if (expireChunk()) setImmediate(retention);
+    // One step per turn: ingest (socket reads, batches) runs between steps.
+    if (expireChunk() && !retentionQueued) {
+      retentionQueued = true;
+      setImmediate(retention);
+    }
   };
-  const retentionTimer = setInterval(retention, retentionEveryMs);
+  const retentionTimer = setInterval(() => {
+    if (!retentionQueued) retention();
+  }, retentionEveryMs);
   retentionTimer.unref();
+  retentionQueued = true;
   setImmediate(retention);
 
   return {

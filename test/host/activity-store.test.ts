@@ -1,9 +1,12 @@
 // The activity store and its queries: records in the agent's exact shape (trxLine) are stored in batches,
 // malformed ones refused and counted, a full queue drops and counts, retention deletes by age and by rows,
 // and the listing walks newest first by keyset with every filter, through the reader's worker thread.
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHeaderMasker, trxLine, type TrxRecordInput } from '../../src/http/stages/trx-log.ts';
 import { openActivityReader } from '../../src/host/activity-reader.ts';
@@ -110,6 +113,81 @@ describe('activity store', () => {
     expect((await reader.list({})).records).toEqual([]);
   });
 
+  it('retention by rows drops the oldest partition whole (⌈retainRows / 16⌉ rows), never keeping more than retainRows', async () => {
+    const file = await dbFile();
+    // 160 rows kept → partitions of 10.
+    const store = open(file, { retainRows: 160, retainDays: 36_500, now: () => T0 });
+    for (let i = 0; i < 160; i++) store.addLine(trxLine(input(i), mask));
+    store.flush();
+    store.expireNow();
+    expect(store.stats).toMatchObject({ rows: 160, expired: 0 });
+    // One over: the oldest partition (req-000000 … req-000009) goes as a whole.
+    store.addLine(trxLine(input(160), mask));
+    store.flush();
+    store.expireNow();
+    expect(store.stats).toMatchObject({ rows: 151, expired: 10 });
+    for (let i = 161; i < 400; i++) {
+      store.addLine(trxLine(input(i), mask));
+      if (i % 7 === 0) {
+        store.flush();
+        store.expireNow();
+        expect(store.stats.rows).toBeLessThanOrEqual(160);
+        expect(store.stats.rows).toBeGreaterThan(150);
+      }
+    }
+    store.flush();
+    store.expireNow();
+    const reader = openActivityReader(file);
+    cleanup.push(() => reader.close());
+    const all = await reader.list({ limit: 200 });
+    // Newest kept, contiguous, starting at a partition's first record.
+    expect(all.records[0]!.txid).toBe('req-000399');
+    expect(all.records).toHaveLength(store.stats.rows);
+    expect(Number(all.records.at(-1)!.txid.slice(4)) % 10).toBe(0);
+  });
+
+  it('retention by age is exact across partitions, late records in the newest partition included', async () => {
+    const file = await dbFile();
+    let now = T0;
+    const store = open(file, { retainRows: 16 * 5, retainDays: 1, now: () => now });
+    // 30 records one second apart (6 partitions of 5), then one that arrives late with an older timestamp.
+    for (let i = 0; i < 30; i++) store.addLine(trxLine(input(i), mask));
+    store.addLine(trxLine(input(99, { startedAt: T0 + 2500 }), mask));
+    store.flush();
+    now = T0 + 86_400_000 + 12_500; // rows with ts < T0 + 12,500 are older than a day: req 0..12 and the late one
+    store.expireNow();
+    expect(store.stats).toMatchObject({ rows: 17, expired: 14 });
+    const reader = openActivityReader(file);
+    cleanup.push(() => reader.close());
+    const left = (await reader.list({ limit: 200 })).records.map((r) => r.txid);
+    expect(left).toEqual(Array.from({ length: 17 }, (_, k) => `req-${String(29 - k).padStart(6, '0')}`));
+  });
+
+  it('moves a database of the old one-table schema aside (logged) and starts a new one; refuses a newer schema', async () => {
+    const file = await dbFile();
+    const old = new Database(file);
+    old.exec('CREATE TABLE trx (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, txid TEXT NOT NULL); INSERT INTO trx (ts, txid) VALUES (1, \'old\'); PRAGMA user_version = 1;');
+    old.close();
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (l: string) => void warnings.push(l) });
+    const store = open(file, { logger });
+    expect(store.stats.rows).toBe(0);
+    expect(warnings.join('')).toMatch(/schema 1 moved aside/);
+    expect(existsSync(`${file}.schema-1`)).toBe(true);
+    const moved = new Database(`${file}.schema-1`, { readonly: true });
+    expect(moved.prepare('SELECT txid FROM trx').pluck().all()).toEqual(['old']);
+    moved.close();
+    store.addLine(trxLine(input(1), mask));
+    store.flush();
+    expect(store.stats.rows).toBe(1);
+
+    const newer = await dbFile();
+    const db = new Database(newer);
+    db.pragma('user_version = 3');
+    db.close();
+    expect(() => openActivityStore({ file: newer })).toThrow(expect.objectContaining({ code: 'ACTIVITY_STORE_WRONG_SCHEMA' }) as Error);
+  });
+
   it('refuses options that make no sense, naming them', () => {
     expect(() => openActivityStore({ file: '/nonexistent-dir/x.db' })).toThrow(ActivityStoreError);
     expect(() => openActivityStore({ file: 'x.db', retainRows: 0 })).toThrow(/retainRows/);
@@ -148,6 +226,44 @@ describe('activity queries through the reader', () => {
     expect(posts.records.every((r) => r.method === 'POST')).toBe(true);
     const window = await reader.list({ from: T0 + 100_000, to: T0 + 110_000, limit: 200 });
     expect(window.records.map((r) => r.txid)).toEqual(Array.from({ length: 10 }, (_, k) => `req-${String(109 - k).padStart(6, '0')}`));
+  });
+
+  it('answers over many partitions as over one: keyset walk in time order with late records, filters, detail, traffic', async () => {
+    const file = await dbFile();
+    // Partitions of 8 rows; timestamps out of insertion order (records are written when the exchange ends),
+    // so partitions overlap in time.
+    const store = open(file, { retainRows: 16 * 8, retainDays: 36_500, now: () => T0 });
+    const order = Array.from({ length: 120 }, (_, i) => i).sort((a, b) => ((a * 37) % 11) - ((b * 37) % 11) || a - b);
+    for (const i of order) store.addLine(trxLine(input(i), mask));
+    store.flush();
+    store.expireNow();
+    expect(store.stats).toMatchObject({ rows: 120, expired: 0 });
+    const reader = openActivityReader(file);
+    cleanup.push(() => reader.close());
+
+    const seen: string[] = [];
+    let before: string | undefined;
+    for (;;) {
+      const page = await reader.list({ limit: 13, ...(before === undefined ? {} : { before }) });
+      seen.push(...page.records.map((r) => r.txid));
+      if (page.next === null) break;
+      before = page.next;
+    }
+    expect(seen).toEqual(Array.from({ length: 120 }, (_, k) => `req-${String(119 - k).padStart(6, '0')}`));
+
+    const found = await reader.list({ txid: `req-${String(order[0]).padStart(6, '0')}` });
+    expect(found.records).toHaveLength(1);
+    expect((await reader.get(found.records[0]!.id))!.txid).toBe(found.records[0]!.txid);
+    expect((await reader.list({ statusClass: 5, limit: 200 })).records.map((r) => r.txid)).toEqual(
+      Array.from({ length: 120 }, (_, i) => 119 - i).filter((i) => i % 7 === 0).map((i) => `req-${String(i).padStart(6, '0')}`),
+    );
+    const pay = await reader.list({ pathPrefix: '/pay/1', limit: 200 });
+    expect(pay.records.map((r) => r.path)).toEqual(
+      Array.from({ length: 120 }, (_, i) => 119 - i).filter((i) => i % 3 === 0 && String(i).startsWith('1')).map((i) => `/pay/${i}?card=***`),
+    );
+    const t = await reader.traffic({ from: T0, to: T0 + 120_000, buckets: 4 });
+    expect(t.points.map((p) => p.requests)).toEqual([30, 30, 30, 30]);
+    expect(t.total).toMatchObject({ requests: 120, errors: 18 });
   });
 
   it('aggregates traffic per bucket in SQL: counts, errors and latency percentiles', async () => {
