@@ -1,12 +1,14 @@
-// The enclave's two long-lived ECDH key pairs for `ev:` values: P-256 (Tk9D/QkTC) and secp256k1
-// (RFVC/S0lS). Private keys live only inside Keyring/KeyMaterial instances; both redact themselves in
-// JSON.stringify and util.inspect, and no error message ever includes key bytes.
+// The enclave's long-lived ECDH key pairs for `ev:` values: P-256 (Tk9D/QkTC) and secp256k1 (RFVC/S0lS) —
+// the current pair, and after `keys rotate` up to three retired pairs kept for decryption. Private keys live
+// only inside Keyring/KeyMaterial instances; both redact themselves in JSON.stringify and util.inspect, and no
+// error message ever includes key bytes.
 //
 // Key sources:
 //   devKeySource(stateDir)          generated once into <stateDir>/keys.json (mode 0600), reused afterwards
 //   encryptedFileKeySource(path, k) a blob sealed with AES-256-GCM under a 32-byte unseal key handed in by
-//                                   the host (format below). KMS-with-attestation unsealing comes later and
-//                                   will be one more KeySource.
+//                                   the host (format below; development only)
+//   kmsKeySource (kms-keyring.ts)   the sealed-keyring file, opened with data keys KMS releases to this
+//                                   attested enclave; the only source with several generations
 import { createECDH, createHash, createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import type { ECDH } from 'node:crypto';
 import { promises as fs } from 'node:fs';
