@@ -130,6 +130,9 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     this.#idleSince = sweep.now;
     // The client's EOF ends reading only: answers to requests already received still go out (then we close).
     (socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
+    // Each response leaves in one write: Nagle would hold it for the ACK of the previous one (as Node's
+    // http.Server, which sets it on its connections).
+    (socket as { setNoDelay?: (on: boolean) => unknown }).setNoDelay?.(true);
     socket.on('data', this.#onData);
     socket.on('end', () => this.#ended());
     socket.on('drain', () => this.#drained());
@@ -207,6 +210,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     }
     if (corked) socket.uncork();
     if (this.#queue.length === 0) this.#idle();
+    else if (this.#readingPaused && this.#mode === 'fast') this.#parse();
     return ok;
   }
 
@@ -228,10 +232,11 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   }
 
   #received(chunk: Buffer): void {
-    if (this.#mode !== 'fast') return; // closing: nothing more is read; waiting-fallback: reading is paused
+    // Closing: nothing more is read. Waiting for the fallback: kept for the server (reading is paused).
+    if (this.#mode === 'closing' || this.#mode === 'relay') return;
     if (this.#buf === null) this.#requestSince = this.#sweep.now;
     this.#append(chunk);
-    this.#parse();
+    if (this.#mode === 'fast') this.#parse();
   }
 
   #append(chunk: Buffer): void {
