@@ -1,4 +1,4 @@
-// The operator's `keys seal` and an enclave's `start --json`, as real processes: AWS credentials from the
+// The operator's `keys seal` and `keys rotate` and an enclave's `start --json`, as real processes: AWS credentials from the
 // environment (the standard chain), the test KMS's certificate trusted through NODE_EXTRA_CA_CERTS.
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -67,9 +67,17 @@ describe('keys seal → start --json', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain('exists: refusing to replace');
 
+    // keys rotate: start --json then shows the new pair as publicKeys and the sealed one as retiredPublicKeys.
+    const rotatedFile = path.join(dir, 'keyring.rotated.json');
+    const rot = await runBin(['keys', 'rotate', '--in', sealed, '--out', rotatedFile, '--endpoint', kms.endpoint, '--json'], { env });
+    expect(rot.code, rot.stderr).toBe(0);
+    const rotated = JSON.parse(rot.stdout) as { publicKeys: { p256: string; secp256k1: string } };
+    cpSync(rotatedFile, sealed);
+
     const state = path.join(dir, 'state');
     running = startBin(['start', '--json', '--config', config, '--state-dir', state, '--bridge-port', '0', '--agent-port', '0', '--app-port', '0', '--api-port', '0', '--dashboard-port', '0', '--log-level', 'silent'], { env });
-    const ready = JSON.parse(await running.firstLine(60_000)) as { publicKeys: { p256: string; secp256k1: string } };
-    expect(ready.publicKeys).toEqual(out.publicKeys);
+    const ready = JSON.parse(await running.firstLine(60_000)) as { publicKeys: { p256: string; secp256k1: string }; retiredPublicKeys: unknown };
+    expect(ready.publicKeys).toEqual(rotated.publicKeys);
+    expect(ready.retiredPublicKeys).toEqual([out.publicKeys]);
   }, 120_000);
 });
