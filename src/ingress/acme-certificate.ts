@@ -19,6 +19,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import acme from 'acme-client';
 import type { Logger } from 'pino';
+import type { AcmeTransport } from './acme-transport.ts';
 
 export interface AcmeCertificateOptions {
   domain: string;
@@ -29,8 +30,8 @@ export interface AcmeCertificateOptions {
   retryBackoffMaxMs: number;
   /** ms since the epoch (default Date.now): renewal is due by this clock. */
   now?: () => number;
-  /** The transport's last connection failure (acme-transport.ts), logged as the failure's cause. */
-  transportError?: () => string | null;
+  /** The egress tunnel acme-client uses (acme-transport.ts): its last connection failure is logged as the cause; closed by stop(). */
+  transport?: Pick<AcmeTransport, 'takeLastError' | 'close'>;
   /** acme-client's polling of pending challenges and orders: first wait (default 5 s, its own default). */
   pollMinMs?: number;
   logger?: Logger;
@@ -115,11 +116,12 @@ export class AcmeCertificate {
     this.#maybeAttempt();
   }
 
-  /** Stops the timer; an order in flight finishes and its result is dropped. */
+  /** Stops the timer and closes the tunnels; an order in flight fails and its result is dropped. */
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#challenges.clear();
+    this.#opts.transport?.close();
   }
 
   /** Starts an order when one is due and none is in flight; false when it did not. */
@@ -143,7 +145,7 @@ export class AcmeCertificate {
 
   async #attempt(): Promise<void> {
     const renewal = this.#issued !== undefined;
-    this.#opts.transportError?.();
+    this.#opts.transport?.takeLastError();
     try {
       const issued = await this.#order();
       if (this.#stopped) return;
@@ -160,7 +162,7 @@ export class AcmeCertificate {
       const retryInMs = retryDelay(this.#failures, this.#opts.retryBackoffMs, this.#opts.retryBackoffMaxMs);
       this.#nextAttemptAt = this.#now() + retryInMs;
       this.#logger?.error(
-        { domain: this.domain, directory: this.#opts.directoryUrl, failures: this.#failures, retryInMs, err: describeError(err), cause: this.#opts.transportError?.() ?? null },
+        { domain: this.domain, directory: this.#opts.directoryUrl, failures: this.#failures, retryInMs, err: describeError(err), cause: this.#opts.transport?.takeLastError() ?? null },
         renewal ? 'ACME renewal failed; the current certificate stays until it succeeds' : 'ACME certificate failed; serving the attested certificate for its domain until it succeeds',
       );
     } finally {

@@ -48,6 +48,8 @@ export interface AcmeTransport {
   readonly agent: https.Agent;
   /** The last connection failure since the previous call (null if none): the cause behind acme-client's error. */
   takeLastError(): string | null;
+  /** Closes the kept-alive tunnels (so egress need not wait for them at shutdown). */
+  close(): void;
 }
 
 /** Routes acme-client's requests through the egress tunnel. */
@@ -58,5 +60,5 @@ export function routeAcmeThroughEgress(opts: AcmeTransportOptions): AcmeTranspor
   defaults.proxy = false;
   defaults.timeout = opts.timeoutMs ?? 30_000;
   defaults.acmeSettings.retryMaxAttempts = 0;
-  return { agent, takeLastError: () => agent.takeLastError() };
+  return { agent, takeLastError: () => agent.takeLastError(), close: () => agent.destroy() };
 }

@@ -230,7 +230,7 @@ function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger
     termsOfServiceAgreed: a.terms_of_service_agreed,
     retryBackoffMs: a.retry_backoff_ms,
     retryBackoffMaxMs: a.retry_backoff_max_ms,
-    transportError: transport.takeLastError,
+    transport,
     ...(opts.acme?.pollMinMs === undefined ? {} : { pollMinMs: opts.acme.pollMinMs }),
     ...(opts.acme?.now === undefined ? {} : { now: opts.acme.now }),
     logger,
