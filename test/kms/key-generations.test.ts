@@ -2,7 +2,10 @@
 // event loop, in the decrypt pool's workers, in the HTTP stage and the local API — and the ECDHs a request may
 // cost stay under the per-request cap however many generations a value needs.
 import { Readable } from 'node:stream';
+import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startApiServer } from '../../src/api/server.ts';
+import type { Nsm } from '../../src/attestation/nsm.ts';
 import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
 import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { EcdhBudget } from '../../src/crypto/ecdh-budget.ts';
@@ -78,5 +81,20 @@ describe('a keyring of several generations', () => {
     await expect(run(body(4, gens[2]!))).resolves.toMatchObject({ decryptedFields: 4 }); // current key: 1 ECDH each
     await expect(run(body(2, gens[1]!))).resolves.toMatchObject({ decryptedFields: 2 }); // 2 each = 4
     await expect(run(body(2, gens[0]!))).rejects.toMatchObject({ code: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS', status: 413 }); // 3 each = 6 > 4
+  });
+
+  it('the local API: /decrypt opens old values within the budget, 413 past it', async () => {
+    const nsm: Nsm = { attest: () => Promise.reject(new Error('not used')), random: (n) => Promise.resolve(new Uint8Array(n)) };
+    const api = await startApiServer({ keyring: ring, nsm, port: 0, logger: pino({ enabled: false }), maxDecryptFields: 4, decryptScheduler: new DecryptScheduler({ pool }) });
+    try {
+      const post = (values: string[]) => fetch(`http://127.0.0.1:${api.port}/decrypt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(values) });
+      const ok = await post([encryptValue('b1', pub(gens[1]!)), encryptValue('b2', pub(gens[1]!))]);
+      expect([ok.status, await ok.json()]).toEqual([200, ['b1', 'b2']]);
+      const over = await post([encryptValue('a1', pub(gens[0]!)), encryptValue('a2', pub(gens[0]!))]);
+      expect(over.status).toBe(413);
+      expect(await over.json()).toMatchObject({ error: 'API_TOO_MANY_ENCRYPTED_FIELDS', message: expect.stringContaining('key agreements') });
+    } finally {
+      await api.close();
+    }
   });
 });
