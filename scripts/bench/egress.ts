@@ -2,21 +2,26 @@
 // connect time it adds. Three processes, as deployed: this one (the app, and the servers on 127.0.0.2), an
 // "enclave" child (the explicit proxy of src/egress), a "host" child (the host dialer and a DNS server), the
 // two children linked by a UNIX socket standing in for vsock (one stream per flow, ≤ 32 KiB writes).
-// Targets (issue 15): throughput ≥ 0.5× direct; added connect time ≤ 1 ms on loopback.
+// Targets (issue 15): throughput ≥ 0.5× direct; added connect time ≤ 1 ms on loopback. The connect table also
+// splits the added time: a CONNECT the policy refuses (the enclave side alone: no host round trip), and a
+// second enclave child without pre-opened dialer streams (each flow connects to the host itself).
 //   npx tsx scripts/bench/egress.ts            (or: npm run bench -- egress)
+//   CONNECTS=N ROUNDS=N change the sample counts; SETTLE_MS=N pauses before each connect
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { askChild, printTable, ratio } from './lib.ts';
+import { askChild, loadAverage, printTable, procCpuSource, procCpuUs, ratio } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const SERVER_IP = '127.0.0.2';
 const BULK_BYTES = 64 * 1024 * 1024;
-const ROUNDS = 5;
-const CONNECTS = 300;
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const CONNECTS = Number(process.env.CONNECTS ?? 300);
+/** A pause before each connect, so the previous flow's teardown (through three processes) is not measured with it. */
+const SETTLE_MS = Number(process.env.SETTLE_MS ?? 0);
 
 // ---- children ------------------------------------------------------------------------------------------------
 
@@ -55,7 +60,12 @@ function enclaveChild(): void {
     const ports = msg.ports as number[];
     const destinations = [...ports.map((p) => `ok.test:${p}`), ...ports.map((p) => `${SERVER_IP}:${p}`)];
     const config = configFromObject({ egress: { enabled: true, destinations } });
-    const egress = await startEgress({ egress: config.egress, proxyPort: 0, dialer: () => connectStream({ kind: 'unix', path: msg.sock as string }) });
+    const egress = await startEgress({
+      egress: config.egress,
+      proxyPort: 0,
+      dialer: () => connectStream({ kind: 'unix', path: msg.sock as string }),
+      ...(msg.pool === false ? { dialerPoolSize: 0 } : {}),
+    });
     return { port: Number(new URL(egress.proxyUrl).port) };
   });
 }
@@ -78,7 +88,7 @@ async function listen(onConn: (s: net.Socket) => void): Promise<net.Server> {
 const portOf = (s: net.Server): number => (s.address() as net.AddressInfo).port;
 
 /** A connected socket to `port` on SERVER_IP, directly or through CONNECT on the proxy (`host` = name or IP). */
-function open(port: number, via: { proxy: number; host: string } | null): Promise<net.Socket> {
+function open(port: number, via: { proxy: number; host: string; status?: number } | null): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: via ? '127.0.0.1' : SERVER_IP, port: via ? via.proxy : port, noDelay: true, allowHalfOpen: true });
     s.once('error', reject);
@@ -93,7 +103,7 @@ function open(port: number, via: { proxy: number; host: string } | null): Promis
       const end = head.indexOf('\r\n\r\n');
       if (end < 0) return;
       s.off('data', onData);
-      if (!head.subarray(0, 12).toString().includes(' 200')) reject(new Error(head.toString()));
+      if (!head.subarray(0, 12).toString().includes(` ${via.status ?? 200}`)) reject(new Error(head.toString()));
       else {
         s.pause();
         if (end + 4 < head.length) s.unshift(head.subarray(end + 4));
@@ -147,10 +157,14 @@ async function download(port: number, via: { proxy: number; host: string } | nul
 }
 
 /** One connection: ms until usable (direct: connected; egress: the proxy's 200 after the host dialed), and ms for a 1-byte round trip on it. */
-async function connectOnce(port: number, via: { proxy: number; host: string } | null): Promise<[number, number]> {
+async function connectOnce(port: number, via: { proxy: number; host: string; status?: number } | null): Promise<[number, number]> {
   const t0 = performance.now();
   const s = await open(port, via);
   const t1 = performance.now();
+  if (via?.status !== undefined) {
+    s.destroy();
+    return [t1 - t0, NaN];
+  }
   await new Promise<void>((resolve, reject) => {
     s.once('data', () => resolve());
     s.once('error', reject);
@@ -186,12 +200,18 @@ export default async function bench(): Promise<void> {
     });
     s.on('end', () => {});
   });
-  const echo = await listen((s) => s.on('data', (c: Buffer) => s.write(c)));
+  const echo = await listen((s) => {
+    s.on('data', (c: Buffer) => s.write(c));
+    s.on('end', () => s.end()); // else every flow stays half-open on the host (and counts against its flow cap)
+  });
   const host = await spawnChild('--egress-bench-host');
   const enclave = await spawnChild('--egress-bench-enclave');
+  const enclaveNoPool = await spawnChild('--egress-bench-enclave');
   try {
     await askChild(host, { sock });
-    const { port: proxy } = await askChild<{ port: number }>(enclave, { sock, ports: [portOf(sink), portOf(source), portOf(echo)] });
+    const ports = [portOf(sink), portOf(source), portOf(echo)];
+    const { port: proxy } = await askChild<{ port: number }>(enclave, { sock, ports });
+    const { port: proxyNoPool } = await askChild<{ port: number }>(enclaveNoPool, { sock, ports, pool: false });
     const byName = { proxy, host: 'ok.test' };
     const byIp = { proxy, host: SERVER_IP };
 
@@ -205,18 +225,26 @@ export default async function bench(): Promise<void> {
       down.egress.push(await download(portOf(source), byName));
     }
     const mb = (x: number): string => `${x.toFixed(0)} MB/s`;
-    printTable(`egress bulk throughput (${BULK_BYTES / 2 ** 20} MiB per transfer, median of ${ROUNDS} interleaved rounds)`, [
+    if (ROUNDS > 0) printTable(`egress bulk throughput (${BULK_BYTES / 2 ** 20} MiB per transfer, median of ${ROUNDS} interleaved rounds)`, [
       ['direction', 'direct TCP', 'through egress', 'ratio (target ≥ 0.5×)'],
       ['app → server (upload)', mb(median(up.direct)), mb(median(up.egress)), ratio(median(up.egress), median(up.direct), 0.5)],
       ['server → app (download)', mb(median(down.direct)), mb(median(down.egress)), ratio(median(down.egress), median(down.direct), 0.5)],
     ]);
 
-    // Interleaved, so load on the machine falls on all three alike. The name is resolved once, then cached (TTL).
-    const paths = { direct: null, ip: byIp, name: byName } as const;
-    const times = { direct: [[], []], ip: [[], []], name: [[], []] } as Record<keyof typeof paths, [number[], number[]]>;
+    // Interleaved, so load on the machine falls on all paths alike. The name is resolved once, then cached (TTL).
+    const paths = {
+      direct: null,
+      ip: byIp,
+      name: byName,
+      refused: { proxy, host: SERVER_IP, status: 403 }, // port 1: no entry
+      noPool: { proxy: proxyNoPool, host: SERVER_IP },
+    } as const;
+    const times = Object.fromEntries(Object.keys(paths).map((k) => [k, [[], []]])) as unknown as Record<keyof typeof paths, [number[], number[]]>;
+    const portFor = (k: keyof typeof paths): number => (k === 'refused' ? 1 : portOf(echo));
     for (let i = 0; i < CONNECTS + 20; i++) {
       for (const k of Object.keys(paths) as (keyof typeof paths)[]) {
-        const [c, rt] = await connectOnce(portOf(echo), paths[k]);
+        if (SETTLE_MS > 0) await new Promise((r) => setTimeout(r, SETTLE_MS));
+        const [c, rt] = await connectOnce(portFor(k), paths[k]);
         if (i >= 20) {
           times[k][0].push(c);
           times[k][1].push(rt);
@@ -224,19 +252,39 @@ export default async function bench(): Promise<void> {
       }
     }
     const m = (k: keyof typeof paths, j: 0 | 1): number => median(times[k][j]);
-    const added = (k: keyof typeof paths): string => {
+    const added = (k: keyof typeof paths, target = true): string => {
       const d = m(k, 0) - m('direct', 0);
-      return `+${d.toFixed(3)} ms${d <= 1 ? ' (≤ 1 ✓)' : ' (> 1 ✗)'}`;
+      return `+${d.toFixed(3)} ms${target ? (d <= 1 ? ' (≤ 1 ✓)' : ' (> 1 ✗)') : ''}`;
     };
-    printTable(`egress connect time (median of ${CONNECTS}, interleaved)`, [
+    const rt = (k: keyof typeof paths): string => (Number.isNaN(m(k, 1)) ? '' : `${m(k, 1).toFixed(3)} ms`);
+    printTable(`egress connect time (median of ${CONNECTS}, interleaved; load average ${loadAverage()})`, [
       ['path', 'connect (until usable)', 'added (target ≤ 1 ms)', '1-byte round trip after'],
-      ['direct TCP', `${m('direct', 0).toFixed(3)} ms`, '', `${m('direct', 1).toFixed(3)} ms`],
-      ['egress, IP entry (CONNECT 127.0.0.2:p)', `${m('ip', 0).toFixed(3)} ms`, added('ip'), `${m('ip', 1).toFixed(3)} ms`],
-      ['egress, name entry (cached after the first DNS)', `${m('name', 0).toFixed(3)} ms`, added('name'), `${m('name', 1).toFixed(3)} ms`],
+      ['direct TCP', `${m('direct', 0).toFixed(3)} ms`, '', rt('direct')],
+      ['egress, IP entry (CONNECT 127.0.0.2:p)', `${m('ip', 0).toFixed(3)} ms`, added('ip'), rt('ip')],
+      ['egress, name entry (cached after the first DNS)', `${m('name', 0).toFixed(3)} ms`, added('name'), rt('name')],
+      ['  of which the enclave side: CONNECT refused by policy (403, no host round trip)', `${m('refused', 0).toFixed(3)} ms`, added('refused', false), ''],
+      ['  IP entry without pre-opened dialer streams (connect per flow)', `${m('noPool', 0).toFixed(3)} ms`, added('noPool', false), rt('noPool')],
     ]);
+
+    // CPU time each process spends per connect (on-CPU, so it holds on a loaded machine better than latency does).
+    const cpuRows: string[][] = [];
+    for (const [label, via, enclaveChild] of [
+      ['direct TCP', null, null],
+      ['IP entry, pre-opened dialer streams', byIp, enclave],
+      ['IP entry, connect per flow', { proxy: proxyNoPool, host: SERVER_IP }, enclaveNoPool],
+    ] as const) {
+      const pids = enclaveChild === null ? [process.pid] : [process.pid, enclaveChild.pid!, host.pid!];
+      const before = pids.map(procCpuUs);
+      for (let i = 0; i < CONNECTS; i++) (await open(portOf(echo), via)).destroy();
+      await new Promise((r) => setTimeout(r, 200)); // the teardown of the last flows
+      const per = pids.map((p, i) => (procCpuUs(p) - before[i]!) / CONNECTS);
+      cpuRows.push([label, ...per.map((us) => `${us.toFixed(0)} µs`), ...(enclaveChild === null ? ['', ''] : [])]);
+    }
+    printTable(`egress CPU per connect (${CONNECTS} sequential connects, ${procCpuSource})`, [['path', 'app + servers', 'enclave side (proxy)', 'host dialer'], ...cpuRows]);
   } finally {
     host.kill();
     enclave.kill();
+    enclaveNoPool.kill();
     sink.close();
     source.close();
     echo.close();

@@ -91,12 +91,13 @@ export function dialerPool(open: DialerConnect, opts: { size?: number; maxIdleMs
       const entry = idle.shift();
       if (entry !== undefined) release(entry);
       const stream = entry !== undefined && !entry.stream.destroyed && entry.stream.readableLength === 0 ? entry.stream : (entry?.stream.destroy(), await open());
-      // Replace it once its flow has the host's answer (or is gone): opened any earlier, the replacement's
-      // connect and the host's accept would run ahead of this flow's request on both sides.
+      // Replace it once its flow has the host's answer (or is gone), and only after the answer has been handled
+      // (setImmediate: after the microtasks that pass it on to the app): opened any earlier, the replacement's
+      // connect and the host's accept would run ahead of this flow's request and answer on both sides.
       const replace = (): void => {
         stream.off('readable', replace);
         stream.off('close', replace);
-        refill();
+        setImmediate(refill);
       };
       stream.once('readable', replace);
       stream.once('close', replace);

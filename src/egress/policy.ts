@@ -138,7 +138,7 @@ export class EgressPolicy {
 
   /** The first IP/CIDR entry covering `ip` on `port`, else null. */
   matchIp(ip: string, port: number): Destination | null {
-    return this.destinations.find((d) => ipMatches(d, ip) && inPorts(d.ports, port)) ?? null;
+    return this.destinations.find((d) => inPorts(d.ports, port) && ipMatches(d, ip)) ?? null;
   }
 
   /**
