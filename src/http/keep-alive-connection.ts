@@ -27,6 +27,7 @@ import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts'
 export const MAX_FAST_BODY = 64 * 1024;
 /** Requests in flight on one connection; past it, reading stops until a response is sent. */
 export const MAX_PIPELINED = 32;
+const BARE_LF_END = Buffer.from('\n\n', 'latin1');
 
 export interface KeepAliveHandlers {
   /** Runs one request through the stages, answering into `res` (already queued in order). */
@@ -291,6 +292,11 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
         if (end < 0 || end + HEAD_END.length > max) {
           if (buf.length >= max) {
             this.#refuse(431, 'HTTP_HEADERS_TOO_LARGE', statusText(431));
+            return;
+          }
+          // Bare LF line ends: not ours to read (the server's parser decides what they mean).
+          if (buf.indexOf(BARE_LF_END, this.#scanFrom) >= 0) {
+            this.#fallback();
             return;
           }
           this.#scanFrom = Math.max(0, buf.length - (HEAD_END.length - 1));

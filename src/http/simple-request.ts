@@ -18,6 +18,8 @@
 // bodies, upgrades, HTTP/1.0) goes to the http.Server exactly as before, which gives its own answer (400 and
 // a closed connection for a malformed request). So the fast path never accepts something the server would
 // refuse, and never decides what a malformed request means.
+// The keep-alive fast path (keep-alive-connection.ts, TLS ingress) reads heads with the same `parseSimpleHead`,
+// with its own rules for the body, `Expect` and /.well-known/ (see there).
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import type { RequestHead } from './exchange.ts';

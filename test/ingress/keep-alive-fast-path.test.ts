@@ -198,6 +198,12 @@ describe('keep-alive fast path', () => {
     const r2 = new ResponseReader(t2);
     expect((await r2.next()).status).toBe(400);
     await r2.waitEnd();
+    // Bare LF line ends never make a CRLFCRLF: the server decides (Node's parser answers 400), no wait for a timeout.
+    const t3 = await connect(s.port);
+    t3.write('GET /bare-lf HTTP/1.1\nHost: localhost\n\n');
+    const r3 = new ResponseReader(t3);
+    expect((await r3.next()).status).toBe(400);
+    t3.destroy();
   });
 
   it('hands a chunked request to the http.Server mid-connection; the connection goes on there', async () => {
