@@ -1,10 +1,11 @@
 // Streams to the host dialer opened ahead of need: a flow takes one that is already connected and already
 // accepted on the host (whose dialer is waiting for the request on it), so the flow's connect path saves the
-// stream connect and the host's accept turn — about a third of the latency egress adds to a connect. Each
-// stream still carries exactly one flow (the protocol is unchanged). Streams are opened only to replace one
-// taken, so an idle enclave holds at most `size` of them, each for at most `maxIdleMs` (well under the host's
-// 5 s wait for a request), then closes them without a byte: the first flow after a quiet spell connects
-// afresh. A stream the host closed or wrote to while idle is dropped, never handed out.
+// stream connect and the host's accept turn. Each stream still carries exactly one flow (the protocol is
+// unchanged). A stream is replaced when the flow that took it closes: the host dialer is one event loop, and a
+// replacement opened when the flow got its answer (tried first) delayed that flow's first bytes by as much as
+// it saved on the connect. An idle enclave holds at most `size` streams, each for at most `maxIdleMs` (well
+// under the host's 5 s wait for a request), then closes them without a byte: the first flow after a quiet
+// spell connects afresh. A stream the host closed or wrote to while idle is dropped, never handed out.
 import type { Duplex } from 'node:stream';
 import type { DialerConnect } from './flow-client.ts';
 
@@ -91,16 +92,8 @@ export function dialerPool(open: DialerConnect, opts: { size?: number; maxIdleMs
       const entry = idle.shift();
       if (entry !== undefined) release(entry);
       const stream = entry !== undefined && !entry.stream.destroyed && entry.stream.readableLength === 0 ? entry.stream : (entry?.stream.destroy(), await open());
-      // Replace it once its flow has the host's answer (or is gone), and only after the answer has been handled
-      // (setImmediate: after the microtasks that pass it on to the app): opened any earlier, the replacement's
-      // connect and the host's accept would run ahead of this flow's request and answer on both sides.
-      const replace = (): void => {
-        stream.off('readable', replace);
-        stream.off('close', replace);
-        setImmediate(refill);
-      };
-      stream.once('readable', replace);
-      stream.once('close', replace);
+      // Replaced once its flow is over (see above), after the close has been handled.
+      stream.once('close', () => setImmediate(refill));
       return stream;
     },
     close() {
