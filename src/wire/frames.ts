@@ -63,7 +63,12 @@ function writeU32(out: Uint8Array, len: number): void {
 
 /** Chunks shorter than this are copied into a staging buffer so a stream of tiny reads costs O(1) per byte. */
 const SMALL_CHUNK = 256;
-const STAGING_SIZE = 4096;
+/**
+ * A staging buffer starts at the small size and doubles (up to the large one) each time one fills while bytes are
+ * still buffered; the reader lets go of it whenever every byte has been taken, so an idle connection holds none.
+ */
+const STAGING_MIN = 512;
+const STAGING_MAX = 4096;
 
 /**
  * Incremental reader of one connection's inbound bytes. Feed it whatever the transport delivers with
@@ -95,12 +100,18 @@ export class FrameReader {
   #failure: WireError | null = null;
   #staging: Uint8Array | null = null;
   #stagingFill = 0;
+  #stagingSize = STAGING_MIN;
   /** Start in #staging of the view that is currently the last chunk, or -1 if the last chunk is not staging. */
   #stagingStart = -1;
 
   /** Bytes held and not yet returned. */
   get buffered(): number {
     return this.#buffered;
+  }
+
+  /** Bytes of memory the reader itself keeps referenced: its staging buffer (0 once everything was taken). */
+  get stagingBytes(): number {
+    return this.#staging === null ? 0 : this.#staging.length;
   }
 
   push(chunk: Uint8Array): void {
@@ -116,8 +127,9 @@ export class FrameReader {
     }
     // Small chunk: append into the staging buffer. Filled staging bytes are never rewritten, so views
     // handed out earlier stay valid.
-    if (this.#staging === null || this.#stagingFill + n > STAGING_SIZE) {
-      this.#staging = new Uint8Array(STAGING_SIZE);
+    if (this.#staging === null || this.#stagingFill + n > this.#staging.length) {
+      if (this.#staging !== null) this.#stagingSize = Math.min(this.#stagingSize * 2, STAGING_MAX);
+      this.#staging = new Uint8Array(this.#stagingSize);
       this.#stagingFill = 0;
       this.#stagingStart = -1;
     }
@@ -307,6 +319,9 @@ export class FrameReader {
       this.#chunks.length = 0;
       this.#head = 0;
       this.#stagingStart = -1;
+      // Everything was taken: views handed out keep their own reference, the reader needs none.
+      this.#staging = null;
+      this.#stagingFill = 0;
     } else if (this.#head >= 64 && this.#head * 2 >= this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head);
       this.#head = 0;

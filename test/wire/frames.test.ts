@@ -61,6 +61,36 @@ describe('FrameReader', () => {
     reader.end();
   });
 
+  it('holds no staging buffer once every byte was taken (an idle connection keeps nothing), and frames it returned stay intact', () => {
+    const r = new FrameReader();
+    r.push(new Uint8Array(32).fill(7)); // hs1: a small read goes to the staging buffer
+    expect(r.stagingBytes).toBeGreaterThan(0);
+    const hs1 = r.readExact(32)!;
+    expect(r.stagingBytes).toBe(0);
+    const body = Uint8Array.from({ length: 40 }, (_, i) => i);
+    const wire = encodeFrame(body);
+    r.push(wire.subarray(0, 10));
+    r.push(wire.subarray(10));
+    const frame = r.nextFrame()!;
+    expect(r.stagingBytes).toBe(0);
+    r.push(new Uint8Array(20).fill(9)); // a later read must not overwrite what was handed out
+    expect(same(frame, body)).toBe(true);
+    expect(hs1.every((b) => b === 7)).toBe(true);
+  });
+
+  it('a stream of tiny reads that never drains grows its staging buffer and keeps every byte', () => {
+    const rand = prng(3);
+    const frames = Array.from({ length: 40 }, () => randomBytes(300, rand));
+    const stream = Buffer.concat(frames.map(encodeFrame));
+    const r = new FrameReader();
+    for (let i = 0; i < stream.length; i += 100) r.push(stream.subarray(i, i + 100));
+    expect(r.stagingBytes).toBe(4096);
+    const got = drain(r);
+    expect(got.length).toBe(frames.length);
+    got.forEach((f, i) => expect(same(f, frames[i]!)).toBe(true));
+    expect(r.stagingBytes).toBe(0);
+  });
+
   it('copies a frame that spans chunks into alloc(len) and says so; a frame inside one chunk stays a view', () => {
     const a = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
     const b = Uint8Array.from({ length: 700 }, (_, i) => (i * 3) & 0xff);
