@@ -39,7 +39,7 @@ afterAll(async () => {
 
 interface Outcome {
   subject?: string;
-  alpn?: string | false;
+  alpn?: string | false | null;
   error?: string;
   /** What an HTTP request on the connection got back (first line), or null when the server closed. */
   reply?: string | null;
