@@ -13,11 +13,13 @@ import { exchange, startExchangeServer, type ExchangeServer } from './helpers.ts
 let echo: ExchangeServer;
 let dialer: EgressDialer;
 let accepted = 0;
+let opened = 0; // connects started through `connect`
 let front: net.Server; // counts the connections to the dialer, then passes them through
 const warnings: string[] = [];
 
 const connect = (): Promise<Duplex> =>
   new Promise((resolve, reject) => {
+    opened++;
     const s = net.connect({ host: '127.0.0.1', port: (front.address() as net.AddressInfo).port }, () => resolve(s));
     s.once('error', reject);
   });
@@ -58,14 +60,14 @@ describe('dialer pool', () => {
       const first = await openFlow(pool.connect, req()); // nothing pre-opened yet: connects itself
       expect(pool.idle).toBe(0);
       first.destroy();
-      await waitUntil(() => pool.idle === 2);
+      await waitUntil(() => pool.idle === 2 && accepted === opened);
       const before = accepted;
       const second = await openFlow(pool.connect, req());
       expect((await exchange(second as net.Socket, Buffer.from('abc'))).toString()).toBe('abcabc');
       expect(pool.idle).toBe(1); // taken from the pool; not replaced while its flow is open
       expect(accepted).toBe(before);
       second.destroy();
-      await waitUntil(() => pool.idle === 2);
+      await waitUntil(() => pool.idle === 2 && accepted === opened);
       expect(accepted).toBe(before + 1);
     } finally {
       pool.close();
@@ -122,13 +124,14 @@ describe('dialer pool', () => {
   it('close() ends the idle streams and opens no more', async () => {
     const pool = dialerPool(connect, { size: 2, maxIdleMs: 60_000 });
     (await openFlow(pool.connect, req())).destroy();
-    await waitUntil(() => pool.idle === 2);
+    await waitUntil(() => pool.idle === 2 && accepted === opened);
     pool.close();
     expect(pool.idle).toBe(0);
     const before = accepted;
     const s = await pool.connect(); // still works, without refilling
     s.destroy();
     await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(() => accepted === opened);
     expect(accepted).toBe(before + 1);
     expect(pool.idle).toBe(0);
   });
