@@ -12,6 +12,7 @@ import { startLogSinkServer } from '../../src/host/log-sink-server.ts';
 import { startActivityService } from '../../src/host/activity-service.ts';
 import { openActivityStore } from '../../src/host/activity-store.ts';
 import { activityRow, parseLine } from '../../src/host/activity-record.ts';
+import { partitionRows } from '../../src/host/activity-schema.ts';
 import { createHeaderMasker, trxLine, type TrxRecordInput } from '../../src/http/stages/trx-log.ts';
 import { formatNumber, printTable, ratio } from './lib.ts';
 
@@ -200,7 +201,8 @@ export default async function bench(): Promise<void> {
     console.log('(records per CPU-s: records over the CPU time this process used, sender included: what one core does; the query loop runs in the reader worker, which this counts too)');
 
     // 1,000,000 rows over the last 7 days. ACTIVITY_BENCH_DB=FILE keeps them for the next run (filling takes
-    // minutes on a busy machine); a kept file is reused when it holds them.
+    // a minute or more on a busy machine); a kept file is reused when it holds them (a file of the old schema
+    // is moved aside to FILE.schema-1 by the store, and refilled).
     const week = 7 * 86_400_000;
     const kept = process.env.ACTIVITY_BENCH_DB;
     const big = kept ?? fresh(dir, 'million.db');
@@ -217,18 +219,24 @@ export default async function bench(): Promise<void> {
       console.log(`\n(filled ${formatNumber(MILLION)} rows over 7 days: ${formatNumber(r.wall)} records/s wall, ${formatNumber(r.cpu)} per CPU-s)`);
     }
     // Steady state: a store that already holds 1,000,000 rows takes the agent's records while retention keeps
-    // it at 1,000,000 (the random request-id index no longer fits the page cache).
-    const extra = lines(50_000, Date.now() - 60_000, 60_000);
+    // it at (15/16 … 1) × 1,000,000: 200,000 records, so about three partitions are created and three dropped.
+    const extra = lines(N, Date.now() - 60_000, 60_000);
     const steady = timer();
     for (const l of extra) fill.addLine(l.slice(0, -1));
     fill.flush();
     fill.expireNow();
     const st = steady(extra.length);
+    const rowsKept = fill.stats.rows;
     fill.close();
-    printTable('activity ingest into a store holding 1,000,000 rows (retention on)', [
+    // The same through the log sink over TCP (logs --db), retention running on its own timer and after batches.
+    const sinkBig = await throughSink(lines(N, Date.now() - 30_000, 30_000), { db: big });
+    const mark2 = (r: Rate): string => `${r.wall >= TARGET_PER_SEC ? '✓' : '✗'} / ${r.cpu >= TARGET_PER_SEC ? '✓' : '✗'}`;
+    printTable('activity ingest into a store holding 1,000,000 rows (retention on: --retain-rows 1000000)', [
       ['path', 'records/s (wall)', 'records per CPU-s', '≥ 20k (wall / CPU)'],
-      ['store: parse + batched INSERT + retention (in process)', st.wall, st.cpu, `${st.wall >= TARGET_PER_SEC ? '✓' : '✗'} / ${st.cpu >= TARGET_PER_SEC ? '✓' : '✗'}`],
+      ['store: parse + batched INSERT + retention (in process)', st.wall, st.cpu, mark2(st)],
+      ['log sink over TCP → SQLite (logs --db)', sinkBig.wall, sinkBig.cpu, mark2(sinkBig)],
     ]);
+    console.log(`(rows kept after the in-process run: ${formatNumber(rowsKept)}; partitions of ${formatNumber(partitionRows(MILLION))} rows)`);
 
     const service = await startActivityService({ file: big, ui: { host: '127.0.0.1', port: 0 } });
     try {
