@@ -18,7 +18,7 @@ export interface ActivityStoreOptions {
   file: string;
   /** Rows older than this many days are deleted. Default 7. */
   retainDays?: number;
-  /** At most this many rows are kept (the oldest go first). Default 1,000,000. */
+  /** At most this many rows are kept (the oldest go first, a partition of ⌈retainRows / 16⌉ at a time). Default 1,000,000. */
   retainRows?: number;
   /** A batch is written when it has this many records... Default 2000. */
   batchSize?: number;
