@@ -150,7 +150,8 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
         }
       }
     } else {
-      dialed.stream.write(originRequest(head, dialed.name === '' ? dialed.ip : dialed.name, target.port, target.path));
+      const authority = dialed.name !== '' ? dialed.name : dialed.ip.includes(':') ? `[${dialed.ip}]` : dialed.ip;
+      dialed.stream.write(originRequest(head, authority, target.port, target.path));
     }
     await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };

@@ -169,6 +169,24 @@ describe('explicit proxy: HTTP', () => {
     expect(raw.received.at(-1)!.toString('latin1')).toBe(`GET /first HTTP/1.1\r\nhost: ok.test:${raw.port}\r\nconnection: close\r\n\r\n`);
   });
 
+  it('writes an IPv6 literal authority in brackets in Host', async () => {
+    const v6 = net.createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', (c: Buffer) => s.end(`HTTP/1.1 200 OK\r\ncontent-length: ${c.length}\r\nconnection: close\r\n\r\n${c.toString('latin1')}`));
+    });
+    await new Promise<void>((r) => v6.listen({ host: '::1', port: 0 }, () => r()));
+    const port = (v6.address() as net.AddressInfo).port;
+    const v6stack = await startStack([`[::1]:${port}`], dns.port, {}, ['::1/128']);
+    try {
+      const res = await rawRequest(Number(new URL(v6stack.egress.proxyUrl).port), `GET http://[::1]:${port}/v6 HTTP/1.1\r\nhost: [::1]:${port}\r\n\r\n`);
+      expect(res.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+      expect(res.slice(res.indexOf('\r\n\r\n') + 4)).toBe(`GET /v6 HTTP/1.1\r\nhost: [::1]:${port}\r\nconnection: close\r\n\r\n`);
+    } finally {
+      await v6stack.close();
+      v6.close();
+    }
+  });
+
   it('answers a Transfer-Encoding request body with 411 and conflicting Content-Length with 400, sending nothing upstream', async () => {
     const before = web.requests.length;
     const te = await rawRequest(proxyPort(), `POST http://ok.test:${web.port}/te HTTP/1.1\r\nhost: ok.test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
