@@ -265,6 +265,38 @@ describe('keep-alive fast path', () => {
   });
 });
 
+describe('timeouts', () => {
+  it('a request not complete within the headers timeout gets 408; an idle connection is closed', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, headersTimeoutMs: 300, keepAliveTimeoutMs: 300 });
+    const ingress = await startTlsIngress({
+      listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
+      identity: new AttestedIdentity({ nsm: sim }),
+      attach: (sock, c) => fwd.attach(sock, c),
+      logger: silentLogger,
+    });
+    try {
+      const slow = await connect(ingress.port!);
+      const reader = new ResponseReader(slow);
+      slow.write('GET /never-finished HTTP/1.1\r\nHost: localhost\r\n');
+      const res = await reader.next();
+      expect(res.status).toBe(408);
+      expect(body(res)).toMatchObject({ error: 'HTTP_REQUEST_TIMEOUT' });
+      await reader.waitEnd();
+      const idle = await connect(ingress.port!);
+      const r2 = new ResponseReader(idle);
+      idle.write(GET('/then-idle'));
+      expect((await r2.next()).status).toBe(200);
+      await r2.waitEnd();
+      expect(app.seen.some((r) => r.url === '/never-finished')).toBe(false);
+      expect(sink.records.filter((r) => r.status === 408)).toHaveLength(1);
+    } finally {
+      await ingress.close();
+      await fwd.close();
+    }
+  });
+});
+
 describe('drain', () => {
   it('answers in-flight requests (the last says Connection: close), closes idle connections at once', async () => {
     const d = await startStack();
