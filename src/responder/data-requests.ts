@@ -22,12 +22,13 @@ interface DataRequest {
 
 export class DataRequests {
   readonly #host: SessionHost;
+  // Made on a session's first Data request: an idle session holds none of them.
   /** Data requests not yet answered (expire() answers them when the drain timeout hits). */
-  readonly #unanswered = new Set<DataRequest>();
+  #unanswered: Set<DataRequest> | null = null;
   /** App connections of Data requests (destroyed on close). */
-  readonly #apps = new Set<Duplex>();
+  #apps: Set<Duplex> | null = null;
   /** Data requests on the forwarder's one-shot path (cancelled on close). */
-  readonly #oneShots = new Set<OneShotData>();
+  #oneShots: Set<OneShotData> | null = null;
 
   constructor(host: SessionHost) {
     this.#host = host;
@@ -38,7 +39,7 @@ export class DataRequests {
     if (!this.#host.admit(id, enc)) return false;
     this.#host.stats.data++;
     const req: DataRequest = { id, enc, answered: false };
-    this.#unanswered.add(req);
+    (this.#unanswered ??= new Set()).add(req);
     const { forwarder, limits } = this.#host.cfg;
     let oneShot: OneShotData | null;
     try {
@@ -59,6 +60,7 @@ export class DataRequests {
 
   /** Answers every request not yet answered with `Error{id, message}` (the drain timeout hit). */
   expire(message: string): void {
+    if (this.#unanswered === null) return;
     for (const req of this.#unanswered) {
       req.answered = true;
       void this.#host.sendError(req.id, message, req.enc);
@@ -68,10 +70,10 @@ export class DataRequests {
 
   /** The session closed: destroys the app connections still open. */
   destroyApps(): void {
-    for (const app of this.#apps) app.destroy();
-    this.#apps.clear();
-    for (const one of this.#oneShots) one.cancel();
-    this.#oneShots.clear();
+    if (this.#apps !== null) for (const app of this.#apps) app.destroy();
+    this.#apps?.clear();
+    if (this.#oneShots !== null) for (const one of this.#oneShots) one.cancel();
+    this.#oneShots?.clear();
   }
 
   /** Sends the request's reply (unless it was answered meanwhile) and frees its slot. */
@@ -79,7 +81,7 @@ export class DataRequests {
     const { id, enc } = req;
     let reply = answer;
     try {
-      this.#unanswered.delete(req);
+      this.#unanswered?.delete(req);
       const state = this.#host.state();
       if (req.answered || (state !== 'open' && state !== 'closing')) return;
       req.answered = true;
@@ -107,9 +109,10 @@ export class DataRequests {
       app.destroy();
       return { type: 'Error', id, message: 'session closed' };
     }
-    this.#apps.add(app);
+    const apps = (this.#apps ??= new Set());
+    apps.add(app);
     return new Promise<ServerMessage>((resolve) => {
-      new DataReply(id, app, this.#apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, resolve);
+      new DataReply(id, app, apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, resolve);
       app.write(payload);
       if (forwarder.halfCloseData !== false) app.end();
     });
@@ -118,7 +121,8 @@ export class DataRequests {
   /** Replies to a one-shot request when it is done, or when the response timeout (a connection's) passes. */
   #awaitOneShot(req: DataRequest, one: OneShotData, max: number, timeoutMs: number): void {
     const id = req.id;
-    this.#oneShots.add(one);
+    const oneShots = (this.#oneShots ??= new Set());
+    oneShots.add(one);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -127,7 +131,7 @@ export class DataRequests {
     }, timeoutMs);
     void one.done.then((r) => {
       clearTimeout(timer);
-      this.#oneShots.delete(one);
+      oneShots.delete(one);
       if (timedOut) return;
       return this.#reply(req, 'bytes' in r ? { type: 'Data', id, payload: r.bytes } : { type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : CLOSED_EARLY });
     });

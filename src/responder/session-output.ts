@@ -181,9 +181,11 @@ export class SessionOutput {
   };
 
   readonly #onStallTimer = (): void => {
-    if (this.#closed || !this.#stallArmed) return;
-    if (this.#sender.queuedBytes === 0 && this.#deferred.length === 0) {
+    if (this.#closed) return;
+    if (!this.#stallArmed || (this.#sender.queuedBytes === 0 && this.#deferred.length === 0)) {
+      // Nothing pending: let go of the fired timer (an idle session holds none); sync() makes a new one if needed.
       this.#stallArmed = false;
+      this.#stallTimer = null;
       return;
     }
     this.#hooks.onStall();

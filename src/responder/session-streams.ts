@@ -9,9 +9,12 @@ import { forwardContext } from './session-requests.ts';
 import type { SessionHost } from './session-types.ts';
 import { AppStream, type StreamOwner } from './streams.ts';
 
+/** Shared by every session that has opened no stream (never written to): an idle session holds no table. */
+const NO_STREAMS: ReadonlyMap<number, AppStream> = new Map();
+
 export class SessionStreams implements StreamOwner {
   readonly #host: SessionHost;
-  readonly #streams = new Map<number, AppStream>();
+  #streams = NO_STREAMS as Map<number, AppStream>;
   #appQueueBlocked = false;
 
   constructor(host: SessionHost) {
@@ -36,6 +39,7 @@ export class SessionStreams implements StreamOwner {
     if (!host.admit(id, enc)) return false;
     host.stats.streams++;
     const stream = new AppStream(this, id, enc, payload, host.clientQueueBlocked());
+    if (this.#streams === NO_STREAMS) this.#streams = new Map();
     this.#streams.set(id, stream);
     const ctx = forwardContext(host, 'stream');
     const attach = (app: Duplex): void => {

@@ -54,7 +54,8 @@ export class Session {
   readonly #reader = new FrameReader();
   readonly #out: SessionOutput;
   readonly #onClosed: (s: Session, summary: SessionSummary) => void;
-  readonly #abort = new AbortController();
+  /** Aborts what requests started (app connects) when the session ends; made on first use (an idle session needs none). */
+  #abort: AbortController | null = null;
   readonly #stats: SessionStats = { framesIn: 0, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 };
   readonly #host: SessionHost;
   readonly #data: DataRequests;
@@ -102,8 +103,6 @@ export class Session {
         this.#close('write-stall');
       },
     });
-    // One abort listener per connect in flight (up to maxInFlight): not a leak.
-    setMaxListeners(0, this.#abort.signal);
     this.#state = cfg.acceptProxyProtocol ? 'proxy' : 'handshake';
     this.#hsTimer = setTimeout(() => this.#close('handshake-timeout'), this.#limits.handshakeTimeoutMs);
     sock.on('data', this.#onSockData);
@@ -151,13 +150,26 @@ export class Session {
     this.#closeGracefully('drain');
   }
 
+  #signal(): AbortSignal {
+    if (this.#abort === null) {
+      this.#abort = new AbortController();
+      // One abort listener per connect in flight (up to maxInFlight): not a leak.
+      setMaxListeners(0, this.#abort.signal);
+      if (this.#state === 'closed') this.#abort.abort();
+    }
+    return this.#abort.signal;
+  }
+
   /** What message-dispatch.ts, session-requests.ts, data-requests.ts and session-streams.ts may see and do of this session. */
   #hostView(): SessionHost {
+    const signal = (): AbortSignal => this.#signal();
     return {
       id: this.id,
       cfg: this.#cfg,
       stats: this.#stats,
-      signal: this.#abort.signal,
+      get signal() {
+        return signal();
+      },
       state: () => this.#state,
       handshakeHash: () => this.#hash!,
       client: () => this.#client,
@@ -465,7 +477,7 @@ export class Session {
     if (this.#hsWaiting) this.#cfg.shared.handshakes.cancel(this.#onHandshakeTurn);
     if (this.#clientKey !== null) this.#cfg.shared.clients.release(this.#clientKey);
     this.#clientKey = null;
-    this.#abort.abort();
+    this.#abort?.abort();
     this.#streams.destroyAll();
     this.#data.destroyApps();
     this.#sock.off('data', this.#onSockData);
