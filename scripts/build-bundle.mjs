@@ -17,6 +17,11 @@ const common = {
   format: 'esm',
   target: 'node20',
   legalComments: 'none',
+  // No comments or indentation: V8 keeps the whole source of the running script in memory (two bytes per
+  // character as soon as one comment holds a non-ASCII character): 14 MiB unminified, under 5 MiB so.
+  // Identifiers are kept, so stack traces still name functions.
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: 'warning',
   define: { __ENCLAVE_AGENT_VERSION__: JSON.stringify(version) },
   banner: { js: "import { createRequire as __eaCreateRequire } from 'node:module'; const require = __eaCreateRequire(import.meta.url);" },

@@ -5,12 +5,14 @@
 //   requests small Data requests (HTTP, Connection: close; 64 in flight on one session) vs direct HTTP to the
 //            same app with a new connection per request (64 concurrent)            target ≥ 0.5×
 //   sessions attested sessions/s (connect + handshake + RequestAttestation), vs TCP connect + one echo round trip
-//   memory   from a fresh agent process: RSS added by the first 1,000 idle attested sessions, returned when they
-//            close, added by a second 1,000 (the steady state), returned again          target ≤ 16 KiB/session
+//   memory   from a fresh agent process (compiled, plain node with the launcher's flags: agent-bundle.ts): RSS
+//            added by the first 1,000 idle attested sessions, returned when they close, added by a second 1,000
+//            (the steady state), returned again                                       target ≤ 16 KiB/session;
+//            and the base RSS of the Docker layer's bundled `enclave-agent run` at rest  target ≤ 60 MiB
 // RESPONDER_BENCH_ONLY=streams|memory runs only those rows.
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
 import { fork } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -18,6 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
+import { bundledAgentIdleRss, bundleFile, shippedNodeFlags } from './agent-bundle.ts';
 import { askChild, closedLoopPerSec, loadAverage, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
@@ -74,7 +77,12 @@ async function agentChild(): Promise<void> {
       } else if (m.cmd === 'rss') {
         for (let i = 0; i < 3; i++) (globalThis as { gc?: () => void }).gc?.();
         await new Promise((r) => setTimeout(r, 100));
-        send({ rss: process.memoryUsage().rss, sessions: responders.reduce((n, r) => n + r.sessionCount, 0) });
+        const mu = process.memoryUsage();
+        const sessions = responders.reduce((n, r) => n + r.sessionCount, 0);
+        // RESPONDER_BENCH_HEAPSNAPSHOT=<dir>: a heap snapshot at each reading (to see where a session's bytes go).
+        const snapDir = process.env.RESPONDER_BENCH_HEAPSNAPSHOT;
+        if (snapDir !== undefined) (await import('node:v8')).writeHeapSnapshot(path.join(snapDir, `agent-${Date.now()}-${sessions}.heapsnapshot`));
+        send({ rss: mu.rss, heapUsed: mu.heapUsed, external: mu.external, sessions });
       } else {
         process.exitCode = 0;
         setImmediate(() => process.exit(0));
@@ -233,7 +241,7 @@ export default async function bench(): Promise<void> {
   const only = process.env.RESPONDER_BENCH_ONLY;
   try {
     if (only !== 'memory') await throughputRows(execArgv, echoPort, httpPort);
-    if (only === undefined || only === 'memory') await memoryRows(execArgv, echoPort, httpPort);
+    if (only === undefined || only === 'memory') await memoryRows(echoPort, httpPort);
   } finally {
     echo.close();
     httpApp.close();
@@ -338,6 +346,8 @@ async function openIdleSessions(port: number, n: number): Promise<NoiseClient[]>
 
 interface RssReply {
   rss: number;
+  heapUsed: number;
+  external: number;
   sessions: number;
 }
 
@@ -346,10 +356,16 @@ interface RssReply {
  * after start, with the first 1,000 idle attested sessions, after they close (what came back), with a second
  * 1,000, and after those close. Each reading follows three forced GCs and 100 ms (--expose-gc in the child).
  */
-async function memoryRows(execArgv: string[], echoPort: number, httpPort: number): Promise<void> {
+async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
   const MB = 2 ** 20;
   const N = 1000;
-  const child = fork(SELF, ['--agent-child'], { execArgv: execArgv.filter((a) => !a.startsWith('--cpu-prof')), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // The agent child runs compiled (this file bundled, as the Docker layer's build bundles the CLI) under plain node
+  // with the launcher's flags, not through tsx (agent-bundle.ts says why).
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-responder-memory-'));
+  const childFile = path.join(dir, 'agent-child.mjs');
+  await bundleFile(SELF, childFile);
+  const flags = [...(await shippedNodeFlags()), ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
@@ -373,17 +389,26 @@ async function memoryRows(execArgv: string[], echoPort: number, httpPort: number
     const afterSecond = await closeAll(second);
     const kib = (bytes: number): number => bytes / 1024 / N;
     const load = loadAverage();
-    printTable(`responder: agent memory, fresh process, ${N.toLocaleString('en-US')} idle attested sessions at a time (RSS after 3 forced GCs); load average ${load}`, [
-      ['state', 'sessions', 'RSS MiB', 'added MiB', 'per session KiB', 'returned on close MiB', 'target'],
-      ['fresh agent process (listening, nothing run)', String(fresh.sessions), fresh.rss / MB, '', '', '', ''],
-      [`first ${N.toLocaleString('en-US')} idle attested sessions`, String(withFirst.sessions), withFirst.rss / MB, (withFirst.rss - fresh.rss) / MB, kib(withFirst.rss - fresh.rss), '', kib(withFirst.rss - fresh.rss) <= 16 ? '≤ 16 KiB ✓' : '> 16 KiB ✗'],
-      ['after closing them', String(afterFirst.sessions), afterFirst.rss / MB, '', '', (withFirst.rss - afterFirst.rss) / MB, ''],
-      [`second ${N.toLocaleString('en-US')} (from the level after closing the first)`, String(withSecond.sessions), withSecond.rss / MB, (withSecond.rss - afterFirst.rss) / MB, kib(withSecond.rss - afterFirst.rss), '', kib(withSecond.rss - afterFirst.rss) <= 16 ? '≤ 16 KiB ✓' : '> 16 KiB ✗'],
-      ['after closing them', String(afterSecond.sessions), afterSecond.rss / MB, '', '', (withSecond.rss - afterSecond.rss) / MB, ''],
+    const v = (r: RssReply): number[] => [r.rss / MB, r.heapUsed / MB, r.external / MB];
+    const perSession = (bytes: number): string => `${kib(bytes).toFixed(1)} ${kib(bytes) <= 16 ? '≤ 16 ✓' : '> 16 ✗'}`;
+    printTable(`responder: agent memory, fresh process, ${N.toLocaleString('en-US')} idle attested sessions at a time (after 3 forced GCs); load average ${load}`, [
+      ['state', 'sessions', 'RSS MiB', 'JS heap MiB', 'external MiB', 'RSS added MiB', 'RSS per session KiB (target ≤ 16)', 'heap per session KiB', 'RSS returned on close MiB'],
+      ['fresh agent process (listening, nothing run)', String(fresh.sessions), ...v(fresh), '', '', '', ''],
+      [`first ${N.toLocaleString('en-US')} idle attested sessions`, String(withFirst.sessions), ...v(withFirst), (withFirst.rss - fresh.rss) / MB, perSession(withFirst.rss - fresh.rss), kib(withFirst.heapUsed - fresh.heapUsed), ''],
+      ['after closing them', String(afterFirst.sessions), ...v(afterFirst), '', '', '', (withFirst.rss - afterFirst.rss) / MB],
+      [`second ${N.toLocaleString('en-US')} (from the level after closing the first)`, String(withSecond.sessions), ...v(withSecond), (withSecond.rss - afterFirst.rss) / MB, perSession(withSecond.rss - afterFirst.rss), kib(withSecond.heapUsed - afterFirst.heapUsed), ''],
+      ['after closing them', String(afterSecond.sessions), ...v(afterSecond), '', '', '', (withSecond.rss - afterSecond.rss) / MB],
     ]);
   } finally {
     child.send({ cmd: 'stop' });
+    await rm(dir, { recursive: true, force: true });
   }
+  const base = await bundledAgentIdleRss();
+  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}; TCP listeners, NSM simulator, default config; 5 s after "runtime started")`, [
+    ['process', 'RSS MiB', 'anonymous MiB', 'target'],
+    ['bare node, same flags (the floor)', base.bareRss / MB, '', ''],
+    ['bundled agent, idle', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
+  ]);
 }
 
 if (process.argv.includes('--agent-child')) {

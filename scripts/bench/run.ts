@@ -5,7 +5,7 @@ import { jsonMode, loadAverage, machine } from './lib.ts';
 
 const dir = new URL('.', import.meta.url);
 const all = readdirSync(dir)
-  .filter((f) => f.endsWith('.ts') && !['run.ts', 'lib.ts', 'noise-client.ts', 'attestation-cold-child.ts', 'nginx.ts'].includes(f))
+  .filter((f) => f.endsWith('.ts') && !['run.ts', 'lib.ts', 'noise-client.ts', 'attestation-cold-child.ts', 'nginx.ts', 'agent-bundle.ts'].includes(f))
   .map((f) => f.slice(0, -3))
   .sort();
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
