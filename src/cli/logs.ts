@@ -38,7 +38,7 @@ The activity store and page (see README "Activity page"):
                             then go to the database only, operational lines to stdout (or, with --out,
                             every line to FILE as well)
   --retain-days N           delete records older than N days (default 7)
-  --retain-rows N           keep at most N records (default 1000000); the oldest go first, N/16 at a time
+  --retain-rows N           keep at most N records (default 1000000); the oldest go first, N/32 at a time
   --ui HOST:PORT            serve the activity page (needs --db); e.g. 127.0.0.1:8090. Any address but
                             loopback requires --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters
   --ui-token TOKEN          the token the page asks for

@@ -23,8 +23,8 @@ export class ActivityStoreError extends AgentError {
 /** 1: one `trx` table. 2: partitions `trx_<k>`. */
 export const SCHEMA_VERSION = 2;
 
-/** The row-count retention works in this many partitions: a partition holds ⌈retainRows / 16⌉ rows. */
-export const PARTITIONS_PER_RETENTION = 16;
+/** The row-count retention works in this many partitions: a partition holds ⌈retainRows / 32⌉ rows. */
+export const PARTITIONS_PER_RETENTION = 32;
 
 /** Rows per partition for a row-count retention (the granularity of `--retain-rows`). */
 export function partitionRows(retainRows: number): number {

@@ -3,9 +3,9 @@
 // full or after a short timer. WAL mode: the page reads from its own connection (a worker thread,
 // activity-reader.ts) without ever blocking this writer. A record is dropped only when the queue is full (the
 // disk cannot keep up) or SQLite refuses the batch (disk full): both are counted and shown on the page, never
-// silent. Rows go into the newest partition (activity-schema.ts) until it holds ⌈retainRows / 16⌉, then a new
+// silent. Rows go into the newest partition (activity-schema.ts) until it holds ⌈retainRows / 32⌉, then a new
 // one starts. Retention: by row count, the oldest partition is dropped whole as soon as the rows exceed
-// retainRows (so between retainRows − ⌈retainRows / 16⌉ and retainRows are kept); by age, exactly: every row
+// retainRows (so between retainRows − ⌈retainRows / 32⌉ and retainRows are kept); by age, exactly: every row
 // older than retainDays goes (a partition all older is dropped, otherwise rows are deleted in 5,000-row
 // chunks). One drop or one chunk per event-loop turn, so a large purge never holds the loop for long.
 import { closeSync, openSync, renameSync } from 'node:fs';
@@ -18,7 +18,7 @@ export interface ActivityStoreOptions {
   file: string;
   /** Rows older than this many days are deleted. Default 7. */
   retainDays?: number;
-  /** At most this many rows are kept (the oldest go first, a partition of ⌈retainRows / 16⌉ at a time). Default 1,000,000. */
+  /** At most this many rows are kept (the oldest go first, a partition of ⌈retainRows / 32⌉ at a time). Default 1,000,000. */
   retainRows?: number;
   /** A batch is written when it has this many records... Default 2000. */
   batchSize?: number;

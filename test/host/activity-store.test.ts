@@ -113,26 +113,26 @@ describe('activity store', () => {
     expect((await reader.list({})).records).toEqual([]);
   });
 
-  it('retention by rows drops the oldest partition whole (⌈retainRows / 16⌉ rows), never keeping more than retainRows', async () => {
+  it('retention by rows drops the oldest partition whole (⌈retainRows / 32⌉ rows), never keeping more than retainRows', async () => {
     const file = await dbFile();
-    // 160 rows kept → partitions of 10.
+    // 160 rows kept → partitions of 5.
     const store = open(file, { retainRows: 160, retainDays: 36_500, now: () => T0 });
     for (let i = 0; i < 160; i++) store.addLine(trxLine(input(i), mask));
     store.flush();
     store.expireNow();
     expect(store.stats).toMatchObject({ rows: 160, expired: 0 });
-    // One over: the oldest partition (req-000000 … req-000009) goes as a whole.
+    // One over: the oldest partition (req-000000 … req-000004) goes as a whole.
     store.addLine(trxLine(input(160), mask));
     store.flush();
     store.expireNow();
-    expect(store.stats).toMatchObject({ rows: 151, expired: 10 });
+    expect(store.stats).toMatchObject({ rows: 156, expired: 5 });
     for (let i = 161; i < 400; i++) {
       store.addLine(trxLine(input(i), mask));
       if (i % 7 === 0) {
         store.flush();
         store.expireNow();
         expect(store.stats.rows).toBeLessThanOrEqual(160);
-        expect(store.stats.rows).toBeGreaterThan(150);
+        expect(store.stats.rows).toBeGreaterThan(155);
       }
     }
     store.flush();
@@ -143,13 +143,13 @@ describe('activity store', () => {
     // Newest kept, contiguous, starting at a partition's first record.
     expect(all.records[0]!.txid).toBe('req-000399');
     expect(all.records).toHaveLength(store.stats.rows);
-    expect(Number(all.records.at(-1)!.txid.slice(4)) % 10).toBe(0);
+    expect(Number(all.records.at(-1)!.txid.slice(4)) % 5).toBe(0);
   });
 
   it('retention by age is exact across partitions, late records in the newest partition included', async () => {
     const file = await dbFile();
     let now = T0;
-    const store = open(file, { retainRows: 16 * 5, retainDays: 1, now: () => now });
+    const store = open(file, { retainRows: 32 * 5, retainDays: 1, now: () => now });
     // 30 records one second apart (6 partitions of 5), then one that arrives late with an older timestamp.
     for (let i = 0; i < 30; i++) store.addLine(trxLine(input(i), mask));
     store.addLine(trxLine(input(99, { startedAt: T0 + 2500 }), mask));
@@ -232,7 +232,7 @@ describe('activity queries through the reader', () => {
     const file = await dbFile();
     // Partitions of 8 rows; timestamps out of insertion order (records are written when the exchange ends),
     // so partitions overlap in time.
-    const store = open(file, { retainRows: 16 * 8, retainDays: 36_500, now: () => T0 });
+    const store = open(file, { retainRows: 32 * 8, retainDays: 36_500, now: () => T0 });
     const order = Array.from({ length: 120 }, (_, i) => i).sort((a, b) => ((a * 37) % 11) - ((b * 37) % 11) || a - b);
     for (const i of order) store.addLine(trxLine(input(i), mask));
     store.flush();
