@@ -265,6 +265,39 @@ describe('keep-alive fast path', () => {
   });
 });
 
+describe('body limit (max_request_bytes)', () => {
+  it('413 for a body over the limit on both paths; the app sees neither', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, maxRequestBodyBytes: 100 });
+    const ingress = await startTlsIngress({
+      listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
+      identity: new AttestedIdentity({ nsm: sim }),
+      attach: (sock, c) => fwd.attach(sock, c),
+      logger: silentLogger,
+    });
+    try {
+      const t = await connect(ingress.port!);
+      const reader = new ResponseReader(t);
+      // Fast path (a buffered body): 413, and the connection goes on (the body was read).
+      t.write(`POST /over-fast HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n${'x'.repeat(200)}`);
+      const fast = await reader.next();
+      expect(fast.status).toBe(413);
+      expect(body(fast)).toMatchObject({ error: 'HTTP_BODY_TOO_LARGE' });
+      t.write(`POST /within HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n0123456789`);
+      expect(body(await reader.next())).toMatchObject({ url: '/within', body: '0123456789' });
+      // Larger than the fast path buffers: the http.Server's answer, 413 and close.
+      t.write(`POST /over-large HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n`);
+      const large = await reader.next();
+      expect(large.status).toBe(413);
+      await reader.waitEnd();
+      expect(app.seen.some((r) => r.url.startsWith('/over-'))).toBe(false);
+    } finally {
+      await ingress.close();
+      await fwd.close();
+    }
+  });
+});
+
 describe('timeouts', () => {
   it('a request not complete within the headers timeout gets 408; an idle connection is closed', async () => {
     const sink = createMemoryLogSink();
