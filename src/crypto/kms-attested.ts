@@ -8,11 +8,10 @@
 // KMS evaluates the key policy's kms:RecipientAttestation:PCR<n> conditions against the document.
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import { DecryptCommand } from '@aws-sdk/client-kms';
 import type { Nsm } from '../attestation/nsm.ts';
 import { parseAttestationDocument, pcrHex } from '../attestation/document.ts';
 import { openRecipientEnvelope } from './cms-envelope.ts';
-import { createKmsClient, type KmsClientOptions } from './kms-client.ts';
+import type { KmsClientOptions } from './kms-client.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 
 export interface AttestedKmsOptions {
@@ -65,6 +64,8 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
   // Off the event loop (libuv's pool): ~100–500 ms of CPU here, while the egress proxy already serves.
   const { privateKey, publicKey } = (await promisify(generateKeyPair)('rsa', { modulusLength: 2048 })) as { privateKey: KeyObject; publicKey: KeyObject };
   const spki = new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }));
+  // The AWS SDK is loaded here, when KMS is configured, not at boot: an agent without KMS never pays for it.
+  const [{ createKmsClient }, { DecryptCommand }] = await Promise.all([import('./kms-client.ts'), import('@aws-sdk/client-kms')]);
   const kms = createKmsClient({
     region: o.region,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),

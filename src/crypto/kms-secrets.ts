@@ -3,12 +3,14 @@
 // same key policy. Errors name the variable, never the value.
 import { createAttestedKmsDecryptor, type AttestedKmsOptions } from './kms-attested.ts';
 import { KmsKeyringError } from './kms-errors.ts';
-import { generateDataKey, type SealOptions } from './kms-seal.ts';
+import type { SealOptions } from './kms-seal.ts';
 import { openKmsSecretValue, parseKmsSecretValue, sealKmsSecretValue } from './kms-secret-format.ts';
 import { SecretsError } from './secrets.ts';
 
 /** Seals `text` for variable `name` under a fresh data key of `o.keyId` (the operator's credentials). */
 export async function sealKmsSecret(name: string, text: string, o: SealOptions): Promise<string> {
+  // The operator's side (secrets seal): the AWS SDK is loaded here, never by an agent that only opens secrets.
+  const { generateDataKey } = await import('./kms-seal.ts');
   const dk = await generateDataKey(o);
   try {
     return sealKmsSecretValue(name, text, dk.plaintext, { keyId: dk.keyId, ciphertextBlob: dk.ciphertextBlob });

@@ -17,7 +17,8 @@
 //             tunnel, TLS terminated here and verified against the bundled roots.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import acme from 'acme-client';
+import type { Client as AcmeClient } from 'acme-client';
+import { loadAcme } from './acme-library.ts';
 import type { Logger } from 'pino';
 import type { AcmeTransport } from './acme-transport.ts';
 
@@ -31,7 +32,7 @@ export interface AcmeCertificateOptions {
   /** ms since the epoch (default Date.now): renewal is due by this clock. */
   now?: () => number;
   /** The egress tunnel acme-client uses (acme-transport.ts): its last connection failure is logged as the cause; closed by stop(). */
-  transport?: Pick<AcmeTransport, 'takeLastError' | 'close'>;
+  transport?: Pick<AcmeTransport, 'takeLastError' | 'close'> & Partial<Pick<AcmeTransport, 'ready'>>;
   /** acme-client's polling of pending challenges and orders: first wait (default 5 s, its own default). */
   pollMinMs?: number;
   logger?: Logger;
@@ -77,7 +78,7 @@ export class AcmeCertificate {
   readonly #logger: Logger | undefined;
   /** tls-alpn-01 certificates by name, present only while the CA may validate. */
   readonly #challenges = new Map<string, SecureContext>();
-  #client: acme.Client | undefined;
+  #client: AcmeClient | undefined;
   #issued: AcmeIssued | undefined;
   #inFlight: Promise<void> | undefined;
   #nextAttemptAt = 0;
@@ -171,6 +172,8 @@ export class AcmeCertificate {
   }
 
   async #order(): Promise<AcmeIssued> {
+    await this.#opts.transport?.ready;
+    const acme = await loadAcme();
     this.#client ??= new acme.Client({
       directoryUrl: this.#opts.directoryUrl,
       accountKey: await acme.crypto.createPrivateEcdsaKey('P-256'),

@@ -11,7 +11,7 @@
 // below keeps the last connection error (proxy refusal, TLS verification…) so the failure log can name it.
 import type https from 'node:https';
 import type { Duplex } from 'node:stream';
-import acme from 'acme-client';
+import { loadAcme } from './acme-library.ts';
 import { ConnectTunnelAgent } from '../crypto/kms-tunnel.ts';
 
 export interface AcmeTransportOptions {
@@ -46,6 +46,8 @@ class AcmeTunnelAgent extends ConnectTunnelAgent {
 
 export interface AcmeTransport {
   readonly agent: https.Agent;
+  /** Settles once acme-client (loaded on demand) is routed through the agent: await it before any ACME call. */
+  readonly ready: Promise<void>;
   /** The last connection failure since the previous call (null if none): the cause behind acme-client's error. */
   takeLastError(): string | null;
   /** Closes the kept-alive tunnels (so egress need not wait for them at shutdown). */
@@ -55,10 +57,12 @@ export interface AcmeTransport {
 /** Routes acme-client's requests through the egress tunnel. */
 export function routeAcmeThroughEgress(opts: AcmeTransportOptions): AcmeTransport {
   const agent = new AcmeTunnelAgent({ proxy: opts.proxy, ...(opts.extraCa === undefined ? {} : { extraCa: opts.extraCa }) });
-  const defaults = acme.axios.defaults as typeof acme.axios.defaults & { acmeSettings: { retryMaxAttempts: number } };
-  defaults.httpsAgent = agent;
-  defaults.proxy = false;
-  defaults.timeout = opts.timeoutMs ?? 30_000;
-  defaults.acmeSettings.retryMaxAttempts = 0;
-  return { agent, takeLastError: () => agent.takeLastError(), close: () => agent.destroy() };
+  const ready = loadAcme().then((acme) => {
+    const defaults = acme.axios.defaults as typeof acme.axios.defaults & { acmeSettings: { retryMaxAttempts: number } };
+    defaults.httpsAgent = agent;
+    defaults.proxy = false;
+    defaults.timeout = opts.timeoutMs ?? 30_000;
+    defaults.acmeSettings.retryMaxAttempts = 0;
+  });
+  return { agent, ready, takeLastError: () => agent.takeLastError(), close: () => agent.destroy() };
 }
