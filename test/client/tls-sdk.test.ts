@@ -76,8 +76,10 @@ describe('connect(https://…)', () => {
     expect(err.code).toBe('CLIENT_ATTESTATION_FAILED');
     expect(err.attestationCode).toBe('ATTESTATION_PCR_MISMATCH');
     await new Promise((r) => setTimeout(r, 50));
-    expect(srv.connections.length).toBe(1);
-    expect(srv.connections[0]!.bytes).toBe(0);
+    // The client may cut the connection before the server has read its Finished (verification takes a few ms):
+    // then the server never counts a finished handshake. Either way, no application byte arrived.
+    expect(srv.connections.length).toBeLessThanOrEqual(1);
+    expect(srv.connections.every((c) => c.bytes === 0)).toBe(true);
     expect(srv.requests).toEqual([]);
   });
 
