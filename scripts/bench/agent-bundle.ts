@@ -5,6 +5,7 @@
 //   shippedNodeFlags  the node flags docker/enclave-agent.sh starts the agent with
 //   bundledAgentIdleRss  RSS of `enclave-agent run` (the Docker layer's bundle, TCP listeners, NSM simulator) at rest
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +29,15 @@ export async function bundleFile(entry: string, outfile: string): Promise<void> 
     minifySyntax: true,
     banner: { js: "import { createRequire as __eaCreateRequire } from 'node:module'; const require = __eaCreateRequire(import.meta.url);" },
   });
+}
+
+/**
+ * The environment of a bundled agent: as the launcher does, names the native addon (a bundle elsewhere cannot
+ * find it relative to itself) — this checkout's build, when there is one.
+ */
+export function bundledAgentEnv(): NodeJS.ProcessEnv {
+  const addon = path.join(ROOT, 'native/build/Release/enclave_native.node');
+  return existsSync(addon) ? { ...process.env, ENCLAVE_AGENT_NATIVE_ADDON: process.env.ENCLAVE_AGENT_NATIVE_ADDON ?? addon } : { ...process.env };
 }
 
 /** The node flags of the launcher's `exec .../bin/node FLAGS .../cli.js` line (what ships is what is measured). */
@@ -55,7 +65,7 @@ function statusKiB(pid: number, field: string, text: string): number {
 }
 
 async function rssOf(args: string[], readyText: string | null, idleMs: number, cwd: string): Promise<{ rss: number; anon: number }> {
-  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd, env: bundledAgentEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let out = '';
     await new Promise<void>((resolve, reject) => {

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
-import { bundledAgentIdleRss, bundleFile, shippedNodeFlags } from './agent-bundle.ts';
+import { bundledAgentEnv, bundledAgentIdleRss, bundleFile, shippedNodeFlags } from './agent-bundle.ts';
 import { askChild, closedLoopPerSec, loadAverage, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
@@ -365,7 +365,7 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
   const childFile = path.join(dir, 'agent-child.mjs');
   await bundleFile(SELF, childFile);
   const flags = [...(await shippedNodeFlags()), ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
-  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], env: bundledAgentEnv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
