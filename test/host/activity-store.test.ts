@@ -266,6 +266,41 @@ describe('activity queries through the reader', () => {
     expect(t.total).toMatchObject({ requests: 120, errors: 18 });
   });
 
+  it('keeps answering while the writer creates and drops partitions under it (one snapshot per question)', async () => {
+    const file = await dbFile();
+    // Partitions of 2 rows: nearly every batch creates one and retention drops one.
+    const store = open(file, { retainRows: 64, retainDays: 36_500, batchSize: 3, now: () => T0 });
+    const reader = openActivityReader(file);
+    cleanup.push(() => reader.close());
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; i < 600; i++) {
+        store.addLine(trxLine(input(i), mask));
+        if (i % 5 === 0) {
+          store.flush();
+          store.expireNow();
+          await new Promise((r) => setImmediate(r));
+        }
+      }
+      store.flush();
+      store.expireNow();
+      writing = false;
+    })();
+    let answers = 0;
+    while (writing) {
+      const [page, t] = await Promise.all([reader.list({ limit: 20 }), reader.traffic({ from: T0, to: T0 + 600_000, buckets: 10 })]);
+      const ts = page.records.map((r) => r.ts);
+      expect(ts).toEqual([...ts].sort((a, b) => b - a));
+      // The reader sees each commit as it lands: a batch can be in before retention's drop that follows it.
+      expect(t.total.requests).toBeLessThanOrEqual(64 + 5);
+      answers++;
+    }
+    await writer;
+    expect(answers).toBeGreaterThan(0);
+    expect(store.stats.rows).toBeLessThanOrEqual(64);
+    expect((await reader.list({ limit: 200 })).records).toHaveLength(store.stats.rows);
+  });
+
   it('aggregates traffic per bucket in SQL: counts, errors and latency percentiles', async () => {
     const file = await dbFile();
     const store = open(file);
