@@ -219,7 +219,7 @@ export default async function bench(): Promise<void> {
       console.log(`\n(filled ${formatNumber(MILLION)} rows over 7 days: ${formatNumber(r.wall)} records/s wall, ${formatNumber(r.cpu)} per CPU-s)`);
     }
     // Steady state: a store that already holds 1,000,000 rows takes the agent's records while retention keeps
-    // it at (15/16 … 1) × 1,000,000: 200,000 records, so about three partitions are created and three dropped.
+    // it at (31/32 … 1) × 1,000,000: 200,000 records, so about six partitions are created and six dropped.
     const extra = lines(N, Date.now() - 60_000, 60_000);
     const steady = timer();
     for (const l of extra) fill.addLine(l.slice(0, -1));
