@@ -37,7 +37,7 @@ export function forwardContext(host: SessionHost, kind: 'data' | 'stream'): Forw
     sessionId: host.id,
     kind,
     handshakeHash: hash,
-    signal: host.signal,
+    signal: host.signal(),
     attest: (extra) => attestDocument(host, extra?.userData, extra?.publicKey),
   };
   const made = client === undefined ? ctx : { ...ctx, client };

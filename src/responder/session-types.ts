@@ -101,8 +101,8 @@ export interface SessionHost {
   readonly id: string;
   readonly cfg: SessionConfig;
   readonly stats: SessionStats;
-  /** Aborted when the session closes. */
-  readonly signal: AbortSignal;
+  /** Aborted when the session closes (made on first call: an idle session has none). */
+  signal(): AbortSignal;
   state(): SessionState;
   /** The Noise handshake hash (only once the session is open). */
   handshakeHash(): Uint8Array;

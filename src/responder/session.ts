@@ -92,7 +92,7 @@ export class Session {
     this.#cfg = cfg;
     this.#limits = cfg.limits;
     this.#onClosed = onClosed;
-    this.#host = this.#hostView();
+    this.#host = new Session.#Host(this);
     this.#data = new DataRequests(this.#host);
     this.#streams = new SessionStreams(this.#host);
     this.#out = new SessionOutput(sock, cfg.shared.budget, cfg.shared.counters, cfg.limits.writeStallTimeoutMs, {
@@ -160,39 +160,67 @@ export class Session {
     return this.#abort.signal;
   }
 
-  /** What message-dispatch.ts, session-requests.ts, data-requests.ts and session-streams.ts may see and do of this session. */
-  #hostView(): SessionHost {
-    const signal = (): AbortSignal => this.#signal();
-    return {
-      id: this.id,
-      cfg: this.#cfg,
-      stats: this.#stats,
-      get signal() {
-        return signal();
-      },
-      state: () => this.#state,
-      handshakeHash: () => this.#hash!,
-      client: () => this.#client,
-      clientQueueBlocked: () => this.#clientQueueBlocked,
-      admit: (id, enc) => this.#admit(id, enc),
-      release: () => {
-        this.#inFlight--;
-        this.#afterWork();
-      },
-      sessionRequestStarted: () => {
-        this.#pendingSession++;
-      },
-      sessionRequestDone: () => {
-        this.#pendingSession--;
-        this.#afterWork();
-      },
-      send: (msg, enc, ownedPayload) => this.#sendMessage(msg, enc, ownedPayload),
-      sendError: (id, message, enc) => this.#sendError(id, message, enc),
-      updateFlow: () => this.#updateFlow(),
-      close: (reason, err) => this.#close(reason, err),
-      closeGracefully: (reason) => this.#closeGracefully(reason),
-    };
-  }
+  /**
+   * What message-dispatch.ts, session-requests.ts, data-requests.ts and session-streams.ts may see and do of this
+   * session: one small object whose methods live on a shared prototype (per-session closures would cost ~1 KiB
+   * of every idle session). Inside the class body, so it reaches the session's private members.
+   */
+  static readonly #Host = class implements SessionHost {
+    readonly id: string;
+    readonly cfg: SessionConfig;
+    readonly stats: SessionStats;
+    readonly #s: Session;
+    constructor(s: Session) {
+      this.#s = s;
+      this.id = s.id;
+      this.cfg = s.#cfg;
+      this.stats = s.#stats;
+    }
+    signal(): AbortSignal {
+      return this.#s.#signal();
+    }
+    state(): SessionState {
+      return this.#s.#state;
+    }
+    handshakeHash(): Uint8Array {
+      return this.#s.#hash!;
+    }
+    client(): ForwardContext['client'] {
+      return this.#s.#client;
+    }
+    clientQueueBlocked(): boolean {
+      return this.#s.#clientQueueBlocked;
+    }
+    admit(id: number, enc: ByteEncoding): boolean {
+      return this.#s.#admit(id, enc);
+    }
+    release(): void {
+      this.#s.#inFlight--;
+      this.#s.#afterWork();
+    }
+    sessionRequestStarted(): void {
+      this.#s.#pendingSession++;
+    }
+    sessionRequestDone(): void {
+      this.#s.#pendingSession--;
+      this.#s.#afterWork();
+    }
+    send(msg: ServerMessage, enc: ByteEncoding, ownedPayload?: boolean): Promise<void> {
+      return this.#s.#sendMessage(msg, enc, ownedPayload);
+    }
+    sendError(id: number, message: string, enc: ByteEncoding): Promise<void> {
+      return this.#s.#sendError(id, message, enc);
+    }
+    updateFlow(): void {
+      this.#s.#updateFlow();
+    }
+    close(reason: CloseReason, err?: unknown): void {
+      this.#s.#close(reason, err);
+    }
+    closeGracefully(reason: CloseReason): void {
+      this.#s.#closeGracefully(reason);
+    }
+  };
 
   // ---------------------------------------------------------------------------------------------------------
   // Inbound
