@@ -2,7 +2,7 @@
 // keepNames gives every arrow function a `name` property of its own, ~256 B each, and its loader holds the
 // sources: the figures would not be the product's).
 //   bundleFile    one ESM file of an entry point, built as scripts/build-bundle.mjs builds the Docker layer's
-//   shippedNodeFlags  the node flags docker/enclave-agent.sh starts the agent with
+//   shippedLaunch the node flags and environment docker/enclave-agent.sh starts the agent with
 //   bundledAgentIdleRss  RSS of `enclave-agent run` (the Docker layer's bundle, TCP listeners, NSM simulator) at rest
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -31,21 +31,27 @@ export async function bundleFile(entry: string, outfile: string): Promise<void> 
   });
 }
 
-/**
- * The environment of a bundled agent: as the launcher does, names the native addon (a bundle elsewhere cannot
- * find it relative to itself) — this checkout's build, when there is one.
- */
-export function bundledAgentEnv(): NodeJS.ProcessEnv {
-  const addon = path.join(ROOT, 'native/build/Release/enclave_native.node');
-  return existsSync(addon) ? { ...process.env, ENCLAVE_AGENT_NATIVE_ADDON: process.env.ENCLAVE_AGENT_NATIVE_ADDON ?? addon } : { ...process.env };
+export interface Launch {
+  /** The node flags of the launcher's `exec .../bin/node FLAGS .../cli.js "$@"` line. */
+  flags: string[];
+  /**
+   * This environment plus what the launcher sets for the agent: MALLOC_ARENA_MAX (with its marker) and the native
+   * addon's path (a bundle elsewhere cannot find it relative to itself) — this checkout's build, when there is one.
+   */
+  env: NodeJS.ProcessEnv;
 }
 
-/** The node flags of the launcher's `exec .../bin/node FLAGS .../cli.js` line (what ships is what is measured). */
-export async function shippedNodeFlags(): Promise<string[]> {
+/** How docker/enclave-agent.sh starts the agent (what ships is what is measured). */
+export async function shippedLaunch(): Promise<Launch> {
   const text = await readFile(path.join(ROOT, 'docker/enclave-agent.sh'), 'utf8');
   const line = /^exec \S+\/bin\/node (.*?)\S+\/cli\.js "\$@"$/m.exec(text);
   if (line === null) throw new Error('docker/enclave-agent.sh: no `exec .../bin/node [flags] .../cli.js "$@"` line');
-  return line[1]!.split(/\s+/).filter(Boolean);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const arenas = /^\s*MALLOC_ARENA_MAX=(\d+) ENCLAVE_AGENT_UNSET_MALLOC_ARENA_MAX=1$/m.exec(text);
+  if (arenas !== null && env.MALLOC_ARENA_MAX === undefined) Object.assign(env, { MALLOC_ARENA_MAX: arenas[1], ENCLAVE_AGENT_UNSET_MALLOC_ARENA_MAX: '1' });
+  const addon = path.join(ROOT, 'native/build/Release/enclave_native.node');
+  if (env.ENCLAVE_AGENT_NATIVE_ADDON === undefined && existsSync(addon)) env.ENCLAVE_AGENT_NATIVE_ADDON = addon;
+  return { flags: line[1]!.split(/\s+/).filter(Boolean), env };
 }
 
 export interface IdleRss {
@@ -56,6 +62,8 @@ export interface IdleRss {
   /** A bare `node` process with the same flags, idle, in the same run: the floor. */
   bareRss: number;
   flags: string[];
+  /** MALLOC_ARENA_MAX as the launcher sets it, if it does. */
+  arenas: string | undefined;
 }
 
 function statusKiB(pid: number, field: string, text: string): number {
@@ -64,8 +72,8 @@ function statusKiB(pid: number, field: string, text: string): number {
   return Number(m[1]) * 1024;
 }
 
-async function rssOf(args: string[], readyText: string | null, idleMs: number, cwd: string): Promise<{ rss: number; anon: number }> {
-  const child = spawn(process.execPath, args, { cwd, env: bundledAgentEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string | null, idleMs: number, cwd: string): Promise<{ rss: number; anon: number }> {
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let out = '';
     await new Promise<void>((resolve, reject) => {
@@ -111,15 +119,16 @@ export async function bundledAgentIdleRss(idleMs = 5_000): Promise<IdleRss> {
     });
     const config = path.join(dir, 'enclave.toml');
     await writeFile(config, '[api]\nport = 0\n');
-    const flags = await shippedNodeFlags();
+    const { flags, env } = await shippedLaunch();
     const agent = await rssOf(
       [...flags, cli, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'), '--', 'sleep', '600'],
+      env,
       'runtime started',
       idleMs,
       dir,
     );
-    const bare = await rssOf([...flags, '-e', 'setInterval(() => {}, 60_000)'], null, idleMs, dir);
-    return { ...agent, bareRss: bare.rss, flags };
+    const bare = await rssOf([...flags, '-e', 'setInterval(() => {}, 60_000)'], env, null, idleMs, dir);
+    return { ...agent, bareRss: bare.rss, flags, arenas: env.MALLOC_ARENA_MAX };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
-import { bundledAgentEnv, bundledAgentIdleRss, bundleFile, shippedNodeFlags } from './agent-bundle.ts';
+import { bundledAgentIdleRss, bundleFile, shippedLaunch } from './agent-bundle.ts';
 import { askChild, closedLoopPerSec, loadAverage, printTable, ratio } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
@@ -364,8 +364,9 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-responder-memory-'));
   const childFile = path.join(dir, 'agent-child.mjs');
   await bundleFile(SELF, childFile);
-  const flags = [...(await shippedNodeFlags()), ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
-  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], env: bundledAgentEnv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const launch = await shippedLaunch();
+  const flags = [...launch.flags, ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
+  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], env: launch.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
@@ -404,7 +405,7 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
   const base = await bundledAgentIdleRss();
-  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}; TCP listeners, NSM simulator, default config; 5 s after "runtime started")`, [
+  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; 5 s after "runtime started")`, [
     ['process', 'RSS MiB', 'anonymous MiB', 'target'],
     ['bare node, same flags (the floor)', base.bareRss / MB, '', ''],
     ['bundled agent, idle', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
