@@ -405,7 +405,7 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
   const base = await bundledAgentIdleRss();
-  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; 5 s after "runtime started")`, [
+  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; idle 20 s after "runtime started", V8's idle GCs done)`, [
     ['process', 'RSS MiB', 'anonymous MiB', 'target'],
     ['bare node, same flags (the floor)', base.bareRss / MB, '', ''],
     ['bundled agent, idle', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
