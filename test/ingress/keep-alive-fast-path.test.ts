@@ -57,9 +57,10 @@ interface Stack {
   stop(): Promise<void>;
 }
 
-async function startStack(): Promise<Stack> {
+/** A forwarder and a TLS ingress in front of the echo app; `limits` override the forwarder's defaults. */
+async function startStack(limits: Omit<Parameters<typeof createHttpForwarder>[0], 'appPort' | 'logger' | 'logSink'> = { maxHeaderBytes: 4096 }): Promise<Stack> {
   const sink = createMemoryLogSink();
-  const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, maxHeaderBytes: 4096 });
+  const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, ...limits });
   const ingress = await startTlsIngress({
     listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
     identity: new AttestedIdentity({ nsm: sim }),
@@ -267,16 +268,9 @@ describe('keep-alive fast path', () => {
 
 describe('body limit (max_request_bytes)', () => {
   it('413 for a body over the limit on both paths; the app sees neither', async () => {
-    const sink = createMemoryLogSink();
-    const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, maxRequestBodyBytes: 100 });
-    const ingress = await startTlsIngress({
-      listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
-      identity: new AttestedIdentity({ nsm: sim }),
-      attach: (sock, c) => fwd.attach(sock, c),
-      logger: silentLogger,
-    });
+    const stack = await startStack({ maxRequestBodyBytes: 100 });
     try {
-      const t = await connect(ingress.port!);
+      const t = await connect(stack.port);
       const reader = new ResponseReader(t);
       // Fast path (a buffered body): 413, and the connection goes on (the body was read).
       t.write(`POST /over-fast HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200\r\n\r\n${'x'.repeat(200)}`);
@@ -292,40 +286,31 @@ describe('body limit (max_request_bytes)', () => {
       await reader.waitEnd();
       expect(app.seen.some((r) => r.url.startsWith('/over-'))).toBe(false);
     } finally {
-      await ingress.close();
-      await fwd.close();
+      await stack.stop();
     }
   });
 });
 
 describe('timeouts', () => {
   it('a request not complete within the headers timeout gets 408; an idle connection is closed', async () => {
-    const sink = createMemoryLogSink();
-    const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, headersTimeoutMs: 300, keepAliveTimeoutMs: 300 });
-    const ingress = await startTlsIngress({
-      listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
-      identity: new AttestedIdentity({ nsm: sim }),
-      attach: (sock, c) => fwd.attach(sock, c),
-      logger: silentLogger,
-    });
+    const stack = await startStack({ headersTimeoutMs: 300, keepAliveTimeoutMs: 300 });
     try {
-      const slow = await connect(ingress.port!);
+      const slow = await connect(stack.port);
       const reader = new ResponseReader(slow);
       slow.write('GET /never-finished HTTP/1.1\r\nHost: localhost\r\n');
       const res = await reader.next();
       expect(res.status).toBe(408);
       expect(body(res)).toMatchObject({ error: 'HTTP_REQUEST_TIMEOUT' });
       await reader.waitEnd();
-      const idle = await connect(ingress.port!);
+      const idle = await connect(stack.port);
       const r2 = new ResponseReader(idle);
       idle.write(GET('/then-idle'));
       expect((await r2.next()).status).toBe(200);
       await r2.waitEnd();
       expect(app.seen.some((r) => r.url === '/never-finished')).toBe(false);
-      expect(sink.records.filter((r) => r.status === 408)).toHaveLength(1);
+      expect(stack.sink.records.filter((r) => r.status === 408)).toHaveLength(1);
     } finally {
-      await ingress.close();
-      await fwd.close();
+      await stack.stop();
     }
   });
 });

@@ -7,18 +7,18 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, simulatorPcrs } from '../../src/attestation/simulator.ts';
 import { connect } from '../../src/client/node.ts';
 import { chooseLocalApp, localIdentity, readConfigText } from '../../src/cli/pcrs.ts';
-import { publicKeysBase64, retiredPublicKeysBase64, startLocalStack, type LocalStack } from '../../src/cli/start.ts';
+import { publicKeysBase64, retiredPublicKeysBase64, type LocalStack } from '../../src/cli/start.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { KeyMaterial, Keyring } from '../../src/crypto/keyring.ts';
 import { generateDataKey, rotateSealedKeyring } from '../../src/crypto/kms-seal.ts';
 import { fromBase64, toBase64, toHex } from '../../src/util/bytes.ts';
 import { runBin } from '../cli/spawn.ts';
 import { KmsTestServer, attestedPolicy } from './kms-server.ts';
+import { startKmsStack } from './local-stack.ts';
 
 const credentials = { accessKeyId: 'AKIDKEYSROTATETEST01', secretAccessKey: 'keys-rotate-secret-not-a-real-key' };
 let dir: string;
@@ -45,19 +45,7 @@ async function writeVersion1(file: string): Promise<{ p256: string; secp256k1: s
 
 async function stack(name: string): Promise<LocalStack> {
   cpSync(path.join(dir, 'nsm'), path.join(dir, name, 'nsm-simulator'), { recursive: true });
-  const s = await startLocalStack({
-    configPath: config,
-    stateDir: path.join(dir, name),
-    bridgePort: 0,
-    opsPort: 0,
-    agentPort: 0,
-    controlPort: 0,
-    appPort: 0,
-    apiPort: 0,
-    debug: false,
-    logger: pino({ enabled: false }),
-    kms: { credentials, extraCa: [kms.caPem], backoffMs: 10, attempts: 2 },
-  });
+  const s = await startKmsStack(config, path.join(dir, name), kms, credentials);
   stacks.push(s);
   return s;
 }

@@ -4,14 +4,14 @@
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, simulatorPcrs } from '../../src/attestation/simulator.ts';
 import { chooseLocalApp, localIdentity, readConfigText } from '../../src/cli/pcrs.ts';
-import { publicKeysBase64, startLocalStack, type LocalStack } from '../../src/cli/start.ts';
+import { publicKeysBase64, type LocalStack } from '../../src/cli/start.ts';
 import { sealNewKeyring } from '../../src/crypto/kms-seal.ts';
 import { toBase64, toHex } from '../../src/util/bytes.ts';
 import { KmsTestServer, attestedPolicy } from './kms-server.ts';
+import { startKmsStack } from './local-stack.ts';
 
 const credentials = { accessKeyId: 'AKIDKMSREPLICAS0001', secretAccessKey: 'kms-replicas-secret-not-a-real-key' };
 let dir: string;
@@ -34,19 +34,7 @@ function configText(name: string, sealed: string): string {
 }
 
 async function stack(configPath: string, stateDir: string): Promise<LocalStack> {
-  const s = await startLocalStack({
-    configPath,
-    stateDir,
-    bridgePort: 0,
-    opsPort: 0,
-    agentPort: 0,
-    controlPort: 0,
-    appPort: 0,
-    apiPort: 0,
-    debug: false,
-    logger: pino({ enabled: false }),
-    kms: { credentials, extraCa: [kms.caPem], backoffMs: 10, attempts: 2 },
-  });
+  const s = await startKmsStack(configPath, stateDir, kms, credentials);
   stacks.push(s);
   return s;
 }
