@@ -14,7 +14,7 @@ import { openActivityStore } from '../../src/host/activity-store.ts';
 import { activityRow, parseLine } from '../../src/host/activity-record.ts';
 import { partitionRows } from '../../src/host/activity-schema.ts';
 import { createHeaderMasker, trxLine, type TrxRecordInput } from '../../src/http/stages/trx-log.ts';
-import { formatNumber, printTable, ratio } from './lib.ts';
+import { formatNumber, medianMs, printTable, ratio } from './lib.ts';
 
 const N = 200_000;
 const TARGET_PER_SEC = 20_000;
@@ -137,18 +137,6 @@ async function throughSink(data: string[], mode: { file: string } | { db: string
   return rate;
 }
 
-async function median(n: number, fn: () => Promise<unknown>): Promise<number> {
-  const times: number[] = [];
-  await fn();
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
-}
-
 async function browserLoad(url: string): Promise<number | null> {
   if (!existsSync('/usr/bin/chromium')) return null;
   const { chromium } = await import('playwright-core');
@@ -264,7 +252,7 @@ export default async function bench(): Promise<void> {
       const rows: (string | number)[][] = [['query (HTTP API, 1,000,000 rows)', 'median ms']];
       for (const [name, p] of cases) {
         const fn = p === '' ? () => Promise.all([get('')(), get('app.js')(), get('app.css')()]) : get(p);
-        rows.push([name, await median(p.includes('7 days') || name.includes('7 days') ? 3 : 7, fn)]);
+        rows.push([name, await medianMs(fn, p.includes('7 days') || name.includes('7 days') ? 3 : 7, 1)]);
       }
       printTable('activity page with 1,000,000 stored records', rows);
       const load = await browserLoad(url);

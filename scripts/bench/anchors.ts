@@ -31,7 +31,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { chunkBudget } from '../../src/client/session.ts';
-import { askChild, formatSpread, loadAverage, percentile, printTable, procCpuSource, procCpuUs, spreadOf, type BenchRow } from './lib.ts';
+import { askChild, closedLoop, formatSpread, loadAverage, percentile, printTable, procCpuSource, procCpuUs, spreadOf, type BenchRow } from './lib.ts';
 import { SERVER_NAME, startNginx, type Nginx } from './nginx.ts';
 import { NoiseClient } from './noise-client.ts';
 
@@ -133,21 +133,8 @@ async function agentClient(port: number): Promise<Client> {
   };
 }
 
-async function drive(client: Client, concurrency: number, ms: number, latencies: number[] | null): Promise<number> {
-  let count = 0;
-  const end = performance.now() + ms;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const t = performance.now();
-        await client.request();
-        latencies?.push(performance.now() - t);
-        count++;
-      }
-    }),
-  );
-  return count;
-}
+const drive = (client: Client, concurrency: number, ms: number, latencies: number[] | null): Promise<number> =>
+  closedLoop(ms, concurrency, () => client.request(), latencies);
 
 const BLOCK = Buffer.from(new Uint8Array(chunkBudget('bstr')).map((_, i) => (i * 13) & 0xff));
 

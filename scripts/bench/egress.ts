@@ -117,6 +117,19 @@ function open(port: number, via: { proxy: number; host: string; status?: number 
 const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
 
 /** Upload: write BULK_BYTES, half-close, wait for the server's byte count. MB/s. */
+/** Writes BULK_BYTES to `s`, honouring backpressure, then ends it. */
+function sendBulk(s: net.Socket): void {
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < BULK_BYTES) {
+      sent += CHUNK.length;
+      if (!s.write(CHUNK)) return void s.once('drain', pump);
+    }
+    s.end();
+  };
+  pump();
+}
+
 async function upload(port: number, via: { proxy: number; host: string } | null): Promise<number> {
   const s = await open(port, via);
   const t = performance.now();
@@ -125,15 +138,7 @@ async function upload(port: number, via: { proxy: number; host: string } | null)
     s.on('data', () => {});
     s.on('end', () => resolve());
     s.resume();
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < BULK_BYTES) {
-        sent += CHUNK.length;
-        if (!s.write(CHUNK)) return void s.once('drain', pump);
-      }
-      s.end();
-    };
-    pump();
+    sendBulk(s);
   });
   s.destroy();
   return BULK_BYTES / 1e6 / ((performance.now() - t) / 1000);
@@ -188,15 +193,7 @@ export default async function bench(): Promise<void> {
   });
   const source = await listen((s) => {
     s.once('data', () => {
-      let sent = 0;
-      const pump = (): void => {
-        while (sent < BULK_BYTES) {
-          sent += CHUNK.length;
-          if (!s.write(CHUNK)) return void s.once('drain', pump);
-        }
-        s.end();
-      };
-      pump();
+      sendBulk(s);
     });
     s.on('end', () => {});
   });

@@ -48,7 +48,7 @@ import type * as DecryptEv from '../../src/http/stages/decrypt-ev.ts';
 import type * as KeyringMod from '../../src/crypto/keyring.ts';
 import type * as OpsMetrics from '../../src/ops/metrics.ts';
 import type { ClientMessage, ServerMessage } from '../../src/wire/messages.ts';
-import { askChild, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
+import { askChild, closedLoop, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
 import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -309,20 +309,8 @@ interface Result {
   clientUs: number;
 }
 
-async function drive(client: BenchClient, concurrency: number, ms: number, latencies: number[] | null): Promise<number> {
-  let count = 0;
-  const end = performance.now() + ms;
-  const worker = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const t = performance.now();
-      await client.request();
-      latencies?.push(performance.now() - t);
-      count++;
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return count;
-}
+const drive = (client: BenchClient, concurrency: number, ms: number, latencies: number[] | null): Promise<number> =>
+  closedLoop(ms, concurrency, () => client.request(), latencies);
 
 const cpuOf = async (child: ChildProcess): Promise<number> => (await ask<{ cpuUs: number }>(child, { cmd: 'cpu' })).cpuUs;
 

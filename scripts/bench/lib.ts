@@ -54,18 +54,29 @@ export async function medianMs(fn: () => unknown, n = 200, warmup = 20): Promise
 }
 
 /** Closed loop: `concurrency` workers each run `one` back to back until `ms` have passed; completions per second. */
-export async function closedLoopPerSec(ms: number, concurrency: number, one: () => Promise<void>): Promise<number> {
+/**
+ * A closed loop: `concurrency` callers each run `one` back to back for `ms`. Returns how many completed; with
+ * `latencies`, each one's duration (ms) is pushed there.
+ */
+export async function closedLoop(ms: number, concurrency: number, one: () => Promise<unknown>, latencies: number[] | null = null): Promise<number> {
   let done = 0;
   const end = performance.now() + ms;
-  const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (performance.now() < end) {
+        const t = performance.now();
         await one();
+        latencies?.push(performance.now() - t);
         done++;
       }
     }),
   );
+  return done;
+}
+
+export async function closedLoopPerSec(ms: number, concurrency: number, one: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  const done = await closedLoop(ms, concurrency, one);
   return (done * 1000) / (performance.now() - t0);
 }
 

@@ -18,7 +18,6 @@
 // Env: BENCH_TLS_MS (per row, default 800), BENCH_TLS_ROUNDS (default 5), BENCH_TLS_HS_CONCURRENCY (default 8).
 // Run: npx tsx scripts/bench/run.ts tls-ingress   (nginx must be installed; run as root or with a writable temp dir)
 import { execFileSync, fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -26,7 +25,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { askChild, machine, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
+import { askChild, childPids, closedLoop, closedLoopPerSec, machine, procCpuUs, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROW_MS = Number(process.env.BENCH_TLS_MS ?? 800);
@@ -145,23 +144,14 @@ interface Target {
   tls: boolean;
 }
 
-async function drive(pool: Pool, concurrency: number, ms: number, latencies: number[] | null): Promise<number> {
-  let count = 0;
-  const end = performance.now() + ms;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        const t = performance.now();
-        const res = await pool.request({ path: '/small', method: 'GET', headers: { host: 'localhost' } });
-        await res.body.arrayBuffer();
-        if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
-        latencies?.push(performance.now() - t);
-        count++;
-      }
-    }),
-  );
-  return count;
+async function smallGet(pool: Pool): Promise<void> {
+  const res = await pool.request({ path: '/small', method: 'GET', headers: { host: 'localhost' } });
+  await res.body.arrayBuffer();
+  if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
 }
+
+const drive = (pool: Pool, concurrency: number, ms: number, latencies: number[] | null): Promise<number> =>
+  closedLoop(ms, concurrency, () => smallGet(pool), latencies);
 
 /**
  * One keep-alive Pool per target and concurrency, opened once and reused by every round: the req/s rows measure
@@ -178,62 +168,38 @@ async function openPool(t: Target, concurrency: number): Promise<Pool> {
   return pool;
 }
 
-async function measureRow(pool: Pool, concurrency: number): Promise<{ rps: number; p50: number; count: number }> {
+/** Warm-up, then a measured window; with `cpu`, the server's CPU µs per request over that window only. */
+async function measureRow(pool: Pool, concurrency: number, cpu: (() => Promise<number>) | null = null): Promise<{ rps: number; p50: number; cpuPerReq: number | undefined }> {
   await drive(pool, concurrency, WARMUP_MS, null);
   const lat: number[] = [];
+  const c0 = await cpu?.();
   const t0 = performance.now();
   const n = await drive(pool, concurrency, ROW_MS, lat);
   const elapsed = performance.now() - t0;
+  const c1 = await cpu?.();
   lat.sort((a, b) => a - b);
-  return { rps: (n * 1000) / elapsed, p50: percentile(lat, 50), count: n };
+  return { rps: (n * 1000) / elapsed, p50: percentile(lat, 50), cpuPerReq: c0 === undefined || c1 === undefined ? undefined : (c1 - c0) / n };
 }
 
 /** Full TLS 1.3 handshakes/s (a fresh connection each time, no session reuse): closed loop of `HS_CONCURRENCY`. */
 async function handshakesPerSec(port: number, ms: number): Promise<number> {
-  let done = 0;
-  const end = performance.now() + ms;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: HS_CONCURRENCY }, async () => {
-      while (performance.now() < end) {
-        await new Promise<void>((resolve, reject) => {
-          const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
-          s.once('secureConnect', () => {
-            s.destroy();
-            resolve();
-          });
-          s.once('error', reject);
+  return closedLoopPerSec(
+    ms,
+    HS_CONCURRENCY,
+    () =>
+      new Promise<void>((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+        s.once('secureConnect', () => {
+          s.destroy();
+          resolve();
         });
-        done++;
-      }
-    }),
+        s.once('error', reject);
+      }),
   );
-  return (done * 1000) / (performance.now() - t0);
 }
 
-/** CPU µs (user + system) of a process and its children so far, from /proc (clock ticks). */
-function procCpuUs(pid: number): number {
-  let ticks = 0;
-  const walk = (p: number): void => {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-    } catch {
-      return;
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    ticks += Number(f[11]) + Number(f[12]);
-    let kids = '';
-    try {
-      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8');
-    } catch {
-      /* no children list */
-    }
-    for (const k of kids.trim().split(/\s+/).filter(Boolean)) walk(Number(k));
-  };
-  walk(pid);
-  return (ticks * 1_000_000) / 100; // USER_HZ = 100 on Linux
-}
+/** CPU µs of nginx so far: its master and its worker (lib.ts procCpuUs). */
+const nginxCpuUs = (pid: number): number => [pid, ...childPids(pid)].reduce((sum, p) => sum + procCpuUs(p), 0);
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const range = (xs: number[], d = 2): string => `${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)}`;
@@ -266,11 +232,9 @@ export default async function bench(): Promise<void> {
       const r64: Record<string, number> = {};
       const l1: Record<string, number> = {};
       for (const t of targets) {
-        const cpu = t === targets[1] ? async () => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs : t === targets[2] ? () => Promise.resolve(procCpuUs(nginx!.pid)) : null;
-        const c0 = await cpu?.();
-        const row = await measureRow(pools.get(`${t.name}/64`)!, 64);
-        const c1 = await cpu?.();
-        if (c0 !== undefined && c1 !== undefined) (cpuPerReq[t.name] ??= []).push((c1 - c0) / row.count);
+        const cpu = t === targets[1] ? async () => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs : t === targets[2] ? () => Promise.resolve(nginxCpuUs(nginx!.pid)) : null;
+        const row = await measureRow(pools.get(`${t.name}/64`)!, 64, cpu);
+        if (row.cpuPerReq !== undefined) (cpuPerReq[t.name] ??= []).push(row.cpuPerReq);
         r64[t.name] = row.rps;
         l1[t.name] = (await measureRow(pools.get(`${t.name}/1`)!, 1)).p50;
         (rps[t.name] ??= []).push(r64[t.name]!);
