@@ -11,12 +11,15 @@ import { returnMessageBuffer, takeMessageBuffer } from './message-buffers.ts';
 const POOLED_MIN = 4096;
 const NOOP = (): void => {};
 
+/** One settled promise shared by every session that has nothing pending (promises are immutable). */
+const SETTLED: Promise<void> = Promise.resolve();
+
 export class MessageSender {
   readonly #writer: FrameWriter;
   readonly #onWritten: () => void;
   readonly #onFailed: (err: unknown) => void;
   #send: CipherState | null = null;
-  #lastWrite: Promise<void> = Promise.resolve();
+  #lastWrite: Promise<void> = SETTLED;
 
   /** `onWritten` / `onFailed`: after each write, or its failure. */
   constructor(sock: Duplex, onWritten: () => void, onFailed: (err: unknown) => void) {

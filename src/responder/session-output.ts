@@ -35,6 +35,9 @@ export interface SessionOutputHooks {
   onStall(): void;
 }
 
+/** One settled promise shared by every session that has nothing pending (promises are immutable). */
+const SETTLED: Promise<void> = Promise.resolve();
+
 export class SessionOutput {
   readonly #sender: MessageSender;
   readonly #budget: OutputBudget;
@@ -44,7 +47,7 @@ export class SessionOutput {
   /** This session's queued bytes as last reported to the budget. */
   #reported = 0;
   #deferred: Deferred[] = [];
-  #lastDeferred: Promise<void> = Promise.resolve();
+  #lastDeferred: Promise<void> = SETTLED;
   #waiting = false;
   #stallTimer: NodeJS.Timeout | null = null;
   #stallArmed = false;
