@@ -3,7 +3,7 @@
  * the Node client entry, the CLI and the agent import it. Not browser-safe by design.
  */
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
-import { toHex } from '../util/bytes.ts';
+import { bytesKey } from '../util/bytes.ts';
 import { CURVE_SIZE, useEcdsaVerifier, type EcdsaVerifier } from './ecdsa.ts';
 
 const KEY_CACHE_MAX = 64;
@@ -12,7 +12,7 @@ const keys = new Map<string, KeyObject>();
 
 export const nodeEcdsaVerifier: EcdsaVerifier = {
   verify(spki, curve, hash, sig, data) {
-    const id = toHex(spki);
+    const id = bytesKey(spki);
     let key = keys.get(id);
     if (!key) {
       key = createPublicKey({ key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength), format: 'der', type: 'spki' });

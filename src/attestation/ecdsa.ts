@@ -4,7 +4,7 @@
  * (ecdsa-node.ts): its synchronous verify skips WebCrypto's cold start and thread-pool round trips, which in a
  * fresh Node process cost more than the five P-384 verifications of a Nitro chain themselves.
  */
-import { toHex } from '../util/bytes.ts';
+import { bytesKey } from '../util/bytes.ts';
 import { DerReader, readUnsignedInteger, TAG } from './der.ts';
 
 export type CurveName = 'P-256' | 'P-384' | 'P-521';
@@ -53,7 +53,7 @@ export function webCryptoVerifier(): EcdsaVerifier {
   const keys = new Map<string, Promise<CryptoKey>>();
   return {
     async verify(spki, curve, hash, sig, data) {
-      const id = toHex(spki);
+      const id = bytesKey(spki);
       let key = keys.get(id);
       if (!key) {
         key = subtle().importKey('spki', spki as Uint8Array<ArrayBuffer>, { name: 'ECDSA', namedCurve: curve }, false, ['verify']);

@@ -8,7 +8,7 @@
  * Browser-safe: no node:* imports, no Buffer; signatures go through the installed ECDSA backend (ecdsa.ts:
  * WebCrypto by default, node:crypto once a Node entry point imports ecdsa-node.ts).
  */
-import { equalBytes, fromHex, toHex } from '../util/bytes.ts';
+import { bytesKey, equalBytes, fromHex, toHex } from '../util/bytes.ts';
 import { AWS_NITRO_ROOT_G1_PEM } from './aws-root.ts';
 import { coseSign1SigStructure, parseAttestationDocument, type AttestationDocument } from './document.ts';
 import { AttestationError } from './errors.ts';
@@ -80,7 +80,7 @@ function anchorFor(root: Uint8Array | string, i: number): TrustAnchor {
   if (typeof root !== 'string' && !(root instanceof Uint8Array)) {
     throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `roots[${i}] must be DER bytes or PEM text`);
   }
-  const id = typeof root === 'string' ? root : toHex(root);
+  const id = typeof root === 'string' ? `pem:${root}` : `der:${bytesKey(root)}`;
   let a = anchorCache.get(id);
   if (!a) {
     a = parseTrustAnchor(root, `roots[${i}]`);

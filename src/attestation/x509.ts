@@ -9,7 +9,7 @@
  * the trust anchor included, must be valid at the verification time. No revocation (AWS publishes none
  * that clients are expected to check; the reference client does not either).
  */
-import { equalBytes, fromBase64, toHex } from '../util/bytes.ts';
+import { bytesKey, equalBytes, fromBase64, toHex } from '../util/bytes.ts';
 import { DerError, DerReader, readBitString, readBoolean, readOid, readOne, readSmallUint, readString, readTime, TAG, type Tlv } from './der.ts';
 import { CURVE_SIZE, ecdsaDerToRaw, ecdsaVerifier, type CurveName, type EcdsaHash } from './ecdsa.ts';
 import { AttestationError } from './errors.ts';
@@ -40,7 +40,7 @@ export interface Name {
 
 export interface ParsedCert {
   der: Uint8Array;
-  /** Hex of the DER: the cache identity of this exact certificate. */
+  /** bytesKey of the DER: the cache identity of this exact certificate. */
   id: string;
   subject: string;
   issuer: string;
@@ -237,7 +237,7 @@ function parseCertificateDer(der: Uint8Array, label: string): ParsedCert {
   const { ca, keyUsage } = readExtensions(extEl, fail);
   return {
     der,
-    id: toHex(der),
+    id: bytesKey(der),
     subject,
     issuer: formatName(issuerName),
     subjectName,
@@ -273,7 +273,7 @@ function remember<K>(cache: { size: number; keys(): IterableIterator<K>; delete(
 
 /** parseCertificate through the content-addressed cache. Callers must treat the result as read-only. */
 export function parseCertificateCached(der: Uint8Array, label: string): ParsedCert {
-  const id = toHex(der);
+  const id = bytesKey(der);
   const hit = parsedCache.get(id);
   if (hit) return hit;
   const parsed = parseCertificate(der, label);
@@ -292,7 +292,7 @@ export function clearVerifierCaches(): void {
 async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): Promise<boolean> {
   const hash = SIG_HASH[child.signatureAlgorithm];
   if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${child.signatureAlgorithm}; expected ECDSA with SHA-256/384/512`);
-  const link = `${child.id}|${toHex(issuer.spki)}`;
+  const link = `${child.id}|${bytesKey(issuer.spki)}`;
   if (verifiedLinks.has(link)) return true;
   const raw = ecdsaDerToRaw(child.signature, issuer.curve.size);
   if (!raw) return false;
