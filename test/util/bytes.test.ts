@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fromBase64, fromHex, toBase64, toHex, equalBytes, concatBytes } from '../../src/util/bytes.ts';
+import { bytesKey, fromBase64, fromHex, toBase64, toHex, equalBytes, concatBytes } from '../../src/util/bytes.ts';
 
 describe('bytes helpers', () => {
   it('round-trips hex and base64 against Buffer for every length up to 64', () => {
@@ -13,6 +13,16 @@ describe('bytes helpers', () => {
       expect(fromBase64(b64.replace(/=+$/, ''))).toEqual(b);
       expect(toBase64(b, false)).toBe(b64.replace(/=+$/, ''));
     }
+  });
+
+  it('bytesKey is one unit per byte, so distinct byte strings (any length, past its 8 KiB chunks) give distinct keys', () => {
+    const big = Uint8Array.from({ length: 20_000 }, (_, i) => (i * 7) & 0xff);
+    const other = big.slice();
+    other[19_999] ^= 1;
+    expect(bytesKey(big)).toHaveLength(20_000);
+    expect(bytesKey(big)).not.toBe(bytesKey(other));
+    expect([...bytesKey(Uint8Array.of(0, 0x80, 0xff))].map((c) => c.charCodeAt(0))).toEqual([0, 0x80, 0xff]);
+    expect(bytesKey(Uint8Array.of(1, 2))).not.toBe(bytesKey(Uint8Array.of(1, 2, 0)));
   });
 
   it('rejects malformed hex and base64', () => {
