@@ -18,7 +18,7 @@ describe('bytes helpers', () => {
   it('bytesKey is one unit per byte, so distinct byte strings (any length, past its 8 KiB chunks) give distinct keys', () => {
     const big = Uint8Array.from({ length: 20_000 }, (_, i) => (i * 7) & 0xff);
     const other = big.slice();
-    other[19_999] ^= 1;
+    other[19_999] = other[19_999]! ^ 1;
     expect(bytesKey(big)).toHaveLength(20_000);
     expect(bytesKey(big)).not.toBe(bytesKey(other));
     expect([...bytesKey(Uint8Array.of(0, 0x80, 0xff))].map((c) => c.charCodeAt(0))).toEqual([0, 0x80, 0xff]);
