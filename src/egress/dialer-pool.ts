@@ -43,6 +43,13 @@ export function dialerPool(open: DialerConnect, opts: { size?: number; maxIdleMs
     if (i >= 0) idle.splice(i, 1);
   };
 
+  /** Closes an unused stream cleanly (no byte sent, the host logs nothing); a reset meanwhile is not a crash. */
+  const retire = (entry: Idle): void => {
+    release(entry);
+    entry.stream.on('error', () => {});
+    entry.stream.end();
+  };
+
   const keep = (stream: Duplex): void => {
     if (closed || stream.destroyed) {
       stream.destroy();
@@ -50,11 +57,8 @@ export function dialerPool(open: DialerConnect, opts: { size?: number; maxIdleMs
     }
     const entry: Idle = {
       stream,
-      // Idle too long: close it cleanly (no byte sent, the host logs nothing).
-      timer: setTimeout(() => {
-        release(entry);
-        stream.end();
-      }, maxIdleMs),
+      // Idle too long: retired.
+      timer: setTimeout(() => retire(entry), maxIdleMs),
       // Anything from the host before a request (its close, its timeout) makes the stream unusable.
       drop: () => {
         release(entry);
@@ -98,10 +102,7 @@ export function dialerPool(open: DialerConnect, opts: { size?: number; maxIdleMs
     },
     close() {
       closed = true;
-      for (const entry of idle.slice()) {
-        release(entry);
-        entry.stream.end();
-      }
+      for (const entry of idle.slice()) retire(entry);
     },
   };
 }

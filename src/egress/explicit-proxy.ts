@@ -73,14 +73,27 @@ function bodyLength(head: ProxyHead): number | { error: string; status: number }
   return Number(values[0]);
 }
 
-function originRequest(head: ProxyHead, host: string, port: number, path: string): string {
+/**
+ * The request in origin-form, as the upstream gets it: the checked authority as Host, the app's headers less
+ * hop-by-hop ones and those its Connection headers name, the body's length written by us (never removable
+ * through Connection, never two values), and `connection: close` (one request per flow).
+ */
+function originRequest(head: ProxyHead, host: string, port: number, path: string, body: number): string {
   const lines = [`${head.method} ${path} HTTP/1.1`, `host: ${port === 80 ? host : `${host}:${port}`}`];
-  const named = new Set((head.headers.find(([n]) => n.toLowerCase() === 'connection')?.[1] ?? '').toLowerCase().split(',').map((s) => s.trim()));
+  const named = new Set(
+    head.headers
+      .filter(([n]) => n.toLowerCase() === 'connection')
+      .flatMap(([, v]) => v.toLowerCase().split(','))
+      .map((s) => s.trim()),
+  );
+  let hadLength = false;
   for (const [n, v] of head.headers) {
     const l = n.toLowerCase();
-    if (l === 'host' || HOP_BY_HOP.has(l) || named.has(l)) continue;
+    if (l === 'content-length') hadLength = true;
+    if (l === 'host' || l === 'content-length' || HOP_BY_HOP.has(l) || named.has(l)) continue;
     lines.push(`${n}: ${v}`);
   }
+  if (hadLength || body > 0) lines.push(`content-length: ${body}`);
   lines.push('connection: close');
   return lines.join('\r\n') + '\r\n\r\n';
 }
@@ -151,7 +164,7 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       }
     } else {
       const authority = dialed.name !== '' ? dialed.name : dialed.ip.includes(':') ? `[${dialed.ip}]` : dialed.ip;
-      dialed.stream.write(originRequest(head, authority, target.port, target.path));
+      dialed.stream.write(originRequest(head, authority, target.port, target.path, body));
     }
     await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };

@@ -14,9 +14,21 @@ export interface ProxyHead {
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Whether `line` holds a control character other than HTAB: a bare CR or LF (a line end to lenient servers), NUL, DEL. */
+function hasControl(line: string): boolean {
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}
 
 export function parseHead(text: string): ProxyHead {
   const lines = text.split('\r\n');
+  // Lines end in CRLF only: a lone LF or CR inside one would end a line for a lenient upstream (Python's
+  // http.server does), and whatever follows — another Host, a second request — would reach it unchecked.
+  const bad = lines.find(hasControl);
+  if (bad !== undefined) throw new EgressError('EGRESS_BAD_FRAME', `control character in the request head: ${JSON.stringify(bad.slice(0, 100))}`);
   const parts = lines[0]!.split(' ');
   if (parts.length !== 3 || !TOKEN.test(parts[0]!) || parts[1] === '' || !/^HTTP\/1\.[01]$/.test(parts[2]!)) {
     throw new EgressError('EGRESS_BAD_FRAME', `bad request line ${JSON.stringify(lines[0]!.slice(0, 100))}`);

@@ -135,4 +135,20 @@ describe('dialer pool', () => {
     expect(accepted).toBe(before + 1);
     expect(pool.idle).toBe(0);
   });
+  it('a retired stream reset before the host closes it is not an uncaught error', async () => {
+    const { PassThrough } = await import('node:stream');
+    const streams: InstanceType<typeof PassThrough>[] = [];
+    const pool = dialerPool(() => {
+      const s = new PassThrough();
+      streams.push(s);
+      return Promise.resolve(s);
+    }, { size: 1, maxIdleMs: 20 });
+    await pool.connect().then((s) => s.destroy()); // starts the refill
+    await waitUntil(() => streams.length === 2 && streams[1]!.writableEnded); // the idle one was retired (ended)
+    // An ECONNRESET arriving now, after the pool let go of it: with no listener Node would throw it.
+    streams[1]!.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(streams[1]!.destroyed).toBe(true);
+    pool.close();
+  });
 });

@@ -169,6 +169,26 @@ describe('explicit proxy: HTTP', () => {
     expect(raw.received.at(-1)!.toString('latin1')).toBe(`GET /first HTTP/1.1\r\nhost: ok.test:${raw.port}\r\nconnection: close\r\n\r\n`);
   });
 
+  it('refuses a head with a bare LF, CR or NUL inside a line (400): a lenient upstream would read a second Host or request', async () => {
+    const before = raw.received.length;
+    for (const sneak of ['X-A: 1\nHost: evil.test', 'X-A: 1\n\nGET /smuggled HTTP/1.1\nHost: evil.test', 'X-A: 1\rHost: evil.test', 'X-A: 1\u0000']) {
+      const res = await rawRequest(proxyPort(), `GET http://ok.test:${raw.port}/lf HTTP/1.1\r\nhost: ok.test\r\n${sneak}\r\n\r\n`);
+      expect(res.split('\r\n')[0], JSON.stringify(sneak)).toBe('HTTP/1.1 400 Bad Request');
+    }
+    expect((await rawRequest(proxyPort(), `GET http://ok.test:${raw.port}/a\nb HTTP/1.1\r\nhost: ok.test\r\n\r\n`)).split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+    expect(raw.received.length).toBe(before);
+  });
+
+  it('writes the body length itself: Connection cannot remove it, and every Connection header is honoured', async () => {
+    const smuggled = `GET /admin HTTP/1.1\r\nHost: evil.test\r\n\r\n`;
+    const res = await rawRequest(
+      proxyPort(),
+      `POST http://ok.test:${raw.port}/cl HTTP/1.1\r\nConnection: content-length\r\nconnection: x-drop\r\nx-drop: 1\r\nx-keep: 2\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    );
+    expect(res.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    expect(raw.received.at(-1)!.toString('latin1')).toBe(`POST /cl HTTP/1.1\r\nhost: ok.test:${raw.port}\r\nx-keep: 2\r\ncontent-length: ${smuggled.length}\r\nconnection: close\r\n\r\n${smuggled}`);
+  });
+
   it('writes an IPv6 literal authority in brackets in Host', async () => {
     const v6 = net.createServer((s) => {
       s.on('error', () => {});
