@@ -14,7 +14,9 @@
 // Refused here, then the connection closes: a head larger than the cap (431), a request not complete within
 // the headers timeout (408). An idle connection closes after the keep-alive timeout. A request with
 // `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
-// response says `Connection: close`), then the connection closes.
+// response says `Connection: close` unless its head was already built while an earlier one was still being
+// sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
+// connection closes.
 import type { Duplex } from 'node:stream';
 import type { ForwardContext } from '../responder/forwarder.ts';
 import type { PairEnd } from './duplex-pair.ts';
@@ -128,7 +130,8 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     this.#handlers = handlers;
     this.#limits = limits;
     this.#sweep = sweep;
-    this.#idleSince = sweep.now;
+    // Not sweep.now: the sweep's clock stands still while it has no connection.
+    this.#idleSince = performance.now();
     // The client's EOF ends reading only: answers to requests already received still go out (then we close).
     (socket as { allowHalfOpen: boolean }).allowHalfOpen = true;
     // Each response leaves in one write: Nagle would hold it for the ACK of the previous one (as Node's
@@ -374,11 +377,17 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     const outer = this.#handlers.fallback(this);
     this.#relay = outer;
     outer.on('error', () => {});
-    // The server cut its side (a reset, not an end): so is the client's connection.
+    // The server cut its side (a reset, not an end): so is the client's connection. A clean end reaches the
+    // client through the pipe (socket.end(), after every byte before it); the socket is destroyed only once that
+    // is flushed — destroying it at once would drop the last response's queued bytes, and leaving it would keep
+    // a half-open client's connection (and its slot) forever.
     outer.once('end', () => {
       if (outer.peerAborted) socket.destroy();
+      else this.#closeSocket();
     });
-    outer.once('close', () => socket.destroy());
+    outer.once('close', () => {
+      if (outer.peerAborted || !outer.readableEnded) socket.destroy();
+    });
     const rest = this.#buf;
     this.#buf = null;
     if (rest !== null) outer.write(rest);

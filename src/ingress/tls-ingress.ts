@@ -172,7 +172,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       if (tls.alpnProtocol === ACME_TLS_ALPN) {
         // The CA saw the challenge certificate in the handshake; nothing is served on such a connection.
         logger?.info({ servername: tls.servername }, 'ACME tls-alpn-01 challenge answered');
-        tls.end();
+        // Closed outright once the close_notify is out: a peer that never closes must not hold a slot.
+        tls.end(() => tls.destroy());
         return;
       }
       const sessionId = randomBytes(4).toString('hex');

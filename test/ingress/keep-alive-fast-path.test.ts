@@ -315,6 +315,67 @@ describe('timeouts', () => {
   });
 });
 
+describe('connections handed to the http.Server: how they end', () => {
+  /** Sends `req` and half-closes (or not); resolves with every byte received once the agent ends its side. */
+  async function exchangeAll(port: number, req: string, halfClose: boolean): Promise<string> {
+    const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const c = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false, allowHalfOpen: true } as tls.ConnectionOptions);
+      c.once('secureConnect', () => resolve(c));
+      c.once('error', reject);
+    });
+    t.on('error', () => {});
+    let data = '';
+    t.on('data', (c: Buffer) => (data += c.toString('latin1')));
+    const ended = new Promise<void>((r) => t.once('end', () => r()));
+    if (halfClose) t.end(req);
+    else t.write(req); // never sends its FIN: the agent must close the connection itself
+    await ended;
+    if (halfClose) await closed(t);
+    else open.push(t); // still open on this side: the test looks at the agent's count, then destroys it
+    return data;
+  }
+  const bodyBytes = (r: string): number => r.length - r.indexOf('\r\n\r\n') - 4;
+  const open: tls.TLSSocket[] = [];
+  afterAll(() => open.forEach((t) => t.destroy()));
+
+  it('the last answer keeps its body when the client half-closes after a relayed request', async () => {
+    for (const req of ['GET /h10 HTTP/1.0\r\nHost: localhost\r\n\r\n', 'POST /chunked HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n']) {
+      const r = await exchangeAll(s.port, req, true);
+      const length = Number(/content-length: (\d+)/i.exec(r)?.[1]);
+      expect(length).toBeGreaterThan(0);
+      expect(bodyBytes(r)).toBe(length);
+    }
+  });
+
+  it('a half-open client does not keep a relayed connection once the server side is done (HTTP/1.0, a 400)', async () => {
+    const stack = await startStack({ keepAliveTimeoutMs: 60_000, headersTimeoutMs: 60_000 });
+    try {
+      expect((await exchangeAll(stack.port, 'GET /h10 HTTP/1.0\r\nHost: localhost\r\n\r\n', false)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+      expect((await exchangeAll(stack.port, 'GET /bad HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n', false)).split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
+      for (let i = 0; i < 100 && stack.fwd.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(open.every((t) => !t.destroyed)).toBe(true); // the clients never closed
+      expect(stack.fwd.connectionCount).toBe(0);
+    } finally {
+      await stack.stop();
+    }
+  });
+
+  it('the first connection after a quiet spell gets its whole keep-alive time (the sweep clock had stood still)', async () => {
+    const stack = await startStack({ keepAliveTimeoutMs: 400, headersTimeoutMs: 400 });
+    try {
+      await new Promise((r) => setTimeout(r, 600)); // no connection: the sweep is stopped, its clock stale
+      const t = await connect(stack.port);
+      const reader = new ResponseReader(t);
+      await new Promise((r) => setTimeout(r, 150)); // past a sweep tick (100 ms), well within the 400 ms
+      t.write(GET('/after-quiet'));
+      expect((await reader.next()).status).toBe(200);
+      t.destroy();
+    } finally {
+      await stack.stop();
+    }
+  });
+});
+
 describe('drain', () => {
   it('answers in-flight requests (the last says Connection: close), closes idle connections at once', async () => {
     const d = await startStack();
