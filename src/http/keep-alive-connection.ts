@@ -119,6 +119,8 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   #requestSince = 0;
   #idleSince: number;
   #relay: PairEnd | null = null;
+  /** #closeSocket ran: the socket is ending (and is destroyed once flushed, or cut). */
+  #socketClosing = false;
   /** Relayed requests (http.Server path) not yet answered, and whether the relay was upgraded (a tunnel). */
   #relayInFlight = 0;
   #relayUpgraded = false;
@@ -424,11 +426,19 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
 
   #closeSocket(): void {
     const socket = this.socket;
-    if (socket.destroyed) return;
-    // As net.Socket#destroySoon: end (TLS close_notify, FIN) once everything written is flushed, then destroy.
+    if (socket.destroyed || this.#socketClosing) return;
+    this.#socketClosing = true;
+    // As net.Socket#destroySoon: end (TLS close_notify, FIN) once everything written is flushed, then destroy —
+    // or after the keep-alive time when the client does not read what is left (it must not hold the slot).
     if (socket.writable) socket.end();
-    if (socket.writableFinished) socket.destroy();
-    else socket.once('finish', () => socket.destroy());
+    if (socket.writableFinished) {
+      socket.destroy();
+      return;
+    }
+    const cut = setTimeout(() => socket.destroy(), this.#limits.keepAliveTimeoutMs);
+    cut.unref();
+    socket.once('finish', () => socket.destroy());
+    socket.once('close', () => clearTimeout(cut));
   }
 
   #ended(): void {

@@ -194,6 +194,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         Object.defineProperty(tls, 'remotePort', { value: client.port });
       }
       if (draining) throw new Error('draining');
+      // Closed between 'secure' and here: its 'close' has fired already, so nothing would ever untrack it.
+      if (tls.destroyed) throw new Error('closed after the handshake');
       open.add(tls);
       tls.once('close', () => {
         open.delete(tls);
