@@ -59,9 +59,9 @@ export async function authorizeAndDial(deps: DialDeps, host: string, port: numbe
     try {
       return { stream: await openFlow(deps.dialer, { ip, port, timeoutMs: deps.connectTimeoutMs, name }), ip, name };
     } catch (err) {
-      // Refused or unreachable: try the next address; a dialer that is down fails them all the same way.
+      // Refused or unreachable: try the next address; a dialer that is down or full fails them all the same way.
       last = err;
-      if (err instanceof EgressError && (err.code === 'EGRESS_DIALER_UNREACHABLE' || err.code === 'EGRESS_DENIED')) break;
+      if (err instanceof EgressError && (err.code === 'EGRESS_DIALER_UNREACHABLE' || err.code === 'EGRESS_DENIED' || err.code === 'EGRESS_DIALER_BUSY')) break;
     }
   }
   throw last;
