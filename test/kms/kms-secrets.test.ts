@@ -20,7 +20,7 @@ import { startCredentialsServer, type CredentialsServer } from '../../src/host/c
 import { AGENT_VERSION } from '../../src/runtime/nsm.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { BIN, runBin } from '../cli/spawn.ts';
-import { APP, freePort, startRun, until, type RunningAgent } from '../runtime/harness.ts';
+import { APP, appSecretsCopy, freePort, startRun, type RunningAgent } from '../runtime/harness.ts';
 import { KmsTestServer, attestedPolicy, type KeyPolicy } from './kms-server.ts';
 
 const creds = { accessKeyId: 'AKIDKMSSECRETSTEST1', secretAccessKey: 'kms-secrets-test-secret-not-a-real-key' };
@@ -176,14 +176,7 @@ describe('run with KMS-sealed [secrets]', () => {
     expect(agent.lines.find((l) => l.msg === 'secrets decrypted for the app')).toMatchObject({ secrets: ['DB_PASSWORD', 'OLD_EV'] });
     // Two keyring generations and one secret: three attested Decrypts.
     expect(kms.calls.filter((c) => c.op === 'Decrypt' && c.status === 200).length - decrypts).toBe(3);
-    const got = await until(() => {
-      try {
-        const t = readFileSync(path.join(agent!.dir, 'events.secret'), 'utf8');
-        return t.includes('\n') ? t : undefined;
-      } catch {
-        return undefined;
-      }
-    }, 10_000, "the app's copy of its secrets");
+    const got = await appSecretsCopy(agent);
     expect(got).toBe(`${s1}\n${s2}`);
     const environ = readFileSync(`/proc/${agent.pid}/environ`, 'latin1');
     agent.kill('SIGTERM');

@@ -20,7 +20,7 @@ import { devKeySource, DEV_KEY_FILE, loadKeyring, type Keyring } from '../../src
 import { fromHex, toBase64, utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
 import { connectTcp, handshake, tcpPipe, wsPipe, type TestClient } from '../responder/helpers.ts';
-import { APP, startRun, until, type RunningAgent } from '../runtime/harness.ts';
+import { APP, appSecretsCopy, startRun, until, type RunningAgent } from '../runtime/harness.ts';
 import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { startActivityService } from '../../src/host/activity-service.ts';
 
@@ -307,14 +307,7 @@ describe('secret markers given to the app through [secrets] (enclave-agent run)'
     });
     const healthy = await agent.waitForLog('agent healthy');
     expect(agent.lines.find((l) => l.msg === 'secrets decrypted for the app')).toMatchObject({ secrets: ['LEAK_SECRET', 'LEAK_SECRET_ROLE'] });
-    const got = await until(() => {
-      try {
-        const t = readFileSync(path.join(agent!.dir, 'events.secret'), 'utf8');
-        return t.includes('\n') ? t : undefined;
-      } catch {
-        return undefined;
-      }
-    }, 10_000, "the app's copy of its secrets");
+    const got = await appSecretsCopy(agent);
     expect(got).toBe(`${s1}\n${s2}`);
     const environ = readFileSync(`/proc/${agent.pid}/environ`, 'latin1');
 

@@ -70,6 +70,22 @@ export async function until<T>(fn: () => T | undefined, timeoutMs: number, what:
   }
 }
 
+/** What an app started with `printf … > "$APP_EVENTS.secret"` wrote of its secrets, once a full line is there. */
+export function appSecretsCopy(agent: RunningAgent): Promise<string> {
+  return until(
+    () => {
+      try {
+        const t = readFileSync(path.join(agent.dir, 'events.secret'), 'utf8');
+        return t.includes('\n') ? t : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    10_000,
+    "the app's copy of its secrets",
+  );
+}
+
 export async function startRun(opts: RunOptions = {}): Promise<RunningAgent> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'ea-run-'));
   const appPort = await freePort();
