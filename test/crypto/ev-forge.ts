@@ -56,3 +56,12 @@ export function failingValues(keyring: Keyring): Record<Exclude<EvDecryptReason,
 export function headerUnsafeValue(keyring: Keyring): string {
   return encryptValue('a\r\nX-Admin: yes', keyring.publicKeys());
 }
+
+/** `token` with one base64 character flipped mid-ciphertext: still well-formed, no longer decrypts. */
+export function tamperEv(token: string): string {
+  const parts = token.split(':');
+  const ct = parts[parts.length - 2]!;
+  const i = Math.floor(ct.length / 2);
+  parts[parts.length - 2] = ct.slice(0, i) + (ct[i] === 'A' ? 'B' : 'A') + ct.slice(i + 1);
+  return parts.join(':');
+}

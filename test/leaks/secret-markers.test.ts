@@ -23,6 +23,7 @@ import { connectTcp, handshake, tcpPipe, wsPipe, type TestClient } from '../resp
 import { APP, appSecretsCopy, startRun, until, type RunningAgent } from '../runtime/harness.ts';
 import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { startActivityService } from '../../src/host/activity-service.ts';
+import { tamperEv } from '../crypto/ev-forge.ts';
 
 const markers = new Map<string, string>();
 /** A fresh marker for one path (the name says which path leaked). */
@@ -63,14 +64,6 @@ async function startApp(): Promise<App> {
   };
 }
 
-function tamper(token: string): string {
-  // Flip one base64 character in the middle of the ciphertext segment: still well-formed, no longer decrypts.
-  const parts = token.split(':');
-  const ct = parts[parts.length - 2]!;
-  const i = Math.floor(ct.length / 2);
-  parts[parts.length - 2] = ct.slice(0, i) + (ct[i] === 'A' ? 'B' : 'A') + ct.slice(i + 1);
-  return parts.join(':');
-}
 
 let app: App;
 let stack: AgentStack;
@@ -182,7 +175,7 @@ describe('secret markers never reach logs, error messages or files', () => {
 
     // 4. Error paths.
     const bad = marker('body next to an undecryptable token');
-    const r4 = await data(c, httpRequest('POST', '/pay', JSON.stringify({ secret: bad, card: tamper(encryptValue(marker('tampered plaintext'), pub)) }), { 'content-type': 'application/json', authorization: `Bearer ${marker('authorization on 422')}` }));
+    const r4 = await data(c, httpRequest('POST', '/pay', JSON.stringify({ secret: bad, card: tamperEv(encryptValue(marker('tampered plaintext'), pub)) }), { 'content-type': 'application/json', authorization: `Bearer ${marker('authorization on 422')}` }));
     expect(r4.status).toBe(422);
     const big = marker('oversized body');
     const r5 = await data(c, httpRequest('POST', '/pay', JSON.stringify({ pad: 'x'.repeat(4000), big, t: encryptValue('y', pub) }), { 'content-type': 'application/json' }));
@@ -202,7 +195,7 @@ describe('secret markers never reach logs, error messages or files', () => {
     expect(enc.text).not.toContain(apiSecret);
     const dec = await api('/decrypt', enc.text);
     expect(JSON.parse(dec.text)).toEqual({ ssn: apiSecret, n: 7 });
-    const apiBad = await api('/decrypt', JSON.stringify({ other: marker('API body next to a bad token'), t: tamper(encryptValue(marker('API tampered plaintext'), pub)) }));
+    const apiBad = await api('/decrypt', JSON.stringify({ other: marker('API body next to a bad token'), t: tamperEv(encryptValue(marker('API tampered plaintext'), pub)) }));
     expect(apiBad.status).toBe(422);
     const apiBig = await api('/encrypt', JSON.stringify({ pad: 'x'.repeat(2000), s: marker('API oversized body') }));
     expect(apiBig.status).toBe(413);

@@ -11,6 +11,7 @@ import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { devKeySource, KeyMaterial, Keyring, loadKeyring, sealKeyMaterial } from '../../src/crypto/keyring.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { runBin } from '../cli/spawn.ts';
+import { tamperEv } from '../crypto/ev-forge.ts';
 
 const MARKER = `SECRET-MARKER-run-${process.pid}`;
 let dir: string;
@@ -20,13 +21,6 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function tamper(token: string): string {
-  const parts = token.split(':');
-  const ct = parts[parts.length - 2]!;
-  const i = Math.floor(ct.length / 2);
-  parts[parts.length - 2] = ct.slice(0, i) + (ct[i] === 'A' ? 'B' : 'A') + ct.slice(i + 1);
-  return parts.join(':');
-}
 
 async function run(name: string, toml: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; appRan: boolean }> {
   const d = path.join(dir, name);
@@ -43,7 +37,7 @@ describe('run: [secrets] and keyring warnings', () => {
     const state = path.join(dir, 'dev', 'state');
     const keyring = await loadKeyring(devKeySource(state)); // the keys run will open
     const pub = keyring.publicKeys();
-    const r = await run('dev', `[secrets]\nGOOD = "${encryptValue('fine', pub)}"\nDB_PASSWORD = "${tamper(encryptValue(MARKER, pub))}"\n`);
+    const r = await run('dev', `[secrets]\nGOOD = "${encryptValue('fine', pub)}"\nDB_PASSWORD = "${tamperEv(encryptValue(MARKER, pub))}"\n`);
     expect(r.code).toBe(1);
     const warnings = r.stderr.split('\n').filter((l) => l.includes('WARNING'));
     expect(warnings).toEqual([

@@ -14,6 +14,7 @@ import { devKeySource, KeyMaterial, Keyring, loadKeyring } from '../../src/crypt
 import { sealKeyring } from '../../src/crypto/sealed-keyring.ts';
 import { appEnvironment, decryptSecrets } from '../../src/crypto/secrets.ts';
 import { toBase64, utf8 } from '../../src/util/bytes.ts';
+import { tamperEv } from '../crypto/ev-forge.ts';
 
 const MARKER = 'SECRET-MARKER-secrets-unit-7f3a';
 let dir: string;
@@ -25,13 +26,6 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function tamper(token: string): string {
-  const parts = token.split(':');
-  const ct = parts[parts.length - 2]!;
-  const i = Math.floor(ct.length / 2);
-  parts[parts.length - 2] = ct.slice(0, i) + (ct[i] === 'A' ? 'B' : 'A') + ct.slice(i + 1);
-  return parts.join(':');
-}
 
 function configError(secrets: Record<string, unknown>): { code: string; message: string } {
   try {
@@ -85,7 +79,7 @@ describe('decrypting secrets for the app', () => {
   it('a value that does not decrypt (tampered, or for another keyring) names the variable, never the value', () => {
     const pub = keyring.publicKeys();
     const good = encryptValue('fine', pub);
-    for (const bad of [tamper(encryptValue(MARKER, pub)), encryptValue(MARKER, Keyring.generate().publicKeys())]) {
+    for (const bad of [tamperEv(encryptValue(MARKER, pub)), encryptValue(MARKER, Keyring.generate().publicKeys())]) {
       let err: { code: string; variable: string; message: string } | undefined;
       try {
         decryptSecrets({ A_OK: good, DB_PASSWORD: bad }, keyring);
