@@ -64,7 +64,6 @@ async function startApp(): Promise<App> {
   };
 }
 
-
 let app: App;
 let stack: AgentStack;
 let keyring: Keyring;

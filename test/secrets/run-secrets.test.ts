@@ -21,7 +21,6 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-
 async function run(name: string, toml: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string; appRan: boolean }> {
   const d = path.join(dir, name);
   const cfg = path.join(d, 'enclave.toml');

@@ -26,7 +26,6 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-
 function configError(secrets: Record<string, unknown>): { code: string; message: string } {
   try {
     configFromObject({ secrets });
