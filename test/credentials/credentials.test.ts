@@ -14,7 +14,7 @@ import { CliUsageError } from '../../src/cli/types.ts';
 import { encodeFrame, type AwsCredentials } from '../../src/host/credentials-protocol.ts';
 import { startCredentialsServer, type CredentialsServer } from '../../src/host/credentials-server.ts';
 import { bridgeCredentialProvider } from '../../src/runtime/credentials-provider.ts';
-import { startFakeImds, type FakeImds } from './fake-imds.ts';
+import { onlyImdsCredentials, startFakeImds, type FakeImds } from './fake-imds.ts';
 
 const savedEnv = { ...process.env };
 let dir: string;
@@ -34,11 +34,7 @@ const logger = pino(
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'ea-creds-'));
   imds = await startFakeImds();
-  // Only the instance-metadata link of the default chain may answer: no env keys, no profile files, no ECS.
-  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
-  process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(dir, 'no-credentials');
-  process.env.AWS_CONFIG_FILE = path.join(dir, 'no-config');
-  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.endpoint;
+  onlyImdsCredentials(imds, dir);
 });
 
 afterEach(async () => {

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 
 export const ROLE = 'enclave-parent-role';
 
@@ -75,4 +76,15 @@ export async function startFakeImds(expiresInMs: () => number = () => 3_600_000)
         server.close(() => resolve());
       }),
   };
+}
+
+/**
+ * Leaves only the instance-metadata link of the AWS default credential chain able to answer, pointed at `imds`:
+ * no AWS_* keys, no profile or config file (paths under `dir` that do not exist), no ECS.
+ */
+export function onlyImdsCredentials(imds: FakeImds, dir: string): void {
+  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
+  process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(dir, 'no-credentials');
+  process.env.AWS_CONFIG_FILE = path.join(dir, 'no-config');
+  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.endpoint;
 }

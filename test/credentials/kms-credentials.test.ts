@@ -15,7 +15,7 @@ import { startCredentialsServer, type CredentialsServer } from '../../src/host/c
 import { bridgeCredentialProvider } from '../../src/runtime/credentials-provider.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { attestedPolicy, KmsTestServer } from '../kms/kms-server.ts';
-import { startFakeImds, type FakeImds } from './fake-imds.ts';
+import { onlyImdsCredentials, startFakeImds, type FakeImds } from './fake-imds.ts';
 
 const savedEnv = { ...process.env };
 const identity = { agentVersion: 'test', app: 'kms-credentials-test', config: '' };
@@ -45,10 +45,7 @@ const accepted = {
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'ea-kms-creds-'));
   imds = await startFakeImds();
-  for (const k of Object.keys(process.env)) if (k.startsWith('AWS_')) delete process.env[k];
-  process.env.AWS_SHARED_CREDENTIALS_FILE = path.join(dir, 'no-credentials');
-  process.env.AWS_CONFIG_FILE = path.join(dir, 'no-config');
-  process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds.endpoint;
+  onlyImdsCredentials(imds, dir);
   nsm = await createNsmSimulator({ stateDir: path.join(dir, 'nsm'), identity });
   kms = await KmsTestServer.start({ credentials: accepted, roots: [nsm.rootPem] });
   const pcrs = simulatorPcrs(identity);
