@@ -59,12 +59,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const p of procs) {
-    if (p.child.exitCode === null && p.child.signalCode === null) {
-      p.child.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  for (const p of procs) await p.kill();
   if (bridge !== stack.bridge) await bridge.close();
   await stack.close();
   rmSync(dir, { recursive: true, force: true });

@@ -37,6 +37,8 @@ export interface Running {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Resolves with the first stdout line (rejects if the process ends first or after `timeoutMs`). */
   firstLine(timeoutMs?: number): Promise<string>;
+  /** SIGKILLs it unless it has already ended, and waits for the exit. */
+  kill(): Promise<void>;
 }
 
 /** Starts a long-running `enclave-agent <args>`; the caller must kill it. */
@@ -79,6 +81,11 @@ export function startBin(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: 
         child.stdout!.on('data', onData);
         child.once('exit', onExit);
       });
+    },
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
     },
   };
 }

@@ -50,10 +50,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  if (start && start.child.exitCode === null && start.child.signalCode === null) {
-    start.child.kill('SIGKILL');
-    await start.exited;
-  }
+  await start?.kill();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -57,12 +57,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const p of procs) {
-    if (p.child.exitCode === null && p.child.signalCode === null) {
-      p.child.kill('SIGKILL');
-      await p.exited;
-    }
-  }
+  for (const p of procs) await p.kill();
   rmSync(dir, { recursive: true, force: true });
 });
 
