@@ -9,7 +9,8 @@
 //                                   the host (format below; development only)
 //   kmsKeySource (kms-keyring.ts)   the sealed-keyring file, opened with data keys KMS releases to this
 //                                   attested enclave; the only source with several generations
-import { createECDH, createHash, createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createECDH, createHash, randomBytes } from 'node:crypto';
+import { gcmOpen, gcmSeal } from './aes-gcm.ts';
 import type { ECDH } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -378,10 +379,8 @@ function checkUnsealKey(key: Uint8Array): void {
 export function sealKeyMaterial(material: KeyMaterial, unsealKey: Uint8Array): Uint8Array {
   checkUnsealKey(unsealKey);
   const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', unsealKey, iv, { authTagLength: 16 });
-  c.setAAD(SEAL_MAGIC);
   const pt = concatBytes(material.privateKey('p256'), material.privateKey('secp256k1'));
-  const ct = concatBytes(c.update(pt), c.final(), c.getAuthTag());
+  const ct = gcmSeal(unsealKey, iv, SEAL_MAGIC, pt);
   pt.fill(0);
   return concatBytes(SEAL_MAGIC, iv, ct);
 }
@@ -392,18 +391,8 @@ export function unsealKeyMaterial(blob: Uint8Array, unsealKey: Uint8Array): KeyM
   if (blob.length !== SEALED_LENGTH || !SEAL_MAGIC.every((b, i) => blob[i] === b)) {
     throw new KeyringError('KEYRING_BAD_FILE', `sealed key file: expected ${SEALED_LENGTH} bytes starting "EAKS" v1, found ${blob.length} bytes`);
   }
-  const iv = blob.subarray(5, 17);
-  const ct = blob.subarray(17, SEALED_LENGTH - 16);
-  const tag = blob.subarray(SEALED_LENGTH - 16);
-  let pt: Buffer;
-  try {
-    const d = createDecipheriv('aes-256-gcm', unsealKey, iv, { authTagLength: 16 });
-    d.setAAD(SEAL_MAGIC);
-    d.setAuthTag(tag);
-    pt = Buffer.concat([d.update(ct), d.final()]);
-  } catch {
-    throw new KeyringError('KEYRING_UNSEAL_FAILED', 'sealed key file does not open with this unseal key (wrong key or tampered file)');
-  }
+  const pt = gcmOpen(unsealKey, blob.subarray(5, 17), SEAL_MAGIC, blob.subarray(17));
+  if (pt === null) throw new KeyringError('KEYRING_UNSEAL_FAILED', 'sealed key file does not open with this unseal key (wrong key or tampered file)');
   try {
     return new KeyMaterial({ p256: pt.subarray(0, 32), secp256k1: pt.subarray(32, 64) });
   } finally {

@@ -13,7 +13,8 @@
 // permission as `keys seal`. The AAD binds the variable's name: a value moved to another variable (one the
 // app might log) does not open. The enclave opens it with KMS Decrypt + Recipient (kms-attested.ts), exactly as
 // the keyring's data keys. This module has no AWS SDK in it: config loading checks the shape with it.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { gcmOpen, gcmSeal } from './aes-gcm.ts';
 import { concatBytes, fromBase64, toBase64, utf8 } from '../util/bytes.ts';
 
 export const KMS_SECRET_PREFIX = 'kms:';
@@ -51,10 +52,8 @@ export function sealKmsSecretValue(name: string, text: string, dataKey: Uint8Arr
   if (arn.length === 0 || arn.length > MAX_ARN || kms.ciphertextBlob.length === 0 || kms.ciphertextBlob.length > MAX_BLOB) throw new RangeError('KMS key id or CiphertextBlob out of range');
   const iv = randomBytes(12);
   const header = concatBytes(Uint8Array.of(VERSION), u16(arn.length), arn, u16(kms.ciphertextBlob.length), kms.ciphertextBlob, iv);
-  const c = createCipheriv('aes-256-gcm', dataKey, iv, { authTagLength: 16 });
-  c.setAAD(aad(name, header));
   const pt = Buffer.from(text, 'utf8');
-  const ct = concatBytes(c.update(pt), c.final(), c.getAuthTag());
+  const ct = gcmSeal(dataKey, iv, aad(name, header), pt);
   pt.fill(0);
   return KMS_SECRET_PREFIX + toBase64(concatBytes(header, ct));
 }
@@ -90,16 +89,8 @@ export function parseKmsSecretValue(value: string): KmsSecretValue | null {
 
 /** The value's text, or null when AES-GCM does not open it with `dataKey` for variable `name`. */
 export function openKmsSecretValue(name: string, v: KmsSecretValue, dataKey: Uint8Array): string | null {
-  const body = v.ciphertext;
-  let pt: Buffer;
-  try {
-    const d = createDecipheriv('aes-256-gcm', dataKey, v.iv, { authTagLength: 16 });
-    d.setAAD(aad(name, v.header));
-    d.setAuthTag(body.subarray(body.length - 16));
-    pt = Buffer.concat([d.update(body.subarray(0, body.length - 16)), d.final()]);
-  } catch {
-    return null;
-  }
+  const pt = gcmOpen(dataKey, v.iv, aad(name, v.header), v.ciphertext);
+  if (pt === null) return null;
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(pt);
   } catch {

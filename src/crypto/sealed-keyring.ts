@@ -20,7 +20,8 @@
 // file by an earlier, complete version of it (that is a rollback to keys the policy still releases).
 //
 // Version 1 (one generation, no chain, no retired) is still read.
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { gcmOpen, gcmSeal } from './aes-gcm.ts';
 import { concatBytes, equalBytes, fromBase64, toBase64, utf8 } from '../util/bytes.ts';
 import { Keyring, KeyMaterial, MAX_KEY_GENERATIONS, type KeyScalars, type PublicKeys } from './keyring.ts';
 import { KmsKeyringError } from './kms-errors.ts';
@@ -75,10 +76,8 @@ function seal(material: KeyMaterial, dataKey: Uint8Array, region: string, head: 
   if (dataKey.length !== 32) throw bad(`data key: expected 32 bytes, found ${dataKey.length}`);
   if (material.generations !== 1) throw bad('a new generation is one key pair');
   const g: SealedGeneration = { ...head, publicKeys: Keyring.fromMaterial(material).publicKeys(), iv: randomBytes(12), keyring: new Uint8Array(0) };
-  const c = createCipheriv('aes-256-gcm', dataKey, g.iv, { authTagLength: 16 });
-  c.setAAD(aad(g, region));
   const pt = concatBytes(material.privateKey('p256'), material.privateKey('secp256k1'));
-  g.keyring = concatBytes(c.update(pt), c.final(), c.getAuthTag());
+  g.keyring = gcmSeal(dataKey, g.iv, aad(g, region), pt);
   pt.fill(0);
   return g;
 }
@@ -198,13 +197,9 @@ export function openSealedGeneration(s: SealedKeyring, g: number, dataKey: Uint8
   if (gen === undefined) throw bad(`no key generation ${g}`);
   const where = g === 0 ? '' : `retired key generation ${g}: `;
   if (dataKey.length !== 32) throw bad(`data key: expected 32 bytes, found ${dataKey.length}`);
-  let pt: Buffer;
-  try {
-    const d = createDecipheriv('aes-256-gcm', dataKey, gen.iv, { authTagLength: 16 });
-    d.setAAD(aad(gen, s.kms.region));
-    d.setAuthTag(gen.keyring.subarray(64));
-    pt = Buffer.concat([d.update(gen.keyring.subarray(0, 64)), d.final()]);
-  } catch {
+  const pt = gcmOpen(dataKey, gen.iv, aad(gen, s.kms.region), gen.keyring);
+  if (pt === null || pt.length !== 64) {
+    pt?.fill(0);
     throw bad(`${where}does not open with the data key KMS released (the file was altered, or sealed under another data key)`);
   }
   try {
