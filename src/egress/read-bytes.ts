@@ -15,6 +15,8 @@ export class StreamEndedEarly extends EgressError {
 
 export function readBytes(stream: Duplex, n: number, timeoutMs: number, what: string): Promise<Buffer> {
   if (n === 0) return Promise.resolve(Buffer.alloc(0));
+  // Already buffered (a frame's body behind its header): no listeners, no timer.
+  if (stream.readableLength >= n) return Promise.resolve(stream.read(n) as Buffer);
   return new Promise((resolve, reject) => {
     let settled = false;
     const finish = (err: EgressError | null, buf?: Buffer): void => {
