@@ -44,8 +44,6 @@ export interface AcmeIssued {
   readonly chainPem: string;
   readonly notBefore: number;
   readonly notAfter: number;
-  /** The certificate key's SubjectPublicKeyInfo DER (user_data of /.well-known/attestation on its connections). */
-  readonly spkiDer: Uint8Array;
   /** notBefore + 2/3 of the lifetime. */
   readonly renewAt: number;
 }
@@ -209,7 +207,6 @@ export class AcmeCertificate {
       chainPem,
       notBefore,
       notAfter,
-      spkiDer: new Uint8Array(leaf.publicKey.export({ type: 'spki', format: 'der' })),
       renewAt: renewalTime(notBefore, notAfter),
     };
   }

@@ -127,8 +127,8 @@ export class AttestedIdentity {
   }
 
   /**
-   * /.well-known/attestation on a connection served another key (the ACME certificate, acme-certificate.ts): a
-   * fresh document whose user_data is that key's SPKI DER, so a client can check it against that certificate.
+   * /.well-known/attestation on a connection: a fresh document whose user_data is the SPKI DER of the key that
+   * connection was served (default, fresh-nonce or ACME certificate), so a client checks it against that one.
    */
   documentFor(spkiDer: Uint8Array): Promise<Uint8Array> {
     return this.#attest({ spkiDer }, new Uint8Array(randomBytes(32)));

@@ -24,7 +24,7 @@ const ACME_TLS_ALPN = 'acme-tls/1';
  * the tls-alpn-01 challenge certificate while validation is pending; started once the listener accepts.
  */
 export interface AcmeSni {
-  issuedFor(servername: string | undefined): { context: SecureContext; spkiDer: Uint8Array } | undefined;
+  issuedFor(servername: string | undefined): { context: SecureContext } | undefined;
   challengeContext(servername: string | undefined): SecureContext | undefined;
   start(): void;
   stop(): void;
@@ -116,12 +116,10 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
    * a handshake offering acme-tls/1 for a name with a pending challenge gets the challenge certificate; SNI =
    * the domain gets the ACME certificate once there is one; everything else the attested one. Like
    * ALPNProtocols ['http/1.1'], a client offering neither protocol is refused (no_application_protocol).
-   * `servedKey` is the ACME key's SPKI when the connection got the ACME certificate.
    */
-  const acmeRouting = (): { options: Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'>; servedKey: () => Uint8Array | undefined } => {
+  const acmeRouting = (): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> => {
     let challenge = false;
-    let servedKey: Uint8Array | undefined;
-    const options: Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> = {
+    return {
       ALPNCallback: ({ servername, protocols }) => {
         if (protocols.includes(ACME_TLS_ALPN)) {
           challenge = acme!.challengeContext(servername) !== undefined;
@@ -137,11 +135,9 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         }
         const issued = acme!.issuedFor(servername);
         if (issued === undefined) return sniCallback(servername, cb);
-        servedKey = issued.spkiDer;
         cb(null, issued.context);
       },
     };
-    return { options, servedKey: () => servedKey };
   };
 
   async function serve(raw: Duplex): Promise<void> {
@@ -161,7 +157,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       const tls = new TLSSocket(raw as unknown as Socket, {
         isServer: true,
         secureContext: current.context,
-        ...(routing === undefined ? { SNICallback: sniCallback, ALPNProtocols: ['http/1.1'] } : routing.options),
+        ...(routing ?? { SNICallback: sniCallback, ALPNProtocols: ['http/1.1'] }),
       });
       tls.on('error', () => tls.destroy());
       await new Promise<void>((resolve, reject) => {
@@ -182,10 +178,12 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         kind: 'stream',
         ...(client === undefined ? {} : { client }),
         handshakeHash: EMPTY,
-        // Bound to the key this connection was served: the ACME certificate's, or the attested default one.
+        // Bound to the key this connection was served, read off its certificate: the attested default one, a
+        // fresh-nonce one (SNI <nonce>.attest.<host>) or the ACME one.
         attest: () => {
-          const acmeKey = routing?.servedKey();
-          return acmeKey === undefined ? identity.wellKnownDocument() : identity.documentFor(acmeKey);
+          const served = tls.getX509Certificate();
+          if (served === undefined) return identity.wellKnownDocument();
+          return identity.documentFor(new Uint8Array(served.publicKey.export({ type: 'spki', format: 'der' })));
         },
       };
       if (client !== undefined) {

@@ -121,8 +121,11 @@ describe('TLS ingress', () => {
     t.destroy();
   });
 
-  it('/.well-known/attestation on the TLS port answers a document bound to the key being served', async () => {
-    const t = await connectTls(s.port, 'localhost');
+  it.each([
+    ['the default certificate', (): string => 'localhost'],
+    ['a fresh-nonce certificate (SNI <nonce>.attest.<host>)', (): string => `${sniNonce()}.attest.localhost`],
+  ])('/.well-known/attestation on the TLS port answers a document bound to the key being served: %s', async (_, sni) => {
+    const t = await connectTls(s.port, sni());
     const served = new Uint8Array(t.getPeerX509Certificate()!.publicKey.export({ type: 'spki', format: 'der' }));
     const answer = await get(t, '/.well-known/attestation');
     t.destroy();
