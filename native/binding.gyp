@@ -10,7 +10,8 @@
         "src/intarray.c",
         "src/aead.c",
         "src/clock.c",
-        "src/origdst.c"
+        "src/origdst.c",
+        "src/splice.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

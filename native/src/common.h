@@ -63,6 +63,7 @@ napi_status en_intarray_init(napi_env env, napi_value exports);
 napi_status en_aead_init(napi_env env, napi_value exports);
 napi_status en_clock_init(napi_env env, napi_value exports);
 napi_status en_origdst_init(napi_env env, napi_value exports);
+napi_status en_splice_init(napi_env env, napi_value exports);
 
 napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
 /* A Uint8Array argument's bytes (byteOffset honoured); false with a TypeError ERR_INVALID_ARG_TYPE thrown for

@@ -5,8 +5,12 @@
 // issues one send() ≤ 32 KiB per call itself, src/transport/native-stream.ts). Backpressure pauses the reading
 // side once MAX_BUFFERED bytes wait on the writing side (not at the 16 KiB default mark: pausing on nearly
 // every 64 KiB read halved bulk throughput).
+// When both sides are kernel sockets and no byte limit applies, the addon's splice(2) relay does the copying
+// instead, with the same half-close, reset and ≤ 32 KiB rules (src/egress/native-splice.ts); this JS relay
+// serves everything else, and every flow when the addon is not built.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { spliceNative } from './native-splice.ts';
 
 export const MAX_WRITE = 32 * 1024;
 export const MAX_BUFFERED = 512 * 1024;
@@ -55,6 +59,14 @@ export interface SpliceOptions {
 export function splice(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   allowHalfOpen(a);
   allowHalfOpen(b);
+  if (opts.maxAToB === undefined) {
+    const native = spliceNative(a, b, { fallback: (x, y) => spliceJs(x, y), abort });
+    if (native !== null) return native;
+  }
+  return spliceJs(a, b, opts);
+}
+
+function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   let aToB = 0;
   let bToA = 0;
   let ended = 0;

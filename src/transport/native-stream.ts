@@ -39,6 +39,9 @@ export class NativeStream extends Duplex {
   #events = 0;
   #wantRead = false;
   #pending: { chunk: Uint8Array; offset: number; cb: WriteCallback } | null = null;
+  /** Reading handed to someone else (the native splice relay): _read only notes that it was asked. */
+  #readPaused = false;
+  #readAsked = false;
 
   constructor(sock: NativeSocket, info: ConnectionInfo) {
     super({ allowHalfOpen: true, readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
@@ -72,11 +75,35 @@ export class NativeStream extends Duplex {
       const p = this.#pending;
       this.#writeFrom(p.chunk, p.offset, p.cb);
     }
-    if ((events & POLL_READABLE) !== 0 && this.#wantRead && this.#sock !== null) this.#readSome(READS_PER_EVENT);
+    if ((events & POLL_READABLE) !== 0 && this.#wantRead && !this.#readPaused && this.#sock !== null) this.#readSome(READS_PER_EVENT);
   };
 
   override _read(): void {
+    if (this.#readPaused) {
+      this.#readAsked = true;
+      return;
+    }
     this.#readSome(Infinity);
+  }
+
+  /**
+   * Stops reading the socket (and polling it for readable) until resumeReading(): the fd's input is left in
+   * the kernel for another reader, the native splice relay (src/egress/native-splice.ts). Writes still work.
+   */
+  pauseReading(): void {
+    this.#readPaused = true;
+    this.#wantRead = false;
+    this.#updatePoll();
+  }
+
+  /** Takes the input back after pauseReading(), serving a read the stream asked for meanwhile. */
+  resumeReading(): void {
+    if (!this.#readPaused) return;
+    this.#readPaused = false;
+    if (this.#readAsked) {
+      this.#readAsked = false;
+      this.#readSome(Infinity);
+    }
   }
 
   #readSome(budget: number): void {

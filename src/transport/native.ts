@@ -53,6 +53,35 @@ export interface NativeStats {
   closed: number;
 }
 
+/** One relay of native/src/splice.c: bytes both ways between two stream sockets, off the JS thread. */
+export interface NativeSpliceRelay {
+  /** Starts the relay thread; `onEnd` runs once when both directions ended, or on the first error or cancel. */
+  start(onEnd: (outcome: NativeSpliceOutcome) => void): void;
+  /** Bytes moved so far. */
+  counts(): { aToB: number; bToA: number };
+  /** Before start(): gives everything back (onEnd never runs). After: ends the relay (error ECANCELED). */
+  cancel(): void;
+}
+
+export interface NativeSpliceOutcome {
+  aToB: number;
+  bToA: number;
+  /** Both directions ended with a half-close passed on, no error. */
+  clean: boolean;
+  /** Why not clean: an errno error ({ code: 'ECONNRESET', syscall: 'splice' }, 'ECANCELED' for cancel()). */
+  error?: Error & { code?: string; syscall?: string };
+}
+
+export interface NativeSpliceStats {
+  /** Relays started, running or prepared now, refused at the limit, and the limit. */
+  started: number;
+  active: number;
+  refused: number;
+  limit: number;
+  /** The largest length ever passed to one splice() into a destination socket. */
+  maxChunk: number;
+}
+
 export interface NativeBinding {
   readonly MAX_WRITE: number;
   readonly NSM_REQUEST_MAX: number;
@@ -63,6 +92,11 @@ export interface NativeBinding {
   resetStats(): void;
   nsmRequest(request: Uint8Array, devicePath?: string): Promise<Buffer>;
   bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] };
+  /** Prepares a relay between two stream sockets (it works on its own dups). Throws, touching nothing, when an
+   * fd is not a TCP/UNIX/VSOCK stream socket (EINVAL) or at the relay limit (ERR_SPLICE_RELAY_LIMIT). */
+  spliceRelay(fdA: number, fdB: number, maxWrite: number): NativeSpliceRelay;
+  spliceStats(): NativeSpliceStats;
+  resetSpliceStats(): void;
 }
 
 /** Errors of the native layer. `code` is the errno name ('ECONNRESET', 'EPERM', ...) or NATIVE_*. */
