@@ -16,7 +16,9 @@
 // sends ~5 KB more than nginx's: that is part of what is measured.
 // Targets (issue 18): agent req/s at c=64 ≥ 0.8× nginx's; full handshakes/s ≥ 0.5× nginx's.
 // Env: BENCH_TLS_MS (per row, default 800), BENCH_TLS_ROUNDS (default 5), BENCH_TLS_HS_CONCURRENCY (default 8),
-// BENCH_TLS_PROFILE=<dir> (a CPU profile of the agent process).
+// BENCH_TLS_PROFILE=<dir> (a CPU profile of the agent process), BENCH_PERF_MAP=1 (the agent child writes
+// /tmp/perf-<pid>.map, so `perf record -g -p <pid>` names JS frames: V8's profiler samples wall-clock time and
+// charges a write that wakes another process with the time spent preempted; perf counts only on-CPU time).
 // Run: npx tsx scripts/bench/run.ts tls-ingress   (nginx must be installed; run as root or with a writable temp dir)
 import { execFileSync, fork, spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -74,7 +76,7 @@ function agentChild(): void {
 
 function spawnChild(flag: string): Promise<ChildProcess> {
   const profile = flag === '--tls-bench-agent' ? process.env.BENCH_TLS_PROFILE : undefined;
-  const child = fork(SELF, [flag], { execArgv: ['--import', 'tsx', ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(SELF, [flag], { execArgv: ['--import', 'tsx', ...(process.env.BENCH_PERF_MAP && flag === '--tls-bench-agent' ? ['--perf-basic-prof'] : []), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   return new Promise((resolve) => child.once('message', () => resolve(child)));
 }
 
