@@ -15,7 +15,7 @@ import { NativeStream } from '../transport/native-stream.ts';
 import { loadNative, nativeAvailable, type NativeBinding, type NativeSpliceOutcome, type NativeSpliceRelay } from '../transport/native.ts';
 import type { Splice, SpliceResult } from './splice.ts';
 
-/** The vsock single-write limit (EGRESS.md §3.2): no splice() into a socket moves more. */
+/** The vsock single-write limit (EGRESS.md §3.2): no splice() into a vsock (or UNIX) socket moves more. */
 const MAX_WRITE = 32 * 1024;
 const EMPTY = Buffer.alloc(0);
 

@@ -78,8 +78,8 @@ export interface NativeSpliceStats {
   active: number;
   refused: number;
   limit: number;
-  /** The largest length ever passed to one splice() into a destination socket. */
-  maxChunk: number;
+  /** The largest length ever passed to one splice() into a non-TCP (vsock, UNIX) socket: ≤ maxWrite. */
+  maxCappedWrite: number;
 }
 
 export interface NativeBinding {
@@ -92,8 +92,9 @@ export interface NativeBinding {
   resetStats(): void;
   nsmRequest(request: Uint8Array, devicePath?: string): Promise<Buffer>;
   bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] };
-  /** Prepares a relay between two stream sockets (it works on its own dups). Throws, touching nothing, when an
-   * fd is not a TCP/UNIX/VSOCK stream socket (EINVAL) or at the relay limit (ERR_SPLICE_RELAY_LIMIT). */
+  /** Prepares a relay between two stream sockets (it works on its own dups); no splice() into a non-TCP socket
+   * moves more than maxWrite bytes. Throws, touching nothing, when an fd is not a TCP/UNIX/VSOCK stream socket
+   * (EINVAL) or at the relay limit (ERR_SPLICE_RELAY_LIMIT). */
   spliceRelay(fdA: number, fdB: number, maxWrite: number): NativeSpliceRelay;
   spliceStats(): NativeSpliceStats;
   resetSpliceStats(): void;
