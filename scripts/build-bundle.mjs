@@ -1,7 +1,8 @@
-// `npm run build:bundle [-- OUTFILE]`: the whole CLI and its dependencies in one ESM file (default
-// dist-bundle/cli.js, with decrypt-worker.js beside it) for the Docker base layer, which ships no node_modules and no package.json. CommonJS
-// dependencies get a `require`; the version `--version` prints is compiled in (there is no package.json to read).
-import { readFileSync } from 'node:fs';
+// `npm run build:bundle [-- OUTFILE]`: the whole CLI and its dependencies, no node_modules, for the Docker base
+// layer (default dist-bundle/cli.js). Beside OUTFILE: decrypt-worker.js (the decrypt pool's thread), the chunk
+// files esbuild splits off at dynamic imports, and a package.json that only says `"type": "module"`.
+// CommonJS dependencies get a `require`; the version `--version` prints is compiled in.
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -9,9 +10,29 @@ import { build } from 'esbuild';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
 const outfile = path.resolve(process.argv[2] ?? path.join(root, 'dist-bundle/cli.js'));
+const outdir = path.dirname(outfile);
+if (!outfile.endsWith('.js')) throw new Error(`build-bundle: OUTFILE must end in .js: ${outfile}`);
 
-// The decrypt pool's worker thread is a second entry: the pool starts `decrypt-worker.js` from beside cli.js.
-const common = {
+// Chunks of an earlier build would otherwise lie beside this one's (their names carry a content hash).
+try {
+  for (const f of readdirSync(outdir)) if (/^chunk-.*\.js$/.test(f)) rmSync(path.join(outdir, f));
+} catch (e) {
+  if (e.code !== 'ENOENT') throw e;
+}
+
+await build({
+  // The decrypt pool's worker thread is a second entry: the pool starts `decrypt-worker.js` from beside cli.js.
+  entryPoints: [
+    { in: path.join(root, 'src/cli.ts'), out: path.basename(outfile, '.js') },
+    { in: path.join(root, 'src/crypto/decrypt-worker.ts'), out: 'decrypt-worker' },
+  ],
+  outdir,
+  // Code splitting: what a command or feature imports dynamically (the other commands, acme-client, the AWS SDK,
+  // undici...) goes into chunk files that node reads only when that import runs. V8 keeps the source of every
+  // script it loaded in memory for the process's life; an agent that never uses ACME never holds its source.
+  // Chunks sit flat beside cli.js, so `new URL('./x', import.meta.url)` means the same directory in every one.
+  splitting: true,
+  chunkNames: 'chunk-[hash]',
   bundle: true,
   platform: 'node',
   format: 'esm',
@@ -25,6 +46,8 @@ const common = {
   logLevel: 'warning',
   define: { __ENCLAVE_AGENT_VERSION__: JSON.stringify(version) },
   banner: { js: "import { createRequire as __eaCreateRequire } from 'node:module'; const require = __eaCreateRequire(import.meta.url);" },
-};
-await build({ ...common, entryPoints: [path.join(root, 'src/cli.ts')], outfile });
-await build({ ...common, entryPoints: [path.join(root, 'src/crypto/decrypt-worker.ts')], outfile: path.join(path.dirname(outfile), 'decrypt-worker.js') });
+});
+// Marks the .js files as ES modules. Without it node 20 first reads cli.js as CommonJS, finds `import`, and loads
+// it again as ESM (module syntax detection); the first read's source string and file buffer stay referenced by
+// its CommonJS module record: ~18 MiB of an idle agent's RSS (docs/performance.md, Memory).
+writeFileSync(path.join(outdir, 'package.json'), '{ "type": "module" }\n');

@@ -1,8 +1,9 @@
-// The Docker base layer's CLI: `npm run build:bundle` makes one file that runs with no node_modules and no
-// package.json beside it (the layer has neither) — --version, --help, and a command that loads its modules.
+// The Docker base layer's CLI: `npm run build:bundle` makes cli.js, the chunks split off at dynamic imports and
+// decrypt-worker.js, which run with no node_modules and no package's package.json (the layer has neither; only
+// one that marks the files ES modules) — --version, --help, and a command that loads its modules.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,10 +30,28 @@ beforeAll(async () => {
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('the single-file CLI bundle', () => {
-  it('--version prints the compiled-in package version, with no package.json anywhere above it', async () => {
+describe('the CLI bundle', () => {
+  it('--version prints the compiled-in package version, with no package.json but the bundle\'s own above it', async () => {
     const { version } = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
     expect(await run([bundle, '--version'], dir)).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+
+  // Without "type": "module" beside it, node 20 reads cli.js as CommonJS first, finds `import` and loads it
+  // again as ESM; the CommonJS module record stays cached with the file's source (~18 MiB of an idle agent).
+  it('loads cli.js as an ES module directly: no CommonJS record of it is left in the module cache', async () => {
+    const probe = path.join(dir, 'cjs-cache.cjs');
+    writeFileSync(probe, "process.on('exit', () => process.stderr.write(JSON.stringify(Object.keys(require('node:module')._cache))));\n");
+    const r = await run(['--require', probe, bundle, '--version'], dir);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stderr)).toEqual([probe]);
+    expect(JSON.parse(readFileSync(path.join(path.dirname(bundle), 'package.json'), 'utf8'))).toEqual({ type: 'module' });
+  });
+
+  // Code splitting: what commands and features import dynamically lives in chunks beside cli.js, read on use.
+  it('splits the CLI: cli.js is small, the rest is in chunk files beside it', () => {
+    const files = readdirSync(path.dirname(bundle));
+    expect(files.filter((f) => /^chunk-[A-Z0-9]+\.js$/.test(f)).length).toBeGreaterThan(1);
+    expect(readFileSync(bundle).length).toBeLessThan(100_000);
   });
 
   // The agent decrypts JSON bodies in worker threads started from decrypt-worker.js beside cli.js: a layer
