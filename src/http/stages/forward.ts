@@ -4,8 +4,10 @@
 // from the request when the exchange was built; they are removed from the response here. The app
 // unreachable → 502 JSON; no response head within the timeout → 504 JSON; a failure after the response
 // head was sent can only cut the connection.
-import { Pool, errors as undiciErrors } from 'undici';
-import type { Dispatcher } from 'undici';
+// undici is imported on the first request that needs the pool (not the fast path's): an agent whose requests
+// all take the fast path never loads it (~0.7 MB of source and its heap, in every enclave).
+import type * as UndiciModule from 'undici';
+import type { Dispatcher, Pool } from 'undici';
 import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -30,13 +32,20 @@ export interface UpstreamOptions {
   startupGraceMs?: number;
 }
 
+type Undici = typeof UndiciModule;
+/** undici once imported (one import per process, shared by every Upstream). */
+let undici: Undici | null = null;
+let undiciLoad: Promise<Undici> | null = null;
+
 /**
- * The keep-alive pools to the app plus what the health probe and the forward stage share: undici for
- * everything, and the lean client (app-client.ts) for fast-path requests, whose bodies are in memory.
- * Each pool holds at most `connections`.
+ * The keep-alive pools to the app: undici for everything (made on first use), and the lean client
+ * (app-client.ts) for fast-path requests, whose bodies are in memory. Each pool holds at most `connections`.
  */
 export class Upstream {
-  readonly pool: Pool;
+  #pool: Pool | null = null;
+  #poolOpening: Promise<Pool> | null = null;
+  #closed = false;
+  readonly #poolOptions: Pool.Options;
   readonly lean: AppClient;
   readonly origin: string;
   readonly timeoutMs: number;
@@ -48,7 +57,7 @@ export class Upstream {
     this.origin = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${opts.port}`;
     this.timeoutMs = opts.timeoutMs;
     this.startupGraceMs = opts.startupGraceMs ?? 0;
-    this.pool = new Pool(this.origin, {
+    this.#poolOptions = {
       connections: opts.connections ?? 256,
       pipelining: 1,
       keepAliveTimeout: opts.keepAliveTimeoutMs ?? 30_000,
@@ -56,7 +65,7 @@ export class Upstream {
       headersTimeout: opts.timeoutMs,
       bodyTimeout: opts.timeoutMs,
       connect: { timeout: Math.min(opts.timeoutMs, 10_000) },
-    });
+    };
     this.lean = new AppClient({
       host: opts.host,
       port: opts.port,
@@ -67,9 +76,24 @@ export class Upstream {
     });
   }
 
+  /**
+   * The undici pool: at once when it is open, else a promise (undici imported, the pool made). Rejects with
+   * HTTP_FORWARDER_CLOSED after close().
+   */
+  pool(): Pool | Promise<Pool> {
+    if (this.#pool !== null) return this.#pool;
+    undiciLoad ??= import('undici').then((m) => (undici = m));
+    this.#poolOpening ??= undiciLoad.then((m) => {
+      if (this.#closed) throw new HttpModeError('HTTP_FORWARDER_CLOSED', 503, 'the HTTP forwarder is closed');
+      return (this.#pool = new m.Pool(this.origin, this.#poolOptions));
+    });
+    return this.#poolOpening;
+  }
+
   async close(): Promise<void> {
+    this.#closed = true;
     this.lean.close();
-    await this.pool.destroy().catch(() => {});
+    await this.#pool?.destroy().catch(() => {});
   }
 }
 
@@ -82,7 +106,8 @@ export function upstreamError(err: unknown): HttpModeError {
   if (typeof code === 'string' && TIMEOUTS.has(code)) {
     return new HttpModeError('HTTP_APP_TIMEOUT', 504, 'the app did not answer in time', { cause: err });
   }
-  if (err instanceof undiciErrors.InvalidArgumentError || err instanceof undiciErrors.NotSupportedError) {
+  // undici's InvalidArgumentError and NotSupportedError (by code: undici may not be loaded).
+  if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') {
     return new HttpModeError('HTTP_BAD_REQUEST', 400, `request not forwardable: ${(err as Error).message}`, { cause: err });
   }
   if (typeof code === 'string' && REFUSED.has(code)) {
@@ -178,6 +203,8 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
   #clientGone = false;
   #headSent = false;
   #settle: ((failure: unknown) => void) | null = null;
+  /** Set while the exchange runs through undici: its abort functions are given its RequestAbortedError. */
+  #undici: Undici | null = null;
 
   // Listeners on the client's response, made in the constructor (plain assignments: no per-request
   // function naming under a keepNames transpiler such as tsx).
@@ -187,7 +214,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
   #resClosed(): void {
     if (this.#res.writableFinished) return;
     this.#clientGone = true;
-    this.#abort?.(new undiciErrors.RequestAbortedError());
+    this.#cancel();
     if (this.#headSent) this.#done(null);
   }
 
@@ -205,9 +232,24 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
     this.#onDrain = () => this.#resume?.();
   }
 
-  /** Through undici. */
+  /** Through undici (imported and its pool made first, by the first request that gets here). */
   run(opts: Dispatcher.DispatchOptions): Promise<unknown> {
-    return this.#start(() => this.#upstream.pool.dispatch(opts, this));
+    const pool = this.#upstream.pool();
+    if (!(pool instanceof Promise)) return this.#startUndici(pool, opts);
+    return pool.then(
+      (p) => this.#startUndici(p, opts),
+      (err: unknown) => (err instanceof HttpModeError ? err : new HttpModeError('HTTP_INTERNAL', 500, 'the upstream client could not be loaded', { cause: err })),
+    );
+  }
+
+  #startUndici(pool: Pool, opts: Dispatcher.DispatchOptions): Promise<unknown> {
+    this.#undici = undici;
+    return this.#start(() => pool.dispatch(opts, this));
+  }
+
+  /** Aborts the request in flight, if any: undici's way or the lean client's. */
+  #cancel(): void {
+    this.#abort?.(this.#undici === null ? undefined : new this.#undici.errors.RequestAbortedError());
   }
 
   /** Through the lean client (a body in memory). */
@@ -244,8 +286,8 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
   }
 
   onConnect(abort: (err?: Error) => void): void {
-    if (this.#clientGone) abort(new undiciErrors.RequestAbortedError());
-    else this.#abort = abort;
+    this.#abort = abort;
+    if (this.#clientGone) this.#cancel();
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
@@ -283,7 +325,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
     const ex = this.ex;
     if (res.destroyed) {
       this.#clientGone = true;
-      this.#abort?.(new undiciErrors.RequestAbortedError());
+      this.#cancel();
       return false;
     }
     const headers = endToEndHeaders(list, { drop: this.#drop });
@@ -297,7 +339,7 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
       ex.sentHeaders = [];
       // Settled first: an abort may report back at once (the lean client does).
       this.#done(new HttpModeError('HTTP_APP_BAD_RESPONSE', 502, 'the app sent a response the agent cannot relay', { cause: err }));
-      this.#abort?.(new undiciErrors.RequestAbortedError());
+      this.#cancel();
       return false;
     }
     this.#headSent = true;

@@ -1,10 +1,12 @@
 // Stage and monitor: health. The app is probed on its `healthcheck` path (GET, 2xx/3xx = up) every
 // `intervalMs`, or, without a configured path, by opening a TCP connection to its port. `GET
 // /.well-known/health` is answered by the agent itself: its own state and the app's last known state as
-// JSON, 200 when the app is up and 503 otherwise.
+// JSON, 200 when the app is up and 503 otherwise. The HTTP probe goes through the lean client (app-client.ts),
+// not undici: an agent whose requests all take the fast path never loads undici (~0.7 MB of source V8 keeps).
 import net from 'node:net';
-import { Pool } from 'undici';
 import type { Logger } from 'pino';
+import { AppClient } from '../app-client.ts';
+import type { AppResponseHandler } from '../app-client.ts';
 import type { Exchange, Stage } from '../exchange.ts';
 import { errorBody, respond } from '../exchange.ts';
 import { pathOf } from './attestation-endpoint.ts';
@@ -37,7 +39,7 @@ export interface HealthMonitorOptions {
 export class AppHealthMonitor {
   private state: AppState;
   private timer: NodeJS.Timeout | null = null;
-  private pool: Pool | null = null;
+  private client: AppClient | null = null;
   private inFlight: Promise<AppState> | null = null;
   private lastCheck = 0;
   private readonly intervalMs: number;
@@ -48,8 +50,10 @@ export class AppHealthMonitor {
     this.timeoutMs = opts.timeoutMs ?? 2_000;
     this.state = { status: 'unknown', checked_at: null, probe: opts.path !== undefined ? `http GET ${opts.path}` : 'tcp connect' };
     if (opts.path !== undefined) {
-      const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
-      this.pool = new Pool(`http://${host}:${opts.port}`, { connections: 1, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+      // One connection, kept alive between probes for as long as undici's default (4 s). The probe's own
+      // deadline (httpProbe) covers the whole exchange; the client's are a backstop behind it.
+      const backstop = 2 * this.timeoutMs;
+      this.client = new AppClient({ host: opts.host, port: opts.port, maxConnections: 1, keepAliveTimeoutMs: 4_000, headersTimeoutMs: backstop, bodyTimeoutMs: backstop });
     }
   }
 
@@ -79,10 +83,11 @@ export class AppHealthMonitor {
     return this.inFlight;
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    await this.pool?.destroy().catch(() => {});
+    this.client?.close();
+    return Promise.resolve();
   }
 
   private async probe(): Promise<AppState> {
@@ -90,11 +95,10 @@ export class AppHealthMonitor {
     const base = { checked_at: new Date().toISOString(), probe: this.state.probe };
     let next: AppState;
     try {
-      if (this.pool !== null) {
-        const res = await this.pool.request({ path: this.opts.path!, method: 'GET', signal: AbortSignal.timeout(this.timeoutMs) });
-        await res.body.dump();
-        const up = res.statusCode >= 200 && res.statusCode < 400;
-        next = { ...base, status: up ? 'up' : 'down', http_status: res.statusCode, latency_ms: round(performance.now() - started) };
+      if (this.client !== null) {
+        const status = await httpProbe(this.client, this.opts, this.timeoutMs);
+        const up = status >= 200 && status < 400;
+        next = { ...base, status: up ? 'up' : 'down', http_status: status, latency_ms: round(performance.now() - started) };
       } else {
         await tcpProbe(this.opts.host, this.opts.port, this.timeoutMs);
         next = { ...base, status: 'up', latency_ms: round(performance.now() - started) };
@@ -112,6 +116,38 @@ export class AppHealthMonitor {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/**
+ * `GET path` on the app; resolves with the status once the whole response is read (the connection is then
+ * reusable). Rejects with the client's coded error, or APP_PROBE_TIMEOUT when the exchange (head and body)
+ * takes longer than `timeoutMs`.
+ */
+function httpProbe(client: AppClient, opts: HealthMonitorOptions, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let status = 0;
+    let abort: ((reason: Error) => void) | null = null;
+    const timer = setTimeout(() => abort?.(Object.assign(new Error('the health probe timed out'), { code: 'APP_PROBE_TIMEOUT' })), timeoutMs);
+    const handler: AppResponseHandler = {
+      onAppHead: (s) => void (status = s),
+      onAppData: () => true,
+      onAppComplete: () => {
+        clearTimeout(timer);
+        resolve(status);
+      },
+      onAppError: (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    };
+    const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+    try {
+      abort = client.request({ method: 'GET', path: opts.path!, headers: ['host', `${host}:${opts.port}`], body: null }, handler);
+    } catch (err) {
+      clearTimeout(timer); // a path the client cannot write (HttpModeError)
+      throw err;
+    }
+  });
 }
 
 function tcpProbe(host: string, port: number, timeoutMs: number): Promise<void> {
