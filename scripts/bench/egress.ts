@@ -28,6 +28,11 @@ const SETTLE_MS = Number(process.env.SETTLE_MS ?? 0);
 function serveChild(start: (msg: Record<string, unknown>) => Promise<unknown>): void {
   process.once('message', (msg) => {
     void start(msg as Record<string, unknown>).then((reply) => process.send!(reply));
+    // Then: { cpu: true } → this process's CPU time, µs (getrusage: exited threads, e.g. relay threads, included).
+    process.on('message', () => {
+      const u = process.cpuUsage();
+      process.send!({ cpuUs: u.user + u.system });
+    });
   });
   process.send!({ ready: true });
 }
@@ -214,18 +219,37 @@ export default async function bench(): Promise<void> {
 
     const up = { direct: [] as number[], egress: [] as number[] };
     const down = { direct: [] as number[], egress: [] as number[] };
+    // On-CPU time of the three processes per MB moved: it holds on a shared machine better than MB/s does.
+    const cpu = { upDirect: [] as number[], upEgress: [] as number[], downDirect: [] as number[], downEgress: [] as number[] };
+    // process.cpuUsage (getrusage), not schedstat: a relay thread that ended with its flow still counts.
+    const cpuNow = async (): Promise<number> => {
+      const u = process.cpuUsage();
+      const children = await Promise.all([enclave, host].map((c) => askChild<{ cpuUs: number }>(c, { cpu: true })));
+      return u.user + u.system + children.reduce((t, c) => t + c.cpuUs, 0);
+    };
+    const measured = async (mbps: number[], usPerMb: number[], run: () => Promise<number>): Promise<void> => {
+      const before = await cpuNow();
+      mbps.push(await run());
+      usPerMb.push(((await cpuNow()) - before) / (BULK_BYTES / 1e6));
+    };
     await upload(portOf(sink), byName); // warm-up
     for (let r = 0; r < ROUNDS; r++) {
-      up.direct.push(await upload(portOf(sink), null));
-      up.egress.push(await upload(portOf(sink), byName));
-      down.direct.push(await download(portOf(source), null));
-      down.egress.push(await download(portOf(source), byName));
+      await measured(up.direct, cpu.upDirect, () => upload(portOf(sink), null));
+      await measured(up.egress, cpu.upEgress, () => upload(portOf(sink), byName));
+      await measured(down.direct, cpu.downDirect, () => download(portOf(source), null));
+      await measured(down.egress, cpu.downEgress, () => download(portOf(source), byName));
     }
     const mb = (x: number): string => `${x.toFixed(0)} MB/s`;
     if (ROUNDS > 0) printTable(`egress bulk throughput (${BULK_BYTES / 2 ** 20} MiB per transfer, median of ${ROUNDS} interleaved rounds)`, [
       ['direction', 'direct TCP', 'through egress', 'ratio (target ≥ 0.5×)'],
       ['app → server (upload)', mb(median(up.direct)), mb(median(up.egress)), ratio(median(up.egress), median(up.direct), 0.5)],
       ['server → app (download)', mb(median(down.direct)), mb(median(down.egress)), ratio(median(down.egress), median(down.direct), 0.5)],
+    ]);
+    const us = (x: number): string => `${x.toFixed(0)} µs`;
+    if (ROUNDS > 0) printTable(`egress CPU per MB moved (app + servers, enclave side, host dialer together; getrusage; load average ${loadAverage()})`, [
+      ['direction', 'direct TCP', 'through egress', 'egress / direct'],
+      ['app → server (upload)', us(median(cpu.upDirect)), us(median(cpu.upEgress)), `${(median(cpu.upEgress) / median(cpu.upDirect)).toFixed(2)}×`],
+      ['server → app (download)', us(median(cpu.downDirect)), us(median(cpu.downEgress)), `${(median(cpu.downEgress) / median(cpu.downDirect)).toFixed(2)}×`],
     ]);
 
     // Interleaved, so load on the machine falls on all paths alike. The name is resolved once, then cached (TTL).

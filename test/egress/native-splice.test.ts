@@ -217,7 +217,7 @@ describe.skipIf(!available)('native splice relay', () => {
     f.server.end();
     expect(sha256(await got)).toBe(sha256(data));
     await f.relay.done;
-    // Cut at exactly the limit: the pipe holds 64 KiB, so without the cut larger lengths would be asked for.
+    // Cut at exactly the limit: the pipe holds 512 KiB, so without the cut larger lengths would be asked for.
     expect(nativeSpliceStats()!.maxCappedWrite).toBe(32 * 1024);
   });
 
