@@ -39,7 +39,6 @@ import { startOpsServer, type OpsServer } from '../ops/ops-server.ts';
 import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
-import { AttestedIdentity } from '../ingress/attested-identity.ts';
 import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
 import { AcmeCertificate } from '../ingress/acme-certificate.ts';
 import { routeAcmeThroughEgress } from '../ingress/acme-transport.ts';
@@ -244,6 +243,8 @@ async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, egr
   if (!('attach' in forwarder)) throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'tls_termination = true needs mode = "http"');
   const http = forwarder as HttpForwarder;
   const acme = acmeFor(opts, egress, logger);
+  // Imported here: the attested certificate is built with pkijs, which an agent without TLS ingress never loads.
+  const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
   return startTlsIngress({
     ...(acme === undefined ? {} : { acme }),
     listen: tlsListen(opts.listen, c),

@@ -4,7 +4,6 @@ import { existsSync } from 'node:fs';
 import { createDeviceNsm } from '../attestation/nsm-device.ts';
 import { nativeNsmIoctl } from '../attestation/nsm-native.ts';
 import type { Nsm } from '../attestation/nsm.ts';
-import { createNsmSimulator } from '../attestation/simulator.ts';
 import { loadNative, NativeUnavailableError } from '../transport/native.ts';
 import { RuntimeError } from './errors.ts';
 
@@ -36,6 +35,8 @@ export function insideEnclave(devicePath = NSM_DEVICE_PATH): boolean {
  */
 export async function openNsm(choice: NsmChoice): Promise<Nsm> {
   if (choice.kind === 'simulator') {
+    // Imported here: the simulator mints its certificates with pkijs, which an agent on /dev/nsm never loads.
+    const { createNsmSimulator } = await import('../attestation/simulator.ts');
     return createNsmSimulator({
       stateDir: choice.stateDir,
       identity: { agentVersion: AGENT_VERSION, app: choice.app, config: choice.config },

@@ -2,9 +2,11 @@
 // costs MiB of resident memory in every enclave). acme-client is loaded when [tls] acme is set, the AWS SDK when
 // KMS is (keyring or [secrets] kms: values), undici by the first request that leaves the fast path (the health
 // probe uses the lean client), never by a default `run`.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, startRun, until, type RunningAgent } from './harness.ts';
 
@@ -30,6 +32,22 @@ describe('agent boot imports', () => {
     expect(imported.filter((u) => u.includes('/node_modules/acme-client/'))).toEqual([]);
     expect(imported.filter((u) => u.includes('/node_modules/@aws-sdk/'))).toEqual([]);
     expect(imported.filter((u) => u.includes('/node_modules/undici/'))).toEqual([]);
+  }, 60_000);
+
+  // What `run` evaluates before it knows its options: a real enclave (/dev/nsm, no TLS ingress) needs neither the
+  // NSM simulator nor the attested TLS certificate, the two users of pkijs, so `run` imports them only when chosen.
+  it('the static imports of `run` reach neither pkijs, undici, acme-client nor the AWS SDK', async () => {
+    const record = path.join(dir, 'imports-static.txt');
+    const entry = pathToFileURL(path.join(REPO, 'src/cli/run-command.ts')).href;
+    await new Promise<void>((resolve, reject) =>
+      execFile(process.execPath, ['--import', RECORDER, '--import', 'tsx', '--input-type=module', '-e', `await import(${JSON.stringify(entry)});`], { cwd: REPO, env: { ...process.env, RECORD_IMPORTS_FILE: record }, timeout: 60_000 }, (err) => (err === null ? resolve() : reject(err))),
+    );
+    const imported = readFileSync(record, 'utf8').split('\n');
+    // The recorder saw the graph: the runtime and the NSM chooser are in it.
+    expect(imported.some((u) => u.endsWith('/src/runtime/agent.ts'))).toBe(true);
+    expect(imported.some((u) => u.endsWith('/src/runtime/nsm.ts'))).toBe(true);
+    const heavy = imported.filter((u) => /\/node_modules\/(pkijs|asn1js|undici|acme-client|@aws-sdk)\//.test(u));
+    expect(heavy).toEqual([]);
   }, 60_000);
 
   it('an app health check over HTTP does not load undici either (the probe uses the lean client)', async () => {
