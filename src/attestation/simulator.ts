@@ -26,14 +26,14 @@ import { createHash, randomBytes, webcrypto } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
 import { concatBytes, fromBase64, toBase64, toHex, utf8 } from '../util/bytes.ts';
 import { currentUid, unsafeDirReason, unsafePublicFileReason, unsafeSecretFileReason } from '../util/private-files.ts';
 import { COSE_ALG_ES384, coseSign1SigStructure } from './document.ts';
 import { AttestationError } from './errors.ts';
 import type { AttestationRequest, Nsm } from './nsm.ts';
 import { createDeviceNsm } from './nsm-device.ts';
+import { encodeName, mintCertificate, OID_C as C, OID_CN as CN, OID_L as L, OID_O as O, OID_OU as OU, OID_ST as ST } from './simulator-x509.ts';
+import { parseCertificate } from './x509.ts';
 import {
   decodeNsmRequest,
   encodeCbor,
@@ -144,70 +144,18 @@ function allPcrs(identity: SimulatorIdentity, debug: boolean, moduleId: string):
 // ---------------------------------------------------------------------------------------------- X.509 minting
 
 const subtle = webcrypto.subtle as SubtleCrypto;
-const engine = new pkijs.CryptoEngine({ name: 'enclave-agent-simulator', crypto: webcrypto as Crypto });
 const EC_P384 = { name: 'ECDSA', namedCurve: 'P-384' } as const;
 
 interface Issuer {
   der: Uint8Array;
-  cert: pkijs.Certificate;
+  /** Its subject Name DER: what the certificates it signs name as their issuer. */
+  subject: Uint8Array;
   key: CryptoKey;
 }
 
-/**
- * An X.501 Name as AWS's Nitro certificates encode it: one attribute per RDN, in the order given, countryName as
- * PrintableString and everything else as UTF8String. (pkijs's own encoder puts every attribute into ONE
- * multi-valued RDN with an unsorted SET OF, which is not DER: strict parsers such as Python's `cryptography`
- * refuse it.) The Name is built as bytes and handed to pkijs pre-encoded, so it is written exactly so.
- */
-function name(attrs: [string, string][]): pkijs.RelativeDistinguishedNames {
-  const rdns = attrs.map(([type, value]) => {
-    const v = type === C ? new asn1js.PrintableString({ value }) : new asn1js.Utf8String({ value });
-    return new asn1js.Set({ value: [new asn1js.Sequence({ value: [new asn1js.ObjectIdentifier({ value: type }), v] })] });
-  });
-  const der = new asn1js.Sequence({ value: rdns }).toBER(false);
-  return new pkijs.RelativeDistinguishedNames({ schema: asn1js.fromBER(der).result });
-}
-
-const C = '2.5.4.6', ST = '2.5.4.8', L = '2.5.4.7', O = '2.5.4.10', OU = '2.5.4.11', CN = '2.5.4.3';
-
-function time(ms: number): pkijs.Time {
-  const value = new Date(Math.floor(ms / 1000) * 1000);
-  return new pkijs.Time({ type: value.getUTCFullYear() >= 2050 ? 1 : 0, value });
-}
-
-async function mint(opts: {
-  subject: pkijs.RelativeDistinguishedNames;
-  issuer: Issuer | 'self';
-  publicKey: CryptoKey;
-  signingKey: CryptoKey;
-  notBefore: number;
-  notAfter: number;
-  ca: boolean;
-  pathLen?: number;
-}): Promise<Uint8Array> {
-  const cert = new pkijs.Certificate();
-  cert.version = 2;
-  const serial = randomBytes(16);
-  serial[0] = (serial[0]! & 0x7f) | 0x01; // positive and minimal
-  cert.serialNumber = new asn1js.Integer({ valueHex: serial });
-  cert.subject = opts.subject;
-  cert.issuer = opts.issuer === 'self' ? opts.subject : opts.issuer.cert.subject;
-  cert.notBefore = time(opts.notBefore);
-  cert.notAfter = time(opts.notAfter);
-  const bc = new pkijs.BasicConstraints(opts.ca ? (opts.pathLen === undefined ? { cA: true } : { cA: true, pathLenConstraint: opts.pathLen }) : {});
-  // keyUsage bits: digitalSignature(0x80) nonRepudiation(0x40) keyCertSign(0x04) cRLSign(0x02)
-  const ku = opts.ca ? new asn1js.BitString({ valueHex: Uint8Array.of(0x86), unusedBits: 1 }) : new asn1js.BitString({ valueHex: Uint8Array.of(0xc0), unusedBits: 6 });
-  cert.extensions = [
-    new pkijs.Extension({ extnID: '2.5.29.19', critical: true, extnValue: bc.toSchema().toBER(false), parsedValue: bc }),
-    new pkijs.Extension({ extnID: '2.5.29.15', critical: opts.ca, extnValue: ku.toBER(false) }),
-  ];
-  await cert.subjectPublicKeyInfo.importKey(opts.publicKey, engine);
-  await cert.sign(opts.signingKey, 'SHA-384', engine);
-  return new Uint8Array(cert.toSchema(true).toBER(false));
-}
-
-function parseDer(der: Uint8Array): pkijs.Certificate {
-  return pkijs.Certificate.fromBER(der as Uint8Array<ArrayBuffer>);
+/** The subject Name DER of a certificate the simulator wrote (read back from nsm-ca/). */
+function subjectOf(der: Uint8Array, label: string): Uint8Array {
+  return parseCertificate(der, label).subjectName.der;
 }
 
 function pem(label: string, der: Uint8Array): string {
@@ -238,12 +186,11 @@ async function createCa(stateDir: string, now: number): Promise<void> {
     const notBefore = now - CA_BACKDATE_MS;
     const notAfter = now + CA_LIFETIME_MS;
     const tag = toHex(randomBytes(8));
-    const rootSubject = name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.nitro-enclaves`]]);
-    const rootDer = await mint({ subject: rootSubject, issuer: 'self', publicKey: rootKeys.publicKey, signingKey: rootKeys.privateKey, notBefore, notAfter, ca: true });
-    const root: Issuer = { der: rootDer, cert: parseDer(rootDer), key: rootKeys.privateKey };
-    const interDer = await mint({
-      subject: name([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.intermediate.nitro-enclaves`]]),
-      issuer: root,
+    const rootSubject = encodeName([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.nitro-enclaves`]]);
+    const rootDer = await mintCertificate({ subject: rootSubject, issuer: rootSubject, publicKey: rootKeys.publicKey, signingKey: rootKeys.privateKey, notBefore, notAfter, ca: true });
+    const interDer = await mintCertificate({
+      subject: encodeName([[C, 'US'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `sim-${tag}.intermediate.nitro-enclaves`]]),
+      issuer: rootSubject,
       publicKey: interKeys.publicKey,
       signingKey: rootKeys.privateKey,
       notBefore,
@@ -303,8 +250,8 @@ async function loadCa(stateDir: string): Promise<Ca> {
   const rootDer = unpem(rootPem, 'CERTIFICATE');
   const interDer = unpem(await read('intermediate.pem'), 'CERTIFICATE');
   return {
-    root: { der: rootDer, cert: parseDer(rootDer), key: await importKey('root.key.pem') },
-    intermediate: { der: interDer, cert: parseDer(interDer), key: await importKey('intermediate.key.pem') },
+    root: { der: rootDer, subject: subjectOf(rootDer, 'simulated root'), key: await importKey('root.key.pem') },
+    intermediate: { der: interDer, subject: subjectOf(interDer, 'simulated intermediate'), key: await importKey('intermediate.key.pem') },
     rootPem,
     rootPath: join(dir, 'root.pem'),
   };
@@ -346,10 +293,10 @@ export async function createNsmSimulator(opts: NsmSimulatorOptions): Promise<Nsm
     const keys = (await subtle.generateKey(EC_P384, false, ['sign', 'verify'])) as CryptoKeyPair;
     const notBefore = Math.floor(t / 1000) * 1000;
     const notAfter = notBefore + LEAF_LIFETIME_MS;
-    const der = await mint({
+    const der = await mintCertificate({
       // AWS's enclave leaf adds ST and L after C; root and intermediate are C, O, OU, CN.
-      subject: name([[C, 'US'], [ST, 'Washington'], [L, 'Seattle'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `${moduleId}.sim`]]),
-      issuer: ca.intermediate,
+      subject: encodeName([[C, 'US'], [ST, 'Washington'], [L, 'Seattle'], [O, 'enclave-agent (simulated, not AWS)'], [OU, 'NSM simulator'], [CN, `${moduleId}.sim`]]),
+      issuer: ca.intermediate.subject,
       publicKey: keys.publicKey,
       signingKey: ca.intermediate.key,
       notBefore,

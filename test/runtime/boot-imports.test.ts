@@ -22,7 +22,8 @@ afterAll(async () => {
 });
 
 describe('agent boot imports', () => {
-  it('a default `run` (dev keyring, no ACME, no KMS) loads neither acme-client, the AWS SDK nor undici', async () => {
+  // The NSM simulator writes its certificates itself (simulator-x509.ts): pkijs is for TLS ingress only.
+  it('a default `run` (dev keyring, no ACME, no KMS; the NSM simulator) loads neither acme-client, the AWS SDK, undici nor pkijs', async () => {
     const record = path.join(dir, 'imports.txt');
     agent = await startRun({ env: { NODE_OPTIONS: `--import ${RECORDER}`, RECORD_IMPORTS_FILE: record } });
     await agent.waitForLog('runtime started');
@@ -32,6 +33,7 @@ describe('agent boot imports', () => {
     expect(imported.filter((u) => u.includes('/node_modules/acme-client/'))).toEqual([]);
     expect(imported.filter((u) => u.includes('/node_modules/@aws-sdk/'))).toEqual([]);
     expect(imported.filter((u) => u.includes('/node_modules/undici/'))).toEqual([]);
+    expect(imported.filter((u) => /\/node_modules\/(pkijs|asn1js)\//.test(u))).toEqual([]);
   }, 60_000);
 
   // What `run` evaluates before it knows its options: a real enclave (/dev/nsm, no TLS ingress) needs neither the
