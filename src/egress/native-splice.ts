@@ -49,7 +49,9 @@ function netEndpoint(s: net.Socket): Endpoint | null {
     fd: h.fd,
     pauseReading() {
       s.pause();
-      if (handle.reading) {
+      // A read outstanding (the stream asked, libuv reads): the stream will not ask again until it gets data.
+      const wasReading = handle.reading;
+      if (wasReading) {
         handle.reading = false; // what net.Socket itself does when a push() says stop
         handle.readStop();
       }
@@ -61,7 +63,7 @@ function netEndpoint(s: net.Socket): Endpoint | null {
       };
       return () => {
         delete own._read;
-        if (asked && !s.destroyed) s._read(s.readableHighWaterMark);
+        if ((asked || wasReading) && !s.destroyed) s._read(s.readableHighWaterMark);
       };
     },
   };

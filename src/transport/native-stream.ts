@@ -92,11 +92,12 @@ export class NativeStream extends Duplex {
    */
   pauseReading(): void {
     this.#readPaused = true;
+    this.#readAsked = this.#wantRead; // a read outstanding: the stream will not ask again until it gets data
     this.#wantRead = false;
     this.#updatePoll();
   }
 
-  /** Takes the input back after pauseReading(), serving a read the stream asked for meanwhile. */
+  /** Takes the input back after pauseReading(), serving a read the stream asked for before or meanwhile. */
   resumeReading(): void {
     if (!this.#readPaused) return;
     this.#readPaused = false;

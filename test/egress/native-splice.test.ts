@@ -250,6 +250,49 @@ describe.skipIf(!available)('native splice relay', () => {
     expect(openFds()).toBe(fdsBefore);
   });
 
+  it('when the relay thread cannot start after the hand-off, JS reading resumes and the JS relay carries the flow', async () => {
+    const native = loadNative();
+    const real = native.spliceRelay;
+    let refused = 0;
+    // The addon's start() throwing (pthread_create EAGAIN) cannot be provoked as root: stand in for it.
+    native.spliceRelay = (fdA, fdB, maxWrite) => {
+      const r = real.call(native, fdA, fdB, maxWrite);
+      return {
+        start: () => {
+          refused++;
+          r.cancel();
+          throw Object.assign(new Error('pthread_create EAGAIN'), { code: 'EAGAIN' });
+        },
+        counts: () => r.counts(),
+        cancel: () => r.cancel(),
+      };
+    };
+    try {
+      for (const isNative of [false, true]) {
+        const f = await flow({
+          native: isNative,
+          before: (midA, midB) => {
+            midA.unshift(Buffer.from('early|'));
+            midB.read(0); // a read outstanding at the hand-off, as after reading the dialer's status frame
+          },
+        });
+        const up = randomBytes(300_000);
+        const down = randomBytes(200_000);
+        const gotUp = readAll(f.server);
+        const gotDown = readAll(f.client);
+        send(f.client, up);
+        send(f.server, down);
+        expect(sha256(await gotUp)).toBe(sha256(Buffer.concat([Buffer.from('early|'), up])));
+        expect(sha256(await gotDown)).toBe(sha256(down));
+        expect(await f.relay.done).toEqual({ aToB: up.length + 6, bToA: down.length, clean: true });
+      }
+    } finally {
+      native.spliceRelay = real;
+    }
+    expect(refused).toBe(2);
+    expect(nativeSpliceStats()!.active).toBe(0);
+  });
+
   it('leaves a side that is not a kernel socket to the JS relay', async () => {
     const before = started();
     const [client, midA] = await tcpPair();
