@@ -9,7 +9,7 @@
 //            added by the first 1,000 idle attested sessions, returned when they close, added by a second 1,000
 //            (the steady state), returned again                                       target ≤ 16 KiB/session;
 //            and the base RSS of the Docker layer's bundled `enclave-agent run` at rest  target ≤ 60 MiB
-// RESPONDER_BENCH_ONLY=streams|memory runs only those rows.
+// RESPONDER_BENCH_ONLY=streams|memory runs only those rows; =base-rss only the base RSS of the bundled agent.
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
 import { fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -240,8 +240,11 @@ export default async function bench(): Promise<void> {
   const execArgv = ['--import', 'tsx', '--expose-gc', ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean), ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [])];
   const only = process.env.RESPONDER_BENCH_ONLY;
   try {
-    if (only !== 'memory') await throughputRows(execArgv, echoPort, httpPort);
-    if (only === undefined || only === 'memory') await memoryRows(echoPort, httpPort);
+    if (only === 'base-rss') await baseRssRow();
+    else {
+      if (only !== 'memory') await throughputRows(execArgv, echoPort, httpPort);
+      if (only === undefined || only === 'memory') await memoryRows(echoPort, httpPort);
+    }
   } finally {
     echo.close();
     httpApp.close();
@@ -404,8 +407,14 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
     child.send({ cmd: 'stop' });
     await rm(dir, { recursive: true, force: true });
   }
+  await baseRssRow();
+}
+
+/** The Docker layer's bundled `enclave-agent run`, fresh, at rest (agent-bundle.ts), beside a bare node. */
+async function baseRssRow(): Promise<void> {
+  const MB = 2 ** 20;
   const base = await bundledAgentIdleRss();
-  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; idle 20 s after "runtime started", V8's idle GCs done)`, [
+  printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; idle 20 s after "runtime started", V8's idle GCs done); load average ${loadAverage()}`, [
     ['process', 'RSS MiB', 'anonymous MiB', 'target'],
     ['bare node, same flags (the floor)', base.bareRss / MB, '', ''],
     ['bundled agent, idle', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
