@@ -3,7 +3,10 @@
  * upstream TCP), with splice(2) through one pipe per direction, so the bytes never enter user space and no JS
  * runs per chunk. src/egress/native-splice.ts decides when to use it and falls back to the JS relay otherwise.
  *
- *   r = spliceRelay(fdA, fdB, maxWrite)  checks both fds (stream sockets of AF_INET/INET6/UNIX/VSOCK; anything
+ *   r = spliceRelay(fdA, fdB, maxWrite[, ended])
+ *                                        ended: 1 = a -> b, 2 = b -> a was finished by the JS relay (EOF read,
+ *                                        the half-close passed on) before it handed the flow over. Then it
+ *                                        checks both fds (stream sockets of AF_INET/INET6/UNIX/VSOCK; anything
  *                                        else throws EINVAL), takes a relay slot (at most EN_SPLICE_MAX_RELAYS
  *                                        at once, else throws ERR_SPLICE_RELAY_LIMIT), dup()s both fds, makes
  *                                        the pipes and the cancel eventfd. Nothing has been read or written yet:
@@ -407,16 +410,16 @@ static bool get_int(napi_env env, napi_value v, const char* what, int64_t min, i
 }
 
 static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
   if (argc < 3) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "spliceRelay(fdA, fdB, maxWrite)");
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "spliceRelay(fdA, fdB, maxWrite[, ended])");
     return NULL;
   }
-  int64_t fa, fb, mw;
+  int64_t fa, fb, mw, ended = 0;
   if (!get_int(env, argv[0], "fdA", 0, INT32_MAX, &fa) || !get_int(env, argv[1], "fdB", 0, INT32_MAX, &fb) ||
-      !get_int(env, argv[2], "maxWrite", 1, 1 << 20, &mw))
+      !get_int(env, argv[2], "maxWrite", 1, 1 << 20, &mw) || (argc >= 4 && !get_int(env, argv[3], "ended", 0, 3, &ended)))
     return NULL;
   if (fa == fb) {
     en_throw_errno(env, EINVAL, "spliceRelay", "both ends are the same descriptor");
@@ -460,6 +463,8 @@ static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
     int size = fcntl(p[1], F_GETPIPE_SZ);
     r->dir[d].pipe_size = size > 0 ? (size_t)size : 65536;
     r->dir[d].src = r->fd[d];
+    /* a direction the JS relay already finished (EOF read, shutdown passed on) before handing the flow over */
+    r->dir[d].done = r->dir[d].src_eof = (ended & (1 << d)) != 0;
     r->dir[d].dst = r->fd[1 - d];
     r->dir[d].capped = !tcp[1 - d];
     r->dir[d].max_write = r->dir[d].capped ? (size_t)mw : r->dir[d].pipe_size;

@@ -69,8 +69,9 @@ function netEndpoint(s: net.Socket): Endpoint | null {
   };
 }
 
-function endpoint(s: Duplex): Endpoint | null {
-  if (s.destroyed || s.writableEnded) return null;
+/** `writing`: the relay will write to `s` (the direction into it is not finished yet). */
+function endpoint(s: Duplex, writing: boolean): Endpoint | null {
+  if (s.destroyed || (writing && s.writableEnded)) return null;
   if (s instanceof NativeStream) {
     const fd = s.fd;
     if (fd < 0) return null;
@@ -93,8 +94,26 @@ function addon(): NativeBinding | null {
   return binding;
 }
 
-/** Resolves once everything written to `s` so far is in the kernel (or `s` is gone). */
+/** Whether spliceNative() would take this flow now (the addon is loaded, both sides are kernel sockets). */
+export function nativeRelayPossible(a: Duplex, b: Duplex): boolean {
+  return addon() !== null && endpoint(a, true) !== null && endpoint(b, true) !== null;
+}
+
+/** Resolves once everything written to `s` so far is in the kernel, its end() included (or `s` is gone). */
 function flushed(s: Duplex, chunk: Buffer | null): Promise<void> {
+  if (s.writableEnded) {
+    // ended by the JS relay (the direction into s is finished): 'finish' comes after the shutdown(SHUT_WR)
+    if (s.writableFinished) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        s.off('close', done);
+        s.off('finish', done);
+        resolve();
+      };
+      s.once('close', done);
+      s.once('finish', done);
+    });
+  }
   if (chunk === null && s.writableLength === 0) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {
@@ -110,19 +129,25 @@ function closed(s: Duplex): Promise<void> {
   return s.closed ? Promise.resolve() : new Promise((resolve) => s.once('close', () => resolve()));
 }
 
+/** Directions the JS relay already finished (EOF read and passed on as end()) before handing the flow over. */
+export interface EndedDirections {
+  aToB: boolean;
+  bToA: boolean;
+}
+
 /**
  * Relays a ↔ b with the native splice relay, or returns null (nothing touched) when it cannot: no addon, a side
  * that is not a kernel socket, the relay limit. Both sides must already allow half-open.
  */
-export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps): Splice | null {
+export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps, ended: EndedDirections = { aToB: false, bToA: false }): Splice | null {
   const native = addon();
   if (native === null) return null;
-  const ea = endpoint(a);
-  const eb = endpoint(b);
+  const ea = endpoint(a, !ended.bToA);
+  const eb = endpoint(b, !ended.aToB);
   if (ea === null || eb === null) return null;
   let relay: NativeSpliceRelay;
   try {
-    relay = native.spliceRelay(ea.fd, eb.fd, MAX_WRITE);
+    relay = native.spliceRelay(ea.fd, eb.fd, MAX_WRITE, (ended.aToB ? 1 : 0) | (ended.bToA ? 2 : 0));
   } catch {
     return null; // the limit of native relays, EMFILE, or not a stream socket: the JS relay serves this flow
   }
@@ -181,8 +206,9 @@ export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps): Spli
 
   const restoreA = ea.pauseReading();
   const restoreB = eb.pauseReading();
-  const fromA = a.readableLength > 0 ? (a.read() as Buffer | null) : null;
-  const fromB = b.readableLength > 0 ? (b.read() as Buffer | null) : null;
+  // (a finished direction has nothing buffered: its 'end' was emitted)
+  const fromA = !ended.aToB && a.readableLength > 0 ? (a.read() as Buffer | null) : null;
+  const fromB = !ended.bToA && b.readableLength > 0 ? (b.read() as Buffer | null) : null;
   preAToB = fromA?.length ?? 0;
   preBToA = fromB?.length ?? 0;
   void Promise.all([flushed(b, fromA), flushed(a, fromB)]).then(() => {

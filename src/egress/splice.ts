@@ -5,15 +5,19 @@
 // issues one send() ≤ 32 KiB per call itself, src/transport/native-stream.ts). Backpressure pauses the reading
 // side once MAX_BUFFERED bytes wait on the writing side (not at the 16 KiB default mark: pausing on nearly
 // every 64 KiB read halved bulk throughput).
-// When both sides are kernel sockets and no byte limit applies, the addon's splice(2) relay does the copying
-// instead, with the same half-close, reset and ≤ 32 KiB rules (src/egress/native-splice.ts); this JS relay
-// serves everything else, and every flow when the addon is not built.
+// When both sides are kernel sockets and no byte limit applies, a flow that has moved NATIVE_AFTER bytes is handed
+// to the addon's splice(2) relay, with the same half-close, reset and ≤ 32 KiB rules (src/egress/native-splice.ts).
+// Not from the start: setting a relay up (a thread, pipes, dups) costs ~0.4 ms of CPU on this VM, several times
+// what the JS relay spends on a small request, and it would sit on the connect path; past ~1 MiB the native relay
+// has paid for itself. This JS relay serves everything else, and every flow when the addon is not built.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { spliceNative } from './native-splice.ts';
+import { nativeRelayPossible, spliceNative, type EndedDirections, type NativeSpliceDeps } from './native-splice.ts';
 
 export const MAX_WRITE = 32 * 1024;
 export const MAX_BUFFERED = 512 * 1024;
+/** Bytes (both ways together) a flow moves through the JS relay before it is handed to the native relay. */
+export const NATIVE_AFTER = 1024 * 1024;
 
 export interface SpliceResult {
   /** Bytes copied a → b and b → a. */
@@ -54,19 +58,70 @@ function abort(s: Duplex): void {
 export interface SpliceOptions {
   /** Copy at most this many bytes a → b and drop the rest (a plain-HTTP request's body, nothing after it). */
   maxAToB?: number;
+  /** Hand the flow to the native relay after this many bytes (both ways); 0: at once. Default NATIVE_AFTER. */
+  nativeAfter?: number;
 }
+
+const nativeDeps: NativeSpliceDeps = { fallback: (x, y) => spliceJs(x, y), abort };
 
 export function splice(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   allowHalfOpen(a);
   allowHalfOpen(b);
-  if (opts.maxAToB === undefined) {
-    const native = spliceNative(a, b, { fallback: (x, y) => spliceJs(x, y), abort });
-    if (native !== null) return native;
-  }
-  return spliceJs(a, b, opts);
+  if (opts.maxAToB !== undefined || !nativeRelayPossible(a, b)) return spliceJs(a, b, opts);
+  const after = opts.nativeAfter ?? NATIVE_AFTER;
+  if (after <= 0) return spliceNative(a, b, nativeDeps) ?? spliceJs(a, b, opts);
+  return spliceThenNative(a, b, after);
 }
 
-function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
+/** The JS relay until `after` bytes, then (when both directions are still open) the native relay. */
+function spliceThenNative(a: Duplex, b: Duplex, after: number): Splice {
+  let resolveDone!: (r: SpliceResult) => void;
+  const done = new Promise<SpliceResult>((resolve) => (resolveDone = resolve));
+  let current!: Splice;
+  /** Bytes moved by the relays before `current`. */
+  let before = { aToB: 0, bToA: 0 };
+  const follow = (s: Splice): void => {
+    current = s;
+    void s.done.then((r) => {
+      if (current === s) resolveDone({ aToB: before.aToB + r.aToB, bToA: before.bToA + r.bToA, clean: r.clean });
+    });
+  };
+  let tried = false;
+  const js: JsRelay = spliceJs(a, b, {}, (total) => {
+    if (tried || total < after) return;
+    tried = true;
+    // After the 'data' handlers of this turn: detaching from inside one is fine, but nothing is gained by it.
+    queueMicrotask(() => {
+      if (current !== js) return;
+      const moved = js.counts();
+      const ended = js.detach();
+      if (ended === null) return; // both directions ended, or a side failed: the JS relay finishes the flow
+      before = moved;
+      follow(spliceNative(a, b, nativeDeps, ended) ?? spliceJs(a, b, {}, undefined, ended));
+    });
+  });
+  follow(js);
+  return {
+    done,
+    counts() {
+      const c = current.counts();
+      return { aToB: before.aToB + c.aToB, bToA: before.bToA + c.bToA };
+    },
+    destroy: () => current.destroy(),
+  };
+}
+
+interface JsRelay extends Splice {
+  /**
+   * Stops relaying while a direction is still open and nothing failed: both sides are left paused (their unread
+   * bytes buffered), with this relay's listeners removed, and `done` never resolves. Answers the directions that
+   * had already ended (EOF passed on as end()); null (nothing changed) when it cannot.
+   */
+  detach(): EndedDirections | null;
+}
+
+/** `already`: directions a relay before this one finished (a re-attached JS relay after a refused hand-off). */
+function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}, onBytes?: (total: number) => void, already?: EndedDirections): JsRelay {
   let aToB = 0;
   let bToA = 0;
   let ended = 0;
@@ -74,11 +129,20 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   let resolveDone!: (r: SpliceResult) => void;
   const done = new Promise<SpliceResult>((resolve) => (resolveDone = resolve));
   let closed = 0;
+  /** What detach() removes. */
+  const listeners: { s: Duplex; event: string; fn: () => void }[] = [];
+  const drains = new Map<Duplex, () => void>();
+  const endedDirs: EndedDirections = { aToB: false, bToA: false };
 
-  const pump = (from: Duplex, to: Duplex, add: (n: number) => void, limit = Infinity): void => {
+  const pump = (from: Duplex, to: Duplex, add: (n: number) => void, dir: keyof EndedDirections, limit = Infinity): void => {
+    if (already?.[dir]) {
+      endedDirs[dir] = true;
+      ended++;
+      return;
+    }
     const slice = !(to instanceof net.Socket);
     let left = limit;
-    from.on('data', (data: Buffer) => {
+    const onData = (data: Buffer): void => {
       const chunk = data.length <= left ? data : data.subarray(0, left);
       left -= chunk.length;
       if (chunk.length === 0) return;
@@ -87,17 +151,27 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
       else to.write(chunk);
       if (to.writableLength > MAX_BUFFERED && !to.destroyed) {
         from.pause();
-        to.once('drain', () => from.resume());
+        const onDrain = (): void => {
+          drains.delete(to);
+          from.resume();
+        };
+        drains.set(to, onDrain);
+        to.once('drain', onDrain);
       }
-    });
-    from.once('end', () => {
+      onBytes?.(aToB + bToA);
+    };
+    const onEnd = (): void => {
+      endedDirs[dir] = true;
       ended++;
       // Each side closes itself (autoDestroy) once its input ended and its output finished.
       if (!to.destroyed) to.end();
-    });
+    };
+    from.on('data', onData);
+    from.once('end', onEnd);
+    listeners.push({ s: from, event: 'data', fn: onData as () => void }, { s: from, event: 'end', fn: onEnd });
   };
-  pump(a, b, (n) => (aToB += n), opts.maxAToB);
-  pump(b, a, (n) => (bToA += n));
+  pump(a, b, (n) => (aToB += n), 'aToB', opts.maxAToB);
+  pump(b, a, (n) => (bToA += n), 'bToA');
 
   const onFail = (): void => {
     if (ended === 2) return;
@@ -113,6 +187,7 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   for (const s of [a, b]) {
     s.on('error', onFail);
     s.once('close', onClose);
+    listeners.push({ s, event: 'error', fn: onFail }, { s, event: 'close', fn: onClose });
     if (s.closed) queueMicrotask(onClose);
     else s.resume();
   }
@@ -120,5 +195,14 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
     done,
     counts: () => ({ aToB, bToA }),
     destroy: onFail,
+    detach() {
+      if (ended === 2 || failed || closed > 0 || a.destroyed || b.destroyed) return null;
+      // Paused first: a 'data' event with no listener left would lose its bytes.
+      a.pause();
+      b.pause();
+      for (const { s, event, fn } of listeners) s.off(event, fn);
+      for (const [to, fn] of drains) to.off('drain', fn);
+      return { ...endedDirs };
+    },
   };
 }

@@ -93,9 +93,10 @@ export interface NativeBinding {
   nsmRequest(request: Uint8Array, devicePath?: string): Promise<Buffer>;
   bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] };
   /** Prepares a relay between two stream sockets (it works on its own dups); no splice() into a non-TCP socket
-   * moves more than maxWrite bytes. Throws, touching nothing, when an fd is not a TCP/UNIX/VSOCK stream socket
-   * (EINVAL) or at the relay limit (ERR_SPLICE_RELAY_LIMIT). */
-  spliceRelay(fdA: number, fdB: number, maxWrite: number): NativeSpliceRelay;
+   * moves more than maxWrite bytes. `ended`: 1 = a → b, 2 = b → a is already finished (EOF passed on). Throws,
+   * touching nothing, when an fd is not a TCP/UNIX/VSOCK stream socket (EINVAL) or at the relay limit
+   * (ERR_SPLICE_RELAY_LIMIT). */
+  spliceRelay(fdA: number, fdB: number, maxWrite: number, ended?: number): NativeSpliceRelay;
   spliceStats(): NativeSpliceStats;
   resetSpliceStats(): void;
 }

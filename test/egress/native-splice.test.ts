@@ -9,7 +9,7 @@ import net from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSpliceStats } from '../../src/egress/native-splice.ts';
-import { splice, type Splice } from '../../src/egress/splice.ts';
+import { NATIVE_AFTER, splice, type Splice } from '../../src/egress/splice.ts';
 import { loadNative } from '../../src/transport/native.ts';
 import type { NativeStream } from '../../src/transport/native-stream.ts';
 import { connectUnixNative, listenUnixNative } from '../../src/transport/unix-native.ts';
@@ -67,13 +67,16 @@ interface Flow {
   relay: Splice;
 }
 
-/** client ↔ midA ==relay== midB ↔ server; midB is a NativeStream when `native`. */
-async function flow(opts: { native?: boolean; before?: (midA: Duplex, midB: Duplex) => void } = {}): Promise<Flow> {
+/**
+ * client ↔ midA ==relay== midB ↔ server; midB is a NativeStream when `native`. The native relay from the first
+ * byte unless `nativeAfter` says otherwise (splice()'s default: after NATIVE_AFTER bytes through the JS relay).
+ */
+async function flow(opts: { native?: boolean; nativeAfter?: number; before?: (midA: Duplex, midB: Duplex) => void } = {}): Promise<Flow> {
   const [client, midA] = await tcpPair();
   const [midB, srv] = opts.native ? await nativePair() : await tcpPair();
   for (const s of [client, srv]) s.on('error', () => {});
   opts.before?.(midA, midB);
-  return { client, server: srv, relay: splice(midA, midB) };
+  return { client, server: srv, relay: splice(midA, midB, opts.nativeAfter === undefined ? { nativeAfter: 0 } : { nativeAfter: opts.nativeAfter }) };
 }
 
 /** Writes `data` honouring backpressure, then ends. */
@@ -126,6 +129,66 @@ describe.skipIf(!available)('native splice relay', () => {
       expect(started()).toBe(before + 1);
     });
   }
+
+  for (const native of [false, true]) {
+    it(`hands a bulk flow from the JS relay to the native one mid-flow, bytes in flight both ways (${native ? 'NativeStream' : 'TCP'})`, async () => {
+      const before = started();
+      const f = await flow({ native, nativeAfter: NATIVE_AFTER });
+      const up = randomBytes(3 * 1024 * 1024 + 1);
+      const down = randomBytes(2 * 1024 * 1024 + 3);
+      const gotUp = readAll(f.server);
+      const gotDown = readAll(f.client);
+      send(f.client, up);
+      send(f.server, down);
+      expect(sha256(await gotUp)).toBe(sha256(up));
+      expect(sha256(await gotDown)).toBe(sha256(down));
+      expect(await f.relay.done).toEqual({ aToB: up.length, bToA: down.length, clean: true });
+      expect(started()).toBe(before + 1);
+    });
+  }
+
+  for (const native of [false, true]) {
+    it(`hands over a download whose request direction the JS relay already ended (${native ? 'NativeStream' : 'TCP'})`, async () => {
+      const before = started();
+      const f = await flow({ native, nativeAfter: NATIVE_AFTER });
+      const gotRequest = readAll(f.server);
+      f.client.end('go'); // request, FIN, then the long response: the JS relay passes the FIN on
+      expect((await gotRequest).toString()).toBe('go');
+      const down = randomBytes(3 * 1024 * 1024 + 7);
+      const gotDown = readAll(f.client);
+      send(f.server, down);
+      expect(sha256(await gotDown)).toBe(sha256(down));
+      expect(await f.relay.done).toEqual({ aToB: 2, bToA: down.length, clean: true });
+      expect(started()).toBe(before + 1);
+    });
+  }
+
+  it('after the hand-off mid-flow, the response sent after the client’s FIN still passes', async () => {
+    const before = started();
+    const f = await flow({ nativeAfter: NATIVE_AFTER });
+    const request = randomBytes(NATIVE_AFTER + 100_000);
+    const gotRequest = readAll(f.server);
+    send(f.client, request);
+    expect(sha256(await gotRequest)).toBe(sha256(request));
+    const response = readAll(f.client);
+    f.server.end('response after FIN');
+    expect((await response).toString()).toBe('response after FIN');
+    expect(await f.relay.done).toEqual({ aToB: request.length, bToA: 18, clean: true });
+    expect(started()).toBe(before + 1);
+  });
+
+  it('leaves a small flow to the JS relay (no thread, pipes or dups for a short request)', async () => {
+    const before = started();
+    const f = await flow({ nativeAfter: NATIVE_AFTER });
+    const gotRequest = readAll(f.server);
+    f.client.end('GET / HTTP/1.1\r\n\r\n');
+    expect((await gotRequest).length).toBe(18);
+    const response = readAll(f.client);
+    f.server.end('HTTP/1.1 200 OK\r\n\r\n');
+    expect((await response).length).toBe(19);
+    expect(await f.relay.done).toEqual({ aToB: 18, bToA: 19, clean: true });
+    expect(started()).toBe(before);
+  });
 
   it('passes a request, then the response sent after the client’s FIN (half-close)', async () => {
     const f = await flow();
@@ -291,6 +354,40 @@ describe.skipIf(!available)('native splice relay', () => {
     }
     expect(refused).toBe(2);
     expect(nativeSpliceStats()!.active).toBe(0);
+  });
+
+  it('when the addon refuses at a mid-flow hand-off (relay limit), the JS relay is re-attached and carries on', async () => {
+    const native = loadNative();
+    const real = native.spliceRelay;
+    let refused = 0;
+    native.spliceRelay = () => {
+      refused++;
+      throw Object.assign(new Error('spliceRelay: the limit of concurrent native relays is reached'), { code: 'ERR_SPLICE_RELAY_LIMIT' });
+    };
+    try {
+      const f = await flow({ native: true, nativeAfter: NATIVE_AFTER });
+      const up = randomBytes(3 * 1024 * 1024);
+      const down = randomBytes(2 * 1024 * 1024);
+      const gotUp = readAll(f.server);
+      const gotDown = readAll(f.client);
+      send(f.client, up);
+      send(f.server, down);
+      expect(sha256(await gotUp)).toBe(sha256(up));
+      expect(sha256(await gotDown)).toBe(sha256(down));
+      expect(await f.relay.done).toEqual({ aToB: up.length, bToA: down.length, clean: true });
+      // and with a direction the first JS relay had already ended
+      const g = await flow({ nativeAfter: NATIVE_AFTER });
+      const gotRequest = readAll(g.server);
+      g.client.end('go');
+      expect((await gotRequest).toString()).toBe('go');
+      const gotDown2 = readAll(g.client);
+      send(g.server, down);
+      expect(sha256(await gotDown2)).toBe(sha256(down));
+      expect(await g.relay.done).toEqual({ aToB: 2, bToA: down.length, clean: true });
+    } finally {
+      native.spliceRelay = real;
+    }
+    expect(refused).toBe(2);
   });
 
   it('leaves a side that is not a kernel socket to the JS relay', async () => {
