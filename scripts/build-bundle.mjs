@@ -3,6 +3,7 @@
 // files esbuild splits off at dynamic imports, and a package.json that only says `"type": "module"`.
 // CommonJS dependencies get a `require`; the version `--version` prints is compiled in.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -20,7 +21,31 @@ try {
   if (e.code !== 'ENOENT') throw e;
 }
 
+// `import('pkg')` of a CommonJS package gives, under node, its module.exports as `default` and its properties as
+// named exports (cjs-module-lexer); a split chunk of a CommonJS module exports only `default`, so
+// `const { DecryptCommand } = await import('@aws-sdk/client-kms')` would find nothing. Each dynamic import of a
+// package therefore goes through a small ESM module that imports it statically and re-exports `default` and
+// every property module.exports has (read here, at build time, as node's lexer reads it at run time). Only our
+// sources' dynamic imports: the packages they load lazily are CommonJS (undici, acme-client, the AWS SDK's).
+const packageExportsForDynamicImports = {
+  name: 'cjs-dynamic-import-exports',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.kind !== 'dynamic-import' || args.path.startsWith('node:') || !args.importer.startsWith(path.join(root, 'src') + path.sep)) return undefined;
+      return { path: args.path, namespace: 'dynamic-package', pluginData: { resolveDir: args.resolveDir } };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'dynamic-package' }, (args) => {
+      const exported = createRequire(path.join(args.pluginData.resolveDir, 'x.js'))(args.path);
+      const names = Object.keys(exported).filter((k) => k !== 'default' && k !== '__esModule' && /^[A-Za-z_$][\w$]*$/.test(k));
+      const spec = JSON.stringify(args.path);
+      const contents = `import * as ns from ${spec};\nconst m = ns.default ?? ns;\nexport default m;\n${names.map((k) => `export const ${k} = m.${k};`).join('\n')}\n`;
+      return { contents, resolveDir: args.pluginData.resolveDir, loader: 'js' };
+    });
+  },
+};
+
 await build({
+  plugins: [packageExportsForDynamicImports],
   // The decrypt pool's worker thread is a second entry: the pool starts `decrypt-worker.js` from beside cli.js.
   entryPoints: [
     { in: path.join(root, 'src/cli.ts'), out: path.basename(outfile, '.js') },

@@ -54,6 +54,18 @@ describe('the CLI bundle', () => {
     expect(readFileSync(bundle).length).toBeLessThan(100_000);
   });
 
+  // A split chunk of a CommonJS package exports only `default`: `const { DecryptCommand } = await
+  // import('@aws-sdk/client-kms')` would get undefined (node itself gives the named exports). The build routes our
+  // dynamic imports of packages through an ESM module that re-exports them, so no chunk is such a bare export.
+  it('keeps the named exports of packages our sources import dynamically (undici, the AWS SDK)', () => {
+    const chunks = readdirSync(path.dirname(bundle)).filter((f) => f.startsWith('chunk-'));
+    const bare = chunks.filter((f) => /export default require_[\w$]+\(\);?\s*(\/\*[\s\S]*\*\/\s*)?$/.test(readFileSync(path.join(path.dirname(bundle), f), 'utf8')));
+    expect(bare).toEqual([]);
+    const all = chunks.map((f) => readFileSync(path.join(path.dirname(bundle), f), 'utf8')).join('\n');
+    expect(all).toMatch(/export\s*\{[^}]*\bDecryptCommand\b/);
+    expect(all).toMatch(/export\s*\{[^}]*\bPool\b/);
+  });
+
   // The agent decrypts JSON bodies in worker threads started from decrypt-worker.js beside cli.js: a layer
   // without it would fail the first JSON request with ev: values.
   it('ships the decrypt pool worker beside cli.js, and it answers a job from the bundle alone', async () => {
