@@ -14,7 +14,11 @@ import { build } from 'esbuild';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Bundles `entry` into `outfile` with the options scripts/build-bundle.mjs uses (keep them in step). */
+/**
+ * Bundles `entry` into one `outfile` with the options scripts/build-bundle.mjs uses (keep them in step), but no
+ * code splitting: a bench child is one entry. Name it `.mjs`: a `.js` file with no package.json marking it ESM
+ * is read as CommonJS first and keeps that copy of its source (docs/performance.md, Memory).
+ */
 export async function bundleFile(entry: string, outfile: string): Promise<void> {
   await build({
     entryPoints: [entry],
