@@ -2,6 +2,7 @@
 // NativeStream over vsock/UNIX): the addon's splice(2) thread (native/src/splice.c) moves the bytes, so no JS
 // runs per chunk and no buffer is allocated — the JS relay costs a read, a write, a 64 KiB Buffer and GC per
 // hop, which made the egress path CPU-bound at ~0.3× a direct connection.
+// splice() hands a flow over once the JS relay has moved 1 MiB of it (src/egress/splice.ts says why).
 // The hand-off: stop JS reading on both sides (the kernel keeps what arrives next), pass on what JS had already
 // read (a request head's tail, bytes behind a frame) and wait until both sides' JS write queues are empty, then
 // start the relay thread. The relay half-closes like the JS relay; on its end both sockets are destroyed (reset
@@ -20,8 +21,8 @@ const MAX_WRITE = 32 * 1024;
 const EMPTY = Buffer.alloc(0);
 
 export interface NativeSpliceDeps {
-  /** The JS relay, for when the thread cannot start after the hand-off. */
-  fallback(a: Duplex, b: Duplex): Splice;
+  /** The JS relay, for when the thread cannot start after the hand-off (`ended`: directions already finished). */
+  fallback(a: Duplex, b: Duplex, ended: EndedDirections): Splice;
   /** Resets (TCP) or destroys a side. */
   abort(s: Duplex): void;
 }
@@ -226,7 +227,7 @@ export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps, ended
       detach();
       restoreA();
       restoreB();
-      const s = deps.fallback(a, b);
+      const s = deps.fallback(a, b, ended);
       js = s;
       void s.done.then((r) => {
         phase = 'done';

@@ -62,7 +62,7 @@ export interface SpliceOptions {
   nativeAfter?: number;
 }
 
-const nativeDeps: NativeSpliceDeps = { fallback: (x, y) => spliceJs(x, y), abort };
+const nativeDeps: NativeSpliceDeps = { fallback: (x, y, ended) => spliceJs(x, y, {}, undefined, ended), abort };
 
 export function splice(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   allowHalfOpen(a);

@@ -349,10 +349,20 @@ describe.skipIf(!available)('native splice relay', () => {
         expect(sha256(await gotDown)).toBe(sha256(down));
         expect(await f.relay.done).toEqual({ aToB: up.length + 6, bToA: down.length, clean: true });
       }
+      // handed over mid-flow with the request direction already ended, then the thread fails to start
+      const g = await flow({ nativeAfter: NATIVE_AFTER });
+      const gotRequest = readAll(g.server);
+      g.client.end('go');
+      expect((await gotRequest).toString()).toBe('go');
+      const down = randomBytes(2 * 1024 * 1024);
+      const gotDown = readAll(g.client);
+      send(g.server, down);
+      expect(sha256(await gotDown)).toBe(sha256(down));
+      expect(await g.relay.done).toEqual({ aToB: 2, bToA: down.length, clean: true });
     } finally {
       native.spliceRelay = real;
     }
-    expect(refused).toBe(2);
+    expect(refused).toBe(3);
     expect(nativeSpliceStats()!.active).toBe(0);
   });
 
