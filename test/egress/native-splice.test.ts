@@ -413,6 +413,29 @@ describe.skipIf(!available)('native splice relay', () => {
     expect(started()).toBe(before);
   });
 
+  it('refuses relays beyond its limit (the JS relay takes those), and a cancel before start gives all back', async () => {
+    const native = loadNative();
+    const [client, midA] = await tcpPair();
+    const [midB, srv] = await tcpPair();
+    const fdOf = (x: net.Socket): number => (x as unknown as { _handle: { fd: number } })._handle.fd;
+    const fdsBefore = openFds();
+    const { limit, active } = native.spliceStats();
+    const prepared = Array.from({ length: limit - active }, () => native.spliceRelay(fdOf(midA), fdOf(midB), 32768));
+    expect(native.spliceStats().active).toBe(limit);
+    expect(() => native.spliceRelay(fdOf(midA), fdOf(midB), 32768)).toThrow(expect.objectContaining({ code: 'ERR_SPLICE_RELAY_LIMIT' }));
+    for (const r of prepared) r.cancel();
+    expect(native.spliceStats().active).toBe(active);
+    expect(openFds()).toBe(fdsBefore);
+    // the sockets were never touched: a flow over them still works
+    const relay = splice(midA, midB, { nativeAfter: 0 });
+    const got = readAll(srv);
+    client.end('still fine');
+    expect((await got).toString()).toBe('still fine');
+    srv.end();
+    client.resume();
+    expect((await relay.done).clean).toBe(true);
+  });
+
   it('the addon refuses a descriptor that is not a stream socket, before touching anything', async () => {
     const [client, midA] = await tcpPair();
     const fd = openSync('/dev/null', 'r');
