@@ -78,6 +78,10 @@ typedef struct {
   size_t max_write;      /* the most one splice() into dst may move */
   bool capped;           /* dst is not TCP: max_write is the relay's maxWrite */
   bool src_eof;
+  /* Not known to be empty / full: a splice() is worth trying. Cleared by EAGAIN, set by poll(), so a direction
+   * with nothing to move costs no syscall (retrying the idle direction of a bulk transfer after every write was
+   * half of all splice() calls, each an EAGAIN). */
+  bool src_ready, dst_ready;
   bool done;             /* src EOF passed on as shutdown(dst, SHUT_WR) */
   uint64_t bytes;        /* atomic: bytes written to dst */
 } en_dir;
@@ -136,7 +140,7 @@ static void stat_max_capped(size_t n) {
 /* Moves what it can without blocking. Returns 0, or an errno with *syscall set. */
 static int step(en_relay* r, en_dir* d, bool* progress, const char** syscall) {
   if (d->done) return 0;
-  while (d->in_pipe > 0) {
+  while (d->in_pipe > 0 && d->dst_ready) {
     size_t len = d->in_pipe < d->max_write ? d->in_pipe : d->max_write;
     if (d->capped) stat_max_capped(len);
     ssize_t n = splice(d->pipe_r, NULL, d->dst, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -144,14 +148,21 @@ static int step(en_relay* r, en_dir* d, bool* progress, const char** syscall) {
       d->in_pipe -= (size_t)n;
       __atomic_fetch_add(&d->bytes, (uint64_t)n, __ATOMIC_RELAXED);
       *progress = true;
+      /* emptied: more has likely arrived meanwhile, worth a read before a poll() */
+      if (d->in_pipe == 0) d->src_ready = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return 0; /* dst is full: wait for POLLOUT */
+    if (n < 0 && errno == EAGAIN) { /* dst is full: wait for POLLOUT */
+      d->dst_ready = false;
+      return 0;
+    }
     *syscall = "splice";
     return n == 0 ? EPIPE : errno;
   }
+  if (d->in_pipe > 0) return 0; /* dst not ready */
   if (!d->src_eof) {
+    if (!d->src_ready) return 0;
     ssize_t n = splice(d->src, NULL, d->pipe_w, NULL, d->pipe_size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       d->in_pipe = (size_t)n;
@@ -164,7 +175,8 @@ static int step(en_relay* r, en_dir* d, bool* progress, const char** syscall) {
       *progress = true;
       return 0;
     } else if (errno == EAGAIN) {
-      return 0; /* the pipe is empty, so it is src that has nothing: wait for POLLIN */
+      d->src_ready = false; /* the pipe is empty, so it is src that has nothing: wait for POLLIN */
+      return 0;
     } else {
       *syscall = "splice";
       return errno;
@@ -222,6 +234,9 @@ static int relay_loop(en_relay* r, const char** syscall) {
     for (int i = 0; i < 2; i++) {
       if (idx[i] < 0) continue;
       short rev = p[idx[i]].revents;
+      /* fd i is dir i's source and dir 1-i's destination; an error or hang-up is for the splice() to report */
+      if (rev & (POLLIN | POLLHUP | POLLERR)) r->dir[i].src_ready = true;
+      if (rev & (POLLOUT | POLLHUP | POLLERR)) r->dir[1 - i].dst_ready = true;
       if (rev & POLLERR) {
         int err = 0;
         socklen_t len = sizeof err;
@@ -463,6 +478,7 @@ static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
     int size = fcntl(p[1], F_GETPIPE_SZ);
     r->dir[d].pipe_size = size > 0 ? (size_t)size : 65536;
     r->dir[d].src = r->fd[d];
+    r->dir[d].src_ready = r->dir[d].dst_ready = true;
     /* a direction the JS relay already finished (EOF read, shutdown passed on) before handing the flow over */
     r->dir[d].done = r->dir[d].src_eof = (ended & (1 << d)) != 0;
     r->dir[d].dst = r->fd[1 - d];
