@@ -35,7 +35,7 @@ export function insideEnclave(devicePath = NSM_DEVICE_PATH): boolean {
  */
 export async function openNsm(choice: NsmChoice): Promise<Nsm> {
   if (choice.kind === 'simulator') {
-    // Imported here: the simulator mints its certificates with pkijs, which an agent on /dev/nsm never loads.
+    // Imported here: an agent on /dev/nsm never needs the simulator (its certificate minting, its state files).
     const { createNsmSimulator } = await import('../attestation/simulator.ts');
     return createNsmSimulator({
       stateDir: choice.stateDir,
