@@ -4,7 +4,8 @@
 // two children linked by a UNIX socket standing in for vsock (one stream per flow, ≤ 32 KiB writes).
 // Targets (issue 15): throughput ≥ 0.5× direct; added connect time ≤ 1 ms on loopback. The connect table also
 // splits the added time: a CONNECT the policy refuses (the enclave side alone: no host round trip), and a
-// second enclave child without pre-opened dialer streams (each flow connects to the host itself).
+// second enclave child without pre-opened dialer streams (each flow connects to the host itself), and a floor:
+// two more children with the same topology and nothing but the bytes (what the hops cost on this machine).
 //   npx tsx scripts/bench/egress.ts            (or: npm run bench -- egress)
 //   CONNECTS=N ROUNDS=N change the sample counts; SETTLE_MS=N pauses before each connect
 import { fork, type ChildProcess } from 'node:child_process';
@@ -72,6 +73,59 @@ function enclaveChild(): void {
       ...(msg.pool === false ? { dialerPoolSize: 0 } : {}),
     });
     return { port: Number(new URL(egress.proxyUrl).port) };
+  });
+}
+
+// The floor: the same topology (client → proxy process → host process over a UNIX socket, two streams opened
+// ahead of need → the server) with nothing but the bytes: no policy, framing, timers, logs or byte counts. What
+// the three processes and their hops cost on this machine, whatever the code; the egress rows sit on top of it.
+function floorHostChild(): void {
+  serveChild(async (msg) => {
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.once('data', (d: Buffer) => {
+        const [ip, port] = d.toString('latin1').split(':');
+        const up = net.connect({ host: ip, port: Number(port), noDelay: true, allowHalfOpen: true }, () => {
+          s.write('K');
+          s.pipe(up);
+          up.pipe(s);
+        });
+        up.on('error', () => s.destroy());
+        s.on('close', () => up.destroy());
+      });
+    });
+    await new Promise<void>((r) => server.listen(msg.sock as string, () => r()));
+    return { ok: true };
+  });
+}
+
+function floorProxyChild(): void {
+  serveChild(async (msg) => {
+    const idle: net.Socket[] = [];
+    const refill = (): void => {
+      while (idle.length < 2) idle.push(net.connect({ path: msg.sock as string }).on('error', () => {}));
+    };
+    refill();
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.once('data', (d: Buffer) => {
+        const target = d.toString('latin1').split(' ')[1]!;
+        const h = idle.shift()!;
+        h.write(target);
+        h.once('data', () => {
+          s.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+          s.pipe(h);
+          h.pipe(s);
+        });
+        s.on('close', () => h.destroy());
+        h.on('close', () => {
+          s.destroy();
+          setImmediate(refill);
+        });
+      });
+    });
+    await new Promise<void>((r) => server.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+    return { port: (server.address() as net.AddressInfo).port };
   });
 }
 
@@ -209,11 +263,15 @@ export default async function bench(): Promise<void> {
   const host = await spawnChild('--egress-bench-host');
   const enclave = await spawnChild('--egress-bench-enclave');
   const enclaveNoPool = await spawnChild('--egress-bench-enclave');
+  const floorHost = await spawnChild('--egress-bench-floor-host');
+  const floorProxy = await spawnChild('--egress-bench-floor-proxy');
   try {
     await askChild(host, { sock });
     const ports = [portOf(sink), portOf(source), portOf(echo)];
     const { port: proxy } = await askChild<{ port: number }>(enclave, { sock, ports });
     const { port: proxyNoPool } = await askChild<{ port: number }>(enclaveNoPool, { sock, ports, pool: false });
+    await askChild(floorHost, { sock: path.join(dir, 'floor.sock') });
+    const { port: proxyFloor } = await askChild<{ port: number }>(floorProxy, { sock: path.join(dir, 'floor.sock') });
     const byName = { proxy, host: 'ok.test' };
     const byIp = { proxy, host: SERVER_IP };
 
@@ -259,6 +317,7 @@ export default async function bench(): Promise<void> {
       name: byName,
       refused: { proxy, host: SERVER_IP, status: 403 }, // port 1: no entry
       noPool: { proxy: proxyNoPool, host: SERVER_IP },
+      floor: { proxy: proxyFloor, host: SERVER_IP },
     } as const;
     const times = Object.fromEntries(Object.keys(paths).map((k) => [k, [[], []]])) as unknown as Record<keyof typeof paths, [number[], number[]]>;
     const portFor = (k: keyof typeof paths): number => (k === 'refused' ? 1 : portOf(echo));
@@ -288,6 +347,7 @@ export default async function bench(): Promise<void> {
       ['egress, name entry (cached after the first DNS)', `${m('name', 0).toFixed(3)} ms`, added('name'), rt('name')],
       ['  of which the enclave side: CONNECT refused by policy (403, no host round trip)', `${m('refused', 0).toFixed(3)} ms`, added('refused', false), ''],
       ['  IP entry without pre-opened dialer streams (connect per flow)', `${m('noPool', 0).toFixed(3)} ms`, added('noPool', false), rt('noPool')],
+      ['floor: the same three processes and hops with nothing but the bytes (20 lines, no checks)', `${m('floor', 0).toFixed(3)} ms`, added('floor', false), rt('floor')],
     ]);
 
     // CPU time each process spends per connect (on-CPU, so it holds on a loaded machine better than latency does).
@@ -309,6 +369,8 @@ export default async function bench(): Promise<void> {
     host.kill();
     enclave.kill();
     enclaveNoPool.kill();
+    floorHost.kill();
+    floorProxy.kill();
     sink.close();
     source.close();
     echo.close();
@@ -316,6 +378,8 @@ export default async function bench(): Promise<void> {
   }
 }
 
-if (process.argv.includes('--egress-bench-host')) hostChild();
+if (process.argv.includes('--egress-bench-floor-host')) floorHostChild();
+else if (process.argv.includes('--egress-bench-floor-proxy')) floorProxyChild();
+else if (process.argv.includes('--egress-bench-host')) hostChild();
 else if (process.argv.includes('--egress-bench-enclave')) enclaveChild();
 else if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === SELF) void bench().then(() => process.exit(0));
