@@ -352,12 +352,13 @@ export default async function bench(): Promise<void> {
 
     // CPU time each process spends per connect (on-CPU, so it holds on a loaded machine better than latency does).
     const cpuRows: string[][] = [];
-    for (const [label, via, enclaveChild] of [
-      ['direct TCP', null, null],
-      ['IP entry, pre-opened dialer streams', byIp, enclave],
-      ['IP entry, connect per flow', { proxy: proxyNoPool, host: SERVER_IP }, enclaveNoPool],
+    for (const [label, via, enclaveChild, hostChild] of [
+      ['direct TCP', null, null, null],
+      ['IP entry, pre-opened dialer streams', byIp, enclave, host],
+      ['IP entry, connect per flow', { proxy: proxyNoPool, host: SERVER_IP }, enclaveNoPool, host],
+      ['floor (only the bytes)', { proxy: proxyFloor, host: SERVER_IP }, floorProxy, floorHost],
     ] as const) {
-      const pids = enclaveChild === null ? [process.pid] : [process.pid, enclaveChild.pid!, host.pid!];
+      const pids = enclaveChild === null ? [process.pid] : [process.pid, enclaveChild.pid!, hostChild.pid!];
       const before = pids.map(procCpuUs);
       for (let i = 0; i < CONNECTS; i++) (await open(portOf(echo), via)).destroy();
       await new Promise((r) => setTimeout(r, 200)); // the teardown of the last flows
