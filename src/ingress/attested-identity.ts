@@ -120,18 +120,13 @@ export class AttestedIdentity {
     return issued.context;
   }
 
-  /** /.well-known/attestation: a fresh document bound to the key served by default (32 random nonce bytes). */
-  async wellKnownDocument(): Promise<Uint8Array> {
-    await this.serving();
-    return this.#attest(this.#key!, new Uint8Array(randomBytes(32)));
-  }
-
   /**
    * /.well-known/attestation on a connection: a fresh document whose user_data is the SPKI DER of the key that
-   * connection was served (default, fresh-nonce or ACME certificate), so a client checks it against that one.
+   * connection was served (default, fresh-nonce or ACME certificate), so a client checks it against that one;
+   * the nonce is the client's (`?nonce=`) or 32 random bytes.
    */
-  documentFor(spkiDer: Uint8Array): Promise<Uint8Array> {
-    return this.#attest({ spkiDer }, new Uint8Array(randomBytes(32)));
+  documentFor(spkiDer: Uint8Array, nonce: Uint8Array = new Uint8Array(randomBytes(32))): Promise<Uint8Array> {
+    return this.#attest({ spkiDer }, nonce);
   }
 
   #due(c: IssuedCertificate): boolean {

@@ -140,6 +140,12 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     };
   };
 
+  /** A fresh document whose user_data is the SPKI of the certificate `tls` was served. */
+  const attestServed = (tls: TLSSocket, nonce?: Uint8Array): Promise<Uint8Array> => {
+    const served = tls.getX509Certificate();
+    return identity.documentFor(served === undefined ? identity.spkiDer : new Uint8Array(served.publicKey.export({ type: 'spki', format: 'der' })), nonce);
+  };
+
   async function serve(raw: Duplex): Promise<void> {
     const timer = setTimeout(() => raw.destroy(), timeoutMs);
     try {
@@ -180,11 +186,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         handshakeHash: EMPTY,
         // Bound to the key this connection was served, read off its certificate: the attested default one, a
         // fresh-nonce one (SNI <nonce>.attest.<host>) or the ACME one.
-        attest: () => {
-          const served = tls.getX509Certificate();
-          if (served === undefined) return identity.wellKnownDocument();
-          return identity.documentFor(new Uint8Array(served.publicKey.export({ type: 'spki', format: 'der' })));
-        },
+        attest: () => attestServed(tls),
+        attestWithNonce: (nonce) => attestServed(tls, nonce),
       };
       if (client !== undefined) {
         // The http server reads the client address off the socket for its own bookkeeping.

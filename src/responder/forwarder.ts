@@ -15,6 +15,11 @@ export interface ForwardContext {
   readonly handshakeHash: Uint8Array;
   /** Produces a fresh attestation document bound to this session (nonce = handshake hash). */
   attest(extra?: { userData?: Uint8Array; publicKey?: Uint8Array }): Promise<Uint8Array>;
+  /**
+   * TLS ingress connections only: a fresh document for a client's own nonce (`/.well-known/attestation?nonce=`),
+   * bound to the key this connection was served. Absent on Noise sessions, whose nonce is the handshake hash.
+   */
+  attestWithNonce?(nonce: Uint8Array): Promise<Uint8Array>;
   /** Aborted when the session closes: a forwarder still connecting (e.g. retrying during the app's start-up grace) should give up. */
   readonly signal?: AbortSignal;
 }

@@ -86,6 +86,17 @@ describe('/.well-known/attestation', () => {
     expect(res.status).toBe(503);
     expect(json(res.body)).toMatchObject({ error: 'HTTP_ATTESTATION_UNAVAILABLE' });
   });
+
+  it('refuses ?nonce= on a Noise session (its nonce is the handshake hash), attesting nothing', async () => {
+    app = await startApp((_req, res) => res.end('app'));
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    let attested = 0;
+    const ctx = fakeContext({ attest: () => (attested++, Promise.resolve(new Uint8Array(1))) });
+    const res = await dataRequest(fwd, get('/.well-known/attestation?nonce=AAECAw'), ctx);
+    expect(res.status).toBe(400);
+    expect(json(res.body)).toMatchObject({ error: 'HTTP_BAD_REQUEST', message: expect.stringContaining('Noise handshake') });
+    expect(attested).toBe(0);
+  });
 });
 
 describe('health', () => {

@@ -4,7 +4,7 @@
 // simulator root and user_data against the leaf's SPKI; SNI nonces; /.well-known/attestation; PROXY v2.
 import net from 'node:net';
 import tls from 'node:tls';
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
@@ -136,6 +136,24 @@ describe('TLS ingress', () => {
     expect(doc.publicKey).toBeNull();
     expect(doc.nonce?.length).toBe(32);
     expect(s.app.seen.some((r) => r.path.startsWith('/.well-known'))).toBe(false);
+  });
+
+  it('/.well-known/attestation?nonce= puts the client\'s nonce in a document bound to the served key; a bad nonce is 400', async () => {
+    const t = await connectTls(s.port, 'localhost');
+    const served = new Uint8Array(t.getPeerX509Certificate()!.publicKey.export({ type: 'spki', format: 'der' }));
+    const nonce = randomBytes(20);
+    const answer = await get(t, `/.well-known/attestation?nonce=${nonce.toString('base64url')}`);
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { attestation_doc: string };
+    const doc = parseAttestationDocument(new Uint8Array(Buffer.from(body.attestation_doc, 'base64'))).document;
+    expect(Buffer.from(doc.nonce!).equals(nonce)).toBe(true);
+    expect(Buffer.from(doc.userData!).equals(Buffer.from(served))).toBe(true);
+    for (const bad of ['', 'x', 'not*base64', randomBytes(513).toString('base64url')]) {
+      const r = await get(t, `/.well-known/attestation?nonce=${bad}`);
+      expect(r).toMatch(/^HTTP\/1\.1 400/);
+      expect(r).toContain('HTTP_BAD_REQUEST');
+    }
+    t.destroy();
   });
 
   it('keep-alive: several requests on one TLS connection reach the app in order', async () => {

@@ -1,13 +1,31 @@
 // Stage: `/.well-known/attestation`. Answers `{"attestation_doc": "<base64 COSE_Sign1>"}` with a fresh
 // document per request, bound to this session (nonce = the session's handshake hash, via ctx.attest()), so
-// an SDK that polls it sees new PCRs after a redeploy. CORS is open by default (`*`): the document is
-// public and meant to be fetched from browsers. Every other path goes to the next stage.
+// an SDK that polls it sees new PCRs after a redeploy. On a TLS ingress connection the document binds the
+// served certificate's key, and `?nonce=<base64url>` (1–512 bytes, TLS-INGRESS.md R5) puts the client's own
+// nonce in it; a Noise session refuses that (its nonce is the handshake hash). CORS is open by default (`*`):
+// the document is public and meant to be fetched from browsers. Every other path goes to the next stage.
 import type { Logger } from 'pino';
 import type { Exchange, Stage } from '../exchange.ts';
 import { errorBody, respond } from '../exchange.ts';
 import { toBase64 } from '../../util/bytes.ts';
 
 export const ATTESTATION_PATH = '/.well-known/attestation';
+
+/** The NSM takes a nonce of at most 512 bytes. */
+const MAX_NONCE_BYTES = 512;
+
+/** `?nonce=` of the URL: absent, its bytes, or why it cannot be used. */
+function clientNonce(url: string | undefined): { nonce: Uint8Array } | { error: string } | null {
+  const q = (url ?? '').indexOf('?');
+  if (q < 0) return null;
+  const value = new URLSearchParams(url!.slice(q + 1)).get('nonce');
+  if (value === null) return null;
+  // base64url (or standard base64), padding optional; Buffer.from would skip characters outside the alphabet.
+  if (!/^[A-Za-z0-9_+/-]*={0,2}$/.test(value)) return { error: 'nonce: expected base64url' };
+  const nonce = new Uint8Array(Buffer.from(value, 'base64url'));
+  if (nonce.length < 1 || nonce.length > MAX_NONCE_BYTES) return { error: `nonce: expected 1–${MAX_NONCE_BYTES} bytes, found ${nonce.length}` };
+  return { nonce };
+}
 
 export function pathOf(url: string | undefined): string {
   const u = url ?? '/';
@@ -37,9 +55,19 @@ export function attestationEndpointStage(opts: { corsOrigin?: string; logger?: L
       respond(ex, 405, [...cors, 'Allow', 'GET, HEAD, OPTIONS'], errorBody('HTTP_METHOD_NOT_ALLOWED', `expected GET, HEAD or OPTIONS, found ${method ?? '?'}`, ''));
       return;
     }
+    const asked = clientNonce(ex.req.url);
+    if (asked !== null && 'error' in asked) {
+      respond(ex, 400, cors, errorBody('HTTP_BAD_REQUEST', asked.error, ''));
+      return;
+    }
+    if (asked !== null && ex.conn.attestWithNonce === undefined) {
+      const why = 'this channel binds its documents to the Noise handshake (nonce = handshake hash): ?nonce= is for TLS ingress';
+      respond(ex, 400, cors, errorBody('HTTP_BAD_REQUEST', why, ''));
+      return;
+    }
     let doc: Uint8Array;
     try {
-      doc = await ex.conn.attest();
+      doc = asked === null ? await ex.conn.attest() : await ex.conn.attestWithNonce!(asked.nonce);
     } catch (err) {
       opts.logger?.error({ err: (err as { code?: string }).code ?? String(err), sessionId: ex.conn.sessionId }, 'attestation for /.well-known/attestation failed');
       respond(ex, 503, [...cors, 'Cache-Control', 'no-store'], errorBody('HTTP_ATTESTATION_UNAVAILABLE', 'no attestation document available', ''));
