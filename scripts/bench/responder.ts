@@ -7,7 +7,8 @@
 //   sessions attested sessions/s (connect + handshake + RequestAttestation), vs TCP connect + one echo round trip
 //   memory   from a fresh agent process (compiled, plain node with the launcher's flags: agent-bundle.ts): RSS
 //            added by the first 1,000 idle attested sessions, returned when they close, added by a second 1,000
-//            (the steady state), returned again                                       target ≤ 16 KiB/session;
+//            (the steady state), returned again — as on this machine, then inside a memory cgroup of an
+//            enclave's size (RESPONDER_BENCH_CGROUP_MEMORY, default 4G; off skips)   target ≤ 16 KiB/session;
 //            and the base RSS of the Docker layer's bundled `enclave-agent run` at rest  target ≤ 60 MiB
 // RESPONDER_BENCH_ONLY=streams|memory runs only those rows; =base-rss only the base RSS of the bundled agent.
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
@@ -18,10 +19,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
 import { chunkBudget } from '../../src/client/session.ts';
 import type { ByteEncoding } from '../../src/wire/messages.ts';
 import { bundledAgentIdleRss, bundleFile, shippedLaunch } from './agent-bundle.ts';
 import { askChild, closedLoopPerSec, loadAverage, printTable, ratio } from './lib.ts';
+import { type MemoryCgroup, memoryCgroup, parseMemorySize } from './memory-cgroup.ts';
 import { NoiseClient } from './noise-client.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -81,8 +84,12 @@ async function agentChild(): Promise<void> {
         const sessions = responders.reduce((n, r) => n + r.sessionCount, 0);
         // RESPONDER_BENCH_HEAPSNAPSHOT=<dir>: a heap snapshot at each reading (to see where a session's bytes go).
         const snapDir = process.env.RESPONDER_BENCH_HEAPSNAPSHOT;
-        if (snapDir !== undefined) (await import('node:v8')).writeHeapSnapshot(path.join(snapDir, `agent-${Date.now()}-${sessions}.heapsnapshot`));
-        send({ rss: mu.rss, heapUsed: mu.heapUsed, external: mu.external, sessions });
+        if (snapDir !== undefined) v8.writeHeapSnapshot(path.join(snapDir, `agent-${Date.now()}-${sessions}.heapsnapshot`));
+        // The young generation's committed pages (both semi-spaces), and the memory V8 sized its heap from.
+        const ns = v8.getHeapSpaceStatistics().find((sp) => sp.space_name === 'new_space');
+        const [newSpace, newSpaceResident] = [ns?.space_size ?? 0, ns?.physical_space_size ?? 0];
+        const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+        send({ rss: mu.rss, heapUsed: mu.heapUsed, external: mu.external, sessions, newSpace, newSpaceResident, heapLimit: v8.getHeapStatistics().heap_size_limit, constrained });
       } else {
         process.exitCode = 0;
         setImmediate(() => process.exit(0));
@@ -352,24 +359,59 @@ interface RssReply {
   heapUsed: number;
   external: number;
   sessions: number;
+  /** V8's new space (both semi-spaces): committed, and of that the pages touched (resident). */
+  newSpace: number;
+  newSpaceResident: number;
+  heapLimit: number;
+  /** process.constrainedMemory(): the cgroup limit node sized V8's heap from (2^64 or undefined: none). */
+  constrained: number | undefined;
 }
 
 /**
  * Memory, from a fresh agent process (nothing else has run in it, so nothing earlier has grown its heap): RSS
  * after start, with the first 1,000 idle attested sessions, after they close (what came back), with a second
  * 1,000, and after those close. Each reading follows three forced GCs and 100 ms (--expose-gc in the child).
+ * Twice: as the process runs on this machine, then inside a memory cgroup of an enclave's size
+ * (RESPONDER_BENCH_CGROUP_MEMORY, default 4G; a comma list runs each; `off` skips), because node sizes V8's heap
+ * from the cgroup's limit — the figure a deployed enclave of that size would show.
  */
 async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
-  const MB = 2 ** 20;
-  const N = 1000;
   // The agent child runs compiled (this file bundled, as the Docker layer's build bundles the CLI) under plain node
   // with the launcher's flags, not through tsx (agent-bundle.ts says why).
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-responder-memory-'));
-  const childFile = path.join(dir, 'agent-child.mjs');
-  await bundleFile(SELF, childFile);
+  try {
+    const childFile = path.join(dir, 'agent-child.mjs');
+    await bundleFile(SELF, childFile);
+    await idleSessionsRow(childFile, echoPort, httpPort, undefined);
+    const sizes = (process.env.RESPONDER_BENCH_CGROUP_MEMORY ?? '4G').split(',').map((t) => t.trim()).filter(Boolean);
+    for (const size of sizes) {
+      if (size === 'off') continue;
+      const cg = await memoryCgroup(parseMemorySize(size));
+      if ('skipped' in cg) {
+        console.log(`\nresponder: agent memory inside a ${size} memory cgroup: skipped, ${cg.skipped}`);
+        continue;
+      }
+      try {
+        await idleSessionsRow(childFile, echoPort, httpPort, cg);
+      } finally {
+        await cg.remove();
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  await baseRssRow();
+}
+
+async function idleSessionsRow(childFile: string, echoPort: number, httpPort: number, cgroup: MemoryCgroup | undefined): Promise<void> {
+  const MB = 2 ** 20;
+  const N = 1000;
   const launch = await shippedLaunch();
   const flags = [...launch.flags, ...(process.env.AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean)];
-  const child = fork(childFile, ['--agent-child'], { execArgv: ['--expose-gc', ...flags], env: launch.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const nodeArgs = ['--expose-gc', ...flags];
+  const via = cgroup === undefined ? { execArgv: nodeArgs } : cgroup.forkVia(nodeArgs);
+  const child = fork(childFile, ['--agent-child'], { ...via, env: launch.env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise((r) => child.once('exit', r));
   try {
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
@@ -385,6 +427,9 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
       throw new Error('sessions did not close');
     };
     const fresh = await rss();
+    if (cgroup !== undefined && fresh.constrained !== cgroup.limitBytes) {
+      throw new Error(`the agent child does not see the cgroup's limit (constrainedMemory() = ${fresh.constrained}, limit ${cgroup.limitBytes})`);
+    }
     const first = await openIdleSessions(ports.streamAgent, N);
     const withFirst = await rss();
     const afterFirst = await closeAll(first);
@@ -393,10 +438,14 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
     const afterSecond = await closeAll(second);
     const kib = (bytes: number): number => bytes / 1024 / N;
     const load = loadAverage();
-    const v = (r: RssReply): number[] => [r.rss / MB, r.heapUsed / MB, r.external / MB];
+    const v = (r: RssReply): (number | string)[] => [r.rss / MB, r.heapUsed / MB, r.external / MB, `${(r.newSpace / MB).toFixed(1)} / ${(r.newSpaceResident / MB).toFixed(1)}`];
     const perSession = (bytes: number): string => `${kib(bytes).toFixed(1)} ${kib(bytes) <= 16 ? '≤ 16 ✓' : '> 16 ✗'}`;
-    printTable(`responder: agent memory, fresh process, ${N.toLocaleString('en-US')} idle attested sessions at a time (after 3 forced GCs); load average ${load}`, [
-      ['state', 'sessions', 'RSS MiB', 'JS heap MiB', 'external MiB', 'RSS added MiB', 'RSS per session KiB (target ≤ 16)', 'heap per session KiB', 'RSS returned on close MiB'],
+    const where =
+      cgroup === undefined
+        ? `no memory limit (${(os.totalmem() / 2 ** 30).toFixed(1)} GiB machine)`
+        : `inside a ${(cgroup.limitBytes / 2 ** 30).toFixed(1)} GiB memory cgroup (v${cgroup.version}), as an enclave of that size`;
+    printTable(`responder: agent memory, fresh process, ${where}; V8 heap limit ${(fresh.heapLimit / MB).toFixed(0)} MiB; ${N.toLocaleString('en-US')} idle attested sessions at a time (after 3 forced GCs); load average ${load}`, [
+      ['state', 'sessions', 'RSS MiB', 'JS heap MiB', 'external MiB', 'new space MiB committed / resident', 'RSS added MiB', 'RSS per session KiB (target ≤ 16)', 'heap per session KiB', 'RSS returned on close MiB'],
       ['fresh agent process (listening, nothing run)', String(fresh.sessions), ...v(fresh), '', '', '', ''],
       [`first ${N.toLocaleString('en-US')} idle attested sessions`, String(withFirst.sessions), ...v(withFirst), (withFirst.rss - fresh.rss) / MB, perSession(withFirst.rss - fresh.rss), kib(withFirst.heapUsed - fresh.heapUsed), ''],
       ['after closing them', String(afterFirst.sessions), ...v(afterFirst), '', '', '', (withFirst.rss - afterFirst.rss) / MB],
@@ -405,9 +454,10 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
     ]);
   } finally {
     child.send({ cmd: 'stop' });
-    await rm(dir, { recursive: true, force: true });
+    const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(force);
   }
-  await baseRssRow();
 }
 
 /** The Docker layer's bundled `enclave-agent run`, fresh, at rest (agent-bundle.ts), beside a bare node. */
