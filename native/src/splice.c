@@ -96,6 +96,13 @@ typedef struct {
   bool released;         /* the slot, dups and pipes are given back: by the thread at its end, or before start
                           * by cancel() or the finalizer (never both: JS does not release once started) */
   napi_threadsafe_function tsfn;
+  /* JS thread only: the env the relay was started in, the thread (joined exactly once, by tsfn_finalize or by the
+   * env's cleanup hook: nothing of this library may run once the env is gone and the addon unloaded), and
+   * whether the cleanup hook is still registered. */
+  napi_env env;
+  pthread_t thread;
+  bool joinable;
+  bool hook;
   /* the outcome, written by the thread before it calls back (the tsfn call orders it before call_js) */
   int err;
   const char* syscall;
@@ -266,7 +273,7 @@ static void* relay_main(void* arg) {
   pthread_mutex_unlock(&r->lock);
   /* r outlives the call: the tsfn holds a reference until its finalizer, which runs after call_js */
   napi_status st = napi_call_threadsafe_function(tsfn, r, napi_tsfn_blocking);
-  /* napi_closing: the env is gone with the tsfn, which must not be touched again */
+  /* napi_closing: the tsfn is being torn down and must not be touched again */
   if (st != napi_closing) napi_release_threadsafe_function(tsfn, napi_tsfn_release);
   unref(r);
   return NULL;
@@ -285,11 +292,32 @@ static int wake(en_relay* r) {
   return err;
 }
 
-/* The tsfn is finalized after the thread's release, or when the env is torn down (a worker exiting) while the
- * relay runs: then it ends the relay, so the thread does not hold the sockets open forever. */
+static void join_thread(en_relay* r) {
+  if (!r->joinable) return;
+  r->joinable = false;
+  pthread_join(r->thread, NULL);
+}
+
+/* The env is being torn down (a worker exiting) while the relay runs. Registered after the tsfn was made, so it
+ * runs before the tsfn's own teardown (hooks run newest first): the thread is woken, makes its last tsfn call
+ * while the tsfn still exists, and is joined before the env (and with it this library) goes away. */
+static void relay_env_cleanup(void* arg) {
+  en_relay* r = (en_relay*)arg;
+  r->hook = false;
+  wake(r);
+  join_thread(r);
+}
+
+/* The tsfn is finalized after the thread released it (the thread is ending: joined here), or at env teardown
+ * after relay_env_cleanup joined it. */
 static void tsfn_finalize(napi_env env, void* data, void* hint) {
   en_relay* r = (en_relay*)data;
+  if (r->hook) {
+    r->hook = false;
+    napi_remove_env_cleanup_hook(r->env, relay_env_cleanup, r);
+  }
   wake(r);
+  join_thread(r);
   unref(r);
 }
 
@@ -376,7 +404,6 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
   pthread_attr_t attr;
   pthread_t th;
   pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&attr, EN_SPLICE_STACK);
   __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
   r->started = true;
@@ -391,6 +418,10 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     en_throw_errno(env, err, "pthread_create", "starting the relay thread");
     return NULL;
   }
+  r->env = env;
+  r->thread = th;
+  r->joinable = true;
+  r->hook = napi_add_env_cleanup_hook(env, relay_env_cleanup, r) == napi_ok;
   __atomic_add_fetch(&stats.started, 1, __ATOMIC_RELAXED);
   return NULL;
 }

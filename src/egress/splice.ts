@@ -167,8 +167,13 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}, onBytes?: (tot
       if (!to.destroyed) to.end();
     };
     from.on('data', onData);
-    from.once('end', onEnd);
-    listeners.push({ s: from, event: 'data', fn: onData as () => void }, { s: from, event: 'end', fn: onEnd });
+    listeners.push({ s: from, event: 'data', fn: onData as () => void });
+    // Its 'end' may have fired already: a hand-off that read the last bytes and the EOF, then was refused.
+    if (from.readableEnded) onEnd();
+    else {
+      from.once('end', onEnd);
+      listeners.push({ s: from, event: 'end', fn: onEnd });
+    }
   };
   pump(a, b, (n) => (aToB += n), 'aToB', opts.maxAToB);
   pump(b, a, (n) => (bToA += n), 'bToA');

@@ -10,7 +10,7 @@ import { PassThrough, type Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSpliceStats } from '../../src/egress/native-splice.ts';
 import { NATIVE_AFTER, splice, type Splice } from '../../src/egress/splice.ts';
-import { loadNative } from '../../src/transport/native.ts';
+import { addonPath, loadNative } from '../../src/transport/native.ts';
 import type { NativeStream } from '../../src/transport/native-stream.ts';
 import { connectUnixNative, listenUnixNative } from '../../src/transport/unix-native.ts';
 import type { NativeListener } from '../../src/transport/native-listener.ts';
@@ -345,10 +345,22 @@ describe.skipIf(!available)('native splice relay', () => {
       send(g.server, down);
       expect(sha256(await gotDown)).toBe(sha256(down));
       expect(await g.relay.done).toEqual({ aToB: 2, bToA: down.length, clean: true });
+      // the last bytes and the EOF buffered at the hand-off: the hand-off reads both ('end' fires then), the
+      // JS relay that takes over must still pass the FIN on
+      const h = await flow({
+        before: (midA) => {
+          midA.unshift(Buffer.from('abc'));
+          midA.push(null);
+        },
+      });
+      expect((await readAll(h.server)).toString()).toBe('abc');
+      h.server.end();
+      h.client.resume();
+      expect(await h.relay.done).toEqual({ aToB: 3, bToA: 0, clean: true });
     } finally {
       native.spliceRelay = real;
     }
-    expect(refused).toBe(3);
+    expect(refused).toBe(4);
     expect(nativeSpliceStats()!.active).toBe(0);
   });
 
@@ -434,5 +446,44 @@ describe.skipIf(!available)('native splice relay', () => {
     }
     client.destroy();
     midA.destroy();
+  });
+
+  it('a worker torn down while its relay runs leaves the process running (the relay thread is woken and joined)', async () => {
+    // In a child process: before the fix the relay thread touched the freed threadsafe function and the whole
+    // process died (SIGSEGV or abort) on most runs.
+    const script = `
+      import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+      import net from 'node:net';
+      import { createRequire } from 'node:module';
+      if (isMainThread) {
+        for (let i = 0; i < 5; i++) {
+          const w = new Worker(new URL(import.meta.url), { workerData: process.argv[2] });
+          await new Promise((r) => w.once('message', r));
+          await w.terminate();
+        }
+        await new Promise((r) => setTimeout(r, 200));
+        console.log('survived');
+      } else {
+        const native = createRequire(import.meta.url)(workerData);
+        const accepted = [];
+        const srv = net.createServer((s) => accepted.push(s));
+        await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+        const c1 = net.connect(srv.address().port, '127.0.0.1');
+        const c2 = net.connect(srv.address().port, '127.0.0.1');
+        while (accepted.length < 2) await new Promise((r) => setTimeout(r, 5));
+        native.spliceRelay(accepted[0]._handle.fd, accepted[1]._handle.fd, 32768).start(() => {});
+        c1.write('x');
+        parentPort.postMessage('started');
+      }`;
+    const { spawnSync } = await import('node:child_process');
+    const dir = tempDir();
+    try {
+      const file = `${dir.dir}/teardown.mjs`;
+      (await import('node:fs')).writeFileSync(file, script);
+      const r = spawnSync(process.execPath, [file, addonPath()], { encoding: 'utf8', timeout: 30_000 });
+      expect({ status: r.status, signal: r.signal, stdout: r.stdout.trim() }).toEqual({ status: 0, signal: null, stdout: 'survived' });
+    } finally {
+      dir.cleanup();
+    }
   });
 });
