@@ -4,13 +4,13 @@
  * runs per chunk. src/egress/native-splice.ts decides when to use it and falls back to the JS relay otherwise.
  *
  *   r = spliceRelay(fdA, fdB, maxWrite[, ended])
- *                                        ended: 1 = a -> b, 2 = b -> a was finished by the JS relay (EOF read,
- *                                        the half-close passed on) before it handed the flow over. Then it
- *                                        checks both fds (stream sockets of AF_INET/INET6/UNIX/VSOCK; anything
- *                                        else throws EINVAL), takes a relay slot (at most EN_SPLICE_MAX_RELAYS
+ *                                        checks both fds (non-blocking stream sockets of AF_INET/INET6/UNIX/
+ *                                        VSOCK; anything else throws EINVAL), takes a relay slot (at most EN_SPLICE_MAX_RELAYS
  *                                        at once, else throws ERR_SPLICE_RELAY_LIMIT), dup()s both fds, makes
  *                                        the pipes and the cancel eventfd. Nothing has been read or written yet:
  *                                        any throw here leaves the sockets untouched (JS relays them instead).
+ *                                        ended: 1 = a -> b, 2 = b -> a was finished by the JS relay (EOF read,
+ *                                        the half-close passed on) before it handed the flow over.
  *   r.start(cb)                          starts the relay thread; cb({ aToB, bToA, clean, error? }) runs once.
  *   r.counts() -> { aToB, bToA }         bytes moved so far (atomic counters, read while running).
  *   r.cancel()                           before start: releases everything (cb never runs); after: wakes the
@@ -25,8 +25,8 @@
  * TCP has no such limit (nor does the JS relay cut net.Socket writes): a pipe's worth at once saves splice()
  * calls into it (a 64 KiB pipe at once gave ~1.5x the throughput of a TCP -> TCP relay on this VM). At
  * source EOF with the pipe empty: shutdown(dst, SHUT_WR) (half-close; the other direction goes on). Any error,
- * reset or a cancel stops both directions. The thread sleeps in poll() on the sockets it waits for, on both
- * sockets for POLLERR, and on the eventfd.
+ * reset or a cancel stops both directions. The thread sleeps in poll() on the sockets it waits for, on the others
+ * for POLLERR until they hang up, and on the eventfd.
  *
  * Ownership: the relay works on its OWN dups of the two fds and closes only those (and its pipes and eventfd).
  * So JS may close its sockets at any time without the thread ever touching a reused descriptor number; JS owns
@@ -128,12 +128,16 @@ static void release(en_relay* r) {
   __atomic_fetch_sub(&stats.active, 1, __ATOMIC_RELAXED);
 }
 
-static void unref(en_relay* r) {
-  if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+/* Everything of a relay, its struct included. */
+static void discard(en_relay* r) {
   release(r);
   close_fd(&r->cancel_fd);
   pthread_mutex_destroy(&r->lock);
   free(r);
+}
+
+static void unref(en_relay* r) {
+  if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) == 0) discard(r);
 }
 
 /* ---------- the relay thread ---------- */
@@ -245,14 +249,15 @@ static int relay_loop(en_relay* r, const char** syscall) {
       if (rev & (POLLIN | POLLHUP | POLLERR)) r->dir[i].src_ready = true;
       if (rev & (POLLOUT | POLLHUP | POLLERR)) r->dir[1 - i].dst_ready = true;
       if (rev & POLLERR) {
+        /* No pending error but POLLERR (an error queue nobody here reads) would wake poll() at once forever:
+         * ended as an I/O error rather than a spinning thread. */
         int err = 0;
         socklen_t len = sizeof err;
-        if (getsockopt(r->fd[i], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
-          *syscall = "poll";
-          return err;
-        }
+        *syscall = "poll";
+        if (getsockopt(r->fd[i], SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+        return err != 0 ? err : EIO;
       }
-      if ((rev & (POLLHUP | POLLERR)) && want[i] == 0) hup[i] = true;
+      if ((rev & POLLHUP) && want[i] == 0) hup[i] = true;
     }
   }
 }
@@ -436,6 +441,10 @@ static int check_fd(int fd, bool* tcp) {
   if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return errno;
   if (type != SOCK_STREAM) return EINVAL;
   if (domain != AF_INET && domain != AF_INET6 && domain != AF_UNIX && domain != AF_VSOCK) return EINVAL;
+  /* the dup shares the flag: a blocking splice() would not see cancel() until the peer moved */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return errno;
+  if (!(fl & O_NONBLOCK)) return EINVAL;
   *tcp = domain == AF_INET || domain == AF_INET6;
   return 0;
 }
@@ -464,8 +473,10 @@ static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int64_t fa, fb, mw, ended = 0;
+  napi_valuetype ended_type = napi_undefined;
+  if (argc >= 4) napi_typeof(env, argv[3], &ended_type);
   if (!get_int(env, argv[0], "fdA", 0, INT32_MAX, &fa) || !get_int(env, argv[1], "fdB", 0, INT32_MAX, &fb) ||
-      !get_int(env, argv[2], "maxWrite", 1, 1 << 20, &mw) || (argc >= 4 && !get_int(env, argv[3], "ended", 0, 3, &ended)))
+      !get_int(env, argv[2], "maxWrite", 1, 1 << 20, &mw) || (ended_type != napi_undefined && !get_int(env, argv[3], "ended", 0, 3, &ended)))
     return NULL;
   if (fa == fb) {
     en_throw_errno(env, EINVAL, "spliceRelay", "both ends are the same descriptor");
@@ -523,20 +534,14 @@ static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
   }
   if (!ok) {
     err = errno;
-    release(r);
-    close_fd(&r->cancel_fd);
-    pthread_mutex_destroy(&r->lock);
-    free(r);
+    discard(r);
     en_throw_errno(env, err, what, "preparing a splice relay");
     return NULL;
   }
   napi_value o;
   if (napi_create_object(env, &o) != napi_ok || napi_type_tag_object(env, o, &RELAY_TAG) != napi_ok ||
       napi_wrap(env, o, r, relay_finalize, NULL, NULL) != napi_ok) {
-    release(r);
-    close_fd(&r->cancel_fd);
-    pthread_mutex_destroy(&r->lock);
-    free(r);
+    discard(r);
     en_throw_napi_failure(env, "wrapping a splice relay");
     return NULL;
   }

@@ -9,6 +9,7 @@
 // first when it failed or was cancelled). When the addon refuses up front (not built, relay limit, not a stream
 // socket) nothing has been touched and the caller runs the JS relay; if the thread cannot start after the
 // hand-off, JS reading is restored and the JS relay takes over from there.
+import { MAX_WRITE } from '../wire/frames.ts';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
@@ -16,8 +17,11 @@ import { NativeStream } from '../transport/native-stream.ts';
 import { loadNative, nativeAvailable, type NativeBinding, type NativeSpliceOutcome, type NativeSpliceRelay } from '../transport/native.ts';
 import type { Splice, SpliceResult } from './splice.ts';
 
-/** The vsock single-write limit (EGRESS.md §3.2): no splice() into a vsock (or UNIX) socket moves more. */
-const MAX_WRITE = 32 * 1024;
+/**
+ * How long the hand-off may wait for the write queues it flushes while JS reads neither side; past it the JS
+ * relay carries on (a peer that reads only after writing everything would otherwise never drain its queue).
+ */
+export const HANDOFF_DEADLINE_MS = 1_000;
 const EMPTY = Buffer.alloc(0);
 
 export interface NativeSpliceDeps {
@@ -25,6 +29,8 @@ export interface NativeSpliceDeps {
   fallback(a: Duplex, b: Duplex, ended: EndedDirections): Splice;
   /** Resets (TCP) or destroys a side. */
   abort(s: Duplex): void;
+  /** Default HANDOFF_DEADLINE_MS. */
+  handoffDeadlineMs?: number;
 }
 
 /** A side whose fd the relay can take: its fd, and how to stop and restore JS reading of it. */
@@ -212,7 +218,28 @@ export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps, ended
   const fromB = !ended.bToA && b.readableLength > 0 ? (b.read() as Buffer | null) : null;
   preAToB = fromA?.length ?? 0;
   preBToA = fromB?.length ?? 0;
+  /** JS relays from here, after the bytes it already passed on (queued in order ahead of anything new). */
+  const toJs = (): void => {
+    phase = 'js';
+    detach();
+    restoreA();
+    restoreB();
+    const s = deps.fallback(a, b, ended);
+    js = s;
+    void s.done.then((r) => {
+      phase = 'done';
+      result = { aToB: preAToB + r.aToB, bToA: preBToA + r.bToA, clean: r.clean };
+      resolveDone(result);
+    });
+  };
+  const deadline = setTimeout(() => {
+    if (phase !== 'handoff' || failed) return;
+    relay.cancel();
+    toJs();
+  }, deps.handoffDeadlineMs ?? HANDOFF_DEADLINE_MS);
   void Promise.all([flushed(b, fromA), flushed(a, fromB)]).then(() => {
+    clearTimeout(deadline);
+    if (phase !== 'handoff') return; // the deadline passed: the JS relay has the flow
     if (failed || a.destroyed || b.destroyed) {
       relay.cancel();
       void finish(false, preAToB, preBToA);
@@ -222,18 +249,7 @@ export function spliceNative(a: Duplex, b: Duplex, deps: NativeSpliceDeps, ended
       relay.start(onEnd);
       phase = 'native';
     } catch {
-      // No thread (EAGAIN): JS relays from here, after the bytes it already passed on.
-      phase = 'js';
-      detach();
-      restoreA();
-      restoreB();
-      const s = deps.fallback(a, b, ended);
-      js = s;
-      void s.done.then((r) => {
-        phase = 'done';
-        result = { aToB: preAToB + r.aToB, bToA: preBToA + r.bToA, clean: r.clean };
-        resolveDone(result);
-      });
+      toJs(); // no thread (EAGAIN)
     }
   });
 

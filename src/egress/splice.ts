@@ -6,15 +6,16 @@
 // side once MAX_BUFFERED bytes wait on the writing side (not at the 16 KiB default mark: pausing on nearly
 // every 64 KiB read halved bulk throughput).
 // When both sides are kernel sockets and no byte limit applies, a flow that has moved NATIVE_AFTER bytes is handed
-// to the addon's splice(2) relay, with the same half-close, reset and ≤ 32 KiB rules (src/egress/native-splice.ts).
+// to the addon's splice(2) relay (src/egress/native-splice.ts): the same half-close and reset rules, ≤ 32 KiB per
+// splice into a vsock or UNIX socket; a hand-off whose write queues do not drain in time leaves the flow to JS.
 // Not from the start: setting a relay up (a thread, pipes, dups) costs ~0.4 ms of CPU on this VM, several times
 // what the JS relay spends on a small request, and it would sit on the connect path; past ~1 MiB the native relay
 // has paid for itself. This JS relay serves everything else, and every flow when the addon is not built.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { MAX_WRITE } from '../wire/frames.ts';
 import { nativeRelayPossible, spliceNative, type EndedDirections, type NativeSpliceDeps } from './native-splice.ts';
 
-export const MAX_WRITE = 32 * 1024;
 export const MAX_BUFFERED = 512 * 1024;
 /** Bytes (both ways together) a flow moves through the JS relay before it is handed to the native relay. */
 export const NATIVE_AFTER = 1024 * 1024;
@@ -60,21 +61,27 @@ export interface SpliceOptions {
   maxAToB?: number;
   /** Hand the flow to the native relay after this many bytes (both ways); 0: at once. Default NATIVE_AFTER. */
   nativeAfter?: number;
+  /** How long the hand-off may wait for write queues to drain (default HANDOFF_DEADLINE_MS). */
+  handoffDeadlineMs?: number;
 }
 
-const nativeDeps: NativeSpliceDeps = { fallback: (x, y, ended) => spliceJs(x, y, {}, undefined, ended), abort };
+const nativeDeps = (opts: SpliceOptions): NativeSpliceDeps => ({
+  fallback: (x, y, ended) => spliceJs(x, y, {}, undefined, ended),
+  abort,
+  ...(opts.handoffDeadlineMs === undefined ? {} : { handoffDeadlineMs: opts.handoffDeadlineMs }),
+});
 
 export function splice(a: Duplex, b: Duplex, opts: SpliceOptions = {}): Splice {
   allowHalfOpen(a);
   allowHalfOpen(b);
   if (opts.maxAToB !== undefined || !nativeRelayPossible(a, b)) return spliceJs(a, b, opts);
   const after = opts.nativeAfter ?? NATIVE_AFTER;
-  if (after <= 0) return spliceNative(a, b, nativeDeps) ?? spliceJs(a, b, opts);
-  return spliceThenNative(a, b, after);
+  if (after <= 0) return spliceNative(a, b, nativeDeps(opts)) ?? spliceJs(a, b, opts);
+  return spliceThenNative(a, b, after, nativeDeps(opts));
 }
 
 /** The JS relay until `after` bytes, then (when both directions are still open) the native relay. */
-function spliceThenNative(a: Duplex, b: Duplex, after: number): Splice {
+function spliceThenNative(a: Duplex, b: Duplex, after: number, deps: NativeSpliceDeps): Splice {
   let resolveDone!: (r: SpliceResult) => void;
   const done = new Promise<SpliceResult>((resolve) => (resolveDone = resolve));
   let current!: Splice;
@@ -97,7 +104,7 @@ function spliceThenNative(a: Duplex, b: Duplex, after: number): Splice {
       const ended = js.detach();
       if (ended === null) return; // both directions ended, or a side failed: the JS relay finishes the flow
       before = moved;
-      follow(spliceNative(a, b, nativeDeps, ended) ?? spliceJs(a, b, {}, undefined, ended));
+      follow(spliceNative(a, b, deps, ended) ?? spliceJs(a, b, {}, undefined, ended));
     });
   });
   follow(js);

@@ -71,12 +71,13 @@ interface Flow {
  * client ↔ midA ==relay== midB ↔ server; midB is a NativeStream when `native`. The native relay from the first
  * byte unless `nativeAfter` says otherwise (splice()'s default: after NATIVE_AFTER bytes through the JS relay).
  */
-async function flow(opts: { native?: boolean; nativeAfter?: number; before?: (midA: Duplex, midB: Duplex) => void } = {}): Promise<Flow> {
+async function flow(opts: { native?: boolean; nativeAfter?: number; handoffDeadlineMs?: number; before?: (midA: Duplex, midB: Duplex) => void } = {}): Promise<Flow> {
   const [client, midA] = await tcpPair();
   const [midB, srv] = opts.native ? await nativePair() : await tcpPair();
   for (const s of [client, srv]) s.on('error', () => {});
   opts.before?.(midA, midB);
-  return { client, server: srv, relay: splice(midA, midB, opts.nativeAfter === undefined ? { nativeAfter: 0 } : { nativeAfter: opts.nativeAfter }) };
+  const deadline = opts.handoffDeadlineMs === undefined ? {} : { handoffDeadlineMs: opts.handoffDeadlineMs };
+  return { client, server: srv, relay: splice(midA, midB, { nativeAfter: opts.nativeAfter ?? 0, ...deadline }) };
 }
 
 /** Writes `data` honouring backpressure, then ends. */
@@ -362,6 +363,24 @@ describe.skipIf(!available)('native splice relay', () => {
     }
     expect(refused).toBe(4);
     expect(nativeSpliceStats()!.active).toBe(0);
+  });
+
+  it('a hand-off whose write queue does not drain (a peer that writes everything before reading) leaves the flow to JS', async () => {
+    const before = started();
+    // 4 MiB of answer already queued toward the app at the hand-off: more than loopback takes while nobody reads
+    const early = randomBytes(4 * 1024 * 1024);
+    const f = await flow({ handoffDeadlineMs: 200, before: (midA) => void midA.write(early) });
+    f.client.pause(); // the app writes its whole upload before it reads anything
+    const up = randomBytes(8 * 1024 * 1024);
+    const gotUp = readAll(f.server);
+    send(f.client, up);
+    expect(sha256(await gotUp)).toBe(sha256(up));
+    const gotDown = readAll(f.client);
+    f.client.resume();
+    f.server.end();
+    expect(sha256(await gotDown)).toBe(sha256(early));
+    expect(await f.relay.done).toMatchObject({ aToB: up.length, clean: true });
+    expect(started()).toBe(before);
   });
 
   it('when the addon refuses at a mid-flow hand-off (relay limit), the JS relay is re-attached and carries on', async () => {
