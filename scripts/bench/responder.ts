@@ -453,7 +453,7 @@ async function idleSessionsRow(childFile: string, echoPort: number, httpPort: nu
       ['after closing them', String(afterSecond.sessions), ...v(afterSecond), '', '', '', (withSecond.rss - afterSecond.rss) / MB],
     ]);
   } finally {
-    child.send({ cmd: 'stop' });
+    if (child.connected) child.send({ cmd: 'stop' });
     const force = setTimeout(() => child.kill('SIGKILL'), 15_000);
     await exited;
     clearTimeout(force);
