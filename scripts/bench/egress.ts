@@ -102,15 +102,16 @@ function floorHostChild(): void {
 function floorProxyChild(): void {
   serveChild(async (msg) => {
     const idle: net.Socket[] = [];
+    const dial = (): net.Socket => net.connect({ path: msg.sock as string }).on('error', () => {});
     const refill = (): void => {
-      while (idle.length < 2) idle.push(net.connect({ path: msg.sock as string }).on('error', () => {}));
+      while (idle.length < 2) idle.push(dial());
     };
     refill();
     const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => {
       s.on('error', () => {});
       s.once('data', (d: Buffer) => {
         const target = d.toString('latin1').split(' ')[1]!;
-        const h = idle.shift()!;
+        const h = idle.shift() ?? dial(); // as the agent's pool: none ready, connect for this flow
         h.write(target);
         h.once('data', () => {
           s.write('HTTP/1.1 200 Connection Established\r\n\r\n');
