@@ -9,12 +9,12 @@
 // first when it failed or was cancelled). When the addon refuses up front (not built, relay limit, not a stream
 // socket) nothing has been touched and the caller runs the JS relay; if the thread cannot start after the
 // hand-off, JS reading is restored and the JS relay takes over from there.
-import { MAX_WRITE } from '../wire/frames.ts';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { NativeStream } from '../transport/native-stream.ts';
 import { loadNative, nativeAvailable, type NativeBinding, type NativeSpliceOutcome, type NativeSpliceRelay } from '../transport/native.ts';
+import { MAX_WRITE } from '../wire/frames.ts';
 import type { Splice, SpliceResult } from './splice.ts';
 
 /**
