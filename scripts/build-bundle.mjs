@@ -13,6 +13,15 @@ const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'ut
 const outfile = path.resolve(process.argv[2] ?? path.join(root, 'dist-bundle/cli.js'));
 const outdir = path.dirname(outfile);
 if (!outfile.endsWith('.js')) throw new Error(`build-bundle: OUTFILE must end in .js: ${outfile}`);
+// The build writes a package.json beside OUTFILE and clears chunk files there: never over a project's own
+// (`build:bundle -- cli.js` would name the repository root).
+const marker = path.join(outdir, 'package.json');
+const MARKER = '{ "type": "module" }\n';
+try {
+  if (readFileSync(marker, 'utf8') !== MARKER) throw new Error(`build-bundle: ${marker} exists and is not this build's marker: give OUTFILE a directory of its own`);
+} catch (e) {
+  if (e.code !== 'ENOENT') throw e;
+}
 
 // Chunks of an earlier build would otherwise lie beside this one's (their names carry a content hash).
 try {
@@ -75,4 +84,4 @@ await build({
 // Marks the .js files as ES modules. Without it node 20 first reads cli.js as CommonJS, finds `import`, and loads
 // it again as ESM (module syntax detection); the first read's source string and file buffer stay referenced by
 // its CommonJS module record: ~18 MiB of an idle agent's RSS (docs/performance.md, Memory).
-writeFileSync(path.join(outdir, 'package.json'), '{ "type": "module" }\n');
+writeFileSync(marker, MARKER);

@@ -118,7 +118,7 @@ export async function bundledAgentIdleRss(idleMs = 20_000): Promise<IdleRss> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-agent-rss-'));
   try {
     const cli = path.join(dir, 'cli.js');
-    // The Docker layer's own build (cli.js and decrypt-worker.js beside it).
+    // The Docker layer's own build (cli.js, decrypt-worker.js, the chunks and package.json beside it).
     await new Promise<void>((resolve, reject) => {
       const b = spawn(process.execPath, [path.join(ROOT, 'scripts/build-bundle.mjs'), cli], { stdio: 'inherit' });
       b.once('error', reject);

@@ -21,6 +21,7 @@ import type { Client as AcmeClient } from 'acme-client';
 import { loadAcme } from './acme-library.ts';
 import type { Logger } from 'pino';
 import type { AcmeTransport } from './acme-transport.ts';
+import { INGRESS_TLS_OPTIONS } from './tls-options.ts';
 
 export interface AcmeCertificateOptions {
   domain: string;
@@ -48,7 +49,6 @@ export interface AcmeIssued {
   readonly renewAt: number;
 }
 
-const TLS_OPTIONS = { minVersion: 'TLSv1.2', ecdhCurve: 'X25519:P-256:P-384' } as const;
 /** Timers cap at 2^31-1 ms; re-check at least hourly (the clock may be stepped). */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -190,7 +190,7 @@ export class AcmeCertificate {
       challengeCreateFn: async (authz, challenge, keyAuthorization) => {
         if ((challenge.type as string) !== 'tls-alpn-01') throw new Error(`the CA offered no tls-alpn-01 challenge (got ${challenge.type})`);
         const [alpnKey, alpnCert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization);
-        this.#challenges.set(authz.identifier.value.toLowerCase(), createSecureContext({ ...TLS_OPTIONS, key: alpnKey, cert: alpnCert }));
+        this.#challenges.set(authz.identifier.value.toLowerCase(), createSecureContext({ ...INGRESS_TLS_OPTIONS, key: alpnKey, cert: alpnCert }));
       },
       challengeRemoveFn: (authz) => {
         this.#challenges.delete(authz.identifier.value.toLowerCase());
@@ -203,7 +203,7 @@ export class AcmeCertificate {
     const notBefore = Date.parse(leaf.validFrom);
     const notAfter = Date.parse(leaf.validTo);
     return {
-      context: createSecureContext({ ...TLS_OPTIONS, key, cert: chainPem }),
+      context: createSecureContext({ ...INGRESS_TLS_OPTIONS, key, cert: chainPem }),
       chainPem,
       notBefore,
       notAfter,

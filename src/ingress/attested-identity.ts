@@ -10,6 +10,7 @@ import { parseCertificate } from '../attestation/x509.ts';
 import { buildAttestedCertificate, certificatePem, generateIngressKey, type IngressKey } from './attested-cert.ts';
 import { IngressError } from './errors.ts';
 import { nonceFromSni } from './sni-nonce.ts';
+import { INGRESS_TLS_OPTIONS } from './tls-options.ts';
 
 export interface AttestedIdentityOptions {
   nsm: Nsm;
@@ -33,7 +34,6 @@ export interface IssuedCertificate {
   readonly context: SecureContext;
 }
 
-const TLS_OPTIONS = { minVersion: 'TLSv1.2', ecdhCurve: 'X25519:P-256:P-384' } as const;
 
 export class AttestedIdentity {
   readonly host: string;
@@ -164,7 +164,7 @@ export class AttestedIdentity {
     const nsmCert = parseCertificate(parseAttestationDocument(document).document.certificate, 'certificate');
     const notAfter = nsmCert.notAfter.getTime();
     const der = await buildAttestedCertificate({ key, document, host, now: this.#now(), notAfter });
-    const context = createSecureContext({ ...TLS_OPTIONS, key: key.keyPem, cert: certificatePem(der) });
+    const context = createSecureContext({ ...INGRESS_TLS_OPTIONS, key: key.keyPem, cert: certificatePem(der) });
     return { der, document, notAfter, context };
   }
 }

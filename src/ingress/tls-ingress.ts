@@ -20,7 +20,7 @@ import type { AttestedIdentity } from './attested-identity.ts';
 const ACME_TLS_ALPN = 'acme-tls/1';
 
 /**
- * An ACME certificate for one domain (acme-certificate.ts): its context and key for SNI = domain once obtained,
+ * An ACME certificate for one domain (acme-certificate.ts): its context for SNI = domain once obtained,
  * the tls-alpn-01 challenge certificate while validation is pending; started once the listener accepts.
  */
 export interface AcmeSni {

@@ -138,6 +138,31 @@ describe('TLS ingress', () => {
     expect(s.app.seen.some((r) => r.path.startsWith('/.well-known'))).toBe(false);
   });
 
+  it('a client reconnecting with its TLS session gets a full handshake: the document binds the certificate it sees', async () => {
+    // A resumed handshake would skip the SNI callback and serve on the default context, so the connection's
+    // certificate (what the document binds) would not be the fresh-nonce one the client was shown.
+    const sni = `${sniNonce()}.attest.localhost`;
+    const first = await connectTls(s.port, sni);
+    const seen = first.getPeerX509Certificate()!.fingerprint256;
+    expect(await get(first, '/first')).toMatch(/hello$/); // TLS 1.3 tickets, if any, come after the handshake
+    const session = first.getSession();
+    first.destroy();
+    const again = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const t = tls.connect({ host: '127.0.0.1', port: s.port, servername: sni, rejectUnauthorized: false, ...(session ? { session } : {}) });
+      t.once('secureConnect', () => resolve(t));
+      t.once('error', reject);
+    });
+    expect(again.isSessionReused()).toBe(false);
+    const cert = again.getPeerX509Certificate()!;
+    expect(cert.fingerprint256).toBe(seen); // the cached fresh-nonce certificate
+    const served = new Uint8Array(cert.publicKey.export({ type: 'spki', format: 'der' }));
+    const answer = await get(again, '/.well-known/attestation');
+    again.destroy();
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as { attestation_doc: string };
+    const doc = parseAttestationDocument(new Uint8Array(Buffer.from(body.attestation_doc, 'base64'))).document;
+    expect(Buffer.from(doc.userData!).equals(Buffer.from(served))).toBe(true);
+  });
+
   it('/.well-known/attestation?nonce= puts the client\'s nonce in a document bound to the served key; a bad nonce is 400', async () => {
     const t = await connectTls(s.port, 'localhost');
     const served = new Uint8Array(t.getPeerX509Certificate()!.publicKey.export({ type: 'spki', format: 'der' }));
@@ -148,7 +173,8 @@ describe('TLS ingress', () => {
     const doc = parseAttestationDocument(new Uint8Array(Buffer.from(body.attestation_doc, 'base64'))).document;
     expect(Buffer.from(doc.nonce!).equals(nonce)).toBe(true);
     expect(Buffer.from(doc.userData!).equals(Buffer.from(served))).toBe(true);
-    for (const bad of ['', 'x', 'not*base64', randomBytes(513).toString('base64url')]) {
+    const n = nonce.toString('base64url');
+    for (const bad of ['', 'x', 'AAAAA', 'AB', 'not*base64', randomBytes(513).toString('base64url'), `${n}&nonce=${n}`]) {
       const r = await get(t, `/.well-known/attestation?nonce=${bad}`);
       expect(r).toMatch(/^HTTP\/1\.1 400/);
       expect(r).toContain('HTTP_BAD_REQUEST');

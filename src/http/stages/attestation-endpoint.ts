@@ -18,11 +18,14 @@ const MAX_NONCE_BYTES = 512;
 function clientNonce(url: string | undefined): { nonce: Uint8Array } | { error: string } | null {
   const q = (url ?? '').indexOf('?');
   if (q < 0) return null;
-  const value = new URLSearchParams(url!.slice(q + 1)).get('nonce');
-  if (value === null) return null;
-  // base64url (or standard base64), padding optional; Buffer.from would skip characters outside the alphabet.
-  if (!/^[A-Za-z0-9_+/-]*={0,2}$/.test(value)) return { error: 'nonce: expected base64url' };
+  const values = new URLSearchParams(url!.slice(q + 1)).getAll('nonce');
+  if (values.length === 0) return null;
+  if (values.length > 1) return { error: 'nonce: expected one value' };
+  // Canonical base64url only (padding optional): Buffer.from would skip characters outside the alphabet, drop a
+  // 4n+1th character and ignore non-zero trailing bits, so two spellings would give one nonce.
+  const value = values[0]!.replace(/={1,2}$/, '');
   const nonce = new Uint8Array(Buffer.from(value, 'base64url'));
+  if (!/^[A-Za-z0-9_-]*$/.test(value) || Buffer.from(nonce).toString('base64url') !== value) return { error: 'nonce: expected base64url' };
   if (nonce.length < 1 || nonce.length > MAX_NONCE_BYTES) return { error: `nonce: expected 1–${MAX_NONCE_BYTES} bytes, found ${nonce.length}` };
   return { nonce };
 }
