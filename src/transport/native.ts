@@ -94,7 +94,7 @@ export interface NativeBinding {
   bringUpLoopback(): { changed: ('address' | 'netmask' | 'up')[] };
   /** Prepares a relay between two stream sockets (it works on its own dups); no splice() into a non-TCP socket
    * moves more than maxWrite bytes. `ended`: 1 = a → b, 2 = b → a is already finished (EOF passed on). Throws,
-   * touching nothing, when an fd is not a TCP/UNIX/VSOCK stream socket (EINVAL) or at the relay limit
+   * touching nothing, when an fd is not a non-blocking TCP/UNIX/VSOCK stream socket (EINVAL) or at the relay limit
    * (ERR_SPLICE_RELAY_LIMIT). */
   spliceRelay(fdA: number, fdB: number, maxWrite: number, ended?: number): NativeSpliceRelay;
   spliceStats(): NativeSpliceStats;
