@@ -14,6 +14,8 @@ export type HttpModeErrorCode =
   | 'HTTP_APP_TIMEOUT'
   | 'HTTP_APP_BAD_RESPONSE'
   | 'HTTP_ATTESTATION_UNAVAILABLE'
+  /** /.well-known/attestation?nonce=: over the NSM budget for client nonces (429, Retry-After). */
+  | 'HTTP_RATE_LIMITED'
   | 'HTTP_DECRYPT_FAILED'
   | 'HTTP_TOO_MANY_ENCRYPTED_FIELDS'
   | 'HTTP_DECRYPT_BUSY'

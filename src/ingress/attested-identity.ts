@@ -35,6 +35,9 @@ export interface IssuedCertificate {
 }
 
 
+/** How long a /.well-known document without a client nonce is reused for the same key. */
+export const WELL_KNOWN_TTL_MS = 60_000;
+
 export class AttestedIdentity {
   readonly host: string;
   readonly #nsm: Nsm;
@@ -48,6 +51,8 @@ export class AttestedIdentity {
   #tokens: number;
   #refilledAt: number;
   readonly #nonceCache = new Map<string, IssuedCertificate>();
+  /** /.well-known documents without a client nonce, per served key (hex SPKI): reused for WELL_KNOWN_TTL_MS. */
+  readonly #wellKnown = new Map<string, { at: number; document: Promise<Uint8Array> }>();
   /** Certificates issued so far (the boot one and rotations; not the fresh-nonce ones). */
   rotations = 0;
 
@@ -123,10 +128,26 @@ export class AttestedIdentity {
   /**
    * /.well-known/attestation on a connection: a fresh document whose user_data is the SPKI DER of the key that
    * connection was served (default, fresh-nonce or ACME certificate), so a client checks it against that one;
-   * the nonce is the client's (`?nonce=`) or 32 random bytes.
+   * the nonce is the client's (`?nonce=`, rate-limited) or 32 random bytes (that document reused for up to
+   * WELL_KNOWN_TTL_MS).
    */
-  documentFor(spkiDer: Uint8Array, nonce: Uint8Array = new Uint8Array(randomBytes(32))): Promise<Uint8Array> {
-    return this.#attest({ spkiDer }, nonce);
+  documentFor(spkiDer: Uint8Array, nonce?: Uint8Array): Promise<Uint8Array> {
+    // A client nonce costs an NSM call each, as a fresh-nonce certificate does: the same token bucket.
+    if (nonce !== undefined) {
+      if (!this.#take()) return Promise.reject(new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many documents for client nonces requested; retry later'));
+      return this.#attest({ spkiDer }, nonce);
+    }
+    // Without one the nonce is ours and random, so a recent document proves as much as a new one; reusing it
+    // keeps a flood of requests off the NSM, which attested Noise sessions share (Evervault keeps it 300 s).
+    const key = Buffer.from(spkiDer).toString('hex');
+    const now = this.#now();
+    const hit = this.#wellKnown.get(key);
+    if (hit !== undefined && now - hit.at < WELL_KNOWN_TTL_MS) return hit.document;
+    const document = this.#attest({ spkiDer }, new Uint8Array(randomBytes(32)));
+    for (const [k, v] of this.#wellKnown) if (now - v.at >= WELL_KNOWN_TTL_MS) this.#wellKnown.delete(k);
+    this.#wellKnown.set(key, { at: now, document });
+    document.catch(() => this.#wellKnown.delete(key)); // a failure is not kept
+    return document;
   }
 
   #due(c: IssuedCertificate): boolean {

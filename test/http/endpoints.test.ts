@@ -97,6 +97,16 @@ describe('/.well-known/attestation', () => {
     expect(json(res.body)).toMatchObject({ error: 'HTTP_BAD_REQUEST', message: expect.stringContaining('Noise handshake') });
     expect(attested).toBe(0);
   });
+
+  it('answers 429 with Retry-After when the client-nonce budget is spent (TLS connection)', async () => {
+    app = await startApp((_req, res) => res.end('app'));
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    const limited = Object.assign(new Error('too many documents for client nonces requested; retry later'), { code: 'INGRESS_NONCE_RATE_LIMITED' });
+    const res = await dataRequest(fwd, get('/.well-known/attestation?nonce=AAECAw'), fakeContext({ attestWithNonce: () => Promise.reject(limited) }));
+    expect(res.status).toBe(429);
+    expect(res.headers['retry-after']).toBe('1');
+    expect(json(res.body)).toMatchObject({ error: 'HTTP_RATE_LIMITED' });
+  });
 });
 
 describe('health', () => {

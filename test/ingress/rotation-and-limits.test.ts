@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
-import { AttestedIdentity } from '../../src/ingress/attested-identity.ts';
+import { AttestedIdentity, WELL_KNOWN_TTL_MS } from '../../src/ingress/attested-identity.ts';
 import { IngressError } from '../../src/ingress/errors.ts';
 import { nonceFromSni } from '../../src/ingress/sni-nonce.ts';
 import { sniNonce, startIngressStack, type IngressStack } from './helpers.ts';
@@ -130,6 +130,31 @@ describe('SNI nonces', () => {
     // Cache bounded at 2: a (oldest) was evicted by c.
     t += 1000;
     expect(await id.contextFor(`${a}.attest.localhost`)).not.toBe(ctxA);
+  });
+
+  it('/.well-known documents: a client nonce spends the same budget; without one a document is reused for a minute', async () => {
+    let calls = 0;
+    const counting = { ...sim, attest: (req: Parameters<typeof sim.attest>[0]) => (calls++, sim.attest(req)) };
+    let now = Date.now();
+    const id = new AttestedIdentity({ nsm: counting, now: () => now, nonceRate: { perSecond: 1, burst: 2 } });
+    await id.current();
+    const spki = id.spkiDer;
+    calls = 0;
+    const first = await id.documentFor(spki);
+    expect(await id.documentFor(spki)).toBe(first);
+    expect(calls).toBe(1);
+    now += WELL_KNOWN_TTL_MS;
+    expect(await id.documentFor(spki)).not.toBe(first);
+    expect(calls).toBe(2);
+    const nonce = new Uint8Array([1, 2, 3]);
+    expect(parseAttestationDocument(await id.documentFor(spki, nonce)).document.nonce).toEqual(nonce);
+    await id.documentFor(spki, nonce);
+    await expect(id.documentFor(spki, nonce)).rejects.toMatchObject({ code: 'INGRESS_NONCE_RATE_LIMITED' });
+    // the fresh-nonce certificates draw from the same bucket
+    await expect(id.contextFor(`${sniNonce()}.attest.localhost`)).rejects.toMatchObject({ code: 'INGRESS_NONCE_RATE_LIMITED' });
+    expect(calls).toBe(4);
+    now += 1000;
+    await expect(id.documentFor(spki, nonce)).resolves.toBeInstanceOf(Uint8Array);
   });
 });
 

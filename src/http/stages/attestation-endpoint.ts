@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { Exchange, Stage } from '../exchange.ts';
 import { errorBody, respond } from '../exchange.ts';
 import { toBase64 } from '../../util/bytes.ts';
+import type { HttpModeErrorCode } from '../errors.ts';
 
 export const ATTESTATION_PATH = '/.well-known/attestation';
 
@@ -72,6 +73,10 @@ export function attestationEndpointStage(opts: { corsOrigin?: string; logger?: L
     try {
       doc = asked === null ? await ex.conn.attest() : await ex.conn.attestWithNonce!(asked.nonce);
     } catch (err) {
+      if ((err as { code?: string }).code === 'INGRESS_NONCE_RATE_LIMITED') {
+        respond(ex, 429, [...cors, 'Retry-After', '1'], errorBody('HTTP_RATE_LIMITED' satisfies HttpModeErrorCode, (err as Error).message, ''));
+        return;
+      }
       opts.logger?.error({ err: (err as { code?: string }).code ?? String(err), sessionId: ex.conn.sessionId }, 'attestation for /.well-known/attestation failed');
       respond(ex, 503, [...cors, 'Cache-Control', 'no-store'], errorBody('HTTP_ATTESTATION_UNAVAILABLE', 'no attestation document available', ''));
       return;
