@@ -34,6 +34,8 @@ const HEADER_TIMEOUT_MS = 5_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const MAX_CONNECT_TIMEOUT_MS = 120_000;
 const DNS_TIMEOUT_MS = 3_000;
+/** Idle time before TCP keep-alive probes on an upstream connection (the kernel's interval and count then). */
+export const UPSTREAM_KEEPALIVE_MS = 60_000;
 /** Concurrent flows (CONNECT or DNS) served at once; two file descriptors each on this side. */
 export const DEFAULT_MAX_EGRESS_FLOWS = 1024;
 
@@ -104,7 +106,10 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
       return;
     }
     const timeoutMs = Math.min(req.timeoutMs || DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONNECT_TIMEOUT_MS);
-    const upstream = net.connect({ host: req.ip, port: req.port, noDelay: true, allowHalfOpen: true });
+    // Keep-alive probes after a minute idle: an upstream that vanished without a FIN or RST (a host gone, a NAT
+    // that forgot the flow) would otherwise hold this flow, and one of the maxFlows slots, for as long as the
+    // enclave keeps its side open; a flow may idle legitimately (a database pool), so no idle timeout cuts it.
+    const upstream = net.connect({ host: req.ip, port: req.port, noDelay: true, allowHalfOpen: true, keepAlive: true, keepAliveInitialDelay: UPSTREAM_KEEPALIVE_MS });
     const timer = setTimeout(() => {
       upstream.destroy();
       answer(stream, Status.TIMEOUT, `no connection to ${req.ip}:${req.port} within ${timeoutMs} ms`);

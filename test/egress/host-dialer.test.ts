@@ -7,7 +7,7 @@ import { parseBridgeArgs } from '../../src/cli/bridge.ts';
 import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
 import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
 import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
-import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { exchange, startExchangeServer, startTestDns, type ExchangeServer, type TestDns } from './helpers.ts';
 
 let dns: TestDns;
@@ -57,6 +57,19 @@ describe('host dialer', () => {
     const out = Buffer.alloc(70 * 1024, 7);
     const back = await exchange(flow as net.Socket, out);
     expect(back.equals(Buffer.concat([out, out]))).toBe(true);
+  });
+
+  it('turns TCP keep-alive on for the upstream connection (a vanished upstream cannot hold a flow slot forever)', async () => {
+    const flow = await openFlow(tcp(lenient.port!), { ip: '127.0.0.2', port: echo.port, timeoutMs: 2_000, name: 'ok.test' });
+    // iproute2's ss shows the socket's timer: "keepalive" only with SO_KEEPALIVE set; the dialer's socket is the
+    // one connected to the echo server (destination 127.0.0.2:port)
+    const { execFileSync } = await import('node:child_process');
+    const out = execFileSync('ss', ['-tnoH', 'state', 'established', 'dst', `127.0.0.2:${echo.port}`], { encoding: 'utf8' });
+    expect(out).toMatch(/timer:\(keepalive,/);
+    const secs = Number(/timer:\(keepalive,(\d+(?:\.\d+)?)(min|sec)/.exec(out)![1]) * (/timer:\(keepalive,[\d.]+min/.test(out) ? 60 : 1);
+    expect(secs).toBeGreaterThan(50);
+    expect(secs).toBeLessThanOrEqual(UPSTREAM_KEEPALIVE_MS / 1000);
+    flow.destroy();
   });
 
   it('refuses a non-global address unless configured (HOST_POLICY_DENY)', async () => {
