@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { explainConnectFailure } from '../../src/cli/connect-diagnosis.ts';
 import { runCli } from '../../src/cli/run.ts';
+import { refusedPort } from '../util/refused-port.ts';
 
 let closedPort: number;
 let httpServer: http.Server;
@@ -16,24 +17,6 @@ let wsServer: WebSocketServer;
 
 const port = (s: { address(): AddressInfo | string | null }): number => (s.address() as AddressInfo).port;
 
-/**
- * A loopback port nothing listens on, below the kernel's ephemeral range: a port freed after listen(0) can be
- * handed to another test file's server running in parallel (it was: a WebSocket server answered there), while
- * listen(0) never picks one below the range.
- */
-async function refusedPort(): Promise<number> {
-  const { readFileSync } = await import('node:fs');
-  const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
-  for (let p = low - 1; p > low - 200; p--) {
-    const refused = await new Promise<boolean>((resolve) => {
-      const c = net.connect({ host: '127.0.0.1', port: p });
-      c.once('connect', () => (c.destroy(), resolve(false)));
-      c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
-    });
-    if (refused) return p;
-  }
-  throw new Error('no refused port below the ephemeral range');
-}
 const listen = <S extends net.Server>(s: S): Promise<S> => new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve(s)));
 
 beforeAll(async () => {

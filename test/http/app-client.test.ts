@@ -11,6 +11,7 @@ import { createHttpForwarder } from '../../src/http/forwarder.ts';
 import type { HttpForwarder } from '../../src/http/forwarder.ts';
 import { ResponseReader, fakeContext, get, silentLogger, startApp } from './helpers.ts';
 import type { TestApp } from './helpers.ts';
+import { refusedPort } from '../util/refused-port.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -420,11 +421,7 @@ describe('AppClient: connections', { timeout: 10_000 }, () => {
   });
 
   it('reports ECONNREFUSED when nothing listens on the port', async () => {
-    const probe = net.createServer();
-    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-    const port = (probe.address() as AddressInfo).port;
-    await new Promise<void>((resolve) => probe.close(() => resolve()));
-    const c = client(port);
+    const c = client(await refusedPort());
     const rec = await send(c, req('/'));
     expectCode(rec, 'ECONNREFUSED');
     expect(c.connections).toBe(0);
