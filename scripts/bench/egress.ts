@@ -14,7 +14,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { askChild, loadAverage, printTable, procCpuSource, procCpuUs, ratio } from './lib.ts';
+import { askChild, loadAverage, printTable, procCpuSource, procCpuUs, ratio, serveChild } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const SERVER_IP = '127.0.0.2';
@@ -26,20 +26,15 @@ const SETTLE_MS = Number(process.env.SETTLE_MS ?? 0);
 
 // ---- children ------------------------------------------------------------------------------------------------
 
-function serveChild(start: (msg: Record<string, unknown>) => Promise<unknown>): void {
-  process.once('message', (msg) => {
-    void start(msg as Record<string, unknown>).then((reply) => process.send!(reply));
-    // Then: { cpu: true } → this process's CPU time, µs (getrusage: exited threads, e.g. relay threads, included).
-    process.on('message', () => {
-      const u = process.cpuUsage();
-      process.send!({ cpuUs: u.user + u.system });
-    });
-  });
-  process.send!({ ready: true });
+/** What a child is started with: the host dialer's socket, and for an enclave child the servers' ports. */
+interface ChildStart {
+  sock: string;
+  ports?: number[];
+  pool?: boolean;
 }
 
 function hostChild(): void {
-  serveChild(async (msg) => {
+  serveChild<ChildStart>(async (msg) => {
     const { startEgressDialer } = await import('../../src/host/egress-dialer.ts');
     const dgram = await import('node:dgram');
     // The parent's resolver: answers ok.test → 127.0.0.2 (A, TTL 60).
@@ -53,23 +48,23 @@ function hostChild(): void {
       dns.send(Buffer.concat([head, q.subarray(12, end), rr]), from.port, from.address);
     });
     await new Promise<void>((r) => dns.bind({ address: '127.0.0.1', port: 0 }, () => r()));
-    await startEgressDialer({ listen: { kind: 'unix', path: msg.sock as string }, resolvers: [{ host: '127.0.0.1', port: dns.address().port }], allowNonGlobal: [`${SERVER_IP}/32`] });
+    await startEgressDialer({ listen: { kind: 'unix', path: msg.sock }, resolvers: [{ host: '127.0.0.1', port: dns.address().port }], allowNonGlobal: [`${SERVER_IP}/32`] });
     return { ok: true };
   });
 }
 
 function enclaveChild(): void {
-  serveChild(async (msg) => {
+  serveChild<ChildStart>(async (msg) => {
     const { startEgress } = await import('../../src/egress/service.ts');
     const { configFromObject } = await import('../../src/config.ts');
     const { connectStream } = await import('../../src/transport/connect.ts');
-    const ports = msg.ports as number[];
+    const ports = msg.ports!;
     const destinations = [...ports.map((p) => `ok.test:${p}`), ...ports.map((p) => `${SERVER_IP}:${p}`)];
     const config = configFromObject({ egress: { enabled: true, destinations } });
     const egress = await startEgress({
       egress: config.egress,
       proxyPort: 0,
-      dialer: () => connectStream({ kind: 'unix', path: msg.sock as string }),
+      dialer: () => connectStream({ kind: 'unix', path: msg.sock }),
       ...(msg.pool === false ? { dialerPoolSize: 0 } : {}),
     });
     return { port: Number(new URL(egress.proxyUrl).port) };
@@ -80,7 +75,7 @@ function enclaveChild(): void {
 // ahead of need → the server) with nothing but the bytes: no policy, framing, timers, logs or byte counts. What
 // the three processes and their hops cost on this machine, whatever the code; the egress rows sit on top of it.
 function floorHostChild(): void {
-  serveChild(async (msg) => {
+  serveChild<ChildStart>(async (msg) => {
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
       s.on('error', () => {});
       s.once('data', (d: Buffer) => {
@@ -94,15 +89,15 @@ function floorHostChild(): void {
         s.on('close', () => up.destroy());
       });
     });
-    await new Promise<void>((r) => server.listen(msg.sock as string, () => r()));
+    await new Promise<void>((r) => server.listen(msg.sock, () => r()));
     return { ok: true };
   });
 }
 
 function floorProxyChild(): void {
-  serveChild(async (msg) => {
+  serveChild<ChildStart>(async (msg) => {
     const idle: net.Socket[] = [];
-    const dial = (): net.Socket => net.connect({ path: msg.sock as string }).on('error', () => {});
+    const dial = (): net.Socket => net.connect({ path: msg.sock }).on('error', () => {});
     const refill = (): void => {
       while (idle.length < 2) idle.push(dial());
     };
@@ -176,7 +171,6 @@ function open(port: number, via: { proxy: number; host: string; status?: number 
 
 const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
 
-/** Upload: write BULK_BYTES, half-close, wait for the server's byte count. MB/s. */
 /** Writes BULK_BYTES to `s`, honouring backpressure, then ends it. */
 function sendBulk(s: net.Socket): void {
   let sent = 0;
@@ -190,6 +184,7 @@ function sendBulk(s: net.Socket): void {
   pump();
 }
 
+/** Upload: write BULK_BYTES, half-close, wait for the server's byte count. MB/s. */
 async function upload(port: number, via: { proxy: number; host: string } | null): Promise<number> {
   const s = await open(port, via);
   const t = performance.now();
@@ -267,12 +262,12 @@ export default async function bench(): Promise<void> {
   const floorHost = await spawnChild('--egress-bench-floor-host');
   const floorProxy = await spawnChild('--egress-bench-floor-proxy');
   try {
-    await askChild(host, { sock });
+    await askChild(host, { cmd: 'start', sock });
     const ports = [portOf(sink), portOf(source), portOf(echo)];
-    const { port: proxy } = await askChild<{ port: number }>(enclave, { sock, ports });
-    const { port: proxyNoPool } = await askChild<{ port: number }>(enclaveNoPool, { sock, ports, pool: false });
-    await askChild(floorHost, { sock: path.join(dir, 'floor.sock') });
-    const { port: proxyFloor } = await askChild<{ port: number }>(floorProxy, { sock: path.join(dir, 'floor.sock') });
+    const { port: proxy } = await askChild<{ port: number }>(enclave, { cmd: 'start', sock, ports });
+    const { port: proxyNoPool } = await askChild<{ port: number }>(enclaveNoPool, { cmd: 'start', sock, ports, pool: false });
+    await askChild(floorHost, { cmd: 'start', sock: path.join(dir, 'floor.sock') });
+    const { port: proxyFloor } = await askChild<{ port: number }>(floorProxy, { cmd: 'start', sock: path.join(dir, 'floor.sock') });
     const byName = { proxy, host: 'ok.test' };
     const byIp = { proxy, host: SERVER_IP };
 
@@ -283,7 +278,7 @@ export default async function bench(): Promise<void> {
     // process.cpuUsage (getrusage), not schedstat: a relay thread that ended with its flow still counts.
     const cpuNow = async (): Promise<number> => {
       const u = process.cpuUsage();
-      const children = await Promise.all([enclave, host].map((c) => askChild<{ cpuUs: number }>(c, { cpu: true })));
+      const children = await Promise.all([enclave, host].map((c) => askChild<{ cpuUs: number }>(c, { cmd: 'cpu' })));
       return u.user + u.system + children.reduce((t, c) => t + c.cpuUs, 0);
     };
     const measured = async (mbps: number[], usPerMb: number[], run: () => Promise<number>): Promise<void> => {
