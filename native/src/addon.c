@@ -60,6 +60,18 @@ bool en_get_u8(napi_env env, napi_value v, const char* what, uint8_t** data, siz
   return true;
 }
 
+bool en_int_in_range(napi_env env, double d, const char* what, uint64_t min, uint64_t max, uint64_t* out) {
+  /* NaN fails the first test; the range is checked before the cast, so the cast is defined */
+  if (!(d >= (double)min) || d > (double)max || d >= 18446744073709551616.0 || (double)(uint64_t)d != d) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s must be an integer %llu..%llu, got %.17g", what, (unsigned long long)min, (unsigned long long)max, d);
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+    return false;
+  }
+  *out = (uint64_t)d;
+  return true;
+}
+
 void en_throw_errno(napi_env env, int err, const char* syscall, const char* detail) {
   napi_value e = en_errno_error(env, err, syscall, detail);
   if (e) napi_throw(env, e);

@@ -70,5 +70,8 @@ napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callb
  * anything else. A detached buffer reports length 0. */
 bool en_get_u8(napi_env env, napi_value v, const char* what, uint8_t** data, size_t* length);
 napi_status en_set_u64(napi_env env, napi_value obj, const char* name, uint64_t v);
+/* A JS number as an integer min..max (no NaN, fraction, negative or overflow); false with a RangeError
+ * ERR_OUT_OF_RANGE "<what> must be an integer <min>..<max>, got <d>" thrown otherwise. */
+bool en_int_in_range(napi_env env, double d, const char* what, uint64_t min, uint64_t max, uint64_t* out);
 
 #endif

@@ -263,14 +263,9 @@ static bool get_index(napi_env env, napi_value v, const char* what, size_t max, 
     }
     return false;
   }
-  /* NaN fails the first test; the range is checked before the cast, so the cast is defined */
-  if (!(d >= 0) || d > (double)max || (double)(size_t)d != d) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s must be an integer 0..%zu, got %.17g", what, max, d);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (size_t)d;
+  uint64_t n = 0;
+  if (!en_int_in_range(env, d, what, 0, max, &n)) return false;
+  *out = (size_t)n;
   return true;
 }
 

@@ -234,14 +234,10 @@ static bool get_prop(napi_env env, napi_value obj, const char* key, napi_value* 
  * 0xFFFFFFFF and truncates 1.5; here both are a RangeError). */
 static bool get_u32(napi_env env, napi_value v, const char* what, uint32_t max, uint32_t* out) {
   double d = 0;
+  uint64_t n = 0;
   EN_CALL(env, napi_get_value_double(env, v, &d), false);
-  if (!(d >= 0) || d > (double)max || (double)(uint32_t)d != d) {
-    char msg[160];
-    snprintf(msg, sizeof msg, "%s must be an integer 0..%u, got %.17g", what, max, d);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (uint32_t)d;
+  if (!en_int_in_range(env, d, what, 0, max, &n)) return false;
+  *out = (uint32_t)n;
   return true;
 }
 

@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -449,19 +450,12 @@ static int check_fd(int fd, bool* tcp) {
   return 0;
 }
 
-static bool get_int(napi_env env, napi_value v, const char* what, int64_t min, int64_t max, int64_t* out) {
-  double d = 0;
+/* A number argument in min..max; anything but a number is out of range as well (read as NaN). */
+static bool get_int(napi_env env, napi_value v, const char* what, uint64_t min, uint64_t max, uint64_t* out) {
+  double d = NAN;
   napi_valuetype t = napi_undefined;
-  napi_typeof(env, v, &t);
-  if (t != napi_number || napi_get_value_double(env, v, &d) != napi_ok || !(d >= (double)min) || d > (double)max ||
-      (double)(int64_t)d != d) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "spliceRelay: %s must be an integer %lld..%lld", what, (long long)min, (long long)max);
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-    return false;
-  }
-  *out = (int64_t)d;
-  return true;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_number && napi_get_value_double(env, v, &d) != napi_ok) d = NAN;
+  return en_int_in_range(env, d, what, min, max, out);
 }
 
 static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
@@ -472,7 +466,7 @@ static napi_value js_splice_relay(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "spliceRelay(fdA, fdB, maxWrite[, ended])");
     return NULL;
   }
-  int64_t fa, fb, mw, ended = 0;
+  uint64_t fa, fb, mw, ended = 0;
   napi_valuetype ended_type = napi_undefined;
   if (argc >= 4) napi_typeof(env, argv[3], &ended_type);
   if (!get_int(env, argv[0], "fdA", 0, INT32_MAX, &fa) || !get_int(env, argv[1], "fdB", 0, INT32_MAX, &fb) ||
