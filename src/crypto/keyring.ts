@@ -99,6 +99,14 @@ export class KeyMaterial {
     return this.#gens.map((g) => ({ p256: Uint8Array.from(g.p256), secp256k1: Uint8Array.from(g.secp256k1) }));
   }
 
+  /** Zeroes this object's copies of the scalars; it holds no generation afterwards (a temporary's last step). */
+  wipe(): void {
+    for (const g of this.#gens.splice(0)) {
+      g.p256.fill(0);
+      g.secp256k1.fill(0);
+    }
+  }
+
   toJSON(): string {
     return REDACTED;
   }

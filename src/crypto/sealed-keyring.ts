@@ -204,7 +204,14 @@ export function openSealedGeneration(s: SealedKeyring, g: number, dataKey: Uint8
   }
   try {
     const scalars = { p256: Uint8Array.from(pt.subarray(0, 32)), secp256k1: Uint8Array.from(pt.subarray(32, 64)) };
-    const pub = Keyring.fromMaterial(new KeyMaterial(scalars)).publicKeys();
+    // A temporary copy of the scalars, only to derive the public points: wiped at once.
+    const material = new KeyMaterial(scalars);
+    let pub: ReturnType<Keyring['publicKeys']>;
+    try {
+      pub = Keyring.fromMaterial(material).publicKeys();
+    } finally {
+      material.wipe();
+    }
     if (!equalBytes(pub.p256, gen.publicKeys.p256) || !equalBytes(pub.secp256k1, gen.publicKeys.secp256k1)) {
       scalars.p256.fill(0);
       scalars.secp256k1.fill(0);

@@ -74,6 +74,20 @@ describe('encryptedFileKeySource', () => {
   });
 });
 
+describe('KeyMaterial.wipe', () => {
+  it('zeroes what scalars() handed out copies of and leaves no generation', () => {
+    const material = KeyMaterial.generate();
+    const keyIds = Keyring.fromMaterial(material).keyIds;
+    // A keyring built before the wipe has its own keys (the ECDH objects): it keeps working.
+    const kr = Keyring.fromMaterial(material);
+    material.wipe();
+    expect(material.generations).toBe(0);
+    expect(material.scalars()).toEqual([]);
+    expect(() => material.privateKey('p256')).toThrow(expect.objectContaining({ code: 'KEYRING_BAD_KEY' }));
+    expect(kr.keyIds).toEqual(keyIds);
+  });
+});
+
 describe('Keyring', () => {
   const material = KeyMaterial.generate();
   const kr = Keyring.fromMaterial(material);
