@@ -1,6 +1,7 @@
 // What the TLS ingress presents: the boot key, the certificate carrying the current attestation document
 // (re-issued before the NSM certificate inside it expires), fresh-nonce certificates for SNI
-// `<nonce>.attest.<host>` (rate-limited, a small bounded cache), and the /.well-known/attestation document.
+// `<nonce>.attest.<host>` (budgeted per process and per client: nonce-budget.ts; a small bounded cache), and the
+// /.well-known/attestation document.
 // Format: attested-cert.ts. The clock is injectable so rotation is testable.
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -9,6 +10,7 @@ import { parseAttestationDocument } from '../attestation/document.ts';
 import { parseCertificate } from '../attestation/x509.ts';
 import { buildAttestedCertificate, certificatePem, generateIngressKey, type IngressKey } from './attested-cert.ts';
 import { IngressError } from './errors.ts';
+import { NonceBudget, type Rate } from './nonce-budget.ts';
 import { nonceFromSni } from './sni-nonce.ts';
 import { INGRESS_TLS_OPTIONS } from './tls-options.ts';
 
@@ -20,8 +22,12 @@ export interface AttestedIdentityOptions {
   now?: () => number;
   /** Re-issue this long before the NSM certificate's notAfter (default 10 min). */
   rotateBeforeMs?: number;
-  /** Fresh-nonce certificates: a token bucket of `burst` refilled at `perSecond` (default 20 and 20). */
-  nonceRate?: { perSecond: number; burst: number };
+  /**
+   * Documents for client nonces (fresh-nonce certificates, /.well-known?nonce=): a token bucket of `burst` refilled
+   * at `perSecond` for the process (default 20 and 20) and one per client (default 5 and 10; nonce-budget.ts).
+   */
+  nonceRate?: Rate;
+  nonceRatePerClient?: Rate;
   /** Fresh-nonce certificates kept for a client that reconnects with the same SNI (default 64). */
   nonceCacheSize?: number;
 }
@@ -43,13 +49,11 @@ export class AttestedIdentity {
   readonly #nsm: Nsm;
   readonly #now: () => number;
   readonly #rotateBeforeMs: number;
-  readonly #rate: { perSecond: number; burst: number };
+  readonly #budget: NonceBudget;
   readonly #cacheSize: number;
   #key: IngressKey | undefined;
   #current: IssuedCertificate | undefined;
   #issuing: Promise<IssuedCertificate> | undefined;
-  #tokens: number;
-  #refilledAt: number;
   readonly #nonceCache = new Map<string, IssuedCertificate>();
   /** /.well-known documents without a client nonce, per served key (hex SPKI): reused for WELL_KNOWN_TTL_MS. */
   readonly #wellKnown = new Map<string, { at: number; document: Promise<Uint8Array> }>();
@@ -61,10 +65,12 @@ export class AttestedIdentity {
     this.host = (opts.host ?? 'localhost').toLowerCase();
     this.#now = opts.now ?? Date.now;
     this.#rotateBeforeMs = opts.rotateBeforeMs ?? 10 * 60_000;
-    this.#rate = opts.nonceRate ?? { perSecond: 20, burst: 20 };
+    this.#budget = new NonceBudget({
+      now: this.#now,
+      ...(opts.nonceRate === undefined ? {} : { total: opts.nonceRate }),
+      ...(opts.nonceRatePerClient === undefined ? {} : { perClient: opts.nonceRatePerClient }),
+    });
     this.#cacheSize = opts.nonceCacheSize ?? 64;
-    this.#tokens = this.#rate.burst;
-    this.#refilledAt = this.#now();
   }
 
   /** The key served by default: its SPKI DER is every default document's user_data. */
@@ -109,14 +115,17 @@ export class AttestedIdentity {
     return this.#current === undefined ? 0 : Math.max(0, this.#current.notAfter - this.#rotateBeforeMs - this.#now());
   }
 
-  /** The context for a handshake's SNI: a fresh-nonce certificate, or the default one. */
-  async contextFor(servername: string | undefined): Promise<SecureContext> {
+  /**
+   * The context for a handshake's SNI: a fresh-nonce certificate, or the default one. `client`: the source address
+   * the bridge's PROXY header gave, for the per-client budget (undefined: unknown).
+   */
+  async contextFor(servername: string | undefined, client?: string): Promise<SecureContext> {
     const nonce = nonceFromSni(servername);
     if (nonce === null) return (await this.serving()).context;
     const name = servername!;
     const cached = this.#nonceCache.get(name);
     if (cached !== undefined && !this.#due(cached)) return cached.context;
-    if (!this.#take()) throw new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many fresh-nonce certificates requested; retry later');
+    if (!this.#budget.take(client)) throw new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many fresh-nonce certificates requested; retry later');
     const key = await generateIngressKey();
     const issued = await this.#issue(key, name, nonce);
     this.#nonceCache.delete(name);
@@ -129,12 +138,12 @@ export class AttestedIdentity {
    * /.well-known/attestation on a connection: a fresh document whose user_data is the SPKI DER of the key that
    * connection was served (default, fresh-nonce or ACME certificate), so a client checks it against that one;
    * the nonce is the client's (`?nonce=`, rate-limited) or 32 random bytes (that document reused for up to
-   * WELL_KNOWN_TTL_MS).
+   * WELL_KNOWN_TTL_MS). `client` as for contextFor.
    */
-  documentFor(spkiDer: Uint8Array, nonce?: Uint8Array): Promise<Uint8Array> {
-    // A client nonce costs an NSM call each, as a fresh-nonce certificate does: the same token bucket.
+  documentFor(spkiDer: Uint8Array, nonce?: Uint8Array, client?: string): Promise<Uint8Array> {
+    // A client nonce costs an NSM call each, as a fresh-nonce certificate does: the same budget.
     if (nonce !== undefined) {
-      if (!this.#take()) return Promise.reject(new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many documents for client nonces requested; retry later'));
+      if (!this.#budget.take(client)) return Promise.reject(new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many documents for client nonces requested; retry later'));
       return this.#attest({ spkiDer }, nonce);
     }
     // Without one the nonce is ours and random, so a recent document proves as much as a new one; reusing it
@@ -152,15 +161,6 @@ export class AttestedIdentity {
 
   #due(c: IssuedCertificate): boolean {
     return this.#now() >= c.notAfter - this.#rotateBeforeMs;
-  }
-
-  #take(): boolean {
-    const t = this.#now();
-    this.#tokens = Math.min(this.#rate.burst, this.#tokens + ((t - this.#refilledAt) / 1000) * this.#rate.perSecond);
-    this.#refilledAt = t;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
   }
 
   async #issueDefault(): Promise<IssuedCertificate> {

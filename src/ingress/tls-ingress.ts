@@ -100,8 +100,10 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   };
   scheduleRotation();
 
-  const sniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void => {
-    identity.contextFor(servername).then(
+  type SniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+  /** Per connection: `client` (the PROXY header's source) is what the fresh-nonce budget counts by. */
+  const sniFor = (client: string | undefined): SniCallback => (servername, cb) => {
+    identity.contextFor(servername, client).then(
       (ctx) => cb(null, ctx),
       (err: unknown) => {
         logger?.warn({ err: (err as { code?: string }).code ?? String(err) }, 'TLS handshake refused for its SNI');
@@ -117,7 +119,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
    * the domain gets the ACME certificate once there is one; everything else the attested one. Like
    * ALPNProtocols ['http/1.1'], a client offering neither protocol is refused (no_application_protocol).
    */
-  const acmeRouting = (): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> => {
+  const acmeRouting = (sniCallback: SniCallback): Pick<TlsOptions, 'SNICallback' | 'ALPNCallback'> => {
     let challenge = false;
     return {
       ALPNCallback: ({ servername, protocols }) => {
@@ -141,9 +143,9 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   };
 
   /** A fresh document whose user_data is the SPKI of the certificate `tls` was served. */
-  const attestServed = (tls: TLSSocket, nonce?: Uint8Array): Promise<Uint8Array> => {
+  const attestServed = (tls: TLSSocket, nonce?: Uint8Array, client?: string): Promise<Uint8Array> => {
     const served = tls.getX509Certificate();
-    return identity.documentFor(served === undefined ? identity.spkiDer : new Uint8Array(served.publicKey.export({ type: 'spki', format: 'der' })), nonce);
+    return identity.documentFor(served === undefined ? identity.spkiDer : new Uint8Array(served.publicKey.export({ type: 'spki', format: 'der' })), nonce, client);
   };
 
   async function serve(raw: Duplex): Promise<void> {
@@ -159,7 +161,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       // If the NSM cannot give one, the certificate served so far stays until the timer's retry succeeds.
       const current = identity.due ? await identity.serving() : identity.served!;
       if (raw.destroyed) throw new Error('closed before the handshake');
-      const routing = acme === undefined ? undefined : acmeRouting();
+      const sniCallback = sniFor(client?.address);
+      const routing = acme === undefined ? undefined : acmeRouting(sniCallback);
       const tls = new TLSSocket(raw as unknown as Socket, {
         isServer: true,
         secureContext: current.context,
@@ -187,7 +190,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         // Bound to the key this connection was served, read off its certificate: the attested default one, a
         // fresh-nonce one (SNI <nonce>.attest.<host>) or the ACME one.
         attest: () => attestServed(tls),
-        attestWithNonce: (nonce) => attestServed(tls, nonce),
+        attestWithNonce: (nonce) => attestServed(tls, nonce, client?.address),
       };
       if (client !== undefined) {
         // The http server reads the client address off the socket for its own bookkeeping.

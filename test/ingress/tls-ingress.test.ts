@@ -193,8 +193,34 @@ describe('TLS ingress', () => {
 describe('TLS ingress behind the bridge (PROXY v2 in front)', () => {
   let p: IngressStack;
   beforeAll(async () => {
-    p = await startIngressStack({ ingress: { acceptProxyProtocol: true } });
+    // Per client: bursts of 2 (and no refill within the test); the process: plenty.
+    p = await startIngressStack({ ingress: { acceptProxyProtocol: true }, identity: { nonceRate: { perSecond: 100, burst: 100 }, nonceRatePerClient: { perSecond: 0.001, burst: 2 } } });
   }, 30_000);
+
+  /** A TLS connection from `source` as the bridge's PROXY v2 header says. */
+  const from = async (source: string, servername: string): Promise<tls.TLSSocket> => {
+    const raw = net.connect(p.port, '127.0.0.1');
+    await new Promise((r) => raw.once('connect', r));
+    raw.write(encodeProxyV2({ source: { address: source, port: 40002 }, destination: { address: '10.0.0.1', port: 443 } }));
+    return connectTls(p.port, servername, raw);
+  };
+
+  it('fresh-nonce documents are budgeted per client: one client spending its share leaves others theirs', async () => {
+    const fresh = (): string => `${sniNonce()}.attest.localhost`;
+    for (let i = 0; i < 2; i++) (await from('198.51.100.1', fresh())).destroy();
+    // Its third fresh-nonce handshake is refused; the same client still gets the default certificate.
+    await expect(from('198.51.100.1', fresh())).rejects.toThrow();
+    (await from('198.51.100.1', 'localhost')).destroy();
+    // ?nonce= draws on the same per-client budget: 429 for it…
+    const t = await from('198.51.100.1', 'localhost');
+    expect(await get(t, `/.well-known/attestation?nonce=${randomBytes(8).toString('base64url')}`)).toMatch(/^HTTP\/1\.1 429/);
+    t.destroy();
+    // …while another client (and another /64 for IPv6) is served.
+    (await from('198.51.100.2', fresh())).destroy();
+    const v6 = await from('2001:db8:1:2::7', 'localhost');
+    expect(await get(v6, `/.well-known/attestation?nonce=${randomBytes(8).toString('base64url')}`)).toMatch(/^HTTP\/1\.1 200/);
+    v6.destroy();
+  });
   afterAll(async () => {
     await p?.stop();
   });
