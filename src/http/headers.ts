@@ -109,6 +109,24 @@ export function removeHeader(list: HeaderList, name: string): void {
   list.length = w;
 }
 
+/**
+ * Removes, in place, every field whose name has an underscore and reads as one of `names` (lower-case, with
+ * dashes) once `_` is taken for `-`: CGI and WSGI servers (and frameworks on them) hand `X_Forwarded_For` and
+ * `X-Forwarded-For` to the app as the same variable, so a header the agent sets or strips must not reach the
+ * app under that alias.
+ */
+export function removeUnderscoreAliases(list: HeaderList, names: ReadonlySet<string>): void {
+  let w = 0;
+  for (let r = 0; r < list.length; r += 2) {
+    const name = list[r]!;
+    if (name.includes('_') && names.has(name.toLowerCase().replaceAll('_', '-'))) continue;
+    list[w] = name;
+    list[w + 1] = list[r + 1]!;
+    w += 2;
+  }
+  list.length = w;
+}
+
 /** Replaces every field called `name` (lower-case) with one `name: value` at the end. */
 export function setHeader(list: HeaderList, name: string, value: string): void {
   removeHeader(list, name);

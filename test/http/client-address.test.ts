@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeProxyV2, parseProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { createHttpForwarder } from '../../src/http/forwarder.ts';
@@ -75,6 +76,18 @@ describe('client address', () => {
     const h = app!.seen[0]!.headers;
     expect(h['x-forwarded-for']).toBe('1.2.3.4, 198.51.100.7');
     expect(h['forwarded']).toBe('for=1.2.3.4, for=198.51.100.7;proto=https');
+  });
+
+  it('drops underscore aliases of the headers the agent sets (a CGI/WSGI app reads X_Forwarded_For as X-Forwarded-For)', async () => {
+    const key = 'k-0123456789';
+    const f = await setup({ trustForwardedFromClient: true, apiKeyHashes: [createHash('sha256').update(key).digest('hex')] });
+    const aliases = { X_Forwarded_For: '6.6.6.6', x_real_ip: '6.6.6.6', X_FORWARDED_PROTO: 'http', x_request_id: 'forged', api_key: 'other', 'api-key': key, X_Trace_Id: 'kept' };
+    await dataRequest(f, get('/', aliases), contextFromProxyHeader('203.0.113.7', 1));
+    const raw = app!.seen[0]!.rawHeaders;
+    const names = raw.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    expect(names.filter((n) => n.includes('_'))).toEqual(['x_trace_id']);
+    expect(app!.seen[0]!.headers['x-forwarded-for']).toBe('203.0.113.7');
+    expect(names).not.toContain('api-key');
   });
 
   it('never writes a client address that is not an IP literal', async () => {

@@ -7,9 +7,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Stage } from '../exchange.ts';
 import { HttpModeError } from '../errors.ts';
-import { removeHeader } from '../headers.ts';
+import { removeHeader, removeUnderscoreAliases } from '../headers.ts';
 
 export const API_KEY_HEADER = 'api-key';
+const ALIASES: ReadonlySet<string> = new Set([API_KEY_HEADER]);
 
 /** SHA-256 hex of a key, as `[api_key_auth] keys` stores it. */
 export function apiKeyHash(key: string): string {
@@ -31,6 +32,7 @@ export function apiKeyStage(opts: { hashes: readonly string[] }): Stage {
     for (const h of hashes) ok |= timingSafeEqual(presented, h) ? 1 : 0;
     if (ok === 0) return Promise.reject(new HttpModeError('HTTP_API_KEY_INVALID', 401, `the ${API_KEY_HEADER} header is not a valid key for this enclave`));
     removeHeader(ex.upstreamHeaders, API_KEY_HEADER);
+    removeUnderscoreAliases(ex.upstreamHeaders, ALIASES); // headers.ts: `api_key` reads as api-key to a CGI/WSGI app
     return next();
   };
 }

@@ -6,7 +6,7 @@
 // client address is appended to the chain the client sent.
 import { isIP } from 'node:net';
 import type { Stage } from '../exchange.ts';
-import { getHeaders, removeHeader } from '../headers.ts';
+import { getHeaders, removeHeader, removeUnderscoreAliases } from '../headers.ts';
 
 export interface ClientAddressOptions {
   /** Keep and extend client-supplied forwarding headers (default false: replace them). */
@@ -16,6 +16,7 @@ export interface ClientAddressOptions {
 }
 
 const FORWARDING_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'];
+const FORWARDING_SET: ReadonlySet<string> = new Set(FORWARDING_HEADERS);
 
 /** RFC 7239 node: IPv4 bare, IPv6 quoted and bracketed. */
 function forwardedNode(ip: string): string {
@@ -34,6 +35,8 @@ export function clientAddressStage(opts: ClientAddressOptions = {}): Stage {
     const priorFor = trusted ? getHeaders(headers, 'x-forwarded-for').join(', ') : '';
     const priorProto = trusted ? getHeaders(headers, 'x-forwarded-proto')[0] : undefined;
     const priorForwarded = trusted ? getHeaders(headers, 'forwarded').join(', ') : '';
+    // `X_Forwarded_For` reads as X-Forwarded-For to a CGI/WSGI app: never passed on, trusted peer or not.
+    removeUnderscoreAliases(headers, FORWARDING_SET);
     if (!trusted) for (const h of FORWARDING_HEADERS) removeHeader(headers, h);
     else for (const h of ['x-forwarded-for', 'x-forwarded-proto', 'forwarded']) removeHeader(headers, h);
 

@@ -3,15 +3,17 @@
 // it back in the response, so a support ticket can point at one log record.
 import { randomUUID } from 'node:crypto';
 import type { Stage } from '../exchange.ts';
-import { setHeader } from '../headers.ts';
+import { removeUnderscoreAliases, setHeader } from '../headers.ts';
 
 export const DEFAULT_REQUEST_ID_HEADER = 'x-request-id';
 
 export function requestIdStage(opts: { header?: string } = {}): Stage {
   const header = (opts.header ?? DEFAULT_REQUEST_ID_HEADER).toLowerCase();
+  const aliases: ReadonlySet<string> = new Set([header]);
   return (ex, next) => {
     ex.requestId = randomUUID();
     setHeader(ex.upstreamHeaders, header, ex.requestId);
+    removeUnderscoreAliases(ex.upstreamHeaders, aliases); // headers.ts: a client's X_Request_Id is not passed on
     ex.responseHeaders.push(header, ex.requestId);
     return next();
   };
