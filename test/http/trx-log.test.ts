@@ -128,8 +128,10 @@ describe('transaction log', () => {
 });
 
 describe('masking helpers', () => {
-  it('masks query values but keeps names and the path', () => {
-    expect(maskedPath('/a/b?x=1&y=&z#frag')).toBe('/a/b?x=***&y=***&z');
+  it('masks query values but keeps names and the path; a part without = is masked whole (it may be a token)', () => {
+    expect(maskedPath('/a/b?x=1&y=&z#frag')).toBe('/a/b?x=***&y=***&***');
+    expect(maskedPath('/a?4f9c2e7ad1b0secrettoken')).toBe('/a?***');
+    expect(maskedPath('/a?&x=1&')).toBe('/a?&x=***&');
     expect(maskedPath('/plain')).toBe('/plain');
   });
 

@@ -159,7 +159,10 @@ function truncate(v: string): string {
   return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) + '…' : v;
 }
 
-/** The request target with every query value replaced by `***` (names kept), fragment dropped. */
+/**
+ * The request target with every query value replaced by `***` (names kept), fragment dropped. A query part
+ * without `=` may be a bare token (`?s3cr3t`): it is masked whole.
+ */
 export function maskedPath(url: string): string {
   const hash = url.indexOf('#');
   const target = hash >= 0 ? url.slice(0, hash) : url;
@@ -170,7 +173,7 @@ export function maskedPath(url: string): string {
     .split('&')
     .map((p) => {
       const eq = p.indexOf('=');
-      return eq < 0 ? p : `${p.slice(0, eq)}=${MASK}`;
+      return eq < 0 ? (p === '' ? p : MASK) : `${p.slice(0, eq)}=${MASK}`;
     });
   return truncate(`${target.slice(0, q)}?${params.join('&')}`);
 }
