@@ -38,6 +38,10 @@ async function echoApp(): Promise<TestApp> {
       socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nno');
       return;
     }
+    if (req.url === '/refuse-chunked') {
+      socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n');
+      return;
+    }
     wss!.handleUpgrade(req, socket, head, (ws) => {
       ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
     });
@@ -101,6 +105,18 @@ describe('Upgrade (WebSocket) through HTTP mode', () => {
     d.write('GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n');
     await reader.waitEnd();
     expect(app.seen.map((s) => s.url)).toEqual(['/refuse']);
+  });
+
+  it('keeps the framing of a refusal answered chunked (its bytes are relayed as they are)', async () => {
+    app = await echoApp();
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    const reader = new ResponseReader(d);
+    d.write('GET /refuse-chunked HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    const res = await reader.next();
+    expect(res.status).toBe(403);
+    expect(res.headers['transfer-encoding']).toBe('chunked');
+    expect(res.body.toString()).toBe('nope!');
   });
 
   it('writes the bytes sent with the head only after the 101, and skips an interim 103 before it', async () => {

@@ -26,6 +26,7 @@ export interface UpgradeOptions {
 }
 
 const KEEP_FOR_UPGRADE = new Set(['upgrade']);
+const KEEP_FRAMING: ReadonlySet<string> = new Set(['transfer-encoding']);
 const HEAD_END = Buffer.from('\r\n\r\n');
 
 interface ParsedHead {
@@ -146,7 +147,8 @@ export function upgradeStage(opts: UpgradeOptions): Stage {
         let headers = parsed.headers;
         for (const name of opts.dropResponseHeaders ?? []) removeHeader(headers, name);
         if (!upgraded) {
-          headers = endToEndHeaders(headers);
+          // The answer's bytes are relayed as they are (then the connection closes): its framing stays with them.
+          headers = endToEndHeaders(headers, { keep: KEEP_FRAMING });
           headers.push('Connection', 'close');
         }
         headers.push(...ex.responseHeaders);
