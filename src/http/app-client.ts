@@ -9,7 +9,8 @@
 // a slow answer never holds up another request); at most `maxConnections`, further requests wait FIFO;
 // idle connections are reused most-recent first while idle for less than `keepAliveTimeoutMs` (or the app's
 // `Keep-Alive: timeout` less a second, whichever is shorter); a connection the app closes while idle is
-// dropped. A request that fails on a reused connection before any response byte (the app closed it as the
+// dropped, and none is reused after a response to HEAD or a 204/304 declaring a body (response-parser.ts: a
+// body sent anyway, in a later read, would be taken for the next request's answer). A request that fails on a reused connection before any response byte (the app closed it as the
 // request went out) is sent once more, on a new connection that takes the old one's place (ahead of the
 // queue, within the cap), when its method is idempotent. Timeouts: no
 // response head within `headersTimeoutMs` → APP_HEADERS_TIMEOUT; a gap longer than `bodyTimeoutMs` between

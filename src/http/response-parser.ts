@@ -1,7 +1,9 @@
 // An incremental, strict parser for the app's HTTP/1.1 responses on the lean upstream path (app-client.ts).
 // It implements the framing rules of RFC 9112 §6.3 for a client that sends one request at a time:
 //   - no body for a response to HEAD and for 1xx, 204 and 304; interim 1xx responses are skipped (101 is an
-//     error: the lean path never asks for an upgrade);
+//     error: the lean path never asks for an upgrade); after a response to HEAD, or a 204/304 declaring a body
+//     (Content-Length > 0, Transfer-Encoding), `keepAlive` is false: a body sent anyway must not reach the
+//     connection's next request;
 //   - `Transfer-Encoding: chunked` (exactly that coding: another transfer coding could not be relayed, the
 //     agent re-frames bodies) with chunk extensions ignored and trailers dropped;
 //   - else one `Content-Length` of digits;
@@ -226,8 +228,13 @@ export class ResponseParser {
       return found.next;
     }
     this.keepAlive = !close;
+    const noBody = this.#noBody || status === 204 || status === 304;
+    // Complete at its head, yet the app may send a body anyway (HEAD handled as GET, a 204/304 with a length)
+    // in a later read, which the next request on the connection would take for its answer: no reuse after
+    // any response to HEAD, nor after a 204/304 that declares a body.
+    if (noBody && (this.#noBody || chunked || (length !== null && length > 0))) this.keepAlive = false;
     this.#events.head(status, headers);
-    if (this.#noBody || status === 204 || status === 304) this.#complete();
+    if (noBody) this.#complete();
     else if (chunked) this.#state = State.ChunkSize;
     else if (length !== null) {
       this.#remaining = length;

@@ -614,7 +614,7 @@ describe('AppClient: responses', { timeout: 10_000 }, () => {
     expect(app.connections).toBe(1);
   });
 
-  it('completes a HEAD response without a body and reuses the connection', async () => {
+  it('completes a HEAD response without a body and does not reuse the connection (a stray body may follow)', async () => {
     const app = await nodeApp((_r, res) => {
       res.setHeader('Content-Length', '1000');
       res.end();
@@ -624,7 +624,45 @@ describe('AppClient: responses', { timeout: 10_000 }, () => {
     expect(rec.status).toBe(200);
     expect(rec.dataCalls).toBe(0);
     await send(c, req('/', { method: 'HEAD' }));
-    expect(app.connections).toBe(1);
+    expect(app.connections).toBe(2);
+  });
+
+  // An app that answers HEAD like GET (do_HEAD = do_GET), or 204/304 with a body, in a second write: were the
+  // connection reused, the queued request (another client's) would read those bytes as its response.
+  it.each([
+    ['HEAD → 200 with Content-Length', 'HEAD', 'HTTP/1.1 200 OK\r\nContent-Length: LEN\r\n\r\n'],
+    ['GET → 204 with Content-Length', 'GET', 'HTTP/1.1 204 No Content\r\nContent-Length: LEN\r\n\r\n'],
+    ['GET → 304 with Transfer-Encoding', 'GET', 'HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n'],
+  ])('a stray body after %s never reaches the next queued request', async (_label, method, headTemplate) => {
+    const forged = 'HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Forged: yes\r\n\r\nforged';
+    const app = await startRawApp((r) => {
+      if (r.path === '/first') {
+        r.conn.socket.write(headTemplate.replace('LEN', String(forged.length)), 'latin1');
+        // The body in a second write, after the client has taken the response as complete.
+        setTimeout(() => r.conn.socket.write(forged, 'latin1'), 30);
+      } else setTimeout(() => answer(r, `own answer ${r.path}`), 60);
+    });
+    const c = client(app.port, { maxConnections: 1 });
+    const first = new Rec('first');
+    c.request(req('/first', { method }), first);
+    const second = await send(c, req('/second'));
+    await first.ended;
+    expect(first.completes).toBe(1);
+    expect(second.status).toBe(200);
+    expect(second.body.toString()).toBe('own answer /second');
+    expect(second.headers.map((h) => h.toLowerCase())).not.toContain('x-forged');
+    expect(app.requests.map((r) => `${r.conn.id}${r.path}`)).toEqual(['0/first', '1/second']);
+  });
+
+  it('reuses the connection after a 204 or 304 that declares no body', async () => {
+    const app = await startRawApp((r) => {
+      if (r.path === '/204') r.conn.socket.write('HTTP/1.1 204 No Content\r\n\r\n');
+      else r.conn.socket.write('HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n');
+    });
+    const c = client(app.port);
+    expect((await send(c, req('/204'))).status).toBe(204);
+    expect((await send(c, req('/304'))).status).toBe(304);
+    expect(app.accepted).toBe(1);
   });
 
   it('skips 100 and 103 interim responses and reports the final one once', async () => {

@@ -130,7 +130,7 @@ const CORPUS: Case[] = [
     status: 200,
     headers: ['Content-Length', '1234'],
     body: '',
-    keepAlive: true,
+    keepAlive: false, // a body the app sends anyway must not reach the next request
   },
   {
     name: 'a HEAD response announcing chunked',
@@ -139,7 +139,7 @@ const CORPUS: Case[] = [
     status: 200,
     headers: ['Transfer-Encoding', 'chunked'],
     body: '',
-    keepAlive: true,
+    keepAlive: false, // a body the app sends anyway must not reach the next request
   },
   {
     name: 'a 204 with a Content-Length',
@@ -147,7 +147,7 @@ const CORPUS: Case[] = [
     status: 204,
     headers: ['Content-Length', '10'],
     body: '',
-    keepAlive: true,
+    keepAlive: false, // a body the app sends anyway must not reach the next request
   },
   {
     name: 'a 304 with a Content-Length',
@@ -155,7 +155,7 @@ const CORPUS: Case[] = [
     status: 304,
     headers: ['ETag', '"x"', 'Content-Length', '10'],
     body: '',
-    keepAlive: true,
+    keepAlive: false, // a body the app sends anyway must not reach the next request
   },
   {
     name: 'interim 100 and 103 responses before the final one',
@@ -324,9 +324,14 @@ describe('ResponseParser: keep-alive', () => {
     expect(open.keepAlive).toBe(false);
   });
 
-  it('keeps a HEAD or 204 response without a length alive (no body to delimit)', () => {
-    expect(keepAlive('HTTP/1.1 200 OK\r\n\r\n', true)).toBe(true);
+  it('keeps a 204 or 304 that declares no body alive (no body to delimit)', () => {
     expect(keepAlive('HTTP/1.1 204 No Content\r\n\r\n')).toBe(true);
+    expect(keepAlive('HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n')).toBe(true);
+  });
+
+  it('never keeps the connection after a response to HEAD (the app may send a body anyway, in a later read)', () => {
+    expect(keepAlive('HTTP/1.1 200 OK\r\n\r\n', true)).toBe(false);
+    expect(keepAlive('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', true)).toBe(false);
   });
 
   it('reads the Keep-Alive timeout hint in ms, null without one', () => {
