@@ -58,6 +58,8 @@ function readName(msg: Buffer, at: number): { name: string; next: number } {
     }
     if (len > 63) bad(`label length ${len}`);
     if (pos + 1 + len > msg.length) bad('label runs past the end');
+    // A '.' byte inside a label would read as a label boundary once joined: "a."+"com" as a..com.
+    if (msg.subarray(pos + 1, pos + 1 + len).includes(0x2e)) bad('a "." byte inside a label');
     labels.push(msg.subarray(pos + 1, pos + 1 + len).toString('latin1').toLowerCase());
     pos += 1 + len;
   }

@@ -31,15 +31,29 @@ export interface DnsStub {
   close(): Promise<void>;
 }
 
-/** The answer to one query message (null: not even a DNS header, drop it). */
+/** A bare header answering message `id` with `rcode`. */
+function headerOnly(id: number, rcode: number): Buffer {
+  return buildResponse({ id, rd: false, opcode: 0, question: { name: '', type: 0, class: 1 } }, rcode, []).subarray(0, 12);
+}
+
+/**
+ * The answer to one query message (null: not even a DNS header, drop it). Never rejects: whatever goes wrong
+ * inside is answered SERVFAIL, so one packet cannot become an unhandled rejection (which ends the agent).
+ */
 export async function answerQuery(opts: DnsStubOptions, msg: Buffer, maxBytes: number): Promise<Buffer | null> {
+  try {
+    return await answerParsed(opts, msg, maxBytes);
+  } catch {
+    return msg.length < 12 ? null : headerOnly(msg.readUInt16BE(0), RCODE.SERVFAIL);
+  }
+}
+
+async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number): Promise<Buffer | null> {
   let q: Query;
   try {
     q = parseQuery(msg);
   } catch {
-    if (msg.length < 12) return null;
-    const id = msg.readUInt16BE(0);
-    return buildResponse({ id, rd: false, opcode: 0, question: { name: '', type: 0, class: 1 } }, RCODE.FORMERR, []).subarray(0, 12);
+    return msg.length < 12 ? null : headerOnly(msg.readUInt16BE(0), RCODE.FORMERR);
   }
   const started = performance.now();
   const name = normalizeName(q.question.name);
@@ -83,9 +97,12 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   const udp = dgram.createSocket('udp4');
   udp.on('error', () => {});
   udp.on('message', (msg, from) => {
-    void answerQuery(opts, msg, UDP_MAX).then((res) => {
-      if (res !== null) udp.send(res, from.port, from.address);
-    });
+    // .catch: send throws once the socket is closed (the stub stopped while the query was resolving)
+    void answerQuery(opts, msg, UDP_MAX)
+      .then((res) => {
+        if (res !== null) udp.send(res, from.port, from.address);
+      })
+      .catch(() => {});
   });
   await new Promise<void>((resolve, reject) => {
     udp.once('error', (err) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot bind udp ${host}:${opts.port ?? 53}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));
@@ -101,12 +118,14 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
-        void answerQuery(opts, msg, 0xffff).then((res) => {
-          if (res === null || s.destroyed) return;
-          const len = Buffer.alloc(2);
-          len.writeUInt16BE(res.length);
-          s.write(Buffer.concat([len, res]));
-        });
+        void answerQuery(opts, msg, 0xffff)
+          .then((res) => {
+            if (res === null || s.destroyed) return;
+            const len = Buffer.alloc(2);
+            len.writeUInt16BE(res.length);
+            s.write(Buffer.concat([len, res]));
+          })
+          .catch(() => s.destroy());
       }
     });
   });

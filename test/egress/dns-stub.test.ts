@@ -1,5 +1,6 @@
 // The transparent-mode DNS stub's answers (answerQuery, the code behind UDP and TCP port 53), checked with
 // Node's own resolver over real UDP and TCP sockets where it matters.
+import dgram from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +42,26 @@ beforeAll(async () => {
 afterAll(async () => {
   await stub?.close();
 });
+
+/** One query over TCP to the stub (2-byte length prefix) and its answer. */
+function tcpExchange(q: Buffer): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port: stub.port });
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(q.length);
+    let buf = Buffer.alloc(0);
+    s.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        s.destroy();
+        resolve(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      }
+    });
+    s.on('close', () => reject(new Error('closed without an answer')));
+    s.on('error', reject);
+    s.write(Buffer.concat([len, q]));
+  });
+}
 
 describe('DNS stub', () => {
   it('answers an allowed name with its addresses and pins them to the name', async () => {
@@ -98,5 +119,43 @@ describe('DNS stub', () => {
     expect(res.readUInt16BE(0)).toBe(11);
     expect(res.readUInt16BE(2) & 0xf).toBe(RCODE.FORMERR);
     expect(await answerQuery(opts, Buffer.from([1, 2, 3]), 512)).toBeNull();
+  });
+
+  it('answers FORMERR over UDP and TCP to a wire label holding a "." byte, refused or allowed once normalised, and resolves nothing', async () => {
+    const dotted = (labels: string[]): Buffer =>
+      Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels.map((l) => Buffer.from([l.length, ...Buffer.from(l)])), Buffer.from([0, 0, 1, 0, 1])]);
+    upstreamQueries = [];
+    const pinned = pins.size;
+    // "a."+"test" reads as a..test (refused); "ok"+"test." reads as ok.test. (allowed once normalised)
+    for (const q of [dotted(['a.', 'test']), dotted(['ok', 'test.'])]) {
+      const viaUdp = await new Promise<Buffer>((resolve, reject) => {
+        const c = dgram.createSocket('udp4');
+        c.once('message', (m) => {
+          c.close();
+          resolve(m);
+        });
+        c.once('error', reject);
+        setTimeout(() => {
+          c.close();
+          reject(new Error('no answer over UDP'));
+        }, 3_000).unref();
+        c.send(q, stub.port, '127.0.0.1');
+      });
+      const viaTcp = await tcpExchange(q);
+      for (const res of [viaUdp, viaTcp]) {
+        expect(res.readUInt16BE(0)).toBe(0x1234);
+        expect(res.readUInt16BE(2) & 0xf).toBe(RCODE.FORMERR);
+      }
+    }
+    expect(upstreamQueries).toEqual([]);
+    expect(pins.size).toBe(pinned);
+  });
+
+  it('answers SERVFAIL, never rejects, when something inside the stub throws', async () => {
+    const broken = { ...opts, log: { record: () => { throw new Error('decision log broken'); } } as unknown as DecisionLog };
+    const res = (await answerQuery(broken, buildQuery(12, 'evil.test', 1), 512))!;
+    expect(res.readUInt16BE(0)).toBe(12);
+    expect(res.readUInt16BE(2) & 0x800f).toBe(0x8000 | RCODE.SERVFAIL);
+    expect(res.readUInt16BE(6)).toBe(0); // no answers
   });
 });
