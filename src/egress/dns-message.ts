@@ -41,6 +41,9 @@ function readName(msg: Buffer, at: number): { name: string; next: number } {
   const labels: string[] = [];
   let pos = at;
   let next = -1;
+  // Octets of the name so far, counting each length byte and the final zero (RFC 1035: at most 255). Checked
+  // as the walk goes: a limit applied only at the end let 64 pointer jumps each re-walk ~64 KiB of labels.
+  let octets = 1;
   for (let jumps = 0; ; ) {
     if (pos >= msg.length) bad('name runs past the end');
     const len = msg[pos]!;
@@ -57,15 +60,15 @@ function readName(msg: Buffer, at: number): { name: string; next: number } {
       continue;
     }
     if (len > 63) bad(`label length ${len}`);
+    octets += 1 + len;
+    if (octets > 255) bad('name longer than 255 octets');
     if (pos + 1 + len > msg.length) bad('label runs past the end');
     // A '.' byte inside a label would read as a label boundary once joined: "a."+"com" as a..com.
     if (msg.subarray(pos + 1, pos + 1 + len).includes(0x2e)) bad('a "." byte inside a label');
     labels.push(msg.subarray(pos + 1, pos + 1 + len).toString('latin1').toLowerCase());
     pos += 1 + len;
   }
-  const name = labels.join('.');
-  if (name.length > 253) bad('name longer than 253 characters');
-  return { name, next };
+  return { name: labels.join('.'), next };
 }
 
 function writeName(name: string): Buffer {
