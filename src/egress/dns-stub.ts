@@ -31,9 +31,11 @@ export interface DnsStub {
   close(): Promise<void>;
 }
 
-/** A bare header answering message `id` with `rcode`. */
+/** A bare header answering message `id` with `rcode`: no question (QDCOUNT 0, as it carries none), no records. */
 function headerOnly(id: number, rcode: number): Buffer {
-  return buildResponse({ id, rd: false, opcode: 0, question: { name: '', type: 0, class: 1 } }, rcode, []).subarray(0, 12);
+  const head = buildResponse({ id, rd: false, opcode: 0, question: { name: '', type: 0, class: 1 } }, rcode, []).subarray(0, 12);
+  head.writeUInt16BE(0, 4);
+  return head;
 }
 
 /**

@@ -121,6 +121,17 @@ describe('DNS stub', () => {
     expect(await answerQuery(opts, Buffer.from([1, 2, 3]), 512)).toBeNull();
   });
 
+  it('sends a header-only answer (FORMERR, SERVFAIL) that announces no question: a well-formed message', async () => {
+    const bad = Buffer.from(buildQuery(13, 'ok.test', 1));
+    bad.writeUInt16BE(2, 4);
+    const formerr = (await answerQuery(opts, bad, 512))!;
+    expect(formerr.length).toBe(12);
+    expect(parseResponse(formerr)).toMatchObject({ id: 13, rcode: RCODE.FORMERR, question: null, answers: [] });
+    const broken = { ...opts, log: { record: () => { throw new Error('decision log broken'); } } as unknown as DecisionLog };
+    const servfail = (await answerQuery(broken, buildQuery(14, 'evil.test', 1), 512))!;
+    expect(parseResponse(servfail)).toMatchObject({ id: 14, rcode: RCODE.SERVFAIL, question: null, answers: [] });
+  });
+
   it('answers FORMERR over UDP and TCP to a wire label holding a "." byte, refused or allowed once normalised, and resolves nothing', async () => {
     const dotted = (labels: string[]): Buffer =>
       Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]), ...labels.map((l) => Buffer.from([l.length, ...Buffer.from(l)])), Buffer.from([0, 0, 1, 0, 1])]);
