@@ -5,7 +5,10 @@
 //   - requests whose head parseSimpleHead accepts (HTTP/1.1, common methods, origin-form target, one Host,
 //     strict header grammar, no Transfer-Encoding, no Upgrade), with no body or a Content-Length body of at
 //     most MAX_FAST_BODY bytes (buffered here, then sent to the app from memory);
-//   - pipelined requests: parsed as they arrive (at most MAX_PIPELINED in flight), answered in order.
+//   - pipelined requests: sent to the app one at a time, the next once the previous response is complete
+//     (side effects in request order, as pipelining expects; one connection holds one app connection), and
+//     answered in order. While a request is at the app, at most MAX_READ_AHEAD bytes of the following ones
+//     are read ahead; past that, reading pauses until the response has gone out.
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -27,8 +30,8 @@ import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts'
 
 /** Largest request body the fast path buffers; a larger declared body goes to the http.Server (streamed). */
 export const MAX_FAST_BODY = 64 * 1024;
-/** Requests in flight on one connection; past it, reading stops until a response is sent. */
-export const MAX_PIPELINED = 32;
+/** Bytes of pipelined requests read ahead while a request is at the app; past it, reading pauses. */
+export const MAX_READ_AHEAD = 256 * 1024;
 const BARE_LF_END = Buffer.from('\n\n', 'latin1');
 
 export interface KeepAliveHandlers {
@@ -259,8 +262,9 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       this.#buf = store!.subarray(at, at + need);
       return;
     }
-    // A store of its own (not a pooled slice), so that `buffer` identifies it.
-    const next = Buffer.allocUnsafeSlow(Math.max(2 * need, 4096));
+    // A store of its own (not a pooled slice), so that `buffer` identifies it; grown by doubling, by at most
+    // MAX_FAST_BODY at a time past that (read-ahead stops near MAX_READ_AHEAD: no need for twice as much).
+    const next = Buffer.allocUnsafeSlow(Math.max(4096, Math.min(2 * need, need + MAX_FAST_BODY)));
     buf.copy(next, 0);
     chunk.copy(next, buf.length);
     this.#store = next;
@@ -287,8 +291,11 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
         else this.#resumeReading();
         return;
       }
-      if (this.#queue.length >= MAX_PIPELINED || (this.socket as { writableNeedDrain?: boolean }).writableNeedDrain === true) {
-        this.#pauseReading();
+      const needDrain = (this.socket as { writableNeedDrain?: boolean }).writableNeedDrain === true;
+      if (this.#queue.length > 0 || needDrain) {
+        // One request at the app at a time: the next is taken once this response has gone out (#idle).
+        if (needDrain || buf.length >= MAX_READ_AHEAD) this.#pauseReading();
+        else if (!this.#clientEnded) this.#resumeReading();
         return;
       }
       let head = this.#pendingHead;
@@ -322,8 +329,11 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       }
       this.#pendingHead = null;
       this.#scanFrom = 0;
-      const body = bodyEnd > head.bodyStart ? buf.subarray(head.bodyStart, bodyEnd) : null;
+      let body = bodyEnd > head.bodyStart ? buf.subarray(head.bodyStart, bodyEnd) : null;
       this.#buf = bodyEnd === buf.length ? null : buf.subarray(bodyEnd);
+      // A body in the store with read-ahead after it: a copy, so that the store the read-ahead grows into is
+      // not also held by the request at the app (at most MAX_FAST_BODY copied, pipelining only).
+      if (body !== null && this.#buf !== null && this.#store !== null && body.buffer === this.#store.buffer) body = Buffer.from(body);
       this.#requestSince = this.#sweep.now;
       if (connectionTokens(head.rawHeaders).has('close')) {
         // The last request: whatever follows it is not read.

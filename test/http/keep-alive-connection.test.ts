@@ -1,0 +1,138 @@
+// The keep-alive fast path (src/http/keep-alive-connection.ts) on a plain TCP front, as TLS ingress uses it:
+// what one connection may hold (pipelined requests reach the app one at a time, bounded read-ahead) and a
+// client that stops reading (send timeout).
+import type http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
+import { createMemoryLogSink } from '../../src/http/log-sink.ts';
+import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
+
+interface Front {
+  fwd: HttpForwarder;
+  port: number;
+  /** The agent's side of each accepted client connection. */
+  sockets: net.Socket[];
+  close(): Promise<void>;
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A forwarder serving every connection of a TCP listener on its keep-alive fast path. */
+async function startFront(opts: Omit<HttpModeOptions, 'logger' | 'logSink'>): Promise<Front> {
+  const fwd = createHttpForwarder({ logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, ...opts });
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    sockets.push(s);
+    fwd.attach(s, fakeContext({ kind: 'stream' }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const front: Front = {
+    fwd,
+    port: (server.address() as AddressInfo).port,
+    sockets,
+    async close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+      await fwd.close();
+    },
+  };
+  cleanups.push(() => front.close());
+  return front;
+}
+
+async function app(handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<TestApp> {
+  const a = await startApp(handler);
+  cleanups.push(() => a.close());
+  return a;
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s));
+    s.once('error', reject);
+    cleanups.push(() => void s.destroy());
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const post = (path: string, body: string): string => `POST ${path} HTTP/1.1\r\nHost: a\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+
+describe('keep-alive fast path: what one connection holds', { timeout: 15_000 }, () => {
+  it('sends pipelined requests to the app one at a time, in request order, and answers them in order', async () => {
+    let atApp = 0;
+    let maxAtApp = 0;
+    const order: string[] = [];
+    const a = await app((req, res) => {
+      atApp++;
+      maxAtApp = Math.max(maxAtApp, atApp);
+      order.push(req.url!);
+      req.resume();
+      // Later requests answer sooner: were they all at the app at once, side effects would run out of order.
+      const n = Number(req.url!.slice(3));
+      setTimeout(() => {
+        atApp--;
+        res.end(`answer ${req.url}`);
+      }, 40 - 3 * n);
+    });
+    const f = await startFront({ appPort: a.port });
+    const c = await connect(f.port);
+    const reader = new ResponseReader(c);
+    let all = '';
+    for (let i = 0; i < 10; i++) all += post(`/r/${i}`, `body ${i}`);
+    c.write(all);
+    const got: string[] = [];
+    for (let i = 0; i < 10; i++) got.push((await reader.next()).body.toString());
+    expect(got).toEqual(Array.from({ length: 10 }, (_, i) => `answer /r/${i}`));
+    expect(order).toEqual(Array.from({ length: 10 }, (_, i) => `/r/${i}`));
+    expect(maxAtApp).toBe(1);
+    expect(f.fwd.keepAliveFastPathRequests).toBe(10);
+  });
+
+  it('reads ahead a bounded amount while a request is at the app, then serves the rest', async () => {
+    const held: (() => void)[] = [];
+    let holding = true;
+    const a = await app((req, res) => {
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => {
+        const answer = (): void => void res.end(`${req.url} ${n}`);
+        if (holding) held.push(answer);
+        else answer();
+      });
+    });
+    const f = await startFront({ appPort: a.port });
+    const c = await connect(f.port);
+    const reader = new ResponseReader(c);
+    const body = 'x'.repeat(64 * 1024);
+    let all = '';
+    for (let i = 0; i < 40; i++) all += post(`/big/${i}`, body);
+    c.write(all);
+    await until(() => held.length === 1, 'the first request at the app');
+    // Time for the agent to read all it would (2.6 MB sent); it must stop well short of that.
+    await sleep(300);
+    expect(held.length).toBe(1);
+    const agentSide = f.sockets[0]!;
+    expect(agentSide.bytesRead).toBeGreaterThan(64 * 1024);
+    expect(agentSide.bytesRead).toBeLessThan(512 * 1024);
+    holding = false;
+    held.shift()!();
+    const got: string[] = [];
+    for (let i = 0; i < 40; i++) got.push((await reader.next()).body.toString());
+    expect(got).toEqual(Array.from({ length: 40 }, (_, i) => `/big/${i} ${body.length}`));
+  });
+});
