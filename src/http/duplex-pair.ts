@@ -10,6 +10,8 @@
 //   bytes the peer was sent); `peerAborted` tells that EOF from an end() (a reset from a FIN). Writes the
 //   peer makes afterwards are discarded, as bytes sent to a closed socket are. A caller that wants "the other side is gone, abort" links the ends itself
 //   (`a.once('close', () => b.destroy())`): which side may abort the other is a policy, not the pair's.
+// - holdInput(): the reading end takes no more bytes (the peer's writes wait, as on a socket that stopped
+//   reading) until released, whoever resumes its Readable side meanwhile (the HTTP server resumes it on its own).
 import { Duplex } from 'node:stream';
 
 export interface DuplexPairOptions {
@@ -36,6 +38,9 @@ export class PairEnd extends Duplex {
   peerAborted = false;
 
   private pendingWrite: ((err?: Error | null) => void) | null = null;
+  /** A chunk written while the peer held its input: not delivered yet (pendingWrite is its callback). */
+  private heldChunk: Buffer | null = null;
+  private inputHeld = false;
   private peerGone = false;
   private timeoutMs = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -52,6 +57,15 @@ export class PairEnd extends Duplex {
     }
     this.bytesWritten += chunk.length;
     this.touch();
+    if (this.peer.inputHeld) {
+      this.heldChunk = chunk;
+      this.pendingWrite = cb;
+      return;
+    }
+    this.deliver(chunk, cb);
+  }
+
+  private deliver(chunk: Buffer, cb: (err?: Error | null) => void): void {
     this.peer.delivered(chunk.length);
     if (this.peer.push(chunk)) cb();
     else this.pendingWrite = cb;
@@ -63,6 +77,7 @@ export class PairEnd extends Duplex {
   }
 
   override _read(): void {
+    if (this.inputHeld) return;
     // The reader wants more: release the peer's write that was waiting for room.
     const cb = this.peer.pendingWrite;
     if (cb !== null) {
@@ -75,6 +90,9 @@ export class PairEnd extends Duplex {
     this.clearTimer();
     const peer = this.peer;
     peer.peerGone = true;
+    // Writes held back by a holdInput() are dropped with the connection (ours and the peer's alike).
+    this.heldChunk = null;
+    peer.heldChunk = null;
     if (!this.writableEnded) peer.peerAborted = true;
     // EOF for the peer after what it already has; a write of the peer waiting for us to read is released
     // (its bytes go nowhere, like bytes sent to a closed socket).
@@ -87,6 +105,25 @@ export class PairEnd extends Duplex {
     this.pendingWrite = null;
     if (own !== null) own();
     cb(err);
+  }
+
+  /**
+   * Stops (true) or restarts (false) taking bytes from the peer: while held, nothing more is delivered to this
+   * end's readable side, so the peer's writes wait (backpressure up to whoever feeds it).
+   */
+  holdInput(hold: boolean): void {
+    if (this.inputHeld === hold) return;
+    this.inputHeld = hold;
+    if (hold || this.destroyed) return;
+    const peer = this.peer;
+    const cb = peer.pendingWrite;
+    if (cb === null) return;
+    peer.pendingWrite = null;
+    const chunk = peer.heldChunk;
+    peer.heldChunk = null;
+    if (chunk !== null) peer.deliver(chunk, cb);
+    else if (this.readableLength < this.readableHighWaterMark) cb();
+    else peer.pendingWrite = cb;
   }
 
   /** net.Socket compatibility: idle timeout; emits 'timeout' after `ms` without reads or writes (0 = off). */

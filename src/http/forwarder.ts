@@ -24,6 +24,7 @@ import { BufferBody, FastRequest, parseSimpleRequest } from './simple-request.ts
 import { KeepAliveConnection, KeepAliveSweep } from './keep-alive-connection.ts';
 import type { AttachedConnection, KeepAliveHandlers } from './keep-alive-connection.ts';
 import type { DataConnectionHandlers } from './data-connection.ts';
+import { ServerConnection } from './server-connection.ts';
 import type { Stage } from './exchange.ts';
 import { endToEndHeaders } from './headers.ts';
 import { HttpModeError } from './errors.ts';
@@ -182,6 +183,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   ]);
 
   const contexts = new WeakMap<object, ForwardContext>();
+  /** Each server connection's limits (server-connection.ts), by the server's end of the pair. */
+  const serverConns = new WeakMap<object, ServerConnection>();
   /** Everything a close() must end: server connections, Data connections, one-shot answers. */
   const open = new Set<{ destroy(): unknown }>();
   let closed = false;
@@ -239,7 +242,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       res.once('close', () => owner.relayRequestDone());
     }
     const ex = newExchange(req, res, 'HTTP');
-    if (ex === null) {
+    const conn = serverConns.get(req.socket);
+    if (ex === null || conn === undefined) {
       res.destroy();
       return;
     }
@@ -252,13 +256,18 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       }
       ex.finish();
     });
+    // Pipelined requests past the connection's limit wait here (parsed, not yet sent to the app).
+    conn.admit(res, () => serveRequest(ex, req, res));
+  });
+
+  function serveRequest(ex: Exchange, req: IncomingMessage, res: ServerResponse): void {
     const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);
     if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1)) {
       respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
       return;
     }
     runHttpPipeline(ex, res);
-  });
+  }
 
   // Expect: 100-continue. A stream's client may wait for the interim 100 before sending its body, so it gets
   // one at once (Node's default). A Data request carries its whole body already, and its reply is one
@@ -271,6 +280,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
+    serverConns.get(socket)?.upgraded();
     relays.get(socket)?.relayUpgraded();
     const ex = newExchange(req, null, 'WebSocket');
     if (ex === null) {
@@ -358,6 +368,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       inner.remoteFamily = ctx.client.family;
     }
     contexts.set(inner, ctx);
+    serverConns.set(inner, new ServerConnection(inner));
     if (track) {
       open.add(inner);
       inner.once('close', () => open.delete(inner));

@@ -91,6 +91,27 @@ describe('duplex pair', () => {
     expect(Buffer.concat(chunks).toString()).toBe('bye');
   });
 
+  it('holdInput: nothing more reaches the reader, even resumed, until released; then all of it in order', async () => {
+    const [a, b] = createDuplexPair({ highWaterMark: 1024 });
+    const got: Buffer[] = [];
+    b.on('data', (c: Buffer) => got.push(c));
+    a.write('one');
+    await tick();
+    b.holdInput(true);
+    let ok = true;
+    for (let i = 0; i < 10 && ok; i++) ok = a.write(Buffer.from(`-${i}`.padEnd(400, '.')));
+    b.resume();
+    await tick();
+    expect(Buffer.concat(got).toString()).toBe('one');
+    expect(ok).toBe(false);
+    const drained = new Promise<void>((r) => a.once('drain', () => r()));
+    b.holdInput(false);
+    await drained;
+    const text = Buffer.concat(got).toString();
+    expect(text.startsWith('one-0')).toBe(true);
+    expect(text.replace(/\.+/g, '')).toMatch(/^one-0-1-2/);
+  });
+
   it('tells an EOF from a destroy before end() (peerAborted) from one after end()', async () => {
     for (const [how, aborted] of [['destroy', true], ['end then destroy', false], ['destroySoon', false]] as const) {
       const [a, b] = createDuplexPair();

@@ -1,0 +1,82 @@
+// One connection on the forwarder's http.Server (a Noise stream, a Data request the fast path declined, or a
+// keep-alive connection the fast path handed over), as the forwarder tracks it.
+//
+// Pipelining: Node's server dispatches every request it parses at once, and parses on as long as nothing is
+// written back — one connection could send thousands of pipelined requests to the app together. Here at
+// most MAX_SERVER_PIPELINED run through the stages per connection (as on the keep-alive fast path); requests
+// parsed past it wait their turn, and once that many are open the connection is read no further (its pair
+// end holds its input and stays paused) until answers have gone out. What waits is at most what one chunk
+// already read held.
+import type { ServerResponse } from 'node:http';
+import type { PairEnd } from './duplex-pair.ts';
+
+/** Requests running per server connection; past it, requests wait and reading stops. */
+export const MAX_SERVER_PIPELINED = 32;
+
+export class ServerConnection {
+  readonly socket: PairEnd;
+  readonly #max: number;
+  /** Requests parsed whose response has not closed (running or waiting). */
+  #open = 0;
+  #running = 0;
+  /** Starts of parsed requests waiting for a slot, in request order. */
+  readonly #waiting: (() => void)[] = [];
+  #held = false;
+  /** The connection became a tunnel (Upgrade): no more requests, reading is not ours to stop. */
+  #tunnel = false;
+
+  constructor(socket: PairEnd, max = MAX_SERVER_PIPELINED) {
+    this.socket = socket;
+    this.#max = max;
+    // Node's server resumes the socket whenever a request body is read: while held, it stays paused.
+    socket.on('resume', () => {
+      if (this.#held) socket.pause();
+    });
+    socket.once('close', () => {
+      this.#waiting.length = 0;
+    });
+  }
+
+  /** A parsed request: `run` now, or once fewer than the limit run; it is over when `res` closes. */
+  admit(res: ServerResponse, run: () => void): void {
+    this.#open++;
+    let started = false;
+    let closed = false;
+    const start = (): void => {
+      if (closed) return;
+      started = true;
+      this.#running++;
+      run();
+    };
+    res.once('close', () => {
+      closed = true;
+      this.#open--;
+      if (started) this.#running--;
+      this.#next();
+    });
+    if (this.#running < this.#max) start();
+    else this.#waiting.push(start);
+    if (this.#open >= this.#max) this.#hold(true);
+  }
+
+  /** The connection was upgraded: it is a tunnel from now on. */
+  upgraded(): void {
+    this.#tunnel = true;
+    this.#hold(false);
+  }
+
+  #next(): void {
+    while (this.#running < this.#max && this.#waiting.length > 0) this.#waiting.shift()!();
+    if (this.#open < this.#max) this.#hold(false);
+  }
+
+  #hold(on: boolean): void {
+    if (this.#held === on || (on && this.#tunnel)) return;
+    this.#held = on;
+    const socket = this.socket;
+    socket.holdInput(on);
+    if (on) socket.pause();
+    // As Node's own readStart(): not while the server paused the socket itself (it resumes it when ready).
+    else if ((socket as { _paused?: boolean })._paused !== true && !socket.destroyed) socket.resume();
+  }
+}

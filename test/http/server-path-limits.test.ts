@@ -1,0 +1,106 @@
+// Limits on the forwarder's http.Server path (the Noise streams, and the keep-alive connections the fast path
+// hands over): pipelined requests in flight per connection are bounded.
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
+import { createMemoryLogSink } from '../../src/http/log-sink.ts';
+import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
+
+/** Requests the app is working on now, and the most at once. */
+let busy = 0;
+let maxBusy = 0;
+let app: TestApp;
+
+beforeAll(async () => {
+  // Every answer takes a while, so that pipelined requests dispatched together overlap at the app.
+  app = await startApp((req, res) => {
+    busy++;
+    maxBusy = Math.max(maxBusy, busy);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () =>
+      setTimeout(() => {
+        busy--;
+        res.end(`${req.url ?? ''}:${Buffer.concat(chunks).toString('latin1')}`);
+      }, 20),
+    );
+  });
+});
+afterAll(async () => {
+  await app.close();
+});
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  busy = 0;
+  maxBusy = 0;
+});
+
+function forwarder(opts: Partial<HttpModeOptions> = {}): HttpForwarder {
+  const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, ...opts });
+  cleanups.push(() => fwd.close());
+  return fwd;
+}
+
+/** A TCP front port whose connections the forwarder serves as TLS ingress does (attach: keep-alive fast path). */
+async function front(fwd: HttpForwarder): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+    fwd.attach(s, fakeContext({ kind: 'stream' }));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => srv.close(() => r()));
+  });
+  return (srv.address() as AddressInfo).port;
+}
+
+async function tcp(port: number): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  cleanups.push(() => void s.destroy());
+  await new Promise<void>((r) => s.once('connect', r));
+  return s;
+}
+
+const pipelined = (n: number): string => Array.from({ length: n }, (_, i) => `GET /p${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('');
+const CHUNKED = 'POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
+
+describe('pipelined requests on the http.Server path', () => {
+  it('a Noise stream: at most 32 reach the app at once, all answered in order', async () => {
+    const fwd = forwarder();
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    // One write: the server parses all 200 from one chunk.
+    d.write(pipelined(200));
+    for (let i = 0; i < 200; i++) {
+      const r = await reader.next();
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe(`/p${i}:`);
+    }
+    expect(maxBusy).toBeGreaterThan(1);
+    expect(maxBusy).toBeLessThanOrEqual(32);
+  });
+
+  it('a keep-alive connection handed to the http.Server: at most 32 at once, all answered in order', async () => {
+    const fwd = forwarder();
+    const s = await tcp(await front(fwd));
+    const reader = new ResponseReader(s);
+    // The chunked request hands the connection over; everything after it is the server's.
+    s.write(CHUNKED + pipelined(200));
+    const first = await reader.next();
+    expect(first.body.toString()).toBe('/first:abc');
+    for (let i = 0; i < 200; i++) {
+      const r = await reader.next();
+      expect(r.status).toBe(200);
+      expect(r.body.toString()).toBe(`/p${i}:`);
+    }
+    expect(maxBusy).toBeLessThanOrEqual(32);
+  });
+});
