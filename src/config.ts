@@ -114,6 +114,8 @@ export interface Config {
     connect_timeout_ms: number;
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;
+    /** The app may open vsock sockets itself (default false: `run` denies them, so egress is its only way out). */
+    app_vsock: boolean;
   };
 }
 
@@ -278,6 +280,7 @@ const SCHEMA: Schema = {
       host_port: int(8001, 1, 0xffffffff),
       connect_timeout_ms: int(10 * SEC, 100, 120 * SEC),
       sni_check: bool(false),
+      app_vsock: bool(false),
     },
   },
 };

@@ -1,5 +1,5 @@
 /*
- * enclave_die_with_parent PPID ERRFD FILE [ARG...]
+ * enclave_die_with_parent [--deny-vsock] PPID ERRFD FILE [ARG...]
  *
  * The app of `enclave-agent run` must not outlive the agent, even when the agent is SIGKILLed (nothing of the
  * agent runs then). The kernel can do it: PR_SET_PDEATHSIG makes it send a signal to a process when its parent
@@ -13,6 +13,13 @@
  * as if it had exec'd the app itself. Linux only; built with the addon (binding.gyp).
  *
  * The signal comes when the THREAD that forked us exits: the agent spawns from its main thread.
+ *
+ * --deny-vsock ([egress] enabled): before the exec, a seccomp filter (kept across execve and by every
+ * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
+ * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
+ * syscalls of another ABI (i386 on x86_64: socketcall; x32) fail with ENOSYS. An enclave has no network but
+ * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
+ * policy the agent enforces. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,11 +28,59 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#if defined(__x86_64__)
+#define NATIVE_ARCH AUDIT_ARCH_X86_64
+#define X32_SYSCALL_BIT 0x40000000u
+#elif defined(__aarch64__)
+#define NATIVE_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */
+static int deny_vsock(void) {
+#ifndef NATIVE_ARCH
+  errno = ENOSYS;
+  return -1;
+#else
+  struct sock_filter filter[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+#ifdef X32_SYSCALL_BIT
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+#endif
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 3),
+    /* socket()'s domain is an int: the low 32 bits of args[0] (both architectures are little-endian). */
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_VSOCK, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = { .len = (unsigned short)(sizeof filter / sizeof filter[0]), .filter = filter };
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+  return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+#endif
+}
 
 static int usage(void) {
-  fputs("usage: enclave_die_with_parent PPID ERRFD FILE [ARG...]\n", stderr);
+  fputs("usage: enclave_die_with_parent [--deny-vsock] PPID ERRFD FILE [ARG...]\n", stderr);
   return 2;
 }
 
@@ -40,6 +95,11 @@ static long parse_num(const char* s) {
 }
 
 int main(int argc, char** argv) {
+  const int vsock_denied = argc > 1 && strcmp(argv[1], "--deny-vsock") == 0;
+  if (vsock_denied) {
+    argv++;
+    argc--;
+  }
   if (argc < 4) return usage();
   const long ppid = parse_num(argv[1]);
   const long errfd = strcmp(argv[2], "-") == 0 ? -2 : parse_num(argv[2]);
@@ -55,6 +115,10 @@ int main(int argc, char** argv) {
   }
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
+  if (vsock_denied && deny_vsock() != 0) {
+    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: %s\n", strerror(errno));
+    return 2;
+  }
 
   execvp(argv[3], argv + 3);
   const int e = errno;

@@ -15,6 +15,7 @@ import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../run
 import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { createRuntimeLogs } from '../runtime/logs.ts';
 import { insideEnclave, openNsm } from '../runtime/nsm.ts';
+import { RuntimeError } from '../runtime/errors.ts';
 import { startSupervisor } from '../runtime/supervisor.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
@@ -309,26 +310,38 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   const names = Object.keys(secrets);
   if (names.length > 0) logger.info({ secrets: names }, 'secrets decrypted for the app');
 
-  const supervisor = startSupervisor({
-    command,
-    restart: config.app.restart,
-    restartBackoffMs: config.app.restart_backoff_ms,
-    restartBackoffMaxMs: config.app.restart_backoff_max_ms,
-    maxRestarts: config.app.max_restarts,
-    restartWindowMs: config.app.restart_window_ms,
-    appPort: config.app.port,
-    env: appEnvironment(process.env, runtime.egress?.appEnv ?? {}, secrets),
-    readyWarnAfterMs: config.app.startup_grace_ms,
-    logger,
-    onState: (state) => {
-      if (state === 'healthy') {
-        logger.info(
-          { public: runtime.publicAddress, control: runtime.controlAddress, publicPort: runtime.publicPort, controlPort: runtime.controlPort, apiPort: runtime.apiPort, appPort: config.app.port, ops: runtime.opsAddress },
-          'agent healthy',
-        );
-      }
-    },
-  });
+  let supervisor: ReturnType<typeof startSupervisor>;
+  try {
+    supervisor = startSupervisor({
+      command,
+      restart: config.app.restart,
+      restartBackoffMs: config.app.restart_backoff_ms,
+      restartBackoffMaxMs: config.app.restart_backoff_max_ms,
+      maxRestarts: config.app.max_restarts,
+      restartWindowMs: config.app.restart_window_ms,
+      appPort: config.app.port,
+      env: appEnvironment(process.env, runtime.egress?.appEnv ?? {}, secrets),
+      readyWarnAfterMs: config.app.startup_grace_ms,
+      // With a policy to enforce, the app's only way out is the agent: no vsock of its own to the host dialer.
+      denyVsock: config.egress.enabled && !config.egress.app_vsock,
+      logger,
+      onState: (state) => {
+        if (state === 'healthy') {
+          logger.info(
+            { public: runtime.publicAddress, control: runtime.controlAddress, publicPort: runtime.publicPort, controlPort: runtime.controlPort, apiPort: runtime.apiPort, appPort: config.app.port, ops: runtime.opsAddress },
+            'agent healthy',
+          );
+        }
+      },
+    });
+  } catch (err) {
+    if (!(err instanceof RuntimeError) || err.code !== 'RUNTIME_NO_SANDBOX') throw err;
+    io.err(`enclave-agent run: ${err.code}: ${err.message} (or set [egress] app_vsock = true to let the app open vsock itself)`);
+    logger.error({ code: err.code }, 'the app cannot be started without its vsock sandbox; not starting it');
+    await runtime.close();
+    await logs.close();
+    return 1;
+  }
 
   runtime.superviseApp(() => supervisor.state, () => supervisor.restarts);
 

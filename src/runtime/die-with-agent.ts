@@ -29,9 +29,12 @@ export function locateDieWithAgent(file: string = defaultWrapperPath()): DieWith
   return { wrapper: file };
 }
 
-/** [file, args] that run `command` through the wrapper, as a child of this process. */
-export function wrapCommand(wrapper: string, file: string, args: readonly string[]): [string, string[]] {
-  return [wrapper, [String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
+/**
+ * [file, args] that run `command` through the wrapper, as a child of this process. `denyVsock`: the app (and
+ * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled).
+ */
+export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean } = {}): [string, string[]] {
+  return [wrapper, [...(opts.denyVsock === true ? ['--deny-vsock'] : []), String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
 }
 
 /** The errno name for the decimal the wrapper wrote ("2" → "ENOENT"); undefined for anything else. */

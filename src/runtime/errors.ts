@@ -5,6 +5,7 @@ export type RuntimeErrorCode =
   | 'RUNTIME_VSOCK_UNAVAILABLE'
   | 'RUNTIME_NSM_UNAVAILABLE'
   | 'RUNTIME_NO_COMMAND'
+  | 'RUNTIME_NO_SANDBOX'
   | 'RUNTIME_KEYRING'
   /** api_key_auth = true with no key configured: `run` refuses to boot. */
   | 'RUNTIME_NO_API_KEY'

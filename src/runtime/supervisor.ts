@@ -78,6 +78,11 @@ export interface SupervisorOptions {
   stdio?: 'inherit' | 'ignore';
   /** The die-with-parent wrapper (default: built next to the addon). When it is unusable the app is spawned directly, with a warning. */
   dieWithAgentWrapper?: string;
+  /**
+   * The app may not open vsock sockets (the wrapper's seccomp filter): its only way out of the enclave is then the
+   * agent's egress. Needs the wrapper: startSupervisor throws RUNTIME_NO_SANDBOX without it.
+   */
+  denyVsock?: boolean;
   logger?: Logger;
   /** Every state change (tests, health reporting). */
   onState?: (state: SupervisorState, pid: number | undefined) => void;
@@ -127,6 +132,9 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const group = opts.signalGroup !== false;
   const [file, ...args] = opts.command as [string, ...string[]];
   const dieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
+  if ('unavailable' in dieWithAgent && opts.denyVsock === true) {
+    throw new RuntimeError('RUNTIME_NO_SANDBOX', `[egress] is enabled, and the app must not reach the host over vsock around it, but ${dieWithAgent.unavailable}`);
+  }
   if ('unavailable' in dieWithAgent) {
     logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
   }
@@ -212,7 +220,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
         // fd 3: the wrapper's exec errno (close-on-exec: the app never sees it; EOF alone means the exec worked)
         const stdio: StdioOptions = [io, io, io];
         stdio[EXEC_ERROR_FD] = 'pipe';
-        const [wfile, wargs] = wrapCommand(wrapper, file, args);
+        const [wfile, wargs] = wrapCommand(wrapper, file, args, { denyVsock: opts.denyVsock === true });
         proc = spawn(wfile, wargs, { ...common, stdio });
       }
     } catch (err) {

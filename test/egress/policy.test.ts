@@ -77,7 +77,7 @@ describe('Evervault enclave.toml files', () => {
   const loadConfig = (file: string, _env: object) => configFromObject({ egress: (parseToml(readFileSync(file, 'utf8')) as { egress: unknown }).egress });
   it('debug-pcrs: wildcard and exact destinations, any port, enforced as written', () => {
     const c = loadConfig(path.join(dir, 'debug-pcrs.enclave.toml'), {});
-    expect(c.egress).toMatchObject({ enabled: true, destinations: ['*.metrics.example.com', 'relay.example.org'], mode: 'explicit' });
+    expect(c.egress).toMatchObject({ enabled: true, destinations: ['*.metrics.example.com', 'relay.example.org'], mode: 'explicit', app_vsock: false });
     const p = new EgressPolicy(c.egress.destinations);
     expect(p.matchName('eu.metrics.example.com', 443)).not.toBeNull();
     expect(p.matchName('relay.example.org', 8545)).not.toBeNull();
@@ -91,6 +91,10 @@ describe('Evervault enclave.toml files', () => {
     expect(p.matchName('rpc.example.org', 443)).not.toBeNull();
     expect(p.matchName('backend.example.net', 80)).not.toBeNull();
     expect(p.matchName('www.example.org', 443)).toBeNull();
+  });
+  it('app_vsock (ours): false unless set; a boolean', () => {
+    expect(configFromObject({ egress: { enabled: true, app_vsock: true } }).egress.app_vsock).toBe(true);
+    expect(() => configFromObject({ egress: { enabled: true, app_vsock: 'yes' } })).toThrow(/egress\.app_vsock/);
   });
   it('enabled = false: egress stays off', () => {
     expect(loadConfig(path.join(dir, 'api-key-auth.enclave.toml'), {}).egress.enabled).toBe(false);

@@ -34,6 +34,8 @@ beforeAll(async () => {
     'env | grep -i _proxy= | sort > env.txt',
     `curl -sS --max-time 10 http://127.0.0.2:${web.port}/from-app > allowed.txt`,
     `curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.2:${web.port + 1}/ > denied.txt`,
+    // Its own way to the host dialer, around the proxy: a vsock socket (made only, never connected).
+    `/usr/bin/python3 -c 'import socket\ntry: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM); print("made")\nexcept OSError as e: print(e.strerror)' > vsock.txt`,
     'touch done',
     'sleep 60',
   ].join('; ');
@@ -59,6 +61,7 @@ describe('run: explicit egress for the app', () => {
     expect(env).toEqual([`HTTPS_PROXY=${url}`, `HTTP_PROXY=${url}`, 'NO_PROXY=localhost,127.0.0.1', `http_proxy=${url}`, `https_proxy=${url}`, 'no_proxy=localhost,127.0.0.1']);
     expect(JSON.parse(readFileSync(path.join(dir, 'allowed.txt'), 'utf8'))).toMatchObject({ url: '/from-app', host: `127.0.0.2:${web.port}` });
     expect(readFileSync(path.join(dir, 'denied.txt'), 'utf8')).toBe('403');
+    expect(readFileSync(path.join(dir, 'vsock.txt'), 'utf8').trim()).toBe('Permission denied');
     expect(agent.stdout()).toMatch(/"type":"egress","allowed":true,"via":"explicit"/);
   });
 });

@@ -65,11 +65,34 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(ok.stdout.trim()).toBe('closed');
   });
 
+  // Creating the sockets only: nothing here connects anywhere.
+  const SOCKETS_PY = [
+    'import ctypes, errno, socket, subprocess, sys',
+    'def make(family):',
+    '    try: socket.socket(family, socket.SOCK_STREAM).close(); return "ok"',
+    '    except OSError as e: return errno.errorcode[e.errno]',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'params = ctypes.create_string_buffer(120)',
+    'uring = "ok" if libc.syscall(425, 1, params) >= 0 else errno.errorcode[ctypes.get_errno()]',
+    'child = subprocess.run([sys.executable, "-c", "import socket\\ntry: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM); print(\'ok\')\\nexcept OSError as e: print(e.errno)"], capture_output=True, text=True).stdout.strip()',
+    'print(make(socket.AF_VSOCK), make(socket.AF_INET), make(socket.AF_UNIX), uring, child)',
+  ].join('\n');
+
+  it('--deny-vsock: the command and what it starts cannot make vsock sockets or io_uring instances; other sockets work', () => {
+    const denied = spawnSync(wrapper, ['--deny-vsock', String(process.pid), '-', PYTHON, '-c', SOCKETS_PY], { encoding: 'utf8' });
+    expect(denied.stderr).toBe('');
+    expect(denied.stdout.trim()).toBe('EACCES ok ok ENOSYS 13');
+    // Without the option nothing refuses them with EACCES (a kernel without vsock says EAFNOSUPPORT).
+    const open = spawnSync(wrapper, [String(process.pid), '-', PYTHON, '-c', SOCKETS_PY], { encoding: 'utf8' }).stdout.trim().split(' ');
+    expect(open[0]).toMatch(/^(ok|EAFNOSUPPORT)$/);
+    expect(open.slice(1, 3)).toEqual(['ok', 'ok']);
+  });
+
   it('refuses malformed arguments with a usage line and exit 2', () => {
     for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent PPID ERRFD FILE/);
+      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent \[--deny-vsock\] PPID ERRFD FILE/);
     }
   });
 });

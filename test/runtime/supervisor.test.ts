@@ -24,6 +24,12 @@ function supervise(opts: Partial<Parameters<typeof startSupervisor>[0]> & { comm
 }
 
 describe('supervisor', () => {
+  it('refuses to start an app that must not open vsock when the wrapper that denies it is missing', () => {
+    expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, denyVsock: true, dieWithAgentWrapper: '/nonexistent/enclave_die_with_parent' })).toThrow(
+      expect.objectContaining({ code: 'RUNTIME_NO_SANDBOX', message: expect.stringMatching(/\/nonexistent\/enclave_die_with_parent is not usable/) }),
+    );
+  });
+
   it('reports a command that cannot be started as exit code 127', async () => {
     const s = supervise({ command: ['/nonexistent/app'], restart: 'never' });
     const r = await s.done;
