@@ -120,16 +120,20 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
       upstream.destroy();
     };
     stream.once('close', onEnclaveGone);
-    upstream.once('error', (err: NodeJS.ErrnoException) => {
+    const onConnectError = (err: NodeJS.ErrnoException): void => {
       clearTimeout(timer);
       stream.off('close', onEnclaveGone);
       if (stream.destroyed) return;
       answer(stream, Status.CONNECT_FAILED, `connecting to ${req.ip}:${req.port}: ${err.code ?? err.message}`, Math.abs(err.errno ?? 0));
       stream.end();
-    });
+    };
+    upstream.once('error', onConnectError);
     upstream.once('connect', () => {
       clearTimeout(timer);
       stream.off('close', onEnclaveGone);
+      // From the OK on, the stream carries raw bytes: an upstream error (a reset mid-flow) is the splice's to
+      // pass on as a reset of both sides, never a status frame written into the byte stream.
+      upstream.off('error', onConnectError);
       answer(stream, Status.OK, '');
       logger.debug({ ip: req.ip, port: req.port, name: req.name }, 'egress dialer: flow open');
       const s = splice(stream, upstream);

@@ -118,6 +118,38 @@ describe('host dialer', () => {
     await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, maxFlows: 0 })).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED' });
   });
 
+  it('passes an upstream reset mid-flow on as a reset: the enclave gets the bytes sent before it, then ECONNRESET', async () => {
+    // the upstream sends a partial response, and resets once the enclave side shows it has read it
+    const partial = 'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial-body';
+    const upstream = net.createServer((s) => {
+      s.on('error', () => {});
+      s.write(partial);
+      s.once('data', () => s.resetAndDestroy());
+    });
+    await new Promise<void>((r) => upstream.listen({ host: '127.0.0.2', port: 0 }, () => r()));
+    try {
+      const flow = await openFlow(tcp(lenient.port!), { ip: '127.0.0.2', port: (upstream.address() as net.AddressInfo).port, timeoutMs: 2_000, name: 'ok.test' });
+      const got: Buffer[] = [];
+      let ended = false;
+      let error: NodeJS.ErrnoException | null = null;
+      flow.on('end', () => {
+        ended = true;
+        flow.end(); // as an app would, having read to the end
+      });
+      flow.on('error', (e: NodeJS.ErrnoException) => (error = e));
+      flow.on('data', (c: Buffer) => {
+        got.push(c);
+        if (Buffer.concat(got).toString('latin1') === partial) flow.write('next');
+      });
+      await new Promise((r) => flow.once('close', r));
+      expect(Buffer.concat(got).toString('latin1')).toBe(partial); // nothing injected after the upstream's bytes
+      expect(ended).toBe(false); // no clean FIN: the app must not take a cut response for a whole one
+      expect(error).toMatchObject({ code: 'ECONNRESET' });
+    } finally {
+      await new Promise((r) => upstream.close(r));
+    }
+  });
+
   const valid = encodeRequest({ op: 'connect', ip: '127.0.0.2', port: 80, timeoutMs: 100, name: 'x' });
   const withLen = (b: Buffer, len: number): Buffer => {
     const c = Buffer.from(b);
