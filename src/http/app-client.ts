@@ -14,8 +14,9 @@
 // request went out) is sent once more, on a new connection that takes the old one's place (ahead of the
 // queue, within the cap), when its method is idempotent. Timeouts: no
 // response head within `headersTimeoutMs` → APP_HEADERS_TIMEOUT; a gap longer than `bodyTimeoutMs` between
-// body bytes → APP_BODY_TIMEOUT, not counted while the caller holds the response paused (checked by one
-// sweep per pool, not a timer per request).
+// body bytes → APP_BODY_TIMEOUT, not counted while the caller holds the response paused; a pause longer than
+// `pausedTimeoutMs` → APP_PAUSED_TIMEOUT (the caller's client stopped reading: the app connection must not be
+// held forever). Checked by one sweep per pool, not a timer per request.
 import net from 'node:net';
 import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
@@ -47,6 +48,8 @@ export interface AppClientOptions {
   keepAliveTimeoutMs: number;
   headersTimeoutMs: number;
   bodyTimeoutMs: number;
+  /** Longest time the caller may hold a response paused (default bodyTimeoutMs) → APP_PAUSED_TIMEOUT. */
+  pausedTimeoutMs?: number;
   /** Largest response head (default 16 KiB, as undici and Node). */
   maxHeadBytes?: number;
 }
@@ -64,8 +67,10 @@ function codeError(code: string, message: string): Error & { code: string } {
 
 class Pending {
   attempts = 0;
-  /** performance.now() deadline of the current wait (head, or the next body bytes). */
+  /** performance.now() deadline of the current wait (head, the next body bytes, or the caller's resume). */
   deadline = 0;
+  /** The caller holds the response paused (the deadline is the pause's). */
+  paused = false;
   conn: AppConnection | null = null;
   constructor(
     readonly req: AppRequest,
@@ -92,7 +97,10 @@ class AppConnection implements ResponseEvents {
       if (this.closed) return;
       // The body timeout starts again from the resume (a paused response is the caller's wait, not the app's).
       const p = this.current;
-      if (p !== null && p.deadline === Infinity) p.deadline = this.#pool.bodyDeadline();
+      if (p !== null && p.paused) {
+        p.paused = false;
+        p.deadline = this.#pool.bodyDeadline();
+      }
       this.socket.resume();
     };
     this.socket = net.connect({ host: opts.host, port: opts.port, noDelay: true });
@@ -127,10 +135,14 @@ class AppConnection implements ResponseEvents {
   body(chunk: Buffer): void {
     const p = this.current;
     if (p === null) return;
+    p.paused = false;
     p.deadline = this.#pool.bodyDeadline();
     if (!p.handler.onAppData(chunk)) {
-      // No body timeout while the caller holds the response (as undici); resume() restarts it.
-      if (this.current === p) p.deadline = Infinity;
+      // No body timeout while the caller holds the response (as undici), but a bounded pause; resume() restarts it.
+      if (this.current === p) {
+        p.paused = true;
+        p.deadline = this.#pool.pausedDeadline();
+      }
       this.socket.pause();
     }
   }
@@ -227,9 +239,11 @@ class AppConnection implements ResponseEvents {
     this.destroy();
     p.conn = null;
     p.handler.onAppError(
-      headSeen
-        ? codeError('APP_BODY_TIMEOUT', 'the app stopped sending its response')
-        : codeError('APP_HEADERS_TIMEOUT', 'the app did not answer in time'),
+      p.paused
+        ? codeError('APP_PAUSED_TIMEOUT', 'the response was held paused too long (its reader stopped reading)')
+        : headSeen
+          ? codeError('APP_BODY_TIMEOUT', 'the app stopped sending its response')
+          : codeError('APP_HEADERS_TIMEOUT', 'the app did not answer in time'),
     );
   }
 }
@@ -237,6 +251,7 @@ class AppConnection implements ResponseEvents {
 export class AppClient {
   readonly #opts: AppClientOptions;
   readonly #maxHead: number;
+  readonly #pausedMs: number;
   readonly #all = new Set<AppConnection>();
   /** Idle connections, most recently used last. */
   #idle: AppConnection[] = [];
@@ -247,6 +262,7 @@ export class AppClient {
   constructor(opts: AppClientOptions) {
     this.#opts = opts;
     this.#maxHead = opts.maxHeadBytes ?? 16 * 1024;
+    this.#pausedMs = opts.pausedTimeoutMs ?? opts.bodyTimeoutMs;
   }
 
   /** Open connections (busy and idle). */
@@ -308,6 +324,10 @@ export class AppClient {
     return performance.now() + this.#opts.bodyTimeoutMs;
   }
 
+  pausedDeadline(): number {
+    return performance.now() + this.#pausedMs;
+  }
+
   /** A connection finished its request: the next queued request goes on it, or it waits idle. */
   released(conn: AppConnection, reusable: boolean): void {
     if (!reusable) {
@@ -347,7 +367,7 @@ export class AppClient {
   /** One timer per pool: request deadlines and idle expiry, checked at a fraction of the shortest timeout. */
   #start(): void {
     if (this.#sweep !== null) return;
-    const every = Math.max(10, Math.min(1000, Math.floor(Math.min(this.#opts.headersTimeoutMs, this.#opts.bodyTimeoutMs) / 8)));
+    const every = Math.max(10, Math.min(1000, Math.floor(Math.min(this.#opts.headersTimeoutMs, this.#opts.bodyTimeoutMs, this.#pausedMs) / 8)));
     this.#sweep = setInterval(() => this.#check(), every);
     this.#sweep.unref();
   }

@@ -8,6 +8,8 @@ export type HttpModeErrorCode =
   | 'HTTP_BAD_OPTIONS'
   | 'HTTP_FORWARDER_CLOSED'
   | 'HTTP_BAD_REQUEST'
+  /** A request head, or a gap in a request body, longer than the headers timeout (408). */
+  | 'HTTP_REQUEST_TIMEOUT'
   | 'HTTP_BODY_TOO_LARGE'
   | 'HTTP_METHOD_NOT_ALLOWED'
   | 'HTTP_APP_UNREACHABLE'

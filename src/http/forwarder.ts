@@ -256,9 +256,23 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       }
       ex.finish();
     });
+    if (ex.body !== null && !req.complete) conn.watchBody(req, headersTimeoutMs, () => bodyStalled(ex, res));
     // Pipelined requests past the connection's limit wait here (parsed, not yet sent to the app).
     conn.admit(res, () => serveRequest(ex, req, res));
   });
+
+  /**
+   * No body byte for the headers timeout: 408 (the stages still running on the request end with the response,
+   * and the connection closes after it), or, once the answer has begun, the connection is cut.
+   */
+  function bodyStalled(ex: Exchange, res: ServerResponse): void {
+    if (res.headersSent || res.destroyed) {
+      ex.errorCode ??= 'HTTP_REQUEST_TIMEOUT';
+      ex.socket?.destroy();
+      return;
+    }
+    respondError(ex, new HttpModeError('HTTP_REQUEST_TIMEOUT', 408, 'the request body stopped arriving'));
+  }
 
   function serveRequest(ex: Exchange, req: IncomingMessage, res: ServerResponse): void {
     const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);
@@ -409,7 +423,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   /** Connections relayed from the keep-alive fast path to the http.Server, by the server's end of the pair. */
   const relays = new WeakMap<object, KeepAliveConnection>();
-  const keepAliveLimits = { maxHeaderBytes, headersTimeoutMs, keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000 };
+  const keepAliveLimits = { maxHeaderBytes, headersTimeoutMs, keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000, sendTimeoutMs: upstreamTimeoutMs };
   const sweep = new KeepAliveSweep(keepAliveLimits);
   let keepAliveFastPathRequests = 0;
   /** The keep-alive fast path (keep-alive-connection.ts): the same stages as the 'request' handler. */

@@ -15,7 +15,9 @@
 // on, to the http.Server through an in-process duplex pair (the forwarder's `fallback`), once every earlier
 // response is sent. The connection stays there until it closes.
 // Refused here, then the connection closes: a head larger than the cap (431), a request not complete within
-// the headers timeout (408). An idle connection closes after the keep-alive timeout. A request with
+// the headers timeout (408). An idle connection closes after the keep-alive timeout. A client that leaves a
+// response unread (writes pending, writableNeedDrain) for longer than the send timeout is cut, as nginx's
+// send_timeout: it must not hold its connection and the app connection behind its response forever. A request with
 // `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
 // response says `Connection: close` unless its head was already built while an earlier one was still being
 // sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
@@ -50,6 +52,8 @@ export interface KeepAliveLimits {
   headersTimeoutMs: number;
   /** Idle time after which the connection closes. */
   keepAliveTimeoutMs: number;
+  /** Longest time response bytes may wait for the client to read them (no 'drain') → the connection is cut. */
+  sendTimeoutMs: number;
 }
 
 /** What the connection's owner (the TLS ingress) may ask of it. */
@@ -71,7 +75,7 @@ export class KeepAliveSweep {
   #timer: NodeJS.Timeout | null = null;
 
   constructor(limits: KeepAliveLimits) {
-    this.everyMs = Math.max(50, Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.keepAliveTimeoutMs) / 4)));
+    this.everyMs = Math.max(50, Math.min(1000, Math.floor(Math.min(limits.headersTimeoutMs, limits.keepAliveTimeoutMs, limits.sendTimeoutMs) / 4)));
   }
 
   add(c: KeepAliveConnection): void {
@@ -121,6 +125,8 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   /** Sweep-clock times: the current partial request's first byte; the moment the connection went idle. */
   #requestSince = 0;
   #idleSince: number;
+  /** Sweep-clock time a write was first left pending (socket.write returned false) and no 'drain' since; null: none. */
+  #sendStalledSince: number | null = null;
   #relay: PairEnd | null = null;
   /** #closeSocket ran: the socket is ending (and is destroyed once flushed, or cut). */
   #socketClosing = false;
@@ -203,6 +209,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
           corked = true;
         }
         ok = socket.write(bytes);
+        if (!ok) this.#sendStalledSince ??= this.#sweep.now;
       }
       if (!cur.writableFinished) break;
       this.#queue.shift();
@@ -228,11 +235,16 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     if (this.#queue.includes(res)) this.socket.destroy();
   }
 
-  /** Called by the sweep: headers timeout (408) and keep-alive timeout. */
+  /** Called by the sweep: send timeout, headers timeout (408) and keep-alive timeout. */
   checkTimers(now: number): void {
-    if (this.#mode !== 'fast' || this.#queue.length > 0) return;
     // The sweep's clock moves once per tick: a mark may be up to one tick old, so one tick is added.
     const slack = this.#sweep.everyMs;
+    if (this.#sendStalledSince !== null && now - this.#sendStalledSince > this.#limits.sendTimeoutMs + slack) {
+      // The responses in flight end with the connection (#closed), and with them their app requests.
+      this.socket.destroy();
+      return;
+    }
+    if (this.#mode !== 'fast' || this.#queue.length > 0) return;
     if (this.#buf !== null) {
       if (now - this.#requestSince > this.#limits.headersTimeoutMs + slack) this.#refuse(408, 'HTTP_REQUEST_TIMEOUT', statusText(408));
     } else if (now - this.#idleSince > this.#limits.keepAliveTimeoutMs + slack) {
@@ -457,6 +469,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   }
 
   #drained(): void {
+    this.#sendStalledSince = null;
     this.#queue[0]?.readMore();
     if (this.#mode === 'fast') this.#parse();
   }

@@ -7,7 +7,12 @@
 // parsed past it wait their turn, and once that many are open the connection is read no further (its pair
 // end holds its input and stays paused) until answers have gone out. What waits is at most what one chunk
 // already read held.
-import type { ServerResponse } from 'node:http';
+//
+// Request bodies: Node's requestTimeout is a limit on the whole request, which would cut a long upload that
+// keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
+// server wants them. A gap while the agent is not reading (the app or the limit above holds the body back)
+// does not count.
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
 
 /** Requests running per server connection; past it, requests wait and reading stops. */
@@ -57,6 +62,38 @@ export class ServerConnection {
     if (this.#running < this.#max) start();
     else this.#waiting.push(start);
     if (this.#open >= this.#max) this.#hold(true);
+  }
+
+  /**
+   * Watches the body of `req` while it arrives: when no byte has come for `idleMs` while the server was
+   * reading, `onStall` runs (once). Over when the request is complete or the connection closed.
+   */
+  watchBody(req: IncomingMessage, idleMs: number, onStall: () => void): void {
+    const socket = this.socket;
+    const every = Math.max(25, Math.min(1000, Math.floor(idleMs / 4)));
+    let bytes = socket.bytesRead;
+    let progress = performance.now();
+    let lastTick = progress;
+    const timer = setInterval(() => {
+      if (req.complete || req.destroyed || socket.destroyed) {
+        clearInterval(timer);
+        return;
+      }
+      const now = performance.now();
+      // Bytes came, or the agent is the one not reading (the body is held back), or this tick ran late (the
+      // process was busy, so the gap says nothing about the client): the gap starts again.
+      const notReading = this.#held || socket.isPaused() || socket.readableLength > 0;
+      if (socket.bytesRead !== bytes || notReading || now - lastTick > 2 * every) {
+        bytes = socket.bytesRead;
+        progress = now;
+      }
+      lastTick = now;
+      if (now - progress >= idleMs) {
+        clearInterval(timer);
+        onStall();
+      }
+    }, every);
+    timer.unref();
   }
 
   /** The connection was upgraded: it is a tunnel from now on. */

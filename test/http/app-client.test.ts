@@ -822,12 +822,12 @@ describe('AppClient: backpressure', { timeout: 15_000 }, () => {
     expect(app.connections).toBe(1);
   });
 
-  it('does not time out a response while the handler keeps it paused (as undici)', async () => {
+  it('does not count a pause against the body timeout: the app is not the one stalling', async () => {
     const app = await nodeApp((_r, res) => {
       res.setHeader('Content-Length', String(4 * 1024 * 1024));
       res.end(Buffer.alloc(4 * 1024 * 1024, 1));
     });
-    const c = client(app.port, { bodyTimeoutMs: 100, headersTimeoutMs: 1000 });
+    const c = client(app.port, { bodyTimeoutMs: 100, headersTimeoutMs: 1000, pausedTimeoutMs: 5000 });
     let pause = true;
     const rec = new Rec('paused', { data: () => !pause });
     c.request(req('/'), rec);
@@ -841,6 +841,23 @@ describe('AppClient: backpressure', { timeout: 15_000 }, () => {
     await rec.ended;
     expect(rec.completes).toBe(1);
     expect(rec.body.length).toBe(4 * 1024 * 1024);
+  });
+
+  it('fails a response held paused longer than pausedTimeoutMs with APP_PAUSED_TIMEOUT, closes that connection, and the next request works', async () => {
+    const app = await nodeApp((r, res) => {
+      if (r.url === '/big') {
+        res.setHeader('Content-Length', String(4 * 1024 * 1024));
+        res.end(Buffer.alloc(4 * 1024 * 1024, 1));
+      } else res.end('small');
+    });
+    const c = client(app.port, { maxConnections: 1, bodyTimeoutMs: 5000, headersTimeoutMs: 5000, pausedTimeoutMs: 150 });
+    // The caller never resumes (its client stopped reading).
+    const rec = await send(c, req('/big'), new Rec('paused', { data: () => false }));
+    expectCode(rec, 'APP_PAUSED_TIMEOUT');
+    expect(rec.status).toBe(200);
+    await until(() => app.tracked.closed === 1, 'the paused connection to be closed');
+    const next = await send(c, req('/small'));
+    expect(next.body.toString()).toBe('small');
   });
 });
 

@@ -6,6 +6,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
+import { KeepAliveConnection, KeepAliveSweep, type KeepAliveLimits } from '../../src/http/keep-alive-connection.ts';
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';
 import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
 
@@ -134,5 +135,101 @@ describe('keep-alive fast path: what one connection holds', { timeout: 15_000 },
     const got: string[] = [];
     for (let i = 0; i < 40; i++) got.push((await reader.next()).body.toString());
     expect(got).toEqual(Array.from({ length: 40 }, (_, i) => `/big/${i} ${body.length}`));
+  });
+});
+
+describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 }, () => {
+  it('is cut after the send timeout (upstreamTimeoutMs), which frees its app connection for others', async () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 0x61);
+    const a = await app((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/big') {
+          res.setHeader('Content-Length', big.length);
+          res.end(big);
+        } else res.end('small');
+      });
+    });
+    let appOpen = 0;
+    a.server.on('connection', (s: net.Socket) => {
+      appOpen++;
+      s.on('close', () => appOpen--);
+    });
+    const f = await startFront({ appPort: a.port, maxAppConnections: 1, upstreamTimeoutMs: 300, headersTimeoutMs: 2000, keepAliveTimeoutMs: 2000 });
+    const slow = await connect(f.port);
+    slow.pause();
+    slow.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    await until(() => f.sockets.length === 1 && f.sockets[0]!.writableNeedDrain, 'the response to fill the client connection');
+    // The agent cuts the connection that does not read, and the app connection it held.
+    await until(() => f.sockets[0]!.destroyed, 'the non-reading client to be cut');
+    await until(() => appOpen === 0, 'the app connection to be closed');
+    // The only app connection is free again: another client is served.
+    const other = await connect(f.port);
+    const reader = new ResponseReader(other);
+    other.write('GET /small HTTP/1.1\r\nHost: a\r\n\r\n');
+    const res = await reader.next();
+    expect(res.status).toBe(200);
+    expect(res.body.toString()).toBe('small');
+  });
+
+  it('is cut after the send timeout even with nothing left at the app (long before the keep-alive timeout)', async () => {
+    // The connection alone, its responses made here: no app client whose own pause limit could cut it.
+    const big = Buffer.alloc(16 * 1024 * 1024, 0x63);
+    const limits: KeepAliveLimits = { maxHeaderBytes: 16 * 1024, headersTimeoutMs: 10_000, keepAliveTimeoutMs: 10_000, sendTimeoutMs: 200 };
+    const sweep = new KeepAliveSweep(limits);
+    let served = 0;
+    let agentSide: net.Socket | null = null;
+    const server = net.createServer((s) => {
+      agentSide = s;
+      new KeepAliveConnection(s, fakeContext({ kind: 'stream' }), {
+        serve(_conn, _head, _body, res) {
+          served++;
+          res.writeHead(200, ['Content-Length', String(big.length)]);
+          res.end(big);
+        },
+        fallback() {
+          throw new Error('not expected');
+        },
+        rejected() {},
+      }, limits, sweep);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      agentSide?.destroy();
+      server.close();
+    });
+    const c = await connect((server.address() as AddressInfo).port);
+    c.pause();
+    c.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    await until(() => served === 1, 'the request to be served');
+    await until(() => agentSide!.destroyed, 'the non-reading client to be cut');
+  });
+
+  it('does not cut a client that reads a large response slowly but steadily', async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024, 0x62);
+    const a = await app((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('Content-Length', big.length);
+        res.end(big);
+      });
+    });
+    const f = await startFront({ appPort: a.port, upstreamTimeoutMs: 300, headersTimeoutMs: 2000, keepAliveTimeoutMs: 2000 });
+    const c = await connect(f.port);
+    const reader = new ResponseReader(c);
+    c.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    // Reads in bursts with pauses shorter than the send timeout, for several send timeouts overall.
+    let reading = true;
+    const pacer = setInterval(() => {
+      if (reading) c.pause();
+      else c.resume();
+      reading = !reading;
+    }, 100);
+    cleanups.push(() => clearInterval(pacer));
+    const res = await reader.next();
+    clearInterval(pacer);
+    c.resume();
+    expect(res.status).toBe(200);
+    expect(res.body.equals(big)).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 // Limits on the forwarder's http.Server path (the Noise streams, and the keep-alive connections the fast path
-// hands over): pipelined requests in flight per connection are bounded.
+// hands over): pipelined requests in flight per connection are bounded; a request body that stops arriving
+// gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -68,6 +69,15 @@ async function tcp(port: number): Promise<net.Socket> {
   return s;
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `p`, or a rejection naming `what` when it has not settled after `ms` (a bound, not a timing check). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms)));
+  return Promise.race([p, bound]).finally(() => clearTimeout(timer));
+}
+
 const pipelined = (n: number): string => Array.from({ length: n }, (_, i) => `GET /p${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('');
 const CHUNKED = 'POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
 
@@ -102,5 +112,47 @@ describe('pipelined requests on the http.Server path', () => {
       expect(r.body.toString()).toBe(`/p${i}:`);
     }
     expect(maxBusy).toBeLessThanOrEqual(32);
+  });
+});
+
+describe('request bodies on the http.Server path', () => {
+  it('a keep-alive connection: a Content-Length body that stops arriving gets 408, then the connection closes', async () => {
+    const fwd = forwarder({ headersTimeoutMs: 300, upstreamTimeoutMs: 30_000 });
+    const s = await tcp(await front(fwd));
+    const reader = new ResponseReader(s);
+    // Over the fast path's 64 KiB: streamed by the http.Server.
+    s.write('POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n' + 'x'.repeat(1000));
+    const r = await within(reader.next(), 10_000, 'answer to a stalled body');
+    expect(r.status).toBe(408);
+    expect(JSON.parse(r.body.toString()).error).toBe('HTTP_REQUEST_TIMEOUT');
+    expect(r.headers.connection).toBe('close');
+    await within(reader.waitEnd(), 10_000, 'close after the 408');
+  });
+
+  it('a Noise stream: a chunked body that stops arriving gets 408', async () => {
+    const fwd = forwarder({ headersTimeoutMs: 300, upstreamTimeoutMs: 30_000 });
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    d.write('POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+    const r = await within(reader.next(), 10_000, 'answer to a stalled body');
+    expect(r.status).toBe(408);
+    await within(reader.waitEnd(), 10_000, 'close after the 408');
+  });
+
+  it('a slow upload that keeps flowing is not cut, however long it takes in all', async () => {
+    const fwd = forwarder({ headersTimeoutMs: 400, upstreamTimeoutMs: 30_000 });
+    const s = await tcp(await front(fwd));
+    const reader = new ResponseReader(s);
+    s.write('POST /slow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n');
+    // Gaps well under the limit, for several times the limit in all.
+    for (let i = 0; i < 16; i++) {
+      s.write('1\r\n' + String.fromCharCode(97 + i) + '\r\n');
+      await sleep(80);
+    }
+    s.write('0\r\n\r\n');
+    const r = await reader.next();
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('/slow:abcdefghijklmnop');
   });
 });
