@@ -17,8 +17,8 @@
 // Refused here, then the connection closes: a head larger than the cap (431), a request not complete within
 // the headers timeout (408). An idle connection closes after the keep-alive timeout. A client that leaves a
 // response unread (writes pending, writableNeedDrain) for longer than the send timeout is cut, as nginx's
-// send_timeout: it must not hold its connection and the app connection behind its response forever. A request with
-// `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
+// send_timeout: it must not hold its connection and the app connection behind its response forever.
+// A request with `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
 // response says `Connection: close` unless its head was already built while an earlier one was still being
 // sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
 // connection closes.
