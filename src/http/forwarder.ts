@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { ForwardContext, Forwarder, OneShotData } from '../responder/forwarder.ts';
 import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
-import { Exchange, compose, errorBody, respondError, statusText } from './exchange.ts';
+import { Exchange, compose, errorBody, respond, respondError, statusText } from './exchange.ts';
 import { DataConnection } from './data-connection.ts';
 import { DataResponse } from './data-response.ts';
 import type { AnswerTarget } from './data-response.ts';
@@ -256,7 +256,16 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       }
       ex.finish();
     });
-    if (ex.body !== null && !req.complete) conn.watchBody(req, headersTimeoutMs, () => bodyStalled(ex, res));
+    if (ex.body !== null && !req.complete) {
+      conn.receiving(req, headersTimeoutMs, {
+        stalled: () => bodyStalled(ex, res),
+        malformed: (status, code, message) => {
+          ex.errorCode ??= code;
+          if (res.headersSent || res.destroyed) ex.socket?.destroy();
+          else respond(ex, status, [], errorBody(code, message, ex.requestId), { close: true });
+        },
+      });
+    }
     // Pipelined requests past the connection's limit wait here (parsed, not yet sent to the app).
     conn.admit(res, () => serveRequest(ex, req, res));
   });
@@ -320,9 +329,14 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     const sock = socket as PairEnd;
-    const inFlight = (sock as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (err.code === 'ECONNRESET' || !sock.writable || inFlight?.headersSent === true) {
+    const conn = serverConns.get(sock);
+    if (err.code === 'ECONNRESET' || !sock.writable || conn === undefined) {
       sock.destroy();
+      return;
+    }
+    // Bytes after a request with Connection: close: not read (as on the fast path), no answer of their own.
+    if (err.code === 'HPE_CLOSED_CONNECTION') {
+      conn.ignoreRest();
       return;
     }
     const [status, code] =
@@ -334,8 +348,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
             ? [413, 'HTTP_CHUNK_EXTENSIONS_TOO_LARGE']
             : [400, 'HTTP_BAD_REQUEST'];
     const message = status === 400 ? `malformed HTTP request (${err.code ?? 'parse error'})` : statusText(status);
-    writeRawError(sock, status, code, message);
-    logRejected(contexts.get(sock), status, err.code ?? code, '', '');
+    // After the answers still due on the connection (server-connection.ts), never ahead of them.
+    conn.parseError(status, code, message, () => {
+      writeRawError(sock, status, code, message);
+      logRejected(contexts.get(sock), status, err.code ?? code, '', '');
+    });
   });
 
   /** An answer written straight onto the connection (no request object), then the connection closes. */

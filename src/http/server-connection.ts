@@ -12,6 +12,11 @@
 // keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
 // server wants them. A gap while the agent is not reading (the app or the limit above holds the body back)
 // does not count.
+//
+// Parse errors: one in the body of the request being received is that request's answer (in its turn); one
+// after the last request is answered once every earlier response has gone out — never ahead of them, which
+// would make the client read it as the answer to a request the app did execute. Either way the connection is
+// read no further and closes after its last answer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
 
@@ -27,6 +32,11 @@ export class ServerConnection {
   /** Starts of parsed requests waiting for a slot, in request order. */
   readonly #waiting: (() => void)[] = [];
   #held = false;
+  /** A parse error came: nothing more is read; `#last` runs once every open response has closed. */
+  #failed = false;
+  #last: (() => void) | null = null;
+  /** The last request parsed, while its body arrives, and how to answer it with a parse error. */
+  #receiving: { req: IncomingMessage; malformed: (status: number, code: string, message: string) => void } | null = null;
   /** The connection became a tunnel (Upgrade): no more requests, reading is not ours to stop. */
   #tunnel = false;
 
@@ -58,6 +68,11 @@ export class ServerConnection {
       this.#open--;
       if (started) this.#running--;
       this.#next();
+      if (this.#open === 0 && this.#last !== null) {
+        const last = this.#last;
+        this.#last = null;
+        last();
+      }
     });
     if (this.#running < this.#max) start();
     else this.#waiting.push(start);
@@ -65,10 +80,13 @@ export class ServerConnection {
   }
 
   /**
-   * Watches the body of `req` while it arrives: when no byte has come for `idleMs` while the server was
-   * reading, `onStall` runs (once). Over when the request is complete or the connection closed.
+   * The body of `req` (the last request parsed) is arriving: when no byte has come for `idleMs` while the
+   * server was reading, `on.stalled` runs (once); a parse error in it is answered by `on.malformed`. Over when
+   * the request is complete or the connection closed.
    */
-  watchBody(req: IncomingMessage, idleMs: number, onStall: () => void): void {
+  receiving(req: IncomingMessage, idleMs: number, on: { stalled: () => void; malformed: (status: number, code: string, message: string) => void }): void {
+    this.#receiving = { req, malformed: on.malformed };
+    const onStall = on.stalled;
     const socket = this.socket;
     const every = Math.max(25, Math.min(1000, Math.floor(idleMs / 4)));
     let bytes = socket.bytesRead;
@@ -96,6 +114,33 @@ export class ServerConnection {
     timer.unref();
   }
 
+  /**
+   * A parse error (`status`, `code`, `message`): the request whose body was arriving gets it as its answer,
+   * else `answer` runs once every response still open has gone out (at once if none is). Nothing more is read
+   * from the connection; it closes after its last answer. Further errors on it are ignored.
+   */
+  parseError(status: number, code: string, message: string, answer: () => void): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#hold(true);
+    const receiving = this.#receiving;
+    if (receiving !== null && !receiving.req.complete) {
+      receiving.malformed(status, code, message);
+      answer = () => this.socket.destroySoon();
+    }
+    if (this.#open === 0) answer();
+    else this.#last = answer;
+  }
+
+  /** Bytes after the last request (one with Connection: close): not read; the close follows its answer. */
+  ignoreRest(): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#hold(true);
+    if (this.#open === 0) this.socket.destroySoon();
+    else this.#last = () => this.socket.destroySoon();
+  }
+
   /** The connection was upgraded: it is a tunnel from now on. */
   upgraded(): void {
     this.#tunnel = true;
@@ -108,7 +153,8 @@ export class ServerConnection {
   }
 
   #hold(on: boolean): void {
-    if (this.#held === on || (on && this.#tunnel)) return;
+    // After a parse error the connection stays held: it closes after its answers.
+    if (this.#held === on || (on && this.#tunnel) || (!on && this.#failed)) return;
     this.#held = on;
     const socket = this.socket;
     socket.holdInput(on);

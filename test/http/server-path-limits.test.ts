@@ -1,6 +1,7 @@
 // Limits on the forwarder's http.Server path (the Noise streams, and the keep-alive connections the fast path
 // hands over): pipelined requests in flight per connection are bounded; a request body that stops arriving
-// gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut.
+// gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut; a
+// parse error behind pipelined requests is answered after their answers, never ahead of them.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -154,5 +155,60 @@ describe('request bodies on the http.Server path', () => {
     const r = await reader.next();
     expect(r.status).toBe(200);
     expect(r.body.toString()).toBe('/slow:abcdefghijklmnop');
+  });
+});
+
+describe('parse errors behind pipelined requests on the http.Server path', () => {
+  it('bytes after a Connection: close request are not read; every earlier answer goes out, then the close', async () => {
+    const fwd = forwarder();
+    const s = await tcp(await front(fwd));
+    const reader = new ResponseReader(s);
+    const seenBefore = app.seen.length;
+    s.write(
+      'GET /1 HTTP/1.1\r\nHost: a\r\n\r\n' +
+        CHUNKED.replace('/first', '/2') +
+        'POST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz' +
+        'GET /4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n' +
+        'GET /5 HTTP/1.1\r\nHost: a\r\n\r\n',
+    );
+    const bodies: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await reader.next();
+      expect(r.status).toBe(200);
+      bodies.push(r.body.toString());
+    }
+    expect(bodies).toEqual(['/1:', '/2:abc', '/3:xyz', '/4:']);
+    expect((await within(reader.readToEnd(), 10_000, 'close')).length).toBe(0);
+    // Run concurrently (their order at the app is not fixed); /5, after the close, never reaches it.
+    expect(app.seen.slice(seenBefore).map((r) => r.url).sort()).toEqual(['/1', '/2', '/3', '/4']);
+  });
+
+  it('a malformed request behind a valid one: the valid one is answered, then 400, then the close', async () => {
+    const fwd = forwarder();
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    d.write(CHUNKED.replace('/first', '/transfer') + 'GET /x HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n');
+    const first = await reader.next();
+    expect(first.status).toBe(200);
+    expect(first.body.toString()).toBe('/transfer:abc');
+    const second = await reader.next();
+    expect(second.status).toBe(400);
+    expect(JSON.parse(second.body.toString()).error).toBe('HTTP_BAD_REQUEST');
+    expect((await within(reader.readToEnd(), 10_000, 'close')).length).toBe(0);
+  });
+
+  it('a malformed chunked body behind a valid request: the valid one is answered, the broken one gets 400', async () => {
+    const fwd = forwarder();
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    d.write('GET /ok HTTP/1.1\r\nHost: a\r\n\r\nPOST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n');
+    const first = await reader.next();
+    expect(first.status).toBe(200);
+    expect(first.body.toString()).toBe('/ok:');
+    const second = await reader.next();
+    expect(second.status).toBe(400);
+    expect((await within(reader.readToEnd(), 10_000, 'close')).length).toBe(0);
   });
 });
