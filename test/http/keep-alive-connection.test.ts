@@ -25,7 +25,7 @@ afterEach(async () => {
 });
 
 /** A forwarder serving every connection of a TCP listener on its keep-alive fast path. */
-async function startFront(opts: Omit<HttpModeOptions, 'logger' | 'logSink'>): Promise<Front> {
+async function startFront(opts: Omit<HttpModeOptions, 'logger'>): Promise<Front> {
   const fwd = createHttpForwarder({ logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, ...opts });
   const sockets: net.Socket[] = [];
   const server = net.createServer((s) => {
@@ -155,7 +155,8 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
       appOpen++;
       s.on('close', () => appOpen--);
     });
-    const f = await startFront({ appPort: a.port, maxAppConnections: 1, upstreamTimeoutMs: 300, headersTimeoutMs: 2000, keepAliveTimeoutMs: 2000 });
+    const sink = createMemoryLogSink();
+    const f = await startFront({ appPort: a.port, maxAppConnections: 1, upstreamTimeoutMs: 300, headersTimeoutMs: 2000, keepAliveTimeoutMs: 2000, logSink: sink });
     const slow = await connect(f.port);
     slow.pause();
     slow.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
@@ -170,6 +171,9 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
     const res = await reader.next();
     expect(res.status).toBe(200);
     expect(res.body.toString()).toBe('small');
+    // Its record blames the client that stopped reading (whichever limit cut first), not the app.
+    await until(() => sink.records.some((r) => r.path === '/big'), 'the record of /big');
+    expect(sink.records.find((r) => r.path === '/big')!.error).toMatch(/^CLIENT_(GONE|NOT_READING)$/);
   });
 
   it('is cut after the send timeout even with nothing left at the app (long before the keep-alive timeout)', async () => {

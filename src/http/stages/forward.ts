@@ -371,8 +371,10 @@ class UpstreamExchange implements Dispatcher.DispatchHandler, AppResponseHandler
       this.#done(err);
       return;
     }
-    // The head is out; all we can do is cut the connection so the client sees a truncated response.
-    this.ex.errorCode ??= err.code === 'UND_ERR_BODY_TIMEOUT' || err.code === 'APP_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
+    // The head is out; all we can do is cut the connection so the client sees a truncated response. A response
+    // held paused past its limit is the client's doing (it stopped reading), not the app's.
+    this.ex.errorCode ??=
+      err.code === 'APP_PAUSED_TIMEOUT' ? 'CLIENT_NOT_READING' : err.code === 'UND_ERR_BODY_TIMEOUT' || err.code === 'APP_BODY_TIMEOUT' ? 'HTTP_APP_TIMEOUT' : 'HTTP_APP_BODY_FAILED';
     this.#res.destroy();
     this.#done(null);
   }
