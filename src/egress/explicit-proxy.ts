@@ -21,6 +21,8 @@ import { allowHalfOpen } from './splice.ts';
 
 const HEAD_TIMEOUT_MS = 30_000;
 const SNI_TIMEOUT_MS = 10_000;
+/** How long a refused client has to read its answer before its connection is freed. */
+const REPLY_LINGER_MS = 2_000;
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade']);
 
 export interface ExplicitProxyOptions extends DialDeps {
@@ -40,9 +42,16 @@ export interface ExplicitProxy {
   close(): Promise<void>;
 }
 
+/**
+ * Answers and closes. end() only half-closes a socket that allows half-open, and a client may never close its
+ * side: it gets REPLY_LINGER_MS to read the answer, then the socket is destroyed (one descriptor held per such
+ * client otherwise, forever). Not at once: a close with unread request bytes would reset before the answer.
+ */
 function reply(socket: Duplex, status: number, reason: string, body: string): void {
   const text = body + '\n';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  const linger = setTimeout(() => socket.destroy(), REPLY_LINGER_MS).unref();
+  socket.once('close', () => clearTimeout(linger));
 }
 
 /** Where a request goes: host, port, and for absolute http:// the origin-form path. */
