@@ -441,6 +441,9 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
 
   #idle(): void {
     this.#idleSince = this.#sweep.now;
+    // A request that began arriving while the previous one was at the app: its time starts now (the app's is not
+    // the client's).
+    if (this.#buf !== null) this.#requestSince = this.#sweep.now;
     if (this.#mode === 'closing') this.#closeSocket();
     else if (this.#mode === 'waiting-fallback') this.#startRelay();
     else this.#parse();

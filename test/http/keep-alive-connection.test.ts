@@ -139,6 +139,24 @@ describe('keep-alive fast path: what one connection holds', { timeout: 15_000 },
 });
 
 describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 }, () => {
+  it('times a request that began arriving while the one before it was at the app from when it is its turn', async () => {
+    const a = await app((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end(req.url), req.url === '/slow' ? 400 : 0));
+    });
+    const f = await startFront({ appPort: a.port, upstreamTimeoutMs: 5000, headersTimeoutMs: 200, keepAliveTimeoutMs: 5000 });
+    const c = await connect(f.port);
+    const reader = new ResponseReader(c);
+    // /next's head arrives all but its last CRLF while /slow is at the app (longer than the headers timeout).
+    c.write('GET /slow HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n');
+    expect((await reader.next()).body.toString()).toBe('/slow');
+    await new Promise((r) => setTimeout(r, 100)); // within the 200 ms it has from now, past a sweep tick
+    c.write('\r\n');
+    const next = await reader.next();
+    expect(next.status).toBe(200);
+    expect(next.body.toString()).toBe('/next');
+  });
+
   it('is cut within upstreamTimeoutMs, which frees the app connection it held for others', async () => {
     const big = Buffer.alloc(8 * 1024 * 1024, 0x61);
     const a = await app((req, res) => {
