@@ -145,8 +145,9 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       reply(socket, body.status, body.status === 411 ? 'Length Required' : 'Bad Request', body.error);
       return;
     }
+    // The host is the app's, unchecked when refused: cut to a DNS name's length, as the DNS stub does.
     const deny = (reason: string, ip: string | null, failed = false, busy = false): void =>
-      opts.log.record({ allowed: false, via: 'explicit', name: target.host, ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason, failed, busy });
+      opts.log.record({ allowed: false, via: 'explicit', name: target.host.slice(0, 253), ip, port: target.port, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - startedAt, reason, failed, busy });
     let dialed;
     try {
       dialed = await authorizeAndDial(opts, target.host, target.port);

@@ -330,6 +330,17 @@ describe('explicit proxy: refusals', () => {
       }
     }
   });
+
+  it('records at most 253 characters of a refused target host (a 60,000-character CONNECT host)', async () => {
+    const before = stack.decisions.length;
+    const { status } = await connectVia(proxyPort(), `${'x'.repeat(60_000)}:443`);
+    expect(status).toBe(403);
+    const d = stack.decisions.slice(before);
+    expect(d).toHaveLength(1);
+    expect(d[0]!.allowed).toBe(false);
+    expect(d[0]!.name).toBe('x'.repeat(253));
+    expect(JSON.stringify(stack.records.at(-1)).length).toBeLessThan(2_000);
+  });
 });
 
 function proxyPort(): number {
