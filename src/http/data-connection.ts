@@ -100,6 +100,10 @@ export class DataConnection extends Duplex {
     // that looks complete.
     outer.once('end', () => (outer.peerAborted ? this.destroy() : this.push(null)));
     outer.once('error', (err) => this.destroy(err));
+    // Cut by the server's side (the client stopped reading: send timeout) before its end was read.
+    outer.once('close', () => {
+      if (!outer.readableEnded) this.destroy();
+    });
     if (bytes.length > 0) outer.write(bytes);
     if (this.writableEnded) {
       this.#outerEnded = true;

@@ -12,6 +12,8 @@
 //   (`a.once('close', () => b.destroy())`): which side may abort the other is a policy, not the pair's.
 // - holdInput(): the reading end takes no more bytes (the peer's writes wait, as on a socket that stopped
 //   reading) until released, whoever resumes its Readable side meanwhile (the HTTP server resumes it on its own).
+// - setSendTimeout(): a write that waits for the peer to read longer than that calls back (nginx's
+//   send_timeout: a reader that stops reading must not hold the writer forever).
 import { Duplex } from 'node:stream';
 
 export interface DuplexPairOptions {
@@ -41,6 +43,9 @@ export class PairEnd extends Duplex {
   /** A chunk written while the peer held its input: not delivered yet (pendingWrite is its callback). */
   private heldChunk: Buffer | null = null;
   private inputHeld = false;
+  private sendTimeoutMs = 0;
+  private onSendTimeout: (() => void) | null = null;
+  private sendTimer: NodeJS.Timeout | null = null;
   private peerGone = false;
   private timeoutMs = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -67,8 +72,34 @@ export class PairEnd extends Duplex {
 
   private deliver(chunk: Buffer, cb: (err?: Error | null) => void): void {
     this.peer.delivered(chunk.length);
-    if (this.peer.push(chunk)) cb();
-    else this.pendingWrite = cb;
+    if (this.peer.push(chunk)) {
+      cb();
+      return;
+    }
+    this.pendingWrite = cb;
+    if (this.sendTimeoutMs > 0 && this.sendTimer === null) {
+      this.sendTimer = setTimeout(() => {
+        this.sendTimer = null;
+        if (this.pendingWrite !== null && !this.destroyed) this.onSendTimeout?.();
+      }, this.sendTimeoutMs);
+      this.sendTimer.unref();
+    }
+  }
+
+  /** The write waiting for the peer to read goes on. */
+  private releaseWrite(): void {
+    const cb = this.pendingWrite;
+    if (cb === null) return;
+    this.pendingWrite = null;
+    this.clearSendTimer();
+    cb();
+  }
+
+  private clearSendTimer(): void {
+    if (this.sendTimer !== null) {
+      clearTimeout(this.sendTimer);
+      this.sendTimer = null;
+    }
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -79,15 +110,12 @@ export class PairEnd extends Duplex {
   override _read(): void {
     if (this.inputHeld) return;
     // The reader wants more: release the peer's write that was waiting for room.
-    const cb = this.peer.pendingWrite;
-    if (cb !== null) {
-      this.peer.pendingWrite = null;
-      cb();
-    }
+    this.peer.releaseWrite();
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     this.clearTimer();
+    this.clearSendTimer();
     const peer = this.peer;
     peer.peerGone = true;
     // Writes held back by a holdInput() are dropped with the connection (ours and the peer's alike).
@@ -99,6 +127,7 @@ export class PairEnd extends Duplex {
     if (!peer.destroyed) peer.push(null);
     const waiting = peer.pendingWrite;
     peer.pendingWrite = null;
+    peer.clearSendTimer();
     if (waiting !== null) waiting();
     // Our own pending write: the peer may still read it; nothing more to do for it.
     const own = this.pendingWrite;
@@ -122,8 +151,19 @@ export class PairEnd extends Duplex {
     const chunk = peer.heldChunk;
     peer.heldChunk = null;
     if (chunk !== null) peer.deliver(chunk, cb);
-    else if (this.readableLength < this.readableHighWaterMark) cb();
-    else peer.pendingWrite = cb;
+    else if (this.readableLength < this.readableHighWaterMark) {
+      peer.clearSendTimer();
+      cb();
+    } else peer.pendingWrite = cb;
+  }
+
+  /**
+   * `onTimeout` runs when a write of this end has waited `ms` for the peer to read (0 = never). Any read by
+   * the peer starts the wait again: a slow reader is not cut, one that stopped is.
+   */
+  setSendTimeout(ms: number, onTimeout: () => void): void {
+    this.sendTimeoutMs = ms;
+    this.onSendTimeout = onTimeout;
   }
 
   /** net.Socket compatibility: idle timeout; emits 'timeout' after `ms` without reads or writes (0 = off). */

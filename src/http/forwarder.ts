@@ -407,6 +407,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     inner.on('error', () => {});
     // The session gave up on the connection: abort everything running on it (and its app requests).
     outer.once('close', () => inner.destroy());
+    // The client stopped reading what the server sends (a response, a tunnel): after the upstream timeout
+    // the connection is cut, which ends its app request and frees its app connection (as nginx's
+    // send_timeout).
+    inner.setSendTimeout(upstreamTimeoutMs, () => outer.destroy());
     server.emit('connection', inner);
     return outer;
   }

@@ -112,6 +112,14 @@ describe('duplex pair', () => {
     expect(text.replace(/\.+/g, '')).toMatch(/^one-0-1-2/);
   });
 
+  it('setSendTimeout: calls back when a write waits for a reader that stopped reading', async () => {
+    const [a, b] = createDuplexPair({ highWaterMark: 1024 });
+    const fired = new Promise<void>((r) => a.setSendTimeout(50, r));
+    a.write(Buffer.alloc(4096));
+    await fired;
+    expect(b.readableLength).toBeGreaterThan(0);
+  });
+
   it('tells an EOF from a destroy before end() (peerAborted) from one after end()', async () => {
     for (const [how, aborted] of [['destroy', true], ['end then destroy', false], ['destroySoon', false]] as const) {
       const [a, b] = createDuplexPair();

@@ -1,7 +1,8 @@
 // Limits on the forwarder's http.Server path (the Noise streams, and the keep-alive connections the fast path
 // hands over): pipelined requests in flight per connection are bounded; a request body that stops arriving
 // gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut; a
-// parse error behind pipelined requests is answered after their answers, never ahead of them.
+// parse error behind pipelined requests is answered after their answers, never ahead of them; a client that
+// stops reading its answer is cut after the upstream timeout, which frees its app connection.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +10,8 @@ import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '.
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';
 import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
 
+/** An answer larger than every buffer between the app and a client that does not read. */
+const BIG = Buffer.alloc(24 * 1024 * 1024, 0x61);
 /** Requests the app is working on now, and the most at once. */
 let busy = 0;
 let maxBusy = 0;
@@ -17,6 +20,11 @@ let app: TestApp;
 beforeAll(async () => {
   // Every answer takes a while, so that pipelined requests dispatched together overlap at the app.
   app = await startApp((req, res) => {
+    if (req.url === '/big') {
+      req.resume();
+      req.on('end', () => res.end(BIG));
+      return;
+    }
     busy++;
     maxBusy = Math.max(maxBusy, busy);
     const chunks: Buffer[] = [];
@@ -210,5 +218,43 @@ describe('parse errors behind pipelined requests on the http.Server path', () =>
     const second = await reader.next();
     expect(second.status).toBe(400);
     expect((await within(reader.readToEnd(), 10_000, 'close')).length).toBe(0);
+  });
+});
+
+describe('a client that stops reading on the http.Server path', () => {
+  it('a Noise stream is closed after the upstream timeout, and its app connection serves the next client', async () => {
+    const fwd = forwarder({ upstreamTimeoutMs: 300, maxAppConnections: 1 });
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void d.destroy());
+    d.on('error', () => {});
+    const closed = new Promise<void>((r) => d.once('close', () => r()));
+    // Never read: the answer backs up into the agent.
+    d.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    await within(closed, 10_000, 'close of the stream that does not read');
+    const other = await fwd.connect(fakeContext({ kind: 'stream' }));
+    cleanups.push(() => void other.destroy());
+    const reader = new ResponseReader(other);
+    other.write('GET /small HTTP/1.1\r\nHost: a\r\n\r\n');
+    const r = await within(reader.next(), 10_000, 'answer to the next client');
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('/small:');
+  });
+
+  it('a keep-alive connection handed to the http.Server is closed, and its app connection serves the next client', async () => {
+    const fwd = forwarder({ upstreamTimeoutMs: 300, maxAppConnections: 1 });
+    const port = await front(fwd);
+    const slow = await tcp(port);
+    slow.pause();
+    // Chunked: the http.Server's; the client never reads the answer.
+    slow.write('POST /big HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    const deadline = Date.now() + 10_000;
+    while (fwd.connectionCount > 0 && Date.now() < deadline) await sleep(50);
+    expect(fwd.connectionCount).toBe(0);
+    const other = await tcp(port);
+    const reader = new ResponseReader(other);
+    other.write('POST /small HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    const r = await within(reader.next(), 10_000, 'answer to the next client');
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe('/small:');
   });
 });
