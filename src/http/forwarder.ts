@@ -6,7 +6,9 @@
 //   decrypt (slot) · forward (undici keep-alive pool)
 // — and Upgrade requests take request id + log · client address · raw tunnel. Malformed requests get a
 // 400 (431, 408) JSON answer and the connection is closed. Nothing a client or the app does throws past
-// this module.
+// this module. Per server connection (server-connection.ts): at most 32 pipelined requests run, a request
+// body may pause no longer than the headers timeout (408), a parse error is answered after the answers still
+// due; and a client that stops reading is cut after the upstream timeout (the pair's send timeout).
 import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -193,6 +195,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   const server = http.createServer({
     maxHeaderSize: maxHeaderBytes,
+    // A limit on the whole request would cut long uploads: body gaps are bounded per connection instead.
     requestTimeout: 0,
     headersTimeout: headersTimeoutMs,
     keepAliveTimeout: opts.keepAliveTimeoutMs ?? 60_000,
