@@ -5,8 +5,9 @@
 // written back — one connection could send thousands of pipelined requests to the app together. Here at
 // most MAX_SERVER_PIPELINED run through the stages per connection (as on the keep-alive fast path); requests
 // parsed past it wait their turn, and once that many are open the connection is read no further (its pair
-// end holds its input and stays paused) until answers have gone out. What waits is at most what one chunk
-// already read held.
+// end holds its input) until answers have gone out. What waits is what the server had already taken in when
+// the limit was reached: the chunk being parsed and the pair end's readable buffer, at most 64 KiB each (Node's
+// parser resumes the socket after each message it completes, so pausing alone does not stop it mid-buffer).
 //
 // Request bodies: Node's requestTimeout is a limit on the whole request, which would cut a long upload that
 // keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
