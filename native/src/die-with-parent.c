@@ -17,7 +17,8 @@
  * --deny-vsock ([egress] enabled): before the exec, a seccomp filter (kept across execve and by every
  * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
  * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
- * syscalls of another ABI (i386 on x86_64: socketcall; x32) fail with ENOSYS. An enclave has no network but
+ * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
+ * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. An enclave has no network but
  * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
  * policy the agent enforces. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
  */
@@ -41,6 +42,9 @@
 #endif
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_pidfd_getfd
+#define __NR_pidfd_getfd 438
 #endif
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -66,6 +70,12 @@ static int deny_vsock(void) {
 #endif
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    /* The agent's own vsock streams (the dialer's idle ones included) are not to be borrowed either. */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pidfd_getfd, 3, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ptrace, 2, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 3),
     /* socket()'s domain is an int: the low 32 bits of args[0] (both architectures are little-endian). */
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),

@@ -88,6 +88,23 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(open.slice(1, 3)).toEqual(['ok', 'ok']);
   });
 
+  // Under the filter only: without it, PTRACE_ATTACH would stop this test's own process.
+  const BORROW_PY = [
+    'import ctypes, errno, os, platform',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'nr = {"x86_64": (101, 310), "aarch64": (117, 270)}[platform.machine()]',
+    'def call(*a):',
+    '    return "ok" if libc.syscall(*a) >= 0 else errno.errorcode[ctypes.get_errno()]',
+    'pidfd = libc.syscall(434, os.getppid(), 0)',
+    'print(call(438, pidfd, 0, 0), call(nr[0], 16, os.getppid(), 0, 0), call(nr[1], os.getppid(), 0, 0, 0, 0, 0))',
+  ].join('\n');
+
+  it("--deny-vsock: the command cannot borrow the agent's descriptors or memory (pidfd_getfd, ptrace, process_vm_readv)", () => {
+    const r = spawnSync(wrapper, ['--deny-vsock', String(process.pid), '-', PYTHON, '-c', BORROW_PY], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('EPERM EPERM EPERM');
+  });
+
   it('refuses malformed arguments with a usage line and exit 2', () => {
     for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });
