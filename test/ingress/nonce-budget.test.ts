@@ -36,6 +36,14 @@ describe('NonceBudget', () => {
     expect(b.clients).toBe(0);
   });
 
+  it('a clock stepped back takes no tokens (the budget does not freeze for the step)', () => {
+    const c = clock();
+    const b = new NonceBudget({ total: { perSecond: 1, burst: 3 }, perClient: { perSecond: 1, burst: 3 }, now: c.now });
+    expect(b.take('192.0.2.1')).toBe(true);
+    c.advance(-60_000);
+    expect([b.take('192.0.2.1'), b.take('192.0.2.2')]).toEqual([true, true]);
+  });
+
   it('buckets refill at their rate, up to their burst', () => {
     const c = clock();
     const b = new NonceBudget({ total: { perSecond: 100, burst: 100 }, perClient: { perSecond: 2, burst: 3 }, now: c.now });
@@ -54,6 +62,10 @@ describe('NonceBudget', () => {
     expect(clientKey('::1')).toBe('0:0:0:0::/64');
     expect(clientKey('::ffff:192.0.2.1')).toBe('192.0.2.1');
     expect(clientKey('192.0.2.1')).toBe('192.0.2.1');
+    // Other text forms of the same addresses: a dotted IPv4 tail, hex IPv4-mapped, a zone id.
+    expect(clientKey('1::2:3:4:5:1.2.3.4')).toBe('1:0:2:3::/64');
+    expect(clientKey('::ffff:102:304')).toBe('1.2.3.4');
+    expect(clientKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
     const b = new NonceBudget({ total: { perSecond: 100, burst: 100 }, perClient: { perSecond: 1, burst: 1 }, now: clock().now });
     expect(b.take('2001:db8:1:2::1')).toBe(true);
     expect(b.take('2001:db8:1:2::2')).toBe(false);
