@@ -10,6 +10,7 @@
         "src/intarray.c",
         "src/aead.c",
         "src/clock.c",
+        "src/process.c",
         "src/origdst.c",
         "src/splice.c"
       ],

@@ -62,6 +62,7 @@ napi_status en_loopback_init(napi_env env, napi_value exports);
 napi_status en_intarray_init(napi_env env, napi_value exports);
 napi_status en_aead_init(napi_env env, napi_value exports);
 napi_status en_clock_init(napi_env env, napi_value exports);
+napi_status en_process_init(napi_env env, napi_value exports);
 napi_status en_origdst_init(napi_env env, napi_value exports);
 napi_status en_splice_init(napi_env env, napi_value exports);
 

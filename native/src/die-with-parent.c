@@ -18,7 +18,9 @@
  * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
  * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
  * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
- * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. An enclave has no network but
+ * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. It also loses
+ * CAP_SYS_PTRACE (drop_ptrace_cap), which, with the agent non-dumpable (native/src/process.c), keeps it out of
+ * /proc/<agent>/mem and environ. An enclave has no network but
  * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
  * policy the agent enforces. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
  */
@@ -34,6 +36,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
@@ -52,6 +55,25 @@
 #elif defined(__aarch64__)
 #define NATIVE_ARCH AUDIT_ARCH_AARCH64
 #endif
+
+/*
+ * No CAP_SYS_PTRACE for the app, now or after its exec (bounding set, the three sets, ambient ones): the agent
+ * makes itself non-dumpable, so without that capability the app cannot open /proc/<agent>/mem or environ even
+ * as the same user (or as root). Dropping from the bounding set needs CAP_SETPCAP: without it (not root) there is
+ * no CAP_SYS_PTRACE to lose after exec anyway (no_new_privs ignores file capabilities). 0, or -1 with errno set.
+ */
+static int drop_ptrace_cap(void) {
+  if (prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0 && errno != EPERM) return -1;
+  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+  struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &head, data) != 0) return -1;
+  const unsigned idx = CAP_SYS_PTRACE / 32, bit = 1u << (CAP_SYS_PTRACE % 32);
+  data[idx].effective &= ~bit;
+  data[idx].permitted &= ~bit;
+  data[idx].inheritable &= ~bit;
+  return (int)syscall(SYS_capset, &head, data);
+}
 
 /* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */
 static int deny_vsock(void) {
@@ -125,7 +147,7 @@ int main(int argc, char** argv) {
   }
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
-  if (vsock_denied && deny_vsock() != 0) {
+  if (vsock_denied && (drop_ptrace_cap() != 0 || deny_vsock() != 0)) {
     fprintf(stderr, "enclave_die_with_parent: --deny-vsock: %s\n", strerror(errno));
     return 2;
   }

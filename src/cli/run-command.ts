@@ -17,6 +17,7 @@ import { createRuntimeLogs } from '../runtime/logs.ts';
 import { insideEnclave, openNsm } from '../runtime/nsm.ts';
 import { RuntimeError } from '../runtime/errors.ts';
 import { startSupervisor } from '../runtime/supervisor.ts';
+import { makeAgentNotDumpable } from '../runtime/not-dumpable.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
@@ -311,7 +312,11 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   if (names.length > 0) logger.info({ secrets: names }, 'secrets decrypted for the app');
 
   let supervisor: ReturnType<typeof startSupervisor>;
+  // With a policy to enforce, the app's only way out is the agent: no vsock of its own to the host dialer, and
+  // no way into the agent's memory or descriptors (runtime/not-dumpable.ts).
+  const sandboxApp = config.egress.enabled && !config.egress.app_vsock;
   try {
+    if (sandboxApp) makeAgentNotDumpable();
     supervisor = startSupervisor({
       command,
       restart: config.app.restart,
@@ -322,8 +327,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       appPort: config.app.port,
       env: appEnvironment(process.env, runtime.egress?.appEnv ?? {}, secrets),
       readyWarnAfterMs: config.app.startup_grace_ms,
-      // With a policy to enforce, the app's only way out is the agent: no vsock of its own to the host dialer.
-      denyVsock: config.egress.enabled && !config.egress.app_vsock,
+      denyVsock: sandboxApp,
       logger,
       onState: (state) => {
         if (state === 'healthy') {

@@ -36,6 +36,8 @@ beforeAll(async () => {
     `curl -sS --max-time 10 -o /dev/null -w '%{http_code}' http://127.0.0.2:${web.port + 1}/ > denied.txt`,
     // Its own way to the host dialer, around the proxy: a vsock socket (made only, never connected).
     `/usr/bin/python3 -c 'import socket\ntry: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM); print("made")\nexcept OSError as e: print(e.strerror)' > vsock.txt`,
+    // …or the agent's memory (the agent is non-dumpable, the app has no CAP_SYS_PTRACE). $PPID: the agent.
+    `/usr/bin/python3 -c 'import sys\ntry: open("/proc/%s/mem" % sys.argv[1], "rb"); print("opened")\nexcept OSError as e: print(e.strerror)' $PPID > mem.txt`,
     'touch done',
     'sleep 60',
   ].join('; ');
@@ -62,6 +64,7 @@ describe('run: explicit egress for the app', () => {
     expect(JSON.parse(readFileSync(path.join(dir, 'allowed.txt'), 'utf8'))).toMatchObject({ url: '/from-app', host: `127.0.0.2:${web.port}` });
     expect(readFileSync(path.join(dir, 'denied.txt'), 'utf8')).toBe('403');
     expect(readFileSync(path.join(dir, 'vsock.txt'), 'utf8').trim()).toBe('Permission denied');
+    expect(readFileSync(path.join(dir, 'mem.txt'), 'utf8').trim()).toBe('Permission denied');
     expect(agent.stdout()).toMatch(/"type":"egress","allowed":true,"via":"explicit"/);
   });
 });

@@ -105,6 +105,21 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(r.stdout.trim()).toBe('EPERM EPERM EPERM');
   });
 
+  // An agent and its sandboxed app as the same unprivileged user (root and setpriv needed to make one here).
+  const AGENT_JS = (notDumpable: boolean): string =>
+    [
+      `const addon = require(${JSON.stringify(path.join(path.dirname(wrapper), 'enclave_native.node'))});`,
+      notDumpable ? 'addon.notDumpable();' : '',
+      'const py = "import os\\nout = []\\nfor f in (\'mem\', \'environ\'):\\n  try: open(\'/proc/%d/%s\' % (os.getppid(), f), \'rb\').close(); out.append(\'opened\')\\n  except OSError as e: out.append(e.strerror)\\nprint(\' \'.join(out))";',
+      `process.stdout.write(require('child_process').spawnSync(${JSON.stringify(wrapper)}, ['--deny-vsock', String(process.pid), '-', ${JSON.stringify(PYTHON)}, '-c', py], { encoding: 'utf8' }).stdout);`,
+    ].join('\n');
+  it.skipIf(!canSetpriv)("a non-dumpable agent: its sandboxed app of the same user cannot open the agent's /proc mem or environ", () => {
+    const asNobody = (js: string): string =>
+      spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', js], { encoding: 'utf8', cwd: '/' }).stdout.trim();
+    expect(asNobody(AGENT_JS(true))).toBe('Permission denied Permission denied');
+    expect(asNobody(AGENT_JS(false))).toBe('opened opened');
+  });
+
   it('refuses malformed arguments with a usage line and exit 2', () => {
     for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });
