@@ -127,6 +127,8 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   #idleSince: number;
   /** Sweep-clock time a write was first left pending (socket.write returned false) and no 'drain' since; null: none. */
   #sendStalledSince: number | null = null;
+  /** #sentBytes() when the sweep last looked, to tell a slow reader from one that stopped. */
+  #sentAtLastLook = -1;
   #relay: PairEnd | null = null;
   /** #closeSocket ran: the socket is ending (and is destroyed once flushed, or cut). */
   #socketClosing = false;
@@ -230,6 +232,10 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     return ok;
   }
 
+  needsDrain(): boolean {
+    return (this.socket as { writableNeedDrain?: boolean }).writableNeedDrain === true;
+  }
+
   aborted(res: KeepAliveResponse): void {
     // A response cut after its head (the app failed mid-body) cannot be followed by another on this connection.
     if (this.#queue.includes(res)) this.socket.destroy();
@@ -239,10 +245,17 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   checkTimers(now: number): void {
     // The sweep's clock moves once per tick: a mark may be up to one tick old, so one tick is added.
     const slack = this.#sweep.everyMs;
-    if (this.#sendStalledSince !== null && now - this.#sendStalledSince > this.#limits.sendTimeoutMs + slack) {
-      // The responses in flight end with the connection (#closed), and with them their app requests.
-      this.socket.destroy();
-      return;
+    if (this.#sendStalledSince !== null) {
+      // Stalled means nothing left the buffer since the last look: a client that reads slowly is not cut.
+      const sent = this.#sentBytes();
+      if (sent !== this.#sentAtLastLook) {
+        this.#sentAtLastLook = sent;
+        this.#sendStalledSince = now;
+      } else if (now - this.#sendStalledSince > this.#limits.sendTimeoutMs + slack) {
+        // The responses in flight end with the connection (#closed), and with them their app requests.
+        this.socket.destroy();
+        return;
+      }
     }
     if (this.#mode !== 'fast' || this.#queue.length > 0) return;
     if (this.#buf !== null) {
@@ -469,6 +482,12 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   #ended(): void {
     this.#clientEnded = true;
     if (this.#mode === 'fast') this.#parse();
+  }
+
+  /** Bytes the socket has passed on (written, less what it still buffers). */
+  #sentBytes(): number {
+    const s = this.socket as { bytesWritten?: number; writableLength: number };
+    return (s.bytesWritten ?? 0) - s.writableLength;
   }
 
   #drained(): void {

@@ -15,6 +15,8 @@ export interface ResponseQueue {
   aborted(res: KeepAliveResponse): void;
   /** Whether the connection closes after `res` (the request asked for it, a drain, a refusal). */
   closesAfter(res: KeepAliveResponse): boolean;
+  /** The socket asks writers to wait (its 'drain' lets them go on, through readMore). */
+  needsDrain(): boolean;
 }
 
 export class KeepAliveResponse extends BufferedResponse {
@@ -54,7 +56,11 @@ export class KeepAliveResponse extends BufferedResponse {
     this.onClose?.();
   }
 
-  /** New bytes: held until the response is active; then sent now (past 64 KiB) or at the end of the tick. */
+  /**
+   * New bytes: held until the response is active; then sent now (past 64 KiB) or at the end of the tick. The
+   * writer is told to wait while the socket is full, however small its writes: else an app writing in small
+   * pieces would never be paused and the socket's buffer would grow as fast as the app writes.
+   */
   #kick(): boolean {
     if (!this.active) return this.pendingBytes < FLUSH_BYTES;
     if (this.pendingBytes >= FLUSH_BYTES) return this.#queue.progressed(this);
@@ -62,7 +68,7 @@ export class KeepAliveResponse extends BufferedResponse {
       this.#flushScheduled = true;
       process.nextTick(flushAtTickEnd, this);
     }
-    return true;
+    return !this.#queue.needsDrain();
   }
 
   /** @internal the end-of-tick flush of a response still being written. */

@@ -227,6 +227,47 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
     await until(() => agentSide!.destroyed, 'the non-reading client to be cut');
   });
 
+  it('an app writing small pieces is paused while the client reads slowly; the client, still reading, is not cut', async () => {
+    const piece = Buffer.alloc(8 * 1024, 0x64);
+    const total = 1536; // 12 MiB in 8 KiB writes
+    let written = 0;
+    const a = await app((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('Content-Length', piece.length * total);
+        const more = (): void => {
+          while (written < total) {
+            written++;
+            if (!res.write(piece)) return void res.once('drain', more);
+          }
+          res.end();
+        };
+        more();
+      });
+    });
+    const f = await startFront({ appPort: a.port, upstreamTimeoutMs: 300, headersTimeoutMs: 2000, keepAliveTimeoutMs: 2000 });
+    const c = await connect(f.port);
+    const reader = new ResponseReader(c);
+    c.write('GET /pieces HTTP/1.1\r\nHost: a\r\n\r\n');
+    // Reads in bursts with pauses shorter than the send timeout, for several send timeouts overall.
+    let reading = true;
+    let maxBuffered = 0;
+    const pacer = setInterval(() => {
+      if (reading) c.pause();
+      else c.resume();
+      reading = !reading;
+      for (const s of f.sockets) maxBuffered = Math.max(maxBuffered, s.writableLength);
+    }, 100);
+    cleanups.push(() => clearInterval(pacer));
+    const res = await reader.next();
+    clearInterval(pacer);
+    c.resume();
+    expect(res.status).toBe(200);
+    expect(res.body.length).toBe(piece.length * total);
+    // The agent held back the app instead of buffering its answer (12 MiB) in the socket.
+    expect(maxBuffered).toBeLessThan(2 * 1024 * 1024);
+  });
+
   it('does not cut a client that reads a large response slowly but steadily', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024, 0x62);
     const a = await app((req, res) => {
