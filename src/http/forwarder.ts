@@ -261,6 +261,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     });
     if (ex.body !== null && !req.complete) {
       conn.receiving(req, headersTimeoutMs, {
+        upstreamBlocked: ex.conn.inputBlocked,
         stalled: () => bodyStalled(ex, res),
         malformed: (status, code, message) => {
           ex.errorCode ??= code;
@@ -342,6 +343,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       conn.ignoreRest();
       return;
     }
+    // A head that could not arrive because the connection was held (the pipelining limit) is not late.
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && conn.heldWithin(headersTimeoutMs)) return;
     const [status, code] =
       err.code === 'HPE_HEADER_OVERFLOW'
         ? [431, 'HTTP_HEADERS_TOO_LARGE']

@@ -40,6 +40,10 @@ export class ServerConnection {
   #receiving: { req: IncomingMessage; malformed: (status: number, code: string, message: string) => void } | null = null;
   /** The connection became a tunnel (Upgrade): no more requests, reading is not ours to stop. */
   #tunnel = false;
+  /** performance.now() when the last hold ended (-Infinity: never held). */
+  #releasedAt = -Infinity;
+  /** Requests parsed so far (to tell whether a head forgiven by heldWithin ever completed). */
+  #parsed = 0;
 
   constructor(socket: PairEnd, max = MAX_SERVER_PIPELINED) {
     this.socket = socket;
@@ -56,6 +60,7 @@ export class ServerConnection {
   /** A parsed request: `run` now, or once fewer than the limit run; it is over when `res` closes. */
   admit(res: ServerResponse, run: () => void): void {
     this.#open++;
+    this.#parsed++;
     let started = false;
     let closed = false;
     const start = (): void => {
@@ -83,9 +88,14 @@ export class ServerConnection {
   /**
    * The body of `req` (the last request parsed) is arriving: when no byte has come for `idleMs` while the
    * server was reading, `on.stalled` runs (once); a parse error in it is answered by `on.malformed`. Over when
-   * the request is complete or the connection closed.
+   * the request is complete or the connection closed. `on.upstreamBlocked`: whether whoever feeds the connection
+   * has stopped reading the client for reasons of its own (a Noise session over another stream's budget).
    */
-  receiving(req: IncomingMessage, idleMs: number, on: { stalled: () => void; malformed: (status: number, code: string, message: string) => void }): void {
+  receiving(
+    req: IncomingMessage,
+    idleMs: number,
+    on: { stalled: () => void; malformed: (status: number, code: string, message: string) => void; upstreamBlocked?: (() => boolean) | undefined },
+  ): void {
     this.#receiving = { req, malformed: on.malformed };
     const onStall = on.stalled;
     const socket = this.socket;
@@ -101,7 +111,7 @@ export class ServerConnection {
       const now = performance.now();
       // Bytes came, or the agent is the one not reading (the body is held back), or this tick ran late (the
       // process was busy, so the gap says nothing about the client): the gap starts again.
-      const notReading = this.#held || socket.isPaused() || socket.readableLength > 0;
+      const notReading = this.#held || socket.isPaused() || socket.readableLength > 0 || on.upstreamBlocked?.() === true;
       if (socket.bytesRead !== bytes || notReading || now - lastTick > 2 * every) {
         bytes = socket.bytesRead;
         progress = now;
@@ -142,10 +152,35 @@ export class ServerConnection {
     else this.#last = () => this.socket.destroySoon();
   }
 
+  /**
+   * Whether the connection was held at some time in the last `ms` — a request head that timed out then may have
+   * been held back by us, not by its client. Node's server stops timing that head once it has reported it; in
+   * its place the head gets `ms` from the end of the hold, else the connection is cut.
+   */
+  heldWithin(ms: number): boolean {
+    if (!this.#held && performance.now() - this.#releasedAt > ms) return false;
+    const parsed = this.#parsed;
+    const backstop = setInterval(
+      () => {
+        if (this.#parsed !== parsed || this.#tunnel || this.socket.destroyed) clearInterval(backstop);
+        else if (!this.#held && performance.now() - this.#releasedAt > ms) {
+          clearInterval(backstop);
+          this.socket.destroy();
+        }
+      },
+      Math.max(25, Math.floor(ms / 4)),
+    );
+    backstop.unref();
+    return true;
+  }
+
   /** The connection was upgraded: it is a tunnel from now on. */
   upgraded(): void {
     this.#tunnel = true;
-    this.#hold(false);
+    // Input flows again, but the socket is not resumed: Node has taken its reader off for the upgrade, and bytes
+    // the client sends before the app's 101 must wait for the tunnel's pipe, not flow to nobody.
+    this.#held = false;
+    this.socket.holdInput(false);
   }
 
   #next(): void {
@@ -157,6 +192,7 @@ export class ServerConnection {
     // After a parse error the connection stays held: it closes after its answers.
     if (this.#held === on || (on && this.#tunnel) || (!on && this.#failed)) return;
     this.#held = on;
+    if (!on) this.#releasedAt = performance.now();
     const socket = this.socket;
     socket.holdInput(on);
     if (on) socket.pause();

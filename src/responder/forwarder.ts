@@ -22,6 +22,11 @@ export interface ForwardContext {
   attestWithNonce?(nonce: Uint8Array): Promise<Uint8Array>;
   /** Aborted when the session closes: a forwarder still connecting (e.g. retrying during the app's start-up grace) should give up. */
   readonly signal?: AbortSignal;
+  /**
+   * True while the session has stopped taking this client's bytes for a reason of its own (another stream's
+   * queue toward the app, its write budget): a gap in a request body then is not the client's.
+   */
+  inputBlocked?(): boolean;
 }
 
 /**

@@ -39,6 +39,7 @@ export function forwardContext(host: SessionHost, kind: 'data' | 'stream'): Forw
     handshakeHash: hash,
     signal: host.signal(),
     attest: (extra) => attestDocument(host, extra?.userData, extra?.publicKey),
+    inputBlocked: () => host.inputPaused(),
   };
   const made = client === undefined ? ctx : { ...ctx, client };
   known[kind] = made;

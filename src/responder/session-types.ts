@@ -110,6 +110,8 @@ export interface SessionHost {
   client(): ForwardContext['client'];
   /** True while the client connection's write queue is over budget (app reads are paused). */
   clientQueueBlocked(): boolean;
+  /** True while the session has stopped reading the client's frames for a budget of its own (any stream's). */
+  inputPaused(): boolean;
   /** Refuses a Data/OpenStream beyond the limits; true if it may start — it then holds an in-flight slot. */
   admit(id: number, enc: ByteEncoding): boolean;
   /** Gives back an in-flight slot (a Data reply handed to the socket, a stream over). */

@@ -191,6 +191,9 @@ export class Session {
     clientQueueBlocked(): boolean {
       return this.#s.#clientQueueBlocked;
     }
+    inputPaused(): boolean {
+      return this.#s.#sockPaused;
+    }
     admit(id: number, enc: ByteEncoding): boolean {
       return this.#s.#admit(id, enc);
     }

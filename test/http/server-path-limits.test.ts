@@ -149,6 +149,96 @@ describe('request bodies on the http.Server path', () => {
     await within(reader.waitEnd(), 10_000, 'close after the 408');
   });
 
+  it("a Noise stream: no 408 for a gap while the session itself stopped reading the client (another stream's budget)", async () => {
+    const fwd = forwarder({ headersTimeoutMs: 300, upstreamTimeoutMs: 30_000 });
+    let sessionPaused = true;
+    const d = await fwd.connect({ ...fakeContext({ kind: 'stream' }), inputBlocked: () => sessionPaused });
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    d.write('POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
+    await sleep(900); // three times the gap limit, with the session not reading
+    sessionPaused = false;
+    d.write('0\r\n\r\n');
+    const r = await within(reader.next(), 10_000, 'answer to the upload');
+    expect(r.status).toBe(200);
+  });
+
+  it('a head held back behind 32 running requests is not timed out for it (no 408); it is answered in its turn', async () => {
+    const seen: string[] = [];
+    const slowApp = await startApp((req, res) => {
+      seen.push(req.url ?? '');
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end(`ok ${req.url}`), req.url === '/first' ? 0 : 1500));
+    });
+    cleanups.push(() => slowApp.close());
+    const fwd = createHttpForwarder({ appPort: slowApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, headersTimeoutMs: 600 });
+    cleanups.push(() => fwd.close());
+    const c = await tcp(await front(fwd));
+    const reader = new ResponseReader(c);
+    c.write(CHUNKED);
+    expect((await reader.next()).status).toBe(200);
+    // The 33rd head arrives in two writes: its second half waits behind the limit, longer than the headers timeout.
+    c.write(pipelined(32) + 'GET /last HTTP/1.1\r\nHo');
+    await sleep(50);
+    c.write('st: a\r\n\r\n');
+    for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
+    const last = await within(reader.next(), 10_000, 'answer to /last');
+    expect(last.status).toBe(200);
+    expect(last.body.toString()).toBe('ok /last');
+    expect(seen).toContain('/last');
+  });
+
+  it('…but a held-back head that never completes still ends the connection, after its answers', async () => {
+    const slowApp = await startApp((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('ok'), req.url === '/first' ? 0 : 1500));
+    });
+    cleanups.push(() => slowApp.close());
+    const fwd = createHttpForwarder({ appPort: slowApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, headersTimeoutMs: 600 });
+    cleanups.push(() => fwd.close());
+    const c = await tcp(await front(fwd));
+    const reader = new ResponseReader(c);
+    c.write(CHUNKED);
+    expect((await reader.next()).status).toBe(200);
+    c.write(pipelined(32) + 'GET /never HTTP/1.1\r\nHo');
+    for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
+    await within(reader.waitEnd(), 10_000, 'the close of a connection whose last head never came');
+  });
+
+  it('an Upgrade behind 32 pipelined requests: bytes sent before the 101 reach the tunnel', async () => {
+    let tunnel = '';
+    const upApp = await startApp((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('ok'), req.url === '/first' ? 0 : 400));
+    });
+    cleanups.push(() => upApp.close());
+    const appSide: net.Socket[] = [];
+    cleanups.push(() => appSide.forEach((x) => x.destroy())); // an upgraded socket is not the server's to close
+    upApp.server.on('upgrade', (_req, sock: net.Socket, head: Buffer) => {
+      appSide.push(sock);
+      tunnel += head.toString();
+      sock.on('data', (c: Buffer) => (tunnel += c.toString()));
+      sock.on('error', () => {});
+      setTimeout(() => sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n'), 600);
+    });
+    const fwd = createHttpForwarder({ appPort: upApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0 });
+    cleanups.push(() => fwd.close());
+    const c = await tcp(await front(fwd));
+    const reader = new ResponseReader(c);
+    c.write(CHUNKED);
+    expect((await reader.next()).status).toBe(200);
+    c.write(pipelined(32) + 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+    await sleep(200);
+    c.write('TUNNEL-BYTES');
+    await within(
+      (async () => {
+        while (!tunnel.includes('TUNNEL-BYTES')) await sleep(50);
+      })(),
+      10_000,
+      'tunnel bytes at the app',
+    );
+  });
+
   it('a slow upload that keeps flowing is not cut, however long it takes in all', async () => {
     const fwd = forwarder({ headersTimeoutMs: 400, upstreamTimeoutMs: 30_000 });
     const s = await tcp(await front(fwd));
