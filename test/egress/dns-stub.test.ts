@@ -91,23 +91,7 @@ describe('DNS stub', () => {
     const udp = parseResponse((await answerQuery(opts, buildQuery(9, 'many.test', 1), 512))!);
     expect(udp.truncated).toBe(true);
     expect(udp.answers).toEqual([]);
-    const full = await new Promise<Buffer>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port: stub.port });
-      const q = buildQuery(10, 'many.test', 1);
-      const len = Buffer.alloc(2);
-      len.writeUInt16BE(q.length);
-      let buf = Buffer.alloc(0);
-      s.on('data', (c: Buffer) => {
-        buf = Buffer.concat([buf, c]);
-        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-          s.destroy();
-          resolve(buf.subarray(2));
-        }
-      });
-      s.on('error', reject);
-      s.write(Buffer.concat([len, q]));
-    });
-    const r = parseResponse(full);
+    const r = parseResponse(await tcpExchange(Buffer.from(buildQuery(10, 'many.test', 1))));
     expect(r.rcode).toBe(RCODE.NOERROR);
     expect(r.answers.map((a) => ('address' in a ? a.address : ''))).toEqual(many);
   });

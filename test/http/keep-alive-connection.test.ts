@@ -63,6 +63,27 @@ function connect(port: number): Promise<net.Socket> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * The next response on `c`, read in bursts: paused and resumed every 100 ms (shorter than the tests' send
+ * timeout), for as long as it takes; `tick` runs at each switch.
+ */
+async function readInBursts(c: net.Socket, reader: ResponseReader, tick: () => void = () => {}): Promise<Awaited<ReturnType<ResponseReader['next']>>> {
+  let reading = true;
+  const pacer = setInterval(() => {
+    if (reading) c.pause();
+    else c.resume();
+    reading = !reading;
+    tick();
+  }, 100);
+  cleanups.push(() => clearInterval(pacer));
+  try {
+    return await reader.next();
+  } finally {
+    clearInterval(pacer);
+    c.resume();
+  }
+}
+
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -249,19 +270,10 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
     const c = await connect(f.port);
     const reader = new ResponseReader(c);
     c.write('GET /pieces HTTP/1.1\r\nHost: a\r\n\r\n');
-    // Reads in bursts with pauses shorter than the send timeout, for several send timeouts overall.
-    let reading = true;
     let maxBuffered = 0;
-    const pacer = setInterval(() => {
-      if (reading) c.pause();
-      else c.resume();
-      reading = !reading;
+    const res = await readInBursts(c, reader, () => {
       for (const s of f.sockets) maxBuffered = Math.max(maxBuffered, s.writableLength);
-    }, 100);
-    cleanups.push(() => clearInterval(pacer));
-    const res = await reader.next();
-    clearInterval(pacer);
-    c.resume();
+    });
     expect(res.status).toBe(200);
     expect(res.body.length).toBe(piece.length * total);
     // The agent held back the app instead of buffering its answer (12 MiB) in the socket.
@@ -281,17 +293,7 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
     const c = await connect(f.port);
     const reader = new ResponseReader(c);
     c.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
-    // Reads in bursts with pauses shorter than the send timeout, for several send timeouts overall.
-    let reading = true;
-    const pacer = setInterval(() => {
-      if (reading) c.pause();
-      else c.resume();
-      reading = !reading;
-    }, 100);
-    cleanups.push(() => clearInterval(pacer));
-    const res = await reader.next();
-    clearInterval(pacer);
-    c.resume();
+    const res = await readInBursts(c, reader);
     expect(res.status).toBe(200);
     expect(res.body.equals(big)).toBe(true);
   });

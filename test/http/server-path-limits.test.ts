@@ -163,7 +163,12 @@ describe('request bodies on the http.Server path', () => {
     expect(r.status).toBe(200);
   });
 
-  it('a head held back behind 32 running requests is not timed out for it (no 408); it is answered in its turn', async () => {
+  /**
+   * A keep-alive connection on the server path (a chunked request first) to an app that answers in 1.5 s, with
+   * 32 pipelined requests and then `tail` written: what follows the 32 waits behind the limit past the 600 ms
+   * headers timeout.
+   */
+  async function behind32(tail: string): Promise<{ c: net.Socket; reader: ResponseReader; seen: string[] }> {
     const seen: string[] = [];
     const slowApp = await startApp((req, res) => {
       seen.push(req.url ?? '');
@@ -177,8 +182,13 @@ describe('request bodies on the http.Server path', () => {
     const reader = new ResponseReader(c);
     c.write(CHUNKED);
     expect((await reader.next()).status).toBe(200);
+    c.write(pipelined(32) + tail);
+    return { c, reader, seen };
+  }
+
+  it('a head held back behind 32 running requests is not timed out for it (no 408); it is answered in its turn', async () => {
     // The 33rd head arrives in two writes: its second half waits behind the limit, longer than the headers timeout.
-    c.write(pipelined(32) + 'GET /last HTTP/1.1\r\nHo');
+    const { c, reader, seen } = await behind32('GET /last HTTP/1.1\r\nHo');
     await sleep(50);
     c.write('st: a\r\n\r\n');
     for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
@@ -189,18 +199,7 @@ describe('request bodies on the http.Server path', () => {
   });
 
   it('…but a held-back head that never completes still ends the connection, after its answers', async () => {
-    const slowApp = await startApp((req, res) => {
-      req.resume();
-      req.on('end', () => setTimeout(() => res.end('ok'), req.url === '/first' ? 0 : 1500));
-    });
-    cleanups.push(() => slowApp.close());
-    const fwd = createHttpForwarder({ appPort: slowApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, headersTimeoutMs: 600 });
-    cleanups.push(() => fwd.close());
-    const c = await tcp(await front(fwd));
-    const reader = new ResponseReader(c);
-    c.write(CHUNKED);
-    expect((await reader.next()).status).toBe(200);
-    c.write(pipelined(32) + 'GET /never HTTP/1.1\r\nHo');
+    const { reader } = await behind32('GET /never HTTP/1.1\r\nHo');
     for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
     await within(reader.waitEnd(), 10_000, 'the close of a connection whose last head never came');
   });
