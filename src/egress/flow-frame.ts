@@ -7,6 +7,7 @@
 //     DNS    : body = the raw DNS response, then the stream closes.
 //   Status 6 BUSY: the host dialer is at its cap of concurrent flows (the enclave answers 503).
 import net from 'node:net';
+import { parseIPv6 } from '../util/ip-bytes.ts';
 import { EgressError } from './errors.ts';
 
 export const MAGIC = Buffer.from('EGR1', 'latin1');
@@ -55,7 +56,7 @@ export function encodeRequest(req: FlowRequest): Buffer {
   if (req.op === 'dns') return header(Op.DNS, Buffer.alloc(0), req.query);
   const family = net.isIP(req.ip);
   if (family === 0) badFrame(`${JSON.stringify(req.ip)} is not an IP address`);
-  const addr = family === 4 ? Buffer.from(req.ip.split('.').map(Number)) : ipv6Bytes(req.ip);
+  const addr = family === 4 ? Buffer.from(req.ip.split('.').map(Number)) : Buffer.from(parseIPv6(req.ip.replace(/%.*$/, '')) ?? badFrame(`${JSON.stringify(req.ip)} is not an IP address`));
   const name = Buffer.from(req.name, 'latin1');
   if (name.length > 255 || !/^[\x21-\x7e]*$/.test(req.name)) badFrame('the name must be ≤ 255 printable ASCII characters');
   const tail = Buffer.alloc(7);
@@ -112,23 +113,6 @@ export function decodeResponseHeader(h: Buffer): { status: StatusCode; errno: nu
   const status = h[5]!;
   if (status > Status.BUSY) badFrame(`unknown status ${status}`);
   return { status: status as StatusCode, errno: h.readInt32BE(6), len };
-}
-
-function ipv6Bytes(ip: string): Buffer {
-  // net.SocketAddress has no byte form; expand "::" by hand (the input was checked by net.isIP).
-  const [head, tail] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-  const parse = (s: string | undefined): string[] => (s === undefined || s === '' ? [] : s.split(':'));
-  let groups = [...parse(head), ...(tail === undefined ? [] : ['*']), ...parse(tail)];
-  const last = groups[groups.length - 1] ?? '';
-  if (last.includes('.')) {
-    const v4 = last.split('.').map(Number);
-    groups = [...groups.slice(0, -1), ((v4[0]! << 8) | v4[1]!).toString(16), ((v4[2]! << 8) | v4[3]!).toString(16)];
-  }
-  const fill = 8 - groups.filter((g) => g !== '*').length;
-  const full = groups.flatMap((g) => (g === '*' ? Array<string>(fill).fill('0') : [g]));
-  const out = Buffer.alloc(16);
-  full.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
 }
 
 function ipv6Text(b: Buffer): string {

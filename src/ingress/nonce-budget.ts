@@ -5,6 +5,7 @@
 // it every connection comes from the bridge, and only the process-wide bucket applies. IPv6 sources count per /64
 // (one host commonly holds a whole /64; per address it could mint budgets at will).
 import { isIPv6 } from 'node:net';
+import { ipBytes } from '../util/ip-bytes.ts';
 
 export interface Rate {
   perSecond: number;
@@ -42,33 +43,12 @@ class Bucket {
   }
 }
 
-/** The eight 16-bit groups of an IPv6 address in any text form (a dotted IPv4 tail, a zone id), or null. */
-function ipv6Groups(address: string): number[] | null {
-  let s = address.toLowerCase();
-  const zone = s.indexOf('%');
-  if (zone >= 0) s = s.slice(0, zone);
-  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-  if (dotted !== null) {
-    const [b0, b1, b2, b3] = dotted.slice(2).map(Number) as [number, number, number, number];
-    s = `${dotted[1]!}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
-  }
-  const halves = s.split('::');
-  if (halves.length > 2) return null;
-  const left = halves[0] === '' ? [] : halves[0]!.split(':');
-  const right = halves.length === 1 || halves[1] === '' ? [] : halves[1]!.split(':');
-  const fill = halves.length === 2 ? 8 - left.length - right.length : 0;
-  if (fill < 0) return null;
-  const groups = [...left, ...new Array<string>(fill).fill('0'), ...right].map((g) => Number.parseInt(g, 16));
-  return groups.length === 8 && groups.every((g) => g >= 0 && g <= 0xffff) ? groups : null;
-}
-
 /** The bucket key of a source address: the address, or its /64 for IPv6 (IPv4-mapped addresses count as IPv4). */
 export function clientKey(address: string): string {
-  if (!isIPv6(address)) return address;
-  const g = ipv6Groups(address);
-  if (g === null) return address;
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
-  return `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
+  const b = isIPv6(address) ? ipBytes(address) : null;
+  if (b === null) return address;
+  if (b.length === 4) return b.join('.');
+  return `${[0, 2, 4, 6].map((i) => ((b[i]! << 8) | b[i + 1]!).toString(16)).join(':')}::/64`;
 }
 
 export class NonceBudget {

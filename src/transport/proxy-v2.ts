@@ -15,6 +15,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { AgentError } from '../errors.ts';
+import { ipBytes } from '../util/ip-bytes.ts';
 
 export type ProxyProtocolErrorCode =
   | 'PROXY_BAD_SIGNATURE'
@@ -234,66 +235,9 @@ function mapV4(v4: Uint8Array): Uint8Array {
 
 /** 4 bytes for IPv4 text (and IPv4-mapped IPv6), 16 for IPv6 text. A zone id ("%eth0") is dropped. */
 function parseIp(text: string): Uint8Array {
-  const v4 = parseIPv4(text);
-  if (v4) return v4;
-  const v6 = parseIPv6(text.replace(/%.*$/, ''));
-  if (!v6) throw new ProxyProtocolError('PROXY_BAD_ADDRESS', `expected an IPv4 or IPv6 address, found ${JSON.stringify(text.slice(0, 64))}`);
-  const mapped = v6.subarray(0, 12).every((b, i) => b === (i < 10 ? 0 : 0xff));
-  return mapped ? v6.slice(12) : v6;
-}
-
-function parseIPv4(text: string): Uint8Array | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out[i] = n;
-  }
-  return out;
-}
-
-function parseIPv6(text: string): Uint8Array | null {
-  if (text.length === 0 || text.length > 45) return null;
-  const halves = text.split('::');
-  if (halves.length > 2) return null;
-  const parseGroups = (s: string, allowV4Tail: boolean): number[] | null => {
-    if (s === '') return [];
-    const parts = s.split(':');
-    const out: number[] = [];
-    for (let i = 0; i < parts.length; i++) {
-      const p = parts[i]!;
-      if (allowV4Tail && i === parts.length - 1 && p.includes('.')) {
-        const v4 = parseIPv4(p);
-        if (!v4) return null;
-        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(p)) return null;
-        out.push(parseInt(p, 16));
-      }
-    }
-    return out;
-  };
-  let groups: number[];
-  if (halves.length === 2) {
-    const head = parseGroups(halves[0]!, false);
-    const tail = parseGroups(halves[1]!, true);
-    if (!head || !tail || head.length + tail.length > 7) return null;
-    groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  } else {
-    const all = parseGroups(text, true);
-    if (!all || all.length !== 8) return null;
-    groups = all;
-  }
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[i * 2] = g >> 8;
-    out[i * 2 + 1] = g & 0xff;
-  });
-  return out;
+  const bytes = ipBytes(text);
+  if (!bytes) throw new ProxyProtocolError('PROXY_BAD_ADDRESS', `expected an IPv4 or IPv6 address, found ${JSON.stringify(text.slice(0, 64))}`);
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
