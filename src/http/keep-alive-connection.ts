@@ -15,9 +15,9 @@
 // on, to the http.Server through an in-process duplex pair (the forwarder's `fallback`), once every earlier
 // response is sent. The connection stays there until it closes.
 // Refused here, then the connection closes: a head larger than the cap (431), a request not complete within
-// the headers timeout (408). An idle connection closes after the keep-alive timeout. A client that leaves a
-// response unread (writes pending, writableNeedDrain) for longer than the send timeout is cut, as nginx's
-// send_timeout: it must not hold its connection and the app connection behind its response forever.
+// the headers timeout (408). An idle connection closes after the keep-alive timeout. A client from which no
+// response byte leaves a full socket for longer than the send timeout is cut, as nginx's send_timeout: it must
+// not hold its connection and the app connection behind its response forever (a slow reader is not cut).
 // A request with `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
 // response says `Connection: close` unless its head was already built while an earlier one was still being
 // sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
@@ -52,7 +52,7 @@ export interface KeepAliveLimits {
   headersTimeoutMs: number;
   /** Idle time after which the connection closes. */
   keepAliveTimeoutMs: number;
-  /** Longest time response bytes may wait for the client to read them (no 'drain') → the connection is cut. */
+  /** Longest time no response byte leaves a full socket (the client stopped reading) → the connection is cut. */
   sendTimeoutMs: number;
 }
 
@@ -125,7 +125,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   /** Sweep-clock times: the current partial request's first byte; the moment the connection went idle. */
   #requestSince = 0;
   #idleSince: number;
-  /** Sweep-clock time a write was first left pending (socket.write returned false) and no 'drain' since; null: none. */
+  /** Sweep-clock time the socket was last seen full with no byte leaving (set when a write returns false); null: drained. */
   #sendStalledSince: number | null = null;
   /** #sentBytes() when the sweep last looked, to tell a slow reader from one that stopped. */
   #sentAtLastLook = -1;
@@ -316,7 +316,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
         else this.#resumeReading();
         return;
       }
-      const needDrain = (this.socket as { writableNeedDrain?: boolean }).writableNeedDrain === true;
+      const needDrain = this.needsDrain();
       if (this.#queue.length > 0 || needDrain) {
         // One request at the app at a time: the next is taken once this response has gone out (#idle).
         if (needDrain || buf.length >= MAX_READ_AHEAD) this.#pauseReading();
