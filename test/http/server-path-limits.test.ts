@@ -5,9 +5,11 @@
 // stops reading its answer is cut after the upstream timeout, which frees its app connection.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';
+import type { ForwardContext } from '../../src/responder/forwarder.ts';
 import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
 
 /** An answer larger than every buffer between the app and a client that does not read. */
@@ -78,6 +80,13 @@ async function tcp(port: number): Promise<net.Socket> {
   return s;
 }
 
+/** A Noise stream on `fwd` (as a session would open one), closed after the test. */
+async function noiseStream(fwd: HttpForwarder, over: Partial<ForwardContext> = {}): Promise<Duplex> {
+  const d = await fwd.connect(fakeContext({ kind: 'stream', ...over }));
+  cleanups.push(() => void d.destroy());
+  return d;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** `p`, or a rejection naming `what` when it has not settled after `ms` (a bound, not a timing check). */
@@ -93,8 +102,7 @@ const CHUNKED = 'POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r
 describe('pipelined requests on the http.Server path', () => {
   it('a Noise stream: at most 32 reach the app at once, all answered in order', async () => {
     const fwd = forwarder();
-    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd);
     const reader = new ResponseReader(d);
     // One write: the server parses all 200 from one chunk.
     d.write(pipelined(200));
@@ -140,8 +148,7 @@ describe('request bodies on the http.Server path', () => {
 
   it('a Noise stream: a chunked body that stops arriving gets 408', async () => {
     const fwd = forwarder({ headersTimeoutMs: 300, upstreamTimeoutMs: 30_000 });
-    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd);
     const reader = new ResponseReader(d);
     d.write('POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
     const r = await within(reader.next(), 10_000, 'answer to a stalled body');
@@ -152,8 +159,7 @@ describe('request bodies on the http.Server path', () => {
   it("a Noise stream: no 408 for a gap while the session itself stopped reading the client (another stream's budget)", async () => {
     const fwd = forwarder({ headersTimeoutMs: 300, upstreamTimeoutMs: 30_000 });
     let sessionPaused = true;
-    const d = await fwd.connect({ ...fakeContext({ kind: 'stream' }), inputBlocked: () => sessionPaused });
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd, { inputBlocked: () => sessionPaused });
     const reader = new ResponseReader(d);
     d.write('POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n');
     await sleep(900); // three times the gap limit, with the session not reading
@@ -282,8 +288,7 @@ describe('parse errors behind pipelined requests on the http.Server path', () =>
 
   it('a malformed request behind a valid one: the valid one is answered, then 400, then the close', async () => {
     const fwd = forwarder();
-    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd);
     const reader = new ResponseReader(d);
     d.write(CHUNKED.replace('/first', '/transfer') + 'GET /x HTTP/1.1\r\nHost: a\r\nX: \x01\r\n\r\n');
     const first = await reader.next();
@@ -297,8 +302,7 @@ describe('parse errors behind pipelined requests on the http.Server path', () =>
 
   it('a malformed chunked body behind a valid request: the valid one is answered, the broken one gets 400', async () => {
     const fwd = forwarder();
-    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd);
     const reader = new ResponseReader(d);
     d.write('GET /ok HTTP/1.1\r\nHost: a\r\n\r\nPOST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n');
     const first = await reader.next();
@@ -313,15 +317,13 @@ describe('parse errors behind pipelined requests on the http.Server path', () =>
 describe('a client that stops reading on the http.Server path', () => {
   it('a Noise stream is closed after the upstream timeout, and its app connection serves the next client', async () => {
     const fwd = forwarder({ upstreamTimeoutMs: 300, maxAppConnections: 1 });
-    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void d.destroy());
+    const d = await noiseStream(fwd);
     d.on('error', () => {});
     const closed = new Promise<void>((r) => d.once('close', () => r()));
     // Never read: the answer backs up into the agent.
     d.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
     await within(closed, 10_000, 'close of the stream that does not read');
-    const other = await fwd.connect(fakeContext({ kind: 'stream' }));
-    cleanups.push(() => void other.destroy());
+    const other = await noiseStream(fwd);
     const reader = new ResponseReader(other);
     other.write('GET /small HTTP/1.1\r\nHost: a\r\n\r\n');
     const r = await within(reader.next(), 10_000, 'answer to the next client');
