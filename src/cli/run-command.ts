@@ -340,7 +340,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     });
   } catch (err) {
     if (!(err instanceof RuntimeError) || err.code !== 'RUNTIME_NO_SANDBOX') throw err;
-    io.err(`enclave-agent run: ${err.code}: ${err.message} (or set [egress] app_vsock = true to let the app open vsock itself)`);
+    io.err(`enclave-agent run: ${err.code}: [egress] is enabled and the app must not reach the host around it: ${err.message} (or set [egress] app_vsock = true to let the app open vsock itself)`);
     logger.error({ code: err.code }, 'the app cannot be started without its vsock sandbox; not starting it');
     await runtime.close();
     await logs.close();

@@ -133,7 +133,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const [file, ...args] = opts.command as [string, ...string[]];
   const dieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
   if ('unavailable' in dieWithAgent && opts.denyVsock === true) {
-    throw new RuntimeError('RUNTIME_NO_SANDBOX', `[egress] is enabled, and the app must not reach the host over vsock around it, but ${dieWithAgent.unavailable}`);
+    throw new RuntimeError('RUNTIME_NO_SANDBOX', `the app must be started without vsock (denyVsock), but ${dieWithAgent.unavailable}`);
   }
   if ('unavailable' in dieWithAgent) {
     logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
