@@ -9,6 +9,8 @@
 //            added by the first 1,000 idle attested sessions, returned when they close, added by a second 1,000
 //            (the steady state), returned again — as on this machine, then inside a memory cgroup of an
 //            enclave's size (RESPONDER_BENCH_CGROUP_MEMORY, default 4G; off skips)   target ≤ 16 KiB/session;
+//            each reading right after the change and again once settled (RESPONDER_BENCH_SETTLE_MS idle, default
+//            20,000: V8's memory reducer and the agent's malloc trim, src/runtime/memory-trim.ts, have run);
 //            and the base RSS of the Docker layer's bundled `enclave-agent run` at rest  target ≤ 60 MiB
 // RESPONDER_BENCH_ONLY=streams|memory runs only those rows; =base-rss only the base RSS of the bundled agent.
 // Run: npx tsx scripts/bench/run.ts responder. The agent child is this same file with --agent-child.
@@ -48,6 +50,8 @@ async function agentChild(): Promise<void> {
   const { createResponder } = await import('../../src/responder/server.ts');
   const { createRawForwarder } = await import('../../src/responder/raw-forwarder.ts');
   const { listenTcp } = await import('../../src/transport/tcp.ts');
+  const { startMemoryTrim } = await import('../../src/runtime/memory-trim.ts');
+  startMemoryTrim(); // as startAgentRuntime does
   const send = (m: unknown): void => void process.send!(m);
   const responders: { sessionCount: number }[] = [];
   process.on('message', (m: StartCmd | { cmd: 'cpu' | 'rss' | 'stop' }) => {
@@ -403,6 +407,8 @@ async function memoryRows(echoPort: number, httpPort: number): Promise<void> {
   await baseRssRow();
 }
 
+const SETTLE_MS = Number(process.env.RESPONDER_BENCH_SETTLE_MS ?? 20_000);
+
 async function idleSessionsRow(childFile: string, echoPort: number, httpPort: number, cgroup: MemoryCgroup | undefined): Promise<void> {
   const MB = 2 ** 20;
   const N = 1000;
@@ -416,12 +422,11 @@ async function idleSessionsRow(childFile: string, echoPort: number, httpPort: nu
     await new Promise<void>((r) => child.once('message', () => r()));
     const ports = await askChild<Ports>(child, { cmd: 'start', echoPort, httpPort });
     const rss = (): Promise<RssReply> => askChild<RssReply>(child, { cmd: 'rss' });
-    const closeAll = async (cs: NoiseClient[]): Promise<RssReply> => {
+    const closeAll = async (cs: NoiseClient[]): Promise<void> => {
       for (const c of cs) c.close();
       // Wait until the agent has seen every close.
       for (let i = 0; i < 100; i++) {
-        const r = await rss();
-        if (r.sessions === 0) return r;
+        if ((await rss()).sessions === 0) return;
         await new Promise((res) => setTimeout(res, 50));
       }
       throw new Error('sessions did not close');
@@ -430,12 +435,21 @@ async function idleSessionsRow(childFile: string, echoPort: number, httpPort: nu
     if (cgroup !== undefined && fresh.constrained !== cgroup.limitBytes) {
       throw new Error(`the agent child does not see the cgroup's limit (constrainedMemory() = ${fresh.constrained}, limit ${cgroup.limitBytes})`);
     }
+    // Each reading twice: right after the change, and settled (idle SETTLE_MS: V8's memory reducer shrinks the
+    // young generation the burst grew, the agent's malloc trim returns freed native pages).
+    const settled = async (): Promise<[RssReply, RssReply]> => {
+      const now = await rss();
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      return [now, await rss()];
+    };
     const first = await openIdleSessions(ports.streamAgent, N);
-    const withFirst = await rss();
-    const afterFirst = await closeAll(first);
+    const withFirst = await settled();
+    await closeAll(first);
+    const afterFirst = await settled();
     const second = await openIdleSessions(ports.streamAgent, N);
-    const withSecond = await rss();
-    const afterSecond = await closeAll(second);
+    const withSecond = await settled();
+    await closeAll(second);
+    const afterSecond = await settled();
     const kib = (bytes: number): number => bytes / 1024 / N;
     const load = loadAverage();
     const v = (r: RssReply): (number | string)[] => [r.rss / MB, r.heapUsed / MB, r.external / MB, `${(r.newSpace / MB).toFixed(1)} / ${(r.newSpaceResident / MB).toFixed(1)}`];
@@ -444,13 +458,18 @@ async function idleSessionsRow(childFile: string, echoPort: number, httpPort: nu
       cgroup === undefined
         ? `no memory limit (${(os.totalmem() / 2 ** 30).toFixed(1)} GiB machine)`
         : `inside a ${(cgroup.limitBytes / 2 ** 30).toFixed(1)} GiB memory cgroup (v${cgroup.version}), as an enclave of that size`;
-    printTable(`responder: agent memory, fresh process, ${where}; V8 heap limit ${(fresh.heapLimit / MB).toFixed(0)} MiB; ${N.toLocaleString('en-US')} idle attested sessions at a time (after 3 forced GCs); load average ${load}`, [
+    const when = ['right after', `settled, ${SETTLE_MS / 1000} s idle`];
+    const added = (name: string, r: [RssReply, RssReply], from: [RssReply, RssReply]): (number | string)[][] =>
+      r.map((x, i) => [`${name}: ${when[i]}`, String(x.sessions), ...v(x), (x.rss - from[i]!.rss) / MB, perSession(x.rss - from[i]!.rss), kib(x.heapUsed - from[i]!.heapUsed), '']);
+    const returned = (name: string, r: [RssReply, RssReply], open: [RssReply, RssReply]): (number | string)[][] =>
+      r.map((x, i) => [`${name}: ${when[i]}`, String(x.sessions), ...v(x), '', '', '', (open[i]!.rss - x.rss) / MB]);
+    printTable(`responder: agent memory, fresh process, ${where}; V8 heap limit ${(fresh.heapLimit / MB).toFixed(0)} MiB; ${N.toLocaleString('en-US')} idle attested sessions at a time (each reading after 3 forced GCs); load average ${load}`, [
       ['state', 'sessions', 'RSS MiB', 'JS heap MiB', 'external MiB', 'new space MiB committed / resident', 'RSS added MiB', 'RSS per session KiB (target ≤ 16)', 'heap per session KiB', 'RSS returned on close MiB'],
       ['fresh agent process (listening, nothing run)', String(fresh.sessions), ...v(fresh), '', '', '', ''],
-      [`first ${N.toLocaleString('en-US')} idle attested sessions`, String(withFirst.sessions), ...v(withFirst), (withFirst.rss - fresh.rss) / MB, perSession(withFirst.rss - fresh.rss), kib(withFirst.heapUsed - fresh.heapUsed), ''],
-      ['after closing them', String(afterFirst.sessions), ...v(afterFirst), '', '', '', (withFirst.rss - afterFirst.rss) / MB],
-      [`second ${N.toLocaleString('en-US')} (from the level after closing the first)`, String(withSecond.sessions), ...v(withSecond), (withSecond.rss - afterFirst.rss) / MB, perSession(withSecond.rss - afterFirst.rss), kib(withSecond.heapUsed - afterFirst.heapUsed), ''],
-      ['after closing them', String(afterSecond.sessions), ...v(afterSecond), '', '', '', (withSecond.rss - afterSecond.rss) / MB],
+      ...added(`first ${N.toLocaleString('en-US')} idle attested sessions`, withFirst, [fresh, fresh]),
+      ...returned('after closing them', afterFirst, withFirst),
+      ...added(`second ${N.toLocaleString('en-US')} (from the level after closing the first)`, withSecond, afterFirst),
+      ...returned('after closing them', afterSecond, withSecond),
     ]);
   } finally {
     if (child.connected) child.send({ cmd: 'stop' });

@@ -20,6 +20,7 @@ import type { DecryptStage } from '../http/stages/decrypt.ts';
 import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { DecryptPool } from '../crypto/decrypt-pool.ts';
+import { startMemoryTrim } from './memory-trim.ts';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
@@ -412,6 +413,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     throw err;
   }
   clock.start();
+  const memoryTrim = startMemoryTrim();
   setCurrentMetrics(metrics);
   const ev = config.evervault;
   if (Object.values(ev).some((v) => v !== null && (typeof v !== 'object' || Object.values(v).some((x) => x !== null)))) {
@@ -453,6 +455,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       closed ??= (async () => {
         phase = 'draining';
         clock.stop();
+        memoryTrim?.stop();
         await (drained ?? Promise.all([ingress?.close(), a.close()]));
         // Egress served the app through the drain; the app is stopped now: let its last flows end, cut the rest.
         await egress?.drain(EGRESS_CLOSE_GRACE_MS);

@@ -1,0 +1,59 @@
+import { spawnSync } from 'node:child_process';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { EventLoopUtilization } from 'node:perf_hooks';
+import { nativeMallocTrim, startMemoryTrim } from '../../src/runtime/memory-trim.ts';
+import { addonPath } from '../../src/transport/native.ts';
+
+/** A utilisation source that reports the given fractions, one per interval. */
+function scripted(fractions: number[]): (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization {
+  let i = 0;
+  return (current) => (current === undefined ? { idle: 0, active: 0, utilization: 0 } : { idle: 0, active: 0, utilization: fractions[i++] ?? 0 });
+}
+
+describe('memory trim', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('trims once on each edge from a busy interval to an idle one, never while busy or steadily idle', () => {
+    vi.useFakeTimers();
+    const trim = vi.fn(() => true);
+    const t = startMemoryTrim({ intervalMs: 1000, trim, utilization: scripted([0, 0.5, 0.3, 0.01, 0, 0, 0.9, 0.001, 0.02, 0.5]) })!;
+    const calls: number[] = [];
+    for (let tick = 1; tick <= 10; tick++) {
+      vi.advanceTimersByTime(1000);
+      calls.push(trim.mock.calls.length);
+    }
+    // busy at ticks 2–3, idle at 4 → trim; busy at 7, idle at 8 → trim; 9 (2 %) counts as busy, 10 still busy.
+    expect(calls).toEqual([0, 0, 0, 1, 1, 1, 1, 2, 2, 2]);
+    expect(t.released).toBe(2);
+    t.stop();
+    vi.advanceTimersByTime(10_000);
+    expect(trim).toHaveBeenCalledTimes(2);
+  });
+
+  it('counts only trims that released memory', () => {
+    vi.useFakeTimers();
+    const t = startMemoryTrim({ intervalMs: 10, trim: () => false, utilization: scripted([1, 0]) })!;
+    vi.advanceTimersByTime(20);
+    expect(t.released).toBe(0);
+    t.stop();
+  });
+
+  it.skipIf(nativeMallocTrim() === undefined)('the addon returns the free pages inside a fragmented heap to the system', () => {
+    // 48 MiB in 64 KiB native buffers (below glibc's mmap threshold: on the heap), every 16th kept: the freed
+    // ones sit between live chunks, so free() alone cannot shrink the heap; malloc_trim can.
+    const js = `
+      const trim = require(process.env.ADDON).mallocTrim;
+      const rss = () => Number(require('fs').readFileSync('/proc/self/statm', 'utf8').split(' ')[1]) * 4096;
+      const all = []; for (let i = 0; i < 768; i++) { const b = Buffer.allocUnsafeSlow(65536); b.fill(1); all.push(b); }
+      const kept = all.filter((_, i) => i % 16 === 0); all.length = 0;
+      for (let i = 0; i < 3; i++) gc();
+      const before = rss(); const released = trim(); const after = rss();
+      process.stdout.write(JSON.stringify({ released, freedMiB: (before - after) / 2 ** 20, kept: kept.length }));`;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', js], { encoding: 'utf8', env: { ...process.env, ADDON: addonPath() } });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { released: boolean; freedMiB: number; kept: number };
+    expect(out.kept).toBe(48);
+    expect(out.released).toBe(true);
+    expect(out.freedMiB).toBeGreaterThan(24);
+  });
+});
