@@ -6,7 +6,7 @@
 //   decrypt (slot) · forward (undici keep-alive pool)
 // — and Upgrade requests take request id + log · client address · raw tunnel. Malformed requests get a
 // 400 (431, 408) JSON answer and the connection is closed. Nothing a client or the app does throws past
-// this module. Per server connection (server-connection.ts): at most 32 pipelined requests run, a request
+// this module. Per server connection (server-connection.ts): pipelined requests run one at a time, a request
 // body may pause no longer than the headers timeout (408), a parse error is answered after the answers still
 // due; and a client that stops reading is cut after the upstream timeout (the pair's send timeout).
 import http from 'node:http';
@@ -270,7 +270,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
         },
       });
     }
-    // Pipelined requests past the connection's limit wait here (parsed, not yet sent to the app).
+    // A pipelined request waits here (parsed, not yet sent to the app) until the one before it is answered.
     conn.admit(res, () => serveRequest(ex, req, res));
   });
 
@@ -315,14 +315,20 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       return;
     }
     ex.upgradeHead = head;
-    upgradePipeline(ex).catch((err: unknown) => {
-      if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'upgrade stage failed');
-      try {
-        respondError(ex, err);
-      } catch {
-        socket.destroy();
-      }
-    });
+    const run = (): void => {
+      upgradePipeline(ex).catch((err: unknown) => {
+        if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'upgrade stage failed');
+        try {
+          respondError(ex, err);
+        } catch {
+          socket.destroy();
+        }
+      });
+    };
+    // Behind pipelined requests, after their answers (server-connection.ts).
+    const conn = serverConns.get(socket);
+    if (conn === undefined) run();
+    else conn.admitUpgrade(run);
   });
 
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {

@@ -2,36 +2,43 @@
 // keep-alive connection the fast path handed over), as the forwarder tracks it.
 //
 // Pipelining: Node's server dispatches every request it parses at once, and parses on as long as nothing is
-// written back — one connection could send thousands of pipelined requests to the app together. Here at
-// most MAX_SERVER_PIPELINED run through the stages per connection (as on the keep-alive fast path); requests
-// parsed past it wait their turn, and once that many are open the connection is read no further (its pair
-// end holds its input) until answers have gone out. What waits is what the server had already taken in when
-// the limit was reached: the chunk being parsed and the pair end's readable buffer, at most 64 KiB each (Node's
-// parser resumes the socket after each message it completes, so pausing alone does not stop it mid-buffer).
+// written back. Here, as on the keep-alive fast path (keep-alive-connection.ts) and as nginx does, pipelined
+// requests reach the stages and the app one at a time, in request order: the next starts once the previous
+// response has completed (side effects in request order, as pipelining expects). An Upgrade behind pipelined
+// requests waits for every answer before it too. While a request waits its turn the connection is read no
+// further (its pair end holds its input); what waits is what the server had already taken in: the chunk being
+// parsed and the pair end's readable buffer, at most 64 KiB each (Node's parser resumes the socket after each
+// message it completes, so pausing alone does not stop it mid-buffer).
 //
 // Request bodies: Node's requestTimeout is a limit on the whole request, which would cut a long upload that
 // keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
-// server wants them. A gap while the agent is not reading (the app or the limit above holds the body back)
+// server wants them. A gap while the agent is not reading (the app or a waiting request holds the body back)
 // does not count.
 //
 // Parse errors: one in the body of the request being received is that request's answer (in its turn); one
 // after the last request is answered once every earlier response has gone out — never ahead of them, which
 // would make the client read it as the answer to a request the app did execute. Either way the connection is
 // read no further and closes after its last answer.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
 
-/** Requests running per server connection; past it, requests wait and reading stops. */
-export const MAX_SERVER_PIPELINED = 32;
+/** A parsed request's turn: started once, or never (the connection closed before its turn). */
+interface Turn {
+  start(): void;
+  abandon(): void;
+}
 
 export class ServerConnection {
   readonly socket: PairEnd;
-  readonly #max: number;
   /** Requests parsed whose response has not closed (running or waiting). */
   #open = 0;
-  #running = 0;
-  /** Starts of parsed requests waiting for a slot, in request order. */
-  readonly #waiting: (() => void)[] = [];
+  /** A request has started and its response has not closed. */
+  #running = false;
+  /** Parsed requests waiting for their turn, in request order. */
+  readonly #waiting: Turn[] = [];
+  /** An Upgrade parsed behind requests still open: it runs once they have all been answered. */
+  #upgrade: Turn | null = null;
   #held = false;
   /** A parse error came: nothing more is read; `#last` runs once every open response has closed. */
   #failed = false;
@@ -45,34 +52,49 @@ export class ServerConnection {
   /** Requests parsed so far (to tell whether a head forgiven by heldWithin ever completed). */
   #parsed = 0;
 
-  constructor(socket: PairEnd, max = MAX_SERVER_PIPELINED) {
+  constructor(socket: PairEnd) {
     this.socket = socket;
-    this.#max = max;
     // Node's server resumes the socket whenever a request body is read: while held, it stays paused.
     socket.on('resume', () => {
       if (this.#held) socket.pause();
     });
     socket.once('close', () => {
-      this.#waiting.length = 0;
+      for (const turn of this.#waiting.splice(0)) turn.abandon();
+      const upgrade = this.#upgrade;
+      this.#upgrade = null;
+      upgrade?.abandon();
     });
   }
 
-  /** A parsed request: `run` now, or once fewer than the limit run; it is over when `res` closes. */
+  /**
+   * A parsed request: `run` now if nothing else is open on the connection, else once every earlier response
+   * has closed; it is over when `res` closes.
+   */
   admit(res: ServerResponse, run: () => void): void {
     this.#open++;
     this.#parsed++;
-    let started = false;
-    let closed = false;
-    const start = (): void => {
-      if (closed) return;
-      started = true;
-      this.#running++;
-      run();
+    let state: 'waiting' | 'running' | 'over' = 'waiting';
+    const turn: Turn = {
+      start: () => {
+        if (state !== 'waiting') return;
+        state = 'running';
+        this.#running = true;
+        run();
+      },
+      abandon: () => {
+        if (state !== 'waiting') return;
+        state = 'over';
+      },
     };
     res.once('close', () => {
-      closed = true;
       this.#open--;
-      if (started) this.#running--;
+      if (state === 'running') this.#running = false;
+      else if (state === 'waiting') {
+        const at = this.#waiting.indexOf(turn);
+        if (at >= 0) this.#waiting.splice(at, 1);
+        turn.abandon();
+      }
+      state = 'over';
       this.#next();
       if (this.#open === 0 && this.#last !== null) {
         const last = this.#last;
@@ -80,9 +102,33 @@ export class ServerConnection {
         last();
       }
     });
-    if (this.#running < this.#max) start();
-    else this.#waiting.push(start);
-    if (this.#open >= this.#max) this.#hold(true);
+    if (!this.#running && this.#waiting.length === 0) turn.start();
+    else {
+      this.#waiting.push(turn);
+      this.#hold(true);
+    }
+  }
+
+  /**
+   * An Upgrade request: `run` now if no request is open on the connection, else once every earlier response
+   * has closed (the 101 must not overtake them).
+   */
+  admitUpgrade(run: () => void): void {
+    this.#parsed++;
+    let state: 'waiting' | 'over' = 'waiting';
+    const turn: Turn = {
+      start: () => {
+        if (state !== 'waiting') return;
+        state = 'over';
+        run();
+      },
+      abandon: () => {
+        if (state !== 'waiting') return;
+        state = 'over';
+      },
+    };
+    if (this.#open === 0) turn.start();
+    else this.#upgrade = turn;
   }
 
   /**
@@ -155,7 +201,8 @@ export class ServerConnection {
   /**
    * Whether the connection was held at some time in the last `ms` — a request head that timed out then may have
    * been held back by us, not by its client. Node's server stops timing that head once it has reported it; in
-   * its place the head gets `ms` from the end of the hold, else the connection is cut.
+   * its place the head gets `ms` from the end of the hold, else the connection is read no further and closes
+   * after the answers still due (a hold ends when the last waiting request starts: its answer is not cut).
    */
   heldWithin(ms: number): boolean {
     if (!this.#held && performance.now() - this.#releasedAt > ms) return false;
@@ -165,7 +212,7 @@ export class ServerConnection {
         if (this.#parsed !== parsed || this.#tunnel || this.socket.destroyed) clearInterval(backstop);
         else if (!this.#held && performance.now() - this.#releasedAt > ms) {
           clearInterval(backstop);
-          this.socket.destroy();
+          this.ignoreRest();
         }
       },
       Math.max(25, Math.floor(ms / 4)),
@@ -183,9 +230,15 @@ export class ServerConnection {
     this.socket.holdInput(false);
   }
 
+  /** A response closed: the next request in order starts; reading resumes once none waits. */
   #next(): void {
-    while (this.#running < this.#max && this.#waiting.length > 0) this.#waiting.shift()!();
-    if (this.#open < this.#max) this.#hold(false);
+    if (!this.#running) this.#waiting.shift()?.start();
+    if (this.#waiting.length === 0) this.#hold(false);
+    if (this.#open === 0 && this.#upgrade !== null) {
+      const upgrade = this.#upgrade;
+      this.#upgrade = null;
+      upgrade.start();
+    }
   }
 
   #hold(on: boolean): void {

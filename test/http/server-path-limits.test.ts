@@ -1,5 +1,6 @@
 // Limits on the forwarder's http.Server path (the Noise streams, and the keep-alive connections the fast path
-// hands over): pipelined requests in flight per connection are bounded; a request body that stops arriving
+// hands over): pipelined requests reach the app one at a time, in request order (as on the keep-alive fast
+// path), and reading ahead stops while one waits its turn; a request body that stops arriving
 // gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut; a
 // parse error behind pipelined requests is answered after their answers, never ahead of them; a client that
 // stops reading its answer is cut after the upstream timeout, which frees its app connection.
@@ -14,13 +15,16 @@ import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } fro
 
 /** An answer larger than every buffer between the app and a client that does not read. */
 const BIG = Buffer.alloc(24 * 1024 * 1024, 0x61);
-/** Requests the app is working on now, and the most at once. */
+/** Requests the app is working on now, the most at once, and the order they arrived in. */
 let busy = 0;
 let maxBusy = 0;
+let arrived: string[] = [];
+/** What the last POST /set stored (read by GET /get). */
+let stored = '';
 let app: TestApp;
 
 beforeAll(async () => {
-  // Every answer takes a while, so that pipelined requests dispatched together overlap at the app.
+  // Every answer takes a while, so that pipelined requests dispatched together would overlap at the app.
   app = await startApp((req, res) => {
     if (req.url === '/big') {
       req.resume();
@@ -29,12 +33,16 @@ beforeAll(async () => {
     }
     busy++;
     maxBusy = Math.max(maxBusy, busy);
+    arrived.push(req.url ?? '');
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () =>
       setTimeout(() => {
         busy--;
-        res.end(`${req.url ?? ''}:${Buffer.concat(chunks).toString('latin1')}`);
+        const body = Buffer.concat(chunks).toString('latin1');
+        // The write lands at the end of its work: a /get running alongside would not see it.
+        if (req.url === '/set') stored = body;
+        res.end(`${req.url ?? ''}:${req.url === '/get' ? stored : body}`);
       }, 20),
     );
   });
@@ -48,6 +56,8 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
   busy = 0;
   maxBusy = 0;
+  arrived = [];
+  stored = '';
 });
 
 function forwarder(opts: Partial<HttpModeOptions> = {}): HttpForwarder {
@@ -99,36 +109,97 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 const pipelined = (n: number): string => Array.from({ length: n }, (_, i) => `GET /p${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('');
 const CHUNKED = 'POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
 
+/** `n` pipelined GETs with a POST /set and a GET /get of `value` in the middle. */
+function orderedBatch(n: number, value: string): { raw: string; urls: string[] } {
+  const urls = Array.from({ length: n }, (_, i) => `/p${i}`);
+  const half = n >> 1;
+  urls.splice(half, 0, '/set', '/get');
+  const raw = urls
+    .map((u) => (u === '/set' ? `POST /set HTTP/1.1\r\nHost: a\r\nContent-Length: ${value.length}\r\n\r\n${value}` : `GET ${u} HTTP/1.1\r\nHost: a\r\n\r\n`))
+    .join('');
+  return { raw, urls };
+}
+
+/** Reads one answer per url: in order, the /get seeing what the /set before it stored. */
+async function expectAnsweredInOrder(reader: ResponseReader, urls: string[], value: string): Promise<void> {
+  for (const u of urls) {
+    const r = await within(reader.next(), 10_000, `answer to ${u}`);
+    expect(r.status).toBe(200);
+    expect(r.body.toString()).toBe(u === '/get' || u === '/set' ? `${u}:${value}` : `${u}:`);
+  }
+}
+
 describe('pipelined requests on the http.Server path', () => {
-  it('a Noise stream: at most 32 reach the app at once, all answered in order', async () => {
+  it('a Noise stream: they reach the app one at a time, in request order (a GET sees the POST before it)', async () => {
     const fwd = forwarder();
     const d = await noiseStream(fwd);
     const reader = new ResponseReader(d);
-    // One write: the server parses all 200 from one chunk.
-    d.write(pipelined(200));
-    for (let i = 0; i < 200; i++) {
-      const r = await reader.next();
-      expect(r.status).toBe(200);
-      expect(r.body.toString()).toBe(`/p${i}:`);
-    }
-    expect(maxBusy).toBeGreaterThan(1);
-    expect(maxBusy).toBeLessThanOrEqual(32);
+    // One write: the server parses all of them from one chunk.
+    const { raw, urls } = orderedBatch(40, 'v1');
+    d.write(raw);
+    await expectAnsweredInOrder(reader, urls, 'v1');
+    expect(arrived).toEqual(urls);
+    expect(maxBusy).toBe(1);
   });
 
-  it('a keep-alive connection handed to the http.Server: at most 32 at once, all answered in order', async () => {
+  it('a keep-alive connection handed to the http.Server: one at a time, in request order', async () => {
     const fwd = forwarder();
     const s = await tcp(await front(fwd));
     const reader = new ResponseReader(s);
     // The chunked request hands the connection over; everything after it is the server's.
-    s.write(CHUNKED + pipelined(200));
+    const { raw, urls } = orderedBatch(40, 'v2');
+    s.write(CHUNKED + raw);
     const first = await reader.next();
     expect(first.body.toString()).toBe('/first:abc');
-    for (let i = 0; i < 200; i++) {
-      const r = await reader.next();
-      expect(r.status).toBe(200);
-      expect(r.body.toString()).toBe(`/p${i}:`);
-    }
-    expect(maxBusy).toBeLessThanOrEqual(32);
+    await expectAnsweredInOrder(reader, urls, 'v2');
+    expect(arrived).toEqual(['/first', ...urls]);
+    expect(maxBusy).toBe(1);
+  });
+
+  it('a Data request the fast path declined: its pipelined requests run one at a time, in order', async () => {
+    const fwd = forwarder();
+    const d = await fwd.connect(fakeContext({ kind: 'data' }));
+    cleanups.push(() => void d.destroy());
+    const reader = new ResponseReader(d);
+    // Chunked: not the Data fast path's.
+    const { raw, urls } = orderedBatch(6, 'v3');
+    d.end(CHUNKED + raw);
+    expect((await reader.next()).body.toString()).toBe('/first:abc');
+    await expectAnsweredInOrder(reader, urls, 'v3');
+    expect(arrived).toEqual(['/first', ...urls]);
+    expect(maxBusy).toBe(1);
+  });
+
+  it('an Upgrade behind pipelined requests reaches the app only after their answers, which come before the 101', async () => {
+    const events: string[] = [];
+    const upApp = await startApp((req, res) => {
+      events.push(`start ${req.url ?? ''}`);
+      req.resume();
+      req.on('end', () =>
+        setTimeout(() => {
+          events.push(`end ${req.url ?? ''}`);
+          res.end(`ok ${req.url ?? ''}`);
+        }, 100),
+      );
+    });
+    cleanups.push(() => upApp.close());
+    const appSide: net.Socket[] = [];
+    cleanups.push(() => appSide.forEach((x) => x.destroy()));
+    upApp.server.on('upgrade', (_req, sock: net.Socket) => {
+      appSide.push(sock);
+      events.push('upgrade');
+      sock.on('error', () => {});
+      sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
+    });
+    const fwd = createHttpForwarder({ appPort: upApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0 });
+    cleanups.push(() => fwd.close());
+    const d = await noiseStream(fwd);
+    const reader = new ResponseReader(d);
+    d.write(pipelined(2) + 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+    expect((await within(reader.next(), 10_000, 'answer /p0')).body.toString()).toBe('ok /p0');
+    expect((await within(reader.next(), 10_000, 'answer /p1')).body.toString()).toBe('ok /p1');
+    expect((await within(reader.next(), 10_000, 'the 101')).status).toBe(101);
+    expect(events).toEqual(['start /p0', 'end /p0', 'start /p1', 'end /p1', 'upgrade']);
   });
 });
 
@@ -170,16 +241,16 @@ describe('request bodies on the http.Server path', () => {
   });
 
   /**
-   * A keep-alive connection on the server path (a chunked request first) to an app that answers in 1.5 s, with
-   * 32 pipelined requests and then `tail` written: what follows the 32 waits behind the limit past the 600 ms
-   * headers timeout.
+   * A keep-alive connection on the server path (a chunked request first) to an app that answers /p* in 1.5 s,
+   * with 2 pipelined requests and then `tail` written in one chunk: /p1 waits its turn behind /p0, which holds
+   * the connection, and `tail` waits behind the hold past the 600 ms headers timeout.
    */
-  async function behind32(tail: string): Promise<{ c: net.Socket; reader: ResponseReader; seen: string[] }> {
+  async function behindPipelined(tail: string): Promise<{ c: net.Socket; reader: ResponseReader; seen: string[] }> {
     const seen: string[] = [];
     const slowApp = await startApp((req, res) => {
       seen.push(req.url ?? '');
       req.resume();
-      req.on('end', () => setTimeout(() => res.end(`ok ${req.url}`), req.url === '/first' ? 0 : 1500));
+      req.on('end', () => setTimeout(() => res.end(`ok ${req.url}`), req.url?.startsWith('/p') === true ? 1500 : 0));
     });
     cleanups.push(() => slowApp.close());
     const fwd = createHttpForwarder({ appPort: slowApp.port, logger: silentLogger, logSink: createMemoryLogSink(), appStartupGraceMs: 0, headersTimeoutMs: 600 });
@@ -188,29 +259,29 @@ describe('request bodies on the http.Server path', () => {
     const reader = new ResponseReader(c);
     c.write(CHUNKED);
     expect((await reader.next()).status).toBe(200);
-    c.write(pipelined(32) + tail);
+    c.write(pipelined(2) + tail);
     return { c, reader, seen };
   }
 
-  it('a head held back behind 32 running requests is not timed out for it (no 408); it is answered in its turn', async () => {
-    // The 33rd head arrives in two writes: its second half waits behind the limit, longer than the headers timeout.
-    const { c, reader, seen } = await behind32('GET /last HTTP/1.1\r\nHo');
+  it('a head held back behind a request waiting its turn is not timed out for it (no 408); it is answered in its turn', async () => {
+    // The third head arrives in two writes: its second half waits behind the hold, longer than the headers timeout.
+    const { c, reader, seen } = await behindPipelined('GET /last HTTP/1.1\r\nHo');
     await sleep(50);
     c.write('st: a\r\n\r\n');
-    for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
+    for (let i = 0; i < 2; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).body.toString()).toBe(`ok /p${i}`);
     const last = await within(reader.next(), 10_000, 'answer to /last');
     expect(last.status).toBe(200);
     expect(last.body.toString()).toBe('ok /last');
-    expect(seen).toContain('/last');
+    expect(seen).toEqual(['/first', '/p0', '/p1', '/last']);
   });
 
   it('…but a held-back head that never completes still ends the connection, after its answers', async () => {
-    const { reader } = await behind32('GET /never HTTP/1.1\r\nHo');
-    for (let i = 0; i < 32; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
+    const { reader } = await behindPipelined('GET /never HTTP/1.1\r\nHo');
+    for (let i = 0; i < 2; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).body.toString()).toBe(`ok /p${i}`);
     await within(reader.waitEnd(), 10_000, 'the close of a connection whose last head never came');
   });
 
-  it('an Upgrade behind 32 pipelined requests: bytes sent before the 101 reach the tunnel', async () => {
+  it('an Upgrade behind pipelined requests: bytes sent before the 101 reach the tunnel', async () => {
     let tunnel = '';
     const upApp = await startApp((req, res) => {
       req.resume();
@@ -232,9 +303,12 @@ describe('request bodies on the http.Server path', () => {
     const reader = new ResponseReader(c);
     c.write(CHUNKED);
     expect((await reader.next()).status).toBe(200);
-    c.write(pipelined(32) + 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+    // The Upgrade waits behind two requests (one at a time, 400 ms each), and the client writes meanwhile.
+    c.write(pipelined(2) + 'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
     await sleep(200);
     c.write('TUNNEL-BYTES');
+    for (let i = 0; i < 2; i++) expect((await within(reader.next(), 10_000, `answer ${i}`)).status).toBe(200);
+    expect((await within(reader.next(), 10_000, 'the 101')).status).toBe(101);
     await within(
       (async () => {
         while (!tunnel.includes('TUNNEL-BYTES')) await sleep(50);
@@ -282,8 +356,8 @@ describe('parse errors behind pipelined requests on the http.Server path', () =>
     }
     expect(bodies).toEqual(['/1:', '/2:abc', '/3:xyz', '/4:']);
     expect((await within(reader.readToEnd(), 10_000, 'close')).length).toBe(0);
-    // Run concurrently (their order at the app is not fixed); /5, after the close, never reaches it.
-    expect(app.seen.slice(seenBefore).map((r) => r.url).sort()).toEqual(['/1', '/2', '/3', '/4']);
+    // One at a time, in request order; /5, after the close, never reaches it.
+    expect(app.seen.slice(seenBefore).map((r) => r.url)).toEqual(['/1', '/2', '/3', '/4']);
   });
 
   it('a malformed request behind a valid one: the valid one is answered, then 400, then the close', async () => {
