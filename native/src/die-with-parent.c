@@ -18,11 +18,14 @@
  * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
  * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
  * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
- * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. It also loses
- * CAP_SYS_PTRACE (drop_ptrace_cap), which, with the agent non-dumpable (native/src/process.c), keeps it out of
- * /proc/<agent>/mem and environ. An enclave has no network but
- * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
- * policy the agent enforces. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
+ * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. Before that it keeps
+ * only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding, effective, permitted,
+ * inheritable and ambient sets): an app running as root would otherwise reach past the filter through the
+ * kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...), and without
+ * CAP_SYS_PTRACE, with the agent non-dumpable (native/src/process.c), it cannot open /proc/<agent>/mem or
+ * environ. An enclave has no network but vsock to its parent: without this the app could open a stream to the
+ * host dialer and go around the egress policy the agent enforces. Any failure here: a message on stderr and
+ * exit 2, the app never runs. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,21 +60,54 @@
 #endif
 
 /*
- * No CAP_SYS_PTRACE for the app, now or after its exec (bounding set, the three sets, ambient ones): the agent
- * makes itself non-dumpable, so without that capability the app cannot open /proc/<agent>/mem or environ even
- * as the same user (or as root). Dropping from the bounding set needs CAP_SETPCAP: without it (not root) there is
- * no CAP_SYS_PTRACE to lose after exec anyway (no_new_privs ignores file capabilities). 0, or -1 with errno set.
+ * What the sandboxed app keeps of root's capabilities: Docker's default set (what images built for containers
+ * expect: chown, binding ports below 1024, switching users...) minus CAP_MKNOD, which Docker can grant only
+ * because its device cgroup stops the nodes from being opened and we have no such cgroup. Everything else
+ * reaches past the seccomp filter through the kernel: CAP_SYS_MODULE loads a module (kernel code, which can open
+ * vsock), CAP_SYS_ADMIN mounts, loads BPF and makes namespaces, CAP_SYS_RAWIO, CAP_SYS_PTRACE (the agent's
+ * /proc/<pid>/mem; it is non-dumpable, native/src/process.c), CAP_NET_ADMIN...
  */
-static int drop_ptrace_cap(void) {
-  if (prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0 && errno != EPERM) return -1;
-  if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+static const int kept_caps[] = {
+  CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_NET_RAW, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
+  CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
+};
+
+static int is_kept(unsigned long cap) {
+  for (size_t i = 0; i < sizeof kept_caps / sizeof kept_caps[0]; i++)
+    if ((unsigned long)kept_caps[i] == cap) return 1;
+  return 0;
+}
+
+/*
+ * Removes every capability but kept_caps from the bounding set (so no exec, of a setuid-root binary or as root,
+ * gives one back), the ambient set and the effective, permitted and inheritable sets, for the app and all it
+ * starts. The bounding set is walked up to the kernel's last capability (PR_CAPBSET_READ says EINVAL past it),
+ * so capabilities newer than this file go too. Dropping from it needs CAP_SETPCAP: a process without it (not
+ * root) has nothing there it could use (no_new_privs ignores setuid bits and file capabilities) and keeps it
+ * as it is; the other sets can always be lowered. 0, or -1 with errno set.
+ */
+static int keep_only_allowed_caps(void) {
   struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
   struct __user_cap_data_struct data[2];
   if (syscall(SYS_capget, &head, data) != 0) return -1;
-  const unsigned idx = CAP_SYS_PTRACE / 32, bit = 1u << (CAP_SYS_PTRACE % 32);
-  data[idx].effective &= ~bit;
-  data[idx].permitted &= ~bit;
-  data[idx].inheritable &= ~bit;
+  const int can_drop_bounding = (data[CAP_SETPCAP / 32].effective >> (CAP_SETPCAP % 32)) & 1;
+  unsigned long cap;
+  for (cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+    if (is_kept(cap)) continue;
+    if (can_drop_bounding && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -1;
+    /* EINVAL: a kernel without ambient capabilities (< 4.3). */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap, 0, 0) != 0 && errno != EINVAL) return -1;
+  }
+  if (errno != EINVAL) return -1;
+  /* Version 3 of capget/capset covers capabilities 0-63: all there are (Linux 6.x has 41). */
+  for (unsigned w = 0; w < 2; w++) {
+    __u32 keep = 0;
+    for (unsigned b = 0; b < 32; b++)
+      if (is_kept(w * 32 + b)) keep |= 1u << b;
+    data[w].effective &= keep;
+    data[w].permitted &= keep;
+    data[w].inheritable &= keep;
+  }
   return (int)syscall(SYS_capset, &head, data);
 }
 
@@ -147,7 +183,11 @@ int main(int argc, char** argv) {
   }
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
-  if (vsock_denied && (drop_ptrace_cap() != 0 || deny_vsock() != 0)) {
+  if (vsock_denied && keep_only_allowed_caps() != 0) {
+    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: capabilities: %s\n", strerror(errno));
+    return 2;
+  }
+  if (vsock_denied && deny_vsock() != 0) {
     fprintf(stderr, "enclave_die_with_parent: --deny-vsock: %s\n", strerror(errno));
     return 2;
   }

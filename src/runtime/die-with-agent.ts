@@ -2,6 +2,10 @@
 // native/src/die-with-parent.c (built next to the addon), which sets PR_SET_PDEATHSIG = SIGKILL between fork
 // and exec — something Node cannot do itself. Without that program (no compiler at install, not Linux) the
 // supervisor spawns the app directly and says so once, at warn level.
+// With --deny-vsock ([egress] enabled, unless app_vsock) it is also the app's sandbox, for the app and all it
+// starts: a seccomp filter (no vsock sockets, no io_uring, no way into the agent's descriptors or memory) and
+// capabilities cut to Docker's default set minus CAP_MKNOD, so an app running as root cannot reach past the filter
+// through the kernel (load a module, mount, BPF...). Without the wrapper the sandboxed app is not started.
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -31,7 +35,8 @@ export function locateDieWithAgent(file: string = defaultWrapperPath()): DieWith
 
 /**
  * [file, args] that run `command` through the wrapper, as a child of this process. `denyVsock`: the app (and
- * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled).
+ * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled) and keeps only
+ * the wrapper's allow-listed capabilities.
  */
 export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean } = {}): [string, string[]] {
   return [wrapper, [...(opts.denyVsock === true ? ['--deny-vsock'] : []), String(process.pid), String(EXEC_ERROR_FD), file, ...args]];

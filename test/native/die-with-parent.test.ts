@@ -1,7 +1,8 @@
 // native/src/die-with-parent.c on its own: PR_SET_PDEATHSIG survives the exec, a parent that is already gone
-// means the command never runs, and a failed exec reports its errno on the given fd.
+// means the command never runs, a failed exec reports its errno on the given fd, and --deny-vsock's sandbox
+// (seccomp filter, capabilities cut to an allow-list) holds for the command and what it starts.
 import { spawnSync } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultWrapperPath, execErrorName } from '../../src/runtime/die-with-agent.ts';
@@ -118,6 +119,95 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
       spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', js], { encoding: 'utf8', cwd: '/' }).stdout.trim();
     expect(asNobody(AGENT_JS(true))).toBe('Permission denied Permission denied');
     expect(asNobody(AGENT_JS(false))).toBe('opened opened');
+  });
+
+  // What a sandboxed root app keeps: Docker's default capabilities minus CAP_MKNOD (capability(7) numbers).
+  const KEPT_CAPS = {
+    CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_FOWNER: 3, CAP_FSETID: 4, CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7, CAP_SETPCAP: 8,
+    CAP_NET_BIND_SERVICE: 10, CAP_NET_RAW: 13, CAP_SYS_CHROOT: 18, CAP_AUDIT_WRITE: 29, CAP_SETFCAP: 31,
+  };
+  const KEPT_MASK = Object.values(KEPT_CAPS).reduce((m, n) => m | (1n << BigInt(n)), 0n);
+  const CAP_SETS = ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'] as const;
+  type CapSets = Record<(typeof CAP_SETS)[number], bigint>;
+  const capSets = (status: string): CapSets =>
+    Object.fromEntries(CAP_SETS.map((k) => [k, BigInt(`0x${new RegExp(`^${k}:\\s*([0-9a-f]+)$`, 'm').exec(status)?.[1] ?? 'x'}`)])) as CapSets;
+  const ownCaps = capSets(readFileSync('/proc/self/status', 'utf8'));
+  const isRoot = process.getuid?.() === 0;
+
+  // Run under the wrapper: the capability sets of the command and of a child it starts, then what root's
+  // powers still do. Nothing is loaded or mounted: init_module gets no image (ENOEXEC when allowed), the mount is
+  // a propagation change on a directory that is no mount point (EINVAL when allowed), and the new mount
+  // namespace is this short-lived process's own.
+  const POWERS_PY = [
+    'import ctypes, errno, json, os, platform, socket, subprocess, sys',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'def res(r): return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]',
+    'def caps(text): return {l.split(":")[0]: l.split()[1] for l in text.splitlines() if l.startswith("Cap")}',
+    'def bind_low():',
+    '    for port in range(80, 1024):',
+    '        s = socket.socket()',
+    '        try: s.bind(("127.0.0.1", port)); return "ok"',
+    '        except OSError as e:',
+    '            if e.errno != errno.EADDRINUSE: return errno.errorcode[e.errno]',
+    '        finally: s.close()',
+    'def chown(f):',
+    '    try: os.chown(f, 65534, 65534); return "ok"',
+    '    except OSError as e: return errno.errorcode[e.errno]',
+    'init_module = {"x86_64": 175, "aarch64": 105}[platform.machine()]',
+    'print(json.dumps({',
+    '    "own": caps(open("/proc/self/status").read()),',
+    '    "child": caps(subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout),',
+    '    "init_module": res(libc.syscall(init_module, None, 0, b"")),',
+    '    "mount": res(libc.mount(None, sys.argv[1].encode(), None, 1 << 18, None)),',
+    '    "unshare": res(libc.unshare(0x20000)),',
+    '    "bind_low": bind_low(),',
+    '    "chown": chown(sys.argv[2]),',
+    '}))',
+  ].join('\n');
+  type Powers = { own: Record<string, string>; child: Record<string, string>; init_module: string; mount: string; unshare: string; bind_low: string; chown: string };
+  const powers = (deny: boolean): Powers => {
+    const file = path.join(tmp.dir, `owned-${deny}`);
+    writeFileSync(file, '');
+    const r = spawnSync(wrapper, [...(deny ? ['--deny-vsock'] : []), String(process.pid), '-', PYTHON, '-c', POWERS_PY, tmp.dir, file], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return JSON.parse(r.stdout) as Powers;
+  };
+  const hex = (sets: Record<string, string>): CapSets => capSets(CAP_SETS.map((k) => `${k}:\t${sets[k] ?? 'x'}`).join('\n'));
+
+  it.skipIf(!isRoot)('--deny-vsock as root: the command and its children keep only the allow-listed capabilities, in every set', () => {
+    const sandboxed = powers(true);
+    const expected = Object.fromEntries(CAP_SETS.map((k) => [k, ownCaps[k] & KEPT_MASK])) as CapSets;
+    expect(expected.CapBnd).toBe(KEPT_MASK); // root here: the whole list was there to keep
+    expect(hex(sandboxed.own)).toEqual(expected);
+    expect(hex(sandboxed.child)).toEqual(expected);
+    // Kept: binding a port below 1024 (CAP_NET_BIND_SERVICE), giving a file away (CAP_CHOWN).
+    expect(sandboxed.bind_low).toBe('ok');
+    expect(sandboxed.chown).toBe('ok');
+    // Gone: CAP_SYS_ADMIN (mount, namespaces) and CAP_SYS_MODULE. This kernel may have no modules at all
+    // (ENOSYS for everyone); where it has them, root without the wrapper gets past the capability check.
+    expect([sandboxed.mount, sandboxed.unshare]).toEqual(['EPERM', 'EPERM']);
+    const open = powers(false);
+    expect([open.mount, open.unshare, open.bind_low, open.chown]).toEqual(['EINVAL', 'ok', 'ok', 'ok']);
+    expect(open.init_module).not.toBe('EPERM');
+    expect(sandboxed.init_module).toBe(open.init_module === 'ENOSYS' ? 'ENOSYS' : 'EPERM');
+  });
+
+  it('without --deny-vsock the capabilities are left as they are', () => {
+    const open = powers(false);
+    expect(hex(open.own)).toEqual(ownCaps);
+    expect(hex(open.child).CapBnd).toBe(ownCaps.CapBnd);
+  });
+
+  it.skipIf(!canSetpriv)('--deny-vsock as an unprivileged user: nothing to drop, the command runs as before', () => {
+    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', wrapper, '--deny-vsock', String(process.pid), '-', 'cat', '/proc/self/status'], {
+      encoding: 'utf8',
+      cwd: '/',
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    // No CAP_SETPCAP: the bounding set stays as it was (no_new_privs: nothing in it can be gained), no capability held.
+    expect(capSets(r.stdout)).toEqual({ CapInh: 0n, CapPrm: 0n, CapEff: 0n, CapBnd: ownCaps.CapBnd, CapAmb: 0n });
   });
 
   it('refuses malformed arguments with a usage line and exit 2', () => {
