@@ -288,10 +288,15 @@ export function clearVerifierCaches(): void {
   ecdsaVerifier().clearCache();
 }
 
-/** True when `issuer`'s key made `child`'s signature. */
-async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): Promise<boolean> {
+function signatureHash(child: ParsedCert, label: string): EcdsaHash {
   const hash = SIG_HASH[child.signatureAlgorithm];
   if (!hash) chainError(`${label} (${child.subject}) is signed with unsupported algorithm ${child.signatureAlgorithm}; expected ECDSA with SHA-256/384/512`);
+  return hash;
+}
+
+/** True when `issuer`'s key made `child`'s signature. */
+async function signedBy(child: ParsedCert, issuer: ParsedCert, label: string): Promise<boolean> {
+  const hash = signatureHash(child, label);
   const link = `${child.id}|${bytesKey(issuer.spki)}`;
   if (verifiedLinks.has(link)) return true;
   const raw = ecdsaDerToRaw(child.signature, issuer.curve.size);
@@ -389,7 +394,9 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
     chainError(`certificate (${leaf.subject}) keyUsage lacks digitalSignature`);
   }
   if (leaf.curve.name !== 'P-384') chainError(`certificate (${leaf.subject}) has a ${leaf.curve.name} key; ES384 needs P-384`);
-  const checks: Promise<void>[] = [];
+  // Every synchronous check of every link runs before any signature check starts: a throw part-way through
+  // the loop would otherwise leave earlier signature promises running with nobody to handle their rejection
+  // (an unhandled rejection kills the SDK user's process and the CLI).
   for (let i = 0; i + 1 < full.length; i++) {
     const child = full[i]!;
     const issuer = full[i + 1]!;
@@ -397,11 +404,17 @@ export async function verifyChain(certificate: Uint8Array, cabundle: Uint8Array[
       chainError(`${fullLabels[i]} is issued by "${child.issuer}" but the next certificate up, ${fullLabels[i + 1]}, is "${issuer.subject}"`);
     }
     checkIssuerRights(issuer, fullLabels[i + 1]!, i /* CA certificates between issuer and leaf */);
-    checks.push(
-      signedBy(child, issuer, fullLabels[i]!).then((ok) => {
-        if (!ok) chainError(`${fullLabels[i]} (${child.subject}) signature does not verify with the key of ${fullLabels[i + 1]} (${issuer.subject})`);
-      }),
-    );
+    signatureHash(child, fullLabels[i]!);
+  }
+  const checks: Promise<void>[] = [];
+  for (let i = 0; i + 1 < full.length; i++) {
+    const child = full[i]!;
+    const issuer = full[i + 1]!;
+    const check = signedBy(child, issuer, fullLabels[i]!).then((ok) => {
+      if (!ok) chainError(`${fullLabels[i]} (${child.subject}) signature does not verify with the key of ${fullLabels[i + 1]} (${issuer.subject})`);
+    });
+    check.catch(() => {}); // handled below through allSettled; this only keeps it from ever counting as unhandled
+    checks.push(check);
   }
   const results = await Promise.allSettled(checks);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
