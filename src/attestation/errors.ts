@@ -18,7 +18,7 @@ export type AttestationErrorCode =
   /** The COSE_Sign1 ES384 signature does not verify with the leaf certificate's key. */
   | 'ATTESTATION_SIGNATURE'
   | 'ATTESTATION_NONCE_MISMATCH'
-  /** PCR 0, 1, 2 or 8 is absent. */
+  /** PCR 0, 1, 2 or 8 is absent, or (one pinned set) a pinned PCR is. */
   | 'ATTESTATION_PCR_MISSING'
   | 'ATTESTATION_PCR_MISMATCH'
   /** PCR0/1/2 all zero: a debug-mode enclave, whose memory the host can read; refused unless allowed. */

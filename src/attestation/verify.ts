@@ -2,7 +2,7 @@
  * verifyAttestation: everything a client must check before it trusts an enclave (WIRE.md §6), in order:
  * 1. structure (document.ts); 2. unless `debug`: the chain from `certificate` through `cabundle` to a
  * trusted root at `now`, then the ES384 COSE signature with the leaf key; 3. nonce; 4. PCRs 0/1/2/8 present
- * and the pinned ones equal; 5. optional maximum age (and, with it, no timestamp beyond now + the allowed clock
+ * and every pinned one (any of PCR0…PCR31) equal; 5. optional maximum age (and, with it, no timestamp beyond now + the allowed clock
  * skew). Each failure is an AttestationError with its own code.
  *
  * Browser-safe: no node:* imports, no Buffer; signatures go through the installed ECDSA backend (ecdsa.ts:
@@ -17,12 +17,20 @@ import { parseCertificateCached, parseTrustAnchor, pemToDer, verifyChain, type T
 
 export { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256 } from './aws-root.ts';
 
-/** Pinned PCR values, hex (any case) or bytes. PCR8 is compared only when given. */
+/**
+ * Pinned PCR values, hex (any case) or bytes. PCR0, PCR1 and PCR2 are required; any other PCR up to PCR31 (PCR3:
+ * the parent's IAM role, PCR4: its instance id, PCR8: the signing certificate, ...) is compared when given.
+ * Key names are case-sensitive and exact ("PCR8", not "pcr8" or "PCR08"): any other key is rejected
+ * (ATTESTATION_BAD_EXPECTATIONS), so a misspelt pin can never be silently ignored. The one exception is
+ * nitro-cli's "HashAlgorithm" field of its Measurements object, accepted when it names SHA-384 (the only digest
+ * a Nitro document uses).
+ */
 export interface PcrPins {
   PCR0: string | Uint8Array;
   PCR1: string | Uint8Array;
   PCR2: string | Uint8Array;
   PCR8?: string | Uint8Array;
+  [pcr: `PCR${number}`]: string | Uint8Array | undefined;
 }
 
 export interface VerifyExpectations {
@@ -64,7 +72,28 @@ export const DEFAULT_MAX_FUTURE_SKEW_MS = 60_000;
 const REQUIRED_PCRS = [0, 1, 2, 8] as const;
 /** All zero in a debug-mode enclave. */
 const DEBUG_PCRS = [0, 1, 2] as const;
-const PIN_KEYS = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
+const REQUIRED_PINS = [0, 1, 2] as const;
+/** Nitro documents carry at most 32 PCRs (document.ts MAX_PCRS), keyed 0…31. */
+const PIN_NAME = /^PCR([0-9]|[12][0-9]|3[01])$/;
+/** nitro-cli's Measurements object carries this beside the PCRs, e.g. "Sha384 { ... }". */
+const HASH_ALGORITHM_KEY = 'HashAlgorithm';
+
+/**
+ * The PCR index a pin key names, or an error message for a key that names none (exported for the CLI, which
+ * reports it as a usage error). `HashAlgorithm` yields null: not a PCR, but accepted when it says SHA-384.
+ */
+export function pinKeyIndex(key: string, value: unknown): number | null | { error: string } {
+  const m = PIN_NAME.exec(key);
+  if (m) return Number(m[1]);
+  if (key === HASH_ALGORITHM_KEY) {
+    if (typeof value === 'string' && /^sha-?384\b/i.test(value)) return null;
+    return { error: `${key} must name SHA-384 (Nitro documents use only SHA-384); found ${JSON.stringify(String(value)).slice(0, 40)}` };
+  }
+  const loose = /^pcr0*([0-9]+)$/i.exec(key);
+  const near = loose && Number(loose[1]) < 32 ? `PCR${Number(loose[1])}` : undefined;
+  const hint = near === undefined ? '' : `; did you mean ${near}?${key.toUpperCase() === near ? ' (names are case-sensitive)' : ''}`;
+  return { error: `${JSON.stringify(key).slice(0, 40)} is not a PCR name; expected PCR0…PCR31${hint}` };
+}
 
 let awsAnchor: TrustAnchor | undefined;
 const anchorCache = new Map<string, TrustAnchor>();
@@ -104,45 +133,58 @@ function pinBytes(v: string | Uint8Array | undefined, name: string): Uint8Array 
   throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${name} must be hex text or bytes; found ${JSON.stringify(String(v)).slice(0, 40)}`);
 }
 
-type NormalizedPins = Partial<Record<(typeof PIN_KEYS)[number], Uint8Array>>;
+/** PCR index → pinned value, in index order. */
+type NormalizedPins = Map<number, Uint8Array>;
 
 function normalizePins(pins: PcrPins | PcrPins[]): NormalizedPins[] {
   const list = Array.isArray(pins) ? pins : [pins];
   if (list.length === 0) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'pcrs is an empty list; give at least one allowed PCR set');
   return list.map((p, i) => {
-    const where = list.length > 1 ? `pcrs[${i}].` : 'pcrs.';
-    const out: NormalizedPins = {};
-    for (const k of PIN_KEYS) {
-      const b = pinBytes(p?.[k], where + k);
-      if (b === undefined) {
-        if (k !== 'PCR8') throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}${k} is required`);
-        continue;
-      }
-      if (b.length !== 32 && b.length !== 48 && b.length !== 64) {
-        throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}${k} must be 32, 48 or 64 bytes (SHA-384 PCRs are 48); found ${b.length}`);
-      }
-      out[k] = b;
+    const where = list.length > 1 ? `pcrs[${i}]` : 'pcrs';
+    if (p === null || typeof p !== 'object' || Array.isArray(p) || p instanceof Uint8Array) {
+      throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where} must be an object { PCR0, PCR1, PCR2, ... }`);
     }
-    return out;
+    const out: NormalizedPins = new Map();
+    for (const [k, v] of Object.entries(p as unknown as Record<string, unknown>)) {
+      const index = pinKeyIndex(k, v);
+      if (index === null) continue;
+      if (typeof index === 'object') throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}: ${index.error}`);
+      const b = pinBytes(v as string | Uint8Array | undefined, `${where}.${k}`);
+      if (b === undefined) continue; // { PCR8: undefined }: not pinned, as for an absent optional field
+      if (b.length !== 32 && b.length !== 48 && b.length !== 64) {
+        throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}.${k} must be 32, 48 or 64 bytes (SHA-384 PCRs are 48); found ${b.length}`);
+      }
+      out.set(index, b);
+    }
+    for (const r of REQUIRED_PINS) {
+      if (!out.has(r)) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${where}.PCR${r} is required`);
+    }
+    return new Map([...out].sort(([a], [b]) => a - b));
   });
 }
 
 function checkPcrs(doc: AttestationDocument, pins: NormalizedPins[]): void {
-  const mismatches: string[] = [];
+  const failures: { message: string; onlyAbsent: boolean }[] = [];
   for (const set of pins) {
-    const wrong = PIN_KEYS.filter((k) => {
-      const want = set[k];
-      return want !== undefined && !equalBytes(want, doc.pcrs.get(Number(k.slice(3)))!);
+    const wrong = [...set].filter(([i, want]) => {
+      const found = doc.pcrs.get(i);
+      return found === undefined || !equalBytes(want, found);
     });
     if (wrong.length === 0) return;
-    mismatches.push(
-      wrong.map((k) => `${k} expected ${toHex(set[k]!)}, found ${toHex(doc.pcrs.get(Number(k.slice(3)))!)}`).join('; '),
-    );
+    failures.push({
+      message: wrong
+        .map(([i, want]) => {
+          const found = doc.pcrs.get(i);
+          return `PCR${i} expected ${toHex(want)}, found ${found === undefined ? 'none (the document has no PCR' + i + ')' : toHex(found)}`;
+        })
+        .join('; '),
+      onlyAbsent: wrong.every(([i]) => !doc.pcrs.has(i)),
+    });
   }
-  const message =
-    pins.length === 1
-      ? mismatches[0]!
-      : `the document matches none of the ${pins.length} allowed PCR sets: ${mismatches.map((m, i) => `[${i}] ${m}`).join(' | ')}`;
+  if (pins.length === 1) {
+    throw new AttestationError(failures[0]!.onlyAbsent ? 'ATTESTATION_PCR_MISSING' : 'ATTESTATION_PCR_MISMATCH', failures[0]!.message);
+  }
+  const message = `the document matches none of the ${pins.length} allowed PCR sets: ${failures.map((f, i) => `[${i}] ${f.message}`).join(' | ')}`;
   throw new AttestationError('ATTESTATION_PCR_MISMATCH', message);
 }
 

@@ -25,7 +25,8 @@ const HELP = `Usage: enclave-agent attest <url> [options]
 
 Connects to an enclave through its host bridge (ws:// or wss://), verifies its attestation document (chain to
 the root, ES384 signature, nonce bound to this session's handshake) and prints the live PCR0/1/2/8 with
-whether they match the [attestation] table of enclave.toml.
+whether they match the [attestation] table of enclave.toml (any other PCR pinned with --pcrs is shown and
+compared too).
 
 With https://host:port/ (the enclave's attested TLS ingress, or an Evervault enclave) the document comes from the
 TLS certificate the server presents (hex in a subjectAltName): same checks, plus user_data = that certificate's
@@ -46,17 +47,21 @@ Options:
 Exit status: 0 the PCRs match (or nothing is pinned: "match": null), 1 mismatch or verification failure,
 2 usage error.`;
 
-const NAMES = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
-type Expected = Partial<Record<(typeof NAMES)[number], string>>;
+/** Always shown; every other pinned PCR (PCR3, PCR4, ...) is shown and compared too. */
+const SHOWN = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
+/** PCR name → lowercase hex. */
+type Expected = Record<string, string>;
 
+/** The pinned PCRs as hex (parsePins and pinnedPcrs give only PCR<n> keys, already validated). */
 function normalize(pins: PcrPins): Expected {
   const out: Expected = {};
-  for (const n of NAMES) {
-    const v = pins[n];
-    if (v !== undefined) out[n] = typeof v === 'string' ? v.replace(/^0x/, '').toLowerCase() : toHex(v);
+  for (const [n, v] of Object.entries(pins as unknown as Record<string, string | Uint8Array | undefined>)) {
+    if (v !== undefined && /^PCR[0-9]+$/.test(n)) out[n] = typeof v === 'string' ? v.replace(/^0x/, '').toLowerCase() : toHex(v);
   }
   return out;
 }
+
+const pcrIndex = (name: string): number => Number(name.slice(3));
 
 /** Handshake + RequestAttestation on a fresh channel; resolves to the document bytes and the handshake hash. */
 async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array }> {
@@ -165,12 +170,13 @@ export const command: CliCommand = {
       return 1;
     }
 
+    const names = [...new Set([...SHOWN, ...Object.keys(expected ?? {})])].sort((a, b) => pcrIndex(a) - pcrIndex(b));
     const live: Expected = {};
-    for (const n of NAMES) {
-      const v = doc.pcrs.get(Number(n.slice(3)));
+    for (const n of names) {
+      const v = doc.pcrs.get(pcrIndex(n));
       if (v !== undefined) live[n] = toHex(v);
     }
-    const mismatches = expected === null ? [] : NAMES.filter((n) => expected[n] !== undefined && expected[n] !== live[n]);
+    const mismatches = expected === null ? [] : names.filter((n) => expected[n] !== undefined && expected[n] !== live[n]);
     const match = expected === null ? null : mismatches.length === 0;
 
     if (values.json) {
@@ -181,10 +187,10 @@ export const command: CliCommand = {
       io.out(`Attestation of ${url} verified (${how}; ${bound})`);
       io.out(`  module  ${doc.moduleId}`);
       io.out(`  time    ${new Date(doc.timestamp).toISOString()}`);
-      for (const n of NAMES) {
+      for (const n of names) {
         const e = expected?.[n];
         const mark = e === undefined ? '' : e === live[n] ? '  matches' : `  MISMATCH, expected ${e}`;
-        io.out(`  ${n}    ${live[n] ?? '(absent)'}${mark}`);
+        io.out(`  ${n.padEnd(5)}   ${live[n] ?? '(absent)'}${mark}`);
       }
       if (match === null) io.out(`Not compared: ${source} pins no PCRs (enclave-agent pcrs --toml prints the table for the local stack).`);
       else if (match) io.out(`MATCH: the enclave reports the PCRs pinned in ${source}.`);

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { decodeStrict, type CborMap } from '../attestation/cbor.ts';
 import { parseAttestationDocument, isDebugModeDocument, type ParsedAttestation } from '../attestation/document.ts';
 import { AttestationError } from '../attestation/errors.ts';
-import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
+import { pinKeyIndex, verifyAttestation, type PcrPins } from '../attestation/verify.ts';
 import { parseCertificate } from '../attestation/x509.ts';
 import { fromBase64, fromHex, toHex } from '../util/bytes.ts';
 import { AttestedCertError, parseAttestedCertificate, verifyAttestedCertificate, type AttestedCertificate } from '../client/attested-cert.ts';
@@ -26,9 +26,11 @@ subjectAltName, as our TLS ingress and Evervault's enclaves serve it (e.g. saved
 must also attest the certificate's key (user_data = its SubjectPublicKeyInfo DER).
 
 Options:
-  --pcrs <file|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR8=<hex>]>
+  --pcrs <file|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]>
                       Pinned PCRs: inline, or a JSON file {"PCR0": "<hex>", ...} (a nitro-cli
-                      "Measurements" object works too). Repeat for several allowed sets (rolling deploys).
+                      "Measurements" object works too). PCR0/1/2 required; any of PCR3…PCR31 (PCR3: IAM
+                      role, PCR4: instance id, PCR8: signing certificate) is compared when given; any
+                      other key is an error. Names in any case here. Repeat for several allowed sets.
                       Without --pcrs the PCR values are printed but not compared.
   --root <pem file>   Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
   --at <ISO 8601>     Verification time. Default: now.
@@ -45,7 +47,7 @@ Options:
 
 Exit status: 0 the document passed, 1 it is malformed or failed a check, 2 usage error.`;
 
-const PIN_NAMES = ['PCR0', 'PCR1', 'PCR2', 'PCR8'] as const;
+const REQUIRED_PIN_NAMES = ['PCR0', 'PCR1', 'PCR2'] as const;
 
 async function readInput(arg: string, io: CliIo): Promise<Uint8Array> {
   let bytes: Uint8Array;
@@ -81,7 +83,9 @@ export function parsePins(value: string): PcrPins {
     for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
       const [k, v] = part.split('=');
       if (!k || !v) throw new CliUsageError(`--pcrs: "${part}" is not NAME=<hex>`);
-      obj[k.trim().toUpperCase()] = v.trim();
+      const name = k.trim().toUpperCase();
+      if (name in obj) throw new CliUsageError(`--pcrs: ${name} is given twice`);
+      obj[name] = v.trim();
     }
   } else {
     if (!existsSync(value)) throw new CliUsageError(`--pcrs: "${value}" is neither PCR0=<hex>,... nor a readable JSON file`);
@@ -91,16 +95,22 @@ export function parsePins(value: string): PcrPins {
       throw new CliUsageError(`--pcrs: ${value} is not valid JSON (${(err as Error).message})`);
     }
     if (obj && typeof obj.Measurements === 'object' && obj.Measurements) obj = obj.Measurements as Record<string, unknown>;
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new CliUsageError(`--pcrs: ${value} must hold a JSON object {"PCR0": "<hex>", ...}`);
   }
   const pins: Record<string, string> = {};
-  for (const name of PIN_NAMES) {
-    const v = obj[name];
-    if (v === undefined) {
-      if (name !== 'PCR8') throw new CliUsageError(`--pcrs: ${name} is required (PCR0, PCR1 and PCR2; PCR8 optional)`);
-      continue;
-    }
+  for (const [given, v] of Object.entries(obj)) {
+    // PCR names in any case here (pcr8=… always worked inline); the library itself takes only "PCR8".
+    const key = /^pcr[0-9]+$/i.test(given) ? given.toUpperCase() : given;
+    const index = pinKeyIndex(key, v);
+    if (index === null) continue; // nitro-cli's "HashAlgorithm": "Sha384 { ... }"
+    if (typeof index === 'object') throw new CliUsageError(`--pcrs: ${index.error}`);
+    const name = `PCR${index}`;
+    if (name in pins) throw new CliUsageError(`--pcrs: ${name} is given twice`);
     if (typeof v !== 'string' || !/^(0x)?([0-9a-fA-F]{2})+$/.test(v)) throw new CliUsageError(`--pcrs: ${name} must be hex`);
     pins[name] = v.replace(/^0x/, '').toLowerCase();
+  }
+  for (const name of REQUIRED_PIN_NAMES) {
+    if (!(name in pins)) throw new CliUsageError(`--pcrs: ${name} is required (PCR0, PCR1 and PCR2; any other of PCR3…PCR31 optional)`);
   }
   // Lengths after presence, so a missing PCR is named first.
   for (const [name, hex] of Object.entries(pins)) {

@@ -30,9 +30,11 @@ Request:
   --timeout MS           Connect + request budget, each (default 30000).
 
 Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
-  --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR8=<hex>]
+  --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]
                          Pinned PCRs: a JSON file {"PCR0": "<hex>", ...} (what \`enclave-agent start\` writes to
                          <state dir>/pcrs.json; a nitro-cli "Measurements" object works too) or inline.
+                         PCR0/1/2 required; any of PCR3…PCR31 (PCR3: IAM role, PCR4: instance id, PCR8:
+                         signing certificate) is compared when given; any other key is an error.
                          Repeat for several allowed sets.
   --pcr0 HEX --pcr1 HEX --pcr2 HEX [--pcr8 HEX]
   --root PEM             Trusted root certificate (repeatable). Default: the AWS Nitro root G1.

@@ -68,7 +68,7 @@ afterAll(async () => {
 describe('enclave-agent proxy (Noise upstream through the bridge)', () => {
   let line: ProxyLine;
   beforeAll(async () => {
-    line = await proxy(stack.pins as ProxyLine & { PCR0: string; PCR1: string; PCR2: string });
+    line = await proxy(stack.pins as unknown as ProxyLine & { PCR0: string; PCR1: string; PCR2: string });
   }, 60_000);
 
   it('verifies at start and reports it', () => {

@@ -36,6 +36,24 @@ describe('verification before any request', () => {
     expect(summary?.stats).toMatchObject({ framesIn: 1, attestations: 1, data: 0, streams: 0 });
   });
 
+  it('compares a pinned PCR3 (beyond PCR0/1/2/8): a wrong one rejects, the right one connects', async () => {
+    const hex = (i: number): string => Buffer.from(stack.sim.pcrs[i]!).toString('hex');
+    const wrong = { ...stack.pins, PCR3: 'ab'.repeat(48) };
+    const err = await connect(stack.url, { pcrs: wrong, roots: [stack.sim.rootPem] }).catch((e: unknown) => e);
+    expect((err as ClientError).attestationCode).toBe('ATTESTATION_PCR_MISMATCH');
+    expect((err as ClientError).message).toContain('PCR3 expected abab');
+    const client = await connect(stack.url, { pcrs: { ...stack.pins, PCR3: hex(3), PCR4: hex(4) }, roots: [stack.sim.rootPem] });
+    await client.close();
+    expect(stack.app.requests).toBe(0);
+  });
+
+  it('rejects a pin key that names no PCR (a misspelt pcr8) before connecting', async () => {
+    const err = await connect(stack.url, { pcrs: { ...stack.pins, pcr8: 'ab'.repeat(48) } as typeof stack.pins, roots: [stack.sim.rootPem] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).attestationCode).toBe('ATTESTATION_BAD_EXPECTATIONS');
+    expect((err as ClientError).message).toContain('did you mean PCR8?');
+  });
+
   it('rejects the simulator root when only the AWS root is trusted', async () => {
     const err = await connect(stack.url, { pcrs: stack.pins }).catch((e: unknown) => e);
     expect((err as ClientError).code).toBe('CLIENT_ATTESTATION_FAILED');

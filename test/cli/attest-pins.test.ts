@@ -1,0 +1,45 @@
+// `enclave-agent attest --pcrs` compares every pinned PCR, not only PCR0/1/2/8: a wrong PCR3 is a mismatch (exit 1).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/run.ts';
+import { startStack, type Stack } from '../client/stack.ts';
+
+let stack: Stack;
+const dir = mkdtempSync(join(tmpdir(), 'attest-pins-'));
+
+beforeAll(async () => {
+  stack = await startStack();
+});
+afterAll(async () => {
+  await stack?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function attest(pcrs: Record<string, unknown>): Promise<{ code: number; out: string }> {
+  const file = join(dir, 'pins.json');
+  writeFileSync(file, JSON.stringify(pcrs));
+  const out: string[] = [];
+  const code = await runCli(['attest', stack.url, '--pcrs', file, '--root', stack.sim.rootPath, '--json'], { out: (l) => out.push(l), err: (l) => out.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
+  return { code, out: out.join('\n') };
+}
+
+describe('enclave-agent attest with PCR3/PCR4 pinned', () => {
+  const hex = (i: number): string => Buffer.from(stack.sim.pcrs[i]!).toString('hex');
+
+  it('reports a wrong PCR3 as a mismatch and exits 1', async () => {
+    const r = await attest({ ...stack.pins, PCR3: 'ab'.repeat(48) });
+    expect(r.code).toBe(1);
+    const line = JSON.parse(r.out) as { match: boolean; mismatches: string[]; pcrs: Record<string, string>; expected: Record<string, string> };
+    expect(line).toMatchObject({ match: false, mismatches: ['PCR3'] });
+    expect(line.pcrs.PCR3).toBe(hex(3));
+    expect(line.expected.PCR3).toBe('ab'.repeat(48));
+  });
+
+  it('matches with the right PCR3 and PCR4 and exits 0', async () => {
+    const r = await attest({ ...stack.pins, PCR3: hex(3), PCR4: hex(4).toUpperCase() });
+    expect(JSON.parse(r.out)).toMatchObject({ match: true, mismatches: [] });
+    expect(r.code).toBe(0);
+  });
+});
