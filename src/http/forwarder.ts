@@ -149,9 +149,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     mask: createHeaderMasker(opts.trustedHeaders ?? [], [requestIdHeader]),
     onError: (err) => logger.warn({ err: String(err) }, 'transaction record not written'),
   };
+  const requestId = requestIdStage({ header: requestIdHeader });
+  const trxLog = trxLogStage(trx);
   const common: Stage[] = [
-    requestIdStage({ header: requestIdHeader }),
-    trxLogStage(trx),
+    requestId,
+    trxLog,
     clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient }),
     // Before anything that touches the app (body limit, decrypt, forward, upgrade).
     ...(opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })]),
@@ -183,6 +185,16 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     ...common,
     upgradeStage({ host, port: opts.appPort, timeoutMs: upstreamTimeoutMs, dropResponseHeaders: agentHeaders }),
   ]);
+  /**
+   * A request taken in (parsed) that never ran: the connection closed while it waited its turn. It still gets
+   * its record (and is observed): with nothing sent, status 0 and CLIENT_GONE (trx-log.ts), as a request whose
+   * client left mid-exchange; one answered with a parse error while waiting keeps that status and code.
+   */
+  const recordPipeline = compose([...observed, requestId, trxLog]);
+  const recordAbandoned = (ex: Exchange): void => {
+    recordPipeline(ex).catch((err: unknown) => logger.error({ err: String(err) }, 'abandoned request not recorded'));
+    ex.finish();
+  };
 
   const contexts = new WeakMap<object, ForwardContext>();
   /** Each server connection's limits (server-connection.ts), by the server's end of the pair. */
@@ -271,7 +283,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       });
     }
     // A pipelined request waits here (parsed, not yet sent to the app) until the one before it is answered.
-    conn.admit(res, () => serveRequest(ex, req, res));
+    conn.admit(
+      res,
+      () => serveRequest(ex, req, res),
+      () => recordAbandoned(ex),
+    );
   });
 
   /**
@@ -328,7 +344,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     // Behind pipelined requests, after their answers (server-connection.ts).
     const conn = serverConns.get(socket);
     if (conn === undefined) run();
-    else conn.admitUpgrade(run);
+    else conn.admitUpgrade(run, () => recordAbandoned(ex));
   });
 
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
@@ -484,6 +500,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     },
     rejected(conn, status, code) {
       logRejected(conn.ctx, status, code, '', '');
+    },
+    abandoned(conn, head) {
+      const ex = new Exchange({ req: new FastRequest(head), res: null, socket: null, conn: conn.ctx, type: 'HTTP', upstreamHeaders: [], body: null, bodyLength: null });
+      ex.remoteIp = conn.ctx.client?.address;
+      recordAbandoned(ex);
     },
   };
 

@@ -8,7 +8,8 @@
 //   - pipelined requests: sent to the app one at a time, the next once the previous response is complete
 //     (side effects in request order, as pipelining expects; one connection holds one app connection), and
 //     answered in order. While a request is at the app, at most MAX_READ_AHEAD bytes of the following ones
-//     are read ahead; past that, reading pauses until the response has gone out.
+//     are read ahead; past that, reading pauses until the response has gone out. Complete requests read ahead
+//     and never sent (the connection closed first) get a transaction record each (the handlers' `abandoned`).
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -43,6 +44,8 @@ export interface KeepAliveHandlers {
   fallback(conn: KeepAliveConnection): PairEnd;
   /** A request refused here (431, 408), for the transaction log. */
   rejected(conn: KeepAliveConnection, status: number, code: string): void;
+  /** A complete request read ahead and never sent to the app (the connection closed first), for the transaction log. */
+  abandoned(conn: KeepAliveConnection, head: SimpleHead): void;
 }
 
 export interface KeepAliveLimits {
@@ -498,10 +501,30 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
 
   #closed(): void {
     this.#sweep.delete(this);
+    const readAhead = this.#mode === 'fast' ? this.#buf : null;
     this.#buf = null;
     this.#store = null;
     for (const r of this.#queue.splice(0)) r.connectionClosed();
+    if (readAhead !== null) this.#recordReadAhead(readAhead);
     this.#relay?.destroy();
+  }
+
+  /**
+   * The complete requests read ahead (`buf`, waiting for the one at the app) that will never be sent: each gets
+   * its record. Up to the first one incomplete, or that this parser would not have taken.
+   */
+  #recordReadAhead(buf: Buffer): void {
+    for (;;) {
+      const end = buf.indexOf(HEAD_END);
+      if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) return;
+      const head = parseSimpleHead(buf, end);
+      if (head === null) return;
+      const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
+      if (buf.length < bodyEnd) return;
+      this.#handlers.abandoned(this, head);
+      if (bodyEnd === buf.length || connectionTokens(head.rawHeaders).has('close')) return;
+      buf = buf.subarray(bodyEnd);
+    }
   }
 
   #pauseReading(): void {

@@ -8,7 +8,8 @@
 // requests waits for every answer before it too. While a request waits its turn the connection is read no
 // further (its pair end holds its input); what waits is what the server had already taken in: the chunk being
 // parsed and the pair end's readable buffer, at most 64 KiB each (Node's parser resumes the socket after each
-// message it completes, so pausing alone does not stop it mid-buffer).
+// message it completes, so pausing alone does not stop it mid-buffer). A request still waiting when the
+// connection closes is `abandoned` (the forwarder logs it: nothing taken in is lost silently).
 //
 // Request bodies: Node's requestTimeout is a limit on the whole request, which would cut a long upload that
 // keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
@@ -23,7 +24,7 @@ import type { ServerResponse } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
 
-/** A parsed request's turn: started once, or never (the connection closed before its turn). */
+/** A parsed request's turn: started once, or abandoned once (the connection closed before its turn). */
 interface Turn {
   start(): void;
   abandon(): void;
@@ -68,15 +69,21 @@ export class ServerConnection {
 
   /**
    * A parsed request: `run` now if nothing else is open on the connection, else once every earlier response
-   * has closed; it is over when `res` closes.
+   * has closed; it is over when `res` closes. `abandoned` runs instead of `run` when its turn never comes (the
+   * connection closed first) or comes after it was answered (a parse error in its body, while it waited).
    */
-  admit(res: ServerResponse, run: () => void): void {
+  admit(res: ServerResponse, run: () => void, abandoned: () => void): void {
     this.#open++;
     this.#parsed++;
     let state: 'waiting' | 'running' | 'over' = 'waiting';
     const turn: Turn = {
       start: () => {
         if (state !== 'waiting') return;
+        // Answered while it waited (a parse error in its body): it does not run, and the next one may.
+        if (res.writableEnded) {
+          turn.abandon();
+          return;
+        }
         state = 'running';
         this.#running = true;
         run();
@@ -84,6 +91,7 @@ export class ServerConnection {
       abandon: () => {
         if (state !== 'waiting') return;
         state = 'over';
+        abandoned();
       },
     };
     res.once('close', () => {
@@ -111,9 +119,9 @@ export class ServerConnection {
 
   /**
    * An Upgrade request: `run` now if no request is open on the connection, else once every earlier response
-   * has closed (the 101 must not overtake them).
+   * has closed (the 101 must not overtake them). `abandoned` instead when the connection closes first.
    */
-  admitUpgrade(run: () => void): void {
+  admitUpgrade(run: () => void, abandoned: () => void): void {
     this.#parsed++;
     let state: 'waiting' | 'over' = 'waiting';
     const turn: Turn = {
@@ -125,6 +133,7 @@ export class ServerConnection {
       abandon: () => {
         if (state !== 'waiting') return;
         state = 'over';
+        abandoned();
       },
     };
     if (this.#open === 0) turn.start();
@@ -232,7 +241,7 @@ export class ServerConnection {
 
   /** A response closed: the next request in order starts; reading resumes once none waits. */
   #next(): void {
-    if (!this.#running) this.#waiting.shift()?.start();
+    while (!this.#running && this.#waiting.length > 0) this.#waiting.shift()!.start();
     if (this.#waiting.length === 0) this.#hold(false);
     if (this.#open === 0 && this.#upgrade !== null) {
       const upgrade = this.#upgrade;

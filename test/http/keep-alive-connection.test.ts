@@ -234,6 +234,7 @@ describe('keep-alive fast path: a client that stops reading', { timeout: 15_000 
           throw new Error('not expected');
         },
         rejected() {},
+        abandoned() {},
       }, limits, sweep);
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -1,0 +1,204 @@
+// Pipelined requests the agent took in and never sent to the app, because the client went away while they
+// waited their turn, still get their transaction-log record (ENCRYPTION.md §4: one per request, errors
+// included): status 0 and CLIENT_GONE, as a request whose client left mid-exchange — on the http.Server path
+// (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead).
+// The records carry no body and no credential.
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
+import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
+import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
+
+/** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
+let app: TestApp;
+const heldAtApp: ServerResponse[] = [];
+let arrived: string[] = [];
+
+beforeAll(async () => {
+  app = await startApp((req, res) => {
+    arrived.push(req.url ?? '');
+    req.resume();
+    if (req.url === '/first') req.on('end', () => res.end('ok'));
+    else heldAtApp.push(res);
+  });
+});
+afterAll(async () => {
+  await app.close();
+});
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  for (const res of heldAtApp.splice(0)) res.destroy();
+  arrived = [];
+});
+
+function forwarder(sink: MemoryLogSink): HttpForwarder {
+  const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, appStartupGraceMs: 0 });
+  cleanups.push(() => fwd.close());
+  return fwd;
+}
+
+/** A TCP front port whose connections the forwarder serves as TLS ingress does (the keep-alive fast path). */
+async function front(fwd: HttpForwarder): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+    fwd.attach(s, fakeContext({ kind: 'stream' }));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => srv.close(() => r()));
+  });
+  return (srv.address() as AddressInfo).port;
+}
+
+async function tcp(port: number): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  cleanups.push(() => void s.destroy());
+  await new Promise<void>((r) => s.once('connect', r));
+  return s;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits (bounded) until `cond` holds; the assertions that follow say what was expected. */
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond() && Date.now() < deadline) await sleep(20);
+}
+
+const SECRET = 'Bearer s3cr3t-token';
+const BODY = 'pan=card-number-in-body';
+
+/** `n` pipelined requests, every third a POST with a body, all with a credential header. */
+function batch(n: number): { raw: string; paths: string[] } {
+  const paths: string[] = [];
+  let raw = '';
+  for (let i = 0; i < n; i++) {
+    const path = `/p${i}?token=abc`;
+    paths.push(`/p${i}?token=***`);
+    raw +=
+      i % 3 === 2
+        ? `POST ${path} HTTP/1.1\r\nHost: a\r\nAuthorization: ${SECRET}\r\nContent-Length: ${BODY.length}\r\n\r\n${BODY}`
+        : `GET ${path} HTTP/1.1\r\nHost: a\r\nAuthorization: ${SECRET}\r\n\r\n`;
+  }
+  return { raw, paths };
+}
+
+/**
+ * After the client left with `paths` sent (the first at the app, the rest waiting): one record per request,
+ * each with status 0 and CLIENT_GONE, no body and no credential in any of them.
+ */
+async function expectOneRecordEach(fwd: HttpForwarder, sink: MemoryLogSink, paths: string[], before: string[] = []): Promise<void> {
+  const all = [...before, ...paths];
+  await until(() => sink.records.length >= all.length);
+  // close() lets the last batch of records out; nothing more is written after it.
+  await fwd.close();
+  const records = sink.records;
+  expect(records.map((r) => r.path).sort()).toEqual(all.slice().sort());
+  for (const r of records.filter((x) => paths.includes(x.path as string))) {
+    expect(r).toMatchObject({ kind: 'trx', status: 0, status_group: 'none', error: 'CLIENT_GONE', response_headers: {} });
+    expect((r.request_headers as Record<string, string>).authorization).toBe('***');
+    expect(r.txid).toMatch(/^[0-9a-f-]{36}$/);
+  }
+  const text = JSON.stringify(records);
+  expect(text).not.toContain('s3cr3t');
+  expect(text).not.toContain('card-number');
+}
+
+describe('pipelined requests abandoned on the http.Server path', () => {
+  it('a Noise stream closed with 40 requests in: 40 records, the waiting ones CLIENT_GONE', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const { raw, paths } = batch(40);
+    d.write(raw);
+    await until(() => arrived.length >= 1);
+    expect(arrived).toEqual([paths[0]!.replace('***', 'abc')]);
+    d.destroy();
+    await expectOneRecordEach(fwd, sink, paths);
+  });
+
+  it('a keep-alive connection handed to the server, reset with requests waiting: one record each', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await tcp(await front(fwd));
+    const reader = new ResponseReader(c);
+    // The chunked request hands the connection over; the rest is the server's.
+    c.write('POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+    expect((await reader.next()).status).toBe(200);
+    const { raw, paths } = batch(6);
+    c.write(raw);
+    await until(() => arrived.length >= 2);
+    c.resetAndDestroy();
+    await expectOneRecordEach(fwd, sink, paths, ['/first']);
+    expect(sink.records.find((r) => r.path === '/first')).toMatchObject({ status: 200 });
+  });
+
+  it('an Upgrade waiting behind a request when the client leaves: its record too', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const auth = `Authorization: ${SECRET}\r\n`;
+    d.write(`GET /p0 HTTP/1.1\r\nHost: a\r\n${auth}\r\nGET /ws HTTP/1.1\r\nHost: a\r\n${auth}Connection: Upgrade\r\nUpgrade: test\r\n\r\n`);
+    await until(() => arrived.length >= 1);
+    d.destroy();
+    await expectOneRecordEach(fwd, sink, ['/p0', '/ws']);
+    expect(sink.records.find((r) => r.path === '/ws')).toMatchObject({ type: 'WebSocket' });
+  });
+});
+
+describe('a pipelined request answered with a parse error before its turn', () => {
+  it('gets its record with that status and code, and never reaches the app', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const reader = new ResponseReader(d);
+    d.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\nPOST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n');
+    expect((await reader.next()).status).toBe(200);
+    expect((await reader.next()).status).toBe(400);
+    await reader.waitEnd();
+    await until(() => sink.records.length >= 2);
+    await fwd.close();
+    expect(sink.records.map((r) => [r.path, r.status, r.error ?? null])).toEqual([
+      ['/first', 200, null],
+      ['/bad', 400, 'HTTP_BAD_REQUEST'],
+    ]);
+    // Answered before its turn: it never runs, and the app never sees it.
+    expect(arrived).toEqual(['/first']);
+  });
+});
+
+describe('pipelined requests abandoned on the keep-alive fast path', () => {
+  it('a connection reset with requests read ahead: one record each, the unsent ones CLIENT_GONE', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await tcp(await front(fwd));
+    const { raw, paths } = batch(6);
+    c.write(raw);
+    await until(() => arrived.length >= 1);
+    expect(fwd.keepAliveFastPathRequests).toBe(1);
+    c.resetAndDestroy();
+    await expectOneRecordEach(fwd, sink, paths);
+  });
+
+  it('a request still arriving when the client leaves is not a request taken in: no record for it', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await tcp(await front(fwd));
+    const auth = `Authorization: ${SECRET}\r\n`;
+    c.write(`GET /p0 HTTP/1.1\r\nHost: a\r\n${auth}\r\nGET /p1 HTTP/1.1\r\nHost: a\r\n${auth}\r\nGET /partial HTTP/1.1\r\nHo`);
+    await until(() => arrived.length >= 1);
+    c.resetAndDestroy();
+    await expectOneRecordEach(fwd, sink, ['/p0', '/p1']);
+  });
+});
