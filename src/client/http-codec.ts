@@ -164,17 +164,20 @@ function parseHead(b: Uint8Array, end: number): ResponseHead {
   while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
   const statusLine = lines.shift() ?? '';
   const m = /^(HTTP\/1\.[01]) (\d{3})(?: ([^\0\r\n]*))?$/.exec(statusLine);
-  if (m === null) throw protocol(`response: expected a status line "HTTP/1.x NNN reason", found ${JSON.stringify(statusLine.slice(0, 60))}`);
+  // Errors name the fault, lengths and positions only: these are the app's decrypted bytes, and the message is
+  // logged by callers, printed by the CLI and sent in the proxy's 502 body.
+  if (m === null) throw protocol(`response: expected a status line "HTTP/1.x NNN reason"; the first line (${statusLine.length} bytes) is not one`);
   if (lines.length > MAX_RESPONSE_HEADERS) throw protocol(`response: more than ${MAX_RESPONSE_HEADERS} headers (${lines.length})`);
   const headers: HeaderList = [];
-  for (const line of lines) {
+  for (const [i, line] of lines.entries()) {
     const colon = line.indexOf(':');
     const name = colon > 0 ? line.slice(0, colon) : '';
     if (!TOKEN.test(name)) {
-      throw protocol(`response: malformed header line ${JSON.stringify(line.slice(0, 60))}${line[0] === ' ' || line[0] === '\t' ? ' (obsolete line folding)' : ''}`);
+      const why = line[0] === ' ' || line[0] === '\t' ? 'obsolete line folding' : colon < 0 ? 'no colon' : 'the name is not an HTTP token';
+      throw protocol(`response: malformed header line ${i + 1} (${line.length} bytes: ${why})`);
     }
     const value = trimOws(line, colon + 1);
-    if (value.includes('\0')) throw protocol(`response: header ${name} contains NUL`);
+    if (value.includes('\0')) throw protocol(`response: header line ${i + 1} contains NUL`);
     headers.push([name, value]);
   }
   return { version: m[1]!, status: Number(m[2]), statusText: m[3] ?? '', headers, headLength: end };
@@ -256,7 +259,7 @@ export function bodyFraming(head: ResponseHead, method: string): BodyFraming {
     const values = new Set(cl.join(',').split(',').map((v) => v.trim()));
     const [only] = [...values];
     if (values.size !== 1 || only === undefined || !/^\d{1,15}$/.test(only)) {
-      throw protocol(`response: invalid Content-Length ${JSON.stringify(cl.join(', ').slice(0, 60))}`);
+      throw protocol(`response: invalid Content-Length (${values.size === 1 ? 'not a decimal length of at most 15 digits' : `${values.size} different values`})`);
     }
     return { kind: 'length', length: Number(only) };
   }
@@ -275,6 +278,8 @@ export class BodyDecoder {
   #remaining: number;
   #state: ChunkState = 'size';
   #line = '';
+  /** Chunk-size lines read so far (errors name the chunk, never its bytes). */
+  #chunks = 0;
   #trailerBytes = 0;
   #done: boolean;
   excess = 0;
@@ -346,7 +351,8 @@ export class BodyDecoder {
             break;
           }
           const m = /^([0-9A-Fa-f]{1,12})[ \t]*(?:;.*)?$/.exec(line);
-          if (m === null) throw protocol(`response: invalid chunk size line ${JSON.stringify(line.slice(0, 40))}`);
+          this.#chunks++;
+          if (m === null) throw protocol(`response: invalid chunk-size line (${line.length} bytes) for chunk ${this.#chunks}`);
           const size = parseInt(m[1]!, 16);
           if (size === 0) this.#state = 'trailers';
           else {

@@ -156,6 +156,56 @@ describe('response head', () => {
   });
 });
 
+describe('errors never quote the decrypted response (callers log them, the proxy sends them in its 502)', () => {
+  const SECRET = '4111111111111111';
+  /** The ClientError `f` throws; its message must name the fault without the response's bytes. */
+  function messageOf(f: () => unknown): string {
+    try {
+      f();
+    } catch (err) {
+      expect(err).toBeInstanceOf(ClientError);
+      expect((err as ClientError).code).toBe('CLIENT_PROTOCOL');
+      return (err as ClientError).message;
+    }
+    throw new Error('expected a ClientError');
+  }
+
+  it.each([
+    ['status line', `HTTP/1.1 2OO card=${SECRET}\r\n\r\n`, /status line/],
+    ['status line without HTTP/', `card=${SECRET}\r\n\r\n`, /status line/],
+    ['header line', `HTTP/1.1 200 OK\r\nX-Card ${SECRET}\r\n\r\n`, /malformed header line 1 \(/],
+    ['header name', `HTTP/1.1 200 OK\r\nA: b\r\n${SECRET}@x: y\r\n\r\n`, /malformed header line 2 /],
+    ['folded header', `HTTP/1.1 200 OK\r\nA: b\r\n ${SECRET}\r\n\r\n`, /obsolete line folding/],
+    ['header with NUL', `HTTP/1.1 200 OK\r\nX-${SECRET}: a\0b\r\n\r\n`, /header line 1 contains NUL/],
+  ])('a malformed %s', (_label, raw, message) => {
+    const m = messageOf(() => new HeadParser().push(utf8.encode(raw)));
+    expect(m).toMatch(message);
+    expect(m).not.toContain(SECRET);
+    expect(m).not.toContain(SECRET.slice(0, 6));
+  });
+
+  it('an invalid Content-Length', () => {
+    const m = messageOf(() => bodyFraming(h(200, [['Content-Length', `5, ${SECRET}`]]), 'GET'));
+    expect(m).toMatch(/invalid Content-Length/);
+    expect(m).not.toContain(SECRET.slice(0, 6));
+    const one = messageOf(() => bodyFraming(h(200, [['Content-Length', `x${SECRET}`]]), 'GET'));
+    expect(one).not.toContain(SECRET.slice(0, 6));
+  });
+
+  it('an invalid chunk-size line', () => {
+    const d = new BodyDecoder({ kind: 'chunked' });
+    d.push(utf8.encode('5\r\nhello\r\n'));
+    const m = messageOf(() => d.push(utf8.encode(`g${SECRET}\r\n`)));
+    expect(m).toMatch(/invalid chunk-size line \(17 bytes\) for chunk 2/);
+    expect(m).not.toContain(SECRET.slice(0, 6));
+  });
+
+  it('through responseFromBytes (the Data reply path)', () => {
+    const m = messageOf(() => responseFromBytes(utf8.encode(`HTTP/1.1 200 OK\r\nContent-Length: ${SECRET}0000\r\n\r\n`), 'GET'));
+    expect(m).not.toContain(SECRET.slice(0, 6));
+  });
+});
+
 function h(status: number, headers: [string, string][] = []): ResponseHead {
   return { status, statusText: '', version: 'HTTP/1.1', headers, headLength: 0 };
 }
