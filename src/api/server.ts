@@ -64,6 +64,18 @@ function tooLarge(max: number): ApiError {
   return new ApiError('API_BODY_TOO_LARGE', 413, `request body larger than the ${max}-byte limit`);
 }
 
+/** What logs and metrics name a request whose target did not parse. */
+const UNPARSED_PATH = '(unparsed)';
+
+/** The request target as a URL; a target `new URL` refuses (`//x:99999/`, `http://x:99999/`, `//[`) → 400. */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://localhost');
+  } catch {
+    throw new ApiError('API_BAD_INPUT', 400, 'the request target is not a valid path: expected /encrypt, /decrypt, /attestation-doc or /health');
+  }
+}
+
 function toErrorResponse(err: unknown): { status: number; code: string; message: string } {
   if (err instanceof ApiError) return { status: err.status, code: err.code, message: err.message };
   if (err instanceof EvDecryptError) return { status: 422, code: err.code, message: err.message };
@@ -94,14 +106,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const started = performance.now();
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const method = req.method ?? 'GET';
     let status = 500;
     let count: number | undefined;
+    // Until the target parses, logs and metrics name no path (a target such as `//x:99999/` does not parse).
+    let url: URL | undefined;
     try {
       // Before routing: a rebinding page or a cross-site form learns nothing, not even which routes exist.
       checkHost(req);
       checkNoOrigin(req);
+      url = requestUrl(req.url);
       const methods = ROUTES[url.pathname];
       if (!methods) throw new ApiError('API_NOT_FOUND', 404, `no route ${url.pathname.slice(0, 64)}: expected /encrypt, /decrypt, /attestation-doc or /health`);
       const route = methods[method];
@@ -121,19 +135,24 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const e = toErrorResponse(err);
       status = e.status;
       // The client gets one message for every refused ev: value; the operator gets the reason (never the value).
-      if (err instanceof EvDecryptError) logger.warn({ path: url.pathname, ...err.toLog() }, 'ev: value refused');
-      if (status >= 500) logger.error({ code: e.code, cause: (err as { cause?: { code?: string } }).cause?.code, path: url.pathname }, 'local API request failed');
+      if (err instanceof EvDecryptError) logger.warn({ path: url?.pathname, ...err.toLog() }, 'ev: value refused');
+      if (status >= 500) logger.error({ code: e.code, cause: (err as { cause?: { code?: string } }).cause?.code, path: url?.pathname }, 'local API request failed');
       const extra: Record<string, string> = status === 413 ? { connection: 'close' } : {};
       if (!res.headersSent) send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: e.code, message: e.message }) }, extra);
       else res.destroy();
     } finally {
-      logger.debug({ method, path: url.pathname, status, count, ms: Math.round((performance.now() - started) * 10) / 10 }, 'local API request');
-      opts.onRequest?.(url.pathname, status);
+      const path = url?.pathname ?? UNPARSED_PATH;
+      logger.debug({ method, path, status, count, ms: Math.round((performance.now() - started) * 10) / 10 }, 'local API request');
+      opts.onRequest?.(path, status);
     }
   };
 
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
-    void handle(req, res);
+    // Nothing handle() throws may become an unhandled rejection (the process exits on those): drop the exchange.
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ code: (err as { code?: string }).code ?? 'API_INTERNAL' }, 'local API request failed outside its handler');
+      res.destroy();
+    });
   });
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');

@@ -119,6 +119,15 @@ export function listQuery(params: URLSearchParams): ListQuery {
   return q;
 }
 
+/** The request target as a URL; one `new URL` refuses (`//x:99999/`, `//[`) is a 400, not a crash. */
+function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(target ?? '/', 'http://activity');
+  } catch {
+    throw new BadRequest('the request target is not a valid path');
+  }
+}
+
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s, 'utf8').digest();
 }
@@ -247,10 +256,11 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   };
 
   const server = http.createServer((req, res) => {
-    void (async () => {
+    let url: URL | undefined;
+    (async () => {
       if (!hostAllowed(req)) return fail(res, 403, 'FORBIDDEN', 'Host must be a loopback name');
-      const url = new URL(req.url ?? '/', 'http://activity');
       try {
+        url = requestUrl(req.url);
         if (url.pathname.startsWith('/api/')) return await api(req, res, url);
         if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'GET only');
         if (url.pathname === '/' || url.pathname === '/index.html') return send(res, 200, 'text/html; charset=utf-8', PAGE);
@@ -260,11 +270,15 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
         return send(res, 404, 'text/plain; charset=utf-8', 'not found');
       } catch (err) {
         if (err instanceof BadRequest) return fail(res, 400, 'BAD_REQUEST', err.message);
-        logger.error({ err: (err as { code?: string }).code ?? (err as Error).message, path: url.pathname }, 'activity page request failed');
+        logger.error({ err: (err as { code?: string }).code ?? (err as Error).message, path: url?.pathname }, 'activity page request failed');
         if (!res.headersSent) fail(res, 500, 'INTERNAL', (err as { code?: string }).code ?? 'internal error');
         else res.destroy();
       }
-    })();
+    })().catch((err: unknown) => {
+      // Never an unhandled rejection (fatal for the process): log and drop this exchange only.
+      logger.error({ err: (err as { code?: string }).code ?? 'internal', path: url?.pathname }, 'activity page request failed outside its handler');
+      res.destroy();
+    });
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 0; // the live tail is one long response
