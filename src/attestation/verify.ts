@@ -194,6 +194,19 @@ function isoOrNumber(ms: number): string {
   return Number.isNaN(d.getTime()) ? `${ms} ms` : d.toISOString();
 }
 
+/**
+ * A boolean option: absent means false. Anything but true/false is the caller's mistake, refused: a truthy
+ * string such as "false" (from an environment variable) must never switch a check off.
+ */
+function flag(exp: VerifyExpectations, name: 'debug' | 'allowDebugEnclave' | 'allowEmptyPublicKey'): boolean {
+  const v: unknown = exp[name];
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${name} must be true or false; found ${JSON.stringify(typeof v === 'string' ? v.slice(0, 20) : typeof v === 'object' ? typeof v : v)}`);
+  }
+  return v;
+}
+
 function toDate(now: Date | number | undefined): Date {
   if (now === undefined) return new Date();
   const d = now instanceof Date ? now : new Date(now);
@@ -208,6 +221,9 @@ function toDate(now: Date | number | undefined): Date {
 export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations = {}): Promise<AttestationDocument> {
   // Validate expectations before touching the document, so a caller's mistake never reads as a bad enclave.
   const at = toDate(exp.now);
+  const debug = flag(exp, 'debug');
+  const allowDebugEnclave = flag(exp, 'allowDebugEnclave');
+  const allowEmptyPublicKey = flag(exp, 'allowEmptyPublicKey');
   const pins = exp.pcrs === undefined ? undefined : normalizePins(exp.pcrs);
   if (exp.nonce !== undefined && !(exp.nonce instanceof Uint8Array)) {
     throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'nonce must be a Uint8Array');
@@ -219,17 +235,17 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
   if (!(typeof skew === 'number' && Number.isFinite(skew) && skew >= 0)) {
     throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `maxFutureSkewMs must be a non-negative number; found ${String(exp.maxFutureSkewMs)}`);
   }
-  const anchors = exp.debug
+  const anchors = debug
     ? []
     : exp.roots === undefined
       ? [defaultAnchor()]
       : exp.roots.map((r, i) => anchorFor(r, i));
-  if (!exp.debug && anchors.length === 0) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'roots is empty');
+  if (!debug && anchors.length === 0) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'roots is empty');
 
   // 1. Structure.
-  const { cose, document } = parseAttestationDocument(doc, { allowEmptyPublicKey: exp.allowEmptyPublicKey === true });
+  const { cose, document } = parseAttestationDocument(doc, { allowEmptyPublicKey });
 
-  if (!exp.debug) {
+  if (!debug) {
     // 2. Chain, then the COSE signature with the leaf key. The signature check starts alongside the chain's
     //    (WebCrypto runs them off the main thread); its result is only looked at once the chain has passed.
     const early = parseCertificateCached(document.certificate, 'certificate');
@@ -267,7 +283,7 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
       `PCR ${missing.join(', ')} missing; expected PCRs 0, 1, 2 and 8, found ${[...document.pcrs.keys()].join(', ')}`,
     );
   }
-  if (!exp.debug && !exp.allowDebugEnclave && DEBUG_PCRS.every((i) => document.pcrs.get(i)!.every((b) => b === 0))) {
+  if (!debug && !allowDebugEnclave && DEBUG_PCRS.every((i) => document.pcrs.get(i)!.every((b) => b === 0))) {
     throw new AttestationError(
       'ATTESTATION_DEBUG_ENCLAVE',
       'PCR0, PCR1 and PCR2 are all zero: the document comes from a debug-mode enclave; expected a production enclave (use debug or allowDebugEnclave to accept it)',

@@ -10,8 +10,18 @@ export function positiveOption(name: string, v: number | undefined, dflt: number
   return v;
 }
 
+/** An optional boolean option; anything but true/false (e.g. the string "false" from an env var) is CLIENT_BAD_OPTIONS. */
+function booleanOption(name: string, v: unknown): void {
+  if (v !== undefined && typeof v !== 'boolean') {
+    throw new ClientError('CLIENT_BAD_OPTIONS', `${name}: expected true or false, found ${JSON.stringify(typeof v === 'string' ? v.slice(0, 20) : typeof v === 'object' ? typeof v : v)}`);
+  }
+}
+
 /** What the attestation check takes from the connect options (the pins, roots and the document's age). */
 export function verifyOptions(options: ConnectOptions): Pick<ConnectOptions, 'pcrs' | 'roots' | 'debug' | 'maxAgeMs' | 'allowDebugEnclave'> {
+  // debug turns the chain and signature checks off: only a real `true` may do that.
+  booleanOption('debug', options.debug);
+  booleanOption('allowDebugEnclave', options.allowDebugEnclave);
   return {
     pcrs: options.pcrs,
     ...(options.roots === undefined ? {} : { roots: options.roots }),

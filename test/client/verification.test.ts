@@ -54,6 +54,15 @@ describe('verification before any request', () => {
     expect((err as ClientError).message).toContain('did you mean PCR8?');
   });
 
+  it.each([['debug', 'false'], ['allowDebugEnclave', 'false'], ['debug', 1]])('refuses %s: %j as CLIENT_BAD_OPTIONS before connecting', async (name, v) => {
+    const before = stack.sessions.length;
+    const err = await connect(stack.url, { pcrs: stack.pins, roots: [stack.sim.rootPem], [name]: v }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe('CLIENT_BAD_OPTIONS');
+    expect((err as ClientError).message).toBe(`${name}: expected true or false, found ${JSON.stringify(v)}`);
+    expect(stack.sessions.length).toBe(before);
+  });
+
   it('rejects the simulator root when only the AWS root is trusted', async () => {
     const err = await connect(stack.url, { pcrs: stack.pins }).catch((e: unknown) => e);
     expect((err as ClientError).code).toBe('CLIENT_ATTESTATION_FAILED');
