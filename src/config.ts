@@ -296,6 +296,12 @@ function bad(key: string, expected: string, value: unknown): never {
   throw new ConfigError('CONFIG_BAD_VALUE', `${key}: expected ${expected}, found ${describe(value)}`);
 }
 
+/** bad() for keys where an operator may have put a secret (an API key, a plaintext): the type only, never the value. */
+function badSecretPlace(key: string, expected: string, value: unknown): never {
+  const type = typeof value === 'object' ? describe(value) : `a ${typeof value}`;
+  throw new ConfigError('CONFIG_BAD_VALUE', `${key}: expected ${expected}, found ${type} (value not shown)`);
+}
+
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
 }
@@ -356,11 +362,13 @@ function checkAcme(config: Config): void {
 /** api_key_auth: true/false (Evervault), or a table { enabled = true, keys = [SHA-256 hex, ...] }. */
 function parseApiKeyAuth(value: unknown, key: string): Config['api_key_auth'] {
   if (typeof value === 'boolean') return { enabled: value, keys: [] };
-  if (!isTable(value)) bad(key, 'true, false or a table { keys = ["<sha256 hex>", ...] }', value);
+  // Never echo a value here: someone may have put a key itself where its hash or a boolean belongs.
+  if (!isTable(value)) badSecretPlace(key, 'true, false or a table { keys = ["<sha256 hex>", ...] }', value);
   for (const k of Object.keys(value)) if (k !== 'enabled' && k !== 'keys') throw new ConfigError('CONFIG_UNKNOWN_KEY', `unknown key "${key}.${k}"`);
+  if (value.enabled !== undefined && typeof value.enabled !== 'boolean') badSecretPlace(`${key}.enabled`, 'true or false', value.enabled);
   const enabled = readField(bool(true), value.enabled, `${key}.enabled`) as boolean;
   const keys = value.keys ?? [];
-  if (!Array.isArray(keys)) bad(`${key}.keys`, 'an array of SHA-256 hex strings', keys);
+  if (!Array.isArray(keys)) badSecretPlace(`${key}.keys`, 'an array of SHA-256 hex strings', keys);
   keys.forEach((h, i) => {
     // Never echo the value: someone may have put a key itself here instead of its hash.
     if (typeof h !== 'string' || !/^[0-9a-fA-F]{64}$/.test(h)) {
@@ -372,7 +380,7 @@ function parseApiKeyAuth(value: unknown, key: string): Config['api_key_auth'] {
 
 /** [secrets] NAME = "ev:…": names checked, values well-formed ev: strings (never quoted in an error). */
 function parseSecrets(value: unknown, key: string): Readonly<Record<string, string>> {
-  if (!isTable(value)) bad(key, 'a table of NAME = "ev:…" entries', value);
+  if (!isTable(value)) badSecretPlace(key, 'a table of NAME = "ev:…" entries', value);
   const out: Record<string, string> = {};
   for (const [name, v] of Object.entries(value)) {
     try {
