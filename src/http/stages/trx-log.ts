@@ -48,7 +48,7 @@ const SAFE_HEADERS = new Set([
 ]);
 
 /** Never logged in clear, even when listed in trusted_headers. */
-const ALWAYS_MASKED = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'api-key', 'x-api-key']);
+const ALWAYS_MASKED = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'api-key', 'x-api-key', 'api_key', 'x_api_key']);
 
 const MASK = '***';
 const MAX_CACHED_NAMES = 512;
@@ -159,13 +159,20 @@ function truncate(v: string): string {
   return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) + '…' : v;
 }
 
+/** An absolute-form target may carry credentials (`http://user:pw@host/`): the userinfo becomes `***`. */
+const USERINFO = /^((?:[A-Za-z][A-Za-z0-9+.-]*:)?\/\/)[^/?#]*@/;
+function withoutUserinfo(target: string): string {
+  const m = USERINFO.exec(target);
+  return m === null ? target : `${m[1]}${MASK}@${target.slice(m[0].length)}`;
+}
+
 /**
- * The request target with every query value replaced by `***` (names kept), fragment dropped. A query part
+ * The request target with every query value replaced by `***` (names kept), userinfo masked, fragment dropped. A query part
  * without `=` may be a bare token (`?s3cr3t`): it is masked whole.
  */
 export function maskedPath(url: string): string {
   const hash = url.indexOf('#');
-  const target = hash >= 0 ? url.slice(0, hash) : url;
+  const target = withoutUserinfo(hash >= 0 ? url.slice(0, hash) : url);
   const q = target.indexOf('?');
   if (q < 0) return truncate(target);
   const params = target
