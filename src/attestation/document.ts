@@ -18,6 +18,11 @@ export const MAX_PUBLIC_KEY_BYTES = 1024;
 export const MAX_USER_DATA_BYTES = 512;
 export const MAX_NONCE_BYTES = 512;
 export const MAX_PCRS = 32;
+/**
+ * The last instant a JS Date can hold (ECMA-262 §21.4.1.1). CBOR integers reach 2^53, so a later timestamp is
+ * valid CBOR; bounding it here lets every consumer format `new Date(timestamp)` without a RangeError.
+ */
+export const MAX_TIMESTAMP_MS = 8.64e15;
 /** Payload keys beyond the nine known ones are tolerated (and ignored) up to this total. */
 const MAX_PAYLOAD_KEYS = 16;
 /** COSE algorithm -35 = ES384 (ECDSA P-384 with SHA-384). */
@@ -139,8 +144,8 @@ export function parseAttestationPayload(payloadBytes: Uint8Array, opts: ParseOpt
   if (digest !== 'SHA384') structure(`digest must be "SHA384"; found ${typeof digest === 'string' ? JSON.stringify(digest) : describe(digest)}`);
 
   const timestamp = payload.get('timestamp');
-  if (typeof timestamp !== 'number' || !Number.isInteger(timestamp) || timestamp <= 0) {
-    structure(`timestamp must be a positive integer (ms since epoch); found ${describe(timestamp)}`);
+  if (typeof timestamp !== 'number' || !Number.isInteger(timestamp) || timestamp <= 0 || timestamp > MAX_TIMESTAMP_MS) {
+    structure(`timestamp must be a positive integer (ms since epoch) of at most ${MAX_TIMESTAMP_MS}; found ${describe(timestamp)}`);
   }
 
   const rawPcrs = payload.get('pcrs');

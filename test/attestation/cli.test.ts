@@ -3,12 +3,15 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { decodeStrict, type CborMap } from '../../src/attestation/cbor.ts';
+import { parseCoseSign1 } from '../../src/attestation/document.ts';
+import { encodeCbor } from '../../src/attestation/nsm-messages.ts';
 import { createNsmSimulator } from '../../src/attestation/simulator.ts';
 import { runCli } from '../../src/cli/run.ts';
 import { toBase64 } from '../../src/util/bytes.ts';
 import { fixturePath, isEmptyPublicKeyFixture, nitroIndex, type NitroFixture } from './fixtures.ts';
 
-async function cli(args: string[], stdin = new Uint8Array(0)) {
+async function cli(args: string[], stdin: Uint8Array = new Uint8Array(0)) {
   const out: string[] = [];
   const err: string[] = [];
   const code = await runCli(args, { out: (l) => out.push(l), err: (l) => err.push(l), stdin: () => Promise.resolve(stdin) });
@@ -117,6 +120,29 @@ describe('enclave-agent attestation inspect', () => {
     const r = await cli(['attestation', 'inspect', fixturePath(nitroIndex.documents[1]!), ...extra]);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(message);
+  });
+
+  it('reports a timestamp beyond Date\'s range (valid CBOR) as ATTESTATION_STRUCTURE with exit 1, not a crash', async () => {
+    const f = nitroIndex.documents.find((d) => !d.debug_mode && !isEmptyPublicKeyFixture(d))!;
+    const cose = parseCoseSign1(new Uint8Array(readFileSync(fixturePath(f))));
+    const payload = decodeStrict(cose.payload) as CborMap;
+    // 8.64e15 ms is the last instant a JS Date holds; CBOR integers go to 2^53 (≈ 9.007e15).
+    payload.set('timestamp', BigInt(8.64e15 + 1) as unknown as number);
+    const doc = encodeCbor([cose.protectedBytes, new Map(), encodeCbor(payload), cose.signature]);
+    for (const json of [false, true]) {
+      const r = await cli(['attestation', 'inspect', '-', '--at', f.verify_at, ...(json ? ['--json'] : [])], doc);
+      expect(r.err).toBe('');
+      expect(r.out).toMatch(/FAIL|"ok": false/);
+      expect(r.out).toContain('ATTESTATION_STRUCTURE');
+      expect(r.out).toContain('timestamp must be');
+      expect(r.code).toBe(1);
+    }
+    // The last instant Date holds is still a document: it is printed, then fails its signature.
+    payload.set('timestamp', BigInt(8.64e15) as unknown as number);
+    const edge = await cli(['attestation', 'inspect', '-', '--at', f.verify_at], encodeCbor([cose.protectedBytes, new Map(), encodeCbor(payload), cose.signature]));
+    expect(edge.out).toContain('time        +275760-09-13T00:00:00.000Z (8640000000000000)');
+    expect(edge.out).toContain('Verdict: FAIL ATTESTATION_SIGNATURE');
+    expect(edge.code).toBe(1);
   });
 
   it('reports garbage input as ATTESTATION_MALFORMED with exit 1', async () => {
