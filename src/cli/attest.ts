@@ -5,10 +5,10 @@
  * session's handshake hash), then prints the live PCRs and whether they match [attestation] in enclave.toml
  * (or --pcrs). Exit 0 when they match (or nothing was pinned), 1 on a mismatch or a failed verification.
  */
-import { WebSocket as UndiciWebSocket } from 'undici';
 import { AttestationError } from '../attestation/errors.ts';
 import { verifyAttestation, type PcrPins } from '../attestation/verify.ts';
 import { Channel, type WebSocketConstructor } from '../client/channel.ts';
+import { BoundedWebSocket } from '../client/node.ts';
 import type { AttestationDocument } from '../attestation/document.ts';
 import { AttestedCertError } from '../client/attested-cert-errors.ts';
 import { ClientError } from '../client/errors.ts';
@@ -65,7 +65,7 @@ const pcrIndex = (name: string): number => Number(name.slice(3));
 
 /** Handshake + RequestAttestation on a fresh channel; resolves to the document bytes and the handshake hash. */
 async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array }> {
-  const WebSocket = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (UndiciWebSocket as unknown as WebSocketConstructor);
+  const WebSocket = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `no attestation from ${url} within ${timeoutMs} ms`)), timeoutMs);
   try {

@@ -3,7 +3,7 @@
 import '../attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 import { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
-import { WebSocket as UndiciWebSocket } from 'undici';
+import { Agent, WebSocket as UndiciWebSocket } from 'undici';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import type { WebSocketConstructor } from './channel.ts';
@@ -15,7 +15,28 @@ export * from './index.ts';
 export type { HttpsConnectOptions } from './tls-client.ts';
 
 /**
- * connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket. An https://
+ * The largest WebSocket message accepted from the bridge. WIRE.md §2: one record is at most 4 + 65535 bytes, but
+ * a bridge may merge server→client records into one message, so one record is no bound; our bridge sends each
+ * agent socket read (≤ 64 KiB) as one message. 1 MiB — the bridge's own limit for client messages — leaves
+ * room for merging bridges while keeping an untrusted bridge far below undici's default of 128 MiB, which it
+ * would buffer in full before the channel checks a byte.
+ */
+export const MAX_BRIDGE_MESSAGE_BYTES = 1 << 20;
+
+let boundedAgent: Agent | undefined;
+
+/** undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. */
+export class BoundedWebSocket extends UndiciWebSocket {
+  constructor(url: string, protocolsOrInit?: string | string[] | { headers?: Record<string, string> }) {
+    boundedAgent ??= new Agent({ webSocket: { maxPayloadSize: MAX_BRIDGE_MESSAGE_BYTES } });
+    const init = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
+    super(url, { ...init, dispatcher: boundedAgent });
+  }
+}
+
+/**
+ * connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket (bounded: see
+ * BoundedWebSocket). An https://
  * URL goes to the enclave's attested TLS ingress instead (tls-client.ts): same Client API, trust from the
  * attestation document in the certificate (never from system roots), verified on every TLS connection.
  */
@@ -23,7 +44,7 @@ export function connect(url: string, options: HttpsConnectOptions): Promise<Clie
   if (typeof url === 'string' && /^https:/i.test(url)) return connectHttps(url, options);
   if (options?.nonce !== undefined) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'nonce: applies to https:// only (the Noise channel binds its own handshake hash)'));
   installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
-  const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (UndiciWebSocket as unknown as WebSocketConstructor);
+  const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
   return connectBrowser(url, { primitives: nodePrimitives, ...options, WebSocket });
 }
 
