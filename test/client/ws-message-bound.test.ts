@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 
 /** Opens `WS`, sends one byte, and reports the first message's size (or null) and the close code. */
-function receive(WS: typeof UndiciWebSocket, size: number): Promise<{ message: number | null; code: number }> {
+function receive(WS: new (url: string) => UndiciWebSocket, size: number): Promise<{ message: number | null; code: number }> {
   reply = size;
   return new Promise((resolve) => {
     const ws = new WS(url);
