@@ -86,6 +86,12 @@ describe('compat profile (no features advertised)', () => {
     expect(err.status).toBe(404);
   });
 
+  it("keeps a refused upgrade's reason phrase (the app's bytes) out of the error message", async () => {
+    const err = (await client.upgrade('/refused-with-reason', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }).catch((e: unknown) => e)) as ClientError;
+    expect([err.code, err.status]).toEqual(['CLIENT_UPGRADE_FAILED', 403]);
+    expect(err.message).toBe('upgrade of /refused-with-reason: expected status 101, found 403');
+  });
+
   it('counted every request as Data or a stream on one session', async () => {
     const stats = await statsOfLastSession();
     expect(stats.data).toBeGreaterThanOrEqual(22);

@@ -121,6 +121,11 @@ export async function startTestApp(): Promise<TestApp> {
   server.on('upgrade', (req, socket, head) => {
     requests++;
     seen.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders.slice() });
+    if (req.url === '/refused-with-reason') {
+      // A refusal whose reason phrase carries app data: it must not reach the client's error message.
+      socket.end('HTTP/1.1 403 card=4111111111111111\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
     if (req.url !== '/ws') {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
       return;

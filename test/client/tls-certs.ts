@@ -190,6 +190,11 @@ export async function startAttestedHttpsServer(sim: NsmSimulator, opts: Attested
   const wss = new WebSocketServer({ noServer: true });
   server.on('upgrade', (req, socket, head) => {
     requests.push({ method: req.method ?? '', url: req.url ?? '', headers: { ...req.headers } });
+    if (req.url === '/refused-with-reason') {
+      // A refusal whose reason phrase carries app data: it must not reach the client's error message.
+      socket.end('HTTP/1.1 403 card=4111111111111111\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      return;
+    }
     if (req.url !== '/ws') {
       socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
       return;

@@ -154,6 +154,10 @@ describe('connect(https://…)', () => {
       expect(Buffer.from(value!).subarray(0, 4)).toEqual(Buffer.from([0x81, 2, 0x68, 0x69]));
       up.close();
       expect((await failure(client.upgrade('/nope', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }))).code).toBe('CLIENT_UPGRADE_FAILED');
+      // The refusal's reason phrase is the app's (decrypted) bytes: the status is reported, the phrase is not.
+      const refused = await failure(client.upgrade('/refused-with-reason', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }));
+      expect([refused.code, refused.status]).toEqual(['CLIENT_UPGRADE_FAILED', 403]);
+      expect(refused.message).not.toContain('4111');
     } finally {
       await client.close();
     }
