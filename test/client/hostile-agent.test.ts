@@ -147,6 +147,35 @@ describe('establishment against a hostile agent', () => {
 });
 
 describe('a verified session with a scripted agent', () => {
+  it('fails malformed replies without quoting their (decrypted) bytes in the error', async () => {
+    const SECRET = '4111111111111111';
+    const replies = [
+      `HTTP/1.1 2OO card=${SECRET}\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\nX-Card ${SECRET}\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\nContent-Length: ${SECRET}0000\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${SECRET}z\r\n`,
+    ];
+    for (const reply of replies) {
+      const ws = scriptedWebSocket(
+        {
+          async onMessage(m, io) {
+            if (m.type === 'RequestAttestation') await attest(io);
+            else if (m.type === 'Data') io.reply({ type: 'Data', id: m.id, payload: new TextEncoder().encode(reply) });
+          },
+        },
+        [],
+      );
+      const client = await connect('ws://fake.test/', { pcrs: pins, roots: [sim.rootPem], WebSocket: ws, transport: 'data' });
+      const err = (await client.fetch('/pay').then(
+        () => new Error('fetch resolved'),
+        (e: unknown) => e,
+      )) as ClientError;
+      expect(err.code).toBe('CLIENT_PROTOCOL');
+      expect(err.message).not.toContain(SECRET.slice(0, 6));
+      await client.close();
+    }
+  });
+
   it('exposes public_key, switches to bstr only when advertised, and passes WebSocket headers', async () => {
     for (const features of [undefined, ['bstr', 'future-thing']]) {
       const log: ClientMessage[] = [];
