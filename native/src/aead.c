@@ -1,8 +1,11 @@
 /*
  * In-place AEAD (ChaCha20-Poly1305, AES-256-GCM) on buffers JS already owns, through OpenSSL 3's EVP API — the
  * OpenSSL inside the node binary: the addon does not link libcrypto, the EVP_* symbols resolve from the process
- * at load (like every addon that uses node's OpenSSL). One long-lived EVP_CIPHER_CTX per key; per message only
- * the nonce is set again (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, enc)): no allocation, no ArrayBuffer.
+ * at load (like every addon that uses node's OpenSSL). A context from aeadNew holds only its cipher and key (~64
+ * bytes); the EVP_CIPHER_CTX is one per cipher per thread, shared, and each message sets its key and nonce on it
+ * (EVP_CipherInit_ex(ctx, NULL, NULL, key, nonce, enc)): no allocation, no ArrayBuffer. An OpenSSL context per key
+ * cost ~1.6 KB of native memory, two per Noise session (scripts/bench/responder.ts, memory); setting the key per
+ * message costs a ChaCha20 key copy or an AES key schedule, well under a microsecond.
  *
  *   aeadNew(cipher, key)                   → ctx   cipher 'chacha20-poly1305' | 'aes-256-gcm', key 32 bytes
  *   aeadSeal(ctx, nonce, ad, parts, tag)   → undefined
@@ -10,7 +13,7 @@
  *   aeadOpen(ctx, nonce, ad, data)         → boolean
  *       data = ciphertext ‖ tag (≥ 16 bytes); decrypts data[0 .. len−16) in place; false (and data[0 .. len−16)
  *       zeroed) when the tag does not verify
- *   aeadFree(ctx)                          → undefined   frees (and cleanses) the context now; idempotent
+ *   aeadFree(ctx)                          → undefined   cleanses the context's key now; idempotent
  *   aeadStats()                            → { created, freed }   contexts since load, process-wide
  *
  * nonce is exactly 12 bytes, every buffer a Uint8Array (byteOffset/byteLength honoured). Every argument is
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Weak: a node without OpenSSL 3 (built --without-ssl, or against an old shared libcrypto) still loads the addon
  * (vsock, NSM); en_aead_init then registers no aead* function and src/noise/native-aead.ts reports null. */
@@ -50,13 +54,20 @@
 /* EVP_CipherUpdate takes an int length: longer parts go in chunks (no cap on the message size here; the cipher's
  * own limits — 2^36 − 32 bytes for GCM — are OpenSSL's to enforce). */
 #define AEAD_CHUNK ((size_t)1 << 30)
-/* OpenSSL's per-context allocation, roughly (the GCM context with its key schedule and tables): reported to V8
- * so that many unreachable contexts trigger a GC. */
-#define AEAD_EXTERNAL_BYTES 1024
+enum { CIPHER_CHACHA, CIPHER_AES_GCM, CIPHER_COUNT };
+static const char* const FETCH_NAME[CIPHER_COUNT] = {"ChaCha20-Poly1305", "AES-256-GCM"};
 
 typedef struct {
-  EVP_CIPHER_CTX* ctx; /* NULL after aeadFree */
+  int cipher;
+  bool live; /* false after aeadFree (the key is cleansed) */
+  uint8_t key[AEAD_KEY_LEN];
 } en_aead;
+
+/* The shared EVP contexts of this thread (the addon's env: the main thread, or a worker's), made on first use and
+ * freed (which cleanses the last key set on them) when the env is torn down. */
+static __thread EVP_CIPHER_CTX* shared_ctx[CIPHER_COUNT];
+/* One cleanup hook per env: Node aborts on a second registration of the same hook (the addon loaded twice). */
+static __thread bool shared_hook;
 
 /* Marks our wrapper objects: napi_unwrap of another addon's (or our socket's) wrapper would be type confusion. */
 static const napi_type_tag AEAD_TAG = {0x6165616463747831ULL, 0x656e636c61766961ULL};
@@ -75,19 +86,47 @@ static void throw_openssl(napi_env env, const char* what) {
 }
 
 static void free_ctx(en_aead* a) {
-  if (a->ctx != NULL) {
-    EVP_CIPHER_CTX_free(a->ctx); /* cleanses the key schedule */
-    a->ctx = NULL;
+  if (a->live) {
+    explicit_bzero(a->key, sizeof a->key);
+    a->live = false;
     __atomic_fetch_add(&aead_freed, 1, __ATOMIC_RELAXED);
   }
 }
 
 static void aead_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
   en_aead* a = (en_aead*)data;
   free_ctx(a);
   free(a);
-  int64_t ignored;
-  napi_adjust_external_memory(env, -AEAD_EXTERNAL_BYTES, &ignored);
+}
+
+static void free_shared(void* arg) {
+  (void)arg;
+  for (int i = 0; i < CIPHER_COUNT; i++) {
+    EVP_CIPHER_CTX_free(shared_ctx[i]); /* NULL-safe; cleanses the key schedule */
+    shared_ctx[i] = NULL;
+  }
+  shared_hook = false;
+}
+
+/* This thread's context for `cipher`, keyed with `a`'s key and `nonce` for one message; NULL when OpenSSL failed
+ * (its error queued). */
+static EVP_CIPHER_CTX* keyed_ctx(const en_aead* a, const uint8_t* nonce, int enc) {
+  EVP_CIPHER_CTX* ctx = shared_ctx[a->cipher];
+  if (ctx == NULL) {
+    EVP_CIPHER* cipher = EVP_CIPHER_fetch(NULL, FETCH_NAME[a->cipher], NULL);
+    if (cipher == NULL) return NULL;
+    ctx = EVP_CIPHER_CTX_new();
+    const bool ok = ctx != NULL && EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, enc) == 1;
+    EVP_CIPHER_free(cipher); /* the context holds its own reference */
+    if (!ok) {
+      EVP_CIPHER_CTX_free(ctx);
+      return NULL;
+    }
+    shared_ctx[a->cipher] = ctx;
+  }
+  return EVP_CipherInit_ex(ctx, NULL, NULL, a->key, nonce, enc) == 1 ? ctx : NULL;
 }
 
 static bool get_u8_len(napi_env env, napi_value v, const char* what, size_t want, uint8_t** data) {
@@ -103,7 +142,7 @@ static bool get_u8_len(napi_env env, napi_value v, const char* what, size_t want
 }
 
 /* The live context behind a wrapper from aeadNew; NULL (with an exception pending) otherwise. */
-static EVP_CIPHER_CTX* get_ctx(napi_env env, napi_value v) {
+static en_aead* get_ctx(napi_env env, napi_value v) {
   napi_valuetype t = napi_undefined;
   bool ours = false;
   en_aead* a = NULL;
@@ -112,11 +151,11 @@ static EVP_CIPHER_CTX* get_ctx(napi_env env, napi_value v) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "ctx must be a context from aeadNew()");
     return NULL;
   }
-  if (a->ctx == NULL) {
+  if (!a->live) {
     en_throw_code(env, "ERR_NATIVE_AEAD_FREED", "the AEAD context was freed (aeadFree)");
     return NULL;
   }
-  return a->ctx;
+  return a;
 }
 
 /* In-place (out == in) or AD-only (out == NULL) update of len bytes; false on any OpenSSL failure. */
@@ -150,11 +189,11 @@ static napi_value js_aead_new(napi_env env, napi_callback_info info) {
   }
   /* exact length: an embedded NUL ('chacha20-poly1305\0…') or a truncated long string is no match */
 #define NAME_IS(lit) (name_len == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
-  const char* fetch_name;
+  int cipher_id;
   if (NAME_IS("chacha20-poly1305")) {
-    fetch_name = "ChaCha20-Poly1305";
+    cipher_id = CIPHER_CHACHA;
   } else if (NAME_IS("aes-256-gcm")) {
-    fetch_name = "AES-256-GCM";
+    cipher_id = CIPHER_AES_GCM;
   } else {
     /* never echo the string (it is JS's, and a long one was truncated anyway) */
     napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "cipher must be 'chacha20-poly1305' or 'aes-256-gcm'");
@@ -169,17 +208,13 @@ static napi_value js_aead_new(napi_env env, napi_callback_info info) {
     en_throw_errno(env, 12 /* ENOMEM */, "malloc", NULL);
     return NULL;
   }
-  EVP_CIPHER* cipher = EVP_CIPHER_fetch(NULL, fetch_name, NULL);
-  if (cipher == NULL) {
-    free(a);
-    throw_openssl(env, "EVP_CIPHER_fetch");
-    return NULL;
-  }
-  a->ctx = EVP_CIPHER_CTX_new();
-  const bool ok = a->ctx != NULL && EVP_CipherInit_ex(a->ctx, cipher, NULL, key, NULL, 1) == 1;
-  EVP_CIPHER_free(cipher); /* the context holds its own reference */
-  if (!ok) {
-    EVP_CIPHER_CTX_free(a->ctx);
+  a->cipher = cipher_id;
+  memcpy(a->key, key, AEAD_KEY_LEN);
+  a->live = true;
+  /* set up this thread's context now, so a cipher OpenSSL cannot provide fails here, as a per-key context did */
+  static const uint8_t zero_nonce[AEAD_NONCE_LEN];
+  if (keyed_ctx(a, zero_nonce, 1) == NULL) {
+    explicit_bzero(a->key, sizeof a->key);
     free(a);
     throw_openssl(env, "EVP_CipherInit_ex (key)");
     return NULL;
@@ -194,10 +229,7 @@ static napi_value js_aead_new(napi_env env, napi_callback_info info) {
     en_throw_napi_failure(env, "wrapping the AEAD context");
     return NULL;
   }
-  /* from here the finalizer owns a */
-  int64_t ignored;
-  napi_adjust_external_memory(env, AEAD_EXTERNAL_BYTES, &ignored);
-  return obj;
+  return obj; /* from here the finalizer owns a */
 }
 
 typedef struct {
@@ -244,8 +276,8 @@ static napi_value js_aead_seal(napi_env env, napi_callback_info info) {
     }
   }
   /* 2. every pointer and length; no JS runs from here on */
-  EVP_CIPHER_CTX* ctx = get_ctx(env, argv[0]);
-  if (ctx == NULL) goto out;
+  en_aead* a = get_ctx(env, argv[0]);
+  if (a == NULL) goto out;
   uint8_t *nonce, *ad, *tag;
   size_t ad_len;
   if (!get_u8_len(env, argv[1], "nonce", AEAD_NONCE_LEN, &nonce)) goto out;
@@ -255,8 +287,9 @@ static napi_value js_aead_seal(napi_env env, napi_callback_info info) {
     if (!en_get_u8(env, vals[i], "every element of parts", &spans[i].p, &spans[i].len)) goto out;
   }
   /* 3. the message */
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1) {
-    throw_openssl(env, "EVP_CipherInit_ex (seal nonce)");
+  EVP_CIPHER_CTX* ctx = keyed_ctx(a, nonce, 1);
+  if (ctx == NULL) {
+    throw_openssl(env, "EVP_CipherInit_ex (seal key and nonce)");
     goto out;
   }
   if (!update(ctx, NULL, ad, ad_len)) {
@@ -298,8 +331,8 @@ static napi_value js_aead_open(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "aeadOpen(ctx, nonce, ad, data) needs 4 arguments");
     return NULL;
   }
-  EVP_CIPHER_CTX* ctx = get_ctx(env, argv[0]);
-  if (ctx == NULL) return NULL;
+  en_aead* a = get_ctx(env, argv[0]);
+  if (a == NULL) return NULL;
   uint8_t *nonce, *ad, *data;
   size_t ad_len, len;
   if (!get_u8_len(env, argv[1], "nonce", AEAD_NONCE_LEN, &nonce)) return NULL;
@@ -316,8 +349,9 @@ static napi_value js_aead_open(napi_env env, napi_callback_info info) {
   memcpy(t, data + body, AEAD_TAG_LEN); /* copied first: ad or nonce may alias it, the body must not matter */
   const char* failed = NULL;
   bool authentic = false;
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1) {
-    failed = "EVP_CipherInit_ex (open nonce)";
+  EVP_CIPHER_CTX* ctx = keyed_ctx(a, nonce, 0);
+  if (ctx == NULL) {
+    failed = "EVP_CipherInit_ex (open key and nonce)";
   } else if (!update(ctx, NULL, ad, ad_len)) {
     failed = "EVP_CipherUpdate (open ad)";
   } else if (!update(ctx, data, data, body)) {
@@ -372,6 +406,10 @@ napi_status en_aead_init(napi_env env, napi_value exports) {
       EVP_CipherFinal_ex == NULL || EVP_CipherInit_ex == NULL || EVP_CipherUpdate == NULL)
     return napi_ok; /* no OpenSSL 3 in this process: no aead* */
   napi_status s;
+  if (!shared_hook) {
+    if ((s = napi_add_env_cleanup_hook(env, free_shared, NULL)) != napi_ok) return s;
+    shared_hook = true;
+  }
   if ((s = en_set_fn(env, exports, "aeadNew", js_aead_new)) != napi_ok) return s;
   if ((s = en_set_fn(env, exports, "aeadSeal", js_aead_seal)) != napi_ok) return s;
   if ((s = en_set_fn(env, exports, "aeadOpen", js_aead_open)) != napi_ok) return s;

@@ -10,7 +10,7 @@ import { loadNative } from '../transport/native.ts';
 export type NativeAeadCipher = 'chacha20-poly1305' | 'aes-256-gcm';
 
 declare const nativeAeadContext: unique symbol;
-/** One EVP_CIPHER_CTX with its key set, owned by the addon (freed when collected, or by aeadFree). Opaque. */
+/** A cipher and its key, owned by the addon (cleansed when collected, or by aeadFree); the OpenSSL context is the thread's, shared. Opaque. */
 export interface NativeAeadContext {
   readonly [nativeAeadContext]: true;
 }

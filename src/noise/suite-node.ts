@@ -162,10 +162,11 @@ function encryptParts(cipher: CipherName, key: Uint8Array, nonce: bigint, ad: Ui
   return out;
 }
 
-// The native addon's AEAD (native/src/aead.c; optional): one OpenSSL context per key, reused for every message —
-// no per-message createCipheriv — and in-place sealing/opening of buffers the caller hands over, so a stream's
-// 64 KB messages allocate nothing (each Buffer that update() returns is external memory, and V8 runs a full GC
-// every ~64 MB of it). Without the addon, node:crypto as before.
+// The native addon's AEAD (native/src/aead.c; optional): a context per key holds only the key (the OpenSSL
+// context is shared per thread and keyed per message) — no per-message createCipheriv — and in-place
+// sealing/opening of buffers the caller hands over, so a stream's 64 KB messages allocate nothing (each Buffer
+// that update() returns is external memory, and V8 runs a full GC every ~64 MB of it). Without the addon,
+// node:crypto as before.
 const aead = nativeAead();
 const OPENSSL_CIPHER: Record<CipherName, NativeAeadCipher> = { ChaChaPoly: 'chacha20-poly1305', AESGCM: 'aes-256-gcm' };
 const contexts = new WeakMap<Uint8Array, { copy: Uint8Array; cipher: CipherName; ctx: NativeAeadContext }>();
