@@ -54,27 +54,38 @@ export function looksLikeEv(s: string): boolean {
   return s.length > 8 && s.startsWith('ev:') && s.endsWith(':$');
 }
 
-function malformed(what: string): EvFormatError {
-  return new EvFormatError('EV_MALFORMED', `malformed ev: value: ${what}`);
+/** Why a string is not a supported ev: value (EvFormatError's code and message, without the throw). */
+export interface EvParseProblem {
+  readonly problem: 'EV_MALFORMED' | 'EV_UNSUPPORTED_VERSION';
+  readonly message: string;
 }
 
-function segmentBytes(seg: string, name: string, expectedLen?: number): Uint8Array {
-  if (!B64_SEGMENT.test(seg)) throw malformed(`${name} is not standard base64`);
-  let bytes: Uint8Array;
-  try {
-    bytes = fromBase64(seg);
-  } catch {
-    throw malformed(`${name} is not standard base64`);
-  }
-  if (expectedLen !== undefined && bytes.length !== expectedLen) {
-    throw malformed(`${name} is ${bytes.length} bytes, expected ${expectedLen}`);
-  }
-  return bytes;
+function malformed(what: string): EvParseProblem {
+  return { problem: 'EV_MALFORMED', message: `malformed ev: value: ${what}` };
 }
 
-/** Parses an `ev:` string. Throws EvFormatError (EV_MALFORMED, EV_UNSUPPORTED_VERSION). */
-export function parseEv(token: string): EvToken {
-  if (typeof token !== 'string' || !looksLikeEv(token)) throw malformed('expected "ev:…:$"');
+/** Bytes a base64 segment decodes to, or -1 when fromBase64 would refuse its length or padding. */
+function decodedLength(seg: string): number {
+  let end = seg.length;
+  while (end > 0 && seg.charCodeAt(end - 1) === 61 /* = */ && seg.length - end < 2) end--;
+  if (end % 4 === 1 || (end !== seg.length && seg.length % 4 !== 0)) return -1;
+  return Math.floor((end * 3) / 4);
+}
+
+/** A segment's bytes, or why it is not one (checked before decoding: nothing here throws). */
+function segmentBytes(seg: string, name: string, expectedLen?: number): Uint8Array | EvParseProblem {
+  const n = B64_SEGMENT.test(seg) ? decodedLength(seg) : -1;
+  if (n < 0) return malformed(`${name} is not standard base64`);
+  if (expectedLen !== undefined && n !== expectedLen) return malformed(`${name} is ${n} bytes, expected ${expectedLen}`);
+  return fromBase64(seg);
+}
+
+/**
+ * Parses an `ev:` string, or says why it is not one — without throwing: scanners try every candidate string
+ * of a request body, and an exception per failed candidate (~9 µs) let a body of near-tokens hold the event loop.
+ */
+export function tryParseEvDetailed(token: string): EvToken | EvParseProblem {
+  if (typeof token !== 'string' || !looksLikeEv(token)) return malformed('expected "ev:…:$"');
   const parts = token.slice(3, -2).split(':');
   let i = 0;
   let debug = false;
@@ -83,12 +94,12 @@ export function parseEv(token: string): EvToken {
     i++;
   }
   const v = parts[i];
-  if (v === undefined) throw malformed('missing version');
+  if (v === undefined) return malformed('missing version');
   if (!Object.hasOwn(VERSIONS, v)) {
     if (KNOWN_UNSUPPORTED.has(v) || v === 'number' || v === 'boolean' || v.length === 16) {
-      throw new EvFormatError('EV_UNSUPPORTED_VERSION', `unsupported ev: version: expected Tk9D, QkTC, RFVC or S0lS, found ${v.length === 4 ? v : 'none (legacy format)'}`);
+      return { problem: 'EV_UNSUPPORTED_VERSION', message: `unsupported ev: version: expected Tk9D, QkTC, RFVC or S0lS, found ${v.length === 4 ? v : 'none (legacy format)'}` };
     }
-    throw malformed('unknown version segment');
+    return malformed('unknown version segment');
   }
   const version = v as EvVersion;
   i++;
@@ -97,26 +108,37 @@ export function parseEv(token: string): EvToken {
     type = parts[i] as EvType;
     i++;
   }
-  if (parts.length - i !== 3) throw malformed(`expected IV, ephemeral key and ciphertext segments, found ${Math.max(0, parts.length - i)} segments`);
+  if (parts.length - i !== 3) return malformed(`expected IV, ephemeral key and ciphertext segments, found ${Math.max(0, parts.length - i)} segments`);
   const iv = segmentBytes(parts[i]!, 'IV', 12);
+  if (!(iv instanceof Uint8Array)) return iv;
   const ephemeralSegment = parts[i + 1]!;
   const ephemeralPublicKey = segmentBytes(ephemeralSegment, 'ephemeral public key', 33);
-  if (ephemeralPublicKey[0] !== 0x02 && ephemeralPublicKey[0] !== 0x03) throw malformed('ephemeral public key is not a compressed point');
+  if (!(ephemeralPublicKey instanceof Uint8Array)) return ephemeralPublicKey;
+  if (ephemeralPublicKey[0] !== 0x02 && ephemeralPublicKey[0] !== 0x03) return malformed('ephemeral public key is not a compressed point');
   const ciphertext = segmentBytes(parts[i + 2]!, 'ciphertext');
-  if (ciphertext.length < TAG_LENGTH) throw malformed(`ciphertext is ${ciphertext.length} bytes, expected at least the ${TAG_LENGTH}-byte tag`);
+  if (!(ciphertext instanceof Uint8Array)) return ciphertext;
+  if (ciphertext.length < TAG_LENGTH) return malformed(`ciphertext is ${ciphertext.length} bytes, expected at least the ${TAG_LENGTH}-byte tag`);
   const { curve, hasMetadata } = VERSIONS[version];
   return { debug, version, curve, hasMetadata, type, iv, ephemeralPublicKey, ephemeralSegment, ciphertext };
 }
 
+/** The parsed token, or null when `s` is not a supported ev: value (never throws). */
+export function tryParseEv(s: string): EvToken | null {
+  if (!looksLikeEv(s)) return null;
+  const r = tryParseEvDetailed(s);
+  return 'problem' in r ? null : r;
+}
+
+/** Parses an `ev:` string. Throws EvFormatError (EV_MALFORMED, EV_UNSUPPORTED_VERSION). */
+export function parseEv(token: string): EvToken {
+  const r = tryParseEvDetailed(token);
+  if ('problem' in r) throw new EvFormatError(r.problem, r.message);
+  return r;
+}
+
 /** True when `s` is a grammatically valid, supported `ev:` value. */
 export function isEvToken(s: string): boolean {
-  if (!looksLikeEv(s)) return false;
-  try {
-    parseEv(s);
-    return true;
-  } catch {
-    return false;
-  }
+  return tryParseEv(s) !== null;
 }
 
 const unpad = (b64: string): string => b64.replace(/=+$/, '');

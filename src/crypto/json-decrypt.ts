@@ -8,68 +8,42 @@
 // that does not decrypt throws EvDecryptError (the HTTP pipeline answers 422 and does not forward).
 import { drain } from './steps.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
-import { decryptTokenDetailed, parseEv } from './ev-format.ts';
-import type { EvToken, EvValue } from './ev-format.ts';
-import { looksLikeEv } from './ev-parse.ts';
-import { MAX_DEPTH, followedByColon, stringEnd } from './json-lex.ts';
+import { decryptTokenDetailed } from './ev-format.ts';
+import type { EvValue } from './ev-format.ts';
+import { tryParseEv } from './ev-parse.ts';
+import { MAX_DEPTH, followedByColon } from './json-lex.ts';
+import { JsonStrings, SCAN_STEP_STRINGS } from './json-scan.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 
 export { walkEncrypt, encryptJsonText, encryptJsonSteps } from './json-encrypt.ts';
-
-/** Parses `s` as a token, or null when it is not one (never throws for grammar problems). */
-function tokenOrNull(s: string): EvToken | null {
-  if (!looksLikeEv(s)) return null;
-  try {
-    return parseEv(s);
-  } catch (err) {
-    if (err instanceof EvFormatError) return null;
-    throw err;
-  }
-}
-
-/** The next JSON string at or after `from` whose content is a valid token: its quotes and the token. */
-function nextJsonToken(json: string, from: number): { q: number; e: number; token: EvToken } | null {
-  for (let i = from; ; ) {
-    const q = json.indexOf('"', i);
-    if (q < 0) return null;
-    const e = stringEnd(json, q);
-    if (e < 0) return null;
-    i = e + 1;
-    // Quick reject before any allocation: content must start with ev: and end with :$
-    if (e - q < 10 || json.charCodeAt(q + 1) !== 0x65 /* e */ || json.charCodeAt(q + 2) !== 0x76 || json.charCodeAt(q + 3) !== 0x3a || json.charCodeAt(e - 1) !== 0x24 /* $ */) continue;
-    let content = json.slice(q + 1, e);
-    if (content.includes('\\')) {
-      // e.g. PHP writes "\/" inside base64; decode the JSON string first.
-      try {
-        content = JSON.parse(json.slice(q, e + 1)) as string;
-      } catch {
-        continue;
-      }
-    }
-    const token = tokenOrNull(content);
-    if (token) return { q, e, token };
-  }
-}
+export { countJsonCandidateSteps, mayHoldCandidates } from './json-scan.ts';
 
 /**
- * decryptJsonTokens as steps: each next() decrypts one value (at most one ECDH), so a scheduler can run a
- * body of many values in slices (DecryptScheduler). The generator's return value is decryptJsonTokens'.
- * `budget` caps the ECDHs (ecdh-budget.ts: a value under a retired key costs one per generation tried).
+ * decryptJsonTokens as steps: each next() decrypts at most one value (at most one ECDH per key generation)
+ * and examines at most SCAN_STEP_STRINGS strings, so a scheduler can run a body of many values — or of many
+ * strings that only look like values — in slices (DecryptScheduler). The generator's return value is
+ * decryptJsonTokens'. `budget` caps the ECDHs (ecdh-budget.ts: a value under a retired key costs one per generation tried).
  */
 export function* decryptJsonSteps(json: string, keyring: Keyring, budget?: EcdhBudget): Generator<void, { json: string; count: number }, void> {
   if (json.indexOf('ev:') < 0) return { json, count: 0 };
   const out: string[] = [];
   let last = 0;
   let count = 0;
-  for (let found = nextJsonToken(json, 0); found !== null; found = nextJsonToken(json, found.e + 1)) {
-    const { q, e, token } = found;
-    const d = decryptTokenDetailed(token, keyring, budget);
-    const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
-    out.push(json.slice(last, q), replacement);
-    last = e + 1;
-    count++;
-    yield;
+  const s = new JsonStrings(json);
+  for (let seen = 1; s.next(); seen++) {
+    const token = s.token();
+    if (token !== null) {
+      const { q, e } = s;
+      const d = decryptTokenDetailed(token, keyring, budget);
+      const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
+      out.push(json.slice(last, q), replacement);
+      last = e + 1;
+      count++;
+      yield;
+    } else if (seen % SCAN_STEP_STRINGS === 0) {
+      yield;
+    }
   }
   if (count === 0) return { json, count: 0 };
   out.push(json.slice(last));
@@ -82,16 +56,18 @@ export function decryptJsonTokens(json: string, keyring: Keyring, budget?: EcdhB
 
 /**
  * How many values decryptJsonTokens(json) would decrypt, without decrypting anything (no ECDH: a lexical
- * scan and a parse of each candidate, a few µs each). Stops once the count exceeds `stopAfter`.
+ * scan and a parse of each candidate, never an exception). Stops once the count exceeds `stopAfter`. Runs in
+ * one go: request paths count candidates in steps instead (countJsonCandidateSteps).
  */
 export function countJsonTokens(json: string, stopAfter = Infinity): number {
   if (json.indexOf('ev:') < 0) return 0;
+  const s = new JsonStrings(json);
   let count = 0;
-  for (let found = nextJsonToken(json, 0); found !== null && count <= stopAfter; found = nextJsonToken(json, found.e + 1)) count++;
+  while (count <= stopAfter && s.next()) if (s.token() !== null) count++;
   return count;
 }
 
-// A token anywhere in a header value (e.g. "Bearer ev:Tk9D:…:$"); candidates are then checked by parseEv.
+// A token anywhere in a header value (e.g. "Bearer ev:Tk9D:…:$"); candidates are then checked by tryParseEv.
 const HEADER_TOKEN = /ev:(?:debug:)?[A-Za-z0-9+/]{4}:(?:(?:number|boolean):)?[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:\$/g;
 // RFC 9110 field-value characters: HTAB, SP, VCHAR, obs-text. No CR, LF, NUL or other controls.
 const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
@@ -100,7 +76,7 @@ const HEADER_SAFE = /^[\t\x20-\x7e\x80-\xff]*$/;
 export function countHeaderTokens(value: string): number {
   if (value.indexOf('ev:') < 0) return 0;
   let count = 0;
-  for (const m of value.matchAll(HEADER_TOKEN)) if (tokenOrNull(m[0]) !== null) count++;
+  for (const m of value.matchAll(HEADER_TOKEN)) if (tryParseEv(m[0]) !== null) count++;
   return count;
 }
 
@@ -116,7 +92,7 @@ export function* decryptHeaderValueSteps(value: string, keyring: Keyring, budget
   let last = 0;
   let count = 0;
   for (const m of value.matchAll(HEADER_TOKEN)) {
-    const token = tokenOrNull(m[0]);
+    const token = tryParseEv(m[0]);
     if (!token) continue;
     const { text } = decryptTokenDetailed(token, keyring, budget);
     if (!HEADER_SAFE.test(text)) throw new EvDecryptError('UNSAFE_HEADER_VALUE', `${token.version} value in a header`);
@@ -145,7 +121,7 @@ export function walkDecrypt(value: unknown, keyring: Keyring): unknown {
 
 function walk(value: unknown, keyring: Keyring, depth: number): unknown {
   if (typeof value === 'string') {
-    const token = tokenOrNull(value);
+    const token = tryParseEv(value);
     return token ? (decryptTokenDetailed(token, keyring).value as EvValue) : value;
   }
   if (value === null || typeof value !== 'object') return value;

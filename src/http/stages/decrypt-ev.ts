@@ -28,19 +28,25 @@
 //   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
 //     could disagree on whether it is JSON).
 //   - 413 HTTP_TOO_MANY_ENCRYPTED_FIELDS: more than `maxFields` values (headers and body together; default
-//     1024, enclave.toml [limits] max_decrypt_fields) in one request. The same number caps the ECDHs the request may cost
+//     1024, enclave.toml [limits] max_decrypt_fields) in one request. In a body every string of the form
+//     `ev:…$` counts, valid or not: a body of near-tokens ("ev:Tk9D:A:A:A:$") costs no more than one of values. The same number caps the ECDHs the request may cost
 //     (after `keys rotate`, a value under a retired key costs one per key generation tried): past it, 413 too. Each value with its own ephemeral key
 //     costs an ECDH (~1 ms P-256, ~4 ms secp256k1), so an 8 MiB body of distinct-key values would burn
-//     minutes of CPU. The values are counted first (a lexical scan and a parse of each candidate, no ECDH)
-//     and the request is refused before any of them is decrypted (headers are counted before the body is
-//     read, the body before anything is decrypted).
+//     minutes of CPU. The values are counted first (no ECDH) and the request is refused before any of them is
+//     decrypted (headers are counted before the body is read, the body before anything is decrypted).
 //   - 503 HTTP_DECRYPT_BUSY: the agent's global budget of requests decrypting at once ([limits]
 //     max_concurrent_decrypts, shared with the local API) is spent; nothing was decrypted or forwarded.
 //   The client-visible text of a 422 names only where (body, header name): every cause gets the same words
 //   (telling them apart is an oracle on the plaintext); the operator log gets the reason.
 // Decryption runs on a DecryptScheduler: header values one per step, in slices, so a request of many values
 // never holds the event loop for more than a few milliseconds at a time; a body likewise, or in the
-// scheduler's worker pool when it has one (the runtime gives it one).
+// scheduler's worker pool when it has one (the runtime gives it one). Scanning a body runs there too, in
+// steps of a few hundred strings (counting candidates; searching a not-JSON body for a token): an 8 MiB body
+// of near-tokens once held the loop for 6–7 s in one synchronous count. Steps rather than the pool, because
+// the same steps serve every scheduler (the local API's and the tests' have no pool), the count stays a
+// refusal before any body is handed to a worker, and the scan shares the one slice per turn of all ev: work.
+// So counting takes a slot of the global budget: a body with a string starting "ev:" (one native search
+// finds out) may be answered 503 while the budget is spent; one without never waits for a slot.
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -48,7 +54,7 @@ import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../../crypto/decry
 import { EcdhBudget } from '../../crypto/ecdh-budget.ts';
 import { EvBudgetError, EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
-import { countHeaderTokens, countJsonTokens, decryptHeaderValueSteps } from '../../crypto/json-decrypt.ts';
+import { countHeaderTokens, countJsonCandidateSteps, decryptHeaderValueSteps, mayHoldCandidates } from '../../crypto/json-decrypt.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { HttpModeError } from '../errors.ts';
 import { getHeaders } from '../headers.ts';
@@ -103,12 +109,17 @@ function tokenChar(c: number): boolean {
   return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x3a) || c === 0x2b || c === 0x2f || c === 0x3d || c === 0x5c;
 }
 
+/** `:$` ends one holdsTokenSteps step examines at most (each: a walk back over ≤ 7 colons and ≤ 7 parses). */
+export const HOLDS_STEP_ENDS = 64;
+
 /**
- * True when `text` holds a grammatically valid token anywhere (for bodies we could not parse). Linear:
- * a token ends at `:$`, and from each end the start can only be one of the few `ev:` among the last seven
- * colons before it (ev, debug, version, type, IV, key, ciphertext), reached without leaving token characters.
+ * Whether `text` holds a grammatically valid token anywhere (for bodies we could not parse), as steps of
+ * HOLDS_STEP_ENDS token ends, run on the DecryptScheduler. Linear: a token ends at `:$`, and from each end
+ * the start can only be one of the few `ev:` among the last seven colons before it (ev, debug, version, type,
+ * IV, key, ciphertext), reached without leaving token characters. Candidates are checked without exceptions.
  */
-function holdsToken(text: string): boolean {
+export function* holdsTokenSteps(text: string): Generator<void, boolean, void> {
+  let ends = 0;
   for (let end = text.indexOf(':$'); end >= 0; end = text.indexOf(':$', end + 2)) {
     let colons = 0;
     for (let i = end - 1; i >= 2 && colons < 7; i--) {
@@ -118,6 +129,7 @@ function holdsToken(text: string): boolean {
       colons++;
       if (text.charCodeAt(i - 1) === 0x76 /* v */ && text.charCodeAt(i - 2) === 0x65 /* e */ && isEvToken(text.slice(i - 2, end + 2).replaceAll('\\/', '/'))) return true;
     }
+    if (++ends % HOLDS_STEP_ENDS === 0) yield;
   }
   return false;
 }
@@ -193,14 +205,27 @@ function* headerSteps(headers: string[], keyring: Keyring, budget: EcdhBudget): 
   return count;
 }
 
-/** The request's body bytes and its JSON text when it holds ev: values to decrypt (null: forward as is). */
-async function readJsonBody(input: DecryptInput & { body: Readable }, cap: number): Promise<{ raw: Buffer; text: string | null }> {
+/** ev: work on the scheduler: past its global budget, 503 and nothing forwarded. */
+async function scheduled<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    if (err instanceof EvBusyError) throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, `${err.message}; nothing was forwarded`, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * The request's body bytes and its JSON text when it holds ev: values to decrypt (null: forward as is). The
+ * search of a body that is not JSON runs in steps on the scheduler (holdsTokenSteps).
+ */
+async function readJsonBody(input: DecryptInput & { body: Readable }, cap: number, scheduler: DecryptScheduler): Promise<{ raw: Buffer; text: string | null }> {
   const raw = await readBodyCapped(input.body, cap, input.contentLength);
   if (raw.indexOf('ev:') < 0) return { raw, text: null };
   const text = jsonText(raw);
   if (text === null) {
     // Not JSON (or not UTF-8) despite its Content-Type. Harmless without tokens; refused with them.
-    if (holdsToken(raw.toString('latin1'))) {
+    if (await scheduled(scheduler.run(holdsTokenSteps(raw.toString('latin1'))))) {
       throw new HttpModeError(
         'HTTP_BAD_REQUEST',
         400,
@@ -233,24 +258,26 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
     let raw: Buffer | null = null;
     let text: string | null = null;
     if (body !== null) {
-      ({ raw, text } = await readJsonBody(body, own ?? input.maxBufferedBodyBytes));
+      ({ raw, text } = await readJsonBody(body, own ?? input.maxBufferedBodyBytes, scheduler));
       const left = maxFields - headerCount;
-      const count = text === null ? 0 : countJsonTokens(text, left);
+      // Every string that looks like a value counts, valid or not: a body of near-tokens costs no more than one
+      // of values. Counted in steps on the scheduler (a few hundred strings per step), before any ECDH.
+      // A body with no string starting "ev:" is settled by one native search and takes no budget slot.
+      const count = text === null || !mayHoldCandidates(text) ? 0 : await scheduled(scheduler.run(countJsonCandidateSteps(text, left)));
       if (count > left) throw tooManyFields(maxFields);
-      if (count === 0) text = null; // "ev:" in some string, no value: nothing to decrypt, no budget slot taken
+      if (count === 0) text = null; // "ev:" in some string, no candidate: nothing to decrypt
     }
     const out: { headers: number; body: { json: string; count: number } | null } = { headers: 0, body: null };
     // ECDHs, headers and body together: after `keys rotate` a value may cost one per key generation tried.
     const budget = new EcdhBudget(maxFields);
     try {
-      if (headerCount > 0) out.headers = await scheduler.run(headerSteps(input.headers, keyring, budget));
+      if (headerCount > 0) out.headers = await scheduled(scheduler.run(headerSteps(input.headers, keyring, budget)));
       // The body: in the scheduler's worker pool when it has one, else sliced on this event loop.
-      if (text !== null) out.body = await scheduler.decryptJson(text, keyring, budget);
+      if (text !== null) out.body = await scheduled(scheduler.decryptJson(text, keyring, budget));
     } catch (err) {
       if (err instanceof EvBudgetError) throw tooManyFields(maxFields);
       if (err instanceof Located) throw refused(err.where, err.err, input.requestId, logger);
       if (err instanceof EvDecryptError) throw refused('request body', err, input.requestId, logger);
-      if (err instanceof EvBusyError) throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, `${err.message}; nothing was forwarded`, { cause: err });
       throw err;
     }
     const bodyCount = out.body?.count ?? 0;

@@ -1,0 +1,105 @@
+// A JSON body of strings that look like ev: values but fail the grammar ("ev:Tk9D:A:A:A:$", the security
+// review's shape: no key, no valid value) once held the agent's event loop for seconds: every candidate was
+// parsed synchronously, with an exception per failure, before the DecryptScheduler's slicing. Now:
+//   - every such string counts toward max_decrypt_fields, so a body of them is answered 413 after a bounded
+//     count, before anything is decrypted or forwarded;
+//   - counting, decrypting and searching a not-JSON body run as scheduler steps of a bounded number of strings
+//     (or token ends), so with a scheduler that runs one step per event-loop turn, a large body takes many
+//     turns, and a small request started alongside is answered first.
+// No timings: the bounds are on work per turn (turns counted with setImmediate) and on the order of answers.
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
+import { encryptValue } from '../../src/crypto/ev-format.ts';
+import { SCAN_STEP_STRINGS } from '../../src/crypto/json-scan.ts';
+import { Keyring } from '../../src/crypto/keyring.ts';
+import type { DecryptOutput } from '../../src/http/stages/decrypt.ts';
+import { HOLDS_STEP_ENDS, createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
+
+const keyring = Keyring.generate();
+const NEAR = '"ev:Tk9D:A:A:A:$"';
+const nearJson = (n: number): string => `[${Array<string>(n).fill(NEAR).join(',')}]`;
+
+/** Calls the stage as the pipeline does, for a JSON POST with `body`. */
+function input(body: string, requestId = 'r'): Parameters<ReturnType<typeof createDecryptStage>>[0] {
+  const bytes = Buffer.from(body);
+  return {
+    method: 'POST',
+    url: '/pay',
+    headers: ['Host', 'app.test', 'Content-Type', 'application/json'],
+    body: Readable.from([bytes]),
+    contentLength: bytes.length,
+    maxBufferedBodyBytes: 16 * 1024 * 1024,
+    requestId,
+  };
+}
+
+/** Event-loop turns (setImmediate callbacks of another party) that ran until `p` settled. */
+async function turnsUntil<T>(p: Promise<T>): Promise<{ turns: number; result: PromiseSettledResult<T> }> {
+  let settled = false;
+  let turns = 0;
+  const done = Promise.allSettled([p]).then(([r]) => {
+    settled = true;
+    return r!;
+  });
+  const tick = (): void => {
+    if (settled) return;
+    turns++;
+    setImmediate(tick);
+  };
+  setImmediate(tick);
+  const result = await done;
+  return { turns, result };
+}
+
+/** A scheduler that runs one step per turn: each turn's work is then one step, whatever the machine's speed. */
+const oneStepPerTurn = (): DecryptScheduler => new DecryptScheduler({ sliceMs: 1e-9 });
+
+describe('decrypt stage: a body of near-tokens', () => {
+  it('is answered 413 HTTP_TOO_MANY_ENCRYPTED_FIELDS under the default cap: look-alikes count like values', async () => {
+    const stage = createDecryptStage(keyring);
+    const out = stage(input(nearJson(5000)));
+    await expect(out).rejects.toMatchObject({ code: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS', status: 413 });
+  });
+
+  it('is counted and scanned in steps of at most SCAN_STEP_STRINGS strings, one step per turn here', async () => {
+    const n = 40 * SCAN_STEP_STRINGS;
+    const stage = createDecryptStage(keyring, { maxFields: 10 * n, scheduler: oneStepPerTurn() });
+    const { turns, result } = await turnsUntil(Promise.resolve(stage(input(nearJson(n)))));
+    expect(result.status).toBe('fulfilled');
+    // Nothing decrypted: the body goes on byte for byte.
+    const out = (result as PromiseFulfilledResult<DecryptOutput | null>).value!;
+    expect(out.decryptedFields).toBe(0);
+    expect(turns).toBeGreaterThanOrEqual(n / SCAN_STEP_STRINGS);
+  });
+
+  it('in a body that is not JSON, is searched in steps of at most HOLDS_STEP_ENDS token ends, then forwarded', async () => {
+    const n = 40 * HOLDS_STEP_ENDS;
+    const stage = createDecryptStage(keyring, { scheduler: oneStepPerTurn() });
+    const { turns, result } = await turnsUntil(Promise.resolve(stage(input(nearJson(n) + 'x'))));
+    expect(result.status).toBe('fulfilled');
+    expect((result as PromiseFulfilledResult<DecryptOutput | null>).value!.decryptedFields).toBe(0);
+    expect(turns).toBeGreaterThanOrEqual(n / HOLDS_STEP_ENDS);
+  });
+
+  it('does not hold back a small request with a value started alongside: it is answered first', async () => {
+    const n = 40 * SCAN_STEP_STRINGS;
+    const scheduler = oneStepPerTurn();
+    const stage = createDecryptStage(keyring, { maxFields: 10 * n, scheduler });
+    const order: string[] = [];
+    let bigDone = false;
+    const big = Promise.resolve(stage(input(nearJson(n), 'big'))).then(() => {
+      bigDone = true;
+      order.push('big');
+    });
+    // Start the small one once the big one's body is being worked on by the scheduler (or is done: a failure).
+    while (scheduler.active === 0 && !bigDone) await new Promise((r) => setImmediate(r));
+    const small = Promise.resolve(stage(input(JSON.stringify({ card: encryptValue('4111', keyring.publicKeys()) }), 'small'))).then((o) => {
+      order.push('small');
+      return o;
+    });
+    const [, smallOut] = await Promise.all([big, small]);
+    expect(smallOut!.decryptedFields).toBe(1);
+    expect(order).toEqual(['small', 'big']);
+  });
+});
