@@ -68,7 +68,7 @@ export interface ParsedResponse {
 export class ResponseReader {
   // Chunks are joined only when the reader looks at the bytes: joining on every 'data' copied a 12 MiB
   // answer ~100 times over, starving the event loop the agent under test shares with this reader.
-  private joined = Buffer.alloc(0);
+  private joined: Buffer = Buffer.alloc(0);
   private parts: Buffer[] = [];
   private partsBytes = 0;
   private ended = false;
