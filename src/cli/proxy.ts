@@ -27,7 +27,7 @@ Listening:
   --host ADDR            Local address (default 127.0.0.1). The local side is plain HTTP: keep it on loopback.
 
 Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
-  --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR8=<hex>]   (repeatable: several allowed sets)
+  --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]   (n ≤ 31; repeatable: several allowed sets)
   --pcr0 HEX --pcr1 HEX --pcr2 HEX [--pcr8 HEX]
   --root PEM             Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
   --nonce                https:// only: ask for a fresh document on every TLS connection (SNI nonce).
