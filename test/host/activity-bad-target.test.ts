@@ -2,11 +2,11 @@
 // behind the activity page (the parse ran outside the handler's try; the rejection was unhandled). Now: 400
 // BAD_REQUEST, and the same connection goes on to the next request.
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startActivityService, type ActivityService } from '../../src/host/activity-service.ts';
+import { rawExchange } from '../util/raw-exchange.ts';
 
 let dir: string;
 let svc: ActivityService;
@@ -22,22 +22,10 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Writes `raw` on one connection and returns everything the server sent until it closed (or went silent). */
-function exchange(raw: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const s = net.connect(port, '127.0.0.1', () => s.write(raw));
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', reject);
-    s.setTimeout(5000, () => s.destroy()); // a server that never answers: fail on what came, do not hang
-    s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
-  });
-}
-
 describe('activity page: request targets URL cannot parse', () => {
   it.each(['//x:99999/', 'http://x:99999/', '//['])('%s → 400 BAD_REQUEST, then the next request on the connection is served', async (target) => {
     const host = `127.0.0.1:${port}`;
-    const out = await exchange(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /api/status HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    const out = await rawExchange(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /api/status HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
     const statuses = [...out.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
     expect(statuses).toEqual([400, 200]);
     expect(out).toContain('BAD_REQUEST');

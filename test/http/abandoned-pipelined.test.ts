@@ -3,13 +3,12 @@
 // included): status 0 and CLIENT_GONE, as a request whose client left mid-exchange — on the http.Server path
 // (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead).
 // The records carry no body and no credential.
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type net from 'node:net';
 import type { ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
-import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
+import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
 let app: TestApp;
@@ -41,29 +40,8 @@ function forwarder(sink: MemoryLogSink): HttpForwarder {
   return fwd;
 }
 
-/** A TCP front port whose connections the forwarder serves as TLS ingress does (the keep-alive fast path). */
-async function front(fwd: HttpForwarder): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    fwd.attach(s, fakeContext({ kind: 'stream' }));
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => srv.close(() => r()));
-  });
-  return (srv.address() as AddressInfo).port;
-}
-
-async function tcp(port: number): Promise<net.Socket> {
-  const s = net.connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  cleanups.push(() => void s.destroy());
-  await new Promise<void>((r) => s.once('connect', r));
-  return s;
-}
+const front = (fwd: HttpForwarder): Promise<number> => attachFront(fwd, cleanups);
+const tcp = (port: number): Promise<net.Socket> => tcpTo(port, cleanups);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

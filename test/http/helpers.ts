@@ -1,7 +1,7 @@
 // Test helpers for src/http: a real app on 127.0.0.1:0, a hand-made ForwardContext, and a small HTTP/1.1
 // response reader for the bytes coming back out of the forwarder's Duplex.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import type { ForwardContext } from '../../src/responder/forwarder.ts';
@@ -219,4 +219,31 @@ export function get(path: string, headers: Record<string, string> = {}, opts: { 
 
 export function json(body: Buffer): unknown {
   return JSON.parse(body.toString('utf8'));
+}
+
+type Cleanups = (() => Promise<void> | void)[];
+
+/** A TCP front port whose connections `fwd` serves as TLS ingress does (attach: the keep-alive fast path). */
+export async function attachFront(fwd: { attach(s: net.Socket, ctx: ForwardContext): void }, cleanups: Cleanups): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer((s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+    fwd.attach(s, fakeContext({ kind: 'stream' }));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((r) => srv.close(() => r()));
+  });
+  return (srv.address() as AddressInfo).port;
+}
+
+/** A connected loopback TCP socket, destroyed by `cleanups`. */
+export async function tcpTo(port: number, cleanups: Cleanups): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  cleanups.push(() => void s.destroy());
+  await new Promise<void>((r) => s.once('connect', r));
+  return s;
 }

@@ -4,14 +4,13 @@
 // gets 408 (the headers timeout, as a gap between body bytes), while one that keeps flowing is not cut; a
 // parse error behind pipelined requests is answered after their answers, never ahead of them; a client that
 // stops reading its answer is cut after the upstream timeout, which frees its app connection.
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';
 import type { ForwardContext } from '../../src/responder/forwarder.ts';
-import { fakeContext, ResponseReader, silentLogger, startApp, type TestApp } from './helpers.ts';
+import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** An answer larger than every buffer between the app and a client that does not read. */
 const BIG = Buffer.alloc(24 * 1024 * 1024, 0x61);
@@ -66,29 +65,8 @@ function forwarder(opts: Partial<HttpModeOptions> = {}): HttpForwarder {
   return fwd;
 }
 
-/** A TCP front port whose connections the forwarder serves as TLS ingress does (attach: keep-alive fast path). */
-async function front(fwd: HttpForwarder): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    fwd.attach(s, fakeContext({ kind: 'stream' }));
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  cleanups.push(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((r) => srv.close(() => r()));
-  });
-  return (srv.address() as AddressInfo).port;
-}
-
-async function tcp(port: number): Promise<net.Socket> {
-  const s = net.connect(port, '127.0.0.1');
-  s.on('error', () => {});
-  cleanups.push(() => void s.destroy());
-  await new Promise<void>((r) => s.once('connect', r));
-  return s;
-}
+const front = (fwd: HttpForwarder): Promise<number> => attachFront(fwd, cleanups);
+const tcp = (port: number): Promise<net.Socket> => tcpTo(port, cleanups);
 
 /** A Noise stream on `fwd` (as a session would open one), closed after the test. */
 async function noiseStream(fwd: HttpForwarder, over: Partial<ForwardContext> = {}): Promise<Duplex> {
