@@ -23,9 +23,16 @@
  * inheritable and ambient sets): an app running as root would otherwise reach past the filter through the
  * kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...), and without
  * CAP_SYS_PTRACE, with the agent non-dumpable (native/src/process.c), it cannot open /proc/<agent>/mem or
- * environ. An enclave has no network but vsock to its parent: without this the app could open a stream to the
- * host dialer and go around the egress policy the agent enforces. Any failure here: a message on stderr and
- * exit 2, the app never runs. Linux x86_64 and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
+ * environ. First of all, while it still has CAP_SYS_ADMIN, it gives the app its own mount namespace (every mount
+ * a slave of the agent's) in which /proc/sys, /proc/sysrq-trigger and /sys, with every mount under them, are
+ * read-only (read_only_kernel_settings): root needs no capability to write kernel settings, and some make the
+ * kernel run a program as full root outside the sandbox (a core_pattern pipe handler, modprobe, uevent_helper,
+ * a cgroup v1 release_agent); an agent without CAP_SYS_ADMIN (not root) skips it, its app cannot write them.
+ * Left to the app as root: root-owned files elsewhere (/dev, /etc...), another procfs or sysfs mounted outside
+ * those paths, and kernel settings of the few that need a capability it kept. An enclave has no network but
+ * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
+ * policy the agent enforces. Any failure here: a message on stderr and exit 2, the app never runs. Linux x86_64
+ * and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,7 +42,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stddef.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/audit.h>
@@ -111,6 +122,129 @@ static int keep_only_allowed_caps(void) {
   return (int)syscall(SYS_capset, &head, data);
 }
 
+/*
+ * Root needs no capability to write root-owned kernel settings, and some make the kernel run a program as full
+ * root outside the sandbox (no filter, every capability), which can open vsock: a core_pattern pipe handler
+ * ("|/path", run when any process crashes), kernel.modprobe, /sys/kernel/uevent_helper, a cgroup v1
+ * release_agent; /proc/sysrq-trigger acts on the whole machine. As Docker does, the app gets its own mount
+ * namespace in which these trees, and every mount under them, are read-only.
+ */
+static const char* const read_only_trees[] = { "/proc/sys", "/proc/sysrq-trigger", "/sys" };
+
+/* 1 if this process has `cap` in its effective set, 0 if not, -1 with errno set. */
+static int has_effective_cap(unsigned cap) {
+  struct __user_cap_header_struct head = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &head, data) != 0) return -1;
+  return (int)((data[cap / 32].effective >> (cap % 32)) & 1);
+}
+
+/* mountinfo writes a space, tab, newline or backslash in a path as \ooo (octal); decoded in place. */
+static void unescape_octal(char* s) {
+  char* out = s;
+  for (const char* in = s; *in != '\0';) {
+    if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' && in[2] <= '7' && in[3] >= '0' && in[3] <= '7') {
+      *out++ = (char)(((in[1] - '0') << 6) | ((in[2] - '0') << 3) | (in[3] - '0'));
+      in += 4;
+    } else {
+      *out++ = *in++;
+    }
+  }
+  *out = '\0';
+}
+
+/*
+ * Makes the mount at `path` read-only in this namespace. The flags it has (nosuid, nodev, noexec, atime) are
+ * passed again: a remount that would clear one the kernel has locked (a namespace made by a less privileged
+ * user namespace) fails with EPERM.
+ */
+static int remount_read_only(const char* path) {
+  struct statvfs st;
+  if (statvfs(path, &st) != 0) return -1;
+  static const struct { unsigned long st, ms; } keep[] = {
+    { ST_NOSUID, MS_NOSUID }, { ST_NODEV, MS_NODEV }, { ST_NOEXEC, MS_NOEXEC },
+    { ST_NOATIME, MS_NOATIME }, { ST_NODIRATIME, MS_NODIRATIME }, { ST_RELATIME, MS_RELATIME },
+  };
+  unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+  for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+    if (st.f_flag & keep[i].st) flags |= keep[i].ms;
+  return mount(NULL, path, NULL, flags, NULL);
+}
+
+/* Remounts read-only every mount listed in this namespace's mountinfo at or below one of read_only_trees. */
+static int remount_trees_read_only(const char** failed) {
+  *failed = "/proc/self/mountinfo";
+  /* Read whole before the first remount, so the remounts cannot disturb the walk. */
+  FILE* f = fopen("/proc/self/mountinfo", "re");
+  if (f == NULL) return -1;
+  char* text = NULL;
+  size_t size = 0;
+  FILE* buf = open_memstream(&text, &size);
+  if (buf == NULL) {
+    fclose(f);
+    return -1;
+  }
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) fwrite(chunk, 1, n, buf);
+  const int read_failed = ferror(f);
+  fclose(f);
+  if (fclose(buf) != 0 || read_failed) {
+    free(text);
+    errno = EIO;
+    return -1;
+  }
+  int rc = 0;
+  char* save_line = NULL;
+  for (char* line = strtok_r(text, "\n", &save_line); line != NULL && rc == 0; line = strtok_r(NULL, "\n", &save_line)) {
+    /* ID PARENT MAJ:MIN ROOT MOUNT-POINT ...: the fifth field. */
+    char* save_field = NULL;
+    char* mnt = strtok_r(line, " ", &save_field);
+    for (int i = 0; i < 4 && mnt != NULL; i++) mnt = strtok_r(NULL, " ", &save_field);
+    if (mnt == NULL) continue;
+    unescape_octal(mnt);
+    for (size_t t = 0; t < sizeof read_only_trees / sizeof read_only_trees[0]; t++) {
+      const size_t len = strlen(read_only_trees[t]);
+      if (strncmp(mnt, read_only_trees[t], len) != 0 || (mnt[len] != '\0' && mnt[len] != '/')) continue;
+      if (remount_read_only(mnt) != 0) {
+        *failed = read_only_trees[t];
+        rc = -1;
+      }
+      break;
+    }
+  }
+  free(text);
+  return rc;
+}
+
+/*
+ * Gives this process (the app to be) its own mount namespace with read_only_trees read-only; 0, or -1 with
+ * errno set and *failed naming the step. Every mount is made a slave first: mounts the agent makes later still
+ * reach the app (where the agent's are shared), and nothing done here reaches the agent's namespace. Needs
+ * CAP_SYS_ADMIN, so it comes before the capability cut; without it (an agent not running as root) there is
+ * nothing to protect, as a non-root app cannot write these files, and nothing is done.
+ */
+static int read_only_kernel_settings(const char** failed) {
+  *failed = "capget";
+  const int admin = has_effective_cap(CAP_SYS_ADMIN);
+  if (admin <= 0) return admin;
+  *failed = "unshare(CLONE_NEWNS)";
+  if (unshare(CLONE_NEWNS) != 0) return -1;
+  *failed = "making / a slave";
+  if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) return -1;
+  /* A bind onto itself makes /proc/sys and the sysrq file mount points that can be remounted on their own. */
+  for (size_t t = 0; t < sizeof read_only_trees / sizeof read_only_trees[0]; t++) {
+    struct stat st;
+    *failed = read_only_trees[t];
+    if (lstat(read_only_trees[t], &st) != 0) {
+      if (errno == ENOENT) continue;
+      return -1;
+    }
+    if (mount(read_only_trees[t], read_only_trees[t], NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+  }
+  return remount_trees_read_only(failed);
+}
+
 /* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */
 static int deny_vsock(void) {
 #ifndef NATIVE_ARCH
@@ -183,6 +317,11 @@ int main(int argc, char** argv) {
   }
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
+  const char* failed = NULL;
+  if (vsock_denied && read_only_kernel_settings(&failed) != 0) {
+    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: read-only kernel settings: %s: %s\n", failed, strerror(errno));
+    return 2;
+  }
   if (vsock_denied && keep_only_allowed_caps() != 0) {
     fprintf(stderr, "enclave_die_with_parent: --deny-vsock: capabilities: %s\n", strerror(errno));
     return 2;

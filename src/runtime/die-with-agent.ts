@@ -5,7 +5,9 @@
 // With --deny-vsock ([egress] enabled, unless app_vsock) it is also the app's sandbox, for the app and all it
 // starts: a seccomp filter (no vsock sockets, no io_uring, no way into the agent's descriptors or memory) and
 // capabilities cut to Docker's default set minus CAP_MKNOD, so an app running as root cannot reach past the filter
-// through the kernel (load a module, mount, BPF...). Without the wrapper the sandboxed app is not started.
+// through the kernel (load a module, mount, BPF...), and its own mount namespace in which /proc/sys, /sys and
+// /proc/sysrq-trigger are read-only, so root cannot make the kernel run a program outside the sandbox (a
+// core_pattern pipe handler, modprobe, a cgroup release_agent). Without the wrapper the sandboxed app is not started.
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -36,7 +38,7 @@ export function locateDieWithAgent(file: string = defaultWrapperPath()): DieWith
 /**
  * [file, args] that run `command` through the wrapper, as a child of this process. `denyVsock`: the app (and
  * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled) and keeps only
- * the wrapper's allow-listed capabilities.
+ * the wrapper's allow-listed capabilities, with /proc/sys, /sys and /proc/sysrq-trigger read-only (a root agent).
  */
 export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean } = {}): [string, string[]] {
   return [wrapper, [...(opts.denyVsock === true ? ['--deny-vsock'] : []), String(process.pid), String(EXEC_ERROR_FD), file, ...args]];

@@ -1,8 +1,9 @@
 // native/src/die-with-parent.c on its own: PR_SET_PDEATHSIG survives the exec, a parent that is already gone
 // means the command never runs, a failed exec reports its errno on the given fd, and --deny-vsock's sandbox
-// (seccomp filter, capabilities cut to an allow-list) holds for the command and what it starts.
-import { spawnSync } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+// (seccomp filter, capabilities cut to an allow-list, kernel settings read-only) holds for the command and what it
+// starts.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultWrapperPath, execErrorName } from '../../src/runtime/die-with-agent.ts';
@@ -208,6 +209,110 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(r.status).toBe(0);
     // No CAP_SETPCAP: the bounding set stays as it was (no_new_privs: nothing in it can be gained), no capability held.
     expect(capSets(r.stdout)).toEqual({ CapInh: 0n, CapPrm: 0n, CapEff: 0n, CapBnd: ownCaps.CapBnd, CapAmb: 0n });
+  });
+
+  // Root needs no capability to write root-owned kernel settings, and some make the kernel run a program as full
+  // root outside the sandbox (a core_pattern pipe handler, modprobe, uevent_helper, a cgroup v1 release_agent) or
+  // act on the machine (sysrq-trigger). They are only ever OPENED for writing here, then closed: nothing is written.
+  const cgroupReleaseAgents = ((): string[] => {
+    try {
+      return readdirSync('/sys/fs/cgroup').map((d) => path.join('/sys/fs/cgroup', d, 'release_agent'));
+    } catch {
+      return [];
+    }
+  })();
+  const KERNEL_SETTINGS = [
+    '/proc/sys/kernel/core_pattern',
+    '/proc/sys/kernel/modprobe',
+    '/proc/sysrq-trigger',
+    '/sys/kernel/uevent_helper',
+    '/sys/kernel/mm/transparent_hugepage/enabled',
+    ...cgroupReleaseAgents,
+  ].filter((f) => existsSync(f));
+  const SETTINGS_PY = [
+    'import errno, json, os, subprocess, sys',
+    'def open_for_writing(p):',
+    '    try: os.close(os.open(p, os.O_WRONLY)); return "opened"',
+    '    except OSError as e: return errno.errorcode[e.errno]',
+    'print(json.dumps({',
+    '    "ns": os.readlink("/proc/self/ns/mnt"),',
+    '    "child_ns": subprocess.run(["readlink", "/proc/self/ns/mnt"], capture_output=True, text=True).stdout.strip(),',
+    '    "open": {p: open_for_writing(p) for p in sys.argv[1:]},',
+    '    "core_pattern": open("/proc/sys/kernel/core_pattern").read(),',
+    '}))',
+  ].join('\n');
+  type Settings = { ns: string; child_ns: string; open: Record<string, string>; core_pattern: string };
+  const settings = (deny: boolean): Settings => {
+    const r = spawnSync(wrapper, [...(deny ? ['--deny-vsock'] : []), String(process.pid), '-', PYTHON, '-c', SETTINGS_PY, ...KERNEL_SETTINGS], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return JSON.parse(r.stdout) as Settings;
+  };
+  const ownMntNs = readlinkSync('/proc/self/ns/mnt');
+  /** This process (root, unsandboxed) can still open each setting for writing: nothing leaked out of the app's namespace. */
+  const expectWritableHere = (): void => {
+    for (const f of KERNEL_SETTINGS) closeSync(openSync(f, fsConstants.O_WRONLY));
+  };
+
+  it.skipIf(!isRoot)('--deny-vsock as root: /proc/sys, /sys and sysrq-trigger are read-only to the app, in its own mount namespace', () => {
+    expect(KERNEL_SETTINGS).toContain('/proc/sys/kernel/core_pattern');
+    const s = settings(true);
+    expect(s.open).toEqual(Object.fromEntries(KERNEL_SETTINGS.map((f) => [f, 'EROFS'])));
+    expect(s.core_pattern).toBe(readFileSync('/proc/sys/kernel/core_pattern', 'utf8'));
+    expect(s.ns).not.toBe(ownMntNs);
+    expect(s.child_ns).toBe(s.ns);
+    expectWritableHere();
+  });
+
+  it.skipIf(!isRoot)('without --deny-vsock the app shares the mount namespace and root can open the settings as before', () => {
+    const s = settings(false);
+    expect([s.ns, s.child_ns]).toEqual([ownMntNs, ownMntNs]);
+    expect(s.open).toEqual(Object.fromEntries(KERNEL_SETTINGS.map((f) => [f, 'opened'])));
+    expectWritableHere();
+  });
+
+  // The app's mounts are slaves of the agent's: a mount the agent makes later under a shared mount still reaches
+  // the app. (This machine's "/" is private, as without systemd, so the test makes a shared mount of its own.)
+  const LATE_PY = ['import os, sys', 'print("ready", flush=True)', 'sys.stdin.readline()', 'print(" ".join(sorted(os.listdir(sys.argv[1]))))'].join('\n');
+  it.skipIf(!isRoot)('--deny-vsock as root: a mount made by the agent after the app started is visible to the app', async () => {
+    const shared = path.join(tmp.dir, 'shared');
+    const late = path.join(shared, 'late');
+    mkdirSync(late, { recursive: true });
+    const mount = (...args: string[]): void => {
+      const r = spawnSync('mount', args, { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    };
+    mount('--bind', shared, shared);
+    let lateMounted = false;
+    let app: ChildProcess | undefined;
+    try {
+      mount('--make-shared', shared);
+      app = spawn(wrapper, ['--deny-vsock', String(process.pid), '-', PYTHON, '-c', LATE_PY, late], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      app.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((resolve) => app?.on('exit', (code) => resolve(code)));
+      await new Promise<void>((resolve, reject) => {
+        app?.stdout?.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.startsWith('ready\n')) resolve();
+        });
+        app?.on('exit', () => reject(new Error(`app exited before it was ready: ${err}`)));
+      });
+      expect(readlinkSync(`/proc/${app.pid}/ns/mnt`)).not.toBe(ownMntNs);
+      mount('-t', 'tmpfs', '-o', 'size=64k', 'late-tmpfs', late);
+      lateMounted = true;
+      writeFileSync(path.join(late, 'made-after-start'), '');
+      app.stdin?.end('\n');
+      expect(await exited).toBe(0);
+      expect(err).toBe('');
+      expect(out).toBe('ready\nmade-after-start\n');
+    } finally {
+      if (app?.exitCode === null) app.kill('SIGKILL');
+      if (lateMounted) spawnSync('umount', [late]);
+      spawnSync('umount', [shared]);
+    }
   });
 
   it('refuses malformed arguments with a usage line and exit 2', () => {
