@@ -65,7 +65,8 @@ const pcrIndex = (name: string): number => Number(name.slice(3));
 
 /** Handshake + RequestAttestation on a fresh channel; resolves to the document bytes and the handshake hash. */
 async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array }> {
-  const WebSocket = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
+  // Never globalThis.WebSocket (Node 22+: undici's, unbounded): the bridge is untrusted.
+  const WebSocket = BoundedWebSocket as unknown as WebSocketConstructor;
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `no attestation from ${url} within ${timeoutMs} ms`)), timeoutMs);
   try {

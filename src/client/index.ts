@@ -54,7 +54,7 @@ export interface ConnectOptions {
   headers?: Record<string, string>;
   /** Noise primitives. Default: the portable @noble suite (node.ts passes the node:crypto suite). */
   primitives?: NoisePrimitives;
-  /** WebSocket implementation. Default: globalThis.WebSocket. */
+  /** WebSocket implementation. Default: globalThis.WebSocket (the Node entry: its BoundedWebSocket, even where a global exists). */
   WebSocket?: WebSocketConstructor;
   /** Clock for attestation checks (certificate windows, maxAgeMs) and backoff. Default Date.now. */
   now?: () => number;

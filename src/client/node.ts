@@ -1,5 +1,5 @@
 // The Node entry of the client SDK: the only file of src/client allowed Node built-ins and undici. It injects the
-// node:crypto Noise suite (13–30× faster than @noble) and, where Node has no global WebSocket (Node 20), undici's.
+// node:crypto Noise suite (13–30× faster than @noble) and undici's WebSocket with a message bound (BoundedWebSocket).
 import '../attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 import { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
@@ -35,8 +35,9 @@ export class BoundedWebSocket extends UndiciWebSocket {
 }
 
 /**
- * connect() with Node defaults: nodePrimitives, and globalThis.WebSocket or else undici's WebSocket (bounded: see
- * BoundedWebSocket). An https://
+ * connect() with Node defaults: nodePrimitives, and BoundedWebSocket even where Node has a global WebSocket (Node 22+
+ * always does: undici's, unbounded — an untrusted bridge could make it buffer 128 MiB); only an explicit
+ * options.WebSocket replaces it. An https://
  * URL goes to the enclave's attested TLS ingress instead (tls-client.ts): same Client API, trust from the
  * attestation document in the certificate (never from system roots), verified on every TLS connection.
  */
@@ -44,7 +45,7 @@ export function connect(url: string, options: HttpsConnectOptions): Promise<Clie
   if (typeof url === 'string' && /^https:/i.test(url)) return connectHttps(url, options);
   if (options?.nonce !== undefined) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'nonce: applies to https:// only (the Noise channel binds its own handshake hash)'));
   installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
-  const WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
+  const WebSocket = options.WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
   return connectBrowser(url, { primitives: nodePrimitives, ...options, WebSocket });
 }
 

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocket as UndiciWebSocket } from 'undici';
 import { WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/run.ts';
 import { BoundedWebSocket, ClientError, connect, MAX_BRIDGE_MESSAGE_BYTES } from '../../src/client/node.ts';
 
 let server: WebSocketServer;
@@ -61,5 +62,47 @@ describe('bridge message bound', () => {
     const err = await connect(url, { pcrs: { PCR0: '00'.repeat(48), PCR1: '00'.repeat(48), PCR2: '00'.repeat(48) }, connectTimeoutMs: 10_000 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClientError);
     expect((err as ClientError).code).toBe('CLIENT_CONNECT_FAILED');
+  });
+});
+
+/** Runs `fn` with an unbounded undici WebSocket as globalThis.WebSocket, as on Node 22+ (or --experimental-websocket). */
+async function withGlobalWebSocket<T>(fn: () => Promise<T>): Promise<T> {
+  const g = globalThis as { WebSocket?: unknown };
+  const had = Object.getOwnPropertyDescriptor(g, 'WebSocket');
+  g.WebSocket = UndiciWebSocket;
+  try {
+    return await fn();
+  } finally {
+    if (had) Object.defineProperty(g, 'WebSocket', had);
+    else delete g.WebSocket;
+  }
+}
+
+describe('bridge message bound where Node has a global WebSocket', () => {
+  it('connect() still refuses a 4 MiB reply unread (CLIENT_CONNECT_FAILED, close 1009), not CLIENT_PROTOCOL after buffering it', async () => {
+    reply = 4 << 20;
+    closes.length = 0;
+    const err = await withGlobalWebSocket(() => connect(url, { pcrs: { PCR0: '00'.repeat(48), PCR1: '00'.repeat(48), PCR2: '00'.repeat(48) }, connectTimeoutMs: 10_000 }).catch((e: unknown) => e));
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe('CLIENT_CONNECT_FAILED');
+    await expect.poll(() => closes).toContain(1009);
+  });
+
+  it('an explicit options.WebSocket still overrides the default', async () => {
+    reply = 4 << 20;
+    const err = await connect(url, { pcrs: { PCR0: '00'.repeat(48), PCR1: '00'.repeat(48), PCR2: '00'.repeat(48) }, connectTimeoutMs: 10_000, WebSocket: UndiciWebSocket as never }).catch((e: unknown) => e);
+    expect((err as ClientError).code).toBe('CLIENT_PROTOCOL'); // unbounded: the 4 MiB is read and fails decryption
+  });
+
+  it('enclave-agent attest still refuses a 4 MiB reply unread (a connect failure, exit 1)', async () => {
+    reply = 4 << 20;
+    closes.length = 0;
+    const lines: string[] = [];
+    const code = await withGlobalWebSocket(() =>
+      runCli(['attest', url, '--pcrs', `PCR0=${'00'.repeat(48)},PCR1=${'00'.repeat(48)},PCR2=${'00'.repeat(48)}`, '--timeout', '10000'], { out: (l) => lines.push(l), err: (l) => lines.push(l), stdin: () => Promise.resolve(new Uint8Array()) }),
+    );
+    expect(code).toBe(1);
+    expect(lines.join('\n')).toContain('CLIENT_CONNECT_FAILED');
+    await expect.poll(() => closes).toContain(1009);
   });
 });
