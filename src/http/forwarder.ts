@@ -349,8 +349,17 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     socket.on('error', () => {});
-    writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported');
-    logRejected(contexts.get(socket), 405, 'HTTP_METHOD_NOT_ALLOWED', req.method ?? 'CONNECT', req.url ?? '');
+    const method = req.method ?? 'CONNECT';
+    const url = req.url ?? '';
+    const refuse = (): void => {
+      writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported');
+      logRejected(contexts.get(socket), 405, 'HTTP_METHOD_NOT_ALLOWED', method, url);
+    };
+    // In its turn, as an Upgrade: a 405 ahead of earlier answers would be read as theirs, and its close would
+    // cut them. The client leaving first: nothing was answered, the record says so.
+    const conn = serverConns.get(socket);
+    if (conn === undefined) refuse();
+    else conn.admitUpgrade(refuse, () => logRejected(contexts.get(socket), 0, 'CLIENT_GONE', method, url));
   });
 
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {

@@ -156,6 +156,48 @@ describe('a pipelined request answered with a parse error before its turn', () =
   });
 });
 
+describe('a CONNECT pipelined behind requests on the http.Server path', () => {
+  it('gets its 405 after the earlier answers, which run; then the connection closes', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const reader = new ResponseReader(d);
+    d.write('GET /first HTTP/1.1\r\nHost: a\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    const first = await reader.next();
+    expect([first.status, first.body.toString()]).toEqual([200, 'ok']);
+    expect((await reader.next()).status).toBe(405);
+    await reader.waitEnd();
+    await until(() => sink.records.length >= 2);
+    await fwd.close();
+    expect(arrived).toEqual(['/first']);
+    // Records are written as each exchange ends (the stages' a tick later): their order says nothing.
+    expect(sink.records.map((r) => [r.method, r.path, r.status, r.error ?? null]).sort()).toEqual([
+      ['CONNECT', 'example.com:443', 405, 'HTTP_METHOD_NOT_ALLOWED'],
+      ['GET', '/first', 200, null],
+    ]);
+  });
+
+  it('is recorded CLIENT_GONE, never answered, when the client leaves before its turn', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const got: Buffer[] = [];
+    d.on('data', (c: Buffer) => got.push(c));
+    d.write('GET /p0 HTTP/1.1\r\nHost: a\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+    await until(() => arrived.length >= 1);
+    expect(Buffer.concat(got).toString('latin1')).toBe('');
+    d.destroy();
+    await until(() => sink.records.length >= 2);
+    await fwd.close();
+    expect(sink.records.map((r) => [r.method, r.path, r.status, r.error ?? null]).sort()).toEqual([
+      ['CONNECT', 'example.com:443', 0, 'CLIENT_GONE'],
+      ['GET', '/p0', 0, 'CLIENT_GONE'],
+    ]);
+  });
+});
+
 describe('pipelined requests abandoned on the keep-alive fast path', () => {
   it('a connection reset with requests read ahead: one record each, the unsent ones CLIENT_GONE', async () => {
     const sink = createMemoryLogSink();
