@@ -3,7 +3,7 @@
 import '../attestation/ecdsa-node.ts'; // node:crypto ECDSA for attestation checks (ecdsa.ts says why)
 import { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
-import { Agent, WebSocket as UndiciWebSocket } from 'undici';
+import { Dispatcher, getGlobalDispatcher, WebSocket as UndiciWebSocket } from 'undici';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import type { WebSocketConstructor } from './channel.ts';
@@ -23,15 +23,58 @@ export type { HttpsConnectOptions } from './tls-client.ts';
  */
 export const MAX_BRIDGE_MESSAGE_BYTES = 1 << 20;
 
-let boundedAgent: Agent | undefined;
-
-/** undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. */
-export class BoundedWebSocket extends UndiciWebSocket {
-  constructor(url: string, protocolsOrInit?: string | string[] | { headers?: Record<string, string> }) {
-    boundedAgent ??= new Agent({ webSocket: { maxPayloadSize: MAX_BRIDGE_MESSAGE_BYTES } });
-    const init = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
-    super(url, { ...init, dispatcher: boundedAgent });
+/**
+ * Dispatches through `inner` — the user's (a ProxyAgent, say) or undici's global one — but gives undici's WebSocket
+ * our message bound: it reads the bound from its dispatcher's webSocketOptions, which a ProxyAgent, an
+ * EnvHttpProxyAgent or a composed dispatcher does not let one set (128 MiB, or none at all).
+ */
+class BoundedDispatcher extends Dispatcher {
+  readonly #inner: Dispatcher;
+  constructor(inner: Dispatcher) {
+    super();
+    this.#inner = inner;
   }
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return this.#inner.dispatch(options, handler);
+  }
+  /** maxFragments: undici's default. */
+  get webSocketOptions(): { maxFragments: number; maxPayloadSize: number } {
+    return { maxFragments: 131_072, maxPayloadSize: MAX_BRIDGE_MESSAGE_BYTES };
+  }
+}
+
+type BoundedInit = { protocols?: string | string[]; headers?: Record<string, string>; dispatcher?: Dispatcher };
+
+/**
+ * undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. It
+ * connects through `init.dispatcher`, else undici's global dispatcher as it is at construction (so a proxy set with
+ * setGlobalDispatcher is used), the bound applying either way.
+ */
+export class BoundedWebSocket extends UndiciWebSocket {
+  constructor(url: string, protocolsOrInit?: string | string[] | BoundedInit) {
+    const init: BoundedInit = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
+    super(url, { ...init, dispatcher: new BoundedDispatcher(init.dispatcher ?? getGlobalDispatcher()) });
+  }
+}
+
+/** BoundedWebSocket through `dispatcher` (Channel constructs its WebSocket with the url and headers only). */
+function boundedWebSocketVia(dispatcher: Dispatcher): WebSocketConstructor {
+  return class extends BoundedWebSocket {
+    constructor(url: string, protocolsOrInit?: string | string[] | BoundedInit) {
+      const init: BoundedInit = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
+      super(url, { ...init, dispatcher });
+    }
+  } as unknown as WebSocketConstructor;
+}
+
+export interface NodeConnectOptions extends HttpsConnectOptions {
+  /**
+   * ws:// and wss:// only: the undici Dispatcher the bridge WebSocket connects through, e.g. `new ProxyAgent(url)`
+   * or `new EnvHttpProxyAgent()` to reach the bridge through an HTTP proxy. Default: undici's global dispatcher
+   * (setGlobalDispatcher). The 1 MiB message bound applies either way (the dispatcher's own
+   * webSocket.maxPayloadSize is not used). Not with options.WebSocket, which brings its own transport.
+   */
+  dispatcher?: Dispatcher;
 }
 
 /**
@@ -41,12 +84,19 @@ export class BoundedWebSocket extends UndiciWebSocket {
  * URL goes to the enclave's attested TLS ingress instead (tls-client.ts): same Client API, trust from the
  * attestation document in the certificate (never from system roots), verified on every TLS connection.
  */
-export function connect(url: string, options: HttpsConnectOptions): Promise<Client> {
+export function connect(url: string, options: NodeConnectOptions): Promise<Client> {
+  const dispatcher = options?.dispatcher;
+  if (dispatcher !== undefined) {
+    if (dispatcher === null || typeof dispatcher !== 'object' || typeof (dispatcher as { dispatch?: unknown }).dispatch !== 'function') return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'dispatcher: expected an undici Dispatcher (e.g. new ProxyAgent(url))'));
+    if (options.WebSocket !== undefined) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'dispatcher: not with options.WebSocket (give one or the other)'));
+    if (typeof url === 'string' && /^https:/i.test(url)) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'dispatcher: applies to ws:// and wss:// only (https:// connects with node:tls)'));
+  }
   if (typeof url === 'string' && /^https:/i.test(url)) return connectHttps(url, options);
   if (options?.nonce !== undefined) return Promise.reject(new ClientError('CLIENT_BAD_OPTIONS', 'nonce: applies to https:// only (the Noise channel binds its own handshake hash)'));
   installNativeIntArrayCodec(); // the C int-array loops for large byte fields, when the addon is built
-  const WebSocket = options.WebSocket ?? (BoundedWebSocket as unknown as WebSocketConstructor);
-  return connectBrowser(url, { primitives: nodePrimitives, ...options, WebSocket });
+  const WebSocket = options.WebSocket ?? (dispatcher !== undefined ? boundedWebSocketVia(dispatcher) : (BoundedWebSocket as unknown as WebSocketConstructor));
+  const { dispatcher: _dispatcher, ...rest } = options;
+  return connectBrowser(url, { primitives: nodePrimitives, ...rest, WebSocket });
 }
 
 /** A ClientStream (openStream / upgrade) as a Node Duplex, for libraries that want a socket-like object. */
