@@ -510,9 +510,10 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     rejected(conn, status, code) {
       logRejected(conn.ctx, status, code, '', '');
     },
-    abandoned(conn, head) {
+    abandoned(conn, head, code) {
       const ex = new Exchange({ req: new FastRequest(head), res: null, socket: null, conn: conn.ctx, type: 'HTTP', upstreamHeaders: [], body: null, bodyLength: null });
       ex.remoteIp = conn.ctx.client?.address;
+      ex.errorCode = code;
       recordAbandoned(ex);
     },
   };

@@ -9,7 +9,8 @@
 //     (side effects in request order, as pipelining expects; one connection holds one app connection), and
 //     answered in order. While a request is at the app, at most MAX_READ_AHEAD bytes of the following ones
 //     are read ahead; past that, reading pauses until the response has gone out. Complete requests read ahead
-//     and never sent (the connection closed first) get a transaction record each (the handlers' `abandoned`).
+//     and never sent (the connection closed first, or a drain) get a transaction record each (the handlers'
+//     `abandoned`: CLIENT_GONE, or DRAINING).
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -44,9 +45,15 @@ export interface KeepAliveHandlers {
   fallback(conn: KeepAliveConnection): PairEnd;
   /** A request refused here (431, 408), for the transaction log. */
   rejected(conn: KeepAliveConnection, status: number, code: string): void;
-  /** A complete request read ahead and never sent to the app (the connection closed first), for the transaction log. */
-  abandoned(conn: KeepAliveConnection, head: SimpleHead): void;
+  /**
+   * A complete request read ahead and never sent to the app, for the transaction log: `code` says why
+   * (CLIENT_GONE: the connection closed first; DRAINING: the agent stopped taking requests, drain()).
+   */
+  abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode): void;
 }
+
+/** Why a request read ahead was never sent to the app (the trx record's `error`, trx-log.ts). */
+export type AbandonedCode = 'CLIENT_GONE' | 'DRAINING';
 
 export interface KeepAliveLimits {
   /** Largest request head (request line and headers, CRLFCRLF included) → 431. */
@@ -172,10 +179,13 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       if (this.#relayInFlight === 0 && !this.#relayUpgraded) this.#endRelay();
       return;
     }
-    // Bytes of a request not yet complete are dropped: only what is in flight is answered.
+    // Only what is in flight is answered. Requests read ahead behind it are dropped, each with its record (the
+    // client learns from the close that they were not served); bytes of one not yet complete are dropped.
+    const readAhead = this.#mode === 'fast' ? this.#buf : null;
     this.#buf = null;
     this.#pendingHead = null;
     this.#enterClosing();
+    if (readAhead !== null) this.#recordReadAhead(readAhead, 'DRAINING');
   }
 
   /** The forwarder's http.Server started answering a request relayed from this connection. */
@@ -505,7 +515,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     this.#buf = null;
     this.#store = null;
     for (const r of this.#queue.splice(0)) r.connectionClosed();
-    if (readAhead !== null) this.#recordReadAhead(readAhead);
+    if (readAhead !== null) this.#recordReadAhead(readAhead, 'CLIENT_GONE');
     this.#relay?.destroy();
   }
 
@@ -513,7 +523,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
    * The complete requests read ahead (`buf`, waiting for the one at the app) that will never be sent: each gets
    * its record. Up to the first one incomplete, or that this parser would not have taken.
    */
-  #recordReadAhead(buf: Buffer): void {
+  #recordReadAhead(buf: Buffer, code: AbandonedCode): void {
     for (;;) {
       const end = buf.indexOf(HEAD_END);
       if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) return;
@@ -521,7 +531,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       if (head === null) return;
       const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
       if (buf.length < bodyEnd) return;
-      this.#handlers.abandoned(this, head);
+      this.#handlers.abandoned(this, head, code);
       if (bodyEnd === buf.length || connectionTokens(head.rawHeaders).has('close')) return;
       buf = buf.subarray(bodyEnd);
     }

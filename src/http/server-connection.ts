@@ -119,7 +119,8 @@ export class ServerConnection {
 
   /**
    * An Upgrade request (or a CONNECT, refused): `run` now if no request is open on the connection, else once
-   * every earlier response has closed (the 101, or the 405, must not overtake them). `abandoned` instead when the connection closes first.
+   * every earlier response has closed (the 101, or the 405, must not overtake them). `abandoned` instead when
+   * the connection closes first.
    */
   admitUpgrade(run: () => void, abandoned: () => void): void {
     this.#parsed++;

@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
+import type { AttachedConnection } from '../../src/http/keep-alive-connection.ts';
 import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
@@ -195,6 +196,39 @@ describe('a CONNECT pipelined behind requests on the http.Server path', () => {
       ['CONNECT', 'example.com:443', 0, 'CLIENT_GONE'],
       ['GET', '/p0', 0, 'CLIENT_GONE'],
     ]);
+  });
+});
+
+describe('requests read ahead on the keep-alive fast path when the connection drains', () => {
+  it('are never sent, the client is told by the close, and each gets a DRAINING record', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const attached: AttachedConnection[] = [];
+    const port = await attachFront({ attach: (s, ctx) => void attached.push(fwd.attach(s, ctx)) }, cleanups);
+    const c = await tcp(port);
+    const reader = new ResponseReader(c);
+    const { raw, paths } = batch(3);
+    c.write(raw);
+    await until(() => arrived.length >= 1 && sink.records.length === 0);
+    expect(attached).toHaveLength(1);
+    // As the TLS ingress on SIGTERM: what is in flight is answered, nothing new is taken.
+    attached[0]!.drain();
+    heldAtApp.shift()!.end('held-ok');
+    const res = await reader.next();
+    expect([res.status, res.body.toString()]).toEqual([200, 'held-ok']);
+    await reader.waitEnd();
+    await until(() => sink.records.length >= 3);
+    await fwd.close();
+    expect(arrived).toEqual([paths[0]!.replace('***', 'abc')]);
+    expect(sink.records.map((r) => [r.path, r.status, r.error ?? null]).sort()).toEqual([
+      [paths[0], 200, null],
+      [paths[1], 0, 'DRAINING'],
+      [paths[2], 0, 'DRAINING'],
+    ]);
+    for (const r of sink.records.filter((x) => x.status === 0)) expect(r).toMatchObject({ status_group: 'none', response_headers: {} });
+    const text = JSON.stringify(sink.records);
+    expect(text).not.toContain('s3cr3t');
+    expect(text).not.toContain('card-number');
   });
 });
 

@@ -3,6 +3,9 @@
 // the header is in the safe allow-list or in `trusted_headers` (a trailing `*` makes a prefix);
 // credentials (authorization, cookie, api-key, ...) are masked whatever the configuration says. Query
 // values are masked in the path. Bodies are never logged.
+// `error` on a record with status 0 (nothing sent): CLIENT_GONE, the client left before its answer (the
+// default when no other code was set); DRAINING, the request was read ahead on a keep-alive connection and
+// never sent to the app because the agent was shutting down (drain(): the close tells the client).
 import type { Exchange, Stage } from '../exchange.ts';
 import type { HeaderList } from '../headers.ts';
 import { jsonString, recordLine } from '../log-sink.ts';
