@@ -31,6 +31,14 @@ export function verifyOptions(options: ConnectOptions): Pick<ConnectOptions, 'pc
   };
 }
 
+/** Where JSON.parse failed, from V8's message, without the body bytes it quotes. */
+function jsonErrorPlace(err: unknown): string {
+  const message = err instanceof Error ? err.message : '';
+  const position = /at position ([0-9]+)/.exec(message)?.[1];
+  if (position !== undefined) return `at position ${position}`;
+  return /end of JSON input/.test(message) ? 'ends early' : 'unexpected token';
+}
+
 export type ClientVerbs = Pick<Client, 'fetch' | 'request' | 'get' | 'delete' | 'post' | 'put' | 'patch' | 'json'>;
 
 /** request/get/post/... and json, all through the one fetch. */
@@ -50,7 +58,8 @@ export function clientVerbs(fetch: Client['fetch']): ClientVerbs {
       try {
         return JSON.parse(text) as T;
       } catch (err) {
-        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON`, { cause: err });
+        // No cause: V8's SyntaxError quotes the body (decrypted data), and util.inspect and pino print a cause.
+        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON (${jsonErrorPlace(err)}; ${text.length} characters)`);
       }
     },
   };
