@@ -13,7 +13,8 @@
  *   aeadOpen(ctx, nonce, ad, data)         → boolean
  *       data = ciphertext ‖ tag (≥ 16 bytes); decrypts data[0 .. len−16) in place; false (and data[0 .. len−16)
  *       zeroed) when the tag does not verify
- *   aeadFree(ctx)                          → undefined   cleanses the context's key now; idempotent
+ *   aeadFree(ctx)                          → undefined   cleanses the context's key now (in the shared OpenSSL
+ *                                                        context too, when it holds it); idempotent
  *   aeadStats()                            → { created, freed }   contexts since load, process-wide
  *
  * nonce is exactly 12 bytes, every buffer a Uint8Array (byteOffset/byteLength honoured). Every argument is
@@ -68,6 +69,9 @@ typedef struct {
 static __thread EVP_CIPHER_CTX* shared_ctx[CIPHER_COUNT];
 /* One cleanup hook per env: Node aborts on a second registration of the same hook (the addon loaded twice). */
 static __thread bool shared_hook;
+/* Whose key each shared context holds now: freeing that context re-keys it with zeros, so the key goes at once. */
+static __thread const void* keyed_by[CIPHER_COUNT];
+static const uint8_t ZERO_KEY[AEAD_KEY_LEN];
 
 /* Marks our wrapper objects: napi_unwrap of another addon's (or our socket's) wrapper would be type confusion. */
 static const napi_type_tag AEAD_TAG = {0x6165616463747831ULL, 0x656e636c61766961ULL};
@@ -87,6 +91,11 @@ static void throw_openssl(napi_env env, const char* what) {
 
 static void free_ctx(en_aead* a) {
   if (a->live) {
+    EVP_CIPHER_CTX* shared = shared_ctx[a->cipher];
+    if (shared != NULL && keyed_by[a->cipher] == a) {
+      EVP_CipherInit_ex(shared, NULL, NULL, ZERO_KEY, NULL, 1);
+      keyed_by[a->cipher] = NULL;
+    }
     explicit_bzero(a->key, sizeof a->key);
     a->live = false;
     __atomic_fetch_add(&aead_freed, 1, __ATOMIC_RELAXED);
@@ -108,6 +117,7 @@ static void free_shared(void* arg) {
     shared_ctx[i] = NULL;
   }
   shared_hook = false;
+  for (int i = 0; i < CIPHER_COUNT; i++) keyed_by[i] = NULL;
 }
 
 /* This thread's context for `cipher`, keyed with `a`'s key and `nonce` for one message; NULL when OpenSSL failed
@@ -126,6 +136,7 @@ static EVP_CIPHER_CTX* keyed_ctx(const en_aead* a, const uint8_t* nonce, int enc
     }
     shared_ctx[a->cipher] = ctx;
   }
+  keyed_by[a->cipher] = a;
   return EVP_CipherInit_ex(ctx, NULL, NULL, a->key, nonce, enc) == 1 ? ctx : NULL;
 }
 

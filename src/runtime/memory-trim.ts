@@ -2,9 +2,10 @@
 // leaves glibc's heap at its high-water mark: Node's 64 KiB read buffers and OpenSSL's scratch are freed, but
 // between chunks still in use, so the pages stay resident (RSS) and only a later malloc_trim returns them
 // (scripts/bench/responder.ts measures 1,000 sessions: ~3 MiB with the sessions open, ~6 MiB more after they
-// close). malloc_trim walks every arena under its lock (3–8 ms for a 12 MiB heap here), so it runs only on the
-// edge from busy to idle: after an interval in which the event loop was busy, at the end of the first interval
-// in which it was not. A steadily loaded process reuses that memory and is never trimmed. V8 shrinks its own
+// close). malloc_trim walks every arena under its lock (3–8 ms for a 12 MiB heap here, ~80 ms after a 512 MiB
+// burst), so it runs on the libuv thread pool, and only on the edge from busy to idle: after an interval in which
+// the event loop was busy, at the end of the first interval in which it was not. A steadily loaded process reuses
+// that memory and is never trimmed. V8 shrinks its own
 // young generation the same way (its memory reducer); this is the native side.
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { loadNative } from '../transport/native.ts';
@@ -15,8 +16,8 @@ const INTERVAL_MS = 5_000;
 
 export interface MemoryTrimOptions {
   intervalMs?: number;
-  /** Returns true when memory was released (tests inject one). Default: the addon's malloc_trim(0). */
-  trim?: () => boolean;
+  /** Trims, then calls `done(released)` (tests inject one). Default: the addon's malloc_trim(0), off the JS thread. */
+  trim?: Trim;
   /** Default: performance.eventLoopUtilization. */
   utilization?: (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization;
 }
@@ -27,13 +28,17 @@ export interface MemoryTrim {
   stop(): void;
 }
 
-/** The addon's malloc_trim(0); undefined without the addon or off glibc (the caller then does nothing). */
-export function nativeMallocTrim(): (() => boolean) | undefined {
+type Trim = (done: (released: boolean) => void) => void;
+
+/** The addon's malloc_trim(0) on the thread pool; undefined without the addon (the caller then does nothing). */
+export function nativeMallocTrim(): Trim | undefined {
+  let fn: ((cb: (released: boolean) => void) => void) | undefined;
   try {
-    return (loadNative() as unknown as { mallocTrim?: () => boolean }).mallocTrim;
+    fn = (loadNative() as unknown as { mallocTrim?: (cb: (released: boolean) => void) => void }).mallocTrim;
   } catch {
     return undefined;
   }
+  return fn === undefined ? undefined : (done) => fn(done);
 }
 
 export function startMemoryTrim(opts: MemoryTrimOptions = {}): MemoryTrim | undefined {
@@ -43,15 +48,20 @@ export function startMemoryTrim(opts: MemoryTrimOptions = {}): MemoryTrim | unde
   let last = elu();
   let busySince = false;
   let released = 0;
+  let trimming = false;
   const timer = setInterval(() => {
     const now = elu();
     const busy = elu(now, last).utilization >= BUSY;
     last = now;
     if (busy) {
       busySince = true;
-    } else if (busySince) {
+    } else if (busySince && !trimming) {
       busySince = false;
-      if (trim()) released++;
+      trimming = true;
+      trim((r) => {
+        trimming = false;
+        if (r) released++;
+      });
     }
   }, opts.intervalMs ?? INTERVAL_MS);
   timer.unref();

@@ -15,7 +15,7 @@ describe('memory trim', () => {
 
   it('trims once on each edge from a busy interval to an idle one, never while busy or steadily idle', () => {
     vi.useFakeTimers();
-    const trim = vi.fn(() => true);
+    const trim = vi.fn((done: (released: boolean) => void) => done(true));
     const t = startMemoryTrim({ intervalMs: 1000, trim, utilization: scripted([0, 0.5, 0.3, 0.01, 0, 0, 0.9, 0.001, 0.02, 0.5]) })!;
     const calls: number[] = [];
     for (let tick = 1; tick <= 10; tick++) {
@@ -30,15 +30,28 @@ describe('memory trim', () => {
     expect(trim).toHaveBeenCalledTimes(2);
   });
 
+  it('never starts a trim while one is still running on the thread pool', () => {
+    vi.useFakeTimers();
+    const pending: ((released: boolean) => void)[] = [];
+    const t = startMemoryTrim({ intervalMs: 10, trim: (done) => void pending.push(done), utilization: scripted([1, 0, 1, 0, 1, 0]) })!;
+    vi.advanceTimersByTime(40); // busy, idle → a trim starts; busy, idle → none, the first is still running
+    expect(pending).toHaveLength(1);
+    pending[0]!(true);
+    vi.advanceTimersByTime(20); // busy, idle → the next trim
+    expect(pending).toHaveLength(2);
+    expect(t.released).toBe(1);
+    t.stop();
+  });
+
   it('counts only trims that released memory', () => {
     vi.useFakeTimers();
-    const t = startMemoryTrim({ intervalMs: 10, trim: () => false, utilization: scripted([1, 0]) })!;
+    const t = startMemoryTrim({ intervalMs: 10, trim: (done) => done(false), utilization: scripted([1, 0]) })!;
     vi.advanceTimersByTime(20);
     expect(t.released).toBe(0);
     t.stop();
   });
 
-  it.skipIf(nativeMallocTrim() === undefined)('the addon returns the free pages inside a fragmented heap to the system', () => {
+  it.skipIf(nativeMallocTrim() === undefined)('the addon returns the free pages inside a fragmented heap to the system, off the JS thread', () => {
     // 48 MiB in 64 KiB native buffers (below glibc's mmap threshold: on the heap), every 16th kept: the freed
     // ones sit between live chunks, so free() alone cannot shrink the heap; malloc_trim can.
     const js = `
@@ -47,8 +60,8 @@ describe('memory trim', () => {
       const all = []; for (let i = 0; i < 768; i++) { const b = Buffer.allocUnsafeSlow(65536); b.fill(1); all.push(b); }
       const kept = all.filter((_, i) => i % 16 === 0); all.length = 0;
       for (let i = 0; i < 3; i++) gc();
-      const before = rss(); const released = trim(); const after = rss();
-      process.stdout.write(JSON.stringify({ released, freedMiB: (before - after) / 2 ** 20, kept: kept.length }));`;
+      const before = rss();
+      trim((released) => process.stdout.write(JSON.stringify({ released, freedMiB: (before - rss()) / 2 ** 20, kept: kept.length })));`;
     const r = spawnSync(process.execPath, ['--expose-gc', '-e', js], { encoding: 'utf8', env: { ...process.env, ADDON: addonPath() } });
     expect(r.stderr).toBe('');
     const out = JSON.parse(r.stdout) as { released: boolean; freedMiB: number; kept: number };
