@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { nativeAead, type NativeAead, type NativeAeadCipher, type NativeAeadContext } from '../../src/noise/native-aead.ts';
-import { nativeAvailable } from '../../src/transport/native.ts';
+import { addonPath, nativeAvailable } from '../../src/transport/native.ts';
 
 const available = nativeAead() !== null;
 const aead = (): NativeAead => nativeAead()!;
@@ -353,6 +353,35 @@ describe.skipIf(!available && process.env.ENCLAVE_AGENT_REQUIRE_ADDON !== '1')('
     const t = new Uint8Array(16);
     expect(thrown(() => a.aeadSeal(ctx, new Uint8Array(12), new Uint8Array(0), [], t))).toMatchObject({ code: 'ERR_NATIVE_AEAD_FREED' });
     expect(thrown(() => a.aeadOpen(ctx, new Uint8Array(12), new Uint8Array(0), new Uint8Array(16)))).toMatchObject({ code: 'ERR_NATIVE_AEAD_FREED' });
+  });
+
+  it.each(CIPHERS)('%s: aeadFree leaves no copy of the key in the process (the shared OpenSSL context included)', (cipher) => {
+    // A child scans its own memory for the key (the needle is kept as hex, so it never matches itself).
+    const js = `
+      const fs = require('fs'), a = require(process.env.ADDON), key = require('crypto').randomBytes(32), hex = key.toString('hex');
+      const copies = () => {
+        const needle = Buffer.from(hex, 'hex'), fd = fs.openSync('/proc/self/mem', 'r'); let n = -1; // -1: the needle itself
+        for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')) {
+          const m = /^([0-9a-f]+)-([0-9a-f]+) r/.exec(line);
+          if (!m || line.includes('[vvar]') || line.includes('[vsyscall]')) continue;
+          for (let p = BigInt('0x' + m[1]), end = BigInt('0x' + m[2]); p < end; p += 1048576n) {
+            const len = Number(end - p < 1048576n ? end - p : 1048576n), buf = Buffer.allocUnsafe(len);
+            let got = 0; try { got = fs.readSync(fd, buf, 0, len, p); } catch { continue; }
+            for (let at = buf.subarray(0, got).indexOf(needle); at >= 0; at = buf.subarray(0, got).indexOf(needle, at + 1)) n++;
+            buf.fill(0);
+          }
+        }
+        fs.closeSync(fd); needle.fill(0); return n;
+      };
+      const ctx = a.aeadNew(process.env.CIPHER, key); key.fill(0);
+      a.aeadSeal(ctx, Buffer.alloc(12), Buffer.alloc(0), [Buffer.from('hello')], Buffer.alloc(16));
+      const live = copies(); a.aeadFree(ctx);
+      process.stdout.write(JSON.stringify({ live, freed: copies() }));`;
+    const r = spawnSync(process.execPath, ['-e', js], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ADDON: addonPath(), CIPHER: cipher } });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { live: number; freed: number };
+    expect(out.live).toBeGreaterThan(0); // the scan finds the key while the context lives
+    expect(out.freed).toBe(0);
   });
 
   it('frees contexts that are collected: 100,000 dropped contexts, all freed, RSS bounded', () => {
