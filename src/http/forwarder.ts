@@ -351,15 +351,17 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     socket.on('error', () => {});
     const method = req.method ?? 'CONNECT';
     const url = req.url ?? '';
+    const gone = (): void => logRejected(contexts.get(socket), 0, 'CLIENT_GONE', method, url);
     const refuse = (): void => {
-      writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported');
-      logRejected(contexts.get(socket), 405, 'HTTP_METHOD_NOT_ALLOWED', method, url);
+      if (writeRawError(socket as PairEnd, 405, 'HTTP_METHOD_NOT_ALLOWED', 'CONNECT is not supported')) {
+        logRejected(contexts.get(socket), 405, 'HTTP_METHOD_NOT_ALLOWED', method, url);
+      } else gone();
     };
     // In its turn, as an Upgrade: a 405 ahead of earlier answers would be read as theirs, and its close would
     // cut them. The client leaving first: nothing was answered, the record says so.
     const conn = serverConns.get(socket);
     if (conn === undefined) refuse();
-    else conn.admitUpgrade(refuse, () => logRejected(contexts.get(socket), 0, 'CLIENT_GONE', method, url));
+    else conn.admitUpgrade(refuse, gone);
   });
 
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
@@ -386,17 +388,21 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
             : [400, 'HTTP_BAD_REQUEST'];
     const message = status === 400 ? `malformed HTTP request (${err.code ?? 'parse error'})` : statusText(status);
     // After the answers still due on the connection (server-connection.ts), never ahead of them.
+    // Recorded only when written: a client gone by its turn (a head cut short by a reset) was answered nothing,
+    // and a head that never completed is no request of its own (as on the fast path).
     conn.parseError(status, code, message, () => {
-      writeRawError(sock, status, code, message);
-      logRejected(contexts.get(sock), status, err.code ?? code, '', '');
+      if (writeRawError(sock, status, code, message)) logRejected(contexts.get(sock), status, err.code ?? code, '', '');
     });
   });
 
-  /** An answer written straight onto the connection (no request object), then the connection closes. */
-  function writeRawError(sock: PairEnd, status: number, code: string, message: string): void {
+  /**
+   * An answer written straight onto the connection (no request object), then the connection closes. False: the
+   * connection could no longer take it (nothing was written).
+   */
+  function writeRawError(sock: PairEnd, status: number, code: string, message: string): boolean {
     if (!sock.writable) {
       sock.destroy();
-      return;
+      return false;
     }
     const body = Buffer.from(errorBody(code, message, ''), 'utf8');
     sock.write(
@@ -405,6 +411,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     );
     sock.write(body);
     sock.destroySoon();
+    return true;
   }
 
   function logRejected(conn: ForwardContext | undefined, status: number, error: string, method: string, url: string): void {

@@ -10,7 +10,7 @@
 //     answered in order. While a request is at the app, at most MAX_READ_AHEAD bytes of the following ones
 //     are read ahead; past that, reading pauses until the response has gone out. Complete requests read ahead
 //     and never sent (the connection closed first, or a drain) get a transaction record each (the handlers'
-//     `abandoned`: CLIENT_GONE, or DRAINING).
+//     `abandoned`: CLIENT_GONE, or DRAINING) — so does one whose head came and whose body never completed.
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -46,7 +46,8 @@ export interface KeepAliveHandlers {
   /** A request refused here (431, 408), for the transaction log. */
   rejected(conn: KeepAliveConnection, status: number, code: string): void;
   /**
-   * A complete request read ahead and never sent to the app, for the transaction log: `code` says why
+   * A request whose head was read (its body complete or not) and that was never sent to the app, for the
+   * transaction log: `code` says why
    * (CLIENT_GONE: the connection closed first; DRAINING: the agent stopped taking requests, drain()).
    */
   abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode): void;
@@ -386,12 +387,17 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     }
   }
 
-  /** The request in #buf is incomplete: read on, unless the client has ended (then it never completes). */
+  /**
+   * The request in #buf is incomplete: read on, unless the client has ended (then it never completes, and one
+   * whose head was complete gets its record).
+   */
   #needMore(): void {
     if (!this.#clientEnded) {
       this.#resumeReading();
       return;
     }
+    const buf = this.#buf;
+    if (buf !== null) this.#recordReadAhead(buf, 'CLIENT_GONE');
     this.#buf = null;
     this.#pendingHead = null;
     this.#enterClosing();
@@ -520,8 +526,9 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   }
 
   /**
-   * The complete requests read ahead (`buf`, waiting for the one at the app) that will never be sent: each gets
-   * its record. Up to the first one incomplete, or that this parser would not have taken.
+   * The requests read ahead (`buf`) that will never be sent: each whose head is complete gets its record, its
+   * body complete or not (as on the http.Server path, which takes a request in once its head is parsed). Up to
+   * the first head incomplete, or that this parser would not have taken.
    */
   #recordReadAhead(buf: Buffer, code: AbandonedCode): void {
     for (;;) {
@@ -529,10 +536,9 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) return;
       const head = parseSimpleHead(buf, end);
       if (head === null) return;
-      const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
-      if (buf.length < bodyEnd) return;
       this.#handlers.abandoned(this, head, code);
-      if (bodyEnd === buf.length || connectionTokens(head.rawHeaders).has('close')) return;
+      const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
+      if (bodyEnd >= buf.length || connectionTokens(head.rawHeaders).has('close')) return;
       buf = buf.subarray(bodyEnd);
     }
   }

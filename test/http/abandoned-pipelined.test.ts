@@ -4,6 +4,7 @@
 // (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead).
 // The records carry no body and no credential.
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
@@ -196,6 +197,77 @@ describe('a CONNECT pipelined behind requests on the http.Server path', () => {
       ['CONNECT', 'example.com:443', 0, 'CLIENT_GONE'],
       ['GET', '/p0', 0, 'CLIENT_GONE'],
     ]);
+  });
+});
+
+// One rule on both paths: a request whose head was complete was taken in and gets its record (CLIENT_GONE when
+// the client left, its body never complete); one whose head was not complete is not a request yet: no record.
+describe.each([
+  ['a Noise stream (http.Server path)', 'stream'],
+  ['the keep-alive fast path', 'fast'],
+] as const)('a request still arriving when the client leaves, on %s', (_name, kind) => {
+  const auth = `Authorization: ${SECRET}\r\n`;
+  const held = `GET /p0 HTTP/1.1\r\nHost: a\r\n${auth}\r\n`;
+
+  async function open(fwd: HttpForwarder): Promise<net.Socket | Duplex> {
+    if (kind === 'fast') return tcp(await front(fwd));
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    return d;
+  }
+  const leave = (c: net.Socket | Duplex): void => void ('resetAndDestroy' in c ? c.resetAndDestroy() : c.destroy());
+
+  it('head complete, body partial, behind a request at the app: a CLIENT_GONE record for it', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await open(fwd);
+    c.write(`${held}POST /partial?token=abc HTTP/1.1\r\nHost: a\r\n${auth}Content-Length: 100\r\n\r\n12345`);
+    await until(() => arrived.length >= 1);
+    leave(c);
+    await expectOneRecordEach(fwd, sink, ['/p0', '/partial?token=***']);
+  });
+
+  it('head not complete, behind a request at the app: no record for it', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await open(fwd);
+    c.write(`${held}POST /partial HTTP/1.1\r\nHost: a\r\n${auth}Content-Len`);
+    await until(() => arrived.length >= 1);
+    leave(c);
+    await expectOneRecordEach(fwd, sink, ['/p0']);
+  });
+});
+
+describe('the keep-alive fast path, a body the client never finished', () => {
+  it('the client ends its side mid-body: the connection closes, the request is recorded CLIENT_GONE', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const c = await tcp(await front(fwd));
+    const reader = new ResponseReader(c);
+    c.end(`POST /partial?token=abc HTTP/1.1\r\nHost: a\r\nAuthorization: ${SECRET}\r\nContent-Length: 100\r\n\r\n${BODY}`);
+    await reader.waitEnd();
+    await expectOneRecordEach(fwd, sink, ['/partial?token=***']);
+    expect(arrived).toEqual([]);
+  });
+
+  it('the client resets mid-body of its first request: recorded CLIENT_GONE', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    let received = false;
+    const port = await attachFront(
+      {
+        attach: (s, ctx) => {
+          s.once('data', () => (received = true));
+          fwd.attach(s, ctx);
+        },
+      },
+      cleanups,
+    );
+    const c = await tcp(port);
+    c.write(`POST /partial?token=abc HTTP/1.1\r\nHost: a\r\nAuthorization: ${SECRET}\r\nContent-Length: 100\r\n\r\n${BODY}`);
+    await until(() => received);
+    c.resetAndDestroy();
+    await expectOneRecordEach(fwd, sink, ['/partial?token=***']);
   });
 });
 
