@@ -12,6 +12,7 @@ import {
   MAX_NONCE_BYTES,
   MAX_PCRS,
   MAX_PUBLIC_KEY_BYTES,
+  MAX_TIMESTAMP_MS,
   MAX_USER_DATA_BYTES,
   parseAttestationDocument,
   type AttestationDocument,
@@ -58,7 +59,7 @@ function checkBounds(doc: AttestationDocument): void {
   };
   if (typeof doc.moduleId !== 'string' || doc.moduleId.length === 0) fail('module_id');
   if (doc.digest !== 'SHA384') fail('digest');
-  if (!Number.isSafeInteger(doc.timestamp) || doc.timestamp <= 0) fail('timestamp');
+  if (!Number.isSafeInteger(doc.timestamp) || doc.timestamp <= 0 || doc.timestamp > MAX_TIMESTAMP_MS) fail('timestamp');
   if (doc.pcrs.size < 1 || doc.pcrs.size > MAX_PCRS) fail('pcr count');
   for (const [i, v] of doc.pcrs) {
     if (!Number.isInteger(i) || i < 0 || i >= MAX_PCRS) fail(`pcr index ${i}`);
@@ -110,7 +111,7 @@ const pcrIndex = fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0, max: 31 }
 const docFields: fc.Arbitrary<DocFields> = fc.record({
   module_id: fc.oneof({ weight: 8, arbitrary: fc.string({ minLength: 1, maxLength: 40 }) }, { weight: 1, arbitrary: fc.constantFrom('', 5, null) }),
   digest: fc.oneof({ weight: 8, arbitrary: fc.constant('SHA384') }, { weight: 1, arbitrary: fc.constantFrom('SHA256', 'sha384', 384) }),
-  timestamp: fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 1, max: 2 ** 48 }) }, { weight: 1, arbitrary: fc.constantFrom(0, -5, 2 ** 53 - 1, 'now') }),
+  timestamp: fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 1, max: 2 ** 48 }) }, { weight: 1, arbitrary: fc.constantFrom(0, -5, MAX_TIMESTAMP_MS, MAX_TIMESTAMP_MS + 1, 2 ** 53 - 1, 'now') }),
   pcrs: fc
     .oneof(
       { weight: 4, arbitrary: fc.array(fc.tuple(fc.integer({ min: 0, max: 31 }), fc.constantFrom(32, 48, 64).map((n) => new Uint8Array(n).fill(1))), { minLength: 1, maxLength: 16 }) },
@@ -150,7 +151,7 @@ function respectsRules(f: DocFields, drop: number, sigLen: number): boolean {
     [0, 1, 2, 3, 4, 5].every(present) &&
     typeof f.module_id === 'string' && f.module_id.length > 0 &&
     f.digest === 'SHA384' &&
-    typeof f.timestamp === 'number' && Number.isInteger(f.timestamp) && f.timestamp > 0 &&
+    typeof f.timestamp === 'number' && Number.isInteger(f.timestamp) && f.timestamp > 0 && f.timestamp <= MAX_TIMESTAMP_MS &&
     f.pcrs.size >= 1 && f.pcrs.size <= MAX_PCRS &&
     [...f.pcrs].every(([i, v]) => typeof i === 'number' && i >= 0 && i < MAX_PCRS && v instanceof Uint8Array && [32, 48, 64].includes(v.length)) &&
     len(f.certificate, 1, MAX_CERT_BYTES) &&
