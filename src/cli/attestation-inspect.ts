@@ -81,8 +81,9 @@ export function parsePins(value: string): PcrPins {
   if (value.includes('=')) {
     obj = {};
     for (const part of value.split(',').map((s) => s.trim()).filter(Boolean)) {
-      const [k, v] = part.split('=');
-      if (!k || !v) throw new CliUsageError(`--pcrs: "${part}" is not NAME=<hex>`);
+      const kv = part.split('=');
+      const [k, v] = kv;
+      if (kv.length !== 2 || !k || !v) throw new CliUsageError(`--pcrs: "${part}" is not NAME=<hex>${kv.length > 2 ? ' (more than one "=")' : ''}`);
       const name = k.trim().toUpperCase();
       if (name in obj) throw new CliUsageError(`--pcrs: ${name} is given twice`);
       obj[name] = v.trim();

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePins } from '../../src/cli/attestation-inspect.ts';
 import { runCli } from '../../src/cli/run.ts';
+import { CliUsageError } from '../../src/cli/types.ts';
 import { startStack, type Stack } from '../client/stack.ts';
 
 let stack: Stack;
@@ -41,5 +43,14 @@ describe('enclave-agent attest with PCR3/PCR4 pinned', () => {
     const r = await attest({ ...stack.pins, PCR3: hex(3), PCR4: hex(4).toUpperCase() });
     expect(JSON.parse(r.out)).toMatchObject({ match: true, mismatches: [] });
     expect(r.code).toBe(0);
+  });
+});
+
+describe('--pcrs inline parsing', () => {
+  it('a part with more than one "=" is a usage error naming it, not silently cut at the second "="', () => {
+    const h = '00'.repeat(48);
+    expect(() => parsePins(`PCR0=${h},PCR1=${h}=ff,PCR2=${h}`)).toThrow(CliUsageError);
+    expect(() => parsePins(`PCR0=${h},PCR1=${h}=ff,PCR2=${h}`)).toThrow(`"PCR1=${h}=ff"`);
+    expect(() => parsePins(`PCR0=${h},PCR1=${h},PCR2=${h}`)).not.toThrow();
   });
 });
