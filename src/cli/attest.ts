@@ -16,8 +16,7 @@ import { connectVerifiedTls } from '../client/tls-connect.ts';
 import { loadConfig, pinnedPcrs } from '../config.ts';
 import { nodePrimitives } from '../noise/suite-node.ts';
 import { toHex } from '../util/bytes.ts';
-import { parsePins } from './attestation-inspect.ts';
-import { reportConnectError, rootsFromFlags, UNTRUSTED_ROOT_HINT } from './fetch.ts';
+import { pinsFromFlags, reportConnectError, rootsFromFlags, UNTRUSTED_ROOT_HINT } from './fetch.ts';
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
@@ -35,13 +34,15 @@ key; a fresh nonce is asked for via SNI <nonce>.attest.<host> (--no-nonce: take 
 Options:
   --config FILE   enclave.toml whose [attestation] PCR0/PCR1/PCR2 (and PCR8 if set) are the expected values.
                   Default: $ENCLAVE_AGENT_CONFIG, else ./enclave.toml if it exists.
-  --pcrs FILE|PCR0=<hex>,...  Compare with these instead (the format of fetch --pcrs).
+  --pcrs FILE|PCR0=<hex>,...  Compare with these instead (the format of fetch --pcrs). Repeatable: the PCRs
+                  match when they match any one set (MISMATCH names the closest set's differences).
   --root PEM      Trusted root certificate (repeatable). Default: the AWS Nitro root G1.
                   For \`enclave-agent start\`: the simulator root it prints.
   --debug         Debug-mode enclave: skip the certificate chain and signature.
   --timeout MS    Connect + attestation budget (default 30000).
   --no-nonce      https:// only: do not ask for a fresh document (the certificate's may be hours old).
-  --json          One JSON line: {"url", "moduleId", "time", "pcrs", "expected", "match", "mismatches"}
+  --json          One JSON line: {"url", "moduleId", "time", "pcrs", "expected", "match", "mismatches", "sets"}
+                  ("expected": the set that matched, else the closest; "sets": how many were given)
 
 \`enclave-agent pcrs --toml\` prints the [attestation] table the local stack matches.
 Exit status: 0 the PCRs match (or nothing is pinned: "match": null), 1 mismatch or verification failure,
@@ -119,7 +120,7 @@ export const command: CliCommand = {
       args,
       {
         config: { type: 'string' },
-        pcrs: { type: 'string' },
+        pcrs: { type: 'string', multiple: true },
         root: { type: 'string', multiple: true },
         debug: { type: 'boolean', default: false },
         timeout: { type: 'string' },
@@ -135,15 +136,16 @@ export const command: CliCommand = {
     if (values['no-nonce'] && !https) throw new CliUsageError('--no-nonce applies to https:// only');
     const roots = rootsFromFlags(values.root);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
-    let expected: Expected | null;
+    /** The pinned sets (any one matching is a match); null: nothing pinned. */
+    let sets: Expected[] | null;
     let source: string;
     if (values.pcrs !== undefined) {
-      expected = normalize(parsePins(values.pcrs));
+      sets = pinsFromFlags({ pcrs: values.pcrs }).map(normalize);
       source = '--pcrs';
     } else {
       const configPath = resolveConfigPath(values.config);
       const pinned = pinnedPcrs(loadConfig(configPath));
-      expected = pinned === null ? null : normalize(pinned);
+      sets = pinned === null ? null : [normalize(pinned)];
       source = `${configPath ?? '(default config)'} [attestation]`;
     }
 
@@ -171,17 +173,23 @@ export const command: CliCommand = {
       return 1;
     }
 
-    const names = [...new Set([...SHOWN, ...Object.keys(expected ?? {})])].sort((a, b) => pcrIndex(a) - pcrIndex(b));
     const live: Expected = {};
-    for (const n of names) {
-      const v = doc.pcrs.get(pcrIndex(n));
-      if (v !== undefined) live[n] = toHex(v);
+    for (const [i, v] of doc.pcrs) live[`PCR${i}`] = toHex(v);
+    const differ = (set: Expected): string[] => Object.keys(set).filter((n) => set[n] !== live[n]).sort((a, b) => pcrIndex(a) - pcrIndex(b));
+    // The first set that matches, else the one with the fewest differences (the first of equals).
+    let expected: Expected | null = null;
+    let mismatches: string[] = [];
+    for (const set of sets ?? []) {
+      const d = differ(set);
+      if (expected === null || d.length < mismatches.length) [expected, mismatches] = [set, d];
+      if (d.length === 0) break;
     }
-    const mismatches = expected === null ? [] : names.filter((n) => expected[n] !== undefined && expected[n] !== live[n]);
     const match = expected === null ? null : mismatches.length === 0;
+    const names = [...new Set([...SHOWN, ...Object.keys(expected ?? {})])].sort((a, b) => pcrIndex(a) - pcrIndex(b));
+    for (const n of Object.keys(live)) if (!names.includes(n)) delete live[n];
 
     if (values.json) {
-      io.out(JSON.stringify({ url, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches }));
+      io.out(JSON.stringify({ url, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches, sets: sets?.length ?? 0 }));
     } else {
       const how = values.debug ? 'DEBUG: chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'}, ES384 signature`;
       const bound = https ? `document in the TLS certificate, user_data = its key; ${values['no-nonce'] ? 'no nonce asked: the document may be hours old' : 'fresh nonce via SNI'}` : 'nonce bound to this session';
@@ -195,7 +203,8 @@ export const command: CliCommand = {
       }
       if (match === null) io.out(`Not compared: ${source} pins no PCRs (enclave-agent pcrs --toml prints the table for the local stack).`);
       else if (match) io.out(`MATCH: the enclave reports the PCRs pinned in ${source}.`);
-      else io.out(`MISMATCH: ${mismatches.join(', ')} differ from ${source}.`);
+      else if (sets!.length === 1) io.out(`MISMATCH: ${mismatches.join(', ')} differ from ${source}.`);
+      else io.out(`MISMATCH: none of the ${sets!.length} sets of ${source} match; the closest (set ${sets!.indexOf(expected!) + 1}, shown above) differs in ${mismatches.join(', ')}.`);
     }
     return match === false ? 1 : 0;
   },

@@ -46,6 +46,41 @@ describe('enclave-agent attest with PCR3/PCR4 pinned', () => {
   });
 });
 
+/** `attest --pcrs A --pcrs B ... --json` with inline sets; the exit code and the JSON line. */
+async function attestSets(sets: Record<string, string>[]): Promise<{ code: number; line: { match: boolean; mismatches: string[]; expected: Record<string, string> } }> {
+  const out: string[] = [];
+  const flags = sets.flatMap((s) => ['--pcrs', Object.entries(s).map(([k, v]) => `${k}=${v}`).join(',')]);
+  const code = await runCli(['attest', stack.url, ...flags, '--root', stack.sim.rootPath, '--json'], { out: (l) => out.push(l), err: (l) => out.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
+  return { code, line: JSON.parse(out.join('\n')) as { match: boolean; mismatches: string[]; expected: Record<string, string> } };
+}
+
+describe('enclave-agent attest with --pcrs repeated (like fetch: a document matching any set passes)', () => {
+  const pins = (): Record<string, string> => ({ ...(stack.pins as unknown as Record<string, string>) });
+  const wrong = (): Record<string, string> => ({ ...pins(), PCR0: 'ab'.repeat(48) });
+
+  it('matches when the first set is right and the second wrong (the second used to replace the first)', async () => {
+    const r = await attestSets([pins(), wrong()]);
+    expect(r.line).toMatchObject({ match: true, mismatches: [], expected: stack.pins });
+    expect(r.code).toBe(0);
+  });
+
+  it('matches when the second set is right', async () => {
+    const r = await attestSets([wrong(), pins()]);
+    expect(r.line).toMatchObject({ match: true, mismatches: [] });
+    expect(r.code).toBe(0);
+  });
+
+  it('is a mismatch (exit 1) when no set matches', async () => {
+    const r = await attestSets([wrong(), { ...wrong(), PCR1: 'cd'.repeat(48) }]);
+    expect(r.line).toMatchObject({ match: false, mismatches: ['PCR0'], sets: 2 });
+    expect(r.code).toBe(1);
+    const out: string[] = [];
+    const flags = [wrong(), wrong()].flatMap((p) => ['--pcrs', Object.entries(p).map(([k, v]) => `${k}=${v}`).join(',')]);
+    expect(await runCli(['attest', stack.url, ...flags, '--root', stack.sim.rootPath], { out: (l) => out.push(l), err: (l) => out.push(l), stdin: () => Promise.resolve(new Uint8Array()) })).toBe(1);
+    expect(out.at(-1)).toBe('MISMATCH: none of the 2 sets of --pcrs match; the closest (set 1, shown above) differs in PCR0.');
+  });
+});
+
 describe('--pcrs inline parsing', () => {
   it('a part with more than one "=" is a usage error naming it, not silently cut at the second "="', () => {
     const h = '00'.repeat(48);
