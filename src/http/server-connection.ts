@@ -20,8 +20,7 @@
 // after the last request is answered once every earlier response has gone out — never ahead of them, which
 // would make the client read it as the answer to a request the app did execute. Either way the connection is
 // read no further and closes after its last answer.
-import type { ServerResponse } from 'node:http';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
 
 /** A parsed request's turn: started once, or abandoned once (the connection closed before its turn). */
