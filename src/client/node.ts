@@ -45,6 +45,10 @@ class BoundedDispatcher extends Dispatcher {
 
 type BoundedInit = { protocols?: string | string[]; headers?: Record<string, string>; dispatcher?: Dispatcher };
 
+/** WebSocket's second argument (protocols, or an init object) as an init object. */
+const initOf = (protocolsOrInit?: string | string[] | BoundedInit): BoundedInit =>
+  protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
+
 /**
  * undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. It
  * connects through `init.dispatcher`, else undici's global dispatcher as it is at construction (so a proxy set with
@@ -52,7 +56,7 @@ type BoundedInit = { protocols?: string | string[]; headers?: Record<string, str
  */
 export class BoundedWebSocket extends UndiciWebSocket {
   constructor(url: string, protocolsOrInit?: string | string[] | BoundedInit) {
-    const init: BoundedInit = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
+    const init = initOf(protocolsOrInit);
     super(url, { ...init, dispatcher: new BoundedDispatcher(init.dispatcher ?? getGlobalDispatcher()) });
   }
 }
@@ -61,8 +65,7 @@ export class BoundedWebSocket extends UndiciWebSocket {
 function boundedWebSocketVia(dispatcher: Dispatcher): WebSocketConstructor {
   return class extends BoundedWebSocket {
     constructor(url: string, protocolsOrInit?: string | string[] | BoundedInit) {
-      const init: BoundedInit = protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
-      super(url, { ...init, dispatcher });
+      super(url, { ...initOf(protocolsOrInit), dispatcher });
     }
   } as unknown as WebSocketConstructor;
 }

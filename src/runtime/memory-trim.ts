@@ -5,8 +5,8 @@
 // close). malloc_trim walks every arena under its lock (3–8 ms for a 12 MiB heap here, ~80 ms after a 512 MiB
 // burst), so it runs on the libuv thread pool, and only on the edge from busy to idle: after an interval in which
 // the event loop was busy, at the end of the first interval in which it was not. A steadily loaded process reuses
-// that memory and is never trimmed. V8 shrinks its own
-// young generation the same way (its memory reducer); this is the native side.
+// that memory and is never trimmed. V8 shrinks its own young generation the same way (its memory reducer); this
+// is the native side.
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { loadNative } from '../transport/native.ts';
 
