@@ -4,9 +4,9 @@
  * (the unseal key can be there) or fd, nor ptrace it, without CAP_SYS_PTRACE — which the die-with-parent wrapper
  * takes from the app. It also keeps the agent's memory (keys) out of core dumps. Throws an errno error on failure.
  *
- * mallocTrim([callback]): glibc's malloc_trim(0), which returns free pages inside the heap, not only its top, to
- * the system (src/runtime/memory-trim.ts calls it after a burst, off the JS thread); released → true, false
- * elsewhere (no glibc).
+ * mallocTrim(callback): glibc's malloc_trim(0) on the thread pool, which returns free pages inside the heap, not
+ * only its top, to the system (src/runtime/memory-trim.ts calls it after a burst); callback(true) when it released
+ * memory, false elsewhere (no glibc).
  */
 #include "common.h"
 
@@ -22,14 +22,6 @@ static napi_value js_not_dumpable(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static bool trim_now(void) {
-#ifdef __GLIBC__
-  return malloc_trim(0) == 1;
-#else
-  return false;
-#endif
-}
-
 typedef struct {
   napi_async_work work;
   napi_ref cb;
@@ -39,7 +31,9 @@ typedef struct {
 static void trim_execute(napi_env env, void* data) {
   (void)env;
   trim_job* j = data;
-  j->released = trim_now();
+#ifdef __GLIBC__
+  j->released = malloc_trim(0) == 1;
+#endif
 }
 
 static void trim_complete(napi_env env, napi_status status, void* data) {
@@ -53,19 +47,14 @@ static void trim_complete(napi_env env, napi_status status, void* data) {
   free(j);
 }
 
-/* mallocTrim() trims now and returns whether memory was released; mallocTrim(cb) trims on the libuv thread
- * pool (malloc_trim walks every arena, milliseconds for a large heap) and calls cb(released) on this thread. */
+/* mallocTrim(cb): malloc_trim on the libuv thread pool (it walks every arena, milliseconds for a large heap),
+ * then cb(released) on this thread. */
 static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
   napi_valuetype t = napi_undefined;
-  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t == napi_undefined) {
-    napi_value out;
-    EN_CALL(env, napi_get_boolean(env, trim_now(), &out), NULL);
-    return out;
-  }
-  if (t != napi_function) {
+  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mallocTrim(callback): callback must be a function");
     return NULL;
   }
