@@ -356,19 +356,22 @@ describe.skipIf(!available && process.env.ENCLAVE_AGENT_REQUIRE_ADDON !== '1')('
   });
 
   it.each(CIPHERS)('%s: aeadFree leaves no copy of the key in the process (the shared OpenSSL context included)', (cipher) => {
-    // A child scans its own memory for the key (the needle is kept as hex, so it never matches itself).
+    // A child scans its own memory for the key (the needle is kept as hex, so it never matches itself). One small
+    // buffer, made before the scans and zeroed after each read, in windows overlapping by 32 bytes: reading a
+    // range into a fresh 1 MiB buffer that lay in the same range copied the needle into itself (a phantom copy).
     const js = `
       const fs = require('fs'), a = require(process.env.ADDON), key = require('crypto').randomBytes(32), hex = key.toString('hex');
+      const W = 4096, win = Buffer.allocUnsafeSlow(W);
       const copies = () => {
         const needle = Buffer.from(hex, 'hex'), fd = fs.openSync('/proc/self/mem', 'r'); let n = -1; // -1: the needle itself
         for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')) {
           const m = /^([0-9a-f]+)-([0-9a-f]+) r/.exec(line);
           if (!m || line.includes('[vvar]') || line.includes('[vsyscall]')) continue;
-          for (let p = BigInt('0x' + m[1]), end = BigInt('0x' + m[2]); p < end; p += 1048576n) {
-            const len = Number(end - p < 1048576n ? end - p : 1048576n), buf = Buffer.allocUnsafe(len);
-            let got = 0; try { got = fs.readSync(fd, buf, 0, len, p); } catch { continue; }
-            for (let at = buf.subarray(0, got).indexOf(needle); at >= 0; at = buf.subarray(0, got).indexOf(needle, at + 1)) n++;
-            buf.fill(0);
+          for (let p = Number('0x' + m[1]), end = Number('0x' + m[2]); p < end; p += W - 32) {
+            let got = 0; try { got = fs.readSync(fd, win, 0, Math.min(W, end - p), p); } catch { continue; }
+            const seen = win.subarray(0, got);
+            for (let at = seen.indexOf(needle); at >= 0 && at < W - 32; at = seen.indexOf(needle, at + 1)) n++;
+            win.fill(0);
           }
         }
         fs.closeSync(fd); needle.fill(0); return n;
