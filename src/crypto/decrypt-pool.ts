@@ -7,11 +7,9 @@
 // (they never keep the process alive) and are replaced when one dies (its jobs fail as EvPoolError).
 // From a TypeScript checkout (tsx, vitest) a worker registers tsx before loading decrypt-worker.ts; from
 // dist/ it loads decrypt-worker.js.
-import { createRequire } from 'node:module';
 import os from 'node:os';
-import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { spawnModuleWorker } from '../util/module-worker.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import type { Keyring, KeyScalars } from './keyring.ts';
@@ -24,14 +22,8 @@ interface Slot {
   pending: Map<number, { resolve(v: { json: string; count: number }): void; reject(err: unknown): void }>;
 }
 
-const SELF = import.meta.url;
-
 function spawn(scalars: KeyScalars[]): Worker {
-  if (!SELF.endsWith('.ts')) return new Worker(new URL('./decrypt-worker.js', SELF), { workerData: scalars });
-  const api = path.join(path.dirname(createRequire(SELF).resolve('tsx/esm/api')), 'index.mjs');
-  const entry = new URL('./decrypt-worker.ts', SELF).href;
-  const boot = `import(${JSON.stringify(pathToFileURL(api).href)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); })`;
-  return new Worker(boot, { eval: true, workerData: scalars });
+  return spawnModuleWorker(import.meta.url, 'decrypt-worker', { workerData: scalars });
 }
 
 export interface DecryptPoolOptions {

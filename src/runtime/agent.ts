@@ -14,17 +14,15 @@ import type { DialerConnect } from '../egress/flow-client.ts';
 import { startEgress, type EgressService } from '../egress/service.ts';
 import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type KeySource } from '../crypto/keyring.ts';
 import { kmsKeySource, type KmsKeySourceOptions } from '../crypto/kms-keyring.ts';
-import { createHttpForwarder, type HttpForwarder } from '../http/forwarder.ts';
+import type { HttpForwarder } from '../http/forwarder.ts';
+import { createForwarder, limitsFrom } from './forwarder-setup.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
-import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { DecryptPool } from '../crypto/decrypt-pool.ts';
 import { startMemoryTrim } from './memory-trim.ts';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
-import type { Limits } from '../responder/limits.ts';
-import { createRawForwarder } from '../responder/raw-forwarder.ts';
 import { startAgent, type Agent, type ListenTarget } from '../responder/server.ts';
 import type { SessionSummary } from '../responder/session.ts';
 import { listenVsock } from '../transport/vsock.ts';
@@ -150,32 +148,8 @@ function keySourceFor(opts: AgentRuntimeOptions, egress: EgressService | null, l
   return encryptedFileKeySource(k.path!, opts.unsealKey);
 }
 
-/**
- * HTTP mode answers a silent app itself (504 JSON after upstream_timeout_ms); the session's whole-response
- * timer is only the backstop, so it runs this much longer — at the same value it fired first and the client
- * got a bare Error instead of the 504.
- */
-const HTTP_DATA_TIMEOUT_MARGIN_MS = 5_000;
-
 /** On close (after the app stopped): how long open egress flows may take to end before they are cut. */
 const EGRESS_CLOSE_GRACE_MS = 1_000;
-
-function limitsFrom(config: Config): Partial<Limits> {
-  const l = config.limits;
-  const upstream = config.app.upstream_timeout_ms;
-  return {
-    maxSessions: l.max_sessions,
-    maxInFlight: l.max_in_flight,
-    handshakeTimeoutMs: l.handshake_timeout_ms,
-    idleTimeoutMs: l.idle_timeout_ms,
-    maxSessionsPerClient: l.max_sessions_per_client,
-    writeStallTimeoutMs: l.write_stall_timeout_ms,
-    maxQueuedBytes: l.max_queued_bytes,
-    maxConcurrentHandshakes: l.max_concurrent_handshakes,
-    maxQueuedHandshakes: l.max_queued_handshakes,
-    dataResponseTimeoutMs: config.mode === 'http' ? upstream + HTTP_DATA_TIMEOUT_MARGIN_MS : upstream,
-  };
-}
 
 function opsListen(listen: RuntimeListen, config: Config): (o: ListenOptions) => Promise<Listener> {
   switch (listen.kind) {
@@ -259,40 +233,6 @@ async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, egr
   });
 }
 
-/** Raw mode: counts each Data request and stream handed to the app (the forwarder itself is unchanged). */
-function countedRaw(inner: Forwarder, metrics: AgentMetrics): Forwarder {
-  const counted = Object.create(inner) as Forwarder;
-  counted.connect = (ctx) => {
-    metrics.rawRequest(ctx.kind);
-    return inner.connect(ctx);
-  };
-  return counted;
-}
-
-function createForwarder(opts: AgentRuntimeOptions, logger: Logger, keyring: Keyring, decryptScheduler: DecryptScheduler, metrics: AgentMetrics): Forwarder {
-  const c = opts.config;
-  if (c.mode === 'raw') {
-    return countedRaw(createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol }), metrics);
-  }
-  const hc = c.healthcheck;
-  return createHttpForwarder({
-    appPort: c.app.port,
-    trxLogging: c.trx_logging,
-    trustedHeaders: c.trusted_headers,
-    maxBufferedBodyBytes: c.limits.max_buffered_body_bytes,
-    maxRequestBodyBytes: c.limits.max_request_bytes,
-    upstreamTimeoutMs: c.app.upstream_timeout_ms,
-    appStartupGraceMs: c.app.startup_grace_ms,
-    logSink: opts.trxSink ?? { write() {}, async close() {} },
-    logger,
-    ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
-    decrypt: opts.decrypt ?? createDecryptStage(keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: decryptScheduler, logger }),
-    corsOrigin: c.attestation_cors.origin,
-    ...(c.api_key_auth.enabled ? { apiKeyHashes: opts.apiKeyHashes ?? c.api_key_auth.keys } : {}),
-    observe: metrics.observeExchange,
-  });
-}
-
 export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<AgentRuntime> {
   const { config } = opts;
   const logger = opts.logger ?? pino({ enabled: false });
@@ -331,7 +271,16 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const decryptPool = new DecryptPool(keyring);
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
-  const forwarder = createForwarder(opts, logger, keyring, decryptScheduler, metrics);
+  const forwarder = createForwarder({
+    config,
+    logger,
+    keyring,
+    decryptScheduler,
+    observer: metrics,
+    ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
+    ...(opts.decrypt === undefined ? {} : { decrypt: opts.decrypt }),
+    ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),
+  });
   // The sessions' drain closes the forwarder when the last session is done; TLS connections share it and may
   // still be answering then: it closes once the TLS ingress has drained too.
   let ingressDrained: Promise<void> | undefined;

@@ -1,0 +1,15 @@
+// Starts a worker thread on a module that sits beside the caller's: `<name>.js` from dist/ or the bundle, or
+// `<name>.ts` from a TypeScript checkout (tsx, vitest), where the thread first registers tsx's loader.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker, type WorkerOptions } from 'node:worker_threads';
+
+/** `base` is the caller's import.meta.url; `name` the module's file name without extension. */
+export function spawnModuleWorker(base: string, name: string, options: WorkerOptions = {}): Worker {
+  if (!base.endsWith('.ts')) return new Worker(new URL(`./${name}.js`, base), options);
+  const api = path.join(path.dirname(createRequire(base).resolve('tsx/esm/api')), 'index.mjs');
+  const entry = new URL(`./${name}.ts`, base).href;
+  const boot = `import(${JSON.stringify(pathToFileURL(api).href)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); })`;
+  return new Worker(boot, { ...options, eval: true });
+}
