@@ -8,6 +8,7 @@
  *   s.read()  -> Buffer | null (EOF) | undefined (EAGAIN)
  *   s.write(u8, offset) -> bytes written (one send() of at most EN_MAX_WRITE bytes) | -1 (EAGAIN)
  *   s.accept() -> NativeSocket | null (EAGAIN) ; s.connectResult() ; s.shutdown() ; s.close()
+ *   s.detach() -> fd (the object lets go of it) ; adopt(fd, family) -> NativeSocket ; dupFd(fd) -> fd
  *
  * Lifetime rules (the reason this file is careful):
  *  - close() is idempotent. It stops the poll handle BEFORE closing the fd (libuv must never watch a closed
@@ -16,10 +17,16 @@
  *  - The en_sock struct is freed only by the wrapper's finalizer, so a poll callback that calls close()
  *    through JS never sees freed memory; after uv_poll_stop no further poll callback is delivered.
  *  - The finalizer closes an fd that JS forgot (an unreachable, never-closed socket), so nothing leaks.
+ *  - detach() is close() without the close(2): the poll handle is stopped and released the same way, the
+ *    object then behaves as closed (fd -1), and the descriptor is the caller's. This is how a connection
+ *    accepted on one thread moves to another (src/transport/handoff.ts): adopt() on the other thread's copy
+ *    of the addon (its own instance data, its own event loop) wraps the same descriptor again.
  */
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,7 +85,9 @@ static en_instance* instance(napi_env env) {
 
 static void free_poll(uv_handle_t* h) { free(h); }
 
-static void sock_close(en_sock* s) {
+/* Stops watching the fd (before anything else: libuv must never watch an fd this object no longer owns),
+ * hands the poll handle to uv_close and drops the callback. The fd itself is left to the caller. */
+static void sock_release(en_sock* s) {
   if (s->poll != NULL) {
     uv_poll_stop(s->poll);
     s->poll->data = NULL;
@@ -86,15 +95,19 @@ static void sock_close(en_sock* s) {
     s->poll = NULL;
   }
   s->events = 0;
+  if (s->cb != NULL) {
+    napi_delete_reference(s->env, s->cb);
+    s->cb = NULL;
+  }
+}
+
+static void sock_close(en_sock* s) {
+  sock_release(s);
   if (s->fd >= 0) {
     /* Linux closes the descriptor even when close() reports EINTR: never retry. */
     close(s->fd);
     s->fd = -1;
     EN_STAT_ADD(closed, 1);
-  }
-  if (s->cb != NULL) {
-    napi_delete_reference(s->env, s->cb);
-    s->cb = NULL;
   }
 }
 
@@ -118,7 +131,7 @@ static en_sock* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi
       !ours || napi_unwrap(env, self, (void**)&s) != napi_ok || s == NULL) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "this must be a NativeSocket from listen(), connect() or accept()");
+    if (!pending) napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "this must be a NativeSocket from listen(), connect(), accept() or adopt()");
     return NULL;
   }
   if (need_open && s->fd < 0) {
@@ -128,19 +141,21 @@ static en_sock* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi
   return s;
 }
 
-static napi_value make_socket(napi_env env, int fd, int family) {
+/* A NativeSocket owning fd. On failure it throws, and closes fd only when `close_on_fail` (adopt() leaves the fd
+ * to its caller: a descriptor closed twice could be another thread's new one by then). */
+static napi_value make_socket(napi_env env, int fd, int family, bool close_on_fail) {
   en_instance* inst = instance(env);
   napi_value ctor = NULL, ext, obj;
   en_ctor_arg arg = {fd, family, 0};
   if (inst == NULL) {
-    close(fd);
+    if (close_on_fail) close(fd);
     return NULL;
   }
   if (napi_get_reference_value(env, inst->ctor, &ctor) != napi_ok || ctor == NULL ||
       napi_create_external(env, &arg, NULL, NULL, &ext) != napi_ok ||
       napi_new_instance(env, ctor, 1, &ext, &obj) != napi_ok) {
     /* Close here unless the constructor already gave the fd to a wrapper: never twice, never leaked. */
-    if (!arg.taken) close(fd);
+    if (!arg.taken && close_on_fail) close(fd);
     en_throw_napi_failure(env, "creating a NativeSocket");
     return NULL;
   }
@@ -154,7 +169,7 @@ static napi_value ctor_fn(napi_env env, napi_callback_info info) {
   napi_valuetype t = napi_undefined;
   if (argc == 1) napi_typeof(env, argv[0], &t);
   if (t != napi_external) {
-    napi_throw_type_error(env, "ERR_ILLEGAL_CONSTRUCTOR", "NativeSocket objects come from listen(), connect() and accept()");
+    napi_throw_type_error(env, "ERR_ILLEGAL_CONSTRUCTOR", "NativeSocket objects come from listen(), connect(), accept() and adopt()");
     return NULL;
   }
   en_ctor_arg* arg = NULL;
@@ -173,13 +188,17 @@ static napi_value ctor_fn(napi_env env, napi_callback_info info) {
     en_throw_napi_failure(env, "tagging and wrapping a NativeSocket");
     return NULL;
   }
+  napi_value name;
+  if (napi_create_reference(env, self, 0, &s->wrapper) != napi_ok ||
+      napi_create_string_utf8(env, "enclave_native:socket", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, self, name, &s->actx) != napi_ok) {
+    s->fd = -1; /* not taken: the fd stays with make_socket's caller; the finalizer frees the rest */
+    en_throw_napi_failure(env, "initialising a NativeSocket");
+    return NULL;
+  }
   /* From here the finalizer owns s and the fd (and closes the fd if JS never does). */
   arg->taken = 1;
   EN_STAT_ADD(opened, 1);
-  napi_value name;
-  EN_CALL(env, napi_create_reference(env, self, 0, &s->wrapper), NULL);
-  EN_CALL(env, napi_create_string_utf8(env, "enclave_native:socket", NAPI_AUTO_LENGTH, &name), NULL);
-  EN_CALL(env, napi_async_init(env, self, name, &s->actx), NULL);
   return self;
 }
 
@@ -375,7 +394,7 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     en_throw_errno(env, e, "listen", a.desc);
     return NULL;
   }
-  return make_socket(env, fd, a.family);
+  return make_socket(env, fd, a.family, true);
 }
 
 /* Starts a non-blocking connect. The caller polls for writable, then calls connectResult(). */
@@ -400,7 +419,95 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
     en_throw_errno(env, e, "connect", a.desc);
     return NULL;
   }
-  return make_socket(env, fd, a.family);
+  return make_socket(env, fd, a.family, true);
+}
+
+/* A descriptor number argument: an integer 0..INT_MAX (RangeError ERR_OUT_OF_RANGE otherwise). */
+static bool get_fd_arg(napi_env env, size_t argc, napi_value* argv, int* fd) {
+  double d = -1;
+  uint64_t n = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc > 0) EN_CALL(env, napi_typeof(env, argv[0], &t), false);
+  if (t != napi_number) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a number");
+    return false;
+  }
+  EN_CALL(env, napi_get_value_double(env, argv[0], &d), false);
+  if (!en_int_in_range(env, d, "fd", 0, INT_MAX, &n)) return false;
+  *fd = (int)n;
+  return true;
+}
+
+/* adopt(fd, family): a NativeSocket owning an fd another thread detached (or any connected stream socket of the
+ * named family). Checks it IS one (SO_DOMAIN, SO_TYPE), sets O_NONBLOCK and FD_CLOEXEC. Every failure throws and
+ * leaves the fd open: the caller closes it. */
+static napi_value js_adopt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  int fd = -1;
+  if (!get_fd_arg(env, argc, argv, &fd)) return NULL;
+  char name[16] = {0};
+  size_t n = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc > 1) EN_CALL(env, napi_typeof(env, argv[1], &t), NULL);
+  if (t != napi_string || napi_get_value_string_utf8(env, argv[1], name, sizeof name, &n) != napi_ok ||
+      (strcmp(name, "unix") != 0 && strcmp(name, "vsock") != 0)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "adopt family must be 'unix' or 'vsock'");
+    return NULL;
+  }
+  int want = strcmp(name, "unix") == 0 ? AF_UNIX : AF_VSOCK;
+  int domain = -1, type = -1;
+  socklen_t len = sizeof domain;
+  /* ENOTSOCK for a pipe or a file, EBADF for a closed descriptor */
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) {
+    en_throw_errno(env, errno, "getsockopt", "adopt: SO_DOMAIN");
+    return NULL;
+  }
+  len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    en_throw_errno(env, errno, "getsockopt", "adopt: SO_TYPE");
+    return NULL;
+  }
+  if (domain != want || type != SOCK_STREAM) {
+    char detail[128];
+    snprintf(detail, sizeof detail, "adopt: fd %d is a socket of domain %d type %d, not a %s stream socket", fd, domain, type, name);
+    en_throw_errno(env, EINVAL, "adopt", detail);
+    return NULL;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || ((fl & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0)) {
+    en_throw_errno(env, errno, "fcntl", "adopt: O_NONBLOCK");
+    return NULL;
+  }
+  int fdfl = fcntl(fd, F_GETFD);
+  if (fdfl < 0 || ((fdfl & FD_CLOEXEC) == 0 && fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) != 0)) {
+    en_throw_errno(env, errno, "fcntl", "adopt: FD_CLOEXEC");
+    return NULL;
+  }
+  return make_socket(env, fd, domain, false);
+}
+
+/* dupFd(fd): fcntl(fd, F_DUPFD_CLOEXEC, 0), the lowest free number. How a Node net.Socket's descriptor outlives
+ * the socket (whose destroy() closes its own). */
+static napi_value js_dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  int fd = -1;
+  if (!get_fd_arg(env, argc, argv, &fd)) return NULL;
+  int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (d < 0) {
+    en_throw_errno(env, errno, "fcntl", "F_DUPFD_CLOEXEC");
+    return NULL;
+  }
+  napi_value out;
+  if (napi_create_int32(env, d, &out) != napi_ok) {
+    close(d);
+    en_throw_napi_failure(env, "dupFd result");
+    return NULL;
+  }
+  return out;
 }
 
 /* ---------- methods ---------- */
@@ -559,7 +666,7 @@ static napi_value m_accept(napi_env env, napi_callback_info info) {
   if (s == NULL) return NULL;
   for (;;) {
     int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) return make_socket(env, fd, s->family);
+    if (fd >= 0) return make_socket(env, fd, s->family, true);
     int e = errno;
     /* A connection that died in the backlog, or a signal: try the next one. */
     if (e == EINTR || e == ECONNABORTED || e == EPROTO) continue;
@@ -603,6 +710,22 @@ static napi_value m_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* detach(): close() without closing the fd, which it returns (-1 when already closed or detached). Counted as
+ * closed in stats(): this object's ownership ended; adopt() counts the fd opened again. */
+static napi_value m_detach(napi_env env, napi_callback_info info) {
+  en_sock* s = unwrap(env, info, NULL, NULL, false);
+  if (s == NULL) return NULL;
+  int fd = s->fd;
+  sock_release(s);
+  if (fd >= 0) {
+    s->fd = -1; /* from here close() is a no-op and the finalizer has nothing to close */
+    EN_STAT_ADD(closed, 1);
+  }
+  napi_value out;
+  EN_CALL(env, napi_create_int32(env, fd, &out), NULL);
+  return out;
+}
+
 static napi_value name_of(napi_env env, napi_callback_info info, bool peer) {
   en_sock* s = unwrap(env, info, NULL, NULL, true);
   if (s == NULL) return NULL;
@@ -644,6 +767,7 @@ napi_status en_socket_init(napi_env env, napi_value exports) {
       {"connectResult", NULL, m_connect_result, NULL, NULL, NULL, napi_default_method, NULL},
       {"shutdown", NULL, m_shutdown, NULL, NULL, NULL, napi_default_method, NULL},
       {"close", NULL, m_close, NULL, NULL, NULL, napi_default_method, NULL},
+      {"detach", NULL, m_detach, NULL, NULL, NULL, napi_default_method, NULL},
       {"address", NULL, m_address, NULL, NULL, NULL, napi_default_method, NULL},
       {"peer", NULL, m_peer, NULL, NULL, NULL, napi_default_method, NULL},
       {"fd", NULL, NULL, m_fd, NULL, NULL, napi_default, NULL},
@@ -661,5 +785,7 @@ napi_status en_socket_init(napi_env env, napi_value exports) {
   if ((st = napi_set_instance_data(env, inst, instance_finalize, NULL)) != napi_ok) return st;
   if ((st = napi_set_named_property(env, exports, "NativeSocket", ctor)) != napi_ok) return st;
   if ((st = en_set_fn(env, exports, "listen", js_listen)) != napi_ok) return st;
+  if ((st = en_set_fn(env, exports, "adopt", js_adopt)) != napi_ok) return st;
+  if ((st = en_set_fn(env, exports, "dupFd", js_dup_fd)) != napi_ok) return st;
   return en_set_fn(env, exports, "connect", js_connect);
 }

@@ -11,7 +11,8 @@ export type TransportErrorCode =
   | 'TRANSPORT_CONNECT_FAILED'
   | 'TRANSPORT_CONNECT_TIMEOUT'
   | 'TRANSPORT_VSOCK_UNAVAILABLE'
-  | 'TRANSPORT_BAD_TARGET';
+  | 'TRANSPORT_BAD_TARGET'
+  | 'TRANSPORT_HANDOFF_FAILED';
 
 /** The error class of the tcp/unix listeners and of connectStream. */
 export class TransportError extends AgentError {

@@ -8,6 +8,9 @@
  *    Writable's own buffering gives write() === false, i.e. backpressure.
  *  - _final = shutdown(SHUT_WR): the peer reads EOF and can still answer (allowHalfOpen).
  *  - _destroy closes the fd exactly once (the addon stops the poll handle first).
+ *  - detach() gives the fd away untouched (to a worker thread: handoff.ts) while nothing was read or written.
+ *    Nothing reads before that on its own: the constructor does not read, and _read runs only once someone
+ *    consumes the stream (read(), 'data', pipe, resume), so the native listener needs no pause for a handoff.
  */
 import { Duplex } from 'node:stream';
 import { getSystemErrorName } from 'node:util';
@@ -42,6 +45,8 @@ export class NativeStream extends Duplex {
   /** Reading handed to someone else (the native splice relay): _read only notes that it was asked. */
   #readPaused = false;
   #readAsked = false;
+  /** A read or write reached the socket (or was asked of it): the fd can no longer be handed off intact. */
+  #used = false;
 
   constructor(sock: NativeSocket, info: ConnectionInfo) {
     super({ allowHalfOpen: true, readableHighWaterMark: HIGH_WATER_MARK, writableHighWaterMark: HIGH_WATER_MARK });
@@ -78,7 +83,30 @@ export class NativeStream extends Duplex {
     if ((events & POLL_READABLE) !== 0 && this.#wantRead && !this.#readPaused && this.#sock !== null) this.#readSome(READS_PER_EVENT);
   };
 
+  /**
+   * Takes the fd out of a stream nothing has read or written yet, and destroys the stream (without closing the
+   * fd: the caller owns it). Throws NativeError NATIVE_STREAM_IN_USE once it was read, written or ended, and
+   * EBADF once closed.
+   */
+  detach(): number {
+    const sock = this.#sock;
+    if (sock === null || this.destroyed) throw new NativeError('EBADF', 'detach: the native stream is closed', { errno: 'EBADF', syscall: 'detach' });
+    if (this.#used || this.readableFlowing === true || this.readableLength > 0 || this.writableLength > 0 || this.writableEnded) {
+      throw new NativeError('NATIVE_STREAM_IN_USE', 'detach: the native stream was already read, written or ended');
+    }
+    let fd: number;
+    try {
+      fd = sock.detach(); // stops and releases the poll handle; the fd stays open
+    } catch (err) {
+      throw toNativeError(err);
+    }
+    this.#sock = null;
+    this.destroy();
+    return fd;
+  }
+
   override _read(): void {
+    this.#used = true;
     if (this.#readPaused) {
       this.#readAsked = true;
       return;
@@ -91,6 +119,7 @@ export class NativeStream extends Duplex {
    * the kernel for another reader, the native splice relay (src/egress/native-splice.ts). Writes still work.
    */
   pauseReading(): void {
+    this.#used = true;
     this.#readPaused = true;
     this.#readAsked = this.#wantRead; // a read outstanding: the stream will not ask again until it gets data
     this.#wantRead = false;
@@ -141,6 +170,7 @@ export class NativeStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: WriteCallback): void {
+    this.#used = true;
     this.#writeFrom(chunk, 0, cb);
   }
 
@@ -176,6 +206,7 @@ export class NativeStream extends Duplex {
   }
 
   override _final(cb: (err?: Error | null) => void): void {
+    this.#used = true;
     const sock = this.#sock;
     if (sock === null) {
       cb();

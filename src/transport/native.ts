@@ -35,6 +35,11 @@ export interface NativeSocket {
   shutdown(): void;
   /** Stops polling and closes the fd. Idempotent. */
   close(): void;
+  /**
+   * close() without closing the fd, which it returns: the poll handle is stopped and released, the object then
+   * behaves as closed (fd -1, methods throw EBADF). -1 when already closed or detached. The caller owns the fd.
+   */
+  detach(): number;
   address(): NativeBoundAddress;
   peer(): NativeBoundAddress;
 }
@@ -88,6 +93,14 @@ export interface NativeBinding {
   readonly NSM_RESPONSE_MAX: number;
   listen(addr: NativeAddress, backlog?: number): NativeSocket;
   connect(addr: NativeAddress): NativeSocket;
+  /**
+   * A NativeSocket owning `fd` (one detach()ed on another thread, in this process): checks SO_DOMAIN is the named
+   * family and SO_TYPE is SOCK_STREAM, sets O_NONBLOCK and FD_CLOEXEC. Throws (EINVAL for another family or type,
+   * ENOTSOCK for a pipe or file, EBADF, a RangeError for a number that is no fd) and then leaves the fd open.
+   */
+  adopt(fd: number, family: 'vsock' | 'unix'): NativeSocket;
+  /** fcntl(fd, F_DUPFD_CLOEXEC, 0): a second descriptor for the same open socket/file. */
+  dupFd(fd: number): number;
   stats(): NativeStats;
   resetStats(): void;
   nsmRequest(request: Uint8Array, devicePath?: string): Promise<Buffer>;

@@ -17,7 +17,8 @@ export function formatHostPort(host: string, port: number): string {
 }
 
 export async function listenTcp({ host = '127.0.0.1', port }: TcpListenAddress, opts: ListenOptions): Promise<Listener> {
-  const server = net.createServer({ noDelay: true });
+  // handoff: not a byte read here; the fd moves to a worker thread (handoff.ts), which reads it from the start.
+  const server = net.createServer({ noDelay: true, pauseOnConnect: opts.handoff === true });
   server.on('connection', (socket) => {
     socket.setNoDelay(true);
     // A reset peer must never become an uncaught 'error' that takes the process down; the handler adds its own.

@@ -30,4 +30,10 @@ export interface ListenOptions {
    * listener becomes a process warning: accept errors are never swallowed silently.
    */
   onError?: (err: Error) => void;
+  /**
+   * The handler detaches every connection (src/transport/handoff.ts) to run it on another thread: the
+   * listener must not start reading (Node listeners use pauseOnConnect). The native listener needs nothing:
+   * a NativeStream reads only once someone reads it.
+   */
+  handoff?: boolean;
 }

@@ -20,7 +20,8 @@ export interface UnixListenAddress {
 export async function listenUnix({ path: sockPath, mode }: UnixListenAddress, opts: ListenOptions): Promise<Listener> {
   await removeStaleSocket(sockPath);
   const bindPath = mode === undefined ? sockPath : path.join(path.dirname(sockPath), `.${path.basename(sockPath)}.${randomBytes(6).toString('hex')}`);
-  const server = net.createServer();
+  // handoff: not a byte read here; the fd moves to a worker thread (handoff.ts), which reads it from the start.
+  const server = net.createServer({ pauseOnConnect: opts.handoff === true });
   server.on('connection', (socket) => {
     socket.on('error', () => {});
     try {
