@@ -14,6 +14,8 @@
 // scheduler); run() beyond it rejects at once with EvBusyError, before any work (429 / 503 to the client).
 // With a DecryptPool (the runtime gives it one), whole JSON bodies go to worker threads instead, under the
 // same budget (decryptJson); header values, /encrypt and keyrings the pool does not hold stay sliced here.
+// With session worker threads, each thread has its own scheduler and `slots` (SharedAdmission.decryptSlots)
+// holds the budget across all of them.
 // scripts/bench/decrypt-flood.ts measures both against the old one-go decryption (README, Reliability).
 import type { DecryptPool } from './decrypt-pool.ts';
 import { EvBusyError } from './errors.ts';
@@ -35,8 +37,23 @@ export interface DecryptSchedulerOptions {
   maxConcurrent?: number;
   /** Time spent in units before yielding to the event loop (ms). */
   sliceMs?: number;
-  /** Worker threads for whole JSON texts (decryptJson): off the event loop, under the same budget. */
-  pool?: DecryptPool;
+  /** Worker threads for whole JSON texts (decryptJson): off the event loop, under the same budget (a session worker: the main thread's, by port). */
+  pool?: Pick<DecryptPool, 'keyring' | 'decryptJson'>;
+  /**
+   * The budget shared with other threads' schedulers (SharedAdmission.decryptSlots): each job takes a slot
+   * there instead of counting against this scheduler's own jobs; its `max` is maxConcurrent.
+   */
+  slots?: DecryptSlots;
+}
+
+/** A budget of concurrent jobs that several schedulers draw on. */
+export interface DecryptSlots {
+  /** Takes a slot; false when `max` are taken. */
+  tryAcquire(): boolean;
+  release(): void;
+  /** Slots taken now, by every scheduler. */
+  readonly active: number;
+  readonly max: number;
 }
 
 interface Job {
@@ -55,21 +72,35 @@ function positive(name: string, value: number, integer: boolean): number {
 export class DecryptScheduler {
   readonly maxConcurrent: number;
   readonly sliceMs: number;
-  readonly pool: DecryptPool | undefined;
+  readonly pool: Pick<DecryptPool, 'keyring' | 'decryptJson'> | undefined;
+  readonly #slots: DecryptSlots | undefined;
   readonly #jobs: Job[] = [];
   #pooled = 0;
   #next = 0;
   #scheduled = false;
 
   constructor(opts: DecryptSchedulerOptions = {}) {
-    this.maxConcurrent = positive('maxConcurrent', opts.maxConcurrent ?? DEFAULT_MAX_CONCURRENT_DECRYPTS, true);
+    this.maxConcurrent = positive('maxConcurrent', opts.maxConcurrent ?? opts.slots?.max ?? DEFAULT_MAX_CONCURRENT_DECRYPTS, true);
+    if (opts.slots !== undefined && opts.slots.max !== this.maxConcurrent) {
+      throw new RangeError(`DecryptScheduler maxConcurrent: ${this.maxConcurrent} differs from the shared slots' max ${opts.slots.max}`);
+    }
     this.sliceMs = positive('sliceMs', opts.sliceMs ?? DEFAULT_SLICE_MS, false);
     this.pool = opts.pool;
+    this.#slots = opts.slots;
   }
 
-  /** Jobs queued or running, here and in the pool. */
+  /** Jobs of this scheduler queued or running, here and in the pool. */
   get active(): number {
     return this.#jobs.length + this.#pooled;
+  }
+
+  /** Takes a slot for one job: against this scheduler's own jobs, or in the shared slots. */
+  #acquire(): boolean {
+    return this.#slots === undefined ? this.active < this.maxConcurrent : this.#slots.tryAcquire();
+  }
+
+  #release(): void {
+    this.#slots?.release();
   }
 
   /**
@@ -79,14 +110,23 @@ export class DecryptScheduler {
   decryptJson(text: string, keyring: Keyring, budget?: EcdhBudget): Promise<{ json: string; count: number }> {
     const pool = this.pool;
     if (pool === undefined || pool.keyring !== keyring) return this.run(decryptJsonSteps(text, keyring, budget));
-    if (this.active >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
+    if (!this.#acquire()) return Promise.reject(new EvBusyError(this.maxConcurrent));
     this.#pooled++;
-    return pool.decryptJson(text, budget?.remaining).finally(() => void this.#pooled--);
+    let out: Promise<{ json: string; count: number }>;
+    try {
+      out = pool.decryptJson(text, budget?.remaining);
+    } catch (err) {
+      out = Promise.reject(err);
+    }
+    return out.finally(() => {
+      this.#pooled--;
+      this.#release();
+    });
   }
 
   /** Runs `steps` to completion in slices; resolves with its return value, rejects with what a step throws. */
   run<T>(steps: Iterator<unknown, T>): Promise<T> {
-    if (this.active >= this.maxConcurrent) return Promise.reject(new EvBusyError(this.maxConcurrent));
+    if (!this.#acquire()) return Promise.reject(new EvBusyError(this.maxConcurrent));
     return new Promise<T>((resolve, reject) => {
       this.#jobs.push({ steps, resolve: resolve as (v: unknown) => void, reject });
       if (!this.#scheduled) {
@@ -108,11 +148,13 @@ export class DecryptScheduler {
         r = job.steps.next();
       } catch (err) {
         jobs.splice(this.#next, 1);
+        this.#release();
         job.reject(err);
         continue;
       }
       if (r.done === true) {
         jobs.splice(this.#next, 1);
+        this.#release();
         job.resolve(r.value);
       } else {
         this.#next++;

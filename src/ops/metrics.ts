@@ -4,7 +4,7 @@
 // (a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { CloseReason, SessionSummary } from '../responder/session.ts';
+import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
 
 /** One counter value, bound to its labels once; the hot path does `tally.n++`. */
 export interface Tally {
@@ -73,6 +73,17 @@ class TallyHistogram {
     this.#count++;
   }
 
+  /** Adds observations made elsewhere: `counts` per bucket, then above the last (not cumulative), and their sum. */
+  add(counts: readonly number[], sum: number): void {
+    let n = 0;
+    for (let i = 0; i < counts.length; i++) {
+      if (i < this.#counts.length) this.#counts[i]! += counts[i]!;
+      n += counts[i]!;
+    }
+    this.#sum += sum;
+    this.#count += n;
+  }
+
   get(): { name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string | number>; value: number }[] } {
     const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
     let cumulative = 0;
@@ -101,6 +112,27 @@ export interface ExchangeFacts {
   readonly errorCode: string | undefined;
 }
 
+/**
+ * What a session worker thread counted since its last flush (src/runtime/worker-services/metrics-proxy.ts),
+ * added to the main thread's registry by AgentMetrics.apply.
+ */
+export interface MetricsDelta {
+  /** HTTP requests by status class: none, 1xx, 2xx, 3xx, 4xx, 5xx (six entries). */
+  requests: number[];
+  /** Raw mode: Data requests and streams handed to the app. */
+  raw: { data: number; stream: number };
+  bytesIn: number;
+  bytesOut: number;
+  /** ev: values: decrypted, a request refused because one did not decrypt, a request over the per-request cap. */
+  decrypt: { ok: number; failed: number; refused: number };
+  /** request_duration_seconds: observations per bucket of DURATION_BUCKETS then above the last (not cumulative), and their sum. */
+  duration: { counts: number[]; sum: number };
+  /** Sessions ended, by channel and outcome. */
+  sessions: { channel: Channel; outcome: CloseReason; n: number }[];
+  /** Handshake results of those sessions (handshakeResult). */
+  handshakes: Record<Exclude<HandshakeResult, 'refused'>, number>;
+}
+
 /** Values read at scrape time from the running parts (the runtime wires them). */
 export interface MetricSources {
   sessionsOpen?: () => { public: number; control: number };
@@ -121,7 +153,7 @@ export interface MetricSources {
 const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 const API_ROUTES = new Set(['/encrypt', '/decrypt', '/attestation-doc', '/health']);
 /** Seconds; the agent adds ~0.1 ms, apps take what they take. */
-const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 /** prom-client's default process metrics that are gauges named *_total (promtool rejects those). */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
@@ -130,7 +162,8 @@ function absent(g: Gauge): void {
   (g as unknown as { hashMap: Record<string, unknown> }).hashMap = {};
 }
 
-function statusIndex(status: number): number {
+/** Index of `status`'s class in MetricsDelta.requests: 0 none, 1 1xx … 5 5xx. */
+export function statusIndex(status: number): number {
   const i = Math.floor(status / 100);
   return i >= 1 && i <= 5 ? i : 0;
 }
@@ -333,6 +366,21 @@ export class AgentMetrics {
     const result = handshakeResult(s);
     if (result !== null) this.#handshakeByResult[result].n++;
   };
+
+  /** Adds what a session worker thread counted (its MetricsRecorder's flush). */
+  apply(d: MetricsDelta): void {
+    for (let i = 0; i < this.#requests.length; i++) if ((d.requests[i] ?? 0) > 0) this.#requests[i]!.n += d.requests[i]!;
+    if (d.raw.data > 0) this.#rawRequests.data.n += d.raw.data;
+    if (d.raw.stream > 0) this.#rawRequests.stream.n += d.raw.stream;
+    this.#bytesIn.n += d.bytesIn;
+    this.#bytesOut.n += d.bytesOut;
+    this.#decryptOk.n += d.decrypt.ok;
+    this.#decryptFailed.n += d.decrypt.failed;
+    this.#decryptRefused.n += d.decrypt.refused;
+    this.#duration.add(d.duration.counts, d.duration.sum);
+    for (const s of d.sessions) this.#sessions.child({ channel: s.channel, outcome: s.outcome }).n += s.n;
+    for (const r of ['ok', 'failed', 'timeout'] as const) this.#handshakeByResult[r].n += d.handshakes[r];
+  }
 
   apiRequest(path: string, status: number): void {
     this.#api.child({ route: API_ROUTES.has(path) ? path : 'other', status_class: STATUS_CLASSES[statusIndex(status)]! }).n++;

@@ -1,0 +1,243 @@
+// The metrics of session worker threads: a worker records on a MetricsRecorder (the call surface the
+// responder and the forwarders use on AgentMetrics: observeExchange, sessionClosed, rawRequest) that only
+// adds plain numbers — counts by label, bytes, the request durations as bucket counts of the registry's own
+// buckets plus their sum — and posts them as a delta every second (and when asked). The main thread adds
+// each delta to its AgentMetrics (apply), so the exposition is the one registry it always was.
+//
+// A scrape is exact: requestFlush() asks the worker for what it holds and resolves once that is applied
+// (or after a timeout, 250 ms by default, or when the port closes — a busy or gone worker must not hold
+// /metrics; what it sends later is still applied, nothing is lost). Durations are measured in the worker,
+// on the worker's clock (performance.now() is per thread). Each session's summary travels in the same
+// message, in order, to the main thread's onSessionClosed hook.
+import { DURATION_BUCKETS, handshakeResult, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
+import type { SessionSummary } from '../../responder/session.ts';
+import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
+
+/** What a worker posts: its delta (null when it counted nothing), the sessions that ended, and the flush request it answers. */
+export interface WorkerMetricsBatch {
+  delta: MetricsDelta | null;
+  summaries: SessionSummary[];
+  /** requestFlush's sequence number this batch answers (absent for periodic ones). */
+  ack?: number;
+}
+
+const STATUS_CLASSES = 6;
+const BUCKETS = DURATION_BUCKETS.length + 1; // the last: above the largest bound
+
+function emptyDelta(): MetricsDelta {
+  return {
+    requests: new Array<number>(STATUS_CLASSES).fill(0),
+    raw: { data: 0, stream: 0 },
+    bytesIn: 0,
+    bytesOut: 0,
+    decrypt: { ok: 0, failed: 0, refused: 0 },
+    duration: { counts: new Array<number>(BUCKETS).fill(0), sum: 0 },
+    sessions: [],
+    handshakes: { ok: 0, failed: 0, timeout: 0 },
+  };
+}
+
+export interface MetricsRecorderOptions {
+  /** Periodic flush (ms; default 1 000). The timer is unref'd. */
+  intervalMs?: number;
+}
+
+/** Worker side: records like AgentMetrics, posts deltas to serveMetrics. */
+export class MetricsRecorder {
+  readonly #rpc: RpcEndpoint;
+  readonly #timer: NodeJS.Timeout;
+  #delta = emptyDelta();
+  #dirty = false;
+  #summaries: SessionSummary[] = [];
+  /** Sessions by channel and outcome, into #delta.sessions. */
+  #sessions = new Map<string, { channel: SessionSummary['channel']; outcome: SessionSummary['reason']; n: number }>();
+
+  constructor(port: PortLike, opts: MetricsRecorderOptions = {}) {
+    this.#rpc = rpcEndpoint(port, {
+      service: 'metrics',
+      notes: {
+        flush: (seq) => {
+          if (typeof seq === 'number') this.#send(seq);
+        },
+      },
+    });
+    this.#timer = setInterval(() => {
+      if (this.#dirty) this.#send();
+    }, opts.intervalMs ?? 1_000);
+    this.#timer.unref();
+  }
+
+  /** An HTTP exchange is over (AgentMetrics.observeExchange). */
+  readonly observeExchange = (ex: ExchangeFacts): void => {
+    const d = this.#delta;
+    this.#dirty = true;
+    d.requests[statusIndex(ex.sentStatus)]!++;
+    d.bytesIn += ex.bytesIn;
+    d.bytesOut += ex.bytesOut;
+    const seconds = (performance.now() - ex.started) / 1000;
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
+    d.duration.counts[i]!++;
+    d.duration.sum += seconds;
+    const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+    if (fields > 0) d.decrypt.ok += fields;
+    if (ex.errorCode === 'HTTP_DECRYPT_FAILED') d.decrypt.failed++;
+    else if (ex.errorCode === 'HTTP_TOO_MANY_ENCRYPTED_FIELDS') d.decrypt.refused++;
+  };
+
+  /** Raw mode: one Data request or stream handed to the app (AgentMetrics.rawRequest). */
+  rawRequest(kind: 'data' | 'stream'): void {
+    this.#dirty = true;
+    this.#delta.raw[kind]++;
+  }
+
+  /** A session ended (AgentMetrics.sessionClosed); its summary goes to the main thread's hook too. */
+  readonly sessionClosed = (s: SessionSummary): void => {
+    this.#dirty = true;
+    const key = `${s.channel}\u0000${s.reason}`;
+    let c = this.#sessions.get(key);
+    if (c === undefined) {
+      c = { channel: s.channel, outcome: s.reason, n: 0 };
+      this.#sessions.set(key, c);
+      this.#delta.sessions.push(c);
+    }
+    c.n++;
+    const result = handshakeResult(s);
+    if (result !== null) this.#delta.handshakes[result]++;
+    this.#summaries.push(s);
+  };
+
+  /** What was recorded since the last flush; clears it. */
+  flush(): WorkerMetricsBatch {
+    const batch: WorkerMetricsBatch = { delta: this.#dirty ? this.#delta : null, summaries: this.#summaries };
+    if (this.#dirty) {
+      this.#delta = emptyDelta();
+      this.#sessions = new Map();
+      this.#dirty = false;
+    }
+    this.#summaries = [];
+    return batch;
+  }
+
+  /** Posts what it holds now (a worker about to end: the main thread has it before the worker's exit). */
+  flushNow(): void {
+    if (this.#dirty) this.#send();
+  }
+
+  /** Posts what is left and stops. */
+  close(): void {
+    clearInterval(this.#timer);
+    if (this.#dirty) this.#send();
+    this.#rpc.close();
+  }
+
+  #send(ack?: number): void {
+    const batch = this.flush();
+    if (ack !== undefined) batch.ack = ack;
+    this.#rpc.notify('batch', batch);
+  }
+}
+
+export interface MetricsServer {
+  /** Asks the worker for what it holds now; resolves once applied, after `timeoutMs` (default 250) or when the port closes. */
+  requestFlush(timeoutMs?: number): Promise<void>;
+  /** Batches refused as malformed. */
+  readonly ignored: number;
+  close(): void;
+}
+
+const count = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const counts = (v: unknown, length: number): v is number[] => Array.isArray(v) && v.length === length && v.every(count);
+/** Outcomes are CloseReason words (lowercase, dashes): a label value, so nothing else is accepted. */
+const OUTCOME = /^[a-z][a-z-]{0,31}$/;
+
+function isDelta(v: unknown): v is MetricsDelta {
+  if (typeof v !== 'object' || v === null) return false;
+  const d = v as Record<string, unknown>;
+  const raw = d.raw as Record<string, unknown> | null;
+  const decrypt = d.decrypt as Record<string, unknown> | null;
+  const duration = d.duration as Record<string, unknown> | null;
+  const handshakes = d.handshakes as Record<string, unknown> | null;
+  return (
+    counts(d.requests, STATUS_CLASSES) &&
+    typeof raw === 'object' && raw !== null && count(raw.data) && count(raw.stream) &&
+    count(d.bytesIn) && count(d.bytesOut) &&
+    typeof decrypt === 'object' && decrypt !== null && count(decrypt.ok) && count(decrypt.failed) && count(decrypt.refused) &&
+    typeof duration === 'object' && duration !== null && counts(duration.counts, BUCKETS) && count(duration.sum) &&
+    typeof handshakes === 'object' && handshakes !== null && count(handshakes.ok) && count(handshakes.failed) && count(handshakes.timeout) &&
+    Array.isArray(d.sessions) &&
+    d.sessions.every((s: unknown) => {
+      const r = s as Record<string, unknown> | null;
+      return typeof r === 'object' && r !== null && (r.channel === 'public' || r.channel === 'control') && typeof r.outcome === 'string' && OUTCOME.test(r.outcome) && count(r.n);
+    })
+  );
+}
+
+const isSummary = (v: unknown): v is SessionSummary => typeof v === 'object' && v !== null && typeof (v as SessionSummary).channel === 'string' && typeof (v as SessionSummary).reason === 'string';
+
+/**
+ * Main side: applies a worker's MetricsRecorder deltas to `metrics`, and hands `onSessionClosed` each
+ * session summary the worker forwards, in the order its sessions ended.
+ */
+export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClosed?: (summary: SessionSummary) => void): MetricsServer {
+  let seq = 0;
+  let ignored = 0;
+  let waiters: { seq: number; done(): void }[] = [];
+  const release = (upTo: number): void => {
+    const still: typeof waiters = [];
+    for (const w of waiters) {
+      if (w.seq <= upTo) w.done();
+      else still.push(w);
+    }
+    waiters = still;
+  };
+  const rpc = rpcEndpoint(port, {
+    service: 'metrics',
+    notes: {
+      batch(v) {
+        const b = v as Partial<WorkerMetricsBatch> | null;
+        if (typeof b !== 'object' || b === null) return void ignored++;
+        if (b.delta !== null && !isDelta(b.delta)) ignored++;
+        else if (b.delta !== null) metrics.apply(b.delta);
+        if (Array.isArray(b.summaries)) {
+          for (const s of b.summaries) {
+            if (!isSummary(s)) continue;
+            try {
+              onSessionClosed?.(s);
+            } catch {
+              // the hook's failure is its own: the next summaries still go to it
+            }
+          }
+        }
+        if (typeof b.ack === 'number') release(b.ack);
+      },
+    },
+    onClose: () => release(Infinity),
+  });
+  return {
+    requestFlush(timeoutMs = 250) {
+      if (rpc.closed) return Promise.resolve();
+      const mine = ++seq;
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== waiter);
+          resolve();
+        }, timeoutMs);
+        timer.unref();
+        const waiter = {
+          seq: mine,
+          done: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        };
+        waiters.push(waiter);
+        if (!rpc.notify('flush', mine)) release(Infinity);
+      });
+    },
+    get ignored() {
+      return ignored;
+    },
+    close: () => rpc.close(),
+  };
+}
