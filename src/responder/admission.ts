@@ -3,7 +3,9 @@
 //   any more are closed before any crypto;
 // - client addresses: at most maxSessionsPerClient sessions per PROXY v2 source address.
 // It also owns the responder's counters (ResponderCounters), which the ops metrics read.
-import type { OutputBudget } from './output-budget.ts';
+// With worker threads, the process-wide parts (the wait queue's size, the per-client counts) are shared
+// through the interfaces below (SharedAdmission implements them over one SharedArrayBuffer).
+import type { OutputBudgetLike } from './output-budget.ts';
 
 /**
  * Live counters of one responder, for metrics: a plain object updated in place (no events); read it whenever
@@ -18,7 +20,7 @@ export interface ResponderCounters {
   refusedHandshakes: number;
   /** Handshakes that had to wait for a later turn of the event loop. */
   queuedHandshakes: number;
-  /** Handshakes waiting now. */
+  /** Handshakes waiting now (in this responder). */
   handshakesWaiting: number;
   /** Sessions closed because their queued output did not drain within writeStallTimeoutMs. */
   writeStalls: number;
@@ -31,7 +33,7 @@ export interface ResponderCounters {
   readonly peakQueuedBytes: number;
 }
 
-export function createCounters(budget: OutputBudget): ResponderCounters {
+export function createCounters(budget: OutputBudgetLike): ResponderCounters {
   return {
     refusedSessions: 0,
     refusedPerClient: 0,
@@ -58,18 +60,32 @@ export function createCounters(budget: OutputBudget): ResponderCounters {
  * after the I/O of established sessions; any more are closed before any crypto. Connections that have not
  * sent a whole hs1 hold no slot (maxSessions, maxSessionsPerClient and the handshake timeout bound those).
  */
+/**
+ * The process-wide count of waiting handshakes, when several threads (each with its own HandshakeAdmission
+ * and event loop) share maxQueuedHandshakes.
+ */
+export interface HandshakeQueueLike {
+  /** Takes a place in the queue; false when maxQueuedHandshakes are already waiting. */
+  tryEnter(): boolean;
+  leave(): void;
+  readonly waiting: number;
+}
+
 export class HandshakeAdmission {
   readonly #perTurn: number;
   readonly #maxQueued: number;
   readonly #counters: ResponderCounters;
+  readonly #shared: HandshakeQueueLike | undefined;
   #queue: (() => void)[] = [];
   #ranThisTurn = 0;
   #scheduled = false;
 
-  constructor(limits: { maxConcurrentHandshakes: number; maxQueuedHandshakes: number }, counters: ResponderCounters) {
+  /** `sharedQueue`: places in the queue are also taken there (the per-turn budget stays this thread's). */
+  constructor(limits: { maxConcurrentHandshakes: number; maxQueuedHandshakes: number }, counters: ResponderCounters, sharedQueue?: HandshakeQueueLike) {
     this.#perTurn = limits.maxConcurrentHandshakes;
     this.#maxQueued = limits.maxQueuedHandshakes;
     this.#counters = counters;
+    this.#shared = sharedQueue;
   }
 
   /**
@@ -84,7 +100,7 @@ export class HandshakeAdmission {
       run();
       return 'ran';
     }
-    if (this.#queue.length >= this.#maxQueued) {
+    if (this.#queue.length >= this.#maxQueued || (this.#shared !== undefined && !this.#shared.tryEnter())) {
       c.refusedHandshakes++;
       return 'refused';
     }
@@ -99,6 +115,7 @@ export class HandshakeAdmission {
     const i = this.#queue.indexOf(run);
     if (i < 0) return;
     this.#queue.splice(i, 1);
+    this.#shared?.leave();
     this.#counters.handshakesWaiting = this.#queue.length;
   }
 
@@ -115,6 +132,7 @@ export class HandshakeAdmission {
     const n = Math.min(this.#perTurn, this.#queue.length);
     if (n === 0) return;
     const batch = this.#queue.splice(0, n);
+    if (this.#shared !== undefined) for (let i = 0; i < n; i++) this.#shared.leave();
     this.#counters.handshakesWaiting = this.#queue.length;
     this.#ranThisTurn = n;
     this.#schedule();
@@ -122,8 +140,15 @@ export class HandshakeAdmission {
   };
 }
 
+/** Sessions per client address: ClientSessions (one thread) or SharedAdmission's (every thread). */
+export interface ClientSessionsLike {
+  /** Takes a slot for `address`; false when it already holds the maximum. */
+  claim(address: string): boolean;
+  release(address: string): void;
+}
+
 /** Sessions per client address (the PROXY v2 source). */
-export class ClientSessions {
+export class ClientSessions implements ClientSessionsLike {
   readonly #max: number;
   readonly #counts = new Map<string, number>();
 

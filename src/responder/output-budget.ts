@@ -9,7 +9,28 @@
 // tick) once bytes drain.
 import { MAX_FRAME_LEN } from '../wire/frames.ts';
 
-export class OutputBudget {
+/**
+ * What sessions and counters use of a queued-output budget: OutputBudget (one thread) and SharedAdmission's
+ * budget (every worker thread of the process) implement it.
+ */
+export interface OutputBudgetLike {
+  readonly limit: number;
+  /** Bytes queued toward clients right now, over every session. */
+  readonly queuedBytes: number;
+  /** The highest `queuedBytes` seen. */
+  readonly peakQueuedBytes: number;
+  /** Less than one full frame of room is left. */
+  readonly over: boolean;
+  /** A message of `bytes` can be queued without the total passing the limit. */
+  fits(bytes: number): boolean;
+  /** A session's queue grew (delta > 0) or drained (delta < 0). */
+  adjust(delta: number): void;
+  /** `cb` is called once, on a later tick, after some bytes drained. */
+  waitForRoom(cb: () => void): void;
+  cancelWait(cb: () => void): void;
+}
+
+export class OutputBudget implements OutputBudgetLike {
   readonly limit: number;
   #queued = 0;
   #peak = 0;

@@ -11,11 +11,11 @@ import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types
 import { listenUnix, type UnixListenAddress } from '../transport/unix.ts';
 import { installNativeIntArrayCodec } from '../wire/native-int-array.ts';
 import { createControlNonce, parseControlPublicKey, type ControlHandler, type ControlNonceState, type ControlPublicKeyInput } from './control.ts';
-import { ClientSessions, createCounters, HandshakeAdmission, type ResponderCounters } from './admission.ts';
+import { ClientSessions, createCounters, HandshakeAdmission, type ClientSessionsLike, type HandshakeQueueLike, type ResponderCounters } from './admission.ts';
 import { ResponderError } from './errors.ts';
 import type { Forwarder } from './forwarder.ts';
 import { resolveLimits, type Limits } from './limits.ts';
-import { OutputBudget } from './output-budget.ts';
+import { OutputBudget, type OutputBudgetLike } from './output-budget.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 import { Session, type Channel, type SessionSummary } from './session.ts';
 
@@ -44,8 +44,26 @@ export interface ResponderOptions {
   onSessionClosed?: (summary: SessionSummary) => void;
   /** Fixed responder ephemeral key per session. Tests and transcript vectors only — never in production. */
   ephemeralKeyForTests?: () => Uint8Array;
-  /** The queued-output budget to share with other responders (startAgent shares one). Default: a fresh one of limits.maxQueuedBytes. */
-  outputBudget?: OutputBudget;
+  /**
+   * The queued-output budget to share with other responders (startAgent shares one; with worker threads,
+   * SharedAdmission.budget). Default: a fresh OutputBudget of limits.maxQueuedBytes.
+   */
+  outputBudget?: OutputBudgetLike;
+  /** Sessions per client address, to share with other threads (SharedAdmission.clients). Default: this responder's own. */
+  clients?: ClientSessionsLike;
+  /**
+   * The counters to update (SharedAdmission.counters(i) of this thread); `refused` counts refusedCount. Its
+   * queuedBytes/peakQueuedBytes should read the same budget as `outputBudget`. Default: fresh ones.
+   */
+  counters?: ResponderCounters & { refused: number };
+  /** The process-wide count of waiting handshakes (SharedAdmission.handshakeQueue), on top of this responder's own queue. */
+  handshakeQueue?: HandshakeQueueLike;
+  /**
+   * Default true. false: connections were already admitted against maxSessions before handle() (a worker's
+   * responder: the main thread took SharedAdmission.sessions.tryOpen()), this responder does not apply it;
+   * per-client, handshake and budget limits still apply.
+   */
+  sessionsLimit?: boolean;
   /** How often refused connections and accept errors are logged (one line with counts). Default 10 000 ms. */
   refusalLogIntervalMs?: number;
 }
@@ -94,10 +112,10 @@ export function createResponder(opts: ResponderOptions): Responder {
   const features = opts.features ?? ['bstr'];
   const sessions = new Set<Session>();
   const budget = opts.outputBudget ?? new OutputBudget(limits.maxQueuedBytes);
-  const counters = createCounters(budget);
+  const counters = opts.counters ?? Object.assign(createCounters(budget), { refused: 0 });
+  const maxSessions = opts.sessionsLimit === false ? Infinity : limits.maxSessions;
   const refusals = new RateLimitedLog(logger, `connections refused (${opts.channel} channel)`, opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS);
   const acceptErrors = new RateLimitedLog(logger, `listener accept errors (${opts.channel} channel)`, opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS);
-  let refused = 0;
   let state: 'running' | 'draining' | 'closed' = 'running';
   let idleWaiters: (() => void)[] = [];
 
@@ -120,10 +138,10 @@ export function createResponder(opts: ResponderOptions): Responder {
     shared: {
       budget,
       counters,
-      clients: new ClientSessions(limits.maxSessionsPerClient),
-      handshakes: new HandshakeAdmission(limits, counters),
+      clients: opts.clients ?? new ClientSessions(limits.maxSessionsPerClient),
+      handshakes: new HandshakeAdmission(limits, counters, opts.handshakeQueue),
       refused: (reason: string) => {
-        refused++;
+        counters.refused++;
         refusals.note(reason);
       },
     },
@@ -154,7 +172,7 @@ export function createResponder(opts: ResponderOptions): Responder {
       return sessions.size;
     },
     get refusedCount() {
-      return refused;
+      return counters.refused;
     },
     counters,
     acceptError(err) {
@@ -162,8 +180,8 @@ export function createResponder(opts: ResponderOptions): Responder {
       acceptErrors.note((err as NodeJS.ErrnoException).code ?? 'error');
     },
     handle(stream, info) {
-      if (state !== 'running' || sessions.size >= limits.maxSessions) {
-        refused++;
+      if (state !== 'running' || sessions.size >= maxSessions) {
+        counters.refused++;
         counters.refusedSessions++;
         refusals.note(state === 'running' ? 'max-sessions' : state);
         stream.on('error', () => {});
@@ -173,7 +191,7 @@ export function createResponder(opts: ResponderOptions): Responder {
       try {
         sessions.add(new Session(stream, info, sessionConfig, onClosed));
       } catch (err) {
-        refused++;
+        counters.refused++;
         stream.destroy();
         logger.error({ remote: info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot start a session');
       }
@@ -217,6 +235,13 @@ export interface AgentOptions extends Omit<ResponderOptions, 'channel' | 'contro
   controlListen?: ListenTarget;
   /** Limits for the control channel (default: the same as public, with maxSessions 4). */
   controlLimits?: Partial<Limits>;
+  /**
+   * Serves the public channel instead of a responder of this thread (the session workers, src/runtime/): its
+   * listener is told to hand connections over untouched.
+   */
+  publicResponder?: Responder & { readonly handoff: true };
+  /** The per-process control nonce (default: a fresh one); the session workers share theirs. */
+  controlNonce?: ControlNonceState;
 }
 
 export interface Agent {
@@ -229,26 +254,26 @@ export interface Agent {
   close(): Promise<void>;
 }
 
-function listenOn(target: ListenTarget, responder: Responder): Promise<Listener> {
-  const opts: ListenOptions = { onConnection: (s, info) => responder.handle(s, info), onError: (err) => responder.acceptError(err) };
+function listenOn(target: ListenTarget, responder: Responder, handoff = false): Promise<Listener> {
+  const opts: ListenOptions = { onConnection: (s, info) => responder.handle(s, info), onError: (err) => responder.acceptError(err), ...(handoff ? { handoff } : {}) };
   if (typeof target === 'function') return target(opts);
   if ('path' in target) return listenUnix(target, opts);
   return listenTcp(target, opts);
 }
 
 export async function startAgent(opts: AgentOptions): Promise<Agent> {
-  const { listen, controlListen, controlLimits, ...shared } = opts;
-  const controlNonce = createControlNonce();
+  const { listen, controlListen, controlLimits, publicResponder: handedPublic, controlNonce: givenNonce, ...shared } = opts;
+  const controlNonce = givenNonce ?? createControlNonce();
   // One queued-output budget for the whole process: both channels draw on it.
   const outputBudget = shared.outputBudget ?? new OutputBudget(resolveLimits(shared.limits).maxQueuedBytes);
-  const publicResponder = createResponder({ ...shared, channel: 'public', controlNonce, outputBudget });
+  const publicResponder = handedPublic ?? createResponder({ ...shared, channel: 'public', controlNonce, outputBudget });
   const controlResponder =
     controlListen === undefined
       ? undefined
       : createResponder({ ...shared, channel: 'control', controlNonce, outputBudget, limits: { ...shared.limits, maxSessions: 4, ...controlLimits } });
   const listeners: Listener[] = [];
   try {
-    const publicListener = await listenOn(listen, publicResponder);
+    const publicListener = await listenOn(listen, publicResponder, handedPublic !== undefined);
     listeners.push(publicListener);
     let control: Agent['control'];
     if (controlResponder !== undefined && controlListen !== undefined) {

@@ -1,5 +1,5 @@
 // A session's output toward its client, under two bounds a client cannot move:
-// - the shared OutputBudget (limits.maxQueuedBytes): a message is queued only if the total stays within it.
+// - the shared output budget (limits.maxQueuedBytes; OutputBudgetLike): a message is queued only if the total stays within it.
 //   A Data reply that does not fit becomes a short `Error{id}` (its bytes are freed at once); anything else
 //   that does not fit waits here, in order, until bytes drain somewhere (the session stops reading and pauses
 //   its apps meanwhile, so what waits is bounded by what was already in progress);
@@ -11,7 +11,7 @@ import type { CipherState } from '../noise/cipher-state.ts';
 import { serverMessageSize, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
 import type { ResponderCounters } from './admission.ts';
 import { MessageSender } from './message-sender.ts';
-import type { OutputBudget } from './output-budget.ts';
+import type { OutputBudgetLike } from './output-budget.ts';
 
 /** Frame bytes beyond the message: 4-byte length prefix + 16-byte AEAD tag. */
 const FRAME_OVERHEAD = 20;
@@ -40,7 +40,7 @@ const SETTLED: Promise<void> = Promise.resolve();
 
 export class SessionOutput {
   readonly #sender: MessageSender;
-  readonly #budget: OutputBudget;
+  readonly #budget: OutputBudgetLike;
   readonly #counters: ResponderCounters;
   readonly #stallMs: number;
   readonly #hooks: SessionOutputHooks;
@@ -53,7 +53,7 @@ export class SessionOutput {
   #stallArmed = false;
   #closed = false;
 
-  constructor(sock: Duplex, budget: OutputBudget, counters: ResponderCounters, stallTimeoutMs: number, hooks: SessionOutputHooks) {
+  constructor(sock: Duplex, budget: OutputBudgetLike, counters: ResponderCounters, stallTimeoutMs: number, hooks: SessionOutputHooks) {
     this.#budget = budget;
     this.#counters = counters;
     this.#stallMs = stallTimeoutMs;

@@ -6,12 +6,12 @@ import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
 import type { ByteEncoding, ServerMessage } from '../wire/messages.ts';
-import type { ClientSessions, HandshakeAdmission, ResponderCounters } from './admission.ts';
+import type { ClientSessionsLike, HandshakeAdmission, ResponderCounters } from './admission.ts';
 import type { ControlConfig } from './control.ts';
 import { errorCode } from './error-text.ts';
 import type { ForwardContext, Forwarder } from './forwarder.ts';
 import type { Limits } from './limits.ts';
-import type { OutputBudget } from './output-budget.ts';
+import type { OutputBudgetLike } from './output-budget.ts';
 
 export type Channel = 'public' | 'control';
 
@@ -83,9 +83,9 @@ export interface SessionConfig {
 }
 
 export interface SessionShared {
-  readonly budget: OutputBudget;
+  readonly budget: OutputBudgetLike;
   readonly counters: ResponderCounters;
-  readonly clients: ClientSessions;
+  readonly clients: ClientSessionsLike;
   readonly handshakes: HandshakeAdmission;
   /** A refused connection, for the rate-limited log. */
   refused(reason: string): void;

@@ -1,0 +1,189 @@
+// The process-wide admission state of a responder sharded over worker threads ([limits] workers), in one
+// SharedArrayBuffer that the main thread allocates (create) and posts to each worker (attach): the queued-
+// output budget, open public sessions, sessions per client address, waiting handshakes, decrypt jobs, the
+// control nonce, and one region of counters per thread. Every limit that is process-wide with one thread
+// stays exact with several: counts change with Atomics (or under SharedLock), never past their maximum.
+//
+// Layout (byte offsets): Int32 header words (0), the budget's BigInt64 total and peak (128), the counter
+// regions (192, 128 bytes per thread), the client table (Int32 words, after the regions).
+import { randomBytes } from 'node:crypto';
+import type { ResponderCounters } from './admission.ts';
+import type { ControlNonceState } from './control.ts';
+import { ResponderError } from './errors.ts';
+import type { Limits } from './limits.ts';
+import { SharedOutputBudget } from './shared-budget.ts';
+import { CLIENT_SLOT_WORDS, SharedClientSessions } from './shared-clients.ts';
+import { COUNTER_REGION_SLOTS, regionCounters, SharedCount, sumRegions, type ThreadCounters } from './shared-counters.ts';
+import { SharedLock } from './shared-lock.ts';
+import { NONCE_WORDS, SharedControlNonce } from './shared-nonce.ts';
+
+/** Plain data to postMessage to a worker: the shared memory and the sizes it was laid out with. */
+export interface SharedAdmissionInit {
+  readonly buffer: SharedArrayBuffer;
+  /** Writer regions: index 0 = the main thread, 1..workers = the workers. */
+  readonly threads: number;
+  /** Slots of the client table (a power of two ≥ 2 × maxSessions). */
+  readonly clientSlots: number;
+  readonly maxSessions: number;
+  readonly maxSessionsPerClient: number;
+  readonly maxQueuedBytes: number;
+  readonly maxQueuedHandshakes: number;
+  readonly maxConcurrentDecrypts: number;
+}
+
+export type SharedCounterTotals = { counters: Omit<ResponderCounters, 'queuedBytes' | 'peakQueuedBytes'>; refused: number };
+
+/** Int32 header words. */
+const W = {
+  epoch: 0,
+  budgetWaiters: 1,
+  sessions: 2,
+  handshakesWaiting: 3,
+  decrypts: 4,
+  clientsLock: 5,
+  clientsUsed: 6,
+  nonceSeq: 7,
+  nonce: 8, // .. 8 + NONCE_WORDS
+  salt: 8 + NONCE_WORDS, // 4 words
+} as const;
+const SALT_BYTES = 16;
+const TOTALS_OFFSET = 128;
+const REGIONS_OFFSET = 192;
+
+function layout(threads: number, clientSlots: number): { regions: number; table: number; bytes: number } {
+  const table = REGIONS_OFFSET + threads * COUNTER_REGION_SLOTS * 8;
+  return { regions: REGIONS_OFFSET, table, bytes: table + clientSlots * CLIENT_SLOT_WORDS * 4 };
+}
+
+function positiveInt(name: string, v: unknown, min = 1): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: ${name}: expected an integer ≥ ${min}, found ${String(v)}`);
+  }
+  return v;
+}
+
+export class SharedAdmission {
+  readonly init: SharedAdmissionInit;
+  /** Process-wide queued-output budget (limits.maxQueuedBytes): the control responder's and every worker's public one. */
+  readonly budget: SharedOutputBudget;
+  /** Public-channel sessions per client address (the PROXY v2 source), exact across threads. */
+  readonly clients: SharedClientSessions;
+  /** Open public sessions: tryOpen() before a connection is handed over, closed() when its session ends or never started. */
+  readonly sessions: { tryOpen(): boolean; closed(): void; readonly count: number };
+  /** Handshakes waiting for a later turn, process-wide (maxQueuedHandshakes). */
+  readonly handshakeQueue: { tryEnter(): boolean; leave(): void; readonly waiting: number };
+  /** max_concurrent_decrypts across every thread's DecryptScheduler. */
+  readonly decryptSlots: { tryAcquire(): boolean; release(): void; readonly active: number; readonly max: number };
+  /** The per-process control nonce, the same in every thread. */
+  readonly controlNonce: ControlNonceState;
+  readonly #regions: Float64Array;
+  readonly #counters = new Map<number, ThreadCounters>();
+
+  /** Main thread: allocates the state for the main thread (index 0) and `workers` workers (1..workers). */
+  static create(opts: { limits: Limits; workers: number; maxConcurrentDecrypts: number }): SharedAdmission {
+    const { limits } = opts;
+    const threads = positiveInt('workers', opts.workers, 0) + 1;
+    const maxSessions = positiveInt('limits.maxSessions', limits.maxSessions);
+    let clientSlots = 8;
+    while (clientSlots < 2 * maxSessions) clientSlots *= 2;
+    const buffer = new SharedArrayBuffer(layout(threads, clientSlots).bytes);
+    new Uint8Array(buffer, W.salt * 4, SALT_BYTES).set(randomBytes(SALT_BYTES));
+    const shared = new SharedAdmission({
+      buffer,
+      threads,
+      clientSlots,
+      maxSessions,
+      maxSessionsPerClient: positiveInt('limits.maxSessionsPerClient', limits.maxSessionsPerClient),
+      maxQueuedBytes: positiveInt('limits.maxQueuedBytes', limits.maxQueuedBytes),
+      maxQueuedHandshakes: positiveInt('limits.maxQueuedHandshakes', limits.maxQueuedHandshakes, 0),
+      maxConcurrentDecrypts: positiveInt('maxConcurrentDecrypts', opts.maxConcurrentDecrypts),
+    });
+    shared.controlNonce.consume(); // the first nonce (the zeros it replaces go nowhere)
+    return shared;
+  }
+
+  /** A worker: the same state, from the init the main thread posted. Throws RESPONDER_BAD_OPTIONS if it does not fit. */
+  static attach(init: SharedAdmissionInit): SharedAdmission {
+    if (typeof init !== 'object' || init === null || !(init.buffer instanceof SharedArrayBuffer)) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', 'shared admission: expected the init of SharedAdmission.create (with its SharedArrayBuffer)');
+    }
+    const threads = positiveInt('threads', init.threads);
+    const slots = positiveInt('clientSlots', init.clientSlots);
+    if ((slots & (slots - 1)) !== 0 || init.buffer.byteLength !== layout(threads, slots).bytes) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads and ${slots} client slots`);
+    }
+    for (const k of ['maxSessions', 'maxSessionsPerClient', 'maxQueuedBytes', 'maxConcurrentDecrypts'] as const) positiveInt(k, init[k]);
+    positiveInt('maxQueuedHandshakes', init.maxQueuedHandshakes, 0);
+    return new SharedAdmission(init);
+  }
+
+  private constructor(init: SharedAdmissionInit) {
+    this.init = init;
+    const { buffer } = init;
+    const words = new Int32Array(buffer);
+    const at = layout(init.threads, init.clientSlots);
+    this.#regions = new Float64Array(buffer, at.regions, init.threads * COUNTER_REGION_SLOTS);
+    this.budget = new SharedOutputBudget(init.maxQueuedBytes, {
+      words,
+      epoch: W.epoch,
+      waiters: W.budgetWaiters,
+      totals: new BigInt64Array(buffer, TOTALS_OFFSET, 2),
+      queued: 0,
+      peak: 1,
+    });
+    this.clients = new SharedClientSessions(init.maxSessionsPerClient, {
+      words,
+      base: at.table / 4,
+      capacity: init.clientSlots,
+      used: W.clientsUsed,
+      lock: new SharedLock(words, W.clientsLock),
+      salt: new Uint8Array(buffer, W.salt * 4, SALT_BYTES).slice(),
+    });
+    const sessions = new SharedCount(words, W.sessions, init.maxSessions, 'sessions');
+    this.sessions = {
+      tryOpen: () => sessions.tryTake(),
+      closed: () => sessions.giveBack(),
+      get count() {
+        return sessions.value;
+      },
+    };
+    const waiting = new SharedCount(words, W.handshakesWaiting, init.maxQueuedHandshakes, 'handshake queue');
+    this.handshakeQueue = {
+      tryEnter: () => waiting.tryTake(),
+      leave: () => waiting.giveBack(),
+      get waiting() {
+        return waiting.value;
+      },
+    };
+    const decrypts = new SharedCount(words, W.decrypts, init.maxConcurrentDecrypts, 'decrypt slots');
+    this.decryptSlots = {
+      tryAcquire: () => decrypts.tryTake(),
+      release: () => decrypts.giveBack(),
+      get active() {
+        return decrypts.value;
+      },
+      max: init.maxConcurrentDecrypts,
+    };
+    this.controlNonce = new SharedControlNonce(words, W.nonceSeq, W.nonce);
+  }
+
+  /**
+   * The counters of the thread that owns region `index` (0 = main, 1..workers): its own slots, written by it
+   * alone (`counters.writeStalls++` is a plain read and write), plus its refused count. queuedBytes and
+   * peakQueuedBytes read the shared budget. The same object for the same index.
+   */
+  counters(index: number): ThreadCounters {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.init.threads) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: counters(${String(index)}): expected 0..${this.init.threads - 1}`);
+    }
+    let c = this.#counters.get(index);
+    if (c === undefined) this.#counters.set(index, (c = regionCounters(this.#regions, index, this.budget)));
+    return c;
+  }
+
+  /** Every thread's counters summed (the main thread reads these at scrape time). */
+  totals(): SharedCounterTotals {
+    const { refused, ...counters } = sumRegions(this.#regions, this.init.threads);
+    return { counters, refused };
+  }
+}
