@@ -5,7 +5,8 @@
 //
 // Errors cross as plain data — { name, code, message } plus a whitelist of typed fields (nsmCode, reason,
 // detail, limit) — and are rebuilt as the classes callers test with instanceof: NsmError, AttestationError,
-// EvDecryptError, EvBudgetError, EvPoolError, RangeError, TypeError. Any other error arrives as a
+// EvDecryptError, EvBudgetError, EvPoolError, RangeError, TypeError (and WorkerServiceError's own
+// refusals: BAD_MESSAGE, CLOSED). Any other error arrives as a
 // WorkerServiceError WORKER_SERVICE_FAILED naming the remote class and code (its message, which by the
 // project's rule holds no secret, is kept). Nothing else of an error crosses: no stack, no cause.
 //
@@ -97,6 +98,8 @@ function rebuild(w: WireError): Error | undefined {
       return typeof w.limit === 'number' ? new EvBudgetError(w.limit) : undefined;
     case 'EvPoolError':
       return w.code === 'EV_POOL_CLOSED' || w.code === 'EV_POOL_WORKER_FAILED' ? new EvPoolError(w.code, w.message) : undefined;
+    case 'WorkerServiceError': // the other side refused the call itself (bad arguments) or lost a port of its own
+      return w.code === 'WORKER_SERVICE_BAD_MESSAGE' || w.code === 'WORKER_SERVICE_CLOSED' ? new WorkerServiceError(w.code, w.message) : undefined;
     case 'RangeError':
       return new RangeError(w.message);
     case 'TypeError':
