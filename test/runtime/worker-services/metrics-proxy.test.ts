@@ -34,23 +34,25 @@ describe('MetricsRecorder / serveMetrics', () => {
     const direct = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
     const main = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
     const { recorder, server } = over(main);
-    const calls: [(m: { observeExchange(e: ExchangeFacts): void; sessionClosed(s: SessionSummary): void }) => void][] = [
-      [(m) => m.observeExchange(exchange(0.7, 200, { decryptedFields: 3 }))],
-      [(m) => m.observeExchange(exchange(3.5, 204, { decryptedFields: () => 2 }))],
-      [(m) => m.observeExchange(exchange(40, 422, { errorCode: 'HTTP_DECRYPT_FAILED' }))],
-      [(m) => m.observeExchange(exchange(40, 413, { errorCode: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS' }))],
-      [(m) => m.observeExchange(exchange(120_000, 0))],
-      [(m) => m.observeExchange(exchange(1.5, 101))],
-      [(m) => m.observeExchange(exchange(700, 503, { errorCode: 'HTTP_UPSTREAM_TIMEOUT' }))],
-      [(m) => m.sessionClosed(summary('a', 'client-closed'))],
-      [(m) => m.sessionClosed(summary('b', 'handshake-timeout', 0))],
-      [(m) => m.sessionClosed(summary('c', 'handshake-failed', 0))],
-      [(m) => m.sessionClosed(summary('d', 'client-closed', 0))],
-      [(m) => m.sessionClosed(summary('e', 'idle', 0, 'control'))],
+    // Each exchange is handed to both at once: their durations differ by the microseconds between the two
+    // calls, far from any bucket bound (the durations sit mid-bucket).
+    const exchanges = [
+      () => exchange(7, 200, { decryptedFields: 3 }),
+      () => exchange(15, 204, { decryptedFields: () => 2 }),
+      () => exchange(35, 422, { errorCode: 'HTTP_DECRYPT_FAILED' }),
+      () => exchange(35, 413, { errorCode: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS' }),
+      () => exchange(120_000, 0),
+      () => exchange(170, 101),
+      () => exchange(1_700, 503, { errorCode: 'HTTP_UPSTREAM_TIMEOUT' }),
     ];
-    for (const [call] of calls) {
-      call(direct);
-      call(recorder);
+    for (const make of exchanges) {
+      const ex = make();
+      direct.observeExchange(ex);
+      recorder.observeExchange(ex);
+    }
+    for (const s of [summary('a', 'client-closed'), summary('b', 'handshake-timeout', 0), summary('c', 'handshake-failed', 0), summary('d', 'client-closed', 0), summary('e', 'idle', 0, 'control')]) {
+      direct.sessionClosed(s);
+      recorder.sessionClosed(s);
     }
     await server.requestFlush();
     const a = await direct.metrics();
