@@ -45,6 +45,8 @@ function plainInfo(info: ConnectionInfo): ConnectionInfo {
 function detachNodeSocket(socket: net.Socket, info: ConnectionInfo): HandedConnection {
   const handle = (socket as unknown as { _handle?: NodeHandle | null })._handle;
   if (socket.destroyed || socket.connecting || handle === null || handle === undefined) throw failed(info, 'the socket is closed or not connected');
+  // A TLS socket's fd carries records of a session that lives in this thread: the bytes alone are no connection.
+  if ((socket as { encrypted?: boolean }).encrypted === true) throw failed(info, 'a TLS socket cannot be handed');
   if (typeof handle.fd !== 'number' || handle.fd < 0) throw failed(info, 'the socket has no file descriptor (not TCP or unix)');
   if (handle.reading === true || socket.readableFlowing === true || socket.bytesRead > 0 || socket.readableLength > 0) {
     throw failed(info, 'the socket is already reading (listen with handoff: true)');
