@@ -70,7 +70,8 @@ export interface IdleRss {
   arenas: string | undefined;
 }
 
-function statusKiB(pid: number, field: string, text: string): number {
+/** A `/proc/<pid>/status` field given in kB (VmRSS, RssAnon...), in bytes; `text` is the file's content. */
+export function statusKiB(pid: number, field: string, text: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
   if (m === null) throw new Error(`/proc/${pid}/status: no ${field}`);
   return Number(m[1]) * 1024;
@@ -107,6 +108,17 @@ async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string |
   }
 }
 
+/** The Docker layer's own build into `dir` (cli.js, the worker entries, the chunks and package.json beside it); cli.js's path. */
+export async function buildCliBundle(dir: string): Promise<string> {
+  const cli = path.join(dir, 'cli.js');
+  await new Promise<void>((resolve, reject) => {
+    const b = spawn(process.execPath, [path.join(ROOT, 'scripts/build-bundle.mjs'), cli], { stdio: 'inherit' });
+    b.once('error', reject);
+    b.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build-bundle.mjs exited ${code}`))));
+  });
+  return cli;
+}
+
 /**
  * Builds the CLI bundle into a temp dir and measures a fresh `run --listen tcp:0,0 --nsm simulator` (default
  * config but the local API on a free port; `sleep` as the app) `idleMs` after it logged "runtime started", and a
@@ -117,13 +129,7 @@ async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string |
 export async function bundledAgentIdleRss(idleMs = 20_000): Promise<IdleRss> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'bench-agent-rss-'));
   try {
-    const cli = path.join(dir, 'cli.js');
-    // The Docker layer's own build (cli.js, decrypt-worker.js, the chunks and package.json beside it).
-    await new Promise<void>((resolve, reject) => {
-      const b = spawn(process.execPath, [path.join(ROOT, 'scripts/build-bundle.mjs'), cli], { stdio: 'inherit' });
-      b.once('error', reject);
-      b.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build-bundle.mjs exited ${code}`))));
-    });
+    const cli = await buildCliBundle(dir);
     const config = path.join(dir, 'enclave.toml');
     await writeFile(config, '[api]\nport = 0\n');
     const { flags, env } = await shippedLaunch();

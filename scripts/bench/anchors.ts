@@ -109,7 +109,7 @@ function poolClient(url: string, concurrency: number, ca?: string): Client {
 /** The request the SDK sends for the same GET (each Data request is its own exchange: Connection: close). */
 const AGENT_REQUEST = new TextEncoder().encode('GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nConnection: close\r\n\r\n');
 
-async function agentClient(port: number): Promise<Client> {
+export async function agentClient(port: number): Promise<Client> {
   const c = await NoiseClient.connect(port);
   let nextId = 1;
   const pending = new Map<number, (ok: boolean) => void>();

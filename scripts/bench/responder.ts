@@ -206,7 +206,7 @@ function directHttpPerSec(port: number, ms: number, concurrency: number): Promis
   );
 }
 
-function attestedSessionsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
+export function attestedSessionsPerSec(port: number, ms: number, concurrency: number): Promise<number> {
   return closedLoopPerSec(ms, concurrency, async () => {
     const c = await NoiseClient.connect(port);
     const reply = c.next();
