@@ -56,6 +56,7 @@ export class SharedOutputBudget implements OutputBudgetLike {
     return this.queuedBytes + bytes <= this.limit;
   }
 
+  /** `delta`: a whole number of bytes (sessions report MessageSender.queuedBytes changes). */
   adjust(delta: number): void {
     if (delta === 0) return;
     const s = this.#s;

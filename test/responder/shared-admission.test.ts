@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { EvBusyError } from '../../src/crypto/errors.ts';
+import type { Keyring } from '../../src/crypto/keyring.ts';
 import { ClientSessions, createCounters, HandshakeAdmission, type ClientSessionsLike } from '../../src/responder/admission.ts';
 import { DEFAULT_LIMITS, resolveLimits, type Limits } from '../../src/responder/limits.ts';
 import { OutputBudget, type OutputBudgetLike } from '../../src/responder/output-budget.ts';
@@ -200,6 +201,29 @@ describe('SharedAdmission (one thread)', () => {
     await expect(a.run(failing())).rejects.toThrow('boom');
     expect(s.decryptSlots.active).toBe(0);
     expect(() => new DecryptScheduler({ slots: s.decryptSlots, maxConcurrent: 3 })).toThrow(RangeError);
+  });
+
+  it('a DecryptScheduler with a pool takes a shared slot per pooled body and gives it back however the pool answers', async () => {
+    const s = shared({}, 1, 1);
+    const keyring = {} as Keyring;
+    let answer: ((v: { json: string; count: number }) => void) | undefined;
+    const pool = {
+      keyring,
+      decryptJson: (text: string) => {
+        if (text === 'throw') throw new Error('pool closed');
+        return new Promise<{ json: string; count: number }>((resolve) => (answer = resolve));
+      },
+    };
+    const a = new DecryptScheduler({ slots: s.decryptSlots, pool });
+    const b = new DecryptScheduler({ slots: s.decryptSlots });
+    const job = a.decryptJson('{}', keyring);
+    expect(s.decryptSlots.active).toBe(1);
+    await expect(b.run([].values())).rejects.toBeInstanceOf(EvBusyError);
+    answer!({ json: '{}', count: 0 });
+    expect(await job).toEqual({ json: '{}', count: 0 });
+    expect(s.decryptSlots.active).toBe(0);
+    await expect(a.decryptJson('throw', keyring)).rejects.toThrow('pool closed');
+    expect([s.decryptSlots.active, a.active]).toEqual([0, 0]);
   });
 
   it('counts per thread region, sums them, and reads queued bytes from the budget', () => {
