@@ -93,6 +93,12 @@ export interface Config {
     max_concurrent_handshakes: number;
     /** Connections waiting for a handshake slot; more are closed before any crypto. */
     max_queued_handshakes: number;
+    /**
+     * Session threads: public-channel sessions are sharded across this many worker threads (the listener hands
+     * each accepted connection to one); 1 runs them on the main thread. null (not set): the CPU count, or 1
+     * where the native addon that hands connections over is not built (the runtime resolves it).
+     */
+    workers: number | null;
   };
   /** kms: the sealed-keyring file `keys seal` wrote (`file`), opened with KMS in `region` (optional `endpoint`, https). */
   keyring: { source: 'dev' | 'sealed-file' | 'kms'; path: string | null; file: string | null; region: string | null; endpoint: string | null };
@@ -250,6 +256,7 @@ const SCHEMA: Schema = {
       max_queued_bytes: int(256 * MiB, 1 * MiB, 64 * 1024 * MiB),
       max_concurrent_handshakes: int(4 * availableParallelism(), 1, 100_000),
       max_queued_handshakes: int(256, 0, 100_000),
+      workers: { kind: 'custom', default: null, parse: (v, k) => readField(int(1, 1, 64), v, k) },
     },
   },
   keyring: { kind: 'table', fields: { source: oneOf('dev', ['dev', 'sealed-file', 'kms']), path: str(null), file: str(null), region: str(null, /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/), endpoint: str(null, /^https:\/\/[^\s/]+\/?$/) } },

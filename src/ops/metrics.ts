@@ -182,6 +182,8 @@ export class AgentMetrics {
   readonly #sessions: TallyCounter<'channel' | 'outcome'>;
   readonly #handshakes: TallyCounter<'result'>;
   readonly #handshakeByResult: Record<Exclude<HandshakeResult, 'refused'>, Tally>;
+  /** Brings handshakes_total{result="refused"} up to the responders' refused count. */
+  readonly #syncRefused: () => void;
   readonly #requests: Tally[];
   readonly #rawRequests: Record<'data' | 'stream', Tally>;
   readonly #bytesIn: Tally;
@@ -233,6 +235,7 @@ export class AgentMetrics {
       if (now > refusedSeen) refused.n += now - refusedSeen;
       refusedSeen = Math.max(refusedSeen, now);
     };
+    this.#syncRefused = syncRefused;
     new Gauge({
       name: `${p}handshakes_queued`,
       help: 'Handshakes waiting for an admission slot now.',
@@ -403,8 +406,14 @@ export class AgentMetrics {
     this.#egress[outcome].n++;
   }
 
+  /** Runs before each exposition (the session workers' figures are brought in: a scrape is exact). */
+  beforeScrape: (() => Promise<void>) | undefined;
+
   /** The exposition text (Prometheus text format 0.0.4). */
-  metrics(): Promise<string> {
+  async metrics(): Promise<string> {
+    await this.beforeScrape?.();
+    // Before rendering: handshakes_total is serialised before the gauge whose collect also syncs it.
+    this.#syncRefused();
     return this.registry.metrics();
   }
 

@@ -21,6 +21,11 @@ import type { DecryptStage } from '../http/stages/decrypt.ts';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { DecryptPool } from '../crypto/decrypt-pool.ts';
 import { startMemoryTrim } from './memory-trim.ts';
+import { startSessionWorkers, type SessionWorkers } from './session-workers.ts';
+import { SharedAdmission } from '../responder/shared-admission.ts';
+import { resolveLimits } from '../responder/limits.ts';
+import { nativeAvailable } from '../transport/native.ts';
+import { availableParallelism } from 'node:os';
 import type { ControlHandler } from '../responder/control.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import { startAgent, type Agent, type ListenTarget } from '../responder/server.ts';
@@ -269,7 +274,10 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   // One budget for all ev: work (HTTP mode and the local API share the event loop it protects).
   // Bodies are decrypted in worker threads (one per CPU, started on first use), off the sessions' event loop.
   const decryptPool = new DecryptPool(keyring);
-  const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool });
+  const workers = sessionThreads(config, opts);
+  // With session workers, the limits every session shares live in shared memory (exact across threads).
+  const admission = workers > 1 ? SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts }) : undefined;
+  const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool, ...(admission === undefined ? {} : { slots: admission.decryptSlots }) });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
   const forwarder = createForwarder({
     config,
@@ -292,11 +300,31 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   let api: ApiServer | undefined;
   let agent: Agent | undefined;
   let ingress: TlsIngress | null = null;
+  let sessionWorkers: SessionWorkers | undefined;
   try {
     if (config.api.enabled) {
       api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
+    if (admission !== undefined) {
+      sessionWorkers = await startSessionWorkers({
+        count: workers,
+        config,
+        keyring,
+        nsm: opts.nsm,
+        logger,
+        ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
+        metrics,
+        ...(opts.onSessionClosed === undefined ? {} : { onSessionClosed: opts.onSessionClosed }),
+        admission,
+        decryptPool,
+        attestationKey,
+        ...(opts.features === undefined ? {} : { features: opts.features }),
+        ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),
+      });
+      metrics.beforeScrape = sessionWorkers.flushMetrics;
+    }
     agent = await startAgent({
+      ...(sessionWorkers === undefined || admission === undefined ? {} : { publicResponder: sessionWorkers, controlNonce: admission.controlNonce, outputBudget: admission.budget }),
       listen: targets.public,
       controlListen: targets.control,
       nsm: opts.nsm,
@@ -313,6 +341,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     ingress = await startIngress(opts, forwarder, egress, logger);
   } catch (err) {
     await agent?.close().catch(() => {});
+    await sessionWorkers?.close().catch(() => {});
     await egress?.close().catch(() => {});
     await api?.close().catch(() => {});
     await forwarder.close?.().catch(() => {});
@@ -417,6 +446,22 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       return closed;
     },
   };
+}
+
+/**
+ * [limits] workers, resolved: as set, or the CPU count when not set. Handing connections to other threads
+ * needs the native addon; without it an unset value means 1, a set value > 1 is refused.
+ */
+function sessionThreads(config: Config, opts: AgentRuntimeOptions): number {
+  const set = config.limits.workers;
+  const n = set ?? (nativeAvailable() && opts.decrypt === undefined ? availableParallelism() : 1);
+  if (n > 1 && !nativeAvailable()) {
+    throw new RuntimeError('RUNTIME_BAD_OPTIONS', `limits.workers = ${n}: handing connections to session threads needs the native addon, which is not built here; set workers = 1`);
+  }
+  if (n > 1 && opts.decrypt !== undefined) {
+    throw new RuntimeError('RUNTIME_BAD_OPTIONS', `limits.workers = ${n}: a replacement decrypt stage runs on the main thread only; set workers = 1`);
+  }
+  return n;
 }
 
 /** Raw mode has no HTTP forwarder (and so no health monitor): the ops /health probes the app the same way. */

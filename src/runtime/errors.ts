@@ -10,6 +10,8 @@ export type RuntimeErrorCode =
   /** api_key_auth = true with no key configured: `run` refuses to boot. */
   | 'RUNTIME_NO_API_KEY'
   | 'RUNTIME_ABORTED'
+  /** A session worker ([limits] workers) failed to start, or stopped: the agent cannot keep its sessions. */
+  | 'RUNTIME_WORKER_FAILED'
   | 'LOG_SINK_BAD_OPTIONS';
 
 /** The error class of src/runtime (the in-enclave runtime: supervision, drain, wiring). */

@@ -1,0 +1,29 @@
+// What the main thread and a session worker (session-worker.ts) tell each other: the worker's start-up data
+// and the messages on its parentPort. The services (NSM, logs, metrics, decrypt) have ports of their own.
+import type { MessagePort } from 'node:worker_threads';
+import type { Config } from '../config.ts';
+import type { KeyScalars } from '../crypto/keyring.ts';
+import type { SharedAdmissionInit } from '../responder/shared-admission.ts';
+import type { HandedConnection } from '../transport/handoff.ts';
+
+export interface SessionWorkerData {
+  /** 1..workers: this thread's region in the shared admission state. */
+  index: number;
+  config: Config;
+  /** Every key generation, newest first (copies: the worker wipes them once its keyring is built). */
+  scalars: KeyScalars[];
+  attestationKey: Uint8Array | undefined;
+  features?: string[];
+  apiKeyHashes?: string[];
+  logLevel: string;
+  admission: SharedAdmissionInit;
+  ports: { nsm: MessagePort; log: MessagePort; metrics: MessagePort; decrypt: MessagePort; trx?: MessagePort };
+}
+
+export type ToWorker =
+  | { type: 'connection'; connection: HandedConnection }
+  | { type: 'drain'; timeoutMs: number }
+  | { type: 'close' };
+
+export type FromWorker = { type: 'ready' } | { type: 'stopped'; error?: string };
+

@@ -1,0 +1,117 @@
+// A session worker thread ([limits] workers): runs public-channel sessions on connections the main thread hands
+// over (session-workers.ts), with the same forwarder the main thread would build from the same Config. What is
+// process-wide stays on the main thread and is reached through MessagePorts: the NSM, the transaction log,
+// the operational log, the metrics and the decrypt pool (src/runtime/worker-services/); the limits that span
+// every session (sessions, per client, queued output, waiting handshakes, decrypt jobs, the control nonce) live
+// in shared memory (src/responder/shared-admission.ts), so they hold exactly across threads.
+import { parentPort, workerData } from 'node:worker_threads';
+import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
+import { KeyMaterial, Keyring } from '../crypto/keyring.ts';
+import { createResponder } from '../responder/server.ts';
+import { SharedAdmission } from '../responder/shared-admission.ts';
+import { adoptConnection } from '../transport/handoff.ts';
+import { createForwarder, limitsFrom } from './forwarder-setup.ts';
+import type { SessionWorkerData, ToWorker, FromWorker } from './session-worker-protocol.ts';
+import { remoteDecryptPool } from './worker-services/decrypt-proxy.ts';
+import { workerLogger } from './worker-services/log-proxy.ts';
+import { MetricsRecorder } from './worker-services/metrics-proxy.ts';
+import { remoteNsm } from './worker-services/nsm-proxy.ts';
+import { remoteLogSink } from './worker-services/trx-proxy.ts';
+
+const d = workerData as SessionWorkerData;
+const port = parentPort!;
+const { config } = d;
+
+// Every key generation, newest first: this thread opens ev: values under retired keys too.
+const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(d.scalars));
+for (const g of d.scalars) {
+  g.p256.fill(0);
+  g.secp256k1.fill(0);
+}
+const logger = workerLogger(d.ports.log, { level: d.logLevel, bindings: { worker: d.index } });
+const admission = SharedAdmission.attach(d.admission);
+const recorder = new MetricsRecorder(d.ports.metrics);
+const trxSink = d.ports.trx === undefined ? undefined : remoteLogSink(d.ports.trx);
+const decryptScheduler = new DecryptScheduler({
+  maxConcurrent: config.limits.max_concurrent_decrypts,
+  slots: admission.decryptSlots,
+  pool: remoteDecryptPool(d.ports.decrypt, keyring),
+});
+const forwarder = createForwarder({
+  config,
+  logger,
+  keyring,
+  decryptScheduler,
+  observer: recorder,
+  ...(trxSink === undefined ? {} : { trxSink }),
+  ...(d.apiKeyHashes === undefined ? {} : { apiKeyHashes: d.apiKeyHashes }),
+});
+
+/** Each connection the main thread handed over holds one of the process's session slots until this. */
+let endedHere = 0;
+const sessionEnded = (): void => {
+  endedHere++;
+  admission.sessions.closed();
+};
+
+const attestationKey = d.attestationKey;
+const responder = createResponder({
+  channel: 'public',
+  nsm: remoteNsm(d.ports.nsm),
+  forwarder,
+  limits: limitsFrom(config),
+  acceptProxyProtocol: config.accept_proxy_protocol,
+  ...(d.features === undefined ? {} : { features: d.features }),
+  attestationPublicKey: () => attestationKey,
+  controlNonce: admission.controlNonce,
+  outputBudget: admission.budget,
+  clients: admission.clients,
+  counters: admission.counters(d.index),
+  handshakeQueue: admission.handshakeQueue,
+  sessionsLimit: false,
+  logger,
+  onSessionClosed: (summary) => {
+    sessionEnded();
+    recorder.sessionClosed(summary);
+  },
+});
+
+const post = (m: FromWorker): void => port.postMessage(m);
+
+async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
+  if (how === 'drain') await responder.drain(timeoutMs);
+  else await responder.close();
+  await forwarder.close?.();
+  await trxSink?.close();
+  recorder.flushNow();
+}
+
+port.on('message', (m: ToWorker) => {
+  switch (m.type) {
+    case 'connection': {
+      let stream;
+      try {
+        stream = adoptConnection(m.connection);
+      } catch (err) {
+        sessionEnded();
+        logger.warn({ remote: m.connection.info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot adopt a handed connection');
+        return;
+      }
+      // handle() either starts a session (which reports its end through onSessionClosed, possibly at once)
+      // or refuses the connection without one (draining): only then is the slot given back here.
+      const before = endedHere;
+      const open = responder.sessionCount;
+      responder.handle(stream, m.connection.info);
+      if (responder.sessionCount === open && endedHere === before) sessionEnded();
+      return;
+    }
+    case 'drain':
+    case 'close':
+      void stop(m.type, m.type === 'drain' ? m.timeoutMs : 0).then(
+        () => post({ type: 'stopped' }),
+        (err: unknown) => post({ type: 'stopped', error: (err as { code?: string }).code ?? 'error' }),
+      );
+      return;
+  }
+});
+post({ type: 'ready' });

@@ -1,0 +1,313 @@
+// [limits] workers > 1: the public channel's sessions run in worker threads. The main thread keeps the listener
+// and admits each connection against the process-wide session limit (shared memory, exact across threads),
+// then hands its descriptor — before a byte is read — to the worker with the fewest sessions
+// (src/transport/handoff.ts). It serves the workers the NSM, the transaction log, the operational log, the
+// metrics and the decrypt pool (src/runtime/worker-services/). Seen from startAgent this is the public
+// channel's Responder: drain and close reach every worker, counters sum every thread.
+// A worker that dies takes its sessions' shared state with it (slots, queued-output bytes): that is a bug, and
+// it ends the agent as an uncaught error on the main thread would (the supervisor or the enclave restarts it).
+import type { Duplex } from 'node:stream';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { Nsm } from '../attestation/nsm.ts';
+import type { Config } from '../config.ts';
+import type { DecryptPool } from '../crypto/decrypt-pool.ts';
+import type { Keyring } from '../crypto/keyring.ts';
+import type { LogSink } from '../http/log-sink.ts';
+import type { AgentMetrics } from '../ops/metrics.ts';
+import type { ResponderCounters } from '../responder/admission.ts';
+import { resolveLimits } from '../responder/limits.ts';
+import type { Responder } from '../responder/server.ts';
+import type { SessionSummary } from '../responder/session.ts';
+import type { SharedAdmission } from '../responder/shared-admission.ts';
+import { detachConnection } from '../transport/handoff.ts';
+import type { ConnectionInfo } from '../transport/types.ts';
+import { spawnModuleWorker } from '../util/module-worker.ts';
+import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
+import { RuntimeError } from './errors.ts';
+import { limitsFrom } from './forwarder-setup.ts';
+import type { FromWorker, SessionWorkerData, ToWorker } from './session-worker-protocol.ts';
+import { serveDecryptPool } from './worker-services/decrypt-proxy.ts';
+import { serveWorkerLogs } from './worker-services/log-proxy.ts';
+import { serveMetrics, type MetricsServer } from './worker-services/metrics-proxy.ts';
+import { serveNsm } from './worker-services/nsm-proxy.ts';
+import { serveLogSink } from './worker-services/trx-proxy.ts';
+
+export interface SessionWorkersOptions {
+  /** Worker threads (≥ 2; one thread is the main thread's own responder). */
+  count: number;
+  config: Config;
+  keyring: Keyring;
+  nsm: Nsm;
+  logger: Logger;
+  trxSink?: LogSink;
+  metrics: AgentMetrics;
+  /** After each public session, besides the metrics (tests, embedders). */
+  onSessionClosed?: (summary: SessionSummary) => void;
+  admission: SharedAdmission;
+  decryptPool: DecryptPool;
+  attestationKey: Uint8Array | undefined;
+  features?: string[];
+  apiKeyHashes?: string[];
+  /** How long a worker may take to start (load its modules, build its keyring). Default 30 s. */
+  startTimeoutMs?: number;
+}
+
+export interface SessionWorkers extends Responder {
+  /** Its listener hands connections over untouched (startAgent). */
+  readonly handoff: true;
+  readonly workers: number;
+  /** Sessions each worker holds, as the main thread counts them (handed minus ended; tests, diagnostics). */
+  sessionsPerWorker(): number[];
+  /** Brings every worker's metrics up to date (before a scrape). */
+  flushMetrics(): Promise<void>;
+}
+
+/** After the drain timeout, a worker's sessions get this long to hand over their Error frames (server.ts). */
+const DRAIN_GRACE_MS = 2_000 + 3_000;
+const CLOSE_TIMEOUT_MS = 5_000;
+
+interface Slot {
+  readonly index: number;
+  readonly worker: Worker;
+  readonly metrics: MetricsServer;
+  readonly ports: MessagePort[];
+  live: number;
+  stopped: ((error?: string) => void) | null;
+}
+
+export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<SessionWorkers> {
+  const { admission, logger } = opts;
+  const limits = resolveLimits(limitsFrom(opts.config));
+  const refusals = new RateLimitedLog(logger, 'connections refused (public channel)', REFUSAL_LOG_INTERVAL_MS);
+  const acceptErrors = new RateLimitedLog(logger, 'listener accept errors (public channel)', REFUSAL_LOG_INTERVAL_MS);
+  // What only the main thread sees: refusals at admission (before a worker has the connection), accept errors.
+  let refusedHere = 0;
+  let refusedSessions = 0;
+  let acceptErrorCount = 0;
+  let state: 'running' | 'draining' | 'closed' = 'running';
+  let stopping = false;
+  const slots: Slot[] = [];
+
+  const fail = (slot: Slot, why: string): void => {
+    if (stopping) return;
+    logger.fatal({ worker: slot.index, why }, 'a session worker stopped; the agent cannot keep its sessions');
+    setImmediate(() => {
+      throw new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${slot.index} stopped (${why})`);
+    });
+  };
+
+  const spawn = (index: number): Promise<Slot> => {
+    const channels = { nsm: new MessageChannel(), log: new MessageChannel(), metrics: new MessageChannel(), decrypt: new MessageChannel(), trx: opts.trxSink === undefined ? undefined : new MessageChannel() };
+    const scalars = opts.keyring.keyMaterial().scalars();
+    const data: SessionWorkerData = {
+      index,
+      config: opts.config,
+      scalars,
+      attestationKey: opts.attestationKey,
+      ...(opts.features === undefined ? {} : { features: opts.features }),
+      ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),
+      logLevel: logger.level,
+      admission: admission.init,
+      ports: { nsm: channels.nsm.port2, log: channels.log.port2, metrics: channels.metrics.port2, decrypt: channels.decrypt.port2, ...(channels.trx === undefined ? {} : { trx: channels.trx.port2 }) },
+    };
+    const transfer = Object.values(data.ports);
+    let worker: Worker;
+    try {
+      worker = spawnModuleWorker(import.meta.url, 'session-worker', { workerData: data, transferList: transfer });
+    } finally {
+      // workerData was cloned by now: the copies on this side go at once.
+      for (const g of scalars) {
+        g.p256.fill(0);
+        g.secp256k1.fill(0);
+      }
+    }
+    serveNsm(channels.nsm.port1, opts.nsm);
+    serveWorkerLogs(channels.log.port1, logger);
+    serveDecryptPool(channels.decrypt.port1, opts.decryptPool);
+    if (channels.trx !== undefined && opts.trxSink !== undefined) serveLogSink(channels.trx.port1, opts.trxSink);
+    const slot: Slot = {
+      index,
+      worker,
+      metrics: serveMetrics(channels.metrics.port1, opts.metrics, (summary) => {
+        slot.live--;
+        try {
+          opts.onSessionClosed?.(summary);
+        } catch {
+          // a metrics hook must not break the responder
+        }
+      }),
+      ports: [channels.nsm.port1, channels.log.port1, channels.metrics.port1, channels.decrypt.port1, ...(channels.trx === undefined ? [] : [channels.trx.port1])],
+      live: 0,
+      stopped: null,
+    };
+    return new Promise<Slot>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} did not start within ${opts.startTimeoutMs ?? 30_000} ms`)), opts.startTimeoutMs ?? 30_000);
+      let ready = false;
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'ready') {
+          ready = true;
+          clearTimeout(timer);
+          resolve(slot);
+        } else if (m.type === 'stopped') {
+          const done = slot.stopped;
+          slot.stopped = null;
+          done?.(m.error);
+        }
+      });
+      worker.on('error', (err) => {
+        const why = `${err.name}: ${(err as { code?: string }).code ?? err.message}`;
+        if (!ready) {
+          clearTimeout(timer);
+          reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} failed to start (${why})`, { cause: err }));
+        } else fail(slot, why);
+      });
+      worker.on('exit', (code) => {
+        if (!ready) {
+          clearTimeout(timer);
+          reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} exited with code ${code} while starting`));
+        } else fail(slot, `exit ${code}`);
+      });
+    });
+  };
+
+  const stopAll = async (): Promise<void> => {
+    stopping = true;
+    await Promise.all(
+      slots.map(async (s) => {
+        for (const p of s.ports) p.close();
+        await s.worker.terminate();
+      }),
+    );
+  };
+
+  try {
+    for (let i = 1; i <= opts.count; i++) slots.push(await spawn(i));
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+
+  /** Each worker stops its sessions (drain or close) and answers `stopped`; bounded, then it is terminated. */
+  const stopWorkers = async (msg: ToWorker, boundMs: number): Promise<void> => {
+    await Promise.all(
+      slots.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const timer = setTimeout(() => {
+              s.stopped = null;
+              logger.warn({ worker: s.index }, 'a session worker did not stop in time; terminating it');
+              resolve();
+            }, boundMs);
+            s.stopped = (error) => {
+              clearTimeout(timer);
+              if (error !== undefined) logger.warn({ worker: s.index, err: error }, 'a session worker stopped with an error');
+              resolve();
+            };
+            s.worker.postMessage(msg);
+          }),
+      ),
+    );
+    await flushMetrics();
+    refusals.flush();
+    acceptErrors.flush();
+    await stopAll();
+  };
+
+  const flushMetrics = async (): Promise<void> => {
+    await Promise.all(slots.map((s) => s.metrics.requestFlush()));
+  };
+
+  const refuse = (stream: Duplex, reason: string): void => {
+    refusedHere++;
+    refusedSessions++;
+    refusals.note(reason);
+    stream.on('error', () => {});
+    stream.destroy();
+  };
+
+  const counters: ResponderCounters = {
+    get refusedSessions() {
+      return refusedSessions + admission.totals().counters.refusedSessions;
+    },
+    get refusedPerClient() {
+      return admission.totals().counters.refusedPerClient;
+    },
+    get refusedHandshakes() {
+      return admission.totals().counters.refusedHandshakes;
+    },
+    get queuedHandshakes() {
+      return admission.totals().counters.queuedHandshakes;
+    },
+    get handshakesWaiting() {
+      return admission.handshakeQueue.waiting;
+    },
+    get writeStalls() {
+      return admission.totals().counters.writeStalls;
+    },
+    get overBudget() {
+      return admission.totals().counters.overBudget;
+    },
+    get acceptErrors() {
+      return acceptErrorCount;
+    },
+    get queuedBytes() {
+      return admission.budget.queuedBytes;
+    },
+    get peakQueuedBytes() {
+      return admission.budget.peakQueuedBytes;
+    },
+  } as ResponderCounters;
+
+  let drained: Promise<void> | undefined;
+  let closed: Promise<void> | undefined;
+  return {
+    channel: 'public',
+    limits,
+    controlNonce: admission.controlNonce,
+    handoff: true,
+    workers: slots.length,
+    get sessionCount() {
+      return admission.sessions.count;
+    },
+    get refusedCount() {
+      return refusedHere + admission.totals().refused;
+    },
+    counters,
+    sessionsPerWorker: () => slots.map((s) => s.live),
+    flushMetrics,
+    acceptError(err) {
+      acceptErrorCount++;
+      acceptErrors.note((err as NodeJS.ErrnoException).code ?? 'error');
+    },
+    handle(stream: Duplex, info: ConnectionInfo) {
+      if (state !== 'running') return refuse(stream, state);
+      if (!admission.sessions.tryOpen()) return refuse(stream, 'max-sessions');
+      let connection;
+      try {
+        connection = detachConnection(stream, info);
+      } catch (err) {
+        admission.sessions.closed();
+        stream.on('error', () => {});
+        stream.destroy();
+        logger.error({ remote: info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot hand a connection to a session worker');
+        return;
+      }
+      let best = slots[0]!;
+      for (const s of slots) if (s.live < best.live) best = s;
+      best.live++;
+      best.worker.postMessage({ type: 'connection', connection } satisfies ToWorker);
+    },
+    drain(timeoutMs) {
+      if (state === 'closed') return closed ?? Promise.resolve();
+      state = 'draining';
+      drained ??= stopWorkers({ type: 'drain', timeoutMs }, timeoutMs + DRAIN_GRACE_MS);
+      return drained;
+    },
+    close() {
+      state = 'closed';
+      closed ??= (drained ?? Promise.resolve()).then(() => (stopping ? undefined : stopWorkers({ type: 'close' }, CLOSE_TIMEOUT_MS)));
+      return closed;
+    },
+  };
+}

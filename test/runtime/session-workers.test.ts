@@ -1,0 +1,178 @@
+// [limits] workers: public sessions run on worker threads the listener hands connections to. The same
+// behaviour with 1 (the main thread) and 2 workers: sessions attest and are served, the process-wide limits
+// (sessions, per client) hold exactly across threads, a scrape counts every request and session, drain
+// finishes what is in flight on every worker, transaction records and logs reach the main thread.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
+import { parseAttestationDocument } from '../../src/attestation/document.ts';
+import { configFromObject } from '../../src/config.ts';
+import { nativeAvailable } from '../../src/transport/native.ts';
+import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
+import { httpRequest, startAgentStack, statusOf, waitUntil, type AgentStack } from '../faults/stack.ts';
+import { closedWithin, connectClient, connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
+
+const native = nativeAvailable();
+
+let app: http.Server;
+let appPort: number;
+/** Requests the app holds until released (drain test). */
+let held: (() => void)[] = [];
+
+beforeAll(async () => {
+  app = http.createServer((req, res) => {
+    const answer = (): void => {
+      res.setHeader('content-type', 'text/plain');
+      res.end(`ok ${req.url}`);
+    };
+    if (req.url === '/slow') held.push(answer);
+    else answer();
+  });
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  appPort = (app.address() as AddressInfo).port;
+});
+
+afterAll(async () => {
+  app.closeAllConnections();
+  await new Promise<void>((resolve) => app.close(() => resolve()));
+});
+
+let stack: AgentStack | undefined;
+const clients: TestClient[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const h of held.splice(0)) h();
+  await stack?.close();
+  stack = undefined;
+});
+
+async function client(port: number, preamble?: Uint8Array): Promise<TestClient> {
+  const c = preamble === undefined ? await connectClient(port) : await handshake(tcpPipe(await connectTcp(port)), { preamble });
+  clients.push(c);
+  return c;
+}
+
+let nextId = 1;
+async function get(c: TestClient, path: string): Promise<number> {
+  const id = nextId++;
+  c.send({ type: 'Data', id, payload: httpRequest('GET', path) });
+  const got = await c.until((m) => (m.type === 'Data' || m.type === 'Error') && m.id === id, 15_000);
+  const m = got.at(-1)!.message;
+  if (m.type !== 'Data') throw new Error(`reply ${m.type}`);
+  return statusOf(m.payload);
+}
+
+async function scrape(s: AgentStack): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${s.runtime.opsPort!}/metrics`)).text();
+}
+
+function sample(text: string, name: string, labels: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+/** A connection the agent closes before answering hs1 (refused at admission). */
+async function refused(port: number, preamble?: Uint8Array): Promise<void> {
+  const sock = await connectTcp(port);
+  const pipe = tcpPipe(sock);
+  const gone = new Promise<void>((resolve) => pipe.onClose(resolve));
+  handshake(pipe, preamble === undefined ? {} : { preamble }).catch(() => {});
+  await gone;
+}
+
+describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
+  it('serves sessions (attestation, Data) and records each request and session on the main thread', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers } });
+    const s = stack;
+    const cs = await Promise.all(Array.from({ length: 6 }, () => client(s.port)));
+    for (const c of cs) {
+      c.send({ type: 'RequestAttestation' });
+      const m = (await c.next()).message;
+      expect(m.type).toBe('Attestation');
+      if (m.type !== 'Attestation') continue;
+      const doc = parseAttestationDocument(m.data).document;
+      // Bound to this session's handshake, made by the main thread's NSM, with the process's control nonce.
+      expect(doc.nonce).toEqual(c.handshakeHash);
+      expect(doc.pcrs.get(0)).toEqual(s.sim.pcrs[0]);
+      expect(doc.userData).toEqual(m.control_nonce);
+      expect(await get(c, '/hello')).toBe(200);
+    }
+    // A scrape right away counts every request: the workers' figures are brought in before it renders.
+    const text = await scrape(s);
+    expect(sample(text, 'enclave_agent_requests_total', 'mode="http",status_class="2xx"')).toBe(6);
+    await waitUntil(() => s.trx.records.length >= 6, 5_000, 'six transaction records');
+    expect(s.trx.records.filter((r) => r.path === '/hello' && r.status === 200)).toHaveLength(6);
+    for (const c of cs) c.close();
+    await waitUntil(() => s.sessions.length === 6, 5_000, 'six session summaries');
+    expect(sample(await scrape(s), 'enclave_agent_sessions_total', 'channel="public",outcome="client-closed"')).toBe(6);
+    expect(s.runtime.sessionCount()).toBe(0);
+    if (workers > 1) {
+      // Both workers served sessions: their log lines carry the worker's number.
+      const served = new Set(s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker));
+      expect(served).toEqual(new Set([1, 2]));
+    }
+  }, 60_000);
+
+  it('max_sessions holds across threads: one more is refused, a freed slot is taken again', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers, max_sessions: 4 } });
+    const s = stack;
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(s.port)));
+    for (const c of cs) expect(await get(c, '/a')).toBe(200);
+    await refused(s.port);
+    expect(s.runtime.sessionCount()).toBe(4);
+    cs[0]!.close();
+    await waitUntil(() => s.runtime.sessionCount() === 3, 5_000, 'a slot to free');
+    const again = await client(s.port);
+    expect(await get(again, '/b')).toBe(200);
+    expect(sample(await scrape(s), 'enclave_agent_handshakes_total', 'result="refused"')).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('max_sessions_per_client holds across threads for one PROXY v2 source', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers, max_sessions_per_client: 3 }, extra: { accept_proxy_protocol: true } });
+    const s = stack;
+    const from = (address: string): Uint8Array => encodeProxyV2({ source: { address, port: 4000 }, destination: { address: '10.0.0.1', port: 443 } });
+    const cs = [];
+    for (let i = 0; i < 3; i++) cs.push(await client(s.port, from('203.0.113.9')));
+    for (const c of cs) expect(await get(c, '/c')).toBe(200);
+    await refused(s.port, from('203.0.113.9'));
+    const other = await client(s.port, from('203.0.113.10'));
+    expect(await get(other, '/d')).toBe(200);
+    cs[0]!.close();
+    await waitUntil(() => s.runtime.sessionCount() === 3, 5_000, 'the first client to be gone');
+    const back = await client(s.port, from('203.0.113.9'));
+    expect(await get(back, '/e')).toBe(200);
+  }, 60_000);
+
+  it('drain finishes the requests in flight on every worker, refuses new connections, then closes', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers } });
+    const s = stack;
+    const cs = await Promise.all(Array.from({ length: 4 }, () => client(s.port)));
+    const replies = cs.map((c) => get(c, '/slow'));
+    await waitUntil(() => held.length === 4, 10_000, 'four requests at the app');
+    const drained = s.runtime.drain(10_000);
+    await refused(s.port).catch(() => {});
+    for (const h of held.splice(0)) h();
+    expect(await Promise.all(replies)).toEqual([200, 200, 200, 200]);
+    await drained;
+    await Promise.all(cs.map((c) => closedWithin(c, 5_000)));
+    await waitUntil(() => s.sessions.length === 4, 5_000, 'four session summaries');
+    expect(s.sessions.every((x) => x.reason === 'drain')).toBe(true);
+  }, 60_000);
+});
+
+describe('[limits] workers: configuration', () => {
+  it('accepts 1..64, refuses 0 and 65 naming the key, and leaves it unset by default', () => {
+    expect(configFromObject({}).limits.workers).toBeNull();
+    expect(configFromObject({ limits: { workers: 3 } }).limits.workers).toBe(3);
+    expect(() => configFromObject({ limits: { workers: 0 } })).toThrow(/limits\.workers/);
+    expect(() => configFromObject({ limits: { workers: 65 } })).toThrow(/limits\.workers/);
+  });
+
+  it.runIf(native)('refuses workers > 1 with a replacement decrypt stage (it runs on the main thread only)', async () => {
+    await expect(startAgentStack({ appPort, limits: { workers: 2 }, decrypt: () => null })).rejects.toMatchObject({ code: 'RUNTIME_BAD_OPTIONS' });
+  });
+
+  it.skipIf(native)('refuses workers > 1 where the native addon is not built', async () => {
+    await expect(startAgentStack({ appPort, limits: { workers: 2 } })).rejects.toMatchObject({ code: 'RUNTIME_BAD_OPTIONS' });
+  });
+});
