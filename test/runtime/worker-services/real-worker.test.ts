@@ -172,4 +172,11 @@ describe('worker services across a real worker thread', () => {
     const { error } = await pending;
     expect(error).toMatchObject({ name: 'WorkerServiceError', code: 'WORKER_SERVICE_CLOSED', isWorkerServiceError: true });
   });
+
+  // Last: it ends the worker.
+  it('releases a scrape waiting on a worker that is gone at once (its ports close with it)', async () => {
+    await worker.terminate();
+    await metricsServer.requestFlush(600_000); // not ten minutes: the metrics port closed with the worker
+    expect(samples(await metrics.metrics()).get('enclave_agent_requests_total{mode="http",status_class="2xx"}')).toBe(123);
+  });
 });
