@@ -1,6 +1,7 @@
 // `npm run build:bundle [-- OUTFILE]`: the whole CLI and its dependencies, no node_modules, for the Docker base
-// layer (default dist-bundle/cli.js). Beside OUTFILE: decrypt-worker.js (the decrypt pool's thread), the chunk
-// files esbuild splits off at dynamic imports, and a package.json that only says `"type": "module"`.
+// layer (default dist-bundle/cli.js). Beside OUTFILE: decrypt-worker.js and session-worker.js (the decrypt pool's
+// and the session threads' entries), the chunk files esbuild splits off at dynamic imports, and a package.json
+// that only says `"type": "module"`.
 // CommonJS dependencies get a `require`; the version `--version` prints is compiled in.
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -55,10 +56,12 @@ const packageExportsForDynamicImports = {
 
 await build({
   plugins: [packageExportsForDynamicImports],
-  // The decrypt pool's worker thread is a second entry: the pool starts `decrypt-worker.js` from beside cli.js.
+  // The worker threads are entries of their own, started from beside cli.js: the decrypt pool's
+  // `decrypt-worker.js` and the session threads' `session-worker.js` ([limits] workers ≥ 2).
   entryPoints: [
     { in: path.join(root, 'src/cli.ts'), out: path.basename(outfile, '.js') },
     { in: path.join(root, 'src/crypto/decrypt-worker.ts'), out: 'decrypt-worker' },
+    { in: path.join(root, 'src/runtime/session-worker.ts'), out: 'session-worker' },
   ],
   outdir,
   // Code splitting: what a command or feature imports dynamically (the other commands, acme-client, the AWS SDK,

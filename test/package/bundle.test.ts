@@ -1,14 +1,16 @@
 // The Docker base layer's CLI: `npm run build:bundle` makes cli.js, the chunks split off at dynamic imports and
 // decrypt-worker.js, which run with no node_modules and no package's package.json (the layer has neither; only
 // one that marks the files ES modules) — --version, --help, and a command that loads its modules.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
+/** This checkout's addon build, which hands connections to session threads (the layer ships it beside dist/). */
+const ADDON = path.join(REPO, 'native/build/Release/enclave_native.node');
 let dir: string;
 let bundle: string;
 
@@ -87,6 +89,30 @@ w.on('message', (m) => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout) as unknown).toEqual({ id: 7, json: '{"card":"4242","n":1}', count: 0 });
+  });
+
+  // [limits] workers ≥ 2 — the default wherever the addon is built and there is more than one CPU — starts each
+  // session thread from session-worker.js beside cli.js: a layer without it does not boot.
+  it.runIf(existsSync(ADDON))('starts `run` with [limits] workers = 2 from the bundle alone', async () => {
+    const config = path.join(dir, 'workers.toml');
+    writeFileSync(config, '[api]\nenabled = false\n[limits]\nworkers = 2\n');
+    const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-workers'), '--', 'sleep', '60'];
+    const agent = spawn(process.execPath, args, { cwd: dir, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: ADDON }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const exited = new Promise<number | null>((r) => agent.once('exit', (code) => r(code)));
+    const started = await new Promise<boolean>((resolve) => {
+      const seen = (c: Buffer): void => {
+        out += c.toString();
+        if (out.includes('"runtime started"')) resolve(true);
+      };
+      agent.stdout.on('data', seen);
+      agent.stderr.on('data', seen);
+      void exited.then(() => resolve(false));
+    });
+    agent.kill('SIGTERM'); // maybe before its handlers are installed: how it exits is not what this test is about
+    await exited;
+    expect(out).not.toMatch(/RUNTIME_WORKER_FAILED|MODULE_NOT_FOUND/);
+    expect(started).toBe(true);
   });
 
   it('--help and a command that loads its modules run from the bundle alone', async () => {
