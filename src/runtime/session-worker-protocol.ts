@@ -5,6 +5,7 @@ import type { Config } from '../config.ts';
 import type { KeyScalars } from '../crypto/keyring.ts';
 import type { SharedAdmissionInit } from '../responder/shared-admission.ts';
 import type { HandedConnection } from '../transport/handoff.ts';
+import type { LogSinkCapabilities } from './worker-services/trx-proxy.ts';
 
 export interface SessionWorkerData {
   /** 1..workers: this thread's region in the shared admission state. */
@@ -18,6 +19,8 @@ export interface SessionWorkerData {
   logLevel: string;
   admission: SharedAdmissionInit;
   ports: { nsm: MessagePort; log: MessagePort; metrics: MessagePort; decrypt: MessagePort; trx?: MessagePort };
+  /** What the main thread's transaction-log sink takes (lines or records), when there is one. */
+  trxCapabilities?: LogSinkCapabilities;
 }
 
 export type ToWorker =

@@ -31,7 +31,7 @@ for (const g of d.scalars) {
 const logger = workerLogger(d.ports.log, { level: d.logLevel, bindings: { worker: d.index } });
 const admission = SharedAdmission.attach(d.admission);
 const recorder = new MetricsRecorder(d.ports.metrics);
-const trxSink = d.ports.trx === undefined ? undefined : remoteLogSink(d.ports.trx);
+const trxSink = d.ports.trx === undefined ? undefined : remoteLogSink(d.ports.trx, d.trxCapabilities);
 const decryptScheduler = new DecryptScheduler({
   maxConcurrent: config.limits.max_concurrent_decrypts,
   slots: admission.decryptSlots,
@@ -84,6 +84,7 @@ async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
   await forwarder.close?.();
   await trxSink?.close();
   recorder.flushNow();
+  logger.flush();
 }
 
 port.on('message', (m: ToWorker) => {

@@ -31,7 +31,7 @@ import { serveDecryptPool } from './worker-services/decrypt-proxy.ts';
 import { serveWorkerLogs } from './worker-services/log-proxy.ts';
 import { serveMetrics, type MetricsServer } from './worker-services/metrics-proxy.ts';
 import { serveNsm } from './worker-services/nsm-proxy.ts';
-import { serveLogSink } from './worker-services/trx-proxy.ts';
+import { logSinkCapabilities, serveLogSink } from './worker-services/trx-proxy.ts';
 
 export interface SessionWorkersOptions {
   /** Worker threads (≥ 2; one thread is the main thread's own responder). */
@@ -109,6 +109,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),
       logLevel: logger.level,
       admission: admission.init,
+      ...(opts.trxSink === undefined ? {} : { trxCapabilities: logSinkCapabilities(opts.trxSink) }),
       ports: { nsm: channels.nsm.port2, log: channels.log.port2, metrics: channels.metrics.port2, decrypt: channels.decrypt.port2, ...(channels.trx === undefined ? {} : { trx: channels.trx.port2 }) },
     };
     const transfer = Object.values(data.ports);

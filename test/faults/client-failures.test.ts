@@ -92,7 +92,9 @@ const stalled = (i: number): Uint8Array => (i % 3 === 0 ? new Uint8Array(0) : ne
 
 describe('a client vanishes mid-frame', () => {
   it('frees the session and its in-flight app request at once, and other sessions are unaffected', async () => {
-    const s = await startAgentStack({ appPort: app.port });
+    // One session thread: the test reads the main thread's forwarder (test/runtime/session-workers.test.ts
+    // covers sessions on worker threads).
+    const s = await startAgentStack({ appPort: app.port, limits: { workers: 1 } });
     try {
       const other = await connectClient(s.port);
       const c = await connectClient(s.port);
