@@ -9,7 +9,7 @@
 // dist/ it loads decrypt-worker.js.
 import os from 'node:os';
 import type { Worker } from 'node:worker_threads';
-import { spawnModuleWorker } from '../util/module-worker.ts';
+import { spawnModuleWorker } from './module-worker.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import type { Keyring, KeyScalars } from './keyring.ts';

@@ -22,7 +22,7 @@ import type { SessionSummary } from '../responder/session.ts';
 import type { SharedAdmission } from '../responder/shared-admission.ts';
 import { detachConnection } from '../transport/handoff.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
-import { spawnModuleWorker } from '../util/module-worker.ts';
+import { spawnModuleWorker } from '../crypto/module-worker.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 import { RuntimeError } from './errors.ts';
 import { limitsFrom } from './forwarder-setup.ts';

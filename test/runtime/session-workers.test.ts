@@ -17,7 +17,7 @@ const native = nativeAvailable();
 let app: http.Server;
 let appPort: number;
 /** Requests the app holds until released (drain test). */
-let held: (() => void)[] = [];
+const held: (() => void)[] = [];
 
 beforeAll(async () => {
   app = http.createServer((req, res) => {

@@ -1,5 +1,6 @@
 // Starts a worker thread on a module that sits beside the caller's: `<name>.js` from dist/ or the bundle, or
 // `<name>.ts` from a TypeScript checkout (tsx, vitest), where the thread first registers tsx's loader.
+// It lives beside its first user, the decrypt pool: src/util must stay browser-safe.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
