@@ -391,7 +391,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     throw err;
   }
   clock.start();
-  const memoryTrim = startMemoryTrim();
+  const memoryTrim = startMemoryTrim(sessionWorkers === undefined ? {} : { threads: () => sessionWorkers.loopUtilization });
   setCurrentMetrics(metrics);
   const ev = config.evervault;
   if (Object.values(ev).some((v) => v !== null && (typeof v !== 'object' || Object.values(v).some((x) => x !== null)))) {

@@ -14,12 +14,30 @@ import { loadNative } from '../transport/native.ts';
 const BUSY = 0.02;
 const INTERVAL_MS = 5_000;
 
+type Utilization = (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization;
+
 export interface MemoryTrimOptions {
   intervalMs?: number;
   /** Trims, then calls `done(released)` (tests inject one). Default: the addon's malloc_trim(0), off the JS thread. */
   trim?: Trim;
   /** Default: performance.eventLoopUtilization. */
-  utilization?: (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization;
+  utilization?: Utilization;
+  /**
+   * The other threads whose event loops count (session workers: `worker.performance.eventLoopUtilization`):
+   * the heap is the process's, so an interval is busy when any thread was.
+   */
+  threads?: () => readonly Utilization[];
+}
+
+/** Says, at each call, whether the event loop behind `elu` was busy since the previous call. */
+function busyReader(elu: Utilization): () => boolean {
+  let last = elu();
+  return () => {
+    const now = elu();
+    const busy = elu(now, last).utilization >= BUSY;
+    last = now;
+    return busy;
+  };
 }
 
 export interface MemoryTrim {
@@ -44,16 +62,20 @@ export function nativeMallocTrim(): Trim | undefined {
 export function startMemoryTrim(opts: MemoryTrimOptions = {}): MemoryTrim | undefined {
   const trim = opts.trim ?? nativeMallocTrim();
   if (trim === undefined) return undefined;
-  const elu = opts.utilization ?? performance.eventLoopUtilization;
-  let last = elu();
+  const readers = new Map<Utilization, () => boolean>();
+  const reader = (elu: Utilization): (() => boolean) => {
+    let r = readers.get(elu);
+    if (r === undefined) readers.set(elu, (r = busyReader(elu)));
+    return r;
+  };
+  const main = reader(opts.utilization ?? performance.eventLoopUtilization);
+  // Every reader is read each interval (no short cut), so each one's next interval starts now.
+  const anyBusy = (): boolean => [main, ...(opts.threads?.() ?? []).map(reader)].map((r) => r()).includes(true);
   let busySince = false;
   let released = 0;
   let trimming = false;
   const timer = setInterval(() => {
-    const now = elu();
-    const busy = elu(now, last).utilization >= BUSY;
-    last = now;
-    if (busy) {
+    if (anyBusy()) {
       busySince = true;
     } else if (busySince && !trimming) {
       busySince = false;

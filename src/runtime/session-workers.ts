@@ -6,6 +6,7 @@
 // channel's Responder: drain and close reach every worker, counters sum every thread.
 // A worker that dies takes its sessions' shared state with it (slots, queued-output bytes): that is a bug, and
 // it ends the agent as an uncaught error on the main thread would (the supervisor or the enclave restarts it).
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -61,7 +62,11 @@ export interface SessionWorkers extends Responder {
   sessionsPerWorker(): number[];
   /** Brings every worker's metrics up to date (before a scrape). */
   flushMetrics(): Promise<void>;
+  /** Each worker's event-loop utilisation, read from this thread (the memory trim asks whether any was busy). */
+  readonly loopUtilization: readonly LoopUtilization[];
 }
+
+type LoopUtilization = (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization;
 
 /** After the drain timeout, a worker's sessions get this long to hand over their Error frames (server.ts). */
 const DRAIN_GRACE_MS = 2_000 + 3_000;
@@ -277,6 +282,10 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     counters,
     sessionsPerWorker: () => slots.map((s) => s.live),
     flushMetrics,
+    loopUtilization: slots.map((s) => {
+      const perf = s.worker.performance;
+      return (current?: EventLoopUtilization, previous?: EventLoopUtilization) => perf.eventLoopUtilization(current, previous);
+    }),
     acceptError(err) {
       acceptErrorCount++;
       acceptErrors.note((err as NodeJS.ErrnoException).code ?? 'error');

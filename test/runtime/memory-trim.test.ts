@@ -43,6 +43,20 @@ describe('memory trim', () => {
     t.stop();
   });
 
+  it('counts an interval busy when any thread was (session workers share the heap), and reads each thread every interval', () => {
+    vi.useFakeTimers();
+    const trim = vi.fn((done: (released: boolean) => void) => done(true));
+    const worker = scripted([0.5, 0.5, 0, 0]);
+    const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0, 0, 0]), threads: () => [worker] })!;
+    vi.advanceTimersByTime(20); // the main thread idle, the worker busy: no trim
+    expect(trim).not.toHaveBeenCalled();
+    vi.advanceTimersByTime(10); // every thread idle after a busy interval: the trim
+    expect(trim).toHaveBeenCalledTimes(1);
+    vi.advanceTimersByTime(10);
+    expect(trim).toHaveBeenCalledTimes(1);
+    t.stop();
+  });
+
   it('counts only trims that released memory', () => {
     vi.useFakeTimers();
     const t = startMemoryTrim({ intervalMs: 10, trim: (done) => done(false), utilization: scripted([1, 0]) })!;
