@@ -1,5 +1,5 @@
 // worker_threads that decrypt the ev: values of JSON texts off the event loop (DecryptScheduler hands them
-// bodies when it has a pool). Measured against slicing on the event loop in scripts/bench/decrypt-flood.ts:
+// bodies when it has a pool), and tell whether a large body is UTF-8 JSON at all (isJsonText). Measured against slicing on the event loop in scripts/bench/decrypt-flood.ts:
 // the request beside a flood is served as if there were none, and the flood uses every core.
 //
 // Each worker holds its own Keyring, built from copies of the private scalars (same process, same memory:
@@ -13,13 +13,14 @@ import { spawnModuleWorker } from './module-worker.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import type { Keyring, KeyScalars } from './keyring.ts';
+import { sharedBytes } from './json-text.ts';
 
-type Reply = { id: number; json: string; count: number } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
+type Reply = { id: number; json: string; count: number } | { id: number; valid: boolean } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
 
 interface Slot {
   worker: Worker;
   load: number;
-  pending: Map<number, { resolve(v: { json: string; count: number }): void; reject(err: unknown): void }>;
+  pending: Map<number, { resolve(v: never): void; reject(err: unknown): void }>;
 }
 
 function spawn(scalars: KeyScalars[]): Worker {
@@ -56,13 +57,28 @@ export class DecryptPool {
    * `maxEcdh`, the worker charges an EcdhBudget of that size (EvBudgetError past it).
    */
   decryptJson(text: string, maxEcdh?: number): Promise<{ json: string; count: number }> {
+    return this.#send((id) => (maxEcdh === undefined ? { id, text } : { id, text, maxEcdh }));
+  }
+
+  /**
+   * Whether `bytes` are valid UTF-8 JSON (jsonText(bytes) !== null), decided in a worker. The worker answers
+   * yes or no, not the text: the caller, which holds the bytes, decodes valid ones itself (one native pass),
+   * so an 8 MiB string never crosses threads twice (pool → main → session thread). The bytes cross once, as
+   * shared memory (sharedBytes: one copy unless they already are shared); the caller's stay as they were.
+   */
+  isJsonText(bytes: Uint8Array): Promise<boolean> {
+    return this.#send((id) => ({ id, bytes: sharedBytes(bytes) }));
+  }
+
+  #send<T>(message: (id: number) => object): Promise<T> {
     if (this.#closed) return Promise.reject(new EvPoolError('EV_POOL_CLOSED', 'the decrypt pool is closed'));
     const slot = this.#pick();
     const id = this.#nextId++;
+    const m = message(id);
     if (slot.load++ === 0) slot.worker.ref(); // busy workers keep the process alive; idle ones do not
-    return new Promise((resolve, reject) => {
-      slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage(maxEcdh === undefined ? { id, text } : { id, text, maxEcdh });
+    return new Promise<T>((resolve, reject) => {
+      slot.pending.set(id, { resolve: resolve as (v: never) => void, reject });
+      slot.worker.postMessage(m);
     });
   }
 
@@ -102,7 +118,8 @@ export class DecryptPool {
       if (p === undefined) return;
       slot.pending.delete(m.id);
       if (--slot.load === 0) slot.worker.unref();
-      if ('json' in m) p.resolve({ json: m.json, count: m.count });
+      if ('json' in m) p.resolve({ json: m.json, count: m.count } as never);
+      else if ('valid' in m) p.resolve(m.valid as never);
       else if ('reason' in m) p.reject(new EvDecryptError(m.reason, m.detail));
       else if ('budget' in m) p.reject(new EvBudgetError(m.budget));
       else p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker failed (${m.failed}); the request was not decrypted`));

@@ -13,13 +13,15 @@
 // The budget: at most `maxConcurrent` jobs at once across the agent (HTTP mode and the local API share one
 // scheduler); run() beyond it rejects at once with EvBusyError, before any work (429 / 503 to the client).
 // With a DecryptPool (the runtime gives it one), whole JSON bodies go to worker threads instead, under the
-// same budget (decryptJson); header values, /encrypt and keyrings the pool does not hold stay sliced here.
+// same budget (decryptJson), and so does the check that a large body is UTF-8 JSON at all (jsonText);
+// header values, /encrypt and keyrings the pool does not hold stay sliced here.
 // With session worker threads, each thread has its own scheduler and `slots` (SharedAdmission.decryptSlots)
 // holds the budget across all of them.
 // scripts/bench/decrypt-flood.ts measures both against the old one-go decryption (README, Reliability).
 import type { DecryptPool } from './decrypt-pool.ts';
 import { EvBusyError } from './errors.ts';
 import { decryptJsonSteps } from './json-decrypt.ts';
+import { jsonText } from './json-text.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 
@@ -31,6 +33,16 @@ export const DEFAULT_MAX_DECRYPT_FIELDS = 1024;
 export const DEFAULT_MAX_CONCURRENT_DECRYPTS = 16;
 /** Default slice: the event loop runs other callbacks at least this often while values are decrypted. */
 export const DEFAULT_SLICE_MS = 5;
+/**
+ * Smallest body whose JSON check (jsonText) goes to the pool. Below it the check runs here, at once and
+ * without a budget slot: for 64 KiB it holds the loop about 1 ms (scripts/bench/decrypt-flood.ts
+ * measures it) — a pool round trip costs the loop a few tenths of a ms and the request a wait — while above
+ * it the check grows with the body (8 MiB: 190–360 ms held on one thread before the pool took it).
+ */
+export const JSON_TEXT_POOL_MIN_BYTES = 64 * 1024;
+
+/** What the scheduler uses of its pool (a DecryptPool, or a session worker's proxy to the main thread's). */
+export type DecryptSchedulerPool = Pick<DecryptPool, 'keyring' | 'decryptJson' | 'isJsonText'>;
 
 export interface DecryptSchedulerOptions {
   /** Most jobs queued or running at once; more are refused with EvBusyError. */
@@ -38,7 +50,7 @@ export interface DecryptSchedulerOptions {
   /** Time spent in units before yielding to the event loop (ms). */
   sliceMs?: number;
   /** Worker threads for whole JSON texts (decryptJson): off the event loop, under the same budget (a session worker: the main thread's, by port). */
-  pool?: Pick<DecryptPool, 'keyring' | 'decryptJson'>;
+  pool?: DecryptSchedulerPool;
   /**
    * The budget shared with other threads' schedulers (SharedAdmission.decryptSlots): each job takes a slot
    * there instead of counting against this scheduler's own jobs; its `max` is maxConcurrent.
@@ -72,7 +84,7 @@ function positive(name: string, value: number, integer: boolean): number {
 export class DecryptScheduler {
   readonly maxConcurrent: number;
   readonly sliceMs: number;
-  readonly pool: Pick<DecryptPool, 'keyring' | 'decryptJson'> | undefined;
+  readonly pool: DecryptSchedulerPool | undefined;
   readonly #slots: DecryptSlots | undefined;
   readonly #jobs: Job[] = [];
   #pooled = 0;
@@ -122,6 +134,27 @@ export class DecryptScheduler {
       this.#pooled--;
       this.#release();
     });
+  }
+
+  /**
+   * jsonText(bytes): the text when `bytes` are valid UTF-8 JSON (BOM kept), else null. With a pool and a body
+   * of JSON_TEXT_POOL_MIN_BYTES or more, the check runs in a pool worker as one job under the budget
+   * (EvBusyError past it) and the valid bytes are decoded here (one native pass; same text as the strict
+   * decode, which for valid UTF-8 cannot differ); otherwise here, at once, without a slot.
+   */
+  async jsonText(bytes: Uint8Array): Promise<string | null> {
+    const pool = this.pool;
+    if (pool === undefined || bytes.byteLength < JSON_TEXT_POOL_MIN_BYTES) return jsonText(bytes);
+    if (!this.#acquire()) throw new EvBusyError(this.maxConcurrent);
+    this.#pooled++;
+    let valid: boolean;
+    try {
+      valid = await pool.isJsonText(bytes);
+    } finally {
+      this.#pooled--;
+      this.#release();
+    }
+    return valid ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8') : null;
   }
 
   /** Runs `steps` to completion in slices; resolves with its return value, rejects with what a step throws. */

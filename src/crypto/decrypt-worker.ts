@@ -1,11 +1,13 @@
 // A DecryptPool worker thread: opens the ev: values of whole JSON texts with its own Keyring, built from the
-// scalars it was started with (the pool's workerData). It answers each {id, text} with {id, json, count}, or
+// scalars it was started with (the pool's workerData), and checks bodies for JSON: {id, bytes} is answered
+// {id, valid} (jsonText, json-text.ts). It answers each {id, text} with {id, json, count}, or
 // {id, reason, detail} for a value that does not decrypt (the EvDecryptError fields; the main thread rebuilds
 // the error), {id, budget} when the request's ECDH budget ran out, or {id, failed} for anything else. Nothing here logs.
 import { parentPort, workerData } from 'node:worker_threads';
 import { EcdhBudget } from './ecdh-budget.ts';
 import { EvBudgetError, EvDecryptError } from './errors.ts';
 import { decryptJsonTokens } from './json-decrypt.ts';
+import { jsonText } from './json-text.ts';
 import { KeyMaterial, Keyring, type KeyScalars } from './keyring.ts';
 
 // Every key generation, newest first (keys rotate): the worker opens values under retired keys too.
@@ -16,8 +18,10 @@ for (const g of generations) {
   g.secp256k1.fill(0);
 }
 
-parentPort!.on('message', ({ id, text, maxEcdh }: { id: number; text: string; maxEcdh?: number }) => {
+parentPort!.on('message', ({ id, text, maxEcdh, bytes }: { id: number; text?: string; maxEcdh?: number; bytes?: Uint8Array }) => {
   try {
+    if (bytes !== undefined) return void parentPort!.postMessage({ id, valid: jsonText(bytes) !== null });
+    if (text === undefined) throw new TypeError('a message with neither text nor bytes');
     const out = decryptJsonTokens(text, keyring, maxEcdh === undefined ? undefined : new EcdhBudget(maxEcdh));
     parentPort!.postMessage({ id, json: out.json, count: out.count });
   } catch (err) {

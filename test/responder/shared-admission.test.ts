@@ -213,6 +213,7 @@ describe('SharedAdmission (one thread)', () => {
         if (text === 'throw') throw new Error('pool closed');
         return new Promise<{ json: string; count: number }>((resolve) => (answer = resolve));
       },
+      isJsonText: () => Promise.resolve(true),
     };
     const a = new DecryptScheduler({ slots: s.decryptSlots, pool });
     const b = new DecryptScheduler({ slots: s.decryptSlots });

@@ -1,9 +1,10 @@
-// ev: decryption of whole JSON bodies for session worker threads: the main thread keeps the one DecryptPool
+// ev: decryption of whole JSON bodies, and the check that a large body is JSON (isJsonText), for session worker threads: the main thread keeps the one DecryptPool
 // (its threads hold copies of the keyring's scalars; no new copies per session worker) and runs each job a
 // worker sends. The global max_concurrent_decrypts budget is charged where the job starts — the worker's
 // DecryptScheduler, whose pool this proxy is — so serveDecryptPool does not charge it again. Refusals come
 // back as the same EvDecryptError (reason, detail), EvBudgetError and EvPoolError (rpc-port.ts).
 import type { DecryptPool } from '../../crypto/decrypt-pool.ts';
+import { sharedBytes } from '../../crypto/json-text.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { WorkerServiceError } from './errors.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
@@ -13,6 +14,8 @@ export interface RemoteDecryptPool {
   /** The worker's keyring: the scheduler sends only this keyring's bodies to the pool. */
   readonly keyring: Keyring;
   decryptJson(text: string, maxEcdh?: number): Promise<{ json: string; count: number }>;
+  /** DecryptPool.isJsonText: the bytes go as shared memory (one copy here unless already shared, none on the main thread). */
+  isJsonText(bytes: Uint8Array): Promise<boolean>;
   close(): void;
 }
 
@@ -28,12 +31,17 @@ export function remoteDecryptPool(port: PortLike, keyring: Keyring): RemoteDecry
       }
       return { json: out.json, count: out.count };
     },
+    async isJsonText(bytes) {
+      const valid = await rpc.call('isJsonText', [sharedBytes(bytes)]);
+      if (typeof valid !== 'boolean') throw new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', 'decrypt.isJsonText: the main thread answered something other than a boolean');
+      return valid;
+    },
     close: () => rpc.close(),
   };
 }
 
 /** Main side: runs a worker's jobs on `pool`. Returns a handle that closes the port. */
-export function serveDecryptPool(port: PortLike, pool: Pick<DecryptPool, 'decryptJson'>): { close(): void } {
+export function serveDecryptPool(port: PortLike, pool: Pick<DecryptPool, 'decryptJson' | 'isJsonText'>): { close(): void } {
   const rpc = rpcEndpoint(port, {
     service: 'decrypt',
     methods: {
@@ -43,6 +51,10 @@ export function serveDecryptPool(port: PortLike, pool: Pick<DecryptPool, 'decryp
           throw new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', 'decrypt.decryptJson: expected maxEcdh as a non-negative integer');
         }
         return pool.decryptJson(text, maxEcdh);
+      },
+      isJsonText: (bytes) => {
+        if (!(bytes instanceof Uint8Array)) throw new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', 'decrypt.isJsonText: expected the body as a Uint8Array');
+        return pool.isJsonText(bytes);
       },
     },
   });

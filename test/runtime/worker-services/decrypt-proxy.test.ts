@@ -22,7 +22,7 @@ afterAll(async () => {
   await pool.close();
 });
 
-function over(main: Pick<DecryptPool, 'decryptJson'> = pool): ReturnType<typeof remoteDecryptPool> {
+function over(main: Pick<DecryptPool, 'decryptJson' | 'isJsonText'> = pool): ReturnType<typeof remoteDecryptPool> {
   const { port1, port2 } = new MessageChannel();
   const served = serveDecryptPool(port1, main);
   // The worker's own keyring object (its copy of the scalars): the scheduler matches the pool by it.
@@ -66,7 +66,7 @@ describe('remoteDecryptPool / serveDecryptPool', () => {
 
   it('stands in for the pool of a worker’s DecryptScheduler, whose budget is the only one charged', async () => {
     let mainCalls = 0;
-    const counted: Pick<DecryptPool, 'decryptJson'> = { decryptJson: (t, m) => (mainCalls++, pool.decryptJson(t, m)) };
+    const counted: Pick<DecryptPool, 'decryptJson' | 'isJsonText'> = { decryptJson: (t, m) => (mainCalls++, pool.decryptJson(t, m)), isJsonText: (b) => pool.isJsonText(b) };
     const scheduler = new DecryptScheduler({ maxConcurrent: 1, pool: over(counted) });
     const body = JSON.stringify([encryptValue('a', pub)]);
     const first = scheduler.decryptJson(body, keyring, new EcdhBudget(4));
