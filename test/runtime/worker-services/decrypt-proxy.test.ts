@@ -11,6 +11,7 @@ import { encryptValue } from '../../../src/crypto/ev-format.ts';
 import { decryptJsonTokens } from '../../../src/crypto/json-decrypt.ts';
 import { Keyring } from '../../../src/crypto/keyring.ts';
 import { remoteDecryptPool, serveDecryptPool } from '../../../src/runtime/worker-services/decrypt-proxy.ts';
+import { rpcEndpoint } from '../../../src/runtime/worker-services/rpc-port.ts';
 import { failingValues } from '../../crypto/ev-forge.ts';
 
 const keyring = Keyring.generate();
@@ -78,5 +79,23 @@ describe('remoteDecryptPool / serveDecryptPool', () => {
     const other = Keyring.generate();
     expect((await scheduler.decryptJson(JSON.stringify([encryptValue(5, other.publicKeys())]), other)).json).toBe('[5]');
     expect(mainCalls).toBe(1);
+  });
+
+  it('checks bodies for JSON on the main thread’s pool: the same answers, the bytes shared, bad arguments refused', async () => {
+    const shared: boolean[] = [];
+    const remote = over({ decryptJson: (t, m) => pool.decryptJson(t, m), isJsonText: (b) => (shared.push(b.buffer instanceof SharedArrayBuffer), pool.isJsonText(b)) });
+    const token = encryptValue('4242', pub);
+    const valid = Buffer.from(`\ufeff{"a":${JSON.stringify(token)}}`);
+    const invalid = Buffer.concat([Buffer.from(`{"a":"${token}`), Buffer.from([0xc3]), Buffer.from('"}')]);
+    expect([await remote.isJsonText(valid), await remote.isJsonText(invalid), await remote.isJsonText(Buffer.from(`[${token}]`))]).toEqual([true, false, false]);
+    expect(shared).toEqual([true, true, true]);
+    expect(valid.toString('utf8')).toBe(`\ufeff{"a":${JSON.stringify(token)}}`); // the sender's bytes stay its own
+    // A caller on the worker side that sends something else is refused, typed.
+    const { port1, port2 } = new MessageChannel();
+    const served = serveDecryptPool(port1, pool);
+    closers.push(() => served.close());
+    const raw = rpcEndpoint(port2, { service: 'decrypt' });
+    closers.push(() => raw.close());
+    await expect(raw.call('isJsonText', ['{"a":1}'])).rejects.toMatchObject({ code: 'WORKER_SERVICE_BAD_MESSAGE' });
   });
 });

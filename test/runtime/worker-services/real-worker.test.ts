@@ -48,6 +48,8 @@ let worker: Worker;
 let metricsServer: MetricsServer;
 const mainPorts: Record<string, MessagePort> = {};
 const servers: { close(): void }[] = [];
+/** Per isJsonText call reaching the main thread: whether the bytes came as shared memory (no copy here). */
+const checkedOnMain: boolean[] = [];
 let nextId = 0;
 const replies = new Map<number, (m: { result?: unknown; error?: Record<string, unknown> }) => void>();
 
@@ -81,7 +83,13 @@ beforeAll(async () => {
     serveNsm(mainPorts.badNsm!, { attest: () => Promise.reject(new NsmError('InvalidArgument', 'NSM replied Error "InvalidArgument" to Attestation request')), random: () => sim.random(1) }),
     serveLogSink(mainPorts.trx!, trxSink),
     serveWorkerLogs(mainPorts.log!, mainLogger),
-    serveDecryptPool(mainPorts.decrypt!, pool),
+    serveDecryptPool(mainPorts.decrypt!, {
+      decryptJson: (t, m) => pool.decryptJson(t, m),
+      isJsonText: (b) => {
+        checkedOnMain.push(b.buffer instanceof SharedArrayBuffer);
+        return pool.isJsonText(b);
+      },
+    }),
   );
   metricsServer = serveMetrics(mainPorts.metrics!, metrics, (s) => summaries.push(s));
   servers.push(metricsServer);
@@ -154,6 +162,18 @@ describe('worker services across a real worker thread', () => {
     expect(ok.result).toEqual({ json: '{"pan":"4111"}', count: 1 });
     const bad = await ask('decrypt', { text: JSON.stringify([failingValues(keyring).AUTHENTICATION_FAILED]) });
     expect(bad.error).toMatchObject({ name: 'EvDecryptError', code: 'EV_DECRYPT_FAILED', reason: 'AUTHENTICATION_FAILED', isEvDecryptError: true });
+  });
+
+  it('checks a large body for JSON through the main thread’s pool with the inline answer, bytes shared, the worker’s intact', async () => {
+    const pad = JSON.stringify('naïve ✓ '.repeat(20_000));
+    const token = encryptValue('4111', keyring.publicKeys());
+    const bodies = [Buffer.from(`\ufeff[${JSON.stringify(token)},${pad}]`), Buffer.from(`[${JSON.stringify(token)},${pad},]`), Buffer.concat([Buffer.from(`["ev:${pad}`), Buffer.from([0xff]), Buffer.from('"]')])];
+    const answers = [];
+    for (const b of bodies) answers.push((await ask('json-text', { bytes: b })).result as { text: string | null; inline: string | null; intact: boolean });
+    expect(answers.map((a) => a.text === a.inline && a.intact)).toEqual([true, true, true]);
+    expect(answers.map((a) => a.text === null)).toEqual([false, true, true]);
+    expect(answers[0]!.text).toBe(bodies[0]!.toString('utf8'));
+    expect(checkedOnMain).toEqual([true, true, true]);
   });
 
   it('ignores garbage in both directions and keeps serving', async () => {
