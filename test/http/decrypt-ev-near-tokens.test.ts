@@ -14,7 +14,7 @@ import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { SCAN_STEP_STRINGS } from '../../src/crypto/json-scan.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import type { DecryptOutput } from '../../src/http/stages/decrypt.ts';
-import { HOLDS_STEP_ENDS, createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
+import { HOLDS_STEP_CHARS, HOLDS_STEP_ENDS, createDecryptStage, holdsTokenSteps } from '../../src/http/stages/decrypt-ev.ts';
 
 const keyring = Keyring.generate();
 const NEAR = '"ev:Tk9D:A:A:A:$"';
@@ -82,6 +82,21 @@ describe('decrypt stage: a body of near-tokens', () => {
     expect(turns).toBeGreaterThanOrEqual(n / HOLDS_STEP_ENDS);
   });
 
+  it('in a body that is not JSON, walks a long run of token characters before one `:$` in steps of HOLDS_STEP_CHARS', () => {
+    const run = 'A'.repeat(20 * HOLDS_STEP_CHARS);
+    for (const text of [`x ev: ${run}:$`, `x ${run}:$ ev:`]) {
+      const steps = holdsTokenSteps(text);
+      let yields = 0;
+      let r = steps.next();
+      for (; r.done !== true; r = steps.next()) yields++;
+      expect(r.value).toBe(false);
+      expect(yields).toBeGreaterThanOrEqual(20);
+    }
+    // and still finds a token at the end of such a run
+    const token = encryptValue('4111', keyring.publicKeys());
+    expect(drainSteps(holdsTokenSteps(`{${'A'.repeat(3 * HOLDS_STEP_CHARS)} ${token}`))).toBe(true);
+  });
+
   it('does not hold back a small request with a value started alongside: it is answered first', async () => {
     const n = 40 * SCAN_STEP_STRINGS;
     const scheduler = oneStepPerTurn();
@@ -103,3 +118,10 @@ describe('decrypt stage: a body of near-tokens', () => {
     expect(order).toEqual(['small', 'big']);
   });
 });
+
+function drainSteps<T>(steps: Iterator<void, T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done === true) return r.value;
+  }
+}

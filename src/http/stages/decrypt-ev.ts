@@ -109,25 +109,41 @@ function tokenChar(c: number): boolean {
 
 /** `:$` ends one holdsTokenSteps step examines at most (each: a walk back over ≤ 7 colons and ≤ 7 parses). */
 export const HOLDS_STEP_ENDS = 64;
+/**
+ * Characters one holdsTokenSteps step walks back over at most: a walk crosses any run of token characters,
+ * and one `:$` after an 8 MiB run once held the loop 46–80 ms in a single step.
+ */
+export const HOLDS_STEP_CHARS = 64 * 1024;
 
 /**
  * Whether `text` holds a grammatically valid token anywhere (for bodies we could not parse), as steps of
- * HOLDS_STEP_ENDS token ends, run on the DecryptScheduler. Linear: a token ends at `:$`, and from each end
- * the start can only be one of the few `ev:` among the last seven colons before it (ev, debug, version, type,
- * IV, key, ciphertext), reached without leaving token characters. Candidates are checked without exceptions.
+ * HOLDS_STEP_ENDS token ends or HOLDS_STEP_CHARS characters walked, whichever comes first, run on the
+ * DecryptScheduler. Linear: a token ends at `:$`, and from each end the start can only be one of the few
+ * `ev:` among the last seven colons before it (ev, debug, version, type, IV, key, ciphertext), reached
+ * without leaving token characters (`$` is not one: walks never overlap). Candidates are checked without exceptions.
  */
 export function* holdsTokenSteps(text: string): Generator<void, boolean, void> {
   let ends = 0;
+  let walked = 0;
   for (let end = text.indexOf(':$'); end >= 0; end = text.indexOf(':$', end + 2)) {
     let colons = 0;
     for (let i = end - 1; i >= 2 && colons < 7; i--) {
       const c = text.charCodeAt(i);
       if (!tokenChar(c)) break;
+      if (++walked === HOLDS_STEP_CHARS) {
+        walked = 0;
+        ends = 0;
+        yield;
+      }
       if (c !== 0x3a) continue;
       colons++;
       if (text.charCodeAt(i - 1) === 0x76 /* v */ && text.charCodeAt(i - 2) === 0x65 /* e */ && isEvToken(text.slice(i - 2, end + 2).replaceAll('\\/', '/'))) return true;
     }
-    if (++ends % HOLDS_STEP_ENDS === 0) yield;
+    if (++ends === HOLDS_STEP_ENDS) {
+      ends = 0;
+      walked = 0;
+      yield;
+    }
   }
   return false;
 }
