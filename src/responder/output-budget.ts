@@ -25,6 +25,11 @@ export interface OutputBudgetLike {
   fits(bytes: number): boolean;
   /** A session's queue grew (delta > 0) or drained (delta < 0). */
   adjust(delta: number): void;
+  /**
+   * Adds `bytes` only if the total stays within the limit, in one step (fits + adjust could pass the limit when
+   * sessions of other threads check between the two); false, and nothing added, when it would not fit.
+   */
+  tryReserve(bytes: number): boolean;
   /** `cb` is called once, on a later tick, after some bytes drained. */
   waitForRoom(cb: () => void): void;
   cancelWait(cb: () => void): void;
@@ -57,6 +62,12 @@ export class OutputBudget implements OutputBudgetLike {
 
   fits(bytes: number): boolean {
     return this.#queued + bytes <= this.limit;
+  }
+
+  tryReserve(bytes: number): boolean {
+    if (!this.fits(bytes)) return false;
+    this.adjust(bytes);
+    return true;
   }
 
   /** A session's queue grew (delta > 0) or drained (delta < 0). */

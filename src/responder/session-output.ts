@@ -100,10 +100,12 @@ export class SessionOutput {
       this.#counters.overBudget++;
       m = { type: 'Error', id: m.id, message: OVER_BUDGET_TEXT };
     }
-    if (this.#deferred.length > 0 || !this.#fits(m, enc)) return this.#defer(m, enc, owned);
-    const p = this.#sender.send(m, enc, owned);
-    this.sync();
-    return p;
+    if (this.#deferred.length > 0 || !this.#reserve(m, enc)) return this.#defer(m, enc, owned);
+    try {
+      return this.#sender.send(m, enc, owned);
+    } finally {
+      this.sync(); // the reservation becomes the bytes really queued (none if sealing failed)
+    }
   }
 
   /** Reports this session's queue to the budget and (dis)arms the stall timer. Call after anything changed. */
@@ -145,6 +147,21 @@ export class SessionOutput {
     return this.#budget.fits(serverMessageSize(msg, enc) + FRAME_OVERHEAD);
   }
 
+  /**
+   * Takes room for `msg` in the budget in one step (sessions of other threads draw on it too), by the cheap bound
+   * or, near the limit, the exact size; counted as reported, so the next sync() settles it to the bytes queued.
+   */
+  #reserve(msg: ServerMessage, enc: ByteEncoding): boolean {
+    const payload = (msg as { payload?: Uint8Array }).payload;
+    let bytes = payload === undefined ? -1 : 2 * payload.length + HEAD_BOUND + FRAME_OVERHEAD;
+    if (bytes < 0 || !this.#budget.tryReserve(bytes)) {
+      bytes = serverMessageSize(msg, enc) + FRAME_OVERHEAD;
+      if (!this.#budget.tryReserve(bytes)) return false;
+    }
+    this.#reported += bytes;
+    return true;
+  }
+
   #defer(msg: ServerMessage, enc: ByteEncoding, owned: boolean): Promise<void> {
     const p = new Promise<void>((resolve) => this.#deferred.push({ msg, enc, owned, resolve }));
     this.#lastDeferred = p;
@@ -165,10 +182,13 @@ export class SessionOutput {
     try {
       while (this.#deferred.length > 0) {
         const d = this.#deferred[0]!;
-        if (!this.#fits(d.msg, d.enc)) break;
+        if (!this.#reserve(d.msg, d.enc)) break;
         this.#deferred.shift();
-        void this.#sender.send(d.msg, d.enc, d.owned).then(d.resolve);
-        this.sync();
+        try {
+          void this.#sender.send(d.msg, d.enc, d.owned).then(d.resolve);
+        } finally {
+          this.sync();
+        }
       }
     } catch (err) {
       this.#hooks.onFailed(err);

@@ -56,22 +56,43 @@ export class SharedOutputBudget implements OutputBudgetLike {
     return this.queuedBytes + bytes <= this.limit;
   }
 
+  tryReserve(bytes: number): boolean {
+    const s = this.#s;
+    this.#seen = Atomics.load(s.words, s.epoch);
+    const add = BigInt(bytes);
+    const limit = BigInt(this.limit);
+    let q = Atomics.load(s.totals, s.queued);
+    for (;;) {
+      if (q + add > limit) return false;
+      const seen = Atomics.compareExchange(s.totals, s.queued, q, q + add);
+      if (seen === q) break;
+      q = seen;
+    }
+    this.#raisePeak(q + add);
+    return true;
+  }
+
   /** `delta`: a whole number of bytes (sessions report MessageSender.queuedBytes changes). */
   adjust(delta: number): void {
     if (delta === 0) return;
     const s = this.#s;
     const now = Atomics.add(s.totals, s.queued, BigInt(delta)) + BigInt(delta);
     if (delta > 0) {
-      let peak = Atomics.load(s.totals, s.peak);
-      while (now > peak) {
-        const seen = Atomics.compareExchange(s.totals, s.peak, peak, now);
-        if (seen === peak) break;
-        peak = seen;
-      }
+      this.#raisePeak(now);
       return;
     }
     Atomics.add(s.words, s.epoch, 1);
     if (Atomics.load(s.words, s.waiters) > 0) Atomics.notify(s.words, s.epoch);
+  }
+
+  #raisePeak(now: bigint): void {
+    const s = this.#s;
+    let peak = Atomics.load(s.totals, s.peak);
+    while (now > peak) {
+      const seen = Atomics.compareExchange(s.totals, s.peak, peak, now);
+      if (seen === peak) break;
+      peak = seen;
+    }
   }
 
   waitForRoom(cb: () => void): void {

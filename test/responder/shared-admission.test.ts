@@ -392,6 +392,20 @@ describe('SharedAdmission across real worker threads', () => {
     expect(s.budget.peakQueuedBytes).toBeGreaterThan(before);
   });
 
+  it('budget reservations from 4 threads never pass the limit at any instant (tryReserve is one step)', async () => {
+    probe.fill(0);
+    const bytes = 200_000; // a 1 MiB budget holds 5 of them: each thread alone, holding up to 6, reaches the limit
+    const max = Math.floor(s.budget.limit / bytes);
+    const { mine, theirs } = await together(
+      (i) => ({ task: 'reserve', ops: 10_000, hold: 6, seed: 400 + i, bytes }),
+      () => hammer(probe, 10_000, 6, 399, 1, max, () => s.budget.tryReserve(bytes), () => s.budget.adjust(-bytes)),
+    );
+    const all = [mine, ...theirs] as unknown as { refused: number; violations: number }[];
+    expect(all.map((r) => r.violations)).toEqual([0, 0, 0, 0]);
+    expect(all.reduce((n, r) => n + r.refused, 0)).toBeGreaterThan(0); // the limit was reached
+    expect(s.budget.queuedBytes).toBe(0);
+  });
+
   it('a waiter in one thread is woken by a drain in another (main ← worker, worker ← main)', async () => {
     const limit = s.budget.limit;
     // The main thread waits; worker 1 drains.
