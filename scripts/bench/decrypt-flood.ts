@@ -17,9 +17,16 @@
 //                           the runtime runs (the body leaves the event loop; headers would stay sliced)
 // Each ratio is the median of the per-round ratios.
 //
-// Env: BENCH_FLOOD_MS (per row, default 3000), BENCH_FLOOD_ROUNDS (default 3), BENCH_FLOOD_CLIENTS (default 4).
+// A second table: the HTTP decrypt stage given one 8 MiB JSON body holding an ev: value (valid, and the same
+// with trailing garbage: 400), its "is this UTF-8 JSON" check inline (no pool, the old path) and in a pool
+// (JSON_TEXT_POOL_MIN_BYTES and up); the longest gap between 1 ms interval ticks in this process while the
+// stage runs is the event-loop stall (a tick timer sees a block that starts at once; median of the rounds).
+//
+// Env: BENCH_FLOOD_MS (per row, default 3000), BENCH_FLOOD_ROUNDS (default 3), BENCH_FLOOD_CLIENTS (default 4),
+// BENCH_FLOOD_JSON_CHECK_ONLY=1 (the second table only).
 // Run: npx tsx scripts/bench/run.ts decrypt-flood
 import { fork, type ChildProcess } from 'node:child_process';
+import { Readable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -32,6 +39,7 @@ import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
+import { createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
 import { askChild, percentile, printTable, ratio } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -159,7 +167,61 @@ function makeBodies(pub: { p256: Uint8Array; secp256k1: Uint8Array }): string[] 
   );
 }
 
+/** The longest event-loop stall (ms) and the total time while the decrypt stage handles `body` with `scheduler`. */
+async function stageStall(keyring: Keyring, scheduler: DecryptScheduler, body: Buffer): Promise<{ stall: number; total: number; status: number }> {
+  const stage = createDecryptStage(keyring, { scheduler });
+  await new Promise((r) => setTimeout(r, 50));
+  let last = performance.now();
+  let stall = 0;
+  const tick = setInterval(() => {
+    const now = performance.now();
+    stall = Math.max(stall, now - last);
+    last = now;
+  }, 1);
+  const start = performance.now();
+  const input = { method: 'POST', url: '/', headers: ['content-type', 'application/json'], body: Readable.from([body]), contentLength: body.length, maxBufferedBodyBytes: 8 << 20, requestId: 'bench' };
+  const status = await Promise.resolve(stage(input)).then(
+    () => 200,
+    (err: { status?: number }) => err.status ?? 500,
+  );
+  const total = performance.now() - start;
+  await new Promise((r) => setTimeout(r, 5));
+  clearInterval(tick);
+  return { stall: Math.max(stall, performance.now() - last), total, status };
+}
+
+async function jsonCheckStall(): Promise<void> {
+  const keyring = Keyring.generate();
+  const value = encryptValue('4111 1111 1111 1111', keyring.publicKeys());
+  const rows: string[] = [];
+  for (let i = 0, len = 0; len < (8 << 20) - 4096; i++) {
+    const r = JSON.stringify({ id: i, name: `naïve café ${i}`, note: 'plain text, plain text' });
+    rows.push(r);
+    len += Buffer.byteLength(r) + 1;
+  }
+  const valid = Buffer.from(`{"v":${JSON.stringify(value)},"rows":[${rows.join(',')}]}`);
+  const bodies = { 'valid JSON': valid, 'not JSON (trailing garbage)': Buffer.concat([valid, Buffer.from(' x')]) };
+  const pool = new DecryptPool(keyring, { size: 1 });
+  const modes = { 'before: check inline': new DecryptScheduler(), 'after: check in the pool': new DecryptScheduler({ pool }) };
+  const table: (string | number)[][] = [['body (8 MiB, one ev: value)', 'row', 'status', 'longest stall ms', 'stall vs inline', 'stage ms']];
+  try {
+    for (const [bodyName, body] of Object.entries(bodies)) {
+      const got: Record<string, { stall: number; total: number; status: number }[]> = {};
+      for (let r = 0; r < ROUNDS; r++) for (const [name, scheduler] of Object.entries(modes)) (got[name] ??= []).push(await stageStall(keyring, scheduler, body));
+      const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const inline = got['before: check inline']!;
+      for (const [name, runs] of Object.entries(got)) {
+        table.push([bodyName, name, runs[0]!.status, median(runs.map((x) => x.stall)), ratio(median(runs.map((x, i) => x.stall / inline[i]!.stall)), 1), median(runs.map((x) => x.total))]);
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+  printTable(`HTTP decrypt stage, one 8 MiB JSON body with an ev: value: longest event-loop stall (median of ${ROUNDS} interleaved rounds)`, table);
+}
+
 export default async function bench(): Promise<void> {
+  if (process.env.BENCH_FLOOD_JSON_CHECK_ONLY === '1') return jsonCheckStall();
   const child = fork(SELF, ['--decrypt-flood-server'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   await new Promise((resolve) => child.once('message', resolve));
   try {
@@ -202,6 +264,7 @@ export default async function bench(): Promise<void> {
     );
     const thr = (key: Mode): string => median(rows[key].map((x, i) => x.valuesPerSec / rows.before[i]!.valuesPerSec)).toFixed(2);
     console.log(`flood throughput vs before: sliced ${thr('sliced')}×, pool ${thr('pool')}×`);
+    await jsonCheckStall();
   } finally {
     child.send({ cmd: 'stop' });
     await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
