@@ -89,7 +89,10 @@ export interface Config {
     write_stall_timeout_ms: number;
     /** Encrypted output queued toward all clients together; past it new requests get Error. */
     max_queued_bytes: number;
-    /** Connections between accept and the end of their handshake; more wait in the queue below. */
+    /**
+     * Handshakes run per turn of an event loop (so per session thread, with [limits] workers); more wait in
+     * the queue below.
+     */
     max_concurrent_handshakes: number;
     /** Connections waiting for a handshake slot; more are closed before any crypto. */
     max_queued_handshakes: number;

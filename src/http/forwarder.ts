@@ -85,8 +85,12 @@ export interface HttpModeOptions {
   logger?: Logger;
   /** The decrypt slot (next issue). */
   decrypt?: DecryptStage;
-  /** App health probe; without it /.well-known/health probes the app port by TCP. */
-  healthcheck?: { path: string; port?: number; intervalMs?: number };
+  /**
+   * App health probe; without it /.well-known/health probes the app port by TCP. `periodic: false`: no probe
+   * on a timer, /.well-known/health probes when asked, at most once per interval (a session worker: the main
+   * thread's forwarder already probes, and logs the app's ups and downs, once per interval).
+   */
+  healthcheck?: { path: string; port?: number; intervalMs?: number; periodic?: boolean };
   /** api_key_auth: SHA-256 hex hashes of the accepted `api-key` header values (stages/api-key.ts); absent = off. */
   apiKeyHashes?: readonly string[];
   /** Called once per exchange when it is over (metrics: src/ops/metrics.ts); must not throw. */
@@ -141,7 +145,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     intervalMs: opts.healthcheck?.intervalMs,
     logger,
   });
-  if (opts.healthcheck !== undefined) health.start();
+  if (opts.healthcheck !== undefined && opts.healthcheck.periodic !== false) health.start();
 
   const trx: TrxLogOptions = {
     enabled: opts.trxLogging ?? true,

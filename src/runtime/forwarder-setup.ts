@@ -55,6 +55,8 @@ export interface ForwarderSetup {
   decrypt?: DecryptStage;
   /** api_key_auth: hashes used instead of [api_key_auth] keys. */
   apiKeyHashes?: string[];
+  /** False in a session worker: only the main thread probes the app on a timer. Default true. */
+  periodicHealthcheck?: boolean;
 }
 
 /** Raw mode: counts each Data request and stream handed to the app (the forwarder itself is unchanged). */
@@ -83,7 +85,7 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
     appStartupGraceMs: c.app.startup_grace_ms,
     logSink: s.trxSink ?? { write() {}, async close() {} },
     logger: s.logger,
-    ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms } }),
+    ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms, periodic: s.periodicHealthcheck !== false } }),
     decrypt: s.decrypt ?? createDecryptStage(s.keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: s.decryptScheduler, logger: s.logger }),
     corsOrigin: c.attestation_cors.origin,
     ...(c.api_key_auth.enabled ? { apiKeyHashes: s.apiKeyHashes ?? c.api_key_auth.keys } : {}),

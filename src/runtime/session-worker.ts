@@ -43,6 +43,7 @@ const forwarder = createForwarder({
   keyring,
   decryptScheduler,
   observer: recorder,
+  periodicHealthcheck: false,
   ...(trxSink === undefined ? {} : { trxSink }),
   ...(d.apiKeyHashes === undefined ? {} : { apiKeyHashes: d.apiKeyHashes }),
 });

@@ -296,12 +296,10 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       let connection;
       try {
         connection = detachConnection(stream, info);
-      } catch (err) {
+      } catch {
+        // Counted and logged with the other refusals (rate-limited), never one line per connection.
         admission.sessions.closed();
-        stream.on('error', () => {});
-        stream.destroy();
-        logger.error({ remote: info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot hand a connection to a session worker');
-        return;
+        return refuse(stream, 'handoff-failed');
       }
       let best = slots[0]!;
       for (const s of slots) if (s.live < best.live) best = s;

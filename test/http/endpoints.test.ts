@@ -138,6 +138,19 @@ describe('health', () => {
     expect(json(down.body)).toMatchObject({ app: { status: 'down', error: 'ECONNREFUSED' } });
   });
 
+  it('periodic: false (a session worker) probes only when asked, never on a timer', async () => {
+    app = await startApp((req, res) => {
+      res.statusCode = req.url === '/healthz' ? 204 : 404;
+      res.end();
+    });
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink(), healthcheck: { path: '/healthz', intervalMs: 10, periodic: false } });
+    await new Promise((r) => setTimeout(r, 100)); // ten intervals
+    expect(app.seen).toHaveLength(0);
+    const res = await dataRequest(fwd, get('/.well-known/health'));
+    expect(json(res.body)).toMatchObject({ app: { status: 'up', http_status: 204 } });
+    expect(app.seen.filter((s) => s.url === '/healthz')).toHaveLength(1);
+  });
+
   it('probes the app port by TCP when no health path is configured', async () => {
     app = await startApp((_req, res) => res.end());
     fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
