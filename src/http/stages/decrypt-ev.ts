@@ -46,7 +46,9 @@
 // the same steps serve every scheduler (the local API's and the tests' have no pool), the count stays a
 // refusal before any body is handed to a worker, and the scan shares the one slice per turn of all ev: work.
 // So counting takes a slot of the global budget: a body with a string starting "ev:" (one native search
-// finds out) may be answered 503 while the budget is spent; one without never waits for a slot.
+// finds out) may be answered 503 while the budget is spent; one without never waits for a slot. Such a
+// body's check that it is UTF-8 JSON at all (a strict decode and a JSON.parse) is a pool job of the budget
+// too from JSON_TEXT_POOL_MIN_BYTES (64 KiB) up, when there is a pool: 8 MiB held the loop 190–360 ms.
 // Strings that look like tokens but fail the grammar are left as they are, in headers and bodies.
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
