@@ -28,5 +28,6 @@ export type ToWorker =
   | { type: 'drain'; timeoutMs: number }
   | { type: 'close' };
 
-export type FromWorker = { type: 'ready' } | { type: 'stopped'; error?: string };
+/** `unused`: a handed connection became no session (refused while draining, or not adoptable). */
+export type FromWorker = { type: 'ready' } | { type: 'unused' } | { type: 'stopped'; error?: string };
 

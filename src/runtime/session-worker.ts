@@ -48,11 +48,18 @@ const forwarder = createForwarder({
   ...(d.apiKeyHashes === undefined ? {} : { apiKeyHashes: d.apiKeyHashes }),
 });
 
+const post = (m: FromWorker): void => port.postMessage(m);
+
 /** Each connection the main thread handed over holds one of the process's session slots until this. */
 let endedHere = 0;
 const sessionEnded = (): void => {
   endedHere++;
   admission.sessions.closed();
+};
+/** A handed connection that became no session: its slot back, and the main thread's count of this worker's load. */
+const unused = (): void => {
+  sessionEnded();
+  post({ type: 'unused' });
 };
 
 const attestationKey = d.attestationKey;
@@ -77,8 +84,6 @@ const responder = createResponder({
   },
 });
 
-const post = (m: FromWorker): void => port.postMessage(m);
-
 async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
   if (how === 'drain') await responder.drain(timeoutMs);
   else await responder.close();
@@ -95,7 +100,7 @@ port.on('message', (m: ToWorker) => {
       try {
         stream = adoptConnection(m.connection);
       } catch (err) {
-        sessionEnded();
+        unused();
         logger.warn({ remote: m.connection.info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot adopt a handed connection');
         return;
       }
@@ -104,7 +109,7 @@ port.on('message', (m: ToWorker) => {
       const before = endedHere;
       const open = responder.sessionCount;
       responder.handle(stream, m.connection.info);
-      if (responder.sessionCount === open && endedHere === before) sessionEnded();
+      if (responder.sessionCount === open && endedHere === before) unused();
       return;
     }
     case 'drain':

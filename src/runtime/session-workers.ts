@@ -155,6 +155,8 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
           ready = true;
           clearTimeout(timer);
           resolve(slot);
+        } else if (m.type === 'unused') {
+          slot.live--;
         } else if (m.type === 'stopped') {
           const done = slot.stopped;
           slot.stopped = null;
