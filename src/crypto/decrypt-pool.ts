@@ -13,7 +13,7 @@ import { spawnModuleWorker } from './module-worker.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import type { Keyring, KeyScalars } from './keyring.ts';
-import { sharedBytes } from './json-text.ts';
+import { transferableBytes } from './json-text.ts';
 
 type Reply = { id: number; json: string; count: number } | { id: number; valid: boolean } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
 
@@ -63,14 +63,15 @@ export class DecryptPool {
   /**
    * Whether `bytes` are valid UTF-8 JSON (jsonText(bytes) !== null), decided in a worker. The worker answers
    * yes or no, not the text: the caller, which holds the bytes, decodes valid ones itself (one native pass),
-   * so an 8 MiB string never crosses threads twice (pool → main → session thread). The bytes cross once, as
-   * shared memory (sharedBytes: one copy unless they already are shared); the caller's stay as they were.
+   * so an 8 MiB string never crosses threads twice (pool → main → session thread). The bytes are transferred:
+   * one copy unless `owned` (the caller gives up a view that spans its own buffer), the caller's bytes untouched.
    */
-  isJsonText(bytes: Uint8Array): Promise<boolean> {
-    return this.#send((id) => ({ id, bytes: sharedBytes(bytes) }));
+  isJsonText(bytes: Uint8Array, owned = false): Promise<boolean> {
+    const out = transferableBytes(bytes, owned);
+    return this.#send((id) => ({ id, bytes: out }), [out.buffer]);
   }
 
-  #send<T>(message: (id: number) => object): Promise<T> {
+  #send<T>(message: (id: number) => object, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.#closed) return Promise.reject(new EvPoolError('EV_POOL_CLOSED', 'the decrypt pool is closed'));
     const slot = this.#pick();
     const id = this.#nextId++;
@@ -78,7 +79,7 @@ export class DecryptPool {
     if (slot.load++ === 0) slot.worker.ref(); // busy workers keep the process alive; idle ones do not
     return new Promise<T>((resolve, reject) => {
       slot.pending.set(id, { resolve: resolve as (v: never) => void, reject });
-      slot.worker.postMessage(m);
+      slot.worker.postMessage(m, transfer);
     });
   }
 

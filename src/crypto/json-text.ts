@@ -21,13 +21,13 @@ export function jsonText(bytes: Uint8Array): string | null {
 }
 
 /**
- * `bytes` on a SharedArrayBuffer: as it is when it already is one, else one exact copy. Handed to another
- * thread (postMessage, also through a relaying thread) shared memory is not copied again, and the sender keeps
- * its own bytes (a transfer would detach them; structured clone of a view copies its whole backing buffer).
+ * `bytes` as a view of a whole ArrayBuffer of its own, to transfer to another thread: as it is when `owned`
+ * (the caller gives it up) and it already spans its buffer, else one exact copy (the caller keeps its bytes).
+ * Transferred, not shared: a SharedArrayBuffer lives until every thread that saw it collects garbage, and a
+ * thread that only relays (the main thread, for a session worker) rarely does — 8 MiB bodies piled up there.
  */
-export function sharedBytes(bytes: Uint8Array): Uint8Array {
-  if (bytes.buffer instanceof SharedArrayBuffer) return bytes;
-  const out = new Uint8Array(new SharedArrayBuffer(bytes.byteLength));
-  out.set(bytes);
-  return out;
+export function transferableBytes(bytes: Uint8Array, owned = false): Uint8Array<ArrayBuffer> {
+  const buf = bytes.buffer;
+  if (owned && buf instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buf.byteLength) return bytes as Uint8Array<ArrayBuffer>;
+  return new Uint8Array(bytes);
 }

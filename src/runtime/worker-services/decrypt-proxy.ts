@@ -4,7 +4,7 @@
 // DecryptScheduler, whose pool this proxy is — so serveDecryptPool does not charge it again. Refusals come
 // back as the same EvDecryptError (reason, detail), EvBudgetError and EvPoolError (rpc-port.ts).
 import type { DecryptPool } from '../../crypto/decrypt-pool.ts';
-import { sharedBytes } from '../../crypto/json-text.ts';
+import { transferableBytes } from '../../crypto/json-text.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { WorkerServiceError } from './errors.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
@@ -14,7 +14,7 @@ export interface RemoteDecryptPool {
   /** The worker's keyring: the scheduler sends only this keyring's bodies to the pool. */
   readonly keyring: Keyring;
   decryptJson(text: string, maxEcdh?: number): Promise<{ json: string; count: number }>;
-  /** DecryptPool.isJsonText: the bytes go as shared memory (one copy here unless already shared, none on the main thread). */
+  /** DecryptPool.isJsonText: one copy here, transferred to the main thread and on to the pool's thread. */
   isJsonText(bytes: Uint8Array): Promise<boolean>;
   close(): void;
 }
@@ -32,7 +32,8 @@ export function remoteDecryptPool(port: PortLike, keyring: Keyring): RemoteDecry
       return { json: out.json, count: out.count };
     },
     async isJsonText(bytes) {
-      const valid = await rpc.call('isJsonText', [sharedBytes(bytes)]);
+      const out = transferableBytes(bytes); // one copy here; handed over, not copied, on both hops
+      const valid = await rpc.call('isJsonText', [out], [out.buffer]);
       if (typeof valid !== 'boolean') throw new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', 'decrypt.isJsonText: the main thread answered something other than a boolean');
       return valid;
     },
@@ -54,7 +55,7 @@ export function serveDecryptPool(port: PortLike, pool: Pick<DecryptPool, 'decryp
       },
       isJsonText: (bytes) => {
         if (!(bytes instanceof Uint8Array)) throw new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', 'decrypt.isJsonText: expected the body as a Uint8Array');
-        return pool.isJsonText(bytes);
+        return pool.isJsonText(bytes, true); // this thread's copy: handed on to the pool's thread
       },
     },
   });

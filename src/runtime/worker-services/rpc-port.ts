@@ -19,7 +19,7 @@ import { WorkerServiceError } from './errors.ts';
 
 /** What the endpoint needs of a MessagePort (node:worker_threads' MessagePort has it). */
 export interface PortLike {
-  postMessage(value: unknown): void;
+  postMessage(value: unknown, transfer?: readonly ArrayBuffer[]): void;
   on(event: 'message' | 'close', listener: (value: unknown) => void): unknown;
   off?(event: 'message' | 'close', listener: (value: unknown) => void): unknown;
   ref?(): void;
@@ -59,7 +59,8 @@ export interface RpcEndpointOptions {
 
 export interface RpcEndpoint {
   /** Calls the other side's `method`; rejects with the error it raised (rebuilt) or WORKER_SERVICE_CLOSED. */
-  call(method: string, args?: readonly unknown[]): Promise<unknown>;
+  /** `transfer`: buffers among the arguments handed over, not copied (detached here: the caller gives them up). */
+  call(method: string, args?: readonly unknown[], transfer?: readonly ArrayBuffer[]): Promise<unknown>;
   /** A one-way note; false when it could not be sent (closed, or the payload cannot be cloned). */
   notify(note: string, payload: unknown): boolean;
   /** Calls of ours waiting for an answer. */
@@ -140,9 +141,10 @@ export function rpcEndpoint(port: PortLike, opts: RpcEndpointOptions): RpcEndpoi
   let ignored = 0;
   let closed = false;
 
-  const post = (m: Message): boolean => {
+  const post = (m: Message, transfer?: readonly ArrayBuffer[]): boolean => {
     try {
-      port.postMessage(m);
+      if (transfer === undefined) port.postMessage(m);
+      else port.postMessage(m, transfer);
       return true;
     } catch {
       return false;
@@ -228,13 +230,13 @@ export function rpcEndpoint(port: PortLike, opts: RpcEndpointOptions): RpcEndpoi
   port.unref?.(); // after on('message'), which refs a MessagePort
 
   return {
-    call(method, args = []) {
+    call(method, args = [], transfer) {
       if (closed) return Promise.reject(new WorkerServiceError('WORKER_SERVICE_CLOSED', `${service}.${method}: the port to the other thread is closed`));
       const id = nextId++;
       return new Promise((resolve, reject) => {
         pending.set(id, { method, resolve, reject });
         if (pending.size === 1) port.ref?.();
-        if (!post({ k: 'call', id, m: method, a: [...args] })) {
+        if (!post({ k: 'call', id, m: method, a: [...args] }, transfer)) {
           pending.delete(id);
           if (pending.size === 0) port.unref?.();
           reject(new WorkerServiceError('WORKER_SERVICE_BAD_MESSAGE', `${service}.${method}: the arguments cannot be sent across threads`));
