@@ -14,7 +14,7 @@ import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { SCAN_STEP_STRINGS } from '../../src/crypto/json-scan.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import type { DecryptOutput } from '../../src/http/stages/decrypt.ts';
-import { HOLDS_STEP_CHARS, HOLDS_STEP_ENDS, createDecryptStage, holdsTokenSteps } from '../../src/http/stages/decrypt-ev.ts';
+import { HOLDS_MAX_CANDIDATE_CHARS, HOLDS_STEP_CHARS, HOLDS_STEP_ENDS, createDecryptStage, holdsTokenSteps } from '../../src/http/stages/decrypt-ev.ts';
 
 const keyring = Keyring.generate();
 const NEAR = '"ev:Tk9D:A:A:A:$"';
@@ -95,6 +95,25 @@ describe('decrypt stage: a body of near-tokens', () => {
     // and still finds a token at the end of such a run
     const token = encryptValue('4111', keyring.publicKeys());
     expect(drainSteps(holdsTokenSteps(`{${'A'.repeat(3 * HOLDS_STEP_CHARS)} ${token}`))).toBe(true);
+  });
+
+  it('in a body that is not JSON, counts a candidate too long to parse as a token (refused, never forwarded): no step parses megabytes', async () => {
+    // `ev:` × 7, then 4 M escaped slashes, then `:$`: each `ev:` was parsed over the whole 8 MiB, `\/` unescaped
+    // first (5.3 s in one step); the body was then forwarded.
+    const body = 'ev:'.repeat(7) + '\\/'.repeat(4 * 1024 * 1024) + ':$';
+    let yields = 0;
+    const steps = holdsTokenSteps(body);
+    let r = steps.next();
+    for (; r.done !== true; r = steps.next()) yields++;
+    expect(r.value).toBe(true);
+    expect(yields).toBeGreaterThanOrEqual(body.length / HOLDS_STEP_CHARS - 1); // the walk itself stays in steps
+    // Just under the bound a candidate is still parsed (and this one is no token); just over, it is refused.
+    const near = (n: number): string => `x ev:Tk9D:${'A'.repeat(16)}:${'B'.repeat(44)}:${'C'.repeat(n)}:$`;
+    const fixed = near(0).length;
+    expect(drainSteps(holdsTokenSteps(near(HOLDS_MAX_CANDIDATE_CHARS - fixed + 2)))).toBe(false);
+    expect(drainSteps(holdsTokenSteps(near(HOLDS_MAX_CANDIDATE_CHARS - fixed + 3)))).toBe(true);
+    const stage = createDecryptStage(keyring);
+    await expect(Promise.resolve(stage(input(`{"a":"${body}`)))).rejects.toMatchObject({ code: 'HTTP_BAD_REQUEST', status: 400 });
   });
 
   it('does not hold back a small request with a value started alongside: it is answered first', async () => {

@@ -118,6 +118,16 @@ export const HOLDS_STEP_ENDS = 64;
 export const HOLDS_STEP_CHARS = 64 * 1024;
 
 /**
+ * The longest candidate checked by parsing it (a parse is O(length), with `\/` unescaped first). A longer one
+ * counts as a token, so its body is refused, never forwarded: an 8 MiB candidate (`ev:` × 7, then `\/` × 4 M,
+ * then `:$`) once cost 5.3 s in one step. A real ev: value this long in a body that is not JSON is not worth
+ * telling apart.
+ */
+export const HOLDS_MAX_CANDIDATE_CHARS = 16 * 1024;
+/** Colons between a token's `ev` and its end `:$`: ev:V:IV:KEY:CT is 4, a type or `debug:` adds one each. */
+const TOKEN_COLONS_MIN = 4;
+
+/**
  * Whether `text` holds a grammatically valid token anywhere (for bodies we could not parse), as steps of
  * HOLDS_STEP_ENDS token ends or HOLDS_STEP_CHARS characters walked, whichever comes first, run on the
  * DecryptScheduler. Linear: a token ends at `:$`, and from each end the start can only be one of the few
@@ -139,7 +149,9 @@ export function* holdsTokenSteps(text: string): Generator<void, boolean, void> {
       }
       if (c !== 0x3a) continue;
       colons++;
-      if (text.charCodeAt(i - 1) === 0x76 /* v */ && text.charCodeAt(i - 2) === 0x65 /* e */ && isEvToken(text.slice(i - 2, end + 2).replaceAll('\\/', '/'))) return true;
+      if (colons < TOKEN_COLONS_MIN || text.charCodeAt(i - 1) !== 0x76 /* v */ || text.charCodeAt(i - 2) !== 0x65 /* e */) continue;
+      if (end + 2 - (i - 2) > HOLDS_MAX_CANDIDATE_CHARS) return true;
+      if (isEvToken(text.slice(i - 2, end + 2).replaceAll('\\/', '/'))) return true;
     }
     if (++ends === HOLDS_STEP_ENDS) {
       ends = 0;
