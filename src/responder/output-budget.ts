@@ -27,7 +27,8 @@ export interface OutputBudgetLike {
   adjust(delta: number): void;
   /**
    * Adds `bytes` only if the total stays within the limit, in one step (fits + adjust could pass the limit when
-   * sessions of other threads check between the two); false, and nothing added, when it would not fit.
+   * sessions of other threads check between the two); false, and nothing added, when it would not fit. A
+   * reservation is an estimate: it does not raise the peak; the adjust that settles it to the bytes queued does.
    */
   tryReserve(bytes: number): boolean;
   /** `cb` is called once, on a later tick, after some bytes drained. */
@@ -66,7 +67,7 @@ export class OutputBudget implements OutputBudgetLike {
 
   tryReserve(bytes: number): boolean {
     if (!this.fits(bytes)) return false;
-    this.adjust(bytes);
+    this.#queued += bytes; // the peak follows the bytes really queued (the settling adjust), not the estimate
     return true;
   }
 

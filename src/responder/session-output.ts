@@ -46,6 +46,8 @@ export class SessionOutput {
   readonly #hooks: SessionOutputHooks;
   /** This session's queued bytes as last reported to the budget. */
   #reported = 0;
+  /** A reservation (#reserve) not yet settled by sync(). */
+  #reserved = false;
   #deferred: Deferred[] = [];
   #lastDeferred: Promise<void> = SETTLED;
   #waiting = false;
@@ -112,9 +114,10 @@ export class SessionOutput {
   sync(): void {
     if (this.#closed) return;
     const queued = this.#sender.queuedBytes;
-    if (queued !== this.#reported) {
-      this.#budget.adjust(queued - this.#reported);
+    if (queued !== this.#reported || this.#reserved) {
+      this.#budget.adjust(queued - this.#reported); // settles a reservation (and raises the peak) even at 0
       this.#reported = queued;
+      this.#reserved = false;
     }
     if (queued > 0 || this.#deferred.length > 0) {
       if (!this.#stallArmed) {
@@ -159,6 +162,7 @@ export class SessionOutput {
       if (!this.#budget.tryReserve(bytes)) return false;
     }
     this.#reported += bytes;
+    this.#reserved = true;
     return true;
   }
 
@@ -184,11 +188,16 @@ export class SessionOutput {
         const d = this.#deferred[0]!;
         if (!this.#reserve(d.msg, d.enc)) break;
         this.#deferred.shift();
+        let sent: Promise<void>;
         try {
-          void this.#sender.send(d.msg, d.enc, d.owned).then(d.resolve);
+          sent = this.#sender.send(d.msg, d.enc, d.owned);
+        } catch (err) {
+          d.resolve(); // its send() promise settles whatever happens (the session is failing)
+          throw err;
         } finally {
           this.sync();
         }
+        void sent.then(d.resolve);
       }
     } catch (err) {
       this.#hooks.onFailed(err);

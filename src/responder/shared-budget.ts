@@ -65,22 +65,18 @@ export class SharedOutputBudget implements OutputBudgetLike {
     for (;;) {
       if (q + add > limit) return false;
       const seen = Atomics.compareExchange(s.totals, s.queued, q, q + add);
-      if (seen === q) break;
+      if (seen === q) return true;
       q = seen;
     }
-    this.#raisePeak(q + add);
-    return true;
   }
 
   /** `delta`: a whole number of bytes (sessions report MessageSender.queuedBytes changes). */
   adjust(delta: number): void {
-    if (delta === 0) return;
     const s = this.#s;
     const now = Atomics.add(s.totals, s.queued, BigInt(delta)) + BigInt(delta);
-    if (delta > 0) {
-      this.#raisePeak(now);
-      return;
-    }
+    // Also after a settling (zero or negative) adjust: a reservation never raises the peak, the bytes queued do.
+    this.#raisePeak(now);
+    if (delta >= 0) return;
     Atomics.add(s.words, s.epoch, 1);
     if (Atomics.load(s.words, s.waiters) > 0) Atomics.notify(s.words, s.epoch);
   }

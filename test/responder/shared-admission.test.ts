@@ -44,6 +44,19 @@ describe.each([
     expect(b.queuedBytes).toBe(0);
   });
 
+  it('tryReserve adds only within the limit, in one step; the peak follows the settled bytes, not the estimate', () => {
+    const b = make(100_000);
+    expect(b.tryReserve(60_000)).toBe(true);
+    expect(b.tryReserve(40_001)).toBe(false);
+    expect([b.queuedBytes, b.peakQueuedBytes]).toEqual([60_000, 0]);
+    b.adjust(-20_000); // settled: 40,000 really queued
+    expect([b.queuedBytes, b.peakQueuedBytes]).toEqual([40_000, 40_000]);
+    expect(b.tryReserve(60_000)).toBe(true);
+    b.adjust(0); // settled at the estimate
+    expect([b.queuedBytes, b.peakQueuedBytes]).toEqual([100_000, 100_000]);
+    b.adjust(-100_000);
+  });
+
   it('calls a waiter once, on a later tick, after bytes drain; never without a drain; not after cancelWait', async () => {
     const b = make(100_000);
     b.adjust(100_000);
