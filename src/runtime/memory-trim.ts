@@ -69,6 +69,7 @@ export function startMemoryTrim(opts: MemoryTrimOptions = {}): MemoryTrim | unde
     return r;
   };
   const main = reader(opts.utilization ?? performance.eventLoopUtilization);
+  for (const t of opts.threads?.() ?? []) reader(t); // from now, not from the first tick: that interval counts too
   // Every reader is read each interval (no short cut), so each one's next interval starts now.
   const anyBusy = (): boolean => [main, ...(opts.threads?.() ?? []).map(reader)].map((r) => r()).includes(true);
   let busySince = false;

@@ -57,6 +57,27 @@ describe('memory trim', () => {
     t.stop();
   });
 
+  it('reads the other threads from the start: a worker busy in the first interval counts', () => {
+    vi.useFakeTimers();
+    const trim = vi.fn((done: (released: boolean) => void) => done(true));
+    // A worker's loop as Node reports it: cumulative active/idle time, a reading relative to an earlier one.
+    let active = 0;
+    let idle = 0;
+    const worker = (c?: EventLoopUtilization, p?: EventLoopUtilization): EventLoopUtilization => {
+      if (c === undefined) return { active, idle, utilization: 0 };
+      const a = c.active - p!.active;
+      const i = c.idle - p!.idle;
+      return { active: a, idle: i, utilization: a + i === 0 ? 0 : a / (a + i) };
+    };
+    const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0]), threads: () => [worker] })!;
+    active += 5; // busy during the first interval
+    vi.advanceTimersByTime(10);
+    idle += 10; // idle during the second
+    vi.advanceTimersByTime(10);
+    expect(trim).toHaveBeenCalledTimes(1);
+    t.stop();
+  });
+
   it('counts only trims that released memory', () => {
     vi.useFakeTimers();
     const t = startMemoryTrim({ intervalMs: 10, trim: (done) => done(false), utilization: scripted([1, 0]) })!;
