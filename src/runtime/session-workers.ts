@@ -298,10 +298,11 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       let connection;
       try {
         connection = detachConnection(stream, info);
-      } catch {
+      } catch (err) {
         // Counted and logged with the other refusals (rate-limited), never one line per connection.
         admission.sessions.closed();
-        return refuse(stream, 'handoff-failed');
+        const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+        return refuse(stream, typeof cause === 'string' ? `handoff-failed:${cause}` : 'handoff-failed');
       }
       let best = slots[0]!;
       for (const s of slots) if (s.live < best.live) best = s;
