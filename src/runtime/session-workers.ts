@@ -57,9 +57,6 @@ export interface SessionWorkersOptions {
 export interface SessionWorkers extends Responder {
   /** Its listener hands connections over untouched (startAgent). */
   readonly handoff: true;
-  readonly workers: number;
-  /** Sessions each worker holds, as the main thread counts them (handed minus ended; tests, diagnostics). */
-  sessionsPerWorker(): number[];
   /** Brings every worker's metrics up to date (before a scrape). */
   flushMetrics(): Promise<void>;
   /** Each worker's event-loop utilisation, read from this thread (the memory trim asks whether any was busy). */
@@ -77,6 +74,7 @@ interface Slot {
   readonly worker: Worker;
   readonly metrics: MetricsServer;
   readonly ports: MessagePort[];
+  /** Sessions it holds as this thread counts them (handed, minus summaries and `unused`): where the next goes. */
   live: number;
   stopped: ((error?: string) => void) | null;
 }
@@ -88,7 +86,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   const acceptErrors = new RateLimitedLog(logger, 'listener accept errors (public channel)', REFUSAL_LOG_INTERVAL_MS);
   // What only the main thread sees: refusals at admission (before a worker has the connection), accept errors.
   let refusedHere = 0;
-  let refusedSessions = 0;
   let acceptErrorCount = 0;
   let state: 'running' | 'draining' | 'closed' = 'running';
   let stopping = false;
@@ -228,7 +225,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
 
   const refuse = (stream: Duplex, reason: string): void => {
     refusedHere++;
-    refusedSessions++;
     refusals.note(reason);
     stream.on('error', () => {});
     stream.destroy();
@@ -236,7 +232,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
 
   const counters: ResponderCounters = {
     get refusedSessions() {
-      return refusedSessions + admission.totals().counters.refusedSessions;
+      return refusedHere + admission.totals().counters.refusedSessions;
     },
     get refusedPerClient() {
       return admission.totals().counters.refusedPerClient;
@@ -274,7 +270,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     limits,
     controlNonce: admission.controlNonce,
     handoff: true,
-    workers: slots.length,
     get sessionCount() {
       return admission.sessions.count;
     },
@@ -282,7 +277,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       return refusedHere + admission.totals().refused;
     },
     counters,
-    sessionsPerWorker: () => slots.map((s) => s.live),
     flushMetrics,
     loopUtilization: slots.map((s) => {
       const perf = s.worker.performance;
