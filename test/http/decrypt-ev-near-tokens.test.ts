@@ -97,6 +97,17 @@ describe('decrypt stage: a body of near-tokens', () => {
     expect(drainSteps(holdsTokenSteps(`{${'A'.repeat(3 * HOLDS_STEP_CHARS)} ${token}`))).toBe(true);
   });
 
+  it('in a body that is not JSON, searches for the next `:$` in steps too (one search over 8 MiB of colons was one step)', () => {
+    for (const body of [':'.repeat(8 * 1024 * 1024) + '$', ': '.repeat(4 * 1024 * 1024) + 'ev:']) {
+      let yields = 0;
+      const steps = holdsTokenSteps(body);
+      let r = steps.next();
+      for (; r.done !== true; r = steps.next()) yields++;
+      expect(r.value).toBe(false);
+      expect(yields).toBeGreaterThanOrEqual(body.length / HOLDS_STEP_CHARS - 1);
+    }
+  });
+
   it('in a body that is not JSON, counts a candidate too long to parse as a token (refused, never forwarded): no step parses megabytes', async () => {
     // `ev:` × 7, then 4 M escaped slashes, then `:$`: each `ev:` was parsed over the whole 8 MiB, `\/` unescaped
     // first (5.3 s in one step); the body was then forwarded.
