@@ -49,6 +49,8 @@ export class MetricsRecorder {
   #delta = emptyDelta();
   #dirty = false;
   #summaries: SessionSummary[] = [];
+  /** A flush is due at the end of this turn (a session ended). */
+  #soon = false;
   /** Sessions by channel and outcome, into #delta.sessions. */
   #sessions = new Map<string, { channel: SessionSummary['channel']; outcome: SessionSummary['reason']; n: number }>();
 
@@ -105,6 +107,17 @@ export class MetricsRecorder {
     const result = handshakeResult(s);
     if (result !== null) this.#delta.handshakes[result]++;
     this.#summaries.push(s);
+    // Summaries go at the end of this turn, not with the next periodic flush: the main thread's session hook
+    // (onSessionClosed) then hears of a session about when its slot is given back, as with one thread.
+    if (!this.#soon) {
+      this.#soon = true;
+      setImmediate(this.#sendSoon);
+    }
+  };
+
+  readonly #sendSoon = (): void => {
+    this.#soon = false;
+    if (this.#dirty) this.#send();
   };
 
   /** What was recorded since the last flush; clears it. */

@@ -119,6 +119,16 @@ describe('MetricsRecorder / serveMetrics', () => {
     expect(seen).toEqual(sent);
   });
 
+  it('hands a summary over at the end of the turn its session ended, not at the next interval', async () => {
+    const seen: SessionSummary[] = [];
+    const main = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
+    const { recorder } = over(main, (s) => seen.push(s)); // interval 60 s
+    recorder.sessionClosed(summary('s1', 'client-closed'));
+    recorder.sessionClosed(summary('s2', 'idle'));
+    await until(() => seen.length === 2);
+    expect(seen.map((s) => s.id)).toEqual(['s1', 's2']);
+  });
+
   it('posts on its own every interval', async () => {
     const main = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
     const { recorder } = over(main, undefined, 10);
