@@ -1,6 +1,6 @@
 // AgentMetrics on its own: the histogram's cumulative buckets, the handshake result a session's end implies,
 // label hygiene (unknown API paths become "other"), gauges absent until known, egress decisions.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AgentMetrics, handshakeResult, recordEgressDecision, setCurrentMetrics, type ExchangeFacts } from '../../src/ops/metrics.ts';
 
 const stats = (framesIn: number) => ({ framesIn, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 });
@@ -10,8 +10,12 @@ const lines = async (m: AgentMetrics, prefix: string): Promise<string[]> => (awa
 describe('AgentMetrics', () => {
   it('request durations land in cumulative buckets with +Inf, sum and count', async () => {
     const m = fresh();
-    const ex = (seconds: number): ExchangeFacts => ({ started: performance.now() - seconds * 1000, sentStatus: 200, bytesIn: 0, bytesOut: 0, decryptedFields: 0, errorCode: undefined });
+    // A fixed clock: the durations are exactly these (a loaded machine once added enough between the exchange's
+    // start and its observation to move 0.2 ms past the 0.5 ms bucket).
+    const now = vi.spyOn(performance, 'now').mockReturnValue(1_000_000);
+    const ex = (seconds: number): ExchangeFacts => ({ started: 1_000_000 - seconds * 1000, sentStatus: 200, bytesIn: 0, bytesOut: 0, decryptedFields: 0, errorCode: undefined });
     for (const s of [0.0002, 0.003, 0.2, 120]) m.observeExchange(ex(s));
+    now.mockRestore();
     const b = await lines(m, 'enclave_agent_request_duration_seconds_bucket');
     expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="0.0005"} 1');
     expect(b).toContain('enclave_agent_request_duration_seconds_bucket{le="0.005"} 2');

@@ -2,7 +2,7 @@
 // series AgentMetrics would show had it recorded the calls itself), a scrape after requestFlush is exact,
 // and session summaries reach the main thread's hook in order.
 import { MessageChannel } from 'node:worker_threads';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { AgentMetrics, type ExchangeFacts } from '../../../src/ops/metrics.ts';
 import type { SessionSummary } from '../../../src/responder/session.ts';
 import { MetricsRecorder, serveMetrics, type MetricsServer } from '../../../src/runtime/worker-services/metrics-proxy.ts';
@@ -34,8 +34,8 @@ describe('MetricsRecorder / serveMetrics', () => {
     const direct = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
     const main = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
     const { recorder, server } = over(main);
-    // Each exchange is handed to both at once: their durations differ by the microseconds between the two
-    // calls, far from any bucket bound (the durations sit mid-bucket).
+    // Each exchange is handed to both at once, on a fixed clock: the same durations (mid-bucket as well).
+    const now = vi.spyOn(performance, 'now').mockReturnValue(5_000_000);
     const exchanges = [
       () => exchange(7, 200, { decryptedFields: 3 }),
       () => exchange(15, 204, { decryptedFields: () => 2 }),
@@ -50,6 +50,7 @@ describe('MetricsRecorder / serveMetrics', () => {
       direct.observeExchange(ex);
       recorder.observeExchange(ex);
     }
+    now.mockRestore();
     for (const s of [summary('a', 'client-closed'), summary('b', 'handshake-timeout', 0), summary('c', 'handshake-failed', 0), summary('d', 'client-closed', 0), summary('e', 'idle', 0, 'control')]) {
       direct.sessionClosed(s);
       recorder.sessionClosed(s);
@@ -61,12 +62,12 @@ describe('MetricsRecorder / serveMetrics', () => {
       expect(Object.keys(family(a, f)).length, f).toBeGreaterThan(0);
       expect(family(b, f), f).toEqual(family(a, f));
     }
-    // Durations: same buckets and count; the sums differ only by the microseconds between the two calls.
+    // Durations: the same buckets, count and sum (up to floating-point addition order).
     const da = family(a, 'enclave_agent_request_duration_seconds');
     const db = family(b, 'enclave_agent_request_duration_seconds');
     const sum = 'enclave_agent_request_duration_seconds_sum';
     expect({ ...db, [sum]: 0 }).toEqual({ ...da, [sum]: 0 });
-    expect(db[sum]).toBeCloseTo(da[sum]!, 2);
+    expect(db[sum]).toBeCloseTo(da[sum]!, 6);
     expect(db['enclave_agent_request_duration_seconds_count']).toBe(7);
   });
 
