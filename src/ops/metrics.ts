@@ -40,6 +40,13 @@ class TallyCounter<L extends string> {
   }
 }
 
+/** The bucket `v` falls in: the first bound it does not exceed, or bounds.length above the last. */
+export function bucketIndex(bounds: ArrayLike<number>, v: number): number {
+  let i = 0;
+  while (i < bounds.length && v > bounds[i]!) i++;
+  return i;
+}
+
 /**
  * An unlabelled histogram observed with a bucket scan and three additions (prom-client's Histogram.observe
  * validates and hashes labels on every call: ~0.7 µs here, against ~0.1 µs of the whole request-path hook).
@@ -65,10 +72,8 @@ class TallyHistogram {
   }
 
   observe(v: number): void {
-    const bounds = this.#bounds;
-    let i = 0;
-    while (i < bounds.length && v > bounds[i]!) i++;
-    if (i < bounds.length) this.#counts[i]!++;
+    const i = bucketIndex(this.#bounds, v);
+    if (i < this.#bounds.length) this.#counts[i]!++;
     this.#sum += v;
     this.#count++;
   }
@@ -131,6 +136,16 @@ export interface MetricsDelta {
   sessions: { channel: Channel; outcome: CloseReason; n: number }[];
   /** Handshake results of those sessions (handshakeResult). */
   handshakes: Record<Exclude<HandshakeResult, 'refused'>, number>;
+}
+
+/** ev: values an exchange decrypted. */
+export function decryptedFieldsOf(ex: ExchangeFacts): number {
+  return typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+}
+
+/** What an exchange's error code says of its ev: values: one did not decrypt, or too many; else undefined. */
+export function decryptRefusal(code: string | undefined): 'failed' | 'refused' | undefined {
+  return code === 'HTTP_DECRYPT_FAILED' ? 'failed' : code === 'HTTP_TOO_MANY_ENCRYPTED_FIELDS' ? 'refused' : undefined;
 }
 
 /** Values read at scrape time from the running parts (the runtime wires them). */
@@ -349,13 +364,11 @@ export class AgentMetrics {
     this.#bytesIn.n += ex.bytesIn;
     this.#bytesOut.n += ex.bytesOut;
     this.#duration.observe((performance.now() - ex.started) / 1000);
-    const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+    const fields = decryptedFieldsOf(ex);
     if (fields > 0) this.#decryptOk.n += fields;
-    const code = ex.errorCode;
-    if (code !== undefined) {
-      if (code === 'HTTP_DECRYPT_FAILED') this.#decryptFailed.n++;
-      else if (code === 'HTTP_TOO_MANY_ENCRYPTED_FIELDS') this.#decryptRefused.n++;
-    }
+    const refusal = decryptRefusal(ex.errorCode);
+    if (refusal === 'failed') this.#decryptFailed.n++;
+    else if (refusal === 'refused') this.#decryptRefused.n++;
   };
 
   /** Raw mode: one Data request or stream handed to the app. */

@@ -9,7 +9,7 @@
 // /metrics; what it sends later is still applied, nothing is lost). Durations are measured in the worker,
 // on the worker's clock (performance.now() is per thread). Each session's summary travels in the same
 // message, in order, to the main thread's onSessionClosed hook.
-import { DURATION_BUCKETS, handshakeResult, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
+import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, handshakeResult, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
 
@@ -77,14 +77,12 @@ export class MetricsRecorder {
     d.bytesIn += ex.bytesIn;
     d.bytesOut += ex.bytesOut;
     const seconds = (performance.now() - ex.started) / 1000;
-    let i = 0;
-    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
-    d.duration.counts[i]!++;
+    d.duration.counts[bucketIndex(DURATION_BUCKETS, seconds)]!++;
     d.duration.sum += seconds;
-    const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
+    const fields = decryptedFieldsOf(ex);
     if (fields > 0) d.decrypt.ok += fields;
-    if (ex.errorCode === 'HTTP_DECRYPT_FAILED') d.decrypt.failed++;
-    else if (ex.errorCode === 'HTTP_TOO_MANY_ENCRYPTED_FIELDS') d.decrypt.refused++;
+    const refusal = decryptRefusal(ex.errorCode);
+    if (refusal !== undefined) d.decrypt[refusal]++;
   };
 
   /** Raw mode: one Data request or stream handed to the app (AgentMetrics.rawRequest). */
