@@ -12,7 +12,7 @@ import type { Worker } from 'node:worker_threads';
 import { spawnModuleWorker } from './module-worker.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
-import type { Keyring, KeyScalars } from './keyring.ts';
+import { wipeScalars, type Keyring, type KeyScalars } from './keyring.ts';
 import { transferableBytes } from './json-text.ts';
 
 type Reply = { id: number; json: string; count: number } | { id: number; valid: boolean } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
@@ -102,10 +102,7 @@ export class DecryptPool {
   #start(index: number): Slot {
     const scalars = this.keyring.keyMaterial().scalars(); // every generation, newest first
     const worker = spawn(scalars); // workerData is cloned here: the copies on this side are wiped at once
-    for (const g of scalars) {
-      g.p256.fill(0);
-      g.secp256k1.fill(0);
-    }
+    wipeScalars(scalars);
     worker.unref();
     const slot: Slot = { worker, load: 0, pending: new Map() };
     const fail = (why: string): void => {

@@ -8,15 +8,12 @@ import { EcdhBudget } from './ecdh-budget.ts';
 import { EvBudgetError, EvDecryptError } from './errors.ts';
 import { decryptJsonTokens } from './json-decrypt.ts';
 import { jsonText } from './json-text.ts';
-import { KeyMaterial, Keyring, type KeyScalars } from './keyring.ts';
+import { KeyMaterial, Keyring, wipeScalars, type KeyScalars } from './keyring.ts';
 
 // Every key generation, newest first (keys rotate): the worker opens values under retired keys too.
 const generations = workerData as KeyScalars[];
 const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(generations));
-for (const g of generations) {
-  g.p256.fill(0);
-  g.secp256k1.fill(0);
-}
+wipeScalars(generations);
 
 parentPort!.on('message', ({ id, text, maxEcdh, bytes }: { id: number; text?: string; maxEcdh?: number; bytes?: Uint8Array }) => {
   try {

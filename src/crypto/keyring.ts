@@ -30,6 +30,14 @@ export interface KeyScalars {
   secp256k1: Uint8Array;
 }
 
+/** Zeroes copies of private scalars (those cloned into a worker thread's start-up data, once it has them). */
+export function wipeScalars(scalars: readonly KeyScalars[]): void {
+  for (const g of scalars) {
+    g.p256.fill(0);
+    g.secp256k1.fill(0);
+  }
+}
+
 /**
  * Most key generations a keyring holds: the current pair and up to three retired ones (`keys rotate`). A value
  * is opened by trying the generations newest first (an `ev:` string does not name its key), so each one beyond

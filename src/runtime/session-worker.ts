@@ -6,7 +6,7 @@
 // in shared memory (src/responder/shared-admission.ts), so they hold exactly across threads.
 import { parentPort, workerData } from 'node:worker_threads';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
-import { KeyMaterial, Keyring } from '../crypto/keyring.ts';
+import { KeyMaterial, Keyring, wipeScalars } from '../crypto/keyring.ts';
 import { createResponder } from '../responder/server.ts';
 import { SharedAdmission } from '../responder/shared-admission.ts';
 import { adoptConnection } from '../transport/handoff.ts';
@@ -24,10 +24,7 @@ const { config } = d;
 
 // Every key generation, newest first: this thread opens ev: values under retired keys too.
 const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(d.scalars));
-for (const g of d.scalars) {
-  g.p256.fill(0);
-  g.secp256k1.fill(0);
-}
+wipeScalars(d.scalars);
 const logger = workerLogger(d.ports.log, { level: d.logLevel, bindings: { worker: d.index } });
 const admission = SharedAdmission.attach(d.admission);
 const recorder = new MetricsRecorder(d.ports.metrics);

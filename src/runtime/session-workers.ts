@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Nsm } from '../attestation/nsm.ts';
 import type { Config } from '../config.ts';
 import type { DecryptPool } from '../crypto/decrypt-pool.ts';
-import type { Keyring } from '../crypto/keyring.ts';
+import { wipeScalars, type Keyring } from '../crypto/keyring.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { AgentMetrics } from '../ops/metrics.ts';
 import type { ResponderCounters } from '../responder/admission.ts';
@@ -119,11 +119,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     try {
       worker = spawnModuleWorker(import.meta.url, 'session-worker', { workerData: data, transferList: transfer });
     } finally {
-      // workerData was cloned by now: the copies on this side go at once.
-      for (const g of scalars) {
-        g.p256.fill(0);
-        g.secp256k1.fill(0);
-      }
+      wipeScalars(scalars); // workerData was cloned by now: the copies on this side go at once
     }
     serveNsm(channels.nsm.port1, opts.nsm);
     serveWorkerLogs(channels.log.port1, logger);
