@@ -53,6 +53,7 @@ function agentChild(): void {
     const { AttestedIdentity } = await import('../../src/ingress/attested-identity.ts');
     const { startTlsIngress } = await import('../../src/ingress/tls-ingress.ts');
     const { listenTcp } = await import('../../src/transport/tcp.ts');
+    const { listenUnixNative } = await import('../../src/transport/unix-native.ts');
     const stateDir = await mkdtemp(path.join(os.tmpdir(), 'bench-tls-nsm-'));
     const keyring = await loadKeyring(devKeySource(stateDir));
     const sim = await createNsmSimulator({ stateDir, identity: { agentVersion: 'bench', app: 'bench', config: 'bench' } });
@@ -63,14 +64,13 @@ function agentChild(): void {
       decrypt: createDecryptStage(keyring),
       logSink: createRuntimeLogs({ level: 'info', sink: 'file', path: '/dev/null', vsock_port: 5008 }).trxSink,
     });
-    const ingress = await startTlsIngress({
-      listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o),
-      identity: new AttestedIdentity({ nsm: sim }),
-      attach: (s, c) => forwarder.attach(s, c),
-      maxPendingHandshakes: 4096,
-      logger: silent,
-    });
-    return { port: ingress.port };
+    const identity = new AttestedIdentity({ nsm: sim });
+    const common = { identity, attach: forwarder.attach.bind(forwarder), maxPendingHandshakes: 4096, logger: silent };
+    const ingress = await startTlsIngress({ ...common, listen: (o) => listenTcp({ host: '127.0.0.1', port: 0 }, o) });
+    // The vsock code path: the addon's stream (NativeStream) under Node's TLSSocket, over AF_UNIX here.
+    const socketPath = path.join(stateDir, 'tls.sock');
+    await startTlsIngress({ ...common, listen: (o) => listenUnixNative(socketPath, o) });
+    return { port: ingress.port, socketPath };
   });
 }
 
@@ -146,6 +146,8 @@ interface Target {
   name: string;
   origin: string;
   tls: boolean;
+  /** Connect over this AF_UNIX path instead of the origin's TCP port. */
+  socketPath?: string;
 }
 
 async function smallGet(pool: Pool): Promise<void> {
@@ -163,7 +165,7 @@ const drive = (pool: Pool, concurrency: number, ms: number, latencies: number[] 
  * until every connection has answered at least once.
  */
 async function openPool(t: Target, concurrency: number): Promise<Pool> {
-  const pool = new Pool(t.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 600_000, ...(t.tls ? { connect: { rejectUnauthorized: false, servername: 'localhost' } } : {}) });
+  const pool = new Pool(t.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 600_000, ...(t.tls ? { connect: { rejectUnauthorized: false, servername: 'localhost', ...(t.socketPath === undefined ? {} : { socketPath: t.socketPath }) } } : {}) });
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       for (let i = 0; i < 3; i++) await (await pool.request({ path: '/small', method: 'GET', headers: { host: 'localhost' } })).body.arrayBuffer();
@@ -186,13 +188,13 @@ async function measureRow(pool: Pool, concurrency: number, cpu: (() => Promise<n
 }
 
 /** Full TLS 1.3 handshakes/s (a fresh connection each time, no session reuse): closed loop of `HS_CONCURRENCY`. */
-async function handshakesPerSec(port: number, ms: number): Promise<number> {
+async function handshakesPerSec(to: { port: number } | { path: string }, ms: number): Promise<number> {
   return closedLoopPerSec(
     ms,
     HS_CONCURRENCY,
     () =>
       new Promise<void>((resolve, reject) => {
-        const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+        const s = tls.connect({ ...('port' in to ? { host: '127.0.0.1', port: to.port } : { path: to.path }), servername: 'localhost', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
         s.once('secureConnect', () => {
           s.destroy();
           resolve();
@@ -215,28 +217,31 @@ export default async function bench(): Promise<void> {
   let nginx: { port: number; proc: ChildProcess; pid: number } | undefined;
   try {
     const { port: appPort } = await askChild<{ port: number }>(app, { cmd: 'start' });
-    const { port: agentPort } = await askChild<{ port: number }>(agent, { cmd: 'start', appPort });
+    const { port: agentPort, socketPath } = await askChild<{ port: number; socketPath: string }>(agent, { cmd: 'start', appPort });
     nginx = await startNginx(dir, appPort);
-    const targets: Target[] = [
-      { name: 'direct keep-alive HTTP → app', origin: `http://127.0.0.1:${appPort}`, tls: false },
-      { name: 'agent TLS ingress → app', origin: `https://127.0.0.1:${agentPort}`, tls: true },
-      { name: 'nginx TLS (1 worker) → app', origin: `https://127.0.0.1:${nginx.port}`, tls: true },
-    ];
+    const direct: Target = { name: 'direct keep-alive HTTP → app', origin: `http://127.0.0.1:${appPort}`, tls: false };
+    const agentTcp: Target = { name: 'agent TLS ingress, TCP socket → app', origin: `https://127.0.0.1:${agentPort}`, tls: true };
+    // What `run` serves: TLS over the addon's stream (vsock in an enclave; AF_UNIX here, the same code path).
+    const agentNative: Target = { name: "agent TLS ingress, the addon's stream (vsock path) → app", origin: 'https://localhost', tls: true, socketPath };
+    const ngx: Target = { name: 'nginx TLS (1 worker) → app', origin: `https://127.0.0.1:${nginx.port}`, tls: true };
+    const targets = [direct, agentTcp, agentNative, ngx];
+    const agents = [agentTcp, agentNative];
     const pools = new Map<string, Pool>();
     for (const t of targets) for (const c of [1, 64]) pools.set(`${t.name}/${c}`, await openPool(t, c));
     const rps: Record<string, number[]> = {};
     const cpuPerReq: Record<string, number[]> = {};
     const p50: Record<string, number[]> = {};
-    const hs: Record<string, number[]> = { agent: [], nginx: [] };
-    const agentVsNginx: number[] = [];
-    const hsRatio: number[] = [];
-    const addedAgent: number[] = [];
-    const addedNginx: number[] = [];
+    const hs: Record<string, number[]> = {};
+    /** Per agent target, per round: req/s / nginx's, added p50, handshakes / nginx's. */
+    const vsNginx: Record<string, number[]> = {};
+    const added: Record<string, number[]> = {};
+    const hsRatio: Record<string, number[]> = {};
+    const agentCpu = async (): Promise<number> => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs;
     for (let round = 0; round < ROUNDS; round++) {
       const r64: Record<string, number> = {};
       const l1: Record<string, number> = {};
       for (const t of targets) {
-        const cpu = t === targets[1] ? async () => (await askChild<{ cpuUs: number }>(agent, { cmd: 'cpu' })).cpuUs : t === targets[2] ? () => Promise.resolve(nginxCpuUs(nginx!.pid)) : null;
+        const cpu = agents.includes(t) ? agentCpu : t === ngx ? () => Promise.resolve(nginxCpuUs(nginx!.pid)) : null;
         const row = await measureRow(pools.get(`${t.name}/64`)!, 64, cpu);
         if (row.cpuPerReq !== undefined) (cpuPerReq[t.name] ??= []).push(row.cpuPerReq);
         r64[t.name] = row.rps;
@@ -244,32 +249,31 @@ export default async function bench(): Promise<void> {
         (rps[t.name] ??= []).push(r64[t.name]!);
         (p50[t.name] ??= []).push(l1[t.name]!);
       }
-      agentVsNginx.push(r64[targets[1]!.name]! / r64[targets[2]!.name]!);
-      addedAgent.push(l1[targets[1]!.name]! - l1[targets[0]!.name]!);
-      addedNginx.push(l1[targets[2]!.name]! - l1[targets[0]!.name]!);
-      const ha = await handshakesPerSec(agentPort, ROW_MS);
-      const hn = await handshakesPerSec(nginx.port, ROW_MS);
-      hs.agent!.push(ha);
-      hs.nginx!.push(hn);
-      hsRatio.push(ha / hn);
+      for (const t of [...agents, ngx]) {
+        (added[t.name] ??= []).push(l1[t.name]! - l1[direct.name]!);
+        (hs[t.name] ??= []).push(await handshakesPerSec(t.socketPath === undefined ? { port: Number(new URL(t.origin).port) } : { path: t.socketPath }, ROW_MS));
+      }
+      for (const t of agents) {
+        (vsNginx[t.name] ??= []).push(r64[t.name]! / r64[ngx.name]!);
+        (hsRatio[t.name] ??= []).push(hs[t.name]!.at(-1)! / hs[ngx.name]!.at(-1)!);
+      }
     }
     for (const p of pools.values()) await p.close();
-    const direct = median(rps[targets[0]!.name]!);
+    const directRps = median(rps[direct.name]!);
     printTable(`TLS ingress: small GET, ${ROUNDS} interleaved rounds × ${ROW_MS} ms per row (medians) — ${machine()}`, [
       ['path', 'req/s c=64', 'vs direct', 'p50 c=1 (ms)', 'added p50 c=1 (ms)'],
-      ...targets.map((t, i) => [
-        t.name,
-        median(rps[t.name]!),
-        ratio(median(rps[t.name]!), direct),
-        median(p50[t.name]!).toFixed(3),
-        i === 0 ? '—' : (i === 1 ? median(addedAgent) : median(addedNginx)).toFixed(3),
-      ]),
+      ...targets.map((t) => [t.name, median(rps[t.name]!), ratio(median(rps[t.name]!), directRps), median(p50[t.name]!).toFixed(3), t === direct ? '—' : median(added[t.name]!).toFixed(3)]),
     ]);
     printTable('TLS ingress vs nginx (median of per-round ratios, with range)', [
       ['measure', 'agent', 'nginx', 'agent / nginx', 'range', 'target'],
-      ['req/s at c=64', median(rps[targets[1]!.name]!), median(rps[targets[2]!.name]!), ratio(median(agentVsNginx), 1, 0.8), range(agentVsNginx), '≥ 0.8×'],
-      [`full TLS 1.3 handshakes/s (c=${HS_CONCURRENCY})`, median(hs.agent!), median(hs.nginx!), ratio(median(hsRatio), 1, 0.5), range(hsRatio), '≥ 0.5×'],
-      ['server CPU µs per request at c=64 (lower is better)', median(cpuPerReq[targets[1]!.name]!), median(cpuPerReq[targets[2]!.name]!), ratio(median(cpuPerReq[targets[1]!.name]!), median(cpuPerReq[targets[2]!.name]!)), '', '—'],
+      ...agents.flatMap((t) => {
+        const which = t === agentTcp ? 'TCP' : 'addon stream';
+        return [
+          [`req/s at c=64, ${which}`, median(rps[t.name]!), median(rps[ngx.name]!), ratio(median(vsNginx[t.name]!), 1, 0.8), range(vsNginx[t.name]!), '≥ 0.8×'],
+          [`full TLS 1.3 handshakes/s (c=${HS_CONCURRENCY}), ${which}`, median(hs[t.name]!), median(hs[ngx.name]!), ratio(median(hsRatio[t.name]!), 1, 0.5), range(hsRatio[t.name]!), '≥ 0.5×'],
+          [`server CPU µs per request at c=64, ${which} (lower is better)`, median(cpuPerReq[t.name]!), median(cpuPerReq[ngx.name]!), ratio(median(cpuPerReq[t.name]!), median(cpuPerReq[ngx.name]!)), '', '—'],
+        ];
+      }),
     ]);
   } finally {
     nginx?.proc.kill('SIGQUIT');
