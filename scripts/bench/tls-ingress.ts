@@ -9,7 +9,8 @@
 //   app child      node:http answering GET /small with an 11-byte JSON body (keep-alive)
 //   agent child    the NSM simulator, createHttpForwarder as the runtime configures it (ev: decrypt stage on,
 //                  transaction records written to /dev/null through the file sink), AttestedIdentity +
-//                  startTlsIngress on TCP loopback
+//                  startTlsIngress twice: on TCP loopback, and on the addon's AF_UNIX stream (the code path of
+//                  vsock in `run`: Node's TLSSocket over a JS stream instead of a native handle)
 //   nginx          one worker, TLS 1.3 only, ECDSA P-384 self-signed certificate (same curve as the agent's),
 //                  keep-alive upstream to the app, access log off; config, pid and error log in a temp dir
 // The agent's certificate carries the attestation document (~9.5 KB of hex in a SAN), so every full handshake
