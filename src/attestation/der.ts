@@ -7,6 +7,7 @@
  */
 
 export class DerError extends Error {
+  override name = 'DerError';
   readonly code = 'DER_MALFORMED';
 }
 

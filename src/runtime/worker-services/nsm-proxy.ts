@@ -1,8 +1,9 @@
 // The NSM for session worker threads: the main thread keeps the one Nsm (the /dev/nsm device or the
 // simulator) and answers attest/random over a port. Only the request's three byte fields cross, each as an
 // exact copy (a Buffer may be a view into a larger shared pool: structured clone would copy all of it); the
-// document comes back as an exact copy too. NSM failures arrive as the same NsmError / AttestationError
-// (rpc-port.ts).
+// document comes back as an exact copy too. NSM failures arrive as the same class with the same code and
+// typed fields — NsmError, AttestationError, the addon's NativeError, RangeError, TypeError (rpc-port.ts) —
+// so a session on a worker logs and closes exactly as one on the main thread.
 import type { AttestationRequest, Nsm } from '../../attestation/nsm.ts';
 import { WorkerServiceError } from './errors.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';

@@ -4,17 +4,21 @@
 // id in one pending map.
 //
 // Errors cross as plain data — { name, code, message } plus a whitelist of typed fields (nsmCode, reason,
-// detail, limit) — and are rebuilt as the classes callers test with instanceof: NsmError, AttestationError,
-// EvDecryptError, EvBudgetError, EvPoolError, RangeError, TypeError (and WorkerServiceError's own
-// refusals: BAD_MESSAGE, CLOSED). Any other error arrives as a
+// detail, limit, errno, syscall) — and are rebuilt as the classes callers test with instanceof: every class
+// the NSM layer throws (NsmError, AttestationError, NativeError and NativeUnavailableError from the addon's
+// ioctl, CborDecodeError, DerError), EvDecryptError, EvBudgetError, EvPoolError, RangeError, TypeError (and
+// WorkerServiceError's own refusals: BAD_MESSAGE, CLOSED). Any other error arrives as a
 // WorkerServiceError WORKER_SERVICE_FAILED naming the remote class and code (its message, which by the
 // project's rule holds no secret, is kept). Nothing else of an error crosses: no stack, no cause.
 //
 // A port that closes (the other thread ended, or close() here) rejects every pending call with
 // WORKER_SERVICE_CLOSED. A malformed message is counted and ignored: nothing thrown from a message listener.
 // The port is unref'd while no call of ours waits for an answer, so an idle service never keeps a thread alive.
+import { CborDecodeError } from '../../attestation/cbor.ts';
+import { DerError } from '../../attestation/der.ts';
 import { AttestationError, NsmError, type AttestationErrorCode } from '../../attestation/errors.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError, type EvDecryptReason } from '../../crypto/errors.ts';
+import { NativeError, NativeUnavailableError } from '../../transport/native.ts';
 import { WorkerServiceError } from './errors.ts';
 
 /** What the endpoint needs of a MessagePort (node:worker_threads' MessagePort has it). */
@@ -36,6 +40,9 @@ export interface WireError {
   reason?: string;
   detail?: string;
   limit?: number;
+  /** NativeError: the errno name ('ENOENT') and the failed syscall ('open'). */
+  errno?: string;
+  syscall?: string;
 }
 
 type Message =
@@ -72,9 +79,24 @@ export interface RpcEndpoint {
   close(): void;
 }
 
-const TYPED_FIELDS = ['nsmCode', 'reason', 'detail'] as const;
+const TYPED_FIELDS = ['nsmCode', 'reason', 'detail', 'errno', 'syscall'] as const;
 /** Codes and reasons are SCREAMING_SNAKE words (AttestationErrorCode, EvDecryptReason): nothing else is rebuilt into them. */
 const CODE_WORD = /^[A-Z][A-Z0-9_]{0,63}$/;
+const ERRNO_WORD = /^E[A-Z0-9]{1,31}$/;
+const SYSCALL_WORD = /^[a-z][a-z0-9_]{0,31}$/;
+
+/** `err` with `message` (for classes whose constructor composes its own message from other parts). */
+function withMessage<E extends Error>(err: E, message: string): E {
+  Object.defineProperty(err, 'message', { value: message, writable: true, enumerable: false, configurable: true });
+  return err;
+}
+
+function nativeError(w: WireError): NativeError | undefined {
+  if (typeof w.code !== 'string' || !CODE_WORD.test(w.code)) return undefined;
+  const errno = typeof w.errno === 'string' && ERRNO_WORD.test(w.errno) ? w.errno : undefined;
+  const syscall = typeof w.syscall === 'string' && SYSCALL_WORD.test(w.syscall) ? w.syscall : undefined;
+  return new NativeError(w.code, w.message, { errno, syscall });
+}
 
 /** `err` as plain data: its class name, code, message and the whitelisted typed fields. */
 export function toWireError(err: unknown): WireError {
@@ -101,6 +123,14 @@ function rebuild(w: WireError): Error | undefined {
       return w.code === 'EV_POOL_CLOSED' || w.code === 'EV_POOL_WORKER_FAILED' ? new EvPoolError(w.code, w.message) : undefined;
     case 'WorkerServiceError': // the other side refused the call itself (bad arguments) or lost a port of its own
       return w.code === 'WORKER_SERVICE_BAD_MESSAGE' || w.code === 'WORKER_SERVICE_CLOSED' ? new WorkerServiceError(w.code, w.message) : undefined;
+    case 'NativeError':
+      return nativeError(w);
+    case 'NativeUnavailableError':
+      return w.code === 'NATIVE_UNAVAILABLE' ? withMessage(new NativeUnavailableError(''), w.message) : undefined;
+    case 'CborDecodeError':
+      return new CborDecodeError(w.message);
+    case 'DerError':
+      return w.code === 'DER_MALFORMED' ? new DerError(w.message) : undefined;
     case 'RangeError':
       return new RangeError(w.message);
     case 'TypeError':
