@@ -12,6 +12,7 @@ import { buildAttestedCertificate, certificatePem, generateIngressKey, type Ingr
 import { IngressError } from './errors.ts';
 import { NonceBudget, type Rate } from './nonce-budget.ts';
 import { nonceFromSni } from './sni-nonce.ts';
+import type { IngressIdentity } from './tls-ingress.ts';
 import { INGRESS_TLS_OPTIONS } from './tls-options.ts';
 
 export interface AttestedIdentityOptions {
@@ -38,13 +39,20 @@ export interface IssuedCertificate {
   /** ms since the epoch: the NSM signing certificate's notAfter (also the leaf's). */
   readonly notAfter: number;
   readonly context: SecureContext;
+  /** SPKI DER of its key (the document's user_data). */
+  readonly spkiDer: Uint8Array;
+  /**
+   * Its private key (PKCS#8 PEM), for a session worker to build the same context (identity-proxy.ts: it crosses
+   * threads in-process only). Not enumerable, so that no logged or serialised object carries it.
+   */
+  readonly keyPem: string;
 }
 
 
 /** How long a /.well-known document without a client nonce is reused for the same key. */
 export const WELL_KNOWN_TTL_MS = 60_000;
 
-export class AttestedIdentity {
+export class AttestedIdentity implements IngressIdentity {
   readonly host: string;
   readonly #nsm: Nsm;
   readonly #now: () => number;
@@ -59,6 +67,8 @@ export class AttestedIdentity {
   readonly #wellKnown = new Map<string, { at: number; document: Promise<Uint8Array> }>();
   /** Certificates issued so far (the boot one and rotations; not the fresh-nonce ones). */
   rotations = 0;
+  /** Runs after each default certificate is issued (the boot one and rotations), before current() resolves. */
+  onIssued: ((issued: IssuedCertificate) => void) | undefined;
 
   constructor(opts: AttestedIdentityOptions) {
     this.#nsm = opts.nsm;
@@ -120,18 +130,23 @@ export class AttestedIdentity {
    * the bridge's PROXY header gave, for the per-client budget (undefined: unknown).
    */
   async contextFor(servername: string | undefined, client?: string): Promise<SecureContext> {
+    return (await this.certificateFor(servername, client)).context;
+  }
+
+  /** contextFor's certificate (a session worker builds its own context from it: identity-proxy.ts). */
+  async certificateFor(servername: string | undefined, client?: string): Promise<IssuedCertificate> {
     const nonce = nonceFromSni(servername);
-    if (nonce === null) return (await this.serving()).context;
+    if (nonce === null) return this.serving();
     const name = servername!;
     const cached = this.#nonceCache.get(name);
-    if (cached !== undefined && !this.#due(cached)) return cached.context;
+    if (cached !== undefined && !this.#due(cached)) return cached;
     if (!this.#budget.take(client)) throw new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many fresh-nonce certificates requested; retry later');
     const key = await generateIngressKey();
     const issued = await this.#issue(key, name, nonce);
     this.#nonceCache.delete(name);
     this.#nonceCache.set(name, issued);
     while (this.#nonceCache.size > this.#cacheSize) this.#nonceCache.delete(this.#nonceCache.keys().next().value!);
-    return issued.context;
+    return issued;
   }
 
   /**
@@ -168,6 +183,7 @@ export class AttestedIdentity {
     const issued = await this.#issue(this.#key, this.host, new Uint8Array(randomBytes(32)));
     this.#current = issued;
     this.rotations++;
+    this.onIssued?.(issued);
     return issued;
   }
 
@@ -186,6 +202,8 @@ export class AttestedIdentity {
     const notAfter = nsmCert.notAfter.getTime();
     const der = await buildAttestedCertificate({ key, document, host, now: this.#now(), notAfter });
     const context = createSecureContext({ ...INGRESS_TLS_OPTIONS, key: key.keyPem, cert: certificatePem(der) });
-    return { der, document, notAfter, context };
+    const issued = { der, document, notAfter, context, spkiDer: key.spkiDer } as IssuedCertificate;
+    Object.defineProperty(issued, 'keyPem', { value: key.keyPem, enumerable: false });
+    return issued;
   }
 }

@@ -5,6 +5,9 @@
 // transaction log, client address, API key, decryption, forward. /.well-known/attestation on this port answers
 // a document bound to the key being served. drain() (SIGTERM): no new connections, in-flight requests are
 // answered, idle keep-alive connections closed.
+// With [limits] workers ≥ 2 this runs on each session worker (src/runtime/session-worker.ts) over connections the
+// main thread admitted and handed over, with an identity that proxies the main thread's (IngressIdentity) and
+// process-wide connection slots (TlsConnectionSlots).
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -14,7 +17,97 @@ import type { ForwardContext } from '../responder/forwarder.ts';
 import type { AttachedConnection } from '../http/keep-alive-connection.ts';
 import { readProxyHeader } from '../transport/proxy-v2.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
-import type { AttestedIdentity } from './attested-identity.ts';
+
+/** What a handshake is served by default: the attested certificate's context. */
+export interface ServedCertificate {
+  readonly context: SecureContext;
+}
+
+/**
+ * What the ingress uses of its certificate source: AttestedIdentity on the thread that owns the NSM budget, or
+ * a session worker's proxy of it (src/runtime/worker-services/identity-proxy.ts).
+ */
+export interface IngressIdentity {
+  /** The default certificate, re-issued first when due. */
+  current(): Promise<ServedCertificate>;
+  /** current(), or the certificate served so far when re-issuing fails. */
+  serving(): Promise<ServedCertificate>;
+  readonly served: ServedCertificate | undefined;
+  /** The next handshake must wait for serving(). */
+  readonly due: boolean;
+  /** SPKI DER of the default key. */
+  readonly spkiDer: Uint8Array;
+  contextFor(servername: string | undefined, client?: string): Promise<SecureContext>;
+  documentFor(spkiDer: Uint8Array, nonce?: Uint8Array, client?: string): Promise<Uint8Array>;
+  /** ms until the default certificate is due (the rotation timer); absent when another thread rotates it. */
+  msUntilDue?(): number;
+}
+
+/**
+ * Where connections count against maxConnections and maxPendingHandshakes: this ingress's own counts
+ * (default), or the process-wide ones of SharedAdmission when the connection came from another thread.
+ */
+export interface TlsConnectionSlots {
+  /** Takes a connection and a handshake slot; false (nothing taken) when either is full. */
+  tryOpen(): boolean;
+  handshakeEnded(): void;
+  closed(): void;
+  refused(): void;
+  readonly refusedCount: number;
+}
+
+function localSlots(maxConnections: number, maxPending: number): TlsConnectionSlots {
+  let connections = 0;
+  let pending = 0;
+  let refused = 0;
+  return {
+    tryOpen() {
+      if (pending >= maxPending || connections >= maxConnections) return false;
+      pending++;
+      connections++;
+      return true;
+    },
+    handshakeEnded: () => void pending--,
+    closed: () => void connections--,
+    refused: () => void refused++,
+    get refusedCount() {
+      return refused;
+    },
+  };
+}
+
+/**
+ * Re-issues `identity`'s default certificate when it is due (and re-checks at least hourly: the clock may be
+ * stepped); `issued` runs after each successful check. Returns the stop.
+ */
+export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number }, logger: Logger | undefined, issued?: () => void): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const schedule = (): void => {
+    if (stopped) return;
+    // Timers cap at 2^31-1 ms.
+    timer = setTimeout(() => {
+      identity.current().then(
+        () => {
+          issued?.();
+          schedule();
+        },
+        (err: unknown) => {
+          logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
+          if (stopped) return;
+          timer = setTimeout(schedule, 30_000);
+          timer.unref();
+        },
+      );
+    }, Math.min(identity.msUntilDue() + 1, 3_600_000));
+    timer.unref();
+  };
+  schedule();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
 
 /** ALPN protocol of tls-alpn-01 validation (RFC 8737). */
 const ACME_TLS_ALPN = 'acme-tls/1';
@@ -32,7 +125,7 @@ export interface AcmeSni {
 
 export interface TlsIngressOptions {
   listen: (o: ListenOptions) => Promise<Listener>;
-  identity: AttestedIdentity;
+  identity: IngressIdentity;
   /** Serves one decrypted connection on the HTTP pipeline (HttpForwarder.attach). */
   attach: (socket: Duplex, ctx: ForwardContext) => AttachedConnection;
   acceptProxyProtocol?: boolean;
@@ -44,13 +137,15 @@ export interface TlsIngressOptions {
   maxPendingHandshakes?: number;
   /** Connections open in all (handshaking or served); more are closed at once (default 1024). */
   maxConnections?: number;
+  /** Counts the two limits above elsewhere (process-wide, across threads); replaces them. */
+  slots?: TlsConnectionSlots;
   logger?: Logger;
 }
 
 export interface TlsIngress {
   readonly address: string;
   readonly port: number | undefined;
-  readonly identity: AttestedIdentity;
+  readonly identity: IngressIdentity;
   /** Connections refused before a handshake (too many pending, bad PROXY header, failed handshake). */
   readonly refused: number;
   /** Stop accepting (connections being served carry on until drain() or close()). */
@@ -70,8 +165,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   const identity = opts.identity;
   const logger = opts.logger;
   const timeoutMs = opts.handshakeTimeoutMs ?? 10_000;
-  const maxPending = opts.maxPendingHandshakes ?? 256;
-  const maxConnections = opts.maxConnections ?? 1024;
+  const slots = opts.slots ?? localSlots(opts.maxConnections ?? 1024, opts.maxPendingHandshakes ?? 256);
   await identity.current();
 
   const open = new Set<Duplex>();
@@ -80,25 +174,10 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   /** Raw connections before the end of their PROXY header and handshake. */
   const handshaking = new Set<Duplex>();
   let draining = false;
-  let pending = 0;
-  let connections = 0;
-  let refused = 0;
   let closed = false;
   let stopped: Promise<void> | undefined;
-  let rotationTimer: NodeJS.Timeout | undefined;
-  const scheduleRotation = (): void => {
-    if (closed) return;
-    // Timers cap at 2^31-1 ms; re-check at least hourly (the clock may be stepped).
-    rotationTimer = setTimeout(() => {
-      identity.current().then(scheduleRotation, (err: unknown) => {
-        logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
-        rotationTimer = setTimeout(scheduleRotation, 30_000);
-        rotationTimer.unref();
-      });
-    }, Math.min(identity.msUntilDue() + 1, 3_600_000));
-    rotationTimer.unref();
-  };
-  scheduleRotation();
+  // A proxy's identity rotates on the thread that owns it (it has no msUntilDue): no timer here.
+  const stopRotation = identity.msUntilDue === undefined ? undefined : startRotationTimer(identity as IngressIdentity & { msUntilDue(): number }, logger);
 
   type SniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
   /** Per connection: `client` (the PROXY header's source) is what the fresh-nonce budget counts by. */
@@ -182,6 +261,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         return;
       }
       const sessionId = randomBytes(4).toString('hex');
+      const openedAt = Date.now();
       const ctx: ForwardContext = {
         sessionId: `tls-${sessionId}`,
         kind: 'stream',
@@ -202,6 +282,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       if (tls.destroyed) throw new Error('closed after the handshake');
       open.add(tls);
       tls.once('close', () => {
+        // As a Noise session's 'session closed': which thread served it, for how long (the trx log's session_id).
+        logger?.debug({ session: ctx.sessionId, durationMs: Date.now() - openedAt }, 'TLS connection closed');
         open.delete(tls);
         served.delete(tls);
         if (served.size === 0) onAllClosed?.();
@@ -209,7 +291,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       served.set(tls, opts.attach(tls, ctx));
     } catch (err) {
       clearTimeout(timer);
-      refused++;
+      slots.refused();
       logger?.debug({ err: (err as { code?: string }).code ?? String(err) }, 'TLS ingress connection closed before serving');
       raw.destroy();
     }
@@ -220,19 +302,26 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   const listener = await opts.listen({
     onConnection: (raw) => {
       raw.on('error', () => {});
-      if (closed || pending >= maxPending || connections >= maxConnections) {
-        refused++;
+      if (!slots.tryOpen()) {
+        slots.refused();
         raw.destroy();
         return;
       }
-      pending++;
-      connections++;
-      raw.once('close', () => connections--);
+      // A stream that has emitted 'close' already (a handed connection may arrive closed) emits it no more.
+      const gone = (raw as { closed?: boolean }).closed === true;
+      if (gone) slots.closed();
+      else raw.once('close', () => slots.closed());
+      if (closed || draining || gone) {
+        slots.handshakeEnded();
+        slots.refused();
+        raw.destroy();
+        return;
+      }
       open.add(raw);
       raw.once('close', () => open.delete(raw));
       handshaking.add(raw);
       void serve(raw).finally(() => {
-        pending--;
+        slots.handshakeEnded();
         handshaking.delete(raw);
       });
     },
@@ -245,7 +334,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     port: listener.port,
     identity,
     get refused() {
-      return refused;
+      return slots.refusedCount;
     },
     stopAccepting() {
       stopped ??= listener.close();
@@ -276,7 +365,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   async function close(): Promise<void> {
     if (closed) return;
     closed = true;
-    clearTimeout(rotationTimer);
+    stopRotation?.();
     acme?.stop();
     await (stopped ??= listener.close());
     for (const s of open) s.destroy();

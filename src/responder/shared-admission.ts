@@ -1,7 +1,7 @@
 // The process-wide admission state of a responder sharded over worker threads ([limits] workers), in one
 // SharedArrayBuffer that the main thread allocates (create) and posts to each worker (attach): the queued-
 // output budget, open public sessions, sessions per client address, waiting handshakes, decrypt jobs, the
-// control nonce, and one region of counters per thread. Every limit that is process-wide with one thread
+// control nonce, one region of counters per thread, and the TLS ingress's connections, handshakes and refusals. Every limit that is process-wide with one thread
 // stays exact with several: counts change with Atomics (or under SharedLock), never past their maximum.
 //
 // Layout (byte offsets): Int32 header words (0), the budget's BigInt64 total and peak (128), the counter
@@ -29,6 +29,25 @@ export interface SharedAdmissionInit {
   readonly maxQueuedBytes: number;
   readonly maxQueuedHandshakes: number;
   readonly maxConcurrentDecrypts: number;
+  /** TLS ingress on the workers: its maxConnections and maxPendingHandshakes (0 when TLS ingress is off). */
+  readonly maxTlsConnections: number;
+  readonly maxTlsHandshakes: number;
+}
+
+/**
+ * The TLS ingress's limits, process-wide: the main thread takes a connection's two slots before it hands the
+ * connection to a worker, the worker gives them back (the handshake slot when the handshake ends, the
+ * connection slot when it closes). `refused` counts every thread's refusals.
+ */
+export interface SharedTlsSlots {
+  /** Takes a connection slot and a handshake slot; false (nothing taken) when either is full. */
+  tryOpen(): boolean;
+  handshakeEnded(): void;
+  closed(): void;
+  refused(): void;
+  readonly connections: number;
+  readonly handshakes: number;
+  readonly refusedCount: number;
 }
 
 export type SharedCounterTotals = { counters: Omit<ResponderCounters, 'queuedBytes' | 'peakQueuedBytes'>; refused: number };
@@ -45,6 +64,9 @@ const W = {
   nonceSeq: 7,
   nonce: 8, // .. 8 + NONCE_WORDS
   salt: 8 + NONCE_WORDS, // 4 words
+  tlsConnections: 12 + NONCE_WORDS,
+  tlsHandshakes: 13 + NONCE_WORDS,
+  tlsRefused: 14 + NONCE_WORDS, // read as unsigned: 2^32 refusals before it wraps
 } as const;
 const SALT_BYTES = 16;
 const TOTALS_OFFSET = 128;
@@ -76,11 +98,13 @@ export class SharedAdmission {
   readonly decryptSlots: { tryAcquire(): boolean; release(): void; readonly active: number; readonly max: number };
   /** The per-process control nonce, the same in every thread. */
   readonly controlNonce: ControlNonceState;
+  /** TLS ingress connections and handshakes across threads (tls-ingress.ts on the workers). */
+  readonly tls: SharedTlsSlots;
   readonly #regions: Float64Array;
   readonly #counters = new Map<number, ThreadCounters>();
 
   /** Main thread: allocates the state for the main thread (index 0) and `workers` workers (1..workers). */
-  static create(opts: { limits: Limits; workers: number; maxConcurrentDecrypts: number }): SharedAdmission {
+  static create(opts: { limits: Limits; workers: number; maxConcurrentDecrypts: number; tls?: { maxConnections: number; maxPendingHandshakes: number } }): SharedAdmission {
     const { limits } = opts;
     const threads = positiveInt('workers', opts.workers, 0) + 1;
     const maxSessions = positiveInt('limits.maxSessions', limits.maxSessions);
@@ -97,6 +121,8 @@ export class SharedAdmission {
       maxQueuedBytes: positiveInt('limits.maxQueuedBytes', limits.maxQueuedBytes),
       maxQueuedHandshakes: positiveInt('limits.maxQueuedHandshakes', limits.maxQueuedHandshakes, 0),
       maxConcurrentDecrypts: positiveInt('maxConcurrentDecrypts', opts.maxConcurrentDecrypts),
+      maxTlsConnections: opts.tls === undefined ? 0 : positiveInt('tls.maxConnections', opts.tls.maxConnections),
+      maxTlsHandshakes: opts.tls === undefined ? 0 : positiveInt('tls.maxPendingHandshakes', opts.tls.maxPendingHandshakes),
     });
     shared.controlNonce.consume(); // the first nonce (the zeros it replaces go nowhere)
     return shared;
@@ -113,7 +139,7 @@ export class SharedAdmission {
       throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads and ${slots} client slots`);
     }
     for (const k of ['maxSessions', 'maxSessionsPerClient', 'maxQueuedBytes', 'maxConcurrentDecrypts'] as const) positiveInt(k, init[k]);
-    positiveInt('maxQueuedHandshakes', init.maxQueuedHandshakes, 0);
+    for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes'] as const) positiveInt(k, init[k], 0);
     return new SharedAdmission(init);
   }
 
@@ -165,6 +191,28 @@ export class SharedAdmission {
       max: init.maxConcurrentDecrypts,
     };
     this.controlNonce = new SharedControlNonce(words, W.nonceSeq, W.nonce);
+    const tlsConnections = new SharedCount(words, W.tlsConnections, init.maxTlsConnections, 'TLS connections');
+    const tlsHandshakes = new SharedCount(words, W.tlsHandshakes, init.maxTlsHandshakes, 'TLS handshakes');
+    this.tls = {
+      tryOpen: () => {
+        if (!tlsConnections.tryTake()) return false;
+        if (tlsHandshakes.tryTake()) return true;
+        tlsConnections.giveBack();
+        return false;
+      },
+      handshakeEnded: () => tlsHandshakes.giveBack(),
+      closed: () => tlsConnections.giveBack(),
+      refused: () => void Atomics.add(words, W.tlsRefused, 1),
+      get connections() {
+        return tlsConnections.value;
+      },
+      get handshakes() {
+        return tlsHandshakes.value;
+      },
+      get refusedCount() {
+        return Atomics.load(words, W.tlsRefused) >>> 0;
+      },
+    };
   }
 
   /**

@@ -44,6 +44,7 @@ import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
 import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
+import { startTlsHandoff } from './tls-handoff.ts';
 import { AcmeCertificate } from '../ingress/acme-certificate.ts';
 import { routeAcmeThroughEgress } from '../ingress/acme-transport.ts';
 
@@ -94,6 +95,8 @@ export interface AgentRuntimeOptions {
   egress?: { dialer: DialerConnect; proxyPort?: number; installRules?: boolean; always?: boolean };
   /** [ingress.acme]: extra roots for the CA's HTTPS endpoint, acme-client's first poll wait, the renewal clock (tests: Pebble). */
   acme?: { extraCa?: string[]; pollMinMs?: number; now?: () => number };
+  /** TLS ingress: the attested certificate's clock (tests move it to see rotation; default Date.now). */
+  ingress?: { now?: () => number };
 }
 
 export interface AgentRuntime {
@@ -216,8 +219,25 @@ function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger
   });
 }
 
-/** tls_termination = true: the attested TLS ingress on the HTTP forwarder (src/ingress/). */
-async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, egress: EgressService | null, logger: Logger): Promise<TlsIngress | null> {
+/**
+ * Whether TLS ingress connections run on the session workers: with workers ≥ 2 and without [ingress.acme],
+ * whose certificate and tls-alpn-01 challenges live on the main thread (TLS then stays there, as with 1).
+ */
+function tlsOnWorkers(config: Config, workers: number): boolean {
+  return workers > 1 && config.ingress.tls && config.mode === 'http' && config.ingress.acme === null;
+}
+
+/**
+ * tls_termination = true: the attested TLS ingress on the HTTP forwarder (src/ingress/): on this thread, or
+ * handed to the session workers (tls-handoff.ts) when they serve TLS.
+ */
+async function startIngress(
+  opts: AgentRuntimeOptions,
+  forwarder: Forwarder,
+  egress: EgressService | null,
+  logger: Logger,
+  workers: { sessionWorkers: SessionWorkers; admission: SharedAdmission } | undefined,
+): Promise<TlsIngress | null> {
   const c = opts.config;
   if (!c.ingress.tls) return null;
   if (!('attach' in forwarder)) throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'tls_termination = true needs mode = "http"');
@@ -225,17 +245,26 @@ async function startIngress(opts: AgentRuntimeOptions, forwarder: Forwarder, egr
   const acme = acmeFor(opts, egress, logger);
   // Imported here: the attested certificate is built with pkijs, which an agent without TLS ingress never loads.
   const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
+  const identity = new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host, ...(opts.ingress?.now === undefined ? {} : { now: opts.ingress.now }) });
+  if (workers !== undefined && workers.sessionWorkers.identityPorts.length > 0) {
+    return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, logger });
+  }
+  if (workers !== undefined && acme !== undefined) logger.info('TLS ingress runs on the main thread: [ingress.acme] certificates are served from there');
   return startTlsIngress({
     ...(acme === undefined ? {} : { acme }),
     listen: tlsListen(opts.listen, c),
-    identity: new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host }),
+    identity,
     attach: (socket, ctx) => http.attach(socket, ctx),
     acceptProxyProtocol: c.accept_proxy_protocol,
     handshakeTimeoutMs: c.limits.handshake_timeout_ms,
-    maxPendingHandshakes: c.limits.max_queued_handshakes + c.limits.max_concurrent_handshakes,
-    maxConnections: c.limits.max_sessions,
+    ...ingressLimits(c),
     logger,
   });
+}
+
+/** The TLS ingress's connection limits, from [limits] (process-wide with one thread or several). */
+function ingressLimits(c: Config): { maxConnections: number; maxPendingHandshakes: number } {
+  return { maxConnections: c.limits.max_sessions, maxPendingHandshakes: c.limits.max_queued_handshakes + c.limits.max_concurrent_handshakes };
 }
 
 export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<AgentRuntime> {
@@ -276,7 +305,16 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const decryptPool = new DecryptPool(keyring);
   const workers = sessionThreads(config, opts);
   // With session workers, the limits every session shares live in shared memory (exact across threads).
-  const admission = workers > 1 ? SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts }) : undefined;
+  const tlsWorkers = tlsOnWorkers(config, workers);
+  const admission =
+    workers > 1
+      ? SharedAdmission.create({
+          limits: resolveLimits(limitsFrom(config)),
+          workers,
+          maxConcurrentDecrypts: config.limits.max_concurrent_decrypts,
+          ...(tlsWorkers ? { tls: ingressLimits(config) } : {}),
+        })
+      : undefined;
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool, ...(admission === undefined ? {} : { slots: admission.decryptSlots }) });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
   const forwarder = createForwarder({
@@ -320,6 +358,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
         attestationKey,
         ...(opts.features === undefined ? {} : { features: opts.features }),
         ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),
+        ...(tlsWorkers ? { tls: true } : {}),
       });
       metrics.beforeScrape = sessionWorkers.flushMetrics;
     }
@@ -338,7 +377,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       onSessionClosed: opts.onSessionClosed === undefined ? metrics.sessionClosed : (s) => (metrics.sessionClosed(s), opts.onSessionClosed!(s)),
       logger,
     });
-    ingress = await startIngress(opts, forwarder, egress, logger);
+    ingress = await startIngress(opts, forwarder, egress, logger, sessionWorkers === undefined || admission === undefined ? undefined : { sessionWorkers, admission });
   } catch (err) {
     await agent?.close().catch(() => {});
     await sessionWorkers?.close().catch(() => {});

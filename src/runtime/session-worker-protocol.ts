@@ -18,16 +18,32 @@ export interface SessionWorkerData {
   apiKeyHashes?: string[];
   logLevel: string;
   admission: SharedAdmissionInit;
-  ports: { nsm: MessagePort; log: MessagePort; metrics: MessagePort; decrypt: MessagePort; trx?: MessagePort };
+  ports: { nsm: MessagePort; log: MessagePort; metrics: MessagePort; decrypt: MessagePort; trx?: MessagePort; identity?: MessagePort };
+  /** TLS ingress connections run here too (tls_termination = true): the identity port is given, `connection`s may be 'tls'. */
+  tls?: boolean;
   /** What the main thread's transaction-log sink takes (lines or records), when there is one. */
   trxCapabilities?: LogSinkCapabilities;
 }
 
 export type ToWorker =
-  | { type: 'connection'; connection: HandedConnection }
+  /**
+   * 'tls': admitted against the shared TLS slots, to be served no certificate older than `generation`
+   * (identity-proxy.ts); the worker gives the slots back.
+   */
+  | { type: 'connection'; connection: HandedConnection; channel?: 'public' }
+  | { type: 'connection'; connection: HandedConnection; channel: 'tls'; generation: number }
   | { type: 'drain'; timeoutMs: number }
   | { type: 'close' };
 
-/** `unused`: a handed connection became no session (refused while draining, or not adoptable). */
-export type FromWorker = { type: 'ready' } | { type: 'unused' } | { type: 'stopped'; error?: string };
+/**
+ * `unused`: a handed connection became no session (refused while draining, or not adoptable); `tls-closed`: a
+ * handed TLS connection closed (or was never served).
+ */
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'unused' }
+  | { type: 'tls-closed' }
+  /** Receipts for handed connections (their `handoff` ids) this worker adopted or closed: see HandoffLedger. */
+  | { type: 'taken'; ids: number[] }
+  | { type: 'stopped'; error?: string };
 

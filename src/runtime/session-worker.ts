@@ -4,14 +4,17 @@
 // the operational log, the metrics and the decrypt pool (src/runtime/worker-services/); the limits that span
 // every session (sessions, per client, queued output, waiting handshakes, decrypt jobs, the control nonce) live
 // in shared memory (src/responder/shared-admission.ts), so they hold exactly across threads.
+// With tls_termination = true it serves TLS ingress connections the main thread hands over too (worker-tls.ts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { KeyMaterial, Keyring, wipeScalars } from '../crypto/keyring.ts';
 import { createResponder } from '../responder/server.ts';
 import { SharedAdmission } from '../responder/shared-admission.ts';
-import { adoptConnection } from '../transport/handoff.ts';
+import { adoptConnection, discardHandedConnection, HandoffReceipts } from '../transport/handoff.ts';
 import { createForwarder, limitsFrom } from './forwarder-setup.ts';
 import type { SessionWorkerData, ToWorker, FromWorker } from './session-worker-protocol.ts';
+import type { HttpForwarder } from '../http/forwarder.ts';
+import { startWorkerTls } from './worker-tls.ts';
 import { remoteDecryptPool } from './worker-services/decrypt-proxy.ts';
 import { workerLogger } from './worker-services/log-proxy.ts';
 import { MetricsRecorder } from './worker-services/metrics-proxy.ts';
@@ -46,6 +49,8 @@ const forwarder = createForwarder({
 });
 
 const post = (m: FromWorker): void => port.postMessage(m);
+/** What the main thread stops answering for once it has the receipt (it closes unconfirmed fds after we exit). */
+const receipts = new HandoffReceipts((ids) => post({ type: 'taken', ids }));
 
 /** Each connection the main thread handed over holds one of the process's session slots until this. */
 let endedHere = 0;
@@ -81,9 +86,13 @@ const responder = createResponder({
   },
 });
 
+const tls =
+  d.tls === true && d.ports.identity !== undefined && 'attach' in forwarder
+    ? startWorkerTls({ index: d.index, identityPort: d.ports.identity, admission, forwarder: forwarder as HttpForwarder, config, logger, closed: () => post({ type: 'tls-closed' }) })
+    : undefined;
+
 async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
-  if (how === 'drain') await responder.drain(timeoutMs);
-  else await responder.close();
+  await Promise.all([how === 'drain' ? responder.drain(timeoutMs) : responder.close(), tls?.stop(how, timeoutMs)]);
   await forwarder.close?.();
   await trxSink?.close();
   recorder.flushNow();
@@ -93,6 +102,19 @@ async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
 port.on('message', (m: ToWorker) => {
   switch (m.type) {
     case 'connection': {
+      receipts.taken(m.connection); // adopted or closed below, in this turn: the receipt leaves after it
+      if (m.channel === 'tls') {
+        if (tls !== undefined) tls.accept(m.connection, m.generation);
+        else {
+          // Cannot happen (the main thread hands TLS only to workers started with tls): the fd is not kept.
+          discardHandedConnection(m.connection);
+          admission.tls.handshakeEnded();
+          admission.tls.closed();
+          admission.tls.refused();
+          post({ type: 'tls-closed' });
+        }
+        return;
+      }
       let stream;
       try {
         stream = adoptConnection(m.connection);

@@ -4,6 +4,8 @@
 // (src/transport/handoff.ts). It serves the workers the NSM, the transaction log, the operational log, the
 // metrics and the decrypt pool (src/runtime/worker-services/). Seen from startAgent this is the public
 // channel's Responder: drain and close reach every worker, counters sum every thread.
+// With `tls` the workers serve TLS ingress connections too: tls-handoff.ts admits and hands them (handTls)
+// and serves each worker's identity port.
 // A worker that dies takes its sessions' shared state with it (slots, queued-output bytes): that is a bug, and
 // it ends the agent as an uncaught error on the main thread would (the supervisor or the enclave restarts it).
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -21,7 +23,8 @@ import { resolveLimits } from '../responder/limits.ts';
 import type { Responder } from '../responder/server.ts';
 import type { SessionSummary } from '../responder/session.ts';
 import type { SharedAdmission } from '../responder/shared-admission.ts';
-import { detachConnection } from '../transport/handoff.ts';
+import { detachConnection, HandoffLedger } from '../transport/handoff.ts';
+import type { HandedConnection } from '../transport/handoff.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
 import { spawnModuleWorker } from '../crypto/module-worker.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
@@ -52,6 +55,8 @@ export interface SessionWorkersOptions {
   apiKeyHashes?: string[];
   /** How long a worker may take to start (load its modules, build its keyring). Default 30 s. */
   startTimeoutMs?: number;
+  /** TLS ingress connections run on the workers too (tls-handoff.ts). */
+  tls?: boolean;
 }
 
 export interface SessionWorkers extends Responder {
@@ -61,6 +66,10 @@ export interface SessionWorkers extends Responder {
   flushMetrics(): Promise<void>;
   /** Each worker's event-loop utilisation, read from this thread (the memory trim asks whether any was busy). */
   readonly loopUtilization: readonly LoopUtilization[];
+  /** With `tls`: each worker's identity port, main side (served by tls-handoff.ts). */
+  readonly identityPorts: readonly MessagePort[];
+  /** With `tls`: posts a TLS connection (admitted, detached) to the least-loaded worker; false once draining (the caller still owns it). */
+  handTls(connection: HandedConnection, generation: number): boolean;
 }
 
 type LoopUtilization = (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization;
@@ -74,9 +83,12 @@ interface Slot {
   readonly worker: Worker;
   readonly metrics: MetricsServer;
   readonly ports: MessagePort[];
+  readonly identity: MessagePort | undefined;
   /** Sessions it holds as this thread counts them (handed, minus summaries and `unused`): where the next goes. */
   live: number;
   stopped: ((error?: string) => void) | null;
+  /** Connections posted to it and not confirmed taken: their fds are closed here if it exits without them. */
+  readonly handoffs: HandoffLedger;
 }
 
 export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<SessionWorkers> {
@@ -100,7 +112,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   };
 
   const spawn = (index: number): Promise<Slot> => {
-    const channels = { nsm: new MessageChannel(), log: new MessageChannel(), metrics: new MessageChannel(), decrypt: new MessageChannel(), trx: opts.trxSink === undefined ? undefined : new MessageChannel() };
+    const channels = { nsm: new MessageChannel(), log: new MessageChannel(), metrics: new MessageChannel(), decrypt: new MessageChannel(), trx: opts.trxSink === undefined ? undefined : new MessageChannel(), identity: opts.tls === true ? new MessageChannel() : undefined };
     const scalars = opts.keyring.keyMaterial().scalars();
     const data: SessionWorkerData = {
       index,
@@ -112,7 +124,8 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       logLevel: logger.level,
       admission: admission.init,
       ...(opts.trxSink === undefined ? {} : { trxCapabilities: logSinkCapabilities(opts.trxSink) }),
-      ports: { nsm: channels.nsm.port2, log: channels.log.port2, metrics: channels.metrics.port2, decrypt: channels.decrypt.port2, ...(channels.trx === undefined ? {} : { trx: channels.trx.port2 }) },
+      ports: { nsm: channels.nsm.port2, log: channels.log.port2, metrics: channels.metrics.port2, decrypt: channels.decrypt.port2, ...(channels.trx === undefined ? {} : { trx: channels.trx.port2 }), ...(channels.identity === undefined ? {} : { identity: channels.identity.port2 }) },
+      ...(opts.tls === true ? { tls: true } : {}),
     };
     const transfer = Object.values(data.ports);
     let worker: Worker;
@@ -136,9 +149,11 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
           // a metrics hook must not break the responder
         }
       }),
-      ports: [channels.nsm.port1, channels.log.port1, channels.metrics.port1, channels.decrypt.port1, ...(channels.trx === undefined ? [] : [channels.trx.port1])],
+      ports: [channels.nsm.port1, channels.log.port1, channels.metrics.port1, channels.decrypt.port1, ...(channels.trx === undefined ? [] : [channels.trx.port1]), ...(channels.identity === undefined ? [] : [channels.identity.port1])],
+      identity: channels.identity?.port1,
       live: 0,
       stopped: null,
+      handoffs: new HandoffLedger(),
     };
     return new Promise<Slot>((resolve, reject) => {
       const timer = setTimeout(() => reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} did not start within ${opts.startTimeoutMs ?? 30_000} ms`)), opts.startTimeoutMs ?? 30_000);
@@ -148,7 +163,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
           ready = true;
           clearTimeout(timer);
           resolve(slot);
-        } else if (m.type === 'unused') {
+        } else if (m.type === 'taken') {
+          slot.handoffs.confirm(m.ids);
+        } else if (m.type === 'unused' || m.type === 'tls-closed') {
           slot.live--;
         } else if (m.type === 'stopped') {
           const done = slot.stopped;
@@ -164,6 +181,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
         } else fail(slot, why);
       });
       worker.on('exit', (code) => {
+        // Its thread has ended (receipts posted before are delivered first): what it never took is closed here.
+        const swept = slot.handoffs.sweep();
+        if (swept > 0) logger.warn({ worker: index, connections: swept }, 'closed connections handed to a session worker that stopped before taking them');
         if (!ready) {
           clearTimeout(timer);
           reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} exited with code ${code} while starting`));
@@ -259,6 +279,19 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     },
   } as ResponderCounters;
 
+  /** The worker with the fewest connections (sessions and TLS), counted as taking one more. */
+  const leastLoaded = (): Slot => {
+    let best = slots[0]!;
+    for (const s of slots) if (s.live < best.live) best = s;
+    best.live++;
+    return best;
+  };
+  /** Posts a detached connection; the slot's ledger answers for its fd until the worker confirms taking it. */
+  const handTo = (slot: Slot, message: ToWorker & { type: 'connection' }): void => {
+    slot.handoffs.record(message.connection);
+    slot.worker.postMessage(message);
+  };
+
   let drained: Promise<void> | undefined;
   let closed: Promise<void> | undefined;
   return {
@@ -294,10 +327,13 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
         const cause = (err as { cause?: { code?: unknown } }).cause?.code;
         return refuse(stream, typeof cause === 'string' ? `handoff-failed:${cause}` : 'handoff-failed');
       }
-      let best = slots[0]!;
-      for (const s of slots) if (s.live < best.live) best = s;
-      best.live++;
-      best.worker.postMessage({ type: 'connection', connection } satisfies ToWorker);
+      handTo(leastLoaded(), { type: 'connection', connection } satisfies ToWorker);
+    },
+    identityPorts: slots.flatMap((s) => (s.identity === undefined ? [] : [s.identity])),
+    handTls(connection, generation) {
+      if (state !== 'running') return false;
+      handTo(leastLoaded(), { type: 'connection', channel: 'tls', connection, generation } satisfies ToWorker);
+      return true;
     },
     drain(timeoutMs) {
       if (state === 'closed') return closed ?? Promise.resolve();

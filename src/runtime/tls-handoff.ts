@@ -1,0 +1,123 @@
+// TLS ingress with [limits] workers ≥ 2: the main thread keeps the TLS listener and the one AttestedIdentity
+// (the NSM, the fresh-nonce budget, rotation) and serves no TLS itself. Each connection is admitted against the
+// ingress's process-wide limits (maxConnections, maxPendingHandshakes: SharedAdmission.tls), then — before a
+// byte is read — its descriptor goes to the least-loaded session worker (src/transport/handoff.ts), which runs
+// the handshake and the HTTP pipeline (worker-tls.ts) and gives the slots back.
+// Rotation stays exact: a connection arriving while the certificate is due waits here for the new one, which is
+// pushed to every worker (identity-proxy.ts) before the connection is handed with its generation.
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { AttestedIdentity } from '../ingress/attested-identity.ts';
+import { startRotationTimer, type TlsIngress } from '../ingress/tls-ingress.ts';
+import type { SharedAdmission } from '../responder/shared-admission.ts';
+import { detachConnection, discardHandedConnection } from '../transport/handoff.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
+import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
+import type { SessionWorkers } from './session-workers.ts';
+import { serveIdentity } from './worker-services/identity-proxy.ts';
+
+export interface TlsHandoffOptions {
+  listen: (o: ListenOptions) => Promise<Listener>;
+  identity: AttestedIdentity;
+  /** Started with `tls: true`. */
+  workers: SessionWorkers;
+  admission: SharedAdmission;
+  logger: Logger;
+}
+
+export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngress> {
+  const { identity, workers, admission, logger } = opts;
+  const slots = admission.tls;
+  const refusals = new RateLimitedLog(logger, 'connections refused (TLS ingress)', REFUSAL_LOG_INTERVAL_MS);
+  await identity.current();
+
+  const servers = workers.identityPorts.map((p) => serveIdentity(p, identity));
+  let generation = 0;
+  const push = (): void => {
+    const issued = identity.served!;
+    generation++;
+    for (const s of servers) s.push(issued, generation);
+  };
+  push();
+  identity.onIssued = push;
+  const stopRotation = startRotationTimer(identity, logger);
+
+  let state: 'running' | 'draining' | 'closed' = 'running';
+  /** Admitted connections waiting for a due certificate to be re-issued. */
+  const held = new Set<Duplex>();
+
+  const refuse = (raw: Duplex, reason: string): void => {
+    slots.refused();
+    refusals.note(reason);
+    raw.destroy();
+  };
+  /** An admitted connection that goes to no worker: its slots back. */
+  const release = (raw: Duplex, reason: string): void => {
+    slots.handshakeEnded();
+    slots.closed();
+    refuse(raw, reason);
+  };
+
+  const hand = (raw: Duplex, info: ConnectionInfo): void => {
+    held.delete(raw);
+    if (state !== 'running' || raw.destroyed) return release(raw, state === 'running' ? 'closed' : state);
+    let connection;
+    try {
+      connection = detachConnection(raw, info);
+    } catch (err) {
+      const cause = (err as { cause?: { code?: unknown } }).cause?.code;
+      return release(raw, typeof cause === 'string' ? `handoff-failed:${cause}` : 'handoff-failed');
+    }
+    if (!workers.handTls(connection, generation)) {
+      discardHandedConnection(connection);
+      release(raw, 'draining');
+    }
+  };
+
+  const listener = await opts.listen({
+    handoff: true,
+    onConnection: (raw, info) => {
+      raw.on('error', () => {});
+      if (state !== 'running') return refuse(raw, state);
+      if (!slots.tryOpen()) return refuse(raw, 'max-connections');
+      if (!identity.due) return hand(raw, info);
+      // Due: the handshake must get the new certificate (or, if the NSM fails, the one served so far).
+      held.add(raw);
+      identity.serving().then(
+        () => hand(raw, info),
+        () => hand(raw, info),
+      );
+    },
+    onError: (err) => logger.warn({ err: String(err) }, 'TLS ingress accept failed'),
+  });
+
+  let stopped: Promise<void> | undefined;
+  const stopAccepting = (): Promise<void> => (stopped ??= listener.close());
+  const close = async (): Promise<void> => {
+    if (state === 'closed') return;
+    state = 'closed';
+    stopRotation();
+    identity.onIssued = undefined;
+    await stopAccepting();
+    for (const raw of held) raw.destroy();
+    for (const s of servers) s.close();
+    refusals.flush();
+  };
+
+  return {
+    address: listener.address,
+    port: listener.port,
+    identity,
+    get refused() {
+      return slots.refusedCount;
+    },
+    stopAccepting,
+    // The workers drain the connections they serve (SessionWorkers.drain): here, no new ones.
+    async drain() {
+      if (state === 'running') state = 'draining';
+      for (const raw of held) raw.destroy();
+      await stopAccepting();
+    },
+    close,
+  };
+}
