@@ -203,6 +203,8 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
     const text = await (await fetch(`http://127.0.0.1:${s.runtime.opsPort!}/metrics`)).text();
     const line = text.split('\n').find((l) => l.startsWith('enclave_agent_requests_total{mode="http",status_class="2xx"}'));
     expect(Number(line?.split(' ').pop())).toBe(8);
+    // The key crossed threads in-process only: nothing logged it.
+    expect(s.log.text()).not.toContain('PRIVATE KEY');
   }, 60_000);
 
   it('fresh-nonce SNIs and /.well-known?nonce= share one process-wide budget (20 with a frozen clock)', async () => {
@@ -319,5 +321,33 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
       c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
     });
     expect(gone).toBe('ECONNREFUSED');
+  }, 60_000);
+});
+
+describe.runIf(native)('TLS ingress with [limits] workers = 2 and [ingress.acme]', () => {
+  it('stays on the main thread (the ACME certificate and its challenges live there), and says so', async () => {
+    // A CA nobody answers for: the ACME client retries in the background; the attested certificate serves meanwhile.
+    const caPort = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(p));
+      });
+    });
+    stack = await startStack(
+      2,
+      {},
+      {
+        ingress: { acme: { domain: 'shop.acme.test', directory: `https://127.0.0.1:${caPort}/dir` } },
+        egress: { enabled: true, destinations: [`127.0.0.1/32:${caPort}`] },
+      },
+      { egress: { dialer: () => Promise.reject(new Error('no host in this test')), proxyPort: 0 } },
+    );
+    const s = stack;
+    const conns = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
+    const paths = conns.map((_, i) => `/acme-${i}`);
+    expect((await Promise.all(conns.map((c, i) => get(c, paths[i]!)))).map((r) => r.status)).toEqual([200, 200, 200, 200]);
+    for (const c of conns) c.end();
+    expect(new Set((await servedBy(s, paths)).values())).toEqual(new Set([undefined]));
+    expect(s.log.records().some((r) => r.msg === 'TLS ingress runs on the main thread: [ingress.acme] certificates are served from there')).toBe(true);
   }, 60_000);
 });
