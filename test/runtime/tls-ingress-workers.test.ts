@@ -19,6 +19,8 @@ import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { configFromObject } from '../../src/config.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
+import { resolveLimits } from '../../src/responder/limits.ts';
+import { SharedAdmission } from '../../src/responder/shared-admission.ts';
 import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
 import { nativeAvailable } from '../../src/transport/native.ts';
 import { memoryLog, waitUntil, type MemoryLog } from '../faults/stack.ts';
@@ -350,4 +352,31 @@ describe.runIf(native)('TLS ingress with [limits] workers = 2 and [ingress.acme]
     expect(new Set((await servedBy(s, paths)).values())).toEqual(new Set([undefined]));
     expect(s.log.records().some((r) => r.msg === 'TLS ingress runs on the main thread: [ingress.acme] certificates are served from there')).toBe(true);
   }, 60_000);
+});
+
+describe('SharedAdmission.tls', () => {
+  it('takes a connection and a handshake slot together, within both maxima, seen alike from every thread', () => {
+    const main = SharedAdmission.create({ limits: resolveLimits({}), workers: 2, maxConcurrentDecrypts: 1, tls: { maxConnections: 3, maxPendingHandshakes: 2 } });
+    const worker = SharedAdmission.attach(main.init);
+    expect(main.tls.tryOpen()).toBe(true);
+    expect(main.tls.tryOpen()).toBe(true);
+    // Two handshakes pending: a third connection is refused, and takes no connection slot either.
+    expect(main.tls.tryOpen()).toBe(false);
+    expect(worker.tls.connections).toBe(2);
+    worker.tls.handshakeEnded();
+    worker.tls.handshakeEnded();
+    expect(main.tls.tryOpen()).toBe(true);
+    // Three connections open, their handshakes done: a fourth is refused until one closes.
+    worker.tls.handshakeEnded();
+    expect(main.tls.tryOpen()).toBe(false);
+    expect(main.tls.handshakes).toBe(0);
+    worker.tls.closed();
+    expect(main.tls.tryOpen()).toBe(true);
+    main.tls.refused();
+    worker.tls.refused();
+    expect(main.tls.refusedCount).toBe(2);
+    // Without TLS on the workers nothing is admitted.
+    const none = SharedAdmission.create({ limits: resolveLimits({}), workers: 2, maxConcurrentDecrypts: 1 });
+    expect(none.tls.tryOpen()).toBe(false);
+  });
 });
