@@ -18,6 +18,8 @@ export type AttestationErrorCode =
   /** The COSE_Sign1 ES384 signature does not verify with the leaf certificate's key. */
   | 'ATTESTATION_SIGNATURE'
   | 'ATTESTATION_NONCE_MISMATCH'
+  /** `user_data` differs from the expected bytes (a Noise session: the Attestation message's control nonce). */
+  | 'ATTESTATION_USER_DATA_MISMATCH'
   /** PCR 0, 1, 2 or 8 is absent, or (one pinned set) a pinned PCR is. */
   | 'ATTESTATION_PCR_MISSING'
   | 'ATTESTATION_PCR_MISMATCH'

@@ -1,7 +1,7 @@
 /**
  * verifyAttestation: everything a client must check before it trusts an enclave (WIRE.md §6), in order:
  * 1. structure (document.ts); 2. unless `debug`: the chain from `certificate` through `cabundle` to a
- * trusted root at `now`, then the ES384 COSE signature with the leaf key; 3. nonce; 4. PCRs 0/1/2/8 present
+ * trusted root at `now`, then the ES384 COSE signature with the leaf key; 3. nonce (and user_data, when given); 4. PCRs 0/1/2/8 present
  * and every pinned one (any of PCR0…PCR31) equal; 5. optional maximum age (and, with it, no timestamp beyond now + the allowed clock
  * skew). Each failure is an AttestationError with its own code.
  *
@@ -44,6 +44,12 @@ export interface VerifyExpectations {
   pcrs?: PcrPins | PcrPins[];
   /** Must equal the document's nonce byte for byte (e.g. the Noise handshake hash). */
   nonce?: Uint8Array;
+  /**
+   * Must equal the document's user_data byte for byte. A Noise session passes the Attestation message's
+   * control_nonce (the agent and the reference server put it there, WIRE.md): with the nonce, that keeps a
+   * document made for another purpose (a TLS certificate's, user_data = its key) from passing as the session's.
+   */
+  userData?: Uint8Array;
   /**
    * Reject documents whose `timestamp` is more than this many ms before `now` — and, since a freshness bound
    * means nothing for a document dated later, documents dated more than `maxFutureSkewMs` after `now`
@@ -225,8 +231,8 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
   const allowDebugEnclave = flag(exp, 'allowDebugEnclave');
   const allowEmptyPublicKey = flag(exp, 'allowEmptyPublicKey');
   const pins = exp.pcrs === undefined ? undefined : normalizePins(exp.pcrs);
-  if (exp.nonce !== undefined && !(exp.nonce instanceof Uint8Array)) {
-    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'nonce must be a Uint8Array');
+  for (const k of ['nonce', 'userData'] as const) {
+    if (exp[k] !== undefined && !(exp[k] instanceof Uint8Array)) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `${k} must be a Uint8Array`);
   }
   if (exp.maxAgeMs !== undefined && !(Number.isFinite(exp.maxAgeMs) && exp.maxAgeMs >= 0)) {
     throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `maxAgeMs must be a non-negative number; found ${exp.maxAgeMs}`);
@@ -265,12 +271,21 @@ export async function verifyAttestation(doc: Uint8Array, exp: VerifyExpectations
     }
   }
 
-  // 3. Nonce.
+  // 3. Nonce, then user_data.
   if (exp.nonce !== undefined) {
     if (document.nonce === null || !equalBytes(exp.nonce, document.nonce)) {
       throw new AttestationError(
         'ATTESTATION_NONCE_MISMATCH',
         `nonce expected ${toHex(exp.nonce)} (${exp.nonce.length} bytes), found ${document.nonce === null ? 'none' : `${toHex(document.nonce)} (${document.nonce.length} bytes)`}`,
+      );
+    }
+  }
+
+  if (exp.userData !== undefined) {
+    if (document.userData === null || !equalBytes(exp.userData, document.userData)) {
+      throw new AttestationError(
+        'ATTESTATION_USER_DATA_MISMATCH',
+        `user_data expected ${toHex(exp.userData)} (${exp.userData.length} bytes), found ${document.userData === null ? 'none' : `${document.userData.length} bytes`}`,
       );
     }
   }

@@ -65,7 +65,7 @@ function normalize(pins: PcrPins): Expected {
 const pcrIndex = (name: string): number => Number(name.slice(3));
 
 /** Handshake + RequestAttestation on a fresh channel; resolves to the document bytes and the handshake hash. */
-async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array }> {
+async function fetchDocument(url: string, timeoutMs: number): Promise<{ document: Uint8Array; nonce: Uint8Array; userData: Uint8Array }> {
   // Never globalThis.WebSocket (Node 22+: undici's, unbounded): the bridge is untrusted.
   const WebSocket = BoundedWebSocket as unknown as WebSocketConstructor;
   const ctl = new AbortController();
@@ -80,7 +80,7 @@ async function fetchDocument(url: string, timeoutMs: number): Promise<{ document
         message: (m) => {
           if (done) return;
           done = true;
-          if (m.type === 'Attestation') resolve({ document: m.data, nonce: channel.handshakeHash });
+          if (m.type === 'Attestation') resolve({ document: m.data, nonce: channel.handshakeHash, userData: m.control_nonce });
           else reject(new ClientError('CLIENT_PROTOCOL', `expected Attestation as the agent's first message, found ${m.type}`));
           channel.close();
         },
@@ -149,7 +149,7 @@ export const command: CliCommand = {
       source = `${configPath ?? '(default config)'} [attestation]`;
     }
 
-    let fetched: { document: Uint8Array; nonce: Uint8Array } | undefined;
+    let fetched: Awaited<ReturnType<typeof fetchDocument>> | undefined;
     let fromCertificate: Promise<AttestationDocument> | undefined;
     try {
       if (https) fromCertificate = certificateAttestation(url, { roots, debug: values.debug, nonce: !values['no-nonce'], timeoutMs });
@@ -160,7 +160,7 @@ export const command: CliCommand = {
     }
     let doc;
     try {
-      doc = fromCertificate !== undefined ? await fromCertificate : await verifyAttestation(fetched!.document, { nonce: fetched!.nonce, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
+      doc = fromCertificate !== undefined ? await fromCertificate : await verifyAttestation(fetched!.document, { nonce: fetched!.nonce, userData: fetched!.userData, debug: values.debug, ...(roots === undefined ? {} : { roots }) });
     } catch (err) {
       if (err instanceof ClientError && err.code === 'CLIENT_CONNECT_FAILED') return await reportConnectError('attest', url, err, io, roots !== undefined);
       if (!(err instanceof AttestationError) && !(err instanceof AttestedCertError)) throw err;

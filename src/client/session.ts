@@ -162,6 +162,7 @@ export class Session {
           const features = m.features ?? [];
           verifyAttestation(m.data, {
             nonce: channel.handshakeHash,
+            userData: m.control_nonce,
             pcrs: verify.pcrs,
             ...(verify.roots === undefined ? {} : { roots: verify.roots }),
             ...(verify.debug === undefined ? {} : { debug: verify.debug }),

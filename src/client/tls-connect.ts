@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
+import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
 import { AttestationError } from '../attestation/errors.ts';
 import type { VerifyExpectations } from '../attestation/verify.ts';
 import { AttestedCertError, verifyAttestedCertificate, type VerifiedCertificate } from './attested-cert.ts';
@@ -52,6 +53,8 @@ export function sniNonceLabel(nonce: Uint8Array): string {
   if (nonce.length === 0 || label.length > 63) {
     throw new ClientError('CLIENT_BAD_OPTIONS', `nonce: expected 1–47 bytes (one DNS label of base64), found ${nonce.length}`);
   }
+  const refused = callerNonceRefusal(nonce); // the agent refuses it (caller-nonce.ts): say so before connecting
+  if (refused !== null) throw new ClientError('CLIENT_BAD_OPTIONS', `nonce: ${refused}`);
   return label;
 }
 

@@ -6,6 +6,7 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import type { Nsm } from '../attestation/nsm.ts';
+import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
 import { parseAttestationDocument } from '../attestation/document.ts';
 import { parseCertificate } from '../attestation/x509.ts';
 import { buildAttestedCertificate, certificatePem, generateIngressKey, type IngressKey } from './attested-cert.ts';
@@ -158,6 +159,9 @@ export class AttestedIdentity implements IngressIdentity {
   documentFor(spkiDer: Uint8Array, nonce?: Uint8Array, client?: string): Promise<Uint8Array> {
     // A client nonce costs an NSM call each, as a fresh-nonce certificate does: the same budget.
     if (nonce !== undefined) {
+      // Checked where the nonce is read too (attestation-endpoint.ts); here so no path can skip it.
+      const refused = callerNonceRefusal(nonce);
+      if (refused !== null) return Promise.reject(new IngressError('INGRESS_BAD_NONCE', refused));
       if (!this.#budget.take(client)) return Promise.reject(new IngressError('INGRESS_NONCE_RATE_LIMITED', 'too many documents for client nonces requested; retry later'));
       return this.#attest({ spkiDer }, nonce);
     }

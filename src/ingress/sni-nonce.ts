@@ -1,5 +1,6 @@
 // SNI `<nonce>.attest.<host>` (Evervault's fresh-document request, attested-cert.ts header): the nonce bytes,
 // null for any other name, IngressError INGRESS_BAD_NONCE for an attest name whose label[0] is not base64.
+import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
 import { IngressError } from './errors.ts';
 
 const MAX_LABEL = 63;
@@ -23,5 +24,7 @@ export function nonceFromSni(servername: string | undefined): Uint8Array | null 
   if (bytes.length === 0 || bytes.length > MAX_NONCE_BYTES || label.replace(/=+$/, '').length % 4 === 1) {
     throw new IngressError('INGRESS_BAD_NONCE', `SNI nonce: expected 1–${MAX_NONCE_BYTES} bytes of base64`);
   }
+  const refused = callerNonceRefusal(bytes);
+  if (refused !== null) throw new IngressError('INGRESS_BAD_NONCE', `SNI nonce: ${refused}`);
   return new Uint8Array(bytes);
 }

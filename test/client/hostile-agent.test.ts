@@ -131,6 +131,20 @@ describe('establishment against a hostile agent', () => {
     expect(log).toEqual([{ type: 'RequestAttestation' }]);
   });
 
+  it('refuses a genuine document for this session\'s hash made for something else (a TLS certificate\'s user_data)', async () => {
+    // What a host in the middle of the handshake could relay if the enclave's TLS ingress signed any nonce it was
+    // given (it refuses 32-byte ones, caller-nonce.ts): nonce = this handshake hash, user_data = a certificate key.
+    const spki = new Uint8Array(120).fill(0x30);
+    const { err, log } = await failure({
+      async onMessage(_m, io) {
+        io.reply({ type: 'Attestation', data: await sim.attest({ nonce: io.hash, userData: spki, publicKey: null }), control_nonce: new Uint8Array(32) });
+      },
+    });
+    expect(err.code).toBe('CLIENT_ATTESTATION_FAILED');
+    expect(err.attestationCode).toBe('ATTESTATION_USER_DATA_MISMATCH');
+    expect(log).toEqual([{ type: 'RequestAttestation' }]);
+  });
+
   it('refuses a first message that is not an Attestation', async () => {
     const { err, log } = await failure({ onMessage: (_m, io) => io.reply({ type: 'Data', id: 1, payload: new Uint8Array(1) }) });
     expect(err.code).toBe('CLIENT_PROTOCOL');

@@ -112,6 +112,12 @@ describe('SNI nonces', () => {
     for (const bad of ['*.attest.x', `${'A'.repeat(64)}.attest.x`, 'A.attest.x', '.attest.x']) {
       expect(() => nonceFromSni(bad)).toThrow(IngressError);
     }
+    // 31 and 33 bytes pass; 32 (a Noise handshake hash's length) never does, in either alphabet.
+    expect(nonceFromSni(`${Buffer.alloc(31, 0xfb).toString('base64')}.attest.x`)!.length).toBe(31);
+    expect(nonceFromSni(`${Buffer.alloc(33, 0xfb).toString('base64url')}.attest.x`)!.length).toBe(33);
+    for (const enc of ['base64', 'base64url'] as const) {
+      expect(() => nonceFromSni(`${Buffer.alloc(32, 0xfb).toString(enc)}.attest.x`)).toThrow(expect.objectContaining({ code: 'INGRESS_BAD_NONCE' }));
+    }
   });
 
   it('rate-limits fresh-nonce certificates; a repeated SNI is served from the bounded cache', async () => {
@@ -155,6 +161,11 @@ describe('SNI nonces', () => {
     expect(calls).toBe(4);
     now += 1000;
     await expect(id.documentFor(spki, nonce)).resolves.toBeInstanceOf(Uint8Array);
+    // A 32-byte client nonce never reaches the NSM, whoever calls (a session worker's RPC included).
+    now += 10_000;
+    calls = 0;
+    await expect(id.documentFor(spki, new Uint8Array(32).fill(5))).rejects.toMatchObject({ code: 'INGRESS_BAD_NONCE' });
+    expect(calls).toBe(0);
   });
 });
 

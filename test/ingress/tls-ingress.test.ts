@@ -116,6 +116,8 @@ describe('TLS ingress', () => {
 
   it('an SNI attest name with a label that is not base64 fails the handshake; the server keeps serving', async () => {
     await expect(connectTls(s.port, 'not*base64.attest.localhost')).rejects.toThrow();
+    // Nor a 32-byte nonce: a Noise handshake hash has that length (a document for it would pass as a Noise session's).
+    await expect(connectTls(s.port, `${randomBytes(32).toString('base64url')}.attest.localhost`)).rejects.toThrow();
     const t = await connectTls(s.port, 'localhost');
     expect(await get(t, '/after-bad-sni')).toMatch(/hello$/);
     t.destroy();
@@ -174,11 +176,12 @@ describe('TLS ingress', () => {
     expect(Buffer.from(doc.nonce!).equals(nonce)).toBe(true);
     expect(Buffer.from(doc.userData!).equals(Buffer.from(served))).toBe(true);
     const n = nonce.toString('base64url');
-    for (const bad of ['', 'x', 'AAAAA', 'AB', 'not*base64', randomBytes(513).toString('base64url'), `${n}&nonce=${n}`]) {
+    for (const bad of ['', 'x', 'AAAAA', 'AB', 'not*base64', randomBytes(513).toString('base64url'), `${n}&nonce=${n}`, randomBytes(32).toString('base64url')]) {
       const r = await get(t, `/.well-known/attestation?nonce=${bad}`);
       expect(r).toMatch(/^HTTP\/1\.1 400/);
       expect(r).toContain('HTTP_BAD_REQUEST');
     }
+    expect(await get(t, `/.well-known/attestation?nonce=${randomBytes(32).toString('base64url')}`)).toContain('length of a Noise handshake hash');
     t.destroy();
   });
 

@@ -9,6 +9,7 @@ import type { Exchange, Stage } from '../exchange.ts';
 import { errorBody, respond } from '../exchange.ts';
 import { toBase64 } from '../../util/bytes.ts';
 import type { HttpModeErrorCode } from '../errors.ts';
+import { callerNonceRefusal } from '../../attestation/caller-nonce.ts';
 
 export const ATTESTATION_PATH = '/.well-known/attestation';
 
@@ -28,7 +29,8 @@ function clientNonce(url: string | undefined): { nonce: Uint8Array } | { error: 
   const nonce = new Uint8Array(Buffer.from(value, 'base64url'));
   if (!/^[A-Za-z0-9_-]*$/.test(value) || Buffer.from(nonce).toString('base64url') !== value) return { error: 'nonce: expected base64url' };
   if (nonce.length < 1 || nonce.length > MAX_NONCE_BYTES) return { error: `nonce: expected 1–${MAX_NONCE_BYTES} bytes, found ${nonce.length}` };
-  return { nonce };
+  const refused = callerNonceRefusal(nonce);
+  return refused === null ? { nonce } : { error: `nonce: ${refused}` };
 }
 
 export function pathOf(url: string | undefined): string {
