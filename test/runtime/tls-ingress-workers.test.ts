@@ -23,6 +23,7 @@ import { resolveLimits } from '../../src/responder/limits.ts';
 import { SharedAdmission } from '../../src/responder/shared-admission.ts';
 import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
 import { nativeAvailable } from '../../src/transport/native.ts';
+import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { memoryLog, waitUntil, type MemoryLog } from '../faults/stack.ts';
 import { sniNonce, verifyWithPython } from '../ingress/helpers.ts';
 
@@ -127,6 +128,24 @@ function connect(port: number, servername = 'localhost'): Promise<tls.TLSSocket>
     });
     t.once('error', reject);
     t.once('close', () => reject(new Error('closed during the handshake')));
+  });
+}
+
+/** A TLS connection behind the bridge's PROXY v2 header naming `source` as the client. */
+function connectVia(port: number, source: string, servername = 'localhost'): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const raw = net.connect(port, '127.0.0.1', () => {
+      raw.write(encodeProxyV2({ source: { address: source, port: 40000 }, destination: { address: '10.0.0.1', port: 443 } }));
+      const t = tls.connect({ socket: raw, servername, rejectUnauthorized: false });
+      sockets.push(t);
+      t.once('secureConnect', () => {
+        certs.set(t, t.getPeerX509Certificate()!);
+        resolve(t);
+      });
+      t.once('error', reject);
+      t.once('close', () => reject(new Error('closed during the handshake')));
+    });
+    raw.once('error', reject);
   });
 }
 
@@ -243,6 +262,22 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
       for (const [c] of ok) c.end();
       expect(new Set((await servedBy(s, paths)).values())).toEqual(new Set([1, 2]));
     }
+  }, 60_000);
+
+  it('the PROXY v2 client reaches the request and the per-client nonce budget (10 per client), whichever thread serves', async () => {
+    stack = await startStack(workers, {}, { accept_proxy_protocol: true });
+    const s = stack;
+    const one = await Promise.allSettled(Array.from({ length: 13 }, () => connectVia(s.port, '203.0.113.7', `${sniNonce()}.attest.localhost`)));
+    expect(one.filter((a) => a.status === 'fulfilled')).toHaveLength(10);
+    // Another client still has its own budget (and the process-wide one has 10 left).
+    const other = await connectVia(s.port, '203.0.113.8', `${sniNonce()}.attest.localhost`);
+    expect((await get(other, '/from-other')).status).toBe(200);
+    const conns = await Promise.all(Array.from({ length: 4 }, () => connectVia(s.port, '198.51.100.4')));
+    const paths = conns.map((_, i) => `/via-${i}`);
+    await Promise.all(conns.map((c, i) => get(c, paths[i]!)));
+    for (const c of conns) c.end();
+    expect(new Set((await servedBy(s, paths)).values())).toEqual(workers > 1 ? new Set([1, 2]) : new Set([undefined]));
+    for (const p of paths) expect(s.trx.records.find((r) => r.path === p)?.remote_ip).toBe('198.51.100.4');
   }, 60_000);
 
   it('rotation under a moved clock reaches every worker: new handshakes get the new certificate', async () => {
