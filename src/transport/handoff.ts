@@ -9,8 +9,12 @@
  * close releases only its own descriptor: no FIN, no RST). The worker wraps the dup in a new net.Socket.
  * Addon sockets (vsock, and AF_UNIX through the same code): NativeStream.detach() releases the poll handle and
  * keeps the fd; the worker's copy of the addon adopts it.
+ *
+ * A receiving thread that is terminated (a stop bound expired while it was stalled) never reads the
+ * connections still queued to it: HandoffLedger (sender) and HandoffReceipts (receiver) make every handed fd end
+ * up either taken by the receiver or closed by the sender once the receiver has exited — never both.
  */
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, type BigIntStats } from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TransportError } from './connect.ts';
@@ -19,9 +23,13 @@ import type { NativeSocket } from './native.ts';
 import { NativeStream } from './native-stream.ts';
 import type { ConnectionInfo } from './types.ts';
 
-export type HandedConnection =
+export type HandedConnection = (
   | { kind: 'native'; fd: number; family: 'vsock' | 'unix'; info: ConnectionInfo }
-  | { kind: 'socket'; fd: number; info: ConnectionInfo }; // a Node net.Socket's fd (TCP or unix)
+  | { kind: 'socket'; fd: number; info: ConnectionInfo } // a Node net.Socket's fd (TCP or unix)
+) & {
+  /** Its id in the sender's HandoffLedger: the receiving thread confirms it (HandoffReceipts) once it took the fd. */
+  handoff?: number;
+};
 
 /** The parts of net.Socket's handle read here (internal, stable since Node 0.x on Unix). */
 interface NodeHandle {
@@ -144,5 +152,98 @@ export function discardHandedConnection(h: HandedConnection): void {
     if (validFd(h.fd)) closeSync(h.fd);
   } catch {
     // already closed: nothing left to release
+  }
+}
+
+/** Which open file an fd refers to: a closed number may be reused by then, the (device, inode) of a live socket is not. */
+interface FileIdentity {
+  readonly fd: number;
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
+function statOf(fd: number): BigIntStats | undefined {
+  try {
+    return fstatSync(fd, { bigint: true });
+  } catch {
+    return undefined; // not open (any more)
+  }
+}
+
+/**
+ * The sending thread's account of the connections it posted to ONE receiving thread and that thread has not
+ * confirmed taking. Once the receiver has exited (its thread joined: nothing of it runs any more), sweep()
+ * closes the fds of the unconfirmed ones that still refer to the socket handed. A confirmation that did not
+ * arrive (the receiver was terminated between taking an fd and posting its receipt) is thus never a double
+ * close: if the receiver's teardown closed the fd, its number is free or another file's, and is left alone.
+ */
+export class HandoffLedger {
+  readonly #open = new Map<number, FileIdentity | undefined>();
+  #next = 1;
+  #swept = false;
+
+  /** Notes `h` (sets h.handoff) before it is posted. After sweep() the receiver is gone: `h`'s fd is closed here. */
+  record(h: HandedConnection): void {
+    if (this.#swept) return discardHandedConnection(h);
+    const id = this.#next++;
+    h.handoff = id;
+    const st = validFd(h.fd) ? statOf(h.fd) : undefined;
+    this.#open.set(id, st === undefined ? undefined : { fd: h.fd, dev: st.dev, ino: st.ino });
+  }
+
+  /** The receiver's receipts (HandoffReceipts): those fds are its own now. Anything else in `ids` is ignored. */
+  confirm(ids: unknown): void {
+    if (!Array.isArray(ids)) return;
+    for (const id of ids) if (typeof id === 'number') this.#open.delete(id);
+  }
+
+  /** Hand-offs posted and not confirmed. */
+  get outstanding(): number {
+    return this.#open.size;
+  }
+
+  /** Only once the receiver has exited: closes the unconfirmed fds still open on their socket; returns how many. */
+  sweep(): number {
+    this.#swept = true;
+    let closed = 0;
+    for (const id of this.#open.values()) {
+      if (id === undefined) continue;
+      const now = statOf(id.fd);
+      if (now === undefined || now.dev !== id.dev || now.ino !== id.ino) continue; // the receiver closed it
+      try {
+        closeSync(id.fd);
+        closed++;
+      } catch {
+        // closed meanwhile: nothing left to release
+      }
+    }
+    this.#open.clear();
+    return closed;
+  }
+}
+
+/**
+ * The receiving thread's receipts for HandoffLedger: taken(h) as it adopts (or discards) a handed connection,
+ * in the same turn; the ids go back in one message per turn.
+ */
+export class HandoffReceipts {
+  readonly #send: (ids: number[]) => void;
+  #ids: number[] = [];
+
+  constructor(send: (ids: number[]) => void) {
+    this.#send = send;
+  }
+
+  taken(h: HandedConnection): void {
+    if (typeof h.handoff !== 'number') return;
+    if (this.#ids.push(h.handoff) === 1) setImmediate(() => this.flush());
+  }
+
+  /** Sends what is pending now (before the thread reports it stopped). */
+  flush(): void {
+    if (this.#ids.length === 0) return;
+    const ids = this.#ids;
+    this.#ids = [];
+    this.#send(ids);
   }
 }
