@@ -137,7 +137,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     serveNsm(channels.nsm.port1, opts.nsm);
     serveWorkerLogs(channels.log.port1, logger);
     serveDecryptPool(channels.decrypt.port1, opts.decryptPool);
-    if (channels.trx !== undefined && opts.trxSink !== undefined) serveLogSink(channels.trx.port1, opts.trxSink);
+    if (channels.trx !== undefined && opts.trxSink !== undefined) serveLogSink(channels.trx.port1, opts.trxSink, logger);
     const slot: Slot = {
       index,
       worker,

@@ -5,7 +5,11 @@
 // the worker's line (level, time, pid, hostname) are dropped: the main logger writes its own (the time is
 // the re-emission's, a turn later at most). A line that is not a JSON object at a known level is dropped and
 // counted, never thrown.
+// Bounded like the main thread's own sinks (in-flight.ts): while 1 MiB of this worker's lines has not been
+// re-emitted yet (the main thread is stalled or slower), new lines are dropped and counted; the count crosses
+// with the next batch (or at flush) and the main thread logs it as one warning per interval.
 import pino, { type Logger } from 'pino';
+import { DropNotices, InFlight, MAX_IN_FLIGHT_BYTES } from './in-flight.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
 
 export interface WorkerLoggerOptions {
@@ -13,18 +17,35 @@ export interface WorkerLoggerOptions {
   level: string;
   /** Fields on every line of this worker (e.g. { worker: 1 }). */
   bindings?: Record<string, unknown>;
+  /** Characters of lines not yet re-emitted by the main thread past which lines are dropped (default 1 MiB). */
+  maxInFlight?: number;
 }
+
+/** The worker's pino logger, and what its bound did. */
+export type WorkerLogger = Logger & {
+  /** Lines dropped over the in-flight bound (the main thread did not keep up). */
+  readonly linesDropped: () => number;
+  /** Characters of lines written and not yet re-emitted by the main thread. */
+  readonly linesOutstanding: () => number;
+};
 
 /**
  * Worker side: a pino logger whose lines go to the main thread (serveWorkerLogs), one message per turn.
  * `logger.flush()` posts what is gathered at once (before the worker ends).
  */
-export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): Logger {
+export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): WorkerLogger {
   const rpc = rpcEndpoint(port, { service: 'log' });
+  const inFlight = new InFlight();
+  rpc.notify('inflight', inFlight.buffer);
+  const max = opts.maxInFlight ?? MAX_IN_FLIGHT_BYTES;
   let lines = '';
   let scheduled = false;
+  let dropped = 0;
+  let unreported = 0;
   const flush = (): void => {
     scheduled = false;
+    // The count rides with a batch (there is room again) or goes at flush(): never a message per drop.
+    if (unreported > 0 && rpc.notify('dropped', unreported)) unreported = 0;
     if (lines === '') return;
     const batch = lines;
     lines = '';
@@ -32,6 +53,11 @@ export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): Logger 
   };
   const destination = {
     write(line: string): void {
+      if (!inFlight.tryTake(line.length, max)) {
+        dropped++;
+        unreported++;
+        return;
+      }
       lines += line;
       if (!scheduled) {
         scheduled = true;
@@ -43,7 +69,12 @@ export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): Logger 
       cb?.();
     },
   };
-  return pino({ level: opts.level, base: opts.bindings ?? null }, destination);
+  const logger = pino({ level: opts.level, base: opts.bindings ?? null }, destination) as WorkerLogger;
+  Object.defineProperties(logger, {
+    linesDropped: { value: () => dropped },
+    linesOutstanding: { value: () => inFlight.value },
+  });
+  return logger;
 }
 
 /** pino's own fields of a line: the main logger writes its own. */
@@ -52,8 +83,12 @@ const OWN_FIELDS = ['level', 'time', 'pid', 'hostname'] as const;
 export interface WorkerLogsServer {
   /** Lines dropped: not JSON, not an object, or at a level the main logger does not know. */
   readonly dropped: number;
+  /** Lines the worker reported dropped over its in-flight bound. */
+  readonly droppedInWorker: number;
   close(): void;
 }
+
+export const LOG_DROPPED_MESSAGE = 'log lines dropped in a session worker: the main thread did not keep up';
 
 /** Main side: re-emits a worker's lines (workerLogger) through `logger`. */
 export function serveWorkerLogs(port: PortLike, logger: Logger): WorkerLogsServer {
@@ -80,23 +115,39 @@ export function serveWorkerLogs(port: PortLike, logger: Logger): WorkerLogsServe
     delete fields.msg;
     log.call(relay, fields, msg);
   };
+  const notices = new DropNotices(logger, LOG_DROPPED_MESSAGE);
+  let inFlight: InFlight | undefined;
   const rpc = rpcEndpoint(port, {
     service: 'log',
+    onClose: notices.flush,
     notes: {
+      inflight(v) {
+        inFlight = InFlight.attach(v);
+      },
       lines(v) {
         if (typeof v !== 'string') return void dropped++;
-        for (let start = 0; start < v.length; ) {
-          const end = v.indexOf('\n', start);
-          const stop = end < 0 ? v.length : end + 1;
-          if (stop - start > 1) emit(v.slice(start, end < 0 ? stop : end));
-          start = stop;
+        try {
+          for (let start = 0; start < v.length; ) {
+            const end = v.indexOf('\n', start);
+            const stop = end < 0 ? v.length : end + 1;
+            if (stop - start > 1) emit(v.slice(start, end < 0 ? stop : end));
+            start = stop;
+          }
+        } finally {
+          inFlight?.release(v.length); // re-emitted: room for the worker again
         }
+      },
+      dropped(v) {
+        if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) notices.note(v);
       },
     },
   });
   return {
     get dropped() {
       return dropped;
+    },
+    get droppedInWorker() {
+      return notices.total;
     },
     close: () => rpc.close(),
   };

@@ -11,10 +11,16 @@
 // A main sink with writeLines but no writeBatch takes one line per call (runtime/logs.ts: the vsock stream
 // bounds and queues lines itself): the batch is split.
 //
-// Nothing is lost on the way: close() posts what is gathered and resolves once the main thread has handed
-// it to the sink (the answer to a call that follows the lines on the same ordered port). It does not close
-// the main sink, which the main thread and the other workers share.
+// Bounded like the main thread's own sinks (in-flight.ts): while 1 MiB of lines (or 4 096 records) written
+// here has not been handed to the main sink yet — the main thread is stalled or slower than this worker —
+// new records are dropped and counted; the count crosses with the next batch (or at close) and the main
+// thread logs it as a warning (one line per interval). Otherwise nothing is lost on the way: close() posts
+// what is gathered and resolves once the main thread has handed it to the sink (the answer to a call that
+// follows the lines on the same ordered port). It does not close the main sink, which the main thread and
+// the other workers share.
+import type { Logger } from 'pino';
 import { recordLine, recordLines, type LogSink } from '../../http/log-sink.ts';
+import { DropNotices, InFlight, lineCount, MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_RECORDS } from './in-flight.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
 
 export interface LogSinkCapabilities {
@@ -29,21 +35,51 @@ export function logSinkCapabilities(sink: LogSink): LogSinkCapabilities {
 
 export interface RemoteLogSink extends LogSink {
   writeBatch(records: readonly object[]): void;
-  /** Records that could not cross (not cloneable; records mode only). */
+  /** Records dropped: over the in-flight bound (the main thread did not keep up), or not cloneable (records mode). */
   readonly dropped: number;
+  /** Written here and not handed to the main sink yet: characters of lines, or records (records mode). */
+  readonly outstanding: number;
+}
+
+export interface RemoteLogSinkOptions {
+  /** The in-flight bound: characters of lines (default MAX_IN_FLIGHT_BYTES), records in records mode (MAX_IN_FLIGHT_RECORDS). */
+  maxInFlight?: number;
 }
 
 /** Worker side: a LogSink posting to the main thread's sink (serveLogSink), one message per event-loop turn. */
-export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { lines: true }): RemoteLogSink {
+export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { lines: true }, opts: RemoteLogSinkOptions = {}): RemoteLogSink {
   const rpc = rpcEndpoint(port, { service: 'trx' });
+  const inFlight = new InFlight();
+  rpc.notify('inflight', inFlight.buffer);
+  const max = opts.maxInFlight ?? (caps.lines ? MAX_IN_FLIGHT_BYTES : MAX_IN_FLIGHT_RECORDS);
   let lines = '';
   let records: object[] = [];
   let scheduled = false;
   let closed = false;
   let dropped = 0;
+  /** Dropped and not yet told to the main thread. */
+  let unreported = 0;
+
+  const drop = (n: number): void => {
+    dropped += n;
+    unreported += n;
+  };
+  /** Gathers `text` (whole lines) if it fits in flight. */
+  const take = (text: string, count: () => number): void => {
+    if (!inFlight.tryTake(text.length, max)) return drop(count());
+    lines += text;
+    soon();
+  };
+  const takeRecord = (record: object): void => {
+    if (!inFlight.tryTake(1, max)) return drop(1);
+    records.push(record);
+    soon();
+  };
 
   const flush = (): void => {
     scheduled = false;
+    // The count rides with a batch (there is room again) or goes at close: never a message per drop.
+    if (unreported > 0 && (lines !== '' || records.length > 0 || closed) && rpc.notify('dropped', unreported)) unreported = 0;
     if (lines !== '') {
       const batch = lines;
       lines = '';
@@ -54,7 +90,11 @@ export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { line
       records = [];
       if (rpc.notify('records', batch) || rpc.closed) return;
       // One record could not be cloned: send the others one by one.
-      for (const r of batch) if (!rpc.notify('records', [r])) dropped++;
+      for (const r of batch) {
+        if (rpc.notify('records', [r])) continue;
+        inFlight.release(1);
+        dropped++;
+      }
     }
   };
   const soon = (): void => {
@@ -66,15 +106,13 @@ export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { line
   const sink: RemoteLogSink = {
     write(record) {
       if (closed) return;
-      if (caps.lines) lines += recordLine(record);
-      else records.push(record);
-      soon();
+      if (caps.lines) take(recordLine(record), () => 1);
+      else takeRecord(record);
     },
     writeBatch(batch) {
       if (closed || batch.length === 0) return;
-      if (caps.lines) lines += recordLines(batch);
-      else for (const r of batch) records.push(r);
-      soon();
+      if (caps.lines) take(recordLines(batch), () => batch.length);
+      else for (const r of batch) takeRecord(r);
     },
     async close() {
       if (closed) return;
@@ -86,12 +124,14 @@ export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { line
     get dropped() {
       return dropped;
     },
+    get outstanding() {
+      return inFlight.value;
+    },
   };
   if (caps.lines) {
     sink.writeLines = (text: string): void => {
       if (closed || text === '') return;
-      lines += text;
-      soon();
+      take(text, () => lineCount(text));
     };
   }
   return sink;
@@ -109,34 +149,73 @@ function recordOf(line: string): object | undefined {
   }
 }
 
-/** Main side: writes what a worker's remoteLogSink posts to `sink`. Returns a handle that closes the port. */
-export function serveLogSink(port: PortLike, sink: LogSink): { close(): void } {
+export interface LogSinkServer {
+  /** Records the worker reported dropped (over its in-flight bound). */
+  readonly dropped: number;
+  close(): void;
+}
+
+export const TRX_DROPPED_MESSAGE = 'transaction records dropped in a session worker: the main thread did not keep up';
+
+/**
+ * Main side: writes what a worker's remoteLogSink posts to `sink`; the drops it reports are logged on
+ * `logger` (one warning per interval). Returns a handle that closes the port.
+ */
+export function serveLogSink(port: PortLike, sink: LogSink, logger?: Logger): LogSinkServer {
   const writeLines = sink.writeLines?.bind(sink);
   const batched = sink.writeBatch !== undefined;
+  const notices = new DropNotices(logger, TRX_DROPPED_MESSAGE);
+  let inFlight: InFlight | undefined;
+  const writeText = (v: string): void => {
+    if (writeLines !== undefined && batched) return writeLines(v);
+    for (let start = 0; start < v.length; ) {
+      const end = v.indexOf('\n', start);
+      const stop = end < 0 ? v.length : end + 1;
+      if (writeLines !== undefined) writeLines(v.slice(start, stop));
+      else if (stop - start > 1) {
+        const record = recordOf(v.slice(start, end < 0 ? stop : end));
+        if (record !== undefined) sink.write(record);
+      }
+      start = stop;
+    }
+  };
   const rpc = rpcEndpoint(port, {
     service: 'trx',
     methods: { sync: () => true },
+    onClose: notices.flush,
     notes: {
+      inflight(v) {
+        inFlight = InFlight.attach(v);
+        if (inFlight === undefined) throw new TypeError('trx inflight: expected a SharedArrayBuffer');
+      },
       lines(v) {
         if (typeof v !== 'string') throw new TypeError('trx lines: expected a string');
-        if (writeLines !== undefined && batched) return writeLines(v);
-        for (let start = 0; start < v.length; ) {
-          const end = v.indexOf('\n', start);
-          const stop = end < 0 ? v.length : end + 1;
-          if (writeLines !== undefined) writeLines(v.slice(start, stop));
-          else if (stop - start > 1) {
-            const record = recordOf(v.slice(start, end < 0 ? stop : end));
-            if (record !== undefined) sink.write(record);
-          }
-          start = stop;
+        try {
+          writeText(v);
+        } finally {
+          inFlight?.release(v.length); // handed on (or refused by the sink): room for the worker again
         }
       },
       records(v) {
-        if (!Array.isArray(v) || !v.every((r) => typeof r === 'object' && r !== null)) throw new TypeError('trx records: expected an array of objects');
-        if (sink.writeBatch !== undefined) sink.writeBatch(v as object[]);
-        else for (const r of v as object[]) sink.write(r);
+        if (!Array.isArray(v)) throw new TypeError('trx records: expected an array of objects');
+        try {
+          if (!v.every((r) => typeof r === 'object' && r !== null)) throw new TypeError('trx records: expected an array of objects');
+          if (sink.writeBatch !== undefined) sink.writeBatch(v as object[]);
+          else for (const r of v as object[]) sink.write(r);
+        } finally {
+          inFlight?.release(v.length);
+        }
+      },
+      dropped(v) {
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new TypeError('trx dropped: expected a count');
+        notices.note(v);
       },
     },
   });
-  return { close: () => rpc.close() };
+  return {
+    get dropped() {
+      return notices.total;
+    },
+    close: () => rpc.close(),
+  };
 }

@@ -30,6 +30,8 @@ function over(level = 'info'): { worker: pino.Logger; main: ReturnType<typeof ma
   const served = serveWorkerLogs(port1, main.logger);
   const { port, posts } = counting(port2);
   const worker = workerLogger(port, { level, bindings: { worker: 1 } });
+  expect(posts).toEqual([{ k: 'note', m: 'inflight', v: expect.any(SharedArrayBuffer) }]); // once, at the start
+  posts.length = 0;
   closers.push(() => served.close());
   return { worker, main, posts };
 }

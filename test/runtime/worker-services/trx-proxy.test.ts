@@ -17,6 +17,8 @@ function over(sink: LogSink, caps = logSinkCapabilities(sink)): { remote: Return
   const served = serveLogSink(port1, sink);
   const { port, posts } = counting(port2);
   const remote = remoteLogSink(port, caps);
+  expect(posts).toEqual([{ k: 'note', m: 'inflight', v: expect.any(SharedArrayBuffer) }]); // once, at the start
+  posts.length = 0;
   closers.push(() => served.close());
   return { remote, posts };
 }
