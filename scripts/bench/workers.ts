@@ -24,7 +24,8 @@
 //
 // Processes:  agent ×K   `enclave-agent run` from the Docker layer's bundle (agent-bundle.ts: build-bundle.mjs,
 //                        the launcher's node flags), one per workers value, --listen tcp:0,0 --nsm simulator,
-//                        HTTP mode, trx log on (stdout to a temp file, emptied after every row), `sleep` as its
+//                        HTTP mode, tls_termination = true (the TLS row; its boot certificate is in the at-rest
+//                        figure), trx log on (stdout to a temp file, emptied after every row), `sleep` as its
 //                        supervised app; its CPU from lib.ts procCpuUs (every thread)
 //             app        anchors.ts's app child (node:http, GET → 11-byte JSON, keep-alive), shared by all agents
 //             clients    BENCH_WORKERS_CLIENTS load generators (children of this file; default 1). In children so
@@ -36,12 +37,14 @@
 //   requests    S Noise sessions (BENCH_WORKERS_SESSIONS, default 8 and 64), each with c Data requests in flight
 //               (small GET, as the SDK sends it; anchors.ts agentClient)
 //   handshakes  connect + Noise handshake + RequestAttestation (NSM simulator), closed loop, c = 16
+//   tls         HTTPS small GET through TLS ingress: BENCH_WORKERS_TLS_C keep-alive connections (default 64), one
+//               request in flight each (undici Pool; handshakes happen before the measured window)
 //   rest        VmRSS of each agent, fresh, BENCH_WORKERS_IDLE_MS after "runtime started" (V8's idle GCs done)
 // Ratios are medians of per-round ratios against workers = 1, with their spread (min–max).
 // Run: npm run bench -- workers [--json]. Env: BENCH_WORKERS_MS (row, default 1000), BENCH_WORKERS_ROUNDS
 // (default 7), BENCH_WORKERS_LIST (default 1,2,4), BENCH_WORKERS_SESSIONS (8,64), BENCH_WORKERS_C (in flight
 // per session, 8), BENCH_WORKERS_HANDSHAKE_C (16), BENCH_WORKERS_CLIENTS (1), BENCH_WORKERS_IDLE_MS (20000),
-// BENCH_WORKERS_AGENT_CPUS / BENCH_WORKERS_LOAD_CPUS (taskset CPU lists for the agents / the clients and app),
+// BENCH_WORKERS_TLS_C (64), BENCH_WORKERS_AGENT_CPUS / BENCH_WORKERS_LOAD_CPUS (taskset CPU lists for the agents / the clients and app),
 // BENCH_WORKERS_CLI (a cli.js already built by `npm run build:bundle -- DIR/cli.js`, e.g. another revision's,
 // instead of building this checkout's).
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
@@ -50,6 +53,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
 import { buildCliBundle, shippedLaunch, statusKiB } from './agent-bundle.ts';
 import { agentClient } from './anchors.ts';
 import { askChild, closedLoop, formatSpread, jsonMode, loadAverage, machine, printTable, procCpuSource, procCpuUs, serveChild, spreadOf, type BenchRow } from './lib.ts';
@@ -63,6 +67,7 @@ const WORKERS = (process.env.BENCH_WORKERS_LIST ?? '1,2,4').split(',').map(Numbe
 const SESSIONS = (process.env.BENCH_WORKERS_SESSIONS ?? '8,64').split(',').map(Number);
 const IN_FLIGHT = Number(process.env.BENCH_WORKERS_C ?? 8);
 const HANDSHAKE_C = Number(process.env.BENCH_WORKERS_HANDSHAKE_C ?? 16);
+const TLS_C = Number(process.env.BENCH_WORKERS_TLS_C ?? 64);
 const CLIENTS = Math.max(1, Number(process.env.BENCH_WORKERS_CLIENTS ?? 1));
 const IDLE_MS = Number(process.env.BENCH_WORKERS_IDLE_MS ?? 20_000);
 const AGENT_CPUS = process.env.BENCH_WORKERS_AGENT_CPUS;
@@ -73,7 +78,12 @@ const MiB = 2 ** 20;
 // ---------------------------------------------------------------------------------------------------------------
 // A load generator (child of this file): `open` connects and warms up, `run` is the measured closed loop.
 
-type Job = { job: 'open'; kind: 'requests'; port: number; sessions: number; c: number } | { job: 'open'; kind: 'handshakes'; port: number; c: number } | { job: 'run'; ms: number } | { job: 'close' };
+type Job =
+  | { job: 'open'; kind: 'requests'; port: number; sessions: number; c: number }
+  | { job: 'open'; kind: 'handshakes'; port: number; c: number }
+  | { job: 'open'; kind: 'tls'; port: number; c: number }
+  | { job: 'run'; ms: number }
+  | { job: 'close' };
 interface RunReply {
   done: number;
   ms: number;
@@ -82,12 +92,24 @@ interface RunReply {
 
 function clientChild(): void {
   let sessions: Awaited<ReturnType<typeof agentClient>>[] = [];
+  let pool: Pool | null = null;
   let loop: ((ms: number) => Promise<number>) | null = null;
+  const smallGet = async (p: Pool): Promise<void> => {
+    const res = await p.request({ path: '/small', method: 'GET', headers: { host: 'localhost' } });
+    await res.body.arrayBuffer();
+    if (res.statusCode !== 200) throw new Error(`HTTPS status ${res.statusCode}`);
+  };
   serveChild<Job>((m) => job(m).catch((e: unknown) => ({ error: String(e) })));
   async function job(m: Job): Promise<object> {
     if (m.job === 'open' && m.kind === 'requests') {
       sessions = await Promise.all(Array.from({ length: m.sessions }, () => agentClient(m.port)));
       loop = async (ms) => (await Promise.all(sessions.map((s) => closedLoop(ms, m.c, () => s.request())))).reduce((a, b) => a + b, 0);
+      await loop(WARMUP_MS);
+    } else if (m.job === 'open' && m.kind === 'tls') {
+      const p = (pool = new Pool(`https://127.0.0.1:${m.port}`, { connections: m.c, pipelining: 1, keepAliveTimeout: 600_000, connect: { rejectUnauthorized: false, servername: 'localhost' } }));
+      // Every connection handshaken and answering before the measured window.
+      await Promise.all(Array.from({ length: m.c }, async () => { for (let i = 0; i < 3; i++) await smallGet(p); }));
+      loop = (ms) => closedLoop(ms, m.c, () => smallGet(p));
       await loop(WARMUP_MS);
     } else if (m.job === 'open') {
       loop = async (ms) => {
@@ -104,6 +126,8 @@ function clientChild(): void {
       return { done, ms, cpuUs: u.user + u.system } satisfies RunReply;
     } else {
       await Promise.all(sessions.map((s) => s.close()));
+      await pool?.close();
+      pool = null;
       sessions = [];
       loop = null;
     }
@@ -130,6 +154,7 @@ interface AgentProc {
   child: ChildProcess;
   pid: number;
   port: number;
+  tlsPort: number;
   log: string;
 }
 
@@ -143,6 +168,7 @@ async function startAgent(cli: string, dir: string, workers: number, appPort: nu
     config,
     [
       'mode = "http"',
+      'tls_termination = true',
       '[app]',
       `port = ${appPort}`,
       '[api]',
@@ -168,10 +194,12 @@ async function startAgent(cli: string, dir: string, workers: number, appPort: nu
       .split('\n')
       .find((l) => l.includes('"runtime started"'));
     if (line !== undefined) {
-      const port = Number(/:(\d+)$/.exec((JSON.parse(line) as { public: string }).public)?.[1]);
-      if (!Number.isInteger(port)) throw new Error(`workers = ${workers}: no public port in ${line}`);
+      const started = JSON.parse(line) as { public: string; tls: string | null };
+      const port = Number(/:(\d+)$/.exec(started.public)?.[1]);
+      const tlsPort = Number(/:(\d+)$/.exec(started.tls ?? '')?.[1]);
+      if (!Number.isInteger(port) || !Number.isInteger(tlsPort)) throw new Error(`workers = ${workers}: no public or TLS port in ${line}`);
       pin(child.pid!, AGENT_CPUS);
-      return { workers, child, pid: child.pid!, port, log };
+      return { workers, child, pid: child.pid!, port, tlsPort, log };
     }
     if (child.exitCode !== null || Date.now() - started > 60_000) {
       child.kill('SIGKILL');
@@ -205,9 +233,9 @@ interface Sample {
 
 type Open = Extract<Job, { job: 'open' }>;
 
-async function sample(agent: AgentProc, clients: ChildProcess[], appPid: number, open: (port: number, i: number) => Open, ms = ROW_MS): Promise<Sample> {
+async function sample(agent: AgentProc, clients: ChildProcess[], appPid: number, open: (a: AgentProc, i: number) => Open, ms = ROW_MS): Promise<Sample> {
   const limit = ms + 60_000;
-  await Promise.all(clients.map((c, i) => ask(c, open(agent.port, i), limit)));
+  await Promise.all(clients.map((c, i) => ask(c, open(agent, i), limit)));
   const [a0, p0, t0] = [procCpuUs(agent.pid), procCpuUs(appPid), performance.now()];
   const runs = await Promise.all(clients.map((c) => ask<RunReply>(c, { job: 'run', ms }, limit)));
   const [a1, p1, wallUs] = [procCpuUs(agent.pid), procCpuUs(appPid), (performance.now() - t0) * 1000];
@@ -298,18 +326,24 @@ export default async function bench(): Promise<void> {
     }
     const clients = children.slice(1);
 
-    const rows: { what: string; unit: string; title: string; open: (port: number, i: number) => Open }[] = [
+    const rows: { what: string; unit: string; title: string; open: (a: AgentProc, i: number) => Open }[] = [
       ...SESSIONS.map((s) => ({
         what: `${s} sessions × ${IN_FLIGHT} in flight`,
         unit: 'req',
         title: `Data requests (small GET → app), ${s} Noise sessions × ${IN_FLIGHT} in flight each`,
-        open: (port: number, i: number): Open => ({ job: 'open', kind: 'requests', port, sessions: share(s, i), c: IN_FLIGHT }),
+        open: (a: AgentProc, i: number): Open => ({ job: 'open', kind: 'requests', port: a.port, sessions: share(s, i), c: IN_FLIGHT }),
       })),
       {
         what: `handshakes, c=${HANDSHAKE_C}`,
         unit: 'handshake',
         title: `new sessions (connect + Noise handshake + attestation, NSM simulator), closed loop, c=${HANDSHAKE_C}`,
-        open: (port: number, i: number): Open => ({ job: 'open', kind: 'handshakes', port, c: Math.max(1, share(HANDSHAKE_C, i)) }),
+        open: (a: AgentProc, i: number): Open => ({ job: 'open', kind: 'handshakes', port: a.port, c: Math.max(1, share(HANDSHAKE_C, i)) }),
+      },
+      {
+        what: `TLS small GET, c=${TLS_C}`,
+        unit: 'req',
+        title: `HTTPS requests (TLS ingress, small GET → app), ${TLS_C} keep-alive connections, one request in flight each`,
+        open: (a: AgentProc, i: number): Open => ({ job: 'open', kind: 'tls', port: a.tlsPort, c: Math.max(1, share(TLS_C, i)) }),
       },
     ];
     // A fresh agent runs its first thousands of requests unoptimised: one unmeasured pass of every row first.
