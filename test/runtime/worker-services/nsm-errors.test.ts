@@ -25,7 +25,7 @@ function failingWith(err: unknown): Nsm {
   return remote;
 }
 
-const ATTESTATION_CODES: AttestationErrorCode[] = [
+const ATTESTATION_CODES = [
   'ATTESTATION_MALFORMED',
   'ATTESTATION_STRUCTURE',
   'ATTESTATION_CHAIN',
@@ -33,6 +33,7 @@ const ATTESTATION_CODES: AttestationErrorCode[] = [
   'ATTESTATION_UNTRUSTED_ROOT',
   'ATTESTATION_SIGNATURE',
   'ATTESTATION_NONCE_MISMATCH',
+  'ATTESTATION_USER_DATA_MISMATCH',
   'ATTESTATION_PCR_MISSING',
   'ATTESTATION_PCR_MISMATCH',
   'ATTESTATION_DEBUG_ENCLAVE',
@@ -41,7 +42,10 @@ const ATTESTATION_CODES: AttestationErrorCode[] = [
   'ATTESTATION_BAD_EXPECTATIONS',
   'NSM_SIMULATOR_INSECURE',
   'NSM_ERROR',
-];
+] as const satisfies readonly AttestationErrorCode[];
+/** Every code of the union is listed: a new AttestationErrorCode fails the type check until it is added above. */
+const everyCode: [Exclude<AttestationErrorCode, (typeof ATTESTATION_CODES)[number]>] extends [never] ? true : never = true;
+void everyCode;
 /** The device's ErrorCode names (aws-nitro-enclaves-nsm-api) that come back as {"Error": name}. */
 const NSM_CODES = ['InvalidArgument', 'InvalidIndex', 'InvalidResponse', 'ReadOnlyIndex', 'InvalidOperation', 'BufferTooSmall', 'InputTooLarge', 'InternalError'];
 
