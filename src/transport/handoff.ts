@@ -239,7 +239,7 @@ export class HandoffReceipts {
     if (this.#ids.push(h.handoff) === 1) setImmediate(() => this.flush());
   }
 
-  /** Sends what is pending now (before the thread reports it stopped). */
+  /** Sends what is pending now (otherwise at the end of the turn). */
   flush(): void {
     if (this.#ids.length === 0) return;
     const ids = this.#ids;
