@@ -152,10 +152,14 @@ export function readBoolean(el: Tlv, what: string): boolean {
   return el.value[0] === 0xff;
 }
 
-/** BIT STRING contents after the unused-bits byte (which must be 0..7, and 0 when empty). */
+/**
+ * BIT STRING contents after the unused-bits byte (which must be 0..7, and 0 when empty). The unused bits must be
+ * zero (X.690 11.2.1): otherwise a reader that looks at whole bytes (keyUsage) would see bits OpenSSL ignores.
+ */
 export function readBitString(el: Tlv, what: string): { bits: Uint8Array; unused: number } {
   const v = el.value;
   if (el.tag !== TAG.BIT_STRING || v.length === 0 || v[0]! > 7 || (v.length === 1 && v[0] !== 0)) throw new DerError(`${what}: malformed BIT STRING`);
+  if ((v[v.length - 1]! & ((1 << v[0]!) - 1)) !== 0) throw new DerError(`${what}: BIT STRING with non-zero unused bits`);
   return { bits: v.subarray(1), unused: v[0]! };
 }
 
@@ -169,8 +173,10 @@ export function readTime(el: Tlv, what: string): Date {
   let year = Number(m[1]);
   if (el.tag === TAG.UTC_TIME) year += year < 50 ? 2000 : 1900;
   const [mo, d, h, mi, s] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number];
-  const t = Date.UTC(year, mo - 1, d, h, mi, s);
-  const date = new Date(t);
+  // setUTCFullYear, not Date.UTC: that maps years 0–99 to 1900–1999 (a GeneralizedTime of 0049 is not 1949).
+  const date = new Date(0);
+  date.setUTCFullYear(year, mo - 1, d);
+  date.setUTCHours(h, mi, s, 0);
   // Reject what Date.UTC would silently roll over (month 13, 31 February, 24:00).
   if (date.getUTCMonth() !== mo - 1 || date.getUTCDate() !== d || date.getUTCHours() !== h || date.getUTCMinutes() !== mi || s > 59) {
     throw new DerError(`${what}: not a valid date`);

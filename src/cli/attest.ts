@@ -19,6 +19,7 @@ import { toHex } from '../util/bytes.ts';
 import { pinsFromFlags, reportConnectError, rootsFromFlags, UNTRUSTED_ROOT_HINT } from './fetch.ts';
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
+import { printable } from '../util/printable.ts';
 
 const HELP = `Usage: enclave-agent attest <url> [options]
 
@@ -167,7 +168,7 @@ export const command: CliCommand = {
       if (err.code === 'ATTESTATION_BAD_EXPECTATIONS') throw new CliUsageError(err.message);
       if (values.json) io.out(JSON.stringify({ url, verified: false, code: err.code, message: err.message }));
       else {
-        io.err(`enclave-agent attest: attestation failed: ${err.code}: ${err.message}`);
+        io.err(`enclave-agent attest: attestation failed: ${err.code}: ${printable(err.message)}`);
         if (err.code === 'ATTESTATION_UNTRUSTED_ROOT' && roots === undefined) io.err(UNTRUSTED_ROOT_HINT);
       }
       return 1;
@@ -194,7 +195,7 @@ export const command: CliCommand = {
       const how = values.debug ? 'DEBUG: chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'}, ES384 signature`;
       const bound = https ? `document in the TLS certificate, user_data = its key; ${values['no-nonce'] ? 'no nonce asked: the document may be hours old' : 'fresh nonce via SNI'}` : 'nonce bound to this session';
       io.out(`Attestation of ${url} verified (${how}; ${bound})`);
-      io.out(`  module  ${doc.moduleId}`);
+      io.out(`  module  ${printable(doc.moduleId)}`);
       io.out(`  time    ${new Date(doc.timestamp).toISOString()}`);
       for (const n of names) {
         const e = expected?.[n];

@@ -14,6 +14,7 @@ import { fromBase64, fromHex, toHex } from '../util/bytes.ts';
 import { AttestedCertError, parseAttestedCertificate, verifyAttestedCertificate, type AttestedCertificate } from '../client/attested-cert.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { rootsFromFlags } from './flags.ts';
+import { printable } from '../util/printable.ts';
 
 const HELP = `Usage: enclave-agent attestation inspect <file|-|base64> [options]
 
@@ -166,14 +167,14 @@ function size(hex: string | null): string {
 
 function printHuman(io: CliIo, desc: ReturnType<typeof describeDocument>): void {
   io.out(`Attestation document: ${desc.bytes} bytes, COSE_Sign1 ${desc.tagged ? '(tag 18)' : '(untagged)'}, ES384`);
-  io.out(`  module_id   ${desc.moduleId}`);
+  io.out(`  module_id   ${printable(desc.moduleId)}`);
   io.out(`  time        ${desc.time} (${desc.timestamp})`);
   io.out(`  digest      ${desc.digest}`);
   io.out(`  debug mode  ${desc.debugMode ? 'yes (PCR0/1/2/8 all zero)' : 'no'}`);
   io.out('  PCRs');
   for (const [i, v] of Object.entries(desc.pcrs)) io.out(`    PCR${i.padEnd(2)}  ${v}`);
   const cert = (label: string, c: ReturnType<typeof certSummary>) =>
-    'error' in c ? io.out(`  ${label.padEnd(12)}(unparseable: ${c.error})`) : io.out(`  ${label.padEnd(12)}${c.subject}\n  ${''.padEnd(12)}valid ${c.notBefore} → ${c.notAfter}`);
+    'error' in c ? io.out(`  ${label.padEnd(12)}(unparseable: ${printable(String(c.error))})`) : io.out(`  ${label.padEnd(12)}${printable(c.subject)}\n  ${''.padEnd(12)}valid ${c.notBefore} → ${c.notAfter}`);
   cert('certificate', desc.certificate);
   desc.cabundle.forEach((c, i) => cert(`cabundle[${i}]`, c));
   io.out(`  nonce       ${size(desc.nonce)}${desc.nonce !== null && desc.nonce.length <= 128 ? `  ${desc.nonce}` : ''}`);
@@ -234,7 +235,7 @@ export const command: CliCommand = {
     const when = at ?? new Date();
     const fail = (code: string, message: string): number => {
       if (values.json) io.out(JSON.stringify({ document: null, verdict: { ok: false, code, message } }, null, 2));
-      else io.out(`Verdict: FAIL ${code}: ${message}`);
+      else io.out(`Verdict: FAIL ${code}: ${printable(message)}`);
       return 1;
     };
 
@@ -259,7 +260,7 @@ export const command: CliCommand = {
     } catch (err) {
       if (!(err instanceof AttestationError)) throw err;
       if (values.json) io.out(JSON.stringify({ document: null, verdict: { ok: false, code: err.code, message: err.message } }, null, 2));
-      else io.out(`Verdict: FAIL ${err.code}: ${err.message}`);
+      else io.out(`Verdict: FAIL ${err.code}: ${printable(err.message)}`);
       return 1;
     }
 
@@ -297,10 +298,10 @@ export const command: CliCommand = {
       io.out(JSON.stringify({ ...(certDesc === undefined ? {} : { tlsCertificate: certDesc }), document: desc, verdict: { ...verdict, at: when.toISOString(), debug: values.debug } }, null, 2));
     } else {
       if (certDesc !== undefined) {
-        io.out(`TLS certificate: ${certDesc.subject}; names ${certDesc.hostnames.join(', ') || '(none)'}; valid to ${certDesc.notAfter}; document from ${certDesc.document}`);
+        io.out(`TLS certificate: ${printable(certDesc.subject)}; names ${printable(certDesc.hostnames.join(', ')) || '(none)'}; valid to ${certDesc.notAfter}; document from ${certDesc.document}`);
       }
       printHuman(io, desc);
-      io.out(verdict.ok ? `Verdict: PASS (${verdict.notes.join('; ')})` : `Verdict: FAIL ${verdict.code}: ${verdict.message}`);
+      io.out(verdict.ok ? `Verdict: PASS (${verdict.notes.join('; ')})` : `Verdict: FAIL ${verdict.code}: ${printable(verdict.message)}`);
     }
     return verdict.ok ? 0 : 1;
   },

@@ -4,6 +4,7 @@ import { COMMANDS, type CommandEntry } from './commands.ts';
 import { didYouMean } from '../util/suggest.ts';
 import { clarifyUsageMessage, flagsInHelp } from './flags.ts';
 import { CliUsageError, type CliIo } from './types.ts';
+import { printable } from '../util/printable.ts';
 
 const defaultIo: CliIo = {
   out: (line) => process.stdout.write(line + '\n'),
@@ -85,7 +86,8 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
       return 2;
     }
     if (err instanceof AgentError) {
-      io.err(`enclave-agent ${command.path.join(' ')}: ${err.code}: ${err.message}`);
+      // Messages may quote a peer (a certificate subject, a server's error text).
+      io.err(`enclave-agent ${command.path.join(' ')}: ${err.code}: ${printable(err.message)}`);
       return 1;
     }
     const message = err instanceof Error ? err.message : String(err);

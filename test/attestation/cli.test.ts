@@ -101,6 +101,19 @@ describe('enclave-agent attestation inspect', () => {
     expect(ok.code).toBe(0);
   });
 
+  it('prints a hostile document\'s text with its control characters escaped (no fake verdict line, no hidden one)', async () => {
+    const sim = await createNsmSimulator({ stateDir: join(tmp, 'sim-ansi'), identity: { agentVersion: '1', app: 'a', config: 'c' } });
+    const doc = join(tmp, 'ansi.cbor');
+    const forged = 'i-0abc\r\nVerdict: PASS (chain to the AWS Nitro root G1)\x1b[8m\u009b';
+    writeFileSync(doc, await sim.issueDocument({ nonce: null, userData: null, publicKey: null }, { payload: (p) => p.set('module_id', forged) }));
+    const r = await cli(['attestation', 'inspect', doc]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('module_id   i-0abc\\u000d\\u000aVerdict: PASS (chain to the AWS Nitro root G1)\\u001b[8m\\u009b');
+    expect(r.out.split('\n').filter((l) => l.startsWith('Verdict:'))).toEqual([expect.stringMatching(/^Verdict: FAIL /)]);
+    // eslint-disable-next-line no-control-regex -- none may reach the terminal (LF between lines aside)
+    expect(r.out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+  });
+
   it('passes a debug-mode document with --debug and zero PCRs at any time', async () => {
     const f = nitroIndex.documents.find((d) => d.debug_mode && !isEmptyPublicKeyFixture(d))!;
     const z = '00'.repeat(48);

@@ -113,12 +113,24 @@ describe('encodings DER forbids are refused as ATTESTATION_CHAIN', () => {
     expect(chainCode(fromHex(hex.replace('0603551d130101ff', '0603551d13010100')))).toBe('ATTESTATION_CHAIN');
   });
 
+  it('a BIT STRING whose unused bits are not zero (a keyUsage hiding keyCertSign in them)', () => {
+    // Nitro CAs' keyUsage is digitalSignature + keyCertSign + cRLSign: 03 02 01 86 (one unused bit). Claiming 7
+    // unused bits leaves only digitalSignature for OpenSSL; a whole-byte reader would still see keyCertSign.
+    const ca = certs.map((c) => c.der).find((d) => toHex(d).includes('0603551d0f0101ff040403020186'))!;
+    expect(ca).toBeDefined();
+    expect(chainCode(ca)).toBe('PARSED');
+    expect(chainCode(fromHex(toHex(ca).replace('0603551d0f0101ff040403020186', '0603551d0f0101ff040403020786')))).toBe('ATTESTATION_CHAIN');
+  });
+
   it('times that are not RFC 5280 DER (no seconds, a fraction, month 13, 30 February)', () => {
     const t = (tag: number, s: string) => new DerReader(concatBytes(Uint8Array.of(tag, s.length), new TextEncoder().encode(s))).next();
     expect(readTime(t(TAG.UTC_TIME, '251231235959Z'), 't').toISOString()).toBe('2025-12-31T23:59:59.000Z');
     expect(readTime(t(TAG.UTC_TIME, '491231235959Z'), 't').getUTCFullYear()).toBe(2049);
     expect(readTime(t(TAG.UTC_TIME, '500101000000Z'), 't').getUTCFullYear()).toBe(1950);
     expect(readTime(t(TAG.GENERALIZED_TIME, '20500101000000Z'), 't').getUTCFullYear()).toBe(2050);
+    // Years 0–99 are those years, not 1900–1999 (Date.UTC's reading).
+    expect(readTime(t(TAG.GENERALIZED_TIME, '00491231235959Z'), 't').toISOString()).toBe('0049-12-31T23:59:59.000Z');
+    expect(() => readTime(t(TAG.GENERALIZED_TIME, '00490230000000Z'), 't')).toThrow(DerError);
     for (const [tag, s] of [
       [TAG.UTC_TIME, '2512312359Z'],
       [TAG.GENERALIZED_TIME, '20251231235959.5Z'],
