@@ -47,6 +47,15 @@ export interface AcmeIssued {
   readonly notAfter: number;
   /** notBefore + 2/3 of the lifetime. */
   readonly renewAt: number;
+  /** Its private key (PEM), for session workers to build the same context; not enumerable (never logged). */
+  readonly keyPem: string;
+}
+
+/** A pending tls-alpn-01 certificate as PEM (session workers build their own context from it). */
+export interface AcmeChallengePem {
+  readonly name: string;
+  readonly keyPem: string;
+  readonly certPem: string;
 }
 
 /** Timers cap at 2^31-1 ms; re-check at least hourly (the clock may be stepped). */
@@ -75,7 +84,7 @@ export class AcmeCertificate {
   readonly #now: () => number;
   readonly #logger: Logger | undefined;
   /** tls-alpn-01 certificates by name, present only while the CA may validate. */
-  readonly #challenges = new Map<string, SecureContext>();
+  readonly #challenges = new Map<string, { context: SecureContext; pem: AcmeChallengePem }>();
   #client: AcmeClient | undefined;
   #issued: AcmeIssued | undefined;
   #inFlight: Promise<void> | undefined;
@@ -84,6 +93,8 @@ export class AcmeCertificate {
   #timer: NodeJS.Timeout | undefined;
   #started = false;
   #stopped = false;
+  /** Runs after the certificate or the pending challenges change (session workers follow: tls-handoff.ts). */
+  onChange: (() => void) | undefined;
 
   constructor(opts: AcmeCertificateOptions) {
     this.#opts = opts;
@@ -105,7 +116,20 @@ export class AcmeCertificate {
 
   /** The tls-alpn-01 certificate for a handshake offering ALPN acme-tls/1 with this SNI, while one is pending. */
   challengeContext(servername: string | undefined): SecureContext | undefined {
-    return servername === undefined ? undefined : this.#challenges.get(servername.toLowerCase());
+    return servername === undefined ? undefined : this.#challenges.get(servername.toLowerCase())?.context;
+  }
+
+  /** The tls-alpn-01 certificates pending now. */
+  pendingChallenges(): AcmeChallengePem[] {
+    return [...this.#challenges.values()].map((c) => c.pem);
+  }
+
+  #changed(): void {
+    try {
+      this.onChange?.();
+    } catch {
+      // a follower's failure must not break the order
+    }
   }
 
   /** First order now; renewals and retries by timer. Call once the TLS listener accepts (the CA connects to it). */
@@ -121,6 +145,7 @@ export class AcmeCertificate {
     clearTimeout(this.#timer);
     this.#challenges.clear();
     this.#opts.transport?.close();
+    this.#changed();
   }
 
   /** Starts an order when one is due and none is in flight; false when it did not. */
@@ -149,6 +174,7 @@ export class AcmeCertificate {
       const issued = await this.#order();
       if (this.#stopped) return;
       this.#issued = issued;
+      this.#changed();
       this.#failures = 0;
       this.#nextAttemptAt = issued.renewAt;
       this.#logger?.info(
@@ -165,7 +191,10 @@ export class AcmeCertificate {
         renewal ? 'ACME renewal failed; the current certificate stays until it succeeds' : 'ACME certificate failed; serving the attested certificate for its domain until it succeeds',
       );
     } finally {
-      this.#challenges.clear();
+      if (this.#challenges.size > 0) {
+        this.#challenges.clear();
+        this.#changed();
+      }
     }
   }
 
@@ -190,10 +219,13 @@ export class AcmeCertificate {
       challengeCreateFn: async (authz, challenge, keyAuthorization) => {
         if ((challenge.type as string) !== 'tls-alpn-01') throw new Error(`the CA offered no tls-alpn-01 challenge (got ${challenge.type})`);
         const [alpnKey, alpnCert] = await acme.crypto.createAlpnCertificate(authz, keyAuthorization);
-        this.#challenges.set(authz.identifier.value.toLowerCase(), createSecureContext({ ...INGRESS_TLS_OPTIONS, key: alpnKey, cert: alpnCert }));
+        const name = authz.identifier.value.toLowerCase();
+        const pem = { name, keyPem: alpnKey.toString(), certPem: alpnCert.toString() };
+        this.#challenges.set(name, { context: createSecureContext({ ...INGRESS_TLS_OPTIONS, key: alpnKey, cert: alpnCert }), pem });
+        this.#changed();
       },
       challengeRemoveFn: (authz) => {
-        this.#challenges.delete(authz.identifier.value.toLowerCase());
+        if (this.#challenges.delete(authz.identifier.value.toLowerCase())) this.#changed();
         return Promise.resolve();
       },
     });
@@ -202,12 +234,14 @@ export class AcmeCertificate {
     if (!leaf.checkPrivateKey(createPrivateKey(key))) throw new Error('the CA returned a certificate for another key');
     const notBefore = Date.parse(leaf.validFrom);
     const notAfter = Date.parse(leaf.validTo);
-    return {
+    const issued = {
       context: createSecureContext({ ...INGRESS_TLS_OPTIONS, key, cert: chainPem }),
       chainPem,
       notBefore,
       notAfter,
       renewAt: renewalTime(notBefore, notAfter),
-    };
+    } as AcmeIssued;
+    Object.defineProperty(issued, 'keyPem', { value: key.toString(), enumerable: false });
+    return issued;
   }
 }

@@ -219,12 +219,9 @@ function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger
   });
 }
 
-/**
- * Whether TLS ingress connections run on the session workers: with workers ≥ 2 and without [ingress.acme],
- * whose certificate and tls-alpn-01 challenges live on the main thread (TLS then stays there, as with 1).
- */
+/** Whether TLS ingress connections run on the session workers (workers ≥ 2, HTTP mode). */
 function tlsOnWorkers(config: Config, workers: number): boolean {
-  return workers > 1 && config.ingress.tls && config.mode === 'http' && config.ingress.acme === null;
+  return workers > 1 && config.ingress.tls && config.mode === 'http';
 }
 
 /**
@@ -247,9 +244,8 @@ async function startIngress(
   const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
   const identity = new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host, ...(opts.ingress?.now === undefined ? {} : { now: opts.ingress.now }) });
   if (workers !== undefined && workers.sessionWorkers.identityPorts.length > 0) {
-    return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, logger });
+    return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, ...(acme === undefined ? {} : { acme }), logger });
   }
-  if (workers !== undefined && acme !== undefined) logger.info('TLS ingress runs on the main thread: [ingress.acme] certificates are served from there');
   return startTlsIngress({
     ...(acme === undefined ? {} : { acme }),
     listen: tlsListen(opts.listen, c),

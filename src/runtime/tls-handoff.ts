@@ -5,8 +5,12 @@
 // the handshake and the HTTP pipeline (worker-tls.ts) and gives the slots back.
 // Rotation stays exact: a connection arriving while the certificate is due waits here for the new one, which is
 // pushed to every worker (identity-proxy.ts) before the connection is handed with its generation.
+// [ingress.acme] runs here too (the order, renewals, the tls-alpn-01 challenges); its certificate and pending
+// challenges are pushed with the same generations, and each connection first checks (by this thread's clock)
+// whether the domain's certificate changed or expired, so a worker serves what this thread would.
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
+import type { AcmeCertificate, AcmeIssued } from '../ingress/acme-certificate.ts';
 import type { AttestedIdentity } from '../ingress/attested-identity.ts';
 import { startRotationTimer, type TlsIngress } from '../ingress/tls-ingress.ts';
 import type { SharedAdmission } from '../responder/shared-admission.ts';
@@ -22,6 +26,8 @@ export interface TlsHandoffOptions {
   /** Started with `tls: true`. */
   workers: SessionWorkers;
   admission: SharedAdmission;
+  /** [ingress.acme]: started once the listener accepts, stopped by close(). */
+  acme?: AcmeCertificate;
   logger: Logger;
 }
 
@@ -32,14 +38,35 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
   await identity.current();
 
   const servers = workers.identityPorts.map((p) => serveIdentity(p, identity));
+  const acme = opts.acme;
+  /** The ACME certificate as last pushed (undefined: none, or expired by this thread's clock). */
+  let acmeIssued: AcmeIssued | undefined;
   let generation = 0;
   const push = (): void => {
     const issued = identity.served!;
     generation++;
-    for (const s of servers) s.push(issued, generation);
+    const acmeState =
+      acme === undefined
+        ? undefined
+        : { domain: acme.domain, issued: acmeIssued === undefined ? null : { keyPem: acmeIssued.keyPem, chainPem: acmeIssued.chainPem }, challenges: acme.pendingChallenges() };
+    for (const s of servers) s.push(issued, generation, acmeState);
   };
   push();
   identity.onIssued = push;
+  if (acme !== undefined) {
+    acme.onChange = () => {
+      acmeIssued = acme.issuedFor(acme.domain);
+      push();
+    };
+  }
+  /** Per connection: what a handshake for the domain would get here (a renewal due starts, as on a handshake). */
+  const acmeCurrent = (): void => {
+    if (acme === undefined) return;
+    const now = acme.issuedFor(acme.domain);
+    if (now === acmeIssued) return;
+    acmeIssued = now;
+    push();
+  };
   const stopRotation = startRotationTimer(identity, logger);
 
   let state: 'running' | 'draining' | 'closed' = 'running';
@@ -80,6 +107,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
       raw.on('error', () => {});
       if (state !== 'running') return refuse(raw, state);
       if (!slots.tryOpen()) return refuse(raw, 'max-connections');
+      acmeCurrent();
       if (!identity.due) return hand(raw, info);
       // Due: the handshake must get the new certificate (or, if the NSM fails, the one served so far).
       held.add(raw);
@@ -90,6 +118,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     },
     onError: (err) => logger.warn({ err: String(err) }, 'TLS ingress accept failed'),
   });
+  acme?.start();
 
   let stopped: Promise<void> | undefined;
   const stopAccepting = (): Promise<void> => (stopped ??= listener.close());
@@ -98,6 +127,8 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     state = 'closed';
     stopRotation();
     identity.onIssued = undefined;
+    if (acme !== undefined) acme.onChange = undefined;
+    acme?.stop();
     await stopAccepting();
     for (const raw of held) raw.destroy();
     for (const s of servers) s.close();

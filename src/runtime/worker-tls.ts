@@ -69,6 +69,8 @@ export function startWorkerTls(opts: WorkerTlsOptions): WorkerTls {
     attach: (socket, ctx) => opts.forwarder.attach(socket, ctx),
     acceptProxyProtocol: opts.config.accept_proxy_protocol,
     handshakeTimeoutMs: opts.config.limits.handshake_timeout_ms,
+    // [ingress.acme]: the domain's certificate and the tls-alpn-01 challenges, as the main thread pushed them.
+    ...(opts.config.ingress.acme === null ? {} : { acme: identity.acme }),
     slots,
     logger,
   }).catch((err: unknown) => {

@@ -19,12 +19,15 @@ import { configFromObject } from '../../src/config.ts';
 import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
 import { connectStream } from '../../src/transport/connect.ts';
+import { nativeAvailable } from '../../src/transport/native.ts';
 import { startTestDns, type TestDns } from '../egress/helpers.ts';
 import { run, startPythonApp, type PythonApp } from './helpers.ts';
 import { freePort, makeServerCert, startPebble, type Pebble } from './pebble.ts';
 
 const DOMAIN = 'shop.acme.test';
 const CA_NAME = 'pebble.test';
+/** TLS connections (and so the tls-alpn-01 validation) on session workers where threads can be had. */
+const WORKERS = nativeAvailable() ? 2 : 1;
 
 interface Peer {
   der: Uint8Array;
@@ -68,6 +71,7 @@ async function startAgent(o: { dir: string; appPort: number; dialerPort: number;
     tls_termination: true,
     app: { port: o.appPort },
     api: { enabled: false },
+    limits: { workers: WORKERS },
     ingress: {
       host: 'localhost',
       acme: { domain: DOMAIN, directory: `https://${CA_NAME}:${o.acmePort}/dir`, terms_of_service_agreed: true, email: 'ops@acme.test', retry_backoff_ms: 200, retry_backoff_max_ms: 800 },
@@ -140,7 +144,8 @@ describe('ACME certificate from pebble, validated by tls-alpn-01 on the agent', 
     expect((await run('curl', ['-sS', '--resolve', `${DOMAIN}:${a.tlsPort}:127.0.0.1`, `https://${DOMAIN}:${a.tlsPort}/`])).code).not.toBe(0);
     // Pebble validated the challenge itself, against the agent.
     expect(pebble!.output()).toMatch(/authz \S+ set VALID by completed challenge/);
-    expect(a.lines.some((l) => l.msg === 'ACME tls-alpn-01 challenge answered' && l.servername === DOMAIN)).toBe(true);
+    // Answered by a worker thread (its log lines carry its number) when there are workers.
+    expect(a.lines.some((l) => l.msg === 'ACME tls-alpn-01 challenge answered' && l.servername === DOMAIN && (WORKERS === 1 || typeof l.worker === 'number'))).toBe(true);
     expect(a.lines.some((l) => l.msg === 'ACME certificate obtained; served for its domain' && l.domain === DOMAIN)).toBe(true);
   }, 60_000);
 

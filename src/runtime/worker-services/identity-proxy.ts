@@ -7,12 +7,16 @@
 // Rotation follows the main thread: each handed TLS connection carries the generation the main thread had
 // pushed when it handed it (it re-issues a due certificate first, session-workers.ts), and the worker serves it
 // no older one (want()).
+// With [ingress.acme] the state pushed carries the ACME certificate for the domain (while the main thread serves
+// it) and the pending tls-alpn-01 challenge certificates too, under the same generations: a CA's validation
+// connection arrives after its challenge was pushed, so it is handed with a generation that includes it.
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
+import type { AcmeChallengePem } from '../../ingress/acme-certificate.ts';
 import type { AttestedIdentity, IssuedCertificate } from '../../ingress/attested-identity.ts';
 import { IngressError, type IngressErrorCode } from '../../ingress/errors.ts';
 import { nonceFromSni } from '../../ingress/sni-nonce.ts';
-import type { IngressIdentity, ServedCertificate } from '../../ingress/tls-ingress.ts';
+import type { AcmeSni, IngressIdentity, ServedCertificate } from '../../ingress/tls-ingress.ts';
 import { INGRESS_TLS_OPTIONS } from '../../ingress/tls-options.ts';
 import { WorkerServiceError } from './errors.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
@@ -23,6 +27,13 @@ interface WireCertificate {
   der: Uint8Array;
   notAfter: number;
   spkiDer: Uint8Array;
+}
+
+/** [ingress.acme] as the main thread serves it now: the domain's certificate (null: none, or expired), the challenges. */
+export interface AcmeWire {
+  domain: string;
+  issued: { keyPem: string; chainPem: string } | null;
+  challenges: AcmeChallengePem[];
 }
 
 /** IngressError crosses as a value (its code decides the HTTP answer: 429 for a spent nonce budget). */
@@ -48,8 +59,8 @@ const optionalString = (v: unknown): v is string | undefined | null => v === und
 const optionalBytes = (v: unknown): v is Uint8Array | undefined | null => v === undefined || v === null || v instanceof Uint8Array;
 
 export interface IdentityServer {
-  /** Sends `issued` as generation `generation` to the worker. False when the port is closed. */
-  push(issued: IssuedCertificate, generation: number): boolean;
+  /** Sends `issued` (and the ACME state) as generation `generation` to the worker. False when the port is closed. */
+  push(issued: IssuedCertificate, generation: number, acme?: AcmeWire): boolean;
   close(): void;
 }
 
@@ -69,7 +80,7 @@ export function serveIdentity(port: PortLike, identity: AttestedIdentity): Ident
     },
   });
   return {
-    push: (issued, generation) => rpc.notify('certificate', { generation, certificate: wire(issued) }),
+    push: (issued, generation, acme) => rpc.notify('certificate', { generation, certificate: wire(issued), ...(acme === undefined ? {} : { acme }) }),
     close: () => rpc.close(),
   };
 }
@@ -77,6 +88,33 @@ export function serveIdentity(port: PortLike, identity: AttestedIdentity): Ident
 interface Held extends ServedCertificate {
   readonly generation: number;
   readonly spkiDer: Uint8Array;
+  readonly acme: HeldAcme | undefined;
+}
+
+interface HeldAcme {
+  readonly domain: string;
+  readonly issued: { context: SecureContext } | undefined;
+  readonly challenges: ReadonlyMap<string, SecureContext>;
+}
+
+function isAcmeWire(v: unknown): v is AcmeWire {
+  if (typeof v !== 'object' || v === null) return false;
+  const a = v as Record<string, unknown>;
+  const issued = a.issued as Record<string, unknown> | null;
+  return (
+    typeof a.domain === 'string' &&
+    (issued === null || (typeof issued === 'object' && typeof issued.keyPem === 'string' && typeof issued.chainPem === 'string')) &&
+    Array.isArray(a.challenges) &&
+    a.challenges.every((c: unknown) => typeof c === 'object' && c !== null && ['name', 'keyPem', 'certPem'].every((k) => typeof (c as Record<string, unknown>)[k] === 'string'))
+  );
+}
+
+function acmeOf(a: AcmeWire): HeldAcme {
+  return {
+    domain: a.domain,
+    issued: a.issued === null ? undefined : { context: createSecureContext({ ...INGRESS_TLS_OPTIONS, key: a.issued.keyPem, cert: a.issued.chainPem }) },
+    challenges: new Map(a.challenges.map((c) => [c.name, createSecureContext({ ...INGRESS_TLS_OPTIONS, key: c.keyPem, cert: c.certPem })])),
+  };
 }
 
 function contextOf(c: WireCertificate): SecureContext {
@@ -102,6 +140,8 @@ function unwrap<T>(v: unknown, check: (ok: unknown) => ok is T, method: string):
 }
 
 export interface RemoteIdentity extends IngressIdentity {
+  /** [ingress.acme] as the main thread last pushed it (the ingress's `acme`). */
+  readonly acme: AcmeSni;
   /** A handed connection was admitted with generation `generation`: no older certificate serves it. */
   want(generation: number): void;
   /** Rejects what waits for a certificate; later calls fail with WORKER_SERVICE_CLOSED. */
@@ -130,10 +170,11 @@ export function remoteIdentity(port: PortLike): RemoteIdentity {
     service: 'identity',
     notes: {
       certificate: (v) => {
-        const m = v as { generation?: unknown; certificate?: unknown } | null;
+        const m = v as { generation?: unknown; certificate?: unknown; acme?: unknown } | null;
         if (typeof m !== 'object' || m === null || typeof m.generation !== 'number' || !isWireCertificate(m.certificate)) throw bad('certificate note');
+        if (m.acme !== undefined && !isAcmeWire(m.acme)) throw bad('certificate note: acme');
         if (held !== undefined && m.generation <= held.generation) return;
-        held = { generation: m.generation, context: contextOf(m.certificate), spkiDer: m.certificate.spkiDer };
+        held = { generation: m.generation, context: contextOf(m.certificate), spkiDer: m.certificate.spkiDer, acme: m.acme === undefined ? undefined : acmeOf(m.acme) };
         settle();
       },
     },
@@ -144,7 +185,20 @@ export function remoteIdentity(port: PortLike): RemoteIdentity {
     if (closed) return Promise.reject(new WorkerServiceError('WORKER_SERVICE_CLOSED', 'identity: the port to the main thread is closed'));
     return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
   };
+  const acme: AcmeSni = {
+    issuedFor(servername) {
+      const a = held?.acme;
+      return a === undefined || servername?.toLowerCase() !== a.domain ? undefined : a.issued;
+    },
+    challengeContext(servername) {
+      return servername === undefined ? undefined : held?.acme?.challenges.get(servername.toLowerCase());
+    },
+    // The order, its renewal and its challenges run on the main thread.
+    start() {},
+    stop() {},
+  };
   return {
+    acme,
     want(generation) {
       if (generation > wanted) wanted = generation;
     },

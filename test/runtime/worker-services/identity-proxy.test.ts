@@ -3,7 +3,7 @@
 // context from the pushed key and certificate, gets fresh-nonce certificates and documents from the main
 // thread's budget (its IngressError arriving as IngressError, so /.well-known answers 429), and a closed port
 // fails what waits instead of hanging it.
-import type { X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -106,6 +106,41 @@ describe('identity proxy', () => {
       expect(await remote.contextFor('localhost')).toBe(remote.served!.context);
       // A bad nonce label is refused here, as on the main thread.
       await expect(remote.contextFor('!!.attest.localhost')).rejects.toSatisfy((e) => e instanceof IngressError && e.code === 'INGRESS_BAD_NONCE');
+    } finally {
+      remote.close();
+      server.close();
+    }
+  });
+
+  it('[ingress.acme]: the domain certificate and pending challenges follow the pushes, by generation', async () => {
+    const identity = new AttestedIdentity({ nsm: sim });
+    const issued = await identity.current();
+    const fresh = await identity.certificateFor(`${sniNonce()}.attest.localhost`); // another key and certificate
+    const pemOf = (der: Uint8Array): string => new X509Certificate(der).toString();
+    const { server, remote } = pair(identity);
+    try {
+      server.push(issued, 1, { domain: 'shop.example', issued: null, challenges: [] });
+      await remote.serving();
+      expect(remote.acme.issuedFor('shop.example')).toBeUndefined();
+      // A challenge pending (generation 2), then the certificate obtained and the challenge gone (generation 3).
+      server.push(issued, 2, { domain: 'shop.example', issued: null, challenges: [{ name: 'shop.example', keyPem: fresh.keyPem, certPem: pemOf(fresh.der) }] });
+      remote.want(2);
+      await remote.serving();
+      const challenge = await presented(remote.acme.challengeContext('SHOP.example')!, 'shop.example');
+      expect(Buffer.from(challenge.raw).equals(Buffer.from(fresh.der))).toBe(true);
+      expect(remote.acme.challengeContext('other.example')).toBeUndefined();
+      server.push(issued, 3, { domain: 'shop.example', issued: { keyPem: fresh.keyPem, chainPem: pemOf(fresh.der) }, challenges: [] });
+      remote.want(3);
+      await remote.serving();
+      expect(remote.acme.challengeContext('shop.example')).toBeUndefined();
+      const served = await presented(remote.acme.issuedFor('Shop.Example')!.context, 'shop.example');
+      expect(Buffer.from(served.raw).equals(Buffer.from(fresh.der))).toBe(true);
+      expect(remote.acme.issuedFor('localhost')).toBeUndefined();
+      // Expired on the main thread's clock: pushed as none.
+      server.push(issued, 4, { domain: 'shop.example', issued: null, challenges: [] });
+      remote.want(4);
+      await remote.serving();
+      expect(remote.acme.issuedFor('shop.example')).toBeUndefined();
     } finally {
       remote.close();
       server.close();
