@@ -6,7 +6,7 @@
 // /.well-known/attestation share one process-wide budget, rotation under a moved clock reaches the workers, the
 // connection limit is exact across threads, drain answers what is in flight; with [ingress.acme] too.
 import http from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import os from 'node:os';
@@ -177,6 +177,9 @@ async function refused(port: number, servername = 'localhost'): Promise<boolean>
   }
 }
 
+/** This process's OS threads (worker threads are among them). */
+const threads = (): number => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]);
+
 const spki = (x: X509Certificate): Buffer => Buffer.from(x.publicKey.export({ type: 'spki', format: 'der' }));
 
 function documentOf(x: X509Certificate) {
@@ -334,6 +337,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
   }, 60_000);
 
   it('drain answers the requests in flight on every worker, refuses new connections, then completes', async () => {
+    const threadsBefore = threads();
     stack = await startStack(workers);
     const s = stack;
     const conns = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
@@ -357,6 +361,8 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
       c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
     });
     expect(gone).toBe('ECONNREFUSED');
+    // No thread left behind: the session workers (and anything they started) are gone.
+    await waitUntil(() => threads() <= threadsBefore, 10_000, `the thread count back to ${threadsBefore} (now ${threads()})`);
   }, 60_000);
 });
 
