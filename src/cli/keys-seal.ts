@@ -68,6 +68,16 @@ export function keyPolicyTemplate(keyArn: string, pcrs: Pcrs | null): object {
         Action: ['kms:DescribeKey', 'kms:GetKeyPolicy', 'kms:ScheduleKeyDeletion', 'kms:CancelKeyDeletion'],
         Resource: '*',
       },
+      // PutKeyPolicy refuses a policy that would not let its caller change it again (unless told to bypass that
+      // check, which would freeze the PCR list for good): one named role may, and it is the one principal that
+      // can widen Decrypt. Apply the policy as that role; guard it as the key itself.
+      {
+        Sid: 'KeyPolicyAdministration',
+        Effect: 'Allow',
+        Principal: { AWS: `arn:aws:iam::${account}:role/<KEY_POLICY_ADMIN_ROLE>` },
+        Action: ['kms:PutKeyPolicy', 'kms:GetKeyPolicy', 'kms:DescribeKey'],
+        Resource: '*',
+      },
       { Sid: 'OperatorSeals', Effect: 'Allow', Principal: { AWS: `arn:aws:iam::${account}:role/<OPERATOR_ROLE>` }, Action: ['kms:GenerateDataKey'], Resource: '*' },
       {
         Sid: 'EnclaveAttestedDecrypt',

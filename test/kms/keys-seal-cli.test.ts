@@ -61,6 +61,10 @@ describe('keys seal → start --json', () => {
     const decrypt = out.keyPolicy.Statement.find((s) => s.Action.includes('kms:Decrypt'))!;
     expect(decrypt.Condition!.StringEqualsIgnoreCase).toEqual({ 'kms:RecipientAttestation:PCR0': pcrs.PCR0, 'kms:RecipientAttestation:PCR1': pcrs.PCR1, 'kms:RecipientAttestation:PCR2': pcrs.PCR2 });
     expect(out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:Decrypt'))).toHaveLength(1);
+    // The policy can be applied without AWS's lockout bypass and changed later (new PCRs): one named role may.
+    const admin = out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:PutKeyPolicy')) as { Principal: { AWS: string }; Action: string[] }[];
+    expect(admin.map((s) => s.Principal.AWS)).toEqual([expect.stringMatching(/^arn:aws:iam::\d{12}:role\/<KEY_POLICY_ADMIN_ROLE>$/)]);
+    expect(admin[0]!.Action).not.toContain('kms:Decrypt');
     expect(JSON.parse(readFileSync(sealed, 'utf8'))).toMatchObject({ format: 'enclave-agent/sealed-keyring', version: 2, kms: { keyId, region: kms.region }, retired: [] });
 
     const again = await runBin(['keys', 'seal', '--kms-key-id', keyId, '--region', kms.region, '--endpoint', kms.endpoint, '--out', sealed], { env });
