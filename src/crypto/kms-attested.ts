@@ -5,6 +5,9 @@
 //      a caller choose public_key — KMS would release the key to whoever holds that key)
 //   3. KMS Decrypt(CiphertextBlob, Recipient{RSAES_OAEP_SHA_256, document}) → CiphertextForRecipient
 //   4. the CMS envelope opened with the RSA key → the plaintext (the caller wipes it)
+// The plaintext is NOT authenticated: KMS's envelope is AES-256-CBC, so a host that alters the envelope can make
+// it open to other bytes. Every caller must authenticate what it gets (the sealed keyring and kms: secrets open
+// AES-GCM with it, which fails on any other key); a new caller must do the same.
 // KMS evaluates the key policy's kms:RecipientAttestation:PCR<n> conditions against the document.
 import { generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
