@@ -78,27 +78,21 @@ function localSlots(maxConnections: number, maxPending: number): TlsConnectionSl
 
 /**
  * Re-issues `identity`'s default certificate when it is due (and re-checks at least hourly: the clock may be
- * stepped); `issued` runs after each successful check. Returns the stop.
+ * stepped). Returns the stop.
  */
-export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number }, logger: Logger | undefined, issued?: () => void): () => void {
+export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number }, logger: Logger | undefined): () => void {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const schedule = (): void => {
     if (stopped) return;
     // Timers cap at 2^31-1 ms.
     timer = setTimeout(() => {
-      identity.current().then(
-        () => {
-          issued?.();
-          schedule();
-        },
-        (err: unknown) => {
-          logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
-          if (stopped) return;
-          timer = setTimeout(schedule, 30_000);
-          timer.unref();
-        },
-      );
+      identity.current().then(schedule, (err: unknown) => {
+        logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
+        if (stopped) return;
+        timer = setTimeout(schedule, 30_000);
+        timer.unref();
+      });
     }, Math.min(identity.msUntilDue() + 1, 3_600_000));
     timer.unref();
   };
