@@ -57,12 +57,12 @@ describe('keys seal → start --json', () => {
 
     const r = await runBin(['keys', 'seal', '--kms-key-id', keyId, '--region', kms.region, '--endpoint', kms.endpoint, '--out', sealed, '--pcrs', pcrsFile, '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { publicKeys: { p256: string; secp256k1: string }; keyPolicy: { Statement: { Sid: string; Action: string[]; Condition?: Record<string, Record<string, string>> }[] } };
+    const out = JSON.parse(r.stdout) as { publicKeys: { p256: string; secp256k1: string }; keyPolicy: { Statement: { Sid: string; Principal: { AWS: string }; Action: string[]; Condition?: Record<string, Record<string, string>> }[] } };
     const decrypt = out.keyPolicy.Statement.find((s) => s.Action.includes('kms:Decrypt'))!;
     expect(decrypt.Condition!.StringEqualsIgnoreCase).toEqual({ 'kms:RecipientAttestation:PCR0': pcrs.PCR0, 'kms:RecipientAttestation:PCR1': pcrs.PCR1, 'kms:RecipientAttestation:PCR2': pcrs.PCR2 });
     expect(out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:Decrypt'))).toHaveLength(1);
     // The policy can be applied without AWS's lockout bypass and changed later (new PCRs): one named role may.
-    const admin = out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:PutKeyPolicy')) as { Principal: { AWS: string }; Action: string[] }[];
+    const admin = out.keyPolicy.Statement.filter((s) => s.Action.includes('kms:PutKeyPolicy'));
     expect(admin.map((s) => s.Principal.AWS)).toEqual([expect.stringMatching(/^arn:aws:iam::\d{12}:role\/<KEY_POLICY_ADMIN_ROLE>$/)]);
     expect(admin[0]!.Action).not.toContain('kms:Decrypt');
     expect(JSON.parse(readFileSync(sealed, 'utf8'))).toMatchObject({ format: 'enclave-agent/sealed-keyring', version: 2, kms: { keyId, region: kms.region }, retired: [] });
