@@ -18,12 +18,14 @@
  * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
  * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
  * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
- * with EPERM; syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS. Before that it keeps
- * only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding, effective, permitted,
- * inheritable and ambient sets): an app running as root would otherwise reach past the filter through the
- * kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...), and without
- * CAP_SYS_PTRACE, with the agent non-dumpable (native/src/process.c), it cannot open /proc/<agent>/mem or
- * environ. First of all, while it still has CAP_SYS_ADMIN, it gives the app its own mount namespace (every mount
+ * with EPERM; ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could
+ * open /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which
+ * the agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
+ * Before that it keeps only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding,
+ * effective, permitted, inheritable and ambient sets): an app running as root would otherwise reach past the
+ * filter through the kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...),
+ * and without CAP_SYS_PTRACE, with the agent non-dumpable (native/src/process.c), it cannot open
+ * /proc/<agent>/mem or environ. First of all, while it still has CAP_SYS_ADMIN, it gives the app its own mount namespace (every mount
  * a slave of the agent's) in which /proc/sys, /proc/sysrq-trigger and /sys, with every mount under them, are
  * read-only (read_only_kernel_settings): root needs no capability to write kernel settings, and some make the
  * kernel run a program as full root outside the sandbox (a core_pattern pipe handler, modprobe, uevent_helper,
@@ -43,6 +45,7 @@
 #include <string.h>
 #include <stddef.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -62,6 +65,22 @@
 #endif
 #ifndef __NR_pidfd_getfd
 #define __NR_pidfd_getfd 438
+#endif
+/*
+ * The NSM driver's one ioctl (include/uapi/linux/nsm.h; native/src/nsm.c uses the same): _IOWR(0x0A, 0, struct
+ * nsm_raw), the struct being two { u64 addr; u64 len; } iovecs. The older out-of-tree driver's NSM_IO_REQUEST
+ * has the same number (two struct iovec, 32 bytes on both 64-bit ABIs).
+ */
+struct nsm_raw_layout {
+  __u64 request_addr, request_len, response_addr, response_len;
+};
+#define NSM_IOCTL_RAW _IOWR(0x0A, 0, struct nsm_raw_layout)
+_Static_assert(NSM_IOCTL_RAW == 0xC0200A00u, "NSM_IOCTL_RAW must match the driver's number");
+/* The low 32 bits of seccomp_data.args[n] (a u64): where they lie in memory depends on the byte order. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define ARG_LOW(n) offsetof(struct seccomp_data, args[n])
+#else
+#define ARG_LOW(n) (offsetof(struct seccomp_data, args[n]) + 4)
 #endif
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -268,9 +287,19 @@ static int deny_vsock(void) {
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 1, 0),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    /*
+     * The NSM, which signs whatever public_key, nonce and user_data it is given. ioctl's request is an unsigned
+     * int to the kernel, which drops the register's high 32 bits: only the low ones are compared, so setting
+     * high bits does not slip past.
+     */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 4),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NSM_IOCTL_RAW, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 3),
-    /* socket()'s domain is an int: the low 32 bits of args[0] (both architectures are little-endian). */
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+    /* socket()'s domain is an int: the low 32 bits of args[0]. */
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_VSOCK, 0, 1),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),

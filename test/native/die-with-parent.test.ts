@@ -1,7 +1,7 @@
 // native/src/die-with-parent.c on its own: PR_SET_PDEATHSIG survives the exec, a parent that is already gone
 // means the command never runs, a failed exec reports its errno on the given fd, and --deny-vsock's sandbox
-// (seccomp filter, capabilities cut to an allow-list, kernel settings read-only) holds for the command and what it
-// starts.
+// (seccomp filter: no vsock, no NSM ioctl; capabilities cut to an allow-list, kernel settings read-only) holds for
+// the command and what it starts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -105,6 +105,43 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     const r = spawnSync(wrapper, ['--deny-vsock', String(process.pid), '-', PYTHON, '-c', BORROW_PY], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('EPERM EPERM EPERM');
+  });
+
+  // The app must not ask the NSM for attestation documents of its own (a public_key or nonce it chose): the
+  // agent's NSM_IOCTL_RAW, on any descriptor, is refused. /dev/null stands in for /dev/nsm (absent here): ENOTTY
+  // means the ioctl reached a driver. The kernel takes the request as a 32-bit int (FIONREAD with high bits set
+  // still works), so high bits must not slip past. Another request on the same fd, and FIONREAD, still work.
+  const NSM_IOCTL_RAW = /#define NSM_IOCTL_RAW (0x[0-9A-Fa-f]+)UL/.exec(readFileSync(path.join(import.meta.dirname, '../../native/src/nsm.c'), 'utf8'))?.[1];
+  const NSM_PY = [
+    'import ctypes, errno, os, platform, subprocess, sys',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'NR_IOCTL = ctypes.c_long({"x86_64": 16, "aarch64": 29}[platform.machine()])',
+    'raw = int(sys.argv[1], 16)',
+    'def ioctl(fd, req, arg):',
+    '    return "ok" if libc.syscall(NR_IOCTL, fd, ctypes.c_ulong(req), arg) >= 0 else errno.errorcode[ctypes.get_errno()]',
+    'fd = os.open("/dev/null", os.O_RDWR)',
+    'buf = ctypes.create_string_buffer(32)',
+    'out = [ioctl(fd, r, buf) for r in (raw, raw | 0xFFFFFFFF00000000, raw | 1 << 32, raw + 1)]',
+    'rd, wr = os.pipe()',
+    'os.write(wr, b"abc")',
+    'for r in (0x541B, 0x541B | 0xFFFFFFFF00000000):  # FIONREAD, and with high bits the kernel drops',
+    '    n = ctypes.c_int(-1)',
+    '    out.append("%s:%d" % (ioctl(rd, r, ctypes.byref(n)), n.value))',
+    'if len(sys.argv) > 2: out.append(subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], capture_output=True, text=True).stdout.strip())',
+    'print(" ".join(out))',
+  ].join('\n');
+  const nsmProbe = (deny: boolean): string => {
+    const r = spawnSync(wrapper, [...(deny ? ['--deny-vsock'] : []), String(process.pid), '-', PYTHON, '-c', NSM_PY, NSM_IOCTL_RAW ?? '', NSM_PY], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return r.stdout.trim();
+  };
+
+  it("--deny-vsock: the command and what it starts cannot issue the agent's NSM ioctl; other ioctls work", () => {
+    expect(NSM_IOCTL_RAW).toBe('0xC0200A00'); // _IOWR(0x0A, 0, struct nsm_raw), a 32-byte struct
+    expect(nsmProbe(true)).toBe('EPERM EPERM EPERM ENOTTY ok:3 ok:3 EPERM EPERM EPERM ENOTTY ok:3 ok:3');
+    // Without the option the same requests reach the driver: the EPERM is the filter's.
+    expect(nsmProbe(false)).toBe('ENOTTY ENOTTY ENOTTY ENOTTY ok:3 ok:3 ENOTTY ENOTTY ENOTTY ENOTTY ok:3 ok:3');
   });
 
   // An agent and its sandboxed app as the same unprivileged user (root and setpriv needed to make one here).
