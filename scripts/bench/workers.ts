@@ -24,8 +24,8 @@
 //
 // Processes:  agent ×K   `enclave-agent run` from the Docker layer's bundle (agent-bundle.ts: build-bundle.mjs,
 //                        the launcher's node flags), one per workers value, --listen tcp:0,0 --nsm simulator,
-//                        HTTP mode, tls_termination = true (the TLS row; its boot certificate is in the at-rest
-//                        figure), trx log on (stdout to a temp file, emptied after every row), `sleep` as its
+//                        HTTP mode, tls_termination = true for the rows (the TLS row), off for the at-rest
+//                        figure (the default configuration, its own fresh agents), trx log on (stdout to a temp file, emptied after every row), `sleep` as its
 //                        supervised app; its CPU from lib.ts procCpuUs (every thread)
 //             app        anchors.ts's app child (node:http, GET → 11-byte JSON, keep-alive), shared by all agents
 //             clients    BENCH_WORKERS_CLIENTS load generators (children of this file; default 1). In children so
@@ -162,13 +162,14 @@ const pin = (pid: number, cpus: string | undefined): void => {
   if (cpus !== undefined) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 };
 
-async function startAgent(cli: string, dir: string, workers: number, appPort: number): Promise<AgentProc> {
-  const config = path.join(dir, `enclave-${workers}.toml`);
+async function startAgent(cli: string, dir: string, workers: number, appPort: number, tls: boolean): Promise<AgentProc> {
+  const name = `${workers}${tls ? '-tls' : ''}`;
+  const config = path.join(dir, `enclave-${name}.toml`);
   await writeFile(
     config,
     [
       'mode = "http"',
-      'tls_termination = true',
+      `tls_termination = ${tls}`,
       '[app]',
       `port = ${appPort}`,
       '[api]',
@@ -183,9 +184,9 @@ async function startAgent(cli: string, dir: string, workers: number, appPort: nu
     ].join('\n'),
   );
   const { flags, env } = await shippedLaunch();
-  const log = path.join(dir, `agent-${workers}.log`);
+  const log = path.join(dir, `agent-${name}.log`);
   const fd = openSync(log, 'a'); // O_APPEND: the file can be emptied under the agent's writes
-  const args = [...flags, cli, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, `state-${workers}`), '--', 'sleep', '86400'];
+  const args = [...flags, cli, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, `state-${name}`), '--', 'sleep', '86400'];
   const child = spawn(process.execPath, args, { cwd: dir, env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const started = Date.now();
@@ -196,7 +197,7 @@ async function startAgent(cli: string, dir: string, workers: number, appPort: nu
     if (line !== undefined) {
       const started = JSON.parse(line) as { public: string; tls: string | null };
       const port = Number(/:(\d+)$/.exec(started.public)?.[1]);
-      const tlsPort = Number(/:(\d+)$/.exec(started.tls ?? '')?.[1]);
+      const tlsPort = tls ? Number(/:(\d+)$/.exec(started.tls ?? '')?.[1]) : 0;
       if (!Number.isInteger(port) || !Number.isInteger(tlsPort)) throw new Error(`workers = ${workers}: no public or TLS port in ${line}`);
       pin(child.pid!, AGENT_CPUS);
       return { workers, child, pid: child.pid!, port, tlsPort, log };
@@ -309,15 +310,24 @@ export default async function bench(): Promise<void> {
     children.push(app);
     const { httpPort } = await new Promise<{ httpPort: number }>((r) => app.once('message', (m) => r(m as { httpPort: number })));
     pin(app.pid!, LOAD_CPUS);
-    for (const n of WORKERS) agents.push(await startAgent(cli, dir, n, httpPort));
-    // At rest: fresh processes, nothing served yet, after V8's idle-time GCs.
-    await new Promise((r) => setTimeout(r, IDLE_MS));
+    // At rest: fresh processes in the default configuration (no TLS ingress), nothing served yet, after V8's
+    // idle-time GCs; stopped before the measured agents start.
+    const resting: AgentProc[] = [];
+    try {
+      for (const n of WORKERS) resting.push(await startAgent(cli, dir, n, httpPort, false));
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+    } finally {
+      agents.push(...resting); // stopped with the rest if reading them fails
+    }
     const rest = await Promise.all(
-      agents.map(async (a) => {
+      resting.map(async (a) => {
         const status = await readFile(`/proc/${a.pid}/status`, 'utf8');
         return { rss: statusKiB(a.pid, 'VmRSS', status), anon: statusKiB(a.pid, 'RssAnon', status), threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1]) };
       }),
     );
+    await Promise.all(resting.map(stopAgent));
+    agents.length = 0;
+    for (const n of WORKERS) agents.push(await startAgent(cli, dir, n, httpPort, true));
     for (let i = 0; i < CLIENTS; i++) {
       const c = fork(SELF, ['--workers-client'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       children.push(c);
