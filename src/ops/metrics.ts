@@ -155,6 +155,8 @@ export interface MetricSources {
   refusedConnections?: () => number;
   /** The log stream's counters, when [log] sink = "vsock". */
   logStream?: () => { dropped: number; queuedBytes: number };
+  /** Log and transaction lines session threads dropped over their in-flight bound (session-workers.ts). */
+  workerLogDropped?: () => number;
   /** Handshakes waiting for a slot (handshake admission, src/responder/admission.ts). */
   handshakesQueued?: () => number;
   /** Encrypted bytes queued toward clients now (the responders' shared output budget). */
@@ -318,11 +320,11 @@ export class AgentMetrics {
 
     new Counter({
       name: `${p}log_records_dropped_total`,
-      help: 'Log lines dropped because the host log sink was unreachable and the buffer was full.',
+      help: 'Log lines dropped because the host log sink was unreachable and the buffer was full, or because a session thread had more lines waiting for the main thread than its bound.',
       registers: [r],
       collect() {
         this.reset();
-        this.inc(sources().logStream?.().dropped ?? 0);
+        this.inc((sources().logStream?.().dropped ?? 0) + (sources().workerLogDropped?.() ?? 0));
       },
     });
     new Gauge({

@@ -404,6 +404,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     outputQueuedBytes: () => queued(a.public.responder) ?? 0,
     appUp: () => probe.current().status,
     ...(opts.logStream === undefined ? {} : { logStream: opts.logStream }),
+    ...(sessionWorkers === undefined ? {} : { workerLogDropped: () => sessionWorkers!.droppedLogLines }),
   };
   const clockHub = new ClockChannelHub(() => void clock.sampleNow());
   const clock = new ClockMonitor({ hub: clockHub, config: config.clock, metrics, logger, ...(opts.clockStepper === undefined ? {} : { stepper: opts.clockStepper }) });

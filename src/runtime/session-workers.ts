@@ -68,6 +68,8 @@ export interface SessionWorkers extends Responder {
   readonly loopUtilization: readonly LoopUtilization[];
   /** With `tls`: each worker's identity port, main side (served by tls-handoff.ts). */
   readonly identityPorts: readonly MessagePort[];
+  /** Log and transaction lines the workers dropped over their in-flight bound (worker-services/in-flight.ts). */
+  readonly droppedLogLines: number;
   /** With `tls`: posts a TLS connection (admitted, detached) to the least-loaded worker; false once draining (the caller still owns it). */
   handTls(connection: HandedConnection, generation: number): boolean;
 }
@@ -84,6 +86,8 @@ interface Slot {
   readonly metrics: MetricsServer;
   readonly ports: MessagePort[];
   readonly identity: MessagePort | undefined;
+  /** Lines it dropped over its in-flight bound, as its log and trx ports report them. */
+  readonly droppedLines: () => number;
   /** Sessions it holds as this thread counts them (handed, minus summaries and `unused`): where the next goes. */
   live: number;
   stopped: ((error?: string) => void) | null;
@@ -135,9 +139,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       wipeScalars(scalars); // workerData was cloned by now: the copies on this side go at once
     }
     serveNsm(channels.nsm.port1, opts.nsm);
-    serveWorkerLogs(channels.log.port1, logger);
+    const logs = serveWorkerLogs(channels.log.port1, logger);
     serveDecryptPool(channels.decrypt.port1, opts.decryptPool);
-    if (channels.trx !== undefined && opts.trxSink !== undefined) serveLogSink(channels.trx.port1, opts.trxSink, logger);
+    const trx = channels.trx !== undefined && opts.trxSink !== undefined ? serveLogSink(channels.trx.port1, opts.trxSink, logger) : undefined;
     const slot: Slot = {
       index,
       worker,
@@ -151,6 +155,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       }),
       ports: [channels.nsm.port1, channels.log.port1, channels.metrics.port1, channels.decrypt.port1, ...(channels.trx === undefined ? [] : [channels.trx.port1]), ...(channels.identity === undefined ? [] : [channels.identity.port1])],
       identity: channels.identity?.port1,
+      droppedLines: () => logs.droppedInWorker + (trx?.dropped ?? 0),
       live: 0,
       stopped: null,
       handoffs: new HandoffLedger(),
@@ -307,6 +312,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     },
     counters,
     flushMetrics,
+    get droppedLogLines() {
+      return slots.reduce((n, s) => n + s.droppedLines(), 0);
+    },
     loopUtilization: slots.map((s) => {
       const perf = s.worker.performance;
       return (current?: EventLoopUtilization, previous?: EventLoopUtilization) => perf.eventLoopUtilization(current, previous);

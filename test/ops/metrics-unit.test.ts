@@ -52,6 +52,15 @@ describe('AgentMetrics', () => {
     expect(await lines(m, 'enclave_agent_handshakes_queued')).toEqual(['enclave_agent_handshakes_queued 2']);
   });
 
+  it('counts dropped log lines of the host sink and of the session threads in one counter', async () => {
+    const m = fresh();
+    expect(await lines(m, 'enclave_agent_log_records_dropped_total')).toEqual(['enclave_agent_log_records_dropped_total 0']);
+    m.sources = { logStream: () => ({ dropped: 3, queuedBytes: 0 }), workerLogDropped: () => 40 };
+    expect(await lines(m, 'enclave_agent_log_records_dropped_total')).toEqual(['enclave_agent_log_records_dropped_total 43']);
+    m.sources = { workerLogDropped: () => 41 }; // [log] sink = "file": no host stream, the threads' drops still count
+    expect(await lines(m, 'enclave_agent_log_records_dropped_total')).toEqual(['enclave_agent_log_records_dropped_total 41']);
+  });
+
   it('leaves app_up and clock drift out until known', async () => {
     const m = fresh();
     expect(await lines(m, 'enclave_agent_app_up')).toEqual([]);
