@@ -45,10 +45,12 @@ export async function authorizeAndDial(deps: DialDeps, host: string, port: numbe
   const name = normalizeName(host);
   if (name === null) throw new EgressDenied(`${JSON.stringify(host.slice(0, 100))} is not a DNS name`, null);
   if (deps.policy.matchName(name, port) === null) throw new EgressDenied(`${name} port ${port} is not on the allow-list`, null);
-  let resolved = deps.names?.get(name);
+  // Which non-global answers may be dialled depends on the port (an IP entry covers an address on its ports).
+  const key = `${name}:${port}`;
+  let resolved = deps.names?.get(key);
   if (resolved === undefined) {
-    resolved = await resolveA(name, deps.dns, deps.policy);
-    deps.names?.set(name, resolved);
+    resolved = await resolveA(name, deps.dns, (ip) => deps.policy.resolvedAddressAllowed(ip, port));
+    deps.names?.set(key, resolved);
   }
   if (resolved.allowed.length === 0) {
     if (resolved.refused.length > 0) throw new EgressDenied(`${name} resolves only to non-global addresses (${resolved.refused.join(', ')})`, resolved.refused[0]!);

@@ -1,7 +1,8 @@
 // Transparent mode's resolver on 127.0.0.1:53 (UDP and TCP; iptables sends every DNS packet here):
 //   a name no entry allows       → REFUSED, and no query leaves the enclave
 //   an allowed name, type A      → resolved through the host; non-global answers dropped (unless an IP entry
-//                                  names them); each address pinned to the name for max(TTL, 30 s)
+//                                  names them); each global address pinned to the name for max(TTL, 30 s) (a
+//                                  non-global one is never pinned: only an IP entry on its port allows a flow)
 //   an allowed name, other types → empty NOERROR (IPv6 is off: AAAA gets no address)
 // The answer is rebuilt from the question and the kept A records (CNAME chains flattened onto the name).
 import dgram from 'node:dgram';
@@ -10,6 +11,7 @@ import type { DecisionLog } from './decision-log.ts';
 import { buildResponse, parseQuery, QTYPE, RCODE, type Answer, type Query } from './dns-message.ts';
 import { EgressError } from './errors.ts';
 import type { PinTable } from './pin-table.ts';
+import { isNonGlobal } from './address-class.ts';
 import { normalizeName, type EgressPolicy } from './policy.ts';
 import { resolveA, type DnsTransport } from './resolver.ts';
 
@@ -67,8 +69,8 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
   if (name === null || !opts.policy.allowsNameOnSomePort(name)) return deny('name not on the allow-list');
   if (q.question.type !== QTYPE.A) return buildResponse(q, RCODE.NOERROR, [], maxBytes);
   try {
-    const r = await resolveA(name, opts.dns, opts.policy);
-    for (const { ip, ttl } of r.allowed) opts.pins.pin(name, ip, ttl);
+    const r = await resolveA(name, opts.dns, (ip) => opts.policy.answerableAddress(ip));
+    for (const { ip, ttl } of r.allowed) if (!isNonGlobal(ip)) opts.pins.pin(name, ip, ttl);
     if (r.allowed.length === 0 && r.refused.length > 0) {
       opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });
     } else if (r.allowed.length > 0) {

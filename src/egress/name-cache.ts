@@ -1,4 +1,4 @@
-// Explicit mode's memory of resolved names: name → the addresses the policy let through, until the answer's
+// Explicit mode's memory of resolved names: "name:port" → the addresses the policy let through on that port, until the answer's
 // TTL (at most MAX_TTL_S). Saves a DNS round trip through the host per connection; an expired or failed
 // name is resolved again. Only allowed addresses are kept, so a cached answer was checked like a fresh one.
 import type { Resolved } from './resolver.ts';

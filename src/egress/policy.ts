@@ -142,10 +142,21 @@ export class EgressPolicy {
   }
 
   /**
-   * May a name entry's resolved address be dialled? Global addresses yes; loopback, private, link-local, CGNAT,
-   * ULA, multicast only when an IP/CIDR entry names the address (on any port).
+   * May a name entry's resolved address be dialled on `port`? Global addresses yes; loopback, private,
+   * link-local, CGNAT, ULA, multicast only when an IP/CIDR entry covers that address on that port (an entry
+   * "10.0.0.5:5432" lets a name reach 10.0.0.5 on 5432, never on the name entry's other ports).
    */
-  resolvedAddressAllowed(ip: string): boolean {
+  resolvedAddressAllowed(ip: string, port: number): boolean {
+    if (ipFamily(unmapIpv4(ip)) === 0) return false;
+    return !isNonGlobal(ip) || this.matchIp(ip, port) !== null;
+  }
+
+  /**
+   * May the DNS stub hand `ip` to the app at all (it does not know the port the app will dial)? Global
+   * addresses, and non-global ones some IP/CIDR entry covers on some port. Answering is not authorising: a
+   * flow to a non-global address is then allowed only by an IP entry covering its port, never by a pin.
+   */
+  answerableAddress(ip: string): boolean {
     if (ipFamily(unmapIpv4(ip)) === 0) return false;
     return !isNonGlobal(ip) || this.destinations.some((d) => ipMatches(d, ip));
   }

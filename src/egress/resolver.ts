@@ -1,10 +1,10 @@
-// Name → IPv4 addresses for egress, through the host's resolvers (the flow protocol's DNS op). Addresses a
-// name entry may not reach (loopback, private, link-local incl. 169.254.169.254, ... unless an IP/CIDR entry
-// names them) are dropped here, so DNS rebinding never yields a dialable address.
+// Name → IPv4 addresses for egress, through the host's resolvers (the flow protocol's DNS op). Addresses the
+// caller's `keep` refuses (loopback, private, link-local incl. 169.254.169.254, ... unless an IP/CIDR entry
+// covers them on the port dialled: EgressPolicy.resolvedAddressAllowed) are set apart here, so DNS rebinding
+// never yields a dialable address.
 import { randomInt } from 'node:crypto';
 import { buildQuery, parseResponse, QTYPE, RCODE } from './dns-message.ts';
 import { EgressError } from './errors.ts';
-import type { EgressPolicy } from './policy.ts';
 
 export type DnsTransport = (query: Buffer) => Promise<Buffer>;
 
@@ -15,7 +15,7 @@ export interface Resolved {
   refused: string[];
 }
 
-export async function resolveA(name: string, dns: DnsTransport, policy: EgressPolicy): Promise<Resolved> {
+export async function resolveA(name: string, dns: DnsTransport, keep: (ip: string) => boolean): Promise<Resolved> {
   const id = randomInt(0, 0x10000);
   const res = parseResponse(await dns(buildQuery(id, name, QTYPE.A)));
   if (res.id !== id) throw new EgressError('EGRESS_RESOLVER_ERROR', `DNS answer id ${res.id} does not match the query's ${id}`);
@@ -26,7 +26,7 @@ export async function resolveA(name: string, dns: DnsTransport, policy: EgressPo
   const out: Resolved = { allowed: [], refused: [] };
   for (const a of res.answers) {
     if (a.type !== QTYPE.A || !('address' in a)) continue;
-    if (policy.resolvedAddressAllowed(a.address)) out.allowed.push({ ip: a.address, ttl: a.ttl });
+    if (keep(a.address)) out.allowed.push({ ip: a.address, ttl: a.ttl });
     else out.refused.push(a.address);
   }
   return out;

@@ -1,11 +1,14 @@
 // Transparent mode's listener on 127.0.0.1:transparent_port: iptables REDIRECTs the enclave's outbound TCP
 // here; the original destination (SO_ORIGINAL_DST) decides:
 //   an IP/CIDR entry covers ip:port                                   → allowed (name "")
-//   the DNS stub pinned ip to an allowed name whose entry covers port → allowed under that name
+//   the DNS stub pinned ip to an allowed name whose entry covers port → allowed under that name (global
+//                                                                       addresses only: a non-global one needs
+//                                                                       the IP entry on that port)
 //   anything else (a raw IP, a name off the list, IPv6, a stale pin)  → reset
 // With sni_check, a flow allowed by a name must open with a TLS ClientHello naming one of the names ip is
 // pinned to (and allowed on that port).
 import net from 'node:net';
+import { isNonGlobal } from './address-class.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { EgressError } from './errors.ts';
 import { openFlow, type DialerConnect } from './flow-client.ts';
@@ -38,6 +41,7 @@ export interface TransparentListener {
 /** The name a flow to ip:port is allowed under ("" for an IP entry), or null. */
 export function authorizeFlow(policy: EgressPolicy, pins: PinTable, ip: string, port: number): { name: string; candidates: string[] } | null {
   if (policy.matchIp(ip, port) !== null) return { name: '', candidates: [] };
+  if (isNonGlobal(ip)) return null;
   const names = pins.namesFor(ip).filter((n) => policy.matchName(n, port) !== null);
   return names.length === 0 ? null : { name: names[0]!, candidates: names };
 }

@@ -16,6 +16,8 @@ let echo: ExchangeServer;
 let web: HttpServer;
 /** Records every byte each connection brought; answers 200 once a connection has been quiet 150 ms. */
 let raw: { port: number; received: Buffer[]; server: net.Server };
+/** A server on SERVER_IP that no IP entry names: counts the connections that reach it. */
+let unlisted: { port: number; connections: number; server: net.Server };
 let stack: Stack;
 const reply = (got: Buffer): Buffer => Buffer.concat([Buffer.from(sha256(got), 'hex'), Buffer.alloc(80 * 1024, got.length % 251)]);
 
@@ -29,12 +31,26 @@ beforeAll(async () => {
     'badwild.test': [SERVER_IP],
     'rebind.test': ['127.0.0.1', '169.254.169.254'],
     'evil.test': [SERVER_IP],
+    'a.scope.test': [SERVER_IP],
   });
   echo = await startExchangeServer(SERVER_IP, reply);
   web = await startHttpServer(SERVER_IP);
   raw = await startRawRecorder();
+  unlisted = await startCounter();
+  // SERVER_IP is loopback (non-global): a name reaches it only on the ports an IP entry gives it, so each
+  // server a name is dialled on has its IP entry (unlisted's port has none).
   stack = await startStack(
-    [`ok.test:${echo.port}`, `ok.test:${web.port}`, `ok.test:${raw.port}`, `*.wild.test:${echo.port}`, `rebind.test`, `${SERVER_IP}:1`],
+    [
+      `ok.test:${echo.port}`,
+      `ok.test:${web.port}`,
+      `ok.test:${raw.port}`,
+      `*.wild.test:${echo.port}`,
+      `rebind.test`,
+      `*.scope.test:${unlisted.port}`,
+      `${SERVER_IP}:${echo.port}`,
+      `${SERVER_IP}:${web.port}`,
+      `${SERVER_IP}:${raw.port}`,
+    ],
     dns.port,
   );
 });
@@ -43,8 +59,21 @@ afterAll(async () => {
   await echo?.close();
   await web?.close();
   raw?.server.close();
+  unlisted?.server.close();
   await dns?.close();
 });
+
+async function startCounter(): Promise<typeof unlisted> {
+  const server = net.createServer((s) => {
+    counter.connections++;
+    s.on('error', () => {});
+    s.end('reached\n');
+  });
+  const counter = { port: 0, connections: 0, server };
+  await new Promise<void>((r) => server.listen({ host: SERVER_IP, port: 0 }, () => r()));
+  counter.port = (server.address() as net.AddressInfo).port;
+  return counter;
+}
 
 async function startRawRecorder(): Promise<typeof raw> {
   const received: Buffer[] = [];
@@ -119,8 +148,20 @@ describe('explicit proxy: CONNECT', () => {
     expect(['127.0.0.1', '169.254.169.254']).toContain(d.ip);
   });
 
+  it('refuses an allowed name resolving to a non-global address that IP entries name only on other ports', async () => {
+    // *.scope.test:P resolves to SERVER_IP, whose IP entries cover the other servers' ports only (failed before
+    // the fix: any IP entry covering the address let every allowed name reach it on every port).
+    const { status, head } = await connectVia(proxyPort(), `a.scope.test:${unlisted.port}`);
+    expect(status).toBe(403);
+    expect(head).toContain('403');
+    expect(unlisted.connections).toBe(0);
+    await waitFor(() => stack.decisions.some((d) => !d.allowed && d.name === 'a.scope.test'));
+    expect(stack.decisions.find((d) => !d.allowed && d.name === 'a.scope.test')).toMatchObject({ ip: SERVER_IP, port: unlisted.port });
+  });
+
   it('refuses a raw IP with no IP entry for that port, and a non-global literal', async () => {
-    expect((await connectVia(proxyPort(), `${SERVER_IP}:${echo.port}`)).status).toBe(403);
+    expect((await connectVia(proxyPort(), `${SERVER_IP}:${unlisted.port}`)).status).toBe(403);
+    expect(unlisted.connections).toBe(0);
     expect((await connectVia(proxyPort(), `169.254.169.254:80`)).status).toBe(403);
     expect((await connectVia(proxyPort(), `[::1]:80`)).status).toBe(403);
   });

@@ -63,11 +63,22 @@ describe('matching', () => {
   it('refuses non-global answers unless an IP entry names the address', () => {
     for (const ip of ['127.0.0.1', '169.254.169.254', '10.0.0.1', '172.16.5.5', '192.168.1.1', '100.64.0.1', '224.0.0.1', '0.0.0.0', '::1', 'fd00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe']) {
       expect(isNonGlobal(ip)).toBe(true);
-      expect(p.resolvedAddressAllowed(ip)).toBe(false);
+      expect(p.resolvedAddressAllowed(ip, 8080)).toBe(false);
     }
-    expect(p.resolvedAddressAllowed('10.1.0.7')).toBe(true); // named by 10.1.0.0/16
-    expect(p.resolvedAddressAllowed('93.184.216.34')).toBe(true);
+    expect(p.resolvedAddressAllowed('10.1.0.7', 8080)).toBe(true); // named by 10.1.0.0/16:8080
+    expect(p.resolvedAddressAllowed('93.184.216.34', 443)).toBe(true);
     for (const ip of ['8.8.8.8', '1.1.1.1', '2606:4700::1111', '::ffff:8.8.8.8']) expect(isNonGlobal(ip)).toBe(false);
+  });
+  it('lets a name reach a non-global address only on the ports an IP entry gives that address', () => {
+    // "*:443" with the database on 5432 only: a public name rebound to 10.0.0.5 must not reach it on 443
+    // (failed before the fix: any IP entry covering the address exempted it on every port).
+    const q = new EgressPolicy(['*:443', '10.0.0.0/8:5432']);
+    expect(q.resolvedAddressAllowed('10.0.0.5', 5432)).toBe(true);
+    expect(q.resolvedAddressAllowed('10.0.0.5', 443)).toBe(false);
+    expect(q.resolvedAddressAllowed('::ffff:10.0.0.5', 443)).toBe(false);
+    expect(q.resolvedAddressAllowed('93.184.216.34', 443)).toBe(true);
+    expect(q.answerableAddress('10.0.0.5')).toBe(true); // the DNS stub may answer it; a flow needs the IP entry
+    expect(q.answerableAddress('192.168.0.1')).toBe(false);
   });
 });
 

@@ -24,7 +24,8 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen({ host: '127.0.0.2', port: 0 }, () => r()));
   port = (server.address() as net.AddressInfo).port;
   dns = await startTestDns({ 'ok.test': ['127.0.0.2'], 'front.test': ['127.0.0.2'] });
-  stack = await startStack([`ok.test:${port}`, `front.test:${port}`, '127.0.0.2:1'], dns.port, { sni_check: true });
+  // 127.0.0.2 is loopback: the IP entry lets the names reach it on the server's port (and only there)
+  stack = await startStack([`ok.test:${port}`, `front.test:${port}`, `127.0.0.2:${port}`], dns.port, { sni_check: true });
 });
 afterAll(async () => {
   await stack?.close();
