@@ -2,12 +2,14 @@
 // errors are thrown as ApiError / EvFormatError / EvDecryptError and mapped to statuses by server.ts.
 //
 //   POST /encrypt          JSON value → same shape, every string/number/boolean value an `ev:` string.
-//                          Header `x-evervault-data-role: <role>` adds a data role (QkTC / S0lS).
+//                          Header `x-evervault-data-role: <role>` adds a data role (QkTC / S0lS);
+//                          `enclave-secret` is reserved for [secrets] (400 API_RESERVED_ROLE).
 //                          Query `?curve=p256|secp256k1` picks the key (default p256). Numbers keep their
 //                          exact digits; null, keys and whitespace are kept. More values than [limits]
 //                          max_decrypt_fields → 413 before any is encrypted.
 //   POST /decrypt          JSON value → every `ev:` string replaced by its typed value (exact number text).
-//                          Strings that are not valid `ev:` values are returned unaltered. More values
+//                          Strings that are not valid `ev:` values are returned unaltered; the app's
+//                          [secrets] values are refused (422) like values that do not decrypt. More values
 //                          than [limits] max_decrypt_fields → 413 before any is decrypted (every string
 //                          of the form `ev:…$` counts, valid or not; counted in steps on the scheduler).
 //                          Both run sliced on the agent's DecryptScheduler; past its global budget
@@ -29,6 +31,7 @@ import { EvBudgetError, EvBusyError } from '../crypto/errors.ts';
 import { countJsonCandidateSteps, mayHoldCandidates } from '../crypto/json-decrypt.ts';
 import { countJsonValues, encryptJsonSteps } from '../crypto/json-encrypt.ts';
 import type { Keyring } from '../crypto/keyring.ts';
+import { SECRET_ROLE } from '../crypto/secret-ciphertexts.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { appFieldDigest } from './app-fields.ts';
 import { ApiError } from './errors.ts';
@@ -97,6 +100,10 @@ async function scheduled<T>(work: Promise<T>): Promise<T> {
 
 const encrypt: Route = async ({ keyring, ev }, req) => {
   const role = singleHeader(req.headers, 'x-evervault-data-role');
+  if (role === SECRET_ROLE) {
+    // Reserved for `secrets seal`: values with this role are decrypted for `run` only, never on /decrypt.
+    throw new ApiError('API_RESERVED_ROLE', 400, `x-evervault-data-role: ${SECRET_ROLE} is reserved for the app's [secrets] (enclave-agent secrets seal); pick another role`);
+  }
   const curveParam = req.query.get('curve') ?? 'p256';
   if (curveParam !== 'p256' && curveParam !== 'secp256k1') {
     throw new ApiError('API_BAD_INPUT', 400, `query parameter curve must be p256 or secp256k1, found ${JSON.stringify(curveParam.slice(0, 32))}`);

@@ -283,7 +283,13 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   let secrets: Record<string, string>;
   try {
     const { ev, kms } = splitSecrets(config.secrets);
-    secrets = decryptSecrets(ev, runtime.keyring);
+    secrets = decryptSecrets(ev, runtime.keyring, {
+      // A value sealed without the enclave-secret role (before `secrets seal` wrote it): named, never shown.
+      warn: (w) => {
+        io.err(`enclave-agent run: WARNING: ${w.message}`);
+        logger.warn({ code: w.code, variable: w.variable }, w.message);
+      },
+    });
     if (Object.keys(kms).length > 0) {
       // kms: values: KMS Decrypt + Recipient, as the keyring (config checked that source = "kms"), through egress.
       const proxyUrl = config.egress.enabled && runtime.egress !== null ? new URL(runtime.egress.proxyUrl) : null;

@@ -3,7 +3,7 @@
 // the request beside a flood is served as if there were none, and the flood uses every core.
 //
 // Each worker holds its own Keyring, built from copies of the private scalars (same process, same memory:
-// no new place the keys leave to). Workers start on first use, take jobs least-loaded first, are unref'd
+// no new place the keys leave to), and the ids of the [secrets] ciphertexts it must refuse like the main thread. Workers start on first use, take jobs least-loaded first, are unref'd
 // (they never keep the process alive) and are replaced when one dies (its jobs fail as EvPoolError).
 // From a TypeScript checkout (tsx, vitest) a worker registers tsx before loading decrypt-worker.ts; from
 // dist/ it loads decrypt-worker.js.
@@ -14,17 +14,26 @@ import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import { wipeScalars, type Keyring, type KeyScalars } from './keyring.ts';
 import { transferableBytes } from './json-text.ts';
+import { withheldCiphertextIds, withheldCount } from './secret-ciphertexts.ts';
 
 type Reply = { id: number; json: string; count: number } | { id: number; valid: boolean } | { id: number; reason: EvDecryptReason; detail: string } | { id: number; budget: number } | { id: number; failed: string };
 
 interface Slot {
   worker: Worker;
   load: number;
+  /** How many of the keyring's [secrets] ciphertext ids the worker has been given (secret-ciphertexts.ts). */
+  withheld: number;
   pending: Map<number, { resolve(v: never): void; reject(err: unknown): void }>;
 }
 
-function spawn(scalars: KeyScalars[]): Worker {
-  return spawnModuleWorker(import.meta.url, 'decrypt-worker', { workerData: scalars });
+/** What a worker starts with: every key generation (newest first) and the [secrets] ciphertext ids it must refuse. */
+export interface DecryptWorkerData {
+  scalars: KeyScalars[];
+  withheld: string[];
+}
+
+function spawn(data: DecryptWorkerData): Worker {
+  return spawnModuleWorker(import.meta.url, 'decrypt-worker', { workerData: data });
 }
 
 export interface DecryptPoolOptions {
@@ -74,6 +83,12 @@ export class DecryptPool {
   #send<T>(message: (id: number) => object, transfer?: ArrayBuffer[]): Promise<T> {
     if (this.#closed) return Promise.reject(new EvPoolError('EV_POOL_CLOSED', 'the decrypt pool is closed'));
     const slot = this.#pick();
+    // [secrets] registered since the worker started (decryptSecrets at boot): sent before the job, in order.
+    if (slot.withheld !== withheldCount(this.keyring)) {
+      const ids = withheldCiphertextIds(this.keyring);
+      slot.worker.postMessage({ withhold: ids.slice(slot.withheld) });
+      slot.withheld = ids.length;
+    }
     const id = this.#nextId++;
     const m = message(id);
     if (slot.load++ === 0) slot.worker.ref(); // busy workers keep the process alive; idle ones do not
@@ -101,10 +116,11 @@ export class DecryptPool {
 
   #start(index: number): Slot {
     const scalars = this.keyring.keyMaterial().scalars(); // every generation, newest first
-    const worker = spawn(scalars); // workerData is cloned here: the copies on this side are wiped at once
+    const withheld = withheldCiphertextIds(this.keyring);
+    const worker = spawn({ scalars, withheld }); // workerData is cloned here: the copies on this side are wiped at once
     wipeScalars(scalars);
     worker.unref();
-    const slot: Slot = { worker, load: 0, pending: new Map() };
+    const slot: Slot = { worker, load: 0, withheld: withheld.length, pending: new Map() };
     const fail = (why: string): void => {
       if (this.#slots[index] === slot) this.#slots[index] = undefined;
       for (const p of slot.pending.values()) p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker stopped (${why}); the request was not decrypted`));

@@ -1,5 +1,5 @@
 // A DecryptPool worker thread: opens the ev: values of whole JSON texts with its own Keyring, built from the
-// scalars it was started with (the pool's workerData), and checks bodies for JSON: {id, bytes} is answered
+// scalars it was started with (the pool's workerData, with the [secrets] ciphertexts to refuse), and checks bodies for JSON: {id, bytes} is answered
 // {id, valid} (jsonText, json-text.ts). It answers each {id, text} with {id, json, count}, or
 // {id, reason, detail} for a value that does not decrypt (the EvDecryptError fields; the main thread rebuilds
 // the error), {id, budget} when the request's ECDH budget ran out, or {id, failed} for anything else. Nothing here logs.
@@ -8,14 +8,19 @@ import { EcdhBudget } from './ecdh-budget.ts';
 import { EvBudgetError, EvDecryptError } from './errors.ts';
 import { decryptJsonTokens } from './json-decrypt.ts';
 import { jsonText } from './json-text.ts';
-import { KeyMaterial, Keyring, wipeScalars, type KeyScalars } from './keyring.ts';
+import type { DecryptWorkerData } from './decrypt-pool.ts';
+import { KeyMaterial, Keyring, wipeScalars } from './keyring.ts';
+import { withholdCiphertextIds } from './secret-ciphertexts.ts';
 
 // Every key generation, newest first (keys rotate): the worker opens values under retired keys too.
-const generations = workerData as KeyScalars[];
-const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(generations));
-wipeScalars(generations);
+const data = workerData as DecryptWorkerData;
+const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(data.scalars));
+wipeScalars(data.scalars);
+// [secrets] ciphertexts refused like on the main thread; {withhold} messages bring those registered later.
+withholdCiphertextIds(keyring, data.withheld);
 
-parentPort!.on('message', ({ id, text, maxEcdh, bytes }: { id: number; text?: string; maxEcdh?: number; bytes?: Uint8Array }) => {
+parentPort!.on('message', ({ id, text, maxEcdh, bytes, withhold }: { id: number; text?: string; maxEcdh?: number; bytes?: Uint8Array; withhold?: string[] }) => {
+  if (withhold !== undefined) return void withholdCiphertextIds(keyring, withhold);
   try {
     if (bytes !== undefined) return void parentPort!.postMessage({ id, valid: jsonText(bytes) !== null });
     if (text === undefined) throw new TypeError('a message with neither text nor bytes');

@@ -18,7 +18,8 @@ export type EvDecryptReason =
   | 'PLAINTEXT_NOT_UTF8'
   | 'NOT_A_JSON_NUMBER'
   | 'NOT_A_BOOLEAN'
-  | 'UNSAFE_HEADER_VALUE'; // plaintext holds CR/LF/controls or characters above U+00FF
+  | 'UNSAFE_HEADER_VALUE' // plaintext holds CR/LF/controls or characters above U+00FF
+  | 'RESERVED_FOR_SECRETS'; // an app's [secrets] value (secret-ciphertexts.ts): opened for `run` only, never for a request
 
 /** The one message every refused `ev:` value gets, whatever the reason. */
 export const EV_DECRYPT_MESSAGE = "ev: value does not decrypt with this enclave's keys";

@@ -27,6 +27,7 @@ import type { EvToken, EvType } from './ev-parse.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
 import { encodeMetadata, unwrapMetadata, wrapWithMetadata } from './msgpack-meta.ts';
+import { isSecretOnly } from './secret-ciphertexts.ts';
 import type { EvMetadata } from './msgpack-meta.ts';
 
 export { parseEv, formatEv, isEvToken, looksLikeEv } from './ev-parse.ts';
@@ -279,24 +280,38 @@ function typed(t: EvToken, text: string, keyring: Keyring): EvValue {
 
 /**
  * Decrypts a token (string or parsed) with full detail. Throws EvFormatError for a malformed string,
- * EvBudgetError when `budget` is spent before the right key generation was found, EvDecryptError otherwise.
+ * EvBudgetError when `budget` is spent before the right key generation was found, EvDecryptError otherwise —
+ * reason RESERVED_FOR_SECRETS, with the message every refusal gets, for an app's [secrets] value
+ * (secret-ciphertexts.ts): this is what every request path and the local API decrypt through.
  */
 export function decryptTokenDetailed(token: string | EvToken, keyring: Keyring, budget?: EcdhBudget): DecryptedValue {
-  const t = typeof token === 'string' ? parseEv(token) : token;
+  return open(typeof token === 'string' ? parseEv(token) : token, keyring, budget, false);
+}
+
+/** decryptTokenDetailed for decryptSecrets (secrets.ts) alone: also opens [secrets] values. Never for a request's values. */
+export function decryptSecretToken(token: string, keyring: Keyring): DecryptedValue {
+  return open(parseEv(token), keyring, undefined, true);
+}
+
+function open(t: EvToken, keyring: Keyring, budget: EcdhBudget | undefined, forSecrets: boolean): DecryptedValue {
   const pt = openToken(t, keyring, budget);
   let data: Uint8Array = pt;
   let metadata: EvMetadata | undefined;
-  if (t.hasMetadata) {
-    const unwrapped = unwrapMetadata(pt);
-    if (!unwrapped) throw new EvDecryptError('MALFORMED_METADATA', describe(t, keyring));
-    data = unwrapped.data;
-    metadata = unwrapped.metadata;
-  }
   let text: string;
   try {
-    text = UTF8.decode(data);
-  } catch {
-    throw new EvDecryptError('PLAINTEXT_NOT_UTF8', describe(t, keyring));
+    if (t.hasMetadata) {
+      const unwrapped = unwrapMetadata(pt);
+      if (!unwrapped) throw new EvDecryptError('MALFORMED_METADATA', describe(t, keyring));
+      data = unwrapped.data;
+      metadata = unwrapped.metadata;
+    }
+    // Checked once the value has opened: a secret costs a client the same work as any value, and gets the same answer.
+    if (!forSecrets && isSecretOnly(keyring, t, metadata?.role)) throw new EvDecryptError('RESERVED_FOR_SECRETS', describe(t, keyring));
+    try {
+      text = UTF8.decode(data);
+    } catch {
+      throw new EvDecryptError('PLAINTEXT_NOT_UTF8', describe(t, keyring));
+    }
   } finally {
     pt.fill(0);
   }

@@ -3,9 +3,10 @@
 // only — never to the agent's own process.env, its log, or a file. Errors name the variable, never the value.
 import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
-import { decryptTokenDetailed, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';
+import { decryptSecretToken, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';
 import type { Keyring } from './keyring.ts';
 import { arnRegion, isKmsSecret, parseKmsSecretValue } from './kms-secret-format.ts';
+import { SECRET_ROLE, withholdSecretValues } from './secret-ciphertexts.ts';
 
 /** What a POSIX shell accepts as a variable name, upper case only (so a typo'd lower-case key stands out). */
 export const SECRET_NAME = /^[A-Z_][A-Z0-9_]*$/;
@@ -70,15 +71,35 @@ export function checkKmsSecrets(secrets: Readonly<Record<string, string>>, keyri
   }
 }
 
-/** Decrypts every ev: secret; the first one that does not open stops everything (its name in the error). */
-export function decryptSecrets(secrets: Readonly<Record<string, string>>, keyring: Keyring): Record<string, string> {
+/** A [secrets] value that opened but is not marked as a secret (secret-ciphertexts.ts); names the variable only. */
+export interface SecretWarning {
+  readonly code: 'SECRET_WITHOUT_ROLE';
+  readonly variable: string;
+  readonly message: string;
+}
+
+export interface DecryptSecretsOptions {
+  /** Called once per value sealed without the SECRET_ROLE data role, after every value has opened. */
+  warn?: (w: SecretWarning) => void;
+}
+
+/**
+ * Decrypts every ev: secret; the first one that does not open stops everything (its name in the error).
+ * Registers the values with the keyring (withholdSecretValues): from now on no request or local API call
+ * decrypts them. Values with the SECRET_ROLE data role open silently; others (sealed before `secrets seal`
+ * wrote the role, or by another tool) open too, with a warning each, since they are ordinary client values.
+ */
+export function decryptSecrets(secrets: Readonly<Record<string, string>>, keyring: Keyring, opts: DecryptSecretsOptions = {}): Record<string, string> {
+  withholdSecretValues(keyring, Object.values(secrets));
   const out: Record<string, string> = {};
+  const roleless: string[] = [];
   for (const [name, token] of Object.entries(secrets)) {
     try {
       // Numbers keep their exact text (no float round trip); booleans become "true"/"false".
-      const text = decryptTokenDetailed(token, keyring).text;
-      if (text.includes('\0')) throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: decrypts to text holding a NUL character, which an environment variable cannot carry`);
-      out[name] = text;
+      const d = decryptSecretToken(token, keyring);
+      if (d.text.includes('\0')) throw new SecretsError('SECRET_BAD_VALUE', name, `secrets.${name}: decrypts to text holding a NUL character, which an environment variable cannot carry`);
+      out[name] = d.text;
+      if (d.metadata?.role !== SECRET_ROLE) roleless.push(name);
     } catch (err) {
       if (err instanceof EvDecryptError || err instanceof EvFormatError) {
         const why = err instanceof EvDecryptError ? `${err.reason}${err.detail === '' ? '' : `, ${err.detail}`}` : err.code;
@@ -86,6 +107,16 @@ export function decryptSecrets(secrets: Readonly<Record<string, string>>, keyrin
       }
       throw err;
     }
+  }
+  for (const name of roleless) {
+    opts.warn?.({
+      code: 'SECRET_WITHOUT_ROLE',
+      variable: name,
+      message:
+        `secrets.${name}: sealed without the ${SECRET_ROLE} data role: an ordinary ev: value, the kind the request pipeline and /decrypt ` +
+        `decrypt for clients. This agent refuses this exact value to them, but an agent older than this one with the same keyring decrypts ` +
+        `it for any client that sends it: seal it again with \`enclave-agent secrets seal ${name}\` and replace its line in enclave.toml`,
+    });
   }
   return out;
 }
@@ -95,7 +126,10 @@ export function appEnvironment(inherited: NodeJS.ProcessEnv, agentVars: Readonly
   return { ...inherited, ...agentVars, ...secrets };
 }
 
-/** Encrypts one secret for [secrets] (a fresh ephemeral key each time). */
+/**
+ * Encrypts one secret for [secrets] (a fresh ephemeral key each time), with the SECRET_ROLE data role (QkTC on
+ * P-256, S0lS on secp256k1): only `run` decrypts it, never a request or the local API.
+ */
 export function sealSecret(value: EvValue, key: EncryptionPublicKey, curve: EvCurve = 'p256'): string {
-  return encryptValue(value, key, { curve });
+  return encryptValue(value, key, { curve, role: SECRET_ROLE });
 }

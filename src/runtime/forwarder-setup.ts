@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
+import { withholdSecretValues } from '../crypto/secret-ciphertexts.ts';
 import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { DecryptStage } from '../http/stages/decrypt.ts';
@@ -71,6 +72,10 @@ function countedRaw(inner: Forwarder, observer: ForwarderObserver): Forwarder {
 
 export function createForwarder(s: ForwarderSetup): Forwarder {
   const c = s.config;
+  // [secrets] values are the app's, never a client's: from here on, no request, local API call or decrypt pool
+  // worker decrypts them with this keyring (secret-ciphertexts.ts). Here because both the main thread and each
+  // session worker build their forwarder from the Config, before they serve anything.
+  withholdSecretValues(s.keyring, Object.values(c.secrets));
   if (c.mode === 'raw') {
     return countedRaw(createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol }), s.observer);
   }

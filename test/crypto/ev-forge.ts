@@ -6,6 +6,7 @@ import type { EvDecryptReason } from '../../src/crypto/errors.ts';
 import { encryptValue, formatEv, parseEv } from '../../src/crypto/ev-format.ts';
 import { decompressPoint, deriveEvKey } from '../../src/crypto/ev-kdf.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
+import { SECRET_ROLE } from '../../src/crypto/secret-ciphertexts.ts';
 
 /** A P-256 value whose AES-GCM opens with `keyring` and yields exactly `plaintext` (Tk9D, or QkTC when `withMetadata`). */
 function sealP256(keyring: Keyring, plaintext: Uint8Array, opts: { type?: 'string' | 'number' | 'boolean'; withMetadata?: boolean } = {}): string {
@@ -49,6 +50,8 @@ export function failingValues(keyring: Keyring): Record<Exclude<EvDecryptReason,
     NOT_A_BOOLEAN: formatEv({ ...text, type: 'boolean' }),
     PLAINTEXT_NOT_UTF8: sealP256(keyring, Uint8Array.of(0x61, 0xff, 0x62)),
     MALFORMED_METADATA: sealP256(keyring, Uint8Array.of(0xff, 0xff, 0x00), { withMetadata: true }),
+    // Sealed for [secrets] (`secrets seal`): opens, and is refused to every client like the rest.
+    RESERVED_FOR_SECRETS: encryptValue('for the app only', pub, { role: SECRET_ROLE }),
   };
 }
 

@@ -122,7 +122,7 @@ describe('decryptToken failures', () => {
       expect({ code: err.code, message: err.message, status: err.status }).toEqual({ code: 'EV_DECRYPT_FAILED', message: EV_DECRYPT_MESSAGE, status: 422 });
       expect(err.detail).toMatch(/^(Tk9D|QkTC)(:number|:boolean)? value, p256 key [0-9a-f]{16}$/);
     }
-    expect(new Set(errors.map(([, e]) => e.reason)).size).toBe(6);
+    expect(new Set(errors.map(([, e]) => e.reason)).size).toBe(7);
     expect(EV_DECRYPT_MESSAGE).not.toMatch(/number|boolean|UTF-8|metadata|curve|Tk9D|key [0-9a-f]/);
   });
 

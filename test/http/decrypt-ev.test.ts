@@ -528,9 +528,9 @@ describe('decrypt stage: refusals', () => {
       seen.set(where, [...(seen.get(where) ?? []), text]);
       expect(lines.join(''), `${reason} in ${where}`).toContain(`"reason":"${reason}"`);
     }
-    expect(seen.get('body')).toHaveLength(6);
+    expect(seen.get('body')).toHaveLength(7);
     expect(new Set(seen.get('body'))).toEqual(new Set([JSON.stringify({ status: 422, type: 'application/json', error: 'HTTP_DECRYPT_FAILED', message: `request body: ${EV_DECRYPT_MESSAGE}` })]));
-    expect(seen.get('header')).toHaveLength(7);
+    expect(seen.get('header')).toHaveLength(8);
     expect(new Set(seen.get('header'))).toEqual(new Set([JSON.stringify({ status: 422, type: 'application/json', error: 'HTTP_DECRYPT_FAILED', message: `request header X-Card: ${EV_DECRYPT_MESSAGE}` })]));
     expect(app!.seen).toHaveLength(0);
     expect(lines.join('')).not.toContain(SECRET);

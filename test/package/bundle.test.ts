@@ -75,7 +75,7 @@ describe('the CLI bundle', () => {
     writeFileSync(
       probe,
       `import { Worker } from 'node:worker_threads';
-const w = new Worker(process.argv[2], { workerData: [{ p256: Buffer.from(process.argv[3], 'hex'), secp256k1: Buffer.from(process.argv[3], 'hex') }] });
+const w = new Worker(process.argv[2], { workerData: { scalars: [{ p256: Buffer.from(process.argv[3], 'hex'), secp256k1: Buffer.from(process.argv[3], 'hex') }], withheld: [] } });
 w.on('error', (e) => { console.error(String(e)); process.exit(3); });
 w.on('message', (m) => {
   if (m.ready) return w.postMessage({ id: 7, text: '{"card":"4242","n":1}' });

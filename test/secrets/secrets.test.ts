@@ -115,7 +115,7 @@ describe('enclave-agent secrets seal NAME', () => {
     expect(await runCli(['secrets', 'seal', 'DB_PASSWORD', '--state-dir', path.join(dir, 'state')], t2)).toBe(0);
     expect(t2.stdout).toHaveLength(2);
     const [value, line] = t2.stdout as [string, string];
-    expect(value).toMatch(/^ev:Tk9D:/);
+    expect(value).toMatch(/^ev:QkTC:/); // the enclave-secret data role (secrets-not-for-clients.test.ts)
     expect(line).toBe(`DB_PASSWORD = "${value}"`);
     expect(t2.stdout.join('\n') + t2.stderr.join('\n')).not.toContain(MARKER);
     const cfg = parseConfig(`[secrets]\n${line}\n`);
@@ -125,7 +125,7 @@ describe('enclave-agent secrets seal NAME', () => {
   it('with --key (as keys public prints it), --curve, --type', async () => {
     const t = io('8080');
     expect(await runCli(['secrets', 'seal', 'PORT_NUMBER', '--key', toBase64(keyring.publicKey('secp256k1')), '--curve', 'secp256k1', '--type', 'number'], t)).toBe(0);
-    expect(t.stdout[0]).toMatch(/^ev:RFVC:number:/);
+    expect(t.stdout[0]).toMatch(/^ev:S0lS:number:/);
     expect(decryptSecrets({ PORT_NUMBER: t.stdout[0]! }, keyring)).toEqual({ PORT_NUMBER: '8080' });
     const b = io('maybe');
     expect(await runCli(['secrets', 'seal', 'FLAG', '--key', toBase64(keyring.publicKey('p256')), '--type', 'boolean'], b)).toBe(2);
