@@ -20,9 +20,11 @@ const HELP = `Usage: enclave-agent secrets seal NAME [--key <base64> | --state-d
        enclave-agent secrets seal NAME --kms-key-id ARN --region R [--endpoint URL] [--type T]
 
 Reads the secret's value from standard input (a single trailing newline is dropped), encrypts it into an ev:
-value for the enclave's public key, and prints two lines: the ev: value, and the line to paste under
-[secrets] in enclave.toml:  NAME = "ev:…". \`run\` decrypts it once the keyring is open and passes the
-plaintext to the app as the environment variable NAME, and nowhere else. The value is never a command-line
+value for the enclave's public key with the reserved data role enclave-secret, and prints two lines: the ev:
+value, and the line to paste under [secrets] in enclave.toml:  NAME = "ev:…". \`run\` decrypts it once the
+keyring is open and passes the plaintext to the app as the environment variable NAME, and nowhere else: the
+request pipeline and the local API's /decrypt refuse values with that role, so a client that copies the line
+from enclave.toml into a request gets nothing. The value is never a command-line
 argument: those show in \`ps\` and in shell history.
 
   printf '%s' "$DB_PASSWORD" | enclave-agent secrets seal DB_PASSWORD --key <p256 public key>

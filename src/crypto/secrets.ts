@@ -1,6 +1,8 @@
 // Secrets for the app ([secrets] in enclave.toml): environment variable names mapped to `ev:` values or KMS-sealed
 // `kms:` values (kms-secret-format.ts; opened by kms-secrets.ts). `run` decrypts them once the keyring is open and hands the plaintext to the app's environment
 // only — never to the agent's own process.env, its log, or a file. Errors name the variable, never the value.
+// Never to a client either: `secrets seal` writes the data role SECRET_ROLE, and decryptSecrets registers the
+// configured values with the keyring; every other decryption refuses both (secret-ciphertexts.ts).
 import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { decryptSecretToken, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';

@@ -1,14 +1,16 @@
 // `enclave-agent run` with [secrets] and with keyrings unfit for production, as a real child process (TCP for
 // vsock, the NSM simulator for /dev/nsm): a secret that does not decrypt stops the boot naming its variable
-// (never its value) before the app starts; a KMS-sealed value fails to load; the dev and sealed-file keyrings
-// print one clear warning line each.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// (never its value) before the app starts; a value sealed without the enclave-secret role reaches the app with a
+// warning naming its variable; a KMS-sealed value fails to load; the dev and sealed-file keyrings print one clear
+// warning line each.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { devKeySource, KeyMaterial, Keyring, loadKeyring, sealKeyMaterial } from '../../src/crypto/keyring.ts';
+import { sealSecret } from '../../src/crypto/secrets.ts';
 import { toHex } from '../../src/util/bytes.ts';
 import { runBin } from '../cli/spawn.ts';
 import { tamperEv } from '../crypto/ev-forge.ts';
@@ -47,6 +49,26 @@ describe('run: [secrets] and keyring warnings', () => {
     expect(r.stdout).toMatch(/"variable":"DB_PASSWORD"[^\n]*a secret does not decrypt/);
     expect(r.appRan).toBe(false);
     expect(r.stdout + r.stderr).not.toContain(MARKER);
+  }, 60_000);
+
+  it('a value sealed without the enclave-secret role still reaches the app, with a warning naming the variable only', async () => {
+    const d = path.join(dir, 'legacy');
+    const state = path.join(d, 'state');
+    const keyring = await loadKeyring(devKeySource(state));
+    const out = path.join(d, 'app-env');
+    mkdirSync(d, { recursive: true });
+    const cfg = path.join(d, 'enclave.toml');
+    const legacy = encryptValue(`${MARKER}-old`, keyring.publicKeys()); // as `secrets seal` wrote them before the role
+    writeFileSync(cfg, `[api]\nenabled = false\n[app]\nrestart = "never"\n[secrets]\nDB_PASSWORD = "${sealSecret(MARKER, keyring.publicKeys())}"\nOLD_TOKEN = "${legacy}"\n`);
+    const r = await runBin(['run', '--config', cfg, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', state, '--loopback', 'off', '--', 'sh', '-c', `printf '%s|%s' "$DB_PASSWORD" "$OLD_TOKEN" > ${out}`], { timeoutMs: 45_000 });
+    expect(r.code).toBe(0);
+    expect(readFileSync(out, 'utf8')).toBe(`${MARKER}|${MARKER}-old`);
+    const warnings = r.stderr.split('\n').filter((l) => l.includes('WARNING') && !l.includes('[keyring]'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^enclave-agent run: WARNING: secrets\.OLD_TOKEN: sealed without the enclave-secret data role: .*enclave-agent secrets seal OLD_TOKEN/);
+    expect(r.stdout).toMatch(/"level":40,[^\n]*"code":"SECRET_WITHOUT_ROLE","variable":"OLD_TOKEN"/);
+    expect(r.stdout + r.stderr).not.toContain(MARKER);
+    expect(r.stdout + r.stderr).not.toContain(legacy);
   }, 60_000);
 
   it('sealed-file keyring with a host-supplied unseal key: warned as development-only', async () => {
