@@ -20,15 +20,22 @@ import type { Keyring } from './keyring.ts';
 /** The data role of [secrets] values (`secrets seal`); the local API's /encrypt refuses to write it. */
 export const SECRET_ROLE = 'enclave-secret';
 
-const registry = new WeakMap<Keyring, Set<string>>();
+interface Withheld {
+  ids: Set<string>;
+  /** Ciphertext lengths among `ids`: a client value of another length is not hashed at all. */
+  lengths: Set<number>;
+}
 
-/** What identifies `t`'s ciphertext whatever its spelling (see above). */
+const registry = new WeakMap<Keyring, Withheld>();
+
+/** What identifies `t`'s ciphertext whatever its spelling (see above): "length:base64(SHA-256(curve ‖ key ‖ ciphertext))". */
 export function ciphertextId(t: EvToken): string {
-  return createHash('sha256')
+  const digest = createHash('sha256')
     .update(t.curve === 'p256' ? 'P' : 'K')
     .update(t.ephemeralPublicKey)
     .update(t.ciphertext)
     .digest('base64');
+  return `${t.ciphertext.length}:${digest}`;
 }
 
 /** Registers the ev: values among `values` ([secrets] of enclave.toml; kms: values are skipped) for `keyring`. */
@@ -43,27 +50,29 @@ export function withholdSecretValues(keyring: Keyring, values: Iterable<string>)
 
 /** Registers ciphertext ids (as ciphertextId gives them): how another thread's keyring learns the set. */
 export function withholdCiphertextIds(keyring: Keyring, ids: Iterable<string>): void {
-  let set = registry.get(keyring);
+  let w = registry.get(keyring);
   for (const id of ids) {
-    if (typeof id !== 'string') continue;
-    if (set === undefined) registry.set(keyring, (set = new Set()));
-    set.add(id);
+    const length = typeof id === 'string' ? Number(id.slice(0, id.indexOf(':'))) : NaN;
+    if (!Number.isSafeInteger(length)) continue;
+    if (w === undefined) registry.set(keyring, (w = { ids: new Set(), lengths: new Set() }));
+    w.ids.add(id);
+    w.lengths.add(length);
   }
 }
 
-/** The ids registered for `keyring`, in registration order (the set only grows: its length is a version). */
+/** The ids registered for `keyring`, in registration order (the set only grows: its size is a version). */
 export function withheldCiphertextIds(keyring: Keyring): string[] {
-  return [...(registry.get(keyring) ?? [])];
+  return [...(registry.get(keyring)?.ids ?? [])];
 }
 
 /** How many ids are registered for `keyring` (cheap: lets a pool tell whether its workers are up to date). */
 export function withheldCount(keyring: Keyring): number {
-  return registry.get(keyring)?.size ?? 0;
+  return registry.get(keyring)?.ids.size ?? 0;
 }
 
 /** True when `t` (already opened, with this role) must not be decrypted for anyone but decryptSecrets. */
 export function isSecretOnly(keyring: Keyring, t: EvToken, role: string | undefined): boolean {
   if (role === SECRET_ROLE) return true;
-  const set = registry.get(keyring);
-  return set !== undefined && set.has(ciphertextId(t));
+  const w = registry.get(keyring);
+  return w !== undefined && w.lengths.has(t.ciphertext.length) && w.ids.has(ciphertextId(t));
 }
