@@ -5,6 +5,10 @@
 //                                  non-global one is never pinned: only an IP entry on its port allows a flow)
 //   an allowed name, other types → empty NOERROR (IPv6 is off: AAAA gets no address)
 // The answer is rebuilt from the question and the kept A records (CNAME chains flattened onto the name).
+// Bounded whatever the app sends: concurrent queries for one name share one host exchange; at most
+// MAX_DNS_IN_FLIGHT host exchanges process-wide (more: SERVFAIL, recorded as busy); per TCP connection at
+// most TCP_MAX_OUTSTANDING queries answered at once and TCP_MAX_UNWRITTEN answer bytes queued (past either,
+// the connection is not read until they drain); at most MAX_TCP_CONNECTIONS connections.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { DecisionLog } from './decision-log.ts';
@@ -13,10 +17,13 @@ import { EgressError } from './errors.ts';
 import type { PinTable } from './pin-table.ts';
 import { isNonGlobal } from './address-class.ts';
 import { normalizeName, type EgressPolicy } from './policy.ts';
-import { resolveA, type DnsTransport } from './resolver.ts';
+import { resolveA, type DnsTransport, type Resolved } from './resolver.ts';
 
 const UDP_MAX = 512;
 const TCP_IDLE_MS = 10_000;
+export const MAX_TCP_CONNECTIONS = 32;
+export const TCP_MAX_OUTSTANDING = 16;
+export const TCP_MAX_UNWRITTEN = 64 * 1024;
 
 export interface DnsStubOptions {
   policy: EgressPolicy;
@@ -26,6 +33,20 @@ export interface DnsStubOptions {
   host?: string;
   /** Default 53; 0 picks a free port (tests). */
   port?: number;
+}
+
+/** Host resolutions in flight, by name: concurrent queries for one name share one exchange (and its pins). */
+const resolving = new WeakMap<DnsStubOptions, Map<string, Promise<Resolved>>>();
+
+function resolveShared(opts: DnsStubOptions, name: string): Promise<Resolved> {
+  let byName = resolving.get(opts);
+  if (byName === undefined) resolving.set(opts, (byName = new Map()));
+  let p = byName.get(name);
+  if (p === undefined) {
+    p = resolveA(name, opts.dns, (ip) => opts.policy.answerableAddress(ip)).finally(() => byName.delete(name));
+    byName.set(name, p);
+  }
+  return p;
 }
 
 export interface DnsStub {
@@ -69,7 +90,7 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
   if (name === null || !opts.policy.allowsNameOnSomePort(name)) return deny('name not on the allow-list');
   if (q.question.type !== QTYPE.A) return buildResponse(q, RCODE.NOERROR, [], maxBytes);
   try {
-    const r = await resolveA(name, opts.dns, (ip) => opts.policy.answerableAddress(ip));
+    const r = await resolveShared(opts, name);
     for (const { ip, ttl } of r.allowed) if (!isNonGlobal(ip)) opts.pins.pin(name, ip, ttl);
     if (r.allowed.length === 0 && r.refused.length > 0) {
       opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });
@@ -80,6 +101,10 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
     const answers: Answer[] = r.allowed.map(({ ip, ttl }) => ({ name: q.question.name, type: QTYPE.A, ttl, address: ip }));
     return buildResponse(q, RCODE.NOERROR, answers, maxBytes);
   } catch (err) {
+    if (err instanceof EgressError && err.code === 'EGRESS_DIALER_BUSY') {
+      opts.log.record({ allowed: false, via: 'dns', name, ip: null, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: err.message, failed: true, busy: true });
+      return buildResponse(q, RCODE.SERVFAIL, [], maxBytes);
+    }
     const nx = err instanceof EgressError && /NXDOMAIN/.test(err.message);
     return buildResponse(q, nx ? RCODE.NXDOMAIN : RCODE.SERVFAIL, [], maxBytes);
   }
@@ -116,23 +141,39 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   const tcp = net.createServer((s) => {
     s.on('error', () => {});
     s.setTimeout(TCP_IDLE_MS, () => s.destroy());
-    let buf = Buffer.alloc(0);
-    s.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+    let buf: Buffer = Buffer.alloc(0);
+    let outstanding = 0;
+    const full = (): boolean => outstanding >= TCP_MAX_OUTSTANDING || s.writableLength > TCP_MAX_UNWRITTEN;
+    // Starts the framed queries buffered while under both limits; reads on only while under them.
+    const pump = (): void => {
+      while (!full() && buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
+        outstanding++;
         void answerQuery(opts, msg, 0xffff)
           .then((res) => {
-            if (res === null || s.destroyed) return;
-            const len = Buffer.alloc(2);
-            len.writeUInt16BE(res.length);
-            s.write(Buffer.concat([len, res]));
+            outstanding--;
+            if (s.destroyed) return;
+            if (res !== null) {
+              const len = Buffer.alloc(2);
+              len.writeUInt16BE(res.length);
+              s.write(Buffer.concat([len, res]));
+            }
+            pump();
           })
           .catch(() => s.destroy());
       }
+      if (s.destroyed) return;
+      if (full()) s.pause();
+      else s.resume();
+    };
+    s.on('drain', pump);
+    s.on('data', (c: Buffer) => {
+      buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
+      pump();
     });
   });
+  tcp.maxConnections = MAX_TCP_CONNECTIONS;
   tcp.on('error', () => {});
   try {
     await new Promise<void>((resolve, reject) => {

@@ -8,6 +8,25 @@ import { EgressError } from './errors.ts';
 
 export type DnsTransport = (query: Buffer) => Promise<Buffer>;
 
+/**
+ * Host DNS exchanges in flight at once, process-wide (explicit mode and the DNS stub together). Each is a stream
+ * to the host dialer, which serves a bounded number of streams: past this, a query is refused at once
+ * (EGRESS_DIALER_BUSY: the stub answers SERVFAIL, the proxy 503) rather than starving the app's flows.
+ */
+export const MAX_DNS_IN_FLIGHT = 64;
+let dnsInFlight = 0;
+
+/** One host DNS exchange, or EGRESS_DIALER_BUSY when MAX_DNS_IN_FLIGHT are already out. */
+async function gated(dns: DnsTransport, query: Buffer): Promise<Buffer> {
+  if (dnsInFlight >= MAX_DNS_IN_FLIGHT) throw new EgressError('EGRESS_DIALER_BUSY', `${MAX_DNS_IN_FLIGHT} host DNS queries are in flight already`);
+  dnsInFlight++;
+  try {
+    return await dns(query);
+  } finally {
+    dnsInFlight--;
+  }
+}
+
 export interface Resolved {
   /** Addresses the policy lets a name entry reach, with their TTLs. */
   allowed: { ip: string; ttl: number }[];
@@ -17,7 +36,7 @@ export interface Resolved {
 
 export async function resolveA(name: string, dns: DnsTransport, keep: (ip: string) => boolean): Promise<Resolved> {
   const id = randomInt(0, 0x10000);
-  const res = parseResponse(await dns(buildQuery(id, name, QTYPE.A)));
+  const res = parseResponse(await gated(dns, buildQuery(id, name, QTYPE.A)));
   if (res.id !== id) throw new EgressError('EGRESS_RESOLVER_ERROR', `DNS answer id ${res.id} does not match the query's ${id}`);
   if (res.rcode !== RCODE.NOERROR) {
     const what = res.rcode === RCODE.NXDOMAIN ? 'NXDOMAIN' : `rcode ${res.rcode}`;

@@ -6,10 +6,10 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
 import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
-import { answerQuery, startDnsStub, type DnsStub } from '../../src/egress/dns-stub.ts';
+import { answerQuery, MAX_TCP_CONNECTIONS, startDnsStub, TCP_MAX_OUTSTANDING, type DnsStub } from '../../src/egress/dns-stub.ts';
 import { PinTable } from '../../src/egress/pin-table.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
-import type { DnsTransport } from '../../src/egress/resolver.ts';
+import { MAX_DNS_IN_FLIGHT, type DnsTransport } from '../../src/egress/resolver.ts';
 
 const many = Array.from({ length: 40 }, (_, i) => `203.0.113.${i + 1}`);
 let upstreamQueries: string[] = [];
@@ -125,15 +125,16 @@ describe('DNS stub', () => {
     for (const q of [dotted(['a.', 'test']), dotted(['ok', 'test.'])]) {
       const viaUdp = await new Promise<Buffer>((resolve, reject) => {
         const c = dgram.createSocket('udp4');
+        const timer = setTimeout(() => {
+          c.close();
+          reject(new Error('no answer over UDP'));
+        }, 3_000).unref();
         c.once('message', (m) => {
+          clearTimeout(timer); // closing twice throws, uncaught, into whichever test runs then
           c.close();
           resolve(m);
         });
         c.once('error', reject);
-        setTimeout(() => {
-          c.close();
-          reject(new Error('no answer over UDP'));
-        }, 3_000).unref();
         c.send(q, stub.port, '127.0.0.1');
       });
       const viaTcp = await tcpExchange(q);
@@ -154,3 +155,179 @@ describe('DNS stub', () => {
     expect(res.readUInt16BE(6)).toBe(0); // no answers
   });
 });
+
+describe('DNS stub: bounded whatever the app sends', () => {
+  /** A host resolver that holds every query until released; counts how many it holds at once. */
+  function heldUpstream(): { dns: DnsTransport; held: (() => void)[]; peak: () => number; asked: () => number } {
+    const held: (() => void)[] = [];
+    let now = 0;
+    let peak = 0;
+    let asked = 0;
+    const dns: DnsTransport = (q) =>
+      new Promise((resolve) => {
+        asked++;
+        peak = Math.max(peak, ++now);
+        held.push(() => {
+          now--;
+          const head = Buffer.from(q.subarray(0, 12));
+          head.writeUInt16BE(0x8180, 2);
+          head.writeUInt16BE(1, 6);
+          const end = q.indexOf(0, 12) + 5;
+          resolve(Buffer.concat([head, q.subarray(12, end), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 9])]));
+        });
+      });
+    return { dns, held, peak: () => peak, asked: () => asked };
+  }
+
+  async function stubWith(dns: DnsTransport, log = new DecisionLog()): Promise<DnsStub> {
+    return startDnsStub({ policy: new EgressPolicy(['*.flood.test']), dns, pins: new PinTable(), log, port: 0 });
+  }
+
+  const framed = (q: Buffer): Buffer => Buffer.concat([Buffer.from([q.length >> 8, q.length & 0xff]), q]);
+
+  /** Counts the framed answers arriving on `s`. */
+  function countAnswers(s: net.Socket): { n: number } {
+    const count = { n: 0 };
+    let buf = Buffer.alloc(0);
+    s.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+        count.n++;
+      }
+    });
+    return count;
+  }
+
+  it(`answers at most ${TCP_MAX_OUTSTANDING} queries of one TCP connection at once, and all of them in the end`, async () => {
+    // Failed before the fix: 100 queries in one write became 100 host exchanges at once.
+    const up = heldUpstream();
+    const s1 = await stubWith(up.dns);
+    const c = net.connect({ host: '127.0.0.1', port: s1.port });
+    c.on('error', () => {});
+    const got = countAnswers(c);
+    try {
+      c.write(Buffer.concat(Array.from({ length: 100 }, (_, i) => framed(buildQuery(i, `q${i}.flood.test`, 1)))));
+      await waitUntil(() => up.held.length === TCP_MAX_OUTSTANDING);
+      while (got.n < 100) {
+        up.held.shift()?.();
+        await new Promise((r) => setImmediate(r));
+      }
+      expect(up.peak()).toBe(TCP_MAX_OUTSTANDING);
+      expect(up.asked()).toBe(100);
+    } finally {
+      c.destroy();
+      await s1.close();
+    }
+  });
+
+  it('stops reading a TCP client that does not read its answers, then serves it in full once it does', async () => {
+    // Failed before the fix: every query was read and answered into the agent's heap (all 80,000 here; the
+    // answers queued in memory). Refused names: answered at once, no host query.
+    const decisions: EgressDecision[] = [];
+    const s1 = await stubWith(() => Promise.reject(new Error('never asked')), new DecisionLog({ onDecision: (d) => decisions.push(d) }));
+    const N = 80_000; // the kernel buffers take ~20,000 answers (4 MiB send buffer) before the stub must stop
+    const q = framed(buildQuery(1, `${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.evil.test`, 1));
+    const c = net.connect({ host: '127.0.0.1', port: s1.port });
+    c.on('error', () => {});
+    c.pause();
+    try {
+      await new Promise((r) => c.once('connect', r));
+      c.write(Buffer.concat(Array.from({ length: N }, () => q)));
+      // Wait until the stub has stopped (nothing new for 300 ms): kernel buffers hold what it wrote before.
+      let last = -1;
+      while (decisions.length !== last) {
+        last = decisions.length;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect(decisions.length).toBeLessThan(N / 2);
+      const got = countAnswers(c);
+      c.resume();
+      await waitUntil(() => got.n === N, 20_000);
+      expect(decisions.length).toBe(N);
+    } finally {
+      c.destroy();
+      await s1.close();
+    }
+  });
+
+  it(`refuses host queries past ${MAX_DNS_IN_FLIGHT} in flight with SERVFAIL, recorded as busy`, async () => {
+    // Failed before the fix: 100 UDP queries became 100 host exchanges at once, none refused.
+    const up = heldUpstream();
+    const decisions: EgressDecision[] = [];
+    const s1 = await stubWith(up.dns, new DecisionLog({ onDecision: (d) => decisions.push(d) }));
+    const c = dgram.createSocket('udp4');
+    const rcodes: number[] = [];
+    c.on('message', (m) => rcodes.push(m.readUInt16BE(2) & 0xf));
+    try {
+      for (let i = 0; i < 100; i++) c.send(buildQuery(i, `u${i}.flood.test`, 1), s1.port, '127.0.0.1');
+      await waitUntil(() => rcodes.length === 100 - MAX_DNS_IN_FLIGHT);
+      expect(rcodes.every((r) => r === RCODE.SERVFAIL)).toBe(true);
+      expect(up.held.length).toBe(MAX_DNS_IN_FLIGHT);
+      for (const release of up.held.splice(0)) release();
+      await waitUntil(() => rcodes.length === 100);
+      expect(rcodes.filter((r) => r === RCODE.NOERROR)).toHaveLength(MAX_DNS_IN_FLIGHT);
+      expect(up.peak()).toBe(MAX_DNS_IN_FLIGHT);
+      expect(decisions.filter((d) => d.busy === true)).toHaveLength(100 - MAX_DNS_IN_FLIGHT);
+    } finally {
+      c.close();
+      await s1.close();
+    }
+  });
+
+  it('asks the host once for concurrent queries of one name, and pins what it answers', async () => {
+    const up = heldUpstream();
+    const pinsHere = new PinTable();
+    const s1 = await startDnsStub({ policy: new EgressPolicy(['*.flood.test']), dns: up.dns, pins: pinsHere, log: new DecisionLog(), port: 0 });
+    const c = dgram.createSocket('udp4');
+    const answers: Buffer[] = [];
+    c.on('message', (m) => answers.push(m));
+    try {
+      for (let i = 0; i < 20; i++) c.send(buildQuery(i, 'same.flood.test', 1), s1.port, '127.0.0.1');
+      await waitUntil(() => up.held.length === 1);
+      up.held.shift()!();
+      await waitUntil(() => answers.length === 20);
+      expect(up.asked()).toBe(1);
+      expect(new Set(answers.map((a) => a.readUInt16BE(0))).size).toBe(20); // each answer carries its own id
+      expect(answers.every((a) => parseResponse(a).answers.length === 1)).toBe(true);
+      expect(pinsHere.namesFor('203.0.113.9')).toEqual(['same.flood.test']);
+    } finally {
+      c.close();
+      await s1.close();
+    }
+  });
+
+  it(`accepts at most ${MAX_TCP_CONNECTIONS} TCP connections at once`, async () => {
+    const s1 = await stubWith(() => Promise.reject(new Error('never asked')));
+    const open: net.Socket[] = [];
+    /** Connects, asks a refused name, and says whether an answer came before the connection closed. */
+    const ask = (): Promise<boolean> =>
+      new Promise((resolve) => {
+        const c = net.connect({ host: '127.0.0.1', port: s1.port });
+        open.push(c);
+        c.on('error', () => {});
+        c.once('data', () => resolve(true));
+        c.once('close', () => resolve(false));
+        c.write(framed(buildQuery(1, 'evil.test', 1)));
+      });
+    try {
+      for (let i = 0; i < MAX_TCP_CONNECTIONS; i++) expect(await ask()).toBe(true);
+      expect(await ask()).toBe(false);
+      open[0]!.destroy();
+      await waitUntil(() => open[0]!.destroyed);
+      await new Promise((r) => setTimeout(r, 50)); // the stub sees the close
+      expect(await ask()).toBe(true);
+    } finally {
+      for (const c of open) c.destroy();
+      await s1.close();
+    }
+  });
+});
+
+async function waitUntil(cond: () => boolean, ms = 5_000): Promise<void> {
+  for (let t = 0; t < ms; t += 10) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error('timed out waiting for a condition');
+}
