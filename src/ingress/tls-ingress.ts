@@ -76,9 +76,14 @@ function localSlots(maxConnections: number, maxPending: number): TlsConnectionSl
   };
 }
 
+/** After a failed re-issue, or one that came back due already, the next attempt waits this long. */
+const ROTATION_RETRY_MS = 30_000;
+
 /**
  * Re-issues `identity`'s default certificate when it is due (and re-checks at least hourly: the clock may be
- * stepped). Returns the stop.
+ * stepped). A certificate that is due the moment it is issued (the NSM's certificate has less than the rotation
+ * margin left by this clock) is retried after ROTATION_RETRY_MS, not at once: that would call the NSM in a loop.
+ * Returns the stop.
  */
 export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number }, logger: Logger | undefined): () => void {
   let timer: NodeJS.Timeout | undefined;
@@ -87,13 +92,23 @@ export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): n
     if (stopped) return;
     // Timers cap at 2^31-1 ms.
     timer = setTimeout(() => {
-      identity.current().then(schedule, (err: unknown) => {
-        logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
-        if (stopped) return;
-        timer = setTimeout(schedule, 30_000);
-        timer.unref();
-      });
+      identity.current().then(
+        () => {
+          if (identity.msUntilDue() > 0) return schedule();
+          logger?.warn('the TLS certificate just issued is due already (the NSM certificate in it expires within the rotation margin by this clock); re-issuing in 30 s');
+          retry();
+        },
+        (err: unknown) => {
+          logger?.error({ err: (err as { code?: string }).code ?? String(err) }, 'TLS certificate rotation failed; retrying in 30 s');
+          retry();
+        },
+      );
     }, Math.min(identity.msUntilDue() + 1, 3_600_000));
+    timer.unref();
+  };
+  const retry = (): void => {
+    if (stopped) return;
+    timer = setTimeout(schedule, ROTATION_RETRY_MS);
     timer.unref();
   };
   schedule();
@@ -293,7 +308,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
 
   let onAllClosed: (() => void) | undefined;
 
-  const listener = await opts.listen({
+  const listening = opts.listen({
     onConnection: (raw) => {
       raw.on('error', () => {});
       if (!slots.tryOpen()) {
@@ -320,6 +335,11 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       });
     },
     onError: (err) => logger?.warn({ err: String(err) }, 'TLS ingress accept failed'),
+  });
+  // A listener that cannot start leaves no rotation timer calling the NSM behind.
+  const listener = await listening.catch((err: unknown) => {
+    stopRotation?.();
+    throw err;
   });
   acme?.start();
 

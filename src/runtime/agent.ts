@@ -244,7 +244,7 @@ async function startIngress(
   const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
   const identity = new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host, ...(opts.ingress?.now === undefined ? {} : { now: opts.ingress.now }) });
   if (workers !== undefined && workers.sessionWorkers.identityPorts.length > 0) {
-    return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, ...(acme === undefined ? {} : { acme }), logger });
+    return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, handshakeTimeoutMs: c.limits.handshake_timeout_ms, ...(acme === undefined ? {} : { acme }), logger });
   }
   return startTlsIngress({
     ...(acme === undefined ? {} : { acme }),

@@ -28,6 +28,8 @@ export interface TlsHandoffOptions {
   admission: SharedAdmission;
   /** [ingress.acme]: started once the listener accepts, stopped by close(). */
   acme?: AcmeCertificate;
+  /** A connection held here while a due certificate is re-issued is closed after this (default 10 s), as a handshake is. */
+  handshakeTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -68,6 +70,12 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     push();
   };
   const stopRotation = startRotationTimer(identity, logger);
+  const unhook = (): void => {
+    stopRotation();
+    identity.onIssued = undefined;
+    if (acme !== undefined) acme.onChange = undefined;
+    for (const s of servers) s.close();
+  };
 
   let state: 'running' | 'draining' | 'closed' = 'running';
   /** Admitted connections waiting for a due certificate to be re-issued. */
@@ -85,6 +93,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     refuse(raw, reason);
   };
 
+  const holdTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const hand = (raw: Duplex, info: ConnectionInfo): void => {
     held.delete(raw);
     if (state !== 'running' || raw.destroyed) return release(raw, state === 'running' ? 'closed' : state);
@@ -101,7 +110,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     }
   };
 
-  const listener = await opts.listen({
+  const listening = opts.listen({
     handoff: true,
     onConnection: (raw, info) => {
       raw.on('error', () => {});
@@ -111,12 +120,20 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
       if (!identity.due) return hand(raw, info);
       // Due: the handshake must get the new certificate (or, if the NSM fails, the one served so far).
       held.add(raw);
-      identity.serving().then(
-        () => hand(raw, info),
-        () => hand(raw, info),
-      );
+      // The wait counts toward the handshake timeout, as it does with workers = 1 (tls-ingress.ts serve()).
+      const timer = setTimeout(() => raw.destroy(), holdTimeoutMs);
+      const go = (): void => {
+        clearTimeout(timer);
+        hand(raw, info);
+      };
+      identity.serving().then(go, go);
     },
     onError: (err) => logger.warn({ err: String(err) }, 'TLS ingress accept failed'),
+  });
+  // A listener that cannot start leaves nothing behind: no rotation timer calling the NSM, no pushes.
+  const listener = await listening.catch((err: unknown) => {
+    unhook();
+    throw err;
   });
   acme?.start();
 
@@ -125,13 +142,10 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
   const close = async (): Promise<void> => {
     if (state === 'closed') return;
     state = 'closed';
-    stopRotation();
-    identity.onIssued = undefined;
-    if (acme !== undefined) acme.onChange = undefined;
+    unhook();
     acme?.stop();
     await stopAccepting();
     for (const raw of held) raw.destroy();
-    for (const s of servers) s.close();
     refusals.flush();
   };
 
