@@ -1,6 +1,9 @@
-// Every egress decision, allowed or denied, becomes a transaction-log record of type "egress" (name, IP,
-// port, bytes each way, duration — never payload) and a count; denied ones are also logged at warn, at most
+// Every egress decision, allowed or denied, is counted and becomes a transaction-log record of type "egress"
+// (name, IP, port, bytes each way, duration — never payload); denied ones are also logged at warn, at most
 // WARN_BURST per WARN_WINDOW_MS (the rest are counted and summarised), so a looping app cannot flood the log.
+// The records of flows not allowed are bounded the same way (RECORD_BURST per window, then one count record
+// {"type":"egress","allowed":false,"suppressed":N,"window_ms":...} once the window has passed): an app looping
+// on refused names or queries would otherwise write its chosen text to the host at its own pace.
 import type { Logger } from 'pino';
 import type { LogSink } from '../http/log-sink.ts';
 import { recordEgressDecision } from '../ops/metrics.ts';
@@ -39,6 +42,7 @@ export const egressCounters = {
 
 export const WARN_BURST = 10;
 export const WARN_WINDOW_MS = 10_000;
+export const RECORD_BURST = 100;
 
 export interface DecisionLogOptions {
   trxSink?: LogSink;
@@ -48,10 +52,37 @@ export interface DecisionLogOptions {
   now?: () => number;
 }
 
+/** At most `burst` events per `windowMs`; says how many were held back when a new window opens. */
+class WindowLimit {
+  private start = -Infinity;
+  private used = 0;
+  private held = 0;
+  constructor(
+    private readonly burst: number,
+    private readonly windowMs: number,
+  ) {}
+
+  /** Whether this event may go out, and the count held back in the window that just closed (0: none). */
+  take(t: number): { ok: boolean; heldBack: number } {
+    let heldBack = 0;
+    if (t - this.start >= this.windowMs) {
+      heldBack = this.held;
+      this.start = t;
+      this.used = 0;
+      this.held = 0;
+    }
+    if (this.used < this.burst) {
+      this.used++;
+      return { ok: true, heldBack };
+    }
+    this.held++;
+    return { ok: false, heldBack };
+  }
+}
+
 export class DecisionLog {
-  private windowStart = -Infinity;
-  private warned = 0;
-  private suppressed = 0;
+  private readonly warns = new WindowLimit(WARN_BURST, WARN_WINDOW_MS);
+  private readonly refusalRecords = new WindowLimit(RECORD_BURST, WARN_WINDOW_MS);
   private readonly now: () => number;
   constructor(private readonly opts: DecisionLogOptions = {}) {
     this.now = opts.now ?? Date.now;
@@ -66,37 +97,31 @@ export class DecisionLog {
     recordEgressDecision(outcome);
     egressCounters.bytesOut += d.bytesOut;
     egressCounters.bytesIn += d.bytesIn;
-    this.opts.trxSink?.write({
-      type: 'egress',
-      allowed: d.allowed,
-      via: d.via,
-      name: d.name,
-      ip: d.ip,
-      port: d.port,
-      bytes_out: d.bytesOut,
-      bytes_in: d.bytesIn,
-      duration_ms: Math.round(d.durationMs * 10) / 10,
-      ...(d.reason === undefined ? {} : { reason: d.reason }),
-      ...(d.failed === true ? { failed: true } : {}),
-      ...(d.busy === true ? { busy: true } : {}),
-    });
+    const gate = d.allowed ? { ok: true, heldBack: 0 } : this.refusalRecords.take(this.now());
+    if (gate.heldBack > 0) this.opts.trxSink?.write({ type: 'egress', allowed: false, suppressed: gate.heldBack, window_ms: WARN_WINDOW_MS });
+    if (gate.ok) {
+      this.opts.trxSink?.write({
+        type: 'egress',
+        allowed: d.allowed,
+        via: d.via,
+        name: d.name,
+        ip: d.ip,
+        port: d.port,
+        bytes_out: d.bytesOut,
+        bytes_in: d.bytesIn,
+        duration_ms: Math.round(d.durationMs * 10) / 10,
+        ...(d.reason === undefined ? {} : { reason: d.reason }),
+        ...(d.failed === true ? { failed: true } : {}),
+        ...(d.busy === true ? { busy: true } : {}),
+      });
+    }
     if (!d.allowed) this.warnDenied(d);
     this.opts.onDecision?.(d);
   }
 
   private warnDenied(d: EgressDecision): void {
-    const t = this.now();
-    if (t - this.windowStart >= WARN_WINDOW_MS) {
-      if (this.suppressed > 0) this.opts.logger?.warn({ suppressed: this.suppressed, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
-      this.windowStart = t;
-      this.warned = 0;
-      this.suppressed = 0;
-    }
-    if (this.warned < WARN_BURST) {
-      this.warned++;
-      this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason }, 'egress denied');
-    } else {
-      this.suppressed++;
-    }
+    const { ok, heldBack } = this.warns.take(this.now());
+    if (heldBack > 0) this.opts.logger?.warn({ suppressed: heldBack, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
+    if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason }, 'egress denied');
   }
 }

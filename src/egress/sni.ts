@@ -7,6 +7,15 @@ import { readBytes } from './read-bytes.ts';
 
 export type SniResult = { kind: 'sni'; name: string } | { kind: 'no-sni' } | { kind: 'not-tls' };
 
+/**
+ * A ClientHello's server name as it may appear in a refusal's reason (the trx record and the warn log): the
+ * app chose it, up to 64 KiB of any bytes. Cut to a DNS name's 253 characters, anything but name characters
+ * shown as "?".
+ */
+export function sniForLog(name: string): string {
+  return name.slice(0, 253).replace(/[^a-z0-9._-]/g, '?');
+}
+
 /** Parses a ClientHello handshake message body (after the 5-byte record header). */
 export function sniFromClientHello(hs: Buffer): SniResult {
   const fail: SniResult = { kind: 'not-tls' };

@@ -3,7 +3,7 @@
 import pino from 'pino';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { DecisionLog, egressCounters, WARN_BURST, WARN_WINDOW_MS, type EgressDecision } from '../../src/egress/decision-log.ts';
+import { DecisionLog, egressCounters, RECORD_BURST, WARN_BURST, WARN_WINDOW_MS, type EgressDecision } from '../../src/egress/decision-log.ts';
 
 const denied: EgressDecision = { allowed: false, via: 'explicit', name: 'evil.test', ip: null, port: 443, bytesOut: 0, bytesIn: 0, durationMs: 0.42, reason: 'not on the allow-list' };
 
@@ -37,5 +37,22 @@ describe('DecisionLog', () => {
     const summary = lines.find((l) => l.suppressed !== undefined);
     expect(summary).toMatchObject({ level: 40, suppressed: 15 });
     expect(lines.filter((l) => l.msg === 'egress denied')).toHaveLength(WARN_BURST + 1);
+  });
+
+  it('writes at most RECORD_BURST records of refused flows per window, then one count record; allowed ones all', () => {
+    // Failed before the fix: every refusal (an app looping on a refused name) was its own record on the host.
+    const records: Record<string, unknown>[] = [];
+    let now = 0;
+    const log = new DecisionLog({ trxSink: { write: (r) => records.push(r as Record<string, unknown>), close: async () => {} }, now: () => now });
+    const before = egressCounters.denied;
+    for (let i = 0; i < RECORD_BURST + 15; i++) log.record({ ...denied, via: 'dns' });
+    log.record({ ...denied, allowed: true, reason: 'closed' });
+    expect(records.filter((r) => r.allowed === false)).toHaveLength(RECORD_BURST);
+    expect(records.filter((r) => r.allowed === true)).toHaveLength(1);
+    expect(egressCounters.denied - before).toBe(RECORD_BURST + 15); // every one still counted
+    now = WARN_WINDOW_MS;
+    log.record(denied);
+    expect(records.at(-2)).toEqual({ type: 'egress', allowed: false, suppressed: 15, window_ms: WARN_WINDOW_MS });
+    expect(records.at(-1)).toMatchObject({ type: 'egress', allowed: false, name: 'evil.test' });
   });
 });

@@ -65,6 +65,27 @@ describe('sni_check', () => {
     expect(denied).toEqual(expect.arrayContaining([expect.stringMatching(/SNI front\.test is not ok\.test/), expect.stringMatching(/no TLS SNI/)]));
   });
 
+  it('records a refused SNI cut to 253 name characters (a 60,000-byte SNI with a line break in it)', async () => {
+    // Failed before the fix: the whole SNI went into the reason, so into the host's trx record and warn log.
+    const sni = 'x'.repeat(20_000) + '\n{"forged":"line"}\u0000' + 'y'.repeat(40_000);
+    const { status, socket } = await connectVia(Number(new URL(stack.egress.proxyUrl).port), `ok.test:${port}`);
+    expect(status).toBe(200);
+    const seen = stack.decisions.length;
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(clientHello(sni));
+    await new Promise((r) => {
+      socket.once('end', r);
+      socket.once('close', r);
+    });
+    socket.destroy();
+    await waitFor(() => stack.decisions.length > seen);
+    const reason = stack.decisions.slice(seen).find((d) => !d.allowed)!.reason!;
+    expect(reason).toBe(`TLS SNI ${'x'.repeat(253)} is not ok.test`);
+    const rec = stack.records.at(-1) as { reason: string };
+    expect(rec.reason).toBe(reason);
+  });
+
   it('reads the server name from a ClientHello, and nothing from other bytes', () => {
     const hello = Buffer.from(
       // handshake type 1, length, version 0303, 32-byte random, empty session id, one suite, null compression,
@@ -78,3 +99,20 @@ describe('sni_check', () => {
     expect(sniFromClientHello(Buffer.from('GET / HTTP/1.1\r\n'))).toEqual({ kind: 'not-tls' });
   });
 });
+
+/** A TLS record holding a ClientHello that names `sni` (any bytes, up to 64 KiB). */
+function clientHello(sni: string): Buffer {
+  const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
+  const name = Buffer.from(sni, 'latin1');
+  const entry = Buffer.concat([Buffer.from([0]), u16(name.length), name]);
+  const list = Buffer.concat([u16(entry.length), entry]);
+  const ext = Buffer.concat([u16(0), u16(list.length), list]);
+  const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32, 7), Buffer.from([0]), u16(2), Buffer.from([0x13, 0x01]), Buffer.from([1, 0]), u16(ext.length), ext]);
+  const hs = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
+  return Buffer.concat([Buffer.from([0x16, 3, 1]), u16(hs.length), hs]);
+}
+
+async function waitFor(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  if (!cond()) throw new Error('timed out waiting for a condition');
+}
