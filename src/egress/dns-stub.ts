@@ -14,7 +14,7 @@ import net from 'node:net';
 import type { DecisionLog } from './decision-log.ts';
 import { buildResponse, parseQuery, QTYPE, RCODE, type Answer, type Query } from './dns-message.ts';
 import { EgressError } from './errors.ts';
-import type { PinTable } from './pin-table.ts';
+import { MAX_PIN_S, type PinTable } from './pin-table.ts';
 import { isNonGlobal } from './address-class.ts';
 import { normalizeName, type EgressPolicy } from './policy.ts';
 import { resolveA, type DnsTransport, type Resolved } from './resolver.ts';
@@ -98,7 +98,9 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
       const dropped = r.refused.length > 0 ? `; dropped non-global ${r.refused.join(', ')}` : '';
       opts.log.record({ allowed: true, via: 'dns', name, ip: r.allowed[0]!.ip, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: `answered ${r.allowed.length} address(es), pinned${dropped}` });
     }
-    const answers: Answer[] = r.allowed.map(({ ip, ttl }) => ({ name: q.question.name, type: QTYPE.A, ttl, address: ip }));
+    // The pin lives max(TTL, 30 s) but at most MAX_PIN_S: a longer TTL would let the app keep an address its pin
+    // no longer covers (its flows then reset).
+    const answers: Answer[] = r.allowed.map(({ ip, ttl }) => ({ name: q.question.name, type: QTYPE.A, ttl: Math.min(ttl, MAX_PIN_S), address: ip }));
     return buildResponse(q, RCODE.NOERROR, answers, maxBytes);
   } catch (err) {
     if (err instanceof EgressError && err.code === 'EGRESS_DIALER_BUSY') {

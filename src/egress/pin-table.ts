@@ -6,7 +6,9 @@
 // table drops expired pins, then the least recently pinned ones: only an app resolving tens of thousands of
 // names within their TTLs loses a pin it still holds, and it gets it back by resolving again.
 const MIN_PIN_MS = 30_000;
-const MAX_PIN_MS = 3_600_000;
+/** A pin's longest life; the DNS stub answers with no longer a TTL, so an app never holds an address past its pin. */
+export const MAX_PIN_S = 3_600;
+const MAX_PIN_MS = MAX_PIN_S * 1000;
 export const MAX_PINS = 65_536;
 export const MAX_NAMES_PER_IP = 1_024;
 /** When full, room is made down to this (a sweep of the whole table then comes at most once per 1/8 of it). */

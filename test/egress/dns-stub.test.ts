@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
 import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
 import { answerQuery, MAX_TCP_CONNECTIONS, startDnsStub, TCP_MAX_OUTSTANDING, type DnsStub } from '../../src/egress/dns-stub.ts';
-import { PinTable } from '../../src/egress/pin-table.ts';
+import { MAX_PIN_S, PinTable } from '../../src/egress/pin-table.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
 import { MAX_DNS_IN_FLIGHT, type DnsTransport } from '../../src/egress/resolver.ts';
 
@@ -68,6 +68,23 @@ describe('DNS stub', () => {
     expect(await resolver.resolve4('ok.test')).toEqual(['203.0.113.7']);
     expect(pins.namesFor('203.0.113.7')).toEqual(['ok.test']);
     expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', ip: '203.0.113.7' });
+  });
+
+  it('answers with a TTL no longer than the pin lives (an upstream TTL of a day becomes an hour)', async () => {
+    // Failed before the fix: the app got 86400 s while the pin lasted 3600 s, so its cached address was reset.
+    let now = 1_000_000;
+    const longPins = new PinTable(() => now);
+    const day: DnsTransport = (q) => upstream(q).then((r) => {
+      const b = Buffer.from(r);
+      b.writeUInt32BE(86_400, b.length - 10); // the one answer's TTL
+      return b;
+    });
+    const res = parseResponse((await answerQuery({ ...opts, dns: day, pins: longPins }, buildQuery(21, 'ok.test', 1), 512))!);
+    expect(res.answers).toEqual([expect.objectContaining({ address: '203.0.113.7', ttl: MAX_PIN_S })]);
+    now += (MAX_PIN_S - 1) * 1000;
+    expect(longPins.namesFor('203.0.113.7')).toEqual(['ok.test']); // pinned for as long as the app may keep it
+    const short = parseResponse((await answerQuery(opts, buildQuery(22, 'ok.test', 1), 512))!);
+    expect(short.answers[0]).toMatchObject({ ttl: 120 }); // shorter TTLs pass unchanged
   });
 
   it('refuses a name off the list without asking upstream', async () => {
