@@ -10,7 +10,7 @@ import { loadConfig } from '../config.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
 import { devKeySource, loadKeyring, type PublicKeys } from '../crypto/keyring.ts';
 import { arnRegion } from '../crypto/kms-secret-format.ts';
-import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret } from '../crypto/secrets.ts';
+import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret, type SecretInput } from '../crypto/secrets.ts';
 import { parseSealedKeyring } from '../crypto/sealed-keyring.ts';
 import { publicKeyFlag } from './flags.ts';
 import { resolveStateDir } from './keys-public.ts';
@@ -141,10 +141,10 @@ export const command: CliCommand = {
     text = text.replace(/\r?\n$/, '');
     if (text.length === 0) throw new CliUsageError('no value on standard input (pipe it in: printf %s "$VALUE" | enclave-agent secrets seal NAME)');
     if (text.includes('\0')) throw new CliUsageError('the value holds a NUL character, which an environment variable cannot carry');
-    let value: string | number | boolean = text;
+    let value: SecretInput = text;
     if (type === 'number') {
       if (!/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(text) || !Number.isFinite(Number(text))) throw new CliUsageError('--type number: the value on standard input is not a JSON number');
-      value = Number(text);
+      value = { jsonNumber: text };
     } else if (type === 'boolean') {
       if (text !== 'true' && text !== 'false') throw new CliUsageError('--type boolean: the value on standard input must be true or false');
       value = text === 'true';

@@ -141,6 +141,11 @@ export class EvEncryptor {
     return this.#seal('number', text);
   }
 
+  /** Encrypts a string as given. encrypt() trims, as the SDK does; a [secret] must reach the app byte for byte. */
+  encryptStringExact(text: string): string {
+    return this.#seal('string', text);
+  }
+
   #seal(type: EvType, text: string): string {
     const iv = randomBytes(12);
     const c = createCipheriv('aes-256-gcm', this.#key, iv, { authTagLength: TAG_LENGTH });

@@ -5,7 +5,7 @@
 // configured values with the keyring; every other decryption refuses both (secret-ciphertexts.ts).
 import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
-import { decryptSecretToken, encryptValue, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve, type EvValue } from './ev-format.ts';
+import { decryptSecretToken, EvEncryptor, isEvToken, looksLikeEv, type EncryptionPublicKey, type EvCurve } from './ev-format.ts';
 import type { Keyring } from './keyring.ts';
 import { arnRegion, isKmsSecret, parseKmsSecretValue } from './kms-secret-format.ts';
 import { SECRET_ROLE, withholdSecretValues } from './secret-ciphertexts.ts';
@@ -128,10 +128,17 @@ export function appEnvironment(inherited: NodeJS.ProcessEnv, agentVars: Readonly
   return { ...inherited, ...agentVars, ...secrets };
 }
 
+/** A secret's value: a string (sealed as given, never trimmed), a boolean, or a number as its JSON text. */
+export type SecretInput = string | boolean | { jsonNumber: string };
+
 /**
  * Encrypts one secret for [secrets] (a fresh ephemeral key each time), with the SECRET_ROLE data role (QkTC on
- * P-256, S0lS on secp256k1): only `run` decrypts it, never a request or the local API.
+ * P-256, S0lS on secp256k1): only `run` decrypts it, never a request or the local API. The app gets exactly the
+ * text sealed: strings keep their spaces, numbers their digits (no float round trip).
  */
-export function sealSecret(value: EvValue, key: EncryptionPublicKey, curve: EvCurve = 'p256'): string {
-  return encryptValue(value, key, { curve, role: SECRET_ROLE });
+export function sealSecret(value: SecretInput, key: EncryptionPublicKey, curve: EvCurve = 'p256'): string {
+  const enc = new EvEncryptor(key, { curve, role: SECRET_ROLE });
+  if (typeof value === 'string') return enc.encryptStringExact(value);
+  if (typeof value === 'boolean') return enc.encrypt(value);
+  return enc.encryptJsonNumber(value.jsonNumber);
 }

@@ -3,6 +3,7 @@
 // closed after the handshake timeout, as with workers = 1; a listener that cannot start leaves no timer or hook
 // behind; a certificate that is due the moment it is issued is retried after 30 s, not in a loop.
 import { PassThrough } from 'node:stream';
+import type { SecureContext } from 'node:tls';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AttestedIdentity } from '../../src/ingress/attested-identity.ts';
 import { startRotationTimer, startTlsIngress, type IngressIdentity } from '../../src/ingress/tls-ingress.ts';
@@ -13,7 +14,7 @@ import type { Listener, ListenOptions } from '../../src/transport/types.ts';
 import pino from 'pino';
 
 const silent = pino({ level: 'silent' });
-const cert = { der: new Uint8Array(1), document: new Uint8Array(1), notAfter: 0, spkiDer: new Uint8Array(1), context: {} };
+const cert = { der: new Uint8Array(1), document: new Uint8Array(1), notAfter: 0, spkiDer: new Uint8Array(1), context: {} as SecureContext };
 
 /** An identity whose serving() waits for `reissued()` when `slow`; counts current() calls. */
 function fakeIdentity(opts: { due: boolean; msUntilDue?: number; slow?: boolean }) {

@@ -132,6 +132,21 @@ describe('enclave-agent secrets seal NAME', () => {
     expect(b.stderr.join('')).toMatch(/--type boolean/);
   });
 
+  it('the app gets exactly the text sealed: spaces kept, numbers as written (one trailing newline dropped)', async () => {
+    const key = toBase64(keyring.publicKey('p256'));
+    const sealed = async (stdin: string, type = 'string'): Promise<string> => {
+      const t = io(stdin);
+      expect(await runCli(['secrets', 'seal', 'V', '--key', key, '--type', type], t)).toBe(0);
+      return decryptSecrets({ V: t.stdout[0]! }, keyring).V!;
+    };
+    expect(await sealed('  pass word  ')).toBe('  pass word  ');
+    expect(await sealed('\tsecret\t\n')).toBe('\tsecret\t');
+    expect(await sealed('pw\n\n')).toBe('pw\n');
+    expect(await sealed('12345678901234567890', 'number')).toBe('12345678901234567890');
+    expect(await sealed('1.50', 'number')).toBe('1.50');
+    expect(await sealed('-2.5e+10', 'number')).toBe('-2.5e+10');
+  });
+
   it('with [keyring] source = "kms": seals for the public keys recorded in the sealed-keyring file (no KMS call)', async () => {
     const material = KeyMaterial.generate();
     const file = path.join(dir, 'keyring.sealed.json');
