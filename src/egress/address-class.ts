@@ -2,6 +2,7 @@
 // ranges is refused (DNS rebinding to 127.0.0.1 or the metadata service 169.254.169.254), unless an IP or
 // CIDR entry of the policy names the address itself. net.BlockList does the prefix arithmetic.
 import net from 'node:net';
+import { parseIPv6 } from '../util/ip-bytes.ts';
 
 const NON_GLOBAL_V4: readonly [string, number][] = [
   ['0.0.0.0', 8], // "this network"
@@ -43,12 +44,35 @@ export function unmapIpv4(ip: string): string {
   return m ? m[1]! : ip;
 }
 
-/** True for loopback, RFC 1918, link-local, CGNAT, ULA, multicast and the other special-purpose ranges. */
+/**
+ * The IPv4 address an IPv6 address carries in a form that reaches it (else null): IPv4-mapped ::ffff:0:0/96,
+ * IPv4-compatible ::/96, IPv4-translated ::ffff:0:0:0/96, NAT64 64:ff9b::/96 (a NAT64 gateway dials it: AWS's
+ * reaches VPC IPv4) and 6to4 2002::/16 (bits 16..47).
+ */
+export function embeddedIpv4(ip: string): string | null {
+  if (!net.isIPv6(ip)) return null;
+  const b = parseIPv6(ip.replace(/%.*$/, ''));
+  if (b === null) return null;
+  const zero = (from: number, to: number): boolean => b.subarray(from, to).every((x) => x === 0);
+  const v4 = (at: number): string => [...b.subarray(at, at + 4)].join('.');
+  if (zero(0, 10) && ((b[10] === 0xff && b[11] === 0xff) || (b[10] === 0 && b[11] === 0))) return v4(12); // ::ffff:a.b.c.d, ::a.b.c.d
+  if (zero(0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0) return v4(12); // ::ffff:0:a.b.c.d
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && zero(4, 12)) return v4(12); // 64:ff9b::a.b.c.d
+  if (b[0] === 0x20 && b[1] === 0x02) return v4(2); // 2002:aabb:ccdd::
+  return null;
+}
+
+/**
+ * True for loopback, RFC 1918, link-local, CGNAT, ULA, multicast and the other special-purpose ranges, and for
+ * an IPv6 address that embeds such an IPv4 address (embeddedIpv4).
+ */
 export function isNonGlobal(ip: string): boolean {
   const v = unmapIpv4(ip);
   const family = ipFamily(v);
   if (family === 0) return true; // not an address at all: never "global"
-  return nonGlobal.check(v, family === 4 ? 'ipv4' : 'ipv6');
+  if (nonGlobal.check(v, family === 4 ? 'ipv4' : 'ipv6')) return true;
+  const inner = family === 6 ? embeddedIpv4(v) : null;
+  return inner !== null && nonGlobal.check(inner, 'ipv4');
 }
 
 /** A BlockList of extra prefixes ("198.18.0.0/15", "10.1.2.3"), for the host dialer's --allow-nonglobal. */

@@ -75,6 +75,11 @@ describe('host dialer', () => {
   it('refuses a non-global address unless configured (HOST_POLICY_DENY)', async () => {
     await expect(openFlow(tcp(strict.port!), { ip: '127.0.0.2', port: echo.port, timeoutMs: 2_000, name: 'ok.test' })).rejects.toMatchObject({ code: 'EGRESS_DENIED' });
     await expect(openFlow(tcp(lenient.port!), { ip: '169.254.169.254', port: 80, timeoutMs: 2_000, name: '' })).rejects.toMatchObject({ code: 'EGRESS_DENIED' });
+    // The metadata service inside IPv6 forms that reach it (NAT64, 6to4, IPv4-compatible, -translated): failed
+    // before the fix, which unwrapped ::ffff: only.
+    for (const ip of ['64:ff9b::a9fe:a9fe', '2002:a9fe:a9fe::1', '::a9fe:a9fe', '::ffff:0:a9fe:a9fe']) {
+      await expect(openFlow(tcp(lenient.port!), { ip, port: 80, timeoutMs: 2_000, name: '' }), ip).rejects.toMatchObject({ code: 'EGRESS_DENIED', message: expect.stringMatching(/not a global address/) });
+    }
   });
 
   it('reports a refused connect with its errno', async () => {

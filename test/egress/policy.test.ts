@@ -67,7 +67,14 @@ describe('matching', () => {
     }
     expect(p.resolvedAddressAllowed('10.1.0.7', 8080)).toBe(true); // named by 10.1.0.0/16:8080
     expect(p.resolvedAddressAllowed('93.184.216.34', 443)).toBe(true);
-    for (const ip of ['8.8.8.8', '1.1.1.1', '2606:4700::1111', '::ffff:8.8.8.8']) expect(isNonGlobal(ip)).toBe(false);
+    for (const ip of ['8.8.8.8', '1.1.1.1', '2606:4700::1111', '::ffff:8.8.8.8', '64:ff9b::808:808', '2002:808:808::1']) expect(isNonGlobal(ip)).toBe(false);
+  });
+  it('classifies the IPv4 address inside NAT64, 6to4, IPv4-compatible and IPv4-translated IPv6 addresses', () => {
+    // Failed before the fix: only ::ffff: was unwrapped, so these reached 169.254.169.254 / 10.0.0.5 as "global".
+    for (const ip of ['64:ff9b::a9fe:a9fe', '64:ff9b::10.0.0.5', '::a9fe:a9fe', '::ffff:0:a9fe:a9fe', '2002:a9fe:a9fe::1', '2002:a00:5::']) {
+      expect(isNonGlobal(ip), ip).toBe(true);
+      expect(p.resolvedAddressAllowed(ip, 443), ip).toBe(false);
+    }
   });
   it('lets a name reach a non-global address only on the ports an IP entry gives that address', () => {
     // "*:443" with the database on 5432 only: a public name rebound to 10.0.0.5 must not reach it on 443
