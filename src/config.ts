@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import { AgentError } from './errors.ts';
 import { EgressError } from './egress/errors.ts';
-import { EgressPolicy, parseDestination } from './egress/policy.ts';
+import { checkTransparentPorts, EgressPolicy, parseDestination } from './egress/policy.ts';
 import { checkKmsSecrets, checkSecretEntry, SecretsError } from './crypto/secrets.ts';
 import { didYouMean } from './util/suggest.ts';
 
@@ -553,6 +553,14 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   }
   if (config.egress.mode === 'transparent' && !config.egress.enabled) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'egress.mode: "transparent" needs egress.enabled = true');
+  }
+  if (config.egress.mode === 'transparent') {
+    try {
+      checkTransparentPorts(config.egress.destinations.map(parseDestination));
+    } catch (err) {
+      if (err instanceof EgressError) throw new ConfigError('CONFIG_BAD_VALUE', err.message);
+      throw err;
+    }
   }
   checkAcme(config);
   if (config.log.sink === 'file' && !config.log.path) {

@@ -96,6 +96,20 @@ export function parseDestination(entry: string): Destination {
 
 const inPorts = (r: PortRange, port: number): boolean => port >= r.from && port <= r.to;
 
+/**
+ * Transparent mode sends all TCP to port 53 to the DNS stub (src/egress/transparent-rules.ts), so an entry
+ * that names port 53 (":53" or a range holding it; any-port entries are fine) could never be reached over TCP:
+ * throws EGRESS_BAD_DESTINATION naming the first such entry.
+ */
+export function checkTransparentPorts(destinations: readonly Destination[]): void {
+  for (const d of destinations) {
+    const anyPort = d.ports.from === ANY_PORT.from && d.ports.to === ANY_PORT.to;
+    if (!anyPort && inPorts(d.ports, 53)) {
+      bad(d.text, 'in transparent mode TCP to port 53 goes to the DNS stub, so this entry could never be reached on 53; leave 53 out of its ports (two ranges around it, or "*") or use explicit mode');
+    }
+  }
+}
+
 function nameMatches(d: Destination, name: string): boolean {
   switch (d.kind) {
     case 'any-name':

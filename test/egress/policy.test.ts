@@ -32,6 +32,16 @@ describe('destinations grammar', () => {
     expect(() => configFromObject({ egress: { mode: 'transparent' } })).toThrow(/transparent.*enabled/);
     expect(() => configFromObject({ egress: { enabled: true, ports: [443] } })).toThrow(/unknown key "egress.ports"/);
   });
+
+  it('rejects, in transparent mode, an entry naming port 53 (TCP 53 goes to the DNS stub), naming the entry', () => {
+    // Failed before the fix: "ns.example.com:53" loaded and could never be reached over TCP.
+    const transparent = (destinations: string[]) => () => configFromObject({ egress: { enabled: true, mode: 'transparent', destinations } });
+    for (const entry of ['ns.example.com:53', '10.0.0.2:1-1024', '*.example.org:53-53']) {
+      expect(transparent(['ok.com:443', entry]), entry).toThrow(`egress.destinations: invalid entry ${JSON.stringify(entry)}: in transparent mode TCP to port 53 goes to the DNS stub`);
+    }
+    expect(transparent(['api.example.com', '*.example.org:*', '10.0.0.0/8:54-100', 'x.example.com:1-52'])).not.toThrow(); // any port: 53 aside, reachable
+    expect(() => configFromObject({ egress: { enabled: true, destinations: ['ns.example.com:53'] } })).not.toThrow(); // explicit mode dials it
+  });
 });
 
 describe('matching', () => {
