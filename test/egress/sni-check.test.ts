@@ -86,6 +86,29 @@ describe('sni_check', () => {
     expect(rec.reason).toBe(reason);
   });
 
+  it('cuts a ClientHello carrying encrypted_client_hello (ECH), whose outer SNI names the allowed host', async () => {
+    // Failed before the fix: the outer SNI ok.test passed, while the server routes by the encrypted inner name.
+    const ech = Buffer.concat([Buffer.from([0xfe, 0x0d, 0, 106, 0, 0, 1, 0, 1, 42, 0, 32]), Buffer.alloc(32, 9), Buffer.from([0, 64]), Buffer.alloc(64, 0xee)]);
+    const hello = clientHello('ok.test', ech);
+    expect(sniFromClientHello(hello.subarray(5))).toEqual({ kind: 'ech' });
+    expect(sniFromClientHello(clientHello('ok.test').subarray(5))).toEqual({ kind: 'sni', name: 'ok.test' });
+    const { status, socket } = await connectVia(Number(new URL(stack.egress.proxyUrl).port), `ok.test:${port}`);
+    expect(status).toBe(200);
+    const before = bytesAtServer;
+    const seen = stack.decisions.length;
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(hello);
+    await new Promise((r) => {
+      socket.once('end', r);
+      socket.once('close', r);
+    });
+    socket.destroy();
+    await waitFor(() => stack.decisions.length > seen);
+    expect(stack.decisions.slice(seen)).toEqual([expect.objectContaining({ allowed: false, reason: expect.stringMatching(/encrypted ClientHello \(ECH\)/) })]);
+    expect(bytesAtServer).toBe(before);
+  });
+
   it('reads the server name from a ClientHello, and nothing from other bytes', () => {
     const hello = Buffer.from(
       // handshake type 1, length, version 0303, 32-byte random, empty session id, one suite, null compression,
@@ -101,12 +124,12 @@ describe('sni_check', () => {
 });
 
 /** A TLS record holding a ClientHello that names `sni` (any bytes, up to 64 KiB). */
-function clientHello(sni: string): Buffer {
+function clientHello(sni: string, extra: Buffer = Buffer.alloc(0)): Buffer {
   const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 0xff]);
   const name = Buffer.from(sni, 'latin1');
   const entry = Buffer.concat([Buffer.from([0]), u16(name.length), name]);
   const list = Buffer.concat([u16(entry.length), entry]);
-  const ext = Buffer.concat([u16(0), u16(list.length), list]);
+  const ext = Buffer.concat([u16(0), u16(list.length), list, extra]);
   const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32, 7), Buffer.from([0]), u16(2), Buffer.from([0x13, 0x01]), Buffer.from([1, 0]), u16(ext.length), ext]);
   const hs = Buffer.concat([Buffer.from([1, body.length >> 16, (body.length >> 8) & 0xff, body.length & 0xff]), body]);
   return Buffer.concat([Buffer.from([0x16, 3, 1]), u16(hs.length), hs]);
