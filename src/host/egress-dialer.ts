@@ -7,6 +7,8 @@
 // (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
 // At most maxFlows requests are served at once (connecting, spliced or resolving); one more is answered BUSY
 // (the enclave's proxy answers 503), so a runaway enclave cannot take every file descriptor of the parent.
+// Streams that have not sent their request yet are capped too (maxWaitingStreams: a silent stream is held up to
+// the header timeout); past the cap the oldest is closed.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -39,6 +41,11 @@ export const UPSTREAM_KEEPALIVE_MS = 60_000;
 /** Concurrent flows (CONNECT or DNS) served at once; two file descriptors each on this side. */
 export const DEFAULT_MAX_EGRESS_FLOWS = 1024;
 
+/** Streams held at once before their request arrives: the enclave's pre-opened ones and flows being set up. */
+export function maxWaitingStreams(maxFlows: number): number {
+  return 2 * maxFlows + 16;
+}
+
 export type EgressDialerListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
 
 export interface EgressDialerOptions {
@@ -59,6 +66,8 @@ export interface EgressDialer {
   readonly activeFlows: number;
   /** Requests refused BUSY (at maxFlows) since start. */
   readonly refusedBusy: number;
+  /** Streams closed before their request because maxWaitingStreams were already waiting, since start. */
+  readonly closedWaiting: number;
   /** Stops accepting and cuts every open flow. */
   close(): Promise<void>;
 }
@@ -88,6 +97,10 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
   const maxFlows = opts.maxFlows ?? DEFAULT_MAX_EGRESS_FLOWS;
   if (!Number.isInteger(maxFlows) || maxFlows < 1) throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: the flow cap must be a positive integer, found ${maxFlows}`);
   const streams = new Set<Duplex>();
+  /** Streams whose request has not arrived, oldest first. */
+  const waiting = new Set<Duplex>();
+  const maxWaiting = maxWaitingStreams(maxFlows);
+  let closedWaiting = 0;
   const flows = new Set<Splice>();
   /** Streams whose request is being served (from its decoding until the stream closes). */
   let serving = 0;
@@ -162,7 +175,17 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     allowHalfOpen(stream);
     stream.on('error', () => {});
     streams.add(stream);
-    stream.once('close', () => streams.delete(stream));
+    waiting.add(stream);
+    stream.once('close', () => {
+      streams.delete(stream);
+      waiting.delete(stream);
+    });
+    if (waiting.size > maxWaiting) {
+      const oldest = waiting.values().next().value!;
+      waiting.delete(oldest);
+      if (closedWaiting++ === 0) logger.warn({ maxWaiting }, 'egress dialer: too many streams without a request; closing the oldest');
+      oldest.destroy();
+    }
     void (async () => {
       let req: FlowRequest;
       try {
@@ -175,6 +198,7 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
         stream.destroy();
         return;
       }
+      waiting.delete(stream);
       if (serving >= maxFlows) {
         refusedBusy++;
         if (!saturated) logger.warn({ maxFlows }, 'egress dialer: at the cap of concurrent flows; refusing more until some close');
@@ -201,6 +225,9 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     },
     get refusedBusy() {
       return refusedBusy;
+    },
+    get closedWaiting() {
+      return closedWaiting;
     },
     async close() {
       await listener.close();

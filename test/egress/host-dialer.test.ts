@@ -7,7 +7,7 @@ import { parseBridgeArgs } from '../../src/cli/bridge.ts';
 import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
 import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
 import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
-import { startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { maxWaitingStreams, startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { exchange, startExchangeServer, startTestDns, type ExchangeServer, type TestDns } from './helpers.ts';
 
 let dns: TestDns;
@@ -121,6 +121,38 @@ describe('host dialer', () => {
       await capped.close();
     }
     await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, maxFlows: 0 })).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED' });
+  });
+
+  it('holds at most maxWaitingStreams streams without a request, closing the oldest, and keeps serving', async () => {
+    // Failed before the fix: silent streams were not counted, each held until the header timeout.
+    const capped = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: dns.port }], maxFlows: 2 });
+    const cap = maxWaitingStreams(2);
+    const socks: net.Socket[] = [];
+    const closed = new Set<number>();
+    try {
+      for (let i = 0; i < cap + 10; i++) {
+        const s = net.connect({ host: '127.0.0.1', port: capped.port! });
+        s.on('error', () => {});
+        s.on('close', () => closed.add(i));
+        s.resume();
+        socks.push(s);
+        await new Promise((r) => s.once('connect', r));
+      }
+      await waitUntil(() => closed.size >= 10);
+      await new Promise((r) => setTimeout(r, 50)); // nothing else is closed
+      expect([...closed].sort((a, b) => a - b)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+      expect(capped.closedWaiting).toBe(10);
+      // the newest silent stream is still served when its request comes
+      const newest = socks.at(-1)!;
+      const got: Buffer[] = [];
+      newest.on('data', (c: Buffer) => got.push(c));
+      newest.write(encodeRequest({ op: 'dns', query: buildQuery(8, 'ok.test', 1) }));
+      await waitUntil(() => Buffer.concat(got).length > 12);
+      expect(Buffer.concat(got).subarray(0, 4).toString('latin1')).toBe('EGR1');
+    } finally {
+      for (const s of socks) s.destroy();
+      await capped.close();
+    }
   });
 
   it('passes an upstream reset mid-flow on as a reset: the enclave gets the bytes sent before it, then ECONNRESET', async () => {
