@@ -9,10 +9,11 @@
 //     without the tag failing;
 //   - the exact ciphertexts configured in [secrets] (role-less values sealed before the role existed, or by
 //     other tools), registered per Keyring object. A ciphertext is identified by what decryption depends
-//     on besides the IV (which the tag covers): its curve, ephemeral key and ciphertext‖tag bytes — not its
-//     spelling, since the parser accepts one value several ways (`debug:`, padding, the unused bits of the
-//     last base64 character, the type segment Tk9D/RFVC do not authenticate). The ephemeral key is canonical
-//     as bytes: 33 bytes, 02/03, and OpenSSL refuses an x coordinate ≥ p.
+//     on besides the IV (which the tag covers): its curve, the ephemeral key's x coordinate and ciphertext‖tag
+//     bytes — not its spelling, since the parser accepts one value several ways (`debug:`, padding, the unused
+//     bits of the last base64 character, the type segment Tk9D/RFVC do not authenticate, and the key's 02/03
+//     prefix: a point and its negation share x, so the same ECDH secret, and RFVC — the raw x as key, no AAD —
+//     opens with either). x is canonical as bytes: OpenSSL refuses an x coordinate ≥ p.
 import { createHash } from 'node:crypto';
 import { tryParseEv, type EvToken } from './ev-parse.ts';
 import type { Keyring } from './keyring.ts';
@@ -28,11 +29,11 @@ interface Withheld {
 
 const registry = new WeakMap<Keyring, Withheld>();
 
-/** What identifies `t`'s ciphertext whatever its spelling (see above): "length:base64(SHA-256(curve ‖ key ‖ ciphertext))". */
+/** What identifies `t`'s ciphertext whatever its spelling (see above): "length:base64(SHA-256(curve ‖ x ‖ ciphertext))". */
 export function ciphertextId(t: EvToken): string {
   const digest = createHash('sha256')
     .update(t.curve === 'p256' ? 'P' : 'K')
-    .update(t.ephemeralPublicKey)
+    .update(t.ephemeralPublicKey.subarray(1))
     .update(t.ciphertext)
     .digest('base64');
   return `${t.ciphertext.length}:${digest}`;

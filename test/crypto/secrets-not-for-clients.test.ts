@@ -111,9 +111,14 @@ describe('the decrypt entry points refuse secrets with the generic refusal', () 
   const keyring = Keyring.generate();
   const sealed = sealSecret(SEALED_TEXT, keyring.publicKeys());
   const legacy = legacyValue(keyring, LEGACY_TEXT);
+  // A role-less secp256k1 value (RFVC): its key is ECDH's raw x, without AAD, so the ephemeral key with its
+  // prefix flipped (the negated point, same x) opens it too — the same ciphertext, another spelling.
+  const legacyK = encryptValue(LEGACY_TEXT, keyring.publicKeys(), { curve: 'secp256k1' });
+  const k = parseEv(legacyK);
+  const flipped = formatEv({ ...k, ephemeralPublicKey: Uint8Array.of(k.ephemeralPublicKey[0]! ^ 1, ...k.ephemeralPublicKey.subarray(1)) });
   const client = encryptValue(CLIENT_TEXT, keyring.publicKeys());
   // Configured for this keyring (as createForwarder does from enclave.toml).
-  decryptSecrets({ OLD_TOKEN: legacy }, keyring, { warn: () => {} });
+  decryptSecrets({ OLD_TOKEN: legacy, OLD_K: legacyK }, keyring, { warn: () => {} });
 
   const refusal = (f: () => unknown): EvDecryptError => {
     try {
@@ -127,7 +132,8 @@ describe('the decrypt entry points refuse secrets with the generic refusal', () 
 
   it('decryptToken(Detailed), decryptJsonTokens, decryptHeaderValue, walkDecrypt', () => {
     expect(decryptToken(client, keyring)).toBe(CLIENT_TEXT); // ordinary values still open
-    for (const v of [sealed, legacy, ...respellings(legacy), ...respellings(sealed)]) {
+    expect(decryptSecrets({ F: flipped }, Keyring.fromMaterial(keyring.keyMaterial()), { warn: () => {} }).F).toBe(LEGACY_TEXT); // it does open
+    for (const v of [sealed, legacy, ...respellings(legacy), ...respellings(sealed), legacyK, flipped]) {
       for (const f of [() => decryptTokenDetailed(v, keyring), () => decryptJsonTokens(JSON.stringify({ v }), keyring), () => decryptHeaderValue(`Bearer ${v}`, keyring), () => walkDecrypt([v], keyring)]) {
         const err = refusal(f);
         expect(err.message).toBe(EV_DECRYPT_MESSAGE);
