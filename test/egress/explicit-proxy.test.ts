@@ -32,6 +32,7 @@ beforeAll(async () => {
     'rebind.test': ['127.0.0.1', '169.254.169.254'],
     'evil.test': [SERVER_IP],
     'a.scope.test': [SERVER_IP],
+    'burst.wild.test': [SERVER_IP],
   });
   echo = await startExchangeServer(SERVER_IP, reply);
   web = await startHttpServer(SERVER_IP);
@@ -164,6 +165,22 @@ describe('explicit proxy: CONNECT', () => {
     expect(unlisted.connections).toBe(0);
     expect((await connectVia(proxyPort(), `169.254.169.254:80`)).status).toBe(403);
     expect((await connectVia(proxyPort(), `[::1]:80`)).status).toBe(403);
+  });
+
+  it('resolves a name once for a burst of 100 connections to it (host DNS queries in flight are capped)', async () => {
+    // Failed before the fix: each connection resolved on its own, and past the cap of 64 host DNS queries in
+    // flight the rest were answered 503.
+    const before = dns.queries.filter((q) => q === 'burst.wild.test').length;
+    const statuses = await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        const { status, socket } = await connectVia(proxyPort(), `burst.wild.test:${echo.port}`);
+        socket.destroy();
+        return status;
+      }),
+    );
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(dns.queries.filter((q) => q === 'burst.wild.test').length - before).toBe(1);
+    await waitFor(() => stack.egress.activeFlows() === 0);
   });
 
   it('carries 100 concurrent flows, each byte-exact', async () => {
