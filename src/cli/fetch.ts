@@ -13,6 +13,7 @@ import { parsePins } from './attestation-inspect.ts';
 import { explainConnectFailure } from './connect-diagnosis.ts';
 import { intFlag, parseFlags, PIN_FLAGS, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
+import { printable } from '../util/printable.ts';
 
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
 
@@ -106,7 +107,7 @@ export function attestationSummary(client: Client): { moduleId: string; time: st
 /** One line for a failed attestation, naming the verifier's code. */
 export function attestationFailureLine(command: string, err: ClientError): string {
   const cause = err.cause instanceof Error ? err.cause.message : err.message.replace(/^attestation failed: /, '');
-  return `enclave-agent ${command}: attestation failed: ${err.attestationCode ?? err.code}: ${cause}`;
+  return `enclave-agent ${command}: attestation failed: ${err.attestationCode ?? err.code}: ${printable(cause)}`;
 }
 
 /** The hint under ATTESTATION_UNTRUSTED_ROOT when no --root was given (the local stack's documents need one). */
@@ -121,7 +122,7 @@ export async function reportConnectError(command: string, url: string, err: unkn
   if (!(err instanceof ClientError)) throw err;
   if (err.code === 'CLIENT_ATTESTATION_FAILED') {
     if (err.attestationCode === 'ATTESTATION_BAD_EXPECTATIONS') {
-      io.err(`enclave-agent ${command}: ${err.cause instanceof Error ? err.cause.message : err.message} (see --help)`);
+      io.err(`enclave-agent ${command}: ${printable(err.cause instanceof Error ? err.cause.message : err.message)} (see --help)`);
       return 2;
     }
     io.err(attestationFailureLine(command, err));
@@ -130,7 +131,7 @@ export async function reportConnectError(command: string, url: string, err: unkn
   }
   if (err.code === 'CLIENT_CONNECT_FAILED') {
     // The diagnosis probes a WebSocket upgrade; an https:// failure already names its cause.
-    io.err(`enclave-agent ${command}: CLIENT_CONNECT_FAILED: ${(/^https:/i.test(url) ? null : await explainConnectFailure(url)) ?? err.message}`);
+    io.err(`enclave-agent ${command}: CLIENT_CONNECT_FAILED: ${printable((/^https:/i.test(url) ? null : await explainConnectFailure(url)) ?? err.message)}`);
     return 1;
   }
   throw err;
@@ -177,7 +178,7 @@ export const command: CliCommand = {
       const summary = attestationSummary(client);
       if (values.verbose) {
         io.err(`* connected to ${url}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, ${/^https:/i.test(url) ? `user_data = the TLS key${values.nonce ? ', SNI nonce' : ''}` : 'nonce'}, PCRs)`);
-        io.err(`* module ${summary.moduleId}, document time ${summary.time}, features [${summary.features.join(', ')}]`);
+        io.err(`* module ${printable(summary.moduleId)}, document time ${summary.time}, features [${summary.features.join(', ')}]`);
         for (const [k, v] of Object.entries(summary.pcrs)) io.err(`* ${k} ${v}`);
         io.err(`> ${method} ${reqPath}`);
         for (const [k, v] of headers) io.err(`> ${k}: ${v}`);

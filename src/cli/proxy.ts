@@ -10,6 +10,7 @@ import { pinsFromFlags } from './fetch.ts';
 import { intFlag, parseFlags, PIN_FLAGS, portFlag, rootsFromFlags } from './flags.ts';
 import { untilSignal } from './signals.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
+import { printable } from '../util/printable.ts';
 
 const HELP = `Usage: enclave-agent proxy <url> [options]
 
@@ -86,7 +87,7 @@ export const command: CliCommand = {
       const failure = await proxy.ready();
       if (values.json) io.out(JSON.stringify({ url: proxy.url, upstream: url, attestation: failure ?? 'verified' }));
       else if (failure === null) io.out(`enclave-agent proxy: ${proxy.url} → ${url} (attestation verified)`);
-      else io.out(`enclave-agent proxy: ${proxy.url} → ${url} (attestation NOT verified: ${failure}; requests get 502 until it does)`);
+      else io.out(`enclave-agent proxy: ${proxy.url} → ${url} (attestation NOT verified: ${printable(String(failure))}; requests get 502 until it does)`);
       await untilSignal();
       return 0;
     } finally {

@@ -8,6 +8,8 @@ import { parseCoseSign1 } from '../../src/attestation/document.ts';
 import { encodeCbor } from '../../src/attestation/nsm-messages.ts';
 import { createNsmSimulator } from '../../src/attestation/simulator.ts';
 import { runCli } from '../../src/cli/run.ts';
+import { attestationFailureLine } from '../../src/cli/fetch.ts';
+import { ClientError } from '../../src/client/errors.ts';
 import { toBase64 } from '../../src/util/bytes.ts';
 import { fixturePath, isEmptyPublicKeyFixture, nitroIndex, type NitroFixture } from './fixtures.ts';
 
@@ -177,5 +179,14 @@ describe('enclave-agent attestation inspect', () => {
     expect(pass.code).toBe(0);
     expect(fail.stdout).toContain('Verdict: FAIL ATTESTATION_PCR_MISMATCH: PCR1 expected eeee');
     expect(fail.code).toBe(1);
+  });
+});
+
+describe('fetch / attest failure lines', () => {
+  it('escape the control characters of a peer\'s text (a certificate subject in the verifier\'s message)', () => {
+    const cause = new Error('the chain ends at "CN=i-0abc\r\nenclave-agent fetch: verified, PCRs MATCH\u001b[8m"');
+    const err = new ClientError('CLIENT_ATTESTATION_FAILED', 'attestation failed', { cause, attestationCode: 'ATTESTATION_UNTRUSTED_ROOT' });
+    const line = attestationFailureLine('fetch', err);
+    expect(line).toBe('enclave-agent fetch: attestation failed: ATTESTATION_UNTRUSTED_ROOT: the chain ends at "CN=i-0abc\\u000d\\u000aenclave-agent fetch: verified, PCRs MATCH\\u001b[8m"');
   });
 });
