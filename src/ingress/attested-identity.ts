@@ -50,6 +50,13 @@ export interface IssuedCertificate {
 }
 
 
+/**
+ * A default certificate that is due the moment it is issued (the NSM certificate in it expires within the rotation
+ * margin by this clock) is served this long before the next attempt: re-issuing per handshake would cost every
+ * connection an NSM call, on the NSM attested Noise sessions share.
+ */
+export const DUE_AT_ISSUE_RETRY_MS = 30_000;
+
 /** How long a /.well-known document without a client nonce is reused for the same key. */
 export const WELL_KNOWN_TTL_MS = 60_000;
 
@@ -63,6 +70,8 @@ export class AttestedIdentity implements IngressIdentity {
   #key: IngressKey | undefined;
   #current: IssuedCertificate | undefined;
   #issuing: Promise<IssuedCertificate> | undefined;
+  /** Not before (ms since the epoch): set when the default certificate came back due already. */
+  #reissueAfter = 0;
   readonly #nonceCache = new Map<string, IssuedCertificate>();
   /** /.well-known documents without a client nonce, per served key (hex SPKI): reused for WELL_KNOWN_TTL_MS. */
   readonly #wellKnown = new Map<string, { at: number; document: Promise<Uint8Array> }>();
@@ -93,7 +102,7 @@ export class AttestedIdentity implements IngressIdentity {
   /** The default certificate, re-issued first when it is due (now ≥ notAfter − rotateBeforeMs). */
   async current(): Promise<IssuedCertificate> {
     const c = this.#current;
-    if (c !== undefined && !this.#due(c)) return c;
+    if (c !== undefined && !this.#defaultDue(c)) return c;
     this.#issuing ??= this.#issueDefault().finally(() => (this.#issuing = undefined));
     return this.#issuing;
   }
@@ -118,12 +127,12 @@ export class AttestedIdentity implements IngressIdentity {
 
   /** Whether the default certificate must be re-issued before the next handshake. */
   get due(): boolean {
-    return this.#current === undefined || this.#due(this.#current);
+    return this.#current === undefined || this.#defaultDue(this.#current);
   }
 
   /** ms until the default certificate is due (for the rotation timer). */
   msUntilDue(): number {
-    return this.#current === undefined ? 0 : Math.max(0, this.#current.notAfter - this.#rotateBeforeMs - this.#now());
+    return this.#current === undefined ? 0 : Math.max(0, Math.max(this.#current.notAfter - this.#rotateBeforeMs, this.#reissueAfter) - this.#now());
   }
 
   /**
@@ -182,10 +191,20 @@ export class AttestedIdentity implements IngressIdentity {
     return this.#now() >= c.notAfter - this.#rotateBeforeMs;
   }
 
+  #defaultDue(c: IssuedCertificate): boolean {
+    return this.#due(c) && this.#now() >= this.#reissueAfter;
+  }
+
+  /** The default certificate was inside the rotation margin when issued (the rotation timer warns). */
+  get dueAtIssue(): boolean {
+    return this.#reissueAfter > 0 && this.#current !== undefined && this.#due(this.#current);
+  }
+
   async #issueDefault(): Promise<IssuedCertificate> {
     this.#key ??= await generateIngressKey();
     const issued = await this.#issue(this.#key, this.host, new Uint8Array(randomBytes(32)));
     this.#current = issued;
+    this.#reissueAfter = this.#due(issued) ? this.#now() + DUE_AT_ISSUE_RETRY_MS : 0;
     this.rotations++;
     this.onIssued?.(issued);
     return issued;

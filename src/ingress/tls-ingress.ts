@@ -85,7 +85,7 @@ const ROTATION_RETRY_MS = 30_000;
  * margin left by this clock) is retried after ROTATION_RETRY_MS, not at once: that would call the NSM in a loop.
  * Returns the stop.
  */
-export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number }, logger: Logger | undefined): () => void {
+export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): number; readonly dueAtIssue?: boolean }, logger: Logger | undefined): () => void {
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
   const schedule = (): void => {
@@ -94,8 +94,9 @@ export function startRotationTimer(identity: IngressIdentity & { msUntilDue(): n
     timer = setTimeout(() => {
       identity.current().then(
         () => {
+          const dueAlready = identity.dueAtIssue === true || identity.msUntilDue() === 0;
+          if (dueAlready) logger?.warn('the TLS certificate just issued is due already (the NSM certificate in it expires within the rotation margin by this clock); re-issuing in 30 s');
           if (identity.msUntilDue() > 0) return schedule();
-          logger?.warn('the TLS certificate just issued is due already (the NSM certificate in it expires within the rotation margin by this clock); re-issuing in 30 s');
           retry();
         },
         (err: unknown) => {

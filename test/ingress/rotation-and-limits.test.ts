@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
-import { AttestedIdentity, WELL_KNOWN_TTL_MS } from '../../src/ingress/attested-identity.ts';
+import { AttestedIdentity, DUE_AT_ISSUE_RETRY_MS, WELL_KNOWN_TTL_MS } from '../../src/ingress/attested-identity.ts';
 import { IngressError } from '../../src/ingress/errors.ts';
 import { nonceFromSni } from '../../src/ingress/sni-nonce.ts';
 import { sniNonce, startIngressStack, type IngressStack } from './helpers.ts';
@@ -118,6 +118,25 @@ describe('SNI nonces', () => {
     for (const enc of ['base64', 'base64url'] as const) {
       expect(() => nonceFromSni(`${Buffer.alloc(32, 0xfb).toString(enc)}.attest.x`)).toThrow(expect.objectContaining({ code: 'INGRESS_BAD_NONCE' }));
     }
+  });
+
+  it('a default certificate due the moment it is issued is served 30 s before the next NSM call, not one per handshake', async () => {
+    let calls = 0;
+    const counting = { ...sim, attest: (req: Parameters<typeof sim.attest>[0]) => (calls++, sim.attest(req)) };
+    let clock = Date.now();
+    const id = new AttestedIdentity({ nsm: counting, now: () => clock });
+    await id.current();
+    // 5 min before the NSM certificate expires by this clock (the margin is 10): the simulator's next one expires
+    // no later, so each certificate is due as soon as it is issued.
+    clock = id.served!.notAfter - 5 * 60_000;
+    calls = 0;
+    for (let i = 0; i < 20; i++) if (id.due) await id.serving(); // what each handshake does
+    expect(calls).toBe(1);
+    expect(id.dueAtIssue).toBe(true);
+    expect(id.msUntilDue()).toBe(DUE_AT_ISSUE_RETRY_MS);
+    clock += DUE_AT_ISSUE_RETRY_MS;
+    for (let i = 0; i < 20; i++) if (id.due) await id.serving();
+    expect(calls).toBe(2);
   });
 
   it('rate-limits fresh-nonce certificates; a repeated SNI is served from the bounded cache', async () => {
