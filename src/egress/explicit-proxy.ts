@@ -16,7 +16,7 @@ import { authorizeAndDial, EgressDenied, type DialDeps } from './dial.ts';
 import { EgressError } from './errors.ts';
 import type { FlowTracker } from './flow-tracker.ts';
 import { readHead, type ProxyHead } from './proxy-head.ts';
-import { peekSni, sniForLog, sniRefusal } from './sni.ts';
+import { peekSni, sniForLog } from './sni.ts';
 import { allowHalfOpen } from './splice.ts';
 
 const HEAD_TIMEOUT_MS = 30_000;
@@ -166,7 +166,7 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       if (opts.sniCheck && dialed.name !== '') {
         const sni = await peekSni(socket, SNI_TIMEOUT_MS);
         if (sni.kind !== 'sni' || sni.name !== dialed.name) {
-          deny(sni.kind === 'sni' ? `TLS SNI ${sniForLog(sni.name)} is not ${dialed.name}` : sniRefusal(sni.kind), dialed.ip);
+          deny(sni.kind === 'sni' ? `TLS SNI ${sniForLog(sni.name)} is not ${dialed.name}` : 'no TLS SNI (sni_check)', dialed.ip);
           dialed.stream.destroy();
           socket.destroy();
           return;

@@ -5,14 +5,7 @@
 import type { Duplex } from 'node:stream';
 import { readBytes } from './read-bytes.ts';
 
-/**
- * 'ech': the ClientHello carries encrypted_client_hello (0xfe0d); its server_name is the outer, public one and
- * the name the server (a CDN) routes by is encrypted, so the check cannot vouch for it.
- */
-export type SniResult = { kind: 'sni'; name: string } | { kind: 'no-sni' } | { kind: 'not-tls' } | { kind: 'ech' };
-
-const EXT_SERVER_NAME = 0;
-const EXT_ENCRYPTED_CLIENT_HELLO = 0xfe0d;
+export type SniResult = { kind: 'sni'; name: string } | { kind: 'no-sni' } | { kind: 'not-tls' };
 
 /**
  * A ClientHello's server name as it may appear in a refusal's reason (the trx record and the warn log): the
@@ -21,11 +14,6 @@ const EXT_ENCRYPTED_CLIENT_HELLO = 0xfe0d;
  */
 export function sniForLog(name: string): string {
   return name.slice(0, 253).replace(/[^a-z0-9._-]/g, '?');
-}
-
-/** Why sni_check refuses a flow that names no checkable server. */
-export function sniRefusal(kind: 'no-sni' | 'not-tls' | 'ech'): string {
-  return kind === 'ech' ? 'TLS encrypted ClientHello (ECH): the server name is hidden (sni_check)' : 'no TLS SNI (sni_check)';
 }
 
 /** Parses a ClientHello handshake message body (after the 5-byte record header). */
@@ -44,31 +32,26 @@ export function sniFromClientHello(hs: Buffer): SniResult {
   if (p + 2 > hs.length) return fail;
   const end = Math.min(hs.length, p + 2 + hs.readUInt16BE(p));
   p += 2;
-  let sni: SniResult = { kind: 'no-sni' };
-  let ech = false;
   while (p + 4 <= end) {
     const type = hs.readUInt16BE(p);
     const len = hs.readUInt16BE(p + 2);
     const data = p + 4;
     if (data + len > end) return fail;
-    if (type === EXT_ENCRYPTED_CLIENT_HELLO) ech = true;
-    if (type === EXT_SERVER_NAME && sni.kind === 'no-sni') {
+    if (type === 0) {
       // server_name_list: u16 length, then entries (type u8, u16 length, name); host_name is type 0
       let q = data + 2;
       while (q + 3 <= data + len) {
         const nameType = hs[q]!;
         const nameLen = hs.readUInt16BE(q + 1);
         if (q + 3 + nameLen > data + len) return fail;
-        if (nameType === 0) {
-          sni = { kind: 'sni', name: hs.subarray(q + 3, q + 3 + nameLen).toString('latin1').toLowerCase() };
-          break;
-        }
+        if (nameType === 0) return { kind: 'sni', name: hs.subarray(q + 3, q + 3 + nameLen).toString('latin1').toLowerCase() };
         q += 3 + nameLen;
       }
+      return { kind: 'no-sni' };
     }
     p = data + len;
   }
-  return ech ? { kind: 'ech' } : sni;
+  return { kind: 'no-sni' };
 }
 
 /**

@@ -16,7 +16,7 @@ import type { FlowTracker } from './flow-tracker.ts';
 import type { OriginalDst } from './original-dst.ts';
 import type { PinTable } from './pin-table.ts';
 import type { EgressPolicy } from './policy.ts';
-import { peekSni, sniForLog, sniRefusal } from './sni.ts';
+import { peekSni, sniForLog } from './sni.ts';
 import { allowHalfOpen } from './splice.ts';
 
 const SNI_TIMEOUT_MS = 10_000;
@@ -68,7 +68,7 @@ export async function startTransparentListener(opts: TransparentOptions): Promis
     let name = auth.name;
     if (opts.sniCheck && name !== '') {
       const sni = await peekSni(socket, SNI_TIMEOUT_MS);
-      if (sni.kind !== 'sni' || !auth.candidates.includes(sni.name)) return deny(sni.kind === 'sni' ? `TLS SNI ${sniForLog(sni.name)} was not resolved to this address` : sniRefusal(sni.kind), name);
+      if (sni.kind !== 'sni' || !auth.candidates.includes(sni.name)) return deny(sni.kind === 'sni' ? `TLS SNI ${sniForLog(sni.name)} was not resolved to this address` : 'no TLS SNI (sni_check)', name);
       name = sni.name;
     }
     let upstream;
