@@ -8,7 +8,9 @@
 // Bounded whatever the app sends: concurrent queries for one name share one host exchange; at most
 // MAX_DNS_IN_FLIGHT host exchanges process-wide (more: SERVFAIL, recorded as busy); per TCP connection at
 // most TCP_MAX_OUTSTANDING queries answered at once and TCP_MAX_UNWRITTEN answer bytes queued (past either,
-// the connection is not read until they drain); at most MAX_TCP_CONNECTIONS connections.
+// the connection is not read until they drain); at most MAX_TCP_CONNECTIONS connections; over UDP, queries of at
+// most UDP_MAX bytes (a question is far smaller; larger ones get FORMERR) and at most UDP_MAX_OUTSTANDING waiting
+// for an answer (more get SERVFAIL at once), so what waits is bounded too.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { DecisionLog } from './decision-log.ts';
@@ -24,6 +26,7 @@ const TCP_IDLE_MS = 10_000;
 export const MAX_TCP_CONNECTIONS = 32;
 export const TCP_MAX_OUTSTANDING = 16;
 export const TCP_MAX_UNWRITTEN = 64 * 1024;
+export const UDP_MAX_OUTSTANDING = 256;
 
 export interface DnsStubOptions {
   policy: EgressPolicy;
@@ -127,13 +130,23 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   const host = opts.host ?? '127.0.0.1';
   const udp = dgram.createSocket('udp4');
   udp.on('error', () => {});
+  let udpOutstanding = 0;
   udp.on('message', (msg, from) => {
-    // .catch: send throws once the socket is closed (the stub stopped while the query was resolving)
-    void answerQuery(opts, msg, UDP_MAX)
-      .then((res) => {
+    const reply = (res: Buffer | null): void => {
+      // try: send throws once the socket is closed (the stub stopped while the query was resolving)
+      try {
         if (res !== null) udp.send(res, from.port, from.address);
-      })
-      .catch(() => {});
+      } catch {
+        // nothing to answer to
+      }
+    };
+    if (msg.length > UDP_MAX || udpOutstanding >= UDP_MAX_OUTSTANDING) {
+      return reply(msg.length < 12 ? null : headerOnly(msg.readUInt16BE(0), msg.length > UDP_MAX ? RCODE.FORMERR : RCODE.SERVFAIL));
+    }
+    udpOutstanding++;
+    void answerQuery(opts, msg, UDP_MAX)
+      .then(reply, () => {})
+      .finally(() => udpOutstanding--);
   });
   await new Promise<void>((resolve, reject) => {
     udp.once('error', (err) => reject(new EgressError('EGRESS_SETUP_FAILED', `DNS stub: cannot bind udp ${host}:${opts.port ?? 53}: ${(err as NodeJS.ErrnoException).code ?? err.message}`)));

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
 import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
-import { answerQuery, MAX_TCP_CONNECTIONS, startDnsStub, TCP_MAX_OUTSTANDING, type DnsStub } from '../../src/egress/dns-stub.ts';
+import { answerQuery, MAX_TCP_CONNECTIONS, startDnsStub, TCP_MAX_OUTSTANDING, UDP_MAX_OUTSTANDING, type DnsStub } from '../../src/egress/dns-stub.ts';
 import { MAX_PIN_S, PinTable } from '../../src/egress/pin-table.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
 import { MAX_DNS_IN_FLIGHT, type DnsTransport } from '../../src/egress/resolver.ts';
@@ -308,6 +308,39 @@ describe('DNS stub: bounded whatever the app sends', () => {
       expect(new Set(answers.map((a) => a.readUInt16BE(0))).size).toBe(20); // each answer carries its own id
       expect(answers.every((a) => parseResponse(a).answers.length === 1)).toBe(true);
       expect(pinsHere.namesFor('203.0.113.9')).toEqual(['same.flood.test']);
+    } finally {
+      c.close();
+      await s1.close();
+    }
+  });
+
+  it(`holds at most ${UDP_MAX_OUTSTANDING} UDP queries waiting (more get SERVFAIL at once) and refuses oversized ones`, async () => {
+    const up = heldUpstream();
+    const s1 = await startDnsStub({ policy: new EgressPolicy(['*.flood.test']), dns: up.dns, pins: new PinTable(), log: new DecisionLog(), port: 0 });
+    const c = dgram.createSocket('udp4');
+    const answers: Buffer[] = [];
+    c.on('message', (m) => answers.push(m));
+    try {
+      const n = UDP_MAX_OUTSTANDING + 40;
+      // In groups, so that the socket buffers on loopback never drop a datagram.
+      for (let i = 0; i < n; i++) {
+        await new Promise<void>((r) => c.send(buildQuery(i, 'same.flood.test', 1), s1.port, '127.0.0.1', () => r()));
+        if (i % 16 === 15) await new Promise((r) => setTimeout(r, 5));
+      }
+      // A query padded past 512 bytes (trailing bytes a parser would ignore) is not kept: FORMERR.
+      c.send(Buffer.concat([buildQuery(0xbeef, 'same.flood.test', 1), Buffer.alloc(30_000)]), s1.port, '127.0.0.1');
+      await waitUntil(() => answers.length === 41);
+      expect(answers.filter((a) => a.readUInt16BE(0) === 0xbeef).map((a) => a[3]! & 0x0f)).toEqual([RCODE.FORMERR]);
+      expect(answers.filter((a) => a.readUInt16BE(0) !== 0xbeef).every((a) => (a[3]! & 0x0f) === RCODE.SERVFAIL)).toBe(true);
+      up.held.shift()!();
+      await waitUntil(() => answers.length === n + 1);
+      expect(answers.filter((a) => (a[3]! & 0x0f) === RCODE.NOERROR)).toHaveLength(UDP_MAX_OUTSTANDING);
+      // Back under the cap: a new query waits for its answer again.
+      c.send(buildQuery(7, 'other.flood.test', 1), s1.port, '127.0.0.1');
+      await waitUntil(() => up.held.length === 1);
+      up.held.shift()!();
+      await waitUntil(() => answers.length === n + 2);
+      expect(answers.at(-1)![3]! & 0x0f).toBe(RCODE.NOERROR);
     } finally {
       c.close();
       await s1.close();
