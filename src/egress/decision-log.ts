@@ -2,8 +2,9 @@
 // (name, IP, port, bytes each way, duration — never payload); denied ones are also logged at warn, at most
 // WARN_BURST per WARN_WINDOW_MS (the rest are counted and summarised), so a looping app cannot flood the log.
 // The records of flows not allowed are bounded the same way (RECORD_BURST per window, then one count record
-// {"type":"egress","allowed":false,"suppressed":N,"window_ms":...} once the window has passed): an app looping
-// on refused names or queries would otherwise write its chosen text to the host at its own pace.
+// {"type":"egress","allowed":false,"suppressed":N,"window_ms":...} at most a window after the first held back,
+// and at flush()): an app looping on refused names or queries would otherwise write its chosen text to the host
+// at its own pace. Held-back counts are never dropped: a timer or the egress service's close writes them.
 import type { Logger } from 'pino';
 import type { LogSink } from '../http/log-sink.ts';
 import { recordEgressDecision } from '../ops/metrics.ts';
@@ -78,14 +79,41 @@ class WindowLimit {
     this.held++;
     return { ok: false, heldBack };
   }
+
+  /** The count held back so far in this window, now reported (the window itself runs on). */
+  takeHeld(): number {
+    const n = this.held;
+    this.held = 0;
+    return n;
+  }
 }
 
 export class DecisionLog {
   private readonly warns = new WindowLimit(WARN_BURST, WARN_WINDOW_MS);
   private readonly refusalRecords = new WindowLimit(RECORD_BURST, WARN_WINDOW_MS);
   private readonly now: () => number;
+  /** Writes the held-back counts a window after the first was held back, even if no decision follows. */
+  private flushTimer: NodeJS.Timeout | undefined;
   constructor(private readonly opts: DecisionLogOptions = {}) {
     this.now = opts.now ?? Date.now;
+  }
+
+  /** Writes what was held back (the count record, the warn summary) now; the egress service's close calls it. */
+  flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.writeHeld(this.refusalRecords.takeHeld(), this.warns.takeHeld());
+  }
+
+  private writeHeld(records: number, warns: number): void {
+    if (records > 0) this.opts.trxSink?.write({ type: 'egress', allowed: false, suppressed: records, window_ms: WARN_WINDOW_MS });
+    if (warns > 0) this.opts.logger?.warn({ suppressed: warns, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
+  }
+
+  private armFlush(): void {
+    if (this.flushTimer !== undefined) return;
+    this.flushTimer = setTimeout(() => this.flush(), WARN_WINDOW_MS);
+    this.flushTimer.unref();
   }
 
   record(d: EgressDecision): void {
@@ -98,7 +126,8 @@ export class DecisionLog {
     egressCounters.bytesOut += d.bytesOut;
     egressCounters.bytesIn += d.bytesIn;
     const gate = d.allowed ? { ok: true, heldBack: 0 } : this.refusalRecords.take(this.now());
-    if (gate.heldBack > 0) this.opts.trxSink?.write({ type: 'egress', allowed: false, suppressed: gate.heldBack, window_ms: WARN_WINDOW_MS });
+    this.writeHeld(gate.heldBack, 0);
+    if (!gate.ok) this.armFlush();
     if (gate.ok) {
       this.opts.trxSink?.write({
         type: 'egress',
@@ -121,7 +150,8 @@ export class DecisionLog {
 
   private warnDenied(d: EgressDecision): void {
     const { ok, heldBack } = this.warns.take(this.now());
-    if (heldBack > 0) this.opts.logger?.warn({ suppressed: heldBack, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
+    this.writeHeld(0, heldBack);
+    if (!ok) this.armFlush();
     if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason }, 'egress denied');
   }
 }

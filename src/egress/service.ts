@@ -67,7 +67,8 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
   const pool = dialerPool(opts.dialer, { size: opts.dialerPoolSize });
   const dialer = pool.connect;
   const dns = (q: Buffer): Promise<Buffer> => dnsExchange(dialer, q, DNS_TIMEOUT_MS);
-  const closers: (() => Promise<void>)[] = [() => Promise.resolve(pool.close())];
+  // Closed last (closers run in reverse): the counts of refusals held back reach the log.
+  const closers: (() => Promise<void>)[] = [() => Promise.resolve(log.flush()), () => Promise.resolve(pool.close())];
   const closeAll = async (): Promise<void> => {
     for (const c of closers.splice(0).reverse()) await c().catch(() => {});
   };

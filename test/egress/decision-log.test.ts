@@ -2,7 +2,7 @@
 // warn, at most WARN_BURST per window, the rest summarised once the window has passed.
 import pino from 'pino';
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DecisionLog, egressCounters, RECORD_BURST, WARN_BURST, WARN_WINDOW_MS, type EgressDecision } from '../../src/egress/decision-log.ts';
 
 const denied: EgressDecision = { allowed: false, via: 'explicit', name: 'evil.test', ip: null, port: 443, bytesOut: 0, bytesIn: 0, durationMs: 0.42, reason: 'not on the allow-list' };
@@ -54,5 +54,26 @@ describe('DecisionLog', () => {
     log.record(denied);
     expect(records.at(-2)).toEqual({ type: 'egress', allowed: false, suppressed: 15, window_ms: WARN_WINDOW_MS });
     expect(records.at(-1)).toMatchObject({ type: 'egress', allowed: false, name: 'evil.test' });
+  });
+
+  it('writes the held-back counts a window later with no further refusal, and at flush (close)', () => {
+    vi.useFakeTimers();
+    try {
+      const records: Record<string, unknown>[] = [];
+      const lines: { suppressed?: number }[] = [];
+      const logger = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString())), cb()) }));
+      const log = new DecisionLog({ trxSink: { write: (r) => records.push(r as Record<string, unknown>), close: async () => {} }, logger });
+      for (let i = 0; i < RECORD_BURST + 150; i++) log.record(denied);
+      for (let i = 0; i < 3; i++) log.record({ ...denied, allowed: true, reason: 'closed' }); // allowed flows only from here
+      vi.advanceTimersByTime(WARN_WINDOW_MS);
+      expect(records.filter((r) => r.suppressed !== undefined)).toEqual([{ type: 'egress', allowed: false, suppressed: 150, window_ms: WARN_WINDOW_MS }]);
+      expect(lines.filter((l) => l.suppressed !== undefined)).toEqual([expect.objectContaining({ suppressed: RECORD_BURST + 150 - WARN_BURST })]);
+      // Held back in the next window and then closed: flush writes it.
+      for (let i = 0; i < RECORD_BURST + 7; i++) log.record(denied);
+      log.flush();
+      expect(records.filter((r) => r.suppressed !== undefined).map((r) => r.suppressed)).toEqual([150, 7]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
