@@ -176,8 +176,9 @@ describe('KMS keyring through the in-enclave egress proxy (CONNECT, TLS verified
     named = await KmsTestServer.start({ credentials, roots: [nsm.rootPem] }, 0, '127.0.0.2');
     const host = `kms.${named.region}.amazonaws.com`;
     dns = await startTestDns({ [host]: ['127.0.0.2'] });
-    // The IP entry (port 1, unused) lets the test name's loopback answer through, as test/egress/sni-check does.
-    stack = await startStack([`${host}:${named.port}`, '127.0.0.2:1'], dns.port);
+    // The IP entry lets the test name's loopback answer through on that port (a non-global address needs an IP
+    // entry for the address and the port dialled), as test/egress/sni-check does.
+    stack = await startStack([`${host}:${named.port}`, `127.0.0.2:${named.port}`], dns.port);
     const k = named.createKey(attestedPolicy(allowed));
     const sealed = await sealNewKeyring({ keyId: k, region: named.region, endpoint: named.endpoint, extraCa: [named.caPem], credentials });
     file = path.join(dir, 'named.sealed.json');
