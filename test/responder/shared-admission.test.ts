@@ -374,16 +374,22 @@ describe('SharedAdmission across real worker threads', () => {
       ['sessions', MAX_SESSIONS, () => s.sessions.tryOpen(), () => s.sessions.closed(), () => s.sessions.count],
       ['decrypts', MAX_DECRYPTS, () => s.decryptSlots.tryAcquire(), () => s.decryptSlots.release(), () => s.decryptSlots.active],
     ] as const) {
-      probe.fill(0);
-      const { mine, theirs } = await together(
-        (i) => ({ task, ops: 10_000, hold: 3, seed: 200 + i }),
-        () => hammer(probe, 10_000, 3, 199, 1, max, take, give),
-      );
-      const all = [mine, ...theirs] as unknown as { maxSeen: number; violations: number }[];
-      expect(all.map((r) => r.violations)).toEqual([0, 0, 0, 0]);
-      expect(Math.max(...all.map((r) => r.maxSeen))).toBe(max);
-      expect(count()).toBe(0);
-      expect(probe[0]).toBe(0);
+      // The limit must be reached for the run to prove anything, which needs the threads to overlap; on a loaded
+      // machine one round may run them one after another, so up to 10 rounds (each checked in full) until it is.
+      let reached = 0;
+      for (let round = 0; round < 10 && reached < max; round++) {
+        probe.fill(0);
+        const { mine, theirs } = await together(
+          (i) => ({ task, ops: 10_000, hold: 3, seed: 200 + 10 * round + i }),
+          () => hammer(probe, 10_000, 3, 199 + 10 * round, 1, max, take, give),
+        );
+        const all = [mine, ...theirs] as unknown as { maxSeen: number; violations: number }[];
+        expect(all.map((r) => r.violations)).toEqual([0, 0, 0, 0]);
+        reached = Math.max(reached, ...all.map((r) => r.maxSeen));
+        expect(count()).toBe(0);
+        expect(probe[0]).toBe(0);
+      }
+      expect(reached).toBe(max);
     }
   });
 
