@@ -94,3 +94,83 @@ export class DropNotices {
     this.#logger?.warn({ dropped, total: this.#total, intervalMs: this.#intervalMs }, this.#message);
   };
 }
+
+/**
+ * Worker side of one bounded log service (trx-proxy.ts, log-proxy.ts): posts its counter to the main thread
+ * (the 'inflight' note), takes what fits, counts what does not, and tells the main thread the count ('dropped')
+ * when the service says so — with a batch or at close, never a message per drop.
+ */
+export class InFlightSender {
+  readonly #counter = new InFlight();
+  readonly #notify: (note: string, payload: unknown) => boolean;
+  readonly #max: number;
+  #dropped = 0;
+  #unreported = 0;
+
+  constructor(notify: (note: string, payload: unknown) => boolean, max: number) {
+    this.#notify = notify;
+    this.#max = max;
+    notify('inflight', this.#counter.buffer);
+  }
+
+  /**
+   * Takes `n` (characters, or records) if the total stays within the bound; otherwise counts `lost` lines
+   * (records) dropped — a function when counting them costs a scan, done only on a drop.
+   */
+  take(n: number, lost: number | (() => number) = 1): boolean {
+    if (this.#counter.tryTake(n, this.#max)) return true;
+    const count = typeof lost === 'number' ? lost : lost();
+    this.#dropped += count;
+    this.#unreported += count;
+    return false;
+  }
+
+  /** `n` taken earlier that will never be sent. */
+  release(n: number): void {
+    this.#counter.release(n);
+  }
+
+  /** Sends the drops not yet told to the main thread (kept for the next try if the port refuses). */
+  reportDrops(): void {
+    if (this.#unreported > 0 && this.#notify('dropped', this.#unreported)) this.#unreported = 0;
+  }
+
+  /** Dropped over the bound so far. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Taken and not yet released by the main thread. */
+  get outstanding(): number {
+    return this.#counter.value;
+  }
+}
+
+/**
+ * Main side of one bounded log service: the worker's counter (released once a batch is handed on) and its
+ * drop reports, logged as one warning per interval (DropNotices). Serve `notes` beside the service's own.
+ */
+export class InFlightReceiver {
+  readonly notices: DropNotices;
+  #counter: InFlight | undefined;
+
+  constructor(logger: Logger | undefined, message: string) {
+    this.notices = new DropNotices(logger, message);
+  }
+
+  readonly notes = {
+    inflight: (v: unknown): void => {
+      this.#counter = InFlight.attach(v);
+      if (this.#counter === undefined) throw new TypeError('inflight: expected a SharedArrayBuffer');
+    },
+    dropped: (v: unknown): void => {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new TypeError('dropped: expected a count');
+      this.notices.note(v);
+    },
+  };
+
+  /** `n` handed on (or refused by the sink): room for the worker again. */
+  release(n: number): void {
+    this.#counter?.release(n);
+  }
+}

@@ -9,7 +9,7 @@
 // re-emitted yet (the main thread is stalled or slower), new lines are dropped and counted; the count crosses
 // with the next batch (or at flush) and the main thread logs it as one warning per interval.
 import pino, { type Logger } from 'pino';
-import { DropNotices, InFlight, MAX_IN_FLIGHT_BYTES } from './in-flight.ts';
+import { InFlightReceiver, InFlightSender, MAX_IN_FLIGHT_BYTES } from './in-flight.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
 
 export interface WorkerLoggerOptions {
@@ -35,17 +35,12 @@ export type WorkerLogger = Logger & {
  */
 export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): WorkerLogger {
   const rpc = rpcEndpoint(port, { service: 'log' });
-  const inFlight = new InFlight();
-  rpc.notify('inflight', inFlight.buffer);
-  const max = opts.maxInFlight ?? MAX_IN_FLIGHT_BYTES;
+  const inFlight = new InFlightSender(rpc.notify, opts.maxInFlight ?? MAX_IN_FLIGHT_BYTES);
   let lines = '';
   let scheduled = false;
-  let dropped = 0;
-  let unreported = 0;
   const flush = (): void => {
     scheduled = false;
-    // The count rides with a batch (there is room again) or goes at flush(): never a message per drop.
-    if (unreported > 0 && rpc.notify('dropped', unreported)) unreported = 0;
+    inFlight.reportDrops();
     if (lines === '') return;
     const batch = lines;
     lines = '';
@@ -53,11 +48,7 @@ export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): WorkerL
   };
   const destination = {
     write(line: string): void {
-      if (!inFlight.tryTake(line.length, max)) {
-        dropped++;
-        unreported++;
-        return;
-      }
+      if (!inFlight.take(line.length)) return;
       lines += line;
       if (!scheduled) {
         scheduled = true;
@@ -71,8 +62,8 @@ export function workerLogger(port: PortLike, opts: WorkerLoggerOptions): WorkerL
   };
   const logger = pino({ level: opts.level, base: opts.bindings ?? null }, destination) as WorkerLogger;
   Object.defineProperties(logger, {
-    linesDropped: { value: () => dropped },
-    linesOutstanding: { value: () => inFlight.value },
+    linesDropped: { value: () => inFlight.dropped },
+    linesOutstanding: { value: () => inFlight.outstanding },
   });
   return logger;
 }
@@ -115,15 +106,12 @@ export function serveWorkerLogs(port: PortLike, logger: Logger): WorkerLogsServe
     delete fields.msg;
     log.call(relay, fields, msg);
   };
-  const notices = new DropNotices(logger, LOG_DROPPED_MESSAGE);
-  let inFlight: InFlight | undefined;
+  const inFlight = new InFlightReceiver(logger, LOG_DROPPED_MESSAGE);
   const rpc = rpcEndpoint(port, {
     service: 'log',
-    onClose: notices.flush,
+    onClose: inFlight.notices.flush,
     notes: {
-      inflight(v) {
-        inFlight = InFlight.attach(v);
-      },
+      ...inFlight.notes,
       lines(v) {
         if (typeof v !== 'string') return void dropped++;
         try {
@@ -134,11 +122,8 @@ export function serveWorkerLogs(port: PortLike, logger: Logger): WorkerLogsServe
             start = stop;
           }
         } finally {
-          inFlight?.release(v.length); // re-emitted: room for the worker again
+          inFlight.release(v.length);
         }
-      },
-      dropped(v) {
-        if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) notices.note(v);
       },
     },
   });
@@ -147,7 +132,7 @@ export function serveWorkerLogs(port: PortLike, logger: Logger): WorkerLogsServe
       return dropped;
     },
     get droppedInWorker() {
-      return notices.total;
+      return inFlight.notices.total;
     },
     close: () => rpc.close(),
   };

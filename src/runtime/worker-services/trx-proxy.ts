@@ -20,7 +20,7 @@
 // the other workers share.
 import type { Logger } from 'pino';
 import { recordLine, recordLines, type LogSink } from '../../http/log-sink.ts';
-import { DropNotices, InFlight, lineCount, MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_RECORDS } from './in-flight.ts';
+import { InFlightReceiver, InFlightSender, lineCount, MAX_IN_FLIGHT_BYTES, MAX_IN_FLIGHT_RECORDS } from './in-flight.ts';
 import { rpcEndpoint, type PortLike } from './rpc-port.ts';
 
 export interface LogSinkCapabilities {
@@ -49,37 +49,30 @@ export interface RemoteLogSinkOptions {
 /** Worker side: a LogSink posting to the main thread's sink (serveLogSink), one message per event-loop turn. */
 export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { lines: true }, opts: RemoteLogSinkOptions = {}): RemoteLogSink {
   const rpc = rpcEndpoint(port, { service: 'trx' });
-  const inFlight = new InFlight();
-  rpc.notify('inflight', inFlight.buffer);
-  const max = opts.maxInFlight ?? (caps.lines ? MAX_IN_FLIGHT_BYTES : MAX_IN_FLIGHT_RECORDS);
+  const inFlight = new InFlightSender(rpc.notify, opts.maxInFlight ?? (caps.lines ? MAX_IN_FLIGHT_BYTES : MAX_IN_FLIGHT_RECORDS));
   let lines = '';
   let records: object[] = [];
   let scheduled = false;
   let closed = false;
-  let dropped = 0;
-  /** Dropped and not yet told to the main thread. */
-  let unreported = 0;
+  /** Records that could not be cloned (records mode): dropped, beside those over the bound. */
+  let uncloneable = 0;
 
-  const drop = (n: number): void => {
-    dropped += n;
-    unreported += n;
-  };
-  /** Gathers `text` (whole lines) if it fits in flight. */
+  /** Gathers `text` (whole lines, `count` of them) if it fits in flight. */
   const take = (text: string, count: () => number): void => {
-    if (!inFlight.tryTake(text.length, max)) return drop(count());
+    if (!inFlight.take(text.length, count)) return;
     lines += text;
     soon();
   };
   const takeRecord = (record: object): void => {
-    if (!inFlight.tryTake(1, max)) return drop(1);
+    if (!inFlight.take(1)) return;
     records.push(record);
     soon();
   };
 
   const flush = (): void => {
     scheduled = false;
-    // The count rides with a batch (there is room again) or goes at close: never a message per drop.
-    if (unreported > 0 && (lines !== '' || records.length > 0 || closed) && rpc.notify('dropped', unreported)) unreported = 0;
+    // The count rides with a batch (there is room again) or goes at close.
+    if (lines !== '' || records.length > 0 || closed) inFlight.reportDrops();
     if (lines !== '') {
       const batch = lines;
       lines = '';
@@ -93,7 +86,7 @@ export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { line
       for (const r of batch) {
         if (rpc.notify('records', [r])) continue;
         inFlight.release(1);
-        dropped++;
+        uncloneable++;
       }
     }
   };
@@ -122,10 +115,10 @@ export function remoteLogSink(port: PortLike, caps: LogSinkCapabilities = { line
       rpc.close();
     },
     get dropped() {
-      return dropped;
+      return inFlight.dropped + uncloneable;
     },
     get outstanding() {
-      return inFlight.value;
+      return inFlight.outstanding;
     },
   };
   if (caps.lines) {
@@ -164,8 +157,7 @@ export const TRX_DROPPED_MESSAGE = 'transaction records dropped in a session wor
 export function serveLogSink(port: PortLike, sink: LogSink, logger?: Logger): LogSinkServer {
   const writeLines = sink.writeLines?.bind(sink);
   const batched = sink.writeBatch !== undefined;
-  const notices = new DropNotices(logger, TRX_DROPPED_MESSAGE);
-  let inFlight: InFlight | undefined;
+  const inFlight = new InFlightReceiver(logger, TRX_DROPPED_MESSAGE);
   const writeText = (v: string): void => {
     if (writeLines !== undefined && batched) return writeLines(v);
     for (let start = 0; start < v.length; ) {
@@ -182,18 +174,15 @@ export function serveLogSink(port: PortLike, sink: LogSink, logger?: Logger): Lo
   const rpc = rpcEndpoint(port, {
     service: 'trx',
     methods: { sync: () => true },
-    onClose: notices.flush,
+    onClose: inFlight.notices.flush,
     notes: {
-      inflight(v) {
-        inFlight = InFlight.attach(v);
-        if (inFlight === undefined) throw new TypeError('trx inflight: expected a SharedArrayBuffer');
-      },
+      ...inFlight.notes,
       lines(v) {
         if (typeof v !== 'string') throw new TypeError('trx lines: expected a string');
         try {
           writeText(v);
         } finally {
-          inFlight?.release(v.length); // handed on (or refused by the sink): room for the worker again
+          inFlight.release(v.length);
         }
       },
       records(v) {
@@ -203,18 +192,14 @@ export function serveLogSink(port: PortLike, sink: LogSink, logger?: Logger): Lo
           if (sink.writeBatch !== undefined) sink.writeBatch(v as object[]);
           else for (const r of v as object[]) sink.write(r);
         } finally {
-          inFlight?.release(v.length);
+          inFlight.release(v.length);
         }
-      },
-      dropped(v) {
-        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new TypeError('trx dropped: expected a count');
-        notices.note(v);
       },
     },
   });
   return {
     get dropped() {
-      return notices.total;
+      return inFlight.notices.total;
     },
     close: () => rpc.close(),
   };
