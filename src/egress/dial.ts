@@ -8,7 +8,7 @@ import { openFlow, type DialerConnect } from './flow-client.ts';
 import type { EgressPolicy } from './policy.ts';
 import { normalizeName } from './policy.ts';
 import type { NameCache } from './name-cache.ts';
-import { resolveA, type DnsTransport, type Resolved } from './resolver.ts';
+import { resolveAShared, type DnsTransport } from './resolver.ts';
 
 export interface DialDeps {
   policy: EgressPolicy;
@@ -36,20 +36,6 @@ export class EgressDenied extends EgressError {
   }
 }
 
-/** Resolutions in flight per "name:port": a burst of connections to one name shares one host DNS exchange. */
-const resolving = new WeakMap<DialDeps, Map<string, Promise<Resolved>>>();
-
-function resolveShared(deps: DialDeps, name: string, port: number, key: string): Promise<Resolved> {
-  let byKey = resolving.get(deps);
-  if (byKey === undefined) resolving.set(deps, (byKey = new Map()));
-  let p = byKey.get(key);
-  if (p === undefined) {
-    p = resolveA(name, deps.dns, (ip) => deps.policy.resolvedAddressAllowed(ip, port)).finally(() => byKey.delete(key));
-    byKey.set(key, p);
-  }
-  return p;
-}
-
 export async function authorizeAndDial(deps: DialDeps, host: string, port: number): Promise<Dialed> {
   const literal = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   if (ipFamily(literal) !== 0) {
@@ -63,7 +49,8 @@ export async function authorizeAndDial(deps: DialDeps, host: string, port: numbe
   const key = `${name}:${port}`;
   let resolved = deps.names?.get(key);
   if (resolved === undefined) {
-    resolved = await resolveShared(deps, name, port, key);
+    // A burst of connections to one name:port shares one host DNS exchange.
+    resolved = await resolveAShared(deps, key, name, deps.dns, (ip) => deps.policy.resolvedAddressAllowed(ip, port));
     deps.names?.set(key, resolved);
   }
   if (resolved.allowed.length === 0) {

@@ -19,7 +19,7 @@ import { EgressError } from './errors.ts';
 import { MAX_PIN_S, type PinTable } from './pin-table.ts';
 import { isNonGlobal } from './address-class.ts';
 import { normalizeName, type EgressPolicy } from './policy.ts';
-import { resolveA, type DnsTransport, type Resolved } from './resolver.ts';
+import { resolveAShared, type DnsTransport } from './resolver.ts';
 
 const UDP_MAX = 512;
 const TCP_IDLE_MS = 10_000;
@@ -36,20 +36,6 @@ export interface DnsStubOptions {
   host?: string;
   /** Default 53; 0 picks a free port (tests). */
   port?: number;
-}
-
-/** Host resolutions in flight, by name: concurrent queries for one name share one exchange (and its pins). */
-const resolving = new WeakMap<DnsStubOptions, Map<string, Promise<Resolved>>>();
-
-function resolveShared(opts: DnsStubOptions, name: string): Promise<Resolved> {
-  let byName = resolving.get(opts);
-  if (byName === undefined) resolving.set(opts, (byName = new Map()));
-  let p = byName.get(name);
-  if (p === undefined) {
-    p = resolveA(name, opts.dns, (ip) => opts.policy.answerableAddress(ip)).finally(() => byName.delete(name));
-    byName.set(name, p);
-  }
-  return p;
 }
 
 export interface DnsStub {
@@ -93,7 +79,8 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
   if (name === null || !opts.policy.allowsNameOnSomePort(name)) return deny('name not on the allow-list');
   if (q.question.type !== QTYPE.A) return buildResponse(q, RCODE.NOERROR, [], maxBytes);
   try {
-    const r = await resolveShared(opts, name);
+    // Concurrent queries for one name share one host exchange (and its pins).
+    const r = await resolveAShared(opts, name, name, opts.dns, (ip) => opts.policy.answerableAddress(ip));
     for (const { ip, ttl } of r.allowed) if (!isNonGlobal(ip)) opts.pins.pin(name, ip, ttl);
     if (r.allowed.length === 0 && r.refused.length > 0) {
       opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });

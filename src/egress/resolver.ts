@@ -50,3 +50,21 @@ export async function resolveA(name: string, dns: DnsTransport, keep: (ip: strin
   }
   return out;
 }
+
+/** Resolutions in flight, per owner (a proxy's or a stub's options) and key. */
+const inFlight = new WeakMap<object, Map<string, Promise<Resolved>>>();
+
+/**
+ * resolveA shared by concurrent callers with the same `owner` and `key`: a burst of lookups for one name makes
+ * one host DNS exchange, and every caller gets its answer (and its failure).
+ */
+export function resolveAShared(owner: object, key: string, name: string, dns: DnsTransport, keep: (ip: string) => boolean): Promise<Resolved> {
+  let byKey = inFlight.get(owner);
+  if (byKey === undefined) inFlight.set(owner, (byKey = new Map()));
+  let p = byKey.get(key);
+  if (p === undefined) {
+    p = resolveA(name, dns, keep).finally(() => byKey.delete(key));
+    byKey.set(key, p);
+  }
+  return p;
+}
