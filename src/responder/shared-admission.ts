@@ -16,6 +16,7 @@ import { CLIENT_SLOT_WORDS, SharedClientSessions } from './shared-clients.ts';
 import { COUNTER_REGION_SLOTS, regionCounters, SharedCount, sumRegions, type ThreadCounters } from './shared-counters.ts';
 import { SharedLock } from './shared-lock.ts';
 import { NONCE_WORDS, SharedControlNonce } from './shared-nonce.ts';
+import type { TlsConnectionSlots } from '../ingress/tls-ingress.ts';
 
 /** Plain data to postMessage to a worker: the shared memory and the sizes it was laid out with. */
 export interface SharedAdmissionInit {
@@ -39,15 +40,9 @@ export interface SharedAdmissionInit {
  * connection to a worker, the worker gives them back (the handshake slot when the handshake ends, the
  * connection slot when it closes). `refused` counts every thread's refusals.
  */
-export interface SharedTlsSlots {
-  /** Takes a connection slot and a handshake slot; false (nothing taken) when either is full. */
-  tryOpen(): boolean;
-  handshakeEnded(): void;
-  closed(): void;
-  refused(): void;
+export interface SharedTlsSlots extends TlsConnectionSlots {
   readonly connections: number;
   readonly handshakes: number;
-  readonly refusedCount: number;
 }
 
 export type SharedCounterTotals = { counters: Omit<ResponderCounters, 'queuedBytes' | 'peakQueuedBytes'>; refused: number };
