@@ -117,9 +117,10 @@ async function startStack(workers: number, limits: Record<string, number> = {}, 
 const certs = new WeakMap<tls.TLSSocket, X509Certificate>();
 const certOf = (t: tls.TLSSocket): X509Certificate => certs.get(t)!;
 
-function connect(port: number, servername = 'localhost'): Promise<tls.TLSSocket> {
+/** A TLS handshake (no certificate check: the tests read it), tracked for clean-up, its certificate noted. */
+function handshake(o: tls.ConnectionOptions): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const t = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false });
+    const t = tls.connect({ ...o, rejectUnauthorized: false });
     sockets.push(t);
     t.once('secureConnect', () => {
       certs.set(t, t.getPeerX509Certificate()!);
@@ -130,19 +131,16 @@ function connect(port: number, servername = 'localhost'): Promise<tls.TLSSocket>
   });
 }
 
+function connect(port: number, servername = 'localhost'): Promise<tls.TLSSocket> {
+  return handshake({ host: '127.0.0.1', port, servername });
+}
+
 /** A TLS connection behind the bridge's PROXY v2 header naming `source` as the client. */
 function connectVia(port: number, source: string, servername = 'localhost'): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const raw = net.connect(port, '127.0.0.1', () => {
       raw.write(encodeProxyV2({ source: { address: source, port: 40000 }, destination: { address: '10.0.0.1', port: 443 } }));
-      const t = tls.connect({ socket: raw, servername, rejectUnauthorized: false });
-      sockets.push(t);
-      t.once('secureConnect', () => {
-        certs.set(t, t.getPeerX509Certificate()!);
-        resolve(t);
-      });
-      t.once('error', reject);
-      t.once('close', () => reject(new Error('closed during the handshake')));
+      handshake({ socket: raw, servername }).then(resolve, reject);
     });
     raw.once('error', reject);
   });
