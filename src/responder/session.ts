@@ -440,12 +440,14 @@ export class Session {
     this.#out.sync();
     const queued = this.#out.queuedBytes;
     const max = this.#limits.maxClientQueuedBytes;
-    // Over the shared budget, a session that holds output of its own waits until it drained.
+    // Over the shared budget, a session that holds output of its own waits until it drained; one whose output
+    // waits for room (deferred) takes nothing more from its apps until it is sent, whatever its own queue holds.
+    const waiting = this.#out.deferred > 0;
     const overShared = queued > 0 && this.#cfg.shared.budget.over;
-    if (!this.#clientQueueBlocked && (queued > max || overShared)) {
+    if (!this.#clientQueueBlocked && (queued > max || overShared || waiting)) {
       this.#clientQueueBlocked = true;
       this.#streams.pauseApps();
-    } else if (this.#clientQueueBlocked && queued <= max / 2 && !overShared) {
+    } else if (this.#clientQueueBlocked && queued <= max / 2 && !overShared && !waiting) {
       this.#clientQueueBlocked = false;
       this.#streams.resumeApps();
     }
