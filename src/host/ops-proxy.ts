@@ -53,7 +53,12 @@ async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: num
         if (size > MAX_BODY) req.destroy(new BridgeError('BRIDGE_OPS_TOO_LARGE', `the agent's ${path} answer is over ${MAX_BODY} bytes`));
         else chunks.push(c);
       });
-      res.once('end', () => resolve({ status: res.statusCode ?? 502, type: String(res.headers['content-type'] ?? 'text/plain'), body: Buffer.concat(chunks) }));
+      res.once('end', () => {
+        // Re-served with writeHead, which throws on a status outside 100..999: only a final status is passed on.
+        const status = res.statusCode ?? 0;
+        if (status < 200 || status > 599) reject(new BridgeError('BRIDGE_OPS_FAILED', `the agent answered ${path} with HTTP ${status}`));
+        else resolve({ status, type: String(res.headers['content-type'] ?? 'text/plain'), body: Buffer.concat(chunks) });
+      });
       res.once('error', reject);
     });
     req.end();
@@ -111,15 +116,18 @@ export async function startOpsProxy(opts: OpsProxyOptions): Promise<OpsProxy> {
       send(res, 405, 'application/json', JSON.stringify({ error: 'OPS_METHOD_NOT_ALLOWED', message: 'expected GET or HEAD' }));
       return;
     }
-    fetchFromAgent(opts.target, path, timeoutMs).then(
-      (r) => send(res, r.status, r.type, r.body),
-      (err: unknown) => {
-        const code = (err as { code?: string }).code ?? 'error';
-        log.warn({ agent, path, code }, 'ops: agent unreachable');
-        if (path === '/health') send(res, 503, 'application/json', JSON.stringify({ status: 'unhealthy', reason: 'agent-unreachable', error: code }));
-        else send(res, 503, 'text/plain', `agent unreachable (${code})\n`);
-      },
-    );
+    fetchFromAgent(opts.target, path, timeoutMs)
+      .then(
+        (r) => send(res, r.status, r.type, r.body),
+        (err: unknown) => {
+          const code = (err as { code?: string }).code ?? 'error';
+          log.warn({ agent, path, code }, 'ops: agent unreachable');
+          if (path === '/health') send(res, 503, 'application/json', JSON.stringify({ status: 'unhealthy', reason: 'agent-unreachable', error: code }));
+          else send(res, 503, 'text/plain', `agent unreachable (${code})\n`);
+        },
+      )
+      // An answer writeHead refuses (a header value it rejects) drops this exchange, never the bridge process.
+      .catch(() => res.destroy());
   });
   server.on('clientError', (_err, socket) => socket.destroy());
 
