@@ -96,8 +96,13 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 
 /** Limits where 0 is meaningful. */
 const ZERO_ALLOWED: ReadonlySet<keyof Limits> = new Set(['maxQueuedHandshakes']);
+/** Largest delay a Node timer takes: above it, setTimeout warns and fires after 1 ms — a long timeout would become none. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** DEFAULT_LIMITS overridden by `partial`; throws RESPONDER_BAD_OPTIONS on a non-positive or non-integer value. */
+/**
+ * DEFAULT_LIMITS overridden by `partial`; throws RESPONDER_BAD_OPTIONS on a non-positive or non-integer value, or
+ * a timeout (…Ms) above MAX_TIMER_MS.
+ */
 export function resolveLimits(partial: Partial<Limits> = {}): Limits {
   const out: Limits = { ...DEFAULT_LIMITS };
   for (const [key, value] of Object.entries(partial) as [keyof Limits, unknown][]) {
@@ -108,6 +113,9 @@ export function resolveLimits(partial: Partial<Limits> = {}): Limits {
     const min = ZERO_ALLOWED.has(key) ? 0 : 1;
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
       throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits.${key}: expected an integer ≥ ${min}, found ${String(value)}`);
+    }
+    if (key.endsWith('Ms') && value > MAX_TIMER_MS) {
+      throw new ResponderError('RESPONDER_BAD_OPTIONS', `limits.${key}: expected an integer in ${min}..${MAX_TIMER_MS} (a timer's range), found ${value}`);
     }
     out[key] = value;
   }

@@ -41,4 +41,14 @@ describe('[limits] for idle and non-reading clients and handshakes', () => {
     expect(() => resolveLimits({ maxConcurrentHandshakes: 0 })).toThrow(/maxConcurrentHandshakes: expected an integer ≥ 1/);
     expect(() => resolveLimits({ writeStallTimeoutMs: 1.5 })).toThrow(/writeStallTimeoutMs/);
   });
+
+  it('responder limits: refuses a timeout above 2^31−1 ms, which a Node timer would fire after 1 ms', () => {
+    const top = 2 ** 31 - 1;
+    for (const key of ['handshakeTimeoutMs', 'idleTimeoutMs', 'dataResponseTimeoutMs', 'writeStallTimeoutMs'] as const) {
+      expect(resolveLimits({ [key]: top })[key]).toBe(top);
+      expect(() => resolveLimits({ [key]: top + 1 })).toThrow(new RegExp(`limits\\.${key}: expected an integer in 1\\.\\.${top}`));
+    }
+    // Byte and count limits are not timers: no such ceiling.
+    expect(resolveLimits({ maxQueuedBytes: 2 ** 40 }).maxQueuedBytes).toBe(2 ** 40);
+  });
 });
