@@ -62,7 +62,7 @@ Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless
 AWS credentials for the enclave (the KMS keyring; off unless given):
   --credentials WHERE       serve short-lived credentials from this host's AWS credential chain (the instance
                             role through IMDSv2 on EC2) to the agent on request: vsock (port ${DEFAULT_CREDENTIALS_VSOCK_PORT}) |
-                            vsock:PORT | tcp:HOST:PORT | unix:/path. Refreshed 5 minutes before they expire;
+                            vsock:PORT | tcp:127.0.0.1:PORT (loopback only) | unix:/path. Refreshed 5 minutes before they expire;
                             never logged. The KMS key policy's PCR conditions, not these credentials, guard the key.
 
 Prints the listening URL on stdout.`;

@@ -3,6 +3,7 @@ import { AgentError } from '../errors.ts';
 
 export type CredentialsErrorCode =
   | 'CREDENTIALS_BAD_FRAME'
+  | 'CREDENTIALS_BAD_OPTIONS'
   | 'CREDENTIALS_FRAME_TOO_LARGE'
   | 'CREDENTIALS_TIMEOUT'
   | 'CREDENTIALS_UNAVAILABLE'

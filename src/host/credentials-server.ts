@@ -10,6 +10,7 @@ import type { Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
 import { refreshingCredentials, type RefreshingCredentials } from './credentials-cache.ts';
 import { CredentialsError } from './credentials-errors.ts';
+import { isLoopbackHost } from './listen.ts';
 import { credentialsAnswer, encodeFrame, errorAnswer, FrameReader, GET_CREDENTIALS, MAX_REQUEST_BYTES, type CredentialSource } from './credentials-protocol.ts';
 
 export type CredentialsListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
@@ -54,8 +55,13 @@ async function defaultChain(): Promise<CredentialSource> {
 
 async function listenOn(where: CredentialsListen, opts: ListenOptions): Promise<Listener> {
   switch (where.kind) {
-    case 'tcp':
-      return listenTcp({ host: where.host ?? '127.0.0.1', port: where.port }, opts);
+    case 'tcp': {
+      // TCP stands in for vsock on a development machine: on any other address, whoever reaches the port
+      // would be handed this host's AWS credentials.
+      const host = where.host ?? '127.0.0.1';
+      if (!isLoopbackHost(host)) throw new CredentialsError('CREDENTIALS_BAD_OPTIONS', `credentials over tcp listen on loopback only (127.0.0.1, ::1, localhost), found ${host}: use vsock or a unix socket`);
+      return listenTcp({ host, port: where.port }, opts);
+    }
     case 'unix':
       return listenUnix({ path: where.path, mode: 0o600 }, opts);
     case 'vsock': {

@@ -1,5 +1,5 @@
 // Listening on the parent's TCP ports: a bind failure is one typed error naming the address.
-import type net from 'node:net';
+import net from 'node:net';
 import { BridgeError } from './errors.ts';
 
 /** `what` names the listener in the error (e.g. 'ops'). */
@@ -14,4 +14,11 @@ export async function listenOrFail(server: net.Server, listen: { host: string; p
       resolve();
     });
   });
+}
+
+/** A TCP host that only this machine can reach: 127.0.0.0/8, ::1, or the name localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (h === 'localhost' || h === '::1') return true;
+  return net.isIPv4(h) && h.startsWith('127.');
 }

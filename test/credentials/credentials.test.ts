@@ -199,6 +199,17 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     good.destroy();
   });
 
+  it('over tcp it listens on loopback only: any other address is refused before it listens', async () => {
+    const source = (): Promise<AwsCredentials> => Promise.resolve({ accessKeyId: 'AKIDWIDE', secretAccessKey: 's' });
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) {
+      await expect(serve({ listen: { kind: 'tcp', host, port: 0 }, source })).rejects.toMatchObject({ code: 'CREDENTIALS_BAD_OPTIONS', message: expect.stringContaining(host) });
+    }
+    for (const host of ['127.0.0.1', '::1', 'localhost']) {
+      const s = await serve({ listen: { kind: 'tcp', host, port: 0 }, source });
+      expect(s.port).toBeGreaterThan(0);
+    }
+  });
+
   it('never logs credentials (the bridge at trace level, through all the cases above)', () => {
     const text = logLines.join('');
     expect(text).toContain('credentials served');
