@@ -21,6 +21,12 @@ export const BRIDGE_REFRESH_MARGIN_MS = 5 * 60_000;
 const IDLE_TIMEOUT_MS = 30_000;
 /** Requests queued on one connection before it counts as a flood and is closed. */
 const MAX_QUEUED_REQUESTS = 8;
+/**
+ * Answer bytes a peer may leave unread (beyond the socket's own buffers) before its connection is closed. The
+ * agent reads each answer before it asks again; a peer that keeps asking and never reads would otherwise grow
+ * this process's memory by an answer (a few KiB) per 30-byte request.
+ */
+const MAX_UNSENT_BYTES = 64 * 1024;
 
 export interface CredentialsServerOptions {
   listen: CredentialsListen;
@@ -98,9 +104,11 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
     const answer = async (): Promise<void> => {
       try {
         const c = await credentials();
+        if (stream.destroyed) return;
+        if (stream.writableLength > MAX_UNSENT_BYTES) return refuse('answers not read');
         counters.served++;
         logger.debug({ type: 'credentials', remote: info.remote, expires: c.expiration?.toISOString() ?? null }, 'credentials served');
-        if (!stream.destroyed) stream.write(encodeFrame(credentialsAnswer(c)));
+        stream.write(encodeFrame(credentialsAnswer(c)));
       } catch (err) {
         counters.failed++;
         logger.error({ type: 'credentials', error: errorName(err) }, "the host's credential chain gave no credentials");

@@ -199,6 +199,30 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     good.destroy();
   });
 
+  it('a peer that keeps asking and never reads its answers is closed, not buffered for without bound', async () => {
+    const sock = path.join(dir, 'creds-unread.sock');
+    // A 16 KiB session token: each answer is ~16 KiB for a 30-byte request.
+    const bridge = await serve({ listen: { kind: 'unix', path: sock }, source: () => Promise.resolve({ accessKeyId: 'AKIDUNREAD', secretAccessKey: 's', sessionToken: 'T'.repeat(16_384) }) });
+    const peer = net.connect(sock);
+    await new Promise<void>((resolve) => peer.once('connect', resolve));
+    peer.on('error', () => {});
+    peer.pause(); // never reads
+    let closed = false;
+    peer.once('close', () => (closed = true));
+    const request = encodeFrame({ Operation: 'GetCredentials' });
+    // One request at a time, each only once the previous one was answered (never a burst the flood rule catches).
+    const LIMIT = 2000; // 2000 answers ≈ 32 MiB left unread
+    for (let i = 0; i < LIMIT && !closed; i++) {
+      const before = bridge.counters.served + bridge.counters.refused;
+      peer.write(request);
+      while (!closed && bridge.counters.served + bridge.counters.refused === before) await new Promise((r) => setImmediate(r));
+    }
+    expect(closed).toBe(true);
+    expect(bridge.counters.refused).toBe(1);
+    // What the socket buffers hold plus the 64 KiB allowance: far below LIMIT answers.
+    expect(bridge.counters.served).toBeLessThan(200);
+  });
+
   it('over tcp it listens on loopback only: any other address is refused before it listens', async () => {
     const source = (): Promise<AwsCredentials> => Promise.resolve({ accessKeyId: 'AKIDWIDE', secretAccessKey: 's' });
     for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) {
