@@ -1,6 +1,7 @@
 // Short-lived AWS credentials, kept until `refreshMarginMs` before they expire, then fetched again (one fetch at
 // a time however many callers wait). Used on both ends of the credentials channel: the bridge in front of the
 // parent's credential chain, the agent in front of the bridge.
+import { CredentialsError } from './credentials-errors.ts';
 import type { AwsCredentials, CredentialSource } from './credentials-protocol.ts';
 
 export interface RefreshingCredentialsOptions {
@@ -32,6 +33,8 @@ export function refreshingCredentials(source: CredentialSource, opts: Refreshing
       try {
         // forceRefresh: a memoizing source (the SDK's default chain) must not hand back what it cached.
         const c = await source({ forceRefresh: true });
+        // Expired on arrival (a skewed clock, a stale source): never cached nor handed on as if usable.
+        if (!valid(c)) throw new CredentialsError('CREDENTIALS_UNAVAILABLE', `the credential source gave credentials that expired at ${c.expiration!.toISOString()}`);
         cached = c;
         return c;
       } catch (err) {

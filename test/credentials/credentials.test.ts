@@ -199,6 +199,23 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     good.destroy();
   });
 
+  it('credentials the chain gives already expired are neither served nor cached; a valid copy is served instead', async () => {
+    let now = Date.now();
+    let next: AwsCredentials = { accessKeyId: 'AKIDSTALE', secretAccessKey: 'stale', expiration: new Date(now - 1_000) };
+    const bridge = await serve({ now: () => now, source: () => Promise.resolve(next) });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
+    await expect(provider()).rejects.toMatchObject({ code: 'CREDENTIALS_UNAVAILABLE' });
+    expect(bridge.counters).toMatchObject({ served: 0, failed: 1 });
+
+    const good: AwsCredentials = { accessKeyId: 'AKIDFRESH', secretAccessKey: 'fresh', expiration: new Date(now + 3_600_000) };
+    next = good;
+    expect(await provider()).toEqual(good);
+    // Inside the bridge's refresh margin, the chain answers with expired ones again: the still-valid copy goes out.
+    now = good.expiration!.getTime() - 60_000;
+    next = { accessKeyId: 'AKIDSTALE', secretAccessKey: 'stale', expiration: new Date(now - 1_000) };
+    expect(await provider({ forceRefresh: true })).toEqual(good);
+  });
+
   it('a peer that keeps asking and never reads its answers is closed, not buffered for without bound', async () => {
     const sock = path.join(dir, 'creds-unread.sock');
     // A 16 KiB session token: each answer is ~16 KiB for a 30-byte request.
