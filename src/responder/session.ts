@@ -327,6 +327,7 @@ export class Session {
       this.#driving = false;
     }
     this.#updateFlow();
+    if (this.#inputEnded) this.#maybeFinish(); // the last frames the client sent before its EOF are decoded now
   }
 
   /** True once the handshake is done (hs2 queued as one 48-byte write). */
@@ -473,11 +474,15 @@ export class Session {
     return this.#inFlight > 0 || this.#pendingSession > 0;
   }
 
-  /** After the client's EOF or a drain: close once nothing is left to answer. */
+  /**
+   * After the client's EOF or a drain: close once nothing is left to answer — after an EOF, frames still buffered
+   * (decoding paused by a budget) are requests too.
+   */
   #maybeFinish(): void {
     if (this.#state !== 'open' || this.#busy()) return;
-    if (this.#inputEnded) this.#closeGracefully('client-closed');
-    else if (this.#draining) this.#closeGracefully('drain');
+    if (this.#inputEnded) {
+      if (this.#reader.buffered === 0) this.#closeGracefully('client-closed');
+    } else if (this.#draining) this.#closeGracefully('drain');
   }
 
   readonly #onIdle = (): void => {
