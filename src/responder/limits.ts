@@ -35,7 +35,10 @@ export interface Limits {
    * session stops decoding frames (and pauses its socket) until the queue drains below half. Default 1 MiB.
    */
   maxStreamQueuedBytes: number;
-  /** The same, summed over every stream and Data request of the session. Default 4 MiB. */
+  /**
+   * The same, summed over every stream of the session. Default 4 MiB. (Data requests are not counted: each one's
+   * payload, at most one frame, goes to its own app connection, so they hold at most maxInFlight × 64 KiB.)
+   */
   maxSessionQueuedBytes: number;
   /**
    * Encrypted bytes queued toward the client (the client reads slower than apps answer). Above it the
