@@ -38,8 +38,14 @@ export interface OpsProxy {
 
 const MAX_BODY = 8 * 1024 * 1024;
 
+interface AgentAnswer {
+  status: number;
+  type: string;
+  body: Buffer;
+}
+
 /** One GET over a fresh stream to the agent's ops port. */
-async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: number): Promise<{ status: number; type: string; body: Buffer }> {
+async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: number): Promise<AgentAnswer> {
   const stream = await connectStream(target, { timeoutMs });
   return new Promise((resolve, reject) => {
     const req = http.request({ method: 'GET', path, headers: { host: 'enclave-agent', connection: 'close' }, createConnection: () => stream as net.Socket, timeout: timeoutMs });
@@ -62,7 +68,7 @@ async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: num
       res.once('error', reject);
     });
     req.end();
-  }).finally(() => stream.destroy()) as Promise<{ status: number; type: string; body: Buffer }>;
+  }).finally(() => stream.destroy()) as Promise<AgentAnswer>;
 }
 
 /** Opens the clock channel (HTTP Upgrade on the ops port); resolves with the upgraded stream. */
@@ -104,6 +110,19 @@ export async function startOpsProxy(opts: OpsProxyOptions): Promise<OpsProxy> {
   const timeoutMs = opts.timeoutMs ?? 5_000;
   const agent = describeTarget(opts.target);
 
+  // One fetch per path at a time, shared by every request that arrives meanwhile: the port's clients (a load
+  // balancer, Prometheus, or anyone who reaches it) never open more than two streams to the agent, nor make it
+  // probe the app once per request however many they send at once.
+  const inflight = new Map<string, Promise<AgentAnswer>>();
+  const fromAgent = (path: string): Promise<AgentAnswer> => {
+    let p = inflight.get(path);
+    if (p === undefined) {
+      p = fetchFromAgent(opts.target, path, timeoutMs).finally(() => inflight.delete(path));
+      inflight.set(path, p);
+    }
+    return p;
+  };
+
   const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     res.on('error', () => {});
     const path = (req.url ?? '/').split('?')[0]!;
@@ -116,7 +135,7 @@ export async function startOpsProxy(opts: OpsProxyOptions): Promise<OpsProxy> {
       send(res, 405, 'application/json', JSON.stringify({ error: 'OPS_METHOD_NOT_ALLOWED', message: 'expected GET or HEAD' }));
       return;
     }
-    fetchFromAgent(opts.target, path, timeoutMs)
+    fromAgent(path)
       .then(
         (r) => send(res, r.status, r.type, r.body),
         (err: unknown) => {

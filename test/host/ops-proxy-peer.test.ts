@@ -7,13 +7,23 @@ import { startOpsProxy, type OpsProxy } from '../../src/host/ops-proxy.ts';
 
 /** What the fake agent answers next, as raw HTTP/1.1 bytes. */
 let answer = '';
+/** While set, the fake agent holds its answers until it is called. */
+let held: (() => void)[] | null = null;
+/** Requests for /health the fake agent received; the most it held unanswered at once. */
+let healthRequests = 0;
+let maxHeld = 0;
 let agent: net.Server;
 let proxy: OpsProxy;
 
 beforeAll(async () => {
   agent = net.createServer((s) => {
     s.on('error', () => {});
-    s.once('data', () => s.end(answer));
+    s.once('data', (head: Buffer) => {
+      if (head.toString('latin1').startsWith('GET /health ')) healthRequests++;
+      const reply = answer;
+      if (held === null) s.end(reply);
+      else held.push(() => s.end(reply));
+    });
   });
   await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve));
   const port = (agent.address() as net.AddressInfo).port;
@@ -42,5 +52,27 @@ describe('ops proxy: a misbehaving ops peer', () => {
     const ok = await fetch(`${proxy.url}/metrics`);
     expect(ok.status).toBe(200);
     expect(await ok.text()).toBe('fine');
+  });
+
+  it('concurrent requests share one fetch: 50 clients at once never hold more than one agent stream for /health', async () => {
+    answer = http('200 OK', '{"status":"ok"}');
+    held = [];
+    const before = healthRequests;
+    let done = false;
+    const all = Promise.all(Array.from({ length: 50 }, () => fetch(`${proxy.url}/health`).then(async (r) => [r.status, await r.text()]))).finally(() => (done = true));
+    // The agent answers in rounds: whatever it holds is let go every few ms, while the clients keep arriving.
+    while (!done) {
+      await new Promise((r) => setTimeout(r, 5));
+      maxHeld = Math.max(maxHeld, held.length);
+      for (const release of held.splice(0)) release();
+    }
+    held = null;
+    expect(await all).toEqual(Array.from({ length: 50 }, () => [200, '{"status":"ok"}']));
+    expect(maxHeld).toBe(1);
+    expect(healthRequests - before).toBeLessThan(50);
+    // After the answer, the next request asks the agent again (nothing is kept past the fetch).
+    const n = healthRequests;
+    expect((await fetch(`${proxy.url}/health`)).status).toBe(200);
+    expect(healthRequests).toBe(n + 1);
   });
 });
