@@ -28,6 +28,16 @@ export function streamChunk(enc: ByteEncoding): number {
   return enc === 'bstr' ? BSTR_STREAM_CHUNK : STREAM_CHUNK;
 }
 
+/**
+ * A byte-string payload is a view into the socket read or frame buffer it was decoded from (no copy). Queued —
+ * before the app connects, or in its socket's write buffer — a view keeps that whole buffer (up to 64 KiB) alive
+ * while the budgets count only its own bytes: a client padding 1-byte payloads into full frames would hold 64 KiB
+ * per counted byte. A payload under half its buffer is copied, so what a stream holds stays within 2× what it counts.
+ */
+function ownBytes(bytes: Uint8Array): Uint8Array {
+  return bytes.byteLength * 2 < bytes.buffer.byteLength ? bytes.slice() : bytes;
+}
+
 /** What a stream needs from its session. */
 export interface StreamOwner {
   /**
@@ -153,13 +163,14 @@ export class AppStream {
   }
 
   #queue(bytes: Uint8Array): void {
-    this.#pending.push(bytes);
+    this.#pending.push(ownBytes(bytes));
     this.#pendingBytes += bytes.length;
   }
 
   #writeToApp(bytes: Uint8Array): void {
     const app = this.#app!;
     if (app.destroyed || app.writableEnded) return;
+    bytes = ownBytes(bytes); // the app socket may keep it in its write buffer
     this.bytesToApp += bytes.length;
     // The frames of one read from the client usually carry several StreamData for this stream: cork until
     // the current tick ends so they reach the app in one writev (loopback; no vsock write limit here).
