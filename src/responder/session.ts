@@ -480,9 +480,8 @@ export class Session {
    */
   #maybeFinish(): void {
     if (this.#state !== 'open' || this.#busy()) return;
-    if (this.#inputEnded) {
-      if (this.#reader.buffered === 0) this.#closeGracefully('client-closed');
-    } else if (this.#draining) this.#closeGracefully('drain');
+    if (this.#inputEnded && this.#reader.buffered === 0) this.#closeGracefully('client-closed');
+    else if (this.#draining) this.#closeGracefully('drain'); // buffered frames would only be refused
   }
 
   readonly #onIdle = (): void => {
