@@ -42,6 +42,8 @@ export interface ActivityServerOptions {
   sinkStats?: () => object;
   /** Base URL of the agent's ops endpoint (/health, /metrics); null: not configured. */
   ops?: string | null | (() => string | null);
+  /** A request (head and body) must have arrived within this; the answer, the live tail's included, may take longer. Default 30 000 ms. */
+  requestTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -255,7 +257,10 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     return fail(res, 404, 'NOT_FOUND', 'no such endpoint');
   };
 
-  const server = http.createServer((req, res) => {
+  // Node's requestTimeout bounds receiving the request only (it never cuts the live tail's long answer):
+  // without it, a client that trickles a body (POST /api/login needs no session) holds its socket forever.
+  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  const server = http.createServer({ requestTimeout, headersTimeout: Math.min(10_000, requestTimeout), connectionsCheckingInterval: Math.min(30_000, Math.max(10, requestTimeout / 4)) }, (req, res) => {
     let url: URL | undefined;
     (async () => {
       if (!hostAllowed(req)) return fail(res, 403, 'FORBIDDEN', 'Host must be a loopback name');
@@ -280,8 +285,6 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       res.destroy();
     });
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 0; // the live tail is one long response
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })));

@@ -138,6 +138,39 @@ describe('activity page server', () => {
     expect((await fetch(`${srv.url}api/status`, { headers: { cookie: 'ea_activity=forged' } })).status).toBe(401);
   });
 
+  it('cuts a request whose body trickles in (no session needed for /api/login), never the live tail\'s long answer', async () => {
+    const dir = await tmpDir();
+    const store = openActivityStore({ file: path.join(dir, 'a.db') });
+    cleanup.push(() => store.close());
+    const reader = openActivityReader(path.join(dir, 'a.db'));
+    cleanup.push(() => reader.close());
+    const live = createLiveTail();
+    store.onInserted((rows) => live.publish(rows));
+    const srv = await startActivityServer({
+      host: '127.0.0.1', port: 0, store, reader, live, requestTimeoutMs: 300, token: 'correct-horse-battery-staple',
+      enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }),
+    });
+    cleanup.push(() => srv.close());
+    const login = await fetch(`${srv.url}api/login`, { method: 'POST', body: JSON.stringify({ token: 'correct-horse-battery-staple' }) });
+    const tail = await fetch(`${srv.url}api/live`, { headers: { cookie: login.headers.get('set-cookie')!.split(';')[0]! } });
+    expect(tail.status).toBe(200);
+    const events = tail.body!.getReader();
+    // A login whose body never completes: one byte of the 100 announced.
+    const slow = net.connect(srv.port, '127.0.0.1');
+    slow.on('error', () => {});
+    let answer = '';
+    slow.on('data', (b: Buffer) => (answer += b.toString('latin1')));
+    slow.write('POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{');
+    await new Promise<void>((resolve) => slow.once('close', () => resolve()));
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    // The live tail, open all along, still delivers.
+    store.addLine(line(7));
+    store.flush();
+    let text = '';
+    while (!text.includes('req-7')) text += new TextDecoder().decode((await events.read()).value);
+    await events.cancel();
+  });
+
   it('streams stored batches to the live tail (SSE)', async () => {
     const s = await service();
     const res = await fetch(`${s.url}api/live`);
