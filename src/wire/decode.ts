@@ -3,7 +3,7 @@
 // Browser-safe (no node:*, no Buffer).
 import { Cursor, badField, describeMajor, MAJOR_MAP, MAJOR_TEXT } from './cursor.ts';
 import { decodeError, WireError } from './errors.ts';
-import { CLIENT_VARIANTS, K, KEY_COUNT, KEY_NAMES, KEY_RAW, SERVER_VARIANTS } from './schema.ts';
+import { CLIENT_VARIANTS, K, KEY_COUNT, KEY_NAMES, KEY_RAW, MAX_MAP_ENTRIES, SERVER_VARIANTS } from './schema.ts';
 import type { ByteEncoding, ClientMessage, DecodeOptions, ServerMessage, Variant } from './schema.ts';
 
 function sameBytes(b: Uint8Array, at: number, raw: Uint8Array): boolean {
@@ -27,6 +27,7 @@ function decodeMessage(bytes: Uint8Array, variants: Variant[], side: string, opt
   const top = c.head();
   if (top !== MAJOR_MAP) throw decodeError('not-map', `a message must be a CBOR map, found ${describeMajor(top, c.arg)}`);
   const entries = c.arg;
+  if (entries > MAX_MAP_ENTRIES) throw decodeError('map-size', `a message map has at most ${MAX_MAP_ENTRIES} entries, found ${entries}`);
   c.need(entries * 2, 'the message map');
   let v: Variant | null = null;
   let seen = 0;

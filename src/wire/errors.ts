@@ -32,9 +32,10 @@ export type WireErrorCode =
 /**
  * Sub-classification of WIRE_DECODE (also in the message):
  * truncated · trailing (bytes after the message) · not-map (top level) · key-type (non-text map key) ·
- * duplicate-key · tag · indefinite · float · simple (a simple value other than false/true/null/undefined,
- * or a stray break) · reserved (additional info 28..30) · utf8 · depth (nesting deeper than the bound) ·
- * internal (a bug in the decoder turned into a WireError; never expected).
+ * duplicate-key · map-size (a message map of more than MAX_MAP_ENTRIES entries) · tag · indefinite · float ·
+ * simple (a simple value other than false/true/null/undefined, or a stray break) · reserved (additional info
+ * 28..30) · utf8 · depth (nesting deeper than the bound) · internal (a bug in the decoder turned into a WireError;
+ * never expected).
  */
 export type WireDecodeDetail =
   | 'truncated'
@@ -42,6 +43,7 @@ export type WireDecodeDetail =
   | 'not-map'
   | 'key-type'
   | 'duplicate-key'
+  | 'map-size'
   | 'tag'
   | 'indefinite'
   | 'float'

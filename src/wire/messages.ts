@@ -19,7 +19,7 @@
 // variants), cbor-head.ts (CBOR heads), int-array.ts (the int-array loops and setIntArrayCodec), encode.ts,
 // cursor.ts (reading CBOR items and fields) and decode.ts.
 export type { ByteEncoding, ClientMessage, DecodeOptions, ServerMessage } from './schema.ts';
-export { MAX_MESSAGE_LEN, MAX_SKIP_DEPTH, NONCE_LEN } from './schema.ts';
+export { MAX_MAP_ENTRIES, MAX_MESSAGE_LEN, MAX_SKIP_DEPTH, NONCE_LEN } from './schema.ts';
 export type { IntArrayCodec } from './int-array.ts';
 export { getIntArrayCodec, INT_ARRAY_CODEC_THRESHOLD, setIntArrayCodec } from './int-array.ts';
 export {

@@ -3,6 +3,7 @@ import { decode as cborxDecode } from 'cbor-x';
 import { describe, expect, it } from 'vitest';
 import { concatBytes, fromHex, toHex } from '../../src/util/bytes.ts';
 import {
+  MAX_MAP_ENTRIES,
   MAX_MESSAGE_LEN,
   clientMessageSize,
   decodeClientMessage,
@@ -353,6 +354,15 @@ describe('decoding: rejections (one per class, each a typed WireError)', () => {
     expectWireError(() => dc(data(ints('01'), [t('half'), u(1), t('half'), u(1)])), 'WIRE_DECODE', 'duplicate-key');
   });
 
+  it('WIRE_DECODE map-size: a message map of more than MAX_MAP_ENTRIES entries (each unknown key is checked against the others)', () => {
+    const unknown = (n: number): string[] => Array.from({ length: n }, (_, i) => [t(`k${i}`), u(0)]).flat();
+    // At the bound, unknown keys are ignored as ever.
+    expect(dc(map(t('type'), t('GetControlNonce'), ...unknown(MAX_MAP_ENTRIES - 1))).message).toEqual({ type: 'GetControlNonce' });
+    // One more: refused from the map's head, before any key is read (a frame could hold ~15,000 unique keys).
+    expectWireError(() => dc(map(t('type'), t('GetControlNonce'), ...unknown(MAX_MAP_ENTRIES))), 'WIRE_DECODE', 'map-size');
+    expectWireError(() => decodeServerMessage(fromHex(map(t('type'), t('StreamClose'), t('id'), u(1), ...unknown(MAX_MAP_ENTRIES - 1)))), 'WIRE_DECODE', 'map-size');
+  });
+
   it('WIRE_DECODE tag: tags anywhere (field, element, ignored value, top level)', () => {
     expectWireError(() => dc(data('d840' + bs('01'))), 'WIRE_DECODE', 'tag');
     expectWireError(() => dc(data(arr('c100'))), 'WIRE_DECODE', 'tag');
@@ -452,8 +462,9 @@ describe('decoding: rejections (one per class, each a typed WireError)', () => {
     expect(dc(map(t('id'), t('x'), t('type'), t('RequestAttestation'))).message).toEqual({ type: 'RequestAttestation' });
   });
 
-  it('bounds its work by the input: a huge declared map or array fails fast as truncated', () => {
-    expectWireError(() => dc(head(5, 2 ** 40)), 'WIRE_DECODE', 'truncated');
+  it('bounds its work by the input: a huge declared map or array fails fast (map-size at the top, truncated inside)', () => {
+    expectWireError(() => dc(head(5, 2 ** 40)), 'WIRE_DECODE', 'map-size');
+    expectWireError(() => dc(data(ints('01'), [t('x'), head(5, 2 ** 40)])), 'WIRE_DECODE', 'truncated');
     expectWireError(() => dc(data(ints('01'), [t('x'), head(4, 2 ** 31)])), 'WIRE_DECODE', 'truncated');
   });
 });
