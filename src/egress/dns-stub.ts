@@ -2,7 +2,9 @@
 //   a name no entry allows       → REFUSED, and no query leaves the enclave
 //   an allowed name, type A      → resolved through the host; non-global answers dropped (unless an IP entry
 //                                  names them); each global address pinned to the name for max(TTL, 30 s) (a
-//                                  non-global one is never pinned: only an IP entry on its port allows a flow)
+//                                  non-global one is never pinned: only an IP entry on its port allows a flow).
+//                                  The answer is kept for its TTL (name-cache.ts, ≤ 300 s): a lookup within it
+//                                  makes no host round trip, is answered with the TTL left, and pins again
 //   an allowed name, other types → empty NOERROR (IPv6 is off: AAAA gets no address)
 // The answer is rebuilt from the question and the kept A records (CNAME chains flattened onto the name).
 // Bounded whatever the app sends: concurrent queries for one name share one host exchange; at most
@@ -16,6 +18,7 @@ import net from 'node:net';
 import type { DecisionLog } from './decision-log.ts';
 import { buildResponse, parseQuery, QTYPE, RCODE, type Answer, type Query } from './dns-message.ts';
 import { EgressError } from './errors.ts';
+import type { NameCache } from './name-cache.ts';
 import { MAX_PIN_S, type PinTable } from './pin-table.ts';
 import { isNonGlobal } from './address-class.ts';
 import { normalizeName, type EgressPolicy } from './policy.ts';
@@ -33,6 +36,8 @@ export interface DnsStubOptions {
   dns: DnsTransport;
   pins: PinTable;
   log: DecisionLog;
+  /** Answers kept for their TTL (absent: every lookup goes to the host). */
+  cache?: NameCache;
   host?: string;
   /** Default 53; 0 picks a free port (tests). */
   port?: number;
@@ -80,13 +85,15 @@ async function answerParsed(opts: DnsStubOptions, msg: Buffer, maxBytes: number)
   if (q.question.type !== QTYPE.A) return buildResponse(q, RCODE.NOERROR, [], maxBytes);
   try {
     // Concurrent queries for one name share one host exchange (and its pins).
-    const r = await resolveAShared(opts, name, name, opts.dns, (ip) => opts.policy.answerableAddress(ip));
+    const cached = opts.cache?.get(name);
+    const r = cached ?? (await resolveAShared(opts, name, name, opts.dns, (ip) => opts.policy.answerableAddress(ip)));
+    if (cached === undefined) opts.cache?.set(name, r);
     for (const { ip, ttl } of r.allowed) if (!isNonGlobal(ip)) opts.pins.pin(name, ip, ttl);
     if (r.allowed.length === 0 && r.refused.length > 0) {
       opts.log.record({ allowed: false, via: 'dns', name, ip: r.refused[0]!, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: 'resolves only to non-global addresses' });
     } else if (r.allowed.length > 0) {
       const dropped = r.refused.length > 0 ? `; dropped non-global ${r.refused.join(', ')}` : '';
-      opts.log.record({ allowed: true, via: 'dns', name, ip: r.allowed[0]!.ip, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: `answered ${r.allowed.length} address(es), pinned${dropped}` });
+      opts.log.record({ allowed: true, via: 'dns', name, ip: r.allowed[0]!.ip, port: 53, bytesOut: 0, bytesIn: 0, durationMs: performance.now() - started, reason: `answered ${r.allowed.length} address(es)${cached === undefined ? '' : ' from the cache'}, pinned${dropped}` });
     }
     // The pin lives max(TTL, 30 s) but at most MAX_PIN_S: a longer TTL would let the app keep an address its pin
     // no longer covers (its flows then reset).

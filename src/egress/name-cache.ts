@@ -1,6 +1,8 @@
-// Explicit mode's memory of resolved names: "name:port" → the addresses the policy let through on that port, until the answer's
-// TTL (at most MAX_TTL_S). Saves a DNS round trip through the host per connection; an expired or failed
-// name is resolved again. Only allowed addresses are kept, so a cached answer was checked like a fresh one.
+// Egress's memory of resolved names: explicit mode keys it "name:port" (the addresses the policy let through on
+// that port), the DNS stub by name. Kept until the answer's shortest TTL (at most MAX_TTL_S). Saves a DNS round
+// trip through the host per connection or per lookup; an expired or failed name is resolved again. Only allowed
+// addresses are kept, so a cached answer was checked like a fresh one. What `get` returns carries the TTL left,
+// not the one received: whoever passes it on (the stub, to the app) must not promise an address for longer.
 import type { Resolved } from './resolver.ts';
 
 const MAX_TTL_S = 300;
@@ -13,11 +15,13 @@ export class NameCache {
   get(name: string): Resolved | undefined {
     const e = this.entries.get(name);
     if (e === undefined) return undefined;
-    if (e.expiry <= this.now()) {
+    const left = e.expiry - this.now();
+    if (left <= 0) {
       this.entries.delete(name);
       return undefined;
     }
-    return e.value;
+    const leftS = Math.ceil(left / 1000);
+    return { allowed: e.value.allowed.map(({ ip, ttl }) => ({ ip, ttl: Math.min(ttl, leftS) })), refused: e.value.refused };
   }
 
   set(name: string, value: Resolved): void {

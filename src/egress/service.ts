@@ -78,7 +78,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
     if (cfg.mode === 'transparent') {
       const originalDst = originalDstReader(); // fail before anything listens when the addon cannot do it
       const pins = new PinTable();
-      stub = await startDnsStub({ policy, dns, pins, log, port: opts.dnsPort ?? 53 });
+      stub = await startDnsStub({ policy, dns, pins, log, cache: new NameCache(), port: opts.dnsPort ?? 53 });
       closers.push(() => stub!.close());
       transparent = await startTransparentListener({
         port: opts.transparentPort ?? cfg.transparent_port,

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
 import { buildQuery, parseResponse, RCODE } from '../../src/egress/dns-message.ts';
 import { answerQuery, MAX_TCP_CONNECTIONS, startDnsStub, TCP_MAX_OUTSTANDING, UDP_MAX_OUTSTANDING, type DnsStub } from '../../src/egress/dns-stub.ts';
+import { NameCache } from '../../src/egress/name-cache.ts';
 import { MAX_PIN_S, PinTable } from '../../src/egress/pin-table.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
 import { MAX_DNS_IN_FLIGHT, type DnsTransport } from '../../src/egress/resolver.ts';
@@ -85,6 +86,30 @@ describe('DNS stub', () => {
     expect(longPins.namesFor('203.0.113.7')).toEqual(['ok.test']); // pinned for as long as the app may keep it
     const short = parseResponse((await answerQuery(opts, buildQuery(22, 'ok.test', 1), 512))!);
     expect(short.answers[0]).toMatchObject({ ttl: 120 }); // shorter TTLs pass unchanged
+  });
+
+  it('answers a name again from its cache within the TTL: no host round trip, the TTL left, pinned again', async () => {
+    let now = 5_000_000;
+    const cache = new NameCache(() => now);
+    const cachedPins = new PinTable(() => now);
+    const o = { ...opts, pins: cachedPins, cache };
+    upstreamQueries = [];
+    const first = parseResponse((await answerQuery(o, buildQuery(31, 'ok.test', 1), 512))!);
+    expect(first.answers).toEqual([expect.objectContaining({ address: '203.0.113.7', ttl: 120 })]);
+    now += 100_000; // 20 s of the 120 left; the first pin (120 s) still lives
+    const again = parseResponse((await answerQuery(o, buildQuery(32, 'ok.test', 1), 512))!);
+    expect(again.id).toBe(32);
+    expect(again.answers).toEqual([expect.objectContaining({ name: 'ok.test', address: '203.0.113.7', ttl: 20 })]);
+    expect(upstreamQueries).toEqual(['ok.test']);
+    expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', reason: 'answered 1 address(es) from the cache, pinned' });
+    now += 25_000; // past the first pin's 120 s: the cached answer pinned the address again for at least 30 s
+    expect(cachedPins.namesFor('203.0.113.7')).toEqual(['ok.test']);
+    // Expired: asked again. A name that resolves only to refused addresses is never kept.
+    const third = parseResponse((await answerQuery(o, buildQuery(33, 'ok.test', 1), 512))!);
+    expect(third.answers[0]).toMatchObject({ ttl: 120 });
+    await answerQuery(o, buildQuery(34, 'rebind.test', 1), 512);
+    await answerQuery(o, buildQuery(35, 'rebind.test', 1), 512);
+    expect(upstreamQueries).toEqual(['ok.test', 'ok.test', 'rebind.test', 'rebind.test']);
   });
 
   it('refuses a name off the list without asking upstream', async () => {

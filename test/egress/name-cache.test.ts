@@ -16,6 +16,19 @@ describe('NameCache', () => {
     expect(c.get('b.test')).toBeUndefined();
   });
 
+  it('hands out the TTL left, never the one received', () => {
+    let now = 0;
+    const c = new NameCache(() => now);
+    c.set('a.test', { allowed: [{ ip: '1.2.3.4', ttl: 60 }, { ip: '1.2.3.5', ttl: 90 }], refused: [] });
+    now = 20_500; // the entry lives 60 s (the shortest TTL)
+    expect(c.get('a.test')?.allowed).toEqual([
+      { ip: '1.2.3.4', ttl: 40 },
+      { ip: '1.2.3.5', ttl: 40 },
+    ]);
+    now = 59_999;
+    expect(c.get('a.test')?.allowed[0]!.ttl).toBe(1);
+  });
+
   it('does not keep an answer with no allowed address, nor one with TTL 0', () => {
     const c = new NameCache(() => 0);
     c.set('r.test', { allowed: [], refused: ['127.0.0.1'] });
