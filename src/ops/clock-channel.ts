@@ -111,12 +111,18 @@ export class ClockChannelHub {
   }
 }
 
+/** Answer bytes the agent may leave unread (beyond the socket's buffers) before the host closes the channel. */
+const MAX_UNSENT_BYTES = 64 * 1024;
+
 /** The host's side: answers every time request on `sock` with `now()` (default Date.now). */
 export function serveClockChannel(sock: Duplex, now: () => number = Date.now): void {
   sock.on('error', () => {});
   readLines(sock, (line) => {
     const msg = parseJson(line) as { id?: unknown } | null;
     if (msg === null || !Number.isSafeInteger(msg.id)) return false;
+    // The agent asks once per interval and reads each answer: a peer that asks and never reads is cut off
+    // rather than buffered for (each 9-byte request is a 40-byte answer).
+    if (sock.writableLength > MAX_UNSENT_BYTES) return false;
     sock.write(`{"id":${msg.id as number},"host_ms":${now()}}\n`);
     return true;
   });

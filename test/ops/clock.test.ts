@@ -139,6 +139,31 @@ describe('ClockMonitor over the clock channel', () => {
   });
 });
 
+describe('the host side of the clock channel', () => {
+  it('closes a peer that keeps asking and never reads its answers, rather than buffering them', async () => {
+    const [agentSide, hostSide] = await socketPair();
+    toClose.push(() => agentSide.destroy(), () => hostSide.destroy());
+    let answered = 0;
+    serveClockChannel(hostSide, () => {
+      answered++;
+      return Date.now();
+    });
+    agentSide.pause(); // never reads
+    agentSide.on('error', () => {});
+    let closed = false;
+    hostSide.once('close', () => (closed = true));
+    // 400,000 requests (4 MB) make 16 MB of answers: more than the sockets' buffers hold on loopback.
+    const TOTAL = 400_000;
+    const batch = Array.from({ length: 1000 }, (_, i) => `{"id":${i + 1}}\n`).join('');
+    for (let i = 0; i < TOTAL / 1000 && !closed; i++) {
+      if (!agentSide.write(batch)) await new Promise((r) => (agentSide.once('drain', r), hostSide.once('close', r)));
+    }
+    await expect.poll(() => closed || answered === TOTAL, { timeout: 30_000 }).toBe(true);
+    expect(closed).toBe(true);
+    expect(answered).toBeLessThan(TOTAL);
+  });
+});
+
 describe.runIf(available)('addon clockStep: argument validation (the clock is never stepped here)', () => {
   const step = (): ((v: unknown) => void) => (loadNative() as unknown as { clockStep: (v: unknown) => void }).clockStep;
 
