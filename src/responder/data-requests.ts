@@ -2,10 +2,16 @@
 // payload is written (and the connection half-closed unless the forwarder says otherwise), the app's response
 // is read to EOF and goes back as one `Data{id}` — or `Error{id, message}` when the app cannot be reached,
 // fails, is too slow or answers more than one frame can carry. Replies go out in completion order.
+// The response bytes read so far count against the shared output budget (limits.maxQueuedBytes) like the
+// output they become: an app that answers without ending its response (keep-alive) would otherwise have every
+// in-flight request of every session hold up to one frame until dataResponseTimeoutMs, uncounted.
 import type { Duplex } from 'node:stream';
 import { concatBytes } from '../util/bytes.ts';
 import { MAX_MESSAGE_LEN, serverMessageSize, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
+import type { ResponderCounters } from './admission.ts';
 import { forwardErrorMessage } from './error-text.ts';
+import type { OutputBudgetLike } from './output-budget.ts';
+import { OVER_BUDGET_TEXT } from './session-output.ts';
 import { forwardContext } from './session-requests.ts';
 import type { SessionHost } from './session-types.ts';
 import type { OneShotData } from './forwarder.ts';
@@ -111,8 +117,9 @@ export class DataRequests {
     }
     const apps = (this.#apps ??= new Set());
     apps.add(app);
+    const { budget, counters } = this.#host.cfg.shared;
     return new Promise<ServerMessage>((resolve) => {
-      new DataReply(id, app, apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, resolve);
+      new DataReply(id, app, apps, limits.maxResponseBytes, limits.dataResponseTimeoutMs, budget, counters, resolve);
       app.write(payload);
       if (forwarder.halfCloseData !== false) app.end();
     });
@@ -148,18 +155,33 @@ class DataReply {
   readonly #app: Duplex;
   readonly #apps: Set<Duplex>;
   readonly #max: number;
+  readonly #budget: OutputBudgetLike;
+  readonly #counters: ResponderCounters;
   readonly #resolve: (msg: ServerMessage) => void;
   readonly #timer: NodeJS.Timeout;
   readonly #onData: (chunk: Buffer) => void;
   #chunks: Uint8Array[] = [];
   #total = 0;
+  /** Bytes of #chunks reserved in the budget (given back when the reply is settled). */
+  #reserved = 0;
   #done = false;
 
-  constructor(id: number, app: Duplex, apps: Set<Duplex>, max: number, timeoutMs: number, resolve: (msg: ServerMessage) => void) {
+  constructor(
+    id: number,
+    app: Duplex,
+    apps: Set<Duplex>,
+    max: number,
+    timeoutMs: number,
+    budget: OutputBudgetLike,
+    counters: ResponderCounters,
+    resolve: (msg: ServerMessage) => void,
+  ) {
     this.#id = id;
     this.#app = app;
     this.#apps = apps;
     this.#max = max;
+    this.#budget = budget;
+    this.#counters = counters;
     this.#resolve = resolve;
     this.#onData = (chunk) => this.#data(chunk);
     this.#timer = setTimeout(() => this.#finish({ type: 'Error', id, message: timeoutText(timeoutMs) }), timeoutMs);
@@ -176,12 +198,22 @@ class DataReply {
     this.#total += chunk.length;
     if (this.#total > this.#max) {
       this.#finish({ type: 'Error', id: this.#id, message: tooLargeText(this.#max) });
-    } else this.#chunks.push(chunk);
+    } else if (!this.#budget.tryReserve(chunk.length)) {
+      this.#counters.overBudget++;
+      this.#finish({ type: 'Error', id: this.#id, message: OVER_BUDGET_TEXT });
+    } else {
+      this.#reserved += chunk.length;
+      this.#chunks.push(chunk);
+    }
   }
 
   #finish(msg: ServerMessage): void {
     if (this.#done) return;
     this.#done = true;
+    // The reply (if Data) is counted again when it is queued, in the same turn.
+    if (this.#reserved > 0) this.#budget.adjust(-this.#reserved);
+    this.#reserved = 0;
+    if (msg.type !== 'Data') this.#chunks = [];
     clearTimeout(this.#timer);
     this.#app.off('data', this.#onData);
     this.#app.destroy();

@@ -65,8 +65,9 @@ export interface Limits {
   writeStallTimeoutMs: number;
   /**
    * Encrypted output queued toward clients, summed over every session sharing the budget (startAgent: both
-   * channels). Past it new Data/OpenStream get `Error`, Data replies that would not fit become `Error`, and
-   * sessions holding queued output stop reading until it drains. Default 256 MiB.
+   * channels), plus the Data responses being read from apps for them. Past it new Data/OpenStream get `Error`,
+   * Data replies (and responses being read) that would not fit become `Error`, and sessions holding queued
+   * output stop reading until it drains. Default 256 MiB.
    */
   maxQueuedBytes: number;
   /**

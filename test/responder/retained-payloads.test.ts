@@ -9,7 +9,10 @@ import type { NsmSimulator } from '../../src/attestation/simulator.ts';
 import type { Forwarder } from '../../src/responder/forwarder.ts';
 import { fromHex } from '../../src/util/bytes.ts';
 import { bs, map, t, u } from '../wire/cbor-helpers.ts';
-import { connectClient, startTestAgent, testSimulator, type Agent } from './helpers.ts';
+import { OutputBudget } from '../../src/responder/output-budget.ts';
+import { OVER_BUDGET_TEXT } from '../../src/responder/session-output.ts';
+import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
+import { bytesOf, connectClient, startApp, startTestAgent, testSimulator, waitFor, type Agent } from './helpers.ts';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
@@ -56,5 +59,42 @@ describe('queued stream payloads', () => {
     // 1,500 payloads of one byte each; the frames they came in total 90 MB.
     expect(held).toBeLessThan((FRAMES * PAD) / 10);
     client.close();
+  });
+});
+
+describe('Data responses being read', () => {
+  it('count against the shared output budget: past it a request is answered Error instead of held to its timeout', async () => {
+    // An app that answers 60 kB and keeps the connection open (a keep-alive server to a request without
+    // `Connection: close`): the session holds each response until dataResponseTimeoutMs.
+    let answered = 0;
+    const app = await startApp((s) => {
+      s.once('data', () => {
+        answered++;
+        s.write(bytesOf(60_000, 1));
+      });
+    });
+    const budget = new OutputBudget(1 << 20);
+    await agent?.close();
+    agent = await startTestAgent({
+      nsm: sim,
+      channel: 'public',
+      forwarder: createRawForwarder({ appPort: app.port }),
+      outputBudget: budget,
+      limits: { dataResponseTimeoutMs: 600_000 },
+    });
+    try {
+      const client = await connectClient(agent.port);
+      for (let id = 1; id <= 40; id++) client.send({ type: 'Data', id, payload: Uint8Array.of(0x47) }, 'bstr');
+      await waitFor(() => answered === 40, 10_000, 'the app to answer every request');
+      // 40 × 60 kB = 2.4 MB would be held for 10 minutes; the budget is 1 MiB: the requests past it fail now.
+      const { message } = await client.next(10_000);
+      expect(message).toMatchObject({ type: 'Error', message: OVER_BUDGET_TEXT });
+      expect(budget.queuedBytes).toBeLessThanOrEqual(1 << 20);
+      client.close();
+      await waitFor(() => agent!.responder.sessionCount === 0, 5000, 'the session to close');
+      expect(budget.queuedBytes).toBe(0);
+    } finally {
+      await app.close();
+    }
   });
 });
