@@ -12,6 +12,9 @@
 // - A request that was in flight when the connection died is never re-sent (it may have reached the app): 502
 //   CLIENT_RETRYABLE.
 // The local side is plain HTTP on loopback: whoever can reach 127.0.0.1 on this machine can use the enclave.
+// On a loopback address the request must also name a loopback Host (127.x, ::1, localhost), so a web page a
+// browser on this machine opens cannot reach the enclave through the proxy by DNS rebinding (its Host is its
+// own domain): 403 PROXY_HOST_REFUSED, nothing forwarded.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
@@ -19,8 +22,9 @@ import type { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
 import type { Logger } from 'pino';
 import type { Client } from '../client/index.ts';
+import { isLoopbackHost } from './listen.ts';
 
-/** The header carrying the error code of a 502 the proxy answered itself. */
+/** The header carrying the error code of an answer the proxy gave itself (502, 403). */
 export const ERROR_HEADER = 'x-enclave-agent-error';
 
 export interface AttestedProxyOptions {
@@ -70,6 +74,12 @@ function forwardHeaders(raw: string[], keepUpgrade = false): [string, string][] 
     else if (!HOP.has(lower) && !connectionTokens.has(lower)) out.push([k, raw[i + 1]!]);
   }
   return out;
+}
+
+/** The Host header's name, port removed ("[::1]:8080" → "[::1]"); '' when there is none. */
+function hostName(header: string | undefined): string {
+  const h = header ?? '';
+  return h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.replace(/:\d*$/, '');
 }
 
 function hasBody(req: http.IncomingMessage): boolean {
@@ -133,7 +143,19 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     res.end(body);
   };
 
+  const loopbackOnly = isLoopbackHost(opts.host ?? '127.0.0.1');
+  const hostRefused = (req: http.IncomingMessage): boolean => loopbackOnly && !isLoopbackHost(hostName(req.headers.host));
+  const HOST_REFUSED = 'PROXY_HOST_REFUSED';
+  const hostMessage = 'this proxy answers requests for a loopback Host (127.0.0.1, [::1], localhost) only';
+
   const server = http.createServer((req, res) => {
+    if (hostRefused(req)) {
+      req.resume();
+      const body = `enclave-agent proxy: ${HOST_REFUSED}: ${hostMessage}\n`;
+      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: HOST_REFUSED, 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return;
+    }
     void (async () => {
       let c: Client;
       try {
@@ -184,6 +206,10 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
       const body = `enclave-agent proxy: ${code}: ${message}\n`;
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     };
+    if (hostRefused(req)) {
+      fail(403, HOST_REFUSED, hostMessage);
+      return;
+    }
     void (async () => {
       let c: Client;
       try {

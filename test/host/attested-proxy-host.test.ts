@@ -1,0 +1,71 @@
+// `enclave-agent proxy` on loopback and DNS rebinding: a web page a browser on this machine opens can point its
+// own domain at 127.0.0.1 and send requests (and read the answers) through the proxy, to the enclave's app, as
+// this machine. Its requests carry its own domain as Host; the proxy answers only loopback Hosts, and forwards
+// nothing else (plain requests and upgrades alike). The enclave here is a stand-in Client that records what it
+// was asked: this is about the proxy's door, not the attested channel behind it.
+import http from 'node:http';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/client/index.ts';
+import { ERROR_HEADER, startAttestedProxy, type AttestedProxy } from '../../src/host/attested-proxy.ts';
+
+const forwarded: string[] = [];
+const client = {
+  attestation: { moduleId: 'i-test-enc' },
+  fetch: (url: string) => {
+    forwarded.push(url);
+    return Promise.resolve(new Response('from the app', { status: 200, headers: { 'content-type': 'text/plain' } }));
+  },
+  upgrade: (url: string) => {
+    forwarded.push(`upgrade ${url}`);
+    return Promise.reject(Object.assign(new Error('no upgrade here'), { code: 'CLIENT_UPGRADE_FAILED', status: 404 }));
+  },
+  close: () => Promise.resolve(),
+} as unknown as Client;
+
+let proxy: AttestedProxy;
+
+beforeAll(async () => {
+  proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+});
+
+/** One request with the Host header chosen (fetch does not let us). */
+function request(host: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; code: string | undefined; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: proxy.port, path, headers: { host, ...headers } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, code: res.headers[ERROR_HEADER] as string | undefined, body }));
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode!, code: res.headers[ERROR_HEADER] as string | undefined, body: '' });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('attested proxy on loopback: the Host a request names', () => {
+  it('forwards a request for a loopback Host (127.x, [::1], localhost, with or without the port)', async () => {
+    for (const host of [`127.0.0.1:${proxy.port}`, '127.0.0.1', `localhost:${proxy.port}`, `[::1]:${proxy.port}`, '127.1.2.3']) {
+      const r = await request(host, '/ok');
+      expect([host, r.status, r.body]).toEqual([host, 200, 'from the app']);
+    }
+    expect(forwarded.splice(0)).toHaveLength(5);
+  });
+
+  it('refuses any other Host with 403 PROXY_HOST_REFUSED and forwards nothing (a rebinding page, an upgrade too)', async () => {
+    for (const host of [`attacker.example:${proxy.port}`, 'attacker.example', `127.0.0.1.attacker.example:${proxy.port}`, 'localhost.attacker.example']) {
+      const r = await request(host, '/pay');
+      expect([host, r.status, r.code]).toEqual([host, 403, 'PROXY_HOST_REFUSED']);
+    }
+    const up = await request(`attacker.example:${proxy.port}`, '/ws', { connection: 'Upgrade', upgrade: 'websocket' });
+    expect([up.status, up.code]).toEqual([403, 'PROXY_HOST_REFUSED']);
+    expect(forwarded).toEqual([]);
+  });
+});
