@@ -7,12 +7,21 @@
  * mallocTrim(callback): glibc's malloc_trim(0) on the thread pool, which returns free pages inside the heap, not
  * only its top, to the system (src/runtime/memory-trim.ts calls it after a burst); callback(true) when it released
  * memory, false elsewhere (no glibc).
+ *
+ * sealedCopy(path): the file's bytes in a memfd sealed against writing, growing, shrinking and further seals —
+ * seals bind root too. The supervisor launches the sandboxing wrapper from it (/proc/self/fd/N): an app running as
+ * root could otherwise rewrite the wrapper's file between two of its launches and start its next life outside the
+ * sandbox. Returns the fd (close-on-exec: execve resolves /proc/self/fd/N before closing it). Throws an errno error.
  */
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -81,7 +90,62 @@ static napi_value js_malloc_trim(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* Copies src into dst to EOF; 0 or an errno. */
+static int copy_fd(int src, int dst) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(src, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return 0;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(dst, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) return errno;
+      off += w;
+    }
+  }
+}
+
+static napi_value js_sealed_copy(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  EN_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL), NULL);
+  char path[4096];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 || len >= sizeof path - 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "sealedCopy(path): path must be a non-empty string");
+    return NULL;
+  }
+  int src = open(path, O_RDONLY | O_CLOEXEC);
+  if (src < 0) {
+    en_throw_errno(env, errno, "open", path);
+    return NULL;
+  }
+  int fd = memfd_create("enclave_die_with_parent", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    int err = errno;
+    close(src);
+    en_throw_errno(env, err, "memfd_create", NULL);
+    return NULL;
+  }
+  int err = copy_fd(src, fd);
+  close(src);
+  const char* step = "copy";
+  if (err == 0 && fchmod(fd, 0500) != 0) err = errno, step = "fchmod";
+  if (err == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) err = errno, step = "F_ADD_SEALS";
+  if (err != 0) {
+    close(fd);
+    en_throw_errno(env, err, "sealedCopy", step);
+    return NULL;
+  }
+  napi_value out;
+  EN_CALL(env, napi_create_int32(env, fd, &out), NULL);
+  return out;
+}
+
 napi_status en_process_init(napi_env env, napi_value exports) {
   napi_status st = en_set_fn(env, exports, "notDumpable", js_not_dumpable);
-  return st != napi_ok ? st : en_set_fn(env, exports, "mallocTrim", js_malloc_trim);
+  if (st == napi_ok) st = en_set_fn(env, exports, "mallocTrim", js_malloc_trim);
+  return st != napi_ok ? st : en_set_fn(env, exports, "sealedCopy", js_sealed_copy);
 }

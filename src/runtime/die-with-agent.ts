@@ -8,10 +8,10 @@
 // through the kernel (load a module, mount, BPF...), and its own mount namespace in which /proc/sys, /sys and
 // /proc/sysrq-trigger are read-only, so root cannot make the kernel run a program outside the sandbox (a
 // core_pattern pipe handler, modprobe, a cgroup release_agent). Without the wrapper the sandboxed app is not started.
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import { addonPath } from '../transport/native.ts';
+import { addonPath, loadNative } from '../transport/native.ts';
 
 /** The fd of the pipe on which the wrapper reports a failed exec (its errno, in decimal). */
 export const EXEC_ERROR_FD = 3;
@@ -33,6 +33,37 @@ export function locateDieWithAgent(file: string = defaultWrapperPath()): DieWith
     return { unavailable: `${file} is not usable (${code}); run \`node scripts/build-native.mjs\`` };
   }
   return { wrapper: file };
+}
+
+export type SealedWrapper = { wrapper: string; close(): void } | { unavailable: string };
+
+/**
+ * The wrapper as the supervisor launches it: a copy made now in a sealed memfd (native/src/process.c sealedCopy),
+ * run as /proc/self/fd/N. The file itself is writable by an app running as root, which could rewrite it between
+ * two of its launches and start the next one outside the sandbox; the sealed copy cannot be changed by anyone.
+ */
+export function sealedWrapper(file: string): SealedWrapper {
+  let copy: ((path: string) => number) | undefined;
+  try {
+    copy = (loadNative() as unknown as { sealedCopy?: (path: string) => number }).sealedCopy;
+  } catch (err) {
+    return { unavailable: `no sealed copy of ${file}: the native addon does not load (${(err as Error).message})` };
+  }
+  if (copy === undefined) return { unavailable: `no sealed copy of ${file}: the native addon has no sealedCopy (rebuild it: node scripts/build-native.mjs)` };
+  let fd: number;
+  try {
+    fd = copy(file);
+  } catch (err) {
+    return { unavailable: `no sealed copy of ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` };
+  }
+  let open = true;
+  return {
+    wrapper: `/proc/self/fd/${fd}`,
+    close() {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
 }
 
 /**

@@ -21,7 +21,7 @@ import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { RestartPolicy } from '../config.ts';
-import { execErrorName, locateDieWithAgent, wrapCommand, EXEC_ERROR_FD } from './die-with-agent.ts';
+import { execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, type DieWithAgent } from './die-with-agent.ts';
 import { RuntimeError } from './errors.ts';
 import { waitForPort } from './wait-for-port.ts';
 
@@ -131,7 +131,17 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const warnAfterMs = opts.readyWarnAfterMs ?? 30_000;
   const group = opts.signalGroup !== false;
   const [file, ...args] = opts.command as [string, ...string[]];
-  const dieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
+  let dieWithAgent: DieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
+  let releaseWrapper = (): void => {};
+  if ('wrapper' in dieWithAgent) {
+    // Launched from a sealed copy: an app running as root cannot rewrite what its next launch runs.
+    const sealed = sealedWrapper(dieWithAgent.wrapper);
+    if ('wrapper' in sealed) {
+      dieWithAgent = { wrapper: sealed.wrapper };
+      releaseWrapper = sealed.close;
+    } else if (opts.denyVsock === true) dieWithAgent = sealed;
+    else logger.warn({ reason: sealed.unavailable }, 'the app is launched through the wrapper file itself');
+  }
   if ('unavailable' in dieWithAgent && opts.denyVsock === true) {
     throw new RuntimeError('RUNTIME_NO_SANDBOX', `the app must be started without vsock (denyVsock), but ${dieWithAgent.unavailable}`);
   }
@@ -166,6 +176,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const end = (reason: SupervisorResult['reason'], exitCode: number): void => {
     if (finished) return;
     finished = true;
+    releaseWrapper();
     clearTimeout(backoffTimer);
     readyAbort?.abort();
     setState('stopped');

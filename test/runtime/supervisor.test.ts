@@ -1,6 +1,10 @@
 // The supervisor and the shutdown sequence in-process, with small `node -e` apps and fakes.
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { defaultWrapperPath } from '../../src/runtime/die-with-agent.ts';
 import { createShutdown } from '../../src/runtime/drain.ts';
 import { signalExitCode, startSupervisor, type Supervisor, type SupervisorResult } from '../../src/runtime/supervisor.ts';
 import { available } from '../native/helpers.ts';
@@ -154,6 +158,36 @@ describe('supervisor: the app dies with the agent', () => {
     const s = supervise({ command: pdeathsigApp, logger });
     expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 9 });
     expect(records.filter((r) => /outlive/.test(String(r.msg)))).toEqual([]);
+  });
+
+  it.skipIf(!available)('an app running as root cannot rewrite the sandboxing wrapper its next launch goes through', async () => {
+    // The app records whether it may make a vsock socket, then (first launch only) replaces the wrapper's file with
+    // a script that execs the app without any sandbox, and exits 1 to be restarted. Failed before the launch
+    // went through a sealed copy: the second launch ran the script and made its vsock socket.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'sealed-wrapper-'));
+    try {
+      const file = path.join(dir, 'enclave_die_with_parent');
+      copyFileSync(defaultWrapperPath(), file);
+      const seen = path.join(dir, 'seen');
+      const app = [
+        'import errno, os, socket, sys',
+        'try:',
+        '    socket.socket(40, socket.SOCK_STREAM).close(); r = "ok"',
+        'except OSError as e:',
+        '    r = errno.errorcode[e.errno]',
+        `open(${JSON.stringify(seen)}, "a").write(r + "\\n")`,
+        `w = ${JSON.stringify(file)}`,
+        'if open(w, "rb").read(2) != b"#!":',
+        '    open(w, "w").write("#!/bin/sh\\nshift 3\\nexec \\"$@\\"\\n")',
+        '    sys.exit(1)',
+      ].join('\n');
+      const s = supervise({ command: ['/usr/bin/python3', '-c', app], denyVsock: true, dieWithAgentWrapper: file, restart: 'on-failure', maxRestarts: 3 });
+      expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
+      expect(readFileSync(file, 'utf8')).toMatch(/^#!\/bin\/sh/); // the app did rewrite the file
+      expect(readFileSync(seen, 'utf8').trim().split('\n')).toEqual(['EACCES', 'EACCES']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without a usable wrapper spawns the app directly and warns that it would outlive a SIGKILLed agent', async () => {
