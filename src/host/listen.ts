@@ -19,6 +19,6 @@ export async function listenOrFail(server: net.Server, listen: { host: string; p
 /** A TCP host that only this machine can reach: 127.0.0.0/8, ::1, or the name localhost. */
 export function isLoopbackHost(host: string): boolean {
   const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (h === 'localhost' || h === '::1') return true;
+  if (h.toLowerCase() === 'localhost' || h === '::1') return true;
   return net.isIPv4(h) && h.startsWith('127.');
 }

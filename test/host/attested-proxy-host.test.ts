@@ -52,11 +52,11 @@ function request(host: string, path: string, headers: Record<string, string> = {
 
 describe('attested proxy on loopback: the Host a request names', () => {
   it('forwards a request for a loopback Host (127.x, [::1], localhost, with or without the port)', async () => {
-    for (const host of [`127.0.0.1:${proxy.port}`, '127.0.0.1', `localhost:${proxy.port}`, `[::1]:${proxy.port}`, '127.1.2.3']) {
+    for (const host of [`127.0.0.1:${proxy.port}`, '127.0.0.1', `localhost:${proxy.port}`, `[::1]:${proxy.port}`, '127.1.2.3', 'LocalHost']) {
       const r = await request(host, '/ok');
       expect([host, r.status, r.body]).toEqual([host, 200, 'from the app']);
     }
-    expect(forwarded.splice(0)).toHaveLength(5);
+    expect(forwarded.splice(0)).toHaveLength(6);
   });
 
   it('refuses any other Host with 403 PROXY_HOST_REFUSED and forwards nothing (a rebinding page, an upgrade too)', async () => {
