@@ -4,8 +4,7 @@
 // fresh documents. A client is the source address of the bridge's PROXY v2 header (accept_proxy_protocol): without
 // it every connection comes from the bridge, and only the process-wide bucket applies. IPv6 sources count per /64
 // (one host commonly holds a whole /64; per address it could mint budgets at will).
-import { isIPv6 } from 'node:net';
-import { ipBytes } from '../util/ip-bytes.ts';
+import { clientKey } from '../util/ip-bytes.ts';
 
 export interface Rate {
   perSecond: number;
@@ -43,13 +42,6 @@ class Bucket {
   }
 }
 
-/** The bucket key of a source address: the address, or its /64 for IPv6 (IPv4-mapped addresses count as IPv4). */
-export function clientKey(address: string): string {
-  const b = isIPv6(address) ? ipBytes(address) : null;
-  if (b === null) return address;
-  if (b.length === 4) return b.join('.');
-  return `${[0, 2, 4, 6].map((i) => ((b[i]! << 8) | b[i + 1]!).toString(16)).join(':')}::/64`;
-}
 
 export class NonceBudget {
   readonly #total: Rate;

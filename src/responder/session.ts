@@ -36,6 +36,7 @@ import { dispatchMessage } from './message-dispatch.ts';
 import { SessionOutput, OVER_BUDGET_TEXT } from './session-output.ts';
 import { SessionStreams } from './session-streams.ts';
 import { logSessionClosed, type CloseReason, type SessionConfig, type SessionHost, type SessionState, type SessionStats, type SessionSummary } from './session-types.ts';
+import { clientKey } from '../util/ip-bytes.ts';
 
 export type { Channel, CloseReason, SessionConfig, SessionStats, SessionSummary } from './session-types.ts';
 
@@ -285,14 +286,15 @@ export class Session {
     }
     this.#proxyBuf = null;
     if (header.source !== undefined) {
-      // Before any crypto: one client address holds at most maxSessionsPerClient sessions.
-      if (!this.#cfg.shared.clients.claim(header.source.address)) {
+      // Before any crypto: one client (an address; an IPv6 /64) holds at most maxSessionsPerClient sessions.
+      const key = clientKey(header.source.address);
+      if (!this.#cfg.shared.clients.claim(key)) {
         this.#cfg.shared.counters.refusedPerClient++;
         this.#cfg.shared.refused('sessions-per-client');
         this.#close('client-limit');
         return false;
       }
-      this.#clientKey = header.source.address;
+      this.#clientKey = key;
       this.#client = { ...header.source };
     }
     this.#state = 'handshake';

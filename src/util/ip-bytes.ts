@@ -1,6 +1,7 @@
 // IP address text to bytes, strictly (no leading zeros in IPv4, no stray characters): the PROXY v2 header's
-// addresses (transport/proxy-v2.ts), egress flow frames (egress/flow-frame.ts) and the fresh-nonce budget's client
-// keys (ingress/nonce-budget.ts) read addresses the same way.
+// addresses (transport/proxy-v2.ts), egress flow frames (egress/flow-frame.ts) and the per-client keys of the
+// fresh-nonce budget (ingress/nonce-budget.ts) and of the session limit (responder/session.ts) read addresses the
+// same way.
 
 /** 4 bytes for IPv4 text (and IPv4-mapped IPv6), 16 for IPv6 text, null for anything else. A zone id ("%eth0") is dropped. */
 export function ipBytes(text: string): Uint8Array | null {
@@ -66,4 +67,15 @@ export function parseIPv6(text: string): Uint8Array | null {
     out[i * 2 + 1] = g & 0xff;
   });
   return out;
+}
+
+/**
+ * The key a source address is counted under per client: the address (IPv4-mapped IPv6 as IPv4), or its /64 for
+ * IPv6 — one IPv6 client commonly holds a whole /64, and would otherwise get a separate allowance per address.
+ */
+export function clientKey(address: string): string {
+  const b = ipBytes(address);
+  if (b === null) return address;
+  if (b.length === 4) return b.join('.');
+  return `${[0, 2, 4, 6].map((i) => ((b[i]! << 8) | b[i + 1]!).toString(16)).join(':')}::/64`;
 }

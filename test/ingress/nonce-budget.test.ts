@@ -1,6 +1,7 @@
 // The fresh-nonce budget (src/ingress/nonce-budget.ts): a process-wide token bucket and one per client under it.
 import { describe, expect, it } from 'vitest';
-import { NonceBudget, clientKey } from '../../src/ingress/nonce-budget.ts';
+import { NonceBudget } from '../../src/ingress/nonce-budget.ts';
+import { clientKey } from '../../src/util/ip-bytes.ts';
 
 const clock = (): { now: () => number; advance: (ms: number) => void } => {
   let t = 1_000_000;

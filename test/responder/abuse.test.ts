@@ -181,6 +181,27 @@ describe('sessions per client address', () => {
   });
 });
 
+describe('sessions per IPv6 client', () => {
+  it('counts an IPv6 source by its /64: addresses of one prefix share the allowance, another prefix has its own', async () => {
+    // Failed before the change: each address of the /64 got maxSessionsPerClient sessions of its own.
+    const agent = await startTestAgent({
+      nsm: sim,
+      channel: 'public',
+      forwarder: createRawForwarder({ appPort: echoApp.port, halfCloseData: true }),
+      acceptProxyProtocol: true,
+      limits: { maxSessionsPerClient: 2 },
+    });
+    const a = await Promise.all(['2001:db8:7:1::1', '2001:db8:7:1::2'].map(async (ip) => handshake(tcpPipe(await connectTcp(agent.port)), { preamble: proxyFrom(ip) })));
+    await expect(handshake(tcpPipe(await connectTcp(agent.port)), { preamble: proxyFrom('2001:db8:7:1:ffff::3') })).rejects.toThrow(/connection closed/);
+    expect(agent.closedSessions.at(-1)?.reason).toBe('client-limit');
+    const other = await handshake(tcpPipe(await connectTcp(agent.port)), { preamble: proxyFrom('2001:db8:7:2::1') });
+    other.send({ type: 'Data', id: 1, payload: Uint8Array.of(5) });
+    expect((await other.next()).message).toMatchObject({ type: 'Data', id: 1 });
+    for (const c of [...a, other]) c.close();
+    await agent.close();
+  });
+});
+
 describe('output a client never reads', () => {
   it('closes a session whose queued output makes no progress within writeStallTimeoutMs, even while it keeps sending', async () => {
     const agent = await startUnixAgent({
