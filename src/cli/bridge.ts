@@ -35,7 +35,8 @@ Options:
   --proxy-protocol          send a PROXY v2 header (client address) first on each agent stream;
                             the agent must be configured to expect it
   --max-connections N       concurrent WebSockets, more get HTTP 503 (default 1024)
-  --handshake-timeout MS    agent connect + 48-byte handshake reply (default 10000)
+  --handshake-timeout MS    agent connect + 48-byte handshake reply; also the client's TLS handshake and
+                            upgrade request (default 10000)
   --idle-timeout MS         close after no traffic for this long, 0 = never (default 600000)
   --log-level LEVEL         fatal|error|warn|info|debug|silent (default info); JSON logs go to stderr
 

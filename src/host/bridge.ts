@@ -28,7 +28,10 @@ export interface BridgeOptions {
   proxyProtocol?: boolean;
   /** Concurrent WebSockets; more are answered HTTP 503 before the upgrade. Default 1024. */
   maxConnections?: number;
-  /** Connecting to the agent plus its 48-byte handshake reply must fit in this. Default 10 000 ms. */
+  /**
+   * Connecting to the agent plus its 48-byte handshake reply must fit in this. Default 10 000 ms. So must, before
+   * it, the client's TLS handshake (wss) and its upgrade request.
+   */
   handshakeTimeoutMs?: number;
   /** Close a connection with no bytes either way for this long; 0 disables. Default 600 000 ms. */
   idleTimeoutMs?: number;
@@ -80,7 +83,12 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   checkPositiveInt('highWaterMark', cfg.highWaterMark, 1);
   const log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'bridge' });
 
-  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }) : http.createServer();
+  // A connection that has not upgraded holds a socket no connection limit counts: with Node's defaults (TLS
+  // handshake 120 s, request head 60 s) a client opening connections and sending nothing kept each for a minute
+  // or two. A client that means it sends its upgrade at once.
+  const early = cfg.handshakeTimeoutMs;
+  const timeouts = { headersTimeout: early, requestTimeout: early, connectionsCheckingInterval: Math.min(30_000, Math.max(10, Math.floor(early / 4))) };
+  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: early, ...timeouts }) : http.createServer(timeouts);
   const wss = new WebSocketServer({
     noServer: true,
     clientTracking: false,

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -169,6 +169,26 @@ describe('startBridge', () => {
     expect((await c.closed).code).toBe(CloseCode.HANDSHAKE_TIMEOUT);
     expect(Date.now() - started).toBeLessThan(5000);
     expect(c.received).toBe(0);
+  });
+
+  it('drops a connection that sends no upgrade (or no TLS handshake) within the handshake timeout', async () => {
+    const silentlyHeld = async (bridge: Bridge): Promise<void> => {
+      const { port } = new URL(bridge.url);
+      const sock = connect(Number(port), '127.0.0.1');
+      sock.on('error', () => {});
+      await new Promise<void>((resolve) => sock.once('close', () => resolve()));
+    };
+    const plain = await setup({}, { handshakeTimeoutMs: 300 });
+    await silentlyHeld(plain.bridge);
+    // Half an upgrade request, never finished.
+    const { port } = new URL(plain.bridge.url);
+    const partial = connect(Number(port), '127.0.0.1', () => partial.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n'));
+    partial.on('error', () => {});
+    await new Promise<void>((resolve) => partial.once('close', () => resolve()));
+    const tls = await setup({}, { handshakeTimeoutMs: 300, tls: await selfSignedCert() });
+    await silentlyHeld(tls.bridge);
+    // A client that upgrades at once is unaffected.
+    expect((await (await handshake(plain.bridge)).message(0)).equals(HS2)).toBe(true);
   });
 
   it('closes with 4000 when the agent answers only part of hs2, without forwarding the part', async () => {
