@@ -9,6 +9,11 @@ export interface AnswerTarget {
   destroy(): unknown;
   /** Set by the fast path once it answers (the target tells it when it goes away). */
   response: DataResponse | null;
+  /**
+   * Body bytes are handed over as soon as they are written (the target counts what it holds), not coalesced; the
+   * head goes with the first of them (a head is the app's, at most 16 KiB, and usually far less).
+   */
+  readonly eager?: boolean;
 }
 
 /**
@@ -32,7 +37,7 @@ export class DataResponse extends BufferedResponse {
   }
 
   protected bodyAdded(): boolean {
-    return this.pendingBytes < FLUSH_BYTES || this.#flush();
+    return (this.#conn.eager !== true && this.pendingBytes < FLUSH_BYTES) || this.#flush();
   }
 
   protected ended(): void {

@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import type { Logger } from 'pino';
-import type { ForwardContext, Forwarder, OneShotData } from '../responder/forwarder.ts';
+import type { ForwardContext, Forwarder, OneShotData, ResponseBudget } from '../responder/forwarder.ts';
 import { createDuplexPair } from './duplex-pair.ts';
 import type { PairEnd } from './duplex-pair.ts';
 import { Exchange, compose, errorBody, respond, respondError, statusText } from './exchange.ts';
@@ -561,9 +561,9 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       return conn;
     },
 
-    exchangeData(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null {
+    exchangeData(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number, budget?: ResponseBudget): OneShotData | null {
       if (closed) return null;
-      const answer = new OneShotAnswer(maxResponseBytes, untrack);
+      const answer = new OneShotAnswer(maxResponseBytes, untrack, budget);
       open.add(answer);
       const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
       if (serveFast(answer, ctx, bytes)) return answer;

@@ -1,10 +1,14 @@
 // The one-shot path for a Data request (Forwarder.exchangeData): the fast path's answer is collected here
-// and handed to the session as one buffer — no Duplex, no stream events, no listeners per request.
-import type { OneShotData, OneShotResult } from '../responder/forwarder.ts';
+// and handed to the session as one buffer — no Duplex, no stream events, no listeners per request. The bytes
+// collected count against the session's output budget while they wait (`budget`; DataResponse hands them over as
+// they come, `eager`, the head with the first of them): an app that answers slowly or never ends must not have every in-flight request of every
+// session hold up to maxResponseBytes uncounted.
+import type { OneShotData, OneShotResult, ResponseBudget } from '../responder/forwarder.ts';
 import type { AnswerTarget, DataResponse } from './data-response.ts';
 
 export class OneShotAnswer implements AnswerTarget, OneShotData {
   destroyed = false;
+  readonly eager = true;
   response: DataResponse | null = null;
   readonly done: Promise<OneShotResult>;
   #settle!: (r: OneShotResult) => void;
@@ -12,11 +16,15 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
   #total = 0;
   readonly #max: number;
   readonly #onSettled: (a: OneShotAnswer) => void;
+  readonly #budget: ResponseBudget | undefined;
+  /** Bytes of #chunks reserved in the budget, given back when the request settles. */
+  #reserved = 0;
 
   /** `max`: the largest answer taken; `onSettled` runs once, when the request is over either way. */
-  constructor(max: number, onSettled: (a: OneShotAnswer) => void) {
+  constructor(max: number, onSettled: (a: OneShotAnswer) => void, budget?: ResponseBudget) {
     this.#max = max;
     this.#onSettled = onSettled;
+    this.#budget = budget;
     this.done = new Promise<OneShotResult>((resolve) => (this.#settle = resolve));
   }
 
@@ -32,6 +40,13 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
       this.#abort('too-large');
       return false;
     }
+    if (this.#budget !== undefined) {
+      if (!this.#budget.tryReserve(chunk.length)) {
+        this.#abort('over-budget');
+        return false;
+      }
+      this.#reserved += chunk.length;
+    }
     this.#chunks.push(chunk);
     return true;
   }
@@ -46,7 +61,7 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
     this.#abort('closed');
   }
 
-  #abort(failed: 'too-large' | 'closed'): void {
+  #abort(failed: 'too-large' | 'closed' | 'over-budget'): void {
     if (this.destroyed) return;
     this.#finish({ failed });
     this.response?.connectionClosed();
@@ -54,6 +69,9 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
 
   #finish(r: OneShotResult): void {
     this.destroyed = true;
+    // The reply (if any) is counted again when the session queues it, in the same turn.
+    if (this.#reserved > 0) this.#budget!.adjust(-this.#reserved);
+    this.#reserved = 0;
     this.#chunks = [];
     this.#settle(r);
     this.#onSettled(this);

@@ -49,7 +49,7 @@ export class DataRequests {
     const { forwarder, limits } = this.#host.cfg;
     let oneShot: OneShotData | null;
     try {
-      oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes) ?? null;
+      oneShot = forwarder.exchangeData?.(forwardContext(this.#host, 'data'), payload, limits.maxResponseBytes, this.#host.cfg.shared.budget) ?? null;
     } catch (err) {
       void this.#reply(req, { type: 'Error', id, message: forwardErrorMessage(err) });
       return true;
@@ -140,7 +140,9 @@ export class DataRequests {
       clearTimeout(timer);
       oneShots.delete(one);
       if (timedOut) return;
-      return this.#reply(req, 'bytes' in r ? { type: 'Data', id, payload: r.bytes } : { type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : CLOSED_EARLY });
+      if ('bytes' in r) return this.#reply(req, { type: 'Data', id, payload: r.bytes });
+      if (r.failed === 'over-budget') this.#host.cfg.shared.counters.overBudget++;
+      return this.#reply(req, { type: 'Error', id, message: r.failed === 'too-large' ? tooLargeText(max) : r.failed === 'over-budget' ? OVER_BUDGET_TEXT : CLOSED_EARLY });
     });
   }
 }

@@ -48,13 +48,22 @@ export interface Forwarder {
    * Optional one-shot path for a Data request (HTTP mode's fast path): answers `payload` without a Duplex,
    * or returns null to leave the request to `connect`. The answer is capped at `maxResponseBytes`.
    */
-  exchangeData?(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number): OneShotData | null;
+  exchangeData?(ctx: ForwardContext, payload: Uint8Array, maxResponseBytes: number, budget?: ResponseBudget): OneShotData | null;
   /** Releases pools and timers. */
   close?(): Promise<void>;
 }
 
 /** How a one-shot Data request ended: the whole answer, or why there is none. */
-export type OneShotResult = { readonly bytes: Uint8Array } | { readonly failed: 'too-large' | 'closed' };
+export type OneShotResult = { readonly bytes: Uint8Array } | { readonly failed: 'too-large' | 'closed' | 'over-budget' };
+
+/**
+ * Where a one-shot answer's bytes are counted while it is being read (the shared output budget): a read that does
+ * not fit ends the request ('over-budget'); what was reserved is given back when the request settles.
+ */
+export interface ResponseBudget {
+  tryReserve(bytes: number): boolean;
+  adjust(delta: number): void;
+}
 
 /** A Data request in flight on a forwarder's one-shot path. */
 export interface OneShotData {

@@ -12,6 +12,8 @@ import { bs, map, t, u } from '../wire/cbor-helpers.ts';
 import { OutputBudget } from '../../src/responder/output-budget.ts';
 import { OVER_BUDGET_TEXT } from '../../src/responder/session-output.ts';
 import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
+import { createHttpForwarder } from '../../src/http/forwarder.ts';
+import pino from 'pino';
 import { bytesOf, connectClient, startApp, startTestAgent, testSimulator, waitFor, type Agent } from './helpers.ts';
 
 v8.setFlagsFromString('--expose-gc');
@@ -94,6 +96,40 @@ describe('Data responses being read', () => {
       await waitFor(() => agent!.responder.sessionCount === 0, 5000, 'the session to close');
       expect(budget.queuedBytes).toBe(0);
     } finally {
+      await app.close();
+    }
+  });
+});
+
+describe('HTTP-mode Data responses being read (the one-shot path)', () => {
+  it('count against the shared output budget too: past it a request is answered Error instead of held', async () => {
+    // The app sends a head announcing 100 kB and 60 kB of it, then stalls: each answer waits, collected, until
+    // the app's body timeout. Failed before the one-shot answer reserved what it holds (no message in 10 s).
+    let answered = 0;
+    const app = await startApp((s) => {
+      s.once('data', () => {
+        answered++;
+        s.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n'), bytesOf(60_000, 1)]));
+      });
+    });
+    const budget = new OutputBudget(1 << 20);
+    await agent?.close();
+    const forwarder = createHttpForwarder({ appPort: app.port, logger: pino({ level: 'silent' }), upstreamTimeoutMs: 600_000, trxLogging: false });
+    agent = await startTestAgent({ nsm: sim, channel: 'public', forwarder, outputBudget: budget, limits: { dataResponseTimeoutMs: 600_000 } });
+    try {
+      const client = await connectClient(agent.port);
+      const request = new TextEncoder().encode('GET / HTTP/1.1\r\nhost: app\r\n\r\n');
+      for (let id = 1; id <= 40; id++) client.send({ type: 'Data', id, payload: request }, 'bstr');
+      await waitFor(() => answered === 40, 10_000, 'the app to answer every request');
+      const { message } = await client.next(10_000);
+      expect(message).toMatchObject({ type: 'Error', message: OVER_BUDGET_TEXT });
+      expect(budget.queuedBytes).toBeLessThanOrEqual(1 << 20);
+      expect(agent.responder.counters.overBudget).toBeGreaterThan(0);
+      client.close();
+      await waitFor(() => agent!.responder.sessionCount === 0, 5000, 'the session to close');
+      await waitFor(() => budget.queuedBytes === 0, 5000, 'the reserved bytes to be given back');
+    } finally {
+      await forwarder.close?.();
       await app.close();
     }
   });
