@@ -7,6 +7,7 @@ import { startTcpRelay, type TcpRelayOptions } from '../host/tcp-relay.ts';
 import { DEFAULT_EGRESS_VSOCK_PORT, DEFAULT_MAX_EGRESS_FLOWS, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
 import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { startCredentialsServer, type CredentialsListen } from '../host/credentials-server.ts';
+import { isLoopbackHost } from '../host/listen.ts';
 import { DEFAULT_CREDENTIALS_VSOCK_PORT } from '../host/credentials-protocol.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
@@ -54,8 +55,8 @@ TLS ingress (tls_termination = true; TLS ends inside the enclave, this only rela
 
 Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless given):
   --egress WHERE            run the host egress dialer: vsock (port ${DEFAULT_EGRESS_VSOCK_PORT}) | vsock:PORT |
-                            tcp:HOST:PORT | unix:/path. It dials only the IP:port each flow names, and resolves
-                            DNS with this host's resolvers (/etc/resolv.conf)
+                            tcp:127.0.0.1:PORT (loopback only) | unix:/path. It dials only the IP:port each flow
+                            names, and resolves DNS with this host's resolvers (/etc/resolv.conf)
   --egress-allow-nonglobal CIDR   also dial this private/loopback prefix (repeatable; default: global only)
   --egress-resolver IP[:PORT]     resolve with this server instead (repeatable)
   --egress-max-flows N      flows served at once (default ${DEFAULT_MAX_EGRESS_FLOWS}); more are refused (the app gets 503)
@@ -221,7 +222,11 @@ function parseEgressListen(text: string): EgressDialerListen {
     if (err instanceof TransportError) throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
     throw err;
   }
-  if (t.kind === 'tcp') return { kind: 'tcp', host: t.host, port: t.port };
+  if (t.kind === 'tcp') {
+    // Anyone who reaches the dialer can have it dial any global address: over tcp it is for this machine only.
+    if (!isLoopbackHost(t.host)) throw new CliUsageError(`--egress: over tcp the egress dialer listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
+    return { kind: 'tcp', host: t.host, port: t.port };
+  }
   if (t.kind === 'unix') return { kind: 'unix', path: t.path };
   throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
 }

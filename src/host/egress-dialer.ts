@@ -30,6 +30,7 @@ import { listenTcp } from '../transport/tcp.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
 import { forwardDnsQuery, systemResolvers, type ResolverAddress } from './egress-dialer-dns.ts';
+import { isLoopbackHost } from './listen.ts';
 
 export const DEFAULT_EGRESS_VSOCK_PORT = 8001;
 const HEADER_TIMEOUT_MS = 5_000;
@@ -74,8 +75,13 @@ export interface EgressDialer {
 
 async function listenOn(where: EgressDialerListen, opts: ListenOptions): Promise<Listener> {
   switch (where.kind) {
-    case 'tcp':
-      return listenTcp({ host: where.host ?? '127.0.0.1', port: where.port }, opts);
+    case 'tcp': {
+      // TCP stands in for vsock on a development machine: on any other address, whoever reaches the port could
+      // have this host dial any global address for them (an open proxy).
+      const host = where.host ?? '127.0.0.1';
+      if (!isLoopbackHost(host)) throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: over tcp it listens on loopback only (127.0.0.1, ::1, localhost), found ${host}: use vsock or a unix socket`);
+      return listenTcp({ host, port: where.port }, opts);
+    }
     case 'unix':
       return listenUnix({ path: where.path }, opts);
     case 'vsock': {

@@ -3,7 +3,8 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseBridgeArgs } from '../../src/cli/bridge.ts';
+import { command as bridgeCommand, parseBridgeArgs } from '../../src/cli/bridge.ts';
+import { CliUsageError } from '../../src/cli/types.ts';
 import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
 import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
 import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
@@ -226,6 +227,24 @@ describe('bridge --egress', () => {
     expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.maxFlows).toBeUndefined();
     expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock', '--egress-max-flows', '0'])).toThrow(/--egress-max-flows/);
     expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-max-flows', '8'])).toThrow(/need --egress/);
+  });
+
+  it('over tcp listens on loopback only: any other host is refused naming --egress, before anything listens', async () => {
+    // Anyone who reaches a non-loopback dialer port could have it dial any global address: an open proxy.
+    for (const host of ['0.0.0.0', '[::]', '10.0.0.1', 'example.com']) {
+      expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', `tcp:${host}:8001`]), host).toThrow(CliUsageError);
+      expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', `tcp:${host}:8001`]), host).toThrow(/--egress.*loopback only/);
+    }
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) {
+      await expect(startEgressDialer({ listen: { kind: 'tcp', host, port: 0 } }), host).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining(host) });
+    }
+    for (const host of ['127.0.0.1', '[::1]', 'localhost']) {
+      expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', `tcp:${host}:8001`]).egress?.listen, host).toMatchObject({ kind: 'tcp', port: 8001 });
+    }
+    const local = await startEgressDialer({ listen: { kind: 'tcp', host: '::1', port: 0 } });
+    expect(local.port).toBeGreaterThan(0);
+    await local.close();
+    expect(bridgeCommand.help).toMatch(/--egress[\s\S]*tcp:127\.0\.0\.1:PORT \(loopback only\)/);
   });
 });
 
