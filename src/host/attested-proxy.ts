@@ -15,6 +15,10 @@
 // On a loopback address the request must also name a loopback Host (127.x, ::1, localhost), so a web page a
 // browser on this machine opens cannot reach the enclave through the proxy by DNS rebinding (its Host is its
 // own domain): 403 PROXY_HOST_REFUSED, nothing forwarded.
+// A page needs no rebinding to send a blind cross-site request (a form POST to http://127.0.0.1:PORT names a
+// loopback Host): a request or upgrade whose Origin is present and not a loopback origin (http(s) on 127.x,
+// [::1], localhost, any port) gets 403 PROXY_ORIGIN_REFUSED, nothing forwarded. Clients that send no Origin
+// (curl, Python, Go, server-side code) are unaffected.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
@@ -82,6 +86,17 @@ function hostName(header: string | undefined): string {
   return h.startsWith('[') ? h.slice(0, h.indexOf(']') + 1) : h.replace(/:\d*$/, '');
 }
 
+/** An origin served from this machine's loopback: http or https on 127.x, [::1] or localhost, any port. */
+function isLoopbackOrigin(origin: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false; // "null" (sandboxed frames, file: pages), several origins joined, garbage
+  }
+  return (url.protocol === 'http:' || url.protocol === 'https:') && isLoopbackHost(url.hostname);
+}
+
 function hasBody(req: http.IncomingMessage): boolean {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) return true;
@@ -147,12 +162,23 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   const hostRefused = (req: http.IncomingMessage): boolean => loopbackOnly && !isLoopbackHost(hostName(req.headers.host));
   const HOST_REFUSED = 'PROXY_HOST_REFUSED';
   const hostMessage = 'this proxy answers requests for a loopback Host (127.0.0.1, [::1], localhost) only';
+  // Wherever it listens: a browser attaches Origin to cross-site requests whatever address they go to.
+  const originRefused = (req: http.IncomingMessage): boolean => req.headers.origin !== undefined && !isLoopbackOrigin(req.headers.origin);
+  const ORIGIN_REFUSED = 'PROXY_ORIGIN_REFUSED';
+  const originMessage = 'this proxy answers web pages served from loopback (http(s)://127.0.0.1, [::1], localhost) only';
+  /** The first reason to refuse a request before anything reaches the enclave, or null. */
+  const refusal = (req: http.IncomingMessage): { code: string; message: string } | null => {
+    if (hostRefused(req)) return { code: HOST_REFUSED, message: hostMessage };
+    if (originRefused(req)) return { code: ORIGIN_REFUSED, message: originMessage };
+    return null;
+  };
 
   const server = http.createServer((req, res) => {
-    if (hostRefused(req)) {
+    const refused = refusal(req);
+    if (refused !== null) {
       req.resume();
-      const body = `enclave-agent proxy: ${HOST_REFUSED}: ${hostMessage}\n`;
-      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: HOST_REFUSED, 'content-length': Buffer.byteLength(body) });
+      const body = `enclave-agent proxy: ${refused.code}: ${refused.message}\n`;
+      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: refused.code, 'content-length': Buffer.byteLength(body) });
       res.end(body);
       return;
     }
@@ -206,8 +232,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
       const body = `enclave-agent proxy: ${code}: ${message}\n`;
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     };
-    if (hostRefused(req)) {
-      fail(403, HOST_REFUSED, hostMessage);
+    const refused = refusal(req);
+    if (refused !== null) {
+      fail(403, refused.code, refused.message);
       return;
     }
     void (async () => {

@@ -69,3 +69,30 @@ describe('attested proxy on loopback: the Host a request names', () => {
     expect(forwarded).toEqual([]);
   });
 });
+
+// A web page needs no DNS rebinding to send a request: a cross-site POST (a form, fetch with no-cors) to
+// http://127.0.0.1:PORT names a loopback Host and still reaches the app, side effects and all. The browser says
+// where it comes from in Origin; curl and server-side clients send none.
+describe('attested proxy: the Origin a request comes from', () => {
+  it('refuses a non-loopback Origin with 403 PROXY_ORIGIN_REFUSED and forwards nothing (an upgrade too)', async () => {
+    const host = `127.0.0.1:${proxy.port}`;
+    for (const origin of ['https://attacker.example', 'http://attacker.example:8080', 'null', 'http://127.0.0.1.attacker.example', 'http://localhost.attacker.example', 'file://', 'chrome-extension://abc', 'ftp://127.0.0.1']) {
+      const r = await request(host, '/pay', { origin });
+      expect([origin, r.status, r.code]).toEqual([origin, 403, 'PROXY_ORIGIN_REFUSED']);
+    }
+    const up = await request(host, '/ws', { origin: 'https://attacker.example', connection: 'Upgrade', upgrade: 'websocket' });
+    expect([up.status, up.code]).toEqual([403, 'PROXY_ORIGIN_REFUSED']);
+    expect(forwarded).toEqual([]);
+  });
+
+  it('forwards a loopback Origin (http or https, 127.x, localhost, [::1], any port) and a request with none', async () => {
+    const host = `127.0.0.1:${proxy.port}`;
+    for (const origin of [`http://127.0.0.1:${proxy.port}`, 'http://127.0.0.1', 'https://127.9.8.7:3000', 'http://localhost:5173', 'https://LOCALHOST', 'http://[::1]:8080']) {
+      const r = await request(host, '/ok', { origin });
+      expect([origin, r.status, r.body]).toEqual([origin, 200, 'from the app']);
+    }
+    const none = await request(host, '/ok');
+    expect([none.status, none.body]).toEqual([200, 'from the app']);
+    expect(forwarded.splice(0)).toHaveLength(7);
+  });
+});
