@@ -17,6 +17,7 @@
 // sends ~5 KB more than nginx's: that is part of what is measured.
 // Targets (issue 18): agent req/s at c=64 ≥ 0.8× nginx's; full handshakes/s ≥ 0.5× nginx's.
 // Env: BENCH_TLS_MS (per row, default 800), BENCH_TLS_ROUNDS (default 5), BENCH_TLS_HS_CONCURRENCY (default 8),
+// BENCH_TLS_SINK=stream (transaction records through the vsock log sink's code over AF_UNIX, not to /dev/null),
 // BENCH_TLS_PROFILE=<dir> (a CPU profile of the agent process), BENCH_PERF_MAP=1 (the agent child writes
 // /tmp/perf-<pid>.map, so `perf record -g -p <pid>` names JS frames: V8's profiler samples wall-clock time and
 // charges a write that wakes another process with the time spent preempted; perf counts only on-CPU time).
@@ -29,6 +30,8 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import type { LogSink } from '../../src/http/log-sink.ts';
+import type { createRuntimeLogs } from '../../src/runtime/logs.ts';
 import { askChild, childPids, closedLoop, closedLoopPerSec, machine, procCpuUs, percentile, printTable, ratio, serveChild, startSmallJsonApp } from './lib.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -63,7 +66,7 @@ function agentChild(): void {
       appPort: appPort!,
       logger: silent,
       decrypt: createDecryptStage(keyring),
-      logSink: createRuntimeLogs({ level: 'info', sink: 'file', path: '/dev/null', vsock_port: 5008 }).trxSink,
+      logSink: await trxSink(createRuntimeLogs, stateDir),
     });
     const identity = new AttestedIdentity({ nsm: sim });
     const common = { identity, attach: forwarder.attach.bind(forwarder), maxPendingHandshakes: 4096, logger: silent };
@@ -73,6 +76,19 @@ function agentChild(): void {
     await startTlsIngress({ ...common, listen: (o) => listenUnixNative(socketPath, o) });
     return { port: ingress.port, socketPath };
   });
+}
+
+type CreateRuntimeLogs = typeof createRuntimeLogs;
+
+/**
+ * The transaction records' sink: the file sink to /dev/null, or with BENCH_TLS_SINK=stream what `run` uses in an
+ * enclave with [log] sink = "vsock" (the reconnecting stream sink), over AF_UNIX to a reader that discards.
+ */
+async function trxSink(createRuntimeLogs: CreateRuntimeLogs, dir: string): Promise<LogSink> {
+  if (process.env.BENCH_TLS_SINK !== 'stream') return createRuntimeLogs({ level: 'info', sink: 'file', path: '/dev/null', vsock_port: 5008 }).trxSink;
+  const sock = path.join(dir, 'logs.sock');
+  await new Promise<void>((resolve) => net.createServer((c) => c.resume()).listen(sock, resolve));
+  return createRuntimeLogs({ level: 'info', sink: 'vsock', path: null, vsock_port: 5008 }, { target: { kind: 'unix', path: sock } }).trxSink;
 }
 
 function spawnChild(flag: string): Promise<ChildProcess> {

@@ -37,7 +37,7 @@ export interface RuntimeLogsOptions {
  * descriptor (`batch`) a batch goes in one write: the trx stage hands over one batch per event-loop turn,
  * so the synchronous destination makes one write(2) per turn instead of one per request. Whole lines per
  * write, so they never interleave with the operational log's lines. The vsock sink takes one line per
- * write (it bounds and queues lines itself, and sends them asynchronously).
+ * call (it bounds each line and queues them itself, and joins the lines of a tick into one stream write).
  */
 function trxSinkOver(dest: { write(line: string): unknown }, batch: boolean): LogSink {
   const sink = destinationSink(dest, async () => {});

@@ -77,6 +77,26 @@ describe('agent log stream → host log sink (AF_UNIX)', () => {
     expect(s.dropped).toBe(0);
   });
 
+  it('sends the lines of one tick in one write of at most 32 KiB (not one write per line)', async () => {
+    // Failed before: 300 records written in one tick were 300 writes to the stream (a syscall each on vsock).
+    const writes: string[] = [];
+    const stream = new (class extends PassThrough {
+      override _write(chunk: Buffer, enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+        writes.push(chunk.toString('utf8'));
+        super._write(chunk, enc, cb);
+      }
+    })();
+    stream.resume();
+    const s = createReconnectingLogSink({ connect: () => Promise.resolve(stream) });
+    cleanup.push(() => s.close(500));
+    await until(() => (s.connected ? true : undefined), 2_000, 'the stream to open');
+    for (let i = 0; i < 300; i++) s.write({ txid: `t${i}`, pad: 'x'.repeat(200) });
+    await until(() => (writes.join('').split('\n').length === 301 ? true : undefined), 2_000, '300 lines');
+    expect(writes.length).toBeLessThanOrEqual(3); // ~72 KB of lines in writes of ≤ 32 KiB
+    for (const w of writes) expect(Buffer.byteLength(w)).toBeLessThanOrEqual(32 * 1024);
+    expect(writes.join('').split('\n').slice(0, -1).map((l) => (JSON.parse(l) as { txid: string }).txid)).toEqual([...Array(300).keys()].map((i) => `t${i}`));
+  });
+
   it('buffers while the host is down, keeps the newest lines within the bound, and reports the loss first', async () => {
     const p = sockPath();
     const s = sink(p, { maxQueuedBytes: 4096, maxLineBytes: 512 });
