@@ -3,10 +3,10 @@
 // (seccomp filter: no vsock, no NSM ioctl; capabilities cut to an allow-list, kernel settings read-only) holds for
 // the command and what it starts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { constants as fsConstants, existsSync, ftruncateSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultWrapperPath, execErrorName } from '../../src/runtime/die-with-agent.ts';
+import { defaultWrapperPath, execErrorName, sealedWrapper } from '../../src/runtime/die-with-agent.ts';
 import { available, tempDir } from './helpers.ts';
 
 const tmp = tempDir();
@@ -19,6 +19,28 @@ const PDEATHSIG_PY = 'import ctypes; s = ctypes.c_int(); ctypes.CDLL(None).prctl
 describe.skipIf(!available)('enclave_die_with_parent', () => {
   it('is built next to the addon', () => {
     expect(existsSync(wrapper)).toBe(true);
+  });
+
+  it('runs from a sealed copy (sealedWrapper) that no one, root included, can write, grow or shrink', () => {
+    const sealed = sealedWrapper(wrapper);
+    if (!('wrapper' in sealed)) throw new Error(sealed.unavailable);
+    try {
+      expect(sealed.wrapper).toMatch(/^\/proc\/self\/fd\/\d+$/);
+      expect(readFileSync(sealed.wrapper).equals(readFileSync(wrapper))).toBe(true);
+      expect(() => writeFileSync(sealed.wrapper, 'x')).toThrow(expect.objectContaining({ code: 'EPERM' }));
+      const fd = openSync(sealed.wrapper, fsConstants.O_WRONLY | fsConstants.O_APPEND);
+      try {
+        expect(() => writeSync(fd, 'x')).toThrow(expect.objectContaining({ code: 'EPERM' }));
+        expect(() => ftruncateSync(fd, 1)).toThrow(expect.objectContaining({ code: 'EPERM' }));
+      } finally {
+        closeSync(fd);
+      }
+      const r = spawnSync(sealed.wrapper, [String(process.pid), '-', '/bin/echo', 'ran'], { encoding: 'utf8' });
+      expect(r.stdout).toBe('ran\n');
+    } finally {
+      sealed.close();
+    }
+    expect(sealedWrapper('/nonexistent/wrapper')).toEqual({ unavailable: 'no sealed copy of /nonexistent/wrapper (ENOENT)' });
   });
 
   it('execs the command with PR_SET_PDEATHSIG = SIGKILL still set', () => {
