@@ -159,6 +159,38 @@ describe('Upgrade (WebSocket) through HTTP mode', () => {
     }
   });
 
+  it('answers 502 to an app upgrade answer whose header lines carry a bare LF, a NUL or a control (no response splitting)', async () => {
+    // What the app writes on an upgrade is relayed as a raw head: a bare LF inside a "value" would reach the
+    // client as a header line of its own (a client reads LF as a line end), a NUL or control as is.
+    const heads = [
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-A: a\nSet-Cookie: injected=1\r\n\r\n',
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-A: a\x00b\r\n\r\n',
+      'HTTP/1.1 101 Switching\x01Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+      'HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nX-A: a\rSet-Cookie: injected=1\r\n\r\nno',
+    ];
+    for (const head of heads) {
+      const sockets: net.Socket[] = [];
+      const raw = net.createServer((s) => {
+        sockets.push(s);
+        s.on('error', () => {});
+        s.once('data', () => s.write(head));
+      });
+      await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+      try {
+        fwd = createHttpForwarder({ appPort: (raw.address() as AddressInfo).port, logger: silentLogger, logSink: createMemoryLogSink() });
+        const res = await dataRequest(fwd, WS_HEAD('/ws'), fakeContext({ kind: 'stream' }));
+        expect(res.status).toBe(502);
+        expect(JSON.parse(res.body.toString())).toMatchObject({ error: 'HTTP_APP_BAD_RESPONSE' });
+        expect(res.rawHeaders.map((h) => h.toLowerCase())).not.toContain('set-cookie');
+      } finally {
+        await fwd?.close();
+        fwd = undefined;
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => raw.close(() => r()));
+      }
+    }
+  });
+
   it('refuses an upgrade request that declares a body (400), without contacting the app', async () => {
     app = await echoApp();
     fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });

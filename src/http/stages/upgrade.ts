@@ -35,19 +35,31 @@ interface ParsedHead {
   headers: HeaderList;
 }
 
-/** Parses an HTTP/1.x response head (without the final CRLF CRLF); null if malformed. */
+/** A byte a reason phrase or field value may not hold (RFC 9112: HTAB, SP, VCHAR, obs-text only). */
+const NOT_FIELD_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * Parses an HTTP/1.x response head (without the final CRLF CRLF); null if malformed. The head is relayed to the
+ * client as text: a bare CR or LF, a NUL or another control in a value or the reason would reach it as they
+ * are (a client takes a bare LF for a line end: a header line of the app's choosing), so they are refused, as
+ * the other paths refuse them (response-parser.ts, undici).
+ */
 function parseResponseHead(text: string): ParsedHead | null {
   const lines = text.split('\r\n');
   const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
   if (m === null) return null;
+  const reason = m[2] ?? '';
+  if (NOT_FIELD_TEXT.test(reason)) return null;
   const headers: HeaderList = [];
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const colon = line.indexOf(':');
     if (colon <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(line.slice(0, colon))) return null;
-    headers.push(line.slice(0, colon), line.slice(colon + 1).trim());
+    const value = line.slice(colon + 1).trim();
+    if (NOT_FIELD_TEXT.test(value)) return null;
+    headers.push(line.slice(0, colon), value);
   }
-  return { status: Number(m[1]), reason: m[2] ?? '', headers };
+  return { status: Number(m[1]), reason, headers };
 }
 
 export function upgradeStage(opts: UpgradeOptions): Stage {
