@@ -66,6 +66,8 @@ AWS credentials for the enclave (the KMS keyring; off unless given):
                             role through IMDSv2 on EC2) to the agent on request: vsock (port ${DEFAULT_CREDENTIALS_VSOCK_PORT}) |
                             vsock:PORT | tcp:127.0.0.1:PORT (loopback only) | unix:/path. Refreshed 5 minutes before they expire;
                             never logged. The KMS key policy's PCR conditions, not these credentials, guard the key.
+                            Over vsock it answers only the agent's CID (from --agent vsock:CID:PORT or --enclave-cid;
+                            other enclaves are closed unanswered), so it needs a vsock agent.
 
 Prints the listening URL on stdout.`;
 
@@ -190,14 +192,20 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   } else if (values['egress-allow-nonglobal'] !== undefined || values['egress-resolver'] !== undefined || values['egress-max-flows'] !== undefined) {
     throw new CliUsageError('--egress-allow-nonglobal, --egress-resolver and --egress-max-flows need --egress');
   }
-  if (values.credentials !== undefined) opts.credentials = parseCredentialsListen(values.credentials);
+  if (values.credentials !== undefined) opts.credentials = parseCredentialsListen(values.credentials, target);
   return opts;
 }
 
-function parseCredentialsListen(text: string): CredentialsListen {
-  if (text === 'vsock') return { kind: 'vsock', port: DEFAULT_CREDENTIALS_VSOCK_PORT };
-  const v = /^vsock:(\d+)$/.exec(text);
-  if (v) return { kind: 'vsock', port: int('--credentials vsock port', v[1]!, 1, 0xffffffff) };
+/** Over vsock, only the CID of the agent this bridge serves is answered: every enclave on the instance reaches the port. */
+function parseCredentialsListen(text: string, agent: StreamTarget): CredentialsListen {
+  const v = /^vsock(?::(\d+))?$/.exec(text);
+  if (v) {
+    if (agent.kind !== 'vsock') {
+      throw new CliUsageError(`--credentials ${text} answers only the agent's enclave CID, known only with a vsock agent (--agent vsock:CID:PORT or --enclave-cid CID); with a ${agent.kind} agent use --credentials tcp:127.0.0.1:PORT or unix:/path`);
+    }
+    const port = v[1] === undefined ? DEFAULT_CREDENTIALS_VSOCK_PORT : int('--credentials vsock port', v[1], 1, 0xffffffff);
+    return { kind: 'vsock', port, agentCid: agent.cid };
+  }
   const usage = `--credentials: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`;
   let t;
   try {

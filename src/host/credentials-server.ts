@@ -1,19 +1,23 @@
 // The bridge's credentials service: answers the enclave's GetCredentials requests with short-lived AWS
 // credentials from the parent instance's own credential chain (the instance role through IMDSv2 on EC2),
 // refreshed before they expire. It listens on a host-only vsock port: reachable from the enclaves on this
-// instance, never from the network. Credentials are never logged; a malformed frame closes its connection only.
+// instance, never from the network. Every enclave on the instance reaches that port (and a debug-mode build, which
+// KMS would refuse, still runs next to the role), so over vsock it answers only the CID of the agent it serves:
+// any other peer, or one whose CID cannot be read, is closed unanswered. Without that CID it does not start.
+// Credentials are never logged; a malformed frame closes its connection only.
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import pino from 'pino';
 import { listenTcp } from '../transport/tcp.ts';
-import type { Listener, ListenOptions } from '../transport/types.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
 import { refreshingCredentials, type RefreshingCredentials } from './credentials-cache.ts';
 import { CredentialsError } from './credentials-errors.ts';
 import { isLoopbackHost } from './listen.ts';
 import { credentialsAnswer, encodeFrame, errorAnswer, FrameReader, GET_CREDENTIALS, MAX_REQUEST_BYTES, type CredentialSource } from './credentials-protocol.ts';
 
-export type CredentialsListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
+/** Over vsock, `agentCid` is the CID of the enclave whose agent is served: the only peer answered. */
+export type CredentialsListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number; agentCid: number };
 
 /** Refresh once fewer than 5 minutes remain (instance-role credentials live for hours). */
 export const BRIDGE_REFRESH_MARGIN_MS = 5 * 60_000;
@@ -36,6 +40,8 @@ export interface CredentialsServerOptions {
   refreshMarginMs?: number;
   now?: () => number;
   idleTimeoutMs?: number;
+  /** Opens the listener for `listen` (default: the tcp, unix or vsock listener). Tests stand in one that reports vsock peers. */
+  listenWith?: (where: CredentialsListen, opts: ListenOptions) => Promise<Listener>;
 }
 
 export interface CredentialsServer {
@@ -43,8 +49,11 @@ export interface CredentialsServer {
   readonly port: number | undefined;
   /** The cache in front of the source (its `fetches` say how often the chain was asked). */
   readonly credentials: RefreshingCredentials;
-  /** Requests answered with credentials / connections closed for a malformed frame. */
-  readonly counters: { served: number; refused: number; failed: number };
+  /**
+   * Requests answered with credentials / connections closed for a malformed frame / chain failures / vsock
+   * connections closed unanswered because the peer is not the agent's CID.
+   */
+  readonly counters: { served: number; refused: number; failed: number; foreignPeers: number };
   close(): Promise<void>;
 }
 
@@ -77,7 +86,21 @@ async function listenOn(where: CredentialsListen, opts: ListenOptions): Promise<
   }
 }
 
+/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
+const VMADDR_CID_ANY = 0xffffffff;
+
+/** The only peer CID served over vsock; refuses options that would leave it unknown (every enclave served). */
+function agentCidOf(where: CredentialsListen): number | undefined {
+  if (where.kind !== 'vsock') return undefined;
+  const cid: unknown = (where as { agentCid?: unknown }).agentCid;
+  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
+    throw new CredentialsError('CREDENTIALS_BAD_OPTIONS', `credentials over vsock answer only the agent's enclave CID, found ${String(cid)}: give the CID of the agent served (0..${VMADDR_CID_ANY - 1})`);
+  }
+  return cid;
+}
+
 export async function startCredentialsServer(opts: CredentialsServerOptions): Promise<CredentialsServer> {
+  const agentCid = agentCidOf(opts.listen);
   const logger = opts.logger ?? pino({ level: 'silent' });
   const source = opts.source ?? (await defaultChain());
   const credentials = refreshingCredentials(source, {
@@ -85,11 +108,17 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
     ...(opts.now === undefined ? {} : { now: opts.now }),
     onStaleServed: (err) => logger.warn({ type: 'credentials', error: errorName(err) }, 'credential refresh failed; serving the cached credentials until they expire'),
   });
-  const counters = { served: 0, refused: 0, failed: 0 };
+  const counters = { served: 0, refused: 0, failed: 0, foreignPeers: 0 };
   const streams = new Set<Duplex>();
   const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
 
-  const onConnection = (stream: Duplex, info: { remote: string }): void => {
+  const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
+    if (info.transport === 'vsock' && (agentCid === undefined || info.peerCid !== agentCid)) {
+      counters.foreignPeers++;
+      logger.warn({ type: 'credentials', remote: info.remote, agentCid: agentCid ?? null }, "credentials connection from a CID other than the agent's; closed unanswered");
+      stream.destroy();
+      return;
+    }
     streams.add(stream);
     const reader = new FrameReader(MAX_REQUEST_BYTES);
     let queue = Promise.resolve();
@@ -138,7 +167,7 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
     });
   };
 
-  const listener = await listenOn(opts.listen, { onConnection, onError: (err) => logger.warn({ type: 'credentials', error: err.message }, 'credentials accept failed') });
+  const listener = await (opts.listenWith ?? listenOn)(opts.listen, { onConnection, onError: (err) => logger.warn({ type: 'credentials', error: err.message }, 'credentials accept failed') });
   logger.info({ type: 'credentials', address: listener.address }, 'credentials service listening');
   return {
     address: listener.address,

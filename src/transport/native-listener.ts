@@ -4,7 +4,7 @@
  */
 import { unlinkSync } from 'node:fs';
 import { AcceptErrors } from './accept-errors.ts';
-import type { Listener, ListenOptions } from './types.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from './types.ts';
 import { loadNative, NativeError, POLL_READABLE, POLL_WRITABLE, toNativeError } from './native.ts';
 import type { NativeAddress, NativeBoundAddress, NativeSocket } from './native.ts';
 import { NativeStream, pollError } from './native-stream.ts';
@@ -39,14 +39,15 @@ function transportOf(a: { family: 'unix' | 'vsock' }): 'unix' | 'vsock' {
   return a.family;
 }
 
-function remoteOf(sock: NativeSocket, transport: 'unix' | 'vsock'): string {
-  if (transport === 'unix') return 'unix';
+function peerOf(sock: NativeSocket, transport: 'unix' | 'vsock'): ConnectionInfo {
+  if (transport === 'unix') return { remote: 'unix', transport };
   try {
     const p = sock.peer();
-    return p.family === 'vsock' ? `vsock:${p.cid}:${p.port}` : 'vsock:?';
+    if (p.family === 'vsock') return { remote: `vsock:${p.cid}:${p.port}`, transport, peerCid: p.cid };
   } catch {
-    return 'vsock:?';
+    // reported as unknown: a server that filters on the CID refuses it
   }
+  return { remote: 'vsock:?', transport };
 }
 
 class NativeListenerImpl implements NativeListener {
@@ -92,7 +93,7 @@ class NativeListenerImpl implements NativeListener {
         return;
       }
       if (conn === null) return;
-      const stream = new NativeStream(conn, { remote: remoteOf(conn, this.#transport), transport: this.#transport });
+      const stream = new NativeStream(conn, peerOf(conn, this.#transport));
       // A reset peer must never become an uncaught 'error'; the handler adds its own listeners.
       stream.on('error', () => {});
       try {

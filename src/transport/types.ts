@@ -8,6 +8,8 @@ export interface ConnectionInfo {
   /** Human-readable peer description for logs: "127.0.0.1:53122", "unix", "vsock:3:1234". */
   readonly remote: string;
   readonly transport: 'tcp' | 'unix' | 'vsock';
+  /** vsock: the peer's CID as the kernel reports it (who may be served); absent when it could not be read. */
+  readonly peerCid?: number;
 }
 
 export type ConnectionHandler = (stream: Duplex, info: ConnectionInfo) => void;

@@ -9,10 +9,11 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { parseBridgeArgs } from '../../src/cli/bridge.ts';
+import { command as bridgeCommand, parseBridgeArgs } from '../../src/cli/bridge.ts';
 import { CliUsageError } from '../../src/cli/types.ts';
 import { encodeFrame, type AwsCredentials } from '../../src/host/credentials-protocol.ts';
-import { startCredentialsServer, type CredentialsServer } from '../../src/host/credentials-server.ts';
+import { startCredentialsServer, type CredentialsListen, type CredentialsServer } from '../../src/host/credentials-server.ts';
+import type { ConnectionHandler, ConnectionInfo, Listener, ListenOptions } from '../../src/transport/types.ts';
 import { bridgeCredentialProvider } from '../../src/runtime/credentials-provider.ts';
 import { onlyImdsCredentials, startFakeImds, type FakeImds } from './fake-imds.ts';
 
@@ -251,6 +252,70 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     }
   });
 
+  it('over vsock it answers only the agent it serves: a connection from another CID is closed unanswered', async () => {
+    // Every enclave on the instance (and a debug-mode build, which KMS would refuse but which still runs next to
+    // the role) reaches the parent's vsock port. A stand-in listener hands the server unix-socket connections
+    // labelled with the peer CID the native vsock listener reports: the server's own code path from there on.
+    let handle: ConnectionHandler | undefined;
+    const listenWith = (_where: CredentialsListen, o: ListenOptions): Promise<Listener> => {
+      handle = o.onConnection;
+      return Promise.resolve({ address: 'vsock:*:8002', port: 8002, close: () => Promise.resolve() });
+    };
+    const bridge = await serve({ listen: { kind: 'vsock', port: 8002, agentCid: 16 }, listenWith, source: () => Promise.resolve({ accessKeyId: 'AKIDVSOCK', secretAccessKey: 's' }) });
+    expect(handle).toBeDefined();
+    const pairPath = path.join(dir, 'creds-vsock-pair.sock');
+    /** The enclave's end of a connection the listener reported from `info`. */
+    const peer = async (info: ConnectionInfo): Promise<net.Socket> => {
+      const srv = net.createServer();
+      await new Promise<void>((r) => srv.listen(pairPath, r));
+      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+      const enclave = net.connect(pairPath);
+      await new Promise<void>((r) => enclave.once('connect', r));
+      handle!(await accepted, info);
+      srv.close();
+      enclave.on('error', () => {});
+      return enclave;
+    };
+    /** Sends one GetCredentials and collects what comes back until the server closes the connection. */
+    const askUntilClosed = (s: net.Socket): Promise<Buffer> => new Promise((resolve) => {
+      const got: Buffer[] = [];
+      s.on('data', (b: Buffer) => got.push(b));
+      s.once('close', () => resolve(Buffer.concat(got)));
+      s.write(encodeFrame({ Operation: 'GetCredentials' }));
+    });
+
+    for (const info of [
+      { remote: 'vsock:17:1024', transport: 'vsock', peerCid: 17 }, // another enclave
+      { remote: 'vsock:3:1024', transport: 'vsock', peerCid: 3 }, // the parent itself
+      { remote: 'vsock:?', transport: 'vsock' }, // the peer address could not be read
+    ] as const) {
+      expect([info.remote, (await askUntilClosed(await peer(info))).length]).toEqual([info.remote, 0]);
+    }
+    expect(bridge.counters).toMatchObject({ served: 0, foreignPeers: 3 });
+
+    const agent = await peer({ remote: 'vsock:16:1024', transport: 'vsock', peerCid: 16 });
+    const answer = await new Promise<Buffer>((resolve) => {
+      agent.once('data', resolve);
+      agent.write(encodeFrame({ Operation: 'GetCredentials' }));
+    });
+    expect(JSON.parse(answer.subarray(4, 4 + answer.readUInt32BE(0)).toString())).toEqual({ Status: 'Ok', AccessKeyId: 'AKIDVSOCK', SecretAccessKey: 's' });
+    expect(bridge.counters).toMatchObject({ served: 1, foreignPeers: 3 });
+    agent.destroy();
+  });
+
+  it('over vsock without the CID of the agent it serves, it refuses to start (it would serve every enclave)', async () => {
+    let listened = false;
+    const listenWith = (): Promise<Listener> => {
+      listened = true;
+      return Promise.resolve({ address: 'vsock:*:8002', port: 8002, close: () => Promise.resolve() });
+    };
+    for (const agentCid of [undefined, -1, 1.5, 0xffffffff]) {
+      const listen = { kind: 'vsock', port: 8002, agentCid } as unknown as CredentialsListen;
+      await expect(serve({ listen, listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'CREDENTIALS_BAD_OPTIONS', message: expect.stringContaining('agent') });
+    }
+    expect(listened).toBe(false);
+  });
+
   it('never logs credentials (the bridge at trace level, through all the cases above)', () => {
     const text = logLines.join('');
     expect(text).toContain('credentials served');
@@ -265,12 +330,23 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
 describe('bridge --credentials', () => {
   const agent = ['--agent', 'tcp:127.0.0.1:5000'];
   it('parses vsock, vsock:PORT, tcp and unix, and refuses anything else', () => {
-    expect(parseBridgeArgs([...agent, '--credentials', 'vsock']).credentials).toEqual({ kind: 'vsock', port: 8002 });
-    expect(parseBridgeArgs([...agent, '--credentials', 'vsock:9100']).credentials).toEqual({ kind: 'vsock', port: 9100 });
+    expect(parseBridgeArgs(['--enclave-cid', '16', '--credentials', 'vsock']).credentials).toEqual({ kind: 'vsock', port: 8002, agentCid: 16 });
+    expect(parseBridgeArgs(['--agent', 'vsock:21:5000', '--credentials', 'vsock:9100']).credentials).toEqual({ kind: 'vsock', port: 9100, agentCid: 21 });
     expect(parseBridgeArgs([...agent, '--credentials', 'tcp:127.0.0.1:9100']).credentials).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 9100 });
     expect(parseBridgeArgs([...agent, '--credentials', 'unix:/run/c.sock']).credentials).toEqual({ kind: 'unix', path: '/run/c.sock' });
     expect(parseBridgeArgs(agent).credentials).toBeUndefined();
     expect(() => parseBridgeArgs([...agent, '--credentials', 'vsock:3:8002'])).toThrow(CliUsageError);
     expect(() => parseBridgeArgs([...agent, '--credentials', 'imds'])).toThrow(/--credentials: expected vsock/);
+  });
+
+  it('over vsock it needs a vsock agent (its CID is the only one served): with a tcp/unix agent it is refused', () => {
+    for (const a of [agent, ['--agent', 'unix:/run/agent.sock']]) {
+      for (const where of ['vsock', 'vsock:9100']) {
+        expect(() => parseBridgeArgs([...a, '--credentials', where]), `${a.join(' ')} ${where}`).toThrow(CliUsageError);
+        expect(() => parseBridgeArgs([...a, '--credentials', where])).toThrow(/--credentials.*vsock agent/);
+      }
+    }
+    expect(parseBridgeArgs([...agent, '--credentials', 'unix:/run/c.sock']).credentials).toEqual({ kind: 'unix', path: '/run/c.sock' });
+    expect(bridgeCommand.help).toMatch(/--credentials[\s\S]*only the agent's CID/);
   });
 });
