@@ -265,7 +265,7 @@ export class AgentMetrics {
 
     new Gauge({
       name: `${p}output_queued_bytes`,
-      help: 'Encrypted bytes queued toward clients now, over every session ([limits] max_queued_bytes caps it).',
+      help: 'Encrypted bytes queued toward clients now, plus Data responses being read from the app, over every session (one budget: [limits] max_queued_bytes caps it).',
       registers: [r],
       collect() {
         this.set(sources().outputQueuedBytes?.() ?? 0);
