@@ -56,7 +56,9 @@ TLS ingress (tls_termination = true; TLS ends inside the enclave, this only rela
 Egress (the enclave's outbound connections, [egress] in enclave.toml; off unless given):
   --egress WHERE            run the host egress dialer: vsock (port ${DEFAULT_EGRESS_VSOCK_PORT}) | vsock:PORT |
                             tcp:127.0.0.1:PORT (loopback only) | unix:/path. It dials only the IP:port each flow
-                            names, and resolves DNS with this host's resolvers (/etc/resolv.conf)
+                            names, and resolves DNS with this host's resolvers (/etc/resolv.conf). Over vsock it
+                            serves only the agent's CID (from --agent vsock:CID:PORT or --enclave-cid; other
+                            enclaves are closed unanswered), so it needs a vsock agent.
   --egress-allow-nonglobal CIDR   also dial this private/loopback prefix (repeatable; default: global only)
   --egress-resolver IP[:PORT]     resolve with this server instead (repeatable)
   --egress-max-flows N      flows served at once (default ${DEFAULT_MAX_EGRESS_FLOWS}); more are refused (the app gets 503)
@@ -184,7 +186,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   }
   if (values.egress !== undefined) {
     opts.egress = {
-      listen: parseEgressListen(values.egress),
+      listen: parseEgressListen(values.egress, target),
       allowNonGlobal: values['egress-allow-nonglobal'] ?? [],
       ...(values['egress-resolver'] === undefined ? {} : { resolvers: values['egress-resolver'].map(parseResolver) }),
       ...(values['egress-max-flows'] === undefined ? {} : { maxFlows: int('--egress-max-flows', values['egress-max-flows'], 1, 1_000_000) }),
@@ -219,10 +221,16 @@ function parseCredentialsListen(text: string, agent: StreamTarget): CredentialsL
   throw new CliUsageError(usage);
 }
 
-function parseEgressListen(text: string): EgressDialerListen {
-  if (text === 'vsock') return { kind: 'vsock', port: DEFAULT_EGRESS_VSOCK_PORT };
-  const v = /^vsock:(\d+)$/.exec(text);
-  if (v) return { kind: 'vsock', port: int('--egress vsock port', v[1]!, 1, 0xffffffff) };
+/** Over vsock, only the CID of the agent this bridge serves may have it dial: every enclave on the instance reaches the port. */
+function parseEgressListen(text: string, agent: StreamTarget): EgressDialerListen {
+  const v = /^vsock(?::(\d+))?$/.exec(text);
+  if (v) {
+    if (agent.kind !== 'vsock') {
+      throw new CliUsageError(`--egress ${text} serves only the agent's enclave CID, known only with a vsock agent (--agent vsock:CID:PORT or --enclave-cid CID); with a ${agent.kind} agent use --egress tcp:127.0.0.1:PORT or unix:/path`);
+    }
+    const port = v[1] === undefined ? DEFAULT_EGRESS_VSOCK_PORT : int('--egress vsock port', v[1], 1, 0xffffffff);
+    return { kind: 'vsock', port, agentCid: agent.cid };
+  }
   let t;
   try {
     t = parseTarget(text);

@@ -9,6 +9,10 @@
 // (the enclave's proxy answers 503), so a runaway enclave cannot take every file descriptor of the parent.
 // Streams that have not sent their request yet are capped too (maxWaitingStreams: a silent stream is held up to
 // the header timeout); past the cap the oldest is closed.
+// Every enclave on the instance reaches the parent's vsock port, and this side dials for whoever asks (the
+// --allow-nonglobal private ranges included): over vsock it serves only the CID of the agent the bridge serves;
+// any other peer, or one whose CID cannot be read, is closed unanswered and counted. Without that CID it does not
+// start.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -27,7 +31,7 @@ import {
 import { readBytes, StreamEndedEarly } from '../egress/read-bytes.ts';
 import { allowHalfOpen, splice, type Splice } from '../egress/splice.ts';
 import { listenTcp } from '../transport/tcp.ts';
-import type { Listener, ListenOptions } from '../transport/types.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
 import { forwardDnsQuery, systemResolvers, type ResolverAddress } from './egress-dialer-dns.ts';
 import { isLoopbackHost } from './listen.ts';
@@ -47,7 +51,8 @@ export function maxWaitingStreams(maxFlows: number): number {
   return 2 * maxFlows + 16;
 }
 
-export type EgressDialerListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number };
+/** Over vsock, `agentCid` is the CID of the enclave whose agent is served: the only peer answered. */
+export type EgressDialerListen = { kind: 'tcp'; host?: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number; agentCid: number };
 
 export interface EgressDialerOptions {
   listen: EgressDialerListen;
@@ -58,6 +63,8 @@ export interface EgressDialerOptions {
   /** Requests served at once; more are answered BUSY. Default DEFAULT_MAX_EGRESS_FLOWS. */
   maxFlows?: number;
   logger?: Logger;
+  /** Opens the listener for `listen` (default: the tcp, unix or vsock listener). Tests stand in one that reports vsock peers. */
+  listenWith?: (where: EgressDialerListen, opts: ListenOptions) => Promise<Listener>;
 }
 
 export interface EgressDialer {
@@ -69,6 +76,8 @@ export interface EgressDialer {
   readonly refusedBusy: number;
   /** Streams closed before their request because maxWaitingStreams were already waiting, since start. */
   readonly closedWaiting: number;
+  /** vsock streams closed unanswered because the peer is not the agent's CID (or its CID could not be read), since start. */
+  readonly foreignPeers: number;
   /** Stops accepting and cuts every open flow. */
   close(): Promise<void>;
 }
@@ -91,7 +100,23 @@ async function listenOn(where: EgressDialerListen, opts: ListenOptions): Promise
   }
 }
 
+/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
+const VMADDR_CID_ANY = 0xffffffff;
+/** Distinct refused CIDs logged at warn (each once); enclaves on one instance are few, so this is never reached. */
+const MAX_LOGGED_FOREIGN_CIDS = 1024;
+
+/** The only peer CID served over vsock; refuses options that would leave it unknown (every enclave served). */
+function agentCidOf(where: EgressDialerListen): number | undefined {
+  if (where.kind !== 'vsock') return undefined;
+  const cid: unknown = (where as { agentCid?: unknown }).agentCid;
+  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
+    throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: over vsock it serves only the agent's enclave CID, found ${String(cid)}: give the CID of the agent served (0..${VMADDR_CID_ANY - 1})`);
+  }
+  return cid;
+}
+
 export async function startEgressDialer(opts: EgressDialerOptions): Promise<EgressDialer> {
+  const agentCid = agentCidOf(opts.listen);
   const logger = opts.logger ?? pino({ enabled: false });
   let extra: net.BlockList;
   try {
@@ -112,6 +137,9 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
   let serving = 0;
   let refusedBusy = 0;
   let saturated = false;
+  let foreignPeers = 0;
+  /** Refused peer CIDs already logged at warn ('?': unreadable); the rest are counted, logged at debug. */
+  const loggedForeign = new Set<number | '?'>();
 
   const answer = (stream: Duplex, status: (typeof Status)[keyof typeof Status], body: string | Buffer, errno = 0): void => {
     stream.write(encodeResponse({ status, errno, body }));
@@ -177,7 +205,21 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     );
   };
 
-  const onConnection = (stream: Duplex): void => {
+  /** Over vsock, true when the peer is not the agent: the stream is closed before a byte is read or written. */
+  const refuseForeign = (stream: Duplex, info: ConnectionInfo): boolean => {
+    if (info.transport !== 'vsock' || (agentCid !== undefined && info.peerCid === agentCid)) return false;
+    foreignPeers++;
+    const cid = info.peerCid ?? '?';
+    const first = !loggedForeign.has(cid) && loggedForeign.size < MAX_LOGGED_FOREIGN_CIDS;
+    if (first) loggedForeign.add(cid);
+    logger[first ? 'warn' : 'debug']({ peerCid: info.peerCid ?? null, agentCid: agentCid ?? null, foreignPeers }, "egress dialer: stream from a CID other than the agent's; closed unanswered");
+    stream.on('error', () => {});
+    stream.destroy();
+    return true;
+  };
+
+  const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
+    if (refuseForeign(stream, info)) return;
     allowHalfOpen(stream);
     stream.on('error', () => {});
     streams.add(stream);
@@ -221,7 +263,7 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     })();
   };
 
-  const listener = await listenOn(opts.listen, { onConnection });
+  const listener = await (opts.listenWith ?? listenOn)(opts.listen, { onConnection });
   logger.info({ listen: listener.address, resolvers: resolvers.map((r) => `${r.host}:${r.port}`), allowNonGlobal: opts.allowNonGlobal ?? [] }, 'egress dialer listening');
   return {
     address: listener.address,
@@ -234,6 +276,9 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     },
     get closedWaiting() {
       return closedWaiting;
+    },
+    get foreignPeers() {
+      return foreignPeers;
     },
     async close() {
       await listener.close();

@@ -1,14 +1,19 @@
 // The host dialer and the flow protocol: exact frame bytes, what it dials and refuses, DNS forwarding, and
 // malformed frames (each closes its own stream; the dialer goes on serving).
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { command as bridgeCommand, parseBridgeArgs } from '../../src/cli/bridge.ts';
 import { CliUsageError } from '../../src/cli/types.ts';
 import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
 import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
 import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
-import { maxWaitingStreams, startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer } from '../../src/host/egress-dialer.ts';
+import { maxWaitingStreams, startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer, type EgressDialerListen } from '../../src/host/egress-dialer.ts';
+import type { ConnectionHandler, ConnectionInfo, Listener } from '../../src/transport/types.ts';
 import { exchange, startExchangeServer, startTestDns, type ExchangeServer, type TestDns } from './helpers.ts';
 
 let dns: TestDns;
@@ -217,16 +222,128 @@ describe('host dialer', () => {
   });
 });
 
+describe('host dialer over vsock: only the agent it serves', () => {
+  // Every enclave on the instance reaches the parent's vsock port; the dialer would dial for any of them, the
+  // --allow-nonglobal private ranges included. A stand-in listener hands the dialer unix-socket connections
+  // labelled with the peer CID the native vsock listener reports: the dialer's own code path from there on.
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'egress-cid-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const standIn = () => {
+    const state: { handle?: ConnectionHandler; listened: number } = { listened: 0 };
+    const listenWith = (_where: EgressDialerListen, o: { onConnection: ConnectionHandler }): Promise<Listener> => {
+      state.handle = o.onConnection;
+      state.listened++;
+      return Promise.resolve({ address: 'vsock:*:8001', port: 8001, close: () => Promise.resolve() });
+    };
+    return { state, listenWith };
+  };
+
+  it("closes a stream from another CID (or an unreadable one) unanswered, dials nothing for it, counts it; serves the agent's", async () => {
+    const dialed: net.Socket[] = [];
+    const upstream = net.createServer((s) => {
+      dialed.push(s);
+      s.on('error', () => {});
+      s.end('upstream');
+    });
+    await new Promise<void>((r) => upstream.listen({ host: '127.0.0.2', port: 0 }, () => r()));
+    const upstreamPort = (upstream.address() as net.AddressInfo).port;
+    const warnings: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line) as Record<string, unknown>) });
+    const { state, listenWith } = standIn();
+    const dialer = await startEgressDialer({ listen: { kind: 'vsock', port: 8001, agentCid: 16 }, listenWith, allowNonGlobal: ['127.0.0.2/32'], resolvers: [{ host: '127.0.0.1', port: dns.port }], logger });
+    const pairPath = path.join(dir, 'pair.sock');
+    /** The enclave's end of a stream the listener reported from `info`. */
+    const peer = (info: ConnectionInfo) => async (): Promise<Duplex> => {
+      const srv = net.createServer();
+      await new Promise<void>((r) => srv.listen(pairPath, r));
+      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+      const enclave = net.connect(pairPath);
+      await new Promise<void>((r) => enclave.once('connect', r));
+      state.handle!(await accepted, info);
+      srv.close(); // stops listening; the accepted stream stays open
+      enclave.on('error', () => {});
+      return enclave;
+    };
+    /** Sends a valid CONNECT to the allowed private upstream and collects what comes back until the dialer closes. */
+    const askUntilClosed = async (info: ConnectionInfo): Promise<number> => {
+      const s = (await peer(info)()) as net.Socket;
+      return new Promise((resolve) => {
+        let n = 0;
+        s.on('data', (b: Buffer) => (n += b.length));
+        s.once('close', () => resolve(n));
+        s.write(encodeRequest({ op: 'connect', ip: '127.0.0.2', port: upstreamPort, timeoutMs: 2_000, name: 'ok.test' }));
+      });
+    };
+    try {
+      for (const info of [
+        { remote: 'vsock:17:1024', transport: 'vsock', peerCid: 17 }, // another enclave
+        { remote: 'vsock:17:1025', transport: 'vsock', peerCid: 17 }, // the same one again
+        { remote: 'vsock:3:1024', transport: 'vsock', peerCid: 3 }, // the parent itself
+        { remote: 'vsock:?', transport: 'vsock' }, // the peer address could not be read
+      ] as const) {
+        expect([info.remote, await askUntilClosed(info)]).toEqual([info.remote, 0]);
+      }
+      await expect(dnsExchange(peer({ remote: 'vsock:18:1024', transport: 'vsock', peerCid: 18 }), buildQuery(3, 'ok.test', 1), 2_000)).rejects.toThrow();
+      expect(dialer.foreignPeers).toBe(5);
+      expect(dialed).toHaveLength(0);
+      // warn once per refused CID, with the CID, never the request
+      const refusals = warnings.filter((w) => /CID other than the agent/.test(String(w.msg)));
+      expect(refusals.map((w) => w.peerCid)).toEqual([17, 3, null, 18]);
+      expect(refusals.every((w) => w.agentCid === 16)).toBe(true);
+      expect(JSON.stringify(warnings)).not.toMatch(/ok\.test|127\.0\.0\.2/);
+
+      const flow = await openFlow(peer({ remote: 'vsock:16:1024', transport: 'vsock', peerCid: 16 }), { ip: '127.0.0.2', port: upstreamPort, timeoutMs: 2_000, name: 'ok.test' });
+      const got: Buffer[] = [];
+      flow.on('data', (b: Buffer) => got.push(b));
+      await new Promise((r) => flow.once('end', r));
+      expect(Buffer.concat(got).toString()).toBe('upstream');
+      expect(dialed).toHaveLength(1);
+      const answer = parseResponse(await dnsExchange(peer({ remote: 'vsock:16:1025', transport: 'vsock', peerCid: 16 }), buildQuery(4, 'ok.test', 1), 2_000));
+      expect(answer.answers).toHaveLength(1);
+      expect(dialer.foreignPeers).toBe(5);
+      flow.destroy();
+    } finally {
+      await dialer.close();
+      await new Promise((r) => upstream.close(r));
+    }
+  });
+
+  it('without the CID of the agent it serves, it refuses to start (it would dial for every enclave)', async () => {
+    const { state, listenWith } = standIn();
+    for (const agentCid of [undefined, -1, 1.5, 0xffffffff]) {
+      const listen = { kind: 'vsock', port: 8001, agentCid } as unknown as EgressDialerListen;
+      await expect(startEgressDialer({ listen, listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining("agent's enclave CID") });
+    }
+    expect(state.listened).toBe(0);
+  });
+});
+
 describe('bridge --egress', () => {
   it('parses where the dialer listens, its resolvers and allowed prefixes', () => {
     const o = parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'unix:/run/egress.sock', '--egress-resolver', '10.0.0.2', '--egress-allow-nonglobal', '10.1.0.0/16']);
     expect(o.egress).toEqual({ listen: { kind: 'unix', path: '/run/egress.sock' }, allowNonGlobal: ['10.1.0.0/16'], resolvers: [{ host: '10.0.0.2', port: 53 }] });
-    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.listen).toEqual({ kind: 'vsock', port: 8001 });
+    expect(parseBridgeArgs(['--enclave-cid', '16', '--egress', 'vsock']).egress?.listen).toEqual({ kind: 'vsock', port: 8001, agentCid: 16 });
+    expect(parseBridgeArgs(['--agent', 'vsock:21:5000', '--egress', 'vsock:9001']).egress?.listen).toEqual({ kind: 'vsock', port: 9001, agentCid: 21 });
     expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-resolver', '1.1.1.1'])).toThrow(/need --egress/);
-    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock', '--egress-max-flows', '64']).egress?.maxFlows).toBe(64);
-    expect(parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock']).egress?.maxFlows).toBeUndefined();
-    expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress', 'vsock', '--egress-max-flows', '0'])).toThrow(/--egress-max-flows/);
+    expect(parseBridgeArgs(['--enclave-cid', '16', '--egress', 'vsock', '--egress-max-flows', '64']).egress?.maxFlows).toBe(64);
+    expect(parseBridgeArgs(['--enclave-cid', '16', '--egress', 'vsock']).egress?.maxFlows).toBeUndefined();
+    expect(() => parseBridgeArgs(['--enclave-cid', '16', '--egress', 'vsock', '--egress-max-flows', '0'])).toThrow(/--egress-max-flows/);
     expect(() => parseBridgeArgs(['--agent', 'tcp:127.0.0.1:5000', '--egress-max-flows', '8'])).toThrow(/need --egress/);
+  });
+
+  it('over vsock it needs a vsock agent (its CID is the only one served): with a tcp/unix agent it is refused', () => {
+    for (const a of [['--agent', 'tcp:127.0.0.1:5000'], ['--agent', 'unix:/run/agent.sock']]) {
+      for (const where of ['vsock', 'vsock:9001']) {
+        expect(() => parseBridgeArgs([...a, '--egress', where]), `${a.join(' ')} ${where}`).toThrow(CliUsageError);
+        expect(() => parseBridgeArgs([...a, '--egress', where])).toThrow(/--egress.*vsock agent.*tcp:127\.0\.0\.1:PORT or unix:\/path/);
+      }
+    }
+    expect(parseBridgeArgs(['--agent', 'unix:/run/agent.sock', '--egress', 'tcp:127.0.0.1:8001']).egress?.listen).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 8001 });
+    expect(bridgeCommand.help).toMatch(/--egress[\s\S]*only the agent's CID/);
   });
 
   it('over tcp listens on loopback only: any other host is refused naming --egress, before anything listens', async () => {
