@@ -43,6 +43,8 @@ export class PairEnd extends Duplex {
   /** A chunk written while the peer held its input: not delivered yet (pendingWrite is its callback). */
   private heldChunk: Buffer | null = null;
   private inputHeld = false;
+  /** Largest piece delivered to this end's readable side at once (0: a write goes in one piece). */
+  private readSlice = 0;
   private sendTimeoutMs = 0;
   private onSendTimeout: (() => void) | null = null;
   private sendTimer: NodeJS.Timeout | null = null;
@@ -71,12 +73,32 @@ export class PairEnd extends Duplex {
   }
 
   private deliver(chunk: Buffer, cb: (err?: Error | null) => void): void {
-    this.peer.delivered(chunk.length);
-    if (this.peer.push(chunk)) {
+    const peer = this.peer;
+    const slice = peer.readSlice;
+    // In slices when the peer asks for them: each one is a 'data' event of its own, so a reader that pauses
+    // (or holds its input) on one event is not handed the rest of the write with it. The rest waits as a held
+    // chunk, delivered on the next read (releaseWrite) or when the hold ends.
+    while (slice > 0 && chunk.length > slice) {
+      peer.delivered(slice);
+      const room = peer.push(chunk.subarray(0, slice));
+      chunk = chunk.subarray(slice);
+      if (!room || peer.inputHeld || peer.isPaused()) {
+        this.heldChunk = chunk;
+        this.pendingWrite = cb;
+        if (!room) this.armSendTimer();
+        return;
+      }
+    }
+    peer.delivered(chunk.length);
+    if (peer.push(chunk)) {
       cb();
       return;
     }
     this.pendingWrite = cb;
+    this.armSendTimer();
+  }
+
+  private armSendTimer(): void {
     if (this.sendTimeoutMs > 0 && this.sendTimer === null) {
       this.sendTimer = setTimeout(() => {
         this.sendTimer = null;
@@ -86,13 +108,36 @@ export class PairEnd extends Duplex {
     }
   }
 
-  /** The write waiting for the peer to read goes on. */
+  /** The write waiting for the peer to read goes on (the rest of a sliced one first). */
   private releaseWrite(): void {
     const cb = this.pendingWrite;
     if (cb === null) return;
     this.pendingWrite = null;
     this.clearSendTimer();
-    cb();
+    const rest = this.heldChunk;
+    if (rest !== null) {
+      this.heldChunk = null;
+      this.deliver(rest, cb);
+    } else cb();
+  }
+
+  /**
+   * While the input is held the end stays paused, whoever asks it to resume (the holder resumes it when the
+   * hold ends). Node's server resumes its socket whenever a request body is read, and a resume takes effect at
+   * once: the chunks already delivered would flow on to the parser in the same turn, before a 'resume'
+   * listener could pause the end again.
+   */
+  override resume(): this {
+    if (this.inputHeld) return this;
+    return super.resume();
+  }
+
+  /**
+   * Bytes written by the peer reach this end at most `bytes` at a time (0: as written). For a reader that stops
+   * taking input between 'data' events (the HTTP server, server-connection.ts).
+   */
+  setReadSlice(bytes: number): void {
+    this.readSlice = bytes;
   }
 
   private clearSendTimer(): void {
