@@ -1,6 +1,7 @@
 // `enclave-agent logs`: the host side of the agent's log stream (enclave.toml `[log] sink = "vsock"`). Runs on
-// the parent instance next to the bridge: listens (vsock any CID by default, port log.vsock_port) for the
-// enclave's connection and writes every JSON line it receives to stdout or a file, until SIGINT/SIGTERM.
+// the parent instance next to the bridge: listens (vsock by default, port log.vsock_port) for the enclave's
+// connection and writes every JSON line it receives to stdout or a file, until SIGINT/SIGTERM. Every enclave on
+// the instance reaches that port, so over vsock it reads only the enclave named by --enclave-cid (required).
 // The enclave connects to us; this command never connects anywhere.
 import { closeSync, createWriteStream, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
@@ -14,14 +15,18 @@ import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
 
-const help = `Usage: enclave-agent logs [--listen ADDRESS] [--out FILE] [options]
+const help = `Usage: enclave-agent logs --enclave-cid CID [--listen vsock:PORT] [--out FILE] [options]
+       enclave-agent logs --listen unix:PATH|tcp:HOST:PORT [--out FILE] [options]
 
 Receives the agent's log stream (enclave.toml [log] sink = "vsock": operational logs and transaction
 records as JSON lines) and writes each line to stdout or a file. Runs on the parent instance until SIGINT
 or SIGTERM. Lines that are not one JSON object, or longer than --max-line-bytes, are dropped and counted.
 
 Where to listen (default vsock:<[log] vsock_port of enclave.toml>, 5008 without a config):
-  --listen vsock:PORT       the enclave connects to the parent's CID on this port (listens on any CID)
+  --listen vsock:PORT       the enclave connects to the parent's CID on this port (listens on any local CID)
+  --enclave-cid CID         required with vsock (the default): the enclave whose logs these are (its
+                            nitro-cli run-enclave --enclave-cid). Every enclave on the instance reaches the
+                            port; a connection from any other CID is closed unread and counted
   --listen unix:PATH        a Unix socket (development)
   --listen tcp:HOST:PORT    TCP (development; [IPv6]:PORT allowed; port 0 picks a free port)
 
@@ -86,8 +91,19 @@ export function readPcrs(file: string): Record<string, string> {
   return pcrs;
 }
 
-/** Parses "vsock:PORT", "unix:PATH", "tcp:HOST:PORT" / "tcp:[v6]:PORT" into where the sink listens. */
-export function parseListen(text: string): LogSinkListen {
+/** Over vsock the only peer read; without it any enclave on the instance could inject lines and records. */
+function vsockListen(port: number, enclaveCid: number | undefined, what: string): LogSinkListen {
+  if (enclaveCid === undefined) {
+    throw new CliUsageError(`${what} reads only the enclave's CID: give --enclave-cid CID (its nitro-cli run-enclave --enclave-cid; other enclaves on this instance are closed unread), or --listen unix:PATH|tcp:HOST:PORT`);
+  }
+  return { kind: 'vsock', port, enclaveCid };
+}
+
+/**
+ * Parses "vsock:PORT", "unix:PATH", "tcp:HOST:PORT" / "tcp:[v6]:PORT" into where the sink listens; vsock needs
+ * `enclaveCid` (--enclave-cid), the only peer it reads.
+ */
+export function parseListen(text: string, enclaveCid?: number): LogSinkListen {
   const expected = `--listen expects vsock:PORT, unix:PATH or tcp:HOST:PORT, found "${text}"`;
   const colon = text.indexOf(':');
   if (colon < 0) throw new CliUsageError(expected);
@@ -98,8 +114,8 @@ export function parseListen(text: string): LogSinkListen {
     return { kind: 'unix', path: rest };
   }
   if (kind === 'vsock') {
-    if (!/^\d+$/.test(rest)) throw new CliUsageError(`${expected} (vsock takes only a port: it listens on any CID)`);
-    return { kind: 'vsock', port: intFlag('--listen vsock port', rest, 1, 0xffffffff) };
+    if (!/^\d+$/.test(rest)) throw new CliUsageError(`${expected} (vsock takes only a port: it listens on any local CID; --enclave-cid names the peer)`);
+    return vsockListen(intFlag('--listen vsock port', rest, 1, 0xffffffff), enclaveCid, `--listen ${text}`);
   }
   if (kind === 'tcp') {
     const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(rest);
@@ -113,6 +129,7 @@ export function parseListen(text: string): LogSinkListen {
 export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.env): LogsOptions {
   const { values } = parseFlags(args, {
     listen: { type: 'string' },
+    'enclave-cid': { type: 'string' },
     out: { type: 'string' },
     'max-line-bytes': { type: 'string' },
     'max-connections': { type: 'string' },
@@ -129,11 +146,14 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
   let listen: LogSinkListen;
   const configFile = resolveConfigPath(values.config, env);
   const config = values.listen === undefined || (values.db !== undefined && configFile !== undefined) ? loadConfig(configFile, env) : null;
+  // VMADDR_CID_ANY (0xffffffff) is "any": exactly what this flag exists to refuse.
+  const enclaveCid = values['enclave-cid'] === undefined ? undefined : intFlag('--enclave-cid', values['enclave-cid'], 0, 0xfffffffe);
   if (values.listen !== undefined) {
-    listen = parseListen(values.listen);
+    listen = parseListen(values.listen, enclaveCid);
   } else {
-    listen = { kind: 'vsock', port: config!.log.vsock_port };
+    listen = vsockListen(config!.log.vsock_port, enclaveCid, `the default --listen vsock:${config!.log.vsock_port} ([log] vsock_port)`);
   }
+  if (enclaveCid !== undefined && listen.kind !== 'vsock') throw new CliUsageError(`--enclave-cid goes with a vsock listener, not --listen ${values.listen!}`);
   const opts: LogsOptions = { listen, out: values.out ?? null, logLevel: values['log-level'] ?? 'info' };
   if (opts.out === '') throw new CliUsageError('--out expects a file name');
   if (!LEVELS.includes(opts.logLevel)) throw new CliUsageError(`--log-level expects ${LEVELS.join('|')}, found "${opts.logLevel}"`);
@@ -187,7 +207,7 @@ function openOutput(file: string): Writable {
 }
 
 function describeListen(l: LogSinkListen): string {
-  return l.kind === 'vsock' ? `vsock port ${l.port}` : l.kind === 'unix' ? l.path : `${l.host ?? '127.0.0.1'}:${l.port}`;
+  return l.kind === 'vsock' ? `vsock port ${l.port}, enclave CID ${l.enclaveCid} only` : l.kind === 'unix' ? l.path : `${l.host ?? '127.0.0.1'}:${l.port}`;
 }
 
 /**
@@ -236,7 +256,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   await activity?.close();
   if (file !== null) await new Promise<void>((resolve) => file.end(resolve));
   const s = server.stats;
-  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused`);
+  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused, ${s.foreignPeers} from other CIDs`);
   if (activity !== null) {
     const a = activity.store.stats;
     io.err(`enclave-agent logs: database ${o.db!.file}: ${a.inserted} records stored, ${a.dropped} dropped, ${a.rejected} not valid records, ${a.expired} expired, ${a.rows} rows`);

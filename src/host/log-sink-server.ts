@@ -4,13 +4,15 @@
  * output (stdout or a file). The enclave is not trusted to be well-behaved here: every line must parse as a
  * JSON object or it is dropped and counted, a line longer than `maxLineBytes` is dropped (up to its
  * newline) without being buffered, connections are capped, and a slow output pauses the sockets instead of
- * buffering without bound.
+ * buffering without bound. Every enclave on the instance reaches the parent's vsock port, and the lines feed the
+ * activity store: over vsock only the enclave whose CID is given is read; any other peer, or one whose CID cannot
+ * be read, is closed unanswered and counted. Without that CID it does not start.
  */
 import type { Duplex, Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { AgentError } from '../errors.ts';
 import { listenTcp } from '../transport/tcp.ts';
-import type { ConnectionInfo, Listener } from '../transport/types.ts';
+import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
 
 export type LogSinkServerErrorCode = 'LOG_SINK_SERVER_BAD_OPTIONS';
@@ -25,8 +27,11 @@ export class LogSinkServerError extends AgentError {
 export type LogSinkListen =
   | { kind: 'tcp'; host?: string; port: number }
   | { kind: 'unix'; path: string; mode?: number }
-  /** Production: the host listens on this vsock port for the enclave's connection (any CID by default). */
-  | { kind: 'vsock'; port: number; cid?: number };
+  /**
+   * Production: the host listens on this vsock port (on its own CID `cid`, any by default) for the connection
+   * of the enclave `enclaveCid`, the only peer read.
+   */
+  | { kind: 'vsock'; port: number; cid?: number; enclaveCid: number };
 
 export interface LogSinkServerOptions {
   listen: LogSinkListen;
@@ -43,6 +48,8 @@ export interface LogSinkServerOptions {
    * `output`. Must not block: it queues.
    */
   onLine?: (text: string, value: Record<string, unknown>) => boolean;
+  /** Opens the listener for `listen` (default: the tcp, unix or vsock listener). Tests stand in one that reports vsock peers. */
+  listenWith?: (where: LogSinkListen, opts: ListenOptions) => Promise<Listener>;
 }
 
 export interface LogSinkServerStats {
@@ -55,6 +62,8 @@ export interface LogSinkServerStats {
   /** Connections accepted so far / refused over maxConnections. */
   connections: number;
   refused: number;
+  /** vsock connections closed unread because the peer is not the enclave's CID (or its CID could not be read). */
+  foreignPeers: number;
 }
 
 export interface LogSinkServer {
@@ -68,6 +77,28 @@ export interface LogSinkServer {
 }
 
 const NEWLINE = 0x0a;
+/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
+const VMADDR_CID_ANY = 0xffffffff;
+/** Distinct refused CIDs logged at warn (each once); enclaves on one instance are few, so this is never reached. */
+const MAX_LOGGED_FOREIGN_CIDS = 1024;
+
+/** The only peer CID read over vsock; refuses options that would leave it unknown (every enclave read). */
+function enclaveCidOf(where: LogSinkListen): number | undefined {
+  if (where.kind !== 'vsock') return undefined;
+  const cid: unknown = (where as { enclaveCid?: unknown }).enclaveCid;
+  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
+    throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `over vsock the log sink reads only the enclave's CID, found ${String(cid)}: give the CID of the enclave whose logs these are (0..${VMADDR_CID_ANY - 1})`);
+  }
+  return cid;
+}
+
+async function listenOn(l: LogSinkListen, opts: ListenOptions): Promise<Listener> {
+  if (l.kind === 'tcp') return listenTcp({ host: l.host ?? '127.0.0.1', port: l.port }, opts);
+  if (l.kind === 'unix') return listenUnix({ path: l.path, ...(l.mode === undefined ? {} : { mode: l.mode }) }, opts);
+  // Loaded only here: it wraps the native addon, which development machines may lack.
+  const { listenVsock } = await import('../transport/vsock.ts');
+  return listenVsock({ port: l.port, ...(l.cid === undefined ? {} : { cid: l.cid }) }, opts);
+}
 
 /**
  * Splits a byte stream into lines, refusing to buffer more than `max` bytes of one line. A line that spans
@@ -159,9 +190,12 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
   if (!Number.isInteger(maxConnections) || maxConnections < 1) {
     throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `maxConnections: expected a positive integer, found ${String(maxConnections)}`);
   }
+  const enclaveCid = enclaveCidOf(opts.listen);
   const logger = opts.logger ?? pino({ enabled: false });
   const output = opts.output;
-  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0 };
+  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0 };
+  /** Refused peer CIDs already logged at warn ('?': unreadable); the rest are counted, logged at debug. */
+  const loggedForeign = new Set<number | '?'>();
   const open = new Set<Duplex>();
   let outputBlocked = false;
 
@@ -172,6 +206,17 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
   });
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
+    // Before the connection cap: another enclave must neither inject lines nor take the agent's slots.
+    if (info.transport === 'vsock' && (enclaveCid === undefined || info.peerCid !== enclaveCid)) {
+      stats.foreignPeers++;
+      const cid = info.peerCid ?? '?';
+      const first = !loggedForeign.has(cid) && loggedForeign.size < MAX_LOGGED_FOREIGN_CIDS;
+      if (first) loggedForeign.add(cid);
+      logger[first ? 'warn' : 'debug']({ peerCid: info.peerCid ?? null, enclaveCid: enclaveCid ?? null, foreignPeers: stats.foreignPeers }, "log connection from a CID other than the enclave's; closed unread");
+      stream.on('error', () => {});
+      stream.destroy();
+      return;
+    }
     if (open.size >= maxConnections) {
       stats.refused++;
       logger.warn({ remote: info.remote, limit: maxConnections }, 'log connection refused: too many');
@@ -215,15 +260,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
     });
   };
 
-  let listener: Listener;
-  const l = opts.listen;
-  if (l.kind === 'tcp') listener = await listenTcp({ host: l.host ?? '127.0.0.1', port: l.port }, { onConnection });
-  else if (l.kind === 'unix') listener = await listenUnix({ path: l.path, ...(l.mode === undefined ? {} : { mode: l.mode }) }, { onConnection });
-  else {
-    // Loaded only here: it wraps the native addon, which development machines may lack.
-    const { listenVsock } = await import('../transport/vsock.ts');
-    listener = await listenVsock({ port: l.port, ...(l.cid === undefined ? {} : { cid: l.cid }) }, { onConnection });
-  }
+  const listener = await (opts.listenWith ?? listenOn)(opts.listen, { onConnection });
 
   return {
     address: listener.address,

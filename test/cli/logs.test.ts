@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseListen, parseLogsArgs, serveLogs } from '../../src/cli/logs.ts';
+import { command as logsCommand, parseListen, parseLogsArgs, serveLogs } from '../../src/cli/logs.ts';
 import { runCli } from '../../src/cli/run.ts';
 import { CliUsageError, type CliIo } from '../../src/cli/types.ts';
 import { createReconnectingLogSink } from '../../src/runtime/stream-log-sink.ts';
@@ -54,12 +54,12 @@ function rawClient(p: string): Promise<net.Socket> {
 }
 
 describe('enclave-agent logs flags', () => {
-  it('parses each --listen form; vsock takes only a port (it listens on any CID)', () => {
-    expect(parseListen('vsock:5008')).toEqual({ kind: 'vsock', port: 5008 });
+  it('parses each --listen form; vsock takes only a port (it listens on any local CID)', () => {
+    expect(parseListen('vsock:5008', 16)).toEqual({ kind: 'vsock', port: 5008, enclaveCid: 16 });
     expect(parseListen('unix:/run/logs.sock')).toEqual({ kind: 'unix', path: '/run/logs.sock' });
     expect(parseListen('tcp:127.0.0.1:0')).toEqual({ kind: 'tcp', host: '127.0.0.1', port: 0 });
     expect(parseListen('tcp:[::1]:7000')).toEqual({ kind: 'tcp', host: '::1', port: 7000 });
-    for (const bad of ['5008', 'vsock:2:5008', 'vsock:', 'vsock:0', 'unix:', 'tcp:127.0.0.1', 'tcp:h:70000', 'http://x', 'udp:1.2.3.4:5']) {
+    for (const bad of ['5008', 'vsock:2:5008', 'vsock:', 'vsock:0', 'vsock:5008', 'unix:', 'tcp:127.0.0.1', 'tcp:h:70000', 'http://x', 'udp:1.2.3.4:5']) {
       expect(() => parseListen(bad), bad).toThrow(CliUsageError);
     }
   });
@@ -68,16 +68,36 @@ describe('enclave-agent logs flags', () => {
     const dir = await tmpDir();
     const toml = path.join(dir, 'enclave.toml');
     await writeFile(toml, '[log]\nsink = "vsock"\nvsock_port = 6123\n');
-    expect(parseLogsArgs(['--config', toml]).listen).toEqual({ kind: 'vsock', port: 6123 });
+    expect(parseLogsArgs(['--config', toml, '--enclave-cid', '16']).listen).toEqual({ kind: 'vsock', port: 6123, enclaveCid: 16 });
     const empty = path.join(dir, 'empty.toml');
     await writeFile(empty, '');
-    expect(parseLogsArgs(['--config', empty])).toMatchObject({ listen: { kind: 'vsock', port: 5008 }, out: null, logLevel: 'info' });
+    expect(parseLogsArgs(['--config', empty, '--enclave-cid', '21'])).toMatchObject({ listen: { kind: 'vsock', port: 5008, enclaveCid: 21 }, out: null, logLevel: 'info' });
     expect(parseLogsArgs(['--listen', 'unix:/x', '--out', 'f.jsonl', '--max-line-bytes', '300', '--max-connections', '2'])).toMatchObject({
       listen: { kind: 'unix', path: '/x' },
       out: 'f.jsonl',
       maxLineBytes: 300,
       maxConnections: 2,
     });
+  });
+
+  it('over vsock (explicit or the default) it needs --enclave-cid: every enclave on the instance reaches the port', async () => {
+    const dir = await tmpDir();
+    const toml = path.join(dir, 'enclave.toml');
+    await writeFile(toml, '[log]\nsink = "vsock"\nvsock_port = 6123\n');
+    for (const args of [['--listen', 'vsock:5008'], ['--config', toml], ['--config', toml, '--db', path.join(dir, 'a.db')]]) {
+      expect(() => parseLogsArgs(args, {}), args.join(' ')).toThrow(CliUsageError);
+      expect(() => parseLogsArgs(args, {}), args.join(' ')).toThrow(/vsock:(5008|6123).* reads only the enclave's CID: give --enclave-cid CID/);
+    }
+    expect(parseLogsArgs(['--listen', 'vsock:5008', '--enclave-cid', '4'], {}).listen).toEqual({ kind: 'vsock', port: 5008, enclaveCid: 4 });
+    // accepted and ignored would be a defect: a CID with a unix/tcp listener, or one that means "any"
+    expect(() => parseLogsArgs(['--listen', 'unix:/x', '--enclave-cid', '16'], {})).toThrow(/--enclave-cid goes with a vsock listener/);
+    for (const cid of ['4294967295', '-1', 'x', '']) {
+      expect(() => parseLogsArgs(['--listen', 'vsock:5008', '--enclave-cid', cid], {}), cid).toThrow(/--enclave-cid/);
+    }
+    const io = capture();
+    expect(await runCli(['logs', '--listen', 'vsock:5008'], io)).toBe(2);
+    expect(io.errLines).toEqual([expect.stringMatching(/^enclave-agent logs: --listen vsock:5008 reads only the enclave's CID: give --enclave-cid CID/)]);
+    expect(logsCommand.help).toMatch(/--enclave-cid CID +required with vsock/);
   });
 
   it('rejects malformed flags as usage errors (exit 2, one line)', async () => {
@@ -138,7 +158,7 @@ describe('enclave-agent logs (in process, AF_UNIX)', () => {
     expect(lines).toContainEqual({ level: 'info', type: 'trx', method: 'POST', status: 200 });
     expect(lines).toContainEqual({ fine: true });
     expect(lines).toHaveLength(4);
-    expect(io.errLines.at(-1)).toBe('enclave-agent logs: stopped; 3 lines written, 1 dropped (not JSON), 0 dropped (too long), 2 connections, 0 refused');
+    expect(io.errLines.at(-1)).toBe('enclave-agent logs: stopped; 3 lines written, 1 dropped (not JSON), 0 dropped (too long), 2 connections, 0 refused, 0 from other CIDs');
     expect(io.outLines).toEqual([]);
   });
 

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LineSplitter, startLogSinkServer, validJsonLine, type LogSinkServer } from '../../src/host/log-sink-server.ts';
+import { LineSplitter, startLogSinkServer, validJsonLine, type LogSinkListen, type LogSinkServer } from '../../src/host/log-sink-server.ts';
+import type { ConnectionHandler, ConnectionInfo, Listener } from '../../src/transport/types.ts';
 import { createReconnectingLogSink, type ReconnectingLogSink } from '../../src/runtime/stream-log-sink.ts';
 import { connectStream } from '../../src/transport/connect.ts';
 import { defaultLogTarget } from '../../src/runtime/logs.ts';
@@ -197,6 +198,69 @@ describe('host log sink server', () => {
     const second = await rawClient(p);
     await new Promise<void>((resolve) => second.once('close', () => resolve()));
     expect(srv.stats).toMatchObject({ connections: 1, refused: 1 });
+  });
+
+  it("over vsock reads only the enclave's CID: another CID (or an unreadable one) is closed unread, counted, and takes no slot", async () => {
+    // Every enclave on the instance reaches the parent's vsock port, and the lines feed the activity store. A
+    // stand-in listener hands the server unix-socket connections labelled with the peer CID the native vsock
+    // listener reports: the server's own code path from there on.
+    let handle: ConnectionHandler | undefined;
+    const listenWith = (_where: LogSinkListen, o: { onConnection: ConnectionHandler }): Promise<Listener> => {
+      handle = o.onConnection;
+      return Promise.resolve({ address: 'vsock:*:5008', port: 5008, close: () => Promise.resolve() });
+    };
+    const out = collector();
+    const warnings: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line) as Record<string, unknown>) });
+    const srv = await startLogSinkServer({ listen: { kind: 'vsock', port: 5008, enclaveCid: 16 }, output: out.stream, listenWith, maxConnections: 1, logger });
+    cleanup.push(() => srv.close());
+    const pairPath = sockPath();
+    /** The enclave's end of a connection the listener reported from `info`. */
+    const peer = async (info: ConnectionInfo): Promise<net.Socket> => {
+      const pair = net.createServer();
+      await new Promise<void>((r) => pair.listen(pairPath, r));
+      const accepted = new Promise<net.Socket>((r) => pair.once('connection', r));
+      const enclave = await rawClient(pairPath);
+      handle!(await accepted, info);
+      pair.close(); // stops listening; the accepted connection stays open
+      enclave.on('error', () => {});
+      return enclave;
+    };
+    for (const info of [
+      { remote: 'vsock:17:1024', transport: 'vsock', peerCid: 17 }, // another enclave
+      { remote: 'vsock:17:1025', transport: 'vsock', peerCid: 17 }, // the same one again
+      { remote: 'vsock:3:1024', transport: 'vsock', peerCid: 3 }, // the parent itself
+      { remote: 'vsock:?', transport: 'vsock' }, // the peer address could not be read
+    ] as const) {
+      const c = await peer(info);
+      const closed = new Promise((r) => c.once('close', r));
+      c.write('{"type":"trx","method":"POST","path":"/injected","status":200}\n');
+      await closed;
+    }
+    expect(srv.stats).toMatchObject({ foreignPeers: 4, connections: 0, refused: 0, lines: 0 });
+    const refusals = warnings.filter((w) => /CID other than the enclave/.test(String(w.msg)));
+    expect(refusals.map((w) => w.peerCid)).toEqual([17, 3, null]);
+    expect(JSON.stringify(warnings)).not.toContain('injected');
+
+    // the enclave's own connection is read (the one slot was not taken by the refused ones)
+    const agent = await peer({ remote: 'vsock:16:1024', transport: 'vsock', peerCid: 16 });
+    agent.write('{"msg":"from the enclave"}\n');
+    await until(() => (srv.stats.lines === 1 ? true : undefined), 5_000, 'one line');
+    expect(out.lines()).toEqual([{ msg: 'from the enclave' }]);
+    expect(srv.stats).toMatchObject({ foreignPeers: 4, connections: 1, refused: 0 });
+  });
+
+  it('over vsock without the CID of the enclave, it refuses to start (it would read every enclave)', async () => {
+    let listened = false;
+    const listenWith = (): Promise<Listener> => {
+      listened = true;
+      return Promise.resolve({ address: 'vsock:*:5008', port: 5008, close: () => Promise.resolve() });
+    };
+    for (const enclaveCid of [undefined, -1, 1.5, 0xffffffff]) {
+      const listen = { kind: 'vsock', port: 5008, enclaveCid } as unknown as LogSinkListen;
+      await expect(startLogSinkServer({ listen, output: collector().stream, listenWith }), String(enclaveCid)).rejects.toMatchObject({ code: 'LOG_SINK_SERVER_BAD_OPTIONS', message: expect.stringContaining("enclave's CID") });
+    }
+    expect(listened).toBe(false);
   });
 
   it('stops reading from the agent while the output is backed up, then catches up', async () => {
