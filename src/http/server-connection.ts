@@ -237,6 +237,8 @@ export class ServerConnection {
     // the client sends before the app's 101 must wait for the tunnel's pipe, not flow to nobody.
     this.#held = false;
     this.socket.holdInput(false);
+    // No parser reads it any more: a tunnel's bytes go on as they come (forwarder.ts SERVER_READ_SLICE_BYTES).
+    this.socket.setReadSlice(0);
   }
 
   /** A response closed: the next request in order starts; reading resumes once none waits. */
