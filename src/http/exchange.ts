@@ -9,6 +9,7 @@ import type { ForwardContext } from '../responder/forwarder.ts';
 import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
 import { isAgentError } from '../errors.ts';
+import type { BodyBytesHolder, BufferedBodies } from './stages/decrypt.ts';
 
 export type RequestType = 'HTTP' | 'WebSocket';
 
@@ -40,7 +41,7 @@ export interface ResponseChannel {
   removeListener(event: 'close' | 'drain', listener: () => void): unknown;
 }
 
-export class Exchange {
+export class Exchange implements BodyBytesHolder {
   readonly req: RequestHead;
   /** The response, for ordinary requests; null on the upgrade path (which answers on `socket`). */
   readonly res: ResponseChannel | null;
@@ -76,6 +77,9 @@ export class Exchange {
   decryptedFields: number | (() => number) = 0;
   /** Code of the error that ended the exchange, if any. */
   errorCode: string | undefined;
+  /** The pipeline's budget for bodies held in memory (set by the decrypt stage), and what this request holds of it. */
+  bodies: BufferedBodies | null = null;
+  heldBodyBytes = 0;
 
   private doneCallbacks: (() => void)[] = [];
   private isDone = false;
@@ -89,6 +93,22 @@ export class Exchange {
     this.upstreamHeaders = init.upstreamHeaders;
     this.body = init.body;
     this.bodyLength = init.bodyLength;
+  }
+
+  holdBodyBytes(bytes: number): boolean {
+    const bodies = this.bodies;
+    if (bodies === null) return true;
+    if (!bodies.tryTake(bytes)) return false;
+    // Given back when the exchange is over (the body is held until it has gone to the app); at once if it is.
+    const first = this.heldBodyBytes === 0;
+    this.heldBodyBytes += bytes;
+    if (first) {
+      this.onDone(() => {
+        bodies.give(this.heldBodyBytes);
+        this.heldBodyBytes = 0;
+      });
+    }
+    return true;
   }
 
   /** Registers `cb` for when the exchange is over (response sent or connection gone). */

@@ -40,7 +40,7 @@ import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
 import { bodyLimitStage } from './stages/body-limit.ts';
 import { apiKeyStage } from './stages/api-key.ts';
-import { decryptStage } from './stages/decrypt.ts';
+import { BufferedBodies, decryptStage } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
 import { upgradeStage } from './stages/upgrade.ts';
@@ -66,6 +66,12 @@ export interface HttpModeOptions {
   trustForwardedFromClient?: boolean;
   /** Cap for stages that must buffer a body (default 16 MiB); over it → 413. */
   maxBufferedBodyBytes?: number;
+  /**
+   * Most bytes of request bodies buffered at once, all requests together (default 256 MiB, or
+   * maxBufferedBodyBytes if larger); past it → 503
+   * HTTP_DECRYPT_BUSY (stages/decrypt.ts BufferedBodies).
+   */
+  maxBufferedBodiesBytes?: number;
   /** Largest request body forwarded, declared or chunked (default: no limit); over it → 413 (stages/body-limit.ts). */
   maxRequestBodyBytes?: number;
   /** App response-head timeout and longest body gap (default 60 s) → 504. */
@@ -131,6 +137,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   const upstreamTimeoutMs = opts.upstreamTimeoutMs ?? 60_000;
   const headersTimeoutMs = opts.headersTimeoutMs ?? 30_000;
   const maxBufferedBodyBytes = opts.maxBufferedBodyBytes ?? 16 * 1024 * 1024;
+  // At least one body of the per-request cap fits when nothing else is held.
+  const maxBufferedBodiesBytes = opts.maxBufferedBodiesBytes ?? Math.max(256 * 1024 * 1024, maxBufferedBodyBytes);
+  if (!Number.isSafeInteger(maxBufferedBodiesBytes) || maxBufferedBodiesBytes < 0) {
+    throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxBufferedBodiesBytes: expected a non-negative integer, found ${String(maxBufferedBodiesBytes)}`);
+  }
   const logger = opts.logger ?? pino({ name: 'enclave-agent:http' });
   const ownSink = opts.logSink === undefined && opts.trxLogging !== false;
   const sink: LogSink = opts.logSink ?? (opts.trxLogging === false ? { write() {}, async close() {} } : createStdoutLogSink());
@@ -178,7 +189,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     healthEndpointStage(health, { startedAt }),
     ...common,
     ...(opts.maxRequestBodyBytes === undefined ? [] : [bodyLimitStage({ maxBodyBytes: opts.maxRequestBodyBytes })]),
-    decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes }),
+    decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes, bodies: new BufferedBodies(maxBufferedBodiesBytes) }),
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
   ]);
   /** Runs a request through the stages; a failure becomes its error answer (or a destroyed response). */

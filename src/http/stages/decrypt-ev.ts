@@ -248,7 +248,7 @@ async function scheduled<T>(work: Promise<T>): Promise<T> {
  * search of a body that is not JSON runs in steps on the scheduler (holdsTokenSteps).
  */
 async function readJsonBody(input: DecryptInput & { body: Readable }, cap: number, scheduler: DecryptScheduler): Promise<{ raw: Buffer; text: string | null }> {
-  const raw = await readBodyCapped(input.body, cap, input.contentLength);
+  const raw = await readBodyCapped(input.body, cap, input.contentLength, input.holder);
   if (raw.indexOf('ev:') < 0) return { raw, text: null };
   // Is it UTF-8 JSON: a strict decode and a JSON.parse of the whole body (8 MiB: 190–360 ms), in the pool
   // when the scheduler has one and the body is large (one job of the budget: 503 past it), else here.

@@ -12,6 +12,39 @@ import type { Exchange, Stage } from '../exchange.ts';
 import type { HeaderList } from '../headers.ts';
 import { HttpModeError } from '../errors.ts';
 
+/**
+ * Bytes of request bodies a pipeline holds in memory at once. A stage that buffers a body (readBodyCapped)
+ * takes its bytes here as they arrive and gives them back when the exchange is over: the per-request cap
+ * (`maxBufferedBodyBytes`) times the number of connections is no bound (1,024 TLS connections × 8 MiB of
+ * JSON each is 8 GiB, and a client holds it with one byte per body gap).
+ */
+export class BufferedBodies {
+  #held = 0;
+  constructor(readonly maxBytes: number) {}
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Takes `bytes`; false (nothing taken) when that would pass the cap. */
+  tryTake(bytes: number): boolean {
+    if (this.#held + bytes > this.maxBytes) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.#held -= bytes;
+  }
+}
+
+/** Where a buffering stage counts what it holds (the Exchange: given back when it is over). */
+export interface BodyBytesHolder {
+  /** Counts `bytes` more held for this request; false when the pipeline's budget is spent. */
+  holdBodyBytes(bytes: number): boolean;
+}
+
 export interface DecryptInput {
   readonly method: string;
   /** Request target as received (path and query). */
@@ -25,6 +58,8 @@ export interface DecryptInput {
   /** The cap for stages that buffer the body. */
   readonly maxBufferedBodyBytes: number;
   readonly requestId: string;
+  /** Counts the bytes of a body the stage buffers (pass to readBodyCapped). */
+  readonly holder?: BodyBytesHolder;
 }
 
 export interface DecryptOutput {
@@ -39,8 +74,9 @@ export interface DecryptOutput {
 /** Returns null to pass the request through unchanged. */
 export type DecryptStage = (input: DecryptInput) => DecryptOutput | null | Promise<DecryptOutput | null>;
 
-export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number }): Stage {
+export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number; bodies?: BufferedBodies }): Stage {
   const decrypt = opts.decrypt;
+  const bodies = opts.bodies ?? null;
   if (decrypt === undefined) return (_ex, next) => next();
   const apply = (ex: Exchange, out: DecryptOutput | null): void => {
     if (out === null) return;
@@ -49,6 +85,7 @@ export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyByte
     ex.decryptedFields = out.decryptedFields;
   };
   return (ex, next) => {
+    ex.bodies = bodies;
     // A refusal thrown here (422, 400, ...) becomes the pipeline's error answer (compose turns it into a rejection).
     const out = decrypt({
       method: ex.req.method ?? 'GET',
@@ -58,6 +95,7 @@ export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyByte
       contentLength: ex.bodyLength,
       maxBufferedBodyBytes: opts.maxBufferedBodyBytes,
       requestId: ex.requestId,
+      holder: ex,
     });
     // Most requests are decided without reading the body: no promise to wait for then.
     if (out === null || !(out instanceof Promise)) {
@@ -75,7 +113,7 @@ export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyByte
  * Reads a whole body into memory, refusing with 413 as soon as it exceeds `max` bytes (or when the
  * declared length already does). For stages that need the complete body.
  */
-export async function readBodyCapped(body: Readable, max: number, declaredLength: number | null = null): Promise<Buffer> {
+export async function readBodyCapped(body: Readable, max: number, declaredLength: number | null = null, holder?: BodyBytesHolder): Promise<Buffer> {
   const tooLarge = (): HttpModeError =>
     new HttpModeError('HTTP_BODY_TOO_LARGE', 413, `request body larger than the ${max}-byte limit for bodies the agent must buffer`);
   if (declaredLength !== null && declaredLength > max) throw tooLarge();
@@ -84,6 +122,9 @@ export async function readBodyCapped(body: Readable, max: number, declaredLength
   for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     total += chunk.length;
     if (total > max) throw tooLarge();
+    if (holder !== undefined && !holder.holdBodyBytes(chunk.length)) {
+      throw new HttpModeError('HTTP_DECRYPT_BUSY', 503, 'the agent holds as many request bodies in memory as it may; nothing was forwarded, retry later');
+    }
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
