@@ -14,6 +14,7 @@ import { listenUnix } from '../transport/unix.ts';
 import { refreshingCredentials, type RefreshingCredentials } from './credentials-cache.ts';
 import { CredentialsError } from './credentials-errors.ts';
 import { isLoopbackHost } from './listen.ts';
+import { ForeignPeers, servedCid } from './vsock-peer.ts';
 import { credentialsAnswer, encodeFrame, errorAnswer, FrameReader, GET_CREDENTIALS, MAX_REQUEST_BYTES, type CredentialSource } from './credentials-protocol.ts';
 
 /** Over vsock, `agentCid` is the CID of the enclave whose agent is served: the only peer answered. */
@@ -86,17 +87,10 @@ async function listenOn(where: CredentialsListen, opts: ListenOptions): Promise<
   }
 }
 
-/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
-const VMADDR_CID_ANY = 0xffffffff;
-
 /** The only peer CID served over vsock; refuses options that would leave it unknown (every enclave served). */
 function agentCidOf(where: CredentialsListen): number | undefined {
   if (where.kind !== 'vsock') return undefined;
-  const cid: unknown = (where as { agentCid?: unknown }).agentCid;
-  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
-    throw new CredentialsError('CREDENTIALS_BAD_OPTIONS', `credentials over vsock answer only the agent's enclave CID, found ${String(cid)}: give the CID of the agent served (0..${VMADDR_CID_ANY - 1})`);
-  }
-  return cid;
+  return servedCid((where as { agentCid?: unknown }).agentCid, (reason) => new CredentialsError('CREDENTIALS_BAD_OPTIONS', `credentials over vsock answer only the agent's enclave CID, ${reason}`));
 }
 
 export async function startCredentialsServer(opts: CredentialsServerOptions): Promise<CredentialsServer> {
@@ -109,14 +103,13 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
     onStaleServed: (err) => logger.warn({ type: 'credentials', error: errorName(err) }, 'credential refresh failed; serving the cached credentials until they expire'),
   });
   const counters = { served: 0, refused: 0, failed: 0, foreignPeers: 0 };
+  const foreign = new ForeignPeers(agentCid, logger, "credentials connection from a CID other than the agent's; closed unanswered");
   const streams = new Set<Duplex>();
   const idleMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
-    if (info.transport === 'vsock' && (agentCid === undefined || info.peerCid !== agentCid)) {
-      counters.foreignPeers++;
-      logger.warn({ type: 'credentials', remote: info.remote, agentCid: agentCid ?? null }, "credentials connection from a CID other than the agent's; closed unanswered");
-      stream.destroy();
+    if (foreign.refuse(stream, info)) {
+      counters.foreignPeers = foreign.count;
       return;
     }
     streams.add(stream);

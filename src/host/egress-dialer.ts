@@ -35,6 +35,7 @@ import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types
 import { listenUnix } from '../transport/unix.ts';
 import { forwardDnsQuery, systemResolvers, type ResolverAddress } from './egress-dialer-dns.ts';
 import { isLoopbackHost } from './listen.ts';
+import { ForeignPeers, servedCid } from './vsock-peer.ts';
 
 export const DEFAULT_EGRESS_VSOCK_PORT = 8001;
 const HEADER_TIMEOUT_MS = 5_000;
@@ -100,19 +101,10 @@ async function listenOn(where: EgressDialerListen, opts: ListenOptions): Promise
   }
 }
 
-/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
-const VMADDR_CID_ANY = 0xffffffff;
-/** Distinct refused CIDs logged at warn (each once); enclaves on one instance are few, so this is never reached. */
-const MAX_LOGGED_FOREIGN_CIDS = 1024;
-
 /** The only peer CID served over vsock; refuses options that would leave it unknown (every enclave served). */
 function agentCidOf(where: EgressDialerListen): number | undefined {
   if (where.kind !== 'vsock') return undefined;
-  const cid: unknown = (where as { agentCid?: unknown }).agentCid;
-  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
-    throw new EgressError('EGRESS_SETUP_FAILED', `egress dialer: over vsock it serves only the agent's enclave CID, found ${String(cid)}: give the CID of the agent served (0..${VMADDR_CID_ANY - 1})`);
-  }
-  return cid;
+  return servedCid((where as { agentCid?: unknown }).agentCid, (reason) => new EgressError('EGRESS_SETUP_FAILED', `egress dialer: over vsock it serves only the agent's enclave CID, ${reason}`));
 }
 
 export async function startEgressDialer(opts: EgressDialerOptions): Promise<EgressDialer> {
@@ -137,9 +129,7 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
   let serving = 0;
   let refusedBusy = 0;
   let saturated = false;
-  let foreignPeers = 0;
-  /** Refused peer CIDs already logged at warn ('?': unreadable); the rest are counted, logged at debug. */
-  const loggedForeign = new Set<number | '?'>();
+  const foreign = new ForeignPeers(agentCid, logger, "egress dialer: stream from a CID other than the agent's; closed unanswered");
 
   const answer = (stream: Duplex, status: (typeof Status)[keyof typeof Status], body: string | Buffer, errno = 0): void => {
     stream.write(encodeResponse({ status, errno, body }));
@@ -205,21 +195,9 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     );
   };
 
-  /** Over vsock, true when the peer is not the agent: the stream is closed before a byte is read or written. */
-  const refuseForeign = (stream: Duplex, info: ConnectionInfo): boolean => {
-    if (info.transport !== 'vsock' || (agentCid !== undefined && info.peerCid === agentCid)) return false;
-    foreignPeers++;
-    const cid = info.peerCid ?? '?';
-    const first = !loggedForeign.has(cid) && loggedForeign.size < MAX_LOGGED_FOREIGN_CIDS;
-    if (first) loggedForeign.add(cid);
-    logger[first ? 'warn' : 'debug']({ peerCid: info.peerCid ?? null, agentCid: agentCid ?? null, foreignPeers }, "egress dialer: stream from a CID other than the agent's; closed unanswered");
-    stream.on('error', () => {});
-    stream.destroy();
-    return true;
-  };
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
-    if (refuseForeign(stream, info)) return;
+    if (foreign.refuse(stream, info)) return; // over vsock, before a byte is read or written
     allowHalfOpen(stream);
     stream.on('error', () => {});
     streams.add(stream);
@@ -278,7 +256,7 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
       return closedWaiting;
     },
     get foreignPeers() {
-      return foreignPeers;
+      return foreign.count;
     },
     async close() {
       await listener.close();

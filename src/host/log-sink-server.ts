@@ -14,6 +14,7 @@ import { AgentError } from '../errors.ts';
 import { listenTcp } from '../transport/tcp.ts';
 import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
+import { ForeignPeers, servedCid } from './vsock-peer.ts';
 
 export type LogSinkServerErrorCode = 'LOG_SINK_SERVER_BAD_OPTIONS';
 
@@ -77,19 +78,10 @@ export interface LogSinkServer {
 }
 
 const NEWLINE = 0x0a;
-/** VMADDR_CID_ANY (src/transport/vsock.ts, not imported here: it loads the native addon's wrapper). */
-const VMADDR_CID_ANY = 0xffffffff;
-/** Distinct refused CIDs logged at warn (each once); enclaves on one instance are few, so this is never reached. */
-const MAX_LOGGED_FOREIGN_CIDS = 1024;
-
 /** The only peer CID read over vsock; refuses options that would leave it unknown (every enclave read). */
 function enclaveCidOf(where: LogSinkListen): number | undefined {
   if (where.kind !== 'vsock') return undefined;
-  const cid: unknown = (where as { enclaveCid?: unknown }).enclaveCid;
-  if (typeof cid !== 'number' || !Number.isInteger(cid) || cid < 0 || cid >= VMADDR_CID_ANY) {
-    throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `over vsock the log sink reads only the enclave's CID, found ${String(cid)}: give the CID of the enclave whose logs these are (0..${VMADDR_CID_ANY - 1})`);
-  }
-  return cid;
+  return servedCid((where as { enclaveCid?: unknown }).enclaveCid, (reason) => new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `over vsock the log sink reads only the enclave's CID, ${reason}`));
 }
 
 async function listenOn(l: LogSinkListen, opts: ListenOptions): Promise<Listener> {
@@ -194,8 +186,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
   const logger = opts.logger ?? pino({ enabled: false });
   const output = opts.output;
   const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0 };
-  /** Refused peer CIDs already logged at warn ('?': unreadable); the rest are counted, logged at debug. */
-  const loggedForeign = new Set<number | '?'>();
+  const foreign = new ForeignPeers(enclaveCid, logger, "log connection from a CID other than the enclave's; closed unread");
   const open = new Set<Duplex>();
   let outputBlocked = false;
 
@@ -207,14 +198,8 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
     // Before the connection cap: another enclave must neither inject lines nor take the agent's slots.
-    if (info.transport === 'vsock' && (enclaveCid === undefined || info.peerCid !== enclaveCid)) {
-      stats.foreignPeers++;
-      const cid = info.peerCid ?? '?';
-      const first = !loggedForeign.has(cid) && loggedForeign.size < MAX_LOGGED_FOREIGN_CIDS;
-      if (first) loggedForeign.add(cid);
-      logger[first ? 'warn' : 'debug']({ peerCid: info.peerCid ?? null, enclaveCid: enclaveCid ?? null, foreignPeers: stats.foreignPeers }, "log connection from a CID other than the enclave's; closed unread");
-      stream.on('error', () => {});
-      stream.destroy();
+    if (foreign.refuse(stream, info)) {
+      stats.foreignPeers = foreign.count;
       return;
     }
     if (open.size >= maxConnections) {

@@ -293,7 +293,7 @@ describe('host dialer over vsock: only the agent it serves', () => {
       // warn once per refused CID, with the CID, never the request
       const refusals = warnings.filter((w) => /CID other than the agent/.test(String(w.msg)));
       expect(refusals.map((w) => w.peerCid)).toEqual([17, 3, null, 18]);
-      expect(refusals.every((w) => w.agentCid === 16)).toBe(true);
+      expect(refusals.every((w) => w.servedCid === 16)).toBe(true);
       expect(JSON.stringify(warnings)).not.toMatch(/ok\.test|127\.0\.0\.2/);
 
       const flow = await openFlow(peer({ remote: 'vsock:16:1024', transport: 'vsock', peerCid: 16 }), { ip: '127.0.0.2', port: upstreamPort, timeoutMs: 2_000, name: 'ok.test' });
