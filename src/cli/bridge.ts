@@ -125,7 +125,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   }
   let target;
   try {
-    target = parseTarget(values.agent ?? `vsock:${int('--enclave-cid', values['enclave-cid']!, 0, 0xffffffff)}:${AGENT_PORT}`);
+    target = parseTarget(values.agent ?? `vsock:${int('--enclave-cid', values['enclave-cid']!, 0, 0xfffffffe)}:${AGENT_PORT}`);
   } catch (err) {
     if (err instanceof TransportError) throw new CliUsageError(`--agent: ${err.message}`);
     throw err;

@@ -129,6 +129,7 @@ export function parseTarget(text: string): StreamTarget {
     return { kind: 'tcp', host: m[1] ?? m[2]!, port };
   }
   const cid = Number(m[2]);
-  if (cid > 0xffffffff || port < 1 || port > 0xffffffff) throw bad('cid or port out of range');
+  // 0xffffffff is VMADDR_CID_ANY: a way to listen, never a peer to connect to.
+  if (cid >= 0xffffffff || port < 1 || port > 0xffffffff) throw bad('cid or port out of range');
   return { kind: 'vsock', cid, port };
 }

@@ -20,6 +20,9 @@ describe('enclave-agent bridge flags', () => {
     expect(parseBridgeArgs(['--agent', 'unix:/run/a.sock']).target).toEqual({ kind: 'unix', path: '/run/a.sock' });
     expect(parseBridgeArgs(['--agent', 'vsock:16:5007']).target).toEqual({ kind: 'vsock', cid: 16, port: 5007 });
     expect(parseBridgeArgs(['--enclave-cid', '16']).target).toEqual({ kind: 'vsock', cid: 16, port: 5000 });
+    // VMADDR_CID_ANY names no enclave: a usage error, not a start-up failure of the vsock services.
+    expect(() => parseBridgeArgs(['--enclave-cid', '4294967295'])).toThrow(CliUsageError);
+    expect(() => parseBridgeArgs(['--agent', 'vsock:4294967295:5000'])).toThrow(CliUsageError);
   });
 
   it('parses --listen (IPv4 and bracketed IPv6), --port/--host and the numeric options', () => {

@@ -200,7 +200,7 @@ describe('parseTarget', () => {
   });
 
   it('rejects unknown schemes and malformed addresses with TRANSPORT_BAD_TARGET', () => {
-    for (const bad of ['127.0.0.1:5000', 'http:x:1', 'tcp:127.0.0.1', 'tcp::1:5000', 'tcp:h:0', 'vsock:x:1', 'vsock:3', 'unix:']) {
+    for (const bad of ['127.0.0.1:5000', 'http:x:1', 'tcp:127.0.0.1', 'tcp::1:5000', 'tcp:h:0', 'vsock:x:1', 'vsock:3', 'vsock:4294967295:5000', 'unix:']) {
       expect(() => parseTarget(bad), bad).toThrow(TransportError);
     }
   });
