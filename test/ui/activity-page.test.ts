@@ -235,7 +235,9 @@ describe('the activity page in chromium', () => {
 describe('the activity page with a token, in chromium', () => {
   it('asks for the token, refuses a wrong one, and opens with the right one', async () => {
     const token = 'a-token-long-enough-for-the-rule';
-    const service = await startActivityService({ file: path.join(dir, 'token.db'), ui: { host: '127.0.0.1', port: 0, token } });
+    // The log sink's counters as `logs` hands them over (a stand-in: this page has no sink of its own).
+    const sinkStats = (): object => ({ lines: 12, invalid: 1, oversized: 0, connections: 1, refused: 0, foreignPeers: 3 });
+    const service = await startActivityService({ file: path.join(dir, 'token.db'), ui: { host: '127.0.0.1', port: 0, token }, sinkStats });
     try {
       const tab = await context!.newPage();
       await tab.goto(service.url!);
@@ -249,6 +251,9 @@ describe('the activity page with a token, in chromium', () => {
       await tab.waitForSelector('#view-activity');
       await tab.waitForFunction(() => document.getElementById('live-state')?.textContent === 'live');
       await tab.screenshot({ path: path.join(ARTIFACTS, 'token-login-done.png') });
+      await tab.click('#tab-enclave');
+      await tab.waitForSelector('#s-sink');
+      expect(await tab.textContent('#s-sink .v')).toBe('12 lines, 1 not JSON, 0 too long, 1 connections, 0 refused, 3 from other enclaves (closed unread)');
       await tab.close();
     } finally {
       await service.close();
