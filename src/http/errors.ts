@@ -12,6 +12,8 @@ export type HttpModeErrorCode =
   | 'HTTP_REQUEST_TIMEOUT'
   | 'HTTP_BODY_TOO_LARGE'
   | 'HTTP_METHOD_NOT_ALLOWED'
+  /** A request Transfer-Encoding other than `chunked` alone (501). */
+  | 'HTTP_UNSUPPORTED_TRANSFER_CODING'
   | 'HTTP_APP_UNREACHABLE'
   | 'HTTP_APP_TIMEOUT'
   | 'HTTP_APP_BAD_RESPONSE'

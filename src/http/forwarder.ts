@@ -332,6 +332,13 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
       return;
     }
+    // Node's parser takes `gzip, chunked` (the last coding is chunked) and undoes only the chunked framing: the
+    // app would get the still-coded bytes with nothing saying so. Only `chunked` itself is relayed (RFC 9112 §6.1).
+    const te = req.headers['transfer-encoding'];
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+      respondError(ex, new HttpModeError('HTTP_UNSUPPORTED_TRANSFER_CODING', 501, 'expected Transfer-Encoding: chunked alone; other transfer codings are not relayed'));
+      return;
+    }
     runHttpPipeline(ex, res);
   }
 

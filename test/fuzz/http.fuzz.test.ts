@@ -192,7 +192,8 @@ async function check(chunks: Uint8Array[]): Promise<Response[]> {
   const start = Buffer.concat(chunks.slice(0, 5)).subarray(0, 5).toString('latin1');
   const responses = parseResponses(raw, start === 'HEAD ');
   if (errors.length > before) throw new Error(`a stage failed with an untyped error: ${errors.slice(before).join(' | ')}`);
-  for (const r of responses) if (r.status >= 500 && r.status !== 502 && r.status !== 503 && r.status !== 504) throw new Error(`answered ${r.status}`);
+  // 501: a Transfer-Encoding other than chunked (HTTP_UNSUPPORTED_TRANSFER_CODING), a typed refusal.
+  for (const r of responses) if (r.status >= 500 && r.status !== 501 && r.status !== 502 && r.status !== 503 && r.status !== 504) throw new Error(`answered ${r.status}`);
   return responses;
 }
 
