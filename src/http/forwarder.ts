@@ -44,6 +44,7 @@ import { BufferedBodies, decryptStage } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
 import { upgradeStage } from './stages/upgrade.ts';
+import { requestShapeStage } from './stages/request-shape.ts';
 import { randomUUID } from 'node:crypto';
 
 /**
@@ -174,27 +175,26 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   };
   const requestId = requestIdStage({ header: requestIdHeader });
   const trxLog = trxLogStage(trx);
-  const common: Stage[] = [
-    requestId,
-    trxLog,
-    clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient }),
-    // Before anything that touches the app (body limit, decrypt, forward, upgrade).
-    ...(opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })]),
-  ];
+  const clientAddress = clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient });
+  // Before anything that touches the app (body limit, decrypt, forward, upgrade).
+  const apiKey = opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })];
+  const common: Stage[] = [requestId, trxLog, clientAddress, ...apiKey];
+  // The http.Server path also puts its targets and transfer codings in shape (stages/request-shape.ts); the fast
+  // paths' requests are plain already and pay nothing for it.
+  const serverCommon: Stage[] = [requestId, trxLog, requestShapeStage(), clientAddress, ...apiKey];
   const observe = opts.observe;
   const observed: Stage[] = observe === undefined ? [] : [(ex, next) => (ex.onDone(() => observe(ex)), next())];
-  const httpPipeline = compose([
-    ...observed,
-    attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }),
-    healthEndpointStage(health, { startedAt }),
-    ...common,
+  const endpoints: Stage[] = [attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }), healthEndpointStage(health, { startedAt })];
+  const toApp: Stage[] = [
     ...(opts.maxRequestBodyBytes === undefined ? [] : [bodyLimitStage({ maxBodyBytes: opts.maxRequestBodyBytes })]),
     decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes, bodies: new BufferedBodies(maxBufferedBodiesBytes) }),
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
-  ]);
+  ];
+  const httpPipeline = compose([...observed, ...endpoints, ...common, ...toApp]);
+  const serverHttpPipeline = compose([...observed, ...endpoints, ...serverCommon, ...toApp]);
   /** Runs a request through the stages; a failure becomes its error answer (or a destroyed response). */
-  const runHttpPipeline = (ex: Exchange, res: { destroy(): unknown }): void => {
-    httpPipeline(ex).catch((err: unknown) => {
+  const runHttpPipeline = (ex: Exchange, res: { destroy(): unknown }, pipeline = httpPipeline): void => {
+    pipeline(ex).catch((err: unknown) => {
       if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'HTTP stage failed');
       try {
         respondError(ex, err);
@@ -205,7 +205,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   };
   const upgradePipeline = compose([
     ...observed,
-    ...common,
+    ...serverCommon,
     upgradeStage({ host, port: opts.appPort, timeoutMs: upstreamTimeoutMs, dropResponseHeaders: agentHeaders }),
   ]);
   /**
@@ -332,14 +332,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
       return;
     }
-    // Node's parser takes `gzip, chunked` (the last coding is chunked) and undoes only the chunked framing: the
-    // app would get the still-coded bytes with nothing saying so. Only `chunked` itself is relayed (RFC 9112 §6.1).
-    const te = req.headers['transfer-encoding'];
-    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
-      respondError(ex, new HttpModeError('HTTP_UNSUPPORTED_TRANSFER_CODING', 501, 'expected Transfer-Encoding: chunked alone; other transfer codings are not relayed'));
-      return;
-    }
-    runHttpPipeline(ex, res);
+    runHttpPipeline(ex, res, serverHttpPipeline);
   }
 
   // Expect: 100-continue. A stream's client may wait for the interim 100 before sending its body, so it gets

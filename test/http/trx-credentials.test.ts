@@ -43,7 +43,8 @@ describe('the trx record of a request with userinfo', () => {
     const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink });
     try {
       const r = await dataRequest(fwd, 'GET http://alice:S3CRET-PW@app.test/pay?card=4111 HTTP/1.1\r\nHost: app.test\r\n\r\n', fakeContext());
-      expect(r.status).toBe(200);
+      // Refused (userinfo in a target is an error, RFC 9110 §4.2.4: absolute-form.test.ts), and recorded.
+      expect(r.status).toBe(400);
       await vi.waitFor(() => expect(sink.records).toHaveLength(1));
       expect(sink.records[0]!.path).toBe('http://***@app.test/pay?card=***');
       expect(JSON.stringify(sink.records[0])).not.toContain('S3CRET');

@@ -1,0 +1,36 @@
+// Stage: what the http.Server path takes that the app must not see as it came (the fast paths never take
+// either). Runs after the transaction log's stage, so a refusal has its record.
+//   - A target in absolute-form (`http://host/path`, which Node's parser takes) becomes origin-form, and its
+//     authority the request's only Host: the agent is the origin server its clients talk to (RFC 9112
+//     §3.2.2), and an app handed `http://other/x` beside `Host: a` sees two hosts for one request. A target
+//     with userinfo or without a host is refused, 400 (RFC 9110 §4.2.4). Origin-form targets are not touched.
+//   - A Transfer-Encoding other than `chunked` alone (`gzip, chunked`: Node undoes only the chunked framing,
+//     and the app would get still-coded bytes with nothing saying so) is refused, 501 (RFC 9112 §6.1).
+import type { IncomingMessage } from 'node:http';
+import type { Stage } from '../exchange.ts';
+import { HttpModeError } from '../errors.ts';
+import { setHeader } from '../headers.ts';
+
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)(?=[/?#]|$)([^#]*)/i;
+
+export function requestShapeStage(): Stage {
+  return (ex, next) => {
+    const req = ex.req as IncomingMessage;
+    const url = req.url ?? '/';
+    if (url.charCodeAt(0) !== 0x2f && url !== '*' && req.method !== 'CONNECT') {
+      const m = ABSOLUTE_FORM.exec(url);
+      if (m === null) {
+        throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'expected a request target in origin-form, or absolute-form http(s)://host/path without userinfo');
+      }
+      const rest = m[2]!;
+      req.url = rest.startsWith('/') ? rest : `/${rest}`;
+      setHeader(ex.upstreamHeaders, 'host', m[1]!);
+    }
+    // A body without a declared length came with a Transfer-Encoding (forwarder.ts newExchange).
+    const te = ex.body !== null && ex.bodyLength === null ? req.headers['transfer-encoding'] : undefined;
+    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+      throw new HttpModeError('HTTP_UNSUPPORTED_TRANSFER_CODING', 501, 'expected Transfer-Encoding: chunked alone; other transfer codings are not relayed');
+    }
+    return next();
+  };
+}
