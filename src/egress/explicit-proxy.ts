@@ -58,7 +58,7 @@ function reply(socket: Duplex, status: number, reason: string, body: string): vo
 function targetOf(head: ProxyHead): { host: string; port: number; path: string | null } | { error: string; status: number } {
   if (head.method === 'CONNECT') {
     const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]/]+):(\d{1,5})$/.exec(head.target);
-    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return { status: 400, error: `CONNECT needs host:port, found ${JSON.stringify(head.target.slice(0, 100))}` };
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) return { status: 400, error: `CONNECT needs host:port (the ${head.target.length}-character target is not; not shown: it may hold credentials)` };
     return { host: m[1]!, port: Number(m[2]), path: null };
   }
   if (/^https:\/\//i.test(head.target)) return { status: 400, error: 'use CONNECT: this proxy does not fetch https:// URLs for you (set HTTPS_PROXY and let the client tunnel)' };
@@ -67,7 +67,7 @@ function targetOf(head: ProxyHead): { host: string; port: number; path: string |
   try {
     url = new URL(head.target);
   } catch {
-    return { status: 400, error: `bad URL ${JSON.stringify(head.target.slice(0, 100))}` };
+    return { status: 400, error: `bad http:// URL (${head.target.length} characters; not shown: its query may hold secrets)` };
   }
   if (url.username !== '' || url.password !== '') return { status: 400, error: 'credentials in the URL are not forwarded' };
   return { host: url.hostname, port: url.port === '' ? 80 : Number(url.port), path: `${url.pathname}${url.search}` };

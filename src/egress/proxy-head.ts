@@ -27,18 +27,20 @@ export function parseHead(text: string): ProxyHead {
   const lines = text.split('\r\n');
   // Lines end in CRLF only: a lone LF or CR inside one would end a line for a lenient upstream (Python's
   // http.server does), and whatever follows — another Host, a second request — would reach it unchecked.
-  const bad = lines.find(hasControl);
-  if (bad !== undefined) throw new EgressError('EGRESS_BAD_FRAME', `control character in the request head: ${JSON.stringify(bad.slice(0, 100))}`);
+  // Errors say which line, never what it holds: the app's head carries its credentials, query values and cookies,
+  // and the message goes back in the 400 body (and may be logged by whoever reads it).
+  const bad = lines.findIndex(hasControl);
+  if (bad >= 0) throw new EgressError('EGRESS_BAD_FRAME', `control character (CR, LF, NUL or DEL) inside line ${bad + 1} of the request head`);
   const parts = lines[0]!.split(' ');
   if (parts.length !== 3 || !TOKEN.test(parts[0]!) || parts[1] === '' || !/^HTTP\/1\.[01]$/.test(parts[2]!)) {
-    throw new EgressError('EGRESS_BAD_FRAME', `bad request line ${JSON.stringify(lines[0]!.slice(0, 100))}`);
+    throw new EgressError('EGRESS_BAD_FRAME', `bad request line (${parts.length} space-separated parts): expected "METHOD target HTTP/1.1"`);
   }
   const headers: [string, string][] = [];
-  for (const line of lines.slice(1)) {
-    if (line === '') continue;
+  for (const [i, line] of lines.entries()) {
+    if (i === 0 || line === '') continue;
     const colon = line.indexOf(':');
     const name = colon > 0 ? line.slice(0, colon) : '';
-    if (!TOKEN.test(name)) throw new EgressError('EGRESS_BAD_FRAME', `bad header line ${JSON.stringify(line.slice(0, 100))}`);
+    if (!TOKEN.test(name)) throw new EgressError('EGRESS_BAD_FRAME', `bad header line ${i + 1}: no header name (a token) before ":"`);
     headers.push([name, line.slice(colon + 1).trim()]);
   }
   return { method: parts[0]!, target: parts[1]!, version: parts[2]!, headers };
