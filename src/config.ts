@@ -77,6 +77,8 @@ export interface Config {
     /** HTTP mode: largest request body forwarded (Content-Length or chunked); more → 413. Raw mode: unused. */
     max_request_bytes: number;
     max_buffered_body_bytes: number;
+    /** HTTP mode: bytes of request bodies buffered at once, every request of every thread together; more → 503. */
+    max_buffered_bodies_bytes: number;
     /** Most ev: values decrypted for one request (HTTP mode: headers and body; local API /decrypt) or encrypted by /encrypt; more → 413. */
     max_decrypt_fields: number;
     /** Most requests (HTTP mode and local API /encrypt, /decrypt) doing ev: work at once; more → 503 / 429. */
@@ -250,6 +252,7 @@ const SCHEMA: Schema = {
       max_in_flight: int(64, 1, 10_000),
       max_request_bytes: int(16 * MiB, 1024, 1024 * MiB),
       max_buffered_body_bytes: int(8 * MiB, 1024, 1024 * MiB),
+      max_buffered_bodies_bytes: int(256 * MiB, 1024, 64 * 1024 * MiB),
       max_decrypt_fields: int(1024, 1, 1_000_000),
       max_concurrent_decrypts: int(16, 1, 10_000),
       handshake_timeout_ms: int(10 * SEC, 100, 600 * SEC),
@@ -563,6 +566,9 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
     }
   }
   checkAcme(config);
+  if (config.limits.max_buffered_bodies_bytes < config.limits.max_buffered_body_bytes) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `limits.max_buffered_bodies_bytes: expected at least limits.max_buffered_body_bytes (${config.limits.max_buffered_body_bytes}): one such body must fit, found ${config.limits.max_buffered_bodies_bytes}`);
+  }
   if (config.log.sink === 'file' && !config.log.path) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'log.path: required when log.sink = "file"');
   }

@@ -9,7 +9,7 @@ import type { ForwardContext } from '../responder/forwarder.ts';
 import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
 import { isAgentError } from '../errors.ts';
-import type { BodyBytesHolder, BufferedBodies } from './stages/decrypt.ts';
+import type { BodyBytesHolder, BufferedBodiesLike } from './stages/decrypt.ts';
 
 export type RequestType = 'HTTP' | 'WebSocket';
 
@@ -78,7 +78,7 @@ export class Exchange implements BodyBytesHolder {
   /** Code of the error that ended the exchange, if any. */
   errorCode: string | undefined;
   /** The pipeline's budget for bodies held in memory (set by the decrypt stage), and what this request holds of it. */
-  bodies: BufferedBodies | null = null;
+  bodies: BufferedBodiesLike | null = null;
   heldBodyBytes = 0;
 
   private doneCallbacks: (() => void)[] = [];

@@ -40,7 +40,7 @@ import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
 import { bodyLimitStage } from './stages/body-limit.ts';
 import { apiKeyStage } from './stages/api-key.ts';
-import { BufferedBodies, decryptStage } from './stages/decrypt.ts';
+import { BufferedBodies, decryptStage, type BufferedBodiesLike } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
 import { upgradeStage } from './stages/upgrade.ts';
@@ -73,6 +73,8 @@ export interface HttpModeOptions {
    * HTTP_DECRYPT_BUSY (stages/decrypt.ts BufferedBodies).
    */
   maxBufferedBodiesBytes?: number;
+  /** Counts buffered bodies here instead (the process-wide budget of the session threads); maxBufferedBodiesBytes is then unused. */
+  bufferedBodies?: BufferedBodiesLike;
   /** Largest request body forwarded, declared or chunked (default: no limit); over it → 413 (stages/body-limit.ts). */
   maxRequestBodyBytes?: number;
   /** App response-head timeout and longest body gap (default 60 s) → 504. */
@@ -187,7 +189,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   const endpoints: Stage[] = [attestationEndpointStage({ corsOrigin: opts.corsOrigin, logger }), healthEndpointStage(health, { startedAt })];
   const toApp: Stage[] = [
     ...(opts.maxRequestBodyBytes === undefined ? [] : [bodyLimitStage({ maxBodyBytes: opts.maxRequestBodyBytes })]),
-    decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes, bodies: new BufferedBodies(maxBufferedBodiesBytes) }),
+    decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes, bodies: opts.bufferedBodies ?? new BufferedBodies(maxBufferedBodiesBytes) }),
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
   ];
   const httpPipeline = compose([...observed, ...endpoints, ...common, ...toApp]);

@@ -17,6 +17,7 @@ import { COUNTER_REGION_SLOTS, regionCounters, SharedCount, sumRegions, type Thr
 import { SharedLock } from './shared-lock.ts';
 import { NONCE_WORDS, SharedControlNonce } from './shared-nonce.ts';
 import type { TlsConnectionSlots } from '../ingress/tls-ingress.ts';
+import type { BufferedBodiesLike } from '../http/stages/decrypt.ts';
 
 /** Plain data to postMessage to a worker: the shared memory and the sizes it was laid out with. */
 export interface SharedAdmissionInit {
@@ -33,6 +34,8 @@ export interface SharedAdmissionInit {
   /** TLS ingress on the workers: its maxConnections and maxPendingHandshakes (0 when TLS ingress is off). */
   readonly maxTlsConnections: number;
   readonly maxTlsHandshakes: number;
+  /** HTTP mode: request body bytes buffered at once over every thread's forwarder (0: no shared budget). */
+  readonly maxBufferedBodies: number;
 }
 
 /**
@@ -64,7 +67,9 @@ const W = {
   tlsRefused: 14 + NONCE_WORDS, // read as unsigned: 2^32 refusals before it wraps
 } as const;
 const SALT_BYTES = 16;
+/** BigInt64 words: the output budget's total and peak, then the buffered bodies' total. */
 const TOTALS_OFFSET = 128;
+const BODIES_TOTAL = 2;
 const REGIONS_OFFSET = 192;
 
 function layout(threads: number, clientSlots: number): { regions: number; table: number; bytes: number } {
@@ -95,11 +100,13 @@ export class SharedAdmission {
   readonly controlNonce: ControlNonceState;
   /** TLS ingress connections and handshakes across threads (tls-ingress.ts on the workers). */
   readonly tls: SharedTlsSlots;
+  /** HTTP mode: request bodies the forwarders of every thread buffer (stages/decrypt.ts), one process-wide total. */
+  readonly bufferedBodies: BufferedBodiesLike;
   readonly #regions: Float64Array;
   readonly #counters = new Map<number, ThreadCounters>();
 
   /** Main thread: allocates the state for the main thread (index 0) and `workers` workers (1..workers). */
-  static create(opts: { limits: Limits; workers: number; maxConcurrentDecrypts: number; tls?: { maxConnections: number; maxPendingHandshakes: number } }): SharedAdmission {
+  static create(opts: { limits: Limits; workers: number; maxConcurrentDecrypts: number; tls?: { maxConnections: number; maxPendingHandshakes: number }; maxBufferedBodies?: number }): SharedAdmission {
     const { limits } = opts;
     const threads = positiveInt('workers', opts.workers, 0) + 1;
     const maxSessions = positiveInt('limits.maxSessions', limits.maxSessions);
@@ -118,6 +125,7 @@ export class SharedAdmission {
       maxConcurrentDecrypts: positiveInt('maxConcurrentDecrypts', opts.maxConcurrentDecrypts),
       maxTlsConnections: opts.tls === undefined ? 0 : positiveInt('tls.maxConnections', opts.tls.maxConnections),
       maxTlsHandshakes: opts.tls === undefined ? 0 : positiveInt('tls.maxPendingHandshakes', opts.tls.maxPendingHandshakes),
+      maxBufferedBodies: positiveInt('maxBufferedBodies', opts.maxBufferedBodies ?? 0, 0),
     });
     shared.controlNonce.consume(); // the first nonce (the zeros it replaces go nowhere)
     return shared;
@@ -134,7 +142,7 @@ export class SharedAdmission {
       throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads and ${slots} client slots`);
     }
     for (const k of ['maxSessions', 'maxSessionsPerClient', 'maxQueuedBytes', 'maxConcurrentDecrypts'] as const) positiveInt(k, init[k]);
-    for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes'] as const) positiveInt(k, init[k], 0);
+    for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes', 'maxBufferedBodies'] as const) positiveInt(k, init[k], 0);
     return new SharedAdmission(init);
   }
 
@@ -186,6 +194,7 @@ export class SharedAdmission {
       max: init.maxConcurrentDecrypts,
     };
     this.controlNonce = new SharedControlNonce(words, W.nonceSeq, W.nonce);
+    this.bufferedBodies = sharedBodies(new BigInt64Array(buffer, TOTALS_OFFSET, BODIES_TOTAL + 1), init.maxBufferedBodies);
     const tlsConnections = new SharedCount(words, W.tlsConnections, init.maxTlsConnections, 'TLS connections');
     const tlsHandshakes = new SharedCount(words, W.tlsHandshakes, init.maxTlsHandshakes, 'TLS handshakes');
     this.tls = {
@@ -229,4 +238,28 @@ export class SharedAdmission {
     const { refused, ...counters } = sumRegions(this.#regions, this.init.threads);
     return { counters, refused };
   }
+}
+
+/** A byte total in shared memory, taken with compare-and-swap so no thread passes `maxBytes`. */
+function sharedBodies(totals: BigInt64Array, maxBytes: number): BufferedBodiesLike {
+  const max = BigInt(maxBytes);
+  return {
+    maxBytes,
+    get held() {
+      return Number(Atomics.load(totals, BODIES_TOTAL));
+    },
+    tryTake(bytes) {
+      const add = BigInt(bytes);
+      let held = Atomics.load(totals, BODIES_TOTAL);
+      for (;;) {
+        if (held + add > max) return false;
+        const seen = Atomics.compareExchange(totals, BODIES_TOTAL, held, held + add);
+        if (seen === held) return true;
+        held = seen;
+      }
+    },
+    give(bytes) {
+      Atomics.sub(totals, BODIES_TOTAL, BigInt(bytes));
+    },
+  };
 }

@@ -309,6 +309,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
           workers,
           maxConcurrentDecrypts: config.limits.max_concurrent_decrypts,
           ...(tlsWorkers ? { tls: ingressLimits(config) } : {}),
+          maxBufferedBodies: config.limits.max_buffered_bodies_bytes,
         })
       : undefined;
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool, ...(admission === undefined ? {} : { slots: admission.decryptSlots }) });
@@ -319,6 +320,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
     keyring,
     decryptScheduler,
     observer: metrics,
+    ...(admission === undefined ? {} : { bufferedBodies: admission.bufferedBodies }),
     ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
     ...(opts.decrypt === undefined ? {} : { decrypt: opts.decrypt }),
     ...(opts.apiKeyHashes === undefined ? {} : { apiKeyHashes: opts.apiKeyHashes }),

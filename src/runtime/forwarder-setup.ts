@@ -7,7 +7,7 @@ import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { withholdSecretValues } from '../crypto/secret-ciphertexts.ts';
 import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
-import type { DecryptStage } from '../http/stages/decrypt.ts';
+import type { BufferedBodiesLike, DecryptStage } from '../http/stages/decrypt.ts';
 import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
 import type { ExchangeFacts } from '../ops/metrics.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
@@ -58,6 +58,8 @@ export interface ForwarderSetup {
   apiKeyHashes?: string[];
   /** False in a session worker: only the main thread probes the app on a timer. Default true. */
   periodicHealthcheck?: boolean;
+  /** With session threads: the process-wide budget of buffered request bodies (SharedAdmission's). */
+  bufferedBodies?: BufferedBodiesLike;
 }
 
 /** Raw mode: counts each Data request and stream handed to the app (the forwarder itself is unchanged). */
@@ -85,6 +87,8 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
     trxLogging: c.trx_logging,
     trustedHeaders: c.trusted_headers,
     maxBufferedBodyBytes: c.limits.max_buffered_body_bytes,
+    maxBufferedBodiesBytes: c.limits.max_buffered_bodies_bytes,
+    ...(s.bufferedBodies === undefined ? {} : { bufferedBodies: s.bufferedBodies }),
     maxRequestBodyBytes: c.limits.max_request_bytes,
     upstreamTimeoutMs: c.app.upstream_timeout_ms,
     appStartupGraceMs: c.app.startup_grace_ms,

@@ -44,6 +44,7 @@ const forwarder = createForwarder({
   decryptScheduler,
   observer: recorder,
   periodicHealthcheck: false,
+  bufferedBodies: admission.bufferedBodies,
   ...(trxSink === undefined ? {} : { trxSink }),
   ...(d.apiKeyHashes === undefined ? {} : { apiKeyHashes: d.apiKeyHashes }),
 });

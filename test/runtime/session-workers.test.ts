@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { parseAttestationDocument } from '../../src/attestation/document.ts';
 import { configFromObject } from '../../src/config.ts';
+import { utf8 } from '../../src/util/bytes.ts';
 import { nativeAvailable } from '../../src/transport/native.ts';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { httpRequest, startAgentStack, statusOf, waitUntil, type AgentStack } from '../faults/stack.ts';
@@ -143,6 +144,31 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     expect(await get(back, '/e')).toBe(200);
   }, 60_000);
 
+  it('max_buffered_bodies_bytes holds across threads: a JSON body held on one session leaves no room on another', async () => {
+    // Failed before: the key did not exist, and each thread's forwarder had a 256 MiB budget of its own.
+    stack = await startAgentStack({ appPort, limits: { workers, max_buffered_body_bytes: 4096, max_buffered_bodies_bytes: 5000 } });
+    const s = stack;
+    const json = (n: number): string => `{"v":"${'x'.repeat(n - 8)}"}`;
+    const head = (n: number): string => `POST /json HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\n\r\n`;
+    // Session A: 3,000 of a 4,000-byte JSON body, held by the decrypt stage (the rest never comes).
+    const a = await client(s.port);
+    a.send({ type: 'OpenStream', id: 1, payload: utf8.encode(head(4000) + json(4000).slice(0, 3000)) });
+    await waitUntil(() => s.runtime.sessionCount() === 1, 5_000, 'session A');
+    await new Promise((r) => setTimeout(r, 300));
+    // Session B (with 2 workers, on the other thread): 3,000 more would pass 5,000 process-wide.
+    const b = await client(s.port);
+    b.send({ type: 'OpenStream', id: 1, payload: utf8.encode(head(3000) + json(3000)) });
+    const got = await b.until((m) => m.type === 'StreamData' && m.id === 1 && utf8.decode(m.payload).includes('\r\n\r\n'), 10_000);
+    const answer = got.map(({ message: m }) => (m.type === 'StreamData' && m.id === 1 ? utf8.decode(m.payload) : '')).join('');
+    expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answer).toContain('HTTP_DECRYPT_BUSY');
+    a.close();
+    b.close();
+    await waitUntil(() => s.sessions.length === 2, 5_000, 'two session summaries');
+    // With 2 workers the sessions ran on different threads: the budget is the process's, not a thread's.
+    if (workers > 1) expect(new Set(s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker))).toEqual(new Set([1, 2]));
+  }, 60_000);
+
   it('drain finishes the requests in flight on every worker, refuses new connections, then closes', async () => {
     stack = await startAgentStack({ appPort, limits: { workers } });
     const s = stack;
@@ -166,6 +192,12 @@ describe('[limits] workers: configuration', () => {
     expect(configFromObject({ limits: { workers: 3 } }).limits.workers).toBe(3);
     expect(() => configFromObject({ limits: { workers: 0 } })).toThrow(/limits\.workers/);
     expect(() => configFromObject({ limits: { workers: 65 } })).toThrow(/limits\.workers/);
+  });
+
+  it('max_buffered_bodies_bytes: 256 MiB by default, at least one body (max_buffered_body_bytes)', () => {
+    expect(configFromObject({}).limits.max_buffered_bodies_bytes).toBe(256 * 1024 * 1024);
+    expect(configFromObject({ limits: { max_buffered_bodies_bytes: 5000, max_buffered_body_bytes: 4096 } }).limits.max_buffered_bodies_bytes).toBe(5000);
+    expect(() => configFromObject({ limits: { max_buffered_bodies_bytes: 4095, max_buffered_body_bytes: 4096 } })).toThrow(/limits\.max_buffered_bodies_bytes: expected at least limits\.max_buffered_body_bytes/);
   });
 
   it.runIf(native)('refuses workers > 1 with a replacement decrypt stage (it runs on the main thread only)', async () => {

@@ -18,7 +18,15 @@ import { HttpModeError } from '../errors.ts';
  * (`maxBufferedBodyBytes`) times the number of connections is no bound (1,024 TLS connections × 8 MiB of
  * JSON each is 8 GiB, and a client holds it with one byte per body gap).
  */
-export class BufferedBodies {
+/** What a pipeline counts its buffered bodies against: BufferedBodies, or the process-wide one of SharedAdmission. */
+export interface BufferedBodiesLike {
+  readonly maxBytes: number;
+  readonly held: number;
+  tryTake(bytes: number): boolean;
+  give(bytes: number): void;
+}
+
+export class BufferedBodies implements BufferedBodiesLike {
   #held = 0;
   constructor(readonly maxBytes: number) {}
 
@@ -74,7 +82,7 @@ export interface DecryptOutput {
 /** Returns null to pass the request through unchanged. */
 export type DecryptStage = (input: DecryptInput) => DecryptOutput | null | Promise<DecryptOutput | null>;
 
-export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number; bodies?: BufferedBodies }): Stage {
+export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number; bodies?: BufferedBodiesLike }): Stage {
   const decrypt = opts.decrypt;
   const bodies = opts.bodies ?? null;
   if (decrypt === undefined) return (_ex, next) => next();
