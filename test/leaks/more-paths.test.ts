@@ -11,7 +11,8 @@
 // then none of them (nor the API key, nor any encoding of the agent's private keys) may appear in any
 // operational log line (pino at trace level: agent main thread with the session threads' lines forwarded,
 // credentials server, egress service, host dialer), transaction record (HTTP and egress), error message or
-// error body returned to a client, or the ops port's /metrics and /health answers.
+// error body returned to a client, the ops port's /metrics and /health answers, or anything the process (session
+// threads included) printed to stdout/stderr outside the loggers.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
@@ -208,7 +209,17 @@ let app: Awaited<ReturnType<typeof startApp>>;
 /** The last agent started, kept open for the ops check after every other path. */
 let lastAgent: AgentUnderTest | undefined;
 
+/** Whatever this process (session threads included) printed outside the loggers: console, warnings, stack traces. */
+const printed: string[] = [];
 beforeAll(async () => {
+  for (const stream of [process.stdout, process.stderr]) {
+    const write = stream.write.bind(stream);
+    stream.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      printed.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8'));
+      return write(chunk, ...rest);
+    }) as typeof stream.write;
+    closers.push(() => void (stream.write = write));
+  }
   app = await startApp();
 });
 
@@ -251,10 +262,22 @@ describe.sequential('secret markers on the paths beyond Noise', () => {
     const partial = JSON.stringify({ s: marker(`TLS body cut mid-way ${w}`) }).padEnd(700, ' ');
     await https([`POST /echo?t=${marker(`TLS query cut mid-body ${w}`)} HTTP/1.1\r\nHost: app\r\napi-key: ${key}\r\ncontent-type: application/json\r\nx-custom-secret: ${marker(`TLS header cut mid-body ${w}`)}\r\nContent-Length: 1500\r\n\r\n`, partial], true);
 
+    // Malformed in ways Node's parser catches (the clientError path): a header too large (431), a control
+    // character in a header value, a bad chunk size with a body after it; and an Upgrade the app does not take.
+    expect(await https([httpRequest('GET', '/big', '', { 'api-key': key, 'x-huge': `${marker(`TLS header too large ${w}`)}${'h'.repeat(20_000)}` })])).toBe(431);
+    expect(await https([`GET /ctl?q=${marker(`TLS query next to a control character ${w}`)} HTTP/1.1\r\nHost: app\r\napi-key: ${key}\r\nx-ctl: a\u0001${marker(`TLS header with a control character ${w}`)}\r\n\r\n`])).toBe(400);
+    expect(await https([`POST /chunk HTTP/1.1\r\nHost: app\r\napi-key: ${key}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n${marker(`TLS body after a bad chunk size ${w}`)}\r\n0\r\n\r\n`])).toBe(400);
+    const upgraded = await https([`GET /ws?t=${marker(`TLS query of an Upgrade ${w}`)} HTTP/1.1\r\nHost: app\r\napi-key: ${key}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nx-custom-secret: ${marker(`TLS header of an Upgrade ${w}`)}\r\n\r\n`]);
+    expect(upgraded).toBeGreaterThanOrEqual(100);
+    // An ev: value in a query string.
+    expect(await https([httpRequest('GET', `/q?card=${encodeURIComponent(encryptValue(marker(`TLS ev: query plaintext ${w}`), pub))}`, '', { 'api-key': key })])).toBe(200);
+
     // API-key auth over TLS: a marker as a wrong key (lower- and mixed-case header), the right key mixed-case.
     expect(await https([httpRequest('GET', '/k1', '', { 'api-key': marker(`TLS wrong API key ${w}`) })])).toBe(401);
     expect(await https([httpRequest('GET', '/k2', '', { 'API-KEY': marker(`TLS wrong API key, upper-case header ${w}`) })])).toBe(401);
     expect(await https([httpRequest('GET', '/k3', '', { 'Api-Key': key })])).toBe(200);
+    expect(await https([httpRequest('GET', '/k5', '', { api_key: marker(`TLS wrong API key, underscore alias ${w}`) })])).toBe(401);
+    expect(await https([`GET /k6 HTTP/1.1\r\nHost: app\r\napi-key: ${key}\r\napi-key: ${marker(`TLS second api-key header ${w}`)}\r\nConnection: close\r\n\r\n`])).toBe(401);
     expect(await https([httpRequest('POST', '/k4', JSON.stringify({ s: marker(`TLS body with a missing key ${w}`) }), { 'content-type': 'application/json' })])).toBe(401);
 
     // API-key auth over the Noise session (HTTP mode): wrong, right, right in another case.
@@ -263,6 +286,12 @@ describe.sequential('secret markers on the paths beyond Noise', () => {
     expect(await noiseData(c, 2, httpRequest('POST', '/n2', JSON.stringify({ s: marker(`Noise body with the right key ${w}`) }), { 'api-key': key, 'content-type': 'application/json' }), errors)).toBe(200);
     expect(await noiseData(c, 3, httpRequest('GET', '/n3', '', { 'API-Key': key }), errors)).toBe(200);
     expect(await noiseData(c, 4, httpRequest('GET', '/n4', '', { 'Api-KEY': marker(`Noise wrong API key, mixed-case header ${w}`) }), errors)).toBe(401);
+    // A stream (OpenStream) with a wrong key.
+    c.send({ type: 'OpenStream', id: 100, payload: httpRequest('GET', '/n5', '', { 'api-key': marker(`Noise stream wrong API key ${w}`) }) });
+    const streamed = await c.until((x) => x.type === 'StreamClose' && x.id === 100, 10_000);
+    const streamText = streamed.map((x) => (x.message.type === 'StreamData' ? utf8.decode(x.message.payload) : '')).join('');
+    expect(statusOf(streamText)).toBe(401);
+    errors.push(streamText);
     c.close();
 
     // Records are written after the responses (and, with workers, forwarded from the session threads).
@@ -494,6 +523,7 @@ describe.sequential('secret markers on the paths beyond Noise', () => {
     const ops = `http://127.0.0.1:${a.runtime.opsPort!}`;
     sources.set('ops /metrics (at the end)', await (await fetch(`${ops}/metrics`)).text());
     sources.set('ops /health (at the end)', await (await fetch(`${ops}/health`)).text());
+    sources.set("this process's stdout and stderr (outside the loggers)", printed.join(''));
     expect(sources.get('ops /metrics (at the end)')).toContain('# HELP');
     expect(markers.size).toBeGreaterThan(60);
     expect(leaks(sources)).toEqual([]);
