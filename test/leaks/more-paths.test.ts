@@ -1,13 +1,15 @@
 // Leak check, the paths secret-markers.test.ts does not cover: known secret markers go through
 //   - TLS ingress (tls_termination = true, workers = 1 and 2): request bodies, custom and credential headers,
 //     query values and ev: values over HTTPS, success and failure (422 tampered token, 413 oversized body,
-//     400 malformed request, 502 app drops the connection, a client that disconnects mid-body);
+//     400 malformed request, 431/400 from Node's parser, 502 app drops the connection, a client that disconnects
+//     mid-body, an Upgrade), one-shot and pipelined keep-alive (fast path, then the http.Server hand-over);
 //   - API-key auth ([api_key_auth] keys as SHA-256 hashes): a marker as a wrong key, as the right key, and in a
-//     differently-cased header, over TLS and over the Noise session's Data requests (HTTP mode);
+//     differently-cased header, as an api_key alias and a second api-key header, over TLS and over the Noise
+//     session (HTTP mode: Data requests and a stream);
 //   - the credentials channel (bridge startCredentialsServer ⇄ agent bridgeCredentialProvider) at trace level:
 //     served, refreshed, the chain failing, expired credentials, malformed answers and requests;
 //   - the egress explicit proxy with the host dialer: absolute-form http:// requests (body, headers, query),
-//     bytes inside a CONNECT tunnel, allowed and denied, and malformed heads;
+//     bytes inside a CONNECT tunnel, allowed and denied, and malformed heads, URLs and CONNECT targets;
 // then none of them (nor the API key, nor any encoding of the agent's private keys) may appear in any
 // operational log line (pino at trace level: agent main thread with the session threads' lines forwarded,
 // credentials server, egress service, host dialer), transaction record (HTTP and egress), error message or
