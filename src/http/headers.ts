@@ -127,6 +127,27 @@ export function removeUnderscoreAliases(list: HeaderList, names: ReadonlySet<str
   list.length = w;
 }
 
+/**
+ * Removes, in one pass and in place, every field whose name is in `names` (lower-case), and every underscore
+ * alias of one (removeUnderscoreAliases). A name whose length no member has is kept without being lower-cased.
+ */
+export function removeHeaders(list: HeaderList, names: ReadonlySet<string>): void {
+  let lengths = 0;
+  for (const n of names) lengths |= 1 << Math.min(n.length, 31);
+  let w = 0;
+  for (let r = 0; r < list.length; r += 2) {
+    const name = list[r]!;
+    if ((lengths & (1 << Math.min(name.length, 31))) !== 0) {
+      const lower = name.toLowerCase();
+      if (names.has(lower) || (lower.includes('_') && names.has(lower.replaceAll('_', '-')))) continue;
+    }
+    list[w] = name;
+    list[w + 1] = list[r + 1]!;
+    w += 2;
+  }
+  list.length = w;
+}
+
 /** Replaces every field called `name` (lower-case) with one `name: value` at the end. */
 export function setHeader(list: HeaderList, name: string, value: string): void {
   removeHeader(list, name);

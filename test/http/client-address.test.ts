@@ -62,6 +62,23 @@ describe('client address', () => {
     expect(values('x-forwarded-proto')).toEqual(['https']);
   });
 
+  it('drops the client-IP headers of CDNs and proxies (X-Client-IP, True-Client-IP...): libraries read them first', async () => {
+    // Failed before: request-ip (and similar) take X-Client-IP over X-Forwarded-For, so the client chose its address.
+    const forged = { 'X-Client-IP': '6.6.6.6', 'True-Client-IP': '6.6.6.6', 'CF-Connecting-IP': '6.6.6.6', 'Fastly-Client-IP': '6.6.6.6', 'X-Cluster-Client-IP': '6.6.6.6', 'X-Forwarded': 'for=6.6.6.6', 'Forwarded-For': '6.6.6.6', X_Client_IP: '6.6.6.6', 'X-Other': 'kept' };
+    for (const trustForwardedFromClient of [false, true]) {
+      const f = await setup({ trustForwardedFromClient });
+      await dataRequest(f, get('/', forged), contextFromProxyHeader('198.51.100.7', 1));
+      const raw = app!.seen[0]!.rawHeaders;
+      expect(raw.filter((_, i) => i % 2 === 1 && raw[i]!.includes('6.6.6.6'))).toEqual([]);
+      expect(app!.seen[0]!.headers['x-other']).toBe('kept');
+      expect(app!.seen[0]!.headers['x-forwarded-for']).toBe('198.51.100.7');
+      await fwd!.close();
+      await app!.close();
+    }
+    fwd = undefined;
+    app = undefined;
+  });
+
   it('strips forged forwarding headers even when the client address is unknown', async () => {
     const f = await setup();
     await dataRequest(f, get('/', { 'X-Forwarded-For': '1.2.3.4' }), fakeContext());

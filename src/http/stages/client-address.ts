@@ -3,10 +3,13 @@
 // client is with X-Forwarded-For, X-Forwarded-Proto and Forwarded (RFC 7239). Whatever the client wrote
 // in those headers is dropped — anyone can type an X-Forwarded-For — unless the peer is trusted
 // (`trustForwardedFromClient`, e.g. the agent sits behind another proxy of ours), in which case the
-// client address is appended to the chain the client sent.
+// client address is appended to the chain the client sent. The other headers CDNs and load balancers use for
+// the client's address (X-Client-IP, True-Client-IP, CF-Connecting-IP...) are always dropped: nothing in front of
+// the agent sets them, and libraries read them before X-Forwarded-For (request-ip checks X-Client-IP first), so
+// a client could pick the address an app rate-limits or logs.
 import { isIP } from 'node:net';
 import type { Stage } from '../exchange.ts';
-import { getHeaders, removeHeader, removeUnderscoreAliases } from '../headers.ts';
+import { getHeaders, removeHeaders, removeUnderscoreAliases } from '../headers.ts';
 
 export interface ClientAddressOptions {
   /** Keep and extend client-supplied forwarding headers (default false: replace them). */
@@ -15,7 +18,16 @@ export interface ClientAddressOptions {
   proto?: string;
 }
 
-const FORWARDING_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded', 'x-real-ip'];
+/** Set by this stage (the chain of a trusted peer kept and extended). */
+const CHAIN_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'forwarded'];
+const FORWARDING_HEADERS = [...CHAIN_HEADERS, 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip'];
+/** The client's address as other proxies and CDNs spell it: never set in front of the agent. */
+const CLIENT_IP_HEADERS = ['x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'cf-pseudo-ipv4', 'fastly-client-ip', 'x-cluster-client-ip', 'x-forwarded', 'forwarded-for', 'x-original-forwarded-for', 'appengine-user-ip'];
+/** Untrusted peer: every forwarding and client-IP header, and their underscore aliases (headers.ts). */
+const STRIP_UNTRUSTED: ReadonlySet<string> = new Set([...FORWARDING_HEADERS, ...CLIENT_IP_HEADERS]);
+/** Trusted peer: the chain (re-set below) and the client-IP headers. */
+const STRIP_TRUSTED: ReadonlySet<string> = new Set([...CHAIN_HEADERS, ...CLIENT_IP_HEADERS]);
+/** Their underscore aliases are dropped whatever the peer: `X_Forwarded_For` reads as X-Forwarded-For to a CGI/WSGI app. */
 const FORWARDING_SET: ReadonlySet<string> = new Set(FORWARDING_HEADERS);
 
 /** RFC 7239 node: IPv4 bare, IPv6 quoted and bracketed. */
@@ -35,10 +47,8 @@ export function clientAddressStage(opts: ClientAddressOptions = {}): Stage {
     const priorFor = trusted ? getHeaders(headers, 'x-forwarded-for').join(', ') : '';
     const priorProto = trusted ? getHeaders(headers, 'x-forwarded-proto')[0] : undefined;
     const priorForwarded = trusted ? getHeaders(headers, 'forwarded').join(', ') : '';
-    // `X_Forwarded_For` reads as X-Forwarded-For to a CGI/WSGI app: never passed on, trusted peer or not.
-    removeUnderscoreAliases(headers, FORWARDING_SET);
-    if (!trusted) for (const h of FORWARDING_HEADERS) removeHeader(headers, h);
-    else for (const h of ['x-forwarded-for', 'x-forwarded-proto', 'forwarded']) removeHeader(headers, h);
+    removeHeaders(headers, trusted ? STRIP_TRUSTED : STRIP_UNTRUSTED);
+    if (trusted) removeUnderscoreAliases(headers, FORWARDING_SET);
 
     if (ip !== undefined) {
       headers.push('x-forwarded-for', priorFor !== '' ? `${priorFor}, ${ip}` : ip);
