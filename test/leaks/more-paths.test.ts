@@ -17,7 +17,6 @@
 // threads included) printed to stdout/stderr outside the loggers.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -45,6 +44,7 @@ import { tamperEv } from '../crypto/ev-forge.ts';
 import { startExchangeServer, startHttpServer, startTestDns, type ExchangeServer, type HttpServer, type TestDns } from '../egress/helpers.ts';
 import { httpRequest, memoryLog, statusOf, waitUntil, type MemoryLog } from '../faults/stack.ts';
 import { connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
+import { startRecordingApp } from './recording-app.ts';
 
 const markers = new Map<string, string>();
 /** A fresh marker for one path (the name says which path leaked). */
@@ -107,30 +107,9 @@ afterAll(async () => {
 
 /** The app: echoes the body (200); /die drops the connection (the agent answers 502). */
 async function startApp(): Promise<{ port: number; received: string[] }> {
-  const received: string[] = [];
-  const server = http.createServer((req, res) => {
-    if (req.url?.startsWith('/die') === true) {
-      req.socket.destroy();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      received.push(`${req.method} ${req.url}\n${JSON.stringify(req.headers)}\n${body}`);
-      res.setHeader('content-type', 'application/json');
-      res.end(body === '' ? '{}' : body);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  closers.push(
-    () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  );
-  return { port: (server.address() as AddressInfo).port, received };
+  const app = await startRecordingApp({ dropPrefix: '/die' });
+  closers.push(() => app.close());
+  return app;
 }
 
 interface AgentUnderTest {

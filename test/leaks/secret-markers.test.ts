@@ -10,8 +10,6 @@
 // gets them; the agent's log (trace level), its transaction records, stderr and state files never do.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +22,7 @@ import { APP, appSecretsCopy, startRun, until, type RunningAgent } from '../runt
 import { httpRequest, startAgentStack, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { startActivityService } from '../../src/host/activity-service.ts';
 import { tamperEv } from '../crypto/ev-forge.ts';
+import { startRecordingApp, type RecordingApp } from './recording-app.ts';
 
 const markers = new Map<string, string>();
 /** A fresh marker for one path (the name says which path leaked). */
@@ -33,38 +32,7 @@ function marker(where: string): string {
   return m;
 }
 
-/** An app on 127.0.0.1:0 that keeps what reached it (to prove each path delivered the plaintext). */
-interface App {
-  port: number;
-  received: string[];
-  close(): Promise<void>;
-}
-
-async function startApp(): Promise<App> {
-  const received: string[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
-      received.push(`${req.method} ${req.url}\n${JSON.stringify(req.headers)}\n${body}`);
-      res.setHeader('content-type', 'application/json');
-      res.end(body === '' ? '{}' : body);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-let app: App;
+let app: RecordingApp;
 let stack: AgentStack;
 let keyring: Keyring;
 let stateDir: string;
@@ -73,7 +41,7 @@ const returnedErrors: string[] = [];
 const clients: TestClient[] = [];
 
 beforeAll(async () => {
-  app = await startApp();
+  app = await startRecordingApp();
   stateDir = mkdtempSync(path.join(os.tmpdir(), 'ea-leaks-'));
   // The same dev key file the runtime then loads: the test knows the keys (to encrypt, and to search for).
   // HTTP mode decrypts with the runtime's default stage (createDecryptStage(keyring)).
