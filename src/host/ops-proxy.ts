@@ -44,19 +44,36 @@ interface AgentAnswer {
   body: Buffer;
 }
 
-/** One GET over a fresh stream to the agent's ops port. */
+/**
+ * One GET over a fresh stream to the agent's ops port. It always settles, within `timeoutMs` of the connection:
+ * concurrent requests share it (startOpsProxy), so one that stayed pending would hang every later request for
+ * its path. The socket's idle timeout alone let a body trickled a byte at a time run on, and an answer Node
+ * hands to no one (a 101 with no 'upgrade' listener: the socket is dropped, nothing emitted) never settled.
+ */
 async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: number): Promise<AgentAnswer> {
   const stream = await connectStream(target, { timeoutMs });
-  return new Promise((resolve, reject) => {
+  let deadline: NodeJS.Timeout | undefined;
+  return new Promise<AgentAnswer>((resolve, reject) => {
     const req = http.request({ method: 'GET', path, headers: { host: 'enclave-agent', connection: 'close' }, createConnection: () => stream as net.Socket, timeout: timeoutMs });
-    req.once('timeout', () => req.destroy(new BridgeError('BRIDGE_OPS_TIMEOUT', `the agent did not answer ${path} within ${timeoutMs} ms`)));
+    const fail = (err: BridgeError): void => {
+      reject(err);
+      req.destroy();
+    };
+    deadline = setTimeout(() => fail(new BridgeError('BRIDGE_OPS_TIMEOUT', `the agent did not answer ${path} within ${timeoutMs} ms`)), timeoutMs);
+    req.once('timeout', () => fail(new BridgeError('BRIDGE_OPS_TIMEOUT', `the agent did not answer ${path} within ${timeoutMs} ms`)));
     req.once('error', reject);
+    let answered = false;
+    // Without a 'response' (an upgrade answer, a connection closed early) this is the only event left.
+    req.once('close', () => {
+      if (!answered) reject(new BridgeError('BRIDGE_OPS_FAILED', `the agent gave no answer to ${path} it could re-serve`));
+    });
     req.once('response', (res) => {
+      answered = true;
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > MAX_BODY) req.destroy(new BridgeError('BRIDGE_OPS_TOO_LARGE', `the agent's ${path} answer is over ${MAX_BODY} bytes`));
+        if (size > MAX_BODY) fail(new BridgeError('BRIDGE_OPS_TOO_LARGE', `the agent's ${path} answer is over ${MAX_BODY} bytes`));
         else chunks.push(c);
       });
       res.once('end', () => {
@@ -66,9 +83,14 @@ async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: num
         else resolve({ status, type: String(res.headers['content-type'] ?? 'text/plain'), body: Buffer.concat(chunks) });
       });
       res.once('error', reject);
+      // After 'end' (already settled) or when the answer was cut short.
+      res.once('close', () => reject(new BridgeError('BRIDGE_OPS_FAILED', `the agent's ${path} answer was cut short`)));
     });
     req.end();
-  }).finally(() => stream.destroy()) as Promise<AgentAnswer>;
+  }).finally(() => {
+    clearTimeout(deadline);
+    stream.destroy();
+  });
 }
 
 /** Opens the clock channel (HTTP Upgrade on the ops port); resolves with the upgraded stream. */

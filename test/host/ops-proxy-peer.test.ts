@@ -5,8 +5,8 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOpsProxy, type OpsProxy } from '../../src/host/ops-proxy.ts';
 
-/** What the fake agent answers next, as raw HTTP/1.1 bytes. */
-let answer = '';
+/** What the fake agent answers next, as raw HTTP/1.1 bytes (or, as a function, does with the socket itself). */
+let answer: string | ((s: net.Socket, head: string) => void) = '';
 /** While set, the fake agent holds its answers until it is called. */
 let held: (() => void)[] | null = null;
 /** Requests for /health the fake agent received; the most it held unanswered at once. */
@@ -21,7 +21,8 @@ beforeAll(async () => {
     s.once('data', (head: Buffer) => {
       if (head.toString('latin1').startsWith('GET /health ')) healthRequests++;
       const reply = answer;
-      if (held === null) s.end(reply);
+      if (typeof reply === 'function') reply(s, head.toString('latin1'));
+      else if (held === null) s.end(reply);
       else held.push(() => s.end(reply));
     });
   });
@@ -75,4 +76,35 @@ describe('ops proxy: a misbehaving ops peer', () => {
     expect((await fetch(`${proxy.url}/health`)).status).toBe(200);
     expect(healthRequests).toBe(n + 1);
   });
+
+  it('an answer that never completes (a 101, a trickled body) fails that fetch, and later requests ask the agent again', async () => {
+    // Node hands a 101 to no one without an 'upgrade' listener and drops the socket: the shared fetch stayed
+    // pending for good, and every later /health and /metrics request joined it and hung (failed before).
+    answer = 'HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: Upgrade\r\n\r\n';
+    const health = await fetch(`${proxy.url}/health`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ status: 'unhealthy', error: 'BRIDGE_OPS_FAILED' });
+    answer = http('200 OK', '{"status":"ok"}');
+    const ok = await fetch(`${proxy.url}/health`);
+    expect(ok.status).toBe(200);
+
+    // A body trickled a byte at a time never trips the socket's idle timeout: the whole answer has a deadline.
+    const slow = await startOpsProxy({ listen: { host: '127.0.0.1', port: 0 }, target: { kind: 'tcp', host: '127.0.0.1', port: (agent.address() as net.AddressInfo).port }, timeoutMs: 500, clockRetryMs: 600_000 });
+    const timers: NodeJS.Timeout[] = [];
+    try {
+      answer = (s, head) => {
+        if (!head.startsWith('GET /metrics ')) return void s.end(); // the clock channel's first try
+        s.write('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n');
+        const t = setInterval(() => s.write('x'), 50);
+        timers.push(t);
+        s.on('close', () => clearInterval(t));
+      };
+      const trickled = await fetch(`${slow.url}/metrics`);
+      expect(trickled.status).toBe(503);
+      expect(await trickled.text()).toContain('BRIDGE_OPS_TIMEOUT');
+    } finally {
+      for (const t of timers) clearInterval(t);
+      await slow.close();
+    }
+  }, 20_000);
 });
