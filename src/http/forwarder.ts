@@ -44,7 +44,7 @@ import { BufferedBodies, decryptStage, type BufferedBodiesLike } from './stages/
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
 import { upgradeStage } from './stages/upgrade.ts';
-import { requestShapeStage } from './stages/request-shape.ts';
+import { originFormStage, requestShapeStage } from './stages/request-shape.ts';
 import { randomUUID } from 'node:crypto';
 
 /**
@@ -193,7 +193,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
   ];
   const httpPipeline = compose([...observed, ...endpoints, ...common, ...toApp]);
-  const serverHttpPipeline = compose([...observed, ...endpoints, ...serverCommon, ...toApp]);
+  // An absolute-form target reaches the endpoints in origin-form, as it reaches the app.
+  const serverHttpPipeline = compose([...observed, originFormStage(), ...endpoints, ...serverCommon, ...toApp]);
   /** Runs a request through the stages; a failure becomes its error answer (or a destroyed response). */
   const runHttpPipeline = (ex: Exchange, res: { destroy(): unknown }, pipeline = httpPipeline): void => {
     pipeline(ex).catch((err: unknown) => {

@@ -36,6 +36,22 @@ describe('absolute-form request targets', () => {
     }
   });
 
+  it("reach the agent's own endpoints as their origin-form does, not the app", async () => {
+    // The endpoints ran before the target was put in origin-form: `GET http://a/.well-known/attestation` went to
+    // the app as /.well-known/attestation, where the same request in origin-form gets the agent's document.
+    app = await startApp((_req, res) => res.end('app'));
+    fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });
+    let attested = 0;
+    const ctx = fakeContext({ kind: 'stream', attest: () => (attested++, Promise.resolve(Uint8Array.of(1, 2, 3))) });
+    const doc = await dataRequest(fwd, 'GET http://a/.well-known/attestation HTTP/1.1\r\nHost: a\r\n\r\n', ctx);
+    expect(doc.status).toBe(200);
+    expect(JSON.parse(doc.body.toString())).toMatchObject({ attestation_doc: 'AQID' });
+    expect(attested).toBe(1);
+    const health = await dataRequest(fwd, 'GET HTTP://a/.well-known/health HTTP/1.1\r\nHost: a\r\n\r\n', fakeContext({ kind: 'stream' }));
+    expect(JSON.parse(health.body.toString())).toHaveProperty('agent');
+    expect(app.seen).toEqual([]);
+  });
+
   it('refuses an absolute-form target with userinfo or without a host (400), without forwarding it', async () => {
     app = await startApp((_req, res) => res.end('ok'));
     fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: createMemoryLogSink() });

@@ -1,5 +1,7 @@
 // Stage: what the http.Server path takes that the app must not see as it came (the fast paths never take
-// either). Runs after the transaction log's stage, so a refusal has its record.
+// either). Runs after the transaction log's stage, so a refusal has its record; originFormStage puts a target it
+// can take in origin-form earlier, before the agent's own endpoints, so that they answer it as they answer its
+// origin-form (else `GET http://a/.well-known/attestation` reached the app).
 //   - A target in absolute-form (`http://host/path`, which Node's parser takes) becomes origin-form, and its
 //     authority the request's only Host: the agent is the origin server its clients talk to (RFC 9112
 //     §3.2.2), and an app handed `http://other/x` beside `Host: a` sees two hosts for one request. A target
@@ -7,24 +9,43 @@
 //   - A Transfer-Encoding other than `chunked` alone (`gzip, chunked`: Node undoes only the chunked framing,
 //     and the app would get still-coded bytes with nothing saying so) is refused, 501 (RFC 9112 §6.1).
 import type { IncomingMessage } from 'node:http';
-import type { Stage } from '../exchange.ts';
+import type { Exchange, Stage } from '../exchange.ts';
 import { HttpModeError } from '../errors.ts';
 import { setHeader } from '../headers.ts';
 
 const ABSOLUTE_FORM = /^https?:\/\/([^/?#@]+)(?=[/?#]|$)([^#]*)/i;
 
+/** True for a target the app would not take as it came (absolute-form, or anything else not origin-form). */
+function notOriginForm(url: string, method: string | undefined): boolean {
+  return url.charCodeAt(0) !== 0x2f && url !== '*' && method !== 'CONNECT';
+}
+
+/** Puts an absolute-form target in origin-form, its authority the only Host; false if it cannot be (kept as it is). */
+function toOriginForm(ex: Exchange, req: IncomingMessage, url: string): boolean {
+  const m = ABSOLUTE_FORM.exec(url);
+  if (m === null) return false;
+  const rest = m[2]!;
+  req.url = rest.startsWith('/') ? rest : `/${rest}`;
+  setHeader(ex.upstreamHeaders, 'host', m[1]!);
+  return true;
+}
+
+/** Before the agent's endpoints: an absolute-form target they would answer in origin-form reaches them so. */
+export function originFormStage(): Stage {
+  return (ex, next) => {
+    const req = ex.req as IncomingMessage;
+    const url = req.url ?? '/';
+    if (notOriginForm(url, req.method)) toOriginForm(ex, req, url);
+    return next();
+  };
+}
+
 export function requestShapeStage(): Stage {
   return (ex, next) => {
     const req = ex.req as IncomingMessage;
     const url = req.url ?? '/';
-    if (url.charCodeAt(0) !== 0x2f && url !== '*' && req.method !== 'CONNECT') {
-      const m = ABSOLUTE_FORM.exec(url);
-      if (m === null) {
-        throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'expected a request target in origin-form, or absolute-form http(s)://host/path without userinfo');
-      }
-      const rest = m[2]!;
-      req.url = rest.startsWith('/') ? rest : `/${rest}`;
-      setHeader(ex.upstreamHeaders, 'host', m[1]!);
+    if (notOriginForm(url, req.method) && !toOriginForm(ex, req, url)) {
+      throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'expected a request target in origin-form, or absolute-form http(s)://host/path without userinfo');
     }
     // A body without a declared length came with a Transfer-Encoding (forwarder.ts newExchange).
     const te = ex.body !== null && ex.bodyLength === null ? req.headers['transfer-encoding'] : undefined;
