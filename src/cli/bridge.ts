@@ -216,7 +216,11 @@ function parseCredentialsListen(text: string, agent: StreamTarget): CredentialsL
     if (err instanceof TransportError) throw new CliUsageError(usage);
     throw err;
   }
-  if (t.kind === 'tcp') return { kind: 'tcp', host: t.host, port: t.port };
+  if (t.kind === 'tcp') {
+    // The server refuses it too (CREDENTIALS_BAD_OPTIONS); said here, it is a usage error naming the flag.
+    if (!isLoopbackHost(t.host)) throw new CliUsageError(`--credentials: over tcp the credentials server listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
+    return { kind: 'tcp', host: t.host, port: t.port };
+  }
   if (t.kind === 'unix') return { kind: 'unix', path: t.path };
   throw new CliUsageError(usage);
 }

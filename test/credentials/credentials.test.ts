@@ -349,4 +349,13 @@ describe('bridge --credentials', () => {
     expect(parseBridgeArgs([...agent, '--credentials', 'unix:/run/c.sock']).credentials).toEqual({ kind: 'unix', path: '/run/c.sock' });
     expect(bridgeCommand.help).toMatch(/--credentials[\s\S]*only the agent's CID/);
   });
+
+  it('over tcp a non-loopback address is a usage error naming the flag, as for --egress', () => {
+    // The server refuses a non-loopback address at start; the command line names it before anything starts.
+    for (const where of ['tcp:0.0.0.0:8002', 'tcp:10.0.0.5:8002', 'tcp:[::]:8002']) {
+      expect(() => parseBridgeArgs([...agent, '--credentials', where]), where).toThrow(CliUsageError);
+      expect(() => parseBridgeArgs([...agent, '--credentials', where])).toThrow(/--credentials.*loopback only/);
+    }
+    for (const where of ['tcp:127.0.0.1:8002', 'tcp:[::1]:8002', 'tcp:localhost:8002']) expect(parseBridgeArgs([...agent, '--credentials', where]).credentials?.kind).toBe('tcp');
+  });
 });
