@@ -34,7 +34,7 @@ export interface SharedAdmissionInit {
   /** TLS ingress on the workers: its maxConnections and maxPendingHandshakes (0 when TLS ingress is off). */
   readonly maxTlsConnections: number;
   readonly maxTlsHandshakes: number;
-  /** HTTP mode: request body bytes buffered at once over every thread's forwarder (0: no shared budget). */
+  /** HTTP mode: request body bytes buffered at once over every thread's forwarder ([limits] max_buffered_bodies_bytes). */
   readonly maxBufferedBodies: number;
 }
 
@@ -70,6 +70,8 @@ const SALT_BYTES = 16;
 /** BigInt64 words: the output budget's total and peak, then the buffered bodies' total. */
 const TOTALS_OFFSET = 128;
 const BODIES_TOTAL = 2;
+/** maxBufferedBodies when not given: the config's default (a forwarder's own default too). */
+const DEFAULT_BUFFERED_BODIES = 256 * 1024 * 1024;
 const REGIONS_OFFSET = 192;
 
 function layout(threads: number, clientSlots: number): { regions: number; table: number; bytes: number } {
@@ -125,7 +127,7 @@ export class SharedAdmission {
       maxConcurrentDecrypts: positiveInt('maxConcurrentDecrypts', opts.maxConcurrentDecrypts),
       maxTlsConnections: opts.tls === undefined ? 0 : positiveInt('tls.maxConnections', opts.tls.maxConnections),
       maxTlsHandshakes: opts.tls === undefined ? 0 : positiveInt('tls.maxPendingHandshakes', opts.tls.maxPendingHandshakes),
-      maxBufferedBodies: positiveInt('maxBufferedBodies', opts.maxBufferedBodies ?? 0, 0),
+      maxBufferedBodies: positiveInt('maxBufferedBodies', opts.maxBufferedBodies ?? DEFAULT_BUFFERED_BODIES),
     });
     shared.controlNonce.consume(); // the first nonce (the zeros it replaces go nowhere)
     return shared;
@@ -142,7 +144,8 @@ export class SharedAdmission {
       throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads and ${slots} client slots`);
     }
     for (const k of ['maxSessions', 'maxSessionsPerClient', 'maxQueuedBytes', 'maxConcurrentDecrypts'] as const) positiveInt(k, init[k]);
-    for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes', 'maxBufferedBodies'] as const) positiveInt(k, init[k], 0);
+    for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes'] as const) positiveInt(k, init[k], 0);
+    positiveInt('maxBufferedBodies', init.maxBufferedBodies);
     return new SharedAdmission(init);
   }
 
