@@ -111,7 +111,8 @@ async function openClockChannel(target: StreamTarget, timeoutMs: number): Promis
       resolve(socket);
     });
     req.once('response', (res) => {
-      res.resume();
+      // Closed here: a peer that keeps a refusal alive would otherwise hold one more stream per retry.
+      stream.destroy();
       reject(new BridgeError('BRIDGE_OPS_FAILED', `the agent refused the clock channel (HTTP ${res.statusCode ?? 0})`));
     });
     req.once('error', (err) => {

@@ -108,3 +108,34 @@ describe('ops proxy: a misbehaving ops peer', () => {
     }
   }, 20_000);
 });
+
+describe('ops proxy: an ops peer that refuses the clock channel', () => {
+  it('closes each refused attempt before the next, so retries hold no stream open', async () => {
+    // The peer answers the Upgrade with a 200 it keeps alive. The refused stream stayed open (until the peer
+    // closed it) while the proxy retried on a new one: failed before, with one more held stream per retry.
+    const open = new Set<net.Socket>();
+    let attempts = 0;
+    const peer = net.createServer((s) => {
+      open.add(s);
+      s.on('close', () => open.delete(s));
+      s.on('error', () => {});
+      s.on('data', () => {
+        attempts++;
+        s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nno');
+      });
+    });
+    await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', resolve));
+    const p = await startOpsProxy({ listen: { host: '127.0.0.1', port: 0 }, target: { kind: 'tcp', host: '127.0.0.1', port: (peer.address() as net.AddressInfo).port }, clockRetryMs: 10 });
+    try {
+      while (attempts < 4) await new Promise((r) => setTimeout(r, 10));
+      // Each refused stream is closed by the proxy; at most the attempt in progress is open.
+      await new Promise((r) => setTimeout(r, 50));
+      expect(open.size).toBeLessThanOrEqual(1);
+      expect(p.clockConnected).toBe(false);
+    } finally {
+      await p.close();
+      for (const s of open) s.destroy();
+      await new Promise<void>((resolve) => peer.close(() => resolve()));
+    }
+  });
+});
