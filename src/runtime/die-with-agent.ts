@@ -56,9 +56,17 @@ export function sealedWrapper(file: string): SealedWrapper {
   } catch (err) {
     return { unavailable: `no sealed copy of ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` };
   }
+  const launched = `/proc/self/fd/${fd}`;
+  try {
+    // Without /proc mounted the path does not exist: every launch would fail with ENOENT.
+    accessSync(launched, fsConstants.X_OK);
+  } catch (err) {
+    closeSync(fd);
+    return { unavailable: `no sealed copy of ${file}: ${launched} cannot be executed (${(err as NodeJS.ErrnoException).code ?? 'error'}; is /proc mounted?)` };
+  }
   let open = true;
   return {
-    wrapper: `/proc/self/fd/${fd}`,
+    wrapper: launched,
     close() {
       if (open) closeSync(fd);
       open = false;
