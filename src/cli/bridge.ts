@@ -198,17 +198,24 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   return opts;
 }
 
-/** Over vsock, only the CID of the agent this bridge serves is answered: every enclave on the instance reaches the port. */
-function parseCredentialsListen(text: string, agent: StreamTarget): CredentialsListen {
+/** Where a host service the enclave reaches (credentials, egress dialer) listens, as both take it. */
+type HostServiceListen = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string } | { kind: 'vsock'; port: number; agentCid: number };
+
+/**
+ * `--credentials` / `--egress`: vsock[:PORT] (only the agent's CID is served: every enclave on the instance reaches
+ * the port, so the agent must be a vsock target), tcp on a loopback address only (whoever reaches the port would
+ * get the host's credentials, or have it dial for them), or unix:/path.
+ */
+function parseHostServiceListen(flag: string, what: string, text: string, agent: StreamTarget, defaultVsockPort: number): HostServiceListen {
   const v = /^vsock(?::(\d+))?$/.exec(text);
   if (v) {
     if (agent.kind !== 'vsock') {
-      throw new CliUsageError(`--credentials ${text} answers only the agent's enclave CID, known only with a vsock agent (--agent vsock:CID:PORT or --enclave-cid CID); with a ${agent.kind} agent use --credentials tcp:127.0.0.1:PORT or unix:/path`);
+      throw new CliUsageError(`${flag} ${text} serves only the agent's enclave CID, known only with a vsock agent (--agent vsock:CID:PORT or --enclave-cid CID); with a ${agent.kind} agent use ${flag} tcp:127.0.0.1:PORT or unix:/path`);
     }
-    const port = v[1] === undefined ? DEFAULT_CREDENTIALS_VSOCK_PORT : int('--credentials vsock port', v[1], 1, 0xffffffff);
+    const port = v[1] === undefined ? defaultVsockPort : int(`${flag} vsock port`, v[1], 1, 0xffffffff);
     return { kind: 'vsock', port, agentCid: agent.cid };
   }
-  const usage = `--credentials: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`;
+  const usage = `${flag}: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`;
   let t;
   try {
     t = parseTarget(text);
@@ -217,39 +224,17 @@ function parseCredentialsListen(text: string, agent: StreamTarget): CredentialsL
     throw err;
   }
   if (t.kind === 'tcp') {
-    // The server refuses it too (CREDENTIALS_BAD_OPTIONS); said here, it is a usage error naming the flag.
-    if (!isLoopbackHost(t.host)) throw new CliUsageError(`--credentials: over tcp the credentials server listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
+    if (!isLoopbackHost(t.host)) throw new CliUsageError(`${flag}: over tcp ${what} listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
     return { kind: 'tcp', host: t.host, port: t.port };
   }
   if (t.kind === 'unix') return { kind: 'unix', path: t.path };
   throw new CliUsageError(usage);
 }
 
-/** Over vsock, only the CID of the agent this bridge serves may have it dial: every enclave on the instance reaches the port. */
-function parseEgressListen(text: string, agent: StreamTarget): EgressDialerListen {
-  const v = /^vsock(?::(\d+))?$/.exec(text);
-  if (v) {
-    if (agent.kind !== 'vsock') {
-      throw new CliUsageError(`--egress ${text} serves only the agent's enclave CID, known only with a vsock agent (--agent vsock:CID:PORT or --enclave-cid CID); with a ${agent.kind} agent use --egress tcp:127.0.0.1:PORT or unix:/path`);
-    }
-    const port = v[1] === undefined ? DEFAULT_EGRESS_VSOCK_PORT : int('--egress vsock port', v[1], 1, 0xffffffff);
-    return { kind: 'vsock', port, agentCid: agent.cid };
-  }
-  let t;
-  try {
-    t = parseTarget(text);
-  } catch (err) {
-    if (err instanceof TransportError) throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
-    throw err;
-  }
-  if (t.kind === 'tcp') {
-    // Anyone who reaches the dialer can have it dial any global address: over tcp it is for this machine only.
-    if (!isLoopbackHost(t.host)) throw new CliUsageError(`--egress: over tcp the egress dialer listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
-    return { kind: 'tcp', host: t.host, port: t.port };
-  }
-  if (t.kind === 'unix') return { kind: 'unix', path: t.path };
-  throw new CliUsageError(`--egress: expected vsock, vsock:PORT, tcp:HOST:PORT or unix:/path, found "${text}"`);
-}
+const parseCredentialsListen = (text: string, agent: StreamTarget): CredentialsListen =>
+  parseHostServiceListen('--credentials', 'the credentials server', text, agent, DEFAULT_CREDENTIALS_VSOCK_PORT);
+
+const parseEgressListen = (text: string, agent: StreamTarget): EgressDialerListen => parseHostServiceListen('--egress', 'the egress dialer', text, agent, DEFAULT_EGRESS_VSOCK_PORT);
 
 function parseResolver(text: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+))(?::(\d+))?$/.exec(text);
