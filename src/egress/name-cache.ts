@@ -28,7 +28,8 @@ export class NameCache {
     if (value.allowed.length === 0) return;
     const ttl = Math.min(MAX_TTL_S, ...value.allowed.map((a) => a.ttl));
     if (ttl <= 0) return;
-    if (this.entries.size >= MAX_NAMES) this.entries.delete(this.entries.keys().next().value!);
+    // Full: the oldest name makes room (not when this one is only renewed).
+    if (!this.entries.delete(name) && this.entries.size >= MAX_NAMES) this.entries.delete(this.entries.keys().next().value!);
     this.entries.set(name, { value, expiry: this.now() + ttl * 1000 });
   }
 }

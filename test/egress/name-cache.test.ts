@@ -36,4 +36,16 @@ describe('NameCache', () => {
     expect(c.get('r.test')).toBeUndefined();
     expect(c.get('z.test')).toBeUndefined();
   });
+
+  it('holds at most 4,096 names: the oldest goes for a new one, none for one renewed', () => {
+    const c = new NameCache(() => 0);
+    const r = { allowed: [{ ip: '1.2.3.4', ttl: 60 }], refused: [] };
+    for (let i = 0; i < 4096; i++) c.set(`n${i}.test`, r);
+    c.set('n4095.test', r); // renewed: nothing evicted (before, n0 went)
+    expect(c.get('n0.test')).toBeDefined();
+    c.set('new.test', r);
+    expect(c.get('n0.test')).toBeUndefined();
+    expect(c.get('n1.test')).toBeDefined();
+    expect(c.get('new.test')).toBeDefined();
+  });
 });
