@@ -332,6 +332,9 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   function serveRequest(ex: Exchange, req: IncomingMessage, res: ServerResponse): void {
     const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);
     if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1)) {
+      // Refused before the pipeline's stages: its request id and transaction record are given here.
+      ex.requestId = randomUUID();
+      if (trx.enabled) ex.onDone(() => logExchange(ex, trx));
       respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
       return;
     }
