@@ -13,9 +13,10 @@ import { command as bridgeCommand, parseBridgeArgs } from '../../src/cli/bridge.
 import { CliUsageError } from '../../src/cli/types.ts';
 import { encodeFrame, type AwsCredentials } from '../../src/host/credentials-protocol.ts';
 import { startCredentialsServer, type CredentialsListen, type CredentialsServer } from '../../src/host/credentials-server.ts';
-import type { ConnectionHandler, ConnectionInfo, Listener, ListenOptions } from '../../src/transport/types.ts';
+import type { ConnectionInfo } from '../../src/transport/types.ts';
 import { bridgeCredentialProvider } from '../../src/runtime/credentials-provider.ts';
 import { onlyImdsCredentials, startFakeImds, type FakeImds } from './fake-imds.ts';
+import { vsockStandIn } from '../host/vsock-stand-in.ts';
 
 const savedEnv = { ...process.env };
 let dir: string;
@@ -256,26 +257,10 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     // Every enclave on the instance (and a debug-mode build, which KMS would refuse but which still runs next to
     // the role) reaches the parent's vsock port. A stand-in listener hands the server unix-socket connections
     // labelled with the peer CID the native vsock listener reports: the server's own code path from there on.
-    let handle: ConnectionHandler | undefined;
-    const listenWith = (_where: CredentialsListen, o: ListenOptions): Promise<Listener> => {
-      handle = o.onConnection;
-      return Promise.resolve({ address: 'vsock:*:8002', port: 8002, close: () => Promise.resolve() });
-    };
-    const bridge = await serve({ listen: { kind: 'vsock', port: 8002, agentCid: 16 }, listenWith, source: () => Promise.resolve({ accessKeyId: 'AKIDVSOCK', secretAccessKey: 's' }) });
-    expect(handle).toBeDefined();
-    const pairPath = path.join(dir, 'creds-vsock-pair.sock');
-    /** The enclave's end of a connection the listener reported from `info`. */
-    const peer = async (info: ConnectionInfo): Promise<net.Socket> => {
-      const srv = net.createServer();
-      await new Promise<void>((r) => srv.listen(pairPath, r));
-      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-      const enclave = net.connect(pairPath);
-      await new Promise<void>((r) => enclave.once('connect', r));
-      handle!(await accepted, info);
-      srv.close();
-      enclave.on('error', () => {});
-      return enclave;
-    };
+    const standIn = vsockStandIn(8002, dir);
+    const bridge = await serve({ listen: { kind: 'vsock', port: 8002, agentCid: 16 }, listenWith: standIn.listenWith, source: () => Promise.resolve({ accessKeyId: 'AKIDVSOCK', secretAccessKey: 's' }) });
+    expect(standIn.listened).toBe(1);
+    const peer = (info: ConnectionInfo): Promise<net.Socket> => standIn.peer(info);
     /** Sends one GetCredentials and collects what comes back until the server closes the connection. */
     const askUntilClosed = (s: net.Socket): Promise<Buffer> => new Promise((resolve) => {
       const got: Buffer[] = [];
@@ -304,16 +289,12 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
   });
 
   it('over vsock without the CID of the agent it serves, it refuses to start (it would serve every enclave)', async () => {
-    let listened = false;
-    const listenWith = (): Promise<Listener> => {
-      listened = true;
-      return Promise.resolve({ address: 'vsock:*:8002', port: 8002, close: () => Promise.resolve() });
-    };
+    const standIn = vsockStandIn(8002, dir);
     for (const agentCid of [undefined, -1, 1.5, 0xffffffff]) {
       const listen = { kind: 'vsock', port: 8002, agentCid } as unknown as CredentialsListen;
-      await expect(serve({ listen, listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'CREDENTIALS_BAD_OPTIONS', message: expect.stringContaining('agent') });
+      await expect(serve({ listen, listenWith: standIn.listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'CREDENTIALS_BAD_OPTIONS', message: expect.stringContaining('agent') });
     }
-    expect(listened).toBe(false);
+    expect(standIn.listened).toBe(0);
   });
 
   it('never logs credentials (the bridge at trace level, through all the cases above)', () => {

@@ -1,9 +1,6 @@
 // The host dialer and the flow protocol: exact frame bytes, what it dials and refuses, DNS forwarding, and
 // malformed frames (each closes its own stream; the dialer goes on serving).
-import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,8 +10,9 @@ import { buildQuery, parseResponse } from '../../src/egress/dns-message.ts';
 import { dnsExchange, openFlow } from '../../src/egress/flow-client.ts';
 import { decodeRequestBody, decodeRequestHeader, encodeRequest, encodeResponse, Status } from '../../src/egress/flow-frame.ts';
 import { maxWaitingStreams, startEgressDialer, UPSTREAM_KEEPALIVE_MS, type EgressDialer, type EgressDialerListen } from '../../src/host/egress-dialer.ts';
-import type { ConnectionHandler, ConnectionInfo, Listener } from '../../src/transport/types.ts';
+import type { ConnectionInfo } from '../../src/transport/types.ts';
 import { exchange, startExchangeServer, startTestDns, type ExchangeServer, type TestDns } from './helpers.ts';
+import { vsockStandIn } from '../host/vsock-stand-in.ts';
 
 let dns: TestDns;
 let echo: ExchangeServer;
@@ -226,21 +224,8 @@ describe('host dialer over vsock: only the agent it serves', () => {
   // Every enclave on the instance reaches the parent's vsock port; the dialer would dial for any of them, the
   // --allow-nonglobal private ranges included. A stand-in listener hands the dialer unix-socket connections
   // labelled with the peer CID the native vsock listener reports: the dialer's own code path from there on.
-  let dir: string;
-  beforeAll(() => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'egress-cid-'));
-  });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  const standIn = () => {
-    const state: { handle?: ConnectionHandler; listened: number } = { listened: 0 };
-    const listenWith = (_where: EgressDialerListen, o: { onConnection: ConnectionHandler }): Promise<Listener> => {
-      state.handle = o.onConnection;
-      state.listened++;
-      return Promise.resolve({ address: 'vsock:*:8001', port: 8001, close: () => Promise.resolve() });
-    };
-    return { state, listenWith };
-  };
+  const standIn = vsockStandIn(8001);
+  afterAll(() => standIn.cleanup());
 
   it("closes a stream from another CID (or an unreadable one) unanswered, dials nothing for it, counts it; serves the agent's", async () => {
     const dialed: net.Socket[] = [];
@@ -253,21 +238,9 @@ describe('host dialer over vsock: only the agent it serves', () => {
     const upstreamPort = (upstream.address() as net.AddressInfo).port;
     const warnings: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line) as Record<string, unknown>) });
-    const { state, listenWith } = standIn();
-    const dialer = await startEgressDialer({ listen: { kind: 'vsock', port: 8001, agentCid: 16 }, listenWith, allowNonGlobal: ['127.0.0.2/32'], resolvers: [{ host: '127.0.0.1', port: dns.port }], logger });
-    const pairPath = path.join(dir, 'pair.sock');
-    /** The enclave's end of a stream the listener reported from `info`. */
-    const peer = (info: ConnectionInfo) => async (): Promise<Duplex> => {
-      const srv = net.createServer();
-      await new Promise<void>((r) => srv.listen(pairPath, r));
-      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-      const enclave = net.connect(pairPath);
-      await new Promise<void>((r) => enclave.once('connect', r));
-      state.handle!(await accepted, info);
-      srv.close(); // stops listening; the accepted stream stays open
-      enclave.on('error', () => {});
-      return enclave;
-    };
+    const dialer = await startEgressDialer({ listen: { kind: 'vsock', port: 8001, agentCid: 16 }, listenWith: standIn.listenWith, allowNonGlobal: ['127.0.0.2/32'], resolvers: [{ host: '127.0.0.1', port: dns.port }], logger });
+    /** The enclave's end of a stream the listener reported from `info` (a DialerConnect). */
+    const peer = (info: ConnectionInfo) => (): Promise<Duplex> => standIn.peer(info);
     /** Sends a valid CONNECT to the allowed private upstream and collects what comes back until the dialer closes. */
     const askUntilClosed = async (info: ConnectionInfo): Promise<number> => {
       const s = (await peer(info)()) as net.Socket;
@@ -313,12 +286,12 @@ describe('host dialer over vsock: only the agent it serves', () => {
   });
 
   it('without the CID of the agent it serves, it refuses to start (it would dial for every enclave)', async () => {
-    const { state, listenWith } = standIn();
+    const before = standIn.listened;
     for (const agentCid of [undefined, -1, 1.5, 0xffffffff]) {
       const listen = { kind: 'vsock', port: 8001, agentCid } as unknown as EgressDialerListen;
-      await expect(startEgressDialer({ listen, listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining("agent's enclave CID") });
+      await expect(startEgressDialer({ listen, listenWith: standIn.listenWith }), String(agentCid)).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining("agent's enclave CID") });
     }
-    expect(state.listened).toBe(0);
+    expect(standIn.listened).toBe(before);
   });
 });
 

@@ -8,12 +8,13 @@ import { PassThrough, Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LineSplitter, startLogSinkServer, validJsonLine, type LogSinkListen, type LogSinkServer } from '../../src/host/log-sink-server.ts';
-import type { ConnectionHandler, ConnectionInfo, Listener } from '../../src/transport/types.ts';
+import type { ConnectionInfo } from '../../src/transport/types.ts';
 import { createReconnectingLogSink, type ReconnectingLogSink } from '../../src/runtime/stream-log-sink.ts';
 import { connectStream } from '../../src/transport/connect.ts';
 import { defaultLogTarget } from '../../src/runtime/logs.ts';
 import { configFromObject } from '../../src/config.ts';
 import { until } from './harness.ts';
+import { vsockStandIn } from '../host/vsock-stand-in.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -204,28 +205,14 @@ describe('host log sink server', () => {
     // Every enclave on the instance reaches the parent's vsock port, and the lines feed the activity store. A
     // stand-in listener hands the server unix-socket connections labelled with the peer CID the native vsock
     // listener reports: the server's own code path from there on.
-    let handle: ConnectionHandler | undefined;
-    const listenWith = (_where: LogSinkListen, o: { onConnection: ConnectionHandler }): Promise<Listener> => {
-      handle = o.onConnection;
-      return Promise.resolve({ address: 'vsock:*:5008', port: 5008, close: () => Promise.resolve() });
-    };
+    const standIn = vsockStandIn(5008);
+    cleanup.push(() => standIn.cleanup());
     const out = collector();
     const warnings: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line) as Record<string, unknown>) });
-    const srv = await startLogSinkServer({ listen: { kind: 'vsock', port: 5008, enclaveCid: 16 }, output: out.stream, listenWith, maxConnections: 1, logger });
+    const srv = await startLogSinkServer({ listen: { kind: 'vsock', port: 5008, enclaveCid: 16 }, output: out.stream, listenWith: standIn.listenWith, maxConnections: 1, logger });
     cleanup.push(() => srv.close());
-    const pairPath = sockPath();
-    /** The enclave's end of a connection the listener reported from `info`. */
-    const peer = async (info: ConnectionInfo): Promise<net.Socket> => {
-      const pair = net.createServer();
-      await new Promise<void>((r) => pair.listen(pairPath, r));
-      const accepted = new Promise<net.Socket>((r) => pair.once('connection', r));
-      const enclave = await rawClient(pairPath);
-      handle!(await accepted, info);
-      pair.close(); // stops listening; the accepted connection stays open
-      enclave.on('error', () => {});
-      return enclave;
-    };
+    const peer = (info: ConnectionInfo): Promise<net.Socket> => standIn.peer(info);
     for (const info of [
       { remote: 'vsock:17:1024', transport: 'vsock', peerCid: 17 }, // another enclave
       { remote: 'vsock:17:1025', transport: 'vsock', peerCid: 17 }, // the same one again
@@ -251,16 +238,13 @@ describe('host log sink server', () => {
   });
 
   it('over vsock without the CID of the enclave, it refuses to start (it would read every enclave)', async () => {
-    let listened = false;
-    const listenWith = (): Promise<Listener> => {
-      listened = true;
-      return Promise.resolve({ address: 'vsock:*:5008', port: 5008, close: () => Promise.resolve() });
-    };
+    const standIn = vsockStandIn(5008);
+    cleanup.push(() => standIn.cleanup());
     for (const enclaveCid of [undefined, -1, 1.5, 0xffffffff]) {
       const listen = { kind: 'vsock', port: 5008, enclaveCid } as unknown as LogSinkListen;
-      await expect(startLogSinkServer({ listen, output: collector().stream, listenWith }), String(enclaveCid)).rejects.toMatchObject({ code: 'LOG_SINK_SERVER_BAD_OPTIONS', message: expect.stringContaining("enclave's CID") });
+      await expect(startLogSinkServer({ listen, output: collector().stream, listenWith: standIn.listenWith }), String(enclaveCid)).rejects.toMatchObject({ code: 'LOG_SINK_SERVER_BAD_OPTIONS', message: expect.stringContaining("enclave's CID") });
     }
-    expect(listened).toBe(false);
+    expect(standIn.listened).toBe(0);
   });
 
   it('stops reading from the agent while the output is backed up, then catches up', async () => {
