@@ -127,13 +127,22 @@ export function removeUnderscoreAliases(list: HeaderList, names: ReadonlySet<str
   list.length = w;
 }
 
+/** Lower-case header names with their lengthMask, made once for removeHeaders. */
+export interface HeaderNames {
+  readonly names: ReadonlySet<string>;
+  readonly lengths: number;
+}
+
+export function headerNames(names: Iterable<string>): HeaderNames {
+  const set = new Set(names);
+  return { names: set, lengths: lengthMask(set) };
+}
+
 /**
  * Removes, in one pass and in place, every field whose name is in `names` (lower-case), and every underscore
  * alias of one (removeUnderscoreAliases). A name whose length no member has is kept without being lower-cased.
  */
-export function removeHeaders(list: HeaderList, names: ReadonlySet<string>): void {
-  let lengths = 0;
-  for (const n of names) lengths |= 1 << Math.min(n.length, 31);
+export function removeHeaders(list: HeaderList, { names, lengths }: HeaderNames): void {
   let w = 0;
   for (let r = 0; r < list.length; r += 2) {
     const name = list[r]!;

@@ -9,7 +9,7 @@
 // a client could pick the address an app rate-limits or logs.
 import { isIP } from 'node:net';
 import type { Stage } from '../exchange.ts';
-import { getHeaders, removeHeaders, removeUnderscoreAliases } from '../headers.ts';
+import { getHeaders, headerNames, removeHeaders, removeUnderscoreAliases } from '../headers.ts';
 
 export interface ClientAddressOptions {
   /** Keep and extend client-supplied forwarding headers (default false: replace them). */
@@ -24,9 +24,9 @@ const FORWARDING_HEADERS = [...CHAIN_HEADERS, 'x-forwarded-host', 'x-forwarded-p
 /** The client's address as other proxies and CDNs spell it: never set in front of the agent. */
 const CLIENT_IP_HEADERS = ['x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'cf-pseudo-ipv4', 'fastly-client-ip', 'x-cluster-client-ip', 'x-forwarded', 'forwarded-for', 'x-original-forwarded-for', 'appengine-user-ip'];
 /** Untrusted peer: every forwarding and client-IP header, and their underscore aliases (headers.ts). */
-const STRIP_UNTRUSTED: ReadonlySet<string> = new Set([...FORWARDING_HEADERS, ...CLIENT_IP_HEADERS]);
+const STRIP_UNTRUSTED = headerNames([...FORWARDING_HEADERS, ...CLIENT_IP_HEADERS]);
 /** Trusted peer: the chain (re-set below) and the client-IP headers. */
-const STRIP_TRUSTED: ReadonlySet<string> = new Set([...CHAIN_HEADERS, ...CLIENT_IP_HEADERS]);
+const STRIP_TRUSTED = headerNames([...CHAIN_HEADERS, ...CLIENT_IP_HEADERS]);
 /** Their underscore aliases are dropped whatever the peer: `X_Forwarded_For` reads as X-Forwarded-For to a CGI/WSGI app. */
 const FORWARDING_SET: ReadonlySet<string> = new Set(FORWARDING_HEADERS);
 
