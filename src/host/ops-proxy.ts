@@ -54,13 +54,13 @@ async function fetchFromAgent(target: StreamTarget, path: string, timeoutMs: num
   const stream = await connectStream(target, { timeoutMs });
   let deadline: NodeJS.Timeout | undefined;
   return new Promise<AgentAnswer>((resolve, reject) => {
-    const req = http.request({ method: 'GET', path, headers: { host: 'enclave-agent', connection: 'close' }, createConnection: () => stream as net.Socket, timeout: timeoutMs });
+    const req = http.request({ method: 'GET', path, headers: { host: 'enclave-agent', connection: 'close' }, createConnection: () => stream as net.Socket });
     const fail = (err: BridgeError): void => {
       reject(err);
       req.destroy();
     };
+    // One deadline for the whole answer (an idle timeout would let a trickled body run on).
     deadline = setTimeout(() => fail(new BridgeError('BRIDGE_OPS_TIMEOUT', `the agent did not answer ${path} within ${timeoutMs} ms`)), timeoutMs);
-    req.once('timeout', () => fail(new BridgeError('BRIDGE_OPS_TIMEOUT', `the agent did not answer ${path} within ${timeoutMs} ms`)));
     req.once('error', reject);
     let answered = false;
     // Without a 'response' (an upgrade answer, a connection closed early) this is the only event left.
