@@ -3,7 +3,7 @@
 // collected count against the session's output budget while they wait (`budget`; DataResponse hands them over as
 // they come, `eager`, the head with the first of them): an app that answers slowly or never ends must not have every in-flight request of every
 // session hold up to maxResponseBytes uncounted.
-import type { OneShotData, OneShotResult, ResponseBudget } from '../responder/forwarder.ts';
+import { HeldResponseBytes, type OneShotData, type OneShotResult, type ResponseBudget } from '../responder/forwarder.ts';
 import type { AnswerTarget, DataResponse } from './data-response.ts';
 
 export class OneShotAnswer implements AnswerTarget, OneShotData {
@@ -16,15 +16,14 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
   #total = 0;
   readonly #max: number;
   readonly #onSettled: (a: OneShotAnswer) => void;
-  readonly #budget: ResponseBudget | undefined;
-  /** Bytes of #chunks reserved in the budget, given back when the request settles. */
-  #reserved = 0;
+  /** The bytes of #chunks, held in the budget (when given) until the request settles. */
+  readonly #held: HeldResponseBytes | null;
 
   /** `max`: the largest answer taken; `onSettled` runs once, when the request is over either way. */
   constructor(max: number, onSettled: (a: OneShotAnswer) => void, budget?: ResponseBudget) {
     this.#max = max;
     this.#onSettled = onSettled;
-    this.#budget = budget;
+    this.#held = budget === undefined ? null : new HeldResponseBytes(budget);
     this.done = new Promise<OneShotResult>((resolve) => (this.#settle = resolve));
   }
 
@@ -40,12 +39,9 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
       this.#abort('too-large');
       return false;
     }
-    if (this.#budget !== undefined) {
-      if (!this.#budget.tryReserve(chunk.length)) {
-        this.#abort('over-budget');
-        return false;
-      }
-      this.#reserved += chunk.length;
+    if (this.#held !== null && !this.#held.take(chunk.length)) {
+      this.#abort('over-budget');
+      return false;
     }
     this.#chunks.push(chunk);
     return true;
@@ -70,8 +66,7 @@ export class OneShotAnswer implements AnswerTarget, OneShotData {
   #finish(r: OneShotResult): void {
     this.destroyed = true;
     // The reply (if any) is counted again when the session queues it, in the same turn.
-    if (this.#reserved > 0) this.#budget!.adjust(-this.#reserved);
-    this.#reserved = 0;
+    this.#held?.release();
     this.#chunks = [];
     this.#settle(r);
     this.#onSettled(this);

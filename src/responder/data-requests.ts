@@ -14,7 +14,7 @@ import type { OutputBudgetLike } from './output-budget.ts';
 import { OVER_BUDGET_TEXT } from './session-output.ts';
 import { forwardContext } from './session-requests.ts';
 import type { SessionHost } from './session-types.ts';
-import type { OneShotData } from './forwarder.ts';
+import { HeldResponseBytes, type OneShotData } from './forwarder.ts';
 
 const tooLargeText = (max: number): string => `response too large for one frame (more than ${max} bytes; max ${MAX_MESSAGE_LEN})`;
 const timeoutText = (ms: number): string => `the app did not finish its response within ${Math.round(ms / 1000)} s`;
@@ -157,15 +157,14 @@ class DataReply {
   readonly #app: Duplex;
   readonly #apps: Set<Duplex>;
   readonly #max: number;
-  readonly #budget: OutputBudgetLike;
+  /** The bytes of #chunks, held in the output budget until the reply is settled. */
+  readonly #held: HeldResponseBytes;
   readonly #counters: ResponderCounters;
   readonly #resolve: (msg: ServerMessage) => void;
   readonly #timer: NodeJS.Timeout;
   readonly #onData: (chunk: Buffer) => void;
   #chunks: Uint8Array[] = [];
   #total = 0;
-  /** Bytes of #chunks reserved in the budget (given back when the reply is settled). */
-  #reserved = 0;
   #done = false;
 
   constructor(
@@ -182,7 +181,7 @@ class DataReply {
     this.#app = app;
     this.#apps = apps;
     this.#max = max;
-    this.#budget = budget;
+    this.#held = new HeldResponseBytes(budget);
     this.#counters = counters;
     this.#resolve = resolve;
     this.#onData = (chunk) => this.#data(chunk);
@@ -200,11 +199,10 @@ class DataReply {
     this.#total += chunk.length;
     if (this.#total > this.#max) {
       this.#finish({ type: 'Error', id: this.#id, message: tooLargeText(this.#max) });
-    } else if (!this.#budget.tryReserve(chunk.length)) {
+    } else if (!this.#held.take(chunk.length)) {
       this.#counters.overBudget++;
       this.#finish({ type: 'Error', id: this.#id, message: OVER_BUDGET_TEXT });
     } else {
-      this.#reserved += chunk.length;
       this.#chunks.push(chunk);
     }
   }
@@ -213,8 +211,7 @@ class DataReply {
     if (this.#done) return;
     this.#done = true;
     // The reply (if Data) is counted again when it is queued, in the same turn.
-    if (this.#reserved > 0) this.#budget.adjust(-this.#reserved);
-    this.#reserved = 0;
+    this.#held.release();
     if (msg.type !== 'Data') this.#chunks = [];
     clearTimeout(this.#timer);
     this.#app.off('data', this.#onData);

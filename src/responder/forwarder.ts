@@ -65,6 +65,25 @@ export interface ResponseBudget {
   adjust(delta: number): void;
 }
 
+/** What one response being read holds of a ResponseBudget: taken a piece at a time, given back at once. */
+export class HeldResponseBytes {
+  #held = 0;
+  constructor(private readonly budget: ResponseBudget) {}
+
+  /** Takes `bytes`; false (nothing taken) when they do not fit. */
+  take(bytes: number): boolean {
+    if (!this.budget.tryReserve(bytes)) return false;
+    this.#held += bytes;
+    return true;
+  }
+
+  /** Gives back everything taken (the reply, if any, is counted again when the session queues it). */
+  release(): void {
+    if (this.#held > 0) this.budget.adjust(-this.#held);
+    this.#held = 0;
+  }
+}
+
 /** A Data request in flight on a forwarder's one-shot path. */
 export interface OneShotData {
   /** Settles exactly once and never rejects. */
