@@ -16,7 +16,8 @@ import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { createRuntimeLogs } from '../runtime/logs.ts';
 import { insideEnclave, openNsm } from '../runtime/nsm.ts';
 import { RuntimeError } from '../runtime/errors.ts';
-import { startSupervisor } from '../runtime/supervisor.ts';
+import { signalExitCode, startSupervisor } from '../runtime/supervisor.ts';
+import { unlessBootAborted, watchBootSignals, type BootSignals } from '../runtime/boot-signals.ts';
 import { makeAgentNotDumpable } from '../runtime/not-dumpable.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
@@ -56,8 +57,9 @@ that send the enclave's outbound TCP and DNS to the agent, before the app starts
 
 The app command comes after "--" (or after the last option), else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
 finish in-flight requests up to [listen] drain_timeout_ms, then forward the signal to the app and exit 0;
-a second one forces); SIGHUP/SIGUSR1/SIGUSR2 are forwarded to the app. When the app exits and [app] restart
-does not restart it, the agent exits with the app's exit code.
+a second one forces); SIGHUP/SIGUSR1/SIGUSR2 are forwarded to the app. SIGTERM/SIGINT during boot (KMS,
+[secrets], egress, the listeners) abort it: what was started is closed, the app is not started, exit 128 + the
+signal number. When the app exits and [app] restart does not restart it, the agent exits with the app's exit code.
 
 Sealed keys ([keyring] source = "sealed-file"): the unseal key is read as 64 hex characters from the file
 named by $ENCLAVE_AGENT_UNSEAL_KEY_FILE.`;
@@ -202,7 +204,22 @@ function nativeReason(err: unknown): string {
   return `(${err instanceof Error ? err.message : String(err)})`;
 }
 
+/** Something (a pool, a stray socket, a KMS call a boot abort left) must not keep a stopped agent alive. */
+function exitSoon(code: number): void {
+  setTimeout(() => process.exit(code), 2_000).unref();
+}
+
 export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  // From the start: a stop signal during boot aborts it (runtime/boot-signals.ts) instead of killing the agent.
+  const boot = watchBootSignals();
+  try {
+    return await bootAndRun(args, io, env, boot);
+  } finally {
+    boot.stop();
+  }
+}
+
+async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boot: BootSignals): Promise<number> {
   const a = parseRunArgs(args, env);
   const config: Config = loadConfig(a.configPath, env);
   const command = a.command.length > 0 ? a.command : config.app.command;
@@ -234,10 +251,20 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     }
     throw err;
   }
+  if (boot.signal.aborted) return signalExitCode(boot.received()!);
 
   const logs = createRuntimeLogs(config.log, a.logTarget === undefined ? {} : { target: a.logTarget });
   const logger = logs.logger;
   logger.info({ config: a.configPath ?? '(defaults)', listen: a.listen.kind, nsm: a.nsm, logs: logs.where, pid: process.pid }, 'enclave-agent run starting');
+  /** Closes what boot started (the runtime: listeners, egress, workers) and exits as the signal asks. */
+  const bootAborted = async (runtime?: AgentRuntime): Promise<number> => {
+    const signal = boot.received()!;
+    logger.info({ signal }, 'stop signal during boot: not starting the app');
+    await runtime?.close().catch(() => {});
+    await logs.close().catch(() => {});
+    exitSoon(signalExitCode(signal));
+    return signalExitCode(signal);
+  };
   const warning = keyringWarning(config, a.stateDir);
   if (warning !== null) {
     io.err(`enclave-agent run: WARNING: ${warning}`);
@@ -273,11 +300,14 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       ...(config.clock.correct ? { clockStepper: nativeClockStep } : {}),
       egress: { dialer: () => connectStream(egressTarget, { timeoutMs: EGRESS_DIALER_CONNECT_TIMEOUT_MS }) },
       ...(kmsCredentials === undefined ? {} : { kms: { credentials: kmsCredentials } }),
+      abort: boot.signal,
     });
   } catch (err) {
+    if (boot.signal.aborted) return bootAborted();
     await logs.close();
     throw err;
   }
+  if (boot.signal.aborted) return bootAborted(runtime);
 
   // [secrets]: decrypted only now that the keyring is open, and only into the app's environment.
   let secrets: Record<string, string>;
@@ -295,18 +325,22 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       const proxyUrl = config.egress.enabled && runtime.egress !== null ? new URL(runtime.egress.proxyUrl) : null;
       Object.assign(
         secrets,
-        await openKmsSecrets(kms, {
-          region: config.keyring.region!,
-          endpoint: config.keyring.endpoint,
-          nsm,
-          proxy: proxyUrl === null ? null : { host: proxyUrl.hostname, port: Number(proxyUrl.port) },
-          ...(kmsCredentials === undefined ? {} : { credentials: kmsCredentials }),
-          onRetry: (attempt, reason) => logger.warn({ attempt, reason }, 'KMS Decrypt did not answer; retrying'),
-        }),
+        await unlessBootAborted(
+          openKmsSecrets(kms, {
+            region: config.keyring.region!,
+            endpoint: config.keyring.endpoint,
+            nsm,
+            proxy: proxyUrl === null ? null : { host: proxyUrl.hostname, port: Number(proxyUrl.port) },
+            ...(kmsCredentials === undefined ? {} : { credentials: kmsCredentials }),
+            onRetry: (attempt, reason) => logger.warn({ attempt, reason }, 'KMS Decrypt did not answer; retrying'),
+          }),
+          boot.signal,
+        ),
       );
       secrets = Object.fromEntries(Object.keys(config.secrets).map((n) => [n, secrets[n]!])); // enclave.toml's order
     }
   } catch (err) {
+    if (boot.signal.aborted) return bootAborted(runtime);
     if (!(err instanceof SecretsError)) throw err;
     io.err(`enclave-agent run: ${err.code}: ${err.message}`);
     logger.error({ code: err.code, variable: err.variable }, 'a secret does not decrypt; not starting the app');
@@ -316,6 +350,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
   }
   const names = Object.keys(secrets);
   if (names.length > 0) logger.info({ secrets: names }, 'secrets decrypted for the app');
+  if (boot.signal.aborted) return bootAborted(runtime);
 
   let supervisor: ReturnType<typeof startSupervisor>;
   // With a policy to enforce, the app's only way out is the agent: no vsock of its own to the host dialer, and
@@ -364,7 +399,8 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
       logger,
       exit: resolve,
     });
-    // Installed for the rest of the process: a late second signal still forces.
+    // Installed for the rest of the process, in the tick the boot's come off: a late second signal still forces.
+    boot.stop();
     installSignalHandlers(shutdown, supervisor, logger);
     void supervisor.done.then((result) => {
       if (result.reason === 'stopped') return; // the shutdown sequence stopped it
@@ -372,8 +408,7 @@ export async function runAgent(args: string[], io: CliIo, env: NodeJS.ProcessEnv
     });
   });
   await logs.close().catch(() => {});
-  // Something (a pool, a stray socket) must not keep a stopped agent alive.
-  setTimeout(() => process.exit(code), 2_000).unref();
+  exitSoon(code);
   return code;
 }
 

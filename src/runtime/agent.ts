@@ -43,6 +43,7 @@ import { startOpsServer, type OpsServer } from '../ops/ops-server.ts';
 import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
+import { throwIfBootAborted, unlessBootAborted } from './boot-signals.ts';
 import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
 import { startTlsHandoff } from './tls-handoff.ts';
 import { AcmeCertificate } from '../ingress/acme-certificate.ts';
@@ -97,6 +98,8 @@ export interface AgentRuntimeOptions {
   acme?: { extraCa?: string[]; pollMinMs?: number; now?: () => number };
   /** TLS ingress: the attested certificate's clock (tests move it to see rotation; default Date.now). */
   ingress?: { now?: () => number };
+  /** A stop signal during boot (boot-signals.ts): what was started is closed and RUNTIME_ABORTED thrown. */
+  abort?: AbortSignal;
 }
 
 export interface AgentRuntime {
@@ -288,7 +291,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   }
   let keyring: Keyring;
   try {
-    keyring = await loadKeyring(keySourceFor(opts, egress, logger));
+    throwIfBootAborted(opts.abort);
+    keyring = await unlessBootAborted(loadKeyring(keySourceFor(opts, egress, logger)), opts.abort);
   } catch (err) {
     await egress?.close().catch(() => {});
     throw err;
