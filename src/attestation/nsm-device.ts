@@ -3,6 +3,7 @@
  * helper does `ioctl(fd, 0xC0200A00, {request iovec, 12 KiB response iovec})` and returns the bytes the kernel
  * wrote), and decodes the reply. `{"Error": code}` replies become NsmError (code NSM_ERROR, `nsmCode` = the
  * device's ErrorCode name). The same client drives the simulator, so both paths share every byte of codec.
+ * Requests reach the device one at a time (oneAtATime).
  */
 import { concatBytes } from '../util/bytes.ts';
 import { AttestationError, NsmError } from './errors.ts';
@@ -32,7 +33,23 @@ async function call(ioctl: NsmIoctl, request: Uint8Array, want: NsmResponse['kin
   return res;
 }
 
-export function createDeviceNsm(ioctl: NsmIoctl): Nsm {
+/**
+ * `ioctl` called one request at a time, in arrival order. The kernel driver (drivers/misc/nsm.c) has one message
+ * buffer and one virtqueue behind a mutex: a second call in flight only holds a libuv pool thread (4 by
+ * default, shared with fs, dns.lookup, crypto and zlib) blocked on that mutex, and many would hold them all.
+ */
+function oneAtATime(ioctl: NsmIoctl): NsmIoctl {
+  let tail: Promise<unknown> = Promise.resolve();
+  return (request) => {
+    const done = tail.then(() => ioctl(request));
+    tail = done.catch(() => {});
+    return done;
+  };
+}
+
+/** The device client. Calls reach `ioctl` one at a time (oneAtATime): open it once per process. */
+export function createDeviceNsm(deviceIoctl: NsmIoctl): Nsm {
+  const ioctl = oneAtATime(deviceIoctl);
   return {
     async attest(req: AttestationRequest): Promise<Uint8Array> {
       const res = await call(ioctl, encodeAttestationRequest(req ?? {}), 'Attestation');

@@ -5,11 +5,9 @@
 // it every connection comes from the bridge, and only the process-wide bucket applies. IPv6 sources count per /64
 // (one host commonly holds a whole /64; per address it could mint budgets at will).
 import { clientKey } from '../util/ip-bytes.ts';
+import { TokenBucket, type Rate } from '../util/token-bucket.ts';
 
-export interface Rate {
-  perSecond: number;
-  burst: number;
-}
+export type { Rate };
 
 export interface NonceBudgetOptions {
   /** The whole process (default 20 per second, bursts of 20). */
@@ -26,37 +24,20 @@ export const DEFAULT_TOTAL_RATE: Rate = { perSecond: 20, burst: 20 };
 export const DEFAULT_CLIENT_RATE: Rate = { perSecond: 5, burst: 10 };
 const DEFAULT_MAX_CLIENTS = 4096;
 
-class Bucket {
-  tokens: number;
-  at: number;
-  constructor(rate: Rate, now: number) {
-    this.tokens = rate.burst;
-    this.at = now;
-  }
-
-  /** Tokens now (refilled up to the burst; a clock stepped back refills nothing, and takes nothing either). */
-  level(rate: Rate, now: number): number {
-    this.tokens = Math.min(rate.burst, this.tokens + (Math.max(0, now - this.at) / 1000) * rate.perSecond);
-    this.at = now;
-    return this.tokens;
-  }
-}
-
-
 export class NonceBudget {
   readonly #total: Rate;
   readonly #perClient: Rate;
   readonly #maxClients: number;
   readonly #now: () => number;
-  readonly #global: Bucket;
-  readonly #clients = new Map<string, Bucket>();
+  readonly #global: TokenBucket;
+  readonly #clients = new Map<string, TokenBucket>();
 
   constructor(opts: NonceBudgetOptions = {}) {
     this.#total = opts.total ?? DEFAULT_TOTAL_RATE;
     this.#perClient = opts.perClient ?? DEFAULT_CLIENT_RATE;
     this.#maxClients = opts.maxClients ?? DEFAULT_MAX_CLIENTS;
     this.#now = opts.now ?? Date.now;
-    this.#global = new Bucket(this.#total, this.#now());
+    this.#global = new TokenBucket(this.#total, this.#now());
   }
 
   /** Clients with a bucket now (for tests and metrics). */
@@ -79,7 +60,7 @@ export class NonceBudget {
     let bucket = this.#clients.get(key);
     if (bucket === undefined) {
       this.#makeRoom(now);
-      bucket = new Bucket(this.#perClient, now);
+      bucket = new TokenBucket(this.#perClient, now);
       this.#clients.set(key, bucket);
     }
     if (bucket.level(this.#perClient, now) < 1) return false;

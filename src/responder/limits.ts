@@ -51,6 +51,16 @@ export interface Limits {
    * decoding frames while this many are pending (each attestation is an NSM call). Default 4.
    */
   maxPendingSessionRequests: number;
+  /**
+   * Per session: RequestAttestation calls that reach the NSM at once before the pace applies. Default 3 (the
+   * client's one at the start of a session, and room for a few re-checks).
+   */
+  attestationBurst: number;
+  /**
+   * Per session: past the burst, one RequestAttestation reaches the NSM per this many ms; later ones wait their
+   * turn (a pending session request each, see attestation-pace.ts). Default 1 000 ms.
+   */
+  attestationIntervalMs: number;
   /** Largest PROXY v2 header accepted (signature to last TLV byte). Default 4096. */
   maxProxyHeaderBytes: number;
   /**
@@ -90,6 +100,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxSessionQueuedBytes: 4 << 20,
   maxClientQueuedBytes: 1 << 20,
   maxPendingSessionRequests: 4,
+  attestationBurst: 3,
+  attestationIntervalMs: 1000,
   maxProxyHeaderBytes: 4096,
   maxSessionsPerClient: 64,
   writeStallTimeoutMs: 30_000,

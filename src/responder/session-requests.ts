@@ -7,6 +7,7 @@ import {
   type ByteEncoding,
   type ServerMessage,
 } from '../wire/messages.ts';
+import { attestationWaitMs, waitTurn } from './attestation-pace.ts';
 import { handleControl } from './control.ts';
 import { errorCode, truncate } from './error-text.ts';
 import type { ForwardContext } from './forwarder.ts';
@@ -54,10 +55,12 @@ function attestDocument(host: SessionHost, userData?: Uint8Array, publicKey?: Ui
   });
 }
 
-/** RequestAttestation → Attestation; a failure closes the session. */
+/** RequestAttestation → Attestation, at the session's pace (attestation-pace.ts); a failure closes the session. */
 export async function answerAttestation(host: SessionHost, enc: ByteEncoding): Promise<void> {
   host.sessionRequestStarted();
   try {
+    const waitMs = attestationWaitMs(host);
+    if (waitMs > 0 && (!(await waitTurn(waitMs, host.signal())) || host.state() !== 'open')) return;
     const controlNonce = host.cfg.control.nonce.current();
     const data = await attestDocument(host, controlNonce);
     if (host.state() !== 'open') return;

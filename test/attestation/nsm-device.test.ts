@@ -118,4 +118,30 @@ describe('NSM device client', () => {
     expect(err.nsmCode).toBe('InputTooLarge');
     expect(calls).toBe(0);
   });
+
+  it('hands the device one request at a time, in arrival order, and goes on after one that failed', async () => {
+    // Every caller (sessions on every thread, TLS ingress, the API, KMS) shares this one client.
+    const pending: { request: string; settle: (reply: Uint8Array | Error) => void }[] = [];
+    const nsm = createDeviceNsm(
+      (request) =>
+        new Promise<Uint8Array>((resolve, reject) => pending.push({ request: toHex(request), settle: (r) => (r instanceof Error ? reject(r) : resolve(r)) })),
+    );
+    const turn = () => new Promise<void>((r) => setImmediate(r));
+    const first = nsm.attest({ nonce: Uint8Array.of(1, 2) }).catch((e: unknown) => e);
+    const second = nsm.attest({ userData: Uint8Array.of(0x61, 0x62, 0x63), nonce: new Uint8Array(0), publicKey: Uint8Array.of(0xff) });
+    const third = nsm.random(4);
+    await turn();
+    // Before the fix all three were in the device at once.
+    expect(pending.map((p) => p.request)).toEqual([REQ_ATTEST_NONCE_ONLY]);
+    pending[0]!.settle(new Error('EINTR'));
+    expect(((await first) as AttestationError).code).toBe('NSM_ERROR');
+    await turn();
+    expect(pending.map((p) => p.request)).toEqual([REQ_ATTEST_NONCE_ONLY, REQ_ATTEST_ALL]);
+    pending[1]!.settle(replyAttestation(doc));
+    expect(toHex(await second)).toBe(toHex(doc));
+    await turn();
+    expect(pending.map((p) => p.request)).toEqual([REQ_ATTEST_NONCE_ONLY, REQ_ATTEST_ALL, REQ_GET_RANDOM]);
+    pending[2]!.settle(replyRandom(Uint8Array.of(9, 8, 7, 6)));
+    expect(await third).toEqual(Uint8Array.of(9, 8, 7, 6));
+  });
 });
