@@ -1,6 +1,8 @@
 // Which IP addresses are not on the public internet. A name on the allow-list that resolves into one of these
 // ranges is refused (DNS rebinding to 127.0.0.1 or the metadata service 169.254.169.254), unless an IP or
 // CIDR entry of the policy names the address itself. net.BlockList does the prefix arithmetic.
+// The lists are every block the IANA IPv4 and IPv6 Special-Purpose Address Registries mark "Globally Reachable:
+// False" (multicast too), less the globally reachable blocks assigned inside them (GLOBAL_INSIDE_*).
 import net from 'node:net';
 import { parseIPv6 } from '../util/ip-bytes.ts';
 
@@ -12,22 +14,56 @@ const NON_GLOBAL_V4: readonly [string, number][] = [
   ['169.254.0.0', 16], // link-local, incl. 169.254.169.254 (instance metadata)
   ['172.16.0.0', 12], // RFC 1918
   ['192.0.0.0', 24], // IETF protocol assignments
+  ['192.0.2.0', 24], // documentation (TEST-NET-1)
   ['192.168.0.0', 16], // RFC 1918
+  ['198.18.0.0', 15], // benchmarking (RFC 2544)
+  ['198.51.100.0', 24], // documentation (TEST-NET-2)
+  ['203.0.113.0', 24], // documentation (TEST-NET-3)
   ['224.0.0.0', 4], // multicast
-  ['240.0.0.0', 4], // reserved, incl. broadcast
+  ['240.0.0.0', 4], // reserved, incl. limited broadcast 255.255.255.255
 ];
 const NON_GLOBAL_V6: readonly [string, number][] = [
   ['::', 128], // unspecified
   ['::1', 128], // loopback
   ['64:ff9b:1::', 48], // local-use NAT64
+  ['100::', 64], // discard-only (RFC 6666)
+  ['100:0:0:1::', 64], // dummy prefix (RFC 9780)
+  ['2001::', 23], // IETF protocol assignments, incl. Teredo, benchmarking 2001:2::/48, ORCHID
+  ['2001:db8::', 32], // documentation
+  ['3fff::', 20], // documentation (RFC 9637)
+  ['5f00::', 16], // SRv6 SIDs (RFC 9602)
   ['fc00::', 7], // ULA
   ['fe80::', 10], // link-local
   ['ff00::', 8], // multicast
 ];
+/** Assignments inside the blocks above that the registries mark globally reachable. */
+const GLOBAL_INSIDE_V4: readonly [string, number][] = [
+  ['192.0.0.9', 32], // PCP anycast
+  ['192.0.0.10', 32], // TURN anycast
+];
+const GLOBAL_INSIDE_V6: readonly [string, number][] = [
+  ['2001:1::1', 128], // PCP anycast
+  ['2001:1::2', 128], // TURN anycast
+  ['2001:1::3', 128], // DNS-SD SRP anycast
+  ['2001:3::', 32], // AMT
+  ['2001:4:112::', 48], // AS112-v6
+  ['2001:20::', 28], // ORCHIDv2
+  ['2001:30::', 28], // drone remote ID
+];
 
-const nonGlobal = new net.BlockList();
-for (const [a, p] of NON_GLOBAL_V4) nonGlobal.addSubnet(a, p, 'ipv4');
-for (const [a, p] of NON_GLOBAL_V6) nonGlobal.addSubnet(a, p, 'ipv6');
+function blockList(v4: readonly [string, number][], v6: readonly [string, number][]): net.BlockList {
+  const list = new net.BlockList();
+  for (const [a, p] of v4) list.addSubnet(a, p, 'ipv4');
+  for (const [a, p] of v6) list.addSubnet(a, p, 'ipv6');
+  return list;
+}
+const nonGlobal = blockList(NON_GLOBAL_V4, NON_GLOBAL_V6);
+const globalInside = blockList(GLOBAL_INSIDE_V4, GLOBAL_INSIDE_V6);
+
+/** In a non-global block, and not in a globally reachable assignment inside it. */
+function inNonGlobalBlock(ip: string, family: 'ipv4' | 'ipv6'): boolean {
+  return nonGlobal.check(ip, family) && !globalInside.check(ip, family);
+}
 
 /** 4 or 6 for an IP literal (IPv6 without brackets), 0 otherwise. */
 export function ipFamily(text: string): 0 | 4 | 6 {
@@ -63,16 +99,17 @@ export function embeddedIpv4(ip: string): string | null {
 }
 
 /**
- * True for loopback, RFC 1918, link-local, CGNAT, ULA, multicast and the other special-purpose ranges, and for
- * an IPv6 address that embeds such an IPv4 address (embeddedIpv4).
+ * True for loopback, RFC 1918, link-local, CGNAT, ULA, multicast, documentation, benchmarking and the other
+ * special-purpose ranges that are not globally reachable, and for an IPv6 address that embeds such an IPv4
+ * address (embeddedIpv4).
  */
 export function isNonGlobal(ip: string): boolean {
   const v = unmapIpv4(ip);
   const family = ipFamily(v);
   if (family === 0) return true; // not an address at all: never "global"
-  if (nonGlobal.check(v, family === 4 ? 'ipv4' : 'ipv6')) return true;
+  if (inNonGlobalBlock(v, family === 4 ? 'ipv4' : 'ipv6')) return true;
   const inner = family === 6 ? embeddedIpv4(v) : null;
-  return inner !== null && nonGlobal.check(inner, 'ipv4');
+  return inner !== null && inNonGlobalBlock(inner, 'ipv4');
 }
 
 /** A BlockList of extra prefixes ("198.18.0.0/15", "10.1.2.3"), for the host dialer's --allow-nonglobal. */

@@ -11,15 +11,19 @@ import { NameCache } from '../../src/egress/name-cache.ts';
 import { MAX_PIN_S, PinTable } from '../../src/egress/pin-table.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
 import { MAX_DNS_IN_FLIGHT, type DnsTransport } from '../../src/egress/resolver.ts';
+import { publicIp } from './helpers.ts';
 
-const many = Array.from({ length: 40 }, (_, i) => `203.0.113.${i + 1}`);
+const many = Array.from({ length: 40 }, (_, i) => publicIp(i + 1));
+const OK_IP = publicIp(7);
+/** Answers to refuse: loopback, and benchmarking and documentation addresses (not globally reachable). */
+const REBIND_IPS = ['127.0.0.1', '198.18.0.1', '203.0.113.7'];
 let upstreamQueries: string[] = [];
 /** The host's resolver, answering from a table (stands in for the flow protocol's DNS op). */
 const upstream: DnsTransport = (q) => {
   const query = parseResponse(Buffer.concat([q.subarray(0, 2), Buffer.from([0x81, 0x80]), q.subarray(4)]));
   const name = query.question!.name;
   upstreamQueries.push(name);
-  const ips = name === 'ok.test' ? ['203.0.113.7'] : name === 'many.test' ? many : name === 'rebind.test' ? ['127.0.0.1'] : [];
+  const ips = name === 'ok.test' ? [OK_IP] : name === 'many.test' ? many : name === 'rebind.test' ? REBIND_IPS : [];
   const head = Buffer.from(q.subarray(0, 12));
   head.writeUInt16BE(0x8180, 2);
   head.writeUInt16BE(ips.length, 6);
@@ -66,9 +70,9 @@ function tcpExchange(q: Buffer): Promise<Buffer> {
 
 describe('DNS stub', () => {
   it('answers an allowed name with its addresses and pins them to the name', async () => {
-    expect(await resolver.resolve4('ok.test')).toEqual(['203.0.113.7']);
-    expect(pins.namesFor('203.0.113.7')).toEqual(['ok.test']);
-    expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', ip: '203.0.113.7' });
+    expect(await resolver.resolve4('ok.test')).toEqual([OK_IP]);
+    expect(pins.namesFor(OK_IP)).toEqual(['ok.test']);
+    expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', ip: OK_IP });
   });
 
   it('answers with a TTL no longer than the pin lives (an upstream TTL of a day becomes an hour)', async () => {
@@ -81,9 +85,9 @@ describe('DNS stub', () => {
       return b;
     });
     const res = parseResponse((await answerQuery({ ...opts, dns: day, pins: longPins }, buildQuery(21, 'ok.test', 1), 512))!);
-    expect(res.answers).toEqual([expect.objectContaining({ address: '203.0.113.7', ttl: MAX_PIN_S })]);
+    expect(res.answers).toEqual([expect.objectContaining({ address: OK_IP, ttl: MAX_PIN_S })]);
     now += (MAX_PIN_S - 1) * 1000;
-    expect(longPins.namesFor('203.0.113.7')).toEqual(['ok.test']); // pinned for as long as the app may keep it
+    expect(longPins.namesFor(OK_IP)).toEqual(['ok.test']); // pinned for as long as the app may keep it
     const short = parseResponse((await answerQuery(opts, buildQuery(22, 'ok.test', 1), 512))!);
     expect(short.answers[0]).toMatchObject({ ttl: 120 }); // shorter TTLs pass unchanged
   });
@@ -95,15 +99,15 @@ describe('DNS stub', () => {
     const o = { ...opts, pins: cachedPins, cache };
     upstreamQueries = [];
     const first = parseResponse((await answerQuery(o, buildQuery(31, 'ok.test', 1), 512))!);
-    expect(first.answers).toEqual([expect.objectContaining({ address: '203.0.113.7', ttl: 120 })]);
+    expect(first.answers).toEqual([expect.objectContaining({ address: OK_IP, ttl: 120 })]);
     now += 100_000; // 20 s of the 120 left; the first pin (120 s) still lives
     const again = parseResponse((await answerQuery(o, buildQuery(32, 'ok.test', 1), 512))!);
     expect(again.id).toBe(32);
-    expect(again.answers).toEqual([expect.objectContaining({ name: 'ok.test', address: '203.0.113.7', ttl: 20 })]);
+    expect(again.answers).toEqual([expect.objectContaining({ name: 'ok.test', address: OK_IP, ttl: 20 })]);
     expect(upstreamQueries).toEqual(['ok.test']);
     expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', reason: 'answered 1 address(es) from the cache, pinned' });
     now += 25_000; // past the first pin's 120 s: the cached answer pinned the address again for at least 30 s
-    expect(cachedPins.namesFor('203.0.113.7')).toEqual(['ok.test']);
+    expect(cachedPins.namesFor(OK_IP)).toEqual(['ok.test']);
     // Expired: asked again. A name that resolves only to refused addresses is never kept.
     const third = parseResponse((await answerQuery(o, buildQuery(33, 'ok.test', 1), 512))!);
     expect(third.answers[0]).toMatchObject({ ttl: 120 });
@@ -124,9 +128,9 @@ describe('DNS stub', () => {
     await expect(resolver.resolve6('ok.test')).rejects.toMatchObject({ code: 'ENODATA' });
   });
 
-  it('drops non-global answers (rebinding) and pins nothing for them', async () => {
+  it('drops non-global answers (rebinding, benchmarking and documentation addresses included) and pins nothing for them', async () => {
     await expect(resolver.resolve4('rebind.test')).rejects.toMatchObject({ code: 'ENODATA' });
-    expect(pins.namesFor('127.0.0.1')).toEqual([]);
+    for (const ip of REBIND_IPS) expect(pins.namesFor(ip), ip).toEqual([]);
   });
 
   it('sets TC over UDP when the answer exceeds 512 bytes, and answers in full over TCP', async () => {
@@ -215,7 +219,7 @@ describe('DNS stub: bounded whatever the app sends', () => {
           head.writeUInt16BE(0x8180, 2);
           head.writeUInt16BE(1, 6);
           const end = q.indexOf(0, 12) + 5;
-          resolve(Buffer.concat([head, q.subarray(12, end), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 9])]));
+          resolve(Buffer.concat([head, q.subarray(12, end), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...publicIp(9).split('.').map(Number)])]));
         });
       });
     return { dns, held, peak: () => peak, asked: () => asked };
@@ -332,7 +336,7 @@ describe('DNS stub: bounded whatever the app sends', () => {
       expect(up.asked()).toBe(1);
       expect(new Set(answers.map((a) => a.readUInt16BE(0))).size).toBe(20); // each answer carries its own id
       expect(answers.every((a) => parseResponse(a).answers.length === 1)).toBe(true);
-      expect(pinsHere.namesFor('203.0.113.9')).toEqual(['same.flood.test']);
+      expect(pinsHere.namesFor(publicIp(9))).toEqual(['same.flood.test']);
     } finally {
       c.close();
       await s1.close();

@@ -7,11 +7,43 @@ import http from 'node:http';
 import net from 'node:net';
 import { configFromObject } from '../../src/config.ts';
 import type { EgressDecision } from '../../src/egress/decision-log.ts';
+import { decodeRequestBody, decodeRequestHeader, encodeRequest, REQUEST_HEADER_BYTES } from '../../src/egress/flow-frame.ts';
+import { readBytes } from '../../src/egress/read-bytes.ts';
 import { startEgress, type EgressService } from '../../src/egress/service.ts';
 import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { connectStream } from '../../src/transport/connect.ts';
 
 export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/**
+ * A global address standing in for a public server in DNS answers and original destinations (the TEST-NETs
+ * cannot: they are not globally reachable, address-class.ts). Never dialled: startFlowNat maps it to a
+ * loopback or namespace server on the way to the host dialer.
+ */
+export const publicIp = (n: number): string => `1.2.3.${n}`;
+
+/**
+ * A NAT in front of a host dialer, as far as the enclave can tell: a CONNECT to an address `map` names dials
+ * the address it maps to instead; anything else passes unchanged. Listens on `listen`, reaches the dialer at
+ * `dialer`.
+ */
+export async function startFlowNat(listen: net.ListenOptions, dialer: net.NetConnectOpts, map: Record<string, string>): Promise<net.Server> {
+  const nat = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    void (async () => {
+      const { op, len } = decodeRequestHeader(await readBytes(s, REQUEST_HEADER_BYTES, 2_000, 'header'));
+      const req = decodeRequestBody(op, await readBytes(s, len, 2_000, 'body'));
+      const up = net.connect({ ...dialer, allowHalfOpen: true });
+      up.on('error', () => s.destroy());
+      s.on('close', () => up.destroy());
+      up.write(encodeRequest(req.op === 'connect' && map[req.ip] !== undefined ? { ...req, ip: map[req.ip]! } : req));
+      s.pipe(up);
+      up.pipe(s);
+    })().catch(() => s.destroy());
+  });
+  await new Promise<void>((r) => nat.listen(listen, () => r()));
+  return nat;
+}
 
 export interface TestDns {
   port: number;

@@ -86,6 +86,48 @@ describe('matching', () => {
       expect(p.resolvedAddressAllowed(ip, 443), ip).toBe(false);
     }
   });
+  it('refuses every block the IANA special-purpose registries mark not globally reachable, unless an IP entry names it', () => {
+    // Failed before the fix: benchmarking, the TEST-NETs and these IPv6 blocks counted as global, so a DNS answer
+    // in them was dialled without an IP entry. One address per block: [address, the block an IP entry gives].
+    const blocks: [string, string][] = [
+      ['0.0.0.1', '0.0.0.0/8'],
+      ['192.0.0.8', '192.0.0.0/24'],
+      ['192.0.0.170', '192.0.0.0/24'],
+      ['192.0.2.1', '192.0.2.0/24'],
+      ['198.18.0.1', '198.18.0.0/15'],
+      ['198.19.255.254', '198.18.0.0/15'],
+      ['198.51.100.7', '198.51.100.0/24'],
+      ['203.0.113.7', '203.0.113.0/24'],
+      ['240.0.0.1', '240.0.0.0/4'],
+      ['255.255.255.255', '255.255.255.255/32'],
+      ['64:ff9b:1::a', '64:ff9b:1::/48'],
+      ['100::1', '100::/64'],
+      ['100:0:0:1::1', '100:0:0:1::/64'],
+      ['2001::1', '2001::/32'], // Teredo, inside 2001::/23
+      ['2001:2::1', '2001:2::/48'],
+      ['2001:10::1', '2001::/23'],
+      ['2001:db8::1', '2001:db8::/32'],
+      ['3fff::1', '3fff::/20'],
+      ['5f00::1', '5f00::/16'],
+      // the same blocks carried inside IPv6 (an IPv4 entry covers the mapped form; the others need their own)
+      ['::ffff:198.18.0.1', '198.18.0.0/15'],
+      ['64:ff9b::c000:201', '64:ff9b::c000:200/120'],
+      ['2002:cb00:7107::1', '2002:cb00:7100::/40'],
+    ];
+    for (const [ip, block] of blocks) {
+      expect(isNonGlobal(ip), ip).toBe(true);
+      expect(new EgressPolicy(['*:443']).resolvedAddressAllowed(ip, 443), ip).toBe(false);
+      expect(new EgressPolicy(['*:443']).answerableAddress(ip), ip).toBe(false);
+      const named = new EgressPolicy(['*:443', `${block.includes(':') ? `[${block}]` : block}:443`]);
+      expect(named.resolvedAddressAllowed(ip, 443), `${ip} with ${block}`).toBe(true);
+      expect(named.resolvedAddressAllowed(ip, 80), `${ip} with ${block} on another port`).toBe(false);
+    }
+    // Globally reachable: assignments inside those blocks, and special-purpose blocks the registries mark so.
+    for (const ip of ['192.0.0.9', '192.0.0.10', '192.31.196.1', '192.52.193.1', '192.175.48.1', '2001:1::1', '2001:1::2', '2001:1::3', '2001:3::1', '2001:4:112::1', '2001:20::1', '2001:30::1', '2620:4f:8000::1', '64:ff9b::808:808']) {
+      expect(isNonGlobal(ip), ip).toBe(false);
+    }
+  });
+
   it('lets a name reach a non-global address only on the ports an IP entry gives that address', () => {
     // "*:443" with the database on 5432 only: a public name rebound to 10.0.0.5 must not reach it on 443
     // (failed before the fix: any IP entry covering the address exempted it on every port).

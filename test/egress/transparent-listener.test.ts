@@ -7,18 +7,17 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DecisionLog, type EgressDecision } from '../../src/egress/decision-log.ts';
-import { decodeRequestBody, decodeRequestHeader, encodeRequest, REQUEST_HEADER_BYTES } from '../../src/egress/flow-frame.ts';
 import { FlowTracker } from '../../src/egress/flow-tracker.ts';
 import type { OriginalDst } from '../../src/egress/original-dst.ts';
 import { PinTable } from '../../src/egress/pin-table.ts';
-import { readBytes } from '../../src/egress/read-bytes.ts';
 import { EgressPolicy } from '../../src/egress/policy.ts';
 import { startTransparentListener, type TransparentListener } from '../../src/egress/transparent-listener.ts';
 import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { connectStream } from '../../src/transport/connect.ts';
 import { selfSignedCert } from '../host/self-signed.ts';
+import { publicIp, startFlowNat } from './helpers.ts';
 
-const PUBLIC_IP = '203.0.113.7'; // TEST-NET-3: a global address to the policy
+const PUBLIC_IP = publicIp(7);
 const SERVER_IP = '127.0.0.2';
 let dialer: EgressDialer;
 let nat: net.Server;
@@ -80,20 +79,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen({ host: '127.0.0.2', port: 0 }, () => r()));
   port = (server.address() as net.AddressInfo).port;
   dialer = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, allowNonGlobal: ['127.0.0.0/8'], resolvers: [] });
-  nat = net.createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => {});
-    void (async () => {
-      const { op, len } = decodeRequestHeader(await readBytes(s, REQUEST_HEADER_BYTES, 2_000, 'header'));
-      const req = decodeRequestBody(op, await readBytes(s, len, 2_000, 'body'));
-      const up = net.connect({ host: '127.0.0.1', port: dialer.port!, allowHalfOpen: true });
-      up.on('error', () => s.destroy());
-      s.on('close', () => up.destroy());
-      up.write(encodeRequest(req.op === 'connect' && req.ip === PUBLIC_IP ? { ...req, ip: SERVER_IP } : req));
-      s.pipe(up);
-      up.pipe(s);
-    })().catch(() => s.destroy());
-  });
-  await new Promise<void>((r) => nat.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+  nat = await startFlowNat({ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port: dialer.port! }, { [PUBLIC_IP]: SERVER_IP });
 });
 afterAll(async () => {
   for (const l of listeners) await l.close();
@@ -108,7 +94,7 @@ describe('transparent listener', () => {
     dst = { address: PUBLIC_IP, port, family: 4 };
     expect(await through(p, 'ok.test')).toBe('hello over tls\n');
     const before = bytesAtServer;
-    dst = { address: '203.0.113.8', port, family: 4 }; // never resolved through the stub
+    dst = { address: publicIp(8), port, family: 4 }; // never resolved through the stub
     expect(await through(p, 'ok.test')).toBe('');
     dst = { address: PUBLIC_IP, port: port + 1, family: 4 }; // pinned, but not on that port
     expect(await through(p, 'ok.test')).toBe('');

@@ -4,6 +4,8 @@
 // reaches python's http.server in the "net" namespace over a veth pair. A direct enc ↔ net link (which a real
 // enclave lacks) shows UDP other than DNS and IPv6 are stopped by the rules, not by a missing route: probes over
 // it arrive before the agent starts and not after. Skipped only when not root.
+// The namespace addresses are benchmarking ones (198.18.0.0/15), not global, so a pin could never authorise
+// them: DNS answers global stand-ins, and a NAT between the agent and the host dialer maps them to the servers.
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,10 +16,13 @@ import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEgressDialer, type EgressDialer } from '../../src/host/egress-dialer.ts';
 import { BIN } from '../cli/spawn.ts';
-import { sha256, startTestDns, type TestDns } from './helpers.ts';
+import { publicIp, sha256, startFlowNat, startTestDns, type TestDns } from './helpers.ts';
 import { createNetns, type Netns } from './netns.ts';
 
 const isRoot = process.getuid?.() === 0;
+/** What ok.test and deny.test resolve to (the NAT dials ns.serverIp and ns.otherIp for them). */
+const SERVER = publicIp(10);
+const OTHER = publicIp(11);
 
 // In "net": a TCP listener on [::]:9091 and UDP on 0.0.0.0:9999 and [::]:9999, printing what arrives.
 const SINK = `const log = (s) => console.log(s);
@@ -49,6 +54,7 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
   let dir: string;
   let dns: TestDns;
   let dialer: EgressDialer;
+  let nat: net.Server;
   let web: ChildProcess;
   let holder: ChildProcess;
   let webLog = '';
@@ -102,13 +108,14 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     const control = await ns.exec(ns.enc, [process.execPath, '-e', PROBE, 'control', ns.linkIp, ns.linkIp6]);
     expect(JSON.parse(control.stdout)).toEqual({ udp4: 'sent', udp6: 'sent', tcp6: 'connected' });
     await waitFor(() => ['udp control-udp4', 'udp control-udp6', 'tcp control-tcp6'].every((l) => sinkLog.includes(l)), 'the control probes to arrive');
-    dns = await startTestDns({ 'ok.test': [ns.serverIp], 'deny.test': [ns.otherIp], 'rebind.test': ['127.0.0.1', '169.254.169.254'] });
-    dialer = await startEgressDialer({ listen: { kind: 'unix', path: path.join(dir, 'host.sock') }, resolvers: [{ host: '127.0.0.1', port: dns.port }] });
+    dns = await startTestDns({ 'ok.test': [SERVER], 'deny.test': [OTHER], 'rebind.test': ['127.0.0.1', '169.254.169.254'] });
+    dialer = await startEgressDialer({ listen: { kind: 'unix', path: path.join(dir, 'host.sock') }, resolvers: [{ host: '127.0.0.1', port: dns.port }], allowNonGlobal: ['198.18.0.0/15'] });
+    nat = await startFlowNat({ path: path.join(dir, 'nat.sock') }, { path: path.join(dir, 'host.sock') }, { [SERVER]: ns.serverIp, [OTHER]: ns.otherIp });
     const cfg = path.join(dir, 'enclave.toml');
     writeFileSync(cfg, '[listen]\ndrain_timeout_ms = 2000\n\n[egress]\nenabled = true\nmode = "transparent"\ndestinations = ["ok.test:8080", "ok.test:9090", "rebind.test"]\n');
     agent = ns.spawn(ns.enc, [
       process.execPath, BIN, 'run', '--config', cfg, '--listen', `unix:${path.join(dir, 'agent')}`, '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'),
-      '--loopback', 'off', '--egress-target', `unix:${path.join(dir, 'host.sock')}`, '--', process.execPath, '-e', 'setInterval(() => {}, 1e9)',
+      '--loopback', 'off', '--egress-target', `unix:${path.join(dir, 'nat.sock')}`, '--', process.execPath, '-e', 'setInterval(() => {}, 1e9)',
     ]);
     mkdirSync(path.join(dir, 'agent'), { recursive: true });
     agent.stdout!.on('data', (c: Buffer) => (agentOut += c.toString()));
@@ -125,6 +132,7 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     if (web && web.exitCode === null) web.kill('SIGKILL');
     if (holder && holder.exitCode === null) holder.kill('SIGKILL');
     if (sink && sink.exitCode === null) sink.kill('SIGKILL');
+    nat?.close();
     await dialer?.close();
     await dns?.close();
     await ns?.remove();
@@ -139,16 +147,16 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     expect(sha256(readFileSync(out))).toBe(sha256(file));
     await waitFor(() => egressRecords().some((x) => x.allowed === true && x.via === 'transparent' && x.name === 'ok.test'), 'the egress record');
     const rec = egressRecords().find((x) => x.allowed === true && x.via === 'transparent' && x.name === 'ok.test')!;
-    expect(rec).toMatchObject({ via: 'transparent', ip: ns.serverIp, port: 8080 });
+    expect(rec).toMatchObject({ via: 'transparent', ip: SERVER, port: 8080 });
     expect(rec.bytes_in as number).toBeGreaterThan(file.length);
-    expect(egressRecords().find((x) => x.via === 'dns' && x.name === 'ok.test')).toMatchObject({ allowed: true, ip: ns.serverIp });
+    expect(egressRecords().find((x) => x.via === 'dns' && x.name === 'ok.test')).toMatchObject({ allowed: true, ip: SERVER });
   });
 
   it('refuses the app a raw IP (never resolved through the stub): nothing reaches the server', async () => {
-    const r = await curl([`http://${ns.otherIp}:8080/raw-ip-probe`]);
+    const r = await curl([`http://${OTHER}:8080/raw-ip-probe`]);
     expect(r.code).not.toBe(0);
     expect(webLog).not.toContain('raw-ip-probe');
-    expect(egressRecords().some((x) => x.allowed === false && x.ip === ns.otherIp && x.via === 'transparent')).toBe(true);
+    expect(egressRecords().some((x) => x.allowed === false && x.ip === OTHER && x.via === 'transparent')).toBe(true);
   });
 
   it('refuses a name off the list: DNS answers REFUSED without asking upstream, and its address is not reachable', async () => {
@@ -157,7 +165,7 @@ describe.skipIf(!isRoot)('transparent egress in network namespaces', () => {
     expect(q.stdout.trim()).toBe('EREFUSED');
     const c = await curl(['http://deny.test:8080/deny-by-name']);
     expect(c.code).toBe(6); // could not resolve host
-    const pinned = await curl(['--resolve', `deny.test:8080:${ns.otherIp}`, 'http://deny.test:8080/deny-probe']);
+    const pinned = await curl(['--resolve', `deny.test:8080:${OTHER}`, 'http://deny.test:8080/deny-probe']);
     expect(pinned.code).not.toBe(0);
     expect(webLog).not.toContain('deny-');
     expect(dns.queries.slice(before)).not.toContain('deny.test');
