@@ -547,10 +547,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     rejected(conn, status, code) {
       logRejected(conn.ctx, status, code, '', '');
     },
-    abandoned(conn, head, code) {
+    abandoned(conn, head, code, count) {
       const ex = new Exchange({ req: new FastRequest(head), res: null, socket: null, conn: conn.ctx, type: 'HTTP', upstreamHeaders: [], body: null, bodyLength: null });
       ex.remoteIp = conn.ctx.client?.address;
       ex.errorCode = code;
+      if (count > 1) ex.abandonedRequests = count;
       recordAbandoned(ex);
     },
   };

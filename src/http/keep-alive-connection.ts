@@ -10,7 +10,9 @@
 //     answered in order. While a request is at the app, at most MAX_READ_AHEAD bytes of the following ones
 //     are read ahead; past that, reading pauses until the response has gone out. Complete requests read ahead
 //     and never sent (the connection closed first, or a drain) get a transaction record each (the handlers'
-//     `abandoned`: CLIENT_GONE, or DRAINING) — so does one whose head came and whose body never completed.
+//     `abandoned`: CLIENT_GONE, or DRAINING) — so does one whose head came and whose body never completed —
+//     the first MAX_ABANDONED_RECORDS of them; the rest one record together, with their count (256 KiB read
+//     ahead holds ~10,000 small requests: one record each would let one client flood the log).
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -37,6 +39,11 @@ export const MAX_FAST_BODY = 64 * 1024;
 /** Bytes of pipelined requests read ahead while a request is at the app; past it, reading pauses. */
 export const MAX_READ_AHEAD = 256 * 1024;
 const BARE_LF_END = Buffer.from('\n\n', 'latin1');
+/**
+ * Requests read ahead and never sent that get a record each when a connection closes or drains; the ones after
+ * them get one record together. A client pipelining a handful is recorded in full.
+ */
+export const MAX_ABANDONED_RECORDS = 8;
 
 export interface KeepAliveHandlers {
   /** Runs one request through the stages, answering into `res` (already queued in order). */
@@ -49,8 +56,9 @@ export interface KeepAliveHandlers {
    * A request whose head was read (its body complete or not) and that was never sent to the app, for the
    * transaction log: `code` says why
    * (CLIENT_GONE: the connection closed first; DRAINING: the agent stopped taking requests, drain()).
+   * `count` > 1: past MAX_ABANDONED_RECORDS, one record stands for this request and the count − 1 after it.
    */
-  abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode): void;
+  abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode, count: number): void;
 }
 
 /** Why a request read ahead was never sent to the app (the trx record's `error`, trx-log.ts). */
@@ -526,21 +534,32 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   }
 
   /**
-   * The requests read ahead (`buf`) that will never be sent: each whose head is complete gets its record, its
-   * body complete or not (as on the http.Server path, which takes a request in once its head is parsed). Up to
-   * the first head incomplete, or that this parser would not have taken.
+   * The requests read ahead (`buf`) that will never be sent: each whose head is complete is recorded, its body
+   * complete or not (as on the http.Server path, which takes a request in once its head is parsed). Up to the
+   * first head incomplete, or that this parser would not have taken. The first MAX_ABANDONED_RECORDS get a
+   * record each; the rest one record, the first of them's, with their count.
    */
   #recordReadAhead(buf: Buffer, code: AbandonedCode): void {
+    let recorded = 0;
+    let rest: SimpleHead | null = null;
+    let restCount = 0;
     for (;;) {
       const end = buf.indexOf(HEAD_END);
-      if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) return;
+      if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) break;
       const head = parseSimpleHead(buf, end);
-      if (head === null) return;
-      this.#handlers.abandoned(this, head, code);
+      if (head === null) break;
+      if (recorded < MAX_ABANDONED_RECORDS) {
+        recorded++;
+        this.#handlers.abandoned(this, head, code, 1);
+      } else {
+        rest ??= head;
+        restCount++;
+      }
       const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
-      if (bodyEnd >= buf.length || connectionTokens(head.rawHeaders).has('close')) return;
+      if (bodyEnd >= buf.length || connectionTokens(head.rawHeaders).has('close')) break;
       buf = buf.subarray(bodyEnd);
     }
+    if (rest !== null) this.#handlers.abandoned(this, rest, code, restCount);
   }
 
   #pauseReading(): void {

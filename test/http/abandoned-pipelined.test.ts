@@ -1,15 +1,16 @@
 // Pipelined requests the agent took in and never sent to the app, because the client went away while they
 // waited their turn, still get their transaction-log record (ENCRYPTION.md §4: one per request, errors
 // included): status 0 and CLIENT_GONE, as a request whose client left mid-exchange — on the http.Server path
-// (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead).
-// The records carry no body and no credential.
+// (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead:
+// past the first MAX_ABANDONED_RECORDS, one record with the count stands for the rest). The records carry no
+// body and no credential.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
-import type { AttachedConnection } from '../../src/http/keep-alive-connection.ts';
+import { MAX_ABANDONED_RECORDS, type AttachedConnection } from '../../src/http/keep-alive-connection.ts';
 import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
@@ -315,6 +316,34 @@ describe('pipelined requests abandoned on the keep-alive fast path', () => {
     expect(fwd.keepAliveFastPathRequests).toBe(1);
     c.resetAndDestroy();
     await expectOneRecordEach(fwd, sink, paths);
+  });
+
+  it('thousands read ahead and reset: a record each for the first MAX_ABANDONED_RECORDS, one with the count for the rest', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    let server: net.Socket | undefined;
+    const port = await attachFront({ attach: (s, ctx) => ((server = s), fwd.attach(s, ctx)) }, cleanups);
+    const c = await tcp(port);
+    // 2,000 requests (~120 KB), all within the read-ahead: the first goes to the app and is held there.
+    const { raw, paths } = batch(2000);
+    c.write(raw);
+    await until(() => arrived.length >= 1 && server?.bytesRead === Buffer.byteLength(raw));
+    expect(server?.bytesRead).toBe(Buffer.byteLength(raw));
+    c.resetAndDestroy();
+    const kept = MAX_ABANDONED_RECORDS + 1;
+    // Before the fix: 2,000 records, one per request.
+    await until(() => sink.records.length >= kept + 1);
+    await fwd.close();
+    const records = sink.records;
+    expect(records).toHaveLength(kept + 1);
+    expect(records.map((r) => r.path).sort()).toEqual(paths.slice(0, kept + 1).sort());
+    const summary = records.find((r) => r.path === paths[kept]);
+    expect(summary).toMatchObject({ kind: 'trx', status: 0, status_group: 'none', error: 'CLIENT_GONE', abandoned_requests: 2000 - kept });
+    for (const r of records.filter((x) => x !== summary)) expect(r).toMatchObject({ status: 0, error: 'CLIENT_GONE' });
+    for (const r of records.filter((x) => x !== summary)) expect(r).not.toHaveProperty('abandoned_requests');
+    const text = JSON.stringify(records);
+    expect(text).not.toContain('s3cr3t');
+    expect(text).not.toContain('card-number');
   });
 
   it('a request still arriving when the client leaves is not a request taken in: no record for it', async () => {

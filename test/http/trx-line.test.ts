@@ -28,6 +28,7 @@ const input = fc.record<TrxRecordInput>({
   responseHeaders: headers,
   decryptedFields: fc.nat({ max: 100 }),
   error: fc.option(fc.constantFrom('CLIENT_GONE', 'HTTP_APP_UNREACHABLE', 'x"\n'), { nil: undefined }),
+  abandonedRequests: fc.option(fc.oneof(fc.integer({ min: 2, max: 10_000 }), fc.constant(Number.NaN)), { nil: undefined }),
 });
 
 describe('transaction record lines', () => {

@@ -6,6 +6,8 @@
 // `error` on a record with status 0 (nothing sent): CLIENT_GONE, the client left before its answer (the
 // default when no other code was set); DRAINING, the request was read ahead on a keep-alive connection and
 // never sent to the app because the agent was shutting down (drain(): the close tells the client).
+// `abandoned_requests` (only there): past the first few requests read ahead and dropped on one connection, one
+// record — the first of the rest's — stands for all the rest, and says how many they were.
 import type { Exchange, Stage } from '../exchange.ts';
 import type { HeaderList } from '../headers.ts';
 import { jsonString, recordLine } from '../log-sink.ts';
@@ -204,6 +206,8 @@ export interface TrxRecordInput {
   responseHeaders: HeaderList;
   decryptedFields: number;
   error: string | undefined;
+  /** A record standing for this many requests read ahead and never sent (itself and the ones after it). */
+  abandonedRequests?: number | undefined;
 }
 
 let isoAt = NaN;
@@ -246,6 +250,7 @@ export function trxRecord(input: TrxRecordInput, mask: HeaderMasker): Record<str
     request_headers: mask(input.requestHeaders),
     response_headers: mask(input.responseHeaders),
     ...(input.error !== undefined ? { error: input.error } : {}),
+    ...(input.abandonedRequests !== undefined ? { abandoned_requests: input.abandonedRequests } : {}),
   };
 }
 
@@ -266,7 +271,8 @@ export function trxLine(input: TrxRecordInput, mask: HeaderMasker): string {
   const bytesIn = jsonNumber(input.bytesIn);
   const bytesOut = jsonNumber(input.bytesOut);
   const fields = jsonNumber(input.decryptedFields);
-  if (resHeaders === null || reqHeaders === null || status === null || elapsed === null || bytesIn === null || bytesOut === null || fields === null) {
+  const abandoned = input.abandonedRequests === undefined ? '' : jsonNumber(input.abandonedRequests);
+  if (resHeaders === null || reqHeaders === null || status === null || elapsed === null || bytesIn === null || bytesOut === null || fields === null || abandoned === null) {
     return recordLine(trxRecord(input, mask));
   }
   let userAgent = 'null';
@@ -280,12 +286,13 @@ export function trxLine(input: TrxRecordInput, mask: HeaderMasker): string {
   const group = input.status === 0 ? '"none"' : `"${Math.floor(input.status / 100)}xx"`;
   const remoteIp = input.remoteIp === undefined ? 'null' : jsonString(input.remoteIp);
   const error = input.error === undefined ? '' : `,"error":${jsonString(input.error)}`;
+  const summary = abandoned === '' ? '' : `,"abandoned_requests":${abandoned}`;
   return (
     `{"level":"info","kind":"trx","txid":${jsonString(input.txid)},"ts":${jsonString(isoTime(input.startedAt))},` +
     `"session_id":${jsonString(input.sessionId)},"type":${jsonString(input.type)},"method":${jsonString(input.method)},` +
     `"path":${jsonString(maskedPath(input.url))},"status":${status},"status_group":${group},"elapsed_ms":${elapsed},` +
     `"bytes_in":${bytesIn},"bytes_out":${bytesOut},"remote_ip":${remoteIp},"user_agent":${userAgent},` +
-    `"decrypted_fields":${fields},"request_headers":${reqHeaders},"response_headers":${resHeaders}${error}}\n`
+    `"decrypted_fields":${fields},"request_headers":${reqHeaders},"response_headers":${resHeaders}${error}${summary}}\n`
   );
 }
 
@@ -316,6 +323,7 @@ function exchangeInput(ex: Exchange, endedAt: number): TrxRecordInput {
     responseHeaders: ex.sentHeaders,
     decryptedFields: fields,
     error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
+    abandonedRequests: ex.abandonedRequests,
   };
 }
 
