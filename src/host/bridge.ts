@@ -29,6 +29,12 @@ export interface BridgeOptions {
   /** Concurrent WebSockets; more are answered HTTP 503 before the upgrade. Default 1024. */
   maxConnections?: number;
   /**
+   * Connections not upgraded yet (TLS handshake, upgrade request on its way), each held up to the handshake
+   * timeout; more are refused as they arrive: HTTP 503 (ws://), closed before the TLS handshake (wss://).
+   * Default 1024.
+   */
+  maxPendingUpgrades?: number;
+  /**
    * Connecting to the agent plus its 48-byte handshake reply must fit in this. Default 10 000 ms. So must, before
    * it, the client's TLS handshake (wss) and its upgrade request.
    */
@@ -55,6 +61,8 @@ export interface Bridge {
   readonly port: number;
   /** WebSockets currently open (and upgrades in progress). */
   readonly connections: number;
+  /** Connections open that have not upgraded yet. */
+  readonly pendingUpgrades: number;
   /** The ops port's base URL ("http://127.0.0.1:9090"), when `ops` was given. */
   readonly opsUrl: string | null;
   /** Stops accepting, closes every connection (1001), and resolves when all sockets are gone. */
@@ -63,6 +71,7 @@ export interface Bridge {
 
 const DEFAULTS = {
   maxConnections: 1024,
+  maxPendingUpgrades: 1024,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 600_000,
   writeStallTimeoutMs: 30_000,
@@ -70,12 +79,15 @@ const DEFAULTS = {
   highWaterMark: 1 << 20,
 };
 
+const SERVICE_UNAVAILABLE = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n';
+
 /** How long shutdown waits for clients to answer the close handshake before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2000;
 
 export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const cfg = { ...DEFAULTS, ...definedOnly(opts) };
   checkPositiveInt('maxConnections', cfg.maxConnections, 1);
+  checkPositiveInt('maxPendingUpgrades', cfg.maxPendingUpgrades, 1);
   checkPositiveInt('handshakeTimeoutMs', cfg.handshakeTimeoutMs, 1);
   checkPositiveInt('idleTimeoutMs', cfg.idleTimeoutMs, 0);
   checkPositiveInt('writeStallTimeoutMs', cfg.writeStallTimeoutMs, 1);
@@ -99,9 +111,28 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const live = new Set<BridgeConnection>();
   const sockets = new Set<Duplex>();
   let active = 0;
+  // TCP connections open, upgraded or not: those not upgraded are `open - active`.
+  let open = 0;
+  const refusedEarly = new WeakSet<Duplex>();
   let closing = false;
   // One line per interval with counts, never one per refused connection (a flood must not flood the log).
   const refusals = new RateLimitedLog(log, 'connections refused');
+
+  // The timeouts above bound how long a connection may stay not upgraded; this bounds how many may. Checked as
+  // the TCP connection arrives, before any TLS or HTTP work on it.
+  server.on('connection', (socket: net.Socket) => {
+    socket.on('error', () => {});
+    if (open - active < cfg.maxPendingUpgrades) {
+      open++;
+      socket.once('close', () => open--);
+      return;
+    }
+    refusals.note('pending-upgrade-limit');
+    refusedEarly.add(socket);
+    // Over TLS nothing the client could read can be sent before the handshake: it is closed.
+    if (opts.tls) socket.destroy();
+    else socket.end(SERVICE_UNAVAILABLE, () => socket.destroy());
+  });
 
   server.on('request', (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'close' });
@@ -110,9 +141,10 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => {});
+    if (refusedEarly.has(socket)) return void socket.destroy(); // answered 503 already, its upgrade came anyway
     if (closing || active >= cfg.maxConnections) {
       refusals.note(closing ? 'shutting-down' : 'connection-limit');
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n');
+      socket.end(SERVICE_UNAVAILABLE);
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
@@ -167,6 +199,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     port,
     get connections() {
       return active;
+    },
+    get pendingUpgrades() {
+      return Math.max(0, open - active);
     },
     opsUrl: opsProxy?.url ?? null,
     close() {

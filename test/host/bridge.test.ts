@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +11,9 @@ import { selfSignedCert } from './self-signed.ts';
 import { TestClient } from './ws-client.ts';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const until = async (pred: () => boolean): Promise<void> => {
+  while (!pred()) await sleep(10);
+};
 const HS1 = Buffer.alloc(32, 0xa1);
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -159,6 +163,54 @@ describe('startBridge', () => {
     expect(refused).toEqual(Array.from({ length: 10 }, () => 503));
     await bridge.close();
     expect(lines.filter((l) => /refused/.test(String(l.msg)))).toEqual([expect.objectContaining({ total: 10, counts: { 'connection-limit': 10 } })]);
+  });
+
+  it('refuses connections beyond maxPendingUpgrades not yet upgraded (503, or closed before TLS), counted', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const { bridge } = await setup({}, { maxPendingUpgrades: 2, logger: pino({ level: 'info' }, sink) });
+    const port = Number(new URL(bridge.url).port);
+    // Upgraded WebSockets do not count against the cap.
+    for (let i = 0; i < 3; i++) await handshake(bridge);
+    const idle: Socket[] = [];
+    const raw = (p: number): Promise<{ socket: Socket; answer: Promise<string> }> =>
+      new Promise((resolve) => {
+        const socket = connect(p, '127.0.0.1', () => resolve({ socket, answer }));
+        socket.on('error', () => {});
+        const got: Buffer[] = [];
+        socket.on('data', (d: Buffer) => got.push(d));
+        const answer = new Promise<string>((done) => socket.once('close', () => done(Buffer.concat(got).toString())));
+        cleanups.push(() => Promise.resolve(void socket.destroy()));
+      });
+    for (let i = 0; i < 2; i++) idle.push((await raw(port)).socket);
+    await until(() => bridge.pendingUpgrades === 2);
+    expect(await (await raw(port)).answer).toMatch(/^HTTP\/1\.1 503 /);
+    await expect(TestClient.open(bridge.url)).rejects.toMatchObject({ statusCode: 503 });
+    expect(bridge.connections).toBe(3);
+    // Once those go, upgrades are accepted again.
+    for (const s of idle) s.destroy();
+    await until(() => bridge.pendingUpgrades === 0);
+    expect((await handshake(bridge)).messages[0]!.equals(HS2)).toBe(true);
+    await bridge.close();
+    expect(lines.filter((l) => /refused/.test(String(l.msg)))).toEqual([expect.objectContaining({ total: 2, counts: { 'pending-upgrade-limit': 2 } })]);
+
+    // wss://: nothing readable can be sent before the TLS handshake; the connection is closed unanswered.
+    const tls = await setup({}, { maxPendingUpgrades: 1, tls: await selfSignedCert() });
+    const tlsPort = Number(new URL(tls.bridge.url).port);
+    await raw(tlsPort);
+    await until(() => tls.bridge.pendingUpgrades === 1);
+    const handshaken = await new Promise<boolean>((resolve) => {
+      const t = tlsConnect({ port: tlsPort, host: '127.0.0.1', rejectUnauthorized: false }, () => resolve(true));
+      t.on('error', () => resolve(false));
+      t.once('close', () => resolve(false));
+      cleanups.push(() => Promise.resolve(void t.destroy()));
+    });
+    expect(handshaken).toBe(false);
   });
 
   it('closes with 4000 when the agent sends no 48-byte reply within the handshake timeout', async () => {
