@@ -7,7 +7,7 @@ import { startTcpRelay, type TcpRelayOptions } from '../host/tcp-relay.ts';
 import { DEFAULT_EGRESS_VSOCK_PORT, DEFAULT_MAX_EGRESS_FLOWS, startEgressDialer, type EgressDialerListen, type EgressDialerOptions } from '../host/egress-dialer.ts';
 import { parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { startCredentialsServer, type CredentialsListen } from '../host/credentials-server.ts';
-import { isLoopbackHost } from '../host/listen.ts';
+import { loopbackOnly } from './flags.ts';
 import { DEFAULT_CREDENTIALS_VSOCK_PORT } from '../host/credentials-protocol.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
@@ -228,7 +228,7 @@ function parseHostServiceListen(flag: string, what: string, text: string, agent:
     throw err;
   }
   if (t.kind === 'tcp') {
-    if (!isLoopbackHost(t.host)) throw new CliUsageError(`${flag}: over tcp ${what} listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
+    loopbackOnly(flag, what, t.host, text);
     return { kind: 'tcp', host: t.host, port: t.port };
   }
   if (t.kind === 'unix') return { kind: 'unix', path: t.path };

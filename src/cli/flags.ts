@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AttestationError } from '../attestation/errors.ts';
 import { parseTrustAnchor } from '../attestation/x509.ts';
+import { isLoopbackHost } from '../host/listen.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { didYouMean } from '../util/suggest.ts';
 import { CliUsageError } from './types.ts';
@@ -49,6 +50,14 @@ export function intFlag(flag: string, text: string, min: number, max: number): n
 /** A TCP port flag (0 = pick a free port), or `fallback` when the flag is absent. */
 export function portFlag(flag: string, text: string | undefined, fallback: number): number {
   return text === undefined ? fallback : intFlag(flag, text, 0, 65535);
+}
+
+/**
+ * A host service the enclave reaches (credentials, egress dialer, log sink) over tcp: loopback only, since whoever
+ * reaches the port gets what it serves (or feeds it). `text` is the flag's value as given.
+ */
+export function loopbackOnly(flag: string, what: string, host: string, text: string): void {
+  if (!isLoopbackHost(host)) throw new CliUsageError(`${flag}: over tcp ${what} listens on loopback only (127.0.0.1, [::1], localhost), found "${text}": use vsock or unix:/path`);
 }
 
 /**

@@ -11,7 +11,7 @@ import { startLogSinkServer, type LogSinkListen } from '../host/log-sink-server.
 import type { EnclaveInfo } from '../host/activity-enclave.ts';
 import { isLoopback } from '../host/activity-server.ts';
 import { startActivityService, type ActivityService } from '../host/activity-service.ts';
-import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
+import { intFlag, loopbackOnly, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
 
@@ -28,7 +28,8 @@ Where to listen (default vsock:<[log] vsock_port of enclave.toml>, 5008 without 
                             nitro-cli run-enclave --enclave-cid). Every enclave on the instance reaches the
                             port; a connection from any other CID is closed unread and counted
   --listen unix:PATH        a Unix socket (development)
-  --listen tcp:HOST:PORT    TCP (development; [IPv6]:PORT allowed; port 0 picks a free port)
+  --listen tcp:HOST:PORT    TCP on loopback only (development; 127.0.0.1, [::1], localhost; port 0 picks a
+                            free port)
 
 Options:
   --out FILE                append the JSON lines to FILE (created if missing) instead of stdout
@@ -120,7 +121,10 @@ export function parseListen(text: string, enclaveCid?: number): LogSinkListen {
   if (kind === 'tcp') {
     const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(rest);
     if (!m) throw new CliUsageError(expected);
-    return { kind: 'tcp', host: m[1] ?? m[2]!, port: intFlag('--listen tcp port', m[3]!, 0, 65535) };
+    const host = m[1] ?? m[2]!;
+    // Whoever reaches the port could write lines and transaction records as the enclave.
+    loopbackOnly('--listen', 'the log sink', host, text);
+    return { kind: 'tcp', host, port: intFlag('--listen tcp port', m[3]!, 0, 65535) };
   }
   throw new CliUsageError(`${expected} (unknown scheme "${kind}")`);
 }

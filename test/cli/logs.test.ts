@@ -64,6 +64,18 @@ describe('enclave-agent logs flags', () => {
     }
   });
 
+  it('over tcp listens on loopback only, as the credentials server and egress dialer do', async () => {
+    expect(parseListen('tcp:localhost:7000')).toEqual({ kind: 'tcp', host: 'localhost', port: 7000 });
+    expect(parseListen('tcp:127.0.0.2:7000')).toEqual({ kind: 'tcp', host: '127.0.0.2', port: 7000 });
+    for (const where of ['tcp:0.0.0.0:7000', 'tcp:10.0.0.5:7000', 'tcp:[::]:7000', 'tcp:example.com:7000']) {
+      expect(() => parseListen(where), where).toThrow(CliUsageError);
+      expect(() => parseListen(where), where).toThrow(`--listen: over tcp the log sink listens on loopback only (127.0.0.1, [::1], localhost), found "${where}"`);
+    }
+    const io = capture();
+    expect(await runCli(['logs', '--listen', 'tcp:0.0.0.0:0'], io)).toBe(2);
+    expect(io.errLines).toEqual([expect.stringMatching(/^enclave-agent logs: --listen: over tcp the log sink listens on loopback only .*found "tcp:0\.0\.0\.0:0"/)]);
+  });
+
   it('defaults to vsock on [log] vsock_port of the config, 5008 with every default', async () => {
     const dir = await tmpDir();
     const toml = path.join(dir, 'enclave.toml');
