@@ -1,17 +1,18 @@
 // Decrypting `ev:` values inside request bodies, header values and decoded JSON (ENCRYPTION.md §3).
 //
-// decryptJsonTokens scans the JSON text lexically (no parse, no re-serialisation): every JSON string
+// decryptJsonTokens scans the JSON text lexically (no parse, no re-serialisation): every JSON string value
 // whose content is a valid `ev:` value is replaced by the decrypted value as a typed JSON value —
-// `123` (the exact decrypted number text), `true`, `"text"` (JSON-escaped). A token used as an object
-// key becomes a JSON string whatever its type, so the output stays valid JSON. Strings that look like
-// tokens but fail the grammar (or carry an unsupported version) pass through unchanged; a valid token
-// that does not decrypt throws EvDecryptError (the HTTP pipeline answers 422 and does not forward).
+// `123` (the exact decrypted number text), `true`, `"text"` (JSON-escaped). Object keys are left as they
+// are, tokens included (ENCRYPTION.md §3 decrypts values; a key is structure, and a decrypted one would reach
+// the app's route tables and logs). Strings that look like tokens but fail the grammar (or carry an
+// unsupported version) pass through unchanged; a valid token that does not decrypt throws EvDecryptError
+// (the HTTP pipeline answers 422 and does not forward).
 import { drain } from './steps.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { decryptTokenDetailed } from './ev-format.ts';
 import type { EvValue } from './ev-format.ts';
 import { tryParseEv } from './ev-parse.ts';
-import { MAX_DEPTH, followedByColon } from './json-lex.ts';
+import { MAX_DEPTH } from './json-lex.ts';
 import { JsonStrings, SCAN_STEP_STRINGS } from './json-scan.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
 import type { Keyring } from './keyring.ts';
@@ -32,11 +33,11 @@ export function* decryptJsonSteps(json: string, keyring: Keyring, budget?: EcdhB
   let count = 0;
   const s = new JsonStrings(json);
   for (let seen = 1; s.next(); seen++) {
-    const token = s.token();
+    const token = s.valueToken();
     if (token !== null) {
       const { q, e } = s;
       const d = decryptTokenDetailed(token, keyring, budget);
-      const replacement = d.type === 'string' || followedByColon(json, e + 1) ? JSON.stringify(d.text) : d.text;
+      const replacement = d.type === 'string' ? JSON.stringify(d.text) : d.text;
       out.push(json.slice(last, q), replacement);
       last = e + 1;
       count++;
@@ -63,7 +64,7 @@ export function countJsonTokens(json: string, stopAfter = Infinity): number {
   if (json.indexOf('ev:') < 0) return 0;
   const s = new JsonStrings(json);
   let count = 0;
-  while (count <= stopAfter && s.next()) if (s.token() !== null) count++;
+  while (count <= stopAfter && s.next()) if (s.valueToken() !== null) count++;
   return count;
 }
 

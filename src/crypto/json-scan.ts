@@ -4,7 +4,7 @@
 // examined in slices: the event loop runs other requests' callbacks between them.
 import { tryParseEv } from './ev-parse.ts';
 import type { EvToken } from './ev-parse.ts';
-import { stringEnd } from './json-lex.ts';
+import { followedByColon, stringEnd } from './json-lex.ts';
 
 /** JSON strings one step examines at most (each: a lexical check, and a parse when it is a candidate). */
 export const SCAN_STEP_STRINGS = 256;
@@ -49,6 +49,14 @@ export class JsonStrings {
       }
     }
     return tryParseEv(content);
+  }
+
+  /**
+   * token(), for a value only: null when the current string is an object key. A key is structure (it reaches
+   * route tables and logs as a name), so an `ev:` key is left as it is; only values are decrypted.
+   */
+  valueToken(): EvToken | null {
+    return this.candidate() && !followedByColon(this.json, this.e + 1) ? this.token() : null;
   }
 }
 

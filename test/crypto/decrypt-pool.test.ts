@@ -29,11 +29,13 @@ describe('DecryptPool', () => {
       b: enc.encrypt(false),
       sdk: await sdk.encrypt({ card: '4242', cvc: 123, ok: true }, 'pii'),
       plain: 'ev:not-a-token:$',
+      keyed: { [encryptValue(7, pub)]: encryptValue(8, pub) }, // the key stays a token: only values are decrypted
     });
     const out = await pool.decryptJson(doc);
     expect(out).toEqual(decryptJsonTokens(doc, keyring));
     expect(JSON.parse(out.json)).toMatchObject({ s: 'héllo "x"', b: false, sdk: { card: '4242', cvc: 123, ok: true }, plain: 'ev:not-a-token:$' });
     expect(out.json).toContain('"exact":12345678901234567890');
+    expect(Object.keys((JSON.parse(out.json) as { keyed: object }).keyed)).toEqual(Object.keys((JSON.parse(doc) as { keyed: object }).keyed));
     expect(pool.workers).toBeGreaterThanOrEqual(1);
   });
 

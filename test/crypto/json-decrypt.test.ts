@@ -59,9 +59,16 @@ describe('decryptJsonTokens', () => {
     expect(JSON.parse(decryptJsonTokens(doc, keyring).json)).toEqual({ v: 'slashy' });
   });
 
-  it('turns a token used as an object key into a string key, whatever its type', () => {
-    const doc = `{${JSON.stringify(enc(7))}: ${JSON.stringify(enc(8))}}`;
-    expect(JSON.parse(decryptJsonTokens(doc, keyring).json)).toEqual({ '7': 8 });
+  it('leaves a token used as an object key as it is (a key is structure): only values are decrypted', () => {
+    // Failed before the fix: keys were decrypted too, the number token becoming the string key "7".
+    const [key, inner] = [enc(7), enc('k')];
+    const doc = `{${JSON.stringify(key)}: ${JSON.stringify(enc(8))}, "n": {${JSON.stringify(inner)} :\n${JSON.stringify(enc(true))}}}`;
+    const out = decryptJsonTokens(doc, keyring);
+    expect(JSON.parse(out.json)).toEqual({ [key]: 8, n: { [inner]: true } });
+    expect(out.count).toBe(2);
+    expect(countJsonTokens(doc)).toBe(2);
+    // Decoded JSON (walkDecrypt) keeps its keys too: both paths give the same value.
+    expect(walkDecrypt(JSON.parse(doc), keyring)).toEqual(JSON.parse(out.json));
   });
 
   it('throws EvDecryptError (status 422) for a valid token that does not decrypt', () => {
@@ -126,8 +133,8 @@ describe('countJsonTokens / countHeaderTokens', () => {
     const other = Keyring.generate();
     const escaped = JSON.stringify(enc('slashes')).replaceAll('/', '\\/');
     const doc = `{${JSON.stringify(enc('key'))}: ${JSON.stringify(enc(1))}, "list": [${escaped}, "ev:Tk9D:x:$", "ev:nope", ${JSON.stringify(enc(true))}], "plain": "ev: not a token :$"}`;
-    expect(countJsonTokens(doc)).toBe(4);
-    expect(decryptJsonTokens(doc, keyring).count).toBe(4);
+    expect(countJsonTokens(doc)).toBe(3); // the key's token is not decrypted, so not counted
+    expect(decryptJsonTokens(doc, keyring).count).toBe(3);
     expect(countJsonTokens(JSON.stringify([encryptValue(1, other.publicKeys())]))).toBe(1);
     expect(countJsonTokens('{"a": 1}')).toBe(0);
     const header = `Bearer ${enc('t')}, ${enc(2)} ev:Tk9D:x:$`;
