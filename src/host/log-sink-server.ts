@@ -155,10 +155,15 @@ export class LineSplitter {
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
 
-/** The line as text and as the object it parses to, when it is one JSON object (trailing \r tolerated), else null. */
+/**
+ * The line as text and as the object it parses to, when it is one JSON object (trailing \r tolerated), else null.
+ * A CR inside can only be whitespace between tokens (JSON strings hold none raw): it becomes a space, so the
+ * agent cannot send the carriage back over what a terminal showing the output has printed of the line.
+ */
 export function parseJsonLine(line: Buffer): { text: string; value: Record<string, unknown> } | null {
   let text = decoder.decode(line);
   if (text.endsWith('\r')) text = text.slice(0, -1);
+  if (text.includes('\r')) text = text.replaceAll('\r', ' ');
   if (text.length === 0 || text.charCodeAt(0) !== 0x7b /* { */) return null;
   try {
     const value: unknown = JSON.parse(text);

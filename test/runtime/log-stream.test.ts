@@ -177,6 +177,21 @@ describe('host log sink server', () => {
     expect(srv.stats).toMatchObject({ lines: 3, invalid: 3, oversized: 1 });
   });
 
+  it("writes no raw CR of the agent's: one between JSON tokens becomes a space, in the output and for onLine", async () => {
+    const p = sockPath();
+    const out = collector();
+    const taken: string[] = [];
+    const srv = await startLogSinkServer({ listen: { kind: 'unix', path: p }, output: out.stream, onLine: (text, value) => (value.db === true ? (taken.push(text), true) : false) });
+    cleanup.push(() => srv.close());
+    const c = await rawClient(p);
+    // Shown on a terminal, the CR would put "forged" over the start of the line.
+    c.write('{"msg":"real",\r"forged":1}\r\n{\r"db":true}\n');
+    await until(() => (srv.stats.lines === 2 ? true : undefined), 5_000, 'two lines');
+    c.end();
+    expect(out.text()).toBe('{"msg":"real", "forged":1}\n');
+    expect(taken).toEqual(['{ "db":true}']);
+  });
+
   it('reassembles a multi-byte character split across chunks', async () => {
     const p = sockPath();
     const out = collector();
