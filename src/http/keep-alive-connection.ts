@@ -22,7 +22,8 @@
 // the headers timeout (408). An idle connection closes after the keep-alive timeout. A client from which no
 // response byte leaves a full socket for longer than the send timeout is cut, as nginx's send_timeout: it must
 // not hold its connection and the app connection behind its response forever (a slow reader is not cut).
-// A request with `Connection: close` is the last one. drain(): no more requests; what is in flight is answered (the last
+// A request with `Connection: close` is the last one (what follows it is read and dropped: a client that resets
+// while its answer is pending is noticed, and the app request aborted). drain(): no more requests; what is in flight is answered (the last
 // response says `Connection: close` unless its head was already built while an earlier one was still being
 // sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
 // connection closes.
@@ -383,10 +384,10 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       if (body !== null && this.#buf !== null && this.#store !== null && body.buffer === this.#store.buffer) body = Buffer.from(body);
       this.#requestSince = this.#sweep.now;
       if (connectionTokens(head.rawHeaders).has('close')) {
-        // The last request: whatever follows it is not read.
+        // The last request: whatever follows it is not used.
         this.#buf = null;
         this.#mode = 'closing';
-        this.#pauseReading();
+        this.#readToDrop();
       }
       const res = new KeepAliveResponse(this, head.method);
       res.active = this.#queue.length === 0;
@@ -416,7 +417,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     this.#buf = null;
     this.#pendingHead = null;
     this.#mode = 'closing';
-    this.#pauseReading();
+    this.#readToDrop();
     const res = new KeepAliveResponse(this, 'GET');
     res.active = this.#queue.length === 0;
     this.#queue.push(res);
@@ -475,7 +476,7 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   #enterClosing(): void {
     if (this.#mode === 'relay') return;
     this.#mode = 'closing';
-    this.#pauseReading();
+    this.#readToDrop();
     if (this.#queue.length === 0) this.#closeSocket();
   }
 
@@ -560,6 +561,15 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
       buf = buf.subarray(bodyEnd);
     }
     if (rest !== null) this.#handlers.abandoned(this, rest, code, restCount);
+  }
+
+  /**
+   * Closing: nothing the client sends from now on is used (#received drops it), but the socket is still read. A
+   * paused socket stops reading once its buffer is full, and then a reset goes unseen while the last answers are
+   * pending: their app requests would run to the app timeout for a client long gone.
+   */
+  #readToDrop(): void {
+    this.#resumeReading();
   }
 
   #pauseReading(): void {
