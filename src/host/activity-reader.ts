@@ -2,7 +2,9 @@
 // read-only connection, so the event loop that receives the agent's records only posts and receives messages.
 // From the compiled package the worker is the sibling .js file; from a git checkout (TypeScript sources) the
 // worker registers tsx first, as bin/enclave-agent.js does for the main thread. A worker that dies is started
-// again on the next query; the queries it held fail with ACTIVITY_READER_FAILED.
+// again on the next query; the queries it held fail with ACTIVITY_READER_FAILED. It answers one query at a time:
+// at most `maxPending` wait (each holds its promise and, in the worker's queue, its message), more fail at once
+// with ACTIVITY_READER_BUSY — a page reloaded in a loop, or many open at once, must not queue without bound.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -10,7 +12,7 @@ import { AgentError } from '../errors.ts';
 import type { ActivityDetail, ListQuery, ListResult, TrafficQuery, TrafficResult } from './activity-queries.ts';
 import type { ReaderReply, ReaderRequest } from './activity-reader-worker.ts';
 
-export type ActivityReaderErrorCode = 'ACTIVITY_READER_FAILED' | 'ACTIVITY_READER_CLOSED';
+export type ActivityReaderErrorCode = 'ACTIVITY_READER_FAILED' | 'ACTIVITY_READER_CLOSED' | 'ACTIVITY_READER_BUSY';
 
 export class ActivityReaderError extends AgentError {
   declare readonly code: ActivityReaderErrorCode;
@@ -28,6 +30,9 @@ export interface ActivityReader {
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void };
 
+/** Queries waiting for the worker, default cap. */
+export const DEFAULT_MAX_PENDING_QUERIES = 64;
+
 function spawn(file: string): Worker {
   const entry = new URL(import.meta.url.endsWith('.ts') ? './activity-reader-worker.ts' : './activity-reader-worker.js', import.meta.url);
   if (!entry.pathname.endsWith('.ts')) return new Worker(entry, { workerData: { file } });
@@ -37,7 +42,8 @@ function spawn(file: string): Worker {
   return new Worker(boot, { eval: true, workerData: { file } });
 }
 
-export function openActivityReader(file: string): ActivityReader {
+export function openActivityReader(file: string, opts: { maxPending?: number } = {}): ActivityReader {
+  const maxPending = opts.maxPending ?? DEFAULT_MAX_PENDING_QUERIES;
   let worker: Worker | null = null;
   let nextId = 1;
   let closed = false;
@@ -69,6 +75,7 @@ export function openActivityReader(file: string): ActivityReader {
   };
   const ask = <T,>(req: Omit<ReaderRequest, 'id'>): Promise<T> => {
     if (closed) return Promise.reject(new ActivityReaderError('ACTIVITY_READER_CLOSED', 'the activity reader is closed'));
+    if (pending.size >= maxPending) return Promise.reject(new ActivityReaderError('ACTIVITY_READER_BUSY', `the activity reader has ${maxPending} queries waiting; try again`));
     worker ??= start();
     const id = nextId++;
     return new Promise<T>((resolve, reject) => {

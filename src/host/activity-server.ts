@@ -11,7 +11,8 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import { AgentError } from '../errors.ts';
+import { AgentError, isAgentError } from '../errors.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import type { EnclaveInfo } from './activity-enclave.ts';
 import type { LiveTail } from './activity-live.ts';
 import { fetchOps } from './activity-ops.ts';
@@ -166,6 +167,8 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   const sessions = new Set<string>();
   const logger = opts.logger ?? pino({ enabled: false });
   let boundPort = opts.port;
+  // Queries refused while the reader is at its cap: counted in one line per interval, not one per request.
+  const busy = new RateLimitedLog(logger, 'activity queries refused');
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
     res.writeHead(status, {
@@ -275,6 +278,10 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
         return send(res, 404, 'text/plain; charset=utf-8', 'not found');
       } catch (err) {
         if (err instanceof BadRequest) return fail(res, 400, 'BAD_REQUEST', err.message);
+        if (isAgentError(err, 'ACTIVITY_READER_BUSY')) {
+          busy.note('reader-busy');
+          return json(res, 503, { error: { code: err.code, message: err.message } }, { 'retry-after': '1' });
+        }
         logger.error({ err: (err as { code?: string }).code ?? (err as Error).message, path: url?.pathname }, 'activity page request failed');
         if (!res.headersSent) fail(res, 500, 'INTERNAL', (err as { code?: string }).code ?? 'internal error');
         else res.destroy();
@@ -298,6 +305,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     port: boundPort,
     async close() {
       opts.live.close();
+      busy.flush();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -16,7 +16,7 @@ import { CliUsageError, type CliIo } from '../../src/cli/types.ts';
 import { CONTENT_SECURITY_POLICY, startActivityServer } from '../../src/host/activity-server.ts';
 import { startActivityService, type ActivityService } from '../../src/host/activity-service.ts';
 import { createLiveTail } from '../../src/host/activity-live.ts';
-import { openActivityReader } from '../../src/host/activity-reader.ts';
+import { ActivityReaderError, openActivityReader } from '../../src/host/activity-reader.ts';
 import { openActivityStore } from '../../src/host/activity-store.ts';
 import { createHeaderMasker, trxLine } from '../../src/http/stages/trx-log.ts';
 
@@ -136,6 +136,36 @@ describe('activity page server', () => {
     expect(status.status).toBe(200);
     expect(((await status.json()) as { token: boolean }).token).toBe(true);
     expect((await fetch(`${srv.url}api/status`, { headers: { cookie: 'ea_activity=forged' } })).status).toBe(401);
+  });
+
+  it('answers 503 with Retry-After while the reader is at its query cap, logged as a count', async () => {
+    const dir = await tmpDir();
+    const store = openActivityStore({ file: path.join(dir, 'a.db') });
+    cleanup.push(() => store.close());
+    const reader = openActivityReader(path.join(dir, 'a.db'));
+    cleanup.push(() => reader.close());
+    const busy = (): Promise<never> => Promise.reject(new ActivityReaderError('ACTIVITY_READER_BUSY', 'the activity reader has 64 queries waiting; try again'));
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const srv = await startActivityServer({
+      host: '127.0.0.1', port: 0, store, reader: { ...reader, list: busy, traffic: busy }, live: createLiveTail(), logger: pino({ level: 'info' }, sink),
+      enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }),
+    });
+    cleanup.push(() => srv.close());
+    for (const p of ['api/records', 'api/traffic']) {
+      const r = await fetch(srv.url + p);
+      expect(r.status, p).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('ACTIVITY_READER_BUSY');
+    }
+    await srv.close();
+    expect(lines.filter((l) => l.level === 50)).toEqual([]);
+    expect(lines.filter((l) => l.msg === 'activity queries refused')).toEqual([expect.objectContaining({ total: 2, counts: { 'reader-busy': 2 } })]);
   });
 
   it('cuts a request whose body trickles in (no session needed for /api/login), never the live tail\'s long answer', async () => {

@@ -94,6 +94,22 @@ describe('activity store', () => {
     expect(store.stats).toMatchObject({ inserted: 5, dropped: 3 });
   });
 
+  it('the reader holds at most maxPending queries: more fail at once with ACTIVITY_READER_BUSY, none queued', async () => {
+    const file = await dbFile();
+    const store = open(file);
+    for (let i = 0; i < 5; i++) store.addLine(trxLine(input(i), mask));
+    store.flush();
+    const reader = openActivityReader(file, { maxPending: 2 });
+    cleanup.push(() => reader.close());
+    // Asked in one tick: none can have been answered yet.
+    const asked = [reader.list({}), reader.get(1), reader.traffic({ from: T0, to: T0 + 10_000 }), reader.list({})];
+    const settled = await Promise.allSettled(asked);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected']);
+    for (const s of settled.slice(2)) expect((s as PromiseRejectedResult).reason).toMatchObject({ code: 'ACTIVITY_READER_BUSY' });
+    // Answered, they free their places.
+    expect((await reader.list({})).records).toHaveLength(5);
+  });
+
   it('retention deletes rows older than retainDays and keeps at most retainRows, oldest first', async () => {
     const file = await dbFile();
     let now = T0 + 100 * 1000;
