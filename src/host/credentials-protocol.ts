@@ -1,7 +1,7 @@
 // The credentials channel between the host bridge and the agent inside the enclave (a host-only vsock port).
 // One frame = u32 big-endian length ‖ UTF-8 JSON object. The enclave sends {"Operation":"GetCredentials"}; the
-// host answers {"Status":"Ok","AccessKeyId","SecretAccessKey","SessionToken"?,"Expiration"?} or
-// {"Status":"Error","Code","Message"}. A connection may carry several requests, one after the other. A frame
+// host answers {"Status":"Ok","AccessKeyId","SecretAccessKey","SessionToken"?,"Expiration"?,"Now"?} (Now: the
+// host's clock when it answered, so the enclave can judge Expiration on it) or {"Status":"Error","Code","Message"}. A connection may carry several requests, one after the other. A frame
 // that is too long, not JSON, or not a known request closes that connection only.
 import { CredentialsError } from './credentials-errors.ts';
 
@@ -68,13 +68,14 @@ export class FrameReader {
   }
 }
 
-export function credentialsAnswer(c: AwsCredentials): Record<string, string> {
+/** The Ok answer; `now` is the host's clock (ms since the epoch) as it answers. */
+export function credentialsAnswer(c: AwsCredentials, now: number): Record<string, string> {
   return {
     Status: 'Ok',
     AccessKeyId: c.accessKeyId,
     SecretAccessKey: c.secretAccessKey,
     ...(c.sessionToken === undefined ? {} : { SessionToken: c.sessionToken }),
-    ...(c.expiration === undefined ? {} : { Expiration: c.expiration.toISOString() }),
+    ...(c.expiration === undefined ? {} : { Expiration: c.expiration.toISOString(), Now: new Date(now).toISOString() }),
   };
 }
 
@@ -103,11 +104,19 @@ export function parseCredentialsAnswer(m: Record<string, unknown>): AwsCredentia
   const accessKeyId = field('AccessKeyId', true)!;
   const secretAccessKey = field('SecretAccessKey', true)!;
   const sessionToken = field('SessionToken', false);
-  const exp = field('Expiration', false);
-  let expiration: Date | undefined;
-  if (exp !== undefined) {
-    expiration = new Date(exp);
-    if (Number.isNaN(expiration.getTime())) throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'an answer whose Expiration is not a date');
-  }
+  const expiration = dateField(m, 'Expiration');
   return { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }), ...(expiration === undefined ? {} : { expiration }) };
+}
+
+/** The host's clock as it answered (the answer's Now, ms since the epoch), or undefined from a bridge that sends none. */
+export function answerTime(m: Record<string, unknown>): number | undefined {
+  return dateField(m, 'Now')?.getTime();
+}
+
+function dateField(m: Record<string, unknown>, name: string): Date | undefined {
+  const v = m[name];
+  if (v === undefined) return undefined;
+  const d = typeof v === 'string' && v.length <= 64 ? new Date(v) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) throw new CredentialsError('CREDENTIALS_BAD_FRAME', `an answer whose ${name} is not a date`);
+  return d;
 }

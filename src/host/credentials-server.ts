@@ -97,6 +97,7 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
   const agentCid = agentCidOf(opts.listen);
   const logger = opts.logger ?? pino({ level: 'silent' });
   const source = opts.source ?? (await defaultChain());
+  const now = opts.now ?? Date.now;
   const credentials = refreshingCredentials(source, {
     refreshMarginMs: opts.refreshMarginMs ?? BRIDGE_REFRESH_MARGIN_MS,
     ...(opts.now === undefined ? {} : { now: opts.now }),
@@ -130,7 +131,7 @@ export async function startCredentialsServer(opts: CredentialsServerOptions): Pr
         if (stream.writableLength > MAX_UNSENT_BYTES) return refuse('answers not read');
         counters.served++;
         logger.debug({ type: 'credentials', remote: info.remote, expires: c.expiration?.toISOString() ?? null }, 'credentials served');
-        stream.write(encodeFrame(credentialsAnswer(c)));
+        stream.write(encodeFrame(credentialsAnswer(c, now())));
       } catch (err) {
         counters.failed++;
         logger.error({ type: 'credentials', error: errorName(err) }, "the host's credential chain gave no credentials");

@@ -2,10 +2,11 @@
 // (`enclave-agent bridge --credentials vsock`) on request, kept until shortly before they expire, then fetched
 // again. The result is an AwsCredentialIdentityProvider-shaped function for an AWS SDK client
 // (new KMSClient({ credentials })). Credentials stay in this process: never logged, never in the app's env.
+// Expiry is judged on the host's clock (the answer's Now): an enclave's clock may be hours off.
 import type { Duplex } from 'node:stream';
 import { refreshingCredentials, type RefreshingCredentials } from '../host/credentials-cache.ts';
 import { CredentialsError } from '../host/credentials-errors.ts';
-import { DEFAULT_CREDENTIALS_VSOCK_PORT, encodeFrame, FrameReader, GET_CREDENTIALS, MAX_RESPONSE_BYTES, parseCredentialsAnswer, type AwsCredentials } from '../host/credentials-protocol.ts';
+import { answerTime, DEFAULT_CREDENTIALS_VSOCK_PORT, encodeFrame, FrameReader, GET_CREDENTIALS, MAX_RESPONSE_BYTES, parseCredentialsAnswer, type AwsCredentials } from '../host/credentials-protocol.ts';
 import { connectStream, describeTarget, type StreamTarget } from '../transport/connect.ts';
 
 /** The parent instance (vsock CID 3), where the bridge serves credentials. */
@@ -16,6 +17,8 @@ export const DEFAULT_CREDENTIALS_TARGET: StreamTarget = { kind: 'vsock', cid: 3,
  */
 export const AGENT_REFRESH_MARGIN_MS = 2 * 60_000;
 const REQUEST_TIMEOUT_MS = 10_000;
+/** Clocks this close agree: nothing is moved (a second is nothing against the 2-minute margin). */
+export const CLOCK_TOLERANCE_MS = 1_000;
 
 export interface BridgeCredentialOptions {
   /** Where the bridge's credentials port is (default vsock:3:8002). */
@@ -27,8 +30,20 @@ export interface BridgeCredentialOptions {
   timeoutMs?: number;
 }
 
-/** One request on a fresh connection: connect, send GetCredentials, read one answer, close. */
-export async function fetchBridgeCredentials(connect: () => Promise<Duplex>, where: string, timeoutMs = REQUEST_TIMEOUT_MS): Promise<AwsCredentials> {
+/**
+ * `c` with its Expiration moved onto this clock, when the host's clock (`hostNow`, from the answer) disagrees
+ * with it: else credentials the host just issued would arrive "expired" on an enclave clock hours ahead, and be
+ * kept past their expiry on one behind. The host answered between `sent` and `received` on this clock; taking
+ * `sent` puts the expiry at the earliest it can be. A bridge that sends no Now leaves Expiration as it is.
+ */
+export function onLocalClock(c: AwsCredentials, hostNow: number | undefined, sent: number, received: number): AwsCredentials {
+  if (c.expiration === undefined || hostNow === undefined) return c;
+  if (hostNow >= sent - CLOCK_TOLERANCE_MS && hostNow <= received + CLOCK_TOLERANCE_MS) return c;
+  return { ...c, expiration: new Date(sent + (c.expiration.getTime() - hostNow)) };
+}
+
+/** One request on a fresh connection: connect, send GetCredentials, read one answer, close. `now` is this clock. */
+export async function fetchBridgeCredentials(connect: () => Promise<Duplex>, where: string, timeoutMs = REQUEST_TIMEOUT_MS, now: () => number = Date.now): Promise<AwsCredentials> {
   let stream: Duplex;
   try {
     stream = await connect();
@@ -50,13 +65,14 @@ export async function fetchBridgeCredentials(connect: () => Promise<Duplex>, whe
     stream.on('data', (chunk: Buffer) => {
       try {
         const frames = reader.push(chunk);
-        if (frames.length > 0) finish(null, parseCredentialsAnswer(frames[0]!));
+        if (frames.length > 0) finish(null, onLocalClock(parseCredentialsAnswer(frames[0]!), answerTime(frames[0]!), sent, now()));
       } catch (err) {
         finish(err as Error);
       }
     });
     stream.on('error', (err) => finish(new CredentialsError('CREDENTIALS_UNREACHABLE', `the credentials connection to ${where} failed: ${err.message}`)));
     stream.on('close', () => finish(new CredentialsError('CREDENTIALS_UNREACHABLE', `the bridge at ${where} closed the credentials connection without an answer`)));
+    const sent = now();
     stream.write(encodeFrame({ Operation: GET_CREDENTIALS }));
   });
 }
@@ -67,8 +83,9 @@ export function bridgeCredentialProvider(opts: BridgeCredentialOptions = {}): Re
   const timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
   const connect = opts.connect ?? (() => connectStream(target, { timeoutMs }));
   const where = opts.connect === undefined ? describeTarget(target) : 'the given stream';
-  return refreshingCredentials(() => fetchBridgeCredentials(connect, where, timeoutMs), {
+  const now = opts.now ?? Date.now;
+  return refreshingCredentials(() => fetchBridgeCredentials(connect, where, timeoutMs, now), {
     refreshMarginMs: opts.refreshMarginMs ?? AGENT_REFRESH_MARGIN_MS,
-    ...(opts.now === undefined ? {} : { now: opts.now }),
+    now,
   });
 }

@@ -66,10 +66,10 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     imds.expiresInMs = () => 3_600_000;
     const base = imds.counts.credentials;
     const issuedBase = imds.issued.length;
-    let bridgeNow = Date.now();
-    let agentNow = Date.now();
-    const bridge = await serve({ now: () => bridgeNow });
-    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => agentNow });
+    // One clock for both sides (a clock the enclave disagrees with: the next test).
+    let now = Date.now();
+    const bridge = await serve({ now: () => now });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => now });
 
     const first = await provider();
     expectIssued(first, issuedBase);
@@ -81,25 +81,26 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     expect(provider.fetches).toBe(1);
     expect(bridge.counters.served).toBe(1);
 
-    // The agent's copy nears expiry (within its 2-minute margin): it asks the bridge, which still holds fresh ones.
-    agentNow = first.expiration!.getTime() - 60_000;
-    expect(await provider()).toEqual(first);
-    expect(provider.fetches).toBe(2);
-    expect(bridge.counters.served).toBe(2);
-    expect(imds.counts.credentials - base).toBe(1);
+    // Inside the bridge's 5-minute margin, not the agent's 2: the agent keeps its copy and asks nobody.
+    now = first.expiration!.getTime() - 4 * 60_000;
+    expect(await provider()).toBe(first);
+    expect(provider.fetches).toBe(1);
 
-    // The bridge's copy nears expiry too (within its 5-minute margin): it goes back to IMDS for a new pair.
-    bridgeNow = first.expiration!.getTime() - 4 * 60_000;
+    // Inside the agent's margin: it asks the bridge, which goes back to IMDS for a new pair.
+    now = first.expiration!.getTime() - 60_000;
     const second = await provider();
     expect(imds.counts.credentials - base).toBe(2);
     expectIssued(second, issuedBase + 1);
     expect(second.accessKeyId).not.toBe(first.accessKeyId);
-    expect(provider.fetches).toBe(3);
+    expect(provider.fetches).toBe(2);
 
-    // The SDK's forceRefresh (after an ExpiredToken answer) goes to the bridge even when the copy looks fresh.
-    agentNow = Date.now();
-    await provider({ forceRefresh: true });
-    expect(provider.fetches).toBe(4);
+    // The SDK's forceRefresh (after an ExpiredToken answer) goes to the bridge even when the copy looks fresh;
+    // the bridge's copy is fresh (back on the clock the fake IMDS issues by), so it serves that one.
+    now = Date.now();
+    expect(await provider({ forceRefresh: true })).toEqual(second);
+    expect(provider.fetches).toBe(3);
+    expect(bridge.counters.served).toBe(3);
+    expect(imds.counts.credentials - base).toBe(2);
   });
 
   it('short-lived credentials (Expiration inside both margins) are fetched again on every use, mid-run', async () => {
@@ -136,7 +137,7 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
         return Promise.resolve(good);
       },
     });
-    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => now });
     await expect(provider()).rejects.toMatchObject({ code: 'CREDENTIALS_UNAVAILABLE', message: expect.stringContaining('CredentialsProviderError') });
     expect(bridge.counters.failed).toBe(1);
     fail = false;
@@ -205,7 +206,7 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     let now = Date.now();
     let next: AwsCredentials = { accessKeyId: 'AKIDSTALE', secretAccessKey: 'stale', expiration: new Date(now - 1_000) };
     const bridge = await serve({ now: () => now, source: () => Promise.resolve(next) });
-    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! } });
+    const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => now });
     await expect(provider()).rejects.toMatchObject({ code: 'CREDENTIALS_UNAVAILABLE' });
     expect(bridge.counters).toMatchObject({ served: 0, failed: 1 });
 
@@ -216,6 +217,27 @@ describe('bridge credentials from the parent chain (IMDSv2) to the enclave', () 
     now = good.expiration!.getTime() - 60_000;
     next = { accessKeyId: 'AKIDSTALE', secretAccessKey: 'stale', expiration: new Date(now - 1_000) };
     expect(await provider({ forceRefresh: true })).toEqual(good);
+  });
+
+  it("an enclave clock hours off judges expiry on the host's clock: used, cached, refreshed before they expire", async () => {
+    // Failed before the fix: with the enclave's clock 3 h ahead, credentials the host had just issued (valid 1 h)
+    // arrived "expired" and were refused; with it 3 h behind, they were kept 3 h past their expiry.
+    const t0 = Date.now();
+    let elapsed = 0; // time passes on both clocks alike
+    const issued: AwsCredentials = { accessKeyId: 'AKIDSKEW', secretAccessKey: 'skew', expiration: new Date(t0 + 3_600_000) };
+    const bridge = await serve({ now: () => t0 + elapsed, source: () => Promise.resolve(issued) });
+    for (const skew of [3 * 3_600_000, -3 * 3_600_000]) {
+      elapsed = 0;
+      const provider = bridgeCredentialProvider({ target: { kind: 'tcp', host: '127.0.0.1', port: bridge.port! }, now: () => t0 + skew + elapsed });
+      const got = await provider();
+      expect(got.accessKeyId).toBe('AKIDSKEW');
+      expect(got.expiration!.getTime()).toBe(t0 + skew + 3_600_000); // the hour the host gave them, on the enclave's clock
+      elapsed = 3_600_000 - 3 * 60_000; // outside the agent's 2-minute margin: kept
+      expect(await provider()).toBe(got);
+      elapsed = 3_600_000 - 60_000; // inside it: fetched again
+      await provider();
+      expect(provider.fetches).toBe(2);
+    }
   });
 
   it('a peer that keeps asking and never reads its answers is closed, not buffered for without bound', async () => {
