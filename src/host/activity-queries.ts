@@ -70,9 +70,9 @@ export const MAX_PAGE = 200;
 const SUMMARY_COLUMNS =
   'id, ts, txid, method, path, status, elapsed_ms AS elapsedMs, bytes_in AS bytesIn, bytes_out AS bytesOut, remote_ip AS remoteIp, decrypted_fields AS decryptedFields, error';
 
-/** Parses "<ts>.<id>"; null when malformed. */
+/** Parses "<ts>.<id>" (ts is negative for a record stamped before 1970); null when malformed. */
 export function parseCursor(cursor: string): { ts: number; id: number } | null {
-  const m = /^(\d{1,16})\.(\d{1,16})$/.exec(cursor);
+  const m = /^(-?\d{1,16})\.(\d{1,16})$/.exec(cursor);
   return m === null ? null : { ts: Number(m[1]), id: Number(m[2]) };
 }
 

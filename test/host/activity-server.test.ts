@@ -201,6 +201,26 @@ describe('activity page server', () => {
     await events.cancel();
   });
 
+  it('pages with the cursor it hands out, also past records stamped before 1970', async () => {
+    // Kept 100 years: retention by age does not remove them first.
+    const s = await service({ retainDays: 36_500 });
+    const at = (i: number, startedAt: number): string =>
+      trxLine({ txid: `old-${i}`, startedAt, elapsedMs: 1, sessionId: 's', type: 'HTTP', method: 'GET', url: '/', status: 200, bytesIn: 0, bytesOut: 0, remoteIp: '192.0.2.1', requestHeaders: [], responseHeaders: [], decryptedFields: 0, error: undefined }, mask);
+    // An agent whose clock was never set: 1969-12-31T23:59:57Z … 1970-01-01T00:00:01Z.
+    for (const [i, t] of [-3000, -2000, -1000, 1000].entries()) s.takeLine(at(i, t).trimEnd());
+    s.store.flush();
+    const seen: string[] = [];
+    let next: string | null = '';
+    while (next !== null) {
+      const r = await fetch(`${s.url}api/records?limit=1${next === '' ? '' : `&before=${encodeURIComponent(next)}`}`);
+      expect(r.status, `before=${next}`).toBe(200);
+      const page = (await r.json()) as { records: { txid: string }[]; next: string | null };
+      seen.push(...page.records.map((x) => x.txid));
+      next = page.next;
+    }
+    expect(seen).toEqual(['old-3', 'old-2', 'old-1', 'old-0']);
+  });
+
   it('streams stored batches to the live tail (SSE)', async () => {
     const s = await service();
     const res = await fetch(`${s.url}api/live`);
