@@ -1,7 +1,8 @@
 /**
  * Verifies an attested TLS certificate: the Nitro attestation document carried in the leaf's subjectAltName,
  * as Evervault's data plane and our TLS ingress issue it (src/ingress/attested-cert.ts, TLS-INGRESS.md §1.4).
- * Browser-safe (pkijs/asn1js and WebCrypto through src/attestation/verify.ts; no node:*, no Buffer).
+ * Browser-safe (the attestation chain's strict DER reader, and WebCrypto through src/attestation/verify.ts; no
+ * node:*, no Buffer). Not pkijs/asn1js: their cold start (~30 ms) would be most of a client's first https:// check.
  *
  * Rule (Evervault's `validate_attestation_doc_in_cert`): over every dNSName of the SAN take the text before the
  * first '.', keep the LONGEST, hex-decode it → COSE_Sign1. Or, Evervault's newer path, a document fetched
@@ -14,17 +15,19 @@
  * the TLS handshake proves the server holds that private key. Together: the peer is that enclave. The caller
  * must therefore check the certificate the handshake actually presented (not one fetched elsewhere).
  */
-import * as asn1js from 'asn1js';
-import * as pkijs from 'pkijs';
+import { DerReader, readOid, readOne, readString, readTime, TAG } from '../attestation/der.ts';
 import type { AttestationDocument } from '../attestation/document.ts';
 import { MAX_DOCUMENT_BYTES } from '../attestation/document.ts';
 import { verifyAttestation, type VerifyExpectations } from '../attestation/verify.ts';
+import { formatName, parseName } from '../attestation/x509.ts';
 import { equalBytes, fromBase64, fromHex, toHex } from '../util/bytes.ts';
 import { AttestedCertError } from './attested-cert-errors.ts';
 
 export { AttestedCertError, type AttestedCertErrorCode } from './attested-cert-errors.ts';
 
 const OID_SAN = '2.5.29.17';
+/** GeneralName's dNSName: [2] IMPLICIT IA5String. */
+const DNS_NAME = 0x82;
 const HEX_LABEL = /^(?:[0-9a-fA-F]{2})+$/;
 
 export interface AttestedCertificate {
@@ -79,40 +82,78 @@ export function certificateDer(input: Uint8Array | string): Uint8Array {
   }
 }
 
-function nameText(name: pkijs.RelativeDistinguishedNames): string {
-  return name.typesAndValues.map((tv) => String((tv.value.valueBlock as { value?: unknown }).value ?? '')).join(', ');
+/** A certificate's fields this check needs, read by the strict DER reader of the attestation chain. */
+interface CertFields {
+  spkiDer: Uint8Array;
+  subject: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** Every dNSName of the subjectAltName, in order. */
+  dnsNames: string[];
+}
+
+function readCertFields(der: Uint8Array): CertFields {
+  const cert = DerReader.of(readOne(der, TAG.SEQUENCE, 'Certificate'));
+  const tbs = DerReader.of(cert.next(TAG.SEQUENCE, 'tbsCertificate'));
+  cert.next(TAG.SEQUENCE, 'signatureAlgorithm');
+  cert.next(TAG.BIT_STRING, 'signatureValue');
+  cert.expectDone('Certificate');
+  tbs.optional(0xa0, 'version');
+  tbs.next(TAG.INTEGER, 'serialNumber');
+  tbs.next(TAG.SEQUENCE, 'signature');
+  tbs.next(TAG.SEQUENCE, 'issuer');
+  const validity = DerReader.of(tbs.next(TAG.SEQUENCE, 'validity'));
+  const notBefore = readTime(validity.next(undefined, 'notBefore'), 'notBefore');
+  const notAfter = readTime(validity.next(undefined, 'notAfter'), 'notAfter');
+  validity.expectDone('validity');
+  const subject = formatName(parseName(tbs.next(TAG.SEQUENCE, 'subject').tlv));
+  // The SPKI exactly as encoded: what the document's user_data must equal.
+  const spkiDer = tbs.next(TAG.SEQUENCE, 'subjectPublicKeyInfo').tlv;
+  tbs.optional(0x81, 'issuerUniqueID');
+  tbs.optional(0x82, 'subjectUniqueID');
+  const extEl = tbs.optional(0xa3, 'extensions');
+  tbs.expectDone('tbsCertificate');
+  let san: Uint8Array | undefined;
+  if (extEl !== undefined) {
+    const list = DerReader.of(readOne(extEl.value, TAG.SEQUENCE, 'extensions'));
+    while (!list.done()) {
+      const ext = DerReader.of(list.next(TAG.SEQUENCE, 'extension'));
+      const id = readOid(ext.next(TAG.OID), 'extnID');
+      ext.optional(TAG.BOOLEAN, `extension ${id} critical`);
+      const value = ext.next(TAG.OCTET_STRING, `extension ${id} value`).value;
+      ext.expectDone(`extension ${id}`);
+      if (id !== OID_SAN) continue;
+      if (san !== undefined) throw malformed('certificate has more than one subjectAltName extension');
+      san = value;
+    }
+  }
+  const dnsNames: string[] = [];
+  if (san !== undefined) {
+    try {
+      const names = DerReader.of(readOne(san, TAG.SEQUENCE, 'subjectAltName'));
+      while (!names.done()) {
+        const gn = names.next(undefined, 'GeneralName');
+        // dNSName is [2] IMPLICIT IA5String; the other name forms are skipped.
+        if (gn.tag === DNS_NAME) dnsNames.push(readString({ ...gn, tag: TAG.IA5_STRING }, 'dNSName'));
+      }
+    } catch (err) {
+      throw malformed(`certificate has an unreadable subjectAltName extension: ${(err as Error).message}`, err);
+    }
+  }
+  return { spkiDer, subject, notBefore, notAfter, dnsNames };
 }
 
 /** Parses the certificate and pulls out its key bytes and the SAN document (not verified: see verifyAttestedCertificate). */
 export function parseAttestedCertificate(input: Uint8Array | string): AttestedCertificate {
   const der = certificateDer(input);
-  const own = der.byteOffset === 0 && der.byteLength === der.buffer.byteLength ? der : der.slice();
-  let cert: pkijs.Certificate;
-  let spkiDer: Uint8Array;
+  let fields: CertFields;
   try {
-    const asn1 = asn1js.fromBER(own);
-    if (asn1.offset === -1) throw new Error(asn1.result.error || 'BER decoding failed');
-    if (asn1.offset !== own.byteLength) throw new Error(`${own.byteLength - asn1.offset} trailing byte(s)`);
-    cert = new pkijs.Certificate({ schema: asn1.result });
-    // The SPKI exactly as encoded (re-encoding pkijs's object could differ from the signed bytes).
-    const tbs = (asn1.result as asn1js.Sequence).valueBlock.value[0] as asn1js.Sequence;
-    const fields = tbs.valueBlock.value;
-    const spkiIndex = (fields[0]!.idBlock.tagClass === 3 ? 1 : 0) + 5; // [version,] serial, sigAlg, issuer, validity, subject, spki
-    const spki = fields[spkiIndex];
-    if (spki === undefined) throw new Error('no subjectPublicKeyInfo');
-    spkiDer = new Uint8Array(spki.valueBeforeDecodeView);
+    fields = readCertFields(der);
   } catch (err) {
     if (err instanceof AttestedCertError) throw err;
     throw malformed(`certificate is not a valid X.509 certificate: ${err instanceof Error ? err.message : String(err)}`, err);
   }
-  const sans = (cert.extensions ?? []).filter((e) => e.extnID === OID_SAN);
-  if (sans.length > 1) throw malformed('certificate has more than one subjectAltName extension');
-  const names: string[] = [];
-  if (sans.length === 1) {
-    const alt = sans[0]!.parsedValue as pkijs.AltName | undefined;
-    if (!(alt instanceof pkijs.AltName)) throw malformed('certificate has an unreadable subjectAltName extension');
-    for (const gn of alt.altNames) if (gn.type === 2 && typeof gn.value === 'string') names.push(gn.value);
-  }
+  const names = fields.dnsNames;
   // Evervault's rule: the longest first label across all dNSNames.
   let longest = -1;
   for (let i = 0; i < names.length; i++) {
@@ -131,10 +172,10 @@ export function parseAttestedCertificate(input: Uint8Array | string): AttestedCe
   }
   return {
     der,
-    spkiDer,
-    subject: nameText(cert.subject),
-    notBefore: cert.notBefore.value,
-    notAfter: cert.notAfter.value,
+    spkiDer: fields.spkiDer,
+    subject: fields.subject,
+    notBefore: fields.notBefore,
+    notAfter: fields.notAfter,
     // Evervault repeats the document under every host name: none of those copies is a host name.
     hostnames: names.filter((n) => docLabel === null || n.split('.', 1)[0] !== docLabel),
     document,
