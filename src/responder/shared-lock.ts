@@ -3,6 +3,12 @@
 // 1 held, 2 held and a worker may sleep on it. The main thread only spins (blocking its event loop in
 // Atomics.wait is not allowed here); a worker spins briefly, then sleeps until the holder wakes it — with
 // more threads than cores, a preempted holder then costs the waiters no CPU.
+// A thread terminated while it holds the lock leaves it held: Worker.terminate lands inside a synchronous
+// critical section (at any loop or call) and runs no finally. Nothing is left waiting on it only because session
+// workers are terminated all together (SessionWorkers.stopAll; a waiter's own terminate ends its wait), one that
+// stops on its own ends the process, and the main thread never takes the client-table lock (it would spin for
+// good). Restarting one worker alone would need an owner id in the word, released on that worker's exit
+// (test/responder/shared-lock-terminate.test.ts).
 import { isMainThread } from 'node:worker_threads';
 
 const SPINS = 100;

@@ -25,6 +25,20 @@ describe('bytes helpers', () => {
     expect(bytesKey(Uint8Array.of(1, 2))).not.toBe(bytesKey(Uint8Array.of(1, 2, 0)));
   });
 
+  it('fromHex decodes every digit pair in either case, and refuses every other character in either place', () => {
+    const digits = '0123456789abcdefABCDEF';
+    for (const a of digits) for (const b of digits) expect(fromHex(a + b)).toEqual(Uint8Array.of(parseInt(a + b, 16)));
+    for (let c = 0; c < 0x180; c++) {
+      const ch = String.fromCharCode(c);
+      if (digits.includes(ch)) continue;
+      expect(() => fromHex(`0${ch}`)).toThrow(TypeError);
+      expect(() => fromHex(`${ch}0`)).toThrow(TypeError);
+    }
+    // Characters whose code is a digit's plus 256 (or 65536 as a pair) must not alias it.
+    expect(() => fromHex('\u0130\u0131')).toThrow(TypeError);
+    expect(() => fromHex('a\u{1F600}')).toThrow(TypeError);
+  });
+
   it('rejects malformed hex and base64', () => {
     expect(() => fromHex('abc')).toThrow(TypeError);
     expect(() => fromHex('zz')).toThrow(TypeError);
