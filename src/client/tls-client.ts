@@ -132,7 +132,15 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
         return;
       }
       dial().then(
-        (v) => cb(null, track(v)),
+        (v) => {
+          const socket = track(v);
+          // A socket the peer closed or reset before undici has it must be a connect failure: undici, handed a dead
+          // socket, connects again and again with the request still queued, deaf to its abort signal and timeout.
+          setImmediate(() => {
+            if (socket.destroyed || !socket.writable) callback(new ClientError('CLIENT_CONNECT_FAILED', `${host}:${port} closed the connection right after the TLS handshake`, { retryable: true }), null);
+            else callback(null, socket);
+          });
+        },
         (err: Error) => cb(err, null),
       );
     },

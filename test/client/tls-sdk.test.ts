@@ -2,6 +2,7 @@
 // every TLS connection before a request byte goes out, then offers the same Fetch-compatible API. The server is a
 // minimal node:https server serving certificates in the documented format (tls-certs.ts).
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -160,6 +161,43 @@ describe('connect(https://…)', () => {
       expect(refused.message).not.toContain('4111');
     } finally {
       await client.close();
+    }
+  });
+
+  it('a verified connection the peer resets before undici has it fails the request; no endless reconnecting', async () => {
+    const srv = await server(sim);
+    // A hostile relay: the first connection passes; every later one gets the server's handshake flight, then a RST
+    // (a certificate that verifies, a socket already dead when it is handed over).
+    let connections = 0;
+    let loop!: () => void;
+    const looping = new Promise<'looping'>((resolve) => (loop = () => resolve('looping')));
+    const relay = net.createServer((c) => {
+      const k = ++connections;
+      if (k === 20) loop();
+      const up = net.connect(srv.port, '127.0.0.1');
+      c.on('error', () => {});
+      up.on('error', () => {});
+      c.pipe(up);
+      up.on('end', () => c.end());
+      up.on('data', (d: Buffer) => {
+        c.write(d);
+        if (k > 1) {
+          c.resetAndDestroy();
+          up.destroy();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const client = await connect(`https://127.0.0.1:${(relay.address() as net.AddressInfo).port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    try {
+      expect(await (await client.fetch('/hello')).text()).toBe('hello');
+      srv.closeConnections();
+      const outcome = await Promise.race([failure(client.fetch('/hello', { timeoutMs: 30_000 })), looping]);
+      expect(outcome).not.toBe('looping');
+      expect((outcome as ClientError).code).toBe('CLIENT_CONNECT_FAILED');
+    } finally {
+      await client.close();
+      relay.close();
     }
   });
 
