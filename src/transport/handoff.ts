@@ -45,9 +45,13 @@ function reason(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** A copy with nothing postMessage could refuse (ConnectionInfo objects may carry more than the two fields). */
+/**
+ * A copy with nothing postMessage could refuse (ConnectionInfo objects may carry more than their fields); the
+ * vsock peer CID goes with it, for the receiving thread to know who it serves.
+ */
 function plainInfo(info: ConnectionInfo): ConnectionInfo {
-  return { remote: String(info.remote), transport: info.transport };
+  const peerCid = info.peerCid;
+  return { remote: String(info.remote), transport: info.transport, ...(typeof peerCid === 'number' && Number.isSafeInteger(peerCid) ? { peerCid } : {}) };
 }
 
 function detachNodeSocket(socket: net.Socket, info: ConnectionInfo): HandedConnection {
@@ -138,7 +142,7 @@ function adoptNative(h: HandedConnection & { kind: 'native' }, info: ConnectionI
  * throws TransportError). TCP gets setNoDelay(true) and the same 'error' guard listenTcp adds.
  */
 export function adoptConnection(h: HandedConnection): Duplex {
-  const info: ConnectionInfo = { remote: String(h.info.remote), transport: h.info.transport };
+  const info = plainInfo(h.info);
   if (!validFd(h.fd)) throw failed(info, `${String(h.fd)} is not a file descriptor`);
   if (h.kind === 'socket') return adoptNodeSocket(h, info);
   if (h.kind === 'native') return adoptNative(h, info);

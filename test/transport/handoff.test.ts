@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adoptConnection, detachConnection, discardHandedConnection } from '../../src/transport/handoff.ts';
 import type { HandedConnection } from '../../src/transport/handoff.ts';
 import { loadNative, nativeStats } from '../../src/transport/native.ts';
+import type { NativeStream } from '../../src/transport/native-stream.ts';
 import { listenTcp } from '../../src/transport/tcp.ts';
 import type { ConnectionInfo, Listener } from '../../src/transport/types.ts';
 import { listenUnix } from '../../src/transport/unix.ts';
@@ -438,6 +439,26 @@ describe.skipIf(!available)('connection hand-off to a worker thread', () => {
       expect(codeOf(() => native.dupFd(fd))).toBe('EBADF');
       expect(() => discardHandedConnection({ kind: 'socket', fd: Number.NaN, info: INFO })).not.toThrow();
     });
+  });
+
+  it('carries the vsock peer CID with the connection, through postMessage and adoption', async () => {
+    // The addon's unix family is vsock's code; the info is what a vsock listener reports.
+    const vsockInfo: ConnectionInfo = { remote: 'vsock:16:1234', transport: 'vsock', peerCid: 16 };
+    const handed = new Promise<HandedConnection>((resolve, reject) => {
+      const detach = (stream: Duplex): void => {
+        try {
+          resolve(detachConnection(stream, vsockInfo));
+        } catch (err) {
+          reject(err as Error);
+        }
+      };
+      track(rigs.get('native-unix')!.connect((stream) => setImmediate(detach, stream)));
+    });
+    const h = structuredClone(await handed); // what postMessage delivers to the worker
+    expect(h.info).toEqual(vsockInfo);
+    const stream = adoptConnection(h) as NativeStream;
+    expect(stream.info).toEqual(vsockInfo);
+    stream.destroy();
   });
 
   it('NativeSocket.detach: the object behaves as closed, the fd stays open, adopt takes it back', () => {
