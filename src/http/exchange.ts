@@ -77,7 +77,7 @@ export class Exchange implements BodyBytesHolder {
   decryptedFields: number | (() => number) = 0;
   /** Code of the error that ended the exchange, if any. */
   errorCode: string | undefined;
-  /** A record for requests read ahead and never sent: how many it stands for (keep-alive-connection.ts); else undefined. */
+  /** A record for requests taken in and never sent: how many it stands for (abandoned-records.ts); else undefined. */
   abandonedRequests: number | undefined;
   /** The pipeline's budget for bodies held in memory (set by the decrypt stage), and what this request holds of it. */
   bodies: BufferedBodiesLike | null = null;

@@ -215,9 +215,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
    * A request taken in (parsed) that never ran: the connection closed while it waited its turn. It still gets
    * its record (and is observed): with nothing sent, status 0 and CLIENT_GONE (trx-log.ts), as a request whose
    * client left mid-exchange; one answered with a parse error while waiting keeps that status and code.
+   * `count` > 1: the record stands for this request and the count − 1 abandoned after it (abandoned-records.ts).
    */
   const recordPipeline = compose([...observed, requestId, trxLog]);
-  const recordAbandoned = (ex: Exchange): void => {
+  const recordAbandoned = (ex: Exchange, count = 1): void => {
+    if (count > 1) ex.abandonedRequests = count;
     recordPipeline(ex).catch((err: unknown) => logger.error({ err: String(err) }, 'abandoned request not recorded'));
     ex.finish();
   };
@@ -312,7 +314,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     conn.admit(
       res,
       () => serveRequest(ex, req, res),
-      () => recordAbandoned(ex),
+      (count) => recordAbandoned(ex, count),
     );
   });
 
@@ -551,8 +553,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       const ex = new Exchange({ req: new FastRequest(head), res: null, socket: null, conn: conn.ctx, type: 'HTTP', upstreamHeaders: [], body: null, bodyLength: null });
       ex.remoteIp = conn.ctx.client?.address;
       ex.errorCode = code;
-      if (count > 1) ex.abandonedRequests = count;
-      recordAbandoned(ex);
+      recordAbandoned(ex, count);
     },
   };
 

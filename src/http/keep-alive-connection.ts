@@ -12,7 +12,7 @@
 //     and never sent (the connection closed first, or a drain) get a transaction record each (the handlers'
 //     `abandoned`: CLIENT_GONE, or DRAINING) — so does one whose head came and whose body never completed —
 //     the first MAX_ABANDONED_RECORDS of them; the rest one record together, with their count (256 KiB read
-//     ahead holds ~10,000 small requests: one record each would let one client flood the log).
+//     ahead holds ~10,000 small requests: one record each would let one client flood the log; abandoned-records.ts).
 // The first request that is anything else — a chunked body, a larger body, `Expect: 100-continue` (the client
 // may wait for the interim 100), an Upgrade, HTTP/1.0, a head the strict parser refuses (malformed ones
 // included: the server decides what they mean and answers 400) — hands the connection, from that request
@@ -34,17 +34,13 @@ import { errorBody, statusText } from './exchange.ts';
 import { connectionTokens } from './headers.ts';
 import { KeepAliveResponse, type ResponseQueue } from './keep-alive-response.ts';
 import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts';
+import { recordAbandonedRequests } from './abandoned-records.ts';
 
 /** Largest request body the fast path buffers; a larger declared body goes to the http.Server (streamed). */
 export const MAX_FAST_BODY = 64 * 1024;
 /** Bytes of pipelined requests read ahead while a request is at the app; past it, reading pauses. */
 export const MAX_READ_AHEAD = 256 * 1024;
 const BARE_LF_END = Buffer.from('\n\n', 'latin1');
-/**
- * Requests read ahead and never sent that get a record each when a connection closes or drains; the ones after
- * them get one record together. A client pipelining a handful is recorded in full.
- */
-export const MAX_ABANDONED_RECORDS = 8;
 
 export interface KeepAliveHandlers {
   /** Runs one request through the stages, answering into `res` (already queued in order). */
@@ -535,32 +531,29 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
   }
 
   /**
-   * The requests read ahead (`buf`) that will never be sent: each whose head is complete is recorded, its body
-   * complete or not (as on the http.Server path, which takes a request in once its head is parsed). Up to the
-   * first head incomplete, or that this parser would not have taken. The first MAX_ABANDONED_RECORDS get a
-   * record each; the rest one record, the first of them's, with their count.
+   * The requests read ahead (`buf`) that will never be sent: recorded, the first MAX_ABANDONED_RECORDS each and
+   * the rest in one record with their count (abandoned-records.ts).
    */
   #recordReadAhead(buf: Buffer, code: AbandonedCode): void {
-    let recorded = 0;
-    let rest: SimpleHead | null = null;
-    let restCount = 0;
+    recordAbandonedRequests(this.#readAheadHeads(buf), (head, count) => this.#handlers.abandoned(this, head, code, count));
+  }
+
+  /**
+   * The heads of the requests in `buf` that are complete, their bodies complete or not (as on the http.Server
+   * path, which takes a request in once its head is parsed). Up to the first head incomplete, or that this
+   * parser would not have taken.
+   */
+  *#readAheadHeads(buf: Buffer): Generator<SimpleHead> {
     for (;;) {
       const end = buf.indexOf(HEAD_END);
-      if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) break;
+      if (end < 0 || end + HEAD_END.length > this.#limits.maxHeaderBytes) return;
       const head = parseSimpleHead(buf, end);
-      if (head === null) break;
-      if (recorded < MAX_ABANDONED_RECORDS) {
-        recorded++;
-        this.#handlers.abandoned(this, head, code, 1);
-      } else {
-        rest ??= head;
-        restCount++;
-      }
+      if (head === null) return;
+      yield head;
       const bodyEnd = head.bodyStart + (head.contentLength ?? 0);
-      if (bodyEnd >= buf.length || connectionTokens(head.rawHeaders).has('close')) break;
+      if (bodyEnd >= buf.length || connectionTokens(head.rawHeaders).has('close')) return;
       buf = buf.subarray(bodyEnd);
     }
-    if (rest !== null) this.#handlers.abandoned(this, rest, code, restCount);
   }
 
   /**

@@ -9,7 +9,9 @@
 // further (its pair end holds its input); what waits is what the server had already taken in: the chunk being
 // parsed and the pair end's readable buffer, at most 64 KiB each (Node's parser resumes the socket after each
 // message it completes, so pausing alone does not stop it mid-buffer). A request still waiting when the
-// connection closes is `abandoned` (the forwarder logs it: nothing taken in is lost silently).
+// connection closes is `abandoned` (the forwarder logs it: nothing taken in is lost silently) — the first
+// MAX_ABANDONED_RECORDS of them each, the rest in one record with their count (one 4 KiB slice of tiny pipelined
+// requests is ~100–200 of them, at every close: abandoned-records.ts).
 //
 // Request bodies: Node's requestTimeout is a limit on the whole request, which would cut a long upload that
 // keeps flowing; what is bounded here is the gap between body bytes (nginx's client_body_timeout) while the
@@ -22,11 +24,15 @@
 // read no further and closes after its last answer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
+import { recordAbandonedRequests } from './abandoned-records.ts';
 
 /** A parsed request's turn: started once, or abandoned once (the connection closed before its turn). */
 interface Turn {
   start(): void;
-  abandon(): void;
+  /** Over without running, recorded as standing for `count` requests (itself and the count − 1 after it). */
+  abandon(count?: number): void;
+  /** Over without running or a record of its own (one abandoned with a count stands for it). */
+  drop(): void;
 }
 
 export class ServerConnection {
@@ -59,7 +65,9 @@ export class ServerConnection {
       if (this.#held) socket.pause();
     });
     socket.once('close', () => {
-      for (const turn of this.#waiting.splice(0)) turn.abandon();
+      const waiting = this.#waiting.splice(0);
+      recordAbandonedRequests(waiting, (turn, count) => turn.abandon(count));
+      for (const turn of waiting) turn.drop();
       const upgrade = this.#upgrade;
       this.#upgrade = null;
       upgrade?.abandon();
@@ -69,9 +77,10 @@ export class ServerConnection {
   /**
    * A parsed request: `run` now if nothing else is open on the connection, else once every earlier response
    * has closed; it is over when `res` closes. `abandoned` runs instead of `run` when its turn never comes (the
-   * connection closed first) or comes after it was answered (a parse error in its body, while it waited).
+   * connection closed first) or comes after it was answered (a parse error in its body, while it waited);
+   * `count` > 1: its record stands for it and the count − 1 requests that waited after it (abandoned-records.ts).
    */
-  admit(res: ServerResponse, run: () => void, abandoned: () => void): void {
+  admit(res: ServerResponse, run: () => void, abandoned: (count: number) => void): void {
     this.#open++;
     this.#parsed++;
     let state: 'waiting' | 'running' | 'over' = 'waiting';
@@ -87,10 +96,13 @@ export class ServerConnection {
         this.#running = true;
         run();
       },
-      abandon: () => {
+      abandon: (count = 1) => {
         if (state !== 'waiting') return;
         state = 'over';
-        abandoned();
+        abandoned(count);
+      },
+      drop: () => {
+        if (state === 'waiting') state = 'over';
       },
     };
     res.once('close', () => {
@@ -134,6 +146,9 @@ export class ServerConnection {
         if (state !== 'waiting') return;
         state = 'over';
         abandoned();
+      },
+      drop: () => {
+        state = 'over';
       },
     };
     if (this.#open === 0) turn.start();

@@ -1,16 +1,18 @@
 // Pipelined requests the agent took in and never sent to the app, because the client went away while they
 // waited their turn, still get their transaction-log record (ENCRYPTION.md §4: one per request, errors
 // included): status 0 and CLIENT_GONE, as a request whose client left mid-exchange — on the http.Server path
-// (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead:
-// past the first MAX_ABANDONED_RECORDS, one record with the count stands for the rest). The records carry no
-// body and no credential.
+// (a Noise stream, a keep-alive connection handed over) and on the keep-alive fast path (requests read ahead).
+// On both, past the first MAX_ABANDONED_RECORDS abandoned together, one record with the count stands for the
+// rest (abandoned-records.ts). The records carry no body and no credential.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHttpForwarder, type HttpForwarder } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
-import { MAX_ABANDONED_RECORDS, type AttachedConnection } from '../../src/http/keep-alive-connection.ts';
+import type { AttachedConnection } from '../../src/http/keep-alive-connection.ts';
+import { MAX_ABANDONED_RECORDS } from '../../src/http/abandoned-records.ts';
+import { SERVER_READ_SLICE_BYTES } from '../../src/http/forwarder.ts';
 import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
@@ -93,18 +95,69 @@ async function expectOneRecordEach(fwd: HttpForwarder, sink: MemoryLogSink, path
   expect(text).not.toContain('card-number');
 }
 
+/**
+ * After the client left with `paths` taken in (the first at the app, the rest never sent): the one at the app and
+ * the first MAX_ABANDONED_RECORDS of the rest get a record each, then one record — the next request's — stands for
+ * the rest, `abandoned_requests: summarised`. All status 0 and CLIENT_GONE, no body and no credential.
+ */
+async function expectBoundedRecords(fwd: HttpForwarder, sink: MemoryLogSink, paths: string[], summarised: number): Promise<void> {
+  const kept = 1 + MAX_ABANDONED_RECORDS;
+  await until(() => sink.records.length >= kept + 1);
+  await fwd.close();
+  const records = sink.records;
+  expect(records).toHaveLength(kept + 1);
+  expect(records.map((r) => r.path).sort()).toEqual(paths.slice(0, kept + 1).sort());
+  const summary = records.find((r) => r.path === paths[kept]);
+  expect(summary).toMatchObject({ kind: 'trx', status: 0, status_group: 'none', error: 'CLIENT_GONE', response_headers: {}, abandoned_requests: summarised });
+  for (const r of records.filter((x) => x !== summary)) {
+    expect(r).toMatchObject({ status: 0, error: 'CLIENT_GONE' });
+    expect(r).not.toHaveProperty('abandoned_requests');
+  }
+  const text = JSON.stringify(records);
+  expect(text).not.toContain('s3cr3t');
+  expect(text).not.toContain('card-number');
+}
+
 describe('pipelined requests abandoned on the http.Server path', () => {
-  it('a Noise stream closed with 40 requests in: 40 records, the waiting ones CLIENT_GONE', async () => {
+  it('a Noise stream closed with 40 requests in: 1 + MAX_ABANDONED_RECORDS records, then one for the other 31', async () => {
     const sink = createMemoryLogSink();
     const fwd = forwarder(sink);
     const d = await fwd.connect(fakeContext({ kind: 'stream' }));
     d.on('error', () => {});
+    // ~2.6 KB: within one read slice, so the server takes in all 40 (the first at the app, 39 waiting).
     const { raw, paths } = batch(40);
+    expect(Buffer.byteLength(raw)).toBeLessThan(SERVER_READ_SLICE_BYTES);
     d.write(raw);
     await until(() => arrived.length >= 1);
     expect(arrived).toEqual([paths[0]!.replace('***', 'abc')]);
     d.destroy();
-    await expectOneRecordEach(fwd, sink, paths);
+    // Before the bound: 40 records, one per request.
+    await expectBoundedRecords(fwd, sink, paths, 40 - 1 - MAX_ABANDONED_RECORDS);
+  });
+
+  it('a Noise stream closed with 64 KiB of tiny pipelined requests: 10 records, not one per request taken in', async () => {
+    const sink = createMemoryLogSink();
+    const fwd = forwarder(sink);
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    const paths: string[] = [];
+    const requests: string[] = [];
+    for (let bytes = 0; bytes < 64 * 1024; bytes += requests.at(-1)!.length) {
+      paths.push(`/t${paths.length}`);
+      requests.push(`GET ${paths.at(-1)!} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    }
+    d.write(requests.join(''));
+    await until(() => arrived.length >= 1);
+    d.destroy();
+    await until(() => sink.records.length >= 1 + MAX_ABANDONED_RECORDS + 1);
+    // The server took in at least one read slice's worth of requests: before the bound, ~135 records came of it.
+    const takenIn = Math.floor(SERVER_READ_SLICE_BYTES / Math.max(...requests.map((r) => r.length)));
+    const summary = sink.records.find((r) => r.abandoned_requests !== undefined);
+    expect(summary).toBeDefined();
+    const summarised = summary!.abandoned_requests as number;
+    expect(summarised).toBeGreaterThanOrEqual(takenIn - 1 - MAX_ABANDONED_RECORDS);
+    expect(summarised).toBeLessThan(paths.length - 1 - MAX_ABANDONED_RECORDS);
+    await expectBoundedRecords(fwd, sink, paths, summarised);
   });
 
   it('a keep-alive connection handed to the server, reset with requests waiting: one record each', async () => {
@@ -330,20 +383,8 @@ describe('pipelined requests abandoned on the keep-alive fast path', () => {
     await until(() => arrived.length >= 1 && server?.bytesRead === Buffer.byteLength(raw));
     expect(server?.bytesRead).toBe(Buffer.byteLength(raw));
     c.resetAndDestroy();
-    const kept = MAX_ABANDONED_RECORDS + 1;
     // Before the fix: 2,000 records, one per request.
-    await until(() => sink.records.length >= kept + 1);
-    await fwd.close();
-    const records = sink.records;
-    expect(records).toHaveLength(kept + 1);
-    expect(records.map((r) => r.path).sort()).toEqual(paths.slice(0, kept + 1).sort());
-    const summary = records.find((r) => r.path === paths[kept]);
-    expect(summary).toMatchObject({ kind: 'trx', status: 0, status_group: 'none', error: 'CLIENT_GONE', abandoned_requests: 2000 - kept });
-    for (const r of records.filter((x) => x !== summary)) expect(r).toMatchObject({ status: 0, error: 'CLIENT_GONE' });
-    for (const r of records.filter((x) => x !== summary)) expect(r).not.toHaveProperty('abandoned_requests');
-    const text = JSON.stringify(records);
-    expect(text).not.toContain('s3cr3t');
-    expect(text).not.toContain('card-number');
+    await expectBoundedRecords(fwd, sink, paths, 2000 - 1 - MAX_ABANDONED_RECORDS);
   });
 
   it('a request still arriving when the client leaves is not a request taken in: no record for it', async () => {
