@@ -197,9 +197,15 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
     if (finished) return;
     finished = true;
     signal.removeEventListener('abort', onAbort);
-    if (stream !== null) stream.close();
-    else closeWhenOpen = true;
-    deadline.done();
+    if (stream !== null) {
+      stream.close();
+      deadline.done();
+    } else {
+      // Before the stream exists (the session died inside openStream's send, or an abort while it waits for a
+      // slot) openStream throws next: the request runs again on a new session (NotSentError), which needs the
+      // deadline still armed, or clientFetch's catch disarms it.
+      closeWhenOpen = true;
+    }
     if (!headDone) {
       headDone = true;
       rejectHead(err ?? protocol('the stream ended before a response head'));

@@ -297,4 +297,43 @@ describe('a verified session with a scripted agent', () => {
     expect(await (await client.fetch('/b')).text()).toBe('fine');
     await client.close();
   });
+
+  it('a fetch re-run on a new session after the old one died under its send keeps its timeout and abort signal', async () => {
+    for (const how of ['signal', 'timeout'] as const) {
+      const first: { close(): void }[] = [];
+      let openStreams = 0;
+      let reached!: () => void;
+      const retried = new Promise<void>((resolve) => (reached = resolve));
+      const ws = scriptedWebSocket(
+        {
+          async onMessage(m, io) {
+            if (m.type === 'RequestAttestation') {
+              first.push(io);
+              await attest(io, ['bstr']);
+            } else if (m.type === 'OpenStream') {
+              openStreams++;
+              reached(); // and never answered
+            }
+          },
+        },
+        [],
+      );
+      const client = await connect('ws://fake.test/', { pcrs: pins, roots: [sim.rootPem], WebSocket: ws });
+      // The socket is closing (readyState CLOSED) and its close event not yet delivered: the fetch's OpenStream
+      // cannot be sent, and the request runs again on a fresh, verified session that never answers.
+      first[0]!.close();
+      const ctl = new AbortController();
+      const settled = client.fetch('/x', how === 'signal' ? { signal: ctl.signal } : { timeoutMs: 100 }).then(
+        () => 'resolved',
+        (err: ClientError) => err.code,
+      );
+      await retried;
+      if (how === 'signal') ctl.abort();
+      const outcome = await Promise.race([settled, new Promise((resolve) => setTimeout(() => resolve('still pending after 5 s'), 5000))]);
+      expect(outcome).toBe(how === 'signal' ? 'CLIENT_ABORTED' : 'CLIENT_TIMEOUT');
+      expect(first.length).toBe(2);
+      expect(openStreams).toBe(1);
+      await client.close();
+    }
+  });
 });
