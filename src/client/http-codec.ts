@@ -202,6 +202,8 @@ function trimOws(line: string, start: number): string {
 export class HeadParser {
   #buf: Uint8Array = new Uint8Array(0);
   #scanned = 0;
+  /** Bytes of interim heads already skipped: they count toward the limit, so an endless run of 1xx is refused. */
+  #skipped = 0;
   readonly #skipInterim: boolean;
   readonly #maxBytes: number;
 
@@ -220,15 +222,16 @@ export class HeadParser {
     for (;;) {
       const end = headEnd(this.#buf, this.#scanned - 2);
       if (end < 0) {
-        if (this.#buf.length > this.#maxBytes) throw protocol(`response head exceeds ${this.#maxBytes} bytes`);
+        if (this.#skipped + this.#buf.length > this.#maxBytes) throw protocol(`response head exceeds ${this.#maxBytes} bytes`);
         this.#scanned = this.#buf.length;
         return null;
       }
-      if (end > this.#maxBytes) throw protocol(`response head exceeds ${this.#maxBytes} bytes`);
+      if (this.#skipped + end > this.#maxBytes) throw protocol(`response head exceeds ${this.#maxBytes} bytes`);
       const head = parseHead(this.#buf, end);
       const rest = this.#buf.subarray(end);
       if (this.#skipInterim && head.status >= 100 && head.status < 200 && head.status !== 101) {
-        this.#buf = rest.slice();
+        this.#skipped += end;
+        this.#buf = rest; // a view: copying the rest for every interim head was quadratic in the reply
         this.#scanned = 0;
         continue;
       }

@@ -144,6 +144,19 @@ describe('response head', () => {
     expect(r?.head.headers).toEqual([['X-Long', value]]);
   });
 
+  it('counts interim 1xx heads toward the head limit: an endless run of them is refused', () => {
+    const interim = 'HTTP/1.1 100 Continue\r\n\r\n';
+    // In one push (each interim head used to re-copy everything after it: quadratic in the reply) ...
+    expect(() => new HeadParser().push(utf8.encode(interim.repeat(3000)))).toThrow(/exceeds/);
+    // ... and across pushes, where none of them ever completed a response.
+    const p = new HeadParser();
+    expect(() => {
+      for (let i = 0; i < 3000; i++) p.push(utf8.encode(interim));
+    }).toThrow(/exceeds/);
+    // A few interim heads before the response still pass.
+    expect(new HeadParser().push(utf8.encode(`${interim.repeat(3)}HTTP/1.1 200 OK\r\n\r\nbody`))?.head.status).toBe(200);
+  });
+
   it('refuses more than 64 headers, an oversized head, folding and garbage', () => {
     const many = 'HTTP/1.1 200 OK\r\n' + Array.from({ length: 65 }, (_, i) => `H${i}: v\r\n`).join('') + '\r\n';
     expect(() => new HeadParser().push(utf8.encode(many))).toThrow(/more than 64 headers/);
