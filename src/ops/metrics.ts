@@ -5,6 +5,7 @@
 // class, route among the known ones, ...): never a path, header, body, key or client address.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
+import { readThreadHeap, registerThreadHeapMetrics, THREAD_HEAP_METRICS, type ThreadHeap } from './thread-heap.ts';
 
 /** One counter value, bound to its labels once; the hot path does `tally.n++`. */
 export interface Tally {
@@ -188,7 +189,7 @@ export function statusIndex(status: number): number {
 export interface AgentMetricsOptions {
   mode: 'http' | 'raw';
   version: string;
-  /** Node's process metrics (event-loop lag, heap, RSS, GC). Default true. */
+  /** Node's process metrics (event-loop lag, heap, RSS, GC; the heap by thread: thread-heap.ts). Default true. */
   processMetrics?: boolean;
 }
 
@@ -215,6 +216,8 @@ export class AgentMetrics {
   readonly #clockSteps: Record<'forward' | 'backward' | 'refused', Tally>;
   #draining = false;
   #drift: number | null = null;
+  /** Each session worker's heap figures as it last reported them, by thread label (session-N). */
+  readonly #threadHeaps = new Map<string, ThreadHeap>();
 
   constructor(opts: AgentMetricsOptions) {
     const r = this.registry;
@@ -356,7 +359,9 @@ export class AgentMetrics {
 
     if (opts.processMetrics !== false) {
       collectDefaultMetrics({ register: r });
-      for (const name of GAUGES_NAMED_TOTAL) r.removeSingleMetric(name);
+      for (const name of [...GAUGES_NAMED_TOTAL, ...THREAD_HEAP_METRICS]) r.removeSingleMetric(name);
+      const workers = this.#threadHeaps;
+      registerThreadHeapMetrics(r, () => [['main', readThreadHeap()], ...workers]);
     }
   }
 
@@ -398,6 +403,12 @@ export class AgentMetrics {
     this.#duration.add(d.duration.counts, d.duration.sum);
     for (const s of d.sessions) this.#sessions.child({ channel: s.channel, outcome: s.outcome }).n += s.n;
     for (const r of ['ok', 'failed', 'timeout'] as const) this.#handshakeByResult[r].n += d.handshakes[r];
+  }
+
+  /** Session worker `thread`'s heap figures (session-N, its latest report); null: it has ended, its series go. */
+  threadHeap(thread: string, heap: ThreadHeap | null): void {
+    if (heap === null) this.#threadHeaps.delete(thread);
+    else this.#threadHeaps.set(thread, heap);
   }
 
   apiRequest(path: string, status: number): void {

@@ -145,14 +145,20 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     const slot: Slot = {
       index,
       worker,
-      metrics: serveMetrics(channels.metrics.port1, opts.metrics, (summary) => {
-        slot.live--;
-        try {
-          opts.onSessionClosed?.(summary);
-        } catch {
-          // a metrics hook must not break the responder
-        }
-      }),
+      // Under the `thread` label session-N, its heap figures (ops/thread-heap.ts): one per worker, a closed set.
+      metrics: serveMetrics(
+        channels.metrics.port1,
+        opts.metrics,
+        (summary) => {
+          slot.live--;
+          try {
+            opts.onSessionClosed?.(summary);
+          } catch {
+            // a metrics hook must not break the responder
+          }
+        },
+        `session-${index}`,
+      ),
       ports: [channels.nsm.port1, channels.log.port1, channels.metrics.port1, channels.decrypt.port1, ...(channels.trx === undefined ? [] : [channels.trx.port1]), ...(channels.identity === undefined ? [] : [channels.identity.port1])],
       identity: channels.identity?.port1,
       droppedLines: () => logs.droppedInWorker + (trx?.dropped ?? 0),

@@ -12,6 +12,7 @@ import { nativeAvailable } from '../../src/transport/native.ts';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { httpRequest, startAgentStack, statusOf, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { closedWithin, connectClient, connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
+import { promtoolCheck } from '../ops/promtool.ts';
 
 const native = nativeAvailable();
 
@@ -183,6 +184,27 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     await Promise.all(cs.map((c) => closedWithin(c, 5_000)));
     await waitUntil(() => s.sessions.length === 4, 5_000, 'four session summaries');
     expect(s.sessions.every((x) => x.reason === 'drain')).toBe(true);
+  }, 60_000);
+
+  it('shows every thread\'s V8 heap under a `thread` label (main, session-N), promtool-clean', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers } });
+    const s = stack;
+    // Each worker's heap is its own: the main thread's figures alone would miss most of the process's memory.
+    const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
+    const text = await scrape(s);
+    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
+    const lines = text.split('\n');
+    for (const name of ['nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']) {
+      // Before: one unlabelled series (the main thread's).
+      const series = lines.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+      expect(series.map((l) => l.slice(0, l.lastIndexOf(' '))).sort(), name).toEqual(threads.map((t) => `${name}{thread="${t}"}`).sort());
+      for (const l of series) expect(Number(l.slice(l.lastIndexOf(' ') + 1)), l).toBeGreaterThan(0);
+    }
+    for (const name of ['nodejs_heap_space_size_total_bytes', 'nodejs_heap_space_size_used_bytes', 'nodejs_heap_space_size_available_bytes']) {
+      const seen = new Set(lines.filter((l) => l.startsWith(`${name}{`)).map((l) => /thread="([^"]*)"/.exec(l)?.[1]));
+      expect([...seen].sort(), name).toEqual(threads.slice().sort());
+      for (const t of threads) expect(lines.some((l) => l.startsWith(`${name}{`) && l.includes(`thread="${t}"`) && l.includes('space="old"')), `${name} ${t} old`).toBe(true);
+    }
   }, 60_000);
 });
 

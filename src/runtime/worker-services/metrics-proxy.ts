@@ -8,9 +8,12 @@
 // (or after a timeout, 250 ms by default, or when the port closes — a busy or gone worker must not hold
 // /metrics; what it sends later is still applied, nothing is lost). Durations are measured in the worker,
 // on the worker's clock (performance.now() is per thread). Each session's summary travels in the same
-// message, in order, to the main thread's onSessionClosed hook.
+// message, in order, to the main thread's onSessionClosed hook. A flush a scrape asks for also carries the
+// worker's V8 heap figures (its heap is its own: the main thread's default metrics cannot see it), shown under
+// the worker's `thread` label (ops/thread-heap.ts) until its port closes.
 import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, handshakeResult, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
+import { isThreadHeap, readThreadHeap, type ThreadHeap } from '../../ops/thread-heap.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
 
 /** What a worker posts: its delta (null when it counted nothing), the sessions that ended, and the flush request it answers. */
@@ -19,6 +22,8 @@ export interface WorkerMetricsBatch {
   summaries: SessionSummary[];
   /** requestFlush's sequence number this batch answers (absent for periodic ones). */
   ack?: number;
+  /** The worker's heap figures, read when it answers a requestFlush (absent in periodic batches). */
+  heap?: ThreadHeap;
 }
 
 const STATUS_CLASSES = 6;
@@ -144,7 +149,10 @@ export class MetricsRecorder {
 
   #send(ack?: number): void {
     const batch = this.flush();
-    if (ack !== undefined) batch.ack = ack;
+    if (ack !== undefined) {
+      batch.ack = ack;
+      batch.heap = readThreadHeap();
+    }
     this.#rpc.notify('batch', batch);
   }
 }
@@ -188,9 +196,10 @@ const isSummary = (v: unknown): v is SessionSummary => typeof v === 'object' && 
 
 /**
  * Main side: applies a worker's MetricsRecorder deltas to `metrics`, and hands `onSessionClosed` each
- * session summary the worker forwards, in the order its sessions ended.
+ * session summary the worker forwards, in the order its sessions ended. With `thread` (its label, session-N),
+ * the worker's heap figures are shown under it until the port closes.
  */
-export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClosed?: (summary: SessionSummary) => void): MetricsServer {
+export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClosed?: (summary: SessionSummary) => void, thread?: string): MetricsServer {
   let seq = 0;
   let ignored = 0;
   let waiters: { seq: number; done(): void }[] = [];
@@ -210,6 +219,8 @@ export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClo
         if (typeof b !== 'object' || b === null) return void ignored++;
         if (b.delta !== null && !isDelta(b.delta)) ignored++;
         else if (b.delta !== null) metrics.apply(b.delta);
+        if (b.heap !== undefined && !isThreadHeap(b.heap)) ignored++;
+        else if (b.heap !== undefined && thread !== undefined) metrics.threadHeap(thread, b.heap);
         if (Array.isArray(b.summaries)) {
           for (const s of b.summaries) {
             if (!isSummary(s)) continue;
@@ -223,7 +234,10 @@ export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClo
         if (typeof b.ack === 'number') release(b.ack);
       },
     },
-    onClose: () => release(Infinity),
+    onClose: () => {
+      if (thread !== undefined) metrics.threadHeap(thread, null);
+      release(Infinity);
+    },
   });
   return {
     requestFlush(timeoutMs = 250) {

@@ -7,6 +7,7 @@ import { AgentMetrics, type ExchangeFacts } from '../../../src/ops/metrics.ts';
 import type { SessionSummary } from '../../../src/responder/session.ts';
 import { MetricsRecorder, serveMetrics, type MetricsServer } from '../../../src/runtime/worker-services/metrics-proxy.ts';
 import { family, samples, until } from './helpers.ts';
+import { promtoolCheck } from '../../ops/promtool.ts';
 
 const closers: (() => void)[] = [];
 afterAll(() => {
@@ -160,6 +161,46 @@ describe('MetricsRecorder / serveMetrics', () => {
     port2.close();
     await pending; // the port closed: no minutes-long wait
     await server.requestFlush(600_000);
+  });
+
+  it("shows a worker's heap under its `thread` label beside the main thread's, until its port closes; bad figures are ignored", async () => {
+    const main = new AgentMetrics({ mode: 'http', version: 't' });
+    const { port1, port2 } = new MessageChannel();
+    const server = serveMetrics(port1, main, undefined, 'session-3');
+    const recorder = new MetricsRecorder(port2, { intervalMs: 60_000 });
+    closers.push(() => recorder.close(), () => server.close());
+    const threads = (text: string, name: string): string[] => Object.keys(family(text, name)).sort();
+    // Before any flush: the main thread's figures only, labelled.
+    expect(threads(await main.metrics(), 'nodejs_heap_size_used_bytes')).toEqual(['nodejs_heap_size_used_bytes{thread="main"}']);
+    await server.requestFlush();
+    const text = await main.metrics();
+    for (const name of ['nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']) {
+      expect(threads(text, name), name).toEqual([`${name}{thread="main"}`, `${name}{thread="session-3"}`]);
+    }
+    const used = family(text, 'nodejs_heap_space_size_used_bytes');
+    expect(used['nodejs_heap_space_size_used_bytes{thread="session-3",space="old"}']).toBeGreaterThan(0);
+    expect(used['nodejs_heap_space_size_used_bytes{thread="main",space="old"}']).toBeGreaterThan(0);
+    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
+    // Figures that are no byte counts, or space names that are no V8 space: ignored, the last good ones stay.
+    const good = family(text, 'nodejs_heap_size_used_bytes')['nodejs_heap_size_used_bytes{thread="session-3"}'];
+    const heap = { total: 1, used: 1, external: 1, spaces: [] };
+    const bad = [
+      { ...heap, used: -1 },
+      { ...heap, total: Number.NaN },
+      { ...heap, spaces: [{ space: 'old"} x{', total: 1, used: 1, available: 1 }] },
+      { ...heap, spaces: Array.from({ length: 100 }, (_, i) => ({ space: `s${i}`, total: 1, used: 1, available: 1 })) },
+      'heap',
+    ];
+    const before = server.ignored;
+    // Sent as the worker would: on its metrics port (the recorder's end).
+    for (const h of bad) port2.postMessage({ k: 'note', m: 'batch', v: { delta: null, summaries: [], heap: h } });
+    await until(() => server.ignored === before + bad.length);
+    expect(family(await main.metrics(), 'nodejs_heap_size_used_bytes')['nodejs_heap_size_used_bytes{thread="session-3"}']).toBe(good);
+    // The worker is gone: its series go with it.
+    recorder.close();
+    server.close();
+    await until(async () => threads(await main.metrics(), 'nodejs_heap_size_used_bytes').length === 1);
+    expect(threads(await main.metrics(), 'nodejs_heap_space_size_total_bytes').every((k) => k.includes('thread="main"'))).toBe(true);
   });
 
   it('ignores and counts malformed batches, applying nothing of them', async () => {
