@@ -96,8 +96,9 @@ export function makeResponse(head: ResponseHead, body: ReadableStream<Uint8Array
     const headers = new Headers();
     for (const [k, v] of head.headers) headers.append(k, v);
     return new Response(NULL_BODY.has(head.status) ? null : (body as BodyInit | null), { status: head.status, statusText: head.statusText, headers });
-  } catch (err) {
-    throw protocol(`the response cannot be represented as a fetch Response: ${(err as Error)?.message ?? String(err)}`, err);
+  } catch {
+    // Neither the platform's message nor the error as cause: they quote the offending header value, the app's bytes.
+    throw protocol('the response cannot be represented as a fetch Response (a header the platform refuses)');
   }
 }
 

@@ -178,6 +178,7 @@ function parseHead(b: Uint8Array, end: number): ResponseHead {
     }
     const value = trimOws(line, colon + 1);
     if (value.includes('\0')) throw protocol(`response: header line ${i + 1} contains NUL`);
+    if (value.includes('\r')) throw protocol(`response: header line ${i + 1} contains a bare CR`); // fetch's Headers would quote it
     headers.push([name, value]);
   }
   return { version: m[1]!, status: Number(m[2]), statusText: m[3] ?? '', headers, headLength: end };

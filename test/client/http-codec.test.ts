@@ -2,6 +2,7 @@
 // the three body framings, under every chunking.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ClientError } from '../../src/client/errors.ts';
 import { responseFromBytes } from '../../src/client/fetch.ts';
@@ -195,6 +196,20 @@ describe('errors never quote the decrypted response (callers log them, the proxy
     expect(m).toMatch(message);
     expect(m).not.toContain(SECRET);
     expect(m).not.toContain(SECRET.slice(0, 6));
+  });
+
+  it('a header value with a bare CR, through to the fetch Response: neither the message nor the cause quotes it', () => {
+    const raw = utf8.encode(`HTTP/1.1 200 OK\r\nSet-Cookie: card=${SECRET}\rx\r\nContent-Length: 0\r\n\r\n`);
+    let err: unknown;
+    try {
+      responseFromBytes(raw, 'GET');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe('CLIENT_PROTOCOL');
+    expect((err as ClientError).message).toMatch(/header line 1/);
+    expect(inspect(err, { depth: 8 })).not.toContain(SECRET.slice(0, 6));
   });
 
   it('an invalid Content-Length', () => {
