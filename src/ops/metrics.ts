@@ -116,6 +116,13 @@ export interface ExchangeFacts {
   readonly bytesOut: number;
   readonly decryptedFields: number | (() => number);
   readonly errorCode: string | undefined;
+  /** Set on a record that stands for this many requests read ahead and dropped (src/http/abandoned-records.ts). */
+  readonly abandonedRequests?: number | undefined;
+}
+
+/** Requests one finished exchange counts for: a summary record of dropped read-ahead requests counts them all. */
+export function requestsOf(ex: ExchangeFacts): number {
+  return ex.abandonedRequests ?? 1;
 }
 
 /**
@@ -367,7 +374,7 @@ export class AgentMetrics {
 
   /** An HTTP exchange is over (forwarder's observe hook): one request, its status class, bytes, time, ev: values. */
   readonly observeExchange = (ex: ExchangeFacts): void => {
-    this.#requests[statusIndex(ex.sentStatus)]!.n++;
+    this.#requests[statusIndex(ex.sentStatus)]!.n += requestsOf(ex);
     this.#bytesIn.n += ex.bytesIn;
     this.#bytesOut.n += ex.bytesOut;
     this.#duration.observe((performance.now() - ex.started) / 1000);

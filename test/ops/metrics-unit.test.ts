@@ -24,6 +24,17 @@ describe('AgentMetrics', () => {
     expect(await lines(m, 'enclave_agent_request_duration_seconds_count')).toEqual(['enclave_agent_request_duration_seconds_count 4']);
   });
 
+  it('a summary record of dropped read-ahead requests counts every request it stands for', async () => {
+    const m = fresh();
+    const ex = (over: Partial<ExchangeFacts>): ExchangeFacts => ({ started: performance.now(), sentStatus: 0, bytesIn: 0, bytesOut: 0, decryptedFields: 0, errorCode: 'CLIENT_GONE', ...over });
+    m.observeExchange(ex({}));
+    m.observeExchange(ex({ abandonedRequests: 31 }));
+    m.observeExchange(ex({ sentStatus: 200, errorCode: undefined }));
+    const l = await lines(m, 'enclave_agent_requests_total');
+    expect(l).toContain('enclave_agent_requests_total{mode="http",status_class="none"} 32');
+    expect(l).toContain('enclave_agent_requests_total{mode="http",status_class="2xx"} 1');
+  });
+
   it('the handshake result a session end implies', () => {
     expect(handshakeResult({ reason: 'handshake-timeout', stats: stats(0) })).toBe('timeout');
     expect(handshakeResult({ reason: 'handshake-failed', stats: stats(0) })).toBe('failed');

@@ -11,7 +11,7 @@
 // message, in order, to the main thread's onSessionClosed hook. A flush a scrape asks for also carries the
 // worker's V8 heap figures (its heap is its own: the main thread's default metrics cannot see it), shown under
 // the worker's `thread` label (ops/thread-heap.ts) until its port closes.
-import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, handshakeResult, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
+import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, handshakeResult, requestsOf, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
 import { isThreadHeap, readThreadHeap, type ThreadHeap } from '../../ops/thread-heap.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
@@ -78,7 +78,7 @@ export class MetricsRecorder {
   readonly observeExchange = (ex: ExchangeFacts): void => {
     const d = this.#delta;
     this.#dirty = true;
-    d.requests[statusIndex(ex.sentStatus)]!++;
+    d.requests[statusIndex(ex.sentStatus)]! += requestsOf(ex);
     d.bytesIn += ex.bytesIn;
     d.bytesOut += ex.bytesOut;
     const seconds = (performance.now() - ex.started) / 1000;

@@ -45,6 +45,8 @@ describe('MetricsRecorder / serveMetrics', () => {
       () => exchange(120_000, 0),
       () => exchange(170, 101),
       () => exchange(1_700, 503, { errorCode: 'HTTP_UPSTREAM_TIMEOUT' }),
+      // The summary record of dropped read-ahead requests: 31 requests.
+      () => exchange(3, 0, { abandonedRequests: 31 }),
     ];
     for (const make of exchanges) {
       const ex = make();
@@ -69,7 +71,9 @@ describe('MetricsRecorder / serveMetrics', () => {
     const sum = 'enclave_agent_request_duration_seconds_sum';
     expect({ ...db, [sum]: 0 }).toEqual({ ...da, [sum]: 0 });
     expect(db[sum]).toBeCloseTo(da[sum]!, 6);
-    expect(db['enclave_agent_request_duration_seconds_count']).toBe(7);
+    expect(db['enclave_agent_request_duration_seconds_count']).toBe(8);
+    // The summary record stands for 31 requests; with the 120 s exchange, 32 without an answer.
+    expect(family(b, 'enclave_agent_requests_total')['enclave_agent_requests_total{mode="http",status_class="none"}']).toBe(32);
   });
 
   it('shows exactly N exchanges and M sessions after requestFlush, and nothing before', async () => {
