@@ -71,7 +71,29 @@ function requestError(err: unknown, signal: AbortSignal): ClientError {
     return new ClientError('CLIENT_RETRYABLE', `the connection closed while the request was in flight (not re-sent): ${message}`, { cause: err });
   }
   if (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED') return new ClientError('CLIENT_BAD_OPTIONS', message, { cause: err });
-  return new ClientError('CLIENT_PROTOCOL', `request failed: ${message}`, { cause: err });
+  // No cause: undici's HTTPParserError keeps the raw response bytes from the fault on as `data`, and
+  // util.inspect and pino print a cause's properties. Its message names the fault only.
+  return new ClientError('CLIENT_PROTOCOL', `request failed: ${message}`);
+}
+
+/** The response body with undici's errors (a malformed chunk, a reset, the deadline) as ClientErrors. */
+function typedBody(body: Readable, signal: AbortSignal): ReadableStream<Uint8Array> {
+  const reader = (Readable.toWeb(body) as unknown as ReadableStream<Uint8Array>).getReader();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) controller.close();
+          else controller.enqueue(value);
+        } catch (err) {
+          controller.error(requestError(err, signal));
+        }
+      },
+      cancel: (reason) => reader.cancel(reason),
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 export async function connectHttps(url: string, options: HttpsConnectOptions): Promise<Client> {
@@ -162,7 +184,7 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
             : Readable.from(req.body.source);
       const res = await pool.request({ path: req.path, method: req.method, headers: req.headers.flat(), body, signal: deadline.signal });
       const head: ResponseHead = { status: res.statusCode, statusText: res.statusText ?? '', version: 'HTTP/1.1', headers: headerPairs(res.headers), headLength: 0 };
-      const stream = Readable.toWeb(res.body) as unknown as ReadableStream<Uint8Array>;
+      const stream = typedBody(res.body, deadline.signal);
       res.body.once('close', () => deadline.done());
       res.body.once('end', () => deadline.done());
       return makeResponse(head, stream);

@@ -5,10 +5,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
+import { inspect } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { ClientError, connect } from '../../src/client/node.ts';
-import { p384Key, startAttestedHttpsServer, type AttestedHttpsServer } from './tls-certs.ts';
+import { attestedCert, p384Key, startAttestedHttpsServer, type AttestedHttpsServer } from './tls-certs.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -198,6 +200,32 @@ describe('connect(https://…)', () => {
     } finally {
       await client.close();
       relay.close();
+    }
+  });
+
+  it("a malformed response (head or body) fails typed, and neither message nor cause carries the app's bytes", async () => {
+    const SECRET = '4111111111111111';
+    const key = p384Key();
+    const cert = await attestedCert(sim, 'localhost', { key });
+    const answers = [`HTTP/1.1 2x0 card=${SECRET}\r\n\r\n`, `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz${SECRET}\r\n`];
+    let next = 0;
+    const srv = tls.createServer({ key: key.keyPem, cert: cert.pem }, (socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.end(answers[next++] ?? ''));
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const client = await connect(`https://127.0.0.1:${(srv.address() as net.AddressInfo).port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    try {
+      const head = await failure(client.fetch('/'));
+      expect(head.code).toBe('CLIENT_PROTOCOL');
+      expect(inspect(head, { depth: 8 })).not.toContain(SECRET.slice(0, 6));
+      const res = await client.fetch('/');
+      const body = await failure(res.text());
+      expect(body.code).toBe('CLIENT_PROTOCOL');
+      expect(inspect(body, { depth: 8 })).not.toContain(SECRET.slice(0, 6));
+    } finally {
+      await client.close();
+      srv.close();
     }
   });
 
