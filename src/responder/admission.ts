@@ -24,6 +24,8 @@ export interface ResponderCounters {
   handshakesWaiting: number;
   /** Sessions closed because their queued output did not drain within writeStallTimeoutMs. */
   writeStalls: number;
+  /** Streams reset because, while the session waited on its apps' queues, their app took none of their bytes within writeStallTimeoutMs. */
+  streamStalls: number;
   /** Requests answered `Error` (and Data replies replaced by `Error`) because queued output was over budget. */
   overBudget: number;
   /** Accept errors of the listeners feeding this responder (EMFILE, ENFILE, ...). */
@@ -41,6 +43,7 @@ export function createCounters(budget: OutputBudgetLike): ResponderCounters {
     queuedHandshakes: 0,
     handshakesWaiting: 0,
     writeStalls: 0,
+    streamStalls: 0,
     overBudget: 0,
     acceptErrors: 0,
     get queuedBytes() {

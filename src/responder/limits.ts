@@ -32,7 +32,8 @@ export interface Limits {
   dataResponseTimeoutMs: number;
   /**
    * Client bytes queued toward ONE stream's app (written, not yet accepted by its socket). Above it the
-   * session stops decoding frames (and pauses its socket) until the queue drains below half. Default 1 MiB.
+   * session stops decoding frames (and pauses its socket) until the queue drains below half — or until a stream
+   * whose app takes none of its bytes is reset (writeStallTimeoutMs). Default 1 MiB.
    */
   maxStreamQueuedBytes: number;
   /**
@@ -70,7 +71,10 @@ export interface Limits {
   maxSessionsPerClient: number;
   /**
    * Output queued toward a client that finishes writing no message for this long closes the session (a client
-   * that keeps its connection alive but never reads). Default 30 000 ms.
+   * that keeps its connection alive but never reads). Toward apps too: while the session has stopped reading
+   * because of its streams' queues (maxStreamQueuedBytes, maxSessionQueuedBytes), a stream whose app takes none of
+   * its queued bytes for this long is reset (`Error{id}`, app connection destroyed; checked every quarter of it),
+   * and the session reads on. Default 30 000 ms.
    */
   writeStallTimeoutMs: number;
   /**

@@ -2,6 +2,12 @@
 // whose owner this table is: it turns the streams' events into frames toward the client and gives their
 // in-flight slots back. It also holds the app-side budget of the session's flow control: the bytes the
 // streams queue toward their apps (see limits.ts; the session stops decoding frames while it is over).
+//
+// The stall watch: while that budget keeps the session from reading, nothing else the client does is seen (not
+// even its leaving), so the wait must end. Every quarter of writeStallTimeoutMs the watch looks at each stream's
+// progress (AppStream.appIdleMs); a stream whose app has taken none of its queued bytes for writeStallTimeoutMs
+// is reset — `Error{id, appStallText}` to the client, its app connection destroyed, its slot and queue released —
+// and the session reads on. An app that reads slowly keeps its stream: any byte taken starts the count over.
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { forwardErrorMessage } from './error-text.ts';
@@ -12,10 +18,16 @@ import { AppStream, type StreamOwner } from './streams.ts';
 /** Shared by every session that has opened no stream (never written to): an idle session holds no table. */
 const NO_STREAMS: ReadonlyMap<number, AppStream> = new Map();
 
+/** The `Error.message` of a stream the stall watch reset. */
+export const appStallText = (ms: number): string => `stream reset: the app took none of the bytes sent to it for ${ms} ms`;
+
 export class SessionStreams implements StreamOwner {
   readonly #host: SessionHost;
   #streams = NO_STREAMS as Map<number, AppStream>;
   #appQueueBlocked = false;
+  /** The stall watch runs (while #appQueueBlocked); its timer is kept between watches (refresh() re-arms it). */
+  #watching = false;
+  #stallTimer: NodeJS.Timeout | null = null;
 
   constructor(host: SessionHost) {
     this.#host = host;
@@ -77,6 +89,7 @@ export class SessionStreams implements StreamOwner {
   appQueueBlocked(): boolean {
     if (this.#streams.size === 0) {
       this.#appQueueBlocked = false;
+      this.#watching = false;
       return false;
     }
     const l = this.#host.cfg.limits;
@@ -88,11 +101,62 @@ export class SessionStreams implements StreamOwner {
       if (q > worst) worst = q;
     }
     if (this.#appQueueBlocked) {
-      if (total <= l.maxSessionQueuedBytes / 2 && worst <= l.maxStreamQueuedBytes / 2) this.#appQueueBlocked = false;
+      if (total <= l.maxSessionQueuedBytes / 2 && worst <= l.maxStreamQueuedBytes / 2) {
+        this.#appQueueBlocked = false;
+        this.#watching = false; // a pending tick finds nothing to do
+      }
     } else if (total > l.maxSessionQueuedBytes || worst > l.maxStreamQueuedBytes) {
       this.#appQueueBlocked = true;
+      this.#startWatch();
     }
     return this.#appQueueBlocked;
+  }
+
+  #startWatch(): void {
+    this.#watching = true;
+    for (const s of this.#streams.values()) s.forgetLooks();
+    this.#look(performance.now());
+    if (this.#stallTimer === null) this.#stallTimer = setTimeout(this.#onStallTick, this.#tickMs());
+    else this.#stallTimer.refresh();
+  }
+
+  #tickMs(): number {
+    return Math.max(1, Math.ceil(this.#host.cfg.limits.writeStallTimeoutMs / 4));
+  }
+
+  /** Looks at every stream; returns those whose app took nothing for writeStallTimeoutMs. */
+  #look(now: number): AppStream[] {
+    const limit = this.#host.cfg.limits.writeStallTimeoutMs;
+    const stalled: AppStream[] = [];
+    for (const s of this.#streams.values()) if (s.appIdleMs(now) >= limit) stalled.push(s);
+    return stalled;
+  }
+
+  readonly #onStallTick = (): void => {
+    if (!this.#watching || this.#host.state() === 'closed') {
+      this.#watching = false;
+      this.#stallTimer = null; // let go of the fired timer: a watch that starts again makes a new one
+      return;
+    }
+    // Still waiting on the apps? Re-evaluated here: while the client's own queue blocks the session, nothing else asks.
+    if (!this.appQueueBlocked()) {
+      this.#stallTimer = null;
+      this.#host.updateFlow(); // the session reads on if nothing else holds it
+      return;
+    }
+    // Decided before any reset: a reset lets the session read on, which may stop it again and start a new watch.
+    const stalled = this.#look(performance.now());
+    for (const s of stalled) if (!s.finished) this.#reset(s);
+    if (this.#watching) this.#stallTimer?.refresh(); // else it stays spent, or a new watch re-armed it
+  };
+
+  #reset(stream: AppStream): void {
+    const host = this.#host;
+    const ms = host.cfg.limits.writeStallTimeoutMs;
+    host.cfg.shared.counters.streamStalls++;
+    host.cfg.logger.debug({ session: host.id, stream: stream.id, queuedBytes: stream.queuedBytes }, 'stream reset: its app took none of the bytes queued for it');
+    void host.sendError(stream.id, appStallText(ms), stream.encoding);
+    stream.destroy(); // its slot and its queue are released: the session re-evaluates its budgets and reads on
   }
 
   /** The client connection's write queue went over budget: stop reading from the apps. */
@@ -114,6 +178,9 @@ export class SessionStreams implements StreamOwner {
 
   /** The session closed: tears every stream down without telling the client. */
   destroyAll(): void {
+    this.#watching = false;
+    if (this.#stallTimer !== null) clearTimeout(this.#stallTimer);
+    this.#stallTimer = null;
     for (const s of [...this.#streams.values()]) s.destroy();
   }
 

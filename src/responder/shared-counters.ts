@@ -59,6 +59,7 @@ export const COUNTER_NAMES = [
   'queuedHandshakes',
   'handshakesWaiting',
   'writeStalls',
+  'streamStalls',
   'overBudget',
   'acceptErrors',
   'refused',

@@ -4,7 +4,8 @@
 // forwarder has connected). The session reads `queuedBytes` (pending + the socket's own write buffer) and
 // stops decoding frames while the sum over its streams is over budget — the protocol has no per-stream
 // credit, so pausing the whole session (like TCP would) is the only lossless choice; it lasts only until
-// the slow app drains below half the budget.
+// the slow app drains below half the budget, or until the session's stall watch (session-streams.ts) resets
+// a stream whose app takes none of its bytes (appIdleMs).
 // App → client: app reads become StreamData frames of ≤ streamChunk(encoding): full pieces go out at once, and the
 // tail of a read waits until the end of the current I/O phase (setImmediate) so that the small reads the app
 // produced meanwhile share its frame — no timer, no added latency beyond one event-loop turn. The session
@@ -36,6 +37,17 @@ export function streamChunk(enc: ByteEncoding): number {
  */
 function ownBytes(bytes: Uint8Array): Uint8Array {
   return bytes.byteLength * 2 < bytes.buffer.byteLength ? bytes.slice() : bytes;
+}
+
+/**
+ * Bytes a socket's handle has yet to write of the write in progress (0 for anything but a socket). A socket reports a
+ * write done only once all of it went out, and after a stall its whole queue goes out as one write (writev), so a
+ * slow reader's progress shows only here: libuv writes such a write a piece at a time as the reader takes bytes.
+ * Node's own socket timeout reads it the same way (net.js, Socket.prototype._onTimeout).
+ */
+function handleWriteQueue(app: Duplex): number {
+  const n = (app as { _handle?: { writeQueueSize?: unknown } | null })._handle?.writeQueueSize;
+  return typeof n === 'number' ? n : 0;
 }
 
 /** What a stream needs from its session. */
@@ -79,6 +91,11 @@ export class AppStream {
   /** App bytes relayed to the client / client bytes written to the app (for logs). */
   bytesToClient = 0;
   bytesToApp = 0;
+  /** What appIdleMs saw of the app's progress at its last look, and when that last changed; #looked: marks are set. */
+  #looked = false;
+  #doneMark = 0;
+  #handleMark = 0;
+  #tookAt = 0;
 
   constructor(owner: StreamOwner, id: number, encoding: ByteEncoding, firstBytes: Uint8Array, appPaused: boolean) {
     this.#owner = owner;
@@ -96,6 +113,35 @@ export class AppStream {
   /** Client bytes waiting for the app (before connect) plus the app socket's unflushed write buffer. */
   get queuedBytes(): number {
     return this.#pendingBytes + (this.#app?.writableLength ?? 0);
+  }
+
+  /**
+   * A look of the session's stall watch (session-streams.ts): ms since the app last took any of the bytes queued for
+   * it, as far as successive looks can tell (a change since the previous look counts as taken at `now`; the first look
+   * starts the count). 0 while nothing is queued toward a connected app: before the connect, the forwarder's own
+   * timeouts bound the wait.
+   */
+  appIdleMs(now: number): number {
+    const app = this.#app;
+    if (app === null || this.queuedBytes === 0) {
+      this.#looked = false;
+      return 0;
+    }
+    const done = this.bytesToApp - app.writableLength; // written through: the writes the app's side reported done
+    const inHandle = handleWriteQueue(app);
+    if (!this.#looked || done !== this.#doneMark || inHandle !== this.#handleMark) {
+      this.#looked = true;
+      this.#doneMark = done;
+      this.#handleMark = inHandle;
+      this.#tookAt = now;
+      return 0;
+    }
+    return now - this.#tookAt;
+  }
+
+  /** The stall watch starts over (the session's reading stopped again): the next look starts the count. */
+  forgetLooks(): void {
+    this.#looked = false;
   }
 
   /** The forwarder connected. */

@@ -276,6 +276,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     get writeStalls() {
       return admission.totals().counters.writeStalls;
     },
+    get streamStalls() {
+      return admission.totals().counters.streamStalls;
+    },
     get overBudget() {
       return admission.totals().counters.overBudget;
     },

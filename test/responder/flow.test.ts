@@ -4,7 +4,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
 import { verifyAttestation } from '../../src/attestation/verify.ts';
 import { startBridge } from '../../src/host/bridge.ts';
-import type { ForwardContext, Forwarder } from '../../src/responder/forwarder.ts';
 import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
 import { encodeProxyV2, parseProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { equalBytes, utf8 } from '../../src/util/bytes.ts';
@@ -14,6 +13,7 @@ import {
   connectClient,
   connectTcp,
   handshake,
+  recording,
   sleep,
   startApp,
   startEchoApp,
@@ -36,23 +36,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await echoApp.close();
 });
-
-/** Wraps a forwarder to keep the app-side sockets and contexts it hands out. */
-function recording(inner: Forwarder): Forwarder & { sockets: net.Socket[]; contexts: ForwardContext[] } {
-  const sockets: net.Socket[] = [];
-  const contexts: ForwardContext[] = [];
-  return {
-    sockets,
-    contexts,
-    halfCloseData: inner.halfCloseData,
-    async connect(ctx) {
-      contexts.push(ctx);
-      const s = (await inner.connect(ctx)) as net.Socket;
-      sockets.push(s);
-      return s;
-    },
-  };
-}
 
 /** Resolves once `value()` has not changed for `quietMs`. */
 async function plateau(value: () => number, quietMs = 400, timeoutMs = 10_000): Promise<number> {

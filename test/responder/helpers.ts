@@ -12,6 +12,7 @@ import type { CipherState } from '../../src/noise/cipher-state.ts';
 import { createHandshake } from '../../src/noise/handshake.ts';
 import type { NoisePrimitives } from '../../src/noise/primitives.ts';
 import { nodePrimitives } from '../../src/noise/suite-node.ts';
+import type { ForwardContext, Forwarder } from '../../src/responder/forwarder.ts';
 import { createResponder, type Responder, type ResponderOptions } from '../../src/responder/server.ts';
 import type { SessionSummary } from '../../src/responder/session.ts';
 import { listenTcp } from '../../src/transport/tcp.ts';
@@ -212,6 +213,23 @@ export function closedWithin(client: TestClient, timeoutMs = 5000): Promise<void
 
 // -------------------------------------------------------------------------------------------------------------
 // Fixtures
+
+/** Wraps a forwarder to keep the app-side sockets and contexts it hands out. */
+export function recording(inner: Forwarder): Forwarder & { sockets: net.Socket[]; contexts: ForwardContext[] } {
+  const sockets: net.Socket[] = [];
+  const contexts: ForwardContext[] = [];
+  return {
+    sockets,
+    contexts,
+    halfCloseData: inner.halfCloseData,
+    async connect(ctx) {
+      contexts.push(ctx);
+      const s = (await inner.connect(ctx)) as net.Socket;
+      sockets.push(s);
+      return s;
+    },
+  };
+}
 
 export interface Agent {
   responder: Responder;
