@@ -69,6 +69,10 @@ function attestationFailed(err: unknown, where: string): ClientError {
   return new ClientError('CLIENT_ATTESTATION_FAILED', `verifying the certificate of ${where} failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
+function ignoreError(): void {
+  // the owner hears the failure as 'close' or through its own listener
+}
+
 export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTls> {
   const where = `${opts.host}:${opts.port}`;
   const nonce = opts.nonce === true ? randomSniNonce() : opts.nonce instanceof Uint8Array ? opts.nonce : undefined;
@@ -109,6 +113,9 @@ export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTl
       return;
     }
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    // For the socket's whole life: between verification and the new owner's own listener (undici's comes a tick
+    // later), a peer that sends a bad record makes the socket emit 'error', and one nobody hears ends the process.
+    socket.on('error', ignoreError);
     socket.on('error', onError);
     socket.on('close', onClose);
     socket.once('secureConnect', () => {

@@ -166,10 +166,12 @@ describe('connect(https://…)', () => {
     }
   });
 
-  it('a verified connection the peer resets before undici has it fails the request; no endless reconnecting', async () => {
-    const srv = await server(sim);
-    // A hostile relay: the first connection passes; every later one gets the server's handshake flight, then a RST
-    // (a certificate that verifies, a socket already dead when it is handed over).
+  /**
+   * A hostile relay in front of `srv`: the first connection passes untouched; on every later one, `tamper` runs on
+   * the client's socket right after the server's first handshake flight was relayed. `looping` resolves at the
+   * 20th connection.
+   */
+  async function hostileRelay(srv: AttestedHttpsServer, tamper: (client: net.Socket) => void): Promise<{ port: number; looping: Promise<'looping'>; close(): void }> {
     let connections = 0;
     let loop!: () => void;
     const looping = new Promise<'looping'>((resolve) => (loop = () => resolve('looping')));
@@ -182,19 +184,30 @@ describe('connect(https://…)', () => {
       c.pipe(up);
       up.on('end', () => c.end());
       up.on('data', (d: Buffer) => {
+        if (c.destroyed) return;
         c.write(d);
-        if (k > 1) {
-          c.resetAndDestroy();
-          up.destroy();
-        }
+        if (k > 1) tamper(c);
       });
+      c.on('close', () => up.destroy());
     });
     await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-    const client = await connect(`https://127.0.0.1:${(relay.address() as net.AddressInfo).port}/`, { pcrs: pins, roots: [sim.rootPem] });
+    return { port: (relay.address() as net.AddressInfo).port, looping, close: () => relay.close() };
+  }
+
+  it.each([
+    // A certificate that verifies, a socket already dead when it is handed over.
+    ['resets it after the handshake', (c: net.Socket) => c.resetAndDestroy()],
+    // No key needed: a garbage TLS record after the server's flight fails the socket (bad record MAC) before undici
+    // listens to it; unheard, that 'error' was an uncaught exception that ended the client's process.
+    ['appends a garbage TLS record', (c: net.Socket) => void c.write(Buffer.from('1703030010' + '00'.repeat(16), 'hex'))],
+  ])('a relay that %s on a reconnect fails the request; the process and the client go on', async (_label, tamper) => {
+    const srv = await server(sim);
+    const relay = await hostileRelay(srv, tamper);
+    const client = await connect(`https://127.0.0.1:${relay.port}/`, { pcrs: pins, roots: [sim.rootPem] });
     try {
       expect(await (await client.fetch('/hello')).text()).toBe('hello');
       srv.closeConnections();
-      const outcome = await Promise.race([failure(client.fetch('/hello', { timeoutMs: 30_000 })), looping]);
+      const outcome = await Promise.race([failure(client.fetch('/hello', { timeoutMs: 30_000 })), relay.looping]);
       expect(outcome).not.toBe('looping');
       expect((outcome as ClientError).code).toBe('CLIENT_CONNECT_FAILED');
     } finally {
