@@ -105,6 +105,11 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
   if (options.transport !== undefined && options.transport !== 'auto') {
     throw new ClientError('CLIENT_BAD_OPTIONS', `transport: ${String(options.transport)} applies to ws:// and wss:// only; https:// always streams over HTTP/1.1`);
   }
+  const nonce: unknown = options.nonce;
+  if (nonce !== undefined && typeof nonce !== 'boolean' && !(nonce instanceof Uint8Array)) {
+    // It switches a check on: "true" from an environment variable must not leave it silently off.
+    throw new ClientError('CLIENT_BAD_OPTIONS', `nonce: expected true, false or the nonce's bytes, found ${typeof nonce === 'string' ? JSON.stringify(nonce.slice(0, 20)) : typeof nonce}`);
+  }
   const { host, port, origin } = parseHttpsUrl(url);
   const now = options.now ?? Date.now;
   const connectTimeoutMs = positiveOption('connectTimeoutMs', options.connectTimeoutMs, 30_000, 1);

@@ -247,6 +247,13 @@ describe('connect(https://…)', () => {
     expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], headers: { a: 'b' } }))).code).toBe('CLIENT_BAD_OPTIONS');
     expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], transport: 'data' }))).code).toBe('CLIENT_BAD_OPTIONS');
     expect((await failure(connect('ws://127.0.0.1:1/', { pcrs: pins, nonce: true }))).code).toBe('CLIENT_BAD_OPTIONS');
+    // nonce switches a check on: a value that is neither a boolean nor bytes (a string from an environment variable)
+    // must not leave it silently off.
+    for (const nonce of ['true', 1, {}]) {
+      const err = await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], nonce: nonce as unknown as boolean }));
+      expect(err.code).toBe('CLIENT_BAD_OPTIONS');
+      expect(err.message).toMatch(/^nonce: /);
+    }
     const client = await connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem] });
     try {
       expect((await failure(client.openStream())).code).toBe('CLIENT_BAD_OPTIONS');
