@@ -192,7 +192,14 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
       const stream = typedBody(res.body, deadline.signal);
       res.body.once('close', () => deadline.done());
       res.body.once('end', () => deadline.done());
-      return makeResponse(head, stream);
+      try {
+        return makeResponse(head, stream);
+      } catch (err) {
+        // Unread, the answer would hold its pool connection for good: after maxInFlight of them every request
+        // queues forever (undici acts on an abort only once a request has a connection).
+        res.body.destroy();
+        throw err;
+      }
     } catch (err) {
       deadline.done();
       throw requestError(err, deadline.signal);

@@ -242,6 +242,28 @@ describe('connect(https://…)', () => {
     }
   });
 
+  it('a response fetch cannot represent (status 999) releases its connection: later requests still get through', async () => {
+    const key = p384Key();
+    const cert = await attestedCert(sim, 'localhost', { key });
+    let answered = 0;
+    // The first answers never end (no length, connection kept open); then a good one.
+    const srv = tls.createServer({ key: key.keyPem, cert: cert.pem }, (socket) => {
+      socket.on('error', () => {});
+      socket.on('data', () => void socket.write(answered++ < 2 ? 'HTTP/1.1 999 Nope\r\n\r\n' : 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'));
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const client = await connect(`https://127.0.0.1:${(srv.address() as net.AddressInfo).port}/`, { pcrs: pins, roots: [sim.rootPem], maxInFlight: 2 });
+    try {
+      for (let i = 0; i < 2; i++) expect((await failure(client.fetch('/'))).code).toBe('CLIENT_PROTOCOL');
+      // Both pool connections used to stay held by those unread answers: this one queued forever, deaf to abort.
+      const third = client.fetch('/').then(async (r) => r.text());
+      expect(await Promise.race([third, new Promise((resolve) => setTimeout(() => resolve('still pending after 5 s'), 5000))])).toBe('ok');
+    } finally {
+      await client.close();
+      srv.close();
+    }
+  });
+
   it('refuses options that only apply to the Noise channel, and openStream', async () => {
     const srv = await server(sim);
     expect((await failure(connect(`https://127.0.0.1:${srv.port}/`, { pcrs: pins, roots: [sim.rootPem], headers: { a: 'b' } }))).code).toBe('CLIENT_BAD_OPTIONS');
