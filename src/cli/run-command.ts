@@ -399,9 +399,11 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
       logger,
       exit: resolve,
     });
-    // Installed for the rest of the process, in the tick the boot's come off: a late second signal still forces.
-    boot.stop();
+    // Installed for the rest of the process before the boot's come off, in the same tick: Node closes a signal's
+    // handle when its last listener goes, and a signal already caught for a closed handle is dropped (an agent
+    // signalled just as its boot ended ran on, app and all). A late second signal still forces.
     installSignalHandlers(shutdown, supervisor, logger);
+    boot.stop();
     void supervisor.done.then((result) => {
       if (result.reason === 'stopped') return; // the shutdown sequence stopped it
       void shutdown.begin({ reason: result.reason === 'restart-limit' ? 'app restart limit reached' : 'app exited', exitCode: result.exitCode });

@@ -11,7 +11,10 @@ export interface BootSignals {
   readonly signal: AbortSignal;
   /** The stop signal received, if any. */
   received(): NodeJS.Signals | undefined;
-  /** Removes the handlers (idempotent): the running agent's (drain.ts) take over in the same tick. */
+  /**
+   * Removes the handlers (idempotent). Install the running agent's (drain.ts) first, in the same tick: with no
+   * listener left for a moment, Node closes the signal's handle and drops a signal caught meanwhile.
+   */
   stop(): void;
 }
 

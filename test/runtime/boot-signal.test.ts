@@ -14,12 +14,15 @@ const role = { accessKeyId: 'AKIDBOOTSIGNAL00001', secretAccessKey: 'boot-signal
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ea-boot-signal-'));
 let kms: KmsTestServer | undefined;
 let agent: RunningAgent | undefined;
+let late: RunningAgent | undefined;
 const held: net.Socket[] = [];
 const credentials = net.createServer((s) => held.push(s));
 
 afterAll(async () => {
-  await agent?.dispose();
-  if (agent) rmSync(agent.dir, { recursive: true, force: true });
+  for (const a of [agent, late]) {
+    await a?.dispose();
+    if (a) rmSync(a.dir, { recursive: true, force: true });
+  }
   for (const s of held) s.destroy();
   await new Promise((r) => credentials.close(r));
   await kms?.stop();
@@ -53,4 +56,23 @@ describe('run: a stop signal during boot', () => {
     expect(agent.events()).toEqual([]); // the app never started
     expect(kms.calls.filter((c) => c.op === 'Decrypt')).toEqual([]);
   }, 90_000);
+
+  // The boot's handlers come off as the running agent's go on. Swapped the other way round, no listener was left
+  // for a moment: Node closed the signal's handle, and a SIGTERM caught just then was dropped — the agent ran on
+  // with its app (the bundle's workers = 2 test hung on it every time).
+  it('a SIGTERM sent the moment "runtime started" is written still stops the agent', async () => {
+    late = await startRun({ toml: '[limits]\nworkers = 2\n' });
+    let sent = false;
+    late.child.stdout!.on('data', (chunk: Buffer | string) => {
+      if (!sent && String(chunk).includes('"runtime started"')) {
+        sent = true;
+        late!.kill('SIGTERM');
+      }
+    });
+    const hung = new Promise<'hung'>((r) => setTimeout(() => r('hung'), 20_000).unref());
+    const result = await Promise.race([late.exited, hung]);
+    expect(sent).toBe(true);
+    expect(result).not.toBe('hung');
+    expect(result === 'hung' ? null : result.signal).toBeNull();
+  }, 60_000);
 });
