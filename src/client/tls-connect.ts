@@ -5,9 +5,10 @@
 // checks prove nothing and are off (rejectUnauthorized: false). What is checked instead, on 'secureConnect' and
 // before the socket is handed to anyone: the presented leaf carries a Nitro document (SAN, Evervault's format)
 // that chains to the pinned root, reports the pinned PCRs, carries the nonce we sent in SNI (when we sent one),
-// and whose user_data is this leaf's public key — whose private key the handshake just proved the peer holds.
+// and whose user_data is this leaf's public key — whose private key the handshake just proved the peer holds (the
+// key OpenSSL read from the leaf is compared with the one the check read, so the binding rests on no one parser).
 // On failure the socket is destroyed: not one request byte was written.
-import { randomBytes } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
@@ -73,6 +74,18 @@ function ignoreError(): void {
   // the owner hears the failure as 'close' or through its own listener
 }
 
+/**
+ * Whether the leaf's key as OpenSSL read it (the key the handshake proved) is the SPKI the attestation check read
+ * with its own DER reader: the binding must not rest on two parsers agreeing about one certificate.
+ */
+function sameKey(tlsKey: KeyObject, spkiDer: Uint8Array): boolean {
+  try {
+    return createPublicKey({ key: Buffer.from(spkiDer.buffer, spkiDer.byteOffset, spkiDer.byteLength), format: 'der', type: 'spki' }).equals(tlsKey);
+  } catch {
+    return false;
+  }
+}
+
 export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTls> {
   const where = `${opts.host}:${opts.port}`;
   const nonce = opts.nonce === true ? randomSniNonce() : opts.nonce instanceof Uint8Array ? opts.nonce : undefined;
@@ -127,6 +140,14 @@ export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTl
       verifyAttestedCertificate(new Uint8Array(leaf.raw), { ...opts.verify, ...(nonce === undefined ? {} : { nonce }) }).then(
         (verified) => {
           if (settled) return;
+          if (!sameKey(leaf.publicKey, verified.certificate.spkiDer)) {
+            fail(
+              new ClientError('CLIENT_ATTESTATION_FAILED', `${where}: the key the TLS handshake proved is not the key the attestation names (two readings of one certificate disagree)`, {
+                attestationCode: 'ATTESTED_CERT_KEY_MISMATCH',
+              }),
+            );
+            return;
+          }
           settled = true;
           cleanup();
           resolve({ socket, verified, nonce });
