@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
+import type { PcrPins } from '../../src/attestation/verify.ts';
 import type * as AttestedCert from '../../src/client/attested-cert.ts';
 import { connectVerifiedTls } from '../../src/client/tls-connect.ts';
 import { p384Key, startAttestedHttpsServer, type AttestedHttpsServer } from './tls-certs.ts';
@@ -28,7 +29,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 let dir: string;
 let sim: NsmSimulator;
 let server: AttestedHttpsServer;
-let verify: { roots: string[]; pcrs: Record<string, string> };
+let verify: { roots: string[]; pcrs: PcrPins };
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'tls-key-cross-'));
