@@ -173,6 +173,8 @@ export interface MetricSources {
   appUp?: () => 'up' | 'down' | 'unknown';
   /** Restarts by the supervisor so far (`run`). */
   appRestarts?: () => number;
+  /** Streams the stall watch reset (their app took none of their queued bytes), both responders, every thread. */
+  streamAppStalls?: () => number;
 }
 
 const STATUS_CLASSES = ['none', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -325,6 +327,16 @@ export class AgentMetrics {
       collect() {
         this.reset();
         this.inc(sources().appRestarts?.() ?? 0);
+      },
+    });
+
+    new Counter({
+      name: `${p}stream_app_stalls_total`,
+      help: 'Streams reset because their app took none of the bytes queued for it for [limits] write_stall_timeout_ms while that held the session (the session reads on).',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(sources().streamAppStalls?.() ?? 0);
       },
     });
 

@@ -403,11 +403,13 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   const waiting = (r: unknown): number | undefined => (r as { counters?: { handshakesWaiting?: number } }).counters?.handshakesWaiting;
   // One output budget is shared by both responders (startAgent): the public one's figure is the total.
   const queued = (r: unknown): number | undefined => (r as { counters?: { queuedBytes?: number } }).counters?.queuedBytes;
+  const stalls = (r: unknown): number => (r as { counters?: { streamStalls?: number } }).counters?.streamStalls ?? 0;
   metrics.sources = {
     sessionsOpen: () => ({ public: a.public.responder.sessionCount, control: control.responder.sessionCount }),
     refusedConnections: () => a.public.responder.refusedCount + control.responder.refusedCount,
     handshakesQueued: () => (waiting(a.public.responder) ?? 0) + (waiting(control.responder) ?? 0),
     outputQueuedBytes: () => queued(a.public.responder) ?? 0,
+    streamAppStalls: () => stalls(a.public.responder) + stalls(control.responder),
     appUp: () => probe.current().status,
     ...(opts.logStream === undefined ? {} : { logStream: opts.logStream }),
     ...(sessionWorkers === undefined ? {} : { workerLogDropped: () => sessionWorkers!.droppedLogLines }),

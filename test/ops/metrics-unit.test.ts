@@ -72,6 +72,13 @@ describe('AgentMetrics', () => {
     expect(await lines(m, 'enclave_agent_log_records_dropped_total')).toEqual(['enclave_agent_log_records_dropped_total 41']);
   });
 
+  it('counts streams the stall watch reset, from the responders', async () => {
+    const m = fresh();
+    expect(await lines(m, 'enclave_agent_stream_app_stalls_total')).toEqual(['enclave_agent_stream_app_stalls_total 0']);
+    m.sources = { streamAppStalls: () => 5 };
+    expect(await lines(m, 'enclave_agent_stream_app_stalls_total')).toEqual(['enclave_agent_stream_app_stalls_total 5']);
+  });
+
   it('leaves app_up and clock drift out until known', async () => {
     const m = fresh();
     expect(await lines(m, 'enclave_agent_app_up')).toEqual([]);

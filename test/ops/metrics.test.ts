@@ -1,6 +1,7 @@
 // /metrics and /health on the ops port of a runtime assembled as `run` and `start` assemble it: promtool
 // accepts the real output, counters move by exactly what a test sends, /health follows the app and the drain.
 import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { devKeySource, loadKeyring } from '../../src/crypto/keyring.ts';
@@ -170,4 +171,29 @@ describe('raw mode', () => {
       await rawApp.kill();
     }
   }, 30_000);
+
+  it('counts a stream reset because its app took none of its bytes (the stall watch), on session threads too', async () => {
+    // An app that accepts and never reads: the stream's queue goes over its limit and holds the session.
+    const held: net.Socket[] = [];
+    const deaf = net.createServer((s) => (s.pause(), held.push(s)));
+    await new Promise<void>((r) => deaf.listen(0, '127.0.0.1', r));
+    const raw = await startAgentStack({ appPort: (deaf.address() as net.AddressInfo).port, mode: 'raw', limits: { write_stall_timeout_ms: 500, workers: 2 } });
+    const c = await connectClient(raw.port);
+    try {
+      c.send({ type: 'OpenStream', id: 1, payload: new Uint8Array(0) });
+      const chunk = new Uint8Array(60_000);
+      for (let i = 0; i < 400; i++) c.send({ type: 'StreamData', id: 1, payload: chunk });
+      await c.until((m) => m.type === 'Error' && m.id === 1, 15_000);
+      const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${raw.runtime.opsPort!}/metrics`)).text();
+      let text = await metrics();
+      for (let i = 0; i < 50 && sample(text, 'enclave_agent_stream_app_stalls_total') !== 1; i++) text = (await new Promise((r) => setTimeout(r, 100)), await metrics());
+      expect(sample(text, 'enclave_agent_stream_app_stalls_total')).toBe(1);
+      expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
+    } finally {
+      c.close();
+      await raw.close();
+      for (const s of held) s.destroy();
+      await new Promise((r) => deaf.close(r));
+    }
+  }, 60_000);
 });
