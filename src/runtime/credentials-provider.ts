@@ -39,7 +39,10 @@ export interface BridgeCredentialOptions {
 export function onLocalClock(c: AwsCredentials, hostNow: number | undefined, sent: number, received: number): AwsCredentials {
   if (c.expiration === undefined || hostNow === undefined) return c;
   if (hostNow >= sent - CLOCK_TOLERANCE_MS && hostNow <= received + CLOCK_TOLERANCE_MS) return c;
-  return { ...c, expiration: new Date(sent + (c.expiration.getTime() - hostNow)) };
+  const expiration = new Date(sent + (c.expiration.getTime() - hostNow));
+  // Expiration and Now at opposite ends of the Date range move the expiry out of it: an Invalid Date, no expiry.
+  if (Number.isNaN(expiration.getTime())) throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'an answer whose Expiration, moved by its Now onto this clock, is not a date');
+  return { ...c, expiration };
 }
 
 /** One request on a fresh connection: connect, send GetCredentials, read one answer, close. `now` is this clock. */
