@@ -7,7 +7,8 @@
 // even its leaving), so the wait must end. Every quarter of writeStallTimeoutMs the watch looks at each stream's
 // progress (AppStream.appIdleMs); a stream whose app has taken none of its queued bytes for writeStallTimeoutMs
 // is reset — `Error{id, appStallText}` to the client, its app connection destroyed, its slot and queue released —
-// and the session reads on. An app that reads slowly keeps its stream: any byte taken starts the count over.
+// and the session reads on. An app that reads slowly keeps its stream: any byte taken starts the count over. Nor
+// does the watch count while the session holds its apps' output (pauseApps): then the app may be waiting on us.
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { forwardErrorMessage } from './error-text.ts';
@@ -142,6 +143,14 @@ export class SessionStreams implements StreamOwner {
     if (!this.appQueueBlocked()) {
       this.#stallTimer = null;
       this.#host.updateFlow(); // the session reads on if nothing else holds it
+      return;
+    }
+    // The session holds its apps' output (pauseApps: the client's queue or the shared budget is over): an app that
+    // cannot write (an echo, a proxy) stops reading too, and the stall is the session's, watched by its own
+    // write-stall timeout. The count starts over once the apps are read again.
+    if (this.#host.clientQueueBlocked()) {
+      for (const s of this.#streams.values()) s.forgetLooks();
+      this.#stallTimer?.refresh();
       return;
     }
     // Decided before any reset: a reset lets the session read on, which may stop it again and start a new watch.
