@@ -283,7 +283,11 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
     signal.removeEventListener('abort', onAbort);
     throw err; // nothing of this request was sent (or the session died): the reconnect layer decides
   }
-  if (closeWhenOpen) stream.close();
+  if (closeWhenOpen) {
+    // finish() ran before the stream existed and left the deadline armed for a re-run; there is none: disarm it.
+    stream.close();
+    deadline.done();
+  }
   const opened = stream;
 
   // Upload the rest concurrently with reading the response (an app may answer before the body is complete).
