@@ -154,11 +154,12 @@ export function parseAttestedCertificate(input: Uint8Array | string): AttestedCe
     throw malformed(`certificate is not a valid X.509 certificate: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   const names = fields.dnsNames;
-  // Evervault's rule: the longest first label across all dNSNames.
+  // Evervault's rule: the longest first label across all dNSNames; of equally long ones the last (its reduce keeps
+  // the later on a tie), so both pick the same document from a certificate holding two.
   let longest = -1;
   for (let i = 0; i < names.length; i++) {
     const label = names[i]!.split('.', 1)[0]!;
-    if (longest < 0 || label.length > names[longest]!.split('.', 1)[0]!.length) longest = i;
+    if (longest < 0 || label.length >= names[longest]!.split('.', 1)[0]!.length) longest = i;
   }
   let document: Uint8Array | null = null;
   let docLabel: string | null = null;

@@ -59,6 +59,14 @@ describe('parseAttestedCertificate reads what OpenSSL wrote', () => {
     expect(parsed.hostnames).toEqual(['host.example', `${doc.slice(0, 63)}.x.example`]);
   });
 
+  it("two first labels of the longest length: the last one is the document, as in Evervault's reduce", () => {
+    const a = 'a5'.repeat(100);
+    const b = 'b6'.repeat(100);
+    const parsed = expectSameAsNode(opensslCert(['ec', '-pkeyopt', 'ec_paramgen_curve:P-256'], '/CN=x', [`subjectAltName=DNS:${a}.one.example,DNS:${b}.x.example`]));
+    expect(parsed.document).toEqual(new Uint8Array(100).fill(0xb6));
+    expect(parsed.hostnames).toEqual([`${a}.one.example`]);
+  });
+
   it("a certificate without a SAN (OpenSSL's default extensions only) has no names and no document", () => {
     const parsed = expectSameAsNode(opensslCert(['ec', '-pkeyopt', 'ec_paramgen_curve:P-256'], '/CN=bare', []));
     expect(parsed.hostnames).toEqual([]);
