@@ -74,7 +74,8 @@ export interface Limits {
    * that keeps its connection alive but never reads). Toward apps too: while the session has stopped reading
    * because of its streams' queues (maxStreamQueuedBytes, maxSessionQueuedBytes), a stream whose app takes none of
    * its queued bytes for this long is reset (`Error{id}`, app connection destroyed; checked every quarter of it),
-   * and the session reads on. Default 30 000 ms.
+   * and the session reads on — not counted while the session holds its apps' output (the client's queue over its
+   * budget). Default 30 000 ms.
    */
   writeStallTimeoutMs: number;
   /**
