@@ -8,7 +8,7 @@
 // and whose user_data is this leaf's public key — whose private key the handshake just proved the peer holds (the
 // key OpenSSL read from the leaf is compared with the one the check read, so the binding rests on no one parser).
 // On failure the socket is destroyed: not one request byte was written.
-import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createPublicKey, randomBytes, type X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
@@ -78,9 +78,10 @@ function ignoreError(): void {
  * Whether the leaf's key as OpenSSL read it (the key the handshake proved) is the SPKI the attestation check read
  * with its own DER reader: the binding must not rest on two parsers agreeing about one certificate.
  */
-function sameKey(tlsKey: KeyObject, spkiDer: Uint8Array): boolean {
+function sameKey(leaf: X509Certificate, spkiDer: Uint8Array): boolean {
   try {
-    return createPublicKey({ key: Buffer.from(spkiDer.buffer, spkiDer.byteOffset, spkiDer.byteLength), format: 'der', type: 'spki' }).equals(tlsKey);
+    // leaf.publicKey throws for a key OpenSSL will not hand out: inside the try, or the .then callback rejects unheard.
+    return createPublicKey({ key: Buffer.from(spkiDer.buffer, spkiDer.byteOffset, spkiDer.byteLength), format: 'der', type: 'spki' }).equals(leaf.publicKey);
   } catch {
     return false;
   }
@@ -140,7 +141,7 @@ export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTl
       verifyAttestedCertificate(new Uint8Array(leaf.raw), { ...opts.verify, ...(nonce === undefined ? {} : { nonce }) }).then(
         (verified) => {
           if (settled) return;
-          if (!sameKey(leaf.publicKey, verified.certificate.spkiDer)) {
+          if (!sameKey(leaf, verified.certificate.spkiDer)) {
             fail(
               new ClientError('CLIENT_ATTESTATION_FAILED', `${where}: the key the TLS handshake proved is not the key the attestation names (two readings of one certificate disagree)`, {
                 attestationCode: 'ATTESTED_CERT_KEY_MISMATCH',

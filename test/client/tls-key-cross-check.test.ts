@@ -3,6 +3,7 @@
 // certificate (a parser differential), a genuine document for the enclave's key could vouch for a connection
 // whose handshake proved another key. Here the certificate check is made to report another key for a genuine
 // server: the connection must be refused before a request byte is written.
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -71,5 +72,21 @@ describe('connectVerifiedTls: the handshake key and the attested key are one', (
       (e: unknown) => e as { attestationCode?: string },
     );
     expect(err?.attestationCode).toBe('ATTESTED_CERT_KEY_MISMATCH');
+  });
+
+  it("a leaf key OpenSSL cannot hand out is a mismatch, not an unhandled rejection and a hang", async () => {
+    reading.otherSpki = null;
+    const spy = vi.spyOn(X509Certificate.prototype, 'publicKey', 'get').mockImplementation(() => {
+      throw new Error('unsupported key');
+    });
+    try {
+      const err = await connectVerifiedTls({ host: 'localhost', port: server.port, verify, timeoutMs: 5_000 }).then(
+        () => null,
+        (e: unknown) => e as { attestationCode?: string },
+      );
+      expect(err?.attestationCode).toBe('ATTESTED_CERT_KEY_MISMATCH');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
