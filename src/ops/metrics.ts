@@ -320,35 +320,29 @@ export class AgentMetrics {
         else this.set(state === 'up' ? 1 : 0);
       },
     });
-    new Counter({
-      name: `${p}app_restarts_total`,
-      help: 'Times the supervisor restarted the app (enclave-agent run).',
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc(sources().appRestarts?.() ?? 0);
-      },
-    });
-
-    new Counter({
-      name: `${p}stream_app_stalls_total`,
-      help: 'Streams reset because their app took none of the bytes queued for it for [limits] write_stall_timeout_ms while that held the session (the session reads on).',
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc(sources().streamAppStalls?.() ?? 0);
-      },
-    });
-
-    new Counter({
-      name: `${p}log_records_dropped_total`,
-      help: 'Log lines dropped because the host log sink was unreachable and the buffer was full, or because a session thread had more lines waiting for the main thread than its bound.',
-      registers: [r],
-      collect() {
-        this.reset();
-        this.inc((sources().logStream?.().dropped ?? 0) + (sources().workerLogDropped?.() ?? 0));
-      },
-    });
+    // Counters a running part keeps (the supervisor, the responders, the log sinks): read at each scrape.
+    const sourced = (name: string, help: string, read: (s: MetricSources) => number): void => {
+      new Counter({
+        name: `${p}${name}`,
+        help,
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(read(sources()));
+        },
+      });
+    };
+    sourced('app_restarts_total', 'Times the supervisor restarted the app (enclave-agent run).', (s) => s.appRestarts?.() ?? 0);
+    sourced(
+      'stream_app_stalls_total',
+      'Streams reset because their app took none of the bytes queued for it for [limits] write_stall_timeout_ms while that held the session (the session reads on).',
+      (s) => s.streamAppStalls?.() ?? 0,
+    );
+    sourced(
+      'log_records_dropped_total',
+      'Log lines dropped because the host log sink was unreachable and the buffer was full, or because a session thread had more lines waiting for the main thread than its bound.',
+      (s) => (s.logStream?.().dropped ?? 0) + (s.workerLogDropped?.() ?? 0),
+    );
     new Gauge({
       name: `${p}log_queued_bytes`,
       help: 'Log bytes buffered for the host log sink, not yet sent.',
