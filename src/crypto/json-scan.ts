@@ -52,11 +52,16 @@ export class JsonStrings {
   }
 
   /**
-   * token(), for a value only: null when the current string is an object key. A key is structure (it reaches
-   * route tables and logs as a name), so an `ev:` key is left as it is; only values are decrypted.
+   * candidate(), for a value only: false when the current string is an object key. A key is structure (it
+   * reaches route tables and logs as a name), so an `ev:` key is left as it is; only values are decrypted.
    */
+  valueCandidate(): boolean {
+    return this.candidate() && !followedByColon(this.json, this.e + 1);
+  }
+
+  /** token(), for a value only: null when the current string is an object key (valueCandidate). */
   valueToken(): EvToken | null {
-    return this.candidate() && !followedByColon(this.json, this.e + 1) ? this.token() : null;
+    return this.valueCandidate() ? this.token() : null;
   }
 }
 
@@ -66,16 +71,17 @@ export function mayHoldCandidates(json: string): boolean {
 }
 
 /**
- * How many strings of `json` are ev: candidates (valid or not), in steps of SCAN_STEP_STRINGS strings; stops
- * once the count exceeds `stopAfter`. The cap on ev: values per request counts these: a body of strings that
- * look like values costs no more than a body of values.
+ * How many string values of `json` are ev: candidates (valid or not), in steps of SCAN_STEP_STRINGS strings;
+ * stops once the count exceeds `stopAfter`. The cap on ev: values per request counts these: a body of strings
+ * that look like values costs no more than a body of values. Object keys are not counted: they are never
+ * decrypted (valueCandidate), so a body of `ev:`-looking keys costs no ECDH and is no reason to refuse it.
  */
 export function* countJsonCandidateSteps(json: string, stopAfter = Infinity): Generator<void, number, void> {
   if (!mayHoldCandidates(json)) return 0;
   const s = new JsonStrings(json);
   let count = 0;
   for (let seen = 1; s.next(); seen++) {
-    if (s.candidate() && ++count > stopAfter) return count;
+    if (s.valueCandidate() && ++count > stopAfter) return count;
     if (seen % SCAN_STEP_STRINGS === 0) yield;
   }
   return count;

@@ -40,4 +40,12 @@ describe('local API /decrypt: near-tokens', () => {
     expect(ok.status).toBe(200);
     expect(ok.body).toEqual([...Array<string>(63).fill(NEAR), '4111']);
   });
+
+  it('ev:-looking object keys do not count (keys are never decrypted): many of them, one value → 200', async () => {
+    const value = encryptValue('4111', keyring.publicKeys());
+    const doc = { ...Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`ev:Tk9D:A:A:${i}:$`, i])), card: value };
+    const r = await decrypt(doc);
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ ...doc, card: '4111' });
+  });
 });

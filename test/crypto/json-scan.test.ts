@@ -23,9 +23,10 @@ const NEAR = 'ev:Tk9D:A:A:A:$';
 const nearBody = (n: number): string => JSON.stringify(Array<string>(n).fill(NEAR));
 
 describe('countJsonCandidateSteps', () => {
-  it('counts every string of the form ev:…$, valid or not; not "ev:" elsewhere', () => {
-    const doc = JSON.stringify({ [enc('k')]: [enc(1), NEAR, 'ev:nope-nope$', 'ev:x', 'see ev:Tk9D:…:$', 'prev: 1'], b: enc(true) });
-    expect(run(countJsonCandidateSteps(doc)).value).toBe(5);
+  it('counts every string value of the form ev:…$, valid or not; not "ev:" elsewhere, nor object keys (never decrypted)', () => {
+    const doc = JSON.stringify({ [enc('k')]: [enc(1), NEAR, 'ev:nope-nope$', 'ev:x', 'see ev:Tk9D:…:$', 'prev: 1'], b: enc(true), [NEAR]: 1 });
+    expect(run(countJsonCandidateSteps(doc)).value).toBe(4);
+    expect(run(countJsonCandidateSteps(`{ ${Array.from({ length: 50 }, (_, i) => `"ev:Tk9D:A:A:${i}:$" :\n ${i}`).join(', ')} }`)).value).toBe(0);
     expect(run(countJsonCandidateSteps('{"rev:": "a ev:Tk9D:x:$"}')).value).toBe(0);
     expect(mayHoldCandidates('{"rev:": "a ev:Tk9D:x:$"}')).toBe(false);
     expect(mayHoldCandidates(`["${NEAR}"]`)).toBe(true);

@@ -62,6 +62,27 @@ describe('decrypt stage: a body of near-tokens', () => {
     await expect(out).rejects.toMatchObject({ code: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS', status: 413 });
   });
 
+  it('as object keys is not counted (keys are never decrypted): many ev:-looking keys, few values → decrypted, keys kept', async () => {
+    const value = encryptValue('4111', keyring.publicKeys());
+    const keyToken = encryptValue('k', keyring.publicKeys());
+    // 5,000 keys shaped like values (near-tokens and one valid token), one value each that is not ev:, then two values.
+    const keys = Array.from({ length: 5000 }, (_, i) => [`ev:Tk9D:A:A:${i}:$`, i] as const);
+    const doc = { ...Object.fromEntries(keys), [keyToken]: 'plain', card: value, also: [value] };
+    const stage = createDecryptStage(keyring, { maxFields: 16 });
+    // Before: every key counted toward the cap, 413 although nothing but the two values would be decrypted.
+    const out = await Promise.resolve(stage(input(JSON.stringify(doc))));
+    expect(out!.decryptedFields).toBe(2);
+    const sent = JSON.parse((await readAll(out!.body!)).toString()) as Record<string, unknown>;
+    expect(sent).toEqual({ ...Object.fromEntries(keys), [keyToken]: 'plain', card: '4111', also: ['4111'] });
+  });
+
+  it('as object keys does not hide values over the cap: still 413', async () => {
+    const value = encryptValue('4111', keyring.publicKeys());
+    const stage = createDecryptStage(keyring, { maxFields: 3 });
+    const doc = Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`ev:Tk9D:A:A:${i}:$`, value]));
+    await expect(Promise.resolve(stage(input(JSON.stringify(doc))))).rejects.toMatchObject({ code: 'HTTP_TOO_MANY_ENCRYPTED_FIELDS', status: 413 });
+  });
+
   it('is counted and scanned in steps of at most SCAN_STEP_STRINGS strings, one step per turn here', async () => {
     const n = 40 * SCAN_STEP_STRINGS;
     const stage = createDecryptStage(keyring, { maxFields: 10 * n, scheduler: oneStepPerTurn() });
@@ -148,6 +169,12 @@ describe('decrypt stage: a body of near-tokens', () => {
     expect(order).toEqual(['small', 'big']);
   });
 });
+
+async function readAll(body: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(Buffer.from(c as Buffer));
+  return Buffer.concat(chunks);
+}
 
 function drainSteps<T>(steps: Iterator<void, T>): T {
   for (;;) {

@@ -28,7 +28,7 @@
 //   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
 //     could disagree on whether it is JSON).
 //   - 413 HTTP_TOO_MANY_ENCRYPTED_FIELDS: more than `maxFields` values (headers and body together; default
-//     1024, enclave.toml [limits] max_decrypt_fields) in one request. In a body every string of the form
+//     1024, enclave.toml [limits] max_decrypt_fields) in one request. In a body every string value (not key) of the form
 //     `ev:…$` counts, valid or not: a body of near-tokens ("ev:Tk9D:A:A:A:$") costs no more than one of values. The same number caps the ECDHs the request may cost
 //     (after `keys rotate`, a value under a retired key costs one per key generation tried): past it, 413 too. Each value with its own ephemeral key
 //     costs an ECDH (~1 ms P-256, ~4 ms secp256k1), so an 8 MiB body of distinct-key values would burn
