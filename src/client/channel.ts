@@ -22,6 +22,8 @@ export interface WebSocketLike {
   send(data: Uint8Array | ArrayBuffer): void;
   close(code?: number, reason?: string): void;
   addEventListener(type: string, listener: (event: never) => void): void;
+  /** BoundedWebSocket (node.ts): the error of the socket under the upgrade, when that is why it failed. */
+  readonly transportError?: Error | null;
 }
 
 /** `new WebSocket(url)` or, when headers are given (undici on Node), `new WebSocket(url, { headers })`. */
@@ -133,7 +135,8 @@ export class Channel {
         }
       });
       ws.addEventListener('error', () => {
-        fail(new ClientError('CLIENT_CONNECT_FAILED', `WebSocket error on ${opts.url}`));
+        const cause = ws.transportError ?? undefined;
+        fail(new ClientError('CLIENT_CONNECT_FAILED', `WebSocket error on ${opts.url}${cause === undefined ? '' : `: the connection failed (${transportErrorName(cause)})`}`, { cause }));
       });
       ws.addEventListener('close', (event: { code?: number; reason?: string }) => {
         const detail = `code ${event.code ?? '?'}${event.reason ? `, ${event.reason}` : ''}`;
@@ -217,6 +220,12 @@ export class Channel {
     }
     this.#listener?.closed(err);
   }
+}
+
+/** A socket error's code (e.g. ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC), not OpenSSL's message with its paths. */
+function transportErrorName(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[A-Z0-9_]{1,80}$/.test(code) ? code : err.name;
 }
 
 function toBytes(data: unknown): Uint8Array {

@@ -10,6 +10,7 @@ import type { WebSocketConstructor } from './channel.ts';
 import { ClientError } from './errors.ts';
 import { connect as connectBrowser, type Client, type ClientStream } from './index.ts';
 import { connectHttps, type HttpsConnectOptions } from './tls-client.ts';
+import { destroyUpgradeSocketOnError, upgradeKey } from './upgrade-tls-error.ts';
 
 export * from './index.ts';
 export type { HttpsConnectOptions } from './tls-client.ts';
@@ -30,12 +31,25 @@ export const MAX_BRIDGE_MESSAGE_BYTES = 1 << 20;
  */
 class BoundedDispatcher extends Dispatcher {
   readonly #inner: Dispatcher;
+  #stopWatching: (() => void) | null = null;
+  /** The error of the socket that carried the upgrade, once it failed (upgrade-tls-error.ts). */
+  transportError: Error | null = null;
   constructor(inner: Dispatcher) {
     super();
     this.#inner = inner;
   }
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    const key = upgradeKey(options);
+    if (key !== null) {
+      this.release();
+      this.#stopWatching = destroyUpgradeSocketOnError(key, (err) => (this.transportError = err));
+    }
     return this.#inner.dispatch(options, handler);
+  }
+  /** Stops watching for the upgrade request (the WebSocket closed). */
+  release(): void {
+    this.#stopWatching?.();
+    this.#stopWatching = null;
   }
   /** maxFragments: undici's default. */
   get webSocketOptions(): { maxFragments: number; maxPayloadSize: number } {
@@ -52,12 +66,21 @@ const initOf = (protocolsOrInit?: string | string[] | BoundedInit): BoundedInit 
 /**
  * undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. It
  * connects through `init.dispatcher`, else undici's global dispatcher as it is at construction (so a proxy set with
- * setGlobalDispatcher is used), the bound applying either way.
+ * setGlobalDispatcher is used), the bound applying either way. A TLS error on the socket of the upgrade fails it at
+ * once instead of leaving it CONNECTING (upgrade-tls-error.ts).
  */
 export class BoundedWebSocket extends UndiciWebSocket {
+  readonly #dispatcher: BoundedDispatcher;
   constructor(url: string, protocolsOrInit?: string | string[] | BoundedInit) {
     const init = initOf(protocolsOrInit);
-    super(url, { ...init, dispatcher: new BoundedDispatcher(init.dispatcher ?? getGlobalDispatcher()) });
+    const dispatcher = new BoundedDispatcher(init.dispatcher ?? getGlobalDispatcher());
+    super(url, { ...init, dispatcher });
+    this.#dispatcher = dispatcher;
+    this.addEventListener('close', () => dispatcher.release());
+  }
+  /** Why the socket under the upgrade failed (a TLS record error, say), for the channel's error message. */
+  get transportError(): Error | null {
+    return this.#dispatcher.transportError;
   }
 }
 
