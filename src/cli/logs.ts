@@ -260,7 +260,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   await activity?.close();
   if (file !== null) await new Promise<void>((resolve) => file.end(resolve));
   const s = server.stats;
-  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused, ${s.foreignPeers} from other CIDs`);
+  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused, ${s.foreignPeers} from other CIDs, ${s.webRequests} HTTP requests (closed unread)`);
   if (activity !== null) {
     const a = activity.store.stats;
     io.err(`enclave-agent logs: database ${o.db!.file}: ${a.inserted} records stored, ${a.dropped} dropped, ${a.rejected} not valid records, ${a.expired} expired, ${a.rows} rows`);

@@ -11,6 +11,8 @@
 import type { Duplex, Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { AgentError } from '../errors.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
+import { opensHttpRequest } from './http-request-start.ts';
 import { listenTcp } from '../transport/tcp.ts';
 import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { listenUnix } from '../transport/unix.ts';
@@ -65,6 +67,8 @@ export interface LogSinkServerStats {
   refused: number;
   /** vsock connections closed unread because the peer is not the enclave's CID (or its CID could not be read). */
   foreignPeers: number;
+  /** Connections closed unread because they opened with an HTTP request (a web page's, to the TCP port). */
+  webRequests: number;
 }
 
 export interface LogSinkServer {
@@ -190,7 +194,8 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
   const enclaveCid = enclaveCidOf(opts.listen);
   const logger = opts.logger ?? pino({ enabled: false });
   const output = opts.output;
-  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0 };
+  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0, webRequests: 0 };
+  const webRequests = new RateLimitedLog(logger, 'log connections closed unread: they opened with an HTTP request (a web page?), not a log line');
   const foreign = new ForeignPeers(enclaveCid, logger, "log connection from a CID other than the enclave's; closed unread");
   const open = new Set<Duplex>();
   let outputBlocked = false;
@@ -238,8 +243,27 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
         logger.warn({ remote: info.remote, limit: maxLine }, 'log line dropped: too long');
       },
     );
+    // The connection's first bytes, held until they tell an HTTP request (closed unread) from the agent's lines.
+    let opening: Buffer | null = Buffer.alloc(0);
     stream.on('error', () => {});
-    stream.on('data', (chunk: Buffer) => {
+    stream.on('data', (data: Buffer) => {
+      let chunk = data;
+      if (opening !== null) {
+        const head = opening.length === 0 ? chunk : Buffer.concat([opening, chunk]);
+        const http = opensHttpRequest(head);
+        if (http === null) {
+          opening = head;
+          return;
+        }
+        opening = null;
+        if (http) {
+          stats.webRequests++;
+          webRequests.note('http-request');
+          stream.destroy();
+          return;
+        }
+        chunk = head;
+      }
       splitter.push(chunk);
       if (outputBlocked) stream.pause();
     });
@@ -259,6 +283,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
     async close() {
       await listener.close();
       for (const s of [...open]) s.destroy();
+      webRequests.flush();
     },
   };
 }

@@ -253,7 +253,7 @@ describe('the activity page with a token, in chromium', () => {
       await tab.screenshot({ path: path.join(ARTIFACTS, 'token-login-done.png') });
       await tab.click('#tab-enclave');
       await tab.waitForSelector('#s-sink');
-      expect(await tab.textContent('#s-sink .v')).toBe('12 lines, 1 not JSON, 0 too long, 1 connections, 0 refused, 3 from other enclaves (closed unread)');
+      expect(await tab.textContent('#s-sink .v')).toBe('12 lines, 1 not JSON, 0 too long, 1 connections, 0 refused, 3 from other enclaves, 0 HTTP requests (both closed unread)');
       await tab.close();
     } finally {
       await service.close();

@@ -8,7 +8,7 @@ export class Unauthorized extends Error {}
 export interface StatusReply {
   token: boolean;
   store: { rows: number; inserted: number; dropped: number; rejected: number; expired: number; pending: number; retainDays: number; retainRows: number };
-  sink: { lines?: number; invalid?: number; oversized?: number; connections?: number; refused?: number; foreignPeers?: number } | null;
+  sink: { lines?: number; invalid?: number; oversized?: number; connections?: number; refused?: number; foreignPeers?: number; webRequests?: number } | null;
   live: { clients: number; missedBatches: number };
 }
 

@@ -32,7 +32,7 @@ export function enclaveView(onError: (err: unknown) => void): { root: HTMLElemen
         field('live tail', `${s.live.clients} page(s), ${s.live.missedBatches} batch(es) skipped for slow pages`),
         s.sink === null
           ? ''
-          : field('log sink', `${s.sink.lines ?? 0} lines, ${s.sink.invalid ?? 0} not JSON, ${s.sink.oversized ?? 0} too long, ${s.sink.connections ?? 0} connections, ${s.sink.refused ?? 0} refused, ${s.sink.foreignPeers ?? 0} from other enclaves (closed unread)`, 's-sink'),
+          : field('log sink', `${s.sink.lines ?? 0} lines, ${s.sink.invalid ?? 0} not JSON, ${s.sink.oversized ?? 0} too long, ${s.sink.connections ?? 0} connections, ${s.sink.refused ?? 0} refused, ${s.sink.foreignPeers ?? 0} from other enclaves, ${s.sink.webRequests ?? 0} HTTP requests (both closed unread)`, 's-sink'),
       );
     } catch (err) {
       onError(err);
