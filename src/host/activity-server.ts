@@ -169,6 +169,8 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   let boundPort = opts.port;
   // Queries refused while the reader is at its cap: counted in one line per interval, not one per request.
   const busy = new RateLimitedLog(logger, 'activity queries refused');
+  // Wrong tokens likewise: whoever reaches a page served off loopback can post them as fast as the network goes.
+  const wrongTokens = new RateLimitedLog(logger, 'activity page: wrong token');
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
     res.writeHead(status, {
@@ -215,7 +217,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       }
       // Digests of equal length: the comparison takes the same time whatever the token given.
       if (!timingSafeEqual(sha256(given), tokenDigest)) {
-        logger.warn({ remote: req.socket.remoteAddress }, 'activity page: wrong token');
+        wrongTokens.note('wrong-token');
         return fail(res, 401, 'UNAUTHORIZED', 'wrong token');
       }
       if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.values().next().value!);
@@ -306,6 +308,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     async close() {
       opts.live.close();
       busy.flush();
+      wrongTokens.flush();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
