@@ -10,6 +10,7 @@ import type { HeaderList } from './headers.ts';
 import { HttpModeError } from './errors.ts';
 import { isAgentError } from '../errors.ts';
 import type { BodyBytesHolder, BufferedBodiesLike } from './stages/decrypt.ts';
+import type { AbandonedSummary } from './abandoned-records.ts';
 
 export type RequestType = 'HTTP' | 'WebSocket';
 
@@ -77,8 +78,8 @@ export class Exchange implements BodyBytesHolder {
   decryptedFields: number | (() => number) = 0;
   /** Code of the error that ended the exchange, if any. */
   errorCode: string | undefined;
-  /** A record for requests taken in and never sent: how many it stands for (abandoned-records.ts); else undefined. */
-  abandonedRequests: number | undefined;
+  /** A record for requests taken in and never sent to the app: the ones it stands for, by outcome (abandoned-records.ts). */
+  abandoned: AbandonedSummary | undefined;
   /** The pipeline's budget for bodies held in memory (set by the decrypt stage), and what this request holds of it. */
   bodies: BufferedBodiesLike | null = null;
   heldBodyBytes = 0;

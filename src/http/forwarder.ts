@@ -35,7 +35,8 @@ import { createStdoutLogSink } from './log-sink.ts';
 import { attestationEndpointStage } from './stages/attestation-endpoint.ts';
 import { AppHealthMonitor, healthEndpointStage } from './stages/health.ts';
 import { DEFAULT_REQUEST_ID_HEADER, requestIdStage } from './stages/request-id.ts';
-import { createHeaderMasker, logExchange, trxLogStage } from './stages/trx-log.ts';
+import { createHeaderMasker, logExchange, recordedOutcome, trxLogStage } from './stages/trx-log.ts';
+import { abandonedAlone, type AbandonedSummary } from './abandoned-records.ts';
 import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
 import { bodyLimitStage } from './stages/body-limit.ts';
@@ -215,11 +216,12 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
    * A request taken in (parsed) that never ran: the connection closed while it waited its turn. It still gets
    * its record (and is observed): with nothing sent, status 0 and CLIENT_GONE (trx-log.ts), as a request whose
    * client left mid-exchange; one answered with a parse error while waiting keeps that status and code.
-   * `count` > 1: the record stands for this request and the count − 1 abandoned after it (abandoned-records.ts).
+   * `summary`: the requests the record stands for, by outcome — this one, or this one and those abandoned after it
+   * (abandoned-records.ts).
    */
   const recordPipeline = compose([...observed, requestId, trxLog]);
-  const recordAbandoned = (ex: Exchange, count = 1): void => {
-    if (count > 1) ex.abandonedRequests = count;
+  const recordAbandoned = (ex: Exchange, summary: AbandonedSummary = abandonedAlone(recordedOutcome(ex))): void => {
+    ex.abandoned = summary;
     recordPipeline(ex).catch((err: unknown) => logger.error({ err: String(err) }, 'abandoned request not recorded'));
     ex.finish();
   };
@@ -314,7 +316,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     conn.admit(
       res,
       () => serveRequest(ex, req, res),
-      (count) => recordAbandoned(ex, count),
+      (summary) => recordAbandoned(ex, summary),
+      () => recordedOutcome(ex),
     );
   });
 
@@ -549,11 +552,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     rejected(conn, status, code) {
       logRejected(conn.ctx, status, code, '', '');
     },
-    abandoned(conn, head, code, count) {
+    abandoned(conn, head, code, summary) {
       const ex = new Exchange({ req: new FastRequest(head), res: null, socket: null, conn: conn.ctx, type: 'HTTP', upstreamHeaders: [], body: null, bodyLength: null });
       ex.remoteIp = conn.ctx.client?.address;
       ex.errorCode = code;
-      recordAbandoned(ex, count);
+      recordAbandoned(ex, summary);
     },
   };
 

@@ -34,7 +34,7 @@ import { errorBody, statusText } from './exchange.ts';
 import { connectionTokens } from './headers.ts';
 import { KeepAliveResponse, type ResponseQueue } from './keep-alive-response.ts';
 import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts';
-import { recordAbandonedRequests } from './abandoned-records.ts';
+import { recordAbandonedRequests, type AbandonedSummary } from './abandoned-records.ts';
 
 /** Largest request body the fast path buffers; a larger declared body goes to the http.Server (streamed). */
 export const MAX_FAST_BODY = 64 * 1024;
@@ -53,9 +53,9 @@ export interface KeepAliveHandlers {
    * A request whose head was read (its body complete or not) and that was never sent to the app, for the
    * transaction log: `code` says why
    * (CLIENT_GONE: the connection closed first; DRAINING: the agent stopped taking requests, drain()).
-   * `count` > 1: past MAX_ABANDONED_RECORDS, one record stands for this request and the count − 1 after it.
+   * `summary`: the requests its record stands for (itself; past MAX_ABANDONED_RECORDS, it and those after it).
    */
-  abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode, count: number): void;
+  abandoned(conn: KeepAliveConnection, head: SimpleHead, code: AbandonedCode, summary: AbandonedSummary): void;
 }
 
 /** Why a request read ahead was never sent to the app (the trx record's `error`, trx-log.ts). */
@@ -535,7 +535,12 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
    * the rest in one record with their count (abandoned-records.ts).
    */
   #recordReadAhead(buf: Buffer, code: AbandonedCode): void {
-    recordAbandonedRequests(this.#readAheadHeads(buf), (head, count) => this.#handlers.abandoned(this, head, code, count));
+    const outcome = { status: 0, error: code };
+    recordAbandonedRequests(
+      this.#readAheadHeads(buf),
+      () => outcome,
+      (head, summary) => this.#handlers.abandoned(this, head, code, summary),
+    );
   }
 
   /**

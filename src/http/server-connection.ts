@@ -24,13 +24,22 @@
 // read no further and closes after its last answer.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PairEnd } from './duplex-pair.ts';
-import { recordAbandonedRequests } from './abandoned-records.ts';
+import { abandonedAlone, recordAbandonedRequests, type AbandonedOutcome, type AbandonedSummary } from './abandoned-records.ts';
+
+/** A parsed Upgrade's turn: started once, or abandoned once (the connection closed before its turn). */
+interface UpgradeTurn {
+  start(): void;
+  abandon(): void;
+  drop(): void;
+}
 
 /** A parsed request's turn: started once, or abandoned once (the connection closed before its turn). */
 interface Turn {
   start(): void;
-  /** Over without running, recorded as standing for `count` requests (itself and the count − 1 after it). */
-  abandon(count?: number): void;
+  /** Over without running, recorded as standing for the requests `summary` counts (itself alone by default). */
+  abandon(summary?: AbandonedSummary): void;
+  /** What its record would say now: its status (0: nothing sent) and error code. */
+  outcome(): AbandonedOutcome;
   /** Over without running or a record of its own (one abandoned with a count stands for it). */
   drop(): void;
 }
@@ -44,7 +53,7 @@ export class ServerConnection {
   /** Parsed requests waiting for their turn, in request order. */
   readonly #waiting: Turn[] = [];
   /** An Upgrade parsed behind requests still open: it runs once they have all been answered. */
-  #upgrade: Turn | null = null;
+  #upgrade: UpgradeTurn | null = null;
   #held = false;
   /** A parse error came: nothing more is read; `#last` runs once every open response has closed. */
   #failed = false;
@@ -66,7 +75,11 @@ export class ServerConnection {
     });
     socket.once('close', () => {
       const waiting = this.#waiting.splice(0);
-      recordAbandonedRequests(waiting, (turn, count) => turn.abandon(count));
+      recordAbandonedRequests(
+        waiting,
+        (turn) => turn.outcome(),
+        (turn, summary) => turn.abandon(summary),
+      );
       for (const turn of waiting) turn.drop();
       const upgrade = this.#upgrade;
       this.#upgrade = null;
@@ -77,10 +90,11 @@ export class ServerConnection {
   /**
    * A parsed request: `run` now if nothing else is open on the connection, else once every earlier response
    * has closed; it is over when `res` closes. `abandoned` runs instead of `run` when its turn never comes (the
-   * connection closed first) or comes after it was answered (a parse error in its body, while it waited);
-   * `count` > 1: its record stands for it and the count − 1 requests that waited after it (abandoned-records.ts).
+   * connection closed first) or comes after it was answered (a parse error in its body, while it waited), with
+   * the requests its record stands for: itself, or itself and those that waited after it (abandoned-records.ts).
+   * `outcome` tells what its record would say (to count it in another's summary).
    */
-  admit(res: ServerResponse, run: () => void, abandoned: (count: number) => void): void {
+  admit(res: ServerResponse, run: () => void, abandoned: (summary: AbandonedSummary) => void, outcome: () => AbandonedOutcome): void {
     this.#open++;
     this.#parsed++;
     let state: 'waiting' | 'running' | 'over' = 'waiting';
@@ -96,11 +110,12 @@ export class ServerConnection {
         this.#running = true;
         run();
       },
-      abandon: (count = 1) => {
+      abandon: (summary) => {
         if (state !== 'waiting') return;
         state = 'over';
-        abandoned(count);
+        abandoned(summary ?? abandonedAlone(outcome()));
       },
+      outcome,
       drop: () => {
         if (state === 'waiting') state = 'over';
       },
@@ -136,7 +151,7 @@ export class ServerConnection {
   admitUpgrade(run: () => void, abandoned: () => void): void {
     this.#parsed++;
     let state: 'waiting' | 'over' = 'waiting';
-    const turn: Turn = {
+    const turn: UpgradeTurn = {
       start: () => {
         if (state !== 'waiting') return;
         state = 'over';

@@ -4,6 +4,7 @@
 // (a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AbandonedSummary } from '../http/abandoned-records.ts';
 import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
 import { readThreadHeap, registerThreadHeapMetrics, THREAD_HEAP_METRICS, type ThreadHeap } from './thread-heap.ts';
 
@@ -116,13 +117,32 @@ export interface ExchangeFacts {
   readonly bytesOut: number;
   readonly decryptedFields: number | (() => number);
   readonly errorCode: string | undefined;
-  /** Set on a record that stands for this many requests read ahead and dropped (src/http/abandoned-records.ts). */
-  readonly abandonedRequests?: number | undefined;
+  /** Set on the record of requests taken in and never sent to the app: the ones it stands for, by outcome (src/http/abandoned-records.ts). */
+  readonly abandoned?: AbandonedSummary | undefined;
 }
 
-/** Requests one finished exchange counts for: a summary record of dropped read-ahead requests counts them all. */
-export function requestsOf(ex: ExchangeFacts): number {
-  return ex.abandonedRequests ?? 1;
+/**
+ * The requests one finished exchange stands for, as `add(statusIndex, n)` calls: one, with its status; or, for a
+ * record of abandoned requests, each with the status its outcome says (a summary keeps them by outcome). Returns
+ * how many were abandoned (0: the request ran; its duration is observed).
+ *
+ * Abandoned requests — taken in, never sent to the app (the client left or the agent drained before their turn,
+ * or a parse error answered them while they waited) — count in requests_total like every request, but never in
+ * request_duration_seconds: it times requests from their head to the end of their response, and these had no
+ * turn at all. Their time is only how long they waited before the connection went, ~0 for requests read ahead
+ * (their heads are parsed at the close): one client pipelining thousands and resetting would pile thousands of
+ * zeros into the histogram and drag its quantiles toward 0 — counting a summary once instead was exact about
+ * nothing. requests_abandoned_total counts them, so sum(requests_total{mode="http"}) =
+ * request_duration_seconds_count + requests_abandoned_total.
+ */
+export function countRequests(ex: ExchangeFacts, add: (statusIndex: number, n: number) => void): number {
+  const abandoned = ex.abandoned;
+  if (abandoned === undefined) {
+    add(statusIndex(ex.sentStatus), 1);
+    return 0;
+  }
+  for (const o of abandoned.outcomes) add(statusIndex(o.status), o.requests);
+  return abandoned.requests;
 }
 
 /**
@@ -132,6 +152,8 @@ export function requestsOf(ex: ExchangeFacts): number {
 export interface MetricsDelta {
   /** HTTP requests by status class: none, 1xx, 2xx, 3xx, 4xx, 5xx (six entries). */
   requests: number[];
+  /** Of those, requests taken in and never sent to the app (countRequests). */
+  abandoned: number;
   /** Raw mode: Data requests and streams handed to the app. */
   raw: { data: number; stream: number };
   bytesIn: number;
@@ -212,6 +234,7 @@ export class AgentMetrics {
   /** Brings handshakes_total{result="refused"} up to the responders' refused count. */
   readonly #syncRefused: () => void;
   readonly #requests: Tally[];
+  readonly #abandoned: Tally;
   readonly #rawRequests: Record<'data' | 'stream', Tally>;
   readonly #bytesIn: Tally;
   readonly #bytesOut: Tally;
@@ -300,10 +323,16 @@ export class AgentMetrics {
     const bound = (labels: { mode: string; status_class: string }): Tally => (labels.mode.startsWith(opts.mode) ? requests.child(labels) : lazy(labels));
     this.#requests = STATUS_CLASSES.map((status_class) => bound({ mode: 'http', status_class }));
     this.#rawRequests = { data: bound({ mode: 'raw', status_class: 'none' }), stream: bound({ mode: 'raw-stream', status_class: 'none' }) };
+    this.#abandoned = new TallyCounter(
+      r,
+      `${p}requests_abandoned_total`,
+      'HTTP mode: requests taken in and never sent to the app (the client left, or the agent drained, before their turn; or a parse error answered them while they waited). Counted in requests_total (by the status class of their outcome), never in request_duration_seconds.',
+      [],
+    ).child({});
     const bytes = new TallyCounter(r, `${p}http_body_bytes_total`, 'HTTP mode: request body bytes from clients (in) and response body bytes to them (out).', ['direction']);
     this.#bytesIn = bytes.child({ direction: 'in' });
     this.#bytesOut = bytes.child({ direction: 'out' });
-    this.#duration = new TallyHistogram(r, `${p}request_duration_seconds`, 'HTTP mode: from the request head to the end of the response.', DURATION_BUCKETS);
+    this.#duration = new TallyHistogram(r, `${p}request_duration_seconds`, 'HTTP mode: from the request head to the end of the response, for every request that ran (not the abandoned ones: requests_abandoned_total).', DURATION_BUCKETS);
     const decrypt = new TallyCounter(r, `${p}ev_decrypt_total`, 'ev: values in requests: decrypted (ok), one that did not decrypt (failed: 422, nothing forwarded), over the per-request cap (refused: 413).', ['result']);
     this.#decryptOk = decrypt.child({ result: 'ok' });
     this.#decryptFailed = decrypt.child({ result: 'failed' });
@@ -380,15 +409,20 @@ export class AgentMetrics {
 
   /** An HTTP exchange is over (forwarder's observe hook): one request, its status class, bytes, time, ev: values. */
   readonly observeExchange = (ex: ExchangeFacts): void => {
-    this.#requests[statusIndex(ex.sentStatus)]!.n += requestsOf(ex);
+    const abandoned = countRequests(ex, this.#addRequests);
     this.#bytesIn.n += ex.bytesIn;
     this.#bytesOut.n += ex.bytesOut;
-    this.#duration.observe((performance.now() - ex.started) / 1000);
+    if (abandoned === 0) this.#duration.observe((performance.now() - ex.started) / 1000);
+    else this.#abandoned.n += abandoned;
     const fields = decryptedFieldsOf(ex);
     if (fields > 0) this.#decryptOk.n += fields;
     const refusal = decryptRefusal(ex.errorCode);
     if (refusal === 'failed') this.#decryptFailed.n++;
     else if (refusal === 'refused') this.#decryptRefused.n++;
+  };
+
+  readonly #addRequests = (status: number, n: number): void => {
+    this.#requests[status]!.n += n;
   };
 
   /** Raw mode: one Data request or stream handed to the app. */
@@ -406,6 +440,7 @@ export class AgentMetrics {
   /** Adds what a session worker thread counted (its MetricsRecorder's flush). */
   apply(d: MetricsDelta): void {
     for (let i = 0; i < this.#requests.length; i++) if ((d.requests[i] ?? 0) > 0) this.#requests[i]!.n += d.requests[i]!;
+    this.#abandoned.n += d.abandoned;
     if (d.raw.data > 0) this.#rawRequests.data.n += d.raw.data;
     if (d.raw.stream > 0) this.#rawRequests.stream.n += d.raw.stream;
     this.#bytesIn.n += d.bytesIn;

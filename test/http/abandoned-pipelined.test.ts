@@ -13,6 +13,8 @@ import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink
 import type { AttachedConnection } from '../../src/http/keep-alive-connection.ts';
 import { MAX_ABANDONED_RECORDS } from '../../src/http/abandoned-records.ts';
 import { SERVER_READ_SLICE_BYTES } from '../../src/http/forwarder.ts';
+import { AgentMetrics } from '../../src/ops/metrics.ts';
+import { promtoolCheck } from '../ops/promtool.ts';
 import { attachFront, fakeContext, ResponseReader, silentLogger, startApp, tcpTo, type TestApp } from './helpers.ts';
 
 /** Answers /first at once; holds every other request until the test ends (the client leaves meanwhile). */
@@ -187,6 +189,45 @@ describe('pipelined requests abandoned on the http.Server path', () => {
     d.destroy();
     await expectOneRecordEach(fwd, sink, ['/p0', '/ws']);
     expect(sink.records.find((r) => r.path === '/ws')).toMatchObject({ type: 'WebSocket' });
+  });
+});
+
+describe('a summary record of abandoned requests, and the metrics', () => {
+  it('keeps the outcome of a request answered 400 while it waited; the metrics count each request by its own', async () => {
+    const sink = createMemoryLogSink();
+    const metrics = new AgentMetrics({ mode: 'http', version: 't', processMetrics: false });
+    const fwd = createHttpForwarder({ appPort: app.port, logger: silentLogger, logSink: sink, appStartupGraceMs: 0, observe: metrics.observeExchange });
+    cleanups.push(() => fwd.close());
+    const d = await fwd.connect(fakeContext({ kind: 'stream' }));
+    d.on('error', () => {});
+    // 39 GETs (the first held at the app), then a POST whose chunked body is malformed: answered 400 while it waits.
+    const paths = Array.from({ length: 39 }, (_, i) => `/p${i}`);
+    const bad = 'POST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n';
+    d.write(paths.map((p) => `GET ${p} HTTP/1.1\r\nHost: a\r\n\r\n`).join('') + bad);
+    await until(() => arrived.length >= 1);
+    d.destroy();
+    await until(() => sink.records.length >= 1 + MAX_ABANDONED_RECORDS + 1);
+    await fwd.close();
+    expect(sink.records).toHaveLength(1 + MAX_ABANDONED_RECORDS + 1);
+    const summary = sink.records.find((r) => r.abandoned_requests !== undefined);
+    // The 40 taken in: one at the app, MAX_ABANDONED_RECORDS with a record each, the rest (the 400 among them) in one.
+    const rest = 40 - 1 - MAX_ABANDONED_RECORDS;
+    expect(summary).toMatchObject({ path: paths[1 + MAX_ABANDONED_RECORDS], status: 0, error: 'CLIENT_GONE', abandoned_requests: rest });
+    // Before: the 400 and its code were folded into CLIENT_GONE.
+    expect(summary!.abandoned_outcomes).toEqual([
+      { status: 0, error: 'CLIENT_GONE', requests: rest - 1 },
+      { status: 400, error: 'HTTP_BAD_REQUEST', requests: 1 },
+    ]);
+    const text = await metrics.metrics();
+    const value = (series: string): number => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.slice(series.length + 1));
+    // Every request counted once, by its own status: 39 without an answer (the one at the app too), one 400.
+    expect(value('enclave_agent_requests_total{mode="http",status_class="none"}')).toBe(39);
+    expect(value('enclave_agent_requests_total{mode="http",status_class="4xx"}')).toBe(1);
+    // Only the request that ran has a duration; the 39 that never did are counted apart. Before: the summary
+    // was one observation (10 in all) for 40 requests.
+    expect(value('enclave_agent_request_duration_seconds_count')).toBe(1);
+    expect(value('enclave_agent_requests_abandoned_total')).toBe(39);
+    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
   });
 });
 

@@ -29,6 +29,10 @@ const input = fc.record<TrxRecordInput>({
   decryptedFields: fc.nat({ max: 100 }),
   error: fc.option(fc.constantFrom('CLIENT_GONE', 'HTTP_APP_UNREACHABLE', 'x"\n'), { nil: undefined }),
   abandonedRequests: fc.option(fc.oneof(fc.integer({ min: 2, max: 10_000 }), fc.constant(Number.NaN)), { nil: undefined }),
+  abandonedOutcomes: fc.option(
+    fc.array(fc.record({ status: fc.constantFrom(0, 400, 408, 413), error: fc.option(fc.constantFrom('CLIENT_GONE', 'DRAINING', 'HTTP_BAD_REQUEST', 'OTHER', 'x"\n'), { nil: undefined }), requests: fc.nat() }), { maxLength: 14 }),
+    { nil: undefined },
+  ),
 });
 
 describe('transaction record lines', () => {

@@ -24,15 +24,25 @@ describe('AgentMetrics', () => {
     expect(await lines(m, 'enclave_agent_request_duration_seconds_count')).toEqual(['enclave_agent_request_duration_seconds_count 4']);
   });
 
-  it('a summary record of dropped read-ahead requests counts every request it stands for', async () => {
+  it('a summary record of abandoned requests counts every request it stands for, each by its own status', async () => {
     const m = fresh();
     const ex = (over: Partial<ExchangeFacts>): ExchangeFacts => ({ started: performance.now(), sentStatus: 0, bytesIn: 0, bytesOut: 0, decryptedFields: 0, errorCode: 'CLIENT_GONE', ...over });
-    m.observeExchange(ex({}));
-    m.observeExchange(ex({ abandonedRequests: 31 }));
+    m.observeExchange(ex({})); // the client left mid-exchange: it ran
+    m.observeExchange(ex({ abandoned: { requests: 1, outcomes: [{ status: 0, error: 'CLIENT_GONE', requests: 1 }] } }));
+    // 31 folded into one record: 30 never answered, the last one answered 400 (a parse error in its body) while it waited.
+    const outcomes = [
+      { status: 0, error: 'CLIENT_GONE', requests: 30 },
+      { status: 400, error: 'HTTP_BAD_REQUEST', requests: 1 },
+    ];
+    m.observeExchange(ex({ abandoned: { requests: 31, outcomes } }));
     m.observeExchange(ex({ sentStatus: 200, errorCode: undefined }));
     const l = await lines(m, 'enclave_agent_requests_total');
     expect(l).toContain('enclave_agent_requests_total{mode="http",status_class="none"} 32');
+    expect(l).toContain('enclave_agent_requests_total{mode="http",status_class="4xx"} 1');
     expect(l).toContain('enclave_agent_requests_total{mode="http",status_class="2xx"} 1');
+    // The abandoned ones never ran: no duration of theirs; counted apart, so requests = durations + abandoned.
+    expect(await lines(m, 'enclave_agent_request_duration_seconds_count')).toEqual(['enclave_agent_request_duration_seconds_count 2']);
+    expect(await lines(m, 'enclave_agent_requests_abandoned_total')).toEqual(['enclave_agent_requests_abandoned_total 32']);
   });
 
   it('the handshake result a session end implies', () => {

@@ -7,8 +7,10 @@
 // default when no other code was set); DRAINING, the request was read ahead on a keep-alive connection and
 // never sent to the app because the agent was shutting down (drain(): the close tells the client).
 // `abandoned_requests` (only there): past the first few requests read ahead and dropped on one connection, one
-// record — the first of the rest's — stands for all the rest, and says how many they were.
+// record — the first of the rest's — stands for all the rest, and says how many they were; `abandoned_outcomes`
+// beside it, how many came to each status and error (abandoned-records.ts: a bounded list).
 import type { Exchange, Stage } from '../exchange.ts';
+import type { AbandonedOutcome, AbandonedSummary } from '../abandoned-records.ts';
 import type { HeaderList } from '../headers.ts';
 import { jsonString, recordLine } from '../log-sink.ts';
 import type { LogSink } from '../log-sink.ts';
@@ -208,6 +210,8 @@ export interface TrxRecordInput {
   error: string | undefined;
   /** A record standing for this many requests read ahead and never sent (itself and the ones after it). */
   abandonedRequests?: number | undefined;
+  /** With abandonedRequests: how many of them came to each status and error code. */
+  abandonedOutcomes?: AbandonedSummary['outcomes'] | undefined;
 }
 
 let isoAt = NaN;
@@ -251,6 +255,7 @@ export function trxRecord(input: TrxRecordInput, mask: HeaderMasker): Record<str
     response_headers: mask(input.responseHeaders),
     ...(input.error !== undefined ? { error: input.error } : {}),
     ...(input.abandonedRequests !== undefined ? { abandoned_requests: input.abandonedRequests } : {}),
+    ...(input.abandonedOutcomes !== undefined ? { abandoned_outcomes: input.abandonedOutcomes.map((o) => ({ status: o.status, ...(o.error !== undefined ? { error: o.error } : {}), requests: o.requests })) } : {}),
   };
 }
 
@@ -272,7 +277,8 @@ export function trxLine(input: TrxRecordInput, mask: HeaderMasker): string {
   const bytesOut = jsonNumber(input.bytesOut);
   const fields = jsonNumber(input.decryptedFields);
   const abandoned = input.abandonedRequests === undefined ? '' : jsonNumber(input.abandonedRequests);
-  if (resHeaders === null || reqHeaders === null || status === null || elapsed === null || bytesIn === null || bytesOut === null || fields === null || abandoned === null) {
+  // A summary's outcomes (at most one record per connection close) take the record's way.
+  if (resHeaders === null || reqHeaders === null || status === null || elapsed === null || bytesIn === null || bytesOut === null || fields === null || abandoned === null || input.abandonedOutcomes !== undefined) {
     return recordLine(trxRecord(input, mask));
   }
   let userAgent = 'null';
@@ -306,6 +312,8 @@ export interface TrxLogOptions {
 
 /** What the record of `ex` is made of (`endedAt`: performance.now() when it was over). */
 function exchangeInput(ex: Exchange, endedAt: number): TrxRecordInput {
+  // A record of its own carries no summary; one standing for others does (abandoned-records.ts).
+  const summary = ex.abandoned !== undefined && ex.abandoned.requests > 1 ? ex.abandoned : undefined;
   const fields = typeof ex.decryptedFields === 'function' ? ex.decryptedFields() : ex.decryptedFields;
   return {
     txid: ex.requestId,
@@ -322,9 +330,19 @@ function exchangeInput(ex: Exchange, endedAt: number): TrxRecordInput {
     requestHeaders: ex.req.rawHeaders,
     responseHeaders: ex.sentHeaders,
     decryptedFields: fields,
-    error: ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined),
-    abandonedRequests: ex.abandonedRequests,
+    error: recordedError(ex),
+    ...(summary === undefined ? {} : { abandonedRequests: summary.requests, abandonedOutcomes: summary.outcomes }),
   };
+}
+
+/** The record's error code: the exchange's, or CLIENT_GONE when nothing was sent. */
+function recordedError(ex: Exchange): string | undefined {
+  return ex.errorCode ?? (ex.sentStatus === 0 ? 'CLIENT_GONE' : undefined);
+}
+
+/** What the exchange's record says it came to (status and error): counted in a summary of abandoned requests. */
+export function recordedOutcome(ex: Exchange): AbandonedOutcome {
+  return { status: ex.sentStatus, error: recordedError(ex) };
 }
 
 /** The exchange's record (`endedAt`: performance.now() when it was over; default now). */

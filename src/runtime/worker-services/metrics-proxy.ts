@@ -11,7 +11,7 @@
 // message, in order, to the main thread's onSessionClosed hook. A flush a scrape asks for also carries the
 // worker's V8 heap figures (its heap is its own: the main thread's default metrics cannot see it), shown under
 // the worker's `thread` label (ops/thread-heap.ts) until its port closes.
-import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, handshakeResult, requestsOf, statusIndex, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
+import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, countRequests, handshakeResult, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
 import { isThreadHeap, readThreadHeap, type ThreadHeap } from '../../ops/thread-heap.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
@@ -32,6 +32,7 @@ const BUCKETS = DURATION_BUCKETS.length + 1; // the last: above the largest boun
 function emptyDelta(): MetricsDelta {
   return {
     requests: new Array<number>(STATUS_CLASSES).fill(0),
+    abandoned: 0,
     raw: { data: 0, stream: 0 },
     bytesIn: 0,
     bytesOut: 0,
@@ -78,16 +79,22 @@ export class MetricsRecorder {
   readonly observeExchange = (ex: ExchangeFacts): void => {
     const d = this.#delta;
     this.#dirty = true;
-    d.requests[statusIndex(ex.sentStatus)]! += requestsOf(ex);
+    const abandoned = countRequests(ex, this.#addRequests);
     d.bytesIn += ex.bytesIn;
     d.bytesOut += ex.bytesOut;
-    const seconds = (performance.now() - ex.started) / 1000;
-    d.duration.counts[bucketIndex(DURATION_BUCKETS, seconds)]!++;
-    d.duration.sum += seconds;
+    if (abandoned === 0) {
+      const seconds = (performance.now() - ex.started) / 1000;
+      d.duration.counts[bucketIndex(DURATION_BUCKETS, seconds)]!++;
+      d.duration.sum += seconds;
+    } else d.abandoned += abandoned;
     const fields = decryptedFieldsOf(ex);
     if (fields > 0) d.decrypt.ok += fields;
     const refusal = decryptRefusal(ex.errorCode);
     if (refusal !== undefined) d.decrypt[refusal]++;
+  };
+
+  readonly #addRequests = (status: number, n: number): void => {
+    this.#delta.requests[status]! += n;
   };
 
   /** Raw mode: one Data request or stream handed to the app (AgentMetrics.rawRequest). */
@@ -178,7 +185,7 @@ function isDelta(v: unknown): v is MetricsDelta {
   const duration = d.duration as Record<string, unknown> | null;
   const handshakes = d.handshakes as Record<string, unknown> | null;
   return (
-    counts(d.requests, STATUS_CLASSES) &&
+    counts(d.requests, STATUS_CLASSES) && count(d.abandoned) &&
     typeof raw === 'object' && raw !== null && count(raw.data) && count(raw.stream) &&
     count(d.bytesIn) && count(d.bytesOut) &&
     typeof decrypt === 'object' && decrypt !== null && count(decrypt.ok) && count(decrypt.failed) && count(decrypt.refused) &&

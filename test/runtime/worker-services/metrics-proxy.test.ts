@@ -28,7 +28,7 @@ const summary = (id: string, reason: SessionSummary['reason'], framesIn = 1, cha
 /** An exchange that took `ms` (its start is set back by that much at the call). */
 const exchange = (ms: number, status: number, extra: Partial<ExchangeFacts> = {}): ExchangeFacts => ({ started: performance.now() - ms, sentStatus: status, bytesIn: 100, bytesOut: 2_000, decryptedFields: 0, errorCode: undefined, ...extra });
 
-const FAMILIES = ['enclave_agent_requests_total', 'enclave_agent_http_body_bytes_total', 'enclave_agent_ev_decrypt_total', 'enclave_agent_sessions_total', 'enclave_agent_handshakes_total'];
+const FAMILIES = ['enclave_agent_requests_total', 'enclave_agent_requests_abandoned_total', 'enclave_agent_http_body_bytes_total', 'enclave_agent_ev_decrypt_total', 'enclave_agent_sessions_total', 'enclave_agent_handshakes_total'];
 
 describe('MetricsRecorder / serveMetrics', () => {
   it('gives the same series as AgentMetrics recording the same calls itself', async () => {
@@ -45,8 +45,8 @@ describe('MetricsRecorder / serveMetrics', () => {
       () => exchange(120_000, 0),
       () => exchange(170, 101),
       () => exchange(1_700, 503, { errorCode: 'HTTP_UPSTREAM_TIMEOUT' }),
-      // The summary record of dropped read-ahead requests: 31 requests.
-      () => exchange(3, 0, { abandonedRequests: 31 }),
+      // The summary record of abandoned requests: 31, one of them answered 400 while it waited.
+      () => exchange(3, 0, { abandoned: { requests: 31, outcomes: [{ status: 0, error: 'CLIENT_GONE', requests: 30 }, { status: 400, error: 'HTTP_BAD_REQUEST', requests: 1 }] } }),
     ];
     for (const make of exchanges) {
       const ex = make();
@@ -71,9 +71,12 @@ describe('MetricsRecorder / serveMetrics', () => {
     const sum = 'enclave_agent_request_duration_seconds_sum';
     expect({ ...db, [sum]: 0 }).toEqual({ ...da, [sum]: 0 });
     expect(db[sum]).toBeCloseTo(da[sum]!, 6);
-    expect(db['enclave_agent_request_duration_seconds_count']).toBe(8);
-    // The summary record stands for 31 requests; with the 120 s exchange, 32 without an answer.
-    expect(family(b, 'enclave_agent_requests_total')['enclave_agent_requests_total{mode="http",status_class="none"}']).toBe(32);
+    // The abandoned requests have no duration: the 7 that ran.
+    expect(db['enclave_agent_request_duration_seconds_count']).toBe(7);
+    // The summary record stands for 31 requests; with the 120 s exchange, 31 without an answer, and one 400.
+    expect(family(b, 'enclave_agent_requests_total')['enclave_agent_requests_total{mode="http",status_class="none"}']).toBe(31);
+    expect(family(b, 'enclave_agent_requests_total')['enclave_agent_requests_total{mode="http",status_class="4xx"}']).toBe(3);
+    expect(family(b, 'enclave_agent_requests_abandoned_total')['enclave_agent_requests_abandoned_total']).toBe(31);
   });
 
   it('shows exactly N exchanges and M sessions after requestFlush, and nothing before', async () => {
