@@ -14,6 +14,7 @@ import { explainConnectFailure } from './connect-diagnosis.ts';
 import { intFlag, parseFlags, PIN_FLAGS, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { printable } from '../util/printable.ts';
+import { textShape } from '../util/text-shape.ts';
 
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
 
@@ -62,7 +63,8 @@ function readBody(arg: string, io: CliIo): Promise<Uint8Array> | Uint8Array | st
 
 function parseHeader(text: string): [string, string] {
   const i = text.indexOf(':');
-  if (i <= 0) throw new CliUsageError(`--header: expected "Name: value", found "${text}"`);
+  // Not quoted: a header line may hold a credential.
+  if (i <= 0) throw new CliUsageError(`--header: expected "Name: value", found ${i === 0 ? 'no name before ":"' : 'no ":"'} in ${textShape(text)}`);
   return [text.slice(0, i).trim(), text.slice(i + 1).trim()];
 }
 
@@ -160,7 +162,7 @@ export const command: CliCommand = {
     const [url, reqPath] = positionals as [string, string];
     if (!/^(wss?|https):\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
     if (values.nonce && !/^https:/i.test(url)) throw new CliUsageError('--nonce applies to https:// only (the Noise channel binds its own handshake hash)');
-    if (!reqPath.startsWith('/')) throw new CliUsageError(`<path> must start with "/", found "${reqPath}"`);
+    if (!reqPath.startsWith('/')) throw new CliUsageError(`<path> must start with "/", found ${textShape(reqPath)}`); // a path may hold a token
     const pins = pinsFromFlags(values);
     const roots = rootsFromFlags(values.root);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);

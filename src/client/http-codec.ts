@@ -13,6 +13,7 @@
 // Responses: an incremental head parser (≤ 64 headers, ≤ 64 KiB, like the reference's httparse buffer) and a body
 // decoder for the three framings a stream-delivered response can use (Content-Length, chunked, until EOF).
 import { utf8 } from '../util/bytes.ts';
+import { textShape } from '../util/text-shape.ts';
 import { ClientError } from './errors.ts';
 
 export type HeaderList = [name: string, value: string][];
@@ -67,7 +68,8 @@ export function checkMethod(method: string): void {
 export function checkPath(path: string): void {
   if (typeof path !== 'string' || path.length === 0) throw bad('path: expected a non-empty request target');
   if (BAD_TARGET.test(path)) throw bad('path: must not contain whitespace or control characters (percent-encode them)');
-  if (path[0] !== '/' && path !== '*') throw bad(`path: expected a target starting with "/", found ${JSON.stringify(path.slice(0, 40))}`);
+  // Not quoted: a path may carry a token.
+  if (path[0] !== '/' && path !== '*') throw bad(`path: expected a target starting with "/", found ${textShape(path)}`);
 }
 
 export function checkHeader(name: string, value: string): void {

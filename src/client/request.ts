@@ -2,6 +2,7 @@
 // header list (order and spelling kept where the caller's form allows) and the body, either as bytes or as an
 // async source of unknown size. Browser-safe.
 import { utf8 } from '../util/bytes.ts';
+import { textShape } from '../util/text-shape.ts';
 import { ClientError } from './errors.ts';
 import { checkHeader, checkMethod, checkPath, type HeaderList } from './http-codec.ts';
 
@@ -64,11 +65,17 @@ function bad(message: string): ClientError {
 export function requestTarget(input: string | URL | { url: string }): string {
   if (typeof input === 'string') {
     if (input.startsWith('/') || input === '*') return input;
+    // Never quoted: a path or URL may carry a token.
     if (/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(input)) {
-      const u = new URL(input);
+      let u: URL;
+      try {
+        u = new URL(input);
+      } catch {
+        throw bad(`path: an absolute URL that does not parse (${textShape(input)})`);
+      }
       return u.pathname + u.search;
     }
-    throw bad(`path: expected "/..." or an absolute URL, found ${JSON.stringify(input.slice(0, 40))}`);
+    throw bad(`path: expected "/..." or an absolute URL, found ${textShape(input)}`);
   }
   if (input instanceof URL) return input.pathname + input.search;
   if (input !== null && typeof input === 'object' && typeof input.url === 'string') return requestTarget(input.url);

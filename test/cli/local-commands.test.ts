@@ -64,6 +64,17 @@ describe('--help and usage errors', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('a bad <path> or --header is described, never quoted (either may hold a token)', async () => {
+    const secret = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc';
+    const path = await cli('fetch', 'ws://127.0.0.1:1/', `api?token=${secret}`, '--pcr0', '00');
+    expect(path.code).toBe(2);
+    expect(path.stderr).toBe(`enclave-agent fetch: <path> must start with "/", found ${10 + secret.length} characters, starting with a letter (see --help)`);
+    const header = await cli('fetch', 'ws://127.0.0.1:1/', '/', '-H', `Authorization Bearer ${secret}`, '--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48));
+    expect(header.code).toBe(2);
+    expect(header.stderr).toMatch(/^enclave-agent fetch: --header: expected "Name: value", found no ":" in \d+ characters, starting with a letter/);
+    for (const r of [path, header]) expect(r.stderr).not.toContain(secret.slice(0, 8));
+  });
+
   it('a bridge nobody listens on is one line naming CLIENT_CONNECT_FAILED, exit 1', async () => {
     const srv = http.createServer();
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
