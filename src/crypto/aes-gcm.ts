@@ -2,6 +2,7 @@
 // with a key it holds (the sealed-file keyring, the KMS-sealed keyring, `kms:` secrets).
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { concatBytes } from '../util/bytes.ts';
+import { decipherWhole } from './decipher-whole.ts';
 
 const TAG = 16;
 
@@ -18,7 +19,7 @@ export function gcmOpen(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, sealed
     const d = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG });
     d.setAAD(aad);
     d.setAuthTag(sealed.subarray(sealed.length - TAG));
-    return Buffer.concat([d.update(sealed.subarray(0, sealed.length - TAG)), d.final()]);
+    return decipherWhole(d, sealed.subarray(0, sealed.length - TAG));
   } catch {
     return null;
   }

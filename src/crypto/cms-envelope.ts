@@ -4,6 +4,7 @@
 // BER walker rather than a DER parser (KMS.md §2.4/§2.5). Only the shape KMS sends is accepted.
 import { constants, createDecipheriv, privateDecrypt, type KeyObject } from 'node:crypto';
 import { concatBytes } from '../util/bytes.ts';
+import { decipherWhole } from './decipher-whole.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 
 interface Tlv {
@@ -186,7 +187,7 @@ export function openRecipientEnvelope(cms: Uint8Array, privateKey: KeyObject): B
     if (cek.length !== 32) throw bad(`content key: expected 32 bytes, found ${cek.length}`);
     const d = createDecipheriv('aes-256-cbc', cek, iv);
     try {
-      return Buffer.concat([d.update(ciphertext), d.final()]);
+      return decipherWhole(d, ciphertext);
     } catch {
       throw bad('the content does not decrypt (bad padding)');
     }
