@@ -24,7 +24,7 @@ import type { AnswerTarget } from './data-response.ts';
 import { OneShotAnswer } from './one-shot-answer.ts';
 import { BufferBody, FastRequest, parseSimpleRequest } from './simple-request.ts';
 import { KeepAliveConnection, KeepAliveSweep } from './keep-alive-connection.ts';
-import type { AttachedConnection, KeepAliveHandlers } from './keep-alive-connection.ts';
+import type { AttachedConnection, KeepAliveHandlers, KeepAliveLimits } from './keep-alive-connection.ts';
 import type { DataConnectionHandlers } from './data-connection.ts';
 import { ServerConnection } from './server-connection.ts';
 import type { Stage } from './exchange.ts';
@@ -84,6 +84,12 @@ export interface HttpModeOptions {
   headersTimeoutMs?: number;
   /** Idle time after which a keep-alive stream is closed (default 60 s). */
   keepAliveTimeoutMs?: number;
+  /**
+   * Lingering close of a TLS ingress connection after its last answer (src/transport/lingering-close.ts): closed
+   * once no client byte came for `lingerTimeoutMs` (default 5 s), at most `lingerTimeMs` (default 30 s) after it.
+   */
+  lingerTimeoutMs?: number;
+  lingerTimeMs?: number;
   /** Largest request head (default 16 KiB) → 431. */
   maxHeaderBytes?: number;
   /**
@@ -523,7 +529,14 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
 
   /** Connections relayed from the keep-alive fast path to the http.Server, by the server's end of the pair. */
   const relays = new WeakMap<object, KeepAliveConnection>();
-  const keepAliveLimits = { maxHeaderBytes, headersTimeoutMs, keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000, sendTimeoutMs: upstreamTimeoutMs };
+  const keepAliveLimits: KeepAliveLimits = {
+    maxHeaderBytes,
+    headersTimeoutMs,
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? 60_000,
+    sendTimeoutMs: upstreamTimeoutMs,
+    lingerTimeoutMs: opts.lingerTimeoutMs,
+    lingerTimeMs: opts.lingerTimeMs,
+  };
   const sweep = new KeepAliveSweep(keepAliveLimits);
   let keepAliveFastPathRequests = 0;
   /** The keep-alive fast path (keep-alive-connection.ts): the same stages as the 'request' handler. */

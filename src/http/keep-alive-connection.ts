@@ -26,7 +26,9 @@
 // while its answer is pending is noticed, and the app request aborted). drain(): no more requests; what is in flight is answered (the last
 // response says `Connection: close` unless its head was already built while an earlier one was still being
 // sent: then it keeps its keep-alive head, and the close after it is what tells the client), then the
-// connection closes.
+// connection closes. Every close after a last answer (the fast path's or the http.Server's) lingers: the client's
+// further bytes are read and dropped until its FIN or a bound, so that they do not reset the answer's tail away
+// (src/transport/lingering-close.ts).
 import type { Duplex } from 'node:stream';
 import type { ForwardContext } from '../responder/forwarder.ts';
 import type { PairEnd } from './duplex-pair.ts';
@@ -35,6 +37,7 @@ import { connectionTokens } from './headers.ts';
 import { KeepAliveResponse, type ResponseQueue } from './keep-alive-response.ts';
 import { HEAD_END, parseSimpleHead, type SimpleHead } from './simple-request.ts';
 import { recordAbandonedRequests, type AbandonedSummary } from './abandoned-records.ts';
+import { closeLingering, DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
 
 /** Largest request body the fast path buffers; a larger declared body goes to the http.Server (streamed). */
 export const MAX_FAST_BODY = 64 * 1024;
@@ -70,6 +73,10 @@ export interface KeepAliveLimits {
   keepAliveTimeoutMs: number;
   /** Longest time no response byte leaves a full socket (the client stopped reading) → the connection is cut. */
   sendTimeoutMs: number;
+  /** Lingering close (lingering-close.ts): no client byte for this long → closed (default 5 s). */
+  lingerTimeoutMs?: number;
+  /** Lingering close: closed this long after the last answer went out at the latest (default 30 s). */
+  lingerTimeMs?: number;
 }
 
 /** What the connection's owner (the TLS ingress) may ask of it. */
@@ -490,17 +497,18 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     const socket = this.socket;
     if (socket.destroyed || this.#socketClosing) return;
     this.#socketClosing = true;
-    // As net.Socket#destroySoon: end (TLS close_notify, FIN) once everything written is flushed, then destroy —
-    // or after the keep-alive time when the client does not read what is left (it must not hold the slot).
-    if (socket.writable) socket.end();
-    if (socket.writableFinished) {
-      socket.destroy();
-      return;
-    }
-    const cut = setTimeout(() => socket.destroy(), this.#limits.keepAliveTimeoutMs);
-    cut.unref();
-    socket.once('finish', () => socket.destroy());
-    socket.once('close', () => clearTimeout(cut));
+    // What the client sends from now on is dropped (lingering-close.ts), neither parsed nor relayed.
+    socket.off('data', this.#onData);
+    if (this.#relay !== null) socket.unpipe(this.#relay);
+    this.#readingPaused = false;
+    // End (TLS close_notify, FIN) once everything written is flushed — cut after the keep-alive time when the
+    // client does not read what is left (it must not hold the slot) — then linger until the client's FIN.
+    const limits = this.#limits;
+    closeLingering(socket, {
+      flushTimeoutMs: limits.keepAliveTimeoutMs,
+      lingerTimeoutMs: limits.lingerTimeoutMs ?? DEFAULT_LINGER_TIMEOUT_MS,
+      lingerTimeMs: limits.lingerTimeMs ?? DEFAULT_LINGER_TIME_MS,
+    });
   }
 
   #ended(): void {

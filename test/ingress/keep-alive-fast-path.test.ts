@@ -348,7 +348,8 @@ describe('connections handed to the http.Server: how they end', () => {
   });
 
   it('a half-open client does not keep a relayed connection once the server side is done (HTTP/1.0, a 400)', async () => {
-    const stack = await startStack({ keepAliveTimeoutMs: 60_000, headersTimeoutMs: 60_000 });
+    // Closed once the linger after the last answer is over (the clients send nothing more).
+    const stack = await startStack({ keepAliveTimeoutMs: 60_000, headersTimeoutMs: 60_000, lingerTimeoutMs: 200 });
     try {
       expect((await exchangeAll(stack.port, 'GET /h10 HTTP/1.0\r\nHost: localhost\r\n\r\n', false)).split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
       expect((await exchangeAll(stack.port, 'GET /bad HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n', false)).split('\r\n')[0]).toBe('HTTP/1.1 400 Bad Request');
