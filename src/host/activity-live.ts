@@ -15,8 +15,8 @@ interface Client {
 }
 
 export interface LiveTail {
-  /** Takes over the response: headers, then events until the page goes away. */
-  attach(res: ServerResponse): void;
+  /** Takes over the response: headers (`headers` beside the event stream's own), then events until the page goes away. */
+  attach(res: ServerResponse, headers?: Readonly<Record<string, string>>): void;
   publish(rows: ActivitySummary[]): void;
   readonly clients: number;
   /** Batches not sent to some page because its connection was backed up. */
@@ -33,8 +33,9 @@ export function createLiveTail(): LiveTail {
   keepalive.unref();
 
   return {
-    attach(res) {
+    attach(res, headers = {}) {
       res.writeHead(200, {
+        ...headers,
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-store',
         connection: 'keep-alive',

@@ -57,6 +57,17 @@ export interface ActivityServer {
 export const CONTENT_SECURITY_POLICY =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/** On every answer, the live tail's included: no sniffing, no framing, no loading by another origin. */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': CONTENT_SECURITY_POLICY,
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+  'cache-control': 'no-store',
+};
+
 const PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -176,13 +187,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     res.writeHead(status, {
       'content-type': type,
       'content-length': String(Buffer.byteLength(body)),
-      'content-security-policy': CONTENT_SECURITY_POLICY,
-      'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
-      'x-frame-options': 'DENY',
-      'cross-origin-opener-policy': 'same-origin',
-      'cross-origin-resource-policy': 'same-origin',
-      'cache-control': 'no-store',
+      ...SECURITY_HEADERS,
       ...extra,
     });
     res.end(body);
@@ -256,7 +261,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     }
     if (p === '/api/ops') return json(res, 200, await fetchOps(typeof opts.ops === 'function' ? opts.ops() : (opts.ops ?? null)));
     if (p === '/api/live') {
-      opts.live.attach(res);
+      opts.live.attach(res, SECURITY_HEADERS);
       return;
     }
     return fail(res, 404, 'NOT_FOUND', 'no such endpoint');
