@@ -12,6 +12,7 @@
         "src/clock.c",
         "src/process.c",
         "src/origdst.c",
+        "src/tcpqueue.c",
         "src/splice.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

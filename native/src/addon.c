@@ -136,6 +136,7 @@ static napi_value init(napi_env env, napi_value exports) {
   EN_CALL(env, en_clock_init(env, exports), NULL);
   EN_CALL(env, en_process_init(env, exports), NULL);
   EN_CALL(env, en_origdst_init(env, exports), NULL);
+  EN_CALL(env, en_tcpqueue_init(env, exports), NULL);
   EN_CALL(env, en_splice_init(env, exports), NULL);
   return exports;
 }

@@ -64,6 +64,7 @@ napi_status en_aead_init(napi_env env, napi_value exports);
 napi_status en_clock_init(napi_env env, napi_value exports);
 napi_status en_process_init(napi_env env, napi_value exports);
 napi_status en_origdst_init(napi_env env, napi_value exports);
+napi_status en_tcpqueue_init(napi_env env, napi_value exports);
 napi_status en_splice_init(napi_env env, napi_value exports);
 
 napi_status en_set_fn(napi_env env, napi_value obj, const char* name, napi_callback cb);
