@@ -5,10 +5,13 @@
 //
 // The stall watch: while that budget keeps the session from reading, nothing else the client does is seen (not
 // even its leaving), so the wait must end. Every quarter of writeStallTimeoutMs the watch looks at each stream's
-// progress (AppStream.appIdleMs); a stream whose app has taken none of its queued bytes for writeStallTimeoutMs
-// is reset — `Error{id, appStallText}` to the client, its app connection destroyed, its slot and queue released —
-// and the session reads on. An app that reads slowly keeps its stream: any byte taken starts the count over. Nor
-// does the watch count while the session holds its apps' output (pauseApps): then the app may be waiting on us.
+// progress (AppStream.appIdleMs; the first look, a quarter after the session stopped, starts the count); a stream
+// whose app has taken none of its queued bytes for writeStallTimeoutMs is reset — `Error{id, appStallText}` to the
+// client, its app connection destroyed, its slot and queue released — and the session reads on. An app that reads
+// slowly keeps its stream: any byte taken starts the count over (counted to the byte from the kernel's queues with
+// the native addon, app-progress.ts; a look costs a few syscalls per stream, so none is taken when the session
+// stops, which a fast app makes it do often). Nor does the watch count while the session holds its apps' output
+// (pauseApps): then the app may be waiting on us.
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { forwardErrorMessage } from './error-text.ts';
@@ -115,8 +118,7 @@ export class SessionStreams implements StreamOwner {
 
   #startWatch(): void {
     this.#watching = true;
-    for (const s of this.#streams.values()) s.forgetLooks();
-    this.#look(performance.now());
+    for (const s of this.#streams.values()) s.forgetLooks(); // the first tick's look starts the count
     if (this.#stallTimer === null) this.#stallTimer = setTimeout(this.#onStallTick, this.#tickMs());
     else this.#stallTimer.refresh();
   }

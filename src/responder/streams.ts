@@ -15,6 +15,7 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
+import { appBytesRead } from './app-progress.ts';
 
 /** Largest StreamData payload we send on an int-array stream (WIRE.md §5: what the compat client expects, ≤ 16 KiB). */
 export const STREAM_CHUNK = 16 * 1024;
@@ -40,9 +41,10 @@ function ownBytes(bytes: Uint8Array): Uint8Array {
 }
 
 /**
- * Bytes a socket's handle has yet to write of the write in progress (0 for anything but a socket). A socket reports a
- * write done only once all of it went out, and after a stall its whole queue goes out as one write (writev), so a
- * slow reader's progress shows only here: libuv writes such a write a piece at a time as the reader takes bytes.
+ * Bytes a socket's handle has yet to write of the write in progress (0 for anything but a socket): the fallback when
+ * appBytesRead cannot tell. A socket reports a write done only once all of it went out, and after a stall its whole
+ * queue goes out as one write (writev), so a slow reader's progress shows only here: libuv writes such a write a piece
+ * at a time as the kernel takes bytes — which it does in steps of its buffers (~1.4 MB on loopback), not byte by byte.
  * Node's own socket timeout reads it the same way (net.js, Socket.prototype._onTimeout).
  */
 function handleWriteQueue(app: Duplex): number {
@@ -91,8 +93,12 @@ export class AppStream {
   /** App bytes relayed to the client / client bytes written to the app (for logs). */
   bytesToClient = 0;
   bytesToApp = 0;
-  /** What appIdleMs saw of the app's progress at its last look, and when that last changed; #looked: marks are set. */
+  /**
+   * What appIdleMs saw of the app's progress at its last look, and when that last changed; #looked: a look started
+   * the count. #readMark: the most appBytesRead reported (null: it could not tell), else node's figures in the two marks.
+   */
   #looked = false;
+  #readMark: number | null = null;
   #doneMark = 0;
   #handleMark = 0;
   #tookAt = 0;
@@ -117,8 +123,8 @@ export class AppStream {
 
   /**
    * A look of the session's stall watch (session-streams.ts): ms since the app last took any of the bytes queued for
-   * it, as far as successive looks can tell (a change since the previous look counts as taken at `now`; the first look
-   * starts the count). 0 while nothing is queued toward a connected app: before the connect, the forwarder's own
+   * it, as far as successive looks can tell (a byte taken since the previous look counts as taken at `now`; the first
+   * look starts the count). 0 while nothing is queued toward a connected app: before the connect, the forwarder's own
    * timeouts bound the wait.
    */
   appIdleMs(now: number): number {
@@ -127,16 +133,34 @@ export class AppStream {
       this.#looked = false;
       return 0;
     }
-    const done = this.bytesToApp - app.writableLength; // written through: the writes the app's side reported done
-    const inHandle = handleWriteQueue(app);
-    if (!this.#looked || done !== this.#doneMark || inHandle !== this.#handleMark) {
+    const took = this.#tookSinceLastLook(app);
+    if (!this.#looked || took) {
       this.#looked = true;
-      this.#doneMark = done;
-      this.#handleMark = inHandle;
       this.#tookAt = now;
       return 0;
     }
     return now - this.#tookAt;
+  }
+
+  /**
+   * Whether the app took bytes since the previous look (marks updated). To the byte when appBytesRead can tell (it
+   * may read low, never high: only a count above the highest seen is progress); else from node's figures, which move
+   * only as the kernel takes more.
+   */
+  #tookSinceLastLook(app: Duplex): boolean {
+    const read = appBytesRead(app);
+    if (read !== null) {
+      const took = this.#readMark === null || read > this.#readMark;
+      if (took) this.#readMark = read;
+      return took;
+    }
+    this.#readMark = null;
+    const done = this.bytesToApp - app.writableLength; // written through: the writes the app's side reported done
+    const inHandle = handleWriteQueue(app);
+    const took = done !== this.#doneMark || inHandle !== this.#handleMark;
+    this.#doneMark = done;
+    this.#handleMark = inHandle;
+    return took;
   }
 
   /** The stall watch starts over (the session's reading stopped again): the next look starts the count. */

@@ -1,14 +1,16 @@
 // A stream whose app does not read: once the bytes queued toward it stop the session from reading its client, the
 // stream is reset after writeStallTimeoutMs without progress (the stall watch, session-streams.ts), so the session
 // reads on — a client that stayed keeps its session, one that left is noticed. An app that reads slowly is not cut.
-import type net from 'node:net';
+import net from 'node:net';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
+import type { Forwarder } from '../../src/responder/forwarder.ts';
 import type { Limits } from '../../src/responder/limits.ts';
 import { createRawForwarder } from '../../src/responder/raw-forwarder.ts';
 import { appStallText } from '../../src/responder/session-streams.ts';
 import { utf8 } from '../../src/util/bytes.ts';
 import type { ServerMessage } from '../../src/wire/messages.ts';
+import { available } from '../native/helpers.ts';
 import { bytesOf, connectClient, recording, startApp, startTestAgent, testSimulator, waitFor, type Agent, type TestClient } from './helpers.ts';
 
 let sim: NsmSimulator;
@@ -202,4 +204,80 @@ describe('a stream whose app reads slowly but steadily', () => {
       await app.close();
     }
   }, 90_000);
+});
+
+/**
+ * A forwarder whose app reads `perTick` bytes every `tickMs`, each read taking at most `perTick` bytes from its
+ * socket (the app is the connecting side here, so that `onread` can give it a small buffer): the app's kernel socket
+ * really empties at that pace, not 64 KiB at a time. `sockets`: the agent's ends.
+ */
+async function trickleAppForwarder(perTick: number, tickMs: number): Promise<Forwarder & { sockets: net.Socket[]; received(): number; close(): Promise<void> }> {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
+  const { port } = server.address() as net.AddressInfo;
+  const sockets: net.Socket[] = [];
+  const apps: net.Socket[] = [];
+  let received = 0;
+  return {
+    sockets,
+    received: () => received,
+    async connect() {
+      const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+      let allowance = perTick;
+      const app = net.connect({
+        host: '127.0.0.1',
+        port,
+        onread: {
+          buffer: Buffer.alloc(perTick),
+          callback: (n: number) => {
+            received += n;
+            allowance -= n;
+            return allowance > 0; // false pauses the app until its next tick
+          },
+        },
+      });
+      app.on('error', () => {});
+      const ticker = setInterval(() => {
+        allowance = perTick;
+        app.resume();
+      }, tickMs);
+      app.on('close', () => clearInterval(ticker));
+      apps.push(app);
+      const s = await accepted;
+      sockets.push(s);
+      return s;
+    },
+    close() {
+      for (const a of apps) a.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve())); // called twice (the agent closes it too): fine
+    },
+  };
+}
+
+// Exact progress needs the addon (app-progress.ts): without it the watch sees a trickling app's progress only when the
+// kernel takes more of the queue, in steps of the loopback buffers (~1.4 MB), and such an app looks stalled.
+describe.skipIf(!available)('a stream whose app reads a trickle, steadily', () => {
+  it('is not reset while its app takes bytes, over several stall timeouts', async () => {
+    // ~8 KB/s, 800 bytes a read; the session stops reading at 64 KiB queued and stays stopped (the kernel's buffers
+    // toward the app take more only after ~1.4 MB were read).
+    const limits = { maxStreamQueuedBytes: 64 * 1024, maxSessionQueuedBytes: 256 * 1024, writeStallTimeoutMs: 1000 };
+    const fw = await trickleAppForwarder(800, 100);
+    const agent = await startTestAgent({ nsm: sim, channel: 'public', forwarder: fw, limits });
+    const client = await connectClient(agent.port);
+    try {
+      client.send({ type: 'OpenStream', id: 1, payload: new Uint8Array(0) }, 'bstr');
+      sendBytes(client, 1, 16 << 20);
+      await waitingOnApp(agent, () => fw.sockets[0], limits);
+      // 32 KB more read by the app: about 4 s, four stall timeouts; a reset ends the wait early (and the test).
+      const target = fw.received() + 32 * 1024;
+      await waitFor(() => fw.received() >= target || agent.responder.counters.streamStalls > 0, 30_000, 'the app to read 32 KB');
+      expect(agent.responder.counters.streamStalls).toBe(0);
+      expect(fw.sockets[0]!.destroyed).toBe(false);
+      expect(agent.sockets[0]!.isPaused()).toBe(true); // the premise: the session waited on this app all along
+    } finally {
+      client.close();
+      await agent.close();
+      await fw.close();
+    }
+  }, 60_000);
 });
