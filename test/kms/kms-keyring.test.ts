@@ -95,6 +95,16 @@ describe('KMS keyring source', () => {
     }
   });
 
+  it('an answer with the data key in Plaintext (no CiphertextForRecipient) is refused, never used', async () => {
+    // Who answers so has the data key (or chose it): only the envelope to this enclave's own RSA key is taken.
+    kms.plaintextForRecipient = true;
+    try {
+      await expect(source().load()).rejects.toMatchObject({ code: 'KMS_BAD_ENVELOPE', message: expect.stringContaining('without CiphertextForRecipient') });
+    } finally {
+      kms.plaintextForRecipient = false;
+    }
+  });
+
   it('a tampered sealed file fails with KMS_BAD_SEALED_FILE (keyring bytes, public keys) or KMS refuses (blob)', async () => {
     const j = JSON.parse(readFileSync(sealedFile, 'utf8')) as Record<string, unknown> & { keyring: string; publicKeys: { p256: string } };
     const flip = (b64: string) => {

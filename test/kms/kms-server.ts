@@ -77,6 +77,8 @@ export class KmsTestServer {
   readonly calls: KmsCall[] = [];
   /** Flip a byte of the next envelopes' encrypted content (tests of a bad envelope). */
   tamperEnvelope = false;
+  /** Answer an attested Decrypt as a hostile host would like: the data key in Plaintext, no envelope. */
+  plaintextForRecipient = false;
   port = 0;
   readonly #keys = new Map<string, { material: Buffer; policy: KeyPolicy }>();
   readonly #opts: KmsTestServerOptions;
@@ -245,7 +247,7 @@ export class KmsTestServer {
       pcrs = new Map([0, 1, 2, 3, 4, 8].map((i) => [i, pcrHex(doc, i) ?? '']));
     }
     this.#authorize(key.policy, 'kms:Decrypt', pcrs);
-    if (spki === null) return { KeyId: arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', Plaintext: plaintext.toString('base64') };
+    if (spki === null || this.plaintextForRecipient) return { KeyId: arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', Plaintext: plaintext.toString('base64') };
     const envelope = opensslRecipientEnvelope(spki, plaintext, 'ber');
     if (this.tamperEnvelope) envelope[envelope.length - 10]! ^= 0x01;
     return { KeyId: arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', CiphertextForRecipient: Buffer.from(envelope).toString('base64') };
