@@ -1,15 +1,20 @@
 /**
  * `enclave-agent fetch <url> <path> [-X M] [-d BODY] [-H 'N: v']... --pcrs FILE|--pcr0.. [--root PEM] [--debug]`:
  * curl through the attested channel. Connects to the bridge, verifies the enclave's attestation (chain to the
- * root, nonce = handshake hash, pinned PCRs) before sending anything, sends one request and prints the
- * response body. Exit 0 on any HTTP answer (22 with --fail on ≥ 400), 1 on attestation or connection failure
- * with one line naming the reason (e.g. ATTESTATION_PCR_MISMATCH), 2 on bad usage.
+ * root, nonce = handshake hash, pinned PCRs) before sending anything, sends one request and streams the
+ * response body to stdout byte for byte (--json holds it, up to JSON_BODY_MAX_BYTES). Exit 0 on any HTTP
+ * answer (22 with --fail on ≥ 400), 1 on attestation or connection failure with one line naming the reason
+ * (e.g. ATTESTATION_PCR_MISMATCH), 2 on bad usage.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { PcrPins } from '../attestation/verify.ts';
 import { ClientError, connect, type Client } from '../client/node.ts';
 import { toHex } from '../util/bytes.ts';
 import { parsePins } from './attestation-inspect.ts';
+import { JSON_BODY_MAX_BYTES, readCappedBody } from './capped-body.ts';
 import { explainConnectFailure } from './connect-diagnosis.ts';
 import { intFlag, parseFlags, PIN_FLAGS, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
@@ -19,7 +24,8 @@ import { textShape } from '../util/text-shape.ts';
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
 
 Sends one HTTP request to the app inside the enclave through the attested, end-to-end encrypted channel
-(like curl), and prints the response body. Nothing is sent before the attestation verified.
+(like curl), and writes the response body to stdout as it arrives, byte for byte. Nothing is sent before the
+attestation verified.
 
   <url>   the host bridge, ws://host:port/ or wss://host:port/, or the enclave's attested TLS ingress,
           https://host:port/ (the document in its self-signed certificate is verified; system CAs play no part)
@@ -49,6 +55,8 @@ Output:
   -v, --verbose          Print the verified attestation (module, PCRs, features) to stderr.
   -f, --fail             Exit 22 when the status is 400 or more.
   --json                 One JSON line: {"status", "headers", "body", "attestation": {"moduleId", "pcrs", ...}}
+                         "body" is the body as UTF-8 text, held in memory: over ${JSON_BODY_MAX_BYTES / 1024 / 1024} MiB it fails with
+                         CLI_BODY_TOO_LARGE (exit 1; without --json the body streams, of any size).
 
 Exit status: 0 a response arrived, 1 attestation/connection/request failure (one line says why),
 2 usage error, 22 --fail and status ≥ 400.`;
@@ -139,6 +147,16 @@ export async function reportConnectError(command: string, url: string, err: unkn
   throw err;
 }
 
+/**
+ * Streams `body` into `out` with back-pressure, as is (never decoded: a binary body stays intact). The client
+ * holds at most maxBufferedBytes unread, so a slow reader of our stdout bounds us too (CLIENT_BUFFER_FULL).
+ */
+async function writeBody(body: ReadableStream<Uint8Array>, out: Writable): Promise<void> {
+  // end: false keeps process.stdout open; it also resolves before `out` wrote what it queued, hence the last write.
+  await pipeline(Readable.fromWeb(body as NodeReadableStream<Uint8Array>), out, { end: false });
+  await new Promise<void>((resolve, reject) => out.write(new Uint8Array(0), (err) => (err ? reject(err) : resolve())));
+}
+
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
@@ -186,8 +204,8 @@ export const command: CliCommand = {
         for (const [k, v] of headers) io.err(`> ${k}: ${v}`);
       }
       const res = await client.fetch(reqPath, { method, headers, ...(body === undefined ? {} : { body }), timeoutMs });
-      const text = await res.text();
       if (values.json) {
+        const text = new TextDecoder().decode(await readCappedBody(res.body, JSON_BODY_MAX_BYTES, '--json'));
         const h: Record<string, string> = {};
         res.headers.forEach((v, k) => (h[k] = v));
         io.out(JSON.stringify({ status: res.status, headers: h, body: text, attestation: summary }));
@@ -198,7 +216,7 @@ export const command: CliCommand = {
           if (values.include) io.out(head.join('\n') + '\n');
           else for (const line of head) io.err(`< ${line}`);
         }
-        if (text.length > 0) io.out(text.endsWith('\n') ? text.slice(0, -1) : text);
+        if (res.body !== null) await writeBody(res.body, io.rawOut ?? process.stdout);
       }
       return values.fail && res.status >= 400 ? 22 : 0;
     } finally {

@@ -1,6 +1,10 @@
+import type { Writable } from 'node:stream';
+
 export interface CliIo {
   out: (line: string) => void;
   err: (line: string) => void;
+  /** Where bytes go as they are (a response body), with back-pressure. Default process.stdout. */
+  rawOut?: Writable;
   /** Reads all of standard input (for `-` arguments). */
   stdin: () => Promise<Uint8Array>;
 }

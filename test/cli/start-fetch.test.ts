@@ -184,7 +184,7 @@ describe("start with the user's own app", () => {
       // And that line works: it reaches the user's app.
       const words = tryLine.trim().split(/\s+/);
       const r = await runBin(words.slice(2, words.indexOf('(your')), { cwd: process.cwd() });
-      expect(r.stdout).toBe('ok\n');
+      expect(r.stdout).toBe('ok'); // the body as the app sent it (fetch adds no newline, like curl)
     } finally {
       own.child.kill('SIGKILL');
       await own.exited;

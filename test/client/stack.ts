@@ -37,17 +37,21 @@ export interface TestApp {
   readonly requests: number;
   /** Raw header lists of the requests, in arrival order. */
   readonly seen: { method: string; url: string; rawHeaders: string[] }[];
+  /** Lets every GET /gated waiting now send its second half. */
+  openGate(): void;
   close(): Promise<void>;
 }
 
 /**
  * Routes: GET /hello → "hello"; POST|PUT /echo → the body back (same Content-Type); POST /json → {"got": body};
  * GET /big?n=N → N pattern bytes (Content-Length, written in 64 KiB pieces); GET /chunked?n=N → N pattern bytes
- * chunked; GET /slow?ms=M → "slow" after M ms; GET /headers → the raw request headers as JSON; GET /empty → 204;
+ * chunked; GET /gated?n=N → the first half of N pattern bytes (Content-Length), the rest after openGate();
+ * GET /slow?ms=M → "slow" after M ms; GET /headers → the raw request headers as JSON; GET /empty → 204;
  * /ws → WebSocket echo (upgrade).
  */
 export async function startTestApp(): Promise<TestApp> {
   let requests = 0;
+  const gated: (() => void)[] = [];
   const seen: TestApp['seen'] = [];
   const server = http.createServer((req, res) => {
     requests++;
@@ -100,6 +104,15 @@ export async function startTestApp(): Promise<TestApp> {
           pump();
           return;
         }
+        case '/gated': {
+          const n = Number(url.searchParams.get('n') ?? '0');
+          const half = Math.floor(n / 2);
+          res.setHeader('content-length', String(n));
+          res.setHeader('content-type', 'application/octet-stream');
+          res.write(Buffer.from(patternBytes(half)));
+          gated.push(() => res.end(Buffer.from(patternBytes(n - half, half))));
+          return;
+        }
         case '/slow':
           setTimeout(() => res.end('slow'), Number(url.searchParams.get('ms') ?? '100'));
           return;
@@ -141,6 +154,9 @@ export async function startTestApp(): Promise<TestApp> {
       return requests;
     },
     seen,
+    openGate() {
+      for (const send of gated.splice(0)) send();
+    },
     async close() {
       for (const c of wss.clients) c.terminate();
       server.closeAllConnections();
