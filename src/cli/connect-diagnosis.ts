@@ -7,6 +7,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import { textShape } from '../util/text-shape.ts';
 
 export interface DiagnosisOptions {
   /** Each step's budget. Default 5 s. */
@@ -86,7 +87,7 @@ export async function explainConnectFailure(url: string, opts: DiagnosisOptions 
   try {
     u = new URL(url);
   } catch {
-    return `"${url}" is not a URL`;
+    return `the URL (${textShape(url)}) does not parse`; // never quoted: it may carry user:pass@
   }
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   const port = u.port === '' ? (u.protocol === 'wss:' ? 443 : 80) : Number(u.port);

@@ -150,11 +150,19 @@ export async function reportConnectError(command: string, url: string, err: unkn
 /**
  * Streams `body` into `out` with back-pressure, as is (never decoded: a binary body stays intact). The client
  * holds at most maxBufferedBytes unread, so a slow reader of our stdout bounds us too (CLIENT_BUFFER_FULL).
+ * False when stdout was closed under it (EPIPE).
  */
-async function writeBody(body: ReadableStream<Uint8Array>, out: Writable): Promise<void> {
-  // end: false keeps process.stdout open; it also resolves before `out` wrote what it queued, hence the last write.
-  await pipeline(Readable.fromWeb(body as NodeReadableStream<Uint8Array>), out, { end: false });
-  await new Promise<void>((resolve, reject) => out.write(new Uint8Array(0), (err) => (err ? reject(err) : resolve())));
+async function writeBody(body: ReadableStream<Uint8Array>, out: Writable): Promise<boolean> {
+  try {
+    // end: false keeps process.stdout open; it also resolves before `out` wrote what it queued, hence the last write.
+    await pipeline(Readable.fromWeb(body as NodeReadableStream<Uint8Array>), out, { end: false });
+    await new Promise<void>((resolve, reject) => out.write(new Uint8Array(0), (err) => (err ? reject(err) : resolve())));
+    return true;
+  } catch (err) {
+    // `fetch … | head -c 10`: the reader left; that ends the command, it is not a failure of ours to report.
+    if ((err as { code?: string }).code === 'EPIPE') return false;
+    throw err;
+  }
 }
 
 export const command: CliCommand = {
@@ -178,7 +186,7 @@ export const command: CliCommand = {
     );
     if (positionals.length !== 2) throw new CliUsageError(`expected <url> <path>, found ${positionals.length} argument${positionals.length === 1 ? '' : 's'}`);
     const [url, reqPath] = positionals as [string, string];
-    if (!/^(wss?|https):\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
+    if (!/^(wss?|https):\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found ${textShape(url)}`); // a URL may carry user:pass@
     if (values.nonce && !/^https:/i.test(url)) throw new CliUsageError('--nonce applies to https:// only (the Noise channel binds its own handshake hash)');
     if (!reqPath.startsWith('/')) throw new CliUsageError(`<path> must start with "/", found ${textShape(reqPath)}`); // a path may hold a token
     const pins = pinsFromFlags(values);
@@ -216,7 +224,10 @@ export const command: CliCommand = {
           if (values.include) io.out(head.join('\n') + '\n');
           else for (const line of head) io.err(`< ${line}`);
         }
-        if (res.body !== null) await writeBody(res.body, io.rawOut ?? process.stdout);
+        if (res.body !== null && !(await writeBody(res.body, io.rawOut ?? process.stdout))) {
+          io.err('enclave-agent fetch: stdout was closed before the whole body was written (EPIPE)');
+          return 23; // curl's "write error"
+        }
       }
       return values.fail && res.status >= 400 ? 22 : 0;
     } finally {

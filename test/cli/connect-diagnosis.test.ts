@@ -44,6 +44,12 @@ afterAll(async () => {
 });
 
 describe('explainConnectFailure', () => {
+  it('a URL that does not parse is described, never quoted (it may carry user:pass@)', async () => {
+    const said = await explainConnectFailure('wss://alice:hunter2@[bad/');
+    expect(said).toMatch(/does not parse/);
+    expect(said).not.toMatch(/hunter2|alice/);
+  });
+
   it('a name that does not resolve: the DNS failure', async () => {
     const lookup = (): Promise<never> => Promise.reject(Object.assign(new Error('getaddrinfo ENOTFOUND bridge.invalid'), { code: 'ENOTFOUND' }));
     expect(await explainConnectFailure('ws://bridge.invalid:8443/', { lookup })).toBe('DNS lookup of "bridge.invalid" failed (ENOTFOUND)');

@@ -88,3 +88,27 @@ describe('enclave-agent fetch --json holds the body up to its cap', () => {
     expect(r.err).toEqual([`enclave-agent fetch: CLI_BODY_TOO_LARGE: --json: the response body is over ${JSON_BODY_MAX_BYTES} bytes, the most held in memory; the rest was not read`]);
   });
 });
+
+describe('enclave-agent fetch and its stdout', () => {
+  it('a reader that leaves (EPIPE, as `| head -c 10`) ends the command with 23 and one line, no stack', async () => {
+    let written = 0;
+    const closed = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        written += chunk.length;
+        cb(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+      },
+    });
+    const r = await fetchCli(['/hello'], closed);
+    expect(written).toBeGreaterThan(0);
+    expect(r.code).toBe(23);
+    expect(r.err).toEqual(['enclave-agent fetch: stdout was closed before the whole body was written (EPIPE)']);
+  });
+
+  it('a <url> it refuses is described, never quoted (it may carry user:pass@)', async () => {
+    const err: string[] = [];
+    const code = await runCli(['fetch', 'ftp://alice:hunter2@example.com/', '/'], { out: () => {}, err: (l) => err.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
+    expect(code).toBe(2);
+    expect(err.join('\n')).toMatch(/must be ws:\/\/ or wss:\/\//);
+    expect(err.join('\n')).not.toMatch(/hunter2|alice/);
+  });
+});
