@@ -1,12 +1,16 @@
 // The agent's Prometheus metrics (prom-client), served on the ops port (ops-server.ts). On the request path
 // only plain numbers move: a counter is a `Tally` bound once to its labels and incremented in place; prom-client
 // reads the tallies when scraped (each metric's collect()). The request-duration histogram is a TallyHistogram
-// (a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
+// (tally-histogram.ts: a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { AbandonedSummary } from '../http/abandoned-records.ts';
 import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
+import { TallyHistogram, type HistogramTally } from './tally-histogram.ts';
 import { readThreadHeap, registerThreadHeapMetrics, THREAD_HEAP_METRICS, type ThreadHeap } from './thread-heap.ts';
+import { measureLag, registerThreadLoopMetrics, THREAD_LOOP_METRICS, threadLoopMonitor, type ThreadLoop } from './thread-loop.ts';
+
+export { bucketIndex } from './tally-histogram.ts';
 
 /** One counter value, bound to its labels once; the hot path does `tally.n++`. */
 export interface Tally {
@@ -39,69 +43,6 @@ class TallyCounter<L extends string> {
       this.#children.set(key, c);
     }
     return c.tally;
-  }
-}
-
-/** The bucket `v` falls in: the first bound it does not exceed, or bounds.length above the last. */
-export function bucketIndex(bounds: ArrayLike<number>, v: number): number {
-  let i = 0;
-  while (i < bounds.length && v > bounds[i]!) i++;
-  return i;
-}
-
-/**
- * An unlabelled histogram observed with a bucket scan and three additions (prom-client's Histogram.observe
- * validates and hashes labels on every call: ~0.7 µs here, against ~0.1 µs of the whole request-path hook).
- * Registered as a prom-client metric: get() gives the same series prom-client's own histogram would.
- */
-class TallyHistogram {
-  readonly type = 'histogram';
-  readonly aggregator = 'sum';
-  readonly #bounds: Float64Array;
-  readonly #counts: Float64Array;
-  #sum = 0;
-  #count = 0;
-
-  constructor(
-    registry: Registry,
-    readonly name: string,
-    readonly help: string,
-    buckets: readonly number[],
-  ) {
-    this.#bounds = Float64Array.from(buckets);
-    this.#counts = new Float64Array(buckets.length);
-    registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
-  }
-
-  observe(v: number): void {
-    const i = bucketIndex(this.#bounds, v);
-    if (i < this.#bounds.length) this.#counts[i]!++;
-    this.#sum += v;
-    this.#count++;
-  }
-
-  /** Adds observations made elsewhere: `counts` per bucket, then above the last (not cumulative), and their sum. */
-  add(counts: readonly number[], sum: number): void {
-    let n = 0;
-    for (let i = 0; i < counts.length; i++) {
-      if (i < this.#counts.length) this.#counts[i]! += counts[i]!;
-      n += counts[i]!;
-    }
-    this.#sum += sum;
-    this.#count += n;
-  }
-
-  get(): { name: string; help: string; type: string; aggregator: string; values: { metricName: string; labels: Record<string, string | number>; value: number }[] } {
-    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
-    let cumulative = 0;
-    for (let i = 0; i < this.#bounds.length; i++) {
-      cumulative += this.#counts[i]!;
-      values.push({ metricName: `${this.name}_bucket`, labels: { le: this.#bounds[i]! }, value: cumulative });
-    }
-    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: this.#count });
-    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.#sum });
-    values.push({ metricName: `${this.name}_count`, labels: {}, value: this.#count });
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
 }
 
@@ -220,7 +161,7 @@ export function statusIndex(status: number): number {
 export interface AgentMetricsOptions {
   mode: 'http' | 'raw';
   version: string;
-  /** Node's process metrics (event-loop lag, heap, RSS, GC; the heap by thread: thread-heap.ts). Default true. */
+  /** Node's process metrics (event-loop lag, heap, RSS, GC; heap, loop and GC by thread: thread-heap.ts, thread-loop.ts). Default true. */
   processMetrics?: boolean;
 }
 
@@ -241,7 +182,7 @@ export class AgentMetrics {
   readonly #decryptOk: Tally;
   readonly #decryptFailed: Tally;
   readonly #decryptRefused: Tally;
-  readonly #duration: TallyHistogram;
+  readonly #duration: HistogramTally;
   readonly #api: TallyCounter<'route' | 'status_class'>;
   readonly #egress: Record<EgressOutcome, Tally>;
   readonly #clockSamples: Record<ClockSampleResult, Tally>;
@@ -250,10 +191,16 @@ export class AgentMetrics {
   #drift: number | null = null;
   /** Each session worker's heap figures as it last reported them, by thread label (session-N). */
   readonly #threadHeaps = new Map<string, ThreadHeap>();
+  /** Each session worker's event loop and GC, by thread label: its latest report, as its metrics server reads it. */
+  readonly #threadLoops = new Map<string, () => ThreadLoop | undefined>();
+  /** Every thread's loop and GC, read once per scrape (metrics()): the main thread's delay sampling restarts at each read. */
+  #loops: (readonly [string, ThreadLoop])[] = [];
+  readonly #processMetrics: boolean;
 
   constructor(opts: AgentMetricsOptions) {
     const r = this.registry;
     const p = 'enclave_agent_';
+    this.#processMetrics = opts.processMetrics !== false;
     const sources = (): MetricSources => this.sources;
     new Gauge({ name: `${p}build_info`, help: 'Always 1; the agent version and mode as labels.', labelNames: ['version', 'mode'], registers: [r] }).set({ version: opts.version, mode: opts.mode }, 1);
     new Gauge({
@@ -332,7 +279,7 @@ export class AgentMetrics {
     const bytes = new TallyCounter(r, `${p}http_body_bytes_total`, 'HTTP mode: request body bytes from clients (in) and response body bytes to them (out).', ['direction']);
     this.#bytesIn = bytes.child({ direction: 'in' });
     this.#bytesOut = bytes.child({ direction: 'out' });
-    this.#duration = new TallyHistogram(r, `${p}request_duration_seconds`, 'HTTP mode: from the request head to the end of the response, for every request that ran (not the abandoned ones: requests_abandoned_total).', DURATION_BUCKETS);
+    this.#duration = new TallyHistogram(r, `${p}request_duration_seconds`, 'HTTP mode: from the request head to the end of the response, for every request that ran (not the abandoned ones: requests_abandoned_total).', DURATION_BUCKETS).child({});
     const decrypt = new TallyCounter(r, `${p}ev_decrypt_total`, 'ev: values in requests: decrypted (ok), one that did not decrypt (failed: 422, nothing forwarded), over the per-request cap (refused: 413).', ['result']);
     this.#decryptOk = decrypt.child({ result: 'ok' });
     this.#decryptFailed = decrypt.child({ result: 'failed' });
@@ -399,11 +346,13 @@ export class AgentMetrics {
     const egress = new TallyCounter(r, `${p}egress_decisions_total`, 'Outbound connections the egress policy decided, by outcome.', ['outcome']);
     this.#egress = { allowed: egress.child({ outcome: 'allowed' }), denied: egress.child({ outcome: 'denied' }), error: egress.child({ outcome: 'error' }), busy: egress.child({ outcome: 'busy' }) };
 
-    if (opts.processMetrics !== false) {
+    if (this.#processMetrics) {
       collectDefaultMetrics({ register: r });
-      for (const name of [...GAUGES_NAMED_TOTAL, ...THREAD_HEAP_METRICS]) r.removeSingleMetric(name);
+      for (const name of [...GAUGES_NAMED_TOTAL, ...THREAD_HEAP_METRICS, ...THREAD_LOOP_METRICS]) r.removeSingleMetric(name);
       const workers = this.#threadHeaps;
       registerThreadHeapMetrics(r, () => [['main', readThreadHeap()], ...workers]);
+      threadLoopMonitor();
+      registerThreadLoopMetrics(r, () => this.#loops);
     }
   }
 
@@ -448,9 +397,18 @@ export class AgentMetrics {
     this.#decryptOk.n += d.decrypt.ok;
     this.#decryptFailed.n += d.decrypt.failed;
     this.#decryptRefused.n += d.decrypt.refused;
-    this.#duration.add(d.duration.counts, d.duration.sum);
+    this.#duration.add(d.duration);
     for (const s of d.sessions) this.#sessions.child({ channel: s.channel, outcome: s.outcome }).n += s.n;
     for (const r of ['ok', 'failed', 'timeout'] as const) this.#handshakeByResult[r].n += d.handshakes[r];
+  }
+
+  /**
+   * Session worker `thread`'s event loop and GC (session-N): `read` gives them at each scrape (its latest report,
+   * the lag raised to how long an answer has been awaited: worker-services/metrics-proxy.ts); null: it has ended.
+   */
+  threadLoop(thread: string, read: (() => ThreadLoop | undefined) | null): void {
+    if (read === null) this.#threadLoops.delete(thread);
+    else this.#threadLoops.set(thread, read);
   }
 
   /** Session worker `thread`'s heap figures (session-N, its latest report); null: it has ended, its series go. */
@@ -485,7 +443,17 @@ export class AgentMetrics {
 
   /** The exposition text (Prometheus text format 0.0.4). */
   async metrics(): Promise<string> {
+    // The main thread's lag is measured while the session workers are asked for their figures.
+    const lag = this.#processMetrics ? measureLag() : undefined;
     await this.beforeScrape?.();
+    if (lag !== undefined) {
+      const loops: (readonly [string, ThreadLoop])[] = [['main', threadLoopMonitor().read(await lag)]];
+      for (const [thread, read] of this.#threadLoops) {
+        const t = read();
+        if (t !== undefined) loops.push([thread, t]);
+      }
+      this.#loops = loops;
+    }
     // Before rendering: handshakes_total is serialised before the gauge whose collect also syncs it.
     this.#syncRefused();
     return this.registry.metrics();

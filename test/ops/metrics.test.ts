@@ -60,7 +60,9 @@ describe('GET /metrics', () => {
     const text = await scrape();
     expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
     // Node's process metrics are there (and the *_total gauges promtool rejects are not).
-    expect(text).toMatch(/^nodejs_eventloop_lag_seconds /m);
+    // Event loop and GC by thread (ops/thread-loop.ts): with one thread, main's.
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds\{thread="main"\} /m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds\{thread="main"\} /m);
     expect(text).toMatch(/^process_resident_memory_bytes /m);
     expect(text).not.toMatch(/^nodejs_active_handles_total/m);
   });

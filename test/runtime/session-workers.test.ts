@@ -206,6 +206,23 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
       for (const t of threads) expect(lines.some((l) => l.startsWith(`${name}{`) && l.includes(`thread="${t}"`) && l.includes('space="old"')), `${name} ${t} old`).toBe(true);
     }
   }, 60_000);
+
+  it('shows every thread\'s event-loop lag under a `thread` label (main, session-N), promtool-clean', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers } });
+    const s = stack;
+    // Each worker's loop is its own: the main thread's figures alone would not show a stalled session thread.
+    const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
+    const text = await scrape(s);
+    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
+    const lines = text.split('\n');
+    for (const name of ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_max_seconds', 'nodejs_eventloop_lag_p99_seconds']) {
+      // Before: one unlabelled series (the main thread's).
+      const series = lines.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+      expect(series.map((l) => l.slice(0, l.lastIndexOf(' '))).sort(), name).toEqual(threads.map((t) => `${name}{thread="${t}"}`).sort());
+      for (const l of series) expect(Number(l.slice(l.lastIndexOf(' ') + 1)), l).toBeGreaterThanOrEqual(0);
+    }
+    expect(lines.some((l) => l.startsWith('nodejs_gc_duration_seconds_count{') && l.includes('thread="main"'))).toBe(true);
+  }, 60_000);
 });
 
 describe('[limits] workers: configuration', () => {

@@ -9,11 +9,16 @@
 // /metrics; what it sends later is still applied, nothing is lost). Durations are measured in the worker,
 // on the worker's clock (performance.now() is per thread). Each session's summary travels in the same
 // message, in order, to the main thread's onSessionClosed hook. A flush a scrape asks for also carries the
-// worker's V8 heap figures (its heap is its own: the main thread's default metrics cannot see it), shown under
-// the worker's `thread` label (ops/thread-heap.ts) until its port closes.
+// worker's V8 heap figures (its heap is its own: the main thread's default metrics cannot see it), its event-loop
+// delay and GC (its loop is its own too: ops/thread-loop.ts; the lag measured with a setImmediate when the flush
+// request arrives, as prom-client measures the main thread's), shown under the worker's `thread` label until its
+// port closes. A worker whose loop is stalled cannot answer: its lag then shows at least how long the oldest
+// flush request it has not answered has waited (a message not handled for that long means a loop held that long),
+// so a stalled session thread shows while it is stalled, not only once it is over.
 import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, countRequests, handshakeResult, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
 import { isThreadHeap, readThreadHeap, type ThreadHeap } from '../../ops/thread-heap.ts';
+import { isThreadLoop, mergeLoops, threadLoopMonitor, type ThreadLoop } from '../../ops/thread-loop.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
 
 /** What a worker posts: its delta (null when it counted nothing), the sessions that ended, and the flush request it answers. */
@@ -24,6 +29,8 @@ export interface WorkerMetricsBatch {
   ack?: number;
   /** The worker's heap figures, read when it answers a requestFlush (absent in periodic batches). */
   heap?: ThreadHeap;
+  /** The worker's event loop and GC, read when it answers a requestFlush (absent in periodic batches). */
+  loop?: ThreadLoop;
 }
 
 const STATUS_CLASSES = 6;
@@ -65,7 +72,10 @@ export class MetricsRecorder {
       service: 'metrics',
       notes: {
         flush: (seq) => {
-          if (typeof seq === 'number') this.#send(seq);
+          if (typeof seq !== 'number') return;
+          // The answer goes a setImmediate later: how long that took is this loop's lag (nodejs_eventloop_lag_seconds).
+          const asked = performance.now();
+          setImmediate(() => this.#send({ seq, lag: (performance.now() - asked) / 1000 }));
         },
       },
     });
@@ -73,6 +83,7 @@ export class MetricsRecorder {
       if (this.#dirty) this.#send();
     }, opts.intervalMs ?? 1_000);
     this.#timer.unref();
+    threadLoopMonitor(); // its GC counts start now
   }
 
   /** An HTTP exchange is over (AgentMetrics.observeExchange). */
@@ -154,11 +165,12 @@ export class MetricsRecorder {
     this.#rpc.close();
   }
 
-  #send(ack?: number): void {
+  #send(ack?: { seq: number; lag: number }): void {
     const batch = this.flush();
     if (ack !== undefined) {
-      batch.ack = ack;
+      batch.ack = ack.seq;
       batch.heap = readThreadHeap();
+      batch.loop = threadLoopMonitor().read(ack.lag);
     }
     this.#rpc.notify('batch', batch);
   }
@@ -201,15 +213,32 @@ function isDelta(v: unknown): v is MetricsDelta {
 
 const isSummary = (v: unknown): v is SessionSummary => typeof v === 'object' && v !== null && typeof (v as SessionSummary).channel === 'string' && typeof (v as SessionSummary).reason === 'string';
 
+/** Flush requests a worker has not answered whose posting times are kept (only the oldest counts). */
+const MAX_UNANSWERED = 64;
+
 /**
  * Main side: applies a worker's MetricsRecorder deltas to `metrics`, and hands `onSessionClosed` each
  * session summary the worker forwards, in the order its sessions ended. With `thread` (its label, session-N),
- * the worker's heap figures are shown under it until the port closes.
+ * the worker's heap figures, event loop and GC are shown under it until the port closes.
  */
 export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClosed?: (summary: SessionSummary) => void, thread?: string): MetricsServer {
   let seq = 0;
   let ignored = 0;
   let waiters: { seq: number; done(): void }[] = [];
+  /** performance.now() when each flush request not answered yet was posted, in order. */
+  const unanswered = new Map<number, number>();
+  let loop: ThreadLoop | undefined;
+  /** `loop` has been shown by a scrape: the next report replaces it (else the two are merged: mergeLoops). */
+  let shown = false;
+  if (thread !== undefined) {
+    metrics.threadLoop(thread, () => {
+      if (loop === undefined) return undefined;
+      shown = true;
+      const oldest = unanswered.values().next();
+      if (oldest.done === true) return loop;
+      return { ...loop, lag: Math.max(loop.lag, (performance.now() - oldest.value) / 1000) };
+    });
+  }
   const release = (upTo: number): void => {
     const still: typeof waiters = [];
     for (const w of waiters) {
@@ -228,6 +257,11 @@ export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClo
         else if (b.delta !== null) metrics.apply(b.delta);
         if (b.heap !== undefined && !isThreadHeap(b.heap)) ignored++;
         else if (b.heap !== undefined && thread !== undefined) metrics.threadHeap(thread, b.heap);
+        if (b.loop !== undefined && !isThreadLoop(b.loop)) ignored++;
+        else if (b.loop !== undefined) {
+          loop = loop === undefined || shown ? b.loop : mergeLoops(loop, b.loop);
+          shown = false;
+        }
         if (Array.isArray(b.summaries)) {
           for (const s of b.summaries) {
             if (!isSummary(s)) continue;
@@ -238,11 +272,21 @@ export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClo
             }
           }
         }
-        if (typeof b.ack === 'number') release(b.ack);
+        if (typeof b.ack === 'number') {
+          for (const seq of unanswered.keys()) {
+            if (seq > b.ack) break;
+            unanswered.delete(seq);
+          }
+          release(b.ack);
+        }
       },
     },
     onClose: () => {
-      if (thread !== undefined) metrics.threadHeap(thread, null);
+      if (thread !== undefined) {
+        metrics.threadHeap(thread, null);
+        metrics.threadLoop(thread, null);
+      }
+      unanswered.clear();
       release(Infinity);
     },
   });
@@ -264,6 +308,7 @@ export function serveMetrics(port: PortLike, metrics: AgentMetrics, onSessionClo
           },
         };
         waiters.push(waiter);
+        if (unanswered.size < MAX_UNANSWERED) unanswered.set(mine, performance.now());
         if (!rpc.notify('flush', mine)) release(Infinity);
       });
     },
