@@ -39,29 +39,39 @@ function queues(): QueueBinding | null {
 }
 
 /**
- * Bytes of those written to `app` that the app has read, or null when that cannot be told (no addon, no socket
- * handle, a closed fd). Only ever grows for one connection, except that it may read low when the kernel moves bytes
- * from our send queue to the app's receive queue between the two reads (outq is read first, so never high).
- * When the app's socket cannot be found (not TCP, not on this host, no inet_diag in the kernel) the send queue alone
- * counts: a TCP peer acknowledges as its window opens (about one MSS at a time), which is coarser but still moves.
+ * A look at how far the app read, in one of two measures that only compare with themselves (AppStream keeps a mark
+ * for each): `exact`, the bytes the app read; else (the app's socket not found this time) the bytes its kernel
+ * acknowledged, which is more by all the app left unread (up to MBs).
  */
-export function appBytesRead(app: Duplex): number | null {
+export interface AppProgress {
+  bytes: number;
+  exact: boolean;
+}
+
+/**
+ * How far the app read the bytes written to `app`, or null when that cannot be told (no addon, no socket handle, a
+ * closed fd). Each measure only ever grows for one connection, except that the exact one may read low when the kernel
+ * moves bytes from our send queue to the app's receive queue between the two reads (outq is read first, so never
+ * high). When the app's socket cannot be found (not TCP, not on this host, no inet_diag in the kernel, or a lookup
+ * that failed: EMFILE, EINTR) the send queue alone counts: a TCP peer acknowledges as its window opens (about one MSS
+ * at a time), which is coarser but still moves.
+ */
+export function appBytesRead(app: Duplex): AppProgress | null {
   const q = queues();
   if (q === null) return null;
   const h = (app as { _handle?: StreamHandle | null })._handle;
   if (h === null || h === undefined) return null;
   const { fd, bytesWritten, writeQueueSize } = h;
   if (typeof fd !== 'number' || fd < 0 || typeof bytesWritten !== 'number' || typeof writeQueueSize !== 'number') return null;
-  let inKernel: number;
+  let acked: number;
   try {
-    inKernel = q.socketOutq(fd);
+    acked = bytesWritten - writeQueueSize - q.socketOutq(fd);
   } catch {
     return null;
   }
   try {
-    inKernel += q.tcpPeerUnread(fd);
+    return { bytes: acked - q.tcpPeerUnread(fd), exact: true };
   } catch {
-    // not a TCP peer on this host, or no inet_diag in this kernel: the send queue alone
+    return { bytes: acked, exact: false };
   }
-  return bytesWritten - writeQueueSize - inKernel;
 }

@@ -95,10 +95,12 @@ export class AppStream {
   bytesToApp = 0;
   /**
    * What appIdleMs saw of the app's progress at its last look, and when that last changed; #looked: a look started
-   * the count. #readMark: the most appBytesRead reported (null: it could not tell), else node's figures in the two marks.
+   * the count. #readMark / #ackedMark: the most appBytesRead reported in each of its measures (null: none yet), else
+   * node's figures in the two marks.
    */
   #looked = false;
   #readMark: number | null = null;
+  #ackedMark: number | null = null;
   #doneMark = 0;
   #handleMark = 0;
   #tookAt = 0;
@@ -144,17 +146,20 @@ export class AppStream {
 
   /**
    * Whether the app took bytes since the previous look (marks updated). To the byte when appBytesRead can tell (it
-   * may read low, never high: only a count above the highest seen is progress); else from node's figures, which move
-   * only as the kernel takes more.
+   * may read low, never high: only a count above the highest seen of the same measure is progress; the first of a
+   * measure only sets its mark, so a look that could not find the app's socket, its figure higher by the app's unread
+   * queue, neither fakes progress nor hides the reads after it); else from node's figures, which move only as the
+   * kernel takes more.
    */
   #tookSinceLastLook(app: Duplex): boolean {
-    const read = appBytesRead(app);
-    if (read !== null) {
-      const took = this.#readMark === null || read > this.#readMark;
-      if (took) this.#readMark = read;
-      return took;
+    const p = appBytesRead(app);
+    if (p !== null) {
+      const mark = p.exact ? this.#readMark : this.#ackedMark;
+      if (mark !== null && p.bytes <= mark) return false;
+      if (p.exact) this.#readMark = p.bytes;
+      else this.#ackedMark = p.bytes;
+      return mark !== null;
     }
-    this.#readMark = null;
     const done = this.bytesToApp - app.writableLength; // written through: the writes the app's side reported done
     const inHandle = handleWriteQueue(app);
     const took = done !== this.#doneMark || inHandle !== this.#handleMark;
