@@ -20,6 +20,7 @@ import { intFlag, parseFlags, PIN_FLAGS, rootsFromFlags } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { printable } from '../util/printable.ts';
 import { textShape } from '../util/text-shape.ts';
+import { maskUserinfo } from '../util/url-userinfo.ts';
 
 const HELP = `Usage: enclave-agent fetch <url> <path> [options]
 
@@ -205,7 +206,7 @@ export const command: CliCommand = {
     try {
       const summary = attestationSummary(client);
       if (values.verbose) {
-        io.err(`* connected to ${url}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, ${/^https:/i.test(url) ? `user_data = the TLS key${values.nonce ? ', SNI nonce' : ''}` : 'nonce'}, PCRs)`);
+        io.err(`* connected to ${maskUserinfo(url)}: attestation verified (${values.debug ? 'DEBUG: chain and signature not checked' : roots ? 'chain to the given root' : 'chain to the AWS Nitro root G1'}, ${/^https:/i.test(url) ? `user_data = the TLS key${values.nonce ? ', SNI nonce' : ''}` : 'nonce'}, PCRs)`);
         io.err(`* module ${printable(summary.moduleId)}, document time ${summary.time}, features [${summary.features.join(', ')}]`);
         for (const [k, v] of Object.entries(summary.pcrs)) io.err(`* ${k} ${v}`);
         io.err(`> ${method} ${reqPath}`);

@@ -11,6 +11,7 @@ import type { NoisePrimitives } from '../noise/primitives.ts';
 import { encodeFrameParts, FrameReader } from '../wire/frames.ts';
 import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../wire/messages.ts';
 import { abortError, ClientError } from './errors.ts';
+import { maskUserinfo } from '../util/url-userinfo.ts';
 
 const HS2_LEN = 48;
 
@@ -74,12 +75,14 @@ export class Channel {
         reject(abortError(signal));
         return;
       }
+      // Named without its credentials (`wss://user:pass@host/`): error messages end up in logs.
+      const where = maskUserinfo(opts.url);
       let ws: WebSocketLike;
       try {
         ws = opts.headers !== undefined && Object.keys(opts.headers).length > 0 ? new opts.WebSocket(opts.url, { headers: opts.headers }) : new opts.WebSocket(opts.url);
         ws.binaryType = 'arraybuffer';
       } catch (err) {
-        reject(new ClientError('CLIENT_CONNECT_FAILED', `cannot open a WebSocket to ${opts.url}: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+        reject(new ClientError('CLIENT_CONNECT_FAILED', `cannot open a WebSocket to ${where}: ${String((err as Error)?.message ?? err).split(opts.url).join(where)}`, { cause: err }));
         return;
       }
       const reader = new FrameReader();
@@ -136,12 +139,12 @@ export class Channel {
       });
       ws.addEventListener('error', () => {
         const cause = ws.transportError ?? undefined;
-        fail(new ClientError('CLIENT_CONNECT_FAILED', `WebSocket error on ${opts.url}${cause === undefined ? '' : `: the connection failed (${transportErrorName(cause)})`}`, { cause }));
+        fail(new ClientError('CLIENT_CONNECT_FAILED', `WebSocket error on ${where}${cause === undefined ? '' : `: the connection failed (${transportErrorName(cause)})`}`, { cause }));
       });
       ws.addEventListener('close', (event: { code?: number; reason?: string }) => {
         const detail = `code ${event.code ?? '?'}${event.reason ? `, ${event.reason}` : ''}`;
         if (channel !== null) channel.#fail(new ClientError('CLIENT_RETRYABLE', `the connection to the agent closed (${detail})`));
-        else fail(new ClientError('CLIENT_CONNECT_FAILED', `the WebSocket to ${opts.url} closed before the handshake completed (${detail})`));
+        else fail(new ClientError('CLIENT_CONNECT_FAILED', `the WebSocket to ${where} closed before the handshake completed (${detail})`));
       });
     });
   }

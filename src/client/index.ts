@@ -15,6 +15,7 @@ import { noblePrimitives } from '../noise/suite-noble.ts';
 import { Channel, type WebSocketConstructor } from './channel.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './buffer-cap.ts';
 import { ClientError } from './errors.ts';
+import { maskUserinfo } from '../util/url-userinfo.ts';
 import { clientFetch, type FetchContext } from './fetch.ts';
 import { SessionManager } from './reconnect.ts';
 import type { ClientRequestInit, Transport } from './request.ts';
@@ -146,7 +147,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
 
   const establish = async (signal?: AbortSignal): Promise<Session> => {
     const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `connecting to ${url} did not finish within ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `connecting to ${maskUserinfo(url)} did not finish within ${connectTimeoutMs} ms`)), connectTimeoutMs);
     const onAbort = (): void => ctl.abort(new ClientError('CLIENT_ABORTED', 'connecting was aborted', { cause: signal?.reason }));
     if (signal?.aborted) onAbort();
     signal?.addEventListener('abort', onAbort, { once: true });

@@ -14,6 +14,7 @@ import type { AbandonedOutcome, AbandonedSummary } from '../abandoned-records.ts
 import type { HeaderList } from '../headers.ts';
 import { jsonString, recordLine } from '../log-sink.ts';
 import type { LogSink } from '../log-sink.ts';
+import { maskUserinfo } from '../../util/url-userinfo.ts';
 
 /** Headers whose values are logged as they are. */
 const SAFE_HEADERS = new Set([
@@ -166,20 +167,14 @@ function truncate(v: string): string {
   return v.length > MAX_VALUE_CHARS ? v.slice(0, MAX_VALUE_CHARS) + '…' : v;
 }
 
-/** An absolute-form target may carry credentials (`http://user:pw@host/`): the userinfo becomes `***`. */
-const USERINFO = /^((?:[A-Za-z][A-Za-z0-9+.-]*:)?\/\/)[^/?#]*@/;
-function withoutUserinfo(target: string): string {
-  const m = USERINFO.exec(target);
-  return m === null ? target : `${m[1]}${MASK}@${target.slice(m[0].length)}`;
-}
-
 /**
  * The request target with every query value replaced by `***` (names kept), userinfo masked, fragment dropped. A query part
  * without `=` may be a bare token (`?s3cr3t`): it is masked whole.
  */
 export function maskedPath(url: string): string {
   const hash = url.indexOf('#');
-  const target = withoutUserinfo(hash >= 0 ? url.slice(0, hash) : url);
+  // An absolute-form target may carry credentials (`http://user:pw@host/`): the userinfo becomes `***`.
+  const target = maskUserinfo(hash >= 0 ? url.slice(0, hash) : url);
   const q = target.indexOf('?');
   if (q < 0) return truncate(target);
   const params = target
