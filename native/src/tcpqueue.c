@@ -9,7 +9,8 @@
  * The fd is borrowed from a net.Socket (socket._handle.fd): read only, never closed here.
  * Errors: EBADF, ENOTTY (socketOutq on a non-socket), ENOTSOCK, EAFNOSUPPORT (tcpPeerUnread on a non-inet socket),
  * EPROTOTYPE (not a stream socket), ENOTCONN, ENOENT (the peer socket is not on this host / in this network
- * namespace), EPROTONOSUPPORT or ENOENT (a kernel without inet_diag).
+ * namespace, or the kernel answered with another socket: a listener on the peer's address, behind a DNAT),
+ * EPROTONOSUPPORT or ENOENT (a kernel without inet_diag).
  */
 #include "common.h"
 
@@ -18,6 +19,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -132,6 +134,12 @@ static int peer_unread(int fd, uint32_t* out) {
         }
         if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
           const struct inet_diag_msg* r = (const struct inet_diag_msg*)NLMSG_DATA(h);
+          /* The kernel's lookup falls back to a listener on the peer's address (ours behind a DNAT, say): its
+           * "receive queue" is an accept backlog. Only a socket connected to ours is the peer (the kernel matched
+           * its addresses; a listener has no remote port). */
+          if (r->idiag_state == TCP_LISTEN || r->id.idiag_sport != msg.req.id.idiag_sport ||
+              r->id.idiag_dport != msg.req.id.idiag_dport)
+            break;
           *out = r->idiag_rqueue;
           err = 0;
           break;

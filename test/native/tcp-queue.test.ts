@@ -1,8 +1,10 @@
 // socketOutq / tcpPeerUnread (native/src/tcpqueue.c): the kernel's two queues between a writer and its reader on this
 // host, from which the stall watch counts what an app read (src/responder/app-progress.ts). Bad descriptors are typed
 // errors, never a crash; on loopback, handed to the kernel − outq − the peer's unread is what the peer read.
+import { spawnSync } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { QueueBinding } from '../../src/responder/app-progress.ts';
 import { loadNative } from '../../src/transport/native.ts';
@@ -115,4 +117,21 @@ describe.skipIf(!available)('socketOutq and tcpPeerUnread', () => {
       close();
     }
   });
+});
+
+// The lookup is exact, but the kernel answers it with a listener when no connected socket has the 4-tuple: behind a
+// DNAT our peer address is the pre-NAT port, and a socket listening there would pass its accept backlog off as the
+// app's unread bytes. Only the app's own socket counts: else ENOENT, as for a peer not on this host.
+const natChild = fileURLToPath(new URL('./tcp-queue-nat-child.ts', import.meta.url));
+const canNat = process.platform === 'linux' && spawnSync('unshare', ['--net', 'iptables', '-t', 'nat', '-L', 'OUTPUT']).status === 0;
+
+it.skipIf(!available || !canNat)('tcpPeerUnread is ENOENT, not a listener\'s backlog, when the peer address leads to a listener', () => {
+  const r = spawnSync('unshare', ['--net', process.execPath, '--import', 'tsx', natChild], { encoding: 'utf8', timeout: 30_000 });
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+  expect(out.peerPort).toBe(out.otherPort); // the premise: our peer address is the listener's
+  expect(out.outq).toBe(0); // and the app's kernel took (acknowledged) all of it
+  expect(out).toMatchObject({ code: 'ENOENT' });
+  expect(out.peerUnread).toBeUndefined();
 });
