@@ -9,7 +9,7 @@ import { addonRequired } from './helpers.ts';
 it.runIf(addonRequired)('loads the addon and every part of it, and finds the die-with-parent wrapper, when ENCLAVE_AGENT_REQUIRE_ADDON=1', () => {
   // the load error (path, dlopen message) is the failure message when it does not
   const native = loadNative() as unknown as Record<string, unknown>;
-  for (const fn of ['listen', 'connect', 'nsmRequest', 'bringUpLoopback', 'intArrayEncode', 'aeadNew']) {
+  for (const fn of ['listen', 'connect', 'nsmRequest', 'bringUpLoopback', 'intArrayEncode', 'aeadNew', 'tcpPeerUnread']) {
     expect(typeof native[fn], fn).toBe('function');
   }
   expect(() => accessSync(defaultWrapperPath(), constants.X_OK)).not.toThrow();
