@@ -499,7 +499,13 @@ export class KeepAliveConnection implements ResponseQueue, AttachedConnection {
     this.#socketClosing = true;
     // What the client sends from now on is dropped (lingering-close.ts), neither parsed nor relayed.
     socket.off('data', this.#onData);
-    if (this.#relay !== null) socket.unpipe(this.#relay);
+    const relay = this.#relay;
+    if (relay !== null) {
+      socket.unpipe(relay);
+      // And the server's side hears so now (EOF), not when the linger ends: a tunnel the app ended closes its
+      // app connection and gets its record at once, as when the socket was destroyed once flushed.
+      relay.end();
+    }
     this.#readingPaused = false;
     // End (TLS close_notify, FIN) once everything written is flushed — cut after the keep-alive time when the
     // client does not read what is left (it must not hold the slot) — then linger until the client's FIN.

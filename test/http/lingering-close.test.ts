@@ -190,6 +190,43 @@ describe('lingering close: a connection handed to the http.Server', { timeout: 2
   });
 });
 
+describe('lingering close: a tunnel the app ended', { timeout: 20_000 }, () => {
+  it('the app side and the record end at once; only the client connection lingers', async () => {
+    // The app accepts the upgrade, sends a few bytes and ends its side (FIN).
+    const a = await startApp(() => {});
+    let appSocketClosed = false;
+    a.server.on('upgrade', (_req, sock: net.Socket) => {
+      sock.on('error', () => {});
+      sock.on('close', () => (appSocketClosed = true));
+      sock.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye');
+    });
+    cleanups.push(() => a.close());
+    const logSink = createMemoryLogSink();
+    const fwd = createHttpForwarder({ appPort: a.port, logger: silentLogger, logSink, appStartupGraceMs: 0, lingerTimeoutMs: 60_000, lingerTimeMs: 60_000 });
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((sock) => {
+      sockets.push(sock);
+      fwd.attach(sock, fakeContext({ kind: 'stream' }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(async () => {
+      server.close();
+      await fwd.close();
+    });
+    // A client that keeps its side open (no FIN) once the tunnel ended.
+    const c = await client((server.address() as AddressInfo).port, true);
+    c.sock.write('GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    expect(await c.ended).toBe('end');
+    expect(c.got().toString('latin1')).toMatch(/^HTTP\/1\.1 101 [\s\S]*\r\n\r\nbye$/);
+    // Nothing of the client is forwarded any more: the app's connection closes and the tunnel is recorded now,
+    // not when the client's linger ends (60 s here).
+    await until(() => appSocketClosed, "the app's connection to close");
+    await until(() => logSink.records.some((r) => r.status === 101), 'the tunnel to be recorded');
+    expect(sockets[0]!.destroyed).toBe(false);
+    expect(fwd.connectionCount).toBe(1);
+  });
+});
+
 describe('lingering close: bounded', { timeout: 20_000 }, () => {
   it('a client that never sends FIN is closed after the linger timeout; its slot is freed', async () => {
     const answer = Buffer.alloc(1024 * 1024, 0x63);
