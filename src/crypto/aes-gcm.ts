@@ -12,12 +12,15 @@ export function gcmSeal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaint
   return concatBytes(c.update(plaintext), c.final(), c.getAuthTag());
 }
 
-/** The plaintext (the caller wipes it), or null when `sealed` does not authenticate under `key` and `aad`. */
-export function gcmOpen(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Buffer | null {
+/**
+ * The plaintext (the caller wipes it), or null when `sealed` does not authenticate under `key` and `aad` (null:
+ * no associated data, as some `ev:` formats have).
+ */
+export function gcmOpen(key: Uint8Array, iv: Uint8Array, aad: Uint8Array | null, sealed: Uint8Array): Buffer | null {
   if (sealed.length < TAG) return null;
   try {
     const d = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG });
-    d.setAAD(aad);
+    if (aad !== null) d.setAAD(aad);
     d.setAuthTag(sealed.subarray(sealed.length - TAG));
     return decipherWhole(d, sealed.subarray(0, sealed.length - TAG));
   } catch {

@@ -18,7 +18,8 @@
 //   reading. Non-metadata debug values use the same cipher as their version.
 // - The SDK encrypts NaN/Infinity as a number value whose text is "null"; we refuse such numbers when
 //   encrypting and treat them as undecryptable when reading (a number value must hold a JSON number).
-import { createCipheriv, createDecipheriv, createECDH, randomBytes } from 'node:crypto';
+import { createCipheriv, createECDH, randomBytes } from 'node:crypto';
+import { gcmOpen } from './aes-gcm.ts';
 import { EvDecryptError, EvFormatError } from './errors.ts';
 import { NODE_CURVE, decompressPoint, deriveEvKey } from './ev-kdf.ts';
 import type { EvCurve } from './ev-kdf.ts';
@@ -220,20 +221,6 @@ function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: Ecd
 
 function kdfKey(entry: CacheEntry, t: EvToken): Buffer {
   return (entry.kdf ??= deriveEvKey(t.curve, entry.z, entry.point));
-}
-
-function gcmOpen(key: Buffer, iv: Uint8Array, aad: Uint8Array | null, body: Uint8Array): Buffer | null {
-  const ctLen = body.length - TAG_LENGTH;
-  const d = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_LENGTH });
-  if (aad) d.setAAD(aad);
-  d.setAuthTag(body.subarray(ctLen));
-  const out = d.update(body.subarray(0, ctLen));
-  try {
-    d.final();
-  } catch {
-    return null;
-  }
-  return out;
 }
 
 /** Opens `t` with one key generation, or null when AES-GCM does not authenticate under it. */
