@@ -10,7 +10,7 @@ import type { CipherState } from '../noise/cipher-state.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
 import { encodeFrameParts, FrameReader } from '../wire/frames.ts';
 import { decodeServerMessage, encodeClientMessageParts, type ByteEncoding, type ClientMessage, type ServerMessage } from '../wire/messages.ts';
-import { abortError, ClientError } from './errors.ts';
+import { abortError, ClientError, transportErrorName } from './errors.ts';
 import { maskUserinfo } from '../util/url-userinfo.ts';
 
 const HS2_LEN = 48;
@@ -223,12 +223,6 @@ export class Channel {
     }
     this.#listener?.closed(err);
   }
-}
-
-/** A socket error's code (e.g. ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC), not OpenSSL's message with its paths. */
-function transportErrorName(err: Error): string {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && /^[A-Z0-9_]{1,80}$/.test(code) ? code : err.name;
 }
 
 function toBytes(data: unknown): Uint8Array {

@@ -68,3 +68,9 @@ export function abortError(signal: AbortSignal): ClientError {
   if (reason instanceof ClientError) return reason;
   return new ClientError('CLIENT_ABORTED', 'the request was aborted', { cause: reason });
 }
+
+/** A socket error's code (e.g. ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC), not OpenSSL's message with its paths. */
+export function transportErrorName(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^[A-Z0-9_]{1,80}$/.test(code) ? code : err.name;
+}

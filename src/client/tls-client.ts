@@ -17,7 +17,7 @@ import type { TLSSocket } from 'node:tls';
 import { Pool, type Dispatcher } from 'undici';
 import type { AttestationDocument } from '../attestation/document.ts';
 import type { VerifiedCertificate } from './attested-cert.ts';
-import { abortError, ClientError } from './errors.ts';
+import { abortError, ClientError, transportErrorName } from './errors.ts';
 import { Deadline, makeResponse } from './fetch.ts';
 import type { ResponseHead } from './http-codec.ts';
 import type { Client, ConnectOptions } from './index.ts';
@@ -66,6 +66,10 @@ function requestError(err: unknown, signal: AbortSignal): ClientError {
   const message = (err as Error)?.message ?? String(err);
   if (/^E[A-Z]+$/.test(code) || code === 'UND_ERR_CONNECT_TIMEOUT') {
     return new ClientError('CLIENT_CONNECT_FAILED', `connecting failed: ${message}`, { cause: err, retryable: true });
+  }
+  if (code.startsWith('ERR_SSL_')) {
+    // A corrupt TLS record (track() destroyed the socket): the code only, no cause — OpenSSL's message is not ours.
+    return new ClientError('CLIENT_RETRYABLE', `the connection failed (${transportErrorName(err as Error)}) while the request was in flight; it was not re-sent`);
   }
   if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') {
     return new ClientError('CLIENT_RETRYABLE', `the connection closed while the request was in flight (not re-sent): ${message}`, { cause: err });
@@ -131,6 +135,12 @@ export async function connectHttps(url: string, options: HttpsConnectOptions): P
     last = v.verified;
     live++;
     v.socket.once('close', () => live--);
+    // Node reports a corrupt TLS record as 'error' without closing the socket, and undici fails the request in
+    // flight only on 'close' (it keeps the error for it): without this, the request waits for its timeout and
+    // the pool keeps a dead connection.
+    v.socket.on('error', () => {
+      if (!v.socket.destroyed) v.socket.destroy();
+    });
     return v.socket;
   };
   // The first connection: connect() fails with its attestation error, and undici gets this very socket.
