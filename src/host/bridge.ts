@@ -113,6 +113,9 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   let active = 0;
   // TCP connections open, upgraded or not: those not upgraded are `open - active`.
   let open = 0;
+  // Their TCP sockets: over TLS, one still in its handshake is in no list of the HTTP server's, and server.close()
+  // would wait for it until the handshake timeout.
+  const accepted = new Set<net.Socket>();
   const refusedEarly = new WeakSet<Duplex>();
   let closing = false;
   // One line per interval with counts, never one per refused connection (a flood must not flood the log).
@@ -124,7 +127,11 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
     socket.on('error', () => {});
     if (open - active < cfg.maxPendingUpgrades) {
       open++;
-      socket.once('close', () => open--);
+      accepted.add(socket);
+      socket.once('close', () => {
+        open--;
+        accepted.delete(socket);
+      });
       return;
     }
     refusals.note('pending-upgrade-limit');
@@ -223,6 +230,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
         for (const conn of live) conn.terminate();
         for (const s of sockets) s.destroy();
         server.closeAllConnections();
+        for (const s of accepted) s.destroy(); // not upgraded (or not yet a TLS connection): nothing to say goodbye to
         await serverClosed;
         wss.close();
         refusals.flush();
