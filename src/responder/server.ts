@@ -42,6 +42,11 @@ export interface ResponderOptions {
   logger?: Logger;
   /** Called after each session ends (metrics, tests). */
   onSessionClosed?: (summary: SessionSummary) => void;
+  /**
+   * Called once a session's connection is closed and its slot free: at once, or after the lingering close that
+   * follows its final frames (up to 30 s; a drain's end or close() cuts it).
+   */
+  onSessionReleased?: () => void;
   /** Fixed responder ephemeral key per session. Tests and transcript vectors only — never in production. */
   ephemeralKeyForTests?: () => Uint8Array;
   /**
@@ -75,6 +80,7 @@ export interface Responder {
   readonly controlNonce: ControlNonceState;
   /** Takes ownership of one accepted connection. Never throws. */
   handle(stream: Duplex, info: ConnectionInfo): void;
+  /** Sessions holding a slot: open ones and ended ones whose connection still lingers (session.ts #close). */
   readonly sessionCount: number;
   /**
    * Connections refused before any crypto: over maxSessions, draining/closed, over maxSessionsPerClient, or no
@@ -88,9 +94,12 @@ export interface Responder {
   readonly counters: Readonly<ResponderCounters>;
   /** A listener feeding this responder failed to accept (EMFILE, ...): counted and logged (rate-limited). */
   acceptError(err: Error): void;
-  /** Refuses new connections, lets sessions finish what is in flight, closes what remains after `timeoutMs`. */
+  /**
+   * Refuses new connections, lets sessions finish what is in flight (and lingering connections close), closes
+   * what remains after `timeoutMs` + EXPIRE_FLUSH_MS.
+   */
   drain(timeoutMs: number): Promise<void>;
-  /** Closes every session now. Does not close the forwarder (it may be shared). */
+  /** Closes every session now, lingering connections included. Does not close the forwarder (it may be shared). */
   close(): Promise<void>;
 }
 
@@ -148,13 +157,18 @@ export function createResponder(opts: ResponderOptions): Responder {
   };
 
 
-  const onClosed = (session: Session, summary: SessionSummary): void => {
-    sessions.delete(session);
+  const onClosed = (_session: Session, summary: SessionSummary): void => {
     try {
       opts.onSessionClosed?.(summary);
     } catch {
       // a metrics hook must not break the responder
     }
+  };
+
+  // A session holds its place (maxSessions, and what a drain waits for) until its connection is closed.
+  const onReleased = (session: Session): void => {
+    sessions.delete(session);
+    opts.onSessionReleased?.();
     if (sessions.size === 0 && idleWaiters.length > 0) {
       const waiters = idleWaiters;
       idleWaiters = [];
@@ -189,7 +203,7 @@ export function createResponder(opts: ResponderOptions): Responder {
         return;
       }
       try {
-        sessions.add(new Session(stream, info, sessionConfig, onClosed));
+        sessions.add(new Session(stream, info, sessionConfig, onClosed, onReleased));
       } catch (err) {
         counters.refused++;
         stream.destroy();

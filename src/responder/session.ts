@@ -21,6 +21,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { createHandshake } from '../noise/handshake.ts';
+import { closeLingering, DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
 import { NativeStream } from '../transport/native-stream.ts';
 import { parseProxyV2 } from '../transport/proxy-v2.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
@@ -55,6 +56,9 @@ export class Session {
   readonly #reader = new FrameReader();
   readonly #out: SessionOutput;
   readonly #onClosed: (s: Session, summary: SessionSummary) => void;
+  readonly #onReleased: (s: Session) => void;
+  /** The connection is closed (not lingering any more): its slots were given back. */
+  #released = false;
   /** Aborts what requests started (app connects) when the session ends; made on first use (an idle session needs none). */
   #abort: AbortController | null = null;
   readonly #stats: SessionStats = { framesIn: 0, framesOut: 0, data: 0, streams: 0, attestations: 0, controls: 0, refused: 0 };
@@ -86,13 +90,24 @@ export class Session {
   #inputEnded = false;
   #draining = false;
 
-  constructor(sock: Duplex, info: ConnectionInfo, cfg: SessionConfig, onClosed: (s: Session, summary: SessionSummary) => void) {
+  /**
+   * `onClosed`: the session ended (its summary); `onReleased`: its connection is closed too, after a lingering
+   * close (see #close) — until then it holds its slot (maxSessions, maxSessionsPerClient).
+   */
+  constructor(
+    sock: Duplex,
+    info: ConnectionInfo,
+    cfg: SessionConfig,
+    onClosed: (s: Session, summary: SessionSummary) => void,
+    onReleased: (s: Session) => void,
+  ) {
     this.#sock = sock;
     this.#ownsReads = sock instanceof Socket || sock instanceof NativeStream;
     this.info = info;
     this.#cfg = cfg;
     this.#limits = cfg.limits;
     this.#onClosed = onClosed;
+    this.#onReleased = onReleased;
     this.#host = new Session.#Host(this);
     this.#data = new DataRequests(this.#host);
     this.#streams = new SessionStreams(this.#host);
@@ -129,9 +144,11 @@ export class Session {
     else this.#maybeFinish();
   }
 
-  /** Immediate teardown (responder shutdown). */
+  /** Immediate teardown (responder shutdown); cuts a lingering connection too. */
   destroy(): void {
     this.#close('shutdown');
+    this.#sock.destroy();
+    this.#release();
   }
 
   /**
@@ -502,7 +519,6 @@ export class Session {
     const flushed = this.#out.flushed;
     void flushed.then(() => {
       if (this.#state === 'closed') return;
-      if (!this.#sock.destroyed && !this.#sock.writableEnded) this.#sock.end();
       this.#close(reason, undefined, true);
     });
   }
@@ -514,17 +530,19 @@ export class Session {
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#out.close();
     if (this.#hsWaiting) this.#cfg.shared.handshakes.cancel(this.#onHandshakeTurn);
-    if (this.#clientKey !== null) this.#cfg.shared.clients.release(this.#clientKey);
-    this.#clientKey = null;
     this.#abort?.abort();
     this.#streams.destroyAll();
     this.#data.destroyApps();
     this.#sock.off('data', this.#onSockData);
     if (graceful) {
-      // end() was called: give the FIN a moment to go out, then free the handle whatever the peer does.
-      const timer = setTimeout(() => this.#sock.destroy(), 2000);
-      timer.unref();
-      this.#sock.once('close', () => clearTimeout(timer));
+      // The final frames are flushed: FIN, then read and drop what the client still sends until its FIN or a
+      // bound, as the HTTP paths do (lingering-close.ts) — closed now, the client's bytes would make the kernel
+      // answer RST and drop what of those frames it still holds. The slot is held until the socket closes.
+      closeLingering(this.#sock, {
+        flushTimeoutMs: this.#limits.writeStallTimeoutMs,
+        lingerTimeoutMs: DEFAULT_LINGER_TIMEOUT_MS,
+        lingerTimeMs: DEFAULT_LINGER_TIME_MS,
+      });
     } else {
       this.#sock.destroy();
     }
@@ -538,5 +556,17 @@ export class Session {
     };
     logSessionClosed(this.#cfg.logger, summary, err);
     this.#onClosed(this, summary);
+    // A destroyed socket's fd is closed already ('close' follows on a later tick).
+    if (this.#sock.destroyed || this.#sock.closed) this.#release();
+    else this.#sock.once('close', () => this.#release());
+  }
+
+  /** The connection is closed: its slots (the responder's, the client address's) are given back. */
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#clientKey !== null) this.#cfg.shared.clients.release(this.#clientKey);
+    this.#clientKey = null;
+    this.#onReleased(this);
   }
 }

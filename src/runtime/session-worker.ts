@@ -81,10 +81,9 @@ const responder = createResponder({
   handshakeQueue: admission.handshakeQueue,
   sessionsLimit: false,
   logger,
-  onSessionClosed: (summary) => {
-    sessionEnded();
-    recorder.sessionClosed(summary);
-  },
+  onSessionClosed: (summary) => recorder.sessionClosed(summary),
+  // The slot is given back once the connection is closed, after its lingering close.
+  onSessionReleased: sessionEnded,
 });
 
 const tls =
@@ -124,7 +123,7 @@ port.on('message', (m: ToWorker) => {
         logger.warn({ remote: m.connection.info.remote, err: (err as { code?: string }).code ?? 'error' }, 'cannot adopt a handed connection');
         return;
       }
-      // handle() either starts a session (which reports its end through onSessionClosed, possibly at once)
+      // handle() either starts a session (which gives its slot back through onSessionReleased, possibly at once)
       // or refuses the connection without one (draining): only then is the slot given back here.
       const before = endedHere;
       const open = responder.sessionCount;
