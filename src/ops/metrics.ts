@@ -3,12 +3,13 @@
 // reads the tallies when scraped (each metric's collect()). The request-duration histogram is a TallyHistogram
 // (tally-histogram.ts: a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import type { AbandonedSummary } from '../http/abandoned-records.ts';
 import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
 import { TallyHistogram, type HistogramTally } from './tally-histogram.ts';
+import { registerProcessMetrics } from './process-metrics.ts';
 import { readThreadHeap, registerThreadHeapMetrics, THREAD_HEAP_METRICS, type ThreadHeap } from './thread-heap.ts';
-import { measureLag, registerThreadLoopMetrics, THREAD_LOOP_METRICS, threadLoopMonitor, type ThreadLoop } from './thread-loop.ts';
+import { measureLag, registerThreadLoopMetrics, threadLoopMonitor, type ThreadLoop } from './thread-loop.ts';
 
 export { bucketIndex } from './tally-histogram.ts';
 
@@ -347,8 +348,8 @@ export class AgentMetrics {
     this.#egress = { allowed: egress.child({ outcome: 'allowed' }), denied: egress.child({ outcome: 'denied' }), error: egress.child({ outcome: 'error' }), busy: egress.child({ outcome: 'busy' }) };
 
     if (this.#processMetrics) {
-      collectDefaultMetrics({ register: r });
-      for (const name of [...GAUGES_NAMED_TOTAL, ...THREAD_HEAP_METRICS, ...THREAD_LOOP_METRICS]) r.removeSingleMetric(name);
+      registerProcessMetrics(r);
+      for (const name of [...GAUGES_NAMED_TOTAL, ...THREAD_HEAP_METRICS]) r.removeSingleMetric(name);
       const workers = this.#threadHeaps;
       registerThreadHeapMetrics(r, () => [['main', readThreadHeap()], ...workers]);
       threadLoopMonitor();
