@@ -103,7 +103,7 @@ describe('a stream whose app does not read', () => {
       client.close();
 
       await waitFor(() => agent.closedSessions.length === 1, 10_000, 'the session to close');
-      expect(agent.responder.sessionCount).toBe(0);
+      await waitFor(() => agent.responder.sessionCount === 0, 5_000, 'its slot released (the socket closed)');
       expect(agent.responder.counters.queuedBytes).toBe(0);
       expect(agent.responder.counters.streamStalls).toBe(1);
       await waitFor(() => fw.sockets[0]!.destroyed, 5000, 'the app connection destroyed');
