@@ -34,7 +34,8 @@ Where to listen (default vsock:<[log] vsock_port of enclave.toml>, 5008 without 
 Options:
   --out FILE                append the JSON lines to FILE (created if missing) instead of stdout
   --max-line-bytes N        longest accepted line, newline excluded (default 65536)
-  --max-connections N       concurrent agent connections (default 16)
+  --max-connections N       concurrent agent connections (default 16); at the cap, one open 5 s without a
+                            complete line is closed to make room (counted as silent), else the newest is refused
   --config F                enclave.toml for the default port (else $ENCLAVE_AGENT_CONFIG, else ./enclave.toml)
   --log-level LEVEL         fatal|error|warn|info|debug|silent (default info); diagnostics (connections,
                             dropped lines — never their content) go to stderr as JSON
@@ -260,7 +261,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   await activity?.close();
   if (file !== null) await new Promise<void>((resolve) => file.end(resolve));
   const s = server.stats;
-  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused, ${s.foreignPeers} from other CIDs, ${s.webRequests} HTTP requests (closed unread)`);
+  io.err(`enclave-agent logs: stopped; ${s.lines} lines written, ${s.invalid} dropped (not JSON), ${s.oversized} dropped (too long), ${s.connections} connections, ${s.refused} refused, ${s.foreignPeers} from other CIDs, ${s.webRequests} HTTP requests (closed unread), ${s.silent} silent (closed for room)`);
   if (activity !== null) {
     const a = activity.store.stats;
     io.err(`enclave-agent logs: database ${o.db!.file}: ${a.inserted} records stored, ${a.dropped} dropped, ${a.rejected} not valid records, ${a.expired} expired, ${a.rows} rows`);

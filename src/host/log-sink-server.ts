@@ -3,10 +3,11 @@
  * over vsock (production), a Unix socket or TCP (development), and writes each JSON line it receives to an
  * output (stdout or a file). The enclave is not trusted to be well-behaved here: every line must parse as a
  * JSON object or it is dropped and counted, a line longer than `maxLineBytes` is dropped (up to its
- * newline) without being buffered, connections are capped, and a slow output pauses the sockets instead of
- * buffering without bound. Every enclave on the instance reaches the parent's vsock port, and the lines feed the
- * activity store: over vsock only the enclave whose CID is given is read; any other peer, or one whose CID cannot
- * be read, is closed unanswered and counted. Without that CID it does not start.
+ * newline) without being buffered, connections are capped (silent ones give way: see onConnection), and a
+ * slow output pauses the sockets instead of buffering without bound. Every enclave on the instance reaches the
+ * parent's vsock port, and the lines feed the activity store: over vsock only the enclave whose CID is given is
+ * read; any other peer, or one whose CID cannot be read, is closed unanswered and counted. Without that CID it
+ * does not start.
  */
 import type { Duplex, Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
@@ -44,6 +45,11 @@ export interface LogSinkServerOptions {
   maxLineBytes?: number;
   /** Concurrent agent connections (the agent keeps one; reconnects replace it). Default 16. */
   maxConnections?: number;
+  /**
+   * At the connection cap, a connection open this long without one complete line is closed to make room.
+   * Default 5 000 ms: the agent writes what it has queued as soon as it connects.
+   */
+  silentAfterMs?: number;
   /** Diagnostics (dropped lines, connections) — never the lines themselves. */
   logger?: Logger;
   /**
@@ -69,6 +75,8 @@ export interface LogSinkServerStats {
   foreignPeers: number;
   /** Connections closed unread because they opened with an HTTP request (a web page's, to the TCP port). */
   webRequests: number;
+  /** Connections closed at the cap to make room: open silentAfterMs without one complete line. */
+  silent: number;
 }
 
 export interface LogSinkServer {
@@ -185,26 +193,46 @@ export function validJsonLine(line: Buffer): string | null {
 export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<LogSinkServer> {
   const maxLine = opts.maxLineBytes ?? 64 * 1024;
   const maxConnections = opts.maxConnections ?? 16;
+  const silentAfterMs = opts.silentAfterMs ?? 5_000;
   if (!Number.isInteger(maxLine) || maxLine < 2 || maxLine > 64 * 1024 * 1024) {
     throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `maxLineBytes: expected an integer in 2..67108864, found ${String(maxLine)}`);
   }
   if (!Number.isInteger(maxConnections) || maxConnections < 1) {
     throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `maxConnections: expected a positive integer, found ${String(maxConnections)}`);
   }
+  if (!Number.isInteger(silentAfterMs) || silentAfterMs < 0) {
+    throw new LogSinkServerError('LOG_SINK_SERVER_BAD_OPTIONS', `silentAfterMs: expected a non-negative integer, found ${String(silentAfterMs)}`);
+  }
   const enclaveCid = enclaveCidOf(opts.listen);
   const logger = opts.logger ?? pino({ enabled: false });
   const output = opts.output;
-  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0, webRequests: 0 };
+  const stats: LogSinkServerStats = { lines: 0, invalid: 0, oversized: 0, connections: 0, refused: 0, foreignPeers: 0, webRequests: 0, silent: 0 };
   const webRequests = new RateLimitedLog(logger, 'log connections closed unread: they opened with an HTTP request (a web page?), not a log line');
   const foreign = new ForeignPeers(enclaveCid, logger, "log connection from a CID other than the enclave's; closed unread");
-  const open = new Set<Duplex>();
+  const silentClosed = new RateLimitedLog(logger, 'log connections closed to make room: open without one complete line (not the agent?)');
+  /** Open connections, oldest first, each with when it opened; `opened` becomes null at its first newline. */
+  const open = new Map<Duplex, { opened: number | null }>();
   let outputBlocked = false;
 
   output.on('error', (err: NodeJS.ErrnoException) => logger.error({ err: err.code ?? err.message }, 'log output failed'));
   output.on('drain', () => {
     outputBlocked = false;
-    for (const s of open) s.resume();
+    for (const s of open.keys()) s.resume();
   });
+
+  /** Closes the oldest connection silent for silentAfterMs, if any: true when one was closed. */
+  const closeSilent = (): boolean => {
+    const now = performance.now();
+    for (const [s, { opened }] of open) {
+      if (opened === null || now - opened < silentAfterMs) continue;
+      open.delete(s); // its slot is free now, not when 'close' comes
+      stats.silent++;
+      silentClosed.note('silent');
+      s.destroy();
+      return true;
+    }
+    return false;
+  };
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
     // Before the connection cap: another enclave must neither inject lines nor take the agent's slots.
@@ -212,14 +240,19 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
       stats.foreignPeers = foreign.count;
       return;
     }
-    if (open.size >= maxConnections) {
+    // At the cap, the oldest connection that has been silent silentAfterMs gives way: a browser's preconnects or
+    // a stray local process could otherwise hold every slot, sending nothing, and keep the agent out. One that
+    // has sent a line (the agent) is never closed for a newcomer; with none to close, the newcomer is refused
+    // (the agent retries within seconds, by when the squatters are old enough to give way).
+    if (open.size >= maxConnections && !closeSilent()) {
       stats.refused++;
       logger.warn({ remote: info.remote, limit: maxConnections }, 'log connection refused: too many');
       stream.destroy();
       return;
     }
     stats.connections++;
-    open.add(stream);
+    const state = { opened: performance.now() as number | null };
+    open.set(stream, state);
     logger.info({ remote: info.remote }, 'agent log stream connected');
     const splitter = new LineSplitter(
       maxLine,
@@ -235,7 +268,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
         if (opts.onLine?.(text, parsed.value) === true) return;
         if (!output.write(text + '\n') && !outputBlocked) {
           outputBlocked = true;
-          for (const s of open) s.pause();
+          for (const s of open.keys()) s.pause();
         }
       },
       () => {
@@ -247,6 +280,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
     let opening: Buffer | null = Buffer.alloc(0);
     stream.on('error', () => {});
     stream.on('data', (data: Buffer) => {
+      if (state.opened !== null && data.includes(NEWLINE)) state.opened = null;
       let chunk = data;
       if (opening !== null) {
         const head = opening.length === 0 ? chunk : Buffer.concat([opening, chunk]);
@@ -282,8 +316,9 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
     stats,
     async close() {
       await listener.close();
-      for (const s of [...open]) s.destroy();
+      for (const s of [...open.keys()]) s.destroy();
       webRequests.flush();
+      silentClosed.flush();
     },
   };
 }

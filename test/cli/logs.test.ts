@@ -170,7 +170,7 @@ describe('enclave-agent logs (in process, AF_UNIX)', () => {
     expect(lines).toContainEqual({ level: 'info', type: 'trx', method: 'POST', status: 200 });
     expect(lines).toContainEqual({ fine: true });
     expect(lines).toHaveLength(4);
-    expect(io.errLines.at(-1)).toBe('enclave-agent logs: stopped; 3 lines written, 1 dropped (not JSON), 0 dropped (too long), 2 connections, 0 refused, 0 from other CIDs, 0 HTTP requests (closed unread)');
+    expect(io.errLines.at(-1)).toBe('enclave-agent logs: stopped; 3 lines written, 1 dropped (not JSON), 0 dropped (too long), 2 connections, 0 refused, 0 from other CIDs, 0 HTTP requests (closed unread), 0 silent (closed for room)');
     expect(io.outLines).toEqual([]);
   });
 
