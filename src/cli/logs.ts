@@ -9,7 +9,7 @@ import pino, { type Logger } from 'pino';
 import { loadConfig } from '../config.ts';
 import { startLogSinkServer, type LogSinkListen } from '../host/log-sink-server.ts';
 import type { EnclaveInfo } from '../host/activity-enclave.ts';
-import { isLoopback } from '../host/activity-server.ts';
+import { isLoopbackHost } from '../host/listen.ts';
 import { startActivityService, type ActivityService } from '../host/activity-service.ts';
 import { intFlag, loopbackOnly, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
@@ -178,7 +178,7 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     if (token !== undefined) {
       if (token.length < 16) throw new CliUsageError('--ui-token: at least 16 characters');
       opts.ui.token = token;
-    } else if (!isLoopback(opts.ui.host)) {
+    } else if (!isLoopbackHost(opts.ui.host)) {
       throw new CliUsageError(`--ui ${values.ui}: an address other than loopback needs --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters`);
     }
   } else {

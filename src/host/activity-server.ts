@@ -20,6 +20,7 @@ import { MAX_PAGE, parseCursor, type ListQuery } from './activity-queries.ts';
 import type { ActivityReader } from './activity-reader.ts';
 import type { ActivityStore } from './activity-store.ts';
 import { loadUiAssets } from './activity-ui-assets.ts';
+import { isLoopbackHost } from './listen.ts';
 
 export type ActivityServerErrorCode = 'ACTIVITY_SERVER_TOKEN_REQUIRED' | 'ACTIVITY_SERVER_LISTEN_FAILED';
 
@@ -80,10 +81,6 @@ const PAGE = `<!doctype html>
 <body></body>
 </html>
 `;
-
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
 
 const COOKIE = 'ea_activity';
 const MAX_SESSIONS = 1000;
@@ -168,7 +165,7 @@ async function readSmallBody(req: IncomingMessage, max: number): Promise<string>
 }
 
 export async function startActivityServer(opts: ActivityServerOptions): Promise<ActivityServer> {
-  const loopback = isLoopback(opts.host);
+  const loopback = isLoopbackHost(opts.host);
   const token = opts.token;
   if (!loopback && (token === undefined || token.length < 16)) {
     throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters (--ui-token)`);
@@ -205,7 +202,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     if (tokenDigest !== null) return true;
     const host = req.headers.host ?? '';
     const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
-    return isLoopback(name);
+    return isLoopbackHost(name);
   };
 
   const api = async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {

@@ -16,7 +16,11 @@ export async function listenOrFail(server: net.Server, listen: { host: string; p
   });
 }
 
-/** A TCP host that only this machine can reach: 127.0.0.0/8, ::1, or the name localhost. */
+/**
+ * A TCP host that only this machine can reach: 127.0.0.0/8, ::1 (bracketed or not), or the name localhost.
+ * One rule for a listen address and for a Host header's name (a request for a loopback name, not a rebound
+ * one): an IPv4 address must be one (net.isIPv4), since "127.999.0.1" would be resolved as a name.
+ */
 export function isLoopbackHost(host: string): boolean {
   const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   if (h.toLowerCase() === 'localhost' || h === '::1') return true;

@@ -92,6 +92,26 @@ describe('activity page server', () => {
     expect((await rawGet(`${s.url}api/status`, { host: `localhost:${new URL(s.url).port}` })).status).toBe(200);
   });
 
+  it('judges the listen address and the Host by one loopback rule: an address, not a name that looks like one', async () => {
+    // "127.999.0.1" is no IPv4 address: listening on it resolves it as a name (DNS), so it must not count as
+    // loopback and spare the page its token. Failed before: the CLI took it without --ui-token.
+    const args = (ui: string): string[] => ['--listen', 'tcp:127.0.0.1:0', '--db', 'x.db', '--ui', ui];
+    expect(() => parseLogsArgs(args('127.999.0.1:8090'), {})).toThrow(/needs --ui-token/);
+    for (const ui of ['127.0.0.1:8090', '127.8.9.10:8090', 'localhost:8090', '[::1]:8090']) expect(parseLogsArgs(args(ui), {}).ui, ui).toMatchObject({ port: 8090 });
+    const dir = await tmpDir();
+    const store = openActivityStore({ file: path.join(dir, 'a.db') });
+    cleanup.push(() => store.close());
+    const reader = openActivityReader(path.join(dir, 'a.db'));
+    cleanup.push(() => reader.close());
+    const base = { port: 0, store, reader, live: createLiveTail(), enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }) };
+    await expect(startActivityServer({ ...base, host: '127.999.0.1' })).rejects.toMatchObject({ code: 'ACTIVITY_SERVER_TOKEN_REQUIRED' });
+    // The Host header, by the same rule.
+    const s = await service();
+    const port = new URL(s.url).port;
+    for (const host of [`127.0.0.1:${port}`, `127.1.2.3:${port}`, `localhost:${port}`, `[::1]:${port}`, 'localhost']) expect((await rawGet(`${s.url}api/status`, { host })).status, host).toBe(200);
+    for (const host of [`127.999.0.1:${port}`, `127.0.0.1.attacker.example:${port}`, `localhost.attacker.example`, `[::2]:${port}`]) expect((await rawGet(`${s.url}api/status`, { host })).status, host).toBe(403);
+  });
+
   it('answers a bad parameter with 400 and a code, never a query', async () => {
     const s = await service();
     for (const q of ['status=9xx', 'limit=0', 'limit=abc', 'before=1;drop', 'method=get', 'from=-5']) {
