@@ -146,24 +146,12 @@ export function mergeLoops(older: ThreadLoop, newer: ThreadLoop): ThreadLoop {
   };
 }
 
-/** prom-client's default metrics that describe one thread's loop and GC: replaced by registerThreadLoopMetrics. */
-export const THREAD_LOOP_METRICS = [
-  'nodejs_eventloop_lag_seconds',
-  'nodejs_eventloop_lag_min_seconds',
-  'nodejs_eventloop_lag_max_seconds',
-  'nodejs_eventloop_lag_mean_seconds',
-  'nodejs_eventloop_lag_stddev_seconds',
-  'nodejs_eventloop_lag_p50_seconds',
-  'nodejs_eventloop_lag_p90_seconds',
-  'nodejs_eventloop_lag_p99_seconds',
-  'nodejs_gc_duration_seconds',
-] as const;
-
 const THREADS = 'by thread (main; session-N: session worker N, [limits] workers)';
 
 /**
- * Registers the THREAD_LOOP_METRICS families on `registry` with a `thread` label: one series per thread
- * `threads()` gives at each scrape (their names are label values: a closed set, never anything a client sent).
+ * Registers the event-loop lag and GC families (prom-client's names; process-metrics.ts leaves its own out) on
+ * `registry` with a `thread` label: one series per thread `threads()` gives at each scrape (their names are
+ * label values: a closed set, never anything a client sent).
  */
 export function registerThreadLoopMetrics(registry: Registry, threads: () => Iterable<readonly [string, ThreadLoop]>): void {
   const registers = [registry];
