@@ -31,6 +31,16 @@ async function tmpDir(): Promise<string> {
   return dir;
 }
 
+/** A fresh activity store and a reader of it, both closed after the test. */
+async function storeAndReader(): Promise<{ store: ReturnType<typeof openActivityStore>; reader: ReturnType<typeof openActivityReader> }> {
+  const dir = await tmpDir();
+  const store = openActivityStore({ file: path.join(dir, 'a.db') });
+  cleanup.push(() => store.close());
+  const reader = openActivityReader(path.join(dir, 'a.db'));
+  cleanup.push(() => reader.close());
+  return { store, reader };
+}
+
 const mask = createHeaderMasker();
 function line(i: number, status = 200): string {
   return trxLine(
@@ -98,11 +108,7 @@ describe('activity page server', () => {
     const args = (ui: string): string[] => ['--listen', 'tcp:127.0.0.1:0', '--db', 'x.db', '--ui', ui];
     expect(() => parseLogsArgs(args('127.999.0.1:8090'), {})).toThrow(/needs --ui-token/);
     for (const ui of ['127.0.0.1:8090', '127.8.9.10:8090', 'localhost:8090', '[::1]:8090']) expect(parseLogsArgs(args(ui), {}).ui, ui).toMatchObject({ port: 8090 });
-    const dir = await tmpDir();
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
+    const { store, reader } = await storeAndReader();
     const base = { port: 0, store, reader, live: createLiveTail(), enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }) };
     await expect(startActivityServer({ ...base, host: '127.999.0.1' })).rejects.toMatchObject({ code: 'ACTIVITY_SERVER_TOKEN_REQUIRED' });
     // The Host header, by the same rule.
@@ -124,11 +130,7 @@ describe('activity page server', () => {
   });
 
   it('needs a token off loopback; with one, the API and the live tail answer only after a constant-time login sets the cookie', async () => {
-    const dir = await tmpDir();
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
+    const { store, reader } = await storeAndReader();
     const base = { port: 0, store, reader, live: createLiveTail(), enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }) };
     await expect(startActivityServer({ ...base, host: '0.0.0.0' })).rejects.toMatchObject({ code: 'ACTIVITY_SERVER_TOKEN_REQUIRED' });
     await expect(startActivityServer({ ...base, host: '10.0.0.1', token: 'short' })).rejects.toMatchObject({ code: 'ACTIVITY_SERVER_TOKEN_REQUIRED' });
@@ -159,11 +161,7 @@ describe('activity page server', () => {
   });
 
   it('answers 503 with Retry-After while the reader is at its query cap, logged as a count', async () => {
-    const dir = await tmpDir();
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
+    const { store, reader } = await storeAndReader();
     const busy = (): Promise<never> => Promise.reject(new ActivityReaderError('ACTIVITY_READER_BUSY', 'the activity reader has 64 queries waiting; try again'));
     const lines: Record<string, unknown>[] = [];
     const sink = new Writable({
@@ -189,11 +187,7 @@ describe('activity page server', () => {
   });
 
   it('cuts a request whose body trickles in (no session needed for /api/login), never the live tail\'s long answer', async () => {
-    const dir = await tmpDir();
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
+    const { store, reader } = await storeAndReader();
     const live = createLiveTail();
     store.onInserted((rows) => live.publish(rows));
     const srv = await startActivityServer({

@@ -73,6 +73,15 @@ function sample(text: string, name: string, labels: string): number {
   return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
+/** Each of `names` has exactly one series per thread, labelled `thread`, each value passing `ok`. */
+function expectOneSeriesPerThread(lines: string[], names: string[], threads: string[], ok: (value: number) => boolean): void {
+  for (const name of names) {
+    const series = lines.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+    expect(series.map((l) => l.slice(0, l.lastIndexOf(' '))).sort(), name).toEqual(threads.map((t) => `${name}{thread="${t}"}`).sort());
+    for (const l of series) expect(ok(Number(l.slice(l.lastIndexOf(' ') + 1))), l).toBe(true);
+  }
+}
+
 /** A connection the agent closes before answering hs1 (refused at admission). */
 async function refused(port: number, preamble?: Uint8Array): Promise<void> {
   const sock = await connectTcp(port);
@@ -196,12 +205,8 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     const text = await scrape(s);
     expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
     const lines = text.split('\n');
-    for (const name of ['nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes']) {
-      // Before: one unlabelled series (the main thread's).
-      const series = lines.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
-      expect(series.map((l) => l.slice(0, l.lastIndexOf(' '))).sort(), name).toEqual(threads.map((t) => `${name}{thread="${t}"}`).sort());
-      for (const l of series) expect(Number(l.slice(l.lastIndexOf(' ') + 1)), l).toBeGreaterThan(0);
-    }
+    // Before: one unlabelled series each (the main thread's).
+    expectOneSeriesPerThread(lines, ['nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes'], threads, (v) => v > 0);
     for (const name of ['nodejs_heap_space_size_total_bytes', 'nodejs_heap_space_size_used_bytes', 'nodejs_heap_space_size_available_bytes']) {
       const seen = new Set(lines.filter((l) => l.startsWith(`${name}{`)).map((l) => /thread="([^"]*)"/.exec(l)?.[1]));
       expect([...seen].sort(), name).toEqual(threads.slice().sort());
@@ -217,12 +222,8 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     const text = await scrape(s);
     expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
     const lines = text.split('\n');
-    for (const name of ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_max_seconds', 'nodejs_eventloop_lag_p99_seconds']) {
-      // Before: one unlabelled series (the main thread's).
-      const series = lines.filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
-      expect(series.map((l) => l.slice(0, l.lastIndexOf(' '))).sort(), name).toEqual(threads.map((t) => `${name}{thread="${t}"}`).sort());
-      for (const l of series) expect(Number(l.slice(l.lastIndexOf(' ') + 1)), l).toBeGreaterThanOrEqual(0);
-    }
+    // Before: one unlabelled series each (the main thread's).
+    expectOneSeriesPerThread(lines, ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_max_seconds', 'nodejs_eventloop_lag_p99_seconds'], threads, (v) => v >= 0);
     expect(lines.some((l) => l.startsWith('nodejs_gc_duration_seconds_count{') && l.includes('thread="main"'))).toBe(true);
   }, 60_000);
 });
