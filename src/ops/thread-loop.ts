@@ -66,7 +66,8 @@ class LoopMonitor {
   }
 
   /**
-   * The figures now, with `lag` measured by the caller (measureLag); the delay sampling starts over. With no
+   * The figures now, with `lag` measured by the caller (measureLag); the delay sampling starts over (its first
+   * tick then only notes the time: a hold that begins within 10 ms of a read shows in `lag`, not here). With no
    * sample since the last read (under 10 ms ago), the last figures again (an empty histogram reads as NaN, 9e18).
    */
   read(lag: number): ThreadLoop {
@@ -92,10 +93,18 @@ export function threadLoopMonitor(): LoopMonitor {
   return (monitor ??= new LoopMonitor());
 }
 
-/** How long a setImmediate takes now on the calling thread, seconds (as prom-client measures the lag). */
-export function measureLag(): Promise<number> {
+/**
+ * How long a setImmediate takes now on the calling thread, seconds (as prom-client measures the lag) — resolved
+ * only after one timers phase more, so that LoopMonitor.read can follow: monitorEventLoopDelay records a held
+ * loop's delay at its next tick, and a read (which resets the histogram, and with it the time of the last tick)
+ * before that tick drops the hold's delay — the very figure a scrape right after a stall must show. A worker
+ * answers the scrape that waited through its stall right after the stall, before that tick.
+ */
+export async function measureLag(): Promise<number> {
   const start = performance.now();
-  return new Promise((resolve) => setImmediate(() => resolve((performance.now() - start) / 1000)));
+  const lag = await new Promise<number>((resolve) => setImmediate(() => resolve((performance.now() - start) / 1000)));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  return lag;
 }
 
 const seconds = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;

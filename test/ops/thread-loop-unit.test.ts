@@ -1,7 +1,7 @@
 // thread-loop.ts on its own: two reports of a worker between scrapes merge without losing what the first saw (a
 // stalled loop's late answer), and figures from another thread are checked before they reach a label or a value.
 import { describe, expect, it } from 'vitest';
-import { GC_BUCKETS, isThreadLoop, mergeLoops, threadLoopMonitor, type LoopDelay, type ThreadLoop } from '../../src/ops/thread-loop.ts';
+import { GC_BUCKETS, isThreadLoop, measureLag, mergeLoops, threadLoopMonitor, type LoopDelay, type ThreadLoop } from '../../src/ops/thread-loop.ts';
 
 const delay = (over: Partial<LoopDelay>): LoopDelay => ({ count: 100, min: 0.01, max: 0.012, mean: 0.0105, stddev: 0.0005, p50: 0.0104, p90: 0.011, p99: 0.012, ...over });
 const loop = (lag: number, d: LoopDelay, minor = 1): ThreadLoop => ({ lag, delay: d, gc: { minor: { counts: [minor, 0, 0, 0, 0, 0, 0], sum: minor * 0.0005 } } });
@@ -48,5 +48,25 @@ describe('isThreadLoop', () => {
     ]) {
       expect(isThreadLoop(bad), JSON.stringify(bad)).toBe(false);
     }
+  });
+});
+
+describe('measureLag, then a read', () => {
+  it('a read right after the loop was held shows the hold (the delay monitor ticks before it)', async () => {
+    const monitor = threadLoopMonitor();
+    monitor.read(0); // the window starts here
+    // The loop held 300 ms inside a timer callback, then the scrape's own steps at once, as a worker answers the
+    // request that waited through its stall. Before: the read came a setImmediate after the hold, before the
+    // monitor's next tick, and its reset dropped the 300 ms (max ~0.01 s).
+    const seen = await new Promise<ThreadLoop>((resolve) => {
+      setTimeout(() => {
+        const until = performance.now() + 300;
+        while (performance.now() < until) {
+          // held
+        }
+        void measureLag().then((lag) => resolve(monitor.read(lag)));
+      }, 20);
+    });
+    expect(seen.delay.max).toBeGreaterThanOrEqual(0.25);
   });
 });

@@ -18,7 +18,7 @@
 import { bucketIndex, decryptedFieldsOf, decryptRefusal, DURATION_BUCKETS, countRequests, handshakeResult, type AgentMetrics, type ExchangeFacts, type MetricsDelta } from '../../ops/metrics.ts';
 import type { SessionSummary } from '../../responder/session.ts';
 import { isThreadHeap, readThreadHeap, type ThreadHeap } from '../../ops/thread-heap.ts';
-import { isThreadLoop, mergeLoops, threadLoopMonitor, type ThreadLoop } from '../../ops/thread-loop.ts';
+import { isThreadLoop, measureLag, mergeLoops, threadLoopMonitor, type ThreadLoop } from '../../ops/thread-loop.ts';
 import { rpcEndpoint, type PortLike, type RpcEndpoint } from './rpc-port.ts';
 
 /** What a worker posts: its delta (null when it counted nothing), the sessions that ended, and the flush request it answers. */
@@ -73,9 +73,9 @@ export class MetricsRecorder {
       notes: {
         flush: (seq) => {
           if (typeof seq !== 'number') return;
-          // The answer goes a setImmediate later: how long that took is this loop's lag (nodejs_eventloop_lag_seconds).
-          const asked = performance.now();
-          setImmediate(() => this.#send({ seq, lag: (performance.now() - asked) / 1000 }));
+          // How long a setImmediate took is this loop's lag (nodejs_eventloop_lag_seconds); the answer goes a timer
+          // turn after it, once the loop-delay monitor has recorded any stall that kept this request waiting.
+          void measureLag().then((lag) => this.#send({ seq, lag }));
         },
       },
     });
