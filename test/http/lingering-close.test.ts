@@ -241,9 +241,9 @@ describe('lingering close: bounded', { timeout: 20_000 }, () => {
     expect(await c.ended).toBe('end');
     expect(bodyOf(c.got()).equals(answer)).toBe(true);
     // The client keeps its side open and sends nothing more: the agent closes once the linger timeout is over.
-    // Its 'close', on which the count drops (destroyed alone comes a tick earlier).
     await until(() => f.sockets[0]!.closed, 'the agent side to close');
-    expect(f.fwd.connectionCount).toBe(0);
+    // Its slot: freed as the connection's last part closes (an in-process relay side may close a tick later).
+    await until(() => f.fwd.connectionCount === 0, 'its slot freed');
     // What came after `Connection: close` was read and dropped, never sent to the app.
     expect(f.seen).toEqual(['/big']);
   });
@@ -270,7 +270,8 @@ describe('lingering close: bounded', { timeout: 20_000 }, () => {
     await until(() => writeFailed || c.sock.destroyed, 'the client to see the connection cut');
     clearInterval(trickle);
     expect(bodyOf(c.got()).toString()).toBe('small answer');
-    expect(f.fwd.connectionCount).toBe(0);
+    // Its slot: freed as the connection's last part closes (an in-process relay side may close a tick later).
+    await until(() => f.fwd.connectionCount === 0, 'its slot freed');
     expect(f.seen).toEqual(['/first']);
   });
 
@@ -283,6 +284,7 @@ describe('lingering close: bounded', { timeout: 20_000 }, () => {
     expect(f.fwd.connectionCount).toBe(1);
     await f.fwd.close();
     await until(() => f.sockets[0]!.destroyed, 'the agent side to close');
-    expect(f.fwd.connectionCount).toBe(0);
+    // Its slot: freed as the connection's last part closes (an in-process relay side may close a tick later).
+    await until(() => f.fwd.connectionCount === 0, 'its slot freed');
   });
 });

@@ -116,7 +116,8 @@ describe('TLS ingress: lingering close', { timeout: 20_000 }, () => {
     expect(res.body.equals(BIG)).toBe(true);
     await reader.waitEnd();
     await closed(s.served[0]!);
-    expect(s.fwd.connectionCount).toBe(0);
+    // Its slot: freed as the connection's last part closes (an in-process relay side may close a tick later).
+    await until(() => s.fwd.connectionCount === 0, 'its slot freed');
   });
 
   it('drain ends once a connection answered during it has lingered (a client that never closes)', async () => {
@@ -146,7 +147,8 @@ describe('TLS ingress: lingering close', { timeout: 20_000 }, () => {
     expect((await reader.next()).body.toString()).toBe('/one');
     await s.ingress.drain(300);
     await closed(s.served[0]!);
-    expect(s.fwd.connectionCount).toBe(0);
+    // Its slot: freed as the connection's last part closes (an in-process relay side may close a tick later).
+    await until(() => s.fwd.connectionCount === 0, 'its slot freed');
     await reader.waitEnd();
   });
 });
