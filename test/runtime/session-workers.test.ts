@@ -92,6 +92,15 @@ async function refused(port: number, preamble?: Uint8Array): Promise<void> {
 }
 
 describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
+  /** A fresh agent's exposition (promtool-clean) and the thread labels it must carry: main, session-1…N. */
+  async function scrapeEveryThread(): Promise<{ threads: string[]; lines: string[] }> {
+    stack = await startAgentStack({ appPort, limits: { workers } });
+    const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
+    const text = await scrape(stack);
+    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
+    return { threads, lines: text.split('\n') };
+  }
+
   it('serves sessions (attestation, Data) and records each request and session on the main thread', async () => {
     stack = await startAgentStack({ appPort, limits: { workers } });
     const s = stack;
@@ -198,13 +207,8 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
   }, 60_000);
 
   it('shows every thread\'s V8 heap under a `thread` label (main, session-N), promtool-clean', async () => {
-    stack = await startAgentStack({ appPort, limits: { workers } });
-    const s = stack;
     // Each worker's heap is its own: the main thread's figures alone would miss most of the process's memory.
-    const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
-    const text = await scrape(s);
-    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
-    const lines = text.split('\n');
+    const { threads, lines } = await scrapeEveryThread();
     // Before: one unlabelled series each (the main thread's).
     expectOneSeriesPerThread(lines, ['nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes'], threads, (v) => v > 0);
     for (const name of ['nodejs_heap_space_size_total_bytes', 'nodejs_heap_space_size_used_bytes', 'nodejs_heap_space_size_available_bytes']) {
@@ -215,13 +219,8 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
   }, 60_000);
 
   it('shows every thread\'s event-loop lag under a `thread` label (main, session-N), promtool-clean', async () => {
-    stack = await startAgentStack({ appPort, limits: { workers } });
-    const s = stack;
     // Each worker's loop is its own: the main thread's figures alone would not show a stalled session thread.
-    const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
-    const text = await scrape(s);
-    expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
-    const lines = text.split('\n');
+    const { threads, lines } = await scrapeEveryThread();
     // Before: one unlabelled series each (the main thread's).
     expectOneSeriesPerThread(lines, ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_max_seconds', 'nodejs_eventloop_lag_p99_seconds'], threads, (v) => v >= 0);
     expect(lines.some((l) => l.startsWith('nodejs_gc_duration_seconds_count{') && l.includes('thread="main"'))).toBe(true);
