@@ -92,10 +92,15 @@ describe('the activity page with records that carry markup', () => {
 
   it('opens each one\'s detail (user agent, session, error, header names and values) as text', async () => {
     for (let i = 0; i < PAYLOADS.length; i++) {
+      const expected = PAYLOADS[PAYLOADS.length - 1 - i]!;
       await page.click(`#rows tr:nth-child(${i + 1})`);
-      await page.waitForSelector('#detail:not(.hidden) table.headers');
+      // The previous row's pane stays open until this one renders: wait for this record's, not any.
+      await page
+        .waitForFunction((p) => document.querySelector('#detail:not(.hidden) table.headers') !== null && (document.getElementById('detail')?.textContent ?? '').includes(`/p/${p}`), expected)
+        .catch(() => {});
       const detail = (await page.textContent('#detail')) ?? '';
-      expect(detail).toContain(PAYLOADS[PAYLOADS.length - 1 - i]!);
+      expect(detail).toContain(`/p/${expected}`);
+      expect(detail).toContain(expected);
     }
     expect(await injected()).toEqual({ mark: undefined, elements: 0 });
   });
