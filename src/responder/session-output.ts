@@ -5,7 +5,8 @@
 //   its apps meanwhile, so what waits is bounded by what was already in progress);
 // - the write-stall timeout (limits.writeStallTimeoutMs): while output is pending, some message must finish
 //   writing within it, or the session is closed — a client that keeps its connection alive but never reads
-//   cannot hold memory or a slot for longer.
+//   cannot hold memory or a slot for longer. Messages that only wait for room in the budget (this session's
+//   writer empty) are not its client's stall: the sessions holding the room answer for theirs.
 import type { Duplex } from 'node:stream';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { serverMessageSize, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
@@ -183,6 +184,7 @@ export class SessionOutput {
   readonly #flushDeferred = (): void => {
     this.#waiting = false;
     if (this.#closed) return;
+    let moved = false;
     try {
       while (this.#deferred.length > 0) {
         const d = this.#deferred[0]!;
@@ -198,11 +200,14 @@ export class SessionOutput {
           this.sync();
         }
         void sent.then(d.resolve);
+        moved = true;
       }
     } catch (err) {
       this.#hooks.onFailed(err);
       return;
     }
+    // Its client gets the whole timeout for what it was just given, however long the room took to come.
+    if (moved && this.#stallArmed) this.#stallTimer!.refresh();
     if (this.#deferred.length > 0) this.#wait();
     this.#hooks.onWritten();
   };
@@ -218,6 +223,11 @@ export class SessionOutput {
       // Nothing pending: let go of the fired timer (an idle session holds none); sync() makes a new one if needed.
       this.#stallArmed = false;
       this.#stallTimer = null;
+      return;
+    }
+    if (this.#sender.queuedBytes === 0) {
+      // Only waiting for room others hold: not this client's stall.
+      this.#stallTimer!.refresh();
       return;
     }
     this.#hooks.onStall();

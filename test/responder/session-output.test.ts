@@ -36,4 +36,41 @@ describe('SessionOutput', () => {
     expect(failed).toBe(1);
     expect(budget.queuedBytes).toBe(0);
   });
+
+  it('does not take messages waiting only for room others hold for its client\'s stall; its own unread output still is one', async () => {
+    const budget = new OutputBudget(1 << 20);
+    let accept = true; // the client reads: every write is taken at once
+    const held: (() => void)[] = [];
+    const sock = new Duplex({
+      read() {},
+      write(_c, _e, cb) {
+        if (accept) cb();
+        else held.push(cb);
+      },
+    });
+    let stalls = 0;
+    const out = new SessionOutput(sock, budget, { overBudget: 0 } as unknown as ResponderCounters, 40, {
+      onWritten: () => out.sync(),
+      onFailed() {},
+      onStall: () => stalls++,
+    });
+    const seal = (pt: Uint8Array | Uint8Array[]): Uint8Array[] => [...(Array.isArray(pt) ? pt : [pt]).map((p) => Uint8Array.from(p)), new Uint8Array(16)];
+    out.start({ encryptOwned: seal, encryptParts: seal } as unknown as CipherState);
+    budget.adjust((1 << 20) - 1000); // other sessions hold all but 1,000 bytes, for several stall timeouts
+    const sent = out.send({ type: 'StreamData', id: 1, payload: new Uint8Array(5000) }, 'bstr', false);
+    expect(out.deferred).toBe(1);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(stalls).toBe(0);
+    budget.adjust(-((1 << 20) - 1000)); // their clients read: room
+    await sent;
+    expect(out.deferred).toBe(0);
+    expect(stalls).toBe(0);
+    // Now this client stops reading what it was given: that is its stall.
+    accept = false;
+    void out.send({ type: 'StreamData', id: 1, payload: new Uint8Array(100) }, 'bstr', false);
+    await new Promise((r) => setTimeout(r, 250));
+    expect(stalls).toBeGreaterThan(0);
+    out.close();
+    for (const cb of held) cb();
+  });
 });
