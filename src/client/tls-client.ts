@@ -64,8 +64,13 @@ function requestError(err: unknown, signal: AbortSignal): ClientError {
   if (err instanceof ClientError) return err; // from the connector: attestation, connect, timeout
   const code = (err as { code?: string })?.code ?? '';
   const message = (err as Error)?.message ?? String(err);
-  if (/^E[A-Z]+$/.test(code) || code === 'UND_ERR_CONNECT_TIMEOUT') {
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
     return new ClientError('CLIENT_CONNECT_FAILED', `connecting failed: ${message}`, { cause: err, retryable: true });
+  }
+  if (/^E[A-Z]+$/.test(code)) {
+    // The connector reports its own failures as ClientErrors: a socket error here hit a connection the request
+    // may already have reached the app on (ECONNRESET after the write), so it is not "connect failed".
+    return new ClientError('CLIENT_RETRYABLE', `the connection failed (${code}) while the request was in flight; it was not re-sent`, { cause: err });
   }
   if (code.startsWith('ERR_SSL_')) {
     // A corrupt TLS record (track() destroyed the socket): the code only, no cause — OpenSSL's message is not ours.

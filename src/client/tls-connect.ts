@@ -15,7 +15,7 @@ import { callerNonceRefusal } from '../attestation/caller-nonce.ts';
 import { AttestationError } from '../attestation/errors.ts';
 import type { VerifyExpectations } from '../attestation/verify.ts';
 import { AttestedCertError, verifyAttestedCertificate, type VerifiedCertificate } from './attested-cert.ts';
-import { ClientError } from './errors.ts';
+import { ClientError, transportErrorName } from './errors.ts';
 
 export interface VerifiedTlsOptions {
   host: string;
@@ -113,8 +113,13 @@ export function connectVerifiedTls(opts: VerifiedTlsOptions): Promise<VerifiedTl
     };
     const onAbort = (): void => fail(new ClientError('CLIENT_ABORTED', `connecting to ${where} was aborted`, { cause: opts.signal?.reason }));
     const timer = setTimeout(() => fail(new ClientError('CLIENT_TIMEOUT', `TLS handshake and attestation with ${where} did not finish within ${timeoutMs} ms`)), timeoutMs);
+    // A TLS alert or bad record: its code only, no cause — OpenSSL's text ("error:0A00010B:SSL routines:...") is not ours.
     const onError = (err: Error): void =>
-      fail(new ClientError('CLIENT_CONNECT_FAILED', `TLS connection to ${where} failed: ${err.message}`, { cause: err, retryable: true }));
+      fail(
+        transportErrorName(err).startsWith('ERR_SSL_')
+          ? new ClientError('CLIENT_CONNECT_FAILED', `TLS connection to ${where} failed (${transportErrorName(err)})`, { retryable: true })
+          : new ClientError('CLIENT_CONNECT_FAILED', `TLS connection to ${where} failed: ${err.message}`, { cause: err, retryable: true }),
+      );
     const onClose = (): void => fail(new ClientError('CLIENT_CONNECT_FAILED', `${where} closed the connection during the TLS handshake`, { retryable: true }));
     const cleanup = (): void => {
       clearTimeout(timer);
