@@ -1,13 +1,14 @@
 // The enclave ↔ host egress flow protocol (EGRESS.md §3.3). One stream per flow; big-endian integers.
 //   Request : "EGR1" | ver u8 = 1 | op u8 | len u16 | body[len]
 //     op 1 CONNECT : af u8 (4|6) | addr[4|16] | port u16 | timeout_ms u32 | name_len u8 | name (ASCII, logs only)
-//     op 2 DNS     : one raw DNS query message
+//     op 2 DNS     : one raw DNS query message (QR 0, opcode QUERY, one question; anything else is malformed)
 //   Response: "EGR1" | ver u8 = 1 | status u8 | errno i32 | len u16 | body[len]
 //     CONNECT: body = a UTF-8 message; after status OK the stream carries raw bytes both ways.
 //     DNS    : body = the raw DNS response, then the stream closes.
 //   Status 6 BUSY: the host dialer is at its cap of concurrent flows (the enclave answers 503).
 import net from 'node:net';
 import { parseIPv6 } from '../util/ip-bytes.ts';
+import { parseQuery } from './dns-message.ts';
 import { EgressError } from './errors.ts';
 
 export const MAGIC = Buffer.from('EGR1', 'latin1');
@@ -91,7 +92,18 @@ export function decodeRequestHeader(h: Buffer): { op: number; len: number } {
 }
 
 export function decodeRequestBody(op: number, body: Buffer): FlowRequest {
-  if (op === Op.DNS) return { op: 'dns', query: body };
+  if (op === Op.DNS) {
+    // A standard query only (all the enclave builds): the host forwards it from its own address to its
+    // resolvers, which must not get a dynamic UPDATE, a NOTIFY or a forged response from a compromised enclave.
+    let opcode: number;
+    try {
+      opcode = parseQuery(body).opcode;
+    } catch (err) {
+      badFrame(`DNS body is not one query: ${(err as Error).message}`);
+    }
+    if (opcode !== 0) badFrame(`DNS opcode ${opcode}, expected 0 (QUERY)`);
+    return { op: 'dns', query: body };
+  }
   const family = body[0];
   const addrLen = family === 4 ? 4 : family === 6 ? 16 : badFrame(`address family must be 4 or 6, found ${family}`);
   if (body.length < 1 + addrLen + 7) badFrame(`CONNECT body of ${body.length} bytes is too short`);

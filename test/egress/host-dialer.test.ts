@@ -197,6 +197,17 @@ describe('host dialer', () => {
   });
 
   const valid = encodeRequest({ op: 'connect', ip: '127.0.0.2', port: 80, timeoutMs: 100, name: 'x' });
+  const dnsFrame = (query: Buffer): Buffer => encodeRequest({ op: 'dns', query });
+  const withFlags = (q: Buffer, flags: number): Buffer => {
+    const c = Buffer.from(q);
+    c.writeUInt16BE(c.readUInt16BE(2) | flags, 2);
+    return c;
+  };
+  const withQdcount = (q: Buffer, n: number): Buffer => {
+    const c = Buffer.from(q);
+    c.writeUInt16BE(n, 4);
+    return c;
+  };
   const withLen = (b: Buffer, len: number): Buffer => {
     const c = Buffer.from(b);
     c.writeUInt16BE(len, 6);
@@ -212,7 +223,14 @@ describe('host dialer', () => {
     ['a body cut short by EOF', valid.subarray(0, 12)],
     ['a DNS query shorter than a header', Buffer.from('45475231010200050000000000', 'hex')],
     ['an HTTP request', Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n')],
+    // The DNS op carries a standard query (the enclave only ever builds one); anything else would reach the
+    // parent's resolvers from the parent's address: a dynamic UPDATE, a NOTIFY, a forged response.
+    ['a DNS UPDATE (opcode 5)', dnsFrame(withFlags(buildQuery(11, 'ok.test', 1), 5 << 11))],
+    ['a DNS NOTIFY (opcode 4)', dnsFrame(withFlags(buildQuery(12, 'ok.test', 1), 4 << 11))],
+    ['a DNS response (QR set) in place of a query', dnsFrame(withFlags(buildQuery(13, 'ok.test', 1), 0x8000))],
+    ['a DNS message with two questions', dnsFrame(withQdcount(buildQuery(14, 'ok.test', 1), 2))],
   ])('closes the stream on %s without answering, and keeps serving', async (_what, bytes) => {
+    const asked = dns.queries.length;
     const s = net.connect({ host: '127.0.0.1', port: strict.port! });
     const got: Buffer[] = [];
     s.on('data', (c: Buffer) => got.push(c));
@@ -220,6 +238,7 @@ describe('host dialer', () => {
     s.end(bytes);
     await new Promise((r) => s.once('close', r));
     expect(Buffer.concat(got).length).toBe(0);
+    expect(dns.queries.length).toBe(asked); // nothing reached the resolver
     const answer = parseResponse(await dnsExchange(tcp(strict.port!), buildQuery(7, 'ok.test', 1), 2_000));
     expect(answer.answers).toHaveLength(1);
   });
