@@ -227,7 +227,16 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     upgraded.add(socket);
-    socket.once('close', () => upgraded.delete(socket));
+    // A local client that leaves (EOF or close) before the 101 has left, as Node's server treats an EOF before
+    // its response: the upgrade is called off, and a 101 that arrives anyway is closed at once — an app that
+    // keeps the connection open would otherwise hold that enclave stream and its slot for good.
+    const gone = new AbortController();
+    const leave = (): void => gone.abort();
+    socket.once('end', leave);
+    socket.once('close', () => {
+      upgraded.delete(socket);
+      leave();
+    });
     const fail = (status: number, code: string, message: string): void => {
       const body = `enclave-agent proxy: ${code}: ${message}\n`;
       socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
@@ -246,7 +255,13 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         return;
       }
       try {
-        const up = await c.upgrade(req.url ?? '/', { method: req.method ?? 'GET', headers: forwardHeaders(req.rawHeaders, true) });
+        const up = await c.upgrade(req.url ?? '/', { method: req.method ?? 'GET', headers: forwardHeaders(req.rawHeaders, true), signal: gone.signal });
+        if (gone.signal.aborted) {
+          up.close();
+          socket.destroy();
+          return;
+        }
+        socket.off('end', leave); // from here a half-close is the upgraded protocol's own
         const lines = [`HTTP/1.1 101 ${up.statusText || 'Switching Protocols'}`];
         up.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
         socket.write(lines.join('\r\n') + '\r\n\r\n');

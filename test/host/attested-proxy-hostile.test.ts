@@ -1,0 +1,101 @@
+// `enclave-agent proxy` against local clients that misbehave: they leave while the proxy is still connecting or
+// the app is still answering an upgrade, and what the proxy hands back to them must frame exactly the bytes it
+// sends. The enclave is a stand-in Client that records what it was asked and which streams were released: this
+// is about the proxy's door, not the attested channel behind it.
+import http from 'node:http';
+import net from 'node:net';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Client, UpgradedStream } from '../../src/client/index.ts';
+import { ERROR_HEADER, startAttestedProxy, type AttestedProxy } from '../../src/host/attested-proxy.ts';
+
+let proxy: AttestedProxy | null = null;
+const sockets: net.Socket[] = [];
+
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  await proxy?.close();
+  proxy = null;
+});
+
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+/** Opens a raw connection to the proxy and writes `bytes`; resolves once written. */
+function rawRequest(bytes: string): Promise<net.Socket> {
+  return new Promise((resolve) => {
+    const s = net.connect(proxy!.port, '127.0.0.1', () => s.write(bytes, () => resolve(s)));
+    s.on('error', () => {});
+    sockets.push(s);
+  });
+}
+
+/** One request through the proxy, whole response read. */
+function get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: proxy!.port, path, headers, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
+/**
+ * A round trip the proxy answers itself (403, no client needed): once it is back, the proxy has also handled
+ * what an earlier connection did before it (a close), and what was queued in its microtasks.
+ */
+async function barrier(): Promise<void> {
+  const r = await get('/barrier', { host: 'elsewhere.example' });
+  expect(r.headers[ERROR_HEADER]).toBe('PROXY_HOST_REFUSED');
+}
+
+/** A stand-in upgraded stream that records whether it was released (closed, readable cancelled, writable aborted). */
+function fakeUpgraded(): { stream: UpgradedStream; released: () => boolean } {
+  let released = false;
+  const stream = {
+    id: 1,
+    status: 101,
+    statusText: 'Switching Protocols',
+    headers: new Headers({ upgrade: 'websocket', connection: 'Upgrade' }),
+    head: { status: 101, statusText: 'Switching Protocols', version: 'HTTP/1.1', headers: [], headLength: 0 },
+    readable: new ReadableStream<Uint8Array>({ cancel: () => void (released = true) }),
+    writable: new WritableStream<Uint8Array>({ abort: () => void (released = true) }),
+    closeWrite: () => {},
+    close: () => void (released = true),
+  } as UpgradedStream;
+  return { stream, released: () => released };
+}
+
+describe('attested proxy: a local client that leaves early', () => {
+  it('releases the enclave stream of an upgrade whose client left before the app answered 101', async () => {
+    const answered = gate();
+    const asked = gate();
+    const up = fakeUpgraded();
+    const client = {
+      attestation: { moduleId: 'i-test-enc' },
+      fetch: () => Promise.reject(new Error('no fetch here')),
+      upgrade: async () => {
+        asked.open();
+        await answered.promise;
+        return up.stream;
+      },
+      close: () => Promise.resolve(),
+    } as unknown as Client;
+    proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+
+    const s = await rawRequest('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    await asked.promise; // the upgrade is at the app
+    s.destroy(); // the local client gives up (a handshake timeout, a tab closed)
+    await barrier();
+    answered.open(); // the app answers 101 to nobody
+    await barrier();
+    // Before the fix nothing ever closed it: the app kept a connection open and the session a stream slot.
+    await vi.waitFor(() => expect(up.released()).toBe(true), { timeout: 5_000 });
+  });
+});
