@@ -182,6 +182,11 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
       res.end(body);
       return;
     }
+    // Armed before connecting: a client that leaves while the proxy still verifies the enclave has left.
+    const abort = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
     void (async () => {
       let c: Client;
       try {
@@ -191,10 +196,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         refuse(res, err);
         return;
       }
-      const abort = new AbortController();
-      res.once('close', () => {
-        if (!res.writableFinished) abort.abort();
-      });
+      if (abort.signal.aborted) return; // nobody to answer: the app must not run it
       try {
         const upstream = await c.fetch(req.url ?? '/', {
           method: req.method ?? 'GET',

@@ -98,4 +98,32 @@ describe('attested proxy: a local client that leaves early', () => {
     // Before the fix nothing ever closed it: the app kept a connection open and the session a stream slot.
     await vi.waitFor(() => expect(up.released()).toBe(true), { timeout: 5_000 });
   });
+
+  it('forwards nothing for a request whose client left while the proxy was still verifying the enclave', async () => {
+    const verified = gate();
+    const forwarded: string[] = [];
+    const client = {
+      attestation: { moduleId: 'i-test-enc' },
+      fetch: (url: string) => {
+        forwarded.push(url);
+        return Promise.resolve(new Response('from the app'));
+      },
+      upgrade: () => Promise.reject(new Error('no upgrade here')),
+      close: () => Promise.resolve(),
+    } as unknown as Client;
+    proxy = await startAttestedProxy({
+      connect: async () => {
+        await verified.promise;
+        return client;
+      },
+    });
+
+    const s = await rawRequest('POST /pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n');
+    s.destroy(); // e.g. curl --max-time ran out during a slow attestation
+    await barrier();
+    verified.open();
+    const later = await get('/later');
+    expect(later.body).toBe('from the app');
+    expect(forwarded).toEqual(['/later']);
+  });
 });
