@@ -205,8 +205,11 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
           signal: abort.signal,
         });
         const headers: [string, string][] = [];
+        // The body was decoded by its Transfer-Encoding, which wins over a Content-Length beside it (RFC 9112
+        // §6.3) and is re-framed here: that Content-Length must go, or the local client reads a different body.
+        const reframed = upstream.headers.has('transfer-encoding');
         upstream.headers.forEach((v, k) => {
-          if (k === 'set-cookie' || HOP.has(k)) return;
+          if (k === 'set-cookie' || HOP.has(k) || (reframed && k === 'content-length')) return;
           headers.push([k, v]);
         });
         for (const cookie of upstream.headers.getSetCookie()) headers.push(['set-cookie', cookie]);

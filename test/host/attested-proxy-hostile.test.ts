@@ -127,3 +127,26 @@ describe('attested proxy: a local client that leaves early', () => {
     expect(forwarded).toEqual(['/later']);
   });
 });
+
+/** A proxy in front of a stand-in app that answers every request with `respond()`. */
+async function proxyAnswering(respond: () => Response): Promise<void> {
+  const client = {
+    attestation: { moduleId: 'i-test-enc' },
+    fetch: () => Promise.resolve(respond()),
+    upgrade: () => Promise.reject(new Error('no upgrade here')),
+    close: () => Promise.resolve(),
+  } as unknown as Client;
+  proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+}
+
+describe('attested proxy: the response head it hands back', () => {
+  it('drops Content-Length when the app framed its answer with Transfer-Encoding (the body no longer matches it)', async () => {
+    // The SDK decodes by Transfer-Encoding (RFC 9112 §6.3) and the proxy re-frames; a Content-Length passed on
+    // would make the local client cut the body short and read the rest as the next response on the connection.
+    const body = 'first' + 'HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL';
+    await proxyAnswering(() => new Response(body, { headers: { 'content-length': '5', 'transfer-encoding': 'chunked' } }));
+    const r = await get('/a');
+    expect(r.body).toBe(body);
+    expect(r.headers['content-length']).toBeUndefined();
+  });
+});
