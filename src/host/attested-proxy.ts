@@ -65,17 +65,23 @@ function errorCode(err: unknown): string {
   return e?.attestationCode ?? e?.code ?? 'PROXY_ERROR';
 }
 
+/** The header names Connection header values list (hop-by-hop too, RFC 9110 §7.6.1), lower-cased. */
+function connectionTokens(values: string[]): Set<string> {
+  const tokens = new Set<string>();
+  for (const v of values) for (const t of v.split(',')) tokens.add(t.trim().toLowerCase());
+  return tokens;
+}
+
 function forwardHeaders(raw: string[], keepUpgrade = false): [string, string][] {
-  const connectionTokens = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === 'connection') for (const t of raw[i + 1]!.split(',')) connectionTokens.add(t.trim().toLowerCase());
-  }
+  const connection: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'connection') connection.push(raw[i + 1]!);
+  const listed = connectionTokens(connection);
   const out: [string, string][] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!;
     const lower = k.toLowerCase();
     if (keepUpgrade && (lower === 'upgrade' || lower === 'connection')) out.push([k, raw[i + 1]!]);
-    else if (!HOP.has(lower) && !connectionTokens.has(lower)) out.push([k, raw[i + 1]!]);
+    else if (!HOP.has(lower) && !listed.has(lower)) out.push([k, raw[i + 1]!]);
   }
   return out;
 }
@@ -208,8 +214,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         // The body was decoded by its Transfer-Encoding, which wins over a Content-Length beside it (RFC 9112
         // §6.3) and is re-framed here: that Content-Length must go, or the local client reads a different body.
         const reframed = upstream.headers.has('transfer-encoding');
+        const listed = connectionTokens([upstream.headers.get('connection') ?? '']);
         upstream.headers.forEach((v, k) => {
-          if (k === 'set-cookie' || HOP.has(k) || (reframed && k === 'content-length')) return;
+          if (k === 'set-cookie' || HOP.has(k) || listed.has(k) || (reframed && k === 'content-length')) return;
           headers.push([k, v]);
         });
         for (const cookie of upstream.headers.getSetCookie()) headers.push(['set-cookie', cookie]);

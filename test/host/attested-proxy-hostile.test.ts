@@ -149,4 +149,12 @@ describe('attested proxy: the response head it hands back', () => {
     expect(r.body).toBe(body);
     expect(r.headers['content-length']).toBeUndefined();
   });
+
+  it("drops the headers the app's Connection header names (hop-by-hop, RFC 9110 §7.6.1)", async () => {
+    await proxyAnswering(() => new Response('ok', { headers: { connection: 'X-Upstream-Hop, close', 'x-upstream-hop': 'internal', 'x-app': 'kept' } }));
+    const r = await get('/a');
+    expect(r.body).toBe('ok');
+    expect(r.headers['x-app']).toBe('kept');
+    expect(r.headers['x-upstream-hop']).toBeUndefined();
+  });
 });
