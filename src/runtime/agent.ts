@@ -246,7 +246,7 @@ async function startIngress(
   // Imported here: the attested certificate is built with pkijs, which an agent without TLS ingress never loads.
   const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
   const identity = new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host, ...(opts.ingress?.now === undefined ? {} : { now: opts.ingress.now }) });
-  if (workers !== undefined && workers.sessionWorkers.identityPorts.length > 0) {
+  if (workers !== undefined && workers.sessionWorkers.tls) {
     return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, handshakeTimeoutMs: c.limits.handshake_timeout_ms, ...(acme === undefined ? {} : { acme }), logger });
   }
   return startTlsIngress({

@@ -6,9 +6,16 @@
 // channel's Responder: drain and close reach every worker, counters sum every thread.
 // With `tls` the workers serve TLS ingress connections too: tls-handoff.ts admits and hands them (handTls)
 // and serves each worker's identity port.
+// Threads start on demand, as libuv's thread pool does: none at boot (each costs ~10 MiB RSS at rest), the
+// first with the first connection, the next one (index by index, up to `count`, one start at a time) when a
+// connection arrives and every started thread already holds one. Connections that arrive while no thread is
+// started wait for the first one; later ones go to a started thread while the next one starts. Once started a
+// thread stays. At boot only the module the threads run is checked (a layer without it does not boot): proving
+// more would mean starting a thread, which is what this saves. A thread that cannot start later is a bug, as one
+// that dies is, and ends the agent the same way; the connections waiting for it are closed and their slots freed.
 // A worker that dies takes its sessions' shared state with it (slots, queued-output bytes): that is a bug, and
 // it ends the agent as an uncaught error on the main thread would (the supervisor or the enclave restarts it).
-import type { EventLoopUtilization } from 'node:perf_hooks';
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -23,10 +30,10 @@ import { resolveLimits } from '../responder/limits.ts';
 import type { Responder } from '../responder/server.ts';
 import type { SessionSummary } from '../responder/session.ts';
 import type { SharedAdmission } from '../responder/shared-admission.ts';
-import { detachConnection, HandoffLedger } from '../transport/handoff.ts';
+import { detachConnection, discardHandedConnection, HandoffLedger } from '../transport/handoff.ts';
 import type { HandedConnection } from '../transport/handoff.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
-import { spawnModuleWorker } from '../crypto/module-worker.ts';
+import { moduleWorkerExists, spawnModuleWorker } from '../crypto/module-worker.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 import { RuntimeError } from './errors.ts';
 import { limitsFrom } from './forwarder-setup.ts';
@@ -38,7 +45,7 @@ import { serveNsm } from './worker-services/nsm-proxy.ts';
 import { logSinkCapabilities, serveLogSink } from './worker-services/trx-proxy.ts';
 
 export interface SessionWorkersOptions {
-  /** Worker threads (≥ 2; one thread is the main thread's own responder). */
+  /** Worker threads at most (≥ 2; one thread is the main thread's own responder), started on demand. */
   count: number;
   config: Config;
   keyring: Keyring;
@@ -64,10 +71,17 @@ export interface SessionWorkers extends Responder {
   readonly handoff: true;
   /** Brings every worker's metrics up to date (before a scrape). */
   flushMetrics(): Promise<void>;
-  /** Each worker's event-loop utilisation, read from this thread (the memory trim asks whether any was busy). */
+  /** Each started worker's event-loop utilisation, read from this thread (the memory trim asks whether any was busy). */
   readonly loopUtilization: readonly LoopUtilization[];
-  /** With `tls`: each worker's identity port, main side (served by tls-handoff.ts). */
-  readonly identityPorts: readonly MessagePort[];
+  /** Threads started so far (reported ready). */
+  readonly started: number;
+  /** Started with `tls`. */
+  readonly tls: boolean;
+  /**
+   * With `tls`: calls `serve` with each worker's identity port, main side (tls-handoff.ts serves it), at once for
+   * the threads started or starting and as each later one starts; returns the unsubscribe.
+   */
+  onIdentityPort(serve: (port: MessagePort) => void): () => void;
   /** Log and transaction lines the workers dropped over their in-flight bound (worker-services/in-flight.ts). */
   readonly droppedLogLines: number;
   /** With `tls`: posts a TLS connection (admitted, detached) to the least-loaded worker; false once draining (the caller still owns it). */
@@ -79,6 +93,8 @@ type LoopUtilization = (current?: EventLoopUtilization, previous?: EventLoopUtil
 /** After the drain timeout, a worker's sessions get this long to hand over their Error frames (server.ts). */
 const DRAIN_GRACE_MS = 2_000 + 3_000;
 const CLOSE_TIMEOUT_MS = 5_000;
+
+type Connection = ToWorker & { type: 'connection' };
 
 interface Slot {
   readonly index: number;
@@ -93,6 +109,12 @@ interface Slot {
   stopped: ((error?: string) => void) | null;
   /** Connections posted to it and not confirmed taken: their fds are closed here if it exits without them. */
   readonly handoffs: HandoffLedger;
+  /** Reported ready: until then it takes no connection, those for it wait in `queue`. */
+  ready: boolean;
+  readonly queue: Connection[];
+  /** True once ready, false if it never starts. */
+  readonly started: Promise<boolean>;
+  readonly loopUtilization: LoopUtilization;
 }
 
 export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<SessionWorkers> {
@@ -105,17 +127,48 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   let acceptErrorCount = 0;
   let state: 'running' | 'draining' | 'closed' = 'running';
   let stopping = false;
+  /** Started or starting, index i + 1 at i (the shared admission regions are numbered so). */
   const slots: Slot[] = [];
+  /** The one thread starting now, if any. */
+  let starting: Slot | undefined;
+  const identityListeners = new Set<(port: MessagePort) => void>();
+  const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
 
-  const fail = (slot: Slot, why: string): void => {
+  if (!(await moduleWorkerExists(import.meta.url, 'session-worker'))) {
+    throw new RuntimeError('RUNTIME_WORKER_FAILED', 'the session thread module (session-worker) is not beside the agent: the session threads cannot start');
+  }
+
+  /** A worker lost, or one that never started, while running: the agent cannot keep (or take) its sessions. */
+  const fail = (index: number, why: string, message: string): void => {
     if (stopping) return;
-    logger.fatal({ worker: slot.index, why }, 'a session worker stopped; the agent cannot keep its sessions');
+    logger.fatal({ worker: index, why }, message);
     setImmediate(() => {
-      throw new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${slot.index} stopped (${why})`);
+      throw new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} ${why}`);
     });
   };
 
-  const spawn = (index: number): Promise<Slot> => {
+  /** A connection admitted (and detached) that no worker will take: its fd closed, its slots back, counted refused. */
+  const drop = (m: Connection, reason: string): void => {
+    discardHandedConnection(m.connection);
+    if (m.channel === 'tls') {
+      admission.tls.handshakeEnded();
+      admission.tls.closed();
+      admission.tls.refused();
+      return;
+    }
+    admission.sessions.closed();
+    refusedHere++;
+    refusals.note(reason);
+  };
+  const dropQueued = (slot: Slot, reason: string): void => {
+    const queued = slot.queue.splice(0);
+    for (const m of queued) drop(m, reason);
+    if (queued.length > 0) logger.warn({ worker: slot.index, connections: queued.length, reason }, 'closed connections that waited for a session thread to start');
+  };
+
+  /** Starts thread `index`; it takes connections once it reports ready. Throws if the Worker cannot be created. */
+  const spawn = (index: number): Slot => {
+    const t0 = performance.now();
     const channels = { nsm: new MessageChannel(), log: new MessageChannel(), metrics: new MessageChannel(), decrypt: new MessageChannel(), trx: opts.trxSink === undefined ? undefined : new MessageChannel(), identity: opts.tls === true ? new MessageChannel() : undefined };
     const scalars = opts.keyring.keyMaterial().scalars();
     const data: SessionWorkerData = {
@@ -135,6 +188,12 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     let worker: Worker;
     try {
       worker = spawnModuleWorker(import.meta.url, 'session-worker', { workerData: data, transferList: transfer });
+    } catch (err) {
+      for (const c of Object.values(channels)) {
+        c?.port1.close();
+        c?.port2.close();
+      }
+      throw err;
     } finally {
       wipeScalars(scalars); // workerData was cloned by now: the copies on this side go at once
     }
@@ -142,6 +201,8 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     const logs = serveWorkerLogs(channels.log.port1, logger);
     serveDecryptPool(channels.decrypt.port1, opts.decryptPool);
     const trx = channels.trx !== undefined && opts.trxSink !== undefined ? serveLogSink(channels.trx.port1, opts.trxSink, logger) : undefined;
+    let settle!: (ready: boolean) => void;
+    const perf = worker.performance;
     const slot: Slot = {
       index,
       worker,
@@ -165,42 +226,60 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       live: 0,
       stopped: null,
       handoffs: new HandoffLedger(),
+      ready: false,
+      queue: [],
+      started: new Promise<boolean>((resolve) => (settle = resolve)),
+      loopUtilization: (current, previous) => perf.eventLoopUtilization(current, previous),
     };
-    return new Promise<Slot>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} did not start within ${opts.startTimeoutMs ?? 30_000} ms`)), opts.startTimeoutMs ?? 30_000);
-      let ready = false;
-      worker.on('message', (m: FromWorker) => {
-        if (m.type === 'ready') {
-          ready = true;
-          clearTimeout(timer);
-          resolve(slot);
-        } else if (m.type === 'taken') {
-          slot.handoffs.confirm(m.ids);
-        } else if (m.type === 'unused' || m.type === 'tls-closed') {
-          slot.live--;
-        } else if (m.type === 'stopped') {
-          const done = slot.stopped;
-          slot.stopped = null;
-          done?.(m.error);
-        }
-      });
-      worker.on('error', (err) => {
-        const why = `${err.name}: ${(err as { code?: string }).code ?? err.message}`;
-        if (!ready) {
-          clearTimeout(timer);
-          reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} failed to start (${why})`, { cause: err }));
-        } else fail(slot, why);
-      });
-      worker.on('exit', (code) => {
-        // Its thread has ended (receipts posted before are delivered first): what it never took is closed here.
-        const swept = slot.handoffs.sweep();
-        if (swept > 0) logger.warn({ worker: index, connections: swept }, 'closed connections handed to a session worker that stopped before taking them');
-        if (!ready) {
-          clearTimeout(timer);
-          reject(new RuntimeError('RUNTIME_WORKER_FAILED', `session worker ${index} exited with code ${code} while starting`));
-        } else fail(slot, `exit ${code}`);
-      });
+    slots.push(slot);
+    let settled = false;
+    const startFailed = (why: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (starting === slot) starting = undefined;
+      dropQueued(slot, 'thread-failed');
+      settle(false);
+      void worker.terminate();
+      // While draining or closing it was to stop anyway: nothing is lost.
+      if (state === 'running') fail(index, why, 'a session thread did not start; the agent cannot serve its sessions');
+      else logger.warn({ worker: index, why }, 'a session thread did not start before the agent stopped');
+    };
+    const timer = setTimeout(() => startFailed(`did not start within ${startTimeoutMs} ms`), startTimeoutMs);
+    worker.on('message', (m: FromWorker) => {
+      if (m.type === 'ready') {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (starting === slot) starting = undefined;
+        slot.ready = true;
+        logger.info({ worker: index, ms: Math.round(performance.now() - t0) }, 'session thread started');
+        for (const c of slot.queue.splice(0)) handTo(slot, c);
+        settle(true);
+      } else if (m.type === 'taken') {
+        slot.handoffs.confirm(m.ids);
+      } else if (m.type === 'unused' || m.type === 'tls-closed') {
+        slot.live--;
+      } else if (m.type === 'stopped') {
+        const done = slot.stopped;
+        slot.stopped = null;
+        done?.(m.error);
+      }
     });
+    worker.on('error', (err) => {
+      const why = `${err.name}: ${(err as { code?: string }).code ?? err.message}`;
+      if (!slot.ready) startFailed(`failed to start (${why})`);
+      else fail(index, `stopped (${why})`, 'a session worker stopped; the agent cannot keep its sessions');
+    });
+    worker.on('exit', (code) => {
+      // Its thread has ended (receipts posted before are delivered first): what it never took is closed here.
+      const swept = slot.handoffs.sweep();
+      if (swept > 0) logger.warn({ worker: index, connections: swept }, 'closed connections handed to a session worker that stopped before taking them');
+      if (!slot.ready) startFailed(`exited with code ${code} while starting`);
+      else fail(index, `stopped (exit ${code})`, 'a session worker stopped; the agent cannot keep its sessions');
+    });
+    if (slot.identity !== undefined) for (const serve of identityListeners) serve(slot.identity);
+    return slot;
   };
 
   const stopAll = async (): Promise<void> => {
@@ -213,33 +292,36 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     );
   };
 
-  try {
-    for (let i = 1; i <= opts.count; i++) slots.push(await spawn(i));
-  } catch (err) {
-    await stopAll();
-    throw err;
-  }
+  /**
+   * A worker stops its sessions (drain or close) and answers `stopped`; one still starting is waited for first
+   * (it has no connection: those that waited for it were closed). Bounded, then it is terminated (stopAll).
+   */
+  const stopWorker = (s: Slot, msg: ToWorker, boundMs: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      let done = false;
+      const finish = (): void => {
+        done = true;
+        clearTimeout(timer);
+        s.stopped = null;
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        logger.warn({ worker: s.index }, 'a session worker did not stop in time; terminating it');
+        finish();
+      }, boundMs);
+      s.stopped = (error) => {
+        if (error !== undefined) logger.warn({ worker: s.index, err: error }, 'a session worker stopped with an error');
+        finish();
+      };
+      void s.started.then((ready) => {
+        if (!ready) finish();
+        else if (!done) s.worker.postMessage(msg);
+      });
+    });
 
-  /** Each worker stops its sessions (drain or close) and answers `stopped`; bounded, then it is terminated. */
   const stopWorkers = async (msg: ToWorker, boundMs: number): Promise<void> => {
-    await Promise.all(
-      slots.map(
-        (s) =>
-          new Promise<void>((resolve) => {
-            const timer = setTimeout(() => {
-              s.stopped = null;
-              logger.warn({ worker: s.index }, 'a session worker did not stop in time; terminating it');
-              resolve();
-            }, boundMs);
-            s.stopped = (error) => {
-              clearTimeout(timer);
-              if (error !== undefined) logger.warn({ worker: s.index, err: error }, 'a session worker stopped with an error');
-              resolve();
-            };
-            s.worker.postMessage(msg);
-          }),
-      ),
-    );
+    for (const s of slots) dropQueued(s, state);
+    await Promise.all(slots.map((s) => stopWorker(s, msg, boundMs)));
     await flushMetrics();
     refusals.flush();
     acceptErrors.flush();
@@ -247,7 +329,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   };
 
   const flushMetrics = async (): Promise<void> => {
-    await Promise.all(slots.map((s) => s.metrics.requestFlush()));
+    await Promise.all(slots.filter((s) => s.ready).map((s) => s.metrics.requestFlush()));
   };
 
   const refuse = (stream: Duplex, reason: string): void => {
@@ -293,17 +375,30 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     },
   } as ResponderCounters;
 
-  /** The worker with the fewest connections (sessions and TLS), counted as taking one more. */
-  const leastLoaded = (): Slot => {
-    let best = slots[0]!;
-    for (const s of slots) if (s.live < best.live) best = s;
-    best.live++;
-    return best;
-  };
   /** Posts a detached connection; the slot's ledger answers for its fd until the worker confirms taking it. */
-  const handTo = (slot: Slot, message: ToWorker & { type: 'connection' }): void => {
+  const handTo = (slot: Slot, message: Connection): void => {
     slot.handoffs.record(message.connection);
     slot.worker.postMessage(message);
+  };
+  /**
+   * To the started worker with the fewest connections (sessions and TLS), counted as taking one more; the next
+   * thread starts when none is started or each holds one. With none started yet it waits for the one starting.
+   */
+  const dispatch = (message: Connection): void => {
+    let best: Slot | undefined;
+    for (const s of slots) if (s.ready && (best === undefined || s.live < best.live)) best = s;
+    if ((best === undefined || best.live > 0) && starting === undefined && slots.length < opts.count) {
+      try {
+        starting = spawn(slots.length + 1);
+      } catch (err) {
+        fail(slots.length + 1, `failed to start (${(err as { code?: string }).code ?? String(err)})`, 'a session thread did not start; the agent cannot serve its sessions');
+      }
+    }
+    const to = best ?? starting;
+    if (to === undefined) return drop(message, 'no-thread'); // a start failed: the agent is ending
+    to.live++;
+    if (to.ready) handTo(to, message);
+    else to.queue.push(message);
   };
 
   let drained: Promise<void> | undefined;
@@ -324,10 +419,13 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     get droppedLogLines() {
       return slots.reduce((n, s) => n + s.droppedLines(), 0);
     },
-    loopUtilization: slots.map((s) => {
-      const perf = s.worker.performance;
-      return (current?: EventLoopUtilization, previous?: EventLoopUtilization) => perf.eventLoopUtilization(current, previous);
-    }),
+    get loopUtilization() {
+      return slots.filter((s) => s.ready).map((s) => s.loopUtilization);
+    },
+    get started() {
+      return slots.filter((s) => s.ready).length;
+    },
+    tls: opts.tls === true,
     acceptError(err) {
       acceptErrorCount++;
       acceptErrors.note((err as NodeJS.ErrnoException).code ?? 'error');
@@ -344,12 +442,16 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
         const cause = (err as { cause?: { code?: unknown } }).cause?.code;
         return refuse(stream, typeof cause === 'string' ? `handoff-failed:${cause}` : 'handoff-failed');
       }
-      handTo(leastLoaded(), { type: 'connection', connection } satisfies ToWorker);
+      dispatch({ type: 'connection', connection });
     },
-    identityPorts: slots.flatMap((s) => (s.identity === undefined ? [] : [s.identity])),
+    onIdentityPort(serve) {
+      identityListeners.add(serve);
+      for (const s of slots) if (s.identity !== undefined) serve(s.identity);
+      return () => void identityListeners.delete(serve);
+    },
     handTls(connection, generation) {
       if (state !== 'running') return false;
-      handTo(leastLoaded(), { type: 'connection', channel: 'tls', connection, generation } satisfies ToWorker);
+      dispatch({ type: 'connection', channel: 'tls', connection, generation });
       return true;
     },
     drain(timeoutMs) {

@@ -18,7 +18,7 @@ import { detachConnection, discardHandedConnection } from '../transport/handoff.
 import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 import type { SessionWorkers } from './session-workers.ts';
-import { serveIdentity } from './worker-services/identity-proxy.ts';
+import { serveIdentity, type AcmeWire, type IdentityServer } from './worker-services/identity-proxy.ts';
 
 export interface TlsHandoffOptions {
   listen: (o: ListenOptions) => Promise<Listener>;
@@ -39,21 +39,25 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
   const refusals = new RateLimitedLog(logger, 'connections refused (TLS ingress)', REFUSAL_LOG_INTERVAL_MS);
   await identity.current();
 
-  const servers = workers.identityPorts.map((p) => serveIdentity(p, identity));
+  const servers: IdentityServer[] = [];
   const acme = opts.acme;
   /** The ACME certificate as last pushed (undefined: none, or expired by this thread's clock). */
   let acmeIssued: AcmeIssued | undefined;
   let generation = 0;
+  const acmeState = (): AcmeWire | undefined =>
+    acme === undefined ? undefined : { domain: acme.domain, issued: acmeIssued === undefined ? null : { keyPem: acmeIssued.keyPem, chainPem: acmeIssued.chainPem }, challenges: acme.pendingChallenges() };
   const push = (): void => {
-    const issued = identity.served!;
     generation++;
-    const acmeState =
-      acme === undefined
-        ? undefined
-        : { domain: acme.domain, issued: acmeIssued === undefined ? null : { keyPem: acmeIssued.keyPem, chainPem: acmeIssued.chainPem }, challenges: acme.pendingChallenges() };
-    for (const s of servers) s.push(issued, generation, acmeState);
+    const state = acmeState();
+    for (const s of servers) s.push(identity.served!, generation, state);
   };
   push();
+  // Threads start on demand (session-workers.ts): each one's port is served, from the generation current then.
+  const unsubscribe = workers.onIdentityPort((port) => {
+    const server = serveIdentity(port, identity);
+    servers.push(server);
+    server.push(identity.served!, generation, acmeState());
+  });
   identity.onIssued = push;
   if (acme !== undefined) {
     acme.onChange = () => {
@@ -72,6 +76,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
   const stopRotation = startRotationTimer(identity, logger);
   const unhook = (): void => {
     stopRotation();
+    unsubscribe();
     identity.onIssued = undefined;
     if (acme !== undefined) acme.onChange = undefined;
     for (const s of servers) s.close();

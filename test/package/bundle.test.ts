@@ -3,10 +3,11 @@
 // one that marks the files ES modules) — --version, --help, and a command that loads its modules.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectClient } from '../responder/helpers.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 /** This checkout's addon build, which hands connections to session threads (the layer ships it beside dist/). */
@@ -92,11 +93,12 @@ w.on('message', (m) => {
   });
 
   // [limits] workers ≥ 2 — the default wherever the addon is built and there is more than one CPU — starts each
-  // session thread from session-worker.js beside cli.js: a layer without it does not boot.
-  it.runIf(existsSync(ADDON))('starts `run` with [limits] workers = 2 from the bundle alone', async () => {
-    const config = path.join(dir, 'workers.toml');
+  // session thread from session-worker.js beside cli.js, on demand: a layer without it does not boot (checked at
+  // boot), and the first session starts one.
+  async function startWorkersRun(name: string): Promise<{ out: () => string; started: boolean; publicPort: number | undefined; stop: () => Promise<void> }> {
+    const config = path.join(dir, `${name}.toml`);
     writeFileSync(config, '[api]\nenabled = false\n[limits]\nworkers = 2\n');
-    const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-workers'), '--', 'sleep', '60'];
+    const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, `state-${name}`), '--', 'sleep', '60'];
     const agent = spawn(process.execPath, args, { cwd: dir, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: ADDON }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const exited = new Promise<number | null>((r) => agent.once('exit', (code) => r(code)));
@@ -109,10 +111,48 @@ w.on('message', (m) => {
       agent.stderr.on('data', seen);
       void exited.then(() => resolve(false));
     });
-    agent.kill('SIGTERM'); // maybe before its handlers are installed: how it exits is not what this test is about
-    await exited;
-    expect(out).not.toMatch(/RUNTIME_WORKER_FAILED|MODULE_NOT_FOUND/);
-    expect(started).toBe(true);
+    const line = out.split('\n').find((l) => l.includes('"runtime started"'));
+    const address = line === undefined ? undefined : (JSON.parse(line) as { public?: string }).public;
+    return {
+      out: () => out,
+      started,
+      publicPort: address === undefined ? undefined : Number(address.slice(address.lastIndexOf(':') + 1)),
+      stop: async () => {
+        agent.kill('SIGTERM'); // maybe before its handlers are installed: how it exits is not what this test is about
+        await exited;
+      },
+    };
+  }
+
+  it.runIf(existsSync(ADDON))('starts `run` with [limits] workers = 2 from the bundle alone; a session starts a thread', async () => {
+    const agent = await startWorkersRun('workers');
+    try {
+      expect(agent.started).toBe(true);
+      expect(agent.out()).not.toContain('session thread started');
+      const c = await connectClient(agent.publicPort!);
+      c.send({ type: 'RequestAttestation' });
+      expect((await c.next()).message.type).toBe('Attestation');
+      c.close();
+      // Logged before the thread took the session; the line may reach this pipe a moment after the answer.
+      for (let i = 0; i < 100 && !agent.out().includes('"session thread started"'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(agent.out()).toContain('"session thread started"');
+    } finally {
+      await agent.stop();
+    }
+    expect(agent.out()).not.toMatch(/RUNTIME_WORKER_FAILED|MODULE_NOT_FOUND/);
+  });
+
+  it.runIf(existsSync(ADDON))('does not boot with [limits] workers = 2 when session-worker.js is missing', async () => {
+    const worker = path.join(path.dirname(bundle), 'session-worker.js');
+    renameSync(worker, `${worker}.away`);
+    try {
+      const agent = await startWorkersRun('no-worker');
+      await agent.stop();
+      expect(agent.started).toBe(false);
+      expect(agent.out()).toMatch(/RUNTIME_WORKER_FAILED/);
+    } finally {
+      renameSync(`${worker}.away`, worker);
+    }
   });
 
   it('--help and a command that loads its modules run from the bundle alone', async () => {

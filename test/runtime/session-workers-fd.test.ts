@@ -1,8 +1,10 @@
 // [limits] workers: a connection handed to a session worker that is terminated before it takes it (the stop
 // bound expired while the worker was stalled) is closed by the main thread — its client sees the close and the
 // process's descriptors return to where they were. And the main thread never closes a descriptor a worker
-// took: the ledger's sweep leaves alone a number that was closed and reused meanwhile.
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+// took: the ledger's sweep leaves alone a number that was closed and reused meanwhile. A connection waiting for
+// the first thread to start when the workers drain is closed and its session slot freed, and no thread starts
+// after.
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +32,8 @@ const CLIENTS_LOCK_WORD = 5;
 const QUEUED = 8;
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
+/** This process's OS threads (worker threads are among them). */
+const osThreads = (): number => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]);
 
 const cleanups: (() => unknown)[] = [];
 afterAll(async () => {
@@ -116,16 +120,22 @@ describe.runIf(nativeAvailable())('session workers stopped before taking their c
       return c;
     };
 
-    // Worker 1 takes the first connection and, reading its PROXY header, blocks on the clients lock held here:
-    // from then on it reads no message. Every other connection alternates between the two workers.
+    // The threads start on demand: the first with a connection, the second with one while the first holds one
+    // (both connections stay on worker 1, idle, waiting for a PROXY header).
+    await connect();
+    await until(() => workers.started === 1);
+    await connect();
+    await until(() => workers.started === 2);
+    // Worker 2 (the one with no connection) takes the next and, reading its PROXY header, blocks on the clients
+    // lock held here: from then on it reads no message. Every other connection alternates between the two workers.
     lock.lock();
     locked = true;
     await connect(encodeProxyV2({ source: { address: '192.0.2.7', port: 4000 }, destination: { address: '10.0.0.1', port: 443 } }));
     await until(() => Atomics.load(new Int32Array(admission.init.buffer), CLIENTS_LOCK_WORD) === 2); // a worker sleeps on it
     for (let i = 0; i < QUEUED; i++) await connect();
-    await until(() => workers.sessionCount === QUEUED + 1);
+    await until(() => workers.sessionCount === QUEUED + 3);
 
-    // Worker 2 stops at once; worker 1 does not answer within the close bound and is terminated.
+    // Worker 1 stops at once; worker 2 does not answer within the close bound and is terminated.
     await workers.close();
     stopped = true;
     lock.unlock();
@@ -134,6 +144,68 @@ describe.runIf(nativeAvailable())('session workers stopped before taking their c
     expect(swept.map((r) => r.connections)).toEqual([QUEUED / 2]);
     // Every client sees its connection closed: the queued ones, the adopted ones and the stalled one.
     await Promise.all(clients.map((c) => closed(c)));
+    await new Promise((resolve) => server.close(resolve));
+    expect(openFds()).toBe(baseline);
+  }, 60_000);
+
+  it('drain while the first thread starts: the connection waiting for it is closed, its slot freed, no fd left, no thread started after', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'workers-start-'));
+    cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
+    const sim = await createNsmSimulator({ stateDir, identity: { agentVersion: 'test', app: 'workers-start', config: '' } });
+    const keyring = Keyring.generate();
+    const config = configFromObject({ mode: 'http', app: { port: 9, startup_grace_ms: 0 } });
+    const log = memoryLog('info');
+    const admission = SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers: 2, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts });
+    const decryptPool = new DecryptPool(keyring);
+    cleanups.push(() => decryptPool.close());
+    const baseline = openFds();
+    const threadsBefore = osThreads();
+    const workers = await startSessionWorkers({
+      count: 2,
+      config,
+      keyring,
+      nsm: sim,
+      logger: log.logger,
+      metrics: new AgentMetrics({ mode: 'http', version: 'test', processMetrics: false }),
+      admission,
+      decryptPool,
+      attestationKey: keyring.attestationPublicKey(),
+    });
+    let stopped = false;
+    cleanups.push(() => (stopped ? undefined : workers.close()));
+    expect(workers.started).toBe(0);
+    let drained: Promise<void> | undefined;
+    const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+      workers.handle(sock, { remote: `${sock.remoteAddress}:${sock.remotePort}`, transport: 'tcp' });
+      // In the same turn: thread 1 is starting (it cannot have answered), the connection waits for it.
+      drained ??= workers.drain(5_000);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const port = (server.address() as net.AddressInfo).port;
+    const connect = async (): Promise<net.Socket> => {
+      const c = net.connect(port, '127.0.0.1');
+      c.on('error', () => {});
+      cleanups.push(() => c.destroy());
+      await new Promise((resolve) => c.once('connect', resolve));
+      return c;
+    };
+
+    const waiting = await connect();
+    await closed(waiting);
+    expect(admission.sessions.count).toBe(0);
+    expect(workers.refusedCount).toBe(1);
+    expect(log.records().filter((r) => r.msg === 'closed connections that waited for a session thread to start').map((r) => r.connections)).toEqual([1]);
+    // Draining: refused at once, and no other thread starts.
+    await closed(await connect());
+    expect(workers.refusedCount).toBe(2);
+    await drained;
+    await workers.close();
+    stopped = true;
+    expect(log.records().filter((r) => r.msg === 'session thread started').map((r) => r.worker)).not.toContain(2);
+    expect(workers.started).toBeLessThanOrEqual(1);
+    // The thread that was starting was waited for and stopped: none is left.
+    await until(() => osThreads() <= threadsBefore);
     await new Promise((resolve) => server.close(resolve));
     expect(openFds()).toBe(baseline);
   }, 60_000);

@@ -1,7 +1,8 @@
 // [limits] workers: public sessions run on worker threads the listener hands connections to. The same
 // behaviour with 1 (the main thread) and 2 workers: sessions attest and are served, the process-wide limits
 // (sessions, per client) hold exactly across threads, a scrape counts every request and session, drain
-// finishes what is in flight on every worker, transaction records and logs reach the main thread.
+// finishes what is in flight on every worker, transaction records and logs reach the main thread. The threads
+// start on demand: none at boot, the first with the first session, the next when every started one holds one.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
@@ -82,6 +83,16 @@ function expectOneSeriesPerThread(lines: string[], names: string[], threads: str
   }
 }
 
+/** The session threads started so far, in order (the main thread logs each one's start). */
+function startedThreads(s: AgentStack): unknown[] {
+  return s.log.records().filter((r) => r.msg === 'session thread started').map((r) => r.worker);
+}
+
+/** The `thread` labels a scrape shows (the event-loop lag has one series per thread). */
+function threadLabels(text: string): string[] {
+  return [...text.matchAll(/^nodejs_eventloop_lag_seconds\{thread="([^"]*)"\}/gm)].map((m) => m[1]!).sort();
+}
+
 /** A connection the agent closes before answering hs1 (refused at admission). */
 async function refused(port: number, preamble?: Uint8Array): Promise<void> {
   const sock = await connectTcp(port);
@@ -92,10 +103,26 @@ async function refused(port: number, preamble?: Uint8Array): Promise<void> {
 }
 
 describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
-  /** A fresh agent's exposition (promtool-clean) and the thread labels it must carry: main, session-1…N. */
+  /**
+   * Two sessions, left open, after which (with 2 workers) both threads have started: the second starts when a
+   * session arrives while the first thread holds one. Both are on thread 1 (the second went there while thread 2
+   * started), so the next sessions go to thread 2 first.
+   */
+  async function onBothThreads(s: AgentStack): Promise<TestClient[]> {
+    const two = [await client(s.port), await client(s.port)];
+    if (workers > 1) await waitUntil(() => startedThreads(s).length === 2, 15_000, 'the second session thread');
+    return two;
+  }
+
+  /** An agent's exposition (promtool-clean) once every thread started, and the labels it must carry: main, session-1…N. */
   async function scrapeEveryThread(): Promise<{ threads: string[]; lines: string[] }> {
     stack = await startAgentStack({ appPort, limits: { workers } });
     const threads = ['main', ...(workers > 1 ? Array.from({ length: workers }, (_, i) => `session-${i + 1}`) : [])];
+    if (workers > 1) {
+      // None at boot: the threads start with the sessions that need them.
+      expect(threadLabels(await scrape(stack))).toEqual(['main']);
+      await onBothThreads(stack);
+    }
     const text = await scrape(stack);
     expect(promtoolCheck(text)).toEqual({ output: '', status: 0 });
     return { threads, lines: text.split('\n') };
@@ -104,7 +131,7 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
   it('serves sessions (attestation, Data) and records each request and session on the main thread', async () => {
     stack = await startAgentStack({ appPort, limits: { workers } });
     const s = stack;
-    const cs = await Promise.all(Array.from({ length: 6 }, () => client(s.port)));
+    const cs = [...(await onBothThreads(s)), ...(await Promise.all(Array.from({ length: 4 }, () => client(s.port))))];
     for (const c of cs) {
       c.send({ type: 'RequestAttestation' });
       const m = (await c.next()).message;
@@ -170,6 +197,11 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     stack = await startAgentStack({ appPort, limits: { workers, max_buffered_body_bytes: 4096, max_buffered_bodies_bytes: 5000 } });
     const s = stack;
     const json = (n: number): string => `{"v":"${'x'.repeat(n - 8)}"}`;
+    // Both threads started, then idle again: A goes to thread 1, B to thread 2.
+    for (const c of await onBothThreads(s)) c.close();
+    await waitUntil(() => s.sessions.length === 2 && s.runtime.sessionCount() === 0, 5_000, 'the first two sessions to end');
+    s.sessions.splice(0);
+    const logged = s.log.records().length;
     const head = (n: number): string => `POST /json HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\n\r\n`;
     // Session A: 3,000 of a 4,000-byte JSON body, held by the decrypt stage (the rest never comes).
     const a = await client(s.port);
@@ -187,13 +219,13 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     b.close();
     await waitUntil(() => s.sessions.length === 2, 5_000, 'two session summaries');
     // With 2 workers the sessions ran on different threads: the budget is the process's, not a thread's.
-    if (workers > 1) expect(new Set(s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker))).toEqual(new Set([1, 2]));
+    if (workers > 1) expect(new Set(s.log.records().slice(logged).filter((r) => r.msg === 'session closed').map((r) => r.worker))).toEqual(new Set([1, 2]));
   }, 60_000);
 
   it('drain finishes the requests in flight on every worker, refuses new connections, then closes', async () => {
     stack = await startAgentStack({ appPort, limits: { workers } });
     const s = stack;
-    const cs = await Promise.all(Array.from({ length: 4 }, () => client(s.port)));
+    const cs = [...(await onBothThreads(s)), ...(await Promise.all(Array.from({ length: 2 }, () => client(s.port))))];
     const replies = cs.map((c) => get(c, '/slow'));
     await waitUntil(() => held.length === 4, 10_000, 'four requests at the app');
     const drained = s.runtime.drain(10_000);
@@ -224,6 +256,34 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     // Before: one unlabelled series each (the main thread's).
     expectOneSeriesPerThread(lines, ['nodejs_eventloop_lag_seconds', 'nodejs_eventloop_lag_max_seconds', 'nodejs_eventloop_lag_p99_seconds'], threads, (v) => v >= 0);
     expect(lines.some((l) => l.startsWith('nodejs_gc_duration_seconds_count{') && l.includes('thread="main"'))).toBe(true);
+  }, 60_000);
+});
+
+describe.runIf(native)('[limits] workers = 2: session threads start on demand', () => {
+  it('starts none at boot, the first with the first session, the second with a session while the first holds one', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers: 2 } });
+    const s = stack;
+    // Before: both threads started at boot.
+    expect(startedThreads(s)).toEqual([]);
+    expect(threadLabels(await scrape(s))).toEqual(['main']);
+    const a = await client(s.port);
+    expect(await get(a, '/first')).toBe(200);
+    expect(startedThreads(s)).toEqual([1]);
+    expect(threadLabels(await scrape(s))).toEqual(['main', 'session-1']);
+    // A second session while the first is open: thread 1 serves it while thread 2 starts (it waits for nothing).
+    const b = await client(s.port);
+    expect(await get(b, '/second')).toBe(200);
+    await waitUntil(() => startedThreads(s).length === 2, 15_000, 'the second session thread');
+    expect(startedThreads(s)).toEqual([1, 2]);
+    expect(threadLabels(await scrape(s))).toEqual(['main', 'session-1', 'session-2']);
+    // The next goes to the idle thread 2; no third thread exists to start.
+    const c = await client(s.port);
+    expect(await get(c, '/third')).toBe(200);
+    for (const x of [a, b, c]) x.close();
+    await waitUntil(() => s.sessions.length === 3, 5_000, 'three session summaries');
+    const served = s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker);
+    expect(served.sort()).toEqual([1, 1, 2]);
+    expect(startedThreads(s)).toEqual([1, 2]);
   }, 60_000);
 });
 

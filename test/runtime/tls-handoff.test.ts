@@ -51,7 +51,7 @@ function countingSlots() {
   };
 }
 
-const fakeWorkers = { identityPorts: [], handTls: () => true } as unknown as SessionWorkers;
+const fakeWorkers = { tls: true, onIdentityPort: () => () => {}, handTls: () => true } as unknown as SessionWorkers;
 
 afterEach(() => {
   vi.useRealTimers();

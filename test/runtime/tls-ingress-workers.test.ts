@@ -196,11 +196,32 @@ async function servedBy(s: Stack, paths: string[]): Promise<Map<string, number |
   return new Map(paths.map((p) => [p, closedLine(sessionOf(p))!.worker as number | undefined]));
 }
 
+/** The session threads started so far, in order (the main thread logs each one's start). */
+function startedThreads(s: Stack): unknown[] {
+  return s.log.records().filter((r) => r.msg === 'session thread started').map((r) => r.worker);
+}
+
+/**
+ * Two connections, left open, after which (with 2 workers) both threads have started: they start on demand, the
+ * second when a connection arrives while the first thread holds one. Both are on thread 1 (the second went there
+ * while thread 2 started), so the next ones go to thread 2 first.
+ */
+async function onBothThreads(s: Stack, workers: number, open: () => Promise<tls.TLSSocket> = () => connect(s.port)): Promise<tls.TLSSocket[]> {
+  const two = [await open(), await open()];
+  if (workers > 1) await waitUntil(() => startedThreads(s).length === 2, 15_000, 'the second session thread');
+  return two;
+}
+
 describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (workers) => {
+
   it('serves HTTPS on every worker; the document verifies independently and binds the served key', async () => {
     stack = await startStack(workers);
     const s = stack;
-    const conns = await Promise.all(Array.from({ length: 6 }, () => connect(s.port)));
+    // No session thread at boot: the first connection starts thread 1 and waits for it; the identity reaches each
+    // thread as it starts (thread 2 serves connections below too).
+    expect(startedThreads(s)).toEqual([]);
+    const conns = [...(await onBothThreads(s, workers)), ...(await Promise.all(Array.from({ length: 4 }, () => connect(s.port))))];
+    expect(startedThreads(s)).toEqual(workers > 1 ? [1, 2] : []);
     const paths = conns.map((_, i) => `/hello-${i}`);
     const replies = await Promise.all(conns.map((c, i) => get(c, paths[i]!)));
     expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
@@ -232,6 +253,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
     stack = await startStack(workers);
     const s = stack;
     const nonces = Array.from({ length: 26 }, () => sniNonce());
+    await onBothThreads(s, workers);
     // All at once, each connection held open, so that they spread over the workers.
     const attempts = await Promise.allSettled(nonces.map((n) => connect(s.port, `${n}.attest.localhost`)));
     const ok = attempts.flatMap((a, i) => (a.status === 'fulfilled' ? [[a.value, nonces[i]!] as const] : []));
@@ -267,6 +289,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
   it('the PROXY v2 client reaches the request and the per-client nonce budget (10 per client), whichever thread serves', async () => {
     stack = await startStack(workers, {}, { accept_proxy_protocol: true });
     const s = stack;
+    await onBothThreads(s, workers, () => connectVia(s.port, '192.0.2.60'));
     const one = await Promise.allSettled(Array.from({ length: 13 }, () => connectVia(s.port, '203.0.113.7', `${sniNonce()}.attest.localhost`)));
     expect(one.filter((a) => a.status === 'fulfilled')).toHaveLength(10);
     // Another client still has its own budget (and the process-wide one has 10 left).
@@ -283,7 +306,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
   it('rotation under a moved clock reaches every worker: new handshakes get the new certificate', async () => {
     stack = await startStack(workers);
     const s = stack;
-    const before = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
+    const before = [...(await onBothThreads(s, workers)), ...(await Promise.all(Array.from({ length: 2 }, () => connect(s.port))))];
     const first = certOf(before[0]!);
     for (const c of before) expect(certOf(c).fingerprint256).toBe(first.fingerprint256);
     const signerNotAfter = new Date(new X509Certificate(documentOf(first).certificate).validTo).getTime();
@@ -309,7 +332,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
   it('max connections (limits.max_sessions) holds across threads: one more is refused, a freed slot is taken again', async () => {
     stack = await startStack(workers, { max_sessions: 4 });
     const s = stack;
-    const conns = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
+    const conns = [...(await onBothThreads(s, workers)), ...(await Promise.all(Array.from({ length: 2 }, () => connect(s.port))))];
     const paths = conns.map((_, i) => `/limit-${i}`);
     for (let i = 0; i < 4; i++) expect((await get(conns[i]!, paths[i]!)).status).toBe(200);
     expect(await refused(s.port)).toBe(true);
@@ -338,7 +361,7 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
     const threadsBefore = threads();
     stack = await startStack(workers);
     const s = stack;
-    const conns = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
+    const conns = [...(await onBothThreads(s, workers)), ...(await Promise.all(Array.from({ length: 2 }, () => connect(s.port))))];
     const paths = conns.map((_, i) => `/slow-${i}`);
     const replies = conns.map((c, i) => get(c, paths[i]!));
     await waitUntil(() => held.length === 4, 10_000, 'four requests at the app');
@@ -384,7 +407,7 @@ describe.runIf(native)('TLS ingress with [limits] workers = 2 and [ingress.acme]
       { egress: { dialer: () => Promise.reject(new Error('no host in this test')), proxyPort: 0 } },
     );
     const s = stack;
-    const conns = await Promise.all(Array.from({ length: 4 }, () => connect(s.port)));
+    const conns = [...(await onBothThreads(s, 2)), ...(await Promise.all(Array.from({ length: 2 }, () => connect(s.port))))];
     const paths = conns.map((_, i) => `/acme-${i}`);
     expect((await Promise.all(conns.map((c, i) => get(c, paths[i]!)))).map((r) => r.status)).toEqual([200, 200, 200, 200]);
     for (const c of conns) {
