@@ -4,7 +4,7 @@
 import net from 'node:net';
 import { EgressError } from './errors.ts';
 
-export const QTYPE = { A: 1, CNAME: 5, AAAA: 28 } as const;
+export const QTYPE = { A: 1, CNAME: 5, AAAA: 28, IXFR: 251, AXFR: 252 } as const;
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
 const CLASS_IN = 1;
 

@@ -1,14 +1,15 @@
 // The enclave ↔ host egress flow protocol (EGRESS.md §3.3). One stream per flow; big-endian integers.
 //   Request : "EGR1" | ver u8 = 1 | op u8 | len u16 | body[len]
 //     op 1 CONNECT : af u8 (4|6) | addr[4|16] | port u16 | timeout_ms u32 | name_len u8 | name (ASCII, logs only)
-//     op 2 DNS     : one raw DNS query message (QR 0, opcode QUERY, one question; anything else is malformed)
+//     op 2 DNS     : one raw DNS query message (QR 0, opcode QUERY, one question of class IN, no
+//                    zone transfer; anything else is malformed)
 //   Response: "EGR1" | ver u8 = 1 | status u8 | errno i32 | len u16 | body[len]
 //     CONNECT: body = a UTF-8 message; after status OK the stream carries raw bytes both ways.
 //     DNS    : body = the raw DNS response, then the stream closes.
 //   Status 6 BUSY: the host dialer is at its cap of concurrent flows (the enclave answers 503).
 import net from 'node:net';
 import { parseIPv6 } from '../util/ip-bytes.ts';
-import { parseQuery } from './dns-message.ts';
+import { parseQuery, QTYPE, type Query } from './dns-message.ts';
 import { EgressError } from './errors.ts';
 
 export const MAGIC = Buffer.from('EGR1', 'latin1');
@@ -94,14 +95,17 @@ export function decodeRequestHeader(h: Buffer): { op: number; len: number } {
 export function decodeRequestBody(op: number, body: Buffer): FlowRequest {
   if (op === Op.DNS) {
     // A standard query only (all the enclave builds): the host forwards it from its own address to its
-    // resolvers, which must not get a dynamic UPDATE, a NOTIFY or a forged response from a compromised enclave.
-    let opcode: number;
+    // resolvers, which must not get a dynamic UPDATE, a NOTIFY, a forged response or a zone transfer request
+    // from a compromised enclave.
+    let q: Query;
     try {
-      opcode = parseQuery(body).opcode;
+      q = parseQuery(body);
     } catch (err) {
       badFrame(`DNS body is not one query: ${(err as Error).message}`);
     }
-    if (opcode !== 0) badFrame(`DNS opcode ${opcode}, expected 0 (QUERY)`);
+    if (q.opcode !== 0) badFrame(`DNS opcode ${q.opcode}, expected 0 (QUERY)`);
+    if (q.question.class !== 1) badFrame(`DNS class ${q.question.class}, expected 1 (IN)`);
+    if (q.question.type === QTYPE.AXFR || q.question.type === QTYPE.IXFR) badFrame(`DNS type ${q.question.type} is a zone transfer, not a lookup`);
     return { op: 'dns', query: body };
   }
   const family = body[0];

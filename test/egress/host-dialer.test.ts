@@ -203,6 +203,11 @@ describe('host dialer', () => {
     c.writeUInt16BE(c.readUInt16BE(2) | flags, 2);
     return c;
   };
+  const withClass = (q: Buffer, cls: number): Buffer => {
+    const c = Buffer.from(q);
+    c.writeUInt16BE(cls, c.length - 2);
+    return c;
+  };
   const withQdcount = (q: Buffer, n: number): Buffer => {
     const c = Buffer.from(q);
     c.writeUInt16BE(n, 4);
@@ -229,6 +234,10 @@ describe('host dialer', () => {
     ['a DNS NOTIFY (opcode 4)', dnsFrame(withFlags(buildQuery(12, 'ok.test', 1), 4 << 11))],
     ['a DNS response (QR set) in place of a query', dnsFrame(withFlags(buildQuery(13, 'ok.test', 1), 0x8000))],
     ['a DNS message with two questions', dnsFrame(withQdcount(buildQuery(14, 'ok.test', 1), 2))],
+    // A zone transfer is not a lookup: the parent's resolvers may allow one from the parent's own address.
+    ['a zone transfer (AXFR)', dnsFrame(buildQuery(15, 'ok.test', 252))],
+    ['an incremental zone transfer (IXFR)', dnsFrame(buildQuery(16, 'ok.test', 251))],
+    ['a query of class CHAOS', dnsFrame(withClass(buildQuery(17, 'ok.test', 16), 3))],
   ])('closes the stream on %s without answering, and keeps serving', async (_what, bytes) => {
     const asked = dns.queries.length;
     const s = net.connect({ host: '127.0.0.1', port: strict.port! });
