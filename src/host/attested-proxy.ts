@@ -103,6 +103,20 @@ function isLoopbackOrigin(origin: string): boolean {
   return (url.protocol === 'http:' || url.protocol === 'https:') && isLoopbackHost(url.hostname);
 }
 
+/** A whole answer of the proxy's own, for a socket no ServerResponse writes to (an upgrade, a parse error). */
+function rawAnswer(status: number, code: string, message: string): string {
+  const body = `enclave-agent proxy: ${code}: ${message}\n`;
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/** What a request Node's parser refused is answered (the statuses Node's own server uses), by parser error code. */
+const PARSE_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  HPE_HEADER_OVERFLOW: { status: 431, code: 'PROXY_HEADERS_TOO_LARGE', message: `the request head is larger than this proxy accepts (${http.maxHeaderSize} bytes)` },
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'PROXY_BAD_REQUEST', message: 'chunk extensions too large' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'PROXY_REQUEST_TIMEOUT', message: 'the request did not arrive in time' },
+};
+const BAD_REQUEST = { status: 400, code: 'PROXY_BAD_REQUEST', message: 'malformed HTTP/1.1 request (nothing was forwarded)' };
+
 function hasBody(req: http.IncomingMessage): boolean {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) return true;
@@ -179,7 +193,12 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     return null;
   };
 
+  /** Responses not finished yet per local connection (pipelined requests wait in Node's queue). */
+  const answering = new WeakMap<Socket, number>();
   const server = http.createServer((req, res) => {
+    const conn = req.socket;
+    answering.set(conn, (answering.get(conn) ?? 0) + 1);
+    res.once('close', () => answering.set(conn, (answering.get(conn) ?? 1) - 1));
     const refused = refusal(req);
     if (refused !== null) {
       req.resume();
@@ -249,10 +268,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
       upgraded.delete(socket);
       leave();
     });
-    const fail = (status: number, code: string, message: string): void => {
-      const body = `enclave-agent proxy: ${code}: ${message}\n`;
-      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    };
+    const fail = (status: number, code: string, message: string): void => void socket.end(rawAnswer(status, code, message));
     const refused = refusal(req);
     if (refused !== null) {
       fail(403, refused.code, refused.message);
@@ -290,7 +306,15 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
       }
     })();
   });
-  server.on('clientError', (_err, socket: Socket) => socket.destroy());
+  // A request Node's parser refused is answered like Node's own server does (a silent reset left curl with "Empty
+  // reply from server" for, say, a 20 KB cookie) — unless a response is under way there, which it would corrupt.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (socket.writable && (answering.get(socket) ?? 0) === 0) {
+      const a = PARSE_ERRORS[err.code ?? ''] ?? BAD_REQUEST;
+      socket.write(rawAnswer(a.status, a.code, a.message));
+    }
+    socket.destroy();
+  });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -158,3 +158,28 @@ describe('attested proxy: the response head it hands back', () => {
     expect(r.headers['x-upstream-hop']).toBeUndefined();
   });
 });
+
+/** Writes `bytes` on a new connection and resolves with everything the proxy sent until it closed. */
+async function rawExchange(bytes: string): Promise<string> {
+  const s = await rawRequest(bytes);
+  return new Promise((resolve) => {
+    let out = '';
+    s.setEncoding('latin1');
+    s.on('data', (c: string) => (out += c));
+    s.on('close', () => resolve(out));
+  });
+}
+
+describe('attested proxy: a request the local HTTP parser refuses', () => {
+  it('is answered with a status and the error header, not a silent reset (a 20 KB cookie, a bare LF, a bad Content-Length)', async () => {
+    await proxyAnswering(() => new Response('must not be asked'));
+    const big = await rawExchange(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1\.1 431 /);
+    expect(big.toLowerCase()).toContain(`${ERROR_HEADER}: proxy_headers_too_large`);
+    const bareLf = await rawExchange('GET / HTTP/1.1\nHost: 127.0.0.1\nX-A: a\n\n');
+    expect(bareLf).toMatch(/^HTTP\/1\.1 400 /);
+    expect(bareLf.toLowerCase()).toContain(`${ERROR_HEADER}: proxy_bad_request`);
+    const twoLengths = await rawExchange('POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    expect(twoLengths).toMatch(/^HTTP\/1\.1 400 /);
+  });
+});
