@@ -116,7 +116,10 @@ export function isNonGlobal(ip: string): boolean {
 export function prefixList(prefixes: readonly string[]): net.BlockList {
   const list = new net.BlockList();
   for (const p of prefixes) {
-    const [addr, len] = p.split('/');
+    const parts = p.split('/');
+    // One "/" at most: "::/0/128" read as ::/0 would open every non-global address (IPv4 ones too).
+    if (parts.length > 2) throw new TypeError(`expected an IP address or CIDR, found ${JSON.stringify(p)}`);
+    const [addr, len] = parts;
     const family = ipFamily(addr ?? '');
     if (family === 0) throw new TypeError(`expected an IP address or CIDR, found ${JSON.stringify(p)}`);
     const max = family === 4 ? 32 : 128;

@@ -62,6 +62,13 @@ function ipEntry(entry: string, addr: string, len: string | undefined, ports: Po
   return { kind: 'ip', text: entry, family, prefix: `${addr}/${bits}`, ports, list };
 }
 
+/** "addr" or "addr/len": one "/" at most, so "2001:db8::/32/64" fails rather than loading as the wider /32. */
+function splitPrefix(entry: string, text: string): [string, string | undefined] {
+  const parts = text.split('/');
+  if (parts.length > 2) bad(entry, `expected at most one "/" (address/prefix length), found ${parts.length - 1}`);
+  return [parts[0]!, parts[1]];
+}
+
 /** One entry; throws EGRESS_BAD_DESTINATION naming it. */
 export function parseDestination(entry: string): Destination {
   const text = entry.trim();
@@ -69,13 +76,13 @@ export function parseDestination(entry: string): Destination {
   // [IPv6] or [IPv6/len], optionally :ports
   const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
   if (bracket) {
-    const [addr, len] = bracket[1]!.split('/');
-    if (ipFamily(addr!) !== 6) bad(entry, 'brackets hold an IPv6 address');
-    return ipEntry(entry, addr!, len, parsePorts(entry, bracket[2]));
+    const [addr, len] = splitPrefix(entry, bracket[1]!);
+    if (ipFamily(addr) !== 6) bad(entry, 'brackets hold an IPv6 address');
+    return ipEntry(entry, addr, len, parsePorts(entry, bracket[2]));
   }
   if ((text.match(/:/g) ?? []).length > 1) {
-    const [addr, len] = text.split('/');
-    return ipEntry(entry, addr!, len, ANY_PORT); // bare IPv6 (a port needs brackets)
+    const [addr, len] = splitPrefix(entry, text);
+    return ipEntry(entry, addr, len, ANY_PORT); // bare IPv6 (a port needs brackets)
   }
   const colon = text.indexOf(':');
   const host = colon < 0 ? text : text.slice(0, colon);

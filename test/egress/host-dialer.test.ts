@@ -132,6 +132,13 @@ describe('host dialer', () => {
     await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, maxFlows: 0 })).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED' });
   });
 
+  it('refuses an --allow-nonglobal prefix with a second "/" rather than dialling the wider one it starts with', async () => {
+    // "::/0/128" read as ::/0 would let the dialer reach every non-global address, IPv4 ones included.
+    for (const p of ['::/0/128', '10.0.0.0/8/32']) {
+      await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, allowNonGlobal: [p] }), p).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining(p) });
+    }
+  });
+
   it('holds at most maxWaitingStreams streams without a request, closing the oldest, and keeps serving', async () => {
     // Failed before the fix: silent streams were not counted, each held until the header timeout.
     const capped = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: dns.port }], maxFlows: 2 });

@@ -21,7 +21,7 @@ describe('destinations grammar', () => {
     expect(parseDestination('host:*')).toMatchObject({ kind: 'name', ports: { from: 1, to: 65535 } });
   });
 
-  it.each(['', 'a..b', '*foo.com', 'foo.*.com', '*.', 'host:0', 'host:70000', 'host:9-3', 'host:x', '1.2.3.4/33', '300.1.1.1', '[1.2.3.4]', '[::1]/129', '-bad.com', 'a_b c'])(
+  it.each(['', 'a..b', '*foo.com', 'foo.*.com', '*.', 'host:0', 'host:70000', 'host:9-3', 'host:x', '1.2.3.4/33', '300.1.1.1', '[1.2.3.4]', '[::1]/129', '-bad.com', 'a_b c', '[2001:db8::/32/64]:443', '2001:db8::/32/64'])(
     'rejects %j, naming the entry in the config error',
     (entry) => {
       expect(() => configFromObject({ egress: { enabled: true, destinations: ['ok.com', entry] } })).toThrow(new RegExp(`egress\\.destinations: invalid entry ${JSON.stringify(entry).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
