@@ -117,6 +117,19 @@ const PARSE_ERRORS: Record<string, { status: number; code: string; message: stri
 };
 const BAD_REQUEST = { status: 400, code: 'PROXY_BAD_REQUEST', message: 'malformed HTTP/1.1 request (nothing was forwarded)' };
 
+/**
+ * The request body as the client reads it. The client stops reading early when the app answered before the upload
+ * ended (fetch.ts returns from its loop); then the rest is drained, not the request destroyed: destroying it resets
+ * the local connection, and a client still sending (Python's http.client) gets ECONNRESET instead of the answer.
+ */
+async function* requestBody(req: http.IncomingMessage): AsyncIterable<Uint8Array> {
+  try {
+    for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Uint8Array;
+  } finally {
+    req.resume();
+  }
+}
+
 function hasBody(req: http.IncomingMessage): boolean {
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) return true;
@@ -226,7 +239,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         const upstream = await c.fetch(req.url ?? '/', {
           method: req.method ?? 'GET',
           headers: forwardHeaders(req.rawHeaders),
-          ...(hasBody(req) ? { body: req as AsyncIterable<Uint8Array> } : {}),
+          ...(hasBody(req) ? { body: requestBody(req) } : {}),
           signal: abort.signal,
         });
         const headers: [string, string][] = [];

@@ -183,3 +183,62 @@ describe('attested proxy: a request the local HTTP parser refuses', () => {
     expect(twoLengths).toMatch(/^HTTP\/1\.1 400 /);
   });
 });
+
+describe('attested proxy: an app that answers before the upload ended', () => {
+  it('lets the local client finish sending and read the answer instead of resetting its connection', async () => {
+    // What the SDK does (fetch.ts): it uploads with `for await` over the body and returns from that loop once
+    // the response is complete, which calls the body iterator's return().
+    const client = {
+      attestation: { moduleId: 'i-test-enc' },
+      fetch: (_url: string, init: { body: AsyncIterable<Uint8Array> }) => {
+        let answered = false;
+        void (async () => {
+          for await (const _chunk of init.body) if (answered) return;
+        })();
+        const body = new ReadableStream<Uint8Array>({
+          pull: (c) => {
+            c.enqueue(new TextEncoder().encode('too large'));
+            c.close();
+            answered = true;
+          },
+        });
+        return Promise.resolve(new Response(body, { status: 413 }));
+      },
+      upgrade: () => Promise.reject(new Error('no upgrade here')),
+      close: () => Promise.resolve(),
+    } as unknown as Client;
+    proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+
+    const piece = Buffer.alloc(64 * 1024, 1);
+    const pieces = 512; // 32 MiB: more than loopback's socket buffers hold, so the client is still sending
+    const s = await rawRequest(`POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${piece.length * pieces}\r\n\r\n`);
+    let answer = '';
+    s.setEncoding('latin1');
+    const answered = new Promise<void>((resolve) =>
+      s.on('data', (c: string) => {
+        answer += c;
+        if (answer.endsWith('\r\n0\r\n\r\n')) resolve(); // the chunked answer is complete
+      }),
+    );
+    // Like Python's http.client: send the whole body, then read the answer.
+    const sent = await new Promise<string>((resolve) => {
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      let n = 0;
+      const pump = (): void => {
+        while (n < pieces && !s.destroyed) {
+          n++;
+          if (n === pieces) s.write(piece, () => resolve('sent'));
+          else if (!s.write(piece)) {
+            s.once('drain', pump);
+            return;
+          }
+        }
+      };
+      pump();
+    });
+    expect(sent).toBe('sent'); // ECONNRESET / EPIPE before the fix
+    await answered;
+    expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+    expect(answer).toContain('too large');
+  });
+});
