@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { NoiseClient } from './noise-client.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -65,6 +66,9 @@ export interface IdleRss {
   anon: number;
   /** A bare `node` process with the same flags, idle, in the same run: the floor. */
   bareRss: number;
+  /** Session threads the agent runs ([limits] workers: the CPU count) and, after one session per thread was open at once and then closed, RSS `idleMs` later. */
+  threads: number;
+  afterSessions: Rss;
   flags: string[];
   /** MALLOC_ARENA_MAX as the launcher sets it, if it does. */
   arenas: string | undefined;
@@ -77,7 +81,18 @@ export function statusKiB(pid: number, field: string, text: string): number {
   return Number(m[1]) * 1024;
 }
 
-async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string | null, idleMs: number, cwd: string): Promise<{ rss: number; anon: number }> {
+interface Rss {
+  rss: number;
+  anon: number;
+}
+
+async function readRss(pid: number): Promise<Rss> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return { rss: statusKiB(pid, 'VmRSS', status), anon: statusKiB(pid, 'RssAnon', status) };
+}
+
+/** RSS `idleMs` after `readyText`; with `then`, again `idleMs` after it ran (given the output so far). */
+async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string | null, idleMs: number, cwd: string, then?: (out: string) => Promise<void>): Promise<Rss & { after?: Rss }> {
   const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     let out = '';
@@ -96,8 +111,11 @@ async function rssOf(args: string[], env: NodeJS.ProcessEnv, readyText: string |
       if (readyText === null) check(Buffer.alloc(0));
     });
     await new Promise((r) => setTimeout(r, idleMs));
-    const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
-    return { rss: statusKiB(child.pid!, 'VmRSS', status), anon: statusKiB(child.pid!, 'RssAnon', status) };
+    const first = await readRss(child.pid!);
+    if (then === undefined) return first;
+    await then(out);
+    await new Promise((r) => setTimeout(r, idleMs));
+    return { ...first, after: await readRss(child.pid!) };
   } finally {
     child.removeAllListeners('exit');
     const exited = new Promise((r) => child.once('exit', r));
@@ -133,15 +151,26 @@ export async function bundledAgentIdleRss(idleMs = 20_000): Promise<IdleRss> {
     const config = path.join(dir, 'enclave.toml');
     await writeFile(config, '[api]\nport = 0\n');
     const { flags, env } = await shippedLaunch();
+    const threads = os.availableParallelism();
+    // Session threads start as sessions need them: the first reading is the agent before any session, the second
+    // after `threads` sessions were open at once (every thread started) and closed again.
+    const sessions = async (out: string): Promise<void> => {
+      const port = /"public":"127\.0\.0\.1:(\d+)"/.exec(out);
+      if (port === null) throw new Error(`no public address in the agent's "runtime started" line: ${out.slice(-2000)}`);
+      const clients = [];
+      for (let i = 0; i < threads; i++) clients.push(await NoiseClient.connect(Number(port[1])));
+      await Promise.all(clients.map((c) => new Promise((r) => c.socket.once('close', r).end())));
+    };
     const agent = await rssOf(
       [...flags, cli, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'), '--', 'sleep', '600'],
       env,
       'runtime started',
       idleMs,
       dir,
+      sessions,
     );
     const bare = await rssOf([...flags, '-e', 'setInterval(() => {}, 60_000)'], env, null, idleMs, dir);
-    return { ...agent, bareRss: bare.rss, flags, arenas: env.MALLOC_ARENA_MAX };
+    return { rss: agent.rss, anon: agent.anon, afterSessions: agent.after!, threads, bareRss: bare.rss, flags, arenas: env.MALLOC_ARENA_MAX };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

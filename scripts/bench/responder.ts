@@ -487,7 +487,8 @@ async function baseRssRow(): Promise<void> {
   printTable(`responder: base RSS of the bundled agent at rest (enclave-agent run from the Docker layer's bundle, node ${base.flags.join(' ') || '(no flags)'}${base.arenas === undefined ? '' : `, MALLOC_ARENA_MAX=${base.arenas}`}; TCP listeners, NSM simulator, default config; idle 20 s after "runtime started", V8's idle GCs done); load average ${loadAverage()}`, [
     ['process', 'RSS MiB', 'anonymous MiB', 'target'],
     ['bare node, same flags (the floor)', base.bareRss / MB, '', ''],
-    ['bundled agent, idle', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
+    ['bundled agent, idle, before any session', base.rss / MB, base.anon / MB, base.rss / MB <= 60 ? '≤ 60 MiB ✓' : '> 60 MiB ✗'],
+    [`the same after ${base.threads} sessions at once (every session thread started) closed, idle`, base.afterSessions.rss / MB, base.afterSessions.anon / MB, ''],
   ]);
 }
 

@@ -376,7 +376,7 @@ export default async function bench(): Promise<void> {
 
     const b = rest[0]!;
     printTable(
-      `workers: agent at rest, fresh \`enclave-agent run\` (bundle, HTTP mode, TCP listeners, NSM simulator), VmRSS ${IDLE_MS / 1000} s after "runtime started"; one process each; load average ${loadAverage()}`,
+      `workers: agent at rest, fresh \`enclave-agent run\` (bundle, HTTP mode, TCP listeners, NSM simulator), VmRSS ${IDLE_MS / 1000} s after "runtime started", before any session (session threads start on demand: the responder bench's base-RSS row reads it again once they ran); one process each; load average ${loadAverage()}`,
       [
         ['workers', 'RSS MiB', 'vs workers=1 MiB', 'anonymous MiB', 'threads'],
         ...agents.map((a, i) => [String(a.workers), rest[i]!.rss / MiB, i === 0 ? '' : `+${f1((rest[i]!.rss - b.rss) / MiB)}`, rest[i]!.anon / MiB, String(rest[i]!.threads)]),
