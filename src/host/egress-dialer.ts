@@ -182,7 +182,8 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     });
   };
 
-  const dnsQuery = (stream: Duplex, query: Buffer): void => {
+  /** Settles once the resolvers are done with the query (answered, failed or timed out). */
+  const dnsQuery = (stream: Duplex, query: Buffer): Promise<void> =>
     forwardDnsQuery(resolvers, query, DNS_TIMEOUT_MS).then(
       (res) => {
         answer(stream, Status.OK, res);
@@ -193,7 +194,6 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
         stream.end();
       },
     );
-  };
 
 
   const onConnection = (stream: Duplex, info: ConnectionInfo): void => {
@@ -235,9 +235,15 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
       }
       saturated = false;
       serving++;
-      stream.once('close', () => serving--);
-      if (req.op === 'connect') connect(stream, req);
-      else dnsQuery(stream, req.query);
+      if (req.op === 'connect') {
+        stream.once('close', () => serving--); // a closed stream ends its connect or splice at once
+        connect(stream, req);
+      } else {
+        // The forward runs on after a stream reset (sockets and timers per resolver): its slot is held until
+        // both are over, or an enclave resetting streams in a loop would have unbounded queries in flight.
+        const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
+        void Promise.all([closed, dnsQuery(stream, req.query).catch(() => {})]).then(() => serving--);
+      }
     })();
   };
 

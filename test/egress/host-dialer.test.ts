@@ -1,5 +1,6 @@
 // The host dialer and the flow protocol: exact frame bytes, what it dials and refuses, DNS forwarding, and
 // malformed frames (each closes its own stream; the dialer goes on serving).
+import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import pino from 'pino';
@@ -136,6 +137,42 @@ describe('host dialer', () => {
     // "::/0/128" read as ::/0 would let the dialer reach every non-global address, IPv4 ones included.
     for (const p of ['::/0/128', '10.0.0.0/8/32']) {
       await expect(startEgressDialer({ listen: { kind: 'tcp', port: 0 }, allowNonGlobal: [p] }), p).rejects.toMatchObject({ code: 'EGRESS_SETUP_FAILED', message: expect.stringContaining(p) });
+    }
+  });
+
+  it('counts a DNS query against maxFlows until its resolvers are done with it, even when the enclave closed its stream', async () => {
+    // A stream closed right after its request freed its slot at once while the forward ran on (a socket and
+    // timers per resolver): opened and closed in a loop, queries in flight were unbounded.
+    const heard: Buffer[] = [];
+    const silent = dgram.createSocket('udp4');
+    silent.on('message', (m: Buffer) => heard.push(m));
+    await new Promise<void>((r) => silent.bind({ address: '127.0.0.1', port: 0 }, () => r()));
+    const capped = await startEgressDialer({ listen: { kind: 'tcp', port: 0 }, resolvers: [{ host: '127.0.0.1', port: silent.address().port }], maxFlows: 2 });
+    try {
+      for (const id of [1, 2]) {
+        const s = await tcp(capped.port!)();
+        s.on('error', () => {});
+        s.write(encodeRequest({ op: 'dns', query: buildQuery(id, 'ok.test', 1) }));
+        await waitUntil(() => heard.length === id);
+        (s as net.Socket).resetAndDestroy(); // gone at once, not a half-close the dialer would answer into
+        await new Promise((r) => s.once('close', r));
+      }
+      await expect(dnsExchange(tcp(capped.port!), buildQuery(3, 'ok.test', 1), 2_000)).rejects.toMatchObject({ code: 'EGRESS_DIALER_BUSY' });
+      expect(heard).toHaveLength(2);
+      // Once the two forwards gave up on the silent resolver, queries are served again.
+      await waitUntil(() => heard.length === 2 && capped.refusedBusy === 1);
+      let code = 'EGRESS_DIALER_BUSY';
+      while (code === 'EGRESS_DIALER_BUSY') {
+        code = await dnsExchange(tcp(capped.port!), buildQuery(4, 'ok.test', 1), 5_000).then(
+          () => 'ok',
+          (err: { code: string }) => err.code,
+        );
+        if (code === 'EGRESS_DIALER_BUSY') await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(code).toBe('EGRESS_RESOLVER_ERROR');
+    } finally {
+      await capped.close();
+      silent.close();
     }
   });
 
