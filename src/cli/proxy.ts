@@ -74,8 +74,9 @@ export const command: CliCommand = {
       host,
       port,
       logger,
-      connect: () =>
+      connect: (signal) =>
         connect(url, {
+          signal,
           pcrs: pins,
           ...(roots === undefined ? {} : { roots }),
           debug: values.debug,

@@ -32,8 +32,8 @@ import { isLoopbackHost } from './listen.ts';
 export const ERROR_HEADER = 'x-enclave-agent-error';
 
 export interface AttestedProxyOptions {
-  /** Connects and verifies (connect from enclave-agent/client/node with the pins bound). */
-  connect: () => Promise<Client>;
+  /** Connects and verifies (connect from enclave-agent/client/node with the pins bound); `signal` aborts on close(). */
+  connect: (signal: AbortSignal) => Promise<Client>;
   /** Where to listen (default 127.0.0.1:0). */
   host?: string;
   port?: number;
@@ -146,13 +146,15 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   let failedAt = 0;
   let lastFailure: unknown = null;
   let closed = false;
+  /** Aborts a connect in flight on close(): a bridge that does not answer must not hold the process up to its timeout. */
+  const closing = new AbortController();
 
   /** The verified client; connects (single flight) when there is none yet. */
   const getClient = async (): Promise<Client> => {
     if (client !== null) return client;
     if (connecting === null) {
       if (lastFailure !== null && Date.now() - failedAt < retryAfterMs) throw lastFailure;
-      connecting = opts.connect().then(
+      connecting = opts.connect(closing.signal).then(
         (c) => {
           connecting = null;
           if (closed) {
@@ -353,6 +355,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     ),
     async close() {
       closed = true;
+      closing.abort();
       server.closeAllConnections();
       for (const s of upgraded) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

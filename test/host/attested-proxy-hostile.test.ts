@@ -242,3 +242,22 @@ describe('attested proxy: an app that answers before the upload ended', () => {
     expect(answer).toContain('too large');
   });
 });
+
+describe('attested proxy: close()', () => {
+  it('aborts a connect still in flight (a SIGTERM must not wait for --timeout on a bridge that does not answer)', async () => {
+    const signals: (AbortSignal | undefined)[] = [];
+    proxy = await startAttestedProxy({
+      retryAfterMs: 0,
+      connect: (signal?: AbortSignal) => {
+        signals.push(signal);
+        return new Promise<Client>((_resolve, reject) => signal?.addEventListener('abort', () => reject(Object.assign(new Error('aborted'), { code: 'CLIENT_ABORTED' }))));
+      },
+    });
+    const answer = get('/while-connecting');
+    await vi.waitFor(() => expect(signals).toHaveLength(1));
+    await proxy.close();
+    proxy = null;
+    expect(signals[0]?.aborted).toBe(true);
+    expect((await answer.catch(() => null))?.status ?? 'reset').not.toBe(200);
+  });
+});
