@@ -26,6 +26,8 @@ export class SessionManager {
   #failures = 0;
   #nextAttemptAt = 0;
   #closed: ClientError | null = null;
+  /** Aborts the attempt in flight (its backoff wait and its connect) on close(). */
+  #attemptAbort: AbortController | null = null;
   #everConnected = false;
   readonly #onSession: ((s: Session) => void)[] = [];
 
@@ -94,14 +96,17 @@ export class SessionManager {
     this.#closed = new ClientError('CLIENT_CLOSED', 'the client was closed');
     this.#current?.close(this.#closed);
     this.#current = null;
+    this.#attemptAbort?.abort(this.#closed); // else a WebSocket keeps connecting (and the process running) up to its timeout
   }
 
   async #attempt(): Promise<Session> {
+    const abort = new AbortController();
+    this.#attemptAbort = abort;
     try {
       const delay = this.#nextAttemptAt - this.#opts.now();
-      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+      if (delay > 0) await sleep(delay, abort.signal);
       if (this.#closed !== null) throw this.#closed;
-      const session = await this.#establish();
+      const session = await this.#establish(abort.signal);
       if (this.#closed !== null) {
         session.close(this.#closed);
         throw this.#closed;
@@ -113,12 +118,28 @@ export class SessionManager {
       for (const cb of this.#onSession) cb(session);
       return session;
     } catch (err) {
+      if (this.#closed !== null) throw this.#closed;
       this.#failures++;
       const backoff = Math.min(this.#opts.backoffMaxMs, this.#opts.backoffBaseMs * 2 ** (this.#failures - 1));
       this.#nextAttemptAt = this.#opts.now() + backoff;
       throw err;
+    } finally {
+      if (this.#attemptAbort === abort) this.#attemptAbort = null;
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** `p`, or a rejection as soon as `signal` aborts (p keeps running for whoever else waits on it). */

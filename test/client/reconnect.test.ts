@@ -2,6 +2,8 @@
 // request re-establishes a verified session with the same pins, and a changed measurement fails closed.
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError, connect, type Client } from '../../src/client/node.ts';
+import { SessionManager } from '../../src/client/reconnect.ts';
+import type { Session } from '../../src/client/session.ts';
 import { IDENTITY, startStack, type Stack } from './stack.ts';
 
 let stack: Stack | undefined;
@@ -105,5 +107,24 @@ describe('reconnect', () => {
     expect(((await pending) as ClientError).code).toBe('CLIENT_CLOSED');
     await expect(client.fetch('/hello')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
     expect(client.connected).toBe(false);
+  });
+});
+
+describe('SessionManager.close()', () => {
+  it('aborts a reconnect in flight and fails its waiters CLIENT_CLOSED (nothing keeps connecting after close)', async () => {
+    const signals: (AbortSignal | undefined)[] = [];
+    const manager = new SessionManager(
+      (signal) => {
+        signals.push(signal);
+        return new Promise<Session>((_resolve, reject) => signal?.addEventListener('abort', () => reject(new ClientError('CLIENT_ABORTED', 'connecting was aborted'))));
+      },
+      { enabled: true, backoffBaseMs: 100, backoffMaxMs: 5_000, now: Date.now },
+    );
+    manager.adopt({ alive: false, close: () => {} } as unknown as Session); // the first session died
+    const waiting = manager.get();
+    await until(() => signals.length === 1, 'the reconnect to start');
+    manager.close();
+    expect(signals[0]?.aborted).toBe(true);
+    await expect(waiting).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
   });
 });
