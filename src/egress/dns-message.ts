@@ -65,7 +65,8 @@ function readName(msg: Buffer, at: number): { name: string; next: number } {
     if (pos + 1 + len > msg.length) bad('label runs past the end');
     // A '.' byte inside a label would read as a label boundary once joined: "a."+"com" as a..com.
     if (msg.subarray(pos + 1, pos + 1 + len).includes(0x2e)) bad('a "." byte inside a label');
-    labels.push(msg.subarray(pos + 1, pos + 1 + len).toString('latin1').toLowerCase());
+    // Letter case kept: an answer echoes the question as asked (0x20 clients check it); policy normalises.
+    labels.push(msg.subarray(pos + 1, pos + 1 + len).toString('latin1'));
     pos += 1 + len;
   }
   return { name: labels.join('.'), next };

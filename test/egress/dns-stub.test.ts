@@ -75,6 +75,15 @@ describe('DNS stub', () => {
     expect(decisions.at(-1)).toMatchObject({ allowed: true, via: 'dns', name: 'ok.test', ip: OK_IP });
   });
 
+  it('echoes the question as asked, letter case included (0x20 clients drop an answer whose question differs)', async () => {
+    const q = buildQuery(0x55, 'oK.TeSt', 1);
+    const res = (await answerQuery(opts, q, 512))!;
+    expect(res.readUInt16BE(2) & 0xf).toBe(RCODE.NOERROR);
+    expect(res.readUInt16BE(6)).toBe(1);
+    expect(res.subarray(12, q.length).toString('latin1')).toBe(q.subarray(12).toString('latin1'));
+    expect(pins.namesFor(OK_IP)).toContain('ok.test'); // the policy and the pin still see the name in lower case
+  });
+
   it('answers with a TTL no longer than the pin lives (an upstream TTL of a day becomes an hour)', async () => {
     // Failed before the fix: the app got 86400 s while the pin lasted 3600 s, so its cached address was reset.
     let now = 1_000_000;
