@@ -17,8 +17,10 @@
 // own domain): 403 PROXY_HOST_REFUSED, nothing forwarded.
 // A page needs no rebinding to send a blind cross-site request (a form POST to http://127.0.0.1:PORT names a
 // loopback Host): a request or upgrade whose Origin is present and not a loopback origin (http(s) on 127.x,
-// [::1], localhost, any port) gets 403 PROXY_ORIGIN_REFUSED, nothing forwarded. Clients that send no Origin
-// (curl, Python, Go, server-side code) are unaffected.
+// [::1], localhost, any port) gets 403 PROXY_ORIGIN_REFUSED, nothing forwarded; so does a cross-site request a
+// browser sends without Origin (Sec-Fetch-Site cross-site or same-site: an <img>, a link, a form GET) unless its
+// Referer is a loopback page. Clients that send neither Origin nor Sec-Fetch-Site (curl, Python, Go,
+// server-side code) are unaffected.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
@@ -197,8 +199,16 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   const hostRefused = (req: http.IncomingMessage): boolean => loopbackOnly && !isLoopbackHost(hostName(req.headers.host));
   const HOST_REFUSED = 'PROXY_HOST_REFUSED';
   const hostMessage = 'this proxy answers requests for a loopback Host (127.0.0.1, [::1], localhost) only';
-  // Wherever it listens: a browser attaches Origin to cross-site requests whatever address they go to.
-  const originRefused = (req: http.IncomingMessage): boolean => req.headers.origin !== undefined && !isLoopbackOrigin(req.headers.origin);
+  // Wherever it listens: a browser attaches Origin to cross-site requests whatever address they go to — but not to
+  // a GET it loads without CORS (an <img>, a link, a form GET). Those carry Sec-Fetch-Site, and are refused unless
+  // their Referer is a loopback page (a page can drop its Referer, which refuses it).
+  const originRefused = (req: http.IncomingMessage): boolean => {
+    const origin = req.headers.origin;
+    if (origin !== undefined) return !isLoopbackOrigin(origin);
+    const site = req.headers['sec-fetch-site'];
+    if (site !== 'cross-site' && site !== 'same-site') return false;
+    return req.headers.referer === undefined || !isLoopbackOrigin(req.headers.referer);
+  };
   const ORIGIN_REFUSED = 'PROXY_ORIGIN_REFUSED';
   const originMessage = 'this proxy answers web pages served from loopback (http(s)://127.0.0.1, [::1], localhost) only';
   /** The first reason to refuse a request before anything reaches the enclave, or null. */

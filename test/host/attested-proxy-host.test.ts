@@ -95,4 +95,28 @@ describe('attested proxy: the Origin a request comes from', () => {
     expect([none.status, none.body]).toEqual([200, 'from the app']);
     expect(forwarded.splice(0)).toHaveLength(7);
   });
+
+  it('refuses a cross-site request a browser sends without Origin (an <img>, a link, a form GET): Sec-Fetch-Site and no loopback Referer', async () => {
+    const host = `127.0.0.1:${proxy.port}`;
+    const refused: Record<string, string>[] = [{ 'sec-fetch-site': 'cross-site' }, { 'sec-fetch-site': 'cross-site', referer: 'https://attacker.example/page' }, { 'sec-fetch-site': 'same-site' }];
+    for (const headers of refused) {
+      const r = await request(host, '/delete?id=1', headers);
+      expect([headers, r.status, r.code]).toEqual([headers, 403, 'PROXY_ORIGIN_REFUSED']);
+    }
+    expect(forwarded).toEqual([]);
+    // A loopback page (its Referer or Origin says so), the address bar (none), the app's own pages, and clients
+    // that send no Sec-Fetch-Site at all still pass.
+    const passed: Record<string, string>[] = [
+      { 'sec-fetch-site': 'cross-site', referer: 'http://localhost:5173/app' },
+      { 'sec-fetch-site': 'cross-site', origin: 'http://localhost:5173' },
+      { 'sec-fetch-site': 'none' },
+      { 'sec-fetch-site': 'same-origin' },
+      {},
+    ];
+    for (const headers of passed) {
+      const r = await request(host, '/ok', headers);
+      expect([headers, r.status]).toEqual([headers, 200]);
+    }
+    expect(forwarded.splice(0)).toHaveLength(5);
+  });
 });
