@@ -29,9 +29,12 @@ export interface MemoryTrimOptions {
   threads?: () => readonly Utilization[];
 }
 
-/** Says, at each call, whether the event loop behind `elu` was busy since the previous call. */
-function busyReader(elu: Utilization): () => boolean {
-  let last = elu();
+/** Nothing yet: a reading relative to it covers the whole life of the thread (elu() alone is cumulative). */
+const THREAD_START: EventLoopUtilization = { idle: 0, active: 0, utilization: 0 };
+
+/** Says, at each call, whether the event loop behind `elu` was busy since the previous call (the first: since `from`). */
+function busyReader(elu: Utilization, from: EventLoopUtilization = elu()): () => boolean {
+  let last = from;
   return () => {
     const now = elu();
     const busy = elu(now, last).utilization >= BUSY;
@@ -63,15 +66,18 @@ export function startMemoryTrim(opts: MemoryTrimOptions = {}): MemoryTrim | unde
   const trim = opts.trim ?? nativeMallocTrim();
   if (trim === undefined) return undefined;
   const readers = new Map<Utilization, () => boolean>();
-  const reader = (elu: Utilization): (() => boolean) => {
+  const reader = (elu: Utilization, from?: EventLoopUtilization): (() => boolean) => {
     let r = readers.get(elu);
-    if (r === undefined) readers.set(elu, (r = busyReader(elu)));
+    if (r === undefined) readers.set(elu, (r = busyReader(elu, from)));
     return r;
   };
   const main = reader(opts.utilization ?? performance.eventLoopUtilization);
   for (const t of opts.threads?.() ?? []) reader(t); // from now, not from the first tick: that interval counts too
+  // A thread listed later (session threads start on demand) is read from its own start: its start and the burst
+  // that started it fall before the first tick that lists it.
+  const later = (t: Utilization): (() => boolean) => reader(t, THREAD_START);
   // Every reader is read each interval (no short cut), so each one's next interval starts now.
-  const anyBusy = (): boolean => [main, ...(opts.threads?.() ?? []).map(reader)].map((r) => r()).includes(true);
+  const anyBusy = (): boolean => [main, ...(opts.threads?.() ?? []).map(later)].map((r) => r()).includes(true);
   let busySince = false;
   let released = 0;
   let trimming = false;

@@ -78,6 +78,30 @@ describe('memory trim', () => {
     t.stop();
   });
 
+  it('reads a thread started later from its own start: busy only before the first tick that lists it, it counts', () => {
+    vi.useFakeTimers();
+    const trim = vi.fn((done: (released: boolean) => void) => done(true));
+    // A worker's loop as Node reports it: cumulative since the thread started, or relative to an earlier reading.
+    let active = 0;
+    let idle = 0;
+    const worker = (c?: EventLoopUtilization, p?: EventLoopUtilization): EventLoopUtilization => {
+      const a = (c ?? { active }).active - (p?.active ?? 0);
+      const i = (c ?? { idle }).idle - (p?.idle ?? 0);
+      return { active: a, idle: i, utilization: a + i === 0 ? 0 : a / (a + i) };
+    };
+    // Session threads start on demand (session-workers.ts): none when the trim starts.
+    let threads: (typeof worker)[] = [];
+    const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0, 0]), threads: () => threads })!;
+    // During the first interval a thread starts (loading its modules) and serves a burst, then goes idle.
+    active += 5;
+    threads = [worker];
+    vi.advanceTimersByTime(10);
+    idle += 10; // idle during the second
+    vi.advanceTimersByTime(10);
+    expect(trim).toHaveBeenCalledTimes(1);
+    t.stop();
+  });
+
   it('counts only trims that released memory', () => {
     vi.useFakeTimers();
     const t = startMemoryTrim({ intervalMs: 10, trim: (done) => done(false), utilization: scripted([1, 0]) })!;
