@@ -1,7 +1,8 @@
-// `enclave-agent proxy` against local clients that misbehave: they leave while the proxy is still connecting or
-// the app is still answering an upgrade, and what the proxy hands back to them must frame exactly the bytes it
-// sends. The enclave is a stand-in Client that records what it was asked and which streams were released: this
-// is about the proxy's door, not the attested channel behind it.
+// `enclave-agent proxy` against local clients that misbehave and apps that answer oddly: a client that leaves while
+// the proxy still verifies the enclave or the app still answers an upgrade, a request Node's parser refuses, an
+// upload the app answers early, a response head whose framing or hop-by-hop headers must not pass as they are, and
+// close() with a connect in flight. The enclave is a stand-in Client that records what it was asked and which
+// streams were released: this is about the proxy's door, not the attested channel behind it.
 import http from 'node:http';
 import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
