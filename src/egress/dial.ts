@@ -58,9 +58,13 @@ export async function authorizeAndDial(deps: DialDeps, host: string, port: numbe
     throw new EgressError('EGRESS_RESOLVER_ERROR', `${name} has no IPv4 address`);
   }
   let last: unknown;
+  // One connect timeout for the name, not one per address: the app hears 504 after it, however many addresses failed.
+  const deadline = performance.now() + deps.connectTimeoutMs;
   for (const { ip } of resolved.allowed) {
+    const timeoutMs = Math.floor(deadline - performance.now());
+    if (timeoutMs <= 0) throw new EgressError('EGRESS_TIMEOUT', `${name} port ${port}: no address connected within ${deps.connectTimeoutMs} ms`);
     try {
-      return { stream: await openFlow(deps.dialer, { ip, port, timeoutMs: deps.connectTimeoutMs, name }), ip, name };
+      return { stream: await openFlow(deps.dialer, { ip, port, timeoutMs, name }), ip, name };
     } catch (err) {
       // Refused or unreachable: try the next address; a dialer that is down or full fails them all the same way.
       last = err;

@@ -8,7 +8,8 @@
 //                                    per proxy connection; a Transfer-Encoding body gets 411.
 //   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
 //   origin-form or anything else   → 400
-// Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout → 504.
+// Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout (or no
+// answer from the dialer) → 504.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DecisionLog } from './decision-log.ts';
@@ -113,6 +114,7 @@ function statusFor(err: unknown): [number, string] {
       case 'EGRESS_DENIED':
         return [403, 'Forbidden'];
       case 'EGRESS_TIMEOUT':
+      case 'EGRESS_FRAME_TIMEOUT': // the host dialer did not answer within the connect timeout and its margin
         return [504, 'Gateway Timeout'];
       case 'EGRESS_DIALER_BUSY':
         return [503, 'Service Unavailable'];
