@@ -60,7 +60,7 @@ describe('egress connect timeout', () => {
         dialer: () => new Promise((resolve, reject) => {
           const s = net.connect({ host: '127.0.0.1', port: dialer.port }, () => resolve(s)).once('error', reject);
         }),
-        dns: async (q) => answer(q, [publicIp(1), publicIp(2), publicIp(3)]),
+        dns: (q) => Promise.resolve(answer(q, [publicIp(1), publicIp(2), publicIp(3)])),
         connectTimeoutMs: 300,
       },
       'many.test',
