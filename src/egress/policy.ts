@@ -57,6 +57,12 @@ function ipEntry(entry: string, addr: string, len: string | undefined, ports: Po
   if (len !== undefined && !/^\d{1,3}$/.test(len)) bad(entry, `expected a prefix length 0..${max}, found ${JSON.stringify(len)}`);
   const bits = len === undefined ? max : Number(len);
   if (bits > max) bad(entry, `expected a prefix length 0..${max}, found ${bits}`);
+  // Addresses are matched unmapped (ipMatches), so an IPv4-mapped entry is its IPv4 one, or it would never match.
+  const v4 = family === 6 ? unmapIpv4(addr) : addr;
+  if (v4 !== addr) {
+    if (bits < 96) bad(entry, `an IPv4-mapped prefix shorter than /96 reaches past ::ffff:0:0/96; write an IPv4 entry (${v4}/…) or the IPv6 prefix itself`);
+    return ipEntry(entry, v4, String(bits - 96), ports);
+  }
   const list = new net.BlockList();
   list.addSubnet(addr, bits, family === 4 ? 'ipv4' : 'ipv6');
   return { kind: 'ip', text: entry, family, prefix: `${addr}/${bits}`, ports, list };

@@ -21,7 +21,7 @@ describe('destinations grammar', () => {
     expect(parseDestination('host:*')).toMatchObject({ kind: 'name', ports: { from: 1, to: 65535 } });
   });
 
-  it.each(['', 'a..b', '*foo.com', 'foo.*.com', '*.', 'host:0', 'host:70000', 'host:9-3', 'host:x', '1.2.3.4/33', '300.1.1.1', '[1.2.3.4]', '[::1]/129', '-bad.com', 'a_b c', '[2001:db8::/32/64]:443', '2001:db8::/32/64'])(
+  it.each(['', 'a..b', '*foo.com', 'foo.*.com', '*.', 'host:0', 'host:70000', 'host:9-3', 'host:x', '1.2.3.4/33', '300.1.1.1', '[1.2.3.4]', '[::1]/129', '-bad.com', 'a_b c', '[2001:db8::/32/64]:443', '2001:db8::/32/64', '[::ffff:10.0.0.0/80]'])(
     'rejects %j, naming the entry in the config error',
     (entry) => {
       expect(() => configFromObject({ egress: { enabled: true, destinations: ['ok.com', entry] } })).toThrow(new RegExp(`egress\\.destinations: invalid entry ${JSON.stringify(entry).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
@@ -69,6 +69,15 @@ describe('matching', () => {
     expect(p.matchIp('10.1.2.3', 8081)).toBeNull();
     expect(p.matchIp('2001:db8::5', 443)).not.toBeNull();
     expect(p.matchIp('::ffff:10.1.2.3', 8080)).not.toBeNull();
+  });
+  it('takes an IPv4-mapped entry for its IPv4 address or prefix (it would otherwise never match)', () => {
+    const mapped = new EgressPolicy(['[::ffff:10.0.0.0/104]:5432', '[::ffff:192.168.1.7]']);
+    expect(mapped.matchIp('10.9.8.7', 5432)).not.toBeNull();
+    expect(mapped.matchIp('::ffff:10.9.8.7', 5432)).not.toBeNull();
+    expect(mapped.matchIp('11.0.0.1', 5432)).toBeNull();
+    expect(mapped.matchIp('10.9.8.7', 5433)).toBeNull();
+    expect(mapped.matchIp('192.168.1.7', 80)).not.toBeNull();
+    expect(mapped.resolvedAddressAllowed('10.0.0.1', 5432)).toBe(true);
   });
   it('refuses non-global answers unless an IP entry names the address', () => {
     for (const ip of ['127.0.0.1', '169.254.169.254', '10.0.0.1', '172.16.5.5', '192.168.1.1', '100.64.0.1', '224.0.0.1', '0.0.0.0', '::1', 'fd00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe']) {
