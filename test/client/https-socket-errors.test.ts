@@ -3,38 +3,29 @@
 //   never CLIENT_CONNECT_FAILED (which says nothing was sent, so a caller would retry a payment);
 // - a TLS failure while connecting names the TLS error code only: OpenSSL's text is not ours to pass on.
 import net from 'node:net';
-import tls from 'node:tls';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { ClientError, connect } from '../../src/client/node.ts';
-import { attestedCert, p384Key } from './tls-certs.ts';
+import { startRawAttestedTls, type RawAttestedTls } from './tls-certs.ts';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 let dir: string;
 let sim: NsmSimulator;
-let server: net.Server;
+let server: RawAttestedTls;
 let plain: net.Server;
-let port: number;
 let plainPort: number;
 /** Requests the server read; the first one's connection is reset once it has arrived. */
 let requests = 0;
-const sockets = new Set<net.Socket>();
+const plainSockets = new Set<net.Socket>();
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'https-socket-errors-'));
   sim = await createNsmSimulator({ stateDir: dir, identity: { agentVersion: 'v', app: 'app', config: '' } });
-  const key = p384Key();
-  const cert = await attestedCert(sim, 'localhost', { key });
-  server = net.createServer((raw) => {
-    sockets.add(raw);
-    raw.on('error', () => {});
-    raw.on('close', () => sockets.delete(raw));
-    const t = new tls.TLSSocket(raw, { isServer: true, cert: cert.pem, key: key.keyPem });
-    t.on('error', () => {});
+  server = await startRawAttestedTls(sim, (t, raw) => {
     t.on('data', () => {
       if (++requests === 1) raw.resetAndDestroy(); // the request reached us: RST
       else t.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello');
@@ -42,20 +33,18 @@ beforeAll(async () => {
   });
   // Not TLS at all: the client's handshake gets an HTTP answer.
   plain = net.createServer((s) => {
-    sockets.add(s);
+    plainSockets.add(s);
     s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
+    s.on('close', () => plainSockets.delete(s));
     s.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as net.AddressInfo).port;
   plainPort = (plain.address() as net.AddressInfo).port;
 });
 
 afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise((resolve) => server.close(resolve));
+  await server?.close();
+  for (const s of plainSockets) s.destroy();
   await new Promise((resolve) => plain.close(resolve));
   await rm(dir, { recursive: true, force: true });
 });
@@ -64,7 +53,7 @@ const pins = () => ({ PCR0: hex(sim.pcrs[0]!), PCR1: hex(sim.pcrs[1]!), PCR2: he
 
 describe('https:// socket errors', () => {
   it('a reset after the request was sent is CLIENT_RETRYABLE (may have reached the app), and the next request gets a fresh connection', async () => {
-    const client = await connect(`https://127.0.0.1:${port}/`, { pcrs: pins(), roots: [sim.rootPem], requestTimeoutMs: 20_000 });
+    const client = await connect(`https://127.0.0.1:${server.port}/`, { pcrs: pins(), roots: [sim.rootPem], requestTimeoutMs: 20_000 });
     try {
       const err = await client.fetch('/pay', { method: 'POST', body: 'x' }).then(
         () => undefined,

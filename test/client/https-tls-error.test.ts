@@ -1,15 +1,13 @@
 // An https:// request in flight whose connection gets a corrupt TLS record fails at once, typed, naming the TLS
 // error code only — not after requestTimeoutMs: Node reports a bad record as 'error' on the TLSSocket without
 // closing it, and undici fails a request only when its socket closes. The pool then dials (and verifies) afresh.
-import net from 'node:net';
-import tls from 'node:tls';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { ClientError, connect } from '../../src/client/node.ts';
-import { attestedCert, p384Key } from './tls-certs.ts';
+import { startRawAttestedTls, type RawAttestedTls } from './tls-certs.ts';
 
 /** A TLS application-data record that no key decrypts. */
 const GARBAGE_RECORD = Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0x00, 0x40]), Buffer.alloc(64, 0xab)]);
@@ -17,39 +15,27 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 let dir: string;
 let sim: NsmSimulator;
-let server: net.Server;
+let server: RawAttestedTls;
 let port: number;
 /** TLS connections that finished a handshake; the first one answers its first request with a garbage record. */
 let handshakes = 0;
-const sockets = new Set<net.Socket>();
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'https-tls-error-'));
   sim = await createNsmSimulator({ stateDir: dir, identity: { agentVersion: 'v', app: 'app', config: '' } });
-  const key = p384Key();
-  const cert = await attestedCert(sim, 'localhost', { key });
-  server = net.createServer((raw) => {
-    sockets.add(raw);
-    raw.on('error', () => {});
-    raw.on('close', () => sockets.delete(raw));
-    const t = new tls.TLSSocket(raw, { isServer: true, cert: cert.pem, key: key.keyPem });
-    t.on('error', () => {});
-    t.once('secure', () => {
-      const k = ++handshakes;
-      t.on('data', () => {
-        // Written under TLS, on the raw TCP socket: the client's TLS layer is what must fail.
-        if (k === 1) raw.write(GARBAGE_RECORD);
-        else t.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello');
-      });
+  server = await startRawAttestedTls(sim, (t, raw, k) => {
+    handshakes = k;
+    t.on('data', () => {
+      // Written under TLS, on the raw TCP socket: the client's TLS layer is what must fail.
+      if (k === 1) raw.write(GARBAGE_RECORD);
+      else t.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as net.AddressInfo).port;
+  port = server.port;
 });
 
 afterAll(async () => {
-  for (const s of sockets) s.destroy();
-  await new Promise((resolve) => server.close(resolve));
+  await server?.close();
   await rm(dir, { recursive: true, force: true });
 });
 

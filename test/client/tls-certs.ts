@@ -2,6 +2,8 @@
 // format (src/ingress/attested-cert.ts header, TLS-INGRESS.md §1.4): a P-384 self-signed leaf, SAN =
 // [`<host>`, `<lowercase hex of the COSE_Sign1>.<host>`], the document's user_data = the leaf's SPKI DER.
 import { generateKeyPairSync, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
+import net from 'node:net';
+import { TLSSocket } from 'node:tls';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import type { NsmSimulator } from '../../src/attestation/simulator.ts';
@@ -217,6 +219,38 @@ export async function startAttestedHttpsServer(sim: NsmSimulator, opts: Attested
       for (const c of wss.clients) c.terminate();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface RawAttestedTls {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A TLS server over raw TCP sockets with an attested certificate, for faults below HTTP: `onSecure(tls, raw, k)`
+ * runs for the k-th connection once its handshake is done (write garbage on `raw`, reset it, answer on `tls`).
+ */
+export async function startRawAttestedTls(sim: NsmSimulator, onSecure: (tls: TLSSocket, raw: net.Socket, k: number) => void): Promise<RawAttestedTls> {
+  const key = p384Key();
+  const cert = await attestedCert(sim, 'localhost', { key });
+  const sockets = new Set<net.Socket>();
+  let handshakes = 0;
+  const server = net.createServer((raw) => {
+    sockets.add(raw);
+    raw.on('error', () => {});
+    raw.on('close', () => sockets.delete(raw));
+    const t = new TLSSocket(raw, { isServer: true, cert: cert.pem, key: key.keyPem });
+    t.on('error', () => {});
+    t.once('secure', () => onSecure(t, raw, ++handshakes));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
     },
   };
 }

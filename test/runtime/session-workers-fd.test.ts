@@ -40,6 +40,32 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** An NSM simulator, a keyring, shared admission and a decrypt pool for two session workers; `start` starts them. */
+async function twoWorkers(app: string, extra: Record<string, unknown>, level: 'warn' | 'info') {
+  const stateDir = mkdtempSync(join(tmpdir(), `${app}-`));
+  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
+  const sim = await createNsmSimulator({ stateDir, identity: { agentVersion: 'test', app, config: '' } });
+  const keyring = Keyring.generate();
+  const config = configFromObject({ mode: 'http', app: { port: 9, startup_grace_ms: 0 }, ...extra });
+  const log = memoryLog(level);
+  const admission = SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers: 2, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts });
+  const decryptPool = new DecryptPool(keyring);
+  cleanups.push(() => decryptPool.close());
+  const start = (): Promise<SessionWorkers> =>
+    startSessionWorkers({
+      count: 2,
+      config,
+      keyring,
+      nsm: sim,
+      logger: log.logger,
+      metrics: new AgentMetrics({ mode: 'http', version: 'test', processMetrics: false }),
+      admission,
+      decryptPool,
+      attestationKey: keyring.attestationPublicKey(),
+    });
+  return { log, admission, start };
+}
+
 function hand(h: Partial<HandedConnection> & { fd: number }): HandedConnection {
   return { kind: 'socket', info: { remote: 'test', transport: 'tcp' }, ...h } as HandedConnection;
 }
@@ -78,31 +104,13 @@ describe('HandoffLedger', () => {
 
 describe.runIf(nativeAvailable())('session workers stopped before taking their connections', () => {
   it('closes every handed connection a terminated worker never adopted: clients see the close, fds return to the baseline', async () => {
-    const stateDir = mkdtempSync(join(tmpdir(), 'workers-fd-'));
-    cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
-    const sim = await createNsmSimulator({ stateDir, identity: { agentVersion: 'test', app: 'workers-fd', config: '' } });
-    const keyring = Keyring.generate();
-    const config = configFromObject({ mode: 'http', app: { port: 9, startup_grace_ms: 0 }, accept_proxy_protocol: true });
-    const log = memoryLog('warn');
-    const admission = SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers: 2, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts });
-    const decryptPool = new DecryptPool(keyring);
-    cleanups.push(() => decryptPool.close());
+    const { log, admission, start } = await twoWorkers('workers-fd', { accept_proxy_protocol: true }, 'warn');
     const lock = new SharedLock(new Int32Array(admission.init.buffer), CLIENTS_LOCK_WORD, false);
     let locked = false;
     cleanups.push(() => locked && lock.unlock());
 
     const baseline = openFds();
-    const workers: SessionWorkers = await startSessionWorkers({
-      count: 2,
-      config,
-      keyring,
-      nsm: sim,
-      logger: log.logger,
-      metrics: new AgentMetrics({ mode: 'http', version: 'test', processMetrics: false }),
-      admission,
-      decryptPool,
-      attestationKey: keyring.attestationPublicKey(),
-    });
+    const workers: SessionWorkers = await start();
     let stopped = false;
     cleanups.push(() => (stopped ? undefined : workers.close()));
     const server = net.createServer({ pauseOnConnect: true }, (sock) => workers.handle(sock, { remote: `${sock.remoteAddress}:${sock.remotePort}`, transport: 'tcp' }));
@@ -149,28 +157,10 @@ describe.runIf(nativeAvailable())('session workers stopped before taking their c
   }, 60_000);
 
   it('drain while the first thread starts: the connection waiting for it is closed, its slot freed, no fd left, no thread started after', async () => {
-    const stateDir = mkdtempSync(join(tmpdir(), 'workers-start-'));
-    cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
-    const sim = await createNsmSimulator({ stateDir, identity: { agentVersion: 'test', app: 'workers-start', config: '' } });
-    const keyring = Keyring.generate();
-    const config = configFromObject({ mode: 'http', app: { port: 9, startup_grace_ms: 0 } });
-    const log = memoryLog('info');
-    const admission = SharedAdmission.create({ limits: resolveLimits(limitsFrom(config)), workers: 2, maxConcurrentDecrypts: config.limits.max_concurrent_decrypts });
-    const decryptPool = new DecryptPool(keyring);
-    cleanups.push(() => decryptPool.close());
+    const { log, admission, start } = await twoWorkers('workers-start', {}, 'info');
     const baseline = openFds();
     const threadsBefore = osThreads();
-    const workers = await startSessionWorkers({
-      count: 2,
-      config,
-      keyring,
-      nsm: sim,
-      logger: log.logger,
-      metrics: new AgentMetrics({ mode: 'http', version: 'test', processMetrics: false }),
-      admission,
-      decryptPool,
-      attestationKey: keyring.attestationPublicKey(),
-    });
+    const workers = await start();
     let stopped = false;
     cleanups.push(() => (stopped ? undefined : workers.close()));
     expect(workers.started).toBe(0);
