@@ -3,8 +3,8 @@
 //   CONNECT ip:port → dials exactly that address (never a name), answers the status, then copies raw bytes
 //                     both ways with half-close and ≤ 32 KiB writes;
 //   DNS query       → forwards it to the parent's resolvers and answers with the raw response.
-// The enclave is the enforcement point; this side refuses non-global addresses unless configured
-// (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
+// The enclave is the enforcement point; this side refuses non-global addresses and the parent's own addresses
+// unless configured (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
 // At most maxFlows requests are served at once (connecting, spliced or resolving); one more is answered BUSY
 // (the enclave's proxy answers 503), so a runaway enclave cannot take every file descriptor of the parent.
 // Streams that have not sent their request yet are capped too (maxWaitingStreams: a silent stream is held up to
@@ -35,6 +35,7 @@ import type { ConnectionInfo, Listener, ListenOptions } from '../transport/types
 import { listenUnix } from '../transport/unix.ts';
 import { forwardDnsQuery, systemResolvers, type ResolverAddress } from './egress-dialer-dns.ts';
 import { isLoopbackHost } from './listen.ts';
+import { isOwnAddress } from './own-addresses.ts';
 import { ForeignPeers, servedCid } from './vsock-peer.ts';
 
 export const DEFAULT_EGRESS_VSOCK_PORT = 8001;
@@ -139,6 +140,12 @@ export async function startEgressDialer(opts: EgressDialerOptions): Promise<Egre
     if (isNonGlobal(req.ip) && !inList(extra, req.ip)) {
       logger.warn({ ip: req.ip, port: req.port, name: req.name }, 'egress dialer: non-global address refused');
       answer(stream, Status.HOST_POLICY_DENY, `${req.ip} is not a global address`);
+      stream.end();
+      return;
+    }
+    if (isOwnAddress(req.ip) && !inList(extra, req.ip)) {
+      logger.warn({ ip: req.ip, port: req.port, name: req.name }, "egress dialer: the parent's own address refused");
+      answer(stream, Status.HOST_POLICY_DENY, `${req.ip} is an address of the parent instance`);
       stream.end();
       return;
     }
