@@ -152,10 +152,20 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}, onBytes?: (tot
     const onData = (data: Buffer): void => {
       const chunk = data.length <= left ? data : data.subarray(0, left);
       left -= chunk.length;
-      if (chunk.length === 0) return;
+      // Bytes past the limit are a next request on a one-request connection: dropped. Once the upstream has
+      // answered, `to` is half-closed too (below): an upstream that ignores `connection: close` then still ends
+      // the flow (the client retries on a new connection) instead of the client waiting for an answer that
+      // cannot come. Not before it answered: a pipelined request arrives with the first, and a server that
+      // closes on a half-close would drop the first one's answer.
+      const nextAfterAnswer = chunk.length < data.length && dir === 'aToB' && bToA > 0;
+      if (chunk.length === 0) {
+        if (nextAfterAnswer && !to.writableEnded && !to.destroyed) to.end();
+        return;
+      }
       add(chunk.length);
       if (slice && chunk.length > MAX_WRITE) for (let off = 0; off < chunk.length; off += MAX_WRITE) to.write(chunk.subarray(off, off + MAX_WRITE));
       else to.write(chunk);
+      if (nextAfterAnswer && !to.destroyed) to.end();
       if (to.writableLength > MAX_BUFFERED && !to.destroyed) {
         from.pause();
         const onDrain = (): void => {
@@ -171,7 +181,7 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}, onBytes?: (tot
       endedDirs[dir] = true;
       ended++;
       // Each side closes itself (autoDestroy) once its input ended and its output finished.
-      if (!to.destroyed) to.end();
+      if (!to.destroyed && !to.writableEnded) to.end();
     };
     from.on('data', onData);
     listeners.push({ s: from, event: 'data', fn: onData as () => void });
