@@ -26,6 +26,8 @@ const MAX_TRAILER_BYTES = 16 * 1024;
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\r\n\0]/;
+/** A character past U+00FF (not one byte). */
+const NOT_BYTE = /[\u0100-\u{10ffff}]/u;
 // eslint-disable-next-line no-control-regex
 const BAD_TARGET = /[\x00-\x20\x7f]/;
 
@@ -75,6 +77,8 @@ export function checkPath(path: string): void {
 export function checkHeader(name: string, value: string): void {
   if (typeof name !== 'string' || !TOKEN.test(name)) throw bad(`header name: expected an HTTP token, found ${JSON.stringify(String(name)).slice(0, 40)}`);
   if (typeof value !== 'string' || BAD_VALUE.test(value)) throw bad(`header ${name}: value must be text without CR, LF or NUL`);
+  // A ByteString, as fetch's Headers (and the https:// path, undici) take it: one byte per character.
+  if (NOT_BYTE.test(value)) throw bad(`header ${name}: value must be a byte string (characters up to U+00FF, one byte each, as in fetch)`);
 }
 
 /** The header list the request goes out with (Host, Connection, framing added as the reference client does). */
@@ -107,10 +111,16 @@ export function requestHeaders(input: RequestHeadInput): HeaderList {
 /** The request head bytes, up to and including the blank line. */
 export function encodeRequestHead(input: RequestHeadInput): Uint8Array {
   const headers = requestHeaders(input);
-  let text = `${input.method} ${input.path} HTTP/1.1\r\n`;
+  // The request line in UTF-8 (a raw non-ASCII path, as browsers and curl send it); header values are byte
+  // strings, one byte per character (latin1), as the response head is read and as undici writes them.
+  const line = utf8.encode(`${input.method} ${input.path} HTTP/1.1\r\n`);
+  let text = '';
   for (const [k, v] of headers) text += `${k}: ${v}\r\n`;
   text += '\r\n';
-  return utf8.encode(text);
+  const out = new Uint8Array(line.length + text.length);
+  out.set(line, 0);
+  for (let i = 0; i < text.length; i++) out[line.length + i] = text.charCodeAt(i);
+  return out;
 }
 
 /** Whether a request with these headers frames its own body with chunked encoding (the caller wrote the chunks). */

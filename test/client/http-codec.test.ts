@@ -16,6 +16,22 @@ const head = (o: Partial<Parameters<typeof encodeRequestHead>[0]>): string =>
   text(encodeRequestHead({ method: 'GET', path: '/', host: 'enclave.example.com', headers: [], ...o }));
 
 describe('request head (WIRE.md §7)', () => {
+  it('writes header values as byte strings (one byte per character, as fetch and undici do), refuses characters past U+00FF, keeps a raw path in UTF-8', () => {
+    const bytes = encodeRequestHead({ method: 'GET', path: '/caf\u00e9', host: 'h', headers: [['x-name', 'Jos\u00e9']] });
+    const latin1 = Buffer.from(bytes).toString('latin1');
+    expect(latin1).toBe('GET /caf\u00c3\u00a9 HTTP/1.1\r\nHost: h\r\nx-name: Jos\u00e9\r\nConnection: close\r\n\r\n');
+    expect(Buffer.from(bytes).includes(Buffer.from([0x4a, 0x6f, 0x73, 0xe9, 0x0d]))).toBe(true);
+    let err: unknown;
+    try {
+      encodeRequestHead({ method: 'GET', path: '/', host: 'h', headers: [['x-price', '5 \u20ac']] });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).code).toBe('CLIENT_BAD_OPTIONS');
+    expect((err as ClientError).message).toContain('byte string');
+  });
+
   it('puts Host first and Connection: close last for a bodiless request', () => {
     expect(head({ path: '/a?b=1' })).toBe('GET /a?b=1 HTTP/1.1\r\nHost: enclave.example.com\r\nConnection: close\r\n\r\n');
   });
