@@ -20,6 +20,7 @@ import { pinsFromFlags, reportConnectError, rootsFromFlags, UNTRUSTED_ROOT_HINT 
 import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 import { printable } from '../util/printable.ts';
+import { textShape } from '../util/text-shape.ts';
 
 const HELP = `Usage: enclave-agent attest <url> [options]
 
@@ -133,7 +134,7 @@ export const command: CliCommand = {
     if (positionals.length !== 1) throw new CliUsageError(`expected one <url>, found ${positionals.length}`);
     const url = positionals[0]!;
     const https = /^https:\/\//i.test(url);
-    if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
+    if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found ${textShape(url)}`); // a URL may carry user:pass@
     if (values['no-nonce'] && !https) throw new CliUsageError('--no-nonce applies to https:// only');
     const roots = rootsFromFlags(values.root);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);

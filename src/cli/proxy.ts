@@ -6,11 +6,13 @@
 import pino from 'pino';
 import { connect } from '../client/node.ts';
 import { startAttestedProxy } from '../host/attested-proxy.ts';
+import { isLoopbackHost } from '../host/listen.ts';
 import { pinsFromFlags } from './fetch.ts';
 import { intFlag, parseFlags, PIN_FLAGS, portFlag, rootsFromFlags } from './flags.ts';
 import { untilSignal } from './signals.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 import { printable } from '../util/printable.ts';
+import { textShape } from '../util/text-shape.ts';
 
 const HELP = `Usage: enclave-agent proxy <url> [options]
 
@@ -58,16 +60,16 @@ export const command: CliCommand = {
     if (positionals.length !== 1) throw new CliUsageError(`expected one <url>, found ${positionals.length} arguments`);
     const url = positionals[0]!;
     const https = /^https:\/\//i.test(url);
-    if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws://, wss:// (the host bridge) or https:// (TLS ingress), found "${url}"`);
+    if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws://, wss:// (the host bridge) or https:// (TLS ingress), found ${textShape(url)}`); // a URL may carry user:pass@
     if (values.nonce && !https) throw new CliUsageError('--nonce applies to https:// only (the Noise channel binds its own handshake hash)');
     const pins = pinsFromFlags(values);
     const roots = rootsFromFlags(values.root);
-    const port = portFlag('--port', values.port, 0);
-    const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
     const host = values.host ?? '127.0.0.1';
-    if (!/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(host)) {
+    if (!isLoopbackHost(host)) {
       io.err(`enclave-agent proxy: warning: --host ${host} is not loopback: anyone who reaches it uses the enclave as this proxy, in plain HTTP`);
     }
+    const port = portFlag('--port', values.port, 0);
+    const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
     const logger = pino({ level: values['log-level'] ?? 'info', base: { component: 'proxy' } }, pino.destination(2));
 
     const proxy = await startAttestedProxy({
