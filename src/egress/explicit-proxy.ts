@@ -33,6 +33,8 @@ export interface ExplicitProxyOptions extends DialDeps {
   flows: FlowTracker;
   /** CONNECT to a name: the TLS ClientHello must name the same host. */
   sniCheck: boolean;
+  /** How long a request head may take to arrive (default HEAD_TIMEOUT_MS); then 408. */
+  headTimeoutMs?: number;
 }
 
 export interface ExplicitProxy {
@@ -132,9 +134,10 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     socket.on('error', () => {});
     let head: ProxyHead;
     try {
-      head = await readHead(socket, HEAD_TIMEOUT_MS);
+      head = await readHead(socket, opts.headTimeoutMs ?? HEAD_TIMEOUT_MS);
     } catch (err) {
-      reply(socket, 400, 'Bad Request', (err as Error).message);
+      if ((err as EgressError).code === 'EGRESS_FRAME_TIMEOUT') reply(socket, 408, 'Request Timeout', (err as Error).message);
+      else reply(socket, 400, 'Bad Request', (err as Error).message);
       return;
     }
     const target = targetOf(head);
