@@ -41,6 +41,8 @@ export interface DnsStubOptions {
   host?: string;
   /** Default 53; 0 picks a free port (tests). */
   port?: number;
+  /** A TCP connection with no query of its own in flight is closed after this long idle (default TCP_IDLE_MS). */
+  tcpIdleMs?: number;
 }
 
 export interface DnsStub {
@@ -149,9 +151,14 @@ async function bindStub(opts: DnsStubOptions): Promise<DnsStub> {
   const port = udp.address().port;
   const tcp = net.createServer((s) => {
     s.on('error', () => {});
-    s.setTimeout(TCP_IDLE_MS, () => s.destroy());
     let buf: Buffer = Buffer.alloc(0);
     let outstanding = 0;
+    // Idle is the app's silence with no answer owed: a query the host takes ~10 s to answer (the enclave's DNS
+    // deadline) must not lose its connection just before the answer; the answer's write re-arms the timer.
+    s.setTimeout(opts.tcpIdleMs ?? TCP_IDLE_MS);
+    s.on('timeout', () => {
+      if (outstanding === 0) s.destroy();
+    });
     const full = (): boolean => outstanding >= TCP_MAX_OUTSTANDING || s.writableLength > TCP_MAX_UNWRITTEN;
     // Starts the framed queries buffered while under both limits; reads on only while under them.
     const pump = (): void => {

@@ -254,6 +254,29 @@ describe('DNS stub: bounded whatever the app sends', () => {
     return count;
   }
 
+  it('keeps a TCP connection whose query the host is still answering past the idle timeout, then closes it once idle', async () => {
+    // Failed before the fix: the idle timer (10 s, the enclave's whole DNS deadline) cut the connection before a slow answer.
+    const up = heldUpstream();
+    const s1 = await startDnsStub({ policy: new EgressPolicy(['*.flood.test']), dns: up.dns, pins: new PinTable(), log: new DecisionLog(), port: 0, tcpIdleMs: 100 });
+    const c = net.connect({ host: '127.0.0.1', port: s1.port });
+    try {
+      await new Promise((r) => c.once('connect', r));
+      const answers = countAnswers(c);
+      const closed = new Promise((r) => c.once('close', r));
+      c.write(framed(Buffer.from(buildQuery(77, 'slow.flood.test', 1))));
+      await waitUntil(() => up.held.length === 1);
+      await new Promise((r) => setTimeout(r, 400)); // four idle periods with the answer owed
+      expect(c.destroyed).toBe(false);
+      up.held.shift()!();
+      await waitUntil(() => answers.n === 1);
+      await closed; // idle again, nothing owed: closed
+    } finally {
+      for (const r of up.held.splice(0)) r(); // nothing left in flight for the process-wide gate
+      c.destroy();
+      await s1.close();
+    }
+  });
+
   it(`answers at most ${TCP_MAX_OUTSTANDING} queries of one TCP connection at once, and all of them in the end`, async () => {
     // Failed before the fix: 100 queries in one write became 100 host exchanges at once.
     const up = heldUpstream();
