@@ -7,9 +7,10 @@
 // With `tls` the workers serve TLS ingress connections too: tls-handoff.ts admits and hands them (handTls)
 // and serves each worker's identity port.
 // Threads start on demand, as libuv's thread pool does: none at boot (each costs ~10 MiB RSS at rest), the
-// first with the first connection, the next one (index by index, up to `count`, one start at a time) when a
-// connection arrives and every started thread already holds one. Connections that arrive while no thread is
-// started wait for the first one; later ones go to a started thread while the next one starts. Once started a
+// first with the first connection, the next one (index by index, up to `count`) when a connection arrives and
+// every thread already holds one — a starting thread counting the connections waiting for it, so a burst before
+// any is ready (every client reconnecting after a restart) starts them all and waits spread over them. Once a
+// thread is ready, connections go to a ready thread while the next one starts; none waits. Once started a
 // thread stays. At boot only the module the threads run is checked (a layer without it does not boot): proving
 // more would mean starting a thread, which is what this saves. A thread that cannot start later is a bug, as one
 // that dies is, and ends the agent the same way; the connections waiting for it are closed and their slots freed.
@@ -111,6 +112,8 @@ interface Slot {
   readonly handoffs: HandoffLedger;
   /** Reported ready: until then it takes no connection, those for it wait in `queue`. */
   ready: boolean;
+  /** Its start failed: it takes nothing. */
+  failed: boolean;
   readonly queue: Connection[];
   /** True once ready, false if it never starts. */
   readonly started: Promise<boolean>;
@@ -129,8 +132,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   let stopping = false;
   /** Started or starting, index i + 1 at i (the shared admission regions are numbered so). */
   const slots: Slot[] = [];
-  /** The one thread starting now, if any. */
-  let starting: Slot | undefined;
   const identityListeners = new Set<(port: MessagePort) => void>();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
 
@@ -227,6 +228,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       stopped: null,
       handoffs: new HandoffLedger(),
       ready: false,
+      failed: false,
       queue: [],
       started: new Promise<boolean>((resolve) => (settle = resolve)),
       loopUtilization: (current, previous) => perf.eventLoopUtilization(current, previous),
@@ -237,7 +239,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      if (starting === slot) starting = undefined;
+      slot.failed = true;
       dropQueued(slot, 'thread-failed');
       settle(false);
       void worker.terminate();
@@ -251,7 +253,6 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        if (starting === slot) starting = undefined;
         slot.ready = true;
         logger.info({ worker: index, ms: Math.round(performance.now() - t0) }, 'session thread started');
         for (const c of slot.queue.splice(0)) handTo(slot, c);
@@ -381,20 +382,28 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     slot.worker.postMessage(message);
   };
   /**
-   * To the started worker with the fewest connections (sessions and TLS), counted as taking one more; the next
-   * thread starts when none is started or each holds one. With none started yet it waits for the one starting.
+   * To the started worker with the fewest connections (sessions and TLS), counted as taking one more. The next
+   * thread starts when every thread holds a connection, a starting one counting those waiting for it: one client
+   * starts one thread; a burst before any is ready (every client reconnecting after a restart) starts them all and
+   * waits spread over them, rather than all landing on the first. With none ready, a connection waits for the
+   * starting thread with the fewest waiting.
    */
   const dispatch = (message: Connection): void => {
     let best: Slot | undefined;
-    for (const s of slots) if (s.ready && (best === undefined || s.live < best.live)) best = s;
-    if ((best === undefined || best.live > 0) && starting === undefined && slots.length < opts.count) {
+    let waitOn: Slot | undefined;
+    for (const s of slots) {
+      if (s.ready) {
+        if (best === undefined || s.live < best.live) best = s;
+      } else if (!s.failed && (waitOn === undefined || s.live < waitOn.live)) waitOn = s;
+    }
+    if ((best === undefined || best.live > 0) && (waitOn === undefined || waitOn.live > 0) && slots.length < opts.count) {
       try {
-        starting = spawn(slots.length + 1);
+        waitOn = spawn(slots.length + 1);
       } catch (err) {
         fail(slots.length + 1, `failed to start (${(err as { code?: string }).code ?? String(err)})`, 'a session thread did not start; the agent cannot serve its sessions');
       }
     }
-    const to = best ?? starting;
+    const to = best ?? waitOn;
     if (to === undefined) return drop(message, 'no-thread'); // a start failed: the agent is ending
     to.live++;
     if (to.ready) handTo(to, message);

@@ -287,6 +287,23 @@ describe.runIf(native)('[limits] workers = 2: session threads start on demand', 
   }, 60_000);
 });
 
+describe.runIf(native)('[limits] workers = 2: a burst before any session thread is ready', () => {
+  it('starts both threads and spreads the burst over them (clients reconnecting after a restart)', async () => {
+    stack = await startAgentStack({ appPort, limits: { workers: 2 } });
+    const s = stack;
+    expect(startedThreads(s)).toEqual([]);
+    // Four at once, all accepted before the first thread is ready (a thread takes ~0.1-0.2 s to start).
+    const burst = await Promise.all([0, 1, 2, 3].map(() => client(s.port)));
+    for (const [i, c] of burst.entries()) expect(await get(c, `/burst-${i}`)).toBe(200);
+    for (const c of burst) c.close();
+    await waitUntil(() => s.sessions.length === 4, 5_000, 'four session summaries');
+    // Before: all four on thread 1 (it was the only one starting), thread 2 started by a later connection only.
+    expect(startedThreads(s).sort()).toEqual([1, 2]);
+    const served = s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker);
+    expect(served.sort()).toEqual([1, 1, 2, 2]);
+  }, 60_000);
+});
+
 describe('[limits] workers: configuration', () => {
   it('accepts 1..64, refuses 0 and 65 naming the key, and leaves it unset by default', () => {
     expect(configFromObject({}).limits.workers).toBeNull();
