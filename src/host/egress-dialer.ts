@@ -4,7 +4,8 @@
 //                     both ways with half-close and ≤ 32 KiB writes;
 //   DNS query       → forwards it to the parent's resolvers and answers with the raw response.
 // The enclave is the enforcement point; this side refuses non-global addresses and the parent's own addresses
-// unless configured (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream; nothing else is hurt.
+// unless configured (--allow-nonglobal), as defence in depth. A malformed or late frame closes the stream;
+// nothing else is hurt.
 // At most maxFlows requests are served at once (connecting, spliced or resolving); one more is answered BUSY
 // (the enclave's proxy answers 503), so a runaway enclave cannot take every file descriptor of the parent.
 // Streams that have not sent their request yet are capped too (maxWaitingStreams: a silent stream is held up to
