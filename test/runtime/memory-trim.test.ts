@@ -10,6 +10,24 @@ function scripted(fractions: number[]): (current?: EventLoopUtilization, previou
   return (current) => (current === undefined ? { idle: 0, active: 0, utilization: 0 } : { idle: 0, active: 0, utilization: fractions[i++] ?? 0 });
 }
 
+/**
+ * A worker's loop as Node reports it: cumulative active/idle time since the thread started (no argument), or the
+ * change between two readings; `busy`/`rest` advance it.
+ */
+function workerLoop(): { elu: (current?: EventLoopUtilization, previous?: EventLoopUtilization) => EventLoopUtilization; busy: (ms: number) => void; rest: (ms: number) => void } {
+  let active = 0;
+  let idle = 0;
+  return {
+    elu: (c, p) => {
+      const a = (c ?? { active }).active - (p?.active ?? 0);
+      const i = (c ?? { idle }).idle - (p?.idle ?? 0);
+      return { active: a, idle: i, utilization: a + i === 0 ? 0 : a / (a + i) };
+    },
+    busy: (ms) => (active += ms),
+    rest: (ms) => (idle += ms),
+  };
+}
+
 describe('memory trim', () => {
   afterEach(() => vi.useRealTimers());
 
@@ -60,19 +78,11 @@ describe('memory trim', () => {
   it('reads the other threads from the start: a worker busy in the first interval counts', () => {
     vi.useFakeTimers();
     const trim = vi.fn((done: (released: boolean) => void) => done(true));
-    // A worker's loop as Node reports it: cumulative active/idle time, a reading relative to an earlier one.
-    let active = 0;
-    let idle = 0;
-    const worker = (c?: EventLoopUtilization, p?: EventLoopUtilization): EventLoopUtilization => {
-      if (c === undefined) return { active, idle, utilization: 0 };
-      const a = c.active - p!.active;
-      const i = c.idle - p!.idle;
-      return { active: a, idle: i, utilization: a + i === 0 ? 0 : a / (a + i) };
-    };
-    const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0]), threads: () => [worker] })!;
-    active += 5; // busy during the first interval
+    const worker = workerLoop();
+    const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0]), threads: () => [worker.elu] })!;
+    worker.busy(5); // busy during the first interval
     vi.advanceTimersByTime(10);
-    idle += 10; // idle during the second
+    worker.rest(10); // idle during the second
     vi.advanceTimersByTime(10);
     expect(trim).toHaveBeenCalledTimes(1);
     t.stop();
@@ -81,22 +91,15 @@ describe('memory trim', () => {
   it('reads a thread started later from its own start: busy only before the first tick that lists it, it counts', () => {
     vi.useFakeTimers();
     const trim = vi.fn((done: (released: boolean) => void) => done(true));
-    // A worker's loop as Node reports it: cumulative since the thread started, or relative to an earlier reading.
-    let active = 0;
-    let idle = 0;
-    const worker = (c?: EventLoopUtilization, p?: EventLoopUtilization): EventLoopUtilization => {
-      const a = (c ?? { active }).active - (p?.active ?? 0);
-      const i = (c ?? { idle }).idle - (p?.idle ?? 0);
-      return { active: a, idle: i, utilization: a + i === 0 ? 0 : a / (a + i) };
-    };
+    const worker = workerLoop();
     // Session threads start on demand (session-workers.ts): none when the trim starts.
-    let threads: (typeof worker)[] = [];
+    let threads: (typeof worker.elu)[] = [];
     const t = startMemoryTrim({ intervalMs: 10, trim, utilization: scripted([0, 0, 0]), threads: () => threads })!;
     // During the first interval a thread starts (loading its modules) and serves a burst, then goes idle.
-    active += 5;
-    threads = [worker];
+    worker.busy(5);
+    threads = [worker.elu];
     vi.advanceTimersByTime(10);
-    idle += 10; // idle during the second
+    worker.rest(10); // idle during the second
     vi.advanceTimersByTime(10);
     expect(trim).toHaveBeenCalledTimes(1);
     t.stop();

@@ -88,6 +88,11 @@ function startedThreads(s: AgentStack): unknown[] {
   return s.log.records().filter((r) => r.msg === 'session thread started').map((r) => r.worker);
 }
 
+/** The thread each session closed since log record `from` ran on, sorted. */
+function servedBy(s: AgentStack, from = 0): unknown[] {
+  return s.log.records().slice(from).filter((r) => r.msg === 'session closed').map((r) => r.worker).sort();
+}
+
 /** The `thread` labels a scrape shows (the event-loop lag has one series per thread). */
 function threadLabels(text: string): string[] {
   return [...text.matchAll(/^nodejs_eventloop_lag_seconds\{thread="([^"]*)"\}/gm)].map((m) => m[1]!).sort();
@@ -157,7 +162,7 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     await waitUntil(() => s.runtime.sessionCount() === 0, 5_000, 'every session slot released');
     if (workers > 1) {
       // Both workers served sessions: their log lines carry the worker's number.
-      const served = new Set(s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker));
+      const served = new Set(servedBy(s));
       expect(served).toEqual(new Set([1, 2]));
     }
   }, 60_000);
@@ -219,7 +224,7 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
     b.close();
     await waitUntil(() => s.sessions.length === 2, 5_000, 'two session summaries');
     // With 2 workers the sessions ran on different threads: the budget is the process's, not a thread's.
-    if (workers > 1) expect(new Set(s.log.records().slice(logged).filter((r) => r.msg === 'session closed').map((r) => r.worker))).toEqual(new Set([1, 2]));
+    if (workers > 1) expect(new Set(servedBy(s, logged))).toEqual(new Set([1, 2]));
   }, 60_000);
 
   it('drain finishes the requests in flight on every worker, refuses new connections, then closes', async () => {
@@ -260,11 +265,16 @@ describe.each(native ? [1, 2] : [1])('[limits] workers = %i', (workers) => {
 });
 
 describe.runIf(native)('[limits] workers = 2: session threads start on demand', () => {
-  it('starts none at boot, the first with the first session, the second with a session while the first holds one', async () => {
+  /** A fresh agent with two session threads allowed, none started yet. */
+  async function atRest(): Promise<AgentStack> {
     stack = await startAgentStack({ appPort, limits: { workers: 2 } });
-    const s = stack;
     // Before: both threads started at boot.
-    expect(startedThreads(s)).toEqual([]);
+    expect(startedThreads(stack)).toEqual([]);
+    return stack;
+  }
+
+  it('starts none at boot, the first with the first session, the second with a session while the first holds one', async () => {
+    const s = await atRest();
     expect(threadLabels(await scrape(s))).toEqual(['main']);
     const a = await client(s.port);
     expect(await get(a, '/first')).toBe(200);
@@ -281,17 +291,12 @@ describe.runIf(native)('[limits] workers = 2: session threads start on demand', 
     expect(await get(c, '/third')).toBe(200);
     for (const x of [a, b, c]) x.close();
     await waitUntil(() => s.sessions.length === 3, 5_000, 'three session summaries');
-    const served = s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker);
-    expect(served.sort()).toEqual([1, 1, 2]);
+    expect(servedBy(s)).toEqual([1, 1, 2]);
     expect(startedThreads(s)).toEqual([1, 2]);
   }, 60_000);
-});
 
-describe.runIf(native)('[limits] workers = 2: a burst before any session thread is ready', () => {
-  it('starts both threads and spreads the burst over them (clients reconnecting after a restart)', async () => {
-    stack = await startAgentStack({ appPort, limits: { workers: 2 } });
-    const s = stack;
-    expect(startedThreads(s)).toEqual([]);
+  it('starts both threads on a burst before any is ready and spreads it over them (clients reconnecting after a restart)', async () => {
+    const s = await atRest();
     // Four at once, all accepted before the first thread is ready (a thread takes ~0.1-0.2 s to start).
     const burst = await Promise.all([0, 1, 2, 3].map(() => client(s.port)));
     for (const [i, c] of burst.entries()) expect(await get(c, `/burst-${i}`)).toBe(200);
@@ -299,8 +304,7 @@ describe.runIf(native)('[limits] workers = 2: a burst before any session thread 
     await waitUntil(() => s.sessions.length === 4, 5_000, 'four session summaries');
     // Before: all four on thread 1 (it was the only one starting), thread 2 started by a later connection only.
     expect(startedThreads(s).sort()).toEqual([1, 2]);
-    const served = s.log.records().filter((r) => r.msg === 'session closed').map((r) => r.worker);
-    expect(served.sort()).toEqual([1, 1, 2, 2]);
+    expect(servedBy(s)).toEqual([1, 1, 2, 2]);
   }, 60_000);
 });
 
