@@ -17,11 +17,12 @@ function canonical(ip: string): string {
 }
 
 /** True when `ip` is an address of one of this host's interfaces. */
-export function isOwnAddress(ip: string, now = Date.now()): boolean {
+export function isOwnAddress(ip: string): boolean {
+  const now = Date.now();
   if (cache === null || now - cache.readAt >= REFRESH_MS) {
     const addresses = new Set<string>();
     for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) addresses.add(canonical(a.address));
     cache = { readAt: now, addresses };
   }
-  return net.isIP(unmapIpv4(ip)) !== 0 && cache.addresses.has(canonical(ip));
+  return cache.addresses.has(canonical(ip)); // the set holds interface addresses only: nothing else matches
 }
