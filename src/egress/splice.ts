@@ -157,15 +157,13 @@ function spliceJs(a: Duplex, b: Duplex, opts: SpliceOptions = {}, onBytes?: (tot
       // the flow (the client retries on a new connection) instead of the client waiting for an answer that
       // cannot come. Not before it answered: a pipelined request arrives with the first, and a server that
       // closes on a half-close would drop the first one's answer.
-      const nextAfterAnswer = chunk.length < data.length && dir === 'aToB' && bToA > 0;
-      if (chunk.length === 0) {
-        if (nextAfterAnswer && !to.writableEnded && !to.destroyed) to.end();
-        return;
+      if (chunk.length > 0) {
+        add(chunk.length);
+        if (slice && chunk.length > MAX_WRITE) for (let off = 0; off < chunk.length; off += MAX_WRITE) to.write(chunk.subarray(off, off + MAX_WRITE));
+        else to.write(chunk);
       }
-      add(chunk.length);
-      if (slice && chunk.length > MAX_WRITE) for (let off = 0; off < chunk.length; off += MAX_WRITE) to.write(chunk.subarray(off, off + MAX_WRITE));
-      else to.write(chunk);
-      if (nextAfterAnswer && !to.destroyed) to.end();
+      if (chunk.length < data.length && dir === 'aToB' && bToA > 0 && !to.writableEnded && !to.destroyed) to.end();
+      if (chunk.length === 0) return;
       if (to.writableLength > MAX_BUFFERED && !to.destroyed) {
         from.pause();
         const onDrain = (): void => {
