@@ -57,10 +57,11 @@ export interface AttestedProxy {
 }
 
 /**
- * Hop-by-hop headers (RFC 9110 §7.6.1), Host (the client sets its own) and Expect (Node's server already answered
- * 100-continue to the local client; the app must not be asked again).
+ * Hop-by-hop headers (RFC 9110 §7.6.1), Host (the client sets its own), Expect (Node's server already answered
+ * 100-continue to the local client; the app must not be asked again) and Proxy (httpoxy: a CGI-style app reads it
+ * as HTTP_PROXY and would send its own outbound requests wherever a local client says).
  */
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'host', 'expect']);
+const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate', 'host', 'expect', 'proxy']);
 
 function errorCode(err: unknown): string {
   const e = err as { attestationCode?: string; code?: string };

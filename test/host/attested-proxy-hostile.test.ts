@@ -160,6 +160,29 @@ describe('attested proxy: the response head it hands back', () => {
   });
 });
 
+describe('attested proxy: the request head it forwards', () => {
+  it('drops Proxy (httpoxy) and the hop-by-hop headers (RFC 9110 §7.6.1), Connection-listed ones too (Upgrade: the upgrade tests)', async () => {
+    const seen: [string, string][][] = [];
+    const client = {
+      attestation: { moduleId: 'i-test-enc' },
+      fetch: (_url: string, init: { headers: [string, string][] }) => {
+        seen.push(init.headers);
+        return Promise.resolve(new Response('ok'));
+      },
+      upgrade: () => Promise.reject(new Error('no upgrade here')),
+      close: () => Promise.resolve(),
+    } as unknown as Client;
+    proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+    const hop = ['Proxy: http://attacker.example:8080', 'Keep-Alive: timeout=5', 'Proxy-Connection: keep-alive', 'Proxy-Authorization: Basic YTpi', 'TE: trailers', 'Trailer: X-T', 'X-Listed: 1'];
+    const answer = await rawExchange(
+      `POST /a HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close, X-Listed\r\n${hop.join('\r\n')}\r\nTransfer-Encoding: chunked\r\nX-App: kept\r\n\r\n2\r\nhi\r\n0\r\n\r\n`,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    const names = seen[0]!.map(([k]) => k.toLowerCase());
+    expect(names).toEqual(['x-app']);
+  });
+});
+
 /** Writes `bytes` on a new connection and resolves with everything the proxy sent until it closed. */
 async function rawExchange(bytes: string): Promise<string> {
   const s = await rawRequest(bytes);
