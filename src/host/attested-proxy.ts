@@ -30,7 +30,10 @@ import type { Logger } from 'pino';
 import type { Client } from '../client/index.ts';
 import { isLoopbackHost } from './listen.ts';
 
-/** The header carrying the error code of an answer the proxy gave itself (502, 403). */
+/**
+ * The header carrying the error code of an answer the proxy gave itself (502, 403). Dropped from the app's answers,
+ * so a local client can tell the proxy's errors from whatever the app writes.
+ */
 export const ERROR_HEADER = 'x-enclave-agent-error';
 
 export interface AttestedProxyOptions {
@@ -261,7 +264,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         const reframed = upstream.headers.has('transfer-encoding');
         const listed = connectionTokens([upstream.headers.get('connection') ?? '']);
         upstream.headers.forEach((v, k) => {
-          if (k === 'set-cookie' || HOP.has(k) || listed.has(k) || (reframed && k === 'content-length')) return;
+          if (k === 'set-cookie' || k === ERROR_HEADER || HOP.has(k) || listed.has(k) || (reframed && k === 'content-length')) return;
           headers.push([k, v]);
         });
         for (const cookie of upstream.headers.getSetCookie()) headers.push(['set-cookie', cookie]);
@@ -317,7 +320,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         }
         socket.off('end', leave); // from here a half-close is the upgraded protocol's own
         const lines = [`HTTP/1.1 101 ${up.statusText || 'Switching Protocols'}`];
-        up.headers.forEach((v, k) => lines.push(`${k}: ${v}`));
+        up.headers.forEach((v, k) => {
+          if (k !== ERROR_HEADER) lines.push(`${k}: ${v}`);
+        });
         socket.write(lines.join('\r\n') + '\r\n\r\n');
         const toEnclave = Writable.fromWeb(up.writable as NodeWritable<Uint8Array>);
         const fromEnclave = Readable.fromWeb(up.readable as NodeReadable<Uint8Array>);

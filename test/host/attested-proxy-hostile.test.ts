@@ -158,6 +158,36 @@ describe('attested proxy: the response head it hands back', () => {
     expect(r.headers['x-app']).toBe('kept');
     expect(r.headers['x-upstream-hop']).toBeUndefined();
   });
+
+  it(`drops the app's own ${ERROR_HEADER}: only the proxy's answers carry it (a plain answer and a 101 alike)`, async () => {
+    await proxyAnswering(() => new Response('fake', { status: 502, headers: { [ERROR_HEADER]: 'ATTESTATION_PCR_MISMATCH', 'x-app': 'kept' } }));
+    const r = await get('/a');
+    expect([r.status, r.body, r.headers['x-app']]).toEqual([502, 'fake', 'kept']);
+    expect(r.headers[ERROR_HEADER]).toBeUndefined();
+
+    const up = fakeUpgraded();
+    up.stream.headers.set(ERROR_HEADER, 'CLIENT_RETRYABLE');
+    const client = {
+      attestation: { moduleId: 'i-test-enc' },
+      fetch: () => Promise.reject(new Error('no fetch here')),
+      upgrade: () => Promise.resolve(up.stream),
+      close: () => Promise.resolve(),
+    } as unknown as Client;
+    await proxy!.close();
+    proxy = await startAttestedProxy({ connect: () => Promise.resolve(client) });
+    const s = await rawRequest('GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    let head = '';
+    s.setEncoding('latin1');
+    await new Promise<void>((resolve) =>
+      s.on('data', (c: string) => {
+        head += c;
+        if (head.includes('\r\n\r\n')) resolve();
+      }),
+    );
+    expect(head).toMatch(/^HTTP\/1\.1 101 /);
+    expect(head.toLowerCase()).toContain('upgrade: websocket');
+    expect(head.toLowerCase()).not.toContain(ERROR_HEADER);
+  });
 });
 
 describe('attested proxy: the request head it forwards', () => {
