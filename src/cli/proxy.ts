@@ -27,7 +27,9 @@ with the error code in the x-enclave-agent-error header (e.g. ATTESTATION_PCR_MI
 
 Listening:
   --port N               Local port (default 0: any free port; the first output line says which).
-  --host ADDR            Local address (default 127.0.0.1). The local side is plain HTTP: keep it on loopback.
+  --host ADDR            Local address (default 127.0.0.1). The local side is plain HTTP: an address off loopback
+                         is refused unless --allow-remote is given (whoever reaches it uses the enclave).
+  --allow-remote         Listen on a --host off loopback anyway.
 
 Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
   --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]   (n ≤ 31; repeatable: several allowed sets)
@@ -49,6 +51,7 @@ export const command: CliCommand = {
       {
         port: { type: 'string' },
         host: { type: 'string' },
+        'allow-remote': { type: 'boolean', default: false },
         ...PIN_FLAGS,
         nonce: { type: 'boolean', default: false },
         timeout: { type: 'string' },
@@ -66,7 +69,10 @@ export const command: CliCommand = {
     const roots = rootsFromFlags(values.root);
     const host = values.host ?? '127.0.0.1';
     if (!isLoopbackHost(host)) {
-      io.err(`enclave-agent proxy: warning: --host ${host} is not loopback: anyone who reaches it uses the enclave as this proxy, in plain HTTP`);
+      // Whoever reaches the port gets the attested channel, in plain HTTP: only on an explicit ask.
+      const what = `--host "${printable(host)}" is not loopback: anyone who reaches it uses the enclave as this proxy, in plain HTTP`;
+      if (!values['allow-remote']) throw new CliUsageError(`${what}; pass --allow-remote to listen there anyway`);
+      io.err(`enclave-agent proxy: warning: ${what}`);
     }
     const port = portFlag('--port', values.port, 0);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);

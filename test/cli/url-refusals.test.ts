@@ -1,6 +1,6 @@
 // A <url> that `attest` or `proxy` refuses is described, never quoted: it may carry user:pass@ (as `fetch`,
-// test/cli/fetch-stream.test.ts). And `proxy --host` warns for a non-loopback address only, by the same rule
-// the rest of the agent uses (src/host/listen.ts isLoopbackHost).
+// test/cli/fetch-stream.test.ts). And `proxy --host` refuses a non-loopback address unless --allow-remote is given,
+// by the same rule the rest of the agent uses (src/host/listen.ts isLoopbackHost).
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/run.ts';
 
@@ -18,18 +18,30 @@ describe('URLs and hosts in CLI refusals', () => {
     expect(r.err).not.toMatch(/hunter2|alice/);
   });
 
-  it('proxy: the loopback warning follows isLoopbackHost ([::1] and localhost are loopback; 0.0.0.0 and "" are not)', async () => {
-    const warned = async (host: string): Promise<boolean> => {
-      // A bad --port stops it after the --host check: nothing listens, nothing connects.
-      const r = await cli(['proxy', 'ws://127.0.0.1:1/', '--host', host, '--port', 'x', '--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48)]);
+  it('proxy: --host off loopback is refused without --allow-remote, by isLoopbackHost ([::1], localhost are loopback; 0.0.0.0, "" are not)', async () => {
+    const pins = ['--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48)];
+    // A bad --port stops it after the --host check: nothing listens, nothing connects.
+    const refused = async (host: string, ...more: string[]): Promise<boolean> => {
+      const r = await cli(['proxy', 'ws://127.0.0.1:1/', '--host', host, '--port', 'x', ...pins, ...more]);
       expect(r.code).toBe(2);
-      return r.err.includes('is not loopback');
+      if (r.err.includes('--allow-remote')) {
+        expect(r.err).toContain(`--host "${host}" is not loopback`);
+        expect(r.err).not.toContain('--port'); // refused before anything else is looked at
+        return true;
+      }
+      expect(r.err).toContain('--port expects an integer');
+      return false;
     };
-    expect(await warned('0.0.0.0')).toBe(true);
-    expect(await warned('')).toBe(true);
-    expect(await warned('[::1]')).toBe(false);
-    expect(await warned('::1')).toBe(false);
-    expect(await warned('localhost')).toBe(false);
-    expect(await warned('127.0.0.1')).toBe(false);
+    expect(await refused('0.0.0.0')).toBe(true);
+    expect(await refused('192.0.2.7')).toBe(true);
+    expect(await refused('')).toBe(true);
+    expect(await refused('[::1]')).toBe(false);
+    expect(await refused('::1')).toBe(false);
+    expect(await refused('localhost')).toBe(false);
+    expect(await refused('127.0.0.1')).toBe(false);
+    // The explicit flag lets it through (with the warning), to the --port check.
+    const allowed = await cli(['proxy', 'ws://127.0.0.1:1/', '--host', '0.0.0.0', '--allow-remote', '--port', 'x', ...pins]);
+    expect([allowed.code, allowed.err]).toEqual([2, expect.stringContaining('--port expects an integer')]);
+    expect(allowed.err).toContain('warning: --host "0.0.0.0" is not loopback');
   });
 });
