@@ -123,6 +123,8 @@ export interface Config {
     /** The host dialer's vsock port on the parent (CID 3). */
     host_port: number;
     connect_timeout_ms: number;
+    /** Connections the explicit proxy serves at once (each may hold a request head); more are answered 503. */
+    max_proxy_connections: number;
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;
     /** The app may open vsock sockets itself (default false: `run` denies them, so egress is its only way out). */
@@ -292,6 +294,7 @@ const SCHEMA: Schema = {
       transparent_port: int(15001, 1, PORT_MAX),
       host_port: int(8001, 1, 0xffffffff),
       connect_timeout_ms: int(10 * SEC, 100, 120 * SEC),
+      max_proxy_connections: int(1024, 1, 100_000),
       sni_check: bool(false),
       app_vsock: bool(false),
     },

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { LogSink } from '../http/log-sink.ts';
 import { recordEgressDecision } from '../ops/metrics.ts';
+import type { EgressErrorCode } from './errors.ts';
 
 export type EgressVia = 'explicit' | 'transparent' | 'dns';
 
@@ -27,8 +28,10 @@ export interface EgressDecision {
   reason?: string;
   /** Not refused by the policy but failed on the way (dialer down, connect refused, resolver error). */
   failed?: boolean;
-  /** Failed because the host dialer was at its cap of concurrent flows. */
+  /** Failed because the host dialer was at its cap of concurrent flows, or the explicit proxy at its connection cap. */
   busy?: boolean;
+  /** The typed error's code, when one refused it (e.g. EGRESS_PROXY_BUSY). */
+  code?: EgressErrorCode;
 }
 
 /** Process-wide egress totals (the Prometheus counter is src/ops/metrics.ts egress_decisions_total{outcome}). */
@@ -142,6 +145,7 @@ export class DecisionLog {
         ...(d.reason === undefined ? {} : { reason: d.reason }),
         ...(d.failed === true ? { failed: true } : {}),
         ...(d.busy === true ? { busy: true } : {}),
+        ...(d.code === undefined ? {} : { code: d.code }),
       });
     }
     if (!d.allowed) this.warnDenied(d);
@@ -152,6 +156,6 @@ export class DecisionLog {
     const { ok, heldBack } = this.warns.take(this.now());
     this.writeHeld(0, heldBack);
     if (!ok) this.armFlush();
-    if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason }, 'egress denied');
+    if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason, ...(d.code === undefined ? {} : { code: d.code }) }, 'egress denied');
   }
 }

@@ -9,7 +9,8 @@
 //   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
 //   origin-form or anything else   → 400
 // Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout (or no
-// answer from the dialer) → 504.
+// answer from the dialer) → 504. At most `maxConnections` app connections are served at once (each may hold a
+// request head of up to 64 KiB while it arrives): one more is answered 503 before a byte of it is read.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DecisionLog } from './decision-log.ts';
@@ -22,6 +23,8 @@ import { allowHalfOpen } from './splice.ts';
 
 const HEAD_TIMEOUT_MS = 30_000;
 const SNI_TIMEOUT_MS = 10_000;
+/** [egress] max_proxy_connections' default. */
+export const DEFAULT_MAX_PROXY_CONNECTIONS = 1024;
 /** How long a refused client has to read its answer before its connection is freed. */
 const REPLY_LINGER_MS = 2_000;
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade']);
@@ -35,6 +38,8 @@ export interface ExplicitProxyOptions extends DialDeps {
   sniCheck: boolean;
   /** How long a request head may take to arrive (default HEAD_TIMEOUT_MS); then 408. */
   headTimeoutMs?: number;
+  /** App connections served at once (default DEFAULT_MAX_PROXY_CONNECTIONS); one more is answered 503. */
+  maxConnections?: number;
 }
 
 export interface ExplicitProxy {
@@ -184,7 +189,23 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };
 
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void handle(socket).catch(() => socket.destroy()));
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_PROXY_CONNECTIONS;
+  let served = 0;
+  /** Over the cap: 503 before any byte is read, so a refused connection holds no head. Counted `busy`. */
+  const refuseBusy = (socket: net.Socket): void => {
+    socket.on('error', () => {});
+    const err = new EgressError('EGRESS_PROXY_BUSY', `egress proxy: ${maxConnections} connections open ([egress] max_proxy_connections); try again later`);
+    opts.log.record({ allowed: false, via: 'explicit', name: '', ip: null, port: 0, bytesOut: 0, bytesIn: 0, durationMs: 0, reason: err.message, code: err.code, failed: true, busy: true });
+    reply(socket, 503, 'Service Unavailable', `egress failed: ${err.message}`);
+  };
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    if (served >= maxConnections) return refuseBusy(socket);
+    served++;
+    socket.once('close', () => served--);
+    void handle(socket).catch(() => socket.destroy());
+  });
+  // The refused ones linger up to REPLY_LINGER_MS each: past as many again, Node closes new ones at accept.
+  server.maxConnections = 2 * maxConnections;
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void =>

@@ -102,6 +102,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
       log,
       flows,
       sniCheck: cfg.sni_check,
+      maxConnections: cfg.max_proxy_connections,
       names: new NameCache(),
     });
     closers.push(() => proxy.close());
