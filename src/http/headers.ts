@@ -127,28 +127,43 @@ export function removeUnderscoreAliases(list: HeaderList, names: ReadonlySet<str
   list.length = w;
 }
 
-/** Lower-case header names with their lengthMask, made once for removeHeaders. */
+/** Lower-case header names with their lengthMask, and name prefixes, made once for removeHeaders. */
 export interface HeaderNames {
   readonly names: ReadonlySet<string>;
   readonly lengths: number;
+  /** Lower-case prefixes (with dashes): a longer name that starts with one is removed too. */
+  readonly prefixes: readonly string[];
+  /** Lower-case first character codes of the prefixes: other names are not lower-cased for them. */
+  readonly prefixStarts: ReadonlySet<number>;
 }
 
-export function headerNames(names: Iterable<string>): HeaderNames {
+export function headerNames(names: Iterable<string>, prefixes: readonly string[] = []): HeaderNames {
   const set = new Set(names);
-  return { names: set, lengths: lengthMask(set) };
+  const lower = prefixes.map((p) => p.toLowerCase());
+  return { names: set, lengths: lengthMask(set), prefixes: lower, prefixStarts: new Set(lower.map((p) => p.charCodeAt(0))) };
+}
+
+/** A prefix of `prefixes` starts `lower` and is shorter than it. */
+function hasPrefix(lower: string, prefixes: readonly string[]): boolean {
+  for (const p of prefixes) if (lower.length > p.length && lower.startsWith(p)) return true;
+  return false;
 }
 
 /**
- * Removes, in one pass and in place, every field whose name is in `names` (lower-case), and every underscore
- * alias of one (removeUnderscoreAliases). A name whose length no member has is kept without being lower-cased.
+ * Removes, in one pass and in place, every field whose name is in `names` (lower-case) or starts with one of
+ * `prefixes`, and every underscore alias of one (removeUnderscoreAliases). A name whose length no member has
+ * and whose first letter no prefix has is kept without being lower-cased.
  */
-export function removeHeaders(list: HeaderList, { names, lengths }: HeaderNames): void {
+export function removeHeaders(list: HeaderList, { names, lengths, prefixes, prefixStarts }: HeaderNames): void {
   let w = 0;
   for (let r = 0; r < list.length; r += 2) {
     const name = list[r]!;
-    if ((lengths & (1 << Math.min(name.length, 31))) !== 0) {
+    const byLength = (lengths & (1 << Math.min(name.length, 31))) !== 0;
+    // `| 0x20` lower-cases an ASCII letter (names are tokens; a non-letter start matches no prefix letter).
+    if (byLength || prefixStarts.has(name.charCodeAt(0) | 0x20)) {
       const lower = name.toLowerCase();
-      if (names.has(lower) || (lower.includes('_') && names.has(lower.replaceAll('_', '-')))) continue;
+      const dashed = lower.includes('_') ? lower.replaceAll('_', '-') : lower;
+      if ((byLength && (names.has(lower) || names.has(dashed))) || hasPrefix(dashed, prefixes)) continue;
     }
     list[w] = name;
     list[w + 1] = list[r + 1]!;

@@ -79,6 +79,34 @@ describe('client address', () => {
     app = undefined;
   });
 
+  it('drops every X-Forwarded-* a client writes (Prefix, Ssl, Scheme...) and the scheme headers apps read, not only the ones the agent sets', async () => {
+    // Failed before: only X-Forwarded-For/-Proto/-Host/-Port reached the list, so a client chose the prefix
+    // (Werkzeug ProxyFix, Spring, Symfony, ASP.NET build URLs and redirects from it) and the scheme (Rack reads
+    // X-Forwarded-Scheme and X-Forwarded-Ssl before X-Forwarded-Proto; gunicorn X-Forwarded-Protocol) of a
+    // request that came from the agent on 127.0.0.1, a proxy they trust by default.
+    const forged = {
+      'X-Forwarded-Prefix': '/evil',
+      'X-Forwarded-Ssl': 'off',
+      'X-Forwarded-Scheme': 'http',
+      'X-Forwarded-Protocol': 'http',
+      'X-Forwarded-Server': 'evil',
+      'x-forwarded-uri': '/evil',
+      X_Forwarded_Prefix: '/evil',
+      'Front-End-Https': 'off',
+      'X-Url-Scheme': 'http',
+      'X-Forwardedish': 'kept',
+    };
+    const f = await setup();
+    await dataRequest(f, get('/', forged), contextFromProxyHeader('198.51.100.7', 1));
+    const seen = app!.seen[0]!.headers;
+    const names = Object.keys(seen);
+    expect(names.filter((n) => n.startsWith('x-forwarded') || n.startsWith('x_forwarded')).sort()).toEqual(['x-forwarded-for', 'x-forwarded-proto', 'x-forwardedish']);
+    expect(names).not.toContain('front-end-https');
+    expect(names).not.toContain('x-url-scheme');
+    expect(seen['x-forwarded-proto']).toBe('https');
+    expect(seen['x-forwardedish']).toBe('kept');
+  });
+
   it('strips forged forwarding headers even when the client address is unknown', async () => {
     const f = await setup();
     await dataRequest(f, get('/', { 'X-Forwarded-For': '1.2.3.4' }), fakeContext());

@@ -6,7 +6,11 @@
 // client address is appended to the chain the client sent. The other headers CDNs and load balancers use for
 // the client's address (X-Client-IP, True-Client-IP, CF-Connecting-IP...) are always dropped: nothing in front of
 // the agent sets them, and libraries read them before X-Forwarded-For (request-ip checks X-Client-IP first), so
-// a client could pick the address an app rate-limits or logs.
+// a client could pick the address an app rate-limits or logs. From an untrusted peer every `X-Forwarded-*`
+// goes, not only the ones set here: the agent is the proxy in front of the app, so any other is forged, and apps
+// trust their loopback proxy's (X-Forwarded-Prefix builds URLs and redirects in Werkzeug's ProxyFix, Spring,
+// Symfony and ASP.NET; Rack takes the scheme from X-Forwarded-Scheme or X-Forwarded-Ssl before X-Forwarded-Proto,
+// gunicorn from X-Forwarded-Protocol); so do the scheme headers without that prefix (Front-End-Https, X-Url-Scheme).
 import { isIP } from 'node:net';
 import type { Stage } from '../exchange.ts';
 import { getHeaders, headerNames, removeHeaders, removeUnderscoreAliases } from '../headers.ts';
@@ -23,8 +27,10 @@ const CHAIN_HEADERS = ['x-forwarded-for', 'x-forwarded-proto', 'forwarded'];
 const FORWARDING_HEADERS = [...CHAIN_HEADERS, 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip'];
 /** The client's address as other proxies and CDNs spell it: never set in front of the agent. */
 const CLIENT_IP_HEADERS = ['x-client-ip', 'true-client-ip', 'cf-connecting-ip', 'cf-pseudo-ipv4', 'fastly-client-ip', 'x-cluster-client-ip', 'x-forwarded', 'forwarded-for', 'x-original-forwarded-for', 'appengine-user-ip'];
-/** Untrusted peer: every forwarding and client-IP header, and their underscore aliases (headers.ts). */
-const STRIP_UNTRUSTED = headerNames([...FORWARDING_HEADERS, ...CLIENT_IP_HEADERS]);
+/** Scheme headers some servers and frameworks read, outside the X-Forwarded-* family. */
+const SCHEME_HEADERS = ['front-end-https', 'x-url-scheme'];
+/** Untrusted peer: every forwarding, scheme and client-IP header and every X-Forwarded-*, and their underscore aliases (headers.ts). */
+const STRIP_UNTRUSTED = headerNames([...FORWARDING_HEADERS, ...SCHEME_HEADERS, ...CLIENT_IP_HEADERS], ['x-forwarded-']);
 /** Trusted peer: the chain (re-set below) and the client-IP headers. */
 const STRIP_TRUSTED = headerNames([...CHAIN_HEADERS, ...CLIENT_IP_HEADERS]);
 /** Their underscore aliases are dropped whatever the peer: `X_Forwarded_For` reads as X-Forwarded-For to a CGI/WSGI app. */
