@@ -2,7 +2,8 @@
 // ranges is refused (DNS rebinding to 127.0.0.1 or the metadata service 169.254.169.254), unless an IP or
 // CIDR entry of the policy names the address itself. net.BlockList does the prefix arithmetic.
 // The lists are every block the IANA IPv4 and IPv6 Special-Purpose Address Registries mark "Globally Reachable:
-// False" (multicast too), less the globally reachable blocks assigned inside them (GLOBAL_INSIDE_*).
+// False" (multicast too), less the globally reachable blocks assigned inside them (GLOBAL_INSIDE_*), plus the
+// deprecated IPv6 site-local block (not in those registries, but never a public address).
 import net from 'node:net';
 import { parseIPv6 } from '../util/ip-bytes.ts';
 
@@ -34,6 +35,7 @@ const NON_GLOBAL_V6: readonly [string, number][] = [
   ['5f00::', 16], // SRv6 SIDs (RFC 9602)
   ['fc00::', 7], // ULA
   ['fe80::', 10], // link-local
+  ['fec0::', 10], // site-local, deprecated (RFC 3879) but still routed inside some private networks
   ['ff00::', 8], // multicast
 ];
 /** Assignments inside the blocks above that the registries mark globally reachable. */

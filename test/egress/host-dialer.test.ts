@@ -86,8 +86,8 @@ describe('host dialer', () => {
       await expect(openFlow(tcp(lenient.port!), { ip, port: 80, timeoutMs: 2_000, name: '' }), ip).rejects.toMatchObject({ code: 'EGRESS_DENIED', message: expect.stringMatching(/not a global address/) });
     }
     // The agent's classification (address-class.ts): benchmarking, documentation and the IPv6 special-purpose
-    // blocks are refused too (failed before the fix: dialled as global).
-    for (const ip of ['198.18.0.1', '192.0.2.1', '198.51.100.1', '203.0.113.1', '2001:db8::1', '100::1', '2001:2::1', '3fff::1']) {
+    // blocks are refused too, and site-local fec0::/10 (each failed before its fix: dialled as global).
+    for (const ip of ['198.18.0.1', '192.0.2.1', '198.51.100.1', '203.0.113.1', '2001:db8::1', '100::1', '2001:2::1', '3fff::1', 'fec0::1', 'feff:ffff::1']) {
       await expect(openFlow(tcp(lenient.port!), { ip, port: 80, timeoutMs: 2_000, name: '' }), ip).rejects.toMatchObject({ code: 'EGRESS_DENIED', message: expect.stringMatching(/not a global address/) });
     }
   });

@@ -118,6 +118,8 @@ describe('matching', () => {
       ['2001:db8::1', '2001:db8::/32'],
       ['3fff::1', '3fff::/20'],
       ['5f00::1', '5f00::/16'],
+      ['fec0::1', 'fec0::/10'], // site-local (RFC 3879): failed before the fix, dialled as global
+      ['feff:ffff::1', 'fec0::/10'],
       // the same blocks carried inside IPv6 (an IPv4 entry covers the mapped form; the others need their own)
       ['::ffff:198.18.0.1', '198.18.0.0/15'],
       ['64:ff9b::c000:201', '64:ff9b::c000:200/120'],
