@@ -17,6 +17,7 @@ import type { ForwardContext } from '../responder/forwarder.ts';
 import type { AttachedConnection } from '../http/keep-alive-connection.ts';
 import { readProxyHeader } from '../transport/proxy-v2.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
+import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
 
 /** What a handshake is served by default: the attested certificate's context. */
 export interface ServedCertificate {
@@ -150,6 +151,11 @@ export interface TlsIngressOptions {
   /** Counts the two limits above elsewhere (process-wide, across threads); replaces them. */
   slots?: TlsConnectionSlots;
   logger?: Logger;
+  /**
+   * Handshakes refused for their SNI and listener accept errors are logged once per this interval, with counts by
+   * code (default 10 s): a client choosing its SNI must not get one log line per handshake.
+   */
+  refusalLogIntervalMs?: number;
 }
 
 export interface TlsIngress {
@@ -188,6 +194,9 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   let stopped: Promise<void> | undefined;
   // A proxy's identity rotates on the thread that owns it (it has no msUntilDue): no timer here.
   const stopRotation = identity.msUntilDue === undefined ? undefined : startRotationTimer(identity as IngressIdentity & { msUntilDue(): number }, logger);
+  const logEvery = opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS;
+  const sniRefusals = logger === undefined ? undefined : new RateLimitedLog(logger, 'TLS handshakes refused for their SNI (TLS ingress)', logEvery);
+  const acceptErrors = logger === undefined ? undefined : new RateLimitedLog(logger, 'listener accept errors (TLS ingress)', logEvery);
 
   type SniCallback = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
   /** Per connection: `client` (the PROXY header's source) is what the fresh-nonce budget counts by. */
@@ -195,7 +204,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     identity.contextFor(servername, client).then(
       (ctx) => cb(null, ctx),
       (err: unknown) => {
-        logger?.warn({ err: (err as { code?: string }).code ?? String(err) }, 'TLS handshake refused for its SNI');
+        // A bad or over-budget nonce is the client's choice: counted, not one line per handshake.
+        sniRefusals?.note((err as { code?: string }).code ?? 'error');
         cb(err as Error);
       },
     );
@@ -335,7 +345,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         handshaking.delete(raw);
       });
     },
-    onError: (err) => logger?.warn({ err: String(err) }, 'TLS ingress accept failed'),
+    onError: (err) => acceptErrors?.note((err as { code?: string }).code ?? 'error'),
   });
   // A listener that cannot start leaves no rotation timer calling the NSM behind.
   const listener = await listening.catch((err: unknown) => {
@@ -382,6 +392,8 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     closed = true;
     stopRotation?.();
     acme?.stop();
+    sniRefusals?.flush();
+    acceptErrors?.flush();
     await (stopped ??= listener.close());
     for (const s of open) s.destroy();
     open.clear();

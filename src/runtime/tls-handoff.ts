@@ -37,6 +37,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
   const { identity, workers, admission, logger } = opts;
   const slots = admission.tls;
   const refusals = new RateLimitedLog(logger, 'connections refused (TLS ingress)', REFUSAL_LOG_INTERVAL_MS);
+  const acceptErrors = new RateLimitedLog(logger, 'listener accept errors (TLS ingress)', REFUSAL_LOG_INTERVAL_MS);
   await identity.current();
 
   const servers: IdentityServer[] = [];
@@ -133,7 +134,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
       };
       identity.serving().then(go, go);
     },
-    onError: (err) => logger.warn({ err: String(err) }, 'TLS ingress accept failed'),
+    onError: (err) => acceptErrors.note((err as { code?: string }).code ?? 'error'),
   });
   // A listener that cannot start leaves nothing behind: no rotation timer calling the NSM, no pushes.
   const listener = await listening.catch((err: unknown) => {
@@ -152,6 +153,7 @@ export async function startTlsHandoff(opts: TlsHandoffOptions): Promise<TlsIngre
     await stopAccepting();
     for (const raw of held) raw.destroy();
     refusals.flush();
+    acceptErrors.flush();
   };
 
   return {
