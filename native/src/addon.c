@@ -103,6 +103,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   EN_CALL(env, en_set_u64(env, o, "maxWrite", EN_STAT_GET(max_write)), NULL);
   EN_CALL(env, en_set_u64(env, o, "eagainWrites", EN_STAT_GET(eagain_writes)), NULL);
   EN_CALL(env, en_set_u64(env, o, "reads", EN_STAT_GET(reads)), NULL);
+  EN_CALL(env, en_set_u64(env, o, "eagainReads", EN_STAT_GET(eagain_reads)), NULL);
   EN_CALL(env, en_set_u64(env, o, "bytesRead", EN_STAT_GET(bytes_read)), NULL);
   EN_CALL(env, en_set_u64(env, o, "maxRead", EN_STAT_GET(max_read)), NULL);
   EN_CALL(env, en_set_u64(env, o, "opened", EN_STAT_GET(opened)), NULL);
@@ -117,6 +118,7 @@ static napi_value js_reset_stats(napi_env env, napi_callback_info info) {
   __atomic_store_n(&en_stats.max_write, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&en_stats.eagain_writes, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&en_stats.reads, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&en_stats.eagain_reads, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&en_stats.bytes_read, 0, __ATOMIC_RELAXED);
   __atomic_store_n(&en_stats.max_read, 0, __ATOMIC_RELAXED);
   return NULL;

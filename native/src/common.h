@@ -36,7 +36,8 @@ typedef struct {
   uint64_t bytes_written; /* bytes the kernel accepted */
   uint64_t max_write;     /* largest length ever passed to one send() */
   uint64_t eagain_writes; /* send() calls that returned EAGAIN */
-  uint64_t reads;
+  uint64_t reads;         /* read() calls that returned data or EOF */
+  uint64_t eagain_reads;  /* read() calls that returned EAGAIN */
   uint64_t bytes_read;
   uint64_t max_read;
   uint64_t opened;        /* sockets created (listen/connect/accept) */

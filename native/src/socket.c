@@ -585,6 +585,7 @@ static napi_value m_read(napi_env env, napi_callback_info info) {
   napi_value out;
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      EN_STAT_ADD(eagain_reads, 1);
       EN_CALL(env, napi_get_undefined(env, &out), NULL);
       return out;
     }

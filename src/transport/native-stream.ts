@@ -1,8 +1,10 @@
 /**
  * A Node Duplex over one addon socket (AF_VSOCK or AF_UNIX: same code). The addon only does syscalls and
  * reports readiness; this class is the stream:
- *  - _read pulls chunks until push() says stop, the kernel says EAGAIN (then waits for readable) or EOF
- *    (push(null) → 'end'). Readable polling is on only while the stream wants data.
+ *  - _read pulls chunks until push() says stop, a short read drains the socket or the kernel says EAGAIN
+ *    (then waits for readable), or EOF (push(null) → 'end'). Readable polling is on only while the stream
+ *    wants data; while it is on, the next bytes come with the readable event, not from a read() that would
+ *    only say EAGAIN (two such calls per message otherwise: one after the push, one when the stream asks again).
  *  - _write issues one send() of ≤ MAX_WRITE (32768) bytes at a time, from one chunk only: chunks are never
  *    merged (no _writev), so no syscall can exceed the vsock limit. On EAGAIN it waits for writable; the
  *    Writable's own buffering gives write() === false, i.e. backpressure.
@@ -20,6 +22,8 @@ import type { NativeSocket } from './native.ts';
 
 /** Reads per readiness event before yielding to the event loop (64 KiB each). */
 const READS_PER_EVENT = 16;
+/** The addon's read() buffer (EN_READ_SIZE): a read returning less found the socket drained. */
+const READ_SIZE = 64 * 1024;
 const HIGH_WATER_MARK = 64 * 1024;
 
 type WriteCallback = (err?: Error | null) => void;
@@ -111,6 +115,7 @@ export class NativeStream extends Duplex {
       this.#readAsked = true;
       return;
     }
+    if (this.#wantRead) return; // polling for readable already: the event brings the next bytes
     this.#readSome(Infinity);
   }
 
@@ -163,8 +168,9 @@ export class NativeStream extends Duplex {
         this.#updatePoll();
         return;
       }
+      if (chunk.length < READ_SIZE) break; // drained: wait for readable (level-triggered, so nothing is missed)
     }
-    // Budget spent with data still flowing: continue on the next loop iteration (poll is level-triggered).
+    // Drained, or budget spent with data still flowing: continue on readable (poll is level-triggered).
     this.#wantRead = true;
     this.#updatePoll();
   }

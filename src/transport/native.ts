@@ -50,7 +50,9 @@ export interface NativeStats {
   bytesWritten: number;
   maxWrite: number;
   eagainWrites: number;
+  /** read() calls that returned data or EOF, and those that found nothing (EAGAIN). */
   reads: number;
+  eagainReads: number;
   bytesRead: number;
   maxRead: number;
   /** Sockets created and closed since load (live sockets = opened - closed). */

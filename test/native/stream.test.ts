@@ -89,6 +89,35 @@ describe.skipIf(!available)('native engine over AF_UNIX', () => {
     await srv.listener.close();
   });
 
+  it('reads each small message with one read(): no read() that only finds EAGAIN', async () => {
+    const native = loadNative();
+    const srv = await server();
+    const client = await connectUnixNative(srv.path);
+    const conn = await srv.next();
+    conn.on('data', (d: Buffer) => conn.write(d)); // echo
+    const rounds = 500;
+    native.resetStats();
+    let got = 0;
+    await new Promise<void>((resolve) => {
+      client.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got === rounds * 100) resolve();
+        else if (got % 100 === 0) client.write(Buffer.alloc(100, got / 100));
+      });
+      client.write(Buffer.alloc(100, 0));
+    });
+    const stats = nativeStats();
+    // Both ends read each message once: a read returning less than the buffer drained the socket, so the
+    // next bytes wait for the readable event (before: two EAGAIN reads per message and side, ~2,000 here).
+    expect(stats.reads).toBeGreaterThanOrEqual(2 * rounds);
+    expect(stats.eagainReads).toBeLessThan(rounds / 10);
+    client.end();
+    conn.end();
+    await closed(client);
+    await closed(conn);
+    await srv.listener.close();
+  });
+
   it('applies backpressure: write() returns false while the peer does not read, memory stays bounded, drain follows', async () => {
     const srv = await server();
     const client = await connectUnixNative(srv.path);
