@@ -11,6 +11,8 @@
 //   SDK's reconnect); while it is gone, requests get 502 CLIENT_CONNECT_FAILED and are not queued.
 // - A request that was in flight when the connection died is never re-sent (it may have reached the app): 502
 //   CLIENT_RETRYABLE.
+// - A request head must arrive within headersTimeoutMs; a body has no overall deadline, only one on the local
+//   client's silence while the proxy waits for it (src/host/attested-proxy-body.ts): 408 PROXY_REQUEST_TIMEOUT.
 // The local side is plain HTTP on loopback: whoever can reach 127.0.0.1 on this machine can use the enclave.
 // On a loopback address the request must also name a loopback Host (127.x, ::1, localhost), so a web page a
 // browser on this machine opens cannot reach the enclave through the proxy by DNS rebinding (its Host is its
@@ -28,6 +30,7 @@ import type { Duplex } from 'node:stream';
 import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
 import type { Logger } from 'pino';
 import type { Client } from '../client/index.ts';
+import { hasBody, requestBody } from './attested-proxy-body.ts';
 import { isLoopbackHost } from './listen.ts';
 
 /**
@@ -44,6 +47,14 @@ export interface AttestedProxyOptions {
   port?: number;
   /** Wait after a failed connect before trying again on the next request (default 1000 ms). */
   retryAfterMs?: number;
+  /** A request head must be complete within this (default 60 000 ms): 408 PROXY_REQUEST_TIMEOUT. */
+  headersTimeoutMs?: number;
+  /**
+   * An upload the proxy waits on that sends nothing for this long has stalled (default 60 000 ms): 408
+   * PROXY_REQUEST_TIMEOUT (the connection closed if the answer started), the enclave stream released. There is no
+   * deadline on the whole request: a body that keeps coming is never cut.
+   */
+  bodyIdleTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -115,37 +126,26 @@ function rawAnswer(status: number, code: string, message: string): string {
   return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
 }
 
+/** An answer of the proxy's own; `close` ends the connection after it (a request body left unread). */
+function ownAnswer(res: http.ServerResponse, status: number, code: string, message: string, close = false): void {
+  const body = `enclave-agent proxy: ${code}: ${message}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: code, 'content-length': Buffer.byteLength(body), ...(close ? { connection: 'close' } : {}) });
+  res.end(body);
+}
+
 /** What a request Node's parser refused is answered (the statuses Node's own server uses), by parser error code. */
 const PARSE_ERRORS: Record<string, { status: number; code: string; message: string }> = {
   HPE_HEADER_OVERFLOW: { status: 431, code: 'PROXY_HEADERS_TOO_LARGE', message: `the request head is larger than this proxy accepts (${http.maxHeaderSize} bytes)` },
   HPE_CHUNK_EXTENSIONS_OVERFLOW: { status: 413, code: 'PROXY_BAD_REQUEST', message: 'chunk extensions too large' },
-  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'PROXY_REQUEST_TIMEOUT', message: 'the request did not arrive in time' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'PROXY_REQUEST_TIMEOUT', message: 'the request head did not arrive in time' },
 };
 const BAD_REQUEST = { status: 400, code: 'PROXY_BAD_REQUEST', message: 'malformed HTTP/1.1 request (nothing was forwarded)' };
-
-/**
- * The request body as the client reads it. The client stops reading early when the app answered before the upload
- * ended (fetch.ts returns from its loop); then the rest is drained, not the request destroyed: destroying it resets
- * the local connection, and a client still sending (Python's http.client) gets ECONNRESET instead of the answer.
- */
-async function* requestBody(req: http.IncomingMessage): AsyncIterable<Uint8Array> {
-  try {
-    for await (const chunk of req.iterator({ destroyOnReturn: false })) yield chunk as Uint8Array;
-  } finally {
-    req.resume();
-  }
-}
-
-function hasBody(req: http.IncomingMessage): boolean {
-  const te = req.headers['transfer-encoding'];
-  if (te !== undefined) return true;
-  const cl = req.headers['content-length'];
-  return cl !== undefined && cl !== '0';
-}
 
 export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<AttestedProxy> {
   const logger = opts.logger;
   const retryAfterMs = opts.retryAfterMs ?? 1000;
+  const headersTimeoutMs = opts.headersTimeoutMs ?? 60_000;
+  const bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? 60_000;
   let client: Client | null = null;
   let connecting: Promise<Client> | null = null;
   let lastError: string | null = null;
@@ -190,13 +190,12 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     const code = errorCode(err);
     // A verification failure after a reconnect: the client stays closed to requests until it verifies again.
     if ((err as { code?: string })?.code === 'CLIENT_ATTESTATION_FAILED') lastError = code;
+    if (res.writableEnded) return; // answered already (a stalled upload's 408)
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    const body = `enclave-agent proxy: ${code}: ${(err as Error)?.message ?? String(err)}\n`;
-    res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: code, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
+    ownAnswer(res, 502, code, (err as Error)?.message ?? String(err));
   };
 
   const loopbackOnly = isLoopbackHost(opts.host ?? '127.0.0.1');
@@ -224,16 +223,17 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
 
   /** Responses not finished yet per local connection (pipelined requests wait in Node's queue). */
   const answering = new WeakMap<Socket, number>();
-  const server = http.createServer((req, res) => {
+  // No deadline on a whole request (Node's default, 300 s, cut long uploads that were still flowing); the head is
+  // bounded, and checked often enough that a short headersTimeoutMs holds.
+  const timeouts = { requestTimeout: 0, headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(10, Math.ceil(headersTimeoutMs / 4))) };
+  const server = http.createServer(timeouts, (req, res) => {
     const conn = req.socket;
     answering.set(conn, (answering.get(conn) ?? 0) + 1);
     res.once('close', () => answering.set(conn, (answering.get(conn) ?? 1) - 1));
     const refused = refusal(req);
     if (refused !== null) {
       req.resume();
-      const body = `enclave-agent proxy: ${refused.code}: ${refused.message}\n`;
-      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', [ERROR_HEADER]: refused.code, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
+      ownAnswer(res, 403, refused.code, refused.message);
       return;
     }
     // Armed before connecting: a client that leaves while the proxy still verifies the enclave has left.
@@ -241,6 +241,12 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     res.once('close', () => {
       if (!res.writableFinished) abort.abort();
     });
+    const stalled = (): void => {
+      const t = PARSE_ERRORS.ERR_HTTP_REQUEST_TIMEOUT!;
+      if (res.headersSent) res.destroy();
+      else ownAnswer(res, t.status, t.code, 'the request body stopped arriving', true);
+      abort.abort();
+    };
     void (async () => {
       let c: Client;
       try {
@@ -255,7 +261,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         const upstream = await c.fetch(req.url ?? '/', {
           method: req.method ?? 'GET',
           headers: forwardHeaders(req.rawHeaders),
-          ...(hasBody(req) ? { body: requestBody(req) } : {}),
+          ...(hasBody(req) ? { body: requestBody(req, bodyIdleTimeoutMs, stalled) } : {}),
           signal: abort.signal,
         });
         const headers: [string, string][] = [];
