@@ -3,7 +3,10 @@
 // reads the tallies when scraped (each metric's collect()). The request-duration histogram is a TallyHistogram
 // (tally-histogram.ts: a bucket scan, no label handling per observation). Labels are closed sets (channel, close reason, status
 // class, route among the known ones, ...): never a path, header, body, key or client address.
-import { Counter, Gauge, Registry } from 'prom-client';
+// Not from 'prom-client': its index loads node:https and node:tls (prom-client-classes.d.ts).
+import Counter from 'prom-client/lib/counter.js';
+import Gauge from 'prom-client/lib/gauge.js';
+import Registry from 'prom-client/lib/registry.js';
 import type { AbandonedSummary } from '../http/abandoned-records.ts';
 import type { Channel, CloseReason, SessionSummary } from '../responder/session.ts';
 import { TallyHistogram, type HistogramTally } from './tally-histogram.ts';

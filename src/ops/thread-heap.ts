@@ -4,7 +4,9 @@
 // `thread` label — "main", or "session-N" for session worker N — the workers' figures being the last each reported
 // (worker-services/metrics-proxy.ts: read in the worker when a scrape asks for its metrics).
 import v8 from 'node:v8';
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+// Not from 'prom-client': its index loads node:https and node:tls (prom-client-classes.d.ts).
+import Gauge from 'prom-client/lib/gauge.js';
 
 /** One thread's heap: what prom-client's default heap metrics show for the main thread. */
 export interface ThreadHeap {

@@ -7,7 +7,9 @@
 // worker reports when a scrape asks (worker-services/metrics-proxy.ts). Unlike prom-client's observer, which took
 // the first entry of each batch the observer was handed, every GC is counted.
 import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { Gauge, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+// Not from 'prom-client': its index loads node:https and node:tls (prom-client-classes.d.ts).
+import Gauge from 'prom-client/lib/gauge.js';
 import { TallyHistogram, bucketIndex, type BucketCounts } from './tally-histogram.ts';
 
 /** GC duration buckets, seconds: prom-client's. */

@@ -4,7 +4,9 @@
 // the operational log, the metrics and the decrypt pool (src/runtime/worker-services/); the limits that span
 // every session (sessions, per client, queued output, waiting handshakes, decrypt jobs, the control nonce) live
 // in shared memory (src/responder/shared-admission.ts), so they hold exactly across threads.
-// With tls_termination = true it serves TLS ingress connections the main thread hands over too (worker-tls.ts).
+// With tls_termination = true it serves TLS ingress connections the main thread hands over too (worker-tls.ts),
+// imported only then (a CPU profile put Node's TLS and HTTP modules at ~36 ms of a thread's start, and a thread
+// holds what it loaded for its life), and before the thread reports ready: no TLS connection reaches it earlier.
 import { parentPort, workerData } from 'node:worker_threads';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { KeyMaterial, Keyring, wipeScalars } from '../crypto/keyring.ts';
@@ -14,7 +16,6 @@ import { adoptConnection, discardHandedConnection, HandoffReceipts } from '../tr
 import { createForwarder, limitsFrom } from './forwarder-setup.ts';
 import type { SessionWorkerData, ToWorker, FromWorker } from './session-worker-protocol.ts';
 import type { HttpForwarder } from '../http/forwarder.ts';
-import { startWorkerTls } from './worker-tls.ts';
 import { remoteDecryptPool } from './worker-services/decrypt-proxy.ts';
 import { workerLogger } from './worker-services/log-proxy.ts';
 import { MetricsRecorder } from './worker-services/metrics-proxy.ts';
@@ -88,7 +89,7 @@ const responder = createResponder({
 
 const tls =
   d.tls === true && d.ports.identity !== undefined && 'attach' in forwarder
-    ? startWorkerTls({ index: d.index, identityPort: d.ports.identity, admission, forwarder: forwarder as HttpForwarder, config, logger, closed: () => post({ type: 'tls-closed' }) })
+    ? (await import('./worker-tls.ts')).startWorkerTls({ index: d.index, identityPort: d.ports.identity, admission, forwarder: forwarder as HttpForwarder, config, logger, closed: () => post({ type: 'tls-closed' }) })
     : undefined;
 
 async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {

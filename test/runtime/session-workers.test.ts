@@ -14,6 +14,7 @@ import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { httpRequest, startAgentStack, statusOf, waitUntil, type AgentStack } from '../faults/stack.ts';
 import { closedWithin, connectClient, connectTcp, handshake, tcpPipe, type TestClient } from '../responder/helpers.ts';
 import { promtoolCheck } from '../ops/promtool.ts';
+import { sessionThreadBuiltins } from './thread-modules.ts';
 
 const native = nativeAvailable();
 
@@ -305,6 +306,18 @@ describe.runIf(native)('[limits] workers = 2: session threads start on demand', 
     // Before: all four on thread 1 (it was the only one starting), thread 2 started by a later connection only.
     expect(startedThreads(s).sort()).toEqual([1, 2]);
     expect(servedBy(s)).toEqual([1, 1, 2, 2]);
+  }, 60_000);
+
+  it('a thread without TLS ingress has loaded neither node:tls nor node:https after serving a session', async () => {
+    const s = await atRest();
+    const a = await client(s.port);
+    expect(await get(a, '/plain')).toBe(200);
+    const loaded = await sessionThreadBuiltins();
+    expect([...loaded.keys()]).toEqual([1]);
+    // What its sessions use is there (HTTP mode: the in-process http.Server)...
+    expect(loaded.get(1)).toContain('http');
+    // ...but not TLS: before, worker-tls.ts and prom-client's index (its Pushgateway) loaded it in every thread.
+    expect(loaded.get(1)!.filter((m) => /tls|^https$/.test(m))).toEqual([]);
   }, 60_000);
 });
 

@@ -25,6 +25,7 @@ import { nativeAvailable } from '../../src/transport/native.ts';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { memoryLog, waitUntil, type MemoryLog } from '../faults/stack.ts';
 import { sniNonce, verifyWithPython } from '../ingress/helpers.ts';
+import { sessionThreadBuiltins } from './thread-modules.ts';
 
 const native = nativeAvailable();
 
@@ -384,6 +385,23 @@ describe.each(native ? [1, 2] : [1])('TLS ingress with [limits] workers = %i', (
     expect(gone).toBe('ECONNREFUSED');
     // No thread left behind: the session workers (and anything they started) are gone.
     await waitUntil(() => threads() <= threadsBefore, 10_000, `the thread count back to ${threadsBefore} (now ${threads()})`);
+  }, 60_000);
+});
+
+describe.runIf(native)('TLS ingress with [limits] workers = 2: a thread loads its TLS ingress before it takes a connection', () => {
+  it('the first TLS connection, arriving before any thread started, is served by the thread it started', async () => {
+    stack = await startStack(2);
+    const s = stack;
+    expect(startedThreads(s)).toEqual([]);
+    // The thread imports node:tls and the ingress only with TLS ingress on (session-worker.ts), and reports ready
+    // after that: the connection that started it waits for it, and then its handshake is served.
+    const first = await connect(s.port);
+    expect(await get(first, '/first')).toEqual({ status: 200, body: 'ok /first' });
+    expect(startedThreads(s)).toEqual([1]);
+    first.end();
+    expect((await servedBy(s, ['/first'])).get('/first')).toBe(1);
+    const loaded = await sessionThreadBuiltins();
+    expect(loaded.get(1)).toContain('tls');
   }, 60_000);
 });
 
