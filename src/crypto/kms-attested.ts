@@ -26,6 +26,11 @@ export interface AttestedKmsOptions {
   credentials?: KmsClientOptions['credentials'];
   /** Attempts when KMS is unreachable, throttles or fails internally (default 6), backoff doubling from `backoffMs` (500). */
   attempts?: number;
+  /**
+   * One Decrypt attempt, whole (signing, the CONNECT tunnel, TLS, the answer), within this (default
+   * DEFAULT_KMS_REQUEST_TIMEOUT_MS); past it the attempt counts as unanswered and is retried like one.
+   */
+  requestTimeoutMs?: number;
   backoffMs?: number;
   /** Called before each retry (logging; tests). */
   onRetry?: (attempt: number, reason: string) => void;
@@ -38,6 +43,27 @@ export interface AttestedKmsDecryptor {
    */
   decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array>;
   close(): void;
+}
+
+/** [keyring] source = "kms": how long one Decrypt attempt may take, all of it. */
+export const DEFAULT_KMS_REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * `call`, settled within `ms`: at the deadline its AbortSignal fires (the SDK destroys its request and socket) and
+ * it rejects, whatever it was waiting for. The SDK's own requestTimeout only warns, and a relay that answers
+ * CONNECT and then sends nothing leaves TLS waiting forever: without this a boot could hang on it.
+ */
+function withinDeadline<T>(ms: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      const err = new Error(`no answer within ${ms} ms`);
+      abort.abort(err);
+      reject(err);
+    }, ms);
+  });
+  return Promise.race([call(abort.signal), deadline]).finally(() => clearTimeout(timer));
 }
 
 /** KMS errors worth another attempt: no answer, 5xx, throttling. Everything else is final. */
@@ -75,8 +101,10 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.extraCa ? { extraCa: o.extraCa } : {}),
     ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
+    requestTimeoutMs: o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS,
   });
   const attempts = o.attempts ?? 6;
+  const requestTimeoutMs = o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS;
 
   async function decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array> {
     let delay = o.backoffMs ?? 500;
@@ -85,13 +113,12 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
       const doc = await o.nsm.attest({ publicKey: spki });
       let envelope: Uint8Array;
       try {
-        const out = await kms.client.send(
-          new DecryptCommand({
-            CiphertextBlob: blob,
-            ...(keyId === undefined ? {} : { KeyId: keyId }),
-            Recipient: { KeyEncryptionAlgorithm: 'RSAES_OAEP_SHA_256', AttestationDocument: doc },
-          }),
-        );
+        const command = new DecryptCommand({
+          CiphertextBlob: blob,
+          ...(keyId === undefined ? {} : { KeyId: keyId }),
+          Recipient: { KeyEncryptionAlgorithm: 'RSAES_OAEP_SHA_256', AttestationDocument: doc },
+        });
+        const out = await withinDeadline(requestTimeoutMs, (abortSignal) => kms.client.send(command, { abortSignal }));
         if (!out.CiphertextForRecipient) throw new KmsKeyringError('KMS_BAD_ENVELOPE', `KMS Decrypt answered without CiphertextForRecipient for ${what}`);
         envelope = out.CiphertextForRecipient;
       } catch (err) {

@@ -17,7 +17,7 @@ export interface KmsClientOptions {
   extraCa?: string[];
   /** Default: the standard AWS credential chain (env, shared files, SSO, IMDS…). */
   credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
-  /** Per-request timeout. */
+  /** Per-request timeout (the SDK's connection and request timeouts; the CONNECT answer's through a proxy). */
   requestTimeoutMs?: number;
   /** SDK attempts per call (default 1: callers retry). */
   maxAttempts?: number;
@@ -25,7 +25,7 @@ export interface KmsClientOptions {
 
 export function createKmsClient(o: KmsClientOptions): { client: KMSClient; close(): void } {
   const httpsAgent = o.proxy
-    ? new ConnectTunnelAgent({ proxy: o.proxy, ...(o.extraCa === undefined ? {} : { extraCa: o.extraCa }) })
+    ? new ConnectTunnelAgent({ proxy: o.proxy, connectTimeoutMs: o.requestTimeoutMs ?? 10_000, ...(o.extraCa === undefined ? {} : { extraCa: o.extraCa }) })
     : new https.Agent({ keepAlive: true, ...(o.extraCa && o.extraCa.length > 0 ? { ca: [...tls.rootCertificates, ...o.extraCa] } : {}) });
   const client = new KMSClient({
     region: o.region,

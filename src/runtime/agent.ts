@@ -69,8 +69,8 @@ export interface AgentRuntimeOptions {
   keySource?: KeySource;
   /** keyring.source = "sealed-file": the 32-byte key that opens keyring.path. */
   unsealKey?: Uint8Array;
-  /** keyring.source = "kms": credentials (default: the AWS chain), extra CA roots, retry policy (tests, the local stack). */
-  kms?: Pick<KmsKeySourceOptions, 'credentials' | 'extraCa' | 'attempts' | 'backoffMs'>;
+  /** keyring.source = "kms": credentials (default: the AWS chain), extra CA roots, retry policy and per-attempt deadline (tests, the local stack). */
+  kms?: Pick<KmsKeySourceOptions, 'credentials' | 'extraCa' | 'attempts' | 'backoffMs' | 'requestTimeoutMs'>;
   /** api_key_auth: SHA-256 hex hashes used instead of [api_key_auth] keys (the local stack's development key). */
   apiKeyHashes?: string[];
   /** Overrides config.api.port (0 picks a free port). */
@@ -257,6 +257,7 @@ async function startIngress(
     acceptProxyProtocol: c.accept_proxy_protocol,
     handshakeTimeoutMs: c.limits.handshake_timeout_ms,
     ...ingressLimits(c),
+    maxConnectionsPerClient: c.limits.max_sessions_per_client,
     logger,
   });
 }
