@@ -7,17 +7,19 @@
 // answered, idle keep-alive connections closed.
 // With [limits] workers ≥ 2 this runs on each session worker (src/runtime/session-worker.ts) over connections the
 // main thread admitted and handed over, with an identity that proxies the main thread's (IngressIdentity) and
-// process-wide connection slots (TlsConnectionSlots).
+// process-wide connection slots (TlsConnectionSlots) and per-client counts (ClientSessionsLike).
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext, type TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ForwardContext } from '../responder/forwarder.ts';
+import { ClientSessions, type ClientSessionsLike } from '../responder/admission.ts';
 import type { AttachedConnection } from '../http/keep-alive-connection.ts';
 import { readProxyHeader } from '../transport/proxy-v2.ts';
 import type { Listener, ListenOptions } from '../transport/types.ts';
 import { RateLimitedLog, REFUSAL_LOG_INTERVAL_MS } from '../util/rate-limited-log.ts';
+import { clientKey } from '../util/ip-bytes.ts';
 
 /** What a handshake is served by default: the attested certificate's context. */
 export interface ServedCertificate {
@@ -150,6 +152,13 @@ export interface TlsIngressOptions {
   maxConnections?: number;
   /** Counts the two limits above elsewhere (process-wide, across threads); replaces them. */
   slots?: TlsConnectionSlots;
+  /**
+   * Connections open per client — the PROXY v2 source address, an IPv6 /64 counting as one (limits.max_sessions_per_client;
+   * default 64): one more is closed right after its header, before any TLS. Without a PROXY header nothing is counted.
+   */
+  maxConnectionsPerClient?: number;
+  /** Counts connections per client elsewhere (process-wide, across threads); replaces maxConnectionsPerClient. */
+  clients?: ClientSessionsLike;
   logger?: Logger;
   /**
    * Handshakes refused for their SNI and listener accept errors are logged once per this interval, with counts by
@@ -182,6 +191,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   const logger = opts.logger;
   const timeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const slots = opts.slots ?? localSlots(opts.maxConnections ?? 1024, opts.maxPendingHandshakes ?? 256);
+  const clients = opts.clients ?? new ClientSessions(opts.maxConnectionsPerClient ?? 64);
   await identity.current();
 
   const open = new Set<Duplex>();
@@ -255,6 +265,14 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         const { header, rest } = await readProxyHeader(raw, timeoutMs);
         if (header.command === 'PROXY' && header.source !== undefined) client = header.source;
         if (rest.length > 0) raw.unshift(Buffer.from(rest));
+      }
+      if (client !== undefined) {
+        // Before any TLS: one client must not hold every connection slot (as a Noise session's PROXY header).
+        // Not yet destroyed, so its 'close' is still to come and gives the count back.
+        if (raw.destroyed) throw new Error('closed after the PROXY header');
+        const key = clientKey(client.address);
+        if (!clients.claim(key)) throw new Error('connections per client');
+        raw.once('close', () => clients.release(key));
       }
       // Rotation due (checked per handshake, and by the timer): the next handshake waits for the new certificate.
       // If the NSM cannot give one, the certificate served so far stays until the timer's retry succeeds.

@@ -26,6 +26,8 @@ export interface SharedAdmissionInit {
   readonly threads: number;
   /** Slots of the client table (a power of two ≥ 2 × maxSessions). */
   readonly clientSlots: number;
+  /** Slots of the TLS ingress's client table (a power of two ≥ 2 × maxTlsConnections, at least 8). */
+  readonly tlsClientSlots: number;
   readonly maxSessions: number;
   readonly maxSessionsPerClient: number;
   readonly maxQueuedBytes: number;
@@ -65,6 +67,8 @@ const W = {
   tlsConnections: 12 + NONCE_WORDS,
   tlsHandshakes: 13 + NONCE_WORDS,
   tlsRefused: 14 + NONCE_WORDS, // read as unsigned: 2^32 refusals before it wraps
+  tlsClientsLock: 15 + NONCE_WORDS,
+  tlsClientsUsed: 16 + NONCE_WORDS,
 } as const;
 const SALT_BYTES = 16;
 /** BigInt64 words: the output budget's total and peak, then the buffered bodies' total. */
@@ -74,9 +78,17 @@ const BODIES_TOTAL = 2;
 const DEFAULT_BUFFERED_BODIES = 256 * 1024 * 1024;
 const REGIONS_OFFSET = 192;
 
-function layout(threads: number, clientSlots: number): { regions: number; table: number; bytes: number } {
+function layout(threads: number, clientSlots: number, tlsClientSlots: number): { regions: number; table: number; tlsTable: number; bytes: number } {
   const table = REGIONS_OFFSET + threads * COUNTER_REGION_SLOTS * 8;
-  return { regions: REGIONS_OFFSET, table, bytes: table + clientSlots * CLIENT_SLOT_WORDS * 4 };
+  const tlsTable = table + clientSlots * CLIENT_SLOT_WORDS * 4;
+  return { regions: REGIONS_OFFSET, table, tlsTable, bytes: tlsTable + tlsClientSlots * CLIENT_SLOT_WORDS * 4 };
+}
+
+/** Slots of a client table for `entries` counted at once: a power of two, at least twice as many (shared-clients.ts). */
+function tableSlots(entries: number): number {
+  let slots = 8;
+  while (slots < 2 * entries) slots *= 2;
+  return slots;
 }
 
 function positiveInt(name: string, v: unknown, min = 1): number {
@@ -92,6 +104,8 @@ export class SharedAdmission {
   readonly budget: SharedOutputBudget;
   /** Public-channel sessions per client address (the PROXY v2 source), exact across threads. */
   readonly clients: SharedClientSessions;
+  /** TLS ingress connections per client address (limits.maxSessionsPerClient too, counted apart), exact across threads. */
+  readonly tlsClients: SharedClientSessions;
   /** Open public sessions: tryOpen() before a connection is handed over, closed() when its session ends or never started. */
   readonly sessions: { tryOpen(): boolean; closed(): void; readonly count: number };
   /** Handshakes waiting for a later turn, process-wide (maxQueuedHandshakes). */
@@ -112,20 +126,22 @@ export class SharedAdmission {
     const { limits } = opts;
     const threads = positiveInt('workers', opts.workers, 0) + 1;
     const maxSessions = positiveInt('limits.maxSessions', limits.maxSessions);
-    let clientSlots = 8;
-    while (clientSlots < 2 * maxSessions) clientSlots *= 2;
-    const buffer = new SharedArrayBuffer(layout(threads, clientSlots).bytes);
+    const clientSlots = tableSlots(maxSessions);
+    const maxTlsConnections = opts.tls === undefined ? 0 : positiveInt('tls.maxConnections', opts.tls.maxConnections);
+    const tlsClientSlots = tableSlots(maxTlsConnections);
+    const buffer = new SharedArrayBuffer(layout(threads, clientSlots, tlsClientSlots).bytes);
     new Uint8Array(buffer, W.salt * 4, SALT_BYTES).set(randomBytes(SALT_BYTES));
     const shared = new SharedAdmission({
       buffer,
       threads,
       clientSlots,
+      tlsClientSlots,
       maxSessions,
       maxSessionsPerClient: positiveInt('limits.maxSessionsPerClient', limits.maxSessionsPerClient),
       maxQueuedBytes: positiveInt('limits.maxQueuedBytes', limits.maxQueuedBytes),
       maxQueuedHandshakes: positiveInt('limits.maxQueuedHandshakes', limits.maxQueuedHandshakes, 0),
       maxConcurrentDecrypts: positiveInt('maxConcurrentDecrypts', opts.maxConcurrentDecrypts),
-      maxTlsConnections: opts.tls === undefined ? 0 : positiveInt('tls.maxConnections', opts.tls.maxConnections),
+      maxTlsConnections,
       maxTlsHandshakes: opts.tls === undefined ? 0 : positiveInt('tls.maxPendingHandshakes', opts.tls.maxPendingHandshakes),
       maxBufferedBodies: positiveInt('maxBufferedBodies', opts.maxBufferedBodies ?? DEFAULT_BUFFERED_BODIES),
     });
@@ -140,8 +156,12 @@ export class SharedAdmission {
     }
     const threads = positiveInt('threads', init.threads);
     const slots = positiveInt('clientSlots', init.clientSlots);
-    if ((slots & (slots - 1)) !== 0 || init.buffer.byteLength !== layout(threads, slots).bytes) {
-      throw new ResponderError('RESPONDER_BAD_OPTIONS', `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads and ${slots} client slots`);
+    const tlsSlots = positiveInt('tlsClientSlots', init.tlsClientSlots);
+    if ((slots & (slots - 1)) !== 0 || (tlsSlots & (tlsSlots - 1)) !== 0 || init.buffer.byteLength !== layout(threads, slots, tlsSlots).bytes) {
+      throw new ResponderError(
+        'RESPONDER_BAD_OPTIONS',
+        `shared admission: a buffer of ${init.buffer.byteLength} bytes does not fit ${threads} threads, ${slots} client slots and ${tlsSlots} TLS client slots`,
+      );
     }
     for (const k of ['maxSessions', 'maxSessionsPerClient', 'maxQueuedBytes', 'maxConcurrentDecrypts'] as const) positiveInt(k, init[k]);
     for (const k of ['maxQueuedHandshakes', 'maxTlsConnections', 'maxTlsHandshakes'] as const) positiveInt(k, init[k], 0);
@@ -153,7 +173,7 @@ export class SharedAdmission {
     this.init = init;
     const { buffer } = init;
     const words = new Int32Array(buffer);
-    const at = layout(init.threads, init.clientSlots);
+    const at = layout(init.threads, init.clientSlots, init.tlsClientSlots);
     this.#regions = new Float64Array(buffer, at.regions, init.threads * COUNTER_REGION_SLOTS);
     this.budget = new SharedOutputBudget(init.maxQueuedBytes, {
       words,
@@ -163,13 +183,22 @@ export class SharedAdmission {
       queued: 0,
       peak: 1,
     });
+    const salt = new Uint8Array(buffer, W.salt * 4, SALT_BYTES).slice();
     this.clients = new SharedClientSessions(init.maxSessionsPerClient, {
       words,
       base: at.table / 4,
       capacity: init.clientSlots,
       used: W.clientsUsed,
       lock: new SharedLock(words, W.clientsLock),
-      salt: new Uint8Array(buffer, W.salt * 4, SALT_BYTES).slice(),
+      salt,
+    });
+    this.tlsClients = new SharedClientSessions(init.maxSessionsPerClient, {
+      words,
+      base: at.tlsTable / 4,
+      capacity: init.tlsClientSlots,
+      used: W.tlsClientsUsed,
+      lock: new SharedLock(words, W.tlsClientsLock),
+      salt,
     });
     const sessions = new SharedCount(words, W.sessions, init.maxSessions, 'sessions');
     this.sessions = {

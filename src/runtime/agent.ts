@@ -257,6 +257,7 @@ async function startIngress(
     acceptProxyProtocol: c.accept_proxy_protocol,
     handshakeTimeoutMs: c.limits.handshake_timeout_ms,
     ...ingressLimits(c),
+    maxConnectionsPerClient: c.limits.max_sessions_per_client,
     logger,
   });
 }

@@ -2,7 +2,8 @@
 // main thread runs with one thread, fed by the TLS connections the main thread admitted and handed over
 // (tls-handoff.ts), served on this thread's HTTP forwarder, with the main thread's attested identity through
 // identity-proxy.ts. Each connection holds a connection and a handshake slot of the process-wide TLS limits
-// (SharedAdmission.tls), taken by the main thread and given back here.
+// (SharedAdmission.tls), taken by the main thread and given back here, and — once its PROXY header is read here —
+// one of its client's (SharedAdmission.tlsClients).
 import type { Duplex } from 'node:stream';
 import type { Config } from '../config.ts';
 import type { HttpForwarder } from '../http/forwarder.ts';
@@ -72,6 +73,7 @@ export function startWorkerTls(opts: WorkerTlsOptions): WorkerTls {
     // [ingress.acme]: the domain's certificate and the tls-alpn-01 challenges, as the main thread pushed them.
     ...(opts.config.ingress.acme === null ? {} : { acme: identity.acme }),
     slots,
+    clients: admission.tlsClients,
     logger,
   }).catch((err: unknown) => {
     failed = true;

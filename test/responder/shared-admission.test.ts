@@ -19,6 +19,8 @@ import { hammer, prng, type Task } from './fixtures/shared-admission-hammer.ts';
 
 const limits = (over: Partial<Limits> = {}): Limits => resolveLimits({ maxSessions: 64, maxSessionsPerClient: 3, maxQueuedBytes: 1 << 20, maxQueuedHandshakes: 4, ...over });
 const shared = (over: Partial<Limits> = {}, workers = 1, maxConcurrentDecrypts = 4): SharedAdmission => SharedAdmission.create({ limits: limits(over), workers, maxConcurrentDecrypts });
+/** With the TLS ingress's limits (its per-client table is sized by them). */
+const withTls = (over: Partial<Limits> = {}): SharedAdmission => SharedAdmission.create({ limits: limits(over), workers: 1, maxConcurrentDecrypts: 4, tls: { maxConnections: 64, maxPendingHandshakes: 8 } });
 
 /** Resolves after `n` turns of the event loop. */
 const turns = async (n: number): Promise<void> => {
@@ -83,6 +85,7 @@ describe.each([
 describe.each([
   ['ClientSessions', (max: number): ClientSessionsLike => new ClientSessions(max)],
   ['SharedAdmission.clients', (max: number): ClientSessionsLike => shared({ maxSessionsPerClient: max }).clients],
+  ['SharedAdmission.tlsClients', (max: number): ClientSessionsLike => withTls({ maxSessionsPerClient: max }).tlsClients],
 ])('%s (one thread)', (_name, make) => {
   it('holds at most max per address, independently per address, and frees on release', () => {
     const c = make(2);
@@ -265,6 +268,20 @@ describe('SharedAdmission (one thread)', () => {
     expect(s.controlNonce.current()).toEqual(n);
     expect(s.controlNonce.consume()).toEqual(n);
     expect(s.controlNonce.current()).not.toEqual(n);
+  });
+
+  it('TLS ingress connections count per client apart from Noise sessions, with the same maximum, seen alike from every thread', () => {
+    const s = withTls({ maxSessionsPerClient: 2 });
+    const t = SharedAdmission.attach(s.init);
+    expect([s.clients.claim('10.2.2.2'), s.clients.claim('10.2.2.2'), s.clients.claim('10.2.2.2')]).toEqual([true, true, false]);
+    expect([s.tlsClients.claim('10.2.2.2'), t.tlsClients.claim('10.2.2.2'), t.tlsClients.claim('10.2.2.2')]).toEqual([true, true, false]);
+    expect(t.tlsClients.count('10.2.2.2')).toBe(2);
+    t.tlsClients.release('10.2.2.2');
+    expect(s.tlsClients.claim('10.2.2.2')).toBe(true);
+    expect(s.clients.count('10.2.2.2')).toBe(2);
+    // Without the TLS ingress its table is the smallest there is, and attach() checks its size too.
+    expect(shared().init.tlsClientSlots).toBe(8);
+    expect(() => SharedAdmission.attach({ ...s.init, tlsClientSlots: 6 })).toThrow(expect.objectContaining({ code: 'RESPONDER_BAD_OPTIONS' }));
   });
 
   it('attach() sees the same state, and refuses an init that does not fit', () => {

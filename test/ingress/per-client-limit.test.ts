@@ -1,0 +1,53 @@
+// One client (the bridge's PROXY v2 source address; an IPv6 /64 counts as one) holds at most
+// limits.max_sessions_per_client TLS ingress connections, as it holds at most that many Noise sessions: past it a
+// connection is closed right after its PROXY header, before any TLS, and a freed connection is taken again.
+// Without it one address could hold every connection slot (max_sessions) with idle keep-alive connections and
+// refuse everyone else. The same limit with session threads: test/runtime/tls-per-client-workers.test.ts.
+import net from 'node:net';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
+import { startIngressStack, type IngressStack } from './helpers.ts';
+
+let s: IngressStack;
+const open: tls.TLSSocket[] = [];
+
+beforeAll(async () => {
+  s = await startIngressStack({ ingress: { acceptProxyProtocol: true, maxConnectionsPerClient: 2 } });
+}, 30_000);
+
+afterAll(async () => {
+  for (const t of open) t.destroy();
+  await s?.stop();
+});
+
+/** A TLS connection from `source` as the bridge's PROXY v2 header says; rejects when the agent closes it first. */
+async function from(source: string): Promise<tls.TLSSocket> {
+  const raw = net.connect(s.port, '127.0.0.1');
+  await new Promise((r) => raw.once('connect', r));
+  raw.write(encodeProxyV2({ source: { address: source, port: 40000 + open.length }, destination: { address: '10.0.0.1', port: 443 } }));
+  const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
+    const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
+    c.once('secureConnect', () => resolve(c));
+    c.once('error', reject);
+    c.once('close', () => reject(new Error('closed before the handshake')));
+  });
+  open.push(t);
+  return t;
+}
+
+describe('TLS ingress: connections per client (limits.max_sessions_per_client)', () => {
+  it('refuses one more from the same address (or /64) before any TLS, serves other clients, and admits again once one closes', async () => {
+    const first = await from('198.51.100.7');
+    await from('198.51.100.7');
+    await expect(from('198.51.100.7')).rejects.toThrow();
+    // Another address is its own client; two IPv6 addresses of one /64 are one client.
+    await from('203.0.113.9');
+    await from('2001:db8:1:2::1');
+    await from('2001:db8:1:2::2');
+    await expect(from('2001:db8:1:2::3')).rejects.toThrow();
+    expect(s.app.seen).toEqual([]);
+    first.destroy();
+    await expect.poll(async () => from('198.51.100.7').then(() => true, () => false), { timeout: 5_000 }).toBe(true);
+  });
+});
