@@ -30,6 +30,8 @@ Listening:
   --host ADDR            Local address (default 127.0.0.1). The local side is plain HTTP: an address off loopback
                          is refused unless --allow-remote is given (whoever reaches it uses the enclave).
   --allow-remote         Listen on a --host off loopback anyway.
+  --max-unread-bytes N   Answer bytes held for local clients that do not read them, all together (default 67108864,
+                         64 MiB). Past it the answer holding the most is closed (logged PROXY_UNREAD_LIMIT).
 
 Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
   --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]   (n ≤ 31; repeatable: several allowed sets)
@@ -52,6 +54,7 @@ export const command: CliCommand = {
         port: { type: 'string' },
         host: { type: 'string' },
         'allow-remote': { type: 'boolean', default: false },
+        'max-unread-bytes': { type: 'string' },
         ...PIN_FLAGS,
         nonce: { type: 'boolean', default: false },
         timeout: { type: 'string' },
@@ -76,12 +79,15 @@ export const command: CliCommand = {
     }
     const port = portFlag('--port', values.port, 0);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
+    const maxUnread = values['max-unread-bytes'];
+    const maxUnreadBytes = maxUnread === undefined ? undefined : intFlag('--max-unread-bytes', maxUnread, 65_536, 2 ** 34);
     const logger = pino({ level: values['log-level'] ?? 'info', base: { component: 'proxy' } }, pino.destination(2));
 
     const proxy = await startAttestedProxy({
       host,
       port,
       logger,
+      ...(maxUnreadBytes === undefined ? {} : { maxUnreadBytes }),
       connect: (signal) =>
         connect(url, {
           signal,

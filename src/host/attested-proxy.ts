@@ -13,6 +13,8 @@
 //   CLIENT_RETRYABLE.
 // - A request head must arrive within headersTimeoutMs; a body has no overall deadline, only one on the local
 //   client's silence while the proxy waits for it (src/host/attested-proxy-body.ts): 408 PROXY_REQUEST_TIMEOUT.
+// - What local clients leave unread of their answers is bounded across all of them (maxUnreadBytes): past it the
+//   answer holding the most is closed (src/host/attested-proxy-unread.ts).
 // The local side is plain HTTP on loopback: whoever can reach 127.0.0.1 on this machine can use the enclave.
 // On a loopback address the request must also name a loopback Host (127.x, ::1, localhost), so a web page a
 // browser on this machine opens cannot reach the enclave through the proxy by DNS rebinding (its Host is its
@@ -25,12 +27,13 @@
 // server-side code) are unaffected.
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { Readable, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import type { ReadableStream as NodeReadable, WritableStream as NodeWritable } from 'node:stream/web';
+import type { WritableStream as NodeWritable } from 'node:stream/web';
 import type { Logger } from 'pino';
 import type { Client } from '../client/index.ts';
 import { hasBody, requestBody } from './attested-proxy-body.ts';
+import { unreadBudget } from './attested-proxy-unread.ts';
 import { isLoopbackHost } from './listen.ts';
 
 /**
@@ -55,6 +58,11 @@ export interface AttestedProxyOptions {
    * deadline on the whole request: a body that keeps coming is never cut.
    */
   bodyIdleTimeoutMs?: number;
+  /**
+   * Answer bytes the proxy holds for local clients that do not read them, all answers together (default 64 MiB;
+   * src/host/attested-proxy-unread.ts). Past it the answer holding the most is closed (PROXY_UNREAD_LIMIT, logged).
+   */
+  maxUnreadBytes?: number;
   logger?: Logger;
 }
 
@@ -65,6 +73,8 @@ export interface AttestedProxy {
   readonly client: Client | null;
   /** The last connect failure's code, until a connect passes. */
   readonly lastError: string | null;
+  /** Answer bytes waiting now for local clients to read them, all answers together. */
+  readonly unreadBytes: number;
   /** Connects now (the CLI does it at start to report the attestation); resolves to the error code or null. */
   ready(): Promise<string | null>;
   close(): Promise<void>;
@@ -146,6 +156,10 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   const retryAfterMs = opts.retryAfterMs ?? 1000;
   const headersTimeoutMs = opts.headersTimeoutMs ?? 60_000;
   const bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? 60_000;
+  const maxUnreadBytes = opts.maxUnreadBytes ?? 64 * 1024 * 1024;
+  const unread = unreadBudget(maxUnreadBytes, (heldBytes, totalBytes) =>
+    logger?.warn({ code: 'PROXY_UNREAD_LIMIT', heldBytes, totalBytes, maxUnreadBytes }, 'a local client did not read its answer: closed it'),
+  );
   let client: Client | null = null;
   let connecting: Promise<Client> | null = null;
   let lastError: string | null = null;
@@ -279,9 +293,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
           res.end();
           return;
         }
-        Readable.fromWeb(upstream.body as NodeReadable<Uint8Array>)
-          .on('error', () => res.destroy())
-          .pipe(res);
+        void unread.relay(upstream.body, res);
       } catch (err) {
         req.resume();
         refuse(res, err);
@@ -331,10 +343,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         });
         socket.write(lines.join('\r\n') + '\r\n\r\n');
         const toEnclave = Writable.fromWeb(up.writable as NodeWritable<Uint8Array>);
-        const fromEnclave = Readable.fromWeb(up.readable as NodeReadable<Uint8Array>);
         if (head.length > 0) toEnclave.write(head);
         socket.pipe(toEnclave).on('error', () => socket.destroy());
-        fromEnclave.on('error', () => socket.destroy()).pipe(socket);
+        void unread.relay(up.readable, socket);
         socket.once('close', () => up.close());
       } catch (err) {
         const status = (err as { status?: number })?.status;
@@ -370,6 +381,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
     },
     get lastError() {
       return lastError;
+    },
+    get unreadBytes() {
+      return unread.held();
     },
     ready: () => getClient().then(
       () => null,

@@ -44,4 +44,12 @@ describe('URLs and hosts in CLI refusals', () => {
     expect([allowed.code, allowed.err]).toEqual([2, expect.stringContaining('--port expects an integer')]);
     expect(allowed.err).toContain('warning: --host "0.0.0.0" is not loopback');
   });
+
+  it('proxy: --max-unread-bytes takes 65536..2^34 bytes', async () => {
+    const pins = ['--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48)];
+    for (const value of ['1024', '1e9', 'x', String(2 ** 34 + 1)]) {
+      const r = await cli(['proxy', 'ws://127.0.0.1:1/', '--max-unread-bytes', value, ...pins]);
+      expect([value, r.code, r.err]).toEqual([value, 2, expect.stringContaining('--max-unread-bytes expects')]);
+    }
+  });
 });
