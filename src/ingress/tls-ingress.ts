@@ -161,8 +161,9 @@ export interface TlsIngressOptions {
   clients?: ClientSessionsLike;
   logger?: Logger;
   /**
-   * Handshakes refused for their SNI and listener accept errors are logged once per this interval, with counts by
-   * code (default 10 s): a client choosing its SNI must not get one log line per handshake.
+   * Connections refused (the connection cap, the per-client cap), handshakes refused for their SNI and listener
+   * accept errors are logged once per this interval, with counts by cause (default 10 s): a client must not get
+   * one log line per connection.
    */
   refusalLogIntervalMs?: number;
 }
@@ -205,6 +206,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
   // A proxy's identity rotates on the thread that owns it (it has no msUntilDue): no timer here.
   const stopRotation = identity.msUntilDue === undefined ? undefined : startRotationTimer(identity as IngressIdentity & { msUntilDue(): number }, logger);
   const logEvery = opts.refusalLogIntervalMs ?? REFUSAL_LOG_INTERVAL_MS;
+  const refusals = logger === undefined ? undefined : new RateLimitedLog(logger, 'connections refused (TLS ingress)', logEvery);
   const sniRefusals = logger === undefined ? undefined : new RateLimitedLog(logger, 'TLS handshakes refused for their SNI (TLS ingress)', logEvery);
   const acceptErrors = logger === undefined ? undefined : new RateLimitedLog(logger, 'listener accept errors (TLS ingress)', logEvery);
 
@@ -271,7 +273,10 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
         // Not yet destroyed, so its 'close' is still to come and gives the count back.
         if (raw.destroyed) throw new Error('closed after the PROXY header');
         const key = clientKey(client.address);
-        if (!clients.claim(key)) throw new Error('connections per client');
+        if (!clients.claim(key)) {
+          refusals?.note('connections-per-client');
+          throw new Error('connections per client');
+        }
         raw.once('close', () => clients.release(key));
       }
       // Rotation due (checked per handshake, and by the timer): the next handshake waits for the new certificate.
@@ -342,6 +347,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
       raw.on('error', () => {});
       if (!slots.tryOpen()) {
         slots.refused();
+        refusals?.note('max-connections');
         raw.destroy();
         return;
       }
@@ -410,6 +416,7 @@ export async function startTlsIngress(opts: TlsIngressOptions): Promise<TlsIngre
     closed = true;
     stopRotation?.();
     acme?.stop();
+    refusals?.flush();
     sniRefusals?.flush();
     acceptErrors?.flush();
     await (stopped ??= listener.close());

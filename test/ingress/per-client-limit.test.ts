@@ -7,13 +7,16 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
+import { memoryLog, type MemoryLog } from '../faults/stack.ts';
 import { startIngressStack, type IngressStack } from './helpers.ts';
 
 let s: IngressStack;
+let log: MemoryLog;
 const open: tls.TLSSocket[] = [];
 
 beforeAll(async () => {
-  s = await startIngressStack({ ingress: { acceptProxyProtocol: true, maxConnectionsPerClient: 2 } });
+  log = memoryLog();
+  s = await startIngressStack({ ingress: { acceptProxyProtocol: true, maxConnectionsPerClient: 2, logger: log.logger, refusalLogIntervalMs: 600_000 } });
 }, 30_000);
 
 afterAll(async () => {
@@ -49,5 +52,10 @@ describe('TLS ingress: connections per client (limits.max_sessions_per_client)',
     expect(s.app.seen).toEqual([]);
     first.destroy();
     await expect.poll(async () => from('198.51.100.7').then(() => true, () => false), { timeout: 5_000 }).toBe(true);
+    // Logged as every refusal is: one line per interval with counts by cause (written here by the close).
+    await s.ingress.close();
+    const lines = log.records().filter((r) => r.msg === 'connections refused (TLS ingress)');
+    expect(lines).toHaveLength(1);
+    expect((lines[0]!.counts as Record<string, number>)['connections-per-client']).toBeGreaterThanOrEqual(2);
   });
 });
