@@ -2,11 +2,12 @@
 // isJsonText answers what jsonText (json-text.ts) would, DecryptScheduler.jsonText gives the very text of
 // the inline path (or null), large bodies go to the pool as one job of the budget (EvBusyError past it,
 // released however the pool answers), small ones and pool-less schedulers stay inline and take no slot.
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
 import { DecryptScheduler, JSON_TEXT_POOL_MIN_BYTES, type DecryptSchedulerPool } from '../../src/crypto/decrypt-scheduler.ts';
 import { EvBusyError, EvPoolError } from '../../src/crypto/errors.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
+import { MAX_DEPTH } from '../../src/crypto/json-lex.ts';
 import { jsonText } from '../../src/crypto/json-text.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 
@@ -58,6 +59,37 @@ describe('DecryptPool.isJsonText', () => {
     const closed = new DecryptPool(keyring, { size: 1 });
     await closed.close();
     await expect(closed.isJsonText(Buffer.from('[]'))).rejects.toBeInstanceOf(EvPoolError);
+  });
+});
+
+describe('jsonText: nesting', () => {
+  /** `levels` arrays, one inside the other, around `core`. */
+  const nested = (levels: number, core = ''): Buffer => Buffer.from('['.repeat(levels) + core + ']'.repeat(levels));
+
+  it('is not JSON past MAX_DEPTH arrays/objects, and JSON.parse never runs on such a body (10–20× its per-byte cost)', async () => {
+    const parse = vi.spyOn(JSON, 'parse');
+    try {
+      const core = JSON.stringify(token);
+      expect(jsonText(nested(MAX_DEPTH, core))).toBe(nested(MAX_DEPTH, core).toString());
+      expect(parse).toHaveBeenCalledTimes(1);
+      parse.mockClear();
+      for (const deep of [nested(MAX_DEPTH + 1, core), nested(32_000, core), Buffer.from('{"a":'.repeat(MAX_DEPTH + 1) + '1' + '}'.repeat(MAX_DEPTH + 1))]) {
+        expect(jsonText(deep)).toBeNull();
+        expect(await pool.isJsonText(deep)).toBe(false); // the pool's worker answers the same
+      }
+      expect(parse).not.toHaveBeenCalled();
+    } finally {
+      parse.mockRestore();
+    }
+  });
+
+  it('counts only structure: brackets inside strings (escaped quotes too) and siblings do not add levels', () => {
+    const inString = `[${JSON.stringify('['.repeat(MAX_DEPTH * 2))}, "\\\\", "\\"[[[", ${JSON.stringify(token)}]`;
+    expect(jsonText(Buffer.from(inString))).toBe(inString);
+    const siblings = `[${Array(MAX_DEPTH * 2).fill('[{}]').join(',')}]`;
+    expect(jsonText(Buffer.from(siblings))).toBe(siblings);
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), nested(MAX_DEPTH + 1)]);
+    expect(jsonText(bom)).toBeNull();
   });
 });
 

@@ -10,6 +10,7 @@ import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
 import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { EvEncryptor, encryptValue } from '../../src/crypto/ev-format.ts';
 import { decryptJsonTokens } from '../../src/crypto/json-decrypt.ts';
+import { MAX_DEPTH } from '../../src/crypto/json-lex.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
 import { createHttpForwarder } from '../../src/http/forwarder.ts';
 import type { HttpForwarder, HttpModeOptions } from '../../src/http/forwarder.ts';
@@ -282,6 +283,20 @@ describe('decrypt stage: JSON bodies', () => {
     // Forwarded: the 4 token-free bodies and the 2 pathological ones; none of the 7 with a token.
     expect(app!.seen.length).toBe(6);
     expect(JSON.stringify(await records(sink, 13))).not.toContain(SECRET);
+  });
+
+  it('treats a body nested deeper than MAX_DEPTH arrays as not JSON: forwarded as is without a token, 400 with one', async () => {
+    const { sink } = await setup();
+    const t = JSON.stringify(encryptValue(SECRET, pub));
+    const wrap = (levels: number, core: string): string => '['.repeat(levels) + core + ']'.repeat(levels);
+    expect(echoOf(await dataRequest(fwd!, post(wrap(MAX_DEPTH, t)))).body).toBe(wrap(MAX_DEPTH, JSON.stringify(SECRET)));
+    const plain = wrap(20_000, '"ev:not-a-token"'); // under the pool's threshold: checked on the event loop
+    expect(echoOf(await dataRequest(fwd!, post(plain))).body).toBe(plain);
+    const res = await dataRequest(fwd!, post(wrap(MAX_DEPTH + 1, t))); // failed before the fix: decrypted, 200
+    expect(res.status).toBe(400);
+    expect(json(res.body)).toMatchObject({ error: 'HTTP_BAD_REQUEST', message: expect.stringContaining(`nested at most ${MAX_DEPTH} levels`) as unknown });
+    expect(app!.seen.length).toBe(2);
+    expect(JSON.stringify(await records(sink, 3))).not.toContain(SECRET);
   });
 
   it('keeps a UTF-8 BOM and decrypts the document after it', async () => {

@@ -20,9 +20,10 @@
 // Refusals (nothing is forwarded; the message names where, never a value):
 //   - 422 HTTP_DECRYPT_FAILED: a grammatically valid token that does not decrypt (another key, tampered,
 //     truncated ciphertext), or a header whose decrypted text cannot be a header value (CR/LF, controls).
-//   - 400 HTTP_BAD_REQUEST: a body declared JSON that is not valid JSON (or not UTF-8) AND holds a valid
-//     token. Why not "forward unchanged" or "decrypt anyway": forwarding would hand the app ciphertext it
-//     cannot read, silently; decrypting a document we cannot parse means guessing where its strings are.
+//   - 400 HTTP_BAD_REQUEST: a body declared JSON that is not valid JSON (or not UTF-8, or nested deeper than
+//     MAX_DEPTH = 512 arrays/objects: json-text.ts says why) AND holds a valid token. Why not "forward
+//     unchanged" or "decrypt anyway": forwarding would hand the app ciphertext it cannot read, silently;
+//     decrypting a document we cannot parse means guessing where its strings are.
 //     A not-quite-JSON body with no token in it (empty body, trailing garbage, JSON5-ish text) is still
 //     forwarded byte for byte, so such apps keep working; only the ambiguous case is refused, loudly.
 //   - 400 HTTP_BAD_REQUEST: several Content-Type fields on a request with a body (the agent and the app
@@ -57,6 +58,7 @@ import { EcdhBudget } from '../../crypto/ecdh-budget.ts';
 import { EvBudgetError, EvBusyError, EvDecryptError } from '../../crypto/errors.ts';
 import { isEvToken } from '../../crypto/ev-parse.ts';
 import { countHeaderTokens, countJsonCandidateSteps, decryptHeaderValueSteps, mayHoldCandidates } from '../../crypto/json-decrypt.ts';
+import { MAX_DEPTH } from '../../crypto/json-lex.ts';
 import type { Keyring } from '../../crypto/keyring.ts';
 import { HttpModeError } from '../errors.ts';
 import { getHeaders } from '../headers.ts';
@@ -259,7 +261,7 @@ async function readJsonBody(input: DecryptInput & { body: Readable }, cap: numbe
       throw new HttpModeError(
         'HTTP_BAD_REQUEST',
         400,
-        'request body: Content-Type says JSON but the body is not valid UTF-8 JSON, and it holds ev: values; the agent decrypts ev: values only in valid JSON and does not forward them undecrypted',
+        `request body: Content-Type says JSON but the body is not valid UTF-8 JSON nested at most ${MAX_DEPTH} levels deep, and it holds ev: values; the agent decrypts ev: values only in such JSON and does not forward them undecrypted`,
       );
     }
     return { raw, text: null };
