@@ -123,7 +123,7 @@ export interface Config {
     /** The host dialer's vsock port on the parent (CID 3). */
     host_port: number;
     connect_timeout_ms: number;
-    /** Connections the explicit proxy serves at once (each may hold a request head); more are answered 503. */
+    /** App connections the explicit proxy and the transparent listener serve at once, together (src/egress/connection-slots.ts); more are refused. */
     max_proxy_connections: number;
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;

@@ -28,7 +28,7 @@ export interface EgressDecision {
   reason?: string;
   /** Not refused by the policy but failed on the way (dialer down, connect refused, resolver error). */
   failed?: boolean;
-  /** Failed because the host dialer was at its cap of concurrent flows, or the explicit proxy at its connection cap. */
+  /** Failed because the host dialer was at its cap of concurrent flows, or the egress listeners at [egress] max_proxy_connections. */
   busy?: boolean;
   /** The typed error's code, when one refused it (e.g. EGRESS_PROXY_BUSY). */
   code?: EgressErrorCode;

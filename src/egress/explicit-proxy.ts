@@ -9,11 +9,12 @@
 //   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
 //   origin-form or anything else   → 400
 // Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout (or no
-// answer from the dialer) → 504. At most `maxConnections` app connections are served at once (each may hold a
-// request head of up to 64 KiB while it arrives): one more is answered 503 before a byte of it is read.
+// answer from the dialer) → 504. It takes a connection slot for each app connection (connection-slots.ts: each may
+// hold a request head of up to 64 KiB while it arrives): one over the bound is answered 503 before a byte is read.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DecisionLog } from './decision-log.ts';
+import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS } from './connection-slots.ts';
 import { authorizeAndDial, EgressDenied, type DialDeps } from './dial.ts';
 import { EgressError } from './errors.ts';
 import type { FlowTracker } from './flow-tracker.ts';
@@ -23,8 +24,6 @@ import { allowHalfOpen } from './splice.ts';
 
 const HEAD_TIMEOUT_MS = 30_000;
 const SNI_TIMEOUT_MS = 10_000;
-/** [egress] max_proxy_connections' default. */
-export const DEFAULT_MAX_PROXY_CONNECTIONS = 1024;
 /** How long a refused client has to read its answer before its connection is freed. */
 const REPLY_LINGER_MS = 2_000;
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade']);
@@ -38,8 +37,8 @@ export interface ExplicitProxyOptions extends DialDeps {
   sniCheck: boolean;
   /** How long a request head may take to arrive (default HEAD_TIMEOUT_MS); then 408. */
   headTimeoutMs?: number;
-  /** App connections served at once (default DEFAULT_MAX_PROXY_CONNECTIONS); one more is answered 503. */
-  maxConnections?: number;
+  /** The app connections served at once, shared with the transparent listener (default: DEFAULT_MAX_PROXY_CONNECTIONS, own); one more is answered 503. */
+  slots?: ConnectionSlots;
 }
 
 export interface ExplicitProxy {
@@ -189,23 +188,18 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };
 
-  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_PROXY_CONNECTIONS;
-  let served = 0;
-  /** Over the cap: 503 before any byte is read, so a refused connection holds no head. Counted `busy`. */
-  const refuseBusy = (socket: net.Socket): void => {
-    socket.on('error', () => {});
-    const err = new EgressError('EGRESS_PROXY_BUSY', `egress proxy: ${maxConnections} connections open ([egress] max_proxy_connections); try again later`);
-    opts.log.record({ allowed: false, via: 'explicit', name: '', ip: null, port: 0, bytesOut: 0, bytesIn: 0, durationMs: 0, reason: err.message, code: err.code, failed: true, busy: true });
-    reply(socket, 503, 'Service Unavailable', `egress failed: ${err.message}`);
-  };
+  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    if (served >= maxConnections) return refuseBusy(socket);
-    served++;
-    socket.once('close', () => served--);
+    if (!slots.take(socket)) {
+      // 503 before any byte is read, so a refused connection holds no head.
+      socket.on('error', () => {});
+      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`);
+      return;
+    }
     void handle(socket).catch(() => socket.destroy());
   });
   // The refused ones linger up to REPLY_LINGER_MS each: past as many again, Node closes new ones at accept.
-  server.maxConnections = 2 * maxConnections;
+  server.maxConnections = 2 * slots.max;
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void =>

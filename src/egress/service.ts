@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { LogSink } from '../http/log-sink.ts';
+import { ConnectionSlots } from './connection-slots.ts';
 import { DecisionLog, type EgressDecision } from './decision-log.ts';
 import { dialerPool } from './dialer-pool.ts';
 import { startDnsStub, type DnsStub } from './dns-stub.ts';
@@ -63,6 +64,8 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
   const policy = new EgressPolicy(cfg.destinations);
   const log = new DecisionLog({ trxSink: opts.trxSink, logger: opts.logger, onDecision: opts.onDecision });
   const flows = new FlowTracker(log);
+  // One bound for the app connections of both listeners ([egress] max_proxy_connections).
+  const slots = new ConnectionSlots(cfg.max_proxy_connections, log);
   // Every flow and DNS query takes a stream opened ahead of need (src/egress/dialer-pool.ts).
   const pool = dialerPool(opts.dialer, { size: opts.dialerPoolSize });
   const dialer = pool.connect;
@@ -90,6 +93,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
         log,
         flows,
         originalDst,
+        slots,
       });
       closers.push(() => transparent!.close());
     }
@@ -102,7 +106,7 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
       log,
       flows,
       sniCheck: cfg.sni_check,
-      maxConnections: cfg.max_proxy_connections,
+      slots,
       names: new NameCache(),
     });
     closers.push(() => proxy.close());

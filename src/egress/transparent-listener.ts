@@ -6,9 +6,11 @@
 //                                                                       the IP entry on that port)
 //   anything else (a raw IP, a name off the list, IPv6, a stale pin)  → reset
 // With sni_check, a flow allowed by a name must open with a TLS ClientHello naming one of the names ip is
-// pinned to (and allowed on that port).
+// pinned to (and allowed on that port). Each connection takes a slot shared with the explicit proxy
+// (connection-slots.ts: it may wait up to SNI_TIMEOUT_MS for the SNI); one over the bound is reset at once.
 import net from 'node:net';
 import { isNonGlobal } from './address-class.ts';
+import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS } from './connection-slots.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { EgressError } from './errors.ts';
 import { openFlow, type DialerConnect } from './flow-client.ts';
@@ -31,6 +33,8 @@ export interface TransparentOptions {
   log: DecisionLog;
   flows: FlowTracker;
   originalDst: (socket: net.Socket) => OriginalDst;
+  /** The app connections served at once, shared with the explicit proxy (default: DEFAULT_MAX_PROXY_CONNECTIONS, own). */
+  slots?: ConnectionSlots;
 }
 
 export interface TransparentListener {
@@ -86,7 +90,24 @@ export async function startTransparentListener(opts: TransparentOptions): Promis
     await opts.flows.run(socket, upstream, { via: 'transparent', name, ip: dst.address, port: dst.port, startedAt });
   };
 
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => void handle(s).catch(() => s.destroy()));
+  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
+  /** No HTTP here to answer with: recorded (with its destination when it has one) and reset before a byte is read. */
+  const refuseBusy = (socket: net.Socket): void => {
+    socket.on('error', () => {});
+    let dst: { ip: string; port: number } | null = null;
+    try {
+      const d = opts.originalDst(socket);
+      dst = { ip: d.address, port: d.port };
+    } catch {
+      // connected to the port directly: recorded without a destination
+    }
+    slots.refuse('transparent', dst);
+    socket.resetAndDestroy();
+  };
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
+    if (!slots.take(s)) return refuseBusy(s);
+    void handle(s).catch(() => s.destroy());
+  });
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => reject(new EgressError('EGRESS_SETUP_FAILED', `transparent egress: cannot listen on 127.0.0.1:${opts.port}: ${err.code ?? err.message}`)));
