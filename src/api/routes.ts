@@ -30,6 +30,7 @@ import { EcdhBudget } from '../crypto/ecdh-budget.ts';
 import { EvBudgetError, EvBusyError } from '../crypto/errors.ts';
 import { countJsonCandidateSteps, mayHoldCandidates } from '../crypto/json-decrypt.ts';
 import { countJsonValues, encryptJsonSteps } from '../crypto/json-encrypt.ts';
+import { MAX_DEPTH, nestedWithin } from '../crypto/json-lex.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import { SECRET_ROLE } from '../crypto/secret-ciphertexts.ts';
 import { fromBase64 } from '../util/bytes.ts';
@@ -74,6 +75,8 @@ function jsonText(body: Buffer): string {
     throw new ApiError('API_BAD_JSON', 400, 'request body is not valid UTF-8');
   }
   if (text.trim() === '') throw new ApiError('API_BAD_JSON', 400, 'request body is empty: expected a JSON value');
+  // Before JSON.parse, which takes 10–20× longer per byte on deep arrays (json-text.ts): 1 MiB held the loop ~0.5 s.
+  if (!nestedWithin(text, MAX_DEPTH)) throw new ApiError('API_BAD_JSON', 400, `request body nests arrays or objects deeper than ${MAX_DEPTH} levels`);
   try {
     JSON.parse(text);
   } catch {
