@@ -288,8 +288,9 @@ export async function clientUpgrade(manager: SessionManager, host: string, path:
       });
       if (result.head.status !== 101) {
         state.close();
-        // The status only: the reason phrase is the app's decrypted bytes, and callers log this message.
-        throw new ClientError('CLIENT_UPGRADE_FAILED', `upgrade of ${requestTarget(path)}: expected status 101, found ${result.head.status}`, {
+        // The status only: the reason phrase is the app's decrypted bytes, the path may carry a token
+        // (?access_token=...), and callers log this message.
+        throw new ClientError('CLIENT_UPGRADE_FAILED', `upgrade: expected status 101, found ${result.head.status}`, {
           status: result.head.status,
         });
       }

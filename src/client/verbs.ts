@@ -59,7 +59,8 @@ export function clientVerbs(fetch: Client['fetch']): ClientVerbs {
         return JSON.parse(text) as T;
       } catch (err) {
         // No cause: V8's SyntaxError quotes the body (decrypted data), and util.inspect and pino print a cause.
-        throw new ClientError('CLIENT_PROTOCOL', `response of ${String(path)} (status ${res.status}) is not JSON (${jsonErrorPlace(err)}; ${text.length} characters)`);
+        // Nor the path: it may carry a token (?access_token=...) or, as a URL, user:pass@.
+        throw new ClientError('CLIENT_PROTOCOL', `the response (status ${res.status}) is not JSON (${jsonErrorPlace(err)}; ${text.length} characters)`);
       }
     },
   };

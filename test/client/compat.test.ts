@@ -89,7 +89,15 @@ describe('compat profile (no features advertised)', () => {
   it("keeps a refused upgrade's reason phrase (the app's bytes) out of the error message", async () => {
     const err = (await client.upgrade('/refused-with-reason', { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }).catch((e: unknown) => e)) as ClientError;
     expect([err.code, err.status]).toEqual(['CLIENT_UPGRADE_FAILED', 403]);
-    expect(err.message).toBe('upgrade of /refused-with-reason: expected status 101, found 403');
+    expect(err.message).toBe('upgrade: expected status 101, found 403');
+  });
+
+  it('keeps the upgrade path out of the error message: its query may carry a token', async () => {
+    const token = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc';
+    const err = (await client.upgrade(`/not-ws?access_token=${token}`, { headers: { Upgrade: 'websocket', Connection: 'Upgrade' } }).catch((e: unknown) => e)) as ClientError;
+    expect([err.code, err.status]).toEqual(['CLIENT_UPGRADE_FAILED', 404]);
+    expect(err.message).toBe('upgrade: expected status 101, found 404');
+    expect(err.message).not.toContain(token.slice(0, 8));
   });
 
   it('counted every request as Data or a stream on one session', async () => {

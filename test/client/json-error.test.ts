@@ -29,4 +29,15 @@ describe('client.json() on a non-JSON body', () => {
       expect(lines.join('')).not.toContain(MARKER.slice(0, 6));
     }
   });
+
+  it('names neither the path nor the URL it was asked for: a query or userinfo may hold a credential', async () => {
+    const token = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc';
+    const verbs = clientVerbs((() => Promise.resolve(new Response('not json', { status: 200 }))) as never);
+    for (const path of [`/card?access_token=${token}`, new URL(`https://alice:${token}@enclave.test/card`)]) {
+      const err = (await verbs.json(path).catch((e: unknown) => e)) as ClientError;
+      expect(err.code).toBe('CLIENT_PROTOCOL');
+      expect(err.message).toBe('the response (status 200) is not JSON (unexpected token; 8 characters)');
+      expect(inspect(err, { depth: 10 })).not.toContain(token.slice(0, 8));
+    }
+  });
 });
