@@ -182,7 +182,10 @@ export function respond(ex: Exchange, status: number, headers: HeaderList, body:
     }
     ex.sentStatus = status;
     ex.sentHeaders = all;
-    if (opts.close === true) all.push('Connection', 'close');
+    // An answer of the agent's own reads no more of the request: with its body still arriving, the connection
+    // closes after it (as respondError's). Else Node drained the rest for as long as the client sent it, and
+    // /.well-known/* (answered before the API key is checked) held a connection past every head timeout.
+    if (opts.close === true || (ex.body !== null && !ex.req.complete)) all.push('Connection', 'close');
     res.writeHead(status, all);
     if (payload !== null && ex.req.method !== 'HEAD') res.end(payload);
     else res.end();
