@@ -21,6 +21,7 @@ import { intFlag, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 import { printable } from '../util/printable.ts';
 import { textShape } from '../util/text-shape.ts';
+import { maskUserinfo } from '../util/url-userinfo.ts';
 
 const HELP = `Usage: enclave-agent attest <url> [options]
 
@@ -71,7 +72,7 @@ async function fetchDocument(url: string, timeoutMs: number): Promise<{ document
   // Never globalThis.WebSocket (Node 22+: undici's, unbounded): the bridge is untrusted.
   const WebSocket = BoundedWebSocket as unknown as WebSocketConstructor;
   const ctl = new AbortController();
-  const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `no attestation from ${url} within ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(() => ctl.abort(new ClientError('CLIENT_TIMEOUT', `no attestation from ${maskUserinfo(url)} within ${timeoutMs} ms`)), timeoutMs);
   try {
     const channel = await Channel.open({ url, WebSocket, primitives: nodePrimitives, signal: ctl.signal });
     return await new Promise((resolve, reject) => {
@@ -136,6 +137,8 @@ export const command: CliCommand = {
     const https = /^https:\/\//i.test(url);
     if (!https && !/^wss?:\/\//i.test(url)) throw new CliUsageError(`<url> must be ws:// or wss:// (the host bridge) or https:// (TLS ingress), found ${textShape(url)}`); // a URL may carry user:pass@
     if (values['no-nonce'] && !https) throw new CliUsageError('--no-nonce applies to https:// only');
+    // What this command prints names the URL without its user:pass@ (stdout ends up in CI logs too).
+    const shown = maskUserinfo(url);
     const roots = rootsFromFlags(values.root);
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
     /** The pinned sets (any one matching is a match); null: nothing pinned. */
@@ -167,7 +170,7 @@ export const command: CliCommand = {
       if (err instanceof ClientError && err.code === 'CLIENT_CONNECT_FAILED') return await reportConnectError('attest', url, err, io, roots !== undefined);
       if (!(err instanceof AttestationError) && !(err instanceof AttestedCertError)) throw err;
       if (err.code === 'ATTESTATION_BAD_EXPECTATIONS') throw new CliUsageError(err.message);
-      if (values.json) io.out(JSON.stringify({ url, verified: false, code: err.code, message: err.message }));
+      if (values.json) io.out(JSON.stringify({ url: shown, verified: false, code: err.code, message: err.message }));
       else {
         io.err(`enclave-agent attest: attestation failed: ${err.code}: ${printable(err.message)}`);
         if (err.code === 'ATTESTATION_UNTRUSTED_ROOT' && roots === undefined) io.err(UNTRUSTED_ROOT_HINT);
@@ -191,11 +194,11 @@ export const command: CliCommand = {
     for (const n of Object.keys(live)) if (!names.includes(n)) delete live[n];
 
     if (values.json) {
-      io.out(JSON.stringify({ url, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches, sets: sets?.length ?? 0 }));
+      io.out(JSON.stringify({ url: shown, verified: true, debug: values.debug, moduleId: doc.moduleId, time: new Date(doc.timestamp).toISOString(), pcrs: live, expected, expectedFrom: source, match, mismatches, sets: sets?.length ?? 0 }));
     } else {
       const how = values.debug ? 'DEBUG: chain and signature NOT checked' : `chain to ${roots ? 'the given root' : 'the AWS Nitro root G1'}, ES384 signature`;
       const bound = https ? `document in the TLS certificate, user_data = its key; ${values['no-nonce'] ? 'no nonce asked: the document may be hours old' : 'fresh nonce via SNI'}` : 'nonce bound to this session';
-      io.out(`Attestation of ${url} verified (${how}; ${bound})`);
+      io.out(`Attestation of ${shown} verified (${how}; ${bound})`);
       io.out(`  module  ${printable(doc.moduleId)}`);
       io.out(`  time    ${new Date(doc.timestamp).toISOString()}`);
       for (const n of names) {

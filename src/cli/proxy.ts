@@ -13,6 +13,7 @@ import { untilSignal } from './signals.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 import { printable } from '../util/printable.ts';
 import { textShape } from '../util/text-shape.ts';
+import { maskUserinfo } from '../util/url-userinfo.ts';
 
 const HELP = `Usage: enclave-agent proxy <url> [options]
 
@@ -100,9 +101,10 @@ export const command: CliCommand = {
     });
     try {
       const failure = await proxy.ready();
-      if (values.json) io.out(JSON.stringify({ url: proxy.url, upstream: url, attestation: failure ?? 'verified' }));
-      else if (failure === null) io.out(`enclave-agent proxy: ${proxy.url} → ${url} (attestation verified)`);
-      else io.out(`enclave-agent proxy: ${proxy.url} → ${url} (attestation NOT verified: ${printable(String(failure))}; requests get 502 until it does)`);
+      const upstream = maskUserinfo(url); // printed without its user:pass@
+      if (values.json) io.out(JSON.stringify({ url: proxy.url, upstream, attestation: failure ?? 'verified' }));
+      else if (failure === null) io.out(`enclave-agent proxy: ${proxy.url} → ${upstream} (attestation verified)`);
+      else io.out(`enclave-agent proxy: ${proxy.url} → ${upstream} (attestation NOT verified: ${printable(String(failure))}; requests get 502 until it does)`);
       await untilSignal();
       return 0;
     } finally {

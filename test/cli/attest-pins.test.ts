@@ -81,6 +81,17 @@ describe('enclave-agent attest with --pcrs repeated (like fetch: a document matc
   });
 });
 
+describe('enclave-agent attest <url with user:pass@>', () => {
+  it.each([[[]], [['--json']]])('%j: what it prints names the URL without its credentials', async (extra) => {
+    const url = stack.url.replace('ws://', 'ws://alice:hunter2@');
+    const out: string[] = [];
+    const flags = ['--pcrs', Object.entries(stack.pins).map(([k, v]) => `${k}=${String(v)}`).join(',')];
+    const code = await runCli(['attest', url, ...flags, '--root', stack.sim.rootPath, ...extra], { out: (l) => out.push(l), err: (l) => out.push(l), stdin: () => Promise.resolve(new Uint8Array()) });
+    expect([code, out.join('\n')]).toEqual([0, expect.stringContaining(stack.url.replace('ws://', 'ws://***@'))]);
+    expect(out.join('\n')).not.toMatch(/hunter2|alice/);
+  });
+});
+
 describe('--pcrs inline parsing', () => {
   it('a part with more than one "=" is a usage error naming it, not silently cut at the second "="', () => {
     const h = '00'.repeat(48);

@@ -1,8 +1,10 @@
 // A <url> that `attest` or `proxy` refuses is described, never quoted: it may carry user:pass@ (as `fetch`,
 // test/cli/fetch-stream.test.ts). And `proxy --host` refuses a non-loopback address unless --allow-remote is given,
 // by the same rule the rest of the agent uses (src/host/listen.ts isLoopbackHost).
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/run.ts';
+import { startBin } from './spawn.ts';
 
 async function cli(argv: string[]): Promise<{ code: number; err: string }> {
   const err: string[] = [];
@@ -50,6 +52,37 @@ describe('URLs and hosts in CLI refusals', () => {
     for (const value of ['1024', '1e9', 'x', String(2 ** 34 + 1)]) {
       const r = await cli(['proxy', 'ws://127.0.0.1:1/', '--max-unread-bytes', value, ...pins]);
       expect([value, r.code, r.err]).toEqual([value, 2, expect.stringContaining('--max-unread-bytes expects')]);
+    }
+  });
+});
+
+describe('a <url> with credentials in what attest and proxy print', () => {
+  it('attest: a bridge that never answers is CLIENT_TIMEOUT naming the URL without its user:pass@', async () => {
+    // Accepts the TCP connection and says nothing: the WebSocket never opens, the attest budget runs out.
+    const held: net.Socket[] = [];
+    const server = net.createServer((s) => held.push(s));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as net.AddressInfo;
+      const r = await cli(['attest', `ws://alice:hunter2@127.0.0.1:${port}/`, '--pcrs', `PCR0=${'aa'.repeat(48)},PCR1=${'aa'.repeat(48)},PCR2=${'aa'.repeat(48)}`, '--timeout', '300']);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(`CLIENT_TIMEOUT: no attestation from ws://***@127.0.0.1:${port}/ within 300 ms`);
+      expect(r.err).not.toMatch(/hunter2|alice/);
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it.each([[[]], [['--json']]])('proxy %j: the first line names the upstream without its user:pass@', async (extra) => {
+    // Nothing listens on port 1: the first line comes once the first connect failed.
+    const p = startBin(['proxy', 'ws://alice:hunter2@127.0.0.1:1/', '--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48), '--log-level', 'silent', ...extra]);
+    try {
+      const line = await p.firstLine(30_000);
+      expect(line).toContain('ws://***@127.0.0.1:1/');
+      expect(line).not.toMatch(/hunter2|alice/);
+    } finally {
+      await p.kill();
     }
   });
 });
