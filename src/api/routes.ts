@@ -25,7 +25,7 @@
 //   GET  /health           {"status":"ok","keyIds":{...}}
 import type { Nsm } from '../attestation/nsm.ts';
 import type { EvCurve } from '../crypto/ev-kdf.ts';
-import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
+import { JSON_TEXT_POOL_MIN_BYTES, type DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { EcdhBudget } from '../crypto/ecdh-budget.ts';
 import { EvBudgetError, EvBusyError } from '../crypto/errors.ts';
 import { countJsonCandidateSteps, mayHoldCandidates } from '../crypto/json-decrypt.ts';
@@ -66,8 +66,8 @@ export const MAX_PUBLIC_KEY = 1024;
 
 const JSON_TYPE = 'application/json';
 
-/** The body as JSON text, validated. */
-function jsonText(body: Buffer): string {
+/** The body as text, or why it cannot be JSON, by cheap checks (no parse): UTF-8, not empty, nesting. */
+function decodedBody(body: Buffer): string {
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(body);
@@ -77,12 +77,34 @@ function jsonText(body: Buffer): string {
   if (text.trim() === '') throw new ApiError('API_BAD_JSON', 400, 'request body is empty: expected a JSON value');
   // Before JSON.parse, which takes 10–20× longer per byte on deep arrays (json-text.ts): 1 MiB held the loop ~0.5 s.
   if (!nestedWithin(text, MAX_DEPTH)) throw new ApiError('API_BAD_JSON', 400, `request body nests arrays or objects deeper than ${MAX_DEPTH} levels`);
+  return text;
+}
+
+const notJson = (): ApiError => new ApiError('API_BAD_JSON', 400, 'request body is not valid JSON');
+
+/** The body as JSON text, validated here. */
+function jsonText(body: Buffer): string {
+  const text = decodedBody(body);
   try {
     JSON.parse(text);
   } catch {
-    throw new ApiError('API_BAD_JSON', 400, 'request body is not valid JSON');
+    throw notJson();
   }
   return text;
+}
+
+/**
+ * jsonText for /encrypt and /decrypt: from JSON_TEXT_POOL_MIN_BYTES up, parsed in the scheduler's worker pool when
+ * it has one, as one job of the global budget (429 past it), like the HTTP stage's check. This server runs on
+ * the main thread, which relays the session threads' pool jobs: a flat 1 MiB body (the default cap) held it
+ * 0.1–0.17 s here, and the cap can be set to 256 MiB.
+ */
+async function jsonTextOffLoop(body: Buffer, scheduler: DecryptScheduler): Promise<string> {
+  if (scheduler.pool === undefined || body.length < JSON_TEXT_POOL_MIN_BYTES) return jsonText(body);
+  const text = await scheduled(scheduler.jsonText(body));
+  if (text !== null) return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // the BOM, as TextDecoder drops it
+  decodedBody(body); // the reason, when a cheap check finds it
+  throw notJson();
 }
 
 function singleHeader(headers: RouteRequest['headers'], name: string): string | undefined {
@@ -111,7 +133,7 @@ const encrypt: Route = async ({ keyring, ev }, req) => {
   if (curveParam !== 'p256' && curveParam !== 'secp256k1') {
     throw new ApiError('API_BAD_INPUT', 400, `query parameter curve must be p256 or secp256k1, found ${JSON.stringify(curveParam.slice(0, 32))}`);
   }
-  const text = jsonText(req.body);
+  const text = await jsonTextOffLoop(req.body, ev.scheduler);
   // One ECDH, then one AES-GCM and a random IV per value (70–110 µs measured on a loaded 2-core VM): a
   // 1 MiB body of one-digit values is 250,000 of them, ~20 s of CPU. The same cap as /decrypt bounds it; the scheduler slices it.
   const max = ev.maxDecryptFields;
@@ -123,7 +145,7 @@ const encrypt: Route = async ({ keyring, ev }, req) => {
 };
 
 const decrypt: Route = async ({ keyring, ev }, req) => {
-  const text = jsonText(req.body);
+  const text = await jsonTextOffLoop(req.body, ev.scheduler);
   // Counted before the first ECDH (up to ~4 ms per value under its own key): past the cap, nothing is decrypted.
   // Every string that looks like a value counts, valid or not (a body of near-tokens costs no more than one of
   // values), and the count runs in steps on the scheduler: a 4 MiB body of near-tokens held the loop 2.6–3.7 s.

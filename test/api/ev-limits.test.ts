@@ -3,12 +3,12 @@
 // a flood of distinct-key values is decrypted. Assertions are on status, ECDH counts and completion order.
 // And refusals: one answer whatever the reason a value does not decrypt.
 import pino from 'pino';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { Nsm } from '../../src/attestation/nsm.ts';
 import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
-import { DecryptScheduler } from '../../src/crypto/decrypt-scheduler.ts';
+import { DecryptScheduler, JSON_TEXT_POOL_MIN_BYTES } from '../../src/crypto/decrypt-scheduler.ts';
 import { EV_DECRYPT_MESSAGE } from '../../src/crypto/errors.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
@@ -185,6 +185,48 @@ describe('local API: ev: limits', () => {
       await Promise.all([...flood, health]);
       expect(order[0]).toBe('health');
       expect(pool.workers).toBe(2);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('local API: the JSON check of large bodies', () => {
+  it('runs in the pool from JSON_TEXT_POOL_MIN_BYTES up (one job of the budget: 429 past it), answering as the inline check', async () => {
+    const ring = Keyring.generate();
+    const pool = new DecryptPool(ring, { size: 1 });
+    try {
+      const checks = vi.spyOn(pool, 'isJsonText');
+      const scheduler = new DecryptScheduler({ pool, maxConcurrent: 1 });
+      const base = await start(ring, { decryptScheduler: scheduler });
+      const pad = 'naïve ✓ '.repeat(JSON_TEXT_POOL_MIN_BYTES / 8);
+      const token = encryptValue('4242', ring.publicKeys());
+      const res = await post(base, '/decrypt', JSON.stringify({ card: token, pad }));
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ card: '4242', pad });
+      expect(checks).toHaveBeenCalledTimes(1); // failed before the fix: parsed on the API's (main) thread, never here
+      const bom = await post(base, '/decrypt', `\ufeff${JSON.stringify([pad])}`);
+      expect(await bom.text()).toBe(JSON.stringify([pad])); // the BOM dropped, as the inline check drops it
+      const raw = (body: Buffer): Promise<Response> => fetch(`${base}/encrypt`, { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': 'application/json' } });
+      for (const [body, message] of [
+        [Buffer.from(`[${JSON.stringify(pad)},]`), 'not valid JSON'],
+        [Buffer.concat([Buffer.from(`[${JSON.stringify(pad)},"`), Buffer.from([0xff]), Buffer.from('"]')]), 'not valid UTF-8'],
+        [Buffer.from(`[${' '.repeat(JSON_TEXT_POOL_MIN_BYTES)}${'['.repeat(600)}`), 'deeper than 512 levels'],
+      ] as const) {
+        const bad = await raw(body);
+        expect(bad.status, message).toBe(400);
+        expect(await bad.json(), message).toMatchObject({ error: 'API_BAD_JSON', message: expect.stringContaining(message) as unknown });
+      }
+      expect(checks).toHaveBeenCalledTimes(5); // the BOM body and the three bad ones went there too
+      expect((await post(base, '/decrypt', JSON.stringify({ card: token }))).status).toBe(200); // small: inline
+      expect(checks).toHaveBeenCalledTimes(5);
+      const slot = holdSlot(scheduler);
+      const busy = await post(base, '/encrypt', JSON.stringify([pad]));
+      expect(busy.status).toBe(429);
+      expect(await busy.json()).toMatchObject({ error: 'API_BUSY' });
+      await slot.release();
+      expect((await post(base, '/encrypt', JSON.stringify([pad]))).status).toBe(200);
+      expect(scheduler.active).toBe(0);
     } finally {
       await pool.close();
     }
