@@ -33,7 +33,21 @@ export class ConnectionSlots {
 
   /** Records a connection refused for want of a slot (`dst`: its destination when known) and returns the error. */
   refuse(via: Exclude<EgressVia, 'dns'>, dst: { ip: string; port: number } | null): EgressError {
-    const err = new EgressError('EGRESS_PROXY_BUSY', `egress proxy: ${this.max} connections open ([egress] max_proxy_connections); try again later`);
+    return this.#record(via, dst, new EgressError('EGRESS_PROXY_BUSY', `egress proxy: ${this.max} connections open ([egress] max_proxy_connections); try again later`));
+  }
+
+  /**
+   * Records, the same way, each connection Node closes at accept because `server` holds `server.maxConnections`
+   * (its 'drop' event, Node ≥ 18.6): those never reach the connection handler. The client's address is not kept.
+   */
+  recordDrops(server: net.Server, via: Exclude<EgressVia, 'dns'>): void {
+    server.on('drop', () => {
+      const why = `egress proxy: ${server.maxConnections} connections open, refused ones still being answered included ([egress] max_proxy_connections); closed at accept`;
+      this.#record(via, null, new EgressError('EGRESS_PROXY_BUSY', why));
+    });
+  }
+
+  #record(via: Exclude<EgressVia, 'dns'>, dst: { ip: string; port: number } | null, err: EgressError): EgressError {
     this.log.record({ allowed: false, via, name: '', ip: dst?.ip ?? null, port: dst?.port ?? 0, bytesOut: 0, bytesIn: 0, durationMs: 0, reason: err.message, code: err.code, failed: true, busy: true });
     return err;
   }

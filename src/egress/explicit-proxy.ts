@@ -37,6 +37,8 @@ export interface ExplicitProxyOptions extends DialDeps {
   sniCheck: boolean;
   /** How long a request head may take to arrive (default HEAD_TIMEOUT_MS); then 408. */
   headTimeoutMs?: number;
+  /** How long a refused client has to read its answer (default REPLY_LINGER_MS; tests). */
+  replyLingerMs?: number;
   /** The app connections served at once, shared with the transparent listener (default: DEFAULT_MAX_PROXY_CONNECTIONS, own); one more is answered 503. */
   slots?: ConnectionSlots;
 }
@@ -54,10 +56,10 @@ export interface ExplicitProxy {
  * side: it gets REPLY_LINGER_MS to read the answer, then the socket is destroyed (one descriptor held per such
  * client otherwise, forever). Not at once: a close with unread request bytes would reset before the answer.
  */
-function reply(socket: Duplex, status: number, reason: string, body: string): void {
+function reply(socket: Duplex, status: number, reason: string, body: string, lingerMs = REPLY_LINGER_MS): void {
   const text = body + '\n';
   socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-  const linger = setTimeout(() => socket.destroy(), REPLY_LINGER_MS).unref();
+  const linger = setTimeout(() => socket.destroy(), lingerMs).unref();
   socket.once('close', () => clearTimeout(linger));
 }
 
@@ -193,13 +195,15 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     if (!slots.take(socket)) {
       // 503 before any byte is read, so a refused connection holds no head.
       socket.on('error', () => {});
-      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`);
+      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`, opts.replyLingerMs);
       return;
     }
     void handle(socket).catch(() => socket.destroy());
   });
-  // The refused ones linger up to REPLY_LINGER_MS each: past as many again, Node closes new ones at accept.
+  // The refused ones linger up to REPLY_LINGER_MS each: past as many again, Node closes new ones at accept,
+  // recorded and counted busy too.
   server.maxConnections = 2 * slots.max;
+  slots.recordDrops(server, 'explicit');
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void =>
