@@ -16,7 +16,8 @@ import { createHttpForwarder } from '../../src/http/forwarder.ts';
 import type { HttpForwarder, HttpModeOptions } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink } from '../../src/http/log-sink.ts';
 import type { MemoryLogSink } from '../../src/http/log-sink.ts';
-import { bodyKind, createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
+import { REFUSALS_MESSAGE, bodyKind, createDecryptStage } from '../../src/http/stages/decrypt-ev.ts';
+import { RateLimitedLog } from '../../src/util/rate-limited-log.ts';
 import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
 import { fromBase64, toBase64 } from '../../src/util/bytes.ts';
 import { failingValues, headerUnsafeValue } from '../crypto/ev-forge.ts';
@@ -525,7 +526,8 @@ describe('decrypt stage: refusals', () => {
 
   it('answers every reason with the same status and text (no oracle); the operator log names the reason', async () => {
     const { logger, lines } = capturedLogger();
-    await setup({}, createDecryptStage(keyring, { logger }));
+    const refusalLog = new RateLimitedLog(logger, REFUSALS_MESSAGE, 60_000);
+    await setup({}, createDecryptStage(keyring, { logger, refusalLog }));
     const values = failingValues(keyring);
     const seen = new Map<string, string[]>();
     const answer = async (raw: Buffer): Promise<string> => {
@@ -538,10 +540,18 @@ describe('decrypt stage: refusals', () => {
       ...Object.entries(values).map(([reason, v]) => [reason, 'header', post('{}', { headers: `X-Card: ${v}\r\n` })] as [string, string, Buffer]),
       ['UNSAFE_HEADER_VALUE', 'header', post('{}', { headers: `X-Card: ${headerUnsafeValue(keyring)}\r\n` })],
     ];
-    for (const [reason, where, raw] of cases) {
+    for (const [, where, raw] of cases) {
       const text = await answer(raw);
       seen.set(where, [...(seen.get(where) ?? []), text]);
-      expect(lines.join(''), `${reason} in ${where}`).toContain(`"reason":"${reason}"`);
+    }
+    // One line for them all, counting each reason where it was found.
+    expect(refusalLines(lines)).toEqual([]);
+    refusalLog.flush();
+    const refusals = refusalLines(lines);
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]!.total).toBe(cases.length);
+    for (const [reason, where] of cases) {
+      expect(Object.keys(refusals[0]!.counts).some((k) => k.startsWith(`${reason} (${where}, `)), `${reason} in ${where}`).toBe(true);
     }
     expect(seen.get('body')).toHaveLength(7);
     expect(new Set(seen.get('body'))).toEqual(new Set([JSON.stringify({ status: 422, type: 'application/json', error: 'HTTP_DECRYPT_FAILED', message: `request body: ${EV_DECRYPT_MESSAGE}` })]));
@@ -550,6 +560,34 @@ describe('decrypt stage: refusals', () => {
     expect(app!.seen).toHaveLength(0);
     expect(lines.join('')).not.toContain(SECRET);
     expect(lines.join('')).not.toContain('not a number');
+  });
+});
+
+/** The operator log's lines counting refused values. */
+function refusalLines(lines: string[]): { total: number; counts: Record<string, number> }[] {
+  return lines.map((l) => JSON.parse(l) as { msg: string; total: number; counts: Record<string, number> }).filter((l) => l.msg === REFUSALS_MESSAGE);
+}
+
+describe('decrypt stage: the operator log of refusals', () => {
+  it('counts refused values in one line per interval, never a line per request nor a header name the client chose', async () => {
+    const { logger, lines } = capturedLogger();
+    const refusalLog = new RateLimitedLog(logger, REFUSALS_MESSAGE, 60_000);
+    await setup({}, createDecryptStage(keyring, { logger, refusalLog }));
+    const bad = encryptValue(SECRET, otherKeyring.publicKeys());
+    for (let i = 0; i < 30; i++) {
+      const name = `X-Chosen-By-Client-${i}-${'n'.repeat(2_000)}`;
+      expect((await dataRequest(fwd!, post('{}', { headers: `${name}: ${bad}\r\n` }))).status).toBe(422);
+    }
+    expect((await dataRequest(fwd!, post(JSON.stringify({ v: bad })))).status).toBe(422);
+    expect(lines.filter((l) => l.includes('refused'))).toEqual([]); // before: 31 lines, each naming its header
+    refusalLog.flush();
+    const [line, ...more] = refusalLines(lines);
+    expect(line!.total).toBe(31);
+    expect(Object.values(line!.counts).sort((a, b) => a - b)).toEqual([1, 30]);
+    expect(Object.keys(line!.counts).every((k) => k.startsWith('AUTHENTICATION_FAILED ('))).toBe(true);
+    expect(more).toEqual([]);
+    expect(lines.join('')).not.toContain('X-Chosen-By-Client');
+    expect(lines.join('')).not.toContain(SECRET);
   });
 });
 

@@ -38,7 +38,7 @@
 //   - 503 HTTP_DECRYPT_BUSY: the agent's global budget of requests decrypting at once ([limits]
 //     max_concurrent_decrypts, shared with the local API) is spent; nothing was decrypted or forwarded.
 //   The client-visible text of a 422 names only where (body, header name): every cause gets the same words
-//   (telling them apart is an oracle on the plaintext); the operator log gets the reason.
+//   (telling them apart is an oracle on the plaintext); the operator log counts the reasons, one line per 10 s.
 // Decryption runs on a DecryptScheduler: header values one per step, in slices, so a request of many values
 // never holds the event loop for more than a few milliseconds at a time; a body likewise, or in the
 // scheduler's worker pool when it has one (the runtime gives it one). Scanning a body runs there too, in
@@ -65,6 +65,7 @@ import { getHeaders } from '../headers.ts';
 import type { DecryptInput, DecryptOutput, DecryptStage } from './decrypt.ts';
 import { readBodyCapped } from './decrypt.ts';
 import { BufferBody } from '../simple-request.ts';
+import { RateLimitedLog } from '../../util/rate-limited-log.ts';
 
 export { DEFAULT_MAX_DECRYPT_FIELDS };
 
@@ -78,8 +79,10 @@ export interface DecryptStageOptions {
   maxFields?: number;
   /** Where decryption runs, and the global budget (share one with the local API). Default: the stage's own. */
   scheduler?: DecryptScheduler;
-  /** Operator log: the reason a value was refused (never the value). */
+  /** Operator log: why values were refused (never a value), counted in one line per 10 s. */
   logger?: Logger;
+  /** Where refusals are counted instead (tests flush it); default one on `logger`. */
+  refusalLog?: RateLimitedLog;
 }
 
 /** How a request body is treated, from its Content-Type / Content-Encoding. */
@@ -180,8 +183,17 @@ export function* holdsTokenSteps(text: string): Generator<void, boolean, void> {
   }
 }
 
-function refused(where: string, err: EvDecryptError, requestId: string, logger: Logger | undefined): HttpModeError {
-  logger?.warn({ requestId, where, ...err.toLog() }, 'ev: value refused');
+/**
+ * The 422 for a refused value. The operator log counts it by reason, body or header, and detail (version, curve,
+ * key id: a bounded set) in one line per interval (RateLimitedLog): any client can send a refused value per
+ * request for the price of one ECDH, and a line per request (each naming a header the client chose) let it flood
+ * the log. The request's transaction record keeps its code and request id.
+ */
+/** The line the operator log counts refused values in. */
+export const REFUSALS_MESSAGE = 'ev: values refused (HTTP requests; counts by reason)';
+
+function refused(where: string, err: EvDecryptError, log: RateLimitedLog | undefined): HttpModeError {
+  log?.note(`${err.reason} (${where === 'request body' ? 'body' : 'header'}, ${err.detail})`);
   // err.message is the same for every reason; `where` is what the client sent (body, a header name).
   return new HttpModeError('HTTP_DECRYPT_FAILED', 422, `${where}: ${err.message}`, { cause: err });
 }
@@ -283,7 +295,7 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
     throw new HttpModeError('HTTP_BAD_OPTIONS', 500, `maxFields: expected a positive integer, found ${String(opts.maxFields)}`);
   }
   const scheduler = opts.scheduler ?? new DecryptScheduler();
-  const logger = opts.logger;
+  const refusals = opts.refusalLog ?? (opts.logger === undefined ? undefined : new RateLimitedLog(opts.logger, REFUSALS_MESSAGE));
 
   /** Counts (413 before any ECDH), then decrypts the headers (sliced here) and the body (scheduler.decryptJson). */
   const decryptRequest = async (input: DecryptInput, headerCount: number, body: (DecryptInput & { body: Readable }) | null): Promise<DecryptOutput | null> => {
@@ -308,8 +320,8 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
       if (text !== null) out.body = await scheduled(scheduler.decryptJson(text, keyring, budget));
     } catch (err) {
       if (err instanceof EvBudgetError) throw tooManyFields(maxFields);
-      if (err instanceof Located) throw refused(err.where, err.err, input.requestId, logger);
-      if (err instanceof EvDecryptError) throw refused('request body', err, input.requestId, logger);
+      if (err instanceof Located) throw refused(err.where, err.err, refusals);
+      if (err instanceof EvDecryptError) throw refused('request body', err, refusals);
       throw err;
     }
     const bodyCount = out.body?.count ?? 0;
