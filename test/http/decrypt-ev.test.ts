@@ -612,6 +612,21 @@ describe('decrypt stage: headers', () => {
     expect(JSON.stringify(sink.records) + lines.join('')).not.toContain(SECRET);
   });
 
+  it('leaves Content-Type and Content-Encoding as sent: the app never sees a JSON type on a body the agent did not scan', async () => {
+    const { sink } = await setup();
+    const type = encryptValue('application/json', pub);
+    const body = JSON.stringify({ card: encryptValue(SECRET, pub) });
+    const echo = echoOf(await dataRequest(fwd!, post(body, { type })));
+    // Before the fix the app got `content-type: application/json` and this body with its value still encrypted.
+    expect(headerValues(echo.rawHeaders, 'content-type')).toEqual([type]);
+    expect(echo.body).toBe(body);
+    const encoding = encryptValue('identity', pub);
+    const coded = echoOf(await dataRequest(fwd!, post(body, { headers: `Content-Encoding: ${encoding}\r\n` })));
+    expect(headerValues(coded.rawHeaders, 'content-encoding')).toEqual([encoding]);
+    expect(coded.body).toBe(body);
+    expect((await records(sink, 2)).map((r) => r.decrypted_fields)).toEqual([0, 0]);
+  });
+
   it('logs the header as received (never the decrypted value), even when the header is trusted', async () => {
     const { sink } = await setup({ trustedHeaders: ['x-card'] });
     const token = encryptValue(SECRET, pub);

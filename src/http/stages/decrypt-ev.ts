@@ -1,8 +1,9 @@
 // The decrypt stage of HTTP mode (ENCRYPTION.md §3): `ev:` values in request header values and JSON
 // request bodies are decrypted inside the enclave before the request reaches the app.
 //
-// Headers: every header going to the app except `Host` (hop-by-hop fields are already gone) is scanned;
-// each token in a value is replaced by its decrypted text. Duplicate fields stay separate fields, in order.
+// Headers: every header going to the app except `Host`, `Content-Type` and `Content-Encoding` (read before any
+// decryption) is scanned (hop-by-hop fields are already gone); each token in a value is replaced by its
+// decrypted text. Duplicate fields stay separate fields, in order.
 //
 // Bodies: only JSON is touched, recognised by its Content-Type — `application/json` or
 // `application/<anything>+json`, parameters allowed. The body is buffered (up to the cap, 413 past it),
@@ -206,12 +207,19 @@ function tooManyFields(max: number): HttpModeError {
   );
 }
 
-/** Header values holding tokens, counted without decrypting (Host excepted, as in headerSteps). */
+/**
+ * Headers whose values are never decrypted: the ones the agent reads before anything is decrypted (Host: the
+ * request's target; Content-Type, Content-Encoding: whether the body is JSON to scan). A decrypted Content-Type
+ * showed the app a JSON body whose values the agent had passed through as ciphertext.
+ */
+const READ_BEFORE_DECRYPTION = new Set(['host', 'content-type', 'content-encoding']);
+
+/** Header values holding tokens, counted without decrypting (READ_BEFORE_DECRYPTION excepted, as in headerSteps). */
 function countHeaders(headers: string[]): number {
   let count = 0;
   for (let i = 0; i < headers.length; i += 2) {
     const value = headers[i + 1]!;
-    if (value.indexOf('ev:') < 0 || headers[i]!.toLowerCase() === 'host') continue;
+    if (value.indexOf('ev:') < 0 || READ_BEFORE_DECRYPTION.has(headers[i]!.toLowerCase())) continue;
     count += countHeaderTokens(value);
   }
   return count;
@@ -232,7 +240,7 @@ function* headerSteps(headers: string[], keyring: Keyring, budget: EcdhBudget): 
     const value = headers[i + 1]!;
     if (value.indexOf('ev:') < 0) continue;
     const name = headers[i]!;
-    if (name.toLowerCase() === 'host') continue;
+    if (READ_BEFORE_DECRYPTION.has(name.toLowerCase())) continue;
     try {
       const out = yield* decryptHeaderValueSteps(value, keyring, budget);
       if (out.count > 0) {
