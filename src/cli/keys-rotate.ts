@@ -5,11 +5,12 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { MAX_KEY_GENERATIONS } from '../crypto/keyring.ts';
-import { rotateSealedKeyring } from '../crypto/kms-seal.ts';
+import { DEFAULT_KMS_CALL_TIMEOUT_MS, rotateSealedKeyring } from '../crypto/kms-seal.ts';
 import { toBase64 } from '../util/bytes.ts';
+import { intFlag } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
-const HELP = `Usage: enclave-agent keys rotate --in FILE --out FILE [--kms-key-id ARN] [--endpoint URL] [--drop-oldest] [--json]
+const HELP = `Usage: enclave-agent keys rotate --in FILE --out FILE [--kms-key-id ARN] [--endpoint URL] [--drop-oldest] [--kms-timeout-ms MS] [--json]
 
 Adds a fresh ev: key pair (P-256 and secp256k1) to the sealed keyring in FILE and writes the result to --out:
 the new pair becomes the current one (/encrypt uses it; its public keys are the ones to give clients), and the
@@ -29,6 +30,10 @@ Options:
   --endpoint URL     https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
   --drop-oldest      Leave the oldest pair out (needed when the file holds ${MAX_KEY_GENERATIONS}): values encrypted to it
                      stop decrypting
+  --kms-timeout-ms MS
+                     Each KMS call, the SDK's retries included, must be answered within MS (default
+                     ${DEFAULT_KMS_CALL_TIMEOUT_MS}; 100..600000): an endpoint or proxy that accepts and never answers fails the
+                     command with KMS_UNREACHABLE "no answer within MS ms" instead of hanging it
   --json             {"file", "keyId", "region", "publicKeys", "retiredPublicKeys": [newest first], "dropped"}
 
 TLS to KMS is verified against Node's bundled roots (and NODE_EXTRA_CA_CERTS).`;
@@ -36,11 +41,11 @@ TLS to KMS is verified against Node's bundled roots (and NODE_EXTRA_CA_CERTS).`;
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
-    let values: { in?: string; out?: string; 'kms-key-id'?: string; endpoint?: string; 'drop-oldest'?: boolean; json?: boolean };
+    let values: { in?: string; out?: string; 'kms-key-id'?: string; endpoint?: string; 'drop-oldest'?: boolean; 'kms-timeout-ms'?: string; json?: boolean };
     try {
       ({ values } = parseArgs({
         args,
-        options: { in: { type: 'string' }, out: { type: 'string' }, 'kms-key-id': { type: 'string' }, endpoint: { type: 'string' }, 'drop-oldest': { type: 'boolean' }, json: { type: 'boolean' } },
+        options: { in: { type: 'string' }, out: { type: 'string' }, 'kms-key-id': { type: 'string' }, endpoint: { type: 'string' }, 'drop-oldest': { type: 'boolean' }, 'kms-timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
         allowPositionals: false,
         strict: true,
       }));
@@ -51,6 +56,7 @@ export const command: CliCommand = {
     if (!values.out) throw new CliUsageError('--out FILE is required');
     if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
     if (values['kms-key-id'] === '') throw new CliUsageError('--kms-key-id must not be empty');
+    const timeout = values['kms-timeout-ms'] === undefined ? DEFAULT_KMS_CALL_TIMEOUT_MS : intFlag('--kms-timeout-ms', values['kms-timeout-ms'], 100, 600_000);
     let previous: string;
     try {
       previous = await readFile(values.in, 'utf8');
@@ -63,6 +69,7 @@ export const command: CliCommand = {
       ...(values['kms-key-id'] ? { keyId: values['kms-key-id'] } : {}),
       ...(values.endpoint ? { endpoint: values.endpoint } : {}),
       dropOldest: values['drop-oldest'] === true,
+      requestTimeoutMs: timeout,
     });
     try {
       await writeFile(values.out, r.text, { flag: 'wx', mode: 0o644 });

@@ -6,11 +6,12 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { sealNewKeyring } from '../crypto/kms-seal.ts';
+import { DEFAULT_KMS_CALL_TIMEOUT_MS, sealNewKeyring } from '../crypto/kms-seal.ts';
 import { toBase64 } from '../util/bytes.ts';
+import { intFlag } from './flags.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
-const HELP = `Usage: enclave-agent keys seal --kms-key-id ARN --region R --out FILE [--endpoint URL] [--pcrs FILE] [--json]
+const HELP = `Usage: enclave-agent keys seal --kms-key-id ARN --region R --out FILE [--endpoint URL] [--pcrs FILE] [--kms-timeout-ms MS] [--json]
 
 Makes a fresh ev: keyring (P-256 and secp256k1), obtains a data key from AWS KMS GenerateDataKey with your own
 AWS credentials (the standard chain: environment, ~/.aws, SSO, instance role), encrypts the keyring with it and
@@ -28,6 +29,10 @@ Options:
   --out FILE         Where to write the sealed keyring (refused if it exists)
   --endpoint URL     https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
   --pcrs FILE        PCR0/1/2 for the policy's kms:RecipientAttestation conditions
+  --kms-timeout-ms MS
+                     Each KMS call, the SDK's retries included, must be answered within MS (default
+                     ${DEFAULT_KMS_CALL_TIMEOUT_MS}; 100..600000): an endpoint or proxy that accepts and never answers fails the
+                     command with KMS_UNREACHABLE "no answer within MS ms" instead of hanging it
   --json             {"file", "keyId", "region", "publicKeys": {"p256", "secp256k1"}, "keyPolicy"}
 
 TLS to KMS is verified against Node's bundled roots (and NODE_EXTRA_CA_CERTS).`;
@@ -100,11 +105,11 @@ export function keyPolicyTemplate(keyArn: string, pcrs: Pcrs | null): object {
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
-    let values: { 'kms-key-id'?: string; region?: string; out?: string; endpoint?: string; pcrs?: string; json?: boolean };
+    let values: { 'kms-key-id'?: string; region?: string; out?: string; endpoint?: string; pcrs?: string; 'kms-timeout-ms'?: string; json?: boolean };
     try {
       ({ values } = parseArgs({
         args,
-        options: { 'kms-key-id': { type: 'string' }, region: { type: 'string' }, out: { type: 'string' }, endpoint: { type: 'string' }, pcrs: { type: 'string' }, json: { type: 'boolean' } },
+        options: { 'kms-key-id': { type: 'string' }, region: { type: 'string' }, out: { type: 'string' }, endpoint: { type: 'string' }, pcrs: { type: 'string' }, 'kms-timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
         allowPositionals: false,
         strict: true,
       }));
@@ -118,9 +123,10 @@ export const command: CliCommand = {
     if (!region || !/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) throw new CliUsageError(`--region must be an AWS region such as eu-west-1${region ? `, found "${region.slice(0, 40)}"` : ''}`);
     if (!out) throw new CliUsageError('--out FILE is required');
     if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
+    const timeout = values['kms-timeout-ms'] === undefined ? DEFAULT_KMS_CALL_TIMEOUT_MS : intFlag('--kms-timeout-ms', values['kms-timeout-ms'], 100, 600_000);
     const pcrs = values.pcrs === undefined ? null : await readPcrs(values.pcrs);
 
-    const sealed = await sealNewKeyring({ keyId, region, ...(values.endpoint ? { endpoint: values.endpoint } : {}) });
+    const sealed = await sealNewKeyring({ keyId, region, requestTimeoutMs: timeout, ...(values.endpoint ? { endpoint: values.endpoint } : {}) });
     try {
       await writeFile(out, sealed.text, { flag: 'wx', mode: 0o644 });
     } catch (err) {

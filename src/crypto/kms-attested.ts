@@ -15,6 +15,7 @@ import type { Nsm } from '../attestation/nsm.ts';
 import { parseAttestationDocument, pcrHex } from '../attestation/document.ts';
 import { openRecipientEnvelope } from './cms-envelope.ts';
 import type { KmsClientOptions } from './kms-client.ts';
+import { withinDeadline } from './kms-deadline.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 
 export interface AttestedKmsOptions {
@@ -47,24 +48,6 @@ export interface AttestedKmsDecryptor {
 
 /** [keyring] source = "kms": how long one Decrypt attempt may take, all of it. */
 export const DEFAULT_KMS_REQUEST_TIMEOUT_MS = 10_000;
-
-/**
- * `call`, settled within `ms`: at the deadline its AbortSignal fires (the SDK destroys its request and socket) and
- * it rejects, whatever it was waiting for. The SDK's own requestTimeout only warns, and a relay that answers
- * CONNECT and then sends nothing leaves TLS waiting forever: without this a boot could hang on it.
- */
-function withinDeadline<T>(ms: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const abort = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      const err = new Error(`no answer within ${ms} ms`);
-      abort.abort(err);
-      reject(err);
-    }, ms);
-  });
-  return Promise.race([call(abort.signal), deadline]).finally(() => clearTimeout(timer));
-}
 
 /** KMS errors worth another attempt: no answer, 5xx, throttling. Everything else is final. */
 function retryable(err: unknown): boolean {

@@ -6,22 +6,33 @@
 import { GenerateDataKeyCommand } from '@aws-sdk/client-kms';
 import { KeyMaterial, Keyring, MAX_KEY_GENERATIONS, type PublicKeys } from './keyring.ts';
 import { createKmsClient, type KmsClientOptions } from './kms-client.ts';
+import { KmsDeadlineError, withinDeadline } from './kms-deadline.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 import { arnRegion } from './kms-secret-format.ts';
 import { parseSealedKeyring, sealKeyring, sealRotated, type SealedGeneration } from './sealed-keyring.ts';
 
 export interface SealOptions extends Omit<KmsClientOptions, 'proxy' | 'maxAttempts'> {
   keyId: string;
+  /** The whole GenerateDataKey call, the SDK's attempts included (default DEFAULT_KMS_CALL_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
 }
+
+/** Operator tools (keys seal, keys rotate, secrets seal): how long one KMS call may take, all of it. */
+export const DEFAULT_KMS_CALL_TIMEOUT_MS = 30_000;
 
 /** A 32-byte data key and its CiphertextBlob from KMS GenerateDataKey (the caller wipes `plaintext`). */
 export async function generateDataKey(o: SealOptions): Promise<{ keyId: string; plaintext: Uint8Array; ciphertextBlob: Uint8Array }> {
   const { keyId, ...clientOpts } = o;
-  const kms = createKmsClient({ ...clientOpts, maxAttempts: 3 });
+  const timeoutMs = o.requestTimeoutMs ?? DEFAULT_KMS_CALL_TIMEOUT_MS;
+  const kms = createKmsClient({ ...clientOpts, requestTimeoutMs: timeoutMs, maxAttempts: 3 });
   let out;
   try {
-    out = await kms.client.send(new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256' }));
+    const command = new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256' });
+    out = await withinDeadline(timeoutMs, (abortSignal) => kms.client.send(command, { abortSignal }));
   } catch (err) {
+    if (err instanceof KmsDeadlineError) {
+      throw new KmsKeyringError('KMS_UNREACHABLE', `KMS GenerateDataKey for ${keyId} in ${o.region}${o.endpoint ? ` (${o.endpoint})` : ''}: ${err.message}`, { cause: err });
+    }
     const e = err as { name?: string; message?: string; code?: string };
     const code = e.name === 'AccessDeniedException' ? 'KMS_ACCESS_DENIED' : e.name && (err as { $metadata?: unknown }).$metadata ? 'KMS_REQUEST_FAILED' : 'KMS_UNREACHABLE';
     throw new KmsKeyringError(code, `KMS GenerateDataKey for ${keyId} in ${o.region} failed: ${e.name ?? 'error'}${e.message ? `: ${e.message.slice(0, 300)}` : ''}`);
