@@ -16,6 +16,7 @@ import { Channel, type WebSocketConstructor } from './channel.ts';
 import { DEFAULT_MAX_BUFFERED_BYTES } from './buffer-cap.ts';
 import { ClientError } from './errors.ts';
 import { maskUserinfo } from '../util/url-userinfo.ts';
+import { textShape } from '../util/text-shape.ts';
 import { clientFetch, type FetchContext } from './fetch.ts';
 import { SessionManager } from './reconnect.ts';
 import type { ClientRequestInit, Transport } from './request.ts';
@@ -115,7 +116,8 @@ function hostOf(url: string): string {
   try {
     u = new URL(url);
   } catch {
-    throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected an absolute ws:// or wss:// URL, found ${JSON.stringify(String(url).slice(0, 80))}`);
+    // Never quoted: it may carry user:pass@.
+    throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected an absolute ws:// or wss:// URL, found ${textShape(String(url))}`);
   }
   if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected ws:// or wss://, found ${u.protocol}`);
   if (u.hostname === '') throw new ClientError('CLIENT_BAD_OPTIONS', 'url: missing host');

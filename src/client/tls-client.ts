@@ -18,6 +18,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { AttestationDocument } from '../attestation/document.ts';
 import type { VerifiedCertificate } from './attested-cert.ts';
 import { abortError, ClientError, transportErrorName } from './errors.ts';
+import { textShape } from '../util/text-shape.ts';
 import { Deadline, makeResponse } from './fetch.ts';
 import type { ResponseHead } from './http-codec.ts';
 import type { Client, ConnectOptions } from './index.ts';
@@ -40,7 +41,8 @@ function parseHttpsUrl(url: string): { host: string; port: number; origin: strin
   try {
     u = new URL(url);
   } catch {
-    throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected an absolute https:// URL, found ${JSON.stringify(String(url).slice(0, 80))}`);
+    // Never quoted: it may carry user:pass@.
+    throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected an absolute https:// URL, found ${textShape(String(url))}`);
   }
   if (u.protocol !== 'https:') throw new ClientError('CLIENT_BAD_OPTIONS', `url: expected https://, found ${u.protocol}`);
   if (u.hostname === '') throw new ClientError('CLIENT_BAD_OPTIONS', 'url: missing host');

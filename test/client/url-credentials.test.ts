@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { WebSocketConstructor } from '../../src/client/channel.ts';
 import { ClientError, connect } from '../../src/client/index.ts';
+import { connect as connectNode } from '../../src/client/node.ts';
 import { maskUserinfo } from '../../src/util/url-userinfo.ts';
 
 const URL_WITH_CREDENTIALS = 'wss://alice:hunter2@bridge.test:8443/';
@@ -47,6 +48,17 @@ describe('connect errors never quote the credentials of the URL', () => {
     expect(err).toBeInstanceOf(ClientError);
     expect(err.code).toBe(code);
     expect(err.message).toContain('wss://***@bridge.test:8443/');
+    expect(err.message).not.toMatch(/alice|hunter2/);
+  });
+
+  it.each([
+    ['ws://', 'wss://alice:hunter2@[bridge.test/'],
+    ['https://', 'https://alice:hunter2@[enclave.test/'],
+  ])('a %s URL that does not parse: CLIENT_BAD_OPTIONS describing it, not quoting it', async (_scheme, url) => {
+    const err = (await connectNode(url, { pcrs: PINS }).catch((e: unknown) => e)) as ClientError;
+    expect(err).toBeInstanceOf(ClientError);
+    expect(err.code).toBe('CLIENT_BAD_OPTIONS');
+    expect(err.message).toMatch(/^url: expected an absolute .* URL, found \d+ characters, starting with a letter$/);
     expect(err.message).not.toMatch(/alice|hunter2/);
   });
 
