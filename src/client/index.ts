@@ -52,7 +52,11 @@ export interface ConnectOptions {
   maxAgeMs?: number;
   /** Accept a debug-mode enclave (all-zero PCR0/1/2) while still checking its chain; refused by default. */
   allowDebugEnclave?: boolean;
-  /** Extra headers on the WebSocket upgrade (needs a WebSocket that takes them: undici on Node; not browsers). */
+  /**
+   * Extra headers on the WebSocket upgrade (needs a WebSocket that takes them: undici on Node; not browsers). They
+   * go to the host bridge — outside the enclave, untrusted, in the clear over ws:// — never to the app: a bridge
+   * credential belongs here, an app's API key in each request's headers.
+   */
   headers?: Record<string, string>;
   /** Noise primitives. Default: the portable @noble suite (node.ts passes the node:crypto suite). */
   primitives?: NoisePrimitives;
