@@ -182,7 +182,16 @@ function base64Field(obj: Record<string, unknown>, name: string, max: number): U
 
 const ATTESTATION_FIELDS = new Set(['challenge', 'nonce', 'publicKey']);
 
+/**
+ * The largest /attestation-doc body taken: its three fields at their largest are under 3 KB of JSON. Its body is
+ * parsed here, on the main thread, and [api] max_body_bytes (1 MiB by default, up to 256 MiB) is sized for /decrypt.
+ */
+export const MAX_ATTESTATION_BODY = 16 * 1024;
+
 const attestationDoc: Route = async ({ keyring, nsm }, req) => {
+  if (req.body.length > MAX_ATTESTATION_BODY) {
+    throw new ApiError('API_BODY_TOO_LARGE', 413, `an /attestation-doc body is at most ${MAX_ATTESTATION_BODY} bytes (three base64 fields)`);
+  }
   const body: unknown = req.body.length === 0 ? {} : JSON.parse(jsonText(req.body));
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new ApiError('API_BAD_INPUT', 400, 'expected a JSON object {challenge?, nonce?, publicKey?}');
   const obj = body as Record<string, unknown>;

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { appFieldDigest } from '../../src/api/app-fields.ts';
+import { MAX_ATTESTATION_BODY } from '../../src/api/routes.ts';
 import { startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { AttestationRequest, Nsm } from '../../src/attestation/nsm.ts';
@@ -200,6 +201,16 @@ describe('POST /attestation-doc', () => {
     const res = await fetch(base + '/attestation-doc', { method: 'POST', headers: { 'content-type': 'application/json' } });
     expect(res.status).toBe(200);
     expect(nsm.requests[0]).toEqual({ userData: null, nonce: null, publicKey: keyring.attestationPublicKey() });
+  });
+
+  it('answers 413 to a body over MAX_ATTESTATION_BODY, without asking the NSM', async () => {
+    nsm.requests.length = 0;
+    const fields = `"challenge":"${toBase64(new Uint8Array(512))}","nonce":"${toBase64(new Uint8Array(512))}","publicKey":"${toBase64(new Uint8Array(1024))}"`;
+    expect((await post('/attestation-doc', `{${fields}}`)).status).toBe(200); // every field at its largest fits
+    const res = await post('/attestation-doc', `{${fields}${' '.repeat(MAX_ATTESTATION_BODY)}}`); // before: 200
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: string }).error).toBe('API_BODY_TOO_LARGE');
+    expect(nsm.requests).toHaveLength(1);
   });
 
   it('answers 400 for oversized fields, non-base64, unknown fields and non-objects; 500 when the NSM fails', async () => {
