@@ -1,13 +1,14 @@
 // Every egress decision, allowed or denied, is counted and becomes a transaction-log record of type "egress"
-// (name, IP, port, bytes each way, duration — never payload); denied ones are also logged at warn, at most
-// WARN_BURST per WARN_WINDOW_MS (the rest are counted and summarised), so a looping app cannot flood the log.
+// (name, IP, port, bytes each way, duration — never payload); refused ones are also logged at warn, the line
+// saying how (denied by the policy, failed on the way, busy at capacity), at most WARN_BURST per WARN_WINDOW_MS
+// (the rest are counted and summarised), so a looping app cannot flood the log.
 // The records of flows not allowed are bounded the same way (RECORD_BURST per window, then one count record
 // {"type":"egress","allowed":false,"suppressed":N,"window_ms":...} at most a window after the first held back,
 // and at flush()): an app looping on refused names or queries would otherwise write its chosen text to the host
 // at its own pace. Held-back counts are never dropped: a timer or the egress service's close writes them.
 import type { Logger } from 'pino';
 import type { LogSink } from '../http/log-sink.ts';
-import { recordEgressDecision } from '../ops/metrics.ts';
+import { recordEgressDecision, type EgressOutcome } from '../ops/metrics.ts';
 import type { EgressErrorCode } from './errors.ts';
 
 export type EgressVia = 'explicit' | 'transparent' | 'dns';
@@ -110,7 +111,7 @@ export class DecisionLog {
 
   private writeHeld(records: number, warns: number): void {
     if (records > 0) this.opts.trxSink?.write({ type: 'egress', allowed: false, suppressed: records, window_ms: WARN_WINDOW_MS });
-    if (warns > 0) this.opts.logger?.warn({ suppressed: warns, windowMs: WARN_WINDOW_MS }, 'egress denied: more flows denied, not logged one by one');
+    if (warns > 0) this.opts.logger?.warn({ suppressed: warns, windowMs: WARN_WINDOW_MS }, 'egress refused: more flows refused (denied, failed or busy), not logged one by one');
   }
 
   private armFlush(): void {
@@ -120,7 +121,7 @@ export class DecisionLog {
   }
 
   record(d: EgressDecision): void {
-    const outcome = d.allowed ? 'allowed' : d.busy === true ? 'busy' : d.failed === true ? 'error' : 'denied';
+    const outcome = outcomeOf(d);
     if (outcome === 'allowed') egressCounters.allowed++;
     else if (outcome === 'denied') egressCounters.denied++;
     else if (outcome === 'busy') egressCounters.busy++;
@@ -148,14 +149,26 @@ export class DecisionLog {
         ...(d.code === undefined ? {} : { code: d.code }),
       });
     }
-    if (!d.allowed) this.warnDenied(d);
+    if (outcome !== 'allowed') this.warnRefused(d, outcome);
     this.opts.onDecision?.(d);
   }
 
-  private warnDenied(d: EgressDecision): void {
+  private warnRefused(d: EgressDecision, outcome: Exclude<EgressOutcome, 'allowed'>): void {
     const { ok, heldBack } = this.warns.take(this.now());
     this.writeHeld(0, heldBack);
     if (!ok) this.armFlush();
-    if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason, ...(d.code === undefined ? {} : { code: d.code }) }, 'egress denied');
+    if (ok) this.opts.logger?.warn({ via: d.via, name: d.name, ip: d.ip, port: d.port, reason: d.reason, ...(d.code === undefined ? {} : { code: d.code }) }, WARN_LINE[outcome]);
   }
 }
+
+/** The outcome a decision is counted under (the metric's `outcome` label). */
+function outcomeOf(d: EgressDecision): EgressOutcome {
+  return d.allowed ? 'allowed' : d.busy === true ? 'busy' : d.failed === true ? 'error' : 'denied';
+}
+
+/** The warn line of each kind of refusal: one at capacity or one that failed on the way was not denied by the policy. */
+const WARN_LINE: Readonly<Record<Exclude<EgressOutcome, 'allowed'>, string>> = {
+  denied: 'egress denied',
+  error: 'egress failed',
+  busy: 'egress busy: at capacity, refused',
+};

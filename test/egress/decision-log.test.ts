@@ -39,6 +39,33 @@ describe('DecisionLog', () => {
     expect(lines.filter((l) => l.msg === 'egress denied')).toHaveLength(WARN_BURST + 1);
   });
 
+  it('says on the warn line how a flow was refused: denied, failed on the way, or busy at capacity', () => {
+    // Failed before the fix: a connection refused at [egress] max_proxy_connections (counted busy) was logged
+    // "egress denied", as if the policy had refused it.
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString())), cb()) }));
+    let now = 0;
+    const log = new DecisionLog({ logger, now: () => now });
+    const busy: EgressDecision = { ...denied, name: '', reason: 'egress proxy: 2 connections open ([egress] max_proxy_connections); try again later', code: 'EGRESS_PROXY_BUSY', failed: true, busy: true };
+    log.record(busy);
+    log.record({ ...denied, failed: true, reason: 'connect failed' });
+    log.record(denied);
+    const fields = (l: Record<string, unknown>): object => ({ via: l.via, name: l.name, ip: l.ip, port: l.port, reason: l.reason, code: l.code });
+    expect(lines.map((l) => [l.level, l.msg])).toEqual([
+      [40, 'egress busy: at capacity, refused'],
+      [40, 'egress failed'],
+      [40, 'egress denied'],
+    ]);
+    // The same fields as before, whatever the line says.
+    expect(fields(lines[0]!)).toEqual({ via: 'explicit', name: '', ip: null, port: 443, reason: busy.reason, code: 'EGRESS_PROXY_BUSY' });
+    expect(fields(lines[2]!)).toEqual({ via: 'explicit', name: 'evil.test', ip: null, port: 443, reason: 'not on the allow-list', code: undefined });
+    // The summary of held-back lines does not call busy ones denied either.
+    for (let i = 0; i < WARN_BURST + 5; i++) log.record(busy);
+    now = WARN_WINDOW_MS;
+    log.record(busy);
+    expect(lines.find((l) => l.suppressed !== undefined)).toMatchObject({ suppressed: 8, msg: 'egress refused: more flows refused (denied, failed or busy), not logged one by one' });
+  });
+
   it('writes at most RECORD_BURST records of refused flows per window, then one count record; allowed ones all', () => {
     // Failed before the fix: every refusal (an app looping on a refused name) was its own record on the host.
     const records: Record<string, unknown>[] = [];
