@@ -38,6 +38,9 @@ Options:
   --max-connections N       concurrent WebSockets, more get HTTP 503 (default 1024)
   --max-pending-upgrades N  connections not upgraded yet (each held up to the handshake timeout); more get
                             HTTP 503, or are closed before the TLS handshake with --cert (default 1024)
+  --max-pending-upgrades-per-client N
+                            of those, from one client address (an IPv6 /64); more are refused the same way
+                            (default 64)
   --handshake-timeout MS    agent connect + 48-byte handshake reply; also the client's TLS handshake and
                             upgrade request (default 10000)
   --idle-timeout MS         close after no traffic for this long, 0 = never (default 600000)
@@ -94,6 +97,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
         'proxy-protocol': { type: 'boolean' },
         'max-connections': { type: 'string' },
         'max-pending-upgrades': { type: 'string' },
+        'max-pending-upgrades-per-client': { type: 'string' },
         'handshake-timeout': { type: 'string' },
         'idle-timeout': { type: 'string' },
         'log-level': { type: 'string' },
@@ -168,6 +172,8 @@ export function parseBridgeArgs(args: string[]): BridgeOptions & { logLevel: str
   if (values.cert !== undefined && values.key !== undefined) opts.tls = { cert: readPem(values.cert, '--cert'), key: readPem(values.key, '--key') };
   if (values['max-connections'] !== undefined) opts.maxConnections = int('--max-connections', values['max-connections'], 1, 1_000_000);
   if (values['max-pending-upgrades'] !== undefined) opts.maxPendingUpgrades = int('--max-pending-upgrades', values['max-pending-upgrades'], 1, 1_000_000);
+  const perClient = values['max-pending-upgrades-per-client'];
+  if (perClient !== undefined) opts.maxPendingUpgradesPerClient = int('--max-pending-upgrades-per-client', perClient, 1, 1_000_000);
   if (values['handshake-timeout'] !== undefined) opts.handshakeTimeoutMs = int('--handshake-timeout', values['handshake-timeout'], 1, 3_600_000);
   if (values['idle-timeout'] !== undefined) opts.idleTimeoutMs = int('--idle-timeout', values['idle-timeout'], 0, 86_400_000);
   if (values['tls-listen'] !== undefined) {

@@ -10,6 +10,7 @@ import type { Duplex } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { describeTarget, type StreamTarget } from '../transport/connect.ts';
+import { clientKey } from '../util/ip-bytes.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import { BridgeConnection } from './bridge-connection.ts';
 import { CloseCode } from './close-codes.ts';
@@ -34,6 +35,12 @@ export interface BridgeOptions {
    * Default 1024.
    */
   maxPendingUpgrades?: number;
+  /**
+   * Of those, per client address (an IPv6 /64 counting as one): more from it are refused the same way. Default 64.
+   * Upgraded WebSockets are not counted per client here: the agent does that with `--proxy-protocol`
+   * (max_sessions_per_client), and a load balancer that hides client addresses would look like one client.
+   */
+  maxPendingUpgradesPerClient?: number;
   /**
    * Connecting to the agent plus its 48-byte handshake reply must fit in this. Default 10 000 ms. So must, before
    * it, the client's TLS handshake (wss) and its upgrade request.
@@ -72,6 +79,7 @@ export interface Bridge {
 const DEFAULTS = {
   maxConnections: 1024,
   maxPendingUpgrades: 1024,
+  maxPendingUpgradesPerClient: 64,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 600_000,
   writeStallTimeoutMs: 30_000,
@@ -88,6 +96,7 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   const cfg = { ...DEFAULTS, ...definedOnly(opts) };
   checkPositiveInt('maxConnections', cfg.maxConnections, 1);
   checkPositiveInt('maxPendingUpgrades', cfg.maxPendingUpgrades, 1);
+  checkPositiveInt('maxPendingUpgradesPerClient', cfg.maxPendingUpgradesPerClient, 1);
   checkPositiveInt('handshakeTimeoutMs', cfg.handshakeTimeoutMs, 1);
   checkPositiveInt('idleTimeoutMs', cfg.idleTimeoutMs, 0);
   checkPositiveInt('writeStallTimeoutMs', cfg.writeStallTimeoutMs, 1);
@@ -123,24 +132,38 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
   // would wait for it until the handshake timeout.
   const accepted = new Set<net.Socket>();
   const refusedEarly = new WeakSet<Duplex>();
+  // The same two counts per client address: without them one address could hold every pending slot (connections
+  // that send nothing, renewed each handshake timeout) and the bridge answered everyone else 503. Counted, like
+  // `open` and `active`, by address and not by socket: over TLS the upgrade comes on the TLSSocket, not the TCP one.
+  const openBy = new Map<string, number>();
+  const activeBy = new Map<string, number>();
+  const add = (m: Map<string, number>, key: string, n: number): void => {
+    const v = (m.get(key) ?? 0) + n;
+    if (v > 0) m.set(key, v);
+    else m.delete(key);
+  };
   let closing = false;
   // One line per interval with counts, never one per refused connection (a flood must not flood the log).
   const refusals = new RateLimitedLog(log, 'connections refused');
 
-  // The timeouts above bound how long a connection may stay not upgraded; this bounds how many may. Checked as
-  // the TCP connection arrives, before any TLS or HTTP work on it.
+  // The timeouts above bound how long a connection may stay not upgraded; this bounds how many may, in all and
+  // per client. Checked as the TCP connection arrives, before any TLS or HTTP work on it.
   server.on('connection', (socket: net.Socket) => {
     socket.on('error', () => {});
-    if (open - active < cfg.maxPendingUpgrades) {
+    const client = clientKey(socket.remoteAddress ?? '');
+    const pendingFull = open - active >= cfg.maxPendingUpgrades;
+    if (!pendingFull && (openBy.get(client) ?? 0) - (activeBy.get(client) ?? 0) < cfg.maxPendingUpgradesPerClient) {
       open++;
+      add(openBy, client, 1);
       accepted.add(socket);
       socket.once('close', () => {
         open--;
+        add(openBy, client, -1);
         accepted.delete(socket);
       });
       return;
     }
-    refusals.note('pending-upgrade-limit');
+    refusals.note(pendingFull ? 'pending-upgrade-limit' : 'pending-upgrade-per-client-limit');
     refusedEarly.add(socket);
     // Over TLS nothing the client could read can be sent before the handshake: it is closed.
     if (opts.tls) socket.destroy();
@@ -162,10 +185,13 @@ export async function startBridge(opts: BridgeOptions): Promise<Bridge> {
       return;
     }
     // The slot is held from the upgrade until the socket is gone, whether the handshake succeeds or not.
+    const client = clientKey(req.socket.remoteAddress ?? '');
     active++;
+    add(activeBy, client, 1);
     sockets.add(socket);
     socket.once('close', () => {
       active--;
+      add(activeBy, client, -1);
       sockets.delete(socket);
     });
     wss.handleUpgrade(req, socket, head, (ws) => {

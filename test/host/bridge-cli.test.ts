@@ -28,8 +28,8 @@ describe('enclave-agent bridge flags', () => {
   it('parses --listen (IPv4 and bracketed IPv6), --port/--host and the numeric options', () => {
     expect(parseBridgeArgs(['--listen', '0.0.0.0:9000', '--enclave-cid', '3']).listen).toEqual({ host: '0.0.0.0', port: 9000 });
     expect(parseBridgeArgs(['--listen', '[::]:9000', '--enclave-cid', '3']).listen).toEqual({ host: '::', port: 9000 });
-    const o = parseBridgeArgs(['--port', '0', '--host', '::1', '--enclave-cid', '3', '--proxy-protocol', '--max-connections', '7', '--max-pending-upgrades', '9', '--handshake-timeout', '500', '--idle-timeout', '0']);
-    expect(o).toMatchObject({ listen: { host: '::1', port: 0 }, proxyProtocol: true, maxConnections: 7, maxPendingUpgrades: 9, handshakeTimeoutMs: 500, idleTimeoutMs: 0 });
+    const o = parseBridgeArgs(['--port', '0', '--host', '::1', '--enclave-cid', '3', '--proxy-protocol', '--max-connections', '7', '--max-pending-upgrades', '9', '--max-pending-upgrades-per-client', '4', '--handshake-timeout', '500', '--idle-timeout', '0']);
+    expect(o).toMatchObject({ listen: { host: '::1', port: 0 }, proxyProtocol: true, maxConnections: 7, maxPendingUpgrades: 9, maxPendingUpgradesPerClient: 4, handshakeTimeoutMs: 500, idleTimeoutMs: 0 });
   });
 
   it('rejects missing, conflicting and malformed flags as usage errors', () => {
@@ -44,6 +44,7 @@ describe('enclave-agent bridge flags', () => {
       ['--enclave-cid', '3', '--cert', 'x.pem'],
       ['--enclave-cid', '3', '--max-connections', '0'],
       ['--enclave-cid', '3', '--max-pending-upgrades', '0'],
+      ['--enclave-cid', '3', '--max-pending-upgrades-per-client', '0'],
       ['--enclave-cid', '3', '--log-level', 'loud'],
       ['--enclave-cid', '3', '--bogus'],
       ['--enclave-cid', '3', 'extra'],

@@ -52,6 +52,29 @@ async function handshake(bridge: Bridge): Promise<TestClient> {
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
+/** A TCP connection that sends nothing; `answer` is all it received once closed. */
+const raw = (port: number, localAddress = '127.0.0.1'): Promise<{ socket: Socket; answer: Promise<string> }> =>
+  new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1', localAddress }, () => resolve({ socket, answer }));
+    socket.on('error', () => {});
+    const got: Buffer[] = [];
+    socket.on('data', (d: Buffer) => got.push(d));
+    const answer = new Promise<string>((done) => socket.once('close', () => done(Buffer.concat(got).toString())));
+    cleanups.push(() => Promise.resolve(void socket.destroy()));
+  });
+
+/** A sink for the bridge's JSON log lines. */
+function logLines(): { lines: Record<string, unknown>[]; logger: pino.Logger } {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, sink) };
+}
+
 describe('startBridge', () => {
   it('delivers the agent hs2, written in 3 delayed pieces, as exactly one 48-byte WS frame', async () => {
     const { agent, bridge } = await setup({ hs2Writes: [10, 20, 18], delayMs: 30 });
@@ -166,27 +189,12 @@ describe('startBridge', () => {
   });
 
   it('refuses connections beyond maxPendingUpgrades not yet upgraded (503, or closed before TLS), counted', async () => {
-    const lines: Record<string, unknown>[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
-    const { bridge } = await setup({}, { maxPendingUpgrades: 2, logger: pino({ level: 'info' }, sink) });
+    const { lines, logger } = logLines();
+    const { bridge } = await setup({}, { maxPendingUpgrades: 2, logger });
     const port = Number(new URL(bridge.url).port);
     // Upgraded WebSockets do not count against the cap.
     for (let i = 0; i < 3; i++) await handshake(bridge);
     const idle: Socket[] = [];
-    const raw = (p: number): Promise<{ socket: Socket; answer: Promise<string> }> =>
-      new Promise((resolve) => {
-        const socket = connect(p, '127.0.0.1', () => resolve({ socket, answer }));
-        socket.on('error', () => {});
-        const got: Buffer[] = [];
-        socket.on('data', (d: Buffer) => got.push(d));
-        const answer = new Promise<string>((done) => socket.once('close', () => done(Buffer.concat(got).toString())));
-        cleanups.push(() => Promise.resolve(void socket.destroy()));
-      });
     for (let i = 0; i < 2; i++) idle.push((await raw(port)).socket);
     await until(() => bridge.pendingUpgrades === 2);
     expect(await (await raw(port)).answer).toMatch(/^HTTP\/1\.1 503 /);
@@ -211,6 +219,40 @@ describe('startBridge', () => {
       cleanups.push(() => Promise.resolve(void t.destroy()));
     });
     expect(handshaken).toBe(false);
+  });
+
+  it('refuses one client address beyond maxPendingUpgradesPerClient not yet upgraded, others still served', async () => {
+    const { lines, logger } = logLines();
+    const { bridge } = await setup({}, { maxPendingUpgradesPerClient: 2, handshakeTimeoutMs: 3000, logger });
+    const port = Number(new URL(bridge.url).port);
+    for (let i = 0; i < 3; i++) await handshake(bridge); // upgraded: not counted
+    const idle = [(await raw(port)).socket, (await raw(port)).socket];
+    await until(() => bridge.pendingUpgrades === 2);
+    expect(await (await raw(port)).answer).toMatch(/^HTTP\/1\.1 503 /);
+    await expect(TestClient.open(bridge.url)).rejects.toMatchObject({ statusCode: 503 });
+    // Another address (all of 127/8 is loopback) is not held back by the first one's connections.
+    await raw(port, '127.0.0.2');
+    await until(() => bridge.pendingUpgrades === 3);
+    const other = await open(bridge.url, { localAddress: '127.0.0.2' });
+    other.ws.send(HS1);
+    expect((await other.message(0)).equals(HS2)).toBe(true);
+    // Once one of the first address's goes, it may upgrade again.
+    idle[0]!.destroy();
+    await until(() => bridge.pendingUpgrades === 2);
+    expect((await handshake(bridge)).messages[0]!.equals(HS2)).toBe(true);
+    await bridge.close();
+    expect(lines.filter((l) => /refused/.test(String(l.msg)))).toEqual([expect.objectContaining({ total: 2, counts: { 'pending-upgrade-per-client-limit': 2 } })]);
+
+    // wss://: the upgrade comes on the TLS socket, and frees the address's pending slot all the same.
+    const tls = await setup({}, { maxPendingUpgradesPerClient: 1, tls: await selfSignedCert() });
+    for (let i = 0; i < 3; i++) {
+      const c = await open(tls.bridge.url, { rejectUnauthorized: false });
+      c.ws.send(HS1);
+      expect((await c.message(0)).equals(HS2)).toBe(true);
+    }
+    await raw(Number(new URL(tls.bridge.url).port));
+    await until(() => tls.bridge.pendingUpgrades === 1);
+    await expect(TestClient.open(tls.bridge.url, { rejectUnauthorized: false })).rejects.toThrow();
   });
 
   it('closes with 4000 when the agent sends no 48-byte reply within the handshake timeout', async () => {
