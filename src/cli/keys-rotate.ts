@@ -5,9 +5,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { MAX_KEY_GENERATIONS } from '../crypto/keyring.ts';
-import { DEFAULT_KMS_CALL_TIMEOUT_MS, rotateSealedKeyring } from '../crypto/kms-seal.ts';
+import { rotateSealedKeyring } from '../crypto/kms-seal.ts';
 import { toBase64 } from '../util/bytes.ts';
-import { intFlag } from './flags.ts';
+import { KMS_TIMEOUT_OPTION, kmsTimeoutFlag, kmsTimeoutHelp } from './kms-timeout-flag.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
 const HELP = `Usage: enclave-agent keys rotate --in FILE --out FILE [--kms-key-id ARN] [--endpoint URL] [--drop-oldest] [--kms-timeout-ms MS] [--json]
@@ -30,10 +30,7 @@ Options:
   --endpoint URL     https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
   --drop-oldest      Leave the oldest pair out (needed when the file holds ${MAX_KEY_GENERATIONS}): values encrypted to it
                      stop decrypting
-  --kms-timeout-ms MS
-                     Each KMS call, the SDK's retries included, must be answered within MS (default
-                     ${DEFAULT_KMS_CALL_TIMEOUT_MS}; 100..600000): an endpoint or proxy that accepts and never answers fails the
-                     command with KMS_UNREACHABLE "no answer within MS ms" instead of hanging it
+${kmsTimeoutHelp(21)}
   --json             {"file", "keyId", "region", "publicKeys", "retiredPublicKeys": [newest first], "dropped"}
 
 TLS to KMS is verified against Node's bundled roots (and NODE_EXTRA_CA_CERTS).`;
@@ -45,7 +42,7 @@ export const command: CliCommand = {
     try {
       ({ values } = parseArgs({
         args,
-        options: { in: { type: 'string' }, out: { type: 'string' }, 'kms-key-id': { type: 'string' }, endpoint: { type: 'string' }, 'drop-oldest': { type: 'boolean' }, 'kms-timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
+        options: { in: { type: 'string' }, out: { type: 'string' }, 'kms-key-id': { type: 'string' }, endpoint: { type: 'string' }, 'drop-oldest': { type: 'boolean' }, ...KMS_TIMEOUT_OPTION, json: { type: 'boolean' } },
         allowPositionals: false,
         strict: true,
       }));
@@ -56,7 +53,7 @@ export const command: CliCommand = {
     if (!values.out) throw new CliUsageError('--out FILE is required');
     if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
     if (values['kms-key-id'] === '') throw new CliUsageError('--kms-key-id must not be empty');
-    const timeout = values['kms-timeout-ms'] === undefined ? DEFAULT_KMS_CALL_TIMEOUT_MS : intFlag('--kms-timeout-ms', values['kms-timeout-ms'], 100, 600_000);
+    const timeout = kmsTimeoutFlag(values['kms-timeout-ms']);
     let previous: string;
     try {
       previous = await readFile(values.in, 'utf8');

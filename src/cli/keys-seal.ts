@@ -6,9 +6,9 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { DEFAULT_KMS_CALL_TIMEOUT_MS, sealNewKeyring } from '../crypto/kms-seal.ts';
+import { sealNewKeyring } from '../crypto/kms-seal.ts';
 import { toBase64 } from '../util/bytes.ts';
-import { intFlag } from './flags.ts';
+import { KMS_TIMEOUT_OPTION, kmsTimeoutFlag, kmsTimeoutHelp } from './kms-timeout-flag.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
 const HELP = `Usage: enclave-agent keys seal --kms-key-id ARN --region R --out FILE [--endpoint URL] [--pcrs FILE] [--kms-timeout-ms MS] [--json]
@@ -29,10 +29,7 @@ Options:
   --out FILE         Where to write the sealed keyring (refused if it exists)
   --endpoint URL     https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
   --pcrs FILE        PCR0/1/2 for the policy's kms:RecipientAttestation conditions
-  --kms-timeout-ms MS
-                     Each KMS call, the SDK's retries included, must be answered within MS (default
-                     ${DEFAULT_KMS_CALL_TIMEOUT_MS}; 100..600000): an endpoint or proxy that accepts and never answers fails the
-                     command with KMS_UNREACHABLE "no answer within MS ms" instead of hanging it
+${kmsTimeoutHelp(21)}
   --json             {"file", "keyId", "region", "publicKeys": {"p256", "secp256k1"}, "keyPolicy"}
 
 TLS to KMS is verified against Node's bundled roots (and NODE_EXTRA_CA_CERTS).`;
@@ -109,7 +106,7 @@ export const command: CliCommand = {
     try {
       ({ values } = parseArgs({
         args,
-        options: { 'kms-key-id': { type: 'string' }, region: { type: 'string' }, out: { type: 'string' }, endpoint: { type: 'string' }, pcrs: { type: 'string' }, 'kms-timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
+        options: { 'kms-key-id': { type: 'string' }, region: { type: 'string' }, out: { type: 'string' }, endpoint: { type: 'string' }, pcrs: { type: 'string' }, ...KMS_TIMEOUT_OPTION, json: { type: 'boolean' } },
         allowPositionals: false,
         strict: true,
       }));
@@ -123,7 +120,7 @@ export const command: CliCommand = {
     if (!region || !/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) throw new CliUsageError(`--region must be an AWS region such as eu-west-1${region ? `, found "${region.slice(0, 40)}"` : ''}`);
     if (!out) throw new CliUsageError('--out FILE is required');
     if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
-    const timeout = values['kms-timeout-ms'] === undefined ? DEFAULT_KMS_CALL_TIMEOUT_MS : intFlag('--kms-timeout-ms', values['kms-timeout-ms'], 100, 600_000);
+    const timeout = kmsTimeoutFlag(values['kms-timeout-ms']);
     const pcrs = values.pcrs === undefined ? null : await readPcrs(values.pcrs);
 
     const sealed = await sealNewKeyring({ keyId, region, requestTimeoutMs: timeout, ...(values.endpoint ? { endpoint: values.endpoint } : {}) });

@@ -14,10 +14,11 @@ import { MAX_SECRET_BYTES, SECRET_NAME, sealSecret, type SecretInput } from '../
 import { parseSealedKeyring } from '../crypto/sealed-keyring.ts';
 import { publicKeyFlag } from './flags.ts';
 import { resolveStateDir } from './keys-public.ts';
+import { KMS_TIMEOUT_OPTION, kmsTimeoutFlag, kmsTimeoutHelp } from './kms-timeout-flag.ts';
 import { CliUsageError, type CliCommand } from './types.ts';
 
 const HELP = `Usage: enclave-agent secrets seal NAME [--key <base64> | --state-dir D] [--config FILE] [--curve C] [--type T]
-       enclave-agent secrets seal NAME --kms-key-id ARN --region R [--endpoint URL] [--type T]
+       enclave-agent secrets seal NAME --kms-key-id ARN --region R [--endpoint URL] [--kms-timeout-ms MS] [--type T]
 
 Reads the secret's value from standard input (a single trailing newline is dropped), encrypts it into an ev:
 value for the enclave's public key with the reserved data role enclave-secret, and prints two lines: the ev:
@@ -48,6 +49,7 @@ KMS-sealed instead (a kms: value; needs [keyring] source = "kms" in the same reg
                    Bound to NAME: under another variable name it does not open. Up to 64 KiB.
   --region R       AWS region of the key
   --endpoint URL   https:// endpoint instead of kms.<region>.amazonaws.com (VPC endpoints, tests)
+${kmsTimeoutHelp(19)}
 
 Options:
   --curve C        p256 (default) or secp256k1
@@ -69,7 +71,7 @@ function sealedFilePublicKeys(file: string): PublicKeys {
 export const command: CliCommand = {
   help: HELP,
   async run(args, io) {
-    let values: { key?: string; 'state-dir'?: string; config?: string; curve?: string; type?: string; 'kms-key-id'?: string; region?: string; endpoint?: string };
+    let values: { key?: string; 'state-dir'?: string; config?: string; curve?: string; type?: string; 'kms-key-id'?: string; region?: string; endpoint?: string; 'kms-timeout-ms'?: string };
     let positionals: string[];
     try {
       ({ values, positionals } = parseArgs({
@@ -83,6 +85,7 @@ export const command: CliCommand = {
           'kms-key-id': { type: 'string' },
           region: { type: 'string' },
           endpoint: { type: 'string' },
+          ...KMS_TIMEOUT_OPTION,
         },
         allowPositionals: true,
         strict: true,
@@ -108,9 +111,10 @@ export const command: CliCommand = {
       const inArn = arnRegion(kmsKeyId);
       if (inArn !== null && inArn !== region) throw new CliUsageError(`--kms-key-id is a key in ${inArn}, --region is ${region}`);
       if (values.endpoint !== undefined && !/^https:\/\/[^\s/]+\/?$/.test(values.endpoint)) throw new CliUsageError('--endpoint must be https://host[:port]');
-    } else if (values.region !== undefined || values.endpoint !== undefined) {
-      throw new CliUsageError('--region and --endpoint go with --kms-key-id (a KMS-sealed value)');
+    } else if (values.region !== undefined || values.endpoint !== undefined || values['kms-timeout-ms'] !== undefined) {
+      throw new CliUsageError('--region, --endpoint and --kms-timeout-ms go with --kms-key-id (a KMS-sealed value)');
     }
+    const kmsTimeoutMs = kmsTimeoutFlag(values['kms-timeout-ms']); // checked before stdin is read or KMS called
 
     // ev: values: the enclave's public keys (a KMS-sealed value needs none: KMS seals it, below).
     let key: Uint8Array | PublicKeys | null = null;
@@ -151,7 +155,7 @@ export const command: CliCommand = {
     }
     const sealed =
       kmsKeyId !== undefined
-        ? await (await import('../crypto/kms-secrets.ts')).sealKmsSecret(name, text, { keyId: kmsKeyId, region: values.region!, ...(values.endpoint ? { endpoint: values.endpoint } : {}) })
+        ? await (await import('../crypto/kms-secrets.ts')).sealKmsSecret(name, text, { keyId: kmsKeyId, region: values.region!, requestTimeoutMs: kmsTimeoutMs, ...(values.endpoint ? { endpoint: values.endpoint } : {}) })
         : sealSecret(value, key!, curve as EvCurve);
     io.out(sealed);
     io.out(`${name} = "${sealed}"`);

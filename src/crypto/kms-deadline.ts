@@ -4,6 +4,9 @@
 // relay that accepts and then says nothing would leave the call waiting forever. No SDK import here: the agent
 // loads the SDK only when KMS is configured.
 
+/** Operator tools (keys seal, keys rotate, secrets seal): how long one KMS call may take, all of it. */
+export const DEFAULT_KMS_CALL_TIMEOUT_MS = 30_000;
+
 /** The call had no answer within `ms`; its request was aborted. Callers wrap it in their typed error. */
 export class KmsDeadlineError extends Error {
   override readonly name = 'KmsDeadlineError';

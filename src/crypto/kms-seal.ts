@@ -6,7 +6,7 @@
 import { GenerateDataKeyCommand } from '@aws-sdk/client-kms';
 import { KeyMaterial, Keyring, MAX_KEY_GENERATIONS, type PublicKeys } from './keyring.ts';
 import { createKmsClient, type KmsClientOptions } from './kms-client.ts';
-import { KmsDeadlineError, withinDeadline } from './kms-deadline.ts';
+import { DEFAULT_KMS_CALL_TIMEOUT_MS, KmsDeadlineError, withinDeadline } from './kms-deadline.ts';
 import { KmsKeyringError } from './kms-errors.ts';
 import { arnRegion } from './kms-secret-format.ts';
 import { parseSealedKeyring, sealKeyring, sealRotated, type SealedGeneration } from './sealed-keyring.ts';
@@ -16,9 +16,6 @@ export interface SealOptions extends Omit<KmsClientOptions, 'proxy' | 'maxAttemp
   /** The whole GenerateDataKey call, the SDK's attempts included (default DEFAULT_KMS_CALL_TIMEOUT_MS). */
   requestTimeoutMs?: number;
 }
-
-/** Operator tools (keys seal, keys rotate, secrets seal): how long one KMS call may take, all of it. */
-export const DEFAULT_KMS_CALL_TIMEOUT_MS = 30_000;
 
 /** A 32-byte data key and its CiphertextBlob from KMS GenerateDataKey (the caller wipes `plaintext`). */
 export async function generateDataKey(o: SealOptions): Promise<{ keyId: string; plaintext: Uint8Array; ciphertextBlob: Uint8Array }> {

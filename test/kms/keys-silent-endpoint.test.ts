@@ -9,6 +9,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { command as rotate } from '../../src/cli/keys-rotate.ts';
 import { command as seal } from '../../src/cli/keys-seal.ts';
+import { command as secretsSeal } from '../../src/cli/secrets-seal.ts';
+import type { CliIo } from '../../src/cli/types.ts';
 import { KeyMaterial } from '../../src/crypto/keyring.ts';
 import { sealKeyring } from '../../src/crypto/sealed-keyring.ts';
 
@@ -74,5 +76,41 @@ describe('keys seal / keys rotate: a KMS endpoint that accepts and never answers
     await expect(seal.run(['--kms-key-id', KEY, '--region', 'eu-west-1', '--out', path.join(dir, 'x.json'), '--kms-timeout-ms', '5'], io)).rejects.toThrow(/--kms-timeout-ms expects 100\.\.600000, found 5/);
     await expect(rotate.run(['--in', path.join(dir, 'none'), '--out', path.join(dir, 'y.json'), '--kms-timeout-ms', 'soon'], io)).rejects.toThrow(/--kms-timeout-ms expects an integer/);
     expect(connections).toBe(before);
+  });
+});
+
+describe('secrets seal --kms-key-id: the same GenerateDataKey, the same --kms-timeout-ms', () => {
+  // Failed before the fix: secrets seal had no --kms-timeout-ms ("Unknown option"), only the fixed 30 s.
+  const secret = (): { io: CliIo; printed: string[]; stdinRead: () => boolean } => {
+    const printed: string[] = [];
+    let read = false;
+    return {
+      io: { out: (l: string) => void printed.push(l), err: () => {}, stdin: () => ((read = true), Promise.resolve(new TextEncoder().encode('s3cret-not-printed'))) },
+      printed,
+      stdinRead: () => read,
+    };
+  };
+
+  it('fails KMS_UNREACHABLE at --kms-timeout-ms, prints nothing', { timeout: 20_000 }, async () => {
+    const { io: sio, printed } = secret();
+    const before = connections;
+    const err = await secretsSeal.run(['DB_PASSWORD', '--kms-key-id', KEY, '--region', 'eu-west-1', '--endpoint', endpoint, '--kms-timeout-ms', '300'], sio).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'KMS_UNREACHABLE', message: expect.stringMatching(unreachable()) });
+    expect(connections).toBeGreaterThan(before);
+    expect(printed).toEqual([]);
+  });
+
+  it('refuses a bad --kms-timeout-ms before reading stdin or calling KMS; documents the flag', async () => {
+    const before = connections;
+    for (const [value, why] of [['5', /--kms-timeout-ms expects 100\.\.600000, found 5/], ['600001', /--kms-timeout-ms expects 100\.\.600000, found 600001/], ['soon', /--kms-timeout-ms expects an integer/]] as const) {
+      const { io: sio, stdinRead } = secret();
+      await expect(secretsSeal.run(['DB_PASSWORD', '--kms-key-id', KEY, '--region', 'eu-west-1', '--endpoint', endpoint, '--kms-timeout-ms', value], sio)).rejects.toThrow(why);
+      expect(stdinRead()).toBe(false);
+    }
+    const { io: sio } = secret();
+    await expect(secretsSeal.run(['DB_PASSWORD', '--key', 'AAAA', '--kms-timeout-ms', '300'], sio)).rejects.toThrow(/--kms-timeout-ms go with --kms-key-id/);
+    expect(connections).toBe(before);
+    expect(secretsSeal.help).toMatch(/--kms-key-id ARN --region R \[--endpoint URL\] \[--kms-timeout-ms MS\]/);
+    expect(secretsSeal.help).toContain('must be answered within MS (default\n                   30000; 100..600000)');
   });
 });
