@@ -26,7 +26,8 @@
       "type": "executable",
       "sources": ["src/die-with-parent.c"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
-      "defines": ["_GNU_SOURCE"]
+      "defines": ["_GNU_SOURCE"],
+      "ldflags": ["-static"]
     }
   ]
 }

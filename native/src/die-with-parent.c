@@ -35,6 +35,11 @@
  * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
  * policy the agent enforces. Any failure here: a message on stderr and exit 2, the app never runs. Linux x86_64
  * and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
+ *
+ * Linked statically (binding.gyp): this runs as the agent's user with every capability before the sandbox is up,
+ * on each launch of the app. Dynamically linked, the loader would first run whatever /etc/ld.so.preload names
+ * and the libc it finds on disk, both of which a root app can rewrite between two of its launches (the sealed
+ * copy of this file, native/src/process.c, guards only the file itself).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -166,11 +166,17 @@ export class LineSplitter {
 }
 
 const decoder = new TextDecoder('utf-8', { fatal: false });
+const C1 = /[\u0080-\u009f]/;
+const C1_ALL = /[\u0080-\u009f]/g;
 
 /**
  * The line as text and as the object it parses to, when it is one JSON object (trailing \r tolerated), else null.
  * A CR inside can only be whitespace between tokens (JSON strings hold none raw): it becomes a space, so the
- * agent cannot send the carriage back over what a terminal showing the output has printed of the line.
+ * agent cannot send the carriage back over what a terminal showing the output has printed of the line. C1
+ * controls are legal raw in JSON strings (JSON.stringify and pino leave them so) and reach them from a client's
+ * header bytes (Node reads 0x9b in a User-Agent as U+009B); a terminal may act on them (U+009B is CSI, U+009D
+ * OSC): they become \u escapes once the line parsed (in valid JSON each is a whole character of a string), the same
+ * JSON value.
  */
 export function parseJsonLine(line: Buffer): { text: string; value: Record<string, unknown> } | null {
   let text = decoder.decode(line);
@@ -179,7 +185,9 @@ export function parseJsonLine(line: Buffer): { text: string; value: Record<strin
   if (text.length === 0 || text.charCodeAt(0) !== 0x7b /* { */) return null;
   try {
     const value: unknown = JSON.parse(text);
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? { text, value: value as Record<string, unknown> } : null;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+    if (C1.test(text)) text = text.replace(C1_ALL, (c) => `\\u00${c.charCodeAt(0).toString(16)}`);
+    return { text, value: value as Record<string, unknown> };
   } catch {
     return null;
   }

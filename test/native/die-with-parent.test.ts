@@ -374,6 +374,54 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     }
   });
 
+  // A root app can write /etc/ld.so.preload (or libc itself), and the dynamic loader runs what it names in every
+  // program started after — the wrapper of the app's next launch included, before its sandbox is up: full root,
+  // no filter. The wrapper is linked statically, so no loader runs. Here the planted library is put in place in a
+  // private mount namespace of the test's own (an overlay on /etc; the machine's /etc is untouched) and records
+  // the seccomp mode (0 = none, 2 = filter) of each program that loads it.
+  const canPlant = isRoot && spawnSync('cc', ['--version']).status === 0 && spawnSync('unshare', ['--version']).status === 0;
+  it.skipIf(!canPlant)('--deny-vsock: a library planted in /etc/ld.so.preload never runs outside the sandbox', () => {
+    const marker = path.join(tmp.dir, 'planted-ran');
+    const lib = path.join(tmp.dir, 'planted.so');
+    const src = path.join(tmp.dir, 'planted.c');
+    writeFileSync(
+      src,
+      '#include <stdio.h>\n#include <sys/prctl.h>\n' +
+        `__attribute__((constructor)) static void planted(void) { FILE* f = fopen(${JSON.stringify(marker)}, "a"); if (f) { fprintf(f, "%d\\n", prctl(PR_GET_SECCOMP)); fclose(f); } }\n`,
+    );
+    const cc = spawnSync('cc', ['-shared', '-fPIC', '-o', lib, src], { encoding: 'utf8' });
+    expect(cc.stderr).toBe('');
+    const etc = path.join(tmp.dir, 'etc-overlay');
+    mkdirSync(etc);
+    const plantThenExec = [
+      'mount -t tmpfs planted "$D" && mkdir "$D/upper" "$D/work" && echo "$LIB" > "$D/upper/ld.so.preload"',
+      'mount -t overlay planted -o "lowerdir=/etc,upperdir=$D/upper,workdir=$D/work" /etc',
+      'exec "$0" "$@"',
+    ].join(' && ');
+    // unshare and sh exec: the wrapper's parent is this process
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', plantThenExec, wrapper, '--deny-vsock', String(process.pid), '-', '/bin/true'], {
+      encoding: 'utf8',
+      env: { ...process.env, D: etc, LIB: lib },
+    });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    // /bin/true loaded it, under the filter: the plant worked; the wrapper never loaded it.
+    expect(readFileSync(marker, 'utf8')).toBe('2\n');
+  });
+
+  it('is linked statically: no dynamic loader, no shared library runs before the sandbox', () => {
+    const elf = readFileSync(wrapper);
+    expect(elf.subarray(0, 4).toString('latin1')).toBe('\x7fELF');
+    const phoff = Number(elf.readBigUInt64LE(0x20));
+    const phentsize = elf.readUInt16LE(0x36);
+    const phnum = elf.readUInt16LE(0x38);
+    const PT_INTERP = 3;
+    const PT_DYNAMIC = 2;
+    const types = Array.from({ length: phnum }, (_, i) => elf.readUInt32LE(phoff + i * phentsize));
+    expect(types).not.toContain(PT_INTERP);
+    expect(types).not.toContain(PT_DYNAMIC);
+  });
+
   it('refuses malformed arguments with a usage line and exit 2', () => {
     for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });

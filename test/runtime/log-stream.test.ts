@@ -192,6 +192,24 @@ describe('host log sink server', () => {
     expect(taken).toEqual(['{ "db":true}']);
   });
 
+  it("writes no raw C1 control of the agent's: each becomes a \\u escape, the same JSON value", async () => {
+    const p = sockPath();
+    const out = collector();
+    const srv = await startLogSinkServer({ listen: { kind: 'unix', path: p }, output: out.stream });
+    cleanup.push(() => srv.close());
+    const c = await rawClient(p);
+    // A client's User-Agent byte 0x9b as Node reads it (U+009B, CSI): raw, "[2J" would clear the operator's
+    // terminal; U+009D (OSC) could set its title or clipboard. An escaped backslash before one stays one.
+    const value = { msg: 'trx', user_agent: 'a\u009b2Jb', error: '\u009d0;x\u0007', path: '\\\u0085' };
+    c.write(JSON.stringify(value) + '\n');
+    await until(() => (srv.stats.lines === 1 ? true : undefined), 5_000, 'one line');
+    c.end();
+    const text = out.text();
+    expect(text).not.toMatch(/[\u0080-\u009f]/);
+    expect(text).toContain('a\\u009b2Jb');
+    expect(JSON.parse(text)).toEqual(value);
+  });
+
   it('reassembles a multi-byte character split across chunks', async () => {
     const p = sockPath();
     const out = collector();
