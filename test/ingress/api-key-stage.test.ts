@@ -48,6 +48,14 @@ describe('api-key stage comparison', () => {
     }
   });
 
+  it('hashes the header as the bytes it was sent as (latin1 from the parser); a character past U+00FF is refused', async () => {
+    const stage2 = apiKeyStage({ hashes: [apiKeyHash('café'), apiKeyHash('a')] });
+    const run2 = (key: string): Promise<string> => stage2(exchange(key) as never, () => Promise.resolve()).then(() => 'passed', (err: { code: string }) => err.code);
+    expect(await run2(Buffer.from('café', 'utf8').toString('latin1'))).toBe('passed'); // as Node hands over UTF-8 bytes
+    expect(await run2('café')).toBe('HTTP_API_KEY_INVALID'); // the single byte 0xe9: not the bytes hashed
+    expect(await run2('\u0161')).toBe('HTTP_API_KEY_INVALID'); // low byte 0x61 ("a"): not from a wire parser
+  });
+
   it('a missing header is refused without any comparison; bad options are refused at build time', async () => {
     expect(await run(undefined)).toBe('HTTP_API_KEY_MISSING');
     expect(calls).toHaveLength(0);

@@ -2,7 +2,10 @@
 // whose SHA-256 is one of the configured hashes; otherwise 401 before any stage that touches the app (body
 // limit, decryption, forward, upgrade). The header is removed before forwarding. Comparison: the presented
 // key is hashed, then compared with every configured hash by timingSafeEqual (no early exit), so neither the
-// key's content nor which hash matched changes the time taken. The transaction log records the refusal
+// key's content nor which hash matched changes the time taken. What is hashed is the header value's bytes as
+// the client sent them: Node's parsers (and parseSimpleHead) hand a field value over as latin1, one character
+// per byte, so it is hashed as latin1 (as UTF-8, each byte past 0x7f became two and a key with non-ASCII
+// characters, hashed by `printf %s "$KEY" | sha256sum`, could never match). The transaction log records the refusal
 // (`error`: HTTP_API_KEY_MISSING / HTTP_API_KEY_INVALID); the header itself is always masked there.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Stage } from '../exchange.ts';
@@ -12,7 +15,7 @@ import { removeHeader, removeUnderscoreAliases } from '../headers.ts';
 export const API_KEY_HEADER = 'api-key';
 const ALIASES: ReadonlySet<string> = new Set([API_KEY_HEADER]);
 
-/** SHA-256 hex of a key, as `[api_key_auth] keys` stores it. */
+/** SHA-256 hex of a key's UTF-8 bytes, as `[api_key_auth] keys` stores it; a client sends those bytes. */
 export function apiKeyHash(key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex');
 }
@@ -27,10 +30,12 @@ export function apiKeyStage(opts: { hashes: readonly string[] }): Stage {
     const value = ex.req.headers[API_KEY_HEADER];
     if (value === undefined) return Promise.reject(new HttpModeError('HTTP_API_KEY_MISSING', 401, `this enclave requires an ${API_KEY_HEADER} header`));
     // Node joins repeated api-key headers with ", ": such a value never hashes to a configured key.
-    const presented = createHash('sha256').update(Array.isArray(value) ? value.join(', ') : value, 'utf8').digest();
+    const text = Array.isArray(value) ? value.join(', ') : value;
+    const presented = createHash('sha256').update(text, 'latin1').digest();
     let ok = 0;
     for (const h of hashes) ok |= timingSafeEqual(presented, h) ? 1 : 0;
-    if (ok === 0) return Promise.reject(new HttpModeError('HTTP_API_KEY_INVALID', 401, `the ${API_KEY_HEADER} header is not a valid key for this enclave`));
+    // A character past U+00FF came from no wire parser: refused, not matched by its low byte.
+    if (ok === 0 || /[\u0100-\uffff]/.test(text)) return Promise.reject(new HttpModeError('HTTP_API_KEY_INVALID', 401, `the ${API_KEY_HEADER} header is not a valid key for this enclave`));
     removeHeader(ex.upstreamHeaders, API_KEY_HEADER);
     removeUnderscoreAliases(ex.upstreamHeaders, ALIASES); // headers.ts: `api_key` reads as api-key to a CGI/WSGI app
     return next();
