@@ -40,7 +40,7 @@ import { abandonedAlone, type AbandonedSummary } from './abandoned-records.ts';
 import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
 import { bodyLimitStage } from './stages/body-limit.ts';
-import { apiKeyStage } from './stages/api-key.ts';
+import { apiKeyCheck, apiKeyStage } from './stages/api-key.ts';
 import { BufferedBodies, decryptStage, type BufferedBodiesLike } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
@@ -187,6 +187,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   const clientAddress = clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient });
   // Before anything that touches the app (body limit, decrypt, forward, upgrade).
   const apiKey = opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })];
+  const apiKeyRefusal = opts.apiKeyHashes === undefined ? () => null : apiKeyCheck(opts.apiKeyHashes);
   const common: Stage[] = [requestId, trxLog, clientAddress, ...apiKey];
   // The http.Server path also puts its targets and transfer codings in shape (stages/request-shape.ts); the fast
   // paths' requests are plain already and pay nothing for it.
@@ -355,9 +356,11 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   // Expect: 100-continue. A stream's client may wait for the interim 100 before sending its body, so it gets
   // one at once (Node's default). A Data request carries its whole body already, and its reply is one
   // message read to EOF: an interim 100 would become the start of it (a compat client reads the 100 as the
-  // answer), so it gets none. The app never sees Expect (a hop-by-hop field here, headers.ts).
+  // answer), so it gets none. The app never sees Expect (a hop-by-hop field here, headers.ts). With api_key_auth a
+  // request without a valid key gets none either: the stages answer it 401 (and close, its body unread) without
+  // having invited the body first.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (contexts.get(req.socket)?.kind !== 'data') res.writeContinue();
+    if (contexts.get(req.socket)?.kind !== 'data' && apiKeyRefusal(req.headers) === null) res.writeContinue();
     server.emit('request', req, res);
   });
 
