@@ -1,5 +1,5 @@
 /*
- * enclave_die_with_parent [--deny-vsock] PPID ERRFD FILE [ARG...]
+ * enclave_die_with_parent [--deny-vsock [--read-only DIR]...] PPID ERRFD FILE [ARG...]
  *
  * The app of `enclave-agent run` must not outlive the agent, even when the agent is SIGKILLed (nothing of the
  * agent runs then). The kernel can do it: PR_SET_PDEATHSIG makes it send a signal to a process when its parent
@@ -35,6 +35,13 @@
  * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
  * policy the agent enforces. Any failure here: a message on stderr and exit 2, the app never runs. Linux x86_64
  * and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
+ *
+ * --read-only DIR (absolute; with --deny-vsock, up to 8): in that same namespace DIR and every mount under it are
+ * read-only too, and DIR and each directory above it are mount points, which cannot be renamed or replaced
+ * (EBUSY). The supervisor names the agent's own code: the agent starts worker threads from files there long
+ * after the app has started, and a root app that rewrote one (or renamed a directory above it and put a
+ * directory of its own in its place) would run its code inside the agent, keys and vsock included. Nothing is
+ * done without CAP_SYS_ADMIN (see below): the app's user must then not be able to write the agent's code.
  *
  * Linked statically (binding.gyp): this runs as the agent's user with every capability before the sandbox is up,
  * on each launch of the app. Dynamically linked, the loader would first run whatever /etc/ld.so.preload names
@@ -153,7 +160,15 @@ static int keep_only_allowed_caps(void) {
  * release_agent; /proc/sysrq-trigger acts on the whole machine. As Docker does, the app gets its own mount
  * namespace in which these trees, and every mount under them, are read-only.
  */
-static const char* const read_only_trees[] = { "/proc/sys", "/proc/sysrq-trigger", "/sys" };
+static const char* const kernel_trees[] = { "/proc/sys", "/proc/sysrq-trigger", "/sys" };
+#define MAX_AGENT_TREES 8
+#define KERNEL_TREES (sizeof kernel_trees / sizeof kernel_trees[0])
+
+/* What read_only_kernel_settings makes read-only: kernel_trees, then the --read-only directories. */
+struct trees {
+  const char* path[KERNEL_TREES + MAX_AGENT_TREES];
+  size_t count;
+};
 
 /* 1 if this process has `cap` in its effective set, 0 if not, -1 with errno set. */
 static int has_effective_cap(unsigned cap) {
@@ -195,8 +210,8 @@ static int remount_read_only(const char* path) {
   return mount(NULL, path, NULL, flags, NULL);
 }
 
-/* Remounts read-only every mount listed in this namespace's mountinfo at or below one of read_only_trees. */
-static int remount_trees_read_only(const char** failed) {
+/* Remounts read-only every mount listed in this namespace's mountinfo at or below one of `trees`. */
+static int remount_trees_read_only(const struct trees* trees, const char** failed) {
   *failed = "/proc/self/mountinfo";
   /* Read whole before the first remount, so the remounts cannot disturb the walk. */
   FILE* f = fopen("/proc/self/mountinfo", "re");
@@ -227,11 +242,11 @@ static int remount_trees_read_only(const char** failed) {
     for (int i = 0; i < 4 && mnt != NULL; i++) mnt = strtok_r(NULL, " ", &save_field);
     if (mnt == NULL) continue;
     unescape_octal(mnt);
-    for (size_t t = 0; t < sizeof read_only_trees / sizeof read_only_trees[0]; t++) {
-      const size_t len = strlen(read_only_trees[t]);
-      if (strncmp(mnt, read_only_trees[t], len) != 0 || (mnt[len] != '\0' && mnt[len] != '/')) continue;
+    for (size_t t = 0; t < trees->count; t++) {
+      const size_t len = strlen(trees->path[t]);
+      if (strncmp(mnt, trees->path[t], len) != 0 || (mnt[len] != '\0' && mnt[len] != '/')) continue;
       if (remount_read_only(mnt) != 0) {
-        *failed = read_only_trees[t];
+        *failed = trees->path[t];
         rc = -1;
       }
       break;
@@ -242,13 +257,44 @@ static int remount_trees_read_only(const char** failed) {
 }
 
 /*
- * Gives this process (the app to be) its own mount namespace with read_only_trees read-only; 0, or -1 with
+ * Makes `dir` and each directory above it (not "/") a mount point of this namespace, top down, by binding each
+ * onto itself: rename(2) and rmdir(2) refuse a mount point (EBUSY), so the app cannot move the agent's code
+ * aside and put a writable directory of its own at the path the agent reads.
+ */
+static int pin_path(const char* dir, const char** failed) {
+  char prefix[PATH_MAX];
+  const size_t len = strlen(dir);
+  if (len >= sizeof prefix) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  *failed = dir;
+  /* Through a symbolic link the mounts would pin its target, and the link itself could be replaced. */
+  char* real = realpath(dir, NULL);
+  if (real == NULL) return -1;
+  const int canonical = strcmp(real, dir) == 0;
+  free(real);
+  if (!canonical) {
+    errno = EINVAL;
+    return -1;
+  }
+  for (size_t i = 1; i <= len; i++) {
+    if (dir[i] != '/' && dir[i] != '\0') continue;
+    memcpy(prefix, dir, i);
+    prefix[i] = '\0';
+    if (mount(prefix, prefix, NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+  }
+  return 0;
+}
+
+/*
+ * Gives this process (the app to be) its own mount namespace with kernel_trees and `agent_trees` read-only; 0, or -1 with
  * errno set and *failed naming the step. Every mount is made a slave first: mounts the agent makes later still
  * reach the app (where the agent's are shared), and nothing done here reaches the agent's namespace. Needs
  * CAP_SYS_ADMIN, so it comes before the capability cut; without it (an agent not running as root) there is
  * nothing to protect, as a non-root app cannot write these files, and nothing is done.
  */
-static int read_only_kernel_settings(const char** failed) {
+static int read_only_kernel_settings(const char* const* agent_trees, size_t agent_count, const char** failed) {
   *failed = "capget";
   const int admin = has_effective_cap(CAP_SYS_ADMIN);
   if (admin <= 0) return admin;
@@ -256,17 +302,23 @@ static int read_only_kernel_settings(const char** failed) {
   if (unshare(CLONE_NEWNS) != 0) return -1;
   *failed = "making / a slave";
   if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) return -1;
+  struct trees trees = { .count = 0 };
   /* A bind onto itself makes /proc/sys and the sysrq file mount points that can be remounted on their own. */
-  for (size_t t = 0; t < sizeof read_only_trees / sizeof read_only_trees[0]; t++) {
+  for (size_t t = 0; t < KERNEL_TREES; t++) {
     struct stat st;
-    *failed = read_only_trees[t];
-    if (lstat(read_only_trees[t], &st) != 0) {
+    *failed = kernel_trees[t];
+    if (lstat(kernel_trees[t], &st) != 0) {
       if (errno == ENOENT) continue;
       return -1;
     }
-    if (mount(read_only_trees[t], read_only_trees[t], NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+    if (mount(kernel_trees[t], kernel_trees[t], NULL, MS_BIND | MS_REC, NULL) != 0) return -1;
+    trees.path[trees.count++] = kernel_trees[t];
   }
-  return remount_trees_read_only(failed);
+  for (size_t t = 0; t < agent_count; t++) {
+    if (pin_path(agent_trees[t], failed) != 0) return -1;
+    trees.path[trees.count++] = agent_trees[t];
+  }
+  return remount_trees_read_only(&trees, failed);
 }
 
 /* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */
@@ -316,7 +368,7 @@ static int deny_vsock(void) {
 }
 
 static int usage(void) {
-  fputs("usage: enclave_die_with_parent [--deny-vsock] PPID ERRFD FILE [ARG...]\n", stderr);
+  fputs("usage: enclave_die_with_parent [--deny-vsock [--read-only DIR]...] PPID ERRFD FILE [ARG...]\n", stderr);
   return 2;
 }
 
@@ -336,6 +388,17 @@ int main(int argc, char** argv) {
     argv++;
     argc--;
   }
+  const char* agent_trees[MAX_AGENT_TREES];
+  size_t agent_count = 0;
+  while (vsock_denied && argc > 2 && strcmp(argv[1], "--read-only") == 0) {
+    const char* dir = argv[2];
+    /* absolute, no trailing slash: compared as is with mountinfo's mount points */
+    const size_t len = strlen(dir);
+    if (agent_count == MAX_AGENT_TREES || dir[0] != '/' || len < 2 || dir[len - 1] == '/') return usage();
+    agent_trees[agent_count++] = dir;
+    argv += 2;
+    argc -= 2;
+  }
   if (argc < 4) return usage();
   const long ppid = parse_num(argv[1]);
   const long errfd = strcmp(argv[2], "-") == 0 ? -2 : parse_num(argv[2]);
@@ -352,8 +415,8 @@ int main(int argc, char** argv) {
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
   const char* failed = NULL;
-  if (vsock_denied && read_only_kernel_settings(&failed) != 0) {
-    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: read-only kernel settings: %s: %s\n", failed, strerror(errno));
+  if (vsock_denied && read_only_kernel_settings(agent_trees, agent_count, &failed) != 0) {
+    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: read-only mounts: %s: %s\n", failed, strerror(errno));
     return 2;
   }
   if (vsock_denied && keep_only_allowed_caps() != 0) {

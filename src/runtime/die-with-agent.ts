@@ -8,9 +8,11 @@
 // through the kernel (load a module, mount, BPF...), and its own mount namespace in which /proc/sys, /sys and
 // /proc/sysrq-trigger are read-only, so root cannot make the kernel run a program outside the sandbox (a
 // core_pattern pipe handler, modprobe, a cgroup release_agent). Without the wrapper the sandboxed app is not started.
-import { accessSync, closeSync, constants as fsConstants } from 'node:fs';
+// In that namespace the agent's own code is read-only too (agentCodeDir): it starts worker threads from it later.
+import { accessSync, closeSync, existsSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { addonPath, loadNative } from '../transport/native.ts';
 
 /** The fd of the pipe on which the wrapper reports a failed exec (its errno, in decimal). */
@@ -75,12 +77,28 @@ export function sealedWrapper(file: string): SealedWrapper {
 }
 
 /**
+ * The directory of the running agent's code: the nearest one above this module that holds a package.json (the
+ * package root of an npm install or checkout; the bundle's dist/), without symbolic links. The agent starts
+ * worker threads (session workers, the decrypt pool, which is handed the keys) from files there after the app
+ * has started: a root app that could rewrite them would run its code inside the agent.
+ */
+export function agentCodeDir(): string {
+  const start = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, 'package.json'))) return realpathSync(dir);
+    if (path.dirname(dir) === dir) return realpathSync(start);
+  }
+}
+
+/**
  * [file, args] that run `command` through the wrapper, as a child of this process. `denyVsock`: the app (and
  * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled) and keeps only
- * the wrapper's allow-listed capabilities, with /proc/sys, /sys and /proc/sysrq-trigger read-only (a root agent).
+ * the wrapper's allow-listed capabilities, with /proc/sys, /sys and /proc/sysrq-trigger read-only (a root agent),
+ * and `readOnly` (absolute directories, with denyVsock) read-only and impossible to rename in the app's namespace.
  */
-export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean } = {}): [string, string[]] {
-  return [wrapper, [...(opts.denyVsock === true ? ['--deny-vsock'] : []), String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
+export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean; readOnly?: readonly string[] } = {}): [string, string[]] {
+  const sandbox = opts.denyVsock === true ? ['--deny-vsock', ...(opts.readOnly ?? []).flatMap((dir) => ['--read-only', dir])] : [];
+  return [wrapper, [...sandbox, String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
 }
 
 /** The errno name for the decimal the wrapper wrote ("2" → "ENOENT"); undefined for anything else. */

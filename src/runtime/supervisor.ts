@@ -21,7 +21,7 @@ import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { RestartPolicy } from '../config.ts';
-import { execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, type DieWithAgent } from './die-with-agent.ts';
+import { agentCodeDir, execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, type DieWithAgent } from './die-with-agent.ts';
 import { RuntimeError } from './errors.ts';
 import { waitForPort } from './wait-for-port.ts';
 
@@ -83,6 +83,11 @@ export interface SupervisorOptions {
    * agent's egress. Needs the wrapper: startSupervisor throws RUNTIME_NO_SANDBOX without it.
    */
   denyVsock?: boolean;
+  /**
+   * With denyVsock: directories the app cannot write nor rename (a root agent; the wrapper's --read-only).
+   * Default: the agent's own code (agentCodeDir), from which it starts worker threads after the app.
+   */
+  readOnlyDirs?: readonly string[];
   logger?: Logger;
   /** Every state change (tests, health reporting). */
   onState?: (state: SupervisorState, pid: number | undefined) => void;
@@ -131,6 +136,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const warnAfterMs = opts.readyWarnAfterMs ?? 30_000;
   const group = opts.signalGroup !== false;
   const [file, ...args] = opts.command as [string, ...string[]];
+  const readOnly = opts.denyVsock === true ? (opts.readOnlyDirs ?? [agentCodeDir()]) : [];
   let dieWithAgent: DieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
   let releaseWrapper = (): void => {};
   if ('wrapper' in dieWithAgent) {
@@ -231,7 +237,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
         // fd 3: the wrapper's exec errno (close-on-exec: the app never sees it; EOF alone means the exec worked)
         const stdio: StdioOptions = [io, io, io];
         stdio[EXEC_ERROR_FD] = 'pipe';
-        const [wfile, wargs] = wrapCommand(wrapper, file, args, { denyVsock: opts.denyVsock === true });
+        const [wfile, wargs] = wrapCommand(wrapper, file, args, { denyVsock: opts.denyVsock === true, readOnly });
         proc = spawn(wfile, wargs, { ...common, stdio });
       }
     } catch (err) {

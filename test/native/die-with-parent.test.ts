@@ -3,7 +3,7 @@
 // (seccomp filter: no vsock, no NSM ioctl; capabilities cut to an allow-list, kernel settings read-only) holds for
 // the command and what it starts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { constants as fsConstants, existsSync, ftruncateSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { constants as fsConstants, existsSync, ftruncateSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultWrapperPath, execErrorName, sealedWrapper } from '../../src/runtime/die-with-agent.ts';
@@ -374,6 +374,46 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     }
   });
 
+  // The agent starts worker threads from its code directory long after the app started: a root app must neither
+  // rewrite a file there nor move the directory (or one above it) aside and put its own in its place.
+  const CODE_PY = [
+    'import errno, json, os, sys',
+    'code, beside = sys.argv[1], sys.argv[2]',
+    'def attempt(f):',
+    '    try: f(); return "ok"',
+    '    except OSError as e: return errno.errorcode[e.errno]',
+    'print(json.dumps({',
+    '    "rewrite": attempt(lambda: os.close(os.open(os.path.join(code, "worker.js"), os.O_WRONLY))),',
+    '    "create": attempt(lambda: os.close(os.open(os.path.join(code, "planted.js"), os.O_WRONLY | os.O_CREAT))),',
+    '    "rename": attempt(lambda: os.rename(code, code + ".aside")),',
+    '    "rename_parent": attempt(lambda: os.rename(os.path.dirname(code), os.path.dirname(code) + ".aside")),',
+    '    "write_beside": attempt(lambda: os.close(os.open(beside, os.O_WRONLY | os.O_CREAT))),',
+    '}))',
+  ].join('\n');
+  it.skipIf(!isRoot)('--deny-vsock --read-only DIR as root: the app can neither write DIR nor rename it or a directory above it', () => {
+    const code = path.join(tmp.dir, 'agent', 'dist');
+    mkdirSync(code, { recursive: true });
+    writeFileSync(path.join(code, 'worker.js'), 'original');
+    const r = spawnSync(wrapper, ['--deny-vsock', '--read-only', code, String(process.pid), '-', PYTHON, '-c', CODE_PY, code, path.join(tmp.dir, 'beside')], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ rewrite: 'EROFS', create: 'EROFS', rename: 'EBUSY', rename_parent: 'EBUSY', write_beside: 'ok' });
+    // The agent's own view is untouched: it can still write there, and nothing moved.
+    writeFileSync(path.join(code, 'worker.js'), 'updated by the agent');
+    expect(readdirSync(path.join(tmp.dir, 'agent'))).toEqual(['dist']);
+    // Only absolute directories, named without a trailing slash or a symbolic link, and only with --deny-vsock.
+    for (const bad of [['--deny-vsock', '--read-only', 'relative'], ['--deny-vsock', '--read-only', `${code}/`], ['--read-only', code]]) {
+      const u = spawnSync(wrapper, [...bad, String(process.pid), '-', 'true'], { encoding: 'utf8' });
+      expect(u.status, bad.join(' ')).toBe(2);
+      expect(u.stderr).toMatch(/^usage: /);
+    }
+    const link = path.join(tmp.dir, 'code-link');
+    symlinkSync(code, link);
+    const viaLink = spawnSync(wrapper, ['--deny-vsock', '--read-only', link, String(process.pid), '-', 'true'], { encoding: 'utf8' });
+    expect(viaLink.status).toBe(2);
+    expect(viaLink.stderr).toBe(`enclave_die_with_parent: --deny-vsock: read-only mounts: ${link}: Invalid argument\n`);
+  });
+
   // A root app can write /etc/ld.so.preload (or libc itself), and the dynamic loader runs what it names in every
   // program started after — the wrapper of the app's next launch included, before its sandbox is up: full root,
   // no filter. The wrapper is linked statically, so no loader runs. Here the planted library is put in place in a
@@ -426,7 +466,7 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent \[--deny-vsock\] PPID ERRFD FILE/);
+      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent \[--deny-vsock \[--read-only DIR\]\.\.\.\] PPID ERRFD FILE/);
     }
   });
 });

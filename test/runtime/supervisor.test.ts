@@ -1,10 +1,10 @@
 // The supervisor and the shutdown sequence in-process, with small `node -e` apps and fakes.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultWrapperPath } from '../../src/runtime/die-with-agent.ts';
+import { agentCodeDir, defaultWrapperPath } from '../../src/runtime/die-with-agent.ts';
 import { createShutdown } from '../../src/runtime/drain.ts';
 import { signalExitCode, startSupervisor, type Supervisor, type SupervisorResult } from '../../src/runtime/supervisor.ts';
 import { available } from '../native/helpers.ts';
@@ -185,6 +185,31 @@ describe('supervisor: the app dies with the agent', () => {
       expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
       expect(readFileSync(file, 'utf8')).toMatch(/^#!\/bin\/sh/); // the app did rewrite the file
       expect(readFileSync(seen, 'utf8').trim().split('\n')).toEqual(['EACCES', 'EACCES']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // The agent starts worker threads (the decrypt pool, handed the keys; session workers) from its code directory
+  // after the app has started: a sandboxed root app must not be able to rewrite them. The probe opens one of the
+  // agent's files for writing and closes it, writing nothing. Failed before: "opened".
+  it.skipIf(!available || process.getuid?.() !== 0)("a sandboxed root app cannot write the agent's code", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'agent-code-'));
+    try {
+      const seen = path.join(dir, 'seen');
+      const target = path.join(agentCodeDir(), 'package.json');
+      expect(agentCodeDir()).toBe(realpathSync(path.join(import.meta.dirname, '../..')));
+      const app = [
+        'import errno, os',
+        'try:',
+        `    os.close(os.open(${JSON.stringify(target)}, os.O_WRONLY)); r = "opened"`,
+        'except OSError as e:',
+        '    r = errno.errorcode[e.errno]',
+        `open(${JSON.stringify(seen)}, "w").write(r)`,
+      ].join('\n');
+      const s = supervise({ command: ['/usr/bin/python3', '-c', app], denyVsock: true });
+      expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
+      expect(readFileSync(seen, 'utf8')).toBe('EROFS');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
