@@ -1,11 +1,14 @@
 // The live tail: Server-Sent Events carrying each stored batch (summaries, no headers) to the pages that
 // listen. The sink must never wait for a browser: a page whose connection is backed up (more than
 // MAX_BUFFERED bytes unsent) misses batches — counted, and told with a `gap` event once it catches up, so the
-// page reloads its listing instead of showing a hole as if nothing happened.
+// page reloads its listing instead of showing a hole as if nothing happened. A batch goes out as events of
+// about EVENT_CHARS each, and a page backed up part-way through misses the rest: a whole batch at once (2,000
+// records whose paths a client chose: ~25 MB) was queued for every page that had stopped reading.
 import type { ServerResponse } from 'node:http';
 import type { ActivitySummary } from './activity-store.ts';
 
 const MAX_BUFFERED = 256 * 1024;
+const EVENT_CHARS = 64 * 1024;
 const KEEPALIVE_MS = 15_000;
 
 interface Client {
@@ -22,6 +25,26 @@ export interface LiveTail {
   /** Batches not sent to some page because its connection was backed up. */
   readonly missedBatches: number;
   close(): void;
+}
+
+/** `records` events of the rows in order, each an array of whole rows of about EVENT_CHARS at most. */
+function recordEvents(rows: ActivitySummary[]): string[] {
+  const events: string[] = [];
+  let part: string[] = [];
+  let chars = 0;
+  const end = (): void => {
+    events.push(`event: records\ndata: [${part.join(',')}]\n\n`);
+    part = [];
+    chars = 0;
+  };
+  for (const r of rows) {
+    const json = JSON.stringify(r);
+    if (part.length > 0 && chars + json.length > EVENT_CHARS) end();
+    part.push(json);
+    chars += json.length + 1;
+  }
+  end();
+  return events;
 }
 
 export function createLiveTail(): LiveTail {
@@ -48,7 +71,7 @@ export function createLiveTail(): LiveTail {
     },
     publish(rows) {
       if (clients.size === 0 || rows.length === 0) return;
-      const data = `event: records\ndata: ${JSON.stringify(rows)}\n\n`;
+      const events = recordEvents(rows);
       for (const c of clients) {
         if (c.res.writableLength > MAX_BUFFERED) {
           c.missed++;
@@ -59,7 +82,14 @@ export function createLiveTail(): LiveTail {
           c.res.write(`event: gap\ndata: ${c.missed}\n\n`);
           c.missed = 0;
         }
-        c.res.write(data);
+        for (const e of events) {
+          if (c.res.writableLength > MAX_BUFFERED) {
+            c.missed++;
+            missedBatches++;
+            break;
+          }
+          c.res.write(e);
+        }
       }
     },
     get clients() {
