@@ -18,7 +18,8 @@
  * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
  * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
  * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
- * with EPERM; ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could
+ * with EPERM; unshare/clone with CLONE_NEWUSER with EPERM and clone3 with ENOSYS (a user namespace would give the
+ * app every capability back, over namespaces of its own); ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could
  * open /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which
  * the agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
  * Before that it keeps only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding,
@@ -77,6 +78,9 @@
 #endif
 #ifndef __NR_pidfd_getfd
 #define __NR_pidfd_getfd 438
+#endif
+#ifndef __NR_clone3
+#define __NR_clone3 435
 #endif
 /*
  * The NSM driver's one ioctl (include/uapi/linux/nsm.h; native/src/nsm.c uses the same): _IOWR(0x0A, 0, struct
@@ -344,6 +348,19 @@ static int deny_vsock(void) {
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 1, 0),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    /*
+     * No user namespace: in one the app holds every capability again (mount, CAP_NET_ADMIN, the kernel code
+     * behind them), over its own namespaces only, but all of it reachable. clone3 passes its flags in memory a
+     * filter cannot read: ENOSYS, and the C library falls back to clone (as under Docker's default profile).
+     */
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 1, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
+    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     /*
      * The NSM, which signs whatever public_key, nonce and user_data it is given. ioctl's request is an unsigned
      * int to the kernel, which drops the register's high 32 bits: only the low ones are compared, so setting

@@ -129,6 +129,37 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(r.stdout.trim()).toBe('EPERM EPERM EPERM');
   });
 
+  // In a user namespace of its own the app would hold every capability again (over its own namespaces). clone3
+  // hides its flags from the filter: ENOSYS, which the C library answers by falling back to clone. Threads,
+  // fork and subprocesses still work.
+  const USERNS_PY = [
+    'import ctypes, errno, os, subprocess, sys, threading',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'def res(r): return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]',
+    'NR_CLONE3 = 435',
+    'out = [res(libc.syscall(NR_CLONE3, None, 0)), res(libc.unshare(0x10000000))]',
+    't = threading.Thread(target=lambda: None); t.start(); t.join()',
+    'pid = os.fork()',
+    'if pid == 0: os._exit(7)',
+    'out.append(str(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])))',
+    'out.append(subprocess.run(["echo", "spawned"], capture_output=True, text=True).stdout.strip())',
+    'print(" ".join(out))',
+  ].join('\n');
+  it('--deny-vsock: the command cannot make a user namespace (unshare or clone with CLONE_NEWUSER, clone3)', () => {
+    const run = (deny: boolean): string => {
+      const r = spawnSync(wrapper, [...(deny ? ['--deny-vsock'] : []), String(process.pid), '-', PYTHON, '-c', USERNS_PY], { encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      return r.stdout.trim();
+    };
+    expect(run(true)).toBe('ENOSYS EPERM 7 spawned');
+    // Without the filter clone3 reaches the kernel (EINVAL: no arguments) and the namespace is made (this short-lived process's own).
+    expect(run(false)).toBe('EINVAL ok 7 spawned');
+    // a child of the app, through clone() with CLONE_NEWUSER: unshare(1) --fork
+    const child = spawnSync(wrapper, ['--deny-vsock', String(process.pid), '-', 'unshare', '--user', '--fork', 'true'], { encoding: 'utf8' });
+    expect(child.status).not.toBe(0);
+    expect(child.stderr).toMatch(/unshare failed: Operation not permitted/);
+  });
+
   // The app must not ask the NSM for attestation documents of its own (a public_key or nonce it chose): the
   // agent's NSM_IOCTL_RAW, on any descriptor, is refused. /dev/null stands in for /dev/nsm (absent here): ENOTTY
   // means the ioctl reached a driver. The kernel takes the request as a 32-bit int (FIONREAD with high bits set
