@@ -21,6 +21,13 @@ export class KmsDeadlineError extends Error {
  */
 export function withinDeadline<T>(ms: number, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const abort = new AbortController();
+  let answer: Promise<T>;
+  try {
+    answer = call(abort.signal);
+  } catch (err) {
+    // Thrown before a promise: rejected like one, and no deadline armed to reject later with nobody listening.
+    return Promise.reject(err as Error);
+  }
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => {
@@ -29,5 +36,5 @@ export function withinDeadline<T>(ms: number, call: (signal: AbortSignal) => Pro
       reject(err);
     }, ms);
   });
-  return Promise.race([call(abort.signal), deadline]).finally(() => clearTimeout(timer));
+  return Promise.race([answer, deadline]).finally(() => clearTimeout(timer));
 }
