@@ -78,16 +78,16 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
   const spki = new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }));
   // The AWS SDK is loaded here, when KMS is configured, not at boot: an agent without KMS never pays for it.
   const [{ createKmsClient }, { DecryptCommand }] = await Promise.all([import('./kms-client.ts'), import('@aws-sdk/client-kms')]);
+  const requestTimeoutMs = o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS;
   const kms = createKmsClient({
     region: o.region,
     ...(o.endpoint ? { endpoint: o.endpoint } : {}),
     ...(o.proxy ? { proxy: o.proxy } : {}),
     ...(o.extraCa ? { extraCa: o.extraCa } : {}),
     ...(o.credentials === undefined ? {} : { credentials: o.credentials }),
-    requestTimeoutMs: o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS,
+    requestTimeoutMs,
   });
   const attempts = o.attempts ?? 6;
-  const requestTimeoutMs = o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS;
 
   async function decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array> {
     let delay = o.backoffMs ?? 500;
