@@ -85,7 +85,7 @@ export interface Config {
     max_concurrent_decrypts: number;
     handshake_timeout_ms: number;
     idle_timeout_ms: number;
-    /** Sessions per client address (the bridge's PROXY v2 source); more are closed before any crypto. */
+    /** Sessions per client address (the bridge's PROXY v2 source), and apart TLS ingress connections; more are closed before any crypto. */
     max_sessions_per_client: number;
     /** Queued output toward a client that does not finish writing one message within this closes the session. */
     write_stall_timeout_ms: number;

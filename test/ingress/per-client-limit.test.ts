@@ -2,7 +2,7 @@
 // limits.max_sessions_per_client TLS ingress connections, as it holds at most that many Noise sessions: past it a
 // connection is closed right after its PROXY header, before any TLS, and a freed connection is taken again.
 // Without it one address could hold every connection slot (max_sessions) with idle keep-alive connections and
-// refuse everyone else. The same limit with session threads: test/runtime/tls-per-client-workers.test.ts.
+// refuse everyone else. The same limit with session threads: test/runtime/tls-per-client.test.ts.
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -184,15 +184,15 @@ export function* holdsTokenSteps(text: string): Generator<void, boolean, void> {
   }
 }
 
+/** The line the operator log counts refused values in. */
+export const REFUSALS_MESSAGE = 'ev: values refused (HTTP requests; counts by reason)';
+
 /**
  * The 422 for a refused value. The operator log counts it by reason, body or header, and detail (version, curve,
  * key id: a bounded set) in one line per interval (RateLimitedLog): any client can send a refused value per
  * request for the price of one ECDH, and a line per request (each naming a header the client chose) let it flood
  * the log. The request's transaction record keeps its code and request id.
  */
-/** The line the operator log counts refused values in. */
-export const REFUSALS_MESSAGE = 'ev: values refused (HTTP requests; counts by reason)';
-
 function refused(where: string, err: EvDecryptError, log: RateLimitedLog | undefined): HttpModeError {
   log?.note(`${err.reason} (${where === 'request body' ? 'body' : 'header'}, ${err.detail})`);
   // err.message is the same for every reason; `where` is what the client sent (body, a header name).
