@@ -4,15 +4,18 @@
 import { spawn, execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createNsmSimulator, type NsmSimulator } from '../../src/attestation/simulator.ts';
 import { createHttpForwarder, type HttpForwarder, type HttpModeOptions } from '../../src/http/forwarder.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
 import { AttestedIdentity, type AttestedIdentityOptions } from '../../src/ingress/attested-identity.ts';
 import { startTlsIngress, type TlsIngress, type TlsIngressOptions } from '../../src/ingress/tls-ingress.ts';
+import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { listenTcp } from '../../src/transport/tcp.ts';
 import { silentLogger } from '../http/helpers.ts';
 
@@ -129,4 +132,20 @@ export function sniNonce(): string {
     const b = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString('base64');
     if (!/[+/]/.test(b)) return b;
   }
+}
+
+/**
+ * A TLS connection to the ingress on 127.0.0.1:`port` from `source` (port `sourcePort`), as the bridge's PROXY v2
+ * header says; rejects when the agent closes it before the handshake ends (a per-client refusal).
+ */
+export async function tlsFromClient(port: number, source: string, sourcePort: number): Promise<tls.TLSSocket> {
+  const raw = net.connect(port, '127.0.0.1');
+  await new Promise((r) => raw.once('connect', r));
+  raw.write(encodeProxyV2({ source: { address: source, port: sourcePort }, destination: { address: '10.0.0.1', port: 443 } }));
+  return new Promise<tls.TLSSocket>((resolve, reject) => {
+    const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
+    c.once('secureConnect', () => resolve(c));
+    c.once('error', reject);
+    c.once('close', () => reject(new Error('closed before the handshake')));
+  });
 }

@@ -3,12 +3,10 @@
 // connection is closed right after its PROXY header, before any TLS, and a freed connection is taken again.
 // Without it one address could hold every connection slot (max_sessions) with idle keep-alive connections and
 // refuse everyone else. The same limit with session threads: test/runtime/tls-per-client.test.ts.
-import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
 import { memoryLog, type MemoryLog } from '../faults/stack.ts';
-import { startIngressStack, type IngressStack } from './helpers.ts';
+import { startIngressStack, tlsFromClient, type IngressStack } from './helpers.ts';
 
 let s: IngressStack;
 let log: MemoryLog;
@@ -26,15 +24,7 @@ afterAll(async () => {
 
 /** A TLS connection from `source` as the bridge's PROXY v2 header says; rejects when the agent closes it first. */
 async function from(source: string): Promise<tls.TLSSocket> {
-  const raw = net.connect(s.port, '127.0.0.1');
-  await new Promise((r) => raw.once('connect', r));
-  raw.write(encodeProxyV2({ source: { address: source, port: 40000 + open.length }, destination: { address: '10.0.0.1', port: 443 } }));
-  const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
-    const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
-    c.once('secureConnect', () => resolve(c));
-    c.once('error', reject);
-    c.once('close', () => reject(new Error('closed before the handshake')));
-  });
+  const t = await tlsFromClient(s.port, source, 40000 + open.length);
   open.push(t);
   return t;
 }

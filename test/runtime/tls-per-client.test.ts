@@ -5,16 +5,15 @@
 import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createNsmSimulator } from '../../src/attestation/simulator.ts';
 import { configFromObject } from '../../src/config.ts';
 import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
 import { nativeAvailable } from '../../src/transport/native.ts';
-import { encodeProxyV2 } from '../../src/transport/proxy-v2.ts';
+import { tlsFromClient } from '../ingress/helpers.ts';
 
 let app: http.Server;
 let runtime: AgentRuntime | undefined;
@@ -43,15 +42,7 @@ afterAll(async () => {
 
 /** A TLS connection from `source` as the bridge's PROXY v2 header says, with one request answered on it. */
 async function from(port: number, source: string): Promise<tls.TLSSocket> {
-  const raw = net.connect(port, '127.0.0.1');
-  await new Promise((r) => raw.once('connect', r));
-  raw.write(encodeProxyV2({ source: { address: source, port: 40000 + open.length }, destination: { address: '10.0.0.1', port: 443 } }));
-  const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
-    const c = tls.connect({ socket: raw, servername: 'localhost', rejectUnauthorized: false });
-    c.once('secureConnect', () => resolve(c));
-    c.once('error', reject);
-    c.once('close', () => reject(new Error('closed before the handshake')));
-  });
+  const t = await tlsFromClient(port, source, 40000 + open.length);
   open.push(t);
   const answer = await new Promise<string>((resolve) => {
     t.once('data', (d: Buffer) => resolve(d.toString('latin1')));
