@@ -184,22 +184,11 @@ export class SharedAdmission {
       peak: 1,
     });
     const salt = new Uint8Array(buffer, W.salt * 4, SALT_BYTES).slice();
-    this.clients = new SharedClientSessions(init.maxSessionsPerClient, {
-      words,
-      base: at.table / 4,
-      capacity: init.clientSlots,
-      used: W.clientsUsed,
-      lock: new SharedLock(words, W.clientsLock),
-      salt,
-    });
-    this.tlsClients = new SharedClientSessions(init.maxSessionsPerClient, {
-      words,
-      base: at.tlsTable / 4,
-      capacity: init.tlsClientSlots,
-      used: W.tlsClientsUsed,
-      lock: new SharedLock(words, W.tlsClientsLock),
-      salt,
-    });
+    /** A per-client table at byte `offset` of `capacity` slots, its used count and lock at those words. */
+    const clientTable = (offset: number, capacity: number, used: number, lock: number): SharedClientSessions =>
+      new SharedClientSessions(init.maxSessionsPerClient, { words, base: offset / 4, capacity, used, lock: new SharedLock(words, lock), salt });
+    this.clients = clientTable(at.table, init.clientSlots, W.clientsUsed, W.clientsLock);
+    this.tlsClients = clientTable(at.tlsTable, init.tlsClientSlots, W.tlsClientsUsed, W.tlsClientsLock);
     const sessions = new SharedCount(words, W.sessions, init.maxSessions, 'sessions');
     this.sessions = {
       tryOpen: () => sessions.tryTake(),
