@@ -8,11 +8,12 @@ import { withholdSecretValues } from '../crypto/secret-ciphertexts.ts';
 import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { BufferedBodiesLike, DecryptStage } from '../http/stages/decrypt.ts';
-import { createDecryptStage } from '../http/stages/decrypt-ev.ts';
+import { createDecryptStage, REFUSALS_MESSAGE } from '../http/stages/decrypt-ev.ts';
 import type { ExchangeFacts } from '../ops/metrics.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
 import { createRawForwarder } from '../responder/raw-forwarder.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
 
 /**
  * HTTP mode answers a silent app itself (504 JSON after upstream_timeout_ms); the session's whole-response
@@ -82,7 +83,10 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
     return countedRaw(createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol }), s.observer);
   }
   const hc = c.healthcheck;
-  return createHttpForwarder({
+  // Refused ev: values are counted into one line per interval; close() writes the last interval's counts, as every
+  // other refusal log's owner does at close (its timer is unref'd: a stopping thread or process would drop them).
+  const refusalLog = s.decrypt === undefined ? new RateLimitedLog(s.logger, REFUSALS_MESSAGE) : undefined;
+  const forwarder = createHttpForwarder({
     appPort: c.app.port,
     trxLogging: c.trx_logging,
     trustedHeaders: c.trusted_headers,
@@ -95,9 +99,13 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
     logSink: s.trxSink ?? { write() {}, async close() {} },
     logger: s.logger,
     ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms, periodic: s.periodicHealthcheck !== false } }),
-    decrypt: s.decrypt ?? createDecryptStage(s.keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: s.decryptScheduler, logger: s.logger }),
+    decrypt: s.decrypt ?? createDecryptStage(s.keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: s.decryptScheduler, logger: s.logger, refusalLog }),
     corsOrigin: c.attestation_cors.origin,
     ...(c.api_key_auth.enabled ? { apiKeyHashes: s.apiKeyHashes ?? c.api_key_auth.keys } : {}),
     observe: (ex) => s.observer.observeExchange(ex),
   });
+  if (refusalLog === undefined) return forwarder;
+  const close = forwarder.close.bind(forwarder);
+  forwarder.close = () => close().finally(refusalLog.flush);
+  return forwarder;
 }
