@@ -22,6 +22,7 @@
  * app every capability back, over namespaces of its own); ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could
  * open /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which
  * the agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
+ * The app inherits its stdio only: every other descriptor is made close-on-exec (cloexec_above_stdio).
  * Before that it keeps only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding,
  * effective, permitted, inheritable and ambient sets): an app running as root would otherwise reach past the
  * filter through the kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...),
@@ -49,6 +50,7 @@
  * and the libc it finds on disk, both of which a root app can rewrite between two of its launches (the sealed
  * copy of this file, native/src/process.c, guards only the file itself).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -81,6 +83,12 @@
 #endif
 #ifndef __NR_clone3
 #define __NR_clone3 435
+#endif
+#ifndef __NR_close_range
+#define __NR_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 /*
  * The NSM driver's one ioctl (include/uapi/linux/nsm.h; native/src/nsm.c uses the same): _IOWR(0x0A, 0, struct
@@ -384,6 +392,27 @@ static int deny_vsock(void) {
 #endif
 }
 
+/*
+ * Marks every descriptor from 3 up close-on-exec: the sandboxed app gets its stdio and nothing else, whatever
+ * the agent holds without FD_CLOEXEC (one it inherited from its own parent, a vsock stream included). ERRFD
+ * is close-on-exec already. close_range (Linux 5.11), else a walk of /proc/self/fd. 0, or -1 with errno set.
+ */
+static int cloexec_above_stdio(void) {
+  if (syscall(__NR_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0) return 0;
+  if (errno != ENOSYS && errno != EINVAL) return -1;
+  DIR* d = opendir("/proc/self/fd");
+  if (d == NULL) return -1;
+  int rc = 0;
+  for (struct dirent* e; (e = readdir(d)) != NULL;) {
+    char* end = NULL;
+    const long fd = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || end == e->d_name || fd < 3 || fd == dirfd(d)) continue;
+    if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) != 0 && errno != EBADF) rc = -1;
+  }
+  closedir(d);
+  return rc;
+}
+
 static int usage(void) {
   fputs("usage: enclave_die_with_parent [--deny-vsock [--read-only DIR]...] PPID ERRFD FILE [ARG...]\n", stderr);
   return 2;
@@ -438,6 +467,10 @@ int main(int argc, char** argv) {
   }
   if (vsock_denied && keep_only_allowed_caps() != 0) {
     fprintf(stderr, "enclave_die_with_parent: --deny-vsock: capabilities: %s\n", strerror(errno));
+    return 2;
+  }
+  if (vsock_denied && cloexec_above_stdio() != 0) {
+    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: close-on-exec: %s\n", strerror(errno));
     return 2;
   }
   if (vsock_denied && deny_vsock() != 0) {

@@ -129,6 +129,31 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(r.stdout.trim()).toBe('EPERM EPERM EPERM');
   });
 
+  // A descriptor the agent holds without FD_CLOEXEC (one it inherited, a vsock stream say) must not reach the app:
+  // with --deny-vsock it gets its stdio only. spawnSync hands fds 3 and 4 to the wrapper as inheritable.
+  const FDS_PY = 'import os\nprint(" ".join(sorted(f for f in os.listdir("/proc/self/fd") if os.path.exists("/proc/self/fd/" + f))))';
+  it('--deny-vsock: the command inherits its stdio and no other descriptor', () => {
+    const fds = (deny: boolean): string => {
+      const leaked = openSync(path.join(tmp.dir, `leaked-${deny}`), 'w');
+      try {
+        const r = spawnSync(wrapper, [...(deny ? ['--deny-vsock'] : []), String(process.pid), '3', PYTHON, '-c', FDS_PY], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'pipe', 'pipe', leaked],
+        });
+        expect(r.stderr).toBe('');
+        expect(r.status).toBe(0);
+        return r.stdout.trim();
+      } finally {
+        closeSync(leaked);
+      }
+    };
+    expect(fds(true)).toBe('0 1 2');
+    // Without the option it is passed on (3, the error fd, never is; what this test runner inherited may be too).
+    const open = fds(false).split(' ');
+    expect(open).toContain('4');
+    expect(open).not.toContain('3');
+  });
+
   // In a user namespace of its own the app would hold every capability again (over its own namespaces). clone3
   // hides its flags from the filter: ENOSYS, which the C library answers by falling back to clone. Threads,
   // fork and subprocesses still work.
