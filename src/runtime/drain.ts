@@ -115,6 +115,8 @@ export function createShutdown(opts: ShutdownOptions): Shutdown {
 }
 
 export const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+// SIGUSR1 must keep a listener while the app runs: without one Node opens its inspector on 127.0.0.1:9229, and
+// the app (same user) could send it and run code in the agent (test/runtime/app-signals-agent.test.ts).
 export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
 /**
