@@ -330,7 +330,16 @@ static int read_only_kernel_settings(const char* const* agent_trees, size_t agen
     if (pin_path(agent_trees[t], failed) != 0) return -1;
     trees.path[trees.count++] = agent_trees[t];
   }
-  return remount_trees_read_only(&trees, failed);
+  if (remount_trees_read_only(&trees, failed) != 0) return -1;
+  /*
+   * The working directory still points into the mounts as they were before the binds: from an ancestor of a
+   * --read-only DIR (an app in /app, the agent in /app/node_modules/...), relative paths would reach DIR's
+   * files through the writable mount underneath. Entering it again by name goes through the new ones.
+   */
+  char cwd[PATH_MAX];
+  *failed = "chdir";
+  if (getcwd(cwd, sizeof cwd) != NULL && cwd[0] == '/' && chdir(cwd) != 0) return -1;
+  return 0;
 }
 
 /* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */

@@ -440,6 +440,8 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     '    except OSError as e: return errno.errorcode[e.errno]',
     'print(json.dumps({',
     '    "rewrite": attempt(lambda: os.close(os.open(os.path.join(code, "worker.js"), os.O_WRONLY))),',
+    // from a working directory above DIR, by a relative path (an app in /app, the agent in /app/node_modules)
+    '    "rewrite_from_cwd": attempt(lambda: os.close(os.open(os.path.relpath(os.path.join(code, "worker.js")), os.O_WRONLY))),',
     '    "create": attempt(lambda: os.close(os.open(os.path.join(code, "planted.js"), os.O_WRONLY | os.O_CREAT))),',
     '    "rename": attempt(lambda: os.rename(code, code + ".aside")),',
     '    "rename_parent": attempt(lambda: os.rename(os.path.dirname(code), os.path.dirname(code) + ".aside")),',
@@ -450,10 +452,13 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     const code = path.join(tmp.dir, 'agent', 'dist');
     mkdirSync(code, { recursive: true });
     writeFileSync(path.join(code, 'worker.js'), 'original');
-    const r = spawnSync(wrapper, ['--deny-vsock', '--read-only', code, String(process.pid), '-', PYTHON, '-c', CODE_PY, code, path.join(tmp.dir, 'beside')], { encoding: 'utf8' });
+    const r = spawnSync(wrapper, ['--deny-vsock', '--read-only', code, String(process.pid), '-', PYTHON, '-c', CODE_PY, code, path.join(tmp.dir, 'beside')], {
+      encoding: 'utf8',
+      cwd: path.join(tmp.dir, 'agent'),
+    });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ rewrite: 'EROFS', create: 'EROFS', rename: 'EBUSY', rename_parent: 'EBUSY', write_beside: 'ok' });
+    expect(JSON.parse(r.stdout)).toEqual({ rewrite: 'EROFS', rewrite_from_cwd: 'EROFS', create: 'EROFS', rename: 'EBUSY', rename_parent: 'EBUSY', write_beside: 'ok' });
     // The agent's own view is untouched: it can still write there, and nothing moved.
     writeFileSync(path.join(code, 'worker.js'), 'updated by the agent');
     expect(readdirSync(path.join(tmp.dir, 'agent'))).toEqual(['dist']);
