@@ -1,6 +1,6 @@
 /*
- * notDumpable(): prctl(PR_SET_DUMPABLE, 0) on the agent's own process, for `enclave-agent run` when the app is
- * sandboxed ([egress] enabled). A process of the same user may then no longer open /proc/<agent>/mem, environ
+ * notDumpable(): prctl(PR_SET_DUMPABLE, 0) on the agent's own process, in `enclave-agent run` whether or not the
+ * app is sandboxed ([egress] enabled). A process of the same user may then no longer open /proc/<agent>/mem, environ
  * (the unseal key can be there) or fd, nor ptrace it, without CAP_SYS_PTRACE — which the die-with-parent wrapper
  * takes from the app. It also keeps the agent's memory (keys) out of core dumps. Throws an errno error on failure.
  *

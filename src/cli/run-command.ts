@@ -357,7 +357,14 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
   // no way into the agent's memory or descriptors (runtime/not-dumpable.ts).
   const sandboxApp = config.egress.enabled && !config.egress.app_vsock;
   try {
-    if (sandboxApp) makeAgentNotDumpable();
+    // The keys live in this process: non-dumpable whatever the app's sandbox, so an unprivileged app of this
+    // user cannot read its memory; only the sandbox needs it to work (it also takes CAP_SYS_PTRACE from root).
+    try {
+      makeAgentNotDumpable();
+    } catch (err) {
+      if (sandboxApp) throw err;
+      logger.warn({ code: (err as RuntimeError).code }, 'the agent stays dumpable: an app of its user may read its memory');
+    }
     supervisor = startSupervisor({
       command,
       restart: config.app.restart,

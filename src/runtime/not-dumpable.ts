@@ -1,6 +1,7 @@
 // The agent's half of the app sandbox (die-with-agent.ts has the app's): with the agent non-dumpable
 // (native/src/process.c) an app of the same user cannot open /proc/<agent>/mem, environ or fd nor ptrace it, and
-// the wrapper takes CAP_SYS_PTRACE from the app so being root does not reopen /proc/<agent>/mem either.
+// the wrapper takes CAP_SYS_PTRACE from the app so being root does not reopen /proc/<agent>/mem either. `run`
+// calls it for an unsandboxed app too (a warning if it cannot): the keys are in this process all the same.
 import { loadNative } from '../transport/native.ts';
 import { RuntimeError } from './errors.ts';
 
