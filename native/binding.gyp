@@ -24,6 +24,9 @@
     {
       "target_name": "enclave_die_with_parent",
       "type": "executable",
+      # Built after the addon: where the C library's static archive is missing, only this link fails and the
+      # addon (all the host bridge needs) is already there (scripts/build-native.mjs says so).
+      "dependencies": ["enclave_native"],
       "sources": ["src/die-with-parent.c"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["_GNU_SOURCE"],

@@ -63,6 +63,14 @@ const built = path.join(nativeDir, 'build/Release/enclave_native.node');
 // the app's die-with-the-agent wrapper (PR_SET_PDEATHSIG) is the second target of binding.gyp
 const wrapper = path.join(nativeDir, 'build/Release/enclave_die_with_parent');
 if (r.status === 0 && existsSync(built) && existsSync(wrapper)) done(`built in ${((Date.now() - started) / 1000).toFixed(1)} s (${path.relative(root, built)})`);
+// make builds the addon first; the wrapper links statically (no loader may run before its filter), which needs
+// the C library's static archive. Without it the addon still serves vsock and /dev/nsm (the host bridge needs
+// nothing more); only `run` cannot start an app, and says so.
+if (existsSync(built) && !existsSync(wrapper)) {
+  notBuilt(
+    `built without the app sandbox wrapper (static link failed: install the C library's static archive — Debian/Ubuntu libc6-dev, Fedora/Amazon Linux glibc-static — and reinstall); \`enclave-agent run\` cannot start an app — see native/build-native.log`,
+  );
+}
 
 const out = `${r.stderr ?? ''}\n${r.stdout ?? ''}`;
 const firstError =

@@ -1,6 +1,6 @@
 // The addon is optional: the install hook never fails the install, and a missing addon is a clear typed error.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { tempDir } from './helpers.ts';
@@ -50,6 +50,25 @@ it('the install hook fails (exit 1) when ENCLAVE_AGENT_REQUIRE_ADDON=1 and the b
   expect(skipped.status).toBe(1);
   expect(skipped.stderr).toContain('is required (ENCLAVE_AGENT_REQUIRE_ADDON=1)');
 });
+
+it('the install hook keeps the addon when only the static sandbox wrapper fails to link', () => {
+  // What a machine without the C library's static archive (Amazon Linux, Fedora without glibc-static) sees: the
+  // wrapper's -static link fails after the addon was built. The host bridge needs only the addon.
+  const dir = path.join(tmp.dir, 'no-static');
+  mkdirSync(path.join(dir, 'scripts'), { recursive: true });
+  cpSync(path.join(root, 'scripts/build-native.mjs'), path.join(dir, 'scripts/build-native.mjs'));
+  cpSync(path.join(root, 'native/src'), path.join(dir, 'native/src'), { recursive: true });
+  const gyp = readFileSync(path.join(root, 'native/binding.gyp'), 'utf8');
+  expect(gyp).toContain('"ldflags": ["-static"]');
+  writeFileSync(path.join(dir, 'native/binding.gyp'), gyp.replace('"ldflags": ["-static"]', '"ldflags": ["-static", "-lno_such_static_archive"]'));
+  const r = spawnSync(process.execPath, [path.join(dir, 'scripts/build-native.mjs')], { encoding: 'utf8', timeout: 120_000, env: optional });
+  expect(r.status).toBe(0);
+  const lines = r.stdout.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^enclave-agent: native addon built without the app sandbox wrapper \(static link failed: .*glibc-static.*\); `enclave-agent run` cannot start an app/);
+  expect(existsSync(path.join(dir, 'native/build/Release/enclave_native.node'))).toBe(true);
+  expect(existsSync(path.join(dir, 'native/build/Release/enclave_die_with_parent'))).toBe(false);
+}, 150_000);
 
 it('the install hook can be skipped explicitly', () => {
   const r = spawnSync(process.execPath, [path.join(root, 'scripts/build-native.mjs')], {
