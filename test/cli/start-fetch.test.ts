@@ -197,10 +197,8 @@ describe('stopping start', () => {
   it('SIGINT stops everything within a few seconds, exits 0 and releases every port', async () => {
     const ports = [portOf(info.bridgeUrl.replace(/\/$/, '')), portOf(info.agentAddress), info.appPort, portOf(info.apiUrl)];
     start.child.kill('SIGINT');
-    const t0 = Date.now();
-    const exit = await Promise.race([start.exited, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
-    expect(exit).toEqual({ code: 0, signal: null });
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    // A stop that hung (on the drain, a listener, a child) fails at this test's own timeout (20 s).
+    expect(await start.exited).toEqual({ code: 0, signal: null });
     for (const p of ports) expect(await canListen(p)).toBe(true);
   }, 20_000);
 });

@@ -148,12 +148,11 @@ describe('the app accepts but never answers', () => {
     const a = await app();
     const s = await agent({ appPort: a.port, app: { upstream_timeout_ms: 800 }, limits: { max_in_flight: 1 } });
     const c = await client(s.port);
-    const t0 = Date.now();
     c.send({ type: 'Data', id: 1, payload: httpRequest('GET', '/hang') });
+    // A 504 at all within this 10 s wait is the configured timeout's: the default one (60 s) would come too late.
     const r = await reply(c, 1, 10_000);
     expect(r.type === 'Error' ? r.message : 'Data').toBe('Data');
     expect(statusOf((r as { payload: Uint8Array }).payload)).toBe(504);
-    expect(Date.now() - t0).toBeLessThan(8_000);
     expect((await get(c, 2, '/')).status).toBe(200); // limit 1: the slot was freed
   }, 30_000);
 

@@ -27,8 +27,7 @@ async function reply(c: TestClient, id: number, timeoutMs = 10_000): Promise<Rep
 }
 
 /** Handshake + attestation + GET / through the agent; rejects if it does not all finish within timeoutMs. */
-async function legitimateRequest(port: number, timeoutMs: number): Promise<number> {
-  const started = Date.now();
+async function legitimateRequest(port: number, timeoutMs: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   let c: TestClient | undefined;
   const work = (async () => {
@@ -38,7 +37,6 @@ async function legitimateRequest(port: number, timeoutMs: number): Promise<numbe
     c.send({ type: 'Data', id: 1, payload: httpRequest('GET', '/') });
     const r = await reply(c, 1, timeoutMs);
     expect(r.type === 'Data' ? statusOf(r.payload) : r.message).toBe(200);
-    return Date.now() - started;
   })();
   try {
     return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`legitimate client not served within ${timeoutMs} ms`)), timeoutMs)))]);
@@ -49,7 +47,7 @@ async function legitimateRequest(port: number, timeoutMs: number): Promise<numbe
 }
 
 /** A legitimate client that retries refused/reset connections (as the SDK's reconnect does) until its deadline. */
-async function legitimateWithRetry(port: number, timeoutMs: number): Promise<number> {
+async function legitimateWithRetry(port: number, timeoutMs: number): Promise<void> {
   const started = Date.now();
   let delay = 50;
   for (;;) {
@@ -57,7 +55,7 @@ async function legitimateWithRetry(port: number, timeoutMs: number): Promise<num
     if (left <= 0) throw new Error(`legitimate client not served within ${timeoutMs} ms`);
     try {
       await legitimateRequest(port, left);
-      return Date.now() - started;
+      return;
     } catch {
       await sleep(delay);
       delay = Math.min(delay * 2, 500);
@@ -142,16 +140,17 @@ describe('5,000 connections that never finish the handshake', () => {
   const N = 5_000;
   const LEGIT_TIMEOUT_MS = 10_000;
 
-  /** Runs legitimate clients one after another until `done` resolves; returns their times. */
-  async function legitimateDuring(port: number, done: Promise<unknown>, retry: boolean): Promise<number[]> {
+  /** Runs legitimate clients one after another until `done` resolves (each must be served by its deadline); returns how many were. */
+  async function legitimateDuring(port: number, done: Promise<unknown>, retry: boolean): Promise<number> {
     let finished = false;
     void done.then(() => (finished = true));
-    const times: number[] = [];
+    let served = 0;
     while (!finished) {
-      times.push(await (retry ? legitimateWithRetry(port, LEGIT_TIMEOUT_MS) : legitimateRequest(port, LEGIT_TIMEOUT_MS)));
+      await (retry ? legitimateWithRetry(port, LEGIT_TIMEOUT_MS) : legitimateRequest(port, LEGIT_TIMEOUT_MS));
+      served++;
       await sleep(100);
     }
-    return times;
+    return served;
   }
 
   it('with room for them (max_sessions 6000): legitimate clients are served meanwhile, and the stalled sessions hold nothing else', async () => {
@@ -163,9 +162,8 @@ describe('5,000 connections that never finish the handshake', () => {
       await flood;
       await waitUntil(() => s.runtime.sessionCount() >= N, 10_000, `${N} pending sessions`);
       // All 5,000 are pending at once: legitimate clients still get in, each within its timeout.
-      const after = await Promise.all(Array.from({ length: 5 }, () => legitimateRequest(s.port, LEGIT_TIMEOUT_MS)));
-      expect(during.length).toBeGreaterThan(0);
-      expect([...during, ...after].every((t) => t < LEGIT_TIMEOUT_MS)).toBe(true);
+      await Promise.all(Array.from({ length: 5 }, () => legitimateRequest(s.port, LEGIT_TIMEOUT_MS)));
+      expect(during).toBeGreaterThan(0);
       expect(s.sessions.filter((x) => x.reason !== 'client-closed')).toEqual([]);
       for (const x of sockets) x.destroy();
       await waitUntil(() => s.runtime.sessionCount() === 0, 15_000, 'the stalled sessions to close');
@@ -184,9 +182,8 @@ describe('5,000 connections that never finish the handshake', () => {
       const flood = halfOpen(s.port, N, stalled).then((x) => (sockets = x));
       const during = await legitimateDuring(s.port, flood, true);
       await flood;
-      const after = await legitimateWithRetry(s.port, LEGIT_TIMEOUT_MS);
-      expect(during.length).toBeGreaterThan(0);
-      expect([...during, after].every((t) => t < LEGIT_TIMEOUT_MS)).toBe(true);
+      await legitimateWithRetry(s.port, LEGIT_TIMEOUT_MS);
+      expect(during).toBeGreaterThan(0);
       expect(peak).toBeLessThanOrEqual(1_000);
       await waitUntil(() => s.runtime.sessionCount() === 0, 10_000, 'the stalled sessions to time out');
       const stalledSessions = s.sessions.filter((x) => x.reason !== 'client-closed');
@@ -218,13 +215,13 @@ describe('a session floods requests past its in-flight limit', () => {
           seen++;
         }
       })();
-      for (let id = 1; id <= TOTAL; id++) flood.send({ type: 'Data', id, payload: httpRequest('GET', '/slow?ms=1500') });
-      // The other session is not stuck behind the flood.
-      const t0 = Date.now();
+      for (let id = 1; id <= TOTAL; id++) flood.send({ type: 'Data', id, payload: httpRequest('GET', '/slow?ms=6000') });
+      // The other session is not stuck behind the flood: it is answered before any admitted flood request
+      // (each holds the app for 6 s) is, i.e. it waited for none of them.
       other.send({ type: 'Data', id: 1, payload: httpRequest('GET', '/') });
-      const r = await reply(other, 1, 5_000);
+      const r = await reply(other, 1, 30_000);
       expect(r.type === 'Data' ? statusOf(r.payload) : r.message).toBe(200);
-      expect(Date.now() - t0).toBeLessThan(1_500);
+      expect([...answers.values()].filter((a) => a[0]!.type === 'Data').map((a) => a[0]!.id)).toEqual([]);
 
       await collecting;
       expect([...answers.values()].every((a) => a.length === 1)).toBe(true);

@@ -78,10 +78,10 @@ describe('SIGTERM during 200 in-flight requests', () => {
 
   it('answers the requests still running at the drain timeout with an Error frame before closing (none lost silently)', async () => {
     const { agent, results } = await loaded(1_000, 20_000);
-    const t0 = Date.now();
     agent.kill('SIGTERM');
     expect(await agent.exited).toEqual({ code: 0, signal: null });
-    expect(Date.now() - t0).toBeLessThan(15_000);
+    // It exited without waiting for the app to finish them (each holds the app for 20 s).
+    expect(agent.events().filter((e) => e === 'end /slow')).toHaveLength(0);
     const all = await Promise.all(results);
     for (const [i, m] of all.entries()) {
       for (let j = 0; j < PER_SESSION; j++) {

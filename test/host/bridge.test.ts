@@ -259,11 +259,11 @@ describe('startBridge', () => {
     const { bridge } = await setup({ silent: true }, { handshakeTimeoutMs: 200 });
     const c = await open(bridge.url);
     c.ws.send(HS1);
-    const started = Date.now();
+    // Only the handshake timer closes with 4000; the test's own timeout (10 s) is well under the 30 s ws waits
+    // for a close handshake the bridge would not complete.
     expect((await c.closed).code).toBe(CloseCode.HANDSHAKE_TIMEOUT);
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(c.received).toBe(0);
-  });
+  }, 10_000);
 
   it('drops a connection that sends no upgrade (or no TLS handshake) within the handshake timeout', async () => {
     const silentlyHeld = async (bridge: Bridge): Promise<void> => {
@@ -297,10 +297,10 @@ describe('startBridge', () => {
     const { agent, bridge } = await setup();
     await agent.close();
     const c = await open(bridge.url);
-    const started = Date.now();
+    // The close handshake completes (the WS is not left paused): left paused, the bridge would never read the
+    // client's close frame and ws would cut the socket only after its 30 s close timeout, past this test's 10 s.
     expect((await c.closed).code).toBe(CloseCode.BAD_GATEWAY);
-    expect(Date.now() - started).toBeLessThan(5000); // the close handshake completes (the WS is not left paused)
-  });
+  }, 10_000);
 
   it('closes with 1003 on a text frame and drops the agent stream', async () => {
     const { agent, bridge } = await setup();

@@ -271,7 +271,8 @@ describe('forwarding failures', () => {
 
   it('waits for an app that starts late (start-up grace), then fails fast once it has answered and gone', async () => {
     const port = await freePort();
-    const forwarder = createRawForwarder({ appPort: port, startupGraceMs: 10_000, retryIntervalMs: 50, halfCloseData: true });
+    // A grace far past every wait here: the last refusal comes at all only because the app had answered.
+    const forwarder = createRawForwarder({ appPort: port, startupGraceMs: 600_000, retryIntervalMs: 50, halfCloseData: true });
     const a = await startTestAgent({ nsm: sim, channel: 'public', forwarder });
     const client = await connectClient(a.port);
     client.send({ type: 'Data', id: 1, payload: utf8.encode('early') });
@@ -282,10 +283,8 @@ describe('forwarding failures', () => {
     expect((await client.next()).message).toEqual({ type: 'Data', id: 1, payload: utf8.encode('early') });
     expect(forwarder.appAnswered).toBe(true);
     await late.close();
-    const t0 = Date.now();
     client.send({ type: 'Data', id: 2, payload: utf8.encode('late') });
     expect((await client.next()).message).toEqual({ type: 'Error', id: 2, message: `app unreachable at 127.0.0.1:${port} (ECONNREFUSED)` });
-    expect(Date.now() - t0).toBeLessThan(2000);
     client.close();
     await a.close();
   });
@@ -521,13 +520,15 @@ describe('hostile input', () => {
     const socket = await connectTcp(a.port);
     let open = true;
     socket.once('close', () => (open = false));
-    const t0 = Date.now();
-    for (let i = 0; i < 32 && open; i++) {
+    let sent = 0;
+    for (; sent < 32 && open; sent++) {
       socket.write(Uint8Array.of(9));
       await sleep(50);
     }
     await waitFor(() => !open, 3000, 'close');
-    expect(Date.now() - t0).toBeLessThan(1500);
+    // Closed mid-trickle: each byte came well within 300 ms of the last, so only a deadline on the whole
+    // handshake (not on each read) ends it before the 32nd.
+    expect(sent).toBeLessThan(32);
     expect(a.closedSessions[0]?.reason).toBe('handshake-timeout');
     await a.close();
   });
