@@ -2,10 +2,9 @@
 // over as latin1 (one character per byte); it used to be re-encoded as UTF-8 before hashing, so a key with
 // non-ASCII characters — configured as `printf %s "$KEY" | sha256sum`, i.e. the SHA-256 of its UTF-8 bytes —
 // never matched, whatever the client sent (it failed closed, silently). Raw bytes on a TLS connection each.
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiKeyHash } from '../../src/http/stages/api-key.ts';
-import { startIngressStack, type IngressStack } from './helpers.ts';
+import { startIngressStack, tlsExchange, type IngressStack } from './helpers.ts';
 
 const KEY = 'clé-ключ-🔑-b7';
 let s: IngressStack;
@@ -22,13 +21,7 @@ afterAll(async () => {
 function status(path: string, key: Buffer): Promise<string | undefined> {
   const head = (text: string): Buffer => Buffer.from(text, 'latin1');
   const bytes = Buffer.concat([head(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\napi-key: `), key, head('\r\n\r\n')]);
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ host: '127.0.0.1', port: s.port, servername: 'localhost', rejectUnauthorized: false }, () => t.end(bytes));
-    let buf = '';
-    t.on('data', (d: Buffer) => (buf += d.toString('latin1')));
-    t.once('error', reject);
-    t.once('close', () => resolve(/^HTTP\/1\.1 (\d{3})/.exec(buf)?.[1]));
-  });
+  return tlsExchange(s.port, bytes).then((answer) => /^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1]);
 }
 
 describe('API-key auth on the TLS ingress: the header bytes as sent', () => {

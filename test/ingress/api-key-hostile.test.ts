@@ -4,10 +4,9 @@
 // a repeated api-key header (even of the right key twice), one folded over two lines (obs-fold: 400), and the
 // key under another spelling (api_key) are refused; no refused request reaches the app. Coverage of the review
 // (these passed before it); the comparison itself: api-key-stage.test.ts, the basic outcomes: api-key.test.ts.
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiKeyHash } from '../../src/http/stages/api-key.ts';
-import { startIngressStack, type IngressStack } from './helpers.ts';
+import { startIngressStack, tlsExchange, type IngressStack } from './helpers.ts';
 
 const KEY = 'k-hostile-5c1e9a';
 let s: IngressStack;
@@ -22,13 +21,7 @@ afterAll(async () => {
 
 /** Writes `bytes` on one TLS connection; resolves with the status lines of the answers once the agent closes it. */
 function statuses(bytes: string): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ host: '127.0.0.1', port: s.port, servername: 'localhost', rejectUnauthorized: false }, () => t.end(bytes, 'latin1'));
-    let buf = '';
-    t.on('data', (d: Buffer) => (buf += d.toString('latin1')));
-    t.once('error', reject);
-    t.once('close', () => resolve([...buf.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]!)));
-  });
+  return tlsExchange(s.port, bytes).then((answer) => [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]!));
 }
 
 const req = (path: string, extra = '', version = '1.1'): string => `GET ${path} HTTP/${version}\r\nHost: localhost\r\n${extra}\r\n`;

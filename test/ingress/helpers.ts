@@ -149,3 +149,14 @@ export async function tlsFromClient(port: number, source: string, sourcePort: nu
     c.once('close', () => reject(new Error('closed before the handshake')));
   });
 }
+
+/** Writes `bytes` (a string as latin1) on one TLS connection to the ingress and ends it; resolves with all the agent wrote, as latin1, once it closes. */
+export function tlsExchange(port: number, bytes: string | Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const t = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => t.end(typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes));
+    let buf = '';
+    t.on('data', (d: Buffer) => (buf += d.toString('latin1')));
+    t.once('error', reject);
+    t.once('close', () => resolve(buf));
+  });
+}
