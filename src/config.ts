@@ -123,8 +123,10 @@ export interface Config {
     /** The host dialer's vsock port on the parent (CID 3). */
     host_port: number;
     connect_timeout_ms: number;
-    /** App connections the explicit proxy and the transparent listener serve at once, together (src/egress/connection-slots.ts); more are refused. */
+    /** App connections the explicit proxy and the transparent listener set up at once (head, dial, SNI), together (src/egress/connection-slots.ts); more are refused. */
     max_proxy_connections: number;
+    /** Egress flows with an open upstream at once, both listeners together (src/egress/connection-slots.ts); more are refused. */
+    max_flows: number;
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;
     /** The app may open vsock sockets itself (default false: `run` denies them, so egress is its only way out). */
@@ -295,6 +297,7 @@ const SCHEMA: Schema = {
       host_port: int(8001, 1, 0xffffffff),
       connect_timeout_ms: int(10 * SEC, 100, 120 * SEC),
       max_proxy_connections: int(1024, 1, 100_000),
+      max_flows: int(1024, 1, 100_000),
       sni_check: bool(false),
       app_vsock: bool(false),
     },

@@ -9,12 +9,13 @@
 //   GET https://…                  → 400 "use CONNECT" (axios sends this; answering it in cleartext loops)
 //   origin-form or anything else   → 400
 // Refused → 403, dial failure or dialer down → 502, host dialer at its flow cap → 503, connect timeout (or no
-// answer from the dialer) → 504. It takes a connection slot for each app connection (connection-slots.ts: each may
-// hold a request head of up to 64 KiB while it arrives): one over the bound is answered 503 before a byte is read.
+// answer from the dialer) → 504. Each app connection takes a setup slot until its bytes are relayed
+// (connection-slots.ts: it may hold a request head of up to 64 KiB while it arrives), one over that bound answered 503
+// before a byte is read; and a flow slot once its upstream is open, one over that bound answered 503 (upstream closed).
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DecisionLog } from './decision-log.ts';
-import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS } from './connection-slots.ts';
+import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS, type ConnectionSlot } from './connection-slots.ts';
 import { authorizeAndDial, EgressDenied, type DialDeps } from './dial.ts';
 import { EgressError } from './errors.ts';
 import type { FlowTracker } from './flow-tracker.ts';
@@ -39,7 +40,7 @@ export interface ExplicitProxyOptions extends DialDeps {
   headTimeoutMs?: number;
   /** How long a refused client has to read its answer (default REPLY_LINGER_MS; tests). */
   replyLingerMs?: number;
-  /** The app connections served at once, shared with the transparent listener (default: DEFAULT_MAX_PROXY_CONNECTIONS, own); one more is answered 503. */
+  /** The bounds on app connections, shared with the transparent listener (default: own, at their defaults); one more is answered 503. */
   slots?: ConnectionSlots;
 }
 
@@ -134,7 +135,8 @@ function statusFor(err: unknown): [number, string] {
 }
 
 export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<ExplicitProxy> {
-  const handle = async (socket: net.Socket): Promise<void> => {
+  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
+  const handle = async (socket: net.Socket, slot: ConnectionSlot): Promise<void> => {
     const startedAt = performance.now();
     allowHalfOpen(socket);
     socket.on('error', () => {});
@@ -172,6 +174,11 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       dialed.stream.destroy();
       return;
     }
+    if (!slot.startFlow()) {
+      dialed.stream.destroy();
+      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuseFlow('explicit', dialed.name, { ip: dialed.ip, port: target.port }).message}`, opts.replyLingerMs);
+      return;
+    }
     if (target.path === null) {
       socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       if (opts.sniCheck && dialed.name !== '') {
@@ -187,22 +194,23 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
       const authority = dialed.name !== '' ? dialed.name : dialed.ip.includes(':') ? `[${dialed.ip}]` : dialed.ip;
       dialed.stream.write(originRequest(head, authority, target.port, target.path, body));
     }
+    slot.relaying();
     await opts.flows.run(socket, dialed.stream, { via: 'explicit', name: dialed.name, ip: dialed.ip, port: target.port, startedAt }, target.path === null ? {} : { maxAToB: body });
   };
 
-  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    if (!slots.take(socket)) {
+    const slot = slots.take(socket);
+    if (slot === null) {
       // 503 before any byte is read, so a refused connection holds no head.
       socket.on('error', () => {});
       reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`, opts.replyLingerMs);
       return;
     }
-    void handle(socket).catch(() => socket.destroy());
+    void handle(socket, slot).catch(() => socket.destroy());
   });
-  // The refused ones linger up to REPLY_LINGER_MS each: past as many again, Node closes new ones at accept,
-  // recorded and counted busy too.
-  server.maxConnections = 2 * slots.max;
+  // Served: at most max being set up plus maxFlows relaying. The refused ones linger up to REPLY_LINGER_MS each:
+  // past max more, Node closes new ones at accept, recorded and counted busy too.
+  server.maxConnections = 2 * slots.max + slots.maxFlows;
   slots.recordDrops(server, 'explicit');
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {

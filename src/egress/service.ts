@@ -64,8 +64,8 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
   const policy = new EgressPolicy(cfg.destinations);
   const log = new DecisionLog({ trxSink: opts.trxSink, logger: opts.logger, onDecision: opts.onDecision });
   const flows = new FlowTracker(log);
-  // One bound for the app connections of both listeners ([egress] max_proxy_connections).
-  const slots = new ConnectionSlots(cfg.max_proxy_connections, log);
+  // The bounds on the app connections of both listeners, together ([egress] max_proxy_connections, max_flows).
+  const slots = new ConnectionSlots(cfg.max_proxy_connections, log, cfg.max_flows);
   // Every flow and DNS query takes a stream opened ahead of need (src/egress/dialer-pool.ts).
   const pool = dialerPool(opts.dialer, { size: opts.dialerPoolSize });
   const dialer = pool.connect;

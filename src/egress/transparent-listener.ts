@@ -6,11 +6,12 @@
 //                                                                       the IP entry on that port)
 //   anything else (a raw IP, a name off the list, IPv6, a stale pin)  → reset
 // With sni_check, a flow allowed by a name must open with a TLS ClientHello naming one of the names ip is
-// pinned to (and allowed on that port). Each connection takes a slot shared with the explicit proxy
-// (connection-slots.ts: it may wait up to SNI_TIMEOUT_MS for the SNI); one over the bound is reset at once.
+// pinned to (and allowed on that port). Each connection takes a setup slot shared with the explicit proxy until its
+// bytes are relayed (connection-slots.ts: it may wait up to SNI_TIMEOUT_MS for the SNI), one over that bound reset at
+// once; and a flow slot once its upstream is open, one over that bound reset (upstream closed).
 import net from 'node:net';
 import { isNonGlobal } from './address-class.ts';
-import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS } from './connection-slots.ts';
+import { ConnectionSlots, DEFAULT_MAX_PROXY_CONNECTIONS, type ConnectionSlot } from './connection-slots.ts';
 import type { DecisionLog } from './decision-log.ts';
 import { EgressError } from './errors.ts';
 import { openFlow, type DialerConnect } from './flow-client.ts';
@@ -33,7 +34,7 @@ export interface TransparentOptions {
   log: DecisionLog;
   flows: FlowTracker;
   originalDst: (socket: net.Socket) => OriginalDst;
-  /** The app connections served at once, shared with the explicit proxy (default: DEFAULT_MAX_PROXY_CONNECTIONS, own). */
+  /** The bounds on app connections, shared with the explicit proxy (default: own, at their defaults). */
   slots?: ConnectionSlots;
 }
 
@@ -51,7 +52,8 @@ export function authorizeFlow(policy: EgressPolicy, pins: PinTable, ip: string, 
 }
 
 export async function startTransparentListener(opts: TransparentOptions): Promise<TransparentListener> {
-  const handle = async (socket: net.Socket): Promise<void> => {
+  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
+  const handle = async (socket: net.Socket, slot: ConnectionSlot): Promise<void> => {
     const startedAt = performance.now();
     allowHalfOpen(socket);
     socket.on('error', () => {});
@@ -87,10 +89,16 @@ export async function startTransparentListener(opts: TransparentOptions): Promis
       upstream.destroy();
       return;
     }
+    if (!slot.startFlow()) {
+      upstream.destroy();
+      slots.refuseFlow('transparent', name, { ip: dst.address, port: dst.port });
+      socket.resetAndDestroy();
+      return;
+    }
+    slot.relaying();
     await opts.flows.run(socket, upstream, { via: 'transparent', name, ip: dst.address, port: dst.port, startedAt });
   };
 
-  const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
   /** No HTTP here to answer with: recorded (with its destination when it has one) and reset before a byte is read. */
   const refuseBusy = (socket: net.Socket): void => {
     socket.on('error', () => {});
@@ -105,8 +113,9 @@ export async function startTransparentListener(opts: TransparentOptions): Promis
     socket.resetAndDestroy();
   };
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => {
-    if (!slots.take(s)) return refuseBusy(s);
-    void handle(s).catch(() => s.destroy());
+    const slot = slots.take(s);
+    if (slot === null) return refuseBusy(s);
+    void handle(s, slot).catch(() => s.destroy());
   });
   server.on('error', () => {});
   await new Promise<void>((resolve, reject) => {

@@ -1,4 +1,5 @@
-// Past twice [egress] max_proxy_connections (served ones plus refused ones still being answered), Node closes new
+// Past twice [egress] max_proxy_connections plus max_flows (connections being set up, flows, and refused ones still
+// being answered), Node closes new
 // explicit-proxy connections at accept (server.maxConnections) and they never reach the proxy's handler: each is
 // still recorded as EGRESS_PROXY_BUSY and counted `busy`, from the server's 'drop' event, without the client's address.
 import net from 'node:net';
@@ -11,7 +12,7 @@ import { EgressPolicy } from '../../src/egress/policy.ts';
 
 const decisions: EgressDecision[] = [];
 const log = new DecisionLog({ onDecision: (d) => decisions.push(d) });
-const slots = new ConnectionSlots(1, log);
+const slots = new ConnectionSlots(1, log, 1);
 const notDialled = (): Promise<never> => Promise.reject(new Error('not dialled'));
 let proxy: ExplicitProxy;
 const sockets: net.Socket[] = [];
@@ -39,22 +40,22 @@ afterAll(async () => {
 });
 
 describe('explicit proxy: connections Node closes at accept', () => {
-  it('records and counts busy each connection past server.maxConnections (2 x 1 here)', { timeout: 15_000 }, async () => {
+  it('records and counts busy each connection past server.maxConnections (2 x 1 + 1 here)', { timeout: 15_000 }, async () => {
     const half = 'CONNECT ok.test:443 HTTP/1.1\r\n';
     connect(half); // served: holds the one slot with half a head
-    await vi.waitFor(() => expect(slots.open).toBe(1), { timeout: 5_000, interval: 10 });
-    const refused = connect(half, true); // answered 503 and lingering: the server's second connection
-    await vi.waitFor(() => expect(decisions).toHaveLength(1), { timeout: 5_000, interval: 10 });
-    expect(decisions[0]).toMatchObject({ busy: true, code: 'EGRESS_PROXY_BUSY' });
+    await vi.waitFor(() => expect(slots.setup).toBe(1), { timeout: 5_000, interval: 10 });
+    const refused = [connect(half, true), connect(half, true)]; // answered 503 and lingering: the second and third
+    await vi.waitFor(() => expect(decisions).toHaveLength(2), { timeout: 5_000, interval: 10 });
+    for (const d of decisions) expect(d).toMatchObject({ busy: true, code: 'EGRESS_PROXY_BUSY' });
     const busyBefore = egressCounters.busy;
 
     const dropped = connect(half);
     expect(await dropped.read).toBe('');
-    await vi.waitFor(() => expect(decisions).toHaveLength(2), { timeout: 5_000, interval: 10 });
-    expect(decisions[1]).toEqual(expect.objectContaining({ allowed: false, via: 'explicit', ip: null, port: 0, busy: true, code: 'EGRESS_PROXY_BUSY', reason: expect.stringContaining('2 connections open') }));
-    expect(decisions[1]!.reason).toContain('closed at accept');
-    expect(decisions[1]!.reason).not.toContain('127.0.0.1');
+    await vi.waitFor(() => expect(decisions).toHaveLength(3), { timeout: 5_000, interval: 10 });
+    expect(decisions[2]).toEqual(expect.objectContaining({ allowed: false, via: 'explicit', ip: null, port: 0, busy: true, code: 'EGRESS_PROXY_BUSY', reason: expect.stringContaining('3 connections open') }));
+    expect(decisions[2]!.reason).toContain('closed at accept');
+    expect(decisions[2]!.reason).not.toContain('127.0.0.1');
     expect(egressCounters.busy).toBe(busyBefore + 1);
-    expect(refused.socket.destroyed).toBe(false); // still there: it is what kept the third out
+    for (const r of refused) expect(r.socket.destroyed).toBe(false); // still there: they are what kept the fourth out
   });
 });

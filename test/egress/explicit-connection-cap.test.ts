@@ -46,7 +46,7 @@ describe('explicit proxy: connections served at once', () => {
       expect(refused).toContain('[egress] max_proxy_connections');
       expect(egressCounters.busy).toBe(busyBefore + 1);
       expect(stack.decisions.at(-1)).toMatchObject({ allowed: false, via: 'explicit', busy: true, code: 'EGRESS_PROXY_BUSY' });
-      expect(stack.records.at(-1)).toMatchObject({ type: 'egress', allowed: false, busy: true, code: 'EGRESS_PROXY_BUSY', reason: expect.stringContaining('2 connections open') });
+      expect(stack.records.at(-1)).toMatchObject({ type: 'egress', allowed: false, busy: true, code: 'EGRESS_PROXY_BUSY', reason: expect.stringContaining('2 connections being set up') });
 
       held.shift()!.destroy();
       // Served again (the policy answers it) once the proxy has seen the close.

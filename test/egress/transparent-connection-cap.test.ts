@@ -64,7 +64,7 @@ describe('transparent listener: connections served at once', () => {
     // One connection holding half a head on the explicit proxy, one waiting for its SNI on the transparent listener.
     const held = [await open(explicit.port, 'CONNECT ok.test:443 HTTP/1.1\r\n')];
     try {
-      await vi.waitFor(() => expect(slots.open).toBe(1), { timeout: 5_000, interval: 10 });
+      await vi.waitFor(() => expect(slots.setup).toBe(1), { timeout: 5_000, interval: 10 });
       held.push(await open(transparent.port));
       await vi.waitFor(() => expect(dstReads).toBe(1), { timeout: 5_000, interval: 10 });
       const busyBefore = egressCounters.busy;
@@ -77,7 +77,7 @@ describe('transparent listener: connections served at once', () => {
       expect(egressCounters.busy).toBe(busyBefore + 1);
 
       held.shift()!.destroy(); // the explicit one: its slot serves the transparent listener
-      await vi.waitFor(() => expect(slots.open).toBe(1), { timeout: 5_000, interval: 10 });
+      await vi.waitFor(() => expect(slots.setup).toBe(1), { timeout: 5_000, interval: 10 });
       // Served: its bytes are read and refused by sni_check (not TLS), not by the bound.
       expect(await readToClose(transparent.port, 'GET / HTTP/1.0\r\n\r\n')).toBe('');
       expect(decisions.at(-1)).toMatchObject({ allowed: false, via: 'transparent', reason: 'no TLS SNI (sni_check)' });
