@@ -6,23 +6,25 @@
 // Access: on a loopback address the page is open to the machine (and requests must name a loopback Host, so
 // a web page elsewhere cannot reach it by DNS rebinding); on any other address a token is required: the page
 // asks for it, POST /api/login compares it in constant time and sets an HttpOnly, SameSite=Strict session
-// cookie that every API call (EventSource included) then carries.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+// cookie that every API call (EventSource included) then carries. Sessions expire (activity-sessions.ts): an
+// expired one is refused as an unknown one is, and a live tail opened with it is ended.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { AgentError, isAgentError } from '../errors.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import type { EnclaveInfo } from './activity-enclave.ts';
-import type { LiveTail } from './activity-live.ts';
+import type { LiveRefusal, LiveTail } from './activity-live.ts';
 import { fetchOps } from './activity-ops.ts';
 import { MAX_PAGE, parseCursor, type ListQuery } from './activity-queries.ts';
 import type { ActivityReader } from './activity-reader.ts';
+import { DEFAULT_SESSION_IDLE_MS, DEFAULT_SESSION_LIFETIME_MS, PageSessions } from './activity-sessions.ts';
 import type { ActivityStore } from './activity-store.ts';
 import { loadUiAssets } from './activity-ui-assets.ts';
 import { isLoopbackHost } from './listen.ts';
 
-export type ActivityServerErrorCode = 'ACTIVITY_SERVER_TOKEN_REQUIRED' | 'ACTIVITY_SERVER_LISTEN_FAILED';
+export type ActivityServerErrorCode = 'ACTIVITY_SERVER_TOKEN_REQUIRED' | 'ACTIVITY_SERVER_LISTEN_FAILED' | 'ACTIVITY_SERVER_BAD_OPTIONS';
 
 export class ActivityServerError extends AgentError {
   declare readonly code: ActivityServerErrorCode;
@@ -46,6 +48,12 @@ export interface ActivityServerOptions {
   ops?: string | null | (() => string | null);
   /** A request (head and body) must have arrived within this; the answer, the live tail's included, may take longer. Default 30 000 ms. */
   requestTimeoutMs?: number;
+  /** With a token: a session with no API call for this long ends. Default 30 minutes. */
+  sessionIdleMs?: number;
+  /** With a token: a session ends this long after its login, however used. Default 12 hours. */
+  sessionLifetimeMs?: number;
+  /** The sessions' clock (default Date.now; tests give a fake). */
+  now?: () => number;
   logger?: Logger;
 }
 
@@ -83,7 +91,14 @@ const PAGE = `<!doctype html>
 `;
 
 const COOKIE = 'ea_activity';
-const MAX_SESSIONS = 1000;
+/** How often live tails opened with a session that has since expired are looked for (also on every request). */
+const SESSION_SWEEP_MS = 30_000;
+
+/** A live tail refused at a bound: all connections (503, the server's) or this address's (429, the client's). */
+const LIVE_REFUSALS: Record<LiveRefusal, { status: number; code: string; message: string }> = {
+  'max-clients': { status: 503, code: 'LIVE_TAIL_FULL', message: 'too many live-tail connections to this page; try again later' },
+  'max-per-client': { status: 429, code: 'LIVE_TAIL_CLIENT_FULL', message: 'too many live-tail connections from this address; close other tabs of this page' },
+};
 
 class BadRequest extends Error {}
 
@@ -171,14 +186,27 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters (--ui-token)`);
   }
   if (token !== undefined && token.length < 16) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', '--ui-token: at least 16 characters');
+  for (const [name, v] of [['sessionIdleMs', opts.sessionIdleMs], ['sessionLifetimeMs', opts.sessionLifetimeMs]] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new ActivityServerError('ACTIVITY_SERVER_BAD_OPTIONS', `${name}: expected a positive integer, found ${String(v)}`);
+  }
   const tokenDigest = token === undefined ? null : sha256(token);
-  const sessions = new Set<string>();
+  const sessions = new PageSessions({ idleMs: opts.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS, lifetimeMs: opts.sessionLifetimeMs ?? DEFAULT_SESSION_LIFETIME_MS, ...(opts.now === undefined ? {} : { now: opts.now }) });
+  /** Live tails opened with a session: ended once it expires. */
+  const liveSessions = new Map<ServerResponse, string>();
+  const endExpiredLive = (): void => {
+    for (const [res, session] of liveSessions) {
+      if (sessions.alive(session)) continue;
+      liveSessions.delete(res);
+      res.end();
+    }
+  };
   const logger = opts.logger ?? pino({ enabled: false });
   let boundPort = opts.port;
   // Queries refused while the reader is at its cap: counted in one line per interval, not one per request.
   const busy = new RateLimitedLog(logger, 'activity queries refused');
   // Wrong tokens likewise: whoever reaches a page served off loopback can post them as fast as the network goes.
   const wrongTokens = new RateLimitedLog(logger, 'activity page: wrong token');
+  const liveRefused = new RateLimitedLog(logger, 'activity page: live-tail connections refused');
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
     res.writeHead(status, {
@@ -192,10 +220,11 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   const json = (res: ServerResponse, status: number, value: unknown, extra?: Record<string, string>): void => send(res, status, 'application/json; charset=utf-8', JSON.stringify(value), extra);
   const fail = (res: ServerResponse, status: number, code: string, message: string): void => json(res, status, { error: { code, message } });
 
-  const authorized = (req: IncomingMessage): boolean => {
-    if (tokenDigest === null) return true;
+  /** The request's live session ('' without a token), or null: none, unknown or expired. Its idle time starts over. */
+  const authorized = (req: IncomingMessage): string | null => {
+    if (tokenDigest === null) return '';
     const s = cookieValue(req, COOKIE);
-    return s !== null && sessions.has(s);
+    return s !== null && sessions.use(s) ? s : null;
   };
   /** Loopback without a token: the Host must be a loopback name, or a rebinding page could read the API. */
   const hostAllowed = (req: IncomingMessage): boolean => {
@@ -222,20 +251,19 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
         wrongTokens.note('wrong-token');
         return fail(res, 401, 'UNAUTHORIZED', 'wrong token');
       }
-      if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.values().next().value!);
-      const session = randomBytes(32).toString('base64url');
-      sessions.add(session);
+      const session = sessions.create();
       return json(res, 200, { ok: true }, { 'set-cookie': `${COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=/` });
     }
     if (req.method !== 'GET') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'GET only');
-    if (!authorized(req)) return fail(res, 401, 'UNAUTHORIZED', 'this page needs its token');
+    const session = authorized(req);
+    if (session === null) return fail(res, 401, 'UNAUTHORIZED', 'this page needs its token');
     if (p === '/api/status') {
       const s = opts.store.stats;
       return json(res, 200, {
         token: tokenDigest !== null,
         store: { rows: s.rows, inserted: s.inserted, dropped: s.dropped, rejected: s.rejected, expired: s.expired, pending: s.pending, retainDays: opts.store.retainDays, retainRows: opts.store.retainRows },
         sink: opts.sinkStats?.() ?? null,
-        live: { clients: opts.live.clients, missedBatches: opts.live.missedBatches },
+        live: { clients: opts.live.clients, missedBatches: opts.live.missedBatches, refused: opts.live.refused },
       });
     }
     if (p === '/api/records') return json(res, 200, await opts.reader.list(listQuery(url.searchParams)));
@@ -258,7 +286,16 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     }
     if (p === '/api/ops') return json(res, 200, await fetchOps(typeof opts.ops === 'function' ? opts.ops() : (opts.ops ?? null)));
     if (p === '/api/live') {
-      opts.live.attach(res, SECURITY_HEADERS);
+      const refusal = opts.live.attach(res, SECURITY_HEADERS, req.socket.remoteAddress ?? '');
+      if (refusal !== null) {
+        liveRefused.note(refusal);
+        const r = LIVE_REFUSALS[refusal];
+        return json(res, r.status, { error: { code: r.code, message: r.message } }, { 'retry-after': '10' });
+      }
+      if (session !== '') {
+        liveSessions.set(res, session);
+        res.once('close', () => liveSessions.delete(res));
+      }
       return;
     }
     return fail(res, 404, 'NOT_FOUND', 'no such endpoint');
@@ -269,6 +306,8 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const server = http.createServer({ requestTimeout, headersTimeout: Math.min(10_000, requestTimeout), connectionsCheckingInterval: Math.min(30_000, Math.max(10, requestTimeout / 4)) }, (req, res) => {
     let url: URL | undefined;
+    // A session that expired since the last look no longer holds a live tail open.
+    if (liveSessions.size > 0) endExpiredLive();
     (async () => {
       if (!hostAllowed(req)) return fail(res, 403, 'FORBIDDEN', 'Host must be a loopback name');
       try {
@@ -302,15 +341,22 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     server.listen(opts.port, opts.host, () => resolve());
   });
   boundPort = (server.address() as AddressInfo).port;
+  const sweep = setInterval(() => {
+    sessions.sweep();
+    endExpiredLive();
+  }, SESSION_SWEEP_MS);
+  sweep.unref();
   const hostForUrl = opts.host.includes(':') && !opts.host.startsWith('[') ? `[${opts.host}]` : opts.host;
 
   return {
     url: `http://${hostForUrl}:${boundPort}/`,
     port: boundPort,
     async close() {
+      clearInterval(sweep);
       opts.live.close();
       busy.flush();
       wrongTokens.flush();
+      liveRefused.flush();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
