@@ -11,6 +11,8 @@ export type HttpModeErrorCode =
   /** A request head, or a gap in a request body, longer than the headers timeout (408). */
   | 'HTTP_REQUEST_TIMEOUT'
   | 'HTTP_BODY_TOO_LARGE'
+  /** More header fields than the http.Server path takes (431, request-head-checks.ts). */
+  | 'HTTP_TOO_MANY_HEADERS'
   | 'HTTP_METHOD_NOT_ALLOWED'
   /** A request Transfer-Encoding other than `chunked` alone (501). */
   | 'HTTP_UNSUPPORTED_TRANSFER_CODING'

@@ -39,13 +39,14 @@ import { createHeaderMasker, logExchange, recordedOutcome, trxLogStage } from '.
 import { abandonedAlone, type AbandonedSummary } from './abandoned-records.ts';
 import type { TrxLogOptions } from './stages/trx-log.ts';
 import { clientAddressStage } from './stages/client-address.ts';
-import { bodyLimitStage } from './stages/body-limit.ts';
+import { bodyLimitStage, declaredBodyRefusal } from './stages/body-limit.ts';
 import { apiKeyCheck, apiKeyStage } from './stages/api-key.ts';
 import { BufferedBodies, decryptStage, type BufferedBodiesLike } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
 import { Upstream, forwardStage } from './stages/forward.ts';
 import { upgradeStage } from './stages/upgrade.ts';
-import { originFormStage, requestShapeStage } from './stages/request-shape.ts';
+import { originFormStage, requestShapeRefusal, requestShapeStage } from './stages/request-shape.ts';
+import { PARSER_MAX_HEADERS_COUNT, requestHeadRefusal, tooManyHeaders } from './request-head-checks.ts';
 import { randomUUID } from 'node:crypto';
 
 /**
@@ -188,6 +189,17 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   // Before anything that touches the app (body limit, decrypt, forward, upgrade).
   const apiKey = opts.apiKeyHashes === undefined ? [] : [apiKeyStage({ hashes: opts.apiKeyHashes })];
   const apiKeyRefusal = opts.apiKeyHashes === undefined ? () => null : apiKeyCheck(opts.apiKeyHashes);
+  const maxRequestBodyBytes = opts.maxRequestBodyBytes;
+  /**
+   * Why the stages will refuse a request on the http.Server path whatever its body: its head (header and Host
+   * counts), its shape, its API key, a declared length over the body limit; else null. A request with
+   * `Expect: 100-continue` gets its 100 only when this is null, so a refused client is not invited to send its body.
+   */
+  const refusedUnread = (req: IncomingMessage): HttpModeError | null =>
+    requestHeadRefusal(req) ??
+    requestShapeRefusal(req, req.headers['transfer-encoding'] !== undefined) ??
+    apiKeyRefusal(req.headers) ??
+    (maxRequestBodyBytes === undefined ? null : declaredBodyRefusal(req, maxRequestBodyBytes));
   const common: Stage[] = [requestId, trxLog, clientAddress, ...apiKey];
   // The http.Server path also puts its targets and transfer codings in shape (stages/request-shape.ts); the fast
   // paths' requests are plain already and pay nothing for it.
@@ -252,6 +264,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     // Checked by us, to answer in the same JSON shape as every other refusal.
     requireHostHeader: false,
   });
+  // Explicit, one past MAX_REQUEST_HEADERS: a request over it is refused, never cut short (request-head-checks.ts).
+  server.maxHeadersCount = PARSER_MAX_HEADERS_COUNT;
   // A client that ends its side after the request (every Data request does) still gets the response.
   (server as unknown as { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // The headers timeout is enforced by Node's connection tracking, which starts on 'listening'. The server
@@ -342,25 +356,26 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   }
 
   function serveRequest(ex: Exchange, req: IncomingMessage, res: ServerResponse): void {
-    const hosts = req.rawHeaders.reduce((n, h, i) => (i % 2 === 0 && h.toLowerCase() === 'host' ? n + 1 : n), 0);
-    if (hosts > 1 || (hosts === 0 && req.httpVersionMinor === 1)) {
-      // Refused before the pipeline's stages: its request id and transaction record are given here.
-      ex.requestId = randomUUID();
-      if (trx.enabled) ex.onDone(() => logExchange(ex, trx));
-      respondError(ex, new HttpModeError('HTTP_BAD_REQUEST', 400, `expected one Host header, found ${hosts}`));
-      return;
-    }
-    runHttpPipeline(ex, res, serverHttpPipeline);
+    const refused = requestHeadRefusal(req);
+    if (refused !== null) refuseBeforeStages(ex, refused);
+    else runHttpPipeline(ex, res, serverHttpPipeline);
+  }
+
+  /** A request refused before the pipeline's stages: its request id and transaction record are given here. */
+  function refuseBeforeStages(ex: Exchange, err: HttpModeError): void {
+    ex.requestId = randomUUID();
+    if (trx.enabled) ex.onDone(() => logExchange(ex, trx));
+    respondError(ex, err);
   }
 
   // Expect: 100-continue. A stream's client may wait for the interim 100 before sending its body, so it gets
   // one at once (Node's default). A Data request carries its whole body already, and its reply is one
   // message read to EOF: an interim 100 would become the start of it (a compat client reads the 100 as the
-  // answer), so it gets none. The app never sees Expect (a hop-by-hop field here, headers.ts). With api_key_auth a
-  // request without a valid key gets none either: the stages answer it 401 (and close, its body unread) without
-  // having invited the body first.
+  // answer), so it gets none. The app never sees Expect (a hop-by-hop field here, headers.ts). A request the stages
+  // will refuse whatever its body (refusedUnread: no API key, a bad shape, a declared length over the limit...) gets
+  // none either: they answer it (and close, its body unread) without having invited the body first.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (contexts.get(req.socket)?.kind !== 'data' && apiKeyRefusal(req.headers) === null) res.writeContinue();
+    if (contexts.get(req.socket)?.kind !== 'data' && refusedUnread(req) === null) res.writeContinue();
     server.emit('request', req, res);
   });
 
@@ -375,6 +390,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     }
     ex.upgradeHead = head;
     const run = (): void => {
+      const refused = tooManyHeaders(req);
+      if (refused !== null) return refuseBeforeStages(ex, refused);
       upgradePipeline(ex).catch((err: unknown) => {
         if (!(err instanceof HttpModeError)) logger.error({ err: String(err), requestId: ex.requestId }, 'upgrade stage failed');
         try {

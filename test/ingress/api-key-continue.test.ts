@@ -2,10 +2,9 @@
 // http.Server, whose 'checkContinue' used to answer 100 Continue at once — inviting the body of a client with no
 // key, which the 401 then cut off. The key is now checked first: no 100 without it, 100 with it. Raw bytes on one
 // TLS connection each.
-import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiKeyHash } from '../../src/http/stages/api-key.ts';
-import { startIngressStack, type IngressStack } from './helpers.ts';
+import { startIngressStack, tlsContinueExchange, type IngressStack } from './helpers.ts';
 
 const KEY = 'k-continue-3f81d2';
 let s: IngressStack;
@@ -20,23 +19,7 @@ afterAll(async () => {
 
 const head = (path: string, extra = ''): string => `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: 100-continue\r\n${extra}\r\n`;
 
-/**
- * Sends `head` and waits, body unsent, for the agent's first answer; sends the body only after a 100 Continue.
- * Resolves with everything the agent wrote once it closes the connection.
- */
-function exchange(headText: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const t = tls.connect({ host: '127.0.0.1', port: s.port, servername: 'localhost', rejectUnauthorized: false }, () => t.write(headText, 'latin1'));
-    let buf = '';
-    t.on('data', (d: Buffer) => {
-      const first = buf === '';
-      buf += d.toString('latin1');
-      if (first && buf.startsWith('HTTP/1.1 100 ')) t.end('hello'); // invited: the body, then our end
-    });
-    t.once('error', reject);
-    t.once('close', () => resolve(buf));
-  });
-}
+const exchange = (headText: string): Promise<string> => tlsContinueExchange(s.port, headText, 'hello');
 
 describe('API-key auth on the TLS ingress, Expect: 100-continue', () => {
   it('answers a request without a key, or with a wrong one, 401 and no 100 Continue', { timeout: 15_000 }, async () => {

@@ -160,3 +160,22 @@ export function tlsExchange(port: number, bytes: string | Buffer): Promise<strin
     t.once('close', () => resolve(buf));
   });
 }
+
+/**
+ * Sends a request `head` that carries `Expect: 100-continue` on one TLS connection and waits, body unsent, for the
+ * agent's first answer; sends `body` (then ends) only after a 100 Continue. Resolves with everything the agent wrote,
+ * as latin1, once it closes the connection.
+ */
+export function tlsContinueExchange(port: number, head: string, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const t = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => t.write(head, 'latin1'));
+    let buf = '';
+    t.on('data', (d: Buffer) => {
+      const first = buf === '';
+      buf += d.toString('latin1');
+      if (first && buf.startsWith('HTTP/1.1 100 ')) t.end(body, 'latin1'); // invited: the body, then our end
+    });
+    t.once('error', reject);
+    t.once('close', () => resolve(buf));
+  });
+}

@@ -16,6 +16,17 @@ function tooLarge(max: number, declared?: number): HttpModeError {
   return new HttpModeError('HTTP_BODY_TOO_LARGE', 413, `${what} larger than the ${max}-byte request limit`);
 }
 
+/**
+ * The stage's 413 for a request on the http.Server path whose declared Content-Length is over `max`, else null.
+ * Also run before a request with `Expect: 100-continue` is answered 100 (forwarder.ts): its body is not invited.
+ */
+export function declaredBodyRefusal(req: IncomingMessage, max: number): HttpModeError | null {
+  const declared = req.headers['content-length'];
+  if (declared === undefined || req.headers['transfer-encoding'] !== undefined) return null;
+  const length = Number(declared);
+  return length > max ? tooLarge(max, length) : null;
+}
+
 /** Yields the chunks of `source`, failing with 413 as soon as they add up to more than `max` bytes. */
 async function* capped(source: PassThrough, max: number): AsyncGenerator<Buffer> {
   let total = 0;

@@ -40,18 +40,32 @@ export function originFormStage(): Stage {
   };
 }
 
+/**
+ * Why the stage refuses a request's shape, else null: a target it cannot put in origin-form (400), and, when the body
+ * comes with a Transfer-Encoding (`coded`), a coding other than `chunked` alone (501). Reads the request, changes
+ * nothing: also run before a request with `Expect: 100-continue` is answered 100 (forwarder.ts), so a client whose
+ * request is refused is not invited to send its body.
+ */
+export function requestShapeRefusal(req: IncomingMessage, coded: boolean): HttpModeError | null {
+  const url = req.url ?? '/';
+  if (notOriginForm(url, req.method) && ABSOLUTE_FORM.exec(url) === null) {
+    return new HttpModeError('HTTP_BAD_REQUEST', 400, 'expected a request target in origin-form, or absolute-form http(s)://host/path without userinfo');
+  }
+  const te = coded ? req.headers['transfer-encoding'] : undefined;
+  if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
+    return new HttpModeError('HTTP_UNSUPPORTED_TRANSFER_CODING', 501, 'expected Transfer-Encoding: chunked alone; other transfer codings are not relayed');
+  }
+  return null;
+}
+
 export function requestShapeStage(): Stage {
   return (ex, next) => {
     const req = ex.req as IncomingMessage;
-    const url = req.url ?? '/';
-    if (notOriginForm(url, req.method) && !toOriginForm(ex, req, url)) {
-      throw new HttpModeError('HTTP_BAD_REQUEST', 400, 'expected a request target in origin-form, or absolute-form http(s)://host/path without userinfo');
-    }
     // A body without a declared length came with a Transfer-Encoding (forwarder.ts newExchange).
-    const te = ex.body !== null && ex.bodyLength === null ? req.headers['transfer-encoding'] : undefined;
-    if (te !== undefined && te.trim().toLowerCase() !== 'chunked') {
-      throw new HttpModeError('HTTP_UNSUPPORTED_TRANSFER_CODING', 501, 'expected Transfer-Encoding: chunked alone; other transfer codings are not relayed');
-    }
+    const refused = requestShapeRefusal(req, ex.body !== null && ex.bodyLength === null);
+    if (refused !== null) throw refused;
+    const url = req.url ?? '/';
+    if (notOriginForm(url, req.method)) toOriginForm(ex, req, url);
     return next();
   };
 }
