@@ -3,7 +3,7 @@
 // connection and writes every JSON line it receives to stdout or a file, until SIGINT/SIGTERM. Every enclave on
 // the instance reaches that port, so over vsock it reads only the enclave named by --enclave-cid (required).
 // The enclave connects to us; this command never connects anywhere.
-import { closeSync, createWriteStream, openSync, readFileSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readFileSync, statSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { loadConfig } from '../config.ts';
@@ -47,8 +47,11 @@ The activity store and page (see README "Activity page"):
   --retain-days N           delete records older than N days (default 7)
   --retain-rows N           keep at most N records (default 1000000); the oldest go first, N/32 at a time
   --ui HOST:PORT            serve the activity page (needs --db); e.g. 127.0.0.1:8090. Any address but
-                            loopback requires --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters
-  --ui-token TOKEN          the token the page asks for
+                            loopback requires a token, 16+ characters: $ENCLAVE_AGENT_UI_TOKEN or
+                            --ui-token-file (--ui-token works too, but shows in ps)
+  --ui-token-file PATH      read the token the page asks for from PATH (one line; keep it mode 0600)
+  --ui-token TOKEN          the token on the command line: every user of the machine sees it in ps and
+                            /proc/PID/cmdline (a warning says so); prefer the two above
   --ops URL                 the agent's ops endpoint (/health, /metrics) shown on the page
   --pcrs FILE               the enclave's PCRs for the page: {"PCR0": ...} or nitro-cli's {"Measurements": ...}
 
@@ -65,6 +68,8 @@ export interface LogsOptions {
   logLevel: string;
   db?: { file: string; retainDays?: number; retainRows?: number };
   ui?: { host: string; port: number; token?: string };
+  /** Said once the logger is up: a token on the command line, a token file others can read. */
+  warnings?: string[];
   ops?: string;
   enclave?: Partial<EnclaveInfo>;
 }
@@ -145,6 +150,7 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     'retain-rows': { type: 'string' },
     ui: { type: 'string' },
     'ui-token': { type: 'string' },
+    'ui-token-file': { type: 'string' },
     ops: { type: 'string' },
     pcrs: { type: 'string' },
   });
@@ -165,24 +171,23 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
   if (values['max-line-bytes'] !== undefined) opts.maxLineBytes = intFlag('--max-line-bytes', values['max-line-bytes'], 2, 64 * 1024 * 1024);
   if (values['max-connections'] !== undefined) opts.maxConnections = intFlag('--max-connections', values['max-connections'], 1, 10_000);
   if (values.db === undefined) {
-    for (const f of ['retain-days', 'retain-rows', 'ui', 'ui-token', 'ops', 'pcrs'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --db FILE`);
+    for (const f of ['retain-days', 'retain-rows', 'ui', 'ui-token', 'ui-token-file', 'ops', 'pcrs'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --db FILE`);
     return opts;
   }
   if (values.db === '') throw new CliUsageError('--db expects a file name');
   opts.db = { file: values.db };
   if (values['retain-days'] !== undefined) opts.db.retainDays = intFlag('--retain-days', values['retain-days'], 1, 36_500);
   if (values['retain-rows'] !== undefined) opts.db.retainRows = intFlag('--retain-rows', values['retain-rows'], 1, 1_000_000_000);
-  const token = values['ui-token'] ?? env.ENCLAVE_AGENT_UI_TOKEN;
   if (values.ui !== undefined) {
     opts.ui = parseUi(values.ui);
+    const token = uiToken(values['ui-token'], values['ui-token-file'], env, opts);
     if (token !== undefined) {
-      if (token.length < 16) throw new CliUsageError('--ui-token: at least 16 characters');
       opts.ui.token = token;
     } else if (!isLoopbackHost(opts.ui.host)) {
-      throw new CliUsageError(`--ui ${values.ui}: an address other than loopback needs --ui-token (or $ENCLAVE_AGENT_UI_TOKEN), 16+ characters`);
+      throw new CliUsageError(`--ui ${values.ui}: an address other than loopback needs a token of 16+ characters ($ENCLAVE_AGENT_UI_TOKEN, --ui-token-file PATH or --ui-token)`);
     }
   } else {
-    for (const f of ['ui-token', 'ops'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --ui HOST:PORT`);
+    for (const f of ['ui-token', 'ui-token-file', 'ops'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --ui HOST:PORT`);
   }
   if (values.ops !== undefined) {
     if (!/^https?:\/\/[^\s]+$/.test(values.ops)) throw new CliUsageError(`--ops expects an http:// or https:// URL, found "${values.ops}"`);
@@ -193,6 +198,45 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     ...(values.pcrs === undefined ? {} : { pcrs: readPcrs(values.pcrs), pcrsSource: values.pcrs }),
   };
   return opts;
+}
+
+/**
+ * The page's token: --ui-token, else --ui-token-file's first line, else $ENCLAVE_AGENT_UI_TOKEN. The first shows
+ * in ps to every user of the machine, and a file others can read gives it away too: each adds a warning.
+ */
+function uiToken(flag: string | undefined, file: string | undefined, env: NodeJS.ProcessEnv, opts: LogsOptions): string | undefined {
+  if (flag !== undefined && file !== undefined) throw new CliUsageError('give either --ui-token or --ui-token-file, not both');
+  let token: string | undefined;
+  let from: string;
+  if (flag !== undefined) {
+    token = flag;
+    from = '--ui-token';
+    (opts.warnings ??= []).push('--ui-token is on the command line, where every user of this machine can read it (ps, /proc/PID/cmdline): use $ENCLAVE_AGENT_UI_TOKEN or --ui-token-file PATH');
+  } else if (file !== undefined) {
+    token = readTokenFile(file, opts);
+    from = `--ui-token-file ${file}`;
+  } else {
+    token = env.ENCLAVE_AGENT_UI_TOKEN;
+    from = '$ENCLAVE_AGENT_UI_TOKEN';
+  }
+  if (token !== undefined && token.length < 16) throw new CliUsageError(`${from}: the token needs at least 16 characters`);
+  return token;
+}
+
+/** The token file's text without its line end; one line only (a second would be a mistake worth naming). */
+function readTokenFile(file: string, opts: LogsOptions): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+    if ((statSync(file).mode & 0o077) !== 0) {
+      (opts.warnings ??= []).push(`--ui-token-file ${file} can be read by users other than its owner: chmod 600 it`);
+    }
+  } catch (err) {
+    throw new CliUsageError(`--ui-token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  const token = text.replace(/\r?\n$/, '');
+  if (/[\r\n]/.test(token)) throw new CliUsageError(`--ui-token-file: ${file} holds more than one line; it must hold the token alone`);
+  return token;
 }
 
 /** Opens FILE for appending now, so a bad path is one error line before anything listens. */
@@ -222,6 +266,7 @@ function describeListen(l: LogSinkListen): string {
 export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<unknown>, opts: { output?: Writable; logger?: Logger } = {}): Promise<number> {
   const o = parseLogsArgs(args);
   const logger = opts.logger ?? pino({ level: o.logLevel, base: { name: 'enclave-agent-logs' } }, pino.destination(2));
+  for (const w of o.warnings ?? []) logger.warn(w);
   const file = o.out === null ? null : openOutput(o.out);
   const output = file ?? opts.output ?? process.stdout;
   let server: Awaited<ReturnType<typeof startLogSinkServer>> | undefined;
@@ -255,7 +300,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   }
   const where = activity === null ? (o.out ?? 'stdout') : `${o.db!.file}${o.out === null ? ' (operational lines to stdout)' : ` and ${o.out}`}`;
   io.err(`enclave-agent logs: listening on ${server.address} (${describeListen(o.listen)}), writing JSON lines to ${where}`);
-  if (activity?.url) io.err(`enclave-agent logs: activity page on ${activity.url}${o.ui?.token === undefined ? '' : ' (asks for the --ui-token)'}`);
+  if (activity?.url) io.err(`enclave-agent logs: activity page on ${activity.url}${o.ui?.token === undefined ? '' : ' (asks for its token)'}`);
   await stop();
   await server.close();
   await activity?.close();
