@@ -20,7 +20,8 @@ const help = `Usage: enclave-agent logs --enclave-cid CID [--listen vsock:PORT] 
 
 Receives the agent's log stream (enclave.toml [log] sink = "vsock": operational logs and transaction
 records as JSON lines) and writes each line to stdout or a file. Runs on the parent instance until SIGINT
-or SIGTERM. Lines that are not one JSON object, or longer than --max-line-bytes, are dropped and counted.
+or SIGTERM. Lines that are not one JSON object, or longer than --max-line-bytes, are dropped and counted
+(one warning per 10 s gives the counts, never a line's content).
 
 Where to listen (default vsock:<[log] vsock_port of enclave.toml>, 5008 without a config):
   --listen vsock:PORT       the enclave connects to the parent's CID on this port (listens on any local CID)

@@ -218,6 +218,8 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
   const webRequests = new RateLimitedLog(logger, 'log connections closed unread: they opened with an HTTP request (a web page?), not a log line');
   const foreign = new ForeignPeers(enclaveCid, logger, "log connection from a CID other than the enclave's; closed unread");
   const silentClosed = new RateLimitedLog(logger, 'log connections closed to make room: open without one complete line (not the agent?)');
+  // A peer writing garbage as fast as it can must not become one warning per line: counted, one line per interval.
+  const droppedLines = new RateLimitedLog(logger, 'log lines dropped: not a JSON object, or too long');
   /** Open connections, oldest first, each with when it opened; `opened` becomes null at its first newline. */
   const open = new Map<Duplex, { opened: number | null }>();
   let outputBlocked = false;
@@ -268,7 +270,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
         const parsed = parseJsonLine(line);
         if (parsed === null) {
           stats.invalid++;
-          logger.warn({ remote: info.remote, bytes: line.length }, 'log line dropped: not a JSON object');
+          droppedLines.note('not-json');
           return;
         }
         stats.lines++;
@@ -281,7 +283,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
       },
       () => {
         stats.oversized++;
-        logger.warn({ remote: info.remote, limit: maxLine }, 'log line dropped: too long');
+        droppedLines.note('too-long');
       },
     );
     // The connection's first bytes, held until they tell an HTTP request (closed unread) from the agent's lines.
@@ -327,6 +329,7 @@ export async function startLogSinkServer(opts: LogSinkServerOptions): Promise<Lo
       for (const s of [...open.keys()]) s.destroy();
       webRequests.flush();
       silentClosed.flush();
+      droppedLines.flush();
     },
   };
 }
