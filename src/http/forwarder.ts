@@ -43,7 +43,8 @@ import { bodyLimitStage, declaredBodyRefusal } from './stages/body-limit.ts';
 import { apiKeyCheck, apiKeyStage } from './stages/api-key.ts';
 import { BufferedBodies, decryptStage, type BufferedBodiesLike } from './stages/decrypt.ts';
 import type { DecryptStage } from './stages/decrypt.ts';
-import { Upstream, forwardStage } from './stages/forward.ts';
+import { Upstream, UPSTREAM_FAILURES_MESSAGE, forwardStage } from './stages/forward.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import { upgradeStage } from './stages/upgrade.ts';
 import { originFormStage, requestShapeRefusal, requestShapeStage } from './stages/request-shape.ts';
 import { PARSER_MAX_HEADERS_COUNT, requestHeadRefusal, tooManyHeaders } from './request-head-checks.ts';
@@ -183,6 +184,8 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
     mask: createHeaderMasker(opts.trustedHeaders ?? [], [requestIdHeader]),
     onError: (err) => logger.warn({ err: String(err) }, 'transaction record not written'),
   };
+  // Failed app requests, one line per interval (forward.ts); close() writes the last interval's counts.
+  const upstreamFailures = new RateLimitedLog(logger, UPSTREAM_FAILURES_MESSAGE);
   const requestId = requestIdStage({ header: requestIdHeader });
   const trxLog = trxLogStage(trx);
   const clientAddress = clientAddressStage({ trustForwardedFromClient: opts.trustForwardedFromClient });
@@ -210,7 +213,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
   const toApp: Stage[] = [
     ...(opts.maxRequestBodyBytes === undefined ? [] : [bodyLimitStage({ maxBodyBytes: opts.maxRequestBodyBytes })]),
     decryptStage({ decrypt: opts.decrypt, maxBufferedBodyBytes, bodies: opts.bufferedBodies ?? new BufferedBodies(maxBufferedBodiesBytes) }),
-    forwardStage(upstream, { logger, dropResponseHeaders: agentHeaders }),
+    forwardStage(upstream, { failureLog: upstreamFailures, dropResponseHeaders: agentHeaders }),
   ];
   const httpPipeline = compose([...observed, ...endpoints, ...common, ...toApp]);
   // An absolute-form target reaches the endpoints in origin-form, as it reaches the app.
@@ -642,6 +645,7 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       open.clear();
       server.close();
       await Promise.all([upstream.close(), health.close()]);
+      upstreamFailures.flush();
       // Transaction records are written one setImmediate after their exchange: let the last batch out.
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (ownSink) await sink.close();

@@ -10,7 +10,6 @@ import type * as UndiciModule from 'undici';
 import type { Dispatcher, Pool } from 'undici';
 import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
-import type { Logger } from 'pino';
 import type { Exchange, ResponseChannel, Stage } from '../exchange.ts';
 import { BufferBody } from '../simple-request.ts';
 import { endToEndHeaders, removeHeader } from '../headers.ts';
@@ -18,6 +17,7 @@ import { HttpModeError } from '../errors.ts';
 import { AppClient } from '../app-client.ts';
 import type { AppRequest, AppResponseHandler } from '../app-client.ts';
 import type { HeaderList } from '../headers.ts';
+import type { RateLimitedLog } from '../../util/rate-limited-log.ts';
 
 export interface UpstreamOptions {
   host: string;
@@ -118,7 +118,20 @@ export function upstreamError(err: unknown): HttpModeError {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropResponseHeaders?: ReadonlySet<string> } = {}): Stage {
+/** The operator-log line counting failed app requests (forwardStage's failureLog). */
+export const UPSTREAM_FAILURES_MESSAGE = 'upstream requests failed';
+
+export interface ForwardStageOptions {
+  /**
+   * Counts app requests that failed before the app's answer, by code and cause, into one line per interval: a
+   * client can make one fail per request (a chunked body whose framing breaks off), so never a line each. The
+   * request's transaction record has its request id and error code.
+   */
+  failureLog?: RateLimitedLog;
+  dropResponseHeaders?: ReadonlySet<string>;
+}
+
+export function forwardStage(upstream: Upstream, opts: ForwardStageOptions = {}): Stage {
   return async (ex) => {
     const res = ex.res;
     if (res === null) throw new HttpModeError('HTTP_INTERNAL', 500, 'forward stage reached without a response');
@@ -180,7 +193,8 @@ export function forwardStage(upstream: Upstream, opts: { logger?: Logger; dropRe
         continue;
       }
       const mapped = upstreamError(failure);
-      opts.logger?.warn({ requestId: ex.requestId, code: mapped.code, cause: (failure as { code?: string }).code }, 'upstream request failed');
+      const cause = (failure as { code?: unknown }).code;
+      opts.failureLog?.note(`${mapped.code} ${typeof cause === 'string' ? cause : 'no code'}`);
       throw mapped;
     }
   };
