@@ -236,7 +236,7 @@ describe('the activity page with a token, in chromium', () => {
   it('asks for the token, refuses a wrong one, and opens with the right one', async () => {
     const token = 'a-token-long-enough-for-the-rule';
     // The log sink's counters as `logs` hands them over (a stand-in: this page has no sink of its own).
-    const sinkStats = (): object => ({ lines: 12, invalid: 1, oversized: 0, connections: 1, refused: 0, foreignPeers: 3 });
+    const sinkStats = (): object => ({ lines: 12, invalid: 1, oversized: 0, connections: 1, refused: 0, foreignPeers: 3, silent: 2 });
     const service = await startActivityService({ file: path.join(dir, 'token.db'), ui: { host: '127.0.0.1', port: 0, token }, sinkStats });
     try {
       const tab = await context!.newPage();
@@ -253,7 +253,9 @@ describe('the activity page with a token, in chromium', () => {
       await tab.screenshot({ path: path.join(ARTIFACTS, 'token-login-done.png') });
       await tab.click('#tab-enclave');
       await tab.waitForSelector('#s-sink');
-      expect(await tab.textContent('#s-sink .v')).toBe('12 lines, 1 not JSON, 0 too long, 1 connections, 0 refused, 3 from other enclaves, 0 HTTP requests (both closed unread)');
+      expect(await tab.textContent('#s-sink .v')).toBe('12 lines, 1 not JSON, 0 too long, 1 connections, 0 refused, 3 from other enclaves, 0 HTTP requests (both closed unread), 2 silent (closed to make room)');
+      // This tab's live tail is the one connection; none refused.
+      expect(await tab.textContent('#s-live .v')).toBe('1 page(s), 0 batch(es) skipped for slow pages, 0 connection(s) refused (too many)');
       await tab.close();
     } finally {
       await service.close();

@@ -8,8 +8,8 @@ export class Unauthorized extends Error {}
 export interface StatusReply {
   token: boolean;
   store: { rows: number; inserted: number; dropped: number; rejected: number; expired: number; pending: number; retainDays: number; retainRows: number };
-  sink: { lines?: number; invalid?: number; oversized?: number; connections?: number; refused?: number; foreignPeers?: number; webRequests?: number } | null;
-  live: { clients: number; missedBatches: number };
+  sink: { lines?: number; invalid?: number; oversized?: number; connections?: number; refused?: number; foreignPeers?: number; webRequests?: number; silent?: number } | null;
+  live: { clients: number; missedBatches: number; refused?: number };
 }
 
 async function get<T>(path: string): Promise<T> {

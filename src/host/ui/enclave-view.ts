@@ -1,5 +1,6 @@
 // The enclave: name, mode, PCRs (from whoever started the page: the local stack, or --pcrs FILE), uptime and
-// app restarts (from the agent's own log lines), and the store's and sink's counters — drops included.
+// app restarts (from the agent's own log lines), and the store's, sink's and live tail's counters — drops and
+// refusals included.
 import { api, type StatusReply } from './api.ts';
 import { clear, fmtDuration, h } from './dom.ts';
 
@@ -29,10 +30,10 @@ export function enclaveView(onError: (err: unknown) => void): { root: HTMLElemen
         field('not a valid record', String(s.store.rejected)),
         field('expired by retention', String(s.store.expired)),
         field('retention', `${s.store.retainDays} days, ${s.store.retainRows} rows`),
-        field('live tail', `${s.live.clients} page(s), ${s.live.missedBatches} batch(es) skipped for slow pages`),
+        field('live tail', `${s.live.clients} page(s), ${s.live.missedBatches} batch(es) skipped for slow pages, ${s.live.refused ?? 0} connection(s) refused (too many)`, 's-live'),
         s.sink === null
           ? ''
-          : field('log sink', `${s.sink.lines ?? 0} lines, ${s.sink.invalid ?? 0} not JSON, ${s.sink.oversized ?? 0} too long, ${s.sink.connections ?? 0} connections, ${s.sink.refused ?? 0} refused, ${s.sink.foreignPeers ?? 0} from other enclaves, ${s.sink.webRequests ?? 0} HTTP requests (both closed unread)`, 's-sink'),
+          : field('log sink', `${s.sink.lines ?? 0} lines, ${s.sink.invalid ?? 0} not JSON, ${s.sink.oversized ?? 0} too long, ${s.sink.connections ?? 0} connections, ${s.sink.refused ?? 0} refused, ${s.sink.foreignPeers ?? 0} from other enclaves, ${s.sink.webRequests ?? 0} HTTP requests (both closed unread), ${s.sink.silent ?? 0} silent (closed to make room)`, 's-sink'),
       );
     } catch (err) {
       onError(err);
