@@ -76,6 +76,8 @@ export interface SessionWorkers extends Responder {
   readonly loopUtilization: readonly LoopUtilization[];
   /** Threads started so far (reported ready). */
   readonly started: number;
+  /** The connections each thread started or starting holds, as this thread counts them to choose where the next goes. */
+  readonly connectionsByThread: readonly number[];
   /** Started with `tls`. */
   readonly tls: boolean;
   /**
@@ -163,6 +165,7 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
   };
   const dropQueued = (slot: Slot, reason: string): void => {
     const queued = slot.queue.splice(0);
+    slot.live -= queued.length; // counted when queued: the thread will never hold them
     for (const m of queued) drop(m, reason);
     if (queued.length > 0) logger.warn({ worker: slot.index, connections: queued.length, reason }, 'closed connections that waited for a session thread to start');
   };
@@ -433,6 +436,9 @@ export async function startSessionWorkers(opts: SessionWorkersOptions): Promise<
     },
     get started() {
       return slots.filter((s) => s.ready).length;
+    },
+    get connectionsByThread() {
+      return slots.map((s) => s.live);
     },
     tls: opts.tls === true,
     acceptError(err) {

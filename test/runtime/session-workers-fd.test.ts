@@ -2,8 +2,8 @@
 // bound expired while the worker was stalled) is closed by the main thread — its client sees the close and the
 // process's descriptors return to where they were. And the main thread never closes a descriptor a worker
 // took: the ledger's sweep leaves alone a number that was closed and reused meanwhile. A connection waiting for
-// the first thread to start when the workers drain is closed and its session slot freed, and no thread starts
-// after.
+// the first thread to start when the workers drain is closed, its session slot freed and its count on that thread
+// taken back, and no thread starts after.
 import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -186,6 +186,8 @@ describe.runIf(nativeAvailable())('session workers stopped before taking their c
     expect(admission.sessions.count).toBe(0);
     expect(workers.refusedCount).toBe(1);
     expect(log.records().filter((r) => r.msg === 'closed connections that waited for a session thread to start').map((r) => r.connections)).toEqual([1]);
+    // Nor does the thread count it any more (it was counted while it waited: the load that picks a thread).
+    expect(workers.connectionsByThread).toEqual([0]);
     // Draining: refused at once, and no other thread starts.
     await closed(await connect());
     expect(workers.refusedCount).toBe(2);
