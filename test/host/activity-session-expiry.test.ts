@@ -90,6 +90,8 @@ describe('activity page sessions', () => {
     expect(await status(other)).toBe(200);
     // The tail's stream ends (the page's EventSource reconnects and is refused 401).
     for (;;) if ((await events.read()).done) break;
+    const liveClients = async (): Promise<number> => ((await (await fetch(`${srv.url}api/status`, { headers: { cookie: other } })).json()) as { live: { clients: number } }).live.clients;
+    await expect.poll(liveClients).toBe(0);
     expect((await fetch(`${srv.url}api/live`, { headers: { cookie } })).status).toBe(401);
   }, 15_000);
 
