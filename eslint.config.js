@@ -29,8 +29,8 @@ export default tseslint.config(
   // Browser-safe code: the client SDK and the attestation verifier must not pull in Node built-ins.
   {
     files: ['src/client/**/*.ts', 'src/attestation/verify.ts', 'src/attestation/document.ts', 'src/util/**/*.ts', 'src/noise/**/*.ts', 'src/wire/{messages,schema,cbor-head,int-array,encode,cursor,decode}.ts'],
-    // node.ts and the files it alone imports (tls-connect/tls-client, upgrade-tls-error) are the SDK's Node-only entry.
-    ignores: ['src/noise/suite-node.ts', 'src/noise/native-aead.ts', 'src/client/node.ts', 'src/client/tls-connect.ts', 'src/client/tls-client.ts', 'src/client/upgrade-tls-error.ts'],
+    // node.ts and the files it alone imports (tls-connect/tls-client, upgrade-tls-error, socket-pause) are the SDK's Node-only entry.
+    ignores: ['src/noise/suite-node.ts', 'src/noise/native-aead.ts', 'src/client/node.ts', 'src/client/tls-connect.ts', 'src/client/tls-client.ts', 'src/client/upgrade-tls-error.ts', 'src/client/socket-pause.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['node:*'] }] },
   },
   // The CommonJS example shows require() of the package on purpose.

@@ -149,8 +149,9 @@ export async function reportConnectError(command: string, url: string, err: unkn
 }
 
 /**
- * Streams `body` into `out` with back-pressure, as is (never decoded: a binary body stays intact). The client
- * holds at most maxBufferedBytes unread, so a slow reader of our stdout bounds us too (CLIENT_BUFFER_FULL).
+ * Streams `body` into `out` with back-pressure, as is (never decoded: a binary body stays intact). A slow reader of
+ * our stdout holds the enclave back: the client stops reading the connection while the body has half of
+ * maxBufferedBytes unread (onBufferFull 'pause'; https:// has TCP's own flow control).
  * False when stdout was closed under it (EPIPE).
  */
 async function writeBody(body: ReadableStream<Uint8Array>, out: Writable): Promise<boolean> {
@@ -199,7 +200,8 @@ export const command: CliCommand = {
 
     let client: Client;
     try {
-      client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false, ...(values.nonce ? { nonce: true } : {}) });
+      // onBufferFull 'pause': one request, so pausing the connection for its body holds nothing else back.
+      client = await connect(url, { pcrs: pins, ...(roots === undefined ? {} : { roots }), debug: values.debug, connectTimeoutMs: timeoutMs, reconnect: false, onBufferFull: 'pause', ...(values.nonce ? { nonce: true } : {}) });
     } catch (err) {
       return await reportConnectError('fetch', url, err, io, roots !== undefined);
     }

@@ -1,7 +1,9 @@
 // The bound on bytes a response body or stream holds for a caller who does not read them. The protocol has no
-// per-stream flow control (the agent cannot be told to wait, and a browser WebSocket cannot be paused), so
-// the only bound the client can keep is to give up on the stream: its readable errors with CLIENT_BUFFER_FULL.
-// Browser-safe.
+// per-stream flow control (the agent cannot be told to wait, and a browser WebSocket cannot be paused), so by
+// default the only bound the client can keep is to give up on the stream: its readable errors with
+// CLIENT_BUFFER_FULL. With onBufferFull 'pause' and a WebSocket that can stop reading (Node's), a response body
+// instead stops the whole connection being read (ReadPause): TCP holds the bridge back, the bridge the agent, the
+// agent the app, until the body is read down again. Browser-safe.
 import { ClientError } from './errors.ts';
 
 /** Default of ConnectOptions.maxBufferedBytes. */
@@ -20,4 +22,34 @@ export function overCap(controller: ReadableStreamDefaultController<Uint8Array>)
 
 export function bufferFull(what: string, max: number): ClientError {
   return new ClientError('CLIENT_BUFFER_FULL', `${what}: more than ${max} bytes arrived unread (maxBufferedBytes); the stream was closed`);
+}
+
+/**
+ * Pauses reading the connection (`hold`, Channel.holdReading) while a body holds half its cap unread, and reads on
+ * once it is down to a quarter. A pause stops what is read next, not what is already on its way (one socket read,
+ * a message being assembled), so the cap stays as the bound behind it.
+ */
+export class ReadPause {
+  #release: (() => void) | null = null;
+  constructor(
+    /** null: the connection cannot be paused, the cap alone applies. */
+    private readonly hold: (() => () => void) | null,
+    private readonly max: number,
+  ) {}
+
+  /** Call after each enqueue and each pull: holds or releases by the bytes `controller` has unread. */
+  update(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    if (this.hold === null) return;
+    const room = controller.desiredSize ?? this.max;
+    const unread = this.max - room;
+    if (this.#release === null && unread >= this.max / 2) this.#release = this.hold();
+    else if (this.#release !== null && unread <= this.max / 4) this.release();
+  }
+
+  /** Reads on (the body ended, failed or was cancelled). Idempotent. */
+  release(): void {
+    const r = this.#release;
+    this.#release = null;
+    r?.();
+  }
 }

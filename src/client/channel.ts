@@ -25,6 +25,9 @@ export interface WebSocketLike {
   addEventListener(type: string, listener: (event: never) => void): void;
   /** BoundedWebSocket (node.ts): the error of the socket under the upgrade, when that is why it failed. */
   readonly transportError?: Error | null;
+  /** BoundedWebSocket (node.ts): stop reading the connection, and read on (a slow reader holds the sender back). */
+  pauseReading?(): void;
+  resumeReading?(): void;
 }
 
 /** `new WebSocket(url)` or, when headers are given (undici on Node), `new WebSocket(url, { headers })`. */
@@ -58,6 +61,8 @@ export class Channel {
   #listener: ChannelListener | null = null;
   #queued: ServerMessage[] = [];
   #closeError: ClientError | null = null;
+  /** holdReading() calls not released yet: the connection is not read while there is one. */
+  #readHolds = 0;
 
   private constructor(ws: WebSocketLike, reader: FrameReader, send: CipherState, recv: CipherState, hash: Uint8Array) {
     this.#ws = ws;
@@ -158,6 +163,26 @@ export class Channel {
     return this.#ws.bufferedAmount;
   }
 
+  /** Whether holdReading() can stop reading the connection (the WebSocket can pause: Node's BoundedWebSocket). */
+  get canPause(): boolean {
+    return typeof this.#ws.pauseReading === 'function' && typeof this.#ws.resumeReading === 'function';
+  }
+
+  /**
+   * Stops reading the connection until the returned function (idempotent) and every other hold's are called: the
+   * protocol's only flow control. Every message of the session waits meanwhile. A no-op unless canPause.
+   */
+  holdReading(): () => void {
+    if (!this.canPause || this.#closeError !== null) return () => {};
+    if (this.#readHolds++ === 0) this.#ws.pauseReading!();
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      if (--this.#readHolds === 0 && this.#closeError === null) this.#ws.resumeReading!();
+    };
+  }
+
   /** Receives every later message; messages that arrived before are delivered first. */
   listen(listener: ChannelListener): void {
     this.#listener = listener;
@@ -216,6 +241,8 @@ export class Channel {
   #fail(err: ClientError): void {
     if (this.#closeError !== null) return;
     this.#closeError = err;
+    // a paused connection would never read the agent's close frame
+    if (this.#readHolds > 0) this.#ws.resumeReading?.();
     try {
       this.#ws.close(1000);
     } catch {

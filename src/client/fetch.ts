@@ -22,7 +22,7 @@
 // some servers abort a request whose connection was shut down for writing; `Connection: close` makes the app end
 // the connection after its response instead. Redirects are not followed (the 3xx Response is returned).
 import { concatBytes } from '../util/bytes.ts';
-import { bufferFull, byteQueue, overCap } from './buffer-cap.ts';
+import { bufferFull, byteQueue, overCap, ReadPause } from './buffer-cap.ts';
 import { abortError, ClientError } from './errors.ts';
 import {
   BodyDecoder,
@@ -48,6 +48,8 @@ export interface FetchContext {
   timeoutMs: number;
   /** Unread bytes of one response body before it is given up (buffer-cap.ts). */
   maxBufferedBytes: number;
+  /** onBufferFull 'pause': a body with half of them unread stops the connection being read (ReadPause). */
+  pauseWhenFull?: boolean;
 }
 
 function protocol(message: string, cause?: unknown): ClientError {
@@ -143,7 +145,7 @@ export async function clientFetch(ctx: FetchContext, input: string | URL | Reque
         if (pref === 'data') throw new ClientError('CLIENT_BAD_OPTIONS', `the request (${raw.length} bytes) does not fit one Data message; use transport "stream" or "auto"`);
         transport = 'stream';
       }
-      return fetchOverStream(session, req, ctx.host, deadline, ctx.maxBufferedBytes);
+      return fetchOverStream(session, req, ctx.host, deadline, ctx.maxBufferedBytes, ctx.pauseWhenFull === true);
     }, deadline.signal);
   } catch (err) {
     deadline.done();
@@ -152,7 +154,7 @@ export async function clientFetch(ctx: FetchContext, input: string | URL | Reque
 }
 
 /** The exchange over one stream; resolves at the response head, the body streams on. */
-async function fetchOverStream(session: Session, req: NormalizedRequest, host: string, deadline: Deadline, maxBufferedBytes: number): Promise<Response> {
+async function fetchOverStream(session: Session, req: NormalizedRequest, host: string, deadline: Deadline, maxBufferedBytes: number, pauseWhenFull: boolean): Promise<Response> {
   const body = req.body;
   let framing: number | 'chunked' | undefined;
   let chunked = false;
@@ -193,10 +195,12 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
   let stream: SessionStream | null = null;
   /** Messages can arrive only after OpenStream went out, but `stream` is assigned a tick later. */
   let closeWhenOpen = false;
+  const pause = new ReadPause(pauseWhenFull && session.channel.canPause ? () => session.channel.holdReading() : null, maxBufferedBytes);
 
   const finish = (err?: ClientError): void => {
     if (finished) return;
     finished = true;
+    pause.release();
     signal.removeEventListener('abort', onAbort);
     if (stream !== null) {
       stream.close();
@@ -221,6 +225,7 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
     for (const part of decoder!.push(bytes)) controller?.enqueue(part);
     if (decoder!.done) finish();
     else if (controller !== null && overCap(controller)) finish(bufferFull('response body', maxBufferedBytes));
+    else if (controller !== null) pause.update(controller);
   };
 
   const handlers = {
@@ -243,6 +248,8 @@ async function fetchOverStream(session: Session, req: NormalizedRequest, host: s
                   start: (c) => {
                     controller = c;
                   },
+                  // read down: the connection may be read on
+                  pull: (c) => pause.update(c),
                   cancel: () => {
                     controller = null;
                     finish();

@@ -78,6 +78,14 @@ export interface ConnectOptions {
    * CLIENT_BUFFER_FULL instead of memory growing without bound. Per stream: `openStream`/`upgrade` options.
    */
   maxBufferedBytes?: number;
+  /**
+   * What a response body (fetch) holding unread bytes does. 'error' (default): past maxBufferedBytes it fails
+   * with CLIENT_BUFFER_FULL, other requests unaffected. 'pause': at half of it the connection stops being read
+   * until the body is read down to a quarter — a slow reader holds the enclave back, and every request of the
+   * session waits meanwhile; needs a WebSocket that can pause (the Node entry's), else it acts as 'error'.
+   * Streams (openStream, upgrade) keep 'error'.
+   */
+  onBufferFull?: 'error' | 'pause';
   /** Default transport of fetch (see ClientRequestInit.transport). Default 'auto'. */
   transport?: Transport;
   /** Aborts connecting. */
@@ -144,6 +152,8 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   const maxInFlight = positiveOption('maxInFlight', options.maxInFlight, 64, 1);
   const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 0);
   const maxBufferedBytes = positiveOption('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES, 1);
+  const onBufferFull = options.onBufferFull ?? 'error';
+  if (onBufferFull !== 'error' && onBufferFull !== 'pause') throw new ClientError('CLIENT_BAD_OPTIONS', `onBufferFull: expected error or pause, found ${textShape(String(onBufferFull))}`);
   const transport = options.transport ?? 'auto';
   if (transport !== 'auto' && transport !== 'data' && transport !== 'stream') throw new ClientError('CLIENT_BAD_OPTIONS', `transport: expected auto, data or stream, found ${String(transport)}`);
   const verify = {
@@ -171,7 +181,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   let last: Session = await establish(options.signal);
   manager.adopt(last);
   manager.onSession((s) => (last = s));
-  const ctx: FetchContext = { manager, host, transport, timeoutMs: requestTimeoutMs, maxBufferedBytes };
+  const ctx: FetchContext = { manager, host, transport, timeoutMs: requestTimeoutMs, maxBufferedBytes, pauseWhenFull: onBufferFull === 'pause' };
 
   const fetch = (input: string | URL | Request, init?: ClientRequestInit): Promise<Response> => clientFetch(ctx, input, init);
   return {

@@ -10,6 +10,7 @@ import type { WebSocketConstructor } from './channel.ts';
 import { ClientError } from './errors.ts';
 import { connect as connectBrowser, type Client, type ClientStream } from './index.ts';
 import { connectHttps, type HttpsConnectOptions } from './tls-client.ts';
+import { socketPause, type SocketPause } from './socket-pause.ts';
 import { destroyUpgradeSocketOnError, upgradeKey } from './upgrade-tls-error.ts';
 
 export * from './index.ts';
@@ -34,6 +35,8 @@ class BoundedDispatcher extends Dispatcher {
   #stopWatching: (() => void) | null = null;
   /** The error of the socket that carried the upgrade, once it failed (upgrade-tls-error.ts). */
   transportError: Error | null = null;
+  /** Pauses the socket that carried the upgrade (the WebSocket's from then on), once it was written. */
+  socket: SocketPause | null = null;
   constructor(inner: Dispatcher) {
     super();
     this.#inner = inner;
@@ -42,7 +45,11 @@ class BoundedDispatcher extends Dispatcher {
     const key = upgradeKey(options);
     if (key !== null) {
       this.release();
-      this.#stopWatching = destroyUpgradeSocketOnError(key, (err) => (this.transportError = err));
+      this.#stopWatching = destroyUpgradeSocketOnError(
+        key,
+        (err) => (this.transportError = err),
+        (socket) => (this.socket = socketPause(socket)),
+      );
     }
     return this.#inner.dispatch(options, handler);
   }
@@ -64,7 +71,8 @@ const initOf = (protocolsOrInit?: string | string[] | BoundedInit): BoundedInit 
   protocolsOrInit === undefined || typeof protocolsOrInit === 'string' || Array.isArray(protocolsOrInit) ? { protocols: protocolsOrInit ?? [] } : protocolsOrInit;
 
 /**
- * undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread. It
+ * undici's WebSocket, with messages above MAX_BRIDGE_MESSAGE_BYTES failing the connection (close 1009) unread, and
+ * pauseReading()/resumeReading() (socket-pause.ts) for the client's onBufferFull 'pause'. It
  * connects through `init.dispatcher`, else undici's global dispatcher as it is at construction (so a proxy set with
  * setGlobalDispatcher is used), the bound applying either way. A TLS error on the socket of the upgrade fails it at
  * once instead of leaving it CONNECTING (upgrade-tls-error.ts).
@@ -81,6 +89,13 @@ export class BoundedWebSocket extends UndiciWebSocket {
   /** Why the socket under the upgrade failed (a TLS record error, say), for the channel's error message. */
   get transportError(): Error | null {
     return this.#dispatcher.transportError;
+  }
+  /** Stops reading the connection (Channel.holdReading): TCP holds the bridge back until resumeReading(). */
+  pauseReading(): void {
+    this.#dispatcher.socket?.pause();
+  }
+  resumeReading(): void {
+    this.#dispatcher.socket?.resume();
   }
 }
 

@@ -24,11 +24,11 @@ export function upgradeKey(options: { upgrade?: string | boolean | null; headers
 }
 
 /**
- * Watches for the upgrade request with Sec-WebSocket-Key `key` to be written, then destroys its socket on the
- * first socket error after handing the error to `onError`. Returns the function that stops watching (call it
- * when the WebSocket closes, in case the request was never written).
+ * Watches for the upgrade request with Sec-WebSocket-Key `key` to be written, hands its socket to `onSocket`, then
+ * destroys the socket on the first socket error after handing the error to `onError`. Returns the function that
+ * stops watching (call it when the WebSocket closes, in case the request was never written).
  */
-export function destroyUpgradeSocketOnError(key: string, onError: (err: Error) => void): () => void {
+export function destroyUpgradeSocketOnError(key: string, onError: (err: Error) => void, onSocket: (socket: Duplex) => void = () => {}): () => void {
   const line = `\r\nsec-websocket-key: ${key}\r\n`;
   const stop = (): void => {
     diagnostics.unsubscribe(SEND_HEADERS, onSend);
@@ -37,6 +37,7 @@ export function destroyUpgradeSocketOnError(key: string, onError: (err: Error) =
     const { headers, socket } = message as { headers?: unknown; socket?: Duplex };
     if (typeof headers !== 'string' || socket === undefined || !headers.toLowerCase().includes(line.toLowerCase())) return;
     stop();
+    onSocket(socket);
     socket.once('error', (err: Error) => {
       onError(err);
       if (!socket.destroyed) socket.destroy();

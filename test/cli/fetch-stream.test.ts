@@ -1,11 +1,12 @@
 // `enclave-agent fetch` writes the response body to stdout as it arrives, byte for byte (a binary body intact,
 // nothing added), so a large or endless body does not grow the CLI; --json, which must hold the body, stops at
 // its cap with CLI_BODY_TOO_LARGE.
+import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JSON_BODY_MAX_BYTES } from '../../src/cli/capped-body.ts';
 import { runCli } from '../../src/cli/run.ts';
-import { patternBytes, startStack, type Stack } from '../client/stack.ts';
+import { patternBytes, sha256Hex, startStack, type Stack } from '../client/stack.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -69,6 +70,55 @@ describe('enclave-agent fetch streams the body', () => {
     expect(r.out).toHaveLength(1);
     expect(r.out[0]).toMatch(/^HTTP\/1\.1 200 OK\n(.+\n)*content-type: text\/plain\n(.+\n)*$/);
     expect(sink.bytes().toString('latin1')).toBe('hello');
+  });
+});
+
+/**
+ * A stdout slower than the enclave: its first write completes only once `release` resolved, each later one a
+ * turn of the event loop after it was made. Hashes what it got instead of keeping it.
+ */
+function slowSink(release: Promise<void>): Writable & { total(): number; sha256(): string } {
+  const hash = createHash('sha256');
+  let total = 0;
+  let first = true;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      total += chunk.length;
+      if (first) {
+        first = false;
+        void release.then(() => cb());
+      } else setImmediate(cb);
+    },
+  });
+  return Object.assign(sink, { total: () => total, sha256: () => hash.digest('hex') });
+}
+
+/** Resolves once `done()` holds, or after `boundMs` (a bound on the wait, not a check). */
+function untilOr(done: () => boolean, boundMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const bound = setTimeout(finish, boundMs);
+    const poll = setInterval(() => done() && finish(), 20);
+    function finish(): void {
+      clearTimeout(bound);
+      clearInterval(poll);
+      resolve();
+    }
+  });
+}
+
+describe('enclave-agent fetch to a stdout slower than the enclave', () => {
+  it('a 72 MiB body (past the client\'s 64 MiB cap of unread bytes) completes: the slow stdout holds the enclave back', { timeout: 60_000 }, async () => {
+    const n = 72 * 1024 * 1024;
+    const before = stack.app.bigEnded;
+    // stdout takes nothing until the app wrote the whole body (backpressure may keep it from that) or 3 s passed.
+    const sink = slowSink(untilOr(() => stack.app.bigEnded > before, 3_000));
+    const r = await fetchCli([`/big?n=${n}`], sink);
+    // Failed before the fix: exit 1, CLIENT_BUFFER_FULL once 64 MiB were unread.
+    expect(r.err).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(sink.total()).toBe(n);
+    expect(sink.sha256()).toBe(sha256Hex(patternBytes(n)));
   });
 });
 

@@ -37,6 +37,8 @@ export interface TestApp {
   readonly requests: number;
   /** Raw header lists of the requests, in arrival order. */
   readonly seen: { method: string; url: string; rawHeaders: string[] }[];
+  /** GET /big and /chunked responses whose last byte the app has written (handed to its socket). */
+  readonly bigEnded: number;
   /** Lets every GET /gated waiting now send its second half. */
   openGate(): void;
   close(): Promise<void>;
@@ -51,6 +53,7 @@ export interface TestApp {
  */
 export async function startTestApp(): Promise<TestApp> {
   let requests = 0;
+  let bigEnded = 0;
   const gated: (() => void)[] = [];
   const seen: TestApp['seen'] = [];
   const server = http.createServer((req, res) => {
@@ -99,7 +102,7 @@ export async function startTestApp(): Promise<TestApp> {
                 return;
               }
             }
-            res.end();
+            res.end(() => bigEnded++);
           };
           pump();
           return;
@@ -152,6 +155,9 @@ export async function startTestApp(): Promise<TestApp> {
     port: (server.address() as AddressInfo).port,
     get requests() {
       return requests;
+    },
+    get bigEnded() {
+      return bigEnded;
     },
     seen,
     openGate() {
