@@ -16,6 +16,12 @@ interface Tlv {
 }
 
 const MAX_DEPTH = 16;
+/**
+ * A real envelope is ~0.5 KiB for a 32-byte data key and ~4.5 KiB for the largest plaintext Decrypt returns
+ * (4096 bytes). The walker allocates a few hundred bytes per 2-byte TLV (1 MiB of them: ~300 MB of heap), so
+ * anything larger than this is refused before it is walked.
+ */
+export const MAX_ENVELOPE_BYTES = 16 * 1024;
 
 function bad(what: string): KmsKeyringError {
   return new KmsKeyringError('KMS_BAD_ENVELOPE', `CiphertextForRecipient: ${what}`);
@@ -139,6 +145,7 @@ export interface EnvelopeParts {
 
 /** Parses the envelope (BER or DER) into the pieces needed to open it; checks every algorithm. */
 export function parseRecipientEnvelope(cms: Uint8Array): EnvelopeParts {
+  if (cms.length > MAX_ENVELOPE_BYTES) throw bad(`${cms.length} bytes, more than the ${MAX_ENVELOPE_BYTES} any KMS envelope needs`);
   const [ci, end] = readTlv(cms, 0, 0);
   if (end !== cms.length) throw bad(`${cms.length - end} trailing bytes`);
   expect(ci, 0x30, 'ContentInfo');

@@ -1,6 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { openRecipientEnvelope, parseRecipientEnvelope } from '../../src/crypto/cms-envelope.ts';
+import { MAX_ENVELOPE_BYTES, openRecipientEnvelope, parseRecipientEnvelope } from '../../src/crypto/cms-envelope.ts';
 import { opensslRecipientEnvelope } from './openssl-cms.ts';
 
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -43,5 +43,20 @@ describe('CiphertextForRecipient (CMS EnvelopedData) from openssl cms', () => {
     for (const junk of [new Uint8Array(0), Uint8Array.of(0x30, 0x80), Uint8Array.from(randomBytes(64))]) {
       expect(() => parseRecipientEnvelope(junk)).toThrow(expect.objectContaining({ code: 'KMS_BAD_ENVELOPE' }));
     }
+  });
+
+  it('refuses an envelope larger than any KMS sends before walking it (a flood of tiny TLVs, a valid but huge one)', () => {
+    // 1 MiB of NULLs inside one indefinite SEQUENCE: ~300 MB of heap were it walked.
+    const flood = new Uint8Array(1 << 20);
+    flood.set([0x30, 0x80]);
+    for (let i = 2; i < flood.length - 2; i += 2) flood[i] = 0x05;
+    const tooLarge = expect.objectContaining({ code: 'KMS_BAD_ENVELOPE', message: expect.stringContaining(`more than the ${MAX_ENVELOPE_BYTES}`) });
+    expect(() => parseRecipientEnvelope(flood)).toThrow(tooLarge);
+    // Well formed and to this key, but larger than Decrypt's biggest answer: not opened either.
+    const huge = opensslRecipientEnvelope(spki, randomBytes(MAX_ENVELOPE_BYTES), 'ber');
+    expect(() => openRecipientEnvelope(huge, privateKey)).toThrow(tooLarge);
+    // The largest plaintext Decrypt returns (4096 bytes) still opens.
+    const largest = randomBytes(4096);
+    expect(openRecipientEnvelope(opensslRecipientEnvelope(spki, largest, 'ber'), privateKey).equals(largest)).toBe(true);
   });
 });
