@@ -11,7 +11,7 @@ const VIEWS = ['activity', 'traffic', 'enclave'] as const;
 type ViewName = (typeof VIEWS)[number];
 
 function loginForm(): HTMLElement {
-  const input = h('input', { id: 'token', type: 'password', placeholder: 'token (--ui-token)', autocomplete: 'current-password' });
+  const input = h('input', { id: 'token', type: 'password', placeholder: 'token (the logs command: --ui-token-file or $ENCLAVE_AGENT_UI_TOKEN)', autocomplete: 'current-password' });
   const msg = h('p', { class: 'muted', id: 'login-msg' }, 'This page needs the token it was started with.');
   const form = h('form', { class: 'login', id: 'login' }, h('h2', {}, 'enclave-agent activity'), msg, input, h('button', { type: 'submit' }, 'Open'));
   form.addEventListener('submit', (e) => {
