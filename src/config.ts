@@ -99,6 +99,13 @@ export interface Config {
     /** Connections waiting for a handshake slot; more are closed before any crypto. */
     max_queued_handshakes: number;
     /**
+     * Lingering close (src/transport/lingering-close.ts) of a connection the agent ends after its last answer —
+     * TLS ingress (fast path and http.Server fallback) and Noise sessions: closed once no client byte came for
+     * linger_timeout_ms, and linger_time_ms after the answer went out at the latest.
+     */
+    linger_timeout_ms: number;
+    linger_time_ms: number;
+    /**
      * Session threads: public-channel sessions are sharded across this many worker threads (the listener hands
      * each accepted connection to one); 1 runs them on the main thread. null (not set): the CPU count, or 1
      * where the native addon that hands connections over is not built (the runtime resolves it).
@@ -266,6 +273,8 @@ const SCHEMA: Schema = {
       max_queued_bytes: int(256 * MiB, 1 * MiB, 64 * 1024 * MiB),
       max_concurrent_handshakes: int(4 * availableParallelism(), 1, 100_000),
       max_queued_handshakes: int(256, 0, 100_000),
+      linger_timeout_ms: int(5 * SEC, 100, 600 * SEC),
+      linger_time_ms: int(30 * SEC, 100, 3600 * SEC),
       workers: { kind: 'custom', default: null, parse: (v, k) => readField(int(1, 1, 64), v, k) },
     },
   },
@@ -572,6 +581,9 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
     }
   }
   checkAcme(config);
+  if (config.limits.linger_timeout_ms > config.limits.linger_time_ms) {
+    throw new ConfigError('CONFIG_BAD_VALUE', `limits.linger_timeout_ms: expected at most limits.linger_time_ms (${config.limits.linger_time_ms}), the longest linger in all, found ${config.limits.linger_timeout_ms}`);
+  }
   if (config.limits.max_buffered_bodies_bytes < config.limits.max_buffered_body_bytes) {
     throw new ConfigError('CONFIG_BAD_VALUE', `limits.max_buffered_bodies_bytes: expected at least limits.max_buffered_body_bytes (${config.limits.max_buffered_body_bytes}): one such body must fit, found ${config.limits.max_buffered_bodies_bytes}`);
   }

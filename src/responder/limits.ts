@@ -1,6 +1,7 @@
 // Per-responder and per-session limits. Every number bounds memory or time that a client (or a slow app)
 // could otherwise grow without bound; the defaults are sized for a 2-vCPU enclave with a few GiB of memory.
 import { availableParallelism } from 'node:os';
+import { DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
 import { ResponderError } from './errors.ts';
 
 export interface Limits {
@@ -92,6 +93,13 @@ export interface Limits {
   maxConcurrentHandshakes: number;
   /** Connections waiting for a handshake slot; 0 = none wait. Default 256. */
   maxQueuedHandshakes: number;
+  /**
+   * Lingering close of a session's connection after its final frame (src/transport/lingering-close.ts): closed
+   * once no client byte came for this long. Default 5 000 ms ([limits] linger_timeout_ms).
+   */
+  lingerTimeoutMs: number;
+  /** The same: closed this long after the final frame went out at the latest. Default 30 000 ms ([limits] linger_time_ms). */
+  lingerTimeMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -113,6 +121,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxQueuedBytes: 256 << 20,
   maxConcurrentHandshakes: 4 * availableParallelism(),
   maxQueuedHandshakes: 256,
+  lingerTimeoutMs: DEFAULT_LINGER_TIMEOUT_MS,
+  lingerTimeMs: DEFAULT_LINGER_TIME_MS,
 });
 
 /** Limits where 0 is meaningful. */

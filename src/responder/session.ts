@@ -21,7 +21,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { createHandshake } from '../noise/handshake.ts';
-import { closeLingering, DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
+import { closeLingering } from '../transport/lingering-close.ts';
 import { NativeStream } from '../transport/native-stream.ts';
 import { parseProxyV2 } from '../transport/proxy-v2.ts';
 import type { ConnectionInfo } from '../transport/types.ts';
@@ -540,8 +540,8 @@ export class Session {
       // answer RST and drop what of those frames it still holds. The slot is held until the socket closes.
       closeLingering(this.#sock, {
         flushTimeoutMs: this.#limits.writeStallTimeoutMs,
-        lingerTimeoutMs: DEFAULT_LINGER_TIMEOUT_MS,
-        lingerTimeMs: DEFAULT_LINGER_TIME_MS,
+        lingerTimeoutMs: this.#limits.lingerTimeoutMs,
+        lingerTimeMs: this.#limits.lingerTimeMs,
       });
     } else {
       this.#sock.destroy();

@@ -35,6 +35,8 @@ export function limitsFrom(config: Config): Partial<Limits> {
     maxQueuedBytes: l.max_queued_bytes,
     maxConcurrentHandshakes: l.max_concurrent_handshakes,
     maxQueuedHandshakes: l.max_queued_handshakes,
+    lingerTimeoutMs: l.linger_timeout_ms,
+    lingerTimeMs: l.linger_time_ms,
     dataResponseTimeoutMs: config.mode === 'http' ? upstream + HTTP_DATA_TIMEOUT_MARGIN_MS : upstream,
   };
 }
@@ -95,6 +97,8 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
     ...(s.bufferedBodies === undefined ? {} : { bufferedBodies: s.bufferedBodies }),
     maxRequestBodyBytes: c.limits.max_request_bytes,
     upstreamTimeoutMs: c.app.upstream_timeout_ms,
+    lingerTimeoutMs: c.limits.linger_timeout_ms,
+    lingerTimeMs: c.limits.linger_time_ms,
     appStartupGraceMs: c.app.startup_grace_ms,
     logSink: s.trxSink ?? { write() {}, async close() {} },
     logger: s.logger,

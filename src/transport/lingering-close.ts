@@ -8,9 +8,9 @@
 // trickling, must not hold its slot).
 import type { Duplex } from 'node:stream';
 
-/** No byte from the client for this long while lingering: closed (nginx's lingering_timeout). */
+/** No byte from the client for this long while lingering: closed (nginx's lingering_timeout; [limits] linger_timeout_ms). */
 export const DEFAULT_LINGER_TIMEOUT_MS = 5_000;
-/** Longest linger after the answer went out, bytes arriving or not (nginx's lingering_time). */
+/** Longest linger after the answer went out, bytes arriving or not (nginx's lingering_time; [limits] linger_time_ms). */
 export const DEFAULT_LINGER_TIME_MS = 30_000;
 
 export interface LingerLimits {
