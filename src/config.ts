@@ -40,6 +40,12 @@ export interface Config {
     /** More than max_restarts restarts within restart_window_ms: give up and exit with the app's code. */
     max_restarts: number;
     restart_window_ms: number;
+    /**
+     * `run` starts the app in its sandbox (default true; native/src/die-with-parent.c): no way into the agent's
+     * memory, descriptors or NSM, capabilities cut. false: the documented opt-out, the app runs with all the
+     * agent's privileges (a root app can read the keys).
+     */
+    sandbox: boolean;
   };
   /** ops_port: the host-only ops channel (GET /metrics, GET /health, the clock channel; src/ops/). */
   listen: { public_port: number; control_port: number; ops_port: number; drain_timeout_ms: number };
@@ -136,7 +142,7 @@ export interface Config {
     max_flows: number;
     /** A TLS flow to a name entry must carry that name as its SNI. */
     sni_check: boolean;
-    /** The app may open vsock sockets itself (default false: `run` denies them, so egress is its only way out). */
+    /** The app may open vsock sockets itself (default false: its sandbox refuses them, so egress is its only way out). */
     app_vsock: boolean;
   };
 }
@@ -234,6 +240,7 @@ const SCHEMA: Schema = {
       restart_backoff_max_ms: int(30 * SEC, 0, 3600 * SEC),
       max_restarts: int(5, 0, 10_000),
       restart_window_ms: int(60 * SEC, 1 * SEC, 86_400 * SEC),
+      sandbox: bool(true),
     },
   },
   listen: {
@@ -568,6 +575,9 @@ export function configFromObject(doc: unknown, env: Record<string, string | unde
   } catch (err) {
     if (err instanceof SecretsError) throw new ConfigError('CONFIG_BAD_VALUE', err.message);
     throw err;
+  }
+  if (!config.app.sandbox && config.egress.enabled && !config.egress.app_vsock) {
+    throw new ConfigError('CONFIG_BAD_VALUE', 'app.sandbox: false lets the app open vsock and go around [egress]; set egress.app_vsock = true as well to say so');
   }
   if (config.egress.mode === 'transparent' && !config.egress.enabled) {
     throw new ConfigError('CONFIG_BAD_VALUE', 'egress.mode: "transparent" needs egress.enabled = true');

@@ -1,5 +1,5 @@
 /*
- * enclave_die_with_parent [--deny-vsock [--read-only DIR]...] PPID ERRFD FILE [ARG...]
+ * enclave_die_with_parent [(--sandbox | --deny-vsock) [--read-only DIR]...] PPID ERRFD FILE [ARG...]
  *
  * The app of `enclave-agent run` must not outlive the agent, even when the agent is SIGKILLed (nothing of the
  * agent runs then). The kernel can do it: PR_SET_PDEATHSIG makes it send a signal to a process when its parent
@@ -14,31 +14,34 @@
  *
  * The signal comes when the THREAD that forked us exits: the agent spawns from its main thread.
  *
- * --deny-vsock ([egress] enabled): before the exec, a seccomp filter (kept across execve and by every
- * descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes socket(AF_VSOCK, ...)
- * fail with EACCES and io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) with ENOSYS;
- * pidfd_getfd, ptrace and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory)
- * with EPERM; unshare/clone with CLONE_NEWUSER with EPERM and clone3 with ENOSYS (a user namespace would give the
- * app every capability back, over namespaces of its own); ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could
- * open /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which
- * the agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
+ * --sandbox (the app of `run`, unless [app] sandbox = false): before the exec, a seccomp filter (kept across
+ * execve and by every descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes
+ * io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) fail with ENOSYS; pidfd_getfd, ptrace
+ * and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory) with EPERM;
+ * unshare/clone with CLONE_NEWUSER with EPERM and clone3 with ENOSYS (a user namespace would give the app every capability back, over namespaces of
+ * its own); ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could open
+ * /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which the
+ * agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
+ * --deny-vsock (unless [egress] app_vsock = true) is all of that, and socket(AF_VSOCK, ...) fails with EACCES:
+ * an enclave has no network but vsock to its parent, and without it the app could open a stream to the host
+ * dialer and go around the egress policy the agent enforces, or to anything else the host listens on.
  * The app inherits its stdio only: every other descriptor is made close-on-exec (cloexec_above_stdio).
- * Before that it keeps only Docker's default capabilities minus CAP_MKNOD (keep_only_allowed_caps; bounding,
- * effective, permitted, inheritable and ambient sets): an app running as root would otherwise reach past the
- * filter through the kernel (CAP_SYS_MODULE loads a module that opens vsock; CAP_SYS_ADMIN, CAP_SYS_RAWIO...),
- * and without CAP_SYS_PTRACE, with the agent non-dumpable (native/src/process.c), it cannot open
- * /proc/<agent>/mem or environ. First of all, while it still has CAP_SYS_ADMIN, it gives the app its own mount namespace (every mount
+ * Before that it keeps only Docker's default capabilities minus CAP_MKNOD
+ * (keep_only_allowed_caps; bounding, effective, permitted, inheritable and ambient sets): an app running as root
+ * would otherwise reach past the filter through the kernel (CAP_SYS_MODULE loads a module that opens vsock;
+ * CAP_SYS_ADMIN, CAP_SYS_RAWIO...), and without CAP_SYS_PTRACE, with the agent non-dumpable
+ * (native/src/process.c), it cannot open /proc/<agent>/mem or environ: the keys. First of all, while it still
+ * has CAP_SYS_ADMIN, it gives the app its own mount namespace (every mount
  * a slave of the agent's) in which /proc/sys, /proc/sysrq-trigger and /sys, with every mount under them, are
  * read-only (read_only_kernel_settings): root needs no capability to write kernel settings, and some make the
  * kernel run a program as full root outside the sandbox (a core_pattern pipe handler, modprobe, uevent_helper,
  * a cgroup v1 release_agent); an agent without CAP_SYS_ADMIN (not root) skips it, its app cannot write them.
  * Left to the app as root: root-owned files elsewhere (/dev, /etc...), another procfs or sysfs mounted outside
- * those paths, and kernel settings of the few that need a capability it kept. An enclave has no network but
- * vsock to its parent: without this the app could open a stream to the host dialer and go around the egress
- * policy the agent enforces. Any failure here: a message on stderr and exit 2, the app never runs. Linux x86_64
- * and aarch64 (Nitro's two); elsewhere the option fails (exit 2).
+ * those paths, and kernel settings of the few that need a capability it kept. Any failure here: a message on
+ * stderr and exit 2, the app never runs. Linux x86_64 and aarch64 (Nitro's two); elsewhere both options fail
+ * (exit 2).
  *
- * --read-only DIR (absolute; with --deny-vsock, up to 8): in that same namespace DIR and every mount under it are
+ * --read-only DIR (absolute; after --sandbox or --deny-vsock, up to 8): in that same namespace DIR and every mount under it are
  * read-only too, and DIR and each directory above it are mount points, which cannot be renamed or replaced
  * (EBUSY). The supervisor names the agent's own code: the agent starts worker threads from files there long
  * after the app has started, and a root app that rewrote one (or renamed a directory above it and put a
@@ -342,60 +345,84 @@ static int read_only_kernel_settings(const char* const* agent_trees, size_t agen
   return 0;
 }
 
-/* The --deny-vsock filter (see the file comment); 0, or -1 with errno set. */
-static int deny_vsock(void) {
+/*
+ * Syscalls the sandboxed app gets EPERM for: pidfd_getfd, ptrace and process_vm_readv/writev, ways to use the
+ * agent's own descriptors (its vsock streams, the dialer's idle ones included) or memory.
+ */
+static const long refused_eperm[] = {
+  __NR_pidfd_getfd, __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev,
+};
+
+/* Room for every instruction install_filter emits (checked as it emits them). */
+#define FILTER_MAX 64
+
+/* The sandbox's seccomp filter (see the file comment): socket(AF_VSOCK) refused when `vsock_denied`; 0, or -1 with errno set. */
+static int install_filter(int vsock_denied) {
 #ifndef NATIVE_ARCH
+  (void)vsock_denied;
   errno = ENOSYS;
   return -1;
 #else
-  struct sock_filter filter[] = {
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 1, 0),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+  struct sock_filter filter[FILTER_MAX];
+  size_t n = 0;
+#define EMIT(insn) \
+  do { \
+    if (n == FILTER_MAX) { \
+      errno = E2BIG; \
+      return -1; \
+    } \
+    filter[n++] = (struct sock_filter)insn; \
+  } while (0)
+/* With the syscall number in the accumulator: `nr` fails with `err`, anything else goes on. */
+#define REFUSE(nr, err) \
+  do { \
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1)); \
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err))); \
+  } while (0)
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 1, 0));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
 #ifdef X32_SYSCALL_BIT
-    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS));
 #endif
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-    /* The agent's own vsock streams (the dialer's idle ones included) are not to be borrowed either. */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pidfd_getfd, 3, 0),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ptrace, 2, 0),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_writev, 1, 0),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-    /*
-     * No user namespace: in one the app holds every capability again (mount, CAP_NET_ADMIN, the kernel code
-     * behind them), over its own namespaces only, but all of it reachable. clone3 passes its flags in memory a
-     * filter cannot read: ENOSYS, and the C library falls back to clone (as under Docker's default profile).
-     */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 1, 0),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
-    BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    /*
-     * The NSM, which signs whatever public_key, nonce and user_data it is given. ioctl's request is an unsigned
-     * int to the kernel, which drops the register's high 32 bits: only the low ones are compared, so setting
-     * high bits does not slip past.
-     */
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 4),
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NSM_IOCTL_RAW, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 3),
+  /* IORING_OP_SOCKET makes sockets without socket(): no io_uring at all (as under Docker's default profile). */
+  REFUSE(__NR_io_uring_setup, ENOSYS);
+  /*
+   * No user namespace: in one the app holds every capability again (mount, CAP_NET_ADMIN, the kernel code
+   * behind them), over its own namespaces only, but all of it reachable. clone3 passes its flags in memory a
+   * filter cannot read: ENOSYS, and the C library falls back to clone (as under Docker's default profile).
+   */
+  REFUSE(__NR_clone3, ENOSYS);
+  for (size_t i = 0; i < sizeof refused_eperm / sizeof refused_eperm[0]; i++) REFUSE(refused_eperm[i], EPERM);
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 1, 0));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  /*
+   * The NSM, which signs whatever public_key, nonce and user_data it is given. ioctl's request is an unsigned
+   * int to the kernel, which drops the register's high 32 bits: only the low ones are compared, so setting
+   * high bits does not slip past.
+   */
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 4));
+  EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NSM_IOCTL_RAW, 0, 1));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  if (vsock_denied) {
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 3));
     /* socket()'s domain is an int: the low 32 bits of args[0]. */
-    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_VSOCK, 0, 1),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  struct sock_fprog prog = { .len = (unsigned short)(sizeof filter / sizeof filter[0]), .filter = filter };
+    EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)));
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_VSOCK, 0, 1));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES));
+  }
+  EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+#undef REFUSE
+#undef EMIT
+  struct sock_fprog prog = { .len = (unsigned short)n, .filter = filter };
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
   return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
 #endif
@@ -423,7 +450,7 @@ static int cloexec_above_stdio(void) {
 }
 
 static int usage(void) {
-  fputs("usage: enclave_die_with_parent [--deny-vsock [--read-only DIR]...] PPID ERRFD FILE [ARG...]\n", stderr);
+  fputs("usage: enclave_die_with_parent [(--sandbox | --deny-vsock) [--read-only DIR]...] PPID ERRFD FILE [ARG...]\n", stderr);
   return 2;
 }
 
@@ -438,14 +465,16 @@ static long parse_num(const char* s) {
 }
 
 int main(int argc, char** argv) {
+  /* --sandbox: the sandbox, vsock allowed ([egress] app_vsock); --deny-vsock: the sandbox without vsock. */
   const int vsock_denied = argc > 1 && strcmp(argv[1], "--deny-vsock") == 0;
-  if (vsock_denied) {
+  const int sandboxed = vsock_denied || (argc > 1 && strcmp(argv[1], "--sandbox") == 0);
+  if (sandboxed) {
     argv++;
     argc--;
   }
   const char* agent_trees[MAX_AGENT_TREES];
   size_t agent_count = 0;
-  while (vsock_denied && argc > 2 && strcmp(argv[1], "--read-only") == 0) {
+  while (sandboxed && argc > 2 && strcmp(argv[1], "--read-only") == 0) {
     const char* dir = argv[2];
     /* absolute, no trailing slash: compared as is with mountinfo's mount points */
     const size_t len = strlen(dir);
@@ -470,20 +499,21 @@ int main(int argc, char** argv) {
   /* The agent died between fork and the prctl: we were reparented already and no signal will come. */
   if ((long)getppid() != ppid) raise(SIGKILL);
   const char* failed = NULL;
-  if (vsock_denied && read_only_kernel_settings(agent_trees, agent_count, &failed) != 0) {
-    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: read-only mounts: %s: %s\n", failed, strerror(errno));
+  const char* const option = vsock_denied ? "--deny-vsock" : "--sandbox";
+  if (sandboxed && read_only_kernel_settings(agent_trees, agent_count, &failed) != 0) {
+    fprintf(stderr, "enclave_die_with_parent: %s: read-only mounts: %s: %s\n", option, failed, strerror(errno));
     return 2;
   }
-  if (vsock_denied && keep_only_allowed_caps() != 0) {
-    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: capabilities: %s\n", strerror(errno));
+  if (sandboxed && keep_only_allowed_caps() != 0) {
+    fprintf(stderr, "enclave_die_with_parent: %s: capabilities: %s\n", option, strerror(errno));
     return 2;
   }
-  if (vsock_denied && cloexec_above_stdio() != 0) {
-    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: close-on-exec: %s\n", strerror(errno));
+  if (sandboxed && cloexec_above_stdio() != 0) {
+    fprintf(stderr, "enclave_die_with_parent: %s: close-on-exec: %s\n", option, strerror(errno));
     return 2;
   }
-  if (vsock_denied && deny_vsock() != 0) {
-    fprintf(stderr, "enclave_die_with_parent: --deny-vsock: %s\n", strerror(errno));
+  if (sandboxed && install_filter(vsock_denied) != 0) {
+    fprintf(stderr, "enclave_die_with_parent: %s: %s\n", option, strerror(errno));
     return 2;
   }
 

@@ -19,6 +19,7 @@ import { RuntimeError } from '../runtime/errors.ts';
 import { signalExitCode, startSupervisor } from '../runtime/supervisor.ts';
 import { unlessBootAborted, watchBootSignals, type BootSignals } from '../runtime/boot-signals.ts';
 import { makeAgentNotDumpable } from '../runtime/not-dumpable.ts';
+import { appSandboxChoice } from '../runtime/app-sandbox.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
@@ -353,16 +354,21 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
   if (boot.signal.aborted) return bootAborted(runtime);
 
   let supervisor: ReturnType<typeof startSupervisor>;
-  // With a policy to enforce, the app's only way out is the agent: no vsock of its own to the host dialer, and
-  // no way into the agent's memory or descriptors (runtime/not-dumpable.ts).
-  const sandboxApp = config.egress.enabled && !config.egress.app_vsock;
+  // The app's sandbox (runtime/app-sandbox.ts): no way into the agent's memory, descriptors or NSM, no vsock of its
+  // own unless [egress] app_vsock, capabilities cut; [app] sandbox = false is the explicit opt-out.
+  const sandbox = appSandboxChoice(config, process.getuid?.());
+  if (sandbox.sandbox === 'off') {
+    const warning = "[app] sandbox = false: the app runs unsandboxed; run as root it can read the agent's memory (its keys) and use vsock and the NSM";
+    io.err(`enclave-agent run: WARNING: ${warning}`);
+    logger.warn({ sandbox: false }, warning);
+  }
   try {
     // The keys live in this process: non-dumpable whatever the app's sandbox, so an unprivileged app of this
-    // user cannot read its memory; only the sandbox needs it to work (it also takes CAP_SYS_PTRACE from root).
+    // user cannot read its memory; a required sandbox needs it to work (the sandbox takes CAP_SYS_PTRACE from root).
     try {
       makeAgentNotDumpable();
     } catch (err) {
-      if (sandboxApp) throw err;
+      if (sandbox.sandbox === 'required') throw err;
       logger.warn({ code: (err as RuntimeError).code }, 'the agent stays dumpable: an app of its user may read its memory');
     }
     supervisor = startSupervisor({
@@ -375,7 +381,8 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
       appPort: config.app.port,
       env: appEnvironment(process.env, runtime.egress?.appEnv ?? {}, secrets),
       readyWarnAfterMs: config.app.startup_grace_ms,
-      denyVsock: sandboxApp,
+      sandbox: sandbox.sandbox,
+      allowVsock: sandbox.allowVsock,
       logger,
       onState: (state) => {
         if (state === 'healthy') {
@@ -388,8 +395,9 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
     });
   } catch (err) {
     if (!(err instanceof RuntimeError) || err.code !== 'RUNTIME_NO_SANDBOX') throw err;
-    io.err(`enclave-agent run: ${err.code}: [egress] is enabled and the app must not reach the host around it: ${err.message} (or set [egress] app_vsock = true to let the app open vsock itself)`);
-    logger.error({ code: err.code }, 'the app cannot be started without its vsock sandbox; not starting it');
+    const optOut = config.egress.enabled && !config.egress.app_vsock ? '[app] sandbox = false with [egress] app_vsock = true' : '[app] sandbox = false';
+    io.err(`enclave-agent run: ${err.code}: ${sandbox.why}, but ${err.message} (\`node scripts/build-native.mjs\` builds the addon and its sandbox wrapper; to run the app with the agent's privileges instead, set ${optOut})`);
+    logger.error({ code: err.code }, 'the app cannot be started without its sandbox; not starting it');
     await runtime.close();
     await logs.close();
     return 1;

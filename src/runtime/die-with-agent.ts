@@ -2,13 +2,14 @@
 // native/src/die-with-parent.c (built next to the addon), which sets PR_SET_PDEATHSIG = SIGKILL between fork
 // and exec — something Node cannot do itself. Without that program (no compiler at install, not Linux) the
 // supervisor spawns the app directly and says so once, at warn level.
-// With --deny-vsock ([egress] enabled, unless app_vsock) it is also the app's sandbox, for the app and all it
-// starts: a seccomp filter (no vsock sockets, no io_uring, no way into the agent's descriptors or memory) and
-// capabilities cut to Docker's default set minus CAP_MKNOD, so an app running as root cannot reach past the filter
-// through the kernel (load a module, mount, BPF...), and its own mount namespace in which /proc/sys, /sys and
-// /proc/sysrq-trigger are read-only, so root cannot make the kernel run a program outside the sandbox (a
-// core_pattern pipe handler, modprobe, a cgroup release_agent). Without the wrapper the sandboxed app is not started.
-// In that namespace the agent's own code is read-only too (agentCodeDir): it starts worker threads from it later.
+// With --sandbox (the default of `run`) it is also the app's sandbox, for the app and all it starts: a seccomp
+// filter (no io_uring, no way into the agent's descriptors or memory, no NSM ioctl) and capabilities cut to Docker's default set minus CAP_MKNOD,
+// so an app running as root cannot reach past the filter through the kernel (load a module, mount, BPF, ptrace
+// the agent...), and its own mount namespace in which /proc/sys, /sys and /proc/sysrq-trigger are read-only, so
+// root cannot make the kernel run a program outside the sandbox (a core_pattern pipe handler, modprobe, a cgroup
+// release_agent). --deny-vsock is the same sandbox with no vsock sockets either ([egress] enabled, unless
+// app_vsock). In that namespace the agent's own code is read-only too (agentCodeDir): it starts worker threads
+// from it later.
 import { accessSync, closeSync, existsSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -90,14 +91,18 @@ export function agentCodeDir(): string {
   }
 }
 
-/**
- * [file, args] that run `command` through the wrapper, as a child of this process. `denyVsock`: the app (and
- * everything it starts) cannot open vsock sockets (the wrapper's seccomp filter; [egress] enabled) and keeps only
- * the wrapper's allow-listed capabilities, with /proc/sys, /sys and /proc/sysrq-trigger read-only (a root agent),
- * and `readOnly` (absolute directories, with denyVsock) read-only and impossible to rename in the app's namespace.
- */
-export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: { denyVsock?: boolean; readOnly?: readonly string[] } = {}): [string, string[]] {
-  const sandbox = opts.denyVsock === true ? ['--deny-vsock', ...(opts.readOnly ?? []).flatMap((dir) => ['--read-only', dir])] : [];
+export interface WrapOptions {
+  /** The sandbox (--sandbox): see the file comment. */
+  sandbox?: boolean;
+  /** With the sandbox: the app may open vsock sockets ([egress] app_vsock); otherwise --deny-vsock refuses them. */
+  allowVsock?: boolean;
+  /** With the sandbox: absolute directories read-only and impossible to rename in the app's namespace (a root agent). */
+  readOnly?: readonly string[];
+}
+
+/** [file, args] that run `command` through the wrapper, as a child of this process, sandboxed as `opts` say. */
+export function wrapCommand(wrapper: string, file: string, args: readonly string[], opts: WrapOptions = {}): [string, string[]] {
+  const sandbox = opts.sandbox === true ? [opts.allowVsock === true ? '--sandbox' : '--deny-vsock', ...(opts.readOnly ?? []).flatMap((dir) => ['--read-only', dir])] : [];
   return [wrapper, [...sandbox, String(process.pid), String(EXEC_ERROR_FD), file, ...args]];
 }
 

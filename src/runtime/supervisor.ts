@@ -79,12 +79,15 @@ export interface SupervisorOptions {
   /** The die-with-parent wrapper (default: built next to the addon). When it is unusable the app is spawned directly, with a warning. */
   dieWithAgentWrapper?: string;
   /**
-   * The app may not open vsock sockets (the wrapper's seccomp filter): its only way out of the enclave is then the
-   * agent's egress. Needs the wrapper: startSupervisor throws RUNTIME_NO_SANDBOX without it.
+   * The wrapper's sandbox for the app and all it starts (die-with-agent.ts): 'required' never starts the app
+   * without it (startSupervisor throws RUNTIME_NO_SANDBOX when the wrapper is unusable); 'if-available' starts the
+   * app unsandboxed, with a warning, when the wrapper is unusable; 'off' (default) asks for none.
    */
-  denyVsock?: boolean;
+  sandbox?: 'required' | 'if-available' | 'off';
+  /** In the sandbox the app may open vsock sockets ([egress] app_vsock); otherwise the filter refuses them. */
+  allowVsock?: boolean;
   /**
-   * With denyVsock: directories the app cannot write nor rename (a root agent; the wrapper's --read-only).
+   * In the sandbox: directories the app cannot write nor rename (a root agent; the wrapper's --read-only).
    * Default: the agent's own code (agentCodeDir), from which it starts worker threads after the app.
    */
   readOnlyDirs?: readonly string[];
@@ -136,7 +139,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const warnAfterMs = opts.readyWarnAfterMs ?? 30_000;
   const group = opts.signalGroup !== false;
   const [file, ...args] = opts.command as [string, ...string[]];
-  const readOnly = opts.denyVsock === true ? (opts.readOnlyDirs ?? [agentCodeDir()]) : [];
+  const wantSandbox = opts.sandbox === 'required' || opts.sandbox === 'if-available';
   let dieWithAgent: DieWithAgent = locateDieWithAgent(opts.dieWithAgentWrapper);
   let releaseWrapper = (): void => {};
   if ('wrapper' in dieWithAgent) {
@@ -145,15 +148,20 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
     if ('wrapper' in sealed) {
       dieWithAgent = { wrapper: sealed.wrapper };
       releaseWrapper = sealed.close;
-    } else if (opts.denyVsock === true) dieWithAgent = sealed;
+    } else if (wantSandbox) dieWithAgent = sealed;
     else logger.warn({ reason: sealed.unavailable }, 'the app is launched through the wrapper file itself');
   }
-  if ('unavailable' in dieWithAgent && opts.denyVsock === true) {
-    throw new RuntimeError('RUNTIME_NO_SANDBOX', `the app must be started without vsock (denyVsock), but ${dieWithAgent.unavailable}`);
+  if ('unavailable' in dieWithAgent && opts.sandbox === 'required') {
+    throw new RuntimeError('RUNTIME_NO_SANDBOX', dieWithAgent.unavailable);
+  }
+  if ('unavailable' in dieWithAgent && wantSandbox) {
+    logger.warn({ reason: dieWithAgent.unavailable }, 'the app runs without its sandbox (no usable wrapper)');
   }
   if ('unavailable' in dieWithAgent) {
     logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
   }
+  const sandboxed = wantSandbox && 'wrapper' in dieWithAgent;
+  const readOnly = sandboxed ? (opts.readOnlyDirs ?? [agentCodeDir()]) : [];
 
   let state: SupervisorState = 'starting';
   let child: ChildProcess | undefined;
@@ -237,7 +245,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
         // fd 3: the wrapper's exec errno (close-on-exec: the app never sees it; EOF alone means the exec worked)
         const stdio: StdioOptions = [io, io, io];
         stdio[EXEC_ERROR_FD] = 'pipe';
-        const [wfile, wargs] = wrapCommand(wrapper, file, args, { denyVsock: opts.denyVsock === true, readOnly });
+        const [wfile, wargs] = wrapCommand(wrapper, file, args, { sandbox: sandboxed, allowVsock: opts.allowVsock === true, readOnly });
         proc = spawn(wfile, wargs, { ...common, stdio });
       }
     } catch (err) {

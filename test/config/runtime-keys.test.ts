@@ -32,6 +32,20 @@ describe('enclave.toml keys of `enclave-agent run` (supervision and drain)', () 
     expect(errorOf(() => parseConfig('[listen]\ndrain_timeout = 5')).message).toBe('enclave.toml: unknown key "listen.drain_timeout" (did you mean "drain_timeout_ms"?)');
   });
 
+  // [app] sandbox: on by default (the app of every `run` is sandboxed); false is the explicit opt-out, and it
+  // cannot silently undo [egress]: an unsandboxed app opens vsock, so app_vsock must say so too.
+  it('[app] sandbox: true by default; false with [egress] enabled needs egress.app_vsock = true', () => {
+    expect(configFromObject({}).app.sandbox).toBe(true);
+    expect(loadConfig('enclave.toml', {}).app.sandbox).toBe(true);
+    expect(parseConfig('[app]\nsandbox = false').app.sandbox).toBe(false);
+    expect(parseConfig('[app]\nsandbox = false\n[egress]\nenabled = true\napp_vsock = true').app.sandbox).toBe(false);
+    expect(errorOf(() => parseConfig('[app]\nsandbox = false\n[egress]\nenabled = true'))).toEqual({
+      code: 'CONFIG_BAD_VALUE',
+      message: 'enclave.toml: app.sandbox: false lets the app open vsock and go around [egress]; set egress.app_vsock = true as well to say so',
+    });
+    expect(errorOf(() => parseConfig('[app]\nsandbox = "no"')).message).toContain('app.sandbox');
+  });
+
   it('refuses a backoff ceiling below the first delay', () => {
     expect(errorOf(() => parseConfig('[app]\nrestart_backoff_ms = 2000\nrestart_backoff_max_ms = 1000'))).toEqual({
       code: 'CONFIG_BAD_VALUE',

@@ -315,6 +315,24 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(hex(open.child).CapBnd).toBe(ownCaps.CapBnd);
   });
 
+  // [egress] app_vsock = true: the app makes its own vsock sockets, and everything else of the sandbox holds.
+  it('--sandbox: vsock sockets can be made; io_uring, the agent, the NSM ioctl, user namespaces and the capabilities stay as under --deny-vsock', () => {
+    const sockets = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', PYTHON, '-c', SOCKETS_PY], { encoding: 'utf8' });
+    expect(sockets.stderr).toBe('');
+    const [vsock, inet, unix, uring, child] = sockets.stdout.trim().split(' ');
+    expect(vsock).toMatch(/^(ok|EAFNOSUPPORT)$/); // a kernel without vsock says so itself
+    expect([inet, unix, uring]).toEqual(['ok', 'ok', 'ENOSYS']);
+    expect(child).toMatch(/^(ok|97)$/);
+    const borrow = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', PYTHON, '-c', BORROW_PY], { encoding: 'utf8' });
+    expect(borrow.stdout.trim()).toBe('EPERM EPERM EPERM');
+    const nsm = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', PYTHON, '-c', NSM_PY, NSM_IOCTL_RAW ?? '', NSM_PY], { encoding: 'utf8' });
+    expect(nsm.stdout.trim()).toBe('EPERM EPERM EPERM ENOTTY ok:3 ok:3 EPERM EPERM EPERM ENOTTY ok:3 ok:3');
+    const userns = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', PYTHON, '-c', USERNS_PY], { encoding: 'utf8' });
+    expect(userns.stdout.trim()).toBe('ENOSYS EPERM 7 spawned');
+    const status = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', 'cat', '/proc/self/status'], { encoding: 'utf8' });
+    expect(capSets(status.stdout)).toEqual(Object.fromEntries(CAP_SETS.map((k) => [k, ownCaps[k] & KEPT_MASK])));
+  });
+
   it.skipIf(!canSetpriv)('--deny-vsock as an unprivileged user: nothing to drop, the command runs as before', () => {
     const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', wrapper, '--deny-vsock', String(process.pid), '-', 'cat', '/proc/self/status'], {
       encoding: 'utf8',
@@ -524,10 +542,12 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
   });
 
   it('refuses malformed arguments with a usage line and exit 2', () => {
-    for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [String(process.pid), 'x', 'true'], [String(process.pid), '-']]) {
+    const pid = String(process.pid);
+    // --read-only only after a sandbox option, and never "/" (the whole file system).
+    for (const args of [[], ['1', '-', 'true'], ['x', '-', 'true'], [pid, 'x', 'true'], [pid, '-'], ['--read-only', '/tmp', pid, '-', 'true'], ['--sandbox', '--read-only', '/', pid, '-', 'true']]) {
       const r = spawnSync(wrapper, args, { encoding: 'utf8' });
       expect(r.status, args.join(' ')).toBe(2);
-      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent \[--deny-vsock \[--read-only DIR\]\.\.\.\] PPID ERRFD FILE/);
+      expect(r.stderr).toMatch(/^usage: enclave_die_with_parent \[\(--sandbox \| --deny-vsock\) \[--read-only DIR\]\.\.\.\] PPID ERRFD FILE/);
     }
   });
 });

@@ -29,9 +29,19 @@ it.skipIf(!available)('the app dies when the agent is SIGKILLed', async () => {
   await until(() => (alive(pid) ? undefined : true), 10_000, `app ${pid} to die with the agent`);
 });
 
-it('without the wrapper the app still runs, and the agent warns that it would outlive a SIGKILLed agent', async () => {
-  // the wrapper is looked up next to the addon: pointing the addon elsewhere takes both away
+// A root agent's app outside its sandbox could read the agent's keys: without the wrapper it is not started
+// unless [app] sandbox = false says so. Failed before: the app was started, unsandboxed, with a warning only.
+it.skipIf(process.getuid?.() !== 0)('a root agent without the wrapper does not start the app, and names the build and the opt-out', async () => {
   const a = await startRun({ env: { ENCLAVE_AGENT_NATIVE_ADDON: '/nonexistent/enclave_native.node' } });
+  running.push(a);
+  expect((await a.exited).code).toBe(1);
+  expect(a.stderr()).toMatch(/^enclave-agent run: RUNTIME_NO_SANDBOX: the agent runs as root, .* but the native addon is not available .*node scripts\/build-native\.mjs.*set \[app\] sandbox = false\)$/m);
+  expect(a.events()).toEqual([]); // the app never ran
+});
+
+it('without the wrapper and with [app] sandbox = false the app still runs, and the agent warns that it would outlive a SIGKILLed agent', async () => {
+  // the wrapper is looked up next to the addon: pointing the addon elsewhere takes both away
+  const a = await startRun({ toml: 'sandbox = false', env: { ENCLAVE_AGENT_NATIVE_ADDON: '/nonexistent/enclave_native.node' } });
   running.push(a);
   const warning = await a.waitForLog('the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
   expect(warning).toMatchObject({ level: 40 });

@@ -1,6 +1,6 @@
 // The supervisor launches the sandboxing wrapper from a sealed copy at /proc/self/fd/N (d13eb5b). Where /proc is
 // not mounted that path does not exist: the copy must count as unavailable (the wrapper file is used, with a
-// warning; with denyVsock the app is refused by name), never a launch path that fails with ENOENT every time.
+// warning; with a required sandbox the app is refused by name), never a launch path that fails with ENOENT every time.
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,7 @@ function withoutProc(script: string): string {
 }
 
 describe.skipIf(!available || !unshare)('supervisor without /proc mounted', () => {
-  it('starts the app through the wrapper file (no denyVsock)', () => {
+  it('starts the app through the wrapper file (no sandbox)', () => {
     const out = withoutProc(`
       import { startSupervisor } from './src/runtime/supervisor.ts';
       const s = startSupervisor({ command: ['/bin/sh', '-c', 'echo app-started'], restart: 'never', appPort: 1, stdio: 'inherit' });
@@ -33,11 +33,11 @@ describe.skipIf(!available || !unshare)('supervisor without /proc mounted', () =
     expect(out).not.toContain('spawnError');
   });
 
-  it('with denyVsock refuses to start, naming why, rather than fail every launch', () => {
+  it('with a required sandbox refuses to start, naming why, rather than fail every launch', () => {
     const out = withoutProc(`
       import { startSupervisor } from './src/runtime/supervisor.ts';
       try {
-        startSupervisor({ command: ['/bin/sh', '-c', 'echo app-started'], restart: 'never', appPort: 1, stdio: 'inherit', denyVsock: true })
+        startSupervisor({ command: ['/bin/sh', '-c', 'echo app-started'], restart: 'never', appPort: 1, stdio: 'inherit', sandbox: 'required' })
           .done.then((r) => console.log('last', JSON.stringify(r.last)));
       } catch (err) {
         console.log('refused', err.code, err.message);

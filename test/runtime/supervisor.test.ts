@@ -29,7 +29,7 @@ function supervise(opts: Partial<Parameters<typeof startSupervisor>[0]> & { comm
 
 describe('supervisor', () => {
   it('refuses to start an app that must not open vsock when the wrapper that denies it is missing', () => {
-    expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, denyVsock: true, dieWithAgentWrapper: '/nonexistent/enclave_die_with_parent' })).toThrow(
+    expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, sandbox: 'required', dieWithAgentWrapper: '/nonexistent/enclave_die_with_parent' })).toThrow(
       expect.objectContaining({ code: 'RUNTIME_NO_SANDBOX', message: expect.stringMatching(/\/nonexistent\/enclave_die_with_parent is not usable/) }),
     );
   });
@@ -181,7 +181,7 @@ describe('supervisor: the app dies with the agent', () => {
         '    open(w, "w").write("#!/bin/sh\\nshift 3\\nexec \\"$@\\"\\n")',
         '    sys.exit(1)',
       ].join('\n');
-      const s = supervise({ command: ['/usr/bin/python3', '-c', app], denyVsock: true, dieWithAgentWrapper: file, restart: 'on-failure', maxRestarts: 3 });
+      const s = supervise({ command: ['/usr/bin/python3', '-c', app], sandbox: 'required', dieWithAgentWrapper: file, restart: 'on-failure', maxRestarts: 3 });
       expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
       expect(readFileSync(file, 'utf8')).toMatch(/^#!\/bin\/sh/); // the app did rewrite the file
       expect(readFileSync(seen, 'utf8').trim().split('\n')).toEqual(['EACCES', 'EACCES']);
@@ -207,7 +207,7 @@ describe('supervisor: the app dies with the agent', () => {
         '    r = errno.errorcode[e.errno]',
         `open(${JSON.stringify(seen)}, "w").write(r)`,
       ].join('\n');
-      const s = supervise({ command: ['/usr/bin/python3', '-c', app], denyVsock: true });
+      const s = supervise({ command: ['/usr/bin/python3', '-c', app], sandbox: 'required' });
       expect(await s.done).toMatchObject({ reason: 'exited', exitCode: 0 });
       expect(readFileSync(seen, 'utf8')).toBe('EROFS');
     } finally {
