@@ -18,7 +18,9 @@
  * execve and by every descendant; no_new_privs first, so it needs no privilege and root cannot lift it) makes
  * io_uring_setup (whose IORING_OP_SOCKET makes sockets without socket()) fail with ENOSYS; pidfd_getfd, ptrace
  * and process_vm_readv/writev (ways to use the agent's own vsock descriptors or memory) with EPERM;
- * unshare/clone with CLONE_NEWUSER with EPERM and clone3 with ENOSYS (a user namespace would give the app every capability back, over namespaces of
+ * perf_event_open, bpf, userfaultfd (and /dev/userfaultfd's ioctl), keyctl, add_key and request_key with EPERM,
+ * as Docker's default profile does (kernel attack surface no app needs); unshare/clone with CLONE_NEWUSER with
+ * EPERM and clone3 with ENOSYS (a user namespace would give the app every capability back, over namespaces of
  * its own); ioctl(NSM_IOCTL_RAW) on any descriptor with EPERM (the app runs as the agent's user and could open
  * /dev/nsm itself: the NSM would then attest a public_key, nonce or user_data of the app's choosing, which the
  * agent's local API refuses to do); syscalls of another ABI (i386 on x86_64: socketcall; x32) with ENOSYS.
@@ -103,6 +105,10 @@ struct nsm_raw_layout {
 };
 #define NSM_IOCTL_RAW _IOWR(0x0A, 0, struct nsm_raw_layout)
 _Static_assert(NSM_IOCTL_RAW == 0xC0200A00u, "NSM_IOCTL_RAW must match the driver's number");
+/* /dev/userfaultfd's one ioctl (Linux 6.1, include/uapi/linux/userfaultfd.h): a userfaultfd without the syscall. */
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
 /* The low 32 bits of seccomp_data.args[n] (a u64): where they lie in memory depends on the byte order. */
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define ARG_LOW(n) offsetof(struct seccomp_data, args[n])
@@ -346,11 +352,15 @@ static int read_only_kernel_settings(const char* const* agent_trees, size_t agen
 }
 
 /*
- * Syscalls the sandboxed app gets EPERM for: pidfd_getfd, ptrace and process_vm_readv/writev, ways to use the
- * agent's own descriptors (its vsock streams, the dialer's idle ones included) or memory.
+ * Syscalls the sandboxed app gets EPERM for, as under Docker's default profile. pidfd_getfd, ptrace and
+ * process_vm_readv/writev: ways to use the agent's own descriptors (its vsock streams, the dialer's idle ones
+ * included) or memory. perf_event_open, bpf, userfaultfd and the kernel keyring (keyctl, add_key,
+ * request_key): kernel attack surface an app does not need, which the kernel opens to unprivileged callers
+ * as its sysctls allow (the keyring is not namespaced either).
  */
 static const long refused_eperm[] = {
   __NR_pidfd_getfd, __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev,
+  __NR_perf_event_open, __NR_bpf, __NR_userfaultfd, __NR_keyctl, __NR_add_key, __NR_request_key,
 };
 
 /* Room for every instruction install_filter emits (checked as it emits them). */
@@ -403,13 +413,14 @@ static int install_filter(int vsock_denied) {
   EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
   EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
   /*
-   * The NSM, which signs whatever public_key, nonce and user_data it is given. ioctl's request is an unsigned
-   * int to the kernel, which drops the register's high 32 bits: only the low ones are compared, so setting
-   * high bits does not slip past.
+   * The NSM, which signs whatever public_key, nonce and user_data it is given, and /dev/userfaultfd's way to the
+   * userfaultfd syscall refused above. ioctl's request is an unsigned int to the kernel, which drops the
+   * register's high 32 bits: only the low ones are compared, so setting high bits does not slip past.
    */
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 4));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5));
   EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(1)));
-  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NSM_IOCTL_RAW, 0, 1));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NSM_IOCTL_RAW, 1, 0));
+  EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, USERFAULTFD_IOC_NEW, 0, 1));
   EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM));
   EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
   if (vsock_denied) {

@@ -3,7 +3,8 @@
 // and exec — something Node cannot do itself. Without that program (no compiler at install, not Linux) the
 // supervisor spawns the app directly and says so once, at warn level.
 // With --sandbox (the default of `run`) it is also the app's sandbox, for the app and all it starts: a seccomp
-// filter (no io_uring, no way into the agent's descriptors or memory, no NSM ioctl) and capabilities cut to Docker's default set minus CAP_MKNOD,
+// filter (no io_uring, no way into the agent's descriptors or memory, no NSM ioctl, none of the kernel interfaces
+// Docker's default profile refuses) and capabilities cut to Docker's default set minus CAP_MKNOD,
 // so an app running as root cannot reach past the filter through the kernel (load a module, mount, BPF, ptrace
 // the agent...), and its own mount namespace in which /proc/sys, /sys and /proc/sysrq-trigger are read-only, so
 // root cannot make the kernel run a program outside the sandbox (a core_pattern pipe handler, modprobe, a cgroup

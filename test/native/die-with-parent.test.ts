@@ -315,6 +315,51 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(hex(open.child).CapBnd).toBe(ownCaps.CapBnd);
   });
 
+  // Kernel interfaces Docker's default profile refuses and no app needs, each called with arguments that do
+  // nothing: the filter's EPERM, where the kernel itself answers otherwise (EFAULT for a NULL attribute, EINVAL
+  // for an unknown bpf command; the keyring lookup and a user-mode-only userfaultfd succeed). /dev/userfaultfd's
+  // ioctl makes a userfaultfd without the syscall.
+  const KERNEL_PY = [
+    'import ctypes, errno, os, platform',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'nr = {"x86_64": (298, 321, 323, 250, 248, 249), "aarch64": (241, 280, 282, 219, 217, 218)}[platform.machine()]',
+    'def res(r):',
+    '    if r >= 0: return "ok"',
+    '    return errno.errorcode[ctypes.get_errno()]',
+    'def call(n, *a): return res(libc.syscall(ctypes.c_long(n), *a))',
+    'def uffd_dev():',
+    '    try: fd = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)',
+    '    except FileNotFoundError: return "absent"',
+    '    try: return res(libc.ioctl(fd, 0xAA00, os.O_CLOEXEC | 1))',
+    '    finally: os.close(fd)',
+    'print(" ".join([',
+    '    call(nr[0], None, 0, -1, -1, 0),  # perf_event_open',
+    '    call(nr[1], 0xFFFF, None, 0),  # bpf',
+    '    call(nr[2], os.O_CLOEXEC | 1),  # userfaultfd(UFFD_USER_MODE_ONLY)',
+    '    call(nr[3], 0, -3, 0),  # keyctl(KEYCTL_GET_KEYRING_ID, the session keyring, no create)',
+    '    call(nr[4], None, None, None, 0, -3),  # add_key',
+    '    call(nr[5], None, None, None, 0),  # request_key',
+    '    uffd_dev(),',
+    ']))',
+  ].join('\n');
+  const kernelProbe = (flags: string[]): string => {
+    const r = spawnSync(wrapper, [...flags, String(process.pid), '-', PYTHON, '-c', KERNEL_PY], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    return r.stdout.trim();
+  };
+  const uffdDevice = existsSync('/dev/userfaultfd');
+
+  it('--deny-vsock and --sandbox: perf_event_open, bpf, userfaultfd, keyctl, add_key and request_key fail with EPERM', () => {
+    const refused = `EPERM EPERM EPERM EPERM EPERM EPERM ${uffdDevice ? 'EPERM' : 'absent'}`;
+    expect(kernelProbe(['--deny-vsock'])).toBe(refused);
+    expect(kernelProbe(['--sandbox'])).toBe(refused);
+  });
+
+  it.skipIf(!isRoot)('without the sandbox the same calls reach the kernel (root: none of them says EPERM)', () => {
+    expect(kernelProbe([])).toBe(`EFAULT EINVAL ok ok EFAULT EFAULT ${uffdDevice ? 'ok' : 'absent'}`);
+  });
+
   // [egress] app_vsock = true: the app makes its own vsock sockets, and everything else of the sandbox holds.
   it('--sandbox: vsock sockets can be made; io_uring, the agent, the NSM ioctl, user namespaces and the capabilities stay as under --deny-vsock', () => {
     const sockets = spawnSync(wrapper, ['--sandbox', String(process.pid), '-', PYTHON, '-c', SOCKETS_PY], { encoding: 'utf8' });
