@@ -28,7 +28,7 @@
  * an enclave has no network but vsock to its parent, and without it the app could open a stream to the host
  * dialer and go around the egress policy the agent enforces, or to anything else the host listens on.
  * The app inherits its stdio only: every other descriptor is made close-on-exec (cloexec_above_stdio).
- * Before that it keeps only Docker's default capabilities minus CAP_MKNOD
+ * Before that it keeps only Docker's default capabilities minus CAP_MKNOD and CAP_NET_RAW
  * (keep_only_allowed_caps; bounding, effective, permitted, inheritable and ambient sets): an app running as root
  * would otherwise reach past the filter through the kernel (CAP_SYS_MODULE loads a module that opens vsock;
  * CAP_SYS_ADMIN, CAP_SYS_RAWIO...), and without CAP_SYS_PTRACE, with the agent non-dumpable
@@ -125,13 +125,16 @@ _Static_assert(NSM_IOCTL_RAW == 0xC0200A00u, "NSM_IOCTL_RAW must match the drive
 /*
  * What the sandboxed app keeps of root's capabilities: Docker's default set (what images built for containers
  * expect: chown, binding ports below 1024, switching users...) minus CAP_MKNOD, which Docker can grant only
- * because its device cgroup stops the nodes from being opened and we have no such cgroup. Everything else
+ * because its device cgroup stops the nodes from being opened and we have no such cgroup, and minus
+ * CAP_NET_RAW: an enclave has loopback only, where a raw socket could only forge packets toward the agent's
+ * own listeners (the egress proxy, the local API) and a packet socket read their traffic, and both are a long
+ * line of kernel bugs; and there is nothing to ping but the enclave itself. Everything else
  * reaches past the seccomp filter through the kernel: CAP_SYS_MODULE loads a module (kernel code, which can open
  * vsock), CAP_SYS_ADMIN mounts, loads BPF and makes namespaces, CAP_SYS_RAWIO, CAP_SYS_PTRACE (the agent's
  * /proc/<pid>/mem; it is non-dumpable, native/src/process.c), CAP_NET_ADMIN...
  */
 static const int kept_caps[] = {
-  CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_NET_RAW, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
+  CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_SETGID, CAP_SETUID, CAP_SETFCAP,
   CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
 };
 

@@ -4,7 +4,7 @@
 // supervisor spawns the app directly and says so once, at warn level.
 // With --sandbox (the default of `run`) it is also the app's sandbox, for the app and all it starts: a seccomp
 // filter (no io_uring, no way into the agent's descriptors or memory, no NSM ioctl, none of the kernel interfaces
-// Docker's default profile refuses) and capabilities cut to Docker's default set minus CAP_MKNOD,
+// Docker's default profile refuses) and capabilities cut to Docker's default set minus CAP_MKNOD and CAP_NET_RAW,
 // so an app running as root cannot reach past the filter through the kernel (load a module, mount, BPF, ptrace
 // the agent...), and its own mount namespace in which /proc/sys, /sys and /proc/sysrq-trigger are read-only, so
 // root cannot make the kernel run a program outside the sandbox (a core_pattern pipe handler, modprobe, a cgroup

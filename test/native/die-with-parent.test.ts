@@ -237,10 +237,10 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     expect(asNobody(AGENT_JS(false))).toBe('opened opened');
   });
 
-  // What a sandboxed root app keeps: Docker's default capabilities minus CAP_MKNOD (capability(7) numbers).
+  // What a sandboxed root app keeps: Docker's default capabilities minus CAP_MKNOD and CAP_NET_RAW (capability(7) numbers).
   const KEPT_CAPS = {
     CAP_CHOWN: 0, CAP_DAC_OVERRIDE: 1, CAP_FOWNER: 3, CAP_FSETID: 4, CAP_KILL: 5, CAP_SETGID: 6, CAP_SETUID: 7, CAP_SETPCAP: 8,
-    CAP_NET_BIND_SERVICE: 10, CAP_NET_RAW: 13, CAP_SYS_CHROOT: 18, CAP_AUDIT_WRITE: 29, CAP_SETFCAP: 31,
+    CAP_NET_BIND_SERVICE: 10, CAP_SYS_CHROOT: 18, CAP_AUDIT_WRITE: 29, CAP_SETFCAP: 31,
   };
   const KEPT_MASK = Object.values(KEPT_CAPS).reduce((m, n) => m | (1n << BigInt(n)), 0n);
   const CAP_SETS = ['CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'] as const;
@@ -266,6 +266,9 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     '        except OSError as e:',
     '            if e.errno != errno.EADDRINUSE: return errno.errorcode[e.errno]',
     '        finally: s.close()',
+    'def raw(family, kind, proto):',
+    '    try: socket.socket(family, kind, proto).close(); return "ok"',
+    '    except OSError as e: return errno.errorcode[e.errno]',
     'def chown(f):',
     '    try: os.chown(f, 65534, 65534); return "ok"',
     '    except OSError as e: return errno.errorcode[e.errno]',
@@ -278,9 +281,10 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     '    "unshare": res(libc.unshare(0x20000)),',
     '    "bind_low": bind_low(),',
     '    "chown": chown(sys.argv[2]),',
+    '    "raw": [raw(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), raw(socket.AF_PACKET, socket.SOCK_RAW, 0)],',
     '}))',
   ].join('\n');
-  type Powers = { own: Record<string, string>; child: Record<string, string>; init_module: string; mount: string; unshare: string; bind_low: string; chown: string };
+  type Powers = { own: Record<string, string>; child: Record<string, string>; init_module: string; mount: string; unshare: string; bind_low: string; chown: string; raw: string[] };
   const powers = (deny: boolean): Powers => {
     const file = path.join(tmp.dir, `owned-${deny}`);
     writeFileSync(file, '');
@@ -303,8 +307,11 @@ describe.skipIf(!available)('enclave_die_with_parent', () => {
     // Gone: CAP_SYS_ADMIN (mount, namespaces) and CAP_SYS_MODULE. This kernel may have no modules at all
     // (ENOSYS for everyone); where it has them, root without the wrapper gets past the capability check.
     expect([sandboxed.mount, sandboxed.unshare]).toEqual(['EPERM', 'EPERM']);
+    // Gone too: CAP_NET_RAW, raw and packet sockets (loopback only in an enclave: the agent's own traffic).
+    expect(sandboxed.raw).toEqual(['EPERM', 'EPERM']);
     const open = powers(false);
     expect([open.mount, open.unshare, open.bind_low, open.chown]).toEqual(['EINVAL', 'ok', 'ok', 'ok']);
+    expect(open.raw).toEqual(['ok', 'ok']);
     expect(open.init_module).not.toBe('EPERM');
     expect(sandboxed.init_module).toBe(open.init_module === 'ENOSYS' ? 'ENOSYS' : 'EPERM');
   });
