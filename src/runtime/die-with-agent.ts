@@ -11,7 +11,7 @@
 // release_agent). --deny-vsock is the same sandbox with no vsock sockets either ([egress] enabled, unless
 // app_vsock). In that namespace the agent's own code is read-only too (agentCodeDir): it starts worker threads
 // from it later.
-import { accessSync, closeSync, existsSync, constants as fsConstants, realpathSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,18 +78,21 @@ export function sealedWrapper(file: string): SealedWrapper {
   };
 }
 
+/** Compiled in by scripts/build-bundle.mjs: defined in the bundle only. */
+declare const __ENCLAVE_AGENT_VERSION__: string | undefined;
+
 /**
- * The directory of the running agent's code: the nearest one above this module that holds a package.json (the
- * package root of an npm install or checkout; the bundle's dist/), without symbolic links. The agent starts
- * worker threads (session workers, the decrypt pool, which is handed the keys) from files there after the app
- * has started: a root app that could rewrite them would run its code inside the agent.
+ * The directory of the running agent's code, without symbolic links: the agent starts worker threads (session
+ * workers, the decrypt pool, which is handed the keys) from files there after the app has started, and a root
+ * app that could rewrite them would run its code inside the agent. In the bundle (the Docker layer's dist/)
+ * every file sits flat beside this module; otherwise this module is src/runtime/ or dist/runtime/ of the
+ * package, whose root holds src/, dist/ and the package's own node_modules. Never a walk up to "a"
+ * package.json: one the app left at / would have made the whole file system the agent's code.
+ * `moduleUrl` and `bundled` are this module's own unless a test says otherwise.
  */
-export function agentCodeDir(): string {
-  const start = path.dirname(fileURLToPath(import.meta.url));
-  for (let dir = start; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json'))) return realpathSync(dir);
-    if (path.dirname(dir) === dir) return realpathSync(start);
-  }
+export function agentCodeDir(moduleUrl: string = import.meta.url, bundled: boolean = typeof __ENCLAVE_AGENT_VERSION__ === 'string'): string {
+  const here = path.dirname(fileURLToPath(moduleUrl));
+  return realpathSync(bundled ? here : path.resolve(here, '../..'));
 }
 
 export interface WrapOptions {

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient } from '../responder/helpers.ts';
+import { freePort } from '../runtime/harness.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 /** This checkout's addon build, which hands connections to session threads (the layer ships it beside dist/). */
@@ -152,6 +153,43 @@ w.on('message', (m) => {
       expect(agent.out()).toMatch(/RUNTIME_WORKER_FAILED/);
     } finally {
       renameSync(`${worker}.away`, worker);
+    }
+  });
+
+  // The app's sandbox makes the agent's code read-only (worker threads start from it after the app): in the
+  // bundle that is the directory of its flat files, whatever package.json lies above it. Here the bundle's own
+  // marker is away and the image has the app's package.json above it (as at / with WORKDIR /). Failed before:
+  // the nearest package.json above the bundle won, and the app's own directory was read-only to it (EROFS).
+  it.runIf(existsSync(ADDON) && process.getuid?.() === 0)("a root app cannot write the bundle's directory, and can write the image above it", async () => {
+    const distDir = path.dirname(bundle);
+    const image = path.join(dir, 'opt');
+    const marker = path.join(distDir, 'package.json');
+    renameSync(marker, `${marker}.away`);
+    writeFileSync(path.join(image, 'package.json'), '{ "name": "the-app" }\n');
+    const seen = path.join(dir, 'code-dir-seen');
+    const app = [
+      'import errno, os, sys',
+      'def touch(d):',
+      '    try: os.close(os.open(os.path.join(d, "probe"), os.O_WRONLY | os.O_CREAT)); return "ok"',
+      '    except OSError as e: return errno.errorcode[e.errno]',
+      `open(${JSON.stringify(seen)}, "w").write(touch(${JSON.stringify(distDir)}) + " " + touch(${JSON.stringify(image)}))`,
+    ].join('\n');
+    try {
+      const config = path.join(dir, 'code-dir.toml');
+      // [egress] enabled: the sandbox, in the code before the fix too; nothing is sent through it.
+      writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n[egress]\nenabled = true\nproxy_port = ${await freePort()}\n`);
+      const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-code-dir'), '--egress-target', 'tcp:127.0.0.1:9', '--', '/usr/bin/python3', '-c', app];
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(process.execPath, args, { cwd: image, timeout: 60_000, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: ADDON } }, (err, _out, stderr) =>
+          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }),
+        );
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(seen, 'utf8')).toBe('EROFS ok');
+    } finally {
+      renameSync(`${marker}.away`, marker);
+      rmSync(path.join(image, 'package.json'), { force: true });
+      rmSync(path.join(image, 'probe'), { force: true });
     }
   });
 
