@@ -179,14 +179,17 @@ export function parseRecipientEnvelope(cms: Uint8Array): EnvelopeParts {
 }
 
 /**
- * Opens the envelope with the enclave's RSA private key and returns the plaintext (the caller wipes it).
+ * Opens the envelope with the enclave's RSA private key — a KeyObject, or PKCS#8 DER bytes the caller can wipe
+ * (a KeyObject's key lives until it is garbage-collected) — and returns the plaintext (the caller wipes it).
  * Throws KMS_BAD_ENVELOPE for a malformed envelope, a content key that does not unwrap, or bad padding.
  */
-export function openRecipientEnvelope(cms: Uint8Array, privateKey: KeyObject): Buffer {
+export function openRecipientEnvelope(cms: Uint8Array, privateKey: KeyObject | { pkcs8Der: Buffer }): Buffer {
   const { encryptedKey, iv, ciphertext } = parseRecipientEnvelope(cms);
+  // DER is parsed into a key that OpenSSL frees (and clears) before privateDecrypt returns.
+  const key = 'pkcs8Der' in privateKey ? { key: privateKey.pkcs8Der, format: 'der' as const, type: 'pkcs8' as const } : { key: privateKey };
   let cek: Buffer;
   try {
-    cek = privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, encryptedKey);
+    cek = privateDecrypt({ ...key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, encryptedKey);
   } catch {
     throw bad('the content key does not unwrap with this enclave\'s RSA key');
   }

@@ -1,6 +1,7 @@
 // KMS Decrypt with an attested Recipient: the one path by which the enclave obtains plaintext from KMS (the
 // keyring's data keys, KMS-sealed [secrets]).
-//   1. an RSA-2048 key pair made here; the private half never leaves this module
+//   1. an RSA-2048 key pair made here; the private half never leaves this module, is kept as PKCS#8 bytes
+//      (never a KeyObject, which no API can wipe) and is wiped by close()
 //   2. per call, a fresh NSM attestation document whose public_key is its SPKI (our own NSM call: no API lets
 //      a caller choose public_key — KMS would release the key to whoever holds that key)
 //   3. KMS Decrypt(CiphertextBlob, Recipient{RSAES_OAEP_SHA_256, document}) → CiphertextForRecipient
@@ -9,8 +10,7 @@
 // it open to other bytes. Every caller must authenticate what it gets (the sealed keyring and kms: secrets open
 // AES-GCM with it, which fails on any other key); a new caller must do the same.
 // KMS evaluates the key policy's kms:RecipientAttestation:PCR<n> conditions against the document.
-import { generateKeyPair, type KeyObject } from 'node:crypto';
-import { promisify } from 'node:util';
+import { generateKeyPair } from 'node:crypto';
 import type { Nsm } from '../attestation/nsm.ts';
 import { parseAttestationDocument, pcrHex } from '../attestation/document.ts';
 import { openRecipientEnvelope } from './cms-envelope.ts';
@@ -43,6 +43,7 @@ export interface AttestedKmsDecryptor {
    * "secrets.NAME"); `keyId`, when known, is sent as Decrypt's KeyId (KMS then refuses a blob of another key).
    */
   decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array>;
+  /** Wipes the RSA private key (decrypt refuses from now on) and closes the KMS client. */
   close(): void;
 }
 
@@ -74,8 +75,13 @@ function pcrLine(doc: Uint8Array): string {
 
 export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise<AttestedKmsDecryptor> {
   // Off the event loop (libuv's pool): ~100–500 ms of CPU here, while the egress proxy already serves.
-  const { privateKey, publicKey } = (await promisify(generateKeyPair)('rsa', { modulusLength: 2048 })) as { privateKey: KeyObject; publicKey: KeyObject };
-  const spki = new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }));
+  const { spki, pkcs8Der } = await new Promise<{ spki: Uint8Array; pkcs8Der: Buffer }>((resolve, reject) => {
+    generateKeyPair('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'der' }, privateKeyEncoding: { type: 'pkcs8', format: 'der' } }, (err, publicKey, privateKey) => {
+      if (err) reject(err);
+      else resolve({ spki: new Uint8Array(publicKey), pkcs8Der: privateKey });
+    });
+  });
+  let closed = false;
   // The AWS SDK is loaded here, when KMS is configured, not at boot: an agent without KMS never pays for it.
   const [{ createKmsClient }, { DecryptCommand }] = await Promise.all([import('./kms-client.ts'), import('@aws-sdk/client-kms')]);
   const requestTimeoutMs = o.requestTimeoutMs ?? DEFAULT_KMS_REQUEST_TIMEOUT_MS;
@@ -90,6 +96,7 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
   const attempts = o.attempts ?? 6;
 
   async function decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array> {
+    if (closed) throw new Error('the attested KMS decryptor is closed (its RSA key is wiped)');
     let delay = o.backoffMs ?? 500;
     for (let attempt = 1; ; attempt++) {
       // A fresh document per attempt: KMS refuses stale ones.
@@ -131,9 +138,17 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
         delay = Math.min(delay * 2, 30_000);
         continue;
       }
-      return openRecipientEnvelope(envelope, privateKey);
+      if (closed) throw new Error('the attested KMS decryptor was closed during Decrypt (its RSA key is wiped)');
+      return openRecipientEnvelope(envelope, { pkcs8Der });
     }
   }
 
-  return { decrypt, close: () => kms.close() };
+  return {
+    decrypt,
+    close() {
+      closed = true;
+      pkcs8Der.fill(0);
+      kms.close();
+    },
+  };
 }
