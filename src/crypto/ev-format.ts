@@ -26,6 +26,7 @@ import type { EvCurve } from './ev-kdf.ts';
 import { TAG_LENGTH, formatEv, parseEv, versionFor } from './ev-parse.ts';
 import type { EvToken, EvType } from './ev-parse.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
+import { ecdhCacheFor, type EcdhCacheEntry } from './ecdh-cache.ts';
 import type { Keyring } from './keyring.ts';
 import { encodeMetadata, unwrapMetadata, wrapWithMetadata } from './msgpack-meta.ts';
 import { isSecretOnly } from './secret-ciphertexts.ts';
@@ -178,27 +179,15 @@ export interface DecryptedValue {
   metadata?: EvMetadata;
 }
 
-interface CacheEntry {
-  z: Buffer;
-  /** The ephemeral point uncompressed: decompressed once, used for Z and for the KDF's SPKI. */
-  point: Buffer;
-  kdf?: Buffer;
-}
-
-// Values from one SDK key cycle share their ephemeral key: remember Z (and the KDF output) per
-// ephemeral key, per keyring. Bounded FIFO; entries are secret material and never leave this module.
-const CACHE_MAX = 4096;
-const caches = new WeakMap<Keyring, Map<string, CacheEntry>>();
-
 /** What an operator needs to place a refusal (EvDecryptError.detail): public facts only. */
 function describe(t: EvToken, keyring: Keyring): string {
   const retired = keyring.generations - 1;
   return `${t.debug ? 'debug ' : ''}${t.version}${t.type === 'string' ? '' : `:${t.type}`} value, ${t.curve} key ${keyring.keyIds[t.curve]}${retired > 0 ? ` and ${retired} retired` : ''}`;
 }
 
-function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: EcdhBudget | undefined): CacheEntry {
-  let cache = caches.get(keyring);
-  if (!cache) caches.set(keyring, (cache = new Map()));
+/** Z for `t` under one key generation: from the keyring's cache (ecdh-cache.ts), else one ECDH, cached. */
+function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: EcdhBudget | undefined): EcdhCacheEntry {
+  const cache = ecdhCacheFor(keyring);
   const id = generation + (t.curve === 'p256' ? 'P' : 'K') + t.ephemeralSegment;
   let entry = cache.get(id);
   if (!entry) {
@@ -213,13 +202,12 @@ function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: Ecd
       throw new EvDecryptError('EPHEMERAL_KEY_NOT_ON_CURVE', describe(t, keyring));
     }
     entry = { z, point };
-    if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
     cache.set(id, entry);
   }
   return entry;
 }
 
-function kdfKey(entry: CacheEntry, t: EvToken): Buffer {
+function kdfKey(entry: EcdhCacheEntry, t: EvToken): Buffer {
   return (entry.kdf ??= deriveEvKey(t.curve, entry.z, entry.point));
 }
 

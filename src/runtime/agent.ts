@@ -14,6 +14,7 @@ import type { DialerConnect } from '../egress/flow-client.ts';
 import { startEgress, type EgressService } from '../egress/service.ts';
 import { devKeySource, encryptedFileKeySource, loadKeyring, type Keyring, type KeySource } from '../crypto/keyring.ts';
 import { kmsKeySource, type KmsKeySourceOptions } from '../crypto/kms-keyring.ts';
+import { wipeEcdhCache } from '../crypto/ecdh-cache.ts';
 import type { HttpForwarder } from '../http/forwarder.ts';
 import { createForwarder, limitsFrom } from './forwarder-setup.ts';
 import type { LogSink } from '../http/log-sink.ts';
@@ -484,6 +485,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
         await egress?.drain(EGRESS_CLOSE_GRACE_MS);
         await api?.close();
         await decryptPool.close();
+        wipeEcdhCache(keyring); // the HTTP stage's key agreements (the local API's close wiped them too, if it ran)
         await ops.close();
         await probe.close();
         setCurrentMetrics(null);

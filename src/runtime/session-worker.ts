@@ -10,6 +10,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { KeyMaterial, Keyring, wipeScalars } from '../crypto/keyring.ts';
+import { wipeEcdhCache } from '../crypto/ecdh-cache.ts';
 import { createResponder } from '../responder/server.ts';
 import { SharedAdmission } from '../responder/shared-admission.ts';
 import { adoptConnection, discardHandedConnection, HandoffReceipts } from '../transport/handoff.ts';
@@ -95,6 +96,7 @@ const tls =
 async function stop(how: 'drain' | 'close', timeoutMs: number): Promise<void> {
   await Promise.all([how === 'drain' ? responder.drain(timeoutMs) : responder.close(), tls?.stop(how, timeoutMs)]);
   await forwarder.close?.();
+  wipeEcdhCache(keyring); // this thread's key agreements
   await trxSink?.close();
   recorder.flushNow();
   logger.flush();

@@ -1,0 +1,65 @@
+// The ev: codec caches Z (and the KDF key) per ephemeral key, per keyring: secret material. An entry the bounded
+// cache evicts is zeroed, and wipeEcdhCache zeroes a keyring's whole cache (the local API's close and the agent's
+// call it); before, an evicted Z stayed in the heap until the collector reused it, and nothing ever wiped the rest.
+import { describe, expect, it } from 'vitest';
+import { ECDH_CACHE_MAX, EcdhCache, wipeEcdhCache, type EcdhCacheEntry } from '../../src/crypto/ecdh-cache.ts';
+import { decryptToken, encryptValue } from '../../src/crypto/ev-format.ts';
+import { Keyring } from '../../src/crypto/keyring.ts';
+
+const zeroed = (b: Buffer): boolean => b.every((x) => x === 0);
+
+/** A keyring whose key agreements are kept here as the codec gets them (the very buffers it caches). */
+function watched(): { keyring: Keyring; agreed: Buffer[] } {
+  const keyring = Keyring.generate();
+  const agreed: Buffer[] = [];
+  const real = keyring.sharedSecret.bind(keyring);
+  keyring.sharedSecret = (curve, peer, generation) => {
+    const z = real(curve, peer, generation);
+    agreed.push(z);
+    return z;
+  };
+  return { keyring, agreed };
+}
+
+describe('the ev: codec key-agreement cache', () => {
+  it('zeroes the entry it evicts, and every entry on wipe()', () => {
+    const cache = new EcdhCache(2);
+    const entry = (n: number): EcdhCacheEntry => ({ z: Buffer.alloc(32, n), point: Buffer.alloc(65, 4), kdf: Buffer.alloc(32, n + 100) });
+    const [a, b, c] = [entry(1), entry(2), entry(3)];
+    cache.set('a', a);
+    cache.set('b', b);
+    cache.set('c', c);
+    expect(cache.get('a')).toBeUndefined();
+    expect(zeroed(a.z) && zeroed(a.kdf!)).toBe(true);
+    expect(zeroed(a.point)).toBe(false); // public
+    expect(zeroed(b.z) || zeroed(c.z)).toBe(false);
+    cache.wipe();
+    expect(cache.size).toBe(0);
+    expect([b.z, b.kdf!, c.z, c.kdf!].every(zeroed)).toBe(true);
+  });
+
+  it('the codec zeroes the Z it evicts once past the cap of ephemeral keys', { timeout: 60_000 }, () => {
+    const { keyring, agreed } = watched();
+    const pub = keyring.publicKeys();
+    expect(decryptToken(encryptValue('first', pub), keyring)).toBe('first');
+    const first = agreed[0]!;
+    expect(zeroed(first)).toBe(false);
+    for (let i = 0; i < ECDH_CACHE_MAX - 1; i++) decryptToken(encryptValue('v', pub), keyring);
+    expect(zeroed(first)).toBe(false); // still cached: the cap is not passed
+    decryptToken(encryptValue('v', pub), keyring);
+    expect(zeroed(first)).toBe(true);
+  });
+
+  it('wipeEcdhCache zeroes a keyring\'s cached agreements; values still decrypt after it', () => {
+    const { keyring, agreed } = watched();
+    const token = encryptValue(42, keyring.publicKeys());
+    expect(decryptToken(token, keyring)).toBe(42);
+    expect(decryptToken(token, keyring)).toBe(42);
+    expect(agreed).toHaveLength(1); // the second came from the cache
+    wipeEcdhCache(keyring);
+    expect(zeroed(agreed[0]!)).toBe(true);
+    expect(decryptToken(token, keyring)).toBe(42);
+    expect(agreed).toHaveLength(2);
+    expect(zeroed(agreed[1]!)).toBe(false);
+  });
+});
