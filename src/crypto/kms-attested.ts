@@ -58,9 +58,20 @@ function retryable(err: unknown): boolean {
   return status === undefined || status >= 500;
 }
 
+/**
+ * A TLS handshake that failed verification (OpenSSL's X509_V_ERR_* names, Node's altname check): whoever answered
+ * was not KMS by its certificate. Retried like no answer (a DNS answer may be wrong for a moment), but named.
+ */
+function untrustedCertificate(err: unknown): string | null {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY)/.test(code) ? code : null;
+}
+
 function reasonOf(err: unknown): string {
   const e = err as { name?: string; code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
   if (e.$metadata?.httpStatusCode !== undefined) return `${e.name ?? 'error'} (HTTP ${e.$metadata.httpStatusCode})`;
+  const cert = untrustedCertificate(err);
+  if (cert !== null) return `a TLS certificate this enclave does not trust (${cert})`;
   return e.code ?? (e.message ? e.message.slice(0, 200) : String(err));
 }
 
@@ -131,7 +142,14 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
           throw new KmsKeyringError('KMS_REQUEST_FAILED', `KMS Decrypt failed: ${reasonOf(err)} for ${what}`);
         }
         if (attempt >= attempts) {
-          throw new KmsKeyringError('KMS_UNREACHABLE', `KMS in ${o.region}${o.endpoint ? ` (${o.endpoint})` : ''} did not answer Decrypt after ${attempts} attempts: ${reasonOf(err)}`);
+          const where = `KMS in ${o.region}${o.endpoint ? ` (${o.endpoint})` : ''}`;
+          const cert = untrustedCertificate(err);
+          if (cert !== null) {
+            // Under the enclave's threat model this is the host (its relay, its DNS) or its network posing as KMS.
+            const clock = /EXPIRED|NOT_YET_VALID/.test(cert) ? "this enclave's clock is off, or " : '';
+            throw new KmsKeyringError('KMS_UNREACHABLE', `${where} was not reached for Decrypt after ${attempts} attempts: the last was answered with ${reasonOf(err)}; ${clock}something between the enclave and KMS answered in its place (the host's relay or DNS, a TLS-intercepting proxy), or the endpoint's CA is not among Node's roots`);
+          }
+          throw new KmsKeyringError('KMS_UNREACHABLE', `${where} did not answer Decrypt after ${attempts} attempts: ${reasonOf(err)}`);
         }
         o.onRetry?.(attempt, reasonOf(err));
         await new Promise((r) => setTimeout(r, delay));

@@ -177,6 +177,7 @@ describe('KMS keyring source', () => {
 });
 
 describe('KMS keyring through the in-enclave egress proxy (CONNECT, TLS verified by name)', () => {
+  const OTHER_NAME = 'kms.eu-central-1.amazonaws.com';
   let dns: TestDns;
   let stack: Stack;
   let named: KmsTestServer;
@@ -185,10 +186,11 @@ describe('KMS keyring through the in-enclave egress proxy (CONNECT, TLS verified
   beforeAll(async () => {
     named = await KmsTestServer.start({ credentials, roots: [nsm.rootPem] }, 0, '127.0.0.2');
     const host = `kms.${named.region}.amazonaws.com`;
-    dns = await startTestDns({ [host]: ['127.0.0.2'] });
+    // OTHER_NAME: allowed and resolving to the same server, whose certificate does not name it.
+    dns = await startTestDns({ [host]: ['127.0.0.2'], [OTHER_NAME]: ['127.0.0.2'] });
     // The IP entry lets the test name's loopback answer through on that port (a non-global address needs an IP
     // entry for the address and the port dialled), as test/egress/sni-check does.
-    stack = await startStack([`${host}:${named.port}`, `127.0.0.2:${named.port}`], dns.port);
+    stack = await startStack([`${host}:${named.port}`, `${OTHER_NAME}:${named.port}`, `127.0.0.2:${named.port}`], dns.port);
     const k = named.createKey(attestedPolicy(allowed));
     const sealed = await sealNewKeyring({ keyId: k, region: named.region, endpoint: named.endpoint, extraCa: [named.caPem], credentials });
     file = path.join(dir, 'named.sealed.json');
@@ -215,5 +217,17 @@ describe('KMS keyring through the in-enclave egress proxy (CONNECT, TLS verified
     const proxy = { host: '127.0.0.1', port: Number(new URL(stack.egress.proxyUrl).port) };
     const err = await kmsKeySource({ file, region: named.region, endpoint: `https://kms.${named.region}.amazonaws.com:${named.port}`, nsm, proxy, credentials, attempts: 1 }).load().catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'KMS_UNREACHABLE', message: expect.stringMatching(/CERT/) });
+    // Named as what it is under the enclave's threat model, not as KMS being silent.
+    expect((err as Error).message).toMatch(/answered with a TLS certificate this enclave does not trust \(DEPTH_ZERO_SELF_SIGNED_CERT\); something between the enclave and KMS answered in its place/);
+    expect((err as Error).message).not.toMatch(/did not answer/);
+  });
+
+  it('a trusted certificate for another name is refused too, and named the same way', async () => {
+    const proxy = { host: '127.0.0.1', port: Number(new URL(stack.egress.proxyUrl).port) };
+    // The host's DNS sends another KMS name to a server with a trusted certificate that does not name it.
+    const retries: string[] = [];
+    const err = await kmsKeySource({ file, region: named.region, endpoint: `https://${OTHER_NAME}:${named.port}`, nsm, proxy, extraCa: [named.caPem], credentials, attempts: 2, backoffMs: 1, onRetry: (_a, reason) => retries.push(reason) }).load().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'KMS_UNREACHABLE', message: expect.stringContaining('a TLS certificate this enclave does not trust (ERR_TLS_CERT_ALTNAME_INVALID)') });
+    expect(retries).toEqual(['a TLS certificate this enclave does not trust (ERR_TLS_CERT_ALTNAME_INVALID)']);
   });
 });
