@@ -5,7 +5,10 @@
 // a Host other than 127.0.0.1:<port>/localhost:<port> or any Origin header, and 415 for a POST whose Content-Type
 // is not application/json (request-guards.ts: DNS rebinding and cross-site requests). Error bodies are
 // {"error": CODE, "message": text}; messages never carry plaintext, keys or bodies, and nothing is logged
-// but method, path, status, counts and error codes.
+// but method, path, status, counts and error codes. Refused ev: values, failed requests and refused connections are
+// logged as counts, one line per interval each (RateLimitedLog): the app may send them in a loop. At most
+// maxConnections connections at once (connection-cap.ts); past them, 503 API_TOO_MANY_CONNECTIONS. close() zeroes the
+// keyring's cached key agreements (ecdh-cache.ts).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
@@ -15,6 +18,9 @@ import { AgentError } from '../errors.ts';
 import { EvDecryptError, EvFormatError } from '../crypto/errors.ts';
 import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import type { Keyring } from '../crypto/keyring.ts';
+import { wipeEcdhCache } from '../crypto/ecdh-cache.ts';
+import { RateLimitedLog } from '../util/rate-limited-log.ts';
+import { cappedFront, DEFAULT_MAX_API_CONNECTIONS } from './connection-cap.ts';
 import { ApiError } from './errors.ts';
 import { checkHost, checkJsonContentType, checkNoOrigin } from './request-guards.ts';
 import { ROUTES } from './routes.ts';
@@ -38,9 +44,18 @@ export interface ApiServerOptions {
   /** Where /encrypt and /decrypt work runs; share the HTTP stage's (one global budget). Default: its own. */
   decryptScheduler?: DecryptScheduler;
   logger?: Logger;
+  /** Most connections at once (default 256); past them a new one is answered 503 API_TOO_MANY_CONNECTIONS. */
+  maxConnections?: number;
+  /** Interval of the counted log lines (default 10 s; tests). */
+  refusalLogIntervalMs?: number;
   /** Called once per request with its path and status (metrics: src/ops/metrics.ts keeps known routes only). */
   onRequest?: (path: string, status: number) => void;
 }
+
+/** The operator-log lines that count, per interval: ev: values refused, requests failed (5xx), connections refused. */
+export const API_EV_REFUSALS_MESSAGE = 'ev: values refused (local API; counts by reason)';
+export const API_FAILURES_MESSAGE = 'local API requests failed (counts by code and cause)';
+export const API_CONNECTIONS_REFUSED_MESSAGE = 'local API connections refused (counts by cause)';
 
 export interface ApiServer {
   port: number;
@@ -92,6 +107,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const port = opts.port ?? API_PORT;
   const max = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const logger = opts.logger ?? pino({ name: 'enclave-agent:api' });
+  const every = opts.refusalLogIntervalMs;
+  const evRefusals = new RateLimitedLog(logger, API_EV_REFUSALS_MESSAGE, every);
+  const failures = new RateLimitedLog(logger, API_FAILURES_MESSAGE, every, 'error');
+  const connectionRefusals = new RateLimitedLog(logger, API_CONNECTIONS_REFUSED_MESSAGE, every);
   const ctx = {
     keyring: opts.keyring,
     nsm: opts.nsm,
@@ -134,9 +153,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     } catch (err) {
       const e = toErrorResponse(err);
       status = e.status;
-      // The client gets one message for every refused ev: value; the operator gets the reason (never the value).
-      if (err instanceof EvDecryptError) logger.warn({ path: url?.pathname, ...err.toLog() }, 'ev: value refused');
-      if (status >= 500) logger.error({ code: e.code, cause: (err as { cause?: { code?: string } }).cause?.code, path: url?.pathname }, 'local API request failed');
+      // The client gets one message for every refused ev: value; the operator gets the reason (never the value),
+      // counted: reason and detail (version, curve, key id) are a bounded set.
+      if (err instanceof EvDecryptError) evRefusals.note(`${err.reason} (${err.detail})`);
+      if (status >= 500) failures.note(`${e.code} ${(err as { cause?: { code?: unknown } }).cause?.code ?? 'no code'}`);
       const extra: Record<string, string> = status === 413 ? { connection: 'close' } : {};
       if (!res.headersSent) send(res, { status, contentType: 'application/json', body: JSON.stringify({ error: e.code, message: e.message }) }, extra);
       else res.destroy();
@@ -150,7 +170,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const server = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
     // Nothing handle() throws may become an unhandled rejection (the process exits on those): drop the exchange.
     handle(req, res).catch((err: unknown) => {
-      logger.error({ code: (err as { code?: string }).code ?? 'API_INTERNAL' }, 'local API request failed outside its handler');
+      failures.note(`outside its handler ${(err as { code?: unknown }).code ?? 'API_INTERNAL'}`);
       res.destroy();
     });
   });
@@ -159,23 +179,32 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     else socket.destroy();
   });
 
+  const front = cappedFront(server, opts.maxConnections ?? DEFAULT_MAX_API_CONNECTIONS, (why) => connectionRefusals.note(why));
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => reject(new ApiError('API_LISTEN_FAILED', 0, `cannot listen on ${host}:${port}: ${err.code ?? err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen({ host, port, exclusive: true }, () => {
-      server.off('error', onError);
+    const onError = (err: NodeJS.ErrnoException): void => {
+      server.close(); // its header-timeout checks
+      reject(new ApiError('API_LISTEN_FAILED', 0, `cannot listen on ${host}:${port}: ${err.code ?? err.message}`, { cause: err }));
+    };
+    front.once('error', onError);
+    front.listen({ host, port, exclusive: true }, () => {
+      front.off('error', onError);
       resolve();
     });
   });
-  const bound = (server.address() as AddressInfo).port;
+  const bound = (front.address() as AddressInfo).port;
   logger.info({ host, port: bound }, 'local API listening');
 
   return {
     port: bound,
     close: () =>
       new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeIdleConnections();
+        front.close((err) => {
+          for (const log of [evRefusals, failures, connectionRefusals]) log.flush();
+          wipeEcdhCache(opts.keyring);
+          if (err) reject(err);
+          else resolve();
+        });
+        server.close(); // stops its header-timeout checks and closes its idle connections
       }),
   };
 }

@@ -8,13 +8,16 @@ export class RateLimitedLog {
   readonly #logger: Logger;
   readonly #message: string;
   readonly #intervalMs: number;
+  readonly #level: 'warn' | 'error';
   #counts = new Map<string, number>();
   #timer: NodeJS.Timeout | null = null;
 
-  constructor(logger: Logger, message: string, intervalMs = REFUSAL_LOG_INTERVAL_MS) {
+  /** `level`: 'error' for failures of the agent's own (counted all the same), else refusals' 'warn'. */
+  constructor(logger: Logger, message: string, intervalMs = REFUSAL_LOG_INTERVAL_MS, level: 'warn' | 'error' = 'warn') {
     this.#logger = logger;
     this.#message = message;
     this.#intervalMs = intervalMs;
+    this.#level = level;
   }
 
   /** Counts one event; the first after a quiet interval starts the interval, whose end logs the counts. */
@@ -35,6 +38,6 @@ export class RateLimitedLog {
     this.#counts = new Map();
     let total = 0;
     for (const n of Object.values(counts)) total += n;
-    this.#logger.warn({ total, counts, intervalMs: this.#intervalMs }, this.#message);
+    this.#logger[this.#level]({ total, counts, intervalMs: this.#intervalMs }, this.#message);
   };
 }

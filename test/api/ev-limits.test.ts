@@ -4,7 +4,7 @@
 // And refusals: one answer whatever the reason a value does not decrypt.
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { startApiServer } from '../../src/api/server.ts';
+import { API_EV_REFUSALS_MESSAGE, startApiServer } from '../../src/api/server.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import type { Nsm } from '../../src/attestation/nsm.ts';
 import { DecryptPool } from '../../src/crypto/decrypt-pool.ts';
@@ -67,11 +67,17 @@ describe('local API: refused ev: values', () => {
     api = await startApiServer({ keyring: ring, nsm, port: 0, logger: pino({ level: 'debug' }, { write: (l: string) => void lines.push(l) }) });
     const base = `http://127.0.0.1:${api.port}`;
     const answers = new Set<string>();
-    for (const [reason, value] of Object.entries(failingValues(ring))) {
+    const reasons = Object.entries(failingValues(ring));
+    for (const [, value] of reasons) {
       const res = await post(base, '/decrypt', JSON.stringify({ ok: encryptValue('PLAINTEXT-7777', ring.publicKeys()), value }));
       answers.add(JSON.stringify({ status: res.status, type: res.headers.get('content-type'), body: await res.text() }));
-      expect(lines.join(''), reason).toContain(`"reason":"${reason}"`);
     }
+    // Counted by reason and detail, one line per interval; close() writes it.
+    await api.close();
+    api = undefined;
+    const counted = lines.map((l) => JSON.parse(l) as { msg: string; counts?: Record<string, number> }).filter((r) => r.msg === API_EV_REFUSALS_MESSAGE);
+    expect(counted).toHaveLength(1);
+    for (const [reason] of reasons) expect(Object.keys(counted[0]!.counts!).some((k) => k.startsWith(`${reason} (`)), reason).toBe(true);
     expect([...answers]).toEqual([JSON.stringify({ status: 422, type: 'application/json', body: JSON.stringify({ error: 'EV_DECRYPT_FAILED', message: EV_DECRYPT_MESSAGE }) })]);
     expect(lines.join('')).not.toContain('PLAINTEXT-7777');
     expect(lines.join('')).not.toContain('not a number');

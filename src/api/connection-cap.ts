@@ -1,0 +1,57 @@
+// The local API's bound on concurrent connections. Only the app reaches 127.0.0.1:9999, but a runaway app (a
+// connection leak, a reconnect loop) must not take the agent's file descriptors and memory: a net.Server in front of
+// the API's http.Server (which never listens itself) counts connections. Past `max` at once a new one is answered
+// 503 API_TOO_MANY_CONNECTIONS (JSON, as every refusal; Connection: close, Retry-After) and closed, its bytes read
+// and dropped (an unread request would turn the close into a reset that loses the answer); past `max` +
+// REFUSING_AT_ONCE open (refused ones not yet closed included), Node closes a new one at accept, unanswered.
+import type http from 'node:http';
+import net from 'node:net';
+
+export const DEFAULT_MAX_API_CONNECTIONS = 256;
+/** Refused connections being answered at once; past them, new connections are closed at accept. */
+export const REFUSING_AT_ONCE = 64;
+/** A refused connection its client leaves open is closed after this long without a byte. */
+export const REFUSAL_LINGER_MS = 2_000;
+
+export type ConnectionRefusal = 'max-connections' | 'closed-at-accept';
+
+function refusalBytes(max: number): Buffer {
+  const body = JSON.stringify({
+    error: 'API_TOO_MANY_CONNECTIONS',
+    message: `the local API serves at most ${max} connections at once: reuse or close idle ones, then retry`,
+  });
+  return Buffer.from(
+    `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+    'latin1',
+  );
+}
+
+/**
+ * The listening front of `server`: hands it at most `max` connections at once and refuses the rest (`onRefused`,
+ * once per connection). Its close() waits for every connection, as the http.Server's own would; close `server` too
+ * (its header-timeout checks, its idle connections).
+ */
+export function cappedFront(server: http.Server, max: number, onRefused: (why: ConnectionRefusal) => void, lingerMs = REFUSAL_LINGER_MS): net.Server {
+  if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`max connections: expected a positive integer, found ${String(max)}`);
+  const refusal = refusalBytes(max);
+  let served = 0;
+  const front = net.createServer((socket) => {
+    socket.on('error', () => {});
+    if (served >= max) {
+      onRefused('max-connections');
+      socket.resume();
+      socket.end(refusal);
+      socket.setTimeout(lingerMs, () => socket.destroy());
+      return;
+    }
+    served++;
+    socket.once('close', () => served--);
+    server.emit('connection', socket);
+  });
+  front.maxConnections = max + REFUSING_AT_ONCE;
+  front.on('drop', () => onRefused('closed-at-accept'));
+  // The http.Server's header and request timeouts are checked from its 'listening' on; it never listens itself.
+  server.emit('listening');
+  return front;
+}
