@@ -56,6 +56,11 @@ Egress ([egress] enabled = true): explicit mode serves a proxy on 127.0.0.1:[egr
 app HTTP_PROXY, HTTPS_PROXY, NO_PROXY (both cases); transparent mode (needs root) also installs iptables rules
 that send the enclave's outbound TCP and DNS to the agent, before the app starts.
 
+The app runs sandboxed ([app] sandbox = true, the default): a seccomp filter, no capabilities that reach the
+agent (ptrace, raw sockets, namespaces), the agent's code read-only, no vsock unless [egress] app_vsock = true.
+[app] sandbox = false is the opt-out (warned at boot). A root agent without the sandbox wrapper (the native
+addon's build) refuses to start the app.
+
 The app command comes after "--" (or after the last option), else from [app] command. Signals: SIGTERM/SIGINT drain (stop accepting,
 finish in-flight requests up to [listen] drain_timeout_ms, then forward the signal to the app and exit 0;
 a second one forces); SIGHUP/SIGUSR1/SIGUSR2 are forwarded to the app. SIGTERM/SIGINT during boot (KMS,
