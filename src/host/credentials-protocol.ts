@@ -32,9 +32,16 @@ export function encodeFrame(message: object): Buffer {
   return Buffer.concat([head, body]);
 }
 
-/** Splits a byte stream into JSON objects; throws CredentialsError on a frame over `maxBytes` or one that is not a JSON object. */
+/**
+ * Splits a byte stream into JSON objects; throws CredentialsError on a frame over `maxBytes` or one that is not a
+ * JSON object. Chunks are kept as they came and joined once per frame: a peer that sends a frame a byte at a time
+ * costs O(frame), not the O(frame²) of re-joining everything buffered on every chunk (~0.6 s of copying for 64 KiB).
+ */
 export class FrameReader {
-  #buffered: Buffer = Buffer.alloc(0);
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  /** 4 + the length of the frame being read, once its header is in; null before. */
+  #frameEnd: number | null = null;
   readonly #maxBytes: number;
 
   constructor(maxBytes: number) {
@@ -43,23 +50,42 @@ export class FrameReader {
 
   /** Bytes received that do not make a whole frame yet. */
   get pending(): number {
-    return this.#buffered.length;
+    return this.#buffered;
+  }
+
+  /** The buffered bytes as one Buffer (joined once, then kept joined). */
+  #joined(): Buffer {
+    if (this.#chunks.length !== 1) this.#chunks = [Buffer.concat(this.#chunks, this.#buffered)];
+    return this.#chunks[0]!;
   }
 
   push(chunk: Buffer): Record<string, unknown>[] {
-    this.#buffered = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk]);
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
     const out: Record<string, unknown>[] = [];
-    while (this.#buffered.length >= 4) {
-      const len = this.#buffered.readUInt32BE(0);
-      if (len > this.#maxBytes) throw new CredentialsError('CREDENTIALS_FRAME_TOO_LARGE', `frame of ${len} bytes, the limit is ${this.#maxBytes}`);
-      if (this.#buffered.length < 4 + len) break;
-      const body = this.#buffered.subarray(4, 4 + len);
-      this.#buffered = this.#buffered.subarray(4 + len);
+    for (;;) {
+      if (this.#frameEnd === null) {
+        if (this.#buffered < 4) break;
+        // Joins at most 3 bytes plus the chunk that completed the header.
+        const len = this.#joined().readUInt32BE(0);
+        if (len > this.#maxBytes) throw new CredentialsError('CREDENTIALS_FRAME_TOO_LARGE', `frame of ${len} bytes, the limit is ${this.#maxBytes}`);
+        this.#frameEnd = 4 + len;
+      }
+      const end = this.#frameEnd;
+      if (this.#buffered < end) break;
+      const all = this.#joined();
+      const body = all.subarray(4, end);
+      const rest = all.subarray(end);
+      this.#chunks = rest.length > 0 ? [rest] : [];
+      this.#buffered = rest.length;
+      this.#frameEnd = null;
       let value: unknown;
       try {
         value = JSON.parse(body.toString('utf8'));
       } catch {
-        throw new CredentialsError('CREDENTIALS_BAD_FRAME', `a ${len}-byte frame that is not JSON`);
+        throw new CredentialsError('CREDENTIALS_BAD_FRAME', `a ${end - 4}-byte frame that is not JSON`);
       }
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CredentialsError('CREDENTIALS_BAD_FRAME', 'a frame that is not a JSON object');
       out.push(value as Record<string, unknown>);
