@@ -50,7 +50,7 @@ describe('operator log: app requests that failed', () => {
     // A request whose 400 went out before its app request started was never sent: at most one failure each.
     expect(lines[0]!.total).toBeGreaterThan(0);
     expect(lines[0]!.total).toBeLessThanOrEqual(N);
-    for (const reason of Object.keys(lines[0]!.counts as object)) expect(reason).toMatch(/^HTTP_APP_[A-Z_]+ [A-Z_]+$/); // code and cause
+    for (const reason of Object.keys(lines[0]!.counts as object)) expect(reason).toMatch(/^CLIENT_BODY_INCOMPLETE [A-Z_]+$/); // the client's fault, with its cause
   });
 
   it('an app that refuses every connection: the count is every request', { timeout: 20_000 }, async () => {

@@ -194,7 +194,10 @@ export function forwardStage(upstream: Upstream, opts: ForwardStageOptions = {})
       }
       const mapped = upstreamError(failure);
       const cause = (failure as { code?: unknown }).code;
-      opts.failureLog?.note(`${mapped.code} ${typeof cause === 'string' ? cause : 'no code'}`);
+      // A client body that never completed (its framing broke off, or the client left mid-body: its connection is
+      // gone) fails the app request too: the client's doing, and the operator's count must not read as an app outage.
+      const clientCut = body !== null && whole === null && !body.readableEnded && ex.socket?.destroyed === true;
+      opts.failureLog?.note(`${clientCut ? 'CLIENT_BODY_INCOMPLETE' : mapped.code} ${typeof cause === 'string' ? cause : 'no code'}`);
       throw mapped;
     }
   };
