@@ -11,7 +11,6 @@
 // hand-off, JS reading is restored and the JS relay takes over from there.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import tls from 'node:tls';
 import { NativeStream } from '../transport/native-stream.ts';
 import { loadNative, nativeAvailable, type NativeBinding, type NativeSpliceOutcome, type NativeSpliceRelay } from '../transport/native.ts';
 import { MAX_WRITE } from '../wire/frames.ts';
@@ -47,8 +46,10 @@ interface StreamHandle {
 }
 
 function netEndpoint(s: net.Socket): Endpoint | null {
-  // A TLS socket's handle answers the fd of the TCP socket under it: its bytes are not the stream's bytes.
-  if (s instanceof tls.TLSSocket || s.connecting) return null;
+  // A TLS socket's handle answers the fd of the TCP socket under it: its bytes are not the stream's bytes. Told by
+  // tls.TLSSocket's `encrypted` (true on every one), not instanceof: egress runs in every agent, and importing
+  // node:tls here loaded it into agents that have no TLS at all.
+  if ((s as { encrypted?: unknown }).encrypted === true || s.connecting) return null;
   const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
   if (h == null || typeof h.fd !== 'number' || h.fd < 0 || typeof h.readStop !== 'function') return null;
   const handle = h as Required<StreamHandle>;

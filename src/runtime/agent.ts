@@ -45,10 +45,9 @@ import { AGENT_VERSION } from './nsm.ts';
 import { fromBase64 } from '../util/bytes.ts';
 import { RuntimeError } from './errors.ts';
 import { throwIfBootAborted, unlessBootAborted } from './boot-signals.ts';
-import { startTlsIngress, type TlsIngress } from '../ingress/tls-ingress.ts';
-import { startTlsHandoff } from './tls-handoff.ts';
-import { AcmeCertificate } from '../ingress/acme-certificate.ts';
-import { routeAcmeThroughEgress } from '../ingress/acme-transport.ts';
+// TLS ingress and ACME: imported when configured (they load node:tls, which an agent without them never needs).
+import type { TlsIngress } from '../ingress/tls-ingress.ts';
+import type { AcmeCertificate } from '../ingress/acme-certificate.ts';
 
 export type RuntimeListen =
   | { kind: 'vsock' }
@@ -201,12 +200,13 @@ function tlsListen(listen: RuntimeListen, config: Config): (o: ListenOptions) =>
 }
 
 /** [ingress.acme]: the domain's ACME certificate, its CA reached through the explicit egress proxy. */
-function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger: Logger): AcmeCertificate | undefined {
+async function acmeFor(opts: AgentRuntimeOptions, egress: EgressService | null, logger: Logger): Promise<AcmeCertificate | undefined> {
   const a = opts.config.ingress.acme;
   if (a === null) return undefined;
   if (egress === null || !opts.config.egress.enabled) {
     throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'ingress.acme: the CA is reached through egress, which is not running ([egress] enabled = true and a host dialer are needed)');
   }
+  const [{ routeAcmeThroughEgress }, { AcmeCertificate }] = await Promise.all([import('../ingress/acme-transport.ts'), import('../ingress/acme-certificate.ts')]);
   const proxy = new URL(egress.proxyUrl);
   const transport = routeAcmeThroughEgress({ proxy: { host: proxy.hostname, port: Number(proxy.port) }, ...(opts.acme?.extraCa === undefined ? {} : { extraCa: opts.acme.extraCa }) });
   return new AcmeCertificate({
@@ -243,13 +243,15 @@ async function startIngress(
   if (!c.ingress.tls) return null;
   if (!('attach' in forwarder)) throw new RuntimeError('RUNTIME_BAD_OPTIONS', 'tls_termination = true needs mode = "http"');
   const http = forwarder as HttpForwarder;
-  const acme = acmeFor(opts, egress, logger);
+  const acme = await acmeFor(opts, egress, logger);
   // Imported here: the attested certificate is built with pkijs, which an agent without TLS ingress never loads.
   const { AttestedIdentity } = await import('../ingress/attested-identity.ts');
   const identity = new AttestedIdentity({ nsm: opts.nsm, host: c.ingress.host, ...(opts.ingress?.now === undefined ? {} : { now: opts.ingress.now }) });
   if (workers !== undefined && workers.sessionWorkers.tls) {
+    const { startTlsHandoff } = await import('./tls-handoff.ts');
     return startTlsHandoff({ listen: tlsListen(opts.listen, c), identity, workers: workers.sessionWorkers, admission: workers.admission, handshakeTimeoutMs: c.limits.handshake_timeout_ms, ...(acme === undefined ? {} : { acme }), logger });
   }
+  const { startTlsIngress } = await import('../ingress/tls-ingress.ts');
   return startTlsIngress({
     ...(acme === undefined ? {} : { acme }),
     listen: tlsListen(opts.listen, c),
@@ -320,7 +322,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       : undefined;
   const decryptScheduler = new DecryptScheduler({ maxConcurrent: config.limits.max_concurrent_decrypts, pool: decryptPool, ...(admission === undefined ? {} : { slots: admission.decryptSlots }) });
   const metrics = new AgentMetrics({ mode: config.mode, version: AGENT_VERSION, processMetrics: opts.processMetrics ?? true });
-  const forwarder = createForwarder({
+  const forwarder = await createForwarder({
     config,
     logger,
     keyring,

@@ -5,15 +5,12 @@ import type { Config } from '../config.ts';
 import type { Keyring } from '../crypto/keyring.ts';
 import type { DecryptScheduler } from '../crypto/decrypt-scheduler.ts';
 import { withholdSecretValues } from '../crypto/secret-ciphertexts.ts';
-import { createHttpForwarder } from '../http/forwarder.ts';
 import type { LogSink } from '../http/log-sink.ts';
 import type { BufferedBodiesLike, DecryptStage } from '../http/stages/decrypt.ts';
-import { createDecryptStage, REFUSALS_MESSAGE } from '../http/stages/decrypt-ev.ts';
 import type { ExchangeFacts } from '../ops/metrics.ts';
 import type { Forwarder } from '../responder/forwarder.ts';
 import type { Limits } from '../responder/limits.ts';
 import { createRawForwarder } from '../responder/raw-forwarder.ts';
-import { RateLimitedLog } from '../util/rate-limited-log.ts';
 
 /**
  * HTTP mode answers a silent app itself (504 JSON after upstream_timeout_ms); the session's whole-response
@@ -75,7 +72,11 @@ function countedRaw(inner: Forwarder, observer: ForwarderObserver): Forwarder {
   return counted;
 }
 
-export function createForwarder(s: ForwarderSetup): Forwarder {
+/**
+ * The forwarder for `s.config.mode`. Async: HTTP mode's (src/http/, which loads node:http) is imported only then,
+ * so a raw-mode session thread never loads Node's HTTP modules (a thread holds what it loaded for its life).
+ */
+export async function createForwarder(s: ForwarderSetup): Promise<Forwarder> {
   const c = s.config;
   // [secrets] values are the app's, never a client's: from here on, no request, local API call or decrypt pool
   // worker decrypts them with this keyring (secret-ciphertexts.ts). Here because both the main thread and each
@@ -84,32 +85,6 @@ export function createForwarder(s: ForwarderSetup): Forwarder {
   if (c.mode === 'raw') {
     return countedRaw(createRawForwarder({ appPort: c.app.port, startupGraceMs: c.app.startup_grace_ms, forwardProxyProtocol: c.forward_proxy_protocol }), s.observer);
   }
-  const hc = c.healthcheck;
-  // Refused ev: values are counted into one line per interval; close() writes the last interval's counts, as every
-  // other refusal log's owner does at close (its timer is unref'd: a stopping thread or process would drop them).
-  const refusalLog = s.decrypt === undefined ? new RateLimitedLog(s.logger, REFUSALS_MESSAGE) : undefined;
-  const forwarder = createHttpForwarder({
-    appPort: c.app.port,
-    trxLogging: c.trx_logging,
-    trustedHeaders: c.trusted_headers,
-    maxBufferedBodyBytes: c.limits.max_buffered_body_bytes,
-    maxBufferedBodiesBytes: c.limits.max_buffered_bodies_bytes,
-    ...(s.bufferedBodies === undefined ? {} : { bufferedBodies: s.bufferedBodies }),
-    maxRequestBodyBytes: c.limits.max_request_bytes,
-    upstreamTimeoutMs: c.app.upstream_timeout_ms,
-    lingerTimeoutMs: c.limits.linger_timeout_ms,
-    lingerTimeMs: c.limits.linger_time_ms,
-    appStartupGraceMs: c.app.startup_grace_ms,
-    logSink: s.trxSink ?? { write() {}, async close() {} },
-    logger: s.logger,
-    ...(hc === null ? {} : { healthcheck: { path: hc.path, ...(hc.port === null ? {} : { port: hc.port }), intervalMs: hc.interval_ms, periodic: s.periodicHealthcheck !== false } }),
-    decrypt: s.decrypt ?? createDecryptStage(s.keyring, { maxFields: c.limits.max_decrypt_fields, scheduler: s.decryptScheduler, logger: s.logger, refusalLog }),
-    corsOrigin: c.attestation_cors.origin,
-    ...(c.api_key_auth.enabled ? { apiKeyHashes: s.apiKeyHashes ?? c.api_key_auth.keys } : {}),
-    observe: (ex) => s.observer.observeExchange(ex),
-  });
-  if (refusalLog === undefined) return forwarder;
-  const close = forwarder.close.bind(forwarder);
-  forwarder.close = () => close().finally(refusalLog.flush);
-  return forwarder;
+  const { createHttpModeForwarder } = await import('./http-forwarder-setup.ts');
+  return createHttpModeForwarder(s);
 }

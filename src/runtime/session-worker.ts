@@ -39,7 +39,8 @@ const decryptScheduler = new DecryptScheduler({
   slots: admission.decryptSlots,
   pool: remoteDecryptPool(d.ports.decrypt, keyring),
 });
-const forwarder = createForwarder({
+// HTTP mode's forwarder (and node:http with it) is imported only in HTTP mode (forwarder-setup.ts).
+const forwarder = await createForwarder({
   config,
   logger,
   keyring,

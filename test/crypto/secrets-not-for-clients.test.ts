@@ -270,14 +270,14 @@ describe.each([
     app = await reflectingApp();
     pool = withPool ? new DecryptPool(keyring, { size: 1 }) : undefined;
     const config = configFromObject({ mode: 'http', app: { port: app.port, startup_grace_ms: 0 }, secrets: { DB_PASSWORD: sealed, OLD_TOKEN: legacy } });
-    fwd = createForwarder({
+    fwd = (await createForwarder({
       config,
       logger: pino({ level: 'silent' }),
       keyring,
       decryptScheduler: new DecryptScheduler(pool === undefined ? {} : { pool }),
       observer: { observeExchange() {}, rawRequest() {} },
       trxSink: createMemoryLogSink(),
-    }) as HttpForwarder;
+    })) as HttpForwarder;
   });
   afterAll(async () => {
     await fwd?.close();

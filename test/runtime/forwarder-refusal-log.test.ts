@@ -29,7 +29,7 @@ describe('runtime HTTP forwarder: refused ev: values in the operator log', () =>
     const log = memoryLog();
     const keyring = Keyring.generate();
     const config = configFromObject({ mode: 'http', app: { port: app.port, startup_grace_ms: 0 }, api: { enabled: false } });
-    fwd = createForwarder({ config, logger: log.logger, keyring, decryptScheduler: new DecryptScheduler(), observer: { observeExchange() {}, rawRequest() {} } });
+    fwd = await createForwarder({ config, logger: log.logger, keyring, decryptScheduler: new DecryptScheduler(), observer: { observeExchange() {}, rawRequest() {} } });
     const bad = encryptValue('4242', Keyring.generate().publicKeys()); // another enclave's value
     const res = await dataRequest(fwd, `GET / HTTP/1.1\r\nHost: app.test\r\nX-Card: ${bad}\r\nConnection: close\r\n\r\n`);
     expect(res.status).toBe(422);
