@@ -105,6 +105,17 @@ describe('KMS keyring source', () => {
     }
   });
 
+  it("a well-formed envelope of a data key the host chose, to this enclave's own key, opens but is never used", async () => {
+    // The envelope is not authenticated (AES-CBC): anyone who saw the document could make one. The sealed
+    // file's AES-GCM is what refuses a key KMS did not release for it.
+    kms.forgedDataKey = new Uint8Array(32).fill(0x41);
+    try {
+      await expect(source().load()).rejects.toMatchObject({ code: 'KMS_BAD_SEALED_FILE', message: expect.stringContaining('does not open with the data key KMS released') });
+    } finally {
+      kms.forgedDataKey = null;
+    }
+  });
+
   it('a tampered sealed file fails with KMS_BAD_SEALED_FILE (keyring bytes, public keys) or KMS refuses (blob)', async () => {
     const j = JSON.parse(readFileSync(sealedFile, 'utf8')) as Record<string, unknown> & { keyring: string; publicKeys: { p256: string } };
     const flip = (b64: string) => {

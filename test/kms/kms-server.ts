@@ -79,6 +79,11 @@ export class KmsTestServer {
   tamperEnvelope = false;
   /** Answer an attested Decrypt as a hostile host would like: the data key in Plaintext, no envelope. */
   plaintextForRecipient = false;
+  /**
+   * Answer an attested Decrypt as a host that broke TLS would: a well-formed envelope, to the document's own
+   * public_key, of this data key (the host's choice) instead of the key's.
+   */
+  forgedDataKey: Uint8Array | null = null;
   port = 0;
   readonly #keys = new Map<string, { material: Buffer; policy: KeyPolicy }>();
   readonly #opts: KmsTestServerOptions;
@@ -248,7 +253,7 @@ export class KmsTestServer {
     }
     this.#authorize(key.policy, 'kms:Decrypt', pcrs);
     if (spki === null || this.plaintextForRecipient) return { KeyId: arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', Plaintext: plaintext.toString('base64') };
-    const envelope = opensslRecipientEnvelope(spki, plaintext, 'ber');
+    const envelope = opensslRecipientEnvelope(spki, this.forgedDataKey ?? plaintext, 'ber');
     if (this.tamperEnvelope) envelope[envelope.length - 10]! ^= 0x01;
     return { KeyId: arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT', CiphertextForRecipient: Buffer.from(envelope).toString('base64') };
   }
