@@ -65,7 +65,7 @@ export interface Config {
     HashAlgorithm: string | null;
     signature: string | null;
   };
-  api: { enabled: boolean; port: number; max_body_bytes: number };
+  api: { enabled: boolean; port: number; max_body_bytes: number; max_connections: number };
   /**
    * TLS ingress (src/ingress/): `tls` is Evervault's top-level `tls_termination`; tls_port is the vsock port in
    * `run` (the bridge relays a public TCP port to it); host is the default certificate's name.
@@ -262,7 +262,7 @@ const SCHEMA: Schema = {
     kind: 'table',
     fields: { tls_port: int(5443, 1, PORT_MAX), host: { kind: 'string', default: 'localhost', pattern: HOSTNAME }, acme: { kind: 'custom', default: null, parse: parseAcme } },
   },
-  api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB) } },
+  api: { kind: 'table', fields: { enabled: bool(true), port: int(9999, 0, PORT_MAX), max_body_bytes: int(1 * MiB, 1024, 256 * MiB), max_connections: int(256, 1, 65536) } },
   limits: {
     kind: 'table',
     fields: {

@@ -347,7 +347,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   let sessionWorkers: SessionWorkers | undefined;
   try {
     if (config.api.enabled) {
-      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
+      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxConnections: config.api.max_connections, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
     if (admission !== undefined) {
       sessionWorkers = await startSessionWorkers({
