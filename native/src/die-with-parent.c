@@ -45,9 +45,10 @@
  *
  * --read-only DIR (absolute; after --sandbox or --deny-vsock, up to 8): in that same namespace DIR and every mount under it are
  * read-only too, and DIR and each directory above it are mount points, which cannot be renamed or replaced
- * (EBUSY). The supervisor names the agent's own code: the agent starts worker threads from files there long
- * after the app has started, and a root app that rewrote one (or renamed a directory above it and put a
- * directory of its own in its place) would run its code inside the agent, keys and vsock included. Nothing is
+ * (EBUSY). The supervisor names the agent's own code and the node_modules its dependencies lie in
+ * (src/runtime/agent-read-only-dirs.ts): the agent starts worker threads from files there long after the app
+ * has started, and a root app that rewrote one (or renamed a directory above it and put a directory of its own
+ * in its place) would run its code inside the agent, keys and vsock included. Nothing is
  * done without CAP_SYS_ADMIN (see below): the app's user must then not be able to write the agent's code.
  *
  * Linked statically (binding.gyp): this runs as the agent's user with every capability before the sandbox is up,

@@ -9,8 +9,8 @@
 // the agent...), and its own mount namespace in which /proc/sys, /sys and /proc/sysrq-trigger are read-only, so
 // root cannot make the kernel run a program outside the sandbox (a core_pattern pipe handler, modprobe, a cgroup
 // release_agent). --deny-vsock is the same sandbox with no vsock sockets either ([egress] enabled, unless
-// app_vsock). In that namespace the agent's own code is read-only too (agentCodeDir): it starts worker threads
-// from it later.
+// app_vsock). In that namespace the agent's own code and its dependencies are read-only too
+// (agent-read-only-dirs.ts): it starts worker threads from them later.
 import { accessSync, closeSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
@@ -94,6 +94,9 @@ export function agentCodeDir(moduleUrl: string = import.meta.url, bundled: boole
   const here = path.dirname(fileURLToPath(moduleUrl));
   return realpathSync(bundled ? here : path.resolve(here, '../..'));
 }
+
+/** How many --read-only directories the wrapper takes (MAX_AGENT_TREES in native/src/die-with-parent.c). */
+export const MAX_READ_ONLY_DIRS = 8;
 
 export interface WrapOptions {
   /** The sandbox (--sandbox): see the file comment. */

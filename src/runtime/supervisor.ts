@@ -21,7 +21,8 @@ import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { RestartPolicy } from '../config.ts';
-import { agentCodeDir, execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, type DieWithAgent } from './die-with-agent.ts';
+import { agentReadOnlyDirs } from './agent-read-only-dirs.ts';
+import { execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, MAX_READ_ONLY_DIRS, type DieWithAgent } from './die-with-agent.ts';
 import { RuntimeError } from './errors.ts';
 import { waitForPort } from './wait-for-port.ts';
 
@@ -88,7 +89,8 @@ export interface SupervisorOptions {
   allowVsock?: boolean;
   /**
    * In the sandbox: directories the app cannot write nor rename (a root agent; the wrapper's --read-only).
-   * Default: the agent's own code (agentCodeDir), from which it starts worker threads after the app.
+   * Default: every directory the agent's worker threads load code from, its own and its dependencies'
+   * (agentReadOnlyDirs), found once here, before the app first runs. At most MAX_READ_ONLY_DIRS.
    */
   readOnlyDirs?: readonly string[];
   logger?: Logger;
@@ -161,7 +163,11 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
     logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
   }
   const sandboxed = wantSandbox && 'wrapper' in dieWithAgent;
-  const readOnly = sandboxed ? (opts.readOnlyDirs ?? [agentCodeDir()]) : [];
+  const readOnly = sandboxed ? (opts.readOnlyDirs ?? agentReadOnlyDirs()) : [];
+  if (readOnly.length > MAX_READ_ONLY_DIRS) {
+    releaseWrapper();
+    throw new RuntimeError('RUNTIME_NO_SANDBOX', `the app's sandbox can make ${MAX_READ_ONLY_DIRS} directories read-only, and the agent's code and dependencies lie in ${readOnly.length}: ${readOnly.join(', ')}`);
+  }
 
   let state: SupervisorState = 'starting';
   let child: ChildProcess | undefined;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../runtime/harness.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const REPO_PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string; devDependencies: Record<string, string> };
@@ -161,6 +162,41 @@ describe('the packed package, installed with --omit=dev', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe(`${path.join(app, 'node_modules/enclave-agent/native/build/Release/enclave_native.node')}\nloaded\n`);
   });
+
+  // `run` starts worker threads after the app (session threads, the decrypt pool, which is handed the keys), and
+  // they load the agent's dependencies, which npm hoists beside the app's own: the app's sandbox makes that
+  // node_modules read-only to a root app, not only the agent's own directory. The probe opens files for writing
+  // and writes nothing. Failed before: "opened opened opened EROFS ok" (only the agent's own directory held).
+  it.runIf(process.platform === 'linux' && process.getuid?.() === 0 && existsSync(path.join(REPO, 'native/build/Release/enclave_die_with_parent')))(
+    "run: a root app cannot write the agent's hoisted dependencies, and can write its own directory",
+    async () => {
+      // Hoisted: session threads import pino and prom-client, pino imports sonic-boom; none is the agent's own.
+      const hoisted = ['pino', 'prom-client', 'sonic-boom'].map((d) => path.join('node_modules', d, 'package.json'));
+      for (const f of hoisted) expect(existsSync(path.join(app, f)), f).toBe(true);
+      const dir = mkdtempSync(path.join(tmp, 'run-'));
+      const config = path.join(dir, 'enclave.toml');
+      writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n`);
+      const seen = path.join(dir, 'seen');
+      const probe = [
+        'import errno, os, sys',
+        'def attempt(f, flags):',
+        '    try: os.close(os.open(f, flags, 0o644)); return "ok" if flags & os.O_CREAT else "opened"',
+        '    except OSError as e: return errno.errorcode[e.errno]',
+        'out = [attempt(f, os.O_WRONLY) for f in sys.argv[2:]] + [attempt("probe-written", os.O_WRONLY | os.O_CREAT)]',
+        'open(sys.argv[1], "w").write(" ".join(out))',
+      ].join('\n');
+      // Absolute and relative (from the app's directory, above the mounts) paths; then the agent's own package.json.
+      const targets = [path.join(app, hoisted[0]!), hoisted[1]!, hoisted[2]!, 'node_modules/enclave-agent/package.json'];
+      try {
+        const r = await cli(['run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state'), '--', '/usr/bin/python3', '-c', probe, seen, ...targets]);
+        expect(r.code, r.stderr).toBe(0);
+        expect(readFileSync(seen, 'utf8')).toBe('EROFS EROFS EROFS EROFS ok');
+      } finally {
+        rmSync(path.join(app, 'probe-written'), { force: true });
+      }
+    },
+    60_000,
+  );
 
   it('enclave-agent --version prints the package version; --help lists the commands', async () => {
     const version = await cli(['--version']);

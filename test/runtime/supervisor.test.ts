@@ -34,6 +34,15 @@ describe('supervisor', () => {
     );
   });
 
+  // The wrapper takes 8 --read-only directories and refuses a 9th with a usage error: the app exited 2 on every
+  // launch, the cause only on stderr. Failed before: startSupervisor did not throw.
+  it.skipIf(!available)('refuses more read-only directories than the wrapper takes, naming them', () => {
+    const dirs = Array.from({ length: 9 }, (_, i) => `/opt/dir${i}`);
+    expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, sandbox: 'required', readOnlyDirs: dirs })).toThrow(
+      expect.objectContaining({ code: 'RUNTIME_NO_SANDBOX', message: expect.stringMatching(/can make 8 directories read-only, .* lie in 9: \/opt\/dir0, .*\/opt\/dir8$/) }),
+    );
+  });
+
   it('reports a command that cannot be started as exit code 127', async () => {
     const s = supervise({ command: ['/nonexistent/app'], restart: 'never' });
     const r = await s.done;

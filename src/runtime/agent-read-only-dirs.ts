@@ -1,0 +1,100 @@
+// What the app's sandbox makes read-only to the app (the wrapper's --read-only): every directory the agent's
+// worker threads may load code from after the app has started. Session threads and the decrypt pool (which is
+// handed every private key) import pino, prom-client... when they start, and further modules on demand; a root
+// app that could rewrite one of those files would run its code inside the agent.
+// That is the agent's own code (agentCodeDir) and, in an npm install, the node_modules its dependencies are
+// hoisted into (/app/node_modules beside the app's own): found at boot, before the app runs, by resolving the
+// package.json dependencies transitively from the agent's code as Node does (the node_modules of each directory
+// up from the requiring package). For each package found outside the agent's code, the outermost node_modules
+// above its real path is made read-only, not the package alone: a module that imports a package it does not
+// declare (hoisting lets it) or one added later resolves from that same directory, pnpm's store and links live
+// in it, and one directory keeps the mounts few. Installing is what writes node_modules; an app does not at run
+// time (a tool that caches under node_modules/.cache must be pointed elsewhere). A package outside any
+// node_modules (an `npm link`, a workspace) is made read-only on its own. The Docker layer's bundle has no
+// dependencies outside its directory: the list is its directory alone.
+import { readFileSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { agentCodeDir } from './die-with-agent.ts';
+
+/** The package.json fields whose packages a package's code may load. */
+const DEPENDENCY_FIELDS = ['dependencies', 'optionalDependencies', 'peerDependencies'] as const;
+/** A package name as a directory below node_modules: "name" or "@scope/name", nothing that climbs out. */
+const PACKAGE_NAME = /^(?:@[^/\\]+\/)?[^/\\]+$/;
+
+/** The names `pkgDir`'s package.json depends on ([] without a readable one). */
+function dependencyNames(pkgDir: string): string[] {
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+  } catch {
+    return [];
+  }
+  if (typeof manifest !== 'object' || manifest === null) return [];
+  const names = new Set<string>();
+  for (const field of DEPENDENCY_FIELDS) {
+    const deps = (manifest as Record<string, unknown>)[field];
+    if (typeof deps !== 'object' || deps === null) continue;
+    for (const name of Object.keys(deps)) {
+      if (PACKAGE_NAME.test(name) && !name.split('/').some((part) => part === '.' || part === '..')) names.add(name);
+    }
+  }
+  return [...names];
+}
+
+/**
+ * Package `name` as Node finds it from `fromDir` (its node_modules, then each one up): the real path of the
+ * node_modules it is in (whose entry, a link with npm link or pnpm, must not change either) and its own real
+ * directory; undefined when it is not installed.
+ */
+function findPackage(fromDir: string, name: string): { lookupDir: string; packageDir: string } | undefined {
+  for (let dir = fromDir; ; dir = path.dirname(dir)) {
+    // Node never looks in node_modules/node_modules.
+    if (path.basename(dir) !== 'node_modules') {
+      const lookupDir = path.join(dir, 'node_modules');
+      const candidate = path.join(lookupDir, name);
+      try {
+        if (statSync(candidate, { throwIfNoEntry: false })?.isDirectory() === true) return { lookupDir: realpathSync(lookupDir), packageDir: realpathSync(candidate) };
+      } catch {
+        // ENOTDIR, EACCES...: Node finds no package there either and looks further up.
+      }
+    }
+    if (path.dirname(dir) === dir) return undefined;
+  }
+}
+
+/** The outermost directory named node_modules on `real`'s path, or `real` itself when there is none. */
+function outermostNodeModules(real: string): string {
+  const parts = real.split(path.sep);
+  const i = parts.indexOf('node_modules');
+  return i < 0 ? real : parts.slice(0, i + 1).join(path.sep);
+}
+
+/** `dirs` without any that is, or lies inside, another. */
+function outermost(dirs: Iterable<string>): string[] {
+  const kept: string[] = [];
+  for (const dir of [...new Set(dirs)].sort((a, b) => a.length - b.length)) {
+    if (!kept.some((k) => dir === k || dir.startsWith(k.endsWith(path.sep) ? k : k + path.sep))) kept.push(dir);
+  }
+  return kept;
+}
+
+/**
+ * The real directories the app must not write (see the file comment), none inside another: `codeDir` (default:
+ * the running agent's) or the node_modules holding it, and where its dependencies lie, transitively.
+ */
+export function agentReadOnlyDirs(codeDir: string = agentCodeDir()): string[] {
+  const cover = new Set<string>([codeDir]);
+  const visited = new Set<string>([codeDir]);
+  const pending = [codeDir];
+  for (let pkgDir = pending.pop(); pkgDir !== undefined; pkgDir = pending.pop()) {
+    for (const name of dependencyNames(pkgDir)) {
+      const found = findPackage(pkgDir, name);
+      if (found === undefined) continue;
+      for (const dir of [found.lookupDir, found.packageDir]) if (dir !== codeDir && !dir.startsWith(codeDir + path.sep)) cover.add(outermostNodeModules(dir));
+      if (visited.has(found.packageDir)) continue;
+      visited.add(found.packageDir);
+      pending.push(found.packageDir);
+    }
+  }
+  return outermost(cover);
+}
