@@ -15,11 +15,11 @@ import { startAgentRuntime, type AgentRuntime, type RuntimeListen } from '../run
 import { createShutdown, installSignalHandlers } from '../runtime/drain.ts';
 import { createRuntimeLogs } from '../runtime/logs.ts';
 import { insideEnclave, openNsm } from '../runtime/nsm.ts';
-import { RuntimeError } from '../runtime/errors.ts';
+import { RuntimeError, SandboxDirsError } from '../runtime/errors.ts';
 import { signalExitCode, startSupervisor } from '../runtime/supervisor.ts';
 import { unlessBootAborted, watchBootSignals, type BootSignals } from '../runtime/boot-signals.ts';
 import { makeAgentNotDumpable } from '../runtime/not-dumpable.ts';
-import { appSandboxChoice } from '../runtime/app-sandbox.ts';
+import { appSandboxChoice, noSandboxLine } from '../runtime/app-sandbox.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
@@ -400,8 +400,7 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
     });
   } catch (err) {
     if (!(err instanceof RuntimeError) || err.code !== 'RUNTIME_NO_SANDBOX') throw err;
-    const optOut = config.egress.enabled && !config.egress.app_vsock ? '[app] sandbox = false with [egress] app_vsock = true' : '[app] sandbox = false';
-    io.err(`enclave-agent run: ${err.code}: ${sandbox.why}, but ${err.message} (\`node scripts/build-native.mjs\` builds the addon and its sandbox wrapper; to run the app with the agent's privileges instead, set ${optOut})`);
+    io.err(`enclave-agent run: ${err.code}: ${noSandboxLine(sandbox, config, err.message, err instanceof SandboxDirsError)}`);
     logger.error({ code: err.code }, 'the app cannot be started without its sandbox; not starting it');
     await runtime.close();
     await logs.close();

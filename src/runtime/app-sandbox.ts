@@ -22,3 +22,14 @@ export function appSandboxChoice(config: Config, uid: number | undefined): AppSa
   // An unprivileged app cannot ptrace the non-dumpable agent nor open /dev/nsm (root's): the sandbox where it can be had.
   return { sandbox: 'if-available', allowVsock };
 }
+
+/**
+ * `run`'s line when the supervisor refused to start the app without its sandbox (RUNTIME_NO_SANDBOX): why the
+ * sandbox was required (when it was), what stopped it, and the way out that fits — build the wrapper, or (past
+ * the wrapper's read-only directories) one node_modules — or the opt-out.
+ */
+export function noSandboxLine(choice: AppSandboxChoice, config: Config, message: string, tooManyDirs: boolean): string {
+  const optOut = config.egress.enabled && !config.egress.app_vsock ? '[app] sandbox = false with [egress] app_vsock = true' : '[app] sandbox = false';
+  const fix = tooManyDirs ? "install the agent and its dependencies into one node_modules (no links)" : '`node scripts/build-native.mjs` builds the addon and its sandbox wrapper';
+  return `${choice.why === undefined ? '' : `${choice.why}, but `}${message} (${fix}; to run the app with the agent's privileges instead, set ${optOut})`;
+}

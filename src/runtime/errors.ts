@@ -21,3 +21,10 @@ export class RuntimeError extends AgentError {
     super(code, message, options);
   }
 }
+
+/** RUNTIME_NO_SANDBOX because the agent's code and dependencies lie in more directories than the wrapper can make read-only. */
+export class SandboxDirsError extends RuntimeError {
+  constructor(message: string) {
+    super('RUNTIME_NO_SANDBOX', message);
+  }
+}

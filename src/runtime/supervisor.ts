@@ -23,7 +23,7 @@ import pino, { type Logger } from 'pino';
 import type { RestartPolicy } from '../config.ts';
 import { agentReadOnlyDirs } from './agent-read-only-dirs.ts';
 import { execErrorName, locateDieWithAgent, sealedWrapper, wrapCommand, EXEC_ERROR_FD, MAX_READ_ONLY_DIRS, type DieWithAgent } from './die-with-agent.ts';
-import { RuntimeError } from './errors.ts';
+import { RuntimeError, SandboxDirsError } from './errors.ts';
 import { waitForPort } from './wait-for-port.ts';
 
 export interface AppExit {
@@ -166,7 +166,7 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
   const readOnly = sandboxed ? (opts.readOnlyDirs ?? agentReadOnlyDirs()) : [];
   if (readOnly.length > MAX_READ_ONLY_DIRS) {
     releaseWrapper();
-    throw new RuntimeError('RUNTIME_NO_SANDBOX', `the app's sandbox can make ${MAX_READ_ONLY_DIRS} directories read-only, and the agent's code and dependencies lie in ${readOnly.length}: ${readOnly.join(', ')}`);
+    throw new SandboxDirsError(`the app's sandbox can make ${MAX_READ_ONLY_DIRS} directories read-only, and the agent's code and dependencies lie in ${readOnly.length}: ${readOnly.join(', ')}`);
   }
 
   let state: SupervisorState = 'starting';

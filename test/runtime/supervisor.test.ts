@@ -6,6 +6,7 @@ import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { agentCodeDir, defaultWrapperPath } from '../../src/runtime/die-with-agent.ts';
 import { createShutdown } from '../../src/runtime/drain.ts';
+import { SandboxDirsError } from '../../src/runtime/errors.ts';
 import { signalExitCode, startSupervisor, type Supervisor, type SupervisorResult } from '../../src/runtime/supervisor.ts';
 import { available } from '../native/helpers.ts';
 import { freePort, zombieChildren } from './harness.ts';
@@ -41,6 +42,8 @@ describe('supervisor', () => {
     expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, sandbox: 'required', readOnlyDirs: dirs })).toThrow(
       expect.objectContaining({ code: 'RUNTIME_NO_SANDBOX', message: expect.stringMatching(/can make 8 directories read-only, .* lie in 9: \/opt\/dir0, .*\/opt\/dir8$/) }),
     );
+    // Its own class: `run` tells the operator to install into one node_modules, not to build the wrapper.
+    expect(() => startSupervisor({ command: [node, '-e', ''], restart: 'never', appPort: 1, sandbox: 'required', readOnlyDirs: dirs })).toThrow(SandboxDirsError);
   });
 
   it('reports a command that cannot be started as exit code 127', async () => {
