@@ -26,8 +26,11 @@ export function bufferFull(what: string, max: number): ClientError {
 
 /**
  * Pauses reading the connection (`hold`, Channel.holdReading) while a body holds half its cap unread, and reads on
- * once it is down to a quarter. A pause stops what is read next, not what is already on its way (one socket read,
- * a message being assembled), so the cap stays as the bound behind it.
+ * as soon as the reader has taken it below half: while paused, the bridge's sends to this client complete none,
+ * and the bridge cuts a connection on which none completes for its write-stall timeout (30 s by default), so a
+ * pause must last one read of a steady reader, not the time it takes to read a quarter of the cap (16 MiB at the
+ * default: every reader under ~0.5 MB/s was cut). A pause stops what is read next, not what is already on its way
+ * (one socket read, a message being assembled), so the cap stays as the bound behind it.
  */
 export class ReadPause {
   #release: (() => void) | null = null;
@@ -43,7 +46,7 @@ export class ReadPause {
     const room = controller.desiredSize ?? this.max;
     const unread = this.max - room;
     if (this.#release === null && unread >= this.max / 2) this.#release = this.hold();
-    else if (this.#release !== null && unread <= this.max / 4) this.release();
+    else if (this.#release !== null && unread < this.max / 2) this.release();
   }
 
   /** Reads on (the body ended, failed or was cancelled). Idempotent. */

@@ -81,7 +81,7 @@ export interface ConnectOptions {
   /**
    * What a response body (fetch) holding unread bytes does. 'error' (default): past maxBufferedBytes it fails
    * with CLIENT_BUFFER_FULL, other requests unaffected. 'pause': at half of it the connection stops being read
-   * until the body is read down to a quarter — a slow reader holds the enclave back, and every request of the
+   * until a read takes the body below half again — a slow reader holds the enclave back, and every request of the
    * session waits meanwhile; needs a WebSocket that can pause (the Node entry's), else it acts as 'error'.
    * Streams (openStream, upgrade) keep 'error'.
    */
