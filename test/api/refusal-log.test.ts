@@ -7,6 +7,7 @@ import { API_EV_REFUSALS_MESSAGE, API_FAILURES_MESSAGE, startApiServer } from '.
 import type { AttestationRequest, Nsm } from '../../src/attestation/nsm.ts';
 import { encryptValue } from '../../src/crypto/ev-format.ts';
 import { Keyring } from '../../src/crypto/keyring.ts';
+import { watchedKeyring } from '../crypto/watched-keyring.ts';
 import { memoryLog } from '../faults/stack.ts';
 
 const SECRET = 'plaintext-3141592';
@@ -19,14 +20,7 @@ const failingNsm: Nsm = {
 describe('local API: refusals and failures in the operator log', () => {
   it('counts refused ev: values and failed requests, one line each at close(), and zeroes the key agreements', { timeout: 20_000 }, async () => {
     const log = memoryLog('info');
-    const keyring = Keyring.generate();
-    const agreed: Buffer[] = [];
-    const real = keyring.sharedSecret.bind(keyring);
-    keyring.sharedSecret = (curve, peer, generation) => {
-      const z = real(curve, peer, generation);
-      agreed.push(z);
-      return z;
-    };
+    const { keyring, agreed } = watchedKeyring();
     const api = await startApiServer({ keyring, nsm: failingNsm, port: 0, logger: log.logger, refusalLogIntervalMs: 600_000 });
     let closed = false;
     try {

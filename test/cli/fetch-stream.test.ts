@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JSON_BODY_MAX_BYTES } from '../../src/cli/capped-body.ts';
 import { runCli } from '../../src/cli/run.ts';
-import { patternBytes, sha256Hex, startStack, type Stack } from '../client/stack.ts';
+import { patternBytes, sha256Hex, startStack, untilOr, type Stack } from '../client/stack.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -92,19 +92,6 @@ function slowSink(release: Promise<void>): Writable & { total(): number; sha256(
     },
   });
   return Object.assign(sink, { total: () => total, sha256: () => hash.digest('hex') });
-}
-
-/** Resolves once `done()` holds, or after `boundMs` (a bound on the wait, not a check). */
-function untilOr(done: () => boolean, boundMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const bound = setTimeout(finish, boundMs);
-    const poll = setInterval(() => done() && finish(), 20);
-    function finish(): void {
-      clearTimeout(bound);
-      clearInterval(poll);
-      resolve();
-    }
-  });
 }
 
 describe('enclave-agent fetch to a stdout slower than the enclave', () => {

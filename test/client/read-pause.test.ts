@@ -5,7 +5,7 @@
 // arrives whole.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/node.ts';
-import { patternBytes, sha256Hex, startStack, type Stack } from './stack.ts';
+import { patternBytes, sha256Hex, startStack, untilOr, type Stack } from './stack.ts';
 
 let stack: Stack;
 beforeAll(async () => {
@@ -14,19 +14,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.close();
 });
-
-/** Resolves once `done()` holds, or after `boundMs` (a bound on the wait, not a check). */
-function untilOr(done: () => boolean, boundMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const bound = setTimeout(finish, boundMs);
-    const poll = setInterval(() => done() && finish(), 20);
-    function finish(): void {
-      clearTimeout(bound);
-      clearInterval(poll);
-      resolve();
-    }
-  });
-}
 
 describe("client onBufferFull 'pause'", () => {
   it('a body not read while it arrives holds the enclave back and arrives whole, 8x the cap', async () => {

@@ -31,6 +31,19 @@ export function sha256Hex(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
+/** Resolves once `done()` holds, or after `boundMs` (a bound on the wait, not a check). */
+export function untilOr(done: () => boolean, boundMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const bound = setTimeout(finish, boundMs);
+    const poll = setInterval(() => done() && finish(), 20);
+    function finish(): void {
+      clearTimeout(bound);
+      clearInterval(poll);
+      resolve();
+    }
+  });
+}
+
 export interface TestApp {
   readonly port: number;
   /** HTTP requests and upgrade requests that reached the app. */

@@ -4,22 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { ECDH_CACHE_MAX, EcdhCache, wipeEcdhCache, type EcdhCacheEntry } from '../../src/crypto/ecdh-cache.ts';
 import { decryptToken, encryptValue } from '../../src/crypto/ev-format.ts';
-import { Keyring } from '../../src/crypto/keyring.ts';
+import { watchedKeyring } from './watched-keyring.ts';
 
 const zeroed = (b: Buffer): boolean => b.every((x) => x === 0);
 
-/** A keyring whose key agreements are kept here as the codec gets them (the very buffers it caches). */
-function watched(): { keyring: Keyring; agreed: Buffer[] } {
-  const keyring = Keyring.generate();
-  const agreed: Buffer[] = [];
-  const real = keyring.sharedSecret.bind(keyring);
-  keyring.sharedSecret = (curve, peer, generation) => {
-    const z = real(curve, peer, generation);
-    agreed.push(z);
-    return z;
-  };
-  return { keyring, agreed };
-}
 
 describe('the ev: codec key-agreement cache', () => {
   it('zeroes the entry it evicts, and every entry on wipe()', () => {
@@ -39,7 +27,7 @@ describe('the ev: codec key-agreement cache', () => {
   });
 
   it('the codec zeroes the Z it evicts once past the cap of ephemeral keys', { timeout: 60_000 }, () => {
-    const { keyring, agreed } = watched();
+    const { keyring, agreed } = watchedKeyring();
     const pub = keyring.publicKeys();
     expect(decryptToken(encryptValue('first', pub), keyring)).toBe('first');
     const first = agreed[0]!;
@@ -51,7 +39,7 @@ describe('the ev: codec key-agreement cache', () => {
   });
 
   it('wipeEcdhCache zeroes a keyring\'s cached agreements; values still decrypt after it', () => {
-    const { keyring, agreed } = watched();
+    const { keyring, agreed } = watchedKeyring();
     const token = encryptValue(42, keyring.publicKeys());
     expect(decryptToken(token, keyring)).toBe(42);
     expect(decryptToken(token, keyring)).toBe(42);
