@@ -3,17 +3,12 @@
 // without end. Past the per-address bound the answer is 429 LIVE_TAIL_CLIENT_FULL, past the total 503
 // LIVE_TAIL_FULL, both with Retry-After; refusals are counted in /api/status (live.refused) and logged as one
 // line per interval. A connection that closes gives its place back.
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLiveTail, DEFAULT_MAX_LIVE_CLIENTS, DEFAULT_MAX_LIVE_PER_CLIENT } from '../../src/host/activity-live.ts';
-import { openActivityReader } from '../../src/host/activity-reader.ts';
 import { startActivityServer } from '../../src/host/activity-server.ts';
-import { openActivityStore } from '../../src/host/activity-store.ts';
+import { activityFixture } from './activity-fixture.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -43,19 +38,7 @@ function openLive(port: number, from: string): Promise<Opened> {
 
 describe('activity page: live-tail connections', () => {
   it('are bounded per client address (429) and in all (503), counted and logged; a closed one gives its place back', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'ea-activity-live-bounds-'));
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
-    const lines: Record<string, unknown>[] = [];
-    const out = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
+    const { store, reader, lines, out } = await activityFixture('ea-activity-live-bounds-', cleanup);
     const live = createLiveTail({ maxClients: 3, maxPerClient: 2 });
     const srv = await startActivityServer({
       host: '127.0.0.1', port: 0, store, reader, live, logger: pino({ level: 'info' }, out),

@@ -2,16 +2,11 @@
 // --ui-token …`) can post them as fast as the network carries them. Each was one warn line in the host's log (a
 // disk, a journal, and the operator's own lines buried); they are now counted, one line per interval with the
 // count, as the page's other refusals are.
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startActivityServer } from '../../src/host/activity-server.ts';
 import { createLiveTail } from '../../src/host/activity-live.ts';
-import { openActivityReader } from '../../src/host/activity-reader.ts';
-import { openActivityStore } from '../../src/host/activity-store.ts';
+import { activityFixture } from './activity-fixture.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -20,19 +15,7 @@ afterEach(async () => {
 
 describe('activity page login', () => {
   it('counts wrong tokens in one log line per interval, not one line each', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'ea-activity-login-'));
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    const store = openActivityStore({ file: path.join(dir, 'a.db') });
-    cleanup.push(() => store.close());
-    const reader = openActivityReader(path.join(dir, 'a.db'));
-    cleanup.push(() => reader.close());
-    const lines: Record<string, unknown>[] = [];
-    const out = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
-        cb();
-      },
-    });
+    const { store, reader, lines, out } = await activityFixture('ea-activity-login-', cleanup);
     const token = 'correct-horse-battery-staple';
     const srv = await startActivityServer({
       host: '127.0.0.1', port: 0, token, store, reader, live: createLiveTail(), logger: pino({ level: 'info' }, out),

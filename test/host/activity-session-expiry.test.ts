@@ -2,15 +2,11 @@
 // absolute lifetime from login however used (default 12 h). An expired cookie is refused as an unknown one is
 // (401), and a live tail opened with it is ended. Before, a session lived as long as the process: a cookie
 // copied once opened the page for months. The clock is injected: no test waits for time to pass.
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLiveTail } from '../../src/host/activity-live.ts';
-import { openActivityReader } from '../../src/host/activity-reader.ts';
 import { startActivityServer, type ActivityServerOptions } from '../../src/host/activity-server.ts';
 import { DEFAULT_SESSION_IDLE_MS, DEFAULT_SESSION_LIFETIME_MS, PageSessions } from '../../src/host/activity-sessions.ts';
-import { openActivityStore } from '../../src/host/activity-store.ts';
+import { activityFixture } from './activity-fixture.ts';
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -22,12 +18,7 @@ const MINUTE = 60_000;
 
 /** A page with a token on loopback whose sessions read `clock.now`. */
 async function page(clock: { now: number }, extra: Partial<ActivityServerOptions> = {}) {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'ea-activity-expiry-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  const store = openActivityStore({ file: path.join(dir, 'a.db') });
-  cleanup.push(() => store.close());
-  const reader = openActivityReader(path.join(dir, 'a.db'));
-  cleanup.push(() => reader.close());
+  const { store, reader } = await activityFixture('ea-activity-expiry-', cleanup);
   const srv = await startActivityServer({
     host: '127.0.0.1', port: 0, token: TOKEN, store, reader, live: createLiveTail(), now: () => clock.now,
     enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }),
