@@ -183,9 +183,9 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   const loopback = isLoopbackHost(opts.host);
   const token = opts.token;
   if (!loopback && (token === undefined || token.length < 16)) {
-    throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters (--ui-token)`);
+    throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters ($ENCLAVE_AGENT_UI_TOKEN, --ui-token-file or --ui-token)`);
   }
-  if (token !== undefined && token.length < 16) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', '--ui-token: at least 16 characters');
+  if (token !== undefined && token.length < 16) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', 'the page\'s token: at least 16 characters');
   for (const [name, v] of [['sessionIdleMs', opts.sessionIdleMs], ['sessionLifetimeMs', opts.sessionLifetimeMs]] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new ActivityServerError('ACTIVITY_SERVER_BAD_OPTIONS', `${name}: expected a positive integer, found ${String(v)}`);
   }
