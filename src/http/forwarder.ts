@@ -645,7 +645,9 @@ export function createHttpForwarder(opts: HttpModeOptions): HttpForwarder {
       open.clear();
       server.close();
       await Promise.all([upstream.close(), health.close()]);
+      // The counted logs (failed app requests, refused ev: values) write their last interval's counts.
       upstreamFailures.flush();
+      opts.decrypt?.close?.();
       // Transaction records are written one setImmediate after their exchange: let the last batch out.
       await new Promise<void>((resolve) => setImmediate(resolve));
       if (ownSink) await sink.close();

@@ -80,9 +80,9 @@ export interface DecryptStageOptions {
   maxFields?: number;
   /** Where decryption runs, and the global budget (share one with the local API). Default: the stage's own. */
   scheduler?: DecryptScheduler;
-  /** Operator log: why values were refused (never a value), counted in one line per 10 s. */
+  /** Operator log: why values were refused (never a value), counted in one line per 10 s; the last counts at close(). */
   logger?: Logger;
-  /** Where refusals are counted instead (tests flush it); default one on `logger`. */
+  /** Where refusals are counted instead (tests choose its interval); default one on `logger`. */
   refusalLog?: RateLimitedLog;
 }
 
@@ -339,7 +339,7 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
     return { body: new BufferBody(bytes, counted), contentLength: bytes.length, decryptedFields: out.headers + bodyCount };
   };
 
-  return (input): DecryptOutput | null | Promise<DecryptOutput | null> => {
+  const stage = (input: DecryptInput): DecryptOutput | null | Promise<DecryptOutput | null> => {
     const headerCount = countHeaders(input.headers);
     if (headerCount > maxFields) throw tooManyFields(maxFields);
     const body = input.body;
@@ -354,4 +354,6 @@ export function createDecryptStage(keyring: Keyring, opts: DecryptStageOptions =
     if (headerCount === 0 && !json) return null;
     return decryptRequest(input, headerCount, json ? { ...input, body } : null);
   };
+  // The refusal counts' timer is unref'd: a stopping thread or process would drop the last interval's.
+  return Object.assign(stage, { close: () => refusals?.flush() });
 }

@@ -80,7 +80,10 @@ export interface DecryptOutput {
 }
 
 /** Returns null to pass the request through unchanged. */
-export type DecryptStage = (input: DecryptInput) => DecryptOutput | null | Promise<DecryptOutput | null>;
+export type DecryptStage = ((input: DecryptInput) => DecryptOutput | null | Promise<DecryptOutput | null>) & {
+  /** Writes what it has counted and not yet logged (its refusals); the forwarder calls it when it closes. */
+  close?(): void;
+};
 
 export function decryptStage(opts: { decrypt?: DecryptStage; maxBufferedBodyBytes: number; bodies?: BufferedBodiesLike }): Stage {
   const decrypt = opts.decrypt;
