@@ -1,16 +1,17 @@
 // The local API's bound on concurrent connections. Only the app reaches 127.0.0.1:9999, but a runaway app (a
 // connection leak, a reconnect loop) must not take the agent's file descriptors and memory: a net.Server in front of
 // the API's http.Server (which never listens itself) counts connections. Past `max` at once a new one is answered
-// 503 API_TOO_MANY_CONNECTIONS (JSON, as every refusal; Connection: close, Retry-After) and closed, its bytes read
-// and dropped (an unread request would turn the close into a reset that loses the answer); past `max` +
+// 503 API_TOO_MANY_CONNECTIONS (JSON, as every refusal; Connection: close, Retry-After) and closed lingering, its
+// bytes read and dropped (an unread request would turn the close into a reset that loses the answer); past `max` +
 // REFUSING_AT_ONCE open (refused ones not yet closed included), Node closes a new one at accept, unanswered.
 import type http from 'node:http';
 import net from 'node:net';
+import { closeLingering, DEFAULT_LINGER_TIME_MS } from '../transport/lingering-close.ts';
 
 export const DEFAULT_MAX_API_CONNECTIONS = 256;
 /** Refused connections being answered at once; past them, new connections are closed at accept. */
 export const REFUSING_AT_ONCE = 64;
-/** A refused connection its client leaves open is closed after this long without a byte. */
+/** A refused connection its client leaves open is closed after this long without a byte (and 30 s after the answer at the latest). */
 export const REFUSAL_LINGER_MS = 2_000;
 
 export type ConnectionRefusal = 'max-connections' | 'closed-at-accept';
@@ -32,7 +33,7 @@ function refusalBytes(max: number): Buffer {
  * once per connection). Its close() waits for every connection, as the http.Server's own would; close `server` too
  * (its header-timeout checks, its idle connections).
  */
-export function cappedFront(server: http.Server, max: number, onRefused: (why: ConnectionRefusal) => void, lingerMs = REFUSAL_LINGER_MS): net.Server {
+export function cappedFront(server: http.Server, max: number, onRefused: (why: ConnectionRefusal) => void, lingerMs = REFUSAL_LINGER_MS, lingerTimeMs = DEFAULT_LINGER_TIME_MS): net.Server {
   if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`max connections: expected a positive integer, found ${String(max)}`);
   const refusal = refusalBytes(max);
   let served = 0;
@@ -40,9 +41,8 @@ export function cappedFront(server: http.Server, max: number, onRefused: (why: C
     socket.on('error', () => {});
     if (served >= max) {
       onRefused('max-connections');
-      socket.resume();
-      socket.end(refusal);
-      socket.setTimeout(lingerMs, () => socket.destroy());
+      socket.write(refusal);
+      closeLingering(socket, { flushTimeoutMs: lingerMs, lingerTimeoutMs: lingerMs, lingerTimeMs });
       return;
     }
     served++;

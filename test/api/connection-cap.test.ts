@@ -78,6 +78,32 @@ describe('local API: concurrent connections', () => {
     expect((lines[0]!.counts as Record<string, number>)['max-connections']).toBeGreaterThanOrEqual(3);
   });
 
+  it('closes a refused connection whose client keeps sending, at the linger bound (as every lingering close)', { timeout: 20_000 }, async () => {
+    // Before (the refusal's own idle timer), a client trickling a byte every 50 ms held its refusal slot for good.
+    const server = http.createServer();
+    const front = cappedFront(server, 1, () => {}, 300, 600);
+    await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+    const port = (front.address() as AddressInfo).port;
+    const held = await connect(port);
+    const over = await connect(port, { allowHalfOpen: true });
+    const trickle = setInterval(() => over.writable && over.write('x'), 50);
+    try {
+      const closed = await new Promise<boolean>((resolve) => {
+        const bound = setTimeout(() => resolve(false), 10_000);
+        over.once('close', () => {
+          clearTimeout(bound);
+          resolve(true);
+        });
+      });
+      expect(closed).toBe(true);
+    } finally {
+      clearInterval(trickle);
+      held.destroy();
+      await new Promise((r) => front.close(r));
+      server.close();
+    }
+  });
+
   it(`closes a connection at accept once ${REFUSING_AT_ONCE} more than the bound are open`, { timeout: 20_000 }, async () => {
     // The front alone, refused connections kept (no linger limit in the test's time): their clients hold them open.
     const served: net.Socket[] = [];
