@@ -6,8 +6,9 @@
  * appended. After that, agent bytes are forwarded in whatever grouping they arrive. Client frames are written
  * to the agent as-is, through a FrameWriter (≤ 32768 bytes per write, one write at a time).
  *
- * Backpressure both ways: the agent stream is paused while too many bytes wait to go out on the WebSocket, and
- * the WebSocket is paused while too many bytes wait to be written to the agent. Nothing here ever looks at
+ * Backpressure both ways: the agent stream is paused while too many bytes wait to go out on the WebSocket (and
+ * read again as soon as the client takes them back to the mark), and the WebSocket is paused while too many bytes
+ * wait to be written to the agent. Nothing here ever looks at
  * payload bytes beyond counting them, and nothing logs them.
  */
 import type { IncomingMessage } from 'node:http';
@@ -192,7 +193,12 @@ export class BridgeConnection {
     this.#ws.send(bytes, { binary: true }, () => {
       this.#wsPending -= len;
       if (this.#wsPending > 0) this.#stallTimer?.refresh(); // progress
-      if (this.#agentPaused && this.#wsPending <= this.#opts.highWaterMark / 4 && !this.#finished) {
+      // Read on as soon as the client has taken the queue back to the mark, not down to a fraction of it: the
+      // agent closes a session none of whose writes completes for its write-stall timeout (30 s), and they
+      // complete only as we read. Waiting for a quarter (768 KiB to read at the default mark) held the agent
+      // unread for over 30 s at a time under a client reading ~26 KB/s or less, which lost its session while
+      // it was still reading. Now each read of the client lets about as much in from the agent.
+      if (this.#agentPaused && this.#wsPending <= this.#opts.highWaterMark && !this.#finished) {
         this.#agentPaused = false;
         this.#agent?.resume();
       }

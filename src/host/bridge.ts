@@ -55,7 +55,11 @@ export interface BridgeOptions {
   writeStallTimeoutMs?: number;
   /** Largest WS message accepted from a client (larger → close 1009). Default 1 MiB. */
   maxPayload?: number;
-  /** Per direction and connection: bytes queued before the producer is paused. Default 1 MiB. */
+  /**
+   * Per direction and connection: bytes queued before the producer is paused. Default 1 MiB. The agent is read
+   * again as soon as its client has taken what waits back to this (the agent's write-stall timeout counts while
+   * it is not read); the WebSocket once the agent has taken it down to a quarter.
+   */
   highWaterMark?: number;
   logger?: Logger;
   /** Also re-serve the agent's GET /metrics and GET /health here, read from its ops port (src/host/ops-proxy.ts). */
