@@ -5,11 +5,14 @@
 // Each worker holds its own Keyring, built from copies of the private scalars (same process, same memory:
 // no new place the keys leave to), and the ids of the [secrets] ciphertexts it must refuse like the main thread. Workers start on first use, take jobs least-loaded first, are unref'd
 // (they never keep the process alive) and are replaced when one dies (its jobs fail as EvPoolError).
+// A worker's cache of key agreements lives in an arena this side holds too (ecdh-cache.ts): zeroed here once the
+// worker has ended, whichever way (close, terminate, a crash), since an ended thread's heap is freed unzeroed.
 // From a TypeScript checkout (tsx, vitest) a worker registers tsx before loading decrypt-worker.ts; from
 // dist/ it loads decrypt-worker.js.
 import os from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { spawnModuleWorker } from './module-worker.ts';
+import { ecdhArenaBytes } from './ecdh-cache.ts';
 import { EvBudgetError, EvDecryptError, EvPoolError } from './errors.ts';
 import type { EvDecryptReason } from './errors.ts';
 import { wipeScalars, type Keyring, type KeyScalars } from './keyring.ts';
@@ -26,10 +29,14 @@ interface Slot {
   pending: Map<number, { resolve(v: never): void; reject(err: unknown): void }>;
 }
 
-/** What a worker starts with: every key generation (newest first) and the [secrets] ciphertext ids it must refuse. */
+/**
+ * What a worker starts with: every key generation (newest first), the [secrets] ciphertext ids it must refuse,
+ * and the arena its ECDH cache keeps its secrets in.
+ */
 export interface DecryptWorkerData {
   scalars: KeyScalars[];
   withheld: string[];
+  ecdhArena: SharedArrayBuffer;
 }
 
 function spawn(data: DecryptWorkerData): Worker {
@@ -117,7 +124,8 @@ export class DecryptPool {
   #start(index: number): Slot {
     const scalars = this.keyring.keyMaterial().scalars(); // every generation, newest first
     const withheld = withheldCiphertextIds(this.keyring);
-    const worker = spawn({ scalars, withheld }); // workerData is cloned here: the copies on this side are wiped at once
+    const ecdhArena = new SharedArrayBuffer(ecdhArenaBytes());
+    const worker = spawn({ scalars, withheld, ecdhArena }); // workerData is cloned here (the arena shared): the scalars on this side are wiped at once
     wipeScalars(scalars);
     worker.unref();
     const slot: Slot = { worker, load: 0, withheld: withheld.length, pending: new Map() };
@@ -139,7 +147,10 @@ export class DecryptPool {
       else p.reject(new EvPoolError('EV_POOL_WORKER_FAILED', `a decrypt worker failed (${m.failed}); the request was not decrypted`));
     });
     worker.on('error', (err) => fail(err.name));
-    worker.on('exit', (code) => fail(`exit ${code}`));
+    worker.on('exit', (code) => {
+      new Uint8Array(ecdhArena).fill(0); // the thread has stopped: nothing writes the arena any more
+      fail(`exit ${code}`);
+    });
     return slot;
   }
 }

@@ -5,6 +5,7 @@
 // the error), {id, budget} when the request's ECDH budget ran out, or {id, failed} for anything else. Nothing here logs.
 import { parentPort, workerData } from 'node:worker_threads';
 import { EcdhBudget } from './ecdh-budget.ts';
+import { ECDH_CACHE_MAX, EcdhCache, setEcdhCache } from './ecdh-cache.ts';
 import { EvBudgetError, EvDecryptError } from './errors.ts';
 import { decryptJsonTokens } from './json-decrypt.ts';
 import { jsonText } from './json-text.ts';
@@ -16,6 +17,8 @@ import { withholdCiphertextIds } from './secret-ciphertexts.ts';
 const data = workerData as DecryptWorkerData;
 const keyring = Keyring.fromMaterial(KeyMaterial.fromGenerations(data.scalars));
 wipeScalars(data.scalars);
+// Z and the KDF keys in the arena the pool zeroes once this thread has ended, however it ends.
+setEcdhCache(keyring, new EcdhCache(ECDH_CACHE_MAX, data.ecdhArena));
 // [secrets] ciphertexts refused like on the main thread; {withhold} messages bring those registered later.
 withholdCiphertextIds(keyring, data.withheld);
 

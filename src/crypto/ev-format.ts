@@ -26,7 +26,7 @@ import type { EvCurve } from './ev-kdf.ts';
 import { TAG_LENGTH, formatEv, parseEv, versionFor } from './ev-parse.ts';
 import type { EvToken, EvType } from './ev-parse.ts';
 import type { EcdhBudget } from './ecdh-budget.ts';
-import { ecdhCacheFor, type EcdhCacheEntry } from './ecdh-cache.ts';
+import { ecdhCacheFor, type EcdhCache, type EcdhCacheEntry } from './ecdh-cache.ts';
 import type { Keyring } from './keyring.ts';
 import { encodeMetadata, unwrapMetadata, wrapWithMetadata } from './msgpack-meta.ts';
 import { isSecretOnly } from './secret-ciphertexts.ts';
@@ -186,8 +186,7 @@ function describe(t: EvToken, keyring: Keyring): string {
 }
 
 /** Z for `t` under one key generation: from the keyring's cache (ecdh-cache.ts), else one ECDH, cached. */
-function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: EcdhBudget | undefined): EcdhCacheEntry {
-  const cache = ecdhCacheFor(keyring);
+function sharedFor(cache: EcdhCache, keyring: Keyring, t: EvToken, generation: number, budget: EcdhBudget | undefined): EcdhCacheEntry {
   const id = generation + (t.curve === 'p256' ? 'P' : 'K') + t.ephemeralSegment;
   let entry = cache.get(id);
   if (!entry) {
@@ -207,13 +206,14 @@ function sharedFor(keyring: Keyring, t: EvToken, generation: number, budget: Ecd
   return entry;
 }
 
-function kdfKey(entry: EcdhCacheEntry, t: EvToken): Buffer {
-  return (entry.kdf ??= deriveEvKey(t.curve, entry.z, entry.point));
+function kdfKey(cache: EcdhCache, entry: EcdhCacheEntry, t: EvToken): Buffer {
+  return cache.kdf(entry, () => deriveEvKey(t.curve, entry.z, entry.point));
 }
 
 /** Opens `t` with one key generation, or null when AES-GCM does not authenticate under it. */
 function openWith(t: EvToken, keyring: Keyring, generation: number, budget: EcdhBudget | undefined): Buffer | null {
-  const entry = sharedFor(keyring, t, generation, budget);
+  const cache = ecdhCacheFor(keyring);
+  const entry = sharedFor(cache, keyring, t, generation, budget);
   const enclaveKey = keyring.publicKey(t.curve, generation);
   const aads: (Uint8Array | null)[] = [];
   if (t.hasMetadata) {
@@ -224,7 +224,7 @@ function openWith(t: EvToken, keyring: Keyring, generation: number, budget: Ecdh
     aads.push(t.curve === 'p256' ? enclaveKey : null);
   }
   const keys: (() => Buffer)[] =
-    t.curve === 'p256' ? [() => kdfKey(entry, t)] : t.hasMetadata ? [() => kdfKey(entry, t), () => entry.z] : [() => entry.z, () => kdfKey(entry, t)];
+    t.curve === 'p256' ? [() => kdfKey(cache, entry, t)] : t.hasMetadata ? [() => kdfKey(cache, entry, t), () => entry.z] : [() => entry.z, () => kdfKey(cache, entry, t)];
   for (const key of keys) {
     for (const aad of aads) {
       const pt = gcmOpen(key(), t.iv, aad, t.ciphertext);
