@@ -84,6 +84,10 @@ function pcrLine(doc: Uint8Array): string {
   }
 }
 
+function closedError(what: string): KmsKeyringError {
+  return new KmsKeyringError('KMS_CLOSED', `the attested KMS decryptor is closed (its RSA key is wiped): ${what} was not decrypted`);
+}
+
 export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise<AttestedKmsDecryptor> {
   // Off the event loop (libuv's pool): ~100–500 ms of CPU here, while the egress proxy already serves.
   const { spki, pkcs8Der } = await new Promise<{ spki: Uint8Array; pkcs8Der: Buffer }>((resolve, reject) => {
@@ -107,11 +111,12 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
   const attempts = o.attempts ?? 6;
 
   async function decrypt(blob: Uint8Array, what: string, keyId?: string): Promise<Uint8Array> {
-    if (closed) throw new Error('the attested KMS decryptor is closed (its RSA key is wiped)');
     let delay = o.backoffMs ?? 500;
     for (let attempt = 1; ; attempt++) {
+      if (closed) throw closedError(what);
       // A fresh document per attempt: KMS refuses stale ones.
       const doc = await o.nsm.attest({ publicKey: spki });
+      if (closed) throw closedError(what); // no Decrypt for a key that can no longer open its answer
       let envelope: Uint8Array;
       try {
         const command = new DecryptCommand({
@@ -124,6 +129,7 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
         envelope = out.CiphertextForRecipient;
       } catch (err) {
         if (err instanceof KmsKeyringError) throw err;
+        if (closed) throw closedError(what); // its client was closed under it: nothing to retry
         const name = (err as { name?: string }).name ?? 'error';
         if (name === 'AccessDeniedException') {
           throw new KmsKeyringError('KMS_ACCESS_DENIED', `KMS Decrypt refused: AccessDeniedException for ${what}; compare the key policy's kms:RecipientAttestation conditions with this enclave's ${pcrLine(doc)}`);
@@ -156,7 +162,7 @@ export async function createAttestedKmsDecryptor(o: AttestedKmsOptions): Promise
         delay = Math.min(delay * 2, 30_000);
         continue;
       }
-      if (closed) throw new Error('the attested KMS decryptor was closed during Decrypt (its RSA key is wiped)');
+      if (closed) throw closedError(what);
       return openRecipientEnvelope(envelope, { pkcs8Der });
     }
   }

@@ -6,7 +6,8 @@ export type KmsKeyringCode =
   | 'KMS_ACCESS_DENIED' // KMS refused (the key policy's PCR conditions, the credentials)
   | 'KMS_UNREACHABLE' // KMS did not answer after the retries
   | 'KMS_REQUEST_FAILED' // KMS answered with another error
-  | 'KMS_IO'; // reading or writing the sealed-keyring file
+  | 'KMS_IO' // reading or writing the sealed-keyring file
+  | 'KMS_CLOSED'; // the attested decryptor was used after close() (its RSA key is wiped)
 
 /** The KMS keyring source, the sealed-keyring file and the CMS envelope. Messages never hold key bytes. */
 export class KmsKeyringError extends AgentError {

@@ -22,6 +22,7 @@ const { createNsmSimulator, simulatorPcrs } = await import('../../src/attestatio
 const { kmsKeySource } = await import('../../src/crypto/kms-keyring.ts');
 const { createAttestedKmsDecryptor } = await import('../../src/crypto/kms-attested.ts');
 const { sealNewKeyring } = await import('../../src/crypto/kms-seal.ts');
+const { KmsKeyringError } = await import('../../src/crypto/kms-errors.ts');
 const { parseSealedKeyring } = await import('../../src/crypto/sealed-keyring.ts');
 const { toHex } = await import('../../src/util/bytes.ts');
 const { KmsTestServer, attestedPolicy } = await import('./kms-server.ts');
@@ -72,6 +73,20 @@ describe("the enclave's RSA recipient key", () => {
     expect(keysUsed.some(wiped)).toBe(false);
     d.close();
     expect(keysUsed.length > 0 && keysUsed.every(wiped)).toBe(true);
-    await expect(d.decrypt(gen.ciphertextBlob, 'key', gen.keyId)).rejects.toThrow(/closed/);
+    const err = await d.decrypt(gen.ciphertextBlob, 'key', gen.keyId).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KmsKeyringError); // typed like every other KMS failure, not a plain Error
+    expect(err).toMatchObject({ code: 'KMS_CLOSED', message: expect.stringMatching(/closed/) });
+  });
+
+  it('a decryptor closed while its Decrypt is under way refuses it with the same typed error', async () => {
+    const gen = parseSealedKeyring(text).generations[0]!;
+    const d = await createAttestedKmsDecryptor(options());
+    const calls = kms.calls.length;
+    const pending = d.decrypt(gen.ciphertextBlob, 'key', gen.keyId).catch((e: unknown) => e);
+    d.close(); // the attestation document is still being made
+    const err = await pending;
+    expect(err).toBeInstanceOf(KmsKeyringError);
+    expect(err).toMatchObject({ code: 'KMS_CLOSED' });
+    expect(kms.calls.length).toBe(calls); // KMS was not asked to release a key nothing here can open any more
   });
 });
