@@ -271,12 +271,17 @@ function remember<K>(cache: { size: number; keys(): IterableIterator<K>; delete(
   add();
 }
 
-/** parseCertificate through the content-addressed cache. Callers must treat the result as read-only. */
+/**
+ * parseCertificate through the content-addressed cache. Callers must treat the result as read-only. A miss parses
+ * a private copy: a ParsedCert's fields are views into the DER it was given, and the caller keeps that buffer (the
+ * verified document's `certificate` is handed to the SDK user): a later write there must not change what the
+ * entry, still keyed by the old bytes, vouches for.
+ */
 export function parseCertificateCached(der: Uint8Array, label: string): ParsedCert {
   const id = bytesKey(der);
   const hit = parsedCache.get(id);
   if (hit) return hit;
-  const parsed = parseCertificate(der, label);
+  const parsed = parseCertificate(der.slice(), label);
   remember(parsedCache, () => parsedCache.set(id, parsed));
   return parsed;
 }
