@@ -1,3 +1,4 @@
+// A bound on an http.Server's concurrent connections: the local API's, and the activity page's (its own answer).
 // The local API's bound on concurrent connections. Only the app reaches 127.0.0.1:9999, but a runaway app (a
 // connection leak, a reconnect loop) must not take the agent's file descriptors and memory: a net.Server in front of
 // the API's http.Server (which never listens itself) counts connections. Past `max` at once a new one is answered
@@ -16,26 +17,43 @@ export const REFUSAL_LINGER_MS = 2_000;
 
 export type ConnectionRefusal = 'max-connections' | 'closed-at-accept';
 
-function refusalBytes(max: number): Buffer {
-  const body = JSON.stringify({
-    error: 'API_TOO_MANY_CONNECTIONS',
-    message: `the local API serves at most ${max} connections at once: reuse or close idle ones, then retry`,
-  });
-  return Buffer.from(
-    `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
-    'latin1',
+/**
+ * A whole 503 answer with a JSON `body` (Retry-After: 1, Connection: close), written to a refused connection as is;
+ * `headers` go beside (another server's security headers).
+ */
+export function refusalAnswer(body: string, headers: Readonly<Record<string, string>> = {}): Buffer {
+  const extra = Object.entries({ 'cache-control': 'no-store', ...headers }).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return Buffer.concat([
+    Buffer.from(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nretry-after: 1\r\n${extra}connection: close\r\n\r\n`, 'latin1'),
+    Buffer.from(body, 'utf8'),
+  ]);
+}
+
+function apiRefusal(max: number): Buffer {
+  return refusalAnswer(
+    JSON.stringify({
+      error: 'API_TOO_MANY_CONNECTIONS',
+      message: `the local API serves at most ${max} connections at once: reuse or close idle ones, then retry`,
+    }),
   );
 }
 
 /**
  * The listening front of `server`: hands it at most `max` connections at once and refuses the rest (`onRefused`,
  * once per connection). Its close() waits for every connection, as the http.Server's own would; close `server` too
- * (its header-timeout checks, its idle connections).
+ * (its header-timeout checks, its idle connections). `refusal`: the answer past `max` (refusalAnswer; the local
+ * API's by default).
  */
-export function cappedFront(server: http.Server, max: number, onRefused: (why: ConnectionRefusal) => void, lingerMs = REFUSAL_LINGER_MS, lingerTimeMs = DEFAULT_LINGER_TIME_MS): net.Server {
+export function cappedFront(
+  server: http.Server,
+  max: number,
+  onRefused: (why: ConnectionRefusal) => void,
+  lingerMs = REFUSAL_LINGER_MS,
+  lingerTimeMs = DEFAULT_LINGER_TIME_MS,
+  refusal?: Buffer,
+): net.Server {
   if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`max connections: expected a positive integer, found ${String(max)}`);
-  const refusal = refusalBytes(max);
+  refusal ??= apiRefusal(max);
   let served = 0;
   const front = net.createServer((socket) => {
     socket.on('error', () => {});

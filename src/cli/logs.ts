@@ -3,14 +3,16 @@
 // connection and writes every JSON line it receives to stdout or a file, until SIGINT/SIGTERM. Every enclave on
 // the instance reaches that port, so over vsock it reads only the enclave named by --enclave-cid (required).
 // The enclave connects to us; this command never connects anywhere.
-import { closeSync, createWriteStream, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, openSync, readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import { loadConfig } from '../config.ts';
 import { startLogSinkServer, type LogSinkListen } from '../host/log-sink-server.ts';
 import type { EnclaveInfo } from '../host/activity-enclave.ts';
+import { DEFAULT_MAX_LIVE_CLIENTS } from '../host/activity-live.ts';
 import { isLoopbackHost } from '../host/listen.ts';
-import { startActivityService, type ActivityService } from '../host/activity-service.ts';
+import { startActivityService, type ActivityService, type ActivityUiOptions } from '../host/activity-service.ts';
+import { PageTokenError, readTokenFile } from '../host/activity-token.ts';
 import { intFlag, loopbackOnly, parseFlags, resolveConfigPath } from './flags.ts';
 import { CliUsageError, type CliCommand, type CliIo } from './types.ts';
 import { untilSignal } from './signals.ts';
@@ -50,9 +52,20 @@ The activity store and page (see README "Activity page"):
   --ui HOST:PORT            serve the activity page (needs --db); e.g. 127.0.0.1:8090. Any address but
                             loopback requires a token, 16+ characters: $ENCLAVE_AGENT_UI_TOKEN or
                             --ui-token-file (--ui-token works too, but shows in ps)
-  --ui-token-file PATH      read the token the page asks for from PATH (one line; keep it mode 0600)
+  --ui-token-file PATH      read the token the page asks for from PATH (one line; keep it mode 0600). The
+                            file is looked at again on every sign-in and API call: replace it (write a new
+                            file, rename it over) to rotate the token; every session then ends
   --ui-token TOKEN          the token on the command line: every user of the machine sees it in ps and
                             /proc/PID/cmdline (a warning says so); prefer the two above
+  --ui-max-connections N    connections to the page at once (default 256); past it 503
+                            ACTIVITY_TOO_MANY_CONNECTIONS
+  --ui-max-live N           live-tail connections at once (default 64); past it 503 LIVE_TAIL_FULL
+  --ui-max-live-per-address N
+                            of those, from one client address, an IPv6 /64 as one (default 16); past it 429
+                            LIVE_TAIL_CLIENT_FULL
+  --ui-session-idle-minutes N
+                            with a token: a session without an API call for N minutes ends (default 30)
+  --ui-session-max-hours N  with a token: a session ends N hours after its sign-in (default 12)
   --ops URL                 the agent's ops endpoint (/health, /metrics) shown on the page
   --pcrs FILE               the enclave's PCRs for the page: {"PCR0": ...} or nitro-cli's {"Measurements": ...}
 
@@ -68,7 +81,7 @@ export interface LogsOptions {
   maxConnections?: number;
   logLevel: string;
   db?: { file: string; retainDays?: number; retainRows?: number };
-  ui?: { host: string; port: number; token?: string };
+  ui?: ActivityUiOptions;
   /** Said once the logger is up: a token on the command line, a token file others can read. */
   warnings?: string[];
   ops?: string;
@@ -152,6 +165,11 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     ui: { type: 'string' },
     'ui-token': { type: 'string' },
     'ui-token-file': { type: 'string' },
+    'ui-max-connections': { type: 'string' },
+    'ui-max-live': { type: 'string' },
+    'ui-max-live-per-address': { type: 'string' },
+    'ui-session-idle-minutes': { type: 'string' },
+    'ui-session-max-hours': { type: 'string' },
     ops: { type: 'string' },
     pcrs: { type: 'string' },
   });
@@ -171,8 +189,9 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
   if (!LEVELS.includes(opts.logLevel)) throw new CliUsageError(`--log-level expects ${LEVELS.join('|')}, found "${opts.logLevel}"`);
   if (values['max-line-bytes'] !== undefined) opts.maxLineBytes = intFlag('--max-line-bytes', values['max-line-bytes'], 2, 64 * 1024 * 1024);
   if (values['max-connections'] !== undefined) opts.maxConnections = intFlag('--max-connections', values['max-connections'], 1, 10_000);
+  const uiFlags = ['ui-token', 'ui-token-file', 'ui-max-connections', 'ui-max-live', 'ui-max-live-per-address', 'ui-session-idle-minutes', 'ui-session-max-hours', 'ops'] as const;
   if (values.db === undefined) {
-    for (const f of ['retain-days', 'retain-rows', 'ui', 'ui-token', 'ui-token-file', 'ops', 'pcrs'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --db FILE`);
+    for (const f of ['retain-days', 'retain-rows', 'ui', ...uiFlags, 'pcrs'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --db FILE`);
     return opts;
   }
   if (values.db === '') throw new CliUsageError('--db expects a file name');
@@ -183,12 +202,18 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     opts.ui = parseUi(values.ui);
     const token = uiToken(values['ui-token'], values['ui-token-file'], env, opts);
     if (token !== undefined) {
-      opts.ui.token = token;
+      // A file is followed (re-read when it changes); read here once so a bad one is a usage error now.
+      if (values['ui-token-file'] !== undefined) opts.ui.tokenFile = values['ui-token-file'];
+      else opts.ui.token = token;
     } else if (!isLoopbackHost(opts.ui.host)) {
       throw new CliUsageError(`--ui ${values.ui}: an address other than loopback needs a token of 16+ characters ($ENCLAVE_AGENT_UI_TOKEN, --ui-token-file PATH or --ui-token)`);
     }
+    Object.assign(opts.ui, uiBounds(values));
+    if (token === undefined && (values['ui-session-idle-minutes'] !== undefined || values['ui-session-max-hours'] !== undefined)) {
+      (opts.warnings ??= []).push('--ui-session-idle-minutes and --ui-session-max-hours apply only with a token: this page has none, so no sessions');
+    }
   } else {
-    for (const f of ['ui-token', 'ui-token-file', 'ops'] as const) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --ui HOST:PORT`);
+    for (const f of uiFlags) if (values[f] !== undefined) throw new CliUsageError(`--${f} needs --ui HOST:PORT`);
   }
   if (values.ops !== undefined) {
     if (!/^https?:\/\/[^\s]+$/.test(values.ops)) throw new CliUsageError(`--ops expects an http:// or https:// URL, found "${values.ops}"`);
@@ -199,6 +224,22 @@ export function parseLogsArgs(args: string[], env: NodeJS.ProcessEnv = process.e
     ...(values.pcrs === undefined ? {} : { pcrs: readPcrs(values.pcrs), pcrsSource: values.pcrs }),
   };
   return opts;
+}
+
+/** The page's bounds from their flags (absent: the server's defaults). */
+function uiBounds(values: Partial<Record<'ui-max-connections' | 'ui-max-live' | 'ui-max-live-per-address' | 'ui-session-idle-minutes' | 'ui-session-max-hours', string>>): Partial<ActivityUiOptions> {
+  const b: Partial<ActivityUiOptions> = {};
+  const v = values;
+  if (v['ui-max-connections'] !== undefined) b.maxConnections = intFlag('--ui-max-connections', v['ui-max-connections'], 1, 100_000);
+  if (v['ui-max-live'] !== undefined) b.maxLive = intFlag('--ui-max-live', v['ui-max-live'], 1, 10_000);
+  if (v['ui-max-live-per-address'] !== undefined) {
+    b.maxLivePerAddress = intFlag('--ui-max-live-per-address', v['ui-max-live-per-address'], 1, 10_000);
+    const all = b.maxLive ?? DEFAULT_MAX_LIVE_CLIENTS;
+    if (b.maxLivePerAddress > all) throw new CliUsageError(`--ui-max-live-per-address ${b.maxLivePerAddress} is more than the live tails in all (--ui-max-live ${all})`);
+  }
+  if (v['ui-session-idle-minutes'] !== undefined) b.sessionIdleMs = intFlag('--ui-session-idle-minutes', v['ui-session-idle-minutes'], 1, 7 * 24 * 60) * 60_000;
+  if (v['ui-session-max-hours'] !== undefined) b.sessionLifetimeMs = intFlag('--ui-session-max-hours', v['ui-session-max-hours'], 1, 365 * 24) * 3_600_000;
+  return b;
 }
 
 /**
@@ -214,7 +255,7 @@ function uiToken(flag: string | undefined, file: string | undefined, env: NodeJS
     from = '--ui-token';
     (opts.warnings ??= []).push('--ui-token is on the command line, where every user of this machine can read it (ps, /proc/PID/cmdline): use $ENCLAVE_AGENT_UI_TOKEN or --ui-token-file PATH');
   } else if (file !== undefined) {
-    token = readTokenFile(file, opts);
+    token = tokenFromFile(file, opts);
     from = `--ui-token-file ${file}`;
   } else {
     token = env.ENCLAVE_AGENT_UI_TOKEN;
@@ -224,20 +265,16 @@ function uiToken(flag: string | undefined, file: string | undefined, env: NodeJS
   return token;
 }
 
-/** The token file's text without its line end; one line only (a second would be a mistake worth naming). */
-function readTokenFile(file: string, opts: LogsOptions): string {
-  let text: string;
+/** The token file's one line (activity-token.ts), its faults as usage errors; one others can read is warned about. */
+function tokenFromFile(file: string, opts: LogsOptions): string {
   try {
-    text = readFileSync(file, 'utf8');
-    if ((statSync(file).mode & 0o077) !== 0) {
-      (opts.warnings ??= []).push(`--ui-token-file ${file} can be read by users other than its owner: chmod 600 it`);
-    }
+    const { token, othersCanRead } = readTokenFile(file);
+    if (othersCanRead) (opts.warnings ??= []).push(`--ui-token-file ${file} can be read by users other than its owner: chmod 600 it`);
+    return token;
   } catch (err) {
-    throw new CliUsageError(`--ui-token-file: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    if (err instanceof PageTokenError) throw new CliUsageError(`--ui-token-file: ${err.message}`);
+    throw err;
   }
-  const token = text.replace(/\r?\n$/, '');
-  if (/[\r\n]/.test(token)) throw new CliUsageError(`--ui-token-file: ${file} holds more than one line; it must hold the token alone`);
-  return token;
 }
 
 /** Opens FILE for appending now, so a bad path is one error line before anything listens. */
@@ -301,7 +338,7 @@ export async function serveLogs(args: string[], io: CliIo, stop: () => Promise<u
   }
   const where = activity === null ? (o.out ?? 'stdout') : `${o.db!.file}${o.out === null ? ' (operational lines to stdout)' : ` and ${o.out}`}`;
   io.err(`enclave-agent logs: listening on ${server.address} (${describeListen(o.listen)}), writing JSON lines to ${where}`);
-  if (activity?.url) io.err(`enclave-agent logs: activity page on ${activity.url}${o.ui?.token === undefined ? '' : ' (asks for its token)'}`);
+  if (activity?.url) io.err(`enclave-agent logs: activity page on ${activity.url}${o.ui?.token === undefined && o.ui?.tokenFile === undefined ? '' : ' (asks for its token)'}`);
   await stop();
   await server.close();
   await activity?.close();

@@ -7,11 +7,16 @@
 // a web page elsewhere cannot reach it by DNS rebinding); on any other address a token is required: the page
 // asks for it, POST /api/login compares it in constant time and sets an HttpOnly, SameSite=Strict session
 // cookie that every API call (EventSource included) then carries. Sessions expire (activity-sessions.ts): an
-// expired one is refused as an unknown one is, and a live tail opened with it is ended.
-import { createHash, timingSafeEqual } from 'node:crypto';
+// expired one is refused as an unknown one is, and a live tail opened with it is ended. A token read from a file
+// follows the file (activity-token.ts): when it changes, every session ends.
+//
+// Connections are bounded (cappedFront, as the local API's): past `maxConnections` at once a new one is answered
+// 503 ACTIVITY_TOO_MANY_CONNECTIONS and closed, counted in /api/status and logged once per interval.
+import { timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
+import { cappedFront, refusalAnswer } from '../api/connection-cap.ts';
 import { AgentError, isAgentError } from '../errors.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import type { EnclaveInfo } from './activity-enclave.ts';
@@ -21,6 +26,7 @@ import { MAX_PAGE, parseCursor, type ListQuery } from './activity-queries.ts';
 import type { ActivityReader } from './activity-reader.ts';
 import { DEFAULT_SESSION_IDLE_MS, DEFAULT_SESSION_LIFETIME_MS, PageSessions } from './activity-sessions.ts';
 import type { ActivityStore } from './activity-store.ts';
+import { fixedToken, MIN_TOKEN_CHARS, tokenDigest, watchedTokenFile, type PageToken } from './activity-token.ts';
 import { loadUiAssets } from './activity-ui-assets.ts';
 import { isLoopbackHost } from './listen.ts';
 
@@ -36,8 +42,12 @@ export class ActivityServerError extends AgentError {
 export interface ActivityServerOptions {
   host: string;
   port: number;
-  /** Required unless `host` is a loopback address; at least 16 characters. */
+  /** Required (or `tokenFile`) unless `host` is a loopback address; at least 16 characters. */
   token?: string;
+  /** The token's file, followed: re-read when it changes, which ends every session. Not with `token`. */
+  tokenFile?: string;
+  /** Connections at once (the live tails' included); past it a new one is refused 503. Default 256. */
+  maxConnections?: number;
   store: ActivityStore;
   reader: ActivityReader;
   live: LiveTail;
@@ -91,6 +101,8 @@ const PAGE = `<!doctype html>
 `;
 
 const COOKIE = 'ea_activity';
+/** Connections the page's server holds at once: 64 live tails and a browser's 6 per page leave room. */
+export const DEFAULT_MAX_PAGE_CONNECTIONS = 256;
 /** How often live tails opened with a session that has since expired are looked for (also on every request). */
 const SESSION_SWEEP_MS = 30_000;
 
@@ -154,8 +166,14 @@ function requestUrl(target: string | undefined): URL {
   }
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s, 'utf8').digest();
+/** A bound given to the page's server, its live tail or its sessions: a positive safe integer, else a typed error. */
+export function checkBound(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw new ActivityServerError('ACTIVITY_SERVER_BAD_OPTIONS', `${name}: expected a positive integer, found ${String(v)}`);
+}
+
+function tooManyConnections(max: number): Buffer {
+  const message = `the activity page serves at most ${max} connections at once: close other tabs or idle clients, then retry`;
+  return refusalAnswer(JSON.stringify({ error: { code: 'ACTIVITY_TOO_MANY_CONNECTIONS', message, max } }), SECURITY_HEADERS);
 }
 
 function cookieValue(req: IncomingMessage, name: string): string | null {
@@ -181,15 +199,28 @@ async function readSmallBody(req: IncomingMessage, max: number): Promise<string>
 
 export async function startActivityServer(opts: ActivityServerOptions): Promise<ActivityServer> {
   const loopback = isLoopbackHost(opts.host);
-  const token = opts.token;
-  if (!loopback && (token === undefined || token.length < 16)) {
-    throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least 16 characters ($ENCLAVE_AGENT_UI_TOKEN, --ui-token-file or --ui-token)`);
+  const { token, tokenFile } = opts;
+  if (token !== undefined && tokenFile !== undefined) throw new ActivityServerError('ACTIVITY_SERVER_BAD_OPTIONS', 'token or tokenFile, not both');
+  if (!loopback && (token === undefined || token.length < MIN_TOKEN_CHARS) && tokenFile === undefined) {
+    throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the activity page on ${opts.host} (not loopback) needs a token of at least ${MIN_TOKEN_CHARS} characters ($ENCLAVE_AGENT_UI_TOKEN, --ui-token-file or --ui-token)`);
   }
-  if (token !== undefined && token.length < 16) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', 'the page\'s token: at least 16 characters');
-  for (const [name, v] of [['sessionIdleMs', opts.sessionIdleMs], ['sessionLifetimeMs', opts.sessionLifetimeMs]] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new ActivityServerError('ACTIVITY_SERVER_BAD_OPTIONS', `${name}: expected a positive integer, found ${String(v)}`);
-  }
-  const tokenDigest = token === undefined ? null : sha256(token);
+  if (token !== undefined && token.length < MIN_TOKEN_CHARS) throw new ActivityServerError('ACTIVITY_SERVER_TOKEN_REQUIRED', `the page's token: at least ${MIN_TOKEN_CHARS} characters`);
+  checkBound('sessionIdleMs', opts.sessionIdleMs);
+  checkBound('sessionLifetimeMs', opts.sessionLifetimeMs);
+  checkBound('maxConnections', opts.maxConnections);
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_PAGE_CONNECTIONS;
+  const logger = opts.logger ?? pino({ enabled: false });
+  // A file that fails its first read is the caller's error (typed, PageTokenError); later changes are logged.
+  const pageToken: PageToken | null =
+    tokenFile !== undefined
+      ? watchedTokenFile(tokenFile, (problem) => {
+          if (problem === null) logger.info({ file: tokenFile }, 'activity page: the token file changed; every session ends');
+          else logger.warn({ file: tokenFile, err: problem.code, reason: problem.message }, 'activity page: the token file changed and holds no valid token; nobody can sign in until it does');
+        })
+      : token !== undefined
+        ? fixedToken(token)
+        : null;
+  let tokenGeneration = pageToken?.generation() ?? 0;
   const sessions = new PageSessions({ idleMs: opts.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS, lifetimeMs: opts.sessionLifetimeMs ?? DEFAULT_SESSION_LIFETIME_MS, ...(opts.now === undefined ? {} : { now: opts.now }) });
   /** Live tails opened with a session: ended once it expires. */
   const liveSessions = new Map<ServerResponse, string>();
@@ -200,13 +231,25 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       res.end();
     }
   };
-  const logger = opts.logger ?? pino({ enabled: false });
+  /** The token in force (looking at its file): when it changed since the last look, every session ends. */
+  const currentDigest = (): Buffer | null => {
+    const digest = pageToken!.digest();
+    const generation = pageToken!.generation();
+    if (generation !== tokenGeneration) {
+      tokenGeneration = generation;
+      sessions.clear();
+      endExpiredLive();
+    }
+    return digest;
+  };
   let boundPort = opts.port;
   // Queries refused while the reader is at its cap: counted in one line per interval, not one per request.
   const busy = new RateLimitedLog(logger, 'activity queries refused');
   // Wrong tokens likewise: whoever reaches a page served off loopback can post them as fast as the network goes.
   const wrongTokens = new RateLimitedLog(logger, 'activity page: wrong token');
   const liveRefused = new RateLimitedLog(logger, 'activity page: live-tail connections refused');
+  const connectionsRefused = new RateLimitedLog(logger, 'activity page: connections refused');
+  let refusedConnections = 0;
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
     res.writeHead(status, {
@@ -222,13 +265,14 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
 
   /** The request's live session ('' without a token), or null: none, unknown or expired. Its idle time starts over. */
   const authorized = (req: IncomingMessage): string | null => {
-    if (tokenDigest === null) return '';
+    if (pageToken === null) return '';
+    currentDigest();
     const s = cookieValue(req, COOKIE);
     return s !== null && sessions.use(s) ? s : null;
   };
   /** Loopback without a token: the Host must be a loopback name, or a rebinding page could read the API. */
   const hostAllowed = (req: IncomingMessage): boolean => {
-    if (tokenDigest !== null) return true;
+    if (pageToken !== null) return true;
     const host = req.headers.host ?? '';
     const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
     return isLoopbackHost(name);
@@ -238,7 +282,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     const p = url.pathname;
     if (p === '/api/login') {
       if (req.method !== 'POST') return fail(res, 405, 'METHOD_NOT_ALLOWED', 'POST only');
-      if (tokenDigest === null) return json(res, 200, { ok: true, token: false });
+      if (pageToken === null) return json(res, 200, { ok: true, token: false });
       let given = '';
       try {
         const body = JSON.parse(await readSmallBody(req, 4096)) as { token?: unknown };
@@ -246,8 +290,10 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       } catch {
         return fail(res, 400, 'BAD_REQUEST', 'expected {"token": "..."}');
       }
+      const expected = currentDigest();
+      if (expected === null) return fail(res, 503, 'TOKEN_UNAVAILABLE', 'the page\'s token file holds no valid token: its operator must fix it (see the server\'s log)');
       // Digests of equal length: the comparison takes the same time whatever the token given.
-      if (!timingSafeEqual(sha256(given), tokenDigest)) {
+      if (!timingSafeEqual(tokenDigest(given), expected)) {
         wrongTokens.note('wrong-token');
         return fail(res, 401, 'UNAUTHORIZED', 'wrong token');
       }
@@ -260,7 +306,8 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     if (p === '/api/status') {
       const s = opts.store.stats;
       return json(res, 200, {
-        token: tokenDigest !== null,
+        token: pageToken !== null,
+        connections: { max: maxConnections, refused: refusedConnections },
         store: { rows: s.rows, inserted: s.inserted, dropped: s.dropped, rejected: s.rejected, expired: s.expired, pending: s.pending, retainDays: opts.store.retainDays, retainRows: opts.store.retainRows },
         sink: opts.sinkStats?.() ?? null,
         live: { clients: opts.live.clients, missedBatches: opts.live.missedBatches, refused: opts.live.refused },
@@ -336,11 +383,25 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     });
   });
 
+  const front = cappedFront(
+    server,
+    maxConnections,
+    (why) => {
+      refusedConnections++;
+      connectionsRefused.note(why);
+    },
+    undefined,
+    undefined,
+    tooManyConnections(maxConnections),
+  );
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })));
-    server.listen(opts.port, opts.host, () => resolve());
+    front.once('error', (err) => {
+      server.close(); // its header-timeout checks
+      reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+    });
+    front.listen(opts.port, opts.host, () => resolve());
   });
-  boundPort = (server.address() as AddressInfo).port;
+  boundPort = (front.address() as AddressInfo).port;
   const sweep = setInterval(() => {
     sessions.sweep();
     endExpiredLive();
@@ -357,8 +418,10 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       busy.flush();
       wrongTokens.flush();
       liveRefused.flush();
+      connectionsRefused.flush();
       server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      server.close();
+      await new Promise<void>((resolve) => front.close(() => resolve()));
     },
   };
 }

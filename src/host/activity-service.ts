@@ -6,7 +6,7 @@ import { createEnclaveTracker, type EnclaveInfo, type EnclaveTracker } from './a
 import { createLiveTail } from './activity-live.ts';
 import { parseLine } from './activity-record.ts';
 import { openActivityReader } from './activity-reader.ts';
-import { startActivityServer, type ActivityServer } from './activity-server.ts';
+import { checkBound, startActivityServer, type ActivityServer } from './activity-server.ts';
 import { openActivityStore, type ActivityStore } from './activity-store.ts';
 
 export interface ActivityServiceOptions {
@@ -14,11 +14,25 @@ export interface ActivityServiceOptions {
   retainDays?: number;
   retainRows?: number;
   /** Serve the page; absent: store only. */
-  ui?: { host: string; port: number; token?: string };
+  ui?: ActivityUiOptions;
   ops?: string | null;
   enclave?: Partial<EnclaveInfo>;
   sinkStats?: () => object;
   logger?: Logger;
+}
+
+/** Where and how the page is served: its token (or the token's file), and its bounds (activity-server.ts's defaults). */
+export interface ActivityUiOptions {
+  host: string;
+  port: number;
+  token?: string;
+  tokenFile?: string;
+  maxConnections?: number;
+  /** Live-tail connections at once, and from one client address (activity-live.ts). */
+  maxLive?: number;
+  maxLivePerAddress?: number;
+  sessionIdleMs?: number;
+  sessionLifetimeMs?: number;
 }
 
 export interface ActivityService {
@@ -41,6 +55,9 @@ export interface ActivityService {
 }
 
 export async function startActivityService(opts: ActivityServiceOptions): Promise<ActivityService> {
+  const { maxLive, maxLivePerAddress } = opts.ui ?? {};
+  checkBound('maxLive', maxLive);
+  checkBound('maxLivePerAddress', maxLivePerAddress);
   const store = openActivityStore({
     file: opts.file,
     ...(opts.retainDays === undefined ? {} : { retainDays: opts.retainDays }),
@@ -48,7 +65,7 @@ export async function startActivityService(opts: ActivityServiceOptions): Promis
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),
   });
   const enclave = createEnclaveTracker(opts.enclave);
-  const live = createLiveTail();
+  const live = createLiveTail({ ...(maxLive === undefined ? {} : { maxClients: maxLive }), ...(maxLivePerAddress === undefined ? {} : { maxPerClient: maxLivePerAddress }) });
   store.onInserted((rows) => live.publish(rows));
   const reader = openActivityReader(opts.file);
   // Starts the reader's worker now, so the page's first query does not wait for it.

@@ -72,6 +72,11 @@ export class PageSessions {
     return true;
   }
 
+  /** Forgets every session (the page's token changed: everyone signs in again). */
+  clear(): void {
+    this.#sessions.clear();
+  }
+
   /** Forgets every expired session. */
   sweep(): void {
     const now = this.#now();

@@ -30,13 +30,13 @@ async function tokenFile(text: string, mode = 0o600): Promise<{ dir: string; fil
 const args = (...extra: string[]): string[] => ['--listen', 'tcp:127.0.0.1:0', '--db', 'x.db', '--ui', '0.0.0.0:8090', ...extra];
 
 describe('enclave-agent logs: the page token', () => {
-  it('--ui-token-file reads the token (its line end dropped) and wins over the environment; a private file warns of nothing', async () => {
+  it('--ui-token-file is read (its line end dropped), passed on to be followed, and wins over the environment; a private file warns of nothing', async () => {
     const { file } = await tokenFile(`${TOKEN}\n`);
     const o = parseLogsArgs(args('--ui-token-file', file), { ENCLAVE_AGENT_UI_TOKEN: 'the-environment-token' });
-    expect(o.ui).toEqual({ host: '0.0.0.0', port: 8090, token: TOKEN });
+    expect(o.ui).toEqual({ host: '0.0.0.0', port: 8090, tokenFile: file });
     expect(o.warnings ?? []).toEqual([]);
     const crlf = await tokenFile(`${TOKEN}\r\n`);
-    expect(parseLogsArgs(args('--ui-token-file', crlf.file), {}).ui?.token).toBe(TOKEN);
+    expect(parseLogsArgs(args('--ui-token-file', crlf.file), {}).ui?.tokenFile).toBe(crlf.file);
   });
 
   it('warns when the file can be read by others, and about --ui-token (visible in ps); the environment warns of nothing', async () => {
