@@ -2,9 +2,20 @@
 // per-stream flow control (the agent cannot be told to wait, and a browser WebSocket cannot be paused), so by
 // default the only bound the client can keep is to give up on the stream: its readable errors with
 // CLIENT_BUFFER_FULL. With onBufferFull 'pause' and a WebSocket that can stop reading (Node's), a response body
-// instead stops the whole connection being read (ReadPause): TCP holds the bridge back, the bridge the agent, the
-// agent the app, until the body is read down again. Browser-safe.
+// or a stream's readable instead stops the whole connection being read (ReadPause): TCP holds the bridge back, the
+// bridge the agent, the agent the app, until it is read down again. Browser-safe.
 import { ClientError } from './errors.ts';
+import { textShape } from '../util/text-shape.ts';
+
+/** What a body or stream holding unread bytes does (ConnectOptions.onBufferFull, OpenStreamOptions.onBufferFull). */
+export type OnBufferFull = 'error' | 'pause';
+
+/** `value` checked as an onBufferFull option (undefined: `fallback`); CLIENT_BAD_OPTIONS otherwise. */
+export function onBufferFullOption(value: unknown, fallback: OnBufferFull): OnBufferFull {
+  const v = value ?? fallback;
+  if (v !== 'error' && v !== 'pause') throw new ClientError('CLIENT_BAD_OPTIONS', `onBufferFull: expected error or pause, found ${textShape(String(v))}`);
+  return v;
+}
 
 /** Default of ConnectOptions.maxBufferedBytes. */
 export const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
@@ -42,9 +53,12 @@ export class ReadPause {
 
   /** Call after each enqueue and each pull: holds or releases by the bytes `controller` has unread. */
   update(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    this.updateUnread(this.max - (controller.desiredSize ?? this.max));
+  }
+
+  /** The same, for `unread` bytes held outside a controller (a stream's bytes before its readable exists). */
+  updateUnread(unread: number): void {
     if (this.hold === null) return;
-    const room = controller.desiredSize ?? this.max;
-    const unread = this.max - room;
     if (this.#release === null && unread >= this.max / 2) this.#release = this.hold();
     else if (this.#release !== null && unread < this.max / 2) this.release();
   }

@@ -13,7 +13,7 @@ import type { PcrPins } from '../attestation/verify.ts';
 import type { NoisePrimitives } from '../noise/primitives.ts';
 import { noblePrimitives } from '../noise/suite-noble.ts';
 import { Channel, type WebSocketConstructor } from './channel.ts';
-import { DEFAULT_MAX_BUFFERED_BYTES } from './buffer-cap.ts';
+import { DEFAULT_MAX_BUFFERED_BYTES, onBufferFullOption, type OnBufferFull } from './buffer-cap.ts';
 import { ClientError } from './errors.ts';
 import { maskUserinfo } from '../util/url-userinfo.ts';
 import { textShape } from '../util/text-shape.ts';
@@ -27,6 +27,7 @@ import { clientOpenStream, clientUpgrade, type ClientStream, type OpenStreamOpti
 export { ClientError, type ClientErrorCode } from './errors.ts';
 export type { ClientRequestInit, HeadersLike, BodyLike, Transport } from './request.ts';
 export type { ClientStream, UpgradedStream, OpenStreamOptions, UpgradeOptions } from './stream.ts';
+export type { OnBufferFull } from './buffer-cap.ts';
 export type { WebSocketConstructor, WebSocketLike } from './channel.ts';
 export type { AttestationDocument } from '../attestation/document.ts';
 export type { PcrPins } from '../attestation/verify.ts';
@@ -79,13 +80,13 @@ export interface ConnectOptions {
    */
   maxBufferedBytes?: number;
   /**
-   * What a response body (fetch) holding unread bytes does. 'error' (default): past maxBufferedBytes it fails
-   * with CLIENT_BUFFER_FULL, other requests unaffected. 'pause': at half of it the connection stops being read
-   * until a read takes the body below half again — a slow reader holds the enclave back, and every request of the
-   * session waits meanwhile; needs a WebSocket that can pause (the Node entry's), else it acts as 'error'.
-   * Streams (openStream, upgrade) keep 'error'.
+   * What a response body (fetch) or a stream's readable (openStream, upgrade) holding unread bytes does. 'error'
+   * (default): past maxBufferedBytes it fails with CLIENT_BUFFER_FULL, other requests unaffected. 'pause': at half
+   * of it the connection stops being read until a read takes it below half again — a slow reader holds the enclave
+   * back, and every request and stream of the session waits meanwhile; needs a WebSocket that can pause (the Node
+   * entry's), else it acts as 'error'. Per stream: `openStream`/`upgrade` options.
    */
-  onBufferFull?: 'error' | 'pause';
+  onBufferFull?: OnBufferFull;
   /** Default transport of fetch (see ClientRequestInit.transport). Default 'auto'. */
   transport?: Transport;
   /** Aborts connecting. */
@@ -136,6 +137,10 @@ function hostOf(url: string): string {
   return u.hostname;
 }
 
+/** A stream's options with the client's buffer bound where the stream gives none (an explicit undefined too). */
+function streamDefaults<T extends OpenStreamOptions>(opts: T | undefined, maxBufferedBytes: number, onBufferFull: OnBufferFull): T {
+  return { ...opts, maxBufferedBytes: opts?.maxBufferedBytes ?? maxBufferedBytes, onBufferFull: opts?.onBufferFull ?? onBufferFull } as T;
+}
 
 /** Connects, verifies the enclave and resolves to a Client. Rejects CLIENT_ATTESTATION_FAILED (nothing sent), CLIENT_CONNECT_FAILED, ... */
 export async function connect(url: string, options: ConnectOptions): Promise<Client> {
@@ -152,8 +157,7 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
   const maxInFlight = positiveOption('maxInFlight', options.maxInFlight, 64, 1);
   const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 0);
   const maxBufferedBytes = positiveOption('maxBufferedBytes', options.maxBufferedBytes, DEFAULT_MAX_BUFFERED_BYTES, 1);
-  const onBufferFull = options.onBufferFull ?? 'error';
-  if (onBufferFull !== 'error' && onBufferFull !== 'pause') throw new ClientError('CLIENT_BAD_OPTIONS', `onBufferFull: expected error or pause, found ${textShape(String(onBufferFull))}`);
+  const onBufferFull = onBufferFullOption(options.onBufferFull, 'error');
   const transport = options.transport ?? 'auto';
   if (transport !== 'auto' && transport !== 'data' && transport !== 'stream') throw new ClientError('CLIENT_BAD_OPTIONS', `transport: expected auto, data or stream, found ${String(transport)}`);
   const verify = {
@@ -200,8 +204,8 @@ export async function connect(url: string, options: ConnectOptions): Promise<Cli
       return !manager.closed && manager.current !== null && manager.current.alive;
     },
     ...clientVerbs(fetch),
-    openStream: (payload, opts) => clientOpenStream(manager, payload, { maxBufferedBytes, ...opts }),
-    upgrade: (path, opts) => clientUpgrade(manager, host, path, { maxBufferedBytes, ...opts }),
+    openStream: (payload, opts) => clientOpenStream(manager, payload, streamDefaults(opts, maxBufferedBytes, onBufferFull)),
+    upgrade: (path, opts) => clientUpgrade(manager, host, path, streamDefaults(opts, maxBufferedBytes, onBufferFull)),
     close: () => new Promise<void>((resolve) => {
       manager.close();
       resolve();

@@ -3,7 +3,9 @@
 //
 // - readable: the app's bytes (StreamData) until its EOF (the agent's StreamClose) → the readable closes.
 //   An agent Error or a dead session errors it (CLIENT_REMOTE_ERROR / CLIENT_RETRYABLE; streams are not
-//   reconnected). Cancelling the readable tears the stream down (StreamClose{Both}).
+//   reconnected). Cancelling the readable tears the stream down (StreamClose{Both}). Unread bytes are bounded as
+//   a fetch body's are (buffer-cap.ts): past maxBufferedBytes the stream fails CLIENT_BUFFER_FULL, or, with
+//   onBufferFull 'pause', the connection stops being read from half of it until a read takes it below half.
 // - writable: each chunk becomes StreamData (split to fit frames; waits while the WebSocket is congested).
 //   close() = closeWrite() = StreamClose{Write} (the app sees EOF, its answer keeps coming); abort() = close().
 // - The stream's slot (the session's in-flight window) is released when both directions are over, with a
@@ -11,7 +13,7 @@
 // upgrade(): sends the request head (Host added, no Connection: close) as the OpenStream payload, reads the
 // response head (≤ 64 KiB), requires 101 (else CLIENT_UPGRADE_FAILED with the status, stream torn down) and
 // keeps any bytes after the head as the first bytes of `readable`.
-import { bufferFull, byteQueue, DEFAULT_MAX_BUFFERED_BYTES, overCap } from './buffer-cap.ts';
+import { bufferFull, byteQueue, DEFAULT_MAX_BUFFERED_BYTES, onBufferFullOption, overCap, ReadPause, type OnBufferFull } from './buffer-cap.ts';
 import { utf8 } from '../util/bytes.ts';
 import { abortError, ClientError } from './errors.ts';
 import { Deadline } from './fetch.ts';
@@ -46,6 +48,12 @@ export interface OpenStreamOptions {
   timeoutMs?: number;
   /** Unread bytes the stream may hold before it is closed with CLIENT_BUFFER_FULL (default: the client's, 64 MiB). */
   maxBufferedBytes?: number;
+  /**
+   * 'pause': from half of maxBufferedBytes unread the connection stops being read until a read takes the stream
+   * below half (every request and stream of the session waits meanwhile), as ConnectOptions.onBufferFull does for
+   * fetch. Default: the client's onBufferFull ('error').
+   */
+  onBufferFull?: OnBufferFull;
 }
 
 export interface UpgradeOptions extends OpenStreamOptions {
@@ -65,15 +73,18 @@ class StreamState {
   #early: Uint8Array[] = [];
   #earlyBytes = 0;
   readonly #max: number;
+  /** onBufferFull 'pause': holds the connection unread while half of #max waits here (a no-op otherwise). */
+  readonly #pause: ReadPause;
   #earlyEnd: ClientError | 'eof' | null = null;
   /** While set, app bytes go here instead of the readable (upgrade head parsing). */
   interceptor: ((bytes: Uint8Array) => void) | null = null;
   onEnd: (() => void) | null = null;
   onError: ((err: ClientError) => void) | null = null;
 
-  constructor(stream: SessionStream, maxBufferedBytes: number) {
+  constructor(stream: SessionStream, maxBufferedBytes: number, pause: ReadPause) {
     this.stream = stream;
     this.#max = maxBufferedBytes;
+    this.#pause = pause;
   }
 
   /** Handlers for Session.openStream; they route to this state once it exists. */
@@ -108,10 +119,12 @@ class StreamState {
     else if (this.#controller !== null) {
       this.#controller.enqueue(bytes);
       if (overCap(this.#controller)) this.#overflow();
+      else this.#pause.update(this.#controller);
     } else if (!this.#readDone) {
       this.#early.push(bytes);
       this.#earlyBytes += bytes.length;
       if (this.#earlyBytes > this.#max) this.#overflow();
+      else this.#pause.updateUnread(this.#earlyBytes);
     }
   }
 
@@ -139,6 +152,7 @@ class StreamState {
 
   #finishRead(how: ClientError | 'eof'): void {
     if (this.#readDone) return;
+    this.#pause.release(); // nothing more arrives for this stream: the connection reads on
     if (this.#controller === null) {
       this.#earlyEnd ??= how;
       return;
@@ -163,6 +177,8 @@ class StreamState {
           this.#earlyBytes = 0;
           if (this.#earlyEnd !== null) this.#finishRead(this.#earlyEnd);
         },
+        // read down: the connection may be read on
+        pull: (c) => this.#pause.update(c),
         cancel: () => {
           this.#readDone = true;
           this.#controller = null;
@@ -193,6 +209,7 @@ class StreamState {
 
   close(): void {
     this.#writeDone = true;
+    this.#pause.release();
     if (!this.#readDone) {
       this.#readDone = true;
       try {
@@ -228,23 +245,41 @@ function publicStream(state: StreamState): ClientStream {
   };
 }
 
-async function open(session: Session, payload: Uint8Array, signal: AbortSignal, maxBufferedBytes: number): Promise<StreamState> {
+interface BufferBound {
+  maxBufferedBytes: number;
+  onBufferFull: OnBufferFull;
+}
+
+/** The stream options' buffer bound, checked (the client passes its own as defaults). */
+function bufferBound(opts: OpenStreamOptions): BufferBound {
+  return { maxBufferedBytes: opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES, onBufferFull: onBufferFullOption(opts.onBufferFull, 'error') };
+}
+
+async function open(session: Session, payload: Uint8Array, signal: AbortSignal, bound: BufferBound): Promise<StreamState> {
   const budget = chunkBudget(session.encoding);
   const early = { bytes: [] as Uint8Array[], end: null as ClientError | 'eof' | null };
   let state: StreamState | null = null;
   const stream = await session.openStream(payload.subarray(0, budget), StreamState.handlers(() => state, early), signal);
-  state = new StreamState(stream, maxBufferedBytes);
+  const channel = session.channel;
+  const hold = bound.onBufferFull === 'pause' && channel.canPause ? () => channel.holdReading() : null;
+  state = new StreamState(stream, bound.maxBufferedBytes, new ReadPause(hold, bound.maxBufferedBytes));
   state.adoptEarly(early);
-  if (payload.length > budget) await stream.write(payload.subarray(budget), signal);
+  try {
+    if (payload.length > budget) await stream.write(payload.subarray(budget), signal);
+  } catch (err) {
+    state.close(); // nobody gets this stream: released here, and any hold of the connection with it
+    throw err;
+  }
   return state;
 }
 
 /** openStream(): a raw byte pipe to the app; `payload` is written first (may be empty). */
 export async function clientOpenStream(manager: SessionManager, payload: Uint8Array | string = new Uint8Array(0), opts: OpenStreamOptions = {}): Promise<ClientStream> {
   const bytes = typeof payload === 'string' ? utf8.encode(payload) : payload;
+  const bound = bufferBound(opts);
   const deadline = new Deadline(opts.signal, opts.timeoutMs ?? 0);
   try {
-    const state = await manager.run((session) => open(session, bytes, deadline.signal, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES), deadline.signal);
+    const state = await manager.run((session) => open(session, bytes, deadline.signal, bound), deadline.signal);
     return publicStream(state);
   } finally {
     deadline.done();
@@ -255,10 +290,11 @@ export async function clientOpenStream(manager: SessionManager, payload: Uint8Ar
 export async function clientUpgrade(manager: SessionManager, host: string, path: string | URL, opts: UpgradeOptions = {}): Promise<UpgradedStream> {
   const headers: HeaderList = headerList(opts.headers);
   const head = encodeRequestHead({ method: opts.method ?? 'GET', path: requestTarget(path), host, headers, connectionClose: false });
+  const bound = bufferBound(opts);
   const deadline = new Deadline(opts.signal, opts.timeoutMs ?? 0);
   try {
     return await manager.run(async (session) => {
-      const state = await open(session, head, deadline.signal, opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
+      const state = await open(session, head, deadline.signal, bound);
       const parser = new HeadParser({ skipInterim: false });
       const result = await new Promise<{ head: ResponseHead; rest: Uint8Array }>((resolve, reject) => {
         const fail = (err: ClientError): void => {

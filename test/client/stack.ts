@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import pino from 'pino';
 import { WebSocketServer } from 'ws';
 import { createNsmSimulator, type NsmSimulator, type SimulatorIdentity } from '../../src/attestation/simulator.ts';
@@ -50,7 +51,7 @@ export interface TestApp {
   readonly requests: number;
   /** Raw header lists of the requests, in arrival order. */
   readonly seen: { method: string; url: string; rawHeaders: string[] }[];
-  /** GET /big and /chunked responses whose last byte the app has written (handed to its socket). */
+  /** GET /big and /chunked responses and /upgrade-big streams whose last byte the app has written (handed to its socket). */
   readonly bigEnded: number;
   /** Lets every GET /gated waiting now send its second half. */
   openGate(): void;
@@ -62,7 +63,7 @@ export interface TestApp {
  * GET /big?n=N → N pattern bytes (Content-Length, written in 64 KiB pieces); GET /chunked?n=N → N pattern bytes
  * chunked; GET /gated?n=N → the first half of N pattern bytes (Content-Length), the rest after openGate();
  * GET /slow?ms=M → "slow" after M ms; GET /headers → the raw request headers as JSON; GET /empty → 204;
- * /ws → WebSocket echo (upgrade).
+ * /ws → WebSocket echo (upgrade); /upgrade-big?n=N → 101 (Upgrade: x-bytes), then N pattern bytes and EOF.
  */
 export async function startTestApp(): Promise<TestApp> {
   let requests = 0;
@@ -105,19 +106,7 @@ export async function startTestApp(): Promise<TestApp> {
           const n = Number(url.searchParams.get('n') ?? '0');
           if (url.pathname === '/big') res.setHeader('content-length', String(n));
           res.setHeader('content-type', 'application/octet-stream');
-          let off = 0;
-          const pump = (): void => {
-            while (off < n) {
-              const piece = Buffer.from(patternBytes(Math.min(65536, n - off), off));
-              off += piece.length;
-              if (!res.write(piece)) {
-                res.once('drain', pump);
-                return;
-              }
-            }
-            res.end(() => bigEnded++);
-          };
-          pump();
+          writePattern(res, n, () => bigEnded++);
           return;
         }
         case '/gated': {
@@ -150,6 +139,13 @@ export async function startTestApp(): Promise<TestApp> {
   server.on('upgrade', (req, socket, head) => {
     requests++;
     seen.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders.slice() });
+    const url = new URL(req.url ?? '/', 'http://app');
+    if (url.pathname === '/upgrade-big') {
+      socket.on('error', () => {}); // a client that gives up resets it mid-write
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-bytes\r\nConnection: Upgrade\r\n\r\n');
+      writePattern(socket, Number(url.searchParams.get('n') ?? '0'), () => bigEnded++);
+      return;
+    }
     if (req.url === '/refused-with-reason') {
       // A refusal whose reason phrase carries app data: it must not reach the client's error message.
       socket.end('HTTP/1.1 403 card=4111111111111111\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
@@ -182,6 +178,23 @@ export async function startTestApp(): Promise<TestApp> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** Writes N pattern bytes to `out` in 64 KiB pieces, minding its backpressure, then ends it; `ended` once written. */
+function writePattern(out: Writable, n: number, ended: () => void): void {
+  let off = 0;
+  const pump = (): void => {
+    while (off < n) {
+      const piece = Buffer.from(patternBytes(Math.min(65536, n - off), off));
+      off += piece.length;
+      if (!out.write(piece)) {
+        out.once('drain', pump);
+        return;
+      }
+    }
+    out.end(ended);
+  };
+  pump();
 }
 
 export interface StackOptions {
