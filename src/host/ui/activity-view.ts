@@ -4,8 +4,9 @@
 // be paused.
 import type { ActivityDetail } from '../activity-queries.ts';
 import type { ActivitySummary } from '../activity-store.ts';
-import { api } from './api.ts';
+import { api, Unauthorized } from './api.ts';
 import { clear, fmtBytes, fmtMs, fmtTime, h, statusClass } from './dom.ts';
+import { probeLive } from './live-refusal.ts';
 
 const MAX_SHOWN = 500;
 const RANGES: [string, number][] = [['all time', 0], ['last 15 min', 15 * 60_000], ['last hour', 3_600_000], ['last 24 h', 86_400_000], ['last 7 days', 7 * 86_400_000]];
@@ -41,6 +42,10 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
   let shown = 0;
   let paused = false;
   let source: EventSource | null = null;
+  /** The countdown to the next try after a refusal. */
+  let retry: number | undefined;
+  /** Records may have come and gone while the tail was refused: the listing is read again once it opens. */
+  let reloadOnOpen = false;
   let filters = new URLSearchParams();
   let selected: number | null = null;
   /** Live rows that arrived while a fresh listing was on its way (it may have been read before them). */
@@ -165,12 +170,47 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
     }
   };
 
+  const stopRetry = (): void => {
+    window.clearInterval(retry);
+    retry = undefined;
+  };
+  /** Refused (EventSource gave up): say why, and try again when the server said to. */
+  const refused = async (es: EventSource): Promise<void> => {
+    const probe = await probeLive('/api/live');
+    if (source !== es) return; // paused, or reconnected, meanwhile
+    reloadOnOpen = true;
+    if (probe.kind === 'open') return connect();
+    if (probe.kind === 'unauthorized') {
+      liveState.textContent = 'live: session expired — sign in again';
+      return onError(new Unauthorized());
+    }
+    let left = probe.retryS;
+    const tick = (): void => {
+      if (left <= 0) return connect();
+      liveState.textContent = `live: ${probe.reason} — retrying in ${left} s`;
+      left--;
+    };
+    tick();
+    retry = window.setInterval(tick, 1000);
+  };
   const connect = (): void => {
+    stopRetry();
     source?.close();
-    source = new EventSource('/api/live');
-    source.addEventListener('open', () => (liveState.textContent = 'live'));
-    source.addEventListener('error', () => (liveState.textContent = 'live: reconnecting'));
-    source.addEventListener('records', (e) => {
+    const es = new EventSource('/api/live');
+    source = es;
+    es.addEventListener('open', () => {
+      liveState.textContent = 'live';
+      if (reloadOnOpen) {
+        reloadOnOpen = false;
+        void load(false);
+      }
+    });
+    es.addEventListener('error', () => {
+      // CONNECTING: the stream broke and EventSource tries again by itself. CLOSED: an answer other than 200.
+      if (es.readyState === EventSource.CLOSED) void refused(es);
+      else liveState.textContent = 'live: reconnecting';
+    });
+    es.addEventListener('records', (e) => {
       const rows = JSON.parse((e as MessageEvent<string>).data) as ActivitySummary[];
       // Batches arrive oldest first; the table is newest first.
       arrivedDuringLoad?.push(...rows);
@@ -180,13 +220,14 @@ export function activityView(onError: (err: unknown) => void, onRecords: () => v
       empty.classList.toggle('hidden', shown > 0);
     });
     // The server skipped batches while this page's connection was backed up: reload rather than show a hole.
-    source.addEventListener('gap', () => void load(false));
+    es.addEventListener('gap', () => void load(false));
   };
   const setPaused = (p: boolean): void => {
     paused = p;
     liveBtn.textContent = p ? 'Resume live' : 'Pause live';
     liveBtn.classList.toggle('paused', p);
     if (p) {
+      stopRetry();
       source?.close();
       source = null;
       liveState.textContent = 'live: paused';

@@ -10,9 +10,13 @@ import { trafficView } from './traffic-view.ts';
 const VIEWS = ['activity', 'traffic', 'enclave'] as const;
 type ViewName = (typeof VIEWS)[number];
 
+/** Set once this tab has been signed in: a later 401 means its session ended, not that it never had one. */
+const SIGNED_IN = 'ea-activity-signed-in';
+
 function loginForm(): HTMLElement {
   const input = h('input', { id: 'token', type: 'password', placeholder: 'token (the logs command: --ui-token-file or $ENCLAVE_AGENT_UI_TOKEN)', autocomplete: 'current-password' });
-  const msg = h('p', { class: 'muted', id: 'login-msg' }, 'This page needs the token it was started with.');
+  const ended = sessionStorage.getItem(SIGNED_IN) !== null;
+  const msg = h('p', { class: 'muted', id: 'login-msg' }, ended ? 'Session expired (or the token changed) — sign in again.' : 'This page needs the token it was started with.');
   const form = h('form', { class: 'login', id: 'login' }, h('h2', {}, 'enclave-agent activity'), msg, input, h('button', { type: 'submit' }, 'Open'));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -26,7 +30,7 @@ function loginForm(): HTMLElement {
 
 async function main(): Promise<void> {
   try {
-    await api.status();
+    if ((await api.status()).token) sessionStorage.setItem(SIGNED_IN, '1');
   } catch (err) {
     if (err instanceof Unauthorized) {
       document.body.append(loginForm());
