@@ -1,11 +1,13 @@
 // The KMS client: @aws-sdk/client-kms (SigV4, the JSON protocol), with an HTTPS agent that goes through the
 // in-enclave egress proxy when one is given (kms-tunnel.ts) or straight out otherwise (operator tools, the
 // local stack). Retries are ours (kms-keyring.ts: a fresh attestation document per attempt), so the SDK's are off.
+// Its answers are read with a size cap (kms-response-cap.ts).
 import https from 'node:https';
 import tls from 'node:tls';
 import { KMSClient } from '@aws-sdk/client-kms';
-import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
+import type { AwsCredentialIdentity, AwsCredentialIdentityProvider, MiddlewareStack } from '@smithy/types';
 import { ConnectTunnelAgent } from './kms-tunnel.ts';
+import { capKmsResponses } from './kms-response-cap.ts';
 
 export interface KmsClientOptions {
   region: string;
@@ -34,6 +36,7 @@ export function createKmsClient(o: KmsClientOptions): { client: KMSClient; close
     maxAttempts: o.maxAttempts ?? 1,
     requestHandler: { httpsAgent, connectionTimeout: o.requestTimeoutMs ?? 10_000, requestTimeout: o.requestTimeoutMs ?? 10_000 },
   });
+  capKmsResponses(client.middlewareStack as unknown as MiddlewareStack<object, object>);
   return {
     client,
     close() {

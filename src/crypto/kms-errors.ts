@@ -6,6 +6,7 @@ export type KmsKeyringCode =
   | 'KMS_ACCESS_DENIED' // KMS refused (the key policy's PCR conditions, the credentials)
   | 'KMS_UNREACHABLE' // KMS did not answer after the retries
   | 'KMS_REQUEST_FAILED' // KMS answered with another error
+  | 'KMS_RESPONSE_TOO_LARGE' // KMS's answer is larger than any KMS answer (kms-response-cap.ts)
   | 'KMS_IO' // reading or writing the sealed-keyring file
   | 'KMS_CLOSED'; // the attested decryptor was used after close() (its RSA key is wiped)
 

@@ -27,6 +27,7 @@ export async function generateDataKey(o: SealOptions): Promise<{ keyId: string; 
     const command = new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256' });
     out = await withinDeadline(timeoutMs, (abortSignal) => kms.client.send(command, { abortSignal }));
   } catch (err) {
+    if (err instanceof KmsKeyringError) throw err; // already typed (an answer over the size cap)
     if (err instanceof KmsDeadlineError) {
       throw new KmsKeyringError('KMS_UNREACHABLE', `KMS GenerateDataKey for ${keyId} in ${o.region}${o.endpoint ? ` (${o.endpoint})` : ''}: ${err.message}`, { cause: err });
     }

@@ -84,6 +84,10 @@ export class KmsTestServer {
    * public_key, of this data key (the host's choice) instead of the key's.
    */
   forgedDataKey: Uint8Array | null = null;
+  /** Pad each successful answer's JSON with this many bytes, in a field the SDK ignores (an oversize answer). */
+  answerPadding = 0;
+  /** With answerPadding: send the answer chunked, with no Content-Length, instead of declaring its length. */
+  chunkedAnswers = false;
   port = 0;
   readonly #keys = new Map<string, { material: Buffer; policy: KeyPolicy }>();
   readonly #opts: KmsTestServerOptions;
@@ -105,7 +109,11 @@ export class KmsTestServer {
         this.#handle(op, req.headers, req.url ?? '/', body).then(
           (out) => {
             this.calls.push({ op, status: 200 });
-            res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' }).end(JSON.stringify(out));
+            if (this.answerPadding === 0) return void res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' }).end(JSON.stringify(out));
+            const text = Buffer.from(JSON.stringify({ ...out, Padding: 'x'.repeat(this.answerPadding) }));
+            res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1', ...(this.chunkedAnswers ? {} : { 'content-length': text.length }) });
+            for (let at = 0; at < text.length; at += 16_384) res.write(text.subarray(at, at + 16_384));
+            res.end();
           },
           (err: unknown) => {
             const f = err instanceof KmsFault ? err : new KmsFault(500, 'KMSInternalException', (err as Error).message);
