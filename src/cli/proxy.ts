@@ -32,7 +32,10 @@ Listening:
                          is refused unless --allow-remote is given (whoever reaches it uses the enclave).
   --allow-remote         Listen on a --host off loopback anyway.
   --max-unread-bytes N   Answer bytes held for local clients that do not read them, all together (default 67108864,
-                         64 MiB). Past it the answer holding the most is closed (logged PROXY_UNREAD_LIMIT).
+                         64 MiB). Past it the connection holding the most is closed (logged PROXY_UNREAD_LIMIT).
+  --max-unread-bytes-per-connection N
+                         The same for one local connection (default 16777216, 16 MiB): past it that connection is
+                         closed, so one client that does not read cannot take the room the others share.
 
 Attestation (one of --pcrs or --pcr0/--pcr1/--pcr2 is required):
   --pcrs FILE|PCR0=<hex>,PCR1=<hex>,PCR2=<hex>[,PCR<n>=<hex>...]   (n ≤ 31; repeatable: several allowed sets)
@@ -56,6 +59,7 @@ export const command: CliCommand = {
         host: { type: 'string' },
         'allow-remote': { type: 'boolean', default: false },
         'max-unread-bytes': { type: 'string' },
+        'max-unread-bytes-per-connection': { type: 'string' },
         ...PIN_FLAGS,
         nonce: { type: 'boolean', default: false },
         timeout: { type: 'string' },
@@ -82,6 +86,8 @@ export const command: CliCommand = {
     const timeoutMs = values.timeout === undefined ? 30_000 : intFlag('--timeout', values.timeout, 1, 3_600_000);
     const maxUnread = values['max-unread-bytes'];
     const maxUnreadBytes = maxUnread === undefined ? undefined : intFlag('--max-unread-bytes', maxUnread, 65_536, 2 ** 34);
+    const perConnection = values['max-unread-bytes-per-connection'];
+    const maxUnreadBytesPerConnection = perConnection === undefined ? undefined : intFlag('--max-unread-bytes-per-connection', perConnection, 65_536, 2 ** 34);
     const logger = pino({ level: values['log-level'] ?? 'info', base: { component: 'proxy' } }, pino.destination(2));
 
     const proxy = await startAttestedProxy({
@@ -89,6 +95,7 @@ export const command: CliCommand = {
       port,
       logger,
       ...(maxUnreadBytes === undefined ? {} : { maxUnreadBytes }),
+      ...(maxUnreadBytesPerConnection === undefined ? {} : { maxUnreadBytesPerConnection }),
       connect: (signal) =>
         connect(url, {
           signal,

@@ -13,8 +13,9 @@
 //   CLIENT_RETRYABLE.
 // - A request head must arrive within headersTimeoutMs; a body has no overall deadline, only one on the local
 //   client's silence while the proxy waits for it (src/host/attested-proxy-body.ts): 408 PROXY_REQUEST_TIMEOUT.
-// - What local clients leave unread of their answers is bounded across all of them (maxUnreadBytes): past it the
-//   answer holding the most is closed (src/host/attested-proxy-unread.ts).
+// - What local clients leave unread of their answers is bounded per local connection (maxUnreadBytesPerConnection:
+//   past it that connection is closed) and across all of them (maxUnreadBytes: past it the connection holding the
+//   most is closed; src/host/attested-proxy-unread.ts).
 // The local side is plain HTTP on loopback: whoever can reach 127.0.0.1 on this machine can use the enclave.
 // On a loopback address the request must also name a loopback Host (127.x, ::1, localhost), so a web page a
 // browser on this machine opens cannot reach the enclave through the proxy by DNS rebinding (its Host is its
@@ -59,10 +60,16 @@ export interface AttestedProxyOptions {
    */
   bodyIdleTimeoutMs?: number;
   /**
-   * Answer bytes the proxy holds for local clients that do not read them, all answers together (default 64 MiB;
-   * src/host/attested-proxy-unread.ts). Past it the answer holding the most is closed (PROXY_UNREAD_LIMIT, logged).
+   * Answer bytes the proxy holds for local clients that do not read them, all connections together (default
+   * 64 MiB; src/host/attested-proxy-unread.ts). Past it the connection holding the most is closed
+   * (PROXY_UNREAD_LIMIT, logged).
    */
   maxUnreadBytes?: number;
+  /**
+   * The same for one local connection (default 16 MiB): past it that connection is closed (PROXY_UNREAD_LIMIT),
+   * so one client that does not read takes at most this much of the room the others share.
+   */
+  maxUnreadBytesPerConnection?: number;
   logger?: Logger;
 }
 
@@ -157,8 +164,9 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
   const headersTimeoutMs = opts.headersTimeoutMs ?? 60_000;
   const bodyIdleTimeoutMs = opts.bodyIdleTimeoutMs ?? 60_000;
   const maxUnreadBytes = opts.maxUnreadBytes ?? 64 * 1024 * 1024;
-  const unread = unreadBudget(maxUnreadBytes, (heldBytes, totalBytes) =>
-    logger?.warn({ code: 'PROXY_UNREAD_LIMIT', heldBytes, totalBytes, maxUnreadBytes }, 'a local client did not read its answer: closed it'),
+  const maxUnreadBytesPerConnection = opts.maxUnreadBytesPerConnection ?? 16 * 1024 * 1024;
+  const unread = unreadBudget({ maxBytes: maxUnreadBytes, maxBytesPerConnection: maxUnreadBytesPerConnection }, (heldBytes, totalBytes, scope) =>
+    logger?.warn({ code: 'PROXY_UNREAD_LIMIT', scope, heldBytes, totalBytes, maxUnreadBytes, maxUnreadBytesPerConnection }, 'a local client did not read its answer: closed it'),
   );
   let client: Client | null = null;
   let connecting: Promise<Client> | null = null;
@@ -293,7 +301,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
           res.end();
           return;
         }
-        void unread.relay(upstream.body, res);
+        void unread.relay(upstream.body, res, conn);
       } catch (err) {
         req.resume();
         refuse(res, err);
@@ -345,7 +353,7 @@ export async function startAttestedProxy(opts: AttestedProxyOptions): Promise<At
         const toEnclave = Writable.fromWeb(up.writable as NodeWritable<Uint8Array>);
         if (head.length > 0) toEnclave.write(head);
         socket.pipe(toEnclave).on('error', () => socket.destroy());
-        void unread.relay(up.readable, socket);
+        void unread.relay(up.readable, socket, socket);
         socket.once('close', () => up.close());
       } catch (err) {
         const status = (err as { status?: number })?.status;

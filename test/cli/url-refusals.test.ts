@@ -47,11 +47,11 @@ describe('URLs and hosts in CLI refusals', () => {
     expect(allowed.err).toContain('warning: --host "0.0.0.0" is not loopback');
   });
 
-  it('proxy: --max-unread-bytes takes 65536..2^34 bytes', async () => {
+  it.each(['--max-unread-bytes', '--max-unread-bytes-per-connection'])('proxy: %s takes 65536..2^34 bytes', async (flag) => {
     const pins = ['--pcr0', 'aa'.repeat(48), '--pcr1', 'aa'.repeat(48), '--pcr2', 'aa'.repeat(48)];
     for (const value of ['1024', '1e9', 'x', String(2 ** 34 + 1)]) {
-      const r = await cli(['proxy', 'ws://127.0.0.1:1/', '--max-unread-bytes', value, ...pins]);
-      expect([value, r.code, r.err]).toEqual([value, 2, expect.stringContaining('--max-unread-bytes expects')]);
+      const r = await cli(['proxy', 'ws://127.0.0.1:1/', flag, value, ...pins]);
+      expect([value, r.code, r.err]).toEqual([value, 2, expect.stringContaining(`${flag} expects`)]);
     }
   });
 });
