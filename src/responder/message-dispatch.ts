@@ -13,9 +13,10 @@ const CONTROL_TYPES: ReadonlySet<ClientMessage['type']> = new Set(['RequestAttes
 /**
  * Dispatches one message. Returns true when it started or advanced something (a request, a stream); false for
  * frames that change nothing (StreamClose or StreamData for an unknown stream, a refused request, ...), which
- * therefore do not count as activity for the idle timeout.
+ * therefore do not count as activity for the idle timeout. `frame`: the reused buffer (message-buffers.ts) a
+ * StreamData payload lies in, if it does (SessionStreams.write).
  */
-export function dispatchMessage(host: SessionHost, data: DataRequests, streams: SessionStreams, msg: ClientMessage, enc: ByteEncoding): boolean {
+export function dispatchMessage(host: SessionHost, data: DataRequests, streams: SessionStreams, msg: ClientMessage, enc: ByteEncoding, frame?: Uint8Array): boolean {
   const allowed = host.cfg.channel === 'public' ? PUBLIC_TYPES : CONTROL_TYPES;
   if (!allowed.has(msg.type)) {
     refuseWrongChannel(host, msg.type);
@@ -41,7 +42,7 @@ export function dispatchMessage(host: SessionHost, data: DataRequests, streams: 
     case 'OpenStream':
       return streams.open(msg.id, msg.payload, enc);
     case 'StreamData':
-      return streams.write(msg.id, msg.payload, enc);
+      return streams.write(msg.id, msg.payload, enc, frame);
     case 'StreamClose':
       return streams.close(msg.id, msg.half);
   }

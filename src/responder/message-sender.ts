@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { CipherState } from '../noise/cipher-state.ts';
 import { FrameWriter } from '../wire/frame-writer.ts';
 import { encodeServerMessageInto, encodeServerMessageParts, type ByteEncoding, type ServerMessage } from '../wire/messages.ts';
-import { returnMessageBuffer, takeMessageBuffer } from './message-buffers.ts';
+import { returnFrameBuffer, returnMessageBuffer, takeMessageBuffer } from './message-buffers.ts';
 
 /** Payloads from this size on are encoded into a reused buffer (below, a fresh small one costs less). */
 const POOLED_MIN = 4096;
@@ -57,15 +57,34 @@ export class MessageSender {
    * Encodes, encrypts and queues one message; only once ready. Throws (nothing queued) if it cannot be sealed;
    * the promise resolves when written or failed (never rejects).
    * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
+   * `pooled`: the reused buffer (message-buffers.ts) the payload lies in; it goes back there once nothing needs it.
    */
-  send(msg: ServerMessage, enc: ByteEncoding, ownedPayload: boolean): Promise<void> {
+  send(msg: ServerMessage, enc: ByteEncoding, ownedPayload: boolean, pooled?: Uint8Array): Promise<void> {
     const payload = (msg as { payload?: Uint8Array }).payload;
-    if (payload !== undefined && payload.length >= POOLED_MIN && !(ownedPayload && enc === 'bstr')) return this.#sendPooled(msg, enc);
+    if (payload !== undefined && payload.length >= POOLED_MIN && !(ownedPayload && enc === 'bstr')) {
+      try {
+        return this.#sendPooled(msg, enc);
+      } finally {
+        if (pooled !== undefined) returnFrameBuffer(pooled); // the payload was copied (encoded) out of it
+      }
+    }
     // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as
     // they are. One part is a fresh encoding, ours to encrypt in place; a separate payload part only if owned.
     const pt = encodeServerMessageParts(msg, enc);
-    const ct = pt.length === 1 || ownedPayload ? this.#send!.encryptOwned(pt) : this.#send!.encryptParts(pt);
-    return this.#track(this.#writer.writeFrameParts(ct));
+    let ct: Uint8Array[];
+    try {
+      ct = pt.length === 1 || ownedPayload ? this.#send!.encryptOwned(pt) : this.#send!.encryptParts(pt);
+    } catch (err) {
+      pooled?.fill(0);
+      throw err;
+    }
+    const written = this.#writer.writeFrameParts(ct);
+    if (pooled !== undefined) {
+      // Sealed in place (the addon), the buffer holds ciphertext until written; else it still holds the plaintext.
+      if (ct.some((part) => part.buffer === pooled.buffer)) written.then(() => returnMessageBuffer(pooled), NOOP);
+      else returnFrameBuffer(pooled);
+    }
+    return this.#track(written);
   }
 
   /** A large message encoded into a reused buffer and sealed there; the buffer comes back once written. */

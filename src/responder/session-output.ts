@@ -25,6 +25,7 @@ interface Deferred {
   readonly msg: ServerMessage;
   readonly enc: ByteEncoding;
   readonly owned: boolean;
+  readonly pooled: Uint8Array | undefined;
   readonly resolve: () => void;
 }
 
@@ -97,15 +98,16 @@ export class SessionOutput {
    * Queues one message (or defers it, or replaces a Data reply that does not fit by an Error). Throws when it
    * cannot be sealed (nothing queued); the promise resolves when written or when the session is gone.
    */
-  send(msg: ServerMessage, enc: ByteEncoding, owned: boolean): Promise<void> {
+  send(msg: ServerMessage, enc: ByteEncoding, owned: boolean, pooled?: Uint8Array): Promise<void> {
     let m = msg;
     if (m.type === 'Data' && !this.#fits(m, enc)) {
       this.#counters.overBudget++;
       m = { type: 'Error', id: m.id, message: OVER_BUDGET_TEXT };
     }
-    if (this.#deferred.length > 0 || !this.#reserve(m, enc)) return this.#defer(m, enc, owned);
+    const pool = m === msg ? pooled : undefined; // an Error in place of a Data reply carries no payload
+    if (this.#deferred.length > 0 || !this.#reserve(m, enc)) return this.#defer(m, enc, owned, pool);
     try {
-      return this.#sender.send(m, enc, owned);
+      return this.#sender.send(m, enc, owned, pool);
     } finally {
       this.sync(); // the reservation becomes the bytes really queued (none if sealing failed)
     }
@@ -167,8 +169,8 @@ export class SessionOutput {
     return true;
   }
 
-  #defer(msg: ServerMessage, enc: ByteEncoding, owned: boolean): Promise<void> {
-    const p = new Promise<void>((resolve) => this.#deferred.push({ msg, enc, owned, resolve }));
+  #defer(msg: ServerMessage, enc: ByteEncoding, owned: boolean, pooled: Uint8Array | undefined): Promise<void> {
+    const p = new Promise<void>((resolve) => this.#deferred.push({ msg, enc, owned, pooled, resolve }));
     this.#lastDeferred = p;
     this.#wait();
     this.sync();
@@ -192,7 +194,7 @@ export class SessionOutput {
         this.#deferred.shift();
         let sent: Promise<void>;
         try {
-          sent = this.#sender.send(d.msg, d.enc, d.owned);
+          sent = this.#sender.send(d.msg, d.enc, d.owned, d.pooled);
         } catch (err) {
           d.resolve(); // its send() promise settles whatever happens (the session is failing)
           throw err;

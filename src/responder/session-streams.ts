@@ -68,11 +68,14 @@ export class SessionStreams implements StreamOwner {
     return true;
   }
 
-  /** StreamData from the client. True if it carried bytes to an open stream. */
-  write(id: number, payload: Uint8Array, enc: ByteEncoding): boolean {
+  /**
+   * StreamData from the client. True if it carried bytes to an open stream. `frame`: the reused buffer the payload
+   * lies in (AppStream.write).
+   */
+  write(id: number, payload: Uint8Array, enc: ByteEncoding, frame?: Uint8Array): boolean {
     const stream = this.#streams.get(id);
     if (stream === undefined) void this.#host.sendError(id, 'unknown stream id', enc);
-    else if (!stream.write(payload)) void this.#host.sendError(id, 'stream write side already closed', enc);
+    else if (!stream.write(payload, frame)) void this.#host.sendError(id, 'stream write side already closed', enc);
     else return payload.length > 0;
     return false;
   }
@@ -197,8 +200,8 @@ export class SessionStreams implements StreamOwner {
 
   // StreamOwner
 
-  streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void {
-    void this.#host.send({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned);
+  streamData(stream: AppStream, payload: Uint8Array, owned: boolean, pooled?: Uint8Array): void {
+    void this.#host.send({ type: 'StreamData', id: stream.id, payload }, stream.encoding, owned, pooled);
   }
 
   streamClosed(stream: AppStream): void {

@@ -121,9 +121,10 @@ export interface SessionHost {
   sessionRequestDone(): void;
   /**
    * Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects.
-   * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
+   * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place;
+   * `pooled`: the reused buffer (message-buffers.ts) it lies in, given back once written.
    */
-  send(msg: ServerMessage, enc: ByteEncoding, ownedPayload?: boolean): Promise<void>;
+  send(msg: ServerMessage, enc: ByteEncoding, ownedPayload?: boolean, pooled?: Uint8Array): Promise<void>;
   sendError(id: number, message: string, enc: ByteEncoding): Promise<void>;
   /** Re-evaluates every budget (a stream's queue toward the app changed). */
   updateFlow(): void;

@@ -226,8 +226,8 @@ export class Session {
       this.#s.#pendingSession--;
       this.#s.#afterWork();
     }
-    send(msg: ServerMessage, enc: ByteEncoding, ownedPayload?: boolean): Promise<void> {
-      return this.#s.#sendMessage(msg, enc, ownedPayload);
+    send(msg: ServerMessage, enc: ByteEncoding, ownedPayload?: boolean, pooled?: Uint8Array): Promise<void> {
+      return this.#s.#sendMessage(msg, enc, ownedPayload, pooled);
     }
     sendError(id: number, message: string, enc: ByteEncoding): Promise<void> {
       return this.#s.#sendError(id, message, enc);
@@ -334,11 +334,13 @@ export class Session {
         const copied = this.#reader.lastFrameCopied;
         const pt = copied || this.#ownsReads ? this.#recv!.decryptOwned(ct) : this.#recv!.decrypt(ct);
         const { message, encoding } = decodeClientMessage(pt);
-        // An int-array message keeps no view of its frame (byte fields are decoded into new arrays).
+        // An int-array message keeps no view of its frame (byte fields are decoded into new arrays); a bstr
+        // StreamData payload is the only view of its copied frame, which the stream gives back once written.
         if (copied && encoding === 'array') returnFrameBuffer(ct);
+        const frame = copied && encoding === 'bstr' && message.type === 'StreamData' ? ct : undefined;
         this.#stats.framesIn++;
         // Only frames that start or advance something count as activity (a no-op frame must not hold a slot).
-        if (dispatchMessage(this.#host, this.#data, this.#streams, message, encoding)) this.#idleTimer?.refresh();
+        if (dispatchMessage(this.#host, this.#data, this.#streams, message, encoding, frame)) this.#idleTimer?.refresh();
       }
     } catch (err) {
       this.#close(this.#state === 'handshake' ? 'handshake-failed' : 'receive-failed', err);
@@ -428,13 +430,14 @@ export class Session {
 
   /**
    * Encrypts and queues one message; resolves when written (or when the session is gone). Never rejects.
-   * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
+   * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place;
+   * `pooled`: the reused buffer it lies in (SessionHost.send).
    */
-  #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false): Promise<void> {
+  #sendMessage(msg: ServerMessage, enc: ByteEncoding, ownedPayload = false, pooled?: Uint8Array): Promise<void> {
     if (this.#state === 'closed' || !this.#out.ready) return Promise.resolve();
     let written: Promise<void>;
     try {
-      written = this.#out.send(msg, enc, ownedPayload);
+      written = this.#out.send(msg, enc, ownedPayload, pooled);
     } catch (err) {
       this.#close('send-failed', err);
       return Promise.resolve();

@@ -16,6 +16,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { appBytesRead } from './app-progress.ts';
+import { returnFrameBuffer, takeMessageBuffer } from './message-buffers.ts';
 
 /** Largest StreamData payload we send on an int-array stream (WIRE.md §5: what the compat client expects, ≤ 16 KiB). */
 export const STREAM_CHUNK = 16 * 1024;
@@ -57,8 +58,9 @@ export interface StreamOwner {
   /**
    * App bytes for the client (≤ streamChunk(stream.encoding)). `owned`: the payload is ours alone (a socket's read
    * buffer, or a concatenation) and may be encrypted in place.
+   * `pooled`: the reused buffer (message-buffers.ts) the payload lies in, to give back once sent.
    */
-  streamData(stream: AppStream, payload: Uint8Array, owned: boolean): void;
+  streamData(stream: AppStream, payload: Uint8Array, owned: boolean, pooled?: Uint8Array): void;
   /** The app closed its side (EOF), or went away without error. */
   streamClosed(stream: AppStream): void;
   /** The stream failed; `message` is safe to send to the client. */
@@ -203,12 +205,16 @@ export class AppStream {
     this.#finish();
   }
 
-  /** Client StreamData. Returns false when the client already closed its write side. */
-  write(payload: Uint8Array): boolean {
+  /**
+   * Client StreamData. Returns false when the client already closed its write side. `frame`: the reused buffer
+   * (message-buffers.ts) the payload is the only view of; it goes back once the app's socket has taken the bytes
+   * (not reused after a failed write, nor when the payload is queued or held by an in-process app).
+   */
+  write(payload: Uint8Array, frame?: Uint8Array): boolean {
     if (this.#writeClosed) return false;
     if (payload.length === 0) return true;
     if (this.#app === null) this.#queue(payload);
-    else this.#writeToApp(payload);
+    else this.#writeToApp(payload, this.#ownsReads ? frame : undefined);
     return true;
   }
 
@@ -242,10 +248,10 @@ export class AppStream {
     this.#pendingBytes += bytes.length;
   }
 
-  #writeToApp(bytes: Uint8Array): void {
+  #writeToApp(payload: Uint8Array, frame?: Uint8Array): void {
     const app = this.#app!;
     if (app.destroyed || app.writableEnded) return;
-    bytes = ownBytes(bytes); // the app socket may keep it in its write buffer
+    const bytes = ownBytes(payload); // the app socket may keep it in its write buffer
     this.bytesToApp += bytes.length;
     // The frames of one read from the client usually carry several StreamData for this stream: cork until
     // the current tick ends so they reach the app in one writev (loopback; no vsock write limit here).
@@ -254,7 +260,14 @@ export class AppStream {
       app.cork();
       process.nextTick(this.#uncork);
     }
-    app.write(bytes);
+    if (frame === undefined || bytes !== payload) {
+      if (frame !== undefined) returnFrameBuffer(frame); // the payload was copied out of it
+      app.write(bytes);
+      return;
+    }
+    app.write(bytes, (err) => {
+      if (err == null) returnFrameBuffer(frame);
+    });
   }
 
   #corked = false;
@@ -310,20 +323,18 @@ export class AppStream {
     const parts = this.#tail;
     this.#tail = [];
     this.#tailBytes = 0;
-    let payload: Uint8Array;
-    let owned = true;
     if (parts.length === 1) {
-      payload = parts[0]!;
-      owned = this.#ownsReads;
-    } else {
-      payload = new Uint8Array(n);
-      let at = 0;
-      for (const p of parts) {
-        payload.set(p, at);
-        at += p.length;
-      }
+      this.#owner.streamData(this, parts[0]!, this.#ownsReads);
+      return;
     }
-    this.#owner.streamData(this, payload, owned);
+    // Read pieces joined in a reused buffer: a fresh one per frame is a GC's worth of external memory every ~64 MB.
+    const pooled = takeMessageBuffer();
+    let at = 0;
+    for (const p of parts) {
+      pooled.set(p, at);
+      at += p.length;
+    }
+    this.#owner.streamData(this, pooled.subarray(0, n), true, pooled);
   }
 
   readonly #onEnd = (): void => {

@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { AppStream, BSTR_STREAM_CHUNK, STREAM_CHUNK, type StreamOwner } from '../../src/responder/streams.ts';
+import { MAX_FRAME_LEN } from '../../src/wire/frames.ts';
 
 type Event = { kind: 'data'; payload: Uint8Array } | { kind: 'close' } | { kind: 'error'; message: string };
 
@@ -115,6 +116,25 @@ describe('AppStream app → client', () => {
     const sent = dataOf(o.events);
     expect(Math.max(...sent.map((p) => p.length))).toBe(BSTR_STREAM_CHUNK);
     expect(Buffer.concat(sent).equals(Buffer.concat(reads))).toBe(true);
+    s.destroy();
+  });
+
+  it('joins the reads of one StreamData in a reused message buffer, handed over with the payload', async () => {
+    const sends: { payload: Uint8Array; owned: boolean; pooled: Uint8Array | undefined }[] = [];
+    const o: StreamOwner = { ...owner(), streamData: (_s, payload, owned, pooled) => void sends.push({ payload, owned, pooled }) };
+    const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
+    const app = fakeApp();
+    s.attach(app);
+    const reads = [pattern(700, 1), pattern(900, 2), pattern(1_100, 3)];
+    for (const r of reads) app.push(r);
+    await turn();
+    await turn();
+    expect(sends).toHaveLength(1);
+    const { payload, owned, pooled } = sends[0]!;
+    expect(Buffer.from(payload).equals(Buffer.concat(reads))).toBe(true);
+    expect(owned).toBe(true);
+    expect(pooled?.length).toBe(MAX_FRAME_LEN);
+    expect(payload.buffer).toBe(pooled!.buffer);
     s.destroy();
   });
 
