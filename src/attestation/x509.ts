@@ -341,9 +341,14 @@ export interface TrustAnchor {
   parsed: ParsedCert;
 }
 
+/** The DER of a PEM holding exactly one certificate: a bundle is refused, not read as its first certificate. */
 export function pemToDer(pem: string): Uint8Array {
-  const m = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(pem);
-  if (!m) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'root is not a PEM certificate (no BEGIN/END CERTIFICATE block)');
+  const blocks = [...pem.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g)];
+  const m = blocks[0];
+  if (m === undefined) throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', 'root is not a PEM certificate (no BEGIN/END CERTIFICATE block)');
+  if (blocks.length > 1) {
+    throw new AttestationError('ATTESTATION_BAD_EXPECTATIONS', `root PEM holds ${blocks.length} certificates; give each trusted root as its own entry`);
+  }
   try {
     return fromBase64(m[1]!.replace(/\s+/g, ''));
   } catch (err) {

@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AWS_NITRO_ROOT_G1_PEM } from '../../src/attestation/aws-root.ts';
 import { runCli } from '../../src/cli/run.ts';
 import { loadConfig } from '../../src/config.ts';
 import { NITRO_PARENT_CID } from '../../src/transport/vsock.ts';
@@ -112,6 +113,17 @@ describe('usage errors are exit 2, not "attestation failed"', () => {
       const r = await cli([...argv, '--root', notPem]);
       expect(r.code, argv[0]).toBe(2);
       expect(r.err).toBe(`enclave-agent ${argv[0] === 'attestation' ? 'attestation inspect' : argv[0]}: --root: ${notPem}: root is not a PEM certificate (no BEGIN/END CERTIFICATE block) (see --help)`);
+    }
+  });
+
+  it('a --root holding two certificates is refused, not read as its first (fetch, attest, attestation inspect)', async () => {
+    const bundle = path.join(dir, 'bundle.pem');
+    writeFileSync(bundle, `${AWS_NITRO_ROOT_G1_PEM}\n${AWS_NITRO_ROOT_G1_PEM}\n`);
+    const pins = ['--pcrs', `PCR0=${'ab'.repeat(48)},PCR1=${'ab'.repeat(48)},PCR2=${'ab'.repeat(48)}`];
+    for (const argv of [['fetch', 'ws://127.0.0.1:1/', '/', ...pins], ['attest', 'ws://127.0.0.1:1/', ...pins], ['attestation', 'inspect', 'doc']]) {
+      const r = await cli([...argv, '--root', bundle]);
+      expect(r.code, argv[0]).toBe(2);
+      expect(r.err).toContain(`--root: ${bundle}: root PEM holds 2 certificates; give each trusted root as its own entry`);
     }
   });
 });
