@@ -12,9 +12,14 @@
 // time (a tool that caches under node_modules/.cache must be pointed elsewhere). A package outside any
 // node_modules (an `npm link`, a workspace) is made read-only on its own. The Docker layer's bundle has no
 // dependencies outside its directory: the list is its directory alone.
-import { readFileSync, realpathSync, statSync } from 'node:fs';
+// Read-only is not enough where Node looks from outside those directories: a node_modules that is a link in a
+// writable directory (the app replaces the link), or a writable directory between a package and the node_modules
+// its dependencies are in (the app creates a node_modules there, found first). A root agent refuses to start its
+// app in such a layout (RUNTIME_NO_SANDBOX) rather than run it with the agent's code open to it.
+import { lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { agentCodeDir } from './die-with-agent.ts';
+import { SandboxDirsError } from './errors.ts';
 
 /** The package.json fields whose packages a package's code may load. */
 const DEPENDENCY_FIELDS = ['dependencies', 'optionalDependencies', 'peerDependencies'] as const;
@@ -44,22 +49,46 @@ function dependencyNames(pkgDir: string): string[] {
 /**
  * Package `name` as Node finds it from `fromDir` (its node_modules, then each one up): the real path of the
  * node_modules it is in (whose entry, a link with npm link or pnpm, must not change either) and its own real
- * directory; undefined when it is not installed.
+ * directory, and each directory whose node_modules Node looks in up to that one (`lookedIn`: the app must not be
+ * able to create, nor replace, a node_modules there, see shadowingDir); undefined when it is not installed.
  */
-function findPackage(fromDir: string, name: string): { lookupDir: string; packageDir: string } | undefined {
+function findPackage(fromDir: string, name: string): { lookupDir: string; packageDir: string; lookedIn: string[] } | undefined {
+  const lookedIn: string[] = [];
   for (let dir = fromDir; ; dir = path.dirname(dir)) {
     // Node never looks in node_modules/node_modules.
     if (path.basename(dir) !== 'node_modules') {
+      lookedIn.push(dir);
       const lookupDir = path.join(dir, 'node_modules');
       const candidate = path.join(lookupDir, name);
       try {
-        if (statSync(candidate, { throwIfNoEntry: false })?.isDirectory() === true) return { lookupDir: realpathSync(lookupDir), packageDir: realpathSync(candidate) };
+        if (statSync(candidate, { throwIfNoEntry: false })?.isDirectory() === true) return { lookupDir: realpathSync(lookupDir), packageDir: realpathSync(candidate), lookedIn };
       } catch {
         // ENOTDIR, EACCES...: Node finds no package there either and looks further up.
       }
     }
     if (path.dirname(dir) === dir) return undefined;
   }
+}
+
+/** Whether `dir` is, or lies inside, one of `dirs`. */
+function inside(dir: string, dirs: readonly string[]): boolean {
+  return dirs.some((k) => dir === k || dir.startsWith(k.endsWith(path.sep) ? k : k + path.sep));
+}
+
+/**
+ * Why a root app could put a package of its own at `dir`/node_modules, where Node looks for one of the agent's
+ * dependencies, given the read-only `dirs`; undefined when it cannot. `dir` is a real path (Node looks up from
+ * real paths). Safe: `dir` is read-only, or its node_modules is a read-only directory, not a link (a link is
+ * replaced through its parent, which stays writable).
+ */
+function shadowingDir(dir: string, dirs: readonly string[]): string | undefined {
+  if (inside(dir, dirs)) return undefined;
+  const nodeModules = path.join(dir, 'node_modules');
+  const st = lstatSync(nodeModules, { throwIfNoEntry: false });
+  if (st === undefined) return `${nodeModules} does not exist and ${dir} is writable: a node_modules created there is looked in first`;
+  if (st.isSymbolicLink()) return `${nodeModules} is a symbolic link in ${dir}, which is writable: it can be replaced`;
+  if (!st.isDirectory()) return `${nodeModules} is not a directory and ${dir} is writable: it can be replaced by one`;
+  return inside(nodeModules, dirs) ? undefined : `${nodeModules} is writable`;
 }
 
 /** The outermost directory named node_modules on `real`'s path, or `real` itself when there is none. */
@@ -72,29 +101,42 @@ function outermostNodeModules(real: string): string {
 /** `dirs` without any that is, or lies inside, another. */
 function outermost(dirs: Iterable<string>): string[] {
   const kept: string[] = [];
-  for (const dir of [...new Set(dirs)].sort((a, b) => a.length - b.length)) {
-    if (!kept.some((k) => dir === k || dir.startsWith(k.endsWith(path.sep) ? k : k + path.sep))) kept.push(dir);
-  }
+  for (const dir of [...new Set(dirs)].sort((a, b) => a.length - b.length)) if (!inside(dir, kept)) kept.push(dir);
   return kept;
 }
 
 /**
  * The real directories the app must not write (see the file comment), none inside another: `codeDir` (default:
- * the running agent's) or the node_modules holding it, and where its dependencies lie, transitively.
+ * the running agent's) or the node_modules holding it, and where its dependencies lie, transitively. Throws
+ * SandboxDirsError (RUNTIME_NO_SANDBOX) when, outside those, a node_modules Node looks in for one of them could be
+ * created or replaced by the app: a link (`/app/node_modules -> /cache/node_modules`), or a directory between a
+ * package and the node_modules its dependencies are in (a workspace's `packages/`, where a `packages/node_modules`
+ * would be found first). A dependency that is not installed at all is not refused: Node looks for it up to
+ * `/node_modules`, and optional ones (another platform's prebuilt binaries) are never installed.
+ * `strict` (default: a root agent, the one whose app's sandbox has read-only mounts) says whether to refuse; an
+ * app of an unprivileged agent's user can write that user's files read-only mounts or not.
  */
-export function agentReadOnlyDirs(codeDir: string = agentCodeDir()): string[] {
+export function agentReadOnlyDirs(codeDir: string = agentCodeDir(), strict: boolean = process.getuid?.() === 0): string[] {
   const cover = new Set<string>([codeDir]);
   const visited = new Set<string>([codeDir]);
+  const lookedIn = new Map<string, string>(); // directory -> the dependency looked for there
   const pending = [codeDir];
   for (let pkgDir = pending.pop(); pkgDir !== undefined; pkgDir = pending.pop()) {
     for (const name of dependencyNames(pkgDir)) {
       const found = findPackage(pkgDir, name);
       if (found === undefined) continue;
+      for (const dir of found.lookedIn) if (!lookedIn.has(dir)) lookedIn.set(dir, name);
       for (const dir of [found.lookupDir, found.packageDir]) if (dir !== codeDir && !dir.startsWith(codeDir + path.sep)) cover.add(outermostNodeModules(dir));
       if (visited.has(found.packageDir)) continue;
       visited.add(found.packageDir);
       pending.push(found.packageDir);
     }
   }
-  return outermost(cover);
+  const dirs = outermost(cover);
+  if (!strict) return dirs;
+  for (const [dir, name] of lookedIn) {
+    const why = shadowingDir(dir, dirs);
+    if (why !== undefined) throw new SandboxDirsError(`the agent's dependency ${name} is looked for in ${path.join(dir, 'node_modules')}, outside what the app's sandbox makes read-only: ${why}`);
+  }
+  return dirs;
 }

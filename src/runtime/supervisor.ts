@@ -163,7 +163,13 @@ export function startSupervisor(opts: SupervisorOptions): Supervisor {
     logger.warn({ reason: dieWithAgent.unavailable }, 'the app will outlive the agent if the agent is SIGKILLed (no PR_SET_PDEATHSIG wrapper)');
   }
   const sandboxed = wantSandbox && 'wrapper' in dieWithAgent;
-  const readOnly = sandboxed ? (opts.readOnlyDirs ?? agentReadOnlyDirs()) : [];
+  let readOnly: readonly string[];
+  try {
+    readOnly = sandboxed ? (opts.readOnlyDirs ?? agentReadOnlyDirs()) : [];
+  } catch (err) {
+    releaseWrapper(); // SandboxDirsError: a node_modules the app could create or replace
+    throw err;
+  }
   if (readOnly.length > MAX_READ_ONLY_DIRS) {
     releaseWrapper();
     throw new SandboxDirsError(`the app's sandbox can make ${MAX_READ_ONLY_DIRS} directories read-only, and the agent's code and dependencies lie in ${readOnly.length}: ${readOnly.join(', ')}`);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentReadOnlyDirs } from '../../src/runtime/agent-read-only-dirs.ts';
 import { agentCodeDir } from '../../src/runtime/die-with-agent.ts';
+import { SandboxDirsError } from '../../src/runtime/errors.ts';
 
 const root = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'agent-read-only-dirs-')));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -70,5 +71,30 @@ describe('agentReadOnlyDirs', () => {
     symlinkSync(linked, path.join(root, 'link/app/node_modules/linked'));
     // The link itself lies in the app's node_modules: a root app that could write there would point it elsewhere.
     expect(agentReadOnlyDirs(code).sort()).toEqual([path.join(root, 'link/app/node_modules'), linked].sort());
+  });
+
+  // Failed before (no throw): [the agent's code, the link's target]; the link itself, in the app's writable
+  // directory, could be replaced by one to the app's own packages, where the agent's threads would then load pino.
+  it('refuses a node_modules that is a link in a writable directory: the app could replace the link', () => {
+    const code = pkg('linked-nm/app/enclave-agent', { dependencies: { pino: '1' } });
+    pkg('linked-nm/cache/node_modules/pino');
+    symlinkSync(path.join(root, 'linked-nm/cache/node_modules'), path.join(root, 'linked-nm/app/node_modules'));
+    expect(() => agentReadOnlyDirs(code, true)).toThrow(SandboxDirsError);
+    expect(() => agentReadOnlyDirs(code, true)).toThrow(`${path.join(root, 'linked-nm/app/node_modules')} is a symbolic link in ${path.join(root, 'linked-nm/app')}, which is writable`);
+    // Inside a read-only directory the same link cannot be replaced (a checkout whose node_modules is a link).
+    const own = pkg('linked-own/agent', { dependencies: { pino: '1' } });
+    pkg('linked-own/store/node_modules/pino');
+    symlinkSync(path.join(root, 'linked-own/store/node_modules'), path.join(own, 'node_modules'));
+    expect(agentReadOnlyDirs(own, true).sort()).toEqual([own, path.join(root, 'linked-own/store/node_modules')].sort());
+  });
+
+  // Failed before (no throw): [the agent's code, ws/node_modules]; ws/packages/node_modules, created by the app,
+  // would have been found before ws/node_modules.
+  it("refuses a writable directory between a package and its dependencies' node_modules (a workspace's packages/)", () => {
+    const code = pkg('ws/packages/enclave-agent', { dependencies: { pino: '1' } });
+    pkg('ws/node_modules/pino');
+    expect(() => agentReadOnlyDirs(code, true)).toThrow(`${path.join(root, 'ws/packages/node_modules')} does not exist and ${path.join(root, 'ws/packages')} is writable`);
+    // An unprivileged agent's app gets no read-only mounts (its user can write these files anyway): not refused.
+    expect(agentReadOnlyDirs(code, false)).toEqual([path.join(root, 'ws/node_modules'), code]);
   });
 });
