@@ -106,8 +106,9 @@ export interface Config {
     max_queued_handshakes: number;
     /**
      * Lingering close (src/transport/lingering-close.ts) of a connection the agent ends after its last answer —
-     * TLS ingress (fast path and http.Server fallback) and Noise sessions: closed once no client byte came for
-     * linger_timeout_ms, and linger_time_ms after the answer went out at the latest.
+     * TLS ingress (fast path and http.Server fallback), Noise sessions, and the refusals of the local API (past
+     * [api] max_connections) and of the egress proxy: closed once no client byte came for linger_timeout_ms, and
+     * linger_time_ms after the answer went out at the latest.
      */
     linger_timeout_ms: number;
     linger_time_ms: number;

@@ -7,12 +7,15 @@
 // REFUSING_AT_ONCE open (refused ones not yet closed included), Node closes a new one at accept, unanswered.
 import type http from 'node:http';
 import net from 'node:net';
-import { closeLingering, DEFAULT_LINGER_TIME_MS } from '../transport/lingering-close.ts';
+import { closeLingering, DEFAULT_LINGER_TIME_MS, refusalLinger } from '../transport/lingering-close.ts';
 
 export const DEFAULT_MAX_API_CONNECTIONS = 256;
 /** Refused connections being answered at once; past them, new connections are closed at accept. */
 export const REFUSING_AT_ONCE = 64;
-/** A refused connection its client leaves open is closed after this long without a byte (and 30 s after the answer at the latest). */
+/**
+ * A refused connection its client leaves open is closed after this long without a byte (and 30 s after the answer
+ * at the latest) by default: the activity page's. The local API passes [limits] linger_timeout_ms / linger_time_ms.
+ */
 export const REFUSAL_LINGER_MS = 2_000;
 
 export type ConnectionRefusal = 'max-connections' | 'closed-at-accept';
@@ -60,7 +63,7 @@ export function cappedFront(
     if (served >= max) {
       onRefused('max-connections');
       socket.write(refusal);
-      closeLingering(socket, { flushTimeoutMs: lingerMs, lingerTimeoutMs: lingerMs, lingerTimeMs });
+      closeLingering(socket, refusalLinger(lingerMs, lingerTimeMs));
       return;
     }
     served++;

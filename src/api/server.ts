@@ -20,6 +20,7 @@ import { DEFAULT_MAX_DECRYPT_FIELDS, DecryptScheduler } from '../crypto/decrypt-
 import type { Keyring } from '../crypto/keyring.ts';
 import { wipeEcdhCache } from '../crypto/ecdh-cache.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
+import { DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
 import { cappedFront, DEFAULT_MAX_API_CONNECTIONS } from './connection-cap.ts';
 import { ApiError } from './errors.ts';
 import { checkHost, checkJsonContentType, checkNoOrigin } from './request-guards.ts';
@@ -46,6 +47,12 @@ export interface ApiServerOptions {
   logger?: Logger;
   /** Most connections at once (default 256); past them a new one is answered 503 API_TOO_MANY_CONNECTIONS. */
   maxConnections?: number;
+  /**
+   * A refused connection, answered, lingers (lingering-close.ts) until no byte came for `lingerTimeoutMs`, or
+   * `lingerTimeMs` after the answer at the latest ([limits] linger_timeout_ms / linger_time_ms; default 5 s / 30 s).
+   */
+  lingerTimeoutMs?: number;
+  lingerTimeMs?: number;
   /** Interval of the counted log lines (default 10 s; tests). */
   refusalLogIntervalMs?: number;
   /** Called once per request with its path and status (metrics: src/ops/metrics.ts keeps known routes only). */
@@ -179,7 +186,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     else socket.destroy();
   });
 
-  const front = cappedFront(server, opts.maxConnections ?? DEFAULT_MAX_API_CONNECTIONS, (why) => connectionRefusals.note(why));
+  const front = cappedFront(
+    server,
+    opts.maxConnections ?? DEFAULT_MAX_API_CONNECTIONS,
+    (why) => connectionRefusals.note(why),
+    opts.lingerTimeoutMs ?? DEFAULT_LINGER_TIMEOUT_MS,
+    opts.lingerTimeMs ?? DEFAULT_LINGER_TIME_MS,
+  );
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       server.close(); // its header-timeout checks

@@ -22,11 +22,10 @@ import type { FlowTracker } from './flow-tracker.ts';
 import { readHead, type ProxyHead } from './proxy-head.ts';
 import { peekSni, sniForLog } from './sni.ts';
 import { allowHalfOpen } from './splice.ts';
+import { closeLingering, refusalLinger, type LingerLimits } from '../transport/lingering-close.ts';
 
 const HEAD_TIMEOUT_MS = 30_000;
 const SNI_TIMEOUT_MS = 10_000;
-/** How long a refused client has to read its answer before its connection is freed. */
-const REPLY_LINGER_MS = 2_000;
 const HOP_BY_HOP = new Set(['connection', 'proxy-connection', 'keep-alive', 'proxy-authorization', 'proxy-authenticate', 'te', 'trailer', 'upgrade']);
 
 export interface ExplicitProxyOptions extends DialDeps {
@@ -38,8 +37,12 @@ export interface ExplicitProxyOptions extends DialDeps {
   sniCheck: boolean;
   /** How long a request head may take to arrive (default HEAD_TIMEOUT_MS); then 408. */
   headTimeoutMs?: number;
-  /** How long a refused client has to read its answer (default REPLY_LINGER_MS; tests). */
-  replyLingerMs?: number;
+  /**
+   * An answered refusal lingers (lingering-close.ts) until no byte came for `lingerTimeoutMs`, or `lingerTimeMs`
+   * after the answer at the latest ([limits] linger_timeout_ms / linger_time_ms; default 5 s / 30 s).
+   */
+  lingerTimeoutMs?: number;
+  lingerTimeMs?: number;
   /** The bounds on app connections, shared with the transparent listener (default: own, at their defaults); one more is answered 503. */
   slots?: ConnectionSlots;
 }
@@ -53,15 +56,14 @@ export interface ExplicitProxy {
 }
 
 /**
- * Answers and closes. end() only half-closes a socket that allows half-open, and a client may never close its
- * side: it gets REPLY_LINGER_MS to read the answer, then the socket is destroyed (one descriptor held per such
- * client otherwise, forever). Not at once: a close with unread request bytes would reset before the answer.
+ * Answers and closes lingering (lingering-close.ts, within `linger`): not at once, since a close with unread
+ * request bytes would reset before the answer; not never, since end() only half-closes a socket that allows
+ * half-open and a client may never close its side (one descriptor held per such client, forever).
  */
-function reply(socket: Duplex, status: number, reason: string, body: string, lingerMs = REPLY_LINGER_MS): void {
+function reply(socket: Duplex, linger: LingerLimits, status: number, reason: string, body: string): void {
   const text = body + '\n';
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-  const linger = setTimeout(() => socket.destroy(), lingerMs).unref();
-  socket.once('close', () => clearTimeout(linger));
+  socket.write(`HTTP/1.1 ${status} ${reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  closeLingering(socket, linger);
 }
 
 /** Where a request goes: host, port, and for absolute http:// the origin-form path. */
@@ -136,6 +138,7 @@ function statusFor(err: unknown): [number, string] {
 
 export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<ExplicitProxy> {
   const slots = opts.slots ?? new ConnectionSlots(DEFAULT_MAX_PROXY_CONNECTIONS, opts.log);
+  const linger = refusalLinger(opts.lingerTimeoutMs, opts.lingerTimeMs);
   const handle = async (socket: net.Socket, slot: ConnectionSlot): Promise<void> => {
     const startedAt = performance.now();
     allowHalfOpen(socket);
@@ -144,18 +147,18 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     try {
       head = await readHead(socket, opts.headTimeoutMs ?? HEAD_TIMEOUT_MS);
     } catch (err) {
-      if ((err as EgressError).code === 'EGRESS_FRAME_TIMEOUT') reply(socket, 408, 'Request Timeout', (err as Error).message);
-      else reply(socket, 400, 'Bad Request', (err as Error).message);
+      if ((err as EgressError).code === 'EGRESS_FRAME_TIMEOUT') reply(socket, linger, 408, 'Request Timeout', (err as Error).message);
+      else reply(socket, linger, 400, 'Bad Request', (err as Error).message);
       return;
     }
     const target = targetOf(head);
     if ('error' in target) {
-      reply(socket, target.status, 'Bad Request', target.error);
+      reply(socket, linger, target.status, 'Bad Request', target.error);
       return;
     }
     const body = target.path === null ? 0 : bodyLength(head);
     if (typeof body !== 'number') {
-      reply(socket, body.status, body.status === 411 ? 'Length Required' : 'Bad Request', body.error);
+      reply(socket, linger, body.status, body.status === 411 ? 'Length Required' : 'Bad Request', body.error);
       return;
     }
     // The host is the app's, unchecked when refused: cut to a DNS name's length, as the DNS stub does.
@@ -167,7 +170,7 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     } catch (err) {
       const [status, reason] = statusFor(err);
       deny((err as Error).message, err instanceof EgressDenied ? err.ip : null, status !== 403, status === 503);
-      reply(socket, status, reason, status === 403 ? `egress denied: ${(err as Error).message}` : `egress failed: ${(err as Error).message}`);
+      reply(socket, linger, status, reason, status === 403 ? `egress denied: ${(err as Error).message}` : `egress failed: ${(err as Error).message}`);
       return;
     }
     if (socket.destroyed) {
@@ -176,7 +179,7 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     }
     if (!slot.startFlow()) {
       dialed.stream.destroy();
-      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuseFlow('explicit', dialed.name, { ip: dialed.ip, port: target.port }).message}`, opts.replyLingerMs);
+      reply(socket, linger, 503, 'Service Unavailable', `egress failed: ${slots.refuseFlow('explicit', dialed.name, { ip: dialed.ip, port: target.port }).message}`);
       return;
     }
     if (target.path === null) {
@@ -203,12 +206,12 @@ export async function startExplicitProxy(opts: ExplicitProxyOptions): Promise<Ex
     if (slot === null) {
       // 503 before any byte is read, so a refused connection holds no head.
       socket.on('error', () => {});
-      reply(socket, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`, opts.replyLingerMs);
+      reply(socket, linger, 503, 'Service Unavailable', `egress failed: ${slots.refuse('explicit', null).message}`);
       return;
     }
     void handle(socket, slot).catch(() => socket.destroy());
   });
-  // Served: at most max being set up plus maxFlows relaying. The refused ones linger up to REPLY_LINGER_MS each:
+  // Served: at most max being set up plus maxFlows relaying. The refused ones linger (`linger`) each:
   // past max more, Node closes new ones at accept, recorded and counted busy too.
   server.maxConnections = 2 * slots.max + slots.maxFlows;
   slots.recordDrops(server, 'explicit');

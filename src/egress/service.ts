@@ -33,6 +33,9 @@ export interface EgressServiceOptions {
   transparentPort?: number;
   /** Transparent mode: install the iptables rules (default true; the caller must be root in the enclave). */
   installRules?: boolean;
+  /** How the explicit proxy's refusals linger ([limits] linger_timeout_ms / linger_time_ms; default 5 s / 30 s). */
+  lingerTimeoutMs?: number;
+  lingerTimeMs?: number;
   logger?: Logger;
   trxSink?: LogSink;
   onDecision?: (d: EgressDecision) => void;
@@ -108,6 +111,8 @@ export async function startEgress(opts: EgressServiceOptions): Promise<EgressSer
       sniCheck: cfg.sni_check,
       slots,
       names: new NameCache(),
+      lingerTimeoutMs: opts.lingerTimeoutMs,
+      lingerTimeMs: opts.lingerTimeMs,
     });
     closers.push(() => proxy.close());
     if (cfg.mode === 'transparent' && opts.installRules !== false) await installTransparentRules({ transparentPort: transparent!.port, dnsPort: stub!.port });

@@ -289,6 +289,8 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
       dialer: eg.dialer,
       ...(eg.proxyPort === undefined ? {} : { proxyPort: eg.proxyPort }),
       ...(eg.installRules === undefined ? {} : { installRules: eg.installRules }),
+      lingerTimeoutMs: config.limits.linger_timeout_ms,
+      lingerTimeMs: config.limits.linger_time_ms,
       logger,
       ...(opts.trxSink === undefined ? {} : { trxSink: opts.trxSink }),
     });
@@ -347,7 +349,7 @@ export async function startAgentRuntime(opts: AgentRuntimeOptions): Promise<Agen
   let sessionWorkers: SessionWorkers | undefined;
   try {
     if (config.api.enabled) {
-      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxConnections: config.api.max_connections, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
+      api = await startApiServer({ keyring, nsm: opts.nsm, port: opts.apiPort ?? config.api.port, maxBodyBytes: config.api.max_body_bytes, maxConnections: config.api.max_connections, lingerTimeoutMs: config.limits.linger_timeout_ms, lingerTimeMs: config.limits.linger_time_ms, maxDecryptFields: config.limits.max_decrypt_fields, decryptScheduler, logger, onRequest: (p, status) => metrics.apiRequest(p, status) });
     }
     if (admission !== undefined) {
       sessionWorkers = await startSessionWorkers({

@@ -23,6 +23,14 @@ export interface LingerLimits {
 }
 
 /**
+ * The bounds of a refusal's close (the local API's and the egress proxy's, [limits] linger_timeout_ms /
+ * linger_time_ms): its answer is a few hundred bytes, so it must also be flushed within the linger timeout.
+ */
+export function refusalLinger(lingerTimeoutMs = DEFAULT_LINGER_TIMEOUT_MS, lingerTimeMs = DEFAULT_LINGER_TIME_MS): LingerLimits {
+  return { flushTimeoutMs: lingerTimeoutMs, lingerTimeoutMs, lingerTimeMs };
+}
+
+/**
  * Ends `socket` once what was written is flushed, reads and drops whatever the client still sends, and destroys
  * the socket at the client's EOF or at a bound of `limits`. The caller has stopped using the socket's bytes (its
  * 'data' listeners off, pipes undone); its 'error' and 'close' listeners stay.

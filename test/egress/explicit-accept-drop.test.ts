@@ -32,7 +32,7 @@ function connect(first: string, halfOpen = false): { socket: net.Socket; read: P
 
 beforeAll(async () => {
   // The refused connection lingers for its answer longer than this test runs: no race with its release.
-  proxy = await startExplicitProxy({ port: 0, policy: new EgressPolicy(['ok.test:443']), dialer: notDialled, dns: notDialled, connectTimeoutMs: 1_000, log, flows: new FlowTracker(log), sniCheck: false, slots, replyLingerMs: 60_000 });
+  proxy = await startExplicitProxy({ port: 0, policy: new EgressPolicy(['ok.test:443']), dialer: notDialled, dns: notDialled, connectTimeoutMs: 1_000, log, flows: new FlowTracker(log), sniCheck: false, slots, lingerTimeoutMs: 60_000, lingerTimeMs: 60_000 });
 });
 afterAll(async () => {
   for (const s of sockets) s.destroy();

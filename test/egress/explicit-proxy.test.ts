@@ -361,31 +361,39 @@ describe('explicit proxy: failures', () => {
 });
 
 describe('explicit proxy: refusals', () => {
-  it('frees the connection of a refused request even when the client never closes its side', async () => {
-    for (const [request, status] of [
-      ['FOO / HTTP/1.1\r\n\r\n', '400'],
-      ['CONNECT evil.test:443 HTTP/1.1\r\n\r\n', '403'],
-    ] as const) {
-      const c = net.connect({ port: proxyPort(), host: '127.0.0.1', allowHalfOpen: true });
-      let answer = '';
-      c.on('data', (d: Buffer) => (answer += d.toString('latin1')));
-      const gone = new Promise<string>((resolve) => {
-        c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-        c.on('close', () => resolve('closed'));
-      });
-      c.write(request);
-      await new Promise((r) => c.once('end', r)); // the answer, then the proxy's FIN; our side stays open
-      expect(answer.split(' ')[1]).toBe(status);
-      // Keep writing into our open side: once the proxy has let go of its socket, its kernel answers with a
-      // reset. A proxy holding the socket (the defect: one descriptor per such client, forever) takes the bytes.
-      const poke = setInterval(() => c.write('x'), 100);
-      const bound = new Promise<string>((resolve) => setTimeout(() => resolve('still held by the proxy after 8 s'), 8_000).unref());
-      try {
-        expect(await Promise.race([gone, bound])).toMatch(/^(ECONNRESET|EPIPE)$/);
-      } finally {
-        clearInterval(poke);
-        c.destroy();
+  it('frees the connection of a refused request by linger_time_ms even when the client never closes its side', async () => {
+    // A refusal closes lingering ([limits] linger_timeout_ms / linger_time_ms): a client that keeps sending holds
+    // its connection until the total bound, 1 s here.
+    const config = configFromObject({ egress: { enabled: true, destinations: ['ok.test'] } });
+    const egress = await startEgress({ egress: config.egress, proxyPort: 0, dialer: () => Promise.reject(new Error('not dialled')), lingerTimeoutMs: 500, lingerTimeMs: 1_000 });
+    try {
+      for (const [request, status] of [
+        ['FOO / HTTP/1.1\r\n\r\n', '400'],
+        ['CONNECT evil.test:443 HTTP/1.1\r\n\r\n', '403'],
+      ] as const) {
+        const c = net.connect({ port: Number(new URL(egress.proxyUrl).port), host: '127.0.0.1', allowHalfOpen: true });
+        let answer = '';
+        c.on('data', (d: Buffer) => (answer += d.toString('latin1')));
+        const gone = new Promise<string>((resolve) => {
+          c.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+          c.on('close', () => resolve('closed'));
+        });
+        c.write(request);
+        await new Promise((r) => c.once('end', r)); // the answer, then the proxy's FIN; our side stays open
+        expect(answer.split(' ')[1]).toBe(status);
+        // Keep writing into our open side: once the proxy has let go of its socket, its kernel answers with a
+        // reset. A proxy holding the socket (the defect: one descriptor per such client, forever) takes the bytes.
+        const poke = setInterval(() => c.write('x'), 100);
+        const bound = new Promise<string>((resolve) => setTimeout(() => resolve('still held by the proxy after 8 s'), 8_000).unref());
+        try {
+          expect(await Promise.race([gone, bound])).toMatch(/^(ECONNRESET|EPIPE)$/);
+        } finally {
+          clearInterval(poke);
+          c.destroy();
+        }
       }
+    } finally {
+      await egress.close();
     }
   });
 

@@ -14,7 +14,7 @@ import { startBridge, type Bridge } from '../../src/host/bridge.ts';
 import { createMemoryLogSink, type MemoryLogSink } from '../../src/http/log-sink.ts';
 import type { DecryptStage } from '../../src/http/stages/decrypt.ts';
 import type { SessionSummary } from '../../src/responder/session.ts';
-import { startAgentRuntime, type AgentRuntime } from '../../src/runtime/agent.ts';
+import { startAgentRuntime, type AgentRuntime, type AgentRuntimeOptions } from '../../src/runtime/agent.ts';
 import { utf8 } from '../../src/util/bytes.ts';
 import { freePort, OWNER_ENV } from '../runtime/harness.ts';
 
@@ -127,6 +127,8 @@ export interface AgentStackOptions {
   decrypt?: DecryptStage;
   /** Also start a host bridge in front of the public port. */
   bridge?: boolean;
+  /** Start egress (startAgentRuntime's `egress`). */
+  egress?: AgentRuntimeOptions['egress'];
   stateDir?: string;
 }
 
@@ -170,6 +172,7 @@ export async function startAgentStack(opts: AgentStackOptions): Promise<AgentSta
     logger: log.logger,
     trxSink: trx,
     ...(opts.decrypt === undefined ? {} : { decrypt: opts.decrypt }),
+    ...(opts.egress === undefined ? {} : { egress: opts.egress }),
     onSessionClosed: (s) => sessions.push(s),
   });
   const port = runtime.publicPort!;
