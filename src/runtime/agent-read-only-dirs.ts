@@ -12,12 +12,16 @@
 // time (a tool that caches under node_modules/.cache must be pointed elsewhere). A package outside any
 // node_modules (an `npm link`, a workspace) is made read-only on its own. The Docker layer's bundle has no
 // dependencies outside its directory: the list is its directory alone.
+// The native addon too, where it lies outside that code (the Docker layer's /opt/enclave-agent/native, beside
+// dist/): a worker thread that loads it resolves its real path anew and dlopens what it finds, so a root app
+// that put a link there in its place would have its own library loaded into the agent.
 // Read-only is not enough where Node looks from outside those directories: a node_modules that is a link in a
 // writable directory (the app replaces the link), or a writable directory between a package and the node_modules
 // its dependencies are in (the app creates a node_modules there, found first). A root agent refuses to start its
 // app in such a layout (RUNTIME_NO_SANDBOX) rather than run it with the agent's code open to it.
-import { lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { addonPath } from '../transport/native.ts';
 import { agentCodeDir } from './die-with-agent.ts';
 import { SandboxDirsError } from './errors.ts';
 
@@ -91,6 +95,19 @@ function shadowingDir(dir: string, dirs: readonly string[]): string | undefined 
   return inside(nodeModules, dirs) ? undefined : `${nodeModules} is writable`;
 }
 
+/**
+ * The directory of the native addon `file` (none when it does not exist), which must be its real path in strict
+ * mode: every worker thread that loads the addon resolves that path again, and a link on it in a writable
+ * directory could be pointed at another library.
+ */
+function addonDir(file: string, strict: boolean): string | undefined {
+  const absolute = path.resolve(file);
+  if (!existsSync(absolute)) return undefined;
+  const real = realpathSync(absolute);
+  if (strict && real !== absolute) throw new SandboxDirsError(`the native addon ${absolute} is reached through a symbolic link (its real path is ${real}), which the app could replace: give ENCLAVE_AGENT_NATIVE_ADDON its real path`);
+  return path.dirname(real);
+}
+
 /** The outermost directory named node_modules on `real`'s path, or `real` itself when there is none. */
 function outermostNodeModules(real: string): string {
   const parts = real.split(path.sep);
@@ -105,19 +122,33 @@ function outermost(dirs: Iterable<string>): string[] {
   return kept;
 }
 
+export interface ReadOnlyDirsOptions {
+  /** The agent's code (default: the running agent's, agentCodeDir). */
+  codeDir?: string;
+  /**
+   * Refuse the layouts the app could get around (default: a root agent, the one whose app's sandbox has read-only
+   * mounts; an app of an unprivileged agent's user can write that user's files, read-only mounts or not).
+   */
+  strict?: boolean;
+  /** The native addon's file, whose directory is read-only too (default: the one loadNative loads; null: none). */
+  addon?: string | null;
+}
+
 /**
  * The real directories the app must not write (see the file comment), none inside another: `codeDir` (default:
- * the running agent's) or the node_modules holding it, and where its dependencies lie, transitively. Throws
+ * the running agent's) or the node_modules holding it, where its dependencies lie, transitively, and the native
+ * addon's directory. Throws
  * SandboxDirsError (RUNTIME_NO_SANDBOX) when, outside those, a node_modules Node looks in for one of them could be
  * created or replaced by the app: a link (`/app/node_modules -> /cache/node_modules`), or a directory between a
  * package and the node_modules its dependencies are in (a workspace's `packages/`, where a `packages/node_modules`
  * would be found first). A dependency that is not installed at all is not refused: Node looks for it up to
  * `/node_modules`, and optional ones (another platform's prebuilt binaries) are never installed.
- * `strict` (default: a root agent, the one whose app's sandbox has read-only mounts) says whether to refuse; an
- * app of an unprivileged agent's user can write that user's files read-only mounts or not.
  */
-export function agentReadOnlyDirs(codeDir: string = agentCodeDir(), strict: boolean = process.getuid?.() === 0): string[] {
+export function agentReadOnlyDirs(opts: ReadOnlyDirsOptions = {}): string[] {
+  const { codeDir = agentCodeDir(), strict = process.getuid?.() === 0, addon = addonPath() } = opts;
   const cover = new Set<string>([codeDir]);
+  const native = addon === null ? undefined : addonDir(addon, strict);
+  if (native !== undefined) cover.add(native);
   const visited = new Set<string>([codeDir]);
   const lookedIn = new Map<string, string>(); // directory -> the dependency looked for there
   const pending = [codeDir];

@@ -3,7 +3,7 @@
 // one that marks the files ES modules) — --version, --help, and a command that loads its modules.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,6 +190,40 @@ w.on('message', (m) => {
       renameSync(`${marker}.away`, marker);
       rmSync(path.join(image, 'package.json'), { force: true });
       rmSync(path.join(image, 'probe'), { force: true });
+    }
+  });
+
+  // The layer's native addon lies beside dist/, in /opt/enclave-agent/native, and session threads load it after
+  // the app has started, each resolving its real path anew: a root app that put a link to its own library there
+  // had it dlopen'ed into the agent. Its directory is read-only to the app too. Failed before: "opened ok".
+  it.runIf(existsSync(ADDON) && process.getuid?.() === 0)("a root app cannot write the layer's native addon nor put a file beside it", async () => {
+    const nativeDir = path.join(dir, 'opt/enclave-agent/native');
+    mkdirSync(nativeDir, { recursive: true });
+    const addon = path.join(nativeDir, 'enclave_native.node');
+    copyFileSync(ADDON, addon);
+    copyFileSync(path.join(path.dirname(ADDON), 'enclave_die_with_parent'), path.join(nativeDir, 'enclave_die_with_parent'));
+    chmodSync(path.join(nativeDir, 'enclave_die_with_parent'), 0o755);
+    const seen = path.join(dir, 'native-seen');
+    const app = [
+      'import errno, os, sys',
+      'def attempt(f, flags):',
+      '    try: os.close(os.open(f, flags, 0o644)); return "ok" if flags & os.O_CREAT else "opened"',
+      '    except OSError as e: return errno.errorcode[e.errno]',
+      `open(${JSON.stringify(seen)}, "w").write(attempt(${JSON.stringify(addon)}, os.O_WRONLY) + " " + attempt(${JSON.stringify(path.join(nativeDir, 'probe'))}, os.O_WRONLY | os.O_CREAT))`,
+    ].join('\n');
+    try {
+      const config = path.join(dir, 'native-dir.toml');
+      writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n`);
+      const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-native-dir'), '--', '/usr/bin/python3', '-c', app];
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        execFile(process.execPath, args, { cwd: dir, timeout: 60_000, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: addon } }, (err, _out, stderr) =>
+          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }),
+        );
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(seen, 'utf8')).toBe('EROFS EROFS');
+    } finally {
+      rmSync(nativeDir, { recursive: true, force: true });
     }
   });
 

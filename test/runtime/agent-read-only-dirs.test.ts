@@ -13,6 +13,9 @@ import { SandboxDirsError } from '../../src/runtime/errors.ts';
 const root = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'agent-read-only-dirs-')));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+/** agentReadOnlyDirs for the agent's code at `codeDir`, without a native addon. */
+const dirsOf = (codeDir: string, strict = true): string[] => agentReadOnlyDirs({ codeDir, strict, addon: null });
+
 /** A package at `dir` (under root) whose package.json has `fields`; its full path. */
 function pkg(dir: string, fields: Record<string, Record<string, string>> = {}): string {
   const full = path.join(root, dir);
@@ -33,7 +36,7 @@ describe('agentReadOnlyDirs', () => {
     pkg('npm/app/node_modules/@scope/peer');
     pkg('npm/app/node_modules/enclave-agent/node_modules/nested', { dependencies: { 'sonic-boom': '1' } });
     pkg('npm/app/src', { dependencies: { pino: '1' } }); // the app's own code stays writable
-    expect(agentReadOnlyDirs(code)).toEqual([path.join(root, 'npm/app/node_modules')]);
+    expect(dirsOf(code)).toEqual([path.join(root, 'npm/app/node_modules')]);
   });
 
   it('every dependency inside the agent (a checkout, a global install, the bundle): its own directory alone', () => {
@@ -41,11 +44,11 @@ describe('agentReadOnlyDirs', () => {
     pkg('own/agent/node_modules/pino', { dependencies: { 'sonic-boom': '1' } });
     pkg('own/agent/node_modules/sonic-boom');
     pkg('own/node_modules/sonic-boom'); // found second by Node, never reached
-    expect(agentReadOnlyDirs(code)).toEqual([code]);
+    expect(dirsOf(code)).toEqual([code]);
     const bundle = path.join(root, 'own/opt/enclave-agent/dist');
     mkdirSync(bundle, { recursive: true });
     writeFileSync(path.join(bundle, 'package.json'), '{ "type": "module" }\n');
-    expect(agentReadOnlyDirs(bundle)).toEqual([bundle]);
+    expect(dirsOf(bundle)).toEqual([bundle]);
     expect(agentReadOnlyDirs()).toEqual([agentCodeDir()]); // this checkout: its node_modules is inside it
   });
 
@@ -53,7 +56,7 @@ describe('agentReadOnlyDirs', () => {
     const code = pkg('deep/app/node_modules/enclave-agent', { dependencies: { nested: '1' } });
     pkg('deep/app/node_modules/enclave-agent/node_modules/nested', { dependencies: { hoisted: '1' } });
     pkg('deep/app/node_modules/hoisted');
-    expect(agentReadOnlyDirs(code)).toEqual([path.join(root, 'deep/app/node_modules')]);
+    expect(dirsOf(code)).toEqual([path.join(root, 'deep/app/node_modules')]);
   });
 
   it("pnpm: the links and the store's real directories, all in the app's node_modules", () => {
@@ -61,7 +64,7 @@ describe('agentReadOnlyDirs', () => {
     const code = pkg(`${store}/enclave-agent@1/node_modules/enclave-agent`, { dependencies: { pino: '1' } });
     pkg(`${store}/pino@1/node_modules/pino`);
     symlinkSync('../../pino@1/node_modules/pino', path.join(root, `${store}/enclave-agent@1/node_modules/pino`));
-    expect(agentReadOnlyDirs(code)).toEqual([path.join(root, 'pnpm/app/node_modules')]);
+    expect(dirsOf(code)).toEqual([path.join(root, 'pnpm/app/node_modules')]);
   });
 
   it('a package linked from outside any node_modules (npm link, a workspace): that package too, and where its own dependencies lie', () => {
@@ -70,7 +73,7 @@ describe('agentReadOnlyDirs', () => {
     pkg('link/work/linked/node_modules/dep');
     symlinkSync(linked, path.join(root, 'link/app/node_modules/linked'));
     // The link itself lies in the app's node_modules: a root app that could write there would point it elsewhere.
-    expect(agentReadOnlyDirs(code).sort()).toEqual([path.join(root, 'link/app/node_modules'), linked].sort());
+    expect(dirsOf(code).sort()).toEqual([path.join(root, 'link/app/node_modules'), linked].sort());
   });
 
   // Failed before (no throw): [the agent's code, the link's target]; the link itself, in the app's writable
@@ -79,13 +82,13 @@ describe('agentReadOnlyDirs', () => {
     const code = pkg('linked-nm/app/enclave-agent', { dependencies: { pino: '1' } });
     pkg('linked-nm/cache/node_modules/pino');
     symlinkSync(path.join(root, 'linked-nm/cache/node_modules'), path.join(root, 'linked-nm/app/node_modules'));
-    expect(() => agentReadOnlyDirs(code, true)).toThrow(SandboxDirsError);
-    expect(() => agentReadOnlyDirs(code, true)).toThrow(`${path.join(root, 'linked-nm/app/node_modules')} is a symbolic link in ${path.join(root, 'linked-nm/app')}, which is writable`);
+    expect(() => dirsOf(code)).toThrow(SandboxDirsError);
+    expect(() => dirsOf(code)).toThrow(`${path.join(root, 'linked-nm/app/node_modules')} is a symbolic link in ${path.join(root, 'linked-nm/app')}, which is writable`);
     // Inside a read-only directory the same link cannot be replaced (a checkout whose node_modules is a link).
     const own = pkg('linked-own/agent', { dependencies: { pino: '1' } });
     pkg('linked-own/store/node_modules/pino');
     symlinkSync(path.join(root, 'linked-own/store/node_modules'), path.join(own, 'node_modules'));
-    expect(agentReadOnlyDirs(own, true).sort()).toEqual([own, path.join(root, 'linked-own/store/node_modules')].sort());
+    expect(dirsOf(own).sort()).toEqual([own, path.join(root, 'linked-own/store/node_modules')].sort());
   });
 
   // Failed before (no throw): [the agent's code, ws/node_modules]; ws/packages/node_modules, created by the app,
@@ -93,8 +96,25 @@ describe('agentReadOnlyDirs', () => {
   it("refuses a writable directory between a package and its dependencies' node_modules (a workspace's packages/)", () => {
     const code = pkg('ws/packages/enclave-agent', { dependencies: { pino: '1' } });
     pkg('ws/node_modules/pino');
-    expect(() => agentReadOnlyDirs(code, true)).toThrow(`${path.join(root, 'ws/packages/node_modules')} does not exist and ${path.join(root, 'ws/packages')} is writable`);
+    expect(() => dirsOf(code)).toThrow(`${path.join(root, 'ws/packages/node_modules')} does not exist and ${path.join(root, 'ws/packages')} is writable`);
     // An unprivileged agent's app gets no read-only mounts (its user can write these files anyway): not refused.
-    expect(agentReadOnlyDirs(code, false)).toEqual([path.join(root, 'ws/node_modules'), code]);
+    expect(dirsOf(code, false)).toEqual([path.join(root, 'ws/node_modules'), code]);
+  });
+
+  // Failed before: [dist] alone. Session threads load the addon after the app has started, each resolving its real
+  // path anew: a link the app put at /opt/enclave-agent/native/enclave_native.node had its library dlopen'ed there.
+  it("the Docker layer: the bundle's directory and the native addon's beside it", () => {
+    const dist = path.join(root, 'layer/opt/enclave-agent/dist');
+    mkdirSync(dist, { recursive: true });
+    writeFileSync(path.join(dist, 'package.json'), '{ "type": "module" }\n');
+    const native = path.join(root, 'layer/opt/enclave-agent/native');
+    mkdirSync(native, { recursive: true });
+    writeFileSync(path.join(native, 'enclave_native.node'), '');
+    expect(agentReadOnlyDirs({ codeDir: dist, strict: true, addon: path.join(native, 'enclave_native.node') })).toEqual([dist, native]);
+    // No addon there: nothing more (an agent without vsock).
+    expect(agentReadOnlyDirs({ codeDir: dist, strict: true, addon: path.join(root, 'layer/none/enclave_native.node') })).toEqual([dist]);
+    // Reached through a link: refused, the link's directory is writable.
+    symlinkSync(native, path.join(root, 'layer/opt/native-link'));
+    expect(() => agentReadOnlyDirs({ codeDir: dist, strict: true, addon: path.join(root, 'layer/opt/native-link/enclave_native.node') })).toThrow(/reached through a symbolic link/);
   });
 });
