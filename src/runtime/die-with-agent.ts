@@ -9,7 +9,7 @@
 // the agent...), and its own mount namespace in which /proc/sys, /sys and /proc/sysrq-trigger are read-only, so
 // root cannot make the kernel run a program outside the sandbox (a core_pattern pipe handler, modprobe, a cgroup
 // release_agent). --deny-vsock is the same sandbox with no vsock sockets either ([egress] enabled, unless
-// app_vsock). In that namespace the agent's own code and its dependencies are read-only too
+// app_vsock). In that namespace the agent's own code, its dependencies and its native addon are read-only too
 // (agent-read-only-dirs.ts): it starts worker threads from them later.
 import { accessSync, closeSync, constants as fsConstants, realpathSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';

@@ -89,8 +89,8 @@ export interface SupervisorOptions {
   allowVsock?: boolean;
   /**
    * In the sandbox: directories the app cannot write nor rename (a root agent; the wrapper's --read-only).
-   * Default: every directory the agent's worker threads load code from, its own and its dependencies'
-   * (agentReadOnlyDirs), found once here, before the app first runs. At most MAX_READ_ONLY_DIRS.
+   * Default: every directory the agent's worker threads load code from, its own, its dependencies' and its
+   * native addon's (agentReadOnlyDirs), found once here, before the app first runs. At most MAX_READ_ONLY_DIRS.
    */
   readOnlyDirs?: readonly string[];
   logger?: Logger;
