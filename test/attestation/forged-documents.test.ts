@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AttestationError } from '../../src/attestation/errors.ts';
-import { verifyAttestation, type VerifyExpectations } from '../../src/attestation/verify.ts';
+import { verifyAttestation, type PcrPins, type VerifyExpectations } from '../../src/attestation/verify.ts';
 import { fromHex } from '../../src/util/bytes.ts';
 
 const SCRIPT = resolve(import.meta.dirname, 'forged-documents.py');
@@ -66,14 +66,14 @@ const EXPECTED: Record<string, string> = {
 };
 
 let dir: string;
-let meta: { now: number; pcrs: Record<string, string>; nonce: string; cases: string[] };
+let meta: { now: number; pcrs: PcrPins; nonce: string; cases: string[] };
 let exp: VerifyExpectations;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'forged-documents-'));
   await promisify(execFile)('/usr/bin/python3', [SCRIPT, dir], { timeout: 60_000 });
   meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as typeof meta;
-  exp = { roots: [readFileSync(join(dir, 'root.pem'), 'utf8')], pcrs: meta.pcrs as VerifyExpectations['pcrs'], now: meta.now + 1000, nonce: fromHex(meta.nonce) };
+  exp = { roots: [readFileSync(join(dir, 'root.pem'), 'utf8')], pcrs: meta.pcrs, now: meta.now + 1000, nonce: fromHex(meta.nonce) };
 }, 90_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
