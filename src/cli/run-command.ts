@@ -20,6 +20,7 @@ import { signalExitCode, startSupervisor } from '../runtime/supervisor.ts';
 import { unlessBootAborted, watchBootSignals, type BootSignals } from '../runtime/boot-signals.ts';
 import { makeAgentNotDumpable } from '../runtime/not-dumpable.ts';
 import { appSandboxChoice, noSandboxLine } from '../runtime/app-sandbox.ts';
+import { unsafeNodeOptions } from '../runtime/unsafe-node-options.ts';
 import { connectStream, parseTarget, TransportError, type StreamTarget } from '../transport/connect.ts';
 import { NITRO_PARENT_CID } from '../transport/vsock.ts';
 import { bringUpLoopback, loadNative, NativeUnavailableError } from '../transport/native.ts';
@@ -366,6 +367,16 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
     const warning = "[app] sandbox = false: the app runs unsandboxed; run as root it can read the agent's memory (its keys) and use vsock and the NSM";
     io.err(`enclave-agent run: WARNING: ${warning}`);
     logger.warn({ sandbox: false }, warning);
+  } else {
+    const unsafe = unsafeNodeOptions();
+    if (unsafe.length > 0) {
+      const why = `the agent runs with ${unsafe.join(', ')}, which would let the app reach the agent's memory (its keys) through the inspector or a heap snapshot or report; remove ${unsafe.length === 1 ? 'it' : 'them'} from the node options and NODE_OPTIONS`;
+      io.err(`enclave-agent run: RUNTIME_UNSAFE_NODE_OPTIONS: ${why}`);
+      logger.error({ code: 'RUNTIME_UNSAFE_NODE_OPTIONS', options: unsafe }, 'unsafe node options; not starting the app');
+      await runtime.close();
+      await logs.close();
+      return 1;
+    }
   }
   try {
     // The keys live in this process: non-dumpable whatever the app's sandbox, so an unprivileged app of this

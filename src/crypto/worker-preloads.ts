@@ -10,7 +10,7 @@
 const PRELOAD_OPTIONS = new Set(['-r', '--require', '--import', '--loader', '--experimental-loader']);
 
 /** NODE_OPTIONS split as Node splits it: spaces between arguments, "…" groups, \ escapes inside quotes. */
-function splitNodeOptions(text: string): string[] {
+export function splitNodeOptions(text: string): string[] {
   const args: string[] = [];
   let inString = false;
   let startNew = true;

@@ -1,0 +1,18 @@
+// Node options that hand the agent's memory to whoever shares its loopback or can signal it: the inspector (any
+// local connection runs code in the agent), a heap snapshot on a signal or near the heap limit (written to the
+// working directory, keys included), a diagnostic report on a signal (the agent's environment, credentials
+// included). The app `run` starts shares the loopback and, as root, can signal the agent and read what it
+// writes: with a sandboxed app, `run` refuses to start it while the agent runs with any of these.
+import { splitNodeOptions } from '../crypto/worker-preloads.ts';
+
+const UNSAFE = ['--inspect', '--inspect-brk', '--inspect-wait', '--heapsnapshot-signal', '--heapsnapshot-near-heap-limit', '--report-on-signal'];
+
+/** The unsafe options among the agent's command-line node options and its NODE_OPTIONS, by name (values left out). */
+export function unsafeNodeOptions(execArgv: readonly string[] = process.execArgv, nodeOptions: string | undefined = process.env.NODE_OPTIONS): string[] {
+  const found = new Set<string>();
+  for (const arg of [...execArgv, ...splitNodeOptions(nodeOptions ?? '')]) {
+    const name = arg.split('=', 1)[0]!.replace(/_/g, '-');
+    if (UNSAFE.includes(name)) found.add(name);
+  }
+  return [...found];
+}
