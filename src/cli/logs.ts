@@ -53,8 +53,8 @@ The activity store and page (see README "Activity page"):
                             loopback requires a token, 16+ characters: $ENCLAVE_AGENT_UI_TOKEN or
                             --ui-token-file (--ui-token works too, but shows in ps)
   --ui-token-file PATH      read the token the page asks for from PATH (one line; keep it mode 0600). The
-                            file is looked at again on every sign-in and API call: replace it (write a new
-                            file, rename it over) to rotate the token; every session then ends
+                            file is looked at again on every sign-in and API call, and every 30 s: replace
+                            it (write a new file, rename it over) to rotate the token; every session then ends
   --ui-token TOKEN          the token on the command line: every user of the machine sees it in ps and
                             /proc/PID/cmdline (a warning says so); prefer the two above
   --ui-max-connections N    connections to the page at once (default 256); past it 503

@@ -64,6 +64,8 @@ export interface ActivityServerOptions {
   sessionLifetimeMs?: number;
   /** The sessions' clock (default Date.now; tests give a fake). */
   now?: () => number;
+  /** How often expired sessions, their live tails and the token file are looked at without a request (default 30 s; tests). */
+  sessionSweepMs?: number;
   logger?: Logger;
 }
 
@@ -103,7 +105,7 @@ const PAGE = `<!doctype html>
 const COOKIE = 'ea_activity';
 /** Connections the page's server holds at once: 64 live tails and a browser's 6 per page leave room. */
 export const DEFAULT_MAX_PAGE_CONNECTIONS = 256;
-/** How often live tails opened with a session that has since expired are looked for (also on every request). */
+/** How often live tails opened with a session that has since expired, or a rotated token, are looked for (also on every request). */
 const SESSION_SWEEP_MS = 30_000;
 
 /** A live tail refused at a bound: all connections (503, the server's) or this address's (429, the client's). */
@@ -403,9 +405,11 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   });
   boundPort = (front.address() as AddressInfo).port;
   const sweep = setInterval(() => {
+    // The token file too: a live tail makes no request, and one opened under a rotated-out token must end.
+    if (pageToken !== null) currentDigest();
     sessions.sweep();
     endExpiredLive();
-  }, SESSION_SWEEP_MS);
+  }, opts.sessionSweepMs ?? SESSION_SWEEP_MS);
   sweep.unref();
   const hostForUrl = opts.host.includes(':') && !opts.host.startsWith('[') ? `[${opts.host}]` : opts.host;
 

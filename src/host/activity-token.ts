@@ -1,8 +1,9 @@
 // The activity page's token: fixed (--ui-token, $ENCLAVE_AGENT_UI_TOKEN) or read from a file (--ui-token-file)
-// that is looked at again (one stat) on every sign-in and API call, so rotating the file takes effect without a
-// restart: a changed file is re-read, its token is the one asked for from then on, and `generation` moves on (the
-// server ends every session signed in before). A file that cannot be read, or no longer holds a valid token,
-// opens nothing until it does again (failing open would keep a token its operator meant to retire).
+// that is looked at again (one stat) on every sign-in and API call, and by the server's sweep (a live tail makes
+// no request), so rotating the file takes effect without a restart: a changed file is re-read, its token is the one
+// asked for from then on, and `generation` moves on (the server ends every session signed in before). A file that
+// cannot be read, or no longer holds a valid token, opens nothing until it does again (failing open would keep a
+// token its operator meant to retire).
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, type Stats } from 'node:fs';
 import { AgentError } from '../errors.ts';

@@ -21,7 +21,7 @@ afterEach(async () => {
 const OLD = 'the-first-token-of-this-page';
 const NEW = 'the-rotated-token-0123456789abcdef';
 
-async function page() {
+async function page(sessionSweepMs?: number) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ea-activity-rotate-'));
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'ui-token');
@@ -29,6 +29,7 @@ async function page() {
   const { store, reader, lines, out } = await activityFixture('ea-activity-rotate-', cleanup);
   const srv = await startActivityServer({
     host: '127.0.0.1', port: 0, tokenFile: file, store, reader, live: createLiveTail(), logger: pino({ level: 'info' }, out),
+    ...(sessionSweepMs === undefined ? {} : { sessionSweepMs }),
     enclave: () => ({ name: null, mode: null, pcrs: null, pcrsSource: null, startedAt: null, restarts: null }),
   });
   cleanup.push(() => srv.close());
@@ -67,6 +68,24 @@ describe('activity page: a token file that changes', () => {
     // Unchanged since: the new session lasts.
     expect(await status(after.cookie)).toBe(200);
     expect(lines.filter((l) => l.msg === 'activity page: the token file changed; every session ends')).toHaveLength(1);
+  }, 15_000);
+
+  // A live tail makes no further request: before, only a sign-in or an API call looked at the file, so a client
+  // holding the old token's tail (the one the rotation meant to shut out) kept receiving records until someone
+  // else called the API or its session idled out (30 minutes). The periodic sweep looks at the file too.
+  it('ends a live tail signed in before even when no request follows the rotation', async () => {
+    const { srv, login, rotate } = await page(50);
+    const before = await login(OLD);
+    const tail = await fetch(`${srv.url}api/live`, { headers: { cookie: before.cookie } });
+    expect(tail.status).toBe(200);
+    const events = tail.body!.getReader();
+    await rotate(`${NEW}\n`);
+    const ended = (async (): Promise<string> => {
+      for (;;) if ((await events.read()).done) return 'ended';
+    })();
+    const bound = new Promise<string>((resolve) => setTimeout(() => resolve('still open 5 s after the rotation'), 5_000).unref());
+    expect(await Promise.race([ended, bound])).toBe('ended');
+    await events.cancel().catch(() => {});
   }, 15_000);
 
   it('rewritten in place (same inode) is noticed as well', async () => {
