@@ -5,7 +5,8 @@
 // writes: with a sandboxed app, `run` refuses to start it while the agent runs with any of these.
 import { splitNodeOptions } from '../crypto/worker-preloads.ts';
 
-const UNSAFE = ['--inspect', '--inspect-brk', '--inspect-wait', '--heapsnapshot-signal', '--heapsnapshot-near-heap-limit', '--report-on-signal'];
+/** --inspect-brk-node: Node's undocumented --inspect-brk (command line only), the inspector all the same. */
+const UNSAFE = ['--inspect', '--inspect-brk', '--inspect-brk-node', '--inspect-wait', '--heapsnapshot-signal', '--heapsnapshot-near-heap-limit', '--report-on-signal'];
 
 /** The unsafe options among the agent's command-line node options and its NODE_OPTIONS, by name (values left out). */
 export function unsafeNodeOptions(execArgv: readonly string[] = process.execArgv, nodeOptions: string | undefined = process.env.NODE_OPTIONS): string[] {
