@@ -251,6 +251,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
   const wrongTokens = new RateLimitedLog(logger, 'activity page: wrong token');
   const liveRefused = new RateLimitedLog(logger, 'activity page: live-tail connections refused');
   const connectionsRefused = new RateLimitedLog(logger, 'activity page: connections refused');
+  const acceptErrors = new RateLimitedLog(logger, 'activity page: connections not accepted');
   let refusedConnections = 0;
 
   const send = (res: ServerResponse, status: number, type: string, body: string | Buffer, extra: Record<string, string> = {}): void => {
@@ -397,12 +398,19 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     tooManyConnections(maxConnections),
   );
   await new Promise<void>((resolve, reject) => {
-    front.once('error', (err) => {
+    const onListenError = (err: Error): void => {
       server.close(); // its header-timeout checks
       reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
+    };
+    front.once('error', onListenError);
+    front.listen(opts.port, opts.host, () => {
+      front.off('error', onListenError);
+      resolve();
     });
-    front.listen(opts.port, opts.host, () => resolve());
   });
+  // Listening, an error Node reports is one connection's that could not be accepted (ENOBUFS, a network error
+  // pending on it): counted and logged, the page serves on (unheard, the 'error' would end the process).
+  front.on('error', (err: NodeJS.ErrnoException) => acceptErrors.note(err.code ?? 'error'));
   boundPort = (front.address() as AddressInfo).port;
   const sweep = setInterval(() => {
     // The token file too: a live tail makes no request, and one opened under a rotated-out token must end.
@@ -423,6 +431,7 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
       wrongTokens.flush();
       liveRefused.flush();
       connectionsRefused.flush();
+      acceptErrors.flush();
       server.closeAllConnections();
       server.close();
       await new Promise<void>((resolve) => front.close(() => resolve()));
