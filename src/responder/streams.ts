@@ -16,6 +16,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { appBytesRead } from './app-progress.ts';
+import { MAX_FRAME_LEN } from '../wire/frames.ts';
 import { returnFrameBuffer, takeMessageBuffer } from './message-buffers.ts';
 
 /** Largest StreamData payload we send on an int-array stream (WIRE.md §5: what the compat client expects, ≤ 16 KiB). */
@@ -327,14 +328,17 @@ export class AppStream {
       this.#owner.streamData(this, parts[0]!, this.#ownsReads);
       return;
     }
-    // Read pieces joined in a reused buffer: a fresh one per frame is a GC's worth of external memory every ~64 MB.
-    const pooled = takeMessageBuffer();
+    // A bulk stream's pieces are joined in a reused buffer (a fresh 64 KB one per frame is a full GC's worth of
+    // external memory every ~64 MB); a small join gets its own array, so a message that waits for room never
+    // holds more than twice the bytes the budgets count (as ownBytes).
+    const pooled = n * 2 >= MAX_FRAME_LEN ? takeMessageBuffer() : undefined;
+    const payload = pooled === undefined ? new Uint8Array(n) : pooled.subarray(0, n);
     let at = 0;
     for (const p of parts) {
-      pooled.set(p, at);
+      payload.set(p, at);
       at += p.length;
     }
-    this.#owner.streamData(this, pooled.subarray(0, n), true, pooled);
+    this.#owner.streamData(this, payload, true, pooled);
   }
 
   readonly #onEnd = (): void => {

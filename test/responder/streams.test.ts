@@ -119,22 +119,30 @@ describe('AppStream app → client', () => {
     s.destroy();
   });
 
-  it('joins the reads of one StreamData in a reused message buffer, handed over with the payload', async () => {
+  it('joins the reads of a large StreamData in a reused message buffer, handed over with it; a small one in its own', async () => {
     const sends: { payload: Uint8Array; owned: boolean; pooled: Uint8Array | undefined }[] = [];
     const o: StreamOwner = { ...owner(), streamData: (_s, payload, owned, pooled) => void sends.push({ payload, owned, pooled }) };
     const s = new AppStream(o, 1, 'bstr', new Uint8Array(0), false);
     const app = fakeApp();
     s.attach(app);
-    const reads = [pattern(700, 1), pattern(900, 2), pattern(1_100, 3)];
-    for (const r of reads) app.push(r);
+    const large = [pattern(20_000, 1), pattern(15_000, 2)]; // 35,000 bytes: at least half the buffer
+    for (const r of large) app.push(r);
     await turn();
     await turn();
-    expect(sends).toHaveLength(1);
-    const { payload, owned, pooled } = sends[0]!;
-    expect(Buffer.from(payload).equals(Buffer.concat(reads))).toBe(true);
-    expect(owned).toBe(true);
-    expect(pooled?.length).toBe(MAX_FRAME_LEN);
-    expect(payload.buffer).toBe(pooled!.buffer);
+    const small = [pattern(700, 3), pattern(900, 4)];
+    for (const r of small) app.push(r);
+    await turn();
+    await turn();
+    expect(sends).toHaveLength(2);
+    const [big, little] = sends as [(typeof sends)[0], (typeof sends)[0]];
+    expect(Buffer.from(big.payload).equals(Buffer.concat(large))).toBe(true);
+    expect(big.owned).toBe(true);
+    expect(big.pooled?.length).toBe(MAX_FRAME_LEN);
+    expect(big.payload.buffer).toBe(big.pooled!.buffer);
+    // a small join in a 64 KB buffer would hold up to 64x what the budgets count while it waits for room
+    expect(Buffer.from(little.payload).equals(Buffer.concat(small))).toBe(true);
+    expect(little.pooled).toBeUndefined();
+    expect(little.payload.buffer.byteLength).toBe(1_600);
     s.destroy();
   });
 
