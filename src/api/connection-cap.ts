@@ -1,7 +1,7 @@
 // A bound on an http.Server's concurrent connections: the local API's, and the activity page's (its own answer).
-// The local API's bound on concurrent connections. Only the app reaches 127.0.0.1:9999, but a runaway app (a
-// connection leak, a reconnect loop) must not take the agent's file descriptors and memory: a net.Server in front of
-// the API's http.Server (which never listens itself) counts connections. Past `max` at once a new one is answered
+// Only the app reaches the API's 127.0.0.1:9999, but a runaway app (a connection leak, a reconnect loop) must not
+// take the agent's file descriptors and memory: a net.Server in front of the http.Server (which never listens
+// itself) counts connections. Past `max` at once a new one is answered
 // 503 API_TOO_MANY_CONNECTIONS (JSON, as every refusal; Connection: close, Retry-After) and closed lingering, its
 // bytes read and dropped (an unread request would turn the close into a reset that loses the answer); past `max` +
 // REFUSING_AT_ONCE open (refused ones not yet closed included), Node closes a new one at accept, unanswered.
@@ -75,4 +75,31 @@ export function cappedFront(
   // The http.Server's header and request timeouts are checked from its 'listening' on; it never listens itself.
   server.emit('listening');
   return front;
+}
+
+/**
+ * Listens `front` (cappedFront's). A listen failure closes `server` (its header-timeout checks) and rejects with
+ * `listenError(err)`. Once listening, an error Node reports on `front` is one connection's that could not be accepted
+ * (ENOBUFS, a network error pending on it): `onAcceptError` hears its code and the server serves on (unheard, the
+ * 'error' would end the process).
+ */
+export function listenFront(
+  front: net.Server,
+  server: http.Server,
+  options: net.ListenOptions,
+  listenError: (err: NodeJS.ErrnoException) => Error,
+  onAcceptError: (code: string) => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onListenError = (err: NodeJS.ErrnoException): void => {
+      server.close();
+      reject(listenError(err));
+    };
+    front.once('error', onListenError);
+    front.listen(options, () => {
+      front.off('error', onListenError);
+      front.on('error', (err: NodeJS.ErrnoException) => onAcceptError(err.code ?? 'error'));
+      resolve();
+    });
+  });
 }

@@ -21,7 +21,7 @@ import type { Keyring } from '../crypto/keyring.ts';
 import { wipeEcdhCache } from '../crypto/ecdh-cache.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import { DEFAULT_LINGER_TIME_MS, DEFAULT_LINGER_TIMEOUT_MS } from '../transport/lingering-close.ts';
-import { cappedFront, DEFAULT_MAX_API_CONNECTIONS } from './connection-cap.ts';
+import { cappedFront, DEFAULT_MAX_API_CONNECTIONS, listenFront } from './connection-cap.ts';
 import { ApiError } from './errors.ts';
 import { checkHost, checkJsonContentType, checkNoOrigin } from './request-guards.ts';
 import { ROUTES } from './routes.ts';
@@ -63,6 +63,8 @@ export interface ApiServerOptions {
 export const API_EV_REFUSALS_MESSAGE = 'ev: values refused (local API; counts by reason)';
 export const API_FAILURES_MESSAGE = 'local API requests failed (counts by code and cause)';
 export const API_CONNECTIONS_REFUSED_MESSAGE = 'local API connections refused (counts by cause)';
+/** Connections the listening socket could not accept (ENOBUFS…), counted by code: the API serves on. */
+export const API_ACCEPT_ERRORS_MESSAGE = 'local API connections not accepted (counts by code)';
 
 export interface ApiServer {
   port: number;
@@ -118,6 +120,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const evRefusals = new RateLimitedLog(logger, API_EV_REFUSALS_MESSAGE, every);
   const failures = new RateLimitedLog(logger, API_FAILURES_MESSAGE, every, 'error');
   const connectionRefusals = new RateLimitedLog(logger, API_CONNECTIONS_REFUSED_MESSAGE, every);
+  const acceptErrors = new RateLimitedLog(logger, API_ACCEPT_ERRORS_MESSAGE, every);
   const ctx = {
     keyring: opts.keyring,
     nsm: opts.nsm,
@@ -193,17 +196,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     opts.lingerTimeoutMs ?? DEFAULT_LINGER_TIMEOUT_MS,
     opts.lingerTimeMs ?? DEFAULT_LINGER_TIME_MS,
   );
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      server.close(); // its header-timeout checks
-      reject(new ApiError('API_LISTEN_FAILED', 0, `cannot listen on ${host}:${port}: ${err.code ?? err.message}`, { cause: err }));
-    };
-    front.once('error', onError);
-    front.listen({ host, port, exclusive: true }, () => {
-      front.off('error', onError);
-      resolve();
-    });
-  });
+  await listenFront(
+    front,
+    server,
+    { host, port, exclusive: true },
+    (err) => new ApiError('API_LISTEN_FAILED', 0, `cannot listen on ${host}:${port}: ${err.code ?? err.message}`, { cause: err }),
+    (code) => acceptErrors.note(code),
+  );
   const bound = (front.address() as AddressInfo).port;
   logger.info({ host, port: bound }, 'local API listening');
 
@@ -212,7 +211,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     close: () =>
       new Promise<void>((resolve, reject) => {
         front.close((err) => {
-          for (const log of [evRefusals, failures, connectionRefusals]) log.flush();
+          for (const log of [evRefusals, failures, connectionRefusals, acceptErrors]) log.flush();
           wipeEcdhCache(opts.keyring);
           if (err) reject(err);
           else resolve();

@@ -16,7 +16,7 @@ import { timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import { cappedFront, refusalAnswer } from '../api/connection-cap.ts';
+import { cappedFront, listenFront, refusalAnswer } from '../api/connection-cap.ts';
 import { AgentError, isAgentError } from '../errors.ts';
 import { RateLimitedLog } from '../util/rate-limited-log.ts';
 import type { EnclaveInfo } from './activity-enclave.ts';
@@ -397,20 +397,13 @@ export async function startActivityServer(opts: ActivityServerOptions): Promise<
     undefined,
     tooManyConnections(maxConnections),
   );
-  await new Promise<void>((resolve, reject) => {
-    const onListenError = (err: Error): void => {
-      server.close(); // its header-timeout checks
-      reject(new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
-    };
-    front.once('error', onListenError);
-    front.listen(opts.port, opts.host, () => {
-      front.off('error', onListenError);
-      resolve();
-    });
-  });
-  // Listening, an error Node reports is one connection's that could not be accepted (ENOBUFS, a network error
-  // pending on it): counted and logged, the page serves on (unheard, the 'error' would end the process).
-  front.on('error', (err: NodeJS.ErrnoException) => acceptErrors.note(err.code ?? 'error'));
+  await listenFront(
+    front,
+    server,
+    { port: opts.port, host: opts.host },
+    (err) => new ActivityServerError('ACTIVITY_SERVER_LISTEN_FAILED', `activity page: cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`, { cause: err }),
+    (code) => acceptErrors.note(code),
+  );
   boundPort = (front.address() as AddressInfo).port;
   const sweep = setInterval(() => {
     // The token file too: a live tail makes no request, and one opened under a rotated-out token must end.
