@@ -37,15 +37,18 @@ export function nodeOptionsWithoutPreloads(nodeOptions: string): string {
   const args = splitNodeOptions(nodeOptions);
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
-    if (PRELOAD_OPTIONS.has(arg)) {
-      i++; // and its value
+    if (!PRELOAD_OPTIONS.has(optionName(arg))) {
+      kept.push(`"${arg.replace(/[\\"]/g, '\\$&')}"`);
       continue;
     }
-    const eq = arg.indexOf('=');
-    if (eq > 0 && PRELOAD_OPTIONS.has(arg.slice(0, eq))) continue;
-    kept.push(`"${arg.replace(/[\\"]/g, '\\$&')}"`);
+    if (!arg.includes('=')) i++; // its value is the next argument
   }
   return kept.join(' ');
+}
+
+/** A node option's name as Node reads it: before any `=`, `_` the same as `-` (`--experimental_loader`). */
+export function optionName(arg: string): string {
+  return arg.split('=', 1)[0]!.replace(/_/g, '-');
 }
 
 /** The Worker options that start a thread of the agent without the process's preloads (see the file comment). */

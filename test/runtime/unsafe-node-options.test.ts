@@ -11,6 +11,7 @@ describe('unsafeNodeOptions', () => {
     expect(unsafeNodeOptions(['--inspect-brk=127.0.0.1:9230', '--max-old-space-size=512'], '')).toEqual(['--inspect-brk']);
     expect(unsafeNodeOptions([], '--enable-source-maps --heapsnapshot_signal=SIGUSR2 "--report-on-signal"')).toEqual(['--heapsnapshot-signal', '--report-on-signal']);
     expect(unsafeNodeOptions(['--heapsnapshot-near-heap-limit=1'], '--inspect-wait')).toEqual(['--heapsnapshot-near-heap-limit', '--inspect-wait']);
+    expect(unsafeNodeOptions(['--report-uncaught-exception'], '--report_on_fatalerror')).toEqual(['--report-uncaught-exception', '--report-on-fatalerror']);
     // Node's own undocumented spelling (command line only): it opens the inspector on the loopback as --inspect does.
     expect(unsafeNodeOptions(['--inspect-brk-node=0'], '')).toEqual(['--inspect-brk-node']);
   });

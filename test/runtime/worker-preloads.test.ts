@@ -18,6 +18,8 @@ describe('nodeOptionsWithoutPreloads', () => {
     // Quotes group, a backslash escapes inside them; kept arguments come back quoted the same way.
     expect(nodeOptionsWithoutPreloads('--require "/app dir/otel.cjs" --title "a \\"b\\" c\\\\"')).toBe('"--title" "a \\"b\\" c\\\\"');
     expect(nodeOptionsWithoutPreloads('  ')).toBe('');
+    // Node reads `_` as `-` in option names: --experimental_loader is a loader all the same.
+    expect(nodeOptionsWithoutPreloads('--experimental_loader ./l.mjs --max_old_space_size=64 --experimental_loader=./m.mjs')).toBe('"--max_old_space_size=64"');
   });
 
   it('gives the worker no command-line node options and the environment with NODE_OPTIONS so cleaned', () => {
