@@ -1,10 +1,10 @@
 // A bound on an http.Server's concurrent connections: the local API's, and the activity page's (its own answer).
 // Only the app reaches the API's 127.0.0.1:9999, but a runaway app (a connection leak, a reconnect loop) must not
 // take the agent's file descriptors and memory: a net.Server in front of the http.Server (which never listens
-// itself) counts connections. Past `max` at once a new one is answered
-// 503 API_TOO_MANY_CONNECTIONS (JSON, as every refusal; Connection: close, Retry-After) and closed lingering, its
-// bytes read and dropped (an unread request would turn the close into a reset that loses the answer); past `max` +
-// REFUSING_AT_ONCE open (refused ones not yet closed included), Node closes a new one at accept, unanswered.
+// itself) counts connections. Past `max` at once a new one is answered 503 API_TOO_MANY_CONNECTIONS (JSON, as
+// every refusal; Connection: close, Retry-After) and closed lingering, its bytes read and dropped (an unread
+// request would turn the close into a reset that loses the answer); past `max` + REFUSING_AT_ONCE open (refused
+// ones not yet closed included), Node closes a new one at accept, unanswered.
 import type http from 'node:http';
 import net from 'node:net';
 import { closeLingering, DEFAULT_LINGER_TIME_MS, refusalLinger } from '../transport/lingering-close.ts';

@@ -233,6 +233,16 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
   if (command.length === 0) throw new CliUsageError('no app command: give it after "--" or set [app] command in enclave.toml');
 
   // Fail early and in one line on what cannot work here.
+  // The app's sandbox (runtime/app-sandbox.ts): no way into the agent's memory, descriptors or NSM, no vsock of its
+  // own unless [egress] app_vsock, capabilities cut; [app] sandbox = false is the explicit opt-out.
+  const sandbox = appSandboxChoice(config, process.getuid?.());
+  const unsafe = sandbox.sandbox === 'off' ? [] : unsafeNodeOptions();
+  if (unsafe.length > 0) {
+    io.err(
+      `enclave-agent run: RUNTIME_UNSAFE_NODE_OPTIONS: the agent runs with ${unsafe.join(', ')}, which would let the app reach the agent's memory (its keys) through the inspector or a heap snapshot or report; remove ${unsafe.length === 1 ? 'it' : 'them'} from the node options and NODE_OPTIONS`,
+    );
+    return 1;
+  }
   if (a.listen.kind === 'vsock') {
     try {
       loadNative();
@@ -360,23 +370,10 @@ async function bootAndRun(args: string[], io: CliIo, env: NodeJS.ProcessEnv, boo
   if (boot.signal.aborted) return bootAborted(runtime);
 
   let supervisor: ReturnType<typeof startSupervisor>;
-  // The app's sandbox (runtime/app-sandbox.ts): no way into the agent's memory, descriptors or NSM, no vsock of its
-  // own unless [egress] app_vsock, capabilities cut; [app] sandbox = false is the explicit opt-out.
-  const sandbox = appSandboxChoice(config, process.getuid?.());
   if (sandbox.sandbox === 'off') {
     const warning = "[app] sandbox = false: the app runs unsandboxed; run as root it can read the agent's memory (its keys) and use vsock and the NSM";
     io.err(`enclave-agent run: WARNING: ${warning}`);
     logger.warn({ sandbox: false }, warning);
-  } else {
-    const unsafe = unsafeNodeOptions();
-    if (unsafe.length > 0) {
-      const why = `the agent runs with ${unsafe.join(', ')}, which would let the app reach the agent's memory (its keys) through the inspector or a heap snapshot or report; remove ${unsafe.length === 1 ? 'it' : 'them'} from the node options and NODE_OPTIONS`;
-      io.err(`enclave-agent run: RUNTIME_UNSAFE_NODE_OPTIONS: ${why}`);
-      logger.error({ code: 'RUNTIME_UNSAFE_NODE_OPTIONS', options: unsafe }, 'unsafe node options; not starting the app');
-      await runtime.close();
-      await logs.close();
-      return 1;
-    }
   }
   try {
     // The keys live in this process: non-dumpable whatever the app's sandbox, so an unprivileged app of this

@@ -57,17 +57,12 @@ export class MessageSender {
    * Encodes, encrypts and queues one message; only once ready. Throws (nothing queued) if it cannot be sealed;
    * the promise resolves when written or failed (never rejects).
    * `ownedPayload`: the payload is handed over (an app socket's read buffers) and may be encrypted in place.
-   * `pooled`: the reused buffer (message-buffers.ts) the payload lies in; it goes back there once nothing needs it.
+   * `pooled`: the reused buffer (message-buffers.ts) an owned bstr payload lies in (joined app reads); it goes back
+   * there once nothing needs it.
    */
   send(msg: ServerMessage, enc: ByteEncoding, ownedPayload: boolean, pooled?: Uint8Array): Promise<void> {
     const payload = (msg as { payload?: Uint8Array }).payload;
-    if (payload !== undefined && payload.length >= POOLED_MIN && !(ownedPayload && enc === 'bstr')) {
-      try {
-        return this.#sendPooled(msg, enc);
-      } finally {
-        if (pooled !== undefined) returnFrameBuffer(pooled); // the payload was copied (encoded) out of it
-      }
-    }
+    if (payload !== undefined && payload.length >= POOLED_MIN && !(ownedPayload && enc === 'bstr')) return this.#sendPooled(msg, enc);
     // In parts (a large bstr payload uncopied; ciphertext parts and tag): the writer hands them to the sink as
     // they are. One part is a fresh encoding, ours to encrypt in place; a separate payload part only if owned.
     const pt = encodeServerMessageParts(msg, enc);

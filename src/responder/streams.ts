@@ -14,9 +14,9 @@
 // app error → Error{id, message}; StreamClose{Write} → end() the app side; StreamClose{Both} → destroy.
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { MAX_FRAME_LEN } from '../wire/frames.ts';
 import type { ByteEncoding } from '../wire/messages.ts';
 import { appBytesRead } from './app-progress.ts';
-import { MAX_FRAME_LEN } from '../wire/frames.ts';
 import { returnFrameBuffer, takeMessageBuffer } from './message-buffers.ts';
 
 /** Largest StreamData payload we send on an int-array stream (WIRE.md §5: what the compat client expects, ≤ 16 KiB). */
