@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectClient } from '../responder/helpers.ts';
-import { freePort } from '../runtime/harness.ts';
+import { freePort, PY_WRITE_ATTEMPT } from '../runtime/harness.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 /** This checkout's addon build, which hands connections to session threads (the layer ships it beside dist/). */
@@ -16,9 +16,10 @@ const ADDON = path.join(REPO, 'native/build/Release/enclave_native.node');
 let dir: string;
 let bundle: string;
 
-function run(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs node with `args` in `cwd` (no NODE_PATH, `env` added), bounded by `timeoutMs`. */
+function run(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, args, { cwd, timeout: 120_000, env: { ...process.env, NODE_PATH: '' } }, (err, stdout, stderr) =>
+    execFile(process.execPath, args, { cwd, timeout: timeoutMs, env: { ...process.env, NODE_PATH: '', ...env } }, (err, stdout, stderr) =>
       resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr }),
     );
   });
@@ -168,10 +169,8 @@ w.on('message', (m) => {
     writeFileSync(path.join(image, 'package.json'), '{ "name": "the-app" }\n');
     const seen = path.join(dir, 'code-dir-seen');
     const app = [
-      'import errno, os, sys',
-      'def touch(d):',
-      '    try: os.close(os.open(os.path.join(d, "probe"), os.O_WRONLY | os.O_CREAT)); return "ok"',
-      '    except OSError as e: return errno.errorcode[e.errno]',
+      ...PY_WRITE_ATTEMPT,
+      'def touch(d): return attempt(os.path.join(d, "probe"), os.O_WRONLY | os.O_CREAT)',
       `open(${JSON.stringify(seen)}, "w").write(touch(${JSON.stringify(distDir)}) + " " + touch(${JSON.stringify(image)}))`,
     ].join('\n');
     try {
@@ -179,11 +178,7 @@ w.on('message', (m) => {
       // [egress] enabled: the sandbox, in the code before the fix too; nothing is sent through it.
       writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n[egress]\nenabled = true\nproxy_port = ${await freePort()}\n`);
       const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-code-dir'), '--egress-target', 'tcp:127.0.0.1:9', '--', '/usr/bin/python3', '-c', app];
-      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        execFile(process.execPath, args, { cwd: image, timeout: 60_000, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: ADDON } }, (err, _out, stderr) =>
-          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }),
-        );
-      });
+      const r = await run(args, image, { ENCLAVE_AGENT_NATIVE_ADDON: ADDON }, 60_000);
       expect(r.code, r.stderr).toBe(0);
       expect(readFileSync(seen, 'utf8')).toBe('EROFS ok');
     } finally {
@@ -205,21 +200,14 @@ w.on('message', (m) => {
     chmodSync(path.join(nativeDir, 'enclave_die_with_parent'), 0o755);
     const seen = path.join(dir, 'native-seen');
     const app = [
-      'import errno, os, sys',
-      'def attempt(f, flags):',
-      '    try: os.close(os.open(f, flags, 0o644)); return "ok" if flags & os.O_CREAT else "opened"',
-      '    except OSError as e: return errno.errorcode[e.errno]',
+      ...PY_WRITE_ATTEMPT,
       `open(${JSON.stringify(seen)}, "w").write(attempt(${JSON.stringify(addon)}, os.O_WRONLY) + " " + attempt(${JSON.stringify(path.join(nativeDir, 'probe'))}, os.O_WRONLY | os.O_CREAT))`,
     ].join('\n');
     try {
       const config = path.join(dir, 'native-dir.toml');
       writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n`);
       const args = [bundle, 'run', '--config', config, '--listen', 'tcp:0,0', '--nsm', 'simulator', '--state-dir', path.join(dir, 'state-native-dir'), '--', '/usr/bin/python3', '-c', app];
-      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        execFile(process.execPath, args, { cwd: dir, timeout: 60_000, env: { ...process.env, NODE_PATH: '', ENCLAVE_AGENT_NATIVE_ADDON: addon } }, (err, _out, stderr) =>
-          resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stderr }),
-        );
-      });
+      const r = await run(args, dir, { ENCLAVE_AGENT_NATIVE_ADDON: addon }, 60_000);
       expect(r.code, r.stderr).toBe(0);
       expect(readFileSync(seen, 'utf8')).toBe('EROFS EROFS');
     } finally {

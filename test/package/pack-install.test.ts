@@ -10,7 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../runtime/harness.ts';
+import { freePort, PY_WRITE_ATTEMPT } from '../runtime/harness.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const REPO_PKG = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string; devDependencies: Record<string, string> };
@@ -178,10 +178,7 @@ describe('the packed package, installed with --omit=dev', () => {
       writeFileSync(config, `[app]\nport = ${await freePort()}\nrestart = "never"\n[api]\nenabled = false\n`);
       const seen = path.join(dir, 'seen');
       const probe = [
-        'import errno, os, sys',
-        'def attempt(f, flags):',
-        '    try: os.close(os.open(f, flags, 0o644)); return "ok" if flags & os.O_CREAT else "opened"',
-        '    except OSError as e: return errno.errorcode[e.errno]',
+        ...PY_WRITE_ATTEMPT,
         'out = [attempt(f, os.O_WRONLY) for f in sys.argv[2:]] + [attempt("probe-written", os.O_WRONLY | os.O_CREAT)]',
         'open(sys.argv[1], "w").write(" ".join(out))',
       ].join('\n');

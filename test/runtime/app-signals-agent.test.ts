@@ -4,7 +4,7 @@
 // to exit (forwarded to the app, boot-signals.ts and drain.ts), which replaces Node's handler: this pins that.
 import { afterEach, expect, it } from 'vitest';
 import { available } from '../native/helpers.ts';
-import { startRun, type RunningAgent } from './harness.ts';
+import { PY_SERVE_APP_PORT, startRun, type RunningAgent } from './harness.ts';
 
 const running: RunningAgent[] = [];
 afterEach(async () => {
@@ -12,16 +12,7 @@ afterEach(async () => {
 });
 
 // Ignores the forwarded copy, signals its parent (the agent) once, then serves the app port until killed.
-const APP_PY = [
-  'import os, signal, socket, time',
-  'signal.signal(signal.SIGUSR1, signal.SIG_IGN)',
-  'os.kill(os.getppid(), signal.SIGUSR1)',
-  's = socket.socket()',
-  's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
-  's.bind(("127.0.0.1", int(os.environ["APP_PORT"])))',
-  's.listen()',
-  'while True: time.sleep(60)',
-].join('\n');
+const APP_PY = ['import os, signal', 'signal.signal(signal.SIGUSR1, signal.SIG_IGN)', 'os.kill(os.getppid(), signal.SIGUSR1)', ...PY_SERVE_APP_PORT].join('\n');
 
 it.skipIf(!available)("SIGUSR1 from the sandboxed app is forwarded back to it and never opens the agent's inspector", async () => {
   const a = await startRun({ toml: '[egress]\nenabled = true\ndestinations = []\n', command: ['/usr/bin/python3', '-c', APP_PY] });

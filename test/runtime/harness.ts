@@ -60,6 +60,27 @@ export interface RunningAgent {
   dispose(): Promise<void>;
 }
 
+/** Python lines serving the app port ($APP_PORT) until killed: an app `run` sees healthy (append to an app's own lines). */
+export const PY_SERVE_APP_PORT = [
+  'import os, socket, time',
+  's = socket.socket()',
+  's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+  's.bind(("127.0.0.1", int(os.environ["APP_PORT"])))',
+  's.listen()',
+  'while True: time.sleep(60)',
+];
+
+/**
+ * Python lines defining attempt(path, flags), a sandboxed app's probe: "ok" when it created the file, "opened" when
+ * it opened it for writing, else the errno's name (EROFS, EACCES…).
+ */
+export const PY_WRITE_ATTEMPT = [
+  'import errno, os, sys',
+  'def attempt(f, flags):',
+  '    try: os.close(os.open(f, flags, 0o644)); return "ok" if flags & os.O_CREAT else "opened"',
+  '    except OSError as e: return errno.errorcode[e.errno]',
+];
+
 export async function until<T>(fn: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { nodeOptionsWithoutPreloads, withoutPreloads } from '../../src/crypto/worker-preloads.ts';
 import { connectClient } from '../responder/helpers.ts';
-import { startRun, until, type RunningAgent } from './harness.ts';
+import { PY_SERVE_APP_PORT, startRun, until, type RunningAgent } from './harness.ts';
 
 describe('nodeOptionsWithoutPreloads', () => {
   it('drops --require, -r, --import and the loaders, separate or with =, and keeps the rest as Node reads it', () => {
@@ -36,15 +36,7 @@ afterEach(async () => {
 });
 
 // Rewrites the agent's preload (argv[1]) with code that says where it runs, then serves the app port.
-const APP_PY = [
-  'import os, socket, sys, time',
-  'open(sys.argv[1], "w").write(sys.argv[2])',
-  's = socket.socket()',
-  's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
-  's.bind(("127.0.0.1", int(os.environ["APP_PORT"])))',
-  's.listen()',
-  'while True: time.sleep(60)',
-].join('\n');
+const APP_PY = ['import sys', 'open(sys.argv[1], "w").write(sys.argv[2])', ...PY_SERVE_APP_PORT].join('\n');
 
 /** Preload source appending "<who> in <thread> of <pid>" to `marks`. */
 const preloadSource = (who: string, marks: string): string =>
